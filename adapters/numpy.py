@@ -1,0 +1,163 @@
+"""NumPy reference adapter: exact sampling of every initscale distribution.
+
+``initializer(spec, layout="keras")`` returns ``fn(shape, *, rng, dtype=np.float32)``. Draws are
+made in float64 and cast once, so float16/32/64 results differ only by the final rounding.
+Truncated normals are drawn by inverse CDF (never by clipping or rejection): u is uniform on
+[Φ(α), Φ(β)] and x = loc + σ·Φ⁻¹(u), with α, β the bounds in σ units; an interval in the upper
+tail is sampled by symmetry from the lower one, where Φ⁻¹ keeps full relative precision.
+
+Example:
+    >>> import numpy as np, initscale
+    >>> init = initializer(initscale.presets.get("he_normal"), layout="torch")
+    >>> w = init((256, 128), rng=np.random.default_rng(0))
+    >>> w.shape, w.dtype
+    ((256, 128), dtype('float32'))
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import numpy as np
+from numpy.typing import DTypeLike, NDArray
+
+from initscale import _validate
+from initscale.distributions import (
+    ConstantDist,
+    Distribution,
+    NormalDist,
+    OrthogonalDist,
+    TruncatedNormalDist,
+    UniformDist,
+)
+from initscale.fans import Layout, LayoutLike, resolve
+from initscale.normal_math import ndtri, normal_cdf
+from initscale.specs import Spec
+
+__all__ = ["NumpyInitializer", "initializer", "sample"]
+
+_DTYPES = ("float16", "float32", "float64")
+
+
+class NumpyInitializer(Protocol):
+    """``fn(shape, *, rng, dtype=np.float32) -> np.ndarray``."""
+
+    def __call__(self, shape: Sequence[int], *, rng: np.random.Generator | int,
+                 dtype: DTypeLike = np.float32) -> NDArray[Any]: ...
+
+
+def _dtype(dtype: DTypeLike) -> np.dtype[Any]:
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt is None or dt.name not in _DTYPES:
+        raise TypeError(f"Argument `dtype` must be one of {', '.join(map(repr, _DTYPES))}. Received: dtype={dtype!r}.")
+    return dt
+
+
+def _rng(rng: np.random.Generator | int) -> np.random.Generator:
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
+        return np.random.default_rng(int(rng))
+    raise TypeError(
+        f"Argument `rng` must be a numpy.random.Generator or an int seed. Received: rng={rng!r}. "
+        "Use numpy.random.default_rng(seed)."
+    )
+
+
+def _truncated(dist: TruncatedNormalDist, size: tuple[int, ...], rng: np.random.Generator) -> NDArray[np.float64]:
+    a, b = dist.standard_bounds
+    flip = a > 0.0  # both bounds in the upper tail: sample -X on [-b, -a] instead
+    if flip:
+        a, b = -b, -a
+    u = rng.uniform(normal_cdf(a), normal_cdf(b), size)
+    z = np.clip(ndtri(u), a, b)  # the clip only absorbs the last-bit rounding of Φ⁻¹
+    return dist.loc + dist.sigma * (-z if flip else z)
+
+
+def _haar(rows: int, cols: int, count: int, rng: np.random.Generator) -> NDArray[np.float64]:
+    """``count`` Haar-random (rows × cols) matrices with orthonormal rows or columns."""
+    big, small = max(rows, cols), min(rows, cols)
+    q, r = np.linalg.qr(rng.standard_normal((count, big, small)))
+    q = q * np.sign(np.diagonal(r, axis1=-2, axis2=-1))[:, None, :]  # Mezzadri 2007: unique Haar Q
+    return q if rows >= cols else np.swapaxes(q, -1, -2)
+
+
+def _orthogonal(dist: OrthogonalDist, layout: Layout, shape: tuple[int, ...],
+                rng: np.random.Generator) -> NDArray[np.float64]:
+    ins, outs, batch, receptive = layout.split_axes(shape)
+    order = batch + outs + ins + receptive
+    nb = math.prod(shape[a] for a in batch)
+    og, ig = layout.out_groups, layout.in_groups
+    o = math.prod(shape[a] for a in outs) // og
+    i = math.prod(shape[a] for a in ins) // ig
+    rf = math.prod(shape[a] for a in receptive)
+    mats = dist.gain * _haar(o, i * rf, nb * og * ig, rng)
+    # blocks (B, og, ig, o, i, rf) -> (B, og, o, ig, i, rf) -> the permuted weight -> original order
+    blocks = mats.reshape(nb, og, ig, o, i, rf).transpose(0, 1, 3, 2, 4, 5)
+    permuted = blocks.reshape(tuple(shape[a] for a in order))
+    return np.transpose(permuted, np.argsort(order))
+
+
+def sample(dist: Distribution, shape: Sequence[int], rng: np.random.Generator,
+           layout: Layout | None = None) -> NDArray[np.float64]:
+    """Draw ``dist`` in float64 for a weight of ``shape`` (``layout`` only for orthogonal)."""
+    size = tuple(shape)
+    if isinstance(dist, NormalDist):
+        return dist.mean + dist.std * rng.standard_normal(size)
+    if isinstance(dist, TruncatedNormalDist):
+        return _truncated(dist, size, rng)
+    if isinstance(dist, UniformDist):
+        return rng.uniform(dist.low, dist.high, size)
+    if isinstance(dist, ConstantDist):
+        return np.full(size, dist.value, dtype=np.float64)
+    if isinstance(dist, OrthogonalDist):
+        if layout is None:
+            raise ValueError("An orthogonal draw needs the weight's layout.")
+        return _orthogonal(dist, layout, size, rng)
+    raise TypeError(f"Unknown distribution {dist!r}.")
+
+
+def initializer(spec: Spec, layout: LayoutLike = "keras") -> NumpyInitializer:
+    """Compile ``spec`` into ``fn(shape, *, rng, dtype=np.float32)``.
+
+    Args:
+        spec: any initscale spec.
+        layout: how to read fans from the shape (default ``"keras"``: (*kernel, in, out)).
+            Specs with a fixed scale (Normal, Uniform, Constant, ...) ignore it, so they also
+            fill biases and other rank-1 weights.
+
+    Each call draws from ``rng`` (a ``numpy.random.Generator``, or an int seed); the
+    distribution for each shape is resolved once and cached.
+    """
+    if not isinstance(spec, Spec):
+        raise TypeError(f"Argument `spec` must be an initscale spec. Received: spec={spec!r}.")
+    rule = resolve(layout)
+    cache: dict[tuple[int, ...], tuple[Distribution, Layout | None]] = {}
+
+    def plan(shape: tuple[int, ...]) -> tuple[Distribution, Layout | None]:
+        if shape not in cache:
+            if spec.fixed_scale:
+                cache[shape] = (spec.resolve(None), None)
+            else:
+                cache[shape] = (spec.resolve(rule.fans(shape)), rule.layout(shape))
+        return cache[shape]
+
+    def init(shape: Sequence[int], *, rng: np.random.Generator | int,
+             dtype: DTypeLike = np.float32) -> NDArray[Any]:
+        dims = _validate.shape("shape", shape)
+        dt = _dtype(dtype)
+        generator = _rng(rng)
+        if math.prod(dims) == 0:
+            return np.zeros(dims, dtype=dt)
+        dist, concrete = plan(dims)
+        return sample(dist, dims, generator, concrete).astype(dt)
+
+    init.__doc__ = f"NumPy initializer for {spec!r} (layout {rule})."
+    return init
+
+

@@ -1,0 +1,85 @@
+"""initscale: one weight-initialization spec, exact numbers, every framework.
+
+>>> import initscale
+>>> spec = initscale.presets.get("torch.kaiming_normal", a=0.2, mode="fan_out")
+>>> fans = initscale.compute_fans((64, 32, 3, 3), "torch")
+>>> round(spec.std(fans), 6)
+0.04622
+
+The core imports NumPy only. Framework adapters are attributes loaded on first use:
+``initscale.numpy`` (the reference sampler); each imports its framework only then, and says
+which pip extra to install when the framework is missing.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from . import distributions, gains, presets
+from . import fans as layouts
+from .fans import Fans, LayerKind, Layout, compute_fans
+from .gains import gain
+from .specs import (
+    Constant,
+    Description,
+    Normal,
+    Ones,
+    Orthogonal,
+    Spec,
+    TruncatedNormal,
+    Uniform,
+    VarianceScaling,
+    Zeros,
+    from_dict,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Constant",
+    "Description",
+    "Fans",
+    "LayerKind",
+    "Layout",
+    "Normal",
+    "Ones",
+    "Orthogonal",
+    "Spec",
+    "TruncatedNormal",
+    "Uniform",
+    "VarianceScaling",
+    "Zeros",
+    "compute_fans",
+    "distributions",
+    "from_dict",
+    "gain",
+    "gains",
+    "layouts",
+    "presets",
+]
+
+# attribute -> (adapter module, framework module it needs, pip extra that installs it)
+_ADAPTERS: dict[str, tuple[str, str, str]] = {
+    "numpy": ("initscale.adapters.numpy", "numpy", "initscale"),
+}
+
+
+def __getattr__(name: str) -> ModuleType:
+    if name not in _ADAPTERS:
+        raise AttributeError(f"module 'initscale' has no attribute {name!r}")
+    module, framework, extra = _ADAPTERS[name]
+    try:
+        importlib.import_module(framework)
+    except ImportError as err:
+        raise ImportError(
+            f"initscale.{name} needs {framework}, which is not importable ({err}). "
+            f"Install it with: pip install 'initscale[{extra}]'"
+        ) from err
+    adapter = importlib.import_module(module)
+    globals()[name] = adapter
+    return adapter
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_ADAPTERS))

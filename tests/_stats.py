@@ -1,0 +1,61 @@
+"""Statistical checks with tolerances derived from the sampling distribution.
+
+Each check states its false-alarm rate. With Z = 4.5 a two-sided normal check fires falsely
+with probability 2·(1 − Φ(4.5)) ≈ 6.8e-6; the KS test runs at α = 1e-4; the bound-approach
+check fails falsely with probability 1e-6 per bound. Seeds are fixed, so runs are repeatable.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+from initscale.distributions import Distribution
+
+Z = 4.5
+KS_ALPHA = 1e-4
+APPROACH_MISS = 1e-6
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+def check_samples(x: np.ndarray, dist: Distribution) -> list[Check]:
+    """Second moment, mean, support, bound approach and KS against ``dist``'s exact CDF."""
+    x = np.asarray(x, dtype=np.float64).ravel()
+    n = x.size
+    mu, var, kurt = dist.mean, dist.variance, dist.kurtosis
+    out = []
+    # E[(x-μ)²] estimated by m2 has sd var·sqrt((κ−1)/n) (delta method for iid draws).
+    m2 = float(np.mean((x - mu) ** 2))
+    tol = Z * var * math.sqrt((kurt - 1.0) / n)
+    out.append(Check("second_moment", abs(m2 - var) <= tol, f"m2={m2:.6g} expected={var:.6g} tol={tol:.3g}"))
+    # the sample mean has standard error sqrt(var/n).
+    tol_mean = Z * math.sqrt(var / n)
+    xbar = float(np.mean(x))
+    out.append(Check("mean", abs(xbar - mu) <= tol_mean, f"mean={xbar:.6g} expected={mu:.6g} tol={tol_mean:.3g}"))
+    if dist.bounds is not None and hasattr(dist, "cdf"):
+        low, high = dist.bounds
+        inside = bool(np.all((x >= low) & (x <= high)))
+        out.append(Check("support", inside, f"min={x.min():.6g} max={x.max():.6g} bounds=[{low:.6g}, {high:.6g}]"))
+        # P(all n draws miss the top mass q) = (1−q)^n = APPROACH_MISS  =>  q = 1 − APPROACH_MISS^(1/n).
+        q = 1.0 - APPROACH_MISS ** (1.0 / n)
+        f_max, f_min = float(dist.cdf(x.max())), float(dist.cdf(x.min()))
+        out.append(Check("approaches_bounds", f_max >= 1.0 - q and f_min <= q,
+                         f"F(min)={f_min:.3g} F(max)={f_max:.3g} q={q:.3g}"))
+    if not hasattr(dist, "cdf"):
+        return out
+    p = stats.kstest(x, lambda t: dist.cdf(t)).pvalue
+    out.append(Check("ks", p >= KS_ALPHA, f"KS p={p:.3g} alpha={KS_ALPHA}"))
+    return out
+
+
+def failures(x: np.ndarray, dist: Distribution) -> list[str]:
+    return [f"{c.name}: {c.detail}" for c in check_samples(x, dist) if not c.ok]

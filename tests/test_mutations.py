@@ -1,0 +1,116 @@
+"""Mutation proof: each classic bug, planted in the sampler, is caught by the checks.
+
+Each case draws with a buggy recipe and checks the draws against the correct spec; the named
+check must fail. Together they show that every statistical check can fail.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from _stats import failures
+
+import initscale
+from initscale import presets
+from initscale.adapters import numpy as isnp
+from initscale.distributions import NormalDist, TruncatedNormalDist, UniformDist
+
+SHAPE = (400, 500)
+FANS = initscale.compute_fans(SHAPE, "keras")
+RNG = 7
+
+
+def _draw(dist) -> np.ndarray:
+    return isnp.sample(dist, SHAPE, np.random.default_rng(RNG))
+
+
+def _no_truncation_correction():
+    spec = presets.get("he_normal")
+    sigma = math.sqrt(2.0 / FANS.fan_in)  # forgot to divide by 0.8796
+    return spec, TruncatedNormalDist(0.0, sigma, -2 * sigma, 2 * sigma)
+
+
+def _uniform_limit_sqrt_var():
+    spec = presets.get("glorot_uniform")
+    limit = math.sqrt(spec.variance(FANS))  # sqrt(var) instead of sqrt(3 var)
+    return spec, UniformDist(-limit, limit)
+
+
+def _swapped_fans():
+    spec = presets.get("he_normal")
+    swapped = initscale.Fans(FANS.fan_out, FANS.fan_in)
+    return spec, spec.resolve(swapped)
+
+
+def _normal_for_truncated():
+    spec = presets.get("lecun_normal")
+    return spec, NormalDist(0.0, spec.std(FANS))  # same variance, no truncation
+
+
+def _torch_absolute_bounds_as_std_units():
+    spec = presets.get("torch.trunc_normal", std=0.5, a=-0.5, b=0.5)  # bounds at ±1 std
+    return spec, initscale.TruncatedNormal(0.5, lower=-0.5, upper=0.5, bounds_in="std").resolve()
+
+
+def _off_centre_uniform():
+    spec = presets.get("he_uniform")
+    limit = spec.sampler_parameter(FANS)
+    return spec, UniformDist(0.0, 2 * limit)  # jax.uniform-style [0, 2L) instead of ±L
+
+
+def _right_variance_wrong_shape():
+    spec = presets.get("he_uniform")
+    return spec, NormalDist(0.0, spec.std(FANS))  # uniform asked, normal of equal variance drawn
+
+
+def _bounds_never_approached():
+    spec = presets.get("glorot_uniform")
+    limit = spec.sampler_parameter(FANS)
+    return spec, UniformDist(-0.999 * limit, 0.999 * limit)
+
+
+CASES = {
+    "no_truncation_correction": (_no_truncation_correction, "second_moment"),
+    "uniform_limit_sqrt_var": (_uniform_limit_sqrt_var, "second_moment"),
+    "swapped_fans": (_swapped_fans, "second_moment"),
+    "normal_for_truncated": (_normal_for_truncated, "support"),
+    "torch_absolute_bounds_as_std_units": (_torch_absolute_bounds_as_std_units, "second_moment"),
+    "off_centre_uniform": (_off_centre_uniform, "mean"),
+    "right_variance_wrong_shape": (_right_variance_wrong_shape, "ks"),
+    "bounds_never_approached": (_bounds_never_approached, "approaches_bounds"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_planted_bug_is_caught(case: str) -> None:
+    make, check = CASES[case]
+    spec, buggy = make()
+    failed = {f.split(":")[0] for f in failures(_draw(buggy), spec.resolve(FANS if not spec.fixed_scale else None))}
+    assert check in failed, f"{case}: expected {check!r} to fail, failed: {sorted(failed)}"
+
+
+@pytest.mark.parametrize(
+    ("case", "preset", "shape", "layout", "wrong_layout"),
+    [
+        ("receptive_field_ignored", "he_uniform", (3, 3, 32, 64), "keras", initscale.Layout(-2, -1, batch_axes=(0, 1))),
+        ("stacked_gate_fans", "glorot_uniform", (64, 256), "keras.lstm", "keras"),
+        ("grouped_conv_total_fans", "glorot_uniform", (64, 8, 3, 3), "torch.conv:groups=8", "torch"),
+        ("conv_transpose_native_fans", "he_uniform", (16, 32, 3, 3), "torch.conv_transpose", "torch"),
+        ("depthwise_native_fans", "he_uniform", (3, 3, 64, 2), "keras.depthwise_conv", "keras"),
+    ],
+)
+def test_wrong_fan_convention_is_caught(case, preset, shape, layout, wrong_layout) -> None:
+    spec = presets.get(preset)
+    right = spec.resolve(initscale.compute_fans(shape, layout))
+    x = isnp.initializer(spec, wrong_layout)(shape, rng=RNG, dtype=np.float64)
+    assert "second_moment" in {f.split(":")[0] for f in failures(x, right)}, case
+
+
+def test_correct_draws_pass_every_check() -> None:
+    """The control: the same checks on correct draws pass (so the failures above are the bugs')."""
+    for make, _ in CASES.values():
+        spec, _ = make()
+        dist = spec.resolve(None if spec.fixed_scale else FANS)
+        assert failures(_draw(dist), dist) == []
