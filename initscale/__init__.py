@@ -3,8 +3,8 @@
 >>> import initscale
 >>> spec = initscale.presets.get("torch.kaiming_normal", a=0.2, mode="fan_out")
 >>> fans = initscale.compute_fans((64, 32, 3, 3), "torch")
->>> round(spec.std(fans), 6)
-0.04622
+>>> round(spec.std(fans), 6)   # sqrt(2 / (1 + 0.2²) / (64·3·3))
+0.057781
 
 The core imports NumPy only. Framework adapters are attributes loaded on first use:
 ``initscale.numpy`` (the reference sampler); each imports its framework only then, and says

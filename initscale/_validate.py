@@ -23,12 +23,16 @@ def choice(name: str, value: Any, choices: Iterable[str]) -> str:
     return value
 
 
-def real(name: str, value: Any, *, positive: bool = False, nonnegative: bool = False) -> float:
-    """Return ``value`` as a finite float, optionally > 0 or ≥ 0; bools are rejected."""
+def real(
+    name: str, value: Any, *, positive: bool = False, nonnegative: bool = False, infinite_ok: bool = False
+) -> float:
+    """Return ``value`` as a finite float (±inf too if ``infinite_ok``), optionally > 0 or ≥ 0.
+
+    Bools are rejected; NaN always is."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"Argument `{name}` must be a real number. Received: {name}={value!r}.")
     out = float(value)
-    if not math.isfinite(out):
+    if math.isnan(out) or (math.isinf(out) and not infinite_ok):
         raise ValueError(f"Argument `{name}` must be finite. Received: {name}={value!r}.")
     if positive and not out > 0.0:
         raise ValueError(f"Argument `{name}` must be > 0. Received: {name}={value!r}.")

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Union
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -232,4 +231,4 @@ class OrthogonalDist:
         return self.gain
 
 
-Distribution = Union[NormalDist, TruncatedNormalDist, UniformDist, ConstantDist, OrthogonalDist]
+Distribution = NormalDist | TruncatedNormalDist | UniformDist | ConstantDist | OrthogonalDist

@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from . import _validate
 from ._named import format_named, parse_named
@@ -146,7 +146,9 @@ class Layout:
                 f"batch_axes={self.batch_axes}."
             )
 
-    def split_axes(self, shape: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    def split_axes(
+        self, shape: Sequence[int]
+    ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
         """Normalized (in, out, batch, receptive) axes of ``shape``; raises if any is out of range."""
         dims = _validate.shape("shape", shape)
         rank = len(dims)
@@ -291,7 +293,9 @@ _KINDS: dict[str, _Kind] = {
     "torch": _fixed("torch", _TORCH, "torch weight layout (out, in, *kernel).", _torch_native),
     "keras": _fixed("keras", _KERAS, "Keras kernel layout (*kernel, in, out).", _keras_native),
     "flax": _fixed("jax", Layout(-2, -1, name="flax"), "Flax kernel layout (*kernel, in, out).", _jax_native),
-    "jax": _fixed("jax", Layout(-2, -1, name="jax"), "jax.nn.initializers default (in_axis=-2, out_axis=-1).", _jax_native),
+    "jax": _fixed(
+        "jax", Layout(-2, -1, name="jax"), "jax.nn.initializers default (in_axis=-2, out_axis=-1).", _jax_native
+    ),
     # torch
     "torch.linear": _fixed("torch", _TORCH, "nn.Linear weight (out, in).", _torch_native),
     "torch.conv": _Kind(
@@ -421,7 +425,7 @@ class LayerKind:
         return self.layout(dims).fans(dims)
 
 
-LayoutLike = Union[str, Layout, LayerKind]
+LayoutLike = str | Layout | LayerKind
 
 
 def get(name: str, **params: Any) -> LayerKind:

@@ -232,8 +232,8 @@ def jax_orthogonal(scale: float = 1.0) -> Spec:
 # --- Flax layer defaults -------------------------------------------------------------------------
 
 
-@_preset("flax.dense_kernel", "flax.conv_kernel", "flax.lstm_kernel", source="flax.linen / flax.nnx default_kernel_init",
-         layout="flax")
+@_preset("flax.dense_kernel", "flax.conv_kernel", "flax.lstm_kernel",
+         source="flax.linen / flax.nnx default_kernel_init", layout="flax")
 def flax_kernel() -> Spec:
     """lecun_normal(): the default kernel of Dense/Linear, Conv, ConvTranspose, attention and LSTM input kernels."""
     return lecun_normal()

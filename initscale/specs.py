@@ -67,6 +67,8 @@ DistributionName = Literal["truncated_normal", "normal", "uniform"]
 DISTRIBUTIONS: tuple[str, ...] = ("truncated_normal", "normal", "uniform")
 BOUNDS_UNITS: tuple[str, ...] = ("std", "absolute")
 SPEC_FORMAT_VERSION = 1
+_INF_TO_TEXT = {math.inf: "inf", -math.inf: "-inf"}
+_TEXT_TO_INF = {"inf": math.inf, "-inf": -math.inf}
 
 
 def _coerce(spec: Any, name: str, value: Any) -> None:
@@ -188,8 +190,12 @@ class Spec:
         return f"{type(self).__name__}({args})"
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-safe, versioned dict; :func:`from_dict` rebuilds an equal spec."""
-        return {"version": SPEC_FORMAT_VERSION, "kind": type(self).__name__, "config": self.config()}
+        """A JSON-safe, versioned dict; :func:`from_dict` rebuilds an equal spec.
+
+        Infinite bounds are written as the strings ``"inf"`` / ``"-inf"`` (strict JSON has no
+        infinity)."""
+        config = {k: _INF_TO_TEXT.get(v, v) if isinstance(v, float) else v for k, v in self.config().items()}
+        return {"version": SPEC_FORMAT_VERSION, "kind": type(self).__name__, "config": config}
 
 
 @dataclass(frozen=True, repr=False)
@@ -280,6 +286,7 @@ class Normal(Spec):
 class TruncatedNormal(Spec):
     """N(mean, std²) truncated to [lower, upper]; ``std`` is the std *before* truncation.
 
+    Either bound may be infinite (``lower=0, upper=inf`` is a half-normal).
     ``bounds_in="std"`` (default, as Keras/JAX/TF): the bounds are mean + lower·std and
     mean + upper·std. ``bounds_in="absolute"`` (as torch's ``trunc_normal_(a, b)``): the bounds
     are lower and upper themselves. The classic pitfall: ``torch.nn.init.trunc_normal_(w,
@@ -305,8 +312,8 @@ class TruncatedNormal(Spec):
     ) -> None:
         _coerce(self, "stddev", _validate.real("std", std, positive=True))
         _coerce(self, "mean", _validate.real("mean", mean))
-        _coerce(self, "lower", _validate.real("lower", lower))
-        _coerce(self, "upper", _validate.real("upper", upper))
+        _coerce(self, "lower", _validate.real("lower", lower, infinite_ok=True))
+        _coerce(self, "upper", _validate.real("upper", upper, infinite_ok=True))
         _coerce(self, "bounds_in", _validate.choice("bounds_in", bounds_in, BOUNDS_UNITS))
         if not self.lower < self.upper:
             raise ValueError(f"Arguments `lower` < `upper` required. Received: lower={lower!r}, upper={upper!r}.")
@@ -411,7 +418,7 @@ class Orthogonal(Spec):
     def resolve(self, fans: Fans | None = None) -> Distribution:
         f = self._needs(fans)
         rows = round(f.fan_out / f.receptive_field) if f.receptive_field else 0
-        return OrthogonalDist(self.gain, int(rows), int(round(f.fan_in)))
+        return OrthogonalDist(self.gain, int(rows), round(f.fan_in))
 
 
 _KINDS: dict[str, type[Spec]] = {
@@ -459,4 +466,5 @@ def from_dict(data: Mapping[str, Any]) -> Spec:
     missing = required - set(config)
     if missing:
         raise ValueError(f"{kind} config lacks required key(s) {sorted(missing)}.")
-    return cls(**config)
+    return cls(**{k: _TEXT_TO_INF.get(v, v) if isinstance(v, str) and k in ("lower", "upper") else v
+                  for k, v in config.items()})

@@ -10,9 +10,9 @@ import math
 
 import numpy as np
 import pytest
-from _stats import failures
 
 import initscale
+from _stats import failures
 from initscale import presets
 from initscale.adapters import numpy as isnp
 from initscale.distributions import NormalDist, TruncatedNormalDist, UniformDist

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _stats import failures
 
 import initscale
+from _stats import failures
 from initscale import presets
 from initscale.adapters import numpy as isnp
 

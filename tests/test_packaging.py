@@ -1,0 +1,58 @@
+"""Packaging: the core imports no framework; adapters load lazily and name their extra."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import pkgutil
+import subprocess
+import sys
+
+import pytest
+
+import initscale
+
+FRAMEWORKS = ("torch", "tensorflow", "jax", "jaxlib", "keras", "flax")
+
+
+def test_import_initscale_imports_no_framework() -> None:
+    code = (
+        "import sys, initscale, initscale.presets, initscale.gains, initscale.adapters\n"
+        f"print(','.join(m for m in {FRAMEWORKS!r} if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_adapters_ship_inside_the_package_only() -> None:
+    import initscale.adapters
+
+    assert initscale.adapters.__name__ == "initscale.adapters"
+    code = "import importlib.util as u, os; os.chdir('/'); print(u.find_spec('adapters') is None)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"
+
+
+def test_lazy_adapter_attribute() -> None:
+    assert initscale.numpy.__name__ == "initscale.adapters.numpy"
+    assert "numpy" in dir(initscale)
+    with pytest.raises(AttributeError, match="no attribute 'nonsense'"):
+        initscale.nonsense  # noqa: B018
+
+
+def test_missing_framework_names_the_extra(monkeypatch) -> None:
+    monkeypatch.setitem(initscale._ADAPTERS, "fakefw", ("initscale.adapters.fakefw", "no_such_framework_xyz", "fakefw"))
+    with pytest.raises(ImportError, match=r"pip install 'initscale\[fakefw\]'"):
+        initscale.fakefw  # noqa: B018
+
+
+def _modules():
+    names = [m.name for m in pkgutil.walk_packages(initscale.__path__, "initscale.")]
+    return ["initscale", *names, "initscale.adapters.numpy"]
+
+
+@pytest.mark.parametrize("name", sorted(set(_modules())))
+def test_docstring_examples_run(name: str) -> None:
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0
