@@ -89,15 +89,9 @@ def _haar(rows: int, cols: int, count: int, rng: np.random.Generator) -> NDArray
 
 def _orthogonal(dist: OrthogonalDist, layout: Layout, shape: tuple[int, ...],
                 rng: np.random.Generator) -> NDArray[np.float64]:
-    ins, outs, batch, receptive = layout.split_axes(shape)
-    order = batch + outs + ins + receptive
-    nb = math.prod(shape[a] for a in batch)
-    og, ig = layout.out_groups, layout.in_groups
-    o = math.prod(shape[a] for a in outs) // og
-    i = math.prod(shape[a] for a in ins) // ig
-    rf = math.prod(shape[a] for a in receptive)
+    order, (nb, og, o, ig, i, rf) = layout.blocks(shape)
     mats = dist.gain * _haar(o, i * rf, nb * og * ig, rng)
-    # blocks (B, og, ig, o, i, rf) -> (B, og, o, ig, i, rf) -> the permuted weight -> original order
+    # blocks (B, og, ig, o, i·rf) -> (B, og, o, ig, i, rf) -> the permuted weight -> original order
     blocks = mats.reshape(nb, og, ig, o, i, rf).transpose(0, 1, 3, 2, 4, 5)
     permuted = blocks.reshape(tuple(shape[a] for a in order))
     return np.transpose(permuted, np.argsort(order))

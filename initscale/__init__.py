@@ -7,7 +7,7 @@
 0.057781
 
 The core imports NumPy only. Framework adapters are attributes loaded on first use:
-``initscale.numpy`` (the reference sampler); each imports its framework only then, and says
+``initscale.numpy`` (the reference sampler) and ``initscale.torch``; each imports its framework only then, and says
 which pip extra to install when the framework is missing.
 """
 
@@ -62,6 +62,7 @@ __all__ = [
 # attribute -> (adapter module, framework module it needs, pip extra that installs it)
 _ADAPTERS: dict[str, tuple[str, str, str]] = {
     "numpy": ("initscale.adapters.numpy", "numpy", "initscale"),
+    "torch": ("initscale.adapters.torch", "torch", "torch"),
 }
 
 

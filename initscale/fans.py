@@ -188,6 +188,22 @@ class Layout:
                 )
         return Fans(in_size // self.in_groups * rf, out_size // self.out_groups * rf, rf)
 
+    def blocks(self, shape: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, int, int, int, int, int]]:
+        """How a weight splits into independent (out × in·receptive) blocks, for matrix inits.
+
+        Returns ``(order, (batch, out_groups, out_per_group, in_groups, in_per_group, receptive))``:
+        transposing the weight to ``order`` (batch, out, in, receptive axes) and reshaping it to
+        the six sizes gives each block as ``[b, og, :, ig, :, :]``.
+        """
+        dims = _validate.shape("shape", shape)
+        ins, outs, batch, receptive = self.split_axes(dims)
+        def size(axes: tuple[int, ...]) -> int:
+            return math.prod(dims[a] for a in axes)
+
+        og, ig = self.out_groups, self.in_groups
+        sizes = (size(batch), og, size(outs) // og, ig, size(ins) // ig, size(receptive))
+        return batch + outs + ins + receptive, sizes
+
     def layout(self, shape: Sequence[int]) -> Layout:
         """A plain layout is the same for every shape (the protocol shared with LayerKind)."""
         return self
