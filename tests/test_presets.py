@@ -537,7 +537,8 @@ def test_unknown_kwarg_in_string_form() -> None:
          r"Argument `distribution` must be one of 'normal', 'truncated_normal', 'uniform', 'untruncated_normal'\."),
         # Caffe's VarianceNorm enum
         ("caffe.xavier", {"variance_norm": "FAN_AVG"},
-         r"Argument `variance_norm` must be one of 'AVERAGE', 'FAN_IN', 'FAN_OUT'\. Received: variance_norm='FAN_AVG'\."),
+         r"Argument `variance_norm` must be one of 'AVERAGE', 'FAN_IN', 'FAN_OUT'\. "
+         r"Received: variance_norm='FAN_AVG'\."),
         ("caffe.msra", {"variance_norm": "fan_in"},
          r"Argument `variance_norm` must be one of 'AVERAGE', 'FAN_IN', 'FAN_OUT'\."),
         # MXNet

@@ -1,0 +1,282 @@
+"""Gains: torch's calculate_gain table exactly, and derived gains against independent quadrature.
+
+A derived gain is 1/√E[f(z)²] with z ~ N(0, 1). The reference here integrates with
+scipy.integrate.quad, split at 0 (where ReLU/ELU/SELU have kinks):
+
+    E[f(z)²] = ∫₀^∞ (f(z)² + f(−z)²) φ(z) dz
+
+using scalar activations written out below from their definitions, not initscale's.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from initscale import gains
+from initscale.gains import GainDetails, gain, gain_details
+
+sqrt = math.sqrt
+
+# --- torch's table ---------------------------------------------------------------------------------
+
+ONE = ["linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
+       "identity", "sigmoid"]
+TORCH_TABLE = [
+    *[(name, None, 1.0) for name in ONE],
+    ("tanh", None, 5.0 / 3.0),
+    ("relu", None, sqrt(2.0)),
+    ("leaky_relu", None, sqrt(2.0 / (1.0 + 0.01**2))),  # torch's default negative_slope 0.01
+    ("leaky_relu", 0.2, sqrt(2.0 / (1.0 + 0.2**2))),
+    ("leaky_relu", 0.0, sqrt(2.0)),
+    ("leaky_relu", sqrt(5.0), sqrt(2.0 / (1.0 + 5.0))),  # nn.Linear's a=√5 → 1/√3
+    ("selu", None, 3.0 / 4.0),
+]
+
+
+@pytest.mark.parametrize(("name", "param", "expected"), TORCH_TABLE,
+                         ids=[f"{n}-{p}" for n, p, _ in TORCH_TABLE])
+@pytest.mark.parametrize("method", ["table", "auto"])
+def test_torch_table(name: str, param: float | None, expected: float, method: str) -> None:
+    assert gain(name, param, method=method) == expected
+
+
+def test_torch_table_constants_spelled_out() -> None:
+    assert gain("tanh", method="table") == pytest.approx(1.6666666666666667, rel=1e-16)
+    assert gain("leaky_relu") == pytest.approx(1.4141428569978354, rel=1e-15)  # torch's default value
+    assert gain("leaky_relu", 0.2) == pytest.approx(1.3867504905630728, rel=1e-15)
+
+
+@pytest.mark.parametrize("method", ["auto", "table", "derived"])
+def test_sigmoid_4x_is_the_theano_convention(method: str) -> None:
+    assert gain("sigmoid_4x", method=method) == 4.0
+    details = gain_details("sigmoid_4x", method=method)
+    assert details.method == "convention"
+    assert details.torch_value is None
+    assert "Theano" in details.source
+
+
+# --- derived gains vs scipy quad -------------------------------------------------------------------
+
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+
+
+def _sigmoid(x: float) -> float:
+    return 0.5 * (1.0 + math.tanh(0.5 * x))  # overflow-free σ(x) = 1/(1 + e^−x)
+
+
+def _softplus(x: float, beta: float = 1.0) -> float:
+    bx = beta * x
+    return (max(bx, 0.0) + math.log1p(math.exp(-abs(bx)))) / beta  # log(1 + e^{βx})/β
+
+
+def _elu(alpha: float) -> Callable[[float], float]:
+    return lambda x: x if x >= 0 else alpha * math.expm1(x)
+
+
+def _celu(alpha: float) -> Callable[[float], float]:
+    return lambda x: x if x >= 0 else alpha * math.expm1(x / alpha)
+
+
+REFERENCE: dict[str, tuple[float | None, Callable[[float], float]]] = {
+    "gelu": (None, lambda x: 0.5 * x * (1.0 + math.erf(x / sqrt(2.0)))),
+    "gelu_tanh": (None, lambda x: 0.5 * x * (1.0 + math.tanh(sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))),
+    "silu": (None, lambda x: x * _sigmoid(x)),
+    "swish": (None, lambda x: x * _sigmoid(x)),
+    "mish": (None, lambda x: x * math.tanh(_softplus(x))),
+    "elu": (None, _elu(1.0)),
+    "elu-0.5": (0.5, _elu(0.5)),
+    "celu": (None, _celu(1.0)),
+    "celu-0.5": (0.5, _celu(0.5)),
+    "softplus": (None, _softplus),
+    "softplus-2": (2.0, lambda x: _softplus(x, 2.0)),
+    "softsign": (None, lambda x: x / (1.0 + abs(x))),
+    "tanh": (None, math.tanh),
+    "sigmoid": (None, _sigmoid),
+    "selu": (None, lambda x: SELU_SCALE * (x if x >= 0 else SELU_ALPHA * math.expm1(x))),
+    "relu": (None, lambda x: max(x, 0.0)),
+    "leaky_relu-0.2": (0.2, lambda x: x if x >= 0 else 0.2 * x),
+    "linear": (None, lambda x: x),
+}
+
+
+def quad_second_moment(f: Callable[[float], float]) -> float:
+    """E[f(z)²] by adaptive quadrature of (f(z)² + f(−z)²)φ(z) on [0, 40] (φ(40) ≈ 1e-348)."""
+    integrate = pytest.importorskip("scipy.integrate")
+
+    def h(z: float) -> float:
+        return (f(z) ** 2 + f(-z) ** 2) * math.exp(-0.5 * z * z) / sqrt(2.0 * math.pi)
+
+    total = 0.0
+    for lo, hi in ((0.0, 1.0), (1.0, 4.0), (4.0, 10.0), (10.0, 40.0)):
+        value, _ = integrate.quad(h, lo, hi, epsabs=0.0, epsrel=1e-13, limit=500)
+        total += value
+    return total
+
+
+@pytest.mark.parametrize("key", list(REFERENCE))
+def test_derived_gain_matches_quadrature(key: str) -> None:
+    name = key.split("-")[0]
+    param, f = REFERENCE[key]
+    expected = 1.0 / sqrt(quad_second_moment(f))
+    assert gain(name, param, method="derived") == pytest.approx(expected, rel=1e-10)
+
+
+def test_derived_closed_forms() -> None:
+    assert gain("relu", method="derived") == pytest.approx(sqrt(2.0), rel=1e-14)  # E[relu²] = 1/2
+    assert gain("leaky_relu", 0.2, method="derived") == pytest.approx(sqrt(2.0 / 1.04), rel=1e-14)  # (1+a²)/2
+    assert gain("leaky_relu", method="derived") == pytest.approx(sqrt(2.0 / (1.0 + 0.01**2)), rel=1e-14)
+    assert gain("linear", method="derived") == pytest.approx(1.0, rel=1e-14)
+    assert gain("conv2d", method="derived") == pytest.approx(1.0, rel=1e-14)  # convs are linear maps
+    # SELU's constants are chosen so that E[selu(z)²] = 1 (torch's 3/4 is a different choice)
+    assert gain("selu", method="derived") == pytest.approx(1.0, abs=1e-9)
+    # E[softsign(z)²], E[tanh(z)²] etc. have no closed form; celu(α=1) is elu
+    assert gain("celu", method="derived") == pytest.approx(gain("elu", method="derived"), rel=1e-15)
+    assert gain("swish") == gain("silu")
+
+
+def test_derived_tanh_differs_from_torch_table() -> None:
+    derived = gain("tanh", method="derived")
+    assert derived == pytest.approx(1.5925374197, rel=1e-9)
+    assert derived != pytest.approx(5.0 / 3.0, rel=1e-3)
+
+
+# --- method='auto' ---------------------------------------------------------------------------------
+
+TABLE_NAMES = [*ONE, "tanh", "relu", "leaky_relu", "selu"]
+DERIVED_ONLY = ["gelu", "gelu_tanh", "silu", "swish", "mish", "elu", "celu", "softplus", "softsign"]
+
+
+@pytest.mark.parametrize("name", TABLE_NAMES)
+def test_auto_uses_table_for_torch_names(name: str) -> None:
+    details = gain_details(name)
+    assert details.method == "table"
+    assert details.value == gain(name, method="table")
+    assert details.source == "torch.nn.init.calculate_gain"
+
+
+@pytest.mark.parametrize("name", DERIVED_ONLY)
+def test_auto_uses_derived_for_other_names(name: str) -> None:
+    details = gain_details(name)
+    assert details.method == "derived"
+    assert details.torch_value is None
+    assert details.value == gain(name, method="derived")
+
+
+def test_auto_selu_and_tanh_keep_torch_constants() -> None:
+    assert gain("selu") == 0.75
+    assert gain("tanh") == 5.0 / 3.0
+
+
+# --- gain_details ----------------------------------------------------------------------------------
+
+
+def test_gain_details_tanh_derived_carries_torch_value() -> None:
+    d = gain_details("tanh", method="derived")
+    assert isinstance(d, GainDetails)
+    assert d.nonlinearity == "tanh" and d.param is None and d.method == "derived"
+    assert d.value == pytest.approx(1.5925374197, rel=1e-9)
+    assert d.torch_value == 5.0 / 3.0  # torch's constant beside the derived value
+    assert "E[f(z)^2]" in d.formula
+    assert "quadrature" in d.source.lower()
+
+
+def test_gain_details_table() -> None:
+    d = gain_details("tanh", method="table")
+    assert (d.value, d.torch_value, d.method, d.formula) == (5.0 / 3.0, 5.0 / 3.0, "table", "5/3")
+    assert d.source == "torch.nn.init.calculate_gain"
+    lr = gain_details("leaky_relu")
+    assert lr.param == 0.01  # torch's default slope is reported
+    assert lr.formula == "sqrt(2 / (1 + negative_slope^2))"
+    assert gain_details("relu").formula == "sqrt(2)"
+    assert gain_details("selu").formula == "3/4"
+
+
+def test_gain_details_derived_leaky_relu_param() -> None:
+    d = gain_details("leaky_relu", 0.2, method="derived")
+    assert d.param == 0.2
+    assert d.value == pytest.approx(sqrt(2.0 / 1.04), rel=1e-14)
+    assert d.torch_value == pytest.approx(sqrt(2.0 / 1.04), rel=1e-15)
+
+
+def test_gain_details_default_params() -> None:
+    assert gain_details("elu").param == 1.0
+    assert gain_details("softplus").param == 1.0
+    assert gain_details("gelu").param is None
+
+
+# --- callables -------------------------------------------------------------------------------------
+
+
+def test_callable_abs_has_gain_one() -> None:
+    # E[|z|²] = E[z²] = 1
+    assert gain(np.abs) == pytest.approx(1.0, rel=1e-13)
+    d = gain_details(np.abs)
+    assert d.method == "derived" and d.torch_value is None and d.param is None
+    assert d.nonlinearity == "absolute"
+
+
+def test_callable_matches_named() -> None:
+    assert gain(lambda x: np.maximum(x, 0.0)) == pytest.approx(sqrt(2.0), rel=1e-14)
+    assert gain(np.tanh) == pytest.approx(gain("tanh", method="derived"), rel=1e-14)
+
+
+# --- errors --------------------------------------------------------------------------------------
+
+
+def test_names_sorted() -> None:
+    names = gains.names()
+    assert names == sorted(set(names))
+    assert {"relu", "tanh", "gelu", "sigmoid_4x", "conv_transpose3d"} <= set(names)
+
+
+def test_unknown_name_lists_sorted_choices() -> None:
+    listed = ", ".join(repr(n) for n in sorted(gains.names()))
+    with pytest.raises(ValueError, match=re.escape(f"Argument `nonlinearity` must be one of {listed}.")) as err:
+        gain("gelu_new")
+    assert "Received: nonlinearity='gelu_new'" in str(err.value)
+    assert listed.startswith("'celu', 'conv1d'")
+
+
+@pytest.mark.parametrize("name", ["relu", "tanh", "gelu", "sigmoid", "linear", "selu", "sigmoid_4x"])
+def test_param_rejected_where_none_is_taken(name: str) -> None:
+    with pytest.raises(ValueError, match=rf"Activation '{name}' takes no parameter\. Received: param=0\.2\."):
+        gain(name, 0.2)
+
+
+def test_bad_method() -> None:
+    with pytest.raises(ValueError, match=r"Argument `method` must be one of 'auto', 'derived', 'table'\. "
+                                         r"Received: method='exact'\."):
+        gain("relu", method="exact")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"Argument `method` must be one of"):
+        gain(np.abs, method="torch")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("name", "param", "arg"),
+    [("elu", 0.0, "alpha"), ("elu", -1.0, "alpha"), ("celu", 0.0, "alpha"), ("softplus", -2.0, "beta")],
+)
+def test_non_positive_parameters(name: str, param: float, arg: str) -> None:
+    with pytest.raises(ValueError, match=rf"Argument `{arg}` of '{name}' must be > 0\."):
+        gain(name, param)
+
+
+@pytest.mark.parametrize("name", ["gelu", "silu", "elu", "softplus", "mish"])
+def test_table_method_has_no_value_for_derived_only_names(name: str) -> None:
+    with pytest.raises(ValueError, match=rf"calculate_gain has no value for '{name}'; use method='derived'"):
+        gain(name, method="table")
+
+
+def test_callable_with_param() -> None:
+    with pytest.raises(ValueError, match=r"callable activation takes no `param`"):
+        gain(np.abs, 0.5)
+
+
+def test_non_finite_second_moment() -> None:
+    with pytest.raises(ValueError, match=r"E\[f\(z\)\^2\] must be finite and positive"):
+        gain(np.zeros_like)
