@@ -32,8 +32,9 @@ from initscale.distributions import (
     TruncatedNormalDist,
     UniformDist,
 )
-from initscale.fans import Layout, LayoutLike, resolve
+from initscale.fans import Layout, LayoutLike
 from initscale.normal_math import ndtri, normal_cdf
+from initscale.plan import planner
 from initscale.specs import Spec
 
 __all__ = ["NumpyInitializer", "initializer", "sample"]
@@ -128,18 +129,7 @@ def initializer(spec: Spec, layout: LayoutLike = "keras") -> NumpyInitializer:
     Each call draws from ``rng`` (a ``numpy.random.Generator``, or an int seed); the
     distribution for each shape is resolved once and cached.
     """
-    if not isinstance(spec, Spec):
-        raise TypeError(f"Argument `spec` must be an initscale spec. Received: spec={spec!r}.")
-    rule = resolve(layout)
-    cache: dict[tuple[int, ...], tuple[Distribution, Layout | None]] = {}
-
-    def plan(shape: tuple[int, ...]) -> tuple[Distribution, Layout | None]:
-        if shape not in cache:
-            if spec.fixed_scale:
-                cache[shape] = (spec.resolve(None), None)
-            else:
-                cache[shape] = (spec.resolve(rule.fans(shape)), rule.layout(shape))
-        return cache[shape]
+    plan, rule = planner(spec, layout)
 
     def init(shape: Sequence[int], *, rng: np.random.Generator | int,
              dtype: DTypeLike = np.float32) -> NDArray[Any]:

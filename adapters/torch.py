@@ -42,8 +42,9 @@ from initscale.distributions import (
     TruncatedNormalDist,
     UniformDist,
 )
-from initscale.fans import Layout, LayoutLike, resolve
+from initscale.fans import Layout, LayoutLike
 from initscale.normal_math import normal_cdf
+from initscale.plan import planner
 from initscale.specs import Orthogonal, Spec, VarianceScaling
 
 __all__ = [
@@ -139,18 +140,7 @@ def initializer(spec: Spec, layout: LayoutLike = "torch") -> TorchInitializer:
 
     The distribution for each weight shape is resolved once and cached.
     """
-    if not isinstance(spec, Spec):
-        raise TypeError(f"Argument `spec` must be an initscale spec. Received: spec={spec!r}.")
-    rule = resolve(layout)
-    cache: dict[tuple[int, ...], tuple[Distribution, Layout | None]] = {}
-
-    def plan(shape: tuple[int, ...]) -> tuple[Distribution, Layout | None]:
-        if shape not in cache:
-            if spec.fixed_scale:
-                cache[shape] = (spec.resolve(None), None)
-            else:
-                cache[shape] = (spec.resolve(rule.fans(shape)), rule.layout(shape))
-        return cache[shape]
+    plan, rule = planner(spec, layout)
 
     def init(tensor: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
         _check_tensor(tensor)
