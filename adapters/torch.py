@@ -4,7 +4,9 @@
 fills ``tensor`` in place under ``torch.no_grad()`` and returns it, like ``torch.nn.init``.
 Named conveniences follow torch's style: ``init_(tensor, spec)``, ``variance_scaling_``,
 ``glorot_uniform_``, ``glorot_normal_``, ``he_uniform_``, ``he_normal_``, ``lecun_uniform_``,
-``lecun_normal_``, ``orthogonal_``.
+``lecun_normal_``, ``orthogonal_``. For whole models, ``reinit_(module, rules)`` re-initializes
+every parameter with the fans of its own layer (atomically, with a report), and
+``apply_fn(spec)`` does the same one module at a time for ``module.apply``.
 
 Sampling: normals and uniforms use torch's own kernels (in float32 for float16/bfloat16, then
 cast). Truncated normals are drawn by inverse CDF in float64 — u ~ U(Φ(α), Φ(β)),
@@ -28,8 +30,11 @@ Note:
 
 from __future__ import annotations
 
+import hashlib
 import math
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 
@@ -45,9 +50,12 @@ from initscale.distributions import (
 from initscale.fans import Layout, LayoutLike
 from initscale.normal_math import normal_cdf
 from initscale.plan import planner
+from initscale.reinit import Param, Report, Role
+from initscale.reinit import plan as reinit_plan
 from initscale.specs import Orthogonal, Spec, VarianceScaling
 
 __all__ = [
+    "apply_fn",
     "glorot_normal_",
     "glorot_uniform_",
     "he_normal_",
@@ -57,6 +65,7 @@ __all__ = [
     "lecun_normal_",
     "lecun_uniform_",
     "orthogonal_",
+    "reinit_",
     "variance_scaling_",
 ]
 
@@ -135,10 +144,86 @@ def _fill(dist: Distribution, layout: Layout | None, tensor: torch.Tensor,
         tensor.copy_(target)
 
 
+def _dtensor_class() -> type | None:
+    # einops' rule: look in sys.modules only, so a user who never imported DTensor pays nothing.
+    module = sys.modules.get("torch.distributed.tensor")
+    cls = getattr(module, "DTensor", None)
+    return cls if isinstance(cls, type) else None
+
+
+def _is_dtensor(tensor: torch.Tensor) -> bool:
+    cls = _dtensor_class()
+    return cls is not None and isinstance(tensor, cls)
+
+
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    """The storage this process writes: the local shard of a DTensor, else the tensor itself."""
+    if _is_dtensor(tensor):
+        local: torch.Tensor = tensor.to_local()  # type: ignore[attr-defined]
+        return local
+    return tensor
+
+
+def _stream_seed(*parts: object) -> int:
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1  # a non-negative 63-bit seed
+
+
+class _ShardSeeds:
+    """One base seed per device mesh, drawn from ``generator`` (or the global RNG) and made the
+    same on every rank of the mesh by broadcasting it from the mesh's first rank along each mesh
+    dimension. Each shard then draws from its own generator seeded by (base, name, global offset,
+    local shape): shards are independent, replicas identical, and the values do not depend on
+    which rank happens to hold which shard."""
+
+    def __init__(self, generator: torch.Generator | None) -> None:
+        self.generator = generator
+        self.bases: dict[Any, int] = {}
+
+    def base(self, mesh: Any, device: torch.device) -> int:
+        if mesh not in self.bases:
+            device_of_gen = self.generator.device if self.generator is not None else "cpu"
+            seed = torch.randint(0, 2**62, (1,), generator=self.generator, device=device_of_gen).to(device)
+            import torch.distributed as tdist
+
+            for dim in range(mesh.ndim):
+                tdist.broadcast(seed, group=mesh.get_group(dim), group_src=0)
+            self.bases[mesh] = int(seed.item())
+        return self.bases[mesh]
+
+
+def _shard_values(dist: Distribution, layout: Layout | None, tensor: torch.Tensor, name: str,
+                  seeds: _ShardSeeds) -> torch.Tensor:
+    """New values for this rank's shard of a DTensor whose fans come from its global shape."""
+    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
+    mesh, placements = tensor.device_mesh, tensor.placements  # type: ignore[attr-defined]
+    if any(p.is_partial() for p in placements):
+        raise ValueError(
+            f"Cannot initialize {name or 'a DTensor'} with a Partial placement (its value is a pending "
+            "reduction). Redistribute it to Shard or Replicate placements first."
+        )
+    local = _local(tensor)
+    local_shape, offset = compute_local_shape_and_global_offset(tuple(tensor.shape), mesh, placements)
+    base = seeds.base(mesh, local.device)
+    if isinstance(dist, OrthogonalDist):  # a matrix property: draw the global weight, keep the shard
+        whole = torch.empty(tuple(tensor.shape), dtype=local.dtype, device=local.device)
+        gen = torch.Generator(device=local.device).manual_seed(_stream_seed(base, name, "whole"))
+        _fill(dist, layout, whole, gen)
+        return whole[tuple(slice(o, o + n) for o, n in zip(offset, local_shape, strict=True))].clone()
+    gen = torch.Generator(device=local.device).manual_seed(
+        _stream_seed(base, name, tuple(offset), tuple(local_shape))
+    )
+    values = torch.empty_like(local)
+    _fill(dist, layout, values, gen)
+    return values
+
+
 def initializer(spec: Spec, layout: LayoutLike = "torch") -> TorchInitializer:
     """Compile ``spec`` into ``fn(tensor, *, generator=None) -> tensor`` (fills in place).
 
-    The distribution for each weight shape is resolved once and cached.
+    The distribution for each weight shape is resolved once and cached. A DTensor (as FSDP2
+    produces) gets the fans of its global shape and each rank fills only its local shard.
     """
     plan, rule = planner(spec, layout)
 
@@ -148,7 +233,10 @@ def initializer(spec: Spec, layout: LayoutLike = "torch") -> TorchInitializer:
             return tensor
         dist, concrete = plan(tuple(tensor.shape))
         with torch.no_grad():
-            _fill(dist, concrete, tensor, generator)
+            if _is_dtensor(tensor):
+                _local(tensor).copy_(_shard_values(dist, concrete, tensor, "", _ShardSeeds(generator)))
+            else:
+                _fill(dist, concrete, tensor, generator)
         return tensor
 
     init.__doc__ = f"Fill a tensor in place with {spec!r} (layout {rule})."
@@ -200,3 +288,203 @@ def orthogonal_(tensor: torch.Tensor, gain: float = 1.0, *, layout: LayoutLike =
                 generator: torch.Generator | None = None) -> torch.Tensor:
     """Fill ``tensor`` with ``gain`` × a Haar-random orthogonal matrix per weight block."""
     return init_(tensor, Orthogonal(gain), layout, generator=generator)
+
+
+# --- whole-model re-initialization --------------------------------------------------------------
+
+_BIAS_PREFIXES = ("bias_ih", "bias_hh")
+_RNN_KINDS = {"LSTM": "torch.lstm", "GRU": "torch.gru", "RNN_TANH": "torch.rnn", "RNN_RELU": "torch.rnn"}
+_CELL_KINDS = {"LSTMCell": "torch.lstm", "GRUCell": "torch.gru", "RNNCell": "torch.rnn"}
+
+
+def _norm_types() -> tuple[type, ...]:
+    nn = torch.nn
+    found = [nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm]
+    if hasattr(nn, "RMSNorm"):
+        found.append(nn.RMSNorm)
+    return tuple(found)
+
+
+def _is_bias(leaf: str) -> bool:
+    return leaf in ("bias", "in_proj_bias") or leaf.startswith(_BIAS_PREFIXES)
+
+
+def _role_and_layout(module: torch.nn.Module, leaf: str, ndim: int) -> tuple[Role, str | None]:
+    """What a parameter is to its owning module, and the layer kind that gives its forward fans."""
+    nn = torch.nn
+    if isinstance(module, _norm_types()):
+        return ("norm_offset", None) if _is_bias(leaf) else ("norm_scale", None)
+    if _is_bias(leaf):
+        return "bias", None
+    if isinstance(module, nn.Linear) and leaf == "weight":
+        return "weight", "torch.linear"
+    if isinstance(module, nn.Bilinear) and leaf == "weight":
+        return "weight", "torch"  # (out, in1, in2): fan_in = in1 · in2
+    if isinstance(module, nn.modules.conv._ConvTransposeNd) and leaf == "weight":
+        return "weight", f"torch.conv_transpose:groups={module.groups}"
+    if isinstance(module, nn.modules.conv._ConvNd) and leaf == "weight":
+        if module.groups > 1 and module.groups == module.in_channels:
+            return "weight", f"torch.depthwise_conv:multiplier={module.out_channels // module.in_channels}"
+        return "weight", f"torch.conv:groups={module.groups}"
+    if isinstance(module, nn.RNNBase) and leaf.startswith(("weight_ih", "weight_hh")):
+        return "weight", _RNN_KINDS[module.mode]
+    if isinstance(module, nn.RNNBase) and leaf.startswith("weight_hr"):
+        return "weight", "torch.linear"  # LSTM projection (proj_size, hidden)
+    if isinstance(module, nn.RNNCellBase) and leaf in ("weight_ih", "weight_hh"):
+        return "weight", _CELL_KINDS.get(type(module).__name__, "torch.rnn")
+    if isinstance(module, nn.MultiheadAttention) and leaf == "in_proj_weight":
+        return "weight", "torch.mha_in_proj"
+    if isinstance(module, nn.MultiheadAttention) and leaf in ("q_proj_weight", "k_proj_weight", "v_proj_weight"):
+        return "weight", "torch.linear"
+    if isinstance(module, (nn.Embedding, nn.EmbeddingBag)) and leaf == "weight":
+        return "embedding", "torch.embedding"
+    return "other", ("torch" if ndim >= 2 else None)
+
+
+def _owner_classes(module: torch.nn.Module) -> tuple[str, ...]:
+    return tuple(c.__name__ for c in type(module).__mro__ if c not in (torch.nn.Module, object))
+
+
+def _walk(module: torch.nn.Module, recurse: bool,
+          include_buffers: bool) -> list[tuple[Param, torch.Tensor]]:
+    """Every parameter (and buffer, if asked) once, in ``named_parameters`` order, with its owner."""
+    if not isinstance(module, torch.nn.Module):
+        raise TypeError(f"Argument `module` must be a torch.nn.Module. Received: {type(module).__name__}.")
+    seen: set[int] = set()
+    found: list[tuple[Param, torch.Tensor]] = []
+    modules = module.named_modules() if recurse else [("", module)]
+    for prefix, owner in modules:
+        items: list[tuple[str, torch.Tensor, bool]] = [
+            (leaf, t, False) for leaf, t in owner.named_parameters(recurse=False)
+        ]
+        if include_buffers:
+            items += [(leaf, t, True) for leaf, t in owner.named_buffers(recurse=False)]
+        for leaf, tensor, is_buffer in items:
+            if id(tensor) in seen:  # tied weights: initialized once, under their first name
+                continue
+            seen.add(id(tensor))
+            name = f"{prefix}.{leaf}" if prefix else leaf
+            if torch.nn.parameter.is_lazy(tensor):
+                raise ValueError(
+                    f"Parameter {name!r} of the lazy module {type(owner).__name__} is not materialized yet: "
+                    "run one forward pass with a sample input first, then re-initialize."
+                )
+            role, layout = _role_and_layout(owner, leaf, tensor.dim())
+            param = Param(name, tuple(tensor.shape), _owner_classes(owner), role, layout,
+                          frozen=not tensor.requires_grad and not is_buffer, buffer=is_buffer)
+            found.append((param, tensor))
+    return found
+
+
+def _check_writable(name: str, tensor: torch.Tensor) -> None:
+    try:
+        _check_tensor(tensor)
+    except (TypeError, ValueError) as err:
+        raise type(err)(f"Parameter {name!r}: {err}") from err
+
+
+def _reinit(module: torch.nn.Module, rules: Spec | Mapping[str, Spec | None], *,
+            generator: torch.Generator | None, dry_run: bool, include_frozen: bool, include_buffers: bool,
+            defaults: bool, recurse: bool) -> Report:
+    found = _walk(module, recurse, include_buffers)
+    decided = reinit_plan([p for p, _ in found], rules, include_frozen=include_frozen, defaults=defaults,
+                          dry_run=dry_run, stacklevel=3)  # _reinit <- reinit_ <- the caller
+    targets = [(d, t) for d, (_, t) in zip(decided.decisions, found, strict=True) if d.dist is not None]
+    for decision, tensor in targets:
+        if not dry_run or not tensor.is_meta:
+            _check_writable(decision.param.name, tensor)
+    if dry_run:
+        return decided.report
+    seeds = _ShardSeeds(generator)
+    staged: list[tuple[torch.Tensor, torch.Tensor]] = []
+    with torch.no_grad():
+        for decision, tensor in targets:  # every value is computed before anything is written
+            assert decision.dist is not None
+            if tensor.numel() == 0:
+                continue
+            if _is_dtensor(tensor):
+                values = _shard_values(decision.dist, decision.layout, tensor, decision.param.name, seeds)
+            else:
+                values = torch.empty_like(tensor)
+                _fill(decision.dist, decision.layout, values, generator)
+            staged.append((_local(tensor), values))
+        for target, values in staged:
+            target.copy_(values)
+    return decided.report
+
+
+def reinit_(module: torch.nn.Module, rules: Spec | Mapping[str, Spec | None], *,
+            generator: torch.Generator | None = None, dry_run: bool = False, include_frozen: bool = False,
+            include_buffers: bool = False, defaults: bool = True) -> Report:
+    """Re-initialize a whole model in place, each weight with the fans of its own layer.
+
+    Args:
+        module: the model. Tied parameters are initialized once, under their first name.
+        rules: one spec, applied to the weights of every Linear, Bilinear, ConvNd,
+            ConvTransposeNd, RNN/LSTM/GRU (and cells) and MultiheadAttention projection; or an
+            ordered mapping from pattern to spec (or None: leave as is), first match wins. A
+            pattern is a layer class name (``"Conv2d"``, ``"LSTM"``; base classes count), which
+            targets that layer's weights, or a glob on qualified parameter names
+            (``"encoder.*.weight"``, ``"*.bias"``).
+        generator: draw every value from this ``torch.Generator`` (the global RNG is then never
+            touched); None uses the global RNG, like ``torch.nn.init``.
+        dry_run: change nothing and return the report of what would be done.
+        include_frozen: also re-initialize parameters with ``requires_grad=False``.
+        include_buffers: also offer buffers (``running_mean``, ...) to name patterns.
+        defaults: after the rules, biases -> zeros and LayerNorm/BatchNorm/GroupNorm/RMSNorm
+            weight -> ones, bias -> zeros. Embeddings and anything else unmatched are kept.
+
+    Returns:
+        A :class:`~initscale.reinit.Report`: one row per parameter with its layer, layout, fans,
+        spec and std, and whether it was set or why it was kept. ``print(report)`` shows a table.
+
+    The layout of each weight comes from its owning module: per-group fans for grouped and
+    depthwise convolutions, forward fans for ConvTranspose (fan_in = in_channels/groups × kernel),
+    per-gate fans for RNN ``weight_ih_l*``/``weight_hh_l*``, per-projection fans for
+    MultiheadAttention's packed ``in_proj_weight``. A DTensor parameter (FSDP2) gets the fans of
+    its global shape and each rank fills its local shard.
+
+    Atomic: every rule and parameter is checked and every new value drawn before anything is
+    written, so on any error the model is unchanged. New values are staged in memory, so the
+    peak is one extra copy of the re-initialized parameters.
+
+    Example:
+        >>> import torch, initscale
+        >>> from initscale.adapters.torch import reinit_
+        >>> model = torch.nn.Sequential(torch.nn.Conv2d(16, 32, 3, groups=4), torch.nn.ReLU(),
+        ...                             torch.nn.Flatten(), torch.nn.LazyLinear(10))
+        >>> _ = model(torch.zeros(1, 16, 8, 8))           # materialize the lazy layer
+        >>> report = reinit_(model, {"Conv2d": initscale.presets.get("he_normal"),
+        ...                          "Linear": initscale.presets.get("glorot_uniform")},
+        ...                  generator=torch.Generator().manual_seed(0))
+        >>> [(r.name, r.fan_in, r.fan_out) for r in report.touched][:1]   # per group: 16/4·9, 32/4·9
+        [('0.weight', 36, 72)]
+    """
+    return _reinit(module, rules, generator=generator, dry_run=dry_run, include_frozen=include_frozen,
+                   include_buffers=include_buffers, defaults=defaults, recurse=True)
+
+
+def apply_fn(spec: Spec, *, generator: torch.Generator | None = None,
+             include_frozen: bool = False) -> Callable[[torch.nn.Module], None]:
+    """A function for ``model.apply(...)``: re-initializes each module's own parameters.
+
+    Same semantics as :func:`reinit_` with a single spec (weights of supported layers get
+    ``spec`` with their layer's fans, biases zeros, norms ones/zeros), one module at a time.
+
+    Example:
+        >>> import torch, initscale
+        >>> from initscale.adapters.torch import apply_fn
+        >>> model = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.LSTM(4, 6))
+        >>> _ = model.apply(apply_fn(initscale.presets.get("glorot_uniform"),
+        ...                          generator=torch.Generator().manual_seed(0)))
+        >>> float(model[0].bias.detach().abs().sum())
+        0.0
+    """
+    if not isinstance(spec, Spec):
+        raise TypeError(f"Argument `spec` must be an initscale spec. Received: spec={spec!r}.")
+
+    def apply(module: torch.nn.Module) -> None:
+        _reinit(module, spec, generator=generator, dry_run=False, include_frozen=include_frozen,
+                include_buffers=False, defaults=True, recurse=False)
+
+    return apply

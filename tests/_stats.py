@@ -59,3 +59,19 @@ def check_samples(x: np.ndarray, dist: Distribution) -> list[Check]:
 
 def failures(x: np.ndarray, dist: Distribution) -> list[str]:
     return [f"{c.name}: {c.detail}" for c in check_samples(x, dist) if not c.ok]
+
+
+def same_distribution(a: np.ndarray, b: np.ndarray) -> list[str]:
+    """Two-sample KS at α = KS_ALPHA, plus second moments within Z standard errors of their
+    difference: Var(m2) ≈ (m4 − m2²)/n for each sample."""
+    a = np.asarray(a, dtype=np.float64).ravel()
+    b = np.asarray(b, dtype=np.float64).ravel()
+    out = []
+    p = stats.ks_2samp(a, b).pvalue
+    if p < KS_ALPHA:
+        out.append(f"ks_2samp: p={p:.3g} < alpha={KS_ALPHA}")
+    m2a, m2b = float(np.mean(a**2)), float(np.mean(b**2))
+    se = math.sqrt((float(np.mean(a**4)) - m2a**2) / a.size + (float(np.mean(b**4)) - m2b**2) / b.size)
+    if abs(m2a - m2b) > Z * se:
+        out.append(f"second moments {m2a:.6g} vs {m2b:.6g} differ by more than {Z}·{se:.3g}")
+    return out

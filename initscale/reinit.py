@@ -1,0 +1,377 @@
+"""Rules and reports for re-initializing a whole model, shared by the torch, Keras and JAX helpers.
+
+An adapter's helper (``initscale.torch.reinit_``, ``initscale.keras.reinit``,
+``initscale.jax.reinit``) walks its model and describes each parameter as a :class:`Param`: its
+qualified name, shape, the class names of the layer that owns it, its *role* in that layer and
+the layout that gives its forward fans. This module decides what each parameter gets and why,
+computes every distribution before anything is drawn (so a bad rule or shape fails with nothing
+changed), and builds the :class:`Report`.
+
+**Rules** are either one spec, applied to the main weights of the supported layers (dense,
+convolutions, transposed convolutions, recurrent kernels, attention projections), or an ordered
+mapping from pattern to spec where the first matching pattern wins:
+
+- an identifier such as ``"Conv2d"`` or ``"LSTM"`` matches the parameters of a layer whose
+  class, or one of whose base classes, has that name; it targets the layer's weights (every
+  parameter but its biases). An identifier also matches a parameter whose whole name it is.
+- anything else is a glob on the qualified parameter name, with :mod:`fnmatch` rules and
+  case-sensitive: ``"encoder.*.weight"``, ``"*.bias"``, ``"*/kernel"``; ``*`` crosses ``.``
+  and ``/``.
+- the value ``None`` leaves the matched parameters as they are.
+
+**Defaults**, after the rules (``defaults=False`` turns them off): biases → ``Zeros()``;
+normalization scales (LayerNorm, BatchNorm, GroupNorm, RMSNorm ``weight``/``gamma``/``scale``) →
+``Ones()`` and their offsets → ``Zeros()``; embeddings and anything else unmatched → left as they
+are, and listed as untouched in the report.
+
+Example:
+    >>> import initscale
+    >>> from initscale.reinit import Param, plan
+    >>> params = [Param("weight", (64, 32), ("Linear",), "weight", "torch"),
+    ...           Param("bias", (64,), ("Linear",), "bias", None)]
+    >>> print(plan(params, initscale.presets.get("he_normal")).report)
+    name    shape     layer   layout  fan_in  fan_out  spec                        std   status
+    weight  (64, 32)  Linear  torch   32      64       VarianceScaling(scale=2.0)  0.25  set (one spec for all weights)
+    bias    (64,)     Linear  -       -       -        Zeros()                     0     set (default: biases -> zeros)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import fnmatch
+import re
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, cast
+
+from .distributions import Distribution
+from .fans import Fans, LayerKind, Layout, LayoutLike, resolve
+from .specs import Ones, Spec, Zeros
+
+__all__ = [
+    "ROLES",
+    "Decision",
+    "Param",
+    "Plan",
+    "Report",
+    "ReportRow",
+    "Role",
+    "Rule",
+    "compile_rules",
+    "plan",
+]
+
+Role = Literal["weight", "bias", "norm_scale", "norm_offset", "embedding", "other"]
+ROLES: tuple[str, ...] = ("bias", "embedding", "norm_offset", "norm_scale", "other", "weight")
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_GLOB = re.compile(r"[A-Za-z0-9_.*?\[\]!/:\-]+\Z")
+_ALL_WEIGHTS = "one spec for all weights"
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter as an adapter sees it.
+
+    Args:
+        name: qualified name (``"encoder.0.weight"``, ``"dense/kernel"``).
+        shape: the global shape (for a sharded parameter, the whole tensor's shape).
+        owner_classes: class names of the owning layer, most derived first (its MRO).
+        role: ``"weight"`` (main weight of a supported layer), ``"bias"``, ``"norm_scale"``,
+            ``"norm_offset"``, ``"embedding"`` or ``"other"``.
+        layout: the layout or layer kind giving this parameter's forward fans, None if it has
+            none (biases, norm parameters).
+        frozen: not trainable (``requires_grad=False``, a non-trainable Keras variable).
+        buffer: a buffer or other non-parameter state, matched only by name patterns.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    owner_classes: tuple[str, ...]
+    role: Role
+    layout: LayoutLike | None
+    frozen: bool = False
+    buffer: bool = False
+
+    @property
+    def layer(self) -> str:
+        """The owning layer's class name."""
+        return self.owner_classes[0] if self.owner_classes else "-"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One compiled rule: ``kind`` is ``"class"`` (identifier), ``"glob"`` or ``"weights"``
+    (a single spec given for the whole model)."""
+
+    pattern: str
+    spec: Spec | None
+    kind: Literal["class", "glob", "weights"]
+
+    def matches(self, param: Param) -> bool:
+        """Whether this rule applies to ``param``."""
+        if param.buffer:  # buffers only ever by name
+            return self.kind != "weights" and fnmatch.fnmatchcase(param.name, self.pattern)
+        if self.kind == "weights":
+            return param.role == "weight"
+        if self.kind == "class":
+            if param.name == self.pattern:
+                return True
+            return self.pattern in param.owner_classes and param.role not in ("bias", "norm_offset")
+        return fnmatch.fnmatchcase(param.name, self.pattern)
+
+    def __str__(self) -> str:
+        return _ALL_WEIGHTS if self.kind == "weights" else f"rule {self.pattern!r}"
+
+
+def _check_pattern(pattern: Any) -> Literal["class", "glob"]:
+    if not isinstance(pattern, str):
+        raise TypeError(
+            f"Each key of `rules` must be a pattern string (a layer class name such as 'Conv2d' or a "
+            f"parameter-name glob such as '*.bias'). Received: {pattern!r}."
+        )
+    if _IDENTIFIER.match(pattern):
+        return "class"
+    problem = ""
+    if not _GLOB.match(pattern):
+        bad = sorted({c for c in pattern if not re.match(r"[A-Za-z0-9_.*?\[\]!/:\-]", c)})
+        problem = f"it contains {', '.join(repr(c) for c in bad)}"
+    elif pattern.count("[") != pattern.count("]") or re.search(r"\[\]|\[!\]", pattern):
+        problem = "its [...] character classes are unbalanced or empty"
+    if problem:
+        raise ValueError(
+            f"Invalid pattern {pattern!r} in `rules`: {problem}. A pattern is a layer class name "
+            "('Conv2d', 'LSTM') or a glob on qualified parameter names using letters, digits, "
+            "'_', '.', '/', ':', '-' and the wildcards '*', '?', '[...]' (e.g. 'encoder.*.weight', "
+            "'*.bias')."
+        )
+    return "glob"
+
+
+def compile_rules(rules: Spec | Mapping[str, Spec | None]) -> tuple[Rule, ...]:
+    """Validate ``rules`` (one spec, or an ordered mapping pattern -> spec or None)."""
+    if isinstance(rules, Spec):
+        return (Rule("*", rules, "weights"),)
+    if not isinstance(rules, Mapping):
+        raise TypeError(
+            "Argument `rules` must be an initscale spec (applied to every supported layer's "
+            "weights) or a mapping from pattern to spec, e.g. {'Conv2d': initscale.presets.get("
+            f"'he_normal'), '*.bias': initscale.Zeros()}}. Received: rules={rules!r}."
+        )
+    compiled = []
+    for pattern, spec in rules.items():
+        kind = _check_pattern(pattern)
+        if spec is not None and not isinstance(spec, Spec):
+            hint = (f" For a preset, write initscale.presets.get({spec!r})." if isinstance(spec, str) else "")
+            raise TypeError(
+                f"The rule for pattern {pattern!r} must be an initscale spec, or None to leave the "
+                f"matched parameters as they are. Received: {spec!r}.{hint}"
+            )
+        compiled.append(Rule(pattern, spec, kind))
+    return tuple(compiled)
+
+
+@dataclass(frozen=True)
+class ReportRow:
+    """What happened to one parameter."""
+
+    name: str
+    shape: tuple[int, ...]
+    layer: str
+    layout: str | None
+    fan_in: float | None
+    fan_out: float | None
+    spec: Spec | None
+    std: float | None
+    touched: bool
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict (the spec as its repr), e.g. for a DataFrame or JSON."""
+        row = dataclasses.asdict(self)
+        row["spec"] = None if self.spec is None else repr(self.spec)
+        row["shape"] = list(self.shape)
+        return row
+
+
+def _short(spec: Spec | None) -> str:
+    if spec is None:
+        return "-"
+    changed = [
+        f"{f.name}={getattr(spec, f.name)!r}"
+        for f in dataclasses.fields(cast(Any, spec))
+        if f.default is dataclasses.MISSING or getattr(spec, f.name) != f.default
+    ]
+    return f"{type(spec).__name__}({', '.join(changed)})"
+
+
+def _number(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.6g}"
+
+
+@dataclass(frozen=True)
+class Report(Sequence[ReportRow]):
+    """One row per parameter: name, shape, layer, layout, fans, spec, std applied, and whether it
+    was touched or why not. ``print(report)`` gives an aligned table; :meth:`to_dicts` a list of
+    dicts. ``dry_run`` says that nothing was written."""
+
+    rows: tuple[ReportRow, ...]
+    dry_run: bool = False
+    unused_patterns: tuple[str, ...] = ()
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, str):
+            for row in self.rows:
+                if row.name == index:
+                    return row
+            raise KeyError(f"No parameter named {index!r} in this report.")
+        return self.rows[index]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self) -> Iterator[ReportRow]:
+        return iter(self.rows)
+
+    @property
+    def touched(self) -> tuple[ReportRow, ...]:
+        """Rows of the parameters that were (or, in a dry run, would be) re-initialized."""
+        return tuple(r for r in self.rows if r.touched)
+
+    @property
+    def untouched(self) -> tuple[ReportRow, ...]:
+        """Rows of the parameters left as they were."""
+        return tuple(r for r in self.rows if not r.touched)
+
+    def to_dicts(self) -> list[dict[str, Any]]:
+        """The rows as plain dicts."""
+        return [r.to_dict() for r in self.rows]
+
+    def __str__(self) -> str:
+        header = ("name", "shape", "layer", "layout", "fan_in", "fan_out", "spec", "std", "status")
+        verb = "would set" if self.dry_run else "set"
+        lines = [header] + [
+            (r.name, str(r.shape), r.layer, r.layout or "-", _number(r.fan_in), _number(r.fan_out),
+             _short(r.spec), _number(r.std), f"{verb} ({r.reason})" if r.touched else f"kept ({r.reason})")
+            for r in self.rows
+        ]
+        widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
+        return "\n".join(
+            "  ".join(cell.ljust(w) for cell, w in zip(line[:-1], widths, strict=True)) + "  " + line[-1]
+            for line in lines
+        )
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A parameter, the distribution it will get (None: untouched) and the concrete layout for
+    matrix inits (orthogonal)."""
+
+    param: Param
+    dist: Distribution | None
+    layout: Layout | None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The outcome of :func:`plan`: one decision per parameter, in order, and the report."""
+
+    decisions: tuple[Decision, ...]
+    report: Report
+
+
+def _fans(param: Param, rule: Layout | LayerKind | None) -> Fans | None:
+    if rule is None:
+        return None
+    try:
+        return rule.fans(param.shape)
+    except ValueError:
+        return None
+
+
+def _choose(param: Param, rules: Sequence[Rule], used: set[str], defaults: bool) -> tuple[Spec | None, str]:
+    for rule in rules:
+        if rule.matches(param):
+            used.add(rule.pattern)
+            if rule.spec is None:
+                return None, f"{rule} says leave as is"
+            return rule.spec, str(rule)
+    if not defaults or param.buffer:
+        return None, "no rule matched"
+    if param.role in ("bias", "norm_offset"):
+        return Zeros(), "default: biases -> zeros" if param.role == "bias" else "default: norm offset -> zeros"
+    if param.role == "norm_scale":
+        return Ones(), "default: norm scale -> ones"
+    if param.role == "embedding":
+        return None, "embeddings are kept unless a rule names them"
+    return None, "no rule matched"
+
+
+def _resolve(
+    param: Param, spec: Spec, rule: Layout | LayerKind | None
+) -> tuple[Distribution, Layout | None, Fans | None]:
+    where = f"Parameter {param.name!r} (shape {param.shape}, in {param.layer})"
+    if spec.fixed_scale:
+        return spec.resolve(None), None, _fans(param, rule)
+    if rule is None:
+        raise ValueError(
+            f"{where} has no fans, so {spec!r} cannot be scaled for it. Give it a fixed-scale spec "
+            "(initscale.Zeros(), initscale.Normal(0.02), ...) or a rule that does not match it."
+        )
+    try:
+        fans = rule.fans(param.shape)
+        return spec.resolve(fans), rule.layout(param.shape), fans
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from err
+
+
+def _suggest(pattern: str, params: Sequence[Param]) -> str:
+    names = {c for p in params for c in p.owner_classes} | {p.name for p in params}
+    close = difflib.get_close_matches(pattern, sorted(names - {pattern}), n=3)
+    return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+
+
+def plan(params: Sequence[Param], rules: Spec | Mapping[str, Spec | None], *, include_frozen: bool = False,
+         defaults: bool = True, dry_run: bool = False, stacklevel: int = 1) -> Plan:
+    """Decide, for every parameter, the spec and exact distribution it gets, or why it is kept.
+
+    Raises before anything is drawn if a rule is invalid or a chosen spec cannot be resolved for a
+    parameter's shape (the error names the parameter). Warns about patterns that matched nothing
+    (``stacklevel`` as for :func:`warnings.warn`, counted from the caller of this function).
+    """
+    compiled = compile_rules(rules)
+    used: set[str] = set()
+    decisions, rows = [], []
+    for param in params:
+        spec, reason = _choose(param, compiled, used, defaults)
+        rule = None if param.layout is None else resolve(param.layout)
+        fans = _fans(param, rule)
+        dist: Distribution | None = None
+        layout: Layout | None = None
+        if spec is not None and param.frozen and not include_frozen:
+            spec, reason = None, "frozen: not trainable; pass include_frozen=True to include it"
+        if spec is not None:
+            dist, layout, fans = _resolve(param, spec, rule)
+        decisions.append(Decision(param, dist, layout))
+        rows.append(ReportRow(
+            name=param.name, shape=param.shape, layer=param.layer,
+            layout=None if rule is None else str(rule),
+            fan_in=None if fans is None else fans.fan_in, fan_out=None if fans is None else fans.fan_out,
+            spec=spec, std=None if dist is None else dist.std, touched=dist is not None, reason=reason,
+        ))
+    unused = tuple(r.pattern for r in compiled if r.kind != "weights" and r.pattern not in used)
+    shadowed = [r.pattern for r in compiled if r.pattern in unused and any(r.matches(p) for p in params)]
+    unmatched = [p for p in unused if p not in shadowed]
+    if unmatched:
+        listed = "; ".join(f"{p!r}{_suggest(p, params)}" for p in unmatched)
+        warnings.warn(f"reinit: these rule patterns matched no parameter: {listed}.", UserWarning,
+                      stacklevel=stacklevel + 1)
+    if shadowed:
+        listed = ", ".join(repr(p) for p in shadowed)
+        warnings.warn(f"reinit: every parameter that {listed} matches is taken by an earlier rule (the first "
+                      "match wins); move the more specific pattern first.", UserWarning, stacklevel=stacklevel + 1)
+    return Plan(tuple(decisions), Report(tuple(rows), dry_run, unused))
