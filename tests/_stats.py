@@ -32,6 +32,8 @@ def check_samples(x: np.ndarray, dist: Distribution) -> list[Check]:
     x = np.asarray(x, dtype=np.float64).ravel()
     n = x.size
     mu, var, kurt = dist.mean, dist.variance, dist.kurtosis
+    if var == 0.0:  # a constant: every value exactly
+        return [Check("constant", bool(np.all(x == mu)), f"min={x.min():.6g} max={x.max():.6g} expected={mu:.6g}")]
     out = []
     # E[(x-μ)²] estimated by m2 has sd var·sqrt((κ−1)/n) (delta method for iid draws).
     m2 = float(np.mean((x - mu) ** 2))

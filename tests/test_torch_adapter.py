@@ -101,3 +101,17 @@ def test_cuda_draws() -> None:
     t = torch.empty(SHAPE, device="cuda")
     ist.init_(t, spec, generator=torch.Generator(device="cuda").manual_seed(0))
     assert failures(t.double().cpu().numpy(), spec.resolve(initscale.compute_fans(SHAPE, "torch"))) == []
+
+
+_SHAPES = {"keras": (3, 3, 100, 200), "flax": (3, 3, 100, 200), "torch": (200, 100, 3, 3),
+           "flax.embed": (1000, 200), "torch.mha_in_proj": (768, 256)}
+
+
+@pytest.mark.parametrize("name", [n for n in presets.names() if "orthogonal" not in n])
+def test_every_preset_compiled_to_torch_draws_its_analytic_distribution(name) -> None:
+    info = presets.info(name)
+    spec = presets.get(name)
+    shape = _SHAPES[info.layout.split(":")[0]]
+    dist = spec.resolve(None if spec.fixed_scale else initscale.compute_fans(shape, info.layout))
+    values = _draw(spec, torch.float64, layout=info.layout, shape=shape, seed=len(name))
+    assert failures(values.numpy(), dist) == []
