@@ -340,7 +340,10 @@ _KINDS: dict[str, _Kind] = {
     "torch.rnn": _gated("torch", 1, 1, 0, "torch.rnn"),
     # keras
     "keras.dense": _fixed("keras", _KERAS, "Dense kernel (in, out).", _keras_native),
-    "keras.conv": _fixed("keras", _KERAS, "ConvND kernel (*kernel, in/groups, out).", _keras_native),
+    "keras.conv": _Kind(
+        "keras", "ConvND kernel (*kernel, in/groups, out); fan_out per group.", {"groups": 1},
+        lambda d, p: Layout(-2, -1, out_groups=p["groups"], name="keras.conv"), _keras_native,
+    ),
     "keras.conv_transpose": _fixed(
         "keras", Layout(-1, -2, name="keras.conv_transpose"),
         "ConvNDTranspose kernel (*kernel, out, in); forward fans.", _keras_native,

@@ -85,6 +85,7 @@ class Param:
             none (biases, norm parameters).
         frozen: not trainable (``requires_grad=False``, a non-trainable Keras variable).
         buffer: a buffer or other non-parameter state, matched only by name patterns.
+        note: why the defaults leave it alone, shown in the report when nothing else touches it.
     """
 
     name: str
@@ -94,6 +95,7 @@ class Param:
     layout: LayoutLike | None
     frozen: bool = False
     buffer: bool = False
+    note: str = ""
 
     @property
     def layer(self) -> str:
@@ -308,7 +310,7 @@ def _choose(param: Param, rules: Sequence[Rule], used: set[str], defaults: bool)
         return Ones(), "default: norm scale -> ones"
     if param.role == "embedding":
         return None, "embeddings are kept unless a rule names them"
-    return None, "no rule matched"
+    return None, f"no rule matched; {param.note}" if param.note else "no rule matched"
 
 
 def _resolve(

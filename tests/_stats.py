@@ -27,8 +27,11 @@ class Check:
     detail: str
 
 
-def check_samples(x: np.ndarray, dist: Distribution) -> list[Check]:
-    """Second moment, mean, support, bound approach and KS against ``dist``'s exact CDF."""
+def check_samples(x: np.ndarray, dist: Distribution, rounding: float = 0.0) -> list[Check]:
+    """Second moment, mean, support, bound approach and KS against ``dist``'s exact CDF.
+
+    ``rounding`` is the unit roundoff of the dtype the samples were made in (2^-24 for float32):
+    a value inside the bounds may round to a neighbour up to |bound|·rounding outside them."""
     x = np.asarray(x, dtype=np.float64).ravel()
     n = x.size
     mu, var, kurt = dist.mean, dist.variance, dist.kurtosis
@@ -45,7 +48,7 @@ def check_samples(x: np.ndarray, dist: Distribution) -> list[Check]:
     out.append(Check("mean", abs(xbar - mu) <= tol_mean, f"mean={xbar:.6g} expected={mu:.6g} tol={tol_mean:.3g}"))
     if dist.bounds is not None and hasattr(dist, "cdf"):
         low, high = dist.bounds
-        inside = bool(np.all((x >= low) & (x <= high)))
+        inside = bool(np.all((x >= low - abs(low) * rounding) & (x <= high + abs(high) * rounding)))
         out.append(Check("support", inside, f"min={x.min():.6g} max={x.max():.6g} bounds=[{low:.6g}, {high:.6g}]"))
         # P(all n draws miss the top mass q) = (1−q)^n = APPROACH_MISS  =>  q = 1 − APPROACH_MISS^(1/n).
         q = 1.0 - APPROACH_MISS ** (1.0 / n)
@@ -59,8 +62,8 @@ def check_samples(x: np.ndarray, dist: Distribution) -> list[Check]:
     return out
 
 
-def failures(x: np.ndarray, dist: Distribution) -> list[str]:
-    return [f"{c.name}: {c.detail}" for c in check_samples(x, dist) if not c.ok]
+def failures(x: np.ndarray, dist: Distribution, rounding: float = 0.0) -> list[str]:
+    return [f"{c.name}: {c.detail}" for c in check_samples(x, dist, rounding) if not c.ok]
 
 
 def same_distribution(a: np.ndarray, b: np.ndarray) -> list[str]:

@@ -59,3 +59,19 @@ def test_docstring_examples_run(name: str) -> None:
     module = importlib.import_module(name)
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0
+
+
+def test_required_frameworks_are_importable() -> None:
+    """CI names the frameworks it installed in INITSCALE_REQUIRE; a missing one must fail the run
+    instead of quietly skipping its tests ("keras-jax" means keras and jax)."""
+    import os
+
+    wanted = {x.strip() for x in os.environ.get("INITSCALE_REQUIRE", "").split(",") if x.strip()}
+    modules = {m for w in wanted for m in w.split("-")}
+    missing = []
+    for module in sorted(modules):
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            missing.append(f"{module} ({err})")
+    assert not missing, f"INITSCALE_REQUIRE names frameworks that cannot be imported: {missing}"

@@ -1,0 +1,563 @@
+"""Keras 3 adapter: initscale specs as ``keras.initializers.Initializer`` objects, on every backend.
+
+``initializer(spec, seed=None, layout=None)`` returns an :class:`Initializer` to pass as
+``kernel_initializer=``; it is registered as ``"initscale>Initializer"``, so a model that uses it
+saves to ``.keras`` and loads back with ``keras.saving.load_model`` (safe mode, no
+``custom_objects``) once ``initscale.keras`` is imported. Drop-in classes under Keras's own names
+(:class:`VarianceScaling`, :class:`GlorotUniform`, :class:`HeNormal`, :class:`LecunNormal`, ...)
+take Keras's arguments. :func:`reinit` re-initializes a built model in place with the fans of
+each layer, atomically, and returns a report.
+
+Sampling uses ``keras.random`` and ``keras.ops`` only, so it runs on the TensorFlow, JAX and
+PyTorch backends. Truncated normals are drawn by inverse CDF (u ~ U(Φ(α), Φ(β)),
+z = √2·erfinv(2u − 1), in float64 where the backend allows it, else float32), so the bounds are
+exactly ±truncation·σ and the variance is the corrected one on every backend; Keras's own
+``keras.random.truncated_normal`` re-draws (TensorFlow, JAX) or, on the torch backend, keeps the
+first of four draws inside ±2σ and returns an untruncated value when all four miss (p ≈ 4e-6).
+
+Seeds follow ``keras.random``: an int gives the same values on every call, a
+``keras.random.SeedGenerator`` advances on every call, None draws fresh values on every call
+(Keras's own initializers instead fix a random int when unseeded).
+
+Example:
+    >>> import keras, initscale
+    >>> from initscale.adapters import keras as isk
+    >>> init = isk.initializer(initscale.presets.get("he_normal"), seed=0)
+    >>> layer = keras.layers.Dense(64, kernel_initializer=init)
+    >>> layer.build((None, 128))
+    >>> bound = initscale.presets.get("he_normal").bounds(initscale.Fans(128, 64))[1]
+    >>> bool(keras.ops.max(keras.ops.abs(layer.kernel)) <= bound)
+    True
+
+Note:
+    Without ``layout`` the fans are Keras's own ``compute_fans`` (``"keras:native=true"``: the
+    kernel is (*kernel, in, out); rank 0 and 1 handled as Keras does). A Keras initializer sees
+    only a shape, so pass a layer kind for stacked or grouped kernels
+    (``"keras.lstm"``, ``"keras.depthwise_conv"``, ``"keras.conv:groups=4"``), or use
+    :func:`reinit`, which reads the layout from each layer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import keras
+
+from initscale import from_dict, presets
+from initscale.distributions import (
+    ConstantDist,
+    Distribution,
+    NormalDist,
+    OrthogonalDist,
+    TruncatedNormalDist,
+    UniformDist,
+)
+from initscale.fans import LayerKind, Layout, LayoutLike
+from initscale.normal_math import normal_cdf
+from initscale.plan import planner
+from initscale.reinit import Param, Report, Role
+from initscale.reinit import plan as reinit_plan
+from initscale.specs import Constant as ConstantSpec
+from initscale.specs import Normal, Spec, Uniform
+from initscale.specs import Ones as OnesSpec
+from initscale.specs import Orthogonal as OrthogonalSpec
+from initscale.specs import VarianceScaling as VarianceScalingSpec
+from initscale.specs import Zeros as ZerosSpec
+
+__all__ = [
+    "Constant",
+    "GlorotNormal",
+    "GlorotUniform",
+    "HeNormal",
+    "HeUniform",
+    "Initializer",
+    "LecunNormal",
+    "LecunUniform",
+    "Ones",
+    "Orthogonal",
+    "RandomNormal",
+    "RandomUniform",
+    "TruncatedNormal",
+    "VarianceScaling",
+    "Zeros",
+    "initializer",
+    "reinit",
+]
+
+_PACKAGE = "initscale"
+_DEFAULT_LAYOUT = "keras:native=true"
+_FLOAT_DTYPES = ("bfloat16", "float16", "float32", "float64")
+
+
+# --- sampling with keras.random / keras.ops -------------------------------------------------------
+
+def _uniform_dtype() -> str:
+    """float64 where the backend has it without extra configuration; JAX needs jax_enable_x64."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return "float64" if getattr(jax.config, "jax_enable_x64", False) else "float32"
+    return "float64"
+
+
+def _truncated(dist: TruncatedNormalDist, shape: tuple[int, ...], dtype: str, seed: Any) -> Any:
+    ops = keras.ops
+    a, b = dist.standard_bounds
+    flip = a > 0.0  # an upper-tail interval is drawn as the mirror of the lower one
+    if flip:
+        a, b = -b, -a
+    work = _uniform_dtype()
+    u = keras.random.uniform(shape, normal_cdf(a), normal_cdf(b), dtype=work, seed=seed)
+    z = ops.clip(ops.multiply(ops.erfinv(ops.subtract(ops.multiply(u, 2.0), 1.0)), math.sqrt(2.0)), a, b)
+    if flip:
+        z = ops.negative(z)
+    return ops.cast(ops.add(ops.multiply(z, dist.sigma), dist.loc), dtype)
+
+
+def _orthogonal(dist: OrthogonalDist, layout: Layout, shape: tuple[int, ...], dtype: str, seed: Any) -> Any:
+    ops = keras.ops
+    order, (nb, og, o, ig, i, rf) = layout.blocks(shape)
+    rows, cols = o, i * rf
+    big, small = max(rows, cols), min(rows, cols)
+    work = "float64" if dtype == "float64" else "float32"
+    g = keras.random.normal((nb * og * ig, big, small), dtype=work, seed=seed)
+    q, r = ops.linalg.qr(g)
+    q = ops.multiply(q, ops.expand_dims(ops.sign(ops.diagonal(r, axis1=-2, axis2=-1)), -2))  # Haar
+    if rows < cols:
+        q = ops.swapaxes(q, -1, -2)
+    blocks = ops.transpose(ops.reshape(ops.multiply(q, dist.gain), (nb, og, ig, o, i, rf)), (0, 1, 3, 2, 4, 5))
+    permuted = ops.reshape(blocks, tuple(shape[a] for a in order))
+    inverse = tuple(sorted(range(len(order)), key=order.__getitem__))
+    return ops.cast(ops.transpose(permuted, inverse), dtype)
+
+
+def _sample(dist: Distribution, layout: Layout | None, shape: tuple[int, ...], dtype: str, seed: Any) -> Any:
+    if isinstance(dist, ConstantDist):
+        return keras.ops.full(shape, dist.value, dtype=dtype)
+    if isinstance(dist, TruncatedNormalDist):
+        return _truncated(dist, shape, dtype, seed)
+    if isinstance(dist, OrthogonalDist):
+        if layout is None:  # pragma: no cover - the planner always gives one
+            raise ValueError("An orthogonal init needs the weight's layout.")
+        return _orthogonal(dist, layout, shape, dtype, seed)
+    work = "float32" if dtype in ("float16", "bfloat16") else dtype
+    if isinstance(dist, NormalDist):
+        out = keras.random.normal(shape, mean=dist.mean, stddev=dist.std, dtype=work, seed=seed)
+    elif isinstance(dist, UniformDist):
+        out = keras.random.uniform(shape, minval=dist.low, maxval=dist.high, dtype=work, seed=seed)
+    else:  # pragma: no cover - every Distribution is handled above
+        raise TypeError(f"Unknown distribution {dist!r}.")
+    return keras.ops.cast(out, dtype)
+
+
+def _float_dtype(dtype: Any) -> str:
+    name = str(keras.backend.standardize_dtype(dtype if dtype is not None else keras.backend.floatx()))
+    if name not in _FLOAT_DTYPES:
+        raise TypeError(
+            f"initscale initializers make floating-point values only. Received: dtype={name!r}; valid: "
+            f"{', '.join(repr(d) for d in _FLOAT_DTYPES)}."
+        )
+    return name
+
+
+# --- seeds and layouts in configs ----------------------------------------------------------------
+
+def _check_seed(seed: Any) -> Any:
+    if isinstance(seed, dict):
+        seed = keras.saving.deserialize_keras_object(seed)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, keras.random.SeedGenerator))):
+        raise TypeError(
+            "Argument `seed` must be an int, a keras.random.SeedGenerator or None. "
+            f"Received: seed={seed!r}."
+        )
+    return seed
+
+
+def _layout_config(layout: LayoutLike | None) -> Any:
+    if layout is None or isinstance(layout, str):
+        return layout
+    if isinstance(layout, LayerKind):
+        return str(layout)
+    return {"in_axes": list(layout.in_axes), "out_axes": list(layout.out_axes),
+            "batch_axes": list(layout.batch_axes), "in_groups": layout.in_groups,
+            "out_groups": layout.out_groups}
+
+
+def _layout_from_config(config: Any) -> LayoutLike | None:
+    if isinstance(config, dict):
+        return Layout(**config)
+    return config  # type: ignore[no-any-return]
+
+
+# --- the initializer -----------------------------------------------------------------------------
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class Initializer(keras.initializers.Initializer):  # type: ignore[misc]
+    """An initscale spec as a Keras initializer: ``init(shape, dtype=None)``.
+
+    Args:
+        spec: the initscale spec (or its ``to_dict()`` form, as in a saved config).
+        seed: int (same values every call), ``keras.random.SeedGenerator`` (advances every
+            call) or None (fresh values every call).
+        layout: how to read the kernel's shape: a layer kind name (``"keras.lstm"``), a
+            :class:`~initscale.Layout`, or None for Keras's own fan rule.
+
+    ``get_config()`` holds the spec as its versioned dict; ``from_config`` rebuilds it exactly.
+    """
+
+    def __init__(self, spec: Spec | Mapping[str, Any], seed: Any = None, layout: LayoutLike | None = None) -> None:
+        if isinstance(spec, Mapping):
+            spec = from_dict(spec)
+        if not isinstance(spec, Spec):
+            raise TypeError(f"Argument `spec` must be an initscale spec. Received: spec={spec!r}.")
+        self.spec = spec
+        self._init_seed = seed
+        self.seed = _check_seed(seed)
+        self.layout = _layout_from_config(layout)
+        self._plan, self._rule = planner(spec, _DEFAULT_LAYOUT if self.layout is None else self.layout)
+
+    def __call__(self, shape: Any, dtype: Any = None) -> Any:
+        dims = tuple(int(d) for d in shape)
+        dist, concrete = self._plan(dims)
+        return _sample(dist, concrete, dims, _float_dtype(dtype), self.seed)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"spec": self.spec.to_dict(), "seed": keras.saving.serialize_keras_object(self._init_seed),
+                "layout": _layout_config(self.layout)}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Initializer:
+        return cls(**config)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.spec!r}, seed={self._init_seed!r}, layout={self._rule})"
+
+
+def initializer(spec: Spec, seed: Any = None, layout: LayoutLike | None = None) -> Initializer:
+    """Compile ``spec`` into a Keras initializer (see :class:`Initializer`)."""
+    return Initializer(spec, seed=seed, layout=layout)
+
+
+class _KerasNamed(Initializer):
+    """Base of the drop-in classes: Keras's constructor arguments in, Keras's config out."""
+
+    def __init__(self, spec: Spec, seed: Any = None, layout: LayoutLike | None = None, *,
+                 fan_layout: Layout | None = None, **args: Any) -> None:
+        self._keras_args = args
+        super().__init__(spec, seed=seed, layout=layout)
+        if fan_layout is not None:
+            self._plan, self._rule = planner(spec, fan_layout)
+
+    def get_config(self) -> dict[str, Any]:
+        config = dict(self._keras_args)
+        config["seed"] = keras.saving.serialize_keras_object(self._init_seed)
+        if self.layout is not None:
+            config["layout"] = _layout_config(self.layout)
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Initializer:
+        return cls(**config)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+class _CountedAxes(Layout):
+    """Keras 3.15's ``input_axes``/``output_axes``: fans count only those axes (every other axis
+    is treated as a batch axis: no receptive-field factor), as ``keras.initializers.compute_fans``
+    does when both are given."""
+
+    def split_axes(
+        self, shape: Sequence[int]
+    ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+        ins, outs, batch, rest = super().split_axes(shape)
+        return ins, outs, tuple(sorted(batch + rest)), ()
+
+
+def _counted_axes(input_axes: Any, output_axes: Any) -> _CountedAxes:
+    ins = (input_axes,) if isinstance(input_axes, int) else tuple(input_axes)
+    outs = (output_axes,) if isinstance(output_axes, int) else tuple(output_axes)
+    return _CountedAxes(ins, outs, name=f"keras(input_axes={list(ins)}, output_axes={list(outs)})")
+
+
+_KERAS_DISTRIBUTIONS = {"truncated_normal": "truncated_normal", "normal": "truncated_normal",
+                        "untruncated_normal": "normal", "uniform": "uniform"}
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class VarianceScaling(_KerasNamed):
+    """Drop-in for ``keras.initializers.VarianceScaling``: Var[W] = scale / n.
+
+    Keras's arguments and spellings: ``distribution`` is one of ``"truncated_normal"`` (corrected
+    so that the std after the ±2σ cut is √(scale/n)), ``"untruncated_normal"``, ``"uniform"``,
+    and ``"normal"``, which Keras treats as ``"truncated_normal"``. ``mode`` also takes
+    ``"fan_geo_avg"``. ``input_axes``/``output_axes`` (Keras 3.15) count only those axes.
+    """
+
+    def __init__(self, scale: float = 1.0, mode: str = "fan_in", distribution: str = "truncated_normal",
+                 seed: Any = None, input_axes: Any = None, output_axes: Any = None,
+                 layout: LayoutLike | None = None) -> None:
+        name = distribution.lower() if isinstance(distribution, str) else distribution
+        if name not in _KERAS_DISTRIBUTIONS:
+            raise ValueError(
+                "Argument `distribution` must be one of 'normal', 'truncated_normal', 'uniform', "
+                f"'untruncated_normal'. Received: distribution={distribution!r}."
+            )
+        if (input_axes is None) != (output_axes is None):
+            raise ValueError(
+                "Arguments `input_axes` and `output_axes` go together: give both or neither. Received: "
+                f"input_axes={input_axes!r}, output_axes={output_axes!r}."
+            )
+        args: dict[str, Any] = {"scale": scale, "mode": mode, "distribution": name}
+        fan_layout = None
+        if input_axes is not None:
+            if layout is not None:
+                raise ValueError("Give either `layout` or `input_axes`/`output_axes`, not both.")
+            args.update(input_axes=input_axes, output_axes=output_axes)
+            fan_layout = _counted_axes(input_axes, output_axes)
+        spec = VarianceScalingSpec(scale, mode, _KERAS_DISTRIBUTIONS[name])
+        super().__init__(spec, seed, layout, fan_layout=fan_layout, **args)
+
+
+def _fixed(name: str, preset: str, doc: str) -> type[_KerasNamed]:
+    spec = presets.get(preset)
+
+    def __init__(self: _KerasNamed, seed: Any = None, layout: LayoutLike | None = None) -> None:
+        _KerasNamed.__init__(self, spec, seed, layout)
+
+    cls = type(name, (_KerasNamed,), {"__init__": __init__, "__doc__": doc, "__module__": __name__})
+    return keras.saving.register_keras_serializable(package=_PACKAGE)(cls)  # type: ignore[no-any-return]
+
+
+GlorotUniform = _fixed("GlorotUniform", "glorot_uniform",
+                       "Drop-in for keras.initializers.GlorotUniform: U(±√(6/(fan_in+fan_out))).")
+GlorotNormal = _fixed("GlorotNormal", "glorot_normal",
+                      "Drop-in for keras.initializers.GlorotNormal: truncated (±2σ), variance 2/(fan_in+fan_out).")
+HeUniform = _fixed("HeUniform", "he_uniform", "Drop-in for keras.initializers.HeUniform: U(±√(6/fan_in)).")
+HeNormal = _fixed("HeNormal", "he_normal",
+                  "Drop-in for keras.initializers.HeNormal: truncated (±2σ), variance 2/fan_in.")
+LecunUniform = _fixed("LecunUniform", "lecun_uniform", "Drop-in for keras.initializers.LecunUniform: U(±√(3/fan_in)).")
+LecunNormal = _fixed("LecunNormal", "lecun_normal",
+                     "Drop-in for keras.initializers.LecunNormal: truncated (±2σ), variance 1/fan_in.")
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class RandomNormal(_KerasNamed):
+    """Drop-in for ``keras.initializers.RandomNormal``: N(mean, stddev²)."""
+
+    def __init__(self, mean: float = 0.0, stddev: float = 0.05, seed: Any = None,
+                 layout: LayoutLike | None = None) -> None:
+        super().__init__(Normal(stddev, mean), seed, layout, mean=mean, stddev=stddev)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class TruncatedNormal(_KerasNamed):
+    """Drop-in for ``keras.initializers.TruncatedNormal``: N(mean, stddev²) cut at ±2·stddev
+    (``stddev`` is the σ before truncation, as in Keras; the std after it is 0.8796·stddev)."""
+
+    def __init__(self, mean: float = 0.0, stddev: float = 0.05, seed: Any = None,
+                 layout: LayoutLike | None = None) -> None:
+        super().__init__(presets.get("keras.truncated_normal", mean=mean, stddev=stddev), seed, layout,
+                         mean=mean, stddev=stddev)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class RandomUniform(_KerasNamed):
+    """Drop-in for ``keras.initializers.RandomUniform``: U(minval, maxval)."""
+
+    def __init__(self, minval: float = -0.05, maxval: float = 0.05, seed: Any = None,
+                 layout: LayoutLike | None = None) -> None:
+        super().__init__(Uniform(minval, maxval), seed, layout, minval=minval, maxval=maxval)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class Orthogonal(_KerasNamed):
+    """Drop-in for ``keras.initializers.Orthogonal``: ``gain`` × a Haar-random orthogonal matrix
+    (per block with a layer kind such as ``"keras.lstm"``: one per gate)."""
+
+    def __init__(self, gain: float = 1.0, seed: Any = None, layout: LayoutLike | None = None) -> None:
+        super().__init__(OrthogonalSpec(gain), seed, layout, gain=gain)
+
+
+def _constant_class(name: str, spec: Spec, doc: str) -> type[_KerasNamed]:
+    def __init__(self: _KerasNamed) -> None:
+        _KerasNamed.__init__(self, spec)
+
+    def get_config(self: _KerasNamed) -> dict[str, Any]:
+        return {}
+
+    cls = type(name, (_KerasNamed,), {"__init__": __init__, "get_config": get_config, "__doc__": doc,
+                                       "__module__": __name__})
+    return keras.saving.register_keras_serializable(package=_PACKAGE)(cls)  # type: ignore[no-any-return]
+
+
+Zeros = _constant_class("Zeros", ZerosSpec(), "Drop-in for keras.initializers.Zeros.")
+Ones = _constant_class("Ones", OnesSpec(), "Drop-in for keras.initializers.Ones.")
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class Constant(_KerasNamed):
+    """Drop-in for ``keras.initializers.Constant`` (a scalar ``value``)."""
+
+    def __init__(self, value: float = 0.0) -> None:
+        super().__init__(ConstantSpec(value), value=value)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"value": self._keras_args["value"]}
+
+
+# --- whole-model re-initialization --------------------------------------------------------------
+
+_CELL_KINDS = {"LSTMCell": "keras.lstm", "GRUCell": "keras.gru", "SimpleRNNCell": "keras.simple_rnn"}
+_NORM_CLASSES = ("BatchNormalization", "LayerNormalization", "GroupNormalization", "RMSNormalization")
+
+
+def _einsum_layout(layer: Any) -> Layout | None:
+    """In and out axes of an EinsumDense kernel from its equation ("abc,cde->abde")."""
+    try:
+        inputs, output = layer.equation.split("->")
+        x, kernel = inputs.split(",")
+    except (AttributeError, ValueError):
+        return None
+    ins = tuple(i for i, c in enumerate(kernel) if c in x and c not in output)
+    outs = tuple(i for i, c in enumerate(kernel) if c in output and c not in x)
+    batch = tuple(i for i, c in enumerate(kernel) if c in output and c in x)
+    if not ins or not outs:
+        return None
+    return Layout(ins, outs, batch, name=f"keras.einsum_dense[{layer.equation}]")
+
+
+def _role_and_layout(layer: Any, leaf: str, ndim: int) -> tuple[Role, LayoutLike | None, str]:
+    """What a variable is to the layer that owns it, its forward-fan layout, and a note."""
+    kinds = {c.__name__ for c in type(layer).__mro__}
+    if kinds & set(_NORM_CLASSES):
+        if leaf == "beta":
+            return "norm_offset", None, ""
+        if leaf in ("gamma", "scale"):
+            return "norm_scale", None, ""
+        return "other", None, ""
+    if leaf == "bias":
+        if "LSTMCell" in kinds and getattr(layer, "unit_forget_bias", False):
+            return "other", None, "Keras starts this LSTM's forget-gate bias at 1 (unit_forget_bias=True)"
+        return "bias", None, ""
+    cell = next((_CELL_KINDS[k] for k in _CELL_KINDS if k in kinds), None)
+    if cell and leaf in ("kernel", "recurrent_kernel"):
+        return "weight", cell, ""
+    if "BaseSeparableConv" in kinds and leaf == "depthwise_kernel":
+        return "weight", "keras.separable_conv.depthwise", ""
+    if "BaseSeparableConv" in kinds and leaf == "pointwise_kernel":
+        return "weight", "keras.separable_conv.pointwise", ""
+    if "BaseDepthwiseConv" in kinds and leaf == "kernel":
+        return "weight", "keras.depthwise_conv", ""
+    if "BaseConvTranspose" in kinds and leaf == "kernel":
+        return "weight", "keras.conv_transpose", ""
+    if "BaseConv" in kinds and leaf == "kernel":
+        return "weight", f"keras.conv:groups={getattr(layer, 'groups', 1)}", ""
+    if "Dense" in kinds and leaf == "kernel":
+        return "weight", "keras.dense", ""
+    if "EinsumDense" in kinds and leaf == "kernel":
+        layout = _einsum_layout(layer)
+        return ("weight", layout, "") if layout is not None else ("other", "keras" if ndim >= 2 else None, "")
+    if "Embedding" in kinds and leaf == "embeddings":
+        return "embedding", "keras.embedding", ""
+    return "other", ("keras" if ndim >= 2 else None), ""
+
+
+def _classes(layer: Any) -> tuple[str, ...]:
+    skip = {"Layer", "Operation", "KerasSaveable", "object", "Model", "Trainer", "TFLayer", "JaxLayer",
+            "TorchLayer", "TorchModuleWrapper", "Module"}
+    return tuple(c.__name__ for c in type(layer).__mro__ if c.__name__ not in skip)
+
+
+def _walk(layer: Any, parents: tuple[str, ...], seen: set[int], include_buffers: bool,
+          found: list[tuple[Param, Any]]) -> None:
+    own = [(v, False) for v in layer._trainable_variables]
+    if include_buffers:
+        own += [(v, True) for v in layer._non_trainable_variables]
+    classes = _classes(layer) + parents
+    for variable, is_buffer in own:
+        if id(variable) in seen:
+            continue
+        seen.add(id(variable))
+        shape = tuple(int(d) for d in variable.shape)
+        leaf = variable.name.split("/")[-1]
+        role, layout, note = _role_and_layout(layer, leaf, len(shape))
+        frozen = not is_buffer and not variable.trainable
+        found.append((Param(variable.path, shape, classes, role, layout, frozen=frozen, buffer=is_buffer,
+                            note=note), variable))
+    for child in layer._flatten_layers(include_self=False, recursive=False):
+        _walk(child, _classes(layer)[:1] + parents if _is_wrapper(layer) else parents, seen, include_buffers,
+              found)
+
+
+def _is_wrapper(layer: Any) -> bool:
+    """RNN layers own their cell's variables in users' minds: "LSTM" should match LSTMCell's."""
+    return any(c.__name__ in ("RNN", "Bidirectional") for c in type(layer).__mro__)
+
+
+def reinit(model: Any, rules: Spec | Mapping[str, Spec | None], seed: Any = None, dry_run: bool = False, *,
+           include_frozen: bool = False, include_buffers: bool = False, defaults: bool = True) -> Report:
+    """Re-initialize a built Keras model's variables in place (``assign``), each with its layer's fans.
+
+    Same rules, defaults, atomicity and report as ``initscale.torch.reinit_``: ``rules`` is one
+    spec (for the kernels of Dense, EinsumDense, ConvND, ConvNDTranspose, DepthwiseConv,
+    SeparableConv and the kernel/recurrent_kernel of LSTM/GRU/SimpleRNN) or an ordered mapping
+    from pattern to spec or None; patterns are layer class names (``"Dense"``, ``"LSTM"``) or
+    globs on variable paths (``"*/kernel"``, ``"encoder/*"``). Biases → zeros (except an LSTM's
+    bias with ``unit_forget_bias=True``, which is kept), norm gamma/scale → ones, beta → zeros;
+    embeddings and anything else unmatched are kept. Variables of frozen layers are skipped
+    unless ``include_frozen``; non-trainable state (moving statistics) is offered to name
+    patterns only with ``include_buffers``.
+
+    Layouts: per group for grouped ConvND, per channel for depthwise kernels, forward fans for
+    ConvNDTranspose, per gate for recurrent kernels, and EinsumDense (MultiHeadAttention's
+    projections) from its equation.
+
+    Args:
+        seed: int, ``keras.random.SeedGenerator`` or None; variables draw in order from one
+            generator made from it.
+
+    Example:
+        >>> import keras, initscale
+        >>> from initscale.adapters.keras import reinit
+        >>> model = keras.Sequential([keras.Input((10, 8)), keras.layers.LSTM(16), keras.layers.Dense(4)])
+        >>> report = reinit(model, initscale.presets.get("glorot_uniform"), seed=0)
+        >>> row = next(r for r in report if r.name.endswith("recurrent_kernel"))
+        >>> (row.layout, row.fan_in, row.fan_out)                        # per gate: 16, not 64
+        ('keras.lstm', 16, 16)
+    """
+    if not isinstance(model, keras.layers.Layer):
+        raise TypeError(f"Argument `model` must be a Keras layer or model. Received: {type(model).__name__}.")
+    if not model.built:
+        raise ValueError(
+            f"The model {model.name!r} is not built, so its variables do not exist yet: build it first "
+            "(call it on a batch, or model.build(input_shape))."
+        )
+    found: list[tuple[Param, Any]] = []
+    _walk(model, (), set(), include_buffers, found)
+    decided = reinit_plan([p for p, _ in found], rules, include_frozen=include_frozen, defaults=defaults,
+                          dry_run=dry_run, stacklevel=2)
+    targets = [(d, v) for d, (_, v) in zip(decided.decisions, found, strict=True) if d.dist is not None]
+    for decision, variable in targets:
+        try:
+            _float_dtype(variable.dtype)
+        except TypeError as err:
+            raise TypeError(f"Variable {decision.param.name!r}: {err}") from err
+    if dry_run:
+        return decided.report
+    generator = seed if isinstance(seed, keras.random.SeedGenerator) else keras.random.SeedGenerator(
+        _check_seed(seed))
+    staged = []
+    for decision, variable in targets:  # every value is computed before anything is written
+        assert decision.dist is not None
+        dims = decision.param.shape
+        staged.append((variable, _sample(decision.dist, decision.layout, dims, _float_dtype(variable.dtype),
+                                         generator)))
+    for variable, values in staged:
+        variable.assign(values)
+    return decided.report
+
