@@ -7,8 +7,8 @@
 0.057781
 
 The core imports NumPy only. Framework adapters are attributes loaded on first use:
-``initscale.numpy`` (the reference sampler), ``initscale.torch`` and ``initscale.keras``; each imports its
-framework only then, and says which pip extra to install when the framework is missing.
+``initscale.numpy`` (the reference sampler), ``initscale.torch``, ``initscale.keras`` and ``initscale.jax``;
+each imports its framework only then, and says which pip extra to install when the framework is missing.
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ _ADAPTERS: dict[str, tuple[str, str, str]] = {
     "numpy": ("initscale.adapters.numpy", "numpy", "initscale"),
     "torch": ("initscale.adapters.torch", "torch", "torch"),
     "keras": ("initscale.adapters.keras", "keras", "keras"),
+    "jax": ("initscale.adapters.jax", "jax", "jax"),
 }
 
 

@@ -1,0 +1,358 @@
+"""JAX/Flax adapter: initscale specs as ``(key, shape, dtype) -> Array`` initializers, and pytree re-init.
+
+``initializer(spec, in_axis=-2, out_axis=-1, batch_axis=(), dtype=jnp.float32)`` follows
+``jax.nn.initializers.Initializer``: it is traceable under ``jax.jit`` (the shape and dtype are
+static, the fans are computed from them in Python once per shape), so it works as
+``kernel_init=`` in ``flax.linen`` and ``flax.nnx`` layers and inside
+``jax.jit(..., out_shardings=...)``, where the shape is the global one and every device gets the
+values of its shard. Typed keys (``jax.random.key``) and raw ``uint32`` keys
+(``jax.random.PRNGKey``) are both accepted. ``layout=`` takes a named layer kind from the core
+(``"flax.conv:groups=4"``, ``"flax.embed"``, ...) instead of axes.
+
+Sampling: normal and uniform with ``jax.random``; truncated normals with
+``jax.random.truncated_normal`` (inverse CDF in erf space, so the bounds hold exactly) at the
+spec's own bounds and scale, upper-tail intervals drawn as the mirror of lower-tail ones.
+
+Complex dtypes, as jax does: a normal is a circular complex normal (real and imaginary parts
+each with half the variance); a symmetric uniform is uniform on a disk; a truncated normal
+truncates the modulus at ``truncation`` pre-truncation standard deviations. In every case
+E|w|² is the spec's variance. For the truncated normal this differs from jax, which divides by
+0.95311164380491208 where the exact factor for a modulus cut at 2 is
+√(1 − 4e⁻⁴/(1 − e⁻⁴)) = 0.9619618, so jax's complex ``variance_scaling`` has E|w|² =
+1.0187 × scale/n.
+
+Example:
+    >>> import jax, initscale
+    >>> from initscale.adapters import jax as isj
+    >>> init = isj.initializer(initscale.presets.get("he_normal"))
+    >>> w = init(jax.random.key(0), (128, 64))
+    >>> bound = initscale.presets.get("he_normal").bounds(initscale.Fans(128, 64))[1]
+    >>> bool(abs(w).max() <= bound), w.dtype
+    (True, dtype('float32'))
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from initscale.distributions import (
+    ConstantDist,
+    Distribution,
+    NormalDist,
+    OrthogonalDist,
+    TruncatedNormalDist,
+    UniformDist,
+)
+from initscale.fans import Layout, LayoutLike
+from initscale.normal_math import complex_truncated_rms
+from initscale.plan import planner
+from initscale.reinit import Param, Report, Role
+from initscale.reinit import plan as reinit_plan
+from initscale.specs import Spec
+
+__all__ = ["Initializer", "initializer", "reinit"]
+
+
+class Initializer(Protocol):
+    """jax's initializer protocol: ``init(key, shape, dtype=...) -> jax.Array``."""
+
+    def __call__(self, key: Any, shape: Sequence[int], dtype: Any = ...) -> jax.Array: ...
+
+
+# --- sampling --------------------------------------------------------------------------------------
+
+def _check_key(key: Any) -> Any:
+    dtype = getattr(key, "dtype", None)
+    if dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key):
+        if key.shape == ():
+            return key
+    elif dtype is not None and dtype == jnp.uint32 and tuple(key.shape) == (2,):
+        return key
+    raise TypeError(
+        "Argument `key` must be one PRNG key: jax.random.key(seed) (typed) or jax.random.PRNGKey(seed) "
+        f"(raw uint32, shape (2,)). Received: {type(key).__name__} with dtype {dtype} and shape "
+        f"{getattr(key, 'shape', None)}. Split a batch of keys first."
+    )
+
+
+def _truncated_standard(key: Any, a: float, b: float, shape: tuple[int, ...], dtype: Any) -> jax.Array:
+    if a > 0.0:  # an upper-tail interval is drawn as the mirror of the lower one (erf precision)
+        return -jax.random.truncated_normal(key, -b, -a, shape, dtype)
+    return jax.random.truncated_normal(key, a, b, shape, dtype)
+
+
+def _complex_disk(key: Any, shape: tuple[int, ...], real: Any, modulus_sq: jax.Array) -> jax.Array:
+    theta = 2 * np.pi * jax.random.uniform(key, shape, real)
+    return jnp.sqrt(modulus_sq) * jnp.exp(1j * theta)
+
+
+def _sample_complex(key: Any, dist: Distribution, shape: tuple[int, ...], dtype: Any) -> jax.Array:
+    real = jnp.real(jnp.zeros((), dtype)).dtype
+    k_r, k_theta = jax.random.split(key)
+    if isinstance(dist, NormalDist):
+        return (jax.random.normal(key, shape, dtype) * dist.std + dist.mean).astype(dtype)
+    if isinstance(dist, UniformDist) and dist.low == -dist.high:  # disk: E|z|² = 2U·var
+        r2 = 2.0 * jax.random.uniform(k_r, shape, real) * dist.variance
+        return _complex_disk(k_theta, shape, real, r2).astype(dtype)
+    if isinstance(dist, TruncatedNormalDist) and dist.loc == 0.0 and dist.low == -dist.high:
+        t = dist.standard_bounds[1]
+        # |z|²/c² ~ Exp(1) cut at t²: by inverse CDF, −log(1 − (1 − e^{−t²})·U); c makes E|z|² = var.
+        u = jax.random.uniform(k_r, shape, real)
+        kept = -math.expm1(-t * t)  # 1 − e^{−t²}: the Exp(1) mass below t²
+        e = -jnp.log1p(-kept * u)
+        scale2 = dist.variance / complex_truncated_rms(t) ** 2
+        return _complex_disk(k_theta, shape, real, e * scale2).astype(dtype)
+    raise TypeError(
+        f"initscale draws complex weights for normal, symmetric uniform, centred symmetric truncated "
+        f"normal and orthogonal specs. Received {dist!r} with dtype {jnp.dtype(dtype).name}."
+    )
+
+
+def _orthogonal(key: Any, dist: OrthogonalDist, layout: Layout, shape: tuple[int, ...], dtype: Any) -> jax.Array:
+    order, (nb, og, o, ig, i, rf) = layout.blocks(shape)
+    rows, cols = o, i * rf
+    big, small = max(rows, cols), min(rows, cols)
+    work = dtype if jnp.dtype(dtype).itemsize >= 4 else jnp.float32
+    g = jax.random.normal(key, (nb * og * ig, big, small), work)
+    q, r = jnp.linalg.qr(g)
+    d = jnp.diagonal(r, axis1=-2, axis2=-1)
+    q = q * (d / jnp.abs(d))[..., None, :]  # Haar: fix the phases (signs for real dtypes)
+    if rows < cols:
+        q = jnp.swapaxes(q, -1, -2)
+    blocks = (dist.gain * q).reshape(nb, og, ig, o, i, rf).transpose(0, 1, 3, 2, 4, 5)
+    permuted = blocks.reshape(tuple(shape[a] for a in order))
+    inverse = tuple(sorted(range(len(order)), key=order.__getitem__))
+    return permuted.transpose(inverse).astype(dtype)
+
+
+def _sample(key: Any, dist: Distribution, layout: Layout | None, shape: tuple[int, ...], dtype: Any) -> jax.Array:
+    if isinstance(dist, ConstantDist):
+        return jnp.full(shape, dist.value, dtype)
+    if isinstance(dist, OrthogonalDist):
+        if layout is None:  # pragma: no cover - the planner always gives one
+            raise ValueError("An orthogonal init needs the weight's layout.")
+        return _orthogonal(key, dist, layout, shape, dtype)
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        return _sample_complex(key, dist, shape, dtype)
+    work = jnp.float32 if jnp.dtype(dtype).itemsize < 4 else dtype
+    if isinstance(dist, NormalDist):
+        out = jax.random.normal(key, shape, work) * dist.std + dist.mean
+    elif isinstance(dist, UniformDist):
+        out = jax.random.uniform(key, shape, work, dist.low, dist.high)
+    elif isinstance(dist, TruncatedNormalDist):
+        a, b = dist.standard_bounds
+        out = _truncated_standard(key, a, b, shape, work) * dist.sigma + dist.loc
+    else:  # pragma: no cover - every Distribution is handled above
+        raise TypeError(f"Unknown distribution {dist!r}.")
+    return out.astype(dtype)
+
+
+def _check_dtype(dtype: Any) -> Any:
+    try:
+        dt = jnp.dtype(dtype)
+    except TypeError as err:
+        raise TypeError(f"Argument `dtype` must be a JAX dtype. Received: dtype={dtype!r}.") from err
+    if not jnp.issubdtype(dt, jnp.inexact):
+        raise TypeError(
+            f"initscale makes floating-point or complex weights only. Received: dtype={dt.name!r}; "
+            "valid: bfloat16, float16, float32, float64, complex64, complex128."
+        )
+    return dt
+
+
+def initializer(spec: Spec, in_axis: int | Sequence[int] = -2, out_axis: int | Sequence[int] = -1,
+                batch_axis: int | Sequence[int] = (), dtype: Any = jnp.float32, *,
+                layout: LayoutLike | None = None) -> Initializer:
+    """Compile ``spec`` into ``init(key, shape, dtype=dtype) -> jax.Array``.
+
+    Args:
+        spec: the initscale spec.
+        in_axis, out_axis, batch_axis: as in ``jax.nn.initializers.variance_scaling``; every other
+            axis is receptive field.
+        dtype: the default dtype of the result.
+        layout: a named layer kind or :class:`~initscale.Layout`, used instead of the axes.
+
+    The fans of each shape are computed once, in Python, so the result is traceable under
+    ``jax.jit`` with static shapes.
+
+    Example:
+        >>> import jax, flax.linen as nn, initscale
+        >>> from initscale.adapters import jax as isj
+        >>> conv = nn.Conv(32, (3, 3), feature_group_count=4,
+        ...                kernel_init=isj.initializer(initscale.presets.get("he_normal"), layout="flax.conv:groups=4"))
+        >>> params = conv.init(jax.random.key(0), jax.numpy.zeros((1, 8, 8, 16)))
+        >>> params["params"]["kernel"].shape
+        (3, 3, 4, 32)
+    """
+    rule: LayoutLike = layout if layout is not None else Layout(in_axis, out_axis, batch_axis, name="jax")
+    plan, resolved = planner(spec, rule)
+    default_dtype = _check_dtype(dtype)
+
+    def init(key: Any, shape: Sequence[int], dtype: Any = default_dtype) -> jax.Array:
+        key = _check_key(key)
+        dims = tuple(int(d) for d in shape)
+        dist, concrete = plan(dims)
+        return _sample(key, dist, concrete, dims, _check_dtype(dtype))
+
+    init.__doc__ = f"Initialize with {spec!r} (layout {resolved})."
+    return init
+
+
+# --- pytree re-initialization ------------------------------------------------------------------------
+
+_AUTO_NAME = re.compile(r"([A-Za-z][A-Za-z0-9]*?)_\d+\Z")  # linen names modules Dense_0, Conv_1, ...
+_NORMS = {"LayerNorm", "BatchNorm", "GroupNorm", "RMSNorm", "InstanceNorm"}
+_ATTENTION = {"MultiHeadDotProductAttention", "MultiHeadAttention", "SelfAttention"}
+
+
+def _key_name(entry: Any) -> str | None:
+    if isinstance(entry, jax.tree_util.DictKey):
+        return str(entry.key)
+    if isinstance(entry, jax.tree_util.GetAttrKey):
+        return None if entry.name == "value" else entry.name  # nnx variables hold their array in .value
+    if isinstance(entry, jax.tree_util.SequenceKey):
+        return str(entry.idx)
+    return str(getattr(entry, "key", entry))
+
+
+def _class_of(segment: str, classes: Mapping[tuple[str, ...], str], path: tuple[str, ...]) -> str | None:
+    if path in classes:
+        return classes[path]
+    match = _AUTO_NAME.match(segment)
+    return match.group(1) if match else None
+
+
+def _infer(names: tuple[str, ...], ndim: int, classes: Mapping[tuple[str, ...], str]) -> tuple[
+        Role, LayoutLike | None, tuple[str, ...]]:
+    """Role, forward-fan layout and owner class names of a leaf, from its path (and rank)."""
+    leaf = names[-1]
+    owners = [c for c in (_class_of(seg, classes, names[:i + 1]) for i, seg in enumerate(names[:-1])) if c]
+    owner = owners[-1] if owners else None
+    parent = names[-2] if len(names) > 1 else ""
+    grand = owners[-2] if len(owners) > 1 else None
+    owner_classes = tuple(reversed(owners))
+    if owner in _NORMS:
+        return ("norm_scale" if leaf == "scale" else "norm_offset" if leaf == "bias" else "other"), None, \
+            owner_classes
+    if leaf == "bias":
+        return "bias", None, owner_classes
+    if leaf == "embedding":
+        return "embedding", "flax.embed", owner_classes
+    if leaf != "kernel":
+        return "other", ("flax" if ndim >= 2 else None), owner_classes
+    if (owner in _ATTENTION or grand in _ATTENTION) and ndim == 3:
+        if parent == "out":  # (heads, head_dim, out)
+            return "weight", Layout((0, 1), 2, name="flax.attention_out"), owner_classes
+        return "weight", Layout(0, (1, 2), name="flax.attention_qkv"), owner_classes  # (in, heads, head_dim)
+    if (owner == "OptimizedLSTMCell" or grand == "OptimizedLSTMCell") and parent in ("i", "h") and ndim == 2:
+        return "weight", Layout(-2, -1, out_groups=4, name="flax.optimized_lstm"), owner_classes
+    if owner == "ConvTranspose" and ndim >= 3:
+        return "weight", "flax.conv_transpose", owner_classes
+    if owner == "Conv" and ndim >= 3:
+        groups = classes.get((*names[:-1], "#groups"), "1")
+        return "weight", f"flax.conv:groups={groups}", owner_classes
+    if ndim == 2:
+        return "weight", "flax.dense", owner_classes
+    if ndim >= 3:
+        return "weight", "flax", owner_classes  # (*kernel, in, out), as flax Conv
+    return "other", None, owner_classes
+
+
+def _nnx_classes(module: Any) -> dict[tuple[str, ...], str]:
+    from flax import nnx
+
+    classes: dict[tuple[str, ...], str] = {}
+    for path, node in nnx.iter_graph(module):
+        if isinstance(node, nnx.Module):
+            key = tuple(str(p) for p in path)
+            classes[key] = type(node).__name__
+            if hasattr(node, "feature_group_count"):
+                groups_key = (*key, "#groups")
+                classes[groups_key] = str(node.feature_group_count)
+    return classes
+
+
+def _is_nnx_module(obj: Any) -> bool:
+    try:
+        from flax import nnx
+    except ImportError:  # flax is optional for plain pytrees
+        return False
+    return isinstance(obj, nnx.Module)
+
+
+def _leaf_key(key: Any, name: str) -> Any:
+    digest = hashlib.blake2b(name.encode(), digest_size=4).digest()
+    return jax.random.fold_in(key, int.from_bytes(digest, "little") & 0x7FFFFFFF)
+
+
+def reinit(params: Any, rules: Spec | Mapping[str, Spec | None], key: Any, dry_run: bool = False, *,
+           defaults: bool = True) -> tuple[Any, Report]:
+    """Re-initialize a pytree of parameters; returns ``(new_params, report)`` (nothing is mutated).
+
+    Args:
+        params: a flax linen variables/params dict, an ``nnx.State``, or an ``nnx.Module`` (then
+            the state of its ``nnx.Param`` variables is returned, for ``nnx.update(module, state)``,
+            and the layer classes come from the module itself).
+        rules: one spec (for every kernel) or an ordered mapping from pattern to spec or None;
+            patterns are module class names (``"Dense"``, ``"Conv"``; from linen's automatic names
+            such as ``Dense_0`` or from the nnx module) or globs on ``/``-joined paths
+            (``"*/kernel"``, ``"params/Dense_0/bias"``). First match wins.
+        key: one PRNG key. Each leaf draws from ``fold_in(key, hash(path))``, so its values do
+            not depend on the order of traversal or on the other leaves.
+        dry_run: return the params unchanged and the report of what would be done.
+        defaults: biases -> zeros, norm scale -> ones and bias -> zeros; embeddings and anything
+            else unmatched kept.
+
+    Layouts by flax convention: ``kernel`` (in, out) for Dense/Linear, (*kernel, in/groups, out)
+    for Conv, (*kernel, in, out) for ConvTranspose, per projection for attention q/k/v
+    (in, heads, head_dim) and out (heads, head_dim, out), per gate for OptimizedLSTMCell's stacked
+    kernels; ``embedding`` (num_embeddings, features).
+
+    Example:
+        >>> import jax, jax.numpy as jnp, flax.linen as nn, initscale
+        >>> from initscale.adapters import jax as isj
+        >>> model = nn.Sequential([nn.Dense(32), nn.relu, nn.Dense(4)])
+        >>> variables = model.init(jax.random.key(0), jnp.zeros((1, 16)))
+        >>> new, report = isj.reinit(variables, initscale.presets.get("he_uniform"), jax.random.key(1))
+        >>> [(r.name, r.fan_in) for r in report.touched if r.name.endswith("kernel")]
+        [('params/layers_0/kernel', 16), ('params/layers_2/kernel', 32)]
+    """
+    key = _check_key(key)
+    classes: dict[tuple[str, ...], str] = {}
+    tree = params
+    if _is_nnx_module(params):
+        from flax import nnx
+
+        classes = _nnx_classes(params)
+        tree = nnx.state(params, nnx.Param)
+    leaves_with_paths, treedef = jax.tree_util.tree_flatten_with_path(tree)
+    found: list[Param] = []
+    for path, leaf in leaves_with_paths:
+        names = tuple(n for n in (_key_name(e) for e in path) if n is not None)
+        shape = tuple(int(d) for d in np.shape(leaf))
+        role, layout, owners = _infer(names, len(shape), classes)
+        found.append(Param("/".join(names), shape, owners, role, layout))
+    decided = reinit_plan(found, rules, defaults=defaults, dry_run=dry_run, stacklevel=2)
+    leaves = [leaf for _, leaf in leaves_with_paths]
+    for decision, leaf in zip(decided.decisions, leaves, strict=True):
+        if decision.dist is not None:
+            dtype = getattr(leaf, "dtype", None)
+            if dtype is None or not jnp.issubdtype(dtype, jnp.inexact):
+                raise TypeError(f"Leaf {decision.param.name!r} has dtype {dtype}: initscale fills floating-point "
+                                "or complex leaves only.")
+    if dry_run:
+        return params if not classes else tree, decided.report
+    new_leaves = [
+        leaf if d.dist is None else _sample(_leaf_key(key, d.param.name), d.dist, d.layout, d.param.shape, leaf.dtype)
+        for d, leaf in zip(decided.decisions, leaves, strict=True)
+    ]
+    return jax.tree_util.tree_unflatten(treedef, new_leaves), decided.report
+

@@ -1,0 +1,316 @@
+"""The JAX/Flax adapter: jax's initializer protocol, flax linen/nnx, complex dtypes, pytree
+re-init, native parity with jax.nn.initializers and the flax layer defaults."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import initscale
+from _stats import failures, same_distribution
+from initscale import presets
+from initscale.normal_math import complex_truncated_rms
+
+jax = pytest.importorskip("jax")
+jnp = pytest.importorskip("jax.numpy")
+isj = pytest.importorskip("initscale.adapters.jax")
+
+F32 = 2.0**-24  # float32 unit roundoff: a value inside the bounds may round just outside
+HE = presets.get("he_normal")
+SHAPE = (3, 3, 100, 200)
+_SHAPES = {"keras": SHAPE, "flax": SHAPE, "torch": (200, 100, 3, 3), "flax.embed": (1000, 200),
+           "torch.mha_in_proj": (768, 256)}
+
+
+def _np(x) -> np.ndarray:
+    return np.asarray(x, dtype=np.float64)
+
+
+@pytest.mark.parametrize("name", [n for n in presets.names() if "orthogonal" not in n])
+def test_every_preset_draws_its_analytic_distribution(name) -> None:
+    info, spec = presets.info(name), presets.get(name)
+    shape = _SHAPES[info.layout.split(":")[0]]
+    dist = spec.resolve(None if spec.fixed_scale else initscale.compute_fans(shape, info.layout))
+    values = _np(isj.initializer(spec, layout=info.layout)(jax.random.key(len(name)), shape))
+    assert failures(values, dist, F32) == []
+
+
+def test_keys_typed_raw_and_bad() -> None:
+    init = isj.initializer(HE)
+    a = init(jax.random.key(3), (40, 50))
+    b = init(jax.random.PRNGKey(3), (40, 50))
+    assert a.shape == b.shape == (40, 50) and np.array_equal(a, init(jax.random.key(3), (40, 50)))
+    for bad in (3, np.zeros(2, np.int64), jax.random.split(jax.random.key(0), 2), jnp.zeros((4,), jnp.uint32)):
+        with pytest.raises(TypeError, match="Argument `key` must be one PRNG key"):
+            init(bad, (4, 5))
+
+
+def test_traceable_under_jit_and_usable_in_flax() -> None:
+    import flax.linen as nn
+    from flax import nnx
+
+    init = isj.initializer(HE)
+    jitted = jax.jit(lambda k: init(k, (64, 32)))
+    assert np.array_equal(jitted(jax.random.key(0)), init(jax.random.key(0), (64, 32)))
+    params = nn.Dense(32, kernel_init=init).init(jax.random.key(1), jnp.zeros((1, 64)))
+    assert params["params"]["kernel"].shape == (64, 32)
+    layer = nnx.Linear(64, 32, kernel_init=init, rngs=nnx.Rngs(0))
+    assert layer.kernel[...].shape == (64, 32)
+    bound = HE.bounds(initscale.Fans(64, 32))[1]
+    assert float(jnp.abs(layer.kernel[...]).max()) <= bound * (1 + F32)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float32"])
+def test_real_dtypes(dtype) -> None:
+    out = isj.initializer(HE)(jax.random.key(0), (400, 500), dtype)
+    assert out.dtype == jnp.dtype(dtype)
+    x, var = _np(out), HE.variance(initscale.Fans(400, 500))
+    # relative sd of the second moment ≤ sqrt(2/n), z = 4.5, plus the cast's rounding (2·2^-8)
+    assert abs(float(np.mean(x**2)) / var - 1) <= 4.5 * math.sqrt(2 / x.size) + 2 * 2.0**-8
+
+
+def test_non_float_dtypes_are_refused() -> None:
+    with pytest.raises(TypeError, match="floating-point or complex weights only"):
+        isj.initializer(HE)(jax.random.key(0), (3, 4), jnp.int32)
+    with pytest.raises(TypeError, match="floating-point or complex weights only"):
+        isj.initializer(HE, dtype=jnp.int8)
+
+
+@pytest.mark.parametrize("distribution", ["normal", "uniform", "truncated_normal"])
+def test_complex_weights_have_the_spec_variance(distribution) -> None:
+    spec = initscale.VarianceScaling(2.0, "fan_in", distribution)
+    shape = (400, 500)
+    var = spec.variance(initscale.Fans(400, 500))
+    w = np.asarray(isj.initializer(spec)(jax.random.key(1), shape, jnp.complex64)).astype(np.complex128)
+    m = np.abs(w) ** 2
+    # E|w|² within z = 4.5 standard errors of its mean, the standard error from the sample itself
+    assert abs(m.mean() - var) <= 4.5 * m.std() / math.sqrt(m.size)
+    assert abs(np.mean(w)) <= 4.5 * math.sqrt(var / m.size) * 2  # |mean| of a centred circular law
+    phase = np.angle(w)  # circular: the phase is uniform, KS against U(−π, π]
+    assert same_distribution(phase, np.random.default_rng(0).uniform(-np.pi, np.pi, phase.size)) == []
+    if distribution == "truncated_normal":
+        limit = 2.0 * math.sqrt(var) / complex_truncated_rms(2.0)
+        assert np.abs(w).max() <= limit * (1 + F32) and np.abs(w).max() >= limit * 0.999
+    if distribution == "uniform":
+        assert np.abs(w).max() <= math.sqrt(2 * var) * (1 + F32)  # disk of radius √(2·var)
+
+
+def test_jax_complex_truncated_variance_scaling_is_1_9_percent_high() -> None:
+    """Measured: jax divides by 0.95311164380491208 where the exact factor is 0.9619618."""
+    n, shape = 500, (500, 400)
+    native = jax.nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal", dtype=jnp.complex64)
+    m = np.abs(np.asarray(native(jax.random.key(0), shape)).astype(np.complex128)) ** 2 * n
+    expected = (complex_truncated_rms(2.0) / 0.95311164380491208) ** 2  # 1.0187
+    assert abs(m.mean() - expected) <= 4.5 * m.std() / math.sqrt(m.size)
+    assert abs(m.mean() - 1.0) > 4.5 * m.std() / math.sqrt(m.size)
+
+
+def test_complex_orthogonal_is_unitary() -> None:
+    q = np.asarray(isj.initializer(initscale.Orthogonal(2.0))(jax.random.key(0), (16, 24), jnp.complex64))
+    q = q.astype(np.complex128).reshape(16, 24)
+    assert np.allclose(q @ q.conj().T, 4 * np.eye(16), atol=1e-4)
+
+
+# --- native parity ---------------------------------------------------------------------------
+
+JNI = jax.nn.initializers
+NATIVE = [  # initscale preset (name, kwargs), jax's own initializer, shape, layout
+    ("jax.glorot_uniform", {}, JNI.glorot_uniform(), SHAPE),
+    ("jax.glorot_normal", {}, JNI.glorot_normal(), SHAPE),
+    ("jax.he_uniform", {}, JNI.he_uniform(), SHAPE),
+    ("jax.he_normal", {}, JNI.he_normal(), SHAPE),
+    ("jax.lecun_uniform", {}, JNI.lecun_uniform(), SHAPE),
+    ("jax.lecun_normal", {}, JNI.lecun_normal(), SHAPE),
+    ("jax.variance_scaling", {"scale": 3.0, "mode": "fan_geo_avg", "distribution": "normal"},
+     JNI.variance_scaling(3.0, "fan_geo_avg", "normal"), SHAPE),
+    ("jax.variance_scaling", {"scale": 0.5, "mode": "fan_out", "distribution": "uniform"},
+     JNI.variance_scaling(0.5, "fan_out", "uniform"), SHAPE),
+    ("jax.normal", {"stddev": 0.3}, JNI.normal(0.3), SHAPE),
+    ("jax.uniform", {"scale": 0.5}, JNI.uniform(0.5), SHAPE),
+    ("jax.truncated_normal", {"stddev": 0.2, "lower": -1.0, "upper": 3.0}, JNI.truncated_normal(0.2, lower=-1.0,
+                                                                                               upper=3.0), SHAPE),
+]
+
+
+def _jax_numbers(name, kwargs, shape) -> tuple[float, tuple[float, float] | None]:
+    """jax's std and support from its own formulas (jax/_src/nn/initializers.py)."""
+    from jax._src.nn.initializers import _compute_fans
+
+    if name.startswith("jax.truncated_normal"):
+        s, lo, hi = kwargs["stddev"], kwargs["lower"], kwargs["upper"]
+        from initscale.normal_math import truncated_moments
+
+        mean, var, _ = truncated_moments(lo, hi)
+        return s * math.sqrt(var + mean**2 - mean**2), (lo * s, hi * s)
+    if name == "jax.normal":
+        return kwargs["stddev"], None
+    if name == "jax.uniform":
+        return kwargs["scale"] / math.sqrt(12), (0.0, kwargs["scale"])
+    tn = "truncated_normal"
+    defaults = {"jax.glorot_uniform": (1.0, "fan_avg", "uniform"), "jax.glorot_normal": (1.0, "fan_avg", tn),
+                "jax.he_uniform": (2.0, "fan_in", "uniform"), "jax.he_normal": (2.0, "fan_in", tn),
+                "jax.lecun_uniform": (1.0, "fan_in", "uniform"), "jax.lecun_normal": (1.0, "fan_in", tn)}
+    scale, mode, dist = defaults.get(name) or (kwargs["scale"], kwargs["mode"], kwargs["distribution"])
+    fan_in, fan_out = _compute_fans(shape)
+    n = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2,
+         "fan_geo_avg": (fan_in * fan_out) ** 0.5}[mode]
+    var = scale / n
+    if dist == "uniform":
+        return math.sqrt(var), (-math.sqrt(3 * var), math.sqrt(3 * var))
+    if dist == "truncated_normal":
+        sigma = math.sqrt(var) / 0.87962566103423978
+        return math.sqrt(var), (-2 * sigma, 2 * sigma)
+    return math.sqrt(var), None
+
+
+@pytest.mark.parametrize(("name", "kwargs", "native", "shape"), NATIVE, ids=[f"{c[0]}{c[1] or ''}" for c in NATIVE])
+def test_jax_presets_match_jax_nn_initializers(name, kwargs, native, shape) -> None:
+    spec = presets.get(name, **kwargs)
+    layout = presets.info(name).layout
+    dist = spec.resolve(None if spec.fixed_scale else initscale.compute_fans(shape, f"{layout.split(':')[0]}"
+                                                                                ":native=true"))
+    std, support = _jax_numbers(name, kwargs, shape)
+    assert dist.std == pytest.approx(std, rel=1e-9)  # 0.8796... is a 17-digit literal in jax
+    if support is not None:
+        assert dist.bounds == pytest.approx(support, rel=1e-9)
+    ours = _np(isj.initializer(spec, layout=layout)(jax.random.key(1), shape))
+    theirs = _np(native(jax.random.key(2), shape))
+    assert failures(ours, dist, F32) == []
+    assert failures(theirs, dist, F32) == []
+    assert same_distribution(ours, theirs) == []
+
+
+def test_jax_orthogonal_matches_entrywise() -> None:
+    shape = (200, 300)
+    ours = _np(isj.initializer(presets.get("jax.orthogonal", scale=2.0))(jax.random.key(1), shape))
+    theirs = _np(JNI.orthogonal(2.0)(jax.random.key(2), shape))
+    for q in (ours, theirs):
+        assert np.allclose(q @ q.T, 4 * np.eye(200), atol=1e-4)
+    assert same_distribution(ours, theirs) == []
+
+
+def test_flax_layer_defaults_are_reproduced_by_presets() -> None:
+    import flax.linen as nn
+
+    x = jnp.zeros((1, 8, 8, 64))
+    cases = [
+        ("flax.dense_kernel", nn.Dense(300), jnp.zeros((1, 600)), ("kernel",)),
+        ("flax.conv_kernel", nn.Conv(128, (3, 3)), x, ("kernel",)),
+        ("flax.embed", nn.Embed(1000, 200), jnp.zeros((1,), jnp.int32), ("embedding",)),
+    ]
+    for name, module, inp, path in cases:
+        value = module.init(jax.random.key(0), inp)["params"]
+        for p in path:
+            value = value[p]
+        theirs = _np(value)
+        info = presets.info(name)
+        spec = presets.get(name)
+        dist = spec.resolve(initscale.compute_fans(theirs.shape, info.layout))
+        assert failures(theirs, dist, F32) == [], name
+        ours = _np(isj.initializer(spec, layout=info.layout)(jax.random.key(5), theirs.shape))
+        assert same_distribution(ours, theirs) == [], name
+
+
+# --- reinit ---------------------------------------------------------------------------------
+
+def _linen_variables():
+    import flax.linen as nn
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x, tokens):
+            x = nn.Conv(32, (3, 3), feature_group_count=4)(x)
+            x = nn.ConvTranspose(8, (3, 3))(x)
+            x = nn.LayerNorm()(x)
+            x = x.reshape(x.shape[0], -1, 8)
+            x = nn.MultiHeadDotProductAttention(num_heads=2, qkv_features=16)(x)
+            e = nn.Embed(100, 8)(tokens)
+            return nn.Dense(5)(x.mean(1) + e.mean(1))
+
+    return Net().init(jax.random.key(0), jnp.zeros((1, 6, 6, 16)), jnp.zeros((1, 3), jnp.int32))
+
+
+EXPECTED = [  # path, layout, fan_in, fan_out — by hand from the forward pass
+    ("params/Conv_0/kernel", "flax.conv:groups=1", 36, 288),    # (3,3,4,32): groups unknown from a dict
+    ("params/ConvTranspose_0/kernel", "flax.conv_transpose", 288, 72),
+    ("params/MultiHeadDotProductAttention_0/query/kernel", "flax.attention_qkv", 8, 16),   # (8, 2, 8)
+    ("params/MultiHeadDotProductAttention_0/out/kernel", "flax.attention_out", 16, 8),     # (2, 8, 8)
+    ("params/Dense_0/kernel", "flax.dense", 8, 5),
+    ("params/Embed_0/embedding", "flax.embed", 100, 8),
+]
+
+
+def test_reinit_linen_layouts_defaults_and_new_tree() -> None:
+    variables = _linen_variables()
+    new, report = isj.reinit(variables, HE, jax.random.key(1))
+    for path, layout, fan_in, fan_out in EXPECTED:
+        row = report[path]
+        assert (row.layout, row.fan_in, row.fan_out) == (layout, fan_in, fan_out), path
+    p, old = new["params"], variables["params"]
+    assert np.all(np.asarray(p["Dense_0"]["bias"]) == 0) and np.all(np.asarray(p["LayerNorm_0"]["scale"]) == 1)
+    assert np.array_equal(p["Embed_0"]["embedding"], old["Embed_0"]["embedding"])  # kept
+    assert not np.array_equal(p["Dense_0"]["kernel"], old["Dense_0"]["kernel"])
+    q = _np(p["MultiHeadDotProductAttention_0"]["query"]["kernel"])
+    assert report["params/MultiHeadDotProductAttention_0/query/kernel"].std == pytest.approx(math.sqrt(2 / 8))
+    assert np.abs(q).max() <= HE.bounds(initscale.Fans(8, 16))[1] * (1 + F32)
+
+
+def test_reinit_keys_come_from_paths_not_traversal_order() -> None:
+    variables = _linen_variables()
+    new, _ = isj.reinit(variables, HE, jax.random.key(1))
+    dense_only = {"params": {"Dense_0": variables["params"]["Dense_0"]}}
+    alone, _ = isj.reinit(dense_only, HE, jax.random.key(1))
+    assert np.array_equal(alone["params"]["Dense_0"]["kernel"], new["params"]["Dense_0"]["kernel"])
+
+
+def test_reinit_values_follow_the_forward_fans() -> None:
+    import flax.linen as nn
+
+    spec = initscale.VarianceScaling(2.0, "fan_in", "uniform")
+    variables = nn.MultiHeadDotProductAttention(num_heads=8, qkv_features=512).init(
+        jax.random.key(0), jnp.zeros((1, 2, 256)))
+    new, _ = isj.reinit(variables, spec, jax.random.key(2))
+    q = _np(new["params"]["query"]["kernel"])  # (256, 8, 64)
+    # linen's own auto name is missing here (the module is the root): the q kernel is rank 3 under
+    # "query", so the generic flax layout would give fan_in 8·256; a dict root has no class.
+    assert q.shape == (256, 8, 64)
+    rows = isj.reinit({"params": {"MultiHeadDotProductAttention_0": variables["params"]}}, spec,
+                      jax.random.key(2))[0]
+    q = _np(rows["params"]["MultiHeadDotProductAttention_0"]["query"]["kernel"])
+    assert failures(q, spec.resolve(initscale.Fans(256, 512)), F32) == []
+    assert failures(q, spec.resolve(initscale.compute_fans(q.shape, "flax")), F32) != []  # mutation
+
+
+def test_reinit_nnx_module_and_state() -> None:
+    from flax import nnx
+
+    class Net(nnx.Module):
+        def __init__(self, rngs):
+            self.conv = nnx.Conv(16, 32, (3, 3), feature_group_count=4, rngs=rngs)
+            self.norm = nnx.LayerNorm(32, rngs=rngs)
+            self.head = nnx.Linear(32, 10, rngs=rngs)
+
+    model = Net(nnx.Rngs(0))
+    state, report = isj.reinit(model, HE, jax.random.key(3))
+    assert report["conv/kernel"].layout == "flax.conv:groups=4"
+    assert (report["conv/kernel"].fan_in, report["conv/kernel"].fan_out) == (36, 72)
+    assert report["norm/scale"].reason == "default: norm scale -> ones"
+    nnx.update(model, state)
+    assert float(jnp.abs(model.head.bias[...]).max()) == 0.0
+    _, report2 = isj.reinit(nnx.state(model, nnx.Param), HE, jax.random.key(3), dry_run=True)
+    assert report2["conv/kernel"].layout == "flax"  # a bare State knows no classes: (*kernel, in, out)
+    assert report2.dry_run
+
+
+def test_reinit_bad_input() -> None:
+    variables = _linen_variables()
+    with pytest.raises(TypeError, match="must be an initscale spec"):
+        isj.reinit(variables, {"Dense": "he_normal"}, jax.random.key(0))
+    with pytest.raises(TypeError, match="Argument `key`"):
+        isj.reinit(variables, HE, 0)
+    with pytest.raises(ValueError, match=r"Parameter 'params/LayerNorm_0/scale' \(shape \(8,\), in LayerNorm\)"):
+        isj.reinit(variables, {"*/scale": HE}, jax.random.key(0))
+    with pytest.warns(UserWarning, match=r"'Dens' \(did you mean 'Dense'"):
+        isj.reinit(variables, {"Dens": HE}, jax.random.key(0), dry_run=True)
