@@ -12,6 +12,8 @@ the package's extras.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nox
 
 nox.options.default_venv_backend = "venv"
@@ -60,20 +62,24 @@ def all_(session: nox.Session) -> None:
 
 @nox.session
 def wheel(session: nox.Session) -> None:
-    """Build the wheel, install it alone in this clean venv, import every adapter."""
+    """Build the wheel, install it in this clean venv with torch, JAX/Flax and Keras (JAX backend,
+    so TensorFlow's 3 GB are not needed here), and import every shipped adapter from outside the
+    repository."""
     tmp = session.create_tmp()
     session.install("build")
     session.run("python", "-m", "build", "--wheel", "--outdir", tmp)
     import glob
 
-    session.install(*glob.glob(f"{tmp}/initscale-*.whl"))
+    session.install(*glob.glob(f"{tmp}/initscale-*.whl"), *PINS["torch"], *PINS["jax"], "keras>=3.15")
     session.chdir(tmp)
     session.run(
         "python", "-c",
         "import importlib, initscale, initscale.adapters; "
-        "[importlib.import_module('initscale.adapters.' + m) for m in ('numpy',)]; "
+        "mods = [importlib.import_module('initscale.adapters.' + m) for m in ('numpy', 'torch', 'keras', 'jax')]; "
+        "assert [initscale.numpy, initscale.torch, initscale.keras, initscale.jax] == mods; "
         "import importlib.util as u; assert u.find_spec('adapters') is None, 'top-level adapters leaked'; "
-        "print('wheel ok', initscale.__version__)",
+        "print('wheel ok', initscale.__version__, [m.__file__ for m in mods])",
+        env={"KERAS_BACKEND": "jax"},
     )
 
 
@@ -85,8 +91,10 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict against a non-editable install, from outside the repo root."""
-    session.install("mypy>=1.10", "numpy", ".")
+    """mypy --strict (the pyproject's config) against a non-editable install with every framework
+    the adapters import, run from outside the repo root so the installed package is checked."""
+    config = str(Path(__file__).resolve().parent / "pyproject.toml")
+    session.install("mypy>=1.10", "numpy", *PINS["torch"], *PINS["jax"], "keras>=3.15", ".")
     tmp = session.create_tmp()
     session.chdir(tmp)
-    session.run("mypy", "-p", "initscale")
+    session.run("mypy", "--config-file", config, "-p", "initscale")

@@ -314,3 +314,34 @@ def test_reinit_bad_input() -> None:
         isj.reinit(variables, {"*/scale": HE}, jax.random.key(0))
     with pytest.warns(UserWarning, match=r"'Dens' \(did you mean 'Dense'"):
         isj.reinit(variables, {"Dens": HE}, jax.random.key(0), dry_run=True)
+
+
+def test_flax_lstm_cell_defaults_are_reproduced_by_presets() -> None:
+    import flax.linen as nn
+
+    cell = nn.LSTMCell(256)
+    carry = cell.initialize_carry(jax.random.key(0), (1, 128))
+    params = cell.init(jax.random.key(1), carry, jnp.zeros((1, 128)))["params"]
+    inputs = np.concatenate([_np(params[g]["kernel"]).ravel() for g in ("ii", "if", "ig", "io")])
+    dist = presets.get("flax.lstm_kernel").resolve(initscale.compute_fans((128, 256), "flax.lstm"))
+    assert failures(inputs, dist, F32) == []
+    for g in ("hi", "hf", "hg", "ho"):  # one orthogonal (H, H) per gate
+        q = _np(params[g]["kernel"])
+        assert np.allclose(q.T @ q, np.eye(256), atol=1e-4), g
+    ours = _np(isj.initializer(presets.get("flax.lstm_recurrent_kernel"))(jax.random.key(2), (256, 256)))
+    assert same_distribution(ours, _np(params["hi"]["kernel"])) == []
+
+
+@pytest.mark.parametrize(("kwargs", "shape", "match"), [
+    ({"in_axis": 2}, (3, 4), r"Layout jax needs axis 2, but shape \(3, 4\) has rank 2"),
+    ({"in_axis": 0, "out_axis": 0}, (3, 4), "must be distinct"),
+    ({"layout": "flax.conv:groups=3"}, (3, 3, 4, 8), "does not divide"),
+])
+def test_axes_that_do_not_fit_the_shape(kwargs, shape, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        isj.initializer(HE, **kwargs)(jax.random.key(0), shape)
+
+
+def test_non_spec_input() -> None:
+    with pytest.raises(TypeError, match="Argument `spec` must be an initscale spec"):
+        isj.initializer("he_normal")
