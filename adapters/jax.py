@@ -33,6 +33,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import re
@@ -83,12 +84,6 @@ def _check_key(key: Any) -> Any:
     )
 
 
-def _truncated_standard(key: Any, a: float, b: float, shape: tuple[int, ...], dtype: Any) -> jax.Array:
-    if a > 0.0:  # an upper-tail interval is drawn as the mirror of the lower one (erf precision)
-        return -jax.random.truncated_normal(key, -b, -a, shape, dtype)
-    return jax.random.truncated_normal(key, a, b, shape, dtype)
-
-
 def _complex_disk(key: Any, shape: tuple[int, ...], real: Any, modulus_sq: jax.Array) -> jax.Array:
     theta = 2 * np.pi * jax.random.uniform(key, shape, real)
     return jnp.sqrt(modulus_sq) * jnp.exp(1j * theta)
@@ -133,6 +128,23 @@ def _orthogonal(key: Any, dist: OrthogonalDist, layout: Layout, shape: tuple[int
     return permuted.transpose(inverse).astype(dtype)
 
 
+@functools.partial(jax.jit, static_argnames=("kind", "shape", "dtype"))
+def _draw_real(key: Any, kind: str, shape: tuple[int, ...], dtype: Any, p: jax.Array) -> jax.Array:
+    """One compiled sampler per (kind, shape, dtype); the distribution's numbers are traced
+    arguments, so new scales or bounds do not recompile."""
+    work = jnp.float32 if jnp.dtype(dtype).itemsize < 4 else dtype
+    p = p.astype(work)
+    if kind == "normal":  # p = (std, mean)
+        out = jax.random.normal(key, shape, work) * p[0] + p[1]
+    elif kind == "uniform":  # p = (low, high)
+        out = jax.random.uniform(key, shape, work, p[0], p[1])
+    elif kind == "truncated":  # p = (a, b, sigma, loc), a <= 0
+        out = jax.random.truncated_normal(key, p[0], p[1], shape, work) * p[2] + p[3]
+    else:  # "truncated_mirror": an upper-tail interval drawn as the mirror of the lower one
+        out = -jax.random.truncated_normal(key, -p[1], -p[0], shape, work) * p[2] + p[3]
+    return out.astype(dtype)
+
+
 def _sample(key: Any, dist: Distribution, layout: Layout | None, shape: tuple[int, ...], dtype: Any) -> jax.Array:
     if isinstance(dist, ConstantDist):
         return jnp.full(shape, dist.value, dtype)
@@ -142,17 +154,20 @@ def _sample(key: Any, dist: Distribution, layout: Layout | None, shape: tuple[in
         return _orthogonal(key, dist, layout, shape, dtype)
     if jnp.issubdtype(dtype, jnp.complexfloating):
         return _sample_complex(key, dist, shape, dtype)
-    work = jnp.float32 if jnp.dtype(dtype).itemsize < 4 else dtype
+    params: tuple[float, ...]
     if isinstance(dist, NormalDist):
-        out = jax.random.normal(key, shape, work) * dist.std + dist.mean
+        kind, params = "normal", (dist.std, dist.mean)
     elif isinstance(dist, UniformDist):
-        out = jax.random.uniform(key, shape, work, dist.low, dist.high)
+        kind, params = "uniform", (dist.low, dist.high)
     elif isinstance(dist, TruncatedNormalDist):
         a, b = dist.standard_bounds
-        out = _truncated_standard(key, a, b, shape, work) * dist.sigma + dist.loc
+        kind = "truncated_mirror" if a > 0.0 else "truncated"  # erf precision: draw the lower tail
+        params = (a, b, dist.sigma, dist.loc)
     else:  # pragma: no cover - every Distribution is handled above
         raise TypeError(f"Unknown distribution {dist!r}.")
-    return out.astype(dtype)
+    wide = jnp.float64 if getattr(jax.config, "jax_enable_x64", False) else jnp.float32
+    out: jax.Array = _draw_real(key, kind, shape, jnp.dtype(dtype), jnp.asarray(params, wide))
+    return out
 
 
 def _check_dtype(dtype: Any) -> Any:

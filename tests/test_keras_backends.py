@@ -1,5 +1,6 @@
-"""Run the Keras adapter's tests once per Keras backend, each in its own process (Keras fixes its
-backend when it is imported). The backend of this process runs them in-process already.
+"""Run the Keras adapter's tests and the Keras rows of the parity matrix once per Keras backend,
+each in its own process (Keras fixes its backend when it is imported). The backend of this
+process runs them in-process already.
 
 A backend listed in INITSCALE_REQUIRE (comma-separated, e.g. "keras-jax,keras-torch") must run:
 if its framework cannot be imported the test fails instead of skipping.
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 SUITE = Path(__file__).parent / "test_keras_adapter.py"
+PARITY = Path(__file__).parent / "test_parity.py"
 BACKENDS = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 
 
@@ -33,9 +35,9 @@ def test_keras_suite_on_backend(backend: str) -> None:
         pytest.skip(f"{missing} not installed")
     if os.environ.get("KERAS_BACKEND", "tensorflow") == backend and "keras" in sys.modules:
         pytest.skip("this process runs the Keras suite on this backend itself")
-    env = {**os.environ, "KERAS_BACKEND": backend}
+    env = {**os.environ, "KERAS_BACKEND": backend, "INITSCALE_PARITY_BACKENDS": "keras"}
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", str(SUITE)],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(SUITE), str(PARITY)],
         capture_output=True, text=True, env=env, timeout=1800, check=False, cwd=SUITE.parent.parent,
     )
     assert done.returncode == 0, f"Keras suite failed on backend {backend}:\n{done.stdout[-6000:]}"

@@ -114,3 +114,60 @@ def test_correct_draws_pass_every_check() -> None:
         spec, _ = make()
         dist = spec.resolve(None if spec.fixed_scale else FANS)
         assert failures(_draw(dist), dist) == []
+
+
+# --- the same bugs planted in a backend of the parity matrix --------------------------------------
+
+def _buggy_numpy_backend(bug: str):
+    """A copy of the NumPy backend with one classic bug in how it turns spec + layout into draws."""
+    from initscale import parity
+    from initscale.fans import resolve
+
+    def draw(spec, shape, layout, seed):
+        rule = resolve(layout)
+        fans = rule.fans(shape)
+        dist = spec.resolve(None if spec.fixed_scale else fans)
+        if bug == "no_truncation_correction" and isinstance(dist, TruncatedNormalDist):
+            s = dist.std  # σ = √(scale/n), forgetting the /0.8796
+            dist = TruncatedNormalDist(dist.loc, s, dist.loc + dist.standard_bounds[0] * s,
+                                       dist.loc + dist.standard_bounds[1] * s)
+        elif bug == "uniform_limit_sqrt_var" and isinstance(dist, UniformDist):
+            half = math.sqrt(dist.variance)
+            dist = UniformDist(-half, half)
+        elif bug == "swapped_fans":
+            dist = spec.resolve(initscale.Fans(fans.fan_out, fans.fan_in, fans.receptive_field))
+        elif bug == "receptive_field_ignored":
+            rf = fans.receptive_field
+            dist = spec.resolve(initscale.Fans(fans.fan_in / rf, fans.fan_out / rf))
+        elif bug == "stacked_gate_fans":
+            dist = spec.resolve(rule.fans(shape) if "lstm" not in str(rule) else
+                                initscale.compute_fans(shape, "keras:native=true"))
+        elif bug == "absolute_bounds_as_std_units" and isinstance(spec, initscale.TruncatedNormal):
+            dist = initscale.TruncatedNormal(spec.stddev, spec.mean, spec.lower, spec.upper, "std").resolve()
+        elif bug == "normal_for_truncated" and isinstance(dist, TruncatedNormalDist):
+            dist = NormalDist(dist.mean, dist.std)
+        return isnp.sample(dist, shape, np.random.default_rng(seed))
+
+    return parity.Backend("numpy", ("numpy",), "keras", draw)
+
+
+MATRIX_BUGS = [  # bug, a preset and a layer where it shows
+    ("no_truncation_correction", "he_normal", "dense"),
+    ("uniform_limit_sqrt_var", "glorot_uniform", "dense"),
+    ("swapped_fans", "he_uniform", "dense"),
+    ("receptive_field_ignored", "lecun_normal", "conv2d"),
+    ("stacked_gate_fans", "glorot_uniform", "lstm_gates"),
+    ("absolute_bounds_as_std_units", "torch.trunc_normal:std=0.5,a=-0.5,b=0.5", "dense"),
+    ("normal_for_truncated", "lecun_normal", "conv2d"),
+]
+
+
+@pytest.mark.parametrize(("bug", "preset", "layer"), MATRIX_BUGS, ids=[b[0] for b in MATRIX_BUGS])
+def test_the_parity_matrix_catches_planted_bugs(monkeypatch, bug, preset, layer) -> None:
+    from initscale import parity
+
+    clean = parity.run(backends=["numpy"], presets=[preset], layers=[layer], cross=False)
+    assert all(r.passed for r in clean), bug  # the control
+    monkeypatch.setitem(parity.BACKENDS, "numpy", _buggy_numpy_backend(bug))
+    rows = parity.run(backends=["numpy"], presets=[preset], layers=[layer], cross=False)
+    assert not all(r.passed for r in rows), f"the matrix did not notice {bug}"

@@ -47,7 +47,8 @@ def test_missing_framework_names_the_extra(monkeypatch) -> None:
 
 
 def _modules():
-    names = [m.name for m in pkgutil.walk_packages(initscale.__path__, "initscale.")]
+    # initscale.__main__ runs the command line when imported: it has no examples to run
+    names = [m.name for m in pkgutil.walk_packages(initscale.__path__, "initscale.") if m.name != "initscale.__main__"]
     return ["initscale", *names, *(module for module, _, _ in initscale._ADAPTERS.values())]
 
 

@@ -1,0 +1,96 @@
+"""The parity matrix (initscale.parity): one test per property, parametrized over a `backend`
+fixture × every preset × every logical layer, so a failure's id names the backend, preset and
+layer that broke.
+
+Properties: (a) each backend's draw has the preset's exact distribution at the layer's forward
+fans; (b) each backend draws the same distribution as the NumPy reference; (c) where a preset
+reproduces a framework's own initializer, the native draw and initscale's native-compat draw
+agree. A backend named in INITSCALE_REQUIRE that cannot be imported fails instead of skipping.
+Keras runs here on this process's Keras backend; tests/test_keras_backends.py reruns the Keras
+rows on the other backends, each in its own process.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from functools import cache
+
+import pytest
+
+import initscale
+from initscale import parity, presets
+
+PRESETS = presets.names()
+LAYERS = list(parity.LAYERS)
+# constant and orthogonal specs are compared exactly (values, orthogonality) in the analytic test
+EXACT = (initscale.Orthogonal, initscale.Constant, initscale.Zeros, initscale.Ones)
+SAMPLED = [p for p in PRESETS if not isinstance(presets.get(p), EXACT)]
+REQUIRED = {x.strip() for x in os.environ.get("INITSCALE_REQUIRE", "").split(",") if x.strip()}
+# tests/test_keras_backends.py reruns this file with INITSCALE_PARITY_BACKENDS=keras per Keras backend
+BACKEND_NAMES = [b for b in os.environ.get("INITSCALE_PARITY_BACKENDS", ",".join(parity.BACKENDS)).split(",") if b]
+
+
+@cache
+def _rows(backend: str) -> dict[tuple[str, str, str, str], parity.Row]:
+    names = ["numpy"] if backend == "numpy" else ["numpy", backend]
+    rows = parity.run(backends=names)
+    return {(r.kind, r.backend, r.preset, r.layer): r for r in rows}
+
+
+@pytest.fixture(params=BACKEND_NAMES)
+def backend(request) -> str:
+    name = request.param
+    try:
+        for module in parity.BACKENDS[name].modules:
+            importlib.import_module(module)
+    except ImportError as err:
+        required = name in REQUIRED or any(r == name or r.startswith(f"{name}-") for r in REQUIRED)
+        if required:
+            pytest.fail(f"backend {name} is required by INITSCALE_REQUIRE but does not import: {err}")
+        pytest.skip(f"{name} is not installed")
+    return name
+
+
+def _check(row: parity.Row) -> None:
+    assert row.passed, "\n".join([f"{row.backend} {row.preset} {row.layer} ({row.kind}): expected std "
+                                  f"{row.expected_std:.6g}, measured {row.measured_std:.6g}, z={row.z:.2f}",
+                                  *row.failures])
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+@pytest.mark.parametrize("preset", PRESETS)
+def test_draws_match_the_analytic_distribution(backend, preset, layer) -> None:
+    _check(_rows(backend)[("analytic", backend, preset, layer)])
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+@pytest.mark.parametrize("preset", SAMPLED)
+@pytest.mark.parametrize("backend", [b for b in BACKEND_NAMES if b != "numpy"], indirect=True)
+def test_draws_match_the_numpy_reference(backend, preset, layer) -> None:
+    _check(_rows(backend)[("cross", backend, preset, layer)])
+
+
+NATIVE_CASES = [(parity.NATIVES[p][0], p) for p in sorted(parity.NATIVES) if parity.NATIVES[p][0] in BACKEND_NAMES]
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+@pytest.mark.parametrize(("backend", "preset"), NATIVE_CASES, indirect=["backend"])
+def test_native_initializer_matches(backend, preset, layer) -> None:
+    _check(_rows(backend)[("native", f"{backend}-native", preset, layer)])
+
+
+def test_layer_forms_agree_on_the_fans() -> None:
+    """Every framework's form of a logical layer has the same forward fans."""
+    for layer in parity.LAYERS.values():
+        fans = {family: initscale.compute_fans(*layer.form(family)) for family in ("torch", "keras", "flax")}
+        assert len({(f.fan_in, f.fan_out) for f in fans.values()}) == 1, (layer.name, fans)
+
+
+def test_unknown_names_are_rejected() -> None:
+    with pytest.raises(ValueError, match="Unknown backend 'mxnet'; valid: jax, keras, numpy, torch"):
+        parity.run(backends=["mxnet"])
+    with pytest.raises(ValueError, match="Unknown layer 'rnn'"):
+        parity.run(backends=["numpy"], layers=["rnn"])
+    with pytest.raises(ValueError, match="preset"):
+        parity.run(backends=["numpy"], presets=["he_normall"])
