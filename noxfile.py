@@ -30,6 +30,8 @@ PINS = {
 def _tests(session: nox.Session, *frameworks: str) -> None:
     for fw in frameworks:
         session.install(*PINS[fw])
+        if fw == "keras":  # legacy Keras 2 beside it; its "tensorflow" requirement is tensorflow-cpu here
+            session.install("--no-deps", "tf-keras==2.21.0")
     session.install("-e", ".", *TEST_DEPS)
     session.run("python", "-m", "pytest", "-q", *session.posargs)
 

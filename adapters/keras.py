@@ -55,6 +55,7 @@ from initscale.distributions import (
     UniformDist,
 )
 from initscale.fans import LayerKind, Layout, LayoutLike
+from initscale.keras_layers import keras_role
 from initscale.normal_math import normal_cdf
 from initscale.plan import planner
 from initscale.reinit import Param, Report, Role
@@ -412,59 +413,12 @@ class Constant(_KerasNamed):
 
 # --- whole-model re-initialization --------------------------------------------------------------
 
-_CELL_KINDS = {"LSTMCell": "keras.lstm", "GRUCell": "keras.gru", "SimpleRNNCell": "keras.simple_rnn"}
-_NORM_CLASSES = ("BatchNormalization", "LayerNormalization", "GroupNormalization", "RMSNormalization")
-
-
-def _einsum_layout(layer: Any) -> Layout | None:
-    """In and out axes of an EinsumDense kernel from its equation ("abc,cde->abde")."""
-    try:
-        inputs, output = layer.equation.split("->")
-        x, kernel = inputs.split(",")
-    except (AttributeError, ValueError):
-        return None
-    ins = tuple(i for i, c in enumerate(kernel) if c in x and c not in output)
-    outs = tuple(i for i, c in enumerate(kernel) if c in output and c not in x)
-    batch = tuple(i for i, c in enumerate(kernel) if c in output and c in x)
-    if not ins or not outs:
-        return None
-    return Layout(ins, outs, batch, name=f"keras.einsum_dense[{layer.equation}]")
-
-
 def _role_and_layout(layer: Any, leaf: str, ndim: int) -> tuple[Role, LayoutLike | None, str]:
     """What a variable is to the layer that owns it, its forward-fan layout, and a note."""
     kinds = {c.__name__ for c in type(layer).__mro__}
-    if kinds & set(_NORM_CLASSES):
-        if leaf == "beta":
-            return "norm_offset", None, ""
-        if leaf in ("gamma", "scale"):
-            return "norm_scale", None, ""
-        return "other", None, ""
-    if leaf == "bias":
-        if "LSTMCell" in kinds and getattr(layer, "unit_forget_bias", False):
-            return "other", None, "Keras starts this LSTM's forget-gate bias at 1 (unit_forget_bias=True)"
-        return "bias", None, ""
-    cell = next((_CELL_KINDS[k] for k in _CELL_KINDS if k in kinds), None)
-    if cell and leaf in ("kernel", "recurrent_kernel"):
-        return "weight", cell, ""
-    if "BaseSeparableConv" in kinds and leaf == "depthwise_kernel":
-        return "weight", "keras.separable_conv.depthwise", ""
-    if "BaseSeparableConv" in kinds and leaf == "pointwise_kernel":
-        return "weight", "keras.separable_conv.pointwise", ""
-    if "BaseDepthwiseConv" in kinds and leaf == "kernel":
-        return "weight", "keras.depthwise_conv", ""
-    if "BaseConvTranspose" in kinds and leaf == "kernel":
-        return "weight", "keras.conv_transpose", ""
-    if "BaseConv" in kinds and leaf == "kernel":
-        return "weight", f"keras.conv:groups={getattr(layer, 'groups', 1)}", ""
-    if "Dense" in kinds and leaf == "kernel":
-        return "weight", "keras.dense", ""
-    if "EinsumDense" in kinds and leaf == "kernel":
-        layout = _einsum_layout(layer)
-        return ("weight", layout, "") if layout is not None else ("other", "keras" if ndim >= 2 else None, "")
-    if "Embedding" in kinds and leaf == "embeddings":
-        return "embedding", "keras.embedding", ""
-    return "other", ("keras" if ndim >= 2 else None), ""
+    return keras_role(kinds, leaf, ndim, groups=getattr(layer, "groups", 1),
+                      unit_forget_bias=bool(getattr(layer, "unit_forget_bias", False)),
+                      equation=getattr(layer, "equation", None))
 
 
 def _classes(layer: Any) -> tuple[str, ...]:

@@ -7,13 +7,15 @@
 0.057781
 
 The core imports NumPy only. Framework adapters are attributes loaded on first use:
-``initscale.numpy`` (the reference sampler), ``initscale.torch``, ``initscale.keras`` and ``initscale.jax``;
+``initscale.numpy`` (the reference sampler), ``initscale.torch``, ``initscale.keras`` (Keras 3, or the
+legacy ``tf_keras`` adapter when ``TF_USE_LEGACY_KERAS=1``), ``initscale.tf_keras`` and ``initscale.jax``;
 each imports its framework only then, and says which pip extra to install when the framework is missing.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 from types import ModuleType
 
 from . import distributions, gains, presets
@@ -65,13 +67,19 @@ _ADAPTERS: dict[str, tuple[str, str, str]] = {
     "torch": ("initscale.adapters.torch", "torch", "torch"),
     "keras": ("initscale.adapters.keras", "keras", "keras"),
     "jax": ("initscale.adapters.jax", "jax", "jax"),
+    "tf_keras": ("initscale.adapters.tf_keras", "tf_keras", "tf-keras"),
 }
+
+
+def _legacy_keras() -> bool:
+    """TensorFlow's own switch to Keras 2: with TF_USE_LEGACY_KERAS=1, tf.keras is tf_keras."""
+    return os.environ.get("TF_USE_LEGACY_KERAS", "").strip().lower() in ("1", "true", "yes")
 
 
 def __getattr__(name: str) -> ModuleType:
     if name not in _ADAPTERS:
         raise AttributeError(f"module 'initscale' has no attribute {name!r}")
-    module, framework, extra = _ADAPTERS[name]
+    module, framework, extra = _ADAPTERS["tf_keras" if name == "keras" and _legacy_keras() else name]
     try:
         importlib.import_module(framework)
     except ImportError as err:

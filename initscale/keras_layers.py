@@ -1,0 +1,87 @@
+"""What a Keras variable is to its layer, and the layout of its forward fans (Keras 3 and Keras 2).
+
+Shared by the Keras 3 adapter and the legacy ``tf_keras`` adapter, which see the same layer
+names with different class hierarchies: Keras 3 has ``BaseConv``, ``BaseConvTranspose``,
+``BaseDepthwiseConv`` and ``BaseSeparableConv``; Keras 2 has ``Conv`` with ``Conv2DTranspose``
+a subclass of ``Conv2D``, ``DepthwiseConv`` and ``SeparableConv``, and names a depthwise
+layer's kernel ``depthwise_kernel``. Framework-free: it reads class names and a few attributes.
+
+Example:
+    >>> keras_role({"Conv2D", "BaseConv"}, "kernel", 4, groups=4)
+    ('weight', 'keras.conv:groups=4', '')
+    >>> keras_role({"Conv2DTranspose", "Conv2D", "Conv"}, "kernel", 4)
+    ('weight', 'keras.conv_transpose', '')
+    >>> layout = keras_role({"EinsumDense"}, "kernel", 3, equation="abc,cde->abde")[1]
+    >>> layout.in_axes, layout.out_axes
+    ((0,), (1, 2))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Set
+
+from .fans import Layout, LayoutLike
+from .reinit import Role
+
+__all__ = ["NORM_CLASSES", "einsum_layout", "keras_role"]
+
+NORM_CLASSES = frozenset({"BatchNormalization", "LayerNormalization", "GroupNormalization", "RMSNormalization",
+                          "SyncBatchNormalization"})
+_CELL_KINDS = {"LSTMCell": "keras.lstm", "GRUCell": "keras.gru", "SimpleRNNCell": "keras.simple_rnn"}
+
+
+def einsum_layout(equation: str | None) -> Layout | None:
+    """In, out and batch axes of an EinsumDense kernel from its equation (``"abc,cde->abde"``):
+    kernel axes contracted with the input are in axes, those that reach only the output are out
+    axes, those in both input and output are batch axes."""
+    try:
+        inputs, output = str(equation).split("->")
+        x, kernel = inputs.split(",")
+    except ValueError:
+        return None
+    ins = tuple(i for i, c in enumerate(kernel) if c in x and c not in output)
+    outs = tuple(i for i, c in enumerate(kernel) if c in output and c not in x)
+    batch = tuple(i for i, c in enumerate(kernel) if c in output and c in x)
+    if not ins or not outs:
+        return None
+    return Layout(ins, outs, batch, name=f"keras.einsum_dense[{equation}]")
+
+
+def keras_role(kinds: Set[str], leaf: str, ndim: int, *, groups: int = 1, unit_forget_bias: bool = False,
+               equation: str | None = None) -> tuple[Role, LayoutLike | None, str]:
+    """``(role, layout, note)`` of a variable named ``leaf`` of a layer whose class and base-class
+    names are ``kinds``; ``note`` says why the defaults keep it, when they do."""
+    if kinds & NORM_CLASSES:
+        if leaf == "beta":
+            return "norm_offset", None, ""
+        if leaf in ("gamma", "scale"):
+            return "norm_scale", None, ""
+        return "other", None, ""
+    if leaf == "bias":
+        if "LSTMCell" in kinds and unit_forget_bias:
+            return "other", None, "Keras starts this LSTM's forget-gate bias at 1 (unit_forget_bias=True)"
+        return "bias", None, ""
+    cell = next((_CELL_KINDS[k] for k in _CELL_KINDS if k in kinds), None)
+    if cell and leaf in ("kernel", "recurrent_kernel"):
+        return "weight", cell, ""
+    separable = kinds & {"BaseSeparableConv", "SeparableConv"}
+    if separable and leaf == "depthwise_kernel":
+        return "weight", "keras.separable_conv.depthwise", ""
+    if separable and leaf == "pointwise_kernel":
+        return "weight", "keras.separable_conv.pointwise", ""
+    if kinds & {"BaseDepthwiseConv", "DepthwiseConv"} and leaf in ("kernel", "depthwise_kernel"):
+        return "weight", "keras.depthwise_conv", ""
+    transposed = "BaseConvTranspose" in kinds or any(k.endswith("Transpose") for k in kinds)
+    if transposed and leaf == "kernel":
+        return "weight", "keras.conv_transpose", ""
+    if kinds & {"BaseConv", "Conv"} and leaf == "kernel":
+        return "weight", f"keras.conv:groups={groups}", ""
+    if "Dense" in kinds and leaf == "kernel":
+        return "weight", "keras.dense", ""
+    if "EinsumDense" in kinds and leaf == "kernel":
+        layout = einsum_layout(equation)
+        if layout is not None:
+            return "weight", layout, ""
+    if "Embedding" in kinds and leaf == "embeddings":
+        return "embedding", "keras.embedding", ""
+    return "other", ("keras" if ndim >= 2 else None), ""
