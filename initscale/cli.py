@@ -1,9 +1,18 @@
 """The ``initscale`` command line (also ``python -m initscale``).
 
-``initscale parity`` runs the parity matrix (:mod:`initscale.parity`) on every installed backend
-and prints one row per preset × layer × backend check: expected std, measured std, the error of
-the second moment in units of its standard error, the distribution test's p-value, and whether
-it passed. The exit status is 1 when any row fails.
+- ``initscale explain SPEC --shape 3,3,64,128 [--layout keras]``: fans (and how they were
+  counted), variance, std, sampling parameter, bounds, and the native call per framework.
+- ``initscale gain NAME [--param X]``: the gain, its formula and source (and torch's constant
+  beside a derived one).
+- ``initscale propagate --spec he_normal --spec glorot_uniform --activation relu --depth 50``:
+  forward and backward variance per layer of a deep MLP or CNN, as a table, JSON or a figure.
+- ``initscale parity``: the parity matrix (below).
+
+Every command takes ``--format json``. ``initscale parity`` runs the parity matrix
+(:mod:`initscale.parity`) on every installed backend and prints one row per preset × layer ×
+backend check: expected std, measured std, the error of the second moment in units of its
+standard error, the distribution test's p-value, and whether it passed. The exit status is 1
+when any row fails, 2 on bad arguments.
 
 Example::
 
@@ -21,8 +30,10 @@ import time
 from collections.abc import Sequence
 from typing import IO, Any
 
-from . import parity
+from . import gains, parity
 from . import presets as _presets
+from .explain import explain, parse_spec
+from .propagate import propagate
 
 __all__ = ["main"]
 
@@ -99,10 +110,131 @@ def _parity(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(t) for t in text.replace("x", ",").split(",") if t.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--shape must be integers separated by commas, e.g. 3,3,64,128; "
+                                         f"got {text!r}") from None
+    if not dims or any(d < 0 for d in dims):
+        raise argparse.ArgumentTypeError(f"--shape must be non-negative integers, e.g. 3,3,64,128; got {text!r}")
+    return dims
+
+
+def _emit(args: argparse.Namespace, text: str) -> None:
+    if getattr(args, "out", None):
+        with open(args.out, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+    else:
+        print(text)
+
+
+def _explain(args: argparse.Namespace) -> int:
+    result = explain(args.spec, args.shape, args.layout)
+    _emit(args, json.dumps(result.to_dict(), indent=1) if args.format == "json" else str(result))
+    return 0
+
+
+def _gain(args: argparse.Namespace) -> int:
+    d = gains.gain_details(args.name, args.param, method=args.method)
+    if args.format == "json":
+        text = json.dumps({"nonlinearity": d.nonlinearity, "param": d.param, "value": d.value, "method": d.method,
+                           "formula": d.formula, "source": d.source, "torch_value": d.torch_value}, indent=1)
+    else:
+        rows = [("nonlinearity", d.nonlinearity + ("" if d.param is None else f" (param {d.param:g})")),
+                ("value", f"{d.value:.12g}"), ("method", d.method), ("formula", d.formula), ("source", d.source)]
+        if d.torch_value is not None and d.method != "table":
+            rows.append(("torch constant", f"{d.torch_value:.12g}  (torch.nn.init.calculate_gain)"))
+        width = max(len(k) for k, _ in rows)
+        text = "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+    _emit(args, text)
+    return 0
+
+
+def _propagate(args: argparse.Namespace) -> int:
+    names = args.spec or ["he_normal", "glorot_uniform"]
+    runs = []
+    for name in names:
+        spec, _ = parse_spec(name)
+        runs.append(propagate(spec, args.activation, depth=args.depth, width=args.width, arch=args.arch,
+                              batch=args.batch, param=args.param, backend=args.backend, seed=args.seed, label=name))
+    if args.plot:
+        _plot(runs, args.plot)
+    if args.format == "json":
+        _emit(args, json.dumps({"runs": [r.to_dict() for r in runs]}, indent=1))
+        return 0
+    header = ["layer"] + [f"{r.spec} {d}" for r in runs for d in ("fwd", "bwd")]
+    lines = [header] + [[str(i + 1)] + [f"{v:.4g}" for r in runs for v in (r.forward_variance[i],
+                                                                             r.backward_variance[i])]
+                        for i in range(args.depth)]
+    lines.append(["growth/layer"] + [f"{g:.3f}" for r in runs for g in (r.forward_growth(), r.backward_growth())])
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    _emit(args, "\n".join("  ".join(c.rjust(w) for c, w in zip(line, widths, strict=True)) for line in lines))
+    return 0
+
+
+def _plot(runs: Sequence[Any], path: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as err:
+        raise ValueError(f"--plot needs matplotlib ({err}). Install it with: pip install 'initscale[plot]'") from err
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharex=True)
+    for r in runs:
+        layers = range(1, r.depth + 1)
+        axes[0].semilogy(layers, r.forward_variance, label=r.spec)
+        axes[1].semilogy(layers, r.backward_variance, label=r.spec)
+    axes[0].set_title(f"forward: Var(pre-activation), {runs[0].activation}, width {runs[0].width}")
+    axes[1].set_title("backward: Var(gradient at layer input)")
+    for ax in axes:
+        ax.set_xlabel("layer")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="initscale", description="Weight-initialization specs: exact numbers, "
                                      "every framework.")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    e = sub.add_parser("explain", help="every number a spec implies for one weight, and the native calls")
+    e.add_argument("spec", help="a preset with arguments (torch.kaiming_normal:a=0.2,mode=fan_out) or a JSON spec")
+    e.add_argument("--shape", type=_shape, required=True, help="the weight shape, e.g. 3,3,64,128")
+    e.add_argument("--layout", help="layout or layer kind (default: the preset's own; see initscale.layouts.names())")
+    e.add_argument("--format", choices=("text", "json"), default="text")
+    e.add_argument("--out", help="write to this file instead of stdout")
+    e.set_defaults(run=_explain)
+
+    g = sub.add_parser("gain", help="an activation's gain: value, formula, source")
+    g.add_argument("name", help=f"one of {', '.join(gains.names())}")
+    g.add_argument("--param", type=float, help="the activation's parameter (leaky_relu slope, elu alpha, ...)")
+    g.add_argument("--method", choices=("auto", "table", "derived"), default="auto",
+                   help="torch's table, the derived 1/sqrt(E[f(z)^2]), or auto (table where torch has one)")
+    g.add_argument("--format", choices=("text", "json"), default="text")
+    g.add_argument("--out", help="write to this file instead of stdout")
+    g.set_defaults(run=_gain)
+
+    pr = sub.add_parser("propagate", help="forward/backward variance per layer of a deep MLP or CNN")
+    pr.add_argument("--spec", action="append", help="a preset or JSON spec (repeatable; default: he_normal and "
+                    "glorot_uniform)")
+    pr.add_argument("--activation", default="relu", choices=sorted(gains.ACTIVATIONS))
+    pr.add_argument("--param", type=float, help="the activation's parameter")
+    pr.add_argument("--depth", type=int, default=50)
+    pr.add_argument("--width", type=int, default=512)
+    pr.add_argument("--arch", choices=("mlp", "cnn"), default="mlp")
+    pr.add_argument("--batch", type=int, default=256)
+    pr.add_argument("--backend", choices=("numpy", "torch", "jax"), default="numpy")
+    pr.add_argument("--seed", type=int, default=0)
+    pr.add_argument("--plot", help="save a figure (PNG/PDF/SVG) comparing the specs; needs matplotlib")
+    pr.add_argument("--format", choices=("text", "json"), default="text")
+    pr.add_argument("--out", help="write to this file instead of stdout")
+    pr.set_defaults(run=_propagate)
+
     p = sub.add_parser("parity", help="run the parity matrix: preset x layer x backend",
                        description="Check every preset, on every logical layer, on every installed backend, "
                        "against its exact distribution, the NumPy reference and the native initializer.")
@@ -128,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         code: Any = args.run(args)
-    except ValueError as err:  # bad names: say which and what is valid
+    except (ValueError, TypeError, KeyError) as err:  # bad names: say which and what is valid
         sys.stderr.write(f"initscale {args.command}: error: {err}\n")
         return 2
     return int(code)
