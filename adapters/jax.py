@@ -37,7 +37,7 @@ import functools
 import hashlib
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import jax
@@ -58,6 +58,7 @@ from initscale.plan import planner
 from initscale.reinit import Param, Report, Role
 from initscale.reinit import plan as reinit_plan
 from initscale.specs import Spec
+from initscale.streams import Stream, canonical_strides, philox4x32, plan_stream, transform
 
 __all__ = ["Initializer", "initializer", "reinit"]
 
@@ -183,9 +184,40 @@ def _check_dtype(dtype: Any) -> Any:
     return dt
 
 
+def _stream_values(stream: Stream, spec: Spec, rule: LayoutLike, shape: tuple[int, ...], dtype: Any) -> jax.Array:
+    """The portable stream's values (see :mod:`initscale.streams`) with jnp uint32 integer ops:
+    traceable, and under ``jax.jit(..., out_shardings=...)`` XLA computes each shard's elements
+    on its own device."""
+    dist, strides = plan_stream(stream, spec, shape, rule)
+    return _stream_draw(stream, dist, strides, shape, dtype)
+
+
+def _stream_draw(stream: Stream, dist: Distribution, strides: tuple[int, ...], shape: tuple[int, ...],
+                 dtype: Any) -> jax.Array:
+    if isinstance(dist, OrthogonalDist):
+        raise ValueError("Orthogonal specs have no portable stream: their QR differs between linear-algebra "
+                         "libraries.")
+    if math.prod(shape) >= 2**32:
+        raise ValueError(f"Portable streams in JAX index elements with uint32: shape {shape} has 2^32 or more "
+                         "elements. Split the weight, or draw it with torch or NumPy.")
+    index = jnp.zeros((), jnp.uint32)
+    for axis, (n, stride) in enumerate(zip(shape, strides, strict=True)):
+        iota = jax.lax.broadcasted_iota(jnp.uint32, shape, axis)
+        index = index + iota * jnp.uint32(stride) if n > 1 else index
+    index = jnp.broadcast_to(index, shape)
+    block, lane = index >> 2, index & 3
+    zeros = jnp.zeros_like(block)
+    words = philox4x32(block, zeros, zeros, zeros, stream.key, const=jnp.uint32)
+    bits = jnp.select([lane == 0, lane == 1, lane == 2], list(words[:3]), words[3])
+    wide = jnp.float64 if getattr(jax.config, "jax_enable_x64", False) else jnp.float32
+    u = ((bits >> 9).astype(wide) * 2.0 + 1.0) * 2.0**-24
+    out: jax.Array = transform(dist, u, jax.scipy.special.ndtri)
+    return out.astype(dtype)
+
+
 def initializer(spec: Spec, in_axis: int | Sequence[int] = -2, out_axis: int | Sequence[int] = -1,
                 batch_axis: int | Sequence[int] = (), dtype: Any = jnp.float32, *,
-                layout: LayoutLike | None = None) -> Initializer:
+                layout: LayoutLike | None = None, stream: Stream | None = None) -> Initializer:
     """Compile ``spec`` into ``init(key, shape, dtype=dtype) -> jax.Array``.
 
     Args:
@@ -194,6 +226,10 @@ def initializer(spec: Spec, in_axis: int | Sequence[int] = -2, out_axis: int | S
             axis is receptive field.
         dtype: the default dtype of the result.
         layout: a named layer kind or :class:`~initscale.Layout`, used instead of the axes.
+        stream: an :class:`initscale.Stream`: draw the portable stream instead of from ``key``
+            (the key is then not used): the same values as NumPy and torch for the same seed and
+            name, to the integer bit; normals and truncated normals within a few float32 ulps
+            when jax runs without x64 (its ndtri is then float32).
 
     The fans of each shape are computed once, in Python, so the result is traceable under
     ``jax.jit`` with static shapes.
@@ -211,9 +247,14 @@ def initializer(spec: Spec, in_axis: int | Sequence[int] = -2, out_axis: int | S
     plan, resolved = planner(spec, rule)
     default_dtype = _check_dtype(dtype)
 
+    if stream is not None and not isinstance(stream, Stream):
+        raise TypeError(f"Argument `stream` must be an initscale.Stream. Received: stream={stream!r}.")
+
     def init(key: Any, shape: Sequence[int], dtype: Any = default_dtype) -> jax.Array:
-        key = _check_key(key)
         dims = tuple(int(d) for d in shape)
+        if stream is not None:
+            return _stream_values(stream, spec, resolved, dims, _check_dtype(dtype))
+        key = _check_key(key)
         dist, concrete = plan(dims)
         return _sample(key, dist, concrete, dims, _check_dtype(dtype))
 
@@ -309,7 +350,8 @@ def _leaf_key(key: Any, name: str) -> Any:
 
 
 def reinit(params: Any, rules: Spec | Mapping[str, Spec | None], key: Any, dry_run: bool = False, *,
-           defaults: bool = True) -> tuple[Any, Report]:
+           defaults: bool = True, stream_seed: int | None = None,
+           stream_names: Mapping[str, str] | Callable[[str], str] | None = None) -> tuple[Any, Report]:
     """Re-initialize a pytree of parameters; returns ``(new_params, report)`` (nothing is mutated).
 
     Args:
@@ -325,6 +367,10 @@ def reinit(params: Any, rules: Spec | Mapping[str, Spec | None], key: Any, dry_r
         dry_run: return the params unchanged and the report of what would be done.
         defaults: biases -> zeros, norm scale -> ones and bias -> zeros; embeddings and anything
             else unmatched kept.
+        stream_seed: draw each leaf from the portable stream ``Stream(stream_seed, path)``
+            (:mod:`initscale.streams`) instead of from ``key`` (which may then be None): the same
+            weights as ``initscale.torch.reinit_(..., stream_seed=...)`` for the same names.
+        stream_names: a mapping or function from this tree's ``/``-joined paths to stream names.
 
     Layouts by flax convention: ``kernel`` (in, out) for Dense/Linear, (*kernel, in/groups, out)
     for Conv, (*kernel, in, out) for ConvTranspose, per projection for attention q/k/v
@@ -340,7 +386,8 @@ def reinit(params: Any, rules: Spec | Mapping[str, Spec | None], key: Any, dry_r
         >>> [(r.name, r.fan_in) for r in report.touched if r.name.endswith("kernel")]
         [('params/layers_0/kernel', 16), ('params/layers_2/kernel', 32)]
     """
-    key = _check_key(key)
+    if stream_seed is None:
+        key = _check_key(key)
     classes: dict[tuple[str, ...], str] = {}
     tree = params
     if _is_nnx_module(params):
@@ -365,9 +412,16 @@ def reinit(params: Any, rules: Spec | Mapping[str, Spec | None], key: Any, dry_r
                                 "or complex leaves only.")
     if dry_run:
         return params if not classes else tree, decided.report
-    new_leaves = [
-        leaf if d.dist is None else _sample(_leaf_key(key, d.param.name), d.dist, d.layout, d.param.shape, leaf.dtype)
-        for d, leaf in zip(decided.decisions, leaves, strict=True)
-    ]
+    new_leaves = []
+    for d, leaf in zip(decided.decisions, leaves, strict=True):
+        if d.dist is None:
+            new_leaves.append(leaf)
+        elif stream_seed is not None:
+            name = d.param.name if stream_names is None else (
+                stream_names(d.param.name) if callable(stream_names) else stream_names.get(d.param.name, d.param.name))
+            strides = canonical_strides(d.param.shape, d.param.layout)
+            new_leaves.append(_stream_draw(Stream(stream_seed, name), d.dist, strides, d.param.shape, leaf.dtype))
+        else:
+            new_leaves.append(_sample(_leaf_key(key, d.param.name), d.dist, d.layout, d.param.shape, leaf.dtype))
     return jax.tree_util.tree_unflatten(treedef, new_leaves), decided.report
 

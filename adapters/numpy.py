@@ -36,6 +36,7 @@ from initscale.fans import Layout, LayoutLike
 from initscale.normal_math import ndtri, normal_cdf
 from initscale.plan import planner
 from initscale.specs import Spec
+from initscale.streams import Stream, stream_values
 
 __all__ = ["NumpyInitializer", "initializer", "sample"]
 
@@ -45,7 +46,7 @@ _DTYPES = ("float16", "float32", "float64")
 class NumpyInitializer(Protocol):
     """``fn(shape, *, rng, dtype=np.float32) -> np.ndarray``."""
 
-    def __call__(self, shape: Sequence[int], *, rng: np.random.Generator | int,
+    def __call__(self, shape: Sequence[int], *, rng: np.random.Generator | int | None = None,
                  dtype: DTypeLike = np.float32) -> NDArray[Any]: ...
 
 
@@ -117,7 +118,7 @@ def sample(dist: Distribution, shape: Sequence[int], rng: np.random.Generator,
     raise TypeError(f"Unknown distribution {dist!r}.")
 
 
-def initializer(spec: Spec, layout: LayoutLike = "keras") -> NumpyInitializer:
+def initializer(spec: Spec, layout: LayoutLike = "keras", *, stream: Stream | None = None) -> NumpyInitializer:
     """Compile ``spec`` into ``fn(shape, *, rng, dtype=np.float32)``.
 
     Args:
@@ -127,14 +128,23 @@ def initializer(spec: Spec, layout: LayoutLike = "keras") -> NumpyInitializer:
             fill biases and other rank-1 weights.
 
     Each call draws from ``rng`` (a ``numpy.random.Generator``, or an int seed); the
-    distribution for each shape is resolved once and cached.
+    distribution for each shape is resolved once and cached. With ``stream`` (an
+    :class:`initscale.Stream`) the values are the portable stream's instead (``rng`` is then not
+    needed): the same in torch and JAX for the same seed and name (:mod:`initscale.streams`).
     """
     plan, rule = planner(spec, layout)
+    if stream is not None and not isinstance(stream, Stream):
+        raise TypeError(f"Argument `stream` must be an initscale.Stream. Received: stream={stream!r}.")
 
-    def init(shape: Sequence[int], *, rng: np.random.Generator | int,
+    def init(shape: Sequence[int], *, rng: np.random.Generator | int | None = None,
              dtype: DTypeLike = np.float32) -> NDArray[Any]:
         dims = _validate.shape("shape", shape)
         dt = _dtype(dtype)
+        if stream is not None:
+            return stream_values(stream, spec, dims, rule, dtype=dt)
+        if rng is None:
+            raise TypeError("Argument `rng` is required (a numpy.random.Generator or an int seed) unless the "
+                            "initializer was built with stream=initscale.Stream(seed, name).")
         generator = _rng(rng)
         if math.prod(dims) == 0:
             return np.zeros(dims, dtype=dt)

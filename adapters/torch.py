@@ -53,6 +53,7 @@ from initscale.plan import planner
 from initscale.reinit import Param, Report, Role
 from initscale.reinit import plan as reinit_plan
 from initscale.specs import Orthogonal, Spec, VarianceScaling
+from initscale.streams import Stream, canonical_strides, philox4x32, plan_stream, transform
 
 __all__ = [
     "apply_fn",
@@ -219,13 +220,50 @@ def _shard_values(dist: Distribution, layout: Layout | None, tensor: torch.Tenso
     return values
 
 
-def initializer(spec: Spec, layout: LayoutLike = "torch") -> TorchInitializer:
+def _stream_values(stream: Stream, spec: Spec, rule: LayoutLike, tensor: torch.Tensor) -> torch.Tensor:
+    """The portable stream's values for ``tensor`` (for a DTensor: its local shard only), computed
+    with torch integer ops on the tensor's device; see :mod:`initscale.streams`."""
+    dist, strides = plan_stream(stream, spec, tuple(tensor.shape), rule)
+    return _stream_draw(stream, dist, strides, tensor)
+
+
+def _stream_draw(stream: Stream, dist: Distribution, strides: tuple[int, ...], tensor: torch.Tensor) -> torch.Tensor:
+    shape = tuple(tensor.shape)
+    local = _local(tensor)
+    offset = (0,) * len(shape)
+    if _is_dtensor(tensor):
+        from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
+        _, offset = compute_local_shape_and_global_offset(shape, tensor.device_mesh,  # type: ignore[attr-defined]
+                                                          tensor.placements)  # type: ignore[attr-defined]
+    device = local.device
+    index = torch.zeros((), dtype=torch.int64, device=device)
+    for axis, (start, n, stride) in enumerate(zip(offset, local.shape, strides, strict=True)):
+        view = [1] * local.dim()
+        view[axis] = n
+        index = index + torch.arange(start, start + n, dtype=torch.int64, device=device).view(view) * stride
+    index = index.expand(local.shape)
+    block, lane = index >> 2, index & 3
+    zeros = torch.zeros_like(block)
+    words = torch.stack(philox4x32(block & 0xFFFFFFFF, block >> 32, zeros, zeros, stream.key), dim=-1)
+    bits = words.gather(-1, lane.unsqueeze(-1)).squeeze(-1)
+    u = ((bits >> 9).to(torch.float64) * 2.0 + 1.0) * 2.0**-24
+    values: torch.Tensor = transform(dist, u, torch.special.ndtri)
+    return values.to(local.dtype)
+
+
+def initializer(spec: Spec, layout: LayoutLike = "torch", *, stream: Stream | None = None) -> TorchInitializer:
     """Compile ``spec`` into ``fn(tensor, *, generator=None) -> tensor`` (fills in place).
 
     The distribution for each weight shape is resolved once and cached. A DTensor (as FSDP2
     produces) gets the fans of its global shape and each rank fills only its local shard.
+    With ``stream`` (an :class:`initscale.Stream`) the values are the portable stream's: the same
+    as NumPy's and JAX's for the same seed and name, on any device and under any sharding
+    (``generator`` is then not used).
     """
     plan, rule = planner(spec, layout)
+    if stream is not None and not isinstance(stream, Stream):
+        raise TypeError(f"Argument `stream` must be an initscale.Stream. Received: stream={stream!r}.")
 
     def init(tensor: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
         _check_tensor(tensor)
@@ -233,7 +271,9 @@ def initializer(spec: Spec, layout: LayoutLike = "torch") -> TorchInitializer:
             return tensor
         dist, concrete = plan(tuple(tensor.shape))
         with torch.no_grad():
-            if _is_dtensor(tensor):
+            if stream is not None:
+                _local(tensor).copy_(_stream_values(stream, spec, rule, tensor))
+            elif _is_dtensor(tensor):
                 _local(tensor).copy_(_shard_values(dist, concrete, tensor, "", _ShardSeeds(generator)))
             else:
                 _fill(dist, concrete, tensor, generator)
@@ -383,9 +423,16 @@ def _check_writable(name: str, tensor: torch.Tensor) -> None:
         raise type(err)(f"Parameter {name!r}: {err}") from err
 
 
+def _stream_for(seed: int, name: str, names: Mapping[str, str] | Callable[[str], str] | None) -> Stream:
+    if names is None:
+        return Stream(seed, name)
+    return Stream(seed, names(name) if callable(names) else names.get(name, name))
+
+
 def _reinit(module: torch.nn.Module, rules: Spec | Mapping[str, Spec | None], *,
             generator: torch.Generator | None, dry_run: bool, include_frozen: bool, include_buffers: bool,
-            defaults: bool, recurse: bool) -> Report:
+            defaults: bool, recurse: bool, stream_seed: int | None = None,
+            stream_names: Mapping[str, str] | Callable[[str], str] | None = None) -> Report:
     found = _walk(module, recurse, include_buffers)
     decided = reinit_plan([p for p, _ in found], rules, include_frozen=include_frozen, defaults=defaults,
                           dry_run=dry_run, stacklevel=3)  # _reinit <- reinit_ <- the caller
@@ -402,7 +449,14 @@ def _reinit(module: torch.nn.Module, rules: Spec | Mapping[str, Spec | None], *,
             assert decision.dist is not None
             if tensor.numel() == 0:
                 continue
-            if _is_dtensor(tensor):
+            if stream_seed is not None:
+                if isinstance(decision.dist, OrthogonalDist):
+                    raise ValueError(f"Parameter {decision.param.name!r}: orthogonal specs have no portable stream; "
+                                     "give it a rule without stream_seed, or another spec.")
+                stream = _stream_for(stream_seed, decision.param.name, stream_names)
+                strides = canonical_strides(decision.param.shape, decision.param.layout)
+                values = _stream_draw(stream, decision.dist, strides, tensor)
+            elif _is_dtensor(tensor):
                 values = _shard_values(decision.dist, decision.layout, tensor, decision.param.name, seeds)
             else:
                 values = torch.empty_like(tensor)
@@ -415,7 +469,8 @@ def _reinit(module: torch.nn.Module, rules: Spec | Mapping[str, Spec | None], *,
 
 def reinit_(module: torch.nn.Module, rules: Spec | Mapping[str, Spec | None], *,
             generator: torch.Generator | None = None, dry_run: bool = False, include_frozen: bool = False,
-            include_buffers: bool = False, defaults: bool = True) -> Report:
+            include_buffers: bool = False, defaults: bool = True, stream_seed: int | None = None,
+            stream_names: Mapping[str, str] | Callable[[str], str] | None = None) -> Report:
     """Re-initialize a whole model in place, each weight with the fans of its own layer.
 
     Args:
@@ -433,6 +488,12 @@ def reinit_(module: torch.nn.Module, rules: Spec | Mapping[str, Spec | None], *,
         include_buffers: also offer buffers (``running_mean``, ...) to name patterns.
         defaults: after the rules, biases -> zeros and LayerNorm/BatchNorm/GroupNorm/RMSNorm
             weight -> ones, bias -> zeros. Embeddings and anything else unmatched are kept.
+        stream_seed: draw every value from the portable stream ``Stream(stream_seed, name)`` of
+            each parameter (:mod:`initscale.streams`) instead of ``generator``: the same weights
+            as ``initscale.jax.reinit(..., stream_seed=...)`` and the NumPy reference, for the
+            same names, on any device and under any sharding.
+        stream_names: a mapping or function from this model's parameter names to the stream
+            names (e.g. ``"fc.weight" -> "fc/kernel"`` to match a Flax model).
 
     Returns:
         A :class:`~initscale.reinit.Report`: one row per parameter with its layer, layout, fans,
@@ -461,7 +522,8 @@ def reinit_(module: torch.nn.Module, rules: Spec | Mapping[str, Spec | None], *,
         [('0.weight', 36, 72)]
     """
     return _reinit(module, rules, generator=generator, dry_run=dry_run, include_frozen=include_frozen,
-                   include_buffers=include_buffers, defaults=defaults, recurse=True)
+                   include_buffers=include_buffers, defaults=defaults, recurse=True, stream_seed=stream_seed,
+                   stream_names=stream_names)
 
 
 def apply_fn(spec: Spec, *, generator: torch.Generator | None = None,

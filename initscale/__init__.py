@@ -35,6 +35,7 @@ from .specs import (
     Zeros,
     from_dict,
 )
+from .streams import Stream
 
 __version__ = "0.1.0"
 
@@ -48,6 +49,7 @@ __all__ = [
     "Ones",
     "Orthogonal",
     "Spec",
+    "Stream",
     "TruncatedNormal",
     "Uniform",
     "VarianceScaling",

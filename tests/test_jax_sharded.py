@@ -41,3 +41,8 @@ def test_sharded_values_are_the_global_ones(result) -> None:
 def test_the_global_weight_has_the_global_fans(result) -> None:
     assert result["failures"] == []
     assert result["shard_fans_caught"], "the check must reject fans taken from one shard"
+
+
+def test_a_portable_stream_is_sharding_invariant(result) -> None:
+    assert result["stream_shards"] == 4
+    assert result["stream_max_error_ulps"] <= 8  # the float32 bound of tests/test_streams.py

@@ -55,3 +55,7 @@ def test_a_seeded_generator_reproduces_the_global_weight(ranks) -> None:
 def test_orthogonal_is_orthogonal_across_shards(ranks) -> None:
     # float32 QR of a 128×64 Gaussian: |QᵀQ − I| is a few float32 ulps times √64.
     assert all(r["orthogonal_error"] < 64 * 2.0**-23 * 8 for r in ranks)
+
+
+def test_a_portable_stream_is_sharding_invariant(ranks) -> None:
+    assert all(r["stream_equals_reference"] for r in ranks)

@@ -67,6 +67,15 @@ def main() -> None:
     ist.orthogonal_(ortho, generator=torch.Generator().manual_seed(3))
     q = ortho.full_tensor().detach().double()
     out["orthogonal_error"] = float((q.T @ q - torch.eye(64, dtype=torch.float64)).abs().max())
+    # Portable stream on a sharded weight: each rank computes only its shard, and the gathered
+    # weight equals the NumPy reference of the whole (unsharded) weight, bit for bit.
+    from initscale.streams import Stream, stream_values
+
+    streamed = distribute_tensor(torch.empty(96, 80), mesh, [Shard(1)])
+    ist.initializer(spec, "torch.linear", stream=Stream(11, "fc.weight"))(streamed)
+    reference = stream_values(Stream(11, "fc.weight"), spec, (96, 80), "torch.linear")
+    out["stream_equals_reference"] = bool((streamed.full_tensor().numpy() == reference).all())
+
     folder = os.environ.get("INITSCALE_DIST_OUT")
     if folder:
         with open(os.path.join(folder, f"rank{rank}.json"), "w") as f:

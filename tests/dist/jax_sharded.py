@@ -47,4 +47,15 @@ shardings = {"params": {"kernel": NamedSharding(mesh, P("a", "b")), "bias": Name
 params = jax.jit(model.init, out_shardings=shardings)(jax.random.key(1), x0)
 out["flax_equal"] = bool(np.array_equal(np.asarray(params["params"]["kernel"]),
                                         np.asarray(model.init(jax.random.key(1), x0)["params"]["kernel"])))
+# Portable stream under sharding: the same values as unsharded (and as NumPy's reference within
+# the float32 bound of tests/test_streams.py).
+from initscale.streams import Stream, stream_values  # noqa: E402
+
+portable = isj.initializer(spec, stream=Stream(11, "Dense_0/kernel"))
+sharded_stream = jax.jit(lambda: portable(None, shape), out_shardings=NamedSharding(mesh, P("a", "b")))()
+out["stream_shards"] = len(sharded_stream.addressable_shards)
+reference = stream_values(Stream(11, "Dense_0/kernel"), spec, shape, "jax")
+scale = spec.bounds(initscale.compute_fans(shape, "jax"))[1]
+out["stream_max_error_ulps"] = float(np.abs(np.asarray(sharded_stream, dtype=np.float64) - reference).max()
+                                     / np.spacing(np.float32(scale)))
 print(json.dumps(out))

@@ -1,0 +1,202 @@
+"""Portable streams: the same seed and name give the same weights in every framework.
+
+A :class:`Stream` names one weight's random numbers. Its values are defined, element by element,
+by this module, so NumPy, torch and JAX compute the same numbers (the integer stage bit for bit;
+the float stage as stated below) whatever the framework's layout or the weight's sharding:
+
+1. **Key**: the first 8 bytes of BLAKE2b(``"initscale-stream-v1:{seed}:{name}"``), read as two
+   little-endian uint32 words (k0, k1).
+2. **Canonical index**: the element's position in the weight's *canonical logical layout*
+   (batch, out, in, receptive axes, row-major) — the same for a torch ``Linear`` weight
+   (out, in) and a Keras/Flax ``Dense`` kernel (in, out). Element ``i`` is lane ``i % 4`` of the
+   Philox4x32-10 block with counter (i // 4 mod 2³², i // 2³⁴, 0, 0).
+3. **Philox4x32-10** (Salmon et al., SC'11; Random123's known-answer vectors are in the tests):
+   ten rounds of (hi₀, lo₀) = M₀·c₀, (hi₁, lo₁) = M₁·c₂, c ← (hi₁⊕c₁⊕k₀, lo₁, hi₀⊕c₃⊕k₁, lo₀), the
+   key bumped by the Weyl constants between rounds. Written with 16-bit partial products only,
+   so it is exact in uint32 (NumPy, JAX) and in int64 (torch) alike.
+4. **Uniform**: u = (2·(x >> 9) + 1) · 2⁻²⁴, one of 2²³ odd multiples of 2⁻²⁴ in (0, 1), exact in
+   float32 and symmetric (u and 1 − u are both values).
+5. **Distribution**: uniform ``low + (high − low)·u``; normal ``mean + std·Φ⁻¹(u)``; truncated
+   normal ``loc + σ·Φ⁻¹(Φ(a) + u·(Φ(b) − Φ(a)))`` (an upper-tail interval as the mirror of the
+   lower one), in float64 where the backend has it, then rounded once to the weight's dtype.
+   Φ⁻¹ is each backend's own ``ndtri``, so float results may differ by a few ulps between
+   backends (measured in the tests); the integers and uniforms never do.
+
+Orthogonal specs are not portable (their QR differs between linear-algebra libraries).
+
+Example:
+    >>> import numpy as np, initscale
+    >>> from initscale.streams import Stream, stream_values
+    >>> spec = initscale.presets.get("he_uniform")
+    >>> torch_form = stream_values(Stream(7, "fc.weight"), spec, (3, 5), "torch")     # (out, in)
+    >>> keras_form = stream_values(Stream(7, "fc.weight"), spec, (5, 3), "keras")     # (in, out)
+    >>> bool(np.array_equal(torch_form, keras_form.T))
+    True
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from . import _validate
+from .distributions import ConstantDist, Distribution, NormalDist, OrthogonalDist, TruncatedNormalDist, UniformDist
+from .fans import Layout, LayoutLike, resolve
+from .normal_math import ndtri, normal_cdf
+from .specs import Spec
+
+__all__ = ["PHILOX_M", "PHILOX_W", "Stream", "canonical_strides", "philox4x32", "plan_stream", "round_keys",
+           "stream_values", "transform", "uniform_from_bits"]
+
+PHILOX_M = (0xD2511F53, 0xCD9E8D57)
+PHILOX_W = (0x9E3779B9, 0xBB67AE85)
+_MASK16 = 0xFFFF
+_MASK32 = 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class Stream:
+    """The random numbers of one weight: a seed (any non-negative int) and a name (its path)."""
+
+    seed: int
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        _validate.integer("seed", self.seed, minimum=0)
+        if not isinstance(self.name, str):
+            raise TypeError(f"Argument `name` must be a str. Received: name={self.name!r}.")
+
+    @property
+    def key(self) -> tuple[int, int]:
+        """The Philox key (k0, k1)."""
+        digest = hashlib.blake2b(f"initscale-stream-v1:{self.seed}:{self.name}".encode(), digest_size=8).digest()
+        return int.from_bytes(digest[:4], "little"), int.from_bytes(digest[4:], "little")
+
+    def child(self, name: str) -> Stream:
+        """The stream of a parameter below this one: same seed, ``name`` appended with ``/``."""
+        return Stream(self.seed, f"{self.name}/{name}" if self.name else name)
+
+
+def _mulhilo(a: Any, m: int) -> tuple[Any, Any]:
+    """(hi, lo) 32-bit words of a·m for 32-bit a (any integer array type) and constant m, from
+    16-bit partial products, so no intermediate exceeds 2³²·3."""
+    a0, a1 = a & _MASK16, a >> 16
+    m0, m1 = m & _MASK16, m >> 16
+    p00, p01, p10, p11 = a0 * m0, a0 * m1, a1 * m0, a1 * m1
+    mid = (p00 >> 16) + (p01 & _MASK16) + (p10 & _MASK16)
+    hi = p11 + (p01 >> 16) + (p10 >> 16) + (mid >> 16)
+    lo = ((mid & _MASK16) << 16) | (p00 & _MASK16)
+    return hi, lo
+
+
+def round_keys(key: tuple[int, int], rounds: int = 10) -> list[tuple[int, int]]:
+    """The key of each Philox round: (k0 + r·W0, k1 + r·W1) mod 2³²."""
+    return [((key[0] + r * PHILOX_W[0]) & _MASK32, (key[1] + r * PHILOX_W[1]) & _MASK32) for r in range(rounds)]
+
+
+def philox4x32(c0: Any, c1: Any, c2: Any, c3: Any, key: tuple[int, int], rounds: int = 10,
+               const: Any = None) -> tuple[Any, Any, Any, Any]:
+    """Philox4x32-``rounds`` on arrays of 32-bit counter words (NumPy uint32/uint64, torch int64 or
+    JAX uint32: only &, |, ^, >>, <<, + and * by constants below 2¹⁶ are used). ``const`` turns a
+    round-key word into the array library's scalar (JAX needs ``jnp.uint32`` for words ≥ 2³¹)."""
+    for k0, k1 in round_keys(key, rounds):
+        if const is not None:
+            k0, k1 = const(k0), const(k1)
+        hi0, lo0 = _mulhilo(c0, PHILOX_M[0])
+        hi1, lo1 = _mulhilo(c2, PHILOX_M[1])
+        c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
+    return c0, c1, c2, c3
+
+
+def uniform_from_bits(x: NDArray[Any]) -> NDArray[np.float64]:
+    """u = (2·(x >> 9) + 1) · 2⁻²⁴ ∈ (0, 1)."""
+    return ((x >> 9).astype(np.float64) * 2.0 + 1.0) * 2.0**-24
+
+
+def canonical_strides(shape: Sequence[int], layout: LayoutLike | None) -> tuple[int, ...]:
+    """For each axis of ``shape`` (in the framework's layout), its stride in the canonical
+    row-major (batch, out, in, receptive) array. Rank ≤ 1 weights are their own canonical form."""
+    dims = _validate.shape("shape", shape)
+    if len(dims) < 2 or layout is None:
+        order = tuple(range(len(dims)))
+    else:
+        concrete: Layout = resolve(layout).layout(dims)
+        order = concrete.blocks(dims)[0]
+    strides = [0] * len(dims)
+    step = 1
+    for axis in reversed(order):
+        strides[axis] = step
+        step *= dims[axis]
+    return tuple(strides)
+
+
+def _canonical_index(shape: tuple[int, ...], strides: tuple[int, ...],
+                     box: Sequence[slice] | None) -> NDArray[np.uint64]:
+    ranges = [np.arange(n, dtype=np.uint64) for n in shape] if box is None else [
+        np.arange(*s.indices(n), dtype=np.uint64) for s, n in zip(box, shape, strict=True)]
+    index = np.zeros([r.size for r in ranges], dtype=np.uint64)
+    for axis, (r, stride) in enumerate(zip(ranges, strides, strict=True)):
+        view = [1] * len(ranges)
+        view[axis] = r.size
+        index += r.reshape(view) * np.uint64(stride)
+    return index
+
+
+def _bits(stream: Stream, index: NDArray[np.uint64]) -> NDArray[np.uint64]:
+    block, lane = index >> np.uint64(2), index & np.uint64(3)
+    c0 = block & np.uint64(_MASK32)
+    c1 = block >> np.uint64(32)
+    zeros = np.zeros_like(c0)
+    words = philox4x32(c0, c1, zeros, zeros, stream.key)
+    out = np.choose(lane.astype(np.intp), words)
+    return np.asarray(out, dtype=np.uint64)
+
+
+def transform(dist: Distribution, u: Any, ndtri_fn: Any = ndtri) -> Any:
+    """The documented float stage: uniforms in (0, 1) to draws of ``dist``. ``u`` may be a NumPy,
+    torch or JAX array (float64 where available); ``ndtri_fn`` is that library's Φ⁻¹."""
+    if isinstance(dist, ConstantDist):
+        return u * 0.0 + dist.value
+    if isinstance(dist, UniformDist):
+        return dist.low + (dist.high - dist.low) * u
+    if isinstance(dist, NormalDist):
+        return dist.mean + dist.std * ndtri_fn(u)
+    if isinstance(dist, TruncatedNormalDist):
+        a, b = dist.standard_bounds
+        if a > 0.0:  # mirror: an upper-tail interval keeps its precision in the lower tail
+            pa, pb = normal_cdf(-b), normal_cdf(-a)
+            return dist.loc - dist.sigma * ndtri_fn(pa + u * (pb - pa)).clip(-b, -a)
+        pa, pb = normal_cdf(a), normal_cdf(b)
+        return dist.loc + dist.sigma * ndtri_fn(pa + u * (pb - pa)).clip(a, b)
+    if isinstance(dist, OrthogonalDist):
+        raise ValueError("Orthogonal specs have no portable stream: their QR differs between linear-algebra "
+                         "libraries. Use a framework generator for them.")
+    raise TypeError(f"Unknown distribution {dist!r}.")  # pragma: no cover
+
+
+def plan_stream(stream: Stream, spec: Spec, shape: Sequence[int], layout: LayoutLike) -> tuple[Distribution,
+                                                                                                tuple[int, ...]]:
+    """What every backend needs: the distribution and the canonical strides of ``shape``."""
+    if not isinstance(stream, Stream):
+        raise TypeError(f"Argument `stream` must be an initscale.Stream. Received: stream={stream!r}.")
+    dims = _validate.shape("shape", shape)
+    rule = resolve(layout)
+    dist = spec.resolve(None if spec.fixed_scale else rule.fans(dims))
+    if isinstance(dist, OrthogonalDist):
+        transform(dist, None)  # raises the explanation
+    return dist, canonical_strides(dims, rule)
+
+
+def stream_values(stream: Stream, spec: Spec, shape: Sequence[int], layout: LayoutLike,
+                  box: Sequence[slice] | None = None, dtype: Any = np.float32) -> NDArray[Any]:
+    """The NumPy reference: the values of ``stream`` for a weight of ``shape`` in ``layout``
+    (only the sub-box ``box`` of it when given, e.g. one shard), as ``dtype``."""
+    dist, strides = plan_stream(stream, spec, shape, layout)
+    index = _canonical_index(tuple(shape), strides, box)
+    u = uniform_from_bits(_bits(stream, index))
+    return np.asarray(transform(dist, u), dtype=dtype)

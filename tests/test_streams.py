@@ -1,0 +1,186 @@
+"""Portable streams: Philox4x32-10 known answers, canonical layouts, and the same weights from the
+same seed and name in NumPy, torch and JAX."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import initscale
+from _stats import failures
+from initscale import presets
+from initscale.adapters import numpy as isnp
+from initscale.streams import Stream, canonical_strides, philox4x32, stream_values
+
+# Random123's published known-answer vectors for Philox4x32-10 (its tests/kat_vectors).
+KAT = [
+    ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
+    ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+    ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
+     (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)),
+]
+SPECS = ["he_uniform", "he_normal", "glorot_normal", "torch.kaiming_normal", "torch.linear_default",
+         "tf1.variance_scaling_initializer", "keras.truncated_normal", "jax.uniform",
+         "torch.trunc_normal:std=0.5,a=0.2,b=1.0", "torch.uniform:a=-3,b=5", "ones"]
+# (keras-form shape, keras layout, torch-form shape, torch layout, axes taking torch form to keras form)
+FORMS = [
+    ((256, 128), "keras.dense", (128, 256), "torch.linear", (1, 0)),
+    ((3, 3, 32, 64), "keras.conv", (64, 32, 3, 3), "torch.conv", (2, 3, 1, 0)),
+    ((64, 512), "keras.lstm", (512, 64), "torch.lstm", (1, 0)),
+]
+
+
+@pytest.mark.parametrize(("counter", "key", "expected"), KAT)
+def test_philox_known_answers_in_numpy(counter, key, expected) -> None:
+    for dtype in (np.uint32, np.uint64):
+        words = philox4x32(*[np.array([c], dtype) for c in counter], key)
+        assert tuple(int(w[0]) for w in words) == expected
+
+
+@pytest.mark.parametrize(("counter", "key", "expected"), KAT)
+def test_philox_known_answers_in_torch_and_jax(counter, key, expected) -> None:
+    torch = pytest.importorskip("torch")
+    words = philox4x32(*[torch.tensor([c], dtype=torch.int64) for c in counter], key)
+    assert tuple(int(w[0]) for w in words) == expected
+    jnp = pytest.importorskip("jax.numpy")
+    words = philox4x32(*[jnp.array([c], jnp.uint32) for c in counter], key, const=jnp.uint32)
+    assert tuple(int(w[0]) for w in words) == expected
+
+
+def test_keys_are_fixed_by_the_documented_hash() -> None:
+    # BLAKE2b("initscale-stream-v1:{seed}:{name}")[:8] as two little-endian uint32: changing the
+    # derivation changes every user's weights, so these values are frozen.
+    assert Stream(0).key == (3432665052, 3796626784)
+    assert Stream(7, "fc.weight").key == (3421783930, 2079195631)
+    assert Stream(7, "fc").child("weight") == Stream(7, "fc/weight")
+    with pytest.raises(ValueError, match="Argument `seed` must be >= 0"):
+        Stream(-1)
+    with pytest.raises(TypeError, match="Argument `name` must be a str"):
+        Stream(1, 3)
+
+
+def test_canonical_strides_make_layouts_agree() -> None:
+    assert canonical_strides((128, 256), "torch.linear") == (256, 1)  # (out, in): row-major already
+    assert canonical_strides((256, 128), "keras.dense") == (1, 256)   # (in, out): out is the slow axis
+    for keras_shape, keras_layout, torch_shape, torch_layout, axes in FORMS:
+        ref = stream_values(Stream(1, "w"), presets.get("he_uniform"), keras_shape, keras_layout)
+        other = stream_values(Stream(1, "w"), presets.get("he_uniform"), torch_shape, torch_layout)
+        assert np.array_equal(np.transpose(other, axes), ref)
+
+
+@pytest.mark.parametrize("name", SPECS)
+def test_stream_draws_pass_the_distribution_checks(name) -> None:
+    spec = presets.get(name)
+    shape = (3, 3, 100, 200)
+    dist = spec.resolve(None if spec.fixed_scale else initscale.compute_fans(shape, "keras"))
+    values = isnp.initializer(spec, "keras", stream=Stream(11, name))(shape, dtype=np.float64)
+    assert failures(values, dist) == []
+
+
+def test_a_box_is_the_same_slice_of_the_whole() -> None:
+    spec = presets.get("he_normal")
+    whole = stream_values(Stream(5, "w"), spec, (64, 96), "keras")
+    box = (slice(16, 48), slice(32, 96))
+    assert np.array_equal(stream_values(Stream(5, "w"), spec, (64, 96), "keras", box=box), whole[box])
+
+
+def test_names_and_seeds_give_independent_streams() -> None:
+    spec = presets.get("he_uniform")
+    a = stream_values(Stream(1, "a"), spec, (200, 100), "keras").ravel()
+    b = stream_values(Stream(1, "b"), spec, (200, 100), "keras").ravel()
+    c = stream_values(Stream(2, "a"), spec, (200, 100), "keras").ravel()
+    # correlation of independent streams: |r| ≤ 4.5/√n (z = 4.5)
+    for x, y in ((a, b), (a, c)):
+        assert abs(np.corrcoef(x, y)[0, 1]) <= 4.5 / np.sqrt(a.size)
+
+
+def test_orthogonal_has_no_portable_stream_and_bad_input() -> None:
+    with pytest.raises(ValueError, match="no portable stream"):
+        stream_values(Stream(1), initscale.Orthogonal(), (4, 4), "keras")
+    with pytest.raises(TypeError, match="must be an initscale.Stream"):
+        isnp.initializer(presets.get("he_normal"), stream=3)
+    with pytest.raises(TypeError, match="Argument `rng` is required"):
+        isnp.initializer(presets.get("he_normal"))((3, 4))
+
+
+@pytest.mark.parametrize("name", SPECS)
+@pytest.mark.parametrize("form", FORMS, ids=["dense", "conv", "lstm"])
+def test_torch_equals_numpy_to_the_bit(name, form) -> None:
+    torch = pytest.importorskip("torch")
+    ist = pytest.importorskip("initscale.adapters.torch")
+    keras_shape, keras_layout, torch_shape, torch_layout, axes = form
+    spec = presets.get(name)
+    ref = stream_values(Stream(3, "layer.weight"), spec, keras_shape, keras_layout)
+    w = ist.initializer(spec, torch_layout, stream=Stream(3, "layer.weight"))(torch.empty(torch_shape))
+    assert np.array_equal(np.transpose(w.numpy(), axes), ref)
+
+
+@pytest.mark.parametrize("name", SPECS)
+def test_jax_float32_within_the_stated_bound(name) -> None:
+    """Without x64, JAX computes the float stage in float32: every value within 8 float32 ulps of
+    the distribution's scale (its largest bound, or σ) of the reference (measured: at most 6),
+    eagerly and under jit (where XLA's fusion may round differently again)."""
+    jax = pytest.importorskip("jax")
+    isj = pytest.importorskip("initscale.adapters.jax")
+    spec = presets.get(name)
+    shape = (3, 3, 32, 64)
+    ref = stream_values(Stream(3, "w"), spec, shape, "keras")
+    w = np.asarray(isj.initializer(spec, layout="flax", stream=Stream(3, "w"))(None, shape))
+    dist = spec.resolve(None if spec.fixed_scale else initscale.compute_fans(shape, "keras"))
+    scale = max(abs(b) for b in dist.bounds) if dist.bounds else dist.std
+    bound = 8 * np.spacing(np.float32(max(scale, 1e-30)))
+    assert np.abs(w.astype(np.float64) - ref).max() <= bound
+    jitted = jax.jit(lambda: isj.initializer(spec, layout="flax", stream=Stream(3, "w"))(None, shape))()
+    assert np.abs(np.asarray(jitted, dtype=np.float64) - ref).max() <= bound
+
+
+def test_jax_with_x64_equals_numpy_to_the_bit() -> None:
+    pytest.importorskip("jax")
+    code = (
+        "import numpy as np, initscale\n"
+        "from initscale.streams import Stream, stream_values\n"
+        "from initscale.adapters import jax as isj\n"
+        f"for name in {SPECS!r}:\n"
+        "    spec = initscale.presets.get(name)\n"
+        "    ref = stream_values(Stream(3, 'w'), spec, (3, 3, 32, 64), 'keras')\n"
+        "    w = np.asarray(isj.initializer(spec, layout='flax', stream=Stream(3, 'w'))(None, (3, 3, 32, 64)))\n"
+        "    assert np.array_equal(w, ref), name\n"
+        "print('ok')\n"
+    )
+    env = {**os.environ, "JAX_ENABLE_X64": "1"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
+
+
+def test_a_torch_model_and_a_flax_model_start_from_the_same_weights() -> None:
+    """reinit_ / reinit with stream_seed and a name mapping: the torch Linear weights are the
+    transposes of the flax Dense kernels (to the bit with x64; here JAX is float32, so within the
+    stated bound), and the biases match."""
+    torch = pytest.importorskip("torch")
+    jax = pytest.importorskip("jax")
+    nn = pytest.importorskip("flax.linen")
+    ist = pytest.importorskip("initscale.adapters.torch")
+    isj = pytest.importorskip("initscale.adapters.jax")
+    spec = presets.get("he_normal")
+    torch_model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+    flax_vars = nn.Sequential([nn.Dense(32), nn.relu, nn.Dense(4)]).init(jax.random.key(0), np.zeros((1, 16)))
+    torch_names = {"0.weight": "l0/w", "0.bias": "l0/b", "2.weight": "l1/w", "2.bias": "l1/b"}
+    ist.reinit_(torch_model, {"*.bias": presets.get("torch.uniform:a=-0.1,b=0.1"), "Linear": spec},
+                stream_seed=5, stream_names=torch_names)
+    new, _ = isj.reinit(flax_vars, {"*/bias": presets.get("torch.uniform:a=-0.1,b=0.1"), "*/kernel": spec}, None,
+                        stream_seed=5, stream_names=lambda p: p.replace("params/layers_0/", "l0/")
+                        .replace("params/layers_2/", "l1/").replace("kernel", "w").replace("bias", "b"))
+    for i, layer in (("0", "layers_0"), ("2", "layers_2")):
+        w = torch_model.get_parameter(f"{i}.weight").detach().numpy()
+        k = np.asarray(new["params"][layer]["kernel"])
+        ref = stream_values(Stream(5, torch_names[f"{i}.weight"]), spec, w.shape, "torch.linear")
+        assert np.array_equal(w, ref)  # torch is the reference to the bit
+        assert np.abs(k.T.astype(np.float64) - w).max() <= 8 * np.spacing(np.float32(np.abs(w).max()))
+        b = torch_model.get_parameter(f"{i}.bias").detach().numpy()
+        assert np.abs(np.asarray(new["params"][layer]["bias"], dtype=np.float64) - b).max() <= 8 * 2.0**-24 * 0.1
+    with pytest.raises(ValueError, match="no portable stream"):
+        ist.reinit_(torch_model, initscale.Orthogonal(), stream_seed=1)
