@@ -40,10 +40,11 @@ Note:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import keras
+import numpy as np
 
 from initscale import from_dict, presets
 from initscale.distributions import (
@@ -66,6 +67,8 @@ from initscale.specs import Ones as OnesSpec
 from initscale.specs import Orthogonal as OrthogonalSpec
 from initscale.specs import VarianceScaling as VarianceScalingSpec
 from initscale.specs import Zeros as ZerosSpec
+from initscale.streams import Stream, stream_values
+from initscale.streams import draw as transform_stream
 
 __all__ = [
     "Constant",
@@ -204,11 +207,15 @@ class Initializer(keras.initializers.Initializer):  # type: ignore[misc]
             call) or None (fresh values every call).
         layout: how to read the kernel's shape: a layer kind name (``"keras.lstm"``), a
             :class:`~initscale.Layout`, or None for Keras's own fan rule.
+        stream: an :class:`initscale.Stream` (or its ``{"seed", "name"}`` dict): draw the
+            portable stream instead (``seed`` unused), the same values as NumPy and torch for
+            the same seed and name on every Keras backend (computed on the host with NumPy).
 
     ``get_config()`` holds the spec as its versioned dict; ``from_config`` rebuilds it exactly.
     """
 
-    def __init__(self, spec: Spec | Mapping[str, Any], seed: Any = None, layout: LayoutLike | None = None) -> None:
+    def __init__(self, spec: Spec | Mapping[str, Any], seed: Any = None, layout: LayoutLike | None = None,
+                 stream: Stream | Mapping[str, Any] | None = None) -> None:
         if isinstance(spec, Mapping):
             spec = from_dict(spec)
         if not isinstance(spec, Spec):
@@ -218,15 +225,28 @@ class Initializer(keras.initializers.Initializer):  # type: ignore[misc]
         self.seed = _check_seed(seed)
         self.layout = _layout_from_config(layout)
         self._plan, self._rule = planner(spec, _DEFAULT_LAYOUT if self.layout is None else self.layout)
+        if isinstance(stream, Mapping):
+            stream = Stream(**stream)
+        if stream is not None and not isinstance(stream, Stream):
+            raise TypeError(f"Argument `stream` must be an initscale.Stream. Received: stream={stream!r}.")
+        self.stream = stream
 
     def __call__(self, shape: Any, dtype: Any = None) -> Any:
         dims = tuple(int(d) for d in shape)
+        if self.stream is not None:
+            name = _float_dtype(dtype)
+            values = stream_values(self.stream, self.spec, dims, self._rule,
+                                   dtype=np.float64 if name == "float64" else np.float32)
+            return keras.ops.cast(keras.ops.convert_to_tensor(values), name)
         dist, concrete = self._plan(dims)
         return _sample(dist, concrete, dims, _float_dtype(dtype), self.seed)
 
     def get_config(self) -> dict[str, Any]:
-        return {"spec": self.spec.to_dict(), "seed": keras.saving.serialize_keras_object(self._init_seed),
-                "layout": _layout_config(self.layout)}
+        config = {"spec": self.spec.to_dict(), "seed": keras.saving.serialize_keras_object(self._init_seed),
+                  "layout": _layout_config(self.layout)}
+        if self.stream is not None:
+            config["stream"] = {"seed": self.stream.seed, "name": self.stream.name}
+        return config
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Initializer:
@@ -236,9 +256,10 @@ class Initializer(keras.initializers.Initializer):  # type: ignore[misc]
         return f"{type(self).__name__}({self.spec!r}, seed={self._init_seed!r}, layout={self._rule})"
 
 
-def initializer(spec: Spec, seed: Any = None, layout: LayoutLike | None = None) -> Initializer:
+def initializer(spec: Spec, seed: Any = None, layout: LayoutLike | None = None, *,
+                stream: Stream | None = None) -> Initializer:
     """Compile ``spec`` into a Keras initializer (see :class:`Initializer`)."""
-    return Initializer(spec, seed=seed, layout=layout)
+    return Initializer(spec, seed=seed, layout=layout, stream=stream)
 
 
 class _KerasNamed(Initializer):
@@ -454,7 +475,9 @@ def _is_wrapper(layer: Any) -> bool:
 
 
 def reinit(model: Any, rules: Spec | Mapping[str, Spec | None], seed: Any = None, dry_run: bool = False, *,
-           include_frozen: bool = False, include_buffers: bool = False, defaults: bool = True) -> Report:
+           include_frozen: bool = False, include_buffers: bool = False, defaults: bool = True,
+           stream_seed: int | None = None,
+           stream_names: Mapping[str, str] | Callable[[str], str] | None = None) -> Report:
     """Re-initialize a built Keras model's variables in place (``assign``), each with its layer's fans.
 
     Same rules, defaults, atomicity and report as ``initscale.torch.reinit_``: ``rules`` is one
@@ -474,6 +497,9 @@ def reinit(model: Any, rules: Spec | Mapping[str, Spec | None], seed: Any = None
     Args:
         seed: int, ``keras.random.SeedGenerator`` or None; variables draw in order from one
             generator made from it.
+        stream_seed: draw each variable from the portable stream ``Stream(stream_seed, path)``
+            instead (the same weights as torch's and JAX's ``reinit`` for the same names).
+        stream_names: a mapping or function from variable paths to stream names.
 
     Example:
         >>> import keras, initscale
@@ -503,14 +529,21 @@ def reinit(model: Any, rules: Spec | Mapping[str, Spec | None], seed: Any = None
             raise TypeError(f"Variable {decision.param.name!r}: {err}") from err
     if dry_run:
         return decided.report
-    generator = seed if isinstance(seed, keras.random.SeedGenerator) else keras.random.SeedGenerator(
-        _check_seed(seed))
+    generator = seed if isinstance(seed, keras.random.SeedGenerator) or stream_seed is not None else \
+        keras.random.SeedGenerator(_check_seed(seed))
     staged = []
     for decision, variable in targets:  # every value is computed before anything is written
         assert decision.dist is not None
         dims = decision.param.shape
-        staged.append((variable, _sample(decision.dist, decision.layout, dims, _float_dtype(variable.dtype),
-                                         generator)))
+        dtype = _float_dtype(variable.dtype)
+        if stream_seed is not None:
+            name = decision.param.name
+            if stream_names is not None:
+                name = stream_names(name) if callable(stream_names) else stream_names.get(name, name)
+            bits = transform_stream(Stream(stream_seed, name), decision.dist, dims, decision.param.layout)
+            staged.append((variable, keras.ops.cast(keras.ops.convert_to_tensor(bits), dtype)))
+            continue
+        staged.append((variable, _sample(decision.dist, decision.layout, dims, dtype, generator)))
     for variable, values in staged:
         variable.assign(values)
     return decided.report

@@ -7,8 +7,10 @@ the float stage as stated below) whatever the framework's layout or the weight's
 1. **Key**: the first 8 bytes of BLAKE2b(``"initscale-stream-v1:{seed}:{name}"``), read as two
    little-endian uint32 words (k0, k1).
 2. **Canonical index**: the element's position in the weight's *canonical logical layout*
-   (batch, out, in, receptive axes, row-major) — the same for a torch ``Linear`` weight
-   (out, in) and a Keras/Flax ``Dense`` kernel (in, out). Element ``i`` is lane ``i % 4`` of the
+   (batch, out, in, receptive axes, row-major; stacked input groups, as in a Keras depthwise
+   kernel, before the out axes) — the same for a torch ``Linear`` weight (out, in) and a
+   Keras/Flax ``Dense`` kernel (in, out), for a torch depthwise (C·m, 1, k, k) and a Keras
+   depthwise (k, k, C, m) kernel. Element ``i`` is lane ``i % 4`` of the
    Philox4x32-10 block with counter (i // 4 mod 2³², i // 2³⁴, 0, 0).
 3. **Philox4x32-10** (Salmon et al., SC'11; Random123's known-answer vectors are in the tests):
    ten rounds of (hi₀, lo₀) = M₀·c₀, (hi₁, lo₁) = M₁·c₂, c ← (hi₁⊕c₁⊕k₀, lo₁, hi₀⊕c₃⊕k₁, lo₀), the
@@ -50,7 +52,7 @@ from .fans import Layout, LayoutLike, resolve
 from .normal_math import ndtri, normal_cdf
 from .specs import Spec
 
-__all__ = ["PHILOX_M", "PHILOX_W", "Stream", "canonical_strides", "philox4x32", "plan_stream", "round_keys",
+__all__ = ["PHILOX_M", "PHILOX_W", "Stream", "canonical_strides", "draw", "philox4x32", "plan_stream", "round_keys",
            "stream_values", "transform", "uniform_from_bits"]
 
 PHILOX_M = (0xD2511F53, 0xCD9E8D57)
@@ -126,7 +128,10 @@ def canonical_strides(shape: Sequence[int], layout: LayoutLike | None) -> tuple[
         order = tuple(range(len(dims)))
     else:
         concrete: Layout = resolve(layout).layout(dims)
-        order = concrete.blocks(dims)[0]
+        ins, outs, batch, receptive = concrete.split_axes(dims)
+        # Stacked input groups index the output channel (Keras's depthwise (k, k, C, m): channel
+        # c·m + j), so they come before the out axes: the same order as torch's (C·m, 1, k, k).
+        order = batch + ins + outs + receptive if concrete.in_groups > 1 else batch + outs + ins + receptive
     strides = [0] * len(dims)
     step = 1
     for axis in reversed(order):
@@ -190,6 +195,18 @@ def plan_stream(stream: Stream, spec: Spec, shape: Sequence[int], layout: Layout
     if isinstance(dist, OrthogonalDist):
         transform(dist, None)  # raises the explanation
     return dist, canonical_strides(dims, rule)
+
+
+def draw(stream: Stream, dist: Distribution, shape: Sequence[int], layout: LayoutLike | None,
+         box: Sequence[slice] | None = None) -> NDArray[np.float64]:
+    """The stream's float64 values of an already-resolved ``dist`` (what :func:`stream_values`
+    does after resolving the spec; used by the re-init helpers)."""
+    if isinstance(dist, OrthogonalDist):
+        transform(dist, None)  # raises the explanation
+    dims = _validate.shape("shape", shape)
+    index = _canonical_index(dims, canonical_strides(dims, layout), box)
+    result: NDArray[np.float64] = transform(dist, uniform_from_bits(_bits(stream, index)))
+    return result
 
 
 def stream_values(stream: Stream, spec: Spec, shape: Sequence[int], layout: LayoutLike,

@@ -358,3 +358,19 @@ def test_a_model_saves_and_loads_with_its_initializers(tmp_path) -> None:
     loaded = json.loads(out.stdout.strip().splitlines()[-1])
     expected = [keras.saving.serialize_keras_object(i) for i in (init, isk.Orthogonal(seed=1), isk.HeNormal(seed=2))]
     assert loaded == json.loads(json.dumps(expected))
+
+
+def test_portable_stream_equals_the_numpy_reference_to_the_bit() -> None:
+    from initscale.streams import Stream, stream_values
+
+    for name in ("he_normal", "glorot_uniform", "torch.trunc_normal:std=0.5,a=0.2,b=1.0"):
+        spec = presets.get(name)
+        init = isk.initializer(spec, stream=Stream(3, "dense/kernel"), layout="keras.dense")
+        ref = stream_values(Stream(3, "dense/kernel"), spec, (64, 32), "keras.dense")
+        assert np.array_equal(_np(init((64, 32), "float32")), ref), name
+        back = isk.Initializer.from_config(json.loads(json.dumps(init.get_config())))
+        assert back.stream == Stream(3, "dense/kernel")
+    model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(8, name="fc")], name="net")
+    isk.reinit(model, HE, stream_seed=4, stream_names=lambda p: p.split("/", 1)[-1])
+    kernel = _np(model.get_layer("fc").kernel.value)
+    assert np.array_equal(kernel, stream_values(Stream(4, "fc/kernel"), HE, (16, 8), "keras.dense"))

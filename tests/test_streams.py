@@ -184,3 +184,21 @@ def test_a_torch_model_and_a_flax_model_start_from_the_same_weights() -> None:
         assert np.abs(np.asarray(new["params"][layer]["bias"], dtype=np.float64) - b).max() <= 8 * 2.0**-24 * 0.1
     with pytest.raises(ValueError, match="no portable stream"):
         ist.reinit_(torch_model, initscale.Orthogonal(), stream_seed=1)
+
+
+@pytest.mark.parametrize("layer", ["dense", "conv2d", "grouped_conv", "conv_transpose", "depthwise", "embedding",
+                                   "lstm_gates", "packed_qkv"])
+def test_every_layer_kind_has_one_canonical_order(layer) -> None:
+    """The torch, Keras and Flax forms of each logical layer hold the same values: sorted, the
+    three arrays are equal, and the canonical flat orders agree element by element."""
+    from initscale import parity
+
+    spec = presets.get("he_uniform")
+    flats = []
+    for family in ("torch", "keras", "flax"):
+        shape, layout = parity.LAYERS[layer].form(family)
+        values = stream_values(Stream(9, layer), spec, shape, layout)
+        strides = canonical_strides(shape, layout)
+        order = np.argsort(np.array(strides))[::-1]  # axes from slowest to fastest canonical stride
+        flats.append(np.transpose(values, order).ravel())
+    assert np.array_equal(flats[0], flats[1]) and np.array_equal(flats[0], flats[2]), layer
