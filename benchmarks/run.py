@@ -1,0 +1,208 @@
+"""initscale's speed as ratios against the native equivalent, measured in the same run.
+
+    python benchmarks/run.py [--quick] [--json FILE] [--markdown FILE]
+
+Each case times initscale and the framework's own function on the same tensor, same dtype, same
+device, and reports the median of repeated runs and their ratio (initscale / native: below 1 is
+faster). Frameworks that are not installed are skipped. ``--quick`` (4M elements, fewer
+repeats) finishes in about a minute on 2 CPU cores; the full run uses 16M fp32 elements on CPU
+and 2^30 on CUDA when a GPU is present.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass
+class Case:
+    name: str
+    device: str
+    initscale_ms: float
+    native_ms: float
+    native: str
+    note: str = ""
+
+    @property
+    def ratio(self) -> float:
+        return self.initscale_ms / self.native_ms if self.native_ms else float("nan")
+
+
+def _median_ms(fn: Callable[[], Any], repeats: int, sync: Callable[[], None] = lambda: None) -> float:
+    fn()
+    sync()  # warm-up (allocation, compilation)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def _torch_cases(n: int, repeats: int) -> list[Case]:
+    import torch
+
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    return [case for device in devices for case in _torch_device_cases(device, n, repeats)]
+
+
+def _torch_device_cases(device: str, n: int, repeats: int) -> list[Case]:
+    import torch
+
+    import initscale
+    from initscale.adapters import torch as ist
+
+    cases = []
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    size = n if device == "cpu" else 2**30
+    w = torch.empty(size // 1024, 1024, device=device)
+    gen = torch.Generator(device=device).manual_seed(0)
+    he_n = initscale.presets.get("torch.kaiming_normal")
+    he_u = initscale.presets.get("torch.kaiming_uniform")
+    he_t = initscale.presets.get("he_normal")
+    fill_n, fill_u, fill_t = (ist.initializer(s) for s in (he_n, he_u, he_t))
+    std = he_n.std(initscale.compute_fans(tuple(w.shape), "torch"))
+    pairs = [
+        ("normal (kaiming_normal)", lambda: fill_n(w, generator=gen),
+         lambda: torch.nn.init.kaiming_normal_(w, generator=gen), "nn.init.kaiming_normal_"),
+        ("uniform (kaiming_uniform)", lambda: fill_u(w, generator=gen),
+         lambda: torch.nn.init.kaiming_uniform_(w, generator=gen), "nn.init.kaiming_uniform_"),
+        ("truncated normal (he_normal)", lambda: fill_t(w, generator=gen),
+         lambda: torch.nn.init.trunc_normal_(w, std=std, a=-2 * std, b=2 * std, generator=gen),
+         "nn.init.trunc_normal_"),
+        ("truncated normal vs normal_", lambda: fill_t(w, generator=gen),
+         lambda: w.normal_(generator=gen), "Tensor.normal_ (untruncated)"),
+        ("constant", lambda: ist.init_(w, initscale.Constant(0.5)), lambda: w.fill_(0.5), "Tensor.fill_"),
+    ]
+    for name, ours, theirs, label in pairs:
+        cases.append(Case(f"torch {name}, {size:,} fp32", device, _median_ms(ours, repeats, sync),
+                          _median_ms(theirs, repeats, sync), label))
+    model = torch.nn.Sequential(*[torch.nn.Linear(64, 64) for _ in range(200)]).to(device)  # 400 params
+    spec = initscale.presets.get("he_normal")
+
+    def loop_trunc() -> None:
+        with torch.no_grad():
+            for layer in model:
+                s = (2.0 / 64) ** 0.5 / 0.8796
+                torch.nn.init.trunc_normal_(layer.weight, std=s, a=-2 * s, b=2 * s)
+                torch.nn.init.zeros_(layer.bias)
+
+    def loop_kaiming() -> None:
+        with torch.no_grad():
+            for layer in model:
+                torch.nn.init.kaiming_normal_(layer.weight)
+                torch.nn.init.zeros_(layer.bias)
+
+    ours = _median_ms(lambda: ist.reinit_(model, spec, generator=gen), max(3, repeats // 2), sync)
+    cases.append(Case("torch reinit_ of 400 small params (200 × Linear(64, 64))", device, ours,
+                      _median_ms(loop_trunc, max(3, repeats // 2), sync), "loop of trunc_normal_ + zeros_"))
+    cases.append(Case("torch reinit_ of 400 small params (200 × Linear(64, 64))", device, ours,
+                      _median_ms(loop_kaiming, max(3, repeats // 2), sync), "loop of kaiming_normal_ + zeros_"))
+    return cases
+
+
+def _jax_cases(n: int, repeats: int) -> list[Case]:
+    import jax
+
+    import initscale
+    from initscale.adapters import jax as isj
+
+    shape = (n // 1024, 1024)
+    key = jax.random.key(0)
+    cases = []
+    for preset, native in (("jax.he_normal", jax.nn.initializers.he_normal()),
+                           ("jax.glorot_uniform", jax.nn.initializers.glorot_uniform())):
+        mine = isj.initializer(initscale.presets.get(preset))
+        ours = jax.jit(lambda k, i=mine: i(k, shape))
+        theirs = jax.jit(lambda k, i=native: i(k, shape))
+        cases.append(Case(f"jax {preset} under jit, {n:,} fp32", str(jax.devices()[0].platform),
+                          _median_ms(lambda f=ours: f(key).block_until_ready(), repeats),
+                          _median_ms(lambda f=theirs: f(key).block_until_ready(), repeats),
+                          f"jax.nn.initializers.{preset.split('.')[1]}"))
+    return cases
+
+
+def _numpy_cases(n: int, repeats: int) -> list[Case]:
+    import numpy as np
+
+    import initscale
+    from initscale.adapters import numpy as isnp
+
+    shape = (n // 1024, 1024)
+    rng = np.random.default_rng(0)
+    init = isnp.initializer(initscale.presets.get("numpy.randn_he"))
+    return [Case(f"numpy normal (randn_he), {n:,} fp32", "cpu",
+                 _median_ms(lambda: init(shape, rng=rng), repeats),
+                 _median_ms(lambda: (rng.standard_normal(shape) * 0.04).astype(np.float32), repeats),
+                 "rng.standard_normal(...) * std")]
+
+
+def _import_ms(module: str) -> float:
+    code = f"import time; t = time.perf_counter(); import {module}; print((time.perf_counter() - t) * 1e3)"
+    runs = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                 check=True).stdout) for _ in range(3)]
+    return statistics.median(runs)
+
+
+def _import_cases() -> list[Case]:
+    cases = [Case("import initscale", "cpu", _import_ms("initscale"), _import_ms("numpy"), "import numpy",
+                  "target: under 50 ms")]
+    for fw in ("torch", "jax"):
+        if importlib.util.find_spec(fw):
+            cases.append(Case(f"import initscale.adapters.{fw}", "cpu", _import_ms(f"initscale.adapters.{fw}"),
+                              _import_ms(fw), f"import {fw}"))
+    return cases
+
+
+def markdown(cases: list[Case]) -> str:
+    lines = [f"Measured on {platform.machine()} {platform.processor() or ''} ({_cpus()} CPUs), Python "
+             f"{platform.python_version()}.", "",
+             "| case | device | initscale (ms) | native (ms) | native | ratio |", "|---|---|---|---|---|---|"]
+    for c in cases:
+        lines.append(f"| {c.name} | {c.device} | {c.initscale_ms:.3g} | {c.native_ms:.3g} | {c.native} | "
+                     f"**{c.ratio:.2f}x** |")
+    return "\n".join(lines)
+
+
+def _cpus() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="4M elements and fewer repeats (about a minute)")
+    parser.add_argument("--json", help="write the cases as JSON to this file")
+    parser.add_argument("--markdown", help="write the markdown table to this file")
+    args = parser.parse_args(argv)
+    n, repeats = (2**22, 5) if args.quick else (2**24, 11)
+    cases: list[Case] = []
+    for name, run in (("torch", _torch_cases), ("jax", _jax_cases), ("numpy", _numpy_cases)):
+        if importlib.util.find_spec(name):
+            cases += run(n, repeats)
+    cases += _import_cases()
+    table = markdown(cases)
+    print(table)
+    if args.markdown:
+        with open(args.markdown, "w", encoding="utf-8") as f:
+            f.write(table + "\n")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump([{**asdict(c), "ratio": c.ratio} for c in cases], f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
