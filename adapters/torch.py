@@ -449,10 +449,17 @@ def _reinit(module: torch.nn.Module, rules: Spec | Mapping[str, Spec | None], *,
         return decided.report
     seeds = _ShardSeeds(generator)
     staged: list[tuple[torch.Tensor, torch.Tensor]] = []
+    # Parameters that share a distribution, dtype and device (and need no layout) are drawn as one
+    # flat buffer and split into views: one kernel call per group instead of one per tensor.
+    groups: dict[tuple[Any, torch.dtype, torch.device], list[torch.Tensor]] = {}
     with torch.no_grad():
         for decision, tensor in targets:  # every value is computed before anything is written
             assert decision.dist is not None
             if tensor.numel() == 0:
+                continue
+            if (stream_seed is None and not _is_dtensor(tensor) and not isinstance(decision.dist, OrthogonalDist)
+                    and not isinstance(decision.dist, ConstantDist)):
+                groups.setdefault((decision.dist, tensor.dtype, tensor.device), []).append(tensor)
                 continue
             if stream_seed is not None:
                 if isinstance(decision.dist, OrthogonalDist):
@@ -467,6 +474,11 @@ def _reinit(module: torch.nn.Module, rules: Spec | Mapping[str, Spec | None], *,
                 values = torch.empty_like(tensor)
                 _fill(decision.dist, decision.layout, values, generator)
             staged.append((_local(tensor), values))
+        for (dist, dtype, device), tensors in groups.items():
+            flat = torch.empty(sum(t.numel() for t in tensors), dtype=dtype, device=device)
+            _fill(dist, None, flat, generator)
+            for tensor, part in zip(tensors, torch.split(flat, [t.numel() for t in tensors]), strict=True):
+                staged.append((tensor, part.view(tensor.shape)))
         for target, values in staged:
             target.copy_(values)
     return decided.report

@@ -73,7 +73,7 @@ def _progress(stream: IO[str], done: int, total: int, label: str) -> None:
 def _parity(args: argparse.Namespace) -> int:
     chosen = args.preset or _presets.names()
     for name in chosen:
-        _presets.get(name)  # before importing any framework: a typo fails fast
+        parse_spec(name)  # before importing any framework: a typo fails fast, with close matches
     backends = args.backend or parity.available_backends()
     layers = args.layer or list(parity.LAYERS)
     show = args.progress if args.progress is not None else sys.stderr.isatty()

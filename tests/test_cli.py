@@ -48,7 +48,7 @@ def test_parity_fails_with_exit_code_1_and_names_the_row(monkeypatch, capsys) ->
 
 def test_bad_names_exit_2_with_the_valid_choices(capsys) -> None:
     assert cli.main(["parity", "--preset", "he_normall"]) == 2
-    assert "Argument `preset` must be one of" in capsys.readouterr().err
+    assert "Unknown preset 'he_normall'. Did you mean 'he_normal'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(["parity", "--layer", "rnn"])
 
