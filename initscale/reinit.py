@@ -157,10 +157,11 @@ def compile_rules(rules: Spec | Mapping[str, Spec | None]) -> tuple[Rule, ...]:
     if isinstance(rules, Spec):
         return (Rule("*", rules, "weights"),)
     if not isinstance(rules, Mapping):
+        hint = f" For a preset, pass initscale.presets.get({rules!r})." if isinstance(rules, str) else ""
         raise TypeError(
             "Argument `rules` must be an initscale spec (applied to every supported layer's "
             "weights) or a mapping from pattern to spec, e.g. {'Conv2d': initscale.presets.get("
-            f"'he_normal'), '*.bias': initscale.Zeros()}}. Received: rules={rules!r}."
+            f"'he_normal'), '*.bias': initscale.Zeros()}}. Received: rules={rules!r}.{hint}"
         )
     compiled = []
     for pattern, spec in rules.items():
@@ -348,16 +349,32 @@ def plan(params: Sequence[Param], rules: Spec | Mapping[str, Spec | None], *, in
     compiled = compile_rules(rules)
     used: set[str] = set()
     decisions, rows = [], []
+    # Models repeat the same layer many times: resolve each (layout, shape) and (spec, layout,
+    # shape) once.
+    rules_seen: dict[Any, Layout | LayerKind] = {}
+    fans_seen: dict[tuple[Any, tuple[int, ...]], Fans | None] = {}
+    resolved: dict[tuple[Spec, Any, tuple[int, ...]], tuple[Distribution, Layout | None, Fans | None]] = {}
     for param in params:
         spec, reason = _choose(param, compiled, used, defaults)
-        rule = None if param.layout is None else resolve(param.layout)
-        fans = _fans(param, rule)
+        rule = None
+        if param.layout is not None:
+            key = param.layout if isinstance(param.layout, str) else id(param.layout)
+            if key not in rules_seen:
+                rules_seen[key] = resolve(param.layout)
+            rule = rules_seen[key]
+        shape_key = (rule, param.shape)
+        if shape_key not in fans_seen:
+            fans_seen[shape_key] = _fans(param, rule)
+        fans = fans_seen[shape_key]
         dist: Distribution | None = None
         layout: Layout | None = None
         if spec is not None and param.frozen and not include_frozen:
             spec, reason = None, "frozen: not trainable; pass include_frozen=True to include it"
         if spec is not None:
-            dist, layout, fans = _resolve(param, spec, rule)
+            spec_key = (spec, rule, param.shape)
+            if spec_key not in resolved:
+                resolved[spec_key] = _resolve(param, spec, rule)
+            dist, layout, fans = resolved[spec_key]
         decisions.append(Decision(param, dist, layout))
         rows.append(ReportRow(
             name=param.name, shape=param.shape, layer=param.layer,
