@@ -91,6 +91,8 @@ def _check_tensor(tensor: torch.Tensor) -> None:
 
 
 def _truncated(dist: TruncatedNormalDist, out: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Inverse CDF: v ~ U(erf(α/√2), erf(β/√2)), z = √2·erfinv(v), scaled and clamped to the
+    exact bounds. Drawn straight into ``out`` when it has the working dtype (no extra pass)."""
     a, b = dist.standard_bounds
     flip = a > 0.0  # an upper-tail interval is drawn as the mirror of the lower one
     if flip:
@@ -99,12 +101,13 @@ def _truncated(dist: TruncatedNormalDist, out: torch.Tensor, generator: torch.Ge
     # wider or one-sided intervals, and float64 weights, are drawn in float64.
     work = torch.float32 if out.dtype != torch.float64 and max(abs(a), abs(b)) <= 4.0 else torch.float64
     edge = 1.0 - torch.finfo(work).eps / 2  # keeps erfinv finite when a bound is infinite
-    u = torch.empty(out.shape, dtype=work, device=out.device)
-    u.uniform_(normal_cdf(a), normal_cdf(b), generator=generator)
-    z = u.mul_(2.0).sub_(1.0).clamp_(-edge, edge).erfinv_().mul_(math.sqrt(2.0)).clamp_(a, b)
-    if flip:
-        z.neg_()
-    return z.mul_(dist.sigma).add_(dist.loc)
+    v = out if out.dtype == work and out.is_contiguous() else torch.empty(out.shape, dtype=work, device=out.device)
+    v.uniform_(2.0 * normal_cdf(a) - 1.0, 2.0 * normal_cdf(b) - 1.0, generator=generator)
+    scale = -math.sqrt(2.0) * dist.sigma if flip else math.sqrt(2.0) * dist.sigma
+    z = v.clamp_(-edge, edge).erfinv_().mul_(scale)
+    if dist.loc != 0.0:
+        z.add_(dist.loc)
+    return z.clamp_(dist.low, dist.high)
 
 
 def _orthogonal(dist: OrthogonalDist, layout: Layout, out: torch.Tensor,
@@ -132,7 +135,9 @@ def _fill(dist: Distribution, layout: Layout | None, tensor: torch.Tensor,
         tensor.fill_(dist.value)
         return
     if isinstance(dist, TruncatedNormalDist):
-        tensor.copy_(_truncated(dist, tensor, generator))
+        values = _truncated(dist, tensor, generator)
+        if values is not tensor:
+            tensor.copy_(values)
         return
     if isinstance(dist, OrthogonalDist):
         if layout is None:
