@@ -6,7 +6,8 @@
 >>> round(spec.std(fans), 6)   # sqrt(2 / (1 + 0.2²) / (64·3·3))
 0.057781
 
-The core imports NumPy only. Framework adapters are attributes loaded on first use:
+``import initscale`` needs the standard library only (NumPy, a dependency, is imported on the first
+array operation: sampling, CDFs, quadrature, streams). Framework adapters are attributes loaded on first use:
 ``initscale.numpy`` (the reference sampler), ``initscale.torch``, ``initscale.keras`` (Keras 3, or the
 legacy ``tf_keras`` adapter when ``TF_USE_LEGACY_KERAS=1``), ``initscale.tf_keras`` and ``initscale.jax``;
 each imports its framework only then, and says which pip extra to install when the framework is missing.

@@ -38,17 +38,20 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal
-
-import numpy as np
-from numpy.polynomial.legendre import leggauss
-from numpy.typing import NDArray
+from typing import TYPE_CHECKING, Literal
 
 from . import _validate
 
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
+
+    Array = NDArray[np.float64]
+else:
+    from ._lazy import numpy as np
+
 __all__ = ["ACTIVATIONS", "GainDetails", "derived_gain", "gain", "gain_details", "names"]
 
-Array = NDArray[np.float64]
 Method = Literal["auto", "table", "derived"]
 _METHODS = ("auto", "table", "derived")
 
@@ -122,7 +125,7 @@ _PANELS, _PANEL_NODES, _HALF_LINE_END = 24, 32, 48.0
 @lru_cache(maxsize=1)
 def _half_line_rule() -> tuple[Array, Array]:
     """Nodes z ≥ 0 and weights w·φ(z) such that Σ w g(z) ≈ ∫₀^∞ g(z) φ(z) dz."""
-    t, w = leggauss(_PANEL_NODES)
+    t, w = np.polynomial.legendre.leggauss(_PANEL_NODES)
     width = _HALF_LINE_END / _PANELS
     left = np.arange(_PANELS)[:, None] * width
     z = (left + (t + 1.0) * width / 2.0).ravel()

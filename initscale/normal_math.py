@@ -24,9 +24,13 @@ Example:
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-import numpy as np
-from numpy.typing import ArrayLike, NDArray
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import ArrayLike, NDArray
+else:
+    from ._lazy import numpy as np
 
 __all__ = [
     "complex_truncated_rms",

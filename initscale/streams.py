@@ -41,16 +41,19 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import numpy as np
-from numpy.typing import NDArray
+from typing import TYPE_CHECKING, Any
 
 from . import _validate
 from .distributions import ConstantDist, Distribution, NormalDist, OrthogonalDist, TruncatedNormalDist, UniformDist
 from .fans import Layout, LayoutLike, resolve
 from .normal_math import ndtri, normal_cdf
 from .specs import Spec
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
+else:
+    from ._lazy import numpy as np
 
 __all__ = ["PHILOX_M", "PHILOX_W", "Stream", "canonical_strides", "draw", "philox4x32", "plan_stream", "round_keys",
            "stream_values", "transform", "uniform_from_bits"]
@@ -210,7 +213,7 @@ def draw(stream: Stream, dist: Distribution, shape: Sequence[int], layout: Layou
 
 
 def stream_values(stream: Stream, spec: Spec, shape: Sequence[int], layout: LayoutLike,
-                  box: Sequence[slice] | None = None, dtype: Any = np.float32) -> NDArray[Any]:
+                  box: Sequence[slice] | None = None, dtype: Any = "float32") -> NDArray[Any]:
     """The NumPy reference: the values of ``stream`` for a weight of ``shape`` in ``layout``
     (only the sub-box ``box`` of it when given, e.g. one shard), as ``dtype``."""
     dist, strides = plan_stream(stream, spec, shape, layout)

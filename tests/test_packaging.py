@@ -24,6 +24,34 @@ def test_import_initscale_imports_no_framework() -> None:
     assert out.stdout.strip() == ""
 
 
+def test_import_initscale_needs_only_the_standard_library() -> None:
+    """NumPy is imported on first array use: with it blocked, `import initscale` and the analytic
+    answers (fans, variance, gains from the table, explain) still work, and an array call names it."""
+    code = (
+        "import sys, importlib.abc\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name.split('.')[0] == 'numpy':\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import initscale\n"
+        "from initscale.explain import explain\n"
+        "fans = initscale.compute_fans((3, 3, 64, 128), 'keras')\n"
+        "he = initscale.presets.get('he_normal')\n"
+        "print(he.std(fans), initscale.gain('relu') ** 2, explain('he_normal', (4, 5)).std)\n"
+        "try:\n"
+        "    initscale.distributions.NormalDist(0.0, 1.0).cdf(0.0)\n"
+        "except ImportError as err:\n"
+        "    print('needs numpy' if 'pip install numpy' in str(err) else err)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.strip().splitlines()
+    assert lines[-1] == "needs numpy"
+    std, gain_sq, _ = (float(v) for v in lines[0].split())
+    assert std == pytest.approx((2 / 576) ** 0.5) and gain_sq == pytest.approx(2.0)
+
+
 def test_adapters_ship_inside_the_package_only() -> None:
     import initscale.adapters
 
