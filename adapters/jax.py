@@ -308,8 +308,6 @@ def _infer(names: tuple[str, ...], ndim: int, classes: Mapping[tuple[str, ...], 
         if parent == "out":  # (heads, head_dim, out)
             return "weight", Layout((0, 1), 2, name="flax.attention_out"), owner_classes
         return "weight", Layout(0, (1, 2), name="flax.attention_qkv"), owner_classes  # (in, heads, head_dim)
-    if (owner == "OptimizedLSTMCell" or grand == "OptimizedLSTMCell") and parent in ("i", "h") and ndim == 2:
-        return "weight", Layout(-2, -1, out_groups=4, name="flax.optimized_lstm"), owner_classes
     if owner == "ConvTranspose" and ndim >= 3:
         return "weight", "flax.conv_transpose", owner_classes
     if owner == "Conv" and ndim >= 3:
@@ -374,8 +372,8 @@ def reinit(params: Any, rules: Spec | Mapping[str, Spec | None], key: Any, dry_r
 
     Layouts by flax convention: ``kernel`` (in, out) for Dense/Linear, (*kernel, in/groups, out)
     for Conv, (*kernel, in, out) for ConvTranspose, per projection for attention q/k/v
-    (in, heads, head_dim) and out (heads, head_dim, out), per gate for OptimizedLSTMCell's stacked
-    kernels; ``embedding`` (num_embeddings, features).
+    (in, heads, head_dim) and out (heads, head_dim, out) (LSTM cells keep one Dense per gate, so
+    per-gate fans come from the dense rule); ``embedding`` (num_embeddings, features).
 
     Example:
         >>> import jax, jax.numpy as jnp, flax.linen as nn, initscale

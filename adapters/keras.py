@@ -55,7 +55,7 @@ from initscale.distributions import (
     TruncatedNormalDist,
     UniformDist,
 )
-from initscale.fans import LayerKind, Layout, LayoutLike
+from initscale.fans import Layout, LayoutLike, layout_from_config, layout_to_config
 from initscale.keras_layers import keras_role
 from initscale.normal_math import normal_cdf
 from initscale.plan import planner
@@ -65,7 +65,6 @@ from initscale.specs import Constant as ConstantSpec
 from initscale.specs import Normal, Spec, Uniform
 from initscale.specs import Ones as OnesSpec
 from initscale.specs import Orthogonal as OrthogonalSpec
-from initscale.specs import VarianceScaling as VarianceScalingSpec
 from initscale.specs import Zeros as ZerosSpec
 from initscale.streams import Stream, stream_values
 from initscale.streams import draw as transform_stream
@@ -179,22 +178,6 @@ def _check_seed(seed: Any) -> Any:
     return seed
 
 
-def _layout_config(layout: LayoutLike | None) -> Any:
-    if layout is None or isinstance(layout, str):
-        return layout
-    if isinstance(layout, LayerKind):
-        return str(layout)
-    return {"in_axes": list(layout.in_axes), "out_axes": list(layout.out_axes),
-            "batch_axes": list(layout.batch_axes), "in_groups": layout.in_groups,
-            "out_groups": layout.out_groups}
-
-
-def _layout_from_config(config: Any) -> LayoutLike | None:
-    if isinstance(config, dict):
-        return Layout(**config)
-    return config  # type: ignore[no-any-return]
-
-
 # --- the initializer -----------------------------------------------------------------------------
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -223,7 +206,7 @@ class Initializer(keras.initializers.Initializer):  # type: ignore[misc]
         self.spec = spec
         self._init_seed = seed
         self.seed = _check_seed(seed)
-        self.layout = _layout_from_config(layout)
+        self.layout = layout_from_config(layout)
         self._plan, self._rule = planner(spec, _DEFAULT_LAYOUT if self.layout is None else self.layout)
         if isinstance(stream, Mapping):
             stream = Stream(**stream)
@@ -243,7 +226,7 @@ class Initializer(keras.initializers.Initializer):  # type: ignore[misc]
 
     def get_config(self) -> dict[str, Any]:
         config = {"spec": self.spec.to_dict(), "seed": keras.saving.serialize_keras_object(self._init_seed),
-                  "layout": _layout_config(self.layout)}
+                  "layout": layout_to_config(self.layout)}
         if self.stream is not None:
             config["stream"] = {"seed": self.stream.seed, "name": self.stream.name}
         return config
@@ -276,7 +259,7 @@ class _KerasNamed(Initializer):
         config = dict(self._keras_args)
         config["seed"] = keras.saving.serialize_keras_object(self._init_seed)
         if self.layout is not None:
-            config["layout"] = _layout_config(self.layout)
+            config["layout"] = layout_to_config(self.layout)
         return config
 
     @classmethod
@@ -306,10 +289,6 @@ def _counted_axes(input_axes: Any, output_axes: Any) -> _CountedAxes:
     return _CountedAxes(ins, outs, name=f"keras(input_axes={list(ins)}, output_axes={list(outs)})")
 
 
-_KERAS_DISTRIBUTIONS = {"truncated_normal": "truncated_normal", "normal": "truncated_normal",
-                        "untruncated_normal": "normal", "uniform": "uniform"}
-
-
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class VarianceScaling(_KerasNamed):
     """Drop-in for ``keras.initializers.VarianceScaling``: Var[W] = scale / n.
@@ -323,12 +302,8 @@ class VarianceScaling(_KerasNamed):
     def __init__(self, scale: float = 1.0, mode: str = "fan_in", distribution: str = "truncated_normal",
                  seed: Any = None, input_axes: Any = None, output_axes: Any = None,
                  layout: LayoutLike | None = None) -> None:
-        name = distribution.lower() if isinstance(distribution, str) else distribution
-        if name not in _KERAS_DISTRIBUTIONS:
-            raise ValueError(
-                "Argument `distribution` must be one of 'normal', 'truncated_normal', 'uniform', "
-                f"'untruncated_normal'. Received: distribution={distribution!r}."
-            )
+        spec = presets.get("keras.variance_scaling", scale=scale, mode=mode, distribution=distribution)
+        name = distribution.lower()  # the preset has checked it
         if (input_axes is None) != (output_axes is None):
             raise ValueError(
                 "Arguments `input_axes` and `output_axes` go together: give both or neither. Received: "
@@ -341,7 +316,6 @@ class VarianceScaling(_KerasNamed):
                 raise ValueError("Give either `layout` or `input_axes`/`output_axes`, not both.")
             args.update(input_axes=input_axes, output_axes=output_axes)
             fan_layout = _counted_axes(input_axes, output_axes)
-        spec = VarianceScalingSpec(scale, mode, _KERAS_DISTRIBUTIONS[name])
         super().__init__(spec, seed, layout, fan_layout=fan_layout, **args)
 
 

@@ -40,7 +40,7 @@ from initscale.distributions import (
     TruncatedNormalDist,
     UniformDist,
 )
-from initscale.fans import LayerKind, Layout, LayoutLike
+from initscale.fans import Layout, LayoutLike, layout_from_config, layout_to_config
 from initscale.keras_layers import keras_role
 from initscale.normal_math import normal_cdf
 from initscale.plan import planner
@@ -50,7 +50,6 @@ from initscale.specs import Constant as ConstantSpec
 from initscale.specs import Normal, Spec, Uniform
 from initscale.specs import Ones as OnesSpec
 from initscale.specs import Orthogonal as OrthogonalSpec
-from initscale.specs import VarianceScaling as VarianceScalingSpec
 from initscale.specs import Zeros as ZerosSpec
 
 __all__ = [
@@ -155,16 +154,6 @@ def _check_seed(seed: Any) -> int | None:
     return seed
 
 
-def _layout_config(layout: LayoutLike | None) -> Any:
-    if layout is None or isinstance(layout, str):
-        return layout
-    if isinstance(layout, LayerKind):
-        return str(layout)
-    return {"in_axes": list(layout.in_axes), "out_axes": list(layout.out_axes),
-            "batch_axes": list(layout.batch_axes), "in_groups": layout.in_groups,
-            "out_groups": layout.out_groups}
-
-
 # --- initializers --------------------------------------------------------------------------------
 
 @_register(package=_PACKAGE)
@@ -186,7 +175,7 @@ class Initializer(tf_keras.initializers.Initializer):  # type: ignore[misc]
             raise TypeError(f"Argument `spec` must be an initscale spec. Received: spec={spec!r}.")
         self.spec = spec
         self.seed = _check_seed(seed)
-        self.layout = Layout(**layout) if isinstance(layout, dict) else layout
+        self.layout = layout_from_config(layout)
         self._plan, self._rule = planner(spec, _DEFAULT_LAYOUT if self.layout is None else self.layout)
 
     def __call__(self, shape: Any, dtype: Any = None, **kwargs: Any) -> tf.Tensor:
@@ -196,7 +185,7 @@ class Initializer(tf_keras.initializers.Initializer):  # type: ignore[misc]
         return _sample(dist, concrete, dims, _float_dtype(dtype), seed)
 
     def get_config(self) -> dict[str, Any]:
-        return {"spec": self.spec.to_dict(), "seed": self.seed, "layout": _layout_config(self.layout)}
+        return {"spec": self.spec.to_dict(), "seed": self.seed, "layout": layout_to_config(self.layout)}
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Initializer:
@@ -216,16 +205,12 @@ class _KerasNamed(Initializer):
     def get_config(self) -> dict[str, Any]:
         config = {**self._keras_args, "seed": self.seed}
         if self.layout is not None:
-            config["layout"] = _layout_config(self.layout)
+            config["layout"] = layout_to_config(self.layout)
         return config
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Initializer:
         return cls(**config)
-
-
-_KERAS_DISTRIBUTIONS = {"truncated_normal": "truncated_normal", "normal": "truncated_normal",
-                        "untruncated_normal": "normal", "uniform": "uniform"}
 
 
 @_register(package=_PACKAGE)
@@ -235,14 +220,9 @@ class VarianceScaling(_KerasNamed):
 
     def __init__(self, scale: float = 1.0, mode: str = "fan_in", distribution: str = "truncated_normal",
                  seed: int | None = None, layout: LayoutLike | None = None) -> None:
-        name = distribution.lower() if isinstance(distribution, str) else distribution
-        if name not in _KERAS_DISTRIBUTIONS:
-            raise ValueError(
-                "Argument `distribution` must be one of 'normal', 'truncated_normal', 'uniform', "
-                f"'untruncated_normal'. Received: distribution={distribution!r}."
-            )
-        super().__init__(VarianceScalingSpec(scale, mode, _KERAS_DISTRIBUTIONS[name]), seed, layout,
-                         scale=scale, mode=mode, distribution=name)
+        spec = presets.get("keras.variance_scaling", scale=scale, mode=mode, distribution=distribution)
+        name = distribution.lower()  # the preset has checked it
+        super().__init__(spec, seed, layout, scale=scale, mode=mode, distribution=name)
 
 
 def _fixed(name: str, preset: str, doc: str) -> type[_KerasNamed]:

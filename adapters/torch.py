@@ -31,6 +31,7 @@ Note:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import sys
@@ -293,10 +294,15 @@ def initializer(spec: Spec, layout: LayoutLike = "torch", *, stream: Stream | No
     return init
 
 
+@functools.lru_cache(maxsize=256)
+def _compiled(spec: Spec, layout: LayoutLike) -> TorchInitializer:
+    return initializer(spec, layout)
+
+
 def init_(tensor: torch.Tensor, spec: Spec, layout: LayoutLike = "torch", *,
           generator: torch.Generator | None = None) -> torch.Tensor:
-    """Fill ``tensor`` in place with ``spec`` and return it."""
-    return initializer(spec, layout)(tensor, generator=generator)
+    """Fill ``tensor`` in place with ``spec`` and return it (each (spec, layout) is compiled once)."""
+    return _compiled(spec, layout)(tensor, generator=generator)
 
 
 def variance_scaling_(tensor: torch.Tensor, scale: float = 1.0, mode: str = "fan_in",

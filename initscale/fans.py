@@ -46,6 +46,8 @@ __all__ = [
     "compute_fans",
     "describe_kind",
     "get",
+    "layout_from_config",
+    "layout_to_config",
     "names",
     "resolve",
 ]
@@ -464,6 +466,27 @@ def resolve(layout: LayoutLike) -> Layout | LayerKind:
         f"Argument `layout` must be a layout name (see initscale.layouts.names()), a Layout or a "
         f"LayerKind. Received: layout={layout!r}."
     )
+
+
+def layout_to_config(layout: LayoutLike | None) -> Any:
+    """A JSON-safe form of ``layout`` (names and layer kinds as their strings, a :class:`Layout`
+    as a dict of its fields); :func:`layout_from_config` reads it back."""
+    if layout is None or isinstance(layout, str):
+        return layout
+    if isinstance(layout, LayerKind):
+        return str(layout)
+    return {"in_axes": list(layout.in_axes), "out_axes": list(layout.out_axes),
+            "batch_axes": list(layout.batch_axes), "in_groups": layout.in_groups,
+            "out_groups": layout.out_groups}
+
+
+def layout_from_config(config: Any) -> LayoutLike | None:
+    """The inverse of :func:`layout_to_config`."""
+    if isinstance(config, dict):
+        return Layout(**config)
+    if config is None or isinstance(config, (str, Layout, LayerKind)):
+        return config
+    raise TypeError(f"A layout config must be a name, a dict of Layout fields or None. Received: {config!r}.")
 
 
 def compute_fans(shape: Sequence[int], layout: LayoutLike) -> Fans:

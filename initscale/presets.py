@@ -161,7 +161,9 @@ def variance_scaling(scale: float = 1.0, mode: str = "fan_in", distribution: str
 
 @_preset("keras.variance_scaling", source="keras.initializers.VarianceScaling (Keras 3)", layout="keras")
 def keras_variance_scaling(scale: float = 1.0, mode: str = "fan_in", distribution: str = "truncated_normal") -> Spec:
-    """Keras 3 VarianceScaling: "normal" is stored as "truncated_normal"; "untruncated_normal" is N(0, scale/n)."""
+    """Keras 3 VarianceScaling: "normal" is stored as "truncated_normal"; "untruncated_normal" is N(0, scale/n).
+    As in Keras, the distribution name is case-insensitive."""
+    distribution = distribution.lower() if isinstance(distribution, str) else distribution
     distribution = _validate.choice(
         "distribution", distribution, ("normal", "truncated_normal", "untruncated_normal", "uniform")
     )

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import initscale
-from _stats import failures, same_distribution
+from _stats import PRESET_SHAPES, failures, same_distribution
 from initscale import presets
 
 keras = pytest.importorskip("keras")
@@ -39,8 +39,7 @@ def _float64_ok() -> bool:
     return bool(jax.config.jax_enable_x64)
 
 
-_SHAPES = {"keras": SHAPE, "flax": SHAPE, "torch": (200, 100, 3, 3), "flax.embed": (1000, 200),
-           "torch.mha_in_proj": (768, 256)}
+_SHAPES = PRESET_SHAPES
 
 
 @pytest.mark.parametrize("name", [n for n in presets.names() if "orthogonal" not in n])

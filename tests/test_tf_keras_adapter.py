@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import initscale
-from _stats import failures, same_distribution
+from _stats import PRESET_SHAPES, failures, same_distribution
 from initscale import presets
 
 tf_keras = pytest.importorskip("tf_keras")
@@ -22,8 +22,7 @@ istk = pytest.importorskip("initscale.adapters.tf_keras")
 F32 = 2.0**-24
 HE = presets.get("he_normal")
 SHAPE = (3, 3, 100, 200)
-_SHAPES = {"keras": SHAPE, "flax": SHAPE, "torch": (200, 100, 3, 3), "flax.embed": (1000, 200),
-           "torch.mha_in_proj": (768, 256)}
+_SHAPES = PRESET_SHAPES
 
 
 @pytest.mark.parametrize("name", [n for n in presets.names() if "orthogonal" not in n])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import initscale
-from _stats import failures
+from _stats import PRESET_SHAPES, failures
 from initscale import presets
 
 torch = pytest.importorskip("torch")
@@ -103,8 +103,7 @@ def test_cuda_draws() -> None:
     assert failures(t.double().cpu().numpy(), spec.resolve(initscale.compute_fans(SHAPE, "torch"))) == []
 
 
-_SHAPES = {"keras": (3, 3, 100, 200), "flax": (3, 3, 100, 200), "torch": (200, 100, 3, 3),
-           "flax.embed": (1000, 200), "torch.mha_in_proj": (768, 256)}
+_SHAPES = PRESET_SHAPES
 
 
 @pytest.mark.parametrize("name", [n for n in presets.names() if "orthogonal" not in n])
