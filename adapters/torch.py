@@ -36,6 +36,7 @@ import hashlib
 import math
 import sys
 from collections.abc import Callable, Mapping
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -55,7 +56,7 @@ from initscale.plan import planner
 from initscale.reinit import Param, Report, Role
 from initscale.reinit import plan as reinit_plan
 from initscale.specs import Orthogonal, Spec, VarianceScaling
-from initscale.streams import Stream, canonical_strides, philox4x32, plan_stream, transform
+from initscale.streams import Stream, canonical_strides, inverse_permutation, plan_stream, run_bits, runs, transform
 
 __all__ = [
     "apply_fn",
@@ -238,29 +239,36 @@ def _stream_values(stream: Stream, spec: Spec, rule: LayoutLike, tensor: torch.T
     return _stream_draw(stream, dist, strides, tensor)
 
 
+_STREAM_PIECE = 2**19  # elements per piece on CPU: bounds the temporaries (a few MB each) and keeps them warm
+
+
 def _stream_draw(stream: Stream, dist: Distribution, strides: tuple[int, ...], tensor: torch.Tensor) -> torch.Tensor:
+    """Only the elements of ``tensor``'s local shard are generated, a Philox block per four
+    consecutive canonical elements (:func:`initscale.streams.run_bits`), in int64 on its device."""
     shape = tuple(tensor.shape)
     local = _local(tensor)
-    offset = (0,) * len(shape)
+    box = None
     if _is_dtensor(tensor):
         from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
 
         _, offset = compute_local_shape_and_global_offset(shape, tensor.device_mesh,  # type: ignore[attr-defined]
                                                           tensor.placements)  # type: ignore[attr-defined]
+        box = [slice(start, start + n) for start, n in zip(offset, local.shape, strict=True)]
+    plan = runs(shape, strides, box)
     device = local.device
-    index = torch.zeros((), dtype=torch.int64, device=device)
-    for axis, (start, n, stride) in enumerate(zip(offset, local.shape, strides, strict=True)):
-        view = [1] * local.dim()
-        view[axis] = n
-        index = index + torch.arange(start, start + n, dtype=torch.int64, device=device).view(view) * stride
-    index = index.expand(local.shape)
-    block, lane = index >> 2, index & 3
-    zeros = torch.zeros_like(block)
-    words = torch.stack(philox4x32(block & 0xFFFFFFFF, block >> 32, zeros, zeros, stream.key), dim=-1)
-    bits = words.gather(-1, lane.unsqueeze(-1)).squeeze(-1)
-    u = ((bits >> 9).to(torch.float64) * 2.0 + 1.0) * 2.0**-24
-    values: torch.Tensor = transform(dist, u, torch.special.ndtri)
-    return values.to(local.dtype)
+    ops = SimpleNamespace(arange=lambda n: torch.arange(n, dtype=torch.int64, device=device),
+                          stack=lambda arrays: torch.stack(arrays, dim=-1),
+                          take=lambda array, index: torch.take_along_dim(array, index, dim=-1))
+    flat = torch.empty(plan.size, dtype=local.dtype, device=device)
+    for piece, start, stop in plan.split(_STREAM_PIECE if device.type == "cpu" else plan.size):
+        bits = run_bits(piece, stream.key, ops).reshape(-1)
+        bits >>= 8
+        bits |= 1  # 2·(x >> 9) + 1
+        u = bits.to(torch.float64)
+        u *= 2.0**-24
+        flat[start:stop] = transform(dist, u, torch.special.ndtri)
+    values = flat.reshape(plan.counts)
+    return values.permute(inverse_permutation(plan.perm))
 
 
 def initializer(spec: Spec, layout: LayoutLike = "torch", *, stream: Stream | None = None) -> TorchInitializer:

@@ -14,8 +14,9 @@ the float stage as stated below) whatever the framework's layout or the weight's
    Philox4x32-10 block with counter (i // 4 mod 2³², i // 2³⁴, 0, 0).
 3. **Philox4x32-10** (Salmon et al., SC'11; Random123's known-answer vectors are in the tests):
    ten rounds of (hi₀, lo₀) = M₀·c₀, (hi₁, lo₁) = M₁·c₂, c ← (hi₁⊕c₁⊕k₀, lo₁, hi₀⊕c₃⊕k₁, lo₀), the
-   key bumped by the Weyl constants between rounds. Written with 16-bit partial products only,
-   so it is exact in uint32 (NumPy, JAX) and in int64 (torch) alike.
+   key bumped by the Weyl constants between rounds. Each product is one multiply in 64-bit
+   integers (NumPy uint64; torch int64, whose wrap keeps all 64 bits), or 16-bit partial products
+   in uint32 (JAX without x64): the same words either way.
 4. **Uniform**: u = (2·(x >> 9) + 1) · 2⁻²⁴, one of 2²³ odd multiples of 2⁻²⁴ in (0, 1), exact in
    float32 and symmetric (u and 1 − u are both values).
 5. **Distribution**: uniform ``low + (high − low)·u``; normal ``mean + std·Φ⁻¹(u)``; truncated
@@ -23,6 +24,10 @@ the float stage as stated below) whatever the framework's layout or the weight's
    lower one), in float64 where the backend has it, then rounded once to the weight's dtype.
    Φ⁻¹ is each backend's own ``ndtri``, so float results may differ by a few ulps between
    backends (measured in the tests); the integers and uniforms never do.
+
+Generation follows the definition without its cost: a box of the weight (the whole of it, or one
+shard) is cut into runs of consecutive canonical indices (:func:`runs`), and each run costs one
+Philox block per four elements (:func:`run_bits`); only the box's own elements are generated.
 
 Orthogonal specs are not portable (their QR differs between linear-algebra libraries).
 
@@ -39,8 +44,10 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from . import _validate
@@ -55,8 +62,8 @@ if TYPE_CHECKING:
 else:
     from ._lazy import numpy as np
 
-__all__ = ["PHILOX_M", "PHILOX_W", "Stream", "canonical_strides", "draw", "philox4x32", "plan_stream", "round_keys",
-           "stream_values", "transform", "uniform_from_bits"]
+__all__ = ["PHILOX_M", "PHILOX_W", "Runs", "Stream", "canonical_strides", "draw", "inverse_permutation", "philox4x32",
+           "plan_stream", "round_keys", "run_bits", "runs", "stream_values", "transform", "uniform_from_bits"]
 
 PHILOX_M = (0xD2511F53, 0xCD9E8D57)
 PHILOX_W = (0x9E3779B9, 0xBB67AE85)
@@ -88,8 +95,8 @@ class Stream:
 
 
 def _mulhilo(a: Any, m: int) -> tuple[Any, Any]:
-    """(hi, lo) 32-bit words of a·m for 32-bit a (any integer array type) and constant m, from
-    16-bit partial products, so no intermediate exceeds 2³²·3."""
+    """(hi, lo) 32-bit words of a·m for 32-bit a (any unsigned integer array) and constant m, from
+    16-bit partial products, so no intermediate reaches 2³² and no constant exceeds 2¹⁶."""
     a0, a1 = a & _MASK16, a >> 16
     m0, m1 = m & _MASK16, m >> 16
     p00, p01, p10, p11 = a0 * m0, a0 * m1, a1 * m0, a1 * m1
@@ -105,22 +112,47 @@ def round_keys(key: tuple[int, int], rounds: int = 10) -> list[tuple[int, int]]:
 
 
 def philox4x32(c0: Any, c1: Any, c2: Any, c3: Any, key: tuple[int, int], rounds: int = 10,
-               const: Any = None) -> tuple[Any, Any, Any, Any]:
-    """Philox4x32-``rounds`` on arrays of 32-bit counter words (NumPy uint32/uint64, torch int64 or
-    JAX uint32: only &, |, ^, >>, <<, + and * by constants below 2¹⁶ are used). ``const`` turns a
-    round-key word into the array library's scalar (JAX needs ``jnp.uint32`` for words ≥ 2³¹)."""
+               const: Any = None, wide: bool = False) -> tuple[Any, Any, Any, Any]:
+    """Philox4x32-``rounds`` on arrays of 32-bit counter words.
+
+    ``wide=True`` is for 64-bit integer arrays (NumPy uint64, torch int64): each 32×32-bit product
+    is one multiply (wrapping in int64 keeps its 64 bits), and the rounds update ``c0`` and ``c2``
+    in place where the array library can (so pass arrays the caller owns). ``wide=False`` is for
+    unsigned 32-bit arrays (NumPy uint32, JAX uint32): the high word comes from 16-bit partial
+    products. ``const`` turns a round-key word into the array library's scalar (JAX needs
+    ``jnp.uint32`` for words ≥ 2³¹).
+    """
     for k0, k1 in round_keys(key, rounds):
         if const is not None:
             k0, k1 = const(k0), const(k1)
-        hi0, lo0 = _mulhilo(c0, PHILOX_M[0])
-        hi1, lo1 = _mulhilo(c2, PHILOX_M[1])
-        c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
+        if wide:
+            c0 *= PHILOX_M[0]
+            c2 *= PHILOX_M[1]
+            hi1 = c2 >> 32
+            hi1 &= _MASK32
+            hi1 ^= c1
+            hi1 ^= k0
+            hi0 = c0 >> 32
+            hi0 &= _MASK32
+            hi0 ^= c3
+            hi0 ^= k1
+            c2 &= _MASK32
+            c0 &= _MASK32
+            c0, c1, c2, c3 = hi1, c2, hi0, c0
+        else:
+            hi0, lo0 = _mulhilo(c0, PHILOX_M[0])
+            hi1, lo1 = _mulhilo(c2, PHILOX_M[1])
+            c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
     return c0, c1, c2, c3
 
 
 def uniform_from_bits(x: NDArray[Any]) -> NDArray[np.float64]:
-    """u = (2·(x >> 9) + 1) · 2⁻²⁴ ∈ (0, 1)."""
-    return ((x >> 9).astype(np.float64) * 2.0 + 1.0) * 2.0**-24
+    """u = (2·(x >> 9) + 1) · 2⁻²⁴ ∈ (0, 1); 2·(x >> 9) + 1 is computed as (x >> 8) | 1."""
+    odd = x >> 8
+    odd |= 1
+    u = odd.astype(np.float64)
+    u *= 2.0**-24
+    return u
 
 
 def canonical_strides(shape: Sequence[int], layout: LayoutLike | None) -> tuple[int, ...]:
@@ -143,26 +175,125 @@ def canonical_strides(shape: Sequence[int], layout: LayoutLike | None) -> tuple[
     return tuple(strides)
 
 
-def _canonical_index(shape: tuple[int, ...], strides: tuple[int, ...],
-                     box: Sequence[slice] | None) -> NDArray[np.uint64]:
-    ranges = [np.arange(n, dtype=np.uint64) for n in shape] if box is None else [
-        np.arange(*s.indices(n), dtype=np.uint64) for s, n in zip(box, shape, strict=True)]
-    index = np.zeros([r.size for r in ranges], dtype=np.uint64)
-    for axis, (r, stride) in enumerate(zip(ranges, strides, strict=True)):
-        view = [1] * len(ranges)
-        view[axis] = r.size
-        index += r.reshape(view) * np.uint64(stride)
-    return index
+@dataclass(frozen=True)
+class Runs:
+    """A box of a weight as runs of consecutive canonical indices: what a backend generates.
+
+    The box's axes, taken slowest canonical stride first (``perm``, with the box's extent on each
+    in ``counts``), form a row-major block of the canonical array; its trailing full axes merge
+    into runs of ``run`` consecutive indices. Run ``r`` starts at ``base + Σ idx_j·stride_j`` over
+    the ``rows`` axes (count, stride). ``aligned`` says every run starts at a multiple of 4 (a
+    Philox block boundary), so no lanes need skipping.
+    """
+
+    perm: tuple[int, ...]
+    counts: tuple[int, ...]
+    rows: tuple[tuple[int, int], ...]
+    base: int
+    run: int
+
+    @property
+    def aligned(self) -> bool:
+        return self.base % 4 == 0 and all(stride % 4 == 0 for _, stride in self.rows)
+
+    @property
+    def size(self) -> int:
+        return self.run * math.prod(count for count, _ in self.rows)
+
+    def split(self, max_size: int) -> list[tuple[Runs, int, int]]:
+        """Pieces of about ``max_size`` elements (at least one run or, for a single run, a multiple
+        of 4 elements), each with its [start, stop) in the box's flat canonical order: generating
+        piece by piece keeps the temporaries in cache."""
+        if self.size <= max_size:
+            return [(self, 0, self.size)]
+        if not self.rows:
+            step = max(max_size // 4 * 4, 4)
+            return [(Runs(self.perm, (min(step, self.run - i),), (), self.base + i, min(step, self.run - i)), i,
+                     min(i + step, self.run)) for i in range(0, self.run, step)]
+        (count, stride), rest = self.rows[0], self.rows[1:]
+        per_row = self.size // count
+        step = max(max_size // per_row, 1)
+        return [(Runs(self.perm, (per_row * min(step, count - i),), ((min(step, count - i), stride), *rest),
+                      self.base + i * stride, self.run), i * per_row, min(i + step, count) * per_row)
+                for i in range(0, count, step)]
 
 
-def _bits(stream: Stream, index: NDArray[np.uint64]) -> NDArray[np.uint64]:
-    block, lane = index >> np.uint64(2), index & np.uint64(3)
-    c0 = block & np.uint64(_MASK32)
-    c1 = block >> np.uint64(32)
-    zeros = np.zeros_like(c0)
-    words = philox4x32(c0, c1, zeros, zeros, stream.key)
-    out = np.choose(lane.astype(np.intp), words)
-    return np.asarray(out, dtype=np.uint64)
+def runs(shape: Sequence[int], strides: Sequence[int], box: Sequence[slice] | None = None) -> Runs:
+    """The :class:`Runs` of ``box`` (contiguous slices, one per axis; the whole weight if None)
+    of a weight of ``shape`` whose axes have the canonical ``strides``."""
+    dims = tuple(shape)
+    ranges = [(0, n) for n in dims] if box is None else [_slice_range(s, n) for s, n in zip(box, dims, strict=True)]
+    perm = tuple(sorted(range(len(dims)), key=lambda axis: -strides[axis]))
+    starts = [ranges[a][0] for a in perm]
+    counts = tuple(ranges[a][1] for a in perm)
+    canon = [strides[a] for a in perm]
+    base = sum(start * stride for start, stride in zip(starts, canon, strict=True))
+    k = len(perm)  # the axes from k on are full: they merge into each run
+    while k > 0 and (starts[k - 1] == 0 and counts[k - 1] == dims[perm[k - 1]]):
+        k -= 1
+    if k == 0:
+        return Runs(perm, counts, (), base, math.prod(counts))
+    run = counts[k - 1] * canon[k - 1]
+    rows = tuple((counts[j], canon[j]) for j in range(k - 1) if counts[j] != 1)
+    return Runs(perm, counts, rows, base, run if math.prod(counts) else 0)
+
+
+def _slice_range(s: slice, n: int) -> tuple[int, int]:
+    start, stop, step = s.indices(n)
+    if step != 1:
+        raise ValueError(f"A stream box takes contiguous slices (step 1). Received: {s!r}.")
+    return start, max(stop - start, 0)
+
+
+def run_bits(plan: Runs, key: tuple[int, int], xp: Any, wide: bool = True, const: Any = None) -> Any:
+    """The Philox words of every element of ``plan``, shaped ``plan.counts`` (canonical order).
+
+    ``xp`` gives the array library's ``arange(n)`` (of the counter dtype: NumPy uint64, torch
+    int64, or unsigned 32-bit with ``wide=False``), ``stack(arrays)`` (on a new last axis) and
+    ``take(array, index)`` (along the last axis). Each run costs ⌈run/4⌉ Philox blocks (one more
+    where runs are not block-aligned), so a box costs about a quarter of a call per element.
+    """
+    if plan.size == 0:
+        return xp.arange(0).reshape(plan.counts)
+    starts = xp.arange(1) + plan.base
+    for count, stride in plan.rows:
+        starts = (starts[:, None] + xp.arange(count)[None, :] * stride).reshape(-1)
+    lead = 0 if plan.aligned else 3
+    blocks = (starts >> 2)[:, None] + xp.arange((plan.run + lead + 3) // 4)[None, :]
+    if wide:
+        c0, c1 = blocks & _MASK32, blocks >> 32
+    else:
+        c0, c1 = blocks, blocks * 0
+    words = philox4x32(c0, c1, c1 * 0, c1 * 0, key, const=const, wide=wide)
+    bits = xp.stack(words).reshape(blocks.shape[0], -1)
+    if plan.aligned:
+        bits = bits[:, :plan.run]
+    else:
+        bits = xp.take(bits, (starts & 3)[:, None] + xp.arange(plan.run)[None, :])
+    return bits.reshape(plan.counts)
+
+
+def _numpy_ops() -> Any:
+    return SimpleNamespace(arange=lambda n: np.arange(n, dtype=np.uint64),
+                           stack=lambda arrays: np.stack(arrays, axis=-1),
+                           take=lambda array, index: np.take_along_axis(array, index, axis=-1))
+
+
+def _canonical_values(stream: Stream, dist: Distribution, shape: tuple[int, ...], strides: tuple[int, ...],
+                      box: Sequence[slice] | None) -> NDArray[np.float64]:
+    if isinstance(dist, OrthogonalDist):
+        transform(dist, None)  # raises the explanation
+    plan = runs(shape, strides, box)
+    values: NDArray[np.float64] = transform(dist, uniform_from_bits(run_bits(plan, stream.key, _numpy_ops())))
+    return np.transpose(values, inverse_permutation(plan.perm))
+
+
+def inverse_permutation(perm: Sequence[int]) -> tuple[int, ...]:
+    """The axes that undo ``perm``: canonical-order arrays back to the framework's layout."""
+    inverse = [0] * len(perm)
+    for i, axis in enumerate(perm):
+        inverse[axis] = i
+    return tuple(inverse)
 
 
 def transform(dist: Distribution, u: Any, ndtri_fn: Any = ndtri) -> Any:
@@ -204,12 +335,8 @@ def draw(stream: Stream, dist: Distribution, shape: Sequence[int], layout: Layou
          box: Sequence[slice] | None = None) -> NDArray[np.float64]:
     """The stream's float64 values of an already-resolved ``dist`` (what :func:`stream_values`
     does after resolving the spec; used by the re-init helpers)."""
-    if isinstance(dist, OrthogonalDist):
-        transform(dist, None)  # raises the explanation
     dims = _validate.shape("shape", shape)
-    index = _canonical_index(dims, canonical_strides(dims, layout), box)
-    result: NDArray[np.float64] = transform(dist, uniform_from_bits(_bits(stream, index)))
-    return result
+    return _canonical_values(stream, dist, dims, canonical_strides(dims, layout), box)
 
 
 def stream_values(stream: Stream, spec: Spec, shape: Sequence[int], layout: LayoutLike,
@@ -217,6 +344,4 @@ def stream_values(stream: Stream, spec: Spec, shape: Sequence[int], layout: Layo
     """The NumPy reference: the values of ``stream`` for a weight of ``shape`` in ``layout``
     (only the sub-box ``box`` of it when given, e.g. one shard), as ``dtype``."""
     dist, strides = plan_stream(stream, spec, shape, layout)
-    index = _canonical_index(tuple(shape), strides, box)
-    u = uniform_from_bits(_bits(stream, index))
-    return np.asarray(transform(dist, u), dtype=dtype)
+    return np.asarray(_canonical_values(stream, dist, tuple(shape), strides, box), dtype=dtype)

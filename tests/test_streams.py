@@ -14,7 +14,7 @@ import initscale
 from _stats import failures
 from initscale import presets
 from initscale.adapters import numpy as isnp
-from initscale.streams import Stream, canonical_strides, philox4x32, stream_values
+from initscale.streams import Stream, canonical_strides, philox4x32, run_bits, runs, stream_values
 
 # Random123's published known-answer vectors for Philox4x32-10 (its tests/kat_vectors).
 KAT = [
@@ -36,16 +36,17 @@ FORMS = [
 
 @pytest.mark.parametrize(("counter", "key", "expected"), KAT)
 def test_philox_known_answers_in_numpy(counter, key, expected) -> None:
-    for dtype in (np.uint32, np.uint64):
-        words = philox4x32(*[np.array([c], dtype) for c in counter], key)
+    for dtype, wide in ((np.uint32, False), (np.uint64, False), (np.uint64, True)):
+        words = philox4x32(*[np.array([c], dtype) for c in counter], key, wide=wide)
         assert tuple(int(w[0]) for w in words) == expected
 
 
 @pytest.mark.parametrize(("counter", "key", "expected"), KAT)
 def test_philox_known_answers_in_torch_and_jax(counter, key, expected) -> None:
     torch = pytest.importorskip("torch")
-    words = philox4x32(*[torch.tensor([c], dtype=torch.int64) for c in counter], key)
-    assert tuple(int(w[0]) for w in words) == expected
+    for wide in (False, True):  # 16-bit partial products, or one int64 multiply that wraps
+        words = philox4x32(*[torch.tensor([c], dtype=torch.int64) for c in counter], key, wide=wide)
+        assert tuple(int(w[0]) for w in words) == expected
     jnp = pytest.importorskip("jax.numpy")
     words = philox4x32(*[jnp.array([c], jnp.uint32) for c in counter], key, const=jnp.uint32)
     assert tuple(int(w[0]) for w in words) == expected
@@ -86,6 +87,61 @@ def test_a_box_is_the_same_slice_of_the_whole() -> None:
     whole = stream_values(Stream(5, "w"), spec, (64, 96), "keras")
     box = (slice(16, 48), slice(32, 96))
     assert np.array_equal(stream_values(Stream(5, "w"), spec, (64, 96), "keras", box=box), whole[box])
+
+
+def _definition_bits(key, shape, strides, box):
+    """The stream's words straight from its definition, one Philox call per element: element i is
+    lane i % 4 of block i // 4 (the slow form that run_bits must reproduce)."""
+    grids = np.meshgrid(*[np.arange(n)[b] for n, b in zip(shape, box, strict=True)], indexing="ij")
+    index = sum((g.astype(np.uint64) * np.uint64(st) for g, st in zip(grids, strides, strict=True)),
+                np.zeros(grids[0].shape, np.uint64))
+    block = index >> np.uint64(2)
+    zeros = np.zeros_like(block)
+    words = philox4x32(block & np.uint64(0xFFFFFFFF), block >> np.uint64(32), zeros, zeros.copy(), key)
+    return np.choose((index & np.uint64(3)).astype(np.intp), words)
+
+
+def _random_box(rng, shape):
+    box = []
+    for n in shape:
+        start = int(rng.integers(0, n))
+        box.append(slice(start, int(rng.integers(start + 1, n + 1))))
+    return tuple(box)
+
+
+def test_run_bits_follow_the_element_wise_definition() -> None:
+    """run_bits (a Philox block per 4 consecutive canonical elements, runs merged over full
+    trailing axes, unaligned runs shifted by their lane, pieces split for cache) gives, for every
+    element of random boxes of random layouts, exactly the words of the element-wise definition."""
+    from initscale.streams import _numpy_ops, inverse_permutation
+
+    rng = np.random.default_rng(0)
+    layouts = [((13, 7), "torch.linear"), ((7, 13), "keras.dense"), ((6, 5, 3, 3), "torch.conv"),
+               ((3, 3, 5, 6), "keras.conv"), ((3, 3, 4, 3), "keras.depthwise_conv"), ((4, 18), "torch.lstm")]
+    for trial in range(60):
+        shape, layout = layouts[trial % len(layouts)]
+        strides = canonical_strides(shape, layout)
+        box = tuple(slice(0, n) for n in shape) if trial < len(layouts) else _random_box(rng, shape)
+        expected = _definition_bits(Stream(trial, "w").key, shape, strides, box)
+        plan = runs(shape, strides, box)
+        got = run_bits(plan, Stream(trial, "w").key, _numpy_ops()).transpose(inverse_permutation(plan.perm))
+        assert np.array_equal(got, expected), (shape, layout, box)
+        pieces = [run_bits(piece, Stream(trial, "w").key, _numpy_ops()).reshape(-1)
+                  for piece, _, _ in plan.split(int(rng.integers(1, 40)))]
+        assert np.array_equal(np.concatenate(pieces).reshape(plan.counts).transpose(inverse_permutation(plan.perm)),
+                              expected), (shape, layout, box)
+    with pytest.raises(ValueError, match="contiguous slices"):
+        runs((4, 4), (4, 1), (slice(0, 4, 2), slice(0, 4)))
+
+
+def test_torch_pieces_equal_the_reference_for_every_alignment() -> None:
+    """Weights whose size is not a multiple of the CPU piece (nor of 4) still equal the reference."""
+    torch = pytest.importorskip("torch")
+    ist = pytest.importorskip("initscale.adapters.torch")
+    spec = presets.get("he_normal")
+    for shape in ((1, 1), (5, 3), (257, 2049 + 3)):
+        w = ist.initializer(spec, "torch.linear", stream=Stream(4, "w"))(torch.empty(shape))
+        assert np.array_equal(w.numpy(), stream_values(Stream(4, "w"), spec, shape, "torch.linear")), shape
 
 
 def test_names_and_seeds_give_independent_streams() -> None:
