@@ -232,19 +232,25 @@ def _shard_values(dist: Distribution, layout: Layout | None, tensor: torch.Tenso
     return values
 
 
-def _stream_values(stream: Stream, spec: Spec, rule: LayoutLike, tensor: torch.Tensor) -> torch.Tensor:
+def _stream_values(stream: Stream, spec: Spec, rule: LayoutLike, tensor: torch.Tensor,
+                   into: bool = False) -> torch.Tensor:
     """The portable stream's values for ``tensor`` (for a DTensor: its local shard only), computed
     with torch integer ops on the tensor's device; see :mod:`initscale.streams`."""
     dist, strides = plan_stream(stream, spec, tuple(tensor.shape), rule)
-    return _stream_draw(stream, dist, strides, tensor)
+    return _stream_draw(stream, dist, strides, tensor, into)
 
 
 _STREAM_PIECE = 2**19  # elements per piece on CPU: bounds the temporaries (a few MB each) and keeps them warm
+_STREAM_PIECE_ACCELERATOR = 2**24  # on a GPU: fewer launches, temporaries bounded to a few hundred MB
 
 
-def _stream_draw(stream: Stream, dist: Distribution, strides: tuple[int, ...], tensor: torch.Tensor) -> torch.Tensor:
+def _stream_draw(stream: Stream, dist: Distribution, strides: tuple[int, ...], tensor: torch.Tensor,
+                 into: bool = False) -> torch.Tensor:
     """Only the elements of ``tensor``'s local shard are generated, a Philox block per four
-    consecutive canonical elements (:func:`initscale.streams.run_bits`), in int64 on its device."""
+    consecutive canonical elements (:func:`initscale.streams.run_bits`), in int64 on its device.
+    ``into=True`` fills ``tensor`` (its local shard) and returns it, writing each piece straight
+    into its memory where that is in canonical order (torch's own layouts); ``into=False``
+    returns a new tensor (what ``reinit_`` needs: it writes only once every draw has succeeded)."""
     shape = tuple(tensor.shape)
     local = _local(tensor)
     box = None
@@ -259,16 +265,22 @@ def _stream_draw(stream: Stream, dist: Distribution, strides: tuple[int, ...], t
     ops = SimpleNamespace(arange=lambda n: torch.arange(n, dtype=torch.int64, device=device),
                           stack=lambda arrays: torch.stack(arrays, dim=-1),
                           take=lambda array, index: torch.take_along_dim(array, index, dim=-1))
-    flat = torch.empty(plan.size, dtype=local.dtype, device=device)
-    for piece, start, stop in plan.split(_STREAM_PIECE if device.type == "cpu" else plan.size):
+    direct = into and plan.perm == tuple(range(local.dim())) and local.is_contiguous()
+    flat = local.view(-1) if direct else torch.empty(plan.size, dtype=local.dtype, device=device)
+    for piece, start, stop in plan.split(_STREAM_PIECE if device.type == "cpu" else _STREAM_PIECE_ACCELERATOR):
         bits = run_bits(piece, stream.key, ops).reshape(-1)
         bits >>= 8
         bits |= 1  # 2·(x >> 9) + 1
         u = bits.to(torch.float64)
         u *= 2.0**-24
         flat[start:stop] = transform(dist, u, torch.special.ndtri)
-    values = flat.reshape(plan.counts)
-    return values.permute(inverse_permutation(plan.perm))
+    if direct:
+        return local
+    values = flat.reshape(plan.counts).permute(inverse_permutation(plan.perm))
+    if into:
+        local.copy_(values)
+        return local
+    return values
 
 
 def initializer(spec: Spec, layout: LayoutLike = "torch", *, stream: Stream | None = None) -> TorchInitializer:
@@ -291,7 +303,7 @@ def initializer(spec: Spec, layout: LayoutLike = "torch", *, stream: Stream | No
         dist, concrete = plan(tuple(tensor.shape))
         with torch.no_grad():
             if stream is not None:
-                _local(tensor).copy_(_stream_values(stream, spec, rule, tensor))
+                _stream_values(stream, spec, rule, tensor, into=True)
             elif _is_dtensor(tensor):
                 _local(tensor).copy_(_shard_values(dist, concrete, tensor, "", _ShardSeeds(generator)))
             else:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -32,6 +33,7 @@ class Case:
     native_ms: float
     native: str
     note: str = ""
+    unit: str = "ms"
 
     @property
     def ratio(self) -> float:
@@ -148,6 +150,118 @@ def _numpy_cases(n: int, repeats: int) -> list[Case]:
                  "rng.standard_normal(...) * std")]
 
 
+def _stream_cases(n: int, repeats: int) -> list[Case]:
+    """Portable streams (issue #8: counter-based Philox, same values in every framework) against
+    each framework's own generator for the same distribution (target: within 2x)."""
+    import initscale
+    from initscale.streams import Stream
+
+    shape = (n // 1024, 1024)
+    specs = {"normal": initscale.presets.get("torch.kaiming_normal"),
+             "uniform": initscale.presets.get("torch.kaiming_uniform"),
+             "truncated normal": initscale.presets.get("he_normal")}
+    cases = []
+    if importlib.util.find_spec("torch"):
+        import torch
+
+        from initscale.adapters import torch as ist
+
+        w = torch.empty(shape)
+        std = 0.02
+        natives = {"normal": (lambda: w.normal_(0.0, std), "Tensor.normal_"),
+                   "uniform": (lambda: w.uniform_(-std, std), "Tensor.uniform_"),
+                   "truncated normal": (lambda: torch.nn.init.trunc_normal_(w, std=std, a=-2 * std, b=2 * std),
+                                        "nn.init.trunc_normal_")}
+        for dist, spec in specs.items():
+            fill = ist.initializer(spec, "torch.linear", stream=Stream(0, "w"))
+            theirs, label = natives[dist]
+            cases.append(Case(f"torch stream {dist}, {n:,} fp32", "cpu", _median_ms(lambda f=fill: f(w), repeats),
+                              _median_ms(theirs, repeats), label, "target: within 2x"))
+    if importlib.util.find_spec("jax"):
+        import jax
+
+        from initscale.adapters import jax as isj
+
+        key = jax.random.key(0)
+        natives_jax = {"normal": (jax.random.normal, "jax.random.normal"),
+                       "uniform": (jax.random.uniform, "jax.random.uniform"),
+                       "truncated normal": (lambda k, s: jax.random.truncated_normal(k, -2.0, 2.0, s),
+                                            "jax.random.truncated_normal")}
+        for dist, spec in specs.items():
+            init = isj.initializer(spec, layout="flax.dense", stream=Stream(0, "w"))
+            ours = jax.jit(lambda k, i=init: i(k, shape[::-1]))
+            native, label = natives_jax[dist]
+            theirs = jax.jit(lambda k, g=native: g(k, shape))
+            cases.append(Case(f"jax stream {dist} under jit, {n:,} fp32", str(jax.devices()[0].platform),
+                              _median_ms(lambda f=ours: f(key).block_until_ready(), repeats),
+                              _median_ms(lambda f=theirs: f(key).block_until_ready(), repeats), label,
+                              "target: within 2x"))
+    import numpy as np
+
+    from initscale.adapters import numpy as isnp
+
+    rng = np.random.default_rng(0)
+    natives_np = {"normal": (lambda: rng.standard_normal(shape, dtype=np.float32), "Generator.standard_normal"),
+                  "uniform": (lambda: rng.random(shape, dtype=np.float32), "Generator.random")}
+    for dist, (theirs, label) in natives_np.items():
+        init = isnp.initializer(specs[dist], "torch.linear", stream=Stream(0, "w"))
+        cases.append(Case(f"numpy stream {dist}, {n:,} fp32", "cpu", _median_ms(lambda i=init: i(shape), repeats),
+                          _median_ms(theirs, repeats), label, "the reference: float64, exact by construction"))
+    return cases
+
+
+_MEMORY_CODE = """
+import torch, initscale
+from initscale.adapters import torch as ist
+from initscale.streams import Stream
+w = torch.zeros({rows}, 1024)
+small = torch.zeros(64, 1024)
+spec = initscale.presets.get({preset!r})
+if {native!r}:
+    std = 0.02
+    fill = {{"normal": lambda t: t.normal_(0, std), "truncated normal":
+            lambda t: torch.nn.init.trunc_normal_(t, std=std, a=-2 * std, b=2 * std)}}[{dist!r}]
+else:
+    fill = ist.initializer(spec, "torch.linear", stream=Stream(0, "w") if {stream!r} else None)
+fill(small)  # load the code paths first
+
+
+def status(field):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # reset the peak resident size (VmHWM) to the current one
+before = status("VmRSS")
+fill(w)
+print((status("VmHWM") - before) / 1024)
+"""
+
+
+def _memory_cases(n: int) -> list[Case]:
+    """Peak extra memory of one fill in a fresh process: growth of the peak resident size (MiB,
+    Linux's VmHWM after resetting it) while filling an already-touched fp32 weight of ``n``
+    elements."""
+    if not importlib.util.find_spec("torch") or not os.path.exists("/proc/self/clear_refs"):
+        return []
+
+    def peak(**fields: Any) -> float:
+        code = _MEMORY_CODE.format(rows=n // 1024, **fields)
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        return float(done.stdout.split()[-1])
+
+    cases = []
+    for dist, preset in (("normal", "torch.kaiming_normal"), ("truncated normal", "he_normal")):
+        native = peak(preset=preset, native=True, dist=dist, stream=False)
+        for stream in (False, True):
+            label = "torch stream" if stream else "torch"
+            cases.append(Case(f"{label} {dist}: peak extra memory, {n:,} fp32 ({n * 4 / 2**20:.0f} MiB)", "cpu",
+                              peak(preset=preset, native=False, dist=dist, stream=stream), native,
+                              "Tensor.normal_" if dist == "normal" else "nn.init.trunc_normal_", unit="MiB"))
+    return cases
+
+
 def _import_ms(module: str) -> float:
     code = f"import time; t = time.perf_counter(); import {module}; print((time.perf_counter() - t) * 1e3)"
     runs = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -168,16 +282,15 @@ def _import_cases() -> list[Case]:
 def markdown(cases: list[Case]) -> str:
     lines = [f"Measured on {platform.machine()} {platform.processor() or ''} ({_cpus()} CPUs), Python "
              f"{platform.python_version()}.", "",
-             "| case | device | initscale (ms) | native (ms) | native | ratio |", "|---|---|---|---|---|---|"]
+             "| case | device | initscale | native | native | ratio |", "|---|---|---|---|---|---|"]
     for c in cases:
-        lines.append(f"| {c.name} | {c.device} | {c.initscale_ms:.3g} | {c.native_ms:.3g} | {c.native} | "
-                     f"**{c.ratio:.2f}x** |")
+        ratio = f"**{c.ratio:.2f}x**" if c.native_ms >= 0.05 else "—"
+        lines.append(f"| {c.name} | {c.device} | {c.initscale_ms:.3g} {c.unit} | {c.native_ms:.3g} {c.unit} | "
+                     f"{c.native} | {ratio} |")
     return "\n".join(lines)
 
 
 def _cpus() -> int:
-    import os
-
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
@@ -192,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, run in (("torch", _torch_cases), ("jax", _jax_cases), ("numpy", _numpy_cases)):
         if importlib.util.find_spec(name):
             cases += run(n, repeats)
+    cases += _stream_cases(n, repeats)
+    cases += _memory_cases(n)
     cases += _import_cases()
     table = markdown(cases)
     print(table)

@@ -46,3 +46,9 @@ def test_the_global_weight_has_the_global_fans(result) -> None:
 def test_a_portable_stream_is_sharding_invariant(result) -> None:
     assert result["stream_shards"] == 4
     assert result["stream_max_error_ulps"] <= 8  # the float32 bound of tests/test_streams.py
+
+
+def test_each_device_generates_only_its_shard(result) -> None:
+    sizes = result["stream_bytes_per_device"]
+    assert sizes["output"] == sizes["shard"]
+    assert sizes["temp"] < 2 * sizes["shard"] < sizes["whole"]  # no temporary of the whole weight

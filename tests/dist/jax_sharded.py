@@ -52,7 +52,13 @@ out["flax_equal"] = bool(np.array_equal(np.asarray(params["params"]["kernel"]),
 from initscale.streams import Stream, stream_values  # noqa: E402
 
 portable = isj.initializer(spec, stream=Stream(11, "Dense_0/kernel"))
-sharded_stream = jax.jit(lambda: portable(None, shape), out_shardings=NamedSharding(mesh, P("a", "b")))()
+sharded_fn = jax.jit(lambda: portable(None, shape), out_shardings=NamedSharding(mesh, P("a", "b")))
+sharded_stream = sharded_fn()
+# Each device's compiled program: its output and temporaries are one shard's size, not the
+# weight's (XLA partitions the element-wise counter computation, so no full-size temporary).
+memory = sharded_fn.lower().compile().memory_analysis()
+out["stream_bytes_per_device"] = {"output": memory.output_size_in_bytes, "temp": memory.temp_size_in_bytes,
+                                  "shard": 256 * 384 * 4, "whole": 512 * 768 * 4}
 out["stream_shards"] = len(sharded_stream.addressable_shards)
 reference = stream_values(Stream(11, "Dense_0/kernel"), spec, shape, "jax")
 scale = spec.bounds(initscale.compute_fans(shape, "jax"))[1]
