@@ -58,7 +58,7 @@ from initscale.plan import planner
 from initscale.reinit import Param, Report, Role
 from initscale.reinit import plan as reinit_plan
 from initscale.specs import Spec
-from initscale.streams import Stream, canonical_strides, philox4x32, plan_stream, transform
+from initscale.streams import Stream, canonical_strides, gate_index, philox4x32, plan_stream, transform
 
 __all__ = ["Initializer", "initializer", "reinit"]
 
@@ -189,11 +189,11 @@ def _stream_values(stream: Stream, spec: Spec, rule: LayoutLike, shape: tuple[in
     traceable, and under ``jax.jit(..., out_shardings=...)`` XLA computes each shard's elements
     on its own device."""
     dist, strides = plan_stream(stream, spec, shape, rule)
-    return _stream_draw(stream, dist, strides, shape, dtype)
+    return _stream_draw(stream, dist, strides, shape, dtype, gate_index(shape, rule))
 
 
 def _stream_draw(stream: Stream, dist: Distribution, strides: tuple[int, ...], shape: tuple[int, ...],
-                 dtype: Any) -> jax.Array:
+                 dtype: Any, gates: tuple[int, list[int]] | None = None) -> jax.Array:
     if isinstance(dist, OrthogonalDist):
         raise ValueError("Orthogonal specs have no portable stream: their QR differs between linear-algebra "
                          "libraries.")
@@ -212,6 +212,8 @@ def _stream_draw(stream: Stream, dist: Distribution, strides: tuple[int, ...], s
     wide = jnp.float64 if getattr(jax.config, "jax_enable_x64", False) else jnp.float32
     u = ((bits >> 9).astype(wide) * 2.0 + 1.0) * 2.0**-24
     out: jax.Array = transform(dist, u, jax.scipy.special.ndtri)
+    if gates is not None:  # stacked gates drawn in canonical order, put in the framework's (a Keras GRU)
+        out = jnp.take(out, jnp.asarray(gates[1]), axis=gates[0])
     return out.astype(dtype)
 
 
@@ -418,7 +420,8 @@ def reinit(params: Any, rules: Spec | Mapping[str, Spec | None], key: Any, dry_r
             name = d.param.name if stream_names is None else (
                 stream_names(d.param.name) if callable(stream_names) else stream_names.get(d.param.name, d.param.name))
             strides = canonical_strides(d.param.shape, d.param.layout)
-            new_leaves.append(_stream_draw(Stream(stream_seed, name), d.dist, strides, d.param.shape, leaf.dtype))
+            new_leaves.append(_stream_draw(Stream(stream_seed, name), d.dist, strides, d.param.shape, leaf.dtype,
+                                           gate_index(d.param.shape, d.param.layout)))
         else:
             new_leaves.append(_sample(_leaf_key(key, d.param.name), d.dist, d.layout, d.param.shape, leaf.dtype))
     return jax.tree_util.tree_unflatten(treedef, new_leaves), decided.report

@@ -56,7 +56,16 @@ from initscale.plan import planner
 from initscale.reinit import Param, Report, Role
 from initscale.reinit import plan as reinit_plan
 from initscale.specs import Orthogonal, Spec, VarianceScaling
-from initscale.streams import Stream, canonical_strides, inverse_permutation, plan_stream, run_bits, runs, transform
+from initscale.streams import (
+    Stream,
+    canonical_strides,
+    gate_index,
+    inverse_permutation,
+    plan_stream,
+    run_bits,
+    runs,
+    transform,
+)
 
 __all__ = [
     "apply_fn",
@@ -237,7 +246,7 @@ def _stream_values(stream: Stream, spec: Spec, rule: LayoutLike, tensor: torch.T
     """The portable stream's values for ``tensor`` (for a DTensor: its local shard only), computed
     with torch integer ops on the tensor's device; see :mod:`initscale.streams`."""
     dist, strides = plan_stream(stream, spec, tuple(tensor.shape), rule)
-    return _stream_draw(stream, dist, strides, tensor, into)
+    return _stream_draw(stream, dist, strides, tensor, into, gate_index(tuple(tensor.shape), rule))
 
 
 _STREAM_PIECE = 2**19  # elements per piece on CPU: bounds the temporaries (a few MB each) and keeps them warm
@@ -245,16 +254,20 @@ _STREAM_PIECE_ACCELERATOR = 2**24  # on a GPU: fewer launches, temporaries bound
 
 
 def _stream_draw(stream: Stream, dist: Distribution, strides: tuple[int, ...], tensor: torch.Tensor,
-                 into: bool = False) -> torch.Tensor:
+                 into: bool = False, gates: tuple[int, list[int]] | None = None) -> torch.Tensor:
     """Only the elements of ``tensor``'s local shard are generated, a Philox block per four
     consecutive canonical elements (:func:`initscale.streams.run_bits`), in int64 on its device.
     ``into=True`` fills ``tensor`` (its local shard) and returns it, writing each piece straight
     into its memory where that is in canonical order (torch's own layouts); ``into=False``
-    returns a new tensor (what ``reinit_`` needs: it writes only once every draw has succeeded)."""
+    returns a new tensor (what ``reinit_`` needs: it writes only once every draw has succeeded).
+    ``gates`` (:func:`initscale.streams.gate_index`) reorders stacked gates drawn in canonical order."""
     shape = tuple(tensor.shape)
     local = _local(tensor)
     box = None
     if _is_dtensor(tensor):
+        if gates is not None:
+            raise ValueError("A sharded weight whose layer kind stacks its gates in a non-canonical order (a Keras "
+                             "GRU layout) has no portable stream in torch; give it torch's own layout.")
         from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
 
         _, offset = compute_local_shape_and_global_offset(shape, tensor.device_mesh,  # type: ignore[attr-defined]
@@ -265,7 +278,7 @@ def _stream_draw(stream: Stream, dist: Distribution, strides: tuple[int, ...], t
     ops = SimpleNamespace(arange=lambda n: torch.arange(n, dtype=torch.int64, device=device),
                           stack=lambda arrays: torch.stack(arrays, dim=-1),
                           take=lambda array, index: torch.take_along_dim(array, index, dim=-1))
-    direct = into and plan.perm == tuple(range(local.dim())) and local.is_contiguous()
+    direct = into and gates is None and plan.perm == tuple(range(local.dim())) and local.is_contiguous()
     flat = local.view(-1) if direct else torch.empty(plan.size, dtype=local.dtype, device=device)
     for piece, start, stop in plan.split(_STREAM_PIECE if device.type == "cpu" else _STREAM_PIECE_ACCELERATOR):
         bits = run_bits(piece, stream.key, ops).reshape(-1)
@@ -277,6 +290,8 @@ def _stream_draw(stream: Stream, dist: Distribution, strides: tuple[int, ...], t
     if direct:
         return local
     values = flat.reshape(plan.counts).permute(inverse_permutation(plan.perm))
+    if gates is not None:
+        values = values.index_select(gates[0], torch.tensor(gates[1], device=device))
     if into:
         local.copy_(values)
         return local
@@ -498,7 +513,8 @@ def _reinit(module: torch.nn.Module, rules: Spec | Mapping[str, Spec | None], *,
                                      "give it a rule without stream_seed, or another spec.")
                 stream = _stream_for(stream_seed, decision.param.name, stream_names)
                 strides = canonical_strides(decision.param.shape, decision.param.layout)
-                values = _stream_draw(stream, decision.dist, strides, tensor)
+                values = _stream_draw(stream, decision.dist, strides, tensor,
+                                      gates=gate_index(decision.param.shape, decision.param.layout))
             elif _is_dtensor(tensor):
                 values = _shard_values(decision.dist, decision.layout, tensor, decision.param.name, seeds)
             else:

@@ -37,6 +37,7 @@ from . import _validate
 from ._named import format_named, parse_named
 
 __all__ = [
+    "CANONICAL_GATES",
     "MODES",
     "Fans",
     "LayerKind",
@@ -45,6 +46,7 @@ __all__ = [
     "Mode",
     "compute_fans",
     "describe_kind",
+    "gate_order",
     "get",
     "layout_from_config",
     "layout_to_config",
@@ -263,6 +265,13 @@ class _Kind:
     defaults: dict[str, Any]
     build: _LayoutBuilder
     native: Callable[[tuple[int, ...]], Fans]
+    gates: tuple[str, ...] = ()
+
+
+#: The canonical order of stacked recurrent gates (torch's and cuDNN's), by which portable streams
+#: index them: a Keras GRU kernel stacks (z, r, h) where torch stacks (r, z, n), so the same stream
+#: gives each gate the same values in both (:func:`gate_order`).
+CANONICAL_GATES: dict[str, tuple[str, ...]] = {"lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n")}
 
 
 def _need_rank(dims: tuple[int, ...], rank: int, kind: str) -> None:
@@ -292,13 +301,16 @@ def _keras_depthwise(dims: tuple[int, ...], p: dict[str, Any]) -> Layout:
     return Layout(-2, -1, in_groups=max(dims[-2], 1), name="keras.depthwise_conv")
 
 
-def _gated(framework: str, gates: int, in_axis: int, out_axis: int, label: str) -> _Kind:
+def _gated(framework: str, gates: int, in_axis: int, out_axis: int, label: str,
+           order: tuple[str, ...] = ()) -> _Kind:
+    stacked = f" ({', '.join(order)})" if order else ""
     return _Kind(
         framework,
-        f"{label}: {gates} gate(s) stacked along the output axis; fans are per gate.",
+        f"{label}: {gates} gate(s){stacked} stacked along the output axis; fans are per gate.",
         {},
         lambda d, p: Layout(in_axis, out_axis, out_groups=gates, name=label),
         _torch_native if framework == "torch" else _keras_native,
+        order,
     )
 
 
@@ -337,8 +349,8 @@ _KINDS: dict[str, _Kind] = {
         "torch", "nn.MultiheadAttention packed in_proj_weight (3*embed, embed); fans per projection.", {},
         lambda d, p: Layout(1, 0, out_groups=3, name="torch.mha_in_proj"), _torch_native,
     ),
-    "torch.lstm": _gated("torch", 4, 1, 0, "torch.lstm"),
-    "torch.gru": _gated("torch", 3, 1, 0, "torch.gru"),
+    "torch.lstm": _gated("torch", 4, 1, 0, "torch.lstm", ("i", "f", "g", "o")),
+    "torch.gru": _gated("torch", 3, 1, 0, "torch.gru", ("r", "z", "n")),
     "torch.rnn": _gated("torch", 1, 1, 0, "torch.rnn"),
     # keras
     "keras.dense": _fixed("keras", _KERAS, "Dense kernel (in, out).", _keras_native),
@@ -365,8 +377,8 @@ _KINDS: dict[str, _Kind] = {
         "keras", Layout(0, 1, name="keras.embedding"), "Embedding embeddings (input_dim, output_dim).",
         _keras_native,
     ),
-    "keras.lstm": _gated("keras", 4, 0, 1, "keras.lstm"),
-    "keras.gru": _gated("keras", 3, 0, 1, "keras.gru"),
+    "keras.lstm": _gated("keras", 4, 0, 1, "keras.lstm", ("i", "f", "g", "o")),  # Keras names g "c"
+    "keras.gru": _gated("keras", 3, 0, 1, "keras.gru", ("z", "r", "n")),  # Keras names n "h"
     "keras.simple_rnn": _gated("keras", 1, 0, 1, "keras.simple_rnn"),
     # flax (linen and nnx share these layouts)
     "flax.dense": _fixed("jax", Layout(-2, -1, name="flax.dense"), "Dense/Linear kernel (in, out).", _jax_native),
@@ -445,6 +457,11 @@ class LayerKind:
             return _KINDS[self.name].native(dims)
         return self.layout(dims).fans(dims)
 
+    @property
+    def gates(self) -> tuple[str, ...]:
+        """The stacked recurrent gates in this framework's order (empty for other kinds)."""
+        return _KINDS[self.name].gates
+
 
 LayoutLike = str | Layout | LayerKind
 
@@ -453,6 +470,23 @@ def get(name: str, **params: Any) -> LayerKind:
     """The layer kind ``name`` with its parameters (``native=True`` for framework fans)."""
     native = params.pop("native", False)
     return LayerKind(name, tuple(params.items()), native)
+
+
+def gate_order(layout: LayoutLike) -> tuple[int, ...] | None:
+    """For a layer kind that stacks recurrent gates in another order than :data:`CANONICAL_GATES`,
+    the canonical position of each of its gate blocks; None when the order is canonical.
+
+    Example:
+        >>> gate_order("keras.gru")  # Keras (z, r, h): z is canonical gate 1, r gate 0
+        (1, 0, 2)
+        >>> gate_order("torch.gru") is None
+        True
+    """
+    kind = resolve(layout)
+    gates = kind.gates if isinstance(kind, LayerKind) else ()
+    canonical = next((order for order in CANONICAL_GATES.values() if sorted(order) == sorted(gates)), gates)
+    positions = tuple(canonical.index(g) for g in gates)
+    return None if positions == tuple(range(len(gates))) else positions
 
 
 def resolve(layout: LayoutLike) -> Layout | LayerKind:

@@ -10,7 +10,9 @@ the float stage as stated below) whatever the framework's layout or the weight's
    (batch, out, in, receptive axes, row-major; stacked input groups, as in a Keras depthwise
    kernel, before the out axes) — the same for a torch ``Linear`` weight (out, in) and a
    Keras/Flax ``Dense`` kernel (in, out), for a torch depthwise (C·m, 1, k, k) and a Keras
-   depthwise (k, k, C, m) kernel. Element ``i`` is lane ``i % 4`` of the
+   depthwise (k, k, C, m) kernel. Stacked recurrent gates count in the canonical gate order
+   (torch's: LSTM i, f, g, o; GRU r, z, n), so a Keras GRU kernel, which stacks (z, r, h),
+   gets the same values per gate as a torch GRU weight (:func:`gate_index`). Element ``i`` is lane ``i % 4`` of the
    Philox4x32-10 block with counter (i // 4 mod 2³², i // 2³⁴, 0, 0).
 3. **Philox4x32-10** (Salmon et al., SC'11; Random123's known-answer vectors are in the tests):
    ten rounds of (hi₀, lo₀) = M₀·c₀, (hi₁, lo₁) = M₁·c₂, c ← (hi₁⊕c₁⊕k₀, lo₁, hi₀⊕c₃⊕k₁, lo₀), the
@@ -52,7 +54,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _validate
 from .distributions import ConstantDist, Distribution, NormalDist, OrthogonalDist, TruncatedNormalDist, UniformDist
-from .fans import Layout, LayoutLike, resolve
+from .fans import Layout, LayoutLike, gate_order, resolve
 from .normal_math import ndtri, normal_cdf
 from .specs import Spec
 
@@ -62,8 +64,9 @@ if TYPE_CHECKING:
 else:
     from ._lazy import numpy as np
 
-__all__ = ["PHILOX_M", "PHILOX_W", "Runs", "Stream", "canonical_strides", "draw", "inverse_permutation", "philox4x32",
-           "plan_stream", "round_keys", "run_bits", "runs", "stream_values", "transform", "uniform_from_bits"]
+__all__ = ["PHILOX_M", "PHILOX_W", "Runs", "Stream", "canonical_strides", "draw", "gate_index", "inverse_permutation",
+           "philox4x32", "plan_stream", "round_keys", "run_bits", "runs", "stream_values", "transform",
+           "uniform_from_bits"]
 
 PHILOX_M = (0xD2511F53, 0xCD9E8D57)
 PHILOX_W = (0x9E3779B9, 0xBB67AE85)
@@ -273,6 +276,22 @@ def run_bits(plan: Runs, key: tuple[int, int], xp: Any, wide: bool = True, const
     return bits.reshape(plan.counts)
 
 
+def gate_index(shape: Sequence[int], layout: LayoutLike | None) -> tuple[int, list[int]] | None:
+    """Where a layer kind stacks recurrent gates in another order than the canonical one
+    (:data:`initscale.fans.CANONICAL_GATES`; a Keras GRU), ``(axis, index)`` such that taking
+    ``index`` along ``axis`` of values drawn in the framework's layout gives each gate the
+    canonical gate's values; None otherwise."""
+    if layout is None:
+        return None
+    order = gate_order(layout)
+    if order is None:
+        return None
+    dims = _validate.shape("shape", shape)
+    axis = resolve(layout).layout(dims).split_axes(dims)[1][0]
+    size = dims[axis] // len(order)
+    return axis, [g * size + j for g in order for j in range(size)]
+
+
 def _numpy_ops() -> Any:
     return SimpleNamespace(arange=lambda n: np.arange(n, dtype=np.uint64),
                            stack=lambda arrays: np.stack(arrays, axis=-1),
@@ -280,11 +299,17 @@ def _numpy_ops() -> Any:
 
 
 def _canonical_values(stream: Stream, dist: Distribution, shape: tuple[int, ...], strides: tuple[int, ...],
-                      box: Sequence[slice] | None) -> NDArray[np.float64]:
+                      box: Sequence[slice] | None, gates: tuple[int, list[int]] | None = None) -> NDArray[np.float64]:
     if isinstance(dist, OrthogonalDist):
         transform(dist, None)  # raises the explanation
+    if gates is not None:  # draw the gate axis whole, put the gates in the framework's order, then cut the box
+        axis, index = gates
+        whole_axis = list(box) if box is not None else [slice(None)] * len(shape)
+        cut, whole_axis[axis] = whole_axis[axis], slice(None)
+        values = np.take(_canonical_values(stream, dist, shape, strides, whole_axis), index, axis=axis)
+        return values[(slice(None),) * axis + (cut,)]
     plan = runs(shape, strides, box)
-    values: NDArray[np.float64] = transform(dist, uniform_from_bits(run_bits(plan, stream.key, _numpy_ops())))
+    values = transform(dist, uniform_from_bits(run_bits(plan, stream.key, _numpy_ops())))
     return np.transpose(values, inverse_permutation(plan.perm))
 
 
@@ -336,7 +361,7 @@ def draw(stream: Stream, dist: Distribution, shape: Sequence[int], layout: Layou
     """The stream's float64 values of an already-resolved ``dist`` (what :func:`stream_values`
     does after resolving the spec; used by the re-init helpers)."""
     dims = _validate.shape("shape", shape)
-    return _canonical_values(stream, dist, dims, canonical_strides(dims, layout), box)
+    return _canonical_values(stream, dist, dims, canonical_strides(dims, layout), box, gate_index(dims, layout))
 
 
 def stream_values(stream: Stream, spec: Spec, shape: Sequence[int], layout: LayoutLike,
@@ -344,4 +369,5 @@ def stream_values(stream: Stream, spec: Spec, shape: Sequence[int], layout: Layo
     """The NumPy reference: the values of ``stream`` for a weight of ``shape`` in ``layout``
     (only the sub-box ``box`` of it when given, e.g. one shard), as ``dtype``."""
     dist, strides = plan_stream(stream, spec, shape, layout)
-    return np.asarray(_canonical_values(stream, dist, tuple(shape), strides, box), dtype=dtype)
+    values = _canonical_values(stream, dist, tuple(shape), strides, box, gate_index(shape, layout))
+    return np.asarray(values, dtype=dtype)

@@ -373,3 +373,19 @@ def test_portable_stream_equals_the_numpy_reference_to_the_bit() -> None:
     isk.reinit(model, HE, stream_seed=4, stream_names=lambda p: p.split("/", 1)[-1])
     kernel = _np(model.get_layer("fc").kernel.value)
     assert np.array_equal(kernel, stream_values(Stream(4, "fc/kernel"), HE, (16, 8), "keras.dense"))
+
+
+def test_a_keras_gru_gets_the_torch_gru_weights_gate_by_gate() -> None:
+    """Keras stacks GRU gates (z, r, h), torch (r, z, n): with the same stream, each gate's block
+    of the Keras kernel is the transpose of the same gate's block of torch's weight_ih."""
+    from initscale.streams import Stream, stream_values
+
+    hidden, features = 5, 7
+    model = keras.Sequential([keras.Input((3, features)), keras.layers.GRU(hidden, name="gru")])
+    isk.reinit(model, {"*kernel": HE}, stream_seed=2,
+               stream_names=lambda p: "weight_ih_l0" if p.endswith("/kernel") else "weight_hh_l0")
+    kernel = _np(model.get_layer("gru").cell.kernel.value)  # (in, 3H): z, r, h
+    torch_form = stream_values(Stream(2, "weight_ih_l0"), HE, (3 * hidden, features), "torch.gru")  # r, z, n
+    z, r, h = (kernel[:, g * hidden:(g + 1) * hidden].T for g in range(3))
+    assert np.array_equal(r, torch_form[:hidden]) and np.array_equal(z, torch_form[hidden:2 * hidden])
+    assert np.array_equal(h, torch_form[2 * hidden:])

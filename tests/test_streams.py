@@ -144,6 +144,34 @@ def test_torch_pieces_equal_the_reference_for_every_alignment() -> None:
         assert np.array_equal(w.numpy(), stream_values(Stream(4, "w"), spec, shape, "torch.linear")), shape
 
 
+def test_gru_gates_are_indexed_in_the_canonical_order() -> None:
+    """Keras GRU kernels stack (z, r, h), torch GRU weights (r, z, n): the stream gives each gate
+    the same values in both (gate by gate, transposed), also for a box, in torch and in JAX."""
+    from initscale.fans import gate_order
+
+    assert gate_order("keras.gru") == (1, 0, 2) and gate_order("torch.gru") is None
+    assert gate_order("keras.lstm") is None and gate_order("keras.dense") is None
+    spec, hidden, features = presets.get("he_uniform"), 4, 6
+    torch_form = stream_values(Stream(1, "gru"), spec, (3 * hidden, features), "torch.gru")
+    keras_form = stream_values(Stream(1, "gru"), spec, (features, 3 * hidden), "keras.gru")
+    swapped = np.concatenate([torch_form[hidden:2 * hidden], torch_form[:hidden], torch_form[2 * hidden:]])
+    assert np.array_equal(keras_form, swapped.T)
+    box = (slice(1, 5), slice(3, 10))
+    assert np.array_equal(stream_values(Stream(1, "gru"), spec, (features, 3 * hidden), "keras.gru", box=box),
+                          keras_form[box])
+    torch = pytest.importorskip("torch")
+    ist = pytest.importorskip("initscale.adapters.torch")
+    w = ist.initializer(spec, "keras.gru", stream=Stream(1, "gru"))(torch.empty(features, 3 * hidden))
+    assert np.array_equal(w.numpy(), keras_form)
+    gru = torch.nn.GRU(features, hidden)
+    ist.reinit_(gru, {"weight_*": spec}, stream_seed=1, stream_names={"weight_ih_l0": "gru"})
+    assert np.array_equal(gru.weight_ih_l0.detach().numpy(), torch_form)
+    pytest.importorskip("jax")
+    isj = pytest.importorskip("initscale.adapters.jax")
+    k = np.asarray(isj.initializer(spec, layout="keras.gru", stream=Stream(1, "gru"))(None, (features, 3 * hidden)))
+    assert np.abs(k.astype(np.float64) - keras_form).max() <= 8 * np.spacing(np.float32(np.abs(keras_form).max()))
+
+
 def test_names_and_seeds_give_independent_streams() -> None:
     spec = presets.get("he_uniform")
     a = stream_values(Stream(1, "a"), spec, (200, 100), "keras").ravel()
