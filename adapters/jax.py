@@ -57,6 +57,7 @@ from initscale.normal_math import complex_truncated_rms
 from initscale.plan import planner
 from initscale.reinit import Param, Report, Role
 from initscale.reinit import plan as reinit_plan
+from initscale.rounding import clip_bounds
 from initscale.specs import Spec
 from initscale.streams import Stream, canonical_strides, gate_index, philox4x32, plan_stream, transform
 
@@ -136,14 +137,14 @@ def _draw_real(key: Any, kind: str, shape: tuple[int, ...], dtype: Any, p: jax.A
     work = jnp.float32 if jnp.dtype(dtype).itemsize < 4 else dtype
     p = p.astype(work)
     if kind == "normal":  # p = (std, mean)
-        out = jax.random.normal(key, shape, work) * p[0] + p[1]
-    elif kind == "uniform":  # p = (low, high)
+        return (jax.random.normal(key, shape, work) * p[0] + p[1]).astype(dtype)
+    if kind == "uniform":  # p = (low, high, clip low, clip high)
         out = jax.random.uniform(key, shape, work, p[0], p[1])
-    elif kind == "truncated":  # p = (a, b, sigma, loc), a <= 0
+    elif kind == "truncated":  # p = (a, b, sigma, loc, clip low, clip high), a <= 0
         out = jax.random.truncated_normal(key, p[0], p[1], shape, work) * p[2] + p[3]
     else:  # "truncated_mirror": an upper-tail interval drawn as the mirror of the lower one
         out = -jax.random.truncated_normal(key, -p[1], -p[0], shape, work) * p[2] + p[3]
-    return out.astype(dtype)
+    return jnp.clip(out, p[-2], p[-1]).astype(dtype)  # bounds that hold in dtype (initscale.rounding)
 
 
 def _sample(key: Any, dist: Distribution, layout: Layout | None, shape: tuple[int, ...], dtype: Any) -> jax.Array:
@@ -166,6 +167,9 @@ def _sample(key: Any, dist: Distribution, layout: Layout | None, shape: tuple[in
         params = (a, b, dist.sigma, dist.loc)
     else:  # pragma: no cover - every Distribution is handled above
         raise TypeError(f"Unknown distribution {dist!r}.")
+    clip = clip_bounds(dist, jnp.dtype(dtype).name)
+    if clip is not None:
+        params += clip
     wide = jnp.float64 if getattr(jax.config, "jax_enable_x64", False) else jnp.float32
     out: jax.Array = _draw_real(key, kind, shape, jnp.dtype(dtype), jnp.asarray(params, wide))
     return out
@@ -212,6 +216,9 @@ def _stream_draw(stream: Stream, dist: Distribution, strides: tuple[int, ...], s
     wide = jnp.float64 if getattr(jax.config, "jax_enable_x64", False) else jnp.float32
     u = ((bits >> 9).astype(wide) * 2.0 + 1.0) * 2.0**-24
     out: jax.Array = transform(dist, u, jax.scipy.special.ndtri)
+    clip = clip_bounds(dist, jnp.dtype(dtype).name)
+    if clip is not None:  # bounds that hold in dtype (initscale.rounding)
+        out = jnp.clip(out, *clip)
     if gates is not None:  # stacked gates drawn in canonical order, put in the framework's (a Keras GRU)
         out = jnp.take(out, jnp.asarray(gates[1]), axis=gates[0])
     return out.astype(dtype)

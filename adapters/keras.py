@@ -61,6 +61,7 @@ from initscale.normal_math import normal_cdf
 from initscale.plan import planner
 from initscale.reinit import Param, Report, Role
 from initscale.reinit import plan as reinit_plan
+from initscale.rounding import representable_bounds
 from initscale.specs import Constant as ConstantSpec
 from initscale.specs import Normal, Spec, Uniform
 from initscale.specs import Ones as OnesSpec
@@ -116,7 +117,8 @@ def _truncated(dist: TruncatedNormalDist, shape: tuple[int, ...], dtype: str, se
     z = ops.clip(ops.multiply(ops.erfinv(ops.subtract(ops.multiply(u, 2.0), 1.0)), math.sqrt(2.0)), a, b)
     if flip:
         z = ops.negative(z)
-    return ops.cast(ops.add(ops.multiply(z, dist.sigma), dist.loc), dtype)
+    low, high = representable_bounds(dist.low, dist.high, dtype)  # bounds that hold in dtype
+    return ops.cast(ops.clip(ops.add(ops.multiply(z, dist.sigma), dist.loc), low, high), dtype)
 
 
 def _orthogonal(dist: OrthogonalDist, layout: Layout, shape: tuple[int, ...], dtype: str, seed: Any) -> Any:
@@ -150,6 +152,7 @@ def _sample(dist: Distribution, layout: Layout | None, shape: tuple[int, ...], d
         out = keras.random.normal(shape, mean=dist.mean, stddev=dist.std, dtype=work, seed=seed)
     elif isinstance(dist, UniformDist):
         out = keras.random.uniform(shape, minval=dist.low, maxval=dist.high, dtype=work, seed=seed)
+        out = keras.ops.clip(out, *representable_bounds(dist.low, dist.high, dtype))  # bounds that hold in dtype
     else:  # pragma: no cover - every Distribution is handled above
         raise TypeError(f"Unknown distribution {dist!r}.")
     return keras.ops.cast(out, dtype)
@@ -219,7 +222,7 @@ class Initializer(keras.initializers.Initializer):  # type: ignore[misc]
         if self.stream is not None:
             name = _float_dtype(dtype)
             values = stream_values(self.stream, self.spec, dims, self._rule,
-                                   dtype=np.float64 if name == "float64" else np.float32)
+                                   dtype=np.float64 if name == "float64" else np.float32, stored_as=name)
             return keras.ops.cast(keras.ops.convert_to_tensor(values), name)
         dist, concrete = self._plan(dims)
         return _sample(dist, concrete, dims, _float_dtype(dtype), self.seed)
@@ -514,7 +517,8 @@ def reinit(model: Any, rules: Spec | Mapping[str, Spec | None], seed: Any = None
             name = decision.param.name
             if stream_names is not None:
                 name = stream_names(name) if callable(stream_names) else stream_names.get(name, name)
-            bits = transform_stream(Stream(stream_seed, name), decision.dist, dims, decision.param.layout)
+            bits = transform_stream(Stream(stream_seed, name), decision.dist, dims, decision.param.layout,
+                                    stored_as=dtype)
             staged.append((variable, keras.ops.cast(keras.ops.convert_to_tensor(bits), dtype)))
             continue
         staged.append((variable, _sample(decision.dist, decision.layout, dims, dtype, generator)))

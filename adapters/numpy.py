@@ -35,6 +35,7 @@ from initscale.distributions import (
 from initscale.fans import Layout, LayoutLike
 from initscale.normal_math import ndtri, normal_cdf
 from initscale.plan import planner
+from initscale.rounding import clip_bounds
 from initscale.specs import Spec
 from initscale.streams import Stream, stream_values
 
@@ -149,7 +150,9 @@ def initializer(spec: Spec, layout: LayoutLike = "keras", *, stream: Stream | No
         if math.prod(dims) == 0:
             return np.zeros(dims, dtype=dt)
         dist, concrete = plan(dims)
-        return sample(dist, dims, generator, concrete).astype(dt)
+        values = sample(dist, dims, generator, concrete)
+        clip = clip_bounds(dist, dt.name)  # bounds that hold once rounded to dt (initscale.rounding)
+        return (values if clip is None else np.clip(values, *clip)).astype(dt)
 
     init.__doc__ = f"NumPy initializer for {spec!r} (layout {rule})."
     return init

@@ -46,6 +46,7 @@ from initscale.normal_math import normal_cdf
 from initscale.plan import planner
 from initscale.reinit import Param, Report
 from initscale.reinit import plan as reinit_plan
+from initscale.rounding import representable_bounds
 from initscale.specs import Constant as ConstantSpec
 from initscale.specs import Normal, Spec, Uniform
 from initscale.specs import Ones as OnesSpec
@@ -101,7 +102,8 @@ def _truncated(dist: TruncatedNormalDist, shape: tuple[int, ...], dtype: Any, se
     z = tf.clip_by_value(tf.math.erfinv(2.0 * u - 1.0) * math.sqrt(2.0), a, b)
     if flip:
         z = -z
-    return tf.cast(z * dist.sigma + dist.loc, dtype)
+    low, high = representable_bounds(dist.low, dist.high, tf.as_dtype(dtype).name)  # bounds that hold in dtype
+    return tf.cast(tf.clip_by_value(z * dist.sigma + dist.loc, low, high), dtype)
 
 
 def _orthogonal(dist: OrthogonalDist, layout: Layout, shape: tuple[int, ...], dtype: Any, seed: Any) -> tf.Tensor:
@@ -133,6 +135,7 @@ def _sample(dist: Distribution, layout: Layout | None, shape: tuple[int, ...], d
         out = _normal(shape, dist.mean, dist.std, work, seed)
     elif isinstance(dist, UniformDist):
         out = _uniform(shape, dist.low, dist.high, work, seed)
+        out = tf.clip_by_value(out, *representable_bounds(dist.low, dist.high, tf.as_dtype(dtype).name))
     else:  # pragma: no cover - every Distribution is handled above
         raise TypeError(f"Unknown distribution {dist!r}.")
     return tf.cast(out, dtype)

@@ -55,6 +55,7 @@ from initscale.normal_math import normal_cdf
 from initscale.plan import planner
 from initscale.reinit import Param, Report, Role
 from initscale.reinit import plan as reinit_plan
+from initscale.rounding import clip_bounds, representable_bounds
 from initscale.specs import Orthogonal, Spec, VarianceScaling
 from initscale.streams import (
     Stream,
@@ -118,7 +119,7 @@ def _truncated(dist: TruncatedNormalDist, out: torch.Tensor, generator: torch.Ge
     z = v.clamp_(-edge, edge).erfinv_().mul_(scale)
     if dist.loc != 0.0:
         z.add_(dist.loc)
-    return z.clamp_(dist.low, dist.high)
+    return z.clamp_(*representable_bounds(dist.low, dist.high, str(out.dtype)))  # bounds that hold in out's dtype
 
 
 def _orthogonal(dist: OrthogonalDist, layout: Layout, out: torch.Tensor,
@@ -159,7 +160,16 @@ def _fill(dist: Distribution, layout: Layout | None, tensor: torch.Tensor,
     if isinstance(dist, NormalDist):
         target.normal_(dist.mean, dist.std, generator=generator)
     elif isinstance(dist, UniformDist):
-        target.uniform_(dist.low, dist.high, generator=generator)
+        # Bounds that hold once stored (initscale.rounding). low + (high - low)·u with u < 1 stays
+        # inside representable symmetric bounds in the sampling precision; other intervals, and
+        # float32 samples stored in a narrower dtype, are clamped to them.
+        low, high = representable_bounds(dist.low, dist.high, str(tensor.dtype))
+        if target is tensor:  # the bounds move by under one ulp: sample inside them
+            target.uniform_(low, high, generator=generator)
+            if low != -high:
+                target.clamp_(low, high)
+        else:  # float32 staging for a narrower dtype, whose ulp is too wide to move the bounds by
+            target.uniform_(dist.low, dist.high, generator=generator).clamp_(low, high)
     else:  # pragma: no cover - every Distribution is handled above
         raise TypeError(f"Unknown distribution {dist!r}.")
     if target is not tensor:
@@ -280,13 +290,15 @@ def _stream_draw(stream: Stream, dist: Distribution, strides: tuple[int, ...], t
                           take=lambda array, index: torch.take_along_dim(array, index, dim=-1))
     direct = into and gates is None and plan.perm == tuple(range(local.dim())) and local.is_contiguous()
     flat = local.view(-1) if direct else torch.empty(plan.size, dtype=local.dtype, device=device)
+    clip = clip_bounds(dist, str(local.dtype))
     for piece, start, stop in plan.split(_STREAM_PIECE if device.type == "cpu" else _STREAM_PIECE_ACCELERATOR):
         bits = run_bits(piece, stream.key, ops).reshape(-1)
         bits >>= 8
         bits |= 1  # 2·(x >> 9) + 1
         u = bits.to(torch.float64)
         u *= 2.0**-24
-        flat[start:stop] = transform(dist, u, torch.special.ndtri)
+        values = transform(dist, u, torch.special.ndtri)
+        flat[start:stop] = values if clip is None else values.clamp_(*clip)
     if direct:
         return local
     values = flat.reshape(plan.counts).permute(inverse_permutation(plan.perm))

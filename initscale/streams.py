@@ -23,7 +23,9 @@ the float stage as stated below) whatever the framework's layout or the weight's
    float32 and symmetric (u and 1 − u are both values).
 5. **Distribution**: uniform ``low + (high − low)·u``; normal ``mean + std·Φ⁻¹(u)``; truncated
    normal ``loc + σ·Φ⁻¹(Φ(a) + u·(Φ(b) − Φ(a)))`` (an upper-tail interval as the mirror of the
-   lower one), in float64 where the backend has it, then rounded once to the weight's dtype.
+   lower one), in float64 where the backend has it; a bounded distribution is then clipped to
+   the bounds representable in the weight's dtype (:mod:`initscale.rounding`), and the values
+   are rounded once to that dtype.
    Φ⁻¹ is each backend's own ``ndtri``, so float results may differ by a few ulps between
    backends (measured in the tests); the integers and uniforms never do.
 
@@ -56,6 +58,7 @@ from . import _validate
 from .distributions import ConstantDist, Distribution, NormalDist, OrthogonalDist, TruncatedNormalDist, UniformDist
 from .fans import Layout, LayoutLike, gate_order, resolve
 from .normal_math import ndtri, normal_cdf
+from .rounding import clip_bounds
 from .specs import Spec
 
 if TYPE_CHECKING:
@@ -357,17 +360,24 @@ def plan_stream(stream: Stream, spec: Spec, shape: Sequence[int], layout: Layout
 
 
 def draw(stream: Stream, dist: Distribution, shape: Sequence[int], layout: LayoutLike | None,
-         box: Sequence[slice] | None = None) -> NDArray[np.float64]:
+         box: Sequence[slice] | None = None, stored_as: str = "float64") -> NDArray[np.float64]:
     """The stream's float64 values of an already-resolved ``dist`` (what :func:`stream_values`
-    does after resolving the spec; used by the re-init helpers)."""
+    does after resolving the spec; used by the re-init helpers), clipped to the bounds
+    representable in the weight's format ``stored_as``."""
     dims = _validate.shape("shape", shape)
-    return _canonical_values(stream, dist, dims, canonical_strides(dims, layout), box, gate_index(dims, layout))
+    values = _canonical_values(stream, dist, dims, canonical_strides(dims, layout), box, gate_index(dims, layout))
+    clip = clip_bounds(dist, stored_as)
+    return values if clip is None else np.clip(values, *clip)
 
 
 def stream_values(stream: Stream, spec: Spec, shape: Sequence[int], layout: LayoutLike,
-                  box: Sequence[slice] | None = None, dtype: Any = "float32") -> NDArray[Any]:
+                  box: Sequence[slice] | None = None, dtype: Any = "float32",
+                  stored_as: str | None = None) -> NDArray[Any]:
     """The NumPy reference: the values of ``stream`` for a weight of ``shape`` in ``layout``
-    (only the sub-box ``box`` of it when given, e.g. one shard), as ``dtype``."""
+    (only the sub-box ``box`` of it when given, e.g. one shard), as ``dtype``. ``stored_as``
+    names the weight's own float format when NumPy lacks it (``"bfloat16"``): the values are
+    clipped to its representable bounds, for the caller to cast."""
     dist, strides = plan_stream(stream, spec, shape, layout)
     values = _canonical_values(stream, dist, tuple(shape), strides, box, gate_index(shape, layout))
-    return np.asarray(values, dtype=dtype)
+    clip = clip_bounds(dist, stored_as or np.dtype(dtype).name)
+    return np.asarray(values if clip is None else np.clip(values, *clip), dtype=dtype)

@@ -10,8 +10,12 @@ built on them is never flaky by design and never passes whatever the code does:
   by the rounding of the samples' own dtype (a value inside the bounds may round just outside);
   never fails on correct samples.
 - **approaches bounds**: the extreme values reach the outer q-quantiles, with q chosen so that
-  correct samples miss with probability 1e-6 per bound: (1−q)ⁿ = 1e-6.
-- **KS**: the Kolmogorov–Smirnov statistic against the exact CDF, rejected at p < α (1e-4).
+  correct samples miss with probability 1e-6 per bound: (1−q)ⁿ = 1e-6. Each extreme is widened
+  by one unit in the last place of the samples' dtype, since stored bounded draws are clipped to
+  the representable values inside the bounds (:mod:`initscale.rounding`).
+- **KS**: the Kolmogorov–Smirnov statistic against the exact CDF, rejected at p < α (1e-4);
+  for rounded dtypes each value is compared at the edge of its one-ulp band least favourable to
+  a rejection (see :func:`ks_statistic`), so bfloat16 weights are not failed for being rounded.
   p-values use the asymptotic Kolmogorov law with Stephens' finite-n correction
   λ = (√n + 0.12 + 0.11/√n)·D, accurate to well under 1 % of α for n ≥ 100.
 
@@ -161,12 +165,19 @@ def kolmogorov_pvalue(d: float, n: float) -> float:
     return max(0.0, min(1.0, 2.0 * total))
 
 
-def ks_statistic(sorted_x: NDArray[np.float64], cdf: Callable[[NDArray[np.float64]], NDArray[np.float64]]) -> float:
-    """sup |F_n − F| for sorted samples and a vectorized CDF."""
+def ks_statistic(sorted_x: NDArray[np.float64], cdf: Callable[[NDArray[np.float64]], NDArray[np.float64]],
+                 slack: float = 0.0) -> float:
+    """sup |F_n − F| for sorted samples and a vectorized CDF.
+
+    ``slack`` > 0 is for rounded samples (2× the unit roundoff of their dtype): each stored value
+    x stands for a draw in [x − slack·|x|, x + slack·|x|], and the statistic takes the CDF at the
+    end of that band least favourable to a rejection. Rounding is monotonic, so this never
+    exceeds the KS statistic of the unrounded draws and keeps the test's false-alarm rate ≤ α.
+    """
     n = sorted_x.size
-    f = np.asarray(cdf(sorted_x), dtype=np.float64)
-    above = np.arange(1, n + 1) / n - f
-    below = f - np.arange(0, n) / n
+    width = slack * np.abs(sorted_x)
+    above = np.arange(1, n + 1) / n - np.asarray(cdf(sorted_x + width), dtype=np.float64)
+    below = np.asarray(cdf(sorted_x - width), dtype=np.float64) - np.arange(0, n) / n
     return float(max(above.max(), below.max()))
 
 
@@ -222,12 +233,16 @@ def check_samples(samples: Any, spec: Spec | Distribution, fans: Fans | None = N
         checks.append(Check("support", inside, worst, 0.0, max(slack_low, slack_high), 0.0,
                             f"min={x.min():.6g} max={x.max():.6g} bounds=[{low:.6g}, {high:.6g}]"))
         q = -math.expm1(math.log(APPROACH_MISS) / n)  # (1 − q)ⁿ = APPROACH_MISS
-        f_max, f_min = float(cdf(x.max())), float(cdf(x.min()))
+        # A stored extreme stands for any draw within one ulp (2·rounding relative) of it: a draw
+        # above the largest representable value inside a bound is stored as that value.
+        top, bottom = float(x.max()), float(x.min())
+        f_max = float(cdf(top + 2.0 * rounding * abs(top)))
+        f_min = float(cdf(bottom - 2.0 * rounding * abs(bottom)))
         reach = max(1.0 - f_max, f_min)
         checks.append(Check("approaches_bounds", f_max >= 1.0 - q and f_min <= q, reach, 0.0, q,
                             2 * APPROACH_MISS, "the tail mass beyond the extreme values"))
     if cdf is not None:
-        d = ks_statistic(np.sort(x), lambda t: np.asarray(cdf(t)))
+        d = ks_statistic(np.sort(x), lambda t: np.asarray(cdf(t)), slack=2.0 * rounding)
         p = kolmogorov_pvalue(d, n)
         checks.append(Check("ks", p >= alpha, p, 1.0, alpha, alpha, f"D={d:.4g}"))
     return CheckReport(tuple(checks), n)
