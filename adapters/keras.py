@@ -41,10 +41,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import keras
-import numpy as np
 
 from initscale import from_dict, presets
 from initscale.distributions import (
@@ -61,14 +61,22 @@ from initscale.normal_math import normal_cdf
 from initscale.plan import planner
 from initscale.reinit import Param, Report, Role
 from initscale.reinit import plan as reinit_plan
-from initscale.rounding import representable_bounds
+from initscale.rounding import clip_bounds, representable_bounds
 from initscale.specs import Constant as ConstantSpec
 from initscale.specs import Normal, Spec, Uniform
 from initscale.specs import Ones as OnesSpec
 from initscale.specs import Orthogonal as OrthogonalSpec
 from initscale.specs import Zeros as ZerosSpec
-from initscale.streams import Stream, stream_values
-from initscale.streams import draw as transform_stream
+from initscale.streams import (
+    Stream,
+    canonical_strides,
+    gate_index,
+    inverse_permutation,
+    plan_stream,
+    run_bits,
+    runs,
+    transform,
+)
 
 __all__ = [
     "Constant",
@@ -158,6 +166,135 @@ def _sample(dist: Distribution, layout: Layout | None, shape: tuple[int, ...], d
     return keras.ops.cast(out, dtype)
 
 
+# --- portable streams with keras.ops ---------------------------------------------------------------
+
+class _Ops:
+    """A backend tensor with Python's operators mapped to ``keras.ops``, so the backend-neutral
+    Philox and run code of :mod:`initscale.streams` runs on it (TensorFlow tensors lack ``>>``,
+    ``&`` and ``reshape``)."""
+
+    __slots__ = ("x",)
+
+    def __init__(self, x: Any) -> None:
+        self.x = x
+
+    def _raw(self, other: Any) -> Any:
+        """The other operand as a tensor of this one's dtype: a Python scalar converted by the
+        backend alone may become float32 or int32 (the torch backend does), losing bits."""
+        if isinstance(other, _Ops):
+            return other.x
+        return keras.ops.convert_to_tensor(other, dtype=keras.backend.standardize_dtype(self.x.dtype))
+
+    def __add__(self, other: Any) -> _Ops:
+        return _Ops(keras.ops.add(self.x, self._raw(other)))
+
+    def __radd__(self, other: Any) -> _Ops:
+        return _Ops(keras.ops.add(self._raw(other), self.x))
+
+    def __sub__(self, other: Any) -> _Ops:
+        return _Ops(keras.ops.subtract(self.x, self._raw(other)))
+
+    def __rsub__(self, other: Any) -> _Ops:
+        return _Ops(keras.ops.subtract(self._raw(other), self.x))
+
+    def __mul__(self, other: Any) -> _Ops:
+        return _Ops(keras.ops.multiply(self.x, self._raw(other)))
+
+    def __rmul__(self, other: Any) -> _Ops:
+        return _Ops(keras.ops.multiply(self._raw(other), self.x))
+
+    def __neg__(self) -> _Ops:
+        return _Ops(keras.ops.negative(self.x))
+
+    def __rshift__(self, other: Any) -> _Ops:
+        return _Ops(keras.ops.right_shift(self.x, self._raw(other)))
+
+    def __lshift__(self, other: Any) -> _Ops:
+        return _Ops(keras.ops.left_shift(self.x, self._raw(other)))
+
+    def __and__(self, other: Any) -> _Ops:
+        return _Ops(keras.ops.bitwise_and(self.x, self._raw(other)))
+
+    def __or__(self, other: Any) -> _Ops:
+        return _Ops(keras.ops.bitwise_or(self.x, self._raw(other)))
+
+    def __xor__(self, other: Any) -> _Ops:
+        return _Ops(keras.ops.bitwise_xor(self.x, self._raw(other)))
+
+    def __getitem__(self, index: Any) -> _Ops:
+        return _Ops(self.x[index])
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.x.shape)
+
+    def reshape(self, *shape: Any) -> _Ops:
+        return _Ops(keras.ops.reshape(self.x, shape[0] if len(shape) == 1 else shape))
+
+    def clip(self, low: float, high: float) -> _Ops:
+        return _Ops(keras.ops.clip(self.x, low, high))
+
+
+def _ndtri() -> Callable[[_Ops], _Ops]:
+    """The backend's own Φ⁻¹ (as the torch and JAX adapters use theirs)."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        fn: Callable[[Any], Any] = tf.math.ndtri
+    elif backend == "torch":
+        import torch
+
+        fn = torch.special.ndtri
+    elif backend == "jax":
+        import jax
+
+        fn = jax.scipy.special.ndtri
+    else:
+        from initscale.normal_math import ndtri
+
+        fn = ndtri
+    return lambda u: _Ops(fn(u.x))
+
+
+_STREAM_PIECE = 2**19  # elements per piece on the torch backend (as in the torch adapter)
+
+
+def _stream_tensor(stream: Stream, dist: Distribution, shape: tuple[int, ...], layout: LayoutLike | None,
+                   dtype: str) -> Any:
+    """The portable stream (:mod:`initscale.streams`) with keras.ops on the backend's device:
+    Philox in int64 with one multiply per product (TensorFlow, torch), or in uint32 with 16-bit
+    partial products (JAX without x64); the float stage in float64 where the backend has it."""
+    if isinstance(dist, OrthogonalDist):
+        transform(dist, None)  # raises the explanation
+    narrow = keras.backend.backend() == "jax" and _uniform_dtype() == "float32"
+    if narrow and math.prod(shape) >= 2**32:
+        raise ValueError(f"Portable streams on the JAX backend index elements with uint32: shape {shape} has 2^32 "
+                         "or more elements. Split the weight, or enable jax_enable_x64.")
+    counter = "uint32" if narrow else "int64"
+    ops = keras.ops
+    xp = SimpleNamespace(arange=lambda n: _Ops(ops.arange(n, dtype=counter)),
+                         stack=lambda arrays: _Ops(ops.stack([a.x for a in arrays], axis=-1)),
+                         take=lambda array, index: _Ops(ops.take_along_axis(array.x, index.x, axis=-1)))
+    plan = runs(shape, canonical_strides(shape, layout))
+    const = (lambda k: _Ops(ops.convert_to_tensor(k, counter))) if narrow else None
+    clip = clip_bounds(dist, dtype)
+    ndtri = _ndtri()
+    pieces = []
+    # torch runs eager ops fastest on cache-sized pieces; TensorFlow and JAX dispatch costs more per op
+    for piece, _, _ in plan.split(_STREAM_PIECE if keras.backend.backend() == "torch" else plan.size):
+        bits = run_bits(piece, stream.key, xp, wide=not narrow, const=const).reshape(-1)
+        u = _Ops(ops.cast(((bits >> 8) | 1).x, _uniform_dtype())) * 2.0**-24  # 2·(x >> 9) + 1
+        values = transform(dist, u, ndtri).x
+        pieces.append(ops.cast(values if clip is None else ops.clip(values, *clip), dtype))
+    values = ops.reshape(pieces[0] if len(pieces) == 1 else ops.concatenate(pieces), plan.counts)
+    values = ops.transpose(values, inverse_permutation(plan.perm)) if plan.perm else values
+    gates = gate_index(shape, layout)
+    if gates is not None:
+        values = ops.take(values, ops.convert_to_tensor(gates[1], "int32"), axis=gates[0])
+    return values
+
+
 def _float_dtype(dtype: Any) -> str:
     name = str(keras.backend.standardize_dtype(dtype if dtype is not None else keras.backend.floatx()))
     if name not in _FLOAT_DTYPES:
@@ -194,8 +331,10 @@ class Initializer(keras.initializers.Initializer):  # type: ignore[misc]
         layout: how to read the kernel's shape: a layer kind name (``"keras.lstm"``), a
             :class:`~initscale.Layout`, or None for Keras's own fan rule.
         stream: an :class:`initscale.Stream` (or its ``{"seed", "name"}`` dict): draw the
-            portable stream instead (``seed`` unused), the same values as NumPy and torch for
-            the same seed and name on every Keras backend (computed on the host with NumPy).
+            portable stream instead (``seed`` unused), computed with keras.ops on the backend's
+            device: the same values as NumPy and torch for the same seed and name on the
+            TensorFlow and torch backends; on JAX without x64, within the float32 bound of
+            ``initscale.adapters.jax``.
 
     ``get_config()`` holds the spec as its versioned dict; ``from_config`` rebuilds it exactly.
     """
@@ -220,10 +359,8 @@ class Initializer(keras.initializers.Initializer):  # type: ignore[misc]
     def __call__(self, shape: Any, dtype: Any = None) -> Any:
         dims = tuple(int(d) for d in shape)
         if self.stream is not None:
-            name = _float_dtype(dtype)
-            values = stream_values(self.stream, self.spec, dims, self._rule,
-                                   dtype=np.float64 if name == "float64" else np.float32, stored_as=name)
-            return keras.ops.cast(keras.ops.convert_to_tensor(values), name)
+            dist, _ = plan_stream(self.stream, self.spec, dims, self._rule)
+            return _stream_tensor(self.stream, dist, dims, self._rule, _float_dtype(dtype))
         dist, concrete = self._plan(dims)
         return _sample(dist, concrete, dims, _float_dtype(dtype), self.seed)
 
@@ -517,9 +654,8 @@ def reinit(model: Any, rules: Spec | Mapping[str, Spec | None], seed: Any = None
             name = decision.param.name
             if stream_names is not None:
                 name = stream_names(name) if callable(stream_names) else stream_names.get(name, name)
-            bits = transform_stream(Stream(stream_seed, name), decision.dist, dims, decision.param.layout,
-                                    stored_as=dtype)
-            staged.append((variable, keras.ops.cast(keras.ops.convert_to_tensor(bits), dtype)))
+            staged.append((variable, _stream_tensor(Stream(stream_seed, name), decision.dist, dims,
+                                                    decision.param.layout, dtype)))
             continue
         staged.append((variable, _sample(decision.dist, decision.layout, dims, dtype, generator)))
     for variable, values in staged:

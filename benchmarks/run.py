@@ -196,6 +196,20 @@ def _stream_cases(n: int, repeats: int) -> list[Case]:
                               _median_ms(lambda f=ours: f(key).block_until_ready(), repeats),
                               _median_ms(lambda f=theirs: f(key).block_until_ready(), repeats), label,
                               "target: within 2x"))
+    if importlib.util.find_spec("keras"):
+        import keras
+
+        from initscale.adapters import keras as isk
+
+        backend = keras.backend.backend()
+        natives_keras = {"normal": (lambda: keras.random.normal(shape[::-1], seed=0), "keras.random.normal"),
+                         "uniform": (lambda: keras.random.uniform(shape[::-1], seed=0), "keras.random.uniform")}
+        for dist, (theirs, label) in natives_keras.items():
+            init = isk.initializer(specs[dist], layout="keras.dense", stream=Stream(0, "w"))
+            cases.append(Case(f"keras ({backend}) stream {dist}, {n:,} fp32", "cpu",
+                              _median_ms(lambda i=init: keras.ops.convert_to_numpy(i(shape[::-1])), repeats),
+                              _median_ms(lambda f=theirs: keras.ops.convert_to_numpy(f()), repeats), label,
+                              "eager keras.ops; target: within 2x"))
     import numpy as np
 
     from initscale.adapters import numpy as isnp
