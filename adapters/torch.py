@@ -112,11 +112,14 @@ def _truncated(dist: TruncatedNormalDist, out: torch.Tensor, generator: torch.Ge
     # float32 is exact enough inside ±4σ (|dz| ≲ 1e-6·|z| there) and 7x faster on CPU than float64;
     # wider or one-sided intervals, and float64 weights, are drawn in float64.
     work = torch.float32 if out.dtype != torch.float64 and max(abs(a), abs(b)) <= 4.0 else torch.float64
-    edge = 1.0 - torch.finfo(work).eps / 2  # keeps erfinv finite when a bound is infinite
     v = out if out.dtype == work and out.is_contiguous() else torch.empty(out.shape, dtype=work, device=out.device)
-    v.uniform_(2.0 * normal_cdf(a) - 1.0, 2.0 * normal_cdf(b) - 1.0, generator=generator)
+    low, high = 2.0 * normal_cdf(a) - 1.0, 2.0 * normal_cdf(b) - 1.0
+    v.uniform_(low, high, generator=generator)
+    eps = torch.finfo(work).eps
+    if max(abs(low), abs(high)) > 1.0 - 4 * eps:  # a bound at (or rounding to) ±1: keep erfinv finite
+        v.clamp_(-(1.0 - eps / 2), 1.0 - eps / 2)
     scale = -math.sqrt(2.0) * dist.sigma if flip else math.sqrt(2.0) * dist.sigma
-    z = v.clamp_(-edge, edge).erfinv_().mul_(scale)
+    z = v.erfinv_().mul_(scale)
     if dist.loc != 0.0:
         z.add_(dist.loc)
     return z.clamp_(*representable_bounds(dist.low, dist.high, str(out.dtype)))  # bounds that hold in out's dtype
