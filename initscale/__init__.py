@@ -7,7 +7,8 @@
 0.057781
 
 ``import initscale`` needs the standard library only (NumPy, a dependency, is imported on the first
-array operation: sampling, CDFs, quadrature, streams). Framework adapters are attributes loaded on first use:
+array operation: sampling, CDFs, quadrature, streams); ``initscale.presets`` and ``initscale.Stream``
+are imported on first use. Framework adapters are attributes loaded on first use:
 ``initscale.numpy`` (the reference sampler), ``initscale.torch``, ``initscale.keras`` (Keras 3, or the
 legacy ``tf_keras`` adapter when ``TF_USE_LEGACY_KERAS=1``), ``initscale.tf_keras`` and ``initscale.jax``;
 each imports its framework only then, and says which pip extra to install when the framework is missing.
@@ -17,9 +18,9 @@ from __future__ import annotations
 
 import importlib
 import os
-from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-from . import distributions, gains, presets
+from . import distributions, gains
 from . import fans as layouts
 from .fans import Fans, LayerKind, Layout, compute_fans
 from .gains import gain
@@ -36,7 +37,10 @@ from .specs import (
     Zeros,
     from_dict,
 )
-from .streams import Stream
+
+if TYPE_CHECKING:
+    from . import presets
+    from .streams import Stream
 
 __version__ = "0.1.0"
 
@@ -79,10 +83,21 @@ def _legacy_keras() -> bool:
     return os.environ.get("TF_USE_LEGACY_KERAS", "").strip().lower() in ("1", "true", "yes")
 
 
-def __getattr__(name: str) -> ModuleType:
+# names imported on first use, to keep `import initscale` fast: attribute -> (module, name in it or None)
+_LAZY: dict[str, tuple[str, str | None]] = {"presets": ("initscale.presets", None),
+                                            "Stream": ("initscale.streams", "Stream")}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        module_name, attribute = _LAZY[name]
+        module = importlib.import_module(module_name)
+        value = module if attribute is None else getattr(module, attribute)
+        globals()[name] = value
+        return value
     if name not in _ADAPTERS:
         raise AttributeError(f"module 'initscale' has no attribute {name!r}")
-    module, framework, extra = _ADAPTERS["tf_keras" if name == "keras" and _legacy_keras() else name]
+    adapter_name, framework, extra = _ADAPTERS["tf_keras" if name == "keras" and _legacy_keras() else name]
     try:
         importlib.import_module(framework)
     except ImportError as err:
@@ -90,10 +105,10 @@ def __getattr__(name: str) -> ModuleType:
             f"initscale.{name} needs {framework}, which is not importable ({err}). "
             f"Install it with: pip install 'initscale[{extra}]'"
         ) from err
-    adapter = importlib.import_module(module)
+    adapter = importlib.import_module(adapter_name)
     globals()[name] = adapter
     return adapter
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_ADAPTERS))
+    return sorted(set(globals()) | set(_ADAPTERS) | set(_LAZY))

@@ -122,8 +122,9 @@ def philox4x32(c0: Any, c1: Any, c2: Any, c3: Any, key: tuple[int, int], rounds:
     """Philox4x32-``rounds`` on arrays of 32-bit counter words.
 
     ``wide=True`` is for 64-bit integer arrays (NumPy uint64, torch int64): each 32×32-bit product
-    is one multiply (wrapping in int64 keeps its 64 bits), and the rounds update ``c0`` and ``c2``
-    in place where the array library can (so pass arrays the caller owns). ``wide=False`` is for
+    is one multiply (wrapping in int64 keeps its 64 bits), the words are masked to 32 bits only
+    before each multiply and at the end, and the rounds update the arrays in place where the
+    array library can (so pass arrays the caller owns). ``wide=False`` is for
     unsigned 32-bit arrays (NumPy uint32, JAX uint32): the high word comes from 16-bit partial
     products. ``const`` turns a round-key word into the array library's scalar (JAX needs
     ``jnp.uint32`` for words ≥ 2³¹).
@@ -131,24 +132,24 @@ def philox4x32(c0: Any, c1: Any, c2: Any, c3: Any, key: tuple[int, int], rounds:
     for k0, k1 in round_keys(key, rounds):
         if const is not None:
             k0, k1 = const(k0), const(k1)
-        if wide:
+        if wide:  # words carry junk above bit 31 until masked: before each multiply, and at the end
+            c0 &= _MASK32
+            c2 &= _MASK32
             c0 *= PHILOX_M[0]
             c2 *= PHILOX_M[1]
             hi1 = c2 >> 32
-            hi1 &= _MASK32
             hi1 ^= c1
             hi1 ^= k0
             hi0 = c0 >> 32
-            hi0 &= _MASK32
             hi0 ^= c3
             hi0 ^= k1
-            c2 &= _MASK32
-            c0 &= _MASK32
             c0, c1, c2, c3 = hi1, c2, hi0, c0
         else:
             hi0, lo0 = _mulhilo(c0, PHILOX_M[0])
             hi1, lo1 = _mulhilo(c2, PHILOX_M[1])
             c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
+    if wide:
+        return c0 & _MASK32, c1 & _MASK32, c2 & _MASK32, c3 & _MASK32
     return c0, c1, c2, c3
 
 

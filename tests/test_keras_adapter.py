@@ -391,6 +391,12 @@ def test_portable_stream_matches_the_numpy_reference() -> None:
             _assert_stream_matches(_np(init(shape, "float32")), ref, (name, layout))
         back = isk.Initializer.from_config(json.loads(json.dumps(init.get_config())))
         assert back.stream == Stream(3, "dense/kernel")
+    from initscale import parity
+
+    for layer in parity.LAYERS:  # each logical layer's Keras form
+        shape, layout = parity.LAYERS[layer].form("keras")
+        init = isk.initializer(HE, stream=Stream(6, layer), layout=layout)
+        _assert_stream_matches(_np(init(shape, "float32")), stream_values(Stream(6, layer), HE, shape, layout), layer)
     model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(8, name="fc")], name="net")
     isk.reinit(model, HE, stream_seed=4, stream_names=lambda p: p.split("/", 1)[-1])
     kernel = _np(model.get_layer("fc").kernel.value)

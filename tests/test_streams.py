@@ -203,6 +203,32 @@ def test_torch_equals_numpy_to_the_bit(name, form) -> None:
     assert np.array_equal(np.transpose(w.numpy(), axes), ref)
 
 
+LAYER_KINDS = ["dense", "conv2d", "grouped_conv", "conv_transpose", "depthwise", "embedding", "lstm_gates",
+               "packed_qkv"]
+
+
+@pytest.mark.parametrize("layer", LAYER_KINDS)
+def test_every_layer_kind_matches_across_backends(layer) -> None:
+    """Each logical layer in each framework's own form (initscale.parity.LAYERS): torch equals
+    the reference to the bit, JAX within the float32 bound; for uniform, normal and truncated
+    normal (the Keras forms are checked on every Keras backend in tests/test_keras_adapter.py)."""
+    from initscale import parity
+
+    for name in ("he_uniform", "torch.kaiming_normal", "he_normal"):
+        spec = presets.get(name)
+        torch = pytest.importorskip("torch")
+        ist = pytest.importorskip("initscale.adapters.torch")
+        shape, layout = parity.LAYERS[layer].form("torch")
+        w = ist.initializer(spec, layout, stream=Stream(6, layer))(torch.empty(shape))
+        assert np.array_equal(w.numpy(), stream_values(Stream(6, layer), spec, shape, layout)), (layer, name)
+        pytest.importorskip("jax")
+        isj = pytest.importorskip("initscale.adapters.jax")
+        shape, layout = parity.LAYERS[layer].form("flax")
+        ref = stream_values(Stream(6, layer), spec, shape, layout)
+        k = np.asarray(isj.initializer(spec, layout=layout, stream=Stream(6, layer))(None, shape))
+        assert np.abs(k.astype(np.float64) - ref).max() <= 8 * np.spacing(np.float32(np.abs(ref).max())), (layer, name)
+
+
 @pytest.mark.parametrize("name", SPECS)
 def test_jax_float32_within_the_stated_bound(name) -> None:
     """Without x64, JAX computes the float stage in float32: every value within 8 float32 ulps of
@@ -270,8 +296,7 @@ def test_a_torch_model_and_a_flax_model_start_from_the_same_weights() -> None:
         ist.reinit_(torch_model, initscale.Orthogonal(), stream_seed=1)
 
 
-@pytest.mark.parametrize("layer", ["dense", "conv2d", "grouped_conv", "conv_transpose", "depthwise", "embedding",
-                                   "lstm_gates", "packed_qkv"])
+@pytest.mark.parametrize("layer", LAYER_KINDS)
 def test_every_layer_kind_has_one_canonical_order(layer) -> None:
     """The torch, Keras and Flax forms of each logical layer hold the same values: sorted, the
     three arrays are equal, and the canonical flat orders agree element by element."""
