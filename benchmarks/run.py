@@ -2,11 +2,12 @@
 
     python benchmarks/run.py [--quick] [--json FILE] [--markdown FILE]
 
-Each case times initscale and the framework's own function on the same tensor, same dtype, same
-device, and reports the median of repeated runs and their ratio (initscale / native: below 1 is
-faster). Frameworks that are not installed are skipped. ``--quick`` (4M elements, fewer
-repeats) finishes in about a minute on 2 CPU cores; the full run uses 16M fp32 elements on CPU
-and 2^30 on CUDA when a GPU is present.
+Each case times initscale and the framework's own function in alternation on the same tensor,
+same dtype, same device, and reports each side's median and the median of the per-round ratios
+(initscale / native: below 1 is faster); peak extra memory is measured in fresh processes.
+Frameworks that are not installed are skipped. ``--quick`` (4M elements, 5 rounds) finishes in
+about 70 s on 2 CPU cores; the full run uses 16M fp32 elements on CPU and 2^30 on CUDA when a
+GPU is present.
 """
 
 from __future__ import annotations
@@ -34,22 +35,34 @@ class Case:
     native: str
     note: str = ""
     unit: str = "ms"
+    paired_ratio: float | None = None
 
     @property
     def ratio(self) -> float:
+        """The median of the per-round ratios where the two were timed in alternation (robust to
+        a shared machine's drift); else the ratio of the medians."""
+        if self.paired_ratio is not None:
+            return self.paired_ratio
         return self.initscale_ms / self.native_ms if self.native_ms else float("nan")
 
 
-def _median_ms(fn: Callable[[], Any], repeats: int, sync: Callable[[], None] = lambda: None) -> float:
-    fn()
-    sync()  # warm-up (allocation, compilation)
-    times = []
+def _compare(name: str, device: str, ours: Callable[[], Any], theirs: Callable[[], Any], native: str,
+             repeats: int, sync: Callable[[], None] = lambda: None, note: str = "") -> Case:
+    """Time ``ours`` and ``theirs`` in alternation, ``repeats`` rounds after a warm-up of each:
+    the medians of each, and the median of the per-round ratios."""
+    ours()
+    theirs()
+    sync()
+    mine, native_times = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+        for fn, times in ((ours, mine), (theirs, native_times)):
+            start = time.perf_counter()
+            fn()
+            sync()
+            times.append((time.perf_counter() - start) * 1e3)
+    ratios = [a / b for a, b in zip(mine, native_times, strict=True) if b > 0]
+    return Case(name, device, statistics.median(mine), statistics.median(native_times), native, note,
+                paired_ratio=statistics.median(ratios) if ratios else None)
 
 
 def _torch_cases(n: int, repeats: int) -> list[Case]:
@@ -88,8 +101,7 @@ def _torch_device_cases(device: str, n: int, repeats: int) -> list[Case]:
         ("constant", lambda: ist.init_(w, initscale.Constant(0.5)), lambda: w.fill_(0.5), "Tensor.fill_"),
     ]
     for name, ours, theirs, label in pairs:
-        cases.append(Case(f"torch {name}, {size:,} fp32", device, _median_ms(ours, repeats, sync),
-                          _median_ms(theirs, repeats, sync), label))
+        cases.append(_compare(f"torch {name}, {size:,} fp32", device, ours, theirs, label, repeats, sync))
     model = torch.nn.Sequential(*[torch.nn.Linear(64, 64) for _ in range(200)]).to(device)  # 400 params
     spec = initscale.presets.get("he_normal")
 
@@ -106,11 +118,13 @@ def _torch_device_cases(device: str, n: int, repeats: int) -> list[Case]:
                 torch.nn.init.kaiming_normal_(layer.weight)
                 torch.nn.init.zeros_(layer.bias)
 
-    ours = _median_ms(lambda: ist.reinit_(model, spec, generator=gen), max(3, repeats // 2), sync)
-    cases.append(Case("torch reinit_ of 400 small params (200 × Linear(64, 64))", device, ours,
-                      _median_ms(loop_trunc, max(3, repeats // 2), sync), "loop of trunc_normal_ + zeros_"))
-    cases.append(Case("torch reinit_ of 400 small params (200 × Linear(64, 64))", device, ours,
-                      _median_ms(loop_kaiming, max(3, repeats // 2), sync), "loop of kaiming_normal_ + zeros_"))
+    def ours() -> None:
+        ist.reinit_(model, spec, generator=gen)
+
+    loops = ((loop_trunc, "loop of trunc_normal_ + zeros_"), (loop_kaiming, "loop of kaiming_normal_ + zeros_"))
+    for loop, label in loops:
+        cases.append(_compare("torch reinit_ of 400 small params (200 × Linear(64, 64))", device, ours, loop, label,
+                              repeats, sync))
     return cases
 
 
@@ -128,10 +142,9 @@ def _jax_cases(n: int, repeats: int) -> list[Case]:
         mine = isj.initializer(initscale.presets.get(preset))
         ours = jax.jit(lambda k, i=mine: i(k, shape))
         theirs = jax.jit(lambda k, i=native: i(k, shape))
-        cases.append(Case(f"jax {preset} under jit, {n:,} fp32", str(jax.devices()[0].platform),
-                          _median_ms(lambda f=ours: f(key).block_until_ready(), repeats),
-                          _median_ms(lambda f=theirs: f(key).block_until_ready(), repeats),
-                          f"jax.nn.initializers.{preset.split('.')[1]}"))
+        cases.append(_compare(f"jax {preset} under jit, {n:,} fp32", str(jax.devices()[0].platform),
+                              lambda f=ours: f(key).block_until_ready(), lambda f=theirs: f(key).block_until_ready(),
+                              f"jax.nn.initializers.{preset.split('.')[1]}", repeats))
     return cases
 
 
@@ -144,10 +157,9 @@ def _numpy_cases(n: int, repeats: int) -> list[Case]:
     shape = (n // 1024, 1024)
     rng = np.random.default_rng(0)
     init = isnp.initializer(initscale.presets.get("numpy.randn_he"))
-    return [Case(f"numpy normal (randn_he), {n:,} fp32", "cpu",
-                 _median_ms(lambda: init(shape, rng=rng), repeats),
-                 _median_ms(lambda: (rng.standard_normal(shape) * 0.04).astype(np.float32), repeats),
-                 "rng.standard_normal(...) * std")]
+    return [_compare(f"numpy normal (randn_he), {n:,} fp32", "cpu", lambda: init(shape, rng=rng),
+                     lambda: (rng.standard_normal(shape) * 0.04).astype(np.float32), "rng.standard_normal(...) * std",
+                     repeats)]
 
 
 def _stream_cases(n: int, repeats: int) -> list[Case]:
@@ -175,8 +187,8 @@ def _stream_cases(n: int, repeats: int) -> list[Case]:
         for dist, spec in specs.items():
             fill = ist.initializer(spec, "torch.linear", stream=Stream(0, "w"))
             theirs, label = natives[dist]
-            cases.append(Case(f"torch stream {dist}, {n:,} fp32", "cpu", _median_ms(lambda f=fill: f(w), repeats),
-                              _median_ms(theirs, repeats), label, "target: within 2x"))
+            cases.append(_compare(f"torch stream {dist}, {n:,} fp32", "cpu", lambda f=fill: f(w), theirs, label,
+                                  repeats, note="target: within 2x"))
     if importlib.util.find_spec("jax"):
         import jax
 
@@ -192,10 +204,10 @@ def _stream_cases(n: int, repeats: int) -> list[Case]:
             ours = jax.jit(lambda k, i=init: i(k, shape[::-1]))
             native, label = natives_jax[dist]
             theirs = jax.jit(lambda k, g=native: g(k, shape))
-            cases.append(Case(f"jax stream {dist} under jit, {n:,} fp32", str(jax.devices()[0].platform),
-                              _median_ms(lambda f=ours: f(key).block_until_ready(), repeats),
-                              _median_ms(lambda f=theirs: f(key).block_until_ready(), repeats), label,
-                              "target: within 2x"))
+            cases.append(_compare(f"jax stream {dist} under jit, {n:,} fp32", str(jax.devices()[0].platform),
+                                  lambda f=ours: f(key).block_until_ready(),
+                                  lambda f=theirs: f(key).block_until_ready(), label, repeats,
+                                  note="target: within 2x"))
     if importlib.util.find_spec("keras"):
         import keras
 
@@ -206,10 +218,10 @@ def _stream_cases(n: int, repeats: int) -> list[Case]:
                          "uniform": (lambda: keras.random.uniform(shape[::-1], seed=0), "keras.random.uniform")}
         for dist, (theirs, label) in natives_keras.items():
             init = isk.initializer(specs[dist], layout="keras.dense", stream=Stream(0, "w"))
-            cases.append(Case(f"keras ({backend}) stream {dist}, {n:,} fp32", "cpu",
-                              _median_ms(lambda i=init: keras.ops.convert_to_numpy(i(shape[::-1])), repeats),
-                              _median_ms(lambda f=theirs: keras.ops.convert_to_numpy(f()), repeats), label,
-                              "eager keras.ops; target: within 2x"))
+            cases.append(_compare(f"keras ({backend}) stream {dist}, {n:,} fp32", "cpu",
+                                  lambda i=init: keras.ops.convert_to_numpy(i(shape[::-1])),
+                                  lambda f=theirs: keras.ops.convert_to_numpy(f()), label, repeats,
+                                  note="eager keras.ops; target: within 2x"))
     import numpy as np
 
     from initscale.adapters import numpy as isnp
@@ -219,8 +231,8 @@ def _stream_cases(n: int, repeats: int) -> list[Case]:
                   "uniform": (lambda: rng.random(shape, dtype=np.float32), "Generator.random")}
     for dist, (theirs, label) in natives_np.items():
         init = isnp.initializer(specs[dist], "torch.linear", stream=Stream(0, "w"))
-        cases.append(Case(f"numpy stream {dist}, {n:,} fp32", "cpu", _median_ms(lambda i=init: i(shape), repeats),
-                          _median_ms(theirs, repeats), label, "the reference: float64, exact by construction"))
+        cases.append(_compare(f"numpy stream {dist}, {n:,} fp32", "cpu", lambda i=init: i(shape), theirs, label,
+                              repeats, note="the reference: float64, exact by construction"))
     return cases
 
 
@@ -286,7 +298,7 @@ def _import_ms(module: str) -> float:
 def _import_cases() -> list[Case]:
     cases = [Case("import initscale", "cpu", _import_ms("initscale"), _import_ms("numpy"), "import numpy",
                   "target: under 50 ms")]
-    for fw in ("torch", "jax"):
+    for fw in ("torch", "jax", "keras"):
         if importlib.util.find_spec(fw):
             cases.append(Case(f"import initscale.adapters.{fw}", "cpu", _import_ms(f"initscale.adapters.{fw}"),
                               _import_ms(fw), f"import {fw}"))
@@ -310,7 +322,7 @@ def _cpus() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="4M elements and fewer repeats (about a minute)")
+    parser.add_argument("--quick", action="store_true", help="4M elements and 5 rounds (about 70 s on 2 cores)")
     parser.add_argument("--json", help="write the cases as JSON to this file")
     parser.add_argument("--markdown", help="write the markdown table to this file")
     args = parser.parse_args(argv)

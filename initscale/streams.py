@@ -12,8 +12,8 @@ the float stage as stated below) whatever the framework's layout or the weight's
    Keras/Flax ``Dense`` kernel (in, out), for a torch depthwise (C·m, 1, k, k) and a Keras
    depthwise (k, k, C, m) kernel. Stacked recurrent gates count in the canonical gate order
    (torch's: LSTM i, f, g, o; GRU r, z, n), so a Keras GRU kernel, which stacks (z, r, h),
-   gets the same values per gate as a torch GRU weight (:func:`gate_index`). Element ``i`` is lane ``i % 4`` of the
-   Philox4x32-10 block with counter (i // 4 mod 2³², i // 2³⁴, 0, 0).
+   gets the same values per gate as a torch GRU weight (:func:`gate_index`). Element ``i`` is
+   lane ``i % 4`` of the Philox4x32-10 block with counter (i // 4 mod 2³², i // 2³⁴, 0, 0).
 3. **Philox4x32-10** (Salmon et al., SC'11; Random123's known-answer vectors are in the tests):
    ten rounds of (hi₀, lo₀) = M₀·c₀, (hi₁, lo₁) = M₁·c₂, c ← (hi₁⊕c₁⊕k₀, lo₁, hi₀⊕c₃⊕k₁, lo₀), the
    key bumped by the Weyl constants between rounds. Each product is one multiply in 64-bit
@@ -67,7 +67,7 @@ if TYPE_CHECKING:
 else:
     from ._lazy import numpy as np
 
-__all__ = ["PHILOX_M", "PHILOX_W", "Runs", "Stream", "canonical_strides", "draw", "gate_index", "inverse_permutation",
+__all__ = ["PHILOX_M", "PHILOX_W", "Runs", "Stream", "canonical_strides", "gate_index", "inverse_permutation",
            "philox4x32", "plan_stream", "round_keys", "run_bits", "runs", "stream_values", "transform",
            "uniform_from_bits"]
 
@@ -360,25 +360,12 @@ def plan_stream(stream: Stream, spec: Spec, shape: Sequence[int], layout: Layout
     return dist, canonical_strides(dims, rule)
 
 
-def draw(stream: Stream, dist: Distribution, shape: Sequence[int], layout: LayoutLike | None,
-         box: Sequence[slice] | None = None, stored_as: str = "float64") -> NDArray[np.float64]:
-    """The stream's float64 values of an already-resolved ``dist`` (what :func:`stream_values`
-    does after resolving the spec; used by the re-init helpers), clipped to the bounds
-    representable in the weight's format ``stored_as``."""
-    dims = _validate.shape("shape", shape)
-    values = _canonical_values(stream, dist, dims, canonical_strides(dims, layout), box, gate_index(dims, layout))
-    clip = clip_bounds(dist, stored_as)
-    return values if clip is None else np.clip(values, *clip)
-
-
 def stream_values(stream: Stream, spec: Spec, shape: Sequence[int], layout: LayoutLike,
-                  box: Sequence[slice] | None = None, dtype: Any = "float32",
-                  stored_as: str | None = None) -> NDArray[Any]:
+                  box: Sequence[slice] | None = None, dtype: Any = "float32") -> NDArray[Any]:
     """The NumPy reference: the values of ``stream`` for a weight of ``shape`` in ``layout``
-    (only the sub-box ``box`` of it when given, e.g. one shard), as ``dtype``. ``stored_as``
-    names the weight's own float format when NumPy lacks it (``"bfloat16"``): the values are
-    clipped to its representable bounds, for the caller to cast."""
+    (only the sub-box ``box`` of it when given, e.g. one shard), as ``dtype`` (float16, float32
+    or float64; bounded draws clipped to the bounds representable in it)."""
     dist, strides = plan_stream(stream, spec, shape, layout)
     values = _canonical_values(stream, dist, tuple(shape), strides, box, gate_index(shape, layout))
-    clip = clip_bounds(dist, stored_as or np.dtype(dtype).name)
+    clip = clip_bounds(dist, np.dtype(dtype).name)
     return np.asarray(values if clip is None else np.clip(values, *clip), dtype=dtype)
