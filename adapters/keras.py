@@ -221,6 +221,10 @@ class _Ops:
     def __xor__(self, other: Any) -> _Ops:
         return _Ops(keras.ops.bitwise_xor(self.x, self._raw(other)))
 
+    __rxor__ = __xor__  # bitwise operators commute
+    __rand__ = __and__
+    __ror__ = __or__
+
     def __getitem__(self, index: Any) -> _Ops:
         return _Ops(self.x[index])
 

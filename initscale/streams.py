@@ -266,13 +266,17 @@ def run_bits(plan: Runs, key: tuple[int, int], xp: Any, wide: bool = True, const
     for count, stride in plan.rows:
         starts = (starts[:, None] + xp.arange(count)[None, :] * stride).reshape(-1)
     lead = 0 if plan.aligned else 3
-    blocks = (starts >> 2)[:, None] + xp.arange((plan.run + lead + 3) // 4)[None, :]
-    if wide:
-        c0, c1 = blocks & _MASK32, blocks >> 32
+    nblocks = (plan.run + lead + 3) // 4
+    blocks = (starts >> 2)[:, None] + xp.arange(nblocks)[None, :]
+    last = plan.base + sum((count - 1) * stride for count, stride in plan.rows) + 4 * nblocks
+    rows = blocks.shape[0]
+    # (zero words as arrays: torch mixes Python ints into int64 ops more slowly than arrays)
+    if last < 2**34:  # every block counter fits one word (c0 is masked inside, before its multiply)
+        words = philox4x32(blocks, blocks * 0, blocks * 0, blocks * 0, key, const=const, wide=wide)
     else:
-        c0, c1 = blocks, blocks * 0
-    words = philox4x32(c0, c1, c1 * 0, c1 * 0, key, const=const, wide=wide)
-    bits = xp.stack(words).reshape(blocks.shape[0], -1)
+        high = blocks >> 32
+        words = philox4x32(blocks, high, high * 0, high * 0, key, const=const, wide=wide)
+    bits = xp.stack(words).reshape(rows, -1)
     if plan.aligned:
         bits = bits[:, :plan.run]
     else:
