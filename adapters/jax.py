@@ -201,6 +201,9 @@ def _stream_draw(stream: Stream, dist: Distribution, strides: tuple[int, ...], s
     if isinstance(dist, OrthogonalDist):
         raise ValueError("Orthogonal specs have no portable stream: their QR differs between linear-algebra "
                          "libraries.")
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        raise ValueError(f"Portable streams make real weights; dtype={jnp.dtype(dtype).name} is complex. Draw "
+                         "complex weights from a key (stream=None), or use a real dtype.")
     if math.prod(shape) >= 2**32:
         raise ValueError(f"Portable streams in JAX index elements with uint32: shape {shape} has 2^32 or more "
                          "elements. Split the weight, or draw it with torch or NumPy.")

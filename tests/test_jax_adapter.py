@@ -350,3 +350,10 @@ def test_axes_that_do_not_fit_the_shape(kwargs, shape, match) -> None:
 def test_non_spec_input() -> None:
     with pytest.raises(TypeError, match="Argument `spec` must be an initscale spec"):
         isj.initializer("he_normal")
+
+
+def test_a_portable_stream_refuses_complex_dtypes() -> None:
+    from initscale.streams import Stream
+
+    with pytest.raises(ValueError, match="Portable streams make real weights"):
+        isj.initializer(presets.get("he_uniform"), stream=Stream(1, "a"))(None, (3, 4), jnp.complex64)
