@@ -4,7 +4,9 @@
 
 Each case times initscale and the framework's own function in alternation on the same tensor,
 same dtype, same device, and reports each side's median and the median of the per-round ratios
-(initscale / native: below 1 is faster); peak extra memory is measured in fresh processes.
+(initscale / native: below 1 is faster); large torch fills (fp32 and bf16) also give initscale's
+GB/s and its share of ``fill_``'s on the same tensor (the memory limit); peak extra memory is
+measured in fresh processes.
 Frameworks that are not installed are skipped. ``--quick`` (4M elements, 5 rounds) finishes in
 about 70 s on 2 CPU cores; the full run uses 16M fp32 elements on CPU and 2^30 on CUDA when a
 GPU is present.
@@ -36,6 +38,8 @@ class Case:
     note: str = ""
     unit: str = "ms"
     paired_ratio: float | None = None
+    gbps: float | None = None  # bytes written per second by initscale, for large fills
+    fill_share: float | None = None  # initscale's speed as a share of fill_'s on the same tensor
 
     @property
     def ratio(self) -> float:
@@ -81,27 +85,43 @@ def _torch_device_cases(device: str, n: int, repeats: int) -> list[Case]:
     cases = []
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     size = n if device == "cpu" else 2**30
-    w = torch.empty(size // 1024, 1024, device=device)
     gen = torch.Generator(device=device).manual_seed(0)
     he_n = initscale.presets.get("torch.kaiming_normal")
     he_u = initscale.presets.get("torch.kaiming_uniform")
     he_t = initscale.presets.get("he_normal")
     fill_n, fill_u, fill_t = (ist.initializer(s) for s in (he_n, he_u, he_t))
-    std = he_n.std(initscale.compute_fans(tuple(w.shape), "torch"))
-    pairs = [
-        ("normal (kaiming_normal)", lambda: fill_n(w, generator=gen),
-         lambda: torch.nn.init.kaiming_normal_(w, generator=gen), "nn.init.kaiming_normal_"),
-        ("uniform (kaiming_uniform)", lambda: fill_u(w, generator=gen),
-         lambda: torch.nn.init.kaiming_uniform_(w, generator=gen), "nn.init.kaiming_uniform_"),
-        ("truncated normal (he_normal)", lambda: fill_t(w, generator=gen),
-         lambda: torch.nn.init.trunc_normal_(w, std=std, a=-2 * std, b=2 * std, generator=gen),
-         "nn.init.trunc_normal_"),
-        ("truncated normal vs normal_", lambda: fill_t(w, generator=gen),
-         lambda: w.normal_(generator=gen), "Tensor.normal_ (untruncated)"),
-        ("constant", lambda: ist.init_(w, initscale.Constant(0.5)), lambda: w.fill_(0.5), "Tensor.fill_"),
-    ]
-    for name, ours, theirs, label in pairs:
-        cases.append(_compare(f"torch {name}, {size:,} fp32", device, ours, theirs, label, repeats, sync))
+    for dtype in (torch.float32, torch.bfloat16):
+        w = torch.empty(size // 1024, 1024, device=device, dtype=dtype)
+        std = he_n.std(initscale.compute_fans(tuple(w.shape), "torch"))
+        pairs = [
+            ("normal (kaiming_normal)", lambda w=w: fill_n(w, generator=gen),
+             lambda w=w: torch.nn.init.kaiming_normal_(w, generator=gen), "nn.init.kaiming_normal_"),
+            ("uniform (kaiming_uniform)", lambda w=w: fill_u(w, generator=gen),
+             lambda w=w: torch.nn.init.kaiming_uniform_(w, generator=gen), "nn.init.kaiming_uniform_"),
+            ("truncated normal (he_normal)", lambda w=w: fill_t(w, generator=gen),
+             lambda w=w, std=std: torch.nn.init.trunc_normal_(w, std=std, a=-2 * std, b=2 * std, generator=gen),
+             "nn.init.trunc_normal_"),
+            ("truncated normal vs normal_", lambda w=w: fill_t(w, generator=gen),
+             lambda w=w: w.normal_(generator=gen), "Tensor.normal_ (untruncated)"),
+        ]
+        if dtype == torch.float32:
+            pairs.append(("constant", lambda w=w: ist.init_(w, initscale.Constant(0.5)), lambda w=w: w.fill_(0.5),
+                          "Tensor.fill_"))
+        # the memory limit: what fill_ writes per second on this tensor, in the same run
+        fill_ms = _compare("fill_", device, lambda w=w: w.fill_(0.5), lambda w=w: w.fill_(0.5), "", repeats,
+                           sync).initscale_ms
+        nbytes = w.numel() * w.element_size()
+        kind = "fp32" if dtype == torch.float32 else "bf16"
+        for name, ours, theirs, label in pairs:
+            case = _compare(f"torch {name}, {size:,} {kind}", device, ours, theirs, label, repeats, sync)
+            case.gbps = nbytes / case.initscale_ms / 1e6
+            case.fill_share = fill_ms / case.initscale_ms
+            cases.append(case)
+    square = torch.empty(1024, 1024, device=device)
+    ortho = ist.initializer(initscale.Orthogonal())
+    cases.append(_compare("torch orthogonal, 1024 × 1024 fp32 (one QR)", device, lambda: ortho(square, generator=gen),
+                          lambda: torch.nn.init.orthogonal_(square, generator=gen), "nn.init.orthogonal_",
+                          max(3, repeats // 2), sync))
     model = torch.nn.Sequential(*[torch.nn.Linear(64, 64) for _ in range(200)]).to(device)  # 400 params
     spec = initscale.presets.get("he_normal")
 
@@ -308,11 +328,13 @@ def _import_cases() -> list[Case]:
 def markdown(cases: list[Case]) -> str:
     lines = [f"Measured on {platform.machine()} {platform.processor() or ''} ({_cpus()} CPUs), Python "
              f"{platform.python_version()}.", "",
-             "| case | device | initscale | native | native | ratio |", "|---|---|---|---|---|---|"]
+             "| case | device | initscale | native | native | ratio | GB/s (share of fill_) |",
+             "|---|---|---|---|---|---|---|"]
     for c in cases:
         ratio = f"**{c.ratio:.2f}x**" if c.native_ms >= 0.05 else "—"
+        rate = f"{c.gbps:.3g} ({c.fill_share:.0%})" if c.gbps is not None and c.fill_share is not None else ""
         lines.append(f"| {c.name} | {c.device} | {c.initscale_ms:.3g} {c.unit} | {c.native_ms:.3g} {c.unit} | "
-                     f"{c.native} | {ratio} |")
+                     f"{c.native} | {ratio} | {rate} |")
     return "\n".join(lines)
 
 
