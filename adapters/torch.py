@@ -159,7 +159,10 @@ def _fill(dist: Distribution, layout: Layout | None, tensor: torch.Tensor,
             raise ValueError("An orthogonal init needs the weight's layout.")
         tensor.copy_(_orthogonal(dist, layout, tensor, generator))
         return
-    target = tensor.float() if tensor.dtype in _LOW_PRECISION else tensor
+    # bf16/fp16: torch's own normal_ samples in float and rounds once, but its uniform_ computes in
+    # the low precision and is biased (docs/conventions.md, section 7): uniforms are staged in fp32.
+    staged = tensor.dtype in _LOW_PRECISION and not isinstance(dist, NormalDist)
+    target = tensor.float() if staged else tensor
     if isinstance(dist, NormalDist):
         target.normal_(dist.mean, dist.std, generator=generator)
     elif isinstance(dist, UniformDist):

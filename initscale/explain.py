@@ -29,6 +29,7 @@ from .distributions import (
     UniformDist,
 )
 from .fans import Fans, LayerKind, Layout, LayoutLike, resolve
+from .rounding import clip_bounds
 from .specs import Spec, from_dict
 
 __all__ = ["Explanation", "explain", "fans_explanation", "native_calls", "parse_spec"]
@@ -150,6 +151,7 @@ class Explanation:
     sampler_parameter: float
     native: dict[str, str]
     source: str | None
+    stored_bounds: dict[str, tuple[float, float]] | None = None  # per float format (initscale.rounding)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -162,6 +164,8 @@ class Explanation:
             "variance": self.variance, "std": self.std, "mean": self.mean,
             "bounds": None if self.bounds is None else list(self.bounds),
             "sampler_parameter": self.sampler_parameter, "native": self.native,
+            "stored_bounds": None if self.stored_bounds is None else {
+                fmt: list(b) for fmt, b in self.stored_bounds.items()},
         }
 
     def __str__(self) -> str:
@@ -172,8 +176,11 @@ class Explanation:
         rows += [("distribution", type(self.distribution).__name__), ("variance", _g(self.variance)),
                  ("std", _g(self.std)), ("mean", _g(self.mean)),
                  ("bounds", "none (unbounded)" if self.bounds is None else
-                  f"[{_g(self.bounds[0])}, {_g(self.bounds[1])}]"),
-                 ("sampler parameter", f"{_g(self.sampler_parameter)}  ({_sampler_label(self.distribution)})")]
+                  f"[{_g(self.bounds[0])}, {_g(self.bounds[1])}]")]
+        if self.stored_bounds:
+            rows.append(("stored inside", "  ".join(f"{fmt} [{_g(lo)}, {_g(hi)}]"
+                                                    for fmt, (lo, hi) in self.stored_bounds.items())))
+        rows.append(("sampler parameter", f"{_g(self.sampler_parameter)}  ({_sampler_label(self.distribution)})"))
         rows += [(f"{fw}", call) for fw, call in self.native.items()]
         width = max(len(k) for k, _ in rows)
         return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
@@ -220,4 +227,12 @@ def explain(spec: Spec | str, shape: Sequence[int], layout: LayoutLike | None = 
         variance=dist.variance, std=dist.std, mean=dist.mean, bounds=dist.bounds,
         sampler_parameter=dist.sampler_parameter, native=native_calls(dist),
         source=presets.info(preset).source if preset else None,
+        stored_bounds=_stored_bounds(dist),
     )
+
+
+def _stored_bounds(dist: Distribution) -> dict[str, tuple[float, float]] | None:
+    """The bounds a bounded draw keeps once stored in each narrower float format."""
+    if clip_bounds(dist, "float64") is None:
+        return None
+    return {fmt: clip for fmt in ("float32", "float16", "bfloat16") if (clip := clip_bounds(dist, fmt)) is not None}

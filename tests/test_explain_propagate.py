@@ -30,6 +30,10 @@ def test_explain_json_spec_and_fixed_scale() -> None:
     e = explain(json.dumps(spec.to_dict()), (10,))
     assert e.spec == spec and e.fans is None and e.bounds == pytest.approx((-0.04, 0.04))
     assert e.native["torch"].startswith("torch.nn.init.trunc_normal_(w, mean=0, std=0.02, a=-0.04, b=0.04)")
+    # the bounds each narrower format keeps: its values inside [-0.04, 0.04] (initscale.rounding)
+    # bf16 rounds 0.04 up to 0.0400390625; one bf16 ulp (2^-12 there) below it is the stored bound
+    assert e.stored_bounds["bfloat16"] == (-(0.0400390625 - 2**-12), 0.0400390625 - 2**-12)
+    assert "stored inside" in str(e) and explain("torch.kaiming_normal", (4, 4)).stored_bounds is None
 
 
 @pytest.mark.parametrize("name", presets.names())
