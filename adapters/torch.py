@@ -301,9 +301,12 @@ def _stream_draw(stream: Stream, dist: Distribution, strides: tuple[int, ...], t
         bits = run_bits(piece, stream.key, ops).reshape(-1)
         bits >>= 8
         bits |= 1  # 2·(x >> 9) + 1
-        u = bits.to(torch.float64)
-        u *= 2.0**-24
-        values = transform(dist, u, torch.special.ndtri)
+        if isinstance(dist, UniformDist):  # low + (high − low)·u in place: (high − low)·2⁻²⁴ is exact,
+            values = bits.to(torch.float64).mul_((dist.high - dist.low) * 2.0**-24).add_(dist.low)  # same bits
+        else:
+            u = bits.to(torch.float64)
+            u *= 2.0**-24
+            values = transform(dist, u, torch.special.ndtri)
         flat[start:stop] = values if clip is None else values.clamp_(*clip)
     if direct:
         return local
