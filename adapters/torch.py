@@ -409,6 +409,7 @@ _RNN_KINDS = {"LSTM": "torch.lstm", "GRU": "torch.gru", "RNN_TANH": "torch.rnn",
 _CELL_KINDS = {"LSTMCell": "torch.lstm", "GRUCell": "torch.gru", "RNNCell": "torch.rnn"}
 
 
+@functools.cache
 def _norm_types() -> tuple[type, ...]:
     nn = torch.nn
     found = [nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm]
@@ -453,8 +454,14 @@ def _role_and_layout(module: torch.nn.Module, leaf: str, ndim: int) -> tuple[Rol
     return "other", ("torch" if ndim >= 2 else None)
 
 
+_CLASS_NAMES: dict[type, tuple[str, ...]] = {}  # a module class -> its class names, computed once
+
+
 def _owner_classes(module: torch.nn.Module) -> tuple[str, ...]:
-    return tuple(c.__name__ for c in type(module).__mro__ if c not in (torch.nn.Module, object))
+    cls = type(module)
+    if cls not in _CLASS_NAMES:
+        _CLASS_NAMES[cls] = tuple(c.__name__ for c in cls.__mro__ if c not in (torch.nn.Module, object))
+    return _CLASS_NAMES[cls]
 
 
 def _walk(module: torch.nn.Module, recurse: bool,
@@ -517,15 +524,15 @@ def _reinit(module: torch.nn.Module, rules: Spec | Mapping[str, Spec | None], *,
     seeds = _ShardSeeds(generator)
     staged: list[tuple[torch.Tensor, torch.Tensor]] = []
     # Parameters that share a distribution, dtype and device (and need no layout) are drawn as one
-    # flat buffer and split into views: one kernel call per group instead of one per tensor.
+    # flat buffer and split into views: one kernel call per group instead of one per tensor, and
+    # one multi-tensor copy at the end.
     groups: dict[tuple[Any, torch.dtype, torch.device], list[torch.Tensor]] = {}
     with torch.no_grad():
         for decision, tensor in targets:  # every value is computed before anything is written
             assert decision.dist is not None
             if tensor.numel() == 0:
                 continue
-            if (stream_seed is None and not _is_dtensor(tensor) and not isinstance(decision.dist, OrthogonalDist)
-                    and not isinstance(decision.dist, ConstantDist)):
+            if stream_seed is None and not _is_dtensor(tensor) and not isinstance(decision.dist, OrthogonalDist):
                 groups.setdefault((decision.dist, tensor.dtype, tensor.device), []).append(tensor)
                 continue
             if stream_seed is not None:
@@ -547,9 +554,25 @@ def _reinit(module: torch.nn.Module, rules: Spec | Mapping[str, Spec | None], *,
             _fill(dist, None, flat, generator)
             for tensor, part in zip(tensors, torch.split(flat, [t.numel() for t in tensors]), strict=True):
                 staged.append((tensor, part.view(tensor.shape)))
-        for target, values in staged:
-            target.copy_(values)
+        _copy_all(staged)
     return decided.report
+
+
+def _copy_all(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """Write every staged value: one multi-tensor copy per (device, dtype), as torch.optim does
+    with its ``_foreach`` kernels, where torch has them; else one copy each."""
+    by_kind: dict[tuple[torch.device, torch.dtype], tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
+    for target, values in pairs:
+        targets, sources = by_kind.setdefault((target.device, target.dtype), ([], []))
+        targets.append(target)
+        sources.append(values)
+    foreach_copy = getattr(torch, "_foreach_copy_", None)
+    for targets, sources in by_kind.values():
+        if foreach_copy is not None and all(t.is_contiguous() for t in targets):
+            foreach_copy(targets, sources)
+        else:
+            for target, values in zip(targets, sources, strict=True):
+                target.copy_(values)
 
 
 def reinit_(module: torch.nn.Module, rules: Spec | Mapping[str, Spec | None], *,

@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import TYPE_CHECKING
 
@@ -73,6 +74,7 @@ def _check_interval(a: float, b: float) -> None:
         )
 
 
+@functools.lru_cache(maxsize=4096)  # a pure function of two floats, asked for again per weight
 def truncated_moments(a: float, b: float) -> tuple[float, float, float]:
     """Mean, variance and kurtosis (non-excess, E[(X−μ)⁴]/σ⁴) of N(0, 1) truncated to [a, b].
 

@@ -354,6 +354,7 @@ def plan(params: Sequence[Param], rules: Spec | Mapping[str, Spec | None], *, in
     rules_seen: dict[Any, Layout | LayerKind] = {}
     fans_seen: dict[tuple[Any, tuple[int, ...]], Fans | None] = {}
     resolved: dict[tuple[Spec, Any, tuple[int, ...]], tuple[Distribution, Layout | None, Fans | None]] = {}
+    names_seen: dict[Layout | LayerKind, str] = {}
     for param in params:
         spec, reason = _choose(param, compiled, used, defaults)
         rule = None
@@ -376,9 +377,11 @@ def plan(params: Sequence[Param], rules: Spec | Mapping[str, Spec | None], *, in
                 resolved[spec_key] = _resolve(param, spec, rule)
             dist, layout, fans = resolved[spec_key]
         decisions.append(Decision(param, dist, layout))
+        if rule is not None and rule not in names_seen:
+            names_seen[rule] = str(rule)
         rows.append(ReportRow(
             name=param.name, shape=param.shape, layer=param.layer,
-            layout=None if rule is None else str(rule),
+            layout=None if rule is None else names_seen[rule],
             fan_in=None if fans is None else fans.fan_in, fan_out=None if fans is None else fans.fan_out,
             spec=spec, std=None if dist is None else dist.std, touched=dist is not None, reason=reason,
         ))
