@@ -207,6 +207,18 @@ def _stream_draw(stream: Stream, dist: Distribution, strides: tuple[int, ...], s
     if math.prod(shape) >= 2**32:
         raise ValueError(f"Portable streams in JAX index elements with uint32: shape {shape} has 2^32 or more "
                          "elements. Split the weight, or draw it with torch or NumPy.")
+    key = jnp.asarray(np.array(stream.key, dtype=np.uint32))
+    order = None if gates is None else (gates[0], tuple(gates[1]))
+    out: jax.Array = _stream_compiled(key, dist, strides, shape, jnp.dtype(dtype), order)
+    return out
+
+
+@functools.partial(jax.jit, static_argnames=("dist", "strides", "shape", "dtype", "gates"))
+def _stream_compiled(key: jax.Array, dist: Distribution, strides: tuple[int, ...], shape: tuple[int, ...],
+                     dtype: Any, gates: tuple[int, tuple[int, ...]] | None) -> jax.Array:
+    """One compiled program per (distribution, shape, layout, dtype): the stream's key is traced,
+    so every weight of a shape shares it, called eagerly (as flax's ``init`` runs) or inside a
+    jit (inlined there, and partitioned under ``out_shardings``)."""
     index = jnp.zeros((), jnp.uint32)
     for axis, (n, stride) in enumerate(zip(shape, strides, strict=True)):
         iota = jax.lax.broadcasted_iota(jnp.uint32, shape, axis)
@@ -214,7 +226,7 @@ def _stream_draw(stream: Stream, dist: Distribution, strides: tuple[int, ...], s
     index = jnp.broadcast_to(index, shape)
     block, lane = index >> 2, index & 3
     zeros = jnp.zeros_like(block)
-    words = philox4x32(block, zeros, zeros, zeros, stream.key, const=jnp.uint32)
+    words = philox4x32(block, zeros, zeros, zeros, (key[0], key[1]), const=jnp.uint32)
     bits = jnp.select([lane == 0, lane == 1, lane == 2], list(words[:3]), words[3])
     wide = jnp.float64 if getattr(jax.config, "jax_enable_x64", False) else jnp.float32
     u = ((bits >> 9).astype(wide) * 2.0 + 1.0) * 2.0**-24

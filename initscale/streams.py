@@ -117,7 +117,7 @@ def round_keys(key: tuple[int, int], rounds: int = 10) -> list[tuple[int, int]]:
     return [((key[0] + r * PHILOX_W[0]) & _MASK32, (key[1] + r * PHILOX_W[1]) & _MASK32) for r in range(rounds)]
 
 
-def philox4x32(c0: Any, c1: Any, c2: Any, c3: Any, key: tuple[int, int], rounds: int = 10,
+def philox4x32(c0: Any, c1: Any, c2: Any, c3: Any, key: tuple[Any, Any], rounds: int = 10,
                const: Any = None, wide: bool = False) -> tuple[Any, Any, Any, Any]:
     """Philox4x32-``rounds`` on arrays of 32-bit counter words.
 
@@ -127,11 +127,16 @@ def philox4x32(c0: Any, c1: Any, c2: Any, c3: Any, key: tuple[int, int], rounds:
     array library can (so pass arrays the caller owns). ``wide=False`` is for
     unsigned 32-bit arrays (NumPy uint32, JAX uint32): the high word comes from 16-bit partial
     products. ``const`` turns a round-key word into the array library's scalar (JAX needs
-    ``jnp.uint32`` for words ≥ 2³¹).
+    ``jnp.uint32`` for words ≥ 2³¹). ``key`` is two ints, or two uint32 arrays (JAX: a key traced
+    under ``jit``, so one compiled program serves every stream).
     """
-    for k0, k1 in round_keys(key, rounds):
-        if const is not None:
-            k0, k1 = const(k0), const(k1)
+    if isinstance(key[0], int) and isinstance(key[1], int):
+        schedule = [(k0, k1) if const is None else (const(k0), const(k1)) for k0, k1 in round_keys(key, rounds)]
+    else:  # key words as uint32 arrays (a traced key under jit): bumped by the Weyl constants, wrapping
+        assert const is not None, "array key words need `const` for the Weyl increments"
+        schedule = [(key[0] + const((r * PHILOX_W[0]) & _MASK32), key[1] + const((r * PHILOX_W[1]) & _MASK32))
+                    for r in range(rounds)]
+    for k0, k1 in schedule:
         if wide:  # words carry junk above bit 31 until masked: before each multiply, and at the end
             c0 &= _MASK32
             c2 &= _MASK32
