@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
 
@@ -82,6 +83,7 @@ def round_up(x: float, dtype: str) -> float:
     return -round_down(-float(x), dtype)
 
 
+@functools.lru_cache(maxsize=1024)  # samplers ask on every draw; the answer depends on these three only
 def representable_bounds(low: float, high: float, dtype: str) -> tuple[float, float]:
     """[low, high] shrunk to the nearest values of ``dtype`` inside it."""
     return round_up(low, dtype), round_down(high, dtype)

@@ -47,6 +47,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections.abc import Sequence
@@ -358,10 +359,15 @@ def transform(dist: Distribution, u: Any, ndtri_fn: Any = ndtri) -> Any:
 
 def plan_stream(stream: Stream, spec: Spec, shape: Sequence[int], layout: LayoutLike) -> tuple[Distribution,
                                                                                                 tuple[int, ...]]:
-    """What every backend needs: the distribution and the canonical strides of ``shape``."""
+    """What every backend needs: the distribution and the canonical strides of ``shape``
+    (computed once per spec, shape and layout: initializers call this on every draw)."""
     if not isinstance(stream, Stream):
         raise TypeError(f"Argument `stream` must be an initscale.Stream. Received: stream={stream!r}.")
-    dims = _validate.shape("shape", shape)
+    return _planned(spec, _validate.shape("shape", shape), layout)
+
+
+@functools.lru_cache(maxsize=1024)
+def _planned(spec: Spec, dims: tuple[int, ...], layout: LayoutLike) -> tuple[Distribution, tuple[int, ...]]:
     rule = resolve(layout)
     dist = spec.resolve(None if spec.fixed_scale else rule.fans(dims))
     if isinstance(dist, OrthogonalDist):

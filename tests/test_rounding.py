@@ -146,6 +146,8 @@ def test_native_low_precision_deviations_documented_in_conventions() -> None:
     jax = pytest.importorskip("jax")
     u = jax.random.uniform(jax.random.key(0), SHAPE, "bfloat16", -0.1, 0.1)
     assert _outside(np.asarray(u.astype("float32")), _specs(0.1)["uniform"]) > 0
-    z = np.asarray(jax.random.truncated_normal(jax.random.key(0), -2.0, 2.0, SHAPE, "bfloat16").astype("float32"))
-    # correct draws reach within q of the bound: 1 − F(max) ≤ q with (1 − q)ⁿ = 1e-6; JAX's stop at 1.87
-    assert z.max() < 1.9
+    z = jax.random.truncated_normal(jax.random.key(0), -2.0, 2.0, SHAPE, "bfloat16")
+    # correct draws reach within q of each bound, 1 − F(max) ≤ q with (1 − q)ⁿ = 1e-6 (widened by one
+    # bf16 ulp); JAX's stop at 1.87: the reach check, with its derived tolerance, fails
+    standard = initscale.TruncatedNormal(1.0, 0.0, -2.0, 2.0, "absolute").resolve(None)
+    assert not {c.name: c.ok for c in testing.check_samples(z, standard).checks}["approaches_bounds"]
