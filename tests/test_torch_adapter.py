@@ -106,11 +106,53 @@ def test_cuda_draws() -> None:
 _SHAPES = PRESET_SHAPES
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("name", [n for n in presets.names() if "orthogonal" not in n])
-def test_every_preset_compiled_to_torch_draws_its_analytic_distribution(name) -> None:
+def test_every_preset_compiled_to_torch_draws_its_analytic_distribution(name, dtype) -> None:
     info = presets.info(name)
     spec = presets.get(name)
     shape = _SHAPES[info.layout.split(":")[0]]
     dist = spec.resolve(None if spec.fixed_scale else initscale.compute_fans(shape, info.layout))
-    values = _draw(spec, torch.float64, layout=info.layout, shape=shape, seed=len(name))
-    assert failures(values.numpy(), dist) == []
+    values = _draw(spec, getattr(torch, dtype), layout=info.layout, shape=shape, seed=len(name))
+    assert failures(values.double().numpy(), dist) == []
+
+
+GRID_CASES = [((-0.9, 0.9), (1000, 200)), ((0.2, 0.95), (1000, 200)), ((-0.99, -0.5), (999, 201))]
+
+
+@pytest.mark.parametrize(("bounds", "shape"), GRID_CASES)
+def test_uniform_grid_is_uniform_on_its_grid(bounds, shape) -> None:
+    """The CPU truncated normal's uniform stage (64 random bits per two float32 values)."""
+    from initscale.adapters.torch import _uniform_grid
+
+    low, high = bounds
+    g = torch.Generator().manual_seed(3)
+    for out in (torch.empty(shape), torch.empty(shape[::-1]).t(), torch.empty(shape, dtype=torch.bfloat16)):
+        u = _uniform_grid(out, low, high, g)
+        assert u.shape == out.shape and u.dtype == torch.float32
+        assert (u is out) == (out.dtype == torch.float32 and out.is_contiguous() and out.numel() % 2 == 0)
+        x = u.double().numpy()
+        assert failures(x, initscale.distributions.UniformDist(low, high), rounding=2.0**-24) == []
+    # on U(-1, 1) the scale is 2^-31 and every value is exactly (2k + 1)·2^-24, k ∈ [-2^23, 2^23)
+    odd = _uniform_grid(torch.empty(SHAPE), -1.0, 1.0, g).double().numpy() * 2.0**24
+    assert np.array_equal(odd, np.round(odd)) and np.all(np.abs(odd) % 2 == 1)
+    assert np.abs(odd).max() <= 2.0**24 - 1
+
+
+@pytest.mark.parametrize("bug", ["random_ default range: 63 bits", "32-bit words only"])
+def test_uniform_grid_checks_catch_planted_bugs(monkeypatch, bug) -> None:
+    """Drawing the words with too few random bits is caught by the distribution checks."""
+    from initscale.adapters.torch import _uniform_grid
+
+    real = torch.Tensor.random_
+
+    def buggy(self, *args, **kwargs):
+        return real(self, generator=kwargs.get("generator")) if bug.startswith("random_") else \
+            real(self, 0, 2**32, generator=kwargs.get("generator"))
+
+    dist = initscale.distributions.UniformDist(-0.9, 0.9)
+    clean = _uniform_grid(torch.empty(SHAPE), -0.9, 0.9, torch.Generator().manual_seed(3))
+    assert failures(clean.double().numpy(), dist) == []  # the control
+    monkeypatch.setattr(torch.Tensor, "random_", buggy)
+    x = _uniform_grid(torch.empty(SHAPE), -0.9, 0.9, torch.Generator().manual_seed(3))
+    assert failures(x.double().numpy(), dist) != [], bug
