@@ -39,6 +39,7 @@ Note:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from types import SimpleNamespace
@@ -261,39 +262,74 @@ def _ndtri() -> Callable[[_Ops], _Ops]:
     return lambda u: _Ops(fn(u.x))
 
 
-_STREAM_PIECE = 2**19  # elements per piece on the torch backend (as in the torch adapter)
-
-
 def _stream_tensor(stream: Stream, dist: Distribution, shape: tuple[int, ...], layout: LayoutLike | None,
                    dtype: str) -> Any:
-    """The portable stream (:mod:`initscale.streams`) with keras.ops on the backend's device:
-    Philox in int64 with one multiply per product (TensorFlow, torch), or in uint32 with 16-bit
-    partial products (JAX without x64); the float stage in float64 where the backend has it."""
+    """The portable stream (:mod:`initscale.streams`) on the backend's device, compiled where the
+    backend compiles: the JAX adapter's jitted program on JAX (one per shape, the key traced), an
+    XLA-compiled ``tf.function`` on TensorFlow (likewise; a weight of a kind not seen before is
+    drawn eagerly, which is faster than compiling for it once), the torch adapter's in-place int64
+    pieces on torch; keras.ops elsewhere. Philox in int64 with one multiply per product (uint32
+    with 16-bit partial products on JAX without x64); the float stage in float64 where the
+    backend has it."""
     if isinstance(dist, OrthogonalDist):
         transform(dist, None)  # raises the explanation
-    narrow = keras.backend.backend() == "jax" and _uniform_dtype() == "float32"
-    if narrow and math.prod(shape) >= 2**32:
-        raise ValueError(f"Portable streams on the JAX backend index elements with uint32: shape {shape} has 2^32 "
-                         "or more elements. Split the weight, or enable jax_enable_x64.")
-    counter = "uint32" if narrow else "int64"
+    strides = canonical_strides(shape, layout)
+    gates = gate_index(shape, layout)
+    backend = keras.backend.backend()
+    if backend == "jax":
+        from . import jax as isj
+
+        return isj._stream_draw(stream, dist, strides, shape, dtype, gates)
+    if backend == "torch":
+        from . import torch as ist
+
+        return ist._stream_draw(stream, dist, strides, keras.ops.empty(shape, dtype), gates=gates)
+    order = None if gates is None else (gates[0], tuple(gates[1]))
+    if backend == "tensorflow":
+        program = (dist, shape, strides, dtype, order)
+        if program in _TF_SEEN:  # compiled from the second weight of a kind on (XLA takes ~0.3 s)
+            import tensorflow as tf
+
+            return _tf_stream_program(*program)(tf.constant(stream.key, tf.int64))
+        _TF_SEEN.add(program)
+    return _ops_stream(stream.key, dist, shape, strides, dtype, order)
+
+
+_TF_SEEN: set[tuple[Any, ...]] = set()  # the (distribution, shape, layout, dtype) drawn eagerly once
+
+
+@functools.lru_cache(maxsize=256)
+def _tf_stream_program(dist: Distribution, shape: tuple[int, ...], strides: tuple[int, ...], dtype: str,
+                       gates: tuple[int, tuple[int, ...]] | None) -> Callable[[Any], Any]:
+    """One XLA program per (distribution, shape, layout, dtype), the key an input: eager
+    TensorFlow runs the ~200 integer ops of Philox one full pass over memory each."""
+    import tensorflow as tf
+
+    def program(key: Any) -> Any:
+        return _ops_stream((_Ops(key[0]), _Ops(key[1])), dist, shape, strides, dtype, gates)
+
+    compiled: Callable[[Any], Any] = tf.function(program, jit_compile=True, autograph=False,
+                                                 input_signature=[tf.TensorSpec([2], tf.int64)])
+    return compiled
+
+
+def _ops_stream(key: tuple[Any, Any], dist: Distribution, shape: tuple[int, ...], strides: tuple[int, ...],
+                dtype: str, gates: tuple[int, tuple[int, ...]] | None) -> Any:
+    """The stream with keras.ops: Philox in int64 on runs of consecutive canonical indices
+    (:func:`initscale.streams.run_bits`); ``key`` two ints, or two int64 tensors (traced)."""
     ops = keras.ops
-    xp = SimpleNamespace(arange=lambda n: _Ops(ops.arange(n, dtype=counter)),
+    xp = SimpleNamespace(arange=lambda n: _Ops(ops.arange(n, dtype="int64")),
                          stack=lambda arrays: _Ops(ops.stack([a.x for a in arrays], axis=-1)),
                          take=lambda array, index: _Ops(ops.take_along_axis(array.x, index.x, axis=-1)))
-    plan = runs(shape, canonical_strides(shape, layout))
-    const = (lambda k: _Ops(ops.convert_to_tensor(k, counter))) if narrow else None
+    plan = runs(shape, strides)
+    const = None if isinstance(key[0], int) else (lambda k: _Ops(ops.convert_to_tensor(k, "int64")))
+    bits = run_bits(plan, key, xp, const=const).reshape(-1)
+    u = _Ops(ops.cast(((bits >> 8) | 1).x, _uniform_dtype())) * 2.0**-24  # 2·(x >> 9) + 1
+    values = transform(dist, u, _ndtri()).x
     clip = clip_bounds(dist, dtype)
-    ndtri = _ndtri()
-    pieces = []
-    # torch runs eager ops fastest on cache-sized pieces; TensorFlow and JAX dispatch costs more per op
-    for piece, _, _ in plan.split(_STREAM_PIECE if keras.backend.backend() == "torch" else plan.size):
-        bits = run_bits(piece, stream.key, xp, wide=not narrow, const=const).reshape(-1)
-        u = _Ops(ops.cast(((bits >> 8) | 1).x, _uniform_dtype())) * 2.0**-24  # 2·(x >> 9) + 1
-        values = transform(dist, u, ndtri).x
-        pieces.append(ops.cast(values if clip is None else ops.clip(values, *clip), dtype))
-    values = ops.reshape(pieces[0] if len(pieces) == 1 else ops.concatenate(pieces), plan.counts)
+    values = ops.cast(values if clip is None else ops.clip(values, *clip), dtype)
+    values = ops.reshape(values, plan.counts)
     values = ops.transpose(values, inverse_permutation(plan.perm)) if plan.perm else values
-    gates = gate_index(shape, layout)
     if gates is not None:
         values = ops.take(values, ops.convert_to_tensor(gates[1], "int32"), axis=gates[0])
     return values
@@ -335,8 +371,9 @@ class Initializer(keras.initializers.Initializer):  # type: ignore[misc]
         layout: how to read the kernel's shape: a layer kind name (``"keras.lstm"``), a
             :class:`~initscale.Layout`, or None for Keras's own fan rule.
         stream: an :class:`initscale.Stream` (or its ``{"seed", "name"}`` dict): draw the
-            portable stream instead (``seed`` unused), computed with keras.ops on the backend's
-            device: the same values as NumPy and torch for the same seed and name on the
+            portable stream instead (``seed`` unused), computed on the backend's device (an
+            XLA program on TensorFlow, the JAX and torch adapters' stream code on those
+            backends): the same values as NumPy and torch for the same seed and name on the
             TensorFlow and torch backends; on JAX without x64, within the float32 bound of
             ``initscale.adapters.jax``.
 

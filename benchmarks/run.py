@@ -228,20 +228,6 @@ def _stream_cases(n: int, repeats: int) -> list[Case]:
                                   lambda f=ours: f(key).block_until_ready(),
                                   lambda f=theirs: f(key).block_until_ready(), label, repeats,
                                   note="target: within 2x"))
-    if importlib.util.find_spec("keras"):
-        import keras
-
-        from initscale.adapters import keras as isk
-
-        backend = keras.backend.backend()
-        natives_keras = {"normal": (lambda: keras.random.normal(shape[::-1], seed=0), "keras.random.normal"),
-                         "uniform": (lambda: keras.random.uniform(shape[::-1], seed=0), "keras.random.uniform")}
-        for dist, (theirs, label) in natives_keras.items():
-            init = isk.initializer(specs[dist], layout="keras.dense", stream=Stream(0, "w"))
-            cases.append(_compare(f"keras ({backend}) stream {dist}, {n:,} fp32", "cpu",
-                                  lambda i=init: keras.ops.convert_to_numpy(i(shape[::-1])),
-                                  lambda f=theirs: keras.ops.convert_to_numpy(f()), label, repeats,
-                                  note="eager keras.ops; target: within 2x"))
     import numpy as np
 
     from initscale.adapters import numpy as isnp
@@ -253,6 +239,48 @@ def _stream_cases(n: int, repeats: int) -> list[Case]:
         init = isnp.initializer(specs[dist], "torch.linear", stream=Stream(0, "w"))
         cases.append(_compare(f"numpy stream {dist}, {n:,} fp32", "cpu", lambda i=init: i(shape), theirs, label,
                               repeats, note="the reference: float64, exact by construction"))
+    return cases
+
+
+def _keras_stream_cases(n: int, repeats: int) -> list[Case]:
+    """Keras portable streams on this process's backend (``KERAS_BACKEND``) against keras.random.
+    TensorFlow draws a shape eagerly once and through one XLA program after; the warm-up round
+    of :func:`_compare` is that first draw, so the times are the steady state."""
+    import keras
+
+    import initscale
+    from initscale.adapters import keras as isk
+    from initscale.streams import Stream
+
+    shape = (1024, n // 1024)  # a Dense kernel (in, out)
+    backend = keras.backend.backend()
+    natives = {"normal": (lambda: keras.random.normal(shape, seed=0), "keras.random.normal", "torch.kaiming_normal"),
+               "uniform": (lambda: keras.random.uniform(shape, seed=0), "keras.random.uniform",
+                           "torch.kaiming_uniform"),
+               "truncated normal": (lambda: keras.random.truncated_normal(shape, seed=0),
+                                    "keras.random.truncated_normal", "he_normal")}
+    cases = []
+    for dist, (theirs, label, preset) in natives.items():
+        init = isk.initializer(initscale.presets.get(preset), layout="keras.dense", stream=Stream(0, "w"))
+        cases.append(_compare(f"keras ({backend}) stream {dist}, {n:,} fp32", "cpu",
+                              lambda i=init: keras.ops.convert_to_numpy(i(shape)),
+                              lambda f=theirs: keras.ops.convert_to_numpy(f()), label, repeats,
+                              note="target: within 2x"))
+    return cases
+
+
+def _keras_backend_cases(n: int, repeats: int) -> list[Case]:
+    """:func:`_keras_stream_cases` once per installed Keras backend, each in its own process
+    (Keras fixes its backend at import)."""
+    if not importlib.util.find_spec("keras"):
+        return []
+    cases = []
+    for backend in ("tensorflow", "jax", "torch"):
+        if not importlib.util.find_spec(backend):
+            continue
+        done = subprocess.run([sys.executable, __file__, "--keras-streams", str(n), str(repeats)],
+                              capture_output=True, text=True, check=True, env={**os.environ, "KERAS_BACKEND": backend})
+        cases += [Case(**fields) for fields in json.loads(done.stdout.strip().splitlines()[-1])]
     return cases
 
 
@@ -347,13 +375,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="4M elements and 5 rounds (about 70 s on 2 cores)")
     parser.add_argument("--json", help="write the cases as JSON to this file")
     parser.add_argument("--markdown", help="write the markdown table to this file")
+    parser.add_argument("--keras-streams", nargs=2, type=int, metavar=("N", "REPEATS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.keras_streams:  # one backend's Keras cases, as JSON (run by _keras_backend_cases)
+        print(json.dumps([asdict(c) for c in _keras_stream_cases(*args.keras_streams)]))
+        return 0
     n, repeats = (2**22, 5) if args.quick else (2**24, 11)
     cases: list[Case] = []
     for name, run in (("torch", _torch_cases), ("jax", _jax_cases), ("numpy", _numpy_cases)):
         if importlib.util.find_spec(name):
             cases += run(n, repeats)
     cases += _stream_cases(n, repeats)
+    cases += _keras_backend_cases(n, repeats)
     cases += _memory_cases(n)
     cases += _import_cases()
     table = markdown(cases)

@@ -405,6 +405,22 @@ def test_portable_stream_matches_the_numpy_reference() -> None:
         isk.initializer(initscale.Orthogonal(), stream=Stream(1))((4, 4))
 
 
+def test_repeated_stream_shapes_are_compiled_and_still_exact() -> None:
+    """TensorFlow draws a (distribution, shape, layout, dtype) eagerly the first time and through
+    one XLA program after; JAX and torch use their adapters' paths. Every draw is the reference."""
+    from initscale.streams import Stream, stream_values
+
+    for name in ("he_normal", "glorot_uniform", "torch.trunc_normal:std=0.5,a=0.2,b=1.0"):
+        spec = presets.get(name)
+        for shape, layout in (((48, 40), "keras.dense"), ((3, 3, 6, 9), "keras.conv"), ((5, 12), "keras.gru")):
+            for seed in (1, 2, 3):
+                init = isk.initializer(spec, stream=Stream(seed, "k"), layout=layout)
+                ref = stream_values(Stream(seed, "k"), spec, shape, layout)
+                _assert_stream_matches(_np(init(shape, "float32")), ref, (name, layout, seed))
+    if BACKEND == "tensorflow":
+        assert isk._tf_stream_program.cache_info().currsize >= 9  # the second and third draws: compiled
+
+
 def test_a_keras_gru_gets_the_torch_gru_weights_gate_by_gate() -> None:
     """Keras stacks GRU gates (z, r, h), torch (r, z, n): with the same stream, each gate's block
     of the Keras kernel is the transpose of the same gate's block of torch's weight_ih."""
