@@ -43,7 +43,7 @@ from typing import Any
 
 import torch
 
-from initscale import presets
+from initscale import _stream_kernel, presets
 from initscale.distributions import (
     ConstantDist,
     Distribution,
@@ -64,6 +64,7 @@ from initscale.streams import (
     canonical_strides,
     gate_index,
     inverse_permutation,
+    kernel_params,
     plan_stream,
     run_bits,
     runs,
@@ -317,6 +318,10 @@ def _stream_draw(stream: Stream, dist: Distribution, strides: tuple[int, ...], t
         _, offset = compute_local_shape_and_global_offset(shape, tensor.device_mesh,  # type: ignore[attr-defined]
                                                           tensor.placements)  # type: ignore[attr-defined]
         box = [slice(start, start + n) for start, n in zip(offset, local.shape, strict=True)]
+    if local.device.type == "cpu":
+        kernel = _stream_kernel.load()
+        if kernel is not None:
+            return _kernel_draw(kernel, stream, dist, strides, local, box, into, gates)
     plan = runs(shape, strides, box)
     device = local.device
     ops = SimpleNamespace(arange=lambda n: torch.arange(n, dtype=torch.int64, device=device),
@@ -335,7 +340,8 @@ def _stream_draw(stream: Stream, dist: Distribution, strides: tuple[int, ...], t
             u = bits.to(torch.float64)
             u *= 2.0**-24
             values = transform(dist, u, torch.special.ndtri)
-        flat[start:stop] = values if clip is None else values.clamp_(*clip)
+        values = values if clip is None else values.clamp_(*clip)
+        flat[start:stop] = _round_to_odd(values) if flat.dtype in _LOW_PRECISION else values
     if direct:
         return local
     values = flat.reshape(plan.counts).permute(inverse_permutation(plan.perm))
@@ -345,6 +351,48 @@ def _stream_draw(stream: Stream, dist: Distribution, strides: tuple[int, ...], t
         local.copy_(values)
         return local
     return values
+
+
+def _round_to_odd(values: torch.Tensor) -> torch.Tensor:
+    """float64 → float32 rounded to odd (toward zero, lowest bit set where inexact): torch casts
+    float64 to float16/bfloat16 through float32 with two roundings, which misrounds about one
+    value in 20,000; from the odd float32 the cast rounds once, correctly, as NumPy does."""
+    t = values.to(torch.float32)
+    over = t.double().abs_() > values.abs()
+    t = torch.where(over, torch.nextafter(t, torch.zeros_like(t)), t)
+    t.view(torch.int32).bitwise_or_((t.double() != values).to(torch.int32))
+    return t
+
+
+def _kernel_draw(kernel: Any, stream: Stream, dist: Distribution, strides: tuple[int, ...], local: torch.Tensor,
+                 box: list[slice] | None, into: bool, gates: tuple[int, list[int]] | None) -> torch.Tensor:
+    """The compiled CPU kernel (:mod:`initscale._stream_kernel`): one pass, the layout, shard box
+    and gate order in per-axis tables of canonical offsets; float32 and float64 written directly,
+    float16 and bfloat16 from float32 rounded to odd (one correct rounding, see :func:`_round_to_odd`)."""
+    code, params = kernel_params(dist)
+    dims = tuple(local.shape) or (1,)
+    tables = []
+    for axis, (n, stride) in enumerate(zip(dims, strides or (0,), strict=True)):
+        if gates is not None and axis == gates[0]:
+            index = torch.tensor(gates[1], dtype=torch.int64)
+        else:
+            start = 0 if box is None else box[axis].start
+            index = torch.arange(start, start + n, dtype=torch.int64)
+        tables.append(index * stride)
+    contrib = torch.cat(tables)
+    work = torch.float64 if local.dtype == torch.float64 else torch.float32
+    kind = {torch.float32: _stream_kernel.FLOAT32, torch.float64: _stream_kernel.FLOAT64}.get(
+        local.dtype, _stream_kernel.FLOAT32_ODD)
+    direct = into and local.dtype == work and local.is_contiguous()
+    out = local if direct else torch.empty(local.shape, dtype=work)
+    _stream_kernel.fill(kernel, out.data_ptr(), kind, dims, contrib.data_ptr(), 0, stream.key, code, params,
+                        clip_bounds(dist, str(local.dtype)), threads=torch.get_num_threads())
+    if direct:
+        return local
+    if into:
+        local.copy_(out)
+        return local
+    return out if out.dtype == local.dtype else out.to(local.dtype)
 
 
 def initializer(spec: Spec, layout: LayoutLike = "torch", *, stream: Stream | None = None) -> TorchInitializer:

@@ -357,6 +357,27 @@ def transform(dist: Distribution, u: Any, ndtri_fn: Any = ndtri) -> Any:
     raise TypeError(f"Unknown distribution {dist!r}.")  # pragma: no cover
 
 
+def kernel_params(dist: Distribution) -> tuple[int, tuple[float, ...]]:
+    """:func:`transform` as the compiled kernel's (code, parameters): constant (value); uniform
+    (low, high − low); normal (mean, std); truncated normal (pa, pb − pa, z_low, z_high, loc,
+    scale), the mirrored lower-tail form for upper-tail intervals, as :func:`transform` draws it."""
+    if isinstance(dist, ConstantDist):
+        return 0, (dist.value,)
+    if isinstance(dist, UniformDist):
+        return 1, (dist.low, dist.high - dist.low)
+    if isinstance(dist, NormalDist):
+        return 2, (dist.mean, dist.std)
+    if isinstance(dist, TruncatedNormalDist):
+        a, b = dist.standard_bounds
+        if a > 0.0:  # loc − σ·z == loc + (−σ)·z, exactly
+            pa, pb = normal_cdf(-b), normal_cdf(-a)
+            return 3, (pa, pb - pa, -b, -a, dist.loc, -dist.sigma)
+        pa, pb = normal_cdf(a), normal_cdf(b)
+        return 3, (pa, pb - pa, a, b, dist.loc, dist.sigma)
+    transform(dist, None)  # raises the explanation (orthogonal) or the type error
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def plan_stream(stream: Stream, spec: Spec, shape: Sequence[int], layout: LayoutLike) -> tuple[Distribution,
                                                                                                 tuple[int, ...]]:
     """What every backend needs: the distribution and the canonical strides of ``shape``
