@@ -353,6 +353,17 @@ def _stream_draw(stream: Stream, dist: Distribution, strides: tuple[int, ...], t
     return values
 
 
+def _dense(tensor: torch.Tensor) -> bool:
+    """Every element at its own place in one block of memory (contiguous up to a permutation of
+    the axes: a transposed weight is dense, a broadcast or sliced one is not)."""
+    expected = 1
+    for stride, n in sorted((st, n) for st, n in zip(tensor.stride(), tensor.shape, strict=True) if n != 1):
+        if stride != expected:
+            return False
+        expected *= n
+    return True
+
+
 def _round_to_odd(values: torch.Tensor) -> torch.Tensor:
     """float64 → float32 rounded to odd (toward zero, lowest bit set where inexact): torch casts
     float64 to float16/bfloat16 through float32 with two roundings, which misrounds about one
@@ -379,13 +390,18 @@ def _kernel_draw(kernel: Any, stream: Stream, dist: Distribution, strides: tuple
             start = 0 if box is None else box[axis].start
             index = torch.arange(start, start + n, dtype=torch.int64)
         tables.append(index * stride)
-    contrib = torch.cat(tables)
     work = torch.float64 if local.dtype == torch.float64 else torch.float32
     kind = {torch.float32: _stream_kernel.FLOAT32, torch.float64: _stream_kernel.FLOAT64}.get(
         local.dtype, _stream_kernel.FLOAT32_ODD)
-    direct = into and local.dtype == work and local.is_contiguous()
+    direct = into and local.dtype == work and _dense(local)
     out = local if direct else torch.empty(local.shape, dtype=work)
-    _stream_kernel.fill(kernel, out.data_ptr(), kind, dims, contrib.data_ptr(), 0, stream.key, code, params,
+    # visit the axes in canonical order (a Keras (in, out) kernel column by column), so that
+    # neighbouring elements share their Philox block, and write each where it sits in `out`
+    order = sorted(range(len(dims)), key=lambda a: -(strides or (0,))[a])
+    contrib = torch.cat([tables[a] for a in order])
+    out_strides = out.stride() or (1,)
+    _stream_kernel.fill(kernel, out.data_ptr(), kind, [dims[a] for a in order], contrib.data_ptr(),
+                        [out_strides[a] for a in order], 0, stream.key, code, params,
                         clip_bounds(dist, str(local.dtype)), threads=torch.get_num_threads())
     if direct:
         return local

@@ -133,13 +133,15 @@ static float to_odd(double v) {
     return t;
 }
 
-/* Elements [start, stop) of a row-major output of `ndim` axes of sizes `dims`; element (i_0, ...)
-   has canonical index base + sum_d contrib[offset_d + i_d]; out is float32 (kind 0), float64
+/* Elements [start, stop), in row-major order over `ndim` axes of sizes `dims`, of an output whose
+   element (i_0, ...) sits at sum_d i_d * ostrides[d] (in elements) and has canonical index
+   base + sum_d contrib[offset_d + i_d]; out is float32 (kind 0), float64
    (kind 1) or float32 rounded to odd (kind 2, for a float16 or bfloat16 weight). prm: constant (value); uniform (low,
    high - low); normal (mean, std); truncated (pa, pb - pa, zlo, zhi, loc, scale). */
 void initscale_stream_fill(void *out, int kind, int64_t start, int64_t stop, int ndim,
-                           const int64_t *dims, const int64_t *contrib, int64_t base, uint32_t k0,
-                           uint32_t k1, int dist, const double *prm, int clip, double lo, double hi) {
+                           const int64_t *dims, const int64_t *contrib, const int64_t *ostrides,
+                           int64_t base, uint32_t k0, uint32_t k1, int dist, const double *prm, int clip,
+                           double lo, double hi) {
     int64_t idx[16], off[16];
     int64_t rest = start;
     for (int d = ndim - 1; d >= 0; --d) { idx[d] = rest % dims[d]; rest /= dims[d]; }
@@ -152,8 +154,9 @@ void initscale_stream_fill(void *out, int kind, int64_t start, int64_t stop, int
     double u[BATCH], v[BATCH];
     int64_t j = start;
     while (j < stop) {
-        int64_t outer = base;
-        for (int d = 0; d < last; ++d) outer += contrib[off[d] + idx[d]];
+        int64_t outer = base, place = 0;
+        for (int d = 0; d < last; ++d) { outer += contrib[off[d] + idx[d]]; place += idx[d] * ostrides[d]; }
+        int64_t step = ostrides[last];
         int64_t end = j + (dims[last] - idx[last]);
         if (end > stop) end = stop;
         int64_t i = idx[last];
@@ -165,9 +168,10 @@ void initscale_stream_fill(void *out, int kind, int64_t start, int64_t stop, int
                 u[k] = (double)((words[c & 3] >> 8) | 1u) * 0x1p-24;
             }
             transform(u, v, m, dist, prm, clip, lo, hi);
-            if (kind == 1) for (int k = 0; k < m; ++k) ((double *)out)[j + k] = v[k];
-            else if (kind == 2) for (int k = 0; k < m; ++k) ((float *)out)[j + k] = to_odd(v[k]);
-            else for (int k = 0; k < m; ++k) ((float *)out)[j + k] = (float)v[k];
+            int64_t at = place + i * step;
+            if (kind == 1) for (int k = 0; k < m; ++k) ((double *)out)[at + k * step] = v[k];
+            else if (kind == 2) for (int k = 0; k < m; ++k) ((float *)out)[at + k * step] = to_odd(v[k]);
+            else for (int k = 0; k < m; ++k) ((float *)out)[at + k * step] = (float)v[k];
             i += m;
             j += m;
         }
@@ -213,7 +217,8 @@ def _build() -> ctypes.CDLL | None:
     fn = lib.initscale_stream_fill
     fn.restype = None
     fn.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_int,
-                   ctypes.POINTER(ctypes.c_int64), ctypes.POINTER(ctypes.c_int64), ctypes.c_int64,
+                   ctypes.POINTER(ctypes.c_int64), ctypes.POINTER(ctypes.c_int64), ctypes.POINTER(ctypes.c_int64),
+                   ctypes.c_int64,
                    ctypes.c_uint32, ctypes.c_uint32, ctypes.c_int, ctypes.POINTER(ctypes.c_double),
                    ctypes.c_int, ctypes.c_double, ctypes.c_double]
     return lib
@@ -233,15 +238,17 @@ def load() -> ctypes.CDLL | None:
 _MIN_CHUNK = 2**16  # elements per thread below which threads cost more than they save
 
 
-def fill(lib: ctypes.CDLL, address: int, kind: int, dims: Sequence[int], contrib_address: int, base: int,
-         key: tuple[int, int], dist: int, params: Sequence[float], clip: tuple[float, float] | None,
-         threads: int = 1) -> None:
-    """Write the stream's values of every element of a contiguous row-major buffer at ``address``
-    with axes ``dims``: float32 (``kind`` :data:`FLOAT32`), float64 (:data:`FLOAT64`), or float32
-    rounded to odd (:data:`FLOAT32_ODD`: cast to float16 or bfloat16 with round-to-nearest-even,
-    it gives the float64 value correctly rounded, as NumPy's direct cast does). Element
-    (i_0, i_1, ...) has canonical index ``base + Σ_d contrib_d[i_d]``, the int64 tables contrib_0,
-    contrib_1, ... laid end to end at ``contrib_address``. ``dist`` and ``params`` as
+def fill(lib: ctypes.CDLL, address: int, kind: int, dims: Sequence[int], contrib_address: int,
+         out_strides: Sequence[int], base: int, key: tuple[int, int], dist: int, params: Sequence[float],
+         clip: tuple[float, float] | None, threads: int = 1) -> None:
+    """Write the stream's values of every element of a buffer at ``address``: float32 (``kind``
+    :data:`FLOAT32`), float64 (:data:`FLOAT64`), or float32 rounded to odd (:data:`FLOAT32_ODD`:
+    cast to float16 or bfloat16 with round-to-nearest-even, it gives the float64 value correctly
+    rounded, as NumPy's direct cast does). The elements are visited row-major over axes ``dims``;
+    element (i_0, i_1, ...) is written at ``Σ_d i_d·out_strides[d]`` (elements) and has canonical
+    index ``base + Σ_d contrib_d[i_d]``, the int64 tables contrib_0, contrib_1, ... laid end to end
+    at ``contrib_address``. Pass the axes in canonical order (largest canonical stride first) so
+    neighbouring elements share Philox blocks. ``dist`` and ``params`` as
     :func:`initscale.streams.kernel_params`; ``clip`` the bounds that hold in the stored dtype."""
     n = 1
     for size in dims:
@@ -251,13 +258,14 @@ def fill(lib: ctypes.CDLL, address: int, kind: int, dims: Sequence[int], contrib
     if not 1 <= len(dims) <= 16:
         raise ValueError(f"The stream kernel takes 1 to 16 axes; received {len(dims)}.")
     dims_c = (ctypes.c_int64 * len(dims))(*dims)
+    strides_c = (ctypes.c_int64 * len(dims))(*out_strides)
     contrib_c = ctypes.cast(contrib_address, ctypes.POINTER(ctypes.c_int64))
     prm = (ctypes.c_double * 6)(*(list(params) + [0.0] * (6 - len(params))))
     lo, hi = clip if clip is not None else (0.0, 0.0)
     fn = lib.initscale_stream_fill
 
     def run(start: int, stop: int) -> None:
-        fn(address, kind, start, stop, len(dims), dims_c, contrib_c, base, key[0], key[1], dist, prm,
+        fn(address, kind, start, stop, len(dims), dims_c, contrib_c, strides_c, base, key[0], key[1], dist, prm,
            int(clip is not None), lo, hi)
 
     parts = max(1, min(threads, n // _MIN_CHUNK))

@@ -413,3 +413,19 @@ def test_narrow_dtypes_are_rounded_once(dtype, value, rounded, torch_path) -> No
     w = ist.initializer(initscale.Constant(value), stream=Stream(0, "c"))(torch.empty(4, dtype=getattr(torch, dtype)))
     assert float(torch.tensor(value, dtype=torch.float64).to(getattr(torch, dtype))) != rounded  # torch's own cast
     assert w.double().tolist() == [rounded] * 4
+
+
+def test_strided_weights_are_written_in_place(torch_path) -> None:
+    """A transposed (dense) weight is written where each element sits; a sliced (not dense) one
+    through a buffer. Both equal the reference, and nothing outside the view changes."""
+    torch = pytest.importorskip("torch")
+    ist = pytest.importorskip("initscale.adapters.torch")
+    spec = presets.get("he_normal")
+    ref = stream_values(Stream(5, "w"), spec, (300, 70), "torch.linear")
+    fill = ist.initializer(spec, "torch.linear", stream=Stream(5, "w"))
+    transposed = torch.empty(70, 300).t()
+    assert fill(transposed) is transposed and np.array_equal(transposed.numpy(), ref)
+    base = torch.zeros(600, 70)
+    sliced = base[::2]
+    assert fill(sliced) is sliced and np.array_equal(sliced.numpy(), ref)
+    assert not base[1::2].any()
