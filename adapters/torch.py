@@ -14,8 +14,10 @@ in float32 inside ±4σ and in float64 beyond or for float64 weights — so the 
 ±truncation·σ and the variance is the corrected one; torch's own ``trunc_normal_`` has no
 corrected variant. On the CPU the float32 uniform stage takes 64 random bits per two values
 (``random_`` over the full int64 range) instead of ``uniform_``'s one word per value, which
-makes the whole truncated draw about as fast as ``normal_``. With a ``torch.Generator`` every
-draw comes from it and the global RNG is never touched.
+makes the whole truncated draw about as fast as ``normal_``. On a GPU with Triton installed,
+truncated normals (and float16/bfloat16 uniforms) take one fused pass instead, computed in
+float32 registers and stored once (:mod:`initscale.adapters._triton_sampler`). With a
+``torch.Generator`` every draw comes from it and the global RNG is never touched.
 
 Example:
     >>> import torch, initscale
@@ -70,6 +72,8 @@ from initscale.streams import (
     runs,
     transform,
 )
+
+from . import _triton_sampler
 
 __all__ = [
     "apply_fn",
@@ -179,6 +183,12 @@ def _fill(dist: Distribution, layout: Layout | None, tensor: torch.Tensor,
         tensor.fill_(dist.value)
         return
     if isinstance(dist, TruncatedNormalDist):
+        if _triton_sampler.usable(tensor):  # a GPU: one fused pass, stored once
+            a, b = dist.standard_bounds
+            code, params = kernel_params(dist)
+            _triton_sampler.fill(tensor, code, params, representable_bounds(dist.low, dist.high, str(tensor.dtype)),
+                                 max(abs(a), abs(b)) > 4.0, generator)
+            return
         values = _truncated(dist, tensor, generator)
         if values is not tensor:
             tensor.copy_(values)
@@ -190,6 +200,11 @@ def _fill(dist: Distribution, layout: Layout | None, tensor: torch.Tensor,
         return
     # bf16/fp16: torch's own normal_ samples in float and rounds once, but its uniform_ computes in
     # the low precision and is biased (docs/conventions.md, section 7): uniforms are staged in fp32.
+    if isinstance(dist, UniformDist) and tensor.dtype in _LOW_PRECISION and _triton_sampler.usable(tensor):
+        code, params = kernel_params(dist)  # a GPU: sampled in float32 registers, stored once
+        _triton_sampler.fill(tensor, code, params, representable_bounds(dist.low, dist.high, str(tensor.dtype)),
+                             False, generator)
+        return
     staged = tensor.dtype in _LOW_PRECISION and not isinstance(dist, NormalDist)
     target = tensor.float() if staged else tensor
     if isinstance(dist, NormalDist):

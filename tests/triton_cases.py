@@ -1,0 +1,105 @@
+"""Cases for the fused Triton samplers (truncated normals; float16/bfloat16 uniforms): they draw
+exactly the spec's distribution, inside the bounds that hold in the stored dtype.
+
+Run by tests/test_triton_sampler.py in a fresh process: natively on a GPU, else under Triton's
+interpreter, which must be switched on (TRITON_INTERPRET=1) before Triton is first imported.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import initscale
+from _stats import failures
+from initscale import presets
+from initscale.distributions import TruncatedNormalDist, UniformDist
+from initscale.rounding import representable_bounds
+from initscale.streams import kernel_params
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("triton")
+ist = pytest.importorskip("initscale.adapters.torch")
+from initscale.adapters import _triton_sampler  # noqa: E402
+
+SHAPE = (400, 500)  # 200,000 draws per check
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+CASES = ["he_normal", "lecun_normal", "tf1.variance_scaling_initializer",
+         "torch.trunc_normal:std=0.5,a=0.2,b=1.0",  # an upper-tail interval (drawn mirrored)
+         "torch.trunc_normal:std=1,a=-5,b=4.5",  # beyond ±4σ: float64 registers
+         "he_uniform", "torch.uniform:a=-0.1,b=0.1"]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+@pytest.mark.parametrize("name", CASES)
+def test_the_adapter_routes_to_the_kernel_and_draws_the_distribution(name, dtype, monkeypatch) -> None:
+    spec = presets.get(name)
+    dist = spec.resolve(None if spec.fixed_scale else initscale.compute_fans(SHAPE, "torch"))
+    t = torch.empty(SHAPE, dtype=getattr(torch, dtype), device=DEVICE)
+    calls = []
+    real = _triton_sampler.fill
+    monkeypatch.setattr(_triton_sampler, "fill", lambda *a, **k: calls.append(1) or real(*a, **k))
+    ist.init_(t, spec, generator=torch.Generator(device=DEVICE).manual_seed(1))
+    routed = isinstance(dist, TruncatedNormalDist) or dtype != "float32"  # float32 uniforms: torch's own
+    assert len(calls) == int(routed)
+    assert failures(t.cpu(), dist) == []  # mean, second moment, support, reach of the bounds, KS
+    if not isinstance(dist, TruncatedNormalDist | UniformDist):
+        return
+    low, high = representable_bounds(dist.low, dist.high, str(t.dtype))
+    x = t.double().cpu().numpy()
+    assert low <= x.min() and x.max() <= high  # stored inside the bounds
+
+
+def test_a_generator_seed_reproduces_the_draw() -> None:
+    spec = presets.get("he_normal")
+    draws = []
+    for seed in (3, 3, 4):
+        t = torch.empty(64, 128, device=DEVICE)
+        ist.init_(t, spec, generator=torch.Generator(device=DEVICE).manual_seed(seed))
+        draws.append(t.cpu())
+    assert torch.equal(draws[0], draws[1]) and not torch.equal(draws[0], draws[2])
+
+
+def _uncorrected(dist: TruncatedNormalDist) -> TruncatedNormalDist:
+    s = dist.std  # σ = √(scale/n): the /0.8796 correction forgotten
+    a, b = dist.standard_bounds
+    return TruncatedNormalDist(dist.loc, s, dist.loc + a * s, dist.loc + b * s)
+
+
+@pytest.mark.parametrize("bug", ["no truncation correction", "uniform limit sqrt(var)"])
+def test_the_checks_catch_planted_bugs_in_the_kernel(bug) -> None:
+    """The same checks fail when the kernel is given a classic wrong parameterization."""
+    fans = initscale.compute_fans(SHAPE, "torch")
+    if bug == "no truncation correction":
+        dist = presets.get("he_normal").resolve(fans)
+        planted = _uncorrected(dist)
+        dtype = torch.float32
+    else:
+        dist = presets.get("he_uniform").resolve(fans)
+        half = math.sqrt(dist.variance)
+        planted = UniformDist(-half, half)
+        dtype = torch.bfloat16
+    for drawn, ok in ((dist, True), (planted, False)):
+        t = torch.empty(SHAPE, dtype=dtype, device=DEVICE)
+        code, params = kernel_params(drawn)
+        _triton_sampler.fill(t, code, params, representable_bounds(drawn.low, drawn.high, str(dtype)), False,
+                             torch.Generator(device=DEVICE).manual_seed(0))
+        assert (failures(t.cpu(), dist) == []) is ok, bug
+
+
+def test_switched_off_or_unsuitable_tensors_keep_the_torch_path(monkeypatch) -> None:
+    assert not _triton_sampler.usable(torch.empty(4, 4, dtype=torch.float64, device=DEVICE))
+    assert not _triton_sampler.usable(torch.empty(4, 4, device=DEVICE).t()[:, :2])
+    monkeypatch.setenv("INITSCALE_TRITON", "0")
+    assert not _triton_sampler.usable(torch.empty(4, 4, device=DEVICE))
+    monkeypatch.delenv("INITSCALE_TRITON")
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    if DEVICE == "cpu":
+        assert not _triton_sampler.usable(torch.empty(4, 4))  # a CPU tensor, no interpreter
+    with pytest.raises(ValueError, match="uniforms"):
+        _triton_sampler.fill(torch.empty(4, device=DEVICE), 2, (0.0, 1.0), None, False, None)
+    assert np.isfinite(0.0)
