@@ -86,6 +86,24 @@ def _ndtri(p):
 
 
 @triton.jit
+def _bf16_bits(t):
+    """float32 → bfloat16 bit patterns, rounded to nearest even (finite values), as int16: stored
+    through an int16 view, so the rounding is this one on every backend (Triton's interpreter
+    truncates when it converts)."""
+    b = t.to(tl.uint32, bitcast=True)
+    r = (b + 0x7FFF + ((b >> 16) & 1)) >> 16
+    return r.to(tl.uint16).to(tl.int16, bitcast=True)
+
+
+@triton.jit
+def _put(ptr, x, mask, BF16: tl.constexpr):
+    if BF16:
+        tl.store(ptr, _bf16_bits(x), mask=mask)
+    else:
+        tl.store(ptr, x, mask=mask)
+
+
+@triton.jit
 def _value(u, p0, p1, p2, p3, p4, p5, lo, hi, DIST: tl.constexpr, WIDE: tl.constexpr, CLIP: tl.constexpr):
     if WIDE:
         u = u.to(tl.float64)
@@ -102,27 +120,89 @@ def _value(u, p0, p1, p2, p3, p4, p5, lo, hi, DIST: tl.constexpr, WIDE: tl.const
 
 @triton.jit
 def sample(out_ptr, n, seed, p0, p1, p2, p3, p4, p5, lo, hi, DIST: tl.constexpr, WIDE: tl.constexpr,
-           CLIP: tl.constexpr, QUARTER: tl.constexpr):
+           CLIP: tl.constexpr, BF16: tl.constexpr, QUARTER: tl.constexpr):
     """Elements [4·QUARTER·pid, 4·QUARTER·(pid + 1)): four quarters, one per Philox word."""
     pid = tl.program_id(0).to(tl.int64)
     q = tl.arange(0, QUARTER)
     counter = pid * QUARTER + q
     u0, u1, u2, u3 = tl.rand4x(seed, counter)
     base = pid * 4 * QUARTER + q
-    tl.store(out_ptr + base, _value(u0, p0, p1, p2, p3, p4, p5, lo, hi, DIST, WIDE, CLIP), mask=base < n)
+    _put(out_ptr + base, _value(u0, p0, p1, p2, p3, p4, p5, lo, hi, DIST, WIDE, CLIP), base < n, BF16)
     base += QUARTER
-    tl.store(out_ptr + base, _value(u1, p0, p1, p2, p3, p4, p5, lo, hi, DIST, WIDE, CLIP), mask=base < n)
+    _put(out_ptr + base, _value(u1, p0, p1, p2, p3, p4, p5, lo, hi, DIST, WIDE, CLIP), base < n, BF16)
     base += QUARTER
-    tl.store(out_ptr + base, _value(u2, p0, p1, p2, p3, p4, p5, lo, hi, DIST, WIDE, CLIP), mask=base < n)
+    _put(out_ptr + base, _value(u2, p0, p1, p2, p3, p4, p5, lo, hi, DIST, WIDE, CLIP), base < n, BF16)
     base += QUARTER
-    tl.store(out_ptr + base, _value(u3, p0, p1, p2, p3, p4, p5, lo, hi, DIST, WIDE, CLIP), mask=base < n)
+    _put(out_ptr + base, _value(u3, p0, p1, p2, p3, p4, p5, lo, hi, DIST, WIDE, CLIP), base < n, BF16)
+
+
+@triton.jit
+def _stream_value(u, p0, p1, p2, p3, p4, p5, DIST: tl.constexpr):
+    """initscale.streams.transform in float64, in the reference's order of operations."""
+    if DIST == 0:
+        x = u * 0.0 + p0
+    elif DIST == 1:
+        x = p0 + p1 * u
+    elif DIST == 2:
+        x = p0 + p1 * _ndtri(u)
+    else:
+        z = _ndtri(p0 + u * p1)
+        z = tl.minimum(tl.maximum(z, p2), p3)
+        x = p4 + p5 * z
+    return x
+
+
+@triton.jit
+def stream(out_ptr, n, key, s0, s1, s2, s3, s4, s5, c0, c1, c2, c3, c4, c5, o0, o1, o2, o3, o4, o5,
+           p0, p1, p2, p3, p4, p5, lo, hi, DIST: tl.constexpr, KIND: tl.constexpr, CLIP: tl.constexpr,
+           BLOCK: tl.constexpr):
+    """The portable stream (initscale.streams) of a row-major box of up to six axes (sizes s,
+    canonical strides c, offsets o): element i is lane i % 4 of the Philox4x32-10 block
+    (i // 4 mod 2^32, i // 2^34, 0, 0) under key (key mod 2^32, key >> 32), which is what
+    tl.randint4x computes; KIND 0 stores float32, 1 float64, 2 float16 and 3 bfloat16 (each
+    from float32 rounded to odd: one correct rounding of the float64 value)."""
+    j = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    rest = j
+    i5 = rest % s5
+    rest = rest // s5
+    i4 = rest % s4
+    rest = rest // s4
+    i3 = rest % s3
+    rest = rest // s3
+    i2 = rest % s2
+    rest = rest // s2
+    i1 = rest % s1
+    i0 = rest // s1
+    c = (o0 + i0) * c0 + (o1 + i1) * c1 + (o2 + i2) * c2 + (o3 + i3) * c3 + (o4 + i4) * c4 + (o5 + i5) * c5
+    lane = c & 3
+    w0, w1, w2, w3 = tl.randint4x(key, c >> 2)
+    x = tl.where(lane == 0, w0, tl.where(lane == 1, w1, tl.where(lane == 2, w2, w3))).to(tl.uint32, bitcast=True)
+    u = ((x >> 8) | 1).to(tl.float64) * 5.9604644775390625e-08  # 2^-24
+    v = _stream_value(u, p0, p1, p2, p3, p4, p5, DIST)
+    if CLIP:
+        v = tl.minimum(tl.maximum(v, lo), hi)
+    if KIND == 1:
+        tl.store(out_ptr + j, v, mask=j < n)
+    elif KIND == 0:
+        tl.store(out_ptr + j, v.to(tl.float32), mask=j < n)
+    else:  # float32 rounded to odd (toward zero, lowest bit set where inexact), then rounded once more
+        t = v.to(tl.float32)
+        bits = t.to(tl.int32, bitcast=True)
+        bits = tl.where(tl.abs(t.to(tl.float64)) > tl.abs(v), bits - 1, bits)
+        inexact = bits.to(tl.float32, bitcast=True).to(tl.float64) != v
+        odd = tl.where(inexact, bits | 1, bits).to(tl.float32, bitcast=True)
+        if KIND == 2:
+            tl.store(out_ptr + j, odd.to(tl.float16), mask=j < n)
+        else:
+            tl.store(out_ptr + j, _bf16_bits(odd), mask=j < n)
 '''
 
 
 @functools.cache
 def _kernel() -> Any:
-    """The jitted kernel, or None without Triton. Its source (AS241's coefficients written into
-    Horner form) is saved once in initscale's cache folder, since Triton reads kernels from files."""
+    """The module of jitted kernels (``sample``, ``stream``), or None without Triton. Its source
+    (AS241's coefficients in Horner form) is saved once in initscale's cache folder, since Triton
+    reads kernels from files."""
     import hashlib
     import importlib.util
     import tempfile
@@ -147,7 +227,7 @@ def _kernel() -> Any:
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.sample
+    return module
 
 
 def _seed(tensor: torch.Tensor, generator: torch.Generator | None) -> int:
@@ -160,8 +240,8 @@ def fill(tensor: torch.Tensor, code: int, params: Sequence[float], clip: tuple[f
     """Fill ``tensor`` (see :func:`usable`) in one pass with the distribution ``code``/``params``
     of :func:`initscale.streams.kernel_params` (uniform or truncated normal), computed in float64
     when ``wide`` else float32, clipped to ``clip`` and stored once."""
-    kernel = _kernel()
-    if kernel is None:
+    kernels = _kernel()
+    if kernels is None:
         raise RuntimeError("Triton is not available: check usable(tensor) first.")
     if code not in (UNIFORM, TRUNCATED):
         raise ValueError(f"The Triton sampler draws uniforms (code 1) and truncated normals (code 3); received {code}.")
@@ -171,6 +251,51 @@ def fill(tensor: torch.Tensor, code: int, params: Sequence[float], clip: tuple[f
     p = [float(x) for x in params] + [0.0] * (6 - len(params))
     lo, hi = clip if clip is not None else (0.0, 0.0)
     grid = ((n + 4 * _QUARTER - 1) // (4 * _QUARTER),)
-    kernel[grid](tensor, n, _seed(tensor, generator), *p, float(lo), float(hi), DIST=code, WIDE=wide,
-                 CLIP=clip is not None, QUARTER=_QUARTER)
+    bf16 = tensor.dtype == torch.bfloat16
+    kernels.sample[grid](tensor.view(torch.int16) if bf16 else tensor, n, _seed(tensor, generator), *p, float(lo),
+                         float(hi), DIST=code, WIDE=wide, CLIP=clip is not None, BF16=bf16, QUARTER=_QUARTER)
+    return tensor
+
+
+_STREAM_BLOCK = 1024
+_MAX_AXES = 6
+
+
+def stream_usable(tensor: torch.Tensor) -> bool:
+    """Whether :func:`stream_fill` can write ``tensor``'s stream: as :func:`usable`, float64
+    included, at most six axes."""
+    if os.environ.get("INITSCALE_TRITON", "1") == "0" or tensor.dim() > _MAX_AXES:
+        return False
+    if tensor.dtype not in (*_DTYPES, torch.float64) or not tensor.is_contiguous():
+        return False
+    if not (tensor.is_cuda or _interpreting()):
+        return False
+    return _kernel() is not None
+
+
+def stream_fill(tensor: torch.Tensor, key: tuple[int, int], strides: Sequence[int], offsets: Sequence[int],
+                code: int, params: Sequence[float], clip: tuple[float, float] | None) -> torch.Tensor:
+    """Write the portable stream of ``key`` into ``tensor`` (see :func:`stream_usable`), a box of
+    a weight whose axes have the canonical ``strides``, starting at ``offsets``; ``code`` and
+    ``params`` as :func:`initscale.streams.kernel_params`. One pass, float64 arithmetic in the
+    reference's order (fused multiply-add switched off)."""
+    kernels = _kernel()
+    if kernels is None:
+        raise RuntimeError("Triton is not available: check stream_usable(tensor) first.")
+    n = tensor.numel()
+    if n == 0:
+        return tensor
+    pad = _MAX_AXES - tensor.dim()
+    sizes = [1] * pad + list(tensor.shape)
+    canon = [0] * pad + list(strides)
+    starts = [0] * pad + list(offsets)
+    kind = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}[tensor.dtype]
+    p = [float(x) for x in params] + [0.0] * (6 - len(params))
+    lo, hi = clip if clip is not None else (0.0, 0.0)
+    seed = key[0] | (key[1] << 32)
+    seed = seed - 2**64 if seed >= 2**63 else seed  # the same 64 bits as a signed argument
+    grid = ((n + _STREAM_BLOCK - 1) // _STREAM_BLOCK,)
+    out = tensor.view(torch.int16) if kind == 3 else tensor
+    kernels.stream[grid](out, n, seed, *sizes, *canon, *starts, *p, float(lo), float(hi), DIST=code, KIND=kind,
+                         CLIP=clip is not None, BLOCK=_STREAM_BLOCK, enable_fp_fusion=False)
     return tensor

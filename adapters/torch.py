@@ -337,6 +337,12 @@ def _stream_draw(stream: Stream, dist: Distribution, strides: tuple[int, ...], t
         kernel = _stream_kernel.load()
         if kernel is not None:
             return _kernel_draw(kernel, stream, dist, strides, local, box, into, gates)
+    if gates is None and _triton_sampler.stream_usable(local):  # a GPU: one Triton pass
+        code, params = kernel_params(dist)
+        out = local if into else torch.empty_like(local, memory_format=torch.contiguous_format)
+        offsets = [0] * local.dim() if box is None else [s.start for s in box]
+        return _triton_sampler.stream_fill(out, stream.key, strides, offsets, code, params,
+                                           clip_bounds(dist, str(local.dtype)))
     plan = runs(shape, strides, box)
     device = local.device
     ops = SimpleNamespace(arange=lambda n: torch.arange(n, dtype=torch.int64, device=device),

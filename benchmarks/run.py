@@ -198,17 +198,20 @@ def _stream_cases(n: int, repeats: int) -> list[Case]:
 
         from initscale.adapters import torch as ist
 
-        w = torch.empty(shape)
         std = 0.02
-        natives = {"normal": (lambda: w.normal_(0.0, std), "Tensor.normal_"),
-                   "uniform": (lambda: w.uniform_(-std, std), "Tensor.uniform_"),
-                   "truncated normal": (lambda: torch.nn.init.trunc_normal_(w, std=std, a=-2 * std, b=2 * std),
-                                        "nn.init.trunc_normal_")}
-        for dist, spec in specs.items():
-            fill = ist.initializer(spec, "torch.linear", stream=Stream(0, "w"))
-            theirs, label = natives[dist]
-            cases.append(_compare(f"torch stream {dist}, {n:,} fp32", "cpu", lambda f=fill: f(w), theirs, label,
-                                  repeats, note="target: within 2x"))
+        for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
+            size = n if device == "cpu" else 2**30
+            w = torch.empty(size // 1024, 1024, device=device)
+            natives = {"normal": (lambda w=w: w.normal_(0.0, std), "Tensor.normal_"),
+                       "uniform": (lambda w=w: w.uniform_(-std, std), "Tensor.uniform_"),
+                       "truncated normal": (lambda w=w: torch.nn.init.trunc_normal_(w, std=std, a=-2 * std, b=2 * std),
+                                            "nn.init.trunc_normal_")}
+            sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+            for dist, spec in specs.items():
+                fill = ist.initializer(spec, "torch.linear", stream=Stream(0, "w"))
+                theirs, label = natives[dist]
+                cases.append(_compare(f"torch stream {dist}, {size:,} fp32", device, lambda f=fill, w=w: f(w), theirs,
+                                      label, repeats, sync, note="target: within 2x"))
     if importlib.util.find_spec("jax"):
         import jax
 
