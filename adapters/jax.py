@@ -213,6 +213,16 @@ def _stream_draw(stream: Stream, dist: Distribution, strides: tuple[int, ...], s
     return out
 
 
+def _round_to_odd(values: jax.Array) -> jax.Array:
+    """float64 → float32 rounded to odd (toward zero, lowest bit set where inexact): cast on to
+    float16/bfloat16 (nearest even), it gives the float64 value rounded once, as NumPy does."""
+    t = values.astype(jnp.float32)
+    t = jnp.where(jnp.abs(t.astype(jnp.float64)) > jnp.abs(values), jnp.nextafter(t, jnp.zeros_like(t)), t)
+    bits = jax.lax.bitcast_convert_type(t, jnp.int32)
+    bits = jnp.where(t.astype(jnp.float64) != values, bits | 1, bits)
+    return jax.lax.bitcast_convert_type(bits, jnp.float32)
+
+
 @functools.partial(jax.jit, static_argnames=("dist", "strides", "shape", "dtype", "gates"))
 def _stream_compiled(key: jax.Array, dist: Distribution, strides: tuple[int, ...], shape: tuple[int, ...],
                      dtype: Any, gates: tuple[int, tuple[int, ...]] | None) -> jax.Array:
@@ -234,6 +244,8 @@ def _stream_compiled(key: jax.Array, dist: Distribution, strides: tuple[int, ...
     clip = clip_bounds(dist, jnp.dtype(dtype).name)
     if clip is not None:  # bounds that hold in dtype (initscale.rounding)
         out = jnp.clip(out, *clip)
+    if out.dtype == jnp.float64 and jnp.dtype(dtype) in (jnp.float16, jnp.bfloat16):
+        out = _round_to_odd(out)  # XLA's float64 → float16 cast rounds twice, through float32
     if gates is not None:  # stacked gates drawn in canonical order, put in the framework's (a Keras GRU)
         out = jnp.take(out, jnp.asarray(gates[1]), axis=gates[0])
     return out.astype(dtype)

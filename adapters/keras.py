@@ -298,6 +298,19 @@ def _stream_tensor(stream: Stream, dist: Distribution, shape: tuple[int, ...], l
 _TF_SEEN: set[tuple[Any, ...]] = set()  # the (distribution, shape, layout, dtype) drawn eagerly once
 
 
+def _tf_round_to_odd(values: Any) -> Any:
+    """float64 → float32 rounded to odd (toward zero, lowest bit set where inexact): cast on to
+    float16/bfloat16 (nearest even), it gives the float64 value rounded once, as NumPy does."""
+    import tensorflow as tf
+
+    t = tf.cast(values, tf.float32)
+    over = tf.abs(tf.cast(t, tf.float64)) > tf.abs(values)
+    t = tf.where(over, tf.math.nextafter(t, tf.zeros_like(t)), t)
+    bits = tf.bitcast(t, tf.int32)
+    bits = tf.where(tf.cast(t, tf.float64) != values, tf.bitwise.bitwise_or(bits, 1), bits)
+    return tf.bitcast(bits, tf.float32)
+
+
 @functools.lru_cache(maxsize=256)
 def _tf_stream_program(dist: Distribution, shape: tuple[int, ...], strides: tuple[int, ...], dtype: str,
                        gates: tuple[int, tuple[int, ...]] | None) -> Callable[[Any], Any]:
@@ -327,7 +340,10 @@ def _ops_stream(key: tuple[Any, Any], dist: Distribution, shape: tuple[int, ...]
     u = _Ops(ops.cast(((bits >> 8) | 1).x, _uniform_dtype())) * 2.0**-24  # 2·(x >> 9) + 1
     values = transform(dist, u, _ndtri()).x
     clip = clip_bounds(dist, dtype)
-    values = ops.cast(values if clip is None else ops.clip(values, *clip), dtype)
+    values = values if clip is None else ops.clip(values, *clip)
+    if dtype in ("float16", "bfloat16") and keras.backend.backend() == "tensorflow":
+        values = _tf_round_to_odd(values)  # TensorFlow's float64 → float16 cast rounds twice
+    values = ops.cast(values, dtype)
     values = ops.reshape(values, plan.counts)
     values = ops.transpose(values, inverse_permutation(plan.perm)) if plan.perm else values
     if gates is not None:

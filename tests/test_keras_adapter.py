@@ -421,6 +421,20 @@ def test_repeated_stream_shapes_are_compiled_and_still_exact() -> None:
         assert isk._tf_stream_program.cache_info().currsize >= 9  # the second and third draws: compiled
 
 
+@pytest.mark.skipif(BACKEND == "jax", reason="without x64, JAX's float stage is float32 (the stated bound)")
+def test_float16_streams_are_rounded_once() -> None:
+    """float64 values rounded once to float16, as NumPy's reference does (TensorFlow's own cast
+    goes through float32 and rounds twice); eagerly and compiled."""
+    from initscale.streams import Stream, stream_values
+
+    for name in ("he_uniform", "torch.kaiming_normal", "he_normal"):
+        spec = presets.get(name)
+        for _ in range(2):  # eager, then the compiled program on TensorFlow
+            init = isk.initializer(spec, stream=Stream(5, "k"), layout="keras.dense")
+            got = _np(init((257, 129), "float16"))
+            assert np.array_equal(got, stream_values(Stream(5, "k"), spec, (257, 129), "keras.dense", dtype="float16"))
+
+
 def test_a_keras_gru_gets_the_torch_gru_weights_gate_by_gate() -> None:
     """Keras stacks GRU gates (z, r, h), torch (r, z, n): with the same stream, each gate's block
     of the Keras kernel is the transpose of the same gate's block of torch's weight_ih."""

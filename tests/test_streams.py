@@ -279,6 +279,10 @@ def test_jax_with_x64_equals_numpy_to_the_bit() -> None:
         "    ref = stream_values(Stream(3, 'w'), spec, (3, 3, 32, 64), 'keras')\n"
         "    w = np.asarray(isj.initializer(spec, layout='flax', stream=Stream(3, 'w'))(None, (3, 3, 32, 64)))\n"
         "    assert np.array_equal(w, ref), name\n"
+        "    half = np.asarray(isj.initializer(spec, layout='flax', stream=Stream(3, 'w'))(None, (3, 3, 32, 64),\n"
+        "                                                                               'float16'))\n"
+        "    ref16 = stream_values(Stream(3, 'w'), spec, (3, 3, 32, 64), 'keras', dtype='float16')\n"
+        "    assert np.array_equal(half, ref16), name  # rounded once, through float32 rounded to odd\n"
         "print('ok')\n"
     )
     env = {**os.environ, "JAX_ENABLE_X64": "1"}
