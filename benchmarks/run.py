@@ -8,7 +8,7 @@ same dtype, same device, and reports each side's median and the median of the pe
 GB/s and its share of ``fill_``'s on the same tensor (the memory limit); peak extra memory is
 measured in fresh processes.
 Frameworks that are not installed are skipped. ``--quick`` (4M elements, 5 rounds) finishes in
-about 70 s on 2 CPU cores; the full run uses 16M fp32 elements on CPU and 2^30 on CUDA when a
+about 90 s on 2 CPU cores; the full run uses 16M fp32 elements on CPU and 2^30 on CUDA when a
 GPU is present.
 """
 
@@ -375,7 +375,7 @@ def _cpus() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="4M elements and 5 rounds (about 70 s on 2 cores)")
+    parser.add_argument("--quick", action="store_true", help="4M elements and 5 rounds (about 90 s on 2 cores)")
     parser.add_argument("--json", help="write the cases as JSON to this file")
     parser.add_argument("--markdown", help="write the markdown table to this file")
     parser.add_argument("--keras-streams", nargs=2, type=int, metavar=("N", "REPEATS"), help=argparse.SUPPRESS)
