@@ -200,12 +200,13 @@ def stream(out_ptr, n, key, s0, s1, s2, s3, s4, s5, c0, c1, c2, c3, c4, c5, o0, 
 
 @functools.cache
 def _kernel() -> Any:
-    """The module of jitted kernels (``sample``, ``stream``), or None without Triton. Its source
-    (AS241's coefficients in Horner form) is saved once in initscale's cache folder, since Triton
-    reads kernels from files."""
+    """The module of jitted kernels (``sample``, ``stream``), or None without Triton (or with a
+    Triton that cannot load them: then a warning says why). Its source (AS241's coefficients in
+    Horner form) is saved once in initscale's cache folder, since Triton reads kernels from files."""
     import hashlib
     import importlib.util
     import tempfile
+    import warnings
 
     if importlib.util.find_spec("triton") is None:
         return None
@@ -213,21 +214,38 @@ def _kernel() -> Any:
     from initscale._stream_kernel import _cache_dir
 
     tag = hashlib.sha256(_SOURCE.encode()).hexdigest()[:16]
-    folder = _cache_dir()
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        folder = type(folder)(tempfile.mkdtemp(prefix="initscale-triton-"))
-    path = folder / f"triton_sampler_{tag}.py"  # Triton reads a kernel's source from its file
-    if not path.exists():
-        with tempfile.NamedTemporaryFile("w", dir=folder, suffix=".py", delete=False, encoding="utf-8") as f:
-            f.write(_SOURCE)
-        os.replace(f.name, path)
-    spec = importlib.util.spec_from_file_location(f"initscale_triton_sampler_{tag}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+        module = None
+        for folder in (_cache_dir(), None):
+            try:
+                folder = folder or type(_cache_dir())(tempfile.mkdtemp(prefix="initscale-triton-"))
+                folder.mkdir(parents=True, exist_ok=True)
+                path = folder / f"triton_sampler_{tag}.py"  # Triton reads a kernel's source from its file
+                if not path.exists():
+                    with tempfile.NamedTemporaryFile("w", dir=folder, suffix=".py", delete=False,
+                                                     encoding="utf-8") as f:
+                        f.write(_SOURCE)
+                    os.replace(f.name, path)
+                break
+            except OSError:  # a read-only cache folder: a temporary one instead
+                continue
+        spec = importlib.util.spec_from_file_location(f"initscale_triton_sampler_{tag}", path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    except Exception as err:  # any Triton failure means: use torch's ops
+        warnings.warn(f"initscale: Triton is installed but its kernels could not be loaded ({err!r}); using "
+                      "torch's ops instead (set INITSCALE_TRITON=0 to skip Triton).", RuntimeWarning, stacklevel=2)
+        return None
     return module
+
+
+def _launch(kernel: Any, grid: tuple[int], *args: Any, **options: Any) -> None:
+    try:
+        kernel[grid](*args, **options)
+    except Exception as err:
+        raise RuntimeError(f"initscale's Triton kernel failed on this device: {err!r}. Set INITSCALE_TRITON=0 to "
+                           "draw with torch's ops instead.") from err
 
 
 def _seed(tensor: torch.Tensor, generator: torch.Generator | None) -> int:
@@ -252,8 +270,8 @@ def fill(tensor: torch.Tensor, code: int, params: Sequence[float], clip: tuple[f
     lo, hi = clip if clip is not None else (0.0, 0.0)
     grid = ((n + 4 * _QUARTER - 1) // (4 * _QUARTER),)
     bf16 = tensor.dtype == torch.bfloat16
-    kernels.sample[grid](tensor.view(torch.int16) if bf16 else tensor, n, _seed(tensor, generator), *p, float(lo),
-                         float(hi), DIST=code, WIDE=wide, CLIP=clip is not None, BF16=bf16, QUARTER=_QUARTER)
+    _launch(kernels.sample, grid, tensor.view(torch.int16) if bf16 else tensor, n, _seed(tensor, generator), *p,
+            float(lo), float(hi), DIST=code, WIDE=wide, CLIP=clip is not None, BF16=bf16, QUARTER=_QUARTER)
     return tensor
 
 
@@ -296,6 +314,6 @@ def stream_fill(tensor: torch.Tensor, key: tuple[int, int], strides: Sequence[in
     seed = seed - 2**64 if seed >= 2**63 else seed  # the same 64 bits as a signed argument
     grid = ((n + _STREAM_BLOCK - 1) // _STREAM_BLOCK,)
     out = tensor.view(torch.int16) if kind == 3 else tensor
-    kernels.stream[grid](out, n, seed, *sizes, *canon, *starts, *p, float(lo), float(hi), DIST=code, KIND=kind,
-                         CLIP=clip is not None, BLOCK=_STREAM_BLOCK, enable_fp_fusion=False)
+    _launch(kernels.stream, grid, out, n, seed, *sizes, *canon, *starts, *p, float(lo), float(hi), DIST=code,
+            KIND=kind, CLIP=clip is not None, BLOCK=_STREAM_BLOCK, enable_fp_fusion=False)
     return tensor

@@ -23,6 +23,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import platform
 import subprocess
 import sys
 import tempfile
@@ -194,7 +195,7 @@ def _cache_dir() -> Path:
 
 
 def _build() -> ctypes.CDLL | None:
-    tag = hashlib.sha256((SOURCE + " ".join(_FLAGS)).encode()).hexdigest()[:16]
+    tag = hashlib.sha256((SOURCE + " ".join(_FLAGS) + platform.machine()).encode()).hexdigest()[:16]
     suffix = ".dll" if sys.platform == "win32" else ".so"
     target = _cache_dir() / f"stream-kernel-{tag}-{sys.platform}{suffix}"
     if not target.exists():

@@ -150,3 +150,23 @@ def test_the_triton_stream_of_a_shard_is_that_box_of_the_whole() -> None:
     shard = torch.empty(96, 40, device=DEVICE)
     _triton_sampler.stream_fill(shard, Stream(4, "w").key, (80, 1), (0, 40), code, params, None)
     assert np.array_equal(shard.cpu().numpy(), whole[:, 40:])
+
+
+def test_triton_failures_name_the_way_out(monkeypatch, tmp_path) -> None:
+    """A kernel that fails to launch raises an error naming INITSCALE_TRITON=0; kernels that cannot
+    load warn once and leave torch's ops in charge."""
+    class Broken:
+        def __getitem__(self, grid):
+            def run(*args, **kwargs):
+                raise ValueError("no such device feature")
+            return run
+
+    with pytest.raises(RuntimeError, match="INITSCALE_TRITON=0"):
+        _triton_sampler._launch(Broken(), (1,))
+    monkeypatch.setenv("INITSCALE_CACHE", str(tmp_path))
+    monkeypatch.setattr(_triton_sampler, "_SOURCE", "import triton\nraise ImportError('broken build')\n")
+    _triton_sampler._kernel.cache_clear()
+    with pytest.warns(RuntimeWarning, match="broken build"):
+        assert _triton_sampler._kernel() is None
+    assert not _triton_sampler.usable(torch.empty(4, device=DEVICE))
+    _triton_sampler._kernel.cache_clear()
