@@ -283,7 +283,7 @@ def _stream_tensor(stream: Stream, dist: Distribution, shape: tuple[int, ...], l
     if backend == "torch":
         from . import torch as ist
 
-        return ist._stream_draw(stream, dist, strides, keras.ops.empty(shape, dtype), gates=gates)
+        return ist._stream_draw(stream, dist, strides, keras.ops.empty(shape, dtype), into=True, gates=gates)
     order = None if gates is None else (gates[0], tuple(gates[1]))
     if backend == "tensorflow":
         program = (dist, shape, strides, dtype, order)
