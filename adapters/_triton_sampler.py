@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -209,6 +210,11 @@ def _kernel() -> Any:
     import warnings
 
     if importlib.util.find_spec("triton") is None:
+        return None
+    if "tensorflow" in sys.modules:  # both bundle LLVM: Triton loaded after TensorFlow aborts the process
+        warnings.warn("initscale: TensorFlow is loaded, and loading Triton after it aborts the process (LLVM "
+                      "registers its options twice); using torch's ops instead of the Triton kernels.",
+                      RuntimeWarning, stacklevel=2)
         return None
 
     from initscale._stream_kernel import _cache_dir

@@ -170,3 +170,16 @@ def test_triton_failures_name_the_way_out(monkeypatch, tmp_path) -> None:
         assert _triton_sampler._kernel() is None
     assert not _triton_sampler.usable(torch.empty(4, device=DEVICE))
     _triton_sampler._kernel.cache_clear()
+
+
+def test_triton_is_not_loaded_after_tensorflow(monkeypatch) -> None:
+    """Triton imported after TensorFlow aborts the process (both register LLVM's options): with
+    TensorFlow loaded (here a stand-in), the kernels are skipped with a warning."""
+    import sys
+    import types
+
+    monkeypatch.setitem(sys.modules, "tensorflow", types.ModuleType("tensorflow"))
+    _triton_sampler._kernel.cache_clear()
+    with pytest.warns(RuntimeWarning, match="TensorFlow is loaded"):
+        assert _triton_sampler._kernel() is None
+    _triton_sampler._kernel.cache_clear()
