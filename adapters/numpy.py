@@ -17,13 +17,14 @@ Example:
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
-from initscale import _validate
+from initscale import _stream_kernel, _validate
 from initscale.distributions import (
     ConstantDist,
     Distribution,
@@ -37,7 +38,7 @@ from initscale.normal_math import ndtri, normal_cdf
 from initscale.plan import planner
 from initscale.rounding import clip_bounds
 from initscale.specs import Spec
-from initscale.streams import Stream, stream_values
+from initscale.streams import Stream, gate_index, plan_stream, stream_values
 
 __all__ = ["NumpyInitializer", "initializer", "sample"]
 
@@ -119,6 +120,26 @@ def sample(dist: Distribution, shape: Sequence[int], rng: np.random.Generator,
     raise TypeError(f"Unknown distribution {dist!r}.")
 
 
+def _kernel_stream(stream: Stream, spec: Spec, dims: tuple[int, ...], rule: LayoutLike,
+                   dt: np.dtype[Any]) -> NDArray[Any] | None:
+    """float32 and float16 streams from the compiled kernel (:mod:`initscale._stream_kernel`),
+    equal to :func:`initscale.streams.stream_values` (float16 through float32 rounded to odd);
+    None where the kernel is not built, or for float64 (whose Φ⁻¹ tails differ from NumPy's log
+    by up to a few ulps: the reference itself is used)."""
+    if dt not in (np.float32, np.float16):
+        return None
+    lib = _stream_kernel.load()
+    if lib is None:
+        return None
+    dist, strides = plan_stream(stream, spec, dims, rule)
+    out = np.empty(dims, dtype=np.float32)
+    kind = _stream_kernel.FLOAT32 if dt == np.float32 else _stream_kernel.FLOAT32_ODD
+    _stream_kernel.draw(lib, out.ctypes.data, kind, dims, [s // out.itemsize for s in out.strides], strides, dist,
+                        stream.key, clip_bounds(dist, dt.name), threads=os.cpu_count() or 1,
+                        gates=gate_index(dims, rule))
+    return out if dt == np.float32 else out.astype(dt)
+
+
 def initializer(spec: Spec, layout: LayoutLike = "keras", *, stream: Stream | None = None) -> NumpyInitializer:
     """Compile ``spec`` into ``fn(shape, *, rng, dtype=np.float32)``.
 
@@ -131,7 +152,9 @@ def initializer(spec: Spec, layout: LayoutLike = "keras", *, stream: Stream | No
     Each call draws from ``rng`` (a ``numpy.random.Generator``, or an int seed); the
     distribution for each shape is resolved once and cached. With ``stream`` (an
     :class:`initscale.Stream`) the values are the portable stream's instead (``rng`` is then not
-    needed): the same in torch and JAX for the same seed and name (:mod:`initscale.streams`).
+    needed): the same in torch and JAX for the same seed and name (:mod:`initscale.streams`);
+    float32 and float16 from the compiled kernel where a C compiler built it (equal to the
+    reference, :func:`initscale.streams.stream_values`), float64 from the reference.
     """
     plan, rule = planner(spec, layout)
     if stream is not None and not isinstance(stream, Stream):
@@ -142,7 +165,8 @@ def initializer(spec: Spec, layout: LayoutLike = "keras", *, stream: Stream | No
         dims = _validate.shape("shape", shape)
         dt = _dtype(dtype)
         if stream is not None:
-            return stream_values(stream, spec, dims, rule, dtype=dt)
+            fast = _kernel_stream(stream, spec, dims, rule, dt)
+            return stream_values(stream, spec, dims, rule, dtype=dt) if fast is None else fast
         if rng is None:
             raise TypeError("Argument `rng` is required (a numpy.random.Generator or an int seed) unless the "
                             "initializer was built with stream=initscale.Stream(seed, name).")

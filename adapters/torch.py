@@ -398,32 +398,17 @@ def _round_to_odd(values: torch.Tensor) -> torch.Tensor:
 
 def _kernel_draw(kernel: Any, stream: Stream, dist: Distribution, strides: tuple[int, ...], local: torch.Tensor,
                  box: list[slice] | None, into: bool, gates: tuple[int, list[int]] | None) -> torch.Tensor:
-    """The compiled CPU kernel (:mod:`initscale._stream_kernel`): one pass, the layout, shard box
-    and gate order in per-axis tables of canonical offsets; float32 and float64 written directly,
-    float16 and bfloat16 from float32 rounded to odd (one correct rounding, see :func:`_round_to_odd`)."""
-    code, params = kernel_params(dist)
-    dims = tuple(local.shape) or (1,)
-    tables = []
-    for axis, (n, stride) in enumerate(zip(dims, strides or (0,), strict=True)):
-        if gates is not None and axis == gates[0]:
-            index = torch.tensor(gates[1], dtype=torch.int64)
-        else:
-            start = 0 if box is None else box[axis].start
-            index = torch.arange(start, start + n, dtype=torch.int64)
-        tables.append(index * stride)
+    """The compiled CPU kernel (:func:`initscale._stream_kernel.draw`): one pass, written where
+    each element sits (a dense ``local`` in place); float32 and float64 directly, float16 and
+    bfloat16 from float32 rounded to odd (one correct rounding, see :func:`_round_to_odd`)."""
     work = torch.float64 if local.dtype == torch.float64 else torch.float32
     kind = {torch.float32: _stream_kernel.FLOAT32, torch.float64: _stream_kernel.FLOAT64}.get(
         local.dtype, _stream_kernel.FLOAT32_ODD)
     direct = into and local.dtype == work and _dense(local)
     out = local if direct else torch.empty(local.shape, dtype=work)
-    # visit the axes in canonical order (a Keras (in, out) kernel column by column), so that
-    # neighbouring elements share their Philox block, and write each where it sits in `out`
-    order = sorted(range(len(dims)), key=lambda a: -(strides or (0,))[a])
-    contrib = torch.cat([tables[a] for a in order])
-    out_strides = out.stride() or (1,)
-    _stream_kernel.fill(kernel, out.data_ptr(), kind, [dims[a] for a in order], contrib.data_ptr(),
-                        [out_strides[a] for a in order], 0, stream.key, code, params,
-                        clip_bounds(dist, str(local.dtype)), threads=torch.get_num_threads())
+    _stream_kernel.draw(kernel, out.data_ptr(), kind, tuple(local.shape), out.stride(), strides, dist, stream.key,
+                        clip_bounds(dist, str(local.dtype)), threads=torch.get_num_threads(),
+                        offsets=None if box is None else [s.start for s in box], gates=gates)
     if direct:
         return local
     if into:

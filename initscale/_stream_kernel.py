@@ -31,6 +31,7 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from initscale.normal_math import _A, _B, _C, _D, _E, _F
 
@@ -276,3 +277,34 @@ def fill(lib: ctypes.CDLL, address: int, kind: int, dims: Sequence[int], contrib
     bounds = [n * k // parts for k in range(parts + 1)]
     with ThreadPoolExecutor(parts) as pool:
         list(pool.map(run, bounds[:-1], bounds[1:]))
+
+
+def draw(lib: ctypes.CDLL, address: int, kind: int, shape: Sequence[int], out_strides: Sequence[int],
+         strides: Sequence[int], dist: Any, key: tuple[int, int], clip: tuple[float, float] | None, threads: int = 1,
+         offsets: Sequence[int] | None = None, gates: tuple[int, Sequence[int]] | None = None) -> None:
+    """The stream of ``dist`` for a box of a weight, written at ``address``: ``shape`` the box's
+    axes, ``out_strides`` where its elements sit (in elements), ``strides`` the canonical strides
+    of the weight's axes, ``offsets`` the box's start in the weight (None: the whole weight),
+    ``gates`` the stacked-gate order (:func:`initscale.streams.gate_index`). Builds the per-axis
+    tables of canonical offsets and visits the axes in canonical order, so that neighbouring
+    elements share their Philox block; see :func:`fill`."""
+    import numpy as np
+
+    from initscale.streams import kernel_params
+
+    code, params = kernel_params(dist)
+    dims = tuple(shape) or (1,)  # a scalar weight: one element, canonical index 0
+    canon = tuple(strides) or (0,)
+    places = tuple(out_strides) or (1,)
+    tables = []
+    for axis, (n, stride) in enumerate(zip(dims, canon, strict=True)):
+        if gates is not None and axis == gates[0]:
+            index = np.asarray(gates[1], dtype=np.int64)
+        else:
+            start = 0 if offsets is None else offsets[axis]
+            index = np.arange(start, start + n, dtype=np.int64)
+        tables.append(index * stride)
+    order = sorted(range(len(dims)), key=lambda a: -canon[a])
+    contrib = np.ascontiguousarray(np.concatenate([tables[a] for a in order]), dtype=np.int64)
+    fill(lib, address, kind, [dims[a] for a in order], contrib.ctypes.data, [places[a] for a in order], 0, key,
+         code, params, clip, threads)

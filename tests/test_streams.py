@@ -433,3 +433,28 @@ def test_strided_weights_are_written_in_place(torch_path) -> None:
     sliced = base[::2]
     assert fill(sliced) is sliced and np.array_equal(sliced.numpy(), ref)
     assert not base[1::2].any()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "float64"])
+def test_the_numpy_adapter_equals_the_reference_with_or_without_the_kernel(dtype, monkeypatch) -> None:
+    """The NumPy adapter draws float32/float16 streams with the compiled kernel where it is built:
+    the reference's values (stream_values) either way; float64 always from the reference."""
+    from initscale import _stream_kernel
+
+    built = _stream_kernel.load() is not None
+    calls = []
+    real = _stream_kernel.draw
+    monkeypatch.setattr(_stream_kernel, "draw", lambda *a, **k: calls.append(1) or real(*a, **k))
+    cases = [((64, 129), "keras.dense"), ((3, 3, 8, 16), "keras.conv"), ((7, 30), "keras.gru"), ((5,), "keras")]
+    for kernel_on in (True, False):
+        if not kernel_on:
+            monkeypatch.setattr(_stream_kernel, "load", lambda: None)
+        for name in ("he_uniform", "he_normal", "torch.kaiming_normal", "torch.uniform:a=-3,b=5"):
+            spec = presets.get(name)
+            for shape, layout in cases:
+                if len(shape) < 2 and not spec.fixed_scale:
+                    continue
+                got = isnp.initializer(spec, layout, stream=Stream(9, "n"))(shape, dtype=getattr(np, dtype))
+                ref = stream_values(Stream(9, "n"), spec, shape, layout, dtype=dtype)
+                assert got.dtype == ref.dtype and np.array_equal(got, ref), (name, shape, dtype, kernel_on)
+    assert bool(calls) == (built and dtype != "float64")  # float64: always the reference
