@@ -120,9 +120,20 @@ def _value(u, p0, p1, p2, p3, p4, p5, lo, hi, DIST: tl.constexpr, WIDE: tl.const
 
 
 @triton.jit
-def sample(out_ptr, n, seed, p0, p1, p2, p3, p4, p5, lo, hi, DIST: tl.constexpr, WIDE: tl.constexpr,
-           CLIP: tl.constexpr, BF16: tl.constexpr, QUARTER: tl.constexpr):
-    """Elements [4·QUARTER·pid, 4·QUARTER·(pid + 1)): four quarters, one per Philox word."""
+def _params(prm_ptr, WIDE: tl.constexpr):
+    """p0..p5, lo, hi from float64 memory (a Python float argument would arrive as float32)."""
+    dtype = tl.float64 if WIDE else tl.float32
+    return (tl.load(prm_ptr).to(dtype), tl.load(prm_ptr + 1).to(dtype), tl.load(prm_ptr + 2).to(dtype),
+            tl.load(prm_ptr + 3).to(dtype), tl.load(prm_ptr + 4).to(dtype), tl.load(prm_ptr + 5).to(dtype),
+            tl.load(prm_ptr + 6).to(dtype), tl.load(prm_ptr + 7).to(dtype))
+
+
+@triton.jit
+def sample(out_ptr, n, seed, prm_ptr, DIST: tl.constexpr, WIDE: tl.constexpr, CLIP: tl.constexpr,
+           BF16: tl.constexpr, QUARTER: tl.constexpr):
+    """Elements [4·QUARTER·pid, 4·QUARTER·(pid + 1)): four quarters, one per Philox word. The
+    parameters come as float64 values in memory (a float argument would be float32)."""
+    p0, p1, p2, p3, p4, p5, lo, hi = _params(prm_ptr, WIDE)
     pid = tl.program_id(0).to(tl.int64)
     q = tl.arange(0, QUARTER)
     counter = pid * QUARTER + q
@@ -155,13 +166,13 @@ def _stream_value(u, p0, p1, p2, p3, p4, p5, DIST: tl.constexpr):
 
 @triton.jit
 def stream(out_ptr, n, key, s0, s1, s2, s3, s4, s5, c0, c1, c2, c3, c4, c5, o0, o1, o2, o3, o4, o5,
-           p0, p1, p2, p3, p4, p5, lo, hi, DIST: tl.constexpr, KIND: tl.constexpr, CLIP: tl.constexpr,
-           BLOCK: tl.constexpr):
+           prm_ptr, DIST: tl.constexpr, KIND: tl.constexpr, CLIP: tl.constexpr, BLOCK: tl.constexpr):
     """The portable stream (initscale.streams) of a row-major box of up to six axes (sizes s,
     canonical strides c, offsets o): element i is lane i % 4 of the Philox4x32-10 block
     (i // 4 mod 2^32, i // 2^34, 0, 0) under key (key mod 2^32, key >> 32), which is what
     tl.randint4x computes; KIND 0 stores float32, 1 float64, 2 float16 and 3 bfloat16 (each
     from float32 rounded to odd: one correct rounding of the float64 value)."""
+    p0, p1, p2, p3, p4, p5, lo, hi = _params(prm_ptr, True)
     j = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     rest = j
     i5 = rest % s5
@@ -254,6 +265,14 @@ def _launch(kernel: Any, grid: tuple[int], *args: Any, **options: Any) -> None:
                            "draw with torch's ops instead.") from err
 
 
+def _param_tensor(params: Sequence[float], clip: tuple[float, float] | None, device: torch.device) -> torch.Tensor:
+    """The kernel's parameters (p0..p5, lo, hi) as float64 in the device's memory: Triton passes a
+    Python float argument as float32, which would round the float64 transform's constants."""
+    lo, hi = clip if clip is not None else (0.0, 0.0)
+    values = [float(x) for x in params] + [0.0] * (6 - len(params)) + [float(lo), float(hi)]
+    return torch.tensor(values, dtype=torch.float64, device=device)
+
+
 def _seed(tensor: torch.Tensor, generator: torch.Generator | None) -> int:
     device = generator.device if generator is not None else tensor.device
     return int(torch.randint(0, 2**62, (), device=device, generator=generator).item())
@@ -272,12 +291,11 @@ def fill(tensor: torch.Tensor, code: int, params: Sequence[float], clip: tuple[f
     n = tensor.numel()
     if n == 0:
         return tensor
-    p = [float(x) for x in params] + [0.0] * (6 - len(params))
-    lo, hi = clip if clip is not None else (0.0, 0.0)
     grid = ((n + 4 * _QUARTER - 1) // (4 * _QUARTER),)
     bf16 = tensor.dtype == torch.bfloat16
-    _launch(kernels.sample, grid, tensor.view(torch.int16) if bf16 else tensor, n, _seed(tensor, generator), *p,
-            float(lo), float(hi), DIST=code, WIDE=wide, CLIP=clip is not None, BF16=bf16, QUARTER=_QUARTER)
+    _launch(kernels.sample, grid, tensor.view(torch.int16) if bf16 else tensor, n, _seed(tensor, generator),
+            _param_tensor(params, clip, tensor.device), DIST=code, WIDE=wide, CLIP=clip is not None, BF16=bf16,
+            QUARTER=_QUARTER)
     return tensor
 
 
@@ -314,12 +332,10 @@ def stream_fill(tensor: torch.Tensor, key: tuple[int, int], strides: Sequence[in
     canon = [0] * pad + list(strides)
     starts = [0] * pad + list(offsets)
     kind = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}[tensor.dtype]
-    p = [float(x) for x in params] + [0.0] * (6 - len(params))
-    lo, hi = clip if clip is not None else (0.0, 0.0)
     seed = key[0] | (key[1] << 32)
     seed = seed - 2**64 if seed >= 2**63 else seed  # the same 64 bits as a signed argument
     grid = ((n + _STREAM_BLOCK - 1) // _STREAM_BLOCK,)
     out = tensor.view(torch.int16) if kind == 3 else tensor
-    _launch(kernels.stream, grid, out, n, seed, *sizes, *canon, *starts, *p, float(lo), float(hi), DIST=code,
-            KIND=kind, CLIP=clip is not None, BLOCK=_STREAM_BLOCK, enable_fp_fusion=False)
+    _launch(kernels.stream, grid, out, n, seed, *sizes, *canon, *starts, _param_tensor(params, clip, tensor.device),
+            DIST=code, KIND=kind, CLIP=clip is not None, BLOCK=_STREAM_BLOCK, enable_fp_fusion=False)
     return tensor
