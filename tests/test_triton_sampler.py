@@ -4,6 +4,7 @@ set before Triton is imported, so not in this process). Skipped where Triton is 
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -16,7 +17,8 @@ CASES = Path(__file__).parent / "triton_cases.py"
 
 def test_the_triton_samplers() -> None:
     torch = pytest.importorskip("torch")
-    pytest.importorskip("triton")
+    if importlib.util.find_spec("triton") is None:  # not imported here: Triton after TensorFlow aborts
+        pytest.skip("triton is not installed")
     env = dict(os.environ)
     if not torch.cuda.is_available():
         env["TRITON_INTERPRET"] = "1"
