@@ -267,10 +267,10 @@ def _stream_tensor(stream: Stream, dist: Distribution, shape: tuple[int, ...], l
     """The portable stream (:mod:`initscale.streams`) on the backend's device, compiled where the
     backend compiles: the JAX adapter's jitted program on JAX (one per shape, the key traced), an
     XLA-compiled ``tf.function`` on TensorFlow (likewise; a weight of a kind not seen before is
-    drawn eagerly, which is faster than compiling for it once), the torch adapter's in-place int64
-    pieces on torch; keras.ops elsewhere. Philox in int64 with one multiply per product (uint32
-    with 16-bit partial products on JAX without x64); the float stage in float64 where the
-    backend has it."""
+    drawn eagerly, which is faster than compiling for it once), the torch adapter's stream code
+    on torch (its C kernel on the CPU, Triton on a GPU, else int64 ops); keras.ops elsewhere.
+    Philox in int64 with one multiply per product (uint32 with 16-bit partial products on JAX
+    without x64); the float stage in float64 where the backend has it."""
     if isinstance(dist, OrthogonalDist):
         transform(dist, None)  # raises the explanation
     strides = canonical_strides(shape, layout)

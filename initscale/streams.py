@@ -25,20 +25,23 @@ the float stage as stated below) whatever the framework's layout or the weight's
    normal ``loc + σ·Φ⁻¹(Φ(a) + u·(Φ(b) − Φ(a)))`` (an upper-tail interval as the mirror of the
    lower one), in float64 where the backend has it; a bounded distribution is then clipped to
    the bounds representable in the weight's dtype (:mod:`initscale.rounding`), and the values
-   are rounded once to that dtype. (NumPy casts float64 straight to float16; torch goes through
-   float32 rounded to odd. A plain float64 → float32 → float16/bfloat16 cast, which torch,
-   TensorFlow and XLA do, rounds twice: 31 of 530,965 float16 values of a test weight were one
-   ulp off. Keras on TensorFlow and JAX still cast that way for float16/bfloat16 weights.)
-   Φ⁻¹ is Wichura's AS241 in the reference and in torch's CPU kernel, else the backend's own
-   ``ndtri``, so float results may differ by a few ulps between backends (measured in the
-   tests; float32 is equal in NumPy, torch and TensorFlow); the integers and uniforms never do.
+   are rounded once to that dtype. (NumPy casts float64 straight to float16; the other paths go
+   through float32 rounded to odd. A plain float64 → float32 → float16/bfloat16 cast, which
+   torch, TensorFlow and XLA do, rounds twice: 31 of 530,965 float16 values of a test weight
+   were one ulp off.)
+   Φ⁻¹ is Wichura's AS241 in the reference, the C kernel and the Triton kernel, else the
+   backend's own ``ndtri``, so float results may differ by a few ulps between backends
+   (measured in the tests; float32 is equal in NumPy, torch, TensorFlow and JAX with x64); the
+   integers and uniforms never do.
 
 Generation follows the definition without its cost: a box of the weight (the whole of it, or one
 shard) is cut into runs of consecutive canonical indices (:func:`runs`), and each run costs one
 Philox block per four elements (:func:`run_bits`); only the box's own elements are generated.
-On the CPU, torch runs a small C kernel instead (:mod:`initscale._stream_kernel`, built with the
-system compiler on first use): the definition element by element in one pass, a Philox block
-shared by the four elements of a block; without a compiler, torch's integer ops as above.
+On the CPU, torch and the NumPy adapter (float32, float16) run a small C kernel instead
+(:mod:`initscale._stream_kernel`, built with the system compiler on first use): the definition
+element by element in one pass, a Philox block shared by the four elements of a block; without a
+compiler, the integer ops above. On a GPU with Triton, torch runs one Triton kernel
+(``tl.randint4x`` is this Philox4x32-10).
 
 Orthogonal specs are not portable (their QR differs between linear-algebra libraries).
 
