@@ -132,9 +132,11 @@ def _uniform_grid(out: torch.Tensor, low: float, high: float, generator: torch.G
     return v if fits else flat[:n].view(out.shape)
 
 
-def _truncated(dist: TruncatedNormalDist, out: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+def _truncated(dist: TruncatedNormalDist, out: torch.Tensor, generator: torch.Generator | None,
+               stored: torch.dtype | None = None) -> torch.Tensor:
     """Inverse CDF: v ~ U(erf(α/√2), erf(β/√2)), z = √2·erfinv(v), scaled and clamped to the
-    exact bounds. Drawn straight into ``out`` when it has the working dtype (no extra pass)."""
+    bounds that hold in ``stored`` (default: ``out``'s dtype). Drawn straight into ``out`` when
+    it has the working dtype (no extra pass)."""
     a, b = dist.standard_bounds
     flip = a > 0.0  # an upper-tail interval is drawn as the mirror of the lower one
     if flip:
@@ -155,7 +157,21 @@ def _truncated(dist: TruncatedNormalDist, out: torch.Tensor, generator: torch.Ge
     z = v.erfinv_().mul_(scale)
     if dist.loc != 0.0:
         z.add_(dist.loc)
-    return z.clamp_(*representable_bounds(dist.low, dist.high, str(out.dtype)))  # bounds that hold in out's dtype
+    return z.clamp_(*representable_bounds(dist.low, dist.high, str(stored or out.dtype)))  # bounds that hold
+
+
+_STAGE = 2**18  # float32 elements staged at a time for a bfloat16/float16 weight on the CPU (1 MiB)
+
+
+def _truncated_staged(dist: TruncatedNormalDist, tensor: torch.Tensor, generator: torch.Generator | None) -> None:
+    """A float16/bfloat16 weight drawn in float32 through one cache-sized buffer, each piece
+    rounded once into the weight: no full-size float32 temporary (its page faults and memory
+    passes made this 1.25x-1.5x of ``normal_``)."""
+    flat = tensor.view(-1)
+    buffer = torch.empty(min(flat.numel(), _STAGE), dtype=torch.float32)
+    for start in range(0, flat.numel(), _STAGE):
+        part = flat[start:start + _STAGE]
+        part.copy_(_truncated(dist, buffer[:part.numel()], generator, stored=tensor.dtype))
 
 
 def _orthogonal(dist: OrthogonalDist, layout: Layout, out: torch.Tensor,
@@ -188,6 +204,9 @@ def _fill(dist: Distribution, layout: Layout | None, tensor: torch.Tensor,
             code, params = kernel_params(dist)
             _triton_sampler.fill(tensor, code, params, representable_bounds(dist.low, dist.high, str(tensor.dtype)),
                                  max(abs(a), abs(b)) > 4.0, generator)
+            return
+        if tensor.dtype in _LOW_PRECISION and tensor.device.type == "cpu" and tensor.is_contiguous():
+            _truncated_staged(dist, tensor, generator)
             return
         values = _truncated(dist, tensor, generator)
         if values is not tensor:
