@@ -38,23 +38,29 @@ from initscale.normal_math import _A, _B, _C, _D, _E, _F
 UNIFORM, TRUNCATED = 1, 3  # the codes of initscale.streams.kernel_params
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _QUARTER = 512  # counters per program: 2,048 elements
+_MAX_AXES = 6  # axes of the stream kernel's index arithmetic (the sampler takes any shape)
 
 
 def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-def usable(tensor: torch.Tensor) -> bool:
-    """Whether :func:`fill` can fill ``tensor``: Triton is importable and not switched off, and
-    the tensor is a contiguous float32/float16/bfloat16 GPU tensor (any device under the
-    interpreter)."""
-    if os.environ.get("INITSCALE_TRITON", "1") == "0":
+def _ready(tensor: torch.Tensor, dtypes: tuple[torch.dtype, ...], max_axes: int | None = None) -> bool:
+    """Triton importable and not switched off, and ``tensor`` a contiguous GPU tensor (any device
+    under the interpreter) of one of ``dtypes``, with at most ``max_axes`` axes."""
+    if os.environ.get("INITSCALE_TRITON", "1") == "0" or (max_axes is not None and tensor.dim() > max_axes):
         return False
-    if tensor.dtype not in _DTYPES or not tensor.is_contiguous():
+    if tensor.dtype not in dtypes or not tensor.is_contiguous():
         return False
     if not (tensor.is_cuda or _interpreting()):
         return False
     return _kernel() is not None
+
+
+def usable(tensor: torch.Tensor) -> bool:
+    """Whether :func:`fill` can fill ``tensor``: a contiguous float32/float16/bfloat16 GPU
+    tensor, with Triton importable and not switched off."""
+    return _ready(tensor, _DTYPES)
 
 
 def _horner(coefficients: Sequence[float]) -> str:
@@ -105,15 +111,26 @@ def _put(ptr, x, mask, BF16: tl.constexpr):
 
 
 @triton.jit
-def _value(u, p0, p1, p2, p3, p4, p5, lo, hi, DIST: tl.constexpr, WIDE: tl.constexpr, CLIP: tl.constexpr):
-    if WIDE:
-        u = u.to(tl.float64)
-    if DIST == 1:
+def _stream_value(u, p0, p1, p2, p3, p4, p5, DIST: tl.constexpr):
+    """initscale.streams.transform in u's precision, in the reference's order of operations."""
+    if DIST == 0:
+        x = u * 0.0 + p0
+    elif DIST == 1:
         x = p0 + p1 * u
+    elif DIST == 2:
+        x = p0 + p1 * _ndtri(u)
     else:
         z = _ndtri(p0 + u * p1)
         z = tl.minimum(tl.maximum(z, p2), p3)
         x = p4 + p5 * z
+    return x
+
+
+@triton.jit
+def _value(u, p0, p1, p2, p3, p4, p5, lo, hi, DIST: tl.constexpr, WIDE: tl.constexpr, CLIP: tl.constexpr):
+    if WIDE:
+        u = u.to(tl.float64)
+    x = _stream_value(u, p0, p1, p2, p3, p4, p5, DIST)
     if CLIP:
         x = tl.minimum(tl.maximum(x, lo), hi)
     return x.to(tl.float32)  # bounds representable in the stored dtype stay inside through float32
@@ -146,22 +163,6 @@ def sample(out_ptr, n, seed, prm_ptr, DIST: tl.constexpr, WIDE: tl.constexpr, CL
     _put(out_ptr + base, _value(u2, p0, p1, p2, p3, p4, p5, lo, hi, DIST, WIDE, CLIP), base < n, BF16)
     base += QUARTER
     _put(out_ptr + base, _value(u3, p0, p1, p2, p3, p4, p5, lo, hi, DIST, WIDE, CLIP), base < n, BF16)
-
-
-@triton.jit
-def _stream_value(u, p0, p1, p2, p3, p4, p5, DIST: tl.constexpr):
-    """initscale.streams.transform in float64, in the reference's order of operations."""
-    if DIST == 0:
-        x = u * 0.0 + p0
-    elif DIST == 1:
-        x = p0 + p1 * u
-    elif DIST == 2:
-        x = p0 + p1 * _ndtri(u)
-    else:
-        z = _ndtri(p0 + u * p1)
-        z = tl.minimum(tl.maximum(z, p2), p3)
-        x = p4 + p5 * z
-    return x
 
 
 @triton.jit
@@ -300,19 +301,12 @@ def fill(tensor: torch.Tensor, code: int, params: Sequence[float], clip: tuple[f
 
 
 _STREAM_BLOCK = 1024
-_MAX_AXES = 6
 
 
 def stream_usable(tensor: torch.Tensor) -> bool:
     """Whether :func:`stream_fill` can write ``tensor``'s stream: as :func:`usable`, float64
-    included, at most six axes."""
-    if os.environ.get("INITSCALE_TRITON", "1") == "0" or tensor.dim() > _MAX_AXES:
-        return False
-    if tensor.dtype not in (*_DTYPES, torch.float64) or not tensor.is_contiguous():
-        return False
-    if not (tensor.is_cuda or _interpreting()):
-        return False
-    return _kernel() is not None
+    included."""
+    return _ready(tensor, (*_DTYPES, torch.float64), _MAX_AXES)
 
 
 def stream_fill(tensor: torch.Tensor, key: tuple[int, int], strides: Sequence[int], offsets: Sequence[int],

@@ -133,7 +133,7 @@ def _kernel_stream(stream: Stream, spec: Spec, dims: tuple[int, ...], rule: Layo
         return None
     dist, strides = plan_stream(stream, spec, dims, rule)
     out = np.empty(dims, dtype=np.float32)
-    kind = _stream_kernel.FLOAT32 if dt == np.float32 else _stream_kernel.FLOAT32_ODD
+    kind = _stream_kernel.output_kind(dt.name)
     _stream_kernel.draw(lib, out.ctypes.data, kind, dims, [s // out.itemsize for s in out.strides], strides, dist,
                         stream.key, clip_bounds(dist, dt.name), threads=os.cpu_count() or 1,
                         gates=gate_index(dims, rule))

@@ -420,9 +420,8 @@ def _kernel_draw(kernel: Any, stream: Stream, dist: Distribution, strides: tuple
     """The compiled CPU kernel (:func:`initscale._stream_kernel.draw`): one pass, written where
     each element sits (a dense ``local`` in place); float32 and float64 directly, float16 and
     bfloat16 from float32 rounded to odd (one correct rounding, see :func:`_round_to_odd`)."""
-    work = torch.float64 if local.dtype == torch.float64 else torch.float32
-    kind = {torch.float32: _stream_kernel.FLOAT32, torch.float64: _stream_kernel.FLOAT64}.get(
-        local.dtype, _stream_kernel.FLOAT32_ODD)
+    kind = _stream_kernel.output_kind(str(local.dtype))
+    work = torch.float64 if kind == _stream_kernel.FLOAT64 else torch.float32
     direct = into and local.dtype == work and _dense(local)
     out = local if direct else torch.empty(local.shape, dtype=work)
     _stream_kernel.draw(kernel, out.data_ptr(), kind, tuple(local.shape), out.stride(), strides, dist, stream.key,

@@ -41,6 +41,14 @@ CONSTANT, UNIFORM, NORMAL, TRUNCATED = 0, 1, 2, 3
 FLOAT32, FLOAT64, FLOAT32_ODD = 0, 1, 2
 
 
+def output_kind(dtype: str) -> int:
+    """The buffer the kernel writes for a weight of ``dtype`` ("float32", "torch.bfloat16", ...):
+    float32 and float64 as themselves, a narrower float as float32 rounded to odd, for the one
+    final cast."""
+    name = dtype.rsplit(".", 1)[-1]
+    return {"float32": FLOAT32, "float64": FLOAT64}.get(name, FLOAT32_ODD)
+
+
 def _array(name: str, values: Sequence[float]) -> str:
     return f"static const double {name}[8] = {{{', '.join(repr(float(v)) for v in values)}}};"
 

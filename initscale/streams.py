@@ -367,10 +367,12 @@ def transform(dist: Distribution, u: Any, ndtri_fn: Any = ndtri) -> Any:
     raise TypeError(f"Unknown distribution {dist!r}.")  # pragma: no cover
 
 
+@functools.lru_cache(maxsize=1024)
 def kernel_params(dist: Distribution) -> tuple[int, tuple[float, ...]]:
     """:func:`transform` as the compiled kernel's (code, parameters): constant (value); uniform
     (low, high − low); normal (mean, std); truncated normal (pa, pb − pa, z_low, z_high, loc,
-    scale), the mirrored lower-tail form for upper-tail intervals, as :func:`transform` draws it."""
+    scale), the mirrored lower-tail form for upper-tail intervals, as :func:`transform` draws it.
+    Computed once per distribution (two Φ evaluations for a truncated normal)."""
     if isinstance(dist, ConstantDist):
         return 0, (dist.value,)
     if isinstance(dist, UniformDist):
