@@ -13,7 +13,8 @@ It needs a C compiler (``$CC``, else ``cc``) once: the library is cached under
 ``$INITSCALE_CACHE`` (else ``$XDG_CACHE_HOME/initscale``, else ``~/.cache/initscale``), keyed by
 the source's hash. Without a compiler, or with ``INITSCALE_STREAM_KERNEL=0``, :func:`load` returns
 None and the adapters use their framework ops instead (same values, slower). The call releases
-the GIL, so :func:`fill` runs chunks of the output on several threads.
+the GIL, so :func:`fill` runs chunks of the output on several threads. It walks at most
+:data:`MAX_AXES` axes; the adapters draw weights of more with their array ops (same values).
 
 Only the standard library is imported here (ctypes); callers pass raw CPU addresses.
 """
@@ -39,6 +40,8 @@ from initscale.normal_math import _A, _B, _C, _D, _E, _F
 CONSTANT, UNIFORM, NORMAL, TRUNCATED = 0, 1, 2, 3
 # output kinds
 FLOAT32, FLOAT64, FLOAT32_ODD = 0, 1, 2
+# the most axes the kernel walks (its index arrays' size); the adapters use their framework ops for more
+MAX_AXES = 16
 
 
 def output_kind(dtype: str) -> int:
@@ -57,6 +60,7 @@ SOURCE = "\n".join([
     "#include <stdint.h>",
     "#include <string.h>",
     "#include <math.h>",
+    f"#define MAX_AXES {MAX_AXES}",
     _array("A", _A), _array("B", _B), _array("C", _C), _array("D", _D), _array("E", _E), _array("F", _F),
     r"""
 /* numpy.polyval's Horner order: y = 0; y = y*x + c for each coefficient, highest first */
@@ -152,7 +156,7 @@ void initscale_stream_fill(void *out, int kind, int64_t start, int64_t stop, int
                            const int64_t *dims, const int64_t *contrib, const int64_t *ostrides,
                            int64_t base, uint32_t k0, uint32_t k1, int dist, const double *prm, int clip,
                            double lo, double hi) {
-    int64_t idx[16], off[16];
+    int64_t idx[MAX_AXES], off[MAX_AXES];
     int64_t rest = start;
     for (int d = ndim - 1; d >= 0; --d) { idx[d] = rest % dims[d]; rest /= dims[d]; }
     off[0] = 0;
@@ -265,8 +269,8 @@ def fill(lib: ctypes.CDLL, address: int, kind: int, dims: Sequence[int], contrib
         n *= size
     if n == 0:
         return
-    if not 1 <= len(dims) <= 16:
-        raise ValueError(f"The stream kernel takes 1 to 16 axes; received {len(dims)}.")
+    if not 1 <= len(dims) <= MAX_AXES:
+        raise ValueError(f"The stream kernel takes 1 to {MAX_AXES} axes; received {len(dims)}.")
     dims_c = (ctypes.c_int64 * len(dims))(*dims)
     strides_c = (ctypes.c_int64 * len(dims))(*out_strides)
     contrib_c = ctypes.cast(contrib_address, ctypes.POINTER(ctypes.c_int64))
