@@ -1,6 +1,6 @@
-"""The compiled stream kernel's cache (initscale._stream_kernel): nothing planted, damaged or
-writable by others is ever loaded; the kernel is rebuilt (or the framework ops used) with one
-warning, and the values stay the reference's.
+"""The compiled stream kernel's cache (initscale._stream_kernel) and the generated Triton source:
+nothing planted, damaged or writable by others is ever loaded; the kernel is rebuilt (or the
+framework ops used) with one warning, and the values stay the reference's.
 
 The checks compare owners with the effective user id, so they hold as root too (CI runs as root):
 another user's file is made with chown where the tests run as root, and by pretending to be
@@ -311,3 +311,48 @@ def test_the_planted_library_check_catches_planted_bugs(bug, cache, tmp_path, mo
     marker = _plant(how, tmp_path)
     _load()
     assert marker.exists()
+
+
+TRITON_SOURCE_NEVER_WRITTEN = """
+import hashlib, inspect, linecache, os, sys
+os.umask(0)
+import numpy as np
+import torch
+from initscale.adapters import _triton_sampler
+from initscale.streams import Stream, kernel_params, stream_values
+import initscale
+from initscale import presets
+
+cache, marker = sys.argv[1], sys.argv[2]
+tag = hashlib.sha256(_triton_sampler._SOURCE.encode()).hexdigest()[:16]
+os.makedirs(cache, exist_ok=True)
+with open(os.path.join(cache, f"triton_sampler_{tag}.py"), "w") as f:  # where the old cache kept it
+    f.write(f"open({marker!r}, 'w').write('ran')\\n" + _triton_sampler._SOURCE)
+module = _triton_sampler._kernel()
+assert module is not None
+linecache.clearcache()
+assert "def stream(" in inspect.getsource(module.stream.fn)  # Triton still finds the source
+spec = presets.get("he_normal")
+code, params = kernel_params(spec.resolve(initscale.compute_fans((96, 80), "torch.linear")))
+out = torch.empty(96, 80)
+_triton_sampler.stream_fill(out, Stream(4, "w").key, (80, 1), (0, 0), code, params, None)
+assert np.array_equal(out.numpy(), stream_values(Stream(4, "w"), spec, (96, 80), "torch.linear"))
+print(sorted(os.listdir(cache)), repr(f"triton_sampler_{tag}.py"))
+"""
+
+
+def test_the_triton_source_is_never_written_or_read_from_disk(tmp_path) -> None:
+    """The generated Triton module is compiled from memory: a file planted where the old cache
+    kept it never runs, nothing is written under umask 000, and the kernel draws the stream
+    (under Triton's interpreter, in a fresh process: Triton after TensorFlow aborts)."""
+    if importlib.util.find_spec("triton") is None or importlib.util.find_spec("torch") is None:
+        pytest.skip("triton and torch are needed")
+    cache, marker = tmp_path / "cache", tmp_path / "planted-source-ran"
+    env = {**os.environ, "INITSCALE_CACHE": str(cache), "TRITON_INTERPRET": "1"}
+    env.pop("XDG_CACHE_HOME", None)
+    done = subprocess.run([sys.executable, "-c", TRITON_SOURCE_NEVER_WRITTEN, str(cache), str(marker)],
+                          capture_output=True, text=True, timeout=300, env=env, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not marker.exists()
+    listing, planted = done.stdout.strip().split("\n")[-1].rsplit(" ", 1)
+    assert listing == f"[{planted}]"  # only the planted file: nothing written
