@@ -26,6 +26,7 @@ off; without Triton, :func:`usable` is False and the adapter keeps its torch-ops
 from __future__ import annotations
 
 import functools
+import importlib.abc
 import os
 import sys
 from collections.abc import Sequence
@@ -211,7 +212,7 @@ def stream(out_ptr, n, key, s0, s1, s2, s3, s4, s5, c0, c1, c2, c3, c4, c5, o0, 
 '''
 
 
-class _SourceLoader:
+class _SourceLoader(importlib.abc.Loader):
     """The loader of the kernels' module: hands back the source it was built from (what
     :mod:`linecache`, and so Triton's ``inspect.getsource``, read for it)."""
 
