@@ -26,6 +26,7 @@ off; without Triton, :func:`usable` is False and the adapter keeps its torch-ops
 from __future__ import annotations
 
 import functools
+import importlib.abc
 import os
 import sys
 from collections.abc import Sequence
@@ -211,14 +212,29 @@ def stream(out_ptr, n, key, s0, s1, s2, s3, s4, s5, c0, c1, c2, c3, c4, c5, o0, 
 '''
 
 
+class _SourceLoader(importlib.abc.Loader):
+    """The loader of the kernels' module: hands back the source it was built from (what
+    :mod:`linecache`, and so Triton's ``inspect.getsource``, read for it)."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def get_source(self, name: str) -> str:
+        return self.source
+
+
 @functools.cache
 def _kernel() -> Any:
     """The module of jitted kernels (``sample``, ``stream``), or None without Triton (or with a
-    Triton that cannot load them: then a warning says why). Its source (AS241's coefficients in
-    Horner form) is saved once in initscale's cache folder, since Triton reads kernels from files."""
+    Triton that cannot load them: then a warning says why).
+
+    Triton reads a kernel's source through ``inspect.getsource``; the module is compiled from
+    ``_SOURCE`` in memory and never written to disk, so there is no file to plant or corrupt: its
+    virtual file name (in this package's folder, where it does not exist) is answered from
+    :mod:`linecache`, filled with ``_SOURCE`` and backed by the module's loader."""
     import hashlib
     import importlib.util
-    import tempfile
+    import linecache
     import warnings
 
     if importlib.util.find_spec("triton") is None:
@@ -229,29 +245,21 @@ def _kernel() -> Any:
                       RuntimeWarning, stacklevel=2)
         return None
 
-    from initscale._stream_kernel import _cache_dir
-
-    tag = hashlib.sha256(_SOURCE.encode()).hexdigest()[:16]
+    source = _SOURCE
+    tag = hashlib.sha256(source.encode()).hexdigest()[:16]
+    name = f"initscale_triton_sampler_{tag}"
+    virtual = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"_triton_sampler_{tag}.generated.py")
+    loader = _SourceLoader(source)
     try:
-        module = None
-        for folder in (_cache_dir(), None):
-            try:
-                folder = folder or type(_cache_dir())(tempfile.mkdtemp(prefix="initscale-triton-"))
-                folder.mkdir(parents=True, exist_ok=True)
-                path = folder / f"triton_sampler_{tag}.py"  # Triton reads a kernel's source from its file
-                if not path.exists():
-                    with tempfile.NamedTemporaryFile("w", dir=folder, suffix=".py", delete=False,
-                                                     encoding="utf-8") as f:
-                        f.write(_SOURCE)
-                    os.replace(f.name, path)
-                break
-            except OSError:  # a read-only cache folder: a temporary one instead
-                continue
-        spec = importlib.util.spec_from_file_location(f"initscale_triton_sampler_{tag}", path)
-        assert spec is not None and spec.loader is not None
+        spec = importlib.util.spec_from_loader(name, loader, origin=virtual)
+        assert spec is not None
         module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+        module.__file__ = virtual
+        linecache.cache[virtual] = (len(source), None, source.splitlines(keepends=True), virtual)  # never re-read
+        sys.modules[name] = module  # inspect finds the module (and its loader) by name
+        exec(compile(source, virtual, "exec"), module.__dict__)  # initscale's own source, from memory
     except Exception as err:  # any Triton failure means: use torch's ops
+        sys.modules.pop(name, None)
         warnings.warn(f"initscale: Triton is installed but its kernels could not be loaded ({err!r}); using "
                       "torch's ops instead (set INITSCALE_TRITON=0 to skip Triton).", RuntimeWarning, stacklevel=2)
         return None

@@ -125,8 +125,9 @@ def _kernel_stream(stream: Stream, spec: Spec, dims: tuple[int, ...], rule: Layo
     """float32 and float16 streams from the compiled kernel (:mod:`initscale._stream_kernel`),
     equal to :func:`initscale.streams.stream_values` (float16 through float32 rounded to odd);
     None where the kernel is not built, or for float64 (whose Φ⁻¹ tails differ from NumPy's log
-    by up to a few ulps: the reference itself is used)."""
-    if dt not in (np.float32, np.float16):
+    by up to a few ulps: the reference itself is used) and for weights of more axes than the
+    kernel walks (:data:`initscale._stream_kernel.MAX_AXES`)."""
+    if dt not in (np.float32, np.float16) or len(dims) > _stream_kernel.MAX_AXES:
         return None
     lib = _stream_kernel.load()
     if lib is None:

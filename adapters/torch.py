@@ -352,7 +352,7 @@ def _stream_draw(stream: Stream, dist: Distribution, strides: tuple[int, ...], t
         _, offset = compute_local_shape_and_global_offset(shape, tensor.device_mesh,  # type: ignore[attr-defined]
                                                           tensor.placements)  # type: ignore[attr-defined]
         box = [slice(start, start + n) for start, n in zip(offset, local.shape, strict=True)]
-    if local.device.type == "cpu":
+    if local.device.type == "cpu" and local.dim() <= _stream_kernel.MAX_AXES:  # more axes: torch's ops
         kernel = _stream_kernel.load()
         if kernel is not None:
             return _kernel_draw(kernel, stream, dist, strides, local, box, into, gates)

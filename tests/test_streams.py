@@ -458,3 +458,27 @@ def test_the_numpy_adapter_equals_the_reference_with_or_without_the_kernel(dtype
                 ref = stream_values(Stream(9, "n"), spec, shape, layout, dtype=dtype)
                 assert got.dtype == ref.dtype and np.array_equal(got, ref), (name, shape, dtype, kernel_on)
     assert bool(calls) == (built and dtype != "float64")  # float64: always the reference
+
+
+def test_weights_of_more_axes_than_the_kernel_walks_take_the_array_path(monkeypatch) -> None:
+    """The kernel walks at most MAX_AXES (16) axes: a weight of 17 or more in NumPy and torch is
+    drawn by the array path (the reference's values), not refused; 16 axes still use the kernel."""
+    torch = pytest.importorskip("torch")
+    ist = pytest.importorskip("initscale.adapters.torch")
+    from initscale import _stream_kernel
+
+    built = _stream_kernel.load() is not None
+    calls = []
+    real = _stream_kernel.draw
+    monkeypatch.setattr(_stream_kernel, "draw", lambda *a, **k: calls.append(len(a[3])) or real(*a, **k))
+    for name in ("he_normal", "torch.uniform:a=-3,b=5"):
+        spec = presets.get(name)
+        for shape in ((2,) * 17, (3, 5) + (1,) * 15 + (2,), (2,) * 16):
+            ref32 = stream_values(Stream(4, "deep"), spec, shape, "keras", dtype="float32")
+            got = isnp.initializer(spec, "keras", stream=Stream(4, "deep"))(shape)
+            assert np.array_equal(got, ref32), (name, shape)
+            ref = stream_values(Stream(4, "deep"), spec, shape, "torch", dtype="float32")
+            w = ist.initializer(spec, "torch", stream=Stream(4, "deep"))(torch.empty(shape))
+            assert np.array_equal(w.numpy(), ref), (name, shape)
+    assert all(n <= _stream_kernel.MAX_AXES for n in calls)
+    assert bool(calls) == built  # the 16-axis weights still go through the kernel where it is built
