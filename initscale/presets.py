@@ -6,7 +6,8 @@ list them with :func:`names`, and read where each comes from with :func:`info`.
 
 Every argument is checked by its annotated type before the preset runs: a ``bool`` takes a bool or
 exactly the strings the string form parses (``"true"``/``"false"``, any case), never a value read by
-its truthiness; a ``float`` a real number; an ``int`` an integer; a ``str`` a string. Magnitudes
+its truthiness; a ``float`` a finite real number (a truncation bound may be ±inf); an ``int`` an
+integer; a ``str`` a string. Magnitudes
 (``gain``, ``scale``, ``factor``, ``magnitude``) must be > 0: their sign cannot reach the distribution.
 
 The unqualified names (``glorot_uniform``, ``he_normal``, ``lecun_normal``, ``variance_scaling``,
@@ -88,9 +89,14 @@ _REGISTRY: dict[str, PresetInfo] = {}
 _GAIN_LIKE = frozenset({"gain", "scale", "factor", "magnitude"})
 
 
+Bound = float  # a truncation bound: a real number, ±inf allowed (a one-sided truncation)
+
+
 def _coercer(preset: str, name: str, annotation: Any) -> Callable[[Any], Any]:
     """The check of one preset argument, chosen by its annotation: every preset's arguments are
-    read by these four rules and no other (bools are never read by their truthiness)."""
+    read by these rules and no other (bools are never read by their truthiness)."""
+    if annotation == "Bound":
+        return lambda v: _validate.real(name, v, infinite_ok=True)
     if annotation == "bool":
         return lambda v: _validate.boolean(name, v)
     if annotation == "int":
@@ -110,7 +116,7 @@ def _coercer(preset: str, name: str, annotation: Any) -> Callable[[Any], Any]:
             return out
 
         return gain_like
-    raise TypeError(f"Preset {preset!r}: argument {name!r} has no checked type (bool, int, float or str); "
+    raise TypeError(f"Preset {preset!r}: argument {name!r} has no checked type (bool, int, float, Bound or str); "
                     f"annotation {annotation!r}.")  # pragma: no cover - a registration-time guard
 
 
@@ -274,7 +280,7 @@ def jax_uniform(scale: float = 1e-2) -> Spec:
 
 
 @_preset("jax.truncated_normal", source="jax.nn.initializers.truncated_normal", layout="flax")
-def jax_truncated_normal(stddev: float = 1e-2, lower: float = -2.0, upper: float = 2.0) -> Spec:
+def jax_truncated_normal(stddev: float = 1e-2, lower: Bound = -2.0, upper: Bound = 2.0) -> Spec:
     """stddev × N(0, 1) truncated to [lower, upper] (bounds in std units, not corrected)."""
     return TruncatedNormal(stddev, 0.0, lower, upper, "std")
 
@@ -348,7 +354,7 @@ def torch_kaiming_normal(a: float = 0.0, mode: str = "fan_in", nonlinearity: str
 
 
 @_preset("torch.trunc_normal", source=_TORCH, layout="torch")
-def torch_trunc_normal(mean: float = 0.0, std: float = 1.0, a: float = -2.0, b: float = 2.0) -> Spec:
+def torch_trunc_normal(mean: float = 0.0, std: float = 1.0, a: Bound = -2.0, b: Bound = 2.0) -> Spec:
     """N(mean, std²) truncated to [a, b] with **absolute** bounds (with std=0.02 nothing is truncated)."""
     return TruncatedNormal(std, mean, a, b, "absolute")
 

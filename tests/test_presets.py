@@ -590,7 +590,18 @@ def test_every_preset_argument_has_a_checked_type() -> None:
     """One coercion per annotation (bool, int, float, str) for every preset: none is left unchecked."""
     for name in presets.names():
         for arg, annotation in _annotations(name).items():
-            assert annotation in ("bool", "int", "float", "str"), (name, arg, annotation)
+            assert annotation in ("bool", "int", "float", "Bound", "str"), (name, arg, annotation)
+
+
+@pytest.mark.parametrize(("name", "low", "high"), [("torch.trunc_normal", "a", "b"),
+                                                   ("jax.truncated_normal", "lower", "upper")])
+def test_truncation_bounds_may_be_infinite(name: str, low: str, high: str) -> None:
+    """One-sided truncations stay expressible through the checked arguments (only bounds take ±inf)."""
+    spec = presets.get(name, **{low: -math.inf, high: 0.0})
+    assert spec.lower == -math.inf and spec.upper == 0.0
+    assert presets.get(f"{name}:{high}=inf").upper == math.inf
+    with pytest.raises(ValueError, match=r"Argument `mean` must be finite"):
+        presets.get("torch.trunc_normal", mean=math.inf)
 
 
 _GAIN_ARGS = sorted((n, p) for n in presets.names() for p in _annotations(n) if p in ("gain", "scale", "factor",
