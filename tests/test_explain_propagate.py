@@ -123,3 +123,23 @@ def test_propagate_command(tmp_path, capsys) -> None:
     png = tmp_path / "p.png"
     assert cli.main(["propagate", "--depth", "4", "--width", "32", "--plot", str(png)]) == 0
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_zero_fan_is_said_not_hidden(capsys) -> None:
+    """--shape 0,5 explained a variance of 2 (scale/1: VarianceScaling counts a fan of 0 as 1) without a word."""
+    e = explain("he_normal", (0, 5))
+    assert e.variance == pytest.approx(2.0, rel=1e-12) and len(e.notes) == 2
+    assert "no elements" in e.notes[0] and "fan_in is 0: VarianceScaling counts a fan of 0 as 1" in e.notes[1]
+    assert cli.main(["explain", "he_normal", "--shape", "0,5"]) == 0
+    text = capsys.readouterr().out
+    assert "note               fan_in is 0: VarianceScaling counts a fan of 0 as 1 (as Keras does)" in text
+    assert cli.main(["explain", "he_normal", "--shape", "0,5", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["notes"] == list(e.notes)
+    # fan_out is 0 but he_normal divides by fan_in: only the no-elements note
+    assert len(explain("he_normal", (5, 0)).notes) == 1 and len(explain("glorot_uniform", (5, 0)).notes) == 1
+    geo = explain(initscale.VarianceScaling(1.0, "fan_geo_avg"), (5, 0))  # √(5·0) = 0
+    assert len(geo.notes) == 2 and geo.notes[1].startswith("fan_geo_avg is 0")
+    assert explain("he_normal", (3, 4)).notes == () and "note" not in str(explain("he_normal", (3, 4)))
+    assert explain("torch.normal", (0, 3)).notes == (
+        "shape (0, 3) has a zero dimension: the weight has no elements, so nothing is drawn",)
+
