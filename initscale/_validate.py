@@ -41,6 +41,32 @@ def real(
     return out
 
 
+BOOL_STRINGS = ("false", "true")  # what the ``name:key=value`` form parses as a bool (any case)
+
+
+def boolean(name: str, value: Any) -> bool:
+    """Return ``value`` as a bool: a bool (numpy's too), or one of the strings the
+    ``"name:key=value"`` form parses as a bool (``"true"``/``"false"``, any case, surrounding
+    spaces ignored). Anything else (``0``, ``1``, ``"no"``, ``None``) is rejected, never read by its
+    truthiness."""
+    if isinstance(value, bool):
+        return value
+    if type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_"):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in BOOL_STRINGS:
+        return value.strip().lower() == "true"
+    raise ValueError(
+        f"Argument `{name}` must be one of False, True (or the strings 'false', 'true'). Received: {name}={value!r}."
+    )
+
+
+def string(name: str, value: Any) -> str:
+    """Return ``value`` if it is a str, else raise a TypeError naming the argument."""
+    if not isinstance(value, str):
+        raise TypeError(f"Argument `{name}` must be a string. Received: {name}={value!r}.")
+    return value
+
+
 def integer(name: str, value: Any, *, minimum: int | None = None) -> int:
     """Return ``value`` as an int (numpy integers accepted, bools rejected), optionally ≥ minimum."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -111,14 +113,18 @@ def _parity(args: argparse.Namespace) -> int:
 
 
 def _shape(text: str) -> tuple[int, ...]:
-    try:
-        dims = tuple(int(t) for t in text.replace("x", ",").split(",") if t.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--shape must be integers separated by commas, e.g. 3,3,64,128; "
-                                         f"got {text!r}") from None
-    if not dims or any(d < 0 for d in dims):
-        raise argparse.ArgumentTypeError(f"--shape must be non-negative integers, e.g. 3,3,64,128; got {text!r}")
-    return dims
+    """``3,3,64,128`` or ``3x3x64x128``: non-negative integers separated by ``,`` or ``x``; any
+    other item (empty, signed, fractional, a word, a lone ``x``) is an error naming it."""
+    dims: list[int] = []
+    for item in text.split(","):
+        parts = item.split("x")
+        if not all(re.fullmatch(r"\s*[0-9]+\s*", part) for part in parts):
+            what = "an empty item" if not item.strip() else f"the item {item.strip()!r}"
+            raise argparse.ArgumentTypeError(
+                f"--shape must be non-negative integers separated by ',' or 'x' (e.g. 3,3,64,128 or 3x3x64x128); "
+                f"got {what} in {text!r}")
+        dims.extend(int(part) for part in parts)
+    return tuple(dims)
 
 
 def _emit(args: argparse.Namespace, text: str) -> None:
@@ -131,7 +137,8 @@ def _emit(args: argparse.Namespace, text: str) -> None:
 
 def _explain(args: argparse.Namespace) -> int:
     result = explain(args.spec, args.shape, args.layout)
-    _emit(args, json.dumps(result.to_dict(), indent=1) if args.format == "json" else str(result))
+    # strict JSON: infinities are the strings "inf"/"-inf" (Explanation.to_dict), never a bare Infinity
+    _emit(args, json.dumps(result.to_dict(), indent=1, allow_nan=False) if args.format == "json" else str(result))
     return 0
 
 
@@ -161,7 +168,7 @@ def _propagate(args: argparse.Namespace) -> int:
     if args.plot:
         _plot(runs, args.plot)
     if args.format == "json":
-        _emit(args, json.dumps({"runs": [r.to_dict() for r in runs]}, indent=1))
+        _emit(args, json.dumps({"runs": [r.to_dict() for r in runs]}, indent=1, allow_nan=False))
         return 0
     header = ["layer"] + [f"{r.spec} {d}" for r in runs for d in ("fwd", "bwd")]
     lines = [header] + [[str(i + 1)] + [f"{v:.4g}" for r in runs for v in (r.forward_variance[i],
@@ -255,11 +262,32 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The status of a process killed by SIGPIPE as shells report it (128 + signal 13), what `seq`, `cat`
+# and every C tool give when the reader of their output goes away.
+_BROKEN_PIPE_STATUS = 141
+
+
+def _closed_stdout() -> int:
+    """The reader of stdout has gone (``initscale ... | head -1``): stop quietly with the SIGPIPE
+    status. stdout is pointed at devnull first, so that the interpreter's final flush of what is
+    still buffered does not raise a second time (the recipe of Python's ``signal`` docs, "Note on
+    SIGPIPE")."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (a captured stream)
+        pass
+    return _BROKEN_PIPE_STATUS
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``initscale`` console script."""
     args = _parser().parse_args(argv)
     try:
         code: Any = args.run(args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
+    except BrokenPipeError:
+        return _closed_stdout()
     except (ValueError, TypeError, KeyError) as err:  # bad names: say which and what is valid
         sys.stderr.write(f"initscale {args.command}: error: {err}\n")
         return 2

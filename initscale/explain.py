@@ -30,9 +30,9 @@ from .distributions import (
 )
 from .fans import Fans, LayerKind, Layout, LayoutLike, resolve
 from .rounding import clip_bounds
-from .specs import Spec, from_dict
+from .specs import _INF_TO_TEXT, Spec, VarianceScaling, from_dict
 
-__all__ = ["Explanation", "explain", "fans_explanation", "native_calls", "parse_spec"]
+__all__ = ["Explanation", "explain", "fans_explanation", "json_safe", "native_calls", "parse_spec"]
 
 FRAMEWORKS = ("torch", "keras", "jax", "numpy", "tf1")
 
@@ -74,6 +74,21 @@ def fans_explanation(shape: Sequence[int], layout: LayoutLike) -> str:
     out_g = f" / out_groups {concrete.out_groups}" if concrete.out_groups > 1 else ""
     return (f"{rule}: fan_in = in {size(ins)} (axes {list(ins)}){in_g}{rf} = {fans.fan_in:g}; "
             f"fan_out = out {size(outs)} (axes {list(outs)}){out_g}{rf} = {fans.fan_out:g}{skipped}")
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every infinite float written as the string ``"inf"``/``"-inf"`` (as
+    :meth:`Spec.to_dict` writes infinite bounds: strict JSON has no infinity) and NaN as ``"nan"``,
+    through dicts, lists and tuples; everything else unchanged."""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        return _INF_TO_TEXT.get(value, value)
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def _g(x: float) -> str:
@@ -152,9 +167,12 @@ class Explanation:
     native: dict[str, str]
     source: str | None
     stored_bounds: dict[str, tuple[float, float]] | None = None  # per float format (initscale.rounding)
+    notes: tuple[str, ...] = ()  # what the numbers above do not say by themselves (a zero fan, no elements)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """A JSON-safe dict: infinite numbers are the strings ``"inf"``/``"-inf"``, as in
+        :meth:`Spec.to_dict`, so ``json.dumps(..., allow_nan=False)`` accepts it."""
+        return json_safe({
             "spec": self.spec.to_dict(), "spec_repr": repr(self.spec), "preset": self.preset, "source": self.source,
             "shape": list(self.shape), "layout": self.layout,
             "fan_in": None if self.fans is None else self.fans.fan_in,
@@ -166,13 +184,15 @@ class Explanation:
             "sampler_parameter": self.sampler_parameter, "native": self.native,
             "stored_bounds": None if self.stored_bounds is None else {
                 fmt: list(b) for fmt, b in self.stored_bounds.items()},
-        }
+            "notes": list(self.notes),
+        })
 
     def __str__(self) -> str:
         rows = [("spec", repr(self.spec))]
         if self.preset:
             rows.append(("preset", f"{self.preset}  ({self.source})"))
         rows += [("shape", str(self.shape)), ("layout", self.layout), ("fans", self.fans_how)]
+        rows += [("note", note) for note in self.notes]
         rows += [("distribution", type(self.distribution).__name__), ("variance", _g(self.variance)),
                  ("std", _g(self.std)), ("mean", _g(self.mean)),
                  ("bounds", "none (unbounded)" if self.bounds is None else
@@ -223,12 +243,24 @@ def explain(spec: Spec | str, shape: Sequence[int], layout: LayoutLike | None = 
         _, (_, _, o, _, i, rf) = concrete.blocks(dims)
         dist = OrthogonalDist(dist.gain, o, i * rf)
     return Explanation(
+        notes=_notes(spec, dims, fans),
         spec=spec, preset=preset, shape=dims, layout=str(rule), fans=fans, fans_how=how, distribution=dist,
         variance=dist.variance, std=dist.std, mean=dist.mean, bounds=dist.bounds,
         sampler_parameter=dist.sampler_parameter, native=native_calls(dist),
         source=presets.info(preset).source if preset else None,
         stored_bounds=_stored_bounds(dist),
     )
+
+
+def _notes(spec: Spec, dims: tuple[int, ...], fans: Fans | None) -> tuple[str, ...]:
+    """What the numbers do not say by themselves: a weight without elements, a zero fan counted as 1."""
+    notes = []
+    if math.prod(dims) == 0:
+        notes.append(f"shape {dims} has a zero dimension: the weight has no elements, so nothing is drawn")
+    if isinstance(spec, VarianceScaling) and fans is not None and fans.fan(spec.mode) == 0:
+        notes.append(f"{spec.mode} is 0: VarianceScaling counts a fan of 0 as 1 (as Keras does), so the "
+                     f"variance is scale/1 = {_g(spec.scale)}, a placeholder, not a property of this weight")
+    return tuple(notes)
 
 
 def _stored_bounds(dist: Distribution) -> dict[str, tuple[float, float]] | None:

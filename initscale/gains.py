@@ -25,6 +25,10 @@ Two kinds of value, and the difference is explicit:
 ``method="auto"`` (the default) takes the table value where torch has one, else the derived one.
 Any numpy-vectorized callable can be passed instead of a name (derived gain).
 
+``ACTIVATIONS`` holds each named activation f(x, param) and its default parameter;
+``DERIVATIVES`` holds each one's analytic derivative f'(x, param) (used by
+:mod:`initscale.propagate` for the backward pass).
+
 Example:
     >>> round(gain("leaky_relu", 0.2), 6)
     1.38675
@@ -50,7 +54,7 @@ if TYPE_CHECKING:
 else:
     from ._lazy import numpy as np
 
-__all__ = ["ACTIVATIONS", "GainDetails", "derived_gain", "gain", "gain_details", "names"]
+__all__ = ["ACTIVATIONS", "DERIVATIVES", "GainDetails", "derived_gain", "gain", "gain_details", "names"]
 
 Method = Literal["auto", "table", "derived"]
 _METHODS = ("auto", "table", "derived")
@@ -93,6 +97,46 @@ ACTIVATIONS: dict[str, tuple[Callable[[Array, float], Array], float | None]] = {
     "softsign": (lambda x, p: x / (1.0 + np.abs(x)), None),
     "tanh": (lambda x, p: np.tanh(x), None),
     "sigmoid": (lambda x, p: 1.0 / (1.0 + np.exp(-x)), None),
+}
+
+
+
+def _sigmoid(x: Array) -> Array:
+    """1/(1 + e^(−x)) without overflow for large |x|."""
+    return np.exp(-np.logaddexp(0.0, -x))
+
+
+def _gelu_tanh_derivative(x: Array) -> Array:
+    c = math.sqrt(2.0 / math.pi)
+    t = np.tanh(c * (x + 0.044715 * x**3))
+    return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * c * (1.0 + 3 * 0.044715 * x * x)
+
+
+def _mish_derivative(x: Array) -> Array:
+    t = np.tanh(_softplus(x))
+    return t + x * (1.0 - t * t) * _sigmoid(x)
+
+
+# name -> f'(x, param), the analytic derivative of each activation above (same parameter). At a kink
+# (x = 0 for relu, leaky_relu, elu, celu, selu) the value is the right-hand one for x > 0 and the
+# left-hand one at and below 0, as torch's autograd does for relu; the point has probability zero.
+DERIVATIVES: dict[str, Callable[[Array, float], Array]] = {
+    "linear": lambda x, p: np.ones_like(x),
+    "identity": lambda x, p: np.ones_like(x),
+    "relu": lambda x, p: np.where(x > 0, 1.0, 0.0),
+    "leaky_relu": lambda x, p: np.where(x > 0, 1.0, p),
+    "elu": lambda x, p: np.where(x > 0, 1.0, p * np.exp(np.minimum(x, 0.0))),
+    "celu": lambda x, p: np.where(x > 0, 1.0, np.exp(np.minimum(x, 0.0) / p)),
+    "selu": lambda x, p: _SELU_SCALE * np.where(x > 0, 1.0, _SELU_ALPHA * np.exp(np.minimum(x, 0.0))),
+    "gelu": lambda x, p: 0.5 * (1.0 + _erf(x / math.sqrt(2.0))) + x * np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi),
+    "gelu_tanh": lambda x, p: _gelu_tanh_derivative(x),
+    "silu": lambda x, p: _sigmoid(x) * (1.0 + x * (1.0 - _sigmoid(x))),
+    "swish": lambda x, p: _sigmoid(x) * (1.0 + x * (1.0 - _sigmoid(x))),
+    "mish": lambda x, p: _mish_derivative(x),
+    "softplus": lambda x, p: _sigmoid(p * x),
+    "softsign": lambda x, p: 1.0 / (1.0 + np.abs(x)) ** 2,
+    "tanh": lambda x, p: 1.0 - np.tanh(x) ** 2,
+    "sigmoid": lambda x, p: _sigmoid(x) * _sigmoid(-x),
 }
 
 _CONV = ("conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d")

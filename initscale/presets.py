@@ -4,6 +4,12 @@ Every preset is a function of its source's own arguments that returns a spec; fe
 ``get(name, **kwargs)`` or the string form ``get("torch.kaiming_normal:a=0.2,mode=fan_out")``,
 list them with :func:`names`, and read where each comes from with :func:`info`.
 
+Every argument is checked by its annotated type before the preset runs: a ``bool`` takes a bool or
+exactly the strings the string form parses (``"true"``/``"false"``, any case), never a value read by
+its truthiness; a ``float`` a finite real number (a truncation bound may be ±inf); an ``int`` an
+integer; a ``str`` a string. Magnitudes
+(``gain``, ``scale``, ``factor``, ``magnitude``) must be > 0: their sign cannot reach the distribution.
+
 The unqualified names (``glorot_uniform``, ``he_normal``, ``lecun_normal``, ``variance_scaling``,
 and the aliases ``xavier_*``/``kaiming_*``) mean the Keras/JAX definitions, which agree with each
 other: normals are truncated at ±2σ and *corrected* so the variance is exactly scale/n.
@@ -30,6 +36,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from collections.abc import Callable
@@ -76,11 +83,64 @@ class PresetInfo:
 _REGISTRY: dict[str, PresetInfo] = {}
 
 
+# Arguments that set a magnitude: each is squared into the variance, is the variance's numerator, or
+# (for an orthogonal matrix) only flips its sign, which leaves a Haar-random matrix's distribution
+# unchanged; a negative value would silently mean its absolute value, so they must be > 0.
+_GAIN_LIKE = frozenset({"gain", "scale", "factor", "magnitude"})
+
+
+Bound = float  # a truncation bound: a real number, ±inf allowed (a one-sided truncation)
+
+
+def _coercer(preset: str, name: str, annotation: Any) -> Callable[[Any], Any]:
+    """The check of one preset argument, chosen by its annotation: every preset's arguments are
+    read by these rules and no other (bools are never read by their truthiness)."""
+    if annotation == "Bound":
+        return lambda v: _validate.real(name, v, infinite_ok=True)
+    if annotation == "bool":
+        return lambda v: _validate.boolean(name, v)
+    if annotation == "int":
+        return lambda v: _validate.integer(name, v)
+    if annotation == "str":
+        return lambda v: _validate.string(name, v)
+    if annotation == "float":
+        if name not in _GAIN_LIKE:
+            return lambda v: _validate.real(name, v)
+
+        def gain_like(v: Any) -> float:
+            out = _validate.real(name, v)
+            if not out > 0.0:
+                why = (" (a negative one would silently mean its absolute value: it is squared into the variance, "
+                       "or flips an orthogonal matrix, whose distribution is the same)") if out < 0.0 else ""
+                raise ValueError(f"Argument `{name}` must be > 0{why}. Received: {name}={v!r}.")
+            return out
+
+        return gain_like
+    raise TypeError(f"Preset {preset!r}: argument {name!r} has no checked type (bool, int, float, Bound or str); "
+                    f"annotation {annotation!r}.")  # pragma: no cover - a registration-time guard
+
+
+def _checked(fn: Callable[..., Spec]) -> Callable[..., Spec]:
+    """``fn`` with each argument checked and coerced by :func:`_coercer` before it runs."""
+    signature = inspect.signature(fn)
+    checks = {p.name: _coercer(fn.__name__, p.name, p.annotation) for p in signature.parameters.values()}
+
+    @functools.wraps(fn)
+    def checked(*args: Any, **kwargs: Any) -> Spec:
+        bound = signature.bind(*args, **kwargs)
+        for key, value in bound.arguments.items():
+            bound.arguments[key] = checks[key](value)
+        return fn(*bound.args, **bound.kwargs)
+
+    return checked
+
+
 def _preset(*names_: str, source: str, layout: str) -> Callable[[Callable[..., Spec]], Callable[..., Spec]]:
     def register(fn: Callable[..., Spec]) -> Callable[..., Spec]:
+        checked = _checked(fn)
         for name in names_:
-            _REGISTRY[name] = PresetInfo(name, source, layout, inspect.cleandoc(fn.__doc__ or ""), fn)
-        return fn
+            _REGISTRY[name] = PresetInfo(name, source, layout, inspect.cleandoc(fn.__doc__ or ""), checked)
+        return checked
 
     return register
 
@@ -220,7 +280,7 @@ def jax_uniform(scale: float = 1e-2) -> Spec:
 
 
 @_preset("jax.truncated_normal", source="jax.nn.initializers.truncated_normal", layout="flax")
-def jax_truncated_normal(stddev: float = 1e-2, lower: float = -2.0, upper: float = 2.0) -> Spec:
+def jax_truncated_normal(stddev: float = 1e-2, lower: Bound = -2.0, upper: Bound = 2.0) -> Spec:
     """stddev × N(0, 1) truncated to [lower, upper] (bounds in std units, not corrected)."""
     return TruncatedNormal(stddev, 0.0, lower, upper, "std")
 
@@ -270,13 +330,13 @@ def _torch_gain_sq(nonlinearity: str, a: float) -> float:
 @_preset("torch.xavier_uniform", source=_TORCH, layout="torch")
 def torch_xavier_uniform(gain: float = 1.0) -> Spec:
     """U(±gain·√(6/(fan_in+fan_out))) = VarianceScaling(gain², fan_avg, uniform)."""
-    return VarianceScaling(_validate.real("gain", gain) ** 2, "fan_avg", "uniform")
+    return VarianceScaling(gain**2, "fan_avg", "uniform")
 
 
 @_preset("torch.xavier_normal", source=_TORCH, layout="torch")
 def torch_xavier_normal(gain: float = 1.0) -> Spec:
     """N(0, gain²·2/(fan_in+fan_out)), untruncated."""
-    return VarianceScaling(_validate.real("gain", gain) ** 2, "fan_avg", "normal")
+    return VarianceScaling(gain**2, "fan_avg", "normal")
 
 
 @_preset("torch.kaiming_uniform", source=_TORCH, layout="torch")
@@ -294,7 +354,7 @@ def torch_kaiming_normal(a: float = 0.0, mode: str = "fan_in", nonlinearity: str
 
 
 @_preset("torch.trunc_normal", source=_TORCH, layout="torch")
-def torch_trunc_normal(mean: float = 0.0, std: float = 1.0, a: float = -2.0, b: float = 2.0) -> Spec:
+def torch_trunc_normal(mean: float = 0.0, std: float = 1.0, a: Bound = -2.0, b: Bound = 2.0) -> Spec:
     """N(mean, std²) truncated to [a, b] with **absolute** bounds (with std=0.02 nothing is truncated)."""
     return TruncatedNormal(std, mean, a, b, "absolute")
 
@@ -366,8 +426,7 @@ def tf1_variance_scaling_initializer(factor: float = 2.0, mode: str = "FAN_IN", 
     m = _TF1_MODES[_validate.choice("mode", mode, _TF1_MODES)]
     if uniform:
         return VarianceScaling(factor, m, "uniform")
-    return VarianceScaling(1.3 * _validate.real("factor", factor, positive=True), m, "truncated_normal",
-                           corrected=False)
+    return VarianceScaling(1.3 * factor, m, "truncated_normal", corrected=False)
 
 
 @_preset("tf1.xavier_initializer", source="tf.contrib.layers.xavier_initializer", layout="keras")
@@ -441,14 +500,14 @@ def mxnet_xavier(rnd_type: str = "uniform", factor_type: str = "avg", magnitude:
     (Var = magnitude/n: with the default magnitude 3 that is 3× Glorot normal)."""
     mode = _MXNET_FACTORS[_validate.choice("factor_type", factor_type, _MXNET_FACTORS)]
     rnd = _validate.choice("rnd_type", rnd_type, ("gaussian", "uniform"))
-    m = _validate.real("magnitude", magnitude, positive=True)
+    m = magnitude
     return VarianceScaling(m / 3.0, mode, "uniform") if rnd == "uniform" else VarianceScaling(m, mode, "normal")
 
 
 @_preset("mxnet.msra_prelu", source="mxnet.initializer.MSRAPrelu", layout="torch")
 def mxnet_msra_prelu(factor_type: str = "avg", slope: float = 0.25) -> Spec:
     """Xavier("gaussian", factor_type, magnitude=2/(1+slope²)): N(0, 2/((1+slope²)·n)); default fan_avg."""
-    return mxnet_xavier("gaussian", factor_type, 2.0 / (1.0 + _validate.real("slope", slope) ** 2))
+    return mxnet_xavier("gaussian", factor_type, 2.0 / (1.0 + slope**2))
 
 
 @_preset("theano.glorot_uniform", source="deeplearning.net Theano tutorial mlp.py HiddenLayer", layout="keras")

@@ -171,3 +171,44 @@ def test_the_parity_matrix_catches_planted_bugs(monkeypatch, bug, preset, layer)
     monkeypatch.setitem(parity.BACKENDS, "numpy", _buggy_numpy_backend(bug))
     rows = parity.run(backends=["numpy"], presets=[preset], layers=[layer], cross=False)
     assert not all(r.passed for r in rows), f"the matrix did not notice {bug}"
+
+
+# --- the backward pass of initscale.propagate and the activations' derivatives --------------------
+
+def _finite_difference_derivative(eps: float = 1e-4):
+    """The old backward pass: f' by central differences with a fixed ε, which reads ReLU's derivative
+    as the chord (0.5) once the signal is below ε."""
+    from initscale import gains
+
+    def activation(name, param):
+        f, default = gains.ACTIVATIONS[name]
+        p = default if param is None else param
+        p = p if p is not None else 0.0
+        return (lambda x: f(x, p)), (lambda x: (f(x + eps, p) - f(x - eps, p)) / (2 * eps))
+
+    return activation
+
+
+def test_fixed_step_finite_differences_fail_the_backward_theory(monkeypatch) -> None:
+    from test_explain_propagate import backward_theory_failures
+
+    from initscale import propagate
+
+    assert backward_theory_failures("glorot_uniform", "relu", None) == []  # the control
+    monkeypatch.setattr(propagate, "_activation", _finite_difference_derivative())
+    failed = backward_theory_failures("glorot_uniform", "relu", None)
+    assert failed, "the backward theory check did not notice the fixed-step derivative"
+    assert int(failed[0].split()[1].rstrip(":")) >= 20  # only where the signal fell below ε
+
+
+@pytest.mark.parametrize(("name", "param", "wrong"), [
+    ("tanh", 0.0, lambda x, p: 1.0 - np.tanh(x)),  # forgot the square
+    ("elu", 1.0, lambda x, p: np.where(x > 0, 1.0, p * np.expm1(np.minimum(x, 0.0)))),  # f for f' on x < 0
+    ("relu", 0.0, lambda x, p: (np.maximum(x + 1e-4, 0) - np.maximum(x - 1e-4, 0)) / 2e-4),  # fixed step
+    ("gelu", 0.0, lambda x, p: 0.5 * (1.0 + np.tanh(x / math.sqrt(2.0)))),  # Φ(x) only, and approximated
+])
+def test_wrong_derivatives_are_caught(name, param, wrong) -> None:
+    from test_gains import derivative_failures
+
+    assert derivative_failures(name, param) == []  # the control
+    assert derivative_failures(name, param, wrong), name

@@ -12,11 +12,13 @@ Notation: FI/FO are fan_in/fan_out, TV2 = tvar(-2, 2) = 0.8796256610342398², S2
 
 from __future__ import annotations
 
+import inspect
 import math
 import re
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pytest
 
 import initscale
@@ -556,6 +558,87 @@ def test_unknown_kwarg_in_string_form() -> None:
 )
 def test_bad_arguments(name: str, kwargs: dict[str, Any], pattern: str) -> None:
     with pytest.raises(ValueError, match=pattern):
+        presets.get(name, **kwargs)
+
+
+_BOOL_ERROR = r"Argument `uniform` must be one of False, True \(or the strings 'false', 'true'\)\. Received: uniform="
+
+
+def _annotations(name: str) -> dict[str, Any]:
+    return {p.name: p.annotation for p in inspect.signature(presets.info(name).factory).parameters.values()}
+
+
+@pytest.mark.parametrize(("name", "arg"), [(n, p) for n in presets.names() for p, a in _annotations(n).items()
+                                           if a == "bool"])
+def test_boolean_arguments_mean_what_they_say(name: str, arg: str) -> None:
+    """A bool argument takes a bool or exactly what the ':uniform=false' form parses; "false" was read by
+    its truthiness (the uniform variant) before."""
+    for text, value in (("false", False), ("FALSE", False), (" true ", True), ("True", True)):
+        assert presets.get(name, **{arg: text}) == presets.get(name, **{arg: value}), text
+    assert presets.get(f"{name}:{arg}=false") == presets.get(name, **{arg: False})
+    assert presets.get(name, **{arg: np.bool_(False)}) == presets.get(name, **{arg: False})
+    assert presets.get(name, **{arg: False}) != presets.get(name, **{arg: True})
+    for bad in ("no", "0", 0, 1, None, 1.0, ""):
+        with pytest.raises(ValueError, match=rf"Argument `{arg}` must be one of False, True") as err:
+            presets.get(name, **{arg: bad})
+        assert f"Received: {arg}={bad!r}." in str(err.value)
+    with pytest.raises(ValueError, match=rf"Received: {arg}=0\."):
+        presets.get(f"{name}:{arg}=0")
+
+
+def test_every_preset_argument_has_a_checked_type() -> None:
+    """One coercion per annotation (bool, int, float, str) for every preset: none is left unchecked."""
+    for name in presets.names():
+        for arg, annotation in _annotations(name).items():
+            assert annotation in ("bool", "int", "float", "Bound", "str"), (name, arg, annotation)
+
+
+@pytest.mark.parametrize(("name", "low", "high"), [("torch.trunc_normal", "a", "b"),
+                                                   ("jax.truncated_normal", "lower", "upper")])
+def test_truncation_bounds_may_be_infinite(name: str, low: str, high: str) -> None:
+    """One-sided truncations stay expressible through the checked arguments (only bounds take ±inf)."""
+    spec = presets.get(name, **{low: -math.inf, high: 0.0})
+    assert spec.lower == -math.inf and spec.upper == 0.0
+    assert presets.get(f"{name}:{high}=inf").upper == math.inf
+    with pytest.raises(ValueError, match=r"Argument `mean` must be finite"):
+        presets.get("torch.trunc_normal", mean=math.inf)
+
+
+_GAIN_ARGS = sorted((n, p) for n in presets.names() for p in _annotations(n) if p in ("gain", "scale", "factor",
+                                                                                         "magnitude"))
+
+
+@pytest.mark.parametrize(("name", "arg"), _GAIN_ARGS)
+@pytest.mark.parametrize("value", [-1, -0.5, 0.0])
+def test_gain_like_arguments_must_be_positive(name: str, arg: str, value: float) -> None:
+    """A negative gain was squared into a positive variance (torch.xavier_normal gain=-1 gave gain 1)."""
+    with pytest.raises(ValueError, match=rf"Argument `{arg}` must be > 0.*\. Received: {arg}={value!r}\."):
+        presets.get(name, **{arg: value})
+    assert presets.get(name, **{arg: 1.5}) != presets.get(name, **{arg: 1.0})
+
+
+def test_the_torch_gain_is_not_squared_away() -> None:
+    assert set(_GAIN_ARGS) >= {("torch.xavier_normal", "gain"), ("torch.xavier_uniform", "gain"),
+                               ("torch.orthogonal", "gain"), ("keras.orthogonal", "gain"), ("jax.orthogonal", "scale")}
+    negative = r"Argument `gain` must be > 0 \(a negative one would silently mean its absolute value.*gain=-1\."
+    with pytest.raises(ValueError, match=negative):
+        presets.get("torch.xavier_normal", gain=-1)
+    with pytest.raises(ValueError, match=r"Received: gain=-2\."):
+        presets.get("torch.xavier_uniform:gain=-2")
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "error", "pattern"),
+    [
+        ("torch.xavier_normal", {"gain": "2"}, TypeError, r"`gain` must be a real number\. Received: gain='2'"),
+        ("torch.kaiming_normal", {"a": True}, TypeError, r"Argument `a` must be a real number\. Received: a=True"),
+        ("torch.kaiming_normal", {"mode": 1}, TypeError, r"Argument `mode` must be a string\. Received: mode=1"),
+        ("torch.rnn_default", {"hidden_size": 2.0}, TypeError, r"Argument `hidden_size` must be an integer"),
+        ("mxnet.msra_prelu", {"slope": None}, TypeError, r"Argument `slope` must be a real number"),
+    ],
+)
+def test_argument_types_are_checked(name: str, kwargs: dict[str, Any], error: type, pattern: str) -> None:
+    with pytest.raises(error, match=pattern):
         presets.get(name, **kwargs)
 
 
