@@ -403,10 +403,11 @@ class Initializer(keras.initializers.Initializer):  # type: ignore[misc]
             :class:`~initscale.Layout`, or None for Keras's own fan rule.
         stream: an :class:`initscale.Stream` (or its ``{"seed", "name"}`` dict): draw the
             portable stream instead (``seed`` unused), computed on the backend's device (an
-            XLA program on TensorFlow, the JAX and torch adapters' stream code on those
-            backends): the same values as NumPy and torch for the same seed and name on the
-            TensorFlow and torch backends; on JAX without x64, within the float32 bound of
-            ``initscale.adapters.jax``.
+            XLA program for the integers on TensorFlow, the JAX and torch adapters' stream code
+            on those backends): the same values on every call, and as NumPy and torch for the
+            same seed and name on the TensorFlow and torch backends (float64 normals within 8
+            ulps of the weight's largest magnitude: each backend's ndtri); on JAX without x64,
+            within the float32 bound of ``initscale.adapters.jax``.
 
     ``get_config()`` holds the spec as its versioned dict; ``from_config`` rebuilds it exactly.
     """
