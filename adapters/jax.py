@@ -228,7 +228,12 @@ def _stream_compiled(key: jax.Array, dist: Distribution, strides: tuple[int, ...
                      dtype: Any, gates: tuple[int, tuple[int, ...]] | None) -> jax.Array:
     """One compiled program per (distribution, shape, layout, dtype): the stream's key is traced,
     so every weight of a shape shares it, called eagerly (as flax's ``init`` runs) or inside a
-    jit (inlined there, and partitioned under ``out_shardings``)."""
+    jit (inlined there, and partitioned under ``out_shardings``). XLA fuses multiply-adds into
+    FMAs here; the transform's ``offset + width·u`` steps round the same either way
+    (:func:`initscale.streams.split_width`), so uniforms are the reference's to the bit. A
+    normal's ndtri and final ``mean + std·z`` are not proof against fusion: they were equal
+    eagerly, under ``jit`` and inside a larger jitted program in every test (XLA fuses the same
+    element-wise chain), and within 8 ulps of the reference in float64."""
     index = jnp.zeros((), jnp.uint32)
     for axis, (n, stride) in enumerate(zip(shape, strides, strict=True)):
         iota = jax.lax.broadcasted_iota(jnp.uint32, shape, axis)
@@ -264,8 +269,10 @@ def initializer(spec: Spec, in_axis: int | Sequence[int] = -2, out_axis: int | S
         layout: a named layer kind or :class:`~initscale.Layout`, used instead of the axes.
         stream: an :class:`initscale.Stream`: draw the portable stream instead of from ``key``
             (the key is then not used): the same values as NumPy and torch for the same seed and
-            name, to the integer bit; normals and truncated normals within a few float32 ulps
-            when jax runs without x64 (its ndtri is then float32).
+            name, and the same on every call, eager or under ``jit``. With x64: uniforms and
+            float32 weights to the bit, float64 normals and truncated normals within 8 ulps of
+            the weight's largest magnitude (JAX's ndtri); without x64 (a float32 float stage)
+            within 8 float32 ulps of the distribution's scale.
 
     The fans of each shape are computed once, in Python, so the result is traceable under
     ``jax.jit`` with static shapes.

@@ -265,12 +265,16 @@ def _ndtri() -> Callable[[_Ops], _Ops]:
 def _stream_tensor(stream: Stream, dist: Distribution, shape: tuple[int, ...], layout: LayoutLike | None,
                    dtype: str) -> Any:
     """The portable stream (:mod:`initscale.streams`) on the backend's device, compiled where the
-    backend compiles: the JAX adapter's jitted program on JAX (one per shape, the key traced), an
-    XLA-compiled ``tf.function`` on TensorFlow (likewise; a weight of a kind not seen before is
-    drawn eagerly, which is faster than compiling for it once), the torch adapter's stream code
-    on torch (its C kernel on the CPU, Triton on a GPU, else int64 ops); keras.ops elsewhere.
-    Philox in int64 with one multiply per product (uint32 with 16-bit partial products on JAX
-    without x64); the float stage in float64 where the backend has it."""
+    backend compiles: the JAX adapter's jitted program on JAX (one per shape, the key traced), the
+    torch adapter's stream code on torch (its C kernel on the CPU, Triton on a GPU, else int64
+    ops); keras.ops elsewhere. On TensorFlow the integer stage (Philox in int64, one multiply per
+    product, to the uniforms in the weight's layout) is an XLA-compiled ``tf.function`` per shape
+    and layout, the key an input (a shape not seen before is drawn eagerly, which is faster than
+    compiling for it once: the same integers either way), and the float stage always runs as
+    TensorFlow's eager kernels, so every call of a stream gives the same values: XLA contracts a
+    multiply and an add into one FMA and evaluates ``ndtri`` with other roundings than the eager
+    kernel (different in about half of the float64 values of a normal). The float stage is
+    float64 where the backend has it (JAX needs x64)."""
     if isinstance(dist, OrthogonalDist):
         transform(dist, None)  # raises the explanation
     strides = canonical_strides(shape, layout)
@@ -285,17 +289,19 @@ def _stream_tensor(stream: Stream, dist: Distribution, shape: tuple[int, ...], l
 
         return ist._stream_draw(stream, dist, strides, keras.ops.empty(shape, dtype), into=True, gates=gates)
     order = None if gates is None else (gates[0], tuple(gates[1]))
-    if backend == "tensorflow":
-        program = (dist, shape, strides, dtype, order)
-        if program in _TF_SEEN:  # compiled from the second weight of a kind on (XLA takes ~0.3 s)
-            import tensorflow as tf
+    program = (shape, strides, order)
+    if backend == "tensorflow" and program in _TF_SEEN:  # compiled from a shape's second draw (XLA: ~0.3 s)
+        import tensorflow as tf
 
-            return _tf_stream_program(*program)(tf.constant(stream.key, tf.int64))
-        _TF_SEEN.add(program)
-    return _ops_stream(stream.key, dist, shape, strides, dtype, order)
+        u = _tf_uniform_program(*program)(tf.constant(stream.key, tf.int64))
+    else:
+        if backend == "tensorflow":
+            _TF_SEEN.add(program)
+        u = _ops_uniforms(stream.key, shape, strides, order)
+    return _ops_values(dist, u, dtype)
 
 
-_TF_SEEN: set[tuple[Any, ...]] = set()  # the (distribution, shape, layout, dtype) drawn eagerly once
+_TF_SEEN: set[tuple[Any, ...]] = set()  # the (shape, canonical strides, gate order) drawn eagerly once
 
 
 def _tf_round_to_odd(values: Any) -> Any:
@@ -312,43 +318,52 @@ def _tf_round_to_odd(values: Any) -> Any:
 
 
 @functools.lru_cache(maxsize=256)
-def _tf_stream_program(dist: Distribution, shape: tuple[int, ...], strides: tuple[int, ...], dtype: str,
-                       gates: tuple[int, tuple[int, ...]] | None) -> Callable[[Any], Any]:
-    """One XLA program per (distribution, shape, layout, dtype), the key an input: eager
-    TensorFlow runs the ~200 integer ops of Philox one full pass over memory each."""
+def _tf_uniform_program(shape: tuple[int, ...], strides: tuple[int, ...],
+                        gates: tuple[int, tuple[int, ...]] | None) -> Callable[[Any], Any]:
+    """One XLA program per (shape, layout) for the integer stage, the key an input: eager
+    TensorFlow runs the ~200 integer ops of Philox one full pass over memory each. It ends at
+    the uniforms (exact: an odd integer times 2⁻²⁴), so every distribution and dtype of a shape
+    shares it, and no float operation of the transform is compiled (see :func:`_stream_tensor`)."""
     import tensorflow as tf
 
     def program(key: Any) -> Any:
-        return _ops_stream((_Ops(key[0]), _Ops(key[1])), dist, shape, strides, dtype, gates)
+        return _ops_uniforms((_Ops(key[0]), _Ops(key[1])), shape, strides, gates)
 
     compiled: Callable[[Any], Any] = tf.function(program, jit_compile=True, autograph=False,
                                                  input_signature=[tf.TensorSpec([2], tf.int64)])
     return compiled
 
 
-def _ops_stream(key: tuple[Any, Any], dist: Distribution, shape: tuple[int, ...], strides: tuple[int, ...],
-                dtype: str, gates: tuple[int, tuple[int, ...]] | None) -> Any:
-    """The stream with keras.ops: Philox in int64 on runs of consecutive canonical indices
-    (:func:`initscale.streams.run_bits`); ``key`` two ints, or two int64 tensors (traced)."""
+def _ops_uniforms(key: tuple[Any, Any], shape: tuple[int, ...], strides: tuple[int, ...],
+                  gates: tuple[int, tuple[int, ...]] | None) -> Any:
+    """The stream's uniforms with keras.ops, in the weight's layout: Philox in int64 on runs of
+    consecutive canonical indices (:func:`initscale.streams.run_bits`), then (2·(x >> 9) + 1)·2⁻²⁴
+    (exact); ``key`` two ints, or two int64 tensors (traced)."""
     ops = keras.ops
     xp = SimpleNamespace(arange=lambda n: _Ops(ops.arange(n, dtype="int64")),
                          stack=lambda arrays: _Ops(ops.stack([a.x for a in arrays], axis=-1)),
                          take=lambda array, index: _Ops(ops.take_along_axis(array.x, index.x, axis=-1)))
     plan = runs(shape, strides)
     const = None if isinstance(key[0], int) else (lambda k: _Ops(ops.convert_to_tensor(k, "int64")))
-    bits = run_bits(plan, key, xp, const=const).reshape(-1)
-    u = _Ops(ops.cast(((bits >> 8) | 1).x, _uniform_dtype())) * 2.0**-24  # 2·(x >> 9) + 1
-    values = transform(dist, u, _ndtri()).x
+    bits = run_bits(plan, key, xp, const=const)
+    u = ops.multiply(ops.cast(((bits >> 8) | 1).x, _uniform_dtype()), 2.0**-24)  # 2·(x >> 9) + 1, times 2⁻²⁴
+    u = ops.reshape(u, plan.counts)
+    u = ops.transpose(u, inverse_permutation(plan.perm)) if plan.perm else u
+    if gates is not None:
+        u = ops.take(u, ops.convert_to_tensor(gates[1], "int32"), axis=gates[0])
+    return u
+
+
+def _ops_values(dist: Distribution, u: Any, dtype: str) -> Any:
+    """The float stage (:func:`initscale.streams.transform`) on uniforms ``u``, with the
+    backend's ndtri, clipped to the bounds that hold in ``dtype`` and rounded once to it."""
+    ops = keras.ops
+    values = transform(dist, _Ops(u), _ndtri()).x
     clip = clip_bounds(dist, dtype)
     values = values if clip is None else ops.clip(values, *clip)
     if dtype in ("float16", "bfloat16") and keras.backend.backend() == "tensorflow":
         values = _tf_round_to_odd(values)  # TensorFlow's float64 → float16 cast rounds twice
-    values = ops.cast(values, dtype)
-    values = ops.reshape(values, plan.counts)
-    values = ops.transpose(values, inverse_permutation(plan.perm)) if plan.perm else values
-    if gates is not None:
-        values = ops.take(values, ops.convert_to_tensor(gates[1], "int32"), axis=gates[0])
-    return values
+    return ops.cast(values, dtype)
 
 
 def _float_dtype(dtype: Any) -> str:
@@ -388,10 +403,11 @@ class Initializer(keras.initializers.Initializer):  # type: ignore[misc]
             :class:`~initscale.Layout`, or None for Keras's own fan rule.
         stream: an :class:`initscale.Stream` (or its ``{"seed", "name"}`` dict): draw the
             portable stream instead (``seed`` unused), computed on the backend's device (an
-            XLA program on TensorFlow, the JAX and torch adapters' stream code on those
-            backends): the same values as NumPy and torch for the same seed and name on the
-            TensorFlow and torch backends; on JAX without x64, within the float32 bound of
-            ``initscale.adapters.jax``.
+            XLA program for the integers on TensorFlow, the JAX and torch adapters' stream code
+            on those backends): the same values on every call, and as NumPy and torch for the
+            same seed and name on the TensorFlow and torch backends (float64 normals within 8
+            ulps of the weight's largest magnitude: each backend's ndtri); on JAX without x64,
+            within the float32 bound of ``initscale.adapters.jax``.
 
     ``get_config()`` holds the spec as its versioned dict; ``from_config`` rebuilds it exactly.
     """

@@ -23,16 +23,25 @@ the float stage as stated below) whatever the framework's layout or the weight's
    float32 and symmetric (u and 1 − u are both values).
 5. **Distribution**: uniform ``low + (high − low)·u``; normal ``mean + std·Φ⁻¹(u)``; truncated
    normal ``loc + σ·Φ⁻¹(Φ(a) + u·(Φ(b) − Φ(a)))`` (an upper-tail interval as the mirror of the
-   lower one), in float64 where the backend has it; a bounded distribution is then clipped to
+   lower one), in float64 where the backend has it. ``offset + width·u`` (the uniform, and the
+   truncated normal's Φ⁻¹ argument) is RN(offset + RN(width·u)), computed as
+   ``offset + (hi·u + lo·u)`` with ``width = hi + lo`` split so that both products are exact
+   (:func:`split_width`): a compiler that fuses a multiply and an add into one FMA (XLA does, on
+   CPU and GPU) then rounds the same as one that does not. A bounded distribution is then clipped to
    the bounds representable in the weight's dtype (:mod:`initscale.rounding`), and the values
    are rounded once to that dtype. (NumPy casts float64 straight to float16; the other paths go
    through float32 rounded to odd. A plain float64 → float32 → float16/bfloat16 cast, which
    torch, TensorFlow and XLA do, rounds twice: 31 of 530,965 float16 values of a test weight
    were one ulp off.)
    Φ⁻¹ is Wichura's AS241 in the reference, the C kernel and the Triton kernel, else the
-   backend's own ``ndtri``, so float results may differ by a few ulps between backends
-   (measured in the tests; float32 is equal in NumPy, torch, TensorFlow and JAX with x64); the
-   integers and uniforms never do.
+   backend's own ``ndtri``, so normal and truncated-normal values may differ by a few ulps
+   between backends: in float64 within 8 ulps of the weight's largest magnitude (measured at
+   most 6 on TensorFlow, JAX with x64 and torch; tests/test_streams.py); rounded to float32
+   they were equal in every test in NumPy, torch, TensorFlow and JAX with x64. The integers
+   never differ; the uniforms and the uniform distribution's values (float64 included) never
+   differ wherever the float stage runs in float64 (all but JAX without x64, whose float32
+   stage is within 8 float32 ulps; the Triton kernel has not run on a GPU). Each backend gives
+   one stream the same values on every call, eager or compiled.
 
 Generation follows the definition without its cost: a box of the weight (the whole of it, or one
 shard) is cut into runs of consecutive canonical indices (:func:`runs`), and each run costs one
@@ -79,8 +88,8 @@ else:
     from ._lazy import numpy as np
 
 __all__ = ["PHILOX_M", "PHILOX_W", "Runs", "Stream", "canonical_strides", "gate_index", "inverse_permutation",
-           "philox4x32", "plan_stream", "round_keys", "run_bits", "runs", "stream_values", "transform",
-           "uniform_from_bits"]
+           "philox4x32", "plan_stream", "round_keys", "run_bits", "runs", "split_width", "stream_values",
+           "transform", "uniform_from_bits"]
 
 PHILOX_M = (0xD2511F53, 0xCD9E8D57)
 PHILOX_W = (0x9E3779B9, 0xBB67AE85)
@@ -345,22 +354,46 @@ def inverse_permutation(perm: Sequence[int]) -> tuple[int, ...]:
     return tuple(inverse)
 
 
+def split_width(width: float) -> tuple[float, float]:
+    """``width`` as ``hi + lo`` exactly: ``hi`` its top 29 significant bits, ``lo`` the other 24.
+
+    A stream uniform has 24 significant bits, so ``hi·u`` (at most 53 bits) and ``lo·u`` (at most
+    48) are exact in float64, and ``offset + (hi·u + lo·u)`` is RN(offset + RN(width·u)) whether or
+    not a compiler fuses a multiply and the add that uses it into one FMA (XLA does on CPU and GPU):
+    fused or not, each multiply feeding an add is exact. ``(width, 0.0)`` where no such split
+    exists (zero, non-finite, or below 2⁻⁹⁹⁷ in magnitude, where ``lo·u`` could be subnormal and inexact)."""
+    if width == 0.0 or not math.isfinite(width) or math.frexp(width)[1] < -996:
+        return width, 0.0
+    mantissa, exponent = math.frexp(width)  # width = mantissa·2^exponent, 0.5 ≤ |mantissa| < 1
+    hi = math.ldexp(math.trunc(math.ldexp(mantissa, 29)), exponent - 29)
+    return hi, width - hi  # the difference is the low 24 bits of width: exact
+
+
+def _scaled_uniform(offset: float, width: float, u: Any) -> Any:
+    """offset + RN(width·u), rounded the same by every compiler (:func:`split_width`): no multiply
+    feeding an add is inexact, so contracting it into an FMA cannot change a bit."""
+    hi, lo = split_width(width)
+    return offset + (hi * u + lo * u) if lo else offset + hi * u
+
+
 def transform(dist: Distribution, u: Any, ndtri_fn: Any = ndtri) -> Any:
     """The documented float stage: uniforms in (0, 1) to draws of ``dist``. ``u`` may be a NumPy,
-    torch or JAX array (float64 where available); ``ndtri_fn`` is that library's Φ⁻¹."""
+    torch or JAX array (float64 where available); ``ndtri_fn`` is that library's Φ⁻¹. The
+    ``offset + width·u`` steps round the same fused into an FMA or not (:func:`split_width`); the
+    final ``mean + std·z`` of a normal may not (it is one more rounding beside the ndtri's)."""
     if isinstance(dist, ConstantDist):
         return u * 0.0 + dist.value
     if isinstance(dist, UniformDist):
-        return dist.low + (dist.high - dist.low) * u
+        return _scaled_uniform(dist.low, dist.high - dist.low, u)
     if isinstance(dist, NormalDist):
         return dist.mean + dist.std * ndtri_fn(u)
     if isinstance(dist, TruncatedNormalDist):
         a, b = dist.standard_bounds
         if a > 0.0:  # mirror: an upper-tail interval keeps its precision in the lower tail
             pa, pb = normal_cdf(-b), normal_cdf(-a)
-            return dist.loc - dist.sigma * ndtri_fn(pa + u * (pb - pa)).clip(-b, -a)
+            return dist.loc - dist.sigma * ndtri_fn(_scaled_uniform(pa, pb - pa, u)).clip(-b, -a)
         pa, pb = normal_cdf(a), normal_cdf(b)
-        return dist.loc + dist.sigma * ndtri_fn(pa + u * (pb - pa)).clip(a, b)
+        return dist.loc + dist.sigma * ndtri_fn(_scaled_uniform(pa, pb - pa, u)).clip(a, b)
     if isinstance(dist, OrthogonalDist):
         raise ValueError("Orthogonal specs have no portable stream: their QR differs between linear-algebra "
                          "libraries. Use a framework generator for them.")

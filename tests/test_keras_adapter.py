@@ -406,8 +406,8 @@ def test_portable_stream_matches_the_numpy_reference() -> None:
 
 
 def test_repeated_stream_shapes_are_compiled_and_still_exact() -> None:
-    """TensorFlow draws a (distribution, shape, layout, dtype) eagerly the first time and through
-    one XLA program after; JAX and torch use their adapters' paths. Every draw is the reference."""
+    """TensorFlow draws the integers of a (shape, layout) eagerly the first time and through one
+    XLA program after; JAX and torch use their adapters' paths. Every draw is the reference."""
     from initscale.streams import Stream, stream_values
 
     for name in ("he_normal", "glorot_uniform", "torch.trunc_normal:std=0.5,a=0.2,b=1.0"):
@@ -417,8 +417,8 @@ def test_repeated_stream_shapes_are_compiled_and_still_exact() -> None:
                 init = isk.initializer(spec, stream=Stream(seed, "k"), layout=layout)
                 ref = stream_values(Stream(seed, "k"), spec, shape, layout)
                 _assert_stream_matches(_np(init(shape, "float32")), ref, (name, layout, seed))
-    if BACKEND == "tensorflow":
-        assert isk._tf_stream_program.cache_info().currsize >= 9  # the second and third draws: compiled
+    if BACKEND == "tensorflow":  # one integer-stage program per shape and layout, whatever the distribution
+        assert isk._tf_uniform_program.cache_info().currsize >= 3  # the second and third draws: compiled
 
 
 @pytest.mark.skipif(BACKEND == "jax", reason="without x64, JAX's float stage is float32 (the stated bound)")
@@ -433,6 +433,94 @@ def test_float16_streams_are_rounded_once() -> None:
             init = isk.initializer(spec, stream=Stream(5, "k"), layout="keras.dense")
             got = _np(init((257, 129), "float16"))
             assert np.array_equal(got, stream_values(Stream(5, "k"), spec, (257, 129), "keras.dense", dtype="float16"))
+
+
+# Every kind of float stage (as tests/test_streams.py's STREAM_DISTS): uniforms (an inexact and
+# exact product), normals (zero and non-zero mean), truncated normals (two-sided, mirrored upper
+# tail, lower tail, one-sided), a constant.
+STREAM_DISTS = ["he_uniform", "torch.uniform:a=0.1,b=0.7", "torch.uniform:a=-3,b=5", "torch.kaiming_normal",
+                "torch.normal:mean=1,std=0.5", "he_normal", "torch.trunc_normal:std=0.5,a=0.2,b=1.0",
+                "torch.trunc_normal:std=1,a=-3,b=-0.5", "torch.trunc_normal:std=1,a=1,b=inf", "ones"]
+STREAM_ULPS = 8  # float64 normals: the backend's ndtri against AS241; measured at most 6
+
+
+def _stream_call_problems() -> list[str]:
+    """Each of STREAM_DISTS's float64 streams drawn twice the eager way and twice compiled: on
+    TensorFlow a shape's first draw runs eagerly (forgotten once to repeat it) and the next ones
+    run the XLA program; on JAX twice eagerly and twice inside ``jax.jit``; torch has one path.
+    Problems: calls that differ; uniforms or constants not the reference's to the bit; normals
+    beyond STREAM_ULPS ulps of the largest |value| of it."""
+    from initscale.streams import Stream, stream_values
+
+    problems = []
+    for i, name in enumerate(STREAM_DISTS):
+        spec, shape = presets.get(name), (97 + i, 80)  # a shape not drawn before; he_uniform's sqrt(6/97) inexact
+        init = isk.initializer(spec, stream=Stream(7, name), layout="keras.dense")
+        draws = []
+        for call in range(4):
+            if BACKEND == "tensorflow" and call < 2:
+                isk._TF_SEEN.clear()  # an eager draw, as the first of a shape
+            if BACKEND == "jax" and call >= 2:
+                import jax
+
+                draws.append(_np(jax.jit(lambda init=init, shape=shape: init(shape, "float64"))()))
+            else:
+                draws.append(_np(init(shape, "float64")))
+        if any(not np.array_equal(d, draws[0]) for d in draws):
+            problems.append(f"{name}: calls differ in {max(int((d != draws[0]).sum()) for d in draws)} values")
+        ref = stream_values(Stream(7, name), spec, shape, "keras.dense", dtype="float64")
+        err = max(np.abs(d - ref).max() for d in draws) / np.spacing(np.abs(ref).max())
+        if err > (0 if name.startswith(("he_uniform", "torch.uniform", "ones")) else STREAM_ULPS):
+            problems.append(f"{name}: {err} ulps from the reference")
+    if BACKEND == "tensorflow":
+        assert isk._tf_uniform_program.cache_info().currsize >= 1  # the compiled calls did compile
+    return problems
+
+
+@pytest.mark.skipif(not _float64_ok(), reason="without x64, JAX has no float64 (a subprocess runs it with x64)")
+def test_a_float64_stream_gives_one_set_of_values_on_every_call() -> None:
+    """One stream, one set of values: eager and compiled calls are equal, uniforms equal the
+    NumPy reference (float64 included), normals within the stated ulp bound of it."""
+    assert _stream_call_problems() == []
+
+
+def test_a_float64_stream_on_keras_jax_with_x64() -> None:
+    """The check above with x64 (it must be on before JAX is first used: its own process)."""
+    if BACKEND != "jax" or _float64_ok():
+        pytest.skip("the in-process test covers this backend")
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_ENABLE_X64": "1"}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k",
+                           "one_set_of_values_on_every_call"], capture_output=True, text=True, env=env,
+                          check=False, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert done.returncode == 0 and " passed" in done.stdout, done.stdout[-3000:]
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="the eager and XLA paths are TensorFlow's")
+@pytest.mark.parametrize("bug", ["float stage under XLA", "fused uniform under XLA"])
+def test_the_call_check_catches_a_compiled_float_stage(bug, monkeypatch) -> None:
+    """Mutations: the float stage compiled into the XLA program from a shape's second draw (as
+    before this check): a normal's eager and compiled calls differ in about half the values; with
+    the plain uniform form offset + width·u too, XLA's FMA moves uniforms off the reference."""
+    import tensorflow as tf
+
+    from initscale import streams
+
+    real = isk._ops_values
+    seen = set()
+
+    def compiled_after_first(dist, u, dtype):
+        key = (dist, tuple(u.shape), dtype)
+        if key not in seen:
+            seen.add(key)
+            return real(dist, u, dtype)
+        return tf.function(lambda x: real(dist, x, dtype), jit_compile=True, autograph=False)(u)
+
+    monkeypatch.setattr(isk, "_ops_values", compiled_after_first)
+    if bug == "fused uniform under XLA":
+        monkeypatch.setattr(streams, "_scaled_uniform", lambda offset, width, u: offset + width * u)
+    problems = _stream_call_problems()
+    assert any(p.startswith("torch.kaiming_normal: calls differ") for p in problems), problems
+    assert (bug == "fused uniform under XLA") == any(p.startswith("he_uniform: ") for p in problems), problems
 
 
 def test_a_keras_gru_gets_the_torch_gru_weights_gate_by_gate() -> None:
