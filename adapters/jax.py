@@ -54,7 +54,7 @@ from initscale.distributions import (
     TruncatedNormalDist,
     UniformDist,
 )
-from initscale.fans import Layout, LayoutLike
+from initscale.fans import Layout, LayoutLike, resolve
 from initscale.normal_math import complex_truncated_rms
 from initscale.plan import planner
 from initscale.reinit import Param, Report, Role
@@ -343,38 +343,51 @@ def _count(value: Any) -> int:
     return 1 if isinstance(value, int) else len(tuple(value))
 
 
-def _general_layout(module: Any, ndim: int, attention: bool, leaf_owner: str) -> Layout | None:
+def _general_layout(module: Any, attention: bool, leaf_owner: str) -> tuple[Layout, int]:
     """A DenseGeneral/LinearGeneral kernel is (*batch, *contracted in, *features): its in, out and
-    batch axes from the module's attributes (None if they do not fit the kernel's rank)."""
+    batch axes from the module's attributes, and its rank."""
     if hasattr(module, "in_features"):  # nnx.LinearGeneral
         n_in, n_out, n_batch = _count(module.in_features), _count(module.out_features), len(module.batch_axis)
     else:  # linen.DenseGeneral
         n_in, n_out, n_batch = _count(module.axis), _count(module.features), len(tuple(module.batch_dims))
-    if n_batch + n_in + n_out != ndim:
-        return None
     name = "flax.dense_general"
     if attention:
         name = "flax.attention_out" if leaf_owner == "out" else "flax.attention_qkv"
-    return Layout(tuple(range(n_batch, n_batch + n_in)), tuple(range(n_batch + n_in, ndim)),
-                  tuple(range(n_batch)), name=name)
+    rank = n_batch + n_in + n_out
+    return Layout(tuple(range(n_batch, n_batch + n_in)), tuple(range(n_batch + n_in, rank)),
+                  tuple(range(n_batch)), name=name), rank
 
 
-def _read_layout(owner: _Owner, parent: _Owner | None, leaf_owner: str, ndim: int) -> LayoutLike | None:
-    """A kernel's layout from its module's class and attributes; None if initscale does not know
-    the class (or its attributes do not fit the kernel)."""
+def _read_layout(owner: _Owner, parent: _Owner | None, leaf_owner: str) -> tuple[LayoutLike, int] | None:
+    """A kernel's layout from its module's class and attributes, and the kernel's rank in that
+    module; None if initscale does not know the class."""
     classes, module = set(owner.classes), owner.module
-    if "ConvTranspose" in classes and ndim >= 3:
-        if getattr(module, "transpose_kernel", False):  # (*kernel, out, in), as the gradient of a conv
-            return Layout(-1, -2, name="flax.conv_transpose:transpose_kernel")
-        return "flax.conv_transpose"
-    if "Conv" in classes and ndim >= 3:
-        return f"flax.conv:groups={int(getattr(module, 'feature_group_count', 1))}"
+    if classes & {"ConvTranspose", "Conv"}:
+        size = getattr(module, "kernel_size", None)
+        rank = 2 + (1 if isinstance(size, int) else len(tuple(size))) if size is not None else None
+        if rank is None:
+            return None
+        if "ConvTranspose" in classes:
+            if getattr(module, "transpose_kernel", False):  # (*kernel, out, in), as the gradient of a conv
+                return Layout(-1, -2, name="flax.conv_transpose:transpose_kernel"), rank
+            return "flax.conv_transpose", rank
+        return f"flax.conv:groups={int(getattr(module, 'feature_group_count', 1))}", rank
     if classes & _GENERAL:
-        return _general_layout(module, ndim, parent is not None and bool(set(parent.classes) & _ATTENTION),
-                               leaf_owner)
-    if classes & {"Dense", "Linear"} and ndim == 2:
-        return "flax.dense"
+        return _general_layout(module, parent is not None and bool(set(parent.classes) & _ATTENTION), leaf_owner)
+    if classes & {"Dense", "Linear"}:
+        return "flax.dense", 2
     return None
+
+
+def _lifted(layout: LayoutLike, shape: tuple[int, ...], rank: int) -> Layout:
+    """``layout`` for the trailing ``rank`` axes of ``shape``, the leading ones batch axes: a
+    kernel stacked by a lifted transform (``nn.scan``/``nn.vmap`` with ``variable_axes`` 0)."""
+    extra = len(shape) - rank
+    concrete = resolve(layout).layout(shape[extra:])
+    ins, outs, batch, _ = concrete.split_axes(shape[extra:])
+    return Layout(tuple(a + extra for a in ins), tuple(a + extra for a in outs),
+                  tuple(range(extra)) + tuple(a + extra for a in batch), concrete.in_groups, concrete.out_groups,
+                  name=f"{layout if isinstance(layout, str) else concrete.name} over {extra} leading stacked axes")
 
 
 def _guess_layout(owners: Sequence[_Owner], leaf_owner: str, ndim: int) -> LayoutLike | None:
@@ -397,11 +410,12 @@ def _guess_layout(owners: Sequence[_Owner], leaf_owner: str, ndim: int) -> Layou
     return None
 
 
-def _infer(names: tuple[str, ...], ndim: int, owners: Sequence[_Owner]) -> tuple[
+def _infer(names: tuple[str, ...], shape: tuple[int, ...], owners: Sequence[_Owner]) -> tuple[
         Role, LayoutLike | None, tuple[str, ...], bool]:
     """Role, forward-fan layout, owner class names (innermost module's first, then each enclosing
     module's) and whether the layout was guessed from names, for one leaf. ``owners`` are the
     modules on its path, root first, innermost last."""
+    ndim = len(shape)
     leaf = names[-1]
     leaf_owner = names[-2] if len(names) > 1 else ""
     owner = owners[-1] if owners else None
@@ -417,9 +431,11 @@ def _infer(names: tuple[str, ...], ndim: int, owners: Sequence[_Owner]) -> tuple
     if leaf != "kernel":
         return "other", ("flax" if ndim >= 2 else None), owner_classes, True
     if owner is not None and owner.module is not None:
-        read = _read_layout(owner, owners[-2] if len(owners) > 1 else None, leaf_owner, ndim)
-        if read is not None:
-            return "weight", read, owner_classes, False
+        read = _read_layout(owner, owners[-2] if len(owners) > 1 else None, leaf_owner)
+        if read is not None and ndim == read[1]:
+            return "weight", read[0], owner_classes, False
+        if read is not None and ndim > read[1]:  # which axes the transform added is not known: guessed
+            return "weight", _lifted(read[0], shape, read[1]), owner_classes, True
     guess = _guess_layout(owners, leaf_owner, ndim)
     return ("weight" if guess is not None else "other"), guess, owner_classes, True
 
@@ -618,7 +634,9 @@ def reinit(params: Any, rules: Spec | Mapping[str, Spec | None], key: Any, dry_r
     (heads, head_dim, out) get per-projection fans (LSTM cells keep one Dense per gate, so
     per-gate fans come from the dense rule); ``embedding`` (num_embeddings, features). Without
     ``module``, a Conv counts as ungrouped and an attention kernel is recognized only under
-    linen's automatic names.
+    linen's automatic names. A kernel with more axes than its layer makes (stacked by
+    ``nn.scan``/``nn.vmap``) gets its layer's layout on the trailing axes, the leading ones as
+    batch axes, flagged as guessed (the transform's ``variable_axes`` is not visible).
 
     Raises before drawing anything if ``module`` lacks a submodule the tree has (a compact
     submodule without ``example_inputs``, or variables of another module).
@@ -644,7 +662,7 @@ def reinit(params: Any, rules: Spec | Mapping[str, Spec | None], key: Any, dry_r
         names = tuple(n for n in (_key_name(e) for e in path) if n is not None)
         shape = tuple(int(d) for d in np.shape(leaf))
         owners = _owners(names, skip, modules, unresolved)
-        role, layout, classes, guessed = _infer(names, len(shape), owners)
+        role, layout, classes, guessed = _infer(names, shape, owners)
         found.append(Param("/".join(names), shape, classes, role, layout, guessed=guessed))
     if unresolved:
         paths = sorted("/".join(p) for p in unresolved)
@@ -659,8 +677,9 @@ def reinit(params: Any, rules: Spec | Mapping[str, Spec | None], key: Any, dry_r
     if scaled:
         fix = ("pass module= (the flax module that made them; example_inputs= too for @nn.compact modules) so that "
                "each layer's class and attributes are read" if modules is None else
-               "their layers are not classes whose attributes initscale reads, so flax's (*kernel, in, out) "
-               "convention was used; give them a rule with a fixed-scale spec (or None) if that is wrong")
+               "their layers' attributes do not give them: a class initscale does not read (flax's (*kernel, in, "
+               "out) convention was used) or a kernel stacked by nn.scan/nn.vmap (taken as stacked on its leading "
+               "axes); if that is wrong, give them a rule with a fixed-scale spec (or None)")
         warnings.warn(f"reinit: the layouts (and so the fans) of {len(scaled)} parameter(s) were guessed from names: "
                       f"{_listed(scaled)}; {fix}. The report marks them (guessed=True).", UserWarning, stacklevel=2)
     leaves = [leaf for _, leaf in leaves_with_paths]

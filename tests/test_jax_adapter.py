@@ -476,6 +476,29 @@ def test_reinit_linen_module_with_keyword_arguments_dropout_and_batch_norm() -> 
         assert np.array_equal(new["batch_stats"]["BatchNorm_0"]["mean"], stats["mean"])  # kept
 
 
+def test_reinit_linen_scanned_kernels_are_taken_as_stacked_and_flagged() -> None:
+    import flax.linen as nn
+
+    class Block(nn.Module):
+        @nn.compact
+        def __call__(self, c, _):
+            return nn.Conv(8, (3, 3), feature_group_count=2)(c), None
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            stack = nn.scan(Block, variable_axes={"params": 0}, split_rngs={"params": True}, length=3)
+            return stack(name="stack")(x, None)[0]
+
+    x = jnp.zeros((1, 4, 4, 8))
+    variables = Net().init(jax.random.key(0), x)
+    with pytest.warns(UserWarning, match=r"'params/stack/Conv_0/kernel'.*stacked by nn.scan"):
+        _, report = isj.reinit(variables, HE, jax.random.key(1), dry_run=True, module=Net(), example_inputs=x)
+    row = report["params/stack/Conv_0/kernel"]  # (3 layers, 3, 3, 4, 8): per layer 4·9 in, 8/2·9 out
+    assert (row.layout, row.fan_in, row.fan_out, row.guessed) == (
+        "flax.conv:groups=2 over 1 leading stacked axes", 36, 36, True)
+
+
 def test_reinit_without_module_flags_every_guessed_layout() -> None:
     import warnings
 
