@@ -37,7 +37,9 @@ import functools
 import hashlib
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import jax
@@ -52,7 +54,7 @@ from initscale.distributions import (
     TruncatedNormalDist,
     UniformDist,
 )
-from initscale.fans import Layout, LayoutLike
+from initscale.fans import Layout, LayoutLike, resolve
 from initscale.normal_math import complex_truncated_rms
 from initscale.plan import planner
 from initscale.reinit import Param, Report, Role
@@ -310,6 +312,7 @@ def initializer(spec: Spec, in_axis: int | Sequence[int] = -2, out_axis: int | S
 _AUTO_NAME = re.compile(r"([A-Za-z][A-Za-z0-9]*?)_\d+\Z")  # linen names modules Dense_0, Conv_1, ...
 _NORMS = {"LayerNorm", "BatchNorm", "GroupNorm", "RMSNorm", "InstanceNorm"}
 _ATTENTION = {"MultiHeadDotProductAttention", "MultiHeadAttention", "SelfAttention"}
+_GENERAL = {"DenseGeneral", "LinearGeneral"}  # linen's and nnx's n-d dense: kernel (*batch, *in, *out)
 
 
 def _key_name(entry: Any) -> str | None:
@@ -322,59 +325,214 @@ def _key_name(entry: Any) -> str | None:
     return str(getattr(entry, "key", entry))
 
 
-def _class_of(segment: str, classes: Mapping[tuple[str, ...], str], path: tuple[str, ...]) -> str | None:
-    if path in classes:
-        return classes[path]
-    match = _AUTO_NAME.match(segment)
-    return match.group(1) if match else None
+@dataclass(frozen=True)
+class _Owner:
+    """A module on a leaf's path: its class names (most derived first) and the module itself,
+    whose attributes give the layout; ``module`` is None when the class was guessed from a
+    linen automatic name (``Conv_0`` -> ``Conv``)."""
+
+    classes: tuple[str, ...]
+    module: Any = None
 
 
-def _infer(names: tuple[str, ...], ndim: int, classes: Mapping[tuple[str, ...], str]) -> tuple[
-        Role, LayoutLike | None, tuple[str, ...]]:
-    """Role, forward-fan layout and owner class names of a leaf, from its path (and rank)."""
-    leaf = names[-1]
-    owners = [c for c in (_class_of(seg, classes, names[:i + 1]) for i, seg in enumerate(names[:-1])) if c]
-    owner = owners[-1] if owners else None
-    parent = names[-2] if len(names) > 1 else ""
-    grand = owners[-2] if len(owners) > 1 else None
-    owner_classes = tuple(reversed(owners))
-    if owner in _NORMS:
-        return ("norm_scale" if leaf == "scale" else "norm_offset" if leaf == "bias" else "other"), None, \
-            owner_classes
-    if leaf == "bias":
-        return "bias", None, owner_classes
-    if leaf == "embedding":
-        return "embedding", "flax.embed", owner_classes
-    if leaf != "kernel":
-        return "other", ("flax" if ndim >= 2 else None), owner_classes
+def _class_names(module: Any) -> tuple[str, ...]:
+    """The module's class and base classes up to flax's own ``Module`` (linen or nnx)."""
+    names = []
+    for cls in type(module).__mro__:
+        if cls.__name__ == "Module" and cls.__module__.startswith("flax."):
+            break
+        names.append(cls.__name__)
+    return tuple(names)
+
+
+def _count(value: Any) -> int:
+    """How many axes an int-or-sequence attribute (``features``, ``axis``) names."""
+    return 1 if isinstance(value, int) else len(tuple(value))
+
+
+def _general_layout(module: Any, attention: bool, leaf_owner: str) -> tuple[Layout, int]:
+    """A DenseGeneral/LinearGeneral kernel is (*batch, *contracted in, *features): its in, out and
+    batch axes from the module's attributes, and its rank."""
+    if hasattr(module, "in_features"):  # nnx.LinearGeneral
+        n_in, n_out, n_batch = _count(module.in_features), _count(module.out_features), len(module.batch_axis)
+    else:  # linen.DenseGeneral
+        n_in, n_out, n_batch = _count(module.axis), _count(module.features), len(tuple(module.batch_dims))
+    name = "flax.dense_general"
+    if attention:
+        name = "flax.attention_out" if leaf_owner == "out" else "flax.attention_qkv"
+    rank = n_batch + n_in + n_out
+    return Layout(tuple(range(n_batch, n_batch + n_in)), tuple(range(n_batch + n_in, rank)),
+                  tuple(range(n_batch)), name=name), rank
+
+
+def _read_layout(owner: _Owner, parent: _Owner | None, leaf_owner: str) -> tuple[LayoutLike, int] | None:
+    """A kernel's layout from its module's class and attributes, and the kernel's rank in that
+    module; None if initscale does not know the class."""
+    classes, module = set(owner.classes), owner.module
+    if classes & {"ConvTranspose", "Conv"}:
+        size = getattr(module, "kernel_size", None)
+        rank = 2 + (1 if isinstance(size, int) else len(tuple(size))) if size is not None else None
+        if rank is None:
+            return None
+        if "ConvTranspose" in classes:
+            if getattr(module, "transpose_kernel", False):  # (*kernel, out, in), as the gradient of a conv
+                return Layout(-1, -2, name="flax.conv_transpose:transpose_kernel"), rank
+            return "flax.conv_transpose", rank
+        return f"flax.conv:groups={int(getattr(module, 'feature_group_count', 1))}", rank
+    if classes & _GENERAL:
+        return _general_layout(module, parent is not None and bool(set(parent.classes) & _ATTENTION), leaf_owner)
+    if classes & {"Dense", "Linear"}:
+        return "flax.dense", 2
+    return None
+
+
+def _lifted(layout: LayoutLike, shape: tuple[int, ...], rank: int) -> Layout:
+    """``layout`` for the trailing ``rank`` axes of ``shape``, the leading ones batch axes: a
+    kernel stacked by a lifted transform (``nn.scan``/``nn.vmap`` with ``variable_axes`` 0)."""
+    extra = len(shape) - rank
+    concrete = resolve(layout).layout(shape[extra:])
+    ins, outs, batch, _ = concrete.split_axes(shape[extra:])
+    return Layout(tuple(a + extra for a in ins), tuple(a + extra for a in outs),
+                  tuple(range(extra)) + tuple(a + extra for a in batch), concrete.in_groups, concrete.out_groups,
+                  name=f"{layout if isinstance(layout, str) else concrete.name} over {extra} leading stacked axes")
+
+
+def _guess_layout(owners: Sequence[_Owner], leaf_owner: str, ndim: int) -> LayoutLike | None:
+    """A kernel's layout from the names on its path alone (no module): linen's automatic names
+    give the class, never its attributes (a Conv's ``feature_group_count`` is taken as 1)."""
+    owner = owners[-1].classes[0] if owners else None
+    grand = owners[-2].classes[0] if len(owners) > 1 else None
     if (owner in _ATTENTION or grand in _ATTENTION) and ndim == 3:
-        if parent == "out":  # (heads, head_dim, out)
-            return "weight", Layout((0, 1), 2, name="flax.attention_out"), owner_classes
-        return "weight", Layout(0, (1, 2), name="flax.attention_qkv"), owner_classes  # (in, heads, head_dim)
+        if leaf_owner == "out":  # (heads, head_dim, out)
+            return Layout((0, 1), 2, name="flax.attention_out")
+        return Layout(0, (1, 2), name="flax.attention_qkv")  # (in, heads, head_dim)
     if owner == "ConvTranspose" and ndim >= 3:
-        return "weight", "flax.conv_transpose", owner_classes
+        return "flax.conv_transpose"
     if owner == "Conv" and ndim >= 3:
-        groups = classes.get((*names[:-1], "#groups"), "1")
-        return "weight", f"flax.conv:groups={groups}", owner_classes
+        return "flax.conv:groups=1"
     if ndim == 2:
-        return "weight", "flax.dense", owner_classes
+        return "flax.dense"
     if ndim >= 3:
-        return "weight", "flax", owner_classes  # (*kernel, in, out), as flax Conv
-    return "other", None, owner_classes
+        return "flax"  # (*kernel, in, out), as flax Conv
+    return None
 
 
-def _nnx_classes(module: Any) -> dict[tuple[str, ...], str]:
+def _infer(names: tuple[str, ...], shape: tuple[int, ...], owners: Sequence[_Owner]) -> tuple[
+        Role, LayoutLike | None, tuple[str, ...], bool]:
+    """Role, forward-fan layout, owner class names (innermost module's first, then each enclosing
+    module's) and whether the layout was guessed from names, for one leaf. ``owners`` are the
+    modules on its path, root first, innermost last."""
+    ndim = len(shape)
+    leaf = names[-1]
+    leaf_owner = names[-2] if len(names) > 1 else ""
+    owner = owners[-1] if owners else None
+    classes = set(owner.classes) if owner else set()
+    owner_classes = tuple(dict.fromkeys(c for o in reversed(owners) for c in o.classes))
+    if classes & _NORMS:
+        role: Role = "norm_scale" if leaf == "scale" else "norm_offset" if leaf == "bias" else "other"
+        return role, None, owner_classes, False
+    if leaf == "bias":
+        return "bias", None, owner_classes, False
+    if leaf == "embedding":
+        return "embedding", "flax.embed", owner_classes, owner is None or owner.module is None or "Embed" not in classes
+    if leaf != "kernel":
+        return "other", ("flax" if ndim >= 2 else None), owner_classes, True
+    if owner is not None and owner.module is not None:
+        read = _read_layout(owner, owners[-2] if len(owners) > 1 else None, leaf_owner)
+        if read is not None and ndim == read[1]:
+            return "weight", read[0], owner_classes, False
+        if read is not None and ndim > read[1]:  # which axes the transform added is not known: guessed
+            return "weight", _lifted(read[0], shape, read[1]), owner_classes, True
+    guess = _guess_layout(owners, leaf_owner, ndim)
+    return ("weight" if guess is not None else "other"), guess, owner_classes, True
+
+
+def _nnx_modules(module: Any) -> dict[tuple[str, ...], Any]:
+    """Every nnx module in the graph by path, the root (path ()) included."""
     from flax import nnx
 
-    classes: dict[tuple[str, ...], str] = {}
-    for path, node in nnx.iter_graph(module):
-        if isinstance(node, nnx.Module):
-            key = tuple(str(p) for p in path)
-            classes[key] = type(node).__name__
-            if hasattr(node, "feature_group_count"):
-                groups_key = (*key, "#groups")
-                classes[groups_key] = str(node.feature_group_count)
-    return classes
+    return {tuple(str(p) for p in path): node for path, node in nnx.iter_graph(module)
+            if isinstance(node, nnx.Module)}
+
+
+def _submodules(value: Any) -> Iterator[Any]:
+    """linen modules held by an attribute, also inside lists, tuples and dicts (``nn.Sequential``)."""
+    import flax.linen as nn
+
+    if isinstance(value, nn.Module):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _submodules(item)
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from _submodules(item)
+
+
+def _linen_modules(module: Any, variables: Any, example_inputs: tuple[Any, ...] | None,
+                   example_kwargs: Mapping[str, Any]) -> dict[tuple[str, ...], Any]:
+    """Every linen submodule by scope path, the root (path ()) included.
+
+    Without example inputs: the module bound to the variables, each ``setup`` run and the
+    submodules it assigns (or that are passed as attributes) walked. Submodules made inside
+    ``@nn.compact`` methods exist only while the module runs: with ``example_inputs``,
+    ``module.apply`` is traced by :func:`jax.eval_shape` (nothing is computed) and every module
+    whose method is called is recorded by :func:`flax.linen.intercept_methods`."""
+    import flax.linen as nn
+
+    found: dict[tuple[str, ...], Any] = {(): module}
+
+    def walk(bound: Any, path: tuple[str, ...]) -> None:
+        setup = getattr(bound, "_try_setup", None)  # runs setup() once, as any attribute access would
+        if setup is None:  # pragma: no cover - every flax release since 0.4 has it
+            return
+        setup()
+        for key, value in vars(bound).items():
+            if key.startswith("_") or key in ("parent", "scope"):
+                continue
+            for child in _submodules(value):
+                child_path = tuple(getattr(child, "path", None) or ())
+                if len(child_path) > len(path) and child_path[:len(path)] == path and child_path not in found:
+                    found[child_path] = child
+                    walk(child, child_path)
+
+    walk(module.bind(variables), ())
+    if example_inputs is not None:
+        def record(next_fun: Callable[..., Any], args: Any, kwargs: Any, context: Any) -> Any:
+            found[tuple(context.module.path)] = context.module
+            return next_fun(*args, **kwargs)
+
+        def run(v: Any, *inputs: Any) -> Any:
+            with nn.intercept_methods(record):
+                return module.apply(v, *inputs, mutable=True, rngs={"dropout": jax.random.key(0)},
+                                    **example_kwargs)
+
+        try:
+            jax.eval_shape(run, variables, *example_inputs)
+        except Exception as err:
+            raise ValueError(
+                f"Tracing module.apply(variables, *example_inputs) of the {type(module).__name__} given as `module` "
+                f"failed, so its submodules cannot be read: {type(err).__name__}: {err}. Give example_inputs= (and "
+                "example_kwargs=, e.g. {'train': False}) as for module.init, and the variables this module made (a "
+                "missing 'params' PRNG means that the variables lack a parameter the module makes)."
+            ) from err
+    return found
+
+
+def _owners(names: tuple[str, ...], skip: int, modules: Mapping[tuple[str, ...], Any] | None,
+            unresolved: set[tuple[str, ...]] | None) -> list[_Owner]:
+    """The modules on a leaf's path, root first. ``skip`` leading names are not modules (linen's
+    collection, ``params``). From ``modules`` when given (a missing innermost one is added to
+    ``unresolved``, for linen, where every scope holding leaves is a module), else guessed from
+    linen's automatic names."""
+    path = names[skip:-1]
+    if modules is None:
+        return [_Owner((m.group(1),)) for m in (_AUTO_NAME.match(seg) for seg in path) if m]
+    owners = [_Owner(_class_names(modules[path[:i]]), modules[path[:i]])
+              for i in range(len(path) + 1) if path[:i] in modules]
+    if unresolved is not None and path not in modules:
+        unresolved.add(path)
+    return owners
 
 
 def _is_nnx_module(obj: Any) -> bool:
@@ -390,22 +548,86 @@ def _leaf_key(key: Any, name: str) -> Any:
     return jax.random.fold_in(key, int.from_bytes(digest, "little") & 0x7FFFFFFF)
 
 
+def _is_linen_module(obj: Any) -> bool:
+    try:
+        import flax.linen as nn
+    except ImportError:  # flax is optional for plain pytrees
+        return False
+    return isinstance(obj, nn.Module)
+
+
+def _read_modules(params: Any, module: Any, example_inputs: Any, example_kwargs: Mapping[str, Any] | None) -> tuple[
+        Any, dict[tuple[str, ...], Any] | None, int, bool]:
+    """The tree to walk, its modules by path (None: guess from names), how many leading path
+    names are not modules (a linen variables dict's collection) and whether it is linen."""
+    if example_kwargs is not None and not isinstance(example_kwargs, Mapping):
+        raise TypeError(f"Argument `example_kwargs` must be a mapping of keyword arguments for module.apply. "
+                        f"Received: example_kwargs={example_kwargs!r}.")
+    if _is_nnx_module(params):
+        from flax import nnx
+
+        if module is not None and module is not params:
+            raise ValueError("`params` is an nnx.Module, which is its own module: leave out `module=` (or pass the "
+                             "same module).")
+        module = params
+        params = nnx.state(params, nnx.Param)
+    if module is None:
+        if example_inputs is not None or example_kwargs is not None:
+            raise ValueError("example_inputs= and example_kwargs= are the arguments with which `module` is run; "
+                             "pass module= too (the flax module that made these variables).")
+        return params, None, int(isinstance(params, Mapping) and "params" in params), False
+    if _is_nnx_module(module):
+        if example_inputs is not None or example_kwargs is not None:
+            raise ValueError("An nnx module holds all its submodules already: leave out example_inputs= and "
+                             "example_kwargs=.")
+        return params, _nnx_modules(module), 0, False
+    if not _is_linen_module(module):
+        raise TypeError("Argument `module` must be the flax.linen.Module (or flax.nnx.Module) that made `params`. "
+                        f"Received: module of type {type(module).__name__}.")
+    skip = int(isinstance(params, Mapping) and "params" in params)  # a variables dict, or its "params" only
+    variables = params if skip else {"params": params}
+    inputs = None if example_inputs is None else (
+        example_inputs if isinstance(example_inputs, tuple) else (example_inputs,))
+    return params, _linen_modules(module, variables, inputs, example_kwargs or {}), skip, True
+
+
+def _listed(names: Sequence[str], limit: int = 10) -> str:
+    shown = ", ".join(repr(n) for n in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
 def reinit(params: Any, rules: Spec | Mapping[str, Spec | None], key: Any, dry_run: bool = False, *,
+           module: Any = None, example_inputs: Any = None, example_kwargs: Mapping[str, Any] | None = None,
            defaults: bool = True, stream_seed: int | None = None,
            stream_names: Mapping[str, str] | Callable[[str], str] | None = None) -> tuple[Any, Report]:
     """Re-initialize a pytree of parameters; returns ``(new_params, report)`` (nothing is mutated).
 
     Args:
-        params: a flax linen variables/params dict, an ``nnx.State``, or an ``nnx.Module`` (then
-            the state of its ``nnx.Param`` variables is returned, for ``nnx.update(module, state)``,
-            and the layer classes come from the module itself).
+        params: a flax linen variables dict (or its ``"params"`` collection), an ``nnx.State``,
+            or an ``nnx.Module`` (then the state of its ``nnx.Param`` variables is returned, for
+            ``nnx.update(module, state)``, and the layers come from the module itself).
         rules: one spec (for every kernel) or an ordered mapping from pattern to spec or None;
-            patterns are module class names (``"Dense"``, ``"Conv"``; from linen's automatic names
-            such as ``Dense_0`` or from the nnx module) or globs on ``/``-joined paths
-            (``"*/kernel"``, ``"params/Dense_0/bias"``). First match wins.
+            patterns are module class names (``"Dense"``, ``"Conv"``, base classes and
+            enclosing modules count; from ``module`` or, without it, from linen's automatic
+            names such as ``Dense_0``) or globs on ``/``-joined paths (``"*/kernel"``,
+            ``"params/Dense_0/bias"``). First match wins.
         key: one PRNG key. Each leaf draws from ``fold_in(key, hash(path))``, so its values do
             not depend on the order of traversal or on the other leaves.
         dry_run: return the params unchanged and the report of what would be done.
+        module: the module that made ``params`` (a ``flax.linen.Module``, or the
+            ``nnx.Module`` of an ``nnx.State``). Each leaf's layer class and attributes are then
+            read from it: a Conv's ``feature_group_count`` (grouped and depthwise fans),
+            DenseGeneral/LinearGeneral axes (attention projections), ConvTranspose's
+            ``transpose_kernel``, and the class of explicitly named submodules. Without it
+            the layouts are guessed from names: flagged in the report (``guessed``, ``?``) and
+            listed in a warning.
+        example_inputs: for a linen ``module`` whose submodules are made inside
+            ``@nn.compact`` methods (they exist only while it runs): the positional arguments of
+            ``module.apply`` after the variables (a tuple; arrays or ``jax.ShapeDtypeStruct``).
+            ``module.apply`` is then traced with :func:`jax.eval_shape` (nothing is computed)
+            and every module whose method runs is recorded. Submodules made in ``setup`` (and
+            ``nn.Sequential``'s layers) are found without it.
+        example_kwargs: keyword arguments for that ``module.apply`` (e.g. ``{"train": False}``).
         defaults: biases -> zeros, norm scale -> ones and bias -> zeros; embeddings and anything
             else unmatched kept.
         stream_seed: draw each leaf from the portable stream ``Stream(stream_seed, path)``
@@ -414,36 +636,59 @@ def reinit(params: Any, rules: Spec | Mapping[str, Spec | None], key: Any, dry_r
         stream_names: a mapping or function from this tree's ``/``-joined paths to stream names.
 
     Layouts by flax convention: ``kernel`` (in, out) for Dense/Linear, (*kernel, in/groups, out)
-    for Conv, (*kernel, in, out) for ConvTranspose, per projection for attention q/k/v
-    (in, heads, head_dim) and out (heads, head_dim, out) (LSTM cells keep one Dense per gate, so
-    per-gate fans come from the dense rule); ``embedding`` (num_embeddings, features).
+    for Conv (fans per feature group), (*kernel, in, out) for ConvTranspose, (*batch, *in, *out)
+    for DenseGeneral/LinearGeneral, so attention q/k/v (in, heads, head_dim) and out
+    (heads, head_dim, out) get per-projection fans (LSTM cells keep one Dense per gate, so
+    per-gate fans come from the dense rule); ``embedding`` (num_embeddings, features). Without
+    ``module``, a Conv counts as ungrouped and an attention kernel is recognized only under
+    linen's automatic names. A kernel with more axes than its layer makes (stacked by
+    ``nn.scan``/``nn.vmap``) gets its layer's layout on the trailing axes, the leading ones as
+    batch axes, flagged as guessed (the transform's ``variable_axes`` is not visible).
+
+    Raises before drawing anything if ``module`` lacks a submodule the tree has (a compact
+    submodule without ``example_inputs``, or variables of another module).
 
     Example:
         >>> import jax, jax.numpy as jnp, flax.linen as nn, initscale
         >>> from initscale.adapters import jax as isj
-        >>> model = nn.Sequential([nn.Dense(32), nn.relu, nn.Dense(4)])
-        >>> variables = model.init(jax.random.key(0), jnp.zeros((1, 16)))
-        >>> new, report = isj.reinit(variables, initscale.presets.get("he_uniform"), jax.random.key(1))
-        >>> [(r.name, r.fan_in) for r in report.touched if r.name.endswith("kernel")]
-        [('params/layers_0/kernel', 16), ('params/layers_2/kernel', 32)]
+        >>> model = nn.Sequential([nn.Conv(32, (3, 3), feature_group_count=4), nn.relu, nn.Dense(4)])
+        >>> variables = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 16)))
+        >>> new, report = isj.reinit(variables, initscale.presets.get("he_uniform"), jax.random.key(1),
+        ...                          module=model)
+        >>> [(r.name, r.layer, r.fan_in, r.fan_out) for r in report.touched if r.name.endswith("kernel")]
+        [('params/layers_0/kernel', 'Conv', 36, 72), ('params/layers_2/kernel', 'Dense', 32, 4)]
     """
     if stream_seed is None:
         key = _check_key(key)
-    classes: dict[tuple[str, ...], str] = {}
-    tree = params
-    if _is_nnx_module(params):
-        from flax import nnx
-
-        classes = _nnx_classes(params)
-        tree = nnx.state(params, nnx.Param)
+    was_nnx_module = _is_nnx_module(params)
+    tree, modules, skip, linen = _read_modules(params, module, example_inputs, example_kwargs)
     leaves_with_paths, treedef = jax.tree_util.tree_flatten_with_path(tree)
+    unresolved: set[tuple[str, ...]] | None = set() if linen else None
     found: list[Param] = []
     for path, leaf in leaves_with_paths:
         names = tuple(n for n in (_key_name(e) for e in path) if n is not None)
         shape = tuple(int(d) for d in np.shape(leaf))
-        role, layout, owners = _infer(names, len(shape), classes)
-        found.append(Param("/".join(names), shape, owners, role, layout))
+        owners = _owners(names, skip, modules, unresolved)
+        role, layout, classes, guessed = _infer(names, shape, owners)
+        found.append(Param("/".join(names), shape, classes, role, layout, guessed=guessed))
+    if unresolved:
+        paths = sorted("/".join(p) for p in unresolved)
+        how = ("they are made inside @nn.compact methods and exist only while it runs: pass example_inputs= (the "
+               "positional arguments of module.apply after the variables, arrays or jax.ShapeDtypeStruct; and "
+               "example_kwargs= for keyword arguments). Nothing is computed: the call is traced with jax.eval_shape"
+               ) if example_inputs is None else "are these the variables of this module?"
+        raise ValueError(f"`module` ({type(module).__name__}) has no submodule at {_listed(paths)}: {how}.")
     decided = reinit_plan(found, rules, defaults=defaults, dry_run=dry_run, stacklevel=2)
+    scaled = [r.name for r in decided.report.rows
+              if r.guessed and r.touched and r.spec is not None and not r.spec.fixed_scale]
+    if scaled:
+        fix = ("pass module= (the flax module that made them; example_inputs= too for @nn.compact modules) so that "
+               "each layer's class and attributes are read" if modules is None else
+               "their layers' attributes do not give them: a class initscale does not read (flax's (*kernel, in, "
+               "out) convention was used) or a kernel stacked by nn.scan/nn.vmap (taken as stacked on its leading "
+               "axes); if that is wrong, give them a rule with a fixed-scale spec (or None)")
+        warnings.warn(f"reinit: the layouts (and so the fans) of {len(scaled)} parameter(s) were guessed from names: "
+                      f"{_listed(scaled)}; {fix}. The report marks them (guessed=True).", UserWarning, stacklevel=2)
     leaves = [leaf for _, leaf in leaves_with_paths]
     for decision, leaf in zip(decided.decisions, leaves, strict=True):
         if decision.dist is not None:
@@ -452,7 +697,7 @@ def reinit(params: Any, rules: Spec | Mapping[str, Spec | None], key: Any, dry_r
                 raise TypeError(f"Leaf {decision.param.name!r} has dtype {dtype}: initscale fills floating-point "
                                 "or complex leaves only.")
     if dry_run:
-        return params if not classes else tree, decided.report
+        return tree if was_nnx_module else params, decided.report
     new_leaves = []
     for d, leaf in zip(decided.decisions, leaves, strict=True):
         if d.dist is None:

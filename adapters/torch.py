@@ -39,7 +39,7 @@ import functools
 import hashlib
 import math
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import SimpleNamespace
 from typing import Any
 
@@ -611,11 +611,68 @@ def _walk(module: torch.nn.Module, recurse: bool,
     return found
 
 
-def _check_writable(name: str, tensor: torch.Tensor) -> None:
+def _self_overlapping(tensor: torch.Tensor) -> bool:
+    """Whether two elements of ``tensor`` share one memory location (``expand()``, ``as_strided``).
+
+    Exact: the axes sorted by stride are disjoint when each stride exceeds the farthest offset
+    the smaller ones reach (every sliced, permuted or dense tensor); otherwise the element
+    offsets are compared (rare layouts only, one int64 per element)."""
+    if tensor.numel() <= 1:
+        return False
+    reach = 0
+    for stride, n in sorted((abs(st), n) for st, n in zip(tensor.stride(), tensor.shape, strict=True) if n > 1):
+        if stride <= reach:
+            break
+        reach += stride * (n - 1)
+    else:
+        return False
+    offsets = torch.zeros((), dtype=torch.int64)
+    for stride, n in zip(tensor.stride(), tensor.shape, strict=True):
+        offsets = (offsets.unsqueeze(-1) + torch.arange(n, dtype=torch.int64) * stride)
+    return bool(torch.unique(offsets.reshape(-1)).numel() < tensor.numel())
+
+
+def _write_problem(name: str, tensor: torch.Tensor) -> tuple[type[Exception], str] | None:
+    """Why writing new values into ``tensor`` would fail (or silently lose values), or None.
+
+    Checked for every target before the first write, so that each predictable failure leaves the
+    whole model unchanged: a meta tensor, a dtype or layout initscale cannot fill, an inference
+    tensor (or a view of one) outside ``torch.inference_mode()``, memory shared between elements.
+    Not detectable from torch: memory that is read-only outside torch (``torch.from_numpy`` of a
+    read-only array only warns when it is made)."""
+    where = f"Parameter {name!r} (shape {tuple(tensor.shape)})"
+    if tensor.layout != torch.strided:
+        return TypeError, (f"{where} has layout {tensor.layout}; initscale fills dense tensors of layout "
+                           f"torch.strided only. Leave it out with the rule {{{name!r}: None}}, or make it dense.")
     try:
         _check_tensor(tensor)
     except (TypeError, ValueError) as err:
-        raise type(err)(f"Parameter {name!r}: {err}") from err
+        fix = (f" Leave it out with the rule {{{name!r}: None}}." if isinstance(err, TypeError) else "")
+        return type(err), f"Parameter {name!r}: {err}{fix}"
+    local = _local(tensor)
+    if local.is_inference() and not torch.is_inference_mode_enabled():
+        return ValueError, (
+            f"{where} is an inference tensor (made under torch.inference_mode(), or a view of one), which "
+            "cannot be changed in place outside inference mode. Replace it by a normal tensor first, e.g. "
+            f"module.{name} = torch.nn.Parameter(module.{name}.clone()) outside inference mode, or call "
+            "reinit_ inside `with torch.inference_mode():`."
+        )
+    if _self_overlapping(local):
+        return ValueError, (
+            f"{where} has self-overlapping memory (strides {tuple(local.stride())}, e.g. from expand()): "
+            "several of its elements share one memory location and cannot get independent values. Give it "
+            f"its own memory first, e.g. module.{name} = torch.nn.Parameter(module.{name}.detach().clone())."
+        )
+    return None
+
+
+def _check_writable(targets: Sequence[tuple[str, torch.Tensor]]) -> None:
+    """Raise, naming every parameter that cannot be written and what to do, before any write."""
+    problems = [found for name, tensor in targets if (found := _write_problem(name, tensor)) is not None]
+    if problems:
+        messages = [message for _, message in problems]
+        lead = "" if len(problems) == 1 else f"{len(problems)} parameters cannot be written; nothing was changed.\n"
+        raise problems[0][0]("\n".join([lead + messages[0], *messages[1:]]))
 
 
 def _stream_for(seed: int, name: str, names: Mapping[str, str] | Callable[[str], str] | None) -> Stream:
@@ -632,9 +689,7 @@ def _reinit(module: torch.nn.Module, rules: Spec | Mapping[str, Spec | None], *,
     decided = reinit_plan([p for p, _ in found], rules, include_frozen=include_frozen, defaults=defaults,
                           dry_run=dry_run, stacklevel=3)  # _reinit <- reinit_ <- the caller
     targets = [(d, t) for d, (_, t) in zip(decided.decisions, found, strict=True) if d.dist is not None]
-    for decision, tensor in targets:
-        if not dry_run or not tensor.is_meta:
-            _check_writable(decision.param.name, tensor)
+    _check_writable([(d.param.name, t) for d, t in targets if not (dry_run and t.is_meta)])
     if dry_run:
         return decided.report
     seeds = _ShardSeeds(generator)
@@ -730,8 +785,13 @@ def reinit_(module: torch.nn.Module, rules: Spec | Mapping[str, Spec | None], *,
     its global shape and each rank fills its local shard.
 
     Atomic: every rule and parameter is checked and every new value drawn before anything is
-    written, so on any error the model is unchanged. New values are staged in memory, so the
-    peak is one extra copy of the re-initialized parameters.
+    written, so on any error the model is unchanged. The checks on each target (one error naming
+    every parameter that fails them, and what to do): a floating-point dtype, the strided layout,
+    not a meta tensor, not an inference tensor or a view of one (outside
+    ``torch.inference_mode()``), no two elements sharing memory (``expand()``). A dry run makes
+    the same checks, except that meta tensors pass. Memory that is read-only outside torch
+    (``torch.from_numpy`` of a read-only array) cannot be detected. New values are staged in
+    memory, so the peak is one extra copy of the re-initialized parameters.
 
     Example:
         >>> import torch, initscale

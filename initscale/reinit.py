@@ -86,6 +86,8 @@ class Param:
         frozen: not trainable (``requires_grad=False``, a non-trainable Keras variable).
         buffer: a buffer or other non-parameter state, matched only by name patterns.
         note: why the defaults leave it alone, shown in the report when nothing else touches it.
+        guessed: the layout was guessed from names (the parameter's, its layer's) by the
+            framework's convention, not read from the layer's class and attributes.
     """
 
     name: str
@@ -96,6 +98,7 @@ class Param:
     frozen: bool = False
     buffer: bool = False
     note: str = ""
+    guessed: bool = False
 
     @property
     def layer(self) -> str:
@@ -178,7 +181,8 @@ def compile_rules(rules: Spec | Mapping[str, Spec | None]) -> tuple[Rule, ...]:
 
 @dataclass(frozen=True)
 class ReportRow:
-    """What happened to one parameter."""
+    """What happened to one parameter. ``guessed``: its layout was guessed from names, not read
+    from its layer (marked ``?`` in the table)."""
 
     name: str
     shape: tuple[int, ...]
@@ -190,6 +194,7 @@ class ReportRow:
     std: float | None
     touched: bool
     reason: str
+    guessed: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dict (the spec as its repr), e.g. for a DataFrame or JSON."""
@@ -220,7 +225,8 @@ def _number(value: float | None) -> str:
 class Report(Sequence[ReportRow]):
     """One row per parameter: name, shape, layer, layout, fans, spec, std applied, and whether it
     was touched or why not. ``print(report)`` gives an aligned table; :meth:`to_dicts` a list of
-    dicts. ``dry_run`` says that nothing was written."""
+    dicts. ``dry_run`` says that nothing was written. A layout guessed from names rather than read
+    from the layer is marked ``?`` and explained under the table."""
 
     rows: tuple[ReportRow, ...]
     dry_run: bool = False
@@ -250,6 +256,11 @@ class Report(Sequence[ReportRow]):
         """Rows of the parameters left as they were."""
         return tuple(r for r in self.rows if not r.touched)
 
+    @property
+    def guessed(self) -> tuple[ReportRow, ...]:
+        """Rows whose layout (and so fans) was guessed from names, not read from the layer."""
+        return tuple(r for r in self.rows if r.guessed)
+
     def to_dicts(self) -> list[dict[str, Any]]:
         """The rows as plain dicts."""
         return [r.to_dict() for r in self.rows]
@@ -258,15 +269,19 @@ class Report(Sequence[ReportRow]):
         header = ("name", "shape", "layer", "layout", "fan_in", "fan_out", "spec", "std", "status")
         verb = "would set" if self.dry_run else "set"
         lines = [header] + [
-            (r.name, str(r.shape), r.layer, r.layout or "-", _number(r.fan_in), _number(r.fan_out),
+            (r.name, str(r.shape), r.layer, (r.layout or "-") + ("?" if r.guessed else ""),
+             _number(r.fan_in), _number(r.fan_out),
              _short(r.spec), _number(r.std), f"{verb} ({r.reason})" if r.touched else f"kept ({r.reason})")
             for r in self.rows
         ]
         widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
-        return "\n".join(
+        table = "\n".join(
             "  ".join(cell.ljust(w) for cell, w in zip(line[:-1], widths, strict=True)) + "  " + line[-1]
             for line in lines
         )
+        if any(r.guessed for r in self.rows):
+            table += "\n? layout guessed from names by the framework's convention, not read from the layer"
+        return table
 
 
 @dataclass(frozen=True)
@@ -384,6 +399,7 @@ def plan(params: Sequence[Param], rules: Spec | Mapping[str, Spec | None], *, in
             layout=None if rule is None else names_seen[rule],
             fan_in=None if fans is None else fans.fan_in, fan_out=None if fans is None else fans.fan_out,
             spec=spec, std=None if dist is None else dist.std, touched=dist is not None, reason=reason,
+            guessed=param.guessed and rule is not None,
         ))
     unused = tuple(r.pattern for r in compiled if r.kind != "weights" and r.pattern not in used)
     shadowed = [r.pattern for r in compiled if r.pattern in unused and any(r.matches(p) for p in params)]

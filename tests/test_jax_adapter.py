@@ -237,7 +237,7 @@ def _linen_variables():
     return Net().init(jax.random.key(0), jnp.zeros((1, 6, 6, 16)), jnp.zeros((1, 3), jnp.int32))
 
 
-EXPECTED = [  # path, layout, fan_in, fan_out — by hand from the forward pass
+EXPECTED = [  # path, layout, fan_in, fan_out — guessed from names alone (no module=)
     ("params/Conv_0/kernel", "flax.conv:groups=1", 36, 288),    # (3,3,4,32): groups unknown from a dict
     ("params/ConvTranspose_0/kernel", "flax.conv_transpose", 288, 72),
     ("params/MultiHeadDotProductAttention_0/query/kernel", "flax.attention_qkv", 8, 16),   # (8, 2, 8)
@@ -249,10 +249,11 @@ EXPECTED = [  # path, layout, fan_in, fan_out — by hand from the forward pass
 
 def test_reinit_linen_layouts_defaults_and_new_tree() -> None:
     variables = _linen_variables()
-    new, report = isj.reinit(variables, HE, jax.random.key(1))
+    with pytest.warns(UserWarning, match=r"guessed from names: .*'params/Conv_0/kernel'.*pass module="):
+        new, report = isj.reinit(variables, HE, jax.random.key(1))
     for path, layout, fan_in, fan_out in EXPECTED:
         row = report[path]
-        assert (row.layout, row.fan_in, row.fan_out) == (layout, fan_in, fan_out), path
+        assert (row.layout, row.fan_in, row.fan_out, row.guessed) == (layout, fan_in, fan_out, True), path
     p, old = new["params"], variables["params"]
     assert np.all(np.asarray(p["Dense_0"]["bias"]) == 0) and np.all(np.asarray(p["LayerNorm_0"]["scale"]) == 1)
     assert np.array_equal(p["Embed_0"]["embedding"], old["Embed_0"]["embedding"])  # kept
@@ -264,9 +265,11 @@ def test_reinit_linen_layouts_defaults_and_new_tree() -> None:
 
 def test_reinit_keys_come_from_paths_not_traversal_order() -> None:
     variables = _linen_variables()
-    new, _ = isj.reinit(variables, HE, jax.random.key(1))
+    with pytest.warns(UserWarning, match="guessed from names"):
+        new, _ = isj.reinit(variables, HE, jax.random.key(1))
     dense_only = {"params": {"Dense_0": variables["params"]["Dense_0"]}}
-    alone, _ = isj.reinit(dense_only, HE, jax.random.key(1))
+    with pytest.warns(UserWarning, match="guessed from names"):
+        alone, _ = isj.reinit(dense_only, HE, jax.random.key(1))
     assert np.array_equal(alone["params"]["Dense_0"]["kernel"], new["params"]["Dense_0"]["kernel"])
 
 
@@ -274,18 +277,24 @@ def test_reinit_values_follow_the_forward_fans() -> None:
     import flax.linen as nn
 
     spec = initscale.VarianceScaling(2.0, "fan_in", "uniform")
-    variables = nn.MultiHeadDotProductAttention(num_heads=8, qkv_features=512).init(
-        jax.random.key(0), jnp.zeros((1, 2, 256)))
-    new, _ = isj.reinit(variables, spec, jax.random.key(2))
-    q = _np(new["params"]["query"]["kernel"])  # (256, 8, 64)
-    # linen's own auto name is missing here (the module is the root): the q kernel is rank 3 under
-    # "query", so the generic flax layout would give fan_in 8·256; a dict root has no class.
-    assert q.shape == (256, 8, 64)
-    rows = isj.reinit({"params": {"MultiHeadDotProductAttention_0": variables["params"]}}, spec,
-                      jax.random.key(2))[0]
-    q = _np(rows["params"]["MultiHeadDotProductAttention_0"]["query"]["kernel"])
-    assert failures(q, spec.resolve(initscale.Fans(256, 512)), F32) == []
-    assert failures(q, spec.resolve(initscale.compute_fans(q.shape, "flax")), F32) != []  # mutation
+    model = nn.MultiHeadDotProductAttention(num_heads=8, qkv_features=512)
+    variables = model.init(jax.random.key(0), jnp.zeros((1, 2, 256)))
+    with pytest.warns(UserWarning, match=r"guessed from names: .*'params/query/kernel'"):
+        _, guessed = isj.reinit(variables, spec, jax.random.key(2), dry_run=True)
+    # linen's own auto name is missing here (the module is the root): the q kernel (256, 8, 64) is
+    # rank 3 under "query", so the generic flax layout gives fan_in 8·256; a dict root has no class.
+    assert guessed["params/query/kernel"].fan_in == 8 * 256 and guessed["params/query/kernel"].guessed
+    new, report = isj.reinit(variables, spec, jax.random.key(2), module=model,  # the classes: no guess
+                             example_inputs=jax.ShapeDtypeStruct((1, 2, 256), jnp.float32))
+    assert report["params/query/kernel"].fan_in == 256
+    with pytest.warns(UserWarning, match="guessed from names"):
+        rows = isj.reinit({"params": {"MultiHeadDotProductAttention_0": variables["params"]}}, spec,
+                          jax.random.key(2))[0]
+    for q in (_np(new["params"]["query"]["kernel"]), _np(rows["params"]["MultiHeadDotProductAttention_0"]["query"]
+                                                           ["kernel"])):
+        assert q.shape == (256, 8, 64)
+        assert failures(q, spec.resolve(initscale.Fans(256, 512)), F32) == []
+        assert failures(q, spec.resolve(initscale.compute_fans(q.shape, "flax")), F32) != []  # mutation
 
 
 def test_reinit_nnx_module_and_state() -> None:
@@ -304,9 +313,12 @@ def test_reinit_nnx_module_and_state() -> None:
     assert report["norm/scale"].reason == "default: norm scale -> ones"
     nnx.update(model, state)
     assert float(jnp.abs(model.head.bias[...]).max()) == 0.0
-    _, report2 = isj.reinit(nnx.state(model, nnx.Param), HE, jax.random.key(3), dry_run=True)
+    with pytest.warns(UserWarning, match=r"guessed from names: 'conv/kernel', 'head/kernel'; pass module="):
+        _, report2 = isj.reinit(nnx.state(model, nnx.Param), HE, jax.random.key(3), dry_run=True)
     assert report2["conv/kernel"].layout == "flax"  # a bare State knows no classes: (*kernel, in, out)
-    assert report2.dry_run
+    assert report2.dry_run and report2["conv/kernel"].guessed
+    _, report3 = isj.reinit(nnx.state(model, nnx.Param), HE, jax.random.key(3), dry_run=True, module=model)
+    assert report3["conv/kernel"].layout == "flax.conv:groups=4" and report3.guessed == ()
 
 
 def test_reinit_bad_input() -> None:
@@ -319,6 +331,217 @@ def test_reinit_bad_input() -> None:
         isj.reinit(variables, {"*/scale": HE}, jax.random.key(0))
     with pytest.warns(UserWarning, match=r"'Dens' \(did you mean 'Dense'"):
         isj.reinit(variables, {"Dens": HE}, jax.random.key(0), dry_run=True)
+
+
+# --- reinit with the module: every layer's class and attributes -------------------------------
+
+def _linen_net():
+    import flax.linen as nn
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x, tokens):
+            x = nn.Conv(32, (3, 3), feature_group_count=4)(x)
+            x = nn.Conv(32, (3, 3), feature_group_count=32, name="depthwise")(x)
+            x = nn.ConvTranspose(8, (3, 3))(x)
+            x = nn.LayerNorm()(x)
+            x = x.reshape(x.shape[0], -1, 8)
+            x = nn.MultiHeadDotProductAttention(num_heads=2, qkv_features=16, name="attn")(x)
+            e = nn.Embed(100, 8)(tokens)
+            return nn.Dense(5, name="proj")(x.mean(1) + e.mean(1))
+
+    inputs = (jnp.zeros((1, 6, 6, 16)), jnp.zeros((1, 3), jnp.int32))
+    return Net(), inputs, Net().init(jax.random.key(0), *inputs)
+
+
+EXPECTED_WITH_MODULE = [  # path, layer, layout, fan_in, fan_out — by hand from the forward pass
+    ("params/Conv_0/kernel", "Conv", "flax.conv:groups=4", 36, 72),          # (3,3,4,32): 4·9 in, 32/4·9 out
+    ("params/depthwise/kernel", "Conv", "flax.conv:groups=32", 9, 9),        # (3,3,1,32): one channel each
+    ("params/ConvTranspose_0/kernel", "ConvTranspose", "flax.conv_transpose", 288, 72),
+    ("params/attn/query/kernel", "DenseGeneral", "flax.attention_qkv", 8, 16),  # (8, 2, 8): in, heads, head_dim
+    ("params/attn/key/kernel", "DenseGeneral", "flax.attention_qkv", 8, 16),
+    ("params/attn/out/kernel", "DenseGeneral", "flax.attention_out", 16, 8),    # (2, 8, 8): heads, head_dim, out
+    ("params/proj/kernel", "Dense", "flax.dense", 8, 5),
+    ("params/Embed_0/embedding", "Embed", "flax.embed", 100, 8),
+]
+
+
+def test_reinit_linen_module_gives_each_layer_its_real_fans() -> None:
+    import warnings
+
+    model, inputs, variables = _linen_net()
+    abstract = tuple(jax.ShapeDtypeStruct(x.shape, x.dtype) for x in inputs)  # nothing is computed
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing guessed, nothing to warn about
+        new, report = isj.reinit(variables, HE, jax.random.key(1), module=model, example_inputs=abstract)
+    for path, layer, layout, fan_in, fan_out in EXPECTED_WITH_MODULE:
+        row = report[path]
+        assert (row.layer, row.layout, row.fan_in, row.fan_out) == (layer, layout, fan_in, fan_out), path
+    assert report.guessed == () and "?" not in str(report)
+    assert report["params/depthwise/kernel"].std == pytest.approx(math.sqrt(2 / 9))
+    assert np.all(np.asarray(new["params"]["LayerNorm_0"]["scale"]) == 1)
+    # named modules keep their class, and enclosing modules count for class rules
+    _, by_class = isj.reinit(variables, {"MultiHeadDotProductAttention": initscale.Constant(0.5),
+                                         "Dense": initscale.Constant(2.0)}, jax.random.key(1), dry_run=True,
+                             module=model, example_inputs=inputs)
+    assert by_class["params/attn/query/kernel"].spec == initscale.Constant(0.5)
+    assert by_class["params/proj/kernel"].spec == initscale.Constant(2.0)
+    assert by_class["params/attn/query/bias"].spec == initscale.Zeros()  # class rules target weights
+    # the params collection alone works the same
+    _, alone = isj.reinit(variables["params"], HE, jax.random.key(1), dry_run=True, module=model,
+                          example_inputs=inputs)
+    assert (alone["Conv_0/kernel"].fan_out, alone["depthwise/kernel"].fan_out) == (72, 9)
+
+
+def test_reinit_linen_module_values_follow_the_group_fans() -> None:
+    import flax.linen as nn
+
+    spec = presets.get("glorot_normal")  # fan_avg: the fan_out of a grouped conv matters
+    model = nn.Conv(256, (3, 3), feature_group_count=8)  # kernel (3, 3, 8, 256): 18,432 values
+    variables = model.init(jax.random.key(0), jnp.zeros((1, 4, 4, 64)))
+    new, report = isj.reinit(variables, spec, jax.random.key(3), module=model)  # a root module: no inputs needed
+    assert (report["params/kernel"].fan_in, report["params/kernel"].fan_out) == (72, 288)  # 8·9, 256/8·9
+    k = _np(new["params"]["kernel"])
+    assert failures(k, spec.resolve(initscale.Fans(72, 288)), F32) == []
+    assert failures(k, spec.resolve(initscale.Fans(72, 2304)), F32) != []  # mutation: the ungrouped fan_out
+
+
+def test_reinit_linen_setup_submodules_and_general_dense_need_no_example_inputs() -> None:
+    import flax.linen as nn
+
+    class Block(nn.Module):
+        def setup(self):
+            self.convs = [nn.Conv(8, (3, 3), feature_group_count=2, name=f"c{i}") for i in range(2)]
+            self.mix = nn.DenseGeneral(features=(2, 4), axis=-1, batch_dims=(0,))
+
+        def __call__(self, x):
+            for conv in self.convs:
+                x = conv(x)
+            return self.mix(x.reshape(3, -1, 8))
+
+    model = nn.Sequential([nn.Dense(16), Block()])
+    variables = model.init(jax.random.key(0), jnp.zeros((3, 4, 4, 4)))
+    _, report = isj.reinit(variables, HE, jax.random.key(1), dry_run=True, module=model)
+    assert report["params/layers_0/kernel"].layer == "Dense"  # linen's auto name: class Dense, not "layers"
+    conv = report["params/layers_1/c1/kernel"]  # (3, 3, 4, 8): 4·9 in, 8/2·9 out
+    assert (conv.layer, conv.layout, conv.fan_in, conv.fan_out) == ("Conv", "flax.conv:groups=2", 36, 36)
+    mix = report["params/layers_1/mix/kernel"]  # (batch 3, in 8, 2, 4)
+    assert report["params/layers_1/mix/kernel"].shape == (3, 8, 2, 4)
+    assert (mix.layout, mix.fan_in, mix.fan_out, mix.guessed) == ("flax.dense_general", 8, 8, False)
+    assert "Block" in isj.reinit(variables, {"Block": HE}, jax.random.key(1), dry_run=True,
+                                 module=model)[1]["params/layers_1/mix/kernel"].reason
+
+
+def test_reinit_linen_module_that_cannot_be_read_says_what_to_pass() -> None:
+    model, inputs, variables = _linen_net()
+    before = jax.tree_util.tree_map(np.asarray, variables)
+    compact = r"no submodule at 'ConvTranspose_0', 'Conv_0', .*'proj': .*@nn.compact.*example_inputs="
+    with pytest.raises(ValueError, match=compact):
+        isj.reinit(variables, HE, jax.random.key(1), module=model)
+    with pytest.raises(ValueError, match=r"Tracing module.apply.*the variables this module made"):
+        isj.reinit({"params": {"Dense_0": variables["params"]["proj"]}}, HE, jax.random.key(1),
+                   module=model, example_inputs=inputs)
+    extra = {"params": {**variables["params"], "extra": {"kernel": jnp.zeros((2, 2))}}}
+    with pytest.raises(ValueError, match=r"no submodule at 'extra': are these the variables of this module"):
+        isj.reinit(extra, HE, jax.random.key(1), module=model, example_inputs=inputs)
+    with pytest.raises(ValueError, match=r"Tracing module.apply.*example_inputs="):
+        isj.reinit(variables, HE, jax.random.key(1), module=model, example_inputs=(jnp.zeros((1, 6, 6, 3)),))
+    with pytest.raises(TypeError, match=r"Argument `module` must be the flax.linen.Module.*Received: module of type"):
+        isj.reinit(variables, HE, jax.random.key(1), module="Net")
+    with pytest.raises(ValueError, match=r"pass module= too"):
+        isj.reinit(variables, HE, jax.random.key(1), example_inputs=inputs)
+    with pytest.raises(TypeError, match=r"`example_kwargs` must be a mapping"):
+        isj.reinit(variables, HE, jax.random.key(1), module=model, example_inputs=inputs, example_kwargs=[1])
+    assert jax.tree_util.tree_all(jax.tree_util.tree_map(np.array_equal, before, variables))
+
+
+def test_reinit_linen_module_with_keyword_arguments_dropout_and_batch_norm() -> None:
+    import flax.linen as nn
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x, train: bool = True):
+            x = nn.Conv(8, (3, 3), feature_group_count=2)(x)
+            x = nn.BatchNorm(use_running_average=not train)(x)
+            return nn.Dropout(0.5, deterministic=not train)(x)
+
+    x = jnp.zeros((1, 4, 4, 4))
+    variables = Net().init(jax.random.key(0), x, train=False)
+    for kwargs in ({"train": False}, {"train": True}):
+        new, report = isj.reinit(variables, HE, jax.random.key(1), module=Net(), example_inputs=x,
+                                 example_kwargs=kwargs)
+        assert report["params/Conv_0/kernel"].fan_out == 36  # 8/2·9
+        assert report["params/BatchNorm_0/scale"].reason == "default: norm scale -> ones"
+        stats = variables["batch_stats"]["BatchNorm_0"]
+        assert np.array_equal(new["batch_stats"]["BatchNorm_0"]["mean"], stats["mean"])  # kept
+
+
+def test_reinit_linen_scanned_kernels_are_taken_as_stacked_and_flagged() -> None:
+    import flax.linen as nn
+
+    class Block(nn.Module):
+        @nn.compact
+        def __call__(self, c, _):
+            return nn.Conv(8, (3, 3), feature_group_count=2)(c), None
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            stack = nn.scan(Block, variable_axes={"params": 0}, split_rngs={"params": True}, length=3)
+            return stack(name="stack")(x, None)[0]
+
+    x = jnp.zeros((1, 4, 4, 8))
+    variables = Net().init(jax.random.key(0), x)
+    with pytest.warns(UserWarning, match=r"'params/stack/Conv_0/kernel'.*stacked by nn.scan"):
+        _, report = isj.reinit(variables, HE, jax.random.key(1), dry_run=True, module=Net(), example_inputs=x)
+    row = report["params/stack/Conv_0/kernel"]  # (3 layers, 3, 3, 4, 8): per layer 4·9 in, 8/2·9 out
+    assert (row.layout, row.fan_in, row.fan_out, row.guessed) == (
+        "flax.conv:groups=2 over 1 leading stacked axes", 36, 36, True)
+
+
+def test_reinit_without_module_flags_every_guessed_layout() -> None:
+    import warnings
+
+    variables = _linen_variables()
+    with pytest.warns(UserWarning, match=r"guessed from names: .*'params/Conv_0/kernel'.*pass module=") as caught:
+        _, report = isj.reinit(variables, HE, jax.random.key(1), dry_run=True)
+    assert caught[0].filename == __file__  # points at the caller
+    kernels = {r.name for r in report if r.name.endswith(("kernel", "embedding"))}
+    assert {r.name for r in report.guessed} == kernels
+    assert not report["params/Dense_0/bias"].guessed and report.to_dicts()[0]["guessed"] in (True, False)
+    table = str(report)
+    assert "flax.conv:groups=1?" in table and table.splitlines()[-1].startswith("? layout guessed from names")
+    with warnings.catch_warnings():  # a fixed-scale spec does not use the fans: flagged, not warned
+        warnings.simplefilter("error")
+        _, fixed = isj.reinit(variables, {"*/kernel": initscale.Normal(0.02)}, jax.random.key(1), dry_run=True)
+    assert fixed["params/Conv_0/kernel"].guessed
+
+
+def test_reinit_nnx_root_modules_get_their_own_attributes() -> None:
+    from flax import nnx
+
+    conv = nnx.Conv(16, 32, (3, 3), feature_group_count=4, rngs=nnx.Rngs(0))
+    _, report = isj.reinit(conv, HE, jax.random.key(3), dry_run=True)
+    row = report["kernel"]  # (3, 3, 4, 32) at the root
+    assert (row.layer, row.layout, row.fan_in, row.fan_out, row.guessed) == ("Conv", "flax.conv:groups=4", 36, 72,
+                                                                            False)
+    depthwise = nnx.Conv(8, 8, (3, 3), feature_group_count=8, rngs=nnx.Rngs(0))
+    assert (isj.reinit(depthwise, HE, None, dry_run=True, stream_seed=1)[1]["kernel"].fan_out) == 9
+    state = nnx.state(conv, nnx.Param)  # a bare State and its module
+    assert isj.reinit(state, HE, jax.random.key(3), dry_run=True, module=conv)[1]["kernel"].fan_out == 72
+    with pytest.raises(ValueError, match=r"leave out example_inputs="):
+        isj.reinit(state, HE, jax.random.key(3), module=conv, example_inputs=jnp.zeros(3))
+
+
+def test_reinit_nnx_attention_kernels_get_per_projection_fans() -> None:
+    from flax import nnx
+
+    attn = nnx.MultiHeadAttention(4, 32, 64, out_features=24, rngs=nnx.Rngs(0), decode=False)
+    _, report = isj.reinit(attn, HE, jax.random.key(3), dry_run=True)
+    q, out = report["query/kernel"], report["out/kernel"]  # (32, 4, 16) and (4, 16, 24)
+    assert (q.layout, q.fan_in, q.fan_out) == ("flax.attention_qkv", 32, 64)
+    assert (out.layout, out.fan_in, out.fan_out) == ("flax.attention_out", 64, 24)
+    assert report.guessed == ()
 
 
 def test_flax_lstm_cell_defaults_are_reproduced_by_presets() -> None:

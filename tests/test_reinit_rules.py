@@ -77,3 +77,15 @@ def test_unused_patterns_warn() -> None:
     with pytest.warns(UserWarning, match=r"'Dence' \(did you mean 'Dense'\?\)"):
         report = plan([_p("d/kernel")], {"Dence": HE}).report
     assert report.unused_patterns == ("Dence",)
+
+
+def test_guessed_layouts_are_marked_in_the_report() -> None:
+    params = [_p("d/kernel", layout="flax.dense", guessed=True),
+              _p("d/bias", "bias", layout=None, shape=(3,), guessed=True),  # no layout: nothing guessed
+              _p("e/kernel", layout="flax.dense")]
+    report = plan(params, HE).report
+    assert [r.name for r in report.guessed] == ["d/kernel"] and report.to_dicts()[0]["guessed"] is True
+    lines = str(report).splitlines()
+    assert "flax.dense?" in lines[1] and "flax.dense?" not in lines[3]
+    assert lines[-1].startswith("? layout guessed from names")
+    assert "?" not in str(plan(params[2:], HE).report)  # no footnote when nothing is guessed

@@ -252,7 +252,7 @@ def test_report_table_and_dicts() -> None:
     assert report.to_dicts()[0] == {
         "name": "0.weight", "shape": [3, 4], "layer": "Linear", "layout": "torch.linear", "fan_in": 4,
         "fan_out": 3, "spec": repr(HE), "std": pytest.approx(0.5 ** 0.5), "touched": True,
-        "reason": "one spec for all weights",
+        "reason": "one spec for all weights", "guessed": False,
     }
     assert len(report.touched) == 2 and report.untouched == ()
     with pytest.raises(KeyError, match="'nope'"):
@@ -276,3 +276,84 @@ def test_a_transformer_encoder_layer() -> None:
     assert report["self_attn.in_proj_weight"].fan_out == 32
     assert report["linear1.weight"].fan_in == 32 and report["linear1.weight"].fan_out == 64
     assert {r.name for r in report.untouched} == set()
+
+
+def _inference_weight():
+    with torch.inference_mode():
+        return nn.Parameter(torch.randn(4, 4))
+
+
+def _inference_view_weight():
+    with torch.inference_mode():
+        base = torch.randn(8, 4)
+    return nn.Parameter(base[:4], requires_grad=False)  # a view of an inference tensor
+
+
+def _bytes(tensor) -> bytes:
+    tensor = tensor.detach().cpu()
+    return (tensor.to_dense() if tensor.layout != torch.strided else tensor).contiguous().numpy().tobytes()
+
+
+# Each bad weight is the model's LAST parameter; (how it is made, reinit_ options, error, message).
+BAD_LAST = {
+    "inference": (_inference_weight, {}, ValueError, r"Parameter '1\.weight'.*inference tensor.*clone"),
+    "inference_view": (_inference_view_weight, {"include_frozen": True}, ValueError,
+                       r"Parameter '1\.weight'.*inference tensor.*clone"),
+    "expand": (lambda: nn.Parameter(torch.randn(4, 1).expand(4, 4)), {}, ValueError,
+               r"Parameter '1\.weight'.*strides \(1, 0\).*share.*clone"),
+    "as_strided": (lambda: nn.Parameter(torch.randn(7).as_strided((4, 4), (1, 1))), {}, ValueError,
+                   r"Parameter '1\.weight'.*strides \(1, 1\).*share.*clone"),
+    "integer": (lambda: nn.Parameter(torch.zeros(4, 4, dtype=torch.int32), requires_grad=False),
+                {"include_frozen": True}, TypeError, r"Parameter '1\.weight'.*floating-point.*'1\.weight': None"),
+    "bool": (lambda: nn.Parameter(torch.zeros(4, 4, dtype=torch.bool), requires_grad=False),
+             {"include_frozen": True}, TypeError, r"Parameter '1\.weight'.*floating-point"),
+    "meta": (lambda: nn.Parameter(torch.empty(4, 4, device="meta")), {}, ValueError,
+             r"Parameter '1\.weight'.*meta tensor.*to_empty\(device="),
+    "sparse": (lambda: nn.Parameter(torch.randn(4, 4).to_sparse()), {}, TypeError,
+               r"Parameter '1\.weight'.*layout torch\.sparse_coo.*strided"),
+}
+
+
+@pytest.mark.parametrize("stream_seed", [None, 7], ids=["generator", "stream"])
+@pytest.mark.parametrize("kind", sorted(BAD_LAST))
+def test_a_weight_that_cannot_be_written_raises_before_any_write(kind, stream_seed) -> None:
+    make, options, error, match = BAD_LAST[kind]
+    model = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4), nn.Linear(4, 4, bias=False))
+    model[2].weight = make()
+    names = [name for name, _ in model.named_parameters()]
+    assert names[-1] == "2.weight"
+    before = {name: _bytes(p) for name, p in model.named_parameters() if not p.is_meta}
+    match = match.replace("'1\\.", "'2\\.")
+    with pytest.raises(error, match=match):
+        ist.reinit_(model, HE, generator=_gen(), stream_seed=stream_seed, **options)
+    after = {name: _bytes(p) for name, p in model.named_parameters() if not p.is_meta}
+    assert after == before  # bit for bit, the bad weight included
+    if kind != "meta":  # a dry run sees the same problem (a meta model's dry run is its purpose)
+        with pytest.raises(error, match=match):
+            ist.reinit_(model, HE, dry_run=True, **options)
+
+
+def test_every_weight_that_cannot_be_written_is_named_at_once() -> None:
+    with torch.inference_mode():
+        last = nn.Linear(4, 4)
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4), last)
+    model[1].weight = nn.Parameter(torch.randn(4, 1).expand(4, 4))
+    before = {name: _bytes(p) for name, p in model.named_parameters()}
+    with pytest.raises(ValueError, match=r"(?s)'1\.weight'.*overlap.*'2\.weight'.*inference.*'2\.bias'.*inference"):
+        ist.reinit_(model, HE, generator=_gen())
+    assert {name: _bytes(p) for name, p in model.named_parameters()} == before
+
+
+def test_inference_tensors_are_written_inside_inference_mode_and_views_outside() -> None:
+    with torch.inference_mode():
+        model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))
+        ist.reinit_(model, HE, generator=_gen())  # inside inference mode an inference tensor is writable
+    assert bool((model[1].bias == 0).all())
+    base = nn.Parameter(torch.randn(8, 4))
+    view = nn.Linear(4, 4)
+    view.weight = nn.Parameter(base.detach()[2:6])  # a dense, non-overlapping view: writable
+    ist.reinit_(view, HE, generator=_gen())
+    assert torch.equal(base[2:6], view.weight) and not bool((view.weight == 0).all())
+    strided = nn.Linear(4, 4)
+    strided.weight = nn.Parameter(torch.randn(8).as_strided((3, 2), (2, 3)).t())  # offsets unique, not dense
+    ist.reinit_(strided, {"weight": initscale.Normal(1.0)}, generator=_gen())
