@@ -731,9 +731,10 @@ def reinit(model: Any, rules: Spec | Mapping[str, Spec | None], seed: Any = None
     Same rules, defaults, atomicity and report as ``initscale.torch.reinit_``: ``rules`` is one
     spec (for the kernels of Dense, EinsumDense, ConvND, ConvNDTranspose, DepthwiseConv,
     SeparableConv and the kernel/recurrent_kernel of LSTM/GRU/SimpleRNN) or an ordered mapping
-    from pattern to spec or None; patterns are layer class names (``"Dense"``, ``"LSTM"``) or
-    globs on variable paths (``"*/kernel"``, ``"encoder/*"``). Biases → zeros (except an LSTM's
-    bias with ``unit_forget_bias=True``, which is kept), norm gamma/scale → ones, beta → zeros;
+    from pattern to spec or None; patterns are layer class names (``"Dense"``, ``"LSTM"``: that
+    layer's kernels and recurrent kernels, never its biases) or globs on variable paths
+    (``"*/kernel"``, ``"encoder/*"``). Biases → zeros (except an LSTM's bias with
+    ``unit_forget_bias=True``, which is kept unless a glob names it), norm gamma/scale → ones, beta → zeros;
     embeddings and anything else unmatched are kept. Variables of frozen layers are skipped
     unless ``include_frozen``; non-trainable state (moving statistics) is offered to name
     patterns only with ``include_buffers``.

@@ -429,6 +429,45 @@ def test_reinit_keeps_the_lstm_forget_bias_and_embeddings() -> None:
     assert "unit_forget_bias" in report[next(p for p in before if p.endswith("lstm_cell/bias"))].reason
 
 
+def _recurrent_model():
+    inp = keras.Input((6, 8))
+    x = keras.layers.LSTM(5, return_sequences=True, name="lstm")(inp)  # unit_forget_bias=True (Keras's default)
+    x = keras.layers.GRU(4, return_sequences=True, name="gru")(x)
+    x = keras.layers.SimpleRNN(3, return_sequences=True, name="rnn")(x)
+    x = keras.layers.Conv1D(6, 3, name="conv")(x)
+    return keras.Model(inp, keras.layers.Dense(2, name="head")(x))
+
+
+@pytest.mark.parametrize("spec", [presets.get("glorot_uniform"), initscale.Normal(0.05)], ids=["glorot", "normal"])
+def test_class_rules_target_weights_not_biases(spec) -> None:
+    """A class rule sets the layer's kernels and recurrent kernels, never its biases: the biases
+    get their defaults (zeros) and an LSTM's forget-gate bias keeps Keras's 1.0."""
+    model = _recurrent_model()
+    for v in model.weights:  # biases other than the LSTM's at 0.3, so that the default's zeros show
+        if v.path.endswith("bias") and "lstm" not in v.path:
+            v.assign(keras.ops.full(v.shape, 0.3))
+    before = _values(model)
+    lstm_bias = next(p for p in before if p.endswith("lstm_cell/bias"))
+    assert np.array_equal(before[lstm_bias], np.repeat([0.0, 1.0, 0.0, 0.0], 5))  # i, f, c, o
+    classes = {"lstm": "LSTM", "gru": "GRU", "rnn": "SimpleRNN", "conv": "Conv1D", "head": "Dense"}
+    report = isk.reinit(model, {c: spec for c in classes.values()}, seed=0)
+    values = _values(model)
+    for row in report:
+        layer = row.name.split("/")[0]
+        if row.name.endswith("kernel"):
+            assert row.touched and row.spec == spec and row.reason == f"rule {classes[layer]!r}", row.name
+            assert not np.array_equal(values[row.name], before[row.name]), row.name
+        elif row.name == lstm_bias:
+            assert not row.touched and "unit_forget_bias" in row.reason
+            assert np.array_equal(values[row.name], before[row.name])
+        else:
+            assert row.name.endswith("bias") and row.touched and row.reason == "default: biases -> zeros", row.name
+            assert np.all(values[row.name] == 0), row.name
+    assert sum(r.name.endswith("kernel") for r in report) == 8  # 3 cells x 2 + conv + head
+    named = isk.reinit(model, {"LSTM": spec, "*/lstm_cell/bias": initscale.Constant(0.5)}, seed=0)
+    assert named[lstm_bias].reason == "rule '*/lstm_cell/bias'" and np.all(_values(model)[lstm_bias] == 0.5)
+
+
 def test_reinit_rules_frozen_buffers_and_dry_run() -> None:
     model = _model()
     model.get_layer("head").trainable = False

@@ -188,6 +188,37 @@ def test_reinit_layouts_defaults_and_atomicity() -> None:
     assert "frozen" in istk.reinit(model, HE, dry_run=True)["head/kernel"].reason
 
 
+@pytest.mark.parametrize("spec", [presets.get("glorot_uniform"), initscale.Normal(0.05)], ids=["glorot", "normal"])
+def test_class_rules_target_weights_not_biases(spec) -> None:
+    """A class rule sets kernels and recurrent kernels, never biases: biases get zeros and the
+    LSTM's forget-gate bias keeps Keras's 1.0 (unit_forget_bias=True, Keras's default)."""
+    model = tf_keras.Sequential([tf_keras.layers.LSTM(5, return_sequences=True, input_shape=(6, 8), name="lstm"),
+                                 tf_keras.layers.GRU(4, return_sequences=True, name="gru"),
+                                 tf_keras.layers.SimpleRNN(3, return_sequences=True, name="rnn"),
+                                 tf_keras.layers.Conv1D(6, 3, name="conv"), tf_keras.layers.Dense(2, name="head")])
+    for w in model.weights:
+        if w.name.endswith("bias:0") and not w.name.startswith("lstm"):
+            w.assign(np.full(w.shape, 0.3, "float32"))
+    before = {w.name.rsplit(":", 1)[0]: w.numpy().copy() for w in model.weights}
+    lstm_bias = "lstm/lstm_cell/bias"
+    assert np.array_equal(before[lstm_bias], np.repeat([0.0, 1.0, 0.0, 0.0], 5))
+    classes = {"lstm": "LSTM", "gru": "GRU", "rnn": "SimpleRNN", "conv": "Conv1D", "head": "Dense"}
+    report = istk.reinit(model, {c: spec for c in classes.values()}, seed=0)
+    values = {w.name.rsplit(":", 1)[0]: w.numpy() for w in model.weights}
+    for row in report:
+        if row.name.endswith("kernel"):
+            assert row.touched and row.reason == f"rule {classes[row.name.split('/')[0]]!r}", row.name
+            assert not np.array_equal(values[row.name], before[row.name]), row.name
+        elif row.name == lstm_bias:
+            assert not row.touched and "unit_forget_bias" in row.reason
+            assert np.array_equal(values[row.name], before[row.name])
+        else:
+            assert row.touched and row.reason == "default: biases -> zeros" and np.all(values[row.name] == 0), row.name
+    assert sum(r.name.endswith("kernel") for r in report) == 8
+    named = istk.reinit(model, {"LSTM": spec, "*/bias": initscale.Constant(0.5)}, seed=0)
+    assert named[lstm_bias].reason == "rule '*/bias'" and np.all(model.layers[0].cell.bias.numpy() == 0.5)
+
+
 def test_reinit_seed_is_per_variable_and_reproducible() -> None:
     def build():
         return tf_keras.Sequential([tf_keras.layers.Dense(8, input_shape=(4,), name="a"),
