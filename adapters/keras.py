@@ -31,10 +31,13 @@ Example:
 
 Note:
     Without ``layout`` the fans are Keras's own ``compute_fans`` (``"keras:native=true"``: the
-    kernel is (*kernel, in, out); rank 0 and 1 handled as Keras does). A Keras initializer sees
-    only a shape, so pass a layer kind for stacked or grouped kernels
-    (``"keras.lstm"``, ``"keras.depthwise_conv"``, ``"keras.conv:groups=4"``), or use
-    :func:`reinit`, which reads the layout from each layer.
+    kernel is (*kernel, in, out); rank 0 and 1 handled as Keras does), except where Keras passes
+    axes: ``EinsumDense`` (so ``MultiHeadAttention``) hands every
+    ``keras.initializers.VarianceScaling`` its einsum's ``input_axes``/``output_axes``, and
+    :class:`Initializer` and the VarianceScaling drop-ins are such instances, so they get
+    Keras's fans there. Otherwise a Keras initializer sees only a shape, so pass a layer kind
+    for stacked or grouped kernels (``"keras.lstm"``, ``"keras.depthwise_conv"``,
+    ``"keras.conv:groups=4"``), or use :func:`reinit`, which reads the layout from each layer.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ from initscale.distributions import (
     TruncatedNormalDist,
     UniformDist,
 )
-from initscale.fans import Layout, LayoutLike, layout_from_config, layout_to_config
+from initscale.fans import Fans, Layout, LayoutLike, layout_from_config, layout_to_config
 from initscale.keras_layers import keras_role
 from initscale.normal_math import normal_cdf
 from initscale.plan import planner
@@ -391,8 +394,119 @@ def _check_seed(seed: Any) -> Any:
 
 # --- the initializer -----------------------------------------------------------------------------
 
+def _axis_tuple(name: str, value: Any) -> tuple[int, ...]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (value,)
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or \
+            any(isinstance(v, bool) or not isinstance(v, int) for v in value):
+        raise TypeError(f"Argument `{name}` must be an int or a list of ints. Received: {name}={value!r}.")
+    return tuple(value)
+
+
+class _CountedAxes(Layout):
+    """Keras 3.15's ``input_axes``/``output_axes``, as ``keras.initializers.compute_fans`` reads
+    them when both are given: fan_in is the product of the input axes' sizes, fan_out of the
+    output axes' (an empty product is 1: EinsumDense ``"ab,b->a"`` has no output axis,
+    ``"abc,cd->abcd"`` no input axis), no receptive field; every other axis is a batch axis (and
+    orders the portable stream as one). Unlike a plain :class:`~initscale.Layout`, a side may be
+    empty, so the fields are set here."""
+
+    def __init__(self, input_axes: Any, output_axes: Any) -> None:
+        ins, outs = _axis_tuple("input_axes", input_axes), _axis_tuple("output_axes", output_axes)
+        if len(set(ins + outs)) != len(ins + outs):
+            raise ValueError(f"Arguments `input_axes` and `output_axes` must name distinct axes. Received: "
+                             f"input_axes={input_axes!r}, output_axes={output_axes!r}.")
+        name = f"keras(input_axes={list(ins)}, output_axes={list(outs)})"
+        for key, value in (("in_axes", ins), ("out_axes", outs), ("batch_axes", ()), ("in_groups", 1),
+                           ("out_groups", 1), ("name", name)):
+            object.__setattr__(self, key, value)
+
+    def split_axes(
+        self, shape: Sequence[int]
+    ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+        ins, outs, batch, rest = super().split_axes(shape)
+        return ins, outs, tuple(sorted(batch + rest)), ()
+
+    def fans(self, shape: Sequence[int]) -> Fans:
+        dims = tuple(int(d) for d in shape)
+        ins, outs, _, _ = self.split_axes(dims)
+        return Fans(math.prod(dims[a] for a in ins), math.prod(dims[a] for a in outs))
+
+
+def _uses_fans(spec: Spec) -> bool:
+    """Specs whose numbers come from the fans (VarianceScaling); fixed-scale and orthogonal
+    specs use none, so Keras's axes do not concern them (Keras's own RandomNormal and
+    Orthogonal never receive any)."""
+    return not spec.fixed_scale and not isinstance(spec, OrthogonalSpec)
+
+
+def _fan_layout(spec: Spec, layout: LayoutLike | None, input_axes: Any, output_axes: Any) -> LayoutLike:
+    """How an initializer reads a shape: ``layout`` when given, else Keras's axes (for specs that
+    use fans), else Keras's own fan rule."""
+    if (input_axes is None) != (output_axes is None):
+        raise ValueError(
+            "Arguments `input_axes` and `output_axes` go together: give both or neither. Received: "
+            f"input_axes={input_axes!r}, output_axes={output_axes!r}."
+        )
+    if input_axes is None:
+        return _DEFAULT_LAYOUT if layout is None else layout
+    if layout is not None:
+        raise ValueError(
+            "Give either `layout` or `input_axes`/`output_axes`, not both. Received: "
+            f"layout={layout!r}, input_axes={input_axes!r}, output_axes={output_axes!r}."
+        )
+    counted = _CountedAxes(input_axes, output_axes)  # checked whatever the spec
+    return counted if _uses_fans(spec) else _DEFAULT_LAYOUT
+
+
+class _SpecInitializer(keras.initializers.Initializer):  # type: ignore[misc]
+    """What every initscale Keras initializer shares: a spec, a seed, how to read the shape
+    (``layout``, or Keras's ``input_axes``/``output_axes``) and an optional stream."""
+
+    def __init__(self, spec: Spec | Mapping[str, Any], seed: Any = None, layout: LayoutLike | None = None,
+                 stream: Stream | Mapping[str, Any] | None = None, *, input_axes: Any = None,
+                 output_axes: Any = None) -> None:
+        if isinstance(spec, Mapping):
+            spec = from_dict(spec)
+        if not isinstance(spec, Spec):
+            raise TypeError(f"Argument `spec` must be an initscale spec. Received: spec={spec!r}.")
+        self.spec = spec
+        self._init_seed = seed
+        self.seed = _check_seed(seed)
+        self.layout = layout_from_config(layout)
+        self.input_axes, self.output_axes = input_axes, output_axes
+        self._plan, self._rule = planner(spec, _fan_layout(spec, self.layout, input_axes, output_axes))
+        if isinstance(stream, Mapping):
+            stream = Stream(**stream)
+        if stream is not None and not isinstance(stream, Stream):
+            raise TypeError(f"Argument `stream` must be an initscale.Stream. Received: stream={stream!r}.")
+        self.stream = stream
+
+    def __call__(self, shape: Any, dtype: Any = None) -> Any:
+        dims = tuple(int(d) for d in shape)
+        if self.stream is not None:
+            dist, _ = plan_stream(self.stream, self.spec, dims, self._rule)
+            return _stream_tensor(self.stream, dist, dims, self._rule, _float_dtype(dtype))
+        dist, concrete = self._plan(dims)
+        return _sample(dist, concrete, dims, _float_dtype(dtype), self.seed)
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Any:
+        """Rebuild from :meth:`get_config`. Keras's EinsumDense clones a VarianceScaling whose axes
+        are None through here with its ``input_axes``/``output_axes`` added: an explicit
+        ``layout`` already fixes the fans, so it wins and the added axes are dropped."""
+        config = dict(config)
+        if config.get("layout") is not None and config.get("input_axes") is not None:
+            config.pop("input_axes")
+            config.pop("output_axes", None)
+        return cls(**config)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.spec!r}, seed={self._init_seed!r}, layout={self._rule})"
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class Initializer(keras.initializers.Initializer):  # type: ignore[misc]
+class Initializer(_SpecInitializer, keras.initializers.VarianceScaling):  # type: ignore[misc]
     """An initscale spec as a Keras initializer: ``init(shape, dtype=None)``.
 
     Args:
@@ -408,48 +522,31 @@ class Initializer(keras.initializers.Initializer):  # type: ignore[misc]
             same seed and name on the TensorFlow and torch backends (float64 normals within 8
             ulps of the weight's largest magnitude: each backend's ndtri); on JAX without x64,
             within the float32 bound of ``initscale.adapters.jax``.
+        input_axes, output_axes: Keras 3.15's axis hints (both or neither, not with ``layout``):
+            the fans count only these axes, as ``keras.initializers.compute_fans`` does. Keras's
+            ``EinsumDense`` (so ``MultiHeadAttention``) passes its einsum's axes to every
+            ``keras.initializers.VarianceScaling``, which this class is, so a spec scaled by the
+            fans gets the same fans there as Keras's own initializer. Fixed-scale and orthogonal
+            specs ignore them (Keras never hands its RandomNormal or Orthogonal axes).
 
     ``get_config()`` holds the spec as its versioned dict; ``from_config`` rebuilds it exactly.
+    A subclass of ``keras.initializers.VarianceScaling`` for Keras's axis protocol only: its
+    ``__init__`` is not run and it has no ``scale``/``mode``/``distribution``.
     """
 
     def __init__(self, spec: Spec | Mapping[str, Any], seed: Any = None, layout: LayoutLike | None = None,
-                 stream: Stream | Mapping[str, Any] | None = None) -> None:
-        if isinstance(spec, Mapping):
-            spec = from_dict(spec)
-        if not isinstance(spec, Spec):
-            raise TypeError(f"Argument `spec` must be an initscale spec. Received: spec={spec!r}.")
-        self.spec = spec
-        self._init_seed = seed
-        self.seed = _check_seed(seed)
-        self.layout = layout_from_config(layout)
-        self._plan, self._rule = planner(spec, _DEFAULT_LAYOUT if self.layout is None else self.layout)
-        if isinstance(stream, Mapping):
-            stream = Stream(**stream)
-        if stream is not None and not isinstance(stream, Stream):
-            raise TypeError(f"Argument `stream` must be an initscale.Stream. Received: stream={stream!r}.")
-        self.stream = stream
-
-    def __call__(self, shape: Any, dtype: Any = None) -> Any:
-        dims = tuple(int(d) for d in shape)
-        if self.stream is not None:
-            dist, _ = plan_stream(self.stream, self.spec, dims, self._rule)
-            return _stream_tensor(self.stream, dist, dims, self._rule, _float_dtype(dtype))
-        dist, concrete = self._plan(dims)
-        return _sample(dist, concrete, dims, _float_dtype(dtype), self.seed)
+                 stream: Stream | Mapping[str, Any] | None = None, input_axes: Any = None,
+                 output_axes: Any = None) -> None:
+        super().__init__(spec, seed, layout, stream, input_axes=input_axes, output_axes=output_axes)
 
     def get_config(self) -> dict[str, Any]:
         config = {"spec": self.spec.to_dict(), "seed": keras.saving.serialize_keras_object(self._init_seed),
                   "layout": layout_to_config(self.layout)}
         if self.stream is not None:
             config["stream"] = {"seed": self.stream.seed, "name": self.stream.name}
+        if self.input_axes is not None:
+            config.update(input_axes=self.input_axes, output_axes=self.output_axes)
         return config
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> Initializer:
-        return cls(**config)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.spec!r}, seed={self._init_seed!r}, layout={self._rule})"
 
 
 def initializer(spec: Spec, seed: Any = None, layout: LayoutLike | None = None, *,
@@ -458,58 +555,39 @@ def initializer(spec: Spec, seed: Any = None, layout: LayoutLike | None = None, 
     return Initializer(spec, seed=seed, layout=layout, stream=stream)
 
 
-class _KerasNamed(Initializer):
+class _KerasNamed(_SpecInitializer):
     """Base of the drop-in classes: Keras's constructor arguments in, Keras's config out."""
 
     def __init__(self, spec: Spec, seed: Any = None, layout: LayoutLike | None = None, *,
-                 fan_layout: Layout | None = None, **args: Any) -> None:
+                 input_axes: Any = None, output_axes: Any = None, **args: Any) -> None:
         self._keras_args = args
-        super().__init__(spec, seed=seed, layout=layout)
-        if fan_layout is not None:
-            self._plan, self._rule = planner(spec, fan_layout)
+        super().__init__(spec, seed=seed, layout=layout, input_axes=input_axes, output_axes=output_axes)
 
     def get_config(self) -> dict[str, Any]:
         config = dict(self._keras_args)
         config["seed"] = keras.saving.serialize_keras_object(self._init_seed)
+        if self.input_axes is not None:
+            config.update(input_axes=self.input_axes, output_axes=self.output_axes)
         if self.layout is not None:
             config["layout"] = layout_to_config(self.layout)
         return config
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> Initializer:
-        return cls(**config)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"
 
 
-class _CountedAxes(Layout):
-    """Keras 3.15's ``input_axes``/``output_axes``: fans count only those axes (every other axis
-    is treated as a batch axis: no receptive-field factor), as ``keras.initializers.compute_fans``
-    does when both are given."""
-
-    def split_axes(
-        self, shape: Sequence[int]
-    ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
-        ins, outs, batch, rest = super().split_axes(shape)
-        return ins, outs, tuple(sorted(batch + rest)), ()
-
-
-def _counted_axes(input_axes: Any, output_axes: Any) -> _CountedAxes:
-    ins = (input_axes,) if isinstance(input_axes, int) else tuple(input_axes)
-    outs = (output_axes,) if isinstance(output_axes, int) else tuple(output_axes)
-    return _CountedAxes(ins, outs, name=f"keras(input_axes={list(ins)}, output_axes={list(outs)})")
-
-
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class VarianceScaling(_KerasNamed):
+class VarianceScaling(_KerasNamed, keras.initializers.VarianceScaling):  # type: ignore[misc]
     """Drop-in for ``keras.initializers.VarianceScaling``: Var[W] = scale / n.
 
     Keras's arguments and spellings: ``distribution`` is one of ``"truncated_normal"`` (corrected
     so that the std after the ±2σ cut is √(scale/n)), ``"untruncated_normal"``, ``"uniform"``,
     and ``"normal"``, which Keras treats as ``"truncated_normal"``. ``mode`` also takes
-    ``"fan_geo_avg"``. ``input_axes``/``output_axes`` (Keras 3.15) count only those axes.
+    ``"fan_geo_avg"``. ``input_axes``/``output_axes`` (Keras 3.15) count only those axes; like
+    Keras's own class (and its subclasses GlorotUniform, HeNormal, ...), it is a
+    ``keras.initializers.VarianceScaling``, so ``EinsumDense`` and ``MultiHeadAttention`` hand
+    it their einsum's axes and it gets the fans Keras's own gets there.
     """
 
     def __init__(self, scale: float = 1.0, mode: str = "fan_in", distribution: str = "truncated_normal",
@@ -517,40 +595,39 @@ class VarianceScaling(_KerasNamed):
                  layout: LayoutLike | None = None) -> None:
         spec = presets.get("keras.variance_scaling", scale=scale, mode=mode, distribution=distribution)
         name = distribution.lower()  # the preset has checked it
-        if (input_axes is None) != (output_axes is None):
-            raise ValueError(
-                "Arguments `input_axes` and `output_axes` go together: give both or neither. Received: "
-                f"input_axes={input_axes!r}, output_axes={output_axes!r}."
-            )
-        args: dict[str, Any] = {"scale": scale, "mode": mode, "distribution": name}
-        fan_layout = None
-        if input_axes is not None:
-            if layout is not None:
-                raise ValueError("Give either `layout` or `input_axes`/`output_axes`, not both.")
-            args.update(input_axes=input_axes, output_axes=output_axes)
-            fan_layout = _counted_axes(input_axes, output_axes)
-        super().__init__(spec, seed, layout, fan_layout=fan_layout, **args)
+        super().__init__(spec, seed, layout, input_axes=input_axes, output_axes=output_axes, scale=scale, mode=mode,
+                         distribution=name)
+        self._keras_attributes(scale, mode, name)
+
+    def _keras_attributes(self, scale: float, mode: str, distribution: str) -> None:
+        """Keras's attributes, as Keras's own class holds them ("normal" read as "truncated_normal")."""
+        self.scale, self.mode = scale, mode
+        self.distribution = "truncated_normal" if distribution == "normal" else distribution
 
 
-def _fixed(name: str, preset: str, doc: str) -> type[_KerasNamed]:
+def _fixed(name: str, preset: str, keras_args: tuple[float, str, str], doc: str) -> type[VarianceScaling]:
     spec = presets.get(preset)
 
-    def __init__(self: _KerasNamed, seed: Any = None, layout: LayoutLike | None = None) -> None:
-        _KerasNamed.__init__(self, spec, seed, layout)
+    def __init__(self: VarianceScaling, seed: Any = None, input_axes: Any = None, output_axes: Any = None,
+                 layout: LayoutLike | None = None) -> None:
+        _KerasNamed.__init__(self, spec, seed, layout, input_axes=input_axes, output_axes=output_axes)
+        self._keras_attributes(*keras_args)
 
-    cls = type(name, (_KerasNamed,), {"__init__": __init__, "__doc__": doc, "__module__": __name__})
+    cls = type(name, (VarianceScaling,), {"__init__": __init__, "__doc__": doc, "__module__": __name__})
     return keras.saving.register_keras_serializable(package=_PACKAGE)(cls)  # type: ignore[no-any-return]
 
 
-GlorotUniform = _fixed("GlorotUniform", "glorot_uniform",
+GlorotUniform = _fixed("GlorotUniform", "glorot_uniform", (1.0, "fan_avg", "uniform"),
                        "Drop-in for keras.initializers.GlorotUniform: U(±√(6/(fan_in+fan_out))).")
-GlorotNormal = _fixed("GlorotNormal", "glorot_normal",
+GlorotNormal = _fixed("GlorotNormal", "glorot_normal", (1.0, "fan_avg", "truncated_normal"),
                       "Drop-in for keras.initializers.GlorotNormal: truncated (±2σ), variance 2/(fan_in+fan_out).")
-HeUniform = _fixed("HeUniform", "he_uniform", "Drop-in for keras.initializers.HeUniform: U(±√(6/fan_in)).")
-HeNormal = _fixed("HeNormal", "he_normal",
+HeUniform = _fixed("HeUniform", "he_uniform", (2.0, "fan_in", "uniform"),
+                   "Drop-in for keras.initializers.HeUniform: U(±√(6/fan_in)).")
+HeNormal = _fixed("HeNormal", "he_normal", (2.0, "fan_in", "truncated_normal"),
                   "Drop-in for keras.initializers.HeNormal: truncated (±2σ), variance 2/fan_in.")
-LecunUniform = _fixed("LecunUniform", "lecun_uniform", "Drop-in for keras.initializers.LecunUniform: U(±√(3/fan_in)).")
-LecunNormal = _fixed("LecunNormal", "lecun_normal",
+LecunUniform = _fixed("LecunUniform", "lecun_uniform", (1.0, "fan_in", "uniform"),
+                      "Drop-in for keras.initializers.LecunUniform: U(±√(3/fan_in)).")
+LecunNormal = _fixed("LecunNormal", "lecun_normal", (1.0, "fan_in", "truncated_normal"),
                      "Drop-in for keras.initializers.LecunNormal: truncated (±2σ), variance 1/fan_in.")
 
 
@@ -670,9 +747,10 @@ def reinit(model: Any, rules: Spec | Mapping[str, Spec | None], seed: Any = None
     Same rules, defaults, atomicity and report as ``initscale.torch.reinit_``: ``rules`` is one
     spec (for the kernels of Dense, EinsumDense, ConvND, ConvNDTranspose, DepthwiseConv,
     SeparableConv and the kernel/recurrent_kernel of LSTM/GRU/SimpleRNN) or an ordered mapping
-    from pattern to spec or None; patterns are layer class names (``"Dense"``, ``"LSTM"``) or
-    globs on variable paths (``"*/kernel"``, ``"encoder/*"``). Biases → zeros (except an LSTM's
-    bias with ``unit_forget_bias=True``, which is kept), norm gamma/scale → ones, beta → zeros;
+    from pattern to spec or None; patterns are layer class names (``"Dense"``, ``"LSTM"``: that
+    layer's kernels and recurrent kernels, never its biases) or globs on variable paths
+    (``"*/kernel"``, ``"encoder/*"``). Biases → zeros (except an LSTM's bias with
+    ``unit_forget_bias=True``, which is kept unless a glob names it), norm gamma/scale → ones, beta → zeros;
     embeddings and anything else unmatched are kept. Variables of frozen layers are skipped
     unless ``include_frozen``; non-trainable state (moving statistics) is offered to name
     patterns only with ``include_buffers``.

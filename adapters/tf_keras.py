@@ -11,6 +11,10 @@ Sampling with TensorFlow ops: an int seed draws with the stateless ops (the same
 call, as Keras 2's seeded initializers), None with the stateful ones (fresh values every call).
 Truncated normals by inverse CDF in float64 (exact bounds, corrected variance).
 
+Keras 2's ``EinsumDense`` (so ``MultiHeadAttention``) hands its initializer no axes (Keras 3.15's
+passes ``input_axes``/``output_axes`` to a VarianceScaling): there Keras 2's own initializers
+read an EinsumDense kernel with the conv rule, and so do these drop-ins.
+
 Example:
     >>> import tf_keras, initscale
     >>> from initscale.adapters import tf_keras as istk

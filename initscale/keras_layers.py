@@ -58,8 +58,8 @@ def keras_role(kinds: Set[str], leaf: str, ndim: int, *, groups: int = 1, unit_f
             return "norm_scale", None, ""
         return "other", None, ""
     if leaf == "bias":
-        if "LSTMCell" in kinds and unit_forget_bias:
-            return "other", None, "Keras starts this LSTM's forget-gate bias at 1 (unit_forget_bias=True)"
+        if "LSTMCell" in kinds and unit_forget_bias:  # a bias (class rules skip it) that the defaults keep
+            return "bias", None, "Keras starts this LSTM's forget-gate bias at 1 (unit_forget_bias=True)"
         return "bias", None, ""
     cell = next((_CELL_KINDS[k] for k in _CELL_KINDS if k in kinds), None)
     if cell and leaf in ("kernel", "recurrent_kernel"):

@@ -19,7 +19,9 @@ mapping from pattern to spec where the first matching pattern wins:
   and ``/``.
 - the value ``None`` leaves the matched parameters as they are.
 
-**Defaults**, after the rules (``defaults=False`` turns them off): biases → ``Zeros()``;
+**Defaults**, after the rules (``defaults=False`` turns them off): a parameter whose
+:class:`Param` carries a ``note`` is kept (a Keras LSTM's forget-gate bias, which Keras starts
+at 1: a bias, so class rules skip it, that only a name rule sets); biases → ``Zeros()``;
 normalization scales (LayerNorm, BatchNorm, GroupNorm, RMSNorm ``weight``/``gamma``/``scale``) →
 ``Ones()`` and their offsets → ``Zeros()``; embeddings and anything else unmatched → left as they
 are, and listed as untouched in the report.
@@ -320,13 +322,15 @@ def _choose(param: Param, rules: Sequence[Rule], used: set[str], defaults: bool)
             return rule.spec, str(rule)
     if not defaults or param.buffer:
         return None, "no rule matched"
+    if param.note:  # the adapter says why the defaults keep this one (a Keras LSTM's forget-gate bias)
+        return None, f"no rule matched; {param.note}"
     if param.role in ("bias", "norm_offset"):
         return Zeros(), "default: biases -> zeros" if param.role == "bias" else "default: norm offset -> zeros"
     if param.role == "norm_scale":
         return Ones(), "default: norm scale -> ones"
     if param.role == "embedding":
         return None, "embeddings are kept unless a rule names them"
-    return None, f"no rule matched; {param.note}" if param.note else "no rule matched"
+    return None, "no rule matched"
 
 
 def _resolve(

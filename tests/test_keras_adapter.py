@@ -208,6 +208,146 @@ def test_keras_torch_backend_truncated_normal_leaks() -> None:
     assert float(np.abs(ours).max()) <= 2.0
 
 
+# --- inside EinsumDense and MultiHeadAttention ---------------------------------------------------
+# Keras 3.15's EinsumDense.build() hands every keras.initializers.VarianceScaling (GlorotUniform,
+# HeNormal, ... are subclasses) the einsum's input/output kernel axes, and compute_fans then counts
+# only those (fan_in = product of the input axes' sizes, fan_out of the output axes'; an empty
+# product is 1). The drop-ins and initializer(spec) objects must get the same fans.
+
+VS_FAMILY = [  # (ours, Keras's own)
+    (lambda: isk.GlorotUniform(seed=1), lambda: keras.initializers.GlorotUniform(seed=2)),
+    (lambda: isk.GlorotNormal(seed=1), lambda: keras.initializers.GlorotNormal(seed=2)),
+    (lambda: isk.HeUniform(seed=1), lambda: keras.initializers.HeUniform(seed=2)),
+    (lambda: isk.HeNormal(seed=1), lambda: keras.initializers.HeNormal(seed=2)),
+    (lambda: isk.LecunUniform(seed=1), lambda: keras.initializers.LecunUniform(seed=2)),
+    (lambda: isk.LecunNormal(seed=1), lambda: keras.initializers.LecunNormal(seed=2)),
+    (lambda: isk.VarianceScaling(0.5, "fan_out", "untruncated_normal", seed=1),
+     lambda: keras.initializers.VarianceScaling(0.5, "fan_out", "untruncated_normal", seed=2)),
+    (lambda: isk.initializer(presets.get("glorot_uniform"), seed=1), lambda: keras.initializers.GlorotUniform(seed=2)),
+    (lambda: isk.initializer(presets.get("he_normal"), seed=1), lambda: keras.initializers.HeNormal(seed=2)),
+]
+EQUATIONS = [  # (equation, output_shape, input_shape); Keras's axes and kernel shape in the comment
+    ("abc,cde->abde", (None, 4, 16), (2, 5, 64)),    # MHA's query/key/value: (64, 4, 16), in [0], out [1, 2]
+    ("abcd,cde->abe", (None, 64), (2, 5, 4, 16)),    # MHA's output: (4, 16, 64), in [0, 1], out [2]
+    ("abc,bcd->abd", (5, 24), (2, 5, 40)),           # (5, 40, 24), in [1], out [0, 2] (b is in the output)
+    ("...b,bc->...c", 64, (2, 3, 40)),               # a Dense: (40, 64), in [0], out [1]
+    ("abc,cd->abcd", (5, 40, 24), (2, 5, 40)),       # (40, 24), in [], out [0, 1]: fan_in 1
+    ("ab,b->a", (), (2, 4000)),                      # (4000,), in [0], out []: fan_out 1
+]
+
+
+def _keras_axes(equation, output_shape, input_shape):
+    """Kernel shape and the axes Keras's EinsumDense.build() passes (its own parser)."""
+    from keras.src.layers.core.einsum_dense import _analyze_einsum_string
+
+    kernel_shape, _, _, input_axes, output_axes = _analyze_einsum_string(equation, None, input_shape, output_shape)
+    return tuple(kernel_shape), input_axes, output_axes
+
+
+def _keras_exact(native, shape, input_axes, output_axes) -> tuple[float, float | None]:
+    """Keras's own std and bound for this kernel, from its compute_fans with the axes it passes."""
+    from keras.src.initializers.random_initializers import compute_fans
+
+    fan_in, fan_out = compute_fans(shape, input_axes, output_axes)
+    cfg = {**vars(native), **native.get_config()}
+    n = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[cfg["mode"]]
+    var = cfg["scale"] / max(1.0, n)
+    if cfg["distribution"] == "uniform":
+        return math.sqrt(var), math.sqrt(3 * var)
+    if cfg["distribution"] == "truncated_normal":
+        return math.sqrt(var), 2 * math.sqrt(var) / 0.87962566103423978
+    return math.sqrt(var), None
+
+
+def _einsum_kernel(init, equation, output_shape, input_shape):
+    layer = keras.layers.EinsumDense(equation, output_shape, kernel_initializer=init)
+    layer.build(input_shape)
+    return _np(layer.kernel)
+
+
+@pytest.mark.parametrize("equation", EQUATIONS, ids=[e[0] for e in EQUATIONS])
+@pytest.mark.parametrize(("ours", "theirs"), VS_FAMILY, ids=[f"{i}" for i in range(len(VS_FAMILY))])
+def test_drop_ins_get_keras_axes_inside_einsum_dense(ours, theirs, equation) -> None:
+    shape, input_axes, output_axes = _keras_axes(*equation)
+    mine, native = ours(), theirs()
+    # What EinsumDense.build() makes of ours (its _update_kernel_initializer: config + axes).
+    built = type(mine).from_config({**mine.get_config(), "input_axes": input_axes, "output_axes": output_axes})
+    dist = built._plan(shape)[0]
+    std, bound = _keras_exact(native, shape, input_axes, output_axes)
+    assert dist.std == pytest.approx(std, rel=1e-9)  # 0.8796... is a 17-digit literal in Keras
+    if bound is not None:
+        assert dist.bounds[1] == pytest.approx(bound, rel=1e-9)
+    a = _einsum_kernel(mine, *equation)
+    b = _einsum_kernel(native, *equation)
+    assert a.shape == b.shape == shape
+    assert failures(a, dist, F32) == []  # second moment at z = 4.5 with sd σ²·√((κ−1)/n), KS at α = 1e-4
+    if BACKEND != "torch" or native.distribution != "truncated_normal":  # see ..._truncated_normal_leaks
+        assert failures(b, dist, F32) == []  # Keras's own kernel, against the same distribution
+    assert mine.input_axes is None  # the user's object is unchanged: Keras builds with a clone
+
+
+def test_drop_ins_equal_keras_inside_multi_head_attention() -> None:
+    """MultiHeadAttention(4, 16) on d_model 64: q/k/v kernels (64, 4, 16) and the output kernel
+    (4, 16, 64) all have Keras's fans (64, 64), so Glorot's variance is 2/128; the conv rule
+    gave q/k/v fans (256, 1024) (0.1x the variance) and the output (64, 256) (0.4x)."""
+    spec = presets.get("glorot_uniform")
+    x = np.zeros((2, 5, 64), "float32")
+    kernels = {}
+    for name, init in (("ours", isk.GlorotUniform(seed=1)), ("keras", keras.initializers.GlorotUniform(seed=2)),
+                       ("spec", isk.initializer(spec, seed=3))):
+        mha = keras.layers.MultiHeadAttention(4, 16, kernel_initializer=init)
+        mha(x, x)
+        kernels[name] = {v.path.split("/")[-2]: _np(v.value) for v in mha.weights if v.path.endswith("kernel")}
+    assert set(kernels["ours"]) == {"query", "key", "value", "attention_output"}
+    right = spec.resolve(initscale.Fans(64, 64))
+    for sub, kernel in kernels["ours"].items():
+        for values in (kernel, kernels["spec"][sub], kernels["keras"][sub]):
+            assert failures(values, right, F32) == [], sub
+        assert same_distribution(kernel, kernels["keras"][sub]) == [], sub
+
+
+def test_the_conv_rule_inside_einsum_dense_is_caught() -> None:
+    """Mutation: the old behaviour (Keras's rank-3 conv rule for an EinsumDense kernel: fans
+    (256, 1024) for (64, 4, 16)) fails the check the fixed kernels pass."""
+    spec = presets.get("glorot_uniform")
+    for shape in ((64, 4, 16), (4, 16, 64)):
+        old = _np(isk.GlorotUniform(seed=1)(shape))  # no axes: the conv rule
+        assert failures(old, spec.resolve(initscale.Fans(64, 64)), F32) != []
+        assert failures(old, spec.resolve(initscale.compute_fans(shape, "keras:native=true")), F32) == []
+
+
+def test_keras_axes_leave_explicit_layouts_and_fanless_specs_alone() -> None:
+    """Keras hands its axes to every VarianceScaling; an explicit ``layout`` already fixes the
+    fans and wins, and specs that use no fans (fixed scale, orthogonal: Keras's own RandomNormal
+    and Orthogonal never receive axes) keep the layout they had."""
+    explicit = initscale.Layout(0, 2, batch_axes=1)
+    for init in (isk.GlorotUniform(seed=1, layout=explicit), isk.initializer(HE, seed=1, layout=explicit)):
+        x = _einsum_kernel(init, "abc,cde->abde", (None, 4, 16), (2, 5, 64))
+        assert failures(x, init.spec.resolve(explicit.fans((64, 4, 16))), F32) == []
+    for spec in (initscale.Normal(0.02), initscale.Orthogonal()):
+        init = isk.initializer(spec, seed=1)
+        built = type(init).from_config({**init.get_config(), "input_axes": [0], "output_axes": [1, 2]})
+        assert str(built._rule) == str(init._rule) == "keras:native=true"
+    with pytest.raises(ValueError, match="not both"):
+        isk.HeNormal(layout="keras.dense", input_axes=[0], output_axes=[1])
+    with pytest.raises(ValueError, match="go together"):
+        isk.Initializer(HE, input_axes=[0])
+    for cls in (isk.RandomNormal, isk.TruncatedNormal, isk.RandomUniform, isk.Orthogonal, isk.Zeros, isk.Constant):
+        assert not isinstance(cls(), keras.initializers.VarianceScaling)  # as Keras's own
+
+
+def test_variance_scaling_drop_ins_look_like_keras_own() -> None:
+    pairs = [(isk.GlorotUniform(), keras.initializers.GlorotUniform()), (isk.HeNormal(), keras.initializers.HeNormal()),
+             (isk.LecunUniform(), keras.initializers.LecunUniform()),
+             (isk.VarianceScaling(3.0, "fan_out", "normal"),
+              keras.initializers.VarianceScaling(3.0, "fan_out", "normal"))]
+    for ours, theirs in pairs:
+        assert isinstance(ours, keras.initializers.VarianceScaling)
+        assert (ours.scale, ours.mode, ours.distribution, ours.input_axes, ours.output_axes) == \
+            (theirs.scale, theirs.mode, theirs.distribution, theirs.input_axes, theirs.output_axes)
+    assert isinstance(isk.initializer(HE), keras.initializers.VarianceScaling)
+
+
 # --- reinit ---------------------------------------------------------------------------------
 
 def _model():
@@ -287,6 +427,45 @@ def test_reinit_keeps_the_lstm_forget_bias_and_embeddings() -> None:
         full = next(p for p in before if p.endswith(path))
         assert not report[full].touched and np.array_equal(_values(model)[full], before[full])
     assert "unit_forget_bias" in report[next(p for p in before if p.endswith("lstm_cell/bias"))].reason
+
+
+def _recurrent_model():
+    inp = keras.Input((6, 8))
+    x = keras.layers.LSTM(5, return_sequences=True, name="lstm")(inp)  # unit_forget_bias=True (Keras's default)
+    x = keras.layers.GRU(4, return_sequences=True, name="gru")(x)
+    x = keras.layers.SimpleRNN(3, return_sequences=True, name="rnn")(x)
+    x = keras.layers.Conv1D(6, 3, name="conv")(x)
+    return keras.Model(inp, keras.layers.Dense(2, name="head")(x))
+
+
+@pytest.mark.parametrize("spec", [presets.get("glorot_uniform"), initscale.Normal(0.05)], ids=["glorot", "normal"])
+def test_class_rules_target_weights_not_biases(spec) -> None:
+    """A class rule sets the layer's kernels and recurrent kernels, never its biases: the biases
+    get their defaults (zeros) and an LSTM's forget-gate bias keeps Keras's 1.0."""
+    model = _recurrent_model()
+    for v in model.weights:  # biases other than the LSTM's at 0.3, so that the default's zeros show
+        if v.path.endswith("bias") and "lstm" not in v.path:
+            v.assign(keras.ops.full(v.shape, 0.3))
+    before = _values(model)
+    lstm_bias = next(p for p in before if p.endswith("lstm_cell/bias"))
+    assert np.array_equal(before[lstm_bias], np.repeat([0.0, 1.0, 0.0, 0.0], 5))  # i, f, c, o
+    classes = {"lstm": "LSTM", "gru": "GRU", "rnn": "SimpleRNN", "conv": "Conv1D", "head": "Dense"}
+    report = isk.reinit(model, {c: spec for c in classes.values()}, seed=0)
+    values = _values(model)
+    for row in report:
+        layer = row.name.split("/")[0]
+        if row.name.endswith("kernel"):
+            assert row.touched and row.spec == spec and row.reason == f"rule {classes[layer]!r}", row.name
+            assert not np.array_equal(values[row.name], before[row.name]), row.name
+        elif row.name == lstm_bias:
+            assert not row.touched and "unit_forget_bias" in row.reason
+            assert np.array_equal(values[row.name], before[row.name])
+        else:
+            assert row.name.endswith("bias") and row.touched and row.reason == "default: biases -> zeros", row.name
+            assert np.all(values[row.name] == 0), row.name
+    assert sum(r.name.endswith("kernel") for r in report) == 8  # 3 cells x 2 + conv + head
+    named = isk.reinit(model, {"LSTM": spec, "*/lstm_cell/bias": initscale.Constant(0.5)}, seed=0)
+    assert named[lstm_bias].reason == "rule '*/lstm_cell/bias'" and np.all(_values(model)[lstm_bias] == 0.5)
 
 
 def test_reinit_rules_frozen_buffers_and_dry_run() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
@@ -89,3 +90,20 @@ def test_guessed_layouts_are_marked_in_the_report() -> None:
     assert "flax.dense?" in lines[1] and "flax.dense?" not in lines[3]
     assert lines[-1].startswith("? layout guessed from names")
     assert "?" not in str(plan(params[2:], HE).report)  # no footnote when nothing is guessed
+
+
+def test_a_bias_the_adapter_keeps_is_kept_by_defaults_and_class_rules() -> None:
+    """A Keras LSTM's forget-gate bias (unit_forget_bias=True) is a bias with a note: class rules
+    and the one-spec form skip it as they skip every bias, the defaults keep it (the note says
+    why), a name rule sets it."""
+    forget = Param("lstm/lstm_cell/bias", (20,), ("LSTMCell", "LSTM"), "bias", None,
+                   note="Keras starts this LSTM's forget-gate bias at 1 (unit_forget_bias=True)")
+    kernel = Param("lstm/lstm_cell/kernel", (8, 20), ("LSTMCell", "LSTM"), "weight", "keras.lstm")
+    for rules in ({"LSTM": HE}, {"LSTM": initscale.Normal(0.05)}, HE):
+        report = plan([kernel, forget], rules).report
+        assert report[kernel.name].touched
+        assert not report[forget.name].touched and "unit_forget_bias" in report[forget.name].reason
+    assert plan([kernel, forget], {"*/bias": initscale.Zeros()}).report[forget.name].touched
+    assert plan([forget], {"*/bias": None}).report[forget.name].reason == "rule '*/bias' says leave as is"
+    old = dataclasses.replace(forget, role="other")  # mutation: the old reading ("other", not a bias)
+    assert plan([kernel, old], {"LSTM": initscale.Normal(0.05)}).report[old.name].touched  # the check sees it

@@ -73,6 +73,61 @@ def test_drop_ins_match_tf_keras_own_initializers(ours, theirs, shape) -> None:
     assert same_distribution(a, b) == []
 
 
+def _tf_keras_std(native, shape) -> float:
+    """tf_keras's own std from its own helper (tf_keras.src.initializers.initializers._compute_fans)."""
+    from tf_keras.src.initializers.initializers import _compute_fans
+
+    fan_in, fan_out = _compute_fans(shape)
+    n = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[native.mode]
+    return math.sqrt(native.scale / max(1.0, n))
+
+
+@pytest.mark.parametrize("case", [
+    ("abc,cde->abde", (None, 4, 16), (2, 5, 64)),  # MHA's query/key/value: (64, 4, 16)
+    ("abcd,cde->abe", (None, 64), (2, 5, 4, 16)),  # MHA's output: (4, 16, 64)
+    ("abc,bcd->abd", (5, 24), (2, 5, 40)),         # (5, 40, 24)
+    ("...b,bc->...c", 64, (2, 3, 40)),             # (40, 64)
+], ids=lambda c: c[0])
+def test_drop_ins_equal_tf_keras_inside_einsum_dense(case) -> None:
+    """tf_keras's EinsumDense hands its initializer no axes (Keras 3.15's does): tf_keras's own
+    initializers read an EinsumDense kernel with the conv rule, and so do the drop-ins."""
+    equation, output_shape, input_shape = case
+    for ours, theirs in ((istk.GlorotUniform(seed=1), tf_keras.initializers.GlorotUniform(seed=2)),
+                         (istk.HeNormal(seed=1), tf_keras.initializers.HeNormal(seed=2)),
+                         (istk.initializer(presets.get("lecun_uniform"), seed=1),
+                          tf_keras.initializers.LecunUniform(seed=2))):
+        kernels = []
+        for init in (ours, theirs):
+            layer = tf_keras.layers.EinsumDense(equation, output_shape, kernel_initializer=init)
+            layer.build(input_shape)
+            kernels.append(layer.kernel.numpy())
+        a, b = kernels
+        dist = ours._plan(a.shape)[0]
+        assert dist.std == pytest.approx(_tf_keras_std(theirs, a.shape), rel=1e-9)
+        assert failures(a, dist, F32) == [] and failures(b, dist, F32) == []
+
+
+def test_drop_ins_equal_tf_keras_inside_multi_head_attention() -> None:
+    """MultiHeadAttention(4, 16) on d_model 64 in tf_keras: q/k/v (64, 4, 16) with conv-rule fans
+    (256, 1024), the output (4, 16, 64) with (64, 256), for tf_keras's own and the drop-in.
+    Mutation: Keras 3's axis fans (64, 64) fail the same check."""
+    spec = presets.get("glorot_uniform")
+    x = np.zeros((2, 5, 64), "float32")
+    kernels = {}
+    for key, init in (("ours", istk.GlorotUniform(seed=1)), ("theirs", tf_keras.initializers.GlorotUniform(seed=2))):
+        mha = tf_keras.layers.MultiHeadAttention(4, 16, kernel_initializer=init)
+        mha(x, x)
+        kernels[key] = {w.name.split("/")[-2]: w.numpy() for w in mha.weights if w.name.endswith("kernel:0")}
+    assert set(kernels["ours"]) == {"query", "key", "value", "attention_output"}
+    for sub, a in kernels["ours"].items():
+        fans = initscale.Fans(256, 1024) if sub != "attention_output" else initscale.Fans(64, 256)
+        dist = spec.resolve(fans)
+        assert dist.std == pytest.approx(_tf_keras_std(tf_keras.initializers.GlorotUniform(), a.shape), rel=1e-9)
+        assert failures(a, dist, F32) == [] and failures(kernels["theirs"][sub], dist, F32) == [], sub
+        assert same_distribution(a, kernels["theirs"][sub]) == [], sub
+        assert failures(a, spec.resolve(initscale.Fans(64, 64)), F32) != [], sub
+
+
 def test_config_round_trip_and_saving(tmp_path) -> None:
     inits = [istk.initializer(presets.get("tf1.xavier_initializer"), seed=3, layout="keras.lstm"),
              istk.VarianceScaling(2.0, "fan_avg", "normal", seed=4), istk.HeNormal(seed=1), istk.Orthogonal(1.5),
@@ -131,6 +186,37 @@ def test_reinit_layouts_defaults_and_atomicity() -> None:
     assert all(np.array_equal(a, w.numpy()) for a, w in zip(before, model.weights, strict=True))
     model.get_layer("head").trainable = False
     assert "frozen" in istk.reinit(model, HE, dry_run=True)["head/kernel"].reason
+
+
+@pytest.mark.parametrize("spec", [presets.get("glorot_uniform"), initscale.Normal(0.05)], ids=["glorot", "normal"])
+def test_class_rules_target_weights_not_biases(spec) -> None:
+    """A class rule sets kernels and recurrent kernels, never biases: biases get zeros and the
+    LSTM's forget-gate bias keeps Keras's 1.0 (unit_forget_bias=True, Keras's default)."""
+    model = tf_keras.Sequential([tf_keras.layers.LSTM(5, return_sequences=True, input_shape=(6, 8), name="lstm"),
+                                 tf_keras.layers.GRU(4, return_sequences=True, name="gru"),
+                                 tf_keras.layers.SimpleRNN(3, return_sequences=True, name="rnn"),
+                                 tf_keras.layers.Conv1D(6, 3, name="conv"), tf_keras.layers.Dense(2, name="head")])
+    for w in model.weights:
+        if w.name.endswith("bias:0") and not w.name.startswith("lstm"):
+            w.assign(np.full(w.shape, 0.3, "float32"))
+    before = {w.name.rsplit(":", 1)[0]: w.numpy().copy() for w in model.weights}
+    lstm_bias = "lstm/lstm_cell/bias"
+    assert np.array_equal(before[lstm_bias], np.repeat([0.0, 1.0, 0.0, 0.0], 5))
+    classes = {"lstm": "LSTM", "gru": "GRU", "rnn": "SimpleRNN", "conv": "Conv1D", "head": "Dense"}
+    report = istk.reinit(model, {c: spec for c in classes.values()}, seed=0)
+    values = {w.name.rsplit(":", 1)[0]: w.numpy() for w in model.weights}
+    for row in report:
+        if row.name.endswith("kernel"):
+            assert row.touched and row.reason == f"rule {classes[row.name.split('/')[0]]!r}", row.name
+            assert not np.array_equal(values[row.name], before[row.name]), row.name
+        elif row.name == lstm_bias:
+            assert not row.touched and "unit_forget_bias" in row.reason
+            assert np.array_equal(values[row.name], before[row.name])
+        else:
+            assert row.touched and row.reason == "default: biases -> zeros" and np.all(values[row.name] == 0), row.name
+    assert sum(r.name.endswith("kernel") for r in report) == 8
+    named = istk.reinit(model, {"LSTM": spec, "*/bias": initscale.Constant(0.5)}, seed=0)
+    assert named[lstm_bias].reason == "rule '*/bias'" and np.all(model.layers[0].cell.bias.numpy() == 0.5)
 
 
 def test_reinit_seed_is_per_variable_and_reproducible() -> None:
