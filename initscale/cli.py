@@ -110,6 +110,49 @@ def _parity(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _one_line(doc: str) -> str:
+    """The first paragraph of a docstring, on one line."""
+    return " ".join(doc.strip().split("\n\n", 1)[0].split())
+
+
+def _table(rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+
+
+def _list_presets(args: argparse.Namespace) -> int:
+    entries = []
+    for name in _presets.names():
+        info = _presets.info(name)
+        entries.append({"name": name, "description": _one_line(info.doc), "source": info.source,
+                        "layout": info.layout, "arguments": info.parameters})
+    if args.format == "json":
+        _emit(args, json.dumps(entries, indent=1))
+    else:
+        _emit(args, _table([("name", "source", "description"),
+                            *((e["name"], e["source"], e["description"]) for e in entries)]))
+    return 0
+
+
+def _list_layouts(args: argparse.Namespace) -> int:
+    from . import fans
+
+    entries = [{"name": name, "framework": fans.kind_framework(name), "options": fans.kind_options(name),
+                "description": fans.describe_kind(name)} for name in fans.names()]
+    if args.format == "json":
+        _emit(args, json.dumps(entries, indent=1))
+        return 0
+
+    def options(e: dict[str, Any]) -> str:
+        return ",".join([*(f"{k}={v}" for k, v in e["options"].items()), "native=false"])
+
+    _emit(args, _table([("name", "framework", "options (defaults)", "description"),
+                        *((e["name"], e["framework"], options(e), e["description"]) for e in entries)]) +
+          "\nOptions follow the name: 'torch.conv:groups=4', 'keras.conv:native=true' (native: the framework's "
+          "own fans instead of the forward-pass ones).")
+    return 0
+
+
 def _shape(text: str) -> tuple[int, ...]:
     try:
         dims = tuple(int(t) for t in text.replace("x", ",").split(",") if t.strip())
@@ -252,6 +295,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar on stderr (default: when stderr is a terminal)")
     p.set_defaults(run=_parity)
+
+    ps = sub.add_parser("presets", help="every preset: name, one line, source")
+    ps.add_argument("--format", choices=("text", "json"), default="text")
+    ps.add_argument("--out", help="write to this file instead of stdout")
+    ps.set_defaults(run=_list_presets)
+
+    ly = sub.add_parser("layouts", help="every layout and layer kind, with its options")
+    ly.add_argument("--format", choices=("text", "json"), default="text")
+    ly.add_argument("--out", help="write to this file instead of stdout")
+    ly.set_defaults(run=_list_layouts)
     return parser
 
 

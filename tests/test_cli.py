@@ -58,3 +58,47 @@ def test_python_dash_m_and_progress() -> None:
                            "--layer", "dense", "--progress"], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert "1/1" in done.stderr and "pass" in done.stdout
+
+
+# --- listing what the CLI knows ------------------------------------------------------------------
+
+def test_presets_lists_every_preset_with_its_line_and_source(capsys) -> None:
+    from initscale import presets
+
+    assert cli.main(["presets", "--format", "json"]) == 0
+    entries = json.loads(capsys.readouterr().out)
+    assert [e["name"] for e in entries] == presets.names()
+    he = next(e for e in entries if e["name"] == "torch.kaiming_normal")
+    assert he["source"] == presets.info("torch.kaiming_normal").source and "untruncated" in he["description"]
+    assert he["arguments"] == {"a": 0.0, "mode": "fan_in", "nonlinearity": "leaky_relu"}
+    assert all("\n" not in e["description"] and e["description"] for e in entries)
+    assert cli.main(["presets"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["name", "source", "description"] and len(lines) == len(entries) + 1
+    assert any(line.startswith("caffe.xavier ") and "XavierFiller" in line for line in lines)
+
+
+def test_layouts_lists_every_kind_with_its_options(capsys) -> None:
+    from initscale import layouts
+
+    assert cli.main(["layouts", "--format", "json"]) == 0
+    entries = {e["name"]: e for e in json.loads(capsys.readouterr().out)}
+    assert sorted(entries) == layouts.names()
+    assert entries["torch.conv"]["options"] == {"groups": 1} and entries["torch.conv"]["framework"] == "torch"
+    assert entries["torch.depthwise_conv"]["options"] == {"multiplier": 1}
+    assert entries["keras.lstm"]["options"] == {} and "per gate" in entries["keras.lstm"]["description"]
+    assert cli.main(["layouts"]) == 0
+    out = capsys.readouterr().out
+    assert any(line.split()[:3] == ["torch.conv", "torch", "groups=1,native=false"] for line in out.splitlines())
+
+
+def test_unknown_layouts_get_did_you_mean(capsys) -> None:
+    import initscale
+
+    with pytest.raises(ValueError, match=r"Unknown layout 'torch.cnov'\. Did you mean 'torch.conv'.*"
+                                         r"Argument `layout` must be one of 'flax'"):
+        initscale.compute_fans((4, 4, 3, 3), "torch.cnov")
+    with pytest.raises(ValueError, match=r"^Argument `layout` must be one of"):  # nothing close: no guess
+        initscale.compute_fans((4, 4), "zzzzzz")
+    assert cli.main(["explain", "he_normal", "--shape", "4,4", "--layout", "keras.dence"]) == 2
+    assert "Did you mean 'keras.dense'" in capsys.readouterr().err
