@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import doctest
 import importlib
+import os
 import pkgutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -105,3 +107,28 @@ def test_required_frameworks_are_importable() -> None:
         if done.returncode != 0:
             missing.append(f"{module} ({done.stderr.strip().splitlines()[-1:]})")
     assert not missing, f"INITSCALE_REQUIRE names frameworks that cannot be imported: {missing}"
+
+
+def test_a_run_without_a_framework_says_so_in_one_loud_line(tmp_path) -> None:
+    """tests/conftest.py: a green run with frameworks missing names them in its summary."""
+    (tmp_path / "block_torch.py").write_text(
+        "import sys, importlib.abc\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name.split('.')[0] in ('torch', 'triton'):\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, Block())\n")
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "INITSCALE_REQUIRE": ""}
+    files = ["tests/test_torch_adapter.py", "tests/test_torch_reinit.py", "tests/test_fans.py"]
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "block_torch",
+                           *files, "-k", "torch or compute_fans"],
+                          capture_output=True, text=True, env=env, cwd=root, check=False, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:]
+    loud = [line for line in done.stdout.splitlines() if "NOT A FULL RUN" in line]
+    assert len(loud) == 1, done.stdout[-3000:]
+    assert loud[0].startswith("!!!") and "frameworks missing: torch (2); 2 of 2 skips are theirs" in loud[0]
+    # with nothing missing, no such line
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_fans.py"],
+                          capture_output=True, text=True, cwd=root, check=False, timeout=300)
+    assert done.returncode == 0 and "NOT A FULL RUN" not in done.stdout, done.stdout[-3000:]
