@@ -42,7 +42,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from . import gains, parity
+from . import __version__, gains, parity
 from . import presets as _presets
 from .explain import explain, parse_spec
 from .propagate import propagate
@@ -431,6 +431,7 @@ def _plot(runs: Sequence[Any], path: str) -> None:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="initscale", description="Weight-initialization specs: exact numbers, "
                                      "every framework.")
+    parser.add_argument("--version", action="version", version=f"initscale {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     e = sub.add_parser("explain", help="every number a spec implies for one weight, and the native calls")

@@ -132,3 +132,59 @@ def test_a_run_without_a_framework_says_so_in_one_loud_line(tmp_path) -> None:
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_fans.py"],
                           capture_output=True, text=True, cwd=root, check=False, timeout=300)
     assert done.returncode == 0 and "NOT A FULL RUN" not in done.stdout, done.stdout[-3000:]
+
+
+def test_version_from_one_source_and_on_the_command_line() -> None:
+    """pyproject's version is dynamic: setuptools reads initscale.__version__ (statically)."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    project = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())
+    assert "version" not in project["project"] and project["project"]["dynamic"] == ["version"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "initscale.__version__"}
+    for command in (["-m", "initscale", "--version"], ["-c", "import sys; from initscale.cli import main; "
+                                                               "sys.exit(main(['--version']))"]):
+        done = subprocess.run([sys.executable, *command], capture_output=True, text=True, check=False)
+        assert done.returncode == 0 and done.stdout.strip() == f"initscale {initscale.__version__}", done
+
+
+def test_import_initscale_takes_under_50_ms() -> None:
+    """CPU time of `import initscale` in a fresh process, the best of 5 (CPU time, not wall time:
+    the other processes of a busy machine do not count)."""
+    code = "import time; t = time.process_time(); import initscale; print(time.process_time() - t)"
+    best = min(float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                    check=True).stdout) for _ in range(5))
+    assert best < 0.050, f"import initscale took {best * 1000:.1f} ms of CPU time (budget 50 ms)"
+
+
+def test_the_wheel_has_pep_639_license_metadata_and_no_deprecation_warning(tmp_path) -> None:
+    """Build the wheel from a copy of the sources: License-Expression and License-File, the
+    version from initscale.__version__, extras that name their frameworks, and no setuptools
+    deprecation warning (the license table form stops building in 2027)."""
+    import shutil
+    import zipfile
+
+    root = Path(__file__).resolve().parent.parent
+    src = tmp_path / "src"
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(root / name, src / name)
+    for package in ("initscale", "adapters"):
+        shutil.copytree(root / package, src / package, ignore=shutil.ignore_patterns("__pycache__"))
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-v", "-w", str(tmp_path / "dist"),
+                           str(src)], capture_output=True, text=True, check=False, timeout=300)
+    if done.returncode != 0 and "No matching distribution found for setuptools" in done.stdout + done.stderr:
+        pytest.skip("setuptools>=77 (the build requirement) is not reachable from here")
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    assert "DeprecationWarning" not in done.stdout + done.stderr, (done.stdout + done.stderr)[-4000:]
+    (wheel,) = (tmp_path / "dist").glob("initscale-*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        info = f"initscale-{initscale.__version__}.dist-info"
+        metadata = z.read(f"{info}/METADATA").decode()
+        assert f"{info}/licenses/LICENSE" in z.namelist()
+    fields = [line.split(": ", 1) for line in metadata.splitlines() if ": " in line]
+    assert ["Version", initscale.__version__] in fields
+    assert ["License-Expression", "Apache-2.0"] in fields and ["License-File", "LICENSE"] in fields
+    assert not any(key == "License" for key, _ in fields)
+    requires = {value for key, value in fields if key == "Requires-Dist"}
+    assert {'keras>=3.15; extra == "keras"', 'tensorflow>=2.16; extra == "keras"'} <= requires  # with a backend
+    assert 'initscale[jax,keras,plot,tensorflow,tf-keras,torch]; extra == "all"' in requires
