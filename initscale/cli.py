@@ -309,7 +309,7 @@ def _table(rows: Sequence[Sequence[str]]) -> str:
 
 
 def _list_presets(args: argparse.Namespace) -> int:
-    entries = []
+    entries: list[dict[str, Any]] = []
     for name in _presets.names():
         info = _presets.info(name)
         entries.append({"name": name, "description": _one_line(info.doc), "source": info.source,
@@ -325,8 +325,9 @@ def _list_presets(args: argparse.Namespace) -> int:
 def _list_layouts(args: argparse.Namespace) -> int:
     from . import fans
 
-    entries = [{"name": name, "framework": fans.kind_framework(name), "options": fans.kind_options(name),
-                "description": fans.describe_kind(name)} for name in fans.names()]
+    entries: list[dict[str, Any]] = [
+        {"name": name, "framework": fans.kind_framework(name), "options": fans.kind_options(name),
+         "description": fans.describe_kind(name)} for name in fans.names()]
     if args.format == "json":
         _emit(args, json.dumps(entries, indent=1))
         return 0
