@@ -160,7 +160,11 @@ class _QuietNativeLogs:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
         sys.stderr.flush()
-        self._saved = os.dup(2)
+        try:
+            self._saved = os.dup(2)
+        except OSError:  # no file descriptor 2 (a closed stderr): nothing to filter
+            self.enabled = False
+            return self
         read, write = os.pipe()
         os.dup2(write, 2)
         os.close(write)
