@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import doctest
 import importlib
+import importlib.util
 import os
 import pkgutil
 import subprocess
@@ -188,3 +189,47 @@ def test_the_wheel_has_pep_639_license_metadata_and_no_deprecation_warning(tmp_p
     requires = {value for key, value in fields if key == "Requires-Dist"}
     assert {'keras>=3.15; extra == "keras"', 'tensorflow>=2.16; extra == "keras"'} <= requires  # with a backend
     assert 'initscale[jax,keras,plot,tensorflow,tf-keras,torch]; extra == "all"' in requires
+
+
+def test_parity_script_runs_every_keras_backend_in_its_own_process(tmp_path) -> None:
+    """scripts/parity.sh, with its install step already done (a stand-in virtualenv whose
+    `initscale` records its arguments): three runs, Keras on each backend, --out renamed for the
+    extra ones, and the exit status 1 when one run fails."""
+    root = Path(__file__).resolve().parent.parent
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").symlink_to(sys.executable)
+    (venv / ".initscale-frameworks.txt").write_bytes((root / "requirements" / "frameworks.txt").read_bytes())
+    log = tmp_path / "runs.txt"
+    stub = venv / "bin" / "initscale"
+    stub.write_text(f'#!/usr/bin/env bash\necho "$KERAS_BACKEND $*" >> {log}\n'
+                    '[ "$KERAS_BACKEND" != torch ] || [ -z "${FAIL_TORCH:-}" ]\n')
+    stub.chmod(0o755)
+    env = {**os.environ, "INITSCALE_VENV": str(venv)}
+    done = subprocess.run(["bash", "scripts/parity.sh", "--format", "markdown", "--out", "out/parity.md"], cwd=root,
+                          env=env, capture_output=True, text=True, check=False, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert log.read_text().splitlines() == [
+        "tensorflow parity --format markdown --out out/parity.md",
+        "jax parity --backend keras --format markdown --out out/parity.keras-jax.md",
+        "torch parity --backend keras --format markdown --out out/parity.keras-torch.md"]
+    log.unlink()
+    done = subprocess.run(["bash", "scripts/parity.sh", "--out=p"], cwd=root, env={**env, "FAIL_TORCH": "1"},
+                          capture_output=True, text=True, check=False, timeout=120)
+    assert done.returncode == 1 and log.read_text().splitlines()[1:] == [
+        "jax parity --backend keras --out=p.keras-jax", "torch parity --backend keras --out=p.keras-torch"]
+
+
+def test_framework_pins_live_in_one_file() -> None:
+    """requirements/frameworks.txt, read through scripts/pins.py by .ci/run, scripts/parity.sh and nox."""
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("pins", root / "scripts" / "pins.py")
+    pins = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pins)
+    assert pins.pins("torch") == ["torch==2.13.0"] and pins.pins("tensorflow", no_deps=True) == ["tf-keras==2.21.0"]
+    assert {"tensorflow-cpu==2.21.0", "keras>=3.15", "triton==3.9.0", "jax", "flax"} <= set(pins.pins())
+    with pytest.raises(ValueError, match="Unknown pin group 'pytorch'; valid: jax, keras, plot"):
+        pins.pins("pytorch")
+    for user in (".ci/run", "scripts/parity.sh", "noxfile.py"):
+        text = (root / user).read_text()
+        assert "pins.py" in text and "torch==" not in text and "tensorflow-cpu==" not in text, user
