@@ -6,12 +6,14 @@
 - ``wheel``: build the wheel, install it in a clean venv, import every shipped adapter.
 - ``lint`` (ruff) and ``typecheck`` (mypy on a non-editable install, run outside the repo root).
 
-Exact framework pins (CPU torch wheel, tensorflow-cpu) live here and in ``.ci/run``, not in
-the package's extras.
+Exact framework pins (CPU torch wheel, tensorflow-cpu, ...) live in ``requirements/frameworks.txt``,
+read here, by ``.ci/run`` and by ``scripts/parity.sh`` through ``scripts/pins.py``; not in the
+package's extras.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import nox
@@ -20,18 +22,27 @@ nox.options.default_venv_backend = "venv"
 nox.options.sessions = ["core", "lint", "typecheck", "wheel"]
 
 TEST_DEPS = ["pytest>=8", "hypothesis>=6.100", "scipy>=1.11"]
-PINS = {
-    "torch": ["torch==2.13.0"],
-    "keras": ["tensorflow-cpu==2.21.0", "keras>=3.15"],
-    "jax": ["jax", "jaxlib", "flax"],
-}
+_spec = importlib.util.spec_from_file_location("pins", Path(__file__).resolve().parent / "scripts" / "pins.py")
+assert _spec is not None and _spec.loader is not None
+_pins_module = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_pins_module)
+
+
+def pins(*groups: str, no_deps: bool = False) -> list[str]:
+    """The pins of ``groups`` from requirements/frameworks.txt (see scripts/pins.py)."""
+    return list(_pins_module.pins(*groups, no_deps=no_deps))
+
+
+def _install_pins(session: nox.Session, *groups: str) -> None:
+    session.install(*pins(*groups))
+    no_deps = pins(*groups, no_deps=True)  # tf-keras: its "tensorflow" requirement is tensorflow-cpu here
+    if no_deps:
+        session.install("--no-deps", *no_deps)
 
 
 def _tests(session: nox.Session, *frameworks: str) -> None:
     for fw in frameworks:
-        session.install(*PINS[fw])
-        if fw == "keras":  # legacy Keras 2 beside it; its "tensorflow" requirement is tensorflow-cpu here
-            session.install("--no-deps", "tf-keras==2.21.0")
+        _install_pins(session, fw)
     session.install("-e", ".", *TEST_DEPS)
     session.run("python", "-m", "pytest", "-q", *session.posargs)
 
@@ -49,7 +60,7 @@ def torch(session: nox.Session) -> None:
 
 @nox.session
 def keras(session: nox.Session) -> None:
-    _tests(session, "keras")
+    _tests(session, "keras", "tensorflow")
 
 
 @nox.session
@@ -59,7 +70,7 @@ def jax(session: nox.Session) -> None:
 
 @nox.session(name="all")
 def all_(session: nox.Session) -> None:
-    _tests(session, "torch", "keras", "jax")
+    _tests(session, "torch", "tensorflow", "keras", "jax", "triton", "plot")
 
 
 @nox.session
@@ -72,7 +83,7 @@ def wheel(session: nox.Session) -> None:
     session.run("python", "-m", "build", "--wheel", "--outdir", tmp)
     import glob
 
-    session.install(*glob.glob(f"{tmp}/initscale-*.whl"), *PINS["torch"], *PINS["jax"], "keras>=3.15")
+    session.install(*glob.glob(f"{tmp}/initscale-*.whl"), *pins("torch", "jax", "keras"))
     session.chdir(tmp)
     session.run(
         "python", "-c",
@@ -96,7 +107,7 @@ def typecheck(session: nox.Session) -> None:
     """mypy --strict (the pyproject's config) against a non-editable install with every framework
     the adapters import, run from outside the repo root so the installed package is checked."""
     config = str(Path(__file__).resolve().parent / "pyproject.toml")
-    session.install("mypy>=1.10", "numpy", *PINS["torch"], *PINS["jax"], "keras>=3.15", ".")
+    session.install("mypy>=1.10", "numpy", *pins("torch", "jax", "keras"), ".")
     tmp = session.create_tmp()
     session.chdir(tmp)
     session.run("mypy", "--config-file", config, "-p", "initscale")

@@ -6,17 +6,24 @@
   beside a derived one).
 - ``initscale propagate --spec he_normal --spec glorot_uniform --activation relu --depth 50``:
   forward and backward variance per layer of a deep MLP or CNN, as a table, JSON or a figure.
+- ``initscale presets``: every preset with its source and one line; ``initscale layouts``: every
+  layout and layer kind with its framework, options and one line.
 - ``initscale parity``: the parity matrix (below).
 
 Every command takes ``--format json``. ``initscale parity`` runs the parity matrix
-(:mod:`initscale.parity`) on every installed backend and prints one row per preset × layer ×
-backend check: expected std, measured std, the error of the second moment in units of its
-standard error, the distribution test's p-value, and whether it passed. The exit status is 1
-when any row fails, 2 on bad arguments.
+(:mod:`initscale.parity`) on every installed backend (Keras on its configured backend,
+``KERAS_BACKEND``). Each row is one preset × layer × backend check: expected std, measured std,
+the error of the second moment in units of its standard error, the distribution test's p-value,
+and whether it passed. On a terminal it shows a progress bar, then a summary (backend × preset
+family: checks, failures, the slowest cell) and only the failed rows (``--all-rows``: every row).
+Into a pipe or a file (``--out``, checked before the run and written through a temporary file),
+or as JSON/markdown, it writes every row (``--failures-only``: the failed ones), with the summary
+and a progress line at least every 5 s on stderr. TensorFlow's and XLA's start-up logging is
+dropped (``--native-logs`` keeps it). The exit status is 1 when any row fails, 2 on bad arguments.
 
 Example::
 
-    initscale parity                                  # everything installed, a text table
+    initscale parity                                  # everything installed: summary and failures
     initscale parity --backend torch --preset he_normal --format markdown
     initscale parity --format json --out parity.json  # [{"backend": ..., "preset": ..., ...}, ...]
 """
@@ -28,11 +35,14 @@ import json
 import os
 import re
 import sys
+import tempfile
+import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import IO, Any
 
-from . import gains, parity
+from . import __version__, gains, parity
 from . import presets as _presets
 from .explain import explain, parse_spec
 from .propagate import propagate
@@ -72,44 +82,268 @@ def _progress(stream: IO[str], done: int, total: int, label: str) -> None:
     stream.flush()
 
 
+#: When stderr is not a terminal, `initscale parity` writes a progress line at least this often (seconds).
+PROGRESS_INTERVAL_S = 5.0
+
+
+class _ParityProgress:
+    """Progress of a parity run on ``stream``: a bar redrawn per preset × layer cell (``mode="bar"``),
+    a line at least every :data:`PROGRESS_INTERVAL_S` seconds from a timer thread (``"lines"``, for logs
+    and pipes: also while frameworks load), or nothing (``None``)."""
+
+    def __init__(self, stream: IO[str], mode: str | None) -> None:
+        self.stream, self.mode = stream, mode
+        self.done = self.total = self.failed = 0
+        self.label = "loading frameworks"
+        self.start = time.monotonic()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._drawn = False
+
+    def __enter__(self) -> _ParityProgress:
+        if self.mode == "lines":
+            self._thread = threading.Thread(target=self._tick, name="initscale-parity-progress", daemon=True)
+            self._thread.start()
+        return self
+
+    def _tick(self) -> None:
+        while not self._stop.wait(PROGRESS_INTERVAL_S):
+            self.line()
+
+    def line(self) -> None:
+        with self._lock:
+            cells = f"{self.done}/{self.total} preset × layer cells, {self.failed} failed, " if self.total else ""
+            self.stream.write(f"initscale parity: {cells}{time.monotonic() - self.start:.0f} s ({self.label})\n")
+            self.stream.flush()
+
+    def update(self, done: int, total: int, failed: int, label: str) -> None:
+        with self._lock:
+            first = not self.total
+            self.done, self.total, self.failed, self.label = done, total, failed, label
+        if self.mode == "lines" and first:
+            self.line()  # at once: the frameworks may take a while to load
+        if self.mode == "bar":
+            _progress(self.stream, done, total, label)
+            self._drawn = True
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        if self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+# Start-up logging that TensorFlow, XLA and absl write from C++ straight to file descriptor 2 (oneDNN
+# notices, CPU feature notes; some are printed before absl's log level applies, so
+# TF_CPP_MIN_LOG_LEVEL alone does not silence them): glog-style I/W lines and absl's preamble.
+_NATIVE_NOISE = re.compile(rb"^(?:[IW]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [\w./-]+:\d+\]"
+                           rb"|WARNING: All log messages before absl::InitializeLog\(\) is called"
+                           rb"|To enable the following instructions: )")
+
+
+class _QuietNativeLogs:
+    """While active, file descriptor 2 goes through a pipe whose reader thread drops
+    :data:`_NATIVE_NOISE` lines and forwards everything else (Python warnings, errors) to the real
+    stderr; :attr:`stream` writes to the real stderr directly (for progress and summaries).
+    ``TF_CPP_MIN_LOG_LEVEL=2`` and ``GRPC_VERBOSITY=ERROR`` are set unless already set."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.stream: IO[str] = sys.stderr
+
+    def __enter__(self) -> _QuietNativeLogs:
+        if not self.enabled:
+            return self
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+        sys.stderr.flush()
+        try:
+            self._saved = os.dup(2)
+        except OSError:  # no file descriptor 2 (a closed stderr): nothing to filter
+            self.enabled = False
+            return self
+        read, write = os.pipe()
+        os.dup2(write, 2)
+        os.close(write)
+        self._thread = threading.Thread(target=self._forward, args=(read,), name="initscale-log-filter",
+                                        daemon=True)
+        self._thread.start()
+        self.stream = open(os.dup(self._saved), "w", buffering=1, encoding="utf-8", errors="replace")
+        return self
+
+    def _forward(self, read: int) -> None:
+        pending = b""
+        with os.fdopen(read, "rb", buffering=0) as pipe:
+            while chunk := pipe.read(1 << 16):
+                *lines, pending = (pending + chunk).split(b"\n")
+                for line in lines:
+                    if not _NATIVE_NOISE.match(line):
+                        os.write(self._saved, line + b"\n")
+        if pending and not _NATIVE_NOISE.match(pending):
+            os.write(self._saved, pending)
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.enabled:
+            return
+        sys.stderr.flush()
+        os.dup2(self._saved, 2)  # the pipe's last write end closes: the reader sees its end
+        self._thread.join(timeout=10)
+        self.stream.close()
+        os.close(self._saved)
+
+
+def _out_path(text: str | None) -> Path | None:
+    """``--out``, checked before any work: an existing, writable folder and not a folder itself."""
+    if text is None:
+        return None
+    path = Path(text).expanduser()
+    if path.is_dir():
+        raise ValueError(f"--out must be a file, not the folder {text!r}; e.g. --out {path / 'parity.json'}")
+    folder = path.parent
+    if not folder.is_dir():
+        raise ValueError(f"--out {text!r}: the folder {str(folder)!r} does not exist; create it or choose "
+                         "another path.")
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"--out {text!r}: the folder {str(folder)!r} is not writable.")
+    return path
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file beside it: a run that dies leaves no half file."""
+    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.",
+                                     delete=False) as f:
+        f.write(text)
+    os.replace(f.name, path)
+
+
+def _summary_text(lines: Sequence[parity.SummaryLine]) -> str:
+    table = [("backend", "family", "checks", "failed", "slowest"),
+             *((s.backend, s.family, str(s.checks), str(s.failed) if s.failed else "-",
+                f"{s.slowest_s:.2f} s  {s.slowest}") for s in lines)]
+    return _table(table)
+
+
+def _keras_backend_note(backends: Sequence[str]) -> str:
+    keras = sys.modules.get("keras")
+    if "keras" not in backends or keras is None:
+        return ""
+    try:
+        return f" (keras on {keras.backend.backend()})"
+    except Exception:  # a broken Keras install: the rows already say what failed
+        return ""
+
+
 def _parity(args: argparse.Namespace) -> int:
     chosen = args.preset or _presets.names()
     for name in chosen:
         parse_spec(name)  # before importing any framework: a typo fails fast, with close matches
-    backends = args.backend or parity.available_backends()
+    out = _out_path(args.out)  # before any work, too
     layers = args.layer or list(parity.LAYERS)
-    show = args.progress if args.progress is not None else sys.stderr.isatty()
-    rows: list[parity.Row] = []
-    start = time.monotonic()
-    total = len(chosen) * len(layers)
-    done = 0
-    seen: set[tuple[str, str]] = set()
-    for row in parity.run_iter(backends, chosen, layers, cross=not args.no_cross, native=not args.no_native,
-                               seed=args.seed):
-        rows.append(row)
-        if (row.preset, row.layer) not in seen:
-            seen.add((row.preset, row.layer))
-            done += 1
-            if show:
-                _progress(sys.stderr, done, total, f"{row.preset} {row.layer}")
-    if show:
-        sys.stderr.write("\n")
-    shown = [r for r in rows if not r.passed] if args.failures_only else rows
-    if args.format == "json":
-        text = json.dumps([r.to_dict() for r in shown], indent=1)
-    elif args.format == "markdown":
-        text = _markdown(shown)
-    else:
-        text = _text(shown)
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as f:
-            f.write(text + "\n")
-    else:
-        print(text)
-    failed = sum(not r.passed for r in rows)
-    sys.stderr.write(f"initscale parity: {len(rows)} checks on backends {', '.join(backends)}: "
-                     f"{failed} failed ({time.monotonic() - start:.0f} s)\n")
+    # On a terminal (text, no --out): a summary, then the failed rows only (--all-rows: every row).
+    # Otherwise (a pipe, a file, --out, json/markdown): every row (--failures-only: the failed ones),
+    # with the summary on stderr.
+    display = args.format == "text" and out is None and sys.stdout.isatty()
+    frameworks = args.backend is None or any(b != "numpy" for b in args.backend)
+    with _QuietNativeLogs(frameworks and not args.native_logs) as quiet:
+        err = quiet.stream
+        mode = "bar" if args.progress or (args.progress is None and err.isatty()) else \
+            ("lines" if args.progress is None else None)
+        with _ParityProgress(err, mode) as progress:
+            total = len(chosen) * len(layers)
+            progress.update(0, total, 0, "loading frameworks")
+            backends = args.backend or parity.available_backends()
+            rows: list[parity.Row] = []
+            seconds: list[float] = []
+            seen: set[tuple[str, str]] = set()
+            failed = 0
+            last = time.monotonic()
+            for row in parity.run_iter(backends, chosen, layers, cross=not args.no_cross,
+                                       native=not args.no_native, seed=args.seed):
+                now = time.monotonic()
+                rows.append(row)
+                seconds.append(now - last)  # the draw and checks of this row (≈0 for rows shared by presets)
+                last = now
+                failed += not row.passed
+                if (row.preset, row.layer) not in seen:
+                    seen.add((row.preset, row.layer))
+                    progress.update(len(seen), total, failed, f"{row.preset} {row.layer}")
+        summary = _summary_text(parity.summarize(rows, seconds))
+        closing = (f"initscale parity: {len(rows)} checks on backends {', '.join(backends)}"
+                   f"{_keras_backend_note(backends)}: {failed} failed ({time.monotonic() - progress.start:.0f} s)")
+        if display:
+            shown = rows if args.all_rows else [r for r in rows if not r.passed]
+            print(summary)
+            if shown:
+                print()
+                print(_text(shown))
+            elif rows:
+                print("\nno failures (--all-rows lists every row)")
+        else:
+            shown = [r for r in rows if not r.passed] if args.failures_only else rows
+            if args.format == "json":
+                text = json.dumps([r.to_dict() for r in shown], indent=1)
+            elif args.format == "markdown":
+                text = _markdown(shown)
+            else:
+                text = _text(shown)
+            if out is not None:
+                _write_atomically(out, text + "\n")
+            else:
+                print(text)
+                sys.stdout.flush()
+            err.write(summary + "\n")
+            if out is not None:
+                closing += f"; {len(shown)} rows written to {out}"
+        err.write(closing + "\n")
+        err.flush()
     return 1 if failed else 0
+
+
+def _one_line(doc: str) -> str:
+    """The first paragraph of a docstring, on one line."""
+    return " ".join(doc.strip().split("\n\n", 1)[0].split())
+
+
+def _table(rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+
+
+def _list_presets(args: argparse.Namespace) -> int:
+    entries: list[dict[str, Any]] = []
+    for name in _presets.names():
+        info = _presets.info(name)
+        entries.append({"name": name, "description": _one_line(info.doc), "source": info.source,
+                        "layout": info.layout, "arguments": info.parameters})
+    if args.format == "json":
+        _emit(args, json.dumps(entries, indent=1))
+    else:
+        _emit(args, _table([("name", "source", "description"),
+                            *((e["name"], e["source"], e["description"]) for e in entries)]))
+    return 0
+
+
+def _list_layouts(args: argparse.Namespace) -> int:
+    from . import fans
+
+    entries: list[dict[str, Any]] = [
+        {"name": name, "framework": fans.kind_framework(name), "options": fans.kind_options(name),
+         "description": fans.describe_kind(name)} for name in fans.names()]
+    if args.format == "json":
+        _emit(args, json.dumps(entries, indent=1))
+        return 0
+
+    def options(e: dict[str, Any]) -> str:
+        return ",".join([*(f"{k}={v}" for k, v in e["options"].items()), "native=false"])
+
+    _emit(args, _table([("name", "framework", "options (defaults)", "description"),
+                        *((e["name"], e["framework"], options(e), e["description"]) for e in entries)]) +
+          "\nOptions follow the name: 'torch.conv:groups=4', 'keras.conv:native=true' (native: the framework's "
+          "own fans instead of the forward-pass ones).")
+    return 0
 
 
 def _shape(text: str) -> tuple[int, ...]:
@@ -207,6 +441,7 @@ def _plot(runs: Sequence[Any], path: str) -> None:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="initscale", description="Weight-initialization specs: exact numbers, "
                                      "every framework.")
+    parser.add_argument("--version", action="version", version=f"initscale {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     e = sub.add_parser("explain", help="every number a spec implies for one weight, and the native calls")
@@ -252,13 +487,29 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--layer", action="append", choices=list(parity.LAYERS), help="a layer (repeatable; default: all)")
     p.add_argument("--format", choices=("text", "markdown", "json"), default="text")
     p.add_argument("--out", help="write the table to this file instead of stdout")
-    p.add_argument("--failures-only", action="store_true", help="list only the failed rows")
+    p.add_argument("--failures-only", action="store_true", help="list only the failed rows (for files and pipes; "
+                   "a terminal shows only the failed rows already)")
+    p.add_argument("--all-rows", action="store_true", help="on a terminal, list every row after the summary "
+                   "(default: only the failed ones)")
+    p.add_argument("--native-logs", action="store_true", help="keep TensorFlow's/XLA's own start-up logging on "
+                   "stderr (default: dropped)")
     p.add_argument("--no-cross", action="store_true", help="skip the comparisons with the NumPy reference")
     p.add_argument("--no-native", action="store_true", help="skip the comparisons with native initializers")
     p.add_argument("--seed", type=int, default=0, help="base seed (default 0; runs are deterministic)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="progress bar on stderr (default: when stderr is a terminal)")
+                   help="progress bar on stderr (default: a bar when stderr is a terminal, else a "
+                   f"line at least every {PROGRESS_INTERVAL_S:g} s)")
     p.set_defaults(run=_parity)
+
+    ps = sub.add_parser("presets", help="every preset: name, one line, source")
+    ps.add_argument("--format", choices=("text", "json"), default="text")
+    ps.add_argument("--out", help="write to this file instead of stdout")
+    ps.set_defaults(run=_list_presets)
+
+    ly = sub.add_parser("layouts", help="every layout and layer kind, with its options")
+    ly.add_argument("--format", choices=("text", "json"), default="text")
+    ly.add_argument("--out", help="write to this file instead of stdout")
+    ly.set_defaults(run=_list_layouts)
     return parser
 
 

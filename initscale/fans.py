@@ -407,9 +407,39 @@ def names() -> list[str]:
     return sorted(_KINDS)
 
 
+def _kind(name: Any) -> _Kind:
+    """The layer kind ``name``; an unknown name raises ValueError listing every valid one and,
+    where some are close (a typo), ``Did you mean ...?`` first."""
+    try:
+        return _KINDS[_validate.choice("layout", name, _KINDS)]
+    except ValueError as err:
+        import difflib  # only on the error path: keeps `import initscale` light
+
+        close = difflib.get_close_matches(name, sorted(_KINDS), n=3, cutoff=0.6) if isinstance(name, str) else []
+        if not close:
+            raise
+        raise ValueError(f"Unknown layout {name!r}. Did you mean {', '.join(repr(c) for c in close)}? {err}") from None
+
+
 def describe_kind(name: str) -> str:
     """One line on what a named layer kind is and how its fans are counted."""
-    return _KINDS[_validate.choice("layout", name, _KINDS)].doc
+    return _kind(name).doc
+
+
+def kind_options(name: str) -> dict[str, Any]:
+    """The arguments layer kind ``name`` takes and their defaults (every kind also takes ``native``,
+    default False: the framework's own fans instead of the forward-pass ones).
+
+    Example:
+        >>> kind_options("torch.conv")
+        {'groups': 1}
+    """
+    return dict(_kind(name).defaults)
+
+
+def kind_framework(name: str) -> str:
+    """The framework whose weight layout layer kind ``name`` describes ("torch", "keras" or "jax")."""
+    return _kind(name).framework
 
 
 @dataclass(frozen=True)
@@ -425,7 +455,7 @@ class LayerKind:
     native: bool = False
 
     def __post_init__(self) -> None:
-        kind = _KINDS[_validate.choice("layout", self.name, _KINDS)]
+        kind = _kind(self.name)
         given = dict(self.params)
         unknown = set(given) - set(kind.defaults)
         if unknown:

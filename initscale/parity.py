@@ -36,8 +36,8 @@ from . import testing
 from .distributions import Distribution, OrthogonalDist
 from .fans import Layout, LayoutLike, resolve
 
-__all__ = ["BACKENDS", "LAYERS", "NATIVES", "LogicalLayer", "Row", "available_backends", "draw", "run",
-           "run_iter"]
+__all__ = ["BACKENDS", "LAYERS", "NATIVES", "LogicalLayer", "Row", "SummaryLine", "available_backends", "draw",
+           "family", "run", "run_iter", "summarize"]
 
 
 @dataclass(frozen=True)
@@ -344,3 +344,49 @@ def run(backends: Sequence[str] | None = None, presets: Sequence[str] | None = N
 def count(backends: Iterable[str], presets: Sequence[str] | None = None, layers: Sequence[str] | None = None) -> int:
     """How many analytic rows :func:`run` makes (for progress bars)."""
     return len(list(backends)) * len(presets or _presets.names()) * len(layers or LAYERS)
+
+
+# --- summaries -----------------------------------------------------------------------------------
+
+def family(preset: str) -> str:
+    """A preset's family: its source prefix (``torch``, ``keras``, ``tf1``, ...), or ``unqualified``
+    for the unqualified names (the Keras/JAX definitions: ``he_normal``, ``zeros``, ...).
+
+    Example:
+        >>> family("torch.kaiming_normal:a=0.2"), family("he_normal")
+        ('torch', 'unqualified')
+    """
+    name = preset.split(":", 1)[0]
+    return name.split(".", 1)[0] if "." in name else "unqualified"
+
+
+@dataclass(frozen=True)
+class SummaryLine:
+    """The checks of one backend on one preset family: how many, how many failed, and the slowest."""
+
+    backend: str
+    family: str
+    checks: int
+    failed: int
+    slowest_s: float
+    slowest: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def summarize(rows: Sequence[Row], seconds: Sequence[float] | None = None) -> list[SummaryLine]:
+    """One line per backend × preset family (in the order first seen), with ``seconds[i]`` the time
+    spent on ``rows[i]`` (default 0): checks, failures, and the slowest row's time and name."""
+    times = list(seconds) if seconds is not None else [0.0] * len(rows)
+    if len(times) != len(rows):
+        raise ValueError(f"summarize needs one time per row: {len(rows)} rows, {len(times)} times.")
+    groups: dict[tuple[str, str], list[tuple[Row, float]]] = {}
+    for row, t in zip(rows, times, strict=True):
+        groups.setdefault((row.backend, family(row.preset)), []).append((row, t))
+    lines = []
+    for (backend, fam), members in groups.items():
+        slow_row, slow_t = max(members, key=lambda m: m[1])
+        lines.append(SummaryLine(backend, fam, len(members), sum(not r.passed for r, _ in members), slow_t,
+                                 f"{slow_row.preset} {slow_row.layer} ({slow_row.kind})"))
+    return lines

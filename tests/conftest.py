@@ -1,4 +1,65 @@
+"""Shared test setup, and one loud summary line when frameworks are missing.
+
+A test run without every framework still passes: the tests of a missing framework skip. So that
+such a green run cannot pass for a full one, the end of the run names the missing frameworks and
+how many skips they caused, in one line of pytest's summary (``.ci/run`` installs every framework
+and sets INITSCALE_REQUIRE, so there a missing one fails instead).
+"""
+
+from __future__ import annotations
+
+import re
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).parent))
+
+# What the suite needs beyond NumPy (scipy: the test tools' statistics, used by a few checks).
+FRAMEWORKS = ("torch", "tensorflow", "keras", "jax", "jaxlib", "flax", "tf_keras", "triton", "matplotlib",
+              "ml_dtypes", "scipy")
+# Skip reasons that name a missing module: pytest.importorskip's "could not import 'torch': ...",
+# and the suite's own "torch is not installed" / "['keras', 'jax'] not installed".
+_IMPORTORSKIP = re.compile(r"could not import '([\w.]+)'")
+_NOT_INSTALLED = re.compile(r"^\[?([\w.', ]+?)\]? (?:is |are )?not installed")
+
+
+def missing_frameworks(reason: str) -> list[str]:
+    """The frameworks a skip reason says are missing (top-level module names), else []."""
+    found = _IMPORTORSKIP.findall(reason)
+    match = _NOT_INSTALLED.match(reason.strip())
+    if match:
+        found += [w.strip(" '") for w in match.group(1).split(",")]
+    return sorted({m.split(".")[0] for m in found} & set(FRAMEWORKS))
+
+
+def _skip_reason(report) -> str:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2]).removeprefix("Skipped: ")
+    return str(longrepr)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)  # outermost: after pytest's -ra list, just above the counts
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    result = yield
+    _report_missing(terminalreporter)
+    return result
+
+
+def _report_missing(terminalreporter) -> None:
+    skipped = [r for r in terminalreporter.stats.get("skipped", []) if getattr(r, "skipped", False)]
+    missing: dict[str, int] = {}
+    caused = 0
+    for report in skipped:
+        names = missing_frameworks(_skip_reason(report))
+        caused += bool(names)
+        for name in names:
+            missing[name] = missing.get(name, 0) + 1
+    if not caused:
+        return
+    listed = ", ".join(f"{name} ({count})" for name, count in sorted(missing.items()))
+    terminalreporter.write_line(
+        f"!!! NOT A FULL RUN: frameworks missing: {listed}; {caused} of {len(skipped)} skips are theirs "
+        "(a test file skipped whole counts once); every framework: bash .ci/run", red=True, bold=True)

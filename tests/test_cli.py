@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import shutil
 import subprocess
@@ -125,3 +126,161 @@ def test_a_pipe_closed_before_any_output_exits_quietly() -> None:
     err = child.stderr.read().decode()
     child.stderr.close()
     assert child.wait(timeout=120) == 141 and err == "", err
+# --- listing what the CLI knows ------------------------------------------------------------------
+
+def test_presets_lists_every_preset_with_its_line_and_source(capsys) -> None:
+    from initscale import presets
+
+    assert cli.main(["presets", "--format", "json"]) == 0
+    entries = json.loads(capsys.readouterr().out)
+    assert [e["name"] for e in entries] == presets.names()
+    he = next(e for e in entries if e["name"] == "torch.kaiming_normal")
+    assert he["source"] == presets.info("torch.kaiming_normal").source and "untruncated" in he["description"]
+    assert he["arguments"] == {"a": 0.0, "mode": "fan_in", "nonlinearity": "leaky_relu"}
+    assert all("\n" not in e["description"] and e["description"] for e in entries)
+    assert cli.main(["presets"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["name", "source", "description"] and len(lines) == len(entries) + 1
+    assert any(line.startswith("caffe.xavier ") and "XavierFiller" in line for line in lines)
+
+
+def test_layouts_lists_every_kind_with_its_options(capsys) -> None:
+    from initscale import layouts
+
+    assert cli.main(["layouts", "--format", "json"]) == 0
+    entries = {e["name"]: e for e in json.loads(capsys.readouterr().out)}
+    assert sorted(entries) == layouts.names()
+    assert entries["torch.conv"]["options"] == {"groups": 1} and entries["torch.conv"]["framework"] == "torch"
+    assert entries["torch.depthwise_conv"]["options"] == {"multiplier": 1}
+    assert entries["keras.lstm"]["options"] == {} and "per gate" in entries["keras.lstm"]["description"]
+    assert cli.main(["layouts"]) == 0
+    out = capsys.readouterr().out
+    assert any(line.split()[:3] == ["torch.conv", "torch", "groups=1,native=false"] for line in out.splitlines())
+
+
+def test_unknown_layouts_get_did_you_mean(capsys) -> None:
+    import initscale
+
+    with pytest.raises(ValueError, match=r"Unknown layout 'torch.cnov'\. Did you mean 'torch.conv'.*"
+                                         r"Argument `layout` must be one of 'flax'"):
+        initscale.compute_fans((4, 4, 3, 3), "torch.cnov")
+    with pytest.raises(ValueError, match=r"^Argument `layout` must be one of"):  # nothing close: no guess
+        initscale.compute_fans((4, 4), "zzzzzz")
+    assert cli.main(["explain", "he_normal", "--shape", "4,4", "--layout", "keras.dence"]) == 2
+    assert "Did you mean 'keras.dense'" in capsys.readouterr().err
+
+
+# --- how `initscale parity` reads --------------------------------------------------------------------
+
+def _on_a_terminal(args: list[str]) -> tuple[int, str]:
+    """Run the command line with stdout and stderr on a pseudo-terminal; its exit code and screen."""
+    import os
+    import pty
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "initscale", *args], stdout=follower, stderr=follower,
+                            close_fds=True)
+    os.close(follower)
+    screen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 1 << 16)
+        except OSError:  # the terminal closed: the command ended
+            break
+        if not chunk:
+            break
+        screen += chunk
+    os.close(leader)
+    return proc.wait(timeout=120), screen.decode().replace("\r\n", "\n")
+
+
+def test_parity_on_a_terminal_shows_a_bar_then_a_summary_and_only_failed_rows() -> None:
+    args = ["parity", "--backend", "numpy", "--preset", "he_normal", "--preset", "torch.xavier_uniform",
+            "--layer", "dense", "--layer", "conv2d"]
+    code, screen = _on_a_terminal(args)
+    assert code == 0, screen
+    assert "[###############...............] 2/4" in screen and "] 4/4 torch.xavier_uniform conv2d" in screen
+    summary = screen[screen.index("backend  family"):].splitlines()
+    assert summary[0].split() == ["backend", "family", "checks", "failed", "slowest"]
+    assert summary[1].split()[:4] == ["numpy", "unqualified", "2", "-"]
+    assert summary[2].split()[:4] == ["numpy", "torch", "2", "-"]
+    assert "analytic" not in "".join(line for line in summary[3:] if "slowest" not in line).replace(
+        "(analytic)", "")  # no row table: nothing failed
+    assert "no failures (--all-rows lists every row)" in screen
+    code, screen = _on_a_terminal([*args, "--all-rows"])
+    rows = [line.split() for line in screen.splitlines() if line.startswith("numpy ") and "pass" in line]
+    assert code == 0 and len(rows) == 4
+
+
+def test_parity_writes_progress_lines_when_not_on_a_terminal(monkeypatch, capsys) -> None:
+    """Every PROGRESS_INTERVAL_S seconds a line on stderr, from a timer (also while a slow cell runs)."""
+    import time
+
+    from initscale.adapters import numpy as isnp
+
+    def slow(spec, shape, layout, seed):
+        time.sleep(0.3)
+        return isnp.initializer(spec, layout)(shape, rng=seed, dtype=np.float64)
+
+    monkeypatch.setattr(cli, "PROGRESS_INTERVAL_S", 0.05)
+    monkeypatch.setitem(parity.BACKENDS, "numpy", parity.Backend("numpy", ("numpy",), "keras", slow))
+    assert cli.main(["parity", "--backend", "numpy", "--preset", "he_normal", "--layer", "dense",
+                     "--layer", "conv2d", "--format", "json"]) == 0
+    captured = capsys.readouterr()
+    assert len(json.loads(captured.out)) == 2
+    ticks = [line for line in captured.err.splitlines() if "preset × layer cells" in line]
+    assert len(ticks) >= 6, captured.err  # 0.6 s of drawing at one line per 0.05 s
+    assert ticks[0].startswith("initscale parity: 0/2 preset × layer cells, 0 failed, ")
+    assert "\r" not in captured.err  # no bar off a terminal
+    assert "backend  family" in captured.err and "2 checks on backends numpy: 0 failed" in captured.err
+
+
+def test_parity_out_writes_exactly_there_and_checks_the_path_first(tmp_path, monkeypatch, capsys) -> None:
+    def never(*args, **kwargs):
+        raise AssertionError("the matrix ran before --out was checked")
+
+    monkeypatch.setattr(parity, "run_iter", never)
+    for bad in (tmp_path / "missing" / "rows.json", tmp_path):
+        assert cli.main(["parity", "--backend", "numpy", "--preset", "zeros", "--out", str(bad)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("initscale parity: error: --out") and str(bad.name) in err
+    monkeypatch.undo()
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert cli.main(["parity", "--backend", "numpy", "--preset", "zeros", "--layer", "dense", "--format",
+                     "markdown", "--out", "~/rows.md"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rows.md"]  # no temporary file left beside it
+    assert (tmp_path / "rows.md").read_text().startswith("| backend | preset |")
+    assert f"1 rows written to {tmp_path / 'rows.md'}" in capsys.readouterr().err
+
+
+def test_native_start_up_logging_is_dropped_and_the_rest_kept(capfd) -> None:
+    import os
+
+    with cli._QuietNativeLogs(True) as quiet:
+        os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n")
+        os.write(2, b"I0000 00:00:1796120050.294869    9188 port.cc:153] oneDNN custom operations are on.\n")
+        os.write(2, b"W0000 00:00:1796120050.294869    9188 cpu_feature_guard.cc:227] This TensorFlow binary\n")
+        os.write(2, b"To enable the following instructions: AVX2 FMA, in other operations, rebuild\n")
+        os.write(2, b"UserWarning: a real warning\n")
+        quiet.stream.write("progress straight to the terminal\n")
+    err = capfd.readouterr().err
+    # the two kept lines reach stderr by two paths (the filter thread, the direct stream): either order
+    assert sorted(err.splitlines()) == ["UserWarning: a real warning", "progress straight to the terminal"]
+
+
+def test_parity_on_keras_tensorflow_prints_no_tensorflow_logging() -> None:
+    import importlib.util
+
+    missing = [m for m in ("keras", "tensorflow") if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.skip(f"could not import {missing[0]!r}: not installed")
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "GRPC_VERBOSITY")}
+    done = subprocess.run([sys.executable, "-m", "initscale", "parity", "--backend", "keras", "--preset", "zeros",
+                           "--layer", "dense", "--format", "json"], capture_output=True, text=True, check=False,
+                          env={**env, "KERAS_BACKEND": "tensorflow"}, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert lines[0].startswith("initscale parity: 0/1 preset × layer cells") and lines[-1].startswith(
+        "initscale parity: 1 checks on backends keras (keras on tensorflow): 0 failed"), done.stderr
+    assert not [line for line in lines if not line.startswith(("initscale parity: ", "backend ", "keras "))], \
+        done.stderr
