@@ -21,7 +21,7 @@ import nox
 nox.options.default_venv_backend = "venv"
 nox.options.sessions = ["core", "lint", "typecheck", "wheel"]
 
-TEST_DEPS = ["pytest>=8", "hypothesis>=6.100", "scipy>=1.11"]
+TEST_DEPS = ["pytest>=8", "hypothesis>=6.100", "scipy>=1.11", "mpmath>=1.3"]
 _spec = importlib.util.spec_from_file_location("pins", Path(__file__).resolve().parent / "scripts" / "pins.py")
 assert _spec is not None and _spec.loader is not None
 _pins_module = importlib.util.module_from_spec(_spec)
@@ -70,7 +70,7 @@ def jax(session: nox.Session) -> None:
 
 @nox.session(name="all")
 def all_(session: nox.Session) -> None:
-    _tests(session, "torch", "tensorflow", "keras", "jax", "triton", "plot")
+    _tests(session, "torch", "tensorflow", "keras", "jax", "triton", "plot", "models")
 
 
 @nox.session
