@@ -627,7 +627,9 @@ def role_from_name(name: str, ndim: int) -> str:
     (``bias``/``beta``) whose owner names a norm (``LayerNorm``, ``ln_1``, ``ln_f``, ``norm1``,
     ``bn1``, ``input_layernorm``) is a norm scale (offset); another ``bias`` a bias; a weight of
     2+ axes whose owner names an embedding (``word_embeddings``, ``wte``, ``wpe``) an embedding;
-    any other weight of 2+ axes a weight.
+    any other weight of 2+ axes a weight. Names are all a checkpoint has: a norm that stores
+    scale − 1 (Gemma's RMSNorm computes x·(1 + w), w starting at 0) reads as a scale that is not
+    one, and a norm whose owner name says nothing (ResNet's ``downsample.1``) as ``"other"``.
 
     Example:
         >>> [role_from_name(n, d) for n, d in [("h.0.ln_1.weight", 1), ("h.0.attn.c_attn.bias", 1),

@@ -295,6 +295,21 @@ def test_cli_safetensors(tmp_path, capsys):
                                "transformer.h.1.mlp.c_fc.weight": ["non_finite"]}
 
 
+def test_cli_bfloat16_safetensors_and_arguments(tmp_path, capsys):
+    st = pytest.importorskip("safetensors.torch")
+    model = bert()
+    state = {k: v.contiguous().bfloat16() for k, v in model.state_dict().items()}
+    st.save_file(state, tmp_path / "bf16.safetensors")
+    assert _cli("check", str(tmp_path / "bf16.safetensors")) == 0, capsys.readouterr().out
+    state["encoder.layer.0.attention.output.LayerNorm.weight"] = torch.zeros(32, dtype=torch.bfloat16)
+    st.save_file(state, tmp_path / "bad.safetensors")
+    assert _cli("check", str(tmp_path / "bad.safetensors"), "--no-fresh") == 0  # norms may be anything later
+    assert _cli("check", str(tmp_path / "bad.safetensors")) == 1
+    assert "bfloat16" in capsys.readouterr().out
+    assert _cli("check", str(tmp_path / "bad.safetensors"), "--alpha", "2") == 2
+    assert "alpha=2.0" in capsys.readouterr().err
+
+
 def test_safetensors_reader_matches_safetensors(tmp_path):
     st = pytest.importorskip("safetensors.torch")
     tensors = {"a": torch.randn(3, 5).bfloat16(), "b": torch.randn(7).half(), "c": torch.arange(6).reshape(2, 3)}
