@@ -63,7 +63,7 @@ from initscale.rounding import clip_bounds
 from initscale.specs import Spec
 from initscale.streams import Stream, canonical_strides, gate_index, philox4x32, plan_stream, transform
 
-__all__ = ["Initializer", "initializer", "reinit"]
+__all__ = ["Initializer", "check", "initializer", "reinit"]
 
 
 class Initializer(Protocol):
@@ -712,3 +712,5 @@ def reinit(params: Any, rules: Spec | Mapping[str, Spec | None], key: Any, dry_r
             new_leaves.append(_sample(_leaf_key(key, d.param.name), d.dist, d.layout, d.param.shape, leaf.dtype))
     return jax.tree_util.tree_unflatten(treedef, new_leaves), decided.report
 
+
+from ._jax_check import check  # noqa: E402  (the model check: initscale.check, walked here)

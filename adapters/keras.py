@@ -98,6 +98,7 @@ __all__ = [
     "TruncatedNormal",
     "VarianceScaling",
     "Zeros",
+    "check",
     "initializer",
     "reinit",
 ]
@@ -813,3 +814,5 @@ def reinit(model: Any, rules: Spec | Mapping[str, Spec | None], seed: Any = None
         variable.assign(values)
     return decided.report
 
+
+from ._keras_check import check  # noqa: E402  (the model check: initscale.check, walked here)

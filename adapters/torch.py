@@ -77,6 +77,7 @@ from . import _triton_sampler
 
 __all__ = [
     "apply_fn",
+    "check",
     "glorot_normal_",
     "glorot_uniform_",
     "he_normal_",
@@ -834,3 +835,6 @@ def apply_fn(spec: Spec, *, generator: torch.Generator | None = None,
                 include_buffers=False, defaults=True, recurse=False)
 
     return apply
+
+
+from ._torch_check import check  # noqa: E402  (the model check: initscale.check, walked here)

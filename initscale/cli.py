@@ -9,6 +9,9 @@
 - ``initscale presets``: every preset with its source and one line; ``initscale layouts``: every
   layout and layer kind with its framework, options and one line.
 - ``initscale parity``: the parity matrix (below).
+- ``initscale check FILE``: every tensor of a ``.safetensors`` file or a torch state dict
+  (``torch.load(weights_only=True)``) against the silent init bugs (:mod:`initscale.check`);
+  exit status 1 when anything is flagged.
 
 Every command takes ``--format json``. ``initscale parity`` runs the parity matrix
 (:mod:`initscale.parity`) on every installed backend (Keras on its configured backend,
@@ -438,6 +441,35 @@ def _plot(runs: Sequence[Any], path: str) -> None:
     plt.close(fig)
 
 
+def _is_safetensors(path: str) -> bool:
+    """A safetensors file starts with its header's length (8 bytes, little-endian), then ``{``;
+    a torch checkpoint is a zip (``PK``) or a pickle."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b"{" and not head.startswith(b"PK")
+
+
+def _check(args: argparse.Namespace) -> int:
+    from . import check as core
+
+    if not os.path.isfile(args.file):
+        raise ValueError(f"FILE {args.file!r} is not a file.")
+    if _is_safetensors(args.file):
+        arrays, dtypes = core.load_safetensors(args.file)
+        report = core.check_state(arrays, dtypes=dtypes, fresh=args.fresh, alpha=args.alpha)
+    else:
+        try:
+            import torch  # noqa: F401
+        except ImportError as err:
+            raise ValueError(f"{args.file!r} is not a safetensors file, and reading a torch checkpoint needs torch "
+                             f"({err}). Install it with: pip install 'initscale[torch]'") from None
+        from .adapters import _torch_check
+
+        report = _torch_check.check_checkpoint(args.file, fresh=args.fresh, alpha=args.alpha)
+    _emit(args, report.to_json(indent=1) if args.format == "json" else str(report))
+    return 0 if report else 1
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="initscale", description="Weight-initialization specs: exact numbers, "
                                      "every framework.")
@@ -510,6 +542,19 @@ def _parser() -> argparse.ArgumentParser:
     ly.add_argument("--format", choices=("text", "json"), default="text")
     ly.add_argument("--out", help="write to this file instead of stdout")
     ly.set_defaults(run=_list_layouts)
+
+    c = sub.add_parser("check", help="flag the silent init bugs in a checkpoint (exit 1 on any flag)",
+                       description="Check every tensor of a .safetensors file or a torch state dict (read with "
+                       "torch.load(weights_only=True)): non-finite values, uninitialized memory, norm scales "
+                       "that are not 1, repeated rows; roles come from the tensor names.")
+    c.add_argument("file", help="a .safetensors file or a torch checkpoint holding a state dict")
+    c.add_argument("--fresh", action=argparse.BooleanOptionalAction, default=True,
+                   help="the weights are freshly initialized: also flag init-time properties (default: yes)")
+    c.add_argument("--alpha", type=float, default=1e-4,
+                   help="family-wise false-alarm rate of the chance flags (default 1e-4)")
+    c.add_argument("--format", choices=("text", "json"), default="text")
+    c.add_argument("--out", help="write to this file instead of stdout")
+    c.set_defaults(run=_check)
     return parser
 
 

@@ -1,0 +1,81 @@
+"""``initscale.jax.check``: walk a JAX/Flax parameter pytree (linen variables, an ``nnx.State``
+or an ``nnx.Module``) and hand its leaves to the framework-free core, :mod:`initscale.check`
+(every statistic, flag and tolerance lives there).
+
+Roles, layouts and owner classes come from the ``/``-joined paths as in ``initscale.jax.reinit``
+(linen's automatic names such as ``Dense_0``, or the nnx module's own classes), so the rules
+``reinit`` takes give the same expectations (its dry-run plan). Kernels keep their units on the
+last axis (``(..., in, out)``), embeddings on the first, which ``repeated_rows`` compares. A
+pytree holds values, not shared variables: tying is not visible here (a shared nnx variable is
+one leaf of its state, checked once). Flax embeddings have no padding row.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+
+from initscale import check as _core
+from initscale.check import ALPHA, CheckReport, Entry
+from initscale.reinit import Param
+
+__all__ = ["check"]
+
+
+def _numpy(leaf: Any) -> tuple[np.ndarray, str]:
+    dtype = str(getattr(leaf, "dtype", np.asarray(leaf).dtype))
+    values = np.asarray(jax.device_get(leaf))
+    if values.dtype.kind not in "fiub":  # ml_dtypes' bfloat16 and friends: widen exactly
+        values = values.astype(np.float32)
+    return values, dtype
+
+
+def check(params: Any, recipe: Any = None, *, rules: Any = None, fresh: bool = True,
+          alpha: float = ALPHA) -> CheckReport:
+    """Check a freshly initialized parameter pytree for the silent init bugs.
+
+    The arguments and the report are those of ``initscale.torch.check``: ``rules`` (or
+    ``recipe``) as ``initscale.jax.reinit`` takes them give each leaf its expected
+    distribution; without them only the model-agnostic flags apply.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, flax.linen as nn
+        >>> from initscale.adapters.jax import check
+        >>> class MLP(nn.Module):                      # linen names its layers Dense_0, LayerNorm_0
+        ...     @nn.compact
+        ...     def __call__(self, x):
+        ...         return nn.LayerNorm()(nn.Dense(64)(x))
+        >>> variables = MLP().init(jax.random.key(0), jnp.zeros((1, 32)))
+        >>> bool(check(variables))
+        True
+        >>> variables["params"]["LayerNorm_0"]["scale"] = jnp.zeros(64)     # a zeroed norm
+        >>> check(variables).flags
+        {'params/LayerNorm_0/scale': ('norm_scale_not_one',)}
+    """
+    from .jax import _infer, _is_nnx_module, _key_name, _nnx_classes  # initscale.adapters.jax re-exports check
+
+    rules = _core.rules_for(recipe, rules)
+    classes: dict[tuple[str, ...], str] = {}
+    tree = params
+    if _is_nnx_module(params):
+        from flax import nnx
+
+        classes = _nnx_classes(params)
+        tree = nnx.state(params, nnx.Param)
+    found: list[tuple[Param, Any]] = []
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        names = tuple(n for n in (_key_name(e) for e in path) if n is not None)
+        shape = tuple(int(d) for d in np.shape(leaf))
+        role, layout, owners = _infer(names, len(shape), classes)
+        found.append((Param("/".join(names), shape, owners, role, layout), leaf))
+    expected = _core._expected_for([p for p, _ in found], rules, include_frozen=True)
+    entries = []
+    for param, leaf in found:
+        values, dtype = _numpy(leaf)
+        if values.dtype.kind == "c":
+            raise TypeError(f"Leaf {param.name!r} is complex ({dtype}); check reads real parameters only.")
+        entries.append(Entry(param.name, values, role=param.role, layer=param.layer, expected=expected.get(param.name),
+                             unit_axis=0 if param.role == "embedding" else -1, dtype=dtype))
+    return _core.check_arrays(entries, fresh=fresh, alpha=alpha)
