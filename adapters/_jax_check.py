@@ -33,12 +33,15 @@ def _numpy(leaf: Any) -> tuple[np.ndarray, str]:
 
 
 def check(params: Any, recipe: Any = None, *, rules: Any = None, fresh: bool = True,
-          alpha: float = ALPHA) -> CheckReport:
+          alpha: float = ALPHA, module: Any = None, example_inputs: Any = None,
+          example_kwargs: Any = None) -> CheckReport:
     """Check a freshly initialized parameter pytree for the silent init bugs.
 
     The arguments and the report are those of ``initscale.torch.check``: ``rules`` (or
     ``recipe``) as ``initscale.jax.reinit`` takes them give each leaf its expected
-    distribution; without them only the model-agnostic flags apply.
+    distribution; without them only the model-agnostic flags apply. ``module``,
+    ``example_inputs`` and ``example_kwargs`` are ``reinit``'s: the flax module that made a
+    linen tree, so that each layer's class and attributes are read (else guessed from names).
 
     Example:
         >>> import jax, jax.numpy as jnp, flax.linen as nn
@@ -54,22 +57,11 @@ def check(params: Any, recipe: Any = None, *, rules: Any = None, fresh: bool = T
         >>> check(variables).flags
         {'params/LayerNorm_0/scale': ('norm_scale_not_one',)}
     """
-    from .jax import _infer, _is_nnx_module, _key_name, _nnx_classes  # initscale.adapters.jax re-exports check
+    from .jax import _walk  # initscale.adapters.jax re-exports check
 
     rules = _core.rules_for(recipe, rules)
-    classes: dict[tuple[str, ...], str] = {}
-    tree = params
-    if _is_nnx_module(params):
-        from flax import nnx
-
-        classes = _nnx_classes(params)
-        tree = nnx.state(params, nnx.Param)
-    found: list[tuple[Param, Any]] = []
-    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        names = tuple(n for n in (_key_name(e) for e in path) if n is not None)
-        shape = tuple(int(d) for d in np.shape(leaf))
-        role, layout, owners = _infer(names, len(shape), classes)
-        found.append((Param("/".join(names), shape, owners, role, layout), leaf))
+    _, _, leaves_with_paths, params_found = _walk(params, module, example_inputs, example_kwargs)
+    found: list[tuple[Param, Any]] = [(p, leaf) for p, (_, leaf) in zip(params_found, leaves_with_paths, strict=True)]
     expected = _core._expected_for([p for p, _ in found], rules, include_frozen=True)
     entries = []
     for param, leaf in found:

@@ -596,6 +596,32 @@ def _listed(names: Sequence[str], limit: int = 10) -> str:
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
+def _walk(params: Any, module: Any, example_inputs: Any, example_kwargs: Mapping[str, Any] | None) -> tuple[
+        Any, dict[tuple[str, ...], Any] | None, list[tuple[Any, Any]], list[Param]]:
+    """The tree to walk, its modules by path (None: layouts guessed from names), its leaves with
+    their paths and one :class:`~initscale.reinit.Param` per leaf (role, layout, owner classes),
+    as :func:`reinit` and :func:`check` read them. Raises before anything is drawn when ``module``
+    lacks a submodule the tree has."""
+    tree, modules, skip, linen = _read_modules(params, module, example_inputs, example_kwargs)
+    leaves_with_paths = jax.tree_util.tree_flatten_with_path(tree)[0]
+    unresolved: set[tuple[str, ...]] | None = set() if linen else None
+    found: list[Param] = []
+    for path, leaf in leaves_with_paths:
+        names = tuple(n for n in (_key_name(e) for e in path) if n is not None)
+        shape = tuple(int(d) for d in np.shape(leaf))
+        owners = _owners(names, skip, modules, unresolved)
+        role, layout, classes, guessed = _infer(names, shape, owners)
+        found.append(Param("/".join(names), shape, classes, role, layout, guessed=guessed))
+    if unresolved:
+        paths = sorted("/".join(p) for p in unresolved)
+        how = ("they are made inside @nn.compact methods and exist only while it runs: pass example_inputs= (the "
+               "positional arguments of module.apply after the variables, arrays or jax.ShapeDtypeStruct; and "
+               "example_kwargs= for keyword arguments). Nothing is computed: the call is traced with jax.eval_shape"
+               ) if example_inputs is None else "are these the variables of this module?"
+        raise ValueError(f"`module` ({type(module).__name__}) has no submodule at {_listed(paths)}: {how}.")
+    return tree, modules, leaves_with_paths, found
+
+
 def reinit(params: Any, rules: Spec | Mapping[str, Spec | None], key: Any, dry_run: bool = False, *,
            module: Any = None, example_inputs: Any = None, example_kwargs: Mapping[str, Any] | None = None,
            defaults: bool = True, stream_seed: int | None = None,
@@ -661,23 +687,8 @@ def reinit(params: Any, rules: Spec | Mapping[str, Spec | None], key: Any, dry_r
     if stream_seed is None:
         key = _check_key(key)
     was_nnx_module = _is_nnx_module(params)
-    tree, modules, skip, linen = _read_modules(params, module, example_inputs, example_kwargs)
-    leaves_with_paths, treedef = jax.tree_util.tree_flatten_with_path(tree)
-    unresolved: set[tuple[str, ...]] | None = set() if linen else None
-    found: list[Param] = []
-    for path, leaf in leaves_with_paths:
-        names = tuple(n for n in (_key_name(e) for e in path) if n is not None)
-        shape = tuple(int(d) for d in np.shape(leaf))
-        owners = _owners(names, skip, modules, unresolved)
-        role, layout, classes, guessed = _infer(names, shape, owners)
-        found.append(Param("/".join(names), shape, classes, role, layout, guessed=guessed))
-    if unresolved:
-        paths = sorted("/".join(p) for p in unresolved)
-        how = ("they are made inside @nn.compact methods and exist only while it runs: pass example_inputs= (the "
-               "positional arguments of module.apply after the variables, arrays or jax.ShapeDtypeStruct; and "
-               "example_kwargs= for keyword arguments). Nothing is computed: the call is traced with jax.eval_shape"
-               ) if example_inputs is None else "are these the variables of this module?"
-        raise ValueError(f"`module` ({type(module).__name__}) has no submodule at {_listed(paths)}: {how}.")
+    tree, modules, leaves_with_paths, found = _walk(params, module, example_inputs, example_kwargs)
+    treedef = jax.tree_util.tree_structure(tree)
     decided = reinit_plan(found, rules, defaults=defaults, dry_run=dry_run, stacklevel=2)
     scaled = [r.name for r in decided.report.rows
               if r.guessed and r.touched and r.spec is not None and not r.spec.fixed_scale]
