@@ -357,6 +357,7 @@ MP: dict[str, tuple[float | None, Callable, Callable]] = {  # key -> (param, f, 
     "softplus": (None, _mp_softplus, _mp_sigmoid),
     "mish": (None, lambda x: x * mpmath.tanh(_mp_softplus(x)),
              lambda x: mpmath.tanh(_mp_softplus(x)) + x * mpmath.sech(_mp_softplus(x)) ** 2 * _mp_sigmoid(x)),
+    "relu": (None, lambda x: max(x, 0), lambda x: 1 if x > 0 else 0),
     "tanh": (None, mpmath.tanh, lambda x: mpmath.sech(x) ** 2),
     "sigmoid": (None, _mp_sigmoid, lambda x: _mp_sigmoid(x) * (1 - _mp_sigmoid(x))),
     "softsign": (None, lambda x: x / (1 + abs(x)), lambda x: 1 / (1 + abs(x)) ** 2),
@@ -576,3 +577,88 @@ def test_stability_errors() -> None:
         gains.stability("relu", 1.0, 0)
     with pytest.raises(ValueError, match=r"Argument `gain` must be > 0"):
         gains.stability("relu", -1.0, 3)
+
+
+# --- the verdict by simulation: a deep random MLP of width 1000 at the fixed-point gain ------------
+
+SIM_WIDTH, SIM_SIGNAL_DEPTH, SIM_CHI_DEPTH, SIM_DIRECTIONS, SIM_Z = 1000, 12, 40, 8, 4.0
+
+
+def simulation_failures(name: str, fp: gains.FixedPoint, seed: int = 0) -> list[str]:
+    """Where a width-1000 MLP (weights N(0, g²/n), no bias) disagrees with ``fp``.
+
+    Given a layer's input x (second moment m), h = W x has iid N(0, g² m) entries, and the
+    directions δ ⟂ x give W δ independent of h: so each check below conditions on the layer's input
+    and compares with the exact conditional mean, with the sd from the sample (plug-in), at
+    |z| ≤ 4 (two-sided α = 6.3e-5 per check; seeds fixed):
+
+    1. the signal, SIM_SIGNAL_DEPTH layers from x of second moment q*: Σ_l (mean f(h)² − V(m_l)) over
+       its sd √Σ Var(f(h)²)/n (V from gains.stability at the layer's own m_l, a martingale sum);
+       and the second moment after the last layer within 4 sd of q*, the sd that of a network at
+       the fixed point, each layer's noise v/n (v = E[f(g√q* Z)⁴] − q*², by mpmath) carried through
+       the later layers by the variance map's slope: sd_L² = Σ_{k<L} slope^(2k)·v/n;
+    2. χ, SIM_CHI_DEPTH layers with the input put back at q* each time: t_i = f'(h_i)²·mean_j (Wδ_j)_i²
+       for SIM_DIRECTIONS orthonormal δ_j ⟂ x of squared norm n has E[t_i] = χ; Σ_l (mean t − χ)
+       over its sd; and the verdict read from the measured χ̂ (critical when |χ̂ − 1| ≤ 4 sd, else
+       its side of 1) is ``fp.verdict``; the design ensures |χ − 1| ≥ 8 sd for a non-critical one.
+    """
+    f0, df0 = gains.ACTIVATIONS[name][0], gains.DERIVATIVES[name]
+    p = fp.param if fp.param is not None else 0.0
+
+    def f(x):
+        return f0(x, p)
+
+    def df(x):
+        return df0(x, p)
+
+    n, g = SIM_WIDTH, fp.gain
+    rng = np.random.default_rng(seed)
+    out: list[str] = []
+
+    def start() -> np.ndarray:
+        u = rng.standard_normal(n)
+        return sqrt(fp.q_star) * u / sqrt(float(np.mean(u * u)))
+
+    x, dev, var = start(), 0.0, 0.0
+    for _ in range(SIM_SIGNAL_DEPTH):
+        m = float(np.mean(x * x))
+        w = rng.standard_normal((n, n)) * (g / sqrt(n))
+        y = f(w @ x)
+        s = y * y
+        dev += float(np.mean(s)) - gains.stability(name, g, 1, q=m, param=fp.param).q_final
+        var += float(np.var(s, ddof=1)) / n
+        x = y
+    if not abs(dev) <= SIM_Z * sqrt(var):
+        out.append(f"signal: the variance map is off by {dev / sqrt(var):+.2f} sd")
+    v = mp_expect(lambda x: MP[name][1](x) ** 4, g * sqrt(fp.q_star)) - fp.q_star**2
+    sd_last = sqrt(sum(fp.slope ** (2 * k) for k in range(SIM_SIGNAL_DEPTH)) * v / n)
+    last = float(np.mean(x * x))
+    if not abs(last - fp.q_star) <= SIM_Z * sd_last:
+        out.append(f"signal: second moment {last:.4g} after {SIM_SIGNAL_DEPTH} layers vs q* {fp.q_star:.4g} "
+                   f"({(last - fp.q_star) / sd_last:+.2f} sd)")
+    dev, var, total = 0.0, 0.0, 0.0
+    for _ in range(SIM_CHI_DEPTH):
+        x = start()
+        w = rng.standard_normal((n, n)) * (g / sqrt(n))
+        h = w @ x
+        q_, _ = np.linalg.qr(np.column_stack([x, rng.standard_normal((n, SIM_DIRECTIONS))]))
+        t = df(h) ** 2 * np.mean((w @ (q_[:, 1:] * sqrt(n))) ** 2, axis=1)
+        dev += float(np.mean(t)) - fp.chi
+        total += float(np.mean(t))
+        var += float(np.var(t, ddof=1)) / n
+    sd = sqrt(var) / SIM_CHI_DEPTH  # of the measured per-layer factor
+    measured = total / SIM_CHI_DEPTH
+    if not abs(dev) <= SIM_Z * sqrt(var):
+        out.append(f"chi: measured {measured:.5g} vs {fp.chi:.5g} ({dev / sqrt(var):+.2f} sd)")
+    seen = "critical" if abs(measured - 1.0) <= SIM_Z * sd else "ordered" if measured < 1.0 else "chaotic"
+    if seen != fp.verdict:
+        out.append(f"verdict: measured {seen} (chi {measured:.5g} +- {sd:.2g}), reported {fp.verdict}")
+    if fp.verdict != "critical" and not abs(fp.chi - 1.0) >= 2 * SIM_Z * sd:
+        out.append(f"design: chi {fp.chi:.5g} is within {2 * SIM_Z} sd ({sd:.2g}) of 1")
+    return out
+
+
+@pytest.mark.parametrize(("name", "q"), [("relu", 1.0), ("gelu", 1.0), ("silu", 1.0), ("tanh", 1.0),
+                                          ("sigmoid", 1.0), ("elu", 4.0)])
+def test_the_verdict_by_simulation(name: str, q: float) -> None:
+    assert simulation_failures(name, gains.fixed_point(name, q)) == []
