@@ -662,3 +662,54 @@ def simulation_failures(name: str, fp: gains.FixedPoint, seed: int = 0) -> list[
                                           ("sigmoid", 1.0), ("elu", 4.0)])
 def test_the_verdict_by_simulation(name: str, q: float) -> None:
     assert simulation_failures(name, gains.fixed_point(name, q)) == []
+
+
+# --- the command line: initscale gain --method fixed_point ------------------------------------------
+
+
+def _cli(*argv: str) -> tuple[int, str, str]:
+    import contextlib
+    import io
+
+    from initscale.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(argv))
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_cli_fixed_point_json_carries_everything() -> None:
+    import json
+
+    code, out, _ = _cli("gain", "tanh", "--method", "fixed_point", "--q", "4", "--format", "json")
+    assert code == 0
+    got = json.loads(out)
+    fp = gains.fixed_point("tanh", 4.0)
+    assert got["value"] == fp.gain and got["method"] == "fixed_point" and got["torch_value"] == 5.0 / 3.0
+    assert {k: got[k] for k in ("q", "q_star", "chi", "verdict", "slope", "reachable", "note")} == {
+        "q": 4.0, "q_star": fp.q_star, "chi": fp.chi, "verdict": "chaotic", "slope": fp.slope, "reachable": False,
+        "note": fp.note}
+
+
+def test_cli_fixed_point_text() -> None:
+    code, out, _ = _cli("gain", "gelu", "--method", "fixed_point")
+    assert code == 0
+    lines = dict(line.split(None, 1) for line in out.splitlines())
+    assert lines["value"] == f"{gains.fixed_point('gelu').gain:.12g}" and lines["method"] == "fixed_point"
+    assert lines["chi"].startswith(f"{gains.fixed_point('gelu').chi:.12g}  chaotic")
+    assert lines["q*"].startswith("1  (the fixed point held: q itself)")
+    code, out, _ = _cli("gain", "leaky_relu", "--param", "0.2", "--method", "fixed_point", "--q", "0.25")
+    assert re.search(rf"^value +{sqrt(2 / 1.04):.12g}$", out, re.M) and "1  critical" in out
+
+
+def test_cli_derived_reports_its_chi() -> None:
+    code, out, _ = _cli("gain", "silu", "--method", "derived")
+    assert code == 0 and "chi" in out and "2.811x off it" in out
+
+
+def test_cli_q_needs_fixed_point() -> None:
+    code, _, err = _cli("gain", "relu", "--q", "2")
+    assert code == 2 and "Argument `q` is used by method='fixed_point' only. Received: q=2.0" in err
+    code, _, err = _cli("gain", "relu", "--method", "fixed_point", "--q", "-1")
+    assert code == 2 and "Argument `q` must be > 0. Received: q=-1.0." in err
