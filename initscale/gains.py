@@ -22,6 +22,14 @@ Two kinds of value, and the difference is explicit:
   E[selu(z)²] = 1; torch's 3/4 is a different, empirical choice). For tanh it gives 1.5925
   where torch's table has 5/3.
 
+- ``method="fixed_point"`` (with ``q``, default 1): the gain g solving E[f(g√q·Z)²] = q, which
+  holds each layer's input at second moment q from the first layer on (Poole et al. 2016;
+  Schoenholz et al. 2017). :func:`fixed_point` returns it with its χ = g²·E[f'(g√q·Z)²], the
+  verdict (ordered / critical / chaotic), the variance map's slope and a note (an unreachable q
+  of a bounded activation); :func:`derived` does the same for the derived gain, and
+  :func:`stability` gives the growth χ^L of a small perturbation over L layers. docs/gains.md has
+  the numbers.
+
 ``method="auto"`` (the default) takes the table value where torch has one, else the derived one.
 Any numpy-vectorized callable can be passed instead of a name (derived gain).
 

@@ -713,3 +713,24 @@ def test_cli_q_needs_fixed_point() -> None:
     assert code == 2 and "Argument `q` is used by method='fixed_point' only. Received: q=2.0" in err
     code, _, err = _cli("gain", "relu", "--method", "fixed_point", "--q", "-1")
     assert code == 2 and "Argument `q` must be > 0. Received: q=-1.0." in err
+
+
+def test_docs_gains_table_is_what_the_code_gives() -> None:
+    """Each row of the q = 1 table in docs/gains.md, recomputed."""
+    import pathlib
+
+    text = (pathlib.Path(__file__).parents[1] / "docs" / "gains.md").read_text(encoding="utf-8")
+    rows = [line for line in text.splitlines() if re.match(r"\| [a-z_]+( [0-9.]+)? \| [0-9—]", line)]
+    assert len(rows) == 8
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        name, _, p = cells[0].partition(" ")
+        param = float(p) if p else None
+        try:
+            table = f"{gain(name, param, method='table'):.4f}"
+        except ValueError:
+            table = "—"
+        d, f = gains.derived(name, param), gains.fixed_point(name, 1.0, param)
+        assert cells[1:] == [table, f"{d.gain:.4f}", f"{d.q_star:.4f}", f"{d.chi:.4f} {d.verdict}", f"{f.gain:.4f}",
+                             f"{f.q_star:.4f}" + ("" if f.reachable else " (unreachable)"),
+                             f"{f.chi:.4f} {f.verdict}", f"{f.slope:.4f}"], name
