@@ -592,7 +592,20 @@ def fixed_point(nonlinearity: str | Callable[[Array], Array], q: float = 1.0, pa
         (1.468, 1.0604, 'chaotic')
     """
     q = _validate.real("q", q, positive=True)
-    act = _resolve(nonlinearity, param, derivative, "fixed_point")
+    if isinstance(nonlinearity, str) and derivative is None:
+        act = _resolve(nonlinearity, param, None, "fixed_point")  # checks name and param before the cache
+        return _named_fixed_point(act.label, q, act.param)
+    return _solve(_resolve(nonlinearity, param, derivative, "fixed_point"), q)
+
+
+@lru_cache(maxsize=4096)
+def _named_fixed_point(name: str, q: float, param: float | None) -> FixedPoint:
+    """:func:`fixed_point` of a named activation, computed once per (name, q, param)."""
+    return _solve(_resolve(name, param, None, "fixed_point"), q)
+
+
+def _solve(act: _Activation, q: float) -> FixedPoint:
+    """The fixed point of :func:`fixed_point` for a resolved activation."""
     if act.homogeneous is not None:
         return _at(act, math.sqrt(q / act.homogeneous), q, reachable=True, method=_FIXED, note="")
     if act.label == "selu" and q == 1.0:  # Klambauer et al.'s constants: E[selu(Z)²] = 1

@@ -239,7 +239,11 @@ def test_planted_quadrature_bugs_fail_the_fixed_point_checks(monkeypatch, case, 
 
     assert fixed_point_failures("gelu", gains.fixed_point("gelu")) == []  # the control
     monkeypatch.setattr(gains, target, bug)
-    assert fixed_point_failures("gelu", gains.fixed_point("gelu")), case
+    gains._named_fixed_point.cache_clear()  # named fixed points are cached: recompute with the bug
+    try:
+        assert fixed_point_failures("gelu", gains.fixed_point("gelu")), case
+    finally:
+        gains._named_fixed_point.cache_clear()  # no buggy answer outlives the test
 
 
 def test_derived_gain_as_fixed_point_is_caught() -> None:
