@@ -2,8 +2,9 @@
 
 - ``initscale explain SPEC --shape 3,3,64,128 [--layout keras]``: fans (and how they were
   counted), variance, std, sampling parameter, bounds, and the native call per framework.
-- ``initscale gain NAME [--param X]``: the gain, its formula and source (and torch's constant
-  beside a derived one).
+- ``initscale gain NAME [--param X] [--method fixed_point [--q Q]]``: the gain, its formula and
+  source (and torch's constant beside a derived one); a fixed-point or derived gain with the fixed
+  point it holds, its χ, verdict and note.
 - ``initscale propagate --spec he_normal --spec glorot_uniform --activation relu --depth 50``:
   forward and backward variance per layer of a deep MLP or CNN, as a table, JSON or a figure.
 - ``initscale presets``: every preset with its source and one line; ``initscale layouts``: every
@@ -380,13 +381,33 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def _gain(args: argparse.Namespace) -> int:
-    d = gains.gain_details(args.name, args.param, method=args.method)
+    d = gains.gain_details(args.name, args.param, method=args.method, q=args.q)
+    # the fixed point a fixed-point or derived gain holds, its chi, verdict and note
+    fp = None
+    if d.method == "fixed_point":
+        fp = gains.fixed_point(args.name, 1.0 if args.q is None else args.q, args.param)
+    elif d.method == "derived":
+        fp = gains.derived(args.name, args.param)
     if args.format == "json":
-        text = json.dumps({"nonlinearity": d.nonlinearity, "param": d.param, "value": d.value, "method": d.method,
-                           "formula": d.formula, "source": d.source, "torch_value": d.torch_value}, indent=1)
+        out: dict[str, Any] = {"nonlinearity": d.nonlinearity, "param": d.param, "value": d.value, "method": d.method,
+                               "formula": d.formula, "source": d.source, "torch_value": d.torch_value}
+        if fp is not None:
+            out.update({"q": fp.q, "q_star": fp.q_star, "chi": fp.chi, "verdict": fp.verdict, "slope": fp.slope,
+                        "reachable": fp.reachable, "note": fp.note})
+        text = json.dumps(out, indent=1, allow_nan=False)
     else:
         rows = [("nonlinearity", d.nonlinearity + ("" if d.param is None else f" (param {d.param:g})")),
                 ("value", f"{d.value:.12g}"), ("method", d.method), ("formula", d.formula), ("source", d.source)]
+        if fp is not None:
+            held = "q itself" if fp.reachable and fp.q_star == fp.q else "q is unreachable: see the note"
+            rows += [("q", f"{fp.q:.12g}  (second moment of each layer's input)"),
+                     ("q*", f"{fp.q_star:.12g}  (the fixed point held: {held})" if fp.method == "fixed_point"
+                      else f"{fp.q_star:.12g}  (the fixed point held: E[f(z)^2])"),
+                     ("chi", f"{fp.chi:.12g}  {fp.verdict} (g^2 E[f'(g sqrt(q*) z)^2]; critical within "
+                             f"{gains.CRITICAL_TOLERANCE:g} of 1)"),
+                     ("slope", f"{fp.slope:.6g}  (dV/dq of the variance map at q*; < 1: the fixed point attracts)")]
+            if fp.note:
+                rows.append(("note", fp.note))
         if d.torch_value is not None and d.method != "table":
             rows.append(("torch constant", f"{d.torch_value:.12g}  (torch.nn.init.calculate_gain)"))
         width = max(len(k) for k, _ in rows)
@@ -487,8 +508,11 @@ def _parser() -> argparse.ArgumentParser:
     g = sub.add_parser("gain", help="an activation's gain: value, formula, source")
     g.add_argument("name", help=f"one of {', '.join(gains.names())}")
     g.add_argument("--param", type=float, help="the activation's parameter (leaky_relu slope, elu alpha, ...)")
-    g.add_argument("--method", choices=("auto", "table", "derived"), default="auto",
-                   help="torch's table, the derived 1/sqrt(E[f(z)^2]), or auto (table where torch has one)")
+    g.add_argument("--method", choices=("auto", "table", "derived", "fixed_point"), default="auto",
+                   help="torch's table, the derived 1/sqrt(E[f(z)^2]), the fixed point E[f(g sqrt(q) z)^2] = q "
+                   "(with chi and verdict), or auto (table where torch has one)")
+    g.add_argument("--q", type=float, help="with --method fixed_point: the second moment of each layer's input "
+                   "to hold (default 1)")
     g.add_argument("--format", choices=("text", "json"), default="text")
     g.add_argument("--out", help="write to this file instead of stdout")
     g.set_defaults(run=_gain)

@@ -212,3 +212,67 @@ def test_wrong_derivatives_are_caught(name, param, wrong) -> None:
 
     assert derivative_failures(name, param) == []  # the control
     assert derivative_failures(name, param, wrong), name
+
+
+# --- fixed-point gains: the independent quadrature and the simulation catch planted bugs ----------
+
+def _mean_squared(act, a):  # E[f(aZ)]² for E[f(aZ)²]
+    from initscale import gains
+
+    return gains._expect(act.f, a) ** 2
+
+
+def _derivative_mean_squared(act, a):  # E[f'(aZ)]² for E[f'(aZ)²]
+    from initscale import gains
+
+    return gains._expect(act.df, a) ** 2
+
+
+@pytest.mark.parametrize(("case", "target", "bug"), [
+    ("second_moment_as_squared_mean", "_moment", _mean_squared),
+    ("chi_of_the_squared_mean_derivative", "_derivative_moment", _derivative_mean_squared),
+])
+def test_planted_quadrature_bugs_fail_the_fixed_point_checks(monkeypatch, case, target, bug) -> None:
+    from test_gains import fixed_point_failures
+
+    from initscale import gains
+
+    assert fixed_point_failures("gelu", gains.fixed_point("gelu")) == []  # the control
+    monkeypatch.setattr(gains, target, bug)
+    gains._named_fixed_point.cache_clear()  # named fixed points are cached: recompute with the bug
+    try:
+        assert fixed_point_failures("gelu", gains.fixed_point("gelu")), case
+    finally:
+        gains._named_fixed_point.cache_clear()  # no buggy answer outlives the test
+
+
+def test_derived_gain_as_fixed_point_is_caught() -> None:
+    import dataclasses
+
+    from test_gains import fixed_point_failures, simulation_failures
+
+    from initscale import gains
+
+    right = gains.fixed_point("gelu")
+    wrong = dataclasses.replace(right, gain=gains.gain("gelu", method="derived"))  # 1.5335 for 1.4680
+    assert fixed_point_failures("gelu", wrong), "the quadrature check did not notice"
+    failed = simulation_failures("gelu", wrong)
+    assert any(f.startswith("signal: second moment") for f in failed), failed
+
+
+@pytest.mark.parametrize(("case", "name", "chi"), [
+    ("chi_without_the_gain_squared", "gelu", lambda fp: fp.chi / fp.gain**2),
+    ("chi_of_the_squared_mean_derivative", "silu", lambda fp: fp.gain**2 * 0.5**2),  # E[f'(aZ)] ≈ 1/2 squared
+    ("chi_read_as_the_variance_map_slope", "tanh", lambda fp: fp.slope),
+])
+def test_wrong_chi_fails_the_simulation(case, name, chi) -> None:
+    import dataclasses
+
+    from test_gains import simulation_failures
+
+    from initscale import gains
+
+    right = gains.fixed_point(name)
+    wrong = dataclasses.replace(right, chi=chi(right), verdict=gains.verdict(chi(right)))
+    failed = simulation_failures(name, wrong)
+    assert any(f.startswith("chi:") for f in failed), (case, failed)
