@@ -8,6 +8,7 @@ and sets INITSCALE_REQUIRE, so there a missing one fails instead).
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sys
 from pathlib import Path
@@ -15,6 +16,12 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+# Triton loaded after TensorFlow aborts the process (LLVM registers its options twice); before it,
+# both load. torch imports Triton lazily (torch._dynamo: transformers' models import it), which in a
+# suite whose Keras runs on TensorFlow would come after TensorFlow: so load it first, here.
+with contextlib.suppress(ImportError):
+    import triton  # noqa: F401
 
 # What the suite needs beyond NumPy (scipy: the test tools' statistics, used by a few checks).
 FRAMEWORKS = ("torch", "tensorflow", "keras", "jax", "jaxlib", "flax", "tf_keras", "triton", "matplotlib",
