@@ -171,3 +171,29 @@ def test_the_parity_matrix_catches_planted_bugs(monkeypatch, bug, preset, layer)
     monkeypatch.setitem(parity.BACKENDS, "numpy", _buggy_numpy_backend(bug))
     rows = parity.run(backends=["numpy"], presets=[preset], layers=[layer], cross=False)
     assert not all(r.passed for r in rows), f"the matrix did not notice {bug}"
+
+
+def _closed_form_moments(a: float, b: float) -> tuple[float, float, float]:
+    """The planted bug: the textbook raw-moment recursion m_k = (k−1)m_{k−2} + (a^{k−1}φ(a) −
+    b^{k−1}φ(b))/Z with Z = Φ(b) − Φ(a) (initscale's moments before issue 16)."""
+    from initscale.normal_math import normal_cdf, normal_pdf
+
+    z = normal_cdf(b) - normal_cdf(a)
+    pa, pb = normal_pdf(a), normal_pdf(b)
+    m1 = (pa - pb) / z
+    m2 = 1.0 + (a * pa - b * pb) / z
+    m3 = 2.0 * m1 + (a * a * pa - b * b * pb) / z
+    m4 = 3.0 * m2 + (a**3 * pa - b**3 * pb) / z
+    var = m2 - m1 * m1
+    return m1, var, (m4 - 4 * m1 * m3 + 6 * m1 * m1 * m2 - 3 * m1**4) / var**2
+
+
+@pytest.mark.parametrize(("a", "b"), [(8.0, 9.0), (0.0, 1e-4), (-1e-5, 1e-5), (4.2, 4.4)])
+def test_the_quadrature_check_catches_closed_form_moments(a, b) -> None:
+    # tests/test_normal_math.py compares every moment with mpmath at rel 1e-9; the old formulas
+    # (cancellation in the upper tail and in narrow intervals) miss it there.
+    from test_normal_math import _exact_moments
+
+    ref = _exact_moments(a, b)
+    got = _closed_form_moments(a, b)
+    assert any(g != pytest.approx(r, rel=1e-9, abs=1e-300) for g, r in zip(got, ref, strict=True))
