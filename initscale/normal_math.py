@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     import numpy as np
@@ -41,7 +41,12 @@ else:
     from ._lazy import numpy as np
 
 __all__ = [
+    "FAR_FROM",
+    "ORDINARY_BOUND",
+    "ORDINARY_MASS",
+    "TruncatedPlan",
     "complex_truncated_rms",
+    "far_tail_offset",
     "log_ndtr",
     "mills_series",
     "ndtri",
@@ -52,6 +57,7 @@ __all__ = [
     "truncated_mass",
     "truncated_mean",
     "truncated_moments",
+    "truncated_plan",
     "truncated_std",
     "truncated_variance",
 ]
@@ -327,3 +333,96 @@ def ndtri(p: ArrayLike) -> NDArray[np.float64]:
         out[tail] = np.where(qt < 0.0, -x, x)
     out[(p < 0.0) | (p > 1.0) | np.isnan(p)] = np.nan
     return out
+
+
+# --- drawing truncated normals in a working precision, from the side where they are representable ---
+
+ORDINARY_BOUND = 4.0
+"""Intervals inside ±4 with mass ≥ :data:`ORDINARY_MASS` are *ordinary*: an adapter may draw them
+with its fast error-function path (u ~ U(erf(α/√2), erf(β/√2)), z = √2·erfinv(u)). In float32,
+erf near ±1 is spaced 6e-8 apart, which shifts the CDF of the draws by at most 3e-8/Z ≤ 3e-5:
+below what a KS test of 1e8 draws could see."""
+ORDINARY_MASS = 1e-3
+FAR_FROM = {"float32": MILLS_SERIES_FROM, "float64": 37.0}
+"""Per working precision, how far out (in the lower-tail orientation, ``hi < −FAR_FROM``) Φ(hi)
+stops being a well-resolved number (below 1.9e-28 in float32, 5.7e-300 in float64): there the
+draw is :func:`far_tail_offset` from the bound instead of Φ⁻¹ of a uniform."""
+
+
+class TruncatedPlan(NamedTuple):
+    """How to draw z ~ N(0, 1) truncated to [lo, hi] in a working precision; the draw of
+    N(0, 1) truncated to the interval asked for is ``sign·z`` (``sign`` −1: mirrored).
+
+    ``method``:
+
+    - ``"erf"``: an ordinary interval (see :data:`ORDINARY_BOUND`); the adapter's fast path.
+    - ``"ndtri"``: u = p_hi − p_width·U with U ~ U[0, 1), so u ∈ (Φ(lo), Φ(hi)] is never 0, then
+      z = Φ⁻¹(u) clipped to [z_low, z_high] (the interval, narrowed to the quantiles the
+      working precision resolves, so a u that rounds to 0 or 1 gives no ±inf). The interval is
+      mirrored so that a + b ≤ 0: its mass is at the lower tail, where Φ keeps its digits.
+    - ``"far"``: hi < −FAR_FROM[work]: z = −(a + y), a = −hi, with y the exact quantile
+      offset from the bound (:func:`far_tail_offset`) at E = −log1p(−kept·U), kept = 1 − Q(b)/Q(a)
+      (Q(x) = Φ(−x)), b = −lo, then clipped to [z_low, z_high] = [lo, hi].
+    """
+
+    method: str
+    sign: float
+    lo: float
+    hi: float
+    z_low: float
+    z_high: float
+    p_hi: float = 0.0
+    p_width: float = 0.0
+    a: float = 0.0
+    kept: float = 0.0
+    log_s_a: float = 0.0
+
+
+@functools.lru_cache(maxsize=1024)
+def truncated_plan(a: float, b: float, work: str = "float32") -> TruncatedPlan:
+    """The :class:`TruncatedPlan` for N(0, 1) truncated to [a, b], drawn in ``work`` (float32 for
+    float32 and narrower weights, or float64). Computed in float64, once per interval."""
+    _check_interval(a, b)
+    if work not in FAR_FROM:
+        raise ValueError(f"Argument `work` must be one of 'float32', 'float64'. Received: work={work!r}.")
+    mass = truncated_mass(a, b)
+    if not mass > 0.0:
+        raise ValueError(f"Truncation interval [{a}, {b}] has no probability mass under a standard normal.")
+    if max(abs(a), abs(b)) <= ORDINARY_BOUND and mass >= ORDINARY_MASS:
+        return TruncatedPlan("erf", 1.0, a, b, a, b)
+    sign, lo, hi = (-1.0, -b, -a) if a + b > 0.0 else (1.0, a, b)
+    if hi < -FAR_FROM[work]:
+        fa, fb = -hi, -lo  # the upper-tail orientation: x ∈ [fa, fb], fa ≥ FAR_FROM
+        log_s_a = math.log(mills_series(fa))
+        if math.isinf(fb):
+            kept = 1.0
+        else:  # log(Q(fb)/Q(fa)) = −w(fa + fb)/2 − log1p(w/fa) + log S(fb) − log S(fa), w = fb − fa
+            w = fb - fa
+            log_r = -w * (fa + fb) / 2.0 - math.log1p(w / fa) + math.log(mills_series(fb)) - log_s_a
+            kept = -math.expm1(log_r)
+        return TruncatedPlan("far", sign, lo, hi, lo, hi, a=fa, kept=kept, log_s_a=log_s_a)
+    spacing = 2.0**-24 if work == "float32" else 2.0**-53  # the spacing of floats just below 1
+    tiny = 2.0**-149 if work == "float32" else 2.0**-1074  # the smallest positive float
+    z_low = max(lo, float(ndtri(tiny)))
+    z_high = min(hi, -float(ndtri(spacing)))  # the largest quantile Φ⁻¹(1 − spacing)
+    p_hi = normal_cdf(hi)
+    return TruncatedPlan("ndtri", sign, lo, hi, z_low, z_high, p_hi=p_hi, p_width=min(mass, p_hi))
+
+
+def far_tail_offset(e: Any, a: float, log_s_a: float, xp: Any, iterations: int = 3) -> Any:
+    """y ≥ 0 with Q(a + y) = Q(a)·e^{−E}, for a ≥ :data:`MILLS_SERIES_FROM` (E = ``e``, any array
+    type with arithmetic operators; ``xp`` gives its ``sqrt``, ``log`` and ``log1p``).
+
+    In the frame shifted to the bound, −log(Q(a + y)/Q(a)) = h(y) = a·y + y²/2 + log1p(y/a)
+    − log(S(a + y)/S(a)) with S(x) = x·Q(x)/φ(x) (:func:`mills_series`), and h'(y) = (a + y)/S(a + y):
+    no term holds Q or a large constant, so float32 keeps its digits at any distance. Start from
+    the root of a·y + y²/2 = E, 2E/(a + √(a² + 2E)), then Newton steps (quadratic convergence
+    from a start within y/a relative: three steps reach float64 rounding).
+    """
+    y = 2.0 * e / (a + xp.sqrt(a * a + 2.0 * e))
+    for _ in range(iterations):
+        x = y + a
+        s = mills_series(x)
+        h = y * (0.5 * y + a) + xp.log1p(y / a) - (xp.log(s) - log_s_a)
+        y = y - (h - e) * s / x
+    return y
