@@ -55,7 +55,7 @@ from initscale.distributions import (
     UniformDist,
 )
 from initscale.fans import Layout, LayoutLike, resolve
-from initscale.normal_math import complex_truncated_rms
+from initscale.normal_math import complex_truncated_rms, far_tail_offset, truncated_plan
 from initscale.plan import planner
 from initscale.reinit import Param, Report, Role
 from initscale.reinit import plan as reinit_plan
@@ -144,8 +144,15 @@ def _draw_real(key: Any, kind: str, shape: tuple[int, ...], dtype: Any, p: jax.A
         out = jax.random.uniform(key, shape, work, p[0], p[1])
     elif kind == "truncated":  # p = (a, b, sigma, loc, clip low, clip high), a <= 0
         out = jax.random.truncated_normal(key, p[0], p[1], shape, work) * p[2] + p[3]
-    else:  # "truncated_mirror": an upper-tail interval drawn as the mirror of the lower one
+    elif kind == "truncated_mirror":  # an upper-tail interval drawn as the mirror of the lower one
         out = -jax.random.truncated_normal(key, -p[1], -p[0], shape, work) * p[2] + p[3]
+    elif kind == "truncated_ndtri":  # p = (p_hi, p_width, z low, z high, sign·sigma, loc, clip low, clip high)
+        u = p[0] - p[1] * jax.random.uniform(key, shape, work)  # in (Φ(lo), Φ(hi)]: never 0
+        out = jnp.clip(jax.scipy.special.ndtri(u), p[2], p[3]) * p[4] + p[5]
+    else:  # "truncated_far": p = (a, kept, log S(a), z low, z high, sign·sigma, loc, clip low, clip high)
+        e = -jnp.log1p(-p[1] * jax.random.uniform(key, shape, work))
+        z = -(p[0] + far_tail_offset(e, p[0], p[2], jnp))
+        out = jnp.clip(z, p[3], p[4]) * p[5] + p[6]
     return jnp.clip(out, p[-2], p[-1]).astype(dtype)  # bounds that hold in dtype (initscale.rounding)
 
 
@@ -165,8 +172,16 @@ def _sample(key: Any, dist: Distribution, layout: Layout | None, shape: tuple[in
         kind, params = "uniform", (dist.low, dist.high)
     elif isinstance(dist, TruncatedNormalDist):
         a, b = dist.standard_bounds
-        kind = "truncated_mirror" if a > 0.0 else "truncated"  # erf precision: draw the lower tail
-        params = (a, b, dist.sigma, dist.loc)
+        plan = truncated_plan(a, b, "float64" if jnp.dtype(dtype) == jnp.float64 else "float32")  # _draw_real's work
+        if plan.method == "erf":  # an ordinary interval: jax's own sampler, lower tail (erf precision)
+            kind = "truncated_mirror" if a > 0.0 else "truncated"
+            params = (a, b, dist.sigma, dist.loc)
+        elif plan.method == "ndtri":  # one-sided, far or narrow: Φ⁻¹ where Φ is representable
+            kind = "truncated_ndtri"
+            params = (plan.p_hi, plan.p_width, plan.z_low, plan.z_high, plan.sign * dist.sigma, dist.loc)
+        else:  # beyond Φ's range in the working precision: the offset from the bound
+            kind = "truncated_far"
+            params = (plan.a, plan.kept, plan.log_s_a, plan.z_low, plan.z_high, plan.sign * dist.sigma, dist.loc)
     else:  # pragma: no cover - every Distribution is handled above
         raise TypeError(f"Unknown distribution {dist!r}.")
     clip = clip_bounds(dist, jnp.dtype(dtype).name)

@@ -61,7 +61,7 @@ from initscale.distributions import (
 )
 from initscale.fans import Fans, Layout, LayoutLike, layout_from_config, layout_to_config
 from initscale.keras_layers import keras_role
-from initscale.normal_math import normal_cdf
+from initscale.normal_math import far_tail_offset, normal_cdf, truncated_plan
 from initscale.plan import planner
 from initscale.reinit import Param, Report, Role
 from initscale.reinit import plan as reinit_plan
@@ -120,17 +120,32 @@ def _uniform_dtype() -> str:
 
 
 def _truncated(dist: TruncatedNormalDist, shape: tuple[int, ...], dtype: str, seed: Any) -> Any:
+    """Inverse CDF in the working precision (float64, or float32 on JAX without x64), from the side
+    where the interval is representable (:func:`initscale.normal_math.truncated_plan`): ordinary
+    intervals by erfinv, one-sided, far-tail and narrow ones by the backend's Φ⁻¹ of
+    u ∈ (Φ(lo), Φ(hi)] (never 0), and beyond Φ's range by the exact offset from the bound."""
     ops = keras.ops
     a, b = dist.standard_bounds
+    work = _uniform_dtype()
+    low, high = representable_bounds(dist.low, dist.high, dtype)  # bounds that hold in dtype
+    plan = truncated_plan(a, b, work)
+    if plan.method != "erf":
+        # Native operators with Python floats keep the tensor's dtype on every backend.
+        unit = keras.random.uniform(shape, 0.0, 1.0, dtype=work, seed=seed)
+        if plan.method == "ndtri":
+            z = _ndtri()(_Ops(plan.p_hi - plan.p_width * unit)).x
+        else:
+            e = -ops.log1p(-plan.kept * unit)
+            z = -(plan.a + far_tail_offset(e, plan.a, plan.log_s_a, ops))
+        z = ops.clip(z, plan.z_low, plan.z_high)
+        return ops.cast(ops.clip(z * (plan.sign * dist.sigma) + dist.loc, low, high), dtype)
     flip = a > 0.0  # an upper-tail interval is drawn as the mirror of the lower one
     if flip:
         a, b = -b, -a
-    work = _uniform_dtype()
     u = keras.random.uniform(shape, normal_cdf(a), normal_cdf(b), dtype=work, seed=seed)
     z = ops.clip(ops.multiply(ops.erfinv(ops.subtract(ops.multiply(u, 2.0), 1.0)), math.sqrt(2.0)), a, b)
     if flip:
         z = ops.negative(z)
-    low, high = representable_bounds(dist.low, dist.high, dtype)  # bounds that hold in dtype
     return ops.cast(ops.clip(ops.add(ops.multiply(z, dist.sigma), dist.loc), low, high), dtype)
 
 

@@ -34,7 +34,7 @@ from initscale.distributions import (
     UniformDist,
 )
 from initscale.fans import Layout, LayoutLike
-from initscale.normal_math import ndtri, normal_cdf
+from initscale.normal_math import far_tail_offset, ndtri, normal_cdf, truncated_plan
 from initscale.plan import planner
 from initscale.rounding import clip_bounds
 from initscale.specs import Spec
@@ -74,7 +74,18 @@ def _rng(rng: np.random.Generator | int) -> np.random.Generator:
 
 
 def _truncated(dist: TruncatedNormalDist, size: tuple[int, ...], rng: np.random.Generator) -> NDArray[np.float64]:
+    """Inverse CDF in float64, from the side where the interval is representable
+    (:func:`initscale.normal_math.truncated_plan`): one-sided, far-tail and narrow intervals by
+    Φ⁻¹ of u ∈ (Φ(lo), Φ(hi)] (never 0) or, beyond 37σ, by the exact offset from the bound."""
     a, b = dist.standard_bounds
+    plan = truncated_plan(a, b, "float64")
+    if plan.method == "ndtri":
+        z = np.clip(ndtri(plan.p_hi - plan.p_width * rng.random(size)), plan.z_low, plan.z_high)
+        return dist.loc + plan.sign * dist.sigma * z
+    if plan.method == "far":
+        e = -np.log1p(-plan.kept * rng.random(size))
+        z = np.clip(-(plan.a + far_tail_offset(e, plan.a, plan.log_s_a, np)), plan.z_low, plan.z_high)
+        return dist.loc + plan.sign * dist.sigma * z
     flip = a > 0.0  # both bounds in the upper tail: sample -X on [-b, -a] instead
     if flip:
         a, b = -b, -a

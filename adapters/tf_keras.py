@@ -46,7 +46,7 @@ from initscale.distributions import (
 )
 from initscale.fans import Layout, LayoutLike, layout_from_config, layout_to_config
 from initscale.keras_layers import keras_role
-from initscale.normal_math import normal_cdf
+from initscale.normal_math import far_tail_offset, normal_cdf, truncated_plan
 from initscale.plan import planner
 from initscale.reinit import Param, Report
 from initscale.reinit import plan as reinit_plan
@@ -98,7 +98,21 @@ def _normal(shape: tuple[int, ...], mean: float, std: float, dtype: Any, seed: A
 
 
 def _truncated(dist: TruncatedNormalDist, shape: tuple[int, ...], dtype: Any, seed: Any) -> tf.Tensor:
+    """Inverse CDF in float64, from the side where the interval is representable
+    (:func:`initscale.normal_math.truncated_plan`): ordinary intervals by erfinv, one-sided,
+    far-tail and narrow ones by ``tf.math.ndtri`` of u ∈ (Φ(lo), Φ(hi)] (never 0), and beyond
+    37σ by the exact offset from the bound."""
     a, b = dist.standard_bounds
+    low, high = representable_bounds(dist.low, dist.high, tf.as_dtype(dtype).name)  # bounds that hold in dtype
+    plan = truncated_plan(a, b, "float64")
+    if plan.method != "erf":
+        unit = _uniform(shape, 0.0, 1.0, tf.float64, seed)
+        if plan.method == "ndtri":
+            z = tf.math.ndtri(plan.p_hi - plan.p_width * unit)
+        else:
+            z = -(plan.a + far_tail_offset(-tf.math.log1p(-plan.kept * unit), plan.a, plan.log_s_a, tf.math))
+        z = tf.clip_by_value(z, plan.z_low, plan.z_high)
+        return tf.cast(tf.clip_by_value(z * (plan.sign * dist.sigma) + dist.loc, low, high), dtype)
     flip = a > 0.0  # an upper-tail interval is drawn as the mirror of the lower one
     if flip:
         a, b = -b, -a
@@ -106,7 +120,6 @@ def _truncated(dist: TruncatedNormalDist, shape: tuple[int, ...], dtype: Any, se
     z = tf.clip_by_value(tf.math.erfinv(2.0 * u - 1.0) * math.sqrt(2.0), a, b)
     if flip:
         z = -z
-    low, high = representable_bounds(dist.low, dist.high, tf.as_dtype(dtype).name)  # bounds that hold in dtype
     return tf.cast(tf.clip_by_value(z * dist.sigma + dist.loc, low, high), dtype)
 
 

@@ -55,7 +55,7 @@ from initscale.distributions import (
     UniformDist,
 )
 from initscale.fans import Layout, LayoutLike
-from initscale.normal_math import normal_cdf
+from initscale.normal_math import far_tail_offset, normal_cdf, truncated_plan
 from initscale.plan import planner
 from initscale.reinit import Param, Report, Role
 from initscale.reinit import plan as reinit_plan
@@ -135,16 +135,35 @@ def _uniform_grid(out: torch.Tensor, low: float, high: float, generator: torch.G
 
 def _truncated(dist: TruncatedNormalDist, out: torch.Tensor, generator: torch.Generator | None,
                stored: torch.dtype | None = None) -> torch.Tensor:
-    """Inverse CDF: v ~ U(erf(α/√2), erf(β/√2)), z = √2·erfinv(v), scaled and clamped to the
-    bounds that hold in ``stored`` (default: ``out``'s dtype). Drawn straight into ``out`` when
-    it has the working dtype (no extra pass)."""
+    """Inverse CDF: for an ordinary interval v ~ U(erf(α/√2), erf(β/√2)), z = √2·erfinv(v); for a
+    one-sided, far-tail or narrow one, Φ⁻¹ or the far-tail offset in float64 (see below); scaled
+    and clamped to the bounds that hold in ``stored`` (default: ``out``'s dtype). Drawn straight
+    into ``out`` when it has the working dtype (no extra pass)."""
     a, b = dist.standard_bounds
+    bounds = representable_bounds(dist.low, dist.high, str(stored or out.dtype))  # bounds that hold
+    plan = truncated_plan(a, b, "float64")
+    if plan.method != "erf":
+        # One-sided, far-tail or narrow (initscale.normal_math.truncated_plan), in float64: Φ⁻¹ of
+        # u ∈ (Φ(lo), Φ(hi)] (never 0) from the side where Φ is representable, or beyond 37σ the
+        # exact offset from the bound. erf(−8.5/√2) is −1 even in float64, so not erfinv.
+        v = out if out.dtype == torch.float64 and out.is_contiguous() else \
+            torch.empty(out.shape, dtype=torch.float64, device=out.device)
+        v.uniform_(generator=generator)
+        if plan.method == "ndtri":
+            z = torch.special.ndtri(v.mul_(-plan.p_width).add_(plan.p_hi), out=v)
+        else:
+            e = v.mul_(-plan.kept).log1p_().neg_()
+            z = far_tail_offset(e, plan.a, plan.log_s_a, torch).add_(plan.a).neg_()
+        z = z.clamp_(plan.z_low, plan.z_high).mul_(plan.sign * dist.sigma)
+        if dist.loc != 0.0:
+            z.add_(dist.loc)
+        return z.clamp_(*bounds)
     flip = a > 0.0  # an upper-tail interval is drawn as the mirror of the lower one
     if flip:
         a, b = -b, -a
-    # float32 is exact enough inside ±4σ (|dz| ≲ 1e-6·|z| there) and 7x faster on CPU than float64;
-    # wider or one-sided intervals, and float64 weights, are drawn in float64.
-    work = torch.float32 if out.dtype != torch.float64 and max(abs(a), abs(b)) <= 4.0 else torch.float64
+    # float32 is exact enough for an ordinary interval (inside ±4σ, |dz| ≲ 1e-6·|z| there) and 7x
+    # faster on CPU than float64; float64 weights are drawn in float64.
+    work = torch.float32 if out.dtype != torch.float64 else torch.float64
     low, high = 2.0 * normal_cdf(a) - 1.0, 2.0 * normal_cdf(b) - 1.0
     if work == torch.float32 and out.device.type == "cpu":
         v = _uniform_grid(out, low, high, generator)
@@ -158,7 +177,7 @@ def _truncated(dist: TruncatedNormalDist, out: torch.Tensor, generator: torch.Ge
     z = v.erfinv_().mul_(scale)
     if dist.loc != 0.0:
         z.add_(dist.loc)
-    return z.clamp_(*representable_bounds(dist.low, dist.high, str(stored or out.dtype)))  # bounds that hold
+    return z.clamp_(*bounds)
 
 
 _STAGE = 2**18  # float32 elements staged at a time for a bfloat16/float16 weight on the CPU (1 MiB)

@@ -73,7 +73,9 @@ class TruncatedNormalDist:
 
     Sampled by inverse CDF: u ~ U(Φ(α), Φ(β)), x = loc + sigma·Φ⁻¹(u), with
     α = (low − loc)/sigma and β = (high − loc)/sigma, so the bounds are exact.
-    ``mean`` and ``std`` are those of the truncated distribution.
+    ``mean`` and ``std`` are those of the truncated distribution, and with ``kurtosis`` exact to
+    about 1e-13 relative for every interval with mass in double precision, in either tail
+    (:func:`initscale.normal_math.truncated_moments`).
     """
 
     loc: float
@@ -116,10 +118,9 @@ class TruncatedNormalDist:
         return self.sigma
 
     def cdf(self, x: ArrayLike) -> NDArray[np.float64]:
-        a, b = self.standard_bounds
-        ca, cb = normal_math.normal_cdf(a), normal_math.normal_cdf(b)
+        """Accurate in both tails (:func:`initscale.normal_math.truncated_cdf`)."""
         z = (np.clip(np.asarray(x, dtype=np.float64), self.low, self.high) - self.loc) / self.sigma
-        return (normal_math.normal_cdf_array(z) - ca) / (cb - ca)
+        return normal_math.truncated_cdf(z, *self.standard_bounds)
 
 
 @dataclass(frozen=True)

@@ -35,9 +35,10 @@ from . import presets as _presets
 from . import testing
 from .distributions import Distribution, OrthogonalDist
 from .fans import Layout, LayoutLike, resolve
+from .specs import TruncatedNormal
 
-__all__ = ["BACKENDS", "LAYERS", "NATIVES", "LogicalLayer", "Row", "SummaryLine", "available_backends", "draw",
-           "family", "run", "run_iter", "summarize"]
+__all__ = ["BACKENDS", "EDGES", "EDGE_LAYERS", "LAYERS", "NATIVES", "LogicalLayer", "Row", "SummaryLine",
+           "available_backends", "draw", "family", "run", "run_iter", "summarize"]
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,24 @@ LAYERS: dict[str, LogicalLayer] = {layer.name: layer for layer in (
     LogicalLayer("packed_qkv", "attention in-projection, embed 256, Q/K/V packed", {
         "torch": ((768, 256), "torch.mha_in_proj"), "keras": ((256, 768), _QKV), "flax": ((256, 768), _QKV)}),
 )}
+
+
+# Distribution edges (issue 16): far-tail, one-sided and narrow truncated normals, where float32
+# erf/Φ lose their digits. Their scale is fixed (no fans), so they run on the dense layer only,
+# which keeps the matrix small; :func:`run` takes their names like presets' names.
+EDGES: dict[str, Any] = {
+    "edge.truncated_one_sided": TruncatedNormal(0.05, lower=3.0, upper=math.inf),
+    "edge.truncated_left_tail": TruncatedNormal(0.05, lower=-math.inf, upper=-4.5),
+    "edge.truncated_far_narrow": TruncatedNormal(0.05, lower=5.5, upper=6.5),
+    "edge.truncated_narrow": TruncatedNormal(0.05, lower=4.2, upper=4.4),
+    "edge.truncated_past_float32": TruncatedNormal(0.05, lower=20.0, upper=20.5),
+}
+EDGE_LAYERS = ("dense",)
+
+
+def _spec(name: str) -> Any:
+    """A preset by name, or one of :data:`EDGES`."""
+    return EDGES[name] if name in EDGES else _presets.get(name)
 
 
 # --- backends ------------------------------------------------------------------------------------
@@ -142,7 +161,7 @@ def draw(backend: str, preset: str, layer: str, seed: int = 0) -> tuple[np.ndarr
     """One backend's draw of ``preset`` for ``layer``, with the exact distribution and concrete layout."""
     b = BACKENDS[backend]
     shape, layout = LAYERS[layer].form(b.family)
-    spec = _presets.get(preset)
+    spec = _spec(preset)
     rule = resolve(layout)
     dist = spec.resolve(None if spec.fixed_scale else rule.fans(shape))
     return b.draw(spec, shape, layout, seed), dist, rule.layout(shape)
@@ -295,9 +314,9 @@ def run_iter(backends: Sequence[str] | None = None, presets: Sequence[str] | Non
     for name in names:
         if name not in BACKENDS:
             raise ValueError(f"Unknown backend {name!r}; valid: {', '.join(sorted(BACKENDS))}.")
-    chosen = list(presets) if presets is not None else _presets.names()
+    chosen = list(presets) if presets is not None else [*_presets.names(), *EDGES]
     for name in chosen:
-        _presets.get(name)  # an unknown preset or argument fails here, with the valid names
+        _spec(name)  # an unknown preset or argument fails here, with the valid names
     layer_names = list(layers) if layers is not None else list(LAYERS)
     for layer in layer_names:
         if layer not in LAYERS:
@@ -306,8 +325,8 @@ def run_iter(backends: Sequence[str] | None = None, presets: Sequence[str] | Non
     # draw the same values: their rows are computed once and reported under each name.
     memo: dict[tuple[Any, ...], list[Row]] = {}
     for preset in chosen:
-        spec = _presets.get(preset)
-        for layer in layer_names:
+        spec = _spec(preset)
+        for layer in (layer_names if preset not in EDGES else [x for x in layer_names if x in EDGE_LAYERS]):
             layer_seed = seed + 1000 * list(LAYERS).index(layer)  # independent draws per layer
             reference = None
             for backend in names:
@@ -335,6 +354,7 @@ def run(backends: Sequence[str] | None = None, presets: Sequence[str] | None = N
     """Run the matrix on ``backends`` (default: every installed one), ``presets`` (default: all)
     and ``layers`` (default: all of :data:`LAYERS`); fixed seeds, so the result is deterministic.
 
+    ``presets`` may name :data:`EDGES` too (the default includes them, on :data:`EDGE_LAYERS`).
     Rows: "analytic" for each backend × preset × layer; "cross" for each non-NumPy backend
     against the NumPy reference; "native" where a preset reproduces a framework initializer
     (:data:`NATIVES`) and that framework's backend is among ``backends``."""
@@ -343,7 +363,10 @@ def run(backends: Sequence[str] | None = None, presets: Sequence[str] | None = N
 
 def count(backends: Iterable[str], presets: Sequence[str] | None = None, layers: Sequence[str] | None = None) -> int:
     """How many analytic rows :func:`run` makes (for progress bars)."""
-    return len(list(backends)) * len(presets or _presets.names()) * len(layers or LAYERS)
+    chosen = list(presets) if presets is not None else [*_presets.names(), *EDGES]
+    layer_names = list(layers or LAYERS)
+    edge_layers = [x for x in layer_names if x in EDGE_LAYERS]
+    return len(list(backends)) * sum(len(edge_layers if p in EDGES else layer_names) for p in chosen)
 
 
 # --- summaries -----------------------------------------------------------------------------------

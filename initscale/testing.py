@@ -227,7 +227,8 @@ def check_samples(samples: Any, spec: Spec | Distribution, fans: Fans | None = N
     cdf = getattr(dist, "cdf", None)
     if dist.bounds is not None and cdf is not None:
         low, high = dist.bounds
-        slack_low, slack_high = abs(low) * rounding, abs(high) * rounding
+        # an infinite bound needs no slack (inf·0 would be NaN and fail every one-sided draw)
+        slack_low, slack_high = (0.0 if math.isinf(t) else abs(t) * rounding for t in (low, high))
         inside = bool(np.all((x >= low - slack_low) & (x <= high + slack_high)))
         worst = float(max(low - x.min(), x.max() - high, 0.0))
         checks.append(Check("support", inside, worst, 0.0, max(slack_low, slack_high), 0.0,

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from _tails import TAIL_CASES, TAIL_IDS, TAIL_SHAPE, tail_failures, tail_spec
 
 import initscale
 from _stats import PRESET_SHAPES, failures, same_distribution
@@ -595,3 +596,14 @@ def test_portable_streams_share_one_compiled_program_per_shape() -> None:
         ref = stream_values(Stream(5, name), spec, (7, 9), "jax")
         assert np.abs(np.asarray(w, dtype=np.float64) - ref).max() <= 8 * np.spacing(np.float32(np.abs(ref).max()))
     assert _stream_compiled._cache_size() == before + 1
+
+
+# --- far-tail, one-sided and narrow truncated normals (issue 16) -------------------------------------
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+@pytest.mark.parametrize(("a", "b"), TAIL_CASES, ids=TAIL_IDS)
+def test_tail_truncated_normals_are_exact(a, b, dtype) -> None:
+    # Without x64 the work is float32, where erf(−6/√2) = −1 and Φ(−20) underflows.
+    x = isj.initializer(tail_spec(a, b))(jax.random.key(11), TAIL_SHAPE, getattr(jnp, dtype))
+    assert x.dtype == getattr(jnp, dtype)
+    assert tail_failures(x, a, b) == []

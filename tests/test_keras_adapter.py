@@ -13,6 +13,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from _tails import TAIL_CASES, TAIL_IDS, TAIL_SHAPE, tail_failures, tail_spec
 
 import initscale
 from _stats import PRESET_SHAPES, failures, same_distribution
@@ -729,3 +730,14 @@ def test_bounded_draws_stay_inside_after_rounding(dtype) -> None:
         for init in (isk.initializer(spec, seed=0), isk.initializer(spec, stream=Stream(0, "w"))):
             x = _np(keras.ops.cast(init((512, 512), dtype), "float32"))
             assert x.min() >= -h and x.max() <= h, (name, dtype)
+
+
+# --- far-tail, one-sided and narrow truncated normals (issue 16) -------------------------------------
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+@pytest.mark.parametrize(("a", "b"), TAIL_CASES, ids=TAIL_IDS)
+def test_tail_truncated_normals_are_exact(a, b, dtype) -> None:
+    # The work is float64, or float32 on JAX without x64 (where erf(−6/√2) = −1, Φ(−20) = 0).
+    out = isk.initializer(tail_spec(a, b), seed=11)(TAIL_SHAPE, dtype)
+    assert keras.backend.standardize_dtype(out.dtype) == dtype
+    assert tail_failures(keras.ops.convert_to_numpy(out), a, b) == []

@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 import pytest
+from _tails import TAIL_N, tail_failures
 
 import initscale
 from _stats import failures
@@ -146,6 +147,10 @@ def _buggy_numpy_backend(bug: str):
             dist = initscale.TruncatedNormal(spec.stddev, spec.mean, spec.lower, spec.upper, "std").resolve()
         elif bug == "normal_for_truncated" and isinstance(dist, TruncatedNormalDist):
             dist = NormalDist(dist.mean, dist.std)
+        elif bug == "erfinv_f32_tails" and isinstance(dist, TruncatedNormalDist):
+            a, b = dist.standard_bounds  # the pre-issue-16 float32 erf path (JAX, Keras on JAX)
+            z = _erfinv_draw(a, b, np.float32, math.prod(shape)).astype(np.float64)
+            return (dist.loc + dist.sigma * z).reshape(shape)
         return isnp.sample(dist, shape, np.random.default_rng(seed))
 
     return parity.Backend("numpy", ("numpy",), "keras", draw)
@@ -159,10 +164,12 @@ MATRIX_BUGS = [  # bug, a preset and a layer where it shows
     ("stacked_gate_fans", "glorot_uniform", "lstm_gates"),
     ("absolute_bounds_as_std_units", "torch.trunc_normal:std=0.5,a=-0.5,b=0.5", "dense"),
     ("normal_for_truncated", "lecun_normal", "conv2d"),
+    ("erfinv_f32_tails", "edge.truncated_left_tail", "dense"),
+    ("erfinv_f32_tails", "edge.truncated_far_narrow", "dense"),
 ]
 
 
-@pytest.mark.parametrize(("bug", "preset", "layer"), MATRIX_BUGS, ids=[b[0] for b in MATRIX_BUGS])
+@pytest.mark.parametrize(("bug", "preset", "layer"), MATRIX_BUGS, ids=[f"{b[0]}-{b[1]}" for b in MATRIX_BUGS])
 def test_the_parity_matrix_catches_planted_bugs(monkeypatch, bug, preset, layer) -> None:
     from initscale import parity
 
@@ -276,3 +283,78 @@ def test_wrong_chi_fails_the_simulation(case, name, chi) -> None:
     wrong = dataclasses.replace(right, chi=chi(right), verdict=gains.verdict(chi(right)))
     failed = simulation_failures(name, wrong)
     assert any(f.startswith("chi:") for f in failed), (case, failed)
+
+
+def _closed_form_moments(a: float, b: float) -> tuple[float, float, float]:
+    """The planted bug: the textbook raw-moment recursion m_k = (k−1)m_{k−2} + (a^{k−1}φ(a) −
+    b^{k−1}φ(b))/Z with Z = Φ(b) − Φ(a) (initscale's moments before issue 16)."""
+    from initscale.normal_math import normal_cdf, normal_pdf
+
+    z = normal_cdf(b) - normal_cdf(a)
+    pa, pb = normal_pdf(a), normal_pdf(b)
+    m1 = (pa - pb) / z
+    m2 = 1.0 + (a * pa - b * pb) / z
+    m3 = 2.0 * m1 + (a * a * pa - b * b * pb) / z
+    m4 = 3.0 * m2 + (a**3 * pa - b**3 * pb) / z
+    var = m2 - m1 * m1
+    return m1, var, (m4 - 4 * m1 * m3 + 6 * m1 * m1 * m2 - 3 * m1**4) / var**2
+
+
+@pytest.mark.parametrize(("a", "b"), [(8.0, 9.0), (0.0, 1e-4), (-1e-5, 1e-5), (4.2, 4.4)])
+def test_the_quadrature_check_catches_closed_form_moments(a, b) -> None:
+    # tests/test_normal_math.py compares every moment with mpmath at rel 1e-9; the old formulas
+    # (cancellation in the upper tail and in narrow intervals) miss it there.
+    from test_normal_math import _exact_moments
+
+    ref = _exact_moments(a, b)
+    got = _closed_form_moments(a, b)
+    assert any(g != pytest.approx(r, rel=1e-9, abs=1e-300) for g, r in zip(got, ref, strict=True))
+
+
+# --- the tail checks of tests/_tails.py against planted tail bugs (issue 16) -------------------------
+
+def _erfinv_draw(a: float, b: float, dtype: type, size: int = TAIL_N) -> np.ndarray:
+    """The planted bug: the erf-space inverse CDF (jax.random.truncated_normal, torch's and Keras's
+    old paths) in ``dtype``, lower tail: u ~ U(erf(α/√2), erf(β/√2)), z = √2·erfinv(u)."""
+    from scipy import special
+
+    flip = a > 0.0
+    lo, hi = (-b, -a) if flip else (a, b)
+    ea, eb = (dtype(math.erf(t / math.sqrt(2.0))) for t in (lo, hi))
+    u = ea + (eb - ea) * np.random.default_rng(RNG).random(size).astype(dtype)
+    with np.errstate(all="ignore"):
+        z = np.clip(dtype(math.sqrt(2.0)) * special.erfinv(u), dtype(lo), dtype(hi))
+    return (-z if flip else z).astype(dtype)
+
+
+def _ndtri_past_phis_range(a: float, b: float, dtype: type, size: int = TAIL_N) -> np.ndarray:
+    """The planted bug: the Φ⁻¹ path used beyond Φ's range of ``dtype`` (the float64 plan's
+    threshold, 37σ, in float32): Φ(−20) = 2.8e-89 rounds to 0 in float32."""
+    from scipy import special
+
+    from initscale.normal_math import truncated_plan
+
+    plan = truncated_plan(a, b, "float64")
+    assert plan.method == "ndtri"
+    u = dtype(plan.p_hi) - dtype(plan.p_width) * np.random.default_rng(RNG).random(size).astype(dtype)
+    with np.errstate(all="ignore"):
+        z = np.clip(special.ndtri(u), dtype(plan.z_low), dtype(plan.z_high))
+    return (plan.sign * z).astype(dtype)
+
+
+TAIL_BUGS = {
+    "erfinv_f32_one_sided": (lambda: _erfinv_draw(6.0, math.inf, np.float32), 6.0, math.inf, "finite"),
+    # 1,300 distinct values in [4.2, 4.4]: the largest draws stop short of the bound
+    "erfinv_f32_narrow": (lambda: _erfinv_draw(4.2, 4.4, np.float32), 4.2, 4.4, "approaches_bounds"),
+    "erfinv_f32_left": (lambda: _erfinv_draw(-math.inf, -4.5, np.float32), -math.inf, -4.5, "finite"),
+    "erfinv_f32_far_narrow": (lambda: _erfinv_draw(5.5, 6.5, np.float32), 5.5, 6.5, "ks"),
+    "erfinv_f64_far": (lambda: _erfinv_draw(8.5, math.inf, np.float64), 8.5, math.inf, "finite"),
+    "ndtri_f32_past_range": (lambda: _ndtri_past_phis_range(20.0, 20.5, np.float32), 20.0, 20.5, "ks"),
+}
+
+
+@pytest.mark.parametrize("bug", sorted(TAIL_BUGS))
+def test_the_tail_checks_catch_planted_tail_bugs(bug) -> None:
+    draw, a, b, check = TAIL_BUGS[bug]
+    found = tail_failures(draw(), a, b)
+    assert any(f.startswith(check) for f in found), found

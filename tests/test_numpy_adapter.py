@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
+from _tails import TAIL_CASES, TAIL_IDS, TAIL_SHAPE, tail_failures, tail_spec
 
 import initscale
 from _stats import failures
@@ -89,3 +92,14 @@ def test_bad_arguments() -> None:
         init((3,), rng=0)
     with pytest.raises(TypeError, match="`spec` must be an initscale spec"):
         isnp.initializer("he_normal")  # type: ignore[arg-type]
+
+
+# --- far-tail, one-sided and narrow truncated normals (issue 16) -------------------------------------
+
+@pytest.mark.parametrize(("a", "b"), [*TAIL_CASES, (38.3, math.inf), (-38.45, -38.3)],
+                         ids=[*TAIL_IDS, "[38.3,inf]", "[-38.45,-38.3]"])
+def test_tail_truncated_normals_are_exact(a, b) -> None:
+    # The float64 reference. Past 37σ Φ is subnormal (Φ(−38.3) = 1e-321 has 10 bits): there the
+    # far-tail offset takes over (Φ⁻¹ of a uniform on (0, 1e-321) gave 81 of 1e5 values −inf).
+    x = isnp.initializer(tail_spec(a, b))(TAIL_SHAPE, rng=11, dtype=np.float64)
+    assert tail_failures(x, a, b) == []

@@ -94,3 +94,23 @@ def test_unknown_names_are_rejected() -> None:
         parity.run(backends=["numpy"], layers=["rnn"])
     with pytest.raises(ValueError, match="preset"):
         parity.run(backends=["numpy"], presets=["he_normall"])
+
+
+# Distribution edges (issue 16): far-tail, one-sided and narrow truncated normals on EDGE_LAYERS.
+@pytest.mark.parametrize("layer", parity.EDGE_LAYERS)
+@pytest.mark.parametrize("preset", sorted(parity.EDGES))
+def test_distribution_edges_match_the_analytic_distribution(backend, preset, layer) -> None:
+    _check(_rows(backend)[("analytic", backend, preset, layer)])
+
+
+@pytest.mark.parametrize("layer", parity.EDGE_LAYERS)
+@pytest.mark.parametrize("preset", sorted(parity.EDGES))
+@pytest.mark.parametrize("backend", [b for b in BACKEND_NAMES if b != "numpy"], indirect=True)
+def test_distribution_edges_match_the_numpy_reference(backend, preset, layer) -> None:
+    _check(_rows(backend)[("cross", backend, preset, layer)])
+
+
+def test_edges_run_on_their_layers_only() -> None:
+    rows = parity.run(backends=["numpy"], presets=sorted(parity.EDGES))
+    assert {r.layer for r in rows} == set(parity.EDGE_LAYERS)
+    assert len(rows) == parity.count(["numpy"], sorted(parity.EDGES))

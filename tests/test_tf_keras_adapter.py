@@ -11,6 +11,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from _tails import TAIL_CASES, TAIL_IDS, TAIL_SHAPE, tail_failures, tail_spec
 
 import initscale
 from _stats import PRESET_SHAPES, failures, same_distribution
@@ -237,3 +238,14 @@ def test_initscale_keras_is_tf_keras_under_tf_use_legacy_keras() -> None:
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
         assert out.returncode == 0, out.stderr[-2000:]
         assert out.stdout.strip().splitlines()[-1] == expected
+
+
+# --- far-tail, one-sided and narrow truncated normals (issue 16) -------------------------------------
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+@pytest.mark.parametrize(("a", "b"), TAIL_CASES, ids=TAIL_IDS)
+def test_tail_truncated_normals_are_exact(a, b, dtype) -> None:
+    # float64 work: erf(−8.5/√2) rounds to −1 there too, so Φ⁻¹ from the representable side.
+    out = istk.initializer(tail_spec(a, b), seed=11)(TAIL_SHAPE, dtype)
+    assert out.dtype.name == dtype
+    assert tail_failures(out.numpy(), a, b) == []

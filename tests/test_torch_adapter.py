@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _tails import TAIL_CASES, TAIL_IDS, TAIL_SHAPE, tail_failures, tail_spec
 
 import initscale
 from _stats import PRESET_SHAPES, failures
@@ -157,3 +158,14 @@ def test_uniform_grid_checks_catch_planted_bugs(monkeypatch, bug) -> None:
     monkeypatch.setattr(torch.Tensor, "random_", buggy)
     x = _uniform_grid(torch.empty(SHAPE), -0.9, 0.9, torch.Generator().manual_seed(3))
     assert failures(x.double().numpy(), dist) != [], bug
+
+
+# --- far-tail, one-sided and narrow truncated normals (issue 16) -------------------------------------
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16", "float64"])
+@pytest.mark.parametrize(("a", "b"), TAIL_CASES, ids=TAIL_IDS)
+def test_tail_truncated_normals_are_exact(a, b, dtype) -> None:
+    # float64 work beyond the ordinary intervals (erf(−8.5/√2) = −1 even there); bfloat16 and
+    # float16 weights through the staged float32 buffer.
+    t = _draw(tail_spec(a, b), getattr(torch, dtype), shape=TAIL_SHAPE, seed=11)
+    assert tail_failures(t, a, b) == []
