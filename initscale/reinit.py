@@ -30,6 +30,10 @@ Example:
     >>> params = [Param("weight", (64, 32), ("Linear",), "weight", "torch"),
     ...           Param("bias", (64,), ("Linear",), "bias", None)]
     >>> print(plan(params, initscale.presets.get("he_normal")).report)
+    2 parameters, 2.11k values: 2 set (2.11k values), 0 kept (0 values)
+    layer   status  params  values  std
+    Linear  set     2       2.11k   0 .. 0.25
+    <BLANKLINE>
     name    shape     layer   layout  fan_in  fan_out  spec                        std   status
     weight  (64, 32)  Linear  torch   32      64       VarianceScaling(scale=2.0)  0.25  set (one spec for all weights)
     bias    (64,)     Linear  -       -       -        Zeros()                     0     set (default: biases -> zeros)
@@ -44,7 +48,7 @@ import re
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any, ClassVar, Literal, cast
 
 from .distributions import Distribution
 from .fans import Fans, LayerKind, Layout, LayoutLike, resolve
@@ -221,16 +225,48 @@ def _number(value: float | None) -> str:
     return f"{value:.6g}"
 
 
+def _values(shape: tuple[int, ...]) -> int:
+    count = 1
+    for n in shape:
+        count *= n
+    return count
+
+
+def _count(n: int) -> str:
+    """A count of values, short: 999, 12.3k, 4.57M, 1.23B."""
+    for size, suffix in ((10**9, "B"), (10**6, "M"), (10**3, "k")):
+        if n >= size:
+            return f"{n / size:.3g}{suffix}"
+    return str(n)
+
+
+def _aligned(lines: Sequence[Sequence[str]]) -> list[str]:
+    """Columns padded to their widest cell (the last column is not padded)."""
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]) - 1)]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(line[:-1], widths, strict=True)) + "  " + line[-1]
+            for line in lines]
+
+
 @dataclass(frozen=True)
 class Report(Sequence[ReportRow]):
     """One row per parameter: name, shape, layer, layout, fans, spec, std applied, and whether it
-    was touched or why not. ``print(report)`` gives an aligned table; :meth:`to_dicts` a list of
-    dicts. ``dry_run`` says that nothing was written. A layout guessed from names rather than read
-    from the layer is marked ``?`` and explained under the table."""
+    was touched or why not. ``dry_run`` says that nothing was written.
+
+    ``print(report)`` gives :meth:`summary` (one line per layer class and status: how many
+    parameters, how many values, the range of the std applied; then the weights of 2 or more
+    axes left untouched) and, for a report of at most :attr:`TABLE_ROWS` rows, :meth:`table`
+    below it; a longer report (a large model) prints the summary only, and ``report.table()``
+    gives every row. :meth:`to_dicts` gives the rows as dicts. A layout guessed from names rather
+    than read from the layer is marked ``?`` and explained under the table."""
 
     rows: tuple[ReportRow, ...]
     dry_run: bool = False
     unused_patterns: tuple[str, ...] = ()
+
+    #: The most rows ``str(report)`` shows in full; above it, the summary only.
+    TABLE_ROWS: ClassVar[int] = 100
+    #: The most untouched weights the summary names (all are in :attr:`untouched_weights`).
+    LISTED_UNTOUCHED: ClassVar[int] = 10
 
     def __getitem__(self, index: Any) -> Any:
         if isinstance(index, str):
@@ -257,6 +293,13 @@ class Report(Sequence[ReportRow]):
         return tuple(r for r in self.rows if not r.touched)
 
     @property
+    def untouched_weights(self) -> tuple[ReportRow, ...]:
+        """Rows of the untouched parameters with 2 or more axes (weight matrices, kernels,
+        embeddings, and buffers offered with ``include_buffers``): what a whole-model init most
+        often misses by accident."""
+        return tuple(r for r in self.rows if not r.touched and len(r.shape) >= 2)
+
+    @property
     def guessed(self) -> tuple[ReportRow, ...]:
         """Rows whose layout (and so fans) was guessed from names, not read from the layer."""
         return tuple(r for r in self.rows if r.guessed)
@@ -265,7 +308,60 @@ class Report(Sequence[ReportRow]):
         """The rows as plain dicts."""
         return [r.to_dict() for r in self.rows]
 
-    def __str__(self) -> str:
+    def _status(self, row: ReportRow) -> str:
+        return ("would set" if self.dry_run else "set") if row.touched else "kept"
+
+    def summary(self) -> str:
+        """A few lines for a model of any size: the totals; one line per (layer class, status)
+        in order of first appearance with the number of parameters, of values (elements) and
+        the range of the std applied; then the untouched weights of 2+ axes (the first
+        :attr:`LISTED_UNTOUCHED` named, with their reasons).
+
+        Example:
+            >>> import initscale
+            >>> from initscale.reinit import Param, plan
+            >>> params = [Param(f"{i}.weight", (64, 32 * (i + 1)), ("Linear",), "weight", "torch")
+            ...           for i in range(3)] + [Param("emb.weight", (100, 64), ("Embedding",), "embedding", None)]
+            >>> print(plan(params, initscale.presets.get("he_uniform"), dry_run=True).report.summary())
+            4 parameters, 18.7k values: 3 would be set (12.3k values), 1 kept (6.4k values)
+            layer      status     params  values  std
+            Linear     would set  3       12.3k   0.144338 .. 0.25
+            Embedding  kept       1       6.4k    -
+            untouched weights (2+ axes): 1
+              emb.weight  (100, 64)  Embedding  embeddings are kept unless a rule names them
+        """
+        groups: dict[tuple[str, str], list[ReportRow]] = {}
+        for row in self.rows:
+            groups.setdefault((row.layer, self._status(row)), []).append(row)
+        touched = [r for r in self.rows if r.touched]
+        kept = [r for r in self.rows if not r.touched]
+        verb = "would be set" if self.dry_run else "set"
+        total = sum(_values(r.shape) for r in self.rows)
+        lines = [f"{len(self.rows)} parameters, {_count(total)} values: {len(touched)} {verb} "
+                 f"({_count(sum(_values(r.shape) for r in touched))} values), {len(kept)} kept "
+                 f"({_count(sum(_values(r.shape) for r in kept))} values)"]
+        cells = [("layer", "status", "params", "values", "std")]
+        for (layer, status), rows in groups.items():
+            stds = [r.std for r in rows if r.std is not None]
+            if not stds:
+                spread = "-"
+            elif min(stds) == max(stds):
+                spread = _number(stds[0])
+            else:
+                spread = f"{_number(min(stds))} .. {_number(max(stds))}"
+            cells.append((layer, status, str(len(rows)), _count(sum(_values(r.shape) for r in rows)), spread))
+        lines += _aligned(cells) if len(cells) > 1 else []
+        missed = self.untouched_weights
+        if missed:
+            lines.append(f"untouched weights (2+ axes): {len(missed)}")
+            shown = missed[:self.LISTED_UNTOUCHED]
+            lines += ["  " + line for line in _aligned([(r.name, str(r.shape), r.layer, r.reason) for r in shown])]
+            if len(missed) > len(shown):
+                lines.append(f"  ... and {len(missed) - len(shown)} more: report.untouched_weights lists them all")
+        return "\n".join(lines)
+
+    def table(self) -> str:
+        """Every row, aligned: name, shape, layer, layout, fans, spec, std and what was done."""
         header = ("name", "shape", "layer", "layout", "fan_in", "fan_out", "spec", "std", "status")
         verb = "would set" if self.dry_run else "set"
         lines = [header] + [
@@ -274,14 +370,16 @@ class Report(Sequence[ReportRow]):
              _short(r.spec), _number(r.std), f"{verb} ({r.reason})" if r.touched else f"kept ({r.reason})")
             for r in self.rows
         ]
-        widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
-        table = "\n".join(
-            "  ".join(cell.ljust(w) for cell, w in zip(line[:-1], widths, strict=True)) + "  " + line[-1]
-            for line in lines
-        )
+        table = "\n".join(_aligned(lines))
         if any(r.guessed for r in self.rows):
             table += "\n? layout guessed from names by the framework's convention, not read from the layer"
         return table
+
+    def __str__(self) -> str:
+        if len(self.rows) <= self.TABLE_ROWS:
+            return self.summary() + "\n\n" + self.table()
+        return (self.summary() + f"\n({len(self.rows)} rows, more than Report.TABLE_ROWS = {self.TABLE_ROWS}: "
+                "report.table() gives every row)")
 
 
 @dataclass(frozen=True)

@@ -85,7 +85,7 @@ def test_guessed_layouts_are_marked_in_the_report() -> None:
               _p("e/kernel", layout="flax.dense")]
     report = plan(params, HE).report
     assert [r.name for r in report.guessed] == ["d/kernel"] and report.to_dicts()[0]["guessed"] is True
-    lines = str(report).splitlines()
+    lines = report.table().splitlines()
     assert "flax.dense?" in lines[1] and "flax.dense?" not in lines[3]
     assert lines[-1].startswith("? layout guessed from names")
     assert "?" not in str(plan(params[2:], HE).report)  # no footnote when nothing is guessed
