@@ -599,7 +599,8 @@ def _listed(names: Sequence[str], limit: int = 10) -> str:
 def reinit(params: Any, rules: Spec | Mapping[str, Spec | None], key: Any, dry_run: bool = False, *,
            module: Any = None, example_inputs: Any = None, example_kwargs: Mapping[str, Any] | None = None,
            defaults: bool = True, stream_seed: int | None = None,
-           stream_names: Mapping[str, str] | Callable[[str], str] | None = None) -> tuple[Any, Report]:
+           stream_names: Mapping[str, str] | Callable[[str], str] | None = None,
+           fans: str = "forward") -> tuple[Any, Report]:
     """Re-initialize a pytree of parameters; returns ``(new_params, report)`` (nothing is mutated).
 
     Args:
@@ -634,6 +635,8 @@ def reinit(params: Any, rules: Spec | Mapping[str, Spec | None], key: Any, dry_r
             (:mod:`initscale.streams`) instead of from ``key`` (which may then be None): the same
             weights as ``initscale.torch.reinit_(..., stream_seed=...)`` for the same names.
         stream_names: a mapping or function from this tree's ``/``-joined paths to stream names.
+        fans: ``"forward"`` (default) or ``"native"``: jax's own ``_compute_fans`` on each
+            kernel's shape (:func:`initscale.reinit.plan`); the report's rows say which was used.
 
     Layouts by flax convention: ``kernel`` (in, out) for Dense/Linear, (*kernel, in/groups, out)
     for Conv (fans per feature group), (*kernel, in, out) for ConvTranspose, (*batch, *in, *out)
@@ -678,7 +681,7 @@ def reinit(params: Any, rules: Spec | Mapping[str, Spec | None], key: Any, dry_r
                "example_kwargs= for keyword arguments). Nothing is computed: the call is traced with jax.eval_shape"
                ) if example_inputs is None else "are these the variables of this module?"
         raise ValueError(f"`module` ({type(module).__name__}) has no submodule at {_listed(paths)}: {how}.")
-    decided = reinit_plan(found, rules, defaults=defaults, dry_run=dry_run, stacklevel=2)
+    decided = reinit_plan(found, rules, defaults=defaults, dry_run=dry_run, stacklevel=2, fans=fans)
     scaled = [r.name for r in decided.report.rows
               if r.guessed and r.touched and r.spec is not None and not r.spec.fixed_scale]
     if scaled:

@@ -684,10 +684,10 @@ def _stream_for(seed: int, name: str, names: Mapping[str, str] | Callable[[str],
 def _reinit(module: torch.nn.Module, rules: Spec | Mapping[str, Spec | None], *,
             generator: torch.Generator | None, dry_run: bool, include_frozen: bool, include_buffers: bool,
             defaults: bool, recurse: bool, stream_seed: int | None = None,
-            stream_names: Mapping[str, str] | Callable[[str], str] | None = None) -> Report:
+            stream_names: Mapping[str, str] | Callable[[str], str] | None = None, fans: str = "forward") -> Report:
     found = _walk(module, recurse, include_buffers)
     decided = reinit_plan([p for p, _ in found], rules, include_frozen=include_frozen, defaults=defaults,
-                          dry_run=dry_run, stacklevel=3)  # _reinit <- reinit_ <- the caller
+                          dry_run=dry_run, stacklevel=3, fans=fans)  # _reinit <- reinit_ <- the caller
     targets = [(d, t) for d, (_, t) in zip(decided.decisions, found, strict=True) if d.dist is not None]
     _check_writable([(d.param.name, t) for d, t in targets if not (dry_run and t.is_meta)])
     if dry_run:
@@ -749,7 +749,8 @@ def _copy_all(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
 def reinit_(module: torch.nn.Module, rules: Spec | Mapping[str, Spec | None], *,
             generator: torch.Generator | None = None, dry_run: bool = False, include_frozen: bool = False,
             include_buffers: bool = False, defaults: bool = True, stream_seed: int | None = None,
-            stream_names: Mapping[str, str] | Callable[[str], str] | None = None) -> Report:
+            stream_names: Mapping[str, str] | Callable[[str], str] | None = None,
+            fans: str = "forward") -> Report:
     """Re-initialize a whole model in place, each weight with the fans of its own layer.
 
     Args:
@@ -773,6 +774,13 @@ def reinit_(module: torch.nn.Module, rules: Spec | Mapping[str, Spec | None], *,
             same names, on any device and under any sharding.
         stream_names: a mapping or function from this model's parameter names to the stream
             names (e.g. ``"fc.weight" -> "fc/kernel"`` to match a Flax model).
+        fans: ``"forward"`` (the default): initscale's forward-pass fans of each layer, as below.
+            ``"native"``: torch's own ``nn.init._calculate_fan_in_and_fan_out`` on each weight's
+            shape (fan_in = ``weight.size(1)`` × kernel, fan_out = ``weight.size(0)`` × kernel,
+            whatever the groups or transposition), what ``torch.*`` presets need to reproduce
+            torch and torchvision exactly: a depthwise ``Conv2d(C, C, 3, groups=C)`` then has
+            fan_out C·9 instead of 9, a ``ConvTranspose2d(16, 32, 3)`` fan_in 288 instead of 144.
+            Each report row's ``fans`` (and the ``:native=true`` layout) says which was used.
 
     Returns:
         A :class:`~initscale.reinit.Report`: one row per parameter with its layer, layout, fans,
@@ -807,7 +815,7 @@ def reinit_(module: torch.nn.Module, rules: Spec | Mapping[str, Spec | None], *,
     """
     return _reinit(module, rules, generator=generator, dry_run=dry_run, include_frozen=include_frozen,
                    include_buffers=include_buffers, defaults=defaults, recurse=True, stream_seed=stream_seed,
-                   stream_names=stream_names)
+                   stream_names=stream_names, fans=fans)
 
 
 def apply_fn(spec: Spec, *, generator: torch.Generator | None = None,

@@ -50,11 +50,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, cast
 
+from . import _validate
 from .distributions import Distribution
 from .fans import Fans, LayerKind, Layout, LayoutLike, resolve
 from .specs import Ones, Spec, Zeros
 
 __all__ = [
+    "FANS",
     "ROLES",
     "Decision",
     "Param",
@@ -186,7 +188,9 @@ def compile_rules(rules: Spec | Mapping[str, Spec | None]) -> tuple[Rule, ...]:
 @dataclass(frozen=True)
 class ReportRow:
     """What happened to one parameter. ``guessed``: its layout was guessed from names, not read
-    from its layer (marked ``?`` in the table)."""
+    from its layer (marked ``?`` in the table). ``fans``: which rule gave ``fan_in``/``fan_out``,
+    ``"forward"`` (initscale's forward-pass fans) or ``"native"`` (the framework's own rule, e.g.
+    torch's ``_calculate_fan_in_and_fan_out``), None where the row has no fans."""
 
     name: str
     shape: tuple[int, ...]
@@ -199,6 +203,7 @@ class ReportRow:
     touched: bool
     reason: str
     guessed: bool = False
+    fans: Literal["forward", "native"] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dict (the spec as its repr), e.g. for a DataFrame or JSON."""
@@ -262,6 +267,7 @@ class Report(Sequence[ReportRow]):
     rows: tuple[ReportRow, ...]
     dry_run: bool = False
     unused_patterns: tuple[str, ...] = ()
+    fans: Literal["forward", "native"] = "forward"
 
     #: The most rows ``str(report)`` shows in full; above it, the summary only.
     TABLE_ROWS: ClassVar[int] = 100
@@ -340,6 +346,10 @@ class Report(Sequence[ReportRow]):
         lines = [f"{len(self.rows)} parameters, {_count(total)} values: {len(touched)} {verb} "
                  f"({_count(sum(_values(r.shape) for r in touched))} values), {len(kept)} kept "
                  f"({_count(sum(_values(r.shape) for r in kept))} values)"]
+        if self.fans == "native":
+            forward = sum(1 for r in self.rows if r.fans == "forward")
+            lines[0] += "; fans: native (the framework's own rule" + (
+                f"; {forward} layout(s) without one keep forward fans)" if forward else ")")
         cells = [("layer", "status", "params", "values", "std")]
         for (layer, status), rows in groups.items():
             stds = [r.std for r in rows if r.std is not None]
@@ -451,14 +461,43 @@ def _suggest(pattern: str, params: Sequence[Param]) -> str:
     return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
 
 
+FANS: tuple[str, ...] = ("forward", "native")
+
+
+def _fan_rule(layout: LayoutLike, fans: str) -> Layout | LayerKind:
+    """The layout or layer kind whose fans a parameter gets: with ``fans="native"`` a layer kind's
+    ``native=True`` variant (the framework's own rule); a plain :class:`Layout` has none and keeps
+    its forward fans."""
+    rule = resolve(layout)
+    if fans == "native" and isinstance(rule, LayerKind) and not rule.native:
+        return dataclasses.replace(rule, native=True)
+    return rule
+
+
+def _fan_kind(rule: Layout | LayerKind) -> Literal["forward", "native"]:
+    return "native" if isinstance(rule, LayerKind) and rule.native else "forward"
+
+
 def plan(params: Sequence[Param], rules: Spec | Mapping[str, Spec | None], *, include_frozen: bool = False,
-         defaults: bool = True, dry_run: bool = False, stacklevel: int = 1) -> Plan:
+         defaults: bool = True, dry_run: bool = False, stacklevel: int = 1, fans: str = "forward") -> Plan:
     """Decide, for every parameter, the spec and exact distribution it gets, or why it is kept.
+
+    ``fans`` chooses the fan rule: ``"forward"`` (the default) gives each weight initscale's
+    forward-pass fans of its layer (per group, per gate, per projection; a transposed conv's
+    fan_in is its in_channels/groups × kernel); ``"native"`` gives it the fans its framework's own
+    initializers compute from its shape alone (the layer kind's ``native=True`` rule: torch's
+    ``_calculate_fan_in_and_fan_out``, Keras's ``compute_fans``, JAX's ``_compute_fans``), which is
+    what the ``torch.*``/``keras.*``/``jax.*`` presets need to reproduce their framework bit for
+    bit on grouped, depthwise and transposed convolutions and stacked gates. A layout that has no
+    framework rule (a plain :class:`~initscale.fans.Layout`, e.g. a Flax DenseGeneral's or a Keras
+    EinsumDense's) keeps its forward fans; each row's ``fans`` says which was used and, where a
+    fan-based spec used forward fans under ``fans="native"``, a warning names those parameters.
 
     Raises before anything is drawn if a rule is invalid or a chosen spec cannot be resolved for a
     parameter's shape (the error names the parameter). Warns about patterns that matched nothing
     (``stacklevel`` as for :func:`warnings.warn`, counted from the caller of this function).
     """
+    mode = cast(Literal["forward", "native"], _validate.choice("fans", fans, FANS))
     compiled = compile_rules(rules)
     used: set[str] = set()
     decisions, rows = [], []
@@ -474,7 +513,7 @@ def plan(params: Sequence[Param], rules: Spec | Mapping[str, Spec | None], *, in
         if param.layout is not None:
             key = param.layout if isinstance(param.layout, str) else id(param.layout)
             if key not in rules_seen:
-                rules_seen[key] = resolve(param.layout)
+                rules_seen[key] = _fan_rule(param.layout, mode)
             rule = rules_seen[key]
         shape_key = (rule, param.shape)
         if shape_key not in fans_seen:
@@ -497,8 +536,17 @@ def plan(params: Sequence[Param], rules: Spec | Mapping[str, Spec | None], *, in
             layout=None if rule is None else names_seen[rule],
             fan_in=None if fans is None else fans.fan_in, fan_out=None if fans is None else fans.fan_out,
             spec=spec, std=None if dist is None else dist.std, touched=dist is not None, reason=reason,
-            guessed=param.guessed and rule is not None,
+            guessed=param.guessed and rule is not None, fans=None if fans is None or rule is None else _fan_kind(rule),
         ))
+    if mode == "native":
+        kept_forward = [r.name for r in rows if r.fans == "forward" and r.touched and r.spec is not None
+                        and not r.spec.fixed_scale]
+        if kept_forward:
+            shown = ", ".join(repr(n) for n in kept_forward[:5]) + (
+                f" and {len(kept_forward) - 5} more" if len(kept_forward) > 5 else "")
+            warnings.warn(f"reinit: fans='native', but the layouts of {len(kept_forward)} parameter(s) have no "
+                          f"framework fan rule, so their forward fans were used: {shown}.",
+                          UserWarning, stacklevel=stacklevel + 1)
     unused = tuple(r.pattern for r in compiled if r.kind != "weights" and r.pattern not in used)
     shadowed = [r.pattern for r in compiled if r.pattern in unused and any(r.matches(p) for p in params)]
     unmatched = [p for p in unused if p not in shadowed]
@@ -510,4 +558,4 @@ def plan(params: Sequence[Param], rules: Spec | Mapping[str, Spec | None], *, in
         listed = ", ".join(repr(p) for p in shadowed)
         warnings.warn(f"reinit: every parameter that {listed} matches is taken by an earlier rule (the first "
                       "match wins); move the more specific pattern first.", UserWarning, stacklevel=stacklevel + 1)
-    return Plan(tuple(decisions), Report(tuple(rows), dry_run, unused))
+    return Plan(tuple(decisions), Report(tuple(rows), dry_run, unused, mode))

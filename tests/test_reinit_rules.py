@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 
 import pytest
 
@@ -89,3 +90,43 @@ def test_guessed_layouts_are_marked_in_the_report() -> None:
     assert "flax.dense?" in lines[1] and "flax.dense?" not in lines[3]
     assert lines[-1].startswith("? layout guessed from names")
     assert "?" not in str(plan(params[2:], HE).report)  # no footnote when nothing is guessed
+
+
+def test_native_fans_are_the_frameworks_own_rule() -> None:
+    params = [_p("dw/depthwise_kernel", classes=("DepthwiseConv2D",), shape=(3, 3, 64, 1),
+                 layout="keras.depthwise_conv"),
+              _p("up/kernel", classes=("Conv2DTranspose",), shape=(3, 3, 32, 16), layout="keras.conv_transpose"),
+              _p("c/kernel", classes=("Conv",), shape=(3, 3, 8, 64), layout="flax.conv:groups=4"),
+              _p("d/bias", "bias", shape=(3,), layout=None)]
+    forward = plan(params, HE).report
+    native = plan(params, HE, fans="native").report
+    # Keras's compute_fans and jax's _compute_fans on the shape alone (docs/conventions.md, section 3)
+    assert [(r.fan_in, r.fan_out) for r in native.rows[:3]] == [(576, 9), (288, 144), (72, 576)]
+    assert [(r.fan_in, r.fan_out) for r in forward.rows[:3]] == [(9, 9), (144, 288), (72, 144)]
+    assert [r.fans for r in native] == ["native"] * 3 + [None] and native.fans == "native"
+    assert [r.fans for r in forward] == ["forward"] * 3 + [None] and forward.fans == "forward"
+    assert native["dw/depthwise_kernel"].layout == "keras.depthwise_conv:native=true"
+    assert native.to_dicts()[0]["fans"] == "native"
+    assert "fans: native (the framework's own rule)" in native.summary().splitlines()[0]
+    assert "fans:" not in forward.summary()
+
+
+def test_native_fans_on_a_layout_without_a_framework_rule_warn() -> None:
+    general = initscale.Layout(0, (1, 2), name="flax.attention_qkv")  # (in, heads, head_dim)
+    params = [_p("q/kernel", classes=("DenseGeneral",), shape=(64, 4, 16), layout=general),
+              _p("d/kernel", classes=("Dense",), shape=(64, 8), layout="flax.dense")]
+    with pytest.warns(UserWarning, match=r"layouts of 1 parameter\(s\) have no framework fan rule, so their "
+                                         r"forward fans were used: 'q/kernel'"):
+        report = plan(params, HE, fans="native").report
+    assert report["q/kernel"].fans == "forward" and report["d/kernel"].fans == "native"
+    assert "1 layout(s) without one keep forward fans" in report.summary()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a fixed-scale spec does not use the fans: nothing to warn about
+        plan(params, initscale.Normal(0.02), fans="native")
+
+
+@pytest.mark.parametrize("bad", ["Native", "torch", None, 1])
+def test_fans_must_be_forward_or_native(bad) -> None:
+    with pytest.raises(ValueError, match=re.escape(f"Argument `fans` must be one of 'forward', 'native'. "
+                                                   f"Received: fans={bad!r}.")):
+        plan([_p("d/kernel")], HE, fans=bad)

@@ -152,3 +152,121 @@ def test_mutation_a_wrong_uniform_limit_is_caught_against_the_native_draws() -> 
     wrong = initscale.Uniform(-math.sqrt(2 / 400), math.sqrt(2 / 400)).resolve(None)
     assert failures(theirs, wrong) != []
     assert same_distribution(theirs, np.random.default_rng(0).uniform(wrong.low, wrong.high, theirs.size)) != []
+
+
+# --- reinit_(..., fans="native"): torch's own fans for grouped, depthwise and transposed convs ---------
+
+
+def _mobilenet_like():
+    """The layers of a MobileNetV3 block that torch and initscale count differently, and a plain one."""
+    return nn.Sequential(
+        nn.Conv2d(16, 96, 1),                      # expand (plain: both rules agree)
+        nn.Conv2d(96, 96, 5, groups=96),           # depthwise
+        nn.Conv2d(96, 192, 3, groups=96),          # depthwise, multiplier 2
+        nn.Conv2d(192, 128, 3, groups=4),          # grouped
+        nn.ConvTranspose2d(128, 64, 3, groups=2),  # transposed, grouped
+        nn.ConvTranspose2d(64, 48, 4),             # transposed
+    )
+
+
+NATIVE_PRESETS = [("torch.kaiming_uniform", {}), ("torch.kaiming_uniform", {"mode": "fan_out"}),
+                  ("torch.kaiming_normal", {"mode": "fan_out"})]  # torchvision MobileNetV3's conv init
+
+
+@pytest.mark.parametrize(("name", "kwargs"), NATIVE_PRESETS, ids=[f"{n}{k or ''}" for n, k in NATIVE_PRESETS])
+def test_reinit_native_fans_are_torchs_own(name, kwargs) -> None:
+    model = _mobilenet_like().double()
+    spec = presets.get(name, **kwargs)
+    report = ist.reinit_(model, spec, fans="native", generator=torch.Generator().manual_seed(21))
+    assert report.fans == "native" and "fans: native" in report.summary()
+    for module_name, module in model.named_children():
+        row = report[f"{module_name}.weight"]
+        assert (row.fan_in, row.fan_out) == _fans(module.weight), module
+        assert row.fans == "native" and row.layout.endswith("native=true")
+        # torch's own numbers, from torch's helpers, and the drawn weights against them (the
+        # whole-distribution and moment checks of initscale.testing, at their stated false-alarm rates)
+        mode = kwargs.get("mode", "fan_in")
+        std = math.sqrt(2.0 / tinit._calculate_correct_fan(module.weight, mode))
+        assert row.std == pytest.approx(std, rel=1e-12)
+        dist = spec.resolve(initscale.Fans(row.fan_in, row.fan_out))
+        assert failures(module.weight.detach().numpy(), dist) == [], module
+        assert report[f"{module_name}.bias"].fans is None  # zeros: no fans
+
+
+def test_reinit_forward_fans_stay_the_default() -> None:
+    model = _mobilenet_like()
+    spec = presets.get("torch.kaiming_normal", mode="fan_out")
+    forward = ist.reinit_(model, spec, dry_run=True)
+    native = ist.reinit_(model, spec, dry_run=True, fans="native")
+    assert forward.fans == "forward" and {r.fans for r in forward if r.name.endswith("weight")} == {"forward"}
+    # depthwise Conv2d(96, 96, 5, groups=96): forward fan_out 25 per channel, torch's 96·25
+    assert (forward["1.weight"].fan_in, forward["1.weight"].fan_out) == (25, 25)
+    assert (native["1.weight"].fan_in, native["1.weight"].fan_out) == (25, 2400)
+    assert forward["1.weight"].std / native["1.weight"].std == pytest.approx(math.sqrt(96), rel=1e-12)
+    # ConvTranspose2d(64, 48, 4) weight (64, 48, 4, 4): forward fan_in 64·16, torch's 48·16
+    assert (forward["5.weight"].fan_in, native["5.weight"].fan_in) == (1024, 768)
+
+
+def test_reinit_fans_must_be_forward_or_native() -> None:
+    with pytest.raises(ValueError, match=r"Argument `fans` must be one of 'forward', 'native'\. "
+                                         r"Received: fans='torch'\."):
+        ist.reinit_(nn.Linear(3, 2), presets.get("he_normal"), fans="torch")
+
+
+def _float32_bound(fan_in: int) -> tuple[float, float]:
+    """torch's kaiming_uniform_(a=√5) bound as torch computes it (gain·√(3/fan_in) in double,
+    rounded to float32 by uniform_) and the exact 1/√fan_in."""
+    gain = tinit.calculate_gain("leaky_relu", math.sqrt(5))
+    return float(np.float32(gain * math.sqrt(3.0 / fan_in))), 1 / math.sqrt(fan_in)
+
+
+ULP_LAYERS = {"conv-27": lambda: nn.Conv2d(3, 8, 3), "conv-63": lambda: nn.Conv2d(7, 8, 3),
+              "depthwise": lambda: nn.Conv2d(40, 40, 3, groups=40), "grouped": lambda: nn.Conv2d(12, 24, 3, groups=4),
+              "transpose-108": lambda: nn.ConvTranspose2d(8, 12, 3),
+              "transpose-18": lambda: nn.ConvTranspose2d(8, 2, 3),
+              "conv1d": lambda: nn.Conv1d(5, 6, 5), "linear-10": lambda: nn.Linear(10, 4),
+              "linear-9": lambda: nn.Linear(9, 4)}
+
+
+@pytest.mark.parametrize("make", list(ULP_LAYERS.values()), ids=list(ULP_LAYERS))
+def test_reinit_native_draws_torchs_stream_to_the_ulp(make) -> None:
+    # torch.* presets draw from torch's own generator with torch's own uniform_ (one draw per
+    # element, in order), so the values equal nn.init.kaiming_uniform_(w, a=√5) for the same
+    # generator state bit for bit whenever torch's float32 bound is at most the exact 1/√fan_in.
+    # Otherwise initscale samples inside the exact bound (the float32 below it, docs/conventions.md
+    # section 7) where torch rounds to the nearest float32, one ulp above: then every value
+    # differs by at most 2 ulps of the bound (u·2B computed with B one ulp apart, then rounded).
+    module = make()
+    theirs = torch.empty_like(module.weight)
+    tinit.kaiming_uniform_(theirs, a=math.sqrt(5), generator=torch.Generator().manual_seed(4))
+    ist.reinit_(module, {"weight": presets.get("torch.linear_default"), "bias": None}, fans="native",
+                generator=torch.Generator().manual_seed(4))
+    ours = module.weight.detach()
+    fan_in, _ = _fans(theirs)
+    torch_bound, exact = _float32_bound(fan_in)
+    assert float(ours.abs().max()) <= exact  # inside the exact support
+    if torch_bound <= exact:
+        assert torch.equal(ours, theirs)
+    else:
+        ulp = float(np.spacing(np.float32(torch_bound)))
+        assert 0 < float((ours - theirs).abs().max()) <= 2 * ulp
+
+
+def test_the_ulp_cases_cover_both_roundings() -> None:
+    # The parametrization above has fans where torch's float32 bound rounds down (bit-equal) and up.
+    bounds = [_float32_bound(_fans(make().weight)[0]) for make in ULP_LAYERS.values()]
+    assert {torch_bound <= exact for torch_bound, exact in bounds} == {True, False}
+
+
+def test_mutation_native_fans_ignored_is_caught(monkeypatch) -> None:
+    # Planted bug: fans="native" silently gives the forward fans. The fan comparison with torch's
+    # helper must fail on the depthwise and transposed layers.
+    from initscale import reinit as core
+
+    monkeypatch.setattr(core, "_fan_rule", lambda layout, fans: core.resolve(layout))
+    model = _mobilenet_like()
+    with pytest.warns(UserWarning, match="forward fans were used"):  # the rows say "forward": warned
+        report = ist.reinit_(model, presets.get("torch.kaiming_uniform"), fans="native", dry_run=True)
+    wrong = [n for n, m in model.named_children() if (report[f"{n}.weight"].fan_in, report[f"{n}.weight"].fan_out)
+             != _fans(m.weight)]
+    assert wrong == ["1", "2", "3", "4", "5"]

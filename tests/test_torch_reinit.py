@@ -252,7 +252,7 @@ def test_report_table_and_dicts() -> None:
     assert report.to_dicts()[0] == {
         "name": "0.weight", "shape": [3, 4], "layer": "Linear", "layout": "torch.linear", "fan_in": 4,
         "fan_out": 3, "spec": repr(HE), "std": pytest.approx(0.5 ** 0.5), "touched": True,
-        "reason": "one spec for all weights", "guessed": False,
+        "reason": "one spec for all weights", "guessed": False, "fans": "forward",
     }
     assert len(report.touched) == 2 and report.untouched == ()
     with pytest.raises(KeyError, match="'nope'"):
