@@ -19,6 +19,15 @@ mapping from pattern to spec where the first matching pattern wins:
   and ``/``.
 - the value ``None`` leaves the matched parameters as they are.
 
+**Biases that depend on their weight.** A bias whose adapter names its layer's weight
+(``Param.fans_of``; torch's ``reinit_`` does) takes that weight's fans whenever its spec needs
+fans, as torch's ``Linear``/``ConvNd.reset_parameters`` bound the bias by 1/√fan_in of the
+weight: ``{"*.bias": presets.get("torch.linear_default_bias")}`` works. And a bias that no rule
+matches follows its weight when the weight gets its layer's own default that the framework also
+gives the bias (:data:`LAYER_DEFAULTS_WITH_BIAS`: ``torch.linear_default``/``conv_default``; and
+``torch.bilinear_default`` on an ``nn.Bilinear``), so one spec or a rule
+``{"Linear": presets.get("torch.linear_default")}`` reproduces ``reset_parameters`` whole.
+
 **Defaults**, after the rules (``defaults=False`` turns them off): biases → ``Zeros()``;
 normalization scales (LayerNorm, BatchNorm, GroupNorm, RMSNorm ``weight``/``gamma``/``scale``) →
 ``Ones()`` and their offsets → ``Zeros()``; embeddings and anything else unmatched → left as they
@@ -51,12 +60,14 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, cast
 
 from . import _validate
-from .distributions import Distribution
+from .distributions import Distribution, OrthogonalDist
 from .fans import Fans, LayerKind, Layout, LayoutLike, resolve
-from .specs import Ones, Spec, Zeros
+from .presets import get as _preset
+from .specs import Ones, Spec, VarianceScaling, Zeros
 
 __all__ = [
     "FANS",
+    "LAYER_DEFAULTS_WITH_BIAS",
     "ROLES",
     "Decision",
     "Param",
@@ -94,6 +105,10 @@ class Param:
         note: why the defaults leave it alone, shown in the report when nothing else touches it.
         guessed: the layout was guessed from names (the parameter's, its layer's) by the
             framework's convention, not read from the layer's class and attributes.
+        fans_of: the name of the parameter whose fans this one takes when its spec needs fans,
+            None for its own layout. An adapter sets it on a bias to its layer's weight (torch:
+            ``fc.bias`` -> ``fc.weight``), as torch's ``Linear``/``ConvNd.reset_parameters`` give
+            the bias U(±1/√fan_in) of the weight; see :func:`plan`.
     """
 
     name: str
@@ -105,6 +120,7 @@ class Param:
     buffer: bool = False
     note: str = ""
     guessed: bool = False
+    fans_of: str | None = None
 
     @property
     def layer(self) -> str:
@@ -455,6 +471,45 @@ def _resolve(
         raise ValueError(f"{where}: {err}") from err
 
 
+#: torch's layer default U(±1/√fan_in) = kaiming_uniform_(a=√5) (presets ``torch.linear_default``,
+#: ``torch.conv_default``): torch's Linear and ConvNd give it to their bias too, with the weight's
+#: fan_in (torch/nn/modules/linear.py and conv.py, ``reset_parameters``).
+LAYER_DEFAULTS_WITH_BIAS: tuple[Spec, ...] = (VarianceScaling(1.0 / 3.0, "fan_in", "uniform"),)
+
+
+def _covers_bias(spec: Spec | None, weight: Param) -> bool:
+    """Whether ``spec`` on ``weight`` is a layer's own default that its framework also gives the
+    layer's bias: one of :data:`LAYER_DEFAULTS_WITH_BIAS`, or, on an ``nn.Bilinear`` weight
+    (out, in1, in2), ``torch.bilinear_default`` for its in1 (U(±1/√in1) on weight and bias)."""
+    if spec is None:
+        return False
+    if spec in LAYER_DEFAULTS_WITH_BIAS:
+        return True
+    if "Bilinear" in weight.owner_classes and len(weight.shape) == 3 and weight.shape[1] > 0:
+        return spec == _preset("torch.bilinear_default", in1_features=weight.shape[1])
+    return False
+
+
+def _from_weight(param: Param, source: Param, spec: Spec,
+                 rule: Layout | LayerKind | None) -> tuple[Distribution, Fans]:
+    """The distribution of ``param`` (a bias) with the fans of its weight ``source``."""
+    where = f"Parameter {param.name!r} (shape {param.shape}, in {param.layer})"
+    if rule is None:
+        raise ValueError(
+            f"{where} takes its fans from {source.name!r}, which has no layout, so {spec!r} cannot be scaled for "
+            "it. Give it a fixed-scale spec (initscale.Zeros(), initscale.Uniform(-b, b), ...) or a rule that does "
+            "not match it."
+        )
+    try:
+        fans = rule.fans(source.shape)
+    except ValueError as err:
+        raise ValueError(f"{where} takes its fans from {source.name!r}: {err}") from err
+    dist = spec.resolve(fans)
+    if isinstance(dist, OrthogonalDist):
+        raise ValueError(f"{where}: {spec!r} makes orthogonal matrices; a bias is not one. Give it another spec.")
+    return dist, fans
+
+
 def _suggest(pattern: str, params: Sequence[Param]) -> str:
     names = {c for p in params for c in p.owner_classes} | {p.name for p in params}
     close = difflib.get_close_matches(pattern, sorted(names - {pattern}), n=3)
@@ -493,6 +548,10 @@ def plan(params: Sequence[Param], rules: Spec | Mapping[str, Spec | None], *, in
     EinsumDense's) keeps its forward fans; each row's ``fans`` says which was used and, where a
     fan-based spec used forward fans under ``fans="native"``, a warning names those parameters.
 
+    A parameter with ``fans_of`` (a bias) whose spec needs fans gets the fans of that parameter
+    (its weight), under the same fan rule; one that no rule matches gets its weight's spec when
+    that spec is its layer's own default for the bias too (the module docstring).
+
     Raises before anything is drawn if a rule is invalid or a chosen spec cannot be resolved for a
     parameter's shape (the error names the parameter). Warns about patterns that matched nothing
     (``stacklevel`` as for :func:`warnings.warn`, counted from the caller of this function).
@@ -507,14 +566,23 @@ def plan(params: Sequence[Param], rules: Spec | Mapping[str, Spec | None], *, in
     fans_seen: dict[tuple[Any, tuple[int, ...]], Fans | None] = {}
     resolved: dict[tuple[Spec, Any, tuple[int, ...]], tuple[Distribution, Layout | None, Fans | None]] = {}
     names_seen: dict[Layout | LayerKind, str] = {}
-    for param in params:
-        spec, reason = _choose(param, compiled, used, defaults)
-        rule = None
-        if param.layout is not None:
-            key = param.layout if isinstance(param.layout, str) else id(param.layout)
-            if key not in rules_seen:
-                rules_seen[key] = _fan_rule(param.layout, mode)
-            rule = rules_seen[key]
+    def fan_rule(layout: LayoutLike | None) -> Layout | LayerKind | None:
+        if layout is None:
+            return None
+        key = layout if isinstance(layout, str) else id(layout)
+        if key not in rules_seen:
+            rules_seen[key] = _fan_rule(layout, mode)
+        return rules_seen[key]
+
+    by_name = {p.name: p for p in params}
+    choices = [_choose(param, compiled, used, defaults) for param in params]
+    chosen = {param.name: spec for param, (spec, _) in zip(params, choices, strict=True)}
+    for param, (spec, reason) in zip(params, choices, strict=True):
+        source = by_name.get(param.fans_of) if param.fans_of is not None else None
+        if (source is not None and _covers_bias(chosen[source.name], source)
+                and not any(r.matches(param) for r in compiled)):
+            spec, reason = chosen[source.name], "as its weight: the layer's own default covers its bias"
+        rule = fan_rule(param.layout)
         shape_key = (rule, param.shape)
         if shape_key not in fans_seen:
             fans_seen[shape_key] = _fans(param, rule)
@@ -523,7 +591,11 @@ def plan(params: Sequence[Param], rules: Spec | Mapping[str, Spec | None], *, in
         layout: Layout | None = None
         if spec is not None and param.frozen and not include_frozen:
             spec, reason = None, "frozen: not trainable; pass include_frozen=True to include it"
-        if spec is not None:
+        if spec is not None and source is not None and not spec.fixed_scale:
+            rule = fan_rule(source.layout)  # the weight's fans, as torch's reset_parameters
+            dist, fans = _from_weight(param, source, spec, rule)
+            reason += f"; fans of {source.name!r}"
+        elif spec is not None:
             spec_key = (spec, rule, param.shape)
             if spec_key not in resolved:
                 resolved[spec_key] = _resolve(param, spec, rule)

@@ -130,3 +130,18 @@ def test_fans_must_be_forward_or_native(bad) -> None:
     with pytest.raises(ValueError, match=re.escape(f"Argument `fans` must be one of 'forward', 'native'. "
                                                    f"Received: fans={bad!r}.")):
         plan([_p("d/kernel")], HE, fans=bad)
+
+
+def test_a_bias_takes_its_weights_fans_when_its_spec_needs_fans() -> None:
+    layer_default = initscale.presets.get("torch.linear_default")
+    params = [_p("fc.weight", classes=("Linear",), shape=(30, 400), layout="torch.linear"),
+              _p("fc.bias", "bias", classes=("Linear",), shape=(30,), layout=None, fans_of="fc.weight"),
+              _p("other.weight", classes=("Linear",), shape=(30, 9), layout="torch.linear"),
+              _p("other.bias", "bias", classes=("Linear",), shape=(30,), layout=None, fans_of="other.weight")]
+    report = plan(params, {"fc.weight": layer_default, "other.weight": HE}).report
+    row = report["fc.bias"]
+    assert (row.spec, row.fan_in, row.fan_out, row.layout, row.fans) == (layer_default, 400, 30, "torch.linear",
+                                                                       "forward")
+    assert row.std == pytest.approx(1 / 20 / 3**0.5, rel=1e-12)  # U(±1/√400)
+    assert report["other.bias"].spec == initscale.Zeros()  # he_normal is not a layer default: zeros
+    assert plan(params, {"fc.weight": layer_default, "fc.bias": None}).report["fc.bias"].touched is False
