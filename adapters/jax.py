@@ -640,7 +640,8 @@ def _walk(params: Any, module: Any, example_inputs: Any, example_kwargs: Mapping
 def reinit(params: Any, rules: Spec | Mapping[str, Spec | None], key: Any, dry_run: bool = False, *,
            module: Any = None, example_inputs: Any = None, example_kwargs: Mapping[str, Any] | None = None,
            defaults: bool = True, stream_seed: int | None = None,
-           stream_names: Mapping[str, str] | Callable[[str], str] | None = None) -> tuple[Any, Report]:
+           stream_names: Mapping[str, str] | Callable[[str], str] | None = None,
+           fans: str = "forward") -> tuple[Any, Report]:
     """Re-initialize a pytree of parameters; returns ``(new_params, report)`` (nothing is mutated).
 
     Args:
@@ -675,6 +676,8 @@ def reinit(params: Any, rules: Spec | Mapping[str, Spec | None], key: Any, dry_r
             (:mod:`initscale.streams`) instead of from ``key`` (which may then be None): the same
             weights as ``initscale.torch.reinit_(..., stream_seed=...)`` for the same names.
         stream_names: a mapping or function from this tree's ``/``-joined paths to stream names.
+        fans: ``"forward"`` (default) or ``"native"``: jax's own ``_compute_fans`` on each
+            kernel's shape (:func:`initscale.reinit.plan`); the report's rows say which was used.
 
     Layouts by flax convention: ``kernel`` (in, out) for Dense/Linear, (*kernel, in/groups, out)
     for Conv (fans per feature group), (*kernel, in, out) for ConvTranspose, (*batch, *in, *out)
@@ -704,7 +707,7 @@ def reinit(params: Any, rules: Spec | Mapping[str, Spec | None], key: Any, dry_r
     was_nnx_module = _is_nnx_module(params)
     tree, modules, leaves_with_paths, found = _walk(params, module, example_inputs, example_kwargs)
     treedef = jax.tree_util.tree_structure(tree)
-    decided = reinit_plan(found, rules, defaults=defaults, dry_run=dry_run, stacklevel=2)
+    decided = reinit_plan(found, rules, defaults=defaults, dry_run=dry_run, stacklevel=2, fans=fans)
     scaled = [r.name for r in decided.report.rows
               if r.guessed and r.touched and r.spec is not None and not r.spec.fixed_scale]
     if scaled:

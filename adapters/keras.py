@@ -757,7 +757,7 @@ def _is_wrapper(layer: Any) -> bool:
 def reinit(model: Any, rules: Spec | Mapping[str, Spec | None], seed: Any = None, dry_run: bool = False, *,
            include_frozen: bool = False, include_buffers: bool = False, defaults: bool = True,
            stream_seed: int | None = None,
-           stream_names: Mapping[str, str] | Callable[[str], str] | None = None) -> Report:
+           stream_names: Mapping[str, str] | Callable[[str], str] | None = None, fans: str = "forward") -> Report:
     """Re-initialize a built Keras model's variables in place (``assign``), each with its layer's fans.
 
     Same rules, defaults, atomicity and report as ``initscale.torch.reinit_``: ``rules`` is one
@@ -781,6 +781,8 @@ def reinit(model: Any, rules: Spec | Mapping[str, Spec | None], seed: Any = None
         stream_seed: draw each variable from the portable stream ``Stream(stream_seed, path)``
             instead (the same weights as torch's and JAX's ``reinit`` for the same names).
         stream_names: a mapping or function from variable paths to stream names.
+        fans: ``"forward"`` (default) or ``"native"``: Keras's own ``compute_fans`` on each
+            kernel's shape (:func:`initscale.reinit.plan`); the report's rows say which was used.
 
     Example:
         >>> import keras, initscale
@@ -801,7 +803,7 @@ def reinit(model: Any, rules: Spec | Mapping[str, Spec | None], seed: Any = None
     found: list[tuple[Param, Any]] = []
     _walk(model, (), set(), include_buffers, found)
     decided = reinit_plan([p for p, _ in found], rules, include_frozen=include_frozen, defaults=defaults,
-                          dry_run=dry_run, stacklevel=2)
+                          dry_run=dry_run, stacklevel=2, fans=fans)
     targets = [(d, v) for d, (_, v) in zip(decided.decisions, found, strict=True) if d.dist is not None]
     for decision, variable in targets:
         try:

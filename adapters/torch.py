@@ -35,6 +35,7 @@ Note:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import math
@@ -701,13 +702,31 @@ def _stream_for(seed: int, name: str, names: Mapping[str, str] | Callable[[str],
     return Stream(seed, names(name) if callable(names) else names.get(name, name))
 
 
+def _with_weight_fans(module: torch.nn.Module, recurse: bool,
+                      found: list[tuple[Param, torch.Tensor]]) -> list[tuple[Param, torch.Tensor]]:
+    """Each bias whose module also has the matching weight (``bias`` -> ``weight``,
+    ``bias_ih_l0`` -> ``weight_ih_l0``, ``in_proj_bias`` -> ``in_proj_weight``) takes that weight's
+    fans when its spec needs fans (``Param.fans_of``), as ``nn.Linear``/``_ConvNd.reset_parameters``
+    bound the bias by 1/√fan_in of the weight (torch/nn/modules/linear.py, conv.py)."""
+    names = {id(t): p.name for p, t in found}
+    weight_of: dict[int, str] = {}
+    for _, owner in (module.named_modules() if recurse else [("", module)]):
+        own = dict(owner.named_parameters(recurse=False))
+        for leaf, tensor in own.items():
+            sibling = own.get(leaf.replace("bias", "weight")) if _is_bias(leaf) else None
+            if sibling is not None and id(sibling) in names:
+                weight_of[id(tensor)] = names[id(sibling)]
+    return [(dataclasses.replace(p, fans_of=weight_of[id(t)]) if p.role == "bias" and id(t) in weight_of else p, t)
+            for p, t in found]
+
+
 def _reinit(module: torch.nn.Module, rules: Spec | Mapping[str, Spec | None], *,
             generator: torch.Generator | None, dry_run: bool, include_frozen: bool, include_buffers: bool,
             defaults: bool, recurse: bool, stream_seed: int | None = None,
-            stream_names: Mapping[str, str] | Callable[[str], str] | None = None) -> Report:
-    found = _walk(module, recurse, include_buffers)
+            stream_names: Mapping[str, str] | Callable[[str], str] | None = None, fans: str = "forward") -> Report:
+    found = _with_weight_fans(module, recurse, _walk(module, recurse, include_buffers))
     decided = reinit_plan([p for p, _ in found], rules, include_frozen=include_frozen, defaults=defaults,
-                          dry_run=dry_run, stacklevel=3)  # _reinit <- reinit_ <- the caller
+                          dry_run=dry_run, stacklevel=3, fans=fans)  # _reinit <- reinit_ <- the caller
     targets = [(d, t) for d, (_, t) in zip(decided.decisions, found, strict=True) if d.dist is not None]
     _check_writable([(d.param.name, t) for d, t in targets if not (dry_run and t.is_meta)])
     if dry_run:
@@ -769,7 +788,8 @@ def _copy_all(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
 def reinit_(module: torch.nn.Module, rules: Spec | Mapping[str, Spec | None], *,
             generator: torch.Generator | None = None, dry_run: bool = False, include_frozen: bool = False,
             include_buffers: bool = False, defaults: bool = True, stream_seed: int | None = None,
-            stream_names: Mapping[str, str] | Callable[[str], str] | None = None) -> Report:
+            stream_names: Mapping[str, str] | Callable[[str], str] | None = None,
+            fans: str = "forward") -> Report:
     """Re-initialize a whole model in place, each weight with the fans of its own layer.
 
     Args:
@@ -787,16 +807,30 @@ def reinit_(module: torch.nn.Module, rules: Spec | Mapping[str, Spec | None], *,
         include_buffers: also offer buffers (``running_mean``, ...) to name patterns.
         defaults: after the rules, biases -> zeros and LayerNorm/BatchNorm/GroupNorm/RMSNorm
             weight -> ones, bias -> zeros. Embeddings and anything else unmatched are kept.
+            A bias follows its weight instead when the weight gets torch's layer default
+            (``torch.linear_default``/``conv_default``; ``torch.bilinear_default`` on a Bilinear):
+            U(±1/√fan_in of the weight), as ``reset_parameters`` (one spec, or ``{"Linear": spec}``).
         stream_seed: draw every value from the portable stream ``Stream(stream_seed, name)`` of
             each parameter (:mod:`initscale.streams`) instead of ``generator``: the same weights
             as ``initscale.jax.reinit(..., stream_seed=...)`` and the NumPy reference, for the
             same names, on any device and under any sharding.
         stream_names: a mapping or function from this model's parameter names to the stream
             names (e.g. ``"fc.weight" -> "fc/kernel"`` to match a Flax model).
+        fans: ``"forward"`` (the default): initscale's forward-pass fans of each layer, as below.
+            ``"native"``: torch's own ``nn.init._calculate_fan_in_and_fan_out`` on each weight's
+            shape (fan_in = ``weight.size(1)`` × kernel, fan_out = ``weight.size(0)`` × kernel,
+            whatever the groups or transposition), what ``torch.*`` presets need to reproduce
+            torch and torchvision exactly: a depthwise ``Conv2d(C, C, 3, groups=C)`` then has
+            fan_out C·9 instead of 9, a ``ConvTranspose2d(16, 32, 3)`` fan_in 288 instead of 144.
+            Each report row's ``fans`` (and the ``:native=true`` layout) says which was used.
 
     Returns:
         A :class:`~initscale.reinit.Report`: one row per parameter with its layer, layout, fans,
         spec and std, and whether it was set or why it was kept. ``print(report)`` shows a table.
+
+    A bias whose spec needs fans (``{"*.bias": presets.get("torch.linear_default_bias")}``)
+    takes the fans of its module's weight (``bias`` -> ``weight``, ``bias_ih_l0`` ->
+    ``weight_ih_l0``, ``in_proj_bias`` -> ``in_proj_weight``).
 
     The layout of each weight comes from its owning module: per-group fans for grouped and
     depthwise convolutions, forward fans for ConvTranspose (fan_in = in_channels/groups × kernel),
@@ -827,7 +861,7 @@ def reinit_(module: torch.nn.Module, rules: Spec | Mapping[str, Spec | None], *,
     """
     return _reinit(module, rules, generator=generator, dry_run=dry_run, include_frozen=include_frozen,
                    include_buffers=include_buffers, defaults=defaults, recurse=True, stream_seed=stream_seed,
-                   stream_names=stream_names)
+                   stream_names=stream_names, fans=fans)
 
 
 def apply_fn(spec: Spec, *, generator: torch.Generator | None = None,

@@ -387,10 +387,28 @@ def torch_constant(val: float = 0.0) -> Spec:
          source="torch.nn.Linear/_ConvNd.reset_parameters: kaiming_uniform_(a=sqrt(5))", layout="torch:native=true")
 def torch_layer_default() -> Spec:
     """U(±1/√fan_in) = kaiming_uniform_(a=√5): gain² = 2/(1+5) = 1/3, limit √(3·(1/3)/fan_in).
-    The bias gets the same bound from the *weight's* fan_in (pass the weight's fans). For
-    ConvTranspose, torch's fan_in is out_channels/groups × kernel: use layout
-    "torch.conv_transpose:native=true" to reproduce it."""
+    The bias gets the same bound from the *weight's* fan_in (torch/nn/modules/linear.py
+    ``Linear.reset_parameters``, conv.py ``_ConvNd.reset_parameters``: ``bound = 1 / sqrt(fan_in)``
+    with ``fan_in`` from ``_calculate_fan_in_and_fan_out(self.weight)``). ``reinit_`` does both: a
+    bias takes its weight's fans, and a bias whose weight gets this spec (one spec, or a rule such
+    as ``{"Linear": spec}``) and that no rule names gets it too. For ConvTranspose, torch's fan_in
+    is out_channels/groups × kernel: use layout "torch.conv_transpose:native=true" (``reinit_(...,
+    fans="native")``) to reproduce it."""
     return VarianceScaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+@_preset("torch.bilinear_default", source="torch.nn.Bilinear.reset_parameters: uniform_(±1/sqrt(weight.size(1)))",
+         layout="torch")
+def torch_bilinear_default(in1_features: int = 1) -> Spec:
+    """U(±1/√in1_features) for ``nn.Bilinear``'s weight (out, in1, in2) and its bias alike
+    (torch/nn/modules/linear.py ``Bilinear.reset_parameters``: ``bound = 1 / math.sqrt(self.weight.size(1))``,
+    then ``uniform_(weight, -bound, bound)`` and ``uniform_(bias, -bound, bound)``). Not a fan rule
+    (torch's fan_in of that weight is in1·in2), so ``in1_features`` is an argument, as
+    ``hidden_size`` is for ``torch.rnn_default``. Through ``reinit_``, a rule
+    ``{"Bilinear": spec}`` gives it to the weight and, since it is that layer's own default, to the
+    layer's bias."""
+    n = _validate.integer("in1_features", in1_features, minimum=1)
+    return Uniform(-1.0 / math.sqrt(n), 1.0 / math.sqrt(n))
 
 
 @_preset("torch.embedding_default", source="torch.nn.Embedding.reset_parameters: normal_(weight)", layout="torch")

@@ -19,6 +19,15 @@ mapping from pattern to spec where the first matching pattern wins:
   and ``/``.
 - the value ``None`` leaves the matched parameters as they are.
 
+**Biases that depend on their weight.** A bias whose adapter names its layer's weight
+(``Param.fans_of``; torch's ``reinit_`` does) takes that weight's fans whenever its spec needs
+fans, as torch's ``Linear``/``ConvNd.reset_parameters`` bound the bias by 1/√fan_in of the
+weight: ``{"*.bias": presets.get("torch.linear_default_bias")}`` works. And a bias that no rule
+matches follows its weight when the weight gets its layer's own default that the framework also
+gives the bias (:data:`LAYER_DEFAULTS_WITH_BIAS`: ``torch.linear_default``/``conv_default``; and
+``torch.bilinear_default`` on an ``nn.Bilinear``), so one spec or a rule
+``{"Linear": presets.get("torch.linear_default")}`` reproduces ``reset_parameters`` whole.
+
 **Defaults**, after the rules (``defaults=False`` turns them off): a parameter whose
 :class:`Param` carries a ``note`` is kept (a Keras LSTM's forget-gate bias, which Keras starts
 at 1: a bias, so class rules skip it, that only a name rule sets); biases → ``Zeros()``;
@@ -32,6 +41,10 @@ Example:
     >>> params = [Param("weight", (64, 32), ("Linear",), "weight", "torch"),
     ...           Param("bias", (64,), ("Linear",), "bias", None)]
     >>> print(plan(params, initscale.presets.get("he_normal")).report)
+    2 parameters, 2.11k values: 2 set (2.11k values), 0 kept (0 values)
+    layer   status  params  values  std
+    Linear  set     2       2.11k   0 .. 0.25
+    <BLANKLINE>
     name    shape     layer   layout  fan_in  fan_out  spec                        std   status
     weight  (64, 32)  Linear  torch   32      64       VarianceScaling(scale=2.0)  0.25  set (one spec for all weights)
     bias    (64,)     Linear  -       -       -        Zeros()                     0     set (default: biases -> zeros)
@@ -46,13 +59,17 @@ import re
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any, ClassVar, Literal, cast
 
-from .distributions import Distribution
+from . import _validate
+from .distributions import Distribution, OrthogonalDist
 from .fans import Fans, LayerKind, Layout, LayoutLike, resolve
-from .specs import Ones, Spec, Zeros
+from .presets import get as _preset
+from .specs import Ones, Spec, VarianceScaling, Zeros
 
 __all__ = [
+    "FANS",
+    "LAYER_DEFAULTS_WITH_BIAS",
     "ROLES",
     "Decision",
     "Param",
@@ -90,6 +107,10 @@ class Param:
         note: why the defaults leave it alone, shown in the report when nothing else touches it.
         guessed: the layout was guessed from names (the parameter's, its layer's) by the
             framework's convention, not read from the layer's class and attributes.
+        fans_of: the name of the parameter whose fans this one takes when its spec needs fans,
+            None for its own layout. An adapter sets it on a bias to its layer's weight (torch:
+            ``fc.bias`` -> ``fc.weight``), as torch's ``Linear``/``ConvNd.reset_parameters`` give
+            the bias U(±1/√fan_in) of the weight; see :func:`plan`.
     """
 
     name: str
@@ -101,6 +122,7 @@ class Param:
     buffer: bool = False
     note: str = ""
     guessed: bool = False
+    fans_of: str | None = None
 
     @property
     def layer(self) -> str:
@@ -184,7 +206,9 @@ def compile_rules(rules: Spec | Mapping[str, Spec | None]) -> tuple[Rule, ...]:
 @dataclass(frozen=True)
 class ReportRow:
     """What happened to one parameter. ``guessed``: its layout was guessed from names, not read
-    from its layer (marked ``?`` in the table)."""
+    from its layer (marked ``?`` in the table). ``fans``: which rule gave ``fan_in``/``fan_out``,
+    ``"forward"`` (initscale's forward-pass fans) or ``"native"`` (the framework's own rule, e.g.
+    torch's ``_calculate_fan_in_and_fan_out``), None where the row has no fans."""
 
     name: str
     shape: tuple[int, ...]
@@ -197,6 +221,7 @@ class ReportRow:
     touched: bool
     reason: str
     guessed: bool = False
+    fans: Literal["forward", "native"] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dict (the spec as its repr), e.g. for a DataFrame or JSON."""
@@ -223,16 +248,49 @@ def _number(value: float | None) -> str:
     return f"{value:.6g}"
 
 
+def _values(shape: tuple[int, ...]) -> int:
+    count = 1
+    for n in shape:
+        count *= n
+    return count
+
+
+def _count(n: int) -> str:
+    """A count of values, short: 999, 12.3k, 4.57M, 1.23B."""
+    for size, suffix in ((10**9, "B"), (10**6, "M"), (10**3, "k")):
+        if n >= size:
+            return f"{n / size:.3g}{suffix}"
+    return str(n)
+
+
+def _aligned(lines: Sequence[Sequence[str]]) -> list[str]:
+    """Columns padded to their widest cell (the last column is not padded)."""
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]) - 1)]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(line[:-1], widths, strict=True)) + "  " + line[-1]
+            for line in lines]
+
+
 @dataclass(frozen=True)
 class Report(Sequence[ReportRow]):
     """One row per parameter: name, shape, layer, layout, fans, spec, std applied, and whether it
-    was touched or why not. ``print(report)`` gives an aligned table; :meth:`to_dicts` a list of
-    dicts. ``dry_run`` says that nothing was written. A layout guessed from names rather than read
-    from the layer is marked ``?`` and explained under the table."""
+    was touched or why not. ``dry_run`` says that nothing was written.
+
+    ``print(report)`` gives :meth:`summary` (one line per layer class and status: how many
+    parameters, how many values, the range of the std applied; then the weights of 2 or more
+    axes left untouched) and, for a report of at most :attr:`TABLE_ROWS` rows, :meth:`table`
+    below it; a longer report (a large model) prints the summary only, and ``report.table()``
+    gives every row. :meth:`to_dicts` gives the rows as dicts. A layout guessed from names rather
+    than read from the layer is marked ``?`` and explained under the table."""
 
     rows: tuple[ReportRow, ...]
     dry_run: bool = False
     unused_patterns: tuple[str, ...] = ()
+    fans: Literal["forward", "native"] = "forward"
+
+    #: The most rows ``str(report)`` shows in full; above it, the summary only.
+    TABLE_ROWS: ClassVar[int] = 100
+    #: The most untouched weights the summary names (all are in :attr:`untouched_weights`).
+    LISTED_UNTOUCHED: ClassVar[int] = 10
 
     def __getitem__(self, index: Any) -> Any:
         if isinstance(index, str):
@@ -259,6 +317,13 @@ class Report(Sequence[ReportRow]):
         return tuple(r for r in self.rows if not r.touched)
 
     @property
+    def untouched_weights(self) -> tuple[ReportRow, ...]:
+        """Rows of the untouched parameters with 2 or more axes (weight matrices, kernels,
+        embeddings, and buffers offered with ``include_buffers``): what a whole-model init most
+        often misses by accident."""
+        return tuple(r for r in self.rows if not r.touched and len(r.shape) >= 2)
+
+    @property
     def guessed(self) -> tuple[ReportRow, ...]:
         """Rows whose layout (and so fans) was guessed from names, not read from the layer."""
         return tuple(r for r in self.rows if r.guessed)
@@ -267,7 +332,64 @@ class Report(Sequence[ReportRow]):
         """The rows as plain dicts."""
         return [r.to_dict() for r in self.rows]
 
-    def __str__(self) -> str:
+    def _status(self, row: ReportRow) -> str:
+        return ("would set" if self.dry_run else "set") if row.touched else "kept"
+
+    def summary(self) -> str:
+        """A few lines for a model of any size: the totals; one line per (layer class, status)
+        in order of first appearance with the number of parameters, of values (elements) and
+        the range of the std applied; then the untouched weights of 2+ axes (the first
+        :attr:`LISTED_UNTOUCHED` named, with their reasons).
+
+        Example:
+            >>> import initscale
+            >>> from initscale.reinit import Param, plan
+            >>> params = [Param(f"{i}.weight", (64, 32 * (i + 1)), ("Linear",), "weight", "torch")
+            ...           for i in range(3)] + [Param("emb.weight", (100, 64), ("Embedding",), "embedding", None)]
+            >>> print(plan(params, initscale.presets.get("he_uniform"), dry_run=True).report.summary())
+            4 parameters, 18.7k values: 3 would be set (12.3k values), 1 kept (6.4k values)
+            layer      status     params  values  std
+            Linear     would set  3       12.3k   0.144338 .. 0.25
+            Embedding  kept       1       6.4k    -
+            untouched weights (2+ axes): 1
+              emb.weight  (100, 64)  Embedding  embeddings are kept unless a rule names them
+        """
+        groups: dict[tuple[str, str], list[ReportRow]] = {}
+        for row in self.rows:
+            groups.setdefault((row.layer, self._status(row)), []).append(row)
+        touched = [r for r in self.rows if r.touched]
+        kept = [r for r in self.rows if not r.touched]
+        verb = "would be set" if self.dry_run else "set"
+        total = sum(_values(r.shape) for r in self.rows)
+        lines = [f"{len(self.rows)} parameters, {_count(total)} values: {len(touched)} {verb} "
+                 f"({_count(sum(_values(r.shape) for r in touched))} values), {len(kept)} kept "
+                 f"({_count(sum(_values(r.shape) for r in kept))} values)"]
+        if self.fans == "native":
+            forward = sum(1 for r in self.rows if r.fans == "forward")
+            lines[0] += "; fans: native (the framework's own rule" + (
+                f"; {forward} layout(s) without one keep forward fans)" if forward else ")")
+        cells = [("layer", "status", "params", "values", "std")]
+        for (layer, status), rows in groups.items():
+            stds = [r.std for r in rows if r.std is not None]
+            if not stds:
+                spread = "-"
+            elif min(stds) == max(stds):
+                spread = _number(stds[0])
+            else:
+                spread = f"{_number(min(stds))} .. {_number(max(stds))}"
+            cells.append((layer, status, str(len(rows)), _count(sum(_values(r.shape) for r in rows)), spread))
+        lines += _aligned(cells) if len(cells) > 1 else []
+        missed = self.untouched_weights
+        if missed:
+            lines.append(f"untouched weights (2+ axes): {len(missed)}")
+            shown = missed[:self.LISTED_UNTOUCHED]
+            lines += ["  " + line for line in _aligned([(r.name, str(r.shape), r.layer, r.reason) for r in shown])]
+            if len(missed) > len(shown):
+                lines.append(f"  ... and {len(missed) - len(shown)} more: report.untouched_weights lists them all")
+        return "\n".join(lines)
+
+    def table(self) -> str:
+        """Every row, aligned: name, shape, layer, layout, fans, spec, std and what was done."""
         header = ("name", "shape", "layer", "layout", "fan_in", "fan_out", "spec", "std", "status")
         verb = "would set" if self.dry_run else "set"
         lines = [header] + [
@@ -276,14 +398,16 @@ class Report(Sequence[ReportRow]):
              _short(r.spec), _number(r.std), f"{verb} ({r.reason})" if r.touched else f"kept ({r.reason})")
             for r in self.rows
         ]
-        widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
-        table = "\n".join(
-            "  ".join(cell.ljust(w) for cell, w in zip(line[:-1], widths, strict=True)) + "  " + line[-1]
-            for line in lines
-        )
+        table = "\n".join(_aligned(lines))
         if any(r.guessed for r in self.rows):
             table += "\n? layout guessed from names by the framework's convention, not read from the layer"
         return table
+
+    def __str__(self) -> str:
+        if len(self.rows) <= self.TABLE_ROWS:
+            return self.summary() + "\n\n" + self.table()
+        return (self.summary() + f"\n({len(self.rows)} rows, more than Report.TABLE_ROWS = {self.TABLE_ROWS}: "
+                "report.table() gives every row)")
 
 
 @dataclass(frozen=True)
@@ -351,20 +475,92 @@ def _resolve(
         raise ValueError(f"{where}: {err}") from err
 
 
+#: torch's layer default U(±1/√fan_in) = kaiming_uniform_(a=√5) (presets ``torch.linear_default``,
+#: ``torch.conv_default``): torch's Linear and ConvNd give it to their bias too, with the weight's
+#: fan_in (torch/nn/modules/linear.py and conv.py, ``reset_parameters``).
+LAYER_DEFAULTS_WITH_BIAS: tuple[Spec, ...] = (VarianceScaling(1.0 / 3.0, "fan_in", "uniform"),)
+
+
+def _covers_bias(spec: Spec | None, weight: Param) -> bool:
+    """Whether ``spec`` on ``weight`` is a layer's own default that its framework also gives the
+    layer's bias: one of :data:`LAYER_DEFAULTS_WITH_BIAS`, or, on an ``nn.Bilinear`` weight
+    (out, in1, in2), ``torch.bilinear_default`` for its in1 (U(±1/√in1) on weight and bias)."""
+    if spec is None:
+        return False
+    if spec in LAYER_DEFAULTS_WITH_BIAS:
+        return True
+    if "Bilinear" in weight.owner_classes and len(weight.shape) == 3 and weight.shape[1] > 0:
+        return spec == _preset("torch.bilinear_default", in1_features=weight.shape[1])
+    return False
+
+
+def _from_weight(param: Param, source: Param, spec: Spec,
+                 rule: Layout | LayerKind | None) -> tuple[Distribution, Fans]:
+    """The distribution of ``param`` (a bias) with the fans of its weight ``source``."""
+    where = f"Parameter {param.name!r} (shape {param.shape}, in {param.layer})"
+    if rule is None:
+        raise ValueError(
+            f"{where} takes its fans from {source.name!r}, which has no layout, so {spec!r} cannot be scaled for "
+            "it. Give it a fixed-scale spec (initscale.Zeros(), initscale.Uniform(-b, b), ...) or a rule that does "
+            "not match it."
+        )
+    try:
+        fans = rule.fans(source.shape)
+    except ValueError as err:
+        raise ValueError(f"{where} takes its fans from {source.name!r}: {err}") from err
+    dist = spec.resolve(fans)
+    if isinstance(dist, OrthogonalDist):
+        raise ValueError(f"{where}: {spec!r} makes orthogonal matrices; a bias is not one. Give it another spec.")
+    return dist, fans
+
+
 def _suggest(pattern: str, params: Sequence[Param]) -> str:
     names = {c for p in params for c in p.owner_classes} | {p.name for p in params}
     close = difflib.get_close_matches(pattern, sorted(names - {pattern}), n=3)
     return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
 
 
+FANS: tuple[str, ...] = ("forward", "native")
+
+
+def _fan_rule(layout: LayoutLike, fans: str) -> Layout | LayerKind:
+    """The layout or layer kind whose fans a parameter gets: with ``fans="native"`` a layer kind's
+    ``native=True`` variant (the framework's own rule); a plain :class:`Layout` has none and keeps
+    its forward fans."""
+    rule = resolve(layout)
+    if fans == "native" and isinstance(rule, LayerKind) and not rule.native:
+        return dataclasses.replace(rule, native=True)
+    return rule
+
+
+def _fan_kind(rule: Layout | LayerKind) -> Literal["forward", "native"]:
+    return "native" if isinstance(rule, LayerKind) and rule.native else "forward"
+
+
 def plan(params: Sequence[Param], rules: Spec | Mapping[str, Spec | None], *, include_frozen: bool = False,
-         defaults: bool = True, dry_run: bool = False, stacklevel: int = 1) -> Plan:
+         defaults: bool = True, dry_run: bool = False, stacklevel: int = 1, fans: str = "forward") -> Plan:
     """Decide, for every parameter, the spec and exact distribution it gets, or why it is kept.
+
+    ``fans`` chooses the fan rule: ``"forward"`` (the default) gives each weight initscale's
+    forward-pass fans of its layer (per group, per gate, per projection; a transposed conv's
+    fan_in is its in_channels/groups × kernel); ``"native"`` gives it the fans its framework's own
+    initializers compute from its shape alone (the layer kind's ``native=True`` rule: torch's
+    ``_calculate_fan_in_and_fan_out``, Keras's ``compute_fans``, JAX's ``_compute_fans``), which is
+    what the ``torch.*``/``keras.*``/``jax.*`` presets need to reproduce their framework bit for
+    bit on grouped, depthwise and transposed convolutions and stacked gates. A layout that has no
+    framework rule (a plain :class:`~initscale.fans.Layout`, e.g. a Flax DenseGeneral's or a Keras
+    EinsumDense's) keeps its forward fans; each row's ``fans`` says which was used and, where a
+    fan-based spec used forward fans under ``fans="native"``, a warning names those parameters.
+
+    A parameter with ``fans_of`` (a bias) whose spec needs fans gets the fans of that parameter
+    (its weight), under the same fan rule; one that no rule matches gets its weight's spec when
+    that spec is its layer's own default for the bias too (the module docstring).
 
     Raises before anything is drawn if a rule is invalid or a chosen spec cannot be resolved for a
     parameter's shape (the error names the parameter). Warns about patterns that matched nothing
     (``stacklevel`` as for :func:`warnings.warn`, counted from the caller of this function).
     """
+    mode = cast(Literal["forward", "native"], _validate.choice("fans", fans, FANS))
     compiled = compile_rules(rules)
     used: set[str] = set()
     decisions, rows = [], []
@@ -374,14 +570,23 @@ def plan(params: Sequence[Param], rules: Spec | Mapping[str, Spec | None], *, in
     fans_seen: dict[tuple[Any, tuple[int, ...]], Fans | None] = {}
     resolved: dict[tuple[Spec, Any, tuple[int, ...]], tuple[Distribution, Layout | None, Fans | None]] = {}
     names_seen: dict[Layout | LayerKind, str] = {}
-    for param in params:
-        spec, reason = _choose(param, compiled, used, defaults)
-        rule = None
-        if param.layout is not None:
-            key = param.layout if isinstance(param.layout, str) else id(param.layout)
-            if key not in rules_seen:
-                rules_seen[key] = resolve(param.layout)
-            rule = rules_seen[key]
+    def fan_rule(layout: LayoutLike | None) -> Layout | LayerKind | None:
+        if layout is None:
+            return None
+        key = layout if isinstance(layout, str) else id(layout)
+        if key not in rules_seen:
+            rules_seen[key] = _fan_rule(layout, mode)
+        return rules_seen[key]
+
+    by_name = {p.name: p for p in params}
+    choices = [_choose(param, compiled, used, defaults) for param in params]
+    chosen = {param.name: spec for param, (spec, _) in zip(params, choices, strict=True)}
+    for param, (spec, reason) in zip(params, choices, strict=True):
+        source = by_name.get(param.fans_of) if param.fans_of is not None else None
+        if (source is not None and _covers_bias(chosen[source.name], source)
+                and not any(r.matches(param) for r in compiled)):
+            spec, reason = chosen[source.name], "as its weight: the layer's own default covers its bias"
+        rule = fan_rule(param.layout)
         shape_key = (rule, param.shape)
         if shape_key not in fans_seen:
             fans_seen[shape_key] = _fans(param, rule)
@@ -390,7 +595,11 @@ def plan(params: Sequence[Param], rules: Spec | Mapping[str, Spec | None], *, in
         layout: Layout | None = None
         if spec is not None and param.frozen and not include_frozen:
             spec, reason = None, "frozen: not trainable; pass include_frozen=True to include it"
-        if spec is not None:
+        if spec is not None and source is not None and not spec.fixed_scale:
+            rule = fan_rule(source.layout)  # the weight's fans, as torch's reset_parameters
+            dist, fans = _from_weight(param, source, spec, rule)
+            reason += f"; fans of {source.name!r}"
+        elif spec is not None:
             spec_key = (spec, rule, param.shape)
             if spec_key not in resolved:
                 resolved[spec_key] = _resolve(param, spec, rule)
@@ -403,8 +612,17 @@ def plan(params: Sequence[Param], rules: Spec | Mapping[str, Spec | None], *, in
             layout=None if rule is None else names_seen[rule],
             fan_in=None if fans is None else fans.fan_in, fan_out=None if fans is None else fans.fan_out,
             spec=spec, std=None if dist is None else dist.std, touched=dist is not None, reason=reason,
-            guessed=param.guessed and rule is not None,
+            guessed=param.guessed and rule is not None, fans=None if fans is None or rule is None else _fan_kind(rule),
         ))
+    if mode == "native":
+        kept_forward = [r.name for r in rows if r.fans == "forward" and r.touched and r.spec is not None
+                        and not r.spec.fixed_scale]
+        if kept_forward:
+            shown = ", ".join(repr(n) for n in kept_forward[:5]) + (
+                f" and {len(kept_forward) - 5} more" if len(kept_forward) > 5 else "")
+            warnings.warn(f"reinit: fans='native', but the layouts of {len(kept_forward)} parameter(s) have no "
+                          f"framework fan rule, so their forward fans were used: {shown}.",
+                          UserWarning, stacklevel=stacklevel + 1)
     unused = tuple(r.pattern for r in compiled if r.kind != "weights" and r.pattern not in used)
     shadowed = [r.pattern for r in compiled if r.pattern in unused and any(r.matches(p) for p in params)]
     unmatched = [p for p in unused if p not in shadowed]
@@ -416,4 +634,4 @@ def plan(params: Sequence[Param], rules: Spec | Mapping[str, Spec | None], *, in
         listed = ", ".join(repr(p) for p in shadowed)
         warnings.warn(f"reinit: every parameter that {listed} matches is taken by an earlier rule (the first "
                       "match wins); move the more specific pattern first.", UserWarning, stacklevel=stacklevel + 1)
-    return Plan(tuple(decisions), Report(tuple(rows), dry_run, unused))
+    return Plan(tuple(decisions), Report(tuple(rows), dry_run, unused, mode))

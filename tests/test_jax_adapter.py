@@ -248,6 +248,18 @@ EXPECTED = [  # path, layout, fan_in, fan_out — guessed from names alone (no m
 ]
 
 
+def test_reinit_native_fans_are_jax_own() -> None:
+    import flax.linen as nn
+
+    model = nn.Conv(64, (3, 3), feature_group_count=4)
+    variables = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 32)))
+    _, report = isj.reinit(variables, HE, jax.random.key(1), module=model, dry_run=True, fans="native")
+    row = report["params/kernel"]  # (3, 3, 8, 64): jax's _compute_fans ignores the groups
+    assert (row.fan_in, row.fan_out, row.fans, row.layout) == (72, 576, "native", "flax.conv:groups=4,native=true")
+    _, forward = isj.reinit(variables, HE, jax.random.key(1), module=model, dry_run=True)
+    assert (forward["params/kernel"].fan_out, forward["params/kernel"].fans) == (144, "forward")
+
+
 def test_reinit_linen_layouts_defaults_and_new_tree() -> None:
     variables = _linen_variables()
     with pytest.warns(UserWarning, match=r"guessed from names: .*'params/Conv_0/kernel'.*pass module="):

@@ -418,6 +418,17 @@ def test_reinit_values_follow_the_forward_fans_not_keras_own() -> None:
     assert np.all(_np(model.get_layer("lstm").cell.bias.value) == 0)
 
 
+def test_reinit_native_fans_are_keras_own() -> None:
+    inp = keras.Input((20, 128))
+    model = keras.Model(inp, keras.layers.LSTM(256, unit_forget_bias=False, name="lstm")(inp))
+    spec = initscale.VarianceScaling(2.0, "fan_out", "uniform")
+    report = isk.reinit(model, spec, seed=1, fans="native")
+    kernel = _np(model.get_layer("lstm").cell.kernel.value)
+    row = next(r for r in report if r.name.endswith("/kernel") and "recurrent" not in r.name)
+    assert (row.fan_in, row.fan_out, row.fans) == (128, 1024, "native")  # Keras's compute_fans: 4 gates stacked
+    assert failures(kernel, spec.resolve(initscale.compute_fans(kernel.shape, "keras:native=true")), F32) == []
+
+
 def test_reinit_keeps_the_lstm_forget_bias_and_embeddings() -> None:
     inp = keras.Input((5,), dtype="int32")
     x = keras.layers.Embedding(50, 8, name="emb")(inp)

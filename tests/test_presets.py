@@ -235,6 +235,11 @@ case("torch.embedding_default", {}, (1000, 64), "torch.embedding", 1.0, None, 1.
 case("torch.rnn_default", {"hidden_size": 128}, (512, 64), "torch.lstm", (1 / sqrt(128)) ** 2 / 3,
      pm(1 / sqrt(128)), 1 / sqrt(128), "hidden128")
 case("torch.rnn_default", {}, (4, 1), "torch.lstm", 1 / 3, pm(1.0), 1.0, "defaults")
+# Bilinear.reset_parameters: bound 1/√weight.size(1) = 1/√in1 on weight and bias (Bilinear(20, 30, 7):
+# weight (7, 20, 30), bound 1/√20), not 1/√fan_in (torch's fan_in is in1·in2 = 600).
+case("torch.bilinear_default", {"in1_features": 20}, (7, 20, 30), "torch", (1 / sqrt(20)) ** 2 / 3,
+     pm(1 / sqrt(20)), 1 / sqrt(20), "in1-20")
+case("torch.bilinear_default", {}, (7, 1, 30), "torch", 1 / 3, pm(1.0), 1.0, "defaults")
 # MultiheadAttention: xavier_uniform_ on the packed (3E, E) in_proj_weight: fans (E, 3E) → U(±√(6/4E)).
 E = 256
 case("torch.mha_in_proj_default", {}, (3 * E, E), "torch.mha_in_proj:native=true", 6 / (4 * E) / 3,
@@ -553,6 +558,7 @@ def test_unknown_kwarg_in_string_form() -> None:
         ("theano.glorot_uniform", {"activation": "relu"},
          r"Argument `activation` must be one of 'sigmoid', 'tanh'\. Received: activation='relu'\."),
         ("torch.rnn_default", {"hidden_size": 0}, r"Argument `hidden_size` must be >= 1\."),
+        ("torch.bilinear_default", {"in1_features": 0}, r"Argument `in1_features` must be >= 1\."),
         ("torch.kaiming_normal", {"nonlinearity": "gelu"}, r"no value for 'gelu'"),
     ],
 )
@@ -742,6 +748,33 @@ class TestNativeCrossCheck:
         ours = presets.info(preset).parameters
         for our_name, their_name in mapping.items():
             assert ours[our_name] == params[their_name].default, (preset, our_name)
+
+    def test_torch_bilinear_default_is_reset_parameters(self) -> None:
+        # torch/nn/modules/linear.py Bilinear.reset_parameters: bound = 1 / math.sqrt(self.weight.size(1)),
+        # uniform_(weight, -bound, bound) and uniform_(bias, -bound, bound): the same draws from the same
+        # generator state (global RNG), bit for bit where the float32 bound rounds down, else the bound
+        # one ulp apart (initscale samples inside the exact bound).
+        torch = pytest.importorskip("torch")
+        ist = pytest.importorskip("initscale.adapters.torch")
+        for in1 in (20, 33):
+            layer = torch.nn.Bilinear(in1, 30, 7)
+            spec = presets.get("torch.bilinear_default", in1_features=in1)
+            assert spec.bounds() == (-1 / math.sqrt(layer.weight.size(1)), 1 / math.sqrt(layer.weight.size(1)))
+            with torch.random.fork_rng():
+                torch.manual_seed(9)
+                layer.reset_parameters()
+                theirs = [p.detach().clone() for p in layer.parameters()]
+                torch.manual_seed(9)
+                report = ist.reinit_(layer, {"Bilinear": spec})
+            assert [r.spec for r in report] == [spec, spec]  # the bias follows its weight
+            exact = 1 / math.sqrt(in1)
+            ulp = float(np.spacing(np.float32(exact)))
+            for ours, their in zip(layer.parameters(), theirs, strict=True):
+                assert float(ours.detach().abs().max()) <= exact
+                if float(np.float32(exact)) <= exact:
+                    assert torch.equal(ours.detach(), their)
+                else:
+                    assert float((ours.detach() - their).abs().max()) <= 2 * ulp
 
     @pytest.mark.parametrize(("shape", "mode"), [((64, 32, 3, 3), "fan_in"), ((64, 32, 3, 3), "fan_out"),
                                                  ((30, 400), "fan_in")])

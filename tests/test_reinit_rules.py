@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import warnings
 
 import pytest
 
@@ -86,7 +87,7 @@ def test_guessed_layouts_are_marked_in_the_report() -> None:
               _p("e/kernel", layout="flax.dense")]
     report = plan(params, HE).report
     assert [r.name for r in report.guessed] == ["d/kernel"] and report.to_dicts()[0]["guessed"] is True
-    lines = str(report).splitlines()
+    lines = report.table().splitlines()
     assert "flax.dense?" in lines[1] and "flax.dense?" not in lines[3]
     assert lines[-1].startswith("? layout guessed from names")
     assert "?" not in str(plan(params[2:], HE).report)  # no footnote when nothing is guessed
@@ -107,3 +108,58 @@ def test_a_bias_the_adapter_keeps_is_kept_by_defaults_and_class_rules() -> None:
     assert plan([forget], {"*/bias": None}).report[forget.name].reason == "rule '*/bias' says leave as is"
     old = dataclasses.replace(forget, role="other")  # mutation: the old reading ("other", not a bias)
     assert plan([kernel, old], {"LSTM": initscale.Normal(0.05)}).report[old.name].touched  # the check sees it
+
+
+def test_native_fans_are_the_frameworks_own_rule() -> None:
+    params = [_p("dw/depthwise_kernel", classes=("DepthwiseConv2D",), shape=(3, 3, 64, 1),
+                 layout="keras.depthwise_conv"),
+              _p("up/kernel", classes=("Conv2DTranspose",), shape=(3, 3, 32, 16), layout="keras.conv_transpose"),
+              _p("c/kernel", classes=("Conv",), shape=(3, 3, 8, 64), layout="flax.conv:groups=4"),
+              _p("d/bias", "bias", shape=(3,), layout=None)]
+    forward = plan(params, HE).report
+    native = plan(params, HE, fans="native").report
+    # Keras's compute_fans and jax's _compute_fans on the shape alone (docs/conventions.md, section 3)
+    assert [(r.fan_in, r.fan_out) for r in native.rows[:3]] == [(576, 9), (288, 144), (72, 576)]
+    assert [(r.fan_in, r.fan_out) for r in forward.rows[:3]] == [(9, 9), (144, 288), (72, 144)]
+    assert [r.fans for r in native] == ["native"] * 3 + [None] and native.fans == "native"
+    assert [r.fans for r in forward] == ["forward"] * 3 + [None] and forward.fans == "forward"
+    assert native["dw/depthwise_kernel"].layout == "keras.depthwise_conv:native=true"
+    assert native.to_dicts()[0]["fans"] == "native"
+    assert "fans: native (the framework's own rule)" in native.summary().splitlines()[0]
+    assert "fans:" not in forward.summary()
+
+
+def test_native_fans_on_a_layout_without_a_framework_rule_warn() -> None:
+    general = initscale.Layout(0, (1, 2), name="flax.attention_qkv")  # (in, heads, head_dim)
+    params = [_p("q/kernel", classes=("DenseGeneral",), shape=(64, 4, 16), layout=general),
+              _p("d/kernel", classes=("Dense",), shape=(64, 8), layout="flax.dense")]
+    with pytest.warns(UserWarning, match=r"layouts of 1 parameter\(s\) have no framework fan rule, so their "
+                                         r"forward fans were used: 'q/kernel'"):
+        report = plan(params, HE, fans="native").report
+    assert report["q/kernel"].fans == "forward" and report["d/kernel"].fans == "native"
+    assert "1 layout(s) without one keep forward fans" in report.summary()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a fixed-scale spec does not use the fans: nothing to warn about
+        plan(params, initscale.Normal(0.02), fans="native")
+
+
+@pytest.mark.parametrize("bad", ["Native", "torch", None, 1])
+def test_fans_must_be_forward_or_native(bad) -> None:
+    with pytest.raises(ValueError, match=re.escape(f"Argument `fans` must be one of 'forward', 'native'. "
+                                                   f"Received: fans={bad!r}.")):
+        plan([_p("d/kernel")], HE, fans=bad)
+
+
+def test_a_bias_takes_its_weights_fans_when_its_spec_needs_fans() -> None:
+    layer_default = initscale.presets.get("torch.linear_default")
+    params = [_p("fc.weight", classes=("Linear",), shape=(30, 400), layout="torch.linear"),
+              _p("fc.bias", "bias", classes=("Linear",), shape=(30,), layout=None, fans_of="fc.weight"),
+              _p("other.weight", classes=("Linear",), shape=(30, 9), layout="torch.linear"),
+              _p("other.bias", "bias", classes=("Linear",), shape=(30,), layout=None, fans_of="other.weight")]
+    report = plan(params, {"fc.weight": layer_default, "other.weight": HE}).report
+    row = report["fc.bias"]
+    assert (row.spec, row.fan_in, row.fan_out, row.layout, row.fans) == (layer_default, 400, 30, "torch.linear",
+                                                                       "forward")
+    assert row.std == pytest.approx(1 / 20 / 3**0.5, rel=1e-12)  # U(±1/√400)
+    assert report["other.bias"].spec == initscale.Zeros()  # he_normal is not a layer default: zeros
+    assert plan(params, {"fc.weight": layer_default, "fc.bias": None}).report["fc.bias"].touched is False

@@ -247,12 +247,12 @@ def test_non_modules_are_rejected() -> None:
 
 def test_report_table_and_dicts() -> None:
     report = ist.reinit_(nn.Sequential(nn.Linear(4, 3)), HE, dry_run=True)
-    lines = str(report).splitlines()
+    lines = report.table().splitlines()
     assert lines[0].split()[:3] == ["name", "shape", "layer"] and len(lines) == 3
     assert report.to_dicts()[0] == {
         "name": "0.weight", "shape": [3, 4], "layer": "Linear", "layout": "torch.linear", "fan_in": 4,
         "fan_out": 3, "spec": repr(HE), "std": pytest.approx(0.5 ** 0.5), "touched": True,
-        "reason": "one spec for all weights", "guessed": False,
+        "reason": "one spec for all weights", "guessed": False, "fans": "forward",
     }
     assert len(report.touched) == 2 and report.untouched == ()
     with pytest.raises(KeyError, match="'nope'"):
@@ -357,3 +357,112 @@ def test_inference_tensors_are_written_inside_inference_mode_and_views_outside()
     strided = nn.Linear(4, 4)
     strided.weight = nn.Parameter(torch.randn(8).as_strided((3, 2), (2, 3)).t())  # offsets unique, not dense
     ist.reinit_(strided, {"weight": initscale.Normal(1.0)}, generator=_gen())
+
+
+# --- the report of a large model: summary, untouched weights, full table on request -------------------
+
+
+class Deep(nn.Module):
+    """180 blocks of Linear + LayerNorm (4 parameters each), an embedding and a bare parameter: 722 rows."""
+
+    def __init__(self, blocks: int = 180) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(11, 8)
+        self.blocks = nn.ModuleList(nn.Sequential(nn.Linear(7 + i % 3, 8), nn.LayerNorm(8)) for i in range(blocks))
+        self.head = nn.Parameter(torch.zeros(5, 8))  # 2-D, owned by a module initscale does not know
+
+
+def _expected_summary(model, report) -> dict[tuple[str, str], tuple[int, int, tuple[float, float] | None]]:
+    """(layer, status) -> (parameters, values, (min std, max std)), computed from the model alone:
+    a Linear weight (8, 7 + i % 3) under he_normal has std √(2/(7 + i % 3)); its bias, the norms'
+    offsets and scales std 0 (constants); the embedding and the bare parameter are kept."""
+    out: dict[tuple[str, str], list] = {}
+
+    def add(layer, status, values, std):
+        entry = out.setdefault((layer, status), [0, 0, []])
+        entry[0] += 1
+        entry[1] += values
+        if std is not None:
+            entry[2].append(std)
+
+    add("Deep", "kept", 40, None)  # the root's own parameter comes first (named_parameters order)
+    add("Embedding", "kept", 88, None)
+    for i, _ in enumerate(model.blocks):
+        fan_in = 7 + i % 3
+        add("Linear", "would set", 8 * fan_in, (2 / fan_in) ** 0.5)
+        add("Linear", "would set", 8, 0.0)
+        add("LayerNorm", "would set", 8, 0.0)  # Ones(): a constant, std 0
+        add("LayerNorm", "would set", 8, 0.0)
+    return {k: (n, v, (min(s), max(s)) if s else None) for k, (n, v, s) in out.items()}
+
+
+def _check_summary(model, report) -> None:
+    expected = _expected_summary(model, report)
+    lines = report.summary().splitlines()
+    total = sum(v for _, v, _ in expected.values())
+    touched = sum(v for (_, status), (_, v, _) in expected.items() if status != "kept")
+    assert lines[0] == (f"{len(report)} parameters, {total / 1000:.3g}k values: 720 would be set "
+                        f"({touched / 1000:.3g}k values), 2 kept ({total - touched} values)")
+    assert lines[1].split() == ["layer", "status", "params", "values", "std"]
+    table = {}
+    for line in lines[2:2 + len(expected)]:
+        layer, rest = line.split(None, 1)
+        status = "would set" if rest.startswith("would set") else "kept"
+        n, values, *std = rest[len(status):].split()
+        table[(layer, status)] = (int(n), values, " ".join(std))
+    assert list(table) == list(expected)  # in order of first appearance
+    for key, (n, values, spread) in expected.items():
+        shown = table[key]
+        assert shown[0] == n and shown[1] == (f"{values / 1000:.3g}k" if values >= 1000 else str(values)), key
+        if spread is None:
+            assert shown[2] == "-", key
+        else:
+            low, high = spread
+            assert shown[2] == (f"{low:.6g}" if low == high else f"{low:.6g} .. {high:.6g}"), key
+
+
+def test_a_large_report_prints_a_bounded_summary_with_the_right_numbers() -> None:
+    model = Deep()
+    report = ist.reinit_(model, HE, dry_run=True)
+    assert len(report) == 722 > report.TABLE_ROWS
+    _check_summary(model, report)
+    text = str(report)
+    assert text.startswith(report.summary()) and "report.table() gives every row" in text
+    assert len(text.splitlines()) <= 4 + 4 + report.LISTED_UNTOUCHED + 2  # totals, header, 4 groups, untouched
+    assert [r.name for r in report.untouched_weights] == ["head", "emb.weight"]
+    assert "untouched weights (2+ axes): 2" in text and "emb.weight" in text and "head" in text
+    table = report.table().splitlines()
+    assert len(table) == 1 + 722 and table[0].split()[:3] == ["name", "shape", "layer"]
+
+
+def test_a_small_report_prints_the_summary_then_every_row() -> None:
+    report = ist.reinit_(nn.Sequential(nn.Linear(4, 3), nn.LayerNorm(3)), HE, dry_run=True)
+    text = str(report)
+    assert text == report.summary() + "\n\n" + report.table()
+    assert report.untouched_weights == () and "untouched weights" not in text
+
+
+def test_untouched_weights_beyond_the_listed_ones_are_counted() -> None:
+    model = nn.ModuleList(nn.Embedding(3, 2) for _ in range(14))
+    report = ist.reinit_(model, HE, dry_run=True)
+    assert len(report.untouched_weights) == 14
+    lines = report.summary().splitlines()
+    assert "untouched weights (2+ axes): 14" in lines
+    assert lines[-1] == "  ... and 4 more: report.untouched_weights lists them all"
+
+
+@pytest.mark.parametrize("bug", ["values_are_rows", "std_rounded", "status_ignores_dry_run"])
+def test_mutation_the_summary_check_catches_planted_bugs(monkeypatch, bug) -> None:
+    from initscale import reinit as core
+
+    if bug == "values_are_rows":
+        monkeypatch.setattr(core, "_values", lambda shape: 1)
+    elif bug == "std_rounded":
+        real = core._number
+        monkeypatch.setattr(core, "_number", lambda value: real(value if value is None else round(value, 1)))
+    else:
+        monkeypatch.setattr(core.Report, "_status", lambda self, row: "set" if row.touched else "kept")
+    model = Deep()
+    report = ist.reinit_(model, HE, dry_run=True)
+    with pytest.raises(AssertionError):
+        _check_summary(model, report)
