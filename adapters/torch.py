@@ -857,20 +857,31 @@ def reinit_(module: torch.nn.Module, rules: Spec | Mapping[str, Spec | None], *,
     """Re-initialize a whole model in place, each weight with the fans of its own layer.
 
     Args:
-        module: the model. Tied parameters are initialized once, under their first name.
+        module: the model. Tied parameters are initialized once, under their first name;
+            every other name gets a row that says so (``tied_to``), and a rule on any of the
+            names sets the shared tensor (two rules that disagree on it are an error).
         rules: one spec, applied to the weights of every Linear, Bilinear, ConvNd,
-            ConvTransposeNd, RNN/LSTM/GRU (and cells) and MultiheadAttention projection; or an
-            ordered mapping from pattern to spec (or None: leave as is), first match wins. A
-            pattern is a layer class name (``"Conv2d"``, ``"LSTM"``; base classes count), which
-            targets that layer's weights, or a glob on qualified parameter names
-            (``"encoder.*.weight"``, ``"*.bias"``).
+            ConvTransposeNd, RNN/LSTM/GRU (and cells), MultiheadAttention projection and
+            transformers ``Conv1D``; or an ordered mapping from pattern to spec, to
+            ``initscale.Rule(spec, layout=..., padding=...)`` or to None (leave as is), first
+            match wins. A pattern is a layer class name (``"Conv2d"``, ``"LSTM"``; base classes
+            count), which targets that layer's weights, or a glob on qualified parameter names
+            (``"encoder.*.weight"``, ``"*.bias"``). A weight of 2+ axes in a layer initscale
+            does not recognise has no layout: a fan-based spec on it raises (naming it, its
+            layer and the fix, ``initscale.Rule(spec, layout=...)``); one spec for all weights
+            leaves it and warns.
         generator: draw every value from this ``torch.Generator`` (the global RNG is then never
             touched); None uses the global RNG, like ``torch.nn.init``.
         dry_run: change nothing and return the report of what would be done.
         include_frozen: also re-initialize parameters with ``requires_grad=False``.
         include_buffers: also offer buffers (``running_mean``, ...) to name patterns.
-        defaults: after the rules, biases -> zeros and LayerNorm/BatchNorm/GroupNorm/RMSNorm
-            weight -> ones, bias -> zeros. Embeddings and anything else unmatched are kept.
+        defaults: after the rules, biases -> zeros and norm weight -> ones, bias -> zeros
+            (torch's norms, any class named ``...Norm`` such as HF's ``LlamaRMSNorm`` and
+            ``T5LayerNorm``, or a module with ``normalized_shape``/``variance_epsilon`` and 1-D
+            parameters; a scale its ``forward`` uses as ``1 + self.weight``, as Gemma's, ->
+            zeros). Embeddings and anything else unmatched are kept. An embedding that a rule
+            sets keeps its ``padding_idx`` row at zero unless the rule is
+            ``initscale.Rule(spec, padding="draw")``.
         stream_seed: draw every value from the portable stream ``Stream(stream_seed, name)`` of
             each parameter (:mod:`initscale.streams`) instead of ``generator``: the same weights
             as ``initscale.jax.reinit(..., stream_seed=...)`` and the NumPy reference, for the
@@ -885,7 +896,10 @@ def reinit_(module: torch.nn.Module, rules: Spec | Mapping[str, Spec | None], *,
     The layout of each weight comes from its owning module: per-group fans for grouped and
     depthwise convolutions, forward fans for ConvTranspose (fan_in = in_channels/groups × kernel),
     per-gate fans for RNN ``weight_ih_l*``/``weight_hh_l*``, per-projection fans for
-    MultiheadAttention's packed ``in_proj_weight``. A DTensor parameter (FSDP2) gets the fans of
+    MultiheadAttention's packed ``in_proj_weight``, (in, out) for transformers' ``Conv1D`` and per
+    projection when its parent attention's ``split_size`` divides its outputs (GPT-2's ``c_attn``:
+    Q, K, V). Layers are recognised from their classes and attributes without importing
+    transformers. A DTensor parameter (FSDP2) gets the fans of
     its global shape and each rank fills its local shard.
 
     Atomic: every rule and parameter is checked and every new value drawn before anything is

@@ -17,7 +17,13 @@ mapping from pattern to spec where the first matching pattern wins:
 - anything else is a glob on the qualified parameter name, with :mod:`fnmatch` rules and
   case-sensitive: ``"encoder.*.weight"``, ``"*.bias"``, ``"*/kernel"``; ``*`` crosses ``.``
   and ``/``.
-- the value ``None`` leaves the matched parameters as they are.
+- the value ``None`` leaves the matched parameters as they are; an :class:`initscale.Rule`
+  (``Rule(spec, layout="keras.dense")``) also says the layout of the weights it matches, for
+  layers the adapter does not recognise, and whether an embedding's padding row is drawn.
+
+A fan-based spec (variance scaling, orthogonal) never falls on a parameter of 2 or more axes
+without a layout: :func:`plan` raises, naming it, its layer and the fix. Tied parameters (one
+tensor under several names) are set once, under the first name; the others get rows saying so.
 
 **Defaults**, after the rules (``defaults=False`` turns them off): biases → ``Zeros()``;
 normalization scales (LayerNorm, BatchNorm, GroupNorm, RMSNorm ``weight``/``gamma``/``scale``) →
