@@ -477,10 +477,11 @@ def _unknown_layout_error(found: Sequence[tuple[Param, CompiledRule]]) -> ValueE
     lines = [f"  {p.name!r} (shape {p.shape}, in {p.layer}): {rule} gives {_short(rule.spec)}" for p, rule in found]
     param, rule = found[0]
     where = "" if rule.kind == "weights" else f" before {rule}"
+    key = param.layer if param.owner_classes else param.name
     return ValueError(
         f"{len(found)} parameter(s) of 2 or more axes are not in a layer that initscale recognises, so it cannot "
         "know which axes are inputs and outputs, and the fan-based spec cannot be scaled for them; nothing was "
-        "changed:\n" + "\n".join(lines) + f"\nSay the layout in a rule{where}, e.g. {{{param.layer!r}: "
+        "changed:\n" + "\n".join(lines) + f"\nSay the layout in a rule{where}, e.g. {{{key!r}: "
         f"initscale.Rule({_short(rule.spec)}, layout='torch.linear')}} for an (out, in) weight, layout='keras.dense' "
         "for (in, out) (initscale.layouts.names() lists the layouts; a Layout(in_axes=..., out_axes=...) works "
         "too); or give them a fixed-scale spec (initscale.Normal(0.02), ...), or None to leave them as they are.")
