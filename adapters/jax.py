@@ -326,6 +326,10 @@ def initializer(spec: Spec, in_axis: int | Sequence[int] = -2, out_axis: int | S
 
 _AUTO_NAME = re.compile(r"([A-Za-z][A-Za-z0-9]*?)_\d+\Z")  # linen names modules Dense_0, Conv_1, ...
 _NORMS = {"LayerNorm", "BatchNorm", "GroupNorm", "RMSNorm", "InstanceNorm"}
+# Any other normalization layer by its class name: MyRMSNorm, T5LayerNorm, LayerNorm2d, ...
+_NORM_NAME = re.compile(r"(Norm|Normalization)\d*d?\Z")
+_OFFSET_LEAVES = {"bias", "beta", "offset", "shift"}
+_SCALE_LEAVES = {"scale", "weight", "gamma"}
 _ATTENTION = {"MultiHeadDotProductAttention", "MultiHeadAttention", "SelfAttention"}
 _GENERAL = {"DenseGeneral", "LinearGeneral"}  # linen's and nnx's n-d dense: kernel (*batch, *in, *out)
 
@@ -443,21 +447,27 @@ def _infer(names: tuple[str, ...], shape: tuple[int, ...], owners: Sequence[_Own
     owner = owners[-1] if owners else None
     classes = set(owner.classes) if owner else set()
     owner_classes = tuple(dict.fromkeys(c for o in reversed(owners) for c in o.classes))
-    if classes & _NORMS:
-        role: Role = "norm_scale" if leaf == "scale" else "norm_offset" if leaf == "bias" else "other"
+    if classes & _NORMS or any(_NORM_NAME.search(c) for c in classes):
+        # a norm's scale and offset span its normalized features: one axis of size > 1 at most
+        # (its statistics, BatchNorm's mean and var, are neither)
+        spans = sum(d > 1 for d in shape) <= 1
+        role: Role = ("norm_offset" if leaf in _OFFSET_LEAVES and spans else "norm_scale"
+                      if leaf in _SCALE_LEAVES and spans else "other")
         return role, None, owner_classes, False
     if leaf == "bias":
         return "bias", None, owner_classes, False
     if leaf == "embedding":
         return "embedding", "flax.embed", owner_classes, owner is None or owner.module is None or "Embed" not in classes
-    if leaf != "kernel":
-        return "other", ("flax" if ndim >= 2 else None), owner_classes, True
+    if leaf != "kernel":  # never guessed: a fan-based rule on it says to give the layout
+        return "other", None, owner_classes, False
     if owner is not None and owner.module is not None:
         read = _read_layout(owner, owners[-2] if len(owners) > 1 else None, leaf_owner)
         if read is not None and ndim == read[1]:
             return "weight", read[0], owner_classes, False
         if read is not None and ndim > read[1]:  # which axes the transform added is not known: guessed
             return "weight", _lifted(read[0], shape, read[1]), owner_classes, True
+        if read is None:  # a class initscale does not read: its layout is not guessed
+            return "other", None, owner_classes, False
     guess = _guess_layout(owners, leaf_owner, ndim)
     return ("weight" if guess is not None else "other"), guess, owner_classes, True
 
@@ -648,7 +658,9 @@ def reinit(params: Any, rules: Spec | Mapping[str, Spec | None], key: Any, dry_r
         params: a flax linen variables dict (or its ``"params"`` collection), an ``nnx.State``,
             or an ``nnx.Module`` (then the state of its ``nnx.Param`` variables is returned, for
             ``nnx.update(module, state)``, and the layers come from the module itself).
-        rules: one spec (for every kernel) or an ordered mapping from pattern to spec or None;
+        rules: one spec (for every kernel) or an ordered mapping from pattern to spec,
+            ``initscale.Rule(spec, layout=...)`` (the layout of a layer initscale does not know)
+            or None;
             patterns are module class names (``"Dense"``, ``"Conv"``, base classes and
             enclosing modules count; from ``module`` or, without it, from linen's automatic
             names such as ``Dense_0``) or globs on ``/``-joined paths (``"*/kernel"``,
@@ -688,6 +700,11 @@ def reinit(params: Any, rules: Spec | Mapping[str, Spec | None], key: Any, dry_r
     linen's automatic names. A kernel with more axes than its layer makes (stacked by
     ``nn.scan``/``nn.vmap``) gets its layer's layout on the trailing axes, the leading ones as
     batch axes, flagged as guessed (the transform's ``variable_axes`` is not visible).
+    Norms by class (flax's, or any class named ``...Norm``): ``scale`` -> ones, ``bias`` ->
+    zeros. A layout is never guessed for a kernel whose ``module=`` class initscale does not
+    read, nor for a leaf of 2+ axes that is not a kernel or an embedding: a fan-based rule on it
+    raises (naming it and the fix, ``initscale.Rule(spec, layout="flax.dense")``) and the one
+    spec for all weights leaves it, with a warning.
 
     Raises before drawing anything if ``module`` lacks a submodule the tree has (a compact
     submodule without ``example_inputs``, or variables of another module).
@@ -713,9 +730,9 @@ def reinit(params: Any, rules: Spec | Mapping[str, Spec | None], key: Any, dry_r
     if scaled:
         fix = ("pass module= (the flax module that made them; example_inputs= too for @nn.compact modules) so that "
                "each layer's class and attributes are read" if modules is None else
-               "their layers' attributes do not give them: a class initscale does not read (flax's (*kernel, in, "
-               "out) convention was used) or a kernel stacked by nn.scan/nn.vmap (taken as stacked on its leading "
-               "axes); if that is wrong, give them a rule with a fixed-scale spec (or None)")
+               "they are kernels stacked by nn.scan/nn.vmap (taken as stacked on their leading axes); if that is "
+               "wrong, give them a rule that says the layout, initscale.Rule(spec, layout=...), or a fixed-scale "
+               "spec (or None)")
         warnings.warn(f"reinit: the layouts (and so the fans) of {len(scaled)} parameter(s) were guessed from names: "
                       f"{_listed(scaled)}; {fix}. The report marks them (guessed=True).", UserWarning, stacklevel=2)
     leaves = [leaf for _, leaf in leaves_with_paths]

@@ -38,7 +38,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import inspect
 import math
+import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from types import SimpleNamespace
@@ -555,15 +557,91 @@ def _norm_types() -> tuple[type, ...]:
     return tuple(found)
 
 
+# Normalization layers by class name (LayerNorm, LlamaRMSNorm, T5LayerNorm, timm's LayerNorm2d,
+# BatchNormAct2d, RmsNorm, ...) or by the attributes a norm keeps (normalized_shape,
+# variance_epsilon), with no parameter of more than one non-singleton axis.
+_NORM_NAME = re.compile(r"(Norm|Normalization)(Act)?\d*d?\Z")
+_NORM_ATTRIBUTES = ("normalized_shape", "variance_epsilon")
+_OFFSET_LEAVES = ("bias", "beta", "offset", "shift")
+# A scale used as (1 + weight) in forward (Gemma's RMSNorm and its descendants): stored as an
+# offset from one, so its own init is zeros.
+_UNIT_OFFSET = re.compile(r"\(\s*1(\.0*)?\s*\+\s*self\.weight\b")
+_HF_CONV1D = Layout(0, 1, name="hf.conv1d")  # transformers' Conv1D: weight (nx, nf) = (in, out)
+
+
+@functools.cache
+def _packed_conv1d(projections: int) -> Layout:
+    """A Conv1D whose output stacks ``projections`` projections (GPT-2's c_attn: Q, K, V)."""
+    return Layout(0, 1, out_groups=projections, name=f"hf.conv1d_packed:{projections}")
+
+
+def _is_hf_conv1d(module: torch.nn.Module) -> bool:
+    """transformers' ``Conv1D`` (a dense layer with an (in, out) weight), known by its class name,
+    its ``nf``/``nx`` attributes and its weight's shape, without importing transformers."""
+    weight = getattr(module, "weight", None)
+    return ("Conv1D" in _owner_classes(module) and isinstance(getattr(module, "nf", None), int)
+            and isinstance(getattr(module, "nx", None), int) and isinstance(weight, torch.Tensor)
+            and tuple(weight.shape) == (module.nx, module.nf))
+
+
+def _packed_projections(module: torch.nn.Module, parent: torch.nn.Module | None) -> int:
+    """How many projections a Conv1D packs: its parent attention's ``split_size`` (GPT-2, OpenAI
+    GPT, ImageGPT: the output is split into pieces of that size) divides its outputs."""
+    split = getattr(parent, "split_size", None) if parent is not None else None
+    if isinstance(split, int) and split > 0 and module.nf % split == 0 and module.nf > split:
+        return int(module.nf // split)
+    return 1
+
+
+_NORM_CLASSES: dict[type, tuple[bool, bool]] = {}  # a module class -> (a norm, scale used as 1 + weight)
+
+
+def _norm_kind(module: torch.nn.Module) -> tuple[bool, bool]:
+    """Whether ``module`` is a normalization layer, and whether its scale is used as 1 + weight."""
+    cls = type(module)
+    if cls not in _NORM_CLASSES:
+        named = isinstance(module, _norm_types()) or any(_NORM_NAME.search(c) for c in _owner_classes(module))
+        unit = False
+        if named and not isinstance(module, _norm_types()):
+            try:
+                unit = bool(_UNIT_OFFSET.search(inspect.getsource(cls.forward)))
+            except (OSError, TypeError):  # no source (compiled, interactive): a plain scale
+                unit = False
+        _NORM_CLASSES[cls] = (named, unit)
+    named, unit = _NORM_CLASSES[cls]
+    if named:
+        return True, unit
+    own = list(module.parameters(recurse=False))
+    duck = (any(hasattr(module, a) for a in _NORM_ATTRIBUTES) and bool(own)
+            and all(sum(d > 1 for d in t.shape) <= 1 for t in own))
+    return duck, False
+
+
+def _is_embedding(module: torch.nn.Module, leaf: str, ndim: int) -> bool:
+    if isinstance(module, (torch.nn.Embedding, torch.nn.EmbeddingBag)):
+        return leaf == "weight"
+    return (leaf == "weight" and ndim == 2 and any(c.endswith("Embedding") for c in _owner_classes(module))
+            and isinstance(getattr(module, "num_embeddings", None), int)
+            and isinstance(getattr(module, "embedding_dim", None), int))
+
+
 def _is_bias(leaf: str) -> bool:
     return leaf in ("bias", "in_proj_bias") or leaf.startswith(_BIAS_PREFIXES)
 
 
-def _role_and_layout(module: torch.nn.Module, leaf: str, ndim: int) -> tuple[Role, str | None]:
-    """What a parameter is to its owning module, and the layer kind that gives its forward fans."""
+def _role_and_layout(module: torch.nn.Module, leaf: str, ndim: int,
+                     parent: torch.nn.Module | None = None) -> tuple[Role, LayoutLike | None]:
+    """What a parameter is to its owning module, and the layer kind that gives its forward fans
+    (None for a parameter of a layer initscale does not recognise: its layout is never guessed).
+    ``parent``: the module that holds ``module``, for layers whose layout depends on it (a
+    transformers Conv1D packing GPT-2's Q, K and V)."""
     nn = torch.nn
-    if isinstance(module, _norm_types()):
-        return ("norm_offset", None) if _is_bias(leaf) else ("norm_scale", None)
+    if _norm_kind(module)[0]:
+        if _is_bias(leaf) or leaf in _OFFSET_LEAVES:
+            return "norm_offset", None
+        tensor = getattr(module, leaf, None)
+        shape = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else (ndim,) * ndim
+        return ("norm_scale", None) if sum(d > 1 for d in shape) <= 1 else ("other", None)
     if _is_bias(leaf):
         return "bias", None
     if isinstance(module, nn.Linear) and leaf == "weight":
@@ -586,9 +664,12 @@ def _role_and_layout(module: torch.nn.Module, leaf: str, ndim: int) -> tuple[Rol
         return "weight", "torch.mha_in_proj"
     if isinstance(module, nn.MultiheadAttention) and leaf in ("q_proj_weight", "k_proj_weight", "v_proj_weight"):
         return "weight", "torch.linear"
-    if isinstance(module, (nn.Embedding, nn.EmbeddingBag)) and leaf == "weight":
+    if _is_embedding(module, leaf, ndim):
         return "embedding", "torch.embedding"
-    return "other", ("torch" if ndim >= 2 else None)
+    if leaf == "weight" and _is_hf_conv1d(module):
+        projections = _packed_projections(module, parent)
+        return "weight", _HF_CONV1D if projections == 1 else _packed_conv1d(projections)
+    return "other", None
 
 
 _CLASS_NAMES: dict[type, tuple[str, ...]] = {}  # a module class -> its class names, computed once
@@ -601,33 +682,46 @@ def _owner_classes(module: torch.nn.Module) -> tuple[str, ...]:
     return _CLASS_NAMES[cls]
 
 
+def _padding_idx(module: torch.nn.Module, role: Role) -> int | None:
+    """The row an embedding keeps at zero (``padding_idx``, made non-negative by torch)."""
+    index = getattr(module, "padding_idx", None) if role == "embedding" else None
+    if not isinstance(index, int) or isinstance(index, bool):
+        return None
+    return index % module.num_embeddings if isinstance(getattr(module, "num_embeddings", None), int) else index
+
+
 def _walk(module: torch.nn.Module, recurse: bool,
           include_buffers: bool) -> list[tuple[Param, torch.Tensor]]:
-    """Every parameter (and buffer, if asked) once, in ``named_parameters`` order, with its owner."""
+    """Every parameter (and buffer, if asked) in ``named_parameters`` order, with its owner; a
+    tied tensor's later names too, each with ``tied_to`` its first name."""
     if not isinstance(module, torch.nn.Module):
         raise TypeError(f"Argument `module` must be a torch.nn.Module. Received: {type(module).__name__}.")
-    seen: set[int] = set()
+    first: dict[int, str] = {}
     found: list[tuple[Param, torch.Tensor]] = []
-    modules = module.named_modules() if recurse else [("", module)]
+    modules = list(module.named_modules(remove_duplicate=False)) if recurse else [("", module)]
+    by_prefix = dict(modules)
     for prefix, owner in modules:
         items: list[tuple[str, torch.Tensor, bool]] = [
             (leaf, t, False) for leaf, t in owner.named_parameters(recurse=False)
         ]
         if include_buffers:
             items += [(leaf, t, True) for leaf, t in owner.named_buffers(recurse=False)]
+        parent = by_prefix.get(prefix.rpartition(".")[0]) if prefix else None
         for leaf, tensor, is_buffer in items:
-            if id(tensor) in seen:  # tied weights: initialized once, under their first name
-                continue
-            seen.add(id(tensor))
             name = f"{prefix}.{leaf}" if prefix else leaf
+            tied_to = first.get(id(tensor))  # tied weights: set once, under their first name
+            if tied_to is None:
+                first[id(tensor)] = name
             if torch.nn.parameter.is_lazy(tensor):
                 raise ValueError(
                     f"Parameter {name!r} of the lazy module {type(owner).__name__} is not materialized yet: "
                     "run one forward pass with a sample input first, then re-initialize."
                 )
-            role, layout = _role_and_layout(owner, leaf, tensor.dim())
+            role, layout = _role_and_layout(owner, leaf, tensor.dim(), parent)
             param = Param(name, tuple(tensor.shape), _owner_classes(owner), role, layout,
-                          frozen=not tensor.requires_grad and not is_buffer, buffer=is_buffer)
+                          frozen=not tensor.requires_grad and not is_buffer, buffer=is_buffer, tied_to=tied_to,
+                          padding_idx=_padding_idx(owner, role),
+                          unit_offset=role == "norm_scale" and _norm_kind(owner)[1])
             found.append((param, tensor))
     return found
 
@@ -729,6 +823,12 @@ def _reinit(module: torch.nn.Module, rules: Spec | Mapping[str, Spec | None], *,
                           dry_run=dry_run, stacklevel=3, fans=fans)  # _reinit <- reinit_ <- the caller
     targets = [(d, t) for d, (_, t) in zip(decided.decisions, found, strict=True) if d.dist is not None]
     _check_writable([(d.param.name, t) for d, t in targets if not (dry_run and t.is_meta)])
+    sharded = [d.param.name for d, t in targets if d.padding_idx is not None and _is_dtensor(t)]
+    if sharded:
+        raise ValueError(f"Embedding {sharded[0]!r} is a DTensor with a padding_idx row, which initscale cannot keep "
+                         "at zero shard by shard yet; nothing was changed. Re-initialize it before sharding, or give "
+                         f"it the rule {{{sharded[0]!r}: initscale.Rule(spec, padding='draw')}} and zero the row "
+                         "yourself.")
     if dry_run:
         return decided.report
     seeds = _ShardSeeds(generator)
@@ -764,6 +864,10 @@ def _reinit(module: torch.nn.Module, rules: Spec | Mapping[str, Spec | None], *,
             _fill(dist, None, flat, generator)
             for tensor, part in zip(tensors, torch.split(flat, [t.numel() for t in tensors]), strict=True):
                 staged.append((tensor, part.view(tensor.shape)))
+        padding = {id(t): d.padding_idx for d, t in targets if d.padding_idx is not None}
+        for target, values in staged:  # embedding padding rows stay zero, as their layer keeps them
+            if id(target) in padding:
+                values[padding[id(target)]].zero_()
         _copy_all(staged)
     return decided.report
 
@@ -793,23 +897,34 @@ def reinit_(module: torch.nn.Module, rules: Spec | Mapping[str, Spec | None], *,
     """Re-initialize a whole model in place, each weight with the fans of its own layer.
 
     Args:
-        module: the model. Tied parameters are initialized once, under their first name.
+        module: the model. Tied parameters are initialized once, under their first name;
+            every other name gets a row that says so (``tied_to``), and a rule on any of the
+            names sets the shared tensor (two rules that disagree on it are an error).
         rules: one spec, applied to the weights of every Linear, Bilinear, ConvNd,
-            ConvTransposeNd, RNN/LSTM/GRU (and cells) and MultiheadAttention projection; or an
-            ordered mapping from pattern to spec (or None: leave as is), first match wins. A
-            pattern is a layer class name (``"Conv2d"``, ``"LSTM"``; base classes count), which
-            targets that layer's weights, or a glob on qualified parameter names
-            (``"encoder.*.weight"``, ``"*.bias"``).
+            ConvTransposeNd, RNN/LSTM/GRU (and cells), MultiheadAttention projection and
+            transformers ``Conv1D``; or an ordered mapping from pattern to spec, to
+            ``initscale.Rule(spec, layout=..., padding=...)`` or to None (leave as is), first
+            match wins. A pattern is a layer class name (``"Conv2d"``, ``"LSTM"``; base classes
+            count), which targets that layer's weights, or a glob on qualified parameter names
+            (``"encoder.*.weight"``, ``"*.bias"``). A weight of 2+ axes in a layer initscale
+            does not recognise has no layout: a fan-based spec on it raises (naming it, its
+            layer and the fix, ``initscale.Rule(spec, layout=...)``); one spec for all weights
+            leaves it and warns.
         generator: draw every value from this ``torch.Generator`` (the global RNG is then never
             touched); None uses the global RNG, like ``torch.nn.init``.
         dry_run: change nothing and return the report of what would be done.
         include_frozen: also re-initialize parameters with ``requires_grad=False``.
         include_buffers: also offer buffers (``running_mean``, ...) to name patterns.
-        defaults: after the rules, biases -> zeros and LayerNorm/BatchNorm/GroupNorm/RMSNorm
-            weight -> ones, bias -> zeros. Embeddings and anything else unmatched are kept.
-            A bias follows its weight instead when the weight gets torch's layer default
-            (``torch.linear_default``/``conv_default``; ``torch.bilinear_default`` on a Bilinear):
-            U(±1/√fan_in of the weight), as ``reset_parameters`` (one spec, or ``{"Linear": spec}``).
+        defaults: after the rules, biases -> zeros and norm weight -> ones, bias -> zeros
+            (torch's norms, any class named ``...Norm`` such as HF's ``LlamaRMSNorm`` and
+            ``T5LayerNorm``, or a module with ``normalized_shape``/``variance_epsilon`` and 1-D
+            parameters; a scale its ``forward`` uses as ``1 + self.weight``, as Gemma's, ->
+            zeros). Embeddings and anything else unmatched are kept. A bias follows its weight
+            instead when the weight gets torch's layer default (``torch.linear_default``/
+            ``conv_default``; ``torch.bilinear_default`` on a Bilinear): U(±1/√fan_in of the
+            weight), as ``reset_parameters`` (one spec, or ``{"Linear": spec}``). An embedding that a rule
+            sets keeps its ``padding_idx`` row at zero unless the rule is
+            ``initscale.Rule(spec, padding="draw")``.
         stream_seed: draw every value from the portable stream ``Stream(stream_seed, name)`` of
             each parameter (:mod:`initscale.streams`) instead of ``generator``: the same weights
             as ``initscale.jax.reinit(..., stream_seed=...)`` and the NumPy reference, for the
@@ -835,7 +950,10 @@ def reinit_(module: torch.nn.Module, rules: Spec | Mapping[str, Spec | None], *,
     The layout of each weight comes from its owning module: per-group fans for grouped and
     depthwise convolutions, forward fans for ConvTranspose (fan_in = in_channels/groups × kernel),
     per-gate fans for RNN ``weight_ih_l*``/``weight_hh_l*``, per-projection fans for
-    MultiheadAttention's packed ``in_proj_weight``. A DTensor parameter (FSDP2) gets the fans of
+    MultiheadAttention's packed ``in_proj_weight``, (in, out) for transformers' ``Conv1D`` and per
+    projection when its parent attention's ``split_size`` divides its outputs (GPT-2's ``c_attn``:
+    Q, K, V). Layers are recognised from their classes and attributes without importing
+    transformers. A DTensor parameter (FSDP2) gets the fans of
     its global shape and each rank fills its local shard.
 
     Atomic: every rule and parameter is checked and every new value drawn before anything is

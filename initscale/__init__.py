@@ -40,6 +40,7 @@ from .specs import (
 
 if TYPE_CHECKING:
     from . import presets
+    from .reinit import Rule
     from .streams import Stream
 
 __version__ = "0.1.0"
@@ -53,6 +54,7 @@ __all__ = [
     "Normal",
     "Ones",
     "Orthogonal",
+    "Rule",
     "Spec",
     "Stream",
     "TruncatedNormal",
@@ -85,6 +87,7 @@ def _legacy_keras() -> bool:
 
 # names imported on first use, to keep `import initscale` fast: attribute -> (module, name in it or None)
 _LAZY: dict[str, tuple[str, str | None]] = {"presets": ("initscale.presets", None),
+                                            "Rule": ("initscale.reinit", "Rule"),
                                             "Stream": ("initscale.streams", "Stream")}
 
 

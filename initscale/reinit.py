@@ -17,7 +17,13 @@ mapping from pattern to spec where the first matching pattern wins:
 - anything else is a glob on the qualified parameter name, with :mod:`fnmatch` rules and
   case-sensitive: ``"encoder.*.weight"``, ``"*.bias"``, ``"*/kernel"``; ``*`` crosses ``.``
   and ``/``.
-- the value ``None`` leaves the matched parameters as they are.
+- the value ``None`` leaves the matched parameters as they are; an :class:`initscale.Rule`
+  (``Rule(spec, layout="keras.dense")``) also says the layout of the weights it matches, for
+  layers the adapter does not recognise, and whether an embedding's padding row is drawn.
+
+A fan-based spec (variance scaling, orthogonal) never falls on a parameter of 2 or more axes
+without a layout: :func:`plan` raises, naming it, its layer and the fix. Tied parameters (one
+tensor under several names) are set once, under the first name; the others get rows saying so.
 
 **Biases that depend on their weight.** A bias whose adapter names its layer's weight
 (``Param.fans_of``; torch's ``reinit_`` does) takes that weight's fans whenever its spec needs
@@ -64,6 +70,7 @@ from typing import Any, ClassVar, Literal, cast
 from . import _validate
 from .distributions import Distribution, OrthogonalDist
 from .fans import Fans, LayerKind, Layout, LayoutLike, resolve
+from .fans import names as layout_names
 from .presets import get as _preset
 from .specs import Ones, Spec, VarianceScaling, Zeros
 
@@ -71,6 +78,7 @@ __all__ = [
     "FANS",
     "LAYER_DEFAULTS_WITH_BIAS",
     "ROLES",
+    "CompiledRule",
     "Decision",
     "Param",
     "Plan",
@@ -111,6 +119,15 @@ class Param:
             None for its own layout. An adapter sets it on a bias to its layer's weight (torch:
             ``fc.bias`` -> ``fc.weight``), as torch's ``Linear``/``ConvNd.reset_parameters`` give
             the bias U(±1/√fan_in) of the weight; see :func:`plan`.
+        tied_to: this name is another name of the tensor first listed as ``tied_to`` (tied
+            weights, such as a language model head sharing its input embedding). The tensor is set
+            once, under that first name; rules on either name apply to it. Its own owner,
+            role and layout say what it is in this module.
+        padding_idx: an embedding row that its layer keeps at zero (``padding_idx``): it stays
+            zero when the embedding is re-initialized, unless its rule is
+            ``Rule(spec, padding="draw")``.
+        unit_offset: a norm scale that its layer uses as ``1 + value`` (Gemma's RMSNorm): its
+            default is zeros, not ones.
     """
 
     name: str
@@ -123,6 +140,9 @@ class Param:
     note: str = ""
     guessed: bool = False
     fans_of: str | None = None
+    tied_to: str | None = None
+    padding_idx: int | None = None
+    unit_offset: bool = False
 
     @property
     def layer(self) -> str:
@@ -130,14 +150,73 @@ class Param:
         return self.owner_classes[0] if self.owner_classes else "-"
 
 
+_PADDING = ("draw", "zero")
+
+
 @dataclass(frozen=True)
 class Rule:
+    """A rule's value that says more than the spec: the layout of the weights it matches, and
+    what happens to an embedding's padding row.
+
+    Args:
+        spec: the spec for the matched parameters, or None to leave them as they are.
+        layout: the layout (or layer kind) that gives the matched weights their forward fans,
+            for layers initscale does not recognise: a name from
+            ``initscale.layouts.names()`` (``"torch.linear"`` for (out, in), ``"keras.dense"``
+            for (in, out), ``"torch.conv:groups=4"``, ...), a :class:`~initscale.Layout` or a
+            :class:`~initscale.LayerKind`. None: the layout read from each parameter's layer.
+        padding: ``"zero"`` (default) keeps an embedding's ``padding_idx`` row at zero, as its
+            layer does; ``"draw"`` draws it like every other row.
+
+    Example:
+        >>> import initscale
+        >>> rule = initscale.Rule(initscale.presets.get("he_normal"), layout="keras.dense")
+        >>> rule.layout
+        'keras.dense'
+    """
+
+    spec: Spec | None
+    layout: LayoutLike | None = None
+    padding: Literal["draw", "zero"] = "zero"
+
+    def __post_init__(self) -> None:
+        if self.spec is not None and not isinstance(self.spec, Spec):
+            hint = f" For a preset, write initscale.presets.get({self.spec!r})." if isinstance(self.spec, str) else ""
+            raise TypeError(f"Argument `spec` of initscale.Rule must be an initscale spec, or None to leave the "
+                            f"matched parameters as they are. Received: spec={self.spec!r}.{hint}")
+        if self.layout is not None:
+            _check_layout(self.layout)
+        if self.padding not in _PADDING:
+            raise ValueError(f"Argument `padding` of initscale.Rule must be one of 'draw', 'zero'. "
+                             f"Received: padding={self.padding!r}.")
+
+
+def _check_layout(layout: Any) -> None:
+    """Raise naming the layout and the valid names (the closest first) if ``layout`` is not one."""
+    if isinstance(layout, str):
+        name, known = layout.split(":", 1)[0], layout_names()
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+            hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            raise ValueError(f"Argument `layout` of initscale.Rule must be a layout name, one of "
+                             f"{', '.join(repr(n) for n in known)} (with parameters as in "
+                             f"'torch.conv:groups=4'), a Layout or a LayerKind. Received: layout={layout!r}.{hint}")
+    try:
+        resolve(layout)
+    except (TypeError, ValueError) as err:
+        raise type(err)(f"initscale.Rule: {err}") from err
+
+
+@dataclass(frozen=True)
+class CompiledRule:
     """One compiled rule: ``kind`` is ``"class"`` (identifier), ``"glob"`` or ``"weights"``
-    (a single spec given for the whole model)."""
+    (a single spec given for the whole model); ``layout`` and ``padding`` as in :class:`Rule`."""
 
     pattern: str
     spec: Spec | None
     kind: Literal["class", "glob", "weights"]
+    layout: LayoutLike | None = None
+    padding: Literal["draw", "zero"] = "zero"
 
     def matches(self, param: Param) -> bool:
         """Whether this rule applies to ``param``."""
@@ -179,10 +258,10 @@ def _check_pattern(pattern: Any) -> Literal["class", "glob"]:
     return "glob"
 
 
-def compile_rules(rules: Spec | Mapping[str, Spec | None]) -> tuple[Rule, ...]:
-    """Validate ``rules`` (one spec, or an ordered mapping pattern -> spec or None)."""
+def compile_rules(rules: Spec | Mapping[str, Spec | Rule | None]) -> tuple[CompiledRule, ...]:
+    """Validate ``rules`` (one spec, or an ordered mapping pattern -> spec, :class:`Rule` or None)."""
     if isinstance(rules, Spec):
-        return (Rule("*", rules, "weights"),)
+        return (CompiledRule("*", rules, "weights"),)
     if not isinstance(rules, Mapping):
         hint = f" For a preset, pass initscale.presets.get({rules!r})." if isinstance(rules, str) else ""
         raise TypeError(
@@ -193,13 +272,16 @@ def compile_rules(rules: Spec | Mapping[str, Spec | None]) -> tuple[Rule, ...]:
     compiled = []
     for pattern, spec in rules.items():
         kind = _check_pattern(pattern)
+        if isinstance(spec, Rule):
+            compiled.append(CompiledRule(pattern, spec.spec, kind, spec.layout, spec.padding))
+            continue
         if spec is not None and not isinstance(spec, Spec):
             hint = (f" For a preset, write initscale.presets.get({spec!r})." if isinstance(spec, str) else "")
             raise TypeError(
-                f"The rule for pattern {pattern!r} must be an initscale spec, or None to leave the "
-                f"matched parameters as they are. Received: {spec!r}.{hint}"
+                f"The rule for pattern {pattern!r} must be an initscale spec, an initscale.Rule(spec, "
+                f"layout=...), or None to leave the matched parameters as they are. Received: {spec!r}.{hint}"
             )
-        compiled.append(Rule(pattern, spec, kind))
+        compiled.append(CompiledRule(pattern, spec, kind))
     return tuple(compiled)
 
 
@@ -208,7 +290,9 @@ class ReportRow:
     """What happened to one parameter. ``guessed``: its layout was guessed from names, not read
     from its layer (marked ``?`` in the table). ``fans``: which rule gave ``fan_in``/``fan_out``,
     ``"forward"`` (initscale's forward-pass fans) or ``"native"`` (the framework's own rule, e.g.
-    torch's ``_calculate_fan_in_and_fan_out``), None where the row has no fans."""
+    torch's ``_calculate_fan_in_and_fan_out``), None where the row has no fans. ``tied_to``: this
+    name is another name of that parameter's tensor (tied weights), which was set once, under that
+    name; the row repeats its numbers."""
 
     name: str
     shape: tuple[int, ...]
@@ -222,6 +306,7 @@ class ReportRow:
     reason: str
     guessed: bool = False
     fans: Literal["forward", "native"] | None = None
+    tied_to: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dict (the spec as its repr), e.g. for a DataFrame or JSON."""
@@ -412,12 +497,15 @@ class Report(Sequence[ReportRow]):
 
 @dataclass(frozen=True)
 class Decision:
-    """A parameter, the distribution it will get (None: untouched) and the concrete layout for
-    matrix inits (orthogonal)."""
+    """A parameter, the distribution it will get (None: untouched, or set under the name it is
+    tied to), the concrete layout for matrix inits (orthogonal) and the embedding padding row to
+    keep at zero. ``param.layout`` is the layout the fans came from (a rule's ``layout=`` if it
+    gave one)."""
 
     param: Param
     dist: Distribution | None
     layout: Layout | None
+    padding_idx: int | None = None  # an embedding row the adapter writes as zeros after drawing
 
 
 @dataclass(frozen=True)
@@ -437,24 +525,56 @@ def _fans(param: Param, rule: Layout | LayerKind | None) -> Fans | None:
         return None
 
 
-def _choose(param: Param, rules: Sequence[Rule], used: set[str], defaults: bool) -> tuple[Spec | None, str]:
-    for rule in rules:
-        if rule.matches(param):
-            used.add(rule.pattern)
-            if rule.spec is None:
-                return None, f"{rule} says leave as is"
-            return rule.spec, str(rule)
+def _match(members: Sequence[Param], rules: Sequence[CompiledRule],
+           used: set[str]) -> tuple[CompiledRule, Param] | None:
+    """The rule for one tensor, known under the names ``members`` (more than one when tied), and
+    the name it matched: each name's first matching rule; two that disagree are an error. The
+    one spec for all weights skips a tied tensor that is also an embedding (it stays one)."""
+    embedding = len(members) > 1 and any(m.role == "embedding" for m in members)
+    found: list[tuple[CompiledRule, Param]] = []
+    for member in members:
+        for rule in rules:
+            if rule.kind == "weights" and embedding:
+                continue
+            if rule.matches(member):
+                used.add(rule.pattern)
+                found.append((rule, member))
+                break
+    if not found:
+        return None
+    first, member = found[0]
+    for other, other_member in found[1:]:
+        if (other.spec, other.layout, other.padding) != (first.spec, first.layout, first.padding):
+            raise ValueError(
+                f"{member.name!r} and {other_member.name!r} are one tensor (tied weights), but {first} gives it "
+                f"{first.spec!r} and {other} gives it {other.spec!r}. Nothing was changed. Give the tensor one rule: "
+                f"a pattern that matches only one of its names, or the same spec under both."
+            )
+    return first, member
+
+
+def _default(param: Param, defaults: bool) -> tuple[Spec | None, str]:
     if not defaults or param.buffer:
         return None, "no rule matched"
     if param.note:  # the adapter says why the defaults keep this one (a Keras LSTM's forget-gate bias)
         return None, f"no rule matched; {param.note}"
     if param.role in ("bias", "norm_offset"):
         return Zeros(), "default: biases -> zeros" if param.role == "bias" else "default: norm offset -> zeros"
+    if param.role == "norm_scale" and param.unit_offset:
+        return Zeros(), "default: norm scale used as 1 + weight -> zeros"
     if param.role == "norm_scale":
         return Ones(), "default: norm scale -> ones"
     if param.role == "embedding":
         return None, "embeddings are kept unless a rule names them"
     return None, "no rule matched"
+
+
+def _choose(param: Param, rules: Sequence[CompiledRule], used: set[str], defaults: bool) -> tuple[Spec | None, str]:
+    matched = _match([param], rules, used)
+    if matched is None:
+        return _default(param, defaults)
+    rule = matched[0]
+    return (None, f"{rule} says leave as is") if rule.spec is None else (rule.spec, str(rule))
 
 
 def _resolve(
@@ -537,7 +657,41 @@ def _fan_kind(rule: Layout | LayerKind) -> Literal["forward", "native"]:
     return "native" if isinstance(rule, LayerKind) and rule.native else "forward"
 
 
-def plan(params: Sequence[Param], rules: Spec | Mapping[str, Spec | None], *, include_frozen: bool = False,
+def _unknown_layout_error(found: Sequence[tuple[Param, CompiledRule]]) -> ValueError:
+    lines = [f"  {p.name!r} (shape {p.shape}, in {p.layer}): {rule} gives {_short(rule.spec)}" for p, rule in found]
+    param, rule = found[0]
+    where = "" if rule.kind == "weights" else f" before {rule}"
+    key = param.layer if param.owner_classes else param.name
+    return ValueError(
+        f"{len(found)} parameter(s) of 2 or more axes are not in a layer that initscale recognises, so it cannot "
+        "know which axes are inputs and outputs, and the fan-based spec cannot be scaled for them; nothing was "
+        "changed:\n" + "\n".join(lines) + f"\nSay the layout in a rule{where}, e.g. {{{key!r}: "
+        f"initscale.Rule({_short(rule.spec)}, layout='torch.linear')}} for an (out, in) weight, layout='keras.dense' "
+        "for (in, out) (initscale.layouts.names() lists the layouts; a Layout(in_axes=..., out_axes=...) works "
+        "too); or give them a fixed-scale spec (initscale.Normal(0.02), ...), or None to leave them as they are.")
+
+
+def _warn_untouched(rows: Sequence[ReportRow], params: Sequence[Param], stacklevel: int) -> None:
+    """The one spec for all weights left parameters of 2+ axes alone: say so, by owner class."""
+    by_class: dict[str, list[str]] = {}
+    for row, param in zip(rows, params, strict=True):
+        if (not row.touched and len(param.shape) >= 2 and param.role not in ("embedding",) and not param.buffer
+                and not param.frozen and param.tied_to is None and "says leave as is" not in row.reason):
+            by_class.setdefault(param.layer, []).append(param.name)
+    if not by_class:
+        return
+    listed = "; ".join(f"{cls} ({len(names)}: {', '.join(repr(n) for n in names[:3])}"
+                       f"{', ...' if len(names) > 3 else ''})" for cls, names in by_class.items())
+    count = sum(len(n) for n in by_class.values())
+    warnings.warn(
+        f"reinit: the one spec for all weights left {count} parameter(s) of 2 or more axes untouched, held by "
+        f"layers initscale does not recognise: {listed}. If they are weights, give them a rule that says the "
+        "layout, e.g. rules={'<class or name>': initscale.Rule(spec, layout='torch.linear')}; if they are "
+        "not (position embeddings, class tokens), a fixed-scale spec (initscale.Normal(0.02)) or None.",
+        UserWarning, stacklevel=stacklevel + 2)
+
+
+def plan(params: Sequence[Param], rules: Spec | Mapping[str, Spec | Rule | None], *, include_frozen: bool = False,
          defaults: bool = True, dry_run: bool = False, stacklevel: int = 1, fans: str = "forward") -> Plan:
     """Decide, for every parameter, the spec and exact distribution it gets, or why it is kept.
 
@@ -556,14 +710,29 @@ def plan(params: Sequence[Param], rules: Spec | Mapping[str, Spec | None], *, in
     (its weight), under the same fan rule; one that no rule matches gets its weight's spec when
     that spec is its layer's own default for the bias too (the module docstring).
 
-    Raises before anything is drawn if a rule is invalid or a chosen spec cannot be resolved for a
-    parameter's shape (the error names the parameter). Warns about patterns that matched nothing
-    (``stacklevel`` as for :func:`warnings.warn`, counted from the caller of this function).
+    Raises before anything is drawn if a rule is invalid, a chosen spec cannot be resolved for a
+    parameter's shape (the error names the parameter), a fan-based spec falls on a parameter
+    of 2+ axes without a layout (its layer is not recognised: the error names it, its layer and
+    the fix, ``initscale.Rule(spec, layout=...)``), or two rules disagree on one tied tensor.
+    Warns about patterns that matched nothing and, for one spec for all weights, about
+    parameters of 2+ axes it left untouched (``stacklevel`` as for :func:`warnings.warn`,
+    counted from the caller of this function).
+
+    A parameter with ``tied_to`` gets a decision that draws nothing and a row that repeats its
+    tensor's numbers ("tied to ..., set once"); rules on any of a tensor's names apply to it.
     """
     mode = cast(Literal["forward", "native"], _validate.choice("fans", fans, FANS))
     compiled = compile_rules(rules)
     used: set[str] = set()
-    decisions, rows = [], []
+    names = {p.name for p in params}
+    aliases: dict[str, list[Param]] = {}
+    for param in params:
+        if param.tied_to is not None and param.tied_to in names:
+            aliases.setdefault(param.tied_to, []).append(param)
+    decisions: dict[int, Decision] = {}
+    rows: dict[int, ReportRow] = {}
+    by_name: dict[str, int] = {}
+    unknown: list[tuple[Param, CompiledRule]] = []
     # Models repeat the same layer many times: resolve each (layout, shape) and (spec, layout,
     # shape) once.
     rules_seen: dict[Any, Layout | LayerKind] = {}
@@ -578,14 +747,40 @@ def plan(params: Sequence[Param], rules: Spec | Mapping[str, Spec | None], *, in
             rules_seen[key] = _fan_rule(layout, mode)
         return rules_seen[key]
 
-    by_name = {p.name: p for p in params}
-    choices = [_choose(param, compiled, used, defaults) for param in params]
-    chosen = {param.name: spec for param, (spec, _) in zip(params, choices, strict=True)}
-    for param, (spec, reason) in zip(params, choices, strict=True):
-        source = by_name.get(param.fans_of) if param.fans_of is not None else None
-        if (source is not None and _covers_bias(chosen[source.name], source)
-                and not any(r.matches(param) for r in compiled)):
-            spec, reason = chosen[source.name], "as its weight: the layer's own default covers its bias"
+    # Each tensor's rule first (a bias may follow the spec its weight gets), then the decisions.
+    params_by_name = {p.name: p for p in params}
+    matches: dict[int, tuple[CompiledRule, Param] | None] = {}
+    for index, param in enumerate(params):
+        if not (param.tied_to is not None and param.tied_to in names):
+            matches[index] = _match([param, *aliases.get(param.name, ())], compiled, used)
+    index_of = {params[i].name: i for i in matches}
+
+    def spec_of(name: str) -> Spec | None:
+        matched = matches[index_of[name]]
+        return _default(params_by_name[name], defaults)[0] if matched is None else matched[0].spec
+
+    for index, param in enumerate(params):
+        if index not in matches:
+            continue  # a tied name: its row comes from the tensor's first name, below
+        by_name[param.name] = index
+        matched = matches[index]
+        chosen: CompiledRule | None = None
+        if matched is None:
+            spec, reason = _default(param, defaults)
+        else:
+            chosen, member = matched
+            spec = chosen.spec
+            reason = f"{chosen} says leave as is" if spec is None else str(chosen)
+            if member is not param:
+                reason += f" (on its tied name {member.name!r})"
+            if chosen.layout is not None or member is not param:  # the layout of what the rule matched
+                param = dataclasses.replace(param, layout=chosen.layout or member.layout,
+                                            guessed=chosen.layout is None and member.guessed)
+        source = params_by_name.get(param.fans_of) if param.fans_of is not None else None
+        if source is not None and source.name not in index_of:
+            source = None
+        if source is not None and matched is None and _covers_bias(spec_of(source.name), source):
+            spec, reason = spec_of(source.name), "as its weight: the layer's own default covers its bias"
         rule = fan_rule(param.layout)
         shape_key = (rule, param.shape)
         if shape_key not in fans_seen:
@@ -595,6 +790,11 @@ def plan(params: Sequence[Param], rules: Spec | Mapping[str, Spec | None], *, in
         layout: Layout | None = None
         if spec is not None and param.frozen and not include_frozen:
             spec, reason = None, "frozen: not trainable; pass include_frozen=True to include it"
+        if (spec is not None and rule is None and source is None and not spec.fixed_scale
+                and len(param.shape) >= 2):
+            assert chosen is not None  # the defaults give fixed-scale specs only
+            unknown.append((param, chosen))
+            spec = None
         if spec is not None and source is not None and not spec.fixed_scale:
             rule = fan_rule(source.layout)  # the weight's fans, as torch's reset_parameters
             dist, fans = _from_weight(param, source, spec, rule)
@@ -604,18 +804,37 @@ def plan(params: Sequence[Param], rules: Spec | Mapping[str, Spec | None], *, in
             if spec_key not in resolved:
                 resolved[spec_key] = _resolve(param, spec, rule)
             dist, layout, fans = resolved[spec_key]
-        decisions.append(Decision(param, dist, layout))
+        padding = None
+        if dist is not None and param.padding_idx is not None:
+            if chosen is not None and chosen.padding == "draw":
+                reason += f"; padding row {param.padding_idx} drawn (padding='draw')"
+            else:
+                padding = param.padding_idx
+                reason += f"; padding row {padding} kept at zero"
+        decisions[index] = Decision(param, dist, layout, padding)
         if rule is not None and rule not in names_seen:
             names_seen[rule] = str(rule)
-        rows.append(ReportRow(
+        rows[index] = ReportRow(
             name=param.name, shape=param.shape, layer=param.layer,
             layout=None if rule is None else names_seen[rule],
             fan_in=None if fans is None else fans.fan_in, fan_out=None if fans is None else fans.fan_out,
             spec=spec, std=None if dist is None else dist.std, touched=dist is not None, reason=reason,
             guessed=param.guessed and rule is not None, fans=None if fans is None or rule is None else _fan_kind(rule),
-        ))
+        )
+    if unknown:
+        raise _unknown_layout_error(unknown)
+    for index, param in enumerate(params):
+        if index in rows:
+            continue
+        assert param.tied_to is not None
+        first = rows[by_name[param.tied_to]]
+        how = ", set once" if first.touched else f"; {first.reason}"
+        rows[index] = dataclasses.replace(first, name=param.name, layer=param.layer, tied_to=param.tied_to,
+                                          reason=f"tied to {param.tied_to!r}{how}")
+        decisions[index] = Decision(param, None, None)
+    ordered_rows = tuple(rows[i] for i in range(len(params)))
     if mode == "native":
-        kept_forward = [r.name for r in rows if r.fans == "forward" and r.touched and r.spec is not None
+        kept_forward = [r.name for r in ordered_rows if r.fans == "forward" and r.touched and r.spec is not None
                         and not r.spec.fixed_scale]
         if kept_forward:
             shown = ", ".join(repr(n) for n in kept_forward[:5]) + (
@@ -634,4 +853,6 @@ def plan(params: Sequence[Param], rules: Spec | Mapping[str, Spec | None], *, in
         listed = ", ".join(repr(p) for p in shadowed)
         warnings.warn(f"reinit: every parameter that {listed} matches is taken by an earlier rule (the first "
                       "match wins); move the more specific pattern first.", UserWarning, stacklevel=stacklevel + 1)
-    return Plan(tuple(decisions), Report(tuple(rows), dry_run, unused, mode))
+    if len(compiled) == 1 and compiled[0].kind == "weights":
+        _warn_untouched(ordered_rows, params, stacklevel)
+    return Plan(tuple(decisions[i] for i in range(len(params))), Report(ordered_rows, dry_run, unused, mode))

@@ -619,3 +619,52 @@ def test_tail_truncated_normals_are_exact(a, b, dtype) -> None:
     x = isj.initializer(tail_spec(a, b))(jax.random.key(11), TAIL_SHAPE, getattr(jnp, dtype))
     assert x.dtype == getattr(jnp, dtype)
     assert tail_failures(x, a, b) == []
+
+
+def _mixer_model():
+    import flax.linen as nn
+
+    class MyRMSNorm(nn.Module):  # a norm initscale knows by its class name only
+        @nn.compact
+        def __call__(self, x):
+            return x * self.param("scale", nn.initializers.constant(3.0), (x.shape[-1],))
+
+    class Mixer(nn.Module):  # a layer initscale does not know: which kernel axis is the input?
+        @nn.compact
+        def __call__(self, x):
+            return x @ self.param("kernel", nn.initializers.normal(1.0), (x.shape[-1], 6))
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(6, name="proj")(MyRMSNorm(name="final")(Mixer(name="mix")(x)))
+
+    model = Net()
+    x = jnp.zeros((1, 4))
+    return model, model.init(jax.random.key(0), x), x
+
+
+def test_reinit_custom_norms_and_unknown_kernels_with_module() -> None:
+    model, variables, x = _mixer_model()
+    kw = {"module": model, "example_inputs": x}
+    with pytest.warns(UserWarning, match=r"left 1 parameter\(s\) of 2 or more axes untouched.*Mixer \(1: 'params/mix"):
+        new, report = isj.reinit(variables, HE, jax.random.key(1), **kw)
+    assert report["params/final/scale"].reason == "default: norm scale -> ones"
+    assert np.all(_np(new["params"]["final"]["scale"]) == 1.0)
+    assert not report["params/mix/kernel"].touched and report["params/mix/kernel"].layout is None  # not guessed
+    with pytest.raises(ValueError, match=r"(?s)'params/mix/kernel' \(shape \(4, 6\), in Mixer\).*"
+                                         r"\{'Mixer': initscale\.Rule\(VarianceScaling\(scale=2\.0\), layout="):
+        isj.reinit(variables, {"Mixer": HE}, jax.random.key(1), **kw)
+    new, report = isj.reinit(variables, {"Mixer": initscale.Rule(HE, layout="flax.dense")}, jax.random.key(1), **kw)
+    row = report["params/mix/kernel"]
+    assert (row.layout, row.fan_in, row.fan_out, row.guessed) == ("flax.dense", 4, 6, False)
+    assert row.std == pytest.approx(math.sqrt(2 / 4))  # he_normal: Var = 2 / fan_in
+
+
+def test_reinit_never_guesses_a_layout_for_a_leaf_that_is_not_a_kernel() -> None:
+    tree = {"params": {"pos": jnp.ones((1, 5, 8)), "Dense_0": {"kernel": jnp.ones((8, 4))}}}
+    with pytest.raises(ValueError, match=r"(?s)'params/pos' \(shape \(1, 5, 8\), in -\).*"
+                                         r"\{'params/pos': initscale\.Rule"):
+        isj.reinit(tree, {"params/pos": HE}, jax.random.key(0))
+    _, report = isj.reinit(tree, {"params/pos": initscale.Normal(0.02)}, jax.random.key(0))
+    assert report["params/pos"].touched and report["params/pos"].layout is None

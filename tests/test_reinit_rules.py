@@ -9,7 +9,7 @@ import warnings
 import pytest
 
 import initscale
-from initscale.reinit import Param, Rule, compile_rules, plan
+from initscale.reinit import CompiledRule, Param, compile_rules, plan
 
 HE = initscale.presets.get("he_normal")
 
@@ -33,18 +33,18 @@ def test_invalid_patterns_are_named(pattern) -> None:
 
 
 def test_matching() -> None:
-    weights = Rule("*", HE, "weights")
+    weights = CompiledRule("*", HE, "weights")
     assert weights.matches(_p("d/kernel")) and not weights.matches(_p("d/bias", "bias"))
     assert not weights.matches(_p("e/embeddings", "embedding"))
-    by_class = Rule("Layer", HE, "class")  # a base class counts
+    by_class = CompiledRule("Layer", HE, "class")  # a base class counts
     assert by_class.matches(_p("d/kernel")) and by_class.matches(_p("e", "embedding"))
     assert not by_class.matches(_p("d/bias", "bias")) and not by_class.matches(_p("n/beta", "norm_offset"))
-    assert Rule("kernel", HE, "class").matches(_p("kernel", classes=("Other",)))  # exact whole name
-    glob = Rule("*/bias", HE, "glob")
+    assert CompiledRule("kernel", HE, "class").matches(_p("kernel", classes=("Other",)))  # exact whole name
+    glob = CompiledRule("*/bias", HE, "glob")
     assert glob.matches(_p("a/b/bias", "bias")) and not glob.matches(_p("a/bias_x", "bias"))
-    assert not Rule("*", HE, "weights").matches(_p("bn/moving_mean", "other", buffer=True))
-    assert Rule("*moving*", HE, "glob").matches(_p("bn/moving_mean", "other", buffer=True))
-    assert not Rule("Dense", HE, "class").matches(_p("d/seed", "other", buffer=True))
+    assert not CompiledRule("*", HE, "weights").matches(_p("bn/moving_mean", "other", buffer=True))
+    assert CompiledRule("*moving*", HE, "glob").matches(_p("bn/moving_mean", "other", buffer=True))
+    assert not CompiledRule("Dense", HE, "class").matches(_p("d/seed", "other", buffer=True))
 
 
 def test_defaults_and_first_match_wins() -> None:
@@ -163,3 +163,66 @@ def test_a_bias_takes_its_weights_fans_when_its_spec_needs_fans() -> None:
     assert row.std == pytest.approx(1 / 20 / 3**0.5, rel=1e-12)  # U(±1/√400)
     assert report["other.bias"].spec == initscale.Zeros()  # he_normal is not a layer default: zeros
     assert plan(params, {"fc.weight": layer_default, "fc.bias": None}).report["fc.bias"].touched is False
+
+
+def test_rule_values_say_the_layout_and_padding() -> None:
+    compiled = compile_rules({"Mixer": initscale.Rule(HE, layout="keras.dense", padding="draw"), "*.b": None})
+    assert compiled[0] == CompiledRule("Mixer", HE, "class", "keras.dense", "draw")
+    assert compiled[1] == CompiledRule("*.b", None, "glob")
+    unknown = _p("m.w", "other", ("Mixer",), shape=(6, 4), layout=None)
+    row = plan([unknown], {"Mixer": initscale.Rule(HE, layout="keras.dense")}).report["m.w"]
+    assert (row.layout, row.fan_in, row.fan_out) == ("keras.dense", 6, 4)
+    assert plan([unknown], {"Mixer": initscale.Rule(HE, layout="torch.linear")}).decisions[0].param.layout == \
+        "torch.linear"  # the adapter draws (and streams) with the layout the fans came from
+
+
+@pytest.mark.parametrize(("kwargs", "error", "match"), [
+    ({"layout": "keras.dens"}, ValueError, r"Received: layout='keras\.dens'\. Did you mean 'keras\.dense'"),
+    ({"layout": "torch.conv:grups=2"}, ValueError, r"takes no argument 'grups'"),
+    ({"layout": 3}, TypeError, r"layout=3"),
+    ({"padding": "keep"}, ValueError, r"`padding`.*'draw', 'zero'\. Received: padding='keep'"),
+])
+def test_rule_checks_its_arguments(kwargs, error, match) -> None:
+    with pytest.raises(error, match=match):
+        initscale.Rule(HE, **kwargs)
+    with pytest.raises(TypeError, match=r"`spec` of initscale.Rule.*presets.get\('he_normal'\)"):
+        initscale.Rule("he_normal")
+
+
+def test_a_fan_based_spec_never_guesses_a_layout() -> None:
+    params = [_p("d/kernel"), _p("m/w", "other", ("Mixer",), shape=(6, 4), layout=None),
+              _p("m/v", "other", ("Mixer",), shape=(2, 3, 4), layout=None)]
+    with pytest.raises(ValueError, match=r"(?s)2 parameter\(s\).*'m/w' \(shape \(6, 4\), in Mixer\): rule 'Mixer'.*"
+                                         r"'m/v'.*\{'Mixer': initscale\.Rule\(VarianceScaling\(scale=2\.0\), layout="):
+        plan(params, {"Mixer": HE})
+    assert plan(params, {"Mixer": initscale.Normal(0.02)}).report["m/w"].std == 0.02  # fixed scale: fine
+    with pytest.warns(UserWarning, match=r"left 2 parameter\(s\) of 2 or more axes untouched.*Mixer \(2: 'm/w', 'm/v'"):
+        report = plan(params, HE).report
+    assert [r.name for r in report.touched] == ["d/kernel"]
+
+
+def test_tied_names_rows_rules_and_conflicts() -> None:
+    emb = _p("wte", "embedding", ("Embedding",), shape=(10, 4), layout="torch.embedding")
+    head = _p("head", "weight", ("Linear",), shape=(10, 4), layout="torch.linear", tied_to="wte")
+    params = [emb, _p("head.b", "bias", shape=(10,), layout=None), head]
+    kept = plan(params, HE)  # the one spec for all weights leaves a tied embedding an embedding
+    assert [r.name for r in kept.report] == ["wte", "head.b", "head"]
+    assert kept.report["head"].tied_to == "wte" and not kept.report["head"].touched
+    decided = plan(params, {"Linear": HE})  # a rule on the alias: the shared tensor, with its layout
+    first, alias = decided.report["wte"], decided.report["head"]
+    assert first.touched and (first.layout, first.fan_in, first.fan_out) == ("torch.linear", 4, 10)
+    assert first.reason == "rule 'Linear' (on its tied name 'head')"
+    assert alias.reason == "tied to 'wte', set once" and alias.std == first.std
+    assert decided.decisions[2].dist is None and decided.decisions[0].dist is not None  # drawn once
+    with pytest.raises(ValueError, match=r"'wte' and 'head' are one tensor.*rule 'Embedding'.*rule 'Linear'"):
+        plan(params, {"Embedding": initscale.Normal(0.1), "Linear": HE})
+    assert plan(params, {"Embedding": HE, "head": HE}).report["wte"].layout == "torch.embedding"  # agree: fine
+
+
+def test_padding_rows() -> None:
+    emb = _p("e", "embedding", ("Embedding",), shape=(10, 4), layout="torch.embedding", padding_idx=0)
+    decided = plan([emb], {"Embedding": initscale.Normal(1.0)})
+    assert decided.decisions[0].padding_idx == 0 and decided.report["e"].reason.endswith("padding row 0 kept at zero")
+    drawn = plan([emb], {"Embedding": initscale.Rule(initscale.Normal(1.0), padding="draw")})
+    assert drawn.decisions[0].padding_idx is None and "padding row 0 drawn" in drawn.report["e"].reason
+    assert plan([emb], HE).decisions[0].padding_idx is None  # kept: nothing to keep at zero

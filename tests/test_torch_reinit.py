@@ -183,7 +183,9 @@ def test_tied_weights_are_initialized_once_under_their_first_name() -> None:
     model = nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 10))
     model[1].weight = model[0].weight
     report = ist.reinit_(model, {"Embedding": initscale.Normal(1.0)})
-    assert [r.name for r in report] == ["0.weight", "1.bias"]
+    assert [r.name for r in report] == ["0.weight", "1.weight", "1.bias"]  # a row for every name
+    assert report["1.weight"].reason == "tied to '0.weight', set once" and report["1.weight"].tied_to == "0.weight"
+    assert report["1.weight"].std == report["0.weight"].std == 1.0
 
 
 def test_meta_models_dry_run_then_materialize() -> None:
@@ -252,7 +254,7 @@ def test_report_table_and_dicts() -> None:
     assert report.to_dicts()[0] == {
         "name": "0.weight", "shape": [3, 4], "layer": "Linear", "layout": "torch.linear", "fan_in": 4,
         "fan_out": 3, "spec": repr(HE), "std": pytest.approx(0.5 ** 0.5), "touched": True,
-        "reason": "one spec for all weights", "guessed": False, "fans": "forward",
+        "reason": "one spec for all weights", "guessed": False, "fans": "forward", "tied_to": None,
     }
     assert len(report.touched) == 2 and report.untouched == ()
     with pytest.raises(KeyError, match="'nope'"):
@@ -466,3 +468,237 @@ def test_mutation_the_summary_check_catches_planted_bugs(monkeypatch, bug) -> No
     report = ist.reinit_(model, HE, dry_run=True)
     with pytest.raises(AssertionError):
         _check_summary(model, report)
+
+
+# --- real models (transformers, built from tiny configs) and layers recognised by what they are -------
+
+Z = 4.5  # two-sided normal quantile for the per-tensor second-moment checks: false alarm 6.8e-6 each
+
+
+def _second_moment_ok(values, std: float, kurtosis: float) -> bool:
+    """The sample second moment of n iid zero-mean draws with kurtosis κ has relative sd
+    sqrt((κ - 1)/n): |mean(x²)/σ² - 1| <= Z·sqrt((κ - 1)/n)."""
+    x = values.detach().double().reshape(-1)
+    n = x.numel()
+    return abs(float((x * x).mean()) / std**2 - 1.0) <= Z * ((kurtosis - 1.0) / n) ** 0.5
+
+
+def _gpt2():
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=100, n_positions=32)
+    return transformers.GPT2LMHeadModel(config)
+
+
+# Forward fans of every GPT-2 weight, by hand: Conv1D holds (in, out); c_attn packs Q, K and V
+# (64 -> 3·64), so each projection has fan_in 64, fan_out 64.
+GPT2_EXPECTED = {
+    "attn.c_attn.weight": ("hf.conv1d_packed:3", 64, 64),
+    "attn.c_proj.weight": ("hf.conv1d", 64, 64),
+    "mlp.c_fc.weight": ("hf.conv1d", 64, 256),
+    "mlp.c_proj.weight": ("hf.conv1d", 256, 64),
+}
+
+
+def test_hf_gpt2_every_parameter_layout_fans_and_std() -> None:
+    model = _gpt2()
+    report = ist.reinit_(model, {"Embedding": initscale.Normal(0.02), "Conv1D": HE}, generator=_gen())
+    kurtosis = HE.resolve(initscale.Fans(64, 64)).kurtosis  # the same truncated normal at every scale
+    names = [name for name, _ in model.named_parameters(remove_duplicate=False)]
+    assert [r.name for r in report] == names  # a row for every name, the tied head included
+    for name, tensor in model.named_parameters(remove_duplicate=False):
+        row = report[name]
+        suffix = ".".join(name.split(".")[-3:])
+        if suffix in GPT2_EXPECTED:
+            assert (row.layer, row.layout, row.fan_in, row.fan_out) == ("Conv1D", *GPT2_EXPECTED[suffix]), name
+            assert row.std == pytest.approx((2.0 / row.fan_in) ** 0.5)  # he_normal: Var = 2 / fan_in
+            assert _second_moment_ok(tensor, row.std, kurtosis), name
+        elif name.endswith("ln_1.weight") or name.endswith("ln_2.weight") or name == "transformer.ln_f.weight":
+            assert row.touched and bool((tensor == 1).all()), name
+        elif name.endswith(".bias"):
+            assert row.touched and bool((tensor == 0).all()), name
+        elif name in ("transformer.wte.weight", "transformer.wpe.weight"):
+            assert (row.layout, row.std, row.reason) == ("torch.embedding", 0.02, "rule 'Embedding'"), name
+            assert _second_moment_ok(tensor, 0.02, 3.0), name  # a normal: κ = 3
+        else:
+            assert name == "lm_head.weight", name
+            assert row.tied_to == "transformer.wte.weight"
+            assert row.reason == "tied to 'transformer.wte.weight', set once"
+            assert tensor is model.transformer.wte.weight
+
+
+def test_mutation_conv1d_read_as_out_in_fails_the_gpt2_check(monkeypatch) -> None:
+    # The planted bug: transformers' Conv1D read as (out, in), as torch's layout would (the
+    # defect of issue 18). c_fc then gets fan_in 256 and std sqrt(2/256) instead of sqrt(2/64).
+    monkeypatch.setattr(ist, "_HF_CONV1D", initscale.Layout(1, 0, name="hf.conv1d"))
+    model = _gpt2()
+    report = ist.reinit_(model, {"Conv1D": HE}, generator=_gen())
+    row = report["transformer.h.0.mlp.c_fc.weight"]
+    assert (row.fan_in, row.fan_out) != GPT2_EXPECTED["mlp.c_fc.weight"][1:]
+    correct_std = (2.0 / 64) ** 0.5
+    kurtosis = HE.resolve(initscale.Fans(64, 64)).kurtosis
+    assert not _second_moment_ok(model.transformer.h[0].mlp.c_fc.weight, correct_std, kurtosis)
+
+
+def test_hf_gpt2_one_spec_touches_every_conv1d_and_the_tied_head_has_a_row() -> None:
+    model = _gpt2()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing of 2+ axes is left silently: no warning needed here
+        report = ist.reinit_(model, HE, generator=_gen())
+    conv1d = [r for r in report if r.layer == "Conv1D" and r.name.endswith("weight")]
+    assert len(conv1d) == 8 and all(r.touched for r in conv1d)
+    head = report["lm_head.weight"]
+    assert not head.touched and head.tied_to == "transformer.wte.weight"
+    assert head.reason == "tied to 'transformer.wte.weight'; embeddings are kept unless a rule names them"
+
+
+def test_gpt2_cross_attention_packs_two_projections_and_q_attn_is_plain() -> None:
+    transformers = pytest.importorskip("transformers")
+    config = transformers.GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=50, n_positions=16,
+                                     add_cross_attention=True)
+    report = ist.reinit_(transformers.GPT2Model(config), HE, dry_run=True)
+    cross = report["h.0.crossattention.c_attn.weight"]  # (32, 2·32): K and V of the encoder states
+    assert (cross.layout, cross.fan_in, cross.fan_out) == ("hf.conv1d_packed:2", 32, 32)
+    q = report["h.0.crossattention.q_attn.weight"]
+    assert (q.layout, q.fan_in, q.fan_out) == ("hf.conv1d", 32, 32)
+
+
+@pytest.mark.parametrize("which", ["llama", "t5", "bert"])
+def test_hf_norms_get_ones_and_offsets_zeros(which) -> None:
+    transformers = pytest.importorskip("transformers")
+    if which == "llama":
+        model = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+            hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+            intermediate_size=64, vocab_size=50))
+    elif which == "t5":
+        model = transformers.T5ForConditionalGeneration(transformers.T5Config(
+            d_model=32, d_ff=64, num_layers=1, num_heads=2, d_kv=16, vocab_size=50))
+    else:
+        model = transformers.BertModel(transformers.BertConfig(
+            hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, vocab_size=50,
+            max_position_embeddings=16))
+    model.to_empty(device="cpu")  # garbage everywhere, as after loading on the meta device
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(7.0)
+    report = ist.reinit_(model, HE, generator=_gen())
+    norms = [r for r in report if r.layer.endswith("Norm") and r.tied_to is None]
+    assert norms, "no norm found"
+    for row in norms:
+        value = 0.0 if row.name.endswith("bias") else 1.0
+        assert row.touched and bool((model.get_parameter(row.name) == value).all()), row.name
+    # every weight of 2+ axes is set, or is an embedding kept by design
+    for row in report:
+        if len(row.shape) >= 2 and not row.touched:
+            assert "embeddings are kept" in row.reason, row.name
+
+
+def test_norms_by_what_they_are_and_scales_used_as_one_plus_weight() -> None:
+    class ScaleShift(nn.Module):  # a norm by its attributes, not its name
+        def __init__(self, n):
+            super().__init__()
+            self.normalized_shape, self.eps = (n,), 1e-6
+            self.weight, self.bias = nn.Parameter(torch.full((n,), 3.0)), nn.Parameter(torch.full((n,), 3.0))
+
+    class OffsetRMSNorm(nn.Module):  # Gemma's: the scale is stored as an offset from one
+        def __init__(self, n):
+            super().__init__()
+            self.weight = nn.Parameter(torch.full((n,), 3.0))
+
+        def forward(self, x):
+            return x * (1.0 + self.weight)
+
+    model = nn.Sequential(ScaleShift(4), OffsetRMSNorm(4))
+    report = ist.reinit_(model, HE)
+    assert (report["0.weight"].spec, report["0.bias"].spec) == (initscale.Ones(), initscale.Zeros())
+    assert report["1.weight"].spec == initscale.Zeros() and "1 + weight" in report["1.weight"].reason
+    assert bool((model[1].weight == 0).all())
+    transformers = pytest.importorskip("transformers")
+    gemma = transformers.GemmaForCausalLM(transformers.GemmaConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, head_dim=16,
+        intermediate_size=64, vocab_size=50))
+    row = ist.reinit_(gemma, HE, dry_run=True)["model.norm.weight"]
+    assert (row.layer, row.spec) == ("GemmaRMSNorm", initscale.Zeros())
+
+
+class Mixer(nn.Module):  # a layer initscale does not know: which axis is the input?
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.full((6, 4), 3.0))
+        self.bias = nn.Parameter(torch.full((4,), 3.0))
+
+
+def test_unknown_layers_are_never_given_a_guessed_layout() -> None:
+    model = nn.Sequential(nn.Linear(4, 4), Mixer())
+    before = _snapshot(model)
+    for rules in ({"Mixer": HE}, {"1.w": HE}, {"*.w": HE}):
+        with pytest.raises(ValueError, match=r"(?s)'1\.w' \(shape \(6, 4\), in Mixer\).*"
+                                             r"\{'Mixer': initscale\.Rule\(VarianceScaling\(scale=2\.0\), layout="):
+            ist.reinit_(model, rules, generator=_gen())
+        assert _unchanged(model, before)
+    ist.reinit_(model, {"Mixer": initscale.Normal(0.5)}, generator=_gen())  # fixed scale: no fans needed
+    assert not torch.equal(model[1].w, before["1.w"])
+
+
+def test_one_spec_warns_about_untouched_weights_by_class() -> None:
+    with pytest.warns(UserWarning, match=r"left 1 parameter\(s\) of 2 or more axes untouched.*Mixer \(1: '1\.w'\)"):
+        report = ist.reinit_(nn.Sequential(nn.Linear(4, 4), Mixer()), HE, generator=_gen())
+    assert not report["1.w"].touched
+    transformers = pytest.importorskip("transformers")
+    vit = transformers.ViTModel(transformers.ViTConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=16, patch_size=8))
+    with pytest.warns(UserWarning, match=r"ViTEmbeddings \(2: 'embeddings\.cls_token', 'embeddings\.position_emb"):
+        ist.reinit_(vit, HE, dry_run=True)
+    with pytest.raises(ValueError, match=r"'embeddings\.position_embeddings' \(shape \(1, 5, 32\), in ViTEmbeddings\)"):
+        ist.reinit_(vit, {"ViTEmbeddings": HE}, dry_run=True)
+    fixed = ist.reinit_(vit, {"ViTEmbeddings": initscale.TruncatedNormal(0.02)}, dry_run=True)
+    assert fixed["embeddings.position_embeddings"].touched
+
+
+def test_rule_says_the_layout() -> None:
+    model = nn.Sequential(Mixer())
+    report = ist.reinit_(model, {"Mixer": initscale.Rule(HE, layout="keras.dense")}, generator=_gen())
+    row = report["0.w"]  # (in, out) = (6, 4)
+    assert (row.layout, row.fan_in, row.fan_out, row.std) == ("keras.dense", 6, 4, pytest.approx((2 / 6) ** 0.5))
+    assert report["0.bias"].spec == initscale.Zeros()  # class rules leave biases to the defaults
+    model = _gpt2()
+    forced = ist.reinit_(model, {"*.c_fc.weight": None, "Conv1D": initscale.Rule(HE, layout="torch.linear")},
+                         dry_run=True)
+    assert forced["transformer.h.0.mlp.c_proj.weight"].fan_in == 64  # the rule's layout wins: (out, in)
+    with pytest.raises(ValueError, match=r"layout='keras\.dens'.*Did you mean 'keras\.dense'"):
+        initscale.Rule(HE, layout="keras.dens")
+
+
+def test_embedding_padding_rows_stay_zero() -> None:
+    model = nn.Sequential(nn.Embedding(10, 4, padding_idx=3), nn.Embedding(10, 4, padding_idx=-1))
+    report = ist.reinit_(model, {"Embedding": initscale.Normal(1.0)}, generator=_gen())
+    assert bool((model[0].weight[3] == 0).all()) and bool((model[1].weight[9] == 0).all())
+    assert bool((model[0].weight[:3] != 0).all())
+    assert report["0.weight"].reason == "rule 'Embedding'; padding row 3 kept at zero"
+    drawn = ist.reinit_(model, {"Embedding": initscale.Rule(initscale.Normal(1.0), padding="draw")}, generator=_gen())
+    assert bool((model[0].weight[3] != 0).all()) and "padding row 3 drawn" in drawn["0.weight"].reason
+    transformers = pytest.importorskip("transformers")
+    bert = transformers.BertModel(transformers.BertConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, vocab_size=50,
+        max_position_embeddings=16, pad_token_id=1))
+    report = ist.reinit_(bert, {"Embedding": initscale.Normal(1.0)}, generator=_gen())
+    assert bool((bert.embeddings.word_embeddings.weight[1] == 0).all())
+    assert "padding row 1 kept at zero" in report["embeddings.word_embeddings.weight"].reason
+
+
+def test_a_rule_on_a_tied_name_sets_the_shared_tensor() -> None:
+    model = _gpt2()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "matched no parameter" for the tied name
+        report = ist.reinit_(model, {"lm_head.weight": initscale.Normal(0.5)}, generator=_gen())
+    wte = report["transformer.wte.weight"]
+    assert wte.touched and wte.std == 0.5 and wte.reason == "rule 'lm_head.weight' (on its tied name 'lm_head.weight')"
+    assert report["lm_head.weight"].reason == "tied to 'transformer.wte.weight', set once"
+    assert _second_moment_ok(model.lm_head.weight, 0.5, 3.0)
+    same = {"lm_head.weight": initscale.Normal(0.5), "transformer.wte.weight": initscale.Normal(0.5)}
+    assert ist.reinit_(model, same, dry_run=True)["transformer.wte.weight"].std == 0.5
+    before = _snapshot(model)
+    with pytest.raises(ValueError, match=r"'transformer\.wte\.weight' and 'lm_head\.weight' are one tensor.*"
+                                         r"rule 'transformer\.wte\.weight'.*rule 'lm_head\.weight'"):
+        ist.reinit_(model, {"lm_head.weight": initscale.Normal(0.5), "transformer.wte.weight": initscale.Normal(0.1)})
+    assert _unchanged(model, before)
