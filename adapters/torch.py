@@ -79,6 +79,7 @@ from initscale.streams import (
 from . import _triton_sampler
 
 __all__ = [
+    "PartialWriteError",
     "apply_fn",
     "check",
     "glorot_normal_",
@@ -814,6 +815,156 @@ def _with_weight_fans(module: torch.nn.Module, recurse: bool,
             for p, t in found]
 
 
+# --- the write path: checked first, then written in place with bounded temporaries --------------
+
+_GROUP_BYTES = 16 * 2**20  # a flat buffer of small tensors drawn at once holds at most this much
+_DIRECT_BYTES = 2**20  # a tensor this large is drawn straight into its own memory, not into a buffer
+_PIECE_BYTES = 16 * 2**20  # ... this many bytes at a time (a fill may stage up to twice a piece: bf16 uniforms
+# in float32, float32 truncated normals beyond ±4σ in float64), so one draw needs at most 3 × 16 MiB
+
+
+class PartialWriteError(RuntimeError):
+    """A write failed midway (a device error, ...) after every check passed: ``written`` lists the
+    parameters already re-initialized, ``failed`` those being written when it happened (possibly
+    partly written), ``unchanged`` the rest, which are as they were."""
+
+    def __init__(self, message: str, written: Sequence[str], failed: Sequence[str],
+                 unchanged: Sequence[str]) -> None:
+        super().__init__(message)
+        self.written, self.failed, self.unchanged = tuple(written), tuple(failed), tuple(unchanged)
+
+
+def _listed(names: Sequence[str], most: int = 40) -> str:
+    shown = ", ".join(repr(n) for n in names[:most])
+    return shown + (f", ... and {len(names) - most} more" if len(names) > most else "") if names else "none"
+
+
+def _pieces(tensor: torch.Tensor, limit: int) -> Any:
+    """``tensor`` as views of at most ``limit`` elements each, in row-major order: flat slices of
+    a contiguous tensor (each a multiple of 16 elements long but the last), else runs of rows."""
+    if tensor.numel() <= limit:
+        yield tensor
+    elif tensor.is_contiguous():
+        flat = tensor.view(-1)
+        for start in range(0, flat.numel(), limit):
+            yield flat[start:start + limit]
+    elif tensor.dim() == 1 or tensor[0].numel() <= limit:
+        step = max(1, limit // max(1, tensor[0].numel()))
+        for start in range(0, tensor.shape[0], step):
+            yield tensor.narrow(0, start, min(step, tensor.shape[0] - start))
+    else:
+        for row in tensor:
+            yield from _pieces(row, limit)
+
+
+def _fill_bounded(dist: Distribution, tensor: torch.Tensor, generator: torch.Generator | None) -> None:
+    """:func:`_fill` straight into ``tensor``, ``_PIECE_BYTES`` at a time (elementwise
+    distributions only: the pieces are iid like the whole)."""
+    limit = max(16, _PIECE_BYTES // tensor.element_size() // 16 * 16)
+    for piece in _pieces(tensor, limit):
+        _fill(dist, None, piece, generator)
+
+
+def _partial_problem(name: str, tensor: torch.Tensor) -> str | None:
+    if any(p.is_partial() for p in tensor.placements):  # type: ignore[attr-defined]
+        return (f"Cannot initialize {name} with a Partial placement (its value is a pending reduction). "
+                "Redistribute it to Shard or Replicate placements first.")
+    return None
+
+
+def _shard_fill(dist: Distribution, layout: Layout | None, tensor: torch.Tensor, name: str,
+                seeds: _ShardSeeds) -> None:
+    """This rank's shard of a DTensor filled in place: the values of :func:`_shard_values` (the
+    same seeds), a local shard over ``_PIECE_BYTES`` drawn piece by piece."""
+    if isinstance(dist, OrthogonalDist):  # a matrix property: the global weight is drawn anyway
+        _local(tensor).copy_(_shard_values(dist, layout, tensor, name, seeds))
+        return
+    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
+    local = _local(tensor)
+    local_shape, offset = compute_local_shape_and_global_offset(
+        tuple(tensor.shape), tensor.device_mesh, tensor.placements)  # type: ignore[attr-defined]
+    base = seeds.base(tensor.device_mesh, local.device)  # type: ignore[attr-defined]
+    gen = torch.Generator(device=local.device).manual_seed(_stream_seed(base, name, tuple(offset), tuple(local_shape)))
+    _fill_bounded(dist, local, gen)
+
+
+def _write_jobs(targets: Sequence[tuple[Any, torch.Tensor]], generator: torch.Generator | None,
+                stream_seed: int | None, stream_names: Mapping[str, str] | Callable[[str], str] | None,
+                ) -> list[tuple[list[str], Callable[[], None]]]:
+    """Every write as (names, action), in draw order, after every check an action could fail
+    predictably: a problem raises here, before anything is written."""
+    seeds = _ShardSeeds(generator)
+    jobs: list[tuple[list[str], Callable[[], None]]] = []
+    problems: list[str] = []
+    # Parameters that share a distribution, dtype and device (and need no layout) are drawn as flat
+    # buffers split into views: one kernel call per buffer instead of one per tensor, then one
+    # multi-tensor copy. A group of at most _GROUP_BYTES is one buffer (as it always was: the same
+    # values for a seed); in a larger group each tensor of _DIRECT_BYTES or more is drawn into its
+    # own memory and the small ones into buffers of at most _GROUP_BYTES, in order.
+    groups: dict[tuple[Any, torch.dtype, torch.device], list[tuple[str, torch.Tensor]]] = {}
+    for decision, tensor in targets:
+        dist, name = decision.dist, decision.param.name
+        if tensor.numel() == 0:
+            continue
+        if stream_seed is not None:
+            if isinstance(dist, OrthogonalDist):
+                problems.append(f"Parameter {name!r}: orthogonal specs have no portable stream; give it a rule "
+                                "without stream_seed, or another spec.")
+                continue
+            stream = _stream_for(stream_seed, name, stream_names)
+            strides = canonical_strides(decision.param.shape, decision.param.layout)
+            gates = gate_index(decision.param.shape, decision.param.layout)
+            if gates is not None and _is_dtensor(tensor):
+                problems.append(f"Parameter {name!r}: a sharded weight whose layer kind stacks its gates in a "
+                                "non-canonical order (a Keras GRU layout) has no portable stream in torch; give "
+                                "it torch's own layout.")
+                continue
+            jobs.append(([name], functools.partial(_stream_draw, stream, dist, strides, tensor, True, gates)))
+        elif _is_dtensor(tensor):
+            if (problem := _partial_problem(repr(name), tensor)) is not None:
+                problems.append(problem)
+                continue
+            jobs.append(([name], functools.partial(_shard_fill, dist, decision.layout, tensor, name, seeds)))
+        elif isinstance(dist, OrthogonalDist):
+            if decision.layout is None:
+                problems.append(f"Parameter {name!r}: an orthogonal init needs the weight's layout.")
+                continue
+            jobs.append(([name], functools.partial(_fill, dist, decision.layout, tensor, generator)))
+        else:
+            groups.setdefault((dist, tensor.dtype, tensor.device), []).append((name, tensor))
+    if problems:
+        lead = "" if len(problems) == 1 else f"{len(problems)} parameters cannot be written; nothing was changed.\n"
+        raise ValueError(lead + "\n".join(problems))
+    for (dist, _, _), members in groups.items():
+        size = members[0][1].element_size()
+        if sum(t.numel() for _, t in members) * size <= _GROUP_BYTES:
+            jobs.append(([n for n, _ in members], functools.partial(_fill_group, dist, members, generator)))
+            continue
+        pending: list[tuple[str, torch.Tensor]] = []
+        for name, tensor in members:
+            if tensor.numel() * size >= _DIRECT_BYTES:
+                jobs.append(([name], functools.partial(_fill_bounded, dist, tensor, generator)))
+                continue
+            if (sum(t.numel() for _, t in pending) + tensor.numel()) * size > _GROUP_BYTES:
+                jobs.append(([n for n, _ in pending], functools.partial(_fill_group, dist, pending, generator)))
+                pending = []
+            pending.append((name, tensor))
+        if pending:
+            jobs.append(([n for n, _ in pending], functools.partial(_fill_group, dist, pending, generator)))
+    return jobs
+
+
+def _fill_group(dist: Distribution, members: Sequence[tuple[str, torch.Tensor]],
+                generator: torch.Generator | None) -> None:
+    """One flat buffer for ``members`` (same dtype and device), drawn at once and copied in."""
+    tensors = [t for _, t in members]
+    flat = torch.empty(sum(t.numel() for t in tensors), dtype=tensors[0].dtype, device=tensors[0].device)
+    _fill(dist, None, flat, generator)
+    parts = torch.split(flat, [t.numel() for t in tensors])
+    _copy_all([(t, p.view(t.shape)) for t, p in zip(tensors, parts, strict=True)])
+
+
 def _reinit(module: torch.nn.Module, rules: Spec | Mapping[str, Spec | None], *,
             generator: torch.Generator | None, dry_run: bool, include_frozen: bool, include_buffers: bool,
             defaults: bool, recurse: bool, stream_seed: int | None = None,
@@ -831,45 +982,32 @@ def _reinit(module: torch.nn.Module, rules: Spec | Mapping[str, Spec | None], *,
                          "yourself.")
     if dry_run:
         return decided.report
-    seeds = _ShardSeeds(generator)
-    staged: list[tuple[torch.Tensor, torch.Tensor]] = []
-    # Parameters that share a distribution, dtype and device (and need no layout) are drawn as one
-    # flat buffer and split into views: one kernel call per group instead of one per tensor, and
-    # one multi-tensor copy at the end.
-    groups: dict[tuple[Any, torch.dtype, torch.device], list[torch.Tensor]] = {}
-    with torch.no_grad():
-        for decision, tensor in targets:  # every value is computed before anything is written
-            assert decision.dist is not None
-            if tensor.numel() == 0:
-                continue
-            if stream_seed is None and not _is_dtensor(tensor) and not isinstance(decision.dist, OrthogonalDist):
-                groups.setdefault((decision.dist, tensor.dtype, tensor.device), []).append(tensor)
-                continue
-            if stream_seed is not None:
-                if isinstance(decision.dist, OrthogonalDist):
-                    raise ValueError(f"Parameter {decision.param.name!r}: orthogonal specs have no portable stream; "
-                                     "give it a rule without stream_seed, or another spec.")
-                stream = _stream_for(stream_seed, decision.param.name, stream_names)
-                strides = canonical_strides(decision.param.shape, decision.param.layout)
-                values = _stream_draw(stream, decision.dist, strides, tensor,
-                                      gates=gate_index(decision.param.shape, decision.param.layout))
-            elif _is_dtensor(tensor):
-                values = _shard_values(decision.dist, decision.layout, tensor, decision.param.name, seeds)
-            else:
-                values = torch.empty_like(tensor)
-                _fill(decision.dist, decision.layout, values, generator)
-            staged.append((_local(tensor), values))
-        for (dist, dtype, device), tensors in groups.items():
-            flat = torch.empty(sum(t.numel() for t in tensors), dtype=dtype, device=device)
-            _fill(dist, None, flat, generator)
-            for tensor, part in zip(tensors, torch.split(flat, [t.numel() for t in tensors]), strict=True):
-                staged.append((tensor, part.view(tensor.shape)))
-        padding = {id(t): d.padding_idx for d, t in targets if d.padding_idx is not None}
-        for target, values in staged:  # embedding padding rows stay zero, as their layer keeps them
-            if id(target) in padding:
-                values[padding[id(target)]].zero_()
-        _copy_all(staged)
+    _write(_write_jobs(targets, generator, stream_seed, stream_names), [d.param.name for d, _ in targets])
+    with torch.no_grad():  # embedding padding rows stay zero, as their layer keeps them
+        for decision, tensor in targets:
+            if decision.padding_idx is not None:
+                _local(tensor)[decision.padding_idx].zero_()
     return decided.report
+
+
+def _write(jobs: Sequence[tuple[list[str], Callable[[], None]]], names: Sequence[str]) -> None:
+    """Run every write; one that fails raises :class:`PartialWriteError`, naming what was written."""
+    written: list[str] = []
+    with torch.no_grad():
+        for job_names, action in jobs:
+            try:
+                action()
+            except Exception as err:
+                done = set(written) | set(job_names)
+                rest = [n for n in names if n not in done]
+                raise PartialWriteError(
+                    f"reinit_ failed while writing {_listed(job_names)} ({type(err).__name__}: {err}). Every check "
+                    f"had passed, so this is a runtime failure (device, memory). Already re-initialized "
+                    f"({len(written)}): {_listed(written)}. Possibly partly written: {_listed(job_names)}. "
+                    f"Unchanged ({len(rest)}): {_listed(rest)}.",
+                    written, job_names, rest,
+                ) from err
+            written.extend(job_names)
 
 
 def _copy_all(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
@@ -956,14 +1094,20 @@ def reinit_(module: torch.nn.Module, rules: Spec | Mapping[str, Spec | None], *,
     transformers. A DTensor parameter (FSDP2) gets the fans of
     its global shape and each rank fills its local shard.
 
-    Atomic: every rule and parameter is checked and every new value drawn before anything is
-    written, so on any error the model is unchanged. The checks on each target (one error naming
+    Atomic by checking first: every rule, layout and target is checked before the first write, so
+    a predictable failure changes nothing. The checks on each target (one error naming
     every parameter that fails them, and what to do): a floating-point dtype, the strided layout,
     not a meta tensor, not an inference tensor or a view of one (outside
     ``torch.inference_mode()``), no two elements sharing memory (``expand()``). A dry run makes
     the same checks, except that meta tensors pass. Memory that is read-only outside torch
-    (``torch.from_numpy`` of a read-only array) cannot be detected. New values are staged in
-    memory, so the peak is one extra copy of the re-initialized parameters.
+    (``torch.from_numpy`` of a read-only array) cannot be detected. Values are then drawn in
+    place, with no second copy: small tensors through flat buffers of at most 16 MiB, large ones
+    straight into their memory 16 MiB at a time (at most ~48 MiB extra; orthogonal specs need QR
+    workspace of their weight, stream draws of a bfloat16/float16 or non-dense weight a float32
+    copy of that one weight). A failure midway (a device error) raises :class:`PartialWriteError`
+    naming what was written, what may be partly written and what is unchanged. A model whose
+    tensors of one distribution total over 16 MiB gets other values for a seed than before this
+    write path (the draw order changed); smaller ones get the same.
 
     Example:
         >>> import torch, initscale
