@@ -19,6 +19,7 @@ Roles (what the parameter does in the forward pass) and what a one-spec ``reinit
 - ``pos_embedding``: a learned tensor *added* to (or concatenated with) the activations
   (ViT ``position_embeddings``, ``cls_token``): no matmul, so no fans; kept by the defaults and
   reported as an embedding.
+- ``state``: non-trainable state such as BatchNorm running statistics: kept, no fans.
 - ``tied``: an alias of another parameter (``lm_head.weight`` tied to the token embedding): it
   must have its own report row saying which tensor it is tied to.
 
@@ -49,7 +50,7 @@ SPEC = initscale.presets.get("he_normal")
 # 6.8e-6 per tensor, under 2e-3 for the few hundred tensors of the suite (and the seeds are fixed).
 Z = 4.5
 
-ROLES = ("weight", "bias", "norm_scale", "norm_offset", "embedding", "pos_embedding", "tied")
+ROLES = ("weight", "bias", "norm_scale", "norm_offset", "embedding", "pos_embedding", "state", "tied")
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,11 @@ def row_problems(entry: Expect, row: Any, report: Any = None) -> list[str]:
         if "tied" not in row.reason.lower() or entry.tied_to not in row.reason:
             problems.append(f"{where}: expected a row saying 'tied to {entry.tied_to}', got {row.reason!r}")
         return problems
+    if entry.role == "state":
+        if row.touched or row.fan_in is not None:
+            return [f"{where}: state ({entry.layout}) must be kept with no fans, got {row.reason!r}, "
+                    f"fans {row.fan_in}/{row.fan_out}"]
+        return []
     problems = []
     got = observed_role(row)
     if got != _report_role(entry.role):
