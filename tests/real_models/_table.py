@@ -19,6 +19,8 @@ Roles (what the parameter does in the forward pass) and what a one-spec ``reinit
 - ``pos_embedding``: a learned tensor *added* to (or concatenated with) the activations
   (ViT ``position_embeddings``, ``cls_token``): no matmul, so no fans; kept by the defaults and
   reported as an embedding.
+- ``gate_bias``: a recurrent bias the layer starts at a set value (Keras LSTM forget gate at 1,
+  ``unit_forget_bias=True``): kept by the defaults, with the reason in the report.
 - ``state``: non-trainable state such as BatchNorm running statistics: kept, no fans.
 - ``tied``: an alias of another parameter (``lm_head.weight`` tied to the token embedding): it
   must have its own report row saying which tensor it is tied to.
@@ -50,7 +52,8 @@ SPEC = initscale.presets.get("he_normal")
 # 6.8e-6 per tensor, under 2e-3 for the few hundred tensors of the suite (and the seeds are fixed).
 Z = 4.5
 
-ROLES = ("weight", "bias", "norm_scale", "norm_offset", "embedding", "pos_embedding", "state", "tied")
+ROLES = ("weight", "bias", "norm_scale", "norm_offset", "embedding", "pos_embedding", "gate_bias", "state",
+         "tied")
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,8 @@ def observed_role(row: Any) -> str:
         return "norm_scale"
     if row.touched and isinstance(row.spec, Zeros):
         return "norm_offset" if "norm" in reason else "bias"
+    if not row.touched and "forget" in reason:
+        return "gate_bias"
     if not row.touched and "embedding" in reason:
         return "embedding"
     return f"unrecognised ({'set' if row.touched else 'kept'}: {row.reason})"
