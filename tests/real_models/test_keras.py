@@ -91,7 +91,6 @@ def _np(x) -> np.ndarray:
 
 @functools.cache
 def _run():
-    keras.utils.set_random_seed(0)
     model = _model()
     names = [v.path for v in model.trainable_variables]
     with warnings.catch_warnings(record=True) as caught:

@@ -6,6 +6,11 @@ Per model × parameter group: the dry-run report of ``reinit_(model, he_normal)`
 layout, std from the table's fans, no weight silently untouched), then the same call with real
 draws (each touched tensor's second moment against the report's std, constants exact, kept
 tensors unchanged). Known defects of issue 18 are strict xfails.
+
+Building an HF model imports ``torch._dynamo``, which imports Triton, and Triton imported after
+TensorFlow aborts the process (both register LLVM's command-line options). So where TensorFlow is
+already loaded (a whole-suite run with Keras on TensorFlow), these tests skip here and
+test_torch_hf_process.py runs this file in a fresh process instead.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import functools
 import warnings
 
 import pytest
+from _guards import triton_would_abort
 from _table import SPEC, Expect, coverage_problems, groups, match, report_problems, silent_problems
 
 import initscale
@@ -24,6 +30,13 @@ transformers = pytest.importorskip(
 ist = pytest.importorskip("initscale.adapters.torch")
 
 D, HEADS, FF, VOCAB, POS = 32, 4, 64, 50, 16
+
+
+@pytest.fixture(autouse=True)
+def _fresh_process_if_tensorflow_is_loaded() -> None:
+    if triton_would_abort():
+        pytest.skip("TensorFlow is loaded and Triton would abort after it: test_torch_hf_process.py runs this file "
+                    "in a fresh process")
 
 
 def _gpt2():
