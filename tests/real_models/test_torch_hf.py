@@ -1,0 +1,257 @@
+"""HF transformers models built from tiny configs (no downloads): GPT-2 (LM head, tied), BERT,
+Llama, T5 (tied) and ViT, each against a hand-written table of its parameters' roles and forward
+fans (tests/real_models/README.md says how the tables were derived).
+
+Per model × parameter group: the dry-run report of ``reinit_(model, he_normal)`` (fans, role,
+layout, std from the table's fans, no weight silently untouched), then the same call with real
+draws (each touched tensor's second moment against the report's std, constants exact, kept
+tensors unchanged). Known defects of issue 18 are strict xfails.
+
+Building an HF model imports ``torch._dynamo``, which imports Triton, and Triton imported after
+TensorFlow aborts the process (both register LLVM's command-line options). So where TensorFlow is
+already loaded (a whole-suite run with Keras on TensorFlow), these tests skip here and
+test_torch_hf_process.py runs this file in a fresh process instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+
+import pytest
+from _guards import triton_would_abort
+from _table import SPEC, Expect, coverage_problems, groups, match, report_problems, silent_problems
+
+import initscale
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip(
+    "transformers", reason="the real-model suite needs HF transformers (pip install 'transformers>=5.0')")
+ist = pytest.importorskip("initscale.adapters.torch")
+
+D, HEADS, FF, VOCAB, POS = 32, 4, 64, 50, 16
+
+
+@pytest.fixture(autouse=True)
+def _fresh_process_if_tensorflow_is_loaded() -> None:
+    if triton_would_abort():
+        pytest.skip("TensorFlow is loaded and Triton would abort after it: test_torch_hf_process.py runs this file "
+                    "in a fresh process")
+
+
+def _gpt2():
+    cfg = transformers.GPT2Config(n_embd=D, n_layer=2, n_head=HEADS, n_positions=POS, vocab_size=VOCAB,
+                                  bos_token_id=0, eos_token_id=0)  # n_inner None -> 4·d
+    return transformers.GPT2LMHeadModel(cfg)
+
+
+# GPT-2: HF Conv1D computes x @ W + b with W stored (in, out). c_attn packs q, k, v: W is
+# (d, 3d) and each projection maps d -> d. mlp.c_fc (d, 4d), mlp.c_proj (4d, d).
+GPT2 = (
+    Expect("transformer.wte.weight", "embedding", "(vocab, d) lookup", (VOCAB, D), "embeddings"),
+    Expect("transformer.wpe.weight", "embedding", "(positions, d) lookup", (POS, D), "embeddings"),
+    Expect("transformer.h.*.ln_[12].weight", "norm_scale", "(d,)", None, "LayerNorm"),
+    Expect("transformer.h.*.ln_[12].bias", "norm_offset", "(d,)", None, "LayerNorm"),
+    Expect("transformer.ln_f.weight", "norm_scale", "(d,)", None, "LayerNorm"),
+    Expect("transformer.ln_f.bias", "norm_offset", "(d,)", None, "LayerNorm"),
+    Expect("transformer.h.*.attn.c_attn.weight", "weight", "(in=d, out=3d): 3 packed projections d->d",
+           (D, D), "Conv1D weights"),
+    Expect("transformer.h.*.attn.c_proj.weight", "weight", "(in=d, out=d)", (D, D), "Conv1D weights"),
+    Expect("transformer.h.*.mlp.c_fc.weight", "weight", "(in=d, out=4d)", (D, 4 * D), "Conv1D weights"),
+    Expect("transformer.h.*.mlp.c_proj.weight", "weight", "(in=4d, out=d)", (4 * D, D), "Conv1D weights"),
+    Expect("transformer.h.*.*.c_*.bias", "bias", "(out,)", None, "Conv1D biases"),
+    Expect("lm_head.weight", "tied", "tied to wte: (vocab, d)", None, "tied lm_head",
+           tied_to="transformer.wte.weight"),
+)
+
+
+def _bert():
+    cfg = transformers.BertConfig(hidden_size=D, num_hidden_layers=2, num_attention_heads=HEADS, intermediate_size=FF,
+                                  vocab_size=VOCAB, max_position_embeddings=POS, pad_token_id=0)
+    return transformers.BertModel(cfg)
+
+
+# BERT: nn.Linear (out, in) everywhere; attention q/k/v/out d -> d, intermediate d -> ff,
+# output ff -> d, pooler d -> d. Embeddings are nn.Embedding lookups.
+BERT = (
+    Expect("embeddings.word_embeddings.weight", "embedding", "(vocab, d)", (VOCAB, D), "embeddings"),
+    Expect("embeddings.position_embeddings.weight", "embedding", "(positions, d)", (POS, D), "embeddings"),
+    Expect("embeddings.token_type_embeddings.weight", "embedding", "(2, d)", (2, D), "embeddings"),
+    Expect("*LayerNorm.weight", "norm_scale", "(d,)", None, "LayerNorm"),
+    Expect("*LayerNorm.bias", "norm_offset", "(d,)", None, "LayerNorm"),
+    Expect("encoder.layer.*.attention.self.*.weight", "weight", "(out=d, in=d)", (D, D), "Linear weights"),
+    Expect("encoder.layer.*.attention.output.dense.weight", "weight", "(out=d, in=d)", (D, D), "Linear weights"),
+    Expect("encoder.layer.*.intermediate.dense.weight", "weight", "(out=ff, in=d)", (D, FF), "Linear weights"),
+    Expect("encoder.layer.[0-9].output.dense.weight", "weight", "(out=d, in=ff)", (FF, D), "Linear weights"),
+    Expect("pooler.dense.weight", "weight", "(out=d, in=d)", (D, D), "Linear weights"),
+    Expect("*dense.bias", "bias", "(out,)", None, "Linear biases"),
+    Expect("encoder.layer.*.attention.self.*.bias", "bias", "(out,)", None, "Linear biases"),
+)
+
+
+def _llama():
+    cfg = transformers.LlamaConfig(hidden_size=D, num_hidden_layers=2, num_attention_heads=HEADS, num_key_value_heads=2,
+                                   intermediate_size=FF, vocab_size=VOCAB, max_position_embeddings=POS,
+                                   tie_word_embeddings=False)
+    return transformers.LlamaForCausalLM(cfg)
+
+
+KV = 2 * (D // HEADS)  # grouped-query attention: 2 kv heads of head_dim 8
+# Llama: bias-free nn.Linear (out, in); k/v project d -> kv_heads·head_dim; SwiGLU gate/up d -> ff,
+# down ff -> d; LlamaRMSNorm x / rms(x) · weight: weight is a norm scale; lm_head d -> vocab.
+LLAMA = (
+    Expect("model.embed_tokens.weight", "embedding", "(vocab, d)", (VOCAB, D), "embeddings"),
+    Expect("model.layers.*.self_attn.[qo]_proj.weight", "weight", "(out=d, in=d)", (D, D), "Linear weights"),
+    Expect("model.layers.*.self_attn.[kv]_proj.weight", "weight", "(out=kv, in=d)", (D, KV), "Linear weights"),
+    Expect("model.layers.*.mlp.gate_proj.weight", "weight", "(out=ff, in=d)", (D, FF), "Linear weights"),
+    Expect("model.layers.*.mlp.up_proj.weight", "weight", "(out=ff, in=d)", (D, FF), "Linear weights"),
+    Expect("model.layers.*.mlp.down_proj.weight", "weight", "(out=d, in=ff)", (FF, D), "Linear weights"),
+    Expect("lm_head.weight", "weight", "(out=vocab, in=d)", (D, VOCAB), "Linear weights"),
+    Expect("model.layers.*layernorm.weight", "norm_scale", "(d,)", None, "LlamaRMSNorm"),
+    Expect("model.norm.weight", "norm_scale", "(d,)", None, "LlamaRMSNorm"),
+)
+
+
+def _t5():
+    cfg = transformers.T5Config(d_model=D, d_kv=D // HEADS, d_ff=FF, num_layers=1, num_decoder_layers=1,
+                                num_heads=HEADS, vocab_size=VOCAB, relative_attention_num_buckets=8)
+    return transformers.T5ForConditionalGeneration(cfg)
+
+
+# T5: bias-free nn.Linear (out, in); q/k/v d -> heads·d_kv (= d here), o back; wi d -> ff, wo ff -> d;
+# relative_attention_bias an nn.Embedding (buckets, heads); T5LayerNorm (RMS) weight a norm
+# scale; embed_tokens and lm_head tied to `shared`.
+T5 = (
+    Expect("shared.weight", "embedding", "(vocab, d)", (VOCAB, D), "embeddings"),
+    Expect("*.relative_attention_bias.weight", "embedding", "(buckets, heads)", (8, HEADS), "embeddings"),
+    Expect("*Attention.[qkvo].weight", "weight", "(out=d, in=d)", (D, D), "Linear weights"),
+    Expect("*.DenseReluDense.wi.weight", "weight", "(out=ff, in=d)", (D, FF), "Linear weights"),
+    Expect("*.DenseReluDense.wo.weight", "weight", "(out=d, in=ff)", (FF, D), "Linear weights"),
+    Expect("*layer_norm.weight", "norm_scale", "(d,)", None, "T5LayerNorm"),
+    Expect("encoder.embed_tokens.weight", "tied", "tied to shared", None, "tied embeddings", tied_to="shared.weight"),
+    Expect("decoder.embed_tokens.weight", "tied", "tied to shared", None, "tied embeddings", tied_to="shared.weight"),
+    Expect("lm_head.weight", "tied", "tied to shared", None, "tied embeddings", tied_to="shared.weight"),
+)
+
+
+def _vit():
+    cfg = transformers.ViTConfig(hidden_size=D, num_hidden_layers=2, num_attention_heads=HEADS, intermediate_size=FF,
+                                 image_size=16, patch_size=4, num_channels=3)
+    return transformers.ViTModel(cfg)
+
+
+# ViT: the patch embedding is a Conv2d (d, 3, 4, 4) stride 4: fan_in = 3·4·4, fan_out = d·4·4
+# (the stride-independent conv convention). cls_token (1, 1, d) is concatenated and
+# position_embeddings (1, 1 + 16, d) added to the tokens: no matmul, no fans.
+VIT = (
+    Expect("embeddings.cls_token", "pos_embedding", "(1, 1, d) token, concatenated", None, "position embeddings"),
+    Expect("embeddings.position_embeddings", "pos_embedding", "(1, 17, d), added", None, "position embeddings"),
+    Expect("embeddings.patch_embeddings.projection.weight", "weight", "(out=d, in=3, 4, 4)", (3 * 16, D * 16),
+           "Linear and conv weights"),
+    Expect("layers.*.attention.*_proj.weight", "weight", "(out=d, in=d)", (D, D), "Linear and conv weights"),
+    Expect("layers.*.mlp.fc1.weight", "weight", "(out=ff, in=d)", (D, FF), "Linear and conv weights"),
+    Expect("layers.*.mlp.fc2.weight", "weight", "(out=d, in=ff)", (FF, D), "Linear and conv weights"),
+    Expect("pooler.dense.weight", "weight", "(out=d, in=d)", (D, D), "Linear and conv weights"),
+    Expect("*layernorm*.weight", "norm_scale", "(d,)", None, "LayerNorm"),
+    Expect("*layernorm*.bias", "norm_offset", "(d,)", None, "LayerNorm"),
+    Expect("embeddings.patch_embeddings.projection.bias", "bias", "(out,)", None, "biases"),
+    Expect("layers.*.attention.*_proj.bias", "bias", "(out,)", None, "biases"),
+    Expect("layers.*.mlp.fc[12].bias", "bias", "(out,)", None, "biases"),
+    Expect("pooler.dense.bias", "bias", "(out,)", None, "biases"),
+)
+
+MODELS = {"gpt2": (_gpt2, GPT2), "bert": (_bert, BERT), "llama": (_llama, LLAMA), "t5": (_t5, T5),
+          "vit": (_vit, VIT)}
+
+KNOWN = {
+    ("gpt2", "Conv1D weights"): "issue 18 item 1: HF Conv1D is not recognised: its (in, out) weights are kept "
+                                "('no rule matched'), with layout 'torch' read as (out, in), and no warning",
+    ("gpt2", "tied lm_head"): "issue 18 item 7: the tied lm_head.weight has no report row",
+    ("llama", "LlamaRMSNorm"): "issue 18 item 1: LlamaRMSNorm is not recognised as a norm: its scale is kept",
+    ("t5", "T5LayerNorm"): "issue 18 item 1: T5LayerNorm is not recognised as a norm: its scale is kept",
+    ("t5", "tied embeddings"): "issue 18 item 7: tied embed_tokens/lm_head have no report rows",
+    ("vit", "position embeddings"): "issue 18 item 2: ViT cls_token/position_embeddings get guessed 'torch' "
+                                    "fans (32/32, 544/32) instead of none, kept as 'no rule matched'",
+}
+
+
+def _cases():
+    for model, (_, table) in MODELS.items():
+        for group in groups(table):
+            reason = KNOWN.get((model, group))
+            marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
+            yield pytest.param(model, group, marks=marks, id=f"{model}-{group.replace(' ', '_')}")
+
+
+@functools.cache
+def _run(model: str):
+    """Build the model, a dry-run report (and its warnings), then real draws."""
+    build, _ = MODELS[model]
+    torch.manual_seed(0)
+    net = build()
+    names = [n for n, _ in net.named_parameters(remove_duplicate=False)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dry = ist.reinit_(net, SPEC, dry_run=True)
+    before = {n: p.detach().clone().numpy() for n, p in net.named_parameters(remove_duplicate=False)}
+    real = ist.reinit_(net, SPEC, generator=torch.Generator().manual_seed(1))
+    after = {n: p.detach().numpy() for n, p in net.named_parameters(remove_duplicate=False)}
+    return names, dry, " ".join(str(w.message) for w in caught), real, before, after
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_table_covers_every_parameter(model: str) -> None:
+    names = _run(model)[0]
+    problems = coverage_problems(MODELS[model][1], names)
+    assert not problems, "\n" + "\n".join(problems)
+
+
+@pytest.mark.parametrize(("model", "group"), list(_cases()))
+def test_report_and_draws_match_the_table(model: str, group: str) -> None:
+    names, dry, warned, real, before, after = _run(model)
+    table = MODELS[model][1]
+    mine = [n for n in names if any(e.group == group for e in match(table, n))]
+    problems = report_problems(table, group, dry, mine)
+    problems += silent_problems([e for e in table if e.group == group], [r for r in dry if r.name in mine], warned)
+    problems += [f"real call: {p}" for p in report_problems(table, group, real, mine, after, before)]
+    assert not problems, "\n" + "\n".join(problems)
+
+
+@pytest.mark.xfail(strict=True, reason="issue 18 item 6: Embedding(padding_idx=0) gets a random padding row")
+def test_embedding_padding_row_stays_zero() -> None:
+    torch.manual_seed(0)
+    net = _bert()
+    assert net.embeddings.word_embeddings.padding_idx == 0
+    ist.reinit_(net, {"Embedding": initscale.Normal(0.02)}, generator=torch.Generator().manual_seed(2))
+    row = net.embeddings.word_embeddings.weight.detach()[0]
+    assert torch.count_nonzero(row).item() == 0, f"padding row after reinit_: {row[:4].tolist()}..."
+
+
+@pytest.mark.xfail(strict=True, reason="issue 18 item 1: a 'Conv1D' class rule reads HF Conv1D weights as "
+                                       "(out, in): c_fc std 0.0255 instead of 0.0510 at d=768")
+def test_a_conv1d_rule_gives_forward_fans() -> None:
+    torch.manual_seed(0)
+    net = _gpt2()
+    report = ist.reinit_(net, {"Conv1D": SPEC}, dry_run=True)
+    problems = []
+    for name, _ in net.named_parameters():
+        entry = match(GPT2, name)[0]
+        if entry.group == "Conv1D weights":
+            want = SPEC.resolve(initscale.Fans(*entry.fans)).std
+            row = report[name]
+            if not row.touched or abs(row.std / want - 1) > 1e-9:
+                problems.append(f"{name}: std expected {want:.6g} (fans {entry.fans}), got {row.std} "
+                                f"(fans {row.fan_in}/{row.fan_out})")
+    assert not problems, "\n" + "\n".join(problems)
+
+
+@pytest.mark.xfail(strict=True, reason="issue 18 item 7: a rule naming the tied lm_head.weight warns "
+                                       "'matched no parameter' and leaves the shared tensor alone")
+def test_a_rule_on_a_tied_alias_sets_the_shared_tensor() -> None:
+    torch.manual_seed(0)
+    net = _gpt2()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ist.reinit_(net, {"lm_head.weight": initscale.Constant(0.5)})
+    assert [str(w.message) for w in caught] == []
+    assert bool((net.transformer.wte.weight == 0.5).all())
