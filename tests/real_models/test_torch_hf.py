@@ -164,12 +164,6 @@ MODELS = {"gpt2": (_gpt2, GPT2), "bert": (_bert, BERT), "llama": (_llama, LLAMA)
           "vit": (_vit, VIT)}
 
 KNOWN = {
-    ("gpt2", "Conv1D weights"): "issue 18 item 1: HF Conv1D is not recognised: its (in, out) weights are kept "
-                                "('no rule matched'), with layout 'torch' read as (out, in), and no warning",
-    ("gpt2", "tied lm_head"): "issue 18 item 7: the tied lm_head.weight has no report row",
-    ("llama", "LlamaRMSNorm"): "issue 18 item 1: LlamaRMSNorm is not recognised as a norm: its scale is kept",
-    ("t5", "T5LayerNorm"): "issue 18 item 1: T5LayerNorm is not recognised as a norm: its scale is kept",
-    ("t5", "tied embeddings"): "issue 18 item 7: tied embed_tokens/lm_head have no report rows",
     ("vit", "position embeddings"): "issue 18 item 2: ViT cls_token/position_embeddings get guessed 'torch' "
                                     "fans (32/32, 544/32) instead of none, kept as 'no rule matched'",
 }
@@ -217,7 +211,6 @@ def test_report_and_draws_match_the_table(model: str, group: str) -> None:
     assert not problems, "\n" + "\n".join(problems)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 18 item 6: Embedding(padding_idx=0) gets a random padding row")
 def test_embedding_padding_row_stays_zero() -> None:
     torch.manual_seed(0)
     net = _bert()
@@ -227,8 +220,6 @@ def test_embedding_padding_row_stays_zero() -> None:
     assert torch.count_nonzero(row).item() == 0, f"padding row after reinit_: {row[:4].tolist()}..."
 
 
-@pytest.mark.xfail(strict=True, reason="issue 18 item 1: a 'Conv1D' class rule reads HF Conv1D weights as "
-                                       "(out, in): c_fc std 0.0255 instead of 0.0510 at d=768")
 def test_a_conv1d_rule_gives_forward_fans() -> None:
     torch.manual_seed(0)
     net = _gpt2()
@@ -245,8 +236,6 @@ def test_a_conv1d_rule_gives_forward_fans() -> None:
     assert not problems, "\n" + "\n".join(problems)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 18 item 7: a rule naming the tied lm_head.weight warns "
-                                       "'matched no parameter' and leaves the shared tensor alone")
 def test_a_rule_on_a_tied_alias_sets_the_shared_tensor() -> None:
     torch.manual_seed(0)
     net = _gpt2()
