@@ -95,7 +95,7 @@ def check(model: torch.nn.Module | Mapping[str, torch.Tensor], recipe: Any = Non
                         f"Received: {type(model).__name__}.")
     from .torch import _walk  # here, not at the top: initscale.adapters.torch re-exports check
 
-    found = _walk(model, True, include_buffers)
+    found = [(p, t) for p, t in _walk(model, True, include_buffers) if p.tied_to is None]  # one row a tensor
     pairs = list(model.named_parameters(remove_duplicate=False))
     if include_buffers:
         pairs += list(model.named_buffers(remove_duplicate=False))
