@@ -228,7 +228,7 @@ def test_framework_pins_live_in_one_file() -> None:
     spec.loader.exec_module(pins)
     assert pins.pins("torch") == ["torch==2.13.0"] and pins.pins("tensorflow", no_deps=True) == ["tf-keras==2.21.0"]
     assert {"tensorflow-cpu==2.21.0", "keras>=3.15", "triton==3.9.0", "jax", "flax"} <= set(pins.pins())
-    with pytest.raises(ValueError, match="Unknown pin group 'pytorch'; valid: jax, keras, plot"):
+    with pytest.raises(ValueError, match="Unknown pin group 'pytorch'; valid: jax, keras, models, plot"):
         pins.pins("pytorch")
     for user in (".ci/run", "scripts/parity.sh", "noxfile.py"):
         text = (root / user).read_text()
