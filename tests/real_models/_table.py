@@ -229,3 +229,15 @@ def report_problems(table: Sequence[Expect], group: str, report: Any, names: Seq
         if values is not None and found[0].role != "tied":
             problems += value_problems(row, values[name], None if before is None else before.get(name))
     return problems
+
+
+def group_problems(table: Sequence[Expect], group: str, run: tuple[Any, ...]) -> list[str]:
+    """Everything wrong with one group of a model's table, from ``run`` = (names, dry-run report,
+    warnings text, real report, values before, values after): the dry run's rows, nothing
+    weight-like left silently, and the real call's rows and drawn values."""
+    names, dry, warned, real, before, after = run
+    mine = [n for n in names if any(e.group == group for e in match(table, n))]
+    problems = report_problems(table, group, dry, mine)
+    problems += silent_problems([e for e in table if e.group == group], [r for r in dry if r.name in mine], warned)
+    problems += [f"real call: {p}" for p in report_problems(table, group, real, mine, after, before)]
+    return problems

@@ -20,7 +20,7 @@ import warnings
 
 import pytest
 from _guards import triton_would_abort
-from _table import SPEC, Expect, coverage_problems, groups, match, report_problems, silent_problems
+from _table import SPEC, Expect, coverage_problems, group_problems, groups, match
 
 import initscale
 
@@ -202,12 +202,7 @@ def test_table_covers_every_parameter(model: str) -> None:
 
 @pytest.mark.parametrize(("model", "group"), list(_cases()))
 def test_report_and_draws_match_the_table(model: str, group: str) -> None:
-    names, dry, warned, real, before, after = _run(model)
-    table = MODELS[model][1]
-    mine = [n for n in names if any(e.group == group for e in match(table, n))]
-    problems = report_problems(table, group, dry, mine)
-    problems += silent_problems([e for e in table if e.group == group], [r for r in dry if r.name in mine], warned)
-    problems += [f"real call: {p}" for p in report_problems(table, group, real, mine, after, before)]
+    problems = group_problems(MODELS[model][1], group, _run(model))
     assert not problems, "\n" + "\n".join(problems)
 
 
