@@ -334,7 +334,7 @@ _X_EDGES = (0.25, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0)
 _A_GRID_EXPONENTS = range(-26, 27)
 _FIXED = "fixed_point"
 _DERIVED = "derived"
-_REL_STEP = float.fromhex("0x1p-52") ** (1.0 / 3.0)  # as initscale.propagate: h = ε^(1/3)·|x|
+_REL_STEP = float.fromhex("0x1p-52") ** (1.0 / 3.0)  # central differences: h = ε^(1/3)·|x|
 
 
 def _panel_rule(a: float) -> tuple[Array, Array]:
@@ -368,8 +368,8 @@ def _expect(h: Callable[[Array], Array], a: float, *, times_z: bool = False) -> 
 
 def _central_difference(f: Callable[[Array], Array]) -> Callable[[Array], Array]:
     """f' by central differences with the step h = ε^(1/3)·|x| (the smallest normal at x = 0), the
-    estimate of :mod:`initscale.propagate`: exact to rounding for piecewise-linear activations at every
-    scale, relative error about ε^(2/3)·|f(x)/(x·f'(x))| for smooth ones."""
+    estimate :mod:`initscale.propagate` uses for a callable without a derivative: exact to rounding
+    for piecewise-linear activations at every scale, relative error about ε^(2/3)·|f(x)/(x·f'(x))| for smooth ones."""
     tiny = float(np.finfo(np.float64).tiny)
 
     def df(x: Array) -> Array:

@@ -46,7 +46,6 @@ from .specs import Spec
 __all__ = ["Propagation", "propagate"]
 
 Array = NDArray[np.float64]
-_REL_STEP = float(np.finfo(np.float64).eps) ** (1.0 / 3.0)  # central differences of a bare callable
 _ANALYTIC = "analytic"
 _RELATIVE_DIFFERENCE = "central difference, step eps^(1/3)*|x|"
 
@@ -102,18 +101,6 @@ def _activation(name: str, param: float | None) -> tuple[Activation, Activation]
     p = default if param is None else param
     q = p if p is not None else 0.0
     return (lambda x: f(x, q)), (lambda x: df(x, q))
-
-
-def _relative_difference(f: Activation) -> Activation:
-    """f' by central differences with the step h = ε^(1/3)·|x| (the smallest normal at x = 0)."""
-    tiny = float(np.finfo(np.float64).tiny)
-
-    def df(x: Array) -> Array:
-        h = _REL_STEP * np.maximum(np.abs(x), tiny)
-        out: Array = (f(x + h) - f(x - h)) / ((x + h) - (x - h))  # the step as represented
-        return out
-
-    return df
 
 
 def _sampler(backend: str) -> Callable[[Spec, tuple[int, ...], str, int], Array]:
@@ -177,7 +164,7 @@ def propagate(spec: Spec, activation: str | Activation = "relu", *, depth: int =
         f = activation
         if derivative is None:
             how = _RELATIVE_DIFFERENCE
-            df = _relative_difference(f)
+            df = gains._central_difference(f)
             warnings.warn(f"propagate: activation {getattr(f, '__name__', 'callable')!r} came without "
                           f"`derivative`; f' is estimated by central differences with a step relative to each "
                           f"value (h = eps^(1/3)*|x|). Pass derivative= for the exact backward pass.", stacklevel=2)
