@@ -90,6 +90,7 @@ __all__ = [
     "initializer",
     "lecun_normal_",
     "lecun_uniform_",
+    "lsuv_",
     "orthogonal_",
     "reinit_",
     "variance_scaling_",
@@ -1153,3 +1154,4 @@ def apply_fn(spec: Spec, *, generator: torch.Generator | None = None,
 
 
 from ._torch_check import check  # noqa: E402  (the model check: initscale.check, walked here)
+from ._torch_lsuv import lsuv_  # noqa: E402  (LSUV: reinit_, then each layer to unit output variance)
