@@ -100,6 +100,7 @@ __all__ = [
     "Zeros",
     "check",
     "initializer",
+    "lsuv",
     "reinit",
 ]
 
@@ -833,3 +834,4 @@ def reinit(model: Any, rules: Spec | Mapping[str, Spec | None], seed: Any = None
 
 
 from ._keras_check import check  # noqa: E402  (the model check: initscale.check, walked here)
+from ._keras_lsuv import lsuv  # noqa: E402  (LSUV: reinit, then each layer to unit output variance)

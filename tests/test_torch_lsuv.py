@@ -16,6 +16,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import initscale  # noqa: E402
+from initscale import lsuv as lsuv_core  # noqa: E402
 from initscale.adapters import _torch_lsuv  # noqa: E402
 from initscale.adapters.torch import lsuv_  # noqa: E402
 
@@ -216,10 +217,24 @@ def test_a_batch_that_reaches_no_layer_is_an_error() -> None:
         lsuv_(Skips(), torch.randn(8, 4))
 
 
+def test_a_layer_the_batch_does_not_reach_has_a_row_saying_so() -> None:
+    class Branch(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.used, self.unused = torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.used(x)
+
+    report = lsuv_(Branch(), torch.randn(16, 4))
+    assert report["used"].status == "converged"
+    assert report["unused"].status == "skipped: not called by the forward pass on `batch`"
+
+
 def test_planted_bug_divide_by_variance_is_caught(monkeypatch) -> None:
     """Mutation: W / Var(B) instead of W / sqrt(Var(B)) maps Var -> 1/Var and never settles; the
     per-layer check of test_every_layer_ends_at_unit_output_variance fails on it."""
-    monkeypatch.setattr(_torch_lsuv, "math", type("M", (), {"sqrt": staticmethod(lambda x: x),
+    monkeypatch.setattr(lsuv_core, "math", type("M", (), {"sqrt": staticmethod(lambda x: x),
                                                             "isfinite": staticmethod(math.isfinite)}))
     torch.manual_seed(0)
     model, batch = _mlp(torch.nn.SiLU), torch.randn(256, 48) * 3.0
@@ -234,3 +249,4 @@ def test_the_docstring_example_runs() -> None:
     import doctest
 
     assert doctest.testmod(_torch_lsuv, optionflags=doctest.ELLIPSIS).failed == 0
+    assert doctest.testmod(lsuv_core).failed == 0
