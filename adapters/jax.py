@@ -63,7 +63,7 @@ from initscale.rounding import clip_bounds
 from initscale.specs import Spec
 from initscale.streams import Stream, canonical_strides, gate_index, philox4x32, plan_stream, transform
 
-__all__ = ["Initializer", "check", "initializer", "reinit"]
+__all__ = ["Initializer", "check", "initializer", "lsuv", "reinit"]
 
 
 class Initializer(Protocol):
@@ -760,3 +760,4 @@ def reinit(params: Any, rules: Spec | Mapping[str, Spec | None], key: Any, dry_r
 
 
 from ._jax_check import check  # noqa: E402  (the model check: initscale.check, walked here)
+from ._jax_lsuv import lsuv  # noqa: E402  (LSUV: reinit, then each layer to unit output variance)

@@ -1,0 +1,130 @@
+"""``initscale.jax.lsuv``: layer-sequential unit-variance init (LSUV; Mishkin & Matas 2016) for Flax linen.
+
+The loop, the report and the references are in :mod:`initscale.lsuv`; this module reads each
+layer's output with linen's ``capture_intermediates`` (the ``__call__`` output of every submodule,
+in call order) and rescales kernels in a new variables tree: nothing is mutated, so a failure
+changes nothing. The layers are the modules whose ``kernel`` the rules set with a layout (Dense,
+DenseGeneral and so attention projections, Conv, ConvTranspose); a module whose ``__call__`` output is
+not one floating-point array is reported as skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import numpy as np
+
+from initscale import lsuv as _core
+from initscale import presets
+from initscale.lsuv import LSUVReport
+from initscale.specs import Spec
+
+__all__ = ["lsuv"]
+
+
+def _flat_outputs(tree: Any, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
+    """``(module path, first __call__ output)`` in the order linen recorded them (call order)."""
+    out = []
+    for name, value in tree.items():
+        if name == "__call__":
+            out.append((prefix, value[0]))
+        elif isinstance(value, Mapping):
+            out.extend(_flat_outputs(value, (*prefix, name)))
+    return out
+
+
+def _set(tree: Any, path: tuple[str, ...], value: Any) -> Any:
+    """A copy of the nested mapping ``tree`` with ``tree[path[0]]...[path[-1]] = value``."""
+    copy = dict(tree)
+    copy[path[0]] = value if len(path) == 1 else _set(tree[path[0]], path[1:], value)
+    return copy
+
+
+def _get(tree: Any, path: tuple[str, ...]) -> Any:
+    for name in path:
+        tree = tree[name]
+    return tree
+
+
+def lsuv(variables: Any, module: Any, batch: Any, key: Any, rules: Spec | Mapping[str, Any] | None = None, *,
+         tol: float = 0.1, max_iters: int = 10, apply_kwargs: Mapping[str, Any] | None = None,
+         **reinit_kwargs: Any) -> tuple[Any, LSUVReport]:
+    """Re-initialize a linen model's ``variables`` by ``rules``, then rescale each layer to unit
+    output variance on ``batch``; returns ``(new_variables, report)`` (nothing is mutated).
+
+    Args:
+        variables: the linen variables dict (with its ``"params"`` collection).
+        module: the ``flax.linen.Module`` that made them.
+        batch: the positional arguments of ``module.apply`` after the variables: one array or a tuple.
+        key: the PRNG key of the starting init (``initscale.jax.reinit``'s).
+        rules: the starting init, anything ``reinit`` takes; None: ``presets.get("orthogonal")``
+            on every supported layer's kernels.
+        tol, max_iters: as in :func:`initscale.torch.lsuv_` (the paper's 0.1 and 10).
+        apply_kwargs: keyword arguments for ``module.apply`` (e.g. ``{"train": False}``).
+        **reinit_kwargs: passed on to ``reinit`` (``defaults``, ``fans``, ...).
+
+    Example:
+        >>> import jax, flax.linen as nn, initscale
+        >>> from initscale.adapters.jax import lsuv
+        >>> model = nn.Sequential([nn.Dense(64), nn.tanh, nn.Dense(8)])
+        >>> x = jax.random.normal(jax.random.key(0), (256, 32))
+        >>> variables = model.init(jax.random.key(1), x)
+        >>> new, report = lsuv(variables, model, x, jax.random.key(2))
+        >>> [(row.name, row.status) for row in report.rows]
+        [('layers_0', 'converged'), ('layers_2', 'converged')]
+    """
+    import flax.linen as nn
+
+    from initscale.adapters.jax import reinit
+
+    tol, max_iters = _core.check_arguments("lsuv", tol, max_iters)
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"Argument `module` of lsuv must be the flax.linen.Module that made `variables` (nnx modules "
+                        f"are not supported yet). Received: {type(module).__name__}.")
+    if not isinstance(variables, Mapping) or "params" not in variables:
+        raise TypeError("Argument `variables` of lsuv must be the linen variables dict, with its 'params' collection "
+                        f"(what module.init returns). Received: {type(variables).__name__}.")
+    inputs = batch if isinstance(batch, tuple) else (batch,)
+    kwargs = dict(apply_kwargs or {})
+    if rules is None:
+        rules = presets.get("orthogonal")
+    new, init = reinit(variables, rules, key, module=module, example_inputs=inputs, **reinit_kwargs)
+    kernels = {tuple(row.name.split("/")[1:-1]): tuple(row.name.split("/")) for row in init.touched
+               if row.layout is not None and row.name.startswith("params/") and row.name.endswith("/kernel")}
+    layers = {row.name: row.layer for row in init.touched}
+    new = {name: dict(value) if isinstance(value, Mapping) else value for name, value in new.items()}
+
+    def apply(tree: Any) -> Any:
+        return module.apply(tree, *inputs, capture_intermediates=True, mutable=["intermediates"], **kwargs)[1]
+
+    compiled = jax.jit(apply)  # the rescaling passes; jit's outputs have sorted keys, so the order is eager's
+
+    def outputs(tree: Any) -> dict[tuple[str, ...], Any]:
+        return dict(_flat_outputs(compiled(tree)["intermediates"]))
+
+    state = {"tree": new}
+
+    def measure(path: tuple[str, ...]) -> float:
+        return _core.variance(np.asarray(outputs(state["tree"])[path]))
+
+    def scale(path: tuple[str, ...], factor: float) -> None:
+        kernel = _get(state["tree"], kernels[path])
+        state["tree"] = _set(state["tree"], kernels[path], (kernel * factor).astype(kernel.dtype))
+
+    order = [path for path, _ in _flat_outputs(apply(new)["intermediates"]) if path in kernels]  # call order
+    rows = []
+    for path in order:
+        name, full = "/".join(path), "/".join(kernels[path])
+        first = outputs(state["tree"])[path]
+        if not isinstance(first, jax.Array) or not np.issubdtype(first.dtype, np.floating):
+            why = f"its output is a {type(first).__name__}, not one floating-point array"
+            rows.append(_core.skipped(name, layers[full], full, why))
+            continue
+        rows.append(_core.rescale_layer(name, layers[full], full, lambda p=path: measure(p),
+                                        lambda f, p=path: scale(p, f), tol=tol, max_iters=max_iters))
+    called = set(order)
+    rows += [_core.skipped("/".join(p), "-", "/".join(k), "not called by the forward pass on `batch`")
+             for p, k in kernels.items() if p not in called]
+    return state["tree"], _core.finish("lsuv", rows, init, tol, max_iters, len(kernels))

@@ -1,0 +1,136 @@
+"""initscale.jax.lsuv on Flax linen, checked layer by layer.
+
+As in tests/test_torch_lsuv.py the check is deterministic: LSUV's contract is |Var(B_L) - 1| < tol
+for each layer's output on the batch it used. The test recomputes each Dense pre-activation in
+NumPy from the returned kernels (independent of the report and of linen's intermediates); the
+mutation test plants W / Var instead of W / sqrt(Var) and shows that this check fails.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+jax = pytest.importorskip("jax")
+nn = pytest.importorskip("flax.linen")
+
+from initscale import lsuv as lsuv_core  # noqa: E402
+from initscale.adapters import jax as isj  # noqa: E402
+
+TOL = 0.1
+ACTIVATIONS = {"relu": (nn.relu, lambda z: np.maximum(z, 0.0)), "tanh": (nn.tanh, np.tanh),
+               "silu": (nn.silu, lambda z: z / (1.0 + np.exp(-z)))}
+
+
+class _MLP(nn.Module):
+    activation: str
+    depth: int = 8
+
+    @nn.compact
+    def __call__(self, x):
+        for i in range(self.depth):
+            x = ACTIVATIONS[self.activation][0](nn.Dense(48, name=f"fc{i}")(x))
+        return x
+
+
+def _batch(shape: tuple[int, ...], seed: int = 0, scale: float = 3.0) -> np.ndarray:
+    return (np.random.default_rng(seed).standard_normal(shape) * scale).astype("float32")
+
+
+def _pre_activation_variances(params, x: np.ndarray, activation: str, depth: int = 8) -> list[float]:
+    h, out = x.astype(np.float64), []
+    for i in range(depth):
+        layer = params["params"][f"fc{i}"]
+        z = h @ np.asarray(layer["kernel"], np.float64) + np.asarray(layer["bias"], np.float64)
+        out.append(float(z.var(ddof=1)))
+        h = ACTIVATIONS[activation][1](z)
+    return out
+
+
+def _assert_unit(variances: list[float]) -> None:
+    off = [(i, v) for i, v in enumerate(variances) if not abs(v - 1.0) < TOL]
+    assert not off, f"layers whose output variance is not 1 ± {TOL}: {off}"
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+def test_every_dense_layer_ends_at_unit_variance(activation) -> None:
+    model, x = _MLP(activation), _batch((256, 24))
+    variables = model.init(jax.random.key(0), x)
+    new, report = isj.lsuv(variables, model, x, jax.random.key(1))
+    assert [row.name for row in report.rows] == [f"fc{i}" for i in range(8)]  # call order
+    assert [row.status for row in report.rows] == ["converged"] * 8
+    variances = _pre_activation_variances(new, x, activation)
+    _assert_unit(variances)
+    # float32 forward passes vs float64 NumPy of the same sums: 1e-4 relative covers the rounding
+    assert [row.variance_after for row in report.rows] == pytest.approx(variances, rel=1e-4)
+    assert report.init.touched  # the starting init's report
+
+
+def test_the_input_variables_are_not_mutated() -> None:
+    model, x = _MLP("tanh", depth=2), _batch((64, 24))
+    variables = model.init(jax.random.key(0), x)
+    before = jax.tree_util.tree_map(np.array, variables)
+    isj.lsuv(variables, model, x, jax.random.key(1))
+    for a, b in zip(jax.tree_util.tree_leaves(before), jax.tree_util.tree_leaves(variables), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_attention_and_grouped_conv_are_rescaled() -> None:
+    class Block(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            x = nn.MultiHeadDotProductAttention(4)(x)
+            return nn.Conv(8, (3,), feature_group_count=2)(x)
+
+    x = _batch((32, 8, 16), scale=1.0)
+    model = Block()
+    variables = model.init(jax.random.key(0), x)
+    new, report = isj.lsuv(variables, model, x, jax.random.key(1))
+    assert {row.layer for row in report.rows} == {"DenseGeneral", "Conv"}
+    assert all(row.status == "converged" for row in report.rows) and len(report.rows) == 5
+    _, state = model.apply(new, x, capture_intermediates=True, mutable=["intermediates"])
+    conv = np.asarray(state["intermediates"]["Conv_0"]["__call__"][0], np.float64)
+    assert abs(conv.var(ddof=1) - 1.0) < TOL
+
+
+def test_a_dead_layer_is_an_error() -> None:
+    model = _MLP("relu", depth=2)
+    x = np.zeros((32, 24), "float32")
+    variables = model.init(jax.random.key(0), x)
+    with pytest.raises(ValueError, match=r"layer 'fc0' \(Dense\) has variance 0.0.*dead layer"):
+        isj.lsuv(variables, model, x, jax.random.key(1))
+
+
+def test_bad_arguments_name_themselves() -> None:
+    model, x = _MLP("relu", depth=1), _batch((8, 24))
+    variables = model.init(jax.random.key(0), x)
+    with pytest.raises(ValueError, match=r"`tol` of lsuv must be a number in \(0, 1\).*tol=2"):
+        isj.lsuv(variables, model, x, jax.random.key(1), tol=2)
+    with pytest.raises(TypeError, match=r"`module` of lsuv must be the flax.linen.Module.*Received: str"):
+        isj.lsuv(variables, "model", x, jax.random.key(1))
+    with pytest.raises(TypeError, match=r"`variables` of lsuv must be the linen variables dict.*Received: list"):
+        isj.lsuv([1], model, x, jax.random.key(1))
+
+
+def test_planted_bug_divide_by_variance_is_caught(monkeypatch) -> None:
+    """Mutation: W / Var instead of W / sqrt(Var) never settles; the per-layer check fails on it."""
+    monkeypatch.setattr(lsuv_core, "math", type("M", (), {"sqrt": staticmethod(lambda v: v),
+                                                          "isfinite": staticmethod(math.isfinite)}))
+    model, x = _MLP("silu"), _batch((256, 24))
+    variables = model.init(jax.random.key(0), x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        new, _ = isj.lsuv(variables, model, x, jax.random.key(1))
+    with pytest.raises(AssertionError, match="output variance is not 1"):
+        _assert_unit(_pre_activation_variances(new, x, "silu"))
+
+
+def test_the_docstring_example_runs() -> None:
+    import doctest
+
+    from initscale.adapters import _jax_lsuv
+
+    assert doctest.testmod(_jax_lsuv).failed == 0
