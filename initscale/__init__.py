@@ -40,6 +40,7 @@ from .specs import (
 
 if TYPE_CHECKING:
     from . import presets
+    from .autogain import auto
     from .reinit import Rule
     from .streams import Stream
 
@@ -61,6 +62,7 @@ __all__ = [
     "Uniform",
     "VarianceScaling",
     "Zeros",
+    "auto",
     "compute_fans",
     "distributions",
     "from_dict",
@@ -86,7 +88,8 @@ def _legacy_keras() -> bool:
 
 
 # names imported on first use, to keep `import initscale` fast: attribute -> (module, name in it or None)
-_LAZY: dict[str, tuple[str, str | None]] = {"presets": ("initscale.presets", None),
+_LAZY: dict[str, tuple[str, str | None]] = {"auto": ("initscale.autogain", "auto"),
+                                            "presets": ("initscale.presets", None),
                                             "Rule": ("initscale.reinit", "Rule"),
                                             "Stream": ("initscale.streams", "Stream")}
 

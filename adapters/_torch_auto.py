@@ -1,0 +1,413 @@
+"""``initscale.auto`` for torch: record the model's graph on one forward pass, then plan each weight.
+
+The pass runs in eval mode under ``torch.no_grad()`` with a :class:`torch.overrides.TorchFunctionMode`
+that sees every torch function and tensor method (``F.gelu``, ``x + y``, ``torch.cat``, ...), and
+forward hooks on three kinds of module, whose insides are then not recorded:
+
+- the layers whose main ``weight`` a one-spec ``reinit_`` sets (Linear, ConvNd, ConvTransposeNd,
+  transformers' Conv1D, ...): the weights ``auto`` plans;
+- normalization layers (torch's, any class named ``...Norm``): their output's second moment is
+  the mean square of their scale;
+- parameter-free modules that act elementwise on one tensor (``nn.GELU``, HF's
+  ``NewGELUActivation``, any custom activation module): tested on the pass's own input by
+  changing one value and checking that only that output changes; the module itself is then the
+  activation, integrated by quadrature (named classes use the closed forms of
+  :mod:`initscale.gains`).
+
+See :mod:`initscale.autogain` for the rules; this module only builds the graph and walks it.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch.overrides import TorchFunctionMode
+
+from initscale import presets
+from initscale.autogain import Auto, AutoPlan, AutoRow, activation_moment, layer_gain
+
+__all__ = ["plan"]
+
+# torch functions and modules with a closed form in initscale.gains: name -> (gains name, param reader)
+_FUNCTIONS: dict[str, tuple[str, Callable[[Sequence[Any], dict[str, Any]], float | None]]] = {
+    "relu": ("relu", lambda a, k: None), "relu_": ("relu", lambda a, k: None),
+    "gelu": ("gelu", lambda a, k: None), "silu": ("silu", lambda a, k: None), "tanh": ("tanh", lambda a, k: None),
+    "tanh_": ("tanh", lambda a, k: None), "sigmoid": ("sigmoid", lambda a, k: None),
+    "selu": ("selu", lambda a, k: None), "mish": ("mish", lambda a, k: None),
+    "softsign": ("softsign", lambda a, k: None),
+    "leaky_relu": ("leaky_relu", lambda a, k: float(k.get("negative_slope", a[1] if len(a) > 1 else 0.01))),
+    "elu": ("elu", lambda a, k: float(k.get("alpha", a[1] if len(a) > 1 else 1.0))),
+    "celu": ("celu", lambda a, k: float(k.get("alpha", a[1] if len(a) > 1 else 1.0))),
+    "softplus": ("softplus", lambda a, k: float(k.get("beta", a[1] if len(a) > 1 else 1.0))),
+}
+_MODULES = {"ReLU": "relu", "GELU": "gelu", "SiLU": "silu", "Tanh": "tanh", "Sigmoid": "sigmoid", "SELU": "selu",
+            "Mish": "mish", "Softsign": "softsign", "LeakyReLU": "leaky_relu", "ELU": "elu", "CELU": "celu",
+            "Softplus": "softplus",
+            # transformers.activations (5.24): the same functions under HF's class names
+            "GELUActivation": "gelu", "NewGELUActivation": "gelu_tanh", "GELUTanh": "gelu_tanh",
+            "PytorchGELUTanh": "gelu_tanh", "SiLUActivation": "silu", "MishActivation": "mish"}
+_IDENTITY_IN_EVAL = ("Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout", "FeatureAlphaDropout",
+                     "Identity", "DropPath")
+_SHAPE_OPS = {"view", "reshape", "permute", "transpose", "flatten", "contiguous", "__getitem__", "unsqueeze",
+              "squeeze", "expand", "chunk", "split", "unbind", "dropout", "to", "float", "type_as", "clone", "detach",
+              "t", "movedim", "narrow", "unflatten", "repeat_interleave", "half", "bfloat16", "double", "flip",
+              "neg", "__neg__", "roll"}
+_SUMS = {"add", "__add__", "__radd__", "add_", "__iadd__", "sub", "__sub__", "__rsub__", "sub_", "__isub__"}
+_PRODUCTS = {"mul", "__mul__", "__rmul__", "mul_", "__imul__"}
+_QUOTIENTS = {"div", "__truediv__", "div_", "__itruediv__"}
+_CATS = {"cat", "concat", "concatenate", "stack"}
+_GATHERS = {"embedding", "index_select", "gather", "take"}  # rows of their first float input, the table
+
+
+@dataclass
+class _Event:
+    kind: str  # "layer", "norm", "act", "op"
+    name: str  # function name, or module name
+    inputs: list[int]  # node ids of tensor inputs
+    outputs: list[int]
+    scalars: list[float] = field(default_factory=list)
+    activation: Any = None  # (gains name, param) or a callable
+    label: str = ""
+    sizes: list[int] = field(default_factory=list)  # for concatenations: each input's size along the axis
+
+
+class _Recorder(TorchFunctionMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.nodes: dict[int, int] = {}  # id(tensor) -> node
+        self.measured: list[float] = []  # node -> mean square measured on this pass
+        self.data: list[bool] = []  # node -> derived from the example inputs (else parameters and constants)
+        self.keep: list[torch.Tensor] = []  # keeps every recorded tensor alive (ids stay unique)
+        self.events: list[_Event] = []
+        self.depth = 0
+
+    def node(self, tensor: torch.Tensor, fresh: bool = False, data: bool = False) -> int:
+        if not fresh and id(tensor) in self.nodes:
+            return self.nodes[id(tensor)]
+        self.keep.append(tensor)
+        self.nodes[id(tensor)] = len(self.measured)
+        self.data.append(data)
+        self.depth += 1  # the measurement's own ops are not the model's
+        try:
+            value = tensor.detach()
+            self.measured.append(float(value.double().square().mean()) if value.numel() else 0.0)
+        finally:
+            self.depth -= 1
+        return self.nodes[id(tensor)]
+
+    def __torch_function__(self, func: Any, types: Any, args: Sequence[Any] = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if self.depth == 0:
+            self._record(func, args, kwargs, out)
+        return out
+
+    def _record(self, func: Any, args: Sequence[Any], kwargs: dict[str, Any], out: Any) -> None:
+        outs = [t for t in (out if isinstance(out, (tuple, list)) else (out,)) if isinstance(t, torch.Tensor)]
+        if not outs:
+            return
+        name = getattr(func, "__name__", str(func))
+        flat: list[Any] = []
+        sizes: list[int] = []
+        for a in args:
+            if isinstance(a, (tuple, list)):
+                flat.extend(a)
+                if name in _CATS:
+                    dim = kwargs.get("dim", args[1] if len(args) > 1 and isinstance(args[1], int) else 0)
+                    sizes = [_size(t, dim) for t in a if isinstance(t, torch.Tensor)]
+            else:
+                flat.append(a)
+        tensors = [t for t in flat if isinstance(t, torch.Tensor) and t.is_floating_point()]
+        scalars = [float(s) for s in flat if isinstance(s, (int, float)) and not isinstance(s, bool)]
+        inputs = [self.node(t) for t in tensors]
+        data = any(self.data[self.nodes[id(t)]] for t in flat if isinstance(t, torch.Tensor) and id(t) in self.nodes)
+        outputs = [self.node(t, fresh=True, data=data) for t in outs]
+        event = _Event("op", name, inputs, outputs, scalars, sizes=sizes)
+        if name in _FUNCTIONS and tensors:
+            gname, read = _FUNCTIONS[name]
+            event.kind, event.activation, event.label = "act", (gname, read(args, kwargs)), gname
+        self.events.append(event)
+
+
+def _size(tensor: torch.Tensor, dim: int) -> int:
+    """The tensor's size along ``dim`` in a concatenation (an empty 1-D tensor, which torch.cat skips: 0)."""
+    if tensor.numel() == 0:
+        return 0
+    return int(tensor.shape[dim]) if tensor.dim() else 1
+
+
+def _elementwise(module: torch.nn.Module, x: torch.Tensor) -> bool:
+    """Whether ``module`` maps ``x`` elementwise: changing one value changes only that output."""
+    if x.numel() < 2 or not x.is_floating_point():
+        return False
+    y = module(x)
+    if not isinstance(y, torch.Tensor) or y.shape != x.shape:
+        return False
+    flat = x.reshape(-1)
+    for i in (0, flat.numel() // 2):
+        probe = flat.clone()
+        probe[i] = probe[i] + 0.5 + probe[i].abs()
+        z = module(probe.reshape(x.shape)).reshape(-1)
+        changed = (z != y.reshape(-1))
+        changed[i] = False
+        if bool(changed.any()):
+            return False
+    return True
+
+
+def _module_activation(module: torch.nn.Module) -> tuple[Any, str]:
+    """(gains name, param) for a named activation class, else the module itself as a NumPy callable
+    (evaluated in eval mode, in float64) with its exact derivative by autograd."""
+    name = type(module).__name__
+    if name in _MODULES:
+        param = getattr(module, "negative_slope", getattr(module, "alpha", getattr(module, "beta", None)))
+        approximate = getattr(module, "approximate", "none")
+        gname = "gelu_tanh" if name == "GELU" and approximate == "tanh" else _MODULES[name]
+        return (gname, None if param is None else float(param)), gname
+
+    def run(x: Any, grad: bool) -> Any:
+        was = module.training
+        module.eval()
+        try:
+            t = torch.as_tensor(np.asarray(x, dtype=np.float64)).requires_grad_(grad)
+            with torch.enable_grad() if grad else torch.no_grad():
+                y = module(t)
+                if not grad:
+                    return y.numpy()
+                (dy,) = torch.autograd.grad(y.sum(), t)
+                return dy.numpy()
+        finally:
+            module.train(was)
+
+    def f(x: Any) -> Any:
+        return run(x, False)
+
+    def df(x: Any) -> Any:
+        return run(x, True)
+
+    f.__name__ = name
+    f.derivative = df  # type: ignore[attr-defined]
+    return f, name
+
+
+def _is_norm(module: torch.nn.Module) -> bool:
+    norms = (torch.nn.LayerNorm, torch.nn.GroupNorm, torch.nn.modules.batchnorm._NormBase,
+             getattr(torch.nn, "RMSNorm", torch.nn.LayerNorm))
+    return isinstance(module, norms) or type(module).__name__.endswith("Norm")
+
+
+def _record(model: torch.nn.Module, auto: Auto, layers: dict[str, tuple[str, int, str]]) -> tuple[_Recorder, list[int]]:
+    recorder = _Recorder()
+    handles = []
+    by_module = dict(model.named_modules())
+
+    def enter(name: str, kind: str) -> Any:
+        def pre(module: torch.nn.Module, args: tuple[Any, ...]) -> None:
+            if recorder.depth == 0:
+                tensors = [a for a in args if isinstance(a, torch.Tensor)]
+                recorder.pending.append((name, kind, [recorder.node(t) for t in tensors]))
+            recorder.depth += 1
+        return pre
+
+    def leave(name: str, kind: str) -> Any:
+        def post(module: torch.nn.Module, args: tuple[Any, ...], output: Any) -> None:
+            recorder.depth -= 1
+            if recorder.depth == 0:
+                _, _, inputs = recorder.pending.pop()
+                outs = [t for t in (output if isinstance(output, (tuple, list)) else (output,))
+                        if isinstance(t, torch.Tensor)]
+                data = any(recorder.data[i] for i in inputs)
+                event = _Event(kind, name, inputs, [recorder.node(t, fresh=True, data=data) for t in outs])
+                if kind == "norm":
+                    weight = getattr(module, "weight", None)
+                    event.scalars = [float(weight.detach().double().square().mean())
+                                     if isinstance(weight, torch.Tensor) and weight.numel() else 1.0]
+                if kind == "act":
+                    event.activation, event.label = _module_activation(module)
+                recorder.events.append(event)
+        return post
+
+    recorder.pending = []  # type: ignore[attr-defined]
+    activations: set[str] = set()
+    probing = {"on": False}
+
+    def probe(name: str) -> Any:
+        def pre(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            if probing["on"] or recorder.depth or name in activations:
+                return
+            if len(args) == 1 and not kwargs and isinstance(args[0], torch.Tensor):
+                probing["on"] = True
+                recorder.depth += 1
+                try:
+                    if _elementwise(module, args[0]):
+                        activations.add(name)
+                except Exception:  # a module that cannot run on its input alone is no activation
+                    pass
+                finally:
+                    recorder.depth -= 1
+                    probing["on"] = False
+        return pre
+
+    for name, module in by_module.items():
+        if name and name not in layers and not _is_norm(module) and type(module).__name__ not in _IDENTITY_IN_EVAL \
+                and not any(True for _ in module.parameters()) and not any(True for _ in module.children()):
+            handles.append(module.register_forward_pre_hook(probe(name), with_kwargs=True))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            # first pass: which parameter-free leaf modules act elementwise
+            model(*auto.example_inputs, **dict(auto.example_kwargs or {}))
+            for h in handles:
+                h.remove()
+            handles = []
+            for name, module in by_module.items():
+                if name in layers:
+                    handles += [module.register_forward_pre_hook(enter(name, "layer")),
+                                module.register_forward_hook(leave(name, "layer"))]
+                elif _is_norm(module) and name:
+                    handles += [module.register_forward_pre_hook(enter(name, "norm")),
+                                module.register_forward_hook(leave(name, "norm"))]
+                elif name in activations:
+                    handles += [module.register_forward_pre_hook(enter(name, "act")),
+                                module.register_forward_hook(leave(name, "act"))]
+            with recorder:
+                for t in [*auto.example_inputs, *dict(auto.example_kwargs or {}).values()]:  # the data
+                    if isinstance(t, torch.Tensor):
+                        recorder.node(t, data=True)
+                out = model(*auto.example_inputs, **dict(auto.example_kwargs or {}))
+            outputs = _output_nodes(recorder, out)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return recorder, outputs
+
+
+def _output_nodes(recorder: _Recorder, out: Any) -> list[int]:
+    found: list[int] = []
+
+    def visit(x: Any) -> None:
+        if isinstance(x, torch.Tensor) and id(x) in recorder.nodes:
+            found.append(recorder.nodes[id(x)])
+        elif isinstance(x, (tuple, list)):
+            for v in x:
+                visit(v)
+        elif isinstance(x, dict) or hasattr(x, "values"):
+            try:
+                for v in x.values():
+                    visit(v)
+            except Exception:  # an output object without values(): nothing to follow
+                pass
+
+    visit(out)
+    return found
+
+
+def _follower(recorder: _Recorder, node: int, outputs: set[int], start: int) -> tuple[str, Any, str]:
+    """What the first consumer of ``node`` after event ``start`` is: (follower, activation, label)."""
+    frontier = {node}
+    for event in recorder.events[start + 1:]:
+        if not frontier.intersection(event.inputs):
+            continue
+        if event.kind == "act":
+            return "activation", event.activation, event.label
+        if event.kind == "norm":
+            return "norm", None, "norm"
+        if event.kind == "op" and event.name in _SHAPE_OPS:
+            frontier.update(event.outputs)
+            continue
+        return "linear", None, event.name
+    return ("output", None, "output") if frontier & outputs else ("linear", None, "unused")
+
+
+def plan(model: torch.nn.Module, auto: Auto) -> AutoPlan:
+    """The :class:`~initscale.auto.AutoPlan` of ``model`` under ``auto`` (see the module docstring)."""
+    from initscale.adapters.torch import reinit_
+
+    report = reinit_(model, presets.get("he_normal"), dry_run=True)
+    layers: dict[str, tuple[str, int, str]] = {}
+    others: list[str] = []
+    for row in report.touched:
+        if row.fan_in is None:
+            continue
+        module, _, leaf = row.name.rpartition(".")
+        if leaf == "weight" and module not in layers:
+            layers[module] = (row.name, int(row.fan_in), row.layer)
+        else:
+            others.append(row.name)
+    recorder, outputs = _record(model, auto, layers)
+    predicted = list(recorder.measured)  # inputs, parameters and constants keep their measured mean squares
+    notes: list[str] = []
+    rows: list[AutoRow] = []
+    seen: set[str] = set()
+    output_set = set(outputs)
+    for index, event in enumerate(recorder.events):
+        ins = [predicted[i] for i in event.inputs]
+        m_in = ins[0] if ins else 0.0
+        if event.kind == "layer":
+            if event.name in seen:
+                value = predicted[event.outputs[0]] if event.outputs else 0.0
+                notes.append(f"{event.name} is called more than once; planned for its first call")
+                continue
+            seen.add(event.name)
+            weight, fan_in, cls = layers[event.name]
+            follower, activation, label = _follower(recorder, event.outputs[0], output_set, index)
+            if isinstance(activation, tuple):
+                g = layer_gain(follower, activation[0], m_in, auto.q, activation[1])
+            else:
+                g = layer_gain(follower, activation, m_in, auto.q)
+            note = g.note if follower != "linear" else f"then {label}: holds q"
+            rows.append(AutoRow(weight, cls, follower, label, m_in, fan_in, g.gain, g.chi, g.verdict, note))
+            value = g.gain**2 * m_in
+        elif event.kind == "act":
+            if isinstance(event.activation, tuple):
+                value = activation_moment(event.activation[0], m_in, event.activation[1])
+            else:
+                value = activation_moment(event.activation, m_in)
+        elif event.kind == "norm":
+            value = event.scalars[0] if event.scalars else 1.0
+        elif event.name in _SHAPE_OPS or event.name in _GATHERS:
+            value = m_in
+        elif event.name in _SUMS:
+            value = sum(ins) + sum(s * s for s in event.scalars)
+        elif event.name in _PRODUCTS:
+            value = math.prod(ins) * math.prod(s * s for s in event.scalars)
+        elif event.name in _QUOTIENTS:
+            value = math.prod(ins[:1]) / math.prod(s * s for s in event.scalars) if event.scalars else \
+                _measured_ratio(recorder, event, m_in, notes)
+        elif event.name in _CATS and event.sizes and len(event.sizes) == len(ins):
+            value = sum(n * m for n, m in zip(event.sizes, ins, strict=True)) / sum(event.sizes)
+        else:
+            value = _measured_ratio(recorder, event, m_in, notes)
+        for out in event.outputs:
+            predicted[out] = value
+    if others:
+        warnings.warn(f"initscale.auto: {len(others)} weight(s) are not one layer's main `weight` and get no gain from "
+                      f"the graph (left to the other rules and defaults): {', '.join(others[:10])}"
+                      f"{' ...' if len(others) > 10 else ''}. Give them a rule.", UserWarning, stacklevel=4)
+    missing = [w for name, (w, _, _) in layers.items() if name not in seen]
+    if missing:
+        warnings.warn(f"initscale.auto: the example pass did not call {len(missing)} layer(s), which get no gain: "
+                      f"{', '.join(missing[:10])}. Pass example inputs that reach them, or give them a rule.",
+                      UserWarning, stacklevel=4)
+    return AutoPlan(tuple(rows), auto.q, auto.distribution, tuple(dict.fromkeys(notes)))
+
+
+def _measured_ratio(recorder: _Recorder, event: _Event, m_in: float, notes: list[str]) -> float:
+    """An op without a rule: the predicted input times the ratio of mean squares measured on the
+    pass (noted when the op is on the data's path; parameters and constants are simply measured)."""
+    measured_in = recorder.measured[event.inputs[0]] if event.inputs else 0.0
+    measured_out = recorder.measured[event.outputs[0]] if event.outputs else 0.0
+    if not any(recorder.data[i] for i in event.inputs):
+        return measured_out
+    notes.append(f"op {event.name!r}: ratio of mean squares measured on the example pass")
+    if measured_in > 0.0 and m_in > 0.0:
+        return m_in * measured_out / measured_in
+    return measured_out

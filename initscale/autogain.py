@@ -1,0 +1,218 @@
+"""Activation-aware gains from the model's own graph: ``initscale.auto``.
+
+``initscale.torch.reinit_(model, initscale.auto(example_inputs=(x,)))`` gives every weight the
+fixed-point gain (:func:`initscale.gains.fixed_point`) of the activation that follows its layer,
+for the second moment that actually arrives at its input. The adapter runs the model once on the
+example inputs and records its graph (which op follows which layer); this module holds the
+framework-free part: the rows, the gain of each layer and the propagation of second moments.
+
+For a layer of fan-in n whose input has second moment m (predicted along the graph from the
+data's own, measured on the example inputs) and whose output goes to
+
+- an activation f: the pre-activation std a solving E[f(aZ)²] = q (a = g·√q with g the fixed-point
+  gain of f at q; Poole et al. 2016, Schoenholz et al. 2017), so the weight std is a/√(m·n): gain
+  a/√m. Its output's second moment is then q, whatever m was: the first layer, whose input is the
+  data, starts on the fixed point instead of m/q off it. χ = g²·E[f'(aZ)²] is the fixed point's.
+- a normalization layer or the model's output: std 1/√n (gain 1), as the issue's rule says: the norm
+  rescales anyway, and the output keeps the input's scale.
+- anything else (another layer, a residual addition, an attention product): gain √(q/m), which
+  holds the second moment at q (a linear "activation").
+
+Second moments propagate (zero-mean, independent terms): a layer multiplies by gain², an
+activation maps m to E[f(√m·Z)²] (quadrature), a sum adds, a product of tensors multiplies, a
+scalar factor c multiplies by c², a concatenation averages by size, a norm gives the mean square of
+its scale; an op without a rule here takes the ratio of mean squares measured on the example pass
+(named in the row's note, never silent).
+
+Example:
+    >>> from initscale.autogain import layer_gain
+    >>> g = layer_gain("activation", "relu", m_in=4.0, q=1.0)   # data of second moment 4 into ReLU
+    >>> round(g.gain, 6), round(g.m_out, 6)                   # √2/√4: the output is at q = 1
+    (0.707107, 1.0)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from . import _validate, gains
+from .specs import Spec, VarianceScaling
+
+__all__ = ["Auto", "AutoPlan", "AutoRow", "LayerGain", "activation_moment", "auto", "layer_gain"]
+
+Follower = Literal["activation", "norm", "output", "linear"]
+_DISTRIBUTIONS = ("normal", "truncated_normal", "uniform")
+
+
+@dataclass(frozen=True)
+class LayerGain:
+    """The std gain of one layer (weights of std ``gain``/√fan_in), its output's second moment
+    (after the activation, if any), χ and verdict (None where no activation follows), and a note."""
+
+    gain: float
+    m_out: float
+    chi: float | None
+    verdict: str | None
+    note: str
+
+
+def activation_moment(activation: str | Callable[[Any], Any], m_in: float, param: float | None = None) -> float:
+    """E[f(√m·Z)²], Z ~ N(0, 1): the second moment after ``activation`` (a name of
+    :data:`initscale.gains.ACTIVATIONS` with its ``param``, or a NumPy-vectorized callable, whose
+    ``derivative`` attribute, if any, is its exact f') of an input of second moment m."""
+    if not m_in > 0.0:
+        return 0.0
+    derivative = getattr(activation, "derivative", None) if callable(activation) else None
+    return gains.stability(activation, 1.0, 1, q=m_in, param=param, derivative=derivative).q_final
+
+
+def layer_gain(follower: Follower, activation: str | Callable[[Any], Any] | None, m_in: float, q: float = 1.0,
+               param: float | None = None) -> LayerGain:
+    """The gain of a layer whose input has second moment ``m_in`` and whose output goes to ``follower``."""
+    if not (math.isfinite(m_in) and m_in > 0.0):
+        raise ValueError(f"auto: the predicted second moment at a layer's input is {m_in!r}; a gain needs a finite "
+                         "positive one (is the input all zeros?).")
+    if follower in ("norm", "output"):
+        return LayerGain(1.0, m_in, None, None, f"feeds {'a norm' if follower == 'norm' else 'the output'}: "
+                                                "std 1/sqrt(fan_in)")
+    if follower == "linear" or activation is None:
+        return LayerGain(math.sqrt(q / m_in), q, 1.0, gains.verdict(1.0), "no activation follows: holds q")
+    derivative = getattr(activation, "derivative", None) if callable(activation) else None
+    fp = gains.fixed_point(activation, q, param, derivative=derivative)
+    a = fp.gain * math.sqrt(fp.q_star)
+    return LayerGain(a / math.sqrt(m_in), fp.q_star, fp.chi, fp.verdict, fp.note)
+
+
+@dataclass(frozen=True)
+class AutoRow:
+    """One weight under ``auto``: its parameter and layer, what follows the layer (``activation``,
+    ``norm``, ``output`` or ``linear``) and which activation, the predicted second moment at its
+    input, its fan-in, the gain (std gain/√fan_in), χ and verdict of its activation, and a note."""
+
+    weight: str
+    layer: str
+    follower: Follower
+    activation: str
+    m_in: float
+    fan_in: int
+    gain: float
+    chi: float | None
+    verdict: str | None
+    note: str
+
+
+@dataclass(frozen=True)
+class AutoPlan:
+    """What ``auto`` decided for one model: a row per weight in forward order, and the rules
+    (parameter name -> spec) that reinit applies."""
+
+    rows: tuple[AutoRow, ...]
+    q: float
+    distribution: str
+    notes: tuple[str, ...] = ()
+
+    def rules(self) -> dict[str, Spec]:
+        """Parameter name -> ``VarianceScaling(scale=gain², mode="fan_in")`` (forward fans of each layer)."""
+        return {row.weight: VarianceScaling(scale=row.gain**2, mode="fan_in", distribution=self.distribution)
+                for row in self.rows}
+
+    def __getitem__(self, weight: str) -> AutoRow:
+        for row in self.rows:
+            if row.weight == weight:
+                return row
+        raise KeyError(f"No weight {weight!r} in this auto plan; its weights are "
+                       f"{', '.join(r.weight for r in self.rows) or 'none'}.")
+
+    def growth(self) -> float:
+        """∏ χ over the layers followed by an activation: the predicted factor on a small
+        perturbation's second moment (and the gradient's) through the model (χ^L for L equal layers)."""
+        out = 1.0
+        for row in self.rows:
+            if row.chi is not None:
+                out *= row.chi
+        return out
+
+    def assert_stable(self, factor: float = 2.0) -> None:
+        """Raise AssertionError if the predicted growth leaves [1/factor, factor] (for tests and CI)."""
+        factor = _validate.real("factor", factor, positive=True)
+        bound, growth = max(factor, 1.0 / factor), self.growth()
+        if not 1.0 / bound <= growth <= bound:
+            worst = sorted((r for r in self.rows if r.chi is not None), key=lambda r: -abs(math.log(r.chi)))[:3]
+            raise AssertionError(
+                f"auto: a small perturbation's second moment is predicted to grow by {growth:.4g} through the model "
+                f"(outside [{1 / bound:.3g}, {bound:.3g}]). Largest |log chi|: "
+                + ", ".join(f"{r.weight} ({r.activation}, chi={r.chi:.4g})" for r in worst))
+
+    def __str__(self) -> str:
+        from .reinit import _aligned
+
+        def number(x: float | None) -> str:
+            return "-" if x is None else f"{x:.4g}"
+
+        lines = [("weight", "layer", "then", "m_in", "fan_in", "gain", "chi", "note")]
+        lines += [(r.weight, r.layer, r.activation if r.follower == "activation" else r.follower, number(r.m_in),
+                   str(r.fan_in), number(r.gain), number(r.chi), r.note) for r in self.rows]
+        notes = "".join(f"\nnote: {n}" for n in self.notes)
+        return (f"auto (q={self.q:g}): {len(self.rows)} weights, predicted perturbation growth {self.growth():.4g}\n"
+                + "\n".join(_aligned(lines)) + notes)
+
+
+@dataclass(frozen=True)
+class Auto:
+    """Rules that come from the model's graph: pass as ``rules`` (``initscale.auto(...)``).
+
+    ``plan(model)`` (through the adapter) records the graph on ``example_inputs`` and returns the
+    :class:`AutoPlan`; ``rules_for(model)`` its rules, the other parameters left to the defaults.
+    """
+
+    example_inputs: Any
+    example_kwargs: Mapping[str, Any] | None = None
+    q: float = 1.0
+    distribution: str = "normal"
+
+    def __post_init__(self) -> None:
+        try:
+            _validate.real("q", self.q, positive=True)
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"initscale.auto: {err} q is the second moment to hold after each activation.") from None
+        if self.distribution not in _DISTRIBUTIONS:
+            raise ValueError(f"Argument `distribution` of initscale.auto must be one of "
+                             f"{', '.join(repr(d) for d in _DISTRIBUTIONS)}. "
+                             f"Received: distribution={self.distribution!r}.")
+        if self.example_inputs is None:
+            raise ValueError("initscale.auto needs example_inputs=: the model is run once on them to find which "
+                             "activation follows each layer and the second moment of the data.")
+
+    def plan(self, model: Any) -> AutoPlan:
+        """The plan for ``model`` (a torch module)."""
+        if type(model).__module__.startswith("torch") or hasattr(model, "named_parameters"):
+            from .adapters import _torch_auto
+
+            return _torch_auto.plan(model, self)
+        raise TypeError(f"initscale.auto: models of type {type(model).__name__} are not supported yet (torch "
+                        "modules are).")
+
+    def rules_for(self, model: Any) -> dict[str, Spec]:
+        """The concrete rules for ``model``: parameter name -> spec."""
+        return self.plan(model).rules()
+
+
+def auto(example_inputs: Any, example_kwargs: Mapping[str, Any] | None = None, *, q: float = 1.0,
+         distribution: str = "normal") -> Auto:
+    """Activation-aware rules: each weight the fixed-point gain of what follows its layer (module docstring).
+
+    Args:
+        example_inputs: the positional inputs of one forward pass (a tensor or a tuple); the data's
+            second moment is measured on them.
+        example_kwargs: keyword inputs of that pass.
+        q: the second moment to hold after each activation (1).
+        distribution: ``"normal"``, ``"truncated_normal"`` (corrected to the same variance) or ``"uniform"``.
+    """
+    if example_inputs is None:
+        raise ValueError("initscale.auto needs example_inputs=: the model is run once on them to find which "
+                         "activation follows each layer and the second moment of the data.")
+    inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+    return Auto(inputs, example_kwargs, q, distribution)
