@@ -90,6 +90,7 @@ __all__ = [
     "initializer",
     "lecun_normal_",
     "lecun_uniform_",
+    "materialize_",
     "orthogonal_",
     "reinit_",
     "variance_scaling_",
@@ -1153,3 +1154,4 @@ def apply_fn(spec: Spec, *, generator: torch.Generator | None = None,
 
 
 from ._torch_check import check  # noqa: E402  (the model check: initscale.check, walked here)
+from ._torch_materialize import materialize_  # noqa: E402  (meta device -> ready model, built on reinit_)
