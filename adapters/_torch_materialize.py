@@ -394,6 +394,16 @@ def _plan_buffers(model: torch.nn.Module, restorers: Mapping[str, Restorer]) -> 
     return plans
 
 
+def _restore(plans: Sequence[_BufferPlan], device: torch.device) -> None:
+    """Run each planned restorer on the allocated model; a buffer it reassigned is copied into the
+    allocated tensor (so it lands on ``device`` and keeps its identity)."""
+    fork = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.no_grad():
+        for plan in plans:
+            for name, value in _run(plan.candidate, plan.owner, plan.names, fork).items():
+                plan.owner._buffers[name].copy_(value)
+
+
 def _ties(named: Sequence[tuple[str, Any]]) -> list[list[str]]:
     groups: dict[int, list[str]] = {}
     for name, tensor in named:
@@ -526,10 +536,6 @@ def materialize_(model: torch.nn.Module, rules: Spec | Mapping[str, Any], *, dev
     model.to_empty(device=target)
     _retie(model, param_ties, "_parameters")
     _retie(model, buffer_ties, "_buffers")
-    fork = [target.index if target.index is not None else torch.cuda.current_device()] if target.type == "cuda" else []
-    with torch.no_grad():
-        for plan in plans:
-            for name, value in _run(plan.candidate, plan.owner, plan.names, fork).items():
-                plan.owner._buffers[name].copy_(value)
+    _restore(plans, target)
     return ist.reinit_(model, rules, generator=generator, include_frozen=True, defaults=defaults, fans=fans,
                        stream_seed=stream_seed, stream_names=stream_names)
