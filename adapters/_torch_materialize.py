@@ -46,6 +46,7 @@ import contextlib
 import dataclasses
 import inspect
 import sys
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -537,5 +538,7 @@ def materialize_(model: torch.nn.Module, rules: Spec | Mapping[str, Any], *, dev
     _retie(model, param_ties, "_parameters")
     _retie(model, buffer_ties, "_buffers")
     _restore(plans, target)
-    return ist.reinit_(model, rules, generator=generator, include_frozen=True, defaults=defaults, fans=fans,
-                       stream_seed=stream_seed, stream_names=stream_names)
+    with warnings.catch_warnings():  # the dry run above gave the plan's warnings already
+        warnings.simplefilter("ignore", UserWarning)
+        return ist.reinit_(model, rules, generator=generator, include_frozen=True, defaults=defaults, fans=fans,
+                           stream_seed=stream_seed, stream_names=stream_names)

@@ -319,3 +319,10 @@ def test_planted_std_bugs_are_caught(bug: str) -> None:
         warnings.simplefilter("error")
         found = std_problems(model, report)
     assert found, f"the planted bug {bug!r} was not caught"
+
+
+def test_the_plans_warnings_come_once() -> None:
+    model = _on_meta(ResNetish)
+    with pytest.warns(UserWarning, match="matched no parameter: 'LSTM'") as caught:
+        ist.materialize_(model, {"LSTM": HE, "_ConvNd": HE, "Linear": HE}, device="cpu")
+    assert len([w for w in caught if "matched no parameter" in str(w.message)]) == 1
