@@ -9,8 +9,13 @@ plant the classic bugs and show the checks fail.
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import pytest
 from _materialize import buffer_problems, meta_problems, std_problems, tie_problems
@@ -326,3 +331,23 @@ def test_the_plans_warnings_come_once() -> None:
     with pytest.warns(UserWarning, match="matched no parameter: 'LSTM'") as caught:
         ist.materialize_(model, {"LSTM": HE, "_ConvNd": HE, "Linear": HE}, device="cpu")
     assert len([w for w in caught if "matched no parameter" in str(w.message)]) == 1
+
+
+# --- DTensor (FSDP2): 2 CPU processes with gloo, launched by torchrun --------------------------------
+
+
+def test_fsdp2_dtensor_model_on_meta_each_rank_fills_its_shard(tmp_path) -> None:
+    if not (torch.distributed.is_available() and torch.distributed.is_gloo_available()):
+        pytest.skip("torch.distributed with gloo is not available")
+    script = Path(__file__).parent / "dist" / "materialize_dtensor.py"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "INITSCALE_DIST_OUT": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           str(script)], capture_output=True, text=True, timeout=300, env=env, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for rank in range(2):
+        result = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert result["dtensor"] and result["local_shape"] == [64, 64]  # Shard(0) of (128, 64)
+        assert result["fans"] == [64, 128]  # from the global shape
+        assert result["std_problems"] == [] and result["buffer_problems"] == []
+        assert result["shards_differ"] and result["same_shards_caught"]  # the check, and its planted bug
+        assert result["finite"] and result["reproducible"]
