@@ -34,10 +34,16 @@ storages it writes, so a restorer that does not write a buffer is never trusted 
    ``2**20`` parameter values in the module) and every constructor argument is an attribute of
    the same name on the module (``config``, ``dim``, ...; ``device`` is taken as the CPU): the
    rebuilt module's buffers (same names, shapes and dtypes) are copied in.
+7. torchtitan's convention, the module's ``init_weights(buffer_device=...)`` (its Llama 3
+   ``Transformer`` recomputes ``freqs_cis`` there), with ``buffer_device`` the CPU. It also draws
+   every parameter below the module (a whole model's init, drawn again by the rules): for a
+   large model, ``restorers={"Transformer": lambda m: setattr(m, "freqs_cis",
+   m._precompute_freqs_cis())}`` is cheaper.
 
-Restorers 2-6 run with the RNG state forked (``torch.random.fork_rng``): the global RNG is left
-as it was. A buffer none of them writes is an error naming it, its module's class and the fix,
-before anything is allocated.
+A buffer a restorer assigns anew (``self.freqs_cis = ...``) is copied into the allocated tensor,
+which keeps its place on ``device``. Restorers 2-7 run with the RNG state forked
+(``torch.random.fork_rng``): the global RNG is left as it was. A buffer none of them writes is an
+error naming it, its module's class and the fix, before anything is allocated.
 """
 
 from __future__ import annotations
@@ -298,6 +304,16 @@ def _rebuilt(owner: torch.nn.Module) -> tuple[dict[str, torch.Tensor] | None, st
     return {n: b.detach() for n, b in got.items()}, ""
 
 
+def _takes_buffer_device(owner: torch.nn.Module) -> bool:
+    """torchtitan's ``init_weights(buffer_device=None)``: recomputes the module's buffers (and
+    draws every parameter below it)."""
+    method = getattr(owner, "init_weights", None)
+    try:
+        return callable(method) and "buffer_device" in inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def _candidates(model: torch.nn.Module, owner_name: str, owner: torch.nn.Module,
                 restorers: Mapping[str, Restorer]) -> tuple[list[_Candidate], list[str]]:
     found: list[_Candidate] = []
@@ -319,6 +335,9 @@ def _candidates(model: torch.nn.Module, owner_name: str, owner: torch.nn.Module,
     if callable(getattr(owner, "reset_parameters", None)):
         found.append(_Candidate("reset_parameters()", owner.reset_parameters))
     found.append(_Candidate(_REBUILD, lambda: None))  # computed only if reached (it builds a module)
+    if _takes_buffer_device(owner):
+        found.append(_Candidate("init_weights(buffer_device=cpu) (torchtitan's convention)",
+                                lambda: owner.init_weights(buffer_device=torch.device("cpu"))))
     return found, notes
 
 
@@ -501,9 +520,12 @@ def materialize_(model: torch.nn.Module, rules: Spec | Mapping[str, Any], *, dev
 
     Sources: transformers 5.24.0 ``src/transformers/modeling_utils.py``
     (``PreTrainedModel._init_weights``, ``_initialize_weights``, ``initialize_weights``,
-    ``_move_missing_keys_from_meta_to_device``, ``_initialize_missing_keys``); torchtitan
-    ``torchtitan/train.py`` and ``torchtitan/models/llama3/model/model.py`` (``to_empty``, then
-    ``init_weights(buffer_device=...)``, which recomputes ``freqs_cis``); torch 2.13
+    ``_move_missing_keys_from_meta_to_device``, ``_initialize_missing_keys``) and
+    ``models/llama/modeling_llama.py`` (``LlamaRotaryEmbedding``); torchtitan (pytorch/torchtitan)
+    ``torchtitan/train.py`` (``model.to_empty(device=init_device)``, then under ``no_grad``
+    ``model.init_weights(buffer_device=buffer_device)``) and
+    ``torchtitan/models/llama3/model/model.py`` at commit 6404b932 (``init_weights`` recomputes
+    ``freqs_cis`` under ``torch.device(buffer_device)``, then draws every parameter); torch 2.13
     ``torch/nn/modules/module.py`` (``to_empty``, which gives each tied name its own tensor when
     leaving the meta device) and ``batchnorm.py`` (``reset_running_stats``).
     """

@@ -351,3 +351,50 @@ def test_fsdp2_dtensor_model_on_meta_each_rank_fills_its_shard(tmp_path) -> None
         assert result["std_problems"] == [] and result["buffer_problems"] == []
         assert result["shards_differ"] and result["same_shards_caught"]  # the check, and its planted bug
         assert result["finite"] and result["reproducible"]
+
+
+def test_the_docstring_example_runs() -> None:
+    import doctest
+
+    assert doctest.testmod(mat, optionflags=doctest.ELLIPSIS).failed == 0
+
+
+class Titan(nn.Module):
+    """torchtitan's Llama 3 pattern: a complex64 ``freqs_cis`` buffer on the root, recomputed by
+    ``init_weights(buffer_device=...)`` (which also draws every parameter)."""
+
+    calls = 0
+
+    def __init__(self, dim: int = 16, heads: int = 2, length: int = 12, vocab: int = 30) -> None:
+        super().__init__()  # `vocab` is not kept: the module cannot be rebuilt from its attributes
+        self.dim, self.heads, self.length = dim, heads, length
+        self.tok_embeddings = nn.Embedding(vocab, dim)
+        self.register_buffer("freqs_cis", self._precompute_freqs_cis(), persistent=True)
+        self.output = nn.Linear(dim, vocab, bias=False)
+
+    def _precompute_freqs_cis(self):
+        half = self.dim // self.heads
+        freqs = 1.0 / (10000.0 ** (torch.arange(0, half, 2)[: half // 2].float() / half))
+        angles = torch.outer(torch.arange(self.length, device=freqs.device), freqs).float()
+        return torch.polar(torch.ones_like(angles), angles)
+
+    def init_weights(self, buffer_device=None):
+        Titan.calls += 1
+        buffer_device = buffer_device or self.freqs_cis.device
+        with torch.device(buffer_device):
+            self.freqs_cis = self._precompute_freqs_cis()
+        nn.init.normal_(self.tok_embeddings.weight)
+        nn.init.trunc_normal_(self.output.weight, std=self.dim**-0.5)
+
+
+def test_torchtitan_init_weights_buffer_device_restores_the_root_buffer() -> None:
+    reference = Titan()
+    model = _on_meta(Titan)
+    Titan.calls = 0
+    state = torch.get_rng_state()
+    report = ist.materialize_(model, {"Embedding": initscale.Normal(1.0), "Linear": HE}, device="cpu",
+                              generator=_gen(0))
+    assert torch.equal(torch.get_rng_state(), state)
+    assert Titan.calls == 2  # on the meta model (the probe), then on the allocated one
+    assert buffer_problems(model, reference) == [] and model.freqs_cis.dtype == torch.complex64
+    assert std_problems(model, report) == []  # drawn by the rules after init_weights drew them
