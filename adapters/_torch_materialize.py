@@ -418,10 +418,20 @@ def _restore(plans: Sequence[_BufferPlan], device: torch.device) -> None:
     """Run each planned restorer on the allocated model; a buffer it reassigned is copied into the
     allocated tensor (so it lands on ``device`` and keeps its identity)."""
     fork = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    done: list[str] = []
     with torch.no_grad():
         for plan in plans:
-            for name, value in _run(plan.candidate, plan.owner, plan.names, fork).items():
-                plan.owner._buffers[name].copy_(value)
+            prefix = f"{plan.owner_name}." if plan.owner_name else ""
+            try:
+                for name, value in _run(plan.candidate, plan.owner, plan.names, fork).items():
+                    plan.owner._buffers[name].copy_(value)
+            except Exception as err:  # it ran on the meta model: a runtime failure (device, memory)
+                raise RuntimeError(
+                    f"materialize_: {plan.candidate.name} failed on the allocated model while restoring "
+                    f"{_listed([prefix + n for n in plan.names])} ({type(err).__name__}: {err}), although it ran on "
+                    f"the meta model. The model is allocated on {device}; buffers restored so far: "
+                    f"{_listed(done) or 'none'}; no parameter has been drawn yet.") from err
+            done += [prefix + n for n in plan.names]
 
 
 def _ties(named: Sequence[tuple[str, Any]]) -> list[list[str]]:

@@ -398,3 +398,36 @@ def test_torchtitan_init_weights_buffer_device_restores_the_root_buffer() -> Non
     assert Titan.calls == 2  # on the meta model (the probe), then on the allocated one
     assert buffer_problems(model, reference) == [] and model.freqs_cis.dtype == torch.complex64
     assert std_problems(model, report) == []  # drawn by the rules after init_weights drew them
+
+
+class SharedBuffer(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = BufferOwner(), BufferOwner()
+        self.b.table = self.a.table  # one buffer under two names
+
+
+class BufferOwner(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("table", torch.arange(6.0))
+
+
+def test_a_shared_buffer_stays_shared() -> None:
+    reference = SharedBuffer()
+    model = _on_meta(SharedBuffer)
+    ist.materialize_(model, HE, device="cpu")
+    assert tie_problems(model, reference) == [] and buffer_problems(model, reference) == []
+
+
+def test_a_restorer_failing_after_allocation_says_what_was_done() -> None:
+    def restore(module):
+        if not module.table.is_meta:
+            raise RuntimeError("device lost")
+        module.table.zero_()
+
+    model = _on_meta(lambda: WithBuffers(opaque=True))
+    with pytest.raises(RuntimeError, match=r"restorers\['Opaque'\] failed on the allocated model while restoring "
+                                           r"'opaque\.table' \(RuntimeError: device lost\).*buffers restored so far: "
+                                           r"'pos\.table', 'masked\.mask'; no parameter has been drawn yet"):
+        ist.materialize_(model, RULES, device="cpu", restorers={"Opaque": restore})
