@@ -47,6 +47,33 @@ def shards_differ(weight) -> bool:
     return not torch.equal(halves[0], halves[1])
 
 
+def hf_llama(mesh) -> dict[str, object]:
+    """A tiny HF Llama, fully_shard per decoder layer and at the root, on meta: its rotary buffers
+    (not sharded by FSDP2) are restored on every rank."""
+    try:
+        import transformers
+    except ImportError:
+        return {"llama": "transformers is not installed"}
+    config = transformers.LlamaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                      num_key_value_heads=2, intermediate_size=64, vocab_size=50,
+                                      max_position_embeddings=16)
+    reference = transformers.LlamaForCausalLM(config)
+    with torch.device("meta"):
+        model = transformers.LlamaForCausalLM(config)
+    for layer in model.model.layers:
+        fully_shard(layer, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    rules = {"Embedding": initscale.Normal(0.02), "lm_head.weight": initscale.Normal(0.02),
+             "Linear": initscale.presets.get("he_normal")}
+    report = ist.materialize_(model, rules, device="cpu", generator=torch.Generator().manual_seed(5))
+    found = {"llama_std_problems": std_problems(model, report),
+             "llama_buffer_problems": buffer_problems(model, reference)}
+    ids = torch.randint(0, 50, (2, 8), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        found["llama_finite"] = bool(model.eval()(input_ids=ids).logits.isfinite().all())
+    return found
+
+
 def main() -> None:
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -76,6 +103,7 @@ def main() -> None:
         local = again[0].weight.to_local()
         dist.broadcast(local, src=0)
     out["same_shards_caught"] = not shards_differ(again[0].weight)
+    out.update(hf_llama(mesh))
     folder = os.environ.get("INITSCALE_DIST_OUT")
     text = json.dumps(out)
     if folder:
