@@ -348,15 +348,17 @@ def _run(candidate: _Candidate, owner: torch.nn.Module, names: Sequence[str],
     if candidate.values is not None:
         return {n: candidate.values[n] for n in names}
     forked = torch.random.fork_rng(devices=fork_devices) if candidate.forked else contextlib.nullcontext()
-    with forked, torch.no_grad():
-        candidate.run()
     moved = {}
-    for n in names:
-        now = owner._buffers.get(n)
-        if now is not before[n]:
-            owner._buffers[n] = before[n]
-            if isinstance(now, torch.Tensor):
-                moved[n] = now
+    try:
+        with forked, torch.no_grad():
+            candidate.run()
+    finally:  # even when it fails midway: the model keeps its own buffer tensors
+        for n in names:
+            now = owner._buffers.get(n)
+            if now is not before[n]:
+                owner._buffers[n] = before[n]
+                if isinstance(now, torch.Tensor):
+                    moved[n] = now
     return moved
 
 

@@ -434,3 +434,16 @@ def test_a_restorer_failing_after_allocation_says_what_was_done() -> None:
                                            r"'opaque\.table' \(RuntimeError: device lost\).*buffers restored so far: "
                                            r"'pos\.table', 'masked\.mask'; no parameter has been drawn yet"):
         ist.materialize_(model, RULES, device="cpu", restorers={"Opaque": restore})
+
+
+def test_a_restorer_that_fails_on_meta_leaves_the_model_as_it_was() -> None:
+    def half_done(module):
+        module.table = torch.zeros(module.n)  # reassigned, then it fails
+        raise RuntimeError("needs real values")
+
+    model = _on_meta(lambda: WithBuffers(opaque=True))
+    table = model.opaque.table
+    with pytest.raises(ValueError, match=r"restorers\['Opaque'\] failed on the meta model \(RuntimeError: needs "
+                                         r"real values\)"):
+        ist.materialize_(model, RULES, device="cpu", restorers={"Opaque": half_done})
+    assert model.opaque.table is table and meta_problems(model) == []
