@@ -472,7 +472,7 @@ def _untouched_error(report: Report) -> ValueError:
 
 def materialize_(model: torch.nn.Module, rules: Spec | Mapping[str, Any], *, device: torch.device | str | int,
                  generator: torch.Generator | None = None, restorers: Mapping[str, Restorer] | None = None,
-                 defaults: bool = True, fans: str = "forward", stream_seed: int | None = None,
+                 dry_run: bool = False, defaults: bool = True, fans: str = "forward", stream_seed: int | None = None,
                  stream_names: Mapping[str, str] | Callable[[str], str] | None = None) -> Report:
     """Make a model built on the meta device ready on ``device``, in place: every parameter by
     ``rules``, every buffer by its module's own code.
@@ -507,6 +507,8 @@ def materialize_(model: torch.nn.Module, rules: Spec | Mapping[str, Any], *, dev
         restorers: ``{"ModuleClass": fn}``: ``fn(module)`` writes that module's buffers (in place,
             or by assigning new tensors, which are copied to ``device``), for modules whose buffers
             initscale cannot restore by itself. Tried first, and checked on the meta model too.
+        dry_run: make every check above and return the report of what would be drawn, allocating
+            and changing nothing (the restorers' runs on the meta model write no values).
         defaults, fans, stream_seed, stream_names: as for ``reinit_``.
 
     Returns:
@@ -565,6 +567,8 @@ def materialize_(model: torch.nn.Module, rules: Spec | Mapping[str, Any], *, dev
                          "reduction), which cannot be initialized; redistribute them to Shard or Replicate "
                          "placements first. Nothing was allocated or changed.")
     plans = _plan_buffers(model, chosen)
+    if dry_run:
+        return report
     param_ties = _ties(list(model.named_parameters(remove_duplicate=False)))
     buffer_ties = _ties(list(model.named_buffers(remove_duplicate=False)))
 

@@ -447,3 +447,12 @@ def test_a_restorer_that_fails_on_meta_leaves_the_model_as_it_was() -> None:
                                          r"real values\)"):
         ist.materialize_(model, RULES, device="cpu", restorers={"Opaque": half_done})
     assert model.opaque.table is table and meta_problems(model) == []
+
+
+def test_a_dry_run_checks_everything_and_allocates_nothing() -> None:
+    model = _on_meta(ResNetish)
+    report = ist.materialize_(model, HE, device="cpu", dry_run=True)
+    assert report.dry_run and report["grouped.weight"].touched
+    assert meta_problems(model) == []
+    with pytest.raises(ValueError, match=r"'opaque\.table' \(in Opaque\)"):
+        ist.materialize_(_on_meta(lambda: WithBuffers(opaque=True)), RULES, device="cpu", dry_run=True)

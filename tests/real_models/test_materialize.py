@@ -110,6 +110,34 @@ def test_every_parameter_has_its_reported_std(built, name: str) -> None:
     assert std_problems(model, report) == []
 
 
+SMALL = {"hidden_size": D, "num_hidden_layers": 2, "num_attention_heads": HEADS, "intermediate_size": FF,
+         "vocab_size": VOCAB, "max_position_embeddings": POS}
+MORE = {  # more rotary and embedding variants: buffers only (model class, config class, extra config)
+    "mistral": ("MistralForCausalLM", "MistralConfig", {"num_key_value_heads": 2}),
+    "gemma": ("GemmaForCausalLM", "GemmaConfig", {"num_key_value_heads": 2, "head_dim": 8}),
+    "gemma3": ("Gemma3ForCausalLM", "Gemma3TextConfig", {"num_key_value_heads": 2, "head_dim": 8}),
+    "gpt_neox": ("GPTNeoXForCausalLM", "GPTNeoXConfig", {}),
+    "roberta": ("RobertaModel", "RobertaConfig", {}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MORE))
+def test_more_models_buffers_equal_the_cpu_built_models(name: str) -> None:
+    if triton_would_abort():
+        pytest.skip("TensorFlow is loaded and Triton would abort after it: test_in_a_fresh_process runs this file")
+    model_class, config_class, extra = MORE[name]
+    if not hasattr(transformers, model_class):
+        pytest.skip(f"transformers {transformers.__version__} has no {model_class}")
+    config = getattr(transformers, config_class)(**SMALL, **extra)
+    reference = getattr(transformers, model_class)(config)
+    with torch.device("meta"):
+        model = getattr(transformers, model_class)(config)
+    report = ist.materialize_(model, RULES, device="cpu", generator=torch.Generator().manual_seed(1))
+    assert list(reference.buffers())  # each has buffers to restore
+    assert buffer_problems(model, reference) == [] and tie_problems(model, reference) == []
+    assert std_problems(model, report) == []
+
+
 def test_in_a_fresh_process() -> None:
     if not triton_would_abort():
         pytest.skip("this process runs the tests above itself")
