@@ -50,11 +50,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import inspect
 import sys
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -70,12 +71,12 @@ _REBUILD = "its constructor, rebuilt on the CPU"
 _DEVICE_TYPES = ("cpu", "cuda", "hpu", "mps", "mtia", "xla", "xpu")
 
 
-class _Writes(TorchDispatchMode):
+class _Writes(TorchDispatchMode):  # type: ignore[no-untyped-call]
     """Records the storage of every tensor an op writes (schema arguments marked ``(a!)``); on
     the meta device this costs nothing and sees ``.data`` writes too (same storage)."""
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.storages: set[int] = set()
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
@@ -169,7 +170,7 @@ def _listed(names: Sequence[str], most: int = 12) -> str:
 
 
 def _check_on_meta(model: torch.nn.Module, device: torch.device) -> None:
-    tensors = [(n, t) for n, t in model.named_parameters(remove_duplicate=False)]
+    tensors: list[tuple[str, torch.Tensor]] = list(model.named_parameters(remove_duplicate=False))
     tensors += [(n, t) for n, t in model.named_buffers(remove_duplicate=False) if t is not None]
     meta = [n for n, t in tensors if _is_meta(t)]
     real = [f"{n} ({t.device})" for n, t in tensors if not _is_meta(t)]
@@ -228,7 +229,7 @@ def _rope_function(owner: torch.nn.Module) -> Callable[..., Any] | None:
     """The rope function transformers 5.24 ``PreTrainedModel._init_weights`` uses for ``owner``."""
     kept = getattr(owner, "rope_init_fn", None)
     if callable(kept):
-        return kept
+        return cast(Callable[..., Any], kept)
     rope_utils = sys.modules.get("transformers.modeling_rope_utils")
     functions = {
         "axial": getattr(owner, "compute_axial_rope_parameters", None),
@@ -237,7 +238,7 @@ def _rope_function(owner: torch.nn.Module) -> Callable[..., Any] | None:
         **dict(getattr(rope_utils, "ROPE_INIT_FUNCTIONS", {}) or {}),
     }
     found = functions.get(getattr(owner, "rope_type", None))
-    return found if callable(found) else None
+    return cast(Callable[..., Any], found) if callable(found) else None
 
 
 def _is_hf_rotary(owner: torch.nn.Module) -> bool:
@@ -251,9 +252,10 @@ def _restore_rotary(owner: torch.nn.Module) -> None:
     with torch.device("cpu"):  # as the constructor computed it (a CPU model's values, then copied)
         inv_freq, _ = rope(owner.config)
     with torch.no_grad():
-        owner.inv_freq.copy_(inv_freq)
-        if isinstance(owner._buffers.get("original_inv_freq"), torch.Tensor):
-            owner.original_inv_freq.copy_(inv_freq)
+        for name in ("inv_freq", "original_inv_freq"):
+            buffer = owner._buffers.get(name)
+            if isinstance(buffer, torch.Tensor):
+                buffer.copy_(inv_freq)
 
 
 def _pretrained_ancestor(model: torch.nn.Module, owner_name: str) -> torch.nn.Module | None:
@@ -304,6 +306,11 @@ def _rebuilt(owner: torch.nn.Module) -> tuple[dict[str, torch.Tensor] | None, st
     return {n: b.detach() for n, b in got.items()}, ""
 
 
+def _method(module: torch.nn.Module, name: str) -> Callable[..., Any]:
+    """A module's method (typed: ``Module.__getattr__`` says Tensor | Module)."""
+    return cast(Callable[..., Any], getattr(module, name))
+
+
 def _takes_buffer_device(owner: torch.nn.Module) -> bool:
     """torchtitan's ``init_weights(buffer_device=None)``: recomputes the module's buffers (and
     draws every parameter below it)."""
@@ -321,23 +328,23 @@ def _candidates(model: torch.nn.Module, owner_name: str, owner: torch.nn.Module,
     for cls in _class_names(owner):
         if cls in restorers:
             fn = restorers[cls]
-            found.append(_Candidate(f"restorers[{cls!r}]", lambda fn=fn: fn(owner), forked=False))
+            found.append(_Candidate(f"restorers[{cls!r}]", functools.partial(fn, owner), forked=False))
             break
     if _has_running_stats(owner):
-        found.append(_Candidate("reset_running_stats()", owner.reset_running_stats))
+        found.append(_Candidate("reset_running_stats()", _method(owner, "reset_running_stats")))
     if _is_hf_rotary(owner):
         found.append(_Candidate("its rope function (transformers' rotary embedding)",
-                                lambda: _restore_rotary(owner)))
+                                functools.partial(_restore_rotary, owner)))
     ancestor = _pretrained_ancestor(model, owner_name)
     if ancestor is not None:
         found.append(_Candidate(f"{type(ancestor).__name__}._init_weights (transformers)",
-                                lambda: ancestor._init_weights(owner)))
+                                functools.partial(_method(ancestor, "_init_weights"), owner)))
     if callable(getattr(owner, "reset_parameters", None)):
-        found.append(_Candidate("reset_parameters()", owner.reset_parameters))
+        found.append(_Candidate("reset_parameters()", _method(owner, "reset_parameters")))
     found.append(_Candidate(_REBUILD, lambda: None))  # computed only if reached (it builds a module)
     if _takes_buffer_device(owner):
         found.append(_Candidate("init_weights(buffer_device=cpu) (torchtitan's convention)",
-                                lambda: owner.init_weights(buffer_device=torch.device("cpu"))))
+                                functools.partial(_method(owner, "init_weights"), buffer_device=torch.device("cpu"))))
     return found, notes
 
 
@@ -426,7 +433,7 @@ def _restore(plans: Sequence[_BufferPlan], device: torch.device) -> None:
             prefix = f"{plan.owner_name}." if plan.owner_name else ""
             try:
                 for name, value in _run(plan.candidate, plan.owner, plan.names, fork).items():
-                    plan.owner._buffers[name].copy_(value)
+                    cast(torch.Tensor, plan.owner._buffers[name]).copy_(value)
             except Exception as err:  # it ran on the meta model: a runtime failure (device, memory)
                 raise RuntimeError(
                     f"materialize_: {plan.candidate.name} failed on the allocated model while restoring "
