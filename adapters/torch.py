@@ -91,6 +91,7 @@ __all__ = [
     "lecun_normal_",
     "lecun_uniform_",
     "lsuv_",
+    "materialize_",
     "orthogonal_",
     "reinit_",
     "variance_scaling_",
@@ -1155,3 +1156,4 @@ def apply_fn(spec: Spec, *, generator: torch.Generator | None = None,
 
 from ._torch_check import check  # noqa: E402  (the model check: initscale.check, walked here)
 from ._torch_lsuv import lsuv_  # noqa: E402  (LSUV: reinit_, then each layer to unit output variance)
+from ._torch_materialize import materialize_  # noqa: E402  (meta device -> ready model, built on reinit_)
