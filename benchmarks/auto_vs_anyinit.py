@@ -8,7 +8,8 @@ a fresh batch x ~ N(0, 1) (256 × 512, its own seed) goes through and the mean s
 20th activation is divided by the scheme's fixed point: q = 1 where it is reachable, and
 initscale's q* for tanh (E[tanh²] < 1, so no gain holds 1; see initscale.gains.fixed_point). The
 table gives the median over seeds and the range; the issue's target is within ±30 % (0.7–1.3).
-Schemes: ``initscale.auto`` (analytic, planned on an example batch of the same distribution),
+Schemes: ``initscale.auto`` (planned on an example batch of the same distribution; measured mode,
+the default, and ``.predicted``, the graph's propagation only),
 anyinit's ``analytic`` and ``empirical`` modes, and torch's ``calculate_gain`` used the way it is
 used (every layer, kaiming-normal style std gain/√fan_in).
 
@@ -50,12 +51,14 @@ def _final_second_moment(torch: Any, model: Any, width: int, seed: int) -> float
 
 def _init(scheme: str, torch: Any, model: Any, activation: str, width: int, seed: int) -> None:
     import initscale
-    from initscale.adapters.torch import reinit_
 
     generator = torch.Generator().manual_seed(seed)
-    if scheme == "initscale.auto":
+    if scheme.startswith("initscale.auto"):
+        from initscale.adapters import _torch_auto
+
         example = torch.randn(256, width, generator=torch.Generator().manual_seed(20_000 + seed))
-        reinit_(model, initscale.auto(example).plan(model).rules(), generator=generator)
+        arriving = "predicted" if scheme.endswith("predicted") else "measured"
+        _torch_auto.apply_(model, initscale.auto(example, arriving=arriving), generator=generator)
     elif scheme.startswith("anyinit"):
         import anyinit
 
@@ -83,7 +86,8 @@ def depth_rows(depth: int, width: int, seeds: int) -> list[dict[str, Any]]:
     rows = []
     for activation in ACTIVATIONS:
         target = gains.fixed_point(activation).q_star
-        for scheme in ("initscale.auto", "anyinit.analytic", "anyinit.empirical", "torch.calculate_gain"):
+        for scheme in ("initscale.auto", "initscale.auto.predicted", "anyinit.analytic", "anyinit.empirical",
+                       "torch.calculate_gain"):
             ratios, seconds = [], []
             for seed in range(seeds):
                 torch.manual_seed(seed)
@@ -125,7 +129,8 @@ with warnings.catch_warnings():
     if scheme == "initscale.auto":
         import initscale
         from initscale.adapters.torch import reinit_
-        reinit_(model, initscale.auto(ids).plan(model).rules(), generator=torch.Generator().manual_seed(1))
+        from initscale.adapters import _torch_auto
+        _torch_auto.apply_(model, initscale.auto(ids), generator=torch.Generator().manual_seed(1))
     elif scheme == "initscale.he_normal":
         import initscale
         from initscale.adapters.torch import reinit_
