@@ -32,7 +32,7 @@ from torch.overrides import TorchFunctionMode
 from initscale import presets
 from initscale.autogain import Auto, AutoPlan, AutoRow, activation_moment, layer_gain
 
-__all__ = ["plan"]
+__all__ = ["apply_", "plan"]
 
 # torch functions and modules with a closed form in initscale.gains: name -> (gains name, param reader)
 _FUNCTIONS: dict[str, tuple[str, Callable[[Sequence[Any], dict[str, Any]], float | None]]] = {
@@ -328,7 +328,11 @@ def _follower(recorder: _Recorder, node: int, outputs: set[int], start: int) -> 
 
 
 def plan(model: torch.nn.Module, auto: Auto) -> AutoPlan:
-    """The :class:`~initscale.auto.AutoPlan` of ``model`` under ``auto`` (see the module docstring)."""
+    """The predicted :class:`~initscale.autogain.AutoPlan` of ``model`` under ``auto`` (module docstring)."""
+    return _plan(model, auto)[0]
+
+
+def _plan(model: torch.nn.Module, auto: Auto) -> tuple[AutoPlan, dict[str, tuple[str, Any, float | None]]]:
     from initscale.adapters.torch import reinit_
 
     report = reinit_(model, presets.get("he_normal"), dry_run=True)
@@ -346,6 +350,7 @@ def plan(model: torch.nn.Module, auto: Auto) -> AutoPlan:
     predicted = list(recorder.measured)  # inputs, parameters and constants keep their measured mean squares
     notes: list[str] = []
     rows: list[AutoRow] = []
+    decided: dict[str, tuple[str, Any, float | None]] = {}
     seen: set[str] = set()
     output_set = set(outputs)
     for index, event in enumerate(recorder.events):
@@ -359,10 +364,9 @@ def plan(model: torch.nn.Module, auto: Auto) -> AutoPlan:
             seen.add(event.name)
             weight, fan_in, cls = layers[event.name]
             follower, activation, label = _follower(recorder, event.outputs[0], output_set, index)
-            if isinstance(activation, tuple):
-                g = layer_gain(follower, activation[0], m_in, auto.q, activation[1])
-            else:
-                g = layer_gain(follower, activation, m_in, auto.q)
+            fn, param = activation if isinstance(activation, tuple) else (activation, None)
+            decided[weight] = (follower, fn, param)
+            g = layer_gain(follower, fn, m_in, auto.q, param)
             note = g.note if follower != "linear" else f"then {label}: holds q"
             rows.append(AutoRow(weight, cls, follower, label, m_in, fan_in, g.gain, g.chi, g.verdict, note))
             value = g.gain**2 * m_in
@@ -397,7 +401,63 @@ def plan(model: torch.nn.Module, auto: Auto) -> AutoPlan:
         warnings.warn(f"initscale.auto: the example pass did not call {len(missing)} layer(s), which get no gain: "
                       f"{', '.join(missing[:10])}. Pass example inputs that reach them, or give them a rule.",
                       UserWarning, stacklevel=4)
-    return AutoPlan(tuple(rows), auto.q, auto.distribution, tuple(dict.fromkeys(notes)))
+    return AutoPlan(tuple(rows), auto.q, auto.distribution, tuple(dict.fromkeys(notes))), decided
+
+
+def apply_(model: torch.nn.Module, auto: Auto, *, generator: torch.Generator | None = None,
+           **reinit_kwargs: Any) -> AutoPlan:
+    """Re-initialize ``model`` by ``auto``: ``reinit_`` with the predicted plan's rules (every target
+    checked before the first write), then, with ``arriving="measured"``, one pass over the example
+    inputs in which each planned layer, before it runs, has its weight multiplied by
+    gain(measured m_in) / gain(predicted m_in): the gain for the mean square that actually arrives,
+    its predecessors already final. A variance-scaling draw times a constant is the same family
+    at the new scale, so the result is the draw the measured plan would have made.
+
+    Returns the plan whose rows hold what was used (``init``: the reinit report)."""
+    from initscale.adapters.torch import reinit_
+
+    predicted, decided = _plan(model, auto)
+    report = reinit_(model, predicted.rules(), generator=generator, **reinit_kwargs)
+    if auto.arriving == "predicted":
+        return AutoPlan(predicted.rows, predicted.q, predicted.distribution, predicted.notes, "predicted", report)
+    by_weight = {row.weight: row for row in predicted.rows}
+    modules = dict(model.named_modules())
+    final: dict[str, AutoRow] = {}
+    handles = []
+
+    def rescale(weight: str) -> Any:
+        module_name = weight.rpartition(".")[0]
+        param = modules[module_name].get_parameter("weight")
+
+        def pre(_module: torch.nn.Module, args: tuple[Any, ...]) -> None:
+            if weight in final or not args or not isinstance(args[0], torch.Tensor):
+                return
+            row, (follower, fn, act_param) = by_weight[weight], decided[weight]
+            m_in = float(args[0].detach().double().square().mean())
+            g = layer_gain(follower, fn, m_in, auto.q, act_param)
+            param.mul_(g.gain / row.gain)
+            final[weight] = AutoRow(row.weight, row.layer, row.follower, row.activation, m_in, row.fan_in, g.gain,
+                                    g.chi, g.verdict, row.note)
+        return pre
+
+    for weight in by_weight:
+        handles.append(modules[weight.rpartition(".")[0]].register_forward_pre_hook(rescale(weight)))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(*auto.example_inputs, **dict(auto.example_kwargs or {}))
+    except Exception as err:
+        raise RuntimeError(
+            f"initscale.auto: the measuring pass failed after {len(final)} of {len(by_weight)} layers were rescaled "
+            f"({', '.join(final) or 'none'}); those hold the measured gains, the others the predicted plan's. "
+            f"Re-run, or use initscale.auto(..., arriving='predicted').") from err
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    rows = tuple(final.get(row.weight, row) for row in predicted.rows)
+    return AutoPlan(rows, predicted.q, predicted.distribution, predicted.notes, "measured", report)
 
 
 def _measured_ratio(recorder: _Recorder, event: _Event, m_in: float, notes: list[str]) -> float:

@@ -107,12 +107,17 @@ class AutoRow:
 @dataclass(frozen=True)
 class AutoPlan:
     """What ``auto`` decided for one model: a row per weight in forward order, and the rules
-    (parameter name -> spec) that reinit applies."""
+    (parameter name -> spec) that reinit applies. ``arriving`` says where each row's ``m_in``
+    comes from: ``"predicted"`` (propagated along the graph) or ``"measured"`` (the mean square
+    that arrived at the layer on the example pass, with every layer before it already drawn);
+    ``init`` is the reinit report, once applied."""
 
     rows: tuple[AutoRow, ...]
     q: float
     distribution: str
     notes: tuple[str, ...] = ()
+    arriving: str = "predicted"
+    init: Any = None
 
     def rules(self) -> dict[str, Spec]:
         """Parameter name -> ``VarianceScaling(scale=gain², mode="fan_in")`` (forward fans of each layer)."""
@@ -156,7 +161,8 @@ class AutoPlan:
         lines += [(r.weight, r.layer, r.activation if r.follower == "activation" else r.follower, number(r.m_in),
                    str(r.fan_in), number(r.gain), number(r.chi), r.note) for r in self.rows]
         notes = "".join(f"\nnote: {n}" for n in self.notes)
-        return (f"auto (q={self.q:g}): {len(self.rows)} weights, predicted perturbation growth {self.growth():.4g}\n"
+        return (f"auto (q={self.q:g}, m_in {self.arriving}): {len(self.rows)} weights, predicted perturbation growth "
+                f"{self.growth():.4g}\n"
                 + "\n".join(_aligned(lines)) + notes)
 
 
@@ -172,6 +178,7 @@ class Auto:
     example_kwargs: Mapping[str, Any] | None = None
     q: float = 1.0
     distribution: str = "normal"
+    arriving: str = "measured"
 
     def __post_init__(self) -> None:
         try:
@@ -185,6 +192,9 @@ class Auto:
         if self.example_inputs is None:
             raise ValueError("initscale.auto needs example_inputs=: the model is run once on them to find which "
                              "activation follows each layer and the second moment of the data.")
+        if self.arriving not in ("measured", "predicted"):
+            raise ValueError(f"Argument `arriving` of initscale.auto must be 'measured' or 'predicted'. "
+                             f"Received: arriving={self.arriving!r}.")
 
     def plan(self, model: Any) -> AutoPlan:
         """The plan for ``model`` (a torch module)."""
@@ -195,13 +205,15 @@ class Auto:
         raise TypeError(f"initscale.auto: models of type {type(model).__name__} are not supported yet (torch "
                         "modules are).")
 
-    def rules_for(self, model: Any) -> dict[str, Spec]:
-        """The concrete rules for ``model``: parameter name -> spec."""
+    def rules_for(self, model: Any, params: Any = None) -> dict[str, Spec]:
+        """The predicted plan's rules for ``model`` (parameter name -> spec), for the reinit
+        hook :func:`initscale.reinit.model_rules`. torch's ``reinit_`` applies an ``Auto`` itself,
+        with the measuring pass of ``arriving="measured"``."""
         return self.plan(model).rules()
 
 
 def auto(example_inputs: Any, example_kwargs: Mapping[str, Any] | None = None, *, q: float = 1.0,
-         distribution: str = "normal") -> Auto:
+         distribution: str = "normal", arriving: str = "measured") -> Auto:
     """Activation-aware rules: each weight the fixed-point gain of what follows its layer (module docstring).
 
     Args:
@@ -210,9 +222,16 @@ def auto(example_inputs: Any, example_kwargs: Mapping[str, Any] | None = None, *
         example_kwargs: keyword inputs of that pass.
         q: the second moment to hold after each activation (1).
         distribution: ``"normal"``, ``"truncated_normal"`` (corrected to the same variance) or ``"uniform"``.
+        arriving: where each layer's input second moment comes from when the rules are applied:
+            ``"measured"`` (default): the weights are drawn by the predicted plan, then one more
+            pass over the example inputs visits the layers in forward order and rescales each
+            weight for the mean square that actually arrives at it (its predecessors already
+            final), which removes the finite-width drift that grows through a chaotic fixed
+            point (χ > 1: GELU, SiLU); ``"predicted"``: the graph's propagation only.
+            :meth:`Auto.plan` always shows the predicted plan.
     """
     if example_inputs is None:
         raise ValueError("initscale.auto needs example_inputs=: the model is run once on them to find which "
                          "activation follows each layer and the second moment of the data.")
     inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
-    return Auto(inputs, example_kwargs, q, distribution)
+    return Auto(inputs, example_kwargs, q, distribution, arriving)

@@ -264,3 +264,53 @@ def test_the_docstring_example_runs() -> None:
     import doctest
 
     assert doctest.testmod(autogain).failed == 0
+
+
+# --- applying it: the measured second moments -------------------------------------------------
+
+def _inputs_mean_squares(model: torch.nn.Module, x: torch.Tensor) -> dict[str, float]:
+    seen: dict[str, float] = {}
+    handles = []
+
+    def record(name: str):
+        def pre(_module, args) -> None:
+            seen.setdefault(name, float(args[0].detach().double().square().mean()))
+        return pre
+
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear):
+            handles.append(module.register_forward_pre_hook(record(name)))
+    with torch.no_grad():
+        model(x)
+    for handle in handles:
+        handle.remove()
+    return seen
+
+
+@pytest.mark.parametrize(("activation", "name"), [(torch.nn.GELU, "gelu"), (torch.nn.SiLU, "silu")])
+def test_measured_mode_uses_what_actually_arrives(activation, name) -> None:
+    model, x = _mlp(activation, depth=8, out=10), _x()
+    plan = _torch_auto.apply_(model, initscale.auto(x), generator=torch.Generator().manual_seed(0))
+    assert plan.arriving == "measured" and plan.init is not None
+    arrived = _inputs_mean_squares(model, x)  # the final weights, re-run: the very values each layer saw
+    fp = gains.fixed_point(name)
+    a = fp.gain * math.sqrt(fp.q_star)
+    for row in plan.rows:
+        assert row.m_in == pytest.approx(arrived[row.weight.rpartition(".")[0]], rel=1e-12)
+        expected = 1.0 if row.follower == "output" else a / math.sqrt(row.m_in)
+        assert row.gain == pytest.approx(expected, rel=REL)
+        # the weight drawn by the predicted plan, times gain(measured)/gain(predicted): its std is the
+        # measured gain / sqrt(fan_in) up to sampling: relative sd of a std estimate from n normal
+        # values is 1/sqrt(2n); 6 sd, Bonferroni over the 9 weights at alpha ~ 2e-9 each
+        w = model.get_parameter(row.weight).detach().double()
+        assert float(w.std()) == pytest.approx(row.gain / math.sqrt(row.fan_in), rel=6 / math.sqrt(2 * w.numel()))
+
+
+def test_predicted_mode_draws_the_plan_as_shown() -> None:
+    model, x = _mlp(torch.nn.Tanh, depth=4), _x()
+    shown = initscale.auto(x, arriving="predicted").plan(model)
+    applied = _torch_auto.apply_(model, initscale.auto(x, arriving="predicted"),
+                                 generator=torch.Generator().manual_seed(0))
+    assert applied.rows == shown.rows and applied.arriving == "predicted"
+    with pytest.raises(ValueError, match=r"`arriving` of initscale.auto must be 'measured' or 'predicted'"):
+        initscale.auto(x, arriving="guess")
