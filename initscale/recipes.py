@@ -1,0 +1,608 @@
+"""Recipes: the whole-model initialization of well-known model families, as rules on *roles*.
+
+``recipes.get(name, **config)`` returns a :class:`Recipe`, usable wherever rules are
+(``initscale.torch.reinit_(model, recipes.get("hf.gpt2"))``, ``initscale.torch.check(model,
+recipe="hf.gpt2")``); :func:`names` lists them. A recipe is not a list of globs: it says what
+each *role* gets (token embedding, position embedding, attention q/k/v/out, MLP in/out, the
+residual output projections, norms, LM head, pooler, classifier head, patch embedding, ...), and
+:meth:`Recipe.rules_for` finds the roles on the actual model from its module tree (the classes
+of the attention and MLP blocks and the attribute each projection sits under, the model's
+input/output embeddings, ``_tied_weights_keys``, the config's depth and widths), then writes
+them as concrete rules: exact parameter names, or a glob over the layer index that it has
+checked matches exactly those names and no other. Each rule carries its role, so the report's
+``reason`` says which recipe role set each parameter (``"recipe hf.gpt2: residual_out (rule
+'transformer.h.*.attn.c_proj.weight')"``).
+
+**Nothing silent.** Resolving raises, before anything is written, when
+
+- a role the recipe needs matches no parameter (``hf.gpt2`` on a model without GPT-2's
+  attention blocks): the error names the recipe, the role and the roles the model has;
+- a parameter gets no role (a layer the recipe does not know): the error names it, its layer
+  and the fix;
+- the model is not one this recipe reads (a Keras model, a JAX pytree: roles are read from
+  torch module trees; pass rules instead).
+
+**Tied parameters** (one tensor under several names) get one value: the spec of the role of
+the name that ``_tied_weights_keys`` (HF: ``all_tied_weights_keys``, target -> source) names as
+the source, i.e. what HF's ``tie_weights`` leaves in the tensor; every name gets that rule and
+its label says which role won. The rule is written on the tensor's first name (the one
+``reinit_`` sets it under; the other names get rows saying they are tied to it).
+
+The HF recipes reproduce ``PreTrainedModel._init_weights`` of transformers 5.24.0
+(``transformers/modeling_utils.py`` and each ``models/<family>/modeling_<family>.py``) as run by
+``post_init``/``init_weights``; ``tests/test_recipes_hf.py`` compares each against HF's own draws.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import _validate
+from .reinit import Rule
+from .specs import Constant, Normal, Ones, Spec, TruncatedNormal, Zeros
+
+__all__ = ["Found", "Recipe", "get", "names"]
+
+
+@dataclass(frozen=True)
+class Found:
+    """One tensor of the model and the role the recipe's reader gave it.
+
+    ``name`` is its first name (the one ``reinit_`` sets it under), ``names`` every name of the
+    tensor (more than one when tied), ``role`` the recipe role, ``layer`` the index of the block
+    it is in (None outside the repeated blocks), ``base`` the adapter's role (weight, bias,
+    norm_scale, ...), ``owner`` the owning layer's class name, ``shape`` its shape, ``padding_idx``
+    an embedding's padding row."""
+
+    name: str
+    names: tuple[str, ...]
+    role: str
+    layer: int | None
+    base: str
+    owner: str
+    shape: tuple[int, ...]
+    padding_idx: int | None = None
+
+
+# --- reading a torch module tree -----------------------------------------------------------------
+
+@dataclass
+class _Part:
+    name: str
+    module: Any
+    leaf: str
+    parent: Any
+    attr: str
+    base: str
+    shape: tuple[int, ...]
+    tied_to: str | None
+    padding_idx: int | None
+    classes: tuple[str, ...]
+    layer: int | None = None
+
+
+def _classes(obj: Any) -> tuple[str, ...]:
+    return tuple(c.__name__ for c in type(obj).__mro__)
+
+
+def _torch_parts(model: Any) -> tuple[list[_Part], list[str]]:
+    """Every parameter of a torch module (tied names too), with its owner, its owner's parent
+    and attribute name, and the adapter's base role (``initscale.torch.reinit_``'s walk); and
+    every name a rule could match (parameters and buffers)."""
+    from .adapters import torch as ist  # torch is loaded: the model is a torch module
+
+    modules = dict(model.named_modules(remove_duplicate=False))
+    parts = []
+    for param, _ in ist._walk(model, True, False):
+        prefix, _, leaf = param.name.rpartition(".")
+        owner = modules[prefix]
+        parent_prefix, _, attr = prefix.rpartition(".")
+        parent = modules.get(parent_prefix) if prefix else None
+        parts.append(_Part(param.name, owner, leaf, parent, attr, param.role, param.shape, param.tied_to,
+                           param.padding_idx, _classes(owner)))
+    every = [n for n, _ in model.named_parameters(remove_duplicate=False)]
+    every += [n for n, _ in model.named_buffers(remove_duplicate=False)]
+    return parts, every
+
+
+def _layer_index(model: Any, part: _Part, blocks: Sequence[str]) -> int | None:
+    """The index of the repeated block (a class named in ``blocks``) that holds ``part``, counted
+    in its ModuleList: ``transformer.h.3.attn.c_proj.weight`` -> 3."""
+    pieces = part.name.split(".")
+    for i in range(len(pieces) - 1, 0, -1):
+        if pieces[i].isdigit():
+            prefix = ".".join(pieces[:i + 1])
+            try:
+                block = model.get_submodule(prefix)
+            except AttributeError:
+                continue
+            if any(c in blocks for c in _classes(block)):
+                return int(pieces[i])
+    return None
+
+
+def _hf_tie_sources(model: Any) -> set[str]:
+    """The names HF ties others to (the values of ``all_tied_weights_keys`` / ``_tied_weights_keys``)."""
+    keys = getattr(model, "all_tied_weights_keys", None)
+    if not isinstance(keys, Mapping):
+        keys = getattr(model, "_tied_weights_keys", None)
+    return {str(v) for v in keys.values()} if isinstance(keys, Mapping) else set()
+
+
+# --- recipes -------------------------------------------------------------------------------------
+
+Reader = Callable[[Any, "_Part", dict[str, Any]], str | None]
+Specs = Callable[[str, "_Part", dict[str, Any]], Spec | None]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A whole-model rule set on roles (see the module docstring).
+
+    Args:
+        name: the recipe's name (``recipes.names()``).
+        source: where its formulas come from (file at a version, or a paper's equation).
+        config: the values it was given (``recipes.get(name, **config)``); anything not given is
+            read from the model (its ``config``) when resolved.
+    """
+
+    name: str
+    source: str
+    config: Mapping[str, Any]
+    doc: str = field(repr=False, default="")
+    _settings: Callable[[Any, Mapping[str, Any]], dict[str, Any]] = field(repr=False, default=lambda m, c: dict(c))
+    _role: Reader = field(repr=False, default=lambda m, p, s: None)
+    _spec: Specs = field(repr=False, default=lambda r, p, s: None)
+    required: tuple[str, ...] = ()
+    blocks: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:
+        given = ", ".join(f"{k}={v!r}" for k, v in self.config.items())
+        return f"recipes.get({self.name!r}{', ' if given else ''}{given})"
+
+    def settings(self, model: Any) -> dict[str, Any]:
+        """The numbers the recipe uses on ``model`` (its config's, or the ones given)."""
+        return self._settings(model, self.config)
+
+    def roles(self, model: Any) -> list[Found]:
+        """Every tensor of ``model`` with its role (tied tensors once, all names listed); raises
+        as the module docstring says."""
+        if not _is_torch_module(model):
+            raise TypeError(
+                f"Recipe {self.name!r} reads roles from a torch module tree (torch.nn.Module, e.g. a transformers "
+                f"model); received {type(model).__module__}.{type(model).__name__}. For a Keras model or a JAX "
+                "pytree, pass rules (a mapping pattern -> spec) instead.")
+        settings = self.settings(model)
+        parts, _ = _torch_parts(model)
+        return self._found(model, parts, settings)
+
+    def _found(self, model: Any, parts: list[_Part], settings: dict[str, Any]) -> list[Found]:
+        aliases: dict[str, list[_Part]] = {}
+        for part in parts:
+            if part.tied_to is not None:
+                aliases.setdefault(part.tied_to, []).append(part)
+        found, unknown = [], []
+        for part in parts:
+            if part.tied_to is not None:
+                continue
+            part.layer = _layer_index(model, part, self.blocks) if self.blocks else None
+            role = self._role(model, part, settings)
+            if role is None:
+                unknown.append(part)
+                continue
+            tied = (part.name, *(a.name for a in aliases.get(part.name, ())))
+            found.append(Found(part.name, tied, role, part.layer, part.base, part.classes[0], part.shape,
+                               part.padding_idx))
+        if unknown:
+            listed = "\n".join(f"  {p.name!r} (shape {p.shape}, in {p.classes[0]}, base role {p.base})"
+                               for p in unknown[:20])
+            more = f"\n  ... and {len(unknown) - 20} more" if len(unknown) > 20 else ""
+            raise ValueError(
+                f"Recipe {self.name!r} gives no role to {len(unknown)} parameter(s) of {type(model).__name__}; "
+                f"nothing was changed:\n{listed}{more}\nThis recipe does not know those layers. Initialize them "
+                "yourself before or after, or use rules (a mapping pattern -> spec) that cover them.")
+        have = {f.role for f in found}
+        missing = [r for r in self.required if r not in have]
+        if missing:
+            counts: dict[str, int] = {}
+            for f in found:
+                counts[f.role] = counts.get(f.role, 0) + 1
+            listed = ", ".join(f"{r} ({n})" for r, n in sorted(counts.items()))
+            raise ValueError(
+                f"Recipe {self.name!r}: role(s) {', '.join(repr(r) for r in missing)} match no parameter of "
+                f"{type(model).__name__}, so the recipe cannot be what this model needs; nothing was changed. "
+                f"The model has the roles: {listed or 'none'}. Pick the recipe of this model's family "
+                f"(initscale.recipes.names(): {', '.join(names())}).")
+        return found
+
+    def plan(self, model: Any) -> list[tuple[Found, Spec | None, str]]:
+        """Each tensor with the spec its role gets and the label the report shows."""
+        if not _is_torch_module(model):
+            self.roles(model)  # raises naming the model type
+        settings = self.settings(model)
+        parts, _ = _torch_parts(model)
+        return self._planned(model, parts, settings)
+
+    def _planned(self, model: Any, parts: list[_Part], settings: dict[str, Any]) -> list[tuple[Found, Spec | None, str]]:
+        found = self._found(model, parts, settings)
+        by_name = {p.name: p for p in parts}
+        sources = _hf_tie_sources(model)
+        out = []
+        for f in found:
+            label = f"recipe {self.name}: {f.role}"
+            spec = self._spec(f.role, by_name[f.name], settings)
+            if len(f.names) > 1:
+                # one tensor, several names: the source HF ties the others to decides the value
+                winner = next((n for n in f.names if n in sources), f.name)
+                if winner != f.name:
+                    part = by_name_alias(parts, winner)
+                    role = self._role(model, part, settings) or f.role
+                    spec = self._spec(role, part, settings)
+                    label = f"recipe {self.name}: {role} (tied: {winner!r} is the source in _tied_weights_keys)"
+                else:
+                    label += f" (tied: {', '.join(repr(n) for n in f.names[1:])} follow it)"
+            out.append((f, spec, label))
+        return out
+
+    def rules_for(self, model: Any) -> dict[str, Rule]:
+        """The concrete rules of this recipe on ``model``: pattern -> :class:`initscale.Rule`
+        with the role as its label. Patterns are exact names, or a glob over layer indices
+        checked to match exactly its names among every parameter and buffer name of the model."""
+        if not _is_torch_module(model):
+            self.roles(model)  # raises naming the model type
+        settings = self.settings(model)
+        parts, every = _torch_parts(model)
+        groups: dict[Rule, list[str]] = {}
+        for f, spec, label in self._planned(model, parts, settings):
+            groups.setdefault(Rule(spec, label=label), []).append(f.name)  # a tied tensor: its first name
+        return _compress(groups, every)
+
+
+def by_name_alias(parts: Sequence[_Part], name: str) -> _Part:
+    return next(p for p in parts if p.name == name)
+
+
+_INDEX = re.compile(r"(?<=\.)\d+(?=\.)")
+
+
+def _compress(groups: Mapping[Rule, list[str]], every: Sequence[str]) -> dict[str, Rule]:
+    """Exact names, shortened where safe: names that differ only in their numeric components
+    (layer indices) become one glob with ``*`` there, kept only if it matches exactly those
+    names among ``every`` name of the model (so rules never overlap and their order is moot)."""
+    out: dict[str, Rule] = {}
+    for rule, members in groups.items():
+        by_template: dict[str, list[str]] = {}
+        for name in members:
+            by_template.setdefault(_INDEX.sub("*", name), []).append(name)
+        for template, names_ in by_template.items():
+            if template not in out and len(names_) > 1:
+                regex = re.compile(fnmatch.translate(template))
+                if {n for n in every if regex.match(n)} == set(names_):
+                    out[template] = rule
+                    continue
+            for name in names_:
+                out[name] = rule
+    return out
+
+
+def _is_torch_module(model: Any) -> bool:
+    import sys
+
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(model, torch.nn.Module)
+
+
+# --- helpers shared by the HF recipes -------------------------------------------------------------
+
+def _cfg(model: Any, key: str, given: Mapping[str, Any], *fallbacks: str) -> Any:
+    if key in given:
+        return given[key]
+    config = getattr(model, "config", None)
+    for name in (key, *fallbacks):
+        if config is not None and getattr(config, name, None) is not None:
+            return getattr(config, name)
+    raise ValueError(f"Recipe needs `{key}`: the model has no config.{key}; pass it, e.g. recipes.get(..., {key}=...).")
+
+
+def _in(part: _Part, *classes: str) -> bool:
+    """Whether the parameter's owner, or its owner's parent, is one of ``classes`` (by MRO name)."""
+    return bool(set(classes) & set(part.classes))
+
+
+def _parent_is(part: _Part, classes: Sequence[str], attrs: Sequence[str]) -> bool:
+    return part.parent is not None and bool(set(classes) & set(_classes(part.parent))) and part.attr in attrs
+
+
+def _is(module: Any, other: Any) -> bool:
+    return module is not None and other is not None and module is other
+
+
+def _io_embeddings(model: Any) -> tuple[Any, Any]:
+    get_in = getattr(model, "get_input_embeddings", None)
+    get_out = getattr(model, "get_output_embeddings", None)
+    try:
+        inp = get_in() if callable(get_in) else None
+    except (NotImplementedError, AttributeError):
+        inp = None
+    try:
+        out = get_out() if callable(get_out) else None
+    except (NotImplementedError, AttributeError):
+        out = None
+    return inp, out
+
+
+_HF_BASE_LAYERS = ("Linear", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d")
+
+
+def _hf_base_role(model: Any, part: _Part, table: Mapping[tuple[str, str], str]) -> str | None:
+    """A role for what HF's ``PreTrainedModel._init_weights`` initializes (Linear/Conv weights
+    and biases, Embeddings, norms), named by the family's ``table``: (parent class, attribute)
+    -> role, else a generic role."""
+    inp, out = _io_embeddings(model)
+    if part.base in ("norm_scale", "norm_offset"):
+        return part.base
+    for (cls, attr), role in table.items():
+        if _parent_is(part, (cls,), (attr,)):
+            return role if part.leaf == "weight" else f"{role}.bias"
+    if part.leaf == "bias" and _in(part, *_HF_BASE_LAYERS, "Conv1D"):
+        return "bias"
+    if _is(part.module, out):
+        return "lm_head"
+    if _is(part.module, inp):
+        return "token_embedding"
+    if part.base == "embedding":
+        return "embedding"
+    if part.base == "weight" and _in(part, *_HF_BASE_LAYERS):
+        return "linear" if _in(part, "Linear") else "conv"
+    return None
+
+
+def _hf_std(model: Any, given: Mapping[str, Any]) -> float:
+    """HF's ``_init_weights`` std: ``config.initializer_range or 0.02`` (modeling_utils.py)."""
+    if "initializer_range" in given:
+        return float(given["initializer_range"])
+    value = getattr(getattr(model, "config", None), "initializer_range", None)
+    return float(value or 0.02)
+
+
+def _generic_spec(role: str, part: _Part, std: float) -> Spec:
+    if role.endswith("bias") or part.base in ("bias", "norm_offset"):
+        return Zeros()
+    if part.base == "norm_scale":
+        return Ones()
+    return Normal(std)
+
+
+# --- hf.gpt2 -------------------------------------------------------------------------------------
+
+_GPT2 = {("GPT2Attention", "c_attn"): "attn_qkv", ("GPT2Attention", "q_attn"): "attn_q",
+         ("GPT2Attention", "c_proj"): "residual_out", ("GPT2MLP", "c_fc"): "mlp_in",
+         ("GPT2MLP", "c_proj"): "residual_out", ("GPT2Model", "wpe"): "position_embedding",
+         ("GPT2ForSequenceClassification", "score"): "classifier_head",
+         ("GPT2ForTokenClassification", "classifier"): "classifier_head"}
+
+
+def _gpt2_settings(model: Any, given: Mapping[str, Any]) -> dict[str, Any]:
+    return {"std": _hf_std(model, given), "n_layer": int(_cfg(model, "n_layer", given, "num_hidden_layers"))}
+
+
+def _gpt2_role(model: Any, part: _Part, s: dict[str, Any]) -> str | None:
+    role = _hf_base_role(model, part, _GPT2)
+    if role is None and part.leaf == "weight" and _in(part, "Conv1D"):
+        role = "conv1d"
+    return role
+
+
+def _gpt2_spec(role: str, part: _Part, s: dict[str, Any]) -> Spec:
+    if role == "residual_out":
+        return Normal(s["std"] / math.sqrt(2 * s["n_layer"]))
+    return _generic_spec(role, part, s["std"])
+
+
+# --- hf.bert -------------------------------------------------------------------------------------
+
+_BERT = {("BertSelfAttention", "query"): "attn_q", ("BertSelfAttention", "key"): "attn_k",
+         ("BertSelfAttention", "value"): "attn_v", ("BertSelfOutput", "dense"): "attn_out",
+         ("BertIntermediate", "dense"): "mlp_in", ("BertOutput", "dense"): "mlp_out",
+         ("BertPooler", "dense"): "pooler", ("BertEmbeddings", "position_embeddings"): "position_embedding",
+         ("BertEmbeddings", "token_type_embeddings"): "token_type_embedding",
+         ("BertPredictionHeadTransform", "dense"): "lm_head_transform",
+         ("BertOnlyNSPHead", "seq_relationship"): "classifier_head",
+         ("BertPreTrainingHeads", "seq_relationship"): "classifier_head",
+         ("BertForSequenceClassification", "classifier"): "classifier_head",
+         ("BertForTokenClassification", "classifier"): "classifier_head",
+         ("BertForMultipleChoice", "classifier"): "classifier_head",
+         ("BertForQuestionAnswering", "qa_outputs"): "classifier_head"}
+
+
+def _bert_role(model: Any, part: _Part, s: dict[str, Any]) -> str | None:
+    if part.leaf == "bias" and _in(part, "BertLMPredictionHead"):
+        return "lm_head.bias"  # BertLMPredictionHead.bias (tied to decoder.bias): zeros
+    return _hf_base_role(model, part, _BERT)
+
+
+# --- hf.llama ------------------------------------------------------------------------------------
+
+_LLAMA = {("LlamaAttention", "q_proj"): "attn_q", ("LlamaAttention", "k_proj"): "attn_k",
+          ("LlamaAttention", "v_proj"): "attn_v", ("LlamaAttention", "o_proj"): "attn_out",
+          ("LlamaMLP", "gate_proj"): "mlp_gate", ("LlamaMLP", "up_proj"): "mlp_in",
+          ("LlamaMLP", "down_proj"): "mlp_out", ("LlamaForSequenceClassification", "score"): "classifier_head",
+          ("LlamaForTokenClassification", "score"): "classifier_head",
+          ("LlamaForQuestionAnswering", "qa_outputs"): "classifier_head"}
+
+
+def _llama_role(model: Any, part: _Part, s: dict[str, Any]) -> str | None:
+    return _hf_base_role(model, part, _LLAMA)
+
+
+def _std_settings(model: Any, given: Mapping[str, Any]) -> dict[str, Any]:
+    return {"std": _hf_std(model, given)}
+
+
+def _base_spec(role: str, part: _Part, s: dict[str, Any]) -> Spec:
+    return _generic_spec(role, part, s["std"])
+
+
+# --- hf.t5 ---------------------------------------------------------------------------------------
+
+_T5 = {("T5Attention", "q"): "attn_q", ("T5Attention", "k"): "attn_k", ("T5Attention", "v"): "attn_v",
+       ("T5Attention", "o"): "attn_out", ("T5Attention", "relative_attention_bias"): "relative_attention_bias",
+       ("T5DenseActDense", "wi"): "mlp_in", ("T5DenseActDense", "wo"): "mlp_out",
+       ("T5DenseGatedActDense", "wi_0"): "mlp_gate", ("T5DenseGatedActDense", "wi_1"): "mlp_in",
+       ("T5DenseGatedActDense", "wo"): "mlp_out", ("T5ClassificationHead", "dense"): "classifier_dense",
+       ("T5ClassificationHead", "out_proj"): "classifier_head",
+       ("T5ForTokenClassification", "classifier"): "token_classifier",
+       ("T5ForQuestionAnswering", "qa_outputs"): "qa_outputs"}
+
+
+def _t5_settings(model: Any, given: Mapping[str, Any]) -> dict[str, Any]:
+    return {"factor": float(_cfg(model, "initializer_factor", given)), "d_model": int(_cfg(model, "d_model", given)),
+            "d_kv": int(_cfg(model, "d_kv", given)), "d_ff": int(_cfg(model, "d_ff", given)),
+            "n_heads": int(_cfg(model, "num_heads", given)),
+            "tied": bool(_cfg(model, "tie_word_embeddings", given))}
+
+
+def _t5_role(model: Any, part: _Part, s: dict[str, Any]) -> str | None:
+    return _hf_base_role(model, part, _T5)
+
+
+def _t5_spec(role: str, part: _Part, s: dict[str, Any]) -> Spec:
+    f, d, kv, ff, h = s["factor"], s["d_model"], s["d_kv"], s["d_ff"], s["n_heads"]
+    if role.endswith("bias") and role != "relative_attention_bias" or part.base == "norm_offset":
+        return Zeros()
+    if part.base == "norm_scale":  # T5LayerNorm: constant_(weight, factor)
+        return Ones() if f == 1.0 else Constant(f)
+    stds = {"attn_q": f * (d * kv) ** -0.5, "attn_k": f * d ** -0.5, "attn_v": f * d ** -0.5,
+            "attn_out": f * (h * kv) ** -0.5, "relative_attention_bias": f * d ** -0.5,
+            "mlp_in": f * d ** -0.5, "mlp_gate": f * d ** -0.5, "mlp_out": f * ff ** -0.5,
+            "classifier_dense": f * d ** -0.5, "classifier_head": f * d ** -0.5, "qa_outputs": f * d ** -0.5,
+            "token_embedding": f, "lm_head": f, "token_classifier": f}
+    # anything else PreTrainedModel._init_weights reaches gets std = initializer_factor (T5Config has no
+    # initializer_range): the first branch of modeling_utils' std choice that T5 takes
+    return Normal(stds.get(role, f))
+
+
+# --- hf.vit --------------------------------------------------------------------------------------
+
+_VIT = {("ViTPatchEmbeddings", "projection"): "patch_embedding", ("ViTAttention", "q_proj"): "attn_q",
+        ("ViTAttention", "k_proj"): "attn_k", ("ViTAttention", "v_proj"): "attn_v",
+        ("ViTAttention", "o_proj"): "attn_out", ("ViTSelfAttention", "query"): "attn_q",
+        ("ViTSelfAttention", "key"): "attn_k", ("ViTSelfAttention", "value"): "attn_v",
+        ("ViTSelfOutput", "dense"): "attn_out", ("ViTMLP", "fc1"): "mlp_in", ("ViTMLP", "fc2"): "mlp_out",
+        ("ViTIntermediate", "dense"): "mlp_in", ("ViTOutput", "dense"): "mlp_out", ("ViTPooler", "dense"): "pooler",
+        ("ViTForImageClassification", "classifier"): "classifier_head"}
+
+
+def _vit_role(model: Any, part: _Part, s: dict[str, Any]) -> str | None:
+    if _in(part, "ViTEmbeddings") and part.leaf in ("cls_token", "position_embeddings", "mask_token"):
+        return {"cls_token": "cls_token", "position_embeddings": "position_embedding",
+                "mask_token": "mask_token"}[part.leaf]
+    return _hf_base_role(model, part, _VIT)
+
+
+def _vit_spec(role: str, part: _Part, s: dict[str, Any]) -> Spec:
+    if role == "mask_token":
+        return Zeros()
+    # cls_token, position_embeddings: HF's trunc_normal_(std=r) keeps torch's absolute a=-2, b=2, i.e.
+    # ±(2/r)σ (±100σ at r = 0.02): it truncates a mass below 1e-2000, so it is N(0, r²) exactly.
+    return _generic_spec(role, part, s["std"])
+
+
+# --- the registry --------------------------------------------------------------------------------
+
+_HF = "transformers 5.24.0"
+
+
+@dataclass(frozen=True)
+class _Entry:
+    source: str
+    doc: str
+    settings: Callable[[Any, Mapping[str, Any]], dict[str, Any]]
+    role: Reader
+    spec: Specs
+    required: tuple[str, ...]
+    blocks: tuple[str, ...]
+    options: tuple[str, ...]
+
+
+_REGISTRY: dict[str, _Entry] = {
+    "hf.gpt2": _Entry(
+        f"{_HF}, transformers/models/gpt2/modeling_gpt2.py GPT2PreTrainedModel._init_weights, and "
+        "modeling_utils.py PreTrainedModel._init_weights",
+        "Every Conv1D/Linear/Conv weight and every Embedding N(0, r²), r = config.initializer_range (0.02); "
+        "biases 0; LayerNorm weight 1, bias 0; then the residual output projections, c_proj of every "
+        "GPT2Attention and GPT2MLP, N(0, (r/√(2·n_layer))²) (the GPT-2 paper's 1/√N over the N = 2·n_layer "
+        "residual layers). lm_head is tied to wte (one tensor, wte's N(0, r²)).",
+        _gpt2_settings, _gpt2_role, _gpt2_spec,
+        ("token_embedding", "position_embedding", "attn_qkv", "residual_out", "mlp_in", "norm_scale"),
+        ("GPT2Block",), ("initializer_range", "n_layer")),
+    "hf.bert": _Entry(
+        f"{_HF}, transformers/models/bert/modeling_bert.py BertPreTrainedModel._init_weights and "
+        "modeling_utils.py PreTrainedModel._init_weights",
+        "Every Linear weight and Embedding N(0, r²), r = config.initializer_range (0.02), the padding_idx row "
+        "of an Embedding 0; biases 0 (BertLMPredictionHead.bias too); LayerNorm weight 1, bias 0. The MLM "
+        "decoder is tied to word_embeddings.",
+        _std_settings, _bert_role, _base_spec,
+        ("token_embedding", "position_embedding", "attn_q", "attn_k", "attn_v", "attn_out", "mlp_in", "mlp_out",
+         "norm_scale"), ("BertLayer",), ("initializer_range",)),
+    "hf.llama": _Entry(
+        f"{_HF}, transformers/modeling_utils.py PreTrainedModel._init_weights (Llama has no _init_weights "
+        "of its own in transformers/models/llama/modeling_llama.py)",
+        "Every Linear weight (q/k/v/o, gate/up/down, lm_head) and the token Embedding N(0, r²), "
+        "r = config.initializer_range (0.02), the padding_idx row 0; LlamaRMSNorm weight 1. No depth scaling.",
+        _std_settings, _llama_role, _base_spec,
+        ("token_embedding", "attn_q", "attn_k", "attn_v", "attn_out", "mlp_gate", "mlp_in", "mlp_out",
+         "norm_scale"), ("LlamaDecoderLayer",), ("initializer_range",)),
+    "hf.t5": _Entry(
+        f"{_HF}, transformers/models/t5/modeling_t5.py T5PreTrainedModel._init_weights",
+        "f = config.initializer_factor (1.0), d = d_model, kv = d_kv, h = num_heads, ff = d_ff: attention q "
+        "N(0, (f·(d·kv)^-½)²), k and v N(0, (f·d^-½)²), o N(0, (f·(h·kv)^-½)²), relative_attention_bias "
+        "N(0, (f·d^-½)²); DenseReluDense wi (wi_0, wi_1) N(0, (f·d^-½)²), wo N(0, (f·ff^-½)²); shared "
+        "embedding N(0, f²), lm_head N(0, f²) when not tied (tied: shared's); T5LayerNorm weight f.",
+        _t5_settings, _t5_role, _t5_spec,
+        ("token_embedding", "attn_q", "attn_k", "attn_v", "attn_out", "relative_attention_bias", "mlp_out",
+         "norm_scale"), ("T5Block",), ("initializer_factor", "d_model", "d_kv", "d_ff", "num_heads",
+                                       "tie_word_embeddings")),
+    "hf.vit": _Entry(
+        f"{_HF}, transformers/models/vit/modeling_vit.py ViTPreTrainedModel._init_weights and "
+        "modeling_utils.py PreTrainedModel._init_weights",
+        "The patch embedding Conv2d, every Linear weight N(0, r²), r = config.initializer_range (0.02); biases "
+        "0; LayerNorm weight 1, bias 0; cls_token and position_embeddings trunc_normal_(std=r) with torch's "
+        "absolute bounds ±2, which at r = 0.02 are ±100σ and truncate nothing: N(0, r²); mask_token 0.",
+        _std_settings, _vit_role, _vit_spec,
+        ("patch_embedding", "cls_token", "position_embedding", "attn_q", "attn_k", "attn_v", "attn_out", "mlp_in",
+         "mlp_out", "norm_scale"), ("ViTLayer",), ("initializer_range",)),
+}
+
+_ = TruncatedNormal  # used by the depth-aware recipes below
+_ = dataclasses
+
+
+def names() -> list[str]:
+    """Every recipe name, sorted."""
+    return sorted(_REGISTRY)
+
+
+def get(name: str, **config: Any) -> Recipe:
+    """The recipe ``name`` (:func:`names`), with ``config`` overriding what it reads from the
+    model's config (``recipes.get("hf.gpt2", initializer_range=0.01)``).
+
+    Example:
+        >>> from initscale import recipes
+        >>> recipes.get("hf.gpt2")
+        recipes.get('hf.gpt2')
+    """
+    name = _validate.choice("name", name, tuple(names()))
+    entry = _REGISTRY[name]
+    unknown = sorted(set(config) - set(entry.options))
+    if unknown:
+        raise ValueError(f"Recipe {name!r} takes the settings {', '.join(repr(o) for o in sorted(entry.options))}. "
+                         f"Received: {', '.join(f'{k}={config[k]!r}' for k in unknown)}.")
+    return Recipe(name, entry.source, dict(config), entry.doc, entry.settings, entry.role, entry.spec,
+                  entry.required, entry.blocks)
