@@ -57,8 +57,7 @@ from initscale.distributions import (
 from initscale.fans import Layout, LayoutLike, resolve
 from initscale.normal_math import complex_truncated_rms, far_tail_offset, truncated_plan
 from initscale.plan import planner
-from initscale.reinit import Param, Report, Role
-from initscale.reinit import model_rules
+from initscale.reinit import Param, Report, Role, model_rules
 from initscale.reinit import plan as reinit_plan
 from initscale.rounding import clip_bounds
 from initscale.specs import Spec

@@ -63,8 +63,7 @@ from initscale.fans import Fans, Layout, LayoutLike, layout_from_config, layout_
 from initscale.keras_layers import keras_role
 from initscale.normal_math import far_tail_offset, normal_cdf, truncated_plan
 from initscale.plan import planner
-from initscale.reinit import Param, Report, Role
-from initscale.reinit import model_rules
+from initscale.reinit import Param, Report, Role, model_rules
 from initscale.reinit import plan as reinit_plan
 from initscale.rounding import clip_bounds, representable_bounds
 from initscale.specs import Constant as ConstantSpec

@@ -229,7 +229,8 @@ class Recipe:
         parts, _ = _torch_parts(model)
         return self._planned(model, parts, settings)
 
-    def _planned(self, model: Any, parts: list[_Part], settings: dict[str, Any]) -> list[tuple[Found, Spec | None, str]]:
+    def _planned(self, model: Any, parts: list[_Part],
+                 settings: dict[str, Any]) -> list[tuple[Found, Spec | None, str]]:
         found = self._found(model, parts, settings)
         by_name = {p.name: p for p in parts}
         sources = _hf_tie_sources(model)
@@ -474,7 +475,7 @@ def _t5_role(model: Any, part: _Part, s: dict[str, Any]) -> str | None:
 
 def _t5_spec(role: str, part: _Part, s: dict[str, Any]) -> Spec:
     f, d, kv, ff, h = s["factor"], s["d_model"], s["d_kv"], s["d_ff"], s["n_heads"]
-    if role.endswith("bias") and role != "relative_attention_bias" or part.base == "norm_offset":
+    if (role.endswith("bias") and role != "relative_attention_bias") or part.base == "norm_offset":
         return Zeros()
     if part.base == "norm_scale":  # T5LayerNorm: constant_(weight, factor)
         return Ones() if f == 1.0 else Constant(f)
