@@ -39,7 +39,7 @@ from .specs import (
 )
 
 if TYPE_CHECKING:
-    from . import presets
+    from . import presets, recipes
     from .reinit import Rule
     from .streams import Stream
 
@@ -68,6 +68,7 @@ __all__ = [
     "gains",
     "layouts",
     "presets",
+    "recipes",
 ]
 
 # attribute -> (adapter module, framework module it needs, pip extra that installs it)
@@ -87,6 +88,7 @@ def _legacy_keras() -> bool:
 
 # names imported on first use, to keep `import initscale` fast: attribute -> (module, name in it or None)
 _LAZY: dict[str, tuple[str, str | None]] = {"presets": ("initscale.presets", None),
+                                            "recipes": ("initscale.recipes", None),
                                             "Rule": ("initscale.reinit", "Rule"),
                                             "Stream": ("initscale.streams", "Stream")}
 

@@ -607,3 +607,42 @@ def get(name: str, **config: Any) -> Recipe:
                          f"Received: {', '.join(f'{k}={config[k]!r}' for k in unknown)}.")
     return Recipe(name, entry.source, dict(config), entry.doc, entry.settings, entry.role, entry.spec,
                   entry.required, entry.blocks)
+
+
+def rules_from_config(name: str, config: str | None, **settings: Any) -> dict[str, Rule]:
+    """The rules of recipe ``name`` for the model a transformers ``config.json`` describes (or
+    the folder holding it): for ``initscale check FILE --recipe NAME --config PATH``, where the
+    checkpoint has names and arrays but no module tree. The model class is the config's
+    ``architectures[0]``, built on torch's meta device (nothing allocated, nothing drawn, no
+    download); the rules then name that model's parameters, as its ``save_pretrained`` writes them."""
+    import json
+    import os
+
+    recipe = get(name, **settings)
+    if config is None:
+        raise ValueError(f"--recipe {name!r} needs --config PATH, the model's transformers config.json (or its "
+                         "folder): a recipe reads each tensor's role from the model's module tree, which a checkpoint "
+                         "does not hold.")
+    path = os.path.join(config, "config.json") if os.path.isdir(config) else config
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"--config {config!r}: cannot read a JSON config at {path!r} ({err}).") from None
+    try:
+        import torch
+        import transformers
+    except ImportError as err:
+        raise ValueError(f"--recipe {name!r} builds the model from its config with torch and transformers ({err}). "
+                         "Install them with: pip install 'initscale[torch]' transformers") from None
+    architectures = data.get("architectures") or []
+    model_type = data.get("model_type")
+    cls = getattr(transformers, architectures[0], None) if architectures else None
+    if cls is None or not isinstance(model_type, str):
+        raise ValueError(f"--config {config!r}: needs `model_type` and `architectures` (the model class, e.g. "
+                         f"['GPT2LMHeadModel']); received model_type={model_type!r}, architectures={architectures!r}.")
+    fields = {k: v for k, v in data.items() if k != "model_type"}
+    cfg = transformers.AutoConfig.for_model(model_type, **fields)
+    with torch.device("meta"):
+        model = cls(cfg)
+    return recipe.rules_for(model)

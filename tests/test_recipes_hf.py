@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import importlib.util
+import json
 import math
 import sys
 from statistics import NormalDist
@@ -251,3 +252,29 @@ def test_check_of_a_state_dict_with_a_recipe_says_what_to_do() -> None:
     with pytest.raises(ValueError, match="module tree.*--config"):
         initscale.torch.check(model.state_dict(), recipe="hf.gpt2")
     assert initscale.torch.check(model.state_dict(), rules=recipes.get("hf.gpt2").rules_for(model))
+
+
+def _cli(*args: str):
+    import subprocess
+    return subprocess.run([sys.executable, "-m", "initscale", "check", *args], capture_output=True, text=True,
+                          timeout=300, check=False)
+
+
+def test_cli_check_with_recipe_and_config(tmp_path) -> None:
+    torch.manual_seed(5)
+    model = _gpt2()
+    model.save_pretrained(tmp_path / "good")
+    done = _cli(str(tmp_path / "good" / "model.safetensors"), "--recipe", "hf.gpt2", "--config",
+                str(tmp_path / "good"))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    with torch.no_grad():
+        model.transformer.h[0].mlp.c_proj.weight.mul_(math.sqrt(6))  # residual scaling lost
+    model.save_pretrained(tmp_path / "bad")
+    done = _cli(str(tmp_path / "bad" / "model.safetensors"), "--recipe", "hf.gpt2", "--config",
+                str(tmp_path / "bad"), "--format", "json")
+    assert done.returncode == 1, done.stderr[-3000:]
+    rows = {r["name"]: r for r in json.loads(done.stdout)["rows"]}
+    assert [f["name"] for f in rows["transformer.h.0.mlp.c_proj.weight"]["flags"]] == ["std_off"]
+    assert not any(r["flags"] for n, r in rows.items() if n != "transformer.h.0.mlp.c_proj.weight")
+    done = _cli(str(tmp_path / "good" / "model.safetensors"), "--recipe", "hf.gpt2")
+    assert done.returncode != 0 and "needs --config" in done.stderr
