@@ -969,8 +969,8 @@ def _reinit(module: torch.nn.Module, rules: Spec | Mapping[str, Spec | None], *,
             generator: torch.Generator | None, dry_run: bool, include_frozen: bool, include_buffers: bool,
             defaults: bool, recurse: bool, stream_seed: int | None = None,
             stream_names: Mapping[str, str] | Callable[[str], str] | None = None, fans: str = "forward") -> Report:
-    rules = model_rules(rules, module)  # a recipe: its roles resolved on this model (initscale.recipes)
     found = _with_weight_fans(module, recurse, _walk(module, recurse, include_buffers))
+    rules = model_rules(rules, module, [p for p, _ in found])  # a recipe, resolved on it (initscale.recipes)
     decided = reinit_plan([p for p, _ in found], rules, include_frozen=include_frozen, defaults=defaults,
                           dry_run=dry_run, stacklevel=3, fans=fans)  # _reinit <- reinit_ <- the caller
     targets = [(d, t) for d, (_, t) in zip(decided.decisions, found, strict=True) if d.dist is not None]

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import functools
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -84,47 +85,69 @@ class _Part:
     tied_to: str | None
     padding_idx: int | None
     classes: tuple[str, ...]
+    parent_classes: tuple[str, ...] = ()
     layer: int | None = None
 
 
+_MRO: dict[type, tuple[str, ...]] = {}  # a class -> the names of its MRO, computed once
+
+
 def _classes(obj: Any) -> tuple[str, ...]:
-    return tuple(c.__name__ for c in type(obj).__mro__)
+    cls = type(obj)
+    names_ = _MRO.get(cls)
+    if names_ is None:
+        names_ = _MRO[cls] = tuple(c.__name__ for c in cls.__mro__)
+    return names_
 
 
-def _torch_parts(model: Any) -> tuple[list[_Part], list[str]]:
+def _torch_parts(model: Any, blocks: Sequence[str] = (),
+                 params: Sequence[Any] | None = None) -> tuple[list[_Part], list[str]]:
     """Every parameter of a torch module (tied names too), with its owner, its owner's parent
-    and attribute name, and the adapter's base role (``initscale.torch.reinit_``'s walk); and
-    every name a rule could match (parameters and buffers)."""
-    from .adapters import torch as ist  # torch is loaded: the model is a torch module
+    and attribute name, and the adapter's base role (``initscale.torch.reinit_``'s walk, or the
+    :class:`~initscale.reinit.Param` list ``params`` it already made); and every name a rule could
+    match (parameters and buffers)."""
+    if params is None:
+        from .adapters import torch as ist  # torch is loaded: the model is a torch module
 
+        params = [p for p, _ in ist._walk(model, True, False)]
     modules = dict(model.named_modules(remove_duplicate=False))
-    parts = []
-    for param, _ in ist._walk(model, True, False):
+    parts, every = [], []
+    for param in params:
+        every.append(param.name)
+        if param.buffer:
+            continue
         prefix, _, leaf = param.name.rpartition(".")
         owner = modules[prefix]
         parent_prefix, _, attr = prefix.rpartition(".")
         parent = modules.get(parent_prefix) if prefix else None
         parts.append(_Part(param.name, owner, leaf, parent, attr, param.role, param.shape, param.tied_to,
-                           param.padding_idx, _classes(owner)))
-    every = [n for n, _ in model.named_parameters(remove_duplicate=False)]
-    every += [n for n, _ in model.named_buffers(remove_duplicate=False)]
+                           param.padding_idx, _classes(owner), () if parent is None else _classes(parent)))
+    if blocks:
+        _layer_indices(parts, modules, blocks)
+    listed = set(every)
+    for prefix, module in modules.items():  # buffers too: a rule may be offered them (include_buffers)
+        for leaf, _ in module.named_buffers(recurse=False):
+            name = f"{prefix}.{leaf}" if prefix else leaf
+            if name not in listed:
+                every.append(name)
     return parts, every
 
 
-def _layer_index(model: Any, part: _Part, blocks: Sequence[str]) -> int | None:
-    """The index of the repeated block (a class named in ``blocks``) that holds ``part``, counted
-    in its ModuleList: ``transformer.h.3.attn.c_proj.weight`` -> 3."""
-    pieces = part.name.split(".")
-    for i in range(len(pieces) - 1, 0, -1):
-        if pieces[i].isdigit():
-            prefix = ".".join(pieces[:i + 1])
-            try:
-                block = model.get_submodule(prefix)
-            except AttributeError:
-                continue
-            if any(c in blocks for c in _classes(block)):
-                return int(pieces[i])
-    return None
+def _layer_indices(parts: Sequence[_Part], modules: Mapping[str, Any], blocks: Sequence[str]) -> None:
+    """Set each part's ``layer``: the index of the repeated block (a class named in ``blocks``)
+    that holds it, counted in its ModuleList (``transformer.h.3.attn.c_proj.weight`` -> 3)."""
+    seen: dict[str, int | None] = {}
+    for part in parts:
+        owner = part.name.rpartition(".")[0]
+        if owner not in seen:
+            pieces, found = owner.split("."), None
+            for i in range(len(pieces) - 1, 0, -1):
+                block = modules.get(".".join(pieces[:i + 1])) if pieces[i].isdigit() else None
+                if block is not None and any(c in blocks for c in _classes(block)):
+                    found = int(pieces[i])
+                    break
+            seen[owner] = found
+        part.layer = seen[owner]
 
 
 def _hf_tie_sources(model: Any) -> set[str]:
@@ -179,7 +202,7 @@ class Recipe:
                 f"model); received {type(model).__module__}.{type(model).__name__}. For a Keras model or a JAX "
                 "pytree, pass rules (a mapping pattern -> spec) instead.")
         settings = self.settings(model)
-        parts, _ = _torch_parts(model)
+        parts, _ = _torch_parts(model, self.blocks)
         return self._found(model, parts, settings)
 
     def _found(self, model: Any, parts: list[_Part], settings: dict[str, Any]) -> list[Found]:
@@ -188,10 +211,10 @@ class Recipe:
             if part.tied_to is not None:
                 aliases.setdefault(part.tied_to, []).append(part)
         found, unknown = [], []
+        settings = {**settings, "_io": _io_embeddings(model)}
         for part in parts:
             if part.tied_to is not None:
                 continue
-            part.layer = _layer_index(model, part, self.blocks) if self.blocks else None
             role = self._role(model, part, settings)
             if role is None:
                 unknown.append(part)
@@ -226,7 +249,7 @@ class Recipe:
         if not _is_torch_module(model):
             self.roles(model)  # raises naming the model type
         settings = self.settings(model)
-        parts, _ = _torch_parts(model)
+        parts, _ = _torch_parts(model, self.blocks)
         return self._planned(model, parts, settings)
 
     def _planned(self, model: Any, parts: list[_Part],
@@ -251,22 +274,29 @@ class Recipe:
             out.append((f, spec, label))
         return out
 
-    def rules_for(self, model: Any) -> dict[str, Rule]:
+    def rules_for(self, model: Any, params: Sequence[Any] | None = None) -> dict[str, Rule]:
         """The concrete rules of this recipe on ``model``: pattern -> :class:`initscale.Rule`
         with the role as its label. Patterns are exact names, or a glob over layer indices
-        checked to match exactly its names among every parameter and buffer name of the model."""
+        checked to match exactly its names among every parameter and buffer name of the model.
+        ``params``: the adapter's walk of ``model`` (:class:`~initscale.reinit.Param` list), when
+        it has one already (``reinit_`` does), so the model is not walked twice."""
         if not _is_torch_module(model):
             self.roles(model)  # raises naming the model type
         settings = self.settings(model)
-        parts, every = _torch_parts(model)
-        groups: dict[Rule, list[str]] = {}
+        parts, every = _torch_parts(model, self.blocks, params)
+        by_value: dict[tuple[Spec | None, str], list[str]] = {}
         for f, spec, label in self._planned(model, parts, settings):
-            groups.setdefault(Rule(spec, label=label), []).append(f.name)  # a tied tensor: its first name
-        return _compress(groups, every)
+            by_value.setdefault((spec, label), []).append(f.name)  # a tied tensor: its first name
+        return _compress({Rule(spec, label=label): members for (spec, label), members in by_value.items()}, every)
 
 
 def by_name_alias(parts: Sequence[_Part], name: str) -> _Part:
     return next(p for p in parts if p.name == name)
+
+
+@functools.lru_cache(maxsize=4096)
+def _glob(pattern: str) -> re.Pattern[str]:
+    return re.compile(fnmatch.translate(pattern))
 
 
 _INDEX = re.compile(r"(?<=\.)\d+(?=\.)")
@@ -277,14 +307,21 @@ def _compress(groups: Mapping[Rule, list[str]], every: Sequence[str]) -> dict[st
     (layer indices) become one glob with ``*`` there, kept only if it matches exactly those
     names among ``every`` name of the model (so rules never overlap and their order is moot)."""
     out: dict[str, Rule] = {}
+    by_end: dict[str, list[str]] = {}  # the names by their last two components: the candidates of a glob
+    for name in every:
+        by_end.setdefault(".".join(name.rsplit(".", 2)[-2:]), []).append(name)
     for rule, members in groups.items():
         by_template: dict[str, list[str]] = {}
         for name in members:
             by_template.setdefault(_INDEX.sub("*", name), []).append(name)
         for template, names_ in by_template.items():
             if template not in out and len(names_) > 1:
-                regex = re.compile(fnmatch.translate(template))
-                if {n for n in every if regex.match(n)} == set(names_):
+                regex = _glob(template)
+                head, tail = template.split("*")[0], template.split("*")[-1]
+                end = tail.split(".")  # tail starts at a component boundary: ".attn.c_proj.weight"
+                candidates = by_end.get(".".join(end[-2:]), ()) if len(end) >= 3 else every
+                hits = {n for n in candidates if n.startswith(head) and n.endswith(tail) and regex.match(n)}
+                if hits == set(names_):
                     out[template] = rule
                     continue
             for name in names_:
@@ -316,10 +353,6 @@ def _in(part: _Part, *classes: str) -> bool:
     return bool(set(classes) & set(part.classes))
 
 
-def _parent_is(part: _Part, classes: Sequence[str], attrs: Sequence[str]) -> bool:
-    return part.parent is not None and bool(set(classes) & set(_classes(part.parent))) and part.attr in attrs
-
-
 def _is(module: Any, other: Any) -> bool:
     return module is not None and other is not None and module is other
 
@@ -341,15 +374,16 @@ def _io_embeddings(model: Any) -> tuple[Any, Any]:
 _HF_BASE_LAYERS = ("Linear", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d")
 
 
-def _hf_base_role(model: Any, part: _Part, table: Mapping[tuple[str, str], str]) -> str | None:
+def _hf_base_role(model: Any, part: _Part, table: Mapping[tuple[str, str], str], s: Mapping[str, Any]) -> str | None:
     """A role for what HF's ``PreTrainedModel._init_weights`` initializes (Linear/Conv weights
     and biases, Embeddings, norms), named by the family's ``table``: (parent class, attribute)
     -> role, else a generic role."""
-    inp, out = _io_embeddings(model)
+    inp, out = s["_io"] if "_io" in s else _io_embeddings(model)
     if part.base in ("norm_scale", "norm_offset"):
         return part.base
-    for (cls, attr), role in table.items():
-        if _parent_is(part, (cls,), (attr,)):
+    for cls in part.parent_classes:
+        role = table.get((cls, part.attr))
+        if role is not None:
             return role if part.leaf == "weight" else f"{role}.bias"
     if part.leaf == "bias" and _in(part, *_HF_BASE_LAYERS, "Conv1D"):
         return "bias"
@@ -394,7 +428,7 @@ def _gpt2_settings(model: Any, given: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _gpt2_role(model: Any, part: _Part, s: dict[str, Any]) -> str | None:
-    role = _hf_base_role(model, part, _GPT2)
+    role = _hf_base_role(model, part, _GPT2, s)
     if role is None and part.leaf == "weight" and _in(part, "Conv1D"):
         role = "conv1d"
     return role
@@ -425,7 +459,7 @@ _BERT = {("BertSelfAttention", "query"): "attn_q", ("BertSelfAttention", "key"):
 def _bert_role(model: Any, part: _Part, s: dict[str, Any]) -> str | None:
     if part.leaf == "bias" and _in(part, "BertLMPredictionHead"):
         return "lm_head.bias"  # BertLMPredictionHead.bias (tied to decoder.bias): zeros
-    return _hf_base_role(model, part, _BERT)
+    return _hf_base_role(model, part, _BERT, s)
 
 
 # --- hf.llama ------------------------------------------------------------------------------------
@@ -439,7 +473,7 @@ _LLAMA = {("LlamaAttention", "q_proj"): "attn_q", ("LlamaAttention", "k_proj"): 
 
 
 def _llama_role(model: Any, part: _Part, s: dict[str, Any]) -> str | None:
-    return _hf_base_role(model, part, _LLAMA)
+    return _hf_base_role(model, part, _LLAMA, s)
 
 
 def _std_settings(model: Any, given: Mapping[str, Any]) -> dict[str, Any]:
@@ -470,7 +504,7 @@ def _t5_settings(model: Any, given: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _t5_role(model: Any, part: _Part, s: dict[str, Any]) -> str | None:
-    return _hf_base_role(model, part, _T5)
+    return _hf_base_role(model, part, _T5, s)
 
 
 def _t5_spec(role: str, part: _Part, s: dict[str, Any]) -> Spec:
@@ -504,7 +538,7 @@ def _vit_role(model: Any, part: _Part, s: dict[str, Any]) -> str | None:
     if _in(part, "ViTEmbeddings") and part.leaf in ("cls_token", "position_embeddings", "mask_token"):
         return {"cls_token": "cls_token", "position_embeddings": "position_embedding",
                 "mask_token": "mask_token"}[part.leaf]
-    return _hf_base_role(model, part, _VIT)
+    return _hf_base_role(model, part, _VIT, s)
 
 
 def _vit_spec(role: str, part: _Part, s: dict[str, Any]) -> Spec:
@@ -542,7 +576,7 @@ _REGISTRY: dict[str, _Entry] = {
         "residual layers). lm_head is tied to wte (one tensor, wte's N(0, r²)).",
         _gpt2_settings, _gpt2_role, _gpt2_spec,
         ("token_embedding", "position_embedding", "attn_qkv", "residual_out", "mlp_in", "norm_scale"),
-        ("GPT2Block",), ("initializer_range", "n_layer")),
+        (), ("initializer_range", "n_layer")),
     "hf.bert": _Entry(
         f"{_HF}, transformers/models/bert/modeling_bert.py BertPreTrainedModel._init_weights and "
         "modeling_utils.py PreTrainedModel._init_weights",
@@ -551,7 +585,7 @@ _REGISTRY: dict[str, _Entry] = {
         "decoder is tied to word_embeddings.",
         _std_settings, _bert_role, _base_spec,
         ("token_embedding", "position_embedding", "attn_q", "attn_k", "attn_v", "attn_out", "mlp_in", "mlp_out",
-         "norm_scale"), ("BertLayer",), ("initializer_range",)),
+         "norm_scale"), (), ("initializer_range",)),
     "hf.llama": _Entry(
         f"{_HF}, transformers/modeling_utils.py PreTrainedModel._init_weights (Llama has no _init_weights "
         "of its own in transformers/models/llama/modeling_llama.py)",
@@ -559,7 +593,7 @@ _REGISTRY: dict[str, _Entry] = {
         "r = config.initializer_range (0.02), the padding_idx row 0; LlamaRMSNorm weight 1. No depth scaling.",
         _std_settings, _llama_role, _base_spec,
         ("token_embedding", "attn_q", "attn_k", "attn_v", "attn_out", "mlp_gate", "mlp_in", "mlp_out",
-         "norm_scale"), ("LlamaDecoderLayer",), ("initializer_range",)),
+         "norm_scale"), (), ("initializer_range",)),
     "hf.t5": _Entry(
         f"{_HF}, transformers/models/t5/modeling_t5.py T5PreTrainedModel._init_weights",
         "f = config.initializer_factor (1.0), d = d_model, kv = d_kv, h = num_heads, ff = d_ff: attention q "
@@ -568,7 +602,7 @@ _REGISTRY: dict[str, _Entry] = {
         "embedding N(0, f²), lm_head N(0, f²) when not tied (tied: shared's); T5LayerNorm weight f.",
         _t5_settings, _t5_role, _t5_spec,
         ("token_embedding", "attn_q", "attn_k", "attn_v", "attn_out", "relative_attention_bias", "mlp_out",
-         "norm_scale"), ("T5Block",), ("initializer_factor", "d_model", "d_kv", "d_ff", "num_heads",
+         "norm_scale"), (), ("initializer_factor", "d_model", "d_kv", "d_ff", "num_heads",
                                        "tie_word_embeddings")),
     "hf.vit": _Entry(
         f"{_HF}, transformers/models/vit/modeling_vit.py ViTPreTrainedModel._init_weights and "
@@ -578,7 +612,7 @@ _REGISTRY: dict[str, _Entry] = {
         "absolute bounds ±2, which at r = 0.02 are ±100σ and truncate nothing: N(0, r²); mask_token 0.",
         _std_settings, _vit_role, _vit_spec,
         ("patch_embedding", "cls_token", "position_embedding", "attn_q", "attn_k", "attn_v", "attn_out", "mlp_in",
-         "mlp_out", "norm_scale"), ("ViTLayer",), ("initializer_range",)),
+         "mlp_out", "norm_scale"), (), ("initializer_range",)),
 }
 
 _ = TruncatedNormal  # used by the depth-aware recipes below

@@ -265,12 +265,15 @@ def _check_pattern(pattern: Any) -> Literal["class", "glob"]:
     return "glob"
 
 
-def model_rules(rules: Any, model: Any) -> Any:
-    """The hook every reinit entry calls first: a recipe (an object with ``rules_for``, such as
-    ``initscale.recipes.get("hf.gpt2")``) resolved on ``model`` into concrete rules; a spec or a
-    mapping of rules comes back as it is."""
+def model_rules(rules: Any, model: Any, params: Sequence[Param] | None = None) -> Any:
+    """The hook every reinit entry calls before :func:`plan`: a recipe (an object with
+    ``rules_for``, such as ``initscale.recipes.get("hf.gpt2")``) resolved on ``model`` into
+    concrete rules (``params``: the entry's walk of it, if it has one, so it is not walked twice);
+    a spec or a mapping of rules comes back as it is."""
     resolve = getattr(rules, "rules_for", None)
-    return rules if resolve is None or isinstance(rules, (Spec, Mapping)) else resolve(model)
+    if resolve is None or isinstance(rules, (Spec, Mapping)):
+        return rules
+    return resolve(model) if params is None else resolve(model, params=params)
 
 
 def compile_rules(rules: Spec | Mapping[str, Spec | Rule | None]) -> tuple[CompiledRule, ...]:
