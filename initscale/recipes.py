@@ -35,7 +35,6 @@ The HF recipes reproduce ``PreTrainedModel._init_weights`` of transformers 5.24.
 
 from __future__ import annotations
 
-import dataclasses
 import fnmatch
 import functools
 import math
@@ -188,6 +187,10 @@ class Recipe:
     def __repr__(self) -> str:
         given = ", ".join(f"{k}={v!r}" for k, v in self.config.items())
         return f"recipes.get({self.name!r}{', ' if given else ''}{given})"
+
+    def describe(self) -> str:
+        """The recipe's formulas and where they come from."""
+        return f"{self.name}: {self.doc}\nsource: {self.source}"
 
     def settings(self, model: Any) -> dict[str, Any]:
         """The numbers the recipe uses on ``model`` (its config's, or the ones given)."""
@@ -549,6 +552,113 @@ def _vit_spec(role: str, part: _Part, s: dict[str, Any]) -> Spec:
     return _generic_spec(role, part, s["std"])
 
 
+# --- depth-aware recipes of training codebases, on GPT-2- and Llama-shaped models ------------------
+#
+# These read the same roles from HF GPT-2 / Llama models and from the codebases' own module trees
+# (nanoGPT's GPT/Block/CausalSelfAttention/MLP, torchtitan's Transformer/TransformerBlock/
+# Attention/FeedForward), by the class that holds each projection and the attribute it sits under.
+
+_DECODERS = {
+    **_GPT2, **_LLAMA,
+    # nanoGPT model.py
+    ("CausalSelfAttention", "c_attn"): "attn_qkv", ("CausalSelfAttention", "c_proj"): "residual_out",
+    ("MLP", "c_fc"): "mlp_in", ("MLP", "c_proj"): "residual_out", ("GPT", "lm_head"): "lm_head",
+    # torchtitan models/llama3/model/model.py: w1 is the SiLU gate, w3 the up projection, w2 down
+    ("Attention", "wq"): "attn_q", ("Attention", "wk"): "attn_k", ("Attention", "wv"): "attn_v",
+    ("Attention", "wo"): "attn_out", ("FeedForward", "w1"): "mlp_gate", ("FeedForward", "w3"): "mlp_in",
+    ("FeedForward", "w2"): "mlp_out", ("Transformer", "tok_embeddings"): "token_embedding",
+    ("Transformer", "output"): "lm_head",
+}
+_DECODER_BLOCKS = ("GPT2Block", "LlamaDecoderLayer", "Block", "TransformerBlock")
+_OUT_ROLES = ("residual_out", "attn_out", "mlp_out")  # the projections that write into the residual stream
+_EMBED_ROLES = ("token_embedding", "position_embedding", "embedding")
+
+
+def _decoder_role(model: Any, part: _Part, s: dict[str, Any]) -> str | None:
+    role = _hf_base_role(model, part, _DECODERS, s)
+    if role is None and part.base == "weight" and _in(part, "Conv1D"):
+        role = "conv1d"
+    if role == "embedding" and part.parent is not None and part.attr in ("wte", "wpe"):
+        role = "token_embedding" if part.attr == "wte" else "position_embedding"  # nanoGPT's ModuleDict
+    return role
+
+
+def _model_number(model: Any, given: Mapping[str, Any], key: str, *names_: str) -> int:
+    if key in given:
+        return _validate.integer(key, given[key], minimum=1)
+    for holder in (getattr(model, "config", None), getattr(model, "model_args", None)):
+        for name in names_:
+            value = getattr(holder, name, None) if holder is not None else None
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+    raise ValueError(f"The recipe needs `{key}` and the model has none of {', '.join(names_)} in its config or "
+                     f"model_args; pass it: recipes.get(..., {key}=...).")
+
+
+def _decoder_settings(model: Any, given: Mapping[str, Any]) -> dict[str, Any]:
+    out = {"L": _model_number(model, given, "n_layers", "n_layer", "num_hidden_layers", "n_layers"),
+           "d": _model_number(model, given, "dim", "n_embd", "hidden_size", "dim")}
+    for key, default in (("std", 0.02), ("depth_init", True)):
+        out[key] = given.get(key, default)
+    out["std"] = _validate.real("std", out["std"], positive=True)
+    out["depth_init"] = _validate.boolean("depth_init", out["depth_init"])
+    return out
+
+
+def _fixed(role: str, part: _Part) -> Spec | None:
+    """Biases 0, norm scales 1 and offsets 0: every recipe below (each codebase's LayerNorm/RMSNorm
+    starts at ones and zeros, its biases at zeros)."""
+    if role.endswith("bias") or part.base in ("bias", "norm_offset"):
+        return Zeros()
+    if part.base == "norm_scale":
+        return Ones()
+    return None
+
+
+def _nanogpt_spec(role: str, part: _Part, s: dict[str, Any]) -> Spec:
+    fixed = _fixed(role, part)
+    if fixed is not None:
+        return fixed
+    return Normal(0.02 / math.sqrt(2 * s["L"]) if role == "residual_out" else 0.02)
+
+
+def _megatron_spec(role: str, part: _Part, s: dict[str, Any]) -> Spec:
+    fixed = _fixed(role, part)
+    if fixed is not None:
+        return fixed
+    return Normal(s["std"] / math.sqrt(2 * s["L"]) if role in _OUT_ROLES else s["std"])
+
+
+def _neox_spec(role: str, part: _Part, s: dict[str, Any]) -> Spec:
+    fixed = _fixed(role, part)
+    if fixed is not None:
+        return fixed
+    if role in _OUT_ROLES:
+        return Normal(2 / s["L"] / math.sqrt(s["d"]))  # wang_init
+    return Normal(math.sqrt(2 / (5 * s["d"])))  # small_init
+
+
+def _torchtitan_spec(role: str, part: _Part, s: dict[str, Any]) -> Spec:
+    fixed = _fixed(role, part)
+    if fixed is not None:
+        return fixed
+    if role == "token_embedding":
+        return Normal(1.0)
+    if role == "lm_head":
+        return TruncatedNormal(s["d"] ** -0.5, lower=-3.0, upper=3.0)
+    if role in ("attn_out", "mlp_out", "mlp_in"):  # wo, w2, w3
+        if part.layer is None:
+            raise ValueError(f"torchtitan.llama: {part.name!r} ({role}) is not inside a TransformerBlock/"
+                             "LlamaDecoderLayer of a numbered layer list, so its layer_id is unknown.")
+        depth = 2 * (part.layer + 1) if s["depth_init"] else 2 * s["L"]
+        return Normal(0.02 / math.sqrt(depth))
+    return Normal(0.02)  # wq, wk, wv, w1
+
+
+_DECODER_REQUIRED = ("token_embedding", "norm_scale")
+_DECODER_OPTIONS = ("n_layers", "dim")
+
+
 # --- the registry --------------------------------------------------------------------------------
 
 _HF = "transformers 5.24.0"
@@ -613,10 +723,46 @@ _REGISTRY: dict[str, _Entry] = {
         _std_settings, _vit_role, _vit_spec,
         ("patch_embedding", "cls_token", "position_embedding", "attn_q", "attn_k", "attn_v", "attn_out", "mlp_in",
          "mlp_out", "norm_scale"), (), ("initializer_range",)),
+    "nanogpt": _Entry(
+        "karpathy/nanoGPT model.py, GPT.__init__ and GPT._init_weights "
+        "(commit 0011cd4442915c844e9b8f5c5117f25f5a7096c5)",
+        "Every nn.Linear weight and nn.Embedding N(0, 0.02²), biases 0 (self.apply(self._init_weights)); then every "
+        "parameter whose name ends in 'c_proj.weight' (attention and MLP output projections) "
+        "N(0, (0.02/√(2·n_layer))²); "
+        "LayerNorm/RMSNorm keep their constructed ones and zeros; lm_head is tied to wte (N(0, 0.02²)). On HF GPT-2 "
+        "the same roles (c_proj of GPT2Attention/GPT2MLP).",
+        _decoder_settings, _decoder_role, _nanogpt_spec, (*_DECODER_REQUIRED, "residual_out"), _DECODER_BLOCKS,
+        _DECODER_OPTIONS),
+    "megatron": _Entry(
+        "NVIDIA/Megatron-LM megatron/legacy/model/utils.py init_method_normal and scaled_init_method_normal "
+        "(commit 9538bb8e280fd5b7609779049a604278edae0967)",
+        "σ = init_method_std (0.02): every weight (embeddings, QKV, MLP in, LM head) N(0, σ²) (init_method_normal); "
+        "the output layers, the attention output projection and the MLP's second linear (the projections into the "
+        "residual stream), N(0, (σ/√(2·num_layers))²) (scaled_init_method_normal); biases 0, norm weights 1.",
+        _decoder_settings, _decoder_role, _megatron_spec, _DECODER_REQUIRED, _DECODER_BLOCKS,
+        (*_DECODER_OPTIONS, "std")),
+    "neox": _Entry(
+        "EleutherAI/gpt-neox megatron/model/init_functions.py small_init_init_method and wang_init_method "
+        "(commit 330a80215d765530d828c70f2abe1d2a450b69bd), with init_method='small_init' and "
+        "output_layer_init_method='wang_init' (the Pythia configs)",
+        "d = hidden size, L = num_layers: small_init N(0, 2/(5d)) (Nguyen & Salazar 2019) for embeddings, QKV, MLP "
+        "in and the LM head; wang_init N(0, (2/(L·√d))²) (Wang, Mesh-Transformer-JAX) for the attention output "
+        "and the MLP's second linear; biases 0, norm weights 1.",
+        _decoder_settings, _decoder_role, _neox_spec, _DECODER_REQUIRED, _DECODER_BLOCKS, _DECODER_OPTIONS),
+    "torchtitan.llama": _Entry(
+        "pytorch/torchtitan torchtitan/models/llama3/model/model.py Transformer.init_weights, "
+        "TransformerBlock.__init__/init_weights, Attention.init_weights, FeedForward.init_weights "
+        "(commit 6404b932421f5ce382e7dac5ad381b2c17b1373c)",
+        "Layer i (layer_id, from 0): init_std = 0.02/√(2(i+1)) with depth_init (default), else 0.02/√(2·n_layers). "
+        "wq, wk, wv and w1 (the SiLU gate) trunc_normal_(std=0.02); wo, w2 (down) and w3 (up) trunc_normal_"
+        "(std=init_std), both with torch's absolute bounds ±2, which at these stds are ±100σ or more and truncate "
+        "nothing: N(0, std²); tok_embeddings normal_() = N(0, 1); the output head trunc_normal_ with std d^-½ and "
+        "bounds ±3·std: N(0, d⁻¹) truncated at ±3σ (its std 0.9866·d^-½); RMSNorm weights 1. On HF Llama: q/k/v/o, "
+        "gate/up/down, embed_tokens and lm_head take the same roles.",
+        _decoder_settings, _decoder_role, _torchtitan_spec, (*_DECODER_REQUIRED, "attn_out", "mlp_out", "lm_head"),
+        _DECODER_BLOCKS, (*_DECODER_OPTIONS, "depth_init")),
 }
 
-_ = TruncatedNormal  # used by the depth-aware recipes below
-_ = dataclasses
 
 
 def names() -> list[str]:
