@@ -569,7 +569,14 @@ _DECODERS = {
     ("FeedForward", "w2"): "mlp_out", ("Transformer", "tok_embeddings"): "token_embedding",
     ("Transformer", "output"): "lm_head",
 }
-_DECODER_BLOCKS = ("GPT2Block", "LlamaDecoderLayer", "Block", "TransformerBlock")
+_DECODERS.update({
+    # OLMo olmo/model.py: OLMoSequentialBlock fuses q/k/v in att_proj; OLMoLlamaBlock keeps q/k/v_proj;
+    # the untied output head is transformer.ff_out (a ModuleDict entry), a block's ff_out its MLP out
+    ("OLMoBlock", "att_proj"): "attn_qkv", ("OLMoBlock", "attn_out"): "attn_out",
+    ("OLMoBlock", "ff_proj"): "mlp_in", ("OLMoBlock", "ff_out"): "mlp_out", ("OLMoBlock", "q_proj"): "attn_q",
+    ("OLMoBlock", "k_proj"): "attn_k", ("OLMoBlock", "v_proj"): "attn_v", ("ModuleDict", "ff_out"): "lm_head",
+})
+_DECODER_BLOCKS = ("GPT2Block", "LlamaDecoderLayer", "Block", "TransformerBlock", "OLMoBlock")
 _OUT_ROLES = ("residual_out", "attn_out", "mlp_out")  # the projections that write into the residual stream
 _EMBED_ROLES = ("token_embedding", "position_embedding", "embedding")
 
@@ -597,8 +604,11 @@ def _model_number(model: Any, given: Mapping[str, Any], key: str, *names_: str) 
 
 def _decoder_settings(model: Any, given: Mapping[str, Any]) -> dict[str, Any]:
     out = {"L": _model_number(model, given, "n_layers", "n_layer", "num_hidden_layers", "n_layers"),
-           "d": _model_number(model, given, "dim", "n_embd", "hidden_size", "dim")}
-    for key, default in (("std", 0.02), ("depth_init", True)):
+           "d": _model_number(model, given, "dim", "n_embd", "hidden_size", "dim", "d_model")}
+    config = getattr(model, "config", None)
+    config_std = next((getattr(config, k) for k in ("init_std", "init_method_std")
+                       if isinstance(getattr(config, k, None), float)), 0.02)
+    for key, default in (("std", config_std), ("depth_init", True)):
         out[key] = given.get(key, default)
     out["std"] = _validate.real("std", out["std"], positive=True)
     out["depth_init"] = _validate.boolean("depth_init", out["depth_init"])
@@ -653,6 +663,40 @@ def _torchtitan_spec(role: str, part: _Part, s: dict[str, Any]) -> Spec:
         depth = 2 * (part.layer + 1) if s["depth_init"] else 2 * s["L"]
         return Normal(0.02 / math.sqrt(depth))
     return Normal(0.02)  # wq, wk, wv, w1
+
+
+def _in_features(part: _Part) -> int:
+    """The input width of a projection: ``in_features`` of an nn.Linear, ``nx`` of HF's Conv1D."""
+    for name in ("in_features", "nx"):
+        value = getattr(part.module, name, None)
+        if isinstance(value, int):
+            return value
+    raise ValueError(f"{part.name!r} in {part.classes[0]}: its input width is unknown (no in_features or nx).")
+
+
+def _olmo_spec(mode: str) -> Specs:
+    def spec(role: str, part: _Part, s: dict[str, Any]) -> Spec:
+        fixed = _fixed(role, part)
+        if fixed is not None:
+            return fixed
+        d, L, std = s["d"], s["L"], s["std"]
+        if role == "lm_head":
+            sigma = d ** -0.5
+        elif role in _OUT_ROLES:
+            if mode == "mitchell":
+                if part.layer is None:
+                    raise ValueError(f"olmo.mitchell: {part.name!r} ({role}) is not inside a numbered block, so "
+                                     "its layer_id is unknown.")
+                sigma = 1 / math.sqrt(2 * _in_features(part) * (part.layer + 1))
+            else:
+                sigma = std / math.sqrt(2.0 * L)
+        elif mode == "mitchell":
+            sigma = 1 / math.sqrt(d)
+        else:
+            sigma = std
+        return TruncatedNormal(sigma, lower=-3.0, upper=3.0)
+
+    return spec
 
 
 _DECODER_REQUIRED = ("token_embedding", "norm_scale")
@@ -749,6 +793,24 @@ _REGISTRY: dict[str, _Entry] = {
         "in and the LM head; wang_init N(0, (2/(L·√d))²) (Wang, Mesh-Transformer-JAX) for the attention output "
         "and the MLP's second linear; biases 0, norm weights 1.",
         _decoder_settings, _decoder_role, _neox_spec, _DECODER_REQUIRED, _DECODER_BLOCKS, _DECODER_OPTIONS),
+    "olmo.mitchell": _Entry(
+        "allenai/OLMo olmo/model.py OLMoBlock/OLMoSequentialBlock/OLMoLlamaBlock.reset_parameters and "
+        "OLMo.reset_parameters, olmo/initialization.py init_normal (commit 59a53e3f68e546330ca5a99ec626e58f9ab96494)",
+        "init_fn='mitchell', every weight trunc_normal_ at ±3σ (init_cutoff_factor or 3.0), d = d_model, layer i "
+        "(layer_id, from 0): att_proj (q/k/v), ff_proj σ = 1/√d; attn_out σ = 1/√(2·d·(i+1)); ff_out σ = "
+        "1/√(2·ff_out.in_features·(i+1)); wte and wpe σ = 1/√d (emb_init_std unset); the untied output "
+        "transformer.ff_out σ = 1/√d; biases 0, norms reset (1, 0). On HF models the same roles: the output "
+        "projections' own in_features.",
+        _decoder_settings, _decoder_role, _olmo_spec("mitchell"), (*_DECODER_REQUIRED, "attn_out"), _DECODER_BLOCKS,
+        _DECODER_OPTIONS),
+    "olmo.full_megatron": _Entry(
+        "allenai/OLMo olmo/model.py OLMoBlock/OLMoSequentialBlock/OLMoLlamaBlock.reset_parameters and "
+        "OLMo.reset_parameters, olmo/initialization.py init_normal (commit 59a53e3f68e546330ca5a99ec626e58f9ab96494)",
+        "init_fn='full_megatron', every weight trunc_normal_ at ±3σ, σ₀ = init_std (0.02), L = n_layers: att_proj "
+        "(q/k/v), ff_proj σ₀; attn_out and ff_out σ₀/√(2L); wte and wpe σ₀ (emb_init_std unset, scale_emb_init "
+        "False); the untied output transformer.ff_out σ = 1/√d_model; biases 0, norms reset (1, 0).",
+        _decoder_settings, _decoder_role, _olmo_spec("full_megatron"), (*_DECODER_REQUIRED, "attn_out"),
+        _DECODER_BLOCKS, (*_DECODER_OPTIONS, "std")),
     "torchtitan.llama": _Entry(
         "pytorch/torchtitan torchtitan/models/llama3/model/model.py Transformer.init_weights, "
         "TransformerBlock.__init__/init_weights, Attention.init_weights, FeedForward.init_weights "

@@ -345,3 +345,119 @@ def test_missing_residual_role_is_an_error() -> None:
     with pytest.raises(ValueError, match=r"Recipe 'nanogpt': role\(s\) 'residual_out' match no parameter of "
                                          r"Transformer.*attn_out \(2\)"):
         recipes.get("nanogpt").rules_for(model)
+
+
+# --- OLMo's module tree and init (olmo/model.py, olmo/initialization.py) ----------------------------
+
+@dataclasses.dataclass
+class ModelConfig:
+    n_layers: int
+    init_fn: str = "mitchell"
+    d_model: int = D
+    mlp_hidden: int = 3 * D
+    vocab_size: int = 96
+    init_std: float = 0.02
+
+
+def init_normal(module, std, init_cutoff_factor=None):
+    if init_cutoff_factor is not None:
+        cutoff_value = init_cutoff_factor * std
+        nn.init.trunc_normal_(module.weight, mean=0.0, std=std, a=-cutoff_value, b=cutoff_value)
+    else:
+        nn.init.normal_(module.weight, mean=0.0, std=std)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)
+
+
+class OLMoBlock(nn.Module):
+    def __init__(self, layer_id, c):
+        super().__init__()
+        self.layer_id, self.config = layer_id, c
+        self.attn_out = nn.Linear(c.d_model, c.d_model, bias=False)
+        self.ff_out = nn.Linear(c.mlp_hidden // 2, c.d_model, bias=False)  # SwiGLU: output_multiplier 0.5
+
+    def reset_parameters(self):
+        if self.config.init_fn == "mitchell":
+            attn_out_std = 1 / (math.sqrt(2 * self.config.d_model * (self.layer_id + 1)))
+            ff_out_std = 1 / (math.sqrt(2 * self.ff_out.in_features * (self.layer_id + 1)))
+        else:  # full_megatron
+            attn_out_std = ff_out_std = self.config.init_std / math.sqrt(2.0 * self.config.n_layers)
+        init_normal(self.attn_out, std=attn_out_std, init_cutoff_factor=3.0)
+        init_normal(self.ff_out, std=ff_out_std, init_cutoff_factor=3.0)
+
+
+class OLMoSequentialBlock(OLMoBlock):
+    def __init__(self, layer_id, c):
+        super().__init__(layer_id, c)
+        self.att_proj = nn.Linear(c.d_model, 3 * c.d_model, bias=False)
+        self.ff_proj = nn.Linear(c.d_model, c.mlp_hidden, bias=False)
+        self.attn_norm = nn.LayerNorm(c.d_model, bias=False)
+        self.ff_norm = nn.LayerNorm(c.d_model, bias=False)
+
+    def reset_parameters(self):
+        super().reset_parameters()
+        self.attn_norm.reset_parameters()
+        self.ff_norm.reset_parameters()
+        std = 1 / math.sqrt(self.config.d_model) if self.config.init_fn == "mitchell" else self.config.init_std
+        init_normal(self.att_proj, std, 3.0)
+        init_normal(self.ff_proj, std, 3.0)
+
+
+class OLMo(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.config = c
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(c.vocab_size, c.d_model),
+            blocks=nn.ModuleList([OLMoSequentialBlock(i, c) for i in range(c.n_layers)]),
+            ln_f=nn.LayerNorm(c.d_model, bias=False), ff_out=nn.Linear(c.d_model, c.vocab_size, bias=False)))
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        wte_std = 1.0 / math.sqrt(self.config.d_model) if self.config.init_fn == "mitchell" else self.config.init_std
+        init_normal(self.transformer.wte, std=wte_std, init_cutoff_factor=3.0)
+        self.transformer.ln_f.reset_parameters()
+        init_normal(self.transformer.ff_out, 1 / math.sqrt(self.config.d_model), 3.0)
+        for block in self.transformer.blocks:
+            block.reset_parameters()
+
+
+def olmo_std(mode: str):
+    def std(name: str, L: int) -> float | None:
+        if "norm" in name or "ln_f" in name:
+            return None
+        if name == "transformer.ff_out.weight":
+            return D ** -0.5
+        if name.startswith("transformer.wte"):
+            return D ** -0.5 if mode == "mitchell" else 0.02
+        i, leaf = int(name.split(".")[2]), name.split(".")[3]
+        if leaf == "attn_out":
+            return 1 / math.sqrt(2 * D * (i + 1)) if mode == "mitchell" else 0.02 / math.sqrt(2 * L)
+        if leaf == "ff_out":
+            return 1 / math.sqrt(2 * (3 * D // 2) * (i + 1)) if mode == "mitchell" else 0.02 / math.sqrt(2 * L)
+        return D ** -0.5 if mode == "mitchell" else 0.02
+    return std
+
+
+CASES["olmo.mitchell"] = (lambda L: OLMo(ModelConfig(L)), olmo_std("mitchell"), True)
+CASES["olmo.full_megatron"] = (lambda L: OLMo(ModelConfig(L, init_fn="full_megatron")), olmo_std("full_megatron"),
+                               True)
+
+
+@pytest.mark.parametrize("depth", [2, 5])
+@pytest.mark.parametrize("name", ["olmo.mitchell", "olmo.full_megatron"])
+def test_olmo_recipe_matches_its_source(name: str, depth: int) -> None:
+    problems = problems_of(name, depth)
+    assert not problems, "\n".join(problems)
+
+
+def test_mutation_olmo_mitchell_ff_out_with_d_model_is_caught() -> None:
+    good = recipes._REGISTRY["olmo.mitchell"].spec
+
+    def wrong(role, part, s):  # ff_out scaled by d_model instead of its own in_features
+        if role == "mlp_out":
+            return TruncatedNormal(1 / math.sqrt(2 * s["d"] * (part.layer + 1)), lower=-3.0, upper=3.0)
+        return good(role, part, s)
+
+    problems = problems_of("olmo.mitchell", 5, _mutated("olmo.mitchell", wrong))
+    assert problems and all(".ff_out." in p for p in problems), problems
