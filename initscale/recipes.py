@@ -45,7 +45,7 @@ from typing import Any
 
 from . import _validate
 from .reinit import Rule
-from .specs import Constant, Normal, Ones, Spec, TruncatedNormal, Zeros
+from .specs import Constant, Normal, Ones, Spec, TruncatedNormal, Uniform, VarianceScaling, Zeros
 
 __all__ = ["Found", "Recipe", "get", "names"]
 
@@ -538,10 +538,14 @@ _VIT = {("ViTPatchEmbeddings", "projection"): "patch_embedding", ("ViTAttention"
 
 
 def _vit_role(model: Any, part: _Part, s: dict[str, Any]) -> str | None:
+    return _vit_like_role(model, part, _VIT, s)
+
+
+def _vit_like_role(model: Any, part: _Part, table: Mapping[tuple[str, str], str], s: dict[str, Any]) -> str | None:
     if _in(part, "ViTEmbeddings") and part.leaf in ("cls_token", "position_embeddings", "mask_token"):
         return {"cls_token": "cls_token", "position_embeddings": "position_embedding",
                 "mask_token": "mask_token"}[part.leaf]
-    return _hf_base_role(model, part, _VIT, s)
+    return _hf_base_role(model, part, table, s)
 
 
 def _vit_spec(role: str, part: _Part, s: dict[str, Any]) -> Spec:
@@ -703,6 +707,71 @@ _DECODER_REQUIRED = ("token_embedding", "norm_scale")
 _DECODER_OPTIONS = ("n_layers", "dim")
 
 
+# --- timm.vit --------------------------------------------------------------------------------------
+
+_TIMM = {("PatchEmbed", "proj"): "patch_embedding", ("Attention", "qkv"): "attn_qkv",
+         ("Attention", "proj"): "attn_out", ("Mlp", "fc1"): "mlp_in", ("Mlp", "fc2"): "mlp_out",
+         ("VisionTransformer", "head"): "classifier_head", **_VIT}
+_TIMM_MODES = ("", "jax", "jax_nlhb", "moco")
+
+
+def _timm_settings(model: Any, given: Mapping[str, Any]) -> dict[str, Any]:
+    mode = _validate.choice("mode", given.get("mode", ""), _TIMM_MODES)
+    fix = _validate.boolean("fix_init", given.get("fix_init", getattr(model, "fix_init", False)))
+    classes = getattr(model, "num_classes", None)
+    if "nlhb" in mode and not isinstance(classes, int):
+        raise ValueError("timm.vit mode='jax_nlhb' needs the model's num_classes (head bias -log(num_classes)).")
+    return {"mode": mode, "fix_init": fix, "head_bias": -math.log(classes) if "nlhb" in mode else 0.0}
+
+
+def _timm_role(model: Any, part: _Part, s: dict[str, Any]) -> str | None:
+    if part.leaf in ("cls_token", "reg_token", "pos_embed") and _in(part, "VisionTransformer"):
+        return {"cls_token": "cls_token", "reg_token": "reg_token", "pos_embed": "position_embedding"}[part.leaf]
+    return _vit_like_role(model, part, _TIMM, s)
+
+
+def _timm_spec(role: str, part: _Part, s: dict[str, Any]) -> Spec:
+    from .presets import get as preset
+
+    mode, base = s["mode"], role.removesuffix(".bias")
+    linear = _in(part, "Linear")
+    if part.base == "norm_scale":
+        return Ones()
+    if part.base == "norm_offset":
+        return Zeros()
+    if role == "position_embedding":
+        return Normal(0.02)  # timm's trunc_normal_(std=.02) keeps absolute bounds ±2 = ±100σ: N(0, 0.02²)
+    if role in ("cls_token", "reg_token"):
+        return Normal(1e-6)
+    if base == "patch_embedding":  # a Conv2d: jax lecun_normal_, else torch's own reset (kaiming_uniform a=√5)
+        if mode.startswith("jax"):
+            return Zeros() if role.endswith(".bias") else preset("lecun_normal")
+        return preset("torch.conv_default_bias" if role.endswith(".bias") else "torch.conv_default")
+    if not linear:
+        raise ValueError(f"timm.vit: {part.name!r} ({part.classes[0]}) is not a Linear, a Conv2d patch embedding, "
+                         "a norm or a token: timm's init_weights does not say what it gets.")
+    scale = 1.0
+    if s["fix_init"] and base in ("attn_out", "mlp_out"):  # fix_init_weight: weight / √(2(layer_id + 1))
+        if part.layer is None:
+            raise ValueError(f"timm.vit fix_init: {part.name!r} is not inside a numbered block.")
+        scale = 1.0 / math.sqrt(2.0 * (part.layer + 1))
+    if role.endswith(".bias"):
+        if mode.startswith("jax") and base == "classifier_head":
+            return Zeros() if s["head_bias"] == 0.0 else Constant(s["head_bias"])
+        if mode.startswith("jax") and base in ("mlp_in", "mlp_out"):
+            return Normal(1e-6)
+        return Zeros()
+    if mode == "":
+        return Normal(0.02 * scale)
+    if mode.startswith("jax") and base == "classifier_head":
+        return Zeros()
+    if mode == "moco" and base == "attn_qkv":  # Q, K, V each Glorot: √(6/(out/3 + in))
+        out, inp = part.shape
+        limit = math.sqrt(6.0 / float(out // 3 + inp)) * scale
+        return Uniform(-limit, limit)
+    return VarianceScaling(scale ** 2, "fan_avg", "uniform")  # xavier_uniform_ (then / √(2(i+1)) with fix_init)
+
+
 # --- the registry --------------------------------------------------------------------------------
 
 _HF = "transformers 5.24.0"
@@ -811,6 +880,20 @@ _REGISTRY: dict[str, _Entry] = {
         "False); the untied output transformer.ff_out σ = 1/√d_model; biases 0, norms reset (1, 0).",
         _decoder_settings, _decoder_role, _olmo_spec("full_megatron"), (*_DECODER_REQUIRED, "attn_out"),
         _DECODER_BLOCKS, (*_DECODER_OPTIONS, "std")),
+    "timm.vit": _Entry(
+        "huggingface/pytorch-image-models timm/models/vision_transformer.py VisionTransformer.init_weights, "
+        "fix_init_weight, init_weights_vit_timm/_jax/_moco; timm/layers/weight_init.py trunc_normal_, "
+        "lecun_normal_ (commit aa4b5850c1543fa488abf260f18390eda46cf85d)",
+        "mode='' (timm): every Linear trunc_normal_(std=.02) (absolute ±2 = ±100σ: N(0, 0.02²)), biases 0; "
+        "pos_embed N(0, 0.02²) likewise; cls_token and reg_token N(0, 1e-12); the PatchEmbed Conv2d keeps torch's "
+        "reset (U(±1/√fan_in), its bias too); norms 1/0. mode='jax'/'jax_nlhb': Linear xavier_uniform_ "
+        "(U(±√(6/(fan_in+fan_out)))), MLP biases N(0, 1e-12), other biases 0, the head weight 0 and bias 0 "
+        "(jax_nlhb: −log(num_classes)); the patch Conv2d lecun_normal_ (truncated ±2σ, corrected: Var = 1/fan_in), "
+        "bias 0. mode='moco': qkv U(±√(6/(out/3 + in))) (each of Q, K, V Glorot), every other Linear "
+        "xavier_uniform_, biases 0. fix_init=True: then attn.proj and mlp.fc2 of block i divided by √(2(i+1)). "
+        "Settings: mode, fix_init (default: the model's own fix_init).",
+        _timm_settings, _timm_role, _timm_spec, ("patch_embedding", "attn_out", "mlp_in", "mlp_out", "norm_scale"),
+        ("Block", "ViTLayer"), ("fix_init", "mode")),
     "torchtitan.llama": _Entry(
         "pytorch/torchtitan torchtitan/models/llama3/model/model.py Transformer.init_weights, "
         "TransformerBlock.__init__/init_weights, Attention.init_weights, FeedForward.init_weights "

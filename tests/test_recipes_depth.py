@@ -247,18 +247,24 @@ def problems_of(name: str, L: int, recipe=None, expected=None) -> list[str]:
                 out.append(f"{pname}: expected a constant, got {row.spec!r}")
             continue
         spec = row.spec
-        sigma = spec.stddev  # the spec's std before any truncation: what the source passes as std
+        # a truncated normal's source formula is its std before truncation (what the source passes as std);
+        # every other one is the std of the values (the report's)
+        sigma = spec.stddev if isinstance(spec, TruncatedNormal) else row.std
         if abs(sigma - want) > 1e-12 * want:
             out.append(f"{pname}: recipe std {sigma:.6g}, source formula {want:.6g}")
             continue
-        dist = spec.resolve(None)
         x = values.flatten().numpy()
-        kurtosis = 3.0
-        if isinstance(spec, TruncatedNormal):
-            a, b = spec.lower, spec.upper
+        kind = type(spec).__name__ if spec.fixed_scale else spec.distribution
+        if kind in ("TruncatedNormal", "truncated_normal"):  # bounds in std units: ±2 (VarianceScaling) or spec's
+            a, b = (spec.lower, spec.upper) if kind == "TruncatedNormal" else (-spec.truncation, spec.truncation)
             kurtosis = 3.0 + float(stats.truncnorm.stats(a, b, moments="k"))
+        elif kind in ("Uniform", "uniform"):
+            kurtosis = 1.8  # a uniform's kurtosis, 9/5
+        else:
+            kurtosis = 3.0  # a normal's
         tol = z * math.sqrt((kurtosis - 1) / (4 * x.size))  # std's relative sd: sqrt((kappa-1)/(4n))
-        ratio = math.sqrt(float((x ** 2).mean())) / dist.std
+        drawn_std = row.std
+        ratio = math.sqrt(float((x ** 2).mean())) / drawn_std
         if abs(ratio - 1) > tol:
             out.append(f"{pname}: drawn std / expected = {ratio:.4f}, beyond 1 ± {tol:.4f}")
         if native:
@@ -461,3 +467,143 @@ def test_mutation_olmo_mitchell_ff_out_with_d_model_is_caught() -> None:
 
     problems = problems_of("olmo.mitchell", 5, _mutated("olmo.mitchell", wrong))
     assert problems and all(".ff_out." in p for p in problems), problems
+
+
+# --- timm's ViT tree and init (timm/models/vision_transformer.py) -----------------------------------
+
+class PatchEmbed(nn.Module):
+    def __init__(self, dim):
+        super().__init__()
+        self.proj = nn.Conv2d(3, dim, 4, stride=4)
+
+
+class TimmAttention(nn.Module):
+    def __init__(self, dim):
+        super().__init__()
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+
+TimmAttention.__name__ = "Attention"  # timm's class name (this file already has torchtitan's Attention)
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, 4 * dim)
+        self.fc2 = nn.Linear(4 * dim, dim)
+
+
+class TimmBlock(nn.Module):
+    def __init__(self, dim):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = TimmAttention(dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim)
+
+
+TimmBlock.__name__ = "Block"
+
+
+def _xavier_or_moco(module, name):
+    if "qkv" in name:
+        val = math.sqrt(6. / float(module.weight.shape[0] // 3 + module.weight.shape[1]))
+        nn.init.uniform_(module.weight, -val, val)
+    else:
+        nn.init.xavier_uniform_(module.weight)
+
+
+class VisionTransformer(nn.Module):
+    def __init__(self, depth, mode="", fix_init=False, num_classes=10, dim=D):
+        super().__init__()
+        self.num_classes, self.fix_init = num_classes, fix_init
+        self.patch_embed = PatchEmbed(dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, 65, dim))
+        self.blocks = nn.Sequential(*[TimmBlock(dim) for _ in range(depth)])
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, num_classes)
+        self.init_weights(mode)
+
+    def init_weights(self, mode):
+        head_bias = -math.log(self.num_classes) if "nlhb" in mode else 0.
+        nn.init.trunc_normal_(self.pos_embed, std=.02)
+        nn.init.normal_(self.cls_token, std=1e-6)
+        for name, module in self.named_modules():  # named_apply visits children first; each leaf once
+            if isinstance(module, nn.Linear):
+                if mode.startswith("jax"):
+                    if name.startswith("head"):
+                        nn.init.zeros_(module.weight)
+                        nn.init.constant_(module.bias, head_bias)
+                    else:
+                        nn.init.xavier_uniform_(module.weight)
+                        nn.init.normal_(module.bias, std=1e-6) if "mlp" in name else nn.init.zeros_(module.bias)
+                elif mode == "moco":
+                    _xavier_or_moco(module, name)
+                    nn.init.zeros_(module.bias)
+                else:
+                    nn.init.trunc_normal_(module.weight, std=.02)
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Conv2d) and mode.startswith("jax"):
+                fan_in = module.weight[0].numel()
+                nn.init.trunc_normal_(module.weight, std=math.sqrt(1 / fan_in) / .87962566103423978,
+                                      a=-2 * math.sqrt(1 / fan_in) / .87962566103423978,
+                                      b=2 * math.sqrt(1 / fan_in) / .87962566103423978)
+                nn.init.zeros_(module.bias)
+        if self.fix_init:
+            with torch.no_grad():
+                for layer_id, layer in enumerate(self.blocks):
+                    scale = math.sqrt(2.0 * (layer_id + 1))
+                    layer.attn.proj.weight.div_(scale)
+                    layer.mlp.fc2.weight.div_(scale)
+
+
+def timm_std(mode: str, fix: bool):
+    """timm's std per parameter, as the drawn values' std (None: a constant)."""
+    def std(name: str, L: int) -> float | None:
+        leaf = name.split(".")[-1]
+        if name.startswith("norm") or ".norm" in name:
+            return None
+        if name == "pos_embed":
+            return 0.02
+        if name == "cls_token":
+            return 1e-6
+        if name.startswith("patch_embed"):
+            fan_in = 3 * 16
+            if mode.startswith("jax"):
+                return None if leaf == "bias" else math.sqrt(1 / fan_in)
+            return math.sqrt(1 / 3 / fan_in)  # U(±1/√fan_in): std 1/√(3·fan_in), the bias too
+        if leaf == "bias":
+            if mode.startswith("jax") and ".mlp." in name:
+                return 1e-6
+            return None
+        if name.startswith("head") and mode.startswith("jax"):
+            return None
+        shapes = {"qkv": (3 * D, D), "proj": (D, D), "fc1": (4 * D, D), "fc2": (D, 4 * D), "head": (10, D)}
+        out, inp = shapes[name.split(".")[-2]]
+        scale = 1.0
+        if fix and name.split(".")[-2] in ("proj", "fc2"):
+            scale = 1 / math.sqrt(2.0 * (int(name.split(".")[1]) + 1))
+        if mode == "":
+            return 0.02 * scale
+        if mode == "moco" and "qkv" in name:
+            return math.sqrt(6. / (out // 3 + inp)) / math.sqrt(3) * scale
+        return math.sqrt(2. / (out + inp)) * scale
+    return std
+
+
+@pytest.mark.parametrize("fix", [False, True])
+@pytest.mark.parametrize("mode", ["", "jax", "moco"])
+@pytest.mark.parametrize("depth", [2, 5])
+def test_timm_vit_matches_its_source(mode: str, fix: bool, depth: int) -> None:
+    CASES[f"timm.vit:{mode}:{fix}"] = (lambda L: VisionTransformer(L, mode, fix), timm_std(mode, fix), True)
+    recipe = recipes.get("timm.vit", mode=mode, fix_init=fix)
+    problems = problems_of(f"timm.vit:{mode}:{fix}", depth, recipe)
+    assert not problems, "\n".join(problems)
+
+
+def test_mutation_timm_fix_init_ignored_is_caught() -> None:
+    CASES["timm.vit::True"] = (lambda L: VisionTransformer(L, "", True), timm_std("", True), True)
+    problems = problems_of("timm.vit::True", 5, recipes.get("timm.vit", fix_init=False))
+    assert problems and all(".proj." in p or ".fc2." in p for p in problems), problems
