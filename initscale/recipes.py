@@ -772,6 +772,68 @@ def _timm_spec(role: str, part: _Part, s: dict[str, Any]) -> Spec:
     return VarianceScaling(scale ** 2, "fan_avg", "uniform")  # xavier_uniform_ (then / √(2(i+1)) with fix_init)
 
 
+# --- fixup ------------------------------------------------------------------------------------------
+
+_FIXUP_BLOCKS = ("FixupBasicBlock", "FixupBottleneck", "BasicBlock", "Bottleneck")
+_FIXUP_SCALAR = re.compile(r"bias\d+[ab]?\Z")
+
+
+def _fixup_settings(model: Any, given: Mapping[str, Any]) -> dict[str, Any]:
+    if "num_layers" in given:
+        return {"L": _validate.integer("num_layers", given["num_layers"], minimum=1)}
+    blocks = sum(1 for m in model.modules() if set(_FIXUP_BLOCKS) & set(_classes(m)))
+    if not blocks:
+        raise ValueError("fixup: the model has no residual block (FixupBasicBlock, FixupBottleneck, BasicBlock, "
+                         "Bottleneck); pass num_layers or use another recipe.")
+    return {"L": blocks}  # FixupResNet.num_layers = sum(layers): the number of residual blocks
+
+
+def _fixup_role(model: Any, part: _Part, s: dict[str, Any]) -> str | None:
+    if part.base in ("norm_scale", "norm_offset"):
+        return part.base
+    if part.leaf == "scale" and _in(part, *_FIXUP_BLOCKS):
+        return "fixup_scale"
+    if _FIXUP_SCALAR.match(part.leaf) and len(part.shape) <= 1:
+        return "fixup_bias"
+    if part.base == "bias":
+        return "bias"
+    owner_path = part.name.split(".")[:-1]
+    if part.base == "weight" and _in(part, "Conv2d"):
+        if "downsample" in owner_path:
+            return "downsample"
+        block = part.parent if part.parent is not None and set(_FIXUP_BLOCKS) & set(_classes(part.parent)) else None
+        if block is not None:
+            bottleneck = "Bottleneck" in _classes(block) or "FixupBottleneck" in _classes(block)
+            last = "conv3" if bottleneck else "conv2"
+            if part.attr == last:
+                return "branch_last"
+            if part.attr in ("conv1", "conv2"):
+                return "branch_bottleneck" if bottleneck else "branch_basic"
+        if len(owner_path) == 1:
+            return "stem"
+    if part.base == "weight" and _in(part, "Linear"):
+        return "classifier_head"
+    return None
+
+
+def _fixup_spec(role: str, part: _Part, s: dict[str, Any]) -> Spec:
+    from .presets import get as preset
+
+    if role in ("fixup_bias", "bias", "norm_offset", "branch_last") or role == "classifier_head":
+        return Zeros()
+    if role in ("fixup_scale", "norm_scale"):
+        return Ones()
+    if role == "stem":
+        return preset("torch.conv_default")  # FixupResNet leaves its stem conv at torch's own reset
+    fan_out = part.shape[0] * math.prod(part.shape[2:])  # np.sqrt(2 / (w.shape[0] * np.prod(w.shape[2:])))
+    he = math.sqrt(2 / fan_out)
+    if role == "branch_basic":
+        return Normal(he * s["L"] ** -0.5)
+    if role == "branch_bottleneck":
+        return Normal(he * s["L"] ** -0.25)
+    return Normal(he)  # downsample
+
+
 # --- the registry --------------------------------------------------------------------------------
 
 _HF = "transformers 5.24.0"
@@ -894,6 +956,15 @@ _REGISTRY: dict[str, _Entry] = {
         "Settings: mode, fix_init (default: the model's own fix_init).",
         _timm_settings, _timm_role, _timm_spec, ("patch_embedding", "attn_out", "mlp_in", "mlp_out", "norm_scale"),
         ("Block", "ViTLayer"), ("fix_init", "mode")),
+    "fixup": _Entry(
+        "hongyi-zhang/Fixup imagenet/models/fixup_resnet_imagenet.py FixupResNet.__init__ (commit "
+        "c5a8295895ed3345691d4da2bf8ca7aae2f94a0c); Zhang, Dauphin & Ma 2019, Fixup Initialization, Sec. 3",
+        "L = the number of residual blocks (sum(layers)), He std √(2/fan_out) with fan_out = out·kh·kw: in a basic "
+        "block conv1 N(0, (√(2/fan_out)·L^-½)²) and conv2 0; in a bottleneck conv1 and conv2 "
+        "N(0, (√(2/fan_out)·L^-¼)²) and conv3 0 (the paper's L^(−1/(2m−2)) for m = 2, 3 layers per branch); "
+        "downsample convs N(0, 2/fan_out); the classifier Linear weight and bias 0; the scalar biases (bias1a, ...) "
+        "0 and scale 1; the stem conv keeps torch's reset (U(±1/√fan_in)); norms, where a ResNet keeps them, 1/0.",
+        _fixup_settings, _fixup_role, _fixup_spec, ("branch_last", "classifier_head"), (), ("num_layers",)),
     "torchtitan.llama": _Entry(
         "pytorch/torchtitan torchtitan/models/llama3/model/model.py Transformer.init_weights, "
         "TransformerBlock.__init__/init_weights, Attention.init_weights, FeedForward.init_weights "

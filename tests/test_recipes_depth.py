@@ -607,3 +607,142 @@ def test_mutation_timm_fix_init_ignored_is_caught() -> None:
     CASES["timm.vit::True"] = (lambda L: VisionTransformer(L, "", True), timm_std("", True), True)
     problems = problems_of("timm.vit::True", 5, recipes.get("timm.vit", fix_init=False))
     assert problems and all(".proj." in p or ".fc2." in p for p in problems), problems
+
+
+# --- Fixup's ResNet (hongyi-zhang/Fixup imagenet/models/fixup_resnet_imagenet.py), small widths ------
+
+def conv3x3(i, o, stride=1):
+    return nn.Conv2d(i, o, kernel_size=3, stride=stride, padding=1, bias=False)
+
+
+def conv1x1(i, o, stride=1):
+    return nn.Conv2d(i, o, kernel_size=1, stride=stride, bias=False)
+
+
+class FixupBasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, inplanes, planes, stride=1, downsample=None):
+        super().__init__()
+        self.bias1a = nn.Parameter(torch.zeros(1))
+        self.conv1 = conv3x3(inplanes, planes, stride)
+        self.bias1b = nn.Parameter(torch.zeros(1))
+        self.bias2a = nn.Parameter(torch.zeros(1))
+        self.conv2 = conv3x3(planes, planes)
+        self.scale = nn.Parameter(torch.ones(1))
+        self.bias2b = nn.Parameter(torch.zeros(1))
+        self.downsample = downsample
+
+
+class FixupBottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, inplanes, planes, stride=1, downsample=None):
+        super().__init__()
+        self.bias1a = nn.Parameter(torch.zeros(1))
+        self.conv1 = conv1x1(inplanes, planes)
+        self.bias1b = nn.Parameter(torch.zeros(1))
+        self.bias2a = nn.Parameter(torch.zeros(1))
+        self.conv2 = conv3x3(planes, planes, stride)
+        self.bias2b = nn.Parameter(torch.zeros(1))
+        self.bias3a = nn.Parameter(torch.zeros(1))
+        self.conv3 = conv1x1(planes, planes * self.expansion)
+        self.scale = nn.Parameter(torch.ones(1))
+        self.bias3b = nn.Parameter(torch.zeros(1))
+        self.downsample = downsample
+
+
+class FixupResNet(nn.Module):
+    def __init__(self, block, layers, num_classes=10, width=16):
+        super().__init__()
+        self.num_layers = sum(layers)
+        self.inplanes = width
+        self.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bias1 = nn.Parameter(torch.zeros(1))
+        self.layer1 = self._make_layer(block, width, layers[0])
+        self.layer2 = self._make_layer(block, 2 * width, layers[1], stride=2)
+        self.bias2 = nn.Parameter(torch.zeros(1))
+        self.fc = nn.Linear(2 * width * block.expansion, num_classes)
+        for m in self.modules():
+            if isinstance(m, FixupBasicBlock):
+                nn.init.normal_(m.conv1.weight, mean=0, std=math.sqrt(
+                    2 / (m.conv1.weight.shape[0] * math.prod(m.conv1.weight.shape[2:]))) * self.num_layers ** (-0.5))
+                nn.init.constant_(m.conv2.weight, 0)
+                if m.downsample is not None:
+                    nn.init.normal_(m.downsample.weight, mean=0, std=math.sqrt(
+                        2 / (m.downsample.weight.shape[0] * math.prod(m.downsample.weight.shape[2:]))))
+            elif isinstance(m, FixupBottleneck):
+                nn.init.normal_(m.conv1.weight, mean=0, std=math.sqrt(
+                    2 / (m.conv1.weight.shape[0] * math.prod(m.conv1.weight.shape[2:]))) * self.num_layers ** (-0.25))
+                nn.init.normal_(m.conv2.weight, mean=0, std=math.sqrt(
+                    2 / (m.conv2.weight.shape[0] * math.prod(m.conv2.weight.shape[2:]))) * self.num_layers ** (-0.25))
+                nn.init.constant_(m.conv3.weight, 0)
+                if m.downsample is not None:
+                    nn.init.normal_(m.downsample.weight, mean=0, std=math.sqrt(
+                        2 / (m.downsample.weight.shape[0] * math.prod(m.downsample.weight.shape[2:]))))
+            elif isinstance(m, nn.Linear):
+                nn.init.constant_(m.weight, 0)
+                nn.init.constant_(m.bias, 0)
+
+    def _make_layer(self, block, planes, blocks, stride=1):
+        downsample = None
+        if stride != 1 or self.inplanes != planes * block.expansion:
+            downsample = conv1x1(self.inplanes, planes * block.expansion, stride)
+        layers = [block(self.inplanes, planes, stride, downsample)]
+        self.inplanes = planes * block.expansion
+        layers += [block(self.inplanes, planes) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+
+def fixup_problems(bottleneck: bool, layers, recipe=None) -> list[str]:
+    block = FixupBottleneck if bottleneck else FixupBasicBlock
+    torch.manual_seed(3)
+    model = FixupResNet(block, list(layers))
+    theirs = {n: p.detach().clone().double() for n, p in model.named_parameters()}
+    report = initscale.torch.reinit_(model, recipe or recipes.get("fixup"), generator=torch.Generator().manual_seed(4))
+    L = sum(layers)
+    problems = []
+    for name, p in model.named_parameters():
+        row, x = report[name], p.detach().double()
+        leaf = name.split(".")[-1]
+        last = "conv3.weight" if bottleneck else "conv2.weight"
+        if name.startswith("fc") or leaf.startswith("bias") or name.endswith(last) or leaf == "scale":
+            want = 1.0 if leaf == "scale" else 0.0
+            if not (x == want).all() or not (theirs[name] == want).all():
+                problems.append(f"{name}: not all {want}")
+            continue
+        shape = tuple(p.shape)
+        fan_out, fan_in = shape[0] * math.prod(shape[2:]), math.prod(shape[1:])
+        if name == "conv1.weight":
+            want = 1 / math.sqrt(3 * fan_in)  # U(±1/√fan_in)
+        elif "downsample" in name:
+            want = math.sqrt(2 / fan_out)
+        else:
+            want = math.sqrt(2 / fan_out) * L ** (-0.25 if bottleneck else -0.5)
+        if abs(row.std - want) > 1e-12 * want:
+            problems.append(f"{name}: recipe std {row.std:.6g}, source {want:.6g} ({row.reason})")
+            continue
+        p_ks = stats.ks_2samp(theirs[name].flatten().numpy(), x.flatten().numpy()).pvalue
+        if p_ks < ALPHA / 40:  # at most 40 random tensors here: Bonferroni
+            problems.append(f"{name}: KS against Fixup's own init p = {p_ks:.3g}")
+    role = "branch_bottleneck" if bottleneck else "branch_basic"
+    if not report["layer1.0.conv1.weight"].reason.startswith(f"recipe fixup: {role}"):
+        problems.append(f"layer1.0.conv1.weight: {report['layer1.0.conv1.weight'].reason}")
+    return problems
+
+
+@pytest.mark.parametrize("layers", [(1, 1), (3, 2)])
+@pytest.mark.parametrize("bottleneck", [False, True])
+def test_fixup_matches_its_source(bottleneck: bool, layers) -> None:
+    problems = fixup_problems(bottleneck, layers)
+    assert not problems, "\n".join(problems)
+
+
+def test_mutation_fixup_depth_exponent_is_caught() -> None:
+    good = recipes._REGISTRY["fixup"].spec
+
+    def wrong(role, part, s):  # L^-1/2 on a bottleneck's convs too (m = 2 instead of 3)
+        return good("branch_basic" if role == "branch_bottleneck" else role, part, s)
+
+    problems = fixup_problems(True, (3, 2), _mutated("fixup", wrong))
+    assert problems and all("conv1" in p or "conv2" in p for p in problems), problems
