@@ -160,7 +160,7 @@ def _hf_tie_sources(model: Any) -> set[str]:
 # --- recipes -------------------------------------------------------------------------------------
 
 Reader = Callable[[Any, "_Part", dict[str, Any]], str | None]
-Specs = Callable[[str, "_Part", dict[str, Any]], Spec | None]
+Specs = Callable[[str, "_Part", dict[str, Any]], Spec | None]  # None: the recipe keeps it as it is
 
 
 @dataclass(frozen=True)
@@ -410,7 +410,7 @@ def _hf_std(model: Any, given: Mapping[str, Any]) -> float:
 
 
 def _generic_spec(role: str, part: _Part, std: float) -> Spec:
-    if role.endswith("bias") or part.base in ("bias", "norm_offset"):
+    if role == "bias" or role.endswith(".bias") or part.base in ("bias", "norm_offset"):
         return Zeros()
     if part.base == "norm_scale":
         return Ones()
@@ -512,7 +512,7 @@ def _t5_role(model: Any, part: _Part, s: dict[str, Any]) -> str | None:
 
 def _t5_spec(role: str, part: _Part, s: dict[str, Any]) -> Spec:
     f, d, kv, ff, h = s["factor"], s["d_model"], s["d_kv"], s["d_ff"], s["n_heads"]
-    if (role.endswith("bias") and role != "relative_attention_bias") or part.base == "norm_offset":
+    if role == "bias" or role.endswith(".bias") or part.base == "norm_offset":
         return Zeros()
     if part.base == "norm_scale":  # T5LayerNorm: constant_(weight, factor)
         return Ones() if f == 1.0 else Constant(f)
@@ -622,7 +622,7 @@ def _decoder_settings(model: Any, given: Mapping[str, Any]) -> dict[str, Any]:
 def _fixed(role: str, part: _Part) -> Spec | None:
     """Biases 0, norm scales 1 and offsets 0: every recipe below (each codebase's LayerNorm/RMSNorm
     starts at ones and zeros, its biases at zeros)."""
-    if role.endswith("bias") or part.base in ("bias", "norm_offset"):
+    if role == "bias" or role.endswith(".bias") or part.base in ("bias", "norm_offset"):
         return Zeros()
     if part.base == "norm_scale":
         return Ones()
@@ -834,6 +834,54 @@ def _fixup_spec(role: str, part: _Part, s: dict[str, Any]) -> Spec:
     return Normal(he)  # downsample
 
 
+# --- deepnet ----------------------------------------------------------------------------------------
+
+_DEEPNET_TABLE = {**_DECODERS, **_T5}
+_DEEPNET_BETA_ROLES = ("attn_v", "attn_out", "mlp_in", "mlp_gate", "mlp_out", "residual_out")
+
+
+def _deepnet_settings(model: Any, given: Mapping[str, Any]) -> dict[str, Any]:
+    config = getattr(model, "config", None)
+    kind = given.get("architecture", "encoder_decoder" if getattr(config, "is_encoder_decoder", False) else "decoder")
+    kind = _validate.choice("architecture", kind, ("decoder", "encoder_decoder"))
+    out: dict[str, Any] = {"architecture": kind, "encoder": set()}
+    if kind == "decoder":
+        M = _model_number(model, given, "decoder_layers", "n_layer", "num_hidden_layers", "n_layers")
+        out["beta"] = {"decoder": (8 * M) ** -0.25}
+        out["alpha"] = {"decoder": (2 * M) ** 0.25}
+        return out
+    N = _model_number(model, given, "encoder_layers", "num_layers", "encoder_layers")
+    M = _model_number(model, given, "decoder_layers", "num_decoder_layers", "decoder_layers")
+    out["beta"] = {"encoder": 0.87 * (N ** 4 * M) ** (-1 / 16), "decoder": (12 * M) ** -0.25}
+    out["alpha"] = {"encoder": 0.81 * (N ** 4 * M) ** (1 / 16), "decoder": (3 * M) ** 0.25}
+    get_encoder = getattr(model, "get_encoder", None)
+    encoder = get_encoder() if callable(get_encoder) else None
+    if encoder is None:
+        raise ValueError("deepnet architecture='encoder_decoder' needs the model's encoder (get_encoder()).")
+    out["encoder"] = {id(m) for m in encoder.modules()}
+    return out
+
+
+def _deepnet_role(model: Any, part: _Part, s: dict[str, Any]) -> str | None:
+    role = _hf_base_role(model, part, _DEEPNET_TABLE, s)
+    if role == "attn_qkv":
+        raise ValueError(f"deepnet: {part.name!r} packs Q, K and V in one weight, but DeepNet gives V gain β and Q, K "
+                         "gain 1: one spec cannot hold both. Use a model with separate q/k/v projections.")
+    return role
+
+
+def _deepnet_spec(role: str, part: _Part, s: dict[str, Any]) -> Spec | None:
+    fixed = _fixed(role, part)
+    if fixed is not None:
+        return fixed
+    if role in ("attn_q", "attn_k"):
+        return VarianceScaling(1.0, "fan_avg", "normal")  # xavier_normal_(w, gain=1)
+    if role in _DEEPNET_BETA_ROLES:
+        stack = "encoder" if id(part.module) in s["encoder"] else "decoder"
+        return VarianceScaling(s["beta"][stack] ** 2, "fan_avg", "normal")  # xavier_normal_(w, gain=β)
+    return None  # embeddings, heads: DeepNet does not set them; kept as they are (the report says so)
+
+
 # --- the registry --------------------------------------------------------------------------------
 
 _HF = "transformers 5.24.0"
@@ -956,6 +1004,17 @@ _REGISTRY: dict[str, _Entry] = {
         "Settings: mode, fix_init (default: the model's own fix_init).",
         _timm_settings, _timm_role, _timm_spec, ("patch_embedding", "attn_out", "mlp_in", "mlp_out", "norm_scale"),
         ("Block", "ViTLayer"), ("fix_init", "mode")),
+    "deepnet": _Entry(
+        "Wang et al. 2022, DeepNet: Scaling Transformers to 1,000 Layers (arXiv:2203.00555), Figure 2 (deepnorm_init) "
+        "and Table 1 (α, β)",
+        "FFN weights, v_proj and out_proj xavier_normal_(gain=β): N(0, β²·2/(fan_in+fan_out)); q_proj and k_proj "
+        "xavier_normal_(gain=1). Decoder-only, M layers: β = (8M)^-¼ (α = (2M)^¼). Encoder-decoder, N encoder and M "
+        "decoder layers: encoder β = 0.87·(N⁴M)^(-1/16) (α = 0.81·(N⁴M)^(1/16)), decoder β = (12M)^-¼ (α = (3M)^¼). "
+        "α multiplies the residual inside DeepNorm's forward, x·α + f(x): initscale cannot apply it, and "
+        "Recipe.settings(model)['alpha'] gives it. Biases 0, norms 1/0; embeddings and heads, which DeepNet does not "
+        "set, are kept (the report says so). A packed QKV weight is an error (V and Q, K get different gains).",
+        _deepnet_settings, _deepnet_role, _deepnet_spec, ("attn_q", "attn_k", "attn_v", "attn_out", "mlp_out"),
+        _DECODER_BLOCKS, ("architecture", "decoder_layers", "encoder_layers")),
     "fixup": _Entry(
         "hongyi-zhang/Fixup imagenet/models/fixup_resnet_imagenet.py FixupResNet.__init__ (commit "
         "c5a8295895ed3345691d4da2bf8ca7aae2f94a0c); Zhang, Dauphin & Ma 2019, Fixup Initialization, Sec. 3",

@@ -746,3 +746,81 @@ def test_mutation_fixup_depth_exponent_is_caught() -> None:
 
     problems = fixup_problems(True, (3, 2), _mutated("fixup", wrong))
     assert problems and all("conv1" in p or "conv2" in p for p in problems), problems
+
+
+# --- DeepNet (arXiv:2203.00555, Figure 2 and Table 1) on HF Llama (decoder-only) and T5 (encoder-decoder) --
+
+def _hf():
+    transformers = pytest.importorskip("transformers")
+    if ("tensorflow" in sys.modules and "triton" not in sys.modules
+            and importlib.util.find_spec("triton") is not None):
+        pytest.skip("TensorFlow is loaded and Triton (imported by HF models) would abort after it")
+    return transformers
+
+
+def deepnet_problems(kind: str, depth: tuple[int, int], recipe=None) -> list[str]:
+    transformers = _hf()
+    torch.manual_seed(5)
+    N, M = depth
+    if kind == "decoder":
+        model = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+            hidden_size=D, num_hidden_layers=M, num_attention_heads=4, num_key_value_heads=2, intermediate_size=128,
+            vocab_size=96, tie_word_embeddings=False))
+        betas = {"decoder": (8 * M) ** -0.25}
+    else:
+        model = transformers.T5ForConditionalGeneration(transformers.T5Config(
+            d_model=D, d_kv=16, d_ff=128, num_layers=N, num_decoder_layers=M, num_heads=4, vocab_size=96,
+            relative_attention_num_buckets=8))
+        betas = {"encoder": 0.87 * (N ** 4 * M) ** (-1 / 16), "decoder": (12 * M) ** -0.25}
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    report = initscale.torch.reinit_(model, recipe or recipes.get("deepnet"),
+                                     generator=torch.Generator().manual_seed(6))
+    out = []
+    names = [n for n, p in model.named_parameters() if p.dim() == 2]
+    z = NormalDist().inv_cdf(1 - ALPHA / len(names) / 2)
+    for name, p in model.named_parameters():
+        row, leaf_owner = report[name], name.split(".")[-2]
+        if p.dim() == 1:  # norms
+            if not (p == 1).all():
+                out.append(f"{name}: norm weight not 1")
+            continue
+        if "embed" in name or "shared" in name or "lm_head" in name or "relative_attention_bias" in name:
+            if not torch.equal(p.detach(), before[name]):
+                out.append(f"{name}: DeepNet does not set it, but it changed ({row.reason})")
+            continue
+        gain = 1.0 if leaf_owner in ("q_proj", "k_proj", "q", "k") else betas[
+            "encoder" if name.startswith("encoder.") else "decoder"]
+        fan_out, fan_in = p.shape
+        want = gain * math.sqrt(2 / (fan_in + fan_out))  # xavier_normal_(w, gain)
+        if abs(row.std - want) > 1e-12 * want:
+            out.append(f"{name}: recipe std {row.std:.6g}, paper {want:.6g}")
+            continue
+        ratio = float(p.detach().double().pow(2).mean().sqrt()) / want
+        tol = z * math.sqrt(1 / (2 * p.numel()))  # std's relative sd for normal draws, kappa = 3
+        if abs(ratio - 1) > tol:
+            out.append(f"{name}: drawn std / expected {ratio:.4f} beyond 1 ± {tol:.4f}")
+    return out
+
+
+@pytest.mark.parametrize(("kind", "depth"), [("decoder", (0, 2)), ("decoder", (0, 6)),
+                                             ("encoder_decoder", (1, 2)), ("encoder_decoder", (3, 2))])
+def test_deepnet_matches_the_paper(kind: str, depth) -> None:
+    problems = deepnet_problems(kind, depth)
+    assert not problems, "\n".join(problems)
+
+
+def test_mutation_deepnet_beta_from_the_alpha_formula_is_caught() -> None:
+    good = recipes._REGISTRY["deepnet"].spec
+
+    def wrong(role, part, s):
+        if role in ("attn_v", "attn_out", "mlp_in", "mlp_gate", "mlp_out"):
+            return initscale.VarianceScaling(1 / math.sqrt(2 * s["alpha"]["decoder"] ** 4), "fan_avg", "normal")
+        return good(role, part, s)
+
+    problems = deepnet_problems("decoder", (0, 6), _mutated("deepnet", wrong))
+    assert problems and not any("q_proj" in p or "k_proj" in p for p in problems), problems
+
+
+def test_deepnet_refuses_packed_qkv() -> None:
+    with pytest.raises(ValueError, match=r"deepnet: 'transformer.h.0.attn.c_attn.weight' packs Q, K and V"):
+        recipes.get("deepnet").rules_for(GPT(GPTConfig(2)))
