@@ -882,6 +882,80 @@ def _deepnet_spec(role: str, part: _Part, s: dict[str, Any]) -> Spec | None:
     return None  # embeddings, heads: DeepNet does not set them; kept as they are (the report says so)
 
 
+# --- t_fixup ----------------------------------------------------------------------------------------
+
+_TFIXUP = {("MultiheadAttention", "q_proj"): "attn_q", ("MultiheadAttention", "k_proj"): "attn_k",
+           ("MultiheadAttention", "v_proj"): "attn_v", ("MultiheadAttention", "out_proj"): "attn_out",
+           ("TransformerEncoderLayer", "fc1"): "mlp_in", ("TransformerEncoderLayer", "fc2"): "mlp_out",
+           ("TransformerDecoderLayer", "fc1"): "mlp_in", ("TransformerDecoderLayer", "fc2"): "mlp_out",
+           ("TransformerEncoder", "embed_tokens"): "token_embedding",
+           ("TransformerDecoder", "embed_tokens"): "token_embedding",
+           ("TransformerEncoder", "embed_positions"): "position_embedding",
+           ("TransformerDecoder", "embed_positions"): "position_embedding"}
+_TFIXUP_STACKS = ("TransformerEncoder", "TransformerDecoder")
+
+
+def _tfixup_settings(model: Any, given: Mapping[str, Any]) -> dict[str, Any]:
+    counts = {stack: 0 for stack in _TFIXUP_STACKS}
+    for module in model.modules():
+        for layer, stack in (("TransformerEncoderLayer", "TransformerEncoder"),
+                             ("TransformerDecoderLayer", "TransformerDecoder")):
+            if layer in _classes(module):
+                counts[stack] += 1
+    N = _validate.integer("encoder_layers", given.get("encoder_layers", counts["TransformerEncoder"]), minimum=0)
+    M = _validate.integer("decoder_layers", given.get("decoder_layers", counts["TransformerDecoder"]), minimum=0)
+    if N + M == 0:
+        raise ValueError("t_fixup: the model has no TransformerEncoderLayer or TransformerDecoderLayer (fairseq's "
+                         "names); pass encoder_layers/decoder_layers or use another recipe.")
+    return {"N": N, "M": M, "model": model}
+
+
+def _stack_of(model: Any, name: str) -> str | None:
+    """The fairseq stack (TransformerEncoder or TransformerDecoder) that holds parameter ``name``."""
+    pieces = name.split(".")[:-1]
+    for i in range(len(pieces), -1, -1):
+        try:
+            module = model.get_submodule(".".join(pieces[:i]))
+        except AttributeError:
+            continue
+        for stack in _TFIXUP_STACKS:
+            if stack in _classes(module):
+                return stack
+    return None
+
+
+def _tfixup_role(model: Any, part: _Part, s: dict[str, Any]) -> str | None:
+    if part.leaf == "embed_out":
+        return "lm_head"
+    role = _hf_base_role(model, part, _TFIXUP, s)
+    return role
+
+
+def _tfixup_spec(role: str, part: _Part, s: dict[str, Any]) -> Spec | None:
+    from .presets import get as preset
+
+    if part.base == "norm_scale":
+        return Ones()
+    if part.base == "norm_offset":
+        return Zeros()
+    stack = _stack_of(s["model"], part.name)
+    decoder = stack == "TransformerDecoder"
+    factor = (9 * s["M"]) ** -0.25 if decoder else 0.67 * s["N"] ** -0.25
+    base = role.removesuffix(".bias")
+    if role.endswith(".bias"):  # fairseq's q/k/v keep nn.Linear's own bias init; Linear() and out_proj zero theirs
+        return preset("torch.linear_default_bias") if base in ("attn_q", "attn_k", "attn_v") else Zeros()
+    if role in ("token_embedding", "position_embedding", "lm_head", "embedding"):
+        d = part.shape[-1]
+        if role == "token_embedding":  # Embedding(): N(0, d^-1), then × (9·layers)^-¼ of its stack
+            return Normal(d ** -0.5 * (9 * (s["M"] if decoder else s["N"])) ** -0.25)
+        return Normal(d ** -0.5)
+    if role in ("attn_q", "attn_k"):
+        return VarianceScaling(0.5, "fan_avg", "uniform")  # xavier_uniform_(gain=1/√2)
+    if role in ("attn_v", "attn_out", "mlp_in", "mlp_out"):  # xavier_uniform_ (v: gain 1/√2 then × √2) × factor
+        return VarianceScaling(factor ** 2, "fan_avg", "uniform")
+    return None
+
+
 # --- the registry --------------------------------------------------------------------------------
 
 _HF = "transformers 5.24.0"
@@ -1015,6 +1089,19 @@ _REGISTRY: dict[str, _Entry] = {
         "set, are kept (the report says so). A packed QKV weight is an error (V and Q, K get different gains).",
         _deepnet_settings, _deepnet_role, _deepnet_spec, ("attn_q", "attn_k", "attn_v", "attn_out", "mlp_out"),
         _DECODER_BLOCKS, ("architecture", "decoder_layers", "encoder_layers")),
+    "t_fixup": _Entry(
+        "layer6ai-labs/T-Fixup fairseq/modules/transformer_layer.py (TransformerEncoderLayer/TransformerDecoderLayer "
+        "with --Tfixup), fairseq/models/transformer.py (Embedding, TransformerEncoder/Decoder), "
+        "fairseq/modules/multihead_attention.py reset_parameters (commit b17e166d9f60671a92c3f39e24c9b8c93995e5a3); "
+        "Huang et al. 2020, Improving Transformer Optimization Through Better Initialization, Sec. 3.3",
+        "N encoder and M decoder layers. Encoder layers: fc1, fc2, self_attn.out_proj and v_proj xavier_uniform_ "
+        "× 0.67·N^-¼ (v_proj's 1/√2 gain undone by × √2); decoder layers: fc1, fc2, self_attn/encoder_attn out_proj "
+        "and v_proj xavier_uniform_ × (9M)^-¼; q_proj, k_proj xavier_uniform_(gain=1/√2); token embeddings "
+        "N(0, d⁻¹) × (9N)^-¼ (encoder) or × (9M)^-¼ (decoder); learned positions and an untied output embed_out "
+        "N(0, d⁻¹); fc and out_proj biases 0, q/k/v biases nn.Linear's U(±1/√fan_in); norms, where kept, 1/0. "
+        "Reads fairseq's module names (MultiheadAttention, TransformerEncoderLayer, ...).",
+        _tfixup_settings, _tfixup_role, _tfixup_spec, ("attn_v", "attn_out", "mlp_in", "mlp_out"), (),
+        ("decoder_layers", "encoder_layers")),
     "fixup": _Entry(
         "hongyi-zhang/Fixup imagenet/models/fixup_resnet_imagenet.py FixupResNet.__init__ (commit "
         "c5a8295895ed3345691d4da2bf8ca7aae2f94a0c); Zhang, Dauphin & Ma 2019, Fixup Initialization, Sec. 3",

@@ -824,3 +824,148 @@ def test_mutation_deepnet_beta_from_the_alpha_formula_is_caught() -> None:
 def test_deepnet_refuses_packed_qkv() -> None:
     with pytest.raises(ValueError, match=r"deepnet: 'transformer.h.0.attn.c_attn.weight' packs Q, K and V"):
         recipes.get("deepnet").rules_for(GPT(GPTConfig(2)))
+
+
+# --- T-Fixup's fairseq tree (layer6ai-labs/T-Fixup, --Tfixup), transcribed at small widths -----------
+
+class MultiheadAttention(nn.Module):
+    def __init__(self, d):
+        super().__init__()
+        self.k_proj, self.v_proj, self.q_proj = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, d)
+        self.out_proj = nn.Linear(d, d)
+        nn.init.xavier_uniform_(self.k_proj.weight, gain=1 / math.sqrt(2))
+        nn.init.xavier_uniform_(self.v_proj.weight, gain=1 / math.sqrt(2))
+        nn.init.xavier_uniform_(self.q_proj.weight, gain=1 / math.sqrt(2))
+        nn.init.xavier_uniform_(self.out_proj.weight)
+        nn.init.constant_(self.out_proj.bias, 0.)
+
+
+def fairseq_linear(i, o):
+    m = nn.Linear(i, o)
+    nn.init.xavier_uniform_(m.weight)
+    nn.init.constant_(m.bias, 0.0)
+    return m
+
+
+class TransformerEncoderLayer(nn.Module):
+    def __init__(self, d, N):
+        super().__init__()
+        self.self_attn = MultiheadAttention(d)
+        self.fc1, self.fc2 = fairseq_linear(d, 2 * d), fairseq_linear(2 * d, d)
+        with torch.no_grad():
+            for name, param in self.named_parameters():
+                if name in ["fc1.weight", "fc2.weight", "self_attn.out_proj.weight"]:
+                    param.mul_(0.67 * N ** (- 1. / 4.))
+                elif name in ["self_attn.v_proj.weight"]:
+                    param.mul_(0.67 * N ** (- 1. / 4.) * 2 ** 0.5)
+
+
+class TransformerDecoderLayer(nn.Module):
+    def __init__(self, d, M):
+        super().__init__()
+        self.self_attn = MultiheadAttention(d)
+        self.encoder_attn = MultiheadAttention(d)
+        self.fc1, self.fc2 = fairseq_linear(d, 2 * d), fairseq_linear(2 * d, d)
+        with torch.no_grad():
+            for name, param in self.named_parameters():
+                if name in ["fc1.weight", "fc2.weight", "self_attn.out_proj.weight", "encoder_attn.out_proj.weight"]:
+                    param.mul_((9 * M) ** (- 1. / 4.))
+                elif name in ["self_attn.v_proj.weight", "encoder_attn.v_proj.weight"]:
+                    param.mul_((9 * M) ** (- 1. / 4.) * 2 ** 0.5)
+
+
+def fairseq_embedding(n, d, padding_idx):
+    m = nn.Embedding(n, d, padding_idx=padding_idx)
+    nn.init.normal_(m.weight, mean=0, std=d ** -0.5)
+    nn.init.constant_(m.weight[padding_idx], 0)
+    return m
+
+
+class TransformerEncoder(nn.Module):
+    def __init__(self, d, N):
+        super().__init__()
+        self.embed_tokens = fairseq_embedding(96, d, 1)
+        with torch.no_grad():
+            self.embed_tokens.weight.mul_((9 * N) ** (- 1 / 4))
+        self.layers = nn.ModuleList([TransformerEncoderLayer(d, N) for _ in range(N)])
+
+
+class TransformerDecoder(nn.Module):
+    def __init__(self, d, M):
+        super().__init__()
+        self.embed_tokens = fairseq_embedding(96, d, 1)
+        with torch.no_grad():
+            self.embed_tokens.weight.mul_((9 * M) ** (- 1 / 4))
+        self.layers = nn.ModuleList([TransformerDecoderLayer(d, M) for _ in range(M)])
+        self.embed_out = nn.Parameter(torch.empty(96, d))
+        nn.init.normal_(self.embed_out, mean=0, std=d ** -0.5)
+
+
+class FairseqTransformer(nn.Module):
+    def __init__(self, N, M, d=D):
+        super().__init__()
+        self.encoder, self.decoder = TransformerEncoder(d, N), TransformerDecoder(d, M)
+
+
+def tfixup_problems(depth, recipe=None) -> list[str]:
+    N, M = depth
+    torch.manual_seed(8)
+    model = FairseqTransformer(N, M)
+    theirs = {n: p.detach().clone().double() for n, p in model.named_parameters()}
+    report = initscale.torch.reinit_(model, recipe or recipes.get("t_fixup"),
+                                     generator=torch.Generator().manual_seed(9))
+    out = []
+    params = dict(model.named_parameters())
+    level = ALPHA / (2 * len(params))
+    z = NormalDist().inv_cdf(1 - level / 2)
+    for name, p in params.items():
+        row, x = report[name], p.detach().double()
+        leaf, owner = name.split(".")[-1], name.split(".")[-2]
+        decoder = name.startswith("decoder.")
+        factor = (9 * M) ** -0.25 if decoder else 0.67 * N ** -0.25
+        if leaf == "bias" and owner in ("out_proj", "fc1", "fc2"):
+            if not (x == 0).all():
+                out.append(f"{name}: not 0")
+            continue
+        if leaf == "bias":  # nn.Linear's own: U(±1/√fan_in), std 1/√(3·fan_in)
+            want, kurtosis = 1 / math.sqrt(3 * D), 1.8
+        elif owner == "embed_tokens":
+            x = torch.cat([x[:1], x[2:]])  # the padding row (1) stays zero
+            theirs[name] = torch.cat([theirs[name][:1], theirs[name][2:]])
+            want, kurtosis = D ** -0.5 * (9 * (M if decoder else N)) ** -0.25, 3.0
+        elif leaf == "embed_out":
+            want, kurtosis = D ** -0.5, 3.0
+        else:
+            fan_out, fan_in = p.shape
+            gain = 1 / math.sqrt(2) if owner in ("q_proj", "k_proj") else factor
+            want, kurtosis = gain * math.sqrt(2 / (fan_in + fan_out)), 1.8  # xavier_uniform_: U(±gain·√(6/(i+o)))
+        if abs(row.std - want) > 1e-12 * want:
+            out.append(f"{name}: recipe std {row.std:.6g}, source {want:.6g} ({row.reason})")
+            continue
+        ratio = float(x.pow(2).mean().sqrt()) / want
+        tol = z * math.sqrt((kurtosis - 1) / (4 * x.numel()))  # std's relative sd: sqrt((kappa-1)/(4n))
+        if abs(ratio - 1) > tol:
+            out.append(f"{name}: drawn std / expected {ratio:.4f} beyond 1 ± {tol:.4f}")
+        p_ks = stats.ks_2samp(theirs[name].flatten().numpy(), x.flatten().numpy()).pvalue
+        if p_ks < level:
+            out.append(f"{name}: KS against T-Fixup's own init p = {p_ks:.3g} < {level:.3g}")
+    return out
+
+
+@pytest.mark.parametrize("depth", [(1, 2), (3, 4)])
+def test_t_fixup_matches_its_source(depth) -> None:
+    problems = tfixup_problems(depth)
+    assert not problems, "\n".join(problems)
+
+
+def test_mutation_t_fixup_encoder_factor_is_caught() -> None:
+    good = recipes._REGISTRY["t_fixup"].spec
+
+    def wrong(role, part, s):  # the decoder's (9M)^-1/4 everywhere
+        spec = good(role, part, s)
+        if role in ("attn_v", "attn_out", "mlp_in", "mlp_out") and part.name.startswith("encoder."):
+            return initscale.VarianceScaling((9 * s["M"]) ** -0.5, "fan_avg", "uniform")
+        return spec
+
+    problems = tfixup_problems((3, 4), _mutated("t_fixup", wrong))
+    assert problems and all(p.startswith("encoder.") for p in problems), problems
