@@ -194,7 +194,10 @@ class Recipe:
 
     def settings(self, model: Any) -> dict[str, Any]:
         """The numbers the recipe uses on ``model`` (its config's, or the ones given)."""
-        return self._settings(model, self.config)
+        try:
+            return self._settings(model, self.config)
+        except ValueError as err:
+            raise ValueError(f"Recipe {self.name!r} on {type(model).__name__}: {err}") from None
 
     def roles(self, model: Any) -> list[Found]:
         """Every tensor of ``model`` with its role (tied tensors once, all names listed); raises
@@ -348,7 +351,7 @@ def _cfg(model: Any, key: str, given: Mapping[str, Any], *fallbacks: str) -> Any
     for name in (key, *fallbacks):
         if config is not None and getattr(config, name, None) is not None:
             return getattr(config, name)
-    raise ValueError(f"Recipe needs `{key}`: the model has no config.{key}; pass it, e.g. recipes.get(..., {key}=...).")
+    raise ValueError(f"needs `{key}`: the model has no config.{key}; pass it, e.g. recipes.get(..., {key}=...).")
 
 
 def _in(part: _Part, *classes: str) -> bool:
