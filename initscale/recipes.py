@@ -50,7 +50,7 @@ from .specs import Constant, Normal, Ones, Spec, TruncatedNormal, Uniform, Varia
 __all__ = ["Found", "Recipe", "get", "names"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Found:
     """One tensor of the model and the role the recipe's reader gave it.
 
@@ -125,9 +125,9 @@ def _torch_parts(model: Any, blocks: Sequence[str] = (),
         _layer_indices(parts, modules, blocks)
     listed = set(every)
     for prefix, module in modules.items():  # buffers too: a rule may be offered them (include_buffers)
-        for leaf, _ in module.named_buffers(recurse=False):
+        for leaf, buffer in module._buffers.items():  # named_buffers(recurse=False), without its generator
             name = f"{prefix}.{leaf}" if prefix else leaf
-            if name not in listed:
+            if buffer is not None and name not in listed:
                 every.append(name)
     return parts, every
 
@@ -225,7 +225,8 @@ class Recipe:
             if role is None:
                 unknown.append(part)
                 continue
-            tied = (part.name, *(a.name for a in aliases.get(part.name, ())))
+            others = aliases.get(part.name)
+            tied = (part.name,) if others is None else (part.name, *(a.name for a in others))
             found.append(Found(part.name, tied, role, part.layer, part.base, part.classes[0], part.shape,
                                part.padding_idx))
         if unknown:
