@@ -711,6 +711,16 @@ _DECODER_REQUIRED = ("token_embedding", "norm_scale")
 _DECODER_OPTIONS = ("n_layers", "dim")
 
 
+def _torch_bias_default(part: _Part) -> Spec:
+    """torch's Linear/ConvNd ``reset_parameters`` bias: U(±1/√fan_in), fan_in of the layer's weight
+    (in_features, or in_channels/groups × kernel): its size past the first axis."""
+    weight = getattr(part.module, "weight", None)
+    if weight is None or weight.dim() < 2:
+        raise ValueError(f"{part.name!r}: its layer has no weight to take torch's default bias bound from.")
+    bound = 1 / math.sqrt(math.prod(weight.shape[1:]))
+    return Uniform(-bound, bound)
+
+
 # --- timm.vit --------------------------------------------------------------------------------------
 
 _TIMM = {("PatchEmbed", "proj"): "patch_embedding", ("Attention", "qkv"): "attn_qkv",
@@ -750,7 +760,7 @@ def _timm_spec(role: str, part: _Part, s: dict[str, Any]) -> Spec:
     if base == "patch_embedding":  # a Conv2d: jax lecun_normal_, else torch's own reset (kaiming_uniform a=√5)
         if mode.startswith("jax"):
             return Zeros() if role.endswith(".bias") else preset("lecun_normal")
-        return preset("torch.conv_default_bias" if role.endswith(".bias") else "torch.conv_default")
+        return _torch_bias_default(part) if role.endswith(".bias") else preset("torch.conv_default")
     if not linear:
         raise ValueError(f"timm.vit: {part.name!r} ({part.classes[0]}) is not a Linear, a Conv2d patch embedding, "
                          "a norm or a token: timm's init_weights does not say what it gets.")
@@ -936,8 +946,6 @@ def _tfixup_role(model: Any, part: _Part, s: dict[str, Any]) -> str | None:
 
 
 def _tfixup_spec(role: str, part: _Part, s: dict[str, Any]) -> Spec | None:
-    from .presets import get as preset
-
     if part.base == "norm_scale":
         return Ones()
     if part.base == "norm_offset":
@@ -947,7 +955,7 @@ def _tfixup_spec(role: str, part: _Part, s: dict[str, Any]) -> Spec | None:
     factor = (9 * s["M"]) ** -0.25 if decoder else 0.67 * s["N"] ** -0.25
     base = role.removesuffix(".bias")
     if role.endswith(".bias"):  # fairseq's q/k/v keep nn.Linear's own bias init; Linear() and out_proj zero theirs
-        return preset("torch.linear_default_bias") if base in ("attn_q", "attn_k", "attn_v") else Zeros()
+        return _torch_bias_default(part) if base in ("attn_q", "attn_k", "attn_v") else Zeros()
     if role in ("token_embedding", "position_embedding", "lm_head", "embedding"):
         d = part.shape[-1]
         if role == "token_embedding":  # Embedding(): N(0, d^-1), then × (9·layers)^-¼ of its stack

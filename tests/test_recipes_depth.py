@@ -969,3 +969,39 @@ def test_mutation_t_fixup_encoder_factor_is_caught() -> None:
 
     problems = tfixup_problems((3, 4), _mutated("t_fixup", wrong))
     assert problems and all(p.startswith("encoder.") for p in problems), problems
+
+
+# --- check(model, recipe=...) on models fresh from their own init code -----------------------------
+
+OWN_INIT = {
+    "nanogpt": lambda: GPT(GPTConfig(3)),
+    "torchtitan.llama": lambda: Transformer(TransformerModelArgs(3)),
+    "olmo.mitchell": lambda: OLMo(ModelConfig(3)),
+    "olmo.full_megatron": lambda: OLMo(ModelConfig(3, init_fn="full_megatron")),
+    "fixup": lambda: FixupResNet(FixupBottleneck, [2, 1]),
+    "t_fixup": lambda: FairseqTransformer(2, 3),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OWN_INIT))
+def test_check_with_recipe_passes_a_model_fresh_from_its_own_init(name: str) -> None:
+    torch.manual_seed(12)
+    report = initscale.torch.check(OWN_INIT[name](), recipe=name)
+    assert report, str(report)
+
+
+def test_check_with_recipe_flags_a_planted_depth_bug() -> None:
+    torch.manual_seed(12)
+    model = Transformer(TransformerModelArgs(3))
+    with torch.no_grad():  # layer 2's wo left at 0.02 (depth scaling lost)
+        nn.init.trunc_normal_(model.layers["2"].attention.wo.weight, std=0.02)
+    assert initscale.torch.check(model, recipe="torchtitan.llama").flags == {
+        "layers.2.attention.wo.weight": ("std_off",)}
+
+
+def test_every_recipe_says_its_formulas_and_source() -> None:
+    for name in recipes.names():
+        text = recipes.get(name).describe()
+        assert text.startswith(f"{name}: ") and "\nsource: " in text, name
+        source = text.split("\nsource: ")[1]
+        assert "commit" in source or "arXiv" in source or "transformers 5.24.0" in source, (name, source)
