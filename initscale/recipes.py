@@ -28,9 +28,28 @@ the source, i.e. what HF's ``tie_weights`` leaves in the tensor; every name gets
 its label says which role won. The rule is written on the tensor's first name (the one
 ``reinit_`` sets it under; the other names get rows saying they are tied to it).
 
-The HF recipes reproduce ``PreTrainedModel._init_weights`` of transformers 5.24.0
-(``transformers/modeling_utils.py`` and each ``models/<family>/modeling_<family>.py``) as run by
-``post_init``/``init_weights``; ``tests/test_recipes_hf.py`` compares each against HF's own draws.
+**The recipes** (:func:`names`; ``recipes.get(name).describe()`` prints each one's formulas and
+its source, a file at a commit or a paper's equations):
+
+- ``hf.gpt2``, ``hf.bert``, ``hf.llama``, ``hf.t5``, ``hf.vit``: ``PreTrainedModel._init_weights``
+  of transformers 5.24.0 (``transformers/modeling_utils.py`` and each
+  ``models/<family>/modeling_<family>.py``) as ``post_init`` runs it;
+  ``tests/test_recipes_hf.py`` compares each against HF's own draws.
+- ``nanogpt``, ``megatron``, ``neox``, ``torchtitan.llama``, ``olmo.mitchell``,
+  ``olmo.full_megatron``: depth-aware decoder recipes, on HF GPT-2/Llama models and on the
+  codebases' own module trees (nanoGPT's, torchtitan's, OLMo's class and attribute names).
+- ``timm.vit`` (``mode=''``, ``'jax'``, ``'jax_nlhb'``, ``'moco'``; ``fix_init``), on timm's
+  VisionTransformer tree and HF ViT; ``deepnet`` (decoder-only and encoder-decoder β gains, on HF
+  Llama-/T5-shaped models); ``fixup`` (Fixup's ResNet and torchvision-shaped blocks); ``t_fixup``
+  (fairseq's encoder-decoder names). ``tests/test_recipes_depth.py`` checks each against the
+  formulas transcribed from its source, at two depths, and against the source's own init code
+  where it is small enough to transcribe.
+
+**The hook.** Every reinit entry calls :func:`initscale.reinit.model_rules` before planning
+(``rules = model_rules(rules, model, params)``): a recipe is resolved there, anything else passes
+through. ``initscale.torch.check(model, recipe=...)`` resolves it the same way; the command line
+(``initscale check FILE --recipe NAME --config config.json``) builds the model of a transformers
+config on the meta device to read its roles (:func:`rules_from_config`).
 """
 
 from __future__ import annotations
@@ -47,7 +66,7 @@ from . import _validate
 from .reinit import Rule
 from .specs import Constant, Normal, Ones, Spec, TruncatedNormal, Uniform, VarianceScaling, Zeros
 
-__all__ = ["Found", "Recipe", "get", "names"]
+__all__ = ["Found", "Recipe", "get", "names", "rules_from_config"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -1005,3 +1005,18 @@ def test_every_recipe_says_its_formulas_and_source() -> None:
         assert text.startswith(f"{name}: ") and "\nsource: " in text, name
         source = text.split("\nsource: ")[1]
         assert "commit" in source or "arXiv" in source or "transformers 5.24.0" in source, (name, source)
+
+
+def test_model_rules_hook_passes_rules_through_and_resolves_recipes() -> None:
+    import doctest
+
+    from initscale.reinit import model_rules
+
+    spec, mapping = initscale.Normal(0.02), {"*.bias": initscale.Zeros()}
+    assert model_rules(spec, object()) is spec and model_rules(mapping, object()) is mapping
+    model = GPT(GPTConfig(2))
+    resolved = model_rules(recipes.get("nanogpt"), model)
+    assert resolved["transformer.h.*.attn.c_proj.weight"].spec == initscale.Normal(0.02 / 2)
+    with pytest.raises(TypeError, match="reads roles from a torch module tree"):  # a JAX/Keras model: say so
+        model_rules(recipes.get("nanogpt"), {"params": {}})
+    assert doctest.testmod(recipes).failed == 0
