@@ -19,6 +19,7 @@ import torch
 
 from initscale import check as _core
 from initscale.check import ALPHA, CheckReport, Entry
+from initscale.reinit import model_rules
 
 __all__ = ["check", "check_checkpoint", "load_checkpoint"]
 
@@ -57,8 +58,10 @@ def check(model: torch.nn.Module | Mapping[str, torch.Tensor], recipe: Any = Non
     Args:
         model: a ``torch.nn.Module``, or a state dict (name -> tensor; roles then come from the
             names, :func:`initscale.check.role_from_name`, and tensors sharing storage are tied).
-        recipe: a rule set, or (once ``initscale.recipes`` exists) a recipe's name, giving each
-            parameter its expected distribution.
+        recipe: a recipe (``initscale.recipes.get("hf.gpt2")``) or its name, resolved on the
+            model (:meth:`initscale.recipes.Recipe.rules_for`), or a rule set: each parameter is
+            expected to hold what ``reinit_(model, recipe)`` would draw for it. A state dict has no
+            module tree to read roles from: pass ``rules=recipe.rules_for(model)`` there.
         rules: the rules ``reinit_`` takes (one spec, or a mapping pattern -> spec): each
             parameter is expected to hold what ``reinit_(model, rules)`` would draw for it
             (defaults included: biases zeros, norm scales ones, offsets zeros).
@@ -94,6 +97,8 @@ def check(model: torch.nn.Module | Mapping[str, torch.Tensor], recipe: Any = Non
         raise TypeError("Argument `model` must be a torch.nn.Module or a state dict (a mapping from name to tensor). "
                         f"Received: {type(model).__name__}.")
     from .torch import _walk  # here, not at the top: initscale.adapters.torch re-exports check
+
+    rules = model_rules(rules, model)  # a recipe: its roles resolved on this model (initscale.recipes)
 
     found = [(p, t) for p, t in _walk(model, True, include_buffers) if p.tied_to is None]  # one row a tensor
     pairs = list(model.named_parameters(remove_duplicate=False))

@@ -57,7 +57,7 @@ from initscale.distributions import (
 from initscale.fans import Layout, LayoutLike, resolve
 from initscale.normal_math import complex_truncated_rms, far_tail_offset, truncated_plan
 from initscale.plan import planner
-from initscale.reinit import Param, Report, Role
+from initscale.reinit import Param, Report, Role, model_rules
 from initscale.reinit import plan as reinit_plan
 from initscale.rounding import clip_bounds
 from initscale.specs import Spec
@@ -722,6 +722,7 @@ def reinit(params: Any, rules: Spec | Mapping[str, Spec | None], key: Any, dry_r
     if stream_seed is None:
         key = _check_key(key)
     was_nnx_module = _is_nnx_module(params)
+    rules = model_rules(rules, params if module is None else module)  # a recipe, resolved (initscale.recipes)
     tree, modules, leaves_with_paths, found = _walk(params, module, example_inputs, example_kwargs)
     treedef = jax.tree_util.tree_structure(tree)
     decided = reinit_plan(found, rules, defaults=defaults, dry_run=dry_run, stacklevel=2, fans=fans)

@@ -63,7 +63,7 @@ from initscale.fans import Fans, Layout, LayoutLike, layout_from_config, layout_
 from initscale.keras_layers import keras_role
 from initscale.normal_math import far_tail_offset, normal_cdf, truncated_plan
 from initscale.plan import planner
-from initscale.reinit import Param, Report, Role
+from initscale.reinit import Param, Report, Role, model_rules
 from initscale.reinit import plan as reinit_plan
 from initscale.rounding import clip_bounds, representable_bounds
 from initscale.specs import Constant as ConstantSpec
@@ -801,6 +801,7 @@ def reinit(model: Any, rules: Spec | Mapping[str, Spec | None], seed: Any = None
             f"The model {model.name!r} is not built, so its variables do not exist yet: build it first "
             "(call it on a batch, or model.build(input_shape))."
         )
+    rules = model_rules(rules, model)  # a recipe: its roles resolved on this model (initscale.recipes)
     found: list[tuple[Param, Any]] = []
     _walk(model, (), set(), include_buffers, found)
     decided = reinit_plan([p for p, _ in found], rules, include_frozen=include_frozen, defaults=defaults,

@@ -60,7 +60,7 @@ from initscale.distributions import (
 from initscale.fans import Layout, LayoutLike
 from initscale.normal_math import far_tail_offset, normal_cdf, truncated_plan
 from initscale.plan import planner
-from initscale.reinit import Param, Report, Role
+from initscale.reinit import Param, Report, Role, model_rules
 from initscale.reinit import plan as reinit_plan
 from initscale.rounding import clip_bounds, representable_bounds
 from initscale.specs import Orthogonal, Spec, VarianceScaling
@@ -972,6 +972,7 @@ def _reinit(module: torch.nn.Module, rules: Spec | Mapping[str, Spec | None], *,
             defaults: bool, recurse: bool, stream_seed: int | None = None,
             stream_names: Mapping[str, str] | Callable[[str], str] | None = None, fans: str = "forward") -> Report:
     found = _with_weight_fans(module, recurse, _walk(module, recurse, include_buffers))
+    rules = model_rules(rules, module, [p for p, _ in found])  # a recipe, resolved on it (initscale.recipes)
     decided = reinit_plan([p for p, _ in found], rules, include_frozen=include_frozen, defaults=defaults,
                           dry_run=dry_run, stacklevel=3, fans=fans)  # _reinit <- reinit_ <- the caller
     targets = [(d, t) for d, (_, t) in zip(decided.decisions, found, strict=True) if d.dist is not None]

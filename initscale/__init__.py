@@ -39,7 +39,7 @@ from .specs import (
 )
 
 if TYPE_CHECKING:
-    from . import presets
+    from . import presets, recipes
     from .autogain import auto
     from .reinit import Rule
     from .streams import Stream
@@ -70,6 +70,7 @@ __all__ = [
     "gains",
     "layouts",
     "presets",
+    "recipes",
 ]
 
 # attribute -> (adapter module, framework module it needs, pip extra that installs it)
@@ -90,6 +91,7 @@ def _legacy_keras() -> bool:
 # names imported on first use, to keep `import initscale` fast: attribute -> (module, name in it or None)
 _LAZY: dict[str, tuple[str, str | None]] = {"auto": ("initscale.autogain", "auto"),
                                             "presets": ("initscale.presets", None),
+                                            "recipes": ("initscale.recipes", None),
                                             "Rule": ("initscale.reinit", "Rule"),
                                             "Stream": ("initscale.streams", "Stream")}
 

@@ -612,6 +612,12 @@ def rules_for(recipe: Any = None, rules: Any = None) -> Any:
 def _expected_for(params: Sequence[Param], rules: Any, include_frozen: bool) -> dict[str, Expected]:
     if rules is None:
         return {}
+    if hasattr(rules, "rules_for") and not isinstance(rules, Mapping):
+        raise ValueError(f"Recipe {rules!r} reads each parameter's role from the model's module tree, which a "
+                         "checkpoint (names and arrays) does not hold. Check the model itself "
+                         "(initscale.torch.check(model, recipe=...)), pass recipe.rules_for(model) as `rules`, or on "
+                         "the command line give the model's config: initscale check FILE --recipe NAME --config "
+                         "config.json.")
     return expectations(plan(params, rules, include_frozen=include_frozen, dry_run=True, stacklevel=3))
 
 

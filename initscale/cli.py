@@ -12,7 +12,10 @@
 - ``initscale parity``: the parity matrix (below).
 - ``initscale check FILE``: every tensor of a ``.safetensors`` file or a torch state dict
   (``torch.load(weights_only=True)``) against the silent init bugs (:mod:`initscale.check`);
-  exit status 1 when anything is flagged.
+  exit status 1 when anything is flagged. ``--recipe NAME --config config.json`` also checks each
+  tensor against what the recipe expects: a recipe reads roles from the module tree, which a
+  checkpoint lacks, so the model is built from its transformers config on torch's meta device
+  (:func:`initscale.recipes.rules_from_config`); checkpoint names the rules do not find are an error.
 
 Every command takes ``--format json``. ``initscale parity`` runs the parity matrix
 (:mod:`initscale.parity`) on every installed backend (Keras on its configured backend,
@@ -42,6 +45,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -475,9 +479,31 @@ def _check(args: argparse.Namespace) -> int:
 
     if not os.path.isfile(args.file):
         raise ValueError(f"FILE {args.file!r} is not a file.")
+    rules = None
+    if args.recipe is not None:
+        from . import recipes
+
+        rules = recipes.rules_from_config(args.recipe, args.config)
+    elif args.config is not None:
+        raise ValueError(f"--config {args.config!r} is read only with --recipe NAME (the recipe's roles come from the "
+                         "model it describes).")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = _check_file(args, core, rules)
+    for warning in caught:
+        if rules is not None and "matched no parameter" in str(warning.message):
+            raise ValueError(f"--recipe {args.recipe!r} on {args.file!r}: {warning.message} The checkpoint's names are "
+                             "not those of the model --config describes (another model class, or a prefix); nothing "
+                             "was checked against the recipe.")
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    _emit(args, report.to_json(indent=1) if args.format == "json" else str(report))
+    return 0 if report else 1
+
+
+def _check_file(args: argparse.Namespace, core: Any, rules: Any) -> Any:
     if _is_safetensors(args.file):
         arrays, dtypes = core.load_safetensors(args.file)
-        report = core.check_state(arrays, dtypes=dtypes, fresh=args.fresh, alpha=args.alpha)
+        report = core.check_state(arrays, dtypes=dtypes, fresh=args.fresh, alpha=args.alpha, rules=rules)
     else:
         try:
             import torch  # noqa: F401
@@ -486,9 +512,8 @@ def _check(args: argparse.Namespace) -> int:
                              f"({err}). Install it with: pip install 'initscale[torch]'") from None
         from .adapters import _torch_check
 
-        report = _torch_check.check_checkpoint(args.file, fresh=args.fresh, alpha=args.alpha)
-    _emit(args, report.to_json(indent=1) if args.format == "json" else str(report))
-    return 0 if report else 1
+        report = _torch_check.check_checkpoint(args.file, fresh=args.fresh, alpha=args.alpha, rules=rules)
+    return report
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -576,6 +601,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="the weights are freshly initialized: also flag init-time properties (default: yes)")
     c.add_argument("--alpha", type=float, default=1e-4,
                    help="family-wise false-alarm rate of the chance flags (default 1e-4)")
+    c.add_argument("--recipe", help="expect each tensor to follow this recipe (initscale.recipes.names()); needs "
+                   "--config: the recipe reads roles from the model's module tree, built from the config on torch's "
+                   "meta device (no memory, no download)")
+    c.add_argument("--config", help="with --recipe: the model's transformers config.json (or the folder holding it); "
+                   "its `architectures[0]` names the model class")
     c.add_argument("--format", choices=("text", "json"), default="text")
     c.add_argument("--out", help="write to this file instead of stdout")
     c.set_defaults(run=_check)

@@ -87,6 +87,7 @@ __all__ = [
     "Role",
     "Rule",
     "compile_rules",
+    "model_rules",
     "plan",
 ]
 
@@ -167,6 +168,8 @@ class Rule:
             :class:`~initscale.LayerKind`. None: the layout read from each parameter's layer.
         padding: ``"zero"`` (default) keeps an embedding's ``padding_idx`` row at zero, as its
             layer does; ``"draw"`` draws it like every other row.
+        label: what the report says set the matched parameters, before the pattern (a recipe's
+            role: ``"recipe hf.gpt2: residual_out"``); empty: just the pattern.
 
     Example:
         >>> import initscale
@@ -178,6 +181,7 @@ class Rule:
     spec: Spec | None
     layout: LayoutLike | None = None
     padding: Literal["draw", "zero"] = "zero"
+    label: str = ""
 
     def __post_init__(self) -> None:
         if self.spec is not None and not isinstance(self.spec, Spec):
@@ -217,6 +221,7 @@ class CompiledRule:
     kind: Literal["class", "glob", "weights"]
     layout: LayoutLike | None = None
     padding: Literal["draw", "zero"] = "zero"
+    label: str = ""
 
     def matches(self, param: Param) -> bool:
         """Whether this rule applies to ``param``."""
@@ -231,6 +236,8 @@ class CompiledRule:
         return fnmatch.fnmatchcase(param.name, self.pattern)
 
     def __str__(self) -> str:
+        if self.label:
+            return f"{self.label} (rule {self.pattern!r})"
         return _ALL_WEIGHTS if self.kind == "weights" else f"rule {self.pattern!r}"
 
 
@@ -258,6 +265,17 @@ def _check_pattern(pattern: Any) -> Literal["class", "glob"]:
     return "glob"
 
 
+def model_rules(rules: Any, model: Any, params: Sequence[Param] | None = None) -> Any:
+    """The hook every reinit entry calls before :func:`plan`: a recipe (an object with
+    ``rules_for``, such as ``initscale.recipes.get("hf.gpt2")``) resolved on ``model`` into
+    concrete rules (``params``: the entry's walk of it, if it has one, so it is not walked twice);
+    a spec or a mapping of rules comes back as it is."""
+    resolve = getattr(rules, "rules_for", None)
+    if resolve is None or isinstance(rules, (Spec, Mapping)):
+        return rules
+    return resolve(model) if params is None else resolve(model, params=params)
+
+
 def compile_rules(rules: Spec | Mapping[str, Spec | Rule | None]) -> tuple[CompiledRule, ...]:
     """Validate ``rules`` (one spec, or an ordered mapping pattern -> spec, :class:`Rule` or None)."""
     if isinstance(rules, Spec):
@@ -273,7 +291,7 @@ def compile_rules(rules: Spec | Mapping[str, Spec | Rule | None]) -> tuple[Compi
     for pattern, spec in rules.items():
         kind = _check_pattern(pattern)
         if isinstance(spec, Rule):
-            compiled.append(CompiledRule(pattern, spec.spec, kind, spec.layout, spec.padding))
+            compiled.append(CompiledRule(pattern, spec.spec, kind, spec.layout, spec.padding, spec.label))
             continue
         if spec is not None and not isinstance(spec, Spec):
             hint = (f" For a preset, write initscale.presets.get({spec!r})." if isinstance(spec, str) else "")

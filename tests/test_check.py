@@ -256,7 +256,7 @@ def test_bad_arguments_name_the_argument():
     model = cnn()
     with pytest.raises(ValueError, match="either `recipe` or `rules`"):
         initscale.torch.check(model, recipe=CNN_RULES, rules=CNN_RULES)
-    with pytest.raises(ValueError, match="no initscale.recipes yet"):
+    with pytest.raises(ValueError, match=r"Recipe 'hf.gpt2' on CNN: needs `n_layer`"):  # not a GPT-2
         initscale.torch.check(model, recipe="hf.gpt2")
     with pytest.raises(ValueError, match="alpha"):
         initscale.torch.check(model, alpha=1.5)
