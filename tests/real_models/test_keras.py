@@ -117,8 +117,6 @@ def test_report_and_draws_match_the_table(group: str) -> None:
     assert not problems, "\n" + "\n".join(problems)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 18 item 1: a 'MultiHeadAttention' class rule matches nothing "
-                                       "(its kernels live in EinsumDense sublayers)")
 def test_a_multi_head_attention_rule_reaches_its_projections() -> None:
     model = _model()
     with warnings.catch_warnings(record=True) as caught:
