@@ -567,6 +567,13 @@ _OFFSET_LEAVES = ("bias", "beta", "offset", "shift")
 # A scale used as (1 + weight) in forward (Gemma's RMSNorm and its descendants): stored as an
 # offset from one, so its own init is zeros.
 _UNIT_OFFSET = re.compile(r"\(\s*1(\.0*)?\s*\+\s*self\.weight\b")
+# A tensor added to (or concatenated with) the activations, not multiplied (HF ViT's
+# position_embeddings and cls_token, timm's pos_embed, dist_token, reg_token): no layout, so no
+# fans; the defaults keep it with this note, a one spec's warning lists it, and a fan-based rule
+# on it raises.
+_ADDED = re.compile(r"pos(ition(al)?)?_?emb|(cls|class|dist(illation)?|reg(ister)?|mask)_?tokens?\Z", re.IGNORECASE)
+_ADDED_NOTE = ("a position embedding or token added to the activations, not multiplied: it has no fans; "
+               "kept unless a rule names it (a fixed-scale spec such as initscale.TruncatedNormal(0.02))")
 _HF_CONV1D = Layout(0, 1, name="hf.conv1d")  # transformers' Conv1D: weight (nx, nf) = (in, out)
 
 
@@ -722,7 +729,8 @@ def _walk(module: torch.nn.Module, recurse: bool,
             param = Param(name, tuple(tensor.shape), _owner_classes(owner), role, layout,
                           frozen=not tensor.requires_grad and not is_buffer, buffer=is_buffer, tied_to=tied_to,
                           padding_idx=_padding_idx(owner, role),
-                          unit_offset=role == "norm_scale" and _norm_kind(owner)[1])
+                          unit_offset=role == "norm_scale" and _norm_kind(owner)[1],
+                          note=_ADDED_NOTE if role == "other" and tensor.dim() >= 2 and _ADDED.search(leaf) else "")
             found.append((param, tensor))
     return found
 

@@ -5,7 +5,7 @@ fans (tests/real_models/README.md says how the tables were derived).
 Per model × parameter group: the dry-run report of ``reinit_(model, he_normal)`` (fans, role,
 layout, std from the table's fans, no weight silently untouched), then the same call with real
 draws (each touched tensor's second moment against the report's std, constants exact, kept
-tensors unchanged). Known defects of issue 18 are strict xfails.
+tensors unchanged). A known defect would be a strict xfail in KNOWN (none is left).
 
 Building an HF model imports ``torch._dynamo``, which imports Triton, and Triton imported after
 TensorFlow aborts the process (both register LLVM's command-line options). So where TensorFlow is
@@ -163,10 +163,7 @@ VIT = (
 MODELS = {"gpt2": (_gpt2, GPT2), "bert": (_bert, BERT), "llama": (_llama, LLAMA), "t5": (_t5, T5),
           "vit": (_vit, VIT)}
 
-KNOWN = {
-    ("vit", "position embeddings"): "issue 18 item 2: ViT cls_token/position_embeddings get guessed 'torch' "
-                                    "fans (32/32, 544/32) instead of none, kept as 'no rule matched'",
-}
+KNOWN: dict[tuple[str, str], str] = {}  # (model, group) -> the reason of a strict xfail; none left
 
 
 def _cases():
@@ -239,3 +236,21 @@ def test_a_rule_on_a_tied_alias_sets_the_shared_tensor() -> None:
         ist.reinit_(net, {"lm_head.weight": initscale.Constant(0.5)})
     assert [str(w.message) for w in caught] == []
     assert bool((net.transformer.wte.weight == 0.5).all())
+
+
+def test_vit_position_embeddings_say_how_to_set_them() -> None:
+    """cls_token and position_embeddings are added, not multiplied: no fans, kept with a reason that
+    says so and names the fix; a fixed-scale rule sets them, a fan-based one raises naming them."""
+    torch.manual_seed(0)
+    net = _vit()
+    report = ist.reinit_(net, SPEC, dry_run=True)
+    for name in ("embeddings.cls_token", "embeddings.position_embeddings"):
+        row = report[name]
+        assert not row.touched and row.fan_in is None and "position embedding" in row.reason, row.reason
+        assert "initscale.TruncatedNormal(0.02)" in row.reason, row.reason
+    with pytest.raises(ValueError, match=r"'embeddings\.cls_token' \(shape \(1, 1, 32\), in ViTEmbeddings\)"):
+        ist.reinit_(net, {"embeddings.*_*": SPEC}, dry_run=True)
+    spec = initscale.TruncatedNormal(0.02)
+    fixed = ist.reinit_(net, {"embeddings.position_embeddings": spec, "embeddings.cls_token": spec}, dry_run=True)
+    assert all(fixed[n].touched and fixed[n].std == spec.resolve(None).std
+               for n in ("embeddings.cls_token", "embeddings.position_embeddings"))
