@@ -726,7 +726,8 @@ _NORM_OFFSET_LEAVES = ("beta", "bias", "offset", "shift")
 # an offset from one, so its own init is zeros.
 _UNIT_OFFSET = re.compile(r"\(\s*1(\.0*)?\s*\+\s*(self\.)?(scale|gamma|weight)\b")
 # A tensor added to (or concatenated with) the activations, not multiplied: position embeddings
-# (keras-hub's PositionEmbedding), class and register tokens. It has no fans.
+# (keras-hub's PositionEmbedding), class and register tokens. No layout, so no fans: the defaults
+# keep it with this note, a one spec's warning lists it, and a fan-based rule on it raises.
 _ADDED = re.compile(r"pos(ition(al)?)?_?emb|(cls|class|dist(illation)?|reg(ister)?|mask)_?tokens?\Z", re.IGNORECASE)
 _ADDED_NOTE = ("a position embedding or token added to the activations, not multiplied: it has no fans; "
                "kept unless a rule names it (a fixed-scale spec such as initscale.TruncatedNormal(0.02))")
@@ -778,7 +779,7 @@ def _role_and_layout(layer: Any, leaf: str, shape: tuple[int, ...]) -> tuple[Rol
     if role != "other":
         return role, layout, note
     if len(shape) >= 2 and (_ADDED.search(leaf) or any(_ADDED.search(k) for k in kinds)):
-        return "embedding", None, _ADDED_NOTE
+        return "other", None, _ADDED_NOTE  # kept with this note; a one spec's warning lists it
     return "other", None, note
 
 
