@@ -708,6 +708,14 @@ def _walk(module: torch.nn.Module, recurse: bool,
     found: list[tuple[Param, torch.Tensor]] = []
     modules = list(module.named_modules(remove_duplicate=False)) if recurse else [("", module)]
     by_prefix = dict(modules)
+    # The owner's class names, then each enclosing module's (innermost first): a class rule on
+    # "MultiheadAttention" reaches its out_proj, one on "LlamaAttention" its q/k/v/o projections.
+    # A norm's scale and offset keep their own classes only, so a rule on a block leaves its norms
+    # to the defaults (a fan-based spec has no fans for them), as the Keras and JAX walks do.
+    chains: dict[str, tuple[str, ...]] = {}
+    for prefix, owner in modules:
+        above = chains.get(prefix.rpartition(".")[0], ()) if prefix else ()
+        chains[prefix] = tuple(dict.fromkeys(_owner_classes(owner) + above))
     for prefix, owner in modules:
         items: list[tuple[str, torch.Tensor, bool]] = [
             (leaf, t, False) for leaf, t in owner.named_parameters(recurse=False)
@@ -726,7 +734,8 @@ def _walk(module: torch.nn.Module, recurse: bool,
                     "run one forward pass with a sample input first, then re-initialize."
                 )
             role, layout = _role_and_layout(owner, leaf, tensor.dim(), parent)
-            param = Param(name, tuple(tensor.shape), _owner_classes(owner), role, layout,
+            classes = _owner_classes(owner) if role in ("norm_scale", "norm_offset") else chains[prefix]
+            param = Param(name, tuple(tensor.shape), classes, role, layout,
                           frozen=not tensor.requires_grad and not is_buffer, buffer=is_buffer, tied_to=tied_to,
                           padding_idx=_padding_idx(owner, role),
                           unit_offset=role == "norm_scale" and _norm_kind(owner)[1],

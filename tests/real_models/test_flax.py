@@ -15,7 +15,7 @@ import warnings
 
 import numpy as np
 import pytest
-from _table import SPEC, Expect, coverage_problems, group_problems, groups
+from _table import SPEC, Expect, coverage_problems, group_problems, groups, match
 
 jax = pytest.importorskip("jax")
 jnp = pytest.importorskip("jax.numpy")
@@ -196,4 +196,24 @@ def test_table_covers_every_parameter(model: str) -> None:
 @pytest.mark.parametrize(("model", "group"), list(_cases()))
 def test_report_and_draws_match_the_table(model: str, group: str) -> None:
     problems = group_problems(MODELS[model][1], group, _run(model))
+    assert not problems, "\n" + "\n".join(problems)
+
+
+def test_a_rule_on_an_enclosing_module_reaches_its_kernels_not_its_norms() -> None:
+    """linen: a class rule on the Block sets the kernels of every module inside it (attention,
+    Dense) with their fans; its LayerNorms keep the norm defaults (a fan-based spec has no fans for
+    a scale), and the ConvNet outside is left alone."""
+    _, report = isj.reinit(_linen(), {"Block": SPEC}, jax.random.key(1), dry_run=True, module=Linen(),
+                           example_inputs=_linen_inputs())
+    problems = []
+    for row in report:
+        entry = match(LINEN, row.name)[0]
+        inside = row.name.startswith("params/block/")
+        if inside and entry.role == "weight":
+            if row.reason != "rule 'Block'" or (row.fan_in, row.fan_out) != entry.fans:
+                problems.append(f"{row.name}: {row.reason!r}, fans {row.fan_in}/{row.fan_out}, expected {entry.fans}")
+        elif row.reason == "rule 'Block'":
+            problems.append(f"{row.name} ({entry.role}): set by 'Block'")
+        elif entry.role in ("norm_scale", "norm_offset") and not row.reason.startswith("default: norm"):
+            problems.append(f"{row.name}: {row.reason!r}")
     assert not problems, "\n" + "\n".join(problems)

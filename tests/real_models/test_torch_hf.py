@@ -254,3 +254,40 @@ def test_vit_position_embeddings_say_how_to_set_them() -> None:
     fixed = ist.reinit_(net, {"embeddings.position_embeddings": spec, "embeddings.cls_token": spec}, dry_run=True)
     assert all(fixed[n].touched and fixed[n].std == spec.resolve(None).std
                for n in ("embeddings.cls_token", "embeddings.position_embeddings"))
+
+
+@pytest.mark.parametrize(("model", "rule", "group"), [("llama", "LlamaAttention", "Linear weights"),
+                                                      ("bert", "BertAttention", "Linear weights"),
+                                                      ("llama", "LlamaDecoderLayer", "Linear weights")])
+def test_a_rule_on_an_enclosing_module_reaches_its_weights_not_its_norms(model: str, rule: str, group: str) -> None:
+    """The role of a parameter comes from every module that owns it: a class rule on an attention
+    or decoder block sets the weights of the Linear layers inside it, with their fans; the norms
+    inside keep the norm defaults and the biases zeros."""
+    torch.manual_seed(0)
+    build, table = MODELS[model]
+    net = build()
+    report = ist.reinit_(net, {rule: SPEC}, dry_run=True)
+    owners = {n for n, m in net.named_modules() if rule in ist._owner_classes(m)}
+    problems = []
+    for row in report:
+        entry = match(table, row.name)[0]
+        inside = any(row.name.startswith(o + ".") for o in owners)
+        by_rule = row.reason == f"rule {rule!r}"
+        if inside and entry.role == "weight" and entry.group == group:
+            want = SPEC.resolve(initscale.Fans(*entry.fans)).std
+            if not by_rule or abs(row.std / want - 1) > 1e-9:
+                problems.append(f"{row.name}: expected std {want:.6g} from the rule, got {row.reason!r} {row.std}")
+        elif by_rule:
+            problems.append(f"{row.name} ({entry.role}): set by {rule!r}")
+        elif inside and entry.role in ("norm_scale", "norm_offset") and not row.reason.startswith("default: norm"):
+            problems.append(f"{row.name}: a norm inside {rule}, expected its default, got {row.reason!r}")
+    assert owners and not problems, "\n" + "\n".join(problems)
+
+
+def test_a_multihead_attention_rule_reaches_its_out_proj() -> None:
+    net = torch.nn.Sequential(torch.nn.MultiheadAttention(16, 4), torch.nn.Linear(16, 8))
+    report = ist.reinit_(net, {"MultiheadAttention": SPEC}, dry_run=True)
+    assert report["0.in_proj_weight"].reason == "rule 'MultiheadAttention'"
+    row = report["0.out_proj.weight"]  # NonDynamicallyQuantizableLinear (16, 16) inside the attention
+    assert (row.reason, row.fan_in, row.fan_out) == ("rule 'MultiheadAttention'", 16, 16)
+    assert report["1.weight"].reason == "no rule matched" and report["0.out_proj.bias"].spec == initscale.Zeros()
