@@ -12,8 +12,10 @@ convolutions, transposed convolutions, recurrent kernels, attention projections)
 mapping from pattern to spec where the first matching pattern wins:
 
 - an identifier such as ``"Conv2d"`` or ``"LSTM"`` matches the parameters of a layer whose
-  class, or one of whose base classes, has that name; it targets the layer's weights (every
-  parameter but its biases). An identifier also matches a parameter whose whole name it is.
+  class, or one of whose base classes, has that name, and those of the layers inside it but
+  their norms (the adapters list enclosing layers in :attr:`Param.owner_classes`:
+  ``"MultiHeadAttention"`` reaches its EinsumDense kernels); it targets the layer's weights
+  (every parameter but its biases). An identifier also matches a parameter whose whole name it is.
 - anything else is a glob on the qualified parameter name, with :mod:`fnmatch` rules and
   case-sensitive: ``"encoder.*.weight"``, ``"*.bias"``, ``"*/kernel"``; ``*`` crosses ``.``
   and ``/``.
@@ -105,7 +107,9 @@ class Param:
     Args:
         name: qualified name (``"encoder.0.weight"``, ``"dense/kernel"``).
         shape: the global shape (for a sharded parameter, the whole tensor's shape).
-        owner_classes: class names of the owning layer, most derived first (its MRO).
+        owner_classes: class names of the owning layer, most derived first (its MRO), then
+            those of each enclosing layer, innermost first (except for a norm's scale and
+            offset, which keep their own layer's): a class rule reaches a layer's sublayers.
         role: ``"weight"`` (main weight of a supported layer), ``"bias"``, ``"norm_scale"``,
             ``"norm_offset"``, ``"embedding"`` or ``"other"``.
         layout: the layout or layer kind giving this parameter's forward fans, None if it has
