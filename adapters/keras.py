@@ -65,7 +65,7 @@ from initscale.fans import Fans, Layout, LayoutLike, layout_from_config, layout_
 from initscale.keras_layers import NORM_CLASSES, keras_role
 from initscale.normal_math import far_tail_offset, normal_cdf, truncated_plan
 from initscale.plan import planner
-from initscale.reinit import Param, Report, Role
+from initscale.reinit import ADDED_TENSOR, ADDED_TENSOR_NOTE, Param, Report, Role
 from initscale.reinit import plan as reinit_plan
 from initscale.rounding import clip_bounds, representable_bounds
 from initscale.specs import Constant as ConstantSpec
@@ -725,12 +725,6 @@ _NORM_OFFSET_LEAVES = ("beta", "bias", "offset", "shift")
 # A scale used as (1 + scale) in call (keras-hub's Gemma and Gemma 3 RMSNormalization): stored as
 # an offset from one, so its own init is zeros.
 _UNIT_OFFSET = re.compile(r"\(\s*1(\.0*)?\s*\+\s*(self\.)?(scale|gamma|weight)\b")
-# A tensor added to (or concatenated with) the activations, not multiplied: position embeddings
-# (keras-hub's PositionEmbedding), class and register tokens. No layout, so no fans: the defaults
-# keep it with this note, a one spec's warning lists it, and a fan-based rule on it raises.
-_ADDED = re.compile(r"pos(ition(al)?)?_?emb|(cls|class|dist(illation)?|reg(ister)?|mask)_?tokens?\Z", re.IGNORECASE)
-_ADDED_NOTE = ("a position embedding or token added to the activations, not multiplied: it has no fans; "
-               "kept unless a rule names it (a fixed-scale spec such as initscale.TruncatedNormal(0.02))")
 _NORMS: dict[type, bool] = {}  # a layer class -> whether its scale is used as 1 + scale
 
 
@@ -778,8 +772,8 @@ def _role_and_layout(layer: Any, leaf: str, shape: tuple[int, ...]) -> tuple[Rol
                                     equation=getattr(layer, "equation", None))
     if role != "other":
         return role, layout, note
-    if len(shape) >= 2 and (_ADDED.search(leaf) or any(_ADDED.search(k) for k in kinds)):
-        return "other", None, _ADDED_NOTE  # kept with this note; a one spec's warning lists it
+    if len(shape) >= 2 and (ADDED_TENSOR.search(leaf) or any(ADDED_TENSOR.search(k) for k in kinds)):
+        return "other", None, ADDED_TENSOR_NOTE  # kept with this note; a one spec's warning lists it
     return "other", None, note
 
 

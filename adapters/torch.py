@@ -60,7 +60,7 @@ from initscale.distributions import (
 from initscale.fans import Layout, LayoutLike
 from initscale.normal_math import far_tail_offset, normal_cdf, truncated_plan
 from initscale.plan import planner
-from initscale.reinit import Param, Report, Role
+from initscale.reinit import ADDED_TENSOR, ADDED_TENSOR_NOTE, Param, Report, Role
 from initscale.reinit import plan as reinit_plan
 from initscale.rounding import clip_bounds, representable_bounds
 from initscale.specs import Orthogonal, Spec, VarianceScaling
@@ -567,13 +567,6 @@ _OFFSET_LEAVES = ("bias", "beta", "offset", "shift")
 # A scale used as (1 + weight) in forward (Gemma's RMSNorm and its descendants): stored as an
 # offset from one, so its own init is zeros.
 _UNIT_OFFSET = re.compile(r"\(\s*1(\.0*)?\s*\+\s*self\.weight\b")
-# A tensor added to (or concatenated with) the activations, not multiplied (HF ViT's
-# position_embeddings and cls_token, timm's pos_embed, dist_token, reg_token): no layout, so no
-# fans; the defaults keep it with this note, a one spec's warning lists it, and a fan-based rule
-# on it raises.
-_ADDED = re.compile(r"pos(ition(al)?)?_?emb|(cls|class|dist(illation)?|reg(ister)?|mask)_?tokens?\Z", re.IGNORECASE)
-_ADDED_NOTE = ("a position embedding or token added to the activations, not multiplied: it has no fans; "
-               "kept unless a rule names it (a fixed-scale spec such as initscale.TruncatedNormal(0.02))")
 _HF_CONV1D = Layout(0, 1, name="hf.conv1d")  # transformers' Conv1D: weight (nx, nf) = (in, out)
 
 
@@ -735,11 +728,12 @@ def _walk(module: torch.nn.Module, recurse: bool,
                 )
             role, layout = _role_and_layout(owner, leaf, tensor.dim(), parent)
             classes = _owner_classes(owner) if role in ("norm_scale", "norm_offset") else chains[prefix]
+            added = role == "other" and tensor.dim() >= 2 and ADDED_TENSOR.search(leaf) is not None
             param = Param(name, tuple(tensor.shape), classes, role, layout,
                           frozen=not tensor.requires_grad and not is_buffer, buffer=is_buffer, tied_to=tied_to,
                           padding_idx=_padding_idx(owner, role),
                           unit_offset=role == "norm_scale" and _norm_kind(owner)[1],
-                          note=_ADDED_NOTE if role == "other" and tensor.dim() >= 2 and _ADDED.search(leaf) else "")
+                          note=ADDED_TENSOR_NOTE if added else "")
             found.append((param, tensor))
     return found
 

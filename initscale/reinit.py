@@ -95,6 +95,17 @@ __all__ = [
 Role = Literal["weight", "bias", "norm_scale", "norm_offset", "embedding", "other"]
 ROLES: tuple[str, ...] = ("bias", "embedding", "norm_offset", "norm_scale", "other", "weight")
 
+#: Names of tensors added to (or concatenated with) the activations, not multiplied: position
+#: embeddings and class, distillation, register and mask tokens (HF ViT's ``position_embeddings``
+#: and ``cls_token``, timm's ``pos_embed``, keras-hub's ``PositionEmbedding``). The walks give
+#: such a parameter of 2+ axes in an unrecognised layer no layout (it has no fans) and
+#: :data:`ADDED_TENSOR_NOTE`: the defaults keep it with that reason, the one spec's warning lists
+#: it, and a fan-based rule on it raises.
+ADDED_TENSOR = re.compile(r"pos(ition(al)?)?_?emb|(cls|class|dist(illation)?|reg(ister)?|mask)_?tokens?\Z",
+                          re.IGNORECASE)
+ADDED_TENSOR_NOTE = ("a position embedding or token added to the activations, not multiplied: it has no fans; "
+                     "kept unless a rule names it (a fixed-scale spec such as initscale.TruncatedNormal(0.02))")
+
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _GLOB = re.compile(r"[A-Za-z0-9_.*?\[\]!/:\-]+\Z")
 _ALL_WEIGHTS = "one spec for all weights"
