@@ -16,6 +16,7 @@ Conv2DTranspose kernel (kh, kw, out, in): forward fan_in = in·kh·kw, fan_out =
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import warnings
@@ -31,6 +32,7 @@ from _table import (
     match,
     report_problems,
     silent_problems,
+    value_problems,
 )
 
 import initscale
@@ -332,9 +334,13 @@ def test_a_block_rule_reaches_its_kernels_and_leaves_its_norms_to_the_defaults()
 class Mixer(keras.layers.Layer):
     """A weight of 2 axes whose layout only its author knows (x @ w: (in=6, out=4), say)."""
 
+    def __init__(self, shape=(6, 4), **kwargs):
+        super().__init__(**kwargs)
+        self.shape = shape
+
     def build(self, input_shape):
-        self.w = self.add_weight(name="w", shape=(6, 4), initializer=keras.initializers.Constant(3.0))
-        self.bias = self.add_weight(name="bias", shape=(4,), initializer=keras.initializers.Constant(3.0))
+        self.w = self.add_weight(name="w", shape=self.shape, initializer=keras.initializers.Constant(3.0))
+        self.bias = self.add_weight(name="bias", shape=self.shape[-1:], initializer=keras.initializers.Constant(3.0))
 
     def call(self, x):
         return x @ self.w + self.bias
@@ -409,6 +415,18 @@ def test_a_rule_says_the_layout_of_an_unknown_layer() -> None:
     assert report["mixer/bias"].spec == initscale.Zeros()  # a class rule leaves the biases to the defaults
     transposed = isk.reinit(model, {"Mixer": initscale.Rule(SPEC, layout="torch.linear")}, dry_run=True)
     assert (transposed["mixer/w"].fan_in, transposed["mixer/w"].fan_out) == (4, 6)  # the rule's layout wins
+
+
+def test_a_rules_layout_gives_the_drawn_std() -> None:
+    """The values drawn under Rule(layout=...) have the std of that layout's fans (the second moment
+    within z = 4.5 of its sampling sd, _table.value_problems), and not those of the other reading."""
+    inp = keras.Input((256,))
+    model = keras.Model(inp, Mixer((256, 64), name="mixer")(inp))  # x @ w: in 256, out 64
+    report = isk.reinit(model, {"Mixer": initscale.Rule(SPEC, layout="keras.dense")}, seed=5)
+    row, values = report["mixer/w"], _np(model.get_layer("mixer").w)
+    assert (row.fan_in, row.fan_out) == (256, 64) and value_problems(row, values) == []
+    misread = dataclasses.replace(row, fan_in=64, fan_out=256, std=SPEC.resolve(initscale.Fans(64, 256)).std)
+    assert value_problems(misread, values) != []  # mutation: the (out, in) reading, std 2x, is caught
 
 
 def test_norms_by_class_name_and_by_what_they_hold() -> None:
