@@ -437,3 +437,15 @@ def test_norms_by_class_name_and_by_what_they_hold() -> None:
     assert "1 +" in report["unit/scale"].reason
     assert report["white/gamma"].spec == initscale.Ones(), report["white/gamma"].reason  # epsilon, 1-D
     assert report["white/beta"].spec == initscale.Zeros() and "norm offset" in report["white/beta"].reason
+
+
+def test_check_knows_a_fresh_gemma_norm_starts_at_zeros() -> None:
+    """initscale.keras.check without rules: a fresh Gemma's RMSNormalization scales are zeros (used
+    as 1 + scale), which is right, not a norm_scale_not_one; a scale set to ones (a gain of 2) is
+    flagged."""
+    model = _gemma()
+    fresh = isk.check(model)
+    assert not fresh.flags, fresh.flags
+    layer = model.get_layer("final_normalization")
+    layer.scale.assign(keras.ops.ones(layer.scale.shape))
+    assert "final_normalization/scale" in isk.check(model).flags

@@ -291,3 +291,19 @@ def test_a_multihead_attention_rule_reaches_its_out_proj() -> None:
     row = report["0.out_proj.weight"]  # NonDynamicallyQuantizableLinear (16, 16) inside the attention
     assert (row.reason, row.fan_in, row.fan_out) == ("rule 'MultiheadAttention'", 16, 16)
     assert report["1.weight"].reason == "no rule matched" and report["0.out_proj.bias"].spec == initscale.Zeros()
+
+
+def test_check_knows_a_fresh_gemma_norm_starts_at_zeros() -> None:
+    """initscale.torch.check without rules on HF Gemma: its RMSNorm weights are zeros (used as
+    1 + weight), which is right; a weight set to ones is flagged."""
+    cfg = transformers.GemmaConfig(hidden_size=D, num_hidden_layers=1, num_attention_heads=HEADS, num_key_value_heads=1,
+                                   head_dim=D // HEADS, intermediate_size=FF, vocab_size=VOCAB,
+                                   max_position_embeddings=POS)
+    torch.manual_seed(0)
+    net = transformers.GemmaForCausalLM(cfg)
+    assert not bool(net.model.norm.weight.any())  # Gemma starts its norms at zeros
+    fresh = ist.check(net)
+    assert not any(n.endswith("norm.weight") for n in fresh.flags), fresh.flags
+    with torch.no_grad():
+        net.model.norm.weight.fill_(1.0)
+    assert "model.norm.weight" in ist.check(net).flags
