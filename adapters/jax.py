@@ -439,8 +439,9 @@ def _guess_layout(owners: Sequence[_Owner], leaf_owner: str, ndim: int) -> Layou
 def _infer(names: tuple[str, ...], shape: tuple[int, ...], owners: Sequence[_Owner]) -> tuple[
         Role, LayoutLike | None, tuple[str, ...], bool]:
     """Role, forward-fan layout, owner class names (innermost module's first, then each enclosing
-    module's) and whether the layout was guessed from names, for one leaf. ``owners`` are the
-    modules on its path, root first, innermost last."""
+    module's; a norm's scale and offset: its own module's only) and whether the layout was
+    guessed from names, for one leaf. ``owners`` are the modules on its path, root first,
+    innermost last."""
     ndim = len(shape)
     leaf = names[-1]
     leaf_owner = names[-2] if len(names) > 1 else ""
@@ -453,7 +454,10 @@ def _infer(names: tuple[str, ...], shape: tuple[int, ...], owners: Sequence[_Own
         spans = sum(d > 1 for d in shape) <= 1
         role: Role = ("norm_offset" if leaf in _OFFSET_LEAVES and spans else "norm_scale"
                       if leaf in _SCALE_LEAVES and spans else "other")
-        return role, None, owner_classes, False
+        # a norm's scale and offset keep their own classes only: a rule on an enclosing block
+        # leaves them to the defaults (a fan-based spec has no fans for them), as in Keras and torch
+        mine = tuple(owner.classes) if owner else ()
+        return role, None, mine if role in ("norm_scale", "norm_offset") else owner_classes, False
     if leaf == "bias":
         return "bias", None, owner_classes, False
     if leaf == "embedding":

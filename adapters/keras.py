@@ -43,7 +43,9 @@ Note:
 from __future__ import annotations
 
 import functools
+import inspect
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from types import SimpleNamespace
 from typing import Any
@@ -60,10 +62,10 @@ from initscale.distributions import (
     UniformDist,
 )
 from initscale.fans import Fans, Layout, LayoutLike, layout_from_config, layout_to_config
-from initscale.keras_layers import keras_role
+from initscale.keras_layers import NORM_CLASSES, keras_role
 from initscale.normal_math import far_tail_offset, normal_cdf, truncated_plan
 from initscale.plan import planner
-from initscale.reinit import Param, Report, Role, model_rules
+from initscale.reinit import ADDED_TENSOR, ADDED_TENSOR_NOTE, Param, Report, Role, model_rules
 from initscale.reinit import plan as reinit_plan
 from initscale.rounding import clip_bounds, representable_bounds
 from initscale.specs import Constant as ConstantSpec
@@ -715,44 +717,101 @@ class Constant(_KerasNamed):
 
 # --- whole-model re-initialization --------------------------------------------------------------
 
-def _role_and_layout(layer: Any, leaf: str, ndim: int) -> tuple[Role, LayoutLike | None, str]:
-    """What a variable is to the layer that owns it, its forward-fan layout, and a note."""
+# Normalization layers by class (Keras's own, NORM_CLASSES), by a class name ending in Norm or
+# Normalization (keras-hub's LlamaLayerNorm, T5LayerNorm, Gemma's RMSNormalization, ...), or by
+# duck typing: an ``epsilon`` attribute and variables of one non-singleton axis at most.
+_NORM_NAME = re.compile(r"(Norm|Normalization)\d*\Z")
+_NORM_SCALE_LEAVES = ("gamma", "scale", "weight")
+_NORM_OFFSET_LEAVES = ("beta", "bias", "offset", "shift")
+# A scale used as (1 + scale) in call (keras-hub's Gemma and Gemma 3 RMSNormalization): stored as
+# an offset from one, so its own init is zeros.
+_UNIT_OFFSET = re.compile(r"\(\s*1(\.0*)?\s*\+\s*(self\.)?(scale|gamma|weight)\b")
+_NORMS: dict[type, bool] = {}  # a layer class -> whether its scale is used as 1 + scale
+
+
+def _spans(shape: tuple[int, ...]) -> bool:
+    """One axis of size > 1 at most: a norm's scale or offset over its normalized features."""
+    return sum(d > 1 for d in shape) <= 1
+
+
+def _norm_kind(layer: Any) -> tuple[bool, bool]:
+    """Whether ``layer`` is a normalization layer, and whether its scale is used as 1 + scale."""
+    cls = type(layer)
+    names = [c.__name__ for c in cls.__mro__]
+    named = bool(NORM_CLASSES.intersection(names)) or any(_NORM_NAME.search(n) for n in names)
+    if not named:
+        own = list(layer._trainable_variables) + list(layer._non_trainable_variables)
+        named = (hasattr(layer, "epsilon") and bool(own)
+                 and all(_spans(tuple(int(d) for d in v.shape)) for v in own))
+    if not named:
+        return False, False
+    if cls not in _NORMS:
+        unit = False
+        if not cls.__module__.startswith("keras."):  # Keras's own norms use their scale as is
+            try:
+                unit = bool(_UNIT_OFFSET.search(inspect.getsource(cls.call)))
+            except (OSError, TypeError):  # no source (compiled, interactive): a plain scale
+                unit = False
+        _NORMS[cls] = unit
+    return True, _NORMS[cls]
+
+
+def _role_and_layout(layer: Any, leaf: str, shape: tuple[int, ...]) -> tuple[Role, LayoutLike | None, str]:
+    """What a variable is to the layer that owns it, its forward-fan layout, and a note.
+
+    A variable of a layer initscale does not recognise gets no layout (never a guessed one), so
+    a fan-based rule that reaches it raises naming it (:func:`initscale.reinit.plan`)."""
+    if _norm_kind(layer)[0]:
+        if leaf in _NORM_OFFSET_LEAVES and _spans(shape):
+            return "norm_offset", None, ""
+        if leaf in _NORM_SCALE_LEAVES and _spans(shape):
+            return "norm_scale", None, ""
+        return "other", None, ""  # moving statistics, or a variable of more axes
     kinds = {c.__name__ for c in type(layer).__mro__}
-    return keras_role(kinds, leaf, ndim, groups=getattr(layer, "groups", 1),
-                      unit_forget_bias=bool(getattr(layer, "unit_forget_bias", False)),
-                      equation=getattr(layer, "equation", None))
+    role, layout, note = keras_role(kinds, leaf, len(shape), groups=getattr(layer, "groups", 1),
+                                    unit_forget_bias=bool(getattr(layer, "unit_forget_bias", False)),
+                                    equation=getattr(layer, "equation", None))
+    if role != "other":
+        return role, layout, note
+    if len(shape) >= 2 and (ADDED_TENSOR.search(leaf) or any(ADDED_TENSOR.search(k) for k in kinds)):
+        return "other", None, ADDED_TENSOR_NOTE  # kept with this note; a one spec's warning lists it
+    return "other", None, note
+
+
+_SKIP_CLASSES = frozenset({"Layer", "Operation", "KerasSaveable", "object", "Model", "Trainer", "TFLayer",
+                           "JaxLayer", "TorchLayer", "TorchModuleWrapper", "Module"})
 
 
 def _classes(layer: Any) -> tuple[str, ...]:
-    skip = {"Layer", "Operation", "KerasSaveable", "object", "Model", "Trainer", "TFLayer", "JaxLayer",
-            "TorchLayer", "TorchModuleWrapper", "Module"}
-    return tuple(c.__name__ for c in type(layer).__mro__ if c.__name__ not in skip)
+    return tuple(c.__name__ for c in type(layer).__mro__ if c.__name__ not in _SKIP_CLASSES)
 
 
-def _walk(layer: Any, parents: tuple[str, ...], seen: set[int], include_buffers: bool,
+def _walk(layer: Any, ancestors: tuple[str, ...], seen: set[int], include_buffers: bool,
           found: list[tuple[Param, Any]]) -> None:
+    """Every variable once, in Keras's order, with its owner. ``owner_classes`` are the owning
+    layer's class names, then (for every role but a norm's scale and offset) those of each
+    enclosing layer, innermost first: a class rule on ``"MultiHeadAttention"`` reaches its
+    EinsumDense kernels, ``"LSTM"`` its cell's kernels, a keras-hub ``"TransformerEncoder"`` its
+    dense and attention kernels, while the norms inside keep their own defaults (a fan-based spec
+    on a norm scale has no fans). ``ancestors``: the enclosing layers' class names."""
     own = [(v, False) for v in layer._trainable_variables]
     if include_buffers:
         own += [(v, True) for v in layer._non_trainable_variables]
-    classes = _classes(layer) + parents
+    mine = _classes(layer)
+    nested = tuple(dict.fromkeys(mine + ancestors))
     for variable, is_buffer in own:
         if id(variable) in seen:
             continue
         seen.add(id(variable))
         shape = tuple(int(d) for d in variable.shape)
         leaf = variable.name.split("/")[-1]
-        role, layout, note = _role_and_layout(layer, leaf, len(shape))
+        role, layout, note = _role_and_layout(layer, leaf, shape)
+        classes = mine if role in ("norm_scale", "norm_offset") else nested
         frozen = not is_buffer and not variable.trainable
         found.append((Param(variable.path, shape, classes, role, layout, frozen=frozen, buffer=is_buffer,
-                            note=note), variable))
+                            note=note, unit_offset=role == "norm_scale" and _norm_kind(layer)[1]), variable))
     for child in layer._flatten_layers(include_self=False, recursive=False):
-        _walk(child, _classes(layer)[:1] + parents if _is_wrapper(layer) else parents, seen, include_buffers,
-              found)
-
-
-def _is_wrapper(layer: Any) -> bool:
-    """RNN layers own their cell's variables in users' minds: "LSTM" should match LSTMCell's."""
-    return any(c.__name__ in ("RNN", "Bidirectional") for c in type(layer).__mro__)
+        _walk(child, nested, seen, include_buffers, found)
 
 
 def reinit(model: Any, rules: Spec | Mapping[str, Spec | None], seed: Any = None, dry_run: bool = False, *,

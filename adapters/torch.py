@@ -60,7 +60,7 @@ from initscale.distributions import (
 from initscale.fans import Layout, LayoutLike
 from initscale.normal_math import far_tail_offset, normal_cdf, truncated_plan
 from initscale.plan import planner
-from initscale.reinit import Param, Report, Role, model_rules
+from initscale.reinit import ADDED_TENSOR, ADDED_TENSOR_NOTE, Param, Report, Role, model_rules
 from initscale.reinit import plan as reinit_plan
 from initscale.rounding import clip_bounds, representable_bounds
 from initscale.specs import Orthogonal, Spec, VarianceScaling
@@ -703,6 +703,14 @@ def _walk(module: torch.nn.Module, recurse: bool,
     found: list[tuple[Param, torch.Tensor]] = []
     modules = list(module.named_modules(remove_duplicate=False)) if recurse else [("", module)]
     by_prefix = dict(modules)
+    # The owner's class names, then each enclosing module's (innermost first): a class rule on
+    # "MultiheadAttention" reaches its out_proj, one on "LlamaAttention" its q/k/v/o projections.
+    # A norm's scale and offset keep their own classes only, so a rule on a block leaves its norms
+    # to the defaults (a fan-based spec has no fans for them), as the Keras and JAX walks do.
+    chains: dict[str, tuple[str, ...]] = {}
+    for prefix, owner in modules:
+        above = chains.get(prefix.rpartition(".")[0], ()) if prefix else ()
+        chains[prefix] = tuple(dict.fromkeys(_owner_classes(owner) + above))
     for prefix, owner in modules:
         items: list[tuple[str, torch.Tensor, bool]] = [
             (leaf, t, False) for leaf, t in owner.named_parameters(recurse=False)
@@ -721,10 +729,13 @@ def _walk(module: torch.nn.Module, recurse: bool,
                     "run one forward pass with a sample input first, then re-initialize."
                 )
             role, layout = _role_and_layout(owner, leaf, tensor.dim(), parent)
-            param = Param(name, tuple(tensor.shape), _owner_classes(owner), role, layout,
+            classes = _owner_classes(owner) if role in ("norm_scale", "norm_offset") else chains[prefix]
+            added = role == "other" and tensor.dim() >= 2 and ADDED_TENSOR.search(leaf) is not None
+            param = Param(name, tuple(tensor.shape), classes, role, layout,
                           frozen=not tensor.requires_grad and not is_buffer, buffer=is_buffer, tied_to=tied_to,
                           padding_idx=_padding_idx(owner, role),
-                          unit_offset=role == "norm_scale" and _norm_kind(owner)[1])
+                          unit_offset=role == "norm_scale" and _norm_kind(owner)[1],
+                          note=ADDED_TENSOR_NOTE if added else "")
             found.append((param, tensor))
     return found
 

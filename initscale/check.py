@@ -610,8 +610,9 @@ def rules_for(recipe: Any = None, rules: Any = None) -> Any:
 
 
 def _expected_for(params: Sequence[Param], rules: Any, include_frozen: bool) -> dict[str, Expected]:
-    if rules is None:
-        return {}
+    if rules is None:  # no rules: only a norm scale used as 1 + scale (Gemma's) is known, at zeros
+        unit = [p for p in params if p.unit_offset and p.role == "norm_scale"]
+        return expectations(plan(unit, {}, include_frozen=include_frozen, dry_run=True, stacklevel=3)) if unit else {}
     if hasattr(rules, "rules_for") and not isinstance(rules, Mapping):
         raise ValueError(f"Recipe {rules!r} reads each parameter's role from the model's module tree, which a "
                          "checkpoint (names and arrays) does not hold. Check the model itself "

@@ -84,4 +84,6 @@ def keras_role(kinds: Set[str], leaf: str, ndim: int, *, groups: int = 1, unit_f
             return "weight", layout, ""
     if "Embedding" in kinds and leaf == "embeddings":
         return "embedding", "keras.embedding", ""
+    if "ReversibleEmbedding" in kinds and leaf == "reverse_embeddings" and ndim == 2:
+        return "weight", "keras.dense", ""  # an untied output projection: logits = x @ W, W (d, vocab)
     return "other", ("keras" if ndim >= 2 else None), ""

@@ -12,8 +12,10 @@ convolutions, transposed convolutions, recurrent kernels, attention projections)
 mapping from pattern to spec where the first matching pattern wins:
 
 - an identifier such as ``"Conv2d"`` or ``"LSTM"`` matches the parameters of a layer whose
-  class, or one of whose base classes, has that name; it targets the layer's weights (every
-  parameter but its biases). An identifier also matches a parameter whose whole name it is.
+  class, or one of whose base classes, has that name, and those of the layers inside it but
+  their norms (the adapters list enclosing layers in :attr:`Param.owner_classes`:
+  ``"MultiHeadAttention"`` reaches its EinsumDense kernels); it targets the layer's weights
+  (every parameter but its biases). An identifier also matches a parameter whose whole name it is.
 - anything else is a glob on the qualified parameter name, with :mod:`fnmatch` rules and
   case-sensitive: ``"encoder.*.weight"``, ``"*.bias"``, ``"*/kernel"``; ``*`` crosses ``.``
   and ``/``.
@@ -94,6 +96,17 @@ __all__ = [
 Role = Literal["weight", "bias", "norm_scale", "norm_offset", "embedding", "other"]
 ROLES: tuple[str, ...] = ("bias", "embedding", "norm_offset", "norm_scale", "other", "weight")
 
+#: Names of tensors added to (or concatenated with) the activations, not multiplied: position
+#: embeddings and class, distillation, register and mask tokens (HF ViT's ``position_embeddings``
+#: and ``cls_token``, timm's ``pos_embed``, keras-hub's ``PositionEmbedding``). The walks give
+#: such a parameter of 2+ axes in an unrecognised layer no layout (it has no fans) and
+#: :data:`ADDED_TENSOR_NOTE`: the defaults keep it with that reason, the one spec's warning lists
+#: it, and a fan-based rule on it raises.
+ADDED_TENSOR = re.compile(r"pos(ition(al)?)?_?emb|(cls|class|dist(illation)?|reg(ister)?|mask)_?tokens?\Z",
+                          re.IGNORECASE)
+ADDED_TENSOR_NOTE = ("a position embedding or token added to the activations, not multiplied: it has no fans; "
+                     "kept unless a rule names it (a fixed-scale spec such as initscale.TruncatedNormal(0.02))")
+
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _GLOB = re.compile(r"[A-Za-z0-9_.*?\[\]!/:\-]+\Z")
 _ALL_WEIGHTS = "one spec for all weights"
@@ -106,7 +119,9 @@ class Param:
     Args:
         name: qualified name (``"encoder.0.weight"``, ``"dense/kernel"``).
         shape: the global shape (for a sharded parameter, the whole tensor's shape).
-        owner_classes: class names of the owning layer, most derived first (its MRO).
+        owner_classes: class names of the owning layer, most derived first (its MRO), then
+            those of each enclosing layer, innermost first (except for a norm's scale and
+            offset, which keep their own layer's): a class rule reaches a layer's sublayers.
         role: ``"weight"`` (main weight of a supported layer), ``"bias"``, ``"norm_scale"``,
             ``"norm_offset"``, ``"embedding"`` or ``"other"``.
         layout: the layout or layer kind giving this parameter's forward fans, None if it has

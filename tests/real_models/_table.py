@@ -13,6 +13,8 @@ Roles (what the parameter does in the forward pass) and what a one-spec ``reinit
 - ``bias``: added after a weight: the default sets zeros.
 - ``norm_scale`` / ``norm_offset``: the per-feature gain / shift of a normalization layer: the
   defaults set ones / zeros.
+- ``unit_norm_scale``: a norm scale the layer uses as ``1 + scale`` (keras-hub's Gemma
+  RMSNormalization, HF Gemma's RMSNorm): the defaults set zeros, so that the gain starts at one.
 - ``embedding``: a lookup table (torch ``nn.Embedding``, Keras ``Embedding``, flax ``Embed``):
   kept by the defaults, with the library's embedding fans (num_embeddings, features), or no fans
   where the table says ``fans=None``.
@@ -52,8 +54,8 @@ SPEC = initscale.presets.get("he_normal")
 # 6.8e-6 per tensor, under 2e-3 for the few hundred tensors of the suite (and the seeds are fixed).
 Z = 4.5
 
-ROLES = ("weight", "bias", "norm_scale", "norm_offset", "embedding", "pos_embedding", "gate_bias", "state",
-         "tied")
+ROLES = ("weight", "bias", "norm_scale", "unit_norm_scale", "norm_offset", "embedding", "pos_embedding",
+         "gate_bias", "state", "tied")
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,8 @@ def observed_role(row: Any) -> str:
         return "weight"
     if row.touched and isinstance(row.spec, Ones):
         return "norm_scale"
+    if row.touched and isinstance(row.spec, Zeros) and "norm scale used as 1 +" in reason:
+        return "unit_norm_scale"
     if row.touched and isinstance(row.spec, Zeros):
         return "norm_offset" if "norm" in reason else "bias"
     if not row.touched and "forget" in reason:

@@ -72,6 +72,12 @@ def test_roles_are_read_from_what_was_done() -> None:
     assert row_problems(norm, ones) == []
     assert row_problems(norm, dataclasses.replace(ones, spec=initscale.Zeros())) != []
     assert row_problems(norm, dataclasses.replace(ones, touched=False, spec=None, reason="no rule matched")) != []
+    unit = Expect("s", "unit_norm_scale", "(c,), used as 1 + s", None, "norms")
+    zeros = dataclasses.replace(ones, name="s", spec=initscale.Zeros(), reason="default: norm scale used as 1 + weight "
+                                "-> zeros")
+    assert row_problems(unit, zeros) == []
+    assert row_problems(unit, ones) != []  # a gain of 2 at init: the planted bug of issue 18
+    assert row_problems(norm, zeros) != []  # and a plain scale at zeros (the model outputs zero)
     pos = Expect("p", "pos_embedding", "(1, n, d)", None, "pos")
     kept = _row(name="p", shape=(1, 17, 32), touched=False, spec=None, std=None, layout="torch", fan_in=544,
                 fan_out=32, reason="embeddings are kept unless a rule names them")

@@ -16,12 +16,24 @@ Conv2DTranspose kernel (kh, kw, out, in): forward fan_in = in·kh·kw, fan_out =
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import os
 import warnings
 
 import numpy as np
 import pytest
-from _table import SPEC, Expect, coverage_problems, groups, match, report_problems, silent_problems
+from _table import (
+    SPEC,
+    Expect,
+    coverage_problems,
+    group_problems,
+    groups,
+    match,
+    report_problems,
+    silent_problems,
+    value_problems,
+)
 
 import initscale
 
@@ -117,8 +129,6 @@ def test_report_and_draws_match_the_table(group: str) -> None:
     assert not problems, "\n" + "\n".join(problems)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 18 item 1: a 'MultiHeadAttention' class rule matches nothing "
-                                       "(its kernels live in EinsumDense sublayers)")
 def test_a_multi_head_attention_rule_reaches_its_projections() -> None:
     model = _model()
     with warnings.catch_warnings(record=True) as caught:
@@ -133,3 +143,309 @@ def test_a_multi_head_attention_rule_reaches_its_projections() -> None:
             if not row.touched or row.std is None or abs(row.std / want - 1) > 1e-9:
                 problems.append(f"{name}: expected std {want:.6g} from the rule, got {row.reason!r} std {row.std}")
     assert not problems, "\n" + "\n".join(problems)
+
+
+# --- keras-hub backbones built from configs (no downloads) ---------------------------------------
+#
+# keras-hub (requirements/frameworks.txt, group "models", installed with --no-deps: its
+# tensorflow-text would pull the full tensorflow) builds its backbones from sizes alone. Its
+# layers: ReversibleEmbedding (a Keras Embedding; untied, its reverse_embeddings (d, vocab) is the
+# output projection logits = x @ W: in d, out vocab), PositionEmbedding (a learned (seq, d) tensor
+# added to the tokens: no matmul, no fans), attention as EinsumDense q/k/v (d, heads, head_dim)
+# "bqm,muh->bquh" or Gemma's (heads, d, head_dim) "btd,ndh->btnh" (each one projection
+# d -> heads·head_dim) and output (heads, head_dim, d), Dense feed-forward kernels (in, out),
+# LlamaLayerNorm (RMS, x · scale), Gemma's RMSNormalization (x · (1 + scale): its scale starts at
+# zeros) and Keras LayerNormalization.
+V, SEQ, FFH, HD = 50, 16, 64, D // HEADS
+KV_HEADS = 2
+
+
+def _hub():
+    if os.environ.get("INITSCALE_REQUIRE", "").strip():  # CI installs it (the "models" pins): never skip there
+        import keras_hub
+    else:
+        keras_hub = pytest.importorskip("keras_hub", reason="pip install --no-deps keras-hub (requirements/"
+                                        "frameworks.txt, group models)")
+    return keras_hub.models
+
+
+def _llama():
+    return _hub().LlamaBackbone(vocabulary_size=V, num_layers=2, num_query_heads=HEADS, num_key_value_heads=KV_HEADS,
+                                hidden_dim=D, intermediate_dim=FFH)  # tie_word_embeddings=False
+
+
+def _gpt2():
+    return _hub().GPT2Backbone(vocabulary_size=V, num_layers=2, num_heads=HEADS, hidden_dim=D, intermediate_dim=FFH,
+                               max_sequence_length=SEQ)
+
+
+def _bert():
+    return _hub().BertBackbone(vocabulary_size=V, num_layers=2, num_heads=HEADS, hidden_dim=D, intermediate_dim=FFH,
+                               max_sequence_length=SEQ)
+
+
+def _gemma():
+    return _hub().GemmaBackbone(vocabulary_size=V, num_layers=2, num_query_heads=HEADS, num_key_value_heads=1,
+                                hidden_dim=D, intermediate_dim=FFH, head_dim=HD)
+
+
+LLAMA = (
+    Expect("token_embedding/embeddings", "embedding", "(vocab, d) lookup", (V, D), "embeddings"),
+    Expect("token_embedding/reverse_embeddings", "weight", "(d, vocab): logits = x @ W", (D, V), "dense and heads"),
+    Expect("transformer_layer_*/self_attention/query/kernel", "weight", "(d, heads, head_dim): d -> heads·hd",
+           (D, HEADS * HD), "attention"),
+    Expect("transformer_layer_*/self_attention/[kv]*/kernel", "weight", "(d, kv_heads, head_dim): d -> kv·hd",
+           (D, KV_HEADS * HD), "attention"),
+    Expect("transformer_layer_*/self_attention/attention_output/kernel", "weight", "(heads, head_dim, d)",
+           (HEADS * HD, D), "attention"),
+    Expect("transformer_layer_*/feedforward_[ig]*_dense/kernel", "weight", "(in=d, out=ff)", (D, FFH),
+           "dense and heads"),
+    Expect("transformer_layer_*/feedforward_output_dense/kernel", "weight", "(in=ff, out=d)", (FFH, D),
+           "dense and heads"),
+    Expect("*layernorm/scale", "norm_scale", "(d,): x / rms(x) · scale", None, "norms"),
+)
+
+GPT2 = (
+    Expect("token_embedding/embeddings", "embedding", "(vocab, d) lookup, tied output", (V, D), "embeddings"),
+    Expect("position_embedding/embeddings", "pos_embedding", "(seq, d), added", None, "embeddings"),
+    Expect("transformer_layer_*/self_attention/[qkv]*/kernel", "weight", "(d, heads, head_dim): d -> heads·hd",
+           (D, HEADS * HD), "attention"),
+    Expect("transformer_layer_*/self_attention/attention_output/kernel", "weight", "(heads, head_dim, d)",
+           (HEADS * HD, D), "attention"),
+    Expect("transformer_layer_*/self_attention/*/bias", "bias", "(heads, head_dim) / (d,)", None, "biases"),
+    Expect("transformer_layer_*/feedforward_intermediate_dense/kernel", "weight", "(in=d, out=ff)", (D, FFH),
+           "dense and heads"),
+    Expect("transformer_layer_*/feedforward_output_dense/kernel", "weight", "(in=ff, out=d)", (FFH, D),
+           "dense and heads"),
+    Expect("transformer_layer_*/feedforward_*_dense/bias", "bias", "(out,)", None, "biases"),
+    Expect("*layer_norm/gamma", "norm_scale", "(d,)", None, "norms"),
+    Expect("*layer_norm/beta", "norm_offset", "(d,)", None, "norms"),
+)
+
+BERT = (
+    Expect("token_embedding/embeddings", "embedding", "(vocab, d) lookup", (V, D), "embeddings"),
+    Expect("segment_embedding/embeddings", "embedding", "(2, d) lookup", (2, D), "embeddings"),
+    Expect("position_embedding/embeddings", "pos_embedding", "(seq, d), added", None, "embeddings"),
+    Expect("transformer_layer_*/self_attention_layer/[qkv]*/kernel", "weight", "(d, heads, head_dim): d -> heads·hd",
+           (D, HEADS * HD), "attention"),
+    Expect("transformer_layer_*/self_attention_layer/attention_output/kernel", "weight", "(heads, head_dim, d)",
+           (HEADS * HD, D), "attention"),
+    Expect("transformer_layer_*/self_attention_layer/*/bias", "bias", "(heads, head_dim) / (d,)", None, "biases"),
+    Expect("transformer_layer_*/feedforward_intermediate_dense/kernel", "weight", "(in=d, out=ff)", (D, FFH),
+           "dense and heads"),
+    Expect("transformer_layer_*/feedforward_output_dense/kernel", "weight", "(in=ff, out=d)", (FFH, D),
+           "dense and heads"),
+    Expect("pooled_dense/kernel", "weight", "(in=d, out=d)", (D, D), "dense and heads"),
+    Expect("*dense/bias", "bias", "(out,)", None, "biases"),
+    Expect("*layer_norm/gamma", "norm_scale", "(d,)", None, "norms"),
+    Expect("*layer_norm/beta", "norm_offset", "(d,)", None, "norms"),
+)
+
+# Gemma's feed-forward: gating and gating_2 (d, ff/2) "btd,df->btf", linear (ff/2, d).
+GEMMA = (
+    Expect("token_embedding/embeddings", "embedding", "(vocab, d) lookup, tied output", (V, D), "embeddings"),
+    Expect("decoder_block_*/attention/query/kernel", "weight", "(heads, d, head_dim): d -> heads·hd",
+           (D, HEADS * HD), "attention"),
+    Expect("decoder_block_*/attention/[kv]*/kernel", "weight", "(1, d, head_dim): d -> hd", (D, HD), "attention"),
+    Expect("decoder_block_*/attention/attention_output/kernel", "weight", "(heads, head_dim, d)", (HEADS * HD, D),
+           "attention"),
+    Expect("decoder_block_*/ffw_gating*/kernel", "weight", "(d, ff/2)", (D, FFH // 2), "dense and heads"),
+    Expect("decoder_block_*/ffw_linear/kernel", "weight", "(ff/2, d)", (FFH // 2, D), "dense and heads"),
+    Expect("*norm*/scale", "unit_norm_scale", "(d,): x / rms(x) · (1 + scale)", None, "norms"),
+)
+
+HUB = {"llama": (_llama, LLAMA), "gpt2": (_gpt2, GPT2), "bert": (_bert, BERT), "gemma": (_gemma, GEMMA)}
+
+
+@functools.cache
+def _hub_run(name: str):
+    model = HUB[name][0]()
+    names = [v.path for v in model.trainable_variables]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dry = isk.reinit(model, SPEC, dry_run=True)
+    before = {v.path: _np(v) for v in model.trainable_variables}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the dry run's warnings, again
+        real = isk.reinit(model, SPEC, seed=2)
+    after = {v.path: _np(v) for v in model.trainable_variables}
+    return names, dry, " ".join(str(w.message) for w in caught), real, before, after
+
+
+@pytest.mark.parametrize("name", sorted(HUB))
+def test_hub_table_covers_every_variable(name: str) -> None:
+    problems = coverage_problems(HUB[name][1], _hub_run(name)[0])
+    assert not problems, "\n" + "\n".join(problems)
+
+
+@pytest.mark.parametrize(("name", "group"), [(n, g) for n in sorted(HUB) for g in groups(HUB[n][1])])
+def test_hub_report_and_draws_match_the_table(name: str, group: str) -> None:
+    problems = group_problems(HUB[name][1], group, _hub_run(name))
+    assert not problems, "\n" + "\n".join(problems)
+
+
+def test_hub_position_embeddings_are_named_in_the_one_spec_warning() -> None:
+    warned = _hub_run("gpt2")[2]
+    assert "PositionEmbedding (1: 'position_embedding/embeddings')" in warned, warned
+
+
+@pytest.mark.parametrize(("name", "rule"), [("gpt2", "MultiHeadAttention"), ("bert", "MultiHeadAttention"),
+                                            ("llama", "LlamaAttention"), ("gemma", "CachedGemmaAttention")])
+def test_a_hub_attention_rule_reaches_its_projections(name: str, rule: str) -> None:
+    """keras-hub's attention layers (CachedMultiHeadAttention subclasses MultiHeadAttention) hold
+    their kernels in EinsumDense sublayers: a class rule on the attention reaches them, with the
+    table's fans, and nothing else."""
+    build, table = HUB[name]
+    model = build()
+    report = isk.reinit(model, {rule: SPEC}, dry_run=True)
+    problems = []
+    for row in report:
+        entry = match(table, row.name)[0]
+        by_rule = row.reason == f"rule {rule!r}"
+        if entry.group == "attention":
+            want = SPEC.resolve(initscale.Fans(*entry.fans)).std
+            if not by_rule or abs(row.std / want - 1) > 1e-9:
+                problems.append(f"{row.name}: expected std {want:.6g} from the rule, got {row.reason!r} std {row.std}")
+        elif by_rule:
+            problems.append(f"{row.name}: not an attention projection, but set by {rule!r}")
+    assert not problems, "\n" + "\n".join(problems)
+
+
+def test_a_block_rule_reaches_its_kernels_and_leaves_its_norms_to_the_defaults() -> None:
+    """A rule on a keras-hub block (TransformerEncoder) sets every kernel inside it, through its
+    MultiHeadAttention and Dense sublayers; its LayerNormalization's gamma/beta keep the norm
+    defaults (ones/zeros) and its biases zeros, as a rule on a layer never sets its biases."""
+    report = isk.reinit(_bert(), {"TransformerEncoder": SPEC}, dry_run=True)
+    for row in report:
+        entry = match(BERT, row.name)[0]
+        inside = row.name.startswith("transformer_layer_")
+        if inside and entry.role == "weight":
+            assert row.reason == "rule 'TransformerEncoder'" and row.fan_in == entry.fans[0], (row.name, row.reason)
+        elif entry.role in ("norm_scale", "norm_offset"):
+            assert row.reason.startswith("default: norm"), (row.name, row.reason)
+        elif entry.role == "bias":
+            assert row.reason == "default: biases -> zeros", (row.name, row.reason)
+        else:
+            assert row.reason != "rule 'TransformerEncoder'", row.name
+
+
+# --- layers initscale does not know: never a guessed layout ------------------------------------
+
+class Mixer(keras.layers.Layer):
+    """A weight of 2 axes whose layout only its author knows (x @ w: (in=6, out=4), say)."""
+
+    def __init__(self, shape=(6, 4), **kwargs):
+        super().__init__(**kwargs)
+        self.shape = shape
+
+    def build(self, input_shape):
+        self.w = self.add_weight(name="w", shape=self.shape, initializer=keras.initializers.Constant(3.0))
+        self.bias = self.add_weight(name="bias", shape=self.shape[-1:], initializer=keras.initializers.Constant(3.0))
+
+    def call(self, x):
+        return x @ self.w + self.bias
+
+
+class ScaleNorm(keras.layers.Layer):
+    """A norm known by its class name only (…Norm): x / rms(x) · scale."""
+
+    def build(self, input_shape):
+        self.scale = self.add_weight(name="scale", shape=(input_shape[-1],), initializer="zeros")
+
+    def call(self, x):
+        return x * keras.ops.rsqrt(keras.ops.mean(x * x, axis=-1, keepdims=True) + 1e-6) * self.scale
+
+
+class OffsetRMSNorm(ScaleNorm):
+    """Gemma's RMSNorm: the scale is used as 1 + scale, so its init is zeros."""
+
+    def call(self, x):
+        return x * keras.ops.rsqrt(keras.ops.mean(x * x, axis=-1, keepdims=True) + 1e-6) * (1.0 + self.scale)
+
+
+class Whitening(keras.layers.Layer):
+    """A norm known by duck typing only: an epsilon and a per-feature gamma and beta."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.epsilon = 1e-5
+
+    def build(self, input_shape):
+        self.gamma = self.add_weight(name="gamma", shape=(input_shape[-1],), initializer="zeros")
+        self.beta = self.add_weight(name="beta", shape=(input_shape[-1],), initializer="ones")
+
+    def call(self, x):
+        return (x - keras.ops.mean(x, axis=-1, keepdims=True)) * self.gamma + self.beta
+
+
+def _mixer_model():
+    inp = keras.Input((6,))
+    x = Mixer(name="mixer")(inp)
+    x = Whitening(name="white")(OffsetRMSNorm(name="unit")(ScaleNorm(name="norm")(x)))
+    return keras.Model(inp, keras.layers.Dense(2, name="head", **ZK)(x))
+
+
+def test_an_unknown_layers_weight_with_a_fan_based_rule_is_an_error_before_writing() -> None:
+    model = _mixer_model()
+    before = {v.path: _np(v) for v in model.trainable_variables}
+    for rules in ({"Mixer": SPEC}, {"mixer/w": SPEC}, {"*/w": SPEC}):
+        with pytest.raises(ValueError, match=r"(?s)'mixer/w' \(shape \(6, 4\), in Mixer\).*"
+                                             r"\{'Mixer': initscale\.Rule\(VarianceScaling\(scale=2\.0\), layout="):
+            isk.reinit(model, {**rules, "Dense": SPEC}, seed=0)
+        assert all(np.array_equal(_np(v), before[v.path]) for v in model.trainable_variables), rules
+    report = isk.reinit(model, {"Mixer": initscale.Normal(0.5)}, seed=0)  # a fixed scale needs no fans
+    assert report["mixer/w"].touched and report["mixer/w"].fan_in is None
+
+
+def test_one_spec_warns_naming_the_unknown_layers_weights() -> None:
+    model = _mixer_model()
+    with pytest.warns(UserWarning, match=r"left 1 parameter\(s\) of 2 or more axes untouched.*Mixer \(1: 'mixer/w'\)"):
+        report = isk.reinit(model, SPEC, seed=0)
+    assert not report["mixer/w"].touched and np.all(_np(model.get_layer("mixer").w) == 3.0)
+
+
+def test_a_rule_says_the_layout_of_an_unknown_layer() -> None:
+    model = _mixer_model()
+    report = isk.reinit(model, {"Mixer": initscale.Rule(SPEC, layout="keras.dense")}, seed=4)
+    row = report["mixer/w"]  # x @ w: (in=6, out=4)
+    want = SPEC.resolve(initscale.Fans(6, 4))
+    assert (row.layout, row.fan_in, row.fan_out, row.std) == ("keras.dense", 6, 4, want.std)
+    values = _np(model.get_layer("mixer").w)
+    assert np.all(np.abs(values) <= want.high) and len(np.unique(values)) == values.size  # drawn, within ±2σ
+    assert report["mixer/bias"].spec == initscale.Zeros()  # a class rule leaves the biases to the defaults
+    transposed = isk.reinit(model, {"Mixer": initscale.Rule(SPEC, layout="torch.linear")}, dry_run=True)
+    assert (transposed["mixer/w"].fan_in, transposed["mixer/w"].fan_out) == (4, 6)  # the rule's layout wins
+
+
+def test_a_rules_layout_gives_the_drawn_std() -> None:
+    """The values drawn under Rule(layout=...) have the std of that layout's fans (the second moment
+    within z = 4.5 of its sampling sd, _table.value_problems), and not those of the other reading."""
+    inp = keras.Input((256,))
+    model = keras.Model(inp, Mixer((256, 64), name="mixer")(inp))  # x @ w: in 256, out 64
+    report = isk.reinit(model, {"Mixer": initscale.Rule(SPEC, layout="keras.dense")}, seed=5)
+    row, values = report["mixer/w"], _np(model.get_layer("mixer").w)
+    assert (row.fan_in, row.fan_out) == (256, 64) and value_problems(row, values) == []
+    misread = dataclasses.replace(row, fan_in=64, fan_out=256, std=SPEC.resolve(initscale.Fans(64, 256)).std)
+    assert value_problems(misread, values) != []  # mutation: the (out, in) reading, std 2x, is caught
+
+
+def test_norms_by_class_name_and_by_what_they_hold() -> None:
+    with pytest.warns(UserWarning, match="Mixer"):
+        report = isk.reinit(_mixer_model(), SPEC, dry_run=True)
+    assert report["norm/scale"].spec == initscale.Ones(), report["norm/scale"].reason      # ...Norm
+    assert report["unit/scale"].spec == initscale.Zeros(), report["unit/scale"].reason    # 1 + scale
+    assert "1 +" in report["unit/scale"].reason
+    assert report["white/gamma"].spec == initscale.Ones(), report["white/gamma"].reason  # epsilon, 1-D
+    assert report["white/beta"].spec == initscale.Zeros() and "norm offset" in report["white/beta"].reason
+
+
+def test_check_knows_a_fresh_gemma_norm_starts_at_zeros() -> None:
+    """initscale.keras.check without rules: a fresh Gemma's RMSNormalization scales are zeros (used
+    as 1 + scale), which is right, not a norm_scale_not_one; a scale set to ones (a gain of 2) is
+    flagged."""
+    model = _gemma()
+    fresh = isk.check(model)
+    assert not fresh.flags, fresh.flags
+    layer = model.get_layer("final_normalization")
+    layer.scale.assign(keras.ops.ones(layer.scale.shape))
+    assert "final_normalization/scale" in isk.check(model).flags

@@ -5,7 +5,7 @@ fans (tests/real_models/README.md says how the tables were derived).
 Per model × parameter group: the dry-run report of ``reinit_(model, he_normal)`` (fans, role,
 layout, std from the table's fans, no weight silently untouched), then the same call with real
 draws (each touched tensor's second moment against the report's std, constants exact, kept
-tensors unchanged). Known defects of issue 18 are strict xfails.
+tensors unchanged). A known defect would be a strict xfail in KNOWN (none is left).
 
 Building an HF model imports ``torch._dynamo``, which imports Triton, and Triton imported after
 TensorFlow aborts the process (both register LLVM's command-line options). So where TensorFlow is
@@ -163,10 +163,7 @@ VIT = (
 MODELS = {"gpt2": (_gpt2, GPT2), "bert": (_bert, BERT), "llama": (_llama, LLAMA), "t5": (_t5, T5),
           "vit": (_vit, VIT)}
 
-KNOWN = {
-    ("vit", "position embeddings"): "issue 18 item 2: ViT cls_token/position_embeddings get guessed 'torch' "
-                                    "fans (32/32, 544/32) instead of none, kept as 'no rule matched'",
-}
+KNOWN: dict[tuple[str, str], str] = {}  # (model, group) -> the reason of a strict xfail; none left
 
 
 def _cases():
@@ -239,3 +236,74 @@ def test_a_rule_on_a_tied_alias_sets_the_shared_tensor() -> None:
         ist.reinit_(net, {"lm_head.weight": initscale.Constant(0.5)})
     assert [str(w.message) for w in caught] == []
     assert bool((net.transformer.wte.weight == 0.5).all())
+
+
+def test_vit_position_embeddings_say_how_to_set_them() -> None:
+    """cls_token and position_embeddings are added, not multiplied: no fans, kept with a reason that
+    says so and names the fix; a fixed-scale rule sets them, a fan-based one raises naming them."""
+    torch.manual_seed(0)
+    net = _vit()
+    report = ist.reinit_(net, SPEC, dry_run=True)
+    for name in ("embeddings.cls_token", "embeddings.position_embeddings"):
+        row = report[name]
+        assert not row.touched and row.fan_in is None and "position embedding" in row.reason, row.reason
+        assert "initscale.TruncatedNormal(0.02)" in row.reason, row.reason
+    with pytest.raises(ValueError, match=r"'embeddings\.cls_token' \(shape \(1, 1, 32\), in ViTEmbeddings\)"):
+        ist.reinit_(net, {"embeddings.*_*": SPEC}, dry_run=True)
+    spec = initscale.TruncatedNormal(0.02)
+    fixed = ist.reinit_(net, {"embeddings.position_embeddings": spec, "embeddings.cls_token": spec}, dry_run=True)
+    assert all(fixed[n].touched and fixed[n].std == spec.resolve(None).std
+               for n in ("embeddings.cls_token", "embeddings.position_embeddings"))
+
+
+@pytest.mark.parametrize(("model", "rule", "group"), [("llama", "LlamaAttention", "Linear weights"),
+                                                      ("bert", "BertAttention", "Linear weights"),
+                                                      ("llama", "LlamaDecoderLayer", "Linear weights")])
+def test_a_rule_on_an_enclosing_module_reaches_its_weights_not_its_norms(model: str, rule: str, group: str) -> None:
+    """The role of a parameter comes from every module that owns it: a class rule on an attention
+    or decoder block sets the weights of the Linear layers inside it, with their fans; the norms
+    inside keep the norm defaults and the biases zeros."""
+    torch.manual_seed(0)
+    build, table = MODELS[model]
+    net = build()
+    report = ist.reinit_(net, {rule: SPEC}, dry_run=True)
+    owners = {n for n, m in net.named_modules() if rule in ist._owner_classes(m)}
+    problems = []
+    for row in report:
+        entry = match(table, row.name)[0]
+        inside = any(row.name.startswith(o + ".") for o in owners)
+        by_rule = row.reason == f"rule {rule!r}"
+        if inside and entry.role == "weight" and entry.group == group:
+            want = SPEC.resolve(initscale.Fans(*entry.fans)).std
+            if not by_rule or abs(row.std / want - 1) > 1e-9:
+                problems.append(f"{row.name}: expected std {want:.6g} from the rule, got {row.reason!r} {row.std}")
+        elif by_rule:
+            problems.append(f"{row.name} ({entry.role}): set by {rule!r}")
+        elif inside and entry.role in ("norm_scale", "norm_offset") and not row.reason.startswith("default: norm"):
+            problems.append(f"{row.name}: a norm inside {rule}, expected its default, got {row.reason!r}")
+    assert owners and not problems, "\n" + "\n".join(problems)
+
+
+def test_a_multihead_attention_rule_reaches_its_out_proj() -> None:
+    net = torch.nn.Sequential(torch.nn.MultiheadAttention(16, 4), torch.nn.Linear(16, 8))
+    report = ist.reinit_(net, {"MultiheadAttention": SPEC}, dry_run=True)
+    assert report["0.in_proj_weight"].reason == "rule 'MultiheadAttention'"
+    row = report["0.out_proj.weight"]  # NonDynamicallyQuantizableLinear (16, 16) inside the attention
+    assert (row.reason, row.fan_in, row.fan_out) == ("rule 'MultiheadAttention'", 16, 16)
+    assert report["1.weight"].reason == "no rule matched" and report["0.out_proj.bias"].spec == initscale.Zeros()
+
+
+def test_check_knows_a_fresh_gemma_norm_starts_at_zeros() -> None:
+    """initscale.torch.check without rules on HF Gemma: its RMSNorm weights are zeros (used as
+    1 + weight), which is right; a weight set to ones is flagged."""
+    cfg = transformers.GemmaConfig(hidden_size=D, num_hidden_layers=1, num_attention_heads=HEADS, num_key_value_heads=1,
+                                   head_dim=D // HEADS, intermediate_size=FF, vocab_size=VOCAB,
+                                   max_position_embeddings=POS)
+    torch.manual_seed(0)
+    net = transformers.GemmaForCausalLM(cfg)
+    assert not bool(net.model.norm.weight.any())  # Gemma starts its norms at zeros
+    fresh = ist.check(net)
+    assert not any(n.endswith("norm.weight") for n in fresh.flags), fresh.flags
+    with torch.no_grad():
+        net.model.norm.weight.fill_(1.0)
+    assert "model.norm.weight" in ist.check(net).flags

@@ -1,0 +1,36 @@
+"""Runs test_keras.py once per other Keras backend, each in a fresh process (Keras fixes its
+backend when it is imported); the backend of this process runs it in-process already. Roles,
+layouts and fans come from layer classes and shapes, but the layers' class hierarchies (TFLayer,
+JaxLayer, TorchLayer), keras-hub's models and the writes (``assign``) are per backend.
+
+A backend listed in INITSCALE_REQUIRE ("keras-jax", ...) must run: if its framework cannot be
+imported the test fails instead of skipping."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SUITE = Path(__file__).parent / "test_keras.py"
+BACKENDS = ("jax", "tensorflow", "torch")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_keras_models_on_backend(backend: str) -> None:
+    required = f"keras-{backend}" in {x.strip() for x in os.environ.get("INITSCALE_REQUIRE", "").split(",")}
+    missing = [m for m in ("keras", backend) if importlib.util.find_spec(m) is None]
+    if missing:
+        if required:
+            pytest.fail(f"keras-{backend} is required (INITSCALE_REQUIRE) but {missing} cannot be imported")
+        pytest.skip(f"{missing} not installed")
+    if os.environ.get("KERAS_BACKEND", "tensorflow") == backend:
+        pytest.skip("this process runs test_keras.py on this backend itself")
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(SUITE)],
+                          capture_output=True, text=True, env={**os.environ, "KERAS_BACKEND": backend},
+                          timeout=900, check=False, cwd=SUITE.parent.parent.parent)
+    assert done.returncode == 0, f"test_keras.py failed on Keras backend {backend}:\n{done.stdout[-6000:]}"
