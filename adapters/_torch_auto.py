@@ -19,6 +19,7 @@ See :mod:`initscale.autogain` for the rules; this module only builds the graph a
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -457,7 +458,10 @@ def apply_(model: torch.nn.Module, auto: Auto, *, generator: torch.Generator | N
             handle.remove()
         model.train(was_training)
     rows = tuple(final.get(row.weight, row) for row in predicted.rows)
-    return AutoPlan(rows, predicted.q, predicted.distribution, predicted.notes, "measured", report)
+    measured = AutoPlan(rows, predicted.q, predicted.distribution, predicted.notes, "measured")
+    # the report of what the weights now hold: the measured plan's rules, planned without writing
+    final_report = reinit_(model, measured.rules(), dry_run=True, **reinit_kwargs)
+    return dataclasses.replace(measured, init=dataclasses.replace(final_report, dry_run=False))
 
 
 def _measured_ratio(recorder: _Recorder, event: _Event, m_in: float, notes: list[str]) -> float:

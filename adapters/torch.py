@@ -1135,6 +1135,19 @@ def reinit_(module: torch.nn.Module, rules: Spec | Mapping[str, Spec | None], *,
         >>> [(r.name, r.fan_in, r.fan_out) for r in report.touched][:1]   # per group: 16/4·9, 32/4·9
         [('0.weight', 36, 72)]
     """
+    from initscale.autogain import Auto
+
+    if isinstance(rules, Auto):  # initscale.auto(...): planned on the model's graph, then measured
+        from ._torch_auto import apply_
+
+        options = {"include_frozen": include_frozen, "include_buffers": include_buffers, "defaults": defaults,
+                   "stream_seed": stream_seed, "stream_names": stream_names, "fans": fans}
+        if dry_run:
+            return _reinit(module, rules.plan(module).rules(), generator=generator, dry_run=True, recurse=True,
+                           **options)
+        init = apply_(module, rules, generator=generator, **options).init
+        assert init is not None
+        return init
     return _reinit(module, rules, generator=generator, dry_run=dry_run, include_frozen=include_frozen,
                    include_buffers=include_buffers, defaults=defaults, recurse=True, stream_seed=stream_seed,
                    stream_names=stream_names, fans=fans)

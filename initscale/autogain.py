@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from . import _validate, gains
-from .specs import Spec, VarianceScaling
+from .specs import VarianceScaling
 
 __all__ = ["Auto", "AutoPlan", "AutoRow", "LayerGain", "activation_moment", "auto", "layer_gain"]
 
@@ -119,10 +119,18 @@ class AutoPlan:
     arriving: str = "predicted"
     init: Any = None
 
-    def rules(self) -> dict[str, Spec]:
-        """Parameter name -> ``VarianceScaling(scale=gain², mode="fan_in")`` (forward fans of each layer)."""
-        return {row.weight: VarianceScaling(scale=row.gain**2, mode="fan_in", distribution=self.distribution)
-                for row in self.rows}
+    def rules(self) -> dict[str, Any]:
+        """Parameter name -> ``Rule(VarianceScaling(scale=gain², mode="fan_in"), label=...)`` (forward
+        fans of each layer); the label puts the row's activation, m_in, gain and χ in the report."""
+        from .reinit import Rule
+
+        def label(row: AutoRow) -> str:
+            then = row.activation if row.follower == "activation" else row.follower
+            chi = "" if row.chi is None else f", chi {row.chi:.4g}"
+            return f"auto: then {then}, m_in {row.m_in:.4g} ({self.arriving}), gain {row.gain:.4g}{chi}"
+
+        return {row.weight: Rule(VarianceScaling(scale=row.gain**2, mode="fan_in", distribution=self.distribution),
+                                 label=label(row)) for row in self.rows}
 
     def __getitem__(self, weight: str) -> AutoRow:
         for row in self.rows:
@@ -205,7 +213,7 @@ class Auto:
         raise TypeError(f"initscale.auto: models of type {type(model).__name__} are not supported yet (torch "
                         "modules are).")
 
-    def rules_for(self, model: Any, params: Any = None) -> dict[str, Spec]:
+    def rules_for(self, model: Any, params: Any = None) -> dict[str, Any]:
         """The predicted plan's rules for ``model`` (parameter name -> spec), for the reinit
         hook :func:`initscale.reinit.model_rules`. torch's ``reinit_`` applies an ``Auto`` itself,
         with the measuring pass of ``arriving="measured"``."""

@@ -98,7 +98,23 @@ def test_the_rules_give_reinit_the_planned_stds() -> None:
     report = reinit_(model, plan.rules(), generator=torch.Generator().manual_seed(0))
     for row in plan.rows:
         assert report[row.weight].std == pytest.approx(row.gain / math.sqrt(row.fan_in), rel=1e-12)
+        then = row.activation if row.follower == "activation" else row.follower
+        assert f"auto: then {then}" in report[row.weight].reason
     assert report["0.bias"].spec == initscale.Zeros()
+
+
+def test_auto_as_the_rules_of_reinit() -> None:
+    model, x = _mlp(torch.nn.SiLU, depth=4, out=10), _x()
+    dry = reinit_(model, initscale.auto(x), dry_run=True)
+    assert dry.dry_run and "(predicted)" in dry["0.weight"].reason
+    report = reinit_(model, initscale.auto(x), generator=torch.Generator().manual_seed(0))
+    arrived = _inputs_mean_squares(model, x)
+    a = gains.fixed_point("silu").gain * math.sqrt(gains.fixed_point("silu").q_star)
+    for name in ("0", "2", "4", "6"):  # the report's std is the measured gain's
+        row = report[f"{name}.weight"]
+        assert row.std == pytest.approx(a / math.sqrt(arrived[name] * row.fan_in), rel=1e-12)
+        assert "(measured)" in report[f"{name}.weight"].reason
+    assert not report.dry_run
 
 
 class _Residual(torch.nn.Module):
