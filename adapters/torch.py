@@ -886,6 +886,7 @@ def _write_jobs(targets: Sequence[Target[torch.Tensor]], generator: torch.Genera
     for target in targets:
         decision, tensor, name = target.decision, target.handle, target.name
         dist = decision.dist
+        assert dist is not None  # a target: the plan gives it values
         if tensor.numel() == 0:
             continue
         if stream_seed is not None:

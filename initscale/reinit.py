@@ -914,8 +914,11 @@ class Backend(Protocol[H]):
     ``entry`` names the adapter's function in messages (``"reinit_"``); ``model`` is what the
     user passed (for a hook that turns a model-dependent rule set into concrete rules)."""
 
-    entry: str
-    model: Any
+    @property
+    def entry(self) -> str: ...
+
+    @property
+    def model(self) -> Any: ...
 
     def walk(self) -> Sequence[tuple[Param, H]]:
         """Every parameter once per name, in the model's order, with a handle to its tensor:
