@@ -1,11 +1,12 @@
 """``initscale.torch.check``: walk a torch model (or state dict) and hand its parameters to the
 framework-free core, :mod:`initscale.check`, which holds every statistic, flag and tolerance.
 
-The walk is ``reinit_``'s (:func:`initscale.adapters.torch._walk`): each parameter once, with
-its owning module's class names, its role (weight, bias, norm scale/offset, embedding) and its
-layout, so the rules ``reinit_`` takes give the same expectations here (its dry-run plan). Tied
-parameters (one tensor under several names, ``named_parameters(remove_duplicate=False)``) are
-checked once and listed. ``nn.Embedding``/``nn.EmbeddingBag`` give their ``padding_idx``.
+The walk is ``reinit_``'s (its backend's, :class:`initscale.adapters.torch._Backend`): each
+parameter once, with its owning module's class names, its role (weight, bias, norm scale/offset,
+embedding), its layout and, for a bias, the weight whose fans it takes, so the rules ``reinit_``
+takes give the same expectations here (its dry-run plan). Tied parameters (one tensor under
+several names, ``named_parameters(remove_duplicate=False)``) are checked once and listed.
+``nn.Embedding``/``nn.EmbeddingBag`` give their ``padding_idx``.
 """
 
 from __future__ import annotations
@@ -96,11 +97,11 @@ def check(model: torch.nn.Module | Mapping[str, torch.Tensor], recipe: Any = Non
     if not isinstance(model, torch.nn.Module):
         raise TypeError("Argument `model` must be a torch.nn.Module or a state dict (a mapping from name to tensor). "
                         f"Received: {type(model).__name__}.")
-    from .torch import _walk  # here, not at the top: initscale.adapters.torch re-exports check
+    from .torch import _Backend  # here, not at the top: initscale.adapters.torch re-exports check
 
-    rules = model_rules(rules, model)  # a recipe: its roles resolved on this model (initscale.recipes)
-
-    found = [(p, t) for p, t in _walk(model, True, include_buffers) if p.tied_to is None]  # one row a tensor
+    walked = _Backend(model, True, include_buffers, None, None, None).walk()  # reinit_'s walk, biases -> weights
+    rules = model_rules(rules, model, [p for p, _ in walked])  # a recipe: its roles resolved on this model
+    found = [(p, t) for p, t in walked if p.tied_to is None]  # one row a tensor
     pairs = list(model.named_parameters(remove_duplicate=False))
     if include_buffers:
         pairs += list(model.named_buffers(remove_duplicate=False))

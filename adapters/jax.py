@@ -33,11 +33,11 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import math
 import re
-import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -57,8 +57,8 @@ from initscale.distributions import (
 from initscale.fans import Layout, LayoutLike, resolve
 from initscale.normal_math import complex_truncated_rms, far_tail_offset, truncated_plan
 from initscale.plan import planner
-from initscale.reinit import Param, Report, Role, model_rules
-from initscale.reinit import plan as reinit_plan
+from initscale.reinit import Param, Report, Role, Target, Write
+from initscale.reinit import run as reinit_run
 from initscale.rounding import clip_bounds
 from initscale.specs import Spec
 from initscale.streams import Stream, canonical_strides, gate_index, philox4x32, plan_stream, transform
@@ -725,43 +725,78 @@ def reinit(params: Any, rules: Spec | Mapping[str, Spec | None], key: Any, dry_r
     """
     if stream_seed is None:
         key = _check_key(key)
-    was_nnx_module = _is_nnx_module(params)
-    rules = model_rules(rules, params if module is None else module)  # a recipe, resolved (initscale.recipes)
-    tree, modules, leaves_with_paths, found = _walk(params, module, example_inputs, example_kwargs)
-    treedef = jax.tree_util.tree_structure(tree)
-    decided = reinit_plan(found, rules, defaults=defaults, dry_run=dry_run, stacklevel=2, fans=fans)
-    scaled = [r.name for r in decided.report.rows
-              if r.guessed and r.touched and r.spec is not None and not r.spec.fixed_scale]
-    if scaled:
+    backend = _Backend(params, module, example_inputs, example_kwargs, key, stream_seed, stream_names)
+    report = reinit_run(backend, rules, defaults=defaults, dry_run=dry_run, fans=fans, stacklevel=2)
+    if dry_run:
+        return backend.tree if _is_nnx_module(params) else params, report
+    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(backend.tree), backend.new_leaves), report
+
+
+class _Backend:
+    """``reinit``'s walk and write for :func:`initscale.reinit.run`: the tree's leaves (with the
+    modules that made them); each target's new leaf drawn from its own key (or stream), then put
+    in a new list of leaves (nothing is mutated)."""
+
+    entry = "reinit"
+
+    def __init__(self, params: Any, module: Any, example_inputs: Any, example_kwargs: Mapping[str, Any] | None,
+                 key: Any, stream_seed: int | None,
+                 stream_names: Mapping[str, str] | Callable[[str], str] | None) -> None:
+        self.model, self.module, self.example_inputs, self.example_kwargs = params, module, example_inputs, \
+            example_kwargs
+        self.key, self.stream_seed, self.stream_names = key, stream_seed, stream_names
+        self.tree: Any = None
+        self.modules: dict[tuple[str, ...], Any] | None = None
+        self.new_leaves: list[Any] = []
+
+    def walk(self) -> list[tuple[Param, Any]]:
+        self.tree, self.modules, leaves_with_paths, found = _walk(self.model, self.module, self.example_inputs,
+                                                                  self.example_kwargs)
+        self.new_leaves = [leaf for _, leaf in leaves_with_paths]
+        return [(param, leaf) for param, (_, leaf) in zip(found, leaves_with_paths, strict=True)]
+
+    def notes(self, report: Report) -> list[str]:
+        scaled = [r.name for r in report.rows
+                  if r.guessed and r.touched and r.spec is not None and not r.spec.fixed_scale]
+        if not scaled:
+            return []
         fix = ("pass module= (the flax module that made them; example_inputs= too for @nn.compact modules) so that "
-               "each layer's class and attributes are read" if modules is None else
+               "each layer's class and attributes are read" if self.modules is None else
                "they are kernels stacked by nn.scan/nn.vmap (taken as stacked on their leading axes); if that is "
                "wrong, give them a rule that says the layout, initscale.Rule(spec, layout=...), or a fixed-scale "
                "spec (or None)")
-        warnings.warn(f"reinit: the layouts (and so the fans) of {len(scaled)} parameter(s) were guessed from names: "
-                      f"{_listed(scaled)}; {fix}. The report marks them (guessed=True).", UserWarning, stacklevel=2)
-    leaves = [leaf for _, leaf in leaves_with_paths]
-    for decision, leaf in zip(decided.decisions, leaves, strict=True):
-        if decision.dist is not None:
-            dtype = getattr(leaf, "dtype", None)
+        return [f"reinit: the layouts (and so the fans) of {len(scaled)} parameter(s) were guessed from names: "
+                f"{_listed(scaled)}; {fix}. The report marks them (guessed=True)."]
+
+    def check(self, targets: Sequence[Target[Any]], dry_run: bool) -> None:
+        for target in targets:
+            dtype = getattr(target.handle, "dtype", None)
             if dtype is None or not jnp.issubdtype(dtype, jnp.inexact):
-                raise TypeError(f"Leaf {decision.param.name!r} has dtype {dtype}: initscale fills floating-point "
+                raise TypeError(f"Leaf {target.name!r} has dtype {dtype}: initscale fills floating-point "
                                 "or complex leaves only.")
-    if dry_run:
-        return tree if was_nnx_module else params, decided.report
-    new_leaves = []
-    for d, leaf in zip(decided.decisions, leaves, strict=True):
-        if d.dist is None:
-            new_leaves.append(leaf)
-        elif stream_seed is not None:
-            name = d.param.name if stream_names is None else (
-                stream_names(d.param.name) if callable(stream_names) else stream_names.get(d.param.name, d.param.name))
-            strides = canonical_strides(d.param.shape, d.param.layout)
-            new_leaves.append(_stream_draw(Stream(stream_seed, name), d.dist, strides, d.param.shape, leaf.dtype,
-                                           gate_index(d.param.shape, d.param.layout)))
-        else:
-            new_leaves.append(_sample(_leaf_key(key, d.param.name), d.dist, d.layout, d.param.shape, leaf.dtype))
-    return jax.tree_util.tree_unflatten(treedef, new_leaves), decided.report
+
+    def _draw(self, target: Target[Any]) -> jax.Array:
+        d, dtype = target.decision, target.handle.dtype
+        assert d.dist is not None
+        if self.stream_seed is None:
+            return _sample(_leaf_key(self.key, d.param.name), d.dist, d.layout, d.param.shape, dtype)
+        names = self.stream_names
+        name = d.param.name if names is None else (
+            names(d.param.name) if callable(names) else names.get(d.param.name, d.param.name))
+        strides = canonical_strides(d.param.shape, d.param.layout)
+        return _stream_draw(Stream(self.stream_seed, name), d.dist, strides, d.param.shape, dtype,
+                            gate_index(d.param.shape, d.param.layout))
+
+    def writes(self, targets: Sequence[Target[Any]]) -> list[Write]:
+        return [Write((t.name,), functools.partial(self._draw, t), functools.partial(self.new_leaves.__setitem__,
+                                                                                      t.index))
+                for t in targets]
+
+    def writing(self) -> Any:
+        return contextlib.nullcontext()
+
+    def finish(self, targets: Sequence[Target[Any]]) -> None:
+        pass
 
 
 from ._jax_check import check  # noqa: E402  (the model check: initscale.check, walked here)

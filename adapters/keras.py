@@ -42,6 +42,7 @@ Note:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import math
@@ -65,8 +66,8 @@ from initscale.fans import Fans, Layout, LayoutLike, layout_from_config, layout_
 from initscale.keras_layers import NORM_CLASSES, keras_role
 from initscale.normal_math import far_tail_offset, normal_cdf, truncated_plan
 from initscale.plan import planner
-from initscale.reinit import ADDED_TENSOR, ADDED_TENSOR_NOTE, Param, Report, Role, model_rules
-from initscale.reinit import plan as reinit_plan
+from initscale.reinit import ADDED_TENSOR, ADDED_TENSOR_NOTE, Param, Report, Role, Target, Write
+from initscale.reinit import run as reinit_run
 from initscale.rounding import clip_bounds, representable_bounds
 from initscale.specs import Constant as ConstantSpec
 from initscale.specs import Normal, Spec, Uniform
@@ -860,37 +861,59 @@ def reinit(model: Any, rules: Spec | Mapping[str, Spec | None], seed: Any = None
             f"The model {model.name!r} is not built, so its variables do not exist yet: build it first "
             "(call it on a batch, or model.build(input_shape))."
         )
-    rules = model_rules(rules, model)  # a recipe: its roles resolved on this model (initscale.recipes)
-    found: list[tuple[Param, Any]] = []
-    _walk(model, (), set(), include_buffers, found)
-    decided = reinit_plan([p for p, _ in found], rules, include_frozen=include_frozen, defaults=defaults,
-                          dry_run=dry_run, stacklevel=2, fans=fans)
-    targets = [(d, v) for d, (_, v) in zip(decided.decisions, found, strict=True) if d.dist is not None]
-    for decision, variable in targets:
-        try:
-            _float_dtype(variable.dtype)
-        except TypeError as err:
-            raise TypeError(f"Variable {decision.param.name!r}: {err}") from err
-    if dry_run:
-        return decided.report
-    generator = seed if isinstance(seed, keras.random.SeedGenerator) or stream_seed is not None else \
-        keras.random.SeedGenerator(_check_seed(seed))
-    staged = []
-    for decision, variable in targets:  # every value is computed before anything is written
+    backend = _Backend(model, include_buffers, seed, stream_seed, stream_names)
+    return reinit_run(backend, rules, include_frozen=include_frozen, defaults=defaults, dry_run=dry_run, fans=fans,
+                      stacklevel=2)
+
+
+class _Backend:
+    """``reinit``'s walk and write for :func:`initscale.reinit.run`: the model's variables; every
+    value drawn (in order, from one seed generator or each variable's stream) before the first
+    ``assign``."""
+
+    entry = "reinit"
+
+    def __init__(self, model: Any, include_buffers: bool, seed: Any, stream_seed: int | None,
+                 stream_names: Mapping[str, str] | Callable[[str], str] | None) -> None:
+        self.model, self.include_buffers, self.seed = model, include_buffers, seed
+        self.stream_seed, self.stream_names = stream_seed, stream_names
+
+    def walk(self) -> list[tuple[Param, Any]]:
+        found: list[tuple[Param, Any]] = []
+        _walk(self.model, (), set(), self.include_buffers, found)
+        return found
+
+    def notes(self, report: Report) -> tuple[str, ...]:
+        return ()
+
+    def check(self, targets: Sequence[Target[Any]], dry_run: bool) -> None:
+        for target in targets:
+            try:
+                _float_dtype(target.handle.dtype)
+            except TypeError as err:
+                raise TypeError(f"Variable {target.name!r}: {err}") from err
+
+    def _draw(self, target: Target[Any], generator: Any) -> Any:
+        decision, dims, dtype = target.decision, target.decision.param.shape, _float_dtype(target.handle.dtype)
         assert decision.dist is not None
-        dims = decision.param.shape
-        dtype = _float_dtype(variable.dtype)
-        if stream_seed is not None:
-            name = decision.param.name
-            if stream_names is not None:
-                name = stream_names(name) if callable(stream_names) else stream_names.get(name, name)
-            staged.append((variable, _stream_tensor(Stream(stream_seed, name), decision.dist, dims,
-                                                    decision.param.layout, dtype)))
-            continue
-        staged.append((variable, _sample(decision.dist, decision.layout, dims, dtype, generator)))
-    for variable, values in staged:
-        variable.assign(values)
-    return decided.report
+        if self.stream_seed is None:
+            return _sample(decision.dist, decision.layout, dims, dtype, generator)
+        name, names = decision.param.name, self.stream_names
+        if names is not None:
+            name = names(name) if callable(names) else names.get(name, name)
+        return _stream_tensor(Stream(self.stream_seed, name), decision.dist, dims, decision.param.layout, dtype)
+
+    def writes(self, targets: Sequence[Target[Any]]) -> list[Write]:
+        seed = self.seed
+        generator = seed if isinstance(seed, keras.random.SeedGenerator) or self.stream_seed is not None else \
+            keras.random.SeedGenerator(_check_seed(seed))
+        return [Write((t.name,), functools.partial(self._draw, t, generator), t.handle.assign) for t in targets]
+
+    def writing(self) -> Any:
+        return contextlib.nullcontext()
+
+    def finish(self, targets: Sequence[Target[Any]]) -> None:
+        pass
 
 
 from ._keras_check import check  # noqa: E402  (the model check: initscale.check, walked here)

@@ -27,9 +27,11 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import tensorflow as tf
@@ -48,8 +50,8 @@ from initscale.fans import Layout, LayoutLike, layout_from_config, layout_to_con
 from initscale.keras_layers import keras_role
 from initscale.normal_math import far_tail_offset, normal_cdf, truncated_plan
 from initscale.plan import planner
-from initscale.reinit import Param, Report
-from initscale.reinit import plan as reinit_plan
+from initscale.reinit import Param, Report, Target, Write
+from initscale.reinit import run as reinit_run
 from initscale.rounding import representable_bounds
 from initscale.specs import Constant as ConstantSpec
 from initscale.specs import Normal, Spec, Uniform
@@ -381,24 +383,45 @@ def reinit(model: Any, rules: Spec | Mapping[str, Spec | None], seed: int | None
         raise ValueError(f"The model {model.name!r} is not built: build it first (call it on a batch, or "
                          "model.build(input_shape)).")
     _check_seed(seed)
-    found: list[tuple[Param, Any]] = []
-    _walk(model, (), False, set(), include_buffers, found)
-    decided = reinit_plan([p for p, _ in found], rules, include_frozen=include_frozen, defaults=defaults,
-                          dry_run=dry_run, stacklevel=2)
-    targets = [(d, v) for d, (_, v) in zip(decided.decisions, found, strict=True) if d.dist is not None]
-    for decision, variable in targets:
-        try:
-            _float_dtype(variable.dtype)
-        except TypeError as err:
-            raise TypeError(f"Variable {decision.param.name!r}: {err}") from err
-    if dry_run:
-        return decided.report
-    staged = []
-    for decision, variable in targets:  # every value is computed before anything is written
+    return reinit_run(_Backend(model, include_buffers, seed), rules, include_frozen=include_frozen,
+                      defaults=defaults, dry_run=dry_run, stacklevel=2)
+
+
+class _Backend:
+    """``reinit``'s walk and write for :func:`initscale.reinit.run`: the model's variables, each
+    drawn from its stateless stream (seed, crc32 of its name), all before the first ``assign``."""
+
+    entry = "reinit"
+
+    def __init__(self, model: Any, include_buffers: bool, seed: int | None) -> None:
+        self.model, self.include_buffers, self.seed = model, include_buffers, seed
+
+    def walk(self) -> list[tuple[Param, Any]]:
+        found: list[tuple[Param, Any]] = []
+        _walk(self.model, (), False, set(), self.include_buffers, found)
+        return found
+
+    def notes(self, report: Report) -> tuple[str, ...]:
+        return ()
+
+    def check(self, targets: Sequence[Target[Any]], dry_run: bool) -> None:
+        for target in targets:
+            try:
+                _float_dtype(target.handle.dtype)
+            except TypeError as err:
+                raise TypeError(f"Variable {target.name!r}: {err}") from err
+
+    def _draw(self, target: Target[Any]) -> tf.Tensor:
+        decision = target.decision
         assert decision.dist is not None
-        stream = None if seed is None else (seed, zlib.crc32(decision.param.name.encode()) & 0x7FFFFFFF)
-        staged.append((variable, _sample(decision.dist, decision.layout, decision.param.shape,
-                                         _float_dtype(variable.dtype), stream)))
-    for variable, values in staged:
-        variable.assign(values)
-    return decided.report
+        stream = None if self.seed is None else (self.seed, zlib.crc32(decision.param.name.encode()) & 0x7FFFFFFF)
+        return _sample(decision.dist, decision.layout, decision.param.shape, _float_dtype(target.handle.dtype), stream)
+
+    def writes(self, targets: Sequence[Target[Any]]) -> list[Write]:
+        return [Write((t.name,), functools.partial(self._draw, t), t.handle.assign) for t in targets]
+
+    def writing(self) -> Any:
+        return contextlib.nullcontext()
+
+    def finish(self, targets: Sequence[Target[Any]]) -> None:
+        pass

@@ -60,8 +60,19 @@ from initscale.distributions import (
 from initscale.fans import Layout, LayoutLike
 from initscale.normal_math import far_tail_offset, normal_cdf, truncated_plan
 from initscale.plan import planner
-from initscale.reinit import ADDED_TENSOR, ADDED_TENSOR_NOTE, Param, Report, Role, model_rules
-from initscale.reinit import plan as reinit_plan
+from initscale.reinit import (
+    ADDED_TENSOR,
+    ADDED_TENSOR_NOTE,
+    Param,
+    PartialWriteError,
+    Report,
+    Role,
+    Target,
+    Write,
+    bounded_groups,
+    refuse,
+)
+from initscale.reinit import run as reinit_run
 from initscale.rounding import clip_bounds, representable_bounds
 from initscale.specs import Orthogonal, Spec, VarianceScaling
 from initscale.streams import (
@@ -797,11 +808,7 @@ def _write_problem(name: str, tensor: torch.Tensor) -> tuple[type[Exception], st
 
 def _check_writable(targets: Sequence[tuple[str, torch.Tensor]]) -> None:
     """Raise, naming every parameter that cannot be written and what to do, before any write."""
-    problems = [found for name, tensor in targets if (found := _write_problem(name, tensor)) is not None]
-    if problems:
-        messages = [message for _, message in problems]
-        lead = "" if len(problems) == 1 else f"{len(problems)} parameters cannot be written; nothing was changed.\n"
-        raise problems[0][0]("\n".join([lead + messages[0], *messages[1:]]))
+    refuse([found for name, tensor in targets if (found := _write_problem(name, tensor)) is not None])
 
 
 def _stream_for(seed: int, name: str, names: Mapping[str, str] | Callable[[str], str] | None) -> Stream:
@@ -834,22 +841,6 @@ _GROUP_BYTES = 16 * 2**20  # a flat buffer of small tensors drawn at once holds 
 _DIRECT_BYTES = 2**20  # a tensor this large is drawn straight into its own memory, not into a buffer
 _PIECE_BYTES = 16 * 2**20  # ... this many bytes at a time (a fill may stage up to twice a piece: bf16 uniforms
 # in float32, float32 truncated normals beyond ±4σ in float64), so one draw needs at most 3 × 16 MiB
-
-
-class PartialWriteError(RuntimeError):
-    """A write failed midway (a device error, ...) after every check passed: ``written`` lists the
-    parameters already re-initialized, ``failed`` those being written when it happened (possibly
-    partly written), ``unchanged`` the rest, which are as they were."""
-
-    def __init__(self, message: str, written: Sequence[str], failed: Sequence[str],
-                 unchanged: Sequence[str]) -> None:
-        super().__init__(message)
-        self.written, self.failed, self.unchanged = tuple(written), tuple(failed), tuple(unchanged)
-
-
-def _listed(names: Sequence[str], most: int = 40) -> str:
-    shown = ", ".join(repr(n) for n in names[:most])
-    return shown + (f", ... and {len(names) - most} more" if len(names) > most else "") if names else "none"
 
 
 def _pieces(tensor: torch.Tensor, limit: int) -> Any:
@@ -902,69 +893,61 @@ def _shard_fill(dist: Distribution, layout: Layout | None, tensor: torch.Tensor,
     _fill_bounded(dist, local, gen)
 
 
-def _write_jobs(targets: Sequence[tuple[Any, torch.Tensor]], generator: torch.Generator | None,
+def _write_jobs(targets: Sequence[Target[torch.Tensor]], generator: torch.Generator | None,
                 stream_seed: int | None, stream_names: Mapping[str, str] | Callable[[str], str] | None,
-                ) -> list[tuple[list[str], Callable[[], None]]]:
-    """Every write as (names, action), in draw order, after every check an action could fail
+                ) -> list[Write]:
+    """Every write, in place and in draw order, after every check a write could fail
     predictably: a problem raises here, before anything is written."""
     seeds = _ShardSeeds(generator)
-    jobs: list[tuple[list[str], Callable[[], None]]] = []
-    problems: list[str] = []
+    jobs: list[Write] = []
+    problems: list[tuple[type[Exception], str]] = []
     # Parameters that share a distribution, dtype and device (and need no layout) are drawn as flat
-    # buffers split into views: one kernel call per buffer instead of one per tensor, then one
-    # multi-tensor copy. A group of at most _GROUP_BYTES is one buffer (as it always was: the same
-    # values for a seed); in a larger group each tensor of _DIRECT_BYTES or more is drawn into its
-    # own memory and the small ones into buffers of at most _GROUP_BYTES, in order.
-    groups: dict[tuple[Any, torch.dtype, torch.device], list[tuple[str, torch.Tensor]]] = {}
-    for decision, tensor in targets:
-        dist, name = decision.dist, decision.param.name
+    # buffers split into views (initscale.reinit.bounded_groups): one kernel call per buffer instead
+    # of one per tensor, then one multi-tensor copy. A group of at most _GROUP_BYTES is one buffer
+    # (as it always was: the same values for a seed); in a larger group each tensor of _DIRECT_BYTES
+    # or more is drawn into its own memory and the small ones into buffers of at most _GROUP_BYTES.
+    grouped: list[tuple[tuple[Any, torch.dtype, torch.device], int, tuple[str, torch.Tensor]]] = []
+    for target in targets:
+        decision, tensor, name = target.decision, target.handle, target.name
+        dist = decision.dist
+        assert dist is not None  # a target: the plan gives it values
         if tensor.numel() == 0:
             continue
         if stream_seed is not None:
             if isinstance(dist, OrthogonalDist):
-                problems.append(f"Parameter {name!r}: orthogonal specs have no portable stream; give it a rule "
-                                "without stream_seed, or another spec.")
+                problems.append((ValueError, f"Parameter {name!r}: orthogonal specs have no portable stream; give "
+                                             "it a rule without stream_seed, or another spec."))
                 continue
             stream = _stream_for(stream_seed, name, stream_names)
             strides = canonical_strides(decision.param.shape, decision.param.layout)
             gates = gate_index(decision.param.shape, decision.param.layout)
             if gates is not None and _is_dtensor(tensor):
-                problems.append(f"Parameter {name!r}: a sharded weight whose layer kind stacks its gates in a "
-                                "non-canonical order (a Keras GRU layout) has no portable stream in torch; give "
-                                "it torch's own layout.")
+                problems.append((ValueError, f"Parameter {name!r}: a sharded weight whose layer kind stacks its "
+                                             "gates in a non-canonical order (a Keras GRU layout) has no portable "
+                                             "stream in torch; give it torch's own layout."))
                 continue
-            jobs.append(([name], functools.partial(_stream_draw, stream, dist, strides, tensor, True, gates)))
+            jobs.append(Write((name,), functools.partial(_stream_draw, stream, dist, strides, tensor, True, gates)))
         elif _is_dtensor(tensor):
             if (problem := _partial_problem(repr(name), tensor)) is not None:
-                problems.append(problem)
+                problems.append((ValueError, problem))
                 continue
-            jobs.append(([name], functools.partial(_shard_fill, dist, decision.layout, tensor, name, seeds)))
+            jobs.append(Write((name,), functools.partial(_shard_fill, dist, decision.layout, tensor, name, seeds)))
         elif isinstance(dist, OrthogonalDist):
             if decision.layout is None:
-                problems.append(f"Parameter {name!r}: an orthogonal init needs the weight's layout.")
+                problems.append((ValueError, f"Parameter {name!r}: an orthogonal init needs the weight's layout."))
                 continue
-            jobs.append(([name], functools.partial(_fill, dist, decision.layout, tensor, generator)))
+            jobs.append(Write((name,), functools.partial(_fill, dist, decision.layout, tensor, generator)))
         else:
-            groups.setdefault((dist, tensor.dtype, tensor.device), []).append((name, tensor))
-    if problems:
-        lead = "" if len(problems) == 1 else f"{len(problems)} parameters cannot be written; nothing was changed.\n"
-        raise ValueError(lead + "\n".join(problems))
-    for (dist, _, _), members in groups.items():
-        size = members[0][1].element_size()
-        if sum(t.numel() for _, t in members) * size <= _GROUP_BYTES:
-            jobs.append(([n for n, _ in members], functools.partial(_fill_group, dist, members, generator)))
-            continue
-        pending: list[tuple[str, torch.Tensor]] = []
-        for name, tensor in members:
-            if tensor.numel() * size >= _DIRECT_BYTES:
-                jobs.append(([name], functools.partial(_fill_bounded, dist, tensor, generator)))
-                continue
-            if (sum(t.numel() for _, t in pending) + tensor.numel()) * size > _GROUP_BYTES:
-                jobs.append(([n for n, _ in pending], functools.partial(_fill_group, dist, pending, generator)))
-                pending = []
-            pending.append((name, tensor))
-        if pending:
-            jobs.append(([n for n, _ in pending], functools.partial(_fill_group, dist, pending, generator)))
+            grouped.append(((dist, tensor.dtype, tensor.device), tensor.numel() * tensor.element_size(),
+                            (name, tensor)))
+    refuse(problems)
+    for (dist, _, _), direct, members in bounded_groups(grouped, group_bytes=_GROUP_BYTES,
+                                                        direct_bytes=_DIRECT_BYTES):
+        names = tuple(n for n, _ in members)
+        if direct:
+            jobs.append(Write(names, functools.partial(_fill_bounded, dist, members[0][1], generator)))
+        else:
+            jobs.append(Write(names, functools.partial(_fill_group, dist, members, generator)))
     return jobs
 
 
@@ -978,50 +961,55 @@ def _fill_group(dist: Distribution, members: Sequence[tuple[str, torch.Tensor]],
     _copy_all([(t, p.view(t.shape)) for t, p in zip(tensors, parts, strict=True)])
 
 
+@dataclasses.dataclass(frozen=True)
+class _Backend:
+    """``reinit_``'s walk and write for :func:`initscale.reinit.run`: the module's parameters (and
+    buffers) with their tensors; checked writable, drawn in place under ``no_grad``, small ones in
+    bounded groups; embedding padding rows zeroed after."""
+
+    model: torch.nn.Module
+    recurse: bool
+    include_buffers: bool
+    generator: torch.Generator | None
+    stream_seed: int | None
+    stream_names: Mapping[str, str] | Callable[[str], str] | None
+    entry: str = "reinit_"
+
+    def walk(self) -> list[tuple[Param, torch.Tensor]]:
+        return _with_weight_fans(self.model, self.recurse, _walk(self.model, self.recurse, self.include_buffers))
+
+    def notes(self, report: Report) -> tuple[str, ...]:
+        return ()
+
+    def check(self, targets: Sequence[Target[torch.Tensor]], dry_run: bool) -> None:
+        _check_writable([(t.name, t.handle) for t in targets if not (dry_run and t.handle.is_meta)])
+        sharded = [t.name for t in targets if t.decision.padding_idx is not None and _is_dtensor(t.handle)]
+        if sharded:
+            raise ValueError(f"Embedding {sharded[0]!r} is a DTensor with a padding_idx row, which initscale cannot "
+                             "keep at zero shard by shard yet; nothing was changed. Re-initialize it before sharding, "
+                             f"or give it the rule {{{sharded[0]!r}: initscale.Rule(spec, padding='draw')}} and zero "
+                             "the row yourself.")
+
+    def writes(self, targets: Sequence[Target[torch.Tensor]]) -> list[Write]:
+        return _write_jobs(targets, self.generator, self.stream_seed, self.stream_names)
+
+    def writing(self) -> Any:
+        return torch.no_grad()
+
+    def finish(self, targets: Sequence[Target[torch.Tensor]]) -> None:
+        with torch.no_grad():  # embedding padding rows stay zero, as their layer keeps them
+            for target in targets:
+                if target.decision.padding_idx is not None:
+                    _local(target.handle)[target.decision.padding_idx].zero_()
+
+
 def _reinit(module: torch.nn.Module, rules: Spec | Mapping[str, Spec | None], *,
             generator: torch.Generator | None, dry_run: bool, include_frozen: bool, include_buffers: bool,
             defaults: bool, recurse: bool, stream_seed: int | None = None,
             stream_names: Mapping[str, str] | Callable[[str], str] | None = None, fans: str = "forward") -> Report:
-    found = _with_weight_fans(module, recurse, _walk(module, recurse, include_buffers))
-    rules = model_rules(rules, module, [p for p, _ in found])  # a recipe, resolved on it (initscale.recipes)
-    decided = reinit_plan([p for p, _ in found], rules, include_frozen=include_frozen, defaults=defaults,
-                          dry_run=dry_run, stacklevel=3, fans=fans)  # _reinit <- reinit_ <- the caller
-    targets = [(d, t) for d, (_, t) in zip(decided.decisions, found, strict=True) if d.dist is not None]
-    _check_writable([(d.param.name, t) for d, t in targets if not (dry_run and t.is_meta)])
-    sharded = [d.param.name for d, t in targets if d.padding_idx is not None and _is_dtensor(t)]
-    if sharded:
-        raise ValueError(f"Embedding {sharded[0]!r} is a DTensor with a padding_idx row, which initscale cannot keep "
-                         "at zero shard by shard yet; nothing was changed. Re-initialize it before sharding, or give "
-                         f"it the rule {{{sharded[0]!r}: initscale.Rule(spec, padding='draw')}} and zero the row "
-                         "yourself.")
-    if dry_run:
-        return decided.report
-    _write(_write_jobs(targets, generator, stream_seed, stream_names), [d.param.name for d, _ in targets])
-    with torch.no_grad():  # embedding padding rows stay zero, as their layer keeps them
-        for decision, tensor in targets:
-            if decision.padding_idx is not None:
-                _local(tensor)[decision.padding_idx].zero_()
-    return decided.report
-
-
-def _write(jobs: Sequence[tuple[list[str], Callable[[], None]]], names: Sequence[str]) -> None:
-    """Run every write; one that fails raises :class:`PartialWriteError`, naming what was written."""
-    written: list[str] = []
-    with torch.no_grad():
-        for job_names, action in jobs:
-            try:
-                action()
-            except Exception as err:
-                done = set(written) | set(job_names)
-                rest = [n for n in names if n not in done]
-                raise PartialWriteError(
-                    f"reinit_ failed while writing {_listed(job_names)} ({type(err).__name__}: {err}). Every check "
-                    f"had passed, so this is a runtime failure (device, memory). Already re-initialized "
-                    f"({len(written)}): {_listed(written)}. Possibly partly written: {_listed(job_names)}. "
-                    f"Unchanged ({len(rest)}): {_listed(rest)}.",
-                    written, job_names, rest,
-                ) from err
-            written.extend(job_names)
+    backend = _Backend(module, recurse, include_buffers, generator, stream_seed, stream_names)
+    return reinit_run(backend, rules, include_frozen=include_frozen, defaults=defaults, dry_run=dry_run, fans=fans,
+                      stacklevel=3)  # _reinit <- reinit_ <- the caller
 
 
 def _copy_all(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> None:

@@ -7,6 +7,12 @@ the layout that gives its forward fans. This module decides what each parameter 
 computes every distribution before anything is drawn (so a bad rule or shape fails with nothing
 changed), and builds the :class:`Report`.
 
+**One skeleton for every adapter.** :func:`run` holds the steps, in one order: the walk
+(:class:`Param` and a handle per name), :func:`plan`, the checks of every target, the dry run,
+the writes (small tensors in :func:`bounded_groups`), a :class:`PartialWriteError` for a write
+that fails midway, and the report. An adapter supplies only a :class:`Backend`: its walk (roles,
+layouts, ties) and its write (how to check, draw and write its tensors).
+
 **Rules** are either one spec, applied to the main weights of the supported layers (dense,
 convolutions, transposed convolutions, recurrent kernels, attention projections), or an ordered
 mapping from pattern to spec where the first matching pattern wins:
@@ -60,14 +66,15 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import fnmatch
 import re
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, cast
+from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar, cast
 
 from . import _validate
 from .distributions import Distribution, OrthogonalDist
@@ -80,17 +87,24 @@ __all__ = [
     "FANS",
     "LAYER_DEFAULTS_WITH_BIAS",
     "ROLES",
+    "Backend",
     "CompiledRule",
     "Decision",
     "Param",
+    "PartialWriteError",
     "Plan",
     "Report",
     "ReportRow",
     "Role",
     "Rule",
+    "Target",
+    "Write",
+    "bounded_groups",
     "compile_rules",
     "model_rules",
     "plan",
+    "refuse",
+    "run",
 ]
 
 Role = Literal["weight", "bias", "norm_scale", "norm_offset", "embedding", "other"]
@@ -889,3 +903,212 @@ def plan(params: Sequence[Param], rules: Spec | Mapping[str, Spec | Rule | None]
     if len(compiled) == 1 and compiled[0].kind == "weights":
         _warn_untouched(ordered_rows, params, stacklevel)
     return Plan(tuple(decisions[i] for i in range(len(params))), Report(ordered_rows, dry_run, unused, mode))
+
+
+# --- the one reinit: walk -> Param -> plan -> check -> draw -> write -----------------------------
+#
+# Each adapter's reinit entry (torch ``reinit_``/``apply_fn``, Keras ``reinit``, JAX ``reinit``)
+# builds a Backend -- its walk and its write -- and calls :func:`run`, which runs the steps in
+# this order for every framework. What differs between frameworks is only in the Backend.
+
+H = TypeVar("H")  # an adapter's handle to one tensor: a torch tensor, a Keras variable, a JAX leaf
+
+
+@dataclass(frozen=True)
+class Target(Generic[H]):
+    """A parameter that the plan gives values (``decision.dist`` is not None): its decision, the
+    adapter's handle to its tensor and its position in the walk."""
+
+    decision: Decision
+    handle: H
+    index: int
+
+    @property
+    def name(self) -> str:
+        """The parameter's qualified name."""
+        return self.decision.param.name
+
+
+@dataclass(frozen=True)
+class Write:
+    """One step of the write, over the parameters ``names``: ``draw()`` computes their values and,
+    with ``store`` None, writes them in place (torch); otherwise ``store(draw())`` writes what it
+    computed (Keras ``assign``; JAX, a new leaf), and :func:`run` runs every such ``draw`` before
+    the first ``store``, so that a failing draw changes nothing."""
+
+    names: tuple[str, ...]
+    draw: Callable[[], Any]
+    store: Callable[[Any], None] | None = None
+
+
+class Backend(Protocol[H]):
+    """What an adapter supplies to :func:`run`: its walk and its write.
+
+    ``entry`` names the adapter's function in messages (``"reinit_"``); ``model`` is what the
+    user passed (for a hook that turns a model-dependent rule set into concrete rules)."""
+
+    @property
+    def entry(self) -> str: ...
+
+    @property
+    def model(self) -> Any: ...
+
+    def walk(self) -> Sequence[tuple[Param, H]]:
+        """Every parameter once per name, in the model's order, with a handle to its tensor:
+        role, layout, owner classes and ties (``Param.tied_to``) say what it is."""
+        ...
+
+    def notes(self, report: Report) -> Sequence[str]:
+        """Warnings about the plan that only the adapter can give (JAX: layouts guessed from
+        names); :func:`run` warns them at the user's call."""
+        ...
+
+    def check(self, targets: Sequence[Target[H]], dry_run: bool) -> None:
+        """Raise, naming the parameter and the fix, if a target cannot be written (dtype,
+        device, memory): called before anything is drawn, in a dry run too."""
+        ...
+
+    def writes(self, targets: Sequence[Target[H]]) -> Sequence[Write]:
+        """Every write, in draw order (the adapter groups small tensors here, with
+        :func:`bounded_groups`). May raise for a problem that only a real write has; nothing is
+        written yet."""
+        ...
+
+    def writing(self) -> contextlib.AbstractContextManager[Any]:
+        """The context every write runs in (torch: ``torch.no_grad()``)."""
+        ...
+
+    def finish(self, targets: Sequence[Target[H]]) -> None:
+        """After every write (torch: embedding padding rows back to zero)."""
+        ...
+
+
+class PartialWriteError(RuntimeError):
+    """A write failed midway (a device error, ...) after every check passed: ``written`` lists the
+    parameters already re-initialized, ``failed`` those being written when it happened (possibly
+    partly written), ``unchanged`` the rest, which are as they were."""
+
+    def __init__(self, message: str, written: Sequence[str], failed: Sequence[str],
+                 unchanged: Sequence[str]) -> None:
+        super().__init__(message)
+        self.written, self.failed, self.unchanged = tuple(written), tuple(failed), tuple(unchanged)
+
+
+def _listed(names: Sequence[str], most: int = 40) -> str:
+    shown = ", ".join(repr(n) for n in names[:most])
+    return shown + (f", ... and {len(names) - most} more" if len(names) > most else "") if names else "none"
+
+
+def refuse(problems: Sequence[tuple[type[Exception], str]]) -> None:
+    """Raise one error naming every problem found before the first write (the type of the
+    first); nothing when there is none."""
+    if problems:
+        lead = "" if len(problems) == 1 else f"{len(problems)} parameters cannot be written; nothing was changed.\n"
+        raise problems[0][0]("\n".join([lead + problems[0][1], *(message for _, message in problems[1:])]))
+
+
+K = TypeVar("K", bound=Hashable)
+T = TypeVar("T")
+
+
+def bounded_groups(items: Sequence[tuple[K, int, T]], *, group_bytes: int,
+                   direct_bytes: int) -> list[tuple[K, bool, list[T]]]:
+    """Small tensors drawn together, each draw bounded: ``items`` are (key, bytes, item) in draw
+    order, and tensors of one key (distribution, dtype, device) are drawn as one flat buffer split
+    into views (one kernel call per buffer instead of one per tensor). Returns (key, direct,
+    members) in draw order: keys in order of first appearance; a key whose items total at most
+    ``group_bytes`` is one buffer; in a larger one each item of ``direct_bytes`` or more is drawn
+    straight into its own memory (``direct``) and the others into buffers of at most
+    ``group_bytes``, in order.
+
+    Example:
+        >>> bounded_groups([("n", 4, "a"), ("u", 4, "b"), ("n", 8, "c"), ("n", 4, "d")],
+        ...                group_bytes=10, direct_bytes=8)
+        [('n', True, ['c']), ('n', False, ['a', 'd']), ('u', False, ['b'])]
+    """
+    groups: dict[K, list[tuple[int, T]]] = {}
+    for key, size, item in items:
+        groups.setdefault(key, []).append((size, item))
+    out: list[tuple[K, bool, list[T]]] = []
+    for key, members in groups.items():
+        if sum(size for size, _ in members) <= group_bytes:
+            out.append((key, False, [item for _, item in members]))
+            continue
+        pending: list[tuple[int, T]] = []
+        for size, item in members:
+            if size >= direct_bytes:
+                out.append((key, True, [item]))
+                continue
+            if sum(s for s, _ in pending) + size > group_bytes:
+                out.append((key, False, [i for _, i in pending]))
+                pending = []
+            pending.append((size, item))
+        if pending:
+            out.append((key, False, [i for _, i in pending]))
+    return out
+
+
+def _write_all(backend: Backend[Any], writes: Sequence[Write], names: Sequence[str]) -> None:
+    """Every staged draw, then every write in order; a write that fails raises
+    :class:`PartialWriteError`, naming what was written, what may be partly written and what is
+    unchanged (a failing staged draw raises as it is: nothing was written)."""
+    staged = [w.draw() if w.store is not None else None for w in writes]
+    written: list[str] = []
+    with backend.writing():
+        for write, values in zip(writes, staged, strict=True):
+            try:
+                if write.store is None:
+                    write.draw()
+                else:
+                    write.store(values)
+            except Exception as err:
+                done = set(written) | set(write.names)
+                rest = [n for n in names if n not in done]
+                raise PartialWriteError(
+                    f"{backend.entry} failed while writing {_listed(write.names)} ({type(err).__name__}: {err}). "
+                    f"Every check had passed, so this is a runtime failure (device, memory). Already re-initialized "
+                    f"({len(written)}): {_listed(written)}. Possibly partly written: {_listed(write.names)}. "
+                    f"Unchanged ({len(rest)}): {_listed(rest)}.",
+                    written, write.names, rest,
+                ) from err
+            written.extend(write.names)
+
+
+def run(backend: Backend[Any], rules: Spec | Mapping[str, Spec | Rule | None], *, include_frozen: bool = False,
+        defaults: bool = True, dry_run: bool = False, fans: str = "forward", stacklevel: int = 1) -> Report:
+    """Re-initialize a model through its adapter's ``backend``, in one order for every framework:
+
+    1. the walk: one :class:`Param` (and a handle) per parameter name;
+    2. the rules: a recipe (anything with ``rules_for``) becomes concrete rules for the model
+       (:func:`model_rules`; the backend's ``module`` if it has one, such as a Flax module,
+       else ``backend.model``), given the walked Params so it does not walk again;
+    3. :func:`plan`: every rule, layout and distribution resolved, the report built, tied
+       tensors given one decision, patterns that match nothing and weights the one spec leaves
+       untouched warned about;
+    4. the backend's notes warned, and its ``check`` of every target, so that a predictable
+       failure raises before anything is drawn;
+    5. a dry run stops here, with the report;
+    6. the backend's ``writes`` (bounded groups of small tensors), every staged draw, then every
+       write in order; a write failing midway raises :class:`PartialWriteError`; then the
+       backend's ``finish``.
+
+    ``stacklevel`` as for :func:`warnings.warn`, counted from the caller of this function.
+    Returns the :class:`Report`.
+    """
+    found = backend.walk()
+    # Rules that depend on the model (a recipe) become concrete rules here, before plan()
+    # compiles them: the one place for that hook, for every adapter.
+    owner = getattr(backend, "module", None)
+    rules = model_rules(rules, backend.model if owner is None else owner, [p for p, _ in found])
+    decided = plan([p for p, _ in found], rules, include_frozen=include_frozen, defaults=defaults,
+                   dry_run=dry_run, stacklevel=stacklevel + 1, fans=fans)
+    for message in backend.notes(decided.report):
+        warnings.warn(message, UserWarning, stacklevel=stacklevel + 1)
+    targets = [Target(d, handle, i) for i, (d, (_, handle)) in enumerate(zip(decided.decisions, found, strict=True))
+               if d.dist is not None]
+    backend.check(targets, dry_run)
+    if dry_run:
+        return decided.report
+    _write_all(backend, backend.writes(targets), [t.name for t in targets])
+    backend.finish(targets)
+    return decided.report

@@ -203,6 +203,19 @@ def test_rules_saying_zeros_allow_an_all_zero_weight():
     assert initscale.torch.check(model, rules={"0.weight": initscale.Zeros()}).flags == {}
 
 
+def test_check_expects_what_reinit_draws_for_biases_that_follow_their_weight():
+    # check walks as reinit_ does, biases linked to their weight: a fresh nn.Linear/Conv2d (torch's
+    # own init, U(±1/√fan_in) on weight and bias) holds what reinit_(model, torch.linear_default)
+    # would draw, and a bias rule that takes its weight's fans is expected with those fans.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 64), nn.Conv2d(8, 16, 3))
+    default, bias = initscale.presets.get("torch.linear_default"), initscale.presets.get("torch.linear_default_bias")
+    assert initscale.torch.check(model, rules=default).flags == {}
+    report = initscale.torch.check(model, rules={"*.weight": default, "*.bias": bias})
+    assert report.flags == {}, str(report)
+    assert report["1.bias"].expected_std == pytest.approx(1 / math.sqrt(8 * 9) / math.sqrt(3))  # U(±b): b/√3
+
+
 def test_chance_alone_is_not_flagged():
     """float16 N(0, 0.02) holds subnormals (p₀ ≈ 2·2⁻¹⁴/(0.02√(2π)) ≈ 2.4e-3 each); a narrow
     bfloat16 embedding repeats rows by chance (p_e² per pair)."""

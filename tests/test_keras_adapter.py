@@ -525,6 +525,31 @@ def test_reinit_seed_reproducible() -> None:
         assert np.array_equal(_np(va.value), _np(vb.value)) or not ra[va.path].touched, va.path
 
 
+def test_reinit_assign_failing_midway_names_what_was_assigned(monkeypatch) -> None:
+    # Every value is drawn before the first assign; an assign that fails (simulated on the 2nd)
+    # raises the shared PartialWriteError naming what was written, as torch's reinit_ does.
+    from initscale.reinit import PartialWriteError
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.Dense(2)])
+    names = [v.path for v in model.weights]
+    cls = type(model.weights[0])
+    real, calls = cls.assign, []
+
+    def flaky(self, value):
+        if self.path in names:  # not the seed generator's own state
+            calls.append(self.path)
+            if len(calls) == 2:
+                raise RuntimeError("simulated device error")
+        return real(self, value)
+
+    monkeypatch.setattr(cls, "assign", flaky)
+    with pytest.raises(PartialWriteError, match=r"^reinit failed while writing .*simulated device "
+                       r"error.*Already re-initialized \(1\)") as caught:
+        isk.reinit(model, HE, seed=0)
+    assert caught.value.written == tuple(names[:1]) and caught.value.failed == tuple(names[1:2])
+    assert caught.value.unchanged == tuple(names[2:])
+
+
 # --- saving ------------------------------------------------------------------------------------
 
 def test_a_model_saves_and_loads_with_its_initializers(tmp_path) -> None:

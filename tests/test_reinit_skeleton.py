@@ -1,0 +1,141 @@
+"""The one reinit skeleton (initscale.reinit.run): the order of its steps, with a fake backend.
+
+Each adapter's reinit entry supplies only its walk and its write (a Backend); these tests pin what
+run() does for all of them: every check before the first draw, dry runs that draw nothing, staged
+draws before the first store, and a failure midway reported as a PartialWriteError.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+
+import pytest
+
+import initscale
+from initscale import reinit
+from initscale.reinit import Param, PartialWriteError, Write, bounded_groups
+
+HE = initscale.presets.get("he_normal")
+
+
+class Fake:
+    """A backend over a dict name -> list of floats; logs every step it is asked for."""
+
+    entry = "fake_reinit"
+
+    def __init__(self, staged: bool = True, fail_draw: str = "", fail_store: str = "", bad: str = "",
+                 note: str = "") -> None:
+        self.model = {"a.weight": [0.0] * 6, "a.bias": [1.0] * 2, "b.weight": [0.0] * 6, "b.bias": [1.0] * 2}
+        self.log: list[str] = []
+        self.staged, self.fail_draw, self.fail_store, self.bad, self.note = staged, fail_draw, fail_store, bad, note
+
+    def walk(self):
+        self.log.append("walk")
+        layer = {"a": "Linear", "b": "Linear"}
+        return [(Param(n, (2, 3) if n.endswith("weight") else (2,), (layer[n[0]],),
+                       "weight" if n.endswith("weight") else "bias", "torch" if n.endswith("weight") else None), n)
+                for n in self.model]
+
+    def notes(self, report):
+        self.log.append("notes")
+        return (self.note,) if self.note else ()
+
+    def check(self, targets, dry_run):
+        self.log.append(f"check {[t.name for t in targets]} dry_run={dry_run}")
+        if self.bad:
+            raise TypeError(f"Parameter {self.bad!r} cannot be written")
+
+    def writes(self, targets):
+        self.log.append("writes")
+
+        def draw(name):
+            self.log.append(f"draw {name}")
+            if name == self.fail_draw:
+                raise RuntimeError("draw failed")
+            values = [float(len(name))] * len(self.model[name])
+            if not self.staged:
+                self.store(name, values)
+            return values
+
+        return [Write((t.handle,), lambda n=t.handle: draw(n),
+                      (lambda v, n=t.handle: self.store(n, v)) if self.staged else None) for t in targets]
+
+    def store(self, name, values):
+        self.log.append(f"store {name}")
+        if name == self.fail_store:
+            raise RuntimeError("store failed")
+        self.model[name] = values
+
+    def writing(self):
+        self.log.append("writing")
+        return contextlib.nullcontext()
+
+    def finish(self, targets):
+        self.log.append("finish")
+
+
+def test_run_checks_every_target_before_the_first_draw_and_stores_after_every_draw() -> None:
+    fake = Fake()
+    report = reinit.run(fake, HE)
+    assert fake.log == ["walk", "notes", "check ['a.weight', 'a.bias', 'b.weight', 'b.bias'] dry_run=False",
+                        "writes", "draw a.weight", "draw a.bias", "draw b.weight", "draw b.bias", "writing",
+                        "store a.weight", "store a.bias", "store b.weight", "store b.bias", "finish"]
+    assert [r.touched for r in report] == [True] * 4 and fake.model["a.bias"] == [6.0, 6.0]
+
+
+def test_a_dry_run_checks_and_draws_nothing() -> None:
+    fake = Fake()
+    report = reinit.run(fake, HE, dry_run=True)
+    assert fake.log == ["walk", "notes", "check ['a.weight', 'a.bias', 'b.weight', 'b.bias'] dry_run=True"]
+    assert report.dry_run and fake.model["a.bias"] == [1.0, 1.0]
+
+
+def test_a_failing_check_or_staged_draw_changes_nothing() -> None:
+    fake = Fake(bad="b.weight")
+    with pytest.raises(TypeError, match="'b.weight' cannot be written"):
+        reinit.run(fake, HE)
+    assert "writes" not in fake.log
+    fake = Fake(fail_draw="b.weight")
+    with pytest.raises(RuntimeError, match="draw failed"):  # as it is: nothing was written
+        reinit.run(fake, HE)
+    assert not any(step.startswith("store") for step in fake.log) and fake.model["a.bias"] == [1.0, 1.0]
+
+
+@pytest.mark.parametrize("staged", [True, False])
+def test_a_write_failing_midway_names_what_was_written(staged) -> None:
+    fake = Fake(staged=staged, fail_store="b.weight")
+    with pytest.raises(PartialWriteError, match=r"^fake_reinit failed while writing 'b\.weight' \(RuntimeError: store "
+                       r"failed\).*Already re-initialized \(2\): 'a\.weight', 'a\.bias'\. Possibly partly written: "
+                       r"'b\.weight'\. Unchanged \(1\): 'b\.bias'\.$") as caught:
+        reinit.run(fake, HE)
+    assert (caught.value.written, caught.value.failed, caught.value.unchanged) == (
+        ("a.weight", "a.bias"), ("b.weight",), ("b.bias",))
+    assert "finish" not in fake.log
+
+
+def test_backend_notes_are_warned_at_the_callers_line() -> None:
+    with pytest.warns(UserWarning, match="a note from the backend") as caught:
+        reinit.run(Fake(note="a note from the backend"), HE, dry_run=True)
+    assert caught[0].filename == __file__
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        reinit.run(Fake(), HE, dry_run=True)
+
+
+def test_refuse_names_every_problem_under_the_first_type() -> None:
+    reinit.refuse([])
+    with pytest.raises(TypeError, match=r"^one$"):
+        reinit.refuse([(TypeError, "one")])
+    with pytest.raises(TypeError, match=r"^2 parameters cannot be written; nothing was changed\.\none\ntwo$"):
+        reinit.refuse([(TypeError, "one"), (ValueError, "two")])
+
+
+def test_bounded_groups_keep_each_buffer_under_its_bound_in_draw_order() -> None:
+    items = [("n", 4, "a"), ("u", 4, "b"), ("n", 8, "c"), ("n", 4, "d"), ("n", 4, "e")]
+    # "n" totals 20 > 10: "c" (>= 8) alone, the small ones in buffers of at most 10 bytes, in order.
+    assert bounded_groups(items, group_bytes=10, direct_bytes=8) == [
+        ("n", True, ["c"]), ("n", False, ["a", "d"]), ("n", False, ["e"]), ("u", False, ["b"])]
+    assert bounded_groups(items, group_bytes=20, direct_bytes=8) == [
+        ("n", False, ["a", "c", "d", "e"]), ("u", False, ["b"])]  # one buffer per key under the bound
+    assert bounded_groups([], group_bytes=1, direct_bytes=1) == []
