@@ -181,3 +181,70 @@ def test_triton_is_not_loaded_after_tensorflow(monkeypatch) -> None:
     with pytest.warns(RuntimeWarning, match="TensorFlow is loaded"):
         assert _triton_sampler._kernel() is None
     _triton_sampler._kernel.cache_clear()
+
+
+# --- one-sided, far-tail and narrow truncated normals (issue 16, item 1) -------------------------------
+
+TAIL_SAMPLER_CASES = [(3.0, math.inf), (-math.inf, -4.5), (6.0, math.inf), (5.5, 6.5), (4.2, 4.4), (8.5, math.inf),
+                      (20.0, 20.5), (-math.inf, -30.0), (38.3, math.inf), (-38.45, -38.3)]
+TAIL_SAMPLER_DTYPES = [(case, "float32") for case in TAIL_SAMPLER_CASES] + [
+    ((6.0, math.inf), "bfloat16"), ((20.0, 20.5), "bfloat16"), ((38.3, math.inf), "bfloat16"), ((4.2, 4.4), "float16")]
+
+
+@pytest.mark.parametrize(("case", "dtype"), TAIL_SAMPLER_DTYPES,
+                         ids=[f"[{a:g},{b:g}]-{d}" for (a, b), d in TAIL_SAMPLER_DTYPES])
+def test_the_fused_sampler_draws_exact_tails(case, dtype) -> None:
+    """Through the adapter: every value finite, inside the bounds, KS-exact (tests/_tails.py)."""
+    from _tails import TAIL_SHAPE, tail_failures, tail_spec
+
+    a, b = case
+    t = torch.empty(TAIL_SHAPE, dtype=getattr(torch, dtype), device=DEVICE)
+    assert _triton_sampler.usable(t)
+    ist.init_(t, tail_spec(a, b), generator=torch.Generator(device=DEVICE).manual_seed(2))
+    assert tail_failures(t.cpu(), a, b) == []
+
+
+def _old_sampler_params(dist):
+    """The planted bug: Φ⁻¹(pa + u·(pb − pa)) at any distance (the kernel before issue 16's fix),
+    float64 registers beyond ±4σ; Φ(−38.3) is subnormal and the one-sided pa is 0."""
+    code, params = kernel_params(dist)
+    if code == 4:  # rebuild the plain form kernel_params had
+        from initscale.normal_math import normal_cdf
+
+        a, b = dist.standard_bounds
+        pa, pb = normal_cdf(-b), normal_cdf(-a)
+        code, params = 3, (pa, pb - pa, -b, -a, dist.loc, -dist.sigma)
+    a, b = dist.standard_bounds
+    return code, params, max(abs(a), abs(b)) > 4.0
+
+
+def test_the_tail_check_catches_the_old_sampler_form(monkeypatch) -> None:
+    from _tails import TAIL_SHAPE, tail_failures, tail_spec
+
+    monkeypatch.setattr(_triton_sampler, "sampler_params", _old_sampler_params)
+    t = torch.empty(TAIL_SHAPE, device=DEVICE)
+    ist.init_(t, tail_spec(38.3, math.inf), generator=torch.Generator(device=DEVICE).manual_seed(2))
+    found = tail_failures(t.cpu(), 38.3, math.inf)
+    assert any(f.startswith("finite") for f in found), found
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16"])
+def test_far_tail_triton_streams_equal_the_reference(dtype, monkeypatch) -> None:
+    """The stream's far-tail form (initscale.streams.far_values) in the Triton kernel: equal to
+    the reference (float64 under the interpreter; on a GPU within 8 ulps: its log)."""
+    from _tails import tail_spec
+
+    from initscale import _stream_kernel
+    from initscale.streams import Stream, stream_values
+
+    monkeypatch.setattr(_stream_kernel, "load", lambda: None)
+    for a, b in [(38.3, math.inf), (-38.45, -38.3), (-math.inf, -38.0), (20.0, 20.5), (-math.inf, -4.5)]:
+        spec = tail_spec(a, b)
+        got = ist.initializer(spec, "torch", stream=Stream(8, "w"))(
+            torch.empty((129, 257), dtype=getattr(torch, dtype), device=DEVICE)).cpu().numpy()
+        ref = stream_values(Stream(8, "w"), spec, (129, 257), "torch", dtype=dtype)
+        assert np.isfinite(got).all(), (a, b, dtype)
+        if DEVICE == "cpu" or dtype != "float64":
+            assert np.array_equal(got, ref), (a, b, dtype)
+        else:
+            assert np.abs(got.view(np.int64) - ref.view(np.int64)).max() <= 8, (a, b)
