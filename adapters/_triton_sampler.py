@@ -24,14 +24,24 @@ The seed is drawn from the caller's ``torch.Generator`` (or torch's default gene
 device), so ``manual_seed`` reproduces the values. ``INITSCALE_TRITON=0`` switches the kernels
 off; without Triton, :func:`usable` is False and the adapter keeps its torch-ops path. Under
 ``TRITON_INTERPRET=1`` Triton runs the kernels on CPU tensors (the tests check them there).
+
+The kernels check themselves on each device before they are trusted (:func:`trusted`): on the
+first :func:`usable` / :func:`stream_usable` for a device, each path draws a small tensor and
+compares it with torch's ops on that device (the sampler: finiteness, bounds and the first two
+moments, two-sample at z = 6; the stream: the uniforms to the bit, truncated normals within the
+documented 8 ulps). On a disagreement it warns once, naming the path, the device and what
+differed, and that device keeps torch's ops from then on.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib.abc
+import math
 import os
 import sys
+import threading
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -63,8 +73,9 @@ def _ready(tensor: torch.Tensor, dtypes: tuple[torch.dtype, ...], max_axes: int 
 
 def usable(tensor: torch.Tensor) -> bool:
     """Whether :func:`fill` can fill ``tensor``: a contiguous float32/float16/bfloat16 GPU
-    tensor, with Triton importable and not switched off."""
-    return _ready(tensor, _DTYPES)
+    tensor, with Triton importable and not switched off, on a device where the sampler passed its
+    check (:func:`trusted`)."""
+    return _ready(tensor, _DTYPES) and trusted("fill", tensor.device)
 
 
 def _horner(coefficients: Sequence[float]) -> str:
@@ -359,8 +370,13 @@ def sampler_params(dist: Any) -> tuple[int, tuple[float, ...], bool]:
 def fill(tensor: torch.Tensor, code: int, params: Sequence[float], clip: tuple[float, float] | None,
          wide: bool, generator: torch.Generator | None) -> torch.Tensor:
     """Fill ``tensor`` (see :func:`usable`) in one pass with the distribution ``code``/``params``
-    of :func:`initscale.streams.kernel_params` (uniform or truncated normal), computed in float64
-    when ``wide`` else float32, clipped to ``clip`` and stored once."""
+    of :func:`sampler_params` (uniform or truncated normal), computed in float64 when ``wide``
+    else float32, clipped to ``clip`` and stored once."""
+    return _fill(tensor, code, params, clip, wide, generator)
+
+
+def _fill(tensor: torch.Tensor, code: int, params: Sequence[float], clip: tuple[float, float] | None,
+          wide: bool, generator: torch.Generator | None) -> torch.Tensor:
     kernels = _kernel()
     if kernels is None:
         raise RuntimeError("Triton is not available: check usable(tensor) first.")
@@ -383,8 +399,8 @@ _STREAM_BLOCK = 1024
 
 def stream_usable(tensor: torch.Tensor) -> bool:
     """Whether :func:`stream_fill` can write ``tensor``'s stream: as :func:`usable`, float64
-    included."""
-    return _ready(tensor, (*_DTYPES, torch.float64), _MAX_AXES)
+    included, on a device where the stream kernel passed its check (:func:`trusted`)."""
+    return _ready(tensor, (*_DTYPES, torch.float64), _MAX_AXES) and trusted("stream_fill", tensor.device)
 
 
 def stream_fill(tensor: torch.Tensor, key: tuple[int, int], strides: Sequence[int], offsets: Sequence[int],
@@ -393,6 +409,11 @@ def stream_fill(tensor: torch.Tensor, key: tuple[int, int], strides: Sequence[in
     a weight whose axes have the canonical ``strides``, starting at ``offsets``; ``code`` and
     ``params`` as :func:`initscale.streams.kernel_params`. One pass, float64 arithmetic in the
     reference's order (fused multiply-add switched off)."""
+    return _stream_fill(tensor, key, strides, offsets, code, params, clip)
+
+
+def _stream_fill(tensor: torch.Tensor, key: tuple[int, int], strides: Sequence[int], offsets: Sequence[int],
+                 code: int, params: Sequence[float], clip: tuple[float, float] | None) -> torch.Tensor:
     kernels = _kernel()
     if kernels is None:
         raise RuntimeError("Triton is not available: check stream_usable(tensor) first.")
@@ -411,3 +432,138 @@ def stream_fill(tensor: torch.Tensor, key: tuple[int, int], strides: Sequence[in
     _launch(kernels.stream, grid, out, n, seed, *sizes, *canon, *starts, _param_tensor(params, clip, tensor.device),
             DIST=code, KIND=kind, CLIP=clip is not None, BLOCK=_STREAM_BLOCK, enable_fp_fusion=False)
     return tensor
+
+
+# --- the kernels check themselves, once per device and path -----------------------------------------
+
+CHECK_Z = 6.0
+"""Two-sample z of the sampler check: each of its 8 moment comparisons (4 distributions, mean and
+variance) has a two-sided false-alarm rate 2·Φ(−6) = 2.0e-9, under 1.6e-8 per device together."""
+_CHECK_N = 1 << 15  # draws per distribution and path: 32,768 (a few microseconds on a GPU)
+_CHECK_SHAPE = (64, 64)  # the stream check's weight
+STREAM_ULPS = 8  # the documented float64 bound between a backend's ndtri/log and the reference's
+_checked: dict[tuple[str, str], bool] = {}
+_check_lock = threading.RLock()
+
+
+def _device_name(device: torch.device) -> str:
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        return f"cuda:{torch.cuda.current_device()}"
+    return str(device)
+
+
+def trusted(path: str, device: torch.device) -> bool:
+    """Whether the Triton ``path`` ("fill" or "stream_fill") agrees with torch's ops on ``device``:
+    checked on the first call per device and path (:func:`_check_fill`, :func:`_check_stream`) and
+    cached. A disagreement, or a kernel that raises, warns once and gives False from then on.
+    While a check runs, the path reads as untrusted, so the torch-ops draw it compares with (and
+    any other thread) takes torch's ops."""
+    key = (path, _device_name(device))
+    done = _checked.get(key)
+    if done is not None:
+        return done
+    with _check_lock:
+        if key in _checked:
+            return _checked[key]
+        _checked[key] = False  # provisional: the comparison draws through torch's ops
+        try:
+            problem = (_check_fill if path == "fill" else _check_stream)(torch.device(key[1]))
+        except Exception as err:  # a kernel that fails on this device: torch's ops
+            problem = f"the check raised {err!r}"
+        if problem:
+            warnings.warn(f"initscale: the Triton {path} path on {key[1]} disagrees with torch's ops: {problem}. "
+                          f"Using torch's ops on {key[1]} from now on (INITSCALE_TRITON=0 skips Triton).",
+                          RuntimeWarning, stacklevel=3)
+        _checked[key] = not problem
+        return _checked[key]
+
+
+def _moments(x: torch.Tensor) -> tuple[float, float, float]:
+    """Sample mean, variance and fourth central moment (float64)."""
+    x = x.double()
+    m = float(x.mean())
+    d = x - m
+    v = float((d * d).mean())
+    return m, v, float((d * d * d * d).mean())
+
+
+def _check_cases() -> list[tuple[str, Any, torch.dtype]]:
+    from initscale.distributions import TruncatedNormalDist, UniformDist
+
+    return [("truncated normal [-2σ, 2σ] float32", TruncatedNormalDist(0.0, 0.05, -0.1, 0.1), torch.float32),
+            ("truncated normal [6, inf) float32", TruncatedNormalDist(0.0, 1.0, 6.0, math.inf), torch.float32),
+            ("truncated normal [38.3, inf) float32", TruncatedNormalDist(0.0, 1.0, 38.3, math.inf), torch.float32),
+            ("uniform bfloat16", UniformDist(-0.1, 0.1), torch.bfloat16)]
+
+
+def _check_fill(device: torch.device) -> str:
+    """The fused sampler against torch's ops on ``device``: "" when they agree, else what
+    differed. Per distribution: every value finite and inside the bounds that hold in the dtype;
+    means within CHECK_Z·√(v₁/n + v₂/n), variances within CHECK_Z·√((μ₄₁ − v₁²)/n + (μ₄₂ − v₂²)/n)
+    (the sampling sd of a sample mean and variance, two independent samples of n)."""
+    from initscale.rounding import representable_bounds
+
+    from . import torch as ist
+
+    n = _CHECK_N
+    for label, dist, dtype in _check_cases():
+        bounds = representable_bounds(dist.low, dist.high, str(dtype))
+        code, params, wide = sampler_params(dist)
+        mine = _fill(torch.empty(n, dtype=dtype, device=device), code, params, bounds, wide,
+                     torch.Generator(device=device).manual_seed(0))
+        theirs = torch.empty(n, dtype=dtype, device=device)
+        ist._fill(dist, None, theirs, torch.Generator(device=device).manual_seed(1))  # torch's ops: untrusted now
+        x = mine.double()
+        bad = int((~torch.isfinite(x)).sum())
+        if bad:
+            return f"{label}: {bad} of {n} values not finite"
+        outside = int(((x < bounds[0]) | (x > bounds[1])).sum())
+        if outside:
+            return f"{label}: {outside} of {n} values outside [{bounds[0]:.6g}, {bounds[1]:.6g}]"
+        (m1, v1, q1), (m2, v2, q2) = _moments(mine), _moments(theirs)
+        tol_m = CHECK_Z * math.sqrt((v1 + v2) / n)
+        if abs(m1 - m2) > tol_m:
+            return f"{label}: mean {m1:.6g} against torch's {m2:.6g} (tolerance {tol_m:.3g})"
+        tol_v = CHECK_Z * math.sqrt((max(q1 - v1 * v1, 0.0) + max(q2 - v2 * v2, 0.0)) / n)
+        if abs(v1 - v2) > tol_v:
+            return f"{label}: variance {v1:.6g} against torch's {v2:.6g} (tolerance {tol_v:.3g})"
+    return ""
+
+
+def _check_stream(device: torch.device) -> str:
+    """The stream kernel against torch's ops on ``device``: "" when they agree, else what
+    differed. A uniform stream (integers and uniforms, exact by definition) to the bit in float32,
+    float64 and bfloat16; truncated normals (ordinary and far-tail) in float64 within
+    STREAM_ULPS ulps of the largest |value| (torch's ndtri and log against AS241 and the
+    kernel's)."""
+    from initscale.distributions import TruncatedNormalDist, UniformDist
+    from initscale.rounding import clip_bounds
+    from initscale.streams import Stream, canonical_strides, kernel_params
+
+    from . import torch as ist
+
+    stream = Stream(0, "initscale-triton-check")
+    strides = canonical_strides(_CHECK_SHAPE, "torch")
+    cases = [(UniformDist(-0.1, 0.3), dtype, 0) for dtype in (torch.float32, torch.float64, torch.bfloat16)]
+    cases += [(TruncatedNormalDist(0.0, 0.05, -0.1, 0.1), torch.float64, STREAM_ULPS),
+              (TruncatedNormalDist(0.0, 1.0, 38.3, math.inf), torch.float64, STREAM_ULPS)]
+    for dist, dtype, ulps in cases:
+        code, params = kernel_params(dist)
+        mine = _stream_fill(torch.empty(_CHECK_SHAPE, dtype=dtype, device=device), stream.key, strides,
+                            [0, 0], code, params, clip_bounds(dist, str(dtype)))
+        theirs = ist._stream_draw(stream, dist, strides, torch.empty(_CHECK_SHAPE, dtype=dtype, device=device))
+        label = f"{type(dist).__name__}{dist.low, dist.high} {str(dtype).rsplit('.', 1)[-1]} stream"
+        if ulps == 0:
+            differ = int((mine.view(-1) != theirs.view(-1)).sum())
+            if differ:
+                return f"{label}: {differ} of {mine.numel()} values differ"
+            continue
+        a, b = mine.cpu().double(), theirs.cpu().double()
+        if not bool(torch.isfinite(a).all()):
+            return f"{label}: {int((~torch.isfinite(a)).sum())} values not finite"
+        spacing = float(torch.nextafter(b.abs().max(), torch.tensor(math.inf, dtype=torch.float64)) - b.abs().max())
+        err = float((a - b).abs().max()) / spacing
+        if err > ulps:
+            return f"{label}: {err:.3g} ulps from torch's ops (bound {ulps})"
+    return ""

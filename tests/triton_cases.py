@@ -248,3 +248,88 @@ def test_far_tail_triton_streams_equal_the_reference(dtype, monkeypatch) -> None
             assert np.array_equal(got, ref), (a, b, dtype)
         else:
             assert np.abs(got.view(np.int64) - ref.view(np.int64)).max() <= 8, (a, b)
+
+
+# --- the kernels check themselves on each device (issue 19, item 5) -----------------------------------
+
+class _Planted:
+    """The real kernels, one of them planted with a bug (``sample``: its output scaled by 1.5;
+    ``stream``: launched with the key's lowest bit flipped)."""
+
+    def __init__(self, real, bug: str) -> None:
+        self.real, self.bug = real, bug
+
+    def __getattr__(self, name):
+        kernel = getattr(self.real, name)
+        if name != self.bug:
+            return kernel
+
+        class Launcher:
+            def __getitem__(self, grid):
+                def run(*args, **options):
+                    if name == "stream":
+                        args = (args[0], args[1], args[2] ^ 1, *args[3:])
+                    kernel[grid](*args, **options)
+                    if name == "sample" and args[0].is_floating_point():
+                        args[0].mul_(1.5)
+                return run
+        return Launcher()
+
+
+def _count(monkeypatch, name: str) -> list[int]:
+    calls: list[int] = []
+    real = getattr(_triton_sampler, name)
+    monkeypatch.setattr(_triton_sampler, name, lambda *a, **k: calls.append(1) or real(*a, **k))
+    return calls
+
+
+def test_each_path_checks_itself_once_per_device(monkeypatch, recwarn) -> None:
+    monkeypatch.setattr(_triton_sampler, "_checked", {})
+    fills, streams = _count(monkeypatch, "_check_fill"), _count(monkeypatch, "_check_stream")
+    t = torch.empty(8, 8, device=DEVICE)
+    assert _triton_sampler.usable(t) and _triton_sampler.usable(t)
+    assert _triton_sampler.stream_usable(t) and _triton_sampler.stream_usable(t)
+    assert (len(fills), len(streams)) == (1, 1)
+    assert not [w for w in recwarn if "Triton" in str(w.message)]
+
+
+@pytest.mark.parametrize("bug", ["sample", "stream"])
+def test_a_planted_bad_kernel_warns_once_and_torch_ops_take_over(bug, monkeypatch) -> None:
+    """The check is the mutation test's subject: a kernel that is wrong on this device is caught,
+    named in one warning, and the adapter draws with torch's ops there (right values)."""
+    import warnings
+
+    from initscale import _stream_kernel
+    from initscale.streams import Stream, stream_values
+
+    real = _triton_sampler._kernel()
+    monkeypatch.setattr(_triton_sampler, "_kernel", lambda: _Planted(real, bug))
+    monkeypatch.setattr(_triton_sampler, "_checked", {})
+    monkeypatch.setattr(_stream_kernel, "load", lambda: None)  # on the CPU: Triton would serve streams
+    path = "fill" if bug == "sample" else "stream_fill"
+    usable = _triton_sampler.usable if bug == "sample" else _triton_sampler.stream_usable
+    t = torch.empty(SHAPE, device=DEVICE)
+    device = _triton_sampler._device_name(t.device)
+    with pytest.warns(RuntimeWarning, match=rf"Triton {path} path on {device} disagrees with torch's ops: .*"
+                                            r"(mean|variance|outside|differ)"):
+        assert not usable(t)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned once: no second warning
+        assert not usable(t)
+    kernel_calls = _count(monkeypatch, "fill" if bug == "sample" else "stream_fill")
+    spec = presets.get("he_normal")
+    if bug == "sample":
+        ist.init_(t, spec, generator=torch.Generator(device=DEVICE).manual_seed(3))
+        assert failures(t.cpu(), spec.resolve(initscale.compute_fans(SHAPE, "torch"))) == []
+    else:
+        got = ist.initializer(spec, "torch", stream=Stream(2, "w"))(t)
+        assert np.array_equal(got.cpu().numpy(), stream_values(Stream(2, "w"), spec, SHAPE, "torch"))
+    assert kernel_calls == []
+    other = "stream_fill" if bug == "sample" else "fill"
+    assert _triton_sampler.trusted(other, t.device)  # the healthy path on the same device stays on
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_the_kernels_pass_their_check_on_this_gpu() -> None:
+    assert _triton_sampler._check_fill(torch.device("cuda")) == ""
+    assert _triton_sampler._check_stream(torch.device("cuda")) == ""
