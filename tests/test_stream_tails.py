@@ -46,24 +46,27 @@ def torch_path(request, monkeypatch) -> str:
     return str(request.param)
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("dtype", ["float64", "float32", "float16"])
 @pytest.mark.parametrize(("a", "b"), STREAM_CASES, ids=STREAM_IDS)
 def test_the_reference_stream_passes_the_tail_checks(a, b, dtype) -> None:
     values = stream_values(Stream(5, "tail"), tail_spec(a, b), SHAPE, "torch", dtype=dtype)
     assert tail_failures(values, a, b) == []
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
 @pytest.mark.parametrize(("a", "b"), STREAM_CASES, ids=STREAM_IDS)
 def test_torch_tail_streams_equal_the_reference(a, b, dtype, torch_path) -> None:
     torch = pytest.importorskip("torch")
     ist = pytest.importorskip("initscale.adapters.torch")
     spec = tail_spec(a, b)
-    ref = stream_values(Stream(5, "tail"), spec, SHAPE, "torch", dtype=dtype)
     got = ist.initializer(spec, "torch", stream=Stream(5, "tail"))(torch.empty(SHAPE, dtype=getattr(torch, dtype)))
+    if dtype == "bfloat16":  # NumPy has no bfloat16: the checks, on the stored values
+        assert tail_failures(got, a, b) == []
+        return
+    ref = stream_values(Stream(5, "tail"), spec, SHAPE, "torch", dtype=dtype)
     got = got.numpy()
     assert np.isfinite(got).all()
-    if dtype == "float32":
+    if dtype != "float64":  # rounded once from the float64 stage
         assert np.array_equal(got, ref)
     else:  # the C library's or torch's log and torch's ndtri against NumPy's
         assert _ulps(got, ref) <= STREAM_ULPS
