@@ -262,7 +262,7 @@ def _stream_compiled(key: jax.Array, dist: Distribution, strides: tuple[int, ...
     bits = jnp.select([lane == 0, lane == 1, lane == 2], list(words[:3]), words[3])
     wide = jnp.float64 if getattr(jax.config, "jax_enable_x64", False) else jnp.float32
     u = ((bits >> 9).astype(wide) * 2.0 + 1.0) * 2.0**-24
-    out: jax.Array = transform(dist, u, jax.scipy.special.ndtri)
+    out: jax.Array = transform(dist, u, jax.scipy.special.ndtri, jnp)
     clip = clip_bounds(dist, jnp.dtype(dtype).name)
     if clip is not None:  # bounds that hold in dtype (initscale.rounding)
         out = jnp.clip(out, *clip)

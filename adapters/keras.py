@@ -227,6 +227,12 @@ class _Ops:
     def __rmul__(self, other: Any) -> _Ops:
         return _Ops(keras.ops.multiply(self._raw(other), self.x))
 
+    def __truediv__(self, other: Any) -> _Ops:
+        return _Ops(keras.ops.divide(self.x, self._raw(other)))
+
+    def __rtruediv__(self, other: Any) -> _Ops:
+        return _Ops(keras.ops.divide(self._raw(other), self.x))
+
     def __neg__(self) -> _Ops:
         return _Ops(keras.ops.negative(self.x))
 
@@ -261,6 +267,10 @@ class _Ops:
 
     def clip(self, low: float, high: float) -> _Ops:
         return _Ops(keras.ops.clip(self.x, low, high))
+
+
+_OPS_XP = SimpleNamespace(log=lambda t: _Ops(keras.ops.log(t.x)), sqrt=lambda t: _Ops(keras.ops.sqrt(t.x)))
+"""``log`` and ``sqrt`` on :class:`_Ops` (the far-tail stream transform, :func:`initscale.streams.far_values`)."""
 
 
 def _ndtri() -> Callable[[_Ops], _Ops]:
@@ -381,7 +391,7 @@ def _ops_values(dist: Distribution, u: Any, dtype: str) -> Any:
     """The float stage (:func:`initscale.streams.transform`) on uniforms ``u``, with the
     backend's ndtri, clipped to the bounds that hold in ``dtype`` and rounded once to it."""
     ops = keras.ops
-    values = transform(dist, _Ops(u), _ndtri()).x
+    values = transform(dist, _Ops(u), _ndtri(), _OPS_XP).x
     clip = clip_bounds(dist, dtype)
     values = values if clip is None else ops.clip(values, *clip)
     if dtype in ("float16", "bfloat16") and keras.backend.backend() == "tensorflow":

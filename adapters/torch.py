@@ -237,10 +237,9 @@ def _fill(dist: Distribution, layout: Layout | None, tensor: torch.Tensor,
         return
     if isinstance(dist, TruncatedNormalDist):
         if _triton_sampler.usable(tensor):  # a GPU: one fused pass, stored once
-            a, b = dist.standard_bounds
-            code, params = kernel_params(dist)
+            code, params, wide = _triton_sampler.sampler_params(dist)
             _triton_sampler.fill(tensor, code, params, representable_bounds(dist.low, dist.high, str(tensor.dtype)),
-                                 max(abs(a), abs(b)) > 4.0, generator)
+                                 wide, generator)
             return
         if tensor.dtype in _LOW_PRECISION and tensor.device.type == "cpu" and tensor.is_contiguous():
             _truncated_staged(dist, tensor, generator)
@@ -416,7 +415,7 @@ def _stream_draw(stream: Stream, dist: Distribution, strides: tuple[int, ...], t
         else:
             u = bits.to(torch.float64)
             u *= 2.0**-24
-            values = transform(dist, u, torch.special.ndtri)
+            values = transform(dist, u, torch.special.ndtri, torch)
         values = values if clip is None else values.clamp_(*clip)
         flat[start:stop] = _round_to_odd(values) if flat.dtype in _LOW_PRECISION else values
     if direct:

@@ -69,10 +69,10 @@ try:
 except ImportError:  # Windows
     fcntl = None  # type: ignore[assignment]
 
-from initscale.normal_math import _A, _B, _C, _D, _E, _F
+from initscale.normal_math import _A, _B, _C, _D, _E, _F, _MILLS
 
 # dist codes (the kernel's switch) and their parameter vectors, built by initscale.streams.kernel_params
-CONSTANT, UNIFORM, NORMAL, TRUNCATED = 0, 1, 2, 3
+CONSTANT, UNIFORM, NORMAL, TRUNCATED, FAR = 0, 1, 2, 3, 4
 # output kinds
 FLOAT32, FLOAT64, FLOAT32_ODD = 0, 1, 2
 # the most axes the kernel walks (its index arrays' size); the adapters use their framework ops for more
@@ -88,7 +88,7 @@ def output_kind(dtype: str) -> int:
 
 
 def _array(name: str, values: Sequence[float]) -> str:
-    return f"static const double {name}[8] = {{{', '.join(repr(float(v)) for v in values)}}};"
+    return f"static const double {name}[{len(values)}] = {{{', '.join(repr(float(v)) for v in values)}}};"
 
 
 SOURCE = "\n".join([
@@ -97,6 +97,7 @@ SOURCE = "\n".join([
     "#include <math.h>",
     f"#define MAX_AXES {MAX_AXES}",
     _array("A", _A), _array("B", _B), _array("C", _C), _array("D", _D), _array("E", _E), _array("F", _F),
+    _array("MILLS", _MILLS), f"#define MILLS_TERMS {len(_MILLS)}",
     r"""
 /* numpy.polyval's Horner order: y = 0; y = y*x + c for each coefficient, highest first */
 static double ratio(const double *num, const double *den, double r) {
@@ -145,6 +146,30 @@ static void philox(uint64_t block, uint32_t k0, uint32_t k1, uint32_t out[4]) {
     out[0] = c0; out[1] = c1; out[2] = c2; out[3] = c3;
 }
 
+/* initscale.normal_math.mills_series, in its order of operations */
+static double mills(double t) {
+    double r = 1.0 / (t * t), acc = MILLS[0] * r;
+    for (int i = 1; i < MILLS_TERMS; ++i) acc = (acc + MILLS[i]) * r;
+    return acc + 1.0;
+}
+
+/* initscale.streams.far_values: z = -(a + y) for 1 - kept*(1 - u), y by far_tail_offset (three
+   Newton steps), log1p(t) as log(w) - ((w - 1) - t)/w with w = 1 + t; prm (a, kept, zlo, zhi,
+   loc, scale, log S(a)) */
+static double far_value(double u, const double *prm) {
+    double a = prm[0], lsa = prm[6];
+    double e = -log(1.0 + (-prm[1]) * (1.0 - u));
+    double y = 2.0 * e / (a + sqrt(a * a + 2.0 * e));
+    for (int k = 0; k < 3; ++k) {
+        double x = y + a, s = mills(x), t = y / a, w = 1.0 + t;
+        double h = y * (0.5 * y + a) + (log(w) - ((w - 1.0) - t) / w) - (log(s) - lsa);
+        y = y - (h - e) * s / x;
+    }
+    double z = -(y + a);
+    z = z < prm[2] ? prm[2] : z;
+    return z > prm[3] ? prm[3] : z;
+}
+
 /* The documented transform of a batch of uniforms (initscale.streams.transform), clipped. */
 static void transform(const double *u, double *v, int m, int dist, const double *prm, int clip, double lo,
                       double hi) {
@@ -155,6 +180,9 @@ static void transform(const double *u, double *v, int m, int dist, const double 
         case 2:
             ndtri_batch(u, z, m);
             for (int i = 0; i < m; ++i) v[i] = prm[0] + prm[1] * z[i];
+            break;
+        case 4:
+            for (int i = 0; i < m; ++i) v[i] = prm[4] + prm[5] * far_value(u[i], prm);
             break;
         default:
             for (int i = 0; i < m; ++i) t[i] = prm[0] + u[i] * prm[1];
@@ -186,7 +214,8 @@ static float to_odd(double v) {
    element (i_0, ...) sits at sum_d i_d * ostrides[d] (in elements) and has canonical index
    base + sum_d contrib[offset_d + i_d]; out is float32 (kind 0), float64
    (kind 1) or float32 rounded to odd (kind 2, for a float16 or bfloat16 weight). prm: constant (value); uniform (low,
-   high - low); normal (mean, std); truncated (pa, pb - pa, zlo, zhi, loc, scale). */
+   high - low); normal (mean, std); truncated (pa, pb - pa, zlo, zhi, loc, scale); far (a, kept, zlo, zhi,
+   loc, scale, log S(a)). */
 void initscale_stream_fill(void *out, int kind, int64_t start, int64_t stop, int ndim,
                            const int64_t *dims, const int64_t *contrib, const int64_t *ostrides,
                            int64_t base, uint32_t k0, uint32_t k1, int dist, const double *prm, int clip,
@@ -541,7 +570,7 @@ def fill(lib: ctypes.CDLL, address: int, kind: int, dims: Sequence[int], contrib
     dims_c = (ctypes.c_int64 * len(dims))(*dims)
     strides_c = (ctypes.c_int64 * len(dims))(*out_strides)
     contrib_c = ctypes.cast(contrib_address, ctypes.POINTER(ctypes.c_int64))
-    prm = (ctypes.c_double * 6)(*(list(params) + [0.0] * (6 - len(params))))
+    prm = (ctypes.c_double * 8)(*(list(params) + [0.0] * (8 - len(params))))  # up to 7: FAR's
     lo, hi = clip if clip is not None else (0.0, 0.0)
     fn = lib.initscale_stream_fill
 

@@ -23,7 +23,14 @@ the float stage as stated below) whatever the framework's layout or the weight's
    float32 and symmetric (u and 1 − u are both values).
 5. **Distribution**: uniform ``low + (high − low)·u``; normal ``mean + std·Φ⁻¹(u)``; truncated
    normal ``loc + σ·Φ⁻¹(Φ(a) + u·(Φ(b) − Φ(a)))`` (an upper-tail interval as the mirror of the
-   lower one), in float64 where the backend has it. ``offset + width·u`` (the uniform, and the
+   lower one), in float64 where the backend has it. Beyond Φ's range (the interval, mirrored to
+   the lower tail, below −37σ in float64, −11σ in a float32 stage:
+   :func:`initscale.normal_math.truncated_plan`) the same quantile is computed from the bound
+   instead: z = −(α + y) with α = −hi and y the exact offset
+   (:func:`initscale.normal_math.far_tail_offset`, its log1p written as
+   log(w) − ((w − 1) − t)/w, w = 1 + t, so only ``log`` and ``sqrt`` are needed) at
+   E = −log(1 − kept·(1 − u)), kept = 1 − Q(β)/Q(α) (Q(x) = Φ(−x), β = −lo): every value
+   finite and inside the bounds at any distance. ``offset + width·u`` (the uniform, and the
    truncated normal's Φ⁻¹ argument) is RN(offset + RN(width·u)), computed as
    ``offset + (hi·u + lo·u)`` with ``width = hi + lo`` split so that both products are exact
    (:func:`split_width`): a compiler that fuses a multiply and an add into one FMA (XLA does, on
@@ -77,7 +84,7 @@ from typing import TYPE_CHECKING, Any
 from . import _validate
 from .distributions import ConstantDist, Distribution, NormalDist, OrthogonalDist, TruncatedNormalDist, UniformDist
 from .fans import Layout, LayoutLike, gate_order, resolve
-from .normal_math import ndtri, normal_cdf
+from .normal_math import TruncatedPlan, far_tail_offset, ndtri, normal_cdf, truncated_plan
 from .rounding import clip_bounds
 from .specs import Spec
 
@@ -376,9 +383,43 @@ def _scaled_uniform(offset: float, width: float, u: Any) -> Any:
     return offset + (hi * u + lo * u) if lo else offset + hi * u
 
 
-def transform(dist: Distribution, u: Any, ndtri_fn: Any = ndtri) -> Any:
+def _work(u: Any) -> str:
+    """The precision of the float stage: "float32" for a float32 array (JAX without x64), else
+    "float64"."""
+    dtype = getattr(getattr(u, "x", u), "dtype", None)
+    return "float32" if dtype is not None and str(dtype).rsplit(".", 1)[-1] == "float32" else "float64"
+
+
+def _far_plan(dist: TruncatedNormalDist, work: str) -> TruncatedPlan | None:
+    """The far-tail plan of ``dist`` in the stage's precision, or None where Φ⁻¹ of a uniform
+    keeps its digits (cached: :func:`initscale.normal_math.truncated_plan`)."""
+    plan = truncated_plan(*dist.standard_bounds, work)
+    return plan if plan.method == "far" else None
+
+
+def _log1p(t: Any, log: Any) -> Any:
+    """log(1 + t) from ``log`` alone (backends' log1p differ, and Triton's interpreter has none):
+    w = 1 + t, log(w) − ((w − 1) − t)/w, the rounding of w corrected to first order."""
+    w = 1.0 + t
+    return log(w) - ((w - 1.0) - t) / w
+
+
+def far_values(plan: TruncatedPlan, u: Any, xp: Any) -> Any:
+    """The stream's far-tail quantile (module docstring, step 5): z ∈ [plan.z_low, plan.z_high],
+    increasing in ``u`` as Φ⁻¹(Φ(lo) + u·(Φ(hi) − Φ(lo))) is; ``xp`` gives ``log`` and ``sqrt``
+    for ``u``'s array type. 1 − kept·(1 − u) is an exact product added once (1 − u is exact and
+    has 24 significant bits: :func:`split_width`)."""
+    v = _scaled_uniform(1.0, -plan.kept, 1.0 - u)
+    e = -xp.log(v)
+    ops = SimpleNamespace(sqrt=xp.sqrt, log=xp.log, log1p=lambda t: _log1p(t, xp.log))
+    y = far_tail_offset(e, plan.a, plan.log_s_a, ops)
+    return (-(y + plan.a)).clip(plan.z_low, plan.z_high)
+
+
+def transform(dist: Distribution, u: Any, ndtri_fn: Any = ndtri, xp: Any = None) -> Any:
     """The documented float stage: uniforms in (0, 1) to draws of ``dist``. ``u`` may be a NumPy,
-    torch or JAX array (float64 where available); ``ndtri_fn`` is that library's Φ⁻¹. The
+    torch or JAX array (float64 where available); ``ndtri_fn`` is that library's Φ⁻¹ and ``xp``
+    its namespace (``log``, ``sqrt``; default NumPy), for far-tail intervals. The
     ``offset + width·u`` steps round the same fused into an FMA or not (:func:`split_width`); the
     final ``mean + std·z`` of a normal may not (it is one more rounding beside the ndtri's)."""
     if isinstance(dist, ConstantDist):
@@ -389,6 +430,9 @@ def transform(dist: Distribution, u: Any, ndtri_fn: Any = ndtri) -> Any:
         return dist.mean + dist.std * ndtri_fn(u)
     if isinstance(dist, TruncatedNormalDist):
         a, b = dist.standard_bounds
+        far = _far_plan(dist, _work(u))
+        if far is not None:  # beyond Φ's range in this precision: the offset from the bound
+            return dist.loc + (far.sign * dist.sigma) * far_values(far, u, np if xp is None else xp)
         if a > 0.0:  # mirror: an upper-tail interval keeps its precision in the lower tail
             pa, pb = normal_cdf(-b), normal_cdf(-a)
             return dist.loc - dist.sigma * ndtri_fn(_scaled_uniform(pa, pb - pa, u)).clip(-b, -a)
@@ -400,12 +444,16 @@ def transform(dist: Distribution, u: Any, ndtri_fn: Any = ndtri) -> Any:
     raise TypeError(f"Unknown distribution {dist!r}.")  # pragma: no cover
 
 
+FAR = 4  # the compiled kernels' code for a far-tail truncated normal (:func:`kernel_params`)
+
+
 @functools.lru_cache(maxsize=1024)
 def kernel_params(dist: Distribution) -> tuple[int, tuple[float, ...]]:
-    """:func:`transform` as the compiled kernel's (code, parameters): constant (value); uniform
-    (low, high − low); normal (mean, std); truncated normal (pa, pb − pa, z_low, z_high, loc,
-    scale), the mirrored lower-tail form for upper-tail intervals, as :func:`transform` draws it.
-    Computed once per distribution (two Φ evaluations for a truncated normal)."""
+    """:func:`transform` (float64) as the compiled kernel's (code, parameters): constant (value);
+    uniform (low, high − low); normal (mean, std); truncated normal (pa, pb − pa, z_low, z_high,
+    loc, scale), the mirrored lower-tail form for upper-tail intervals, as :func:`transform` draws
+    it; beyond Φ's float64 range code :data:`FAR` (α, kept, z_low, z_high, loc, scale, log S(α))
+    of :func:`far_values`. Computed once per distribution (two Φ evaluations for a truncated normal)."""
     if isinstance(dist, ConstantDist):
         return 0, (dist.value,)
     if isinstance(dist, UniformDist):
@@ -414,6 +462,9 @@ def kernel_params(dist: Distribution) -> tuple[int, tuple[float, ...]]:
         return 2, (dist.mean, dist.std)
     if isinstance(dist, TruncatedNormalDist):
         a, b = dist.standard_bounds
+        far = _far_plan(dist, "float64")
+        if far is not None:
+            return FAR, (far.a, far.kept, far.z_low, far.z_high, dist.loc, far.sign * dist.sigma, far.log_s_a)
         if a > 0.0:  # loc − σ·z == loc + (−σ)·z, exactly
             pa, pb = normal_cdf(-b), normal_cdf(-a)
             return 3, (pa, pb - pa, -b, -a, dist.loc, -dist.sigma)

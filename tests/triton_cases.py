@@ -181,3 +181,155 @@ def test_triton_is_not_loaded_after_tensorflow(monkeypatch) -> None:
     with pytest.warns(RuntimeWarning, match="TensorFlow is loaded"):
         assert _triton_sampler._kernel() is None
     _triton_sampler._kernel.cache_clear()
+
+
+# --- one-sided, far-tail and narrow truncated normals (issue 16, item 1) -------------------------------
+
+TAIL_SAMPLER_CASES = [(3.0, math.inf), (-math.inf, -4.5), (6.0, math.inf), (5.5, 6.5), (4.2, 4.4), (8.5, math.inf),
+                      (20.0, 20.5), (-math.inf, -30.0), (38.3, math.inf), (-38.45, -38.3)]
+TAIL_SAMPLER_DTYPES = [(case, "float32") for case in TAIL_SAMPLER_CASES] + [
+    ((6.0, math.inf), "bfloat16"), ((20.0, 20.5), "bfloat16"), ((38.3, math.inf), "bfloat16"), ((4.2, 4.4), "float16")]
+
+
+@pytest.mark.parametrize(("case", "dtype"), TAIL_SAMPLER_DTYPES,
+                         ids=[f"[{a:g},{b:g}]-{d}" for (a, b), d in TAIL_SAMPLER_DTYPES])
+def test_the_fused_sampler_draws_exact_tails(case, dtype) -> None:
+    """Through the adapter: every value finite, inside the bounds, KS-exact (tests/_tails.py)."""
+    from _tails import TAIL_SHAPE, tail_failures, tail_spec
+
+    a, b = case
+    t = torch.empty(TAIL_SHAPE, dtype=getattr(torch, dtype), device=DEVICE)
+    assert _triton_sampler.usable(t)
+    ist.init_(t, tail_spec(a, b), generator=torch.Generator(device=DEVICE).manual_seed(2))
+    assert tail_failures(t.cpu(), a, b) == []
+
+
+def _old_sampler_params(dist):
+    """The planted bug: Φ⁻¹(pa + u·(pb − pa)) at any distance (the kernel before issue 16's fix),
+    float64 registers beyond ±4σ; Φ(−38.3) is subnormal and the one-sided pa is 0."""
+    code, params = kernel_params(dist)
+    if code == 4:  # rebuild the plain form kernel_params had
+        from initscale.normal_math import normal_cdf
+
+        a, b = dist.standard_bounds
+        pa, pb = normal_cdf(-b), normal_cdf(-a)
+        code, params = 3, (pa, pb - pa, -b, -a, dist.loc, -dist.sigma)
+    a, b = dist.standard_bounds
+    return code, params, max(abs(a), abs(b)) > 4.0
+
+
+def test_the_tail_check_catches_the_old_sampler_form(monkeypatch) -> None:
+    from _tails import TAIL_SHAPE, tail_failures, tail_spec
+
+    monkeypatch.setattr(_triton_sampler, "sampler_params", _old_sampler_params)
+    t = torch.empty(TAIL_SHAPE, device=DEVICE)
+    ist.init_(t, tail_spec(38.3, math.inf), generator=torch.Generator(device=DEVICE).manual_seed(2))
+    found = tail_failures(t.cpu(), 38.3, math.inf)
+    assert any(f.startswith("finite") for f in found), found
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16"])
+def test_far_tail_triton_streams_equal_the_reference(dtype, monkeypatch) -> None:
+    """The stream's far-tail form (initscale.streams.far_values) in the Triton kernel: equal to
+    the reference (float64 under the interpreter; on a GPU within 8 ulps: its log)."""
+    from _tails import tail_spec
+
+    from initscale import _stream_kernel
+    from initscale.streams import Stream, stream_values
+
+    monkeypatch.setattr(_stream_kernel, "load", lambda: None)
+    for a, b in [(38.3, math.inf), (-38.45, -38.3), (-math.inf, -38.0), (20.0, 20.5), (-math.inf, -4.5)]:
+        spec = tail_spec(a, b)
+        got = ist.initializer(spec, "torch", stream=Stream(8, "w"))(
+            torch.empty((129, 257), dtype=getattr(torch, dtype), device=DEVICE)).cpu().numpy()
+        ref = stream_values(Stream(8, "w"), spec, (129, 257), "torch", dtype=dtype)
+        assert np.isfinite(got).all(), (a, b, dtype)
+        if DEVICE == "cpu" or dtype != "float64":
+            assert np.array_equal(got, ref), (a, b, dtype)
+        else:
+            assert np.abs(got.view(np.int64) - ref.view(np.int64)).max() <= 8, (a, b)
+
+
+# --- the kernels check themselves on each device (issue 19, item 5) -----------------------------------
+
+class _Planted:
+    """The real kernels, one of them planted with a bug (``sample``: its output scaled by 1.5;
+    ``stream``: launched with the key's lowest bit flipped)."""
+
+    def __init__(self, real, bug: str) -> None:
+        self.real, self.bug = real, bug
+
+    def __getattr__(self, name):
+        kernel = getattr(self.real, name)
+        if name != self.bug:
+            return kernel
+
+        class Launcher:
+            def __getitem__(self, grid):
+                def run(*args, **options):
+                    if name == "stream":
+                        args = (args[0], args[1], args[2] ^ 1, *args[3:])
+                    kernel[grid](*args, **options)
+                    if name == "sample" and args[0].is_floating_point():
+                        args[0].mul_(1.5)
+                return run
+        return Launcher()
+
+
+def _count(monkeypatch, name: str) -> list[int]:
+    calls: list[int] = []
+    real = getattr(_triton_sampler, name)
+    monkeypatch.setattr(_triton_sampler, name, lambda *a, **k: calls.append(1) or real(*a, **k))
+    return calls
+
+
+def test_each_path_checks_itself_once_per_device(monkeypatch, recwarn) -> None:
+    monkeypatch.setattr(_triton_sampler, "_checked", {})
+    fills, streams = _count(monkeypatch, "_check_fill"), _count(monkeypatch, "_check_stream")
+    t = torch.empty(8, 8, device=DEVICE)
+    assert _triton_sampler.usable(t) and _triton_sampler.usable(t)
+    assert _triton_sampler.stream_usable(t) and _triton_sampler.stream_usable(t)
+    assert (len(fills), len(streams)) == (1, 1)
+    assert not [w for w in recwarn if "Triton" in str(w.message)]
+
+
+@pytest.mark.parametrize("bug", ["sample", "stream"])
+def test_a_planted_bad_kernel_warns_once_and_torch_ops_take_over(bug, monkeypatch) -> None:
+    """The check is the mutation test's subject: a kernel that is wrong on this device is caught,
+    named in one warning, and the adapter draws with torch's ops there (right values)."""
+    import warnings
+
+    from initscale import _stream_kernel
+    from initscale.streams import Stream, stream_values
+
+    real = _triton_sampler._kernel()
+    monkeypatch.setattr(_triton_sampler, "_kernel", lambda: _Planted(real, bug))
+    monkeypatch.setattr(_triton_sampler, "_checked", {})
+    monkeypatch.setattr(_stream_kernel, "load", lambda: None)  # on the CPU: Triton would serve streams
+    path = "fill" if bug == "sample" else "stream_fill"
+    usable = _triton_sampler.usable if bug == "sample" else _triton_sampler.stream_usable
+    t = torch.empty(SHAPE, device=DEVICE)
+    device = _triton_sampler._device_name(t.device)
+    with pytest.warns(RuntimeWarning, match=rf"Triton {path} path on {device} disagrees with torch's ops: .*"
+                                            r"(mean|variance|outside|differ)"):
+        assert not usable(t)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned once: no second warning
+        assert not usable(t)
+    kernel_calls = _count(monkeypatch, "fill" if bug == "sample" else "stream_fill")
+    spec = presets.get("he_normal")
+    if bug == "sample":
+        ist.init_(t, spec, generator=torch.Generator(device=DEVICE).manual_seed(3))
+        assert failures(t.cpu(), spec.resolve(initscale.compute_fans(SHAPE, "torch"))) == []
+    else:
+        got = ist.initializer(spec, "torch", stream=Stream(2, "w"))(t)
+        assert np.array_equal(got.cpu().numpy(), stream_values(Stream(2, "w"), spec, SHAPE, "torch"))
+    assert kernel_calls == []
+    other = "stream_fill" if bug == "sample" else "fill"
+    assert _triton_sampler.trusted(other, t.device)  # the healthy path on the same device stays on
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_the_kernels_pass_their_check_on_this_gpu() -> None:
+    assert _triton_sampler._check_fill(torch.device("cuda")) == ""
+    assert _triton_sampler._check_stream(torch.device("cuda")) == ""
