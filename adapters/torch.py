@@ -8,22 +8,23 @@ Named conveniences follow torch's style: ``init_(tensor, spec)``, ``variance_sca
 every parameter with the fans of its own layer (atomically, with a report), and
 ``apply_fn(spec)`` does the same one module at a time for ``module.apply``.
 
-Sampling: on the CPU, with a C compiler, normals, uniforms and truncated normals (|α|, |β| <= 4)
-of float32, bfloat16 and float16 weights come from initscale's compiled sampler
-(:func:`initscale._stream_kernel.sample`): Philox4x32-10 keyed by one 128-bit draw from the
-generator, vectorized, on all of torch's intra-op threads, the same values whatever the thread
-count, each stored once inside the bounds that hold in its dtype. ``torch.*`` presets
+Sampling: on the CPU, with a C compiler, normals, uniforms and truncated normals (|α|, |β| <= 4,
+or both beyond ±6.7) of float32, bfloat16 and float16 weights come from initscale's compiled
+sampler (:func:`initscale._stream_kernel.sample`): Philox4x32-10 keyed by one 128-bit draw from
+the generator, vectorized, on all of torch's intra-op threads, the same values whatever the
+thread count, each stored once inside the bounds that hold in its dtype. ``torch.*`` presets
 (``native="torch"``) keep torch's own calls, so they equal ``torch.nn.init`` for the same
 generator. Everything else, and everything without a compiler (or with
 ``INITSCALE_STREAM_KERNEL=0``), takes torch's ops as follows. Normals and uniforms use torch's
-own kernels (in float32 for float16/bfloat16, then cast). Truncated normals are drawn by inverse CDF — u ~ U(Φ(α), Φ(β)), z = √2·erfinv(2u − 1),
-in float32 inside ±4σ and in float64 beyond or for float64 weights — so the bounds are exactly
-±truncation·σ and the variance is the corrected one; torch's own ``trunc_normal_`` has no
-corrected variant. On the CPU the float32 uniform stage takes 64 random bits per two values
-(``random_`` over the full int64 range) instead of ``uniform_``'s one word per value, which
-makes the whole truncated draw about as fast as ``normal_``. On a GPU with Triton installed,
-truncated normals (and float16/bfloat16 uniforms) take one fused pass instead, computed in
-float32 registers and stored once (:mod:`initscale.adapters._triton_sampler`). With a
+own kernels (in float32 for float16/bfloat16, then cast). Truncated normals are drawn by inverse
+CDF — u ~ U(Φ(α), Φ(β)), z = √2·erfinv(2u − 1), in float32 inside ±4σ and in float64 beyond or
+for float64 weights — so the bounds are exactly ±truncation·σ and the variance is the corrected
+one; torch's own ``trunc_normal_`` has no corrected variant. On the CPU the float32 uniform stage
+takes 64 random bits per two values (``random_`` over the full int64 range) instead of
+``uniform_``'s one word per value, which makes the whole truncated draw about as fast as
+``normal_``. On a GPU with Triton installed, truncated normals (and float16/bfloat16 uniforms)
+take one fused pass instead, computed in float32 registers and stored once
+(:mod:`initscale.adapters._triton_sampler`). With a
 ``torch.Generator`` every draw comes from it and the global RNG is never touched.
 
 Example:

@@ -440,7 +440,8 @@ else:
                     "initscale he_normal": {"Linear": initscale.presets.get("he_normal"), "Embedding": N}}
     elif name == "gpt2":
         model = tf.GPT2LMHeadModel(tf.GPT2Config())
-        variants = {"initscale": {"Conv1D": N, "Linear": N, "Embedding": N}}
+        c_proj = initscale.Normal(0.02 / math.sqrt(2 * model.config.n_layer))  # HF's scaled residual projections
+        variants = {"initscale": {"*c_proj.weight": c_proj, "Conv1D": N, "Linear": N, "Embedding": N}}
     else:  # vit
         model = tf.ViTForImageClassification(tf.ViTConfig())
         variants = {"initscale": {"Linear": T, "Conv2d": T, "*position_embeddings": T, "*cls_token": T}}

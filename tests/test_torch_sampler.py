@@ -202,6 +202,26 @@ def _reference_problem(dist) -> str | None:
 
 
 @needs_kernel
+def test_the_avx2_and_baseline_builds_give_the_same_bits(monkeypatch) -> None:
+    # the entry point runs the AVX2 build where the CPU has it; the baseline build must agree bit
+    # for bit (the same Philox words, the same IEEE single-precision operations, no FMA)
+    lib = _stream_kernel.load()
+    baseline = lib.initscale_sample_fill_baseline
+    baseline.restype, baseline.argtypes = None, lib.initscale_sample_fill.argtypes
+    for name in ("he_normal", "normal", "uniform_off_centre", "truncated_upper", "truncated_absolute"):
+        dist = _dist(SPECS[name])
+        code, params = _stream_kernel.sample_params(dist)
+        for kind, dtype in ((0, np.float32), (1, np.uint16), (2, np.uint16)):
+            outs = []
+            for fn in (lib.initscale_sample_fill, baseline):
+                out = np.empty(100_003, dtype)
+                monkeypatch.setattr(lib, "initscale_sample_fill", fn)
+                _stream_kernel.sample(lib, out.ctypes.data, kind, out.size, (1, 2, 3, 4), code, params, dist.bounds)
+                outs.append(out)
+            assert np.array_equal(*outs), (name, kind)
+
+
+@needs_kernel
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_narrow_dtypes_are_one_rounding_of_the_float32_value(dtype) -> None:
     # the kernel's own float32 → bfloat16/float16 rounding (nearest even, subnormals, overflow to
