@@ -255,6 +255,7 @@ def _sampled(dist: Distribution, tensor: torch.Tensor, generator: torch.Generato
     bounds = None if dist.bounds is None else representable_bounds(*dist.bounds, str(tensor.dtype))
     _stream_kernel.sample(kernel, tensor.data_ptr(), kind, tensor.numel(), key, *params, bounds,
                           threads=torch.get_num_threads())
+    torch.autograd.graph.increment_version(tensor)  # written behind torch's back: as an in-place op would
     return True
 
 

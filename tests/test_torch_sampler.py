@@ -131,6 +131,19 @@ def test_a_transposed_weight_is_drawn_in_place_and_a_slice_by_torch_ops(calls) -
     assert len(calls) == before and failures(part, _dist(spec)) == [] and bool((base[:, 500:] == 0).all())
 
 
+@needs_kernel
+def test_a_write_counts_as_an_in_place_change_for_autograd(calls) -> None:
+    # autograd must see the weight change (as after nn.init's in-place ops): a tensor saved for
+    # backward and then re-initialized makes backward raise instead of using the new values silently
+    w = torch.nn.Parameter(torch.ones(300, 300))
+    loss = (w * w).sum()
+    before = w._version
+    ist.init_(w, SPECS["he_normal"])
+    assert calls and w._version > before
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+
+
 # --- value by value, against a float64 reference from the same Philox words --------------------------
 
 
