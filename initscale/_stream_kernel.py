@@ -876,7 +876,7 @@ def draw(lib: ctypes.CDLL, address: int, kind: int, shape: Sequence[int], out_st
 # the sampler's output kinds: the stored dtype itself, written once
 SAMPLE_KINDS = {"float32": 0, "bfloat16": 1, "float16": 2}
 SAMPLE_BATCH = 64  # elements per Philox batch (16 blocks): threads split the output at multiples of it
-_pool: list[tuple[ThreadPoolExecutor, int]] = []  # the process's pool and its size
+_pool: list[tuple[ThreadPoolExecutor, int, int]] = []  # the process's pool, its size and the pid that made it
 
 
 # |z| of the sampler's normals is at most √(−2 ln 2⁻³²) = 6.6604 (the mass beyond is 2.7e-11)
@@ -909,12 +909,14 @@ def sample_params(dist: Any) -> tuple[int, tuple[float, ...]] | None:
 
 
 def _executor(workers: int) -> ThreadPoolExecutor:
-    """One pool for the process, grown to ``workers`` threads when more are asked for."""
+    """One pool for the process, grown to ``workers`` threads when more are asked for, and made
+    afresh in a forked child (whose copy of the pool has no threads: work sent to it would wait
+    forever)."""
     with _lock:
-        if not _pool or _pool[0][1] < workers:
-            old = _pool[:]
-            _pool[:] = [(ThreadPoolExecutor(workers, thread_name_prefix="initscale-sampler"), workers)]
-            for pool, _ in old:
+        if not _pool or _pool[0][1] < workers or _pool[0][2] != os.getpid():
+            old = [pool for pool, _, pid in _pool if pid == os.getpid()]
+            _pool[:] = [(ThreadPoolExecutor(workers, thread_name_prefix="initscale-sampler"), workers, os.getpid())]
+            for pool in old:
                 pool.shutdown(wait=False)
         return _pool[0][0]
 

@@ -144,6 +144,24 @@ def test_a_write_counts_as_an_in_place_change_for_autograd(calls) -> None:
         loss.backward()
 
 
+@needs_kernel
+def test_a_forked_child_draws_with_threads_of_its_own() -> None:
+    # the pool's threads do not survive fork(): a child must not hand its work to them (it would
+    # wait forever); it gets a pool of its own and draws the parent's values for the same seed
+    import multiprocessing
+
+    spec, shape = SPECS["he_normal"], (1000, 500)  # 500,000 values: both threads take part
+    parent = _draw(spec, shape=shape, seed=6)
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        child = pool.apply_async(_draw_sum, (shape,)).get(timeout=120)
+    assert child == float(parent.double().sum())
+
+
+def _draw_sum(shape) -> float:
+    torch.set_num_threads(2)
+    return float(_draw(SPECS["he_normal"], shape=shape, seed=6).double().sum())
+
+
 # --- value by value, against a float64 reference from the same Philox words --------------------------
 
 
