@@ -8,15 +8,23 @@ Named conveniences follow torch's style: ``init_(tensor, spec)``, ``variance_sca
 every parameter with the fans of its own layer (atomically, with a report), and
 ``apply_fn(spec)`` does the same one module at a time for ``module.apply``.
 
-Sampling: normals and uniforms use torch's own kernels (in float32 for float16/bfloat16, then
-cast). Truncated normals are drawn by inverse CDF — u ~ U(Φ(α), Φ(β)), z = √2·erfinv(2u − 1),
-in float32 inside ±4σ and in float64 beyond or for float64 weights — so the bounds are exactly
-±truncation·σ and the variance is the corrected one; torch's own ``trunc_normal_`` has no
-corrected variant. On the CPU the float32 uniform stage takes 64 random bits per two values
-(``random_`` over the full int64 range) instead of ``uniform_``'s one word per value, which
-makes the whole truncated draw about as fast as ``normal_``. On a GPU with Triton installed,
-truncated normals (and float16/bfloat16 uniforms) take one fused pass instead, computed in
-float32 registers and stored once (:mod:`initscale.adapters._triton_sampler`). With a
+Sampling: on the CPU, with a C compiler, normals, uniforms and truncated normals (|α|, |β| <= 4,
+or both beyond ±6.7) of float32, bfloat16 and float16 weights come from initscale's compiled
+sampler (:func:`initscale._stream_kernel.sample`): Philox4x32-10 keyed by one 128-bit draw from
+the generator, vectorized, on all of torch's intra-op threads, the same values whatever the
+thread count, each stored once inside the bounds that hold in its dtype. ``torch.*`` presets
+(``native="torch"``) keep torch's own calls, so they equal ``torch.nn.init`` for the same
+generator. Everything else, and everything without a compiler (or with
+``INITSCALE_STREAM_KERNEL=0``), takes torch's ops as follows. Normals and uniforms use torch's
+own kernels (in float32 for float16/bfloat16, then cast). Truncated normals are drawn by inverse
+CDF — u ~ U(Φ(α), Φ(β)), z = √2·erfinv(2u − 1), in float32 inside ±4σ and in float64 beyond or
+for float64 weights — so the bounds are exactly ±truncation·σ and the variance is the corrected
+one; torch's own ``trunc_normal_`` has no corrected variant. On the CPU the float32 uniform stage
+takes 64 random bits per two values (``random_`` over the full int64 range) instead of
+``uniform_``'s one word per value, which makes the whole truncated draw about as fast as
+``normal_``. On a GPU with Triton installed, truncated normals (and float16/bfloat16 uniforms)
+take one fused pass instead, computed in float32 registers and stored once
+(:mod:`initscale.adapters._triton_sampler`). With a
 ``torch.Generator`` every draw comes from it and the global RNG is never touched.
 
 Example:
@@ -230,10 +238,46 @@ def _orthogonal(dist: OrthogonalDist, layout: Layout, out: torch.Tensor,
     return result
 
 
+_SAMPLE_KINDS = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}  # _stream_kernel.SAMPLE_KINDS
+_WORD = 0xFFFFFFFF
+
+
+def _sampled(dist: Distribution, tensor: torch.Tensor, generator: torch.Generator | None) -> bool:
+    """Draw ``tensor`` with the compiled CPU sampler (:func:`initscale._stream_kernel.sample`) if it
+    applies, and say whether it did: a dense float32/bfloat16/float16 CPU tensor, a normal,
+    uniform or ordinary truncated normal (|α|, |β| <= 4) without a ``native`` marker (``torch.*``
+    presets keep torch's own calls), and a compiled kernel (else torch's ops, as before).
+
+    The Philox key and counter words are one small draw of 128 bits from ``generator`` (or torch's
+    global generator), so a seed reproduces the values, and every element depends only on them and
+    its place in memory, never on the thread count; the work is split over
+    ``torch.get_num_threads()`` threads. Each value is computed in float32 and stored once, clipped
+    first to the bounds that hold in the stored dtype (:func:`initscale.rounding.representable_bounds`)."""
+    kind = _SAMPLE_KINDS.get(tensor.dtype)
+    if (kind is None or dist.native is not None or tensor.device.type != "cpu"  # type: ignore[union-attr]
+            or not _dense(tensor)):
+        return False
+    params = _stream_kernel.sample_params(dist)
+    if params is None:
+        return False
+    kernel = _stream_kernel.load()
+    if kernel is None:
+        return False
+    words = torch.empty(2, dtype=torch.int64).random_(-(2**63), None, generator=generator).tolist()
+    key = (words[0] & _WORD, (words[0] >> 32) & _WORD, words[1] & _WORD, (words[1] >> 32) & _WORD)
+    bounds = None if dist.bounds is None else representable_bounds(*dist.bounds, str(tensor.dtype))
+    _stream_kernel.sample(kernel, tensor.data_ptr(), kind, tensor.numel(), key, *params, bounds,
+                          threads=torch.get_num_threads())
+    torch.autograd.graph.increment_version(tensor)  # written behind torch's back: as an in-place op would
+    return True
+
+
 def _fill(dist: Distribution, layout: Layout | None, tensor: torch.Tensor,
           generator: torch.Generator | None) -> None:
     if isinstance(dist, ConstantDist):
         tensor.fill_(dist.value)
+        return
+    if isinstance(dist, (NormalDist, UniformDist, TruncatedNormalDist)) and _sampled(dist, tensor, generator):
         return
     if isinstance(dist, TruncatedNormalDist):
         if _triton_sampler.usable(tensor):  # a GPU: one fused pass, stored once

@@ -148,6 +148,50 @@ def _torch_device_cases(device: str, n: int, repeats: int) -> list[Case]:
     return cases
 
 
+def _sampler_cases(n: int, repeats: int) -> list[Case]:
+    """The compiled CPU sampler (issue 19, item 3) against torch's own generator, same tensor:
+    normal and truncated normal against ``Tensor.normal_``, uniform against ``Tensor.uniform_``
+    (targets: at most 0.6x, goal 0.3x), in fp32, bf16 and fp16; and the sampler on all of
+    torch's threads against itself on one (target: at least 1.7x faster from 1 to 2 threads,
+    a ratio of at most 0.59)."""
+    import torch
+
+    import initscale
+    from initscale import _stream_kernel
+    from initscale.adapters import torch as ist
+
+    if _stream_kernel.load() is None:
+        return []
+    gen = torch.Generator().manual_seed(0)
+    specs = {"normal": initscale.VarianceScaling(2.0, "fan_in", "normal"),
+             "truncated normal": initscale.presets.get("he_normal"),
+             "uniform": initscale.VarianceScaling(2.0, "fan_in", "uniform")}
+    fills = {dist: ist.initializer(spec) for dist, spec in specs.items()}
+    cases = []
+    threads = torch.get_num_threads()
+    for dtype, kind in ((torch.float32, "fp32"), (torch.bfloat16, "bf16"), (torch.float16, "fp16")):
+        w = torch.empty(n // 1024, 1024, dtype=dtype)
+        for dist, fill in fills.items():
+            native = (lambda w=w: w.uniform_(-0.1, 0.1, generator=gen), "Tensor.uniform_") if dist == "uniform" else \
+                (lambda w=w: w.normal_(0.0, 0.05, generator=gen), "Tensor.normal_")
+            cases.append(_compare(f"torch sampler {dist}, {n:,} {kind}", "cpu", lambda f=fill, w=w: f(w, generator=gen),
+                                  native[0], native[1], repeats, note="target: at most 0.6x (goal 0.3x)"))
+    if threads > 1:
+        w = torch.empty(n // 1024, 1024)
+        for dist, fill in fills.items():
+            def one(f: Any = fill) -> None:
+                torch.set_num_threads(1)
+                try:
+                    f(w, generator=gen)
+                finally:
+                    torch.set_num_threads(threads)
+
+            cases.append(_compare(f"torch sampler {dist}, {n:,} fp32: {threads} threads vs 1", "cpu",
+                                  lambda f=fill: f(w, generator=gen), one, "the same on 1 thread", repeats,
+                                  note="target: at most 0.59x (1.7x faster)"))
+    return cases
+
+
 def _jax_cases(n: int, repeats: int) -> list[Case]:
     import jax
 
@@ -333,9 +377,171 @@ def _memory_cases(n: int) -> list[Case]:
         native = peak(preset=preset, native=True, dist=dist, stream=False)
         for stream in (False, True):
             label = "torch stream" if stream else "torch"
+            if dist == "truncated normal" and not stream:
+                label = "torch sampler"  # he_normal on the CPU: the compiled sampler
             cases.append(Case(f"{label} {dist}: peak extra memory, {n:,} fp32 ({n * 4 / 2**20:.0f} MiB)", "cpu",
                               peak(preset=preset, native=False, dist=dist, stream=stream), native,
                               "Tensor.normal_" if dist == "normal" else "nn.init.trunc_normal_", unit="MiB"))
+    native = peak(preset="torch.kaiming_normal", native=True, dist="normal", stream=False)
+    cases.append(Case(f"torch sampler normal: peak extra memory, {n:,} fp32 ({n * 4 / 2**20:.0f} MiB)", "cpu",
+                      peak(preset="numpy.randn_he", native=False, dist="normal", stream=False), native,
+                      "Tensor.normal_", unit="MiB"))
+    return cases
+
+
+_MODEL_CODE = r"""
+import json, math, statistics, sys, time
+import torch
+import initscale
+from initscale.adapters import torch as ist
+
+name, dtype, repeats = sys.argv[1], getattr(torch, sys.argv[2]), int(sys.argv[3])
+N = initscale.Normal(0.02)
+T = initscale.TruncatedNormal(0.02, lower=-2.0, upper=2.0, bounds_in="absolute")  # HF ViT: trunc_normal_(std=.02)
+nn = torch.nn
+
+
+def bottleneck(cin, mid, stride):
+    cout = 4 * mid
+    body = nn.Sequential(nn.Conv2d(cin, mid, 1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(),
+                         nn.Conv2d(mid, mid, 3, stride, 1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(),
+                         nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout))
+    if cin == cout:
+        return body
+    return nn.ModuleDict({"body": body, "down": nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                                              nn.BatchNorm2d(cout))})
+
+
+def resnet50_like():  # torchvision's resnet50 layout by hand: 3-4-6-3 bottlenecks (25.6M parameters)
+    layers, cin = [nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64)], 64
+    for mid, blocks, stride in ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)):
+        for i in range(blocks):
+            layers.append(bottleneck(cin, mid, stride if i == 0 else 1))
+            cin = 4 * mid
+    layers.append(nn.Linear(2048, 1000))
+    return nn.Sequential(*layers)
+
+
+hf = None
+if name == "resnet50-like":
+    model = resnet50_like()
+    he_fan_out = initscale.VarianceScaling(2.0, "fan_out", "normal")  # torchvision: kaiming_normal_(fan_out, relu)
+    rules = {"Conv2d": he_fan_out, "Linear": initscale.presets.get("torch.linear_default")}
+    variants = {"initscale (sampler)": rules,
+                "initscale torch.* presets (torch's stream)": {**rules, "Conv2d": initscale.presets.get(
+                    "torch.kaiming_normal", mode="fan_out", nonlinearity="relu")}}
+else:
+    import transformers as tf
+    if name == "llama-100m":
+        cfg = tf.LlamaConfig(hidden_size=768, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=12,
+                             num_key_value_heads=12, vocab_size=16000)
+        model = tf.LlamaForCausalLM(cfg)
+        variants = {"initscale": {"Linear": N, "Embedding": N},
+                    "initscale he_normal": {"Linear": initscale.presets.get("he_normal"), "Embedding": N}}
+    elif name == "gpt2":
+        model = tf.GPT2LMHeadModel(tf.GPT2Config())
+        c_proj = initscale.Normal(0.02 / math.sqrt(2 * model.config.n_layer))  # HF's scaled residual projections
+        variants = {"initscale": {"*c_proj.weight": c_proj, "Conv1D": N, "Linear": N, "Embedding": N}}
+    else:  # vit
+        model = tf.ViTForImageClassification(tf.ViTConfig())
+        variants = {"initscale": {"Linear": T, "Conv2d": T, "*position_embeddings": T, "*cls_token": T}}
+    hf = model
+model = model.to(dtype)
+params = sum(p.numel() for p in model.parameters())
+gen = torch.Generator().manual_seed(0)
+
+
+def hf_init():
+    for p in model.parameters():  # transformers' init functions skip tensors flagged as done
+        p._is_hf_initialized = False
+    with torch.no_grad():
+        model.apply(hf._init_weights)
+
+
+def loop():
+    with torch.no_grad():
+        for m in model.modules():
+            w = getattr(m, "weight", None)
+            if isinstance(m, (nn.BatchNorm2d, nn.LayerNorm)) or "Norm" in type(m).__name__:
+                torch.nn.init.ones_(w)
+                if getattr(m, "bias", None) is not None:
+                    torch.nn.init.zeros_(m.bias)
+            elif isinstance(w, torch.Tensor) and w.dim() >= 2:
+                if name == "vit":
+                    torch.nn.init.trunc_normal_(w, std=0.02, generator=gen)
+                elif name == "resnet50-like" and isinstance(m, nn.Conv2d):
+                    torch.nn.init.kaiming_normal_(w, mode="fan_out", nonlinearity="relu", generator=gen)
+                else:
+                    torch.nn.init.normal_(w, 0.0, 0.02, generator=gen)
+                if getattr(m, "bias", None) is not None:
+                    torch.nn.init.zeros_(m.bias)
+
+
+natives = ([("HF _init_weights", hf_init)] if hf is not None else []) + [("loop of nn.init", loop)]
+ours = {label: (lambda r=r: ist.reinit_(model, r, generator=gen)) for label, r in variants.items()}
+
+
+def status(field):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
+def peak(fn):
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    before = status("VmRSS")
+    fn()
+    return (status("VmHWM") - before) / 1024
+
+
+fns = {**dict(natives), **ours}
+if len(sys.argv) > 4:  # the peak extra memory of one side's first call, in this fresh process
+    print(json.dumps(peak(fns[sys.argv[4]])))
+    sys.exit(0)
+for fn in fns.values():
+    fn()  # warm-up
+times = {k: [] for k in fns}
+for _ in range(repeats):
+    for k, fn in fns.items():
+        start = time.perf_counter()
+        fn()
+        times[k].append((time.perf_counter() - start) * 1e3)
+rows = []
+for label in ours:
+    for native, _ in natives:
+        ratios = [a / b for a, b in zip(times[label], times[native])]
+        rows.append({"name": f"{name} ({params / 1e6:.0f}M, {sys.argv[2]}): {label}", "device": "cpu",
+                     "initscale_ms": statistics.median(times[label]), "native_ms": statistics.median(times[native]),
+                     "native": native, "paired_ratio": statistics.median(ratios), "note": label + "|" + native})
+print(json.dumps(rows))
+"""
+
+
+def _model_cases(repeats: int) -> list[Case]:
+    """Whole models built from config (issue 19, item 4), re-initialized in place: HF Llama ~100M
+    (fp32 and bf16), GPT-2, ViT-Base and a ResNet-50-like model written by hand, each in its own
+    process; initscale's ``reinit_`` with the model's own distributions against HF's
+    ``_init_weights`` and a loop of ``nn.init`` calls, timed in alternation; each row's peak extra
+    resident memory (VmHWM growth over one call, after the warm-up) for both sides."""
+    if not importlib.util.find_spec("torch") or not os.path.exists("/proc/self/clear_refs"):
+        return []
+    runs = [("resnet50-like", "float32")]
+    if importlib.util.find_spec("transformers"):
+        runs = [("llama-100m", "float32"), ("llama-100m", "bfloat16"), ("gpt2", "float32"), ("vit", "float32"),
+                *runs]
+    def run(*args: str) -> Any:
+        done = subprocess.run([sys.executable, "-c", _MODEL_CODE, *args], capture_output=True, text=True, check=True)
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    cases = []
+    for model, dtype in runs:
+        rows = run(model, dtype, str(max(3, repeats // 2)))
+        sides = {side for row in rows for side in row["note"].split("|")}
+        peaks = {side: run(model, dtype, "1", side) for side in sorted(sides)}  # each in a fresh process
+        for row in rows:
+            ours, native = row.pop("note").split("|")
+            row["name"] += f"; peak extra memory {peaks[ours]:.0f} MiB (native {peaks[native]:.0f} MiB)"
+            cases.append(Case(**row))
     return cases
 
 
@@ -378,6 +584,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="4M elements and 5 rounds (about 90 s on 2 cores)")
     parser.add_argument("--json", help="write the cases as JSON to this file")
     parser.add_argument("--markdown", help="write the markdown table to this file")
+    parser.add_argument("--only", choices=["sampler", "models"],
+                        help="only the sampler's cases (issue 19 item 3) or the whole-model rows (item 4)")
     parser.add_argument("--keras-streams", nargs=2, type=int, metavar=("N", "REPEATS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.keras_streams:  # one backend's Keras cases, as JSON (run by _keras_backend_cases)
@@ -385,13 +593,21 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     n, repeats = (2**22, 5) if args.quick else (2**24, 11)
     cases: list[Case] = []
-    for name, run in (("torch", _torch_cases), ("jax", _jax_cases), ("numpy", _numpy_cases)):
-        if importlib.util.find_spec(name):
-            cases += run(n, repeats)
-    cases += _stream_cases(n, repeats)
-    cases += _keras_backend_cases(n, repeats)
-    cases += _memory_cases(n)
-    cases += _import_cases()
+    if args.only == "sampler":
+        cases += _sampler_cases(n, repeats) + _memory_cases(n)
+    elif args.only == "models":
+        cases += _model_cases(repeats)
+    else:
+        for name, run in (("torch", _torch_cases), ("jax", _jax_cases), ("numpy", _numpy_cases)):
+            if importlib.util.find_spec(name):
+                cases += run(n, repeats)
+        if importlib.util.find_spec("torch"):
+            cases += _sampler_cases(n, repeats)
+        cases += _stream_cases(n, repeats)
+        cases += _keras_backend_cases(n, repeats)
+        cases += _memory_cases(n)
+        cases += _model_cases(repeats)
+        cases += _import_cases()
     table = markdown(cases)
     print(table)
     if args.markdown:

@@ -14,6 +14,10 @@ distribution           sampler parameters                           support
 ``ConstantDist``       value                                        {value}
 ``OrthogonalDist``     gain (rows, cols of each orthogonal block)   [-gain, gain]
 =====================  ===========================================  =====================
+
+``native`` (normal, truncated normal and uniform; from the spec): None, or the framework whose own
+sampler calls must draw it ("torch": torch.* presets), so that in that framework the same
+generator gives the values of its own init function; it changes no number of the distribution.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ class NormalDist:
 
     mean: float
     std: float
+    native: str | None = None  # see the module docstring
 
     @property
     def variance(self) -> float:
@@ -82,6 +87,7 @@ class TruncatedNormalDist:
     sigma: float
     low: float
     high: float
+    native: str | None = None  # see the module docstring
 
     @property
     def standard_bounds(self) -> tuple[float, float]:
@@ -129,6 +135,7 @@ class UniformDist:
 
     low: float
     high: float
+    native: str | None = None  # see the module docstring
 
     @property
     def mean(self) -> float:

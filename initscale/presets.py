@@ -19,7 +19,8 @@ Names qualified by source reproduce that source, including where it differs from
 prefix                  what differs
 ======================  ===============================================================
 ``torch.*``             untruncated normals; gains from ``calculate_gain``; absolute
-                        trunc_normal_ bounds; layer defaults (kaiming_uniform a=√5)
+                        trunc_normal_ bounds; layer defaults (kaiming_uniform a=√5);
+                        ``native="torch"``: drawn in torch with torch's own calls
 ``tf1.*``, ``tfjs.*``,  truncated normals *not* corrected (TF1 contrib multiplies by 1.3
 ``prettytensor.*``      instead: variance 1.0058·factor/n)
 ``caffe.*``             ``xavier`` is uniform over fan_in by default (LeCun, not Glorot)
@@ -30,8 +31,8 @@ Each preset's :class:`PresetInfo` names the weight layout its source assumes (``
 that layout (with ``native=True`` where given) to reproduce the source bit for bit.
 
 Example:
-    >>> get("torch.kaiming_normal", a=0.2, mode="fan_out")
-    VarianceScaling(scale=1.923076923076923, mode='fan_out', distribution='normal', truncation=2.0, corrected=True)
+    >>> get("torch.kaiming_normal", a=0.2, mode="fan_out")  # doctest: +ELLIPSIS
+    VarianceScaling(scale=1.923076923076923, mode='fan_out', distribution='normal', ..., native='torch')
 """
 
 from __future__ import annotations
@@ -330,45 +331,45 @@ def _torch_gain_sq(nonlinearity: str, a: float) -> float:
 @_preset("torch.xavier_uniform", source=_TORCH, layout="torch")
 def torch_xavier_uniform(gain: float = 1.0) -> Spec:
     """U(±gain·√(6/(fan_in+fan_out))) = VarianceScaling(gain², fan_avg, uniform)."""
-    return VarianceScaling(gain**2, "fan_avg", "uniform")
+    return VarianceScaling(gain**2, "fan_avg", "uniform", native="torch")
 
 
 @_preset("torch.xavier_normal", source=_TORCH, layout="torch")
 def torch_xavier_normal(gain: float = 1.0) -> Spec:
     """N(0, gain²·2/(fan_in+fan_out)), untruncated."""
-    return VarianceScaling(gain**2, "fan_avg", "normal")
+    return VarianceScaling(gain**2, "fan_avg", "normal", native="torch")
 
 
 @_preset("torch.kaiming_uniform", source=_TORCH, layout="torch")
 def torch_kaiming_uniform(a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu") -> Spec:
     """U(±gain·√(3/n)), gain = calculate_gain(nonlinearity, a); torch's default is leaky_relu with a=0 (√2)."""
     mode = _validate.choice("mode", mode, _TORCH_MODES)
-    return VarianceScaling(_torch_gain_sq(nonlinearity, a), mode, "uniform")
+    return VarianceScaling(_torch_gain_sq(nonlinearity, a), mode, "uniform", native="torch")
 
 
 @_preset("torch.kaiming_normal", source=_TORCH, layout="torch")
 def torch_kaiming_normal(a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu") -> Spec:
     """N(0, gain²/n), untruncated, gain = calculate_gain(nonlinearity, a)."""
     mode = _validate.choice("mode", mode, _TORCH_MODES)
-    return VarianceScaling(_torch_gain_sq(nonlinearity, a), mode, "normal")
+    return VarianceScaling(_torch_gain_sq(nonlinearity, a), mode, "normal", native="torch")
 
 
 @_preset("torch.trunc_normal", source=_TORCH, layout="torch")
 def torch_trunc_normal(mean: float = 0.0, std: float = 1.0, a: Bound = -2.0, b: Bound = 2.0) -> Spec:
     """N(mean, std²) truncated to [a, b] with **absolute** bounds (with std=0.02 nothing is truncated)."""
-    return TruncatedNormal(std, mean, a, b, "absolute")
+    return TruncatedNormal(std, mean, a, b, "absolute", native="torch")
 
 
 @_preset("torch.normal", source=_TORCH, layout="torch")
 def torch_normal(mean: float = 0.0, std: float = 1.0) -> Spec:
     """N(mean, std²)."""
-    return Normal(std, mean)
+    return Normal(std, mean, native="torch")
 
 
 @_preset("torch.uniform", source=_TORCH, layout="torch")
 def torch_uniform(a: float = 0.0, b: float = 1.0) -> Spec:
     """U(a, b)."""
-    return Uniform(a, b)
+    return Uniform(a, b, native="torch")
 
 
 @_preset("torch.orthogonal", source=_TORCH, layout="torch")
@@ -394,7 +395,7 @@ def torch_layer_default() -> Spec:
     as ``{"Linear": spec}``) and that no rule names gets it too. For ConvTranspose, torch's fan_in
     is out_channels/groups × kernel: use layout "torch.conv_transpose:native=true" (``reinit_(...,
     fans="native")``) to reproduce it."""
-    return VarianceScaling(1.0 / 3.0, "fan_in", "uniform")
+    return VarianceScaling(1.0 / 3.0, "fan_in", "uniform", native="torch")
 
 
 @_preset("torch.bilinear_default", source="torch.nn.Bilinear.reset_parameters: uniform_(±1/sqrt(weight.size(1)))",
@@ -408,20 +409,20 @@ def torch_bilinear_default(in1_features: int = 1) -> Spec:
     ``{"Bilinear": spec}`` gives it to the weight and, since it is that layer's own default, to the
     layer's bias."""
     n = _validate.integer("in1_features", in1_features, minimum=1)
-    return Uniform(-1.0 / math.sqrt(n), 1.0 / math.sqrt(n))
+    return Uniform(-1.0 / math.sqrt(n), 1.0 / math.sqrt(n), native="torch")
 
 
 @_preset("torch.embedding_default", source="torch.nn.Embedding.reset_parameters: normal_(weight)", layout="torch")
 def torch_embedding_default() -> Spec:
     """N(0, 1) (the padding_idx row is then zeroed by the module)."""
-    return Normal(1.0)
+    return Normal(1.0, native="torch")
 
 
 @_preset("torch.rnn_default", source="torch.nn.RNNBase.reset_parameters", layout="torch")
 def torch_rnn_default(hidden_size: int = 1) -> Spec:
     """U(±1/√hidden_size) for every weight and bias of RNN/LSTM/GRU (and their cells)."""
     h = _validate.integer("hidden_size", hidden_size, minimum=1)
-    return Uniform(-1.0 / math.sqrt(h), 1.0 / math.sqrt(h))
+    return Uniform(-1.0 / math.sqrt(h), 1.0 / math.sqrt(h), native="torch")
 
 
 @_preset("torch.mha_in_proj_default", source="torch.nn.MultiheadAttention._reset_parameters",
@@ -429,7 +430,7 @@ def torch_rnn_default(hidden_size: int = 1) -> Spec:
 def torch_mha_in_proj_default() -> Spec:
     """xavier_uniform_ on the packed (3E, E) in_proj_weight: with the stacked fans (E, 3E) that is
     U(±√(6/4E)), not the per-projection U(±√(6/2E))."""
-    return VarianceScaling(1.0, "fan_avg", "uniform")
+    return VarianceScaling(1.0, "fan_avg", "uniform", native="torch")
 
 
 # --- TensorFlow 1.x, tfjs, prettytensor --------------------------------------------------------

@@ -645,7 +645,8 @@ def _resolve(
 #: torch's layer default U(±1/√fan_in) = kaiming_uniform_(a=√5) (presets ``torch.linear_default``,
 #: ``torch.conv_default``): torch's Linear and ConvNd give it to their bias too, with the weight's
 #: fan_in (torch/nn/modules/linear.py and conv.py, ``reset_parameters``).
-LAYER_DEFAULTS_WITH_BIAS: tuple[Spec, ...] = (VarianceScaling(1.0 / 3.0, "fan_in", "uniform"),)
+LAYER_DEFAULTS_WITH_BIAS: tuple[Spec, ...] = (VarianceScaling(1.0 / 3.0, "fan_in", "uniform"),
+                                              VarianceScaling(1.0 / 3.0, "fan_in", "uniform", native="torch"))
 
 
 def _covers_bias(spec: Spec | None, weight: Param) -> bool:

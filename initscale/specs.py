@@ -75,6 +75,20 @@ def _coerce(spec: Any, name: str, value: Any) -> None:
     object.__setattr__(spec, name, value)
 
 
+NATIVE: tuple[str, ...] = ("torch",)  # the frameworks whose own sampler a spec can ask for (``native``)
+
+
+def _check_native(native: Any) -> str | None:
+    if native is not None and native not in NATIVE:
+        raise ValueError(f"Argument `native` must be None or one of {', '.join(repr(n) for n in NATIVE)}. "
+                         f"Received: native={native!r}.")
+    return native  # type: ignore[no-any-return]
+
+
+def _native_config(native: str | None) -> dict[str, str]:
+    return {} if native is None else {"native": native}
+
+
 @dataclass(frozen=True)
 class Description:
     """Every number a spec implies for one weight shape and layout."""
@@ -182,8 +196,10 @@ class Spec:
         )
 
     def config(self) -> dict[str, Any]:
-        """The constructor arguments that rebuild this spec: ``type(spec)(**spec.config())``."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+        """The constructor arguments that rebuild this spec: ``type(spec)(**spec.config())``
+        (``native`` only where it is set)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)  # type: ignore[arg-type]
+                if not (f.name == "native" and getattr(self, f.name) is None)}
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
@@ -211,6 +227,11 @@ class VarianceScaling(Spec):
         corrected: for ``truncated_normal``, divide sigma by the truncated std so that the final
             variance is exactly scale/n (True, as Keras and JAX) or not (False, as TF1 contrib,
             prettytensor and tfjs).
+        native: None (any sampler: in torch on the CPU, initscale's compiled multi-threaded one),
+            or ``"torch"``: drawn in torch with torch's own sampler calls in ``torch.nn.init``'s
+            order, so the same generator gives ``torch.nn.init``'s values (the ``torch.*`` presets
+            set it). It changes no number of the distribution, but makes the spec unequal to one
+            without it. Normal, TruncatedNormal and Uniform take it too.
 
     A fan of 0 (a zero-size weight, nothing to draw) counts as 1, as Keras does.
     """
@@ -220,10 +241,12 @@ class VarianceScaling(Spec):
     distribution: str = "truncated_normal"
     truncation: float = 2.0
     corrected: bool = True
+    native: str | None = None
 
     fixed_scale: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
+        _check_native(self.native)
         _coerce(self, "scale", _validate.real("scale", self.scale, positive=True))
         _validate.choice("mode", self.mode, MODES)
         _validate.choice("distribution", self.distribution, DISTRIBUTIONS)
@@ -249,12 +272,12 @@ class VarianceScaling(Spec):
     def resolve(self, fans: Fans | None = None) -> Distribution:
         var = self.target_variance(self._needs(fans))
         if self.distribution == "normal":
-            return NormalDist(0.0, math.sqrt(var))
+            return NormalDist(0.0, math.sqrt(var), self.native)
         if self.distribution == "uniform":
             limit = math.sqrt(3.0 * var)
-            return UniformDist(-limit, limit)
+            return UniformDist(-limit, limit, self.native)
         sigma = math.sqrt(var) / (self.truncation_std() if self.corrected else 1.0)
-        return TruncatedNormalDist(0.0, sigma, -self.truncation * sigma, self.truncation * sigma)
+        return TruncatedNormalDist(0.0, sigma, -self.truncation * sigma, self.truncation * sigma, self.native)
 
 
 @dataclass(frozen=True, repr=False)
@@ -270,16 +293,18 @@ class Normal(Spec):
 
     stddev: float
     mean: float = 0.0
+    native: str | None = None
 
-    def __init__(self, std: float, mean: float = 0.0) -> None:
+    def __init__(self, std: float, mean: float = 0.0, native: str | None = None) -> None:
         _coerce(self, "stddev", _validate.real("std", std, positive=True))
         _coerce(self, "mean", _validate.real("mean", mean))
+        _coerce(self, "native", _check_native(native))
 
     def config(self) -> dict[str, Any]:
-        return {"std": self.stddev, "mean": self.mean}
+        return {"std": self.stddev, "mean": self.mean, **_native_config(self.native)}
 
     def resolve(self, fans: Fans | None = None) -> Distribution:
-        return NormalDist(self.mean, self.stddev)
+        return NormalDist(self.mean, self.stddev, self.native)
 
 
 @dataclass(frozen=True, repr=False)
@@ -306,10 +331,13 @@ class TruncatedNormal(Spec):
     lower: float = -2.0
     upper: float = 2.0
     bounds_in: str = "std"
+    native: str | None = None
 
     def __init__(
-        self, std: float, mean: float = 0.0, lower: float = -2.0, upper: float = 2.0, bounds_in: str = "std"
+        self, std: float, mean: float = 0.0, lower: float = -2.0, upper: float = 2.0, bounds_in: str = "std",
+        native: str | None = None,
     ) -> None:
+        _coerce(self, "native", _check_native(native))
         _coerce(self, "stddev", _validate.real("std", std, positive=True))
         _coerce(self, "mean", _validate.real("mean", mean))
         _coerce(self, "lower", _validate.real("lower", lower, infinite_ok=True))
@@ -328,7 +356,7 @@ class TruncatedNormal(Spec):
 
     def config(self) -> dict[str, Any]:
         return {"std": self.stddev, "mean": self.mean, "lower": self.lower, "upper": self.upper,
-                "bounds_in": self.bounds_in}
+                "bounds_in": self.bounds_in, **_native_config(self.native)}
 
     def absolute_bounds(self) -> tuple[float, float]:
         """The support [low, high] in absolute units, whichever ``bounds_in``."""
@@ -338,7 +366,7 @@ class TruncatedNormal(Spec):
 
     def resolve(self, fans: Fans | None = None) -> Distribution:
         low, high = self.absolute_bounds()
-        return TruncatedNormalDist(self.mean, self.stddev, low, high)
+        return TruncatedNormalDist(self.mean, self.stddev, low, high, self.native)
 
 
 @dataclass(frozen=True, repr=False)
@@ -352,15 +380,17 @@ class Uniform(Spec):
 
     low: float
     high: float
+    native: str | None = None
 
     def __post_init__(self) -> None:
+        _check_native(self.native)
         _coerce(self, "low", _validate.real("low", self.low))
         _coerce(self, "high", _validate.real("high", self.high))
         if not self.low < self.high:
             raise ValueError(f"Arguments `low` < `high` required. Received: low={self.low!r}, high={self.high!r}.")
 
     def resolve(self, fans: Fans | None = None) -> Distribution:
-        return UniformDist(self.low, self.high)
+        return UniformDist(self.low, self.high, self.native)
 
 
 @dataclass(frozen=True, repr=False)

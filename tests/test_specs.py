@@ -146,7 +146,7 @@ def test_invalid_arguments_fail_when_built(build, error, match) -> None:
         ({"version": 1, "kind": "Zeros", "config": {}, "extra": 1}, ValueError, r"Unknown key\(s\) \['extra'\]"),
         ({"version": 1, "kind": "Zeros"}, ValueError, r"lacks key\(s\) \['config'\]"),
         ({"version": 1, "kind": "Normal", "config": {"stddev": 1.0}}, ValueError,
-         r"Unknown key\(s\) \['stddev'\] for Normal; valid keys: \['mean', 'std'\]"),
+         r"Unknown key\(s\) \['stddev'\] for Normal; valid keys: \['mean', 'native', 'std'\]"),
         ({"version": 1, "kind": "Uniform", "config": {"low": 0.0}}, ValueError, r"lacks required key\(s\) \['high'\]"),
         ({"version": 1, "kind": "VarianceScaling", "config": {"mode": "__import__('os')"}}, ValueError,
          "Argument `mode` must be one of"),
