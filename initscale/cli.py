@@ -420,11 +420,38 @@ def _gain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_factory(target: str) -> Any:
+    """``module:function`` -> the function (a factory returning ``(model, example_inputs)``)."""
+    import importlib
+
+    module_name, _, function = target.partition(":")
+    if not module_name or not function:
+        raise ValueError(f"--model must be 'module:function' (a function returning (model, example_inputs)). "
+                         f"Received: {target!r}.")
+    sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ValueError(f"--model {target!r}: cannot import {module_name!r} ({err}).") from err
+    finally:
+        sys.path.pop(0)
+    factory = getattr(module, function, None)
+    if not callable(factory):
+        raise ValueError(f"--model {target!r}: {module_name!r} has no function {function!r}.")
+    return factory
+
+
 def _propagate(args: argparse.Namespace) -> int:
+    from .propagate import propagate_model
+
     names = args.spec or ["he_normal", "glorot_uniform"]
+    factory = _model_factory(args.model) if args.model else None
     runs = []
     for name in names:
-        spec, _ = parse_spec(name)
+        spec: Any = "auto" if name == "auto" else parse_spec(name)[0]
+        if factory is not None:
+            runs.append(propagate_model(factory, spec, seed=args.seed, label=name))
+            continue
         runs.append(propagate(spec, args.activation, depth=args.depth, width=args.width, arch=args.arch,
                               batch=args.batch, param=args.param, backend=args.backend, seed=args.seed, label=name))
     if args.plot:
@@ -432,11 +459,18 @@ def _propagate(args: argparse.Namespace) -> int:
     if args.format == "json":
         _emit(args, json.dumps({"runs": [r.to_dict() for r in runs]}, indent=1, allow_nan=False))
         return 0
-    header = ["layer"] + [f"{r.spec} {d}" for r in runs for d in ("fwd", "bwd")]
-    lines = [header] + [[str(i + 1)] + [f"{v:.4g}" for r in runs for v in (r.forward_variance[i],
-                                                                             r.backward_variance[i])]
-                        for i in range(args.depth)]
-    lines.append(["growth/layer"] + [f"{g:.3f}" for r in runs for g in (r.forward_growth(), r.backward_growth())])
+    header = ["layer"] + [f"{r.spec} {d}" for r in runs for d in ("fwd", "pred", "bwd")]
+    depth = min(r.depth for r in runs)
+
+    def predicted(r: Any, i: int) -> str:
+        return f"{r.predicted_forward[i]:.4g}" if i < len(r.predicted_forward) else "-"
+
+    lines = [header] + [[runs[0].layers[i] if runs[0].layers else str(i + 1)]
+                        + [v for r in runs for v in (f"{r.forward_variance[i]:.4g}", predicted(r, i),
+                                                     f"{r.backward_variance[i]:.4g}")]
+                        for i in range(depth)]
+    lines.append(["growth/layer"] + [g for r in runs for g in (f"{r.forward_growth():.3f}", "",
+                                                               f"{r.backward_growth():.3f}")])
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     _emit(args, "\n".join("  ".join(c.rjust(w) for c, w in zip(line, widths, strict=True)) for line in lines))
     return 0
@@ -453,7 +487,10 @@ def _plot(runs: Sequence[Any], path: str) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharex=True)
     for r in runs:
         layers = range(1, r.depth + 1)
-        axes[0].semilogy(layers, r.forward_variance, label=r.spec)
+        line, = axes[0].semilogy(layers, r.forward_variance, label=f"{r.spec} (measured)")
+        if r.predicted_forward:
+            axes[0].semilogy(layers, r.predicted_forward, linestyle="--", color=line.get_color(),
+                             label=f"{r.spec} (predicted)")
         axes[1].semilogy(layers, r.backward_variance, label=r.spec)
     axes[0].set_title(f"forward: Var(pre-activation), {runs[0].activation}, width {runs[0].width}")
     axes[1].set_title("backward: Var(gradient at layer input)")
@@ -543,8 +580,10 @@ def _parser() -> argparse.ArgumentParser:
     g.set_defaults(run=_gain)
 
     pr = sub.add_parser("propagate", help="forward/backward variance per layer of a deep MLP or CNN")
-    pr.add_argument("--spec", action="append", help="a preset or JSON spec (repeatable; default: he_normal and "
-                    "glorot_uniform)")
+    pr.add_argument("--spec", action="append", help="a preset or JSON spec, or auto (initscale.auto: fixed-point "
+                    "gains for the second moment that arrives; repeatable; default: he_normal and glorot_uniform)")
+    pr.add_argument("--model", help="module:function returning (torch model, example_inputs): propagate through "
+                    "your model instead of the built-in MLP/CNN (--activation/--depth/--width/--arch do not apply)")
     pr.add_argument("--activation", default="relu", choices=sorted(gains.ACTIVATIONS))
     pr.add_argument("--param", type=float, help="the activation's parameter")
     pr.add_argument("--depth", type=int, default=50)

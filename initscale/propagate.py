@@ -43,7 +43,7 @@ from . import _validate, gains
 from .explain import json_safe
 from .specs import Spec
 
-__all__ = ["Propagation", "propagate"]
+__all__ = ["Propagation", "propagate", "propagate_model"]
 
 Array = NDArray[np.float64]
 _ANALYTIC = "analytic"
@@ -62,6 +62,8 @@ class Propagation:
     forward_variance: list[float] = field(default_factory=list)
     backward_variance: list[float] = field(default_factory=list)
     derivative: str = _ANALYTIC  # how f' was computed: "analytic" or the relative central difference
+    predicted_forward: list[float] = field(default_factory=list)  # the variance map's prediction, per layer
+    layers: list[str] = field(default_factory=list)  # layer names (a model's); empty for the built-in nets
 
     def forward_growth(self) -> float:
         """Per-layer factor of the forward variance: exp of the least-squares slope of its log over
@@ -77,7 +79,8 @@ class Propagation:
         """A JSON-safe dict (an overflowed variance is the string ``"inf"``, as in ``Spec.to_dict``)."""
         return json_safe({"spec": self.spec, "activation": self.activation, "arch": self.arch, "depth": self.depth,
                           "width": self.width, "forward_variance": self.forward_variance,
-                          "backward_variance": self.backward_variance, "derivative": self.derivative})
+                          "backward_variance": self.backward_variance, "derivative": self.derivative,
+                          "predicted_forward": self.predicted_forward, "layers": self.layers})
 
 
 def _growth(values: list[float]) -> float:
@@ -142,16 +145,49 @@ def _conv_backward(g: Array, w: Array) -> Array:
     return _conv(g, np.flip(w, (0, 1)).transpose(0, 1, 3, 2))
 
 
-def propagate(spec: Spec, activation: str | Activation = "relu", *, depth: int = 50, width: int = 512,
+def _predicted(spec: Spec | str, fan_in: int, f: Activation, df: Activation, depth: int,
+               name: str, param: float | None) -> list[float]:
+    """The variance map's prediction of each layer's pre-activation variance, from a unit input:
+    v_l = Var(w)·fan_in·m_l and m_{l+1} = E[f(√v_l·Z)²] (quadrature); for "auto", a² at every layer
+    (the pre-activation std a with E[f(aZ)²] = q* = the fixed point, see :func:`initscale.gains.fixed_point`)."""
+    from .autogain import activation_moment
+
+    act: Any = name if name in gains.ACTIVATIONS else f
+    if callable(act):
+        act.derivative = df  # type: ignore[union-attr]
+    if isinstance(spec, str):
+        fp = gains.fixed_point(act, 1.0, param if isinstance(act, str) else None,
+                               derivative=None if isinstance(act, str) else df)
+        return [fp.gain * fp.gain * fp.q_star] * depth
+    from .fans import Fans
+
+    per = spec.variance(Fans(fan_in, fan_in)) * fan_in
+    out, m = [], 1.0
+    for _ in range(depth):
+        v = per * m
+        out.append(v)
+        m = activation_moment(act, v, param if isinstance(act, str) else None) if v > 0 and v < 1e300 else v
+    return out
+
+
+def propagate(spec: Spec | str, activation: str | Activation = "relu", *, depth: int = 50, width: int = 512,
               arch: str = "mlp", batch: int = 256, param: float | None = None, backend: str = "numpy",
               seed: int = 0, label: str | None = None, derivative: Activation | None = None) -> Propagation:
     """Forward and backward variances per layer for a deep ``arch`` ("mlp" or "cnn") initialized
     with ``spec``. Weights are drawn by ``backend``'s adapter (numpy, torch or jax).
 
+    ``spec`` may be ``"auto"``: each layer's weights then have std a/√(m·fan_in), with a the
+    pre-activation std of the activation's fixed point (E[f(aZ)²] = q*, q = 1) and m the second
+    moment that actually arrives at the layer (measured on the batch, the layers before it
+    drawn): :func:`initscale.auto`'s measured mode on this net (NumPy draws). Every run also carries
+    ``predicted_forward``, the variance map's prediction per layer.
+
     ``activation`` is a name of :data:`initscale.gains.ACTIVATIONS` (its analytic derivative is
     used) or a numpy-vectorized callable, whose derivative is ``derivative`` if given, else the
     relative central difference of the module docstring (with a warning). ``depth``, ``width`` and
     ``batch`` must be >= 1."""
+    if isinstance(spec, str) and spec != "auto":
+        raise ValueError(f"Argument `spec` must be an initscale spec or 'auto'. Received: spec={spec!r}.")
     if arch not in ("mlp", "cnn"):
         raise ValueError(f"Argument `arch` must be one of 'cnn', 'mlp'. Received: arch={arch!r}.")
     depth = _validate.integer("depth", depth, minimum=1)
@@ -188,10 +224,18 @@ def propagate(spec: Spec, activation: str | Activation = "relu", *, depth: int =
         x = rng.standard_normal((max(batch // 16, 2), 8, 8, width))
     # one independent stream per layer (so runs with nearby seeds share no weights)
     streams = np.random.SeedSequence(seed).generate_state(depth, np.uint32)
-    weights = [draw(spec, shape, layout, int(s) & 0x7FFFFFFF) for s in streams]
+    fan_in = width if arch == "mlp" else 9 * width
+    auto = isinstance(spec, str)
+    predicted = _predicted(spec, fan_in, f, df, depth, name if isinstance(name, str) else "", param)
+    weights: list[Array] = [] if auto else [draw(spec, shape, layout, int(s) & 0x7FFFFFFF) for s in streams]
     pre: list[Array] = []
     forward: list[float] = []
-    for w in weights:
+    for layer in range(depth):
+        if auto:  # the std for the second moment that arrives here (measured mode)
+            m_in = float(np.mean(np.square(x)))
+            z = np.random.default_rng(int(streams[layer]) & 0x7FFFFFFF).standard_normal(shape)
+            weights.append(z * (np.sqrt(predicted[layer] / m_in) / np.sqrt(fan_in)))
+        w = weights[layer]
         h = x @ w if arch == "mlp" else _conv(x, w)
         pre.append(h)
         forward.append(float(np.var(h)))
@@ -203,4 +247,87 @@ def propagate(spec: Spec, activation: str | Activation = "relu", *, depth: int =
         g = g * df(h)
         g = g @ weights[i].T if arch == "mlp" else _conv_backward(g, weights[i])
         backward[i] = float(np.var(g))
-    return Propagation(label or repr(spec), name, arch, depth, width, forward, backward, how)
+    return Propagation(label or (spec if auto else repr(spec)), name, arch, depth, width, forward, backward, how,
+                       predicted)
+
+
+def propagate_model(factory: Callable[[], Any], spec: Spec | str, *, seed: int = 0,
+                    label: str | None = None) -> Propagation:
+    """Forward and backward variances per layer of a user's torch model initialized with ``spec``
+    (or ``"auto"``: :func:`initscale.auto` on the model's own graph).
+
+    ``factory()`` returns ``(model, example_inputs)`` (a fresh model each call; the inputs a tensor
+    or a tuple). The model is re-initialized with ``reinit_`` (seeded), run on the inputs, and a
+    unit-variance gradient is sent back from its (first) output: for every layer whose weight the
+    spec sets, in the order the forward pass calls them, the variance of its output (forward) and
+    of the gradient at its input (backward). For ``"auto"``, ``predicted_forward`` is the plan's
+    predicted pre-activation variance of each layer (gain²·m_in).
+
+    Example:
+        >>> import torch
+        >>> from initscale.propagate import propagate_model
+        >>> def net():
+        ...     return (torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.Tanh(), torch.nn.Linear(32, 4)),
+        ...             torch.randn(64, 16, generator=torch.Generator().manual_seed(0)))
+        >>> run = propagate_model(net, "auto")
+        >>> run.layers, len(run.forward_variance), len(run.predicted_forward)
+        (['0', '2'], 2, 2)
+    """
+    import torch
+
+    from . import autogain
+    from .adapters.torch import reinit_
+
+    if isinstance(spec, str) and spec != "auto":
+        raise ValueError(f"Argument `spec` must be an initscale spec or 'auto'. Received: spec={spec!r}.")
+    built = factory()
+    if not (isinstance(built, tuple) and len(built) == 2 and isinstance(built[0], torch.nn.Module)):
+        raise TypeError("The model factory must return (model, example_inputs): a torch.nn.Module and the inputs "
+                        f"of one forward pass. Received: {type(built).__name__}.")
+    model, inputs = built
+    inputs = inputs if isinstance(inputs, tuple) else (inputs,)
+    rules: Any = autogain.auto(inputs) if spec == "auto" else spec
+    predicted_plan = autogain.auto(inputs, arriving="predicted").plan(model) if spec == "auto" else None
+    report = reinit_(model, rules, generator=torch.Generator().manual_seed(seed))
+    weights = {row.name.rpartition(".")[0] for row in report.touched if row.layout is not None
+               and row.name.endswith("weight")}
+    order: list[str] = []
+    forward: dict[str, float] = {}
+    backward: dict[str, float] = {}
+    handles = []
+
+    def hooks(name: str, module: torch.nn.Module) -> None:
+        def fwd(_m: torch.nn.Module, _i: Any, out: Any) -> None:
+            if name not in forward and isinstance(out, torch.Tensor):
+                order.append(name)
+                forward[name] = float(out.detach().double().var())
+
+        def bwd(_m: torch.nn.Module, grad_input: Any, _grad_output: Any) -> None:
+            g = grad_input[0] if grad_input else None
+            if name not in backward and isinstance(g, torch.Tensor):
+                backward[name] = float(g.detach().double().var())
+
+        handles.extend([module.register_forward_hook(fwd), module.register_full_backward_hook(bwd)])
+
+    for name, module in model.named_modules():
+        if name in weights:
+            hooks(name, module)
+    try:
+        leaves = [t.detach().requires_grad_(t.is_floating_point()) if isinstance(t, torch.Tensor) else t
+                  for t in inputs]
+        out = model(*leaves)
+        first = out if isinstance(out, torch.Tensor) else next(
+            v for v in (out.values() if hasattr(out, "values") else out) if isinstance(v, torch.Tensor))
+        grad = torch.randn(first.shape, generator=torch.Generator().manual_seed(seed + 1), dtype=first.dtype)
+        first.backward(grad)
+    finally:
+        for handle in handles:
+            handle.remove()
+    predicted = []
+    if predicted_plan is not None:
+        by_module = {row.weight.rpartition(".")[0]: row for row in predicted_plan.rows}
+        predicted = [by_module[n].gain ** 2 * by_module[n].m_in if n in by_module else float("nan") for n in order]
+    width = max((int(report[f"{n}.weight"].fan_in or 0) for n in order), default=0)
+    return Propagation(label or (spec if isinstance(spec, str) else repr(spec)), "model", "model", len(order), width,
+                       [forward[n] for n in order], [backward.get(n, float("nan")) for n in order], _ANALYTIC,
+                       predicted, order)
