@@ -242,6 +242,20 @@ _SAMPLE_KINDS = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}  # _stre
 _WORD = 0xFFFFFFFF
 
 
+def _sampler_ready(dist: Distribution, tensor: torch.Tensor) -> tuple[Any, int, Any] | None:
+    """(kernel, output kind, parameters) when the compiled CPU sampler applies to ``tensor``
+    (see :func:`_sampled`), else None."""
+    kind = _SAMPLE_KINDS.get(tensor.dtype)
+    if (kind is None or not hasattr(dist, "native") or dist.native is not None or tensor.device.type != "cpu"
+            or not _dense(tensor)):  # constants and orthogonal matrices have no sampler (and no marker)
+        return None
+    params = _stream_kernel.sample_params(dist)
+    if params is None:
+        return None
+    kernel = _stream_kernel.load()
+    return None if kernel is None else (kernel, kind, params)
+
+
 def _sampled(dist: Distribution, tensor: torch.Tensor, generator: torch.Generator | None) -> bool:
     """Draw ``tensor`` with the compiled CPU sampler (:func:`initscale._stream_kernel.sample`) if it
     applies, and say whether it did: a dense float32/bfloat16/float16 CPU tensor, a normal,
@@ -253,16 +267,10 @@ def _sampled(dist: Distribution, tensor: torch.Tensor, generator: torch.Generato
     its place in memory, never on the thread count; the work is split over
     ``torch.get_num_threads()`` threads. Each value is computed in float32 and stored once, clipped
     first to the bounds that hold in the stored dtype (:func:`initscale.rounding.representable_bounds`)."""
-    kind = _SAMPLE_KINDS.get(tensor.dtype)
-    if (kind is None or dist.native is not None or tensor.device.type != "cpu"  # type: ignore[union-attr]
-            or not _dense(tensor)):
+    ready = _sampler_ready(dist, tensor)
+    if ready is None:
         return False
-    params = _stream_kernel.sample_params(dist)
-    if params is None:
-        return False
-    kernel = _stream_kernel.load()
-    if kernel is None:
-        return False
+    kernel, kind, params = ready
     words = torch.empty(2, dtype=torch.int64).random_(-(2**63), None, generator=generator).tolist()
     key = (words[0] & _WORD, (words[0] >> 32) & _WORD, words[1] & _WORD, (words[1] >> 32) & _WORD)
     bounds = None if dist.bounds is None else representable_bounds(*dist.bounds, str(tensor.dtype))
@@ -996,8 +1004,15 @@ def _write_jobs(targets: Sequence[Target[torch.Tensor]], generator: torch.Genera
 
 def _fill_group(dist: Distribution, members: Sequence[tuple[str, torch.Tensor]],
                 generator: torch.Generator | None) -> None:
-    """One flat buffer for ``members`` (same dtype and device), drawn at once and copied in."""
+    """One flat buffer for ``members`` (same dtype and device), drawn at once and copied in; or,
+    where the compiled CPU sampler applies to every member, each drawn straight into its own memory
+    (one call per tensor costs microseconds there, and the copy, which is most of the time on a
+    model of many small convolutions, is gone)."""
     tensors = [t for _, t in members]
+    if all(_sampler_ready(dist, t) is not None for t in tensors):
+        for tensor in tensors:
+            _sampled(dist, tensor, generator)
+        return
     flat = torch.empty(sum(t.numel() for t in tensors), dtype=tensors[0].dtype, device=tensors[0].device)
     _fill(dist, None, flat, generator)
     parts = torch.split(flat, [t.numel() for t in tensors])
@@ -1146,8 +1161,9 @@ def reinit_(module: torch.nn.Module, rules: Spec | Mapping[str, Spec | None], *,
     ``torch.inference_mode()``), no two elements sharing memory (``expand()``). A dry run makes
     the same checks, except that meta tensors pass. Memory that is read-only outside torch
     (``torch.from_numpy`` of a read-only array) cannot be detected. Values are then drawn in
-    place, with no second copy: small tensors through flat buffers of at most 16 MiB, large ones
-    straight into their memory 16 MiB at a time (at most ~48 MiB extra; orthogonal specs need QR
+    place, with no second copy: small tensors through flat buffers of at most 16 MiB (straight
+    into their own memory where the compiled CPU sampler applies), large ones straight into their
+    memory 16 MiB at a time (at most ~48 MiB extra; orthogonal specs need QR
     workspace of their weight, stream draws of a bfloat16/float16 or non-dense weight a float32
     copy of that one weight). A failure midway (a device error) raises :class:`PartialWriteError`
     naming what was written, what may be partly written and what is unchanged. A model whose
