@@ -726,8 +726,8 @@ def reinit(params: Any, rules: Spec | Mapping[str, Spec | None], key: Any, dry_r
     if stream_seed is None:
         key = _check_key(key)
     was_nnx_module = _is_nnx_module(params)
-    rules = model_rules(rules, params if module is None else module)  # a recipe, resolved (initscale.recipes)
     tree, modules, leaves_with_paths, found = _walk(params, module, example_inputs, example_kwargs)
+    rules = model_rules(rules, params if module is None else module, found)  # a recipe, on this walk (recipes)
     treedef = jax.tree_util.tree_structure(tree)
     decided = reinit_plan(found, rules, defaults=defaults, dry_run=dry_run, stacklevel=2, fans=fans)
     scaled = [r.name for r in decided.report.rows

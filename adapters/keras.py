@@ -860,9 +860,9 @@ def reinit(model: Any, rules: Spec | Mapping[str, Spec | None], seed: Any = None
             f"The model {model.name!r} is not built, so its variables do not exist yet: build it first "
             "(call it on a batch, or model.build(input_shape))."
         )
-    rules = model_rules(rules, model)  # a recipe: its roles resolved on this model (initscale.recipes)
     found: list[tuple[Param, Any]] = []
     _walk(model, (), set(), include_buffers, found)
+    rules = model_rules(rules, model, [p for p, _ in found])  # a recipe, resolved on this walk (initscale.recipes)
     decided = reinit_plan([p for p, _ in found], rules, include_frozen=include_frozen, defaults=defaults,
                           dry_run=dry_run, stacklevel=2, fans=fans)
     targets = [(d, v) for d, (_, v) in zip(decided.decisions, found, strict=True) if d.dist is not None]

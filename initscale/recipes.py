@@ -105,6 +105,7 @@ class _Part:
     classes: tuple[str, ...]
     parent_classes: tuple[str, ...] = ()
     layer: int | None = None
+    scope: str = ""  # Keras/JAX paths (initscale/_recipe_paths.py): "attn", "block" or "" outside the blocks
 
 
 _MRO: dict[type, tuple[str, ...]] = {}  # a class -> the names of its MRO, computed once
@@ -218,19 +219,40 @@ class Recipe:
         except ValueError as err:
             raise ValueError(f"Recipe {self.name!r} on {type(model).__name__}: {err}") from None
 
-    def roles(self, model: Any) -> list[Found]:
+    def roles(self, model: Any, params: Sequence[Any] | None = None) -> list[Found]:
         """Every tensor of ``model`` with its role (tied tensors once, all names listed); raises
-        as the module docstring says."""
-        if not _is_torch_module(model):
-            raise TypeError(
-                f"Recipe {self.name!r} reads roles from a torch module tree (torch.nn.Module, e.g. a transformers "
-                f"model); received {type(model).__module__}.{type(model).__name__}. For a Keras model or a JAX "
-                "pytree, pass rules (a mapping pattern -> spec) instead.")
-        settings = self.settings(model)
-        parts, _ = _torch_parts(model, self.blocks)
-        return self._found(model, parts, settings)
+        as the module docstring says. ``params``: the adapter's walk of it, as for :meth:`rules_for`."""
+        found, _ = self._read(model, params)
+        return found
 
-    def _found(self, model: Any, parts: list[_Part], settings: dict[str, Any]) -> list[Found]:
+    def _read(self, model: Any, params: Sequence[Any] | None) -> tuple[list[Found], list[tuple[Found, Spec | None, str]]]:
+        """The roles of ``model`` and, with them, each tensor's spec and label (see :meth:`plan`)."""
+        if _is_torch_module(model):
+            settings = self.settings(model)
+            parts, _ = _torch_parts(model, self.blocks, params)
+            planned = self._planned(model, parts, settings)
+            return [f for f, _, _ in planned], planned
+        parts, _, view, role = self._path_read(model, params)
+        settings = self.settings(view)
+        planned = self._planned(model, parts, settings, role)
+        return [f for f, _, _ in planned], planned
+
+    def _path_read(self, model: Any, params: Sequence[Any] | None) -> tuple[list[_Part], list[str], Any, Reader]:
+        """A Keras model's or JAX pytree's parts (from the adapter's walk), every name, the view of
+        it that the recipe's settings read (:class:`_PathView`) and the role reader for it."""
+        from ._recipe_paths import path_model
+
+        if self.name not in _PATH_RECIPES:
+            raise TypeError(
+                f"Recipe {self.name!r} reads roles from a torch module tree only (torch.nn.Module, e.g. a transformers "
+                f"model); received {type(model).__module__}.{type(model).__name__}. The recipes that also read Keras "
+                f"models and JAX pytrees are {', '.join(repr(n) for n in _PATH_RECIPES)}; for this model, pass rules "
+                "(a mapping pattern -> spec) instead.")
+        return path_model(self.name, model, params)
+
+    def _found(self, model: Any, parts: list[_Part], settings: dict[str, Any],
+               reader: Reader | None = None) -> list[Found]:
+        reader = reader or self._role
         aliases: dict[str, list[_Part]] = {}
         for part in parts:
             if part.tied_to is not None:
@@ -240,7 +262,7 @@ class Recipe:
         for part in parts:
             if part.tied_to is not None:
                 continue
-            role = self._role(model, part, settings)
+            role = reader(model, part, settings)
             if role is None:
                 unknown.append(part)
                 continue
@@ -257,6 +279,8 @@ class Recipe:
                 f"nothing was changed:\n{listed}{more}\nThis recipe does not know those layers. Initialize them "
                 "yourself before or after, or use rules (a mapping pattern -> spec) that cover them.")
         have = {f.role for f in found}
+        if reader is not self._role and {"attn_q", "attn_k", "attn_v"} <= have:
+            have.add("attn_qkv")  # Keras/Flax attention: q, k and v in three kernels do what one packed QKV does
         missing = [r for r in self.required if r not in have]
         if missing:
             counts: dict[str, int] = {}
@@ -270,17 +294,14 @@ class Recipe:
                 f"(initscale.recipes.names(): {', '.join(names())}).")
         return found
 
-    def plan(self, model: Any) -> list[tuple[Found, Spec | None, str]]:
+    def plan(self, model: Any, params: Sequence[Any] | None = None) -> list[tuple[Found, Spec | None, str]]:
         """Each tensor with the spec its role gets and the label the report shows."""
-        if not _is_torch_module(model):
-            self.roles(model)  # raises naming the model type
-        settings = self.settings(model)
-        parts, _ = _torch_parts(model, self.blocks)
-        return self._planned(model, parts, settings)
+        return self._read(model, params)[1]
 
-    def _planned(self, model: Any, parts: list[_Part],
-                 settings: dict[str, Any]) -> list[tuple[Found, Spec | None, str]]:
-        found = self._found(model, parts, settings)
+    def _planned(self, model: Any, parts: list[_Part], settings: dict[str, Any],
+                 reader: Reader | None = None) -> list[tuple[Found, Spec | None, str]]:
+        reader = reader or self._role
+        found = self._found(model, parts, settings, reader)
         by_name = {p.name: p for p in parts}
         sources = _hf_tie_sources(model)
         out = []
@@ -292,7 +313,7 @@ class Recipe:
                 winner = next((n for n in f.names if n in sources), f.name)
                 if winner != f.name:
                     part = by_name_alias(parts, winner)
-                    role = self._role(model, part, settings) or f.role
+                    role = reader(model, part, settings) or f.role
                     spec = self._spec(role, part, settings)
                     label = f"recipe {self.name}: {role} (tied: {winner!r} is the source in _tied_weights_keys)"
                 else:
@@ -306,14 +327,18 @@ class Recipe:
         checked to match exactly its names among every parameter and buffer name of the model.
         ``params``: the adapter's walk of ``model`` (:class:`~initscale.reinit.Param` list), when
         it has one already (``reinit_`` does), so the model is not walked twice."""
-        if not _is_torch_module(model):
-            self.roles(model)  # raises naming the model type
-        settings = self.settings(model)
-        parts, every = _torch_parts(model, self.blocks, params)
+        if _is_torch_module(model):
+            settings = self.settings(model)
+            parts, every = _torch_parts(model, self.blocks, params)
+            planned, index = self._planned(model, parts, settings), _INDEX
+        else:
+            parts, every, view, reader = self._path_read(model, params)
+            planned, index = self._planned(model, parts, self.settings(view), reader), _PATH_INDEX
         by_value: dict[tuple[Spec | None, str], list[str]] = {}
-        for f, spec, label in self._planned(model, parts, settings):
+        for f, spec, label in planned:
             by_value.setdefault((spec, label), []).append(f.name)  # a tied tensor: its first name
-        return _compress({Rule(spec, label=label): members for (spec, label), members in by_value.items()}, every)
+        return _compress({Rule(spec, label=label): members for (spec, label), members in by_value.items()}, every,
+                         index)
 
 
 def by_name_alias(parts: Sequence[_Part], name: str) -> _Part:
@@ -326,9 +351,11 @@ def _glob(pattern: str) -> re.Pattern[str]:
 
 
 _INDEX = re.compile(r"(?<=\.)\d+(?=\.)")
+_PATH_INDEX = re.compile(r"(?:(?<=[/_])|^)\d+(?=/)")  # Keras/JAX paths: "h_3/attn/...", "layers/3/...", "3/..."
 
 
-def _compress(groups: Mapping[Rule, list[str]], every: Sequence[str]) -> dict[str, Rule]:
+def _compress(groups: Mapping[Rule, list[str]], every: Sequence[str],
+              index: re.Pattern[str] = _INDEX) -> dict[str, Rule]:
     """Exact names, shortened where safe: names that differ only in their numeric components
     (layer indices) become one glob with ``*`` there, kept only if it matches exactly those
     names among ``every`` name of the model (so rules never overlap and their order is moot)."""
@@ -339,7 +366,7 @@ def _compress(groups: Mapping[Rule, list[str]], every: Sequence[str]) -> dict[st
     for rule, members in groups.items():
         by_template: dict[str, list[str]] = {}
         for name in members:
-            by_template.setdefault(_INDEX.sub("*", name), []).append(name)
+            by_template.setdefault(index.sub("*", name), []).append(name)
         for template, names_ in by_template.items():
             if template not in out and len(names_) > 1:
                 regex = _glob(template)
@@ -727,6 +754,8 @@ def _olmo_spec(mode: str) -> Specs:
 
 
 _DECODER_REQUIRED = ("token_embedding", "norm_scale")
+#: the recipes that also read Keras models and JAX pytrees (initscale/_recipe_paths.py)
+_PATH_RECIPES = ("deepnet", "hf.bert", "hf.gpt2", "hf.llama", "megatron", "nanogpt", "neox", "torchtitan.llama")
 _DECODER_OPTIONS = ("n_layers", "dim")
 
 
