@@ -102,7 +102,7 @@ def _walked(model: Any, params: Sequence[Any] | None) -> list[Any]:
 
         try:
             _, _, leaves, found = isj._walk(model, None, None, None)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, IndexError):  # not a pytree the walk reads (a bare leaf, ...)
             leaves, found = [], []
         if leaves and all(hasattr(leaf, "shape") and hasattr(leaf, "dtype") for _, leaf in leaves):
             return found  # a pytree of arrays

@@ -225,7 +225,8 @@ class Recipe:
         found, _ = self._read(model, params)
         return found
 
-    def _read(self, model: Any, params: Sequence[Any] | None) -> tuple[list[Found], list[tuple[Found, Spec | None, str]]]:
+    def _read(self, model: Any,
+              params: Sequence[Any] | None) -> tuple[list[Found], list[tuple[Found, Spec | None, str]]]:
         """The roles of ``model`` and, with them, each tensor's spec and label (see :meth:`plan`)."""
         if _is_torch_module(model):
             settings = self.settings(model)
@@ -386,7 +387,10 @@ def _is_torch_module(model: Any) -> bool:
     import sys
 
     torch = sys.modules.get("torch")
-    return torch is not None and isinstance(model, torch.nn.Module)
+    if torch is None or not isinstance(model, torch.nn.Module):
+        return False
+    keras = sys.modules.get("keras")  # a Keras layer on the torch backend is a torch Module too: read it as Keras
+    return keras is None or not isinstance(model, keras.layers.Layer)
 
 
 # --- helpers shared by the HF recipes -------------------------------------------------------------
