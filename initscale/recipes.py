@@ -58,6 +58,7 @@ import fnmatch
 import functools
 import math
 import re
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -327,7 +328,47 @@ class Recipe:
         with the role as its label. Patterns are exact names, or a glob over layer indices
         checked to match exactly its names among every parameter and buffer name of the model.
         ``params``: the adapter's walk of ``model`` (:class:`~initscale.reinit.Param` list), when
-        it has one already (``reinit_`` does), so the model is not walked twice."""
+        it has one already (``reinit_`` does), so the model is not walked twice.
+
+        With ``params``, the result is kept for the next call on the same model (a weak
+        reference: nothing outlives the model), under a key of everything it is computed from:
+        the recipe and its config, the walk itself (every :class:`~initscale.reinit.Param`:
+        names, shapes, base roles, layouts, owner classes and their ancestors', ties, padding
+        rows), the settings read from the model's config now, the names ``_tied_weights_keys``
+        ties to, and the model's input/output embedding modules. A call whose key differs in
+        anything resolves again, so a model changed in place (a layer swapped, a config edited)
+        never gets stale rules; a key that cannot be hashed is simply not kept."""
+        key = self._cache_key(model, params)
+        if key is not None:
+            kept = _RESOLVED.get(model)
+            if kept is not None and kept[0] == key:
+                return dict(kept[1])
+        rules = self._rules_for(model, params)
+        if key is not None:
+            _RESOLVED[model] = (key, dict(rules))
+        return rules
+
+    def _cache_key(self, model: Any, params: Sequence[Any] | None) -> tuple[Any, ...] | None:
+        """What :meth:`rules_for`'s result depends on, hashable; None where it cannot be kept
+        (no walk given, a model that takes no weak reference, an unhashable setting)."""
+        if params is None:
+            return None
+        try:
+            weakref.ref(model)
+            hash(model)
+            # torch: the settings read from the model now; Keras/JAX: they come from the walk, and keras-hub's sizes
+            settings = self.settings(model) if _is_torch_module(model) else (
+                getattr(model, "num_layers", None), getattr(model, "hidden_dim", None))
+            inp, out = _io_embeddings(model)
+            key = (self.name, _frozen(self.config), _frozen(settings), tuple(params),
+                   frozenset(_hf_tie_sources(model)), id(inp) if inp is not None else None,
+                   id(out) if out is not None else None)
+            hash(key)
+        except (TypeError, ValueError):  # unhashable, or settings that raise: resolve (and raise) as usual
+            return None
+        return key
+
+    def _rules_for(self, model: Any, params: Sequence[Any] | None) -> dict[str, Rule]:
         if _is_torch_module(model):
             settings = self.settings(model)
             parts, every = _torch_parts(model, self.blocks, params)
@@ -340,6 +381,22 @@ class Recipe:
             by_value.setdefault((spec, label), []).append(f.name)  # a tied tensor: its first name
         return _compress({Rule(spec, label=label): members for (spec, label), members in by_value.items()}, every,
                          index)
+
+
+#: model -> (key, rules) of its last resolution (Recipe.rules_for); weak: an entry goes with its model
+_RESOLVED: weakref.WeakKeyDictionary[Any, tuple[tuple[Any, ...], dict[str, Rule]]] = weakref.WeakKeyDictionary()
+
+
+def _frozen(value: Any) -> Any:
+    """``value`` made hashable (mappings, sets and sequences recursively); TypeError if it cannot be."""
+    if isinstance(value, Mapping):
+        return tuple(sorted(((k, _frozen(v)) for k, v in value.items()), key=lambda kv: repr(kv[0])))
+    if isinstance(value, (set, frozenset)):
+        return frozenset(_frozen(v) for v in value)
+    if isinstance(value, (list, tuple)):
+        return tuple(_frozen(v) for v in value)
+    hash(value)
+    return value
 
 
 def by_name_alias(parts: Sequence[_Part], name: str) -> _Part:
@@ -359,8 +416,10 @@ def _compress(groups: Mapping[Rule, list[str]], every: Sequence[str],
               index: re.Pattern[str] = _INDEX) -> dict[str, Rule]:
     """Exact names, shortened where safe: names that differ only in their numeric components
     (layer indices) become one glob with ``*`` there, kept only if it matches exactly those
-    names among ``every`` name of the model (so rules never overlap and their order is moot)."""
+    names among ``every`` name of the model (so rules never overlap and their order is moot); the
+    globs that match the most names come first."""
     out: dict[str, Rule] = {}
+    sizes: dict[str, int] = {}  # a glob -> how many names it matches
     by_end: dict[str, list[str]] = {}  # the names by their last two components: the candidates of a glob
     for name in every:
         by_end.setdefault(".".join(name.rsplit(".", 2)[-2:]), []).append(name)
@@ -377,10 +436,14 @@ def _compress(groups: Mapping[Rule, list[str]], every: Sequence[str],
                 hits = {n for n in candidates if n.startswith(head) and n.endswith(tail) and regex.match(n)}
                 if hits == set(names_):
                     out[template] = rule
+                    sizes[template] = len(names_)
                     continue
             for name in names_:
                 out[name] = rule
-    return out
+    # the rules never overlap, so their order is moot for what they match, but plan() tries them in order
+    # for each parameter until one matches: the rules that match the most parameters first
+    return dict(sorted(out.items(), key=lambda item: -sizes.get(item[0], 1)))
+
 
 
 def _is_torch_module(model: Any) -> bool:
