@@ -19,8 +19,9 @@ checked matches exactly those names and no other. Each rule carries its role, so
   attention blocks): the error names the recipe, the role and the roles the model has;
 - a parameter gets no role (a layer the recipe does not know): the error names it, its layer
   and the fix;
-- the model is not one this recipe reads (a Keras model, a JAX pytree: roles are read from
-  torch module trees; pass rules instead).
+- the model is not one this recipe reads: the recipes of ``_PATH_RECIPES`` also read Keras 3
+  models and JAX pytrees, from variable paths and layer classes
+  (:mod:`initscale._recipe_paths`); the others read torch module trees only.
 
 **Tied parameters** (one tensor under several names) get one value: the spec of the role of
 the name that ``_tied_weights_keys`` (HF: ``all_tied_weights_keys``, target -> source) names as
@@ -45,11 +46,14 @@ its source, a file at a commit or a paper's equations):
   formulas transcribed from its source, at two depths, and against the source's own init code
   where it is small enough to transcribe.
 
-**The hook.** Every reinit entry calls :func:`initscale.reinit.model_rules` before planning
-(``rules = model_rules(rules, model, params)``): a recipe is resolved there, anything else passes
-through. ``initscale.torch.check(model, recipe=...)`` resolves it the same way; the command line
-(``initscale check FILE --recipe NAME --config config.json``) builds the model of a transformers
-config on the meta device to read its roles (:func:`rules_from_config`).
+**The hook.** Every reinit entry calls :func:`initscale.reinit.model_rules` after its walk and
+before planning (``rules = model_rules(rules, model, params)``): a recipe is resolved there, on
+that walk (no second one), anything else passes through. :meth:`Recipe.rules_for` keeps the
+result per model under a key of everything it depends on, so a repeated call costs a key
+comparison. ``initscale.torch.check(model, recipe=...)`` and the Keras and JAX ``check``
+resolve it the same way; the command line (``initscale check FILE --recipe NAME --config
+config.json``) builds the model of a transformers config on the meta device to read its roles
+(:func:`rules_from_config`).
 """
 
 from __future__ import annotations
