@@ -392,15 +392,19 @@ _RESOLVED: weakref.WeakKeyDictionary[Any, tuple[tuple[Any, ...], dict[str, Rule]
 
 
 def _frozen(value: Any) -> Any:
-    """``value`` made hashable (mappings, sets and sequences recursively); TypeError if it cannot be."""
+    """``value`` made hashable (mappings, sets and sequences recursively, of numbers, strings,
+    booleans and None); TypeError for anything else: an object (a module a recipe's settings hold)
+    is neither kept in a key nor compared by identity, and keeping the model itself would keep it
+    alive."""
     if isinstance(value, Mapping):
         return tuple(sorted(((k, _frozen(v)) for k, v in value.items()), key=lambda kv: repr(kv[0])))
     if isinstance(value, (set, frozenset)):
         return frozenset(_frozen(v) for v in value)
     if isinstance(value, (list, tuple)):
         return tuple(_frozen(v) for v in value)
-    hash(value)
-    return value
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"not kept in a recipe's cache key: {type(value).__name__}")
 
 
 def by_name_alias(parts: Sequence[_Part], name: str) -> _Part:

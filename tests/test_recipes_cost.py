@@ -123,3 +123,23 @@ def test_mutation_a_key_without_the_settings_goes_stale(monkeypatch) -> None:
 
     monkeypatch.setattr(recipes.Recipe, "_cache_key", no_settings)
     assert _config_change_problems() == ["after: Normal(std=0.02, mean=0.0), expected Normal(std=0.05, mean=0.0)"]
+
+
+def test_nothing_is_kept_past_its_model() -> None:
+    import gc
+    import weakref
+
+    model = _gpt2()
+    recipes.get("hf.gpt2").rules_for(model, _walk(model))
+    ref = weakref.ref(model)
+    assert ref() in recipes._RESOLVED
+    del model
+    gc.collect()
+    assert ref() is None  # the kept resolution did not keep the model alive
+
+
+def test_settings_holding_objects_are_not_kept() -> None:
+    assert recipes._frozen({"L": 2, "beta": {"decoder": 0.5}, "encoder": {1, 2}}) == (
+        ("L", 2), ("beta", (("decoder", 0.5),)), ("encoder", frozenset({1, 2})))
+    with pytest.raises(TypeError, match="not kept"):  # t_fixup's settings hold the model: no cache for it
+        recipes._frozen({"model": torch.nn.Linear(2, 2)})
