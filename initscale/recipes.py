@@ -341,7 +341,7 @@ class Recipe:
         rows), the settings read from the model's config now, the names ``_tied_weights_keys``
         ties to, and the model's input/output embedding modules. A call whose key differs in
         anything resolves again, so a model changed in place (a layer swapped, a config edited)
-        never gets stale rules; a key that cannot be hashed is simply not kept."""
+        never gets stale rules; where a setting is an object (not a plain value), nothing is kept."""
         key = self._cache_key(model, params)
         if key is not None:
             kept = _RESOLVED.get(model)
@@ -353,8 +353,8 @@ class Recipe:
         return rules
 
     def _cache_key(self, model: Any, params: Sequence[Any] | None) -> tuple[Any, ...] | None:
-        """What :meth:`rules_for`'s result depends on, hashable; None where it cannot be kept
-        (no walk given, a model that takes no weak reference, an unhashable setting)."""
+        """What :meth:`rules_for`'s result depends on; None where it cannot be kept (no walk
+        given, a model that takes no weak reference, a setting that is not a plain value)."""
         if params is None:
             return None
         try:
@@ -366,9 +366,8 @@ class Recipe:
             inp, out = _io_embeddings(model)
             key = (self.name, _frozen(self.config), _frozen(settings), tuple(params),
                    frozenset(_hf_tie_sources(model)), id(inp) if inp is not None else None,
-                   id(out) if out is not None else None)
-            hash(key)
-        except (TypeError, ValueError):  # unhashable, or settings that raise: resolve (and raise) as usual
+                   id(out) if out is not None else None)  # compared with ==, never hashed
+        except (TypeError, ValueError):  # objects in the settings, or settings that raise: resolve (and raise) as usual
             return None
         return key
 
