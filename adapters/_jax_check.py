@@ -19,7 +19,7 @@ import numpy as np
 
 from initscale import check as _core
 from initscale.check import ALPHA, CheckReport, Entry
-from initscale.reinit import Param
+from initscale.reinit import Param, model_rules
 
 __all__ = ["check"]
 
@@ -61,6 +61,7 @@ def check(params: Any, recipe: Any = None, *, rules: Any = None, fresh: bool = T
 
     rules = _core.rules_for(recipe, rules)
     _, _, leaves_with_paths, params_found = _walk(params, module, example_inputs, example_kwargs)
+    rules = model_rules(rules, params if module is None else module, params_found)  # a recipe, on this walk
     found: list[tuple[Param, Any]] = [(p, leaf) for p, (_, leaf) in zip(params_found, leaves_with_paths, strict=True)]
     expected = _core._expected_for([p for p, _ in found], rules, include_frozen=True)
     entries = []

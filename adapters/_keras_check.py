@@ -18,6 +18,7 @@ import numpy as np
 
 from initscale import check as _core
 from initscale.check import ALPHA, CheckReport, Entry
+from initscale.reinit import model_rules
 
 __all__ = ["check"]
 
@@ -58,6 +59,7 @@ def check(model: Any, recipe: Any = None, *, rules: Any = None, fresh: bool = Tr
                          "(call it on a batch, or model.build(input_shape)).")
     found: list[tuple[Any, Any]] = []
     _walk(model, (), set(), include_buffers, found)
+    rules = model_rules(rules, model, [p for p, _ in found])  # a recipe: its roles, on this walk (initscale.recipes)
     expected = _core._expected_for([p for p, _ in found], rules, include_frozen)
     entries = []
     for param, variable in found:

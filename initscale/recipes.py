@@ -19,8 +19,9 @@ checked matches exactly those names and no other. Each rule carries its role, so
   attention blocks): the error names the recipe, the role and the roles the model has;
 - a parameter gets no role (a layer the recipe does not know): the error names it, its layer
   and the fix;
-- the model is not one this recipe reads (a Keras model, a JAX pytree: roles are read from
-  torch module trees; pass rules instead).
+- the model is not one this recipe reads: the recipes of ``_PATH_RECIPES`` also read Keras 3
+  models and JAX pytrees, from variable paths and layer classes
+  (:mod:`initscale._recipe_paths`); the others read torch module trees only.
 
 **Tied parameters** (one tensor under several names) get one value: the spec of the role of
 the name that ``_tied_weights_keys`` (HF: ``all_tied_weights_keys``, target -> source) names as
@@ -45,11 +46,14 @@ its source, a file at a commit or a paper's equations):
   formulas transcribed from its source, at two depths, and against the source's own init code
   where it is small enough to transcribe.
 
-**The hook.** Every reinit entry calls :func:`initscale.reinit.model_rules` before planning
-(``rules = model_rules(rules, model, params)``): a recipe is resolved there, anything else passes
-through. ``initscale.torch.check(model, recipe=...)`` resolves it the same way; the command line
-(``initscale check FILE --recipe NAME --config config.json``) builds the model of a transformers
-config on the meta device to read its roles (:func:`rules_from_config`).
+**The hook.** Every reinit entry calls :func:`initscale.reinit.model_rules` after its walk and
+before planning (``rules = model_rules(rules, model, params)``): a recipe is resolved there, on
+that walk (no second one), anything else passes through. :meth:`Recipe.rules_for` keeps the
+result per model under a key of everything it depends on, so a repeated call costs a key
+comparison. ``initscale.torch.check(model, recipe=...)`` and the Keras and JAX ``check``
+resolve it the same way; the command line (``initscale check FILE --recipe NAME --config
+config.json``) builds the model of a transformers config on the meta device to read its roles
+(:func:`rules_from_config`).
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ import fnmatch
 import functools
 import math
 import re
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -105,6 +110,7 @@ class _Part:
     classes: tuple[str, ...]
     parent_classes: tuple[str, ...] = ()
     layer: int | None = None
+    scope: str = ""  # Keras/JAX paths (initscale/_recipe_paths.py): "attn", "block" or "" outside the blocks
 
 
 _MRO: dict[type, tuple[str, ...]] = {}  # a class -> the names of its MRO, computed once
@@ -218,19 +224,41 @@ class Recipe:
         except ValueError as err:
             raise ValueError(f"Recipe {self.name!r} on {type(model).__name__}: {err}") from None
 
-    def roles(self, model: Any) -> list[Found]:
+    def roles(self, model: Any, params: Sequence[Any] | None = None) -> list[Found]:
         """Every tensor of ``model`` with its role (tied tensors once, all names listed); raises
-        as the module docstring says."""
-        if not _is_torch_module(model):
-            raise TypeError(
-                f"Recipe {self.name!r} reads roles from a torch module tree (torch.nn.Module, e.g. a transformers "
-                f"model); received {type(model).__module__}.{type(model).__name__}. For a Keras model or a JAX "
-                "pytree, pass rules (a mapping pattern -> spec) instead.")
-        settings = self.settings(model)
-        parts, _ = _torch_parts(model, self.blocks)
-        return self._found(model, parts, settings)
+        as the module docstring says. ``params``: the adapter's walk of it, as for :meth:`rules_for`."""
+        found, _ = self._read(model, params)
+        return found
 
-    def _found(self, model: Any, parts: list[_Part], settings: dict[str, Any]) -> list[Found]:
+    def _read(self, model: Any,
+              params: Sequence[Any] | None) -> tuple[list[Found], list[tuple[Found, Spec | None, str]]]:
+        """The roles of ``model`` and, with them, each tensor's spec and label (see :meth:`plan`)."""
+        if _is_torch_module(model):
+            settings = self.settings(model)
+            parts, _ = _torch_parts(model, self.blocks, params)
+            planned = self._planned(model, parts, settings)
+            return [f for f, _, _ in planned], planned
+        parts, _, view, role = self._path_read(model, params)
+        settings = self.settings(view)
+        planned = self._planned(model, parts, settings, role)
+        return [f for f, _, _ in planned], planned
+
+    def _path_read(self, model: Any, params: Sequence[Any] | None) -> tuple[list[_Part], list[str], Any, Reader]:
+        """A Keras model's or JAX pytree's parts (from the adapter's walk), every name, the view of
+        it that the recipe's settings read (:class:`_PathView`) and the role reader for it."""
+        from ._recipe_paths import path_model
+
+        if self.name not in _PATH_RECIPES:
+            raise TypeError(
+                f"Recipe {self.name!r} reads roles from a torch module tree only (torch.nn.Module, e.g. a transformers "
+                f"model); received {type(model).__module__}.{type(model).__name__}. The recipes that also read Keras "
+                f"models and JAX pytrees are {', '.join(repr(n) for n in _PATH_RECIPES)}; for this model, pass rules "
+                "(a mapping pattern -> spec) instead.")
+        return path_model(self.name, model, params)
+
+    def _found(self, model: Any, parts: list[_Part], settings: dict[str, Any],
+               reader: Reader | None = None) -> list[Found]:
+        reader = reader or self._role
         aliases: dict[str, list[_Part]] = {}
         for part in parts:
             if part.tied_to is not None:
@@ -240,7 +268,7 @@ class Recipe:
         for part in parts:
             if part.tied_to is not None:
                 continue
-            role = self._role(model, part, settings)
+            role = reader(model, part, settings)
             if role is None:
                 unknown.append(part)
                 continue
@@ -257,6 +285,8 @@ class Recipe:
                 f"nothing was changed:\n{listed}{more}\nThis recipe does not know those layers. Initialize them "
                 "yourself before or after, or use rules (a mapping pattern -> spec) that cover them.")
         have = {f.role for f in found}
+        if reader is not self._role and {"attn_q", "attn_k", "attn_v"} <= have:
+            have.add("attn_qkv")  # Keras/Flax attention: q, k and v in three kernels do what one packed QKV does
         missing = [r for r in self.required if r not in have]
         if missing:
             counts: dict[str, int] = {}
@@ -270,17 +300,14 @@ class Recipe:
                 f"(initscale.recipes.names(): {', '.join(names())}).")
         return found
 
-    def plan(self, model: Any) -> list[tuple[Found, Spec | None, str]]:
+    def plan(self, model: Any, params: Sequence[Any] | None = None) -> list[tuple[Found, Spec | None, str]]:
         """Each tensor with the spec its role gets and the label the report shows."""
-        if not _is_torch_module(model):
-            self.roles(model)  # raises naming the model type
-        settings = self.settings(model)
-        parts, _ = _torch_parts(model, self.blocks)
-        return self._planned(model, parts, settings)
+        return self._read(model, params)[1]
 
-    def _planned(self, model: Any, parts: list[_Part],
-                 settings: dict[str, Any]) -> list[tuple[Found, Spec | None, str]]:
-        found = self._found(model, parts, settings)
+    def _planned(self, model: Any, parts: list[_Part], settings: dict[str, Any],
+                 reader: Reader | None = None) -> list[tuple[Found, Spec | None, str]]:
+        reader = reader or self._role
+        found = self._found(model, parts, settings, reader)
         by_name = {p.name: p for p in parts}
         sources = _hf_tie_sources(model)
         out = []
@@ -292,7 +319,7 @@ class Recipe:
                 winner = next((n for n in f.names if n in sources), f.name)
                 if winner != f.name:
                     part = by_name_alias(parts, winner)
-                    role = self._role(model, part, settings) or f.role
+                    role = reader(model, part, settings) or f.role
                     spec = self._spec(role, part, settings)
                     label = f"recipe {self.name}: {role} (tied: {winner!r} is the source in _tied_weights_keys)"
                 else:
@@ -305,15 +332,78 @@ class Recipe:
         with the role as its label. Patterns are exact names, or a glob over layer indices
         checked to match exactly its names among every parameter and buffer name of the model.
         ``params``: the adapter's walk of ``model`` (:class:`~initscale.reinit.Param` list), when
-        it has one already (``reinit_`` does), so the model is not walked twice."""
-        if not _is_torch_module(model):
-            self.roles(model)  # raises naming the model type
-        settings = self.settings(model)
-        parts, every = _torch_parts(model, self.blocks, params)
+        it has one already (``reinit_`` does), so the model is not walked twice.
+
+        With ``params``, the result is kept for the next call on the same model (a weak
+        reference: nothing outlives the model), under a key of everything it is computed from:
+        the recipe and its config, the walk itself (every :class:`~initscale.reinit.Param`:
+        names, shapes, base roles, layouts, owner classes and their ancestors', ties, padding
+        rows), the settings read from the model's config now, the names ``_tied_weights_keys``
+        ties to, and the model's input/output embedding modules. A call whose key differs in
+        anything resolves again, so a model changed in place (a layer swapped, a config edited)
+        never gets stale rules; where a setting is an object (not a plain value), nothing is kept."""
+        key = self._cache_key(model, params)
+        if key is not None:
+            kept = _RESOLVED.get(model)
+            if kept is not None and kept[0] == key:
+                return dict(kept[1])
+        rules = self._rules_for(model, params)
+        if key is not None:
+            _RESOLVED[model] = (key, dict(rules))
+        return rules
+
+    def _cache_key(self, model: Any, params: Sequence[Any] | None) -> tuple[Any, ...] | None:
+        """What :meth:`rules_for`'s result depends on; None where it cannot be kept (no walk
+        given, a model that takes no weak reference, a setting that is not a plain value)."""
+        if params is None:
+            return None
+        try:
+            weakref.ref(model)
+            hash(model)
+            # torch: the settings read from the model now; Keras/JAX: they come from the walk, and keras-hub's sizes
+            settings = self.settings(model) if _is_torch_module(model) else (
+                getattr(model, "num_layers", None), getattr(model, "hidden_dim", None))
+            inp, out = _io_embeddings(model)
+            key = (self.name, _frozen(self.config), _frozen(settings), tuple(params),
+                   frozenset(_hf_tie_sources(model)), id(inp) if inp is not None else None,
+                   id(out) if out is not None else None)  # compared with ==, never hashed
+        except (TypeError, ValueError):  # objects in the settings, or settings that raise: resolve (and raise) as usual
+            return None
+        return key
+
+    def _rules_for(self, model: Any, params: Sequence[Any] | None) -> dict[str, Rule]:
+        if _is_torch_module(model):
+            settings = self.settings(model)
+            parts, every = _torch_parts(model, self.blocks, params)
+            planned, index = self._planned(model, parts, settings), _INDEX
+        else:
+            parts, every, view, reader = self._path_read(model, params)
+            planned, index = self._planned(model, parts, self.settings(view), reader), _PATH_INDEX
         by_value: dict[tuple[Spec | None, str], list[str]] = {}
-        for f, spec, label in self._planned(model, parts, settings):
+        for f, spec, label in planned:
             by_value.setdefault((spec, label), []).append(f.name)  # a tied tensor: its first name
-        return _compress({Rule(spec, label=label): members for (spec, label), members in by_value.items()}, every)
+        return _compress({Rule(spec, label=label): members for (spec, label), members in by_value.items()}, every,
+                         index)
+
+
+#: model -> (key, rules) of its last resolution (Recipe.rules_for); weak: an entry goes with its model
+_RESOLVED: weakref.WeakKeyDictionary[Any, tuple[tuple[Any, ...], dict[str, Rule]]] = weakref.WeakKeyDictionary()
+
+
+def _frozen(value: Any) -> Any:
+    """``value`` made hashable (mappings, sets and sequences recursively, of numbers, strings,
+    booleans and None); TypeError for anything else: an object (a module a recipe's settings hold)
+    is neither kept in a key nor compared by identity, and keeping the model itself would keep it
+    alive."""
+    if isinstance(value, Mapping):
+        return tuple(sorted(((k, _frozen(v)) for k, v in value.items()), key=lambda kv: repr(kv[0])))
+    if isinstance(value, (set, frozenset)):
+        return frozenset(_frozen(v) for v in value)
+    if isinstance(value, (list, tuple)):
+        return tuple(_frozen(v) for v in value)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"not kept in a recipe's cache key: {type(value).__name__}")
 
 
 def by_name_alias(parts: Sequence[_Part], name: str) -> _Part:
@@ -326,20 +416,24 @@ def _glob(pattern: str) -> re.Pattern[str]:
 
 
 _INDEX = re.compile(r"(?<=\.)\d+(?=\.)")
+_PATH_INDEX = re.compile(r"(?:(?<=[/_])|^)\d+(?=/)")  # Keras/JAX paths: "h_3/attn/...", "layers/3/...", "3/..."
 
 
-def _compress(groups: Mapping[Rule, list[str]], every: Sequence[str]) -> dict[str, Rule]:
+def _compress(groups: Mapping[Rule, list[str]], every: Sequence[str],
+              index: re.Pattern[str] = _INDEX) -> dict[str, Rule]:
     """Exact names, shortened where safe: names that differ only in their numeric components
     (layer indices) become one glob with ``*`` there, kept only if it matches exactly those
-    names among ``every`` name of the model (so rules never overlap and their order is moot)."""
+    names among ``every`` name of the model (so rules never overlap and their order is moot); the
+    globs that match the most names come first."""
     out: dict[str, Rule] = {}
+    sizes: dict[str, int] = {}  # a glob -> how many names it matches
     by_end: dict[str, list[str]] = {}  # the names by their last two components: the candidates of a glob
     for name in every:
         by_end.setdefault(".".join(name.rsplit(".", 2)[-2:]), []).append(name)
     for rule, members in groups.items():
         by_template: dict[str, list[str]] = {}
         for name in members:
-            by_template.setdefault(_INDEX.sub("*", name), []).append(name)
+            by_template.setdefault(index.sub("*", name), []).append(name)
         for template, names_ in by_template.items():
             if template not in out and len(names_) > 1:
                 regex = _glob(template)
@@ -349,17 +443,24 @@ def _compress(groups: Mapping[Rule, list[str]], every: Sequence[str]) -> dict[st
                 hits = {n for n in candidates if n.startswith(head) and n.endswith(tail) and regex.match(n)}
                 if hits == set(names_):
                     out[template] = rule
+                    sizes[template] = len(names_)
                     continue
             for name in names_:
                 out[name] = rule
-    return out
+    # the rules never overlap, so their order is moot for what they match, but plan() tries them in order
+    # for each parameter until one matches: the rules that match the most parameters first
+    return dict(sorted(out.items(), key=lambda item: -sizes.get(item[0], 1)))
+
 
 
 def _is_torch_module(model: Any) -> bool:
     import sys
 
     torch = sys.modules.get("torch")
-    return torch is not None and isinstance(model, torch.nn.Module)
+    if torch is None or not isinstance(model, torch.nn.Module):
+        return False
+    keras = sys.modules.get("keras")  # a Keras layer on the torch backend is a torch Module too: read it as Keras
+    return keras is None or not isinstance(model, keras.layers.Layer)
 
 
 # --- helpers shared by the HF recipes -------------------------------------------------------------
@@ -727,6 +828,8 @@ def _olmo_spec(mode: str) -> Specs:
 
 
 _DECODER_REQUIRED = ("token_embedding", "norm_scale")
+#: the recipes that also read Keras models and JAX pytrees (initscale/_recipe_paths.py)
+_PATH_RECIPES = ("deepnet", "hf.bert", "hf.gpt2", "hf.llama", "megatron", "nanogpt", "neox", "torchtitan.llama")
 _DECODER_OPTIONS = ("n_layers", "dim")
 
 
