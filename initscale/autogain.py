@@ -41,7 +41,7 @@ from typing import Any, Literal
 from . import _validate, gains
 from .specs import VarianceScaling
 
-__all__ = ["Auto", "AutoPlan", "AutoRow", "LayerGain", "activation_moment", "auto", "layer_gain"]
+__all__ = ["Auto", "AutoPlan", "AutoRow", "LayerGain", "StabilityRow", "activation_moment", "auto", "layer_gain"]
 
 Follower = Literal["activation", "norm", "output", "linear"]
 _DISTRIBUTIONS = ("normal", "truncated_normal", "uniform")
@@ -105,6 +105,20 @@ class AutoRow:
 
 
 @dataclass(frozen=True)
+class StabilityRow:
+    """The stability of one activation over the model: the ``layers`` followed by it, their χ
+    (the geometric mean of the layers' χ, which is their common χ at a fixed point), the predicted
+    growth ∏χ = χ^L of a small perturbation's second moment through those layers, and the verdict of
+    χ (:func:`initscale.gains.verdict`: ordered χ < 1, critical, chaotic χ > 1)."""
+
+    activation: str
+    layers: int
+    chi: float
+    growth: float
+    verdict: str
+
+
+@dataclass(frozen=True)
 class AutoPlan:
     """What ``auto`` decided for one model: a row per weight in forward order, and the rules
     (parameter name -> spec) that reinit applies. ``arriving`` says where each row's ``m_in``
@@ -148,15 +162,34 @@ class AutoPlan:
                 out *= row.chi
         return out
 
+    def stability(self) -> list[StabilityRow]:
+        """One :class:`StabilityRow` per activation that follows some layer (in order of first use):
+        χ^L over its L layers and the verdict. Layers followed by no activation (χ = 1) and by a
+        norm or the output (no χ) are left out; :meth:`growth` is the product of every row's growth."""
+        by_activation: dict[str, list[float]] = {}
+        for row in self.rows:
+            if row.follower == "activation" and row.chi is not None:
+                by_activation.setdefault(row.activation, []).append(row.chi)
+        out = []
+        for activation, chis in by_activation.items():
+            growth = math.prod(chis)
+            chi = math.exp(sum(math.log(c) for c in chis) / len(chis)) if all(c > 0 for c in chis) else growth
+            out.append(StabilityRow(activation, len(chis), chi, growth, gains.verdict(chi)))
+        return out
+
     def assert_stable(self, factor: float = 2.0) -> None:
-        """Raise AssertionError if the predicted growth leaves [1/factor, factor] (for tests and CI)."""
+        """Raise AssertionError if the predicted growth leaves [1/factor, factor] (for tests and CI);
+        the message lists :meth:`stability`'s rows (χ^L and verdict per activation)."""
         factor = _validate.real("factor", factor, positive=True)
         bound, growth = max(factor, 1.0 / factor), self.growth()
         if not 1.0 / bound <= growth <= bound:
-            worst = sorted((r for r in self.rows if r.chi is not None), key=lambda r: -abs(math.log(r.chi)))[:3]
+            worst = sorted((r for r in self.rows if r.chi is not None and r.chi > 0),
+                           key=lambda r: -abs(math.log(r.chi)))[:3]
+            per = "; ".join(f"{s.activation}: {s.layers} layer(s), chi {s.chi:.4g}, chi^L {s.growth:.4g} ({s.verdict})"
+                            for s in self.stability())
             raise AssertionError(
                 f"auto: a small perturbation's second moment is predicted to grow by {growth:.4g} through the model "
-                f"(outside [{1 / bound:.3g}, {bound:.3g}]). Largest |log chi|: "
+                f"(outside [{1 / bound:.3g}, {bound:.3g}]). Per activation: {per or 'none'}. Largest |log chi|: "
                 + ", ".join(f"{r.weight} ({r.activation}, chi={r.chi:.4g})" for r in worst))
 
     def __str__(self) -> str:
@@ -168,7 +201,9 @@ class AutoPlan:
         lines = [("weight", "layer", "then", "m_in", "fan_in", "gain", "chi", "note")]
         lines += [(r.weight, r.layer, r.activation if r.follower == "activation" else r.follower, number(r.m_in),
                    str(r.fan_in), number(r.gain), number(r.chi), r.note) for r in self.rows]
-        notes = "".join(f"\nnote: {n}" for n in self.notes)
+        notes = "".join(f"\nstability: {s.activation}: {s.layers} layer(s), chi {s.chi:.4g}, chi^L {s.growth:.4g} "
+                        f"({s.verdict})" for s in self.stability())
+        notes += "".join(f"\nnote: {n}" for n in self.notes)
         return (f"auto (q={self.q:g}, m_in {self.arriving}): {len(self.rows)} weights, predicted perturbation growth "
                 f"{self.growth():.4g}\n"
                 + "\n".join(_aligned(lines)) + notes)
