@@ -34,6 +34,7 @@ Example:
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -240,13 +241,20 @@ class Auto:
                              f"Received: arriving={self.arriving!r}.")
 
     def plan(self, model: Any) -> AutoPlan:
-        """The plan for ``model`` (a torch module)."""
+        """The plan for ``model`` (a torch module, or a built Keras model on any backend)."""
+        keras = sys.modules.get("keras")
+        # Keras first: a Keras model on the torch backend is a torch Module too
+        if keras is not None and isinstance(model, keras.layers.Layer):
+            from .adapters import _keras_auto
+
+            return _keras_auto.plan(model, self)
         if type(model).__module__.startswith("torch") or hasattr(model, "named_parameters"):
             from .adapters import _torch_auto
 
             return _torch_auto.plan(model, self)
         raise TypeError(f"initscale.auto: models of type {type(model).__name__} are not supported yet (torch "
-                        "modules are).")
+                        "modules and Keras models are; for Flax linen use initscale.jax.auto_plan(variables, "
+                        "module, auto)).")
 
     def rules_for(self, model: Any, params: Any = None) -> dict[str, Any]:
         """The predicted plan's rules for ``model`` (parameter name -> spec), for the reinit
