@@ -85,6 +85,8 @@ def _is_tensor(x: Any) -> bool:
 
 
 def _mean_square(x: Any) -> float:
+    if isinstance(x, keras.Variable):
+        x = x.value
     value = np.asarray(keras.ops.convert_to_numpy(x), dtype=np.float64)
     return float(np.mean(np.square(value))) if value.size else 0.0
 
@@ -129,11 +131,15 @@ def _operations(model: Any) -> list[Any]:
             out.extend(_operations(op))
             continue
         out.append(op)
-        if isinstance(op, keras.layers.Layer):
+        if isinstance(op, keras.layers.Layer) and not _recurrent(op):  # a recurrent layer's cell runs in a loop
             subs = list(op._flatten_layers(include_self=False, recursive=False))
             for sub in subs:
                 out.extend(_operations(sub) if isinstance(sub, keras.Model) else [sub, *_sublayers(sub)])
     return list(dict.fromkeys(out))
+
+
+def _recurrent(layer: Any) -> bool:
+    return any(c.__name__ in _RECURRENT for c in type(layer).__mro__)
 
 
 def _sublayers(layer: Any) -> list[Any]:
@@ -409,8 +415,10 @@ def _planned_layers(model: Any) -> tuple[dict[int, tuple[str, int, str]], dict[i
     layers: dict[int, tuple[str, int, str]] = {}
     by_id: dict[int, Any] = {}
     used: set[str] = set()
+    inside_recurrent = {id(sub) for layer in model._flatten_layers(include_self=True, recursive=True)
+                        if _recurrent(layer) for sub in layer._flatten_layers(include_self=False, recursive=True)}
     for layer in model._flatten_layers(include_self=True, recursive=True):
-        if any(c.__name__ in _RECURRENT for c in type(layer).__mro__):
+        if _recurrent(layer) or id(layer) in inside_recurrent:
             continue
         try:
             path = getattr(layer.kernel, "path", None)
