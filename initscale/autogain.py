@@ -240,8 +240,17 @@ class Auto:
             raise ValueError(f"Argument `arriving` of initscale.auto must be 'measured' or 'predicted'. "
                              f"Received: arriving={self.arriving!r}.")
 
-    def plan(self, model: Any) -> AutoPlan:
-        """The plan for ``model`` (a torch module, or a built Keras model on any backend)."""
+    def plan(self, model: Any, variables: Any = None) -> AutoPlan:
+        """The plan for ``model``: a torch module, a built Keras model (any backend), or a Flax
+        linen module with its ``variables`` (what ``module.init`` returned)."""
+        linen = sys.modules.get("flax.linen")
+        if linen is not None and isinstance(model, linen.Module):
+            if variables is None:
+                raise TypeError("initscale.auto: a Flax linen module's plan needs its variables: "
+                                "auto.plan(module, variables=module.init(key, x)).")
+            from .adapters import _jax_auto
+
+            return _jax_auto.plan(variables, model, self)
         keras = sys.modules.get("keras")
         # Keras first: a Keras model on the torch backend is a torch Module too
         if keras is not None and isinstance(model, keras.layers.Layer):
@@ -253,8 +262,7 @@ class Auto:
 
             return _torch_auto.plan(model, self)
         raise TypeError(f"initscale.auto: models of type {type(model).__name__} are not supported yet (torch "
-                        "modules and Keras models are; for Flax linen use initscale.jax.auto_plan(variables, "
-                        "module, auto)).")
+                        "modules, Keras models and Flax linen modules with variables= are).")
 
     def rules_for(self, model: Any, params: Any = None) -> dict[str, Any]:
         """The predicted plan's rules for ``model`` (parameter name -> spec), for the reinit
