@@ -78,6 +78,7 @@ class _Event:
     activation: Any = None  # (gains name, param) or a NumPy callable with .derivative
     label: str = ""
     sizes: list[int] = field(default_factory=list)
+    parent: str = ""  # the composite layer (MultiHeadAttention, a custom block) whose call this ran in
 
 
 def _is_tensor(x: Any) -> bool:
@@ -97,6 +98,8 @@ class _Recorder:
         self.measured: list[float] = []
         self.keep: list[Any] = []
         self.events: list[_Event] = []
+        self.stack: list[str] = []  # the composite layers running now
+        self.composites: list[str] = []  # composite layers whose insides the recorded sublayers only partly show
         self.depth = 0  # > 0 inside a layer whose insides are not the model's ops (a planned layer, a norm)
 
     def node(self, tensor: Any, fresh: bool = False) -> int:
@@ -305,24 +308,34 @@ def _record(model: Any, auto: Auto, layers: dict[int, tuple[str, int, str]]) -> 
             scalars = [float(s) for s in flat if isinstance(s, (int, float)) and not isinstance(s, bool)]
             if layer or norm:
                 recorder.depth += 1
+            if composite:
+                recorder.stack.append(type(op).__name__)
             try:
                 out = fn(*args, **kwargs)
             finally:
                 if layer or norm:
                     recorder.depth -= 1
+                if composite:
+                    recorder.stack.pop()
+            parent = recorder.stack[-1] if recorder.stack else ""
             outs = [t for t in _flat(out) if _is_tensor(t)]
             cls = type(op).__name__
             if layer:
                 if fused is not None and "x" in pre:
                     mid = recorder.node(pre.pop("x"), fresh=True)
-                    recorder.events.append(_Event("layer", op.name, cls, inputs, [mid]))
+                    recorder.events.append(_Event("layer", op.name, cls, inputs, [mid], parent=parent))
                     act, label = _function_activation(fused)
                     recorder.events.append(_Event("act", op.name, cls, [mid], [recorder.node(t, fresh=True)
                                                                                for t in outs], activation=act,
                                                   label=label))
                 else:
                     recorder.events.append(_Event("layer", op.name, cls, inputs,
-                                                  [recorder.node(t, fresh=True) for t in outs]))
+                                                  [recorder.node(t, fresh=True) for t in outs], parent=parent))
+                return out
+            if composite and outs and all(id(t) in recorder.nodes for t in outs):
+                # its output is a recorded sublayer's (MultiHeadAttention's attention_output): that layer's
+                # prediction stands; what happens between its recorded sublayers is measured, and named
+                recorder.composites.append(f"{op.name} ({cls})")
                 return out
             event = _Event("op", op.name, cls, inputs, [recorder.node(t, fresh=True) for t in outs], scalars)
             if norm:
@@ -404,7 +417,10 @@ def _follower(recorder: _Recorder, node: int, outputs: set[int], start: int) -> 
             frontier.update(event.outputs)
             continue
         return "linear", None, event.cls
-    return ("output", None, "output") if frontier & outputs else ("linear", None, "unused")
+    if frontier & outputs:
+        return "output", None, "output"
+    parent = recorder.events[start].parent
+    return ("linear", None, f"{parent} (its own ops)") if parent else ("linear", None, "unused")
 
 
 def _planned_layers(model: Any) -> tuple[dict[int, tuple[str, int, str]], dict[int, Any], list[str]]:
@@ -502,6 +518,8 @@ def _plan(model: Any, auto: Auto) -> tuple[AutoPlan, dict[str, tuple[str, Any, f
         warnings.warn(f"initscale.auto: the example pass did not call {len(missing)} layer(s), which get no gain: "
                       f"{', '.join(missing[:10])}. Pass example inputs that reach them, or give them a rule.",
                       UserWarning, stacklevel=4)
+    notes += [f"layer {c}: the values between its recorded sublayers (attention scores, ...) are measured on the "
+              "example pass" for c in recorder.composites]
     return AutoPlan(tuple(rows), auto.q, auto.distribution, tuple(dict.fromkeys(notes))), decided, kernels
 
 

@@ -232,3 +232,23 @@ def test_planted_bug_measuring_pass_that_does_not_rescale_is_caught(monkeypatch)
     monkeypatch.setattr(keras.Variable, "assign", no_rescale)
     with pytest.raises(AssertionError):
         test_measured_mode_uses_what_actually_arrives("silu")
+
+
+def test_convolutions_batch_norm_and_attention() -> None:
+    x = _x((8, 16, 16, 3), scale=1.0)
+    inp = keras.Input((16, 16, 3))
+    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="c0")(inp)
+    h = keras.layers.ReLU()(keras.layers.BatchNormalization()(keras.layers.Conv2D(8, 3, padding="same", name="c1")(h)))
+    h = keras.layers.Reshape((256, 8))(keras.layers.DepthwiseConv2D(3, padding="same", name="dw")(h))
+    h = keras.layers.LayerNormalization()(h + keras.layers.MultiHeadAttention(2, 4, name="mha")(h, h))
+    plan = initscale.auto(x).plan(keras.Model(inp, keras.layers.Dense(5, name="out")(h)))
+    rows = {row.weight: row for row in plan.rows}
+    c0 = rows["c0/kernel"]
+    assert (c0.layer, c0.fan_in, c0.activation) == ("Conv2D", 27, "relu")  # 3 x 3 x 3 forward fan-in
+    assert c0.gain == pytest.approx(math.sqrt(2.0) / math.sqrt(float(np.mean(np.square(x.astype(np.float64))))),
+                                    rel=REL)
+    assert (rows["c1/kernel"].follower, rows["c1/kernel"].gain) == ("norm", 1.0)
+    assert rows["dw/kernel"].m_in == pytest.approx(0.5, rel=1e-7)  # BatchNorm's gamma = 1, then E[relu(Z)^2] = 1/2
+    assert rows["mha/query/kernel"].note == "then MultiHeadAttention (its own ops): holds q"
+    assert rows["mha/attention_output/kernel"].note == "then Add: holds q"  # MultiHeadAttention's output is its own
+    assert any(note.startswith("layer mha (MultiHeadAttention)") for note in plan.notes)
