@@ -213,6 +213,12 @@ def _used_outside(eqns: list[Any], region: list[Any], var: Any) -> bool:
     return any(id(e) not in ids and any(v is var for v in e.invars if _is_var(v)) for e in eqns)
 
 
+def _linear(region: list[Any]) -> bool:
+    """A run of products and quotients by constants (flax attention's query / sqrt(depth), 2.0 * x): a scalar
+    factor, which the propagation squares, not an activation."""
+    return all(e.primitive.name in ("mul", "div", "neg", "convert_element_type", "copy", "copy_p") for e in region)
+
+
 def _region_function(region: list[Any], var: Any, exit_var: Any, env: dict[Any, Any]) -> Callable[[Any], Any]:
     """The region as a function of ``var``'s value (constants from ``env``)."""
 
@@ -404,7 +410,7 @@ def _plan(variables: Any, module: Any, auto: Auto) -> _Planned:
         region, exit_var = _region(eqns, index, var, data)
         if region and (exit_var in outputs or _used_outside(eqns, region, exit_var)):
             fn = _region_function(region, var, exit_var, env)
-            if _elementwise_on(jax.jit(fn), env[var]):
+            if _elementwise_on(jax.jit(fn), env[var]) and not _linear(region):
                 act, label = _activation(region, var, exit_var, env)
                 return "activation", act, label, eqns.index(region[-1]), region
         users = [e for i, e in enumerate(eqns) if i > index and any(v is var for v in e.invars if _is_var(v))]
@@ -441,6 +447,10 @@ def _plan(variables: Any, module: Any, auto: Auto) -> _Planned:
             if trace.kinds[k] == "norm":
                 scale = scales.get("/".join(("params", *path, "scale")))
                 value = 1.0 if scale is None else _mean_square(scale)
+                kind, act, _, exit_index, region = follower(index, eqn.outvars[0])  # an activation after it
+                if kind == "activation":
+                    activations[exit_index] = (act, eqn.outvars[0])
+                    in_region.update(id(e) for e in region[:-1])
             else:
                 weight, fan_in, cls = kernels[path]
                 if weight in seen:

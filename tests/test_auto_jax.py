@@ -107,11 +107,8 @@ def test_residuals_norms_concatenations_and_a_custom_activation() -> None:
     assert (rows["fc4"].follower, rows["fc4"].gain) == ("norm", 1.0)
     assert rows["a"].m_in == pytest.approx(1.0, rel=1e-6)  # LayerNorm's scale = 1 (float32 mean square of ones)
     assert rows["a"].note == "then concatenate: holds q"
-    # 2.0 * b's output is an elementwise function of it alone: its activation (by quadrature), so b's std
-    # gain is 1/2 and its output, after the factor, is at q = 1
-    assert (rows["b"].follower, rows["b"].activation) == ("activation", "mul")
-    assert rows["b"].gain == pytest.approx(0.5 / math.sqrt(rows["b"].m_in), rel=1e-7)  # nodes rounded to f32
-    assert rows["c"].m_in == pytest.approx((10 * 1.0 + 30 * 1.0) / 40, rel=1e-6)  # averaged by size
+    assert (rows["b"].follower, rows["b"].note) == ("linear", "then mul: holds q")  # a scalar factor: squared
+    assert rows["c"].m_in == pytest.approx((10 * 1.0 + 30 * 4.0) / 40, rel=1e-6)  # averaged by size; (2.0)^2
     fp = gains.fixed_point(_quick_gelu, derivative=_quick_gelu_derivative)  # x * sigmoid(1.702 x) by quadrature
     assert rows["c"].follower == "activation" and rows["c"].activation == "(mul logistic mul)"
     assert rows["c"].gain == pytest.approx(fp.gain * math.sqrt(fp.q_star) / math.sqrt(rows["c"].m_in), rel=1e-6)
@@ -211,3 +208,35 @@ def test_planted_bug_measuring_pass_that_does_not_rescale_is_caught(monkeypatch)
     monkeypatch.setattr(_jax_auto, "_evaluate", evaluate)
     with pytest.raises(AssertionError):
         test_measured_mode_uses_what_actually_arrives("silu")
+
+
+class _CNN(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        h = nn.relu(nn.Conv(8, (3, 3), name="c0")(x))
+        h = nn.relu(nn.LayerNorm()(nn.Conv(8, (3, 3), name="c1")(h)))  # an activation after a norm
+        h = h + nn.Conv(8, (3, 3), name="c2")(h)
+        return nn.Dense(4, name="out")(h.reshape((h.shape[0], -1)))
+
+
+class _Attention(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.LayerNorm()(x + nn.MultiHeadDotProductAttention(num_heads=2, qkv_features=16, name="mha")(x))
+
+
+def test_convolutions_an_activation_after_a_norm_and_attention() -> None:
+    x, cnn = _x((4, 8, 8, 3), scale=1.0), _CNN()
+    plan = initscale.auto(x).plan(cnn, variables=cnn.init(jax.random.key(0), x))
+    rows = {row.weight.split("/")[1]: row for row in plan.rows}
+    assert (rows["c0"].layer, rows["c0"].fan_in, rows["c0"].activation) == ("Conv", 27, "relu")  # 3 x 3 x 3
+    assert (rows["c1"].follower, rows["c1"].gain) == ("norm", 1.0)
+    assert rows["c2"].m_in == pytest.approx(0.5, rel=1e-6)  # LayerNorm's scale = 1, then E[relu(Z)^2] = 1/2
+    assert rows["out"].m_in == pytest.approx(0.5 + 1.0, rel=1e-6)  # h + a branch held at q = 1
+    assert not plan.notes  # every op on the path has a rule
+    t, block = _x((4, 10, 16), scale=1.0), _Attention()
+    plan = initscale.auto(t).plan(block, variables=block.init(jax.random.key(0), t))
+    rows = {row.weight.split("/")[2]: row for row in plan.rows}
+    assert rows["query"].note == "then div: holds q"  # flax's query / sqrt(depth): a scalar factor, kept
+    assert rows["key"].note == "then dot_general: holds q" and rows["out"].note == "then add: holds q"
+    assert any("dot_general" in note for note in plan.notes)  # the attention product: measured, named
