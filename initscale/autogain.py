@@ -1,10 +1,14 @@
 """Activation-aware gains from the model's own graph: ``initscale.auto``.
 
-``initscale.torch.reinit_(model, initscale.auto(example_inputs=(x,)))`` gives every weight the
+``initscale.torch.reinit_(model, initscale.auto(example_inputs=(x,)))`` (and Keras's
+``initscale.keras.reinit(model, initscale.auto(x))``, Flax linen's
+``initscale.jax.reinit(variables, initscale.auto(x), key, module=...)``) gives every weight the
 fixed-point gain (:func:`initscale.gains.fixed_point`) of the activation that follows its layer,
 for the second moment that actually arrives at its input. The adapter runs the model once on the
-example inputs and records its graph (which op follows which layer); this module holds the
-framework-free part: the rows, the gain of each layer and the propagation of second moments.
+example inputs and records its graph (which op follows which layer: ``adapters/_torch_auto.py``,
+``_keras_auto.py``, ``_jax_auto.py``); this module holds the framework-free part: the rows, the
+gain of each layer, the propagation of second moments and the stability report
+(:meth:`AutoPlan.stability`: χ^L and the verdict per activation).
 
 For a layer of fan-in n whose input has second moment m (predicted along the graph from the
 data's own, measured on the example inputs) and whose output goes to
@@ -214,8 +218,10 @@ class AutoPlan:
 class Auto:
     """Rules that come from the model's graph: pass as ``rules`` (``initscale.auto(...)``).
 
-    ``plan(model)`` (through the adapter) records the graph on ``example_inputs`` and returns the
-    :class:`AutoPlan`; ``rules_for(model)`` its rules, the other parameters left to the defaults.
+    ``plan(model)`` (``plan(module, variables=...)`` for Flax linen; through the adapter) records
+    the graph on ``example_inputs`` and returns the :class:`AutoPlan`; ``rules_for(model)`` its
+    rules, the other parameters left to the defaults. For Keras, several example inputs go to the
+    model as one list (``model([a, b])``).
     """
 
     example_inputs: Any
@@ -266,8 +272,8 @@ class Auto:
 
     def rules_for(self, model: Any, params: Any = None) -> dict[str, Any]:
         """The predicted plan's rules for ``model`` (parameter name -> spec), for the reinit
-        hook :func:`initscale.reinit.model_rules`. torch's ``reinit_`` applies an ``Auto`` itself,
-        with the measuring pass of ``arriving="measured"``."""
+        hook :func:`initscale.reinit.model_rules`. torch's ``reinit_``, Keras's and JAX's ``reinit``
+        apply an ``Auto`` themselves, with the measuring pass of ``arriving="measured"``."""
         return self.plan(model).rules()
 
 
