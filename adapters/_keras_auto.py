@@ -484,6 +484,10 @@ def _plan(model: Any, auto: Auto) -> tuple[AutoPlan, dict[str, tuple[str, Any, f
             decided[weight] = (follower, fn, param)
             g = layer_gain(follower, fn, m_in, auto.q, param)  # type: ignore[arg-type]
             note = g.note if follower != "linear" else f"then {label}: holds q"
+            if label == "unused":
+                notes.append(f"{event.name}'s output goes to code the pass does not see (keras.ops called in a "
+                             "subclassed model's call): planned as linear; the next layer reads its input's measured "
+                             "mean square")
             rows.append(AutoRow(weight, cls, follower, label, m_in, fan_in, g.gain, g.chi, g.verdict, note))
             value = g.gain**2 * m_in
         elif event.kind == "act":

@@ -252,3 +252,26 @@ def test_convolutions_batch_norm_and_attention() -> None:
     assert rows["mha/query/kernel"].note == "then MultiHeadAttention (its own ops): holds q"
     assert rows["mha/attention_output/kernel"].note == "then Add: holds q"  # MultiHeadAttention's output is its own
     assert any(note.startswith("layer mha (MultiHeadAttention)") for note in plan.notes)
+
+
+class _Subclassed(keras.Model):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.act = keras.layers.Dense(16, name="fc1"), keras.layers.Activation("silu")
+        self.fc2, self.fc3 = keras.layers.Dense(16, name="fc2"), keras.layers.Dense(4, name="fc3")
+
+    def call(self, x):
+        return self.fc3(keras.ops.relu(self.fc2(self.act(self.fc1(x)))))  # keras.ops here: not seen
+
+
+def test_a_subclassed_model_s_layers_are_seen_and_its_eager_ops_are_named() -> None:
+    x, model = _x(), _Subclassed()
+    model(x)
+    plan = initscale.auto(x).plan(model)
+    rows = {row.weight.split("/")[-2]: row for row in plan.rows}
+    m_data = float(np.mean(np.square(x.astype(np.float64))))
+    assert rows["fc1"].activation == "silu"
+    assert rows["fc1"].gain == pytest.approx(_a("silu") / math.sqrt(m_data), rel=REL)
+    assert rows["fc2"].follower == "linear" and any("fc2's output goes to code the pass does not see" in note
+                                                    for note in plan.notes)
+    assert rows["fc3"].follower == "output"
