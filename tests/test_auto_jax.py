@@ -190,8 +190,8 @@ def test_predicted_mode_draws_the_plan_as_shown() -> None:
 
 
 def test_planted_bug_measuring_pass_that_does_not_rescale_is_caught(monkeypatch) -> None:
-    """Mutation: a measuring pass that records the measured gains but leaves the kernels as drawn fails
-    the std check of test_measured_mode_uses_what_actually_arrives."""
+    """Mutation: a measuring pass that records the measured gains but returns the kernels as drawn fails
+    test_measured_mode_uses_what_actually_arrives (a re-run no longer sees the m_in the rows report)."""
     real = _jax_auto._evaluate
 
     def evaluate(trace, leaves, inputs, before=None):
