@@ -184,7 +184,8 @@ def _evaluate(trace: _Trace, variables_leaves: list[Any], inputs: tuple[Any, ...
     return env
 
 
-def _region(eqns: list[Any], start: int, var: Any, data: set[Any]) -> tuple[list[Any], Any]:
+def _region(eqns: list[Any], start: int, var: Any, data: set[Any],
+            consumers: dict[Any, list[int]] | None = None) -> tuple[list[Any], Any]:
     """The largest run of elementwise eqns after ``start`` fed only by ``var`` and constants, and its exit var."""
     inside: set[Any] = {var}
     region: list[Any] = []
@@ -200,7 +201,7 @@ def _region(eqns: list[Any], start: int, var: Any, data: set[Any]) -> tuple[list
     while region:  # the exit: the last region value; everything else inside is used only inside
         exit_var = region[-1].outvars[0]
         used_inside = {v for e in region for v in e.invars if _is_var(v)}
-        leaks = [v for v in inside if v is not exit_var and _used_outside(eqns, region, v)]
+        leaks = [v for v in inside if v is not exit_var and _used_outside(eqns, region, v, consumers)]
         if not leaks and (exit_var is var or var in used_inside):
             return region, exit_var
         region.pop()
@@ -208,8 +209,10 @@ def _region(eqns: list[Any], start: int, var: Any, data: set[Any]) -> tuple[list
     return [], var
 
 
-def _used_outside(eqns: list[Any], region: list[Any], var: Any) -> bool:
+def _used_outside(eqns: list[Any], region: list[Any], var: Any, consumers: dict[Any, list[int]] | None = None) -> bool:
     ids = {id(e) for e in region}
+    if consumers is not None:
+        return any(id(eqns[i]) not in ids for i in consumers.get(var, ()))
     return any(id(e) not in ids and any(v is var for v in e.invars if _is_var(v)) for e in eqns)
 
 
@@ -399,21 +402,26 @@ def _plan(variables: Any, module: Any, auto: Auto) -> _Planned:
                 reach.update(eqn.outvars)
                 inside.add(id(eqn))
 
+    consumers: dict[Any, list[int]] = {}  # var -> the indices of the eqns that read it, in order
+    for i, eqn in enumerate(eqns):
+        for v in dict.fromkeys(v for v in eqn.invars if _is_var(v)):
+            consumers.setdefault(v, []).append(i)
+
     def follower(index: int, var: Any) -> tuple[str, Any, str, int, list[Any]]:
         """What follows ``var`` (a layer's output): (follower, activation, label, index of the exit eqn)."""
         for step in range(len(eqns)):
-            users = [(i, e) for i, e in enumerate(eqns) if i > index and any(v is var for v in e.invars if _is_var(v))]
+            users = [(i, eqns[i]) for i in consumers.get(var, ()) if i > index]
             if len(users) == 1 and users[0][1].primitive.name in _SHAPE and step < 16:
                 index, var = users[0][0], users[0][1].outvars[0]
                 continue
             break
-        region, exit_var = _region(eqns, index, var, data)
-        if region and (exit_var in outputs or _used_outside(eqns, region, exit_var)):
+        region, exit_var = _region(eqns, index, var, data, consumers)
+        if region and (exit_var in outputs or _used_outside(eqns, region, exit_var, consumers)):
             fn = _region_function(region, var, exit_var, env)
             if _elementwise_on(jax.jit(fn), env[var]) and not _linear(region):
                 act, label = _activation(region, var, exit_var, env)
                 return "activation", act, label, eqns.index(region[-1]), region
-        users = [e for i, e in enumerate(eqns) if i > index and any(v is var for v in e.invars if _is_var(v))]
+        users = [eqns[i] for i in consumers.get(var, ()) if i > index]
         if not users:
             return ("output", None, "output", -1, []) if var in outputs else ("linear", None, "unused", -1, [])
         first = users[0]
