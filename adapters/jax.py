@@ -723,6 +723,25 @@ def reinit(params: Any, rules: Spec | Mapping[str, Spec | None], key: Any, dry_r
         >>> [(r.name, r.layer, r.fan_in, r.fan_out) for r in report.touched if r.name.endswith("kernel")]
         [('params/layers_0/kernel', 'Conv', 36, 72), ('params/layers_2/kernel', 'Dense', 32, 4)]
     """
+    from initscale.autogain import Auto
+
+    if isinstance(rules, Auto):  # initscale.auto(...): planned on the traced apply, then measured (_jax_auto)
+        from ._jax_auto import apply as _auto_apply
+
+        if module is None:
+            raise TypeError("reinit with initscale.auto(...) needs module=, the flax.linen.Module that made the "
+                            "variables: its apply is traced on the auto object's example inputs.")
+        if example_inputs is not None or example_kwargs is not None:
+            raise TypeError("reinit with initscale.auto(...) takes its example inputs from the auto object; "
+                            "pass example_inputs=None here (initscale.auto(x, example_kwargs)).")
+        options = {"defaults": defaults, "stream_seed": stream_seed, "stream_names": stream_names, "fans": fans}
+        if dry_run:
+            plan = rules.plan(module, variables=params)
+            return reinit(params, plan.rules(), key, True, module=module, example_inputs=rules.example_inputs,
+                          example_kwargs=rules.example_kwargs, **options)
+        new, applied = _auto_apply(params, module, rules, key, **options)
+        assert applied.init is not None
+        return new, applied.init
     if stream_seed is None:
         key = _check_key(key)
     backend = _Backend(params, module, example_inputs, example_kwargs, key, stream_seed, stream_names)

@@ -871,6 +871,18 @@ def reinit(model: Any, rules: Spec | Mapping[str, Spec | None], seed: Any = None
             f"The model {model.name!r} is not built, so its variables do not exist yet: build it first "
             "(call it on a batch, or model.build(input_shape))."
         )
+    from initscale.autogain import Auto
+
+    if isinstance(rules, Auto):  # initscale.auto(...): planned on the model's graph, then measured (_keras_auto)
+        from ._keras_auto import apply as _auto_apply
+
+        options = {"include_frozen": include_frozen, "include_buffers": include_buffers, "defaults": defaults,
+                   "stream_seed": stream_seed, "stream_names": stream_names, "fans": fans}
+        if dry_run:
+            return reinit(model, rules.plan(model).rules(), seed, True, **options)  # type: ignore[arg-type]
+        init = _auto_apply(model, rules, seed=seed, **options).init
+        assert init is not None
+        return init
     backend = _Backend(model, include_buffers, seed, stream_seed, stream_names)
     return reinit_run(backend, rules, include_frozen=include_frozen, defaults=defaults, dry_run=dry_run, fans=fans,
                       stacklevel=2)

@@ -1,10 +1,14 @@
 """Activation-aware gains from the model's own graph: ``initscale.auto``.
 
-``initscale.torch.reinit_(model, initscale.auto(example_inputs=(x,)))`` gives every weight the
+``initscale.torch.reinit_(model, initscale.auto(example_inputs=(x,)))`` (and Keras's
+``initscale.keras.reinit(model, initscale.auto(x))``, Flax linen's
+``initscale.jax.reinit(variables, initscale.auto(x), key, module=...)``) gives every weight the
 fixed-point gain (:func:`initscale.gains.fixed_point`) of the activation that follows its layer,
 for the second moment that actually arrives at its input. The adapter runs the model once on the
-example inputs and records its graph (which op follows which layer); this module holds the
-framework-free part: the rows, the gain of each layer and the propagation of second moments.
+example inputs and records its graph (which op follows which layer: ``adapters/_torch_auto.py``,
+``_keras_auto.py``, ``_jax_auto.py``); this module holds the framework-free part: the rows, the
+gain of each layer, the propagation of second moments and the stability report
+(:meth:`AutoPlan.stability`: χ^L and the verdict per activation).
 
 For a layer of fan-in n whose input has second moment m (predicted along the graph from the
 data's own, measured on the example inputs) and whose output goes to
@@ -34,6 +38,7 @@ Example:
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -41,7 +46,7 @@ from typing import Any, Literal
 from . import _validate, gains
 from .specs import VarianceScaling
 
-__all__ = ["Auto", "AutoPlan", "AutoRow", "LayerGain", "activation_moment", "auto", "layer_gain"]
+__all__ = ["Auto", "AutoPlan", "AutoRow", "LayerGain", "StabilityRow", "activation_moment", "auto", "layer_gain"]
 
 Follower = Literal["activation", "norm", "output", "linear"]
 _DISTRIBUTIONS = ("normal", "truncated_normal", "uniform")
@@ -105,6 +110,20 @@ class AutoRow:
 
 
 @dataclass(frozen=True)
+class StabilityRow:
+    """The stability of one activation over the model: the ``layers`` followed by it, their χ
+    (the geometric mean of the layers' χ, which is their common χ at a fixed point), the predicted
+    growth ∏χ = χ^L of a small perturbation's second moment through those layers, and the verdict of
+    χ (:func:`initscale.gains.verdict`: ordered χ < 1, critical, chaotic χ > 1)."""
+
+    activation: str
+    layers: int
+    chi: float
+    growth: float
+    verdict: str
+
+
+@dataclass(frozen=True)
 class AutoPlan:
     """What ``auto`` decided for one model: a row per weight in forward order, and the rules
     (parameter name -> spec) that reinit applies. ``arriving`` says where each row's ``m_in``
@@ -148,15 +167,34 @@ class AutoPlan:
                 out *= row.chi
         return out
 
+    def stability(self) -> list[StabilityRow]:
+        """One :class:`StabilityRow` per activation that follows some layer (in order of first use):
+        χ^L over its L layers and the verdict. Layers followed by no activation (χ = 1) and by a
+        norm or the output (no χ) are left out; :meth:`growth` is the product of every row's growth."""
+        by_activation: dict[str, list[float]] = {}
+        for row in self.rows:
+            if row.follower == "activation" and row.chi is not None:
+                by_activation.setdefault(row.activation, []).append(row.chi)
+        out = []
+        for activation, chis in by_activation.items():
+            growth = math.prod(chis)
+            chi = math.exp(sum(math.log(c) for c in chis) / len(chis)) if all(c > 0 for c in chis) else growth
+            out.append(StabilityRow(activation, len(chis), chi, growth, gains.verdict(chi)))
+        return out
+
     def assert_stable(self, factor: float = 2.0) -> None:
-        """Raise AssertionError if the predicted growth leaves [1/factor, factor] (for tests and CI)."""
+        """Raise AssertionError if the predicted growth leaves [1/factor, factor] (for tests and CI);
+        the message lists :meth:`stability`'s rows (χ^L and verdict per activation)."""
         factor = _validate.real("factor", factor, positive=True)
         bound, growth = max(factor, 1.0 / factor), self.growth()
         if not 1.0 / bound <= growth <= bound:
-            worst = sorted((r for r in self.rows if r.chi is not None), key=lambda r: -abs(math.log(r.chi)))[:3]
+            worst = sorted((r for r in self.rows if r.chi is not None and r.chi > 0),
+                           key=lambda r: -abs(math.log(r.chi)))[:3]
+            per = "; ".join(f"{s.activation}: {s.layers} layer(s), chi {s.chi:.4g}, chi^L {s.growth:.4g} ({s.verdict})"
+                            for s in self.stability())
             raise AssertionError(
                 f"auto: a small perturbation's second moment is predicted to grow by {growth:.4g} through the model "
-                f"(outside [{1 / bound:.3g}, {bound:.3g}]). Largest |log chi|: "
+                f"(outside [{1 / bound:.3g}, {bound:.3g}]). Per activation: {per or 'none'}. Largest |log chi|: "
                 + ", ".join(f"{r.weight} ({r.activation}, chi={r.chi:.4g})" for r in worst))
 
     def __str__(self) -> str:
@@ -168,7 +206,9 @@ class AutoPlan:
         lines = [("weight", "layer", "then", "m_in", "fan_in", "gain", "chi", "note")]
         lines += [(r.weight, r.layer, r.activation if r.follower == "activation" else r.follower, number(r.m_in),
                    str(r.fan_in), number(r.gain), number(r.chi), r.note) for r in self.rows]
-        notes = "".join(f"\nnote: {n}" for n in self.notes)
+        notes = "".join(f"\nstability: {s.activation}: {s.layers} layer(s), chi {s.chi:.4g}, chi^L {s.growth:.4g} "
+                        f"({s.verdict})" for s in self.stability())
+        notes += "".join(f"\nnote: {n}" for n in self.notes)
         return (f"auto (q={self.q:g}, m_in {self.arriving}): {len(self.rows)} weights, predicted perturbation growth "
                 f"{self.growth():.4g}\n"
                 + "\n".join(_aligned(lines)) + notes)
@@ -178,8 +218,10 @@ class AutoPlan:
 class Auto:
     """Rules that come from the model's graph: pass as ``rules`` (``initscale.auto(...)``).
 
-    ``plan(model)`` (through the adapter) records the graph on ``example_inputs`` and returns the
-    :class:`AutoPlan`; ``rules_for(model)`` its rules, the other parameters left to the defaults.
+    ``plan(model)`` (``plan(module, variables=...)`` for Flax linen; through the adapter) records
+    the graph on ``example_inputs`` and returns the :class:`AutoPlan`; ``rules_for(model)`` its
+    rules, the other parameters left to the defaults. For Keras, several example inputs go to the
+    model as one list (``model([a, b])``).
     """
 
     example_inputs: Any
@@ -204,19 +246,34 @@ class Auto:
             raise ValueError(f"Argument `arriving` of initscale.auto must be 'measured' or 'predicted'. "
                              f"Received: arriving={self.arriving!r}.")
 
-    def plan(self, model: Any) -> AutoPlan:
-        """The plan for ``model`` (a torch module)."""
+    def plan(self, model: Any, variables: Any = None) -> AutoPlan:
+        """The plan for ``model``: a torch module, a built Keras model (any backend), or a Flax
+        linen module with its ``variables`` (what ``module.init`` returned)."""
+        linen = sys.modules.get("flax.linen")
+        if linen is not None and isinstance(model, linen.Module):
+            if variables is None:
+                raise TypeError("initscale.auto: a Flax linen module's plan needs its variables: "
+                                "auto.plan(module, variables=module.init(key, x)).")
+            from .adapters import _jax_auto
+
+            return _jax_auto.plan(variables, model, self)
+        keras = sys.modules.get("keras")
+        # Keras first: a Keras model on the torch backend is a torch Module too
+        if keras is not None and isinstance(model, keras.layers.Layer):
+            from .adapters import _keras_auto
+
+            return _keras_auto.plan(model, self)
         if type(model).__module__.startswith("torch") or hasattr(model, "named_parameters"):
             from .adapters import _torch_auto
 
             return _torch_auto.plan(model, self)
         raise TypeError(f"initscale.auto: models of type {type(model).__name__} are not supported yet (torch "
-                        "modules are).")
+                        "modules, Keras models and Flax linen modules with variables= are).")
 
     def rules_for(self, model: Any, params: Any = None) -> dict[str, Any]:
         """The predicted plan's rules for ``model`` (parameter name -> spec), for the reinit
-        hook :func:`initscale.reinit.model_rules`. torch's ``reinit_`` applies an ``Auto`` itself,
-        with the measuring pass of ``arriving="measured"``."""
+        hook :func:`initscale.reinit.model_rules`. torch's ``reinit_``, Keras's and JAX's ``reinit``
+        apply an ``Auto`` themselves, with the measuring pass of ``arriving="measured"``."""
         return self.plan(model).rules()
 
 

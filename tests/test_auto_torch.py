@@ -330,3 +330,55 @@ def test_predicted_mode_draws_the_plan_as_shown() -> None:
     assert applied.rows == shown.rows and applied.arriving == "predicted"
     with pytest.raises(ValueError, match=r"`arriving` of initscale.auto must be 'measured' or 'predicted'"):
         initscale.auto(x, arriving="guess")
+
+
+# --- the stability report (#21 item 3) ----------------------------------------------------------
+
+class _TwoActivations(torch.nn.Module):
+    """4 GELU layers, then 3 tanh layers, then an output layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gelu = torch.nn.ModuleList(torch.nn.Linear(32, 32) for _ in range(4))
+        self.tanh = torch.nn.ModuleList(torch.nn.Linear(32, 32) for _ in range(3))
+        self.head = torch.nn.Linear(32, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.gelu:
+            x = torch.nn.functional.gelu(layer(x))
+        for layer in self.tanh:
+            x = torch.tanh(layer(x))
+        return self.head(x)
+
+
+def test_stability_rows_give_chi_to_the_depth_and_a_verdict_per_activation() -> None:
+    plan = initscale.auto(_x()).plan(_TwoActivations())
+    rows = plan.stability()
+    assert [(r.activation, r.layers) for r in rows] == [("gelu", 4), ("tanh", 3)]
+    for row, name, depth in zip(rows, ("gelu", "tanh"), (4, 3), strict=True):
+        fp = gains.fixed_point(name)  # every layer after the first sits on the fixed point: chi^L
+        assert row.chi == pytest.approx(fp.chi, rel=1e-6)
+        assert row.growth == pytest.approx(fp.chi ** depth, rel=1e-6)
+        assert row.verdict == gains.verdict(fp.chi)
+    assert rows[0].verdict == "chaotic"  # GELU at its fixed point: chi > 1 (gains.fixed_point)
+    assert plan.growth() == pytest.approx(rows[0].growth * rows[1].growth, rel=1e-12)
+    assert "stability: gelu: 4 layer(s)" in str(plan)
+
+
+def test_assert_stable_names_each_activation_s_growth_and_verdict() -> None:
+    plan = initscale.auto(_x()).plan(_mlp(torch.nn.GELU, depth=20))
+    growth = gains.fixed_point("gelu").chi ** 20
+    with pytest.raises(AssertionError, match=rf"gelu: 20 layer\(s\), chi 1.06.*, chi\^L {growth:.4g} \(chaotic\)"):
+        plan.assert_stable()
+
+
+def test_planted_bug_stability_counts_one_layer_is_caught(monkeypatch) -> None:
+    """Mutation: a stability report that takes chi once instead of chi^L fails the depth check."""
+    real = autogain.AutoPlan.stability
+
+    def once(self):
+        return [autogain.StabilityRow(r.activation, r.layers, r.chi, r.chi, r.verdict) for r in real(self)]
+
+    monkeypatch.setattr(autogain.AutoPlan, "stability", once)
+    with pytest.raises(AssertionError):
+        test_stability_rows_give_chi_to_the_depth_and_a_verdict_per_activation()

@@ -18,6 +18,7 @@ import pytest
 
 SUITE = Path(__file__).parent / "test_keras_adapter.py"
 PARITY = Path(__file__).parent / "test_parity.py"
+AUTO = Path(__file__).parent / "test_auto_keras.py"  # initscale.auto on Keras graphs
 BACKENDS = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 
 
@@ -37,7 +38,7 @@ def test_keras_suite_on_backend(backend: str) -> None:
         pytest.skip("this process runs the Keras suite on this backend itself")
     env = {**os.environ, "KERAS_BACKEND": backend, "INITSCALE_PARITY_BACKENDS": "keras"}
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(SUITE), str(PARITY)],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(SUITE), str(PARITY), str(AUTO)],
         capture_output=True, text=True, env=env, timeout=1800, check=False, cwd=SUITE.parent.parent,
     )
     assert done.returncode == 0, f"Keras suite failed on backend {backend}:\n{done.stdout[-6000:]}"

@@ -1,0 +1,242 @@
+"""initscale.auto on Flax linen: the activations read off the traced apply, the gains it plans, the second
+moments it predicts, and the measured mode (initscale/autogain.py has the rules, adapters/_jax_auto.py the trace).
+
+The plan's checks are deterministic, against the formulas computed here (gains.fixed_point, sums and
+concatenations of second moments) to float64 rounding where the activation has a closed form; an
+activation found only as primitives is integrated from the traced float32 primitives (rel 1e-6). The
+measured mode's m_in are compared with what a re-run of the final variables feeds each layer, each
+kernel's std with gain/sqrt(fan_in) within its sampling tolerance. Mutation tests plant a planner that
+ignores the data's second moment and a measuring pass that does not rescale, and show the checks fail.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+jax = pytest.importorskip("jax")
+nn = pytest.importorskip("flax.linen")
+
+import jax.numpy as jnp  # noqa: E402
+
+import initscale  # noqa: E402
+from initscale import gains  # noqa: E402
+from initscale.adapters import _jax_auto  # noqa: E402
+from initscale.adapters import jax as isj  # noqa: E402
+
+REL = 1e-9  # float64 rounding of a few products and quadratures
+
+
+def _x(shape=(128, 32), scale=3.0, seed=0):
+    return jnp.asarray(np.random.default_rng(seed).standard_normal(shape) * scale, jnp.float32)
+
+
+def _m(x) -> float:
+    return float(np.mean(np.square(np.asarray(x, np.float64))))
+
+
+def _a(name: str, param: float | None = None) -> float:
+    fp = gains.fixed_point(name, 1.0, param)
+    return fp.gain * math.sqrt(fp.q_star)
+
+
+def _mlp(activation, depth: int = 6, width: int = 64, out: int | None = 10) -> nn.Sequential:
+    layers = [layer for _ in range(depth) for layer in (nn.Dense(width), activation)]
+    return nn.Sequential(layers + ([nn.Dense(out)] if out else []))
+
+
+ACTIVATIONS = {"relu": nn.relu, "tanh": nn.tanh, "silu": nn.silu, "gelu_tanh": nn.gelu, "sigmoid": nn.sigmoid,
+               "gelu": lambda t: nn.gelu(t, approximate=False)}
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+def test_an_mlp_starts_on_the_fixed_point_from_the_data_s_second_moment(name) -> None:
+    x, model = _x(), _mlp(ACTIVATIONS[name])
+    plan = initscale.auto(x).plan(model, variables=model.init(jax.random.key(0), x))
+    fp = gains.fixed_point(name)
+    first, *middle, last = plan.rows
+    assert first.m_in == pytest.approx(_m(x), rel=REL)  # the data's own, measured
+    assert first.gain == pytest.approx(_a(name) / math.sqrt(_m(x)), rel=REL)
+    for row in middle:  # found between the modules, in the jaxpr; every later layer sees q*
+        assert (row.follower, row.activation) == ("activation", name)
+        assert row.m_in == pytest.approx(fp.q_star, rel=1e-7) and row.chi == pytest.approx(fp.chi, rel=REL)
+    assert (last.follower, last.gain, last.fan_in) == ("output", 1.0, 64)
+
+
+def test_leaky_relu_and_elu_parameters_are_read_off_the_function() -> None:
+    x = _x()
+    model = nn.Sequential([nn.Dense(16), lambda t: nn.leaky_relu(t, 0.1), nn.Dense(16), nn.elu, nn.Dense(4)])
+    plan = initscale.auto(x).plan(model, variables=model.init(jax.random.key(0), x))
+    first, second, _ = plan.rows
+    assert first.activation == "leaky_relu" and first.gain == pytest.approx(_a("leaky_relu", 0.1) / math.sqrt(_m(x)),
+                                                                             rel=1e-6)  # slope 0.1 from f(-1), f32
+    assert second.activation == "elu" and second.chi == pytest.approx(gains.fixed_point("elu", 1.0, 1.0).chi, rel=1e-6)
+
+
+def _quick_gelu(z):
+    return z / (1.0 + np.exp(-1.702 * z))
+
+
+def _quick_gelu_derivative(z):
+    s = 1.0 / (1.0 + np.exp(-1.702 * z))
+    return s + 1.702 * z * s * (1.0 - s)
+
+
+class _Block(nn.Module):
+    """fc1 -> relu, + x (residual) -> fc4 -> LayerNorm -> [a, 2.0 * b] concatenated -> c, quick gelu ->
+    d, softmax -> head."""
+
+    @nn.compact
+    def __call__(self, x):
+        h = x + nn.Dense(32, name="fc2")(nn.relu(nn.Dense(32, name="fc1")(x)))
+        y = nn.LayerNorm()(nn.Dense(32, name="fc4")(h))
+        c = jnp.concatenate([nn.Dense(10, name="a")(y), nn.Dense(30, name="b")(y) * 2.0], -1)
+        q = nn.Dense(16, name="c")(c)
+        q = q * nn.sigmoid(1.702 * q)
+        return nn.Dense(4, name="head")(nn.softmax(nn.Dense(16, name="d")(q)))
+
+
+def test_residuals_norms_concatenations_and_a_custom_activation() -> None:
+    x, block = _x(), _Block()
+    plan = initscale.auto(x).plan(block, variables=block.init(jax.random.key(0), x))
+    rows = {row.weight.split("/")[1]: row for row in plan.rows}
+    assert (rows["fc1"].activation, rows["fc2"].follower, rows["fc2"].note) == ("relu", "linear", "then add: holds q")
+    assert rows["fc4"].m_in == pytest.approx(_m(x) + 1.0, rel=1e-7)  # x + a branch held at q = 1
+    assert (rows["fc4"].follower, rows["fc4"].gain) == ("norm", 1.0)
+    assert rows["a"].m_in == pytest.approx(1.0, rel=1e-6)  # LayerNorm's scale = 1 (float32 mean square of ones)
+    assert rows["a"].note == "then concatenate: holds q"
+    assert (rows["b"].follower, rows["b"].note) == ("linear", "then mul: holds q")  # a scalar factor: squared
+    assert rows["c"].m_in == pytest.approx((10 * 1.0 + 30 * 4.0) / 40, rel=1e-6)  # averaged by size; (2.0)^2
+    fp = gains.fixed_point(_quick_gelu, derivative=_quick_gelu_derivative)  # x * sigmoid(1.702 x) by quadrature
+    assert rows["c"].follower == "activation" and rows["c"].activation == "(mul logistic mul)"
+    assert rows["c"].gain == pytest.approx(fp.gain * math.sqrt(fp.q_star) / math.sqrt(rows["c"].m_in), rel=1e-6)
+    assert rows["c"].chi == pytest.approx(fp.chi, rel=1e-6)
+    assert rows["d"].follower == "linear" and any("softmax" in n or "reduce_max" in n for n in plan.notes)
+    assert rows["head"].follower == "output"
+
+
+def test_bad_arguments_name_themselves() -> None:
+    x, model = _x(), _mlp(nn.relu, depth=1)
+    variables = model.init(jax.random.key(0), x)
+    with pytest.raises(TypeError, match=r"needs its variables: auto.plan\(module, variables="):
+        initscale.auto(x).plan(model)
+    with pytest.raises(TypeError, match=r"needs module=, the flax.linen.Module"):
+        isj.reinit(variables, initscale.auto(x), jax.random.key(1))
+
+
+def test_planted_bug_gain_ignores_the_data_is_caught(monkeypatch) -> None:
+    """Mutation: a planner that takes every layer's input at q fails the first-layer check."""
+    real = _jax_auto.layer_gain
+    monkeypatch.setattr(_jax_auto, "layer_gain", lambda f, act, m_in, q=1.0, param=None: real(f, act, q, q, param))
+    with pytest.raises(AssertionError):
+        test_an_mlp_starts_on_the_fixed_point_from_the_data_s_second_moment("relu")
+
+
+# --- applying it: the measured second moments -------------------------------------------------
+
+def _inputs_mean_squares(model, variables, x) -> dict[str, float]:
+    """What a re-run feeds each Dense (its __call__ intercepted)."""
+    seen: dict[str, float] = {}
+
+    def interceptor(next_fun, args, kwargs, context):
+        if context.method_name == "__call__" and isinstance(context.module, nn.Dense):
+            seen.setdefault("/".join(("params", *context.module.path, "kernel")), _m(args[0]))
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(interceptor):
+        model.apply(variables, x)
+    return seen
+
+
+@pytest.mark.parametrize("name", ["gelu_tanh", "silu"])
+def test_measured_mode_uses_what_actually_arrives(name) -> None:
+    x, model = _x(), _mlp(ACTIVATIONS[name], depth=8)
+    variables = model.init(jax.random.key(0), x)
+    new, plan = _jax_auto.apply(variables, model, initscale.auto(x), jax.random.key(1))
+    assert plan.arriving == "measured" and plan.init is not None
+    arrived = _inputs_mean_squares(model, new, x)  # the final kernels, re-run: the values each layer saw
+    for row in plan.rows:
+        assert row.m_in == pytest.approx(arrived[row.weight], rel=1e-6)  # eager primitives vs linen's apply, f32
+        expected = 1.0 if row.follower == "output" else _a(name) / math.sqrt(row.m_in)
+        assert row.gain == pytest.approx(expected, rel=REL)
+        # drawn by the predicted plan, times gain(measured)/gain(predicted): relative sd of a std estimate from
+        # n normal values 1/sqrt(2n); 6 sd, Bonferroni over the 9 kernels at alpha ~ 2e-9 each
+        w = np.asarray(new["params"][row.weight.split("/")[1]]["kernel"], np.float64)
+        assert float(w.std()) == pytest.approx(row.gain / math.sqrt(row.fan_in), rel=6 / math.sqrt(2 * w.size))
+
+
+def test_auto_as_the_rules_of_reinit() -> None:
+    x, model = _x(), _mlp(nn.silu, depth=4)
+    variables = model.init(jax.random.key(0), x)
+    same, dry = isj.reinit(variables, initscale.auto(x), jax.random.key(1), dry_run=True, module=model)
+    assert same is variables and "(predicted)" in dry["params/layers_0/kernel"].reason
+    new, report = isj.reinit(variables, initscale.auto(x), jax.random.key(1), module=model)
+    arrived = _inputs_mean_squares(model, new, x)
+    for i in (0, 2, 4, 6):
+        row = report[f"params/layers_{i}/kernel"]
+        assert row.std == pytest.approx(_a("silu") / math.sqrt(arrived[row.name] * row.fan_in), rel=1e-6)
+        assert "auto: then silu" in row.reason and "(measured)" in row.reason
+    assert report["params/layers_0/bias"].spec == initscale.Zeros()
+
+
+def test_predicted_mode_draws_the_plan_as_shown() -> None:
+    x, model = _x(), _mlp(nn.tanh, depth=4)
+    variables = model.init(jax.random.key(0), x)
+    shown = initscale.auto(x, arriving="predicted").plan(model, variables=variables)
+    _, applied = _jax_auto.apply(variables, model, initscale.auto(x, arriving="predicted"), jax.random.key(1))
+    assert applied.rows == shown.rows and applied.arriving == "predicted"
+
+
+def test_planted_bug_measuring_pass_that_does_not_rescale_is_caught(monkeypatch) -> None:
+    """Mutation: a measuring pass that records the measured gains but returns the kernels as drawn fails
+    test_measured_mode_uses_what_actually_arrives (a re-run no longer sees the m_in the rows report)."""
+    real = _jax_auto._evaluate
+
+    def evaluate(trace, leaves, inputs, before=None):
+        if before is None:
+            return real(trace, leaves, inputs)
+        kept = list(leaves)
+
+        def planted(eqn, env):
+            before(eqn, env)
+            leaves[:] = kept  # the rescaled kernels are dropped
+
+        return real(trace, leaves, inputs, planted)
+
+    monkeypatch.setattr(_jax_auto, "_evaluate", evaluate)
+    with pytest.raises(AssertionError):
+        test_measured_mode_uses_what_actually_arrives("silu")
+
+
+class _CNN(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        h = nn.relu(nn.Conv(8, (3, 3), name="c0")(x))
+        h = nn.relu(nn.LayerNorm()(nn.Conv(8, (3, 3), name="c1")(h)))  # an activation after a norm
+        h = h + nn.Conv(8, (3, 3), name="c2")(h)
+        return nn.Dense(4, name="out")(h.reshape((h.shape[0], -1)))
+
+
+class _Attention(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.LayerNorm()(x + nn.MultiHeadDotProductAttention(num_heads=2, qkv_features=16, name="mha")(x))
+
+
+def test_convolutions_an_activation_after_a_norm_and_attention() -> None:
+    x, cnn = _x((4, 8, 8, 3), scale=1.0), _CNN()
+    plan = initscale.auto(x).plan(cnn, variables=cnn.init(jax.random.key(0), x))
+    rows = {row.weight.split("/")[1]: row for row in plan.rows}
+    assert (rows["c0"].layer, rows["c0"].fan_in, rows["c0"].activation) == ("Conv", 27, "relu")  # 3 x 3 x 3
+    assert (rows["c1"].follower, rows["c1"].gain) == ("norm", 1.0)
+    assert rows["c2"].m_in == pytest.approx(0.5, rel=1e-6)  # LayerNorm's scale = 1, then E[relu(Z)^2] = 1/2
+    assert rows["out"].m_in == pytest.approx(0.5 + 1.0, rel=1e-6)  # h + a branch held at q = 1
+    assert not plan.notes  # every op on the path has a rule
+    t, block = _x((4, 10, 16), scale=1.0), _Attention()
+    plan = initscale.auto(t).plan(block, variables=block.init(jax.random.key(0), t))
+    rows = {row.weight.split("/")[2]: row for row in plan.rows}
+    assert rows["query"].note == "then div: holds q"  # flax's query / sqrt(depth): a scalar factor, kept
+    assert rows["key"].note == "then dot_general: holds q" and rows["out"].note == "then add: holds q"
+    assert any("dot_general" in note for note in plan.notes)  # the attention product: measured, named

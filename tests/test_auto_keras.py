@@ -1,0 +1,277 @@
+"""initscale.auto on Keras models, on the backend this process runs (KERAS_BACKEND; tests/test_keras_backends.py
+runs this file once per backend, each in its own process).
+
+The plan's checks are deterministic: the gains and the predicted second moments are functions of the
+recorded graph and of the example inputs' measured mean square, compared with the formulas computed
+here (gains.fixed_point, sums and products of second moments) to float64 rounding. The measured
+mode's m_in are compared with what a re-run of the final model feeds each layer, and each kernel's
+std with its gain/sqrt(fan_in) within its sampling tolerance. Mutation tests plant a planner that
+ignores the data's second moment, and a measuring pass that does not rescale, and show the checks fail.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+isk = pytest.importorskip("initscale.adapters.keras")
+
+import initscale  # noqa: E402
+from initscale import gains  # noqa: E402
+from initscale.adapters import _keras_auto  # noqa: E402
+
+REL = 1e-9  # float64 rounding of a few products and quadratures
+
+
+def _x(shape=(128, 32), scale=3.0, seed=0) -> np.ndarray:
+    return (np.random.default_rng(seed).standard_normal(shape) * scale).astype("float32")
+
+
+def _mean_square(x) -> float:
+    return float(np.mean(np.square(np.asarray(keras.ops.convert_to_numpy(x), dtype=np.float64))))
+
+
+def _mlp(activation: str, depth: int = 6, width: int = 64, out: int | None = 10) -> keras.Model:
+    layers = [keras.Input((32,))] + [keras.layers.Dense(width, activation=activation) for _ in range(depth)]
+    return keras.Sequential(layers + ([keras.layers.Dense(out)] if out else []))
+
+
+def _a(name: str, param: float | None = None) -> float:
+    """The pre-activation std that puts the activation's output at its fixed point q*: g·sqrt(q*)."""
+    fp = gains.fixed_point(name, 1.0, param)
+    return fp.gain * math.sqrt(fp.q_star)
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "gelu", "silu"])
+def test_an_mlp_starts_on_the_fixed_point_from_the_data_s_second_moment(activation) -> None:
+    x = _x()
+    plan = initscale.auto(x).plan(_mlp(activation))
+    fp = gains.fixed_point(activation)
+    first, *middle, last = plan.rows
+    m_data = float(np.mean(np.square(x.astype(np.float64))))
+    assert first.m_in == pytest.approx(m_data, rel=REL)  # the data's own, measured
+    assert first.gain == pytest.approx(_a(activation) / math.sqrt(m_data), rel=REL)
+    for row in middle:  # a fused activation= is the layer's own activation; every later layer sees q*
+        assert (row.follower, row.activation) == ("activation", activation)
+        assert row.m_in == pytest.approx(fp.q_star, rel=1e-7) and row.chi == pytest.approx(fp.chi, rel=REL)
+    assert (last.follower, last.gain, last.fan_in) == ("output", 1.0, 64)
+
+
+def _quick_gelu(z):
+    return z / (1.0 + np.exp(-1.702 * z))
+
+
+def _quick_gelu_derivative(z):
+    s = 1.0 / (1.0 + np.exp(-1.702 * z))
+    return s + 1.702 * z * s * (1.0 - s)
+
+
+def _functional() -> keras.Model:
+    """Dense(gelu) -> + Dense (residual) -> Dense -> LayerNorm -> Activation(tanh) ->
+    [Lambda(quick gelu)(Dense), 2.0 * Dense] concatenated -> keras.ops.gelu(Dense) -> pooling -> Dense out."""
+    inp = keras.Input((32,))
+    h = keras.layers.Dense(64, activation="gelu", name="d0")(inp)
+    s = h + keras.layers.Dense(64, name="d1")(h)
+    s = keras.layers.LayerNormalization()(keras.layers.Dense(64, name="d2")(s))
+    a = keras.layers.Activation("tanh")(s)
+    quick = keras.layers.Lambda(lambda t: t * keras.ops.sigmoid(1.702 * t), name="quick")
+    q = quick(keras.layers.Dense(64, name="d3")(a))
+    c = keras.layers.Concatenate()([q, 2.0 * keras.layers.Dense(32, name="d4")(a)])
+    g = keras.ops.gelu(keras.layers.Dense(48, name="d5")(c))  # keras.ops.gelu: the tanh approximation by default
+    p = keras.layers.GlobalAveragePooling1D()(keras.layers.Reshape((4, 12))(g))
+    return keras.Model(inp, keras.layers.Dense(4, name="out")(p))
+
+
+def test_a_functional_graph_propagates_as_autogain_says() -> None:
+    x = _x()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # the Lambda's f' by autodiff: no central-difference warning
+        plan = initscale.auto(x).plan(_functional())
+    rows = {row.weight.split("/")[0]: row for row in plan.rows}
+    q_tanh = gains.fixed_point("tanh").q_star  # unused here: tanh's input is the norm's output, m = 1
+    assert q_tanh < 1.0
+    assert (rows["d0"].follower, rows["d0"].activation) == ("activation", "gelu")  # Keras's exact gelu
+    assert (rows["d1"].follower, rows["d1"].note) == ("linear", "then Add: holds q")
+    assert rows["d2"].m_in == pytest.approx(1.0 + 1.0, rel=1e-7)  # gelu's output at q = 1 plus a branch held at q
+    assert (rows["d2"].follower, rows["d2"].gain) == ("norm", 1.0)
+    tanh_out = gains.stability("tanh", 1.0, 1, q=1.0).q_final  # E[tanh(Z)^2]: LayerNorm's gamma = 1
+    assert rows["d3"].m_in == pytest.approx(tanh_out, rel=REL) and rows["d4"].m_in == pytest.approx(tanh_out, rel=REL)
+    assert (rows["d4"].follower, rows["d4"].note) == ("linear", "then Multiply: holds q")
+    fp = gains.fixed_point(_quick_gelu, derivative=_quick_gelu_derivative)  # the Lambda by quadrature
+    assert (rows["d3"].follower, rows["d3"].activation) == ("activation", "quick")
+    assert rows["d3"].gain == pytest.approx(fp.gain * math.sqrt(fp.q_star) / math.sqrt(tanh_out), rel=1e-6)
+    assert rows["d3"].chi == pytest.approx(fp.chi, rel=1e-6)  # float32 reaches the quadrature only through f64
+    assert rows["d5"].m_in == pytest.approx((64 * fp.q_star + 32 * 4.0 * 1.0) / 96, rel=1e-6)  # sizes, 2.0^2
+    assert rows["d5"].activation == "gelu_tanh"
+    assert rows["out"].follower == "output" and rows["out"].gain == 1.0
+    assert any("GlobalAveragePooling1D" in note for note in plan.notes)  # measured ratio: named, never silent
+
+
+def test_activation_layers_and_keras_ops_nodes_are_named() -> None:
+    inp = keras.Input((32,))
+    h = keras.layers.ReLU()(keras.layers.Dense(16, name="a")(inp))
+    h = keras.layers.LeakyReLU(negative_slope=0.1)(keras.layers.Dense(16, name="b")(h))
+    h = keras.ops.silu(keras.layers.Dense(16, name="c")(h))
+    h = keras.layers.Softmax()(keras.layers.Dense(16, name="d")(h))
+    h = keras.layers.Dense(16, activation="leaky_relu", name="e")(h)
+    plan = initscale.auto(_x()).plan(keras.Model(inp, keras.layers.Dense(2, name="f")(h)))
+    rows = {row.weight.split("/")[0]: row for row in plan.rows}
+    assert [rows[k].activation for k in "abce"] == ["relu", "leaky_relu", "silu", "leaky_relu"]
+    assert rows["b"].gain == pytest.approx(_a("leaky_relu", 0.1) / math.sqrt(rows["b"].m_in), rel=REL)
+    assert rows["e"].gain == pytest.approx(_a("leaky_relu", 0.2) / math.sqrt(rows["e"].m_in), rel=REL)  # Keras's 0.2
+    assert rows["d"].follower == "linear" and any("Softmax" in note for note in plan.notes)
+
+
+def test_not_planned_kernels_are_named_in_a_warning() -> None:
+    model = keras.Sequential([keras.Input((5, 8)), keras.layers.LSTM(16), keras.layers.Dense(4)])
+    with pytest.warns(UserWarning, match=r"not one layer's main `kernel`.*lstm"):
+        plan = initscale.auto(np.ones((2, 5, 8), "float32")).plan(model)
+    assert [row.layer for row in plan.rows] == ["Dense"]
+
+
+def test_unsupported_models_name_what_is_supported() -> None:
+    with pytest.raises(TypeError, match=r"models of type object are not supported yet .*Keras models"):
+        initscale.auto(_x()).plan(object())
+
+
+def test_planted_bug_gain_ignores_the_data_is_caught(monkeypatch) -> None:
+    """Mutation: a planner that takes every layer's input at q (calculate_gain's habit) fails the first-layer check."""
+    real = _keras_auto.layer_gain
+    monkeypatch.setattr(_keras_auto, "layer_gain", lambda f, act, m_in, q=1.0, param=None: real(f, act, q, q, param))
+    with pytest.raises(AssertionError):
+        test_an_mlp_starts_on_the_fixed_point_from_the_data_s_second_moment("relu")
+
+
+# --- applying it: the measured second moments -------------------------------------------------
+
+def _inputs_mean_squares(model: keras.Model, x: np.ndarray) -> dict[str, float]:
+    """What a re-run of the model feeds each Dense layer (its call wrapped for one pass)."""
+    seen: dict[str, float] = {}
+    layers = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+
+    def wrap(layer):
+        fn = layer.call
+
+        def call(inputs, *args, **kwargs):
+            seen.setdefault(layer.kernel.path, _mean_square(inputs))
+            return fn(inputs, *args, **kwargs)
+        return call
+
+    for layer in layers:
+        layer.call = wrap(layer)
+    try:
+        model(x, training=False)
+    finally:
+        for layer in layers:
+            del layer.call
+    return seen
+
+
+@pytest.mark.parametrize("activation", ["gelu", "silu"])
+def test_measured_mode_uses_what_actually_arrives(activation) -> None:
+    model, x = _mlp(activation, depth=8), _x()
+    plan = _keras_auto.apply(model, initscale.auto(x), seed=0)
+    assert plan.arriving == "measured" and plan.init is not None
+    arrived = _inputs_mean_squares(model, x)  # the final kernels, re-run: the values each layer saw
+    a = _a(activation)
+    for row in plan.rows:
+        assert row.m_in == pytest.approx(arrived[row.weight], rel=1e-6)  # float32 forward passes, same ops
+        expected = 1.0 if row.follower == "output" else a / math.sqrt(row.m_in)
+        assert row.gain == pytest.approx(expected, rel=REL)
+        # drawn by the predicted plan, times gain(measured)/gain(predicted): std = gain/sqrt(fan_in) up to
+        # sampling: the relative sd of a std estimate from n normal values is 1/sqrt(2n); 6 sd,
+        # Bonferroni over the 9 kernels at alpha ~ 2e-9 each
+        w = np.asarray(keras.ops.convert_to_numpy(model.get_layer(row.weight.split("/")[1]).kernel), np.float64)
+        assert float(w.std()) == pytest.approx(row.gain / math.sqrt(row.fan_in), rel=6 / math.sqrt(2 * w.size))
+
+
+def test_auto_as_the_rules_of_reinit() -> None:
+    model, x = _mlp("silu", depth=4), _x()
+    dry = isk.reinit(model, initscale.auto(x), dry_run=True)
+    assert dry.dry_run and "(predicted)" in dry[model.layers[0].kernel.path].reason
+    report = isk.reinit(model, initscale.auto(x), seed=0)
+    arrived = _inputs_mean_squares(model, x)
+    for layer in model.layers[:4]:  # the report's std is the measured gain's
+        row = report[layer.kernel.path]
+        assert row.std == pytest.approx(_a("silu") / math.sqrt(arrived[layer.kernel.path] * row.fan_in), rel=1e-6)
+        assert "auto: then silu" in row.reason and "(measured)" in row.reason
+    assert not report.dry_run and report[model.layers[0].bias.path].spec == initscale.Zeros()
+
+
+def test_predicted_mode_draws_the_plan_as_shown() -> None:
+    model, x = _mlp("tanh", depth=4), _x()
+    shown = initscale.auto(x, arriving="predicted").plan(model)
+    applied = _keras_auto.apply(model, initscale.auto(x, arriving="predicted"), seed=0)
+    assert applied.rows == shown.rows and applied.arriving == "predicted"
+
+
+def test_planted_bug_measuring_pass_that_does_not_rescale_is_caught(monkeypatch) -> None:
+    """Mutation: a measuring pass that records the measured gains but leaves the kernels as drawn
+    fails the std check of test_measured_mode_uses_what_actually_arrives (SiLU drifts off q* beyond
+    the sampling tolerance within 8 layers of width 64)."""
+    real = _keras_auto.layer_gain
+    calls = {"n": 0}
+
+    def planted(f, act, m_in, q=1.0, param=None):
+        g = real(f, act, m_in, q, param)
+        calls["n"] += 1
+        return g
+
+    monkeypatch.setattr(_keras_auto, "layer_gain", planted)
+    original = keras.Variable.assign
+
+    def no_rescale(self, value):  # the measuring pass's assign of kernel * factor: kept as drawn
+        if calls["n"] > 9:  # the planning calls are done (9 kernels); what follows is the pass
+            return self
+        return original(self, value)
+
+    monkeypatch.setattr(keras.Variable, "assign", no_rescale)
+    with pytest.raises(AssertionError):
+        test_measured_mode_uses_what_actually_arrives("silu")
+
+
+def test_convolutions_batch_norm_and_attention() -> None:
+    x = _x((8, 16, 16, 3), scale=1.0)
+    inp = keras.Input((16, 16, 3))
+    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="c0")(inp)
+    h = keras.layers.ReLU()(keras.layers.BatchNormalization()(keras.layers.Conv2D(8, 3, padding="same", name="c1")(h)))
+    h = keras.layers.Reshape((256, 8))(keras.layers.DepthwiseConv2D(3, padding="same", name="dw")(h))
+    h = keras.layers.LayerNormalization()(h + keras.layers.MultiHeadAttention(2, 4, name="mha")(h, h))
+    plan = initscale.auto(x).plan(keras.Model(inp, keras.layers.Dense(5, name="out")(h)))
+    rows = {row.weight: row for row in plan.rows}
+    c0 = rows["c0/kernel"]
+    assert (c0.layer, c0.fan_in, c0.activation) == ("Conv2D", 27, "relu")  # 3 x 3 x 3 forward fan-in
+    assert c0.gain == pytest.approx(math.sqrt(2.0) / math.sqrt(float(np.mean(np.square(x.astype(np.float64))))),
+                                    rel=REL)
+    assert (rows["c1/kernel"].follower, rows["c1/kernel"].gain) == ("norm", 1.0)
+    assert rows["dw/kernel"].m_in == pytest.approx(0.5, rel=1e-7)  # BatchNorm's gamma = 1, then E[relu(Z)^2] = 1/2
+    assert rows["mha/query/kernel"].note == "then MultiHeadAttention (its own ops): holds q"
+    assert rows["mha/attention_output/kernel"].note == "then Add: holds q"  # MultiHeadAttention's output is its own
+    assert any(note.startswith("layer mha (MultiHeadAttention)") for note in plan.notes)
+
+
+class _Subclassed(keras.Model):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.act = keras.layers.Dense(16, name="fc1"), keras.layers.Activation("silu")
+        self.fc2, self.fc3 = keras.layers.Dense(16, name="fc2"), keras.layers.Dense(4, name="fc3")
+
+    def call(self, x):
+        return self.fc3(keras.ops.relu(self.fc2(self.act(self.fc1(x)))))  # keras.ops here: not seen
+
+
+def test_a_subclassed_model_s_layers_are_seen_and_its_eager_ops_are_named() -> None:
+    x, model = _x(), _Subclassed()
+    model(x)
+    plan = initscale.auto(x).plan(model)
+    rows = {row.weight.split("/")[-2]: row for row in plan.rows}
+    m_data = float(np.mean(np.square(x.astype(np.float64))))
+    assert rows["fc1"].activation == "silu"
+    assert rows["fc1"].gain == pytest.approx(_a("silu") / math.sqrt(m_data), rel=REL)
+    assert rows["fc2"].follower == "linear" and any("fc2's output goes to code the pass does not see" in note
+                                                    for note in plan.notes)
+    assert rows["fc3"].follower == "output"
