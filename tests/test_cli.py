@@ -115,7 +115,7 @@ def test_a_closed_pipe_exits_quietly() -> None:
     now nothing on stderr and the SIGPIPE status 141, as C tools give."""
     done = _pipe_into_head(["propagate", "--spec", "he_normal", "--depth", "4000", "--width", "2", "--batch", "2"])
     assert done.stderr == "" and done.returncode == 141, (done.returncode, done.stderr[-2000:])
-    assert done.stdout.split() == ["layer", "he_normal", "fwd", "he_normal", "bwd"]
+    assert done.stdout.split() == ["layer", "he_normal", "fwd", "he_normal", "pred", "he_normal", "bwd"]
 
 
 def test_a_pipe_closed_before_any_output_exits_quietly() -> None:
