@@ -235,54 +235,67 @@ def _record(model: torch.nn.Module, auto: Auto, layers: dict[str, tuple[str, int
         return post
 
     recorder.pending = []  # type: ignore[attr-defined]
-    activations: set[str] = set()
+    decided: dict[str, bool] = {}  # leaf module -> acts elementwise (tested on its first call)
+    calls: list[bool] = []  # per call in progress of a leaf module: whether it was entered as an activation
     probing = {"on": False}
 
-    def probe(name: str) -> Any:
-        def pre(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-            if probing["on"] or recorder.depth or name in activations:
-                return
+    def is_activation(name: str, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+        if name not in decided:
+            ok = False
             if len(args) == 1 and not kwargs and isinstance(args[0], torch.Tensor):
                 probing["on"] = True
-                recorder.depth += 1
+                recorder.depth += 1  # the probe's own calls are not the model's
                 try:
-                    if _elementwise(module, args[0]):
-                        activations.add(name)
+                    ok = _elementwise(module, args[0])
                 except Exception:  # a module that cannot run on its input alone is no activation
-                    pass
+                    ok = False
                 finally:
                     recorder.depth -= 1
                     probing["on"] = False
+            decided[name] = ok
+        return decided[name]
+
+    def leaf_pre(name: str) -> Any:
+        enter_act = enter(name, "act")
+
+        def pre(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            if probing["on"]:
+                return
+            entered = recorder.depth == 0 and is_activation(name, module, args, kwargs)
+            calls.append(entered)
+            if entered:
+                enter_act(module, args)
         return pre
 
+    def leaf_post(name: str) -> Any:
+        leave_act = leave(name, "act")
+
+        def post(module: torch.nn.Module, args: tuple[Any, ...], output: Any) -> None:
+            if probing["on"]:
+                return
+            if calls.pop():
+                leave_act(module, args, output)
+        return post
+
     for name, module in by_module.items():
-        if name and name not in layers and not _is_norm(module) and type(module).__name__ not in _IDENTITY_IN_EVAL \
-                and not any(True for _ in module.parameters()) and not any(True for _ in module.children()):
-            handles.append(module.register_forward_pre_hook(probe(name), with_kwargs=True))
+        if name in layers:
+            handles += [module.register_forward_pre_hook(enter(name, "layer")),
+                        module.register_forward_hook(leave(name, "layer"))]
+        elif _is_norm(module) and name:
+            handles += [module.register_forward_pre_hook(enter(name, "norm")),
+                        module.register_forward_hook(leave(name, "norm"))]
+        elif name and type(module).__name__ not in _IDENTITY_IN_EVAL and not any(True for _ in module.parameters()) \
+                and not any(True for _ in module.children()):  # a parameter-free leaf: an activation if elementwise
+            handles += [module.register_forward_pre_hook(leaf_pre(name), with_kwargs=True),
+                        module.register_forward_hook(leaf_post(name))]
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
-            # first pass: which parameter-free leaf modules act elementwise
-            model(*auto.example_inputs, **dict(auto.example_kwargs or {}))
-            for h in handles:
-                h.remove()
-            handles = []
-            for name, module in by_module.items():
-                if name in layers:
-                    handles += [module.register_forward_pre_hook(enter(name, "layer")),
-                                module.register_forward_hook(leave(name, "layer"))]
-                elif _is_norm(module) and name:
-                    handles += [module.register_forward_pre_hook(enter(name, "norm")),
-                                module.register_forward_hook(leave(name, "norm"))]
-                elif name in activations:
-                    handles += [module.register_forward_pre_hook(enter(name, "act")),
-                                module.register_forward_hook(leave(name, "act"))]
-            with recorder:
-                for t in [*auto.example_inputs, *dict(auto.example_kwargs or {}).values()]:  # the data
-                    if isinstance(t, torch.Tensor):
-                        recorder.node(t, data=True)
-                out = model(*auto.example_inputs, **dict(auto.example_kwargs or {}))
+        with torch.no_grad(), recorder:  # one pass: the graph, and which leaf modules act elementwise
+            for t in [*auto.example_inputs, *dict(auto.example_kwargs or {}).values()]:  # the data
+                if isinstance(t, torch.Tensor):
+                    recorder.node(t, data=True)
+            out = model(*auto.example_inputs, **dict(auto.example_kwargs or {}))
             outputs = _output_nodes(recorder, out)
     finally:
         for h in handles:
