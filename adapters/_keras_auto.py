@@ -36,7 +36,6 @@ planned for its first call (a note). See :mod:`initscale.autogain` for the rules
 from __future__ import annotations
 
 import dataclasses
-import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,7 +45,7 @@ import keras
 import numpy as np
 
 from initscale import presets
-from initscale.autogain import Auto, AutoPlan, AutoRow, activation_moment, layer_gain
+from initscale.autogain import Auto, AutoPlan, AutoRow, follow, layer_gain, propagate
 
 __all__ = ["apply", "plan"]
 
@@ -404,23 +403,26 @@ def _function_activation(function: Any) -> tuple[Any, str]:
     return _as_numpy_activation(function, name), name
 
 
+def _op_rule(event: _Event) -> str | None:
+    """Which second-moment rule of :func:`initscale.autogain.propagate` a Keras op obeys."""
+    if event.cls in _SHAPE_OPS:
+        return "shape"
+    if event.cls == "Average":
+        return "average"
+    for rule, names in (("sum", _SUMS), ("product", _PRODUCTS), ("quotient", _QUOTIENTS), ("cat", _CATS)):
+        if event.cls in names:
+            return rule
+    return None
+
+
 def _follower(recorder: _Recorder, node: int, outputs: set[int], start: int) -> tuple[str, Any, str]:
-    frontier = {node}
-    for event in recorder.events[start + 1:]:
-        if not frontier.intersection(event.inputs):
-            continue
-        if event.kind == "act":
-            return "activation", event.activation, event.label
-        if event.kind == "norm":
-            return "norm", None, "norm"
-        if event.kind == "op" and event.cls in _SHAPE_OPS:
-            frontier.update(event.outputs)
-            continue
-        return "linear", None, event.cls
-    if frontier & outputs:
-        return "output", None, "output"
+    """:func:`initscale.autogain.follow`, except that an output consumed only inside a composite
+    layer's own (unrecorded) code says so."""
+    follows = follow(recorder.events, node, outputs, start, _op_rule, lambda e: e.cls)
     parent = recorder.events[start].parent
-    return ("linear", None, f"{parent} (its own ops)") if parent else ("linear", None, "unused")
+    if follows == ("linear", None, "unused") and parent:
+        return "linear", None, f"{parent} (its own ops)"
+    return follows
 
 
 def _planned_layers(model: Any) -> tuple[dict[int, tuple[str, int, str]], dict[int, Any], list[str]]:
@@ -459,60 +461,16 @@ def _plan(model: Any, auto: Auto) -> tuple[AutoPlan, dict[str, tuple[str, Any, f
     layers, by_id, others = _planned_layers(model)
     recorder, outputs = _record(model, auto, layers)
     by_name = {by_id[i].name: i for i in layers}
-    predicted = list(recorder.measured)
-    notes: list[str] = []
-    rows: list[AutoRow] = []
-    decided: dict[str, tuple[str, Any, float | None]] = {}
-    kernels: dict[str, Any] = {}
-    seen: set[str] = set()
     output_set = set(outputs)
-    for index, event in enumerate(recorder.events):
-        ins = [predicted[i] for i in event.inputs]
-        m_in = ins[0] if ins else 0.0
-        if event.kind == "layer":
-            if event.name in seen:
-                value = predicted[event.outputs[0]] if event.outputs else 0.0
-                notes.append(f"{event.name} is called more than once; planned for its first call")
-                for out in event.outputs:
-                    predicted[out] = value
-                continue
-            seen.add(event.name)
-            weight, fan_in, cls = layers[by_name[event.name]]
-            kernels[weight] = by_id[by_name[event.name]]
-            follower, activation, label = _follower(recorder, event.outputs[0], output_set, index)
-            fn, param = activation if isinstance(activation, tuple) else (activation, None)
-            decided[weight] = (follower, fn, param)
-            g = layer_gain(follower, fn, m_in, auto.q, param)  # type: ignore[arg-type]
-            note = g.note if follower != "linear" else f"then {label}: holds q"
-            if label == "unused":
-                notes.append(f"{event.name}'s output goes to code the pass does not see (keras.ops called in a "
-                             "subclassed model's call): planned as linear; the next layer reads its input's measured "
-                             "mean square")
-            rows.append(AutoRow(weight, cls, follower, label, m_in, fan_in, g.gain, g.chi, g.verdict, note))
-            value = g.gain**2 * m_in
-        elif event.kind == "act":
-            if isinstance(event.activation, tuple):
-                value = activation_moment(event.activation[0], m_in, event.activation[1])
-            else:
-                value = activation_moment(event.activation, m_in)
-        elif event.kind == "norm":
-            value = event.scalars[0] if event.scalars else 1.0
-        elif event.cls in _SHAPE_OPS:
-            value = m_in
-        elif event.cls in _SUMS:
-            value = sum(ins) + sum(s * s for s in event.scalars)
-        elif event.cls == "Average" and event.scalars:
-            value = sum(ins) / event.scalars[0] ** 2
-        elif event.cls in _PRODUCTS:
-            value = math.prod(ins) * math.prod(s * s for s in event.scalars)
-        elif event.cls in _QUOTIENTS and event.scalars and len(ins) == 1:
-            value = ins[0] / math.prod(s * s for s in event.scalars)
-        elif event.cls in _CATS and event.sizes and len(event.sizes) == len(ins):
-            value = sum(n * m for n, m in zip(event.sizes, ins, strict=True)) / sum(event.sizes)
-        else:
-            value = _measured_ratio(recorder, event, m_in, notes)
-        for out in event.outputs:
-            predicted[out] = value
+    walked = propagate(recorder.events, recorder.measured, {n: layers[i] for n, i in by_name.items()}, outputs,
+                       auto.q, op_rule=_op_rule, op_label=lambda e: e.cls,
+                       ratio=lambda e, m, notes: _measured_ratio(recorder, e, m, notes),
+                       follower=lambda index, node: _follower(recorder, node, output_set, index),
+                       unused_note="{name}'s output goes to code the pass does not see (keras.ops called in a "
+                                   "subclassed model's call): planned as linear; the next layer reads its input's "
+                                   "measured mean square")
+    notes, seen, decided = walked.notes, walked.seen, walked.decided
+    kernels = {weight: by_id[by_name[name]] for weight, name in walked.planned_by.items()}
     if others:
         warnings.warn(f"initscale.auto: {len(others)} weight(s) are not one layer's main `kernel` and get no gain from "
                       f"the graph (left to the other rules and defaults): {', '.join(others[:10])}"
@@ -524,7 +482,7 @@ def _plan(model: Any, auto: Auto) -> tuple[AutoPlan, dict[str, tuple[str, Any, f
                       UserWarning, stacklevel=4)
     notes += [f"layer {c}: the values between its recorded sublayers (attention scores, ...) are measured on the "
               "example pass" for c in recorder.composites]
-    return AutoPlan(tuple(rows), auto.q, auto.distribution, tuple(dict.fromkeys(notes))), decided, kernels
+    return AutoPlan(tuple(walked.rows), auto.q, auto.distribution, tuple(dict.fromkeys(notes))), decided, kernels
 
 
 def _measured_ratio(recorder: _Recorder, event: _Event, m_in: float, notes: list[str]) -> float:

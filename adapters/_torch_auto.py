@@ -20,7 +20,6 @@ See :mod:`initscale.autogain` for the rules; this module only builds the graph a
 from __future__ import annotations
 
 import dataclasses
-import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from initscale import presets
-from initscale.autogain import Auto, AutoPlan, AutoRow, activation_moment, layer_gain
+from initscale.autogain import Auto, AutoPlan, AutoRow, layer_gain, propagate
 
 __all__ = ["apply_", "plan"]
 
@@ -324,21 +323,15 @@ def _output_nodes(recorder: _Recorder, out: Any) -> list[int]:
     return found
 
 
-def _follower(recorder: _Recorder, node: int, outputs: set[int], start: int) -> tuple[str, Any, str]:
-    """What the first consumer of ``node`` after event ``start`` is: (follower, activation, label)."""
-    frontier = {node}
-    for event in recorder.events[start + 1:]:
-        if not frontier.intersection(event.inputs):
-            continue
-        if event.kind == "act":
-            return "activation", event.activation, event.label
-        if event.kind == "norm":
-            return "norm", None, "norm"
-        if event.kind == "op" and event.name in _SHAPE_OPS:
-            frontier.update(event.outputs)
-            continue
-        return "linear", None, event.name
-    return ("output", None, "output") if frontier & outputs else ("linear", None, "unused")
+def _op_rule(event: _Event) -> str | None:
+    """Which second-moment rule of :func:`initscale.autogain.propagate` a torch function obeys."""
+    name = event.name
+    if name in _SHAPE_OPS or name in _GATHERS:
+        return "shape"
+    for rule, names in (("sum", _SUMS), ("product", _PRODUCTS), ("quotient", _QUOTIENTS), ("cat", _CATS)):
+        if name in names:
+            return rule
+    return None
 
 
 def plan(model: torch.nn.Module, auto: Auto) -> AutoPlan:
@@ -361,51 +354,9 @@ def _plan(model: torch.nn.Module, auto: Auto) -> tuple[AutoPlan, dict[str, tuple
         else:
             others.append(row.name)
     recorder, outputs = _record(model, auto, layers)
-    predicted = list(recorder.measured)  # inputs, parameters and constants keep their measured mean squares
-    notes: list[str] = []
-    rows: list[AutoRow] = []
-    decided: dict[str, tuple[str, Any, float | None]] = {}
-    seen: set[str] = set()
-    output_set = set(outputs)
-    for index, event in enumerate(recorder.events):
-        ins = [predicted[i] for i in event.inputs]
-        m_in = ins[0] if ins else 0.0
-        if event.kind == "layer":
-            if event.name in seen:
-                value = predicted[event.outputs[0]] if event.outputs else 0.0
-                notes.append(f"{event.name} is called more than once; planned for its first call")
-                continue
-            seen.add(event.name)
-            weight, fan_in, cls = layers[event.name]
-            follower, activation, label = _follower(recorder, event.outputs[0], output_set, index)
-            fn, param = activation if isinstance(activation, tuple) else (activation, None)
-            decided[weight] = (follower, fn, param)
-            g = layer_gain(follower, fn, m_in, auto.q, param)
-            note = g.note if follower != "linear" else f"then {label}: holds q"
-            rows.append(AutoRow(weight, cls, follower, label, m_in, fan_in, g.gain, g.chi, g.verdict, note))
-            value = g.gain**2 * m_in
-        elif event.kind == "act":
-            if isinstance(event.activation, tuple):
-                value = activation_moment(event.activation[0], m_in, event.activation[1])
-            else:
-                value = activation_moment(event.activation, m_in)
-        elif event.kind == "norm":
-            value = event.scalars[0] if event.scalars else 1.0
-        elif event.name in _SHAPE_OPS or event.name in _GATHERS:
-            value = m_in
-        elif event.name in _SUMS:
-            value = sum(ins) + sum(s * s for s in event.scalars)
-        elif event.name in _PRODUCTS:
-            value = math.prod(ins) * math.prod(s * s for s in event.scalars)
-        elif event.name in _QUOTIENTS:
-            value = math.prod(ins[:1]) / math.prod(s * s for s in event.scalars) if event.scalars else \
-                _measured_ratio(recorder, event, m_in, notes)
-        elif event.name in _CATS and event.sizes and len(event.sizes) == len(ins):
-            value = sum(n * m for n, m in zip(event.sizes, ins, strict=True)) / sum(event.sizes)
-        else:
-            value = _measured_ratio(recorder, event, m_in, notes)
-        for out in event.outputs:
-            predicted[out] = value
+    walked = propagate(recorder.events, recorder.measured, layers, outputs, auto.q, op_rule=_op_rule,
+                       op_label=lambda e: e.name, ratio=lambda e, m, notes: _measured_ratio(recorder, e, m, notes))
+    notes, seen = walked.notes, walked.seen
     if others:
         warnings.warn(f"initscale.auto: {len(others)} weight(s) are not one layer's main `weight` and get no gain from "
                       f"the graph (left to the other rules and defaults): {', '.join(others[:10])}"
@@ -415,7 +366,7 @@ def _plan(model: torch.nn.Module, auto: Auto) -> tuple[AutoPlan, dict[str, tuple
         warnings.warn(f"initscale.auto: the example pass did not call {len(missing)} layer(s), which get no gain: "
                       f"{', '.join(missing[:10])}. Pass example inputs that reach them, or give them a rule.",
                       UserWarning, stacklevel=4)
-    return AutoPlan(tuple(rows), auto.q, auto.distribution, tuple(dict.fromkeys(notes))), decided
+    return AutoPlan(tuple(walked.rows), auto.q, auto.distribution, tuple(dict.fromkeys(notes))), walked.decided
 
 
 def apply_(model: torch.nn.Module, auto: Auto, *, generator: torch.Generator | None = None,

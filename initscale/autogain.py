@@ -39,14 +39,15 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from . import _validate, gains
 from .specs import VarianceScaling
 
-__all__ = ["Auto", "AutoPlan", "AutoRow", "LayerGain", "StabilityRow", "activation_moment", "auto", "layer_gain"]
+__all__ = ["OP_RULES", "Auto", "AutoPlan", "AutoRow", "LayerGain", "Propagated", "StabilityRow", "activation_moment",
+           "auto", "follow", "layer_gain", "propagate"]
 
 Follower = Literal["activation", "norm", "output", "linear"]
 _DISTRIBUTIONS = ("normal", "truncated_normal", "uniform")
@@ -89,6 +90,114 @@ def layer_gain(follower: Follower, activation: str | Callable[[Any], Any] | None
     fp = gains.fixed_point(activation, q, param, derivative=derivative)
     a = fp.gain * math.sqrt(fp.q_star)
     return LayerGain(a / math.sqrt(m_in), fp.q_star, fp.chi, fp.verdict, fp.note)
+
+
+# --- the graph walk shared by the adapters' recorders -------------------------------------------
+#
+# An adapter records one forward pass as events (objects with ``kind`` in "layer", "norm", "act",
+# "op"; ``name``; node ids ``inputs``/``outputs``; ``scalars``, ``activation`` ((gains name, param)
+# or a NumPy callable), ``label`` and, for concatenations, ``sizes``) and the mean square measured
+# at every node. Which op obeys which rule is the adapter's: ``op_rule(event)`` gives one of
+# OP_RULES, or None for an op measured on the pass.
+
+OP_RULES = ("shape", "sum", "product", "quotient", "cat", "average")
+
+
+def follow(events: Sequence[Any], node: int, outputs: set[int], start: int, op_rule: Callable[[Any], str | None],
+           op_label: Callable[[Any], str]) -> tuple[Follower, Any, str]:
+    """What the first consumer of ``node`` after event ``start`` is, through shape ops:
+    ``(follower, activation, label)``; an output nothing consumes is the model's output or "unused"."""
+    frontier = {node}
+    for event in events[start + 1:]:
+        if not frontier.intersection(event.inputs):
+            continue
+        if event.kind == "act":
+            return "activation", event.activation, event.label
+        if event.kind == "norm":
+            return "norm", None, "norm"
+        if event.kind == "op" and op_rule(event) == "shape":
+            frontier.update(event.outputs)
+            continue
+        return "linear", None, op_label(event)
+    return ("output", None, "output") if frontier & outputs else ("linear", None, "unused")
+
+
+@dataclass
+class Propagated:
+    """What :func:`propagate` decided: a row per planned weight in forward order, the follower and
+    activation of each (for the measuring pass), the event name that planned it, the layers the
+    pass called, and notes."""
+
+    rows: list[AutoRow]
+    decided: dict[str, tuple[Follower, Any, float | None]]
+    planned_by: dict[str, str]
+    seen: set[str]
+    notes: list[str]
+
+
+def _activation_of(activation: Any) -> tuple[Any, float | None]:
+    return activation if isinstance(activation, tuple) else (activation, None)
+
+
+def propagate(events: Sequence[Any], measured: Sequence[float], layers: Mapping[str, tuple[str, int, str]],
+              outputs: Sequence[int], q: float, *, op_rule: Callable[[Any], str | None],
+              op_label: Callable[[Any], str], ratio: Callable[[Any, float, list[str]], float],
+              follower: Callable[[int, int], tuple[Follower, Any, str]] | None = None,
+              unused_note: str = "") -> Propagated:
+    """Walk the recorded events in order, predicting every node's second moment (the rules of the
+    module docstring) and planning the first call of each layer in ``layers`` (event name ->
+    (weight name, fan_in, class)). Inputs, parameters and constants keep their measured mean
+    squares; an op without a rule takes ``ratio(event, m_in, notes)`` (the adapter's measured ratio,
+    which names it in ``notes``). ``follower(index, node)`` replaces :func:`follow` where an adapter
+    knows more; ``unused_note`` (with ``{name}``) is noted for a layer whose output nothing recorded
+    consumes."""
+    output_set = set(outputs)
+    if follower is None:
+        def follower(index: int, node: int) -> tuple[Follower, Any, str]:
+            return follow(events, node, output_set, index, op_rule, op_label)
+    predicted = list(measured)
+    done = Propagated([], {}, {}, set(), [])
+    for index, event in enumerate(events):
+        ins = [predicted[i] for i in event.inputs]
+        m_in = ins[0] if ins else 0.0
+        rule = op_rule(event) if event.kind == "op" else None
+        if event.kind == "layer" and event.name in done.seen:
+            value = predicted[event.outputs[0]] if event.outputs else 0.0
+            done.notes.append(f"{event.name} is called more than once; planned for its first call")
+        elif event.kind == "layer":
+            done.seen.add(event.name)
+            weight, fan_in, cls = layers[event.name]
+            follows, activation, label = follower(index, event.outputs[0])
+            fn, param = _activation_of(activation)
+            done.decided[weight], done.planned_by[weight] = (follows, fn, param), event.name
+            g = layer_gain(follows, fn, m_in, q, param)
+            note = g.note if follows != "linear" else f"then {label}: holds q"
+            if label == "unused" and unused_note:
+                done.notes.append(unused_note.format(name=event.name))
+            done.rows.append(AutoRow(weight, cls, follows, label, m_in, fan_in, g.gain, g.chi, g.verdict, note))
+            value = g.gain**2 * m_in
+        elif event.kind == "act":
+            fn, param = _activation_of(event.activation)
+            value = activation_moment(fn, m_in, param)
+        elif event.kind == "norm":
+            value = event.scalars[0] if event.scalars else 1.0
+        elif rule == "shape":
+            value = m_in
+        elif rule == "sum":
+            value = sum(ins) + sum(s * s for s in event.scalars)
+        elif rule == "average" and event.scalars:
+            value = sum(ins) / event.scalars[0] ** 2
+        elif rule == "product":
+            value = math.prod(ins) * math.prod(s * s for s in event.scalars)
+        elif rule == "quotient" and event.scalars and len(ins) == 1:
+            value = ins[0] / math.prod(s * s for s in event.scalars)
+        elif rule == "cat" and event.sizes and len(event.sizes) == len(ins):
+            value = sum(n * m for n, m in zip(event.sizes, ins, strict=True)) / sum(event.sizes)
+        else:
+            value = ratio(event, m_in, done.notes)
+        for out in event.outputs:
+            predicted[out] = value
+    return done
 
 
 @dataclass(frozen=True)

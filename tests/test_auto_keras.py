@@ -21,7 +21,7 @@ keras = pytest.importorskip("keras")
 isk = pytest.importorskip("initscale.adapters.keras")
 
 import initscale  # noqa: E402
-from initscale import gains  # noqa: E402
+from initscale import autogain, gains  # noqa: E402
 from initscale.adapters import _keras_auto  # noqa: E402
 
 REL = 1e-9  # float64 rounding of a few products and quadratures
@@ -140,8 +140,8 @@ def test_unsupported_models_name_what_is_supported() -> None:
 
 def test_planted_bug_gain_ignores_the_data_is_caught(monkeypatch) -> None:
     """Mutation: a planner that takes every layer's input at q (calculate_gain's habit) fails the first-layer check."""
-    real = _keras_auto.layer_gain
-    monkeypatch.setattr(_keras_auto, "layer_gain", lambda f, act, m_in, q=1.0, param=None: real(f, act, q, q, param))
+    real = autogain.layer_gain  # the planner's (initscale.autogain.propagate)
+    monkeypatch.setattr(autogain, "layer_gain", lambda f, act, m_in, q=1.0, param=None: real(f, act, q, q, param))
     with pytest.raises(AssertionError):
         test_an_mlp_starts_on_the_fixed_point_from_the_data_s_second_moment("relu")
 
@@ -221,11 +221,11 @@ def test_planted_bug_measuring_pass_that_does_not_rescale_is_caught(monkeypatch)
         calls["n"] += 1
         return g
 
-    monkeypatch.setattr(_keras_auto, "layer_gain", planted)
+    monkeypatch.setattr(_keras_auto, "layer_gain", planted)  # the measuring pass's (planning is autogain's)
     original = keras.Variable.assign
 
     def no_rescale(self, value):  # the measuring pass's assign of kernel * factor: kept as drawn
-        if calls["n"] > 9:  # the planning calls are done (9 kernels); what follows is the pass
+        if calls["n"] > 0:  # the pass has started: the draws before it are kept
             return self
         return original(self, value)
 

@@ -248,8 +248,8 @@ def test_assert_stable_uses_the_product_of_chi() -> None:
 def test_planted_bug_gain_ignores_the_data_is_caught(monkeypatch) -> None:
     """Mutation: a planner that takes every layer's input at q (torch's calculate_gain habit) fails
     the first-layer check of test_an_mlp_starts_on_the_fixed_point_from_the_data_s_second_moment."""
-    real = _torch_auto.layer_gain
-    monkeypatch.setattr(_torch_auto, "layer_gain", lambda f, act, m_in, q=1.0, param=None: real(f, act, q, q, param))
+    real = autogain.layer_gain  # the planner's (initscale.autogain.propagate)
+    monkeypatch.setattr(autogain, "layer_gain", lambda f, act, m_in, q=1.0, param=None: real(f, act, q, q, param))
     with pytest.raises(AssertionError):
         test_an_mlp_starts_on_the_fixed_point_from_the_data_s_second_moment(torch.nn.ReLU, "relu")
 
