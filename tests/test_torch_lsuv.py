@@ -250,3 +250,18 @@ def test_the_docstring_example_runs() -> None:
 
     assert doctest.testmod(_torch_lsuv, optionflags=doctest.ELLIPSIS).failed == 0
     assert doctest.testmod(lsuv_core).failed == 0
+
+
+def test_a_real_model_hf_gpt2() -> None:
+    """LSUV on HF GPT-2 built from a tiny config: every Conv1D (packed c_attn included) ends at unit
+    output variance on the batch, measured here by hooks (the tied lm_head is the embedding: not a layer)."""
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=100, n_positions=32,
+                                  bos_token_id=0, eos_token_id=0)
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(cfg)
+    ids = torch.randint(0, 100, (8, 16), generator=torch.Generator().manual_seed(0))
+    report = lsuv_(model, ids, generator=torch.Generator().manual_seed(0))
+    conv1d = type(model.transformer.h[0].attn.c_attn)
+    assert len(report.rows) == 8 and all(row.status == "converged" for row in report.rows)
+    _assert_unit_variance(model, ids, (conv1d,))
