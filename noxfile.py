@@ -86,7 +86,8 @@ def wheel(session: nox.Session) -> None:
     session.install(*glob.glob(f"{tmp}/initscale-*.whl"), *pins("torch", "jax", "keras"))
     session.chdir(tmp)
     session.run(
-        "python", "-c",
+        "python",
+        "-c",
         "import importlib, initscale, initscale.adapters; "
         "mods = [importlib.import_module('initscale.adapters.' + m) for m in ('numpy', 'torch', 'keras', 'jax')]; "
         "assert [initscale.numpy, initscale.torch, initscale.keras, initscale.jax] == mods; "

@@ -56,14 +56,71 @@ from initscale.autogain import Auto, AutoPlan, AutoRow, activation_moment, layer
 
 __all__ = ["apply", "plan"]
 
-_NAMED = {"relu": ("relu", None), "silu": ("silu", None), "swish": ("silu", None), "selu": ("selu", None),
-          "softplus": ("softplus", 1.0), "mish": ("mish", None), "soft_sign": ("softsign", None),
-          "tanh": ("tanh", None), "logistic": ("sigmoid", None), "sigmoid": ("sigmoid", None)}
-_ELEMENTWISE = {"add", "sub", "mul", "div", "neg", "max", "min", "exp", "exp2", "log", "log1p", "expm1", "tanh",
-                "logistic", "erf", "erfc", "erf_inv", "abs", "sign", "sqrt", "rsqrt", "cbrt", "pow", "integer_pow",
-                "select_n", "ge", "gt", "le", "lt", "eq", "ne", "and", "or", "not", "convert_element_type", "square",
-                "sin", "cos", "clamp", "copy", "copy_p", "stop_gradient", "is_finite", "floor", "ceil", "round",
-                "atan", "asinh", "sinh", "cosh", "reciprocal"}
+_NAMED = {
+    "relu": ("relu", None),
+    "silu": ("silu", None),
+    "swish": ("silu", None),
+    "selu": ("selu", None),
+    "softplus": ("softplus", 1.0),
+    "mish": ("mish", None),
+    "soft_sign": ("softsign", None),
+    "tanh": ("tanh", None),
+    "logistic": ("sigmoid", None),
+    "sigmoid": ("sigmoid", None),
+}
+_ELEMENTWISE = {
+    "add",
+    "sub",
+    "mul",
+    "div",
+    "neg",
+    "max",
+    "min",
+    "exp",
+    "exp2",
+    "log",
+    "log1p",
+    "expm1",
+    "tanh",
+    "logistic",
+    "erf",
+    "erfc",
+    "erf_inv",
+    "abs",
+    "sign",
+    "sqrt",
+    "rsqrt",
+    "cbrt",
+    "pow",
+    "integer_pow",
+    "select_n",
+    "ge",
+    "gt",
+    "le",
+    "lt",
+    "eq",
+    "ne",
+    "and",
+    "or",
+    "not",
+    "convert_element_type",
+    "square",
+    "sin",
+    "cos",
+    "clamp",
+    "copy",
+    "copy_p",
+    "stop_gradient",
+    "is_finite",
+    "floor",
+    "ceil",
+    "round",
+    "atan",
+    "asinh",
+    "sinh",
+    "cosh",
+    "reciprocal",
+}
 _WRAPPERS = {"jit", "pjit", "custom_jvp_call", "custom_vjp_call", "custom_vjp_call_jaxpr", "closed_call"}
 _SHAPE = {"reshape", "transpose", "squeeze", "expand_dims", "copy", "copy_p"}
 _NORMS = ("LayerNorm", "RMSNorm", "BatchNorm", "GroupNorm")
@@ -83,8 +140,9 @@ def _is_elementwise_eqn(eqn: Any) -> bool:
         return True
     if name in _WRAPPERS and not str(eqn.params.get("name", "")).startswith("initscale_"):
         inner = _inner(eqn)
-        return inner is not None and all(_is_elementwise_eqn(e) or e.primitive.name == "broadcast_in_dim"
-                                         for e in inner.eqns)
+        return inner is not None and all(
+            _is_elementwise_eqn(e) or e.primitive.name == "broadcast_in_dim" for e in inner.eqns
+        )
     return False
 
 
@@ -135,6 +193,7 @@ def _trace(variables: Any, module: Any, auto: Auto, layer_paths: set[tuple[str, 
     def tag(name: str) -> Any:
         def identity(x: Any) -> Any:
             return x
+
         identity.__name__ = name
         return jax.jit(identity)
 
@@ -142,8 +201,12 @@ def _trace(variables: Any, module: Any, auto: Auto, layer_paths: set[tuple[str, 
         mod = context.module
         path = tuple(mod.path) if hasattr(mod, "path") else ()
         is_layer = path in layer_paths
-        if context.method_name != "__call__" or not args or not (is_layer or _is_norm(mod)) or \
-                not isinstance(args[0], jax.Array | jax.core.Tracer):
+        if (
+            context.method_name != "__call__"
+            or not args
+            or not (is_layer or _is_norm(mod))
+            or not isinstance(args[0], jax.Array | jax.core.Tracer)
+        ):
             return next_fun(*args, **kwargs)
         k = len(kinds)
         kinds[k] = "layer" if is_layer else "norm"
@@ -163,8 +226,12 @@ def _trace(variables: Any, module: Any, auto: Auto, layer_paths: set[tuple[str, 
     return _Trace(closed, leaves, len(auto.example_inputs), marks, kinds)
 
 
-def _evaluate(trace: _Trace, variables_leaves: list[Any], inputs: tuple[Any, ...],
-              before: Callable[[Any, dict[Any, Any]], None] | None = None) -> dict[Any, Any]:
+def _evaluate(
+    trace: _Trace,
+    variables_leaves: list[Any],
+    inputs: tuple[Any, ...],
+    before: Callable[[Any, dict[Any, Any]], None] | None = None,
+) -> dict[Any, Any]:
     """Every value of the jaxpr on these leaves and inputs, eagerly (``before(eqn, env)`` runs before each eqn)."""
     jaxpr = trace.jaxpr.jaxpr
     env: dict[Any, Any] = {}
@@ -184,17 +251,21 @@ def _evaluate(trace: _Trace, variables_leaves: list[Any], inputs: tuple[Any, ...
     return env
 
 
-def _region(eqns: list[Any], start: int, var: Any, data: set[Any],
-            consumers: dict[Any, list[int]] | None = None) -> tuple[list[Any], Any]:
+def _region(
+    eqns: list[Any], start: int, var: Any, data: set[Any], consumers: dict[Any, list[int]] | None = None
+) -> tuple[list[Any], Any]:
     """The largest run of elementwise eqns after ``start`` fed only by ``var`` and constants, and its exit var."""
     inside: set[Any] = {var}
     region: list[Any] = []
-    for eqn in eqns[start + 1:]:
+    for eqn in eqns[start + 1 :]:
         ins = [v for v in eqn.invars if _is_var(v)]
         if not any(v in inside for v in ins):
             continue
-        if not _is_elementwise_eqn(eqn) or any(v not in inside and v in data for v in ins) or \
-                any(tuple(getattr(v.aval, "shape", ())) != tuple(var.aval.shape) for v in eqn.outvars):
+        if (
+            not _is_elementwise_eqn(eqn)
+            or any(v not in inside and v in data for v in ins)
+            or any(tuple(getattr(v.aval, "shape", ())) != tuple(var.aval.shape) for v in eqn.outvars)
+        ):
             break
         region.append(eqn)
         inside.update(eqn.outvars)
@@ -228,12 +299,12 @@ def _region_function(region: list[Any], var: Any, exit_var: Any, env: dict[Any, 
     def fn(x: Any) -> Any:
         local = {var: x}
         for eqn in region:
-            invals = [local[v] if _is_var(v) and v in local else (env[v] if _is_var(v) else v.val)
-                      for v in eqn.invars]
+            invals = [local[v] if _is_var(v) and v in local else (env[v] if _is_var(v) else v.val) for v in eqn.invars]
             out = eqn.primitive.bind(*invals, **eqn.primitive.get_bind_params(eqn.params))
             for o, value in zip(eqn.outvars, out if eqn.primitive.multiple_results else [out], strict=True):
                 local[o] = value
         return local[exit_var]
+
     return fn
 
 
@@ -248,9 +319,9 @@ def _as_numpy_activation(fn: Callable[[Any], Any], shape: tuple[int, ...], dtype
         flat = np.asarray(x, dtype=np.float64).reshape(-1)
         k = -(-flat.size // size)
         padded = np.zeros(k * size, dtype=np.float64)
-        padded[:flat.size] = flat
+        padded[: flat.size] = flat
         out = np.asarray(call(jnp.asarray(padded.reshape((k, *shape)), dtype=dtype)), dtype=np.float64)
-        return out.reshape(-1)[:flat.size].reshape(np.shape(x))
+        return out.reshape(-1)[: flat.size].reshape(np.shape(x))
 
     def f(x: Any) -> Any:
         return batched(value, x)
@@ -328,8 +399,15 @@ def _activation(region: list[Any], var: Any, exit_var: Any, env: dict[Any, Any])
 def _kernels(variables: Any, module: Any, auto: Auto) -> tuple[dict[tuple[str, ...], tuple[str, int, str]], list[str]]:
     from initscale.adapters.jax import reinit
 
-    _, report = reinit(variables, presets.get("he_normal"), jax.random.key(0), dry_run=True, module=module,
-                       example_inputs=auto.example_inputs, example_kwargs=auto.example_kwargs)
+    _, report = reinit(
+        variables,
+        presets.get("he_normal"),
+        jax.random.key(0),
+        dry_run=True,
+        module=module,
+        example_inputs=auto.example_inputs,
+        example_kwargs=auto.example_kwargs,
+    )
     kernels: dict[tuple[str, ...], tuple[str, int, str]] = {}
     others = []
     for row in report.touched:
@@ -347,11 +425,15 @@ def _check(variables: Any, module: Any) -> None:
     import flax.linen as nn
 
     if not isinstance(module, nn.Module):
-        raise TypeError(f"initscale.auto on JAX needs module=, the flax.linen.Module that made the variables (nnx "
-                        f"modules are not supported yet). Received: module={type(module).__name__}.")
+        raise TypeError(
+            f"initscale.auto on JAX needs module=, the flax.linen.Module that made the variables (nnx "
+            f"modules are not supported yet). Received: module={type(module).__name__}."
+        )
     if not isinstance(variables, Mapping) or "params" not in variables:
-        raise TypeError("initscale.auto on JAX needs the linen variables dict, with its 'params' collection (what "
-                        f"module.init returns). Received: {type(variables).__name__}.")
+        raise TypeError(
+            "initscale.auto on JAX needs the linen variables dict, with its 'params' collection (what "
+            f"module.init returns). Received: {type(variables).__name__}."
+        )
 
 
 @dataclass
@@ -506,14 +588,21 @@ def _plan(variables: Any, module: Any, auto: Auto) -> _Planned:
         for out_var in eqn.outvars:
             predicted[out_var] = value
     if others:
-        warnings.warn(f"initscale.auto: {len(others)} weight(s) are not one layer's main `kernel` and get no gain from "
-                      f"the graph (left to the other rules and defaults): {', '.join(others[:10])}"
-                      f"{' ...' if len(others) > 10 else ''}. Give them a rule.", UserWarning, stacklevel=4)
+        warnings.warn(
+            f"initscale.auto: {len(others)} weight(s) are not one layer's main `kernel` and get no gain from "
+            f"the graph (left to the other rules and defaults): {', '.join(others[:10])}"
+            f"{' ...' if len(others) > 10 else ''}. Give them a rule.",
+            UserWarning,
+            stacklevel=4,
+        )
     missing = [w for w, _, _ in kernels.values() if w not in seen]
     if missing:
-        warnings.warn(f"initscale.auto: the example pass did not call {len(missing)} layer(s), which get no gain: "
-                      f"{', '.join(missing[:10])}. Pass example inputs that reach them, or give them a rule.",
-                      UserWarning, stacklevel=4)
+        warnings.warn(
+            f"initscale.auto: the example pass did not call {len(missing)} layer(s), which get no gain: "
+            f"{', '.join(missing[:10])}. Pass example inputs that reach them, or give them a rule.",
+            UserWarning,
+            stacklevel=4,
+        )
     planned = AutoPlan(tuple(rows), auto.q, auto.distribution, tuple(dict.fromkeys(notes)))
     return _Planned(planned, trace, decided, first_in)
 
@@ -527,8 +616,12 @@ def apply(variables: Any, module: Any, auto: Auto, key: Any, **reinit_kwargs: An
 
     planned = _plan(variables, module, auto)
     predicted = planned.plan
-    options = {"module": module, "example_inputs": auto.example_inputs, "example_kwargs": auto.example_kwargs,
-               **reinit_kwargs}
+    options = {
+        "module": module,
+        "example_inputs": auto.example_inputs,
+        "example_kwargs": auto.example_kwargs,
+        **reinit_kwargs,
+    }
     new, report = reinit(variables, predicted.rules(), key, **options)
     if auto.arriving == "predicted":
         return new, AutoPlan(predicted.rows, predicted.q, predicted.distribution, predicted.notes, "predicted", report)
@@ -552,8 +645,9 @@ def apply(variables: Any, module: Any, auto: Auto, key: Any, **reinit_kwargs: An
         i = position[weight]
         env[invars[i]] = (env[invars[i]] * (g.gain / row.gain)).astype(env[invars[i]].dtype)
         leaves[i] = env[invars[i]]
-        final[weight] = AutoRow(row.weight, row.layer, row.follower, row.activation, m_in, row.fan_in, g.gain, g.chi,
-                                g.verdict, row.note)
+        final[weight] = AutoRow(
+            row.weight, row.layer, row.follower, row.activation, m_in, row.fan_in, g.gain, g.chi, g.verdict, row.note
+        )
 
     _evaluate(trace, leaves, auto.example_inputs, before)
     rows = tuple(final.get(row.weight, row) for row in predicted.rows)

@@ -32,9 +32,17 @@ def _numpy(leaf: Any) -> tuple[np.ndarray, str]:
     return values, dtype
 
 
-def check(params: Any, recipe: Any = None, *, rules: Any = None, fresh: bool = True,
-          alpha: float = ALPHA, module: Any = None, example_inputs: Any = None,
-          example_kwargs: Any = None) -> CheckReport:
+def check(
+    params: Any,
+    recipe: Any = None,
+    *,
+    rules: Any = None,
+    fresh: bool = True,
+    alpha: float = ALPHA,
+    module: Any = None,
+    example_inputs: Any = None,
+    example_kwargs: Any = None,
+) -> CheckReport:
     """Check a freshly initialized parameter pytree for the silent init bugs.
 
     The arguments and the report are those of ``initscale.torch.check``: ``rules`` (or
@@ -69,6 +77,15 @@ def check(params: Any, recipe: Any = None, *, rules: Any = None, fresh: bool = T
         values, dtype = _numpy(leaf)
         if values.dtype.kind == "c":
             raise TypeError(f"Leaf {param.name!r} is complex ({dtype}); check reads real parameters only.")
-        entries.append(Entry(param.name, values, role=param.role, layer=param.layer, expected=expected.get(param.name),
-                             unit_axis=0 if param.role == "embedding" else -1, dtype=dtype))
+        entries.append(
+            Entry(
+                param.name,
+                values,
+                role=param.role,
+                layer=param.layer,
+                expected=expected.get(param.name),
+                unit_axis=0 if param.role == "embedding" else -1,
+                dtype=dtype,
+            )
+        )
     return _core.check_arrays(entries, fresh=fresh, alpha=alpha)

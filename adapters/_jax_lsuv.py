@@ -48,9 +48,18 @@ def _get(tree: Any, path: tuple[str, ...]) -> Any:
     return tree
 
 
-def lsuv(variables: Any, module: Any, batch: Any, key: Any, rules: Spec | Mapping[str, Any] | None = None, *,
-         tol: float = 0.1, max_iters: int = 10, apply_kwargs: Mapping[str, Any] | None = None,
-         **reinit_kwargs: Any) -> tuple[Any, LSUVReport]:
+def lsuv(
+    variables: Any,
+    module: Any,
+    batch: Any,
+    key: Any,
+    rules: Spec | Mapping[str, Any] | None = None,
+    *,
+    tol: float = 0.1,
+    max_iters: int = 10,
+    apply_kwargs: Mapping[str, Any] | None = None,
+    **reinit_kwargs: Any,
+) -> tuple[Any, LSUVReport]:
     """Re-initialize a linen model's ``variables`` by ``rules``, then rescale each layer to unit
     output variance on ``batch``; returns ``(new_variables, report)`` (nothing is mutated).
 
@@ -81,18 +90,25 @@ def lsuv(variables: Any, module: Any, batch: Any, key: Any, rules: Spec | Mappin
 
     tol, max_iters = _core.check_arguments("lsuv", tol, max_iters)
     if not isinstance(module, nn.Module):
-        raise TypeError(f"Argument `module` of lsuv must be the flax.linen.Module that made `variables` (nnx modules "
-                        f"are not supported yet). Received: {type(module).__name__}.")
+        raise TypeError(
+            f"Argument `module` of lsuv must be the flax.linen.Module that made `variables` (nnx modules "
+            f"are not supported yet). Received: {type(module).__name__}."
+        )
     if not isinstance(variables, Mapping) or "params" not in variables:
-        raise TypeError("Argument `variables` of lsuv must be the linen variables dict, with its 'params' collection "
-                        f"(what module.init returns). Received: {type(variables).__name__}.")
+        raise TypeError(
+            "Argument `variables` of lsuv must be the linen variables dict, with its 'params' collection "
+            f"(what module.init returns). Received: {type(variables).__name__}."
+        )
     inputs = batch if isinstance(batch, tuple) else (batch,)
     kwargs = dict(apply_kwargs or {})
     if rules is None:
         rules = presets.get("orthogonal")
     new, init = reinit(variables, rules, key, module=module, example_inputs=inputs, **reinit_kwargs)
-    kernels = {tuple(row.name.split("/")[1:-1]): tuple(row.name.split("/")) for row in init.touched
-               if row.layout is not None and row.name.startswith("params/") and row.name.endswith("/kernel")}
+    kernels = {
+        tuple(row.name.split("/")[1:-1]): tuple(row.name.split("/"))
+        for row in init.touched
+        if row.layout is not None and row.name.startswith("params/") and row.name.endswith("/kernel")
+    }
     layers = {row.name: row.layer for row in init.touched}
     new = {name: dict(value) if isinstance(value, Mapping) else value for name, value in new.items()}
 
@@ -122,9 +138,21 @@ def lsuv(variables: Any, module: Any, batch: Any, key: Any, rules: Spec | Mappin
             why = f"its output is a {type(first).__name__}, not one floating-point array"
             rows.append(_core.skipped(name, layers[full], full, why))
             continue
-        rows.append(_core.rescale_layer(name, layers[full], full, lambda p=path: measure(p),
-                                        lambda f, p=path: scale(p, f), tol=tol, max_iters=max_iters))
+        rows.append(
+            _core.rescale_layer(
+                name,
+                layers[full],
+                full,
+                lambda p=path: measure(p),
+                lambda f, p=path: scale(p, f),
+                tol=tol,
+                max_iters=max_iters,
+            )
+        )
     called = set(order)
-    rows += [_core.skipped("/".join(p), "-", "/".join(k), "not called by the forward pass on `batch`")
-             for p, k in kernels.items() if p not in called]
+    rows += [
+        _core.skipped("/".join(p), "-", "/".join(k), "not called by the forward pass on `batch`")
+        for p, k in kernels.items()
+        if p not in called
+    ]
     return state["tree"], _core.finish("lsuv", rows, init, tol, max_iters, len(kernels))

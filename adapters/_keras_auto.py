@@ -51,15 +51,43 @@ __all__ = ["apply", "plan"]
 
 # Keras activation functions (by __name__) with a closed form in initscale.gains: name -> (gains name, param)
 _FUNCTIONS: dict[str, tuple[str, float | None]] = {
-    "relu": ("relu", None), "gelu": ("gelu", None), "silu": ("silu", None), "swish": ("silu", None),
-    "tanh": ("tanh", None), "sigmoid": ("sigmoid", None), "selu": ("selu", None), "elu": ("elu", 1.0),
-    "celu": ("celu", 1.0), "softplus": ("softplus", 1.0), "softsign": ("softsign", None), "mish": ("mish", None),
+    "relu": ("relu", None),
+    "gelu": ("gelu", None),
+    "silu": ("silu", None),
+    "swish": ("silu", None),
+    "tanh": ("tanh", None),
+    "sigmoid": ("sigmoid", None),
+    "selu": ("selu", None),
+    "elu": ("elu", 1.0),
+    "celu": ("celu", 1.0),
+    "softplus": ("softplus", 1.0),
+    "softsign": ("softsign", None),
+    "mish": ("mish", None),
     "leaky_relu": ("leaky_relu", 0.2),
 }
 _RECURRENT = ("RNN", "LSTMCell", "GRUCell", "SimpleRNNCell", "Bidirectional")
-_SHAPE_OPS = {"Flatten", "Reshape", "Permute", "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D",
-              "GaussianDropout", "GaussianNoise", "AlphaDropout", "Identity", "RepeatVector", "InputLayer",
-              "Transpose", "Squeeze", "ExpandDims", "Negative", "Cast", "ActivityRegularization", "Masking"}
+_SHAPE_OPS = {
+    "Flatten",
+    "Reshape",
+    "Permute",
+    "Dropout",
+    "SpatialDropout1D",
+    "SpatialDropout2D",
+    "SpatialDropout3D",
+    "GaussianDropout",
+    "GaussianNoise",
+    "AlphaDropout",
+    "Identity",
+    "RepeatVector",
+    "InputLayer",
+    "Transpose",
+    "Squeeze",
+    "ExpandDims",
+    "Negative",
+    "Cast",
+    "ActivityRegularization",
+    "Masking",
+}
 _SUMS = {"Add", "Subtract"}
 _PRODUCTS = {"Multiply"}
 _QUOTIENTS = {"Divide", "TrueDivide"}
@@ -153,9 +181,12 @@ def _sublayers(layer: Any) -> list[Any]:
 
 def _is_norm(op: Any) -> bool:
     name = type(op).__name__
-    return name in ("LayerNormalization", "BatchNormalization", "GroupNormalization", "RMSNormalization") or \
-        (name.endswith(("Norm", "Normalization")) and name != "UnitNormalization" and
-         isinstance(op, keras.layers.Layer) and bool(op.weights))
+    return name in ("LayerNormalization", "BatchNormalization", "GroupNormalization", "RMSNormalization") or (
+        name.endswith(("Norm", "Normalization"))
+        and name != "UnitNormalization"
+        and isinstance(op, keras.layers.Layer)
+        and bool(op.weights)
+    )
 
 
 def _norm_scale(op: Any) -> float:
@@ -189,9 +220,20 @@ def _activation_layer(op: Any) -> tuple[str, float | None] | None:
 def _activation_op(op: Any) -> tuple[str, float | None] | None:
     """(gains name, param) for a ``keras.ops`` activation node of a functional graph (``keras.ops.gelu``'s
     default is the tanh approximation), else None."""
-    name = {"Relu": "relu", "Gelu": "gelu", "Silu": "silu", "Tanh": "tanh", "Sigmoid": "sigmoid", "Selu": "selu",
-            "Elu": "elu", "Celu": "celu", "Softplus": "softplus", "Softsign": "softsign", "LeakyRelu": "leaky_relu",
-            "Mish": "mish"}.get(type(op).__name__)
+    name = {
+        "Relu": "relu",
+        "Gelu": "gelu",
+        "Silu": "silu",
+        "Tanh": "tanh",
+        "Sigmoid": "sigmoid",
+        "Selu": "selu",
+        "Elu": "elu",
+        "Celu": "celu",
+        "Softplus": "softplus",
+        "Softsign": "softsign",
+        "LeakyRelu": "leaky_relu",
+        "Mish": "mish",
+    }.get(type(op).__name__)
     if name is None:
         return None
     if name == "gelu" and getattr(op, "approximate", False):
@@ -270,7 +312,7 @@ def _elementwise(call: Callable[[Any], Any], x: Any) -> bool:
         probe = flat.copy()
         probe[i] = probe[i] + 0.5 + abs(probe[i])
         z = np.asarray(keras.ops.convert_to_numpy(call(keras.ops.convert_to_tensor(probe.reshape(value.shape)))))
-        changed = (z.reshape(-1) != y.reshape(-1))
+        changed = z.reshape(-1) != y.reshape(-1)
         changed[i] = False
         if bool(changed.any()):
             return False
@@ -293,8 +335,11 @@ def _record(model: Any, auto: Auto, layers: dict[int, tuple[str, int, str]]) -> 
         layer = id(op) in layers
         norm = not layer and _is_norm(op)
         fused = getattr(op, "activation", None) if layer else None
-        fused = None if fused is None or fused is keras.activations.linear or \
-            getattr(fused, "__name__", "") == "linear" else fused
+        fused = (
+            None
+            if fused is None or fused is keras.activations.linear or getattr(fused, "__name__", "") == "linear"
+            else fused
+        )
         pre: dict[str, Any] = {}
         composite = isinstance(op, keras.layers.Layer) and bool(list(op._flatten_layers(include_self=False)))
 
@@ -324,12 +369,23 @@ def _record(model: Any, auto: Auto, layers: dict[int, tuple[str, int, str]]) -> 
                     mid = recorder.node(pre.pop("x"), fresh=True)
                     recorder.events.append(_Event("layer", op.name, cls, inputs, [mid], parent=parent))
                     act, label = _function_activation(fused)
-                    recorder.events.append(_Event("act", op.name, cls, [mid], [recorder.node(t, fresh=True)
-                                                                               for t in outs], activation=act,
-                                                  label=label))
+                    recorder.events.append(
+                        _Event(
+                            "act",
+                            op.name,
+                            cls,
+                            [mid],
+                            [recorder.node(t, fresh=True) for t in outs],
+                            activation=act,
+                            label=label,
+                        )
+                    )
                 else:
-                    recorder.events.append(_Event("layer", op.name, cls, inputs,
-                                                  [recorder.node(t, fresh=True) for t in outs], parent=parent))
+                    recorder.events.append(
+                        _Event(
+                            "layer", op.name, cls, inputs, [recorder.node(t, fresh=True) for t in outs], parent=parent
+                        )
+                    )
                 return out
             if composite and outs and all(id(t) in recorder.nodes for t in outs):
                 # its output is a recorded sublayer's (MultiHeadAttention's attention_output): that layer's
@@ -346,8 +402,13 @@ def _record(model: Any, auto: Auto, layers: dict[int, tuple[str, int, str]]) -> 
                 event.activation, event.label = _function_activation(op.activation)
             elif not isinstance(op, keras.layers.Layer) and (named := _activation_op(op)) is not None:
                 event.kind, event.activation, event.label = "act", named, named[0]
-            elif not (isinstance(op, keras.layers.Layer) and (composite or op.weights)) and len(tensors) == 1 \
-                    and not scalars and not kwargs_tensors(kwargs) and cls not in _SHAPE_OPS:
+            elif (
+                not (isinstance(op, keras.layers.Layer) and (composite or op.weights))
+                and len(tensors) == 1
+                and not scalars
+                and not kwargs_tensors(kwargs)
+                and cls not in _SHAPE_OPS
+            ):
                 recorder.depth += 1
                 try:
                     elementwise = _elementwise(fn, tensors[0])
@@ -369,11 +430,13 @@ def _record(model: Any, auto: Auto, layers: dict[int, tuple[str, int, str]]) -> 
         op.call = wrapped
         patched.append((op, "call", None))
         if fused is not None:
+
             def capture(x: Any, _fused: Any = fused) -> Any:
                 if not recorder.depth or "x" in pre:
                     return _fused(x)
                 pre["x"] = x
                 return _fused(x)
+
             op.activation = capture
             patched.append((op, "activation", fused))
 
@@ -433,8 +496,12 @@ def _planned_layers(model: Any) -> tuple[dict[int, tuple[str, int, str]], dict[i
     layers: dict[int, tuple[str, int, str]] = {}
     by_id: dict[int, Any] = {}
     used: set[str] = set()
-    inside_recurrent = {id(sub) for layer in model._flatten_layers(include_self=True, recursive=True)
-                        if _recurrent(layer) for sub in layer._flatten_layers(include_self=False, recursive=True)}
+    inside_recurrent = {
+        id(sub)
+        for layer in model._flatten_layers(include_self=True, recursive=True)
+        if _recurrent(layer)
+        for sub in layer._flatten_layers(include_self=False, recursive=True)
+    }
     for layer in model._flatten_layers(include_self=True, recursive=True):
         if _recurrent(layer) or id(layer) in inside_recurrent:
             continue
@@ -456,32 +523,50 @@ def plan(model: Any, auto: Auto) -> AutoPlan:
 
 def _plan(model: Any, auto: Auto) -> tuple[AutoPlan, dict[str, tuple[str, Any, float | None]], dict[str, Any]]:
     if not isinstance(model, keras.layers.Layer) or not model.built:
-        raise TypeError(f"initscale.auto: the Keras model must be a built keras.layers.Layer or model. Received: "
-                        f"{type(model).__name__}.")
+        raise TypeError(
+            f"initscale.auto: the Keras model must be a built keras.layers.Layer or model. Received: "
+            f"{type(model).__name__}."
+        )
     layers, by_id, others = _planned_layers(model)
     recorder, outputs = _record(model, auto, layers)
     by_name = {by_id[i].name: i for i in layers}
     output_set = set(outputs)
-    walked = propagate(recorder.events, recorder.measured, {n: layers[i] for n, i in by_name.items()}, outputs,
-                       auto.q, op_rule=_op_rule, op_label=lambda e: e.cls,
-                       ratio=lambda e, m, notes: _measured_ratio(recorder, e, m, notes),
-                       follower=lambda index, node: _follower(recorder, node, output_set, index),
-                       unused_note="{name}'s output goes to code the pass does not see (keras.ops called in a "
-                                   "subclassed model's call): planned as linear; the next layer reads its input's "
-                                   "measured mean square")
+    walked = propagate(
+        recorder.events,
+        recorder.measured,
+        {n: layers[i] for n, i in by_name.items()},
+        outputs,
+        auto.q,
+        op_rule=_op_rule,
+        op_label=lambda e: e.cls,
+        ratio=lambda e, m, notes: _measured_ratio(recorder, e, m, notes),
+        follower=lambda index, node: _follower(recorder, node, output_set, index),
+        unused_note="{name}'s output goes to code the pass does not see (keras.ops called in a "
+        "subclassed model's call): planned as linear; the next layer reads its input's "
+        "measured mean square",
+    )
     notes, seen, decided = walked.notes, walked.seen, walked.decided
     kernels = {weight: by_id[by_name[name]] for weight, name in walked.planned_by.items()}
     if others:
-        warnings.warn(f"initscale.auto: {len(others)} weight(s) are not one layer's main `kernel` and get no gain from "
-                      f"the graph (left to the other rules and defaults): {', '.join(others[:10])}"
-                      f"{' ...' if len(others) > 10 else ''}. Give them a rule.", UserWarning, stacklevel=4)
+        warnings.warn(
+            f"initscale.auto: {len(others)} weight(s) are not one layer's main `kernel` and get no gain from "
+            f"the graph (left to the other rules and defaults): {', '.join(others[:10])}"
+            f"{' ...' if len(others) > 10 else ''}. Give them a rule.",
+            UserWarning,
+            stacklevel=4,
+        )
     missing = [w for i, (w, _, _) in layers.items() if by_id[i].name not in seen]
     if missing:
-        warnings.warn(f"initscale.auto: the example pass did not call {len(missing)} layer(s), which get no gain: "
-                      f"{', '.join(missing[:10])}. Pass example inputs that reach them, or give them a rule.",
-                      UserWarning, stacklevel=4)
-    notes += [f"layer {c}: the values between its recorded sublayers (attention scores, ...) are measured on the "
-              "example pass" for c in recorder.composites]
+        warnings.warn(
+            f"initscale.auto: the example pass did not call {len(missing)} layer(s), which get no gain: "
+            f"{', '.join(missing[:10])}. Pass example inputs that reach them, or give them a rule.",
+            UserWarning,
+            stacklevel=4,
+        )
+    notes += [
+        f"layer {c}: the values between its recorded sublayers (attention scores, ...) are measured on the example pass"
+        for c in recorder.composites
+    ]
     return AutoPlan(tuple(walked.rows), auto.q, auto.distribution, tuple(dict.fromkeys(notes))), decided, kernels
 
 
@@ -522,8 +607,18 @@ def apply(model: Any, auto: Auto, *, seed: Any = None, **reinit_kwargs: Any) -> 
                 m_in = _mean_square(args[0])
                 g = layer_gain(follower, act, m_in, auto.q, act_param)  # type: ignore[arg-type]
                 layer.kernel.assign(layer.kernel * (g.gain / row.gain))
-                final[weight] = AutoRow(row.weight, row.layer, row.follower, row.activation, m_in, row.fan_in,
-                                        g.gain, g.chi, g.verdict, row.note)
+                final[weight] = AutoRow(
+                    row.weight,
+                    row.layer,
+                    row.follower,
+                    row.activation,
+                    m_in,
+                    row.fan_in,
+                    g.gain,
+                    g.chi,
+                    g.verdict,
+                    row.note,
+                )
             return fn(*args, **kwargs)
 
         layer.call = wrapped
@@ -537,7 +632,8 @@ def apply(model: Any, auto: Auto, *, seed: Any = None, **reinit_kwargs: Any) -> 
         raise RuntimeError(
             f"initscale.auto: the measuring pass failed after {len(final)} of {len(by_weight)} layers were rescaled "
             f"({', '.join(final) or 'none'}); those hold the measured gains, the others the predicted plan's. "
-            f"Re-run, or use initscale.auto(..., arriving='predicted').") from err
+            f"Re-run, or use initscale.auto(..., arriving='predicted')."
+        ) from err
     finally:
         for layer in patched:
             del layer.call

@@ -31,8 +31,16 @@ def _numpy(variable: Any) -> tuple[np.ndarray, str]:
     return values, dtype
 
 
-def check(model: Any, recipe: Any = None, *, rules: Any = None, fresh: bool = True, alpha: float = ALPHA,
-          include_frozen: bool = True, include_buffers: bool = False) -> CheckReport:
+def check(
+    model: Any,
+    recipe: Any = None,
+    *,
+    rules: Any = None,
+    fresh: bool = True,
+    alpha: float = ALPHA,
+    include_frozen: bool = True,
+    include_buffers: bool = False,
+) -> CheckReport:
     """Check a freshly initialized, built Keras model's variables for the silent init bugs.
 
     The arguments and the report are those of ``initscale.torch.check``: ``rules`` (or
@@ -55,8 +63,10 @@ def check(model: Any, recipe: Any = None, *, rules: Any = None, fresh: bool = Tr
     if not isinstance(model, keras.layers.Layer):
         raise TypeError(f"Argument `model` must be a Keras layer or model. Received: {type(model).__name__}.")
     if not model.built:
-        raise ValueError(f"The model {model.name!r} is not built, so its variables do not exist yet: build it first "
-                         "(call it on a batch, or model.build(input_shape)).")
+        raise ValueError(
+            f"The model {model.name!r} is not built, so its variables do not exist yet: build it first "
+            "(call it on a batch, or model.build(input_shape))."
+        )
     found: list[tuple[Any, Any]] = []
     _walk(model, (), set(), include_buffers, found)
     rules = model_rules(rules, model, [p for p, _ in found])  # a recipe: its roles, on this walk (initscale.recipes)
@@ -64,6 +74,15 @@ def check(model: Any, recipe: Any = None, *, rules: Any = None, fresh: bool = Tr
     entries = []
     for param, variable in found:
         values, dtype = _numpy(variable)
-        entries.append(Entry(param.name, values, role=param.role, layer=param.layer, expected=expected.get(param.name),
-                             unit_axis=0 if param.role == "embedding" else -1, dtype=dtype))
+        entries.append(
+            Entry(
+                param.name,
+                values,
+                role=param.role,
+                layer=param.layer,
+                expected=expected.get(param.name),
+                unit_axis=0 if param.role == "embedding" else -1,
+                dtype=dtype,
+            )
+        )
     return _core.check_arrays(entries, fresh=fresh, alpha=alpha)

@@ -33,8 +33,10 @@ def _runner(model: Any, batch: Any, training: bool) -> Any:
     if isinstance(batch, (tuple, list)) and not batch:
         raise TypeError("Argument `batch` of lsuv is an empty sequence; pass the model's inputs.")
     if batch is None or isinstance(batch, (str, bytes)):
-        raise TypeError(f"Argument `batch` of lsuv must be an array, a tuple/list of arrays or a mapping of named "
-                        f"inputs for the model's call. Received: {type(batch).__name__}.")
+        raise TypeError(
+            f"Argument `batch` of lsuv must be an array, a tuple/list of arrays or a mapping of named "
+            f"inputs for the model's call. Received: {type(batch).__name__}."
+        )
     return lambda: model(batch, training=training)
 
 
@@ -64,6 +66,7 @@ class _Capture:
             out = fn(*args, **kwargs)
             self.outputs.setdefault(key, out)
             return out
+
         return wrapped
 
     def __enter__(self) -> dict[int, Any]:
@@ -79,6 +82,7 @@ class _Capture:
         def wrapped(x: Any) -> Any:
             self.outputs.setdefault(key, x)
             return activation(x)
+
         wrapped.original = activation  # type: ignore[attr-defined]
         return wrapped
 
@@ -95,8 +99,17 @@ def _output_variance(run: Any, layer: Any) -> float:
     return _core.variance(keras.ops.convert_to_numpy(outputs[id(layer)]))
 
 
-def lsuv(model: Any, batch: Any, rules: Spec | Mapping[str, Any] | None = None, *, tol: float = 0.1,
-         max_iters: int = 10, seed: Any = None, training: bool = False, **reinit_kwargs: Any) -> LSUVReport:
+def lsuv(
+    model: Any,
+    batch: Any,
+    rules: Spec | Mapping[str, Any] | None = None,
+    *,
+    tol: float = 0.1,
+    max_iters: int = 10,
+    seed: Any = None,
+    training: bool = False,
+    **reinit_kwargs: Any,
+) -> LSUVReport:
     """Re-initialize a built Keras ``model`` by ``rules``, then rescale each layer to unit output
     variance on ``batch`` (Mishkin & Matas 2016; the loop in :mod:`initscale.lsuv`).
 
@@ -140,8 +153,16 @@ def lsuv(model: Any, batch: Any, rules: Spec | Mapping[str, Any] | None = None, 
             run()
         order = sorted((c for c in candidates if id(c) in first), key=lambda c: list(first).index(id(c)))
         rows = [_layer(run, layer, weights, tol, max_iters) for layer in order]
-        rows += [_core.skipped(c.name, type(c).__name__, _kernel(c, weights).path, "not called by the forward pass "
-                               "on `batch` (or not through its `call`)") for c in candidates if id(c) not in first]
+        rows += [
+            _core.skipped(
+                c.name,
+                type(c).__name__,
+                _kernel(c, weights).path,
+                "not called by the forward pass on `batch` (or not through its `call`)",
+            )
+            for c in candidates
+            if id(c) not in first
+        ]
         report = _core.finish("lsuv", rows, init, tol, max_iters, len(candidates))
     except BaseException:
         for variable, copy in saved:
@@ -163,5 +184,13 @@ def _layer(run: Any, layer: Any, weights: set[str], tol: float, max_iters: int) 
     def scale(factor: float) -> None:
         kernel.assign(kernel * factor)
 
-    return _core.rescale_layer(name, cls, kernel.path, lambda: _output_variance(run, layer), scale,
-                              tol=tol, max_iters=max_iters, function="lsuv")
+    return _core.rescale_layer(
+        name,
+        cls,
+        kernel.path,
+        lambda: _output_variance(run, layer),
+        scale,
+        tol=tol,
+        max_iters=max_iters,
+        function="lsuv",
+    )

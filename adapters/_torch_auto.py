@@ -36,28 +36,85 @@ __all__ = ["apply_", "plan"]
 
 # torch functions and modules with a closed form in initscale.gains: name -> (gains name, param reader)
 _FUNCTIONS: dict[str, tuple[str, Callable[[Sequence[Any], dict[str, Any]], float | None]]] = {
-    "relu": ("relu", lambda a, k: None), "relu_": ("relu", lambda a, k: None),
-    "gelu": ("gelu", lambda a, k: None), "silu": ("silu", lambda a, k: None), "tanh": ("tanh", lambda a, k: None),
-    "tanh_": ("tanh", lambda a, k: None), "sigmoid": ("sigmoid", lambda a, k: None),
-    "selu": ("selu", lambda a, k: None), "mish": ("mish", lambda a, k: None),
+    "relu": ("relu", lambda a, k: None),
+    "relu_": ("relu", lambda a, k: None),
+    "gelu": ("gelu", lambda a, k: None),
+    "silu": ("silu", lambda a, k: None),
+    "tanh": ("tanh", lambda a, k: None),
+    "tanh_": ("tanh", lambda a, k: None),
+    "sigmoid": ("sigmoid", lambda a, k: None),
+    "selu": ("selu", lambda a, k: None),
+    "mish": ("mish", lambda a, k: None),
     "softsign": ("softsign", lambda a, k: None),
     "leaky_relu": ("leaky_relu", lambda a, k: float(k.get("negative_slope", a[1] if len(a) > 1 else 0.01))),
     "elu": ("elu", lambda a, k: float(k.get("alpha", a[1] if len(a) > 1 else 1.0))),
     "celu": ("celu", lambda a, k: float(k.get("alpha", a[1] if len(a) > 1 else 1.0))),
     "softplus": ("softplus", lambda a, k: float(k.get("beta", a[1] if len(a) > 1 else 1.0))),
 }
-_MODULES = {"ReLU": "relu", "GELU": "gelu", "SiLU": "silu", "Tanh": "tanh", "Sigmoid": "sigmoid", "SELU": "selu",
-            "Mish": "mish", "Softsign": "softsign", "LeakyReLU": "leaky_relu", "ELU": "elu", "CELU": "celu",
-            "Softplus": "softplus",
-            # transformers.activations (5.24): the same functions under HF's class names
-            "GELUActivation": "gelu", "NewGELUActivation": "gelu_tanh", "GELUTanh": "gelu_tanh",
-            "PytorchGELUTanh": "gelu_tanh", "SiLUActivation": "silu", "MishActivation": "mish"}
-_IDENTITY_IN_EVAL = ("Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout", "FeatureAlphaDropout",
-                     "Identity", "DropPath")
-_SHAPE_OPS = {"view", "reshape", "permute", "transpose", "flatten", "contiguous", "__getitem__", "unsqueeze",
-              "squeeze", "expand", "chunk", "split", "unbind", "dropout", "to", "float", "type_as", "clone", "detach",
-              "t", "movedim", "narrow", "unflatten", "repeat_interleave", "half", "bfloat16", "double", "flip",
-              "neg", "__neg__", "roll"}
+_MODULES = {
+    "ReLU": "relu",
+    "GELU": "gelu",
+    "SiLU": "silu",
+    "Tanh": "tanh",
+    "Sigmoid": "sigmoid",
+    "SELU": "selu",
+    "Mish": "mish",
+    "Softsign": "softsign",
+    "LeakyReLU": "leaky_relu",
+    "ELU": "elu",
+    "CELU": "celu",
+    "Softplus": "softplus",
+    # transformers.activations (5.24): the same functions under HF's class names
+    "GELUActivation": "gelu",
+    "NewGELUActivation": "gelu_tanh",
+    "GELUTanh": "gelu_tanh",
+    "PytorchGELUTanh": "gelu_tanh",
+    "SiLUActivation": "silu",
+    "MishActivation": "mish",
+}
+_IDENTITY_IN_EVAL = (
+    "Dropout",
+    "Dropout1d",
+    "Dropout2d",
+    "Dropout3d",
+    "AlphaDropout",
+    "FeatureAlphaDropout",
+    "Identity",
+    "DropPath",
+)
+_SHAPE_OPS = {
+    "view",
+    "reshape",
+    "permute",
+    "transpose",
+    "flatten",
+    "contiguous",
+    "__getitem__",
+    "unsqueeze",
+    "squeeze",
+    "expand",
+    "chunk",
+    "split",
+    "unbind",
+    "dropout",
+    "to",
+    "float",
+    "type_as",
+    "clone",
+    "detach",
+    "t",
+    "movedim",
+    "narrow",
+    "unflatten",
+    "repeat_interleave",
+    "half",
+    "bfloat16",
+    "double",
+    "flip",
+    "neg",
+    "__neg__",
+    "roll",
+}
 _SUMS = {"add", "__add__", "__radd__", "add_", "__iadd__", "sub", "__sub__", "__rsub__", "sub_", "__isub__"}
 _PRODUCTS = {"mul", "__mul__", "__rmul__", "mul_", "__imul__"}
 _QUOTIENTS = {"div", "__truediv__", "div_", "__itruediv__"}
@@ -154,7 +211,7 @@ def _elementwise(module: torch.nn.Module, x: torch.Tensor) -> bool:
         probe = flat.clone()
         probe[i] = probe[i] + 0.5 + probe[i].abs()
         z = module(probe.reshape(x.shape)).reshape(-1)
-        changed = (z != y.reshape(-1))
+        changed = z != y.reshape(-1)
         changed[i] = False
         if bool(changed.any()):
             return False
@@ -197,8 +254,12 @@ def _module_activation(module: torch.nn.Module) -> tuple[Any, str]:
 
 
 def _is_norm(module: torch.nn.Module) -> bool:
-    norms = (torch.nn.LayerNorm, torch.nn.GroupNorm, torch.nn.modules.batchnorm._NormBase,
-             getattr(torch.nn, "RMSNorm", torch.nn.LayerNorm))
+    norms = (
+        torch.nn.LayerNorm,
+        torch.nn.GroupNorm,
+        torch.nn.modules.batchnorm._NormBase,
+        getattr(torch.nn, "RMSNorm", torch.nn.LayerNorm),
+    )
     return isinstance(module, norms) or type(module).__name__.endswith("Norm")
 
 
@@ -213,6 +274,7 @@ def _record(model: torch.nn.Module, auto: Auto, layers: dict[str, tuple[str, int
                 tensors = [a for a in args if isinstance(a, torch.Tensor)]
                 recorder.pending.append((name, kind, [recorder.node(t) for t in tensors]))
             recorder.depth += 1
+
         return pre
 
     def leave(name: str, kind: str) -> Any:
@@ -220,17 +282,24 @@ def _record(model: torch.nn.Module, auto: Auto, layers: dict[str, tuple[str, int
             recorder.depth -= 1
             if recorder.depth == 0:
                 _, _, inputs = recorder.pending.pop()
-                outs = [t for t in (output if isinstance(output, (tuple, list)) else (output,))
-                        if isinstance(t, torch.Tensor)]
+                outs = [
+                    t
+                    for t in (output if isinstance(output, (tuple, list)) else (output,))
+                    if isinstance(t, torch.Tensor)
+                ]
                 data = any(recorder.data[i] for i in inputs)
                 event = _Event(kind, name, inputs, [recorder.node(t, fresh=True, data=data) for t in outs])
                 if kind == "norm":
                     weight = getattr(module, "weight", None)
-                    event.scalars = [float(weight.detach().double().square().mean())
-                                     if isinstance(weight, torch.Tensor) and weight.numel() else 1.0]
+                    event.scalars = [
+                        float(weight.detach().double().square().mean())
+                        if isinstance(weight, torch.Tensor) and weight.numel()
+                        else 1.0
+                    ]
                 if kind == "act":
                     event.activation, event.label = _module_activation(module)
                 recorder.events.append(event)
+
         return post
 
     recorder.pending = []  # type: ignore[attr-defined]
@@ -264,6 +333,7 @@ def _record(model: torch.nn.Module, auto: Auto, layers: dict[str, tuple[str, int
             calls.append(entered)
             if entered:
                 enter_act(module, args)
+
         return pre
 
     def leaf_post(name: str) -> Any:
@@ -274,19 +344,30 @@ def _record(model: torch.nn.Module, auto: Auto, layers: dict[str, tuple[str, int
                 return
             if calls.pop():
                 leave_act(module, args, output)
+
         return post
 
     for name, module in by_module.items():
         if name in layers:
-            handles += [module.register_forward_pre_hook(enter(name, "layer")),
-                        module.register_forward_hook(leave(name, "layer"))]
+            handles += [
+                module.register_forward_pre_hook(enter(name, "layer")),
+                module.register_forward_hook(leave(name, "layer")),
+            ]
         elif _is_norm(module) and name:
-            handles += [module.register_forward_pre_hook(enter(name, "norm")),
-                        module.register_forward_hook(leave(name, "norm"))]
-        elif name and type(module).__name__ not in _IDENTITY_IN_EVAL and not any(True for _ in module.parameters()) \
-                and not any(True for _ in module.children()):  # a parameter-free leaf: an activation if elementwise
-            handles += [module.register_forward_pre_hook(leaf_pre(name), with_kwargs=True),
-                        module.register_forward_hook(leaf_post(name))]
+            handles += [
+                module.register_forward_pre_hook(enter(name, "norm")),
+                module.register_forward_hook(leave(name, "norm")),
+            ]
+        elif (
+            name
+            and type(module).__name__ not in _IDENTITY_IN_EVAL
+            and not any(True for _ in module.parameters())
+            and not any(True for _ in module.children())
+        ):  # a parameter-free leaf: an activation if elementwise
+            handles += [
+                module.register_forward_pre_hook(leaf_pre(name), with_kwargs=True),
+                module.register_forward_hook(leaf_post(name)),
+            ]
     was_training = model.training
     model.eval()
     try:
@@ -354,23 +435,39 @@ def _plan(model: torch.nn.Module, auto: Auto) -> tuple[AutoPlan, dict[str, tuple
         else:
             others.append(row.name)
     recorder, outputs = _record(model, auto, layers)
-    walked = propagate(recorder.events, recorder.measured, layers, outputs, auto.q, op_rule=_op_rule,
-                       op_label=lambda e: e.name, ratio=lambda e, m, notes: _measured_ratio(recorder, e, m, notes))
+    walked = propagate(
+        recorder.events,
+        recorder.measured,
+        layers,
+        outputs,
+        auto.q,
+        op_rule=_op_rule,
+        op_label=lambda e: e.name,
+        ratio=lambda e, m, notes: _measured_ratio(recorder, e, m, notes),
+    )
     notes, seen = walked.notes, walked.seen
     if others:
-        warnings.warn(f"initscale.auto: {len(others)} weight(s) are not one layer's main `weight` and get no gain from "
-                      f"the graph (left to the other rules and defaults): {', '.join(others[:10])}"
-                      f"{' ...' if len(others) > 10 else ''}. Give them a rule.", UserWarning, stacklevel=4)
+        warnings.warn(
+            f"initscale.auto: {len(others)} weight(s) are not one layer's main `weight` and get no gain from "
+            f"the graph (left to the other rules and defaults): {', '.join(others[:10])}"
+            f"{' ...' if len(others) > 10 else ''}. Give them a rule.",
+            UserWarning,
+            stacklevel=4,
+        )
     missing = [w for name, (w, _, _) in layers.items() if name not in seen]
     if missing:
-        warnings.warn(f"initscale.auto: the example pass did not call {len(missing)} layer(s), which get no gain: "
-                      f"{', '.join(missing[:10])}. Pass example inputs that reach them, or give them a rule.",
-                      UserWarning, stacklevel=4)
+        warnings.warn(
+            f"initscale.auto: the example pass did not call {len(missing)} layer(s), which get no gain: "
+            f"{', '.join(missing[:10])}. Pass example inputs that reach them, or give them a rule.",
+            UserWarning,
+            stacklevel=4,
+        )
     return AutoPlan(tuple(walked.rows), auto.q, auto.distribution, tuple(dict.fromkeys(notes))), walked.decided
 
 
-def apply_(model: torch.nn.Module, auto: Auto, *, generator: torch.Generator | None = None,
-           **reinit_kwargs: Any) -> AutoPlan:
+def apply_(
+    model: torch.nn.Module, auto: Auto, *, generator: torch.Generator | None = None, **reinit_kwargs: Any
+) -> AutoPlan:
     """Re-initialize ``model`` by ``auto``: ``reinit_`` with the predicted plan's rules (every target
     checked before the first write), then, with ``arriving="measured"``, one pass over the example
     inputs in which each planned layer, before it runs, has its weight multiplied by
@@ -401,8 +498,19 @@ def apply_(model: torch.nn.Module, auto: Auto, *, generator: torch.Generator | N
             m_in = float(args[0].detach().double().square().mean())
             g = layer_gain(follower, fn, m_in, auto.q, act_param)
             param.mul_(g.gain / row.gain)
-            final[weight] = AutoRow(row.weight, row.layer, row.follower, row.activation, m_in, row.fan_in, g.gain,
-                                    g.chi, g.verdict, row.note)
+            final[weight] = AutoRow(
+                row.weight,
+                row.layer,
+                row.follower,
+                row.activation,
+                m_in,
+                row.fan_in,
+                g.gain,
+                g.chi,
+                g.verdict,
+                row.note,
+            )
+
         return pre
 
     for weight in by_weight:
@@ -416,7 +524,8 @@ def apply_(model: torch.nn.Module, auto: Auto, *, generator: torch.Generator | N
         raise RuntimeError(
             f"initscale.auto: the measuring pass failed after {len(final)} of {len(by_weight)} layers were rescaled "
             f"({', '.join(final) or 'none'}); those hold the measured gains, the others the predicted plan's. "
-            f"Re-run, or use initscale.auto(..., arriving='predicted').") from err
+            f"Re-run, or use initscale.auto(..., arriving='predicted')."
+        ) from err
     finally:
         for handle in handles:
             handle.remove()

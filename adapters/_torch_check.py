@@ -33,8 +33,10 @@ def _numpy(name: str, tensor: torch.Tensor) -> tuple[np.ndarray, str]:
     if full is not None:
         t = full()
     if t.is_meta:
-        raise ValueError(f"Parameter {name!r} is on the meta device: it has no values to check. Materialize the "
-                         "model first (to_empty(device=...) and an init, or initscale.torch.reinit_).")
+        raise ValueError(
+            f"Parameter {name!r} is on the meta device: it has no values to check. Materialize the "
+            "model first (to_empty(device=...) and an init, or initscale.torch.reinit_)."
+        )
     if t.is_complex():
         raise TypeError(f"Parameter {name!r} is complex ({t.dtype}); check reads real parameters only.")
     dtype = str(t.dtype).replace("torch.", "")
@@ -51,9 +53,16 @@ def _aliases(pairs: list[tuple[str, torch.Tensor]]) -> dict[int, list[str]]:
     return names
 
 
-def check(model: torch.nn.Module | Mapping[str, torch.Tensor], recipe: Any = None, *, rules: Any = None,
-          fresh: bool = True, alpha: float = ALPHA, include_frozen: bool = True,
-          include_buffers: bool = False) -> CheckReport:
+def check(
+    model: torch.nn.Module | Mapping[str, torch.Tensor],
+    recipe: Any = None,
+    *,
+    rules: Any = None,
+    fresh: bool = True,
+    alpha: float = ALPHA,
+    include_frozen: bool = True,
+    include_buffers: bool = False,
+) -> CheckReport:
     """Check a freshly initialized model's parameters for the silent init bugs.
 
     Args:
@@ -95,8 +104,10 @@ def check(model: torch.nn.Module | Mapping[str, torch.Tensor], recipe: Any = Non
     if isinstance(model, Mapping):
         return _check_state_dict(model, rules=rules, fresh=fresh, alpha=alpha)
     if not isinstance(model, torch.nn.Module):
-        raise TypeError("Argument `model` must be a torch.nn.Module or a state dict (a mapping from name to tensor). "
-                        f"Received: {type(model).__name__}.")
+        raise TypeError(
+            "Argument `model` must be a torch.nn.Module or a state dict (a mapping from name to tensor). "
+            f"Received: {type(model).__name__}."
+        )
     from .torch import _Backend  # here, not at the top: initscale.adapters.torch re-exports check
 
     walked = _Backend(model, True, include_buffers, None, None, None).walk()  # reinit_'s walk, biases -> weights
@@ -119,8 +130,19 @@ def check(model: torch.nn.Module | Mapping[str, torch.Tensor], recipe: Any = Non
         if param.role == "embedding" and isinstance(owner, (torch.nn.Embedding, torch.nn.EmbeddingBag)):
             padding = owner.padding_idx
         others = tuple(n for n in names_of.get(id(tensor), []) if n != param.name)
-        entries.append(Entry(param.name, values, role=param.role, layer=param.layer, expected=expected.get(param.name),
-                             padding_idx=padding, unit_axis=0, aliases=others, dtype=dtype))
+        entries.append(
+            Entry(
+                param.name,
+                values,
+                role=param.role,
+                layer=param.layer,
+                expected=expected.get(param.name),
+                padding_idx=padding,
+                unit_axis=0,
+                aliases=others,
+                dtype=dtype,
+            )
+        )
     return _core.check_arrays(entries, fresh=fresh, alpha=alpha, notes=notes)
 
 
@@ -128,8 +150,9 @@ def _storage_key(t: torch.Tensor) -> tuple[Any, ...]:
     return (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(), t.dtype)
 
 
-def _check_state_dict(state: Mapping[str, Any], *, rules: Any, fresh: bool, alpha: float,
-                      notes: list[str] | None = None) -> CheckReport:
+def _check_state_dict(
+    state: Mapping[str, Any], *, rules: Any, fresh: bool, alpha: float, notes: list[str] | None = None
+) -> CheckReport:
     notes = list(notes or [])
     arrays: dict[str, np.ndarray] = {}
     dtypes: dict[str, str] = {}
@@ -148,8 +171,7 @@ def _check_state_dict(state: Mapping[str, Any], *, rules: Any, fresh: bool, alph
             continue
         first[key] = name
         arrays[name], dtypes[name] = _numpy(name, value)
-    return _core.check_state(arrays, rules=rules, fresh=fresh, alpha=alpha, aliases=aliases, dtypes=dtypes,
-                             notes=notes)
+    return _core.check_state(arrays, rules=rules, fresh=fresh, alpha=alpha, aliases=aliases, dtypes=dtypes, notes=notes)
 
 
 def _flatten(obj: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -170,15 +192,20 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises UnpicklingError, RuntimeError, ... for foreign files
-        raise ValueError(f"{os.fspath(path)!r} is not a torch checkpoint readable with weights_only=True: "
-                         f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from None
+        raise ValueError(
+            f"{os.fspath(path)!r} is not a torch checkpoint readable with weights_only=True: "
+            f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        ) from None
     if isinstance(obj, torch.nn.Module) or not isinstance(obj, Mapping):
-        raise ValueError(f"{os.fspath(path)!r} holds a {type(obj).__name__}; check reads a state dict (a mapping "
-                         "from name to tensor): save model.state_dict().")
+        raise ValueError(
+            f"{os.fspath(path)!r} holds a {type(obj).__name__}; check reads a state dict (a mapping "
+            "from name to tensor): save model.state_dict()."
+        )
     return _flatten(obj)
 
 
-def check_checkpoint(path: str | os.PathLike[str], *, rules: Any = None, fresh: bool = True,
-                     alpha: float = ALPHA) -> CheckReport:
+def check_checkpoint(
+    path: str | os.PathLike[str], *, rules: Any = None, fresh: bool = True, alpha: float = ALPHA
+) -> CheckReport:
     """:func:`check` on the state dict in a torch checkpoint file (:func:`load_checkpoint`)."""
     return _check_state_dict(load_checkpoint(path), rules=rules, fresh=fresh, alpha=alpha)

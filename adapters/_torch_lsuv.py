@@ -34,8 +34,10 @@ def _runner(module: torch.nn.Module, batch: Any) -> Any:
         return lambda: module(**batch)
     if isinstance(batch, (tuple, list)) and batch:
         return lambda: module(*batch)
-    raise TypeError(f"Argument `batch` of lsuv_ must be a tensor, a tuple/list of positional inputs or a mapping "
-                    f"of keyword inputs for the model's forward. Received: {type(batch).__name__}.")
+    raise TypeError(
+        f"Argument `batch` of lsuv_ must be a tensor, a tuple/list of positional inputs or a mapping "
+        f"of keyword inputs for the model's forward. Received: {type(batch).__name__}."
+    )
 
 
 def _state(module: torch.nn.Module) -> list[torch.Tensor]:
@@ -99,9 +101,16 @@ def _output_variance(run: Any, sub: torch.nn.Module) -> float:
     return lsuv.variance(_first_output(run, sub).detach().to(torch.float64).cpu())
 
 
-def lsuv_(module: torch.nn.Module, batch: Any, rules: Spec | Mapping[str, Any] | None = None, *,
-          tol: float = 0.1, max_iters: int = 10, generator: torch.Generator | None = None,
-          **reinit_kwargs: Any) -> LSUVReport:
+def lsuv_(
+    module: torch.nn.Module,
+    batch: Any,
+    rules: Spec | Mapping[str, Any] | None = None,
+    *,
+    tol: float = 0.1,
+    max_iters: int = 10,
+    generator: torch.Generator | None = None,
+    **reinit_kwargs: Any,
+) -> LSUVReport:
     """Re-initialize ``module`` by ``rules``, then rescale each layer to unit output variance on ``batch``.
 
     Args:
@@ -163,9 +172,16 @@ def lsuv_(module: torch.nn.Module, batch: Any, rules: Spec | Mapping[str, Any] |
             order = _forward_order(run, candidates)
             rows = [_layer(run, name, sub, weights, tol, max_iters) for name, sub in order]
             called = {id(sub) for _, sub in order}
-            rows += [lsuv.skipped(name, type(sub).__name__, f"{name}.weight" if name else "weight",
-                                  "not called by the forward pass on `batch`")
-                     for name, sub in candidates.values() if id(sub) not in called]
+            rows += [
+                lsuv.skipped(
+                    name,
+                    type(sub).__name__,
+                    f"{name}.weight" if name else "weight",
+                    "not called by the forward pass on `batch`",
+                )
+                for name, sub in candidates.values()
+                if id(sub) not in called
+            ]
         report = lsuv.finish("lsuv_", rows, init, tol, max_iters, len(candidates))
     except BaseException:
         with torch.no_grad():
@@ -190,5 +206,13 @@ def _layer(run: Any, name: str, sub: torch.nn.Module, weights: set[str], tol: fl
     if not isinstance(output, torch.Tensor) or not output.is_floating_point():
         why = f"its output is a {type(output).__name__}, not one floating-point tensor"
         return lsuv.skipped(name, layer, full, why)
-    return lsuv.rescale_layer(name, layer, full, lambda: _output_variance(run, sub), weight.mul_,
-                              tol=tol, max_iters=max_iters, function="lsuv_")
+    return lsuv.rescale_layer(
+        name,
+        layer,
+        full,
+        lambda: _output_variance(run, sub),
+        weight.mul_,
+        tol=tol,
+        max_iters=max_iters,
+        function="lsuv_",
+    )

@@ -125,26 +125,36 @@ def _check_device(device: Any) -> torch.device:
         try:
             parsed = torch.device(device)
         except (RuntimeError, TypeError, ValueError) as err:
-            raise ValueError(f"Argument `device` must be a torch.device, a device string such as 'cpu' or 'cuda:0' "
-                             f"(types {valid}) or a CUDA index. Received: device={device!r} ({err}).") from None
+            raise ValueError(
+                f"Argument `device` must be a torch.device, a device string such as 'cpu' or 'cuda:0' "
+                f"(types {valid}) or a CUDA index. Received: device={device!r} ({err})."
+            ) from None
     else:
-        raise TypeError(f"Argument `device` must be a torch.device, a device string such as 'cpu' or 'cuda:0' "
-                        f"(types {valid}) or a CUDA index. Received: device={device!r}.")
+        raise TypeError(
+            f"Argument `device` must be a torch.device, a device string such as 'cpu' or 'cuda:0' "
+            f"(types {valid}) or a CUDA index. Received: device={device!r}."
+        )
     if parsed.type == "meta":
-        raise ValueError(f"Argument `device` must be a device with storage (types {valid}), not the meta device: "
-                         f"materialize_ moves the model off it. Received: device={device!r}.")
+        raise ValueError(
+            f"Argument `device` must be a device with storage (types {valid}), not the meta device: "
+            f"materialize_ moves the model off it. Received: device={device!r}."
+        )
     module = getattr(torch, parsed.type, None) if parsed.type != "cpu" else None
     if parsed.type != "cpu":
         available = getattr(module, "is_available", None)
         if available is None or not available():
-            raise ValueError(f"Argument `device` names {parsed.type!r}, which is not available in this process "
-                             f"(torch.{parsed.type}.is_available() is false); available here: "
-                             f"{', '.join(repr(t) for t in _available_types())}. Received: device={device!r}.")
+            raise ValueError(
+                f"Argument `device` names {parsed.type!r}, which is not available in this process "
+                f"(torch.{parsed.type}.is_available() is false); available here: "
+                f"{', '.join(repr(t) for t in _available_types())}. Received: device={device!r}."
+            )
         count = getattr(module, "device_count", None)
         if parsed.index is not None and count is not None and parsed.index >= count():
-            raise ValueError(f"Argument `device` names {parsed.type} index {parsed.index}, but this process sees "
-                             f"{count()} {parsed.type} device(s) (valid indices 0..{count() - 1}). "
-                             f"Received: device={device!r}.")
+            raise ValueError(
+                f"Argument `device` names {parsed.type} index {parsed.index}, but this process sees "
+                f"{count()} {parsed.type} device(s) (valid indices 0..{count() - 1}). "
+                f"Received: device={device!r}."
+            )
     return parsed
 
 
@@ -180,7 +190,8 @@ def _check_on_meta(model: torch.nn.Module, device: torch.device) -> None:
         raise ValueError(
             f"Argument `model` has no tensor on the meta device (its {len(real)} tensors have storage, e.g. "
             f"{_listed(real, 3)}): materialize_ makes a model built under `with torch.device('meta'):` ready on "
-            "`device`. To re-initialize a model that has storage, use initscale.torch.reinit_(model, rules).")
+            "`device`. To re-initialize a model that has storage, use initscale.torch.reinit_(model, rules)."
+        )
     if real:
         raise ValueError(
             f"Argument `model` is partly on the meta device: {len(meta)} tensor(s) on meta ({_listed(meta, 3)}) and "
@@ -188,7 +199,8 @@ def _check_on_meta(model: torch.nn.Module, device: torch.device) -> None:
             "decide whether the tensors with storage keep their values; nothing was changed. Build the whole model "
             "on meta (or model.to('meta')) and call materialize_ again, or, to keep loaded values, move the meta "
             f"ones yourself (model.to_empty(device={str(device)!r}) reallocates every tensor) and re-initialize the "
-            "missing ones with initscale.torch.reinit_(model, rules) naming them.")
+            "missing ones with initscale.torch.reinit_(model, rules) naming them."
+        )
 
 
 def _check_generator(generator: Any, device: torch.device) -> None:
@@ -197,21 +209,26 @@ def _check_generator(generator: Any, device: torch.device) -> None:
     if not isinstance(generator, torch.Generator):
         raise TypeError(f"Argument `generator` must be a torch.Generator or None. Received: generator={generator!r}.")
     if generator.device.type != device.type:
-        raise ValueError(f"Argument `generator` is on {generator.device} but `device` is {device}: torch draws on "
-                         f"a device only from a generator of that device type. Pass "
-                         f"torch.Generator(device={str(device)!r}). Received: generator on {generator.device}.")
+        raise ValueError(
+            f"Argument `generator` is on {generator.device} but `device` is {device}: torch draws on "
+            f"a device only from a generator of that device type. Pass "
+            f"torch.Generator(device={str(device)!r}). Received: generator on {generator.device}."
+        )
 
 
 def _check_restorers(restorers: Any) -> dict[str, Restorer]:
     if restorers is None:
         return {}
     if not isinstance(restorers, Mapping):
-        raise TypeError("Argument `restorers` must be a mapping from a module class name to a function "
-                        f"fn(module) that writes that module's buffers. Received: restorers={restorers!r}.")
+        raise TypeError(
+            "Argument `restorers` must be a mapping from a module class name to a function "
+            f"fn(module) that writes that module's buffers. Received: restorers={restorers!r}."
+        )
     for key, fn in restorers.items():
         if not isinstance(key, str) or not key.isidentifier():
-            raise TypeError(f"Each key of `restorers` must be a module class name such as 'MyRotary'. Received: "
-                            f"{key!r}.")
+            raise TypeError(
+                f"Each key of `restorers` must be a module class name such as 'MyRotary'. Received: {key!r}."
+            )
         if not callable(fn):
             raise TypeError(f"The restorer for {key!r} must be a function fn(module). Received: {fn!r}.")
     return dict(restorers)
@@ -242,8 +259,12 @@ def _rope_function(owner: torch.nn.Module) -> Callable[..., Any] | None:
 
 
 def _is_hf_rotary(owner: torch.nn.Module) -> bool:
-    return (any("RotaryEmbedding" in c for c in _class_names(owner)) and hasattr(owner, "config")
-            and isinstance(owner._buffers.get("inv_freq"), torch.Tensor) and _rope_function(owner) is not None)
+    return (
+        any("RotaryEmbedding" in c for c in _class_names(owner))
+        and hasattr(owner, "config")
+        and isinstance(owner._buffers.get("inv_freq"), torch.Tensor)
+        and _rope_function(owner) is not None
+    )
 
 
 def _restore_rotary(owner: torch.nn.Module) -> None:
@@ -289,8 +310,10 @@ def _rebuilt(owner: torch.nn.Module) -> tuple[dict[str, torch.Tensor] | None, st
         else:
             missing.append(name)
     if missing:
-        return None, (f"not rebuilt: its constructor's argument(s) {', '.join(missing)} are not attributes of the "
-                      "module, so their values are unknown")
+        return None, (
+            f"not rebuilt: its constructor's argument(s) {', '.join(missing)} are not attributes of the "
+            "module, so their values are unknown"
+        )
     try:
         with torch.device("cpu"), torch.random.fork_rng(devices=[]):
             fresh = type(owner)(**kwargs)
@@ -299,7 +322,8 @@ def _rebuilt(owner: torch.nn.Module) -> tuple[dict[str, torch.Tensor] | None, st
     got = {n: b for n, b in fresh._buffers.items() if b is not None}
     want = {n: b for n, b in owner._buffers.items() if b is not None}
     same = got.keys() == want.keys() and all(
-        tuple(got[n].shape) == tuple(want[n].shape) and got[n].dtype == want[n].dtype for n in want)
+        tuple(got[n].shape) == tuple(want[n].shape) and got[n].dtype == want[n].dtype for n in want
+    )
     if not same:
         shown = {n: (tuple(b.shape), b.dtype) for n, b in got.items()}
         return None, f"not rebuilt: the rebuilt module's buffers {shown} differ from the module's"
@@ -321,8 +345,9 @@ def _takes_buffer_device(owner: torch.nn.Module) -> bool:
         return False
 
 
-def _candidates(model: torch.nn.Module, owner_name: str, owner: torch.nn.Module,
-                restorers: Mapping[str, Restorer]) -> tuple[list[_Candidate], list[str]]:
+def _candidates(
+    model: torch.nn.Module, owner_name: str, owner: torch.nn.Module, restorers: Mapping[str, Restorer]
+) -> tuple[list[_Candidate], list[str]]:
     found: list[_Candidate] = []
     notes: list[str] = []
     for cls in _class_names(owner):
@@ -333,23 +358,33 @@ def _candidates(model: torch.nn.Module, owner_name: str, owner: torch.nn.Module,
     if _has_running_stats(owner):
         found.append(_Candidate("reset_running_stats()", _method(owner, "reset_running_stats")))
     if _is_hf_rotary(owner):
-        found.append(_Candidate("its rope function (transformers' rotary embedding)",
-                                functools.partial(_restore_rotary, owner)))
+        found.append(
+            _Candidate("its rope function (transformers' rotary embedding)", functools.partial(_restore_rotary, owner))
+        )
     ancestor = _pretrained_ancestor(model, owner_name)
     if ancestor is not None:
-        found.append(_Candidate(f"{type(ancestor).__name__}._init_weights (transformers)",
-                                functools.partial(_method(ancestor, "_init_weights"), owner)))
+        found.append(
+            _Candidate(
+                f"{type(ancestor).__name__}._init_weights (transformers)",
+                functools.partial(_method(ancestor, "_init_weights"), owner),
+            )
+        )
     if callable(getattr(owner, "reset_parameters", None)):
         found.append(_Candidate("reset_parameters()", _method(owner, "reset_parameters")))
     found.append(_Candidate(_REBUILD, lambda: None))  # computed only if reached (it builds a module)
     if _takes_buffer_device(owner):
-        found.append(_Candidate("init_weights(buffer_device=cpu) (torchtitan's convention)",
-                                functools.partial(_method(owner, "init_weights"), buffer_device=torch.device("cpu"))))
+        found.append(
+            _Candidate(
+                "init_weights(buffer_device=cpu) (torchtitan's convention)",
+                functools.partial(_method(owner, "init_weights"), buffer_device=torch.device("cpu")),
+            )
+        )
     return found, notes
 
 
-def _run(candidate: _Candidate, owner: torch.nn.Module, names: Sequence[str],
-         fork_devices: list[int]) -> dict[str, torch.Tensor]:
+def _run(
+    candidate: _Candidate, owner: torch.nn.Module, names: Sequence[str], fork_devices: list[int]
+) -> dict[str, torch.Tensor]:
     """Run ``candidate``; the buffers it reassigned are put back and returned (name -> new value)."""
     before = {n: owner._buffers[n] for n in names}
     if candidate.values is not None:
@@ -399,8 +434,14 @@ def _plan_buffers(model: torch.nn.Module, restorers: Mapping[str, Restorer]) -> 
                 tried.append(f"{candidate.name} failed on the meta model ({type(err).__name__}: {err})")
                 continue
             wrote = [n for n in left if n in moved or _storage_key(owner._buffers[n]) in recorder.storages]
-            bad = [n for n in wrote if n in moved and (tuple(moved[n].shape) != tuple(owner._buffers[n].shape)
-                                                       or moved[n].dtype != owner._buffers[n].dtype)]
+            bad = [
+                n
+                for n in wrote
+                if n in moved
+                and (
+                    tuple(moved[n].shape) != tuple(owner._buffers[n].shape) or moved[n].dtype != owner._buffers[n].dtype
+                )
+            ]
             if bad:
                 tried.append(f"{candidate.name} replaced {', '.join(bad)} by a tensor of another shape or dtype")
                 wrote = [n for n in wrote if n not in bad]
@@ -419,7 +460,8 @@ def _plan_buffers(model: torch.nn.Module, restorers: Mapping[str, Restorer]) -> 
             "uninitialized memory); nothing was allocated or changed:\n" + "\n".join(problems) + "\nPass "
             "restorers={'<module class>': fn}, where fn(module) writes the module's buffers in place (e.g. "
             "lambda m: m.mask.copy_(torch.tril(torch.ones_like(m.mask)))), or give the module a "
-            "reset_parameters() that computes them.")
+            "reset_parameters() that computes them."
+        )
     return plans
 
 
@@ -439,7 +481,8 @@ def _restore(plans: Sequence[_BufferPlan], device: torch.device) -> None:
                     f"materialize_: {plan.candidate.name} failed on the allocated model while restoring "
                     f"{_listed([prefix + n for n in plan.names])} ({type(err).__name__}: {err}), although it ran on "
                     f"the meta model. The model is allocated on {device}; buffers restored so far: "
-                    f"{_listed(done) or 'none'}; no parameter has been drawn yet.") from err
+                    f"{_listed(done) or 'none'}; no parameter has been drawn yet."
+                ) from err
             done += [prefix + n for n in plan.names]
 
 
@@ -466,21 +509,36 @@ def _untouched_error(report: Report) -> ValueError:
     lines = []
     for row in rows[:20]:
         embed = "embed" in row.name.lower() or "embedding" in row.reason or "Embedding" in row.layer
-        fix = (f"{{{row.name!r}: initscale.Normal(0.02)}}" if embed else
-               f"{{{row.name!r}: spec}} (initscale.Rule(spec, layout=...) for a layer initscale does not know)")
+        fix = (
+            f"{{{row.name!r}: initscale.Normal(0.02)}}"
+            if embed
+            else f"{{{row.name!r}: spec}} (initscale.Rule(spec, layout=...) for a layer initscale does not know)"
+        )
         lines.append(f"  {row.name!r} (shape {row.shape}, in {row.layer}): {row.reason}; e.g. rules {fix}")
     more = f"\n  ... and {len(rows) - 20} more" if len(rows) > 20 else ""
     return ValueError(
         f"{len(rows)} parameter(s) would hold uninitialized memory after to_empty: neither the rules nor the "
         "defaults set them (a meta parameter has no values to keep); nothing was allocated or changed:\n"
-        + "\n".join(lines) + more + "\nGive each a rule: a spec for weights, initscale.Normal(0.02) (or your "
-        "model's std) for embeddings and position embeddings, initscale.Zeros() for what starts at zero.")
+        + "\n".join(lines)
+        + more
+        + "\nGive each a rule: a spec for weights, initscale.Normal(0.02) (or your "
+        "model's std) for embeddings and position embeddings, initscale.Zeros() for what starts at zero."
+    )
 
 
-def materialize_(model: torch.nn.Module, rules: Spec | Mapping[str, Any], *, device: torch.device | str | int,
-                 generator: torch.Generator | None = None, restorers: Mapping[str, Restorer] | None = None,
-                 dry_run: bool = False, defaults: bool = True, fans: str = "forward", stream_seed: int | None = None,
-                 stream_names: Mapping[str, str] | Callable[[str], str] | None = None) -> Report:
+def materialize_(
+    model: torch.nn.Module,
+    rules: Spec | Mapping[str, Any],
+    *,
+    device: torch.device | str | int,
+    generator: torch.Generator | None = None,
+    restorers: Mapping[str, Restorer] | None = None,
+    dry_run: bool = False,
+    defaults: bool = True,
+    fans: str = "forward",
+    stream_seed: int | None = None,
+    stream_names: Mapping[str, str] | Callable[[str], str] | None = None,
+) -> Report:
     """Make a model built on the meta device ready on ``device``, in place: every parameter by
     ``rules``, every buffer by its module's own code.
 
@@ -558,21 +616,33 @@ def materialize_(model: torch.nn.Module, rules: Spec | Mapping[str, Any], *, dev
     _check_generator(generator, target)
     chosen = _check_restorers(restorers)
     _check_on_meta(model, target)
-    report = ist.reinit_(model, rules, generator=generator, dry_run=True, include_frozen=True, defaults=defaults,
-                         fans=fans, stream_seed=stream_seed, stream_names=stream_names)
+    report = ist.reinit_(
+        model,
+        rules,
+        generator=generator,
+        dry_run=True,
+        include_frozen=True,
+        defaults=defaults,
+        fans=fans,
+        stream_seed=stream_seed,
+        stream_names=stream_names,
+    )
     if report.untouched:
         raise _untouched_error(report)
     if stream_seed is not None:
         ortho = [r.name for r in report.touched if isinstance(r.spec, Orthogonal) and r.tied_to is None]
         if ortho:
-            raise ValueError(f"Parameter(s) {_listed(ortho)}: orthogonal specs have no portable stream; give them a "
-                             "rule without stream_seed, or another spec. Nothing was allocated or changed.")
-    partial = [n for n, p in model.named_parameters()
-               if any(pl.is_partial() for pl in getattr(p, "placements", ()))]
+            raise ValueError(
+                f"Parameter(s) {_listed(ortho)}: orthogonal specs have no portable stream; give them a "
+                "rule without stream_seed, or another spec. Nothing was allocated or changed."
+            )
+    partial = [n for n, p in model.named_parameters() if any(pl.is_partial() for pl in getattr(p, "placements", ()))]
     if partial:
-        raise ValueError(f"Parameter(s) {_listed(partial)} are DTensors with a Partial placement (a pending "
-                         "reduction), which cannot be initialized; redistribute them to Shard or Replicate "
-                         "placements first. Nothing was allocated or changed.")
+        raise ValueError(
+            f"Parameter(s) {_listed(partial)} are DTensors with a Partial placement (a pending "
+            "reduction), which cannot be initialized; redistribute them to Shard or Replicate "
+            "placements first. Nothing was allocated or changed."
+        )
     plans = _plan_buffers(model, chosen)
     if dry_run:
         return report
@@ -585,5 +655,13 @@ def materialize_(model: torch.nn.Module, rules: Spec | Mapping[str, Any], *, dev
     _restore(plans, target)
     with warnings.catch_warnings():  # the dry run above gave the plan's warnings already
         warnings.simplefilter("ignore", UserWarning)
-        return ist.reinit_(model, rules, generator=generator, include_frozen=True, defaults=defaults, fans=fans,
-                           stream_seed=stream_seed, stream_names=stream_names)
+        return ist.reinit_(
+            model,
+            rules,
+            generator=generator,
+            include_frozen=True,
+            defaults=defaults,
+            fans=fans,
+            stream_seed=stream_seed,
+            stream_names=stream_names,
+        )

@@ -297,9 +297,12 @@ def _kernel() -> Any:
     if importlib.util.find_spec("triton") is None:
         return None
     if "tensorflow" in sys.modules:  # both bundle LLVM: Triton loaded after TensorFlow aborts the process
-        warnings.warn("initscale: TensorFlow is loaded, and loading Triton after it aborts the process (LLVM "
-                      "registers its options twice); using torch's ops instead of the Triton kernels.",
-                      RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            "initscale: TensorFlow is loaded, and loading Triton after it aborts the process (LLVM "
+            "registers its options twice); using torch's ops instead of the Triton kernels.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         return None
 
     source = _SOURCE
@@ -317,8 +320,12 @@ def _kernel() -> Any:
         exec(compile(source, virtual, "exec"), module.__dict__)  # initscale's own source, from memory
     except Exception as err:  # any Triton failure means: use torch's ops
         sys.modules.pop(name, None)
-        warnings.warn(f"initscale: Triton is installed but its kernels could not be loaded ({err!r}); using "
-                      "torch's ops instead (set INITSCALE_TRITON=0 to skip Triton).", RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"initscale: Triton is installed but its kernels could not be loaded ({err!r}); using "
+            "torch's ops instead (set INITSCALE_TRITON=0 to skip Triton).",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         return None
     return module
 
@@ -327,8 +334,10 @@ def _launch(kernel: Any, grid: tuple[int], *args: Any, **options: Any) -> None:
     try:
         kernel[grid](*args, **options)
     except Exception as err:
-        raise RuntimeError(f"initscale's Triton kernel failed on this device: {err!r}. Set INITSCALE_TRITON=0 to "
-                           "draw with torch's ops instead.") from err
+        raise RuntimeError(
+            f"initscale's Triton kernel failed on this device: {err!r}. Set INITSCALE_TRITON=0 to "
+            "draw with torch's ops instead."
+        ) from err
 
 
 def _param_tensor(params: Sequence[float], clip: tuple[float, float] | None, device: torch.device) -> torch.Tensor:
@@ -367,30 +376,53 @@ def sampler_params(dist: Any) -> tuple[int, tuple[float, ...], bool]:
     return FAR, (plan.a, plan.kept, plan.z_low, plan.z_high, dist.loc, scale, plan.log_s_a), True
 
 
-def fill(tensor: torch.Tensor, code: int, params: Sequence[float], clip: tuple[float, float] | None,
-         wide: bool, generator: torch.Generator | None) -> torch.Tensor:
+def fill(
+    tensor: torch.Tensor,
+    code: int,
+    params: Sequence[float],
+    clip: tuple[float, float] | None,
+    wide: bool,
+    generator: torch.Generator | None,
+) -> torch.Tensor:
     """Fill ``tensor`` (see :func:`usable`) in one pass with the distribution ``code``/``params``
     of :func:`sampler_params` (uniform or truncated normal), computed in float64 when ``wide``
     else float32, clipped to ``clip`` and stored once."""
     return _fill(tensor, code, params, clip, wide, generator)
 
 
-def _fill(tensor: torch.Tensor, code: int, params: Sequence[float], clip: tuple[float, float] | None,
-          wide: bool, generator: torch.Generator | None) -> torch.Tensor:
+def _fill(
+    tensor: torch.Tensor,
+    code: int,
+    params: Sequence[float],
+    clip: tuple[float, float] | None,
+    wide: bool,
+    generator: torch.Generator | None,
+) -> torch.Tensor:
     kernels = _kernel()
     if kernels is None:
         raise RuntimeError("Triton is not available: check usable(tensor) first.")
     if code not in (UNIFORM, TRUNCATED, FAR):
-        raise ValueError(f"The Triton sampler draws uniforms (code 1) and truncated normals (codes 3 and 4); "
-                         f"received {code}.")
+        raise ValueError(
+            f"The Triton sampler draws uniforms (code 1) and truncated normals (codes 3 and 4); received {code}."
+        )
     n = tensor.numel()
     if n == 0:
         return tensor
     grid = ((n + 4 * _QUARTER - 1) // (4 * _QUARTER),)
     bf16 = tensor.dtype == torch.bfloat16
-    _launch(kernels.sample, grid, tensor.view(torch.int16) if bf16 else tensor, n, _seed(tensor, generator),
-            _param_tensor(params, clip, tensor.device), DIST=code, WIDE=wide, CLIP=clip is not None, BF16=bf16,
-            QUARTER=_QUARTER)
+    _launch(
+        kernels.sample,
+        grid,
+        tensor.view(torch.int16) if bf16 else tensor,
+        n,
+        _seed(tensor, generator),
+        _param_tensor(params, clip, tensor.device),
+        DIST=code,
+        WIDE=wide,
+        CLIP=clip is not None,
+        BF16=bf16,
+        QUARTER=_QUARTER,
+    )
     return tensor
 
 
@@ -403,8 +435,15 @@ def stream_usable(tensor: torch.Tensor) -> bool:
     return _ready(tensor, (*_DTYPES, torch.float64), _MAX_AXES) and trusted("stream_fill", tensor.device)
 
 
-def stream_fill(tensor: torch.Tensor, key: tuple[int, int], strides: Sequence[int], offsets: Sequence[int],
-                code: int, params: Sequence[float], clip: tuple[float, float] | None) -> torch.Tensor:
+def stream_fill(
+    tensor: torch.Tensor,
+    key: tuple[int, int],
+    strides: Sequence[int],
+    offsets: Sequence[int],
+    code: int,
+    params: Sequence[float],
+    clip: tuple[float, float] | None,
+) -> torch.Tensor:
     """Write the portable stream of ``key`` into ``tensor`` (see :func:`stream_usable`), a box of
     a weight whose axes have the canonical ``strides``, starting at ``offsets``; ``code`` and
     ``params`` as :func:`initscale.streams.kernel_params`. One pass, float64 arithmetic in the
@@ -412,8 +451,15 @@ def stream_fill(tensor: torch.Tensor, key: tuple[int, int], strides: Sequence[in
     return _stream_fill(tensor, key, strides, offsets, code, params, clip)
 
 
-def _stream_fill(tensor: torch.Tensor, key: tuple[int, int], strides: Sequence[int], offsets: Sequence[int],
-                 code: int, params: Sequence[float], clip: tuple[float, float] | None) -> torch.Tensor:
+def _stream_fill(
+    tensor: torch.Tensor,
+    key: tuple[int, int],
+    strides: Sequence[int],
+    offsets: Sequence[int],
+    code: int,
+    params: Sequence[float],
+    clip: tuple[float, float] | None,
+) -> torch.Tensor:
     kernels = _kernel()
     if kernels is None:
         raise RuntimeError("Triton is not available: check stream_usable(tensor) first.")
@@ -429,8 +475,22 @@ def _stream_fill(tensor: torch.Tensor, key: tuple[int, int], strides: Sequence[i
     seed = seed - 2**64 if seed >= 2**63 else seed  # the same 64 bits as a signed argument
     grid = ((n + _STREAM_BLOCK - 1) // _STREAM_BLOCK,)
     out = tensor.view(torch.int16) if kind == 3 else tensor
-    _launch(kernels.stream, grid, out, n, seed, *sizes, *canon, *starts, _param_tensor(params, clip, tensor.device),
-            DIST=code, KIND=kind, CLIP=clip is not None, BLOCK=_STREAM_BLOCK, enable_fp_fusion=False)
+    _launch(
+        kernels.stream,
+        grid,
+        out,
+        n,
+        seed,
+        *sizes,
+        *canon,
+        *starts,
+        _param_tensor(params, clip, tensor.device),
+        DIST=code,
+        KIND=kind,
+        CLIP=clip is not None,
+        BLOCK=_STREAM_BLOCK,
+        enable_fp_fusion=False,
+    )
     return tensor
 
 
@@ -472,9 +532,12 @@ def trusted(path: str, device: torch.device) -> bool:
         except Exception as err:  # a kernel that fails on this device: torch's ops
             problem = f"the check raised {err!r}"
         if problem:
-            warnings.warn(f"initscale: the Triton {path} path on {key[1]} disagrees with torch's ops: {problem}. "
-                          f"Using torch's ops on {key[1]} from now on (INITSCALE_TRITON=0 skips Triton).",
-                          RuntimeWarning, stacklevel=3)
+            warnings.warn(
+                f"initscale: the Triton {path} path on {key[1]} disagrees with torch's ops: {problem}. "
+                f"Using torch's ops on {key[1]} from now on (INITSCALE_TRITON=0 skips Triton).",
+                RuntimeWarning,
+                stacklevel=3,
+            )
         _checked[key] = not problem
         return _checked[key]
 
@@ -491,10 +554,12 @@ def _moments(x: torch.Tensor) -> tuple[float, float, float]:
 def _check_cases() -> list[tuple[str, Any, torch.dtype]]:
     from initscale.distributions import TruncatedNormalDist, UniformDist
 
-    return [("truncated normal [-2σ, 2σ] float32", TruncatedNormalDist(0.0, 0.05, -0.1, 0.1), torch.float32),
-            ("truncated normal [6, inf) float32", TruncatedNormalDist(0.0, 1.0, 6.0, math.inf), torch.float32),
-            ("truncated normal [38.3, inf) float32", TruncatedNormalDist(0.0, 1.0, 38.3, math.inf), torch.float32),
-            ("uniform bfloat16", UniformDist(-0.1, 0.1), torch.bfloat16)]
+    return [
+        ("truncated normal [-2σ, 2σ] float32", TruncatedNormalDist(0.0, 0.05, -0.1, 0.1), torch.float32),
+        ("truncated normal [6, inf) float32", TruncatedNormalDist(0.0, 1.0, 6.0, math.inf), torch.float32),
+        ("truncated normal [38.3, inf) float32", TruncatedNormalDist(0.0, 1.0, 38.3, math.inf), torch.float32),
+        ("uniform bfloat16", UniformDist(-0.1, 0.1), torch.bfloat16),
+    ]
 
 
 def _check_fill(device: torch.device) -> str:
@@ -510,8 +575,14 @@ def _check_fill(device: torch.device) -> str:
     for label, dist, dtype in _check_cases():
         bounds = representable_bounds(dist.low, dist.high, str(dtype))
         code, params, wide = sampler_params(dist)
-        mine = _fill(torch.empty(n, dtype=dtype, device=device), code, params, bounds, wide,
-                     torch.Generator(device=device).manual_seed(0))
+        mine = _fill(
+            torch.empty(n, dtype=dtype, device=device),
+            code,
+            params,
+            bounds,
+            wide,
+            torch.Generator(device=device).manual_seed(0),
+        )
         theirs = torch.empty(n, dtype=dtype, device=device)
         ist._fill(dist, None, theirs, torch.Generator(device=device).manual_seed(1))  # torch's ops: untrusted now
         x = mine.double()
@@ -546,12 +617,21 @@ def _check_stream(device: torch.device) -> str:
     stream = Stream(0, "initscale-triton-check")
     strides = canonical_strides(_CHECK_SHAPE, "torch")
     cases = [(UniformDist(-0.1, 0.3), dtype, 0) for dtype in (torch.float32, torch.float64, torch.bfloat16)]
-    cases += [(TruncatedNormalDist(0.0, 0.05, -0.1, 0.1), torch.float64, STREAM_ULPS),
-              (TruncatedNormalDist(0.0, 1.0, 38.3, math.inf), torch.float64, STREAM_ULPS)]
+    cases += [
+        (TruncatedNormalDist(0.0, 0.05, -0.1, 0.1), torch.float64, STREAM_ULPS),
+        (TruncatedNormalDist(0.0, 1.0, 38.3, math.inf), torch.float64, STREAM_ULPS),
+    ]
     for dist, dtype, ulps in cases:
         code, params = kernel_params(dist)
-        mine = _stream_fill(torch.empty(_CHECK_SHAPE, dtype=dtype, device=device), stream.key, strides,
-                            [0, 0], code, params, clip_bounds(dist, str(dtype)))
+        mine = _stream_fill(
+            torch.empty(_CHECK_SHAPE, dtype=dtype, device=device),
+            stream.key,
+            strides,
+            [0, 0],
+            code,
+            params,
+            clip_bounds(dist, str(dtype)),
+        )
         theirs = ist._stream_draw(stream, dist, strides, torch.empty(_CHECK_SHAPE, dtype=dtype, device=device))
         label = f"{type(dist).__name__}{dist.low, dist.high} {str(dtype).rsplit('.', 1)[-1]} stream"
         if ulps == 0:

@@ -74,6 +74,7 @@ class Initializer(Protocol):
 
 # --- sampling --------------------------------------------------------------------------------------
 
+
 def _check_key(key: Any) -> Any:
     dtype = getattr(key, "dtype", None)
     if dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key):
@@ -213,17 +214,26 @@ def _stream_values(stream: Stream, spec: Spec, rule: LayoutLike, shape: tuple[in
     return _stream_draw(stream, dist, strides, shape, dtype, gate_index(shape, rule))
 
 
-def _stream_draw(stream: Stream, dist: Distribution, strides: tuple[int, ...], shape: tuple[int, ...],
-                 dtype: Any, gates: tuple[int, list[int]] | None = None) -> jax.Array:
+def _stream_draw(
+    stream: Stream,
+    dist: Distribution,
+    strides: tuple[int, ...],
+    shape: tuple[int, ...],
+    dtype: Any,
+    gates: tuple[int, list[int]] | None = None,
+) -> jax.Array:
     if isinstance(dist, OrthogonalDist):
-        raise ValueError("Orthogonal specs have no portable stream: their QR differs between linear-algebra "
-                         "libraries.")
+        raise ValueError("Orthogonal specs have no portable stream: their QR differs between linear-algebra libraries.")
     if jnp.issubdtype(dtype, jnp.complexfloating):
-        raise ValueError(f"Portable streams make real weights; dtype={jnp.dtype(dtype).name} is complex. Draw "
-                         "complex weights from a key (stream=None), or use a real dtype.")
+        raise ValueError(
+            f"Portable streams make real weights; dtype={jnp.dtype(dtype).name} is complex. Draw "
+            "complex weights from a key (stream=None), or use a real dtype."
+        )
     if math.prod(shape) >= 2**32:
-        raise ValueError(f"Portable streams in JAX index elements with uint32: shape {shape} has 2^32 or more "
-                         "elements. Split the weight, or draw it with torch or NumPy.")
+        raise ValueError(
+            f"Portable streams in JAX index elements with uint32: shape {shape} has 2^32 or more "
+            "elements. Split the weight, or draw it with torch or NumPy."
+        )
     key = jnp.asarray(np.array(stream.key, dtype=np.uint32))
     order = None if gates is None else (gates[0], tuple(gates[1]))
     out: jax.Array = _stream_compiled(key, dist, strides, shape, jnp.dtype(dtype), order)
@@ -241,8 +251,14 @@ def _round_to_odd(values: jax.Array) -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnames=("dist", "strides", "shape", "dtype", "gates"))
-def _stream_compiled(key: jax.Array, dist: Distribution, strides: tuple[int, ...], shape: tuple[int, ...],
-                     dtype: Any, gates: tuple[int, tuple[int, ...]] | None) -> jax.Array:
+def _stream_compiled(
+    key: jax.Array,
+    dist: Distribution,
+    strides: tuple[int, ...],
+    shape: tuple[int, ...],
+    dtype: Any,
+    gates: tuple[int, tuple[int, ...]] | None,
+) -> jax.Array:
     """One compiled program per (distribution, shape, layout, dtype): the stream's key is traced,
     so every weight of a shape shares it, called eagerly (as flax's ``init`` runs) or inside a
     jit (inlined there, and partitioned under ``out_shardings``). XLA fuses multiply-adds into
@@ -273,9 +289,16 @@ def _stream_compiled(key: jax.Array, dist: Distribution, strides: tuple[int, ...
     return out.astype(dtype)
 
 
-def initializer(spec: Spec, in_axis: int | Sequence[int] = -2, out_axis: int | Sequence[int] = -1,
-                batch_axis: int | Sequence[int] = (), dtype: Any = jnp.float32, *,
-                layout: LayoutLike | None = None, stream: Stream | None = None) -> Initializer:
+def initializer(
+    spec: Spec,
+    in_axis: int | Sequence[int] = -2,
+    out_axis: int | Sequence[int] = -1,
+    batch_axis: int | Sequence[int] = (),
+    dtype: Any = jnp.float32,
+    *,
+    layout: LayoutLike | None = None,
+    stream: Stream | None = None,
+) -> Initializer:
     """Compile ``spec`` into ``init(key, shape, dtype=dtype) -> jax.Array``.
 
     Args:
@@ -380,8 +403,9 @@ def _general_layout(module: Any, attention: bool, leaf_owner: str) -> tuple[Layo
     if attention:
         name = "flax.attention_out" if leaf_owner == "out" else "flax.attention_qkv"
     rank = n_batch + n_in + n_out
-    return Layout(tuple(range(n_batch, n_batch + n_in)), tuple(range(n_batch + n_in, rank)),
-                  tuple(range(n_batch)), name=name), rank
+    return Layout(
+        tuple(range(n_batch, n_batch + n_in)), tuple(range(n_batch + n_in, rank)), tuple(range(n_batch)), name=name
+    ), rank
 
 
 def _read_layout(owner: _Owner, parent: _Owner | None, leaf_owner: str) -> tuple[LayoutLike, int] | None:
@@ -411,9 +435,14 @@ def _lifted(layout: LayoutLike, shape: tuple[int, ...], rank: int) -> Layout:
     extra = len(shape) - rank
     concrete = resolve(layout).layout(shape[extra:])
     ins, outs, batch, _ = concrete.split_axes(shape[extra:])
-    return Layout(tuple(a + extra for a in ins), tuple(a + extra for a in outs),
-                  tuple(range(extra)) + tuple(a + extra for a in batch), concrete.in_groups, concrete.out_groups,
-                  name=f"{layout if isinstance(layout, str) else concrete.name} over {extra} leading stacked axes")
+    return Layout(
+        tuple(a + extra for a in ins),
+        tuple(a + extra for a in outs),
+        tuple(range(extra)) + tuple(a + extra for a in batch),
+        concrete.in_groups,
+        concrete.out_groups,
+        name=f"{layout if isinstance(layout, str) else concrete.name} over {extra} leading stacked axes",
+    )
 
 
 def _guess_layout(owners: Sequence[_Owner], leaf_owner: str, ndim: int) -> LayoutLike | None:
@@ -436,8 +465,9 @@ def _guess_layout(owners: Sequence[_Owner], leaf_owner: str, ndim: int) -> Layou
     return None
 
 
-def _infer(names: tuple[str, ...], shape: tuple[int, ...], owners: Sequence[_Owner]) -> tuple[
-        Role, LayoutLike | None, tuple[str, ...], bool]:
+def _infer(
+    names: tuple[str, ...], shape: tuple[int, ...], owners: Sequence[_Owner]
+) -> tuple[Role, LayoutLike | None, tuple[str, ...], bool]:
     """Role, forward-fan layout, owner class names (innermost module's first, then each enclosing
     module's; a norm's scale and offset: its own module's only) and whether the layout was
     guessed from names, for one leaf. ``owners`` are the modules on its path, root first,
@@ -452,8 +482,13 @@ def _infer(names: tuple[str, ...], shape: tuple[int, ...], owners: Sequence[_Own
         # a norm's scale and offset span its normalized features: one axis of size > 1 at most
         # (its statistics, BatchNorm's mean and var, are neither)
         spans = sum(d > 1 for d in shape) <= 1
-        role: Role = ("norm_offset" if leaf in _OFFSET_LEAVES and spans else "norm_scale"
-                      if leaf in _SCALE_LEAVES and spans else "other")
+        role: Role = (
+            "norm_offset"
+            if leaf in _OFFSET_LEAVES and spans
+            else "norm_scale"
+            if leaf in _SCALE_LEAVES and spans
+            else "other"
+        )
         # a norm's scale and offset keep their own classes only: a rule on an enclosing block
         # leaves them to the defaults (a fan-based spec has no fans for them), as in Keras and torch
         mine = tuple(owner.classes) if owner else ()
@@ -480,8 +515,7 @@ def _nnx_modules(module: Any) -> dict[tuple[str, ...], Any]:
     """Every nnx module in the graph by path, the root (path ()) included."""
     from flax import nnx
 
-    return {tuple(str(p) for p in path): node for path, node in nnx.iter_graph(module)
-            if isinstance(node, nnx.Module)}
+    return {tuple(str(p) for p in path): node for path, node in nnx.iter_graph(module) if isinstance(node, nnx.Module)}
 
 
 def _submodules(value: Any) -> Iterator[Any]:
@@ -498,8 +532,9 @@ def _submodules(value: Any) -> Iterator[Any]:
             yield from _submodules(item)
 
 
-def _linen_modules(module: Any, variables: Any, example_inputs: tuple[Any, ...] | None,
-                   example_kwargs: Mapping[str, Any]) -> dict[tuple[str, ...], Any]:
+def _linen_modules(
+    module: Any, variables: Any, example_inputs: tuple[Any, ...] | None, example_kwargs: Mapping[str, Any]
+) -> dict[tuple[str, ...], Any]:
     """Every linen submodule by scope path, the root (path ()) included.
 
     Without example inputs: the module bound to the variables, each ``setup`` run and the
@@ -521,20 +556,20 @@ def _linen_modules(module: Any, variables: Any, example_inputs: tuple[Any, ...] 
                 continue
             for child in _submodules(value):
                 child_path = tuple(getattr(child, "path", None) or ())
-                if len(child_path) > len(path) and child_path[:len(path)] == path and child_path not in found:
+                if len(child_path) > len(path) and child_path[: len(path)] == path and child_path not in found:
                     found[child_path] = child
                     walk(child, child_path)
 
     walk(module.bind(variables), ())
     if example_inputs is not None:
+
         def record(next_fun: Callable[..., Any], args: Any, kwargs: Any, context: Any) -> Any:
             found[tuple(context.module.path)] = context.module
             return next_fun(*args, **kwargs)
 
         def run(v: Any, *inputs: Any) -> Any:
             with nn.intercept_methods(record):
-                return module.apply(v, *inputs, mutable=True, rngs={"dropout": jax.random.key(0)},
-                                    **example_kwargs)
+                return module.apply(v, *inputs, mutable=True, rngs={"dropout": jax.random.key(0)}, **example_kwargs)
 
         try:
             jax.eval_shape(run, variables, *example_inputs)
@@ -548,8 +583,12 @@ def _linen_modules(module: Any, variables: Any, example_inputs: tuple[Any, ...] 
     return found
 
 
-def _owners(names: tuple[str, ...], skip: int, modules: Mapping[tuple[str, ...], Any] | None,
-            unresolved: set[tuple[str, ...]] | None) -> list[_Owner]:
+def _owners(
+    names: tuple[str, ...],
+    skip: int,
+    modules: Mapping[tuple[str, ...], Any] | None,
+    unresolved: set[tuple[str, ...]] | None,
+) -> list[_Owner]:
     """The modules on a leaf's path, root first. ``skip`` leading names are not modules (linen's
     collection, ``params``). From ``modules`` when given (a missing innermost one is added to
     ``unresolved``, for linen, where every scope holding leaves is a module), else guessed from
@@ -557,8 +596,9 @@ def _owners(names: tuple[str, ...], skip: int, modules: Mapping[tuple[str, ...],
     path = names[skip:-1]
     if modules is None:
         return [_Owner((m.group(1),)) for m in (_AUTO_NAME.match(seg) for seg in path) if m]
-    owners = [_Owner(_class_names(modules[path[:i]]), modules[path[:i]])
-              for i in range(len(path) + 1) if path[:i] in modules]
+    owners = [
+        _Owner(_class_names(modules[path[:i]]), modules[path[:i]]) for i in range(len(path) + 1) if path[:i] in modules
+    ]
     if unresolved is not None and path not in modules:
         unresolved.add(path)
     return owners
@@ -585,38 +625,48 @@ def _is_linen_module(obj: Any) -> bool:
     return isinstance(obj, nn.Module)
 
 
-def _read_modules(params: Any, module: Any, example_inputs: Any, example_kwargs: Mapping[str, Any] | None) -> tuple[
-        Any, dict[tuple[str, ...], Any] | None, int, bool]:
+def _read_modules(
+    params: Any, module: Any, example_inputs: Any, example_kwargs: Mapping[str, Any] | None
+) -> tuple[Any, dict[tuple[str, ...], Any] | None, int, bool]:
     """The tree to walk, its modules by path (None: guess from names), how many leading path
     names are not modules (a linen variables dict's collection) and whether it is linen."""
     if example_kwargs is not None and not isinstance(example_kwargs, Mapping):
-        raise TypeError(f"Argument `example_kwargs` must be a mapping of keyword arguments for module.apply. "
-                        f"Received: example_kwargs={example_kwargs!r}.")
+        raise TypeError(
+            f"Argument `example_kwargs` must be a mapping of keyword arguments for module.apply. "
+            f"Received: example_kwargs={example_kwargs!r}."
+        )
     if _is_nnx_module(params):
         from flax import nnx
 
         if module is not None and module is not params:
-            raise ValueError("`params` is an nnx.Module, which is its own module: leave out `module=` (or pass the "
-                             "same module).")
+            raise ValueError(
+                "`params` is an nnx.Module, which is its own module: leave out `module=` (or pass the same module)."
+            )
         module = params
         params = nnx.state(params, nnx.Param)
     if module is None:
         if example_inputs is not None or example_kwargs is not None:
-            raise ValueError("example_inputs= and example_kwargs= are the arguments with which `module` is run; "
-                             "pass module= too (the flax module that made these variables).")
+            raise ValueError(
+                "example_inputs= and example_kwargs= are the arguments with which `module` is run; "
+                "pass module= too (the flax module that made these variables)."
+            )
         return params, None, int(isinstance(params, Mapping) and "params" in params), False
     if _is_nnx_module(module):
         if example_inputs is not None or example_kwargs is not None:
-            raise ValueError("An nnx module holds all its submodules already: leave out example_inputs= and "
-                             "example_kwargs=.")
+            raise ValueError(
+                "An nnx module holds all its submodules already: leave out example_inputs= and example_kwargs=."
+            )
         return params, _nnx_modules(module), 0, False
     if not _is_linen_module(module):
-        raise TypeError("Argument `module` must be the flax.linen.Module (or flax.nnx.Module) that made `params`. "
-                        f"Received: module of type {type(module).__name__}.")
+        raise TypeError(
+            "Argument `module` must be the flax.linen.Module (or flax.nnx.Module) that made `params`. "
+            f"Received: module of type {type(module).__name__}."
+        )
     skip = int(isinstance(params, Mapping) and "params" in params)  # a variables dict, or its "params" only
     variables = params if skip else {"params": params}
-    inputs = None if example_inputs is None else (
-        example_inputs if isinstance(example_inputs, tuple) else (example_inputs,))
+    inputs = (
+        None if example_inputs is None else (example_inputs if isinstance(example_inputs, tuple) else (example_inputs,))
+    )
     return params, _linen_modules(module, variables, inputs, example_kwargs or {}), skip, True
 
 
@@ -625,8 +675,9 @@ def _listed(names: Sequence[str], limit: int = 10) -> str:
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def _walk(params: Any, module: Any, example_inputs: Any, example_kwargs: Mapping[str, Any] | None) -> tuple[
-        Any, dict[tuple[str, ...], Any] | None, list[tuple[Any, Any]], list[Param]]:
+def _walk(
+    params: Any, module: Any, example_inputs: Any, example_kwargs: Mapping[str, Any] | None
+) -> tuple[Any, dict[tuple[str, ...], Any] | None, list[tuple[Any, Any]], list[Param]]:
     """The tree to walk, its modules by path (None: layouts guessed from names), its leaves with
     their paths and one :class:`~initscale.reinit.Param` per leaf (role, layout, owner classes),
     as :func:`reinit` and :func:`check` read them. Raises before anything is drawn when ``module``
@@ -643,19 +694,33 @@ def _walk(params: Any, module: Any, example_inputs: Any, example_kwargs: Mapping
         found.append(Param("/".join(names), shape, classes, role, layout, guessed=guessed))
     if unresolved:
         paths = sorted("/".join(p) for p in unresolved)
-        how = ("they are made inside @nn.compact methods and exist only while it runs: pass example_inputs= (the "
-               "positional arguments of module.apply after the variables, arrays or jax.ShapeDtypeStruct; and "
-               "example_kwargs= for keyword arguments). Nothing is computed: the call is traced with jax.eval_shape"
-               ) if example_inputs is None else "are these the variables of this module?"
+        how = (
+            (
+                "they are made inside @nn.compact methods and exist only while it runs: pass example_inputs= (the "
+                "positional arguments of module.apply after the variables, arrays or jax.ShapeDtypeStruct; and "
+                "example_kwargs= for keyword arguments). Nothing is computed: the call is traced with jax.eval_shape"
+            )
+            if example_inputs is None
+            else "are these the variables of this module?"
+        )
         raise ValueError(f"`module` ({type(module).__name__}) has no submodule at {_listed(paths)}: {how}.")
     return tree, modules, leaves_with_paths, found
 
 
-def reinit(params: Any, rules: Spec | Mapping[str, Spec | None], key: Any, dry_run: bool = False, *,
-           module: Any = None, example_inputs: Any = None, example_kwargs: Mapping[str, Any] | None = None,
-           defaults: bool = True, stream_seed: int | None = None,
-           stream_names: Mapping[str, str] | Callable[[str], str] | None = None,
-           fans: str = "forward") -> tuple[Any, Report]:
+def reinit(
+    params: Any,
+    rules: Spec | Mapping[str, Spec | None],
+    key: Any,
+    dry_run: bool = False,
+    *,
+    module: Any = None,
+    example_inputs: Any = None,
+    example_kwargs: Mapping[str, Any] | None = None,
+    defaults: bool = True,
+    stream_seed: int | None = None,
+    stream_names: Mapping[str, str] | Callable[[str], str] | None = None,
+    fans: str = "forward",
+) -> tuple[Any, Report]:
     """Re-initialize a pytree of parameters; returns ``(new_params, report)`` (nothing is mutated).
 
     Args:
@@ -729,16 +794,28 @@ def reinit(params: Any, rules: Spec | Mapping[str, Spec | None], key: Any, dry_r
         from ._jax_auto import apply as _auto_apply
 
         if module is None:
-            raise TypeError("reinit with initscale.auto(...) needs module=, the flax.linen.Module that made the "
-                            "variables: its apply is traced on the auto object's example inputs.")
+            raise TypeError(
+                "reinit with initscale.auto(...) needs module=, the flax.linen.Module that made the "
+                "variables: its apply is traced on the auto object's example inputs."
+            )
         if example_inputs is not None or example_kwargs is not None:
-            raise TypeError("reinit with initscale.auto(...) takes its example inputs from the auto object; "
-                            "pass example_inputs=None here (initscale.auto(x, example_kwargs)).")
+            raise TypeError(
+                "reinit with initscale.auto(...) takes its example inputs from the auto object; "
+                "pass example_inputs=None here (initscale.auto(x, example_kwargs))."
+            )
         options = {"defaults": defaults, "stream_seed": stream_seed, "stream_names": stream_names, "fans": fans}
         if dry_run:
             plan = rules.plan(module, variables=params)
-            return reinit(params, plan.rules(), key, True, module=module, example_inputs=rules.example_inputs,
-                          example_kwargs=rules.example_kwargs, **options)
+            return reinit(
+                params,
+                plan.rules(),
+                key,
+                True,
+                module=module,
+                example_inputs=rules.example_inputs,
+                example_kwargs=rules.example_kwargs,
+                **options,
+            )
         new, applied = _auto_apply(params, module, rules, key, **options)
         assert applied.init is not None
         return new, applied.init
@@ -758,41 +835,60 @@ class _Backend:
 
     entry = "reinit"
 
-    def __init__(self, params: Any, module: Any, example_inputs: Any, example_kwargs: Mapping[str, Any] | None,
-                 key: Any, stream_seed: int | None,
-                 stream_names: Mapping[str, str] | Callable[[str], str] | None) -> None:
-        self.model, self.module, self.example_inputs, self.example_kwargs = params, module, example_inputs, \
-            example_kwargs
+    def __init__(
+        self,
+        params: Any,
+        module: Any,
+        example_inputs: Any,
+        example_kwargs: Mapping[str, Any] | None,
+        key: Any,
+        stream_seed: int | None,
+        stream_names: Mapping[str, str] | Callable[[str], str] | None,
+    ) -> None:
+        self.model, self.module, self.example_inputs, self.example_kwargs = (
+            params,
+            module,
+            example_inputs,
+            example_kwargs,
+        )
         self.key, self.stream_seed, self.stream_names = key, stream_seed, stream_names
         self.tree: Any = None
         self.modules: dict[tuple[str, ...], Any] | None = None
         self.new_leaves: list[Any] = []
 
     def walk(self) -> list[tuple[Param, Any]]:
-        self.tree, self.modules, leaves_with_paths, found = _walk(self.model, self.module, self.example_inputs,
-                                                                  self.example_kwargs)
+        self.tree, self.modules, leaves_with_paths, found = _walk(
+            self.model, self.module, self.example_inputs, self.example_kwargs
+        )
         self.new_leaves = [leaf for _, leaf in leaves_with_paths]
         return [(param, leaf) for param, (_, leaf) in zip(found, leaves_with_paths, strict=True)]
 
     def notes(self, report: Report) -> list[str]:
-        scaled = [r.name for r in report.rows
-                  if r.guessed and r.touched and r.spec is not None and not r.spec.fixed_scale]
+        scaled = [
+            r.name for r in report.rows if r.guessed and r.touched and r.spec is not None and not r.spec.fixed_scale
+        ]
         if not scaled:
             return []
-        fix = ("pass module= (the flax module that made them; example_inputs= too for @nn.compact modules) so that "
-               "each layer's class and attributes are read" if self.modules is None else
-               "they are kernels stacked by nn.scan/nn.vmap (taken as stacked on their leading axes); if that is "
-               "wrong, give them a rule that says the layout, initscale.Rule(spec, layout=...), or a fixed-scale "
-               "spec (or None)")
-        return [f"reinit: the layouts (and so the fans) of {len(scaled)} parameter(s) were guessed from names: "
-                f"{_listed(scaled)}; {fix}. The report marks them (guessed=True)."]
+        fix = (
+            "pass module= (the flax module that made them; example_inputs= too for @nn.compact modules) so that "
+            "each layer's class and attributes are read"
+            if self.modules is None
+            else "they are kernels stacked by nn.scan/nn.vmap (taken as stacked on their leading axes); if that is "
+            "wrong, give them a rule that says the layout, initscale.Rule(spec, layout=...), or a fixed-scale "
+            "spec (or None)"
+        )
+        return [
+            f"reinit: the layouts (and so the fans) of {len(scaled)} parameter(s) were guessed from names: "
+            f"{_listed(scaled)}; {fix}. The report marks them (guessed=True)."
+        ]
 
     def check(self, targets: Sequence[Target[Any]], dry_run: bool) -> None:
         for target in targets:
             dtype = getattr(target.handle, "dtype", None)
             if dtype is None or not jnp.issubdtype(dtype, jnp.inexact):
-                raise TypeError(f"Leaf {target.name!r} has dtype {dtype}: initscale fills floating-point "
-                                "or complex leaves only.")
+                raise TypeError(
+                    f"Leaf {target.name!r} has dtype {dtype}: initscale fills floating-point or complex leaves only."
+                )
 
     def _draw(self, target: Target[Any]) -> jax.Array:
         d, dtype = target.decision, target.handle.dtype
@@ -800,16 +896,26 @@ class _Backend:
         if self.stream_seed is None:
             return _sample(_leaf_key(self.key, d.param.name), d.dist, d.layout, d.param.shape, dtype)
         names = self.stream_names
-        name = d.param.name if names is None else (
-            names(d.param.name) if callable(names) else names.get(d.param.name, d.param.name))
+        name = (
+            d.param.name
+            if names is None
+            else (names(d.param.name) if callable(names) else names.get(d.param.name, d.param.name))
+        )
         strides = canonical_strides(d.param.shape, d.param.layout)
-        return _stream_draw(Stream(self.stream_seed, name), d.dist, strides, d.param.shape, dtype,
-                            gate_index(d.param.shape, d.param.layout))
+        return _stream_draw(
+            Stream(self.stream_seed, name),
+            d.dist,
+            strides,
+            d.param.shape,
+            dtype,
+            gate_index(d.param.shape, d.param.layout),
+        )
 
     def writes(self, targets: Sequence[Target[Any]]) -> list[Write]:
-        return [Write((t.name,), functools.partial(self._draw, t), functools.partial(self.new_leaves.__setitem__,
-                                                                                      t.index))
-                for t in targets]
+        return [
+            Write((t.name,), functools.partial(self._draw, t), functools.partial(self.new_leaves.__setitem__, t.index))
+            for t in targets
+        ]
 
     def writing(self) -> Any:
         return contextlib.nullcontext()

@@ -114,6 +114,7 @@ _FLOAT_DTYPES = ("bfloat16", "float16", "float32", "float64")
 
 # --- sampling with keras.random / keras.ops -------------------------------------------------------
 
+
 def _uniform_dtype() -> str:
     """float64 where the backend has it without extra configuration; JAX needs jax_enable_x64."""
     if keras.backend.backend() == "jax":
@@ -191,6 +192,7 @@ def _sample(dist: Distribution, layout: Layout | None, shape: tuple[int, ...], d
 
 
 # --- portable streams with keras.ops ---------------------------------------------------------------
+
 
 class _Ops:
     """A backend tensor with Python's operators mapped to ``keras.ops``, so the backend-neutral
@@ -295,8 +297,9 @@ def _ndtri() -> Callable[[_Ops], _Ops]:
     return lambda u: _Ops(fn(u.x))
 
 
-def _stream_tensor(stream: Stream, dist: Distribution, shape: tuple[int, ...], layout: LayoutLike | None,
-                   dtype: str) -> Any:
+def _stream_tensor(
+    stream: Stream, dist: Distribution, shape: tuple[int, ...], layout: LayoutLike | None, dtype: str
+) -> Any:
     """The portable stream (:mod:`initscale.streams`) on the backend's device, compiled where the
     backend compiles: the JAX adapter's jitted program on JAX (one per shape, the key traced), the
     torch adapter's stream code on torch (its C kernel on the CPU, Triton on a GPU, else int64
@@ -351,8 +354,9 @@ def _tf_round_to_odd(values: Any) -> Any:
 
 
 @functools.lru_cache(maxsize=256)
-def _tf_uniform_program(shape: tuple[int, ...], strides: tuple[int, ...],
-                        gates: tuple[int, tuple[int, ...]] | None) -> Callable[[Any], Any]:
+def _tf_uniform_program(
+    shape: tuple[int, ...], strides: tuple[int, ...], gates: tuple[int, tuple[int, ...]] | None
+) -> Callable[[Any], Any]:
     """One XLA program per (shape, layout) for the integer stage, the key an input: eager
     TensorFlow runs the ~200 integer ops of Philox one full pass over memory each. It ends at
     the uniforms (exact: an odd integer times 2⁻²⁴), so every distribution and dtype of a shape
@@ -362,20 +366,24 @@ def _tf_uniform_program(shape: tuple[int, ...], strides: tuple[int, ...],
     def program(key: Any) -> Any:
         return _ops_uniforms((_Ops(key[0]), _Ops(key[1])), shape, strides, gates)
 
-    compiled: Callable[[Any], Any] = tf.function(program, jit_compile=True, autograph=False,
-                                                 input_signature=[tf.TensorSpec([2], tf.int64)])
+    compiled: Callable[[Any], Any] = tf.function(
+        program, jit_compile=True, autograph=False, input_signature=[tf.TensorSpec([2], tf.int64)]
+    )
     return compiled
 
 
-def _ops_uniforms(key: tuple[Any, Any], shape: tuple[int, ...], strides: tuple[int, ...],
-                  gates: tuple[int, tuple[int, ...]] | None) -> Any:
+def _ops_uniforms(
+    key: tuple[Any, Any], shape: tuple[int, ...], strides: tuple[int, ...], gates: tuple[int, tuple[int, ...]] | None
+) -> Any:
     """The stream's uniforms with keras.ops, in the weight's layout: Philox in int64 on runs of
     consecutive canonical indices (:func:`initscale.streams.run_bits`), then (2·(x >> 9) + 1)·2⁻²⁴
     (exact); ``key`` two ints, or two int64 tensors (traced)."""
     ops = keras.ops
-    xp = SimpleNamespace(arange=lambda n: _Ops(ops.arange(n, dtype="int64")),
-                         stack=lambda arrays: _Ops(ops.stack([a.x for a in arrays], axis=-1)),
-                         take=lambda array, index: _Ops(ops.take_along_axis(array.x, index.x, axis=-1)))
+    xp = SimpleNamespace(
+        arange=lambda n: _Ops(ops.arange(n, dtype="int64")),
+        stack=lambda arrays: _Ops(ops.stack([a.x for a in arrays], axis=-1)),
+        take=lambda array, index: _Ops(ops.take_along_axis(array.x, index.x, axis=-1)),
+    )
     plan = runs(shape, strides)
     const = None if isinstance(key[0], int) else (lambda k: _Ops(ops.convert_to_tensor(k, "int64")))
     bits = run_bits(plan, key, xp, const=const)
@@ -411,24 +419,28 @@ def _float_dtype(dtype: Any) -> str:
 
 # --- seeds and layouts in configs ----------------------------------------------------------------
 
+
 def _check_seed(seed: Any) -> Any:
     if isinstance(seed, dict):
         seed = keras.saving.deserialize_keras_object(seed)
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, keras.random.SeedGenerator))):
         raise TypeError(
-            "Argument `seed` must be an int, a keras.random.SeedGenerator or None. "
-            f"Received: seed={seed!r}."
+            f"Argument `seed` must be an int, a keras.random.SeedGenerator or None. Received: seed={seed!r}."
         )
     return seed
 
 
 # --- the initializer -----------------------------------------------------------------------------
 
+
 def _axis_tuple(name: str, value: Any) -> tuple[int, ...]:
     if isinstance(value, int) and not isinstance(value, bool):
         return (value,)
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or \
-            any(isinstance(v, bool) or not isinstance(v, int) for v in value):
+    if (
+        isinstance(value, (str, bytes))
+        or not isinstance(value, Sequence)
+        or any(isinstance(v, bool) or not isinstance(v, int) for v in value)
+    ):
         raise TypeError(f"Argument `{name}` must be an int or a list of ints. Received: {name}={value!r}.")
     return tuple(value)
 
@@ -444,11 +456,19 @@ class _CountedAxes(Layout):
     def __init__(self, input_axes: Any, output_axes: Any) -> None:
         ins, outs = _axis_tuple("input_axes", input_axes), _axis_tuple("output_axes", output_axes)
         if len(set(ins + outs)) != len(ins + outs):
-            raise ValueError(f"Arguments `input_axes` and `output_axes` must name distinct axes. Received: "
-                             f"input_axes={input_axes!r}, output_axes={output_axes!r}.")
+            raise ValueError(
+                f"Arguments `input_axes` and `output_axes` must name distinct axes. Received: "
+                f"input_axes={input_axes!r}, output_axes={output_axes!r}."
+            )
         name = f"keras(input_axes={list(ins)}, output_axes={list(outs)})"
-        for key, value in (("in_axes", ins), ("out_axes", outs), ("batch_axes", ()), ("in_groups", 1),
-                           ("out_groups", 1), ("name", name)):
+        for key, value in (
+            ("in_axes", ins),
+            ("out_axes", outs),
+            ("batch_axes", ()),
+            ("in_groups", 1),
+            ("out_groups", 1),
+            ("name", name),
+        ):
             object.__setattr__(self, key, value)
 
     def split_axes(
@@ -493,9 +513,16 @@ class _SpecInitializer(keras.initializers.Initializer):  # type: ignore[misc]
     """What every initscale Keras initializer shares: a spec, a seed, how to read the shape
     (``layout``, or Keras's ``input_axes``/``output_axes``) and an optional stream."""
 
-    def __init__(self, spec: Spec | Mapping[str, Any], seed: Any = None, layout: LayoutLike | None = None,
-                 stream: Stream | Mapping[str, Any] | None = None, *, input_axes: Any = None,
-                 output_axes: Any = None) -> None:
+    def __init__(
+        self,
+        spec: Spec | Mapping[str, Any],
+        seed: Any = None,
+        layout: LayoutLike | None = None,
+        stream: Stream | Mapping[str, Any] | None = None,
+        *,
+        input_axes: Any = None,
+        output_axes: Any = None,
+    ) -> None:
         if isinstance(spec, Mapping):
             spec = from_dict(spec)
         if not isinstance(spec, Spec):
@@ -564,14 +591,23 @@ class Initializer(_SpecInitializer, keras.initializers.VarianceScaling):  # type
     ``__init__`` is not run and it has no ``scale``/``mode``/``distribution``.
     """
 
-    def __init__(self, spec: Spec | Mapping[str, Any], seed: Any = None, layout: LayoutLike | None = None,
-                 stream: Stream | Mapping[str, Any] | None = None, input_axes: Any = None,
-                 output_axes: Any = None) -> None:
+    def __init__(
+        self,
+        spec: Spec | Mapping[str, Any],
+        seed: Any = None,
+        layout: LayoutLike | None = None,
+        stream: Stream | Mapping[str, Any] | None = None,
+        input_axes: Any = None,
+        output_axes: Any = None,
+    ) -> None:
         super().__init__(spec, seed, layout, stream, input_axes=input_axes, output_axes=output_axes)
 
     def get_config(self) -> dict[str, Any]:
-        config = {"spec": self.spec.to_dict(), "seed": keras.saving.serialize_keras_object(self._init_seed),
-                  "layout": layout_to_config(self.layout)}
+        config = {
+            "spec": self.spec.to_dict(),
+            "seed": keras.saving.serialize_keras_object(self._init_seed),
+            "layout": layout_to_config(self.layout),
+        }
         if self.stream is not None:
             config["stream"] = {"seed": self.stream.seed, "name": self.stream.name}
         if self.input_axes is not None:
@@ -579,8 +615,9 @@ class Initializer(_SpecInitializer, keras.initializers.VarianceScaling):  # type
         return config
 
 
-def initializer(spec: Spec, seed: Any = None, layout: LayoutLike | None = None, *,
-                stream: Stream | None = None) -> Initializer:
+def initializer(
+    spec: Spec, seed: Any = None, layout: LayoutLike | None = None, *, stream: Stream | None = None
+) -> Initializer:
     """Compile ``spec`` into a Keras initializer (see :class:`Initializer`)."""
     return Initializer(spec, seed=seed, layout=layout, stream=stream)
 
@@ -588,8 +625,16 @@ def initializer(spec: Spec, seed: Any = None, layout: LayoutLike | None = None, 
 class _KerasNamed(_SpecInitializer):
     """Base of the drop-in classes: Keras's constructor arguments in, Keras's config out."""
 
-    def __init__(self, spec: Spec, seed: Any = None, layout: LayoutLike | None = None, *,
-                 input_axes: Any = None, output_axes: Any = None, **args: Any) -> None:
+    def __init__(
+        self,
+        spec: Spec,
+        seed: Any = None,
+        layout: LayoutLike | None = None,
+        *,
+        input_axes: Any = None,
+        output_axes: Any = None,
+        **args: Any,
+    ) -> None:
         self._keras_args = args
         super().__init__(spec, seed=seed, layout=layout, input_axes=input_axes, output_axes=output_axes)
 
@@ -620,13 +665,28 @@ class VarianceScaling(_KerasNamed, keras.initializers.VarianceScaling):  # type:
     it their einsum's axes and it gets the fans Keras's own gets there.
     """
 
-    def __init__(self, scale: float = 1.0, mode: str = "fan_in", distribution: str = "truncated_normal",
-                 seed: Any = None, input_axes: Any = None, output_axes: Any = None,
-                 layout: LayoutLike | None = None) -> None:
+    def __init__(
+        self,
+        scale: float = 1.0,
+        mode: str = "fan_in",
+        distribution: str = "truncated_normal",
+        seed: Any = None,
+        input_axes: Any = None,
+        output_axes: Any = None,
+        layout: LayoutLike | None = None,
+    ) -> None:
         spec = presets.get("keras.variance_scaling", scale=scale, mode=mode, distribution=distribution)
         name = distribution.lower()  # the preset has checked it
-        super().__init__(spec, seed, layout, input_axes=input_axes, output_axes=output_axes, scale=scale, mode=mode,
-                         distribution=name)
+        super().__init__(
+            spec,
+            seed,
+            layout,
+            input_axes=input_axes,
+            output_axes=output_axes,
+            scale=scale,
+            mode=mode,
+            distribution=name,
+        )
         self._keras_attributes(scale, mode, name)
 
     def _keras_attributes(self, scale: float, mode: str, distribution: str) -> None:
@@ -638,8 +698,13 @@ class VarianceScaling(_KerasNamed, keras.initializers.VarianceScaling):  # type:
 def _fixed(name: str, preset: str, keras_args: tuple[float, str, str], doc: str) -> type[VarianceScaling]:
     spec = presets.get(preset)
 
-    def __init__(self: VarianceScaling, seed: Any = None, input_axes: Any = None, output_axes: Any = None,
-                 layout: LayoutLike | None = None) -> None:
+    def __init__(
+        self: VarianceScaling,
+        seed: Any = None,
+        input_axes: Any = None,
+        output_axes: Any = None,
+        layout: LayoutLike | None = None,
+    ) -> None:
         _KerasNamed.__init__(self, spec, seed, layout, input_axes=input_axes, output_axes=output_axes)
         self._keras_attributes(*keras_args)
 
@@ -647,26 +712,48 @@ def _fixed(name: str, preset: str, keras_args: tuple[float, str, str], doc: str)
     return keras.saving.register_keras_serializable(package=_PACKAGE)(cls)  # type: ignore[no-any-return]
 
 
-GlorotUniform = _fixed("GlorotUniform", "glorot_uniform", (1.0, "fan_avg", "uniform"),
-                       "Drop-in for keras.initializers.GlorotUniform: U(±√(6/(fan_in+fan_out))).")
-GlorotNormal = _fixed("GlorotNormal", "glorot_normal", (1.0, "fan_avg", "truncated_normal"),
-                      "Drop-in for keras.initializers.GlorotNormal: truncated (±2σ), variance 2/(fan_in+fan_out).")
-HeUniform = _fixed("HeUniform", "he_uniform", (2.0, "fan_in", "uniform"),
-                   "Drop-in for keras.initializers.HeUniform: U(±√(6/fan_in)).")
-HeNormal = _fixed("HeNormal", "he_normal", (2.0, "fan_in", "truncated_normal"),
-                  "Drop-in for keras.initializers.HeNormal: truncated (±2σ), variance 2/fan_in.")
-LecunUniform = _fixed("LecunUniform", "lecun_uniform", (1.0, "fan_in", "uniform"),
-                      "Drop-in for keras.initializers.LecunUniform: U(±√(3/fan_in)).")
-LecunNormal = _fixed("LecunNormal", "lecun_normal", (1.0, "fan_in", "truncated_normal"),
-                     "Drop-in for keras.initializers.LecunNormal: truncated (±2σ), variance 1/fan_in.")
+GlorotUniform = _fixed(
+    "GlorotUniform",
+    "glorot_uniform",
+    (1.0, "fan_avg", "uniform"),
+    "Drop-in for keras.initializers.GlorotUniform: U(±√(6/(fan_in+fan_out))).",
+)
+GlorotNormal = _fixed(
+    "GlorotNormal",
+    "glorot_normal",
+    (1.0, "fan_avg", "truncated_normal"),
+    "Drop-in for keras.initializers.GlorotNormal: truncated (±2σ), variance 2/(fan_in+fan_out).",
+)
+HeUniform = _fixed(
+    "HeUniform", "he_uniform", (2.0, "fan_in", "uniform"), "Drop-in for keras.initializers.HeUniform: U(±√(6/fan_in))."
+)
+HeNormal = _fixed(
+    "HeNormal",
+    "he_normal",
+    (2.0, "fan_in", "truncated_normal"),
+    "Drop-in for keras.initializers.HeNormal: truncated (±2σ), variance 2/fan_in.",
+)
+LecunUniform = _fixed(
+    "LecunUniform",
+    "lecun_uniform",
+    (1.0, "fan_in", "uniform"),
+    "Drop-in for keras.initializers.LecunUniform: U(±√(3/fan_in)).",
+)
+LecunNormal = _fixed(
+    "LecunNormal",
+    "lecun_normal",
+    (1.0, "fan_in", "truncated_normal"),
+    "Drop-in for keras.initializers.LecunNormal: truncated (±2σ), variance 1/fan_in.",
+)
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class RandomNormal(_KerasNamed):
     """Drop-in for ``keras.initializers.RandomNormal``: N(mean, stddev²)."""
 
-    def __init__(self, mean: float = 0.0, stddev: float = 0.05, seed: Any = None,
-                 layout: LayoutLike | None = None) -> None:
+    def __init__(
+        self, mean: float = 0.0, stddev: float = 0.05, seed: Any = None, layout: LayoutLike | None = None
+    ) -> None:
         super().__init__(Normal(stddev, mean), seed, layout, mean=mean, stddev=stddev)
 
 
@@ -675,18 +762,21 @@ class TruncatedNormal(_KerasNamed):
     """Drop-in for ``keras.initializers.TruncatedNormal``: N(mean, stddev²) cut at ±2·stddev
     (``stddev`` is the σ before truncation, as in Keras; the std after it is 0.8796·stddev)."""
 
-    def __init__(self, mean: float = 0.0, stddev: float = 0.05, seed: Any = None,
-                 layout: LayoutLike | None = None) -> None:
-        super().__init__(presets.get("keras.truncated_normal", mean=mean, stddev=stddev), seed, layout,
-                         mean=mean, stddev=stddev)
+    def __init__(
+        self, mean: float = 0.0, stddev: float = 0.05, seed: Any = None, layout: LayoutLike | None = None
+    ) -> None:
+        super().__init__(
+            presets.get("keras.truncated_normal", mean=mean, stddev=stddev), seed, layout, mean=mean, stddev=stddev
+        )
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class RandomUniform(_KerasNamed):
     """Drop-in for ``keras.initializers.RandomUniform``: U(minval, maxval)."""
 
-    def __init__(self, minval: float = -0.05, maxval: float = 0.05, seed: Any = None,
-                 layout: LayoutLike | None = None) -> None:
+    def __init__(
+        self, minval: float = -0.05, maxval: float = 0.05, seed: Any = None, layout: LayoutLike | None = None
+    ) -> None:
         super().__init__(Uniform(minval, maxval), seed, layout, minval=minval, maxval=maxval)
 
 
@@ -706,8 +796,9 @@ def _constant_class(name: str, spec: Spec, doc: str) -> type[_KerasNamed]:
     def get_config(self: _KerasNamed) -> dict[str, Any]:
         return {}
 
-    cls = type(name, (_KerasNamed,), {"__init__": __init__, "get_config": get_config, "__doc__": doc,
-                                       "__module__": __name__})
+    cls = type(
+        name, (_KerasNamed,), {"__init__": __init__, "get_config": get_config, "__doc__": doc, "__module__": __name__}
+    )
     return keras.saving.register_keras_serializable(package=_PACKAGE)(cls)  # type: ignore[no-any-return]
 
 
@@ -752,8 +843,7 @@ def _norm_kind(layer: Any) -> tuple[bool, bool]:
     named = bool(NORM_CLASSES.intersection(names)) or any(_NORM_NAME.search(n) for n in names)
     if not named:
         own = list(layer._trainable_variables) + list(layer._non_trainable_variables)
-        named = (hasattr(layer, "epsilon") and bool(own)
-                 and all(_spans(tuple(int(d) for d in v.shape)) for v in own))
+        named = hasattr(layer, "epsilon") and bool(own) and all(_spans(tuple(int(d) for d in v.shape)) for v in own)
     if not named:
         return False, False
     if cls not in _NORMS:
@@ -779,9 +869,14 @@ def _role_and_layout(layer: Any, leaf: str, shape: tuple[int, ...]) -> tuple[Rol
             return "norm_scale", None, ""
         return "other", None, ""  # moving statistics, or a variable of more axes
     kinds = {c.__name__ for c in type(layer).__mro__}
-    role, layout, note = keras_role(kinds, leaf, len(shape), groups=getattr(layer, "groups", 1),
-                                    unit_forget_bias=bool(getattr(layer, "unit_forget_bias", False)),
-                                    equation=getattr(layer, "equation", None))
+    role, layout, note = keras_role(
+        kinds,
+        leaf,
+        len(shape),
+        groups=getattr(layer, "groups", 1),
+        unit_forget_bias=bool(getattr(layer, "unit_forget_bias", False)),
+        equation=getattr(layer, "equation", None),
+    )
     if role != "other":
         return role, layout, note
     if len(shape) >= 2 and (ADDED_TENSOR.search(leaf) or any(ADDED_TENSOR.search(k) for k in kinds)):
@@ -789,16 +884,30 @@ def _role_and_layout(layer: Any, leaf: str, shape: tuple[int, ...]) -> tuple[Rol
     return "other", None, note
 
 
-_SKIP_CLASSES = frozenset({"Layer", "Operation", "KerasSaveable", "object", "Model", "Trainer", "TFLayer",
-                           "JaxLayer", "TorchLayer", "TorchModuleWrapper", "Module"})
+_SKIP_CLASSES = frozenset(
+    {
+        "Layer",
+        "Operation",
+        "KerasSaveable",
+        "object",
+        "Model",
+        "Trainer",
+        "TFLayer",
+        "JaxLayer",
+        "TorchLayer",
+        "TorchModuleWrapper",
+        "Module",
+    }
+)
 
 
 def _classes(layer: Any) -> tuple[str, ...]:
     return tuple(c.__name__ for c in type(layer).__mro__ if c.__name__ not in _SKIP_CLASSES)
 
 
-def _walk(layer: Any, ancestors: tuple[str, ...], seen: set[int], include_buffers: bool,
-          found: list[tuple[Param, Any]]) -> None:
+def _walk(
+    layer: Any, ancestors: tuple[str, ...], seen: set[int], include_buffers: bool, found: list[tuple[Param, Any]]
+) -> None:
     """Every variable once, in Keras's order, with its owner. ``owner_classes`` are the owning
     layer's class names, then (for every role but a norm's scale and offset) those of each
     enclosing layer, innermost first: a class rule on ``"MultiHeadAttention"`` reaches its
@@ -819,16 +928,39 @@ def _walk(layer: Any, ancestors: tuple[str, ...], seen: set[int], include_buffer
         role, layout, note = _role_and_layout(layer, leaf, shape)
         classes = mine if role in ("norm_scale", "norm_offset") else nested
         frozen = not is_buffer and not variable.trainable
-        found.append((Param(variable.path, shape, classes, role, layout, frozen=frozen, buffer=is_buffer,
-                            note=note, unit_offset=role == "norm_scale" and _norm_kind(layer)[1]), variable))
+        found.append(
+            (
+                Param(
+                    variable.path,
+                    shape,
+                    classes,
+                    role,
+                    layout,
+                    frozen=frozen,
+                    buffer=is_buffer,
+                    note=note,
+                    unit_offset=role == "norm_scale" and _norm_kind(layer)[1],
+                ),
+                variable,
+            )
+        )
     for child in layer._flatten_layers(include_self=False, recursive=False):
         _walk(child, nested, seen, include_buffers, found)
 
 
-def reinit(model: Any, rules: Spec | Mapping[str, Spec | None], seed: Any = None, dry_run: bool = False, *,
-           include_frozen: bool = False, include_buffers: bool = False, defaults: bool = True,
-           stream_seed: int | None = None,
-           stream_names: Mapping[str, str] | Callable[[str], str] | None = None, fans: str = "forward") -> Report:
+def reinit(
+    model: Any,
+    rules: Spec | Mapping[str, Spec | None],
+    seed: Any = None,
+    dry_run: bool = False,
+    *,
+    include_frozen: bool = False,
+    include_buffers: bool = False,
+    defaults: bool = True,
+    stream_seed: int | None = None,
+    stream_names: Mapping[str, str] | Callable[[str], str] | None = None,
+    fans: str = "forward",
+) -> Report:
     """Re-initialize a built Keras model's variables in place (``assign``), each with its layer's fans.
 
     Same rules, defaults, atomicity and report as ``initscale.torch.reinit_``: ``rules`` is one
@@ -876,16 +1008,23 @@ def reinit(model: Any, rules: Spec | Mapping[str, Spec | None], seed: Any = None
     if isinstance(rules, Auto):  # initscale.auto(...): planned on the model's graph, then measured (_keras_auto)
         from ._keras_auto import apply as _auto_apply
 
-        options = {"include_frozen": include_frozen, "include_buffers": include_buffers, "defaults": defaults,
-                   "stream_seed": stream_seed, "stream_names": stream_names, "fans": fans}
+        options = {
+            "include_frozen": include_frozen,
+            "include_buffers": include_buffers,
+            "defaults": defaults,
+            "stream_seed": stream_seed,
+            "stream_names": stream_names,
+            "fans": fans,
+        }
         if dry_run:
             return reinit(model, rules.plan(model).rules(), seed, True, **options)  # type: ignore[arg-type]
         init = _auto_apply(model, rules, seed=seed, **options).init
         assert init is not None
         return init
     backend = _Backend(model, include_buffers, seed, stream_seed, stream_names)
-    return reinit_run(backend, rules, include_frozen=include_frozen, defaults=defaults, dry_run=dry_run, fans=fans,
-                      stacklevel=2)
+    return reinit_run(
+        backend, rules, include_frozen=include_frozen, defaults=defaults, dry_run=dry_run, fans=fans, stacklevel=2
+    )
 
 
 class _Backend:
@@ -895,8 +1034,14 @@ class _Backend:
 
     entry = "reinit"
 
-    def __init__(self, model: Any, include_buffers: bool, seed: Any, stream_seed: int | None,
-                 stream_names: Mapping[str, str] | Callable[[str], str] | None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        include_buffers: bool,
+        seed: Any,
+        stream_seed: int | None,
+        stream_names: Mapping[str, str] | Callable[[str], str] | None,
+    ) -> None:
         self.model, self.include_buffers, self.seed = model, include_buffers, seed
         self.stream_seed, self.stream_names = stream_seed, stream_names
 
@@ -927,8 +1072,11 @@ class _Backend:
 
     def writes(self, targets: Sequence[Target[Any]]) -> list[Write]:
         seed = self.seed
-        generator = seed if isinstance(seed, keras.random.SeedGenerator) or self.stream_seed is not None else \
-            keras.random.SeedGenerator(_check_seed(seed))
+        generator = (
+            seed
+            if isinstance(seed, keras.random.SeedGenerator) or self.stream_seed is not None
+            else keras.random.SeedGenerator(_check_seed(seed))
+        )
         return [Write((t.name,), functools.partial(self._draw, t, generator), t.handle.assign) for t in targets]
 
     def writing(self) -> Any:

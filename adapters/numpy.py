@@ -48,8 +48,9 @@ _DTYPES = ("float16", "float32", "float64")
 class NumpyInitializer(Protocol):
     """``fn(shape, *, rng, dtype=np.float32) -> np.ndarray``."""
 
-    def __call__(self, shape: Sequence[int], *, rng: np.random.Generator | int | None = None,
-                 dtype: DTypeLike = np.float32) -> NDArray[Any]: ...
+    def __call__(
+        self, shape: Sequence[int], *, rng: np.random.Generator | int | None = None, dtype: DTypeLike = np.float32
+    ) -> NDArray[Any]: ...
 
 
 def _dtype(dtype: DTypeLike) -> np.dtype[Any]:
@@ -102,8 +103,9 @@ def _haar(rows: int, cols: int, count: int, rng: np.random.Generator) -> NDArray
     return q if rows >= cols else np.swapaxes(q, -1, -2)
 
 
-def _orthogonal(dist: OrthogonalDist, layout: Layout, shape: tuple[int, ...],
-                rng: np.random.Generator) -> NDArray[np.float64]:
+def _orthogonal(
+    dist: OrthogonalDist, layout: Layout, shape: tuple[int, ...], rng: np.random.Generator
+) -> NDArray[np.float64]:
     order, (nb, og, o, ig, i, rf) = layout.blocks(shape)
     mats = dist.gain * _haar(o, i * rf, nb * og * ig, rng)
     # blocks (B, og, ig, o, i·rf) -> (B, og, o, ig, i, rf) -> the permuted weight -> original order
@@ -112,8 +114,9 @@ def _orthogonal(dist: OrthogonalDist, layout: Layout, shape: tuple[int, ...],
     return np.transpose(permuted, np.argsort(order))
 
 
-def sample(dist: Distribution, shape: Sequence[int], rng: np.random.Generator,
-           layout: Layout | None = None) -> NDArray[np.float64]:
+def sample(
+    dist: Distribution, shape: Sequence[int], rng: np.random.Generator, layout: Layout | None = None
+) -> NDArray[np.float64]:
     """Draw ``dist`` in float64 for a weight of ``shape`` (``layout`` only for orthogonal)."""
     size = tuple(shape)
     if isinstance(dist, NormalDist):
@@ -131,8 +134,9 @@ def sample(dist: Distribution, shape: Sequence[int], rng: np.random.Generator,
     raise TypeError(f"Unknown distribution {dist!r}.")
 
 
-def _kernel_stream(stream: Stream, spec: Spec, dims: tuple[int, ...], rule: LayoutLike,
-                   dt: np.dtype[Any]) -> NDArray[Any] | None:
+def _kernel_stream(
+    stream: Stream, spec: Spec, dims: tuple[int, ...], rule: LayoutLike, dt: np.dtype[Any]
+) -> NDArray[Any] | None:
     """float32 and float16 streams from the compiled kernel (:mod:`initscale._stream_kernel`),
     equal to :func:`initscale.streams.stream_values` (float16 through float32 rounded to odd);
     None where the kernel is not built, or for float64 (whose Φ⁻¹ tails differ from NumPy's log
@@ -146,9 +150,19 @@ def _kernel_stream(stream: Stream, spec: Spec, dims: tuple[int, ...], rule: Layo
     dist, strides = plan_stream(stream, spec, dims, rule)
     out = np.empty(dims, dtype=np.float32)
     kind = _stream_kernel.output_kind(dt.name)
-    _stream_kernel.draw(lib, out.ctypes.data, kind, dims, [s // out.itemsize for s in out.strides], strides, dist,
-                        stream.key, clip_bounds(dist, dt.name), threads=os.cpu_count() or 1,
-                        gates=gate_index(dims, rule))
+    _stream_kernel.draw(
+        lib,
+        out.ctypes.data,
+        kind,
+        dims,
+        [s // out.itemsize for s in out.strides],
+        strides,
+        dist,
+        stream.key,
+        clip_bounds(dist, dt.name),
+        threads=os.cpu_count() or 1,
+        gates=gate_index(dims, rule),
+    )
     return out if dt == np.float32 else out.astype(dt)
 
 
@@ -172,16 +186,19 @@ def initializer(spec: Spec, layout: LayoutLike = "keras", *, stream: Stream | No
     if stream is not None and not isinstance(stream, Stream):
         raise TypeError(f"Argument `stream` must be an initscale.Stream. Received: stream={stream!r}.")
 
-    def init(shape: Sequence[int], *, rng: np.random.Generator | int | None = None,
-             dtype: DTypeLike = np.float32) -> NDArray[Any]:
+    def init(
+        shape: Sequence[int], *, rng: np.random.Generator | int | None = None, dtype: DTypeLike = np.float32
+    ) -> NDArray[Any]:
         dims = _validate.shape("shape", shape)
         dt = _dtype(dtype)
         if stream is not None:
             fast = _kernel_stream(stream, spec, dims, rule, dt)
             return stream_values(stream, spec, dims, rule, dtype=dt) if fast is None else fast
         if rng is None:
-            raise TypeError("Argument `rng` is required (a numpy.random.Generator or an int seed) unless the "
-                            "initializer was built with stream=initscale.Stream(seed, name).")
+            raise TypeError(
+                "Argument `rng` is required (a numpy.random.Generator or an int seed) unless the "
+                "initializer was built with stream=initscale.Stream(seed, name)."
+            )
         generator = _rng(rng)
         if math.prod(dims) == 0:
             return np.zeros(dims, dtype=dt)
@@ -192,5 +209,3 @@ def initializer(spec: Spec, layout: LayoutLike = "keras", *, stream: Stream | No
 
     init.__doc__ = f"NumPy initializer for {spec!r} (layout {rule})."
     return init
-
-

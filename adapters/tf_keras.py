@@ -87,6 +87,7 @@ _register = tf_keras.utils.register_keras_serializable
 
 # --- sampling ------------------------------------------------------------------------------------
 
+
 def _uniform(shape: tuple[int, ...], low: float, high: float, dtype: Any, seed: Any) -> tf.Tensor:
     if seed is None:
         return tf.random.uniform(shape, low, high, dtype)
@@ -178,6 +179,7 @@ def _check_seed(seed: Any) -> int | None:
 
 # --- initializers --------------------------------------------------------------------------------
 
+
 @_register(package=_PACKAGE)
 class Initializer(tf_keras.initializers.Initializer):  # type: ignore[misc]
     """An initscale spec as a Keras 2 initializer: ``init(shape, dtype=None)``.
@@ -189,8 +191,9 @@ class Initializer(tf_keras.initializers.Initializer):  # type: ignore[misc]
             Keras's own fan rule.
     """
 
-    def __init__(self, spec: Spec | Mapping[str, Any], seed: int | None = None,
-                 layout: LayoutLike | None = None) -> None:
+    def __init__(
+        self, spec: Spec | Mapping[str, Any], seed: int | None = None, layout: LayoutLike | None = None
+    ) -> None:
         if isinstance(spec, Mapping):
             spec = from_dict(spec)
         if not isinstance(spec, Spec):
@@ -240,8 +243,14 @@ class VarianceScaling(_KerasNamed):
     """Drop-in for ``tf_keras.initializers.VarianceScaling`` (Keras's spellings: "normal" means
     "truncated_normal", corrected; "untruncated_normal"; "uniform")."""
 
-    def __init__(self, scale: float = 1.0, mode: str = "fan_in", distribution: str = "truncated_normal",
-                 seed: int | None = None, layout: LayoutLike | None = None) -> None:
+    def __init__(
+        self,
+        scale: float = 1.0,
+        mode: str = "fan_in",
+        distribution: str = "truncated_normal",
+        seed: int | None = None,
+        layout: LayoutLike | None = None,
+    ) -> None:
         spec = presets.get("keras.variance_scaling", scale=scale, mode=mode, distribution=distribution)
         name = distribution.lower()  # the preset has checked it
         super().__init__(spec, seed, layout, scale=scale, mode=mode, distribution=name)
@@ -269,8 +278,9 @@ LecunNormal = _fixed("LecunNormal", "lecun_normal", "Drop-in for LecunNormal: tr
 class RandomNormal(_KerasNamed):
     """Drop-in for ``RandomNormal``: N(mean, stddev²)."""
 
-    def __init__(self, mean: float = 0.0, stddev: float = 0.05, seed: int | None = None,
-                 layout: LayoutLike | None = None) -> None:
+    def __init__(
+        self, mean: float = 0.0, stddev: float = 0.05, seed: int | None = None, layout: LayoutLike | None = None
+    ) -> None:
         super().__init__(Normal(stddev, mean), seed, layout, mean=mean, stddev=stddev)
 
 
@@ -278,18 +288,21 @@ class RandomNormal(_KerasNamed):
 class TruncatedNormal(_KerasNamed):
     """Drop-in for ``TruncatedNormal``: N(mean, stddev²) cut at ±2·stddev, uncorrected."""
 
-    def __init__(self, mean: float = 0.0, stddev: float = 0.05, seed: int | None = None,
-                 layout: LayoutLike | None = None) -> None:
-        super().__init__(presets.get("keras.truncated_normal", mean=mean, stddev=stddev), seed, layout,
-                         mean=mean, stddev=stddev)
+    def __init__(
+        self, mean: float = 0.0, stddev: float = 0.05, seed: int | None = None, layout: LayoutLike | None = None
+    ) -> None:
+        super().__init__(
+            presets.get("keras.truncated_normal", mean=mean, stddev=stddev), seed, layout, mean=mean, stddev=stddev
+        )
 
 
 @_register(package=_PACKAGE)
 class RandomUniform(_KerasNamed):
     """Drop-in for ``RandomUniform``: U(minval, maxval)."""
 
-    def __init__(self, minval: float = -0.05, maxval: float = 0.05, seed: int | None = None,
-                 layout: LayoutLike | None = None) -> None:
+    def __init__(
+        self, minval: float = -0.05, maxval: float = 0.05, seed: int | None = None, layout: LayoutLike | None = None
+    ) -> None:
         super().__init__(Uniform(minval, maxval), seed, layout, minval=minval, maxval=maxval)
 
 
@@ -308,8 +321,11 @@ def _constant_class(name: str, spec: Spec) -> type[_KerasNamed]:
     def get_config(self: _KerasNamed) -> dict[str, Any]:
         return {}
 
-    cls = type(name, (_KerasNamed,), {"__init__": __init__, "get_config": get_config,
-                                       "__doc__": f"Drop-in for {name}.", "__module__": __name__})
+    cls = type(
+        name,
+        (_KerasNamed,),
+        {"__init__": __init__, "get_config": get_config, "__doc__": f"Drop-in for {name}.", "__module__": __name__},
+    )
     return _register(package=_PACKAGE)(cls)  # type: ignore[no-any-return]
 
 
@@ -330,14 +346,29 @@ class Constant(_KerasNamed):
 
 # --- whole-model re-initialization --------------------------------------------------------------
 
+
 def _classes(layer: Any) -> tuple[str, ...]:
-    skip = {"Layer", "Module", "AutoTrackable", "Trackable", "object", "Model", "BaseRandomLayer",
-            "DropoutRNNCellMixin"}
+    skip = {
+        "Layer",
+        "Module",
+        "AutoTrackable",
+        "Trackable",
+        "object",
+        "Model",
+        "BaseRandomLayer",
+        "DropoutRNNCellMixin",
+    }
     return tuple(c.__name__ for c in type(layer).__mro__ if c.__name__ not in skip)
 
 
-def _walk(layer: Any, parents: tuple[str, ...], frozen_above: bool, seen: set[int], include_buffers: bool,
-          found: list[tuple[Param, Any]]) -> None:
+def _walk(
+    layer: Any,
+    parents: tuple[str, ...],
+    frozen_above: bool,
+    seen: set[int],
+    include_buffers: bool,
+    found: list[tuple[Param, Any]],
+) -> None:
     frozen = frozen_above or not layer.trainable
     own = [(v, False) for v in layer._trainable_weights]
     if include_buffers:
@@ -350,18 +381,35 @@ def _walk(layer: Any, parents: tuple[str, ...], frozen_above: bool, seen: set[in
         seen.add(id(variable))
         name = variable.name.rsplit(":", 1)[0]
         shape = tuple(int(d) for d in variable.shape)
-        role, layout, note = keras_role(kinds, name.split("/")[-1], len(shape), groups=getattr(layer, "groups", 1),
-                                        unit_forget_bias=bool(getattr(layer, "unit_forget_bias", False)),
-                                        equation=getattr(layer, "equation", None))
-        found.append((Param(name, shape, classes, role, layout, frozen=frozen and not is_buffer, buffer=is_buffer,
-                            note=note), variable))
+        role, layout, note = keras_role(
+            kinds,
+            name.split("/")[-1],
+            len(shape),
+            groups=getattr(layer, "groups", 1),
+            unit_forget_bias=bool(getattr(layer, "unit_forget_bias", False)),
+            equation=getattr(layer, "equation", None),
+        )
+        found.append(
+            (
+                Param(name, shape, classes, role, layout, frozen=frozen and not is_buffer, buffer=is_buffer, note=note),
+                variable,
+            )
+        )
     wrapper = any(c.__name__ in ("RNN", "Bidirectional") for c in type(layer).__mro__)
     for child in layer._flatten_layers(include_self=False, recursive=False):
         _walk(child, _classes(layer)[:1] + parents if wrapper else parents, frozen, seen, include_buffers, found)
 
 
-def reinit(model: Any, rules: Spec | Mapping[str, Spec | None], seed: int | None = None, dry_run: bool = False, *,
-           include_frozen: bool = False, include_buffers: bool = False, defaults: bool = True) -> Report:
+def reinit(
+    model: Any,
+    rules: Spec | Mapping[str, Spec | None],
+    seed: int | None = None,
+    dry_run: bool = False,
+    *,
+    include_frozen: bool = False,
+    include_buffers: bool = False,
+    defaults: bool = True,
+) -> Report:
     """Re-initialize a built Keras 2 model's variables in place, each with its layer's fans.
 
     Same rules, defaults, layouts, atomicity and report as ``initscale.keras.reinit``. With an
@@ -380,11 +428,18 @@ def reinit(model: Any, rules: Spec | Mapping[str, Spec | None], seed: int | None
     if not isinstance(model, tf_keras.layers.Layer):
         raise TypeError(f"Argument `model` must be a tf_keras layer or model. Received: {type(model).__name__}.")
     if not model.built:
-        raise ValueError(f"The model {model.name!r} is not built: build it first (call it on a batch, or "
-                         "model.build(input_shape)).")
+        raise ValueError(
+            f"The model {model.name!r} is not built: build it first (call it on a batch, or model.build(input_shape))."
+        )
     _check_seed(seed)
-    return reinit_run(_Backend(model, include_buffers, seed), rules, include_frozen=include_frozen,
-                      defaults=defaults, dry_run=dry_run, stacklevel=2)
+    return reinit_run(
+        _Backend(model, include_buffers, seed),
+        rules,
+        include_frozen=include_frozen,
+        defaults=defaults,
+        dry_run=dry_run,
+        stacklevel=2,
+    )
 
 
 class _Backend:

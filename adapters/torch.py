@@ -158,8 +158,9 @@ def _uniform_grid(out: torch.Tensor, low: float, high: float, generator: torch.G
     return v if fits else flat[:n].view(out.shape)
 
 
-def _truncated(dist: TruncatedNormalDist, out: torch.Tensor, generator: torch.Generator | None,
-               stored: torch.dtype | None = None) -> torch.Tensor:
+def _truncated(
+    dist: TruncatedNormalDist, out: torch.Tensor, generator: torch.Generator | None, stored: torch.dtype | None = None
+) -> torch.Tensor:
     """Inverse CDF: for an ordinary interval v ~ U(erf(α/√2), erf(β/√2)), z = √2·erfinv(v); for a
     one-sided, far-tail or narrow one, Φ⁻¹ or the far-tail offset in float64 (see below); scaled
     and clamped to the bounds that hold in ``stored`` (default: ``out``'s dtype). Drawn straight
@@ -171,8 +172,11 @@ def _truncated(dist: TruncatedNormalDist, out: torch.Tensor, generator: torch.Ge
         # One-sided, far-tail or narrow (initscale.normal_math.truncated_plan), in float64: Φ⁻¹ of
         # u ∈ (Φ(lo), Φ(hi)] (never 0) from the side where Φ is representable, or beyond 37σ the
         # exact offset from the bound. erf(−8.5/√2) is −1 even in float64, so not erfinv.
-        v = out if out.dtype == torch.float64 and out.is_contiguous() else \
-            torch.empty(out.shape, dtype=torch.float64, device=out.device)
+        v = (
+            out
+            if out.dtype == torch.float64 and out.is_contiguous()
+            else torch.empty(out.shape, dtype=torch.float64, device=out.device)
+        )
         v.uniform_(generator=generator)
         if plan.method == "ndtri":
             z = torch.special.ndtri(v.mul_(-plan.p_width).add_(plan.p_hi), out=v)
@@ -215,12 +219,13 @@ def _truncated_staged(dist: TruncatedNormalDist, tensor: torch.Tensor, generator
     flat = tensor.view(-1)
     buffer = torch.empty(min(flat.numel(), _STAGE), dtype=torch.float32)
     for start in range(0, flat.numel(), _STAGE):
-        part = flat[start:start + _STAGE]
-        part.copy_(_truncated(dist, buffer[:part.numel()], generator, stored=tensor.dtype))
+        part = flat[start : start + _STAGE]
+        part.copy_(_truncated(dist, buffer[: part.numel()], generator, stored=tensor.dtype))
 
 
-def _orthogonal(dist: OrthogonalDist, layout: Layout, out: torch.Tensor,
-                generator: torch.Generator | None) -> torch.Tensor:
+def _orthogonal(
+    dist: OrthogonalDist, layout: Layout, out: torch.Tensor, generator: torch.Generator | None
+) -> torch.Tensor:
     shape = tuple(out.shape)
     order, (nb, og, o, ig, i, rf) = layout.blocks(shape)
     rows, cols = o, i * rf
@@ -246,8 +251,13 @@ def _sampler_ready(dist: Distribution, tensor: torch.Tensor) -> tuple[Any, int, 
     """(kernel, output kind, parameters) when the compiled CPU sampler applies to ``tensor``
     (see :func:`_sampled`), else None."""
     kind = _SAMPLE_KINDS.get(tensor.dtype)
-    if (kind is None or not hasattr(dist, "native") or dist.native is not None or tensor.device.type != "cpu"
-            or not _dense(tensor)):  # constants and orthogonal matrices have no sampler (and no marker)
+    if (
+        kind is None
+        or not hasattr(dist, "native")
+        or dist.native is not None
+        or tensor.device.type != "cpu"
+        or not _dense(tensor)
+    ):  # constants and orthogonal matrices have no sampler (and no marker)
         return None
     params = _stream_kernel.sample_params(dist)
     if params is None:
@@ -274,14 +284,14 @@ def _sampled(dist: Distribution, tensor: torch.Tensor, generator: torch.Generato
     words = torch.empty(2, dtype=torch.int64).random_(-(2**63), None, generator=generator).tolist()
     key = (words[0] & _WORD, (words[0] >> 32) & _WORD, words[1] & _WORD, (words[1] >> 32) & _WORD)
     bounds = None if dist.bounds is None else representable_bounds(*dist.bounds, str(tensor.dtype))
-    _stream_kernel.sample(kernel, tensor.data_ptr(), kind, tensor.numel(), key, *params, bounds,
-                          threads=torch.get_num_threads())
+    _stream_kernel.sample(
+        kernel, tensor.data_ptr(), kind, tensor.numel(), key, *params, bounds, threads=torch.get_num_threads()
+    )
     torch.autograd.graph.increment_version(tensor)  # written behind torch's back: as an in-place op would
     return True
 
 
-def _fill(dist: Distribution, layout: Layout | None, tensor: torch.Tensor,
-          generator: torch.Generator | None) -> None:
+def _fill(dist: Distribution, layout: Layout | None, tensor: torch.Tensor, generator: torch.Generator | None) -> None:
     if isinstance(dist, ConstantDist):
         tensor.fill_(dist.value)
         return
@@ -290,8 +300,9 @@ def _fill(dist: Distribution, layout: Layout | None, tensor: torch.Tensor,
     if isinstance(dist, TruncatedNormalDist):
         if _triton_sampler.usable(tensor):  # a GPU: one fused pass, stored once
             code, params, wide = _triton_sampler.sampler_params(dist)
-            _triton_sampler.fill(tensor, code, params, representable_bounds(dist.low, dist.high, str(tensor.dtype)),
-                                 wide, generator)
+            _triton_sampler.fill(
+                tensor, code, params, representable_bounds(dist.low, dist.high, str(tensor.dtype)), wide, generator
+            )
             return
         if tensor.dtype in _LOW_PRECISION and tensor.device.type == "cpu" and tensor.is_contiguous():
             _truncated_staged(dist, tensor, generator)
@@ -309,8 +320,9 @@ def _fill(dist: Distribution, layout: Layout | None, tensor: torch.Tensor,
     # the low precision and is biased (docs/conventions.md, section 7): uniforms are staged in fp32.
     if isinstance(dist, UniformDist) and tensor.dtype in _LOW_PRECISION and _triton_sampler.usable(tensor):
         code, params = kernel_params(dist)  # a GPU: sampled in float32 registers, stored once
-        _triton_sampler.fill(tensor, code, params, representable_bounds(dist.low, dist.high, str(tensor.dtype)),
-                             False, generator)
+        _triton_sampler.fill(
+            tensor, code, params, representable_bounds(dist.low, dist.high, str(tensor.dtype)), False, generator
+        )
         return
     staged = tensor.dtype in _LOW_PRECISION and not isinstance(dist, NormalDist)
     target = tensor.float() if staged else tensor
@@ -381,8 +393,9 @@ class _ShardSeeds:
         return self.bases[mesh]
 
 
-def _shard_values(dist: Distribution, layout: Layout | None, tensor: torch.Tensor, name: str,
-                  seeds: _ShardSeeds) -> torch.Tensor:
+def _shard_values(
+    dist: Distribution, layout: Layout | None, tensor: torch.Tensor, name: str, seeds: _ShardSeeds
+) -> torch.Tensor:
     """New values for this rank's shard of a DTensor whose fans come from its global shape."""
     from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
 
@@ -400,16 +413,15 @@ def _shard_values(dist: Distribution, layout: Layout | None, tensor: torch.Tenso
         gen = torch.Generator(device=local.device).manual_seed(_stream_seed(base, name, "whole"))
         _fill(dist, layout, whole, gen)
         return whole[tuple(slice(o, o + n) for o, n in zip(offset, local_shape, strict=True))].clone()
-    gen = torch.Generator(device=local.device).manual_seed(
-        _stream_seed(base, name, tuple(offset), tuple(local_shape))
-    )
+    gen = torch.Generator(device=local.device).manual_seed(_stream_seed(base, name, tuple(offset), tuple(local_shape)))
     values = torch.empty_like(local)
     _fill(dist, layout, values, gen)
     return values
 
 
-def _stream_values(stream: Stream, spec: Spec, rule: LayoutLike, tensor: torch.Tensor,
-                   into: bool = False) -> torch.Tensor:
+def _stream_values(
+    stream: Stream, spec: Spec, rule: LayoutLike, tensor: torch.Tensor, into: bool = False
+) -> torch.Tensor:
     """The portable stream's values for ``tensor`` (for a DTensor: its local shard only), computed
     with torch integer ops on the tensor's device; see :mod:`initscale.streams`."""
     dist, strides = plan_stream(stream, spec, tuple(tensor.shape), rule)
@@ -420,8 +432,14 @@ _STREAM_PIECE = 2**19  # elements per piece on CPU: bounds the temporaries (a fe
 _STREAM_PIECE_ACCELERATOR = 2**24  # on a GPU: fewer launches, temporaries bounded to a few hundred MB
 
 
-def _stream_draw(stream: Stream, dist: Distribution, strides: tuple[int, ...], tensor: torch.Tensor,
-                 into: bool = False, gates: tuple[int, list[int]] | None = None) -> torch.Tensor:
+def _stream_draw(
+    stream: Stream,
+    dist: Distribution,
+    strides: tuple[int, ...],
+    tensor: torch.Tensor,
+    into: bool = False,
+    gates: tuple[int, list[int]] | None = None,
+) -> torch.Tensor:
     """Only the elements of ``tensor``'s local shard are generated, a Philox block per four
     consecutive canonical elements (:func:`initscale.streams.run_bits`), in int64 on its device.
     ``into=True`` fills ``tensor`` (its local shard) and returns it, writing each piece straight
@@ -433,12 +451,17 @@ def _stream_draw(stream: Stream, dist: Distribution, strides: tuple[int, ...], t
     box = None
     if _is_dtensor(tensor):
         if gates is not None:
-            raise ValueError("A sharded weight whose layer kind stacks its gates in a non-canonical order (a Keras "
-                             "GRU layout) has no portable stream in torch; give it torch's own layout.")
+            raise ValueError(
+                "A sharded weight whose layer kind stacks its gates in a non-canonical order (a Keras "
+                "GRU layout) has no portable stream in torch; give it torch's own layout."
+            )
         from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
 
-        _, offset = compute_local_shape_and_global_offset(shape, tensor.device_mesh,  # type: ignore[attr-defined]
-                                                          tensor.placements)  # type: ignore[attr-defined]
+        _, offset = compute_local_shape_and_global_offset(
+            shape,
+            tensor.device_mesh,  # type: ignore[attr-defined]
+            tensor.placements,
+        )  # type: ignore[attr-defined]
         box = [slice(start, start + n) for start, n in zip(offset, local.shape, strict=True)]
     if local.device.type == "cpu" and local.dim() <= _stream_kernel.MAX_AXES:  # more axes: torch's ops
         kernel = _stream_kernel.load()
@@ -448,13 +471,16 @@ def _stream_draw(stream: Stream, dist: Distribution, strides: tuple[int, ...], t
         code, params = kernel_params(dist)
         out = local if into else torch.empty_like(local, memory_format=torch.contiguous_format)
         offsets = [0] * local.dim() if box is None else [s.start for s in box]
-        return _triton_sampler.stream_fill(out, stream.key, strides, offsets, code, params,
-                                           clip_bounds(dist, str(local.dtype)))
+        return _triton_sampler.stream_fill(
+            out, stream.key, strides, offsets, code, params, clip_bounds(dist, str(local.dtype))
+        )
     plan = runs(shape, strides, box)
     device = local.device
-    ops = SimpleNamespace(arange=lambda n: torch.arange(n, dtype=torch.int64, device=device),
-                          stack=lambda arrays: torch.stack(arrays, dim=-1),
-                          take=lambda array, index: torch.take_along_dim(array, index, dim=-1))
+    ops = SimpleNamespace(
+        arange=lambda n: torch.arange(n, dtype=torch.int64, device=device),
+        stack=lambda arrays: torch.stack(arrays, dim=-1),
+        take=lambda array, index: torch.take_along_dim(array, index, dim=-1),
+    )
     direct = into and gates is None and plan.perm == tuple(range(local.dim())) and local.is_contiguous()
     flat = local.view(-1) if direct else torch.empty(plan.size, dtype=local.dtype, device=device)
     clip = clip_bounds(dist, str(local.dtype))
@@ -503,8 +529,16 @@ def _round_to_odd(values: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def _kernel_draw(kernel: Any, stream: Stream, dist: Distribution, strides: tuple[int, ...], local: torch.Tensor,
-                 box: list[slice] | None, into: bool, gates: tuple[int, list[int]] | None) -> torch.Tensor:
+def _kernel_draw(
+    kernel: Any,
+    stream: Stream,
+    dist: Distribution,
+    strides: tuple[int, ...],
+    local: torch.Tensor,
+    box: list[slice] | None,
+    into: bool,
+    gates: tuple[int, list[int]] | None,
+) -> torch.Tensor:
     """The compiled CPU kernel (:func:`initscale._stream_kernel.draw`): one pass, written where
     each element sits (a dense ``local`` in place); float32 and float64 directly, float16 and
     bfloat16 from float32 rounded to odd (one correct rounding, see :func:`_round_to_odd`)."""
@@ -512,9 +546,20 @@ def _kernel_draw(kernel: Any, stream: Stream, dist: Distribution, strides: tuple
     work = torch.float64 if kind == _stream_kernel.FLOAT64 else torch.float32
     direct = into and local.dtype == work and _dense(local)
     out = local if direct else torch.empty(local.shape, dtype=work)
-    _stream_kernel.draw(kernel, out.data_ptr(), kind, tuple(local.shape), out.stride(), strides, dist, stream.key,
-                        clip_bounds(dist, str(local.dtype)), threads=torch.get_num_threads(),
-                        offsets=None if box is None else [s.start for s in box], gates=gates)
+    _stream_kernel.draw(
+        kernel,
+        out.data_ptr(),
+        kind,
+        tuple(local.shape),
+        out.stride(),
+        strides,
+        dist,
+        stream.key,
+        clip_bounds(dist, str(local.dtype)),
+        threads=torch.get_num_threads(),
+        offsets=None if box is None else [s.start for s in box],
+        gates=gates,
+    )
     if direct:
         return local
     if into:
@@ -559,15 +604,22 @@ def _compiled(spec: Spec, layout: LayoutLike) -> TorchInitializer:
     return initializer(spec, layout)
 
 
-def init_(tensor: torch.Tensor, spec: Spec, layout: LayoutLike = "torch", *,
-          generator: torch.Generator | None = None) -> torch.Tensor:
+def init_(
+    tensor: torch.Tensor, spec: Spec, layout: LayoutLike = "torch", *, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Fill ``tensor`` in place with ``spec`` and return it (each (spec, layout) is compiled once)."""
     return _compiled(spec, layout)(tensor, generator=generator)
 
 
-def variance_scaling_(tensor: torch.Tensor, scale: float = 1.0, mode: str = "fan_in",
-                      distribution: str = "truncated_normal", *, layout: LayoutLike = "torch",
-                      generator: torch.Generator | None = None) -> torch.Tensor:
+def variance_scaling_(
+    tensor: torch.Tensor,
+    scale: float = 1.0,
+    mode: str = "fan_in",
+    distribution: str = "truncated_normal",
+    *,
+    layout: LayoutLike = "torch",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     r"""Fill ``tensor`` with Var[W] = scale / n (n chosen by ``mode``), in place.
 
     .. math::
@@ -583,8 +635,9 @@ def variance_scaling_(tensor: torch.Tensor, scale: float = 1.0, mode: str = "fan
 def _preset_fn(name: str) -> Callable[..., torch.Tensor]:
     spec = presets.get(name)
 
-    def fill(tensor: torch.Tensor, *, layout: LayoutLike = "torch",
-             generator: torch.Generator | None = None) -> torch.Tensor:
+    def fill(
+        tensor: torch.Tensor, *, layout: LayoutLike = "torch", generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         return init_(tensor, spec, layout, generator=generator)
 
     fill.__name__ = f"{name}_"
@@ -600,8 +653,9 @@ lecun_uniform_ = _preset_fn("lecun_uniform")
 lecun_normal_ = _preset_fn("lecun_normal")
 
 
-def orthogonal_(tensor: torch.Tensor, gain: float = 1.0, *, layout: LayoutLike = "torch",
-                generator: torch.Generator | None = None) -> torch.Tensor:
+def orthogonal_(
+    tensor: torch.Tensor, gain: float = 1.0, *, layout: LayoutLike = "torch", generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Fill ``tensor`` with ``gain`` × a Haar-random orthogonal matrix per weight block."""
     return init_(tensor, Orthogonal(gain), layout, generator=generator)
 
@@ -644,9 +698,13 @@ def _is_hf_conv1d(module: torch.nn.Module) -> bool:
     """transformers' ``Conv1D`` (a dense layer with an (in, out) weight), known by its class name,
     its ``nf``/``nx`` attributes and its weight's shape, without importing transformers."""
     weight = getattr(module, "weight", None)
-    return ("Conv1D" in _owner_classes(module) and isinstance(getattr(module, "nf", None), int)
-            and isinstance(getattr(module, "nx", None), int) and isinstance(weight, torch.Tensor)
-            and tuple(weight.shape) == (module.nx, module.nf))
+    return (
+        "Conv1D" in _owner_classes(module)
+        and isinstance(getattr(module, "nf", None), int)
+        and isinstance(getattr(module, "nx", None), int)
+        and isinstance(weight, torch.Tensor)
+        and tuple(weight.shape) == (module.nx, module.nf)
+    )
 
 
 def _packed_projections(module: torch.nn.Module, parent: torch.nn.Module | None) -> int:
@@ -677,25 +735,33 @@ def _norm_kind(module: torch.nn.Module) -> tuple[bool, bool]:
     if named:
         return True, unit
     own = list(module.parameters(recurse=False))
-    duck = (any(hasattr(module, a) for a in _NORM_ATTRIBUTES) and bool(own)
-            and all(sum(d > 1 for d in t.shape) <= 1 for t in own))
+    duck = (
+        any(hasattr(module, a) for a in _NORM_ATTRIBUTES)
+        and bool(own)
+        and all(sum(d > 1 for d in t.shape) <= 1 for t in own)
+    )
     return duck, False
 
 
 def _is_embedding(module: torch.nn.Module, leaf: str, ndim: int) -> bool:
     if isinstance(module, (torch.nn.Embedding, torch.nn.EmbeddingBag)):
         return leaf == "weight"
-    return (leaf == "weight" and ndim == 2 and any(c.endswith("Embedding") for c in _owner_classes(module))
-            and isinstance(getattr(module, "num_embeddings", None), int)
-            and isinstance(getattr(module, "embedding_dim", None), int))
+    return (
+        leaf == "weight"
+        and ndim == 2
+        and any(c.endswith("Embedding") for c in _owner_classes(module))
+        and isinstance(getattr(module, "num_embeddings", None), int)
+        and isinstance(getattr(module, "embedding_dim", None), int)
+    )
 
 
 def _is_bias(leaf: str) -> bool:
     return leaf in ("bias", "in_proj_bias") or leaf.startswith(_BIAS_PREFIXES)
 
 
-def _role_and_layout(module: torch.nn.Module, leaf: str, ndim: int,
-                     parent: torch.nn.Module | None = None) -> tuple[Role, LayoutLike | None]:
+def _role_and_layout(
+    module: torch.nn.Module, leaf: str, ndim: int, parent: torch.nn.Module | None = None
+) -> tuple[Role, LayoutLike | None]:
     """What a parameter is to its owning module, and the layer kind that gives its forward fans
     (None for a parameter of a layer initscale does not recognise: its layout is never guessed).
     ``parent``: the module that holds ``module``, for layers whose layout depends on it (a
@@ -755,8 +821,7 @@ def _padding_idx(module: torch.nn.Module, role: Role) -> int | None:
     return index % module.num_embeddings if isinstance(getattr(module, "num_embeddings", None), int) else index
 
 
-def _walk(module: torch.nn.Module, recurse: bool,
-          include_buffers: bool) -> list[tuple[Param, torch.Tensor]]:
+def _walk(module: torch.nn.Module, recurse: bool, include_buffers: bool) -> list[tuple[Param, torch.Tensor]]:
     """Every parameter (and buffer, if asked) in ``named_parameters`` order, with its owner; a
     tied tensor's later names too, each with ``tied_to`` its first name."""
     if not isinstance(module, torch.nn.Module):
@@ -793,11 +858,19 @@ def _walk(module: torch.nn.Module, recurse: bool,
             role, layout = _role_and_layout(owner, leaf, tensor.dim(), parent)
             classes = _owner_classes(owner) if role in ("norm_scale", "norm_offset") else chains[prefix]
             added = role == "other" and tensor.dim() >= 2 and ADDED_TENSOR.search(leaf) is not None
-            param = Param(name, tuple(tensor.shape), classes, role, layout,
-                          frozen=not tensor.requires_grad and not is_buffer, buffer=is_buffer, tied_to=tied_to,
-                          padding_idx=_padding_idx(owner, role),
-                          unit_offset=role == "norm_scale" and _norm_kind(owner)[1],
-                          note=ADDED_TENSOR_NOTE if added else "")
+            param = Param(
+                name,
+                tuple(tensor.shape),
+                classes,
+                role,
+                layout,
+                frozen=not tensor.requires_grad and not is_buffer,
+                buffer=is_buffer,
+                tied_to=tied_to,
+                padding_idx=_padding_idx(owner, role),
+                unit_offset=role == "norm_scale" and _norm_kind(owner)[1],
+                note=ADDED_TENSOR_NOTE if added else "",
+            )
             found.append((param, tensor))
     return found
 
@@ -819,7 +892,7 @@ def _self_overlapping(tensor: torch.Tensor) -> bool:
         return False
     offsets = torch.zeros((), dtype=torch.int64)
     for stride, n in zip(tensor.stride(), tensor.shape, strict=True):
-        offsets = (offsets.unsqueeze(-1) + torch.arange(n, dtype=torch.int64) * stride)
+        offsets = offsets.unsqueeze(-1) + torch.arange(n, dtype=torch.int64) * stride
     return bool(torch.unique(offsets.reshape(-1)).numel() < tensor.numel())
 
 
@@ -833,12 +906,14 @@ def _write_problem(name: str, tensor: torch.Tensor) -> tuple[type[Exception], st
     read-only array only warns when it is made)."""
     where = f"Parameter {name!r} (shape {tuple(tensor.shape)})"
     if tensor.layout != torch.strided:
-        return TypeError, (f"{where} has layout {tensor.layout}; initscale fills dense tensors of layout "
-                           f"torch.strided only. Leave it out with the rule {{{name!r}: None}}, or make it dense.")
+        return TypeError, (
+            f"{where} has layout {tensor.layout}; initscale fills dense tensors of layout "
+            f"torch.strided only. Leave it out with the rule {{{name!r}: None}}, or make it dense."
+        )
     try:
         _check_tensor(tensor)
     except (TypeError, ValueError) as err:
-        fix = (f" Leave it out with the rule {{{name!r}: None}}." if isinstance(err, TypeError) else "")
+        fix = f" Leave it out with the rule {{{name!r}: None}}." if isinstance(err, TypeError) else ""
         return type(err), f"Parameter {name!r}: {err}{fix}"
     local = _local(tensor)
     if local.is_inference() and not torch.is_inference_mode_enabled():
@@ -868,22 +943,25 @@ def _stream_for(seed: int, name: str, names: Mapping[str, str] | Callable[[str],
     return Stream(seed, names(name) if callable(names) else names.get(name, name))
 
 
-def _with_weight_fans(module: torch.nn.Module, recurse: bool,
-                      found: list[tuple[Param, torch.Tensor]]) -> list[tuple[Param, torch.Tensor]]:
+def _with_weight_fans(
+    module: torch.nn.Module, recurse: bool, found: list[tuple[Param, torch.Tensor]]
+) -> list[tuple[Param, torch.Tensor]]:
     """Each bias whose module also has the matching weight (``bias`` -> ``weight``,
     ``bias_ih_l0`` -> ``weight_ih_l0``, ``in_proj_bias`` -> ``in_proj_weight``) takes that weight's
     fans when its spec needs fans (``Param.fans_of``), as ``nn.Linear``/``_ConvNd.reset_parameters``
     bound the bias by 1/√fan_in of the weight (torch/nn/modules/linear.py, conv.py)."""
     names = {id(t): p.name for p, t in found}
     weight_of: dict[int, str] = {}
-    for _, owner in (module.named_modules() if recurse else [("", module)]):
+    for _, owner in module.named_modules() if recurse else [("", module)]:
         own = dict(owner.named_parameters(recurse=False))
         for leaf, tensor in own.items():
             sibling = own.get(leaf.replace("bias", "weight")) if _is_bias(leaf) else None
             if sibling is not None and id(sibling) in names:
                 weight_of[id(tensor)] = names[id(sibling)]
-    return [(dataclasses.replace(p, fans_of=weight_of[id(t)]) if p.role == "bias" and id(t) in weight_of else p, t)
-            for p, t in found]
+    return [
+        (dataclasses.replace(p, fans_of=weight_of[id(t)]) if p.role == "bias" and id(t) in weight_of else p, t)
+        for p, t in found
+    ]
 
 
 # --- the write path: checked first, then written in place with bounded temporaries --------------
@@ -902,7 +980,7 @@ def _pieces(tensor: torch.Tensor, limit: int) -> Any:
     elif tensor.is_contiguous():
         flat = tensor.view(-1)
         for start in range(0, flat.numel(), limit):
-            yield flat[start:start + limit]
+            yield flat[start : start + limit]
     elif tensor.dim() == 1 or tensor[0].numel() <= limit:
         step = max(1, limit // max(1, tensor[0].numel()))
         for start in range(0, tensor.shape[0], step):
@@ -922,13 +1000,14 @@ def _fill_bounded(dist: Distribution, tensor: torch.Tensor, generator: torch.Gen
 
 def _partial_problem(name: str, tensor: torch.Tensor) -> str | None:
     if any(p.is_partial() for p in tensor.placements):  # type: ignore[attr-defined]
-        return (f"Cannot initialize {name} with a Partial placement (its value is a pending reduction). "
-                "Redistribute it to Shard or Replicate placements first.")
+        return (
+            f"Cannot initialize {name} with a Partial placement (its value is a pending reduction). "
+            "Redistribute it to Shard or Replicate placements first."
+        )
     return None
 
 
-def _shard_fill(dist: Distribution, layout: Layout | None, tensor: torch.Tensor, name: str,
-                seeds: _ShardSeeds) -> None:
+def _shard_fill(dist: Distribution, layout: Layout | None, tensor: torch.Tensor, name: str, seeds: _ShardSeeds) -> None:
     """This rank's shard of a DTensor filled in place: the values of :func:`_shard_values` (the
     same seeds), a local shard over ``_PIECE_BYTES`` drawn piece by piece."""
     if isinstance(dist, OrthogonalDist):  # a matrix property: the global weight is drawn anyway
@@ -938,15 +1017,19 @@ def _shard_fill(dist: Distribution, layout: Layout | None, tensor: torch.Tensor,
 
     local = _local(tensor)
     local_shape, offset = compute_local_shape_and_global_offset(
-        tuple(tensor.shape), tensor.device_mesh, tensor.placements)  # type: ignore[attr-defined]
+        tuple(tensor.shape), tensor.device_mesh, tensor.placements
+    )  # type: ignore[attr-defined]
     base = seeds.base(tensor.device_mesh, local.device)  # type: ignore[attr-defined]
     gen = torch.Generator(device=local.device).manual_seed(_stream_seed(base, name, tuple(offset), tuple(local_shape)))
     _fill_bounded(dist, local, gen)
 
 
-def _write_jobs(targets: Sequence[Target[torch.Tensor]], generator: torch.Generator | None,
-                stream_seed: int | None, stream_names: Mapping[str, str] | Callable[[str], str] | None,
-                ) -> list[Write]:
+def _write_jobs(
+    targets: Sequence[Target[torch.Tensor]],
+    generator: torch.Generator | None,
+    stream_seed: int | None,
+    stream_names: Mapping[str, str] | Callable[[str], str] | None,
+) -> list[Write]:
     """Every write, in place and in draw order, after every check a write could fail
     predictably: a problem raises here, before anything is written."""
     seeds = _ShardSeeds(generator)
@@ -966,16 +1049,26 @@ def _write_jobs(targets: Sequence[Target[torch.Tensor]], generator: torch.Genera
             continue
         if stream_seed is not None:
             if isinstance(dist, OrthogonalDist):
-                problems.append((ValueError, f"Parameter {name!r}: orthogonal specs have no portable stream; give "
-                                             "it a rule without stream_seed, or another spec."))
+                problems.append(
+                    (
+                        ValueError,
+                        f"Parameter {name!r}: orthogonal specs have no portable stream; give "
+                        "it a rule without stream_seed, or another spec.",
+                    )
+                )
                 continue
             stream = _stream_for(stream_seed, name, stream_names)
             strides = canonical_strides(decision.param.shape, decision.param.layout)
             gates = gate_index(decision.param.shape, decision.param.layout)
             if gates is not None and _is_dtensor(tensor):
-                problems.append((ValueError, f"Parameter {name!r}: a sharded weight whose layer kind stacks its "
-                                             "gates in a non-canonical order (a Keras GRU layout) has no portable "
-                                             "stream in torch; give it torch's own layout."))
+                problems.append(
+                    (
+                        ValueError,
+                        f"Parameter {name!r}: a sharded weight whose layer kind stacks its "
+                        "gates in a non-canonical order (a Keras GRU layout) has no portable "
+                        "stream in torch; give it torch's own layout.",
+                    )
+                )
                 continue
             jobs.append(Write((name,), functools.partial(_stream_draw, stream, dist, strides, tensor, True, gates)))
         elif _is_dtensor(tensor):
@@ -989,11 +1082,11 @@ def _write_jobs(targets: Sequence[Target[torch.Tensor]], generator: torch.Genera
                 continue
             jobs.append(Write((name,), functools.partial(_fill, dist, decision.layout, tensor, generator)))
         else:
-            grouped.append(((dist, tensor.dtype, tensor.device), tensor.numel() * tensor.element_size(),
-                            (name, tensor)))
+            grouped.append(
+                ((dist, tensor.dtype, tensor.device), tensor.numel() * tensor.element_size(), (name, tensor))
+            )
     refuse(problems)
-    for (dist, _, _), direct, members in bounded_groups(grouped, group_bytes=_GROUP_BYTES,
-                                                        direct_bytes=_DIRECT_BYTES):
+    for (dist, _, _), direct, members in bounded_groups(grouped, group_bytes=_GROUP_BYTES, direct_bytes=_DIRECT_BYTES):
         names = tuple(n for n, _ in members)
         if direct:
             jobs.append(Write(names, functools.partial(_fill_bounded, dist, members[0][1], generator)))
@@ -1002,8 +1095,9 @@ def _write_jobs(targets: Sequence[Target[torch.Tensor]], generator: torch.Genera
     return jobs
 
 
-def _fill_group(dist: Distribution, members: Sequence[tuple[str, torch.Tensor]],
-                generator: torch.Generator | None) -> None:
+def _fill_group(
+    dist: Distribution, members: Sequence[tuple[str, torch.Tensor]], generator: torch.Generator | None
+) -> None:
     """One flat buffer for ``members`` (same dtype and device), drawn at once and copied in; or,
     where the compiled CPU sampler applies to every member, each drawn straight into its own memory
     (one call per tensor costs microseconds there, and the copy, which is most of the time on a
@@ -1043,10 +1137,12 @@ class _Backend:
         _check_writable([(t.name, t.handle) for t in targets if not (dry_run and t.handle.is_meta)])
         sharded = [t.name for t in targets if t.decision.padding_idx is not None and _is_dtensor(t.handle)]
         if sharded:
-            raise ValueError(f"Embedding {sharded[0]!r} is a DTensor with a padding_idx row, which initscale cannot "
-                             "keep at zero shard by shard yet; nothing was changed. Re-initialize it before sharding, "
-                             f"or give it the rule {{{sharded[0]!r}: initscale.Rule(spec, padding='draw')}} and zero "
-                             "the row yourself.")
+            raise ValueError(
+                f"Embedding {sharded[0]!r} is a DTensor with a padding_idx row, which initscale cannot "
+                "keep at zero shard by shard yet; nothing was changed. Re-initialize it before sharding, "
+                f"or give it the rule {{{sharded[0]!r}: initscale.Rule(spec, padding='draw')}} and zero "
+                "the row yourself."
+            )
 
     def writes(self, targets: Sequence[Target[torch.Tensor]]) -> list[Write]:
         return _write_jobs(targets, self.generator, self.stream_seed, self.stream_names)
@@ -1061,13 +1157,24 @@ class _Backend:
                     _local(target.handle)[target.decision.padding_idx].zero_()
 
 
-def _reinit(module: torch.nn.Module, rules: Spec | Mapping[str, Spec | None], *,
-            generator: torch.Generator | None, dry_run: bool, include_frozen: bool, include_buffers: bool,
-            defaults: bool, recurse: bool, stream_seed: int | None = None,
-            stream_names: Mapping[str, str] | Callable[[str], str] | None = None, fans: str = "forward") -> Report:
+def _reinit(
+    module: torch.nn.Module,
+    rules: Spec | Mapping[str, Spec | None],
+    *,
+    generator: torch.Generator | None,
+    dry_run: bool,
+    include_frozen: bool,
+    include_buffers: bool,
+    defaults: bool,
+    recurse: bool,
+    stream_seed: int | None = None,
+    stream_names: Mapping[str, str] | Callable[[str], str] | None = None,
+    fans: str = "forward",
+) -> Report:
     backend = _Backend(module, recurse, include_buffers, generator, stream_seed, stream_names)
-    return reinit_run(backend, rules, include_frozen=include_frozen, defaults=defaults, dry_run=dry_run, fans=fans,
-                      stacklevel=3)  # _reinit <- reinit_ <- the caller
+    return reinit_run(
+        backend, rules, include_frozen=include_frozen, defaults=defaults, dry_run=dry_run, fans=fans, stacklevel=3
+    )  # _reinit <- reinit_ <- the caller
 
 
 def _copy_all(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
@@ -1087,11 +1194,19 @@ def _copy_all(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
                 target.copy_(values)
 
 
-def reinit_(module: torch.nn.Module, rules: Spec | Mapping[str, Spec | None], *,
-            generator: torch.Generator | None = None, dry_run: bool = False, include_frozen: bool = False,
-            include_buffers: bool = False, defaults: bool = True, stream_seed: int | None = None,
-            stream_names: Mapping[str, str] | Callable[[str], str] | None = None,
-            fans: str = "forward") -> Report:
+def reinit_(
+    module: torch.nn.Module,
+    rules: Spec | Mapping[str, Spec | None],
+    *,
+    generator: torch.Generator | None = None,
+    dry_run: bool = False,
+    include_frozen: bool = False,
+    include_buffers: bool = False,
+    defaults: bool = True,
+    stream_seed: int | None = None,
+    stream_names: Mapping[str, str] | Callable[[str], str] | None = None,
+    fans: str = "forward",
+) -> Report:
     """Re-initialize a whole model in place, each weight with the fans of its own layer.
 
     Args:
@@ -1187,21 +1302,39 @@ def reinit_(module: torch.nn.Module, rules: Spec | Mapping[str, Spec | None], *,
     if isinstance(rules, Auto):  # initscale.auto(...): planned on the model's graph, then measured
         from ._torch_auto import apply_
 
-        options = {"include_frozen": include_frozen, "include_buffers": include_buffers, "defaults": defaults,
-                   "stream_seed": stream_seed, "stream_names": stream_names, "fans": fans}
+        options = {
+            "include_frozen": include_frozen,
+            "include_buffers": include_buffers,
+            "defaults": defaults,
+            "stream_seed": stream_seed,
+            "stream_names": stream_names,
+            "fans": fans,
+        }
         if dry_run:
-            return _reinit(module, rules.plan(module).rules(), generator=generator, dry_run=True, recurse=True,
-                           **options)
+            return _reinit(
+                module, rules.plan(module).rules(), generator=generator, dry_run=True, recurse=True, **options
+            )
         init = apply_(module, rules, generator=generator, **options).init
         assert init is not None
         return init
-    return _reinit(module, rules, generator=generator, dry_run=dry_run, include_frozen=include_frozen,
-                   include_buffers=include_buffers, defaults=defaults, recurse=True, stream_seed=stream_seed,
-                   stream_names=stream_names, fans=fans)
+    return _reinit(
+        module,
+        rules,
+        generator=generator,
+        dry_run=dry_run,
+        include_frozen=include_frozen,
+        include_buffers=include_buffers,
+        defaults=defaults,
+        recurse=True,
+        stream_seed=stream_seed,
+        stream_names=stream_names,
+        fans=fans,
+    )
 
 
-def apply_fn(spec: Spec, *, generator: torch.Generator | None = None,
-             include_frozen: bool = False) -> Callable[[torch.nn.Module], None]:
+def apply_fn(
+    spec: Spec, *, generator: torch.Generator | None = None, include_frozen: bool = False
+) -> Callable[[torch.nn.Module], None]:
     """A function for ``model.apply(...)``: re-initializes each module's own parameters.
 
     Same semantics as :func:`reinit_` with a single spec (weights of supported layers get
@@ -1220,8 +1353,16 @@ def apply_fn(spec: Spec, *, generator: torch.Generator | None = None,
         raise TypeError(f"Argument `spec` must be an initscale spec. Received: spec={spec!r}.")
 
     def apply(module: torch.nn.Module) -> None:
-        _reinit(module, spec, generator=generator, dry_run=False, include_frozen=include_frozen,
-                include_buffers=False, defaults=True, recurse=False)
+        _reinit(
+            module,
+            spec,
+            generator=generator,
+            dry_run=False,
+            include_frozen=include_frozen,
+            include_buffers=False,
+            defaults=True,
+            recurse=False,
+        )
 
     return apply
 

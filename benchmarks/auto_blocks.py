@@ -109,8 +109,10 @@ def main() -> int:
             print(f"| {r['model']} | {r['scheme']} | fails: {r['error']} | | |")
             continue
         sq, s = r["squares"], r["seconds"]
-        print(f"| {r['model']} | {r['scheme']} | {statistics.median(sq):.3g} | {min(sq):.3g} – {max(sq):.3g} | "
-              f"{statistics.median(s):.3f} |")
+        print(
+            f"| {r['model']} | {r['scheme']} | {statistics.median(sq):.3g} | {min(sq):.3g} – {max(sq):.3g} | "
+            f"{statistics.median(s):.3f} |"
+        )
     return 0
 
 

@@ -63,8 +63,11 @@ def _init(scheme: str, torch: Any, model: Any, activation: str, width: int, seed
         import anyinit
 
         mode = scheme.split(".")[1]
-        spec = torch.randn(256, width, generator=torch.Generator().manual_seed(20_000 + seed)) \
-            if mode == "empirical" else (1, width)
+        spec = (
+            torch.randn(256, width, generator=torch.Generator().manual_seed(20_000 + seed))
+            if mode == "empirical"
+            else (1, width)
+        )
         anyinit.initialize(model, mode, spec, seed=seed)
     elif scheme == "torch.calculate_gain":
         name = {"gelu": "relu", "silu": "relu"}.get(activation, activation)  # torch's table has no GELU/SiLU
@@ -86,8 +89,13 @@ def depth_rows(depth: int, width: int, seeds: int) -> list[dict[str, Any]]:
     rows = []
     for activation in ACTIVATIONS:
         target = gains.fixed_point(activation).q_star
-        for scheme in ("initscale.auto", "initscale.auto.predicted", "anyinit.analytic", "anyinit.empirical",
-                       "torch.calculate_gain"):
+        for scheme in (
+            "initscale.auto",
+            "initscale.auto.predicted",
+            "anyinit.analytic",
+            "anyinit.empirical",
+            "torch.calculate_gain",
+        ):
             ratios, seconds = [], []
             for seed in range(seeds):
                 torch.manual_seed(seed)
@@ -98,9 +106,17 @@ def depth_rows(depth: int, width: int, seeds: int) -> list[dict[str, Any]]:
                     _init(scheme, torch, model, activation, width, seed)
                 seconds.append(time.perf_counter() - start)
                 ratios.append(_final_second_moment(torch, model, width, seed) / target)
-            rows.append({"activation": activation, "scheme": scheme, "target": target,
-                         "median": statistics.median(ratios), "min": min(ratios), "max": max(ratios),
-                         "init_s": statistics.median(seconds)})
+            rows.append(
+                {
+                    "activation": activation,
+                    "scheme": scheme,
+                    "target": target,
+                    "median": statistics.median(ratios),
+                    "min": min(ratios),
+                    "max": max(ratios),
+                    "init_s": statistics.median(seconds),
+                }
+            )
     return rows
 
 
@@ -150,38 +166,59 @@ def timing_rows(kind: str, layers: int, width: int, repeats: int) -> list[dict[s
     for scheme in ("initscale.he_normal", "initscale.auto", "anyinit.analytic"):
         runs, error = [], ""
         for _ in range(repeats):
-            out = subprocess.run([sys.executable, "-c", _TIMING, scheme, kind, str(layers), str(width)],
-                                 capture_output=True, text=True)
+            out = subprocess.run(
+                [sys.executable, "-c", _TIMING, scheme, kind, str(layers), str(width)], capture_output=True, text=True
+            )
             if out.returncode:
                 error = out.stderr.strip().splitlines()[-1][:160]
                 break
             runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
-        rows.append({"model": kind, "scheme": scheme, "params": runs[0]["params"] if runs else None,
-                     "seconds": statistics.median(r["seconds"] for r in runs) if runs else None,
-                     "peak_mib": statistics.median(r["peak_mib"] for r in runs) if runs else None,
-                     "error": error})
+        rows.append(
+            {
+                "model": kind,
+                "scheme": scheme,
+                "params": runs[0]["params"] if runs else None,
+                "seconds": statistics.median(r["seconds"] for r in runs) if runs else None,
+                "peak_mib": statistics.median(r["peak_mib"] for r in runs) if runs else None,
+                "error": error,
+            }
+        )
     return rows
 
 
 def markdown(depth: list[dict[str, Any]], timing: list[dict[str, Any]], depth_n: int, width: int) -> str:
-    lines = [f"### Second moment after {depth_n} layers of width {width}, / the fixed point (median over seeds)",
-             "", "| activation | scheme | median | range | init s |", "|---|---|---|---|---|"]
-    lines += [f"| {r['activation']} | {r['scheme']} | {r['median']:.3g} | {r['min']:.3g} – {r['max']:.3g} | "
-              f"{r['init_s']:.3f} |" for r in depth]
+    lines = [
+        f"### Second moment after {depth_n} layers of width {width}, / the fixed point (median over seeds)",
+        "",
+        "| activation | scheme | median | range | init s |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['activation']} | {r['scheme']} | {r['median']:.3g} | {r['min']:.3g} – {r['max']:.3g} | "
+        f"{r['init_s']:.3f} |"
+        for r in depth
+    ]
     for kind in dict.fromkeys(r["model"] for r in timing):
         rows = [r for r in timing if r["model"] == kind]
         plain = next(r for r in rows if r["scheme"] == "initscale.he_normal")["seconds"]
         anyinit_s = next(r for r in rows if r["scheme"] == "anyinit.analytic")["seconds"]
         params = next(r["params"] for r in rows if r["params"])
-        lines += ["", f"### Init of a {params / 1e6:.0f}M-parameter {kind} model", "",
-                  "| scheme | seconds | / plain rules | / anyinit | peak RSS growth MiB |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"### Init of a {params / 1e6:.0f}M-parameter {kind} model",
+            "",
+            "| scheme | seconds | / plain rules | / anyinit | peak RSS growth MiB |",
+            "|---|---|---|---|---|",
+        ]
         for r in rows:
             if r["seconds"] is None:
                 lines.append(f"| {r['scheme']} | fails: {r['error']} | | | |")
                 continue
             vs_anyinit = f"{r['seconds'] / anyinit_s:.2f}" if anyinit_s else "-"
-            lines.append(f"| {r['scheme']} | {r['seconds']:.2f} | {r['seconds'] / plain:.2f} | {vs_anyinit} | "
-                         f"{r['peak_mib']:.0f} |")
+            lines.append(
+                f"| {r['scheme']} | {r['seconds']:.2f} | {r['seconds'] / plain:.2f} | {vs_anyinit} | "
+                f"{r['peak_mib']:.0f} |"
+            )
     return "\n".join(lines) + "\n"
 
 

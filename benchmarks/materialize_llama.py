@@ -56,12 +56,15 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for _ in range(args.repeats):
         for side in ("hf", "materialize_"):
-            out = subprocess.run([sys.executable, "-c", _RUN, side, str(args.layers)], capture_output=True, text=True,
-                                 check=True)
+            out = subprocess.run(
+                [sys.executable, "-c", _RUN, side, str(args.layers)], capture_output=True, text=True, check=True
+            )
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     for row in rows:
-        print(f"{row['side']:13s} {row['params'] / 1e9:.2f}B  {row['seconds']:6.2f} s  "
-              f"peak RSS +{row['peak_gib']:.2f} GiB  forward finite: {row['finite']}")
+        print(
+            f"{row['side']:13s} {row['params'] / 1e9:.2f}B  {row['seconds']:6.2f} s  "
+            f"peak RSS +{row['peak_gib']:.2f} GiB  forward finite: {row['finite']}"
+        )
     return 0
 
 

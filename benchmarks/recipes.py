@@ -30,15 +30,20 @@ LAYERS, ROUNDS = 12, 41
 
 
 def _model() -> torch.nn.Module:
-    cfg = transformers.GPT2Config(n_embd=64, n_layer=LAYERS, n_head=4, n_positions=64, vocab_size=256,
-                                  bos_token_id=0, eos_token_id=0)
+    cfg = transformers.GPT2Config(
+        n_embd=64, n_layer=LAYERS, n_head=4, n_positions=64, vocab_size=256, bos_token_id=0, eos_token_id=0
+    )
     return transformers.GPT2LMHeadModel(cfg)
 
 
 def _plain(n_layer: int) -> dict[str, initscale.Spec | None]:
-    return {"*.c_proj.weight": initscale.Normal(0.02 / math.sqrt(2 * n_layer)), "*.bias": initscale.Zeros(),
-            "*ln_*.weight": initscale.Ones(), "Conv1D": initscale.Normal(0.02),
-            "Embedding": initscale.Normal(0.02)}
+    return {
+        "*.c_proj.weight": initscale.Normal(0.02 / math.sqrt(2 * n_layer)),
+        "*.bias": initscale.Zeros(),
+        "*ln_*.weight": initscale.Ones(),
+        "Conv1D": initscale.Normal(0.02),
+        "Embedding": initscale.Normal(0.02),
+    }
 
 
 def main() -> None:
@@ -59,18 +64,25 @@ def main() -> None:
         recipe.rules_for(model)  # without the walk: resolved from scratch every time
     resolve = (time.perf_counter() - start) / ROUNDS
     params = len(list(model.parameters()))
-    print(f"GPT-2, {LAYERS} layers, {params} tensors, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M values; "
-          f"{ROUNDS} rounds, in alternation")
+    print(
+        f"GPT-2, {LAYERS} layers, {params} tensors, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M values; "
+        f"{ROUNDS} rounds, in alternation"
+    )
     for name, values in times.items():
         count = len(cases[name]) if isinstance(cases[name], dict) else "-"
-        print(f"  {name:15s} median {statistics.median(values) * 1e3:8.2f} ms, best {min(values) * 1e3:8.2f} ms"
-              f"   ({count} rules)")
+        print(
+            f"  {name:15s} median {statistics.median(values) * 1e3:8.2f} ms, best {min(values) * 1e3:8.2f} ms"
+            f"   ({count} rules)"
+        )
     print(f"  resolving the recipe from scratch (no walk given): {resolve * 1e3:.2f} ms")
     for name in ("recipe", "resolved rules"):
         paired = statistics.median(a / b for a, b in zip(times[name], times["plain rules"], strict=True))
-        print(f"  {name} / plain rules: median of per-round ratios {paired:.3f}x; ratio of medians "
-              f"{statistics.median(times[name]) / statistics.median(times['plain rules']):.3f}x; ratio of bests "
-              f"{min(times[name]) / min(times['plain rules']):.3f}x")
+        print(
+            f"  {name} / plain rules: median of per-round ratios {paired:.3f}x; ratio of medians "
+            f"{statistics.median(times[name]) / statistics.median(times['plain rules']):.3f}x; ratio of bests "
+            f"{min(times[name]) / min(times['plain rules']):.3f}x"
+        )
+
 
 if __name__ == "__main__":
     main()

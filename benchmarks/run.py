@@ -50,8 +50,16 @@ class Case:
         return self.initscale_ms / self.native_ms if self.native_ms else float("nan")
 
 
-def _compare(name: str, device: str, ours: Callable[[], Any], theirs: Callable[[], Any], native: str,
-             repeats: int, sync: Callable[[], None] = lambda: None, note: str = "") -> Case:
+def _compare(
+    name: str,
+    device: str,
+    ours: Callable[[], Any],
+    theirs: Callable[[], Any],
+    native: str,
+    repeats: int,
+    sync: Callable[[], None] = lambda: None,
+    note: str = "",
+) -> Case:
     """Time ``ours`` and ``theirs`` in alternation, ``repeats`` rounds after a warm-up of each:
     the medians of each, and the median of the per-round ratios."""
     ours()
@@ -65,8 +73,15 @@ def _compare(name: str, device: str, ours: Callable[[], Any], theirs: Callable[[
             sync()
             times.append((time.perf_counter() - start) * 1e3)
     ratios = [a / b for a, b in zip(mine, native_times, strict=True) if b > 0]
-    return Case(name, device, statistics.median(mine), statistics.median(native_times), native, note,
-                paired_ratio=statistics.median(ratios) if ratios else None)
+    return Case(
+        name,
+        device,
+        statistics.median(mine),
+        statistics.median(native_times),
+        native,
+        note,
+        paired_ratio=statistics.median(ratios) if ratios else None,
+    )
 
 
 def _torch_cases(n: int, repeats: int) -> list[Case]:
@@ -94,22 +109,44 @@ def _torch_device_cases(device: str, n: int, repeats: int) -> list[Case]:
         w = torch.empty(size // 1024, 1024, device=device, dtype=dtype)
         std = he_n.std(initscale.compute_fans(tuple(w.shape), "torch"))
         pairs = [
-            ("normal (kaiming_normal)", lambda w=w: fill_n(w, generator=gen),
-             lambda w=w: torch.nn.init.kaiming_normal_(w, generator=gen), "nn.init.kaiming_normal_"),
-            ("uniform (kaiming_uniform)", lambda w=w: fill_u(w, generator=gen),
-             lambda w=w: torch.nn.init.kaiming_uniform_(w, generator=gen), "nn.init.kaiming_uniform_"),
-            ("truncated normal (he_normal)", lambda w=w: fill_t(w, generator=gen),
-             lambda w=w, std=std: torch.nn.init.trunc_normal_(w, std=std, a=-2 * std, b=2 * std, generator=gen),
-             "nn.init.trunc_normal_"),
-            ("truncated normal vs normal_", lambda w=w: fill_t(w, generator=gen),
-             lambda w=w: w.normal_(generator=gen), "Tensor.normal_ (untruncated)"),
+            (
+                "normal (kaiming_normal)",
+                lambda w=w: fill_n(w, generator=gen),
+                lambda w=w: torch.nn.init.kaiming_normal_(w, generator=gen),
+                "nn.init.kaiming_normal_",
+            ),
+            (
+                "uniform (kaiming_uniform)",
+                lambda w=w: fill_u(w, generator=gen),
+                lambda w=w: torch.nn.init.kaiming_uniform_(w, generator=gen),
+                "nn.init.kaiming_uniform_",
+            ),
+            (
+                "truncated normal (he_normal)",
+                lambda w=w: fill_t(w, generator=gen),
+                lambda w=w, std=std: torch.nn.init.trunc_normal_(w, std=std, a=-2 * std, b=2 * std, generator=gen),
+                "nn.init.trunc_normal_",
+            ),
+            (
+                "truncated normal vs normal_",
+                lambda w=w: fill_t(w, generator=gen),
+                lambda w=w: w.normal_(generator=gen),
+                "Tensor.normal_ (untruncated)",
+            ),
         ]
         if dtype == torch.float32:
-            pairs.append(("constant", lambda w=w: ist.init_(w, initscale.Constant(0.5)), lambda w=w: w.fill_(0.5),
-                          "Tensor.fill_"))
+            pairs.append(
+                (
+                    "constant",
+                    lambda w=w: ist.init_(w, initscale.Constant(0.5)),
+                    lambda w=w: w.fill_(0.5),
+                    "Tensor.fill_",
+                )
+            )
         # the memory limit: what fill_ writes per second on this tensor, in the same run
-        fill_ms = _compare("fill_", device, lambda w=w: w.fill_(0.5), lambda w=w: w.fill_(0.5), "", repeats,
-                           sync).initscale_ms
+        fill_ms = _compare(
+            "fill_", device, lambda w=w: w.fill_(0.5), lambda w=w: w.fill_(0.5), "", repeats, sync
+        ).initscale_ms
         nbytes = w.numel() * w.element_size()
         kind = "fp32" if dtype == torch.float32 else "bf16"
         for name, ours, theirs, label in pairs:
@@ -119,9 +156,17 @@ def _torch_device_cases(device: str, n: int, repeats: int) -> list[Case]:
             cases.append(case)
     square = torch.empty(1024, 1024, device=device)
     ortho = ist.initializer(initscale.Orthogonal())
-    cases.append(_compare("torch orthogonal, 1024 × 1024 fp32 (one QR)", device, lambda: ortho(square, generator=gen),
-                          lambda: torch.nn.init.orthogonal_(square, generator=gen), "nn.init.orthogonal_",
-                          max(3, repeats // 2), sync))
+    cases.append(
+        _compare(
+            "torch orthogonal, 1024 × 1024 fp32 (one QR)",
+            device,
+            lambda: ortho(square, generator=gen),
+            lambda: torch.nn.init.orthogonal_(square, generator=gen),
+            "nn.init.orthogonal_",
+            max(3, repeats // 2),
+            sync,
+        )
+    )
     model = torch.nn.Sequential(*[torch.nn.Linear(64, 64) for _ in range(200)]).to(device)  # 400 params
     spec = initscale.presets.get("he_normal")
 
@@ -143,8 +188,11 @@ def _torch_device_cases(device: str, n: int, repeats: int) -> list[Case]:
 
     loops = ((loop_trunc, "loop of trunc_normal_ + zeros_"), (loop_kaiming, "loop of kaiming_normal_ + zeros_"))
     for loop, label in loops:
-        cases.append(_compare("torch reinit_ of 400 small params (200 × Linear(64, 64))", device, ours, loop, label,
-                              repeats, sync))
+        cases.append(
+            _compare(
+                "torch reinit_ of 400 small params (200 × Linear(64, 64))", device, ours, loop, label, repeats, sync
+            )
+        )
     return cases
 
 
@@ -163,22 +211,37 @@ def _sampler_cases(n: int, repeats: int) -> list[Case]:
     if _stream_kernel.load() is None:
         return []
     gen = torch.Generator().manual_seed(0)
-    specs = {"normal": initscale.VarianceScaling(2.0, "fan_in", "normal"),
-             "truncated normal": initscale.presets.get("he_normal"),
-             "uniform": initscale.VarianceScaling(2.0, "fan_in", "uniform")}
+    specs = {
+        "normal": initscale.VarianceScaling(2.0, "fan_in", "normal"),
+        "truncated normal": initscale.presets.get("he_normal"),
+        "uniform": initscale.VarianceScaling(2.0, "fan_in", "uniform"),
+    }
     fills = {dist: ist.initializer(spec) for dist, spec in specs.items()}
     cases = []
     threads = torch.get_num_threads()
     for dtype, kind in ((torch.float32, "fp32"), (torch.bfloat16, "bf16"), (torch.float16, "fp16")):
         w = torch.empty(n // 1024, 1024, dtype=dtype)
         for dist, fill in fills.items():
-            native = (lambda w=w: w.uniform_(-0.1, 0.1, generator=gen), "Tensor.uniform_") if dist == "uniform" else \
-                (lambda w=w: w.normal_(0.0, 0.05, generator=gen), "Tensor.normal_")
-            cases.append(_compare(f"torch sampler {dist}, {n:,} {kind}", "cpu", lambda f=fill, w=w: f(w, generator=gen),
-                                  native[0], native[1], repeats, note="target: at most 0.6x (goal 0.3x)"))
+            native = (
+                (lambda w=w: w.uniform_(-0.1, 0.1, generator=gen), "Tensor.uniform_")
+                if dist == "uniform"
+                else (lambda w=w: w.normal_(0.0, 0.05, generator=gen), "Tensor.normal_")
+            )
+            cases.append(
+                _compare(
+                    f"torch sampler {dist}, {n:,} {kind}",
+                    "cpu",
+                    lambda f=fill, w=w: f(w, generator=gen),
+                    native[0],
+                    native[1],
+                    repeats,
+                    note="target: at most 0.6x (goal 0.3x)",
+                )
+            )
     if threads > 1:
         w = torch.empty(n // 1024, 1024)
         for dist, fill in fills.items():
+
             def one(f: Any = fill) -> None:
                 torch.set_num_threads(1)
                 try:
@@ -186,9 +249,17 @@ def _sampler_cases(n: int, repeats: int) -> list[Case]:
                 finally:
                     torch.set_num_threads(threads)
 
-            cases.append(_compare(f"torch sampler {dist}, {n:,} fp32: {threads} threads vs 1", "cpu",
-                                  lambda f=fill: f(w, generator=gen), one, "the same on 1 thread", repeats,
-                                  note="target: at most 0.59x (1.7x faster)"))
+            cases.append(
+                _compare(
+                    f"torch sampler {dist}, {n:,} fp32: {threads} threads vs 1",
+                    "cpu",
+                    lambda f=fill: f(w, generator=gen),
+                    one,
+                    "the same on 1 thread",
+                    repeats,
+                    note="target: at most 0.59x (1.7x faster)",
+                )
+            )
     return cases
 
 
@@ -201,14 +272,23 @@ def _jax_cases(n: int, repeats: int) -> list[Case]:
     shape = (n // 1024, 1024)
     key = jax.random.key(0)
     cases = []
-    for preset, native in (("jax.he_normal", jax.nn.initializers.he_normal()),
-                           ("jax.glorot_uniform", jax.nn.initializers.glorot_uniform())):
+    for preset, native in (
+        ("jax.he_normal", jax.nn.initializers.he_normal()),
+        ("jax.glorot_uniform", jax.nn.initializers.glorot_uniform()),
+    ):
         mine = isj.initializer(initscale.presets.get(preset))
         ours = jax.jit(lambda k, i=mine: i(k, shape))
         theirs = jax.jit(lambda k, i=native: i(k, shape))
-        cases.append(_compare(f"jax {preset} under jit, {n:,} fp32", str(jax.devices()[0].platform),
-                              lambda f=ours: f(key).block_until_ready(), lambda f=theirs: f(key).block_until_ready(),
-                              f"jax.nn.initializers.{preset.split('.')[1]}", repeats))
+        cases.append(
+            _compare(
+                f"jax {preset} under jit, {n:,} fp32",
+                str(jax.devices()[0].platform),
+                lambda f=ours: f(key).block_until_ready(),
+                lambda f=theirs: f(key).block_until_ready(),
+                f"jax.nn.initializers.{preset.split('.')[1]}",
+                repeats,
+            )
+        )
     return cases
 
 
@@ -221,9 +301,16 @@ def _numpy_cases(n: int, repeats: int) -> list[Case]:
     shape = (n // 1024, 1024)
     rng = np.random.default_rng(0)
     init = isnp.initializer(initscale.presets.get("numpy.randn_he"))
-    return [_compare(f"numpy normal (randn_he), {n:,} fp32", "cpu", lambda: init(shape, rng=rng),
-                     lambda: (rng.standard_normal(shape) * 0.04).astype(np.float32), "rng.standard_normal(...) * std",
-                     repeats)]
+    return [
+        _compare(
+            f"numpy normal (randn_he), {n:,} fp32",
+            "cpu",
+            lambda: init(shape, rng=rng),
+            lambda: (rng.standard_normal(shape) * 0.04).astype(np.float32),
+            "rng.standard_normal(...) * std",
+            repeats,
+        )
+    ]
 
 
 def _stream_cases(n: int, repeats: int) -> list[Case]:
@@ -233,9 +320,11 @@ def _stream_cases(n: int, repeats: int) -> list[Case]:
     from initscale.streams import Stream
 
     shape = (n // 1024, 1024)
-    specs = {"normal": initscale.presets.get("torch.kaiming_normal"),
-             "uniform": initscale.presets.get("torch.kaiming_uniform"),
-             "truncated normal": initscale.presets.get("he_normal")}
+    specs = {
+        "normal": initscale.presets.get("torch.kaiming_normal"),
+        "uniform": initscale.presets.get("torch.kaiming_uniform"),
+        "truncated normal": initscale.presets.get("he_normal"),
+    }
     cases = []
     if importlib.util.find_spec("torch"):
         import torch
@@ -246,46 +335,82 @@ def _stream_cases(n: int, repeats: int) -> list[Case]:
         for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
             size = n if device == "cpu" else 2**30
             w = torch.empty(size // 1024, 1024, device=device)
-            natives = {"normal": (lambda w=w: w.normal_(0.0, std), "Tensor.normal_"),
-                       "uniform": (lambda w=w: w.uniform_(-std, std), "Tensor.uniform_"),
-                       "truncated normal": (lambda w=w: torch.nn.init.trunc_normal_(w, std=std, a=-2 * std, b=2 * std),
-                                            "nn.init.trunc_normal_")}
+            natives = {
+                "normal": (lambda w=w: w.normal_(0.0, std), "Tensor.normal_"),
+                "uniform": (lambda w=w: w.uniform_(-std, std), "Tensor.uniform_"),
+                "truncated normal": (
+                    lambda w=w: torch.nn.init.trunc_normal_(w, std=std, a=-2 * std, b=2 * std),
+                    "nn.init.trunc_normal_",
+                ),
+            }
             sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
             for dist, spec in specs.items():
                 fill = ist.initializer(spec, "torch.linear", stream=Stream(0, "w"))
                 theirs, label = natives[dist]
-                cases.append(_compare(f"torch stream {dist}, {size:,} fp32", device, lambda f=fill, w=w: f(w), theirs,
-                                      label, repeats, sync, note="target: within 2x"))
+                cases.append(
+                    _compare(
+                        f"torch stream {dist}, {size:,} fp32",
+                        device,
+                        lambda f=fill, w=w: f(w),
+                        theirs,
+                        label,
+                        repeats,
+                        sync,
+                        note="target: within 2x",
+                    )
+                )
     if importlib.util.find_spec("jax"):
         import jax
 
         from initscale.adapters import jax as isj
 
         key = jax.random.key(0)
-        natives_jax = {"normal": (jax.random.normal, "jax.random.normal"),
-                       "uniform": (jax.random.uniform, "jax.random.uniform"),
-                       "truncated normal": (lambda k, s: jax.random.truncated_normal(k, -2.0, 2.0, s),
-                                            "jax.random.truncated_normal")}
+        natives_jax = {
+            "normal": (jax.random.normal, "jax.random.normal"),
+            "uniform": (jax.random.uniform, "jax.random.uniform"),
+            "truncated normal": (
+                lambda k, s: jax.random.truncated_normal(k, -2.0, 2.0, s),
+                "jax.random.truncated_normal",
+            ),
+        }
         for dist, spec in specs.items():
             init = isj.initializer(spec, layout="flax.dense", stream=Stream(0, "w"))
             ours = jax.jit(lambda k, i=init: i(k, shape[::-1]))
             native, label = natives_jax[dist]
             theirs = jax.jit(lambda k, g=native: g(k, shape))
-            cases.append(_compare(f"jax stream {dist} under jit, {n:,} fp32", str(jax.devices()[0].platform),
-                                  lambda f=ours: f(key).block_until_ready(),
-                                  lambda f=theirs: f(key).block_until_ready(), label, repeats,
-                                  note="target: within 2x"))
+            cases.append(
+                _compare(
+                    f"jax stream {dist} under jit, {n:,} fp32",
+                    str(jax.devices()[0].platform),
+                    lambda f=ours: f(key).block_until_ready(),
+                    lambda f=theirs: f(key).block_until_ready(),
+                    label,
+                    repeats,
+                    note="target: within 2x",
+                )
+            )
     import numpy as np
 
     from initscale.adapters import numpy as isnp
 
     rng = np.random.default_rng(0)
-    natives_np = {"normal": (lambda: rng.standard_normal(shape, dtype=np.float32), "Generator.standard_normal"),
-                  "uniform": (lambda: rng.random(shape, dtype=np.float32), "Generator.random")}
+    natives_np = {
+        "normal": (lambda: rng.standard_normal(shape, dtype=np.float32), "Generator.standard_normal"),
+        "uniform": (lambda: rng.random(shape, dtype=np.float32), "Generator.random"),
+    }
     for dist, (theirs, label) in natives_np.items():
         init = isnp.initializer(specs[dist], "torch.linear", stream=Stream(0, "w"))
-        cases.append(_compare(f"numpy stream {dist}, {n:,} fp32", "cpu", lambda i=init: i(shape), theirs, label,
-                              repeats, note="the compiled kernel (float64: the reference); target: within 2x"))
+        cases.append(
+            _compare(
+                f"numpy stream {dist}, {n:,} fp32",
+                "cpu",
+                lambda i=init: i(shape),
+                theirs,
+                label,
+                repeats,
+                note="the compiled kernel (float64: the reference); target: within 2x",
+            )
+        )
     return cases
 
 
@@ -301,18 +426,29 @@ def _keras_stream_cases(n: int, repeats: int) -> list[Case]:
 
     shape = (1024, n // 1024)  # a Dense kernel (in, out)
     backend = keras.backend.backend()
-    natives = {"normal": (lambda: keras.random.normal(shape, seed=0), "keras.random.normal", "torch.kaiming_normal"),
-               "uniform": (lambda: keras.random.uniform(shape, seed=0), "keras.random.uniform",
-                           "torch.kaiming_uniform"),
-               "truncated normal": (lambda: keras.random.truncated_normal(shape, seed=0),
-                                    "keras.random.truncated_normal", "he_normal")}
+    natives = {
+        "normal": (lambda: keras.random.normal(shape, seed=0), "keras.random.normal", "torch.kaiming_normal"),
+        "uniform": (lambda: keras.random.uniform(shape, seed=0), "keras.random.uniform", "torch.kaiming_uniform"),
+        "truncated normal": (
+            lambda: keras.random.truncated_normal(shape, seed=0),
+            "keras.random.truncated_normal",
+            "he_normal",
+        ),
+    }
     cases = []
     for dist, (theirs, label, preset) in natives.items():
         init = isk.initializer(initscale.presets.get(preset), layout="keras.dense", stream=Stream(0, "w"))
-        cases.append(_compare(f"keras ({backend}) stream {dist}, {n:,} fp32", "cpu",
-                              lambda i=init: keras.ops.convert_to_numpy(i(shape)),
-                              lambda f=theirs: keras.ops.convert_to_numpy(f()), label, repeats,
-                              note="target: within 2x"))
+        cases.append(
+            _compare(
+                f"keras ({backend}) stream {dist}, {n:,} fp32",
+                "cpu",
+                lambda i=init: keras.ops.convert_to_numpy(i(shape)),
+                lambda f=theirs: keras.ops.convert_to_numpy(f()),
+                label,
+                repeats,
+                note="target: within 2x",
+            )
+        )
     return cases
 
 
@@ -325,8 +461,13 @@ def _keras_backend_cases(n: int, repeats: int) -> list[Case]:
     for backend in ("tensorflow", "jax", "torch"):
         if not importlib.util.find_spec(backend):
             continue
-        done = subprocess.run([sys.executable, __file__, "--keras-streams", str(n), str(repeats)],
-                              capture_output=True, text=True, check=True, env={**os.environ, "KERAS_BACKEND": backend})
+        done = subprocess.run(
+            [sys.executable, __file__, "--keras-streams", str(n), str(repeats)],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "KERAS_BACKEND": backend},
+        )
         cases += [Case(**fields) for fields in json.loads(done.stdout.strip().splitlines()[-1])]
     return cases
 
@@ -379,13 +520,27 @@ def _memory_cases(n: int) -> list[Case]:
             label = "torch stream" if stream else "torch"
             if dist == "truncated normal" and not stream:
                 label = "torch sampler"  # he_normal on the CPU: the compiled sampler
-            cases.append(Case(f"{label} {dist}: peak extra memory, {n:,} fp32 ({n * 4 / 2**20:.0f} MiB)", "cpu",
-                              peak(preset=preset, native=False, dist=dist, stream=stream), native,
-                              "Tensor.normal_" if dist == "normal" else "nn.init.trunc_normal_", unit="MiB"))
+            cases.append(
+                Case(
+                    f"{label} {dist}: peak extra memory, {n:,} fp32 ({n * 4 / 2**20:.0f} MiB)",
+                    "cpu",
+                    peak(preset=preset, native=False, dist=dist, stream=stream),
+                    native,
+                    "Tensor.normal_" if dist == "normal" else "nn.init.trunc_normal_",
+                    unit="MiB",
+                )
+            )
     native = peak(preset="torch.kaiming_normal", native=True, dist="normal", stream=False)
-    cases.append(Case(f"torch sampler normal: peak extra memory, {n:,} fp32 ({n * 4 / 2**20:.0f} MiB)", "cpu",
-                      peak(preset="numpy.randn_he", native=False, dist="normal", stream=False), native,
-                      "Tensor.normal_", unit="MiB"))
+    cases.append(
+        Case(
+            f"torch sampler normal: peak extra memory, {n:,} fp32 ({n * 4 / 2**20:.0f} MiB)",
+            "cpu",
+            peak(preset="numpy.randn_he", native=False, dist="normal", stream=False),
+            native,
+            "Tensor.normal_",
+            unit="MiB",
+        )
+    )
     return cases
 
 
@@ -527,8 +682,8 @@ def _model_cases(repeats: int) -> list[Case]:
         return []
     runs = [("resnet50-like", "float32")]
     if importlib.util.find_spec("transformers"):
-        runs = [("llama-100m", "float32"), ("llama-100m", "bfloat16"), ("gpt2", "float32"), ("vit", "float32"),
-                *runs]
+        runs = [("llama-100m", "float32"), ("llama-100m", "bfloat16"), ("gpt2", "float32"), ("vit", "float32"), *runs]
+
     def run(*args: str) -> Any:
         done = subprocess.run([sys.executable, "-c", _MODEL_CODE, *args], capture_output=True, text=True, check=True)
         return json.loads(done.stdout.strip().splitlines()[-1])
@@ -547,31 +702,53 @@ def _model_cases(repeats: int) -> list[Case]:
 
 def _import_ms(module: str) -> float:
     code = f"import time; t = time.perf_counter(); import {module}; print((time.perf_counter() - t) * 1e3)"
-    runs = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                 check=True).stdout) for _ in range(3)]
+    runs = [
+        float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+        for _ in range(3)
+    ]
     return statistics.median(runs)
 
 
 def _import_cases() -> list[Case]:
-    cases = [Case("import initscale", "cpu", _import_ms("initscale"), _import_ms("numpy"), "import numpy",
-                  "target: under 50 ms")]
+    cases = [
+        Case(
+            "import initscale",
+            "cpu",
+            _import_ms("initscale"),
+            _import_ms("numpy"),
+            "import numpy",
+            "target: under 50 ms",
+        )
+    ]
     for fw in ("torch", "jax", "keras"):
         if importlib.util.find_spec(fw):
-            cases.append(Case(f"import initscale.adapters.{fw}", "cpu", _import_ms(f"initscale.adapters.{fw}"),
-                              _import_ms(fw), f"import {fw}"))
+            cases.append(
+                Case(
+                    f"import initscale.adapters.{fw}",
+                    "cpu",
+                    _import_ms(f"initscale.adapters.{fw}"),
+                    _import_ms(fw),
+                    f"import {fw}",
+                )
+            )
     return cases
 
 
 def markdown(cases: list[Case]) -> str:
-    lines = [f"Measured on {platform.machine()} {platform.processor() or ''} ({_cpus()} CPUs), Python "
-             f"{platform.python_version()}.", "",
-             "| case | device | initscale | native | native | ratio | GB/s (share of fill_) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Measured on {platform.machine()} {platform.processor() or ''} ({_cpus()} CPUs), Python "
+        f"{platform.python_version()}.",
+        "",
+        "| case | device | initscale | native | native | ratio | GB/s (share of fill_) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for c in cases:
         ratio = f"**{c.ratio:.2f}x**" if c.native_ms >= 0.05 else "—"
         rate = f"{c.gbps:.3g} ({c.fill_share:.0%})" if c.gbps is not None and c.fill_share is not None else ""
-        lines.append(f"| {c.name} | {c.device} | {c.initscale_ms:.3g} {c.unit} | {c.native_ms:.3g} {c.unit} | "
-                     f"{c.native} | {ratio} | {rate} |")
+        lines.append(
+            f"| {c.name} | {c.device} | {c.initscale_ms:.3g} {c.unit} | {c.native_ms:.3g} {c.unit} | "
+            f"{c.native} | {ratio} | {rate} |"
+        )
     return "\n".join(lines)
 
 
@@ -584,8 +761,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="4M elements and 5 rounds (about 90 s on 2 cores)")
     parser.add_argument("--json", help="write the cases as JSON to this file")
     parser.add_argument("--markdown", help="write the markdown table to this file")
-    parser.add_argument("--only", choices=["sampler", "models"],
-                        help="only the sampler's cases (issue 19 item 3) or the whole-model rows (item 4)")
+    parser.add_argument(
+        "--only",
+        choices=["sampler", "models"],
+        help="only the sampler's cases (issue 19 item 3) or the whole-model rows (item 4)",
+    )
     parser.add_argument("--keras-streams", nargs=2, type=int, metavar=("N", "REPEATS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.keras_streams:  # one backend's Keras cases, as JSON (run by _keras_backend_cases)

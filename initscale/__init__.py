@@ -89,11 +89,13 @@ def _legacy_keras() -> bool:
 
 
 # names imported on first use, to keep `import initscale` fast: attribute -> (module, name in it or None)
-_LAZY: dict[str, tuple[str, str | None]] = {"auto": ("initscale.autogain", "auto"),
-                                            "presets": ("initscale.presets", None),
-                                            "recipes": ("initscale.recipes", None),
-                                            "Rule": ("initscale.reinit", "Rule"),
-                                            "Stream": ("initscale.streams", "Stream")}
+_LAZY: dict[str, tuple[str, str | None]] = {
+    "auto": ("initscale.autogain", "auto"),
+    "presets": ("initscale.presets", None),
+    "recipes": ("initscale.recipes", None),
+    "Rule": ("initscale.reinit", "Rule"),
+    "Stream": ("initscale.streams", "Stream"),
+}
 
 
 def __getattr__(name: str) -> Any:

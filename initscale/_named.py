@@ -33,9 +33,7 @@ def parse_named(text: str) -> tuple[str, dict[str, Any]]:
     for item in filter(None, (part.strip() for part in rest.split(","))):
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ValueError(
-                f"Arguments after ':' must be key=value pairs separated by commas. Received: {text!r}."
-            )
+            raise ValueError(f"Arguments after ':' must be key=value pairs separated by commas. Received: {text!r}.")
         params[key.strip()] = _parse_value(value)
     return name.strip(), params
 

@@ -55,24 +55,98 @@ _ATTN_NAMES = {
     **dict.fromkeys(("key", "k_proj", "wk", "k", "to_k", "k_lin"), "attn_k"),
     **dict.fromkeys(("value", "v_proj", "wv", "v", "to_v", "v_lin"), "attn_v"),
     **dict.fromkeys(("c_attn", "qkv", "qkv_proj", "in_proj", "att_proj", "query_key_value", "Wqkv"), "attn_qkv"),
-    **dict.fromkeys(("attention_output", "o_proj", "out_proj", "out", "o", "wo", "c_proj", "proj", "dense",
-                     "to_out", "out_lin", "attn_out"), "attn_out"),
+    **dict.fromkeys(
+        (
+            "attention_output",
+            "o_proj",
+            "out_proj",
+            "out",
+            "o",
+            "wo",
+            "c_proj",
+            "proj",
+            "dense",
+            "to_out",
+            "out_lin",
+            "attn_out",
+        ),
+        "attn_out",
+    ),
 }
 #: a block's MLP, by the name of the layer that holds the kernel
 _MLP_NAMES = {
-    **dict.fromkeys(("c_fc", "fc1", "fc_in", "up_proj", "w3", "up", "feedforward_intermediate_dense", "wi", "wi_1",
-                     "ff_proj", "dense_h_to_4h", "mlp_in", "intermediate_dense"), "mlp_in"),
+    **dict.fromkeys(
+        (
+            "c_fc",
+            "fc1",
+            "fc_in",
+            "up_proj",
+            "w3",
+            "up",
+            "feedforward_intermediate_dense",
+            "wi",
+            "wi_1",
+            "ff_proj",
+            "dense_h_to_4h",
+            "mlp_in",
+            "intermediate_dense",
+        ),
+        "mlp_in",
+    ),
     **dict.fromkeys(("gate_proj", "w1", "gate", "feedforward_gate_dense", "wi_0", "mlp_gate"), "mlp_gate"),
-    **dict.fromkeys(("c_proj", "fc2", "fc_out", "down_proj", "w2", "down", "feedforward_output_dense", "wo", "ff_out",
-                     "dense_4h_to_h", "mlp_out", "output_dense"), "mlp_out"),
+    **dict.fromkeys(
+        (
+            "c_proj",
+            "fc2",
+            "fc_out",
+            "down_proj",
+            "w2",
+            "down",
+            "feedforward_output_dense",
+            "wo",
+            "ff_out",
+            "dense_4h_to_h",
+            "mlp_out",
+            "output_dense",
+        ),
+        "mlp_out",
+    ),
     # an attention layer's projections named directly in the block (no attention sublayer)
-    **{k: v for k, v in _ATTN_NAMES.items() if k in ("q_proj", "k_proj", "v_proj", "o_proj", "wq", "wk", "wv",
-                                                     "c_attn", "qkv", "att_proj", "attn_out")},
+    **{
+        k: v
+        for k, v in _ATTN_NAMES.items()
+        if k in ("q_proj", "k_proj", "v_proj", "o_proj", "wq", "wk", "wv", "c_attn", "qkv", "att_proj", "attn_out")
+    },
 }
-_TOKEN = frozenset({"wte", "token_embedding", "token_embeddings", "tok_embeddings", "embed_tokens", "word_embeddings",
-                    "embed", "tok", "tokens", "embedding", "embeddings", "token_emb", "tok_emb"})
-_POSITION = frozenset({"wpe", "position_embedding", "position_embeddings", "pos_embed", "pos_embedding", "pos",
-                       "pos_emb", "positional_embedding"})
+_TOKEN = frozenset(
+    {
+        "wte",
+        "token_embedding",
+        "token_embeddings",
+        "tok_embeddings",
+        "embed_tokens",
+        "word_embeddings",
+        "embed",
+        "tok",
+        "tokens",
+        "embedding",
+        "embeddings",
+        "token_emb",
+        "tok_emb",
+    }
+)
+_POSITION = frozenset(
+    {
+        "wpe",
+        "position_embedding",
+        "position_embeddings",
+        "pos_embed",
+        "pos_embedding",
+        "pos",
+        "pos_emb",
+        "positional_embedding",
+    }
+)
 _TOKEN_TYPE = frozenset({"segment_embedding", "token_type_embedding", "token_type_embeddings"})
 _HEAD = frozenset({"lm_head", "output", "head", "logits", "out_head", "output_projection"})
 _POOLER = frozenset({"pooled_dense", "pooler"})
@@ -96,7 +170,8 @@ def _walked(model: Any, params: Sequence[Any] | None) -> list[Any]:
         raise TypeError(
             f"A flax.linen module ({type(model).__name__}) holds no variables: a recipe reads the variables it made, "
             "with the module. Pass both to initscale.jax.reinit(variables, recipe, key, module=model, "
-            "example_inputs=...), or resolve it with recipe.rules_for(model, params=<that walk's Param list>).")
+            "example_inputs=...), or resolve it with recipe.rules_for(model, params=<that walk's Param list>)."
+        )
     if "jax" in sys.modules or "flax" in sys.modules:
         from .adapters import jax as isj
 
@@ -109,7 +184,8 @@ def _walked(model: Any, params: Sequence[Any] | None) -> list[Any]:
     raise TypeError(
         "A recipe reads roles from a torch module tree (torch.nn.Module), a built Keras model or a JAX pytree "
         f"(with the flax module that made it); received {type(model).__module__}.{type(model).__name__}. Pass rules "
-        "(a mapping pattern -> spec) instead.")
+        "(a mapping pattern -> spec) instead."
+    )
 
 
 def _blocks(split: Sequence[tuple[str, ...]]) -> tuple[int, str] | None:
@@ -146,8 +222,11 @@ def _role(part: _Part) -> str | None:
         if attr in _TOKEN and leaf == "reverse_embeddings":
             return "lm_head"  # keras-hub ReversibleEmbedding, untied: logits = x @ reverse_embeddings
         if base in ("embedding", "other") and len(part.shape) == 2:
-            for names, role in ((_POSITION, "position_embedding"), (_TOKEN_TYPE, "token_type_embedding"),
-                                (_TOKEN, "token_embedding")):
+            for names, role in (
+                (_POSITION, "position_embedding"),
+                (_TOKEN_TYPE, "token_type_embedding"),
+                (_TOKEN, "token_embedding"),
+            ):
                 if attr in names or leaf in names:
                     return role
         weight = "lm_head" if attr in _HEAD else "pooler" if attr in _POOLER else "linear"
@@ -194,18 +273,41 @@ def path_model(name: str, model: Any, params: Sequence[Any] | None) -> tuple[lis
             if key is not None and key[0] == block[1]:
                 layer, scope = key[1], "block"
                 layers.add(layer)
-                if any(_ATTN.search(seg) for seg in segs[block[0] + 1:-2]):
+                if any(_ATTN.search(seg) for seg in segs[block[0] + 1 : -2]):
                     scope = "attn"
-        parts.append(_Part(param.name, None, segs[-1], None, segs[-2] if len(segs) > 1 else "", param.role,
-                           param.shape, param.tied_to, param.padding_idx, param.owner_classes or ("-",),
-                           param.owner_classes[1:], layer, scope))
+        parts.append(
+            _Part(
+                param.name,
+                None,
+                segs[-1],
+                None,
+                segs[-2] if len(segs) > 1 else "",
+                param.role,
+                param.shape,
+                param.tied_to,
+                param.padding_idx,
+                param.owner_classes or ("-",),
+                param.owner_classes[1:],
+                layer,
+                scope,
+            )
+        )
     config: dict[str, Any] = {}
     depth = getattr(model, "num_layers", None)  # keras-hub backbones
     depth = depth if isinstance(depth, int) and not isinstance(depth, bool) else (len(layers) or None)
     width = getattr(model, "hidden_dim", None)
     if not (isinstance(width, int) and not isinstance(width, bool)):
-        token = next((p for p in parts if p.scope == "" and p.base in ("embedding", "other") and len(p.shape) == 2
-                      and (p.attr in _TOKEN or p.leaf in _TOKEN)), None)
+        token = next(
+            (
+                p
+                for p in parts
+                if p.scope == ""
+                and p.base in ("embedding", "other")
+                and len(p.shape) == 2
+                and (p.attr in _TOKEN or p.leaf in _TOKEN)
+            ),
+            None,
+        )
         width = token.shape[-1] if token is not None else None
     for key in ("n_layer", "num_hidden_layers", "n_layers"):
         if depth is not None:

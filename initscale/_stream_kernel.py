@@ -99,14 +99,21 @@ def _array(name: str, values: Sequence[float]) -> str:
     return f"static const double {name}[{len(values)}] = {{{', '.join(repr(float(v)) for v in values)}}};"
 
 
-SOURCE = "\n".join([
-    "#include <stdint.h>",
-    "#include <string.h>",
-    "#include <math.h>",
-    f"#define MAX_AXES {MAX_AXES}",
-    _array("A", _A), _array("B", _B), _array("C", _C), _array("D", _D), _array("E", _E), _array("F", _F),
-    _array("MILLS", _MILLS), f"#define MILLS_TERMS {len(_MILLS)}",
-    r"""
+SOURCE = "\n".join(
+    [
+        "#include <stdint.h>",
+        "#include <string.h>",
+        "#include <math.h>",
+        f"#define MAX_AXES {MAX_AXES}",
+        _array("A", _A),
+        _array("B", _B),
+        _array("C", _C),
+        _array("D", _D),
+        _array("E", _E),
+        _array("F", _F),
+        _array("MILLS", _MILLS),
+        f"#define MILLS_TERMS {len(_MILLS)}",
+        r"""
 /* numpy.polyval's Horner order: y = 0; y = y*x + c for each coefficient, highest first */
 static double ratio(const double *num, const double *den, double r) {
     double n = 0.0, d = 0.0;
@@ -266,7 +273,7 @@ void initscale_stream_fill(void *out, int kind, int64_t start, int64_t stop, int
     }
 }
 """,
-    r"""
+        r"""
 /* ---- The sampler (initscale_sample_fill): draws seeded from a torch generator, not the portable
    streams. Batch b of a call (elements 64b .. 64b + 63) takes the Philox4x32-10 blocks with
    counters (16b + j, n0, n1), j = 0..15, and key (k0, k1); element 64b + e reads word e / 16 of
@@ -528,10 +535,19 @@ void initscale_sample_fill(void *out, int kind, int64_t start, int64_t stop, uin
     initscale_sample_fill_baseline(out, kind, start, stop, k0, k1, n0, n1, dist, prm, clip, lo, hi);
 }
 """,
-])
+    ]
+)
 
-_FLAGS = ["-O3", "-std=c99", "-fPIC", "-shared", "-ffp-contract=off", "-fno-fast-math", "-fno-math-errno",
-          "-fno-trapping-math"]
+_FLAGS = [
+    "-O3",
+    "-std=c99",
+    "-fPIC",
+    "-shared",
+    "-ffp-contract=off",
+    "-fno-fast-math",
+    "-fno-math-errno",
+    "-fno-trapping-math",
+]
 _SYMBOL = "initscale_stream_fill"
 _SAMPLER = "initscale_sample_fill"
 _MAGIC = "initscale-stream-kernel"
@@ -549,7 +565,8 @@ class _Refused(Exception):
 
 def _cache_dir() -> Path:
     root = os.environ.get("INITSCALE_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "initscale")
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "initscale"
+    )
     return Path(root)
 
 
@@ -602,8 +619,10 @@ def _open_folder(folder: Path) -> int:
     problem = _untrusted(os.fstat(fd))
     if problem is not None:
         os.close(fd)
-        raise _Refused(f"the cache folder {folder} {problem} (make it yours with mode 700, or set INITSCALE_CACHE "
-                       "to a folder of yours)")
+        raise _Refused(
+            f"the cache folder {folder} {problem} (make it yours with mode 700, or set INITSCALE_CACHE "
+            "to a folder of yours)"
+        )
     return fd
 
 
@@ -645,8 +664,14 @@ def _read(folder: int, name: str) -> bytes | None:
         raise _Refused("is empty")
     head, newline, library = data.partition(b"\n")
     fields = head.decode("ascii", "replace").split(" ")
-    if (not newline or len(fields) != 4 or fields[:2] != [_MAGIC, f"tag={_tag()}"]
-            or not fields[2].startswith("size=") or not fields[2][5:].isdigit() or not fields[3].startswith("sha256=")):
+    if (
+        not newline
+        or len(fields) != 4
+        or fields[:2] != [_MAGIC, f"tag={_tag()}"]
+        or not fields[2].startswith("size=")
+        or not fields[2][5:].isdigit()
+        or not fields[3].startswith("sha256=")
+    ):
         raise _Refused("is not a kernel record of this initscale (no valid header)")
     size = int(fields[2][5:])
     if len(library) != size:
@@ -678,7 +703,7 @@ def _store(folder: int, name: str, library: bytes) -> None:
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def _compile() -> bytes | None:
@@ -691,8 +716,9 @@ def _compile() -> bytes | None:
             src.write_text(SOURCE, encoding="utf-8")
             built = Path(tmp) / f"stream{suffix}"
             compiler = os.environ.get("CC", "cc")
-            subprocess.run([compiler, *_FLAGS, str(src), "-o", str(built), "-lm"], check=True,
-                           capture_output=True, timeout=120)
+            subprocess.run(
+                [compiler, *_FLAGS, str(src), "-o", str(built), "-lm"], check=True, capture_output=True, timeout=120
+            )
             return built.read_bytes()
     except (OSError, subprocess.SubprocessError):
         return None
@@ -712,8 +738,11 @@ def _dlopen(library: bytes) -> ctypes.CDLL:
             try:
                 _write_all(fd, library)
                 if hasattr(fcntl, "F_ADD_SEALS"):
-                    fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_WRITE | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SHRINK
-                                | fcntl.F_SEAL_SEAL)
+                    fcntl.fcntl(
+                        fd,
+                        fcntl.F_ADD_SEALS,
+                        fcntl.F_SEAL_WRITE | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_SEAL,
+                    )
                 lib = ctypes.CDLL(f"/proc/self/fd/{fd}")
             except OSError:  # memfds not executable here (vm.memfd_noexec), no /proc: a private file
                 os.close(fd)
@@ -752,21 +781,49 @@ def _open(library: bytes) -> ctypes.CDLL:
     except AttributeError:
         raise _Refused(f"has no {_SAMPLER}") from None
     sampler.restype = None
-    sampler.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint32,
-                        ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_int,
-                        ctypes.POINTER(ctypes.c_double), ctypes.c_int, ctypes.c_double, ctypes.c_double]
+    sampler.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_int,
+        ctypes.c_int64,
+        ctypes.c_int64,
+        ctypes.c_uint32,
+        ctypes.c_uint32,
+        ctypes.c_uint32,
+        ctypes.c_uint32,
+        ctypes.c_int,
+        ctypes.POINTER(ctypes.c_double),
+        ctypes.c_int,
+        ctypes.c_double,
+        ctypes.c_double,
+    ]
     fn.restype = None
-    fn.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_int,
-                   ctypes.POINTER(ctypes.c_int64), ctypes.POINTER(ctypes.c_int64), ctypes.POINTER(ctypes.c_int64),
-                   ctypes.c_int64,
-                   ctypes.c_uint32, ctypes.c_uint32, ctypes.c_int, ctypes.POINTER(ctypes.c_double),
-                   ctypes.c_int, ctypes.c_double, ctypes.c_double]
+    fn.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_int,
+        ctypes.c_int64,
+        ctypes.c_int64,
+        ctypes.c_int,
+        ctypes.POINTER(ctypes.c_int64),
+        ctypes.POINTER(ctypes.c_int64),
+        ctypes.POINTER(ctypes.c_int64),
+        ctypes.c_int64,
+        ctypes.c_uint32,
+        ctypes.c_uint32,
+        ctypes.c_int,
+        ctypes.POINTER(ctypes.c_double),
+        ctypes.c_int,
+        ctypes.c_double,
+        ctypes.c_double,
+    ]
     return lib
 
 
 def _warn(problems: list[str], outcome: str) -> None:
-    warnings.warn(f"initscale: {'; '.join(problems)}; {outcome} (INITSCALE_STREAM_KERNEL=0 switches the kernel "
-                  "off).", RuntimeWarning, stacklevel=4)
+    warnings.warn(
+        f"initscale: {'; '.join(problems)}; {outcome} (INITSCALE_STREAM_KERNEL=0 switches the kernel off).",
+        RuntimeWarning,
+        stacklevel=4,
+    )
 
 
 def _build() -> ctypes.CDLL | None:
@@ -780,8 +837,9 @@ def _build() -> ctypes.CDLL | None:
     except _Refused as refused:
         problems.append(f"{refused}; the kernel is built for this process only")
     except OSError as err:
-        problems.append(f"the cache folder {path.parent} cannot be used ({err}); the kernel is built for this "
-                        "process only")
+        problems.append(
+            f"the cache folder {path.parent} cannot be used ({err}); the kernel is built for this process only"
+        )
     try:
         if folder >= 0:
             try:
@@ -830,9 +888,20 @@ def load() -> ctypes.CDLL | None:
 _MIN_CHUNK = 2**16  # elements per thread below which threads cost more than they save
 
 
-def fill(lib: ctypes.CDLL, address: int, kind: int, dims: Sequence[int], contrib_address: int,
-         out_strides: Sequence[int], base: int, key: tuple[int, int], dist: int, params: Sequence[float],
-         clip: tuple[float, float] | None, threads: int = 1) -> None:
+def fill(
+    lib: ctypes.CDLL,
+    address: int,
+    kind: int,
+    dims: Sequence[int],
+    contrib_address: int,
+    out_strides: Sequence[int],
+    base: int,
+    key: tuple[int, int],
+    dist: int,
+    params: Sequence[float],
+    clip: tuple[float, float] | None,
+    threads: int = 1,
+) -> None:
     """Write the stream's values of every element of a buffer at ``address``: float32 (``kind``
     :data:`FLOAT32`), float64 (:data:`FLOAT64`), or float32 rounded to odd (:data:`FLOAT32_ODD`:
     cast to float16 or bfloat16 with round-to-nearest-even, it gives the float64 value correctly
@@ -857,8 +926,24 @@ def fill(lib: ctypes.CDLL, address: int, kind: int, dims: Sequence[int], contrib
     fn = lib.initscale_stream_fill
 
     def run(start: int, stop: int) -> None:
-        fn(address, kind, start, stop, len(dims), dims_c, contrib_c, strides_c, base, key[0], key[1], dist, prm,
-           int(clip is not None), lo, hi)
+        fn(
+            address,
+            kind,
+            start,
+            stop,
+            len(dims),
+            dims_c,
+            contrib_c,
+            strides_c,
+            base,
+            key[0],
+            key[1],
+            dist,
+            prm,
+            int(clip is not None),
+            lo,
+            hi,
+        )
 
     parts = max(1, min(threads, n // _MIN_CHUNK))
     if parts == 1:
@@ -869,9 +954,20 @@ def fill(lib: ctypes.CDLL, address: int, kind: int, dims: Sequence[int], contrib
         list(pool.map(run, bounds[:-1], bounds[1:]))
 
 
-def draw(lib: ctypes.CDLL, address: int, kind: int, shape: Sequence[int], out_strides: Sequence[int],
-         strides: Sequence[int], dist: Any, key: tuple[int, int], clip: tuple[float, float] | None, threads: int = 1,
-         offsets: Sequence[int] | None = None, gates: tuple[int, Sequence[int]] | None = None) -> None:
+def draw(
+    lib: ctypes.CDLL,
+    address: int,
+    kind: int,
+    shape: Sequence[int],
+    out_strides: Sequence[int],
+    strides: Sequence[int],
+    dist: Any,
+    key: tuple[int, int],
+    clip: tuple[float, float] | None,
+    threads: int = 1,
+    offsets: Sequence[int] | None = None,
+    gates: tuple[int, Sequence[int]] | None = None,
+) -> None:
     """The stream of ``dist`` for a box of a weight, written at ``address``: ``shape`` the box's
     axes, ``out_strides`` where its elements sit (in elements), ``strides`` the canonical strides
     of the weight's axes, ``offsets`` the box's start in the weight (None: the whole weight),
@@ -896,8 +992,20 @@ def draw(lib: ctypes.CDLL, address: int, kind: int, shape: Sequence[int], out_st
         tables.append(index * stride)
     order = sorted(range(len(dims)), key=lambda a: -canon[a])
     contrib = np.ascontiguousarray(np.concatenate([tables[a] for a in order]), dtype=np.int64)
-    fill(lib, address, kind, [dims[a] for a in order], contrib.ctypes.data, [places[a] for a in order], 0, key,
-         code, params, clip, threads)
+    fill(
+        lib,
+        address,
+        kind,
+        [dims[a] for a in order],
+        contrib.ctypes.data,
+        [places[a] for a in order],
+        0,
+        key,
+        code,
+        params,
+        clip,
+        threads,
+    )
 
 
 # --- the sampler ---------------------------------------------------------------------------------
@@ -950,8 +1058,17 @@ def _executor(workers: int) -> ThreadPoolExecutor:
         return _pool[0][0]
 
 
-def sample(lib: ctypes.CDLL, address: int, kind: int, n: int, key: Sequence[int], dist: int,
-           params: Sequence[float], clip: tuple[float, float] | None, threads: int = 1) -> None:
+def sample(
+    lib: ctypes.CDLL,
+    address: int,
+    kind: int,
+    n: int,
+    key: Sequence[int],
+    dist: int,
+    params: Sequence[float],
+    clip: tuple[float, float] | None,
+    threads: int = 1,
+) -> None:
     """Fill ``n`` contiguous elements at ``address`` with draws of the sampler (not the portable
     streams): ``kind`` from :data:`SAMPLE_KINDS` (the stored dtype, written once); ``key`` four
     32-bit words (Philox key k0, k1 and counter words n0, n1), drawn from the caller's generator;

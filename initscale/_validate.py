@@ -80,9 +80,7 @@ def integer(name: str, value: Any, *, minimum: int | None = None) -> int:
 def shape(name: str, value: Any) -> tuple[int, ...]:
     """Return ``value`` as a tuple of non-negative ints."""
     if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
-        raise TypeError(
-            f"Argument `{name}` must be a sequence of non-negative integers. Received: {name}={value!r}."
-        )
+        raise TypeError(f"Argument `{name}` must be a sequence of non-negative integers. Received: {name}={value!r}.")
     dims = tuple(value)
     for d in dims:
         if isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 0:

@@ -46,8 +46,20 @@ from typing import Any, Literal
 from . import _validate, gains
 from .specs import VarianceScaling
 
-__all__ = ["OP_RULES", "Auto", "AutoPlan", "AutoRow", "LayerGain", "Propagated", "StabilityRow", "activation_moment",
-           "auto", "follow", "layer_gain", "propagate"]
+__all__ = [
+    "OP_RULES",
+    "Auto",
+    "AutoPlan",
+    "AutoRow",
+    "LayerGain",
+    "Propagated",
+    "StabilityRow",
+    "activation_moment",
+    "auto",
+    "follow",
+    "layer_gain",
+    "propagate",
+]
 
 Follower = Literal["activation", "norm", "output", "linear"]
 _DISTRIBUTIONS = ("normal", "truncated_normal", "uniform")
@@ -75,15 +87,23 @@ def activation_moment(activation: str | Callable[[Any], Any], m_in: float, param
     return gains.stability(activation, 1.0, 1, q=m_in, param=param, derivative=derivative).q_final
 
 
-def layer_gain(follower: Follower, activation: str | Callable[[Any], Any] | None, m_in: float, q: float = 1.0,
-               param: float | None = None) -> LayerGain:
+def layer_gain(
+    follower: Follower,
+    activation: str | Callable[[Any], Any] | None,
+    m_in: float,
+    q: float = 1.0,
+    param: float | None = None,
+) -> LayerGain:
     """The gain of a layer whose input has second moment ``m_in`` and whose output goes to ``follower``."""
     if not (math.isfinite(m_in) and m_in > 0.0):
-        raise ValueError(f"auto: the predicted second moment at a layer's input is {m_in!r}; a gain needs a finite "
-                         "positive one (is the input all zeros?).")
+        raise ValueError(
+            f"auto: the predicted second moment at a layer's input is {m_in!r}; a gain needs a finite "
+            "positive one (is the input all zeros?)."
+        )
     if follower in ("norm", "output"):
-        return LayerGain(1.0, m_in, None, None, f"feeds {'a norm' if follower == 'norm' else 'the output'}: "
-                                                "std 1/sqrt(fan_in)")
+        return LayerGain(
+            1.0, m_in, None, None, f"feeds {'a norm' if follower == 'norm' else 'the output'}: std 1/sqrt(fan_in)"
+        )
     if follower == "linear" or activation is None:
         return LayerGain(math.sqrt(q / m_in), q, 1.0, gains.verdict(1.0), "no activation follows: holds q")
     derivative = getattr(activation, "derivative", None) if callable(activation) else None
@@ -103,12 +123,18 @@ def layer_gain(follower: Follower, activation: str | Callable[[Any], Any] | None
 OP_RULES = ("shape", "sum", "product", "quotient", "cat", "average")
 
 
-def follow(events: Sequence[Any], node: int, outputs: set[int], start: int, op_rule: Callable[[Any], str | None],
-           op_label: Callable[[Any], str]) -> tuple[Follower, Any, str]:
+def follow(
+    events: Sequence[Any],
+    node: int,
+    outputs: set[int],
+    start: int,
+    op_rule: Callable[[Any], str | None],
+    op_label: Callable[[Any], str],
+) -> tuple[Follower, Any, str]:
     """What the first consumer of ``node`` after event ``start`` is, through shape ops:
     ``(follower, activation, label)``; an output nothing consumes is the model's output or "unused"."""
     frontier = {node}
-    for event in events[start + 1:]:
+    for event in events[start + 1 :]:
         if not frontier.intersection(event.inputs):
             continue
         if event.kind == "act":
@@ -139,11 +165,19 @@ def _activation_of(activation: Any) -> tuple[Any, float | None]:
     return activation if isinstance(activation, tuple) else (activation, None)
 
 
-def propagate(events: Sequence[Any], measured: Sequence[float], layers: Mapping[str, tuple[str, int, str]],
-              outputs: Sequence[int], q: float, *, op_rule: Callable[[Any], str | None],
-              op_label: Callable[[Any], str], ratio: Callable[[Any, float, list[str]], float],
-              follower: Callable[[int, int], tuple[Follower, Any, str]] | None = None,
-              unused_note: str = "") -> Propagated:
+def propagate(
+    events: Sequence[Any],
+    measured: Sequence[float],
+    layers: Mapping[str, tuple[str, int, str]],
+    outputs: Sequence[int],
+    q: float,
+    *,
+    op_rule: Callable[[Any], str | None],
+    op_label: Callable[[Any], str],
+    ratio: Callable[[Any, float, list[str]], float],
+    follower: Callable[[int, int], tuple[Follower, Any, str]] | None = None,
+    unused_note: str = "",
+) -> Propagated:
     """Walk the recorded events in order, predicting every node's second moment (the rules of the
     module docstring) and planning the first call of each layer in ``layers`` (event name ->
     (weight name, fan_in, class)). Inputs, parameters and constants keep their measured mean
@@ -153,8 +187,10 @@ def propagate(events: Sequence[Any], measured: Sequence[float], layers: Mapping[
     consumes."""
     output_set = set(outputs)
     if follower is None:
+
         def follower(index: int, node: int) -> tuple[Follower, Any, str]:
             return follow(events, node, output_set, index, op_rule, op_label)
+
     predicted = list(measured)
     done = Propagated([], {}, {}, set(), [])
     for index, event in enumerate(events):
@@ -257,15 +293,21 @@ class AutoPlan:
             chi = "" if row.chi is None else f", chi {row.chi:.4g}"
             return f"auto: then {then}, m_in {row.m_in:.4g} ({self.arriving}), gain {row.gain:.4g}{chi}"
 
-        return {row.weight: Rule(VarianceScaling(scale=row.gain**2, mode="fan_in", distribution=self.distribution),
-                                 label=label(row)) for row in self.rows}
+        return {
+            row.weight: Rule(
+                VarianceScaling(scale=row.gain**2, mode="fan_in", distribution=self.distribution), label=label(row)
+            )
+            for row in self.rows
+        }
 
     def __getitem__(self, weight: str) -> AutoRow:
         for row in self.rows:
             if row.weight == weight:
                 return row
-        raise KeyError(f"No weight {weight!r} in this auto plan; its weights are "
-                       f"{', '.join(r.weight for r in self.rows) or 'none'}.")
+        raise KeyError(
+            f"No weight {weight!r} in this auto plan; its weights are "
+            f"{', '.join(r.weight for r in self.rows) or 'none'}."
+        )
 
     def growth(self) -> float:
         """∏ χ over the layers followed by an activation: the predicted factor on a small
@@ -297,14 +339,18 @@ class AutoPlan:
         factor = _validate.real("factor", factor, positive=True)
         bound, growth = max(factor, 1.0 / factor), self.growth()
         if not 1.0 / bound <= growth <= bound:
-            worst = sorted((r for r in self.rows if r.chi is not None and r.chi > 0),
-                           key=lambda r: -abs(math.log(r.chi)))[:3]
-            per = "; ".join(f"{s.activation}: {s.layers} layer(s), chi {s.chi:.4g}, chi^L {s.growth:.4g} ({s.verdict})"
-                            for s in self.stability())
+            worst = sorted(
+                (r for r in self.rows if r.chi is not None and r.chi > 0), key=lambda r: -abs(math.log(r.chi))
+            )[:3]
+            per = "; ".join(
+                f"{s.activation}: {s.layers} layer(s), chi {s.chi:.4g}, chi^L {s.growth:.4g} ({s.verdict})"
+                for s in self.stability()
+            )
             raise AssertionError(
                 f"auto: a small perturbation's second moment is predicted to grow by {growth:.4g} through the model "
                 f"(outside [{1 / bound:.3g}, {bound:.3g}]). Per activation: {per or 'none'}. Largest |log chi|: "
-                + ", ".join(f"{r.weight} ({r.activation}, chi={r.chi:.4g})" for r in worst))
+                + ", ".join(f"{r.weight} ({r.activation}, chi={r.chi:.4g})" for r in worst)
+            )
 
     def __str__(self) -> str:
         from .reinit import _aligned
@@ -313,14 +359,28 @@ class AutoPlan:
             return "-" if x is None else f"{x:.4g}"
 
         lines = [("weight", "layer", "then", "m_in", "fan_in", "gain", "chi", "note")]
-        lines += [(r.weight, r.layer, r.activation if r.follower == "activation" else r.follower, number(r.m_in),
-                   str(r.fan_in), number(r.gain), number(r.chi), r.note) for r in self.rows]
-        notes = "".join(f"\nstability: {s.activation}: {s.layers} layer(s), chi {s.chi:.4g}, chi^L {s.growth:.4g} "
-                        f"({s.verdict})" for s in self.stability())
+        lines += [
+            (
+                r.weight,
+                r.layer,
+                r.activation if r.follower == "activation" else r.follower,
+                number(r.m_in),
+                str(r.fan_in),
+                number(r.gain),
+                number(r.chi),
+                r.note,
+            )
+            for r in self.rows
+        ]
+        notes = "".join(
+            f"\nstability: {s.activation}: {s.layers} layer(s), chi {s.chi:.4g}, chi^L {s.growth:.4g} ({s.verdict})"
+            for s in self.stability()
+        )
         notes += "".join(f"\nnote: {n}" for n in self.notes)
-        return (f"auto (q={self.q:g}, m_in {self.arriving}): {len(self.rows)} weights, predicted perturbation growth "
-                f"{self.growth():.4g}\n"
-                + "\n".join(_aligned(lines)) + notes)
+        return (
+            f"auto (q={self.q:g}, m_in {self.arriving}): {len(self.rows)} weights, predicted perturbation growth "
+            f"{self.growth():.4g}\n" + "\n".join(_aligned(lines)) + notes
+        )
 
 
 @dataclass(frozen=True)
@@ -345,15 +405,21 @@ class Auto:
         except (TypeError, ValueError) as err:
             raise type(err)(f"initscale.auto: {err} q is the second moment to hold after each activation.") from None
         if self.distribution not in _DISTRIBUTIONS:
-            raise ValueError(f"Argument `distribution` of initscale.auto must be one of "
-                             f"{', '.join(repr(d) for d in _DISTRIBUTIONS)}. "
-                             f"Received: distribution={self.distribution!r}.")
+            raise ValueError(
+                f"Argument `distribution` of initscale.auto must be one of "
+                f"{', '.join(repr(d) for d in _DISTRIBUTIONS)}. "
+                f"Received: distribution={self.distribution!r}."
+            )
         if self.example_inputs is None:
-            raise ValueError("initscale.auto needs example_inputs=: the model is run once on them to find which "
-                             "activation follows each layer and the second moment of the data.")
+            raise ValueError(
+                "initscale.auto needs example_inputs=: the model is run once on them to find which "
+                "activation follows each layer and the second moment of the data."
+            )
         if self.arriving not in ("measured", "predicted"):
-            raise ValueError(f"Argument `arriving` of initscale.auto must be 'measured' or 'predicted'. "
-                             f"Received: arriving={self.arriving!r}.")
+            raise ValueError(
+                f"Argument `arriving` of initscale.auto must be 'measured' or 'predicted'. "
+                f"Received: arriving={self.arriving!r}."
+            )
 
     def plan(self, model: Any, variables: Any = None) -> AutoPlan:
         """The plan for ``model``: a torch module, a built Keras model (any backend), or a Flax
@@ -361,8 +427,10 @@ class Auto:
         linen = sys.modules.get("flax.linen")
         if linen is not None and isinstance(model, linen.Module):
             if variables is None:
-                raise TypeError("initscale.auto: a Flax linen module's plan needs its variables: "
-                                "auto.plan(module, variables=module.init(key, x)).")
+                raise TypeError(
+                    "initscale.auto: a Flax linen module's plan needs its variables: "
+                    "auto.plan(module, variables=module.init(key, x))."
+                )
             from .adapters import _jax_auto
 
             return _jax_auto.plan(variables, model, self)
@@ -376,8 +444,10 @@ class Auto:
             from .adapters import _torch_auto
 
             return _torch_auto.plan(model, self)
-        raise TypeError(f"initscale.auto: models of type {type(model).__name__} are not supported yet (torch "
-                        "modules, Keras models and Flax linen modules with variables= are).")
+        raise TypeError(
+            f"initscale.auto: models of type {type(model).__name__} are not supported yet (torch "
+            "modules, Keras models and Flax linen modules with variables= are)."
+        )
 
     def rules_for(self, model: Any, params: Any = None) -> dict[str, Any]:
         """The predicted plan's rules for ``model`` (parameter name -> spec), for the reinit
@@ -386,8 +456,14 @@ class Auto:
         return self.plan(model).rules()
 
 
-def auto(example_inputs: Any, example_kwargs: Mapping[str, Any] | None = None, *, q: float = 1.0,
-         distribution: str = "normal", arriving: str = "measured") -> Auto:
+def auto(
+    example_inputs: Any,
+    example_kwargs: Mapping[str, Any] | None = None,
+    *,
+    q: float = 1.0,
+    distribution: str = "normal",
+    arriving: str = "measured",
+) -> Auto:
     """Activation-aware rules: each weight the fixed-point gain of what follows its layer (module docstring).
 
     Args:
@@ -405,7 +481,9 @@ def auto(example_inputs: Any, example_kwargs: Mapping[str, Any] | None = None, *
             :meth:`Auto.plan` always shows the predicted plan.
     """
     if example_inputs is None:
-        raise ValueError("initscale.auto needs example_inputs=: the model is run once on them to find which "
-                         "activation follows each layer and the second moment of the data.")
+        raise ValueError(
+            "initscale.auto needs example_inputs=: the model is run once on them to find which "
+            "activation follows each layer and the second moment of the data."
+        )
     inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
     return Auto(inputs, example_kwargs, q, distribution, arriving)

@@ -126,8 +126,17 @@ N_MIN = 500  # fewest finite values for the std and mean tests (see the module d
 TRUNCATION_NO_OP = 6.0  # a finite truncation bound beyond this many sigmas cuts ~nothing: 2(1-Φ(6)) ≈ 2e-9
 
 FLAGS: tuple[str, ...] = (
-    "all_zero", "denormal", "mean_off", "non_finite", "norm_scale_not_one", "not_constant", "out_of_bounds",
-    "padding_row_not_zero", "repeated_rows", "std_off", "truncation_no_op",
+    "all_zero",
+    "denormal",
+    "mean_off",
+    "non_finite",
+    "norm_scale_not_one",
+    "not_constant",
+    "out_of_bounds",
+    "padding_row_not_zero",
+    "repeated_rows",
+    "std_off",
+    "truncation_no_op",
 )
 
 # smallest positive normal number per floating dtype (bfloat16 shares float32's exponent range)
@@ -299,22 +308,39 @@ class CheckReport(Sequence[CheckRow]):
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe: ``json.dumps(report.to_dict(), allow_nan=False)`` works."""
-        return {"ok": bool(self), "fresh": self.fresh, "alpha": self.alpha, "tests": self.tests,
-                "z": _json_number(self.z), "flagged": self.flags, "tied": [list(t) for t in self.tied],
-                "notes": list(self.notes), "rows": [r.to_dict() for r in self.rows]}
+        return {
+            "ok": bool(self),
+            "fresh": self.fresh,
+            "alpha": self.alpha,
+            "tests": self.tests,
+            "z": _json_number(self.z),
+            "flagged": self.flags,
+            "tied": [list(t) for t in self.tied],
+            "notes": list(self.notes),
+            "rows": [r.to_dict() for r in self.rows],
+        }
 
     def to_json(self, **kwargs: Any) -> str:
         """:meth:`to_dict` as strict JSON."""
         return json.dumps(self.to_dict(), allow_nan=False, **kwargs)
 
     def __str__(self) -> str:
-        header = ("name", "shape", "dtype", "role", "mean", "std", "min", "max", "exp_mean", "exp_std", "s/σ",
-                  "flags")
+        header = ("name", "shape", "dtype", "role", "mean", "std", "min", "max", "exp_mean", "exp_std", "s/σ", "flags")
         lines = [header] + [
-            (r.name, "x".join(map(str, r.shape)) or "()", r.dtype, r.role, _cell(r.mean), _cell(r.std),
-             _cell(r.min), _cell(r.max), _cell(r.expected_mean), _cell(r.expected_std),
-             "-" if r.std_ratio is None else f"{r.std_ratio:.4f}±{r.std_tolerance:.2g}",
-             ",".join(r.flag_names) or "ok")
+            (
+                r.name,
+                "x".join(map(str, r.shape)) or "()",
+                r.dtype,
+                r.role,
+                _cell(r.mean),
+                _cell(r.std),
+                _cell(r.min),
+                _cell(r.max),
+                _cell(r.expected_mean),
+                _cell(r.expected_std),
+                "-" if r.std_ratio is None else f"{r.std_ratio:.4f}±{r.std_tolerance:.2g}",
+                ",".join(r.flag_names) or "ok",
+            )
             for r in self.rows
         ]
         widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
@@ -324,13 +350,16 @@ class CheckReport(Sequence[CheckRow]):
         out += [f"tied: {' = '.join(group)}" for group in self.tied]
         out += list(self.notes)
         flagged = len(self.flagged)
-        out.append(f"{len(self.rows)} parameters, {flagged} flagged"
-                   f"{'' if self.fresh else ' (fresh=False: init-time flags off)'}; chance flags at family-wise "
-                   f"false-alarm rate {self.alpha:g} over {self.tests} tests (Bonferroni, z = {self.z:.3f})")
+        out.append(
+            f"{len(self.rows)} parameters, {flagged} flagged"
+            f"{'' if self.fresh else ' (fresh=False: init-time flags off)'}; chance flags at family-wise "
+            f"false-alarm rate {self.alpha:g} over {self.tests} tests (Bonferroni, z = {self.z:.3f})"
+        )
         return "\n".join(out)
 
 
 # --- the tolerances, one function each (the mutation tests replace them) ------------------------
+
 
 def _z(alpha: float, tests: int) -> float:
     """Bonferroni: each of ``tests`` two-sided tests at alpha/tests, z = Φ⁻¹(1 − alpha/(2·tests))."""
@@ -405,6 +434,7 @@ def _repeated_rows(x: NDArray[Any], axis: int) -> tuple[int, float] | None:
 
 # --- the core ---------------------------------------------------------------------------------
 
+
 def _dtype_name(entry: Entry, x: NDArray[Any]) -> str:
     return entry.dtype or str(x.dtype)
 
@@ -423,8 +453,9 @@ def _count_tests(entries: Sequence[tuple[Entry, NDArray[Any]]], fresh: bool) -> 
     return tests
 
 
-def check_arrays(entries: Sequence[Entry], *, fresh: bool = True, alpha: float = ALPHA,
-                 notes: Sequence[str] = ()) -> CheckReport:
+def check_arrays(
+    entries: Sequence[Entry], *, fresh: bool = True, alpha: float = ALPHA, notes: Sequence[str] = ()
+) -> CheckReport:
     """Measure and flag every entry (see the module docstring for each flag and its tolerance).
 
     Args:
@@ -443,11 +474,14 @@ def check_arrays(entries: Sequence[Entry], *, fresh: bool = True, alpha: float =
             raise TypeError(f"Each entry must be an initscale.check.Entry. Received: {entry!r}.")
         x = np.asarray(entry.values)
         if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer) or x.dtype == bool):
-            raise TypeError(f"Parameter {entry.name!r}: values of dtype {x.dtype} cannot be checked; "
-                            "pass real floating (or integer) values.")
+            raise TypeError(
+                f"Parameter {entry.name!r}: values of dtype {x.dtype} cannot be checked; "
+                "pass real floating (or integer) values."
+            )
         if x.ndim and not -x.ndim <= entry.unit_axis < x.ndim:
-            raise ValueError(f"Parameter {entry.name!r}: `unit_axis`={entry.unit_axis} is out of range for shape "
-                             f"{x.shape}.")
+            raise ValueError(
+                f"Parameter {entry.name!r}: `unit_axis`={entry.unit_axis} is out of range for shape {x.shape}."
+            )
         arrays.append((entry, x))
     tests = _count_tests(arrays, fresh)
     level = alpha / max(tests, 1)
@@ -469,8 +503,12 @@ def _check_one(entry: Entry, x: NDArray[Any], *, fresh: bool, level: float, z: f
         pos = int(np.isposinf(x).sum())
         neg = n - n_finite - nan - pos
         first = np.unravel_index(int(np.argmax(~finite)), x.shape)
-        flags.append(Flag("non_finite", f"{nan} NaN, {pos} +inf, {neg} -inf of {n} values (first at index "
-                                        f"{tuple(int(i) for i in first)})"))
+        flags.append(
+            Flag(
+                "non_finite",
+                f"{nan} NaN, {pos} +inf, {neg} -inf of {n} values (first at index {tuple(int(i) for i in first)})",
+            )
+        )
     mean = float(xf.mean()) if n_finite else math.nan
     std = float(xf.std()) if n_finite else math.nan
     low = float(xf.min()) if n_finite else math.nan
@@ -489,47 +527,79 @@ def _check_one(entry: Entry, x: NDArray[Any], *, fresh: bool, level: float, z: f
             p0 = min(1.0, 2.0 * tiny * _density_at_zero(dist, sigma))
             bound = _binomial_tail_bound(k, n, p0)
             if bound < level:
-                flags.append(Flag("denormal", f"{k} subnormal values (0 < |x| < {tiny:.3g}, the smallest normal "
-                                              f"{dtype}) of {n}; chance gives at most P <= {bound:.2g} "
-                                              f"(p0 = {p0:.2g} each): uninitialized memory?"))
+                flags.append(
+                    Flag(
+                        "denormal",
+                        f"{k} subnormal values (0 < |x| < {tiny:.3g}, the smallest normal "
+                        f"{dtype}) of {n}; chance gives at most P <= {bound:.2g} "
+                        f"(p0 = {p0:.2g} each): uninitialized memory?",
+                    )
+                )
     expected_zero = isinstance(dist, ConstantDist) and dist.value == 0.0
     if x.ndim >= 2 and n and not expected_zero and n_finite == n and not np.any(xf):
-        flags.append(Flag("all_zero", f"all {n} values are 0 in a weight of {x.ndim} axes: uninitialized, or "
-                                      "never initialized"))
+        flags.append(
+            Flag("all_zero", f"all {n} values are 0 in a weight of {x.ndim} axes: uninitialized, or never initialized")
+        )
     rep = _repeated_rows(x, entry.unit_axis)
     if rep is not None and rep[0] and rep[1] < level:
-        flags.append(Flag("repeated_rows", f"{rep[0]} of {x.shape[entry.unit_axis]} rows along axis "
-                                           f"{entry.unit_axis} repeat an earlier row; chance gives P <= "
-                                           f"{rep[1]:.2g}: copied or broadcast values?"))
+        flags.append(
+            Flag(
+                "repeated_rows",
+                f"{rep[0]} of {x.shape[entry.unit_axis]} rows along axis "
+                f"{entry.unit_axis} repeat an earlier row; chance gives P <= "
+                f"{rep[1]:.2g}: copied or broadcast values?",
+            )
+        )
     # roles
     norm_checked = False
-    if fresh and entry.role == "norm_scale" and (dist is None or (isinstance(dist, ConstantDist)
-                                                                  and dist.value == 1.0)):
+    if (
+        fresh
+        and entry.role == "norm_scale"
+        and (dist is None or (isinstance(dist, ConstantDist) and dist.value == 1.0))
+    ):
         norm_checked = True
         bad = int(np.count_nonzero(xf != 1.0)) + (n - n_finite)
         if bad:
-            flags.append(Flag("norm_scale_not_one", f"{bad} of {n} values of the {entry.layer} scale are not 1 "
-                                                    f"(min {low:.4g}, max {high:.4g}); a fresh norm has ones"))
+            flags.append(
+                Flag(
+                    "norm_scale_not_one",
+                    f"{bad} of {n} values of the {entry.layer} scale are not 1 "
+                    f"(min {low:.4g}, max {high:.4g}); a fresh norm has ones",
+                )
+            )
     if entry.padding_idx is not None and x.ndim >= 1 and x.shape[0]:
         idx = int(entry.padding_idx)
         if not -x.shape[0] <= idx < x.shape[0]:
             raise ValueError(f"Parameter {entry.name!r}: padding_idx={idx} is outside its {x.shape[0]} rows.")
         row = x[idx]
         if np.any(row != 0):
-            flags.append(Flag("padding_row_not_zero", f"padding row {idx} has {int(np.count_nonzero(row))} non-zero "
-                                                      f"values of {row.size}; nn.Embedding keeps it zero"))
+            flags.append(
+                Flag(
+                    "padding_row_not_zero",
+                    f"padding row {idx} has {int(np.count_nonzero(row))} non-zero "
+                    f"values of {row.size}; nn.Embedding keeps it zero",
+                )
+            )
     # the expectation
     std_ratio = tol = None
     note = ""
     if isinstance(dist, TruncatedNormalDist):
         a, b = dist.standard_bounds
-        far = [(name, v, s) for name, v, s in (("low", dist.low, a), ("high", dist.high, b))
-               if math.isfinite(s) and abs(s) > TRUNCATION_NO_OP]
+        far = [
+            (name, v, s)
+            for name, v, s in (("low", dist.low, a), ("high", dist.high, b))
+            if math.isfinite(s) and abs(s) > TRUNCATION_NO_OP
+        ]
         if far:
             listed = ", ".join(f"{name} {v:g} = {s:+.3g}σ" for name, v, s in far)
-            flags.append(Flag("truncation_no_op", f"truncated normal with σ {dist.sigma:g} has bounds beyond "
-                                                  f"{TRUNCATION_NO_OP:g}σ ({listed}): it truncates nothing; "
-                                                  "absolute bounds meant in units of σ?"))
+            flags.append(
+                Flag(
+                    "truncation_no_op",
+                    f"truncated normal with σ {dist.sigma:g} has bounds beyond "
+                    f"{TRUNCATION_NO_OP:g}σ ({listed}): it truncates nothing; "
+                    "absolute bounds meant in units of σ?",
+                )
+            )
     if fresh and dist is not None and n:
         xt, nt, mt = xf, n_finite, mean  # the values the distribution tests see
         if entry.padding_idx is not None and x.ndim >= 1 and not isinstance(dist, ConstantDist):
@@ -543,21 +613,34 @@ def _check_one(entry: Entry, x: NDArray[Any], *, fresh: bool, level: float, z: f
                 off = int(np.count_nonzero(xf != dist.value)) + (n - n_finite)
                 if off:
                     worst = float(np.max(np.abs(xt - dist.value))) if n_finite else math.nan
-                    flags.append(Flag("not_constant", f"{off} of {n} values differ from {dist.value:g} "
-                                                      f"(max |x - {dist.value:g}| = {worst:.4g})"))
+                    flags.append(
+                        Flag(
+                            "not_constant",
+                            f"{off} of {n} values differ from {dist.value:g} (max |x - {dist.value:g}| = {worst:.4g})",
+                        )
+                    )
         else:
             sigma, mu = math.sqrt(dist.variance), float(dist.mean)
             if nt >= N_MIN:
                 std_ratio = math.sqrt(float(np.mean((xt - mu) ** 2))) / sigma
                 tol = _std_tolerance(float(dist.kurtosis), nt, z)
                 if abs(std_ratio - 1.0) > tol:
-                    flags.append(Flag("std_off", f"std {std_ratio * sigma:.4g} (about mean {mu:g}) is {std_ratio:.4g}"
-                                                 f"x the expected {sigma:.4g}; sampling tolerance ±{tol:.2g} "
-                                                 f"(z {z:.2f}, n {nt})"))
+                    flags.append(
+                        Flag(
+                            "std_off",
+                            f"std {std_ratio * sigma:.4g} (about mean {mu:g}) is {std_ratio:.4g}"
+                            f"x the expected {sigma:.4g}; sampling tolerance ±{tol:.2g} "
+                            f"(z {z:.2f}, n {nt})",
+                        )
+                    )
                 tol_mean = z * sigma / math.sqrt(nt)
                 if abs(mt - mu) > tol_mean:
-                    flags.append(Flag("mean_off", f"mean {mt:.4g} vs expected {mu:g}; tolerance ±{tol_mean:.2g} "
-                                                  f"(z {z:.2f}, n {nt})"))
+                    flags.append(
+                        Flag(
+                            "mean_off",
+                            f"mean {mt:.4g} vs expected {mu:g}; tolerance ±{tol_mean:.2g} (z {z:.2f}, n {nt})",
+                        )
+                    )
             else:
                 note = f"{nt} finite values < {N_MIN}: std and mean not tested"
             if dist.bounds is not None and nt:
@@ -565,19 +648,39 @@ def _check_one(entry: Entry, x: NDArray[Any], *, fresh: bool, level: float, z: f
                 u = _ROUNDING.get(dtype, 0.0)
                 outside = int(np.count_nonzero((xt < lo - abs(lo) * u) | (xt > hi + abs(hi) * u)))
                 if outside:
-                    flags.append(Flag("out_of_bounds", f"{outside} values outside the expected [{lo:.4g}, {hi:.4g}] "
-                                                       f"(min {low:.4g}, max {high:.4g})"))
+                    flags.append(
+                        Flag(
+                            "out_of_bounds",
+                            f"{outside} values outside the expected [{lo:.4g}, {hi:.4g}] "
+                            f"(min {low:.4g}, max {high:.4g})",
+                        )
+                    )
     return CheckRow(
-        name=entry.name, shape=tuple(int(s) for s in x.shape), dtype=dtype, layer=entry.layer, role=entry.role,
-        n=n, n_finite=n_finite, mean=mean, std=std, min=low, max=high,
+        name=entry.name,
+        shape=tuple(int(s) for s in x.shape),
+        dtype=dtype,
+        layer=entry.layer,
+        role=entry.role,
+        n=n,
+        n_finite=n_finite,
+        mean=mean,
+        std=std,
+        min=low,
+        max=high,
         expected_mean=None if dist is None else float(dist.mean),
         expected_std=None if dist is None else math.sqrt(dist.variance),
         expected_bounds=None if dist is None or dist.bounds is None else tuple(float(b) for b in dist.bounds),
-        expected_source=None if exp is None else exp.source, std_ratio=std_ratio, std_tolerance=tol,
-        flags=tuple(flags), tied=tuple(entry.aliases), note=note)
+        expected_source=None if exp is None else exp.source,
+        std_ratio=std_ratio,
+        std_tolerance=tol,
+        flags=tuple(flags),
+        tied=tuple(entry.aliases),
+        note=note,
+    )
 
 
 # --- expectations: from rules, a plan, a recipe -------------------------------------------------
+
 
 def expectations(decided: Plan) -> dict[str, Expected]:
     """Parameter name -> :class:`Expected`, for every parameter the plan sets (what ``reinit_``
@@ -594,17 +697,20 @@ def rules_for(recipe: Any = None, rules: Any = None) -> Any:
     spec, as ``reinit_`` takes), or ``recipe``: a rule set, or the name of an
     ``initscale.recipes`` recipe. None when neither is given."""
     if recipe is not None and rules is not None:
-        raise ValueError("Pass either `recipe` or `rules`, not both. Received both: "
-                         f"recipe={recipe!r}, rules={rules!r}.")
+        raise ValueError(
+            f"Pass either `recipe` or `rules`, not both. Received both: recipe={recipe!r}, rules={rules!r}."
+        )
     if isinstance(recipe, str):
         try:
             recipes = importlib.import_module("initscale.recipes")
         except ModuleNotFoundError as err:
             if err.name != "initscale.recipes":
                 raise
-            raise ValueError(f"Argument `recipe`={recipe!r}: this initscale has no initscale.recipes yet; pass the "
-                             "rules instead, e.g. rules={'LayerNorm': initscale.Ones(), '*.weight': "
-                             "initscale.Normal(0.02)} (the rules reinit_ takes).") from None
+            raise ValueError(
+                f"Argument `recipe`={recipe!r}: this initscale has no initscale.recipes yet; pass the "
+                "rules instead, e.g. rules={'LayerNorm': initscale.Ones(), '*.weight': "
+                "initscale.Normal(0.02)} (the rules reinit_ takes)."
+            ) from None
         return recipes.get(recipe)
     return recipe if recipe is not None else rules
 
@@ -614,11 +720,13 @@ def _expected_for(params: Sequence[Param], rules: Any, include_frozen: bool) -> 
         unit = [p for p in params if p.unit_offset and p.role == "norm_scale"]
         return expectations(plan(unit, {}, include_frozen=include_frozen, dry_run=True, stacklevel=3)) if unit else {}
     if hasattr(rules, "rules_for") and not isinstance(rules, Mapping):
-        raise ValueError(f"Recipe {rules!r} reads each parameter's role from the model's module tree, which a "
-                         "checkpoint (names and arrays) does not hold. Check the model itself "
-                         "(initscale.torch.check(model, recipe=...)), pass recipe.rules_for(model) as `rules`, or on "
-                         "the command line give the model's config: initscale check FILE --recipe NAME --config "
-                         "config.json.")
+        raise ValueError(
+            f"Recipe {rules!r} reads each parameter's role from the model's module tree, which a "
+            "checkpoint (names and arrays) does not hold. Check the model itself "
+            "(initscale.torch.check(model, recipe=...)), pass recipe.rules_for(model) as `rules`, or on "
+            "the command line give the model's config: initscale check FILE --recipe NAME --config "
+            "config.json."
+        )
     return expectations(plan(params, rules, include_frozen=include_frozen, dry_run=True, stacklevel=3))
 
 
@@ -657,10 +765,18 @@ def role_from_name(name: str, ndim: int) -> str:
     return "other"
 
 
-def check_state(arrays: Mapping[str, Any], *, rules: Any = None, recipe: Any = None, fresh: bool = True,
-                alpha: float = ALPHA, aliases: Mapping[str, Sequence[str]] | None = None,
-                dtypes: Mapping[str, str] | None = None, layout: str = "torch",
-                notes: Sequence[str] = ()) -> CheckReport:
+def check_state(
+    arrays: Mapping[str, Any],
+    *,
+    rules: Any = None,
+    recipe: Any = None,
+    fresh: bool = True,
+    alpha: float = ALPHA,
+    aliases: Mapping[str, Sequence[str]] | None = None,
+    dtypes: Mapping[str, str] | None = None,
+    layout: str = "torch",
+    notes: Sequence[str] = (),
+) -> CheckReport:
     """Check a checkpoint's arrays (name -> NumPy array) by name only: roles from
     :func:`role_from_name`, weights of 2+ axes read with ``layout`` for the fans rules need,
     ``aliases`` (first name -> the other names of the same tensor) listed as tied, ``dtypes`` the
@@ -672,19 +788,40 @@ def check_state(arrays: Mapping[str, Any], *, rules: Any = None, recipe: Any = N
     for name, values in arrays.items():
         x = np.asarray(values)
         role = role_from_name(name, x.ndim)
-        params.append(Param(name, tuple(x.shape), (), role, layout if role in ("weight", "other") and x.ndim >= 2
-                            else None))
+        params.append(
+            Param(name, tuple(x.shape), (), role, layout if role in ("weight", "other") and x.ndim >= 2 else None)
+        )
     expected = _expected_for(params, rules_for(recipe, rules), include_frozen=True)
     for param, (name, values) in zip(params, arrays.items(), strict=True):
-        entries.append(Entry(name, values, role=param.role, expected=expected.get(name),
-                             aliases=tuple(aliases.get(name, ())),
-                             dtype=(dtypes or {}).get(name)))
+        entries.append(
+            Entry(
+                name,
+                values,
+                role=param.role,
+                expected=expected.get(name),
+                aliases=tuple(aliases.get(name, ())),
+                dtype=(dtypes or {}).get(name),
+            )
+        )
     return check_arrays(entries, fresh=fresh, alpha=alpha, notes=notes)
 
 
 # safetensors dtype codes -> NumPy dtypes (BF16 is widened to float32 exactly; F8 types are not read)
-_SAFETENSORS_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2",
-                       "I8": "i1", "U8": "u1", "U16": "<u2", "U32": "<u4", "U64": "<u8", "BOOL": "?", "BF16": "<u2"}
+_SAFETENSORS_DTYPES = {
+    "F64": "<f8",
+    "F32": "<f4",
+    "F16": "<f2",
+    "I64": "<i8",
+    "I32": "<i4",
+    "I16": "<i2",
+    "I8": "i1",
+    "U8": "u1",
+    "U16": "<u2",
+    "U32": "<u4",
+    "U64": "<u8",
+    "BOOL": "?",
+    "BF16": "<u2",
+}
 
 
 def load_safetensors(path: str | os.PathLike[str]) -> tuple[dict[str, NDArray[Any]], dict[str, str]]:
@@ -698,15 +835,16 @@ def load_safetensors(path: str | os.PathLike[str]) -> tuple[dict[str, NDArray[An
         raise ValueError(f"{os.fspath(path)!r} is not a safetensors file: {len(data)} bytes.")
     size = int.from_bytes(data[:8], "little")
     if not 2 <= size <= len(data) - 8:
-        raise ValueError(f"{os.fspath(path)!r} is not a safetensors file: header length {size} for a file of "
-                         f"{len(data)} bytes.")
+        raise ValueError(
+            f"{os.fspath(path)!r} is not a safetensors file: header length {size} for a file of {len(data)} bytes."
+        )
     try:
-        header = json.loads(data[8:8 + size])
+        header = json.loads(data[8 : 8 + size])
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ValueError(f"{os.fspath(path)!r} is not a safetensors file: its header is not JSON ({err}).") from None
     if not isinstance(header, dict):
         raise ValueError(f"{os.fspath(path)!r} is not a safetensors file: its header is not a JSON object.")
-    body = memoryview(data)[8 + size:]
+    body = memoryview(data)[8 + size :]
     out: dict[str, NDArray[Any]] = {}
     dtypes: dict[str, str] = {}
     for name, info in header.items():
@@ -717,17 +855,20 @@ def load_safetensors(path: str | os.PathLike[str]) -> tuple[dict[str, NDArray[An
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"{os.fspath(path)!r}: tensor {name!r} has a malformed header entry {info!r}.") from err
         if code not in _SAFETENSORS_DTYPES:
-            raise ValueError(f"{os.fspath(path)!r}: tensor {name!r} has dtype {code!r}; readable dtypes are "
-                             f"{', '.join(sorted(_SAFETENSORS_DTYPES))}.")
+            raise ValueError(
+                f"{os.fspath(path)!r}: tensor {name!r} has dtype {code!r}; readable dtypes are "
+                f"{', '.join(sorted(_SAFETENSORS_DTYPES))}."
+            )
         dtype = np.dtype(_SAFETENSORS_DTYPES[code])
         count = math.prod(shape)
         if not (0 <= begin <= end <= len(body)) or end - begin != count * dtype.itemsize:
-            raise ValueError(f"{os.fspath(path)!r}: tensor {name!r} ({code}, shape {list(shape)}) has data offsets "
-                             f"[{begin}, {end}] that do not fit its size or the file.")
+            raise ValueError(
+                f"{os.fspath(path)!r}: tensor {name!r} ({code}, shape {list(shape)}) has data offsets "
+                f"[{begin}, {end}] that do not fit its size or the file."
+            )
         values = np.frombuffer(body[begin:end], dtype=dtype).reshape(shape)
         if code == "BF16":
             values = (values.astype(np.uint32) << 16).view(np.float32)
         out[name] = values
         dtypes[name] = "bfloat16" if code == "BF16" else str(dtype.newbyteorder("=").name)
     return out, dtypes
-

@@ -62,8 +62,17 @@ _COLUMNS = ("backend", "preset", "layer", "kind", "expected_std", "measured_std"
 
 def _cells(row: parity.Row) -> tuple[str, ...]:
     p = "-" if row.p_value is None else f"{row.p_value:.3g}"
-    return (row.backend, row.preset, row.layer, row.kind, f"{row.expected_std:.6g}", f"{row.measured_std:.6g}",
-            f"{row.z:+.2f}", p, "pass" if row.passed else "FAIL")
+    return (
+        row.backend,
+        row.preset,
+        row.layer,
+        row.kind,
+        f"{row.expected_std:.6g}",
+        f"{row.measured_std:.6g}",
+        f"{row.z:+.2f}",
+        p,
+        "pass" if row.passed else "FAIL",
+    )
 
 
 def _text(rows: Sequence[parity.Row]) -> str:
@@ -147,9 +156,11 @@ class _ParityProgress:
 # Start-up logging that TensorFlow, XLA and absl write from C++ straight to file descriptor 2 (oneDNN
 # notices, CPU feature notes; some are printed before absl's log level applies, so
 # TF_CPP_MIN_LOG_LEVEL alone does not silence them): glog-style I/W lines and absl's preamble.
-_NATIVE_NOISE = re.compile(rb"^(?:[IW]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [\w./-]+:\d+\]"
-                           rb"|WARNING: All log messages before absl::InitializeLog\(\) is called"
-                           rb"|To enable the following instructions: )")
+_NATIVE_NOISE = re.compile(
+    rb"^(?:[IW]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [\w./-]+:\d+\]"
+    rb"|WARNING: All log messages before absl::InitializeLog\(\) is called"
+    rb"|To enable the following instructions: )"
+)
 
 
 class _QuietNativeLogs:
@@ -176,8 +187,7 @@ class _QuietNativeLogs:
         read, write = os.pipe()
         os.dup2(write, 2)
         os.close(write)
-        self._thread = threading.Thread(target=self._forward, args=(read,), name="initscale-log-filter",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._forward, args=(read,), name="initscale-log-filter", daemon=True)
         self._thread.start()
         self.stream = open(os.dup(self._saved), "w", buffering=1, encoding="utf-8", errors="replace")
         return self
@@ -212,8 +222,9 @@ def _out_path(text: str | None) -> Path | None:
         raise ValueError(f"--out must be a file, not the folder {text!r}; e.g. --out {path / 'parity.json'}")
     folder = path.parent
     if not folder.is_dir():
-        raise ValueError(f"--out {text!r}: the folder {str(folder)!r} does not exist; create it or choose "
-                         "another path.")
+        raise ValueError(
+            f"--out {text!r}: the folder {str(folder)!r} does not exist; create it or choose another path."
+        )
     if not os.access(folder, os.W_OK):
         raise ValueError(f"--out {text!r}: the folder {str(folder)!r} is not writable.")
     return path
@@ -221,16 +232,27 @@ def _out_path(text: str | None) -> Path | None:
 
 def _write_atomically(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file beside it: a run that dies leaves no half file."""
-    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.",
-                                     delete=False) as f:
+    with tempfile.NamedTemporaryFile(
+        "w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.", delete=False
+    ) as f:
         f.write(text)
     os.replace(f.name, path)
 
 
 def _summary_text(lines: Sequence[parity.SummaryLine]) -> str:
-    table = [("backend", "family", "checks", "failed", "slowest"),
-             *((s.backend, s.family, str(s.checks), str(s.failed) if s.failed else "-",
-                f"{s.slowest_s:.2f} s  {s.slowest}") for s in lines)]
+    table = [
+        ("backend", "family", "checks", "failed", "slowest"),
+        *(
+            (
+                s.backend,
+                s.family,
+                str(s.checks),
+                str(s.failed) if s.failed else "-",
+                f"{s.slowest_s:.2f} s  {s.slowest}",
+            )
+            for s in lines
+        ),
+    ]
     return _table(table)
 
 
@@ -257,8 +279,11 @@ def _parity(args: argparse.Namespace) -> int:
     frameworks = args.backend is None or any(b != "numpy" for b in args.backend)
     with _QuietNativeLogs(frameworks and not args.native_logs) as quiet:
         err = quiet.stream
-        mode = "bar" if args.progress or (args.progress is None and err.isatty()) else \
-            ("lines" if args.progress is None else None)
+        mode = (
+            "bar"
+            if args.progress or (args.progress is None and err.isatty())
+            else ("lines" if args.progress is None else None)
+        )
         with _ParityProgress(err, mode) as progress:
             total = len(chosen) * len(layers)
             progress.update(0, total, 0, "loading frameworks")
@@ -268,8 +293,9 @@ def _parity(args: argparse.Namespace) -> int:
             seen: set[tuple[str, str]] = set()
             failed = 0
             last = time.monotonic()
-            for row in parity.run_iter(backends, chosen, layers, cross=not args.no_cross,
-                                       native=not args.no_native, seed=args.seed):
+            for row in parity.run_iter(
+                backends, chosen, layers, cross=not args.no_cross, native=not args.no_native, seed=args.seed
+            ):
                 now = time.monotonic()
                 rows.append(row)
                 seconds.append(now - last)  # the draw and checks of this row (≈0 for rows shared by presets)
@@ -279,8 +305,10 @@ def _parity(args: argparse.Namespace) -> int:
                     seen.add((row.preset, row.layer))
                     progress.update(len(seen), total, failed, f"{row.preset} {row.layer}")
         summary = _summary_text(parity.summarize(rows, seconds))
-        closing = (f"initscale parity: {len(rows)} checks on backends {', '.join(backends)}"
-                   f"{_keras_backend_note(backends)}: {failed} failed ({time.monotonic() - progress.start:.0f} s)")
+        closing = (
+            f"initscale parity: {len(rows)} checks on backends {', '.join(backends)}"
+            f"{_keras_backend_note(backends)}: {failed} failed ({time.monotonic() - progress.start:.0f} s)"
+        )
         if display:
             shown = rows if args.all_rows else [r for r in rows if not r.passed]
             print(summary)
@@ -324,13 +352,22 @@ def _list_presets(args: argparse.Namespace) -> int:
     entries: list[dict[str, Any]] = []
     for name in _presets.names():
         info = _presets.info(name)
-        entries.append({"name": name, "description": _one_line(info.doc), "source": info.source,
-                        "layout": info.layout, "arguments": info.parameters})
+        entries.append(
+            {
+                "name": name,
+                "description": _one_line(info.doc),
+                "source": info.source,
+                "layout": info.layout,
+                "arguments": info.parameters,
+            }
+        )
     if args.format == "json":
         _emit(args, json.dumps(entries, indent=1))
     else:
-        _emit(args, _table([("name", "source", "description"),
-                            *((e["name"], e["source"], e["description"]) for e in entries)]))
+        _emit(
+            args,
+            _table([("name", "source", "description"), *((e["name"], e["source"], e["description"]) for e in entries)]),
+        )
     return 0
 
 
@@ -338,8 +375,14 @@ def _list_layouts(args: argparse.Namespace) -> int:
     from . import fans
 
     entries: list[dict[str, Any]] = [
-        {"name": name, "framework": fans.kind_framework(name), "options": fans.kind_options(name),
-         "description": fans.describe_kind(name)} for name in fans.names()]
+        {
+            "name": name,
+            "framework": fans.kind_framework(name),
+            "options": fans.kind_options(name),
+            "description": fans.describe_kind(name),
+        }
+        for name in fans.names()
+    ]
     if args.format == "json":
         _emit(args, json.dumps(entries, indent=1))
         return 0
@@ -347,10 +390,17 @@ def _list_layouts(args: argparse.Namespace) -> int:
     def options(e: dict[str, Any]) -> str:
         return ",".join([*(f"{k}={v}" for k, v in e["options"].items()), "native=false"])
 
-    _emit(args, _table([("name", "framework", "options (defaults)", "description"),
-                        *((e["name"], e["framework"], options(e), e["description"]) for e in entries)]) +
-          "\nOptions follow the name: 'torch.conv:groups=4', 'keras.conv:native=true' (native: the framework's "
-          "own fans instead of the forward-pass ones).")
+    _emit(
+        args,
+        _table(
+            [
+                ("name", "framework", "options (defaults)", "description"),
+                *((e["name"], e["framework"], options(e), e["description"]) for e in entries),
+            ]
+        )
+        + "\nOptions follow the name: 'torch.conv:groups=4', 'keras.conv:native=true' (native: the framework's "
+        "own fans instead of the forward-pass ones).",
+    )
     return 0
 
 
@@ -364,7 +414,8 @@ def _shape(text: str) -> tuple[int, ...]:
             what = "an empty item" if not item.strip() else f"the item {item.strip()!r}"
             raise argparse.ArgumentTypeError(
                 f"--shape must be non-negative integers separated by ',' or 'x' (e.g. 3,3,64,128 or 3x3x64x128); "
-                f"got {what} in {text!r}")
+                f"got {what} in {text!r}"
+            )
         dims.extend(int(part) for part in parts)
     return tuple(dims)
 
@@ -393,23 +444,53 @@ def _gain(args: argparse.Namespace) -> int:
     elif d.method == "derived":
         fp = gains.derived(args.name, args.param)
     if args.format == "json":
-        out: dict[str, Any] = {"nonlinearity": d.nonlinearity, "param": d.param, "value": d.value, "method": d.method,
-                               "formula": d.formula, "source": d.source, "torch_value": d.torch_value}
+        out: dict[str, Any] = {
+            "nonlinearity": d.nonlinearity,
+            "param": d.param,
+            "value": d.value,
+            "method": d.method,
+            "formula": d.formula,
+            "source": d.source,
+            "torch_value": d.torch_value,
+        }
         if fp is not None:
-            out.update({"q": fp.q, "q_star": fp.q_star, "chi": fp.chi, "verdict": fp.verdict, "slope": fp.slope,
-                        "reachable": fp.reachable, "note": fp.note})
+            out.update(
+                {
+                    "q": fp.q,
+                    "q_star": fp.q_star,
+                    "chi": fp.chi,
+                    "verdict": fp.verdict,
+                    "slope": fp.slope,
+                    "reachable": fp.reachable,
+                    "note": fp.note,
+                }
+            )
         text = json.dumps(out, indent=1, allow_nan=False)
     else:
-        rows = [("nonlinearity", d.nonlinearity + ("" if d.param is None else f" (param {d.param:g})")),
-                ("value", f"{d.value:.12g}"), ("method", d.method), ("formula", d.formula), ("source", d.source)]
+        rows = [
+            ("nonlinearity", d.nonlinearity + ("" if d.param is None else f" (param {d.param:g})")),
+            ("value", f"{d.value:.12g}"),
+            ("method", d.method),
+            ("formula", d.formula),
+            ("source", d.source),
+        ]
         if fp is not None:
             held = "q itself" if fp.reachable and fp.q_star == fp.q else "q is unreachable: see the note"
-            rows += [("q", f"{fp.q:.12g}  (second moment of each layer's input)"),
-                     ("q*", f"{fp.q_star:.12g}  (the fixed point held: {held})" if fp.method == "fixed_point"
-                      else f"{fp.q_star:.12g}  (the fixed point held: E[f(z)^2])"),
-                     ("chi", f"{fp.chi:.12g}  {fp.verdict} (g^2 E[f'(g sqrt(q*) z)^2]; critical within "
-                             f"{gains.CRITICAL_TOLERANCE:g} of 1)"),
-                     ("slope", f"{fp.slope:.6g}  (dV/dq of the variance map at q*; < 1: the fixed point attracts)")]
+            rows += [
+                ("q", f"{fp.q:.12g}  (second moment of each layer's input)"),
+                (
+                    "q*",
+                    f"{fp.q_star:.12g}  (the fixed point held: {held})"
+                    if fp.method == "fixed_point"
+                    else f"{fp.q_star:.12g}  (the fixed point held: E[f(z)^2])",
+                ),
+                (
+                    "chi",
+                    f"{fp.chi:.12g}  {fp.verdict} (g^2 E[f'(g sqrt(q*) z)^2]; critical within "
+                    f"{gains.CRITICAL_TOLERANCE:g} of 1)",
+                ),
+                ("slope", f"{fp.slope:.6g}  (dV/dq of the variance map at q*; < 1: the fixed point attracts)"),
+            ]
             if fp.note:
                 rows.append(("note", fp.note))
         if d.torch_value is not None and d.method != "table":
@@ -426,8 +507,9 @@ def _model_factory(target: str) -> Any:
 
     module_name, _, function = target.partition(":")
     if not module_name or not function:
-        raise ValueError(f"--model must be 'module:function' (a function returning (model, example_inputs)). "
-                         f"Received: {target!r}.")
+        raise ValueError(
+            f"--model must be 'module:function' (a function returning (model, example_inputs)). Received: {target!r}."
+        )
     sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
@@ -452,8 +534,20 @@ def _propagate(args: argparse.Namespace) -> int:
         if factory is not None:
             runs.append(propagate_model(factory, spec, seed=args.seed, label=name))
             continue
-        runs.append(propagate(spec, args.activation, depth=args.depth, width=args.width, arch=args.arch,
-                              batch=args.batch, param=args.param, backend=args.backend, seed=args.seed, label=name))
+        runs.append(
+            propagate(
+                spec,
+                args.activation,
+                depth=args.depth,
+                width=args.width,
+                arch=args.arch,
+                batch=args.batch,
+                param=args.param,
+                backend=args.backend,
+                seed=args.seed,
+                label=name,
+            )
+        )
     if args.plot:
         _plot(runs, args.plot)
     if args.format == "json":
@@ -465,12 +559,14 @@ def _propagate(args: argparse.Namespace) -> int:
     def predicted(r: Any, i: int) -> str:
         return f"{r.predicted_forward[i]:.4g}" if i < len(r.predicted_forward) else "-"
 
-    lines = [header] + [[runs[0].layers[i] if runs[0].layers else str(i + 1)]
-                        + [v for r in runs for v in (f"{r.forward_variance[i]:.4g}", predicted(r, i),
-                                                     f"{r.backward_variance[i]:.4g}")]
-                        for i in range(depth)]
-    lines.append(["growth/layer"] + [g for r in runs for g in (f"{r.forward_growth():.3f}", "",
-                                                               f"{r.backward_growth():.3f}")])
+    lines = [header] + [
+        [runs[0].layers[i] if runs[0].layers else str(i + 1)]
+        + [v for r in runs for v in (f"{r.forward_variance[i]:.4g}", predicted(r, i), f"{r.backward_variance[i]:.4g}")]
+        for i in range(depth)
+    ]
+    lines.append(
+        ["growth/layer"] + [g for r in runs for g in (f"{r.forward_growth():.3f}", "", f"{r.backward_growth():.3f}")]
+    )
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     _emit(args, "\n".join("  ".join(c.rjust(w) for c, w in zip(line, widths, strict=True)) for line in lines))
     return 0
@@ -487,10 +583,11 @@ def _plot(runs: Sequence[Any], path: str) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharex=True)
     for r in runs:
         layers = range(1, r.depth + 1)
-        line, = axes[0].semilogy(layers, r.forward_variance, label=f"{r.spec} (measured)")
+        (line,) = axes[0].semilogy(layers, r.forward_variance, label=f"{r.spec} (measured)")
         if r.predicted_forward:
-            axes[0].semilogy(layers, r.predicted_forward, linestyle="--", color=line.get_color(),
-                             label=f"{r.spec} (predicted)")
+            axes[0].semilogy(
+                layers, r.predicted_forward, linestyle="--", color=line.get_color(), label=f"{r.spec} (predicted)"
+            )
         axes[1].semilogy(layers, r.backward_variance, label=r.spec)
     axes[0].set_title(f"forward: Var(pre-activation), {runs[0].activation}, width {runs[0].width}")
     axes[1].set_title("backward: Var(gradient at layer input)")
@@ -522,16 +619,20 @@ def _check(args: argparse.Namespace) -> int:
 
         rules = recipes.rules_from_config(args.recipe, args.config)
     elif args.config is not None:
-        raise ValueError(f"--config {args.config!r} is read only with --recipe NAME (the recipe's roles come from the "
-                         "model it describes).")
+        raise ValueError(
+            f"--config {args.config!r} is read only with --recipe NAME (the recipe's roles come from the "
+            "model it describes)."
+        )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         report = _check_file(args, core, rules)
     for warning in caught:
         if rules is not None and "matched no parameter" in str(warning.message):
-            raise ValueError(f"--recipe {args.recipe!r} on {args.file!r}: {warning.message} The checkpoint's names are "
-                             "not those of the model --config describes (another model class, or a prefix); nothing "
-                             "was checked against the recipe.")
+            raise ValueError(
+                f"--recipe {args.recipe!r} on {args.file!r}: {warning.message} The checkpoint's names are "
+                "not those of the model --config describes (another model class, or a prefix); nothing "
+                "was checked against the recipe."
+            )
         warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     _emit(args, report.to_json(indent=1) if args.format == "json" else str(report))
     return 0 if report else 1
@@ -545,8 +646,10 @@ def _check_file(args: argparse.Namespace, core: Any, rules: Any) -> Any:
         try:
             import torch  # noqa: F401
         except ImportError as err:
-            raise ValueError(f"{args.file!r} is not a safetensors file, and reading a torch checkpoint needs torch "
-                             f"({err}). Install it with: pip install 'initscale[torch]'") from None
+            raise ValueError(
+                f"{args.file!r} is not a safetensors file, and reading a torch checkpoint needs torch "
+                f"({err}). Install it with: pip install 'initscale[torch]'"
+            ) from None
         from .adapters import _torch_check
 
         report = _torch_check.check_checkpoint(args.file, fresh=args.fresh, alpha=args.alpha, rules=rules)
@@ -554,8 +657,9 @@ def _check_file(args: argparse.Namespace, core: Any, rules: Any) -> Any:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="initscale", description="Weight-initialization specs: exact numbers, "
-                                     "every framework.")
+    parser = argparse.ArgumentParser(
+        prog="initscale", description="Weight-initialization specs: exact numbers, every framework."
+    )
     parser.add_argument("--version", action="version", version=f"initscale {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -570,20 +674,32 @@ def _parser() -> argparse.ArgumentParser:
     g = sub.add_parser("gain", help="an activation's gain: value, formula, source")
     g.add_argument("name", help=f"one of {', '.join(gains.names())}")
     g.add_argument("--param", type=float, help="the activation's parameter (leaky_relu slope, elu alpha, ...)")
-    g.add_argument("--method", choices=("auto", "table", "derived", "fixed_point"), default="auto",
-                   help="torch's table, the derived 1/sqrt(E[f(z)^2]), the fixed point E[f(g sqrt(q) z)^2] = q "
-                   "(with chi and verdict), or auto (table where torch has one)")
-    g.add_argument("--q", type=float, help="with --method fixed_point: the second moment of each layer's input "
-                   "to hold (default 1)")
+    g.add_argument(
+        "--method",
+        choices=("auto", "table", "derived", "fixed_point"),
+        default="auto",
+        help="torch's table, the derived 1/sqrt(E[f(z)^2]), the fixed point E[f(g sqrt(q) z)^2] = q "
+        "(with chi and verdict), or auto (table where torch has one)",
+    )
+    g.add_argument(
+        "--q", type=float, help="with --method fixed_point: the second moment of each layer's input to hold (default 1)"
+    )
     g.add_argument("--format", choices=("text", "json"), default="text")
     g.add_argument("--out", help="write to this file instead of stdout")
     g.set_defaults(run=_gain)
 
     pr = sub.add_parser("propagate", help="forward/backward variance per layer of a deep MLP or CNN")
-    pr.add_argument("--spec", action="append", help="a preset or JSON spec, or auto (initscale.auto: fixed-point "
-                    "gains for the second moment that arrives; repeatable; default: he_normal and glorot_uniform)")
-    pr.add_argument("--model", help="module:function returning (torch model, example_inputs): propagate through "
-                    "your model instead of the built-in MLP/CNN (--activation/--depth/--width/--arch do not apply)")
+    pr.add_argument(
+        "--spec",
+        action="append",
+        help="a preset or JSON spec, or auto (initscale.auto: fixed-point "
+        "gains for the second moment that arrives; repeatable; default: he_normal and glorot_uniform)",
+    )
+    pr.add_argument(
+        "--model",
+        help="module:function returning (torch model, example_inputs): propagate through "
+        "your model instead of the built-in MLP/CNN (--activation/--depth/--width/--arch do not apply)",
+    )
     pr.add_argument("--activation", default="relu", choices=sorted(gains.ACTIVATIONS))
     pr.add_argument("--param", type=float, help="the activation's parameter")
     pr.add_argument("--depth", type=int, default=50)
@@ -597,28 +713,51 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", help="write to this file instead of stdout")
     pr.set_defaults(run=_propagate)
 
-    p = sub.add_parser("parity", help="run the parity matrix: preset x layer x backend",
-                       description="Check every preset, on every logical layer, on every installed backend, "
-                       "against its exact distribution, the NumPy reference and the native initializer.")
-    p.add_argument("--backend", action="append", choices=sorted(parity.BACKENDS),
-                   help="a backend to run (repeatable; default: every installed one)")
-    p.add_argument("--preset", action="append", help="a preset, e.g. he_normal or 'torch.kaiming_normal:a=0.2' "
-                   "(repeatable; default: all)")
+    p = sub.add_parser(
+        "parity",
+        help="run the parity matrix: preset x layer x backend",
+        description="Check every preset, on every logical layer, on every installed backend, "
+        "against its exact distribution, the NumPy reference and the native initializer.",
+    )
+    p.add_argument(
+        "--backend",
+        action="append",
+        choices=sorted(parity.BACKENDS),
+        help="a backend to run (repeatable; default: every installed one)",
+    )
+    p.add_argument(
+        "--preset",
+        action="append",
+        help="a preset, e.g. he_normal or 'torch.kaiming_normal:a=0.2' (repeatable; default: all)",
+    )
     p.add_argument("--layer", action="append", choices=list(parity.LAYERS), help="a layer (repeatable; default: all)")
     p.add_argument("--format", choices=("text", "markdown", "json"), default="text")
     p.add_argument("--out", help="write the table to this file instead of stdout")
-    p.add_argument("--failures-only", action="store_true", help="list only the failed rows (for files and pipes; "
-                   "a terminal shows only the failed rows already)")
-    p.add_argument("--all-rows", action="store_true", help="on a terminal, list every row after the summary "
-                   "(default: only the failed ones)")
-    p.add_argument("--native-logs", action="store_true", help="keep TensorFlow's/XLA's own start-up logging on "
-                   "stderr (default: dropped)")
+    p.add_argument(
+        "--failures-only",
+        action="store_true",
+        help="list only the failed rows (for files and pipes; a terminal shows only the failed rows already)",
+    )
+    p.add_argument(
+        "--all-rows",
+        action="store_true",
+        help="on a terminal, list every row after the summary (default: only the failed ones)",
+    )
+    p.add_argument(
+        "--native-logs",
+        action="store_true",
+        help="keep TensorFlow's/XLA's own start-up logging on stderr (default: dropped)",
+    )
     p.add_argument("--no-cross", action="store_true", help="skip the comparisons with the NumPy reference")
     p.add_argument("--no-native", action="store_true", help="skip the comparisons with native initializers")
     p.add_argument("--seed", type=int, default=0, help="base seed (default 0; runs are deterministic)")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="progress bar on stderr (default: a bar when stderr is a terminal, else a "
-                   f"line at least every {PROGRESS_INTERVAL_S:g} s)")
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar on stderr (default: a bar when stderr is a terminal, else a "
+        f"line at least every {PROGRESS_INTERVAL_S:g} s)",
+    )
     p.set_defaults(run=_parity)
 
     ps = sub.add_parser("presets", help="every preset: name, one line, source")
@@ -631,20 +770,34 @@ def _parser() -> argparse.ArgumentParser:
     ly.add_argument("--out", help="write to this file instead of stdout")
     ly.set_defaults(run=_list_layouts)
 
-    c = sub.add_parser("check", help="flag the silent init bugs in a checkpoint (exit 1 on any flag)",
-                       description="Check every tensor of a .safetensors file or a torch state dict (read with "
-                       "torch.load(weights_only=True)): non-finite values, uninitialized memory, norm scales "
-                       "that are not 1, repeated rows; roles come from the tensor names.")
+    c = sub.add_parser(
+        "check",
+        help="flag the silent init bugs in a checkpoint (exit 1 on any flag)",
+        description="Check every tensor of a .safetensors file or a torch state dict (read with "
+        "torch.load(weights_only=True)): non-finite values, uninitialized memory, norm scales "
+        "that are not 1, repeated rows; roles come from the tensor names.",
+    )
     c.add_argument("file", help="a .safetensors file or a torch checkpoint holding a state dict")
-    c.add_argument("--fresh", action=argparse.BooleanOptionalAction, default=True,
-                   help="the weights are freshly initialized: also flag init-time properties (default: yes)")
-    c.add_argument("--alpha", type=float, default=1e-4,
-                   help="family-wise false-alarm rate of the chance flags (default 1e-4)")
-    c.add_argument("--recipe", help="expect each tensor to follow this recipe (initscale.recipes.names()); needs "
-                   "--config: the recipe reads roles from the model's module tree, built from the config on torch's "
-                   "meta device (no memory, no download)")
-    c.add_argument("--config", help="with --recipe: the model's transformers config.json (or the folder holding it); "
-                   "its `architectures[0]` names the model class")
+    c.add_argument(
+        "--fresh",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the weights are freshly initialized: also flag init-time properties (default: yes)",
+    )
+    c.add_argument(
+        "--alpha", type=float, default=1e-4, help="family-wise false-alarm rate of the chance flags (default 1e-4)"
+    )
+    c.add_argument(
+        "--recipe",
+        help="expect each tensor to follow this recipe (initscale.recipes.names()); needs "
+        "--config: the recipe reads roles from the model's module tree, built from the config on torch's "
+        "meta device (no memory, no download)",
+    )
+    c.add_argument(
+        "--config",
+        help="with --recipe: the model's transformers config.json (or the folder holding it); "
+        "its `architectures[0]` names the model class",
+    )
     c.add_argument("--format", choices=("text", "json"), default="text")
     c.add_argument("--out", help="write to this file instead of stdout")
     c.set_defaults(run=_check)

@@ -58,8 +58,7 @@ def fans_explanation(shape: Sequence[int], layout: LayoutLike) -> str:
     dims = tuple(int(d) for d in shape)
     fans = rule.fans(dims)
     if isinstance(rule, LayerKind) and rule.native:
-        return (f"{rule}: the framework's own fan rule for {dims}: fan_in = {fans.fan_in:g}, "
-                f"fan_out = {fans.fan_out:g}")
+        return f"{rule}: the framework's own fan rule for {dims}: fan_in = {fans.fan_in:g}, fan_out = {fans.fan_out:g}"
     concrete = rule.layout(dims)
     ins, outs, batch, receptive = concrete.split_axes(dims)
 
@@ -72,8 +71,10 @@ def fans_explanation(shape: Sequence[int], layout: LayoutLike) -> str:
     skipped = f"; batch axes {list(batch)} not counted" if batch else ""
     in_g = f" / in_groups {concrete.in_groups}" if concrete.in_groups > 1 else ""
     out_g = f" / out_groups {concrete.out_groups}" if concrete.out_groups > 1 else ""
-    return (f"{rule}: fan_in = in {size(ins)} (axes {list(ins)}){in_g}{rf} = {fans.fan_in:g}; "
-            f"fan_out = out {size(outs)} (axes {list(outs)}){out_g}{rf} = {fans.fan_out:g}{skipped}")
+    return (
+        f"{rule}: fan_in = in {size(ins)} (axes {list(ins)}){in_g}{rf} = {fans.fan_in:g}; "
+        f"fan_out = out {size(outs)} (axes {list(outs)}){out_g}{rf} = {fans.fan_out:g}{skipped}"
+    )
 
 
 def json_safe(value: Any) -> Any:
@@ -100,51 +101,82 @@ def native_calls(dist: Distribution) -> dict[str, str]:
     a note starting with "no exact equivalent"."""
     if isinstance(dist, ConstantDist):
         v = _g(dist.value)
-        return {"torch": f"torch.nn.init.constant_(w, {v})", "keras": f"keras.initializers.Constant({v})",
-                "jax": f"jax.nn.initializers.constant({v})", "numpy": f"np.full(shape, {v})",
-                "tf1": f"tf.compat.v1.constant_initializer({v})"}
+        return {
+            "torch": f"torch.nn.init.constant_(w, {v})",
+            "keras": f"keras.initializers.Constant({v})",
+            "jax": f"jax.nn.initializers.constant({v})",
+            "numpy": f"np.full(shape, {v})",
+            "tf1": f"tf.compat.v1.constant_initializer({v})",
+        }
     if isinstance(dist, NormalDist):
         m, s = _g(dist.mean), _g(dist.std)
-        jax_call = (f"jax.nn.initializers.normal(stddev={s})" if dist.mean == 0.0 else
-                    f"lambda key, shape, dtype: {m} + {s} * jax.random.normal(key, shape, dtype)")
-        return {"torch": f"torch.nn.init.normal_(w, mean={m}, std={s})",
-                "keras": f"keras.initializers.RandomNormal(mean={m}, stddev={s})", "jax": jax_call,
-                "numpy": f"rng.normal({m}, {s}, shape)",
-                "tf1": f"tf.compat.v1.random_normal_initializer(mean={m}, stddev={s})"}
+        jax_call = (
+            f"jax.nn.initializers.normal(stddev={s})"
+            if dist.mean == 0.0
+            else f"lambda key, shape, dtype: {m} + {s} * jax.random.normal(key, shape, dtype)"
+        )
+        return {
+            "torch": f"torch.nn.init.normal_(w, mean={m}, std={s})",
+            "keras": f"keras.initializers.RandomNormal(mean={m}, stddev={s})",
+            "jax": jax_call,
+            "numpy": f"rng.normal({m}, {s}, shape)",
+            "tf1": f"tf.compat.v1.random_normal_initializer(mean={m}, stddev={s})",
+        }
     if isinstance(dist, UniformDist):
         lo, hi = _g(dist.low), _g(dist.high)
-        jax_call = (f"jax.nn.initializers.uniform(scale={hi})" if dist.low == 0.0 else
-                    f"lambda key, shape, dtype: jax.random.uniform(key, shape, dtype, {lo}, {hi})")
-        return {"torch": f"torch.nn.init.uniform_(w, a={lo}, b={hi})",
-                "keras": f"keras.initializers.RandomUniform(minval={lo}, maxval={hi})", "jax": jax_call,
-                "numpy": f"rng.uniform({lo}, {hi}, shape)",
-                "tf1": f"tf.compat.v1.random_uniform_initializer(minval={lo}, maxval={hi})"}
+        jax_call = (
+            f"jax.nn.initializers.uniform(scale={hi})"
+            if dist.low == 0.0
+            else f"lambda key, shape, dtype: jax.random.uniform(key, shape, dtype, {lo}, {hi})"
+        )
+        return {
+            "torch": f"torch.nn.init.uniform_(w, a={lo}, b={hi})",
+            "keras": f"keras.initializers.RandomUniform(minval={lo}, maxval={hi})",
+            "jax": jax_call,
+            "numpy": f"rng.uniform({lo}, {hi}, shape)",
+            "tf1": f"tf.compat.v1.random_uniform_initializer(minval={lo}, maxval={hi})",
+        }
     if isinstance(dist, TruncatedNormalDist):
         a, b = dist.standard_bounds
         m, s, lo, hi = _g(dist.loc), _g(dist.sigma), _g(dist.low), _g(dist.high)
         symmetric_2 = dist.loc == 0.0 and math.isclose(-a, 2.0) and math.isclose(b, 2.0)
         two_sigma = math.isclose(-a, 2.0) and math.isclose(b, 2.0)
-        keras_call = (f"keras.initializers.TruncatedNormal(mean={m}, stddev={s})" if two_sigma else
-                      f"no exact equivalent: Keras cuts at ±2σ only (here [{_g(a)}, {_g(b)}]σ)")
-        tf1_call = (f"tf.compat.v1.truncated_normal_initializer(mean={m}, stddev={s})" if two_sigma else
-                    "no exact equivalent: TF cuts at ±2σ only")
-        jax_call = (f"jax.nn.initializers.truncated_normal(stddev={s}, lower={_g(a)}, upper={_g(b)})"
-                    if dist.loc == 0.0 else f"lambda key, shape, dtype: {m} + {s} * "
-                    f"jax.random.truncated_normal(key, {_g(a)}, {_g(b)}, shape, dtype)")
+        keras_call = (
+            f"keras.initializers.TruncatedNormal(mean={m}, stddev={s})"
+            if two_sigma
+            else f"no exact equivalent: Keras cuts at ±2σ only (here [{_g(a)}, {_g(b)}]σ)"
+        )
+        tf1_call = (
+            f"tf.compat.v1.truncated_normal_initializer(mean={m}, stddev={s})"
+            if two_sigma
+            else "no exact equivalent: TF cuts at ±2σ only"
+        )
+        jax_call = (
+            f"jax.nn.initializers.truncated_normal(stddev={s}, lower={_g(a)}, upper={_g(b)})"
+            if dist.loc == 0.0
+            else f"lambda key, shape, dtype: {m} + {s} * "
+            f"jax.random.truncated_normal(key, {_g(a)}, {_g(b)}, shape, dtype)"
+        )
         torch_call = f"torch.nn.init.trunc_normal_(w, mean={m}, std={s}, a={lo}, b={hi})"
         if symmetric_2:
             torch_call += "  # absolute bounds; torch has no corrected truncated initializer by fan"
-        return {"torch": torch_call, "keras": keras_call, "jax": jax_call,
-                "numpy": f"scipy.stats.truncnorm({_g(a)}, {_g(b)}, loc={m}, scale={s}).rvs(shape)",
-                "tf1": tf1_call}
+        return {
+            "torch": torch_call,
+            "keras": keras_call,
+            "jax": jax_call,
+            "numpy": f"scipy.stats.truncnorm({_g(a)}, {_g(b)}, loc={m}, scale={s}).rvs(shape)",
+            "tf1": tf1_call,
+        }
     if isinstance(dist, OrthogonalDist):
         g = _g(dist.gain)
         note = f"  # one {dist.rows}×{dist.cols} block; for stacked or grouped blocks use initscale"
-        return {"torch": f"torch.nn.init.orthogonal_(w, gain={g}){note}",
-                "keras": f"keras.initializers.Orthogonal(gain={g}){note}",
-                "jax": f"jax.nn.initializers.orthogonal(scale={g}){note}",
-                "numpy": f"initscale.numpy.initializer(initscale.Orthogonal({g}))",
-                "tf1": f"tf.compat.v1.orthogonal_initializer(gain={g}){note}"}
+        return {
+            "torch": f"torch.nn.init.orthogonal_(w, gain={g}){note}",
+            "keras": f"keras.initializers.Orthogonal(gain={g}){note}",
+            "jax": f"jax.nn.initializers.orthogonal(scale={g}){note}",
+            "numpy": f"initscale.numpy.initializer(initscale.Orthogonal({g}))",
+            "tf1": f"tf.compat.v1.orthogonal_initializer(gain={g}){note}",
+        }
     raise TypeError(f"Unknown distribution {dist!r}.")  # pragma: no cover
 
 
@@ -172,20 +204,31 @@ class Explanation:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict: infinite numbers are the strings ``"inf"``/``"-inf"``, as in
         :meth:`Spec.to_dict`, so ``json.dumps(..., allow_nan=False)`` accepts it."""
-        return json_safe({
-            "spec": self.spec.to_dict(), "spec_repr": repr(self.spec), "preset": self.preset, "source": self.source,
-            "shape": list(self.shape), "layout": self.layout,
-            "fan_in": None if self.fans is None else self.fans.fan_in,
-            "fan_out": None if self.fans is None else self.fans.fan_out,
-            "receptive_field": None if self.fans is None else self.fans.receptive_field,
-            "fans_how": self.fans_how, "distribution": type(self.distribution).__name__,
-            "variance": self.variance, "std": self.std, "mean": self.mean,
-            "bounds": None if self.bounds is None else list(self.bounds),
-            "sampler_parameter": self.sampler_parameter, "native": self.native,
-            "stored_bounds": None if self.stored_bounds is None else {
-                fmt: list(b) for fmt, b in self.stored_bounds.items()},
-            "notes": list(self.notes),
-        })
+        return json_safe(
+            {
+                "spec": self.spec.to_dict(),
+                "spec_repr": repr(self.spec),
+                "preset": self.preset,
+                "source": self.source,
+                "shape": list(self.shape),
+                "layout": self.layout,
+                "fan_in": None if self.fans is None else self.fans.fan_in,
+                "fan_out": None if self.fans is None else self.fans.fan_out,
+                "receptive_field": None if self.fans is None else self.fans.receptive_field,
+                "fans_how": self.fans_how,
+                "distribution": type(self.distribution).__name__,
+                "variance": self.variance,
+                "std": self.std,
+                "mean": self.mean,
+                "bounds": None if self.bounds is None else list(self.bounds),
+                "sampler_parameter": self.sampler_parameter,
+                "native": self.native,
+                "stored_bounds": None
+                if self.stored_bounds is None
+                else {fmt: list(b) for fmt, b in self.stored_bounds.items()},
+                "notes": list(self.notes),
+            }
+        )
 
     def __str__(self) -> str:
         rows = [("spec", repr(self.spec))]
@@ -193,13 +236,20 @@ class Explanation:
             rows.append(("preset", f"{self.preset}  ({self.source})"))
         rows += [("shape", str(self.shape)), ("layout", self.layout), ("fans", self.fans_how)]
         rows += [("note", note) for note in self.notes]
-        rows += [("distribution", type(self.distribution).__name__), ("variance", _g(self.variance)),
-                 ("std", _g(self.std)), ("mean", _g(self.mean)),
-                 ("bounds", "none (unbounded)" if self.bounds is None else
-                  f"[{_g(self.bounds[0])}, {_g(self.bounds[1])}]")]
+        rows += [
+            ("distribution", type(self.distribution).__name__),
+            ("variance", _g(self.variance)),
+            ("std", _g(self.std)),
+            ("mean", _g(self.mean)),
+            ("bounds", "none (unbounded)" if self.bounds is None else f"[{_g(self.bounds[0])}, {_g(self.bounds[1])}]"),
+        ]
         if self.stored_bounds:
-            rows.append(("stored inside", "  ".join(f"{fmt} [{_g(lo)}, {_g(hi)}]"
-                                                    for fmt, (lo, hi) in self.stored_bounds.items())))
+            rows.append(
+                (
+                    "stored inside",
+                    "  ".join(f"{fmt} [{_g(lo)}, {_g(hi)}]" for fmt, (lo, hi) in self.stored_bounds.items()),
+                )
+            )
         rows.append(("sampler parameter", f"{_g(self.sampler_parameter)}  ({_sampler_label(self.distribution)})"))
         rows += [(f"{fw}", call) for fw, call in self.native.items()]
         width = max(len(k) for k, _ in rows)
@@ -244,9 +294,19 @@ def explain(spec: Spec | str, shape: Sequence[int], layout: LayoutLike | None = 
         dist = OrthogonalDist(dist.gain, o, i * rf)
     return Explanation(
         notes=_notes(spec, dims, fans),
-        spec=spec, preset=preset, shape=dims, layout=str(rule), fans=fans, fans_how=how, distribution=dist,
-        variance=dist.variance, std=dist.std, mean=dist.mean, bounds=dist.bounds,
-        sampler_parameter=dist.sampler_parameter, native=native_calls(dist),
+        spec=spec,
+        preset=preset,
+        shape=dims,
+        layout=str(rule),
+        fans=fans,
+        fans_how=how,
+        distribution=dist,
+        variance=dist.variance,
+        std=dist.std,
+        mean=dist.mean,
+        bounds=dist.bounds,
+        sampler_parameter=dist.sampler_parameter,
+        native=native_calls(dist),
         source=presets.info(preset).source if preset else None,
         stored_bounds=_stored_bounds(dist),
     )
@@ -258,8 +318,10 @@ def _notes(spec: Spec, dims: tuple[int, ...], fans: Fans | None) -> tuple[str, .
     if math.prod(dims) == 0:
         notes.append(f"shape {dims} has a zero dimension: the weight has no elements, so nothing is drawn")
     if isinstance(spec, VarianceScaling) and fans is not None and fans.fan(spec.mode) == 0:
-        notes.append(f"{spec.mode} is 0: VarianceScaling counts a fan of 0 as 1 (as Keras does), so the "
-                     f"variance is scale/1 = {_g(spec.scale)}, a placeholder, not a property of this weight")
+        notes.append(
+            f"{spec.mode} is 0: VarianceScaling counts a fan of 0 as 1 (as Keras does), so the "
+            f"variance is scale/1 = {_g(spec.scale)}, a placeholder, not a property of this weight"
+        )
     return tuple(notes)
 
 

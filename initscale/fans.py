@@ -201,6 +201,7 @@ class Layout:
         """
         dims = _validate.shape("shape", shape)
         ins, outs, batch, receptive = self.split_axes(dims)
+
         def size(axes: tuple[int, ...]) -> int:
             return math.prod(dims[a] for a in axes)
 
@@ -222,9 +223,7 @@ class Layout:
 def _torch_native(dims: tuple[int, ...]) -> Fans:
     # torch.nn.init._calculate_fan_in_and_fan_out: (out, in, *kernel), at least 2-D.
     if len(dims) < 2:
-        raise ValueError(
-            f"torch computes no fans for a tensor with fewer than 2 dimensions. Received: shape={dims}."
-        )
+        raise ValueError(f"torch computes no fans for a tensor with fewer than 2 dimensions. Received: shape={dims}.")
     rf = math.prod(dims[2:])
     return Fans(dims[1] * rf, dims[0] * rf, rf)
 
@@ -244,9 +243,7 @@ def _jax_native(dims: tuple[int, ...], in_axis: int = -2, out_axis: int = -1) ->
     # jax._src.nn.initializers._compute_fans: receptive = total / in_size / out_size, at least 2-D.
     # With in_axis == out_axis (flax's Embed default) the same axis is divided out twice.
     if len(dims) < 2:
-        raise ValueError(
-            f"jax computes no fans for a weight with fewer than 2 dimensions. Received: shape={dims}."
-        )
+        raise ValueError(f"jax computes no fans for a weight with fewer than 2 dimensions. Received: shape={dims}.")
     in_size, out_size = dims[in_axis], dims[out_axis]
     total = math.prod(dims)
     rf = total / in_size / out_size if in_size and out_size else 0.0
@@ -290,9 +287,7 @@ def _torch_depthwise(dims: tuple[int, ...], p: dict[str, Any]) -> Layout:
             f"A torch depthwise conv weight has shape (channels * multiplier, 1, *kernel). Received: shape={dims}."
         )
     if dims[0] % p["multiplier"]:
-        raise ValueError(
-            f"multiplier={p['multiplier']} does not divide the {dims[0]} output channels of shape {dims}."
-        )
+        raise ValueError(f"multiplier={p['multiplier']} does not divide the {dims[0]} output channels of shape {dims}.")
     return Layout(1, 0, out_groups=dims[0] // p["multiplier"], name="torch.depthwise_conv")
 
 
@@ -301,8 +296,7 @@ def _keras_depthwise(dims: tuple[int, ...], p: dict[str, Any]) -> Layout:
     return Layout(-2, -1, in_groups=max(dims[-2], 1), name="keras.depthwise_conv")
 
 
-def _gated(framework: str, gates: int, in_axis: int, out_axis: int, label: str,
-           order: tuple[str, ...] = ()) -> _Kind:
+def _gated(framework: str, gates: int, in_axis: int, out_axis: int, label: str, order: tuple[str, ...] = ()) -> _Kind:
     stacked = f" ({', '.join(order)})" if order else ""
     return _Kind(
         framework,
@@ -329,25 +323,38 @@ _KINDS: dict[str, _Kind] = {
     # torch
     "torch.linear": _fixed("torch", _TORCH, "nn.Linear weight (out, in).", _torch_native),
     "torch.conv": _Kind(
-        "torch", "nn.ConvNd weight (out, in/groups, *kernel); fan_out per group.", {"groups": 1},
-        lambda d, p: Layout(1, 0, out_groups=p["groups"], name="torch.conv"), _torch_native,
+        "torch",
+        "nn.ConvNd weight (out, in/groups, *kernel); fan_out per group.",
+        {"groups": 1},
+        lambda d, p: Layout(1, 0, out_groups=p["groups"], name="torch.conv"),
+        _torch_native,
     ),
     "torch.depthwise_conv": _Kind(
-        "torch", "depthwise nn.ConvNd (groups=in_channels) weight (in*multiplier, 1, *kernel); per channel.",
-        {"multiplier": 1}, _torch_depthwise, _torch_native,
+        "torch",
+        "depthwise nn.ConvNd (groups=in_channels) weight (in*multiplier, 1, *kernel); per channel.",
+        {"multiplier": 1},
+        _torch_depthwise,
+        _torch_native,
     ),
     "torch.conv_transpose": _Kind(
-        "torch", "nn.ConvTransposeNd weight (in, out/groups, *kernel); forward fans, fan_in per group.",
-        {"groups": 1}, lambda d, p: Layout(0, 1, in_groups=p["groups"], name="torch.conv_transpose"),
+        "torch",
+        "nn.ConvTransposeNd weight (in, out/groups, *kernel); forward fans, fan_in per group.",
+        {"groups": 1},
+        lambda d, p: Layout(0, 1, in_groups=p["groups"], name="torch.conv_transpose"),
         _torch_native,
     ),
     "torch.embedding": _fixed(
-        "torch", Layout(0, 1, name="torch.embedding"),
-        "nn.Embedding weight (num_embeddings, embedding_dim): fan_in = vocabulary, fan_out = dim.", _torch_native,
+        "torch",
+        Layout(0, 1, name="torch.embedding"),
+        "nn.Embedding weight (num_embeddings, embedding_dim): fan_in = vocabulary, fan_out = dim.",
+        _torch_native,
     ),
     "torch.mha_in_proj": _Kind(
-        "torch", "nn.MultiheadAttention packed in_proj_weight (3*embed, embed); fans per projection.", {},
-        lambda d, p: Layout(1, 0, out_groups=3, name="torch.mha_in_proj"), _torch_native,
+        "torch",
+        "nn.MultiheadAttention packed in_proj_weight (3*embed, embed); fans per projection.",
+        {},
+        lambda d, p: Layout(1, 0, out_groups=3, name="torch.mha_in_proj"),
+        _torch_native,
     ),
     "torch.lstm": _gated("torch", 4, 1, 0, "torch.lstm", ("i", "f", "g", "o")),
     "torch.gru": _gated("torch", 3, 1, 0, "torch.gru", ("r", "z", "n")),
@@ -355,26 +362,42 @@ _KINDS: dict[str, _Kind] = {
     # keras
     "keras.dense": _fixed("keras", _KERAS, "Dense kernel (in, out).", _keras_native),
     "keras.conv": _Kind(
-        "keras", "ConvND kernel (*kernel, in/groups, out); fan_out per group.", {"groups": 1},
-        lambda d, p: Layout(-2, -1, out_groups=p["groups"], name="keras.conv"), _keras_native,
+        "keras",
+        "ConvND kernel (*kernel, in/groups, out); fan_out per group.",
+        {"groups": 1},
+        lambda d, p: Layout(-2, -1, out_groups=p["groups"], name="keras.conv"),
+        _keras_native,
     ),
     "keras.conv_transpose": _fixed(
-        "keras", Layout(-1, -2, name="keras.conv_transpose"),
-        "ConvNDTranspose kernel (*kernel, out, in); forward fans.", _keras_native,
+        "keras",
+        Layout(-1, -2, name="keras.conv_transpose"),
+        "ConvNDTranspose kernel (*kernel, out, in); forward fans.",
+        _keras_native,
     ),
     "keras.depthwise_conv": _Kind(
-        "keras", "DepthwiseConvND kernel (*kernel, in, multiplier); per channel.", {}, _keras_depthwise,
+        "keras",
+        "DepthwiseConvND kernel (*kernel, in, multiplier); per channel.",
+        {},
+        _keras_depthwise,
         _keras_native,
     ),
     "keras.separable_conv.depthwise": _Kind(
-        "keras", "SeparableConvND depthwise_kernel (*kernel, in, multiplier); per channel.", {},
-        _keras_depthwise, _keras_native,
+        "keras",
+        "SeparableConvND depthwise_kernel (*kernel, in, multiplier); per channel.",
+        {},
+        _keras_depthwise,
+        _keras_native,
     ),
     "keras.separable_conv.pointwise": _fixed(
-        "keras", _KERAS, "SeparableConvND pointwise_kernel (1.., in*multiplier, out).", _keras_native,
+        "keras",
+        _KERAS,
+        "SeparableConvND pointwise_kernel (1.., in*multiplier, out).",
+        _keras_native,
     ),
     "keras.embedding": _fixed(
-        "keras", Layout(0, 1, name="keras.embedding"), "Embedding embeddings (input_dim, output_dim).",
+        "keras",
+        Layout(0, 1, name="keras.embedding"),
+        "Embedding embeddings (input_dim, output_dim).",
         _keras_native,
     ),
     "keras.lstm": _gated("keras", 4, 0, 1, "keras.lstm", ("i", "f", "g", "o")),  # Keras names g "c"
@@ -383,21 +406,30 @@ _KINDS: dict[str, _Kind] = {
     # flax (linen and nnx share these layouts)
     "flax.dense": _fixed("jax", Layout(-2, -1, name="flax.dense"), "Dense/Linear kernel (in, out).", _jax_native),
     "flax.conv": _Kind(
-        "jax", "Conv kernel (*kernel, in/groups, out); fan_out per feature group.", {"groups": 1},
-        lambda d, p: Layout(-2, -1, out_groups=p["groups"], name="flax.conv"), _jax_native,
+        "jax",
+        "Conv kernel (*kernel, in/groups, out); fan_out per feature group.",
+        {"groups": 1},
+        lambda d, p: Layout(-2, -1, out_groups=p["groups"], name="flax.conv"),
+        _jax_native,
     ),
     "flax.conv_transpose": _fixed(
-        "jax", Layout(-2, -1, name="flax.conv_transpose"),
-        "ConvTranspose kernel (*kernel, in, out): already forward fans.", _jax_native,
+        "jax",
+        Layout(-2, -1, name="flax.conv_transpose"),
+        "ConvTranspose kernel (*kernel, in, out): already forward fans.",
+        _jax_native,
     ),
     "flax.embed": _Kind(
-        "jax", "Embed embedding (num_embeddings, features); native=True gives jax's fans with "
-        "out_axis=0 (fan_in = features).", {},
-        lambda d, p: Layout(0, 1, name="flax.embed"), lambda d: _jax_native(d, in_axis=-2, out_axis=0),
+        "jax",
+        "Embed embedding (num_embeddings, features); native=True gives jax's fans with out_axis=0 (fan_in = features).",
+        {},
+        lambda d, p: Layout(0, 1, name="flax.embed"),
+        lambda d: _jax_native(d, in_axis=-2, out_axis=0),
     ),
     "flax.lstm": _fixed(
-        "jax", Layout(-2, -1, name="flax.lstm"),
-        "LSTMCell gate kernels: flax keeps one (in, hidden) Dense per gate, so fans are per gate.", _jax_native,
+        "jax",
+        Layout(-2, -1, name="flax.lstm"),
+        "LSTMCell gate kernels: flax keeps one (in, hidden) Dense per gate, so fans are per gate.",
+        _jax_native,
     ),
 }
 
@@ -460,9 +492,7 @@ class LayerKind:
         unknown = set(given) - set(kind.defaults)
         if unknown:
             valid = ", ".join(repr(k) for k in sorted(kind.defaults)) or "none besides native"
-            raise ValueError(
-                f"Layer kind {self.name!r} takes no argument {sorted(unknown)[0]!r}; valid: {valid}."
-            )
+            raise ValueError(f"Layer kind {self.name!r} takes no argument {sorted(unknown)[0]!r}; valid: {valid}.")
         merged = {**kind.defaults, **given}
         for key, value in merged.items():
             merged[key] = _validate.integer(key, value, minimum=1)
@@ -539,9 +569,13 @@ def layout_to_config(layout: LayoutLike | None) -> Any:
         return layout
     if isinstance(layout, LayerKind):
         return str(layout)
-    return {"in_axes": list(layout.in_axes), "out_axes": list(layout.out_axes),
-            "batch_axes": list(layout.batch_axes), "in_groups": layout.in_groups,
-            "out_groups": layout.out_groups}
+    return {
+        "in_axes": list(layout.in_axes),
+        "out_axes": list(layout.out_axes),
+        "batch_axes": list(layout.batch_axes),
+        "in_groups": layout.in_groups,
+        "out_groups": layout.out_groups,
+    }
 
 
 def layout_from_config(config: Any) -> LayoutLike | None:

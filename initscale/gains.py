@@ -63,8 +63,22 @@ if TYPE_CHECKING:
 else:
     from ._lazy import numpy as np
 
-__all__ = ["ACTIVATIONS", "CRITICAL_TOLERANCE", "DERIVATIVES", "FixedPoint", "GainDetails", "Stability", "derived",
-           "derived_gain", "fixed_point", "gain", "gain_details", "names", "stability", "verdict"]
+__all__ = [
+    "ACTIVATIONS",
+    "CRITICAL_TOLERANCE",
+    "DERIVATIVES",
+    "FixedPoint",
+    "GainDetails",
+    "Stability",
+    "derived",
+    "derived_gain",
+    "fixed_point",
+    "gain",
+    "gain_details",
+    "names",
+    "stability",
+    "verdict",
+]
 
 Method = Literal["auto", "table", "derived", "fixed_point"]
 _METHODS = ("auto", "table", "derived", "fixed_point")
@@ -108,7 +122,6 @@ ACTIVATIONS: dict[str, tuple[Callable[[Array, float], Array], float | None]] = {
     "tanh": (lambda x, p: np.tanh(x), None),
     "sigmoid": (lambda x, p: 1.0 / (1.0 + np.exp(-x)), None),
 }
-
 
 
 def _sigmoid(x: Array) -> Array:
@@ -236,7 +249,10 @@ def _param(name: str, param: float | None) -> float | None:
 
 
 def gain_details(
-    nonlinearity: str | Callable[[Array], Array], param: float | None = None, *, method: Method = "auto",
+    nonlinearity: str | Callable[[Array], Array],
+    param: float | None = None,
+    *,
+    method: Method = "auto",
     q: float | None = None,
 ) -> GainDetails:
     """:func:`gain` with its formula, method, source and torch's constant beside it."""
@@ -245,21 +261,36 @@ def gain_details(
         raise ValueError(f"Argument `q` is used by method='fixed_point' only. Received: q={q!r}, method={method!r}.")
     if method == "fixed_point":
         if isinstance(nonlinearity, str) and nonlinearity in _CONVENTIONS:
-            raise ValueError(f"{nonlinearity!r} is a convention (a fixed gain), not an activation: a fixed-point gain "
-                             f"needs the activation, e.g. 'sigmoid'.")
+            raise ValueError(
+                f"{nonlinearity!r} is a convention (a fixed gain), not an activation: a fixed-point gain "
+                f"needs the activation, e.g. 'sigmoid'."
+            )
         fp = fixed_point(nonlinearity, 1.0 if q is None else q, param)
         torch_value = None
         if isinstance(nonlinearity, str) and nonlinearity in _TABLE:
             torch_value = _TABLE[nonlinearity][0](fp.param if fp.param is not None else 0.0)
-        return GainDetails(fp.activation, fp.param, fp.gain, "fixed_point",
-                           f"g solving E[f(g sqrt(q) z)^2] = q, z ~ N(0, 1), q={fp.q:g}",
-                           "Gauss-Legendre quadrature on each half-line (initscale); Poole et al. 2016", torch_value)
+        return GainDetails(
+            fp.activation,
+            fp.param,
+            fp.gain,
+            "fixed_point",
+            f"g solving E[f(g sqrt(q) z)^2] = q, z ~ N(0, 1), q={fp.q:g}",
+            "Gauss-Legendre quadrature on each half-line (initscale); Poole et al. 2016",
+            torch_value,
+        )
     if callable(nonlinearity):
         if param is not None:
             raise ValueError("A callable activation takes no `param`; close over it instead.")
         label = getattr(nonlinearity, "__name__", "callable")
-        return GainDetails(label, None, derived_gain(nonlinearity), "derived", "1 / sqrt(E[f(z)^2]), z ~ N(0, 1)",
-                           "Gauss-Legendre quadrature on each half-line", None)
+        return GainDetails(
+            label,
+            None,
+            derived_gain(nonlinearity),
+            "derived",
+            "1 / sqrt(E[f(z)^2]), z ~ N(0, 1)",
+            "Gauss-Legendre quadrature on each half-line",
+            None,
+        )
     name = _validate.choice("nonlinearity", nonlinearity, names())
     p = _param(name, param)
     if name in _CONVENTIONS:
@@ -279,12 +310,22 @@ def gain_details(
     else:
         name_f = ACTIVATIONS[name][0]
     value = derived_gain(lambda x: name_f(x, p if p is not None else 0.0))
-    return GainDetails(name, p, value, "derived", "1 / sqrt(E[f(z)^2]), z ~ N(0, 1)",
-                       "Gauss-Legendre quadrature on each half-line (initscale)", torch_value)
+    return GainDetails(
+        name,
+        p,
+        value,
+        "derived",
+        "1 / sqrt(E[f(z)^2]), z ~ N(0, 1)",
+        "Gauss-Legendre quadrature on each half-line (initscale)",
+        torch_value,
+    )
 
 
 def gain(
-    nonlinearity: str | Callable[[Array], Array], param: float | None = None, *, method: Method = "auto",
+    nonlinearity: str | Callable[[Array], Array],
+    param: float | None = None,
+    *,
+    method: Method = "auto",
     q: float | None = None,
 ) -> float:
     """The std gain for ``nonlinearity`` (see the module docstring for the methods).
@@ -443,8 +484,12 @@ class _Activation:
 _HOMOGENEOUS = ("linear", "identity", "relu", "leaky_relu", *_CONV)
 
 
-def _resolve(nonlinearity: str | Callable[[Array], Array], param: float | None,
-             derivative: Callable[[Array], Array] | None, caller: str) -> _Activation:
+def _resolve(
+    nonlinearity: str | Callable[[Array], Array],
+    param: float | None,
+    derivative: Callable[[Array], Array] | None,
+    caller: str,
+) -> _Activation:
     """The activation, its derivative and parameter, checked as :func:`gain` checks them."""
     if callable(nonlinearity):
         if param is not None:
@@ -455,15 +500,20 @@ def _resolve(nonlinearity: str | Callable[[Array], Array], param: float | None,
             if not callable(derivative):
                 raise TypeError(f"Argument `derivative` must be a callable. Received: derivative={derivative!r}.")
             return _Activation(label, None, f, derivative, "given", None)
-        warnings.warn(f"{caller}: activation {label!r} came without `derivative`; f' (for chi) is estimated by "
-                      f"central differences with a step relative to each value (h = eps^(1/3)*|x|). Pass "
-                      f"derivative= for the exact chi.", stacklevel=3)
+        warnings.warn(
+            f"{caller}: activation {label!r} came without `derivative`; f' (for chi) is estimated by "
+            f"central differences with a step relative to each value (h = eps^(1/3)*|x|). Pass "
+            f"derivative= for the exact chi.",
+            stacklevel=3,
+        )
         return _Activation(label, None, f, _central_difference(f), "central difference, step eps^(1/3)*|x|", None)
     valid = sorted(set(ACTIVATIONS) | set(_CONV))
     name = _validate.choice("nonlinearity", nonlinearity, valid)
     if derivative is not None:
-        raise ValueError(f"Argument `derivative` is for a callable activation; {name!r} has its analytic derivative "
-                         f"in initscale.gains.DERIVATIVES. Received: derivative={derivative!r}.")
+        raise ValueError(
+            f"Argument `derivative` is for a callable activation; {name!r} has its analytic derivative "
+            f"in initscale.gains.DERIVATIVES. Received: derivative={derivative!r}."
+        )
     p = _param(name, param)
     base = "linear" if name in _CONV else name
     fn, dfn = ACTIVATIONS[base][0], DERIVATIVES[base]
@@ -497,13 +547,16 @@ def _at(act: _Activation, a: float, q: float, *, reachable: bool, method: str, n
     else:
         q_star = q if reachable and method == _FIXED else _moment(act, a)
         if not q_star > 0.0:
-            raise ValueError(f"E[f(a z)^2] must be positive to define a gain; got {q_star!r} for {act.label!r} at "
-                             f"pre-activation std {a:.6g}.")
+            raise ValueError(
+                f"E[f(a z)^2] must be positive to define a gain; got {q_star!r} for {act.label!r} at "
+                f"pre-activation std {a:.6g}."
+            )
         g = a / math.sqrt(q_star)
         chi = g * g * _derivative_moment(act, a)
         slope = a * _expect(lambda x: act.f(x) * act.df(x), a, times_z=True) / q_star
-    return FixedPoint(act.label, act.param, g, q, q_star, chi, verdict(chi), slope, reachable, method,
-                      act.derivative, note)
+    return FixedPoint(
+        act.label, act.param, g, q, q_star, chi, verdict(chi), slope, reachable, method, act.derivative, note
+    )
 
 
 def _bisect_log(r: Callable[[float], float], lo: float, hi: float) -> float:
@@ -541,8 +594,13 @@ def _golden_log(d: Callable[[float], float], lo: float, hi: float) -> float:
     return math.exp((x0 + x1) / 2.0)
 
 
-def fixed_point(nonlinearity: str | Callable[[Array], Array], q: float = 1.0, param: float | None = None, *,
-                derivative: Callable[[Array], Array] | None = None) -> FixedPoint:
+def fixed_point(
+    nonlinearity: str | Callable[[Array], Array],
+    q: float = 1.0,
+    param: float | None = None,
+    *,
+    derivative: Callable[[Array], Array] | None = None,
+) -> FixedPoint:
     """The gain whose layers keep their input's second moment at ``q``, with its χ and verdict.
 
     A layer y = f(W x), W of std g/√fan_in, maps an input of second moment q to one of
@@ -609,8 +667,14 @@ def _solve(act: _Activation, q: float) -> FixedPoint:
     if act.homogeneous is not None:
         return _at(act, math.sqrt(q / act.homogeneous), q, reachable=True, method=_FIXED, note="")
     if act.label == "selu" and q == 1.0:  # Klambauer et al.'s constants: E[selu(Z)²] = 1
-        return _at(act, 1.0, q, reachable=True, method=_FIXED,
-                   note="SELU's constants make E[selu(z)^2] = 1: LeCun's gain 1 (Klambauer et al. 2017).")
+        return _at(
+            act,
+            1.0,
+            q,
+            reachable=True,
+            method=_FIXED,
+            note="SELU's constants make E[selu(z)^2] = 1: LeCun's gain 1 (Klambauer et al. 2017).",
+        )
     grid = [2.0**k for k in _A_GRID_EXPONENTS]
     moments = [_moment(act, a) for a in grid]
     residual = [m - q for m in moments]
@@ -620,8 +684,10 @@ def _solve(act: _Activation, q: float) -> FixedPoint:
         a = grid[i] if residual[i] == 0.0 else _bisect_log(lambda s: _moment(act, s) - q, grid[i], grid[i + 1])
         note = ""
         if len(roots) > 1:
-            note = (f"E[f(g sqrt(q) z)^2] = q has {len(roots)} solutions for gains on the search range; the smallest "
-                    f"is returned.")
+            note = (
+                f"E[f(g sqrt(q) z)^2] = q has {len(roots)} solutions for gains on the search range; the smallest "
+                f"is returned."
+            )
         return _at(act, a, q, reachable=True, method=_FIXED, note=note)
     with np.errstate(divide="ignore"):
         distance = [abs(math.log(m / q)) if m > 0.0 else math.inf for m in moments]
@@ -632,20 +698,28 @@ def _solve(act: _Activation, q: float) -> FixedPoint:
     if 0 < best < len(grid) - 1:
         a = _golden_log(lambda s: abs(math.log(_moment(act, s) / q)), grid[best - 1], grid[best + 1])
         point = _at(act, a, q, reachable=False, method=_FIXED, note="")
-        note = (f"q={q:g} is unreachable for {act.label!r}: no gain gives E[f(g sqrt(q) z)^2] = q. Returned: the "
-                f"reachable second moment nearest to q, q*={point.q_star:.6g}, at gain {point.gain:.6g}.")
+        note = (
+            f"q={q:g} is unreachable for {act.label!r}: no gain gives E[f(g sqrt(q) z)^2] = q. Returned: the "
+            f"reachable second moment nearest to q, q*={point.q_star:.6g}, at gain {point.gain:.6g}."
+        )
         return FixedPoint(**{**point.to_dict(), "note": note})  # type: ignore[arg-type]
     point = _at(act, math.sqrt(q), q, reachable=False, method=_FIXED, note="")
     ends = "g -> infinity" if best == len(grid) - 1 else "g -> 0"
-    note = (f"q={q:g} is unreachable for {act.label!r}: E[f(g sqrt(q) z)^2] stays {where} q for every gain (it tends "
-            f"to {limit:.6g} only as {ends}, where no usable gain is). Returned instead: the fixed point that holds "
-            f"the pre-activation second moment at q (pre-activation std sqrt(q)), q*={point.q_star:.6g}, gain "
-            f"{point.gain:.6g} = sqrt(q/q*).")
+    note = (
+        f"q={q:g} is unreachable for {act.label!r}: E[f(g sqrt(q) z)^2] stays {where} q for every gain (it tends "
+        f"to {limit:.6g} only as {ends}, where no usable gain is). Returned instead: the fixed point that holds "
+        f"the pre-activation second moment at q (pre-activation std sqrt(q)), q*={point.q_star:.6g}, gain "
+        f"{point.gain:.6g} = sqrt(q/q*)."
+    )
     return FixedPoint(**{**point.to_dict(), "note": note})  # type: ignore[arg-type]
 
 
-def derived(nonlinearity: str | Callable[[Array], Array], param: float | None = None, *,
-            derivative: Callable[[Array], Array] | None = None) -> FixedPoint:
+def derived(
+    nonlinearity: str | Callable[[Array], Array],
+    param: float | None = None,
+    *,
+    derivative: Callable[[Array], Array] | None = None,
+) -> FixedPoint:
     """The derived gain 1/√E[f(Z)²] (:func:`gain` with ``method="derived"``) with the fixed point it
     holds and its χ.
 
@@ -662,14 +736,23 @@ def derived(nonlinearity: str | Callable[[Array], Array], param: float | None = 
     act = _resolve(nonlinearity, param, derivative, "derived")
     point = _at(act, 1.0, 1.0, reachable=True, method=_DERIVED, note="")
     q_star = second_moment(act.f)  # the rule of derived_gain, so that the gain is gain(method="derived")'s
-    note = ("holds the pre-activation second moment at 1 when each layer's input is the previous activation's "
-            f"output (second moment q*={q_star:.6g})")
+    note = (
+        "holds the pre-activation second moment at 1 when each layer's input is the previous activation's "
+        f"output (second moment q*={q_star:.6g})"
+    )
     if act.homogeneous is not None:
         note += "; f(ax) = a f(x) for a > 0, so at this gain every second moment is a fixed point"
     elif abs(q_star - 1.0) > 1e-12:
         note += f"; a first layer fed data of second moment 1 starts {1.0 / q_star:.4g}x off it"
-    return FixedPoint(**{**point.to_dict(), "gain": 1.0 / math.sqrt(q_star), "q": q_star, "q_star": q_star,  # type: ignore[arg-type]
-                         "note": note + "."})
+    return FixedPoint(
+        **{
+            **point.to_dict(),
+            "gain": 1.0 / math.sqrt(q_star),
+            "q": q_star,
+            "q_star": q_star,  # type: ignore[arg-type]
+            "note": note + ".",
+        }
+    )
 
 
 # --- stability over depth ---------------------------------------------------------------------------
@@ -715,8 +798,15 @@ class Stability:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
-def stability(nonlinearity: str | Callable[[Array], Array], gain: float, depth: int, q: float = 1.0,
-              param: float | None = None, *, derivative: Callable[[Array], Array] | None = None) -> Stability:
+def stability(
+    nonlinearity: str | Callable[[Array], Array],
+    gain: float,
+    depth: int,
+    q: float = 1.0,
+    param: float | None = None,
+    *,
+    derivative: Callable[[Array], Array] | None = None,
+) -> Stability:
     """The predicted growth χ^L of a small perturbation over ``depth`` layers of gain ``gain``.
 
     The input's second moment q₀ = q is carried through the variance map q_l = E[f(g√q_{l−1}·Z)²]
@@ -745,8 +835,10 @@ def stability(nonlinearity: str | Callable[[Array], Array], gain: float, depth: 
             layers = depth
             break
         if not (math.isfinite(a) and a > 0.0):
-            raise ValueError(f"stability: the signal's second moment left the floating-point range at layer {layers} "
-                             f"(q={q_l!r}) for {act.label!r} at gain {g:g}.")
+            raise ValueError(
+                f"stability: the signal's second moment left the floating-point range at layer {layers} "
+                f"(q={q_l!r}) for {act.label!r} at gain {g:g}."
+            )
         chi_l = g * g * _derivative_moment(act, a)
         q_next = _moment(act, a)
         log_growth += math.log(chi_l) if chi_l > 0.0 else -math.inf
@@ -759,7 +851,9 @@ def stability(nonlinearity: str | Callable[[Array], Array], gain: float, depth: 
     growth = math.exp(log_growth) if log_growth < 709.0 else math.inf
     chi = chi_const if chi_const is not None else math.exp(log_growth / depth) if log_growth > -math.inf else 0.0
     v = verdict(chi)
-    sentence = (f"{act.label} at gain {g:.6g}, input second moment {q:g}: chi = {chi:.6g} per layer ({v}); over "
-                f"{depth} layers a small perturbation's second moment is multiplied by {growth:.4g}, and the "
-                f"signal's second moment goes from {q:g} to {q_l:.4g}.")
+    sentence = (
+        f"{act.label} at gain {g:.6g}, input second moment {q:g}: chi = {chi:.6g} per layer ({v}); over "
+        f"{depth} layers a small perturbation's second moment is multiplied by {growth:.4g}, and the "
+        f"signal's second moment goes from {q:g} to {q_l:.4g}."
+    )
     return Stability(act.label, act.param, g, depth, q, q_l, chi, growth, q_l / q, v, sentence)

@@ -25,8 +25,9 @@ from .reinit import Role
 
 __all__ = ["NORM_CLASSES", "einsum_layout", "keras_role"]
 
-NORM_CLASSES = frozenset({"BatchNormalization", "LayerNormalization", "GroupNormalization", "RMSNormalization",
-                          "SyncBatchNormalization"})
+NORM_CLASSES = frozenset(
+    {"BatchNormalization", "LayerNormalization", "GroupNormalization", "RMSNormalization", "SyncBatchNormalization"}
+)
 _CELL_KINDS = {"LSTMCell": "keras.lstm", "GRUCell": "keras.gru", "SimpleRNNCell": "keras.simple_rnn"}
 
 
@@ -47,8 +48,15 @@ def einsum_layout(equation: str | None) -> Layout | None:
     return Layout(ins, outs, batch, name=f"keras.einsum_dense[{equation}]")
 
 
-def keras_role(kinds: Set[str], leaf: str, ndim: int, *, groups: int = 1, unit_forget_bias: bool = False,
-               equation: str | None = None) -> tuple[Role, LayoutLike | None, str]:
+def keras_role(
+    kinds: Set[str],
+    leaf: str,
+    ndim: int,
+    *,
+    groups: int = 1,
+    unit_forget_bias: bool = False,
+    equation: str | None = None,
+) -> tuple[Role, LayoutLike | None, str]:
     """``(role, layout, note)`` of a variable named ``leaf`` of a layer whose class and base-class
     names are ``kinds``; ``note`` says why the defaults keep it, when they do."""
     if kinds & NORM_CLASSES:

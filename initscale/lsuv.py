@@ -66,8 +66,9 @@ class LSUVReport:
         for row in self.rows:
             if row.name == name:
                 return row
-        raise KeyError(f"No layer {name!r} in this LSUV report; its layers are "
-                       f"{', '.join(r.name for r in self.rows) or 'none'}.")
+        raise KeyError(
+            f"No layer {name!r} in this LSUV report; its layers are {', '.join(r.name for r in self.rows) or 'none'}."
+        )
 
     @property
     def not_converged(self) -> tuple[LSUVRow, ...]:
@@ -79,8 +80,18 @@ class LSUVReport:
             return "-" if x is None else f"{x:.4g}"
 
         lines = [("layer", "class", "var before", "var after", "scale", "iters", "status")]
-        lines += [(r.name, r.layer, number(r.variance_before), number(r.variance_after), f"{r.scale:.4g}",
-                   str(r.iterations), r.status) for r in self.rows]
+        lines += [
+            (
+                r.name,
+                r.layer,
+                number(r.variance_before),
+                number(r.variance_after),
+                f"{r.scale:.4g}",
+                str(r.iterations),
+                r.status,
+            )
+            for r in self.rows
+        ]
         done = sum(r.status == "converged" for r in self.rows)
         return f"LSUV (tol {self.tol:g}): {done} of {len(self.rows)} layers converged\n" + "\n".join(_aligned(lines))
 
@@ -88,11 +99,15 @@ class LSUVReport:
 def check_arguments(function: str, tol: Any, max_iters: Any) -> tuple[float, int]:
     """``(tol, max_iters)`` checked: tol in (0, 1), max_iters an integer >= 1."""
     if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0.0 < float(tol) < 1.0:
-        raise ValueError(f"Argument `tol` of {function} must be a number in (0, 1), the allowed |Var - 1| of each "
-                         f"layer's output (Mishkin & Matas use 0.1). Received: tol={tol!r}.")
+        raise ValueError(
+            f"Argument `tol` of {function} must be a number in (0, 1), the allowed |Var - 1| of each "
+            f"layer's output (Mishkin & Matas use 0.1). Received: tol={tol!r}."
+        )
     if isinstance(max_iters, bool) or not isinstance(max_iters, int) or max_iters < 1:
-        raise ValueError(f"Argument `max_iters` of {function} must be an integer >= 1, the most rescalings per "
-                         f"layer (Mishkin & Matas use 10). Received: max_iters={max_iters!r}.")
+        raise ValueError(
+            f"Argument `max_iters` of {function} must be an integer >= 1, the most rescalings per "
+            f"layer (Mishkin & Matas use 10). Received: max_iters={max_iters!r}."
+        )
     return float(tol), max_iters
 
 
@@ -110,8 +125,17 @@ def skipped(name: str, layer: str, weight: str, why: str) -> LSUVRow:
     return LSUVRow(name, layer, weight, None, None, 1.0, 0, f"skipped: {why}")
 
 
-def rescale_layer(name: str, layer: str, weight: str, measure: Callable[[], float], scale: Callable[[float], None],
-                  *, tol: float, max_iters: int, function: str = "lsuv") -> LSUVRow:
+def rescale_layer(
+    name: str,
+    layer: str,
+    weight: str,
+    measure: Callable[[], float],
+    scale: Callable[[float], None],
+    *,
+    tol: float,
+    max_iters: int,
+    function: str = "lsuv",
+) -> LSUVRow:
     """Rescale one layer: ``measure()`` runs the forward pass and returns its output variance,
     ``scale(f)`` multiplies its weight by ``f``; repeat ``W ← W/√Var`` until |Var − 1| < tol or
     ``max_iters`` rescalings. A zero or non-finite variance raises (a dead layer)."""
@@ -123,7 +147,8 @@ def rescale_layer(name: str, layer: str, weight: str, measure: Callable[[], floa
                 f"{function}: the output of layer {name!r} ({layer}) has variance {current!r} on this batch, so no "
                 "rescaling of its weight can make it 1 (a dead layer: e.g. every input to it is zero after a "
                 "ReLU, or the batch has one value). Nothing was changed. Check the layers before it, use a "
-                "larger or more varied batch, or leave this layer out of the rules.")
+                "larger or more varied batch, or leave this layer out of the rules."
+            )
         if abs(current - 1.0) < tol or iterations >= max_iters:
             break
         factor = 1.0 / math.sqrt(current)
@@ -135,14 +160,22 @@ def rescale_layer(name: str, layer: str, weight: str, measure: Callable[[], floa
     return LSUVRow(name, layer, weight, before, current, total, iterations, status)
 
 
-def finish(function: str, rows: Sequence[LSUVRow], init: Report, tol: float, max_iters: int, candidates: int,
-           stacklevel: int = 3) -> LSUVReport:
+def finish(
+    function: str,
+    rows: Sequence[LSUVRow],
+    init: Report,
+    tol: float,
+    max_iters: int,
+    candidates: int,
+    stacklevel: int = 3,
+) -> LSUVReport:
     """The report of a run; raises if no layer was rescaled, warns naming the layers that did not converge."""
     if not any(row.iterations or row.status == "converged" for row in rows):
         raise ValueError(
             f"{function}: no layer was rescaled: the forward pass on `batch` called none of the layers whose weights "
             f"the rules set ({candidates} such layers). Nothing was changed. Check that `batch` reaches them and "
-            "that the rules set their weights.")
+            "that the rules set their weights."
+        )
     report = LSUVReport(tuple(rows), init, tol)
     if report.not_converged:
         warnings.warn(
@@ -150,5 +183,6 @@ def finish(function: str, rows: Sequence[LSUVRow], init: Report, tol: float, max
             f"{max_iters} rescalings: "
             f"{', '.join(f'{r.name} ({r.variance_after:.4g})' for r in report.not_converged)}. "
             "Raise max_iters or check what follows the weight (a bias or a constant that dominates the output).",
-            stacklevel=stacklevel)
+            stacklevel=stacklevel,
+        )
     return report

@@ -37,8 +37,22 @@ from .distributions import Distribution, OrthogonalDist
 from .fans import Layout, LayoutLike, resolve
 from .specs import TruncatedNormal
 
-__all__ = ["BACKENDS", "EDGES", "EDGE_LAYERS", "LAYERS", "NATIVES", "LogicalLayer", "Row", "SummaryLine",
-           "available_backends", "draw", "family", "run", "run_iter", "summarize"]
+__all__ = [
+    "BACKENDS",
+    "EDGES",
+    "EDGE_LAYERS",
+    "LAYERS",
+    "NATIVES",
+    "LogicalLayer",
+    "Row",
+    "SummaryLine",
+    "available_backends",
+    "draw",
+    "family",
+    "run",
+    "run_iter",
+    "summarize",
+]
 
 
 @dataclass(frozen=True)
@@ -55,31 +69,79 @@ class LogicalLayer:
 
 _QKV = Layout(0, 1, out_groups=3, name="packed_qkv(in, 3·embed)")
 
-LAYERS: dict[str, LogicalLayer] = {layer.name: layer for layer in (
-    LogicalLayer("dense", "in 512 -> out 256", {
-        "torch": ((256, 512), "torch.linear"), "keras": ((512, 256), "keras.dense"),
-        "flax": ((512, 256), "flax.dense")}),
-    LogicalLayer("conv2d", "3×3, 64 -> 128 channels", {
-        "torch": ((128, 64, 3, 3), "torch.conv"), "keras": ((3, 3, 64, 128), "keras.conv"),
-        "flax": ((3, 3, 64, 128), "flax.conv")}),
-    LogicalLayer("grouped_conv", "3×3, 64 -> 128 channels in 4 groups", {
-        "torch": ((128, 16, 3, 3), "torch.conv:groups=4"), "keras": ((3, 3, 16, 128), "keras.conv:groups=4"),
-        "flax": ((3, 3, 16, 128), "flax.conv:groups=4")}),
-    LogicalLayer("conv_transpose", "3×3 transposed, 128 -> 64 channels", {
-        "torch": ((128, 64, 3, 3), "torch.conv_transpose"), "keras": ((3, 3, 64, 128), "keras.conv_transpose"),
-        "flax": ((3, 3, 128, 64), "flax.conv_transpose")}),
-    LogicalLayer("depthwise", "5×5 depthwise, 256 channels × 4", {
-        "torch": ((1024, 1, 5, 5), "torch.depthwise_conv:multiplier=4"),
-        "keras": ((5, 5, 256, 4), "keras.depthwise_conv"), "flax": ((5, 5, 1, 1024), "flax.conv:groups=256")}),
-    LogicalLayer("embedding", "vocabulary 2000, dim 64", {
-        "torch": ((2000, 64), "torch.embedding"), "keras": ((2000, 64), "keras.embedding"),
-        "flax": ((2000, 64), "flax.embed")}),
-    LogicalLayer("lstm_gates", "LSTM input kernel, in 128, hidden 256, 4 gates stacked", {
-        "torch": ((1024, 128), "torch.lstm"), "keras": ((128, 1024), "keras.lstm"),
-        "flax": ((128, 1024), Layout(-2, -1, out_groups=4, name="flax.lstm(stacked)"))}),
-    LogicalLayer("packed_qkv", "attention in-projection, embed 256, Q/K/V packed", {
-        "torch": ((768, 256), "torch.mha_in_proj"), "keras": ((256, 768), _QKV), "flax": ((256, 768), _QKV)}),
-)}
+LAYERS: dict[str, LogicalLayer] = {
+    layer.name: layer
+    for layer in (
+        LogicalLayer(
+            "dense",
+            "in 512 -> out 256",
+            {
+                "torch": ((256, 512), "torch.linear"),
+                "keras": ((512, 256), "keras.dense"),
+                "flax": ((512, 256), "flax.dense"),
+            },
+        ),
+        LogicalLayer(
+            "conv2d",
+            "3×3, 64 -> 128 channels",
+            {
+                "torch": ((128, 64, 3, 3), "torch.conv"),
+                "keras": ((3, 3, 64, 128), "keras.conv"),
+                "flax": ((3, 3, 64, 128), "flax.conv"),
+            },
+        ),
+        LogicalLayer(
+            "grouped_conv",
+            "3×3, 64 -> 128 channels in 4 groups",
+            {
+                "torch": ((128, 16, 3, 3), "torch.conv:groups=4"),
+                "keras": ((3, 3, 16, 128), "keras.conv:groups=4"),
+                "flax": ((3, 3, 16, 128), "flax.conv:groups=4"),
+            },
+        ),
+        LogicalLayer(
+            "conv_transpose",
+            "3×3 transposed, 128 -> 64 channels",
+            {
+                "torch": ((128, 64, 3, 3), "torch.conv_transpose"),
+                "keras": ((3, 3, 64, 128), "keras.conv_transpose"),
+                "flax": ((3, 3, 128, 64), "flax.conv_transpose"),
+            },
+        ),
+        LogicalLayer(
+            "depthwise",
+            "5×5 depthwise, 256 channels × 4",
+            {
+                "torch": ((1024, 1, 5, 5), "torch.depthwise_conv:multiplier=4"),
+                "keras": ((5, 5, 256, 4), "keras.depthwise_conv"),
+                "flax": ((5, 5, 1, 1024), "flax.conv:groups=256"),
+            },
+        ),
+        LogicalLayer(
+            "embedding",
+            "vocabulary 2000, dim 64",
+            {
+                "torch": ((2000, 64), "torch.embedding"),
+                "keras": ((2000, 64), "keras.embedding"),
+                "flax": ((2000, 64), "flax.embed"),
+            },
+        ),
+        LogicalLayer(
+            "lstm_gates",
+            "LSTM input kernel, in 128, hidden 256, 4 gates stacked",
+            {
+                "torch": ((1024, 128), "torch.lstm"),
+                "keras": ((128, 1024), "keras.lstm"),
+                "flax": ((128, 1024), Layout(-2, -1, out_groups=4, name="flax.lstm(stacked)")),
+            },
+        ),
+        LogicalLayer(
+            "packed_qkv",
+            "attention in-projection, embed 256, Q/K/V packed",
+            {"torch": ((768, 256), "torch.mha_in_proj"), "keras": ((256, 768), _QKV), "flax": ((256, 768), _QKV)},
+        ),
+    )
+}
 
 
 # Distribution edges (issue 16): far-tail, one-sided and narrow truncated normals, where float32
@@ -101,6 +163,7 @@ def _spec(name: str) -> Any:
 
 
 # --- backends ------------------------------------------------------------------------------------
+
 
 def _draw_numpy(spec: Any, shape: tuple[int, ...], layout: LayoutLike, seed: int) -> np.ndarray:
     adapter = importlib.import_module("initscale.adapters.numpy")
@@ -124,8 +187,7 @@ def _draw_jax(spec: Any, shape: tuple[int, ...], layout: LayoutLike, seed: int) 
 def _draw_keras(spec: Any, shape: tuple[int, ...], layout: LayoutLike, seed: int) -> np.ndarray:
     keras = importlib.import_module("keras")
     adapter = importlib.import_module("initscale.adapters.keras")
-    return np.asarray(keras.ops.convert_to_numpy(adapter.initializer(spec, seed=seed, layout=layout)(shape,
-                                                                                                        "float32")))
+    return np.asarray(keras.ops.convert_to_numpy(adapter.initializer(spec, seed=seed, layout=layout)(shape, "float32")))
 
 
 @dataclass(frozen=True)
@@ -136,12 +198,15 @@ class Backend:
     draw: Callable[[Any, tuple[int, ...], LayoutLike, int], np.ndarray]
 
 
-BACKENDS: dict[str, Backend] = {b.name: b for b in (
-    Backend("numpy", ("numpy",), "keras", _draw_numpy),
-    Backend("torch", ("torch",), "torch", _draw_torch),
-    Backend("jax", ("jax", "flax"), "flax", _draw_jax),
-    Backend("keras", ("keras",), "keras", _draw_keras),
-)}
+BACKENDS: dict[str, Backend] = {
+    b.name: b
+    for b in (
+        Backend("numpy", ("numpy",), "keras", _draw_numpy),
+        Backend("torch", ("torch",), "torch", _draw_torch),
+        Backend("jax", ("jax", "flax"), "flax", _draw_jax),
+        Backend("keras", ("keras",), "keras", _draw_keras),
+    )
+}
 
 
 def available_backends() -> list[str]:
@@ -168,6 +233,7 @@ def draw(backend: str, preset: str, layer: str, seed: int = 0) -> tuple[np.ndarr
 
 
 # --- rows ----------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Row:
@@ -209,8 +275,9 @@ def _z(x: np.ndarray, dist: Distribution) -> float:
     return (m2 - var) / (var * math.sqrt((kurt - 1.0) / x.size))
 
 
-def _analytic_row(backend: str, preset: str, layer: str, x: np.ndarray, dist: Distribution,
-                  layout: Layout | None) -> Row:
+def _analytic_row(
+    backend: str, preset: str, layer: str, x: np.ndarray, dist: Distribution, layout: Layout | None
+) -> Row:
     report = testing.check_samples(x, dist)
     failures = report.failures
     if isinstance(dist, OrthogonalDist) and layout is not None:
@@ -219,20 +286,40 @@ def _analytic_row(backend: str, preset: str, layer: str, x: np.ndarray, dist: Di
         if error > tol:
             failures = [*failures, f"orthogonality: max |QᵀQ − g²I| = {error:.3g} > {tol:.1g}"]
     ks = next((c.statistic for c in report.checks if c.name == "ks"), None)
-    return Row(backend, preset, layer, "analytic", dist.std, float(np.sqrt(np.mean(x.astype(np.float64) ** 2)
-                                                                            - float(np.mean(x)) ** 2)),
-               _z(x, dist), ks, not failures, int(x.size), failures)
+    return Row(
+        backend,
+        preset,
+        layer,
+        "analytic",
+        dist.std,
+        float(np.sqrt(np.mean(x.astype(np.float64) ** 2) - float(np.mean(x)) ** 2)),
+        _z(x, dist),
+        ks,
+        not failures,
+        int(x.size),
+        failures,
+    )
 
 
-def _cross_row(backend: str, preset: str, layer: str, x: np.ndarray, reference: np.ndarray,
-               dist: Distribution) -> Row:
+def _cross_row(backend: str, preset: str, layer: str, x: np.ndarray, reference: np.ndarray, dist: Distribution) -> Row:
     report = testing.same_distribution(x, reference)
-    return Row(backend, preset, layer, "cross", float(np.std(reference)), float(np.std(x)),
-               report["second_moments"].statistic / max(report["second_moments"].tolerance / testing.Z, 1e-300),
-               report["ks_2samp"].statistic, bool(report), int(x.size), report.failures)
+    return Row(
+        backend,
+        preset,
+        layer,
+        "cross",
+        float(np.std(reference)),
+        float(np.std(x)),
+        report["second_moments"].statistic / max(report["second_moments"].tolerance / testing.Z, 1e-300),
+        report["ks_2samp"].statistic,
+        bool(report),
+        int(x.size),
+        report.failures,
+    )
 
 
 # --- native initializers -------------------------------------------------------------------------
+
 
 def _torch_native(fill: str, **kwargs: Any) -> Callable[[tuple[int, ...], int], np.ndarray]:
     def draw(shape: tuple[int, ...], seed: int) -> np.ndarray:
@@ -272,17 +359,42 @@ NATIVES: dict[str, tuple[str, Callable[[tuple[int, ...], int], np.ndarray], str]
     "torch.normal": ("torch", _torch_native("normal_"), "torch:native=true"),
     "torch.uniform": ("torch", _torch_native("uniform_"), "torch:native=true"),
     "torch.orthogonal": ("torch", _torch_native("orthogonal_"), "torch:native=true"),
-    **{f"keras.{n}": ("keras", _keras_native(c), "keras:native=true") for n, c in (
-        ("glorot_uniform", "GlorotUniform"), ("glorot_normal", "GlorotNormal"), ("he_uniform", "HeUniform"),
-        ("he_normal", "HeNormal"), ("lecun_uniform", "LecunUniform"), ("lecun_normal", "LecunNormal"),
-        ("variance_scaling", "VarianceScaling"), ("random_normal", "RandomNormal"),
-        ("truncated_normal", "TruncatedNormal"), ("random_uniform", "RandomUniform"),
-        ("orthogonal", "Orthogonal"))},
-    **{f"jax.{n}": ("jax", _jax_native(n), "jax:native=true") for n in (
-        "glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_uniform", "lecun_normal",
-        "normal", "uniform", "truncated_normal", "orthogonal")},
-    "jax.variance_scaling": ("jax", _jax_native("variance_scaling", 1.0, "fan_in", "truncated_normal"),
-                             "jax:native=true"),
+    **{
+        f"keras.{n}": ("keras", _keras_native(c), "keras:native=true")
+        for n, c in (
+            ("glorot_uniform", "GlorotUniform"),
+            ("glorot_normal", "GlorotNormal"),
+            ("he_uniform", "HeUniform"),
+            ("he_normal", "HeNormal"),
+            ("lecun_uniform", "LecunUniform"),
+            ("lecun_normal", "LecunNormal"),
+            ("variance_scaling", "VarianceScaling"),
+            ("random_normal", "RandomNormal"),
+            ("truncated_normal", "TruncatedNormal"),
+            ("random_uniform", "RandomUniform"),
+            ("orthogonal", "Orthogonal"),
+        )
+    },
+    **{
+        f"jax.{n}": ("jax", _jax_native(n), "jax:native=true")
+        for n in (
+            "glorot_uniform",
+            "glorot_normal",
+            "he_uniform",
+            "he_normal",
+            "lecun_uniform",
+            "lecun_normal",
+            "normal",
+            "uniform",
+            "truncated_normal",
+            "orthogonal",
+        )
+    },
+    "jax.variance_scaling": (
+        "jax",
+        _jax_native("variance_scaling", 1.0, "fan_in", "truncated_normal"),
+        "jax:native=true",
+    ),
 }
 
 
@@ -300,15 +412,35 @@ def _native_row(preset: str, layer: str, seed: int) -> Row:
         # The native draw's moments against the exact distribution. Support is not required of
         # a native sampler: Keras's torch backend leaves ~4e-6 of its truncated draws uncut.
         analytic = testing.check_samples(theirs, dist)
-        failures += [f for c, f in zip(analytic.checks, map(str, analytic.checks), strict=True)
-                     if not c.ok and c.name in ("second_moment", "mean", "ks")]
-    return Row(f"{backend}-native", preset, layer, "native", dist.std, float(np.std(theirs)), _z(theirs, dist),
-               same["ks_2samp"].statistic, not failures, int(theirs.size), failures)
+        failures += [
+            f
+            for c, f in zip(analytic.checks, map(str, analytic.checks), strict=True)
+            if not c.ok and c.name in ("second_moment", "mean", "ks")
+        ]
+    return Row(
+        f"{backend}-native",
+        preset,
+        layer,
+        "native",
+        dist.std,
+        float(np.std(theirs)),
+        _z(theirs, dist),
+        same["ks_2samp"].statistic,
+        not failures,
+        int(theirs.size),
+        failures,
+    )
 
 
-def run_iter(backends: Sequence[str] | None = None, presets: Sequence[str] | None = None,
-             layers: Sequence[str] | None = None, *, cross: bool = True, native: bool = True,
-             seed: int = 0) -> Iterator[Row]:
+def run_iter(
+    backends: Sequence[str] | None = None,
+    presets: Sequence[str] | None = None,
+    layers: Sequence[str] | None = None,
+    *,
+    cross: bool = True,
+    native: bool = True,
+    seed: int = 0,
+) -> Iterator[Row]:
     """Yield the matrix rows one by one (see :func:`run`)."""
     names = list(backends) if backends is not None else available_backends()
     for name in names:
@@ -326,7 +458,7 @@ def run_iter(backends: Sequence[str] | None = None, presets: Sequence[str] | Non
     memo: dict[tuple[Any, ...], list[Row]] = {}
     for preset in chosen:
         spec = _spec(preset)
-        for layer in (layer_names if preset not in EDGES else [x for x in layer_names if x in EDGE_LAYERS]):
+        for layer in layer_names if preset not in EDGES else [x for x in layer_names if x in EDGE_LAYERS]:
             layer_seed = seed + 1000 * list(LAYERS).index(layer)  # independent draws per layer
             reference = None
             for backend in names:
@@ -348,9 +480,15 @@ def run_iter(backends: Sequence[str] | None = None, presets: Sequence[str] | Non
                 yield _native_row(preset, layer, layer_seed)
 
 
-def run(backends: Sequence[str] | None = None, presets: Sequence[str] | None = None,
-        layers: Sequence[str] | None = None, *, cross: bool = True, native: bool = True,
-        seed: int = 0) -> list[Row]:
+def run(
+    backends: Sequence[str] | None = None,
+    presets: Sequence[str] | None = None,
+    layers: Sequence[str] | None = None,
+    *,
+    cross: bool = True,
+    native: bool = True,
+    seed: int = 0,
+) -> list[Row]:
     """Run the matrix on ``backends`` (default: every installed one), ``presets`` (default: all)
     and ``layers`` (default: all of :data:`LAYERS`); fixed seeds, so the result is deterministic.
 
@@ -370,6 +508,7 @@ def count(backends: Iterable[str], presets: Sequence[str] | None = None, layers:
 
 
 # --- summaries -----------------------------------------------------------------------------------
+
 
 def family(preset: str) -> str:
     """A preset's family: its source prefix (``torch``, ``keras``, ``tf1``, ...), or ``unqualified``
@@ -410,6 +549,14 @@ def summarize(rows: Sequence[Row], seconds: Sequence[float] | None = None) -> li
     lines = []
     for (backend, fam), members in groups.items():
         slow_row, slow_t = max(members, key=lambda m: m[1])
-        lines.append(SummaryLine(backend, fam, len(members), sum(not r.passed for r, _ in members), slow_t,
-                                 f"{slow_row.preset} {slow_row.layer} ({slow_row.kind})"))
+        lines.append(
+            SummaryLine(
+                backend,
+                fam,
+                len(members),
+                sum(not r.passed for r, _ in members),
+                slow_t,
+                f"{slow_row.preset} {slow_row.layer} ({slow_row.kind})",
+            )
+        )
     return lines

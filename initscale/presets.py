@@ -111,14 +111,22 @@ def _coercer(preset: str, name: str, annotation: Any) -> Callable[[Any], Any]:
         def gain_like(v: Any) -> float:
             out = _validate.real(name, v)
             if not out > 0.0:
-                why = (" (a negative one would silently mean its absolute value: it is squared into the variance, "
-                       "or flips an orthogonal matrix, whose distribution is the same)") if out < 0.0 else ""
+                why = (
+                    (
+                        " (a negative one would silently mean its absolute value: it is squared into the variance, "
+                        "or flips an orthogonal matrix, whose distribution is the same)"
+                    )
+                    if out < 0.0
+                    else ""
+                )
                 raise ValueError(f"Argument `{name}` must be > 0{why}. Received: {name}={v!r}.")
             return out
 
         return gain_like
-    raise TypeError(f"Preset {preset!r}: argument {name!r} has no checked type (bool, int, float, Bound or str); "
-                    f"annotation {annotation!r}.")  # pragma: no cover - a registration-time guard
+    raise TypeError(
+        f"Preset {preset!r}: argument {name!r} has no checked type (bool, int, float, Bound or str); "
+        f"annotation {annotation!r}."
+    )  # pragma: no cover - a registration-time guard
 
 
 def _checked(fn: Callable[..., Spec]) -> Callable[..., Spec]:
@@ -295,8 +303,13 @@ def jax_orthogonal(scale: float = 1.0) -> Spec:
 # --- Flax layer defaults -------------------------------------------------------------------------
 
 
-@_preset("flax.dense_kernel", "flax.conv_kernel", "flax.lstm_kernel",
-         source="flax.linen / flax.nnx default_kernel_init", layout="flax")
+@_preset(
+    "flax.dense_kernel",
+    "flax.conv_kernel",
+    "flax.lstm_kernel",
+    source="flax.linen / flax.nnx default_kernel_init",
+    layout="flax",
+)
 def flax_kernel() -> Spec:
     """lecun_normal(): the default kernel of Dense/Linear, Conv, ConvTranspose, attention and LSTM input kernels."""
     return lecun_normal()
@@ -308,8 +321,11 @@ def flax_lstm_recurrent_kernel() -> Spec:
     return Orthogonal(1.0)
 
 
-@_preset("flax.embed", source="flax default_embed_init = variance_scaling(1.0, 'fan_in', 'normal', out_axis=0)",
-         layout="flax.embed")
+@_preset(
+    "flax.embed",
+    source="flax default_embed_init = variance_scaling(1.0, 'fan_in', 'normal', out_axis=0)",
+    layout="flax.embed",
+)
 def flax_embed() -> Spec:
     """N(0, 1/features), untruncated. jax's fan rule with in_axis=-2 and out_axis=0 both on the vocabulary
     axis of a (num_embeddings, features) table gives fan_in = features; with initscale's flax.embed
@@ -384,8 +400,14 @@ def torch_constant(val: float = 0.0) -> Spec:
     return Constant(val)
 
 
-@_preset("torch.linear_default", "torch.conv_default", "torch.linear_default_bias", "torch.conv_default_bias",
-         source="torch.nn.Linear/_ConvNd.reset_parameters: kaiming_uniform_(a=sqrt(5))", layout="torch:native=true")
+@_preset(
+    "torch.linear_default",
+    "torch.conv_default",
+    "torch.linear_default_bias",
+    "torch.conv_default_bias",
+    source="torch.nn.Linear/_ConvNd.reset_parameters: kaiming_uniform_(a=sqrt(5))",
+    layout="torch:native=true",
+)
 def torch_layer_default() -> Spec:
     """U(±1/√fan_in) = kaiming_uniform_(a=√5): gain² = 2/(1+5) = 1/3, limit √(3·(1/3)/fan_in).
     The bias gets the same bound from the *weight's* fan_in (torch/nn/modules/linear.py
@@ -398,8 +420,11 @@ def torch_layer_default() -> Spec:
     return VarianceScaling(1.0 / 3.0, "fan_in", "uniform", native="torch")
 
 
-@_preset("torch.bilinear_default", source="torch.nn.Bilinear.reset_parameters: uniform_(±1/sqrt(weight.size(1)))",
-         layout="torch")
+@_preset(
+    "torch.bilinear_default",
+    source="torch.nn.Bilinear.reset_parameters: uniform_(±1/sqrt(weight.size(1)))",
+    layout="torch",
+)
 def torch_bilinear_default(in1_features: int = 1) -> Spec:
     """U(±1/√in1_features) for ``nn.Bilinear``'s weight (out, in1, in2) and its bias alike
     (torch/nn/modules/linear.py ``Bilinear.reset_parameters``: ``bound = 1 / math.sqrt(self.weight.size(1))``,
@@ -425,8 +450,11 @@ def torch_rnn_default(hidden_size: int = 1) -> Spec:
     return Uniform(-1.0 / math.sqrt(h), 1.0 / math.sqrt(h), native="torch")
 
 
-@_preset("torch.mha_in_proj_default", source="torch.nn.MultiheadAttention._reset_parameters",
-         layout="torch.mha_in_proj:native=true")
+@_preset(
+    "torch.mha_in_proj_default",
+    source="torch.nn.MultiheadAttention._reset_parameters",
+    layout="torch.mha_in_proj:native=true",
+)
 def torch_mha_in_proj_default() -> Spec:
     """xavier_uniform_ on the packed (3E, E) in_proj_weight: with the stacked fans (E, 3E) that is
     U(±√(6/4E)), not the per-projection U(±√(6/2E))."""
@@ -454,10 +482,14 @@ def tf1_xavier_initializer(uniform: bool = True) -> Spec:
     return tf1_variance_scaling_initializer(1.0, "FAN_AVG", uniform)
 
 
-@_preset("tf1.variance_scaling", "tfjs.variance_scaling",
-         source="tf.variance_scaling_initializer (TF <= 1.12) and tfjs-layers VarianceScaling", layout="keras")
+@_preset(
+    "tf1.variance_scaling",
+    "tfjs.variance_scaling",
+    source="tf.variance_scaling_initializer (TF <= 1.12) and tfjs-layers VarianceScaling",
+    layout="keras",
+)
 def tf1_variance_scaling(scale: float = 1.0, mode: str = "fan_in", distribution: str = "normal") -> Spec:
-    """"normal" = truncated normal (±2σ) with σ = √(scale/n), *not* corrected: Var = 0.7737·scale/n."""
+    """ "normal" = truncated normal (±2σ) with σ = √(scale/n), *not* corrected: Var = 0.7737·scale/n."""
     distribution = _validate.choice("distribution", distribution, ("normal", "uniform"))
     if distribution == "uniform":
         return VarianceScaling(scale, mode, "uniform")
@@ -499,15 +531,13 @@ _CAFFE_NORMS = {"FAN_IN": "fan_in", "FAN_OUT": "fan_out", "AVERAGE": "fan_avg"}
 @_preset("caffe.xavier", source="BVLC caffe filler.hpp XavierFiller", layout="torch")
 def caffe_xavier(variance_norm: str = "FAN_IN") -> Spec:
     """U(±√(3/n)), n by variance_norm (default FAN_IN: LeCun uniform; AVERAGE gives Glorot)."""
-    return VarianceScaling(1.0, _CAFFE_NORMS[_validate.choice("variance_norm", variance_norm, _CAFFE_NORMS)],
-                           "uniform")
+    return VarianceScaling(1.0, _CAFFE_NORMS[_validate.choice("variance_norm", variance_norm, _CAFFE_NORMS)], "uniform")
 
 
 @_preset("caffe.msra", source="BVLC caffe filler.hpp MSRAFiller", layout="torch")
 def caffe_msra(variance_norm: str = "FAN_IN") -> Spec:
     """N(0, 2/n), untruncated, n by variance_norm (default FAN_IN)."""
-    return VarianceScaling(2.0, _CAFFE_NORMS[_validate.choice("variance_norm", variance_norm, _CAFFE_NORMS)],
-                           "normal")
+    return VarianceScaling(2.0, _CAFFE_NORMS[_validate.choice("variance_norm", variance_norm, _CAFFE_NORMS)], "normal")
 
 
 _MXNET_FACTORS = {"in": "fan_in", "out": "fan_out", "avg": "fan_avg"}

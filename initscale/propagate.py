@@ -77,10 +77,20 @@ class Propagation:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict (an overflowed variance is the string ``"inf"``, as in ``Spec.to_dict``)."""
-        return json_safe({"spec": self.spec, "activation": self.activation, "arch": self.arch, "depth": self.depth,
-                          "width": self.width, "forward_variance": self.forward_variance,
-                          "backward_variance": self.backward_variance, "derivative": self.derivative,
-                          "predicted_forward": self.predicted_forward, "layers": self.layers})
+        return json_safe(
+            {
+                "spec": self.spec,
+                "activation": self.activation,
+                "arch": self.arch,
+                "depth": self.depth,
+                "width": self.width,
+                "forward_variance": self.forward_variance,
+                "backward_variance": self.backward_variance,
+                "derivative": self.derivative,
+                "predicted_forward": self.predicted_forward,
+                "layers": self.layers,
+            }
+        )
 
 
 def _growth(values: list[float]) -> float:
@@ -97,8 +107,10 @@ Activation = Callable[[Array], Array]
 def _activation(name: str, param: float | None) -> tuple[Activation, Activation]:
     """The named activation and its analytic derivative, with ``param`` (or its default) bound."""
     if name not in gains.ACTIVATIONS:
-        raise ValueError(f"Argument `activation` must be one of {', '.join(sorted(gains.ACTIVATIONS))}. "
-                         f"Received: activation={name!r}.")
+        raise ValueError(
+            f"Argument `activation` must be one of {', '.join(sorted(gains.ACTIVATIONS))}. "
+            f"Received: activation={name!r}."
+        )
     f, default = gains.ACTIVATIONS[name]
     df = gains.DERIVATIVES[name]
     p = default if param is None else param
@@ -110,7 +122,8 @@ def _sampler(backend: str) -> Callable[[Spec, tuple[int, ...], str, int], Array]
     if backend == "numpy":
         adapter = importlib.import_module("initscale.adapters.numpy")
         return lambda spec, shape, layout, seed: np.asarray(
-            adapter.initializer(spec, layout)(shape, rng=seed, dtype=np.float64))
+            adapter.initializer(spec, layout)(shape, rng=seed, dtype=np.float64)
+        )
     if backend == "torch":
         torch = importlib.import_module("torch")
         adapter = importlib.import_module("initscale.adapters.torch")
@@ -118,8 +131,9 @@ def _sampler(backend: str) -> Callable[[Spec, tuple[int, ...], str, int], Array]
         def draw_torch(spec: Spec, shape: tuple[int, ...], layout: str, seed: int) -> Array:
             # torch stores (out, in, *kernel): draw in that form and move the axes to (*kernel, in, out)
             tshape = (shape[-1], shape[-2], *shape[:-2])
-            t = adapter.init_(torch.empty(tshape, dtype=torch.float64), spec, "torch",
-                              generator=torch.Generator().manual_seed(seed))
+            t = adapter.init_(
+                torch.empty(tshape, dtype=torch.float64), spec, "torch", generator=torch.Generator().manual_seed(seed)
+            )
             return np.asarray(np.moveaxis(t.numpy(), (0, 1), (-1, -2)))
 
         return draw_torch
@@ -127,7 +141,8 @@ def _sampler(backend: str) -> Callable[[Spec, tuple[int, ...], str, int], Array]
         jax = importlib.import_module("jax")
         adapter = importlib.import_module("initscale.adapters.jax")
         return lambda spec, shape, layout, seed: np.asarray(
-            adapter.initializer(spec, layout=layout)(jax.random.key(seed), shape), dtype=np.float64)
+            adapter.initializer(spec, layout=layout)(jax.random.key(seed), shape), dtype=np.float64
+        )
     raise ValueError(f"Argument `backend` must be one of 'jax', 'numpy', 'torch'. Received: backend={backend!r}.")
 
 
@@ -145,8 +160,9 @@ def _conv_backward(g: Array, w: Array) -> Array:
     return _conv(g, np.flip(w, (0, 1)).transpose(0, 1, 3, 2))
 
 
-def _predicted(spec: Spec | str, fan_in: int, f: Activation, df: Activation, depth: int,
-               name: str, param: float | None) -> list[float]:
+def _predicted(
+    spec: Spec | str, fan_in: int, f: Activation, df: Activation, depth: int, name: str, param: float | None
+) -> list[float]:
     """The variance map's prediction of each layer's pre-activation variance, from a unit input:
     v_l = Var(w)·fan_in·m_l and m_{l+1} = E[f(√v_l·Z)²] (quadrature); for "auto", a² at every layer
     (the pre-activation std a with E[f(aZ)²] = q* = the fixed point, see :func:`initscale.gains.fixed_point`)."""
@@ -156,8 +172,9 @@ def _predicted(spec: Spec | str, fan_in: int, f: Activation, df: Activation, dep
     if callable(act):
         act.derivative = df  # type: ignore[union-attr]
     if isinstance(spec, str):
-        fp = gains.fixed_point(act, 1.0, param if isinstance(act, str) else None,
-                               derivative=None if isinstance(act, str) else df)
+        fp = gains.fixed_point(
+            act, 1.0, param if isinstance(act, str) else None, derivative=None if isinstance(act, str) else df
+        )
         return [fp.gain * fp.gain * fp.q_star] * depth
     from .fans import Fans
 
@@ -170,9 +187,20 @@ def _predicted(spec: Spec | str, fan_in: int, f: Activation, df: Activation, dep
     return out
 
 
-def propagate(spec: Spec | str, activation: str | Activation = "relu", *, depth: int = 50, width: int = 512,
-              arch: str = "mlp", batch: int = 256, param: float | None = None, backend: str = "numpy",
-              seed: int = 0, label: str | None = None, derivative: Activation | None = None) -> Propagation:
+def propagate(
+    spec: Spec | str,
+    activation: str | Activation = "relu",
+    *,
+    depth: int = 50,
+    width: int = 512,
+    arch: str = "mlp",
+    batch: int = 256,
+    param: float | None = None,
+    backend: str = "numpy",
+    seed: int = 0,
+    label: str | None = None,
+    derivative: Activation | None = None,
+) -> Propagation:
     """Forward and backward variances per layer for a deep ``arch`` ("mlp" or "cnn") initialized
     with ``spec``. Weights are drawn by ``backend``'s adapter (numpy, torch or jax).
 
@@ -201,16 +229,21 @@ def propagate(spec: Spec | str, activation: str | Activation = "relu", *, depth:
         if derivative is None:
             how = _RELATIVE_DIFFERENCE
             df = gains._central_difference(f)
-            warnings.warn(f"propagate: activation {getattr(f, '__name__', 'callable')!r} came without "
-                          f"`derivative`; f' is estimated by central differences with a step relative to each "
-                          f"value (h = eps^(1/3)*|x|). Pass derivative= for the exact backward pass.", stacklevel=2)
+            warnings.warn(
+                f"propagate: activation {getattr(f, '__name__', 'callable')!r} came without "
+                f"`derivative`; f' is estimated by central differences with a step relative to each "
+                f"value (h = eps^(1/3)*|x|). Pass derivative= for the exact backward pass.",
+                stacklevel=2,
+            )
         else:
             df = derivative
         name = getattr(f, "__name__", "callable")
     else:
         if derivative is not None:
-            raise ValueError(f"Argument `derivative` is for a callable activation; {activation!r} has its analytic "
-                             f"derivative in initscale.gains.DERIVATIVES. Received: derivative={derivative!r}.")
+            raise ValueError(
+                f"Argument `derivative` is for a callable activation; {activation!r} has its analytic "
+                f"derivative in initscale.gains.DERIVATIVES. Received: derivative={derivative!r}."
+            )
         f, df = _activation(activation, param)
         name = activation
     draw = _sampler(backend)
@@ -247,12 +280,14 @@ def propagate(spec: Spec | str, activation: str | Activation = "relu", *, depth:
         g = g * df(h)
         g = g @ weights[i].T if arch == "mlp" else _conv_backward(g, weights[i])
         backward[i] = float(np.var(g))
-    return Propagation(label or (spec if auto else repr(spec)), name, arch, depth, width, forward, backward, how,
-                       predicted)
+    return Propagation(
+        label or (spec if auto else repr(spec)), name, arch, depth, width, forward, backward, how, predicted
+    )
 
 
-def propagate_model(factory: Callable[[], Any], spec: Spec | str, *, seed: int = 0,
-                    label: str | None = None) -> Propagation:
+def propagate_model(
+    factory: Callable[[], Any], spec: Spec | str, *, seed: int = 0, label: str | None = None
+) -> Propagation:
     """Forward and backward variances per layer of a user's torch model initialized with ``spec``
     (or ``"auto"``: :func:`initscale.auto` on the model's own graph).
 
@@ -282,15 +317,18 @@ def propagate_model(factory: Callable[[], Any], spec: Spec | str, *, seed: int =
         raise ValueError(f"Argument `spec` must be an initscale spec or 'auto'. Received: spec={spec!r}.")
     built = factory()
     if not (isinstance(built, tuple) and len(built) == 2 and isinstance(built[0], torch.nn.Module)):
-        raise TypeError("The model factory must return (model, example_inputs): a torch.nn.Module and the inputs "
-                        f"of one forward pass. Received: {type(built).__name__}.")
+        raise TypeError(
+            "The model factory must return (model, example_inputs): a torch.nn.Module and the inputs "
+            f"of one forward pass. Received: {type(built).__name__}."
+        )
     model, inputs = built
     inputs = inputs if isinstance(inputs, tuple) else (inputs,)
     rules: Any = autogain.auto(inputs) if spec == "auto" else spec
     predicted_plan = autogain.auto(inputs, arriving="predicted").plan(model) if spec == "auto" else None
     report = reinit_(model, rules, generator=torch.Generator().manual_seed(seed))
-    weights = {row.name.rpartition(".")[0] for row in report.touched if row.layout is not None
-               and row.name.endswith("weight")}
+    weights = {
+        row.name.rpartition(".")[0] for row in report.touched if row.layout is not None and row.name.endswith("weight")
+    }
     order: list[str] = []
     forward: dict[str, float] = {}
     backward: dict[str, float] = {}
@@ -313,11 +351,15 @@ def propagate_model(factory: Callable[[], Any], spec: Spec | str, *, seed: int =
         if name in weights:
             hooks(name, module)
     try:
-        leaves = [t.detach().requires_grad_(t.is_floating_point()) if isinstance(t, torch.Tensor) else t
-                  for t in inputs]
+        leaves = [
+            t.detach().requires_grad_(t.is_floating_point()) if isinstance(t, torch.Tensor) else t for t in inputs
+        ]
         out = model(*leaves)
-        first = out if isinstance(out, torch.Tensor) else next(
-            v for v in (out.values() if hasattr(out, "values") else out) if isinstance(v, torch.Tensor))
+        first = (
+            out
+            if isinstance(out, torch.Tensor)
+            else next(v for v in (out.values() if hasattr(out, "values") else out) if isinstance(v, torch.Tensor))
+        )
         grad = torch.randn(first.shape, generator=torch.Generator().manual_seed(seed + 1), dtype=first.dtype)
         first.backward(grad)
     finally:
@@ -328,6 +370,15 @@ def propagate_model(factory: Callable[[], Any], spec: Spec | str, *, seed: int =
         by_module = {row.weight.rpartition(".")[0]: row for row in predicted_plan.rows}
         predicted = [by_module[n].gain ** 2 * by_module[n].m_in if n in by_module else float("nan") for n in order]
     width = max((int(report[f"{n}.weight"].fan_in or 0) for n in order), default=0)
-    return Propagation(label or (spec if isinstance(spec, str) else repr(spec)), "model", "model", len(order), width,
-                       [forward[n] for n in order], [backward.get(n, float("nan")) for n in order], _ANALYTIC,
-                       predicted, order)
+    return Propagation(
+        label or (spec if isinstance(spec, str) else repr(spec)),
+        "model",
+        "model",
+        len(order),
+        width,
+        [forward[n] for n in order],
+        [backward.get(n, float("nan")) for n in order],
+        _ANALYTIC,
+        predicted,
+        order,
+    )

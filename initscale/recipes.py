@@ -96,6 +96,7 @@ class Found:
 
 # --- reading a torch module tree -----------------------------------------------------------------
 
+
 @dataclass
 class _Part:
     name: str
@@ -124,8 +125,9 @@ def _classes(obj: Any) -> tuple[str, ...]:
     return names_
 
 
-def _torch_parts(model: Any, blocks: Sequence[str] = (),
-                 params: Sequence[Any] | None = None) -> tuple[list[_Part], list[str]]:
+def _torch_parts(
+    model: Any, blocks: Sequence[str] = (), params: Sequence[Any] | None = None
+) -> tuple[list[_Part], list[str]]:
     """Every parameter of a torch module (tied names too), with its owner, its owner's parent
     and attribute name, and the adapter's base role (``initscale.torch.reinit_``'s walk, or the
     :class:`~initscale.reinit.Param` list ``params`` it already made); and every name a rule could
@@ -144,8 +146,21 @@ def _torch_parts(model: Any, blocks: Sequence[str] = (),
         owner = modules[prefix]
         parent_prefix, _, attr = prefix.rpartition(".")
         parent = modules.get(parent_prefix) if prefix else None
-        parts.append(_Part(param.name, owner, leaf, parent, attr, param.role, param.shape, param.tied_to,
-                           param.padding_idx, _classes(owner), () if parent is None else _classes(parent)))
+        parts.append(
+            _Part(
+                param.name,
+                owner,
+                leaf,
+                parent,
+                attr,
+                param.role,
+                param.shape,
+                param.tied_to,
+                param.padding_idx,
+                _classes(owner),
+                () if parent is None else _classes(parent),
+            )
+        )
     if blocks:
         _layer_indices(parts, modules, blocks)
     listed = set(every)
@@ -166,7 +181,7 @@ def _layer_indices(parts: Sequence[_Part], modules: Mapping[str, Any], blocks: S
         if owner not in seen:
             pieces, found = owner.split("."), None
             for i in range(len(pieces) - 1, 0, -1):
-                block = modules.get(".".join(pieces[:i + 1])) if pieces[i].isdigit() else None
+                block = modules.get(".".join(pieces[: i + 1])) if pieces[i].isdigit() else None
                 if block is not None and any(c in blocks for c in _classes(block)):
                     found = int(pieces[i])
                     break
@@ -230,8 +245,9 @@ class Recipe:
         found, _ = self._read(model, params)
         return found
 
-    def _read(self, model: Any,
-              params: Sequence[Any] | None) -> tuple[list[Found], list[tuple[Found, Spec | None, str]]]:
+    def _read(
+        self, model: Any, params: Sequence[Any] | None
+    ) -> tuple[list[Found], list[tuple[Found, Spec | None, str]]]:
         """The roles of ``model`` and, with them, each tensor's spec and label (see :meth:`plan`)."""
         if _is_torch_module(model):
             settings = self.settings(model)
@@ -253,11 +269,13 @@ class Recipe:
                 f"Recipe {self.name!r} reads roles from a torch module tree only (torch.nn.Module, e.g. a transformers "
                 f"model); received {type(model).__module__}.{type(model).__name__}. The recipes that also read Keras "
                 f"models and JAX pytrees are {', '.join(repr(n) for n in _PATH_RECIPES)}; for this model, pass rules "
-                "(a mapping pattern -> spec) instead.")
+                "(a mapping pattern -> spec) instead."
+            )
         return path_model(self.name, model, params)
 
-    def _found(self, model: Any, parts: list[_Part], settings: dict[str, Any],
-               reader: Reader | None = None) -> list[Found]:
+    def _found(
+        self, model: Any, parts: list[_Part], settings: dict[str, Any], reader: Reader | None = None
+    ) -> list[Found]:
         reader = reader or self._role
         aliases: dict[str, list[_Part]] = {}
         for part in parts:
@@ -274,16 +292,19 @@ class Recipe:
                 continue
             others = aliases.get(part.name)
             tied = (part.name,) if others is None else (part.name, *(a.name for a in others))
-            found.append(Found(part.name, tied, role, part.layer, part.base, part.classes[0], part.shape,
-                               part.padding_idx))
+            found.append(
+                Found(part.name, tied, role, part.layer, part.base, part.classes[0], part.shape, part.padding_idx)
+            )
         if unknown:
-            listed = "\n".join(f"  {p.name!r} (shape {p.shape}, in {p.classes[0]}, base role {p.base})"
-                               for p in unknown[:20])
+            listed = "\n".join(
+                f"  {p.name!r} (shape {p.shape}, in {p.classes[0]}, base role {p.base})" for p in unknown[:20]
+            )
             more = f"\n  ... and {len(unknown) - 20} more" if len(unknown) > 20 else ""
             raise ValueError(
                 f"Recipe {self.name!r} gives no role to {len(unknown)} parameter(s) of {type(model).__name__}; "
                 f"nothing was changed:\n{listed}{more}\nThis recipe does not know those layers. Initialize them "
-                "yourself before or after, or use rules (a mapping pattern -> spec) that cover them.")
+                "yourself before or after, or use rules (a mapping pattern -> spec) that cover them."
+            )
         have = {f.role for f in found}
         if reader is not self._role and {"attn_q", "attn_k", "attn_v"} <= have:
             have.add("attn_qkv")  # Keras/Flax attention: q, k and v in three kernels do what one packed QKV does
@@ -297,15 +318,17 @@ class Recipe:
                 f"Recipe {self.name!r}: role(s) {', '.join(repr(r) for r in missing)} match no parameter of "
                 f"{type(model).__name__}, so the recipe cannot be what this model needs; nothing was changed. "
                 f"The model has the roles: {listed or 'none'}. Pick the recipe of this model's family "
-                f"(initscale.recipes.names(): {', '.join(names())}).")
+                f"(initscale.recipes.names(): {', '.join(names())})."
+            )
         return found
 
     def plan(self, model: Any, params: Sequence[Any] | None = None) -> list[tuple[Found, Spec | None, str]]:
         """Each tensor with the spec its role gets and the label the report shows."""
         return self._read(model, params)[1]
 
-    def _planned(self, model: Any, parts: list[_Part], settings: dict[str, Any],
-                 reader: Reader | None = None) -> list[tuple[Found, Spec | None, str]]:
+    def _planned(
+        self, model: Any, parts: list[_Part], settings: dict[str, Any], reader: Reader | None = None
+    ) -> list[tuple[Found, Spec | None, str]]:
         reader = reader or self._role
         found = self._found(model, parts, settings, reader)
         by_name = {p.name: p for p in parts}
@@ -361,12 +384,21 @@ class Recipe:
             weakref.ref(model)
             hash(model)
             # torch: the settings read from the model now; Keras/JAX: they come from the walk, and keras-hub's sizes
-            settings = self.settings(model) if _is_torch_module(model) else (
-                getattr(model, "num_layers", None), getattr(model, "hidden_dim", None))
+            settings = (
+                self.settings(model)
+                if _is_torch_module(model)
+                else (getattr(model, "num_layers", None), getattr(model, "hidden_dim", None))
+            )
             inp, out = _io_embeddings(model)
-            key = (self.name, _frozen(self.config), _frozen(settings), tuple(params),
-                   frozenset(_hf_tie_sources(model)), id(inp) if inp is not None else None,
-                   id(out) if out is not None else None)  # compared with ==, never hashed
+            key = (
+                self.name,
+                _frozen(self.config),
+                _frozen(settings),
+                tuple(params),
+                frozenset(_hf_tie_sources(model)),
+                id(inp) if inp is not None else None,
+                id(out) if out is not None else None,
+            )  # compared with ==, never hashed
         except (TypeError, ValueError):  # objects in the settings, or settings that raise: resolve (and raise) as usual
             return None
         return key
@@ -382,8 +414,9 @@ class Recipe:
         by_value: dict[tuple[Spec | None, str], list[str]] = {}
         for f, spec, label in planned:
             by_value.setdefault((spec, label), []).append(f.name)  # a tied tensor: its first name
-        return _compress({Rule(spec, label=label): members for (spec, label), members in by_value.items()}, every,
-                         index)
+        return _compress(
+            {Rule(spec, label=label): members for (spec, label), members in by_value.items()}, every, index
+        )
 
 
 #: model -> (key, rules) of its last resolution (Recipe.rules_for); weak: an entry goes with its model
@@ -419,8 +452,9 @@ _INDEX = re.compile(r"(?<=\.)\d+(?=\.)")
 _PATH_INDEX = re.compile(r"(?:(?<=[/_])|^)\d+(?=/)")  # Keras/JAX paths: "h_3/attn/...", "layers/3/...", "3/..."
 
 
-def _compress(groups: Mapping[Rule, list[str]], every: Sequence[str],
-              index: re.Pattern[str] = _INDEX) -> dict[str, Rule]:
+def _compress(
+    groups: Mapping[Rule, list[str]], every: Sequence[str], index: re.Pattern[str] = _INDEX
+) -> dict[str, Rule]:
     """Exact names, shortened where safe: names that differ only in their numeric components
     (layer indices) become one glob with ``*`` there, kept only if it matches exactly those
     names among ``every`` name of the model (so rules never overlap and their order is moot); the
@@ -452,7 +486,6 @@ def _compress(groups: Mapping[Rule, list[str]], every: Sequence[str],
     return dict(sorted(out.items(), key=lambda item: -sizes.get(item[0], 1)))
 
 
-
 def _is_torch_module(model: Any) -> bool:
     import sys
 
@@ -464,6 +497,7 @@ def _is_torch_module(model: Any) -> bool:
 
 
 # --- helpers shared by the HF recipes -------------------------------------------------------------
+
 
 def _cfg(model: Any, key: str, given: Mapping[str, Any], *fallbacks: str) -> Any:
     if key in given:
@@ -543,11 +577,16 @@ def _generic_spec(role: str, part: _Part, std: float) -> Spec:
 
 # --- hf.gpt2 -------------------------------------------------------------------------------------
 
-_GPT2 = {("GPT2Attention", "c_attn"): "attn_qkv", ("GPT2Attention", "q_attn"): "attn_q",
-         ("GPT2Attention", "c_proj"): "residual_out", ("GPT2MLP", "c_fc"): "mlp_in",
-         ("GPT2MLP", "c_proj"): "residual_out", ("GPT2Model", "wpe"): "position_embedding",
-         ("GPT2ForSequenceClassification", "score"): "classifier_head",
-         ("GPT2ForTokenClassification", "classifier"): "classifier_head"}
+_GPT2 = {
+    ("GPT2Attention", "c_attn"): "attn_qkv",
+    ("GPT2Attention", "q_attn"): "attn_q",
+    ("GPT2Attention", "c_proj"): "residual_out",
+    ("GPT2MLP", "c_fc"): "mlp_in",
+    ("GPT2MLP", "c_proj"): "residual_out",
+    ("GPT2Model", "wpe"): "position_embedding",
+    ("GPT2ForSequenceClassification", "score"): "classifier_head",
+    ("GPT2ForTokenClassification", "classifier"): "classifier_head",
+}
 
 
 def _gpt2_settings(model: Any, given: Mapping[str, Any]) -> dict[str, Any]:
@@ -569,18 +608,24 @@ def _gpt2_spec(role: str, part: _Part, s: dict[str, Any]) -> Spec:
 
 # --- hf.bert -------------------------------------------------------------------------------------
 
-_BERT = {("BertSelfAttention", "query"): "attn_q", ("BertSelfAttention", "key"): "attn_k",
-         ("BertSelfAttention", "value"): "attn_v", ("BertSelfOutput", "dense"): "attn_out",
-         ("BertIntermediate", "dense"): "mlp_in", ("BertOutput", "dense"): "mlp_out",
-         ("BertPooler", "dense"): "pooler", ("BertEmbeddings", "position_embeddings"): "position_embedding",
-         ("BertEmbeddings", "token_type_embeddings"): "token_type_embedding",
-         ("BertPredictionHeadTransform", "dense"): "lm_head_transform",
-         ("BertOnlyNSPHead", "seq_relationship"): "classifier_head",
-         ("BertPreTrainingHeads", "seq_relationship"): "classifier_head",
-         ("BertForSequenceClassification", "classifier"): "classifier_head",
-         ("BertForTokenClassification", "classifier"): "classifier_head",
-         ("BertForMultipleChoice", "classifier"): "classifier_head",
-         ("BertForQuestionAnswering", "qa_outputs"): "classifier_head"}
+_BERT = {
+    ("BertSelfAttention", "query"): "attn_q",
+    ("BertSelfAttention", "key"): "attn_k",
+    ("BertSelfAttention", "value"): "attn_v",
+    ("BertSelfOutput", "dense"): "attn_out",
+    ("BertIntermediate", "dense"): "mlp_in",
+    ("BertOutput", "dense"): "mlp_out",
+    ("BertPooler", "dense"): "pooler",
+    ("BertEmbeddings", "position_embeddings"): "position_embedding",
+    ("BertEmbeddings", "token_type_embeddings"): "token_type_embedding",
+    ("BertPredictionHeadTransform", "dense"): "lm_head_transform",
+    ("BertOnlyNSPHead", "seq_relationship"): "classifier_head",
+    ("BertPreTrainingHeads", "seq_relationship"): "classifier_head",
+    ("BertForSequenceClassification", "classifier"): "classifier_head",
+    ("BertForTokenClassification", "classifier"): "classifier_head",
+    ("BertForMultipleChoice", "classifier"): "classifier_head",
+    ("BertForQuestionAnswering", "qa_outputs"): "classifier_head",
+}
 
 
 def _bert_role(model: Any, part: _Part, s: dict[str, Any]) -> str | None:
@@ -591,12 +636,18 @@ def _bert_role(model: Any, part: _Part, s: dict[str, Any]) -> str | None:
 
 # --- hf.llama ------------------------------------------------------------------------------------
 
-_LLAMA = {("LlamaAttention", "q_proj"): "attn_q", ("LlamaAttention", "k_proj"): "attn_k",
-          ("LlamaAttention", "v_proj"): "attn_v", ("LlamaAttention", "o_proj"): "attn_out",
-          ("LlamaMLP", "gate_proj"): "mlp_gate", ("LlamaMLP", "up_proj"): "mlp_in",
-          ("LlamaMLP", "down_proj"): "mlp_out", ("LlamaForSequenceClassification", "score"): "classifier_head",
-          ("LlamaForTokenClassification", "score"): "classifier_head",
-          ("LlamaForQuestionAnswering", "qa_outputs"): "classifier_head"}
+_LLAMA = {
+    ("LlamaAttention", "q_proj"): "attn_q",
+    ("LlamaAttention", "k_proj"): "attn_k",
+    ("LlamaAttention", "v_proj"): "attn_v",
+    ("LlamaAttention", "o_proj"): "attn_out",
+    ("LlamaMLP", "gate_proj"): "mlp_gate",
+    ("LlamaMLP", "up_proj"): "mlp_in",
+    ("LlamaMLP", "down_proj"): "mlp_out",
+    ("LlamaForSequenceClassification", "score"): "classifier_head",
+    ("LlamaForTokenClassification", "score"): "classifier_head",
+    ("LlamaForQuestionAnswering", "qa_outputs"): "classifier_head",
+}
 
 
 def _llama_role(model: Any, part: _Part, s: dict[str, Any]) -> str | None:
@@ -613,21 +664,33 @@ def _base_spec(role: str, part: _Part, s: dict[str, Any]) -> Spec:
 
 # --- hf.t5 ---------------------------------------------------------------------------------------
 
-_T5 = {("T5Attention", "q"): "attn_q", ("T5Attention", "k"): "attn_k", ("T5Attention", "v"): "attn_v",
-       ("T5Attention", "o"): "attn_out", ("T5Attention", "relative_attention_bias"): "relative_attention_bias",
-       ("T5DenseActDense", "wi"): "mlp_in", ("T5DenseActDense", "wo"): "mlp_out",
-       ("T5DenseGatedActDense", "wi_0"): "mlp_gate", ("T5DenseGatedActDense", "wi_1"): "mlp_in",
-       ("T5DenseGatedActDense", "wo"): "mlp_out", ("T5ClassificationHead", "dense"): "classifier_dense",
-       ("T5ClassificationHead", "out_proj"): "classifier_head",
-       ("T5ForTokenClassification", "classifier"): "token_classifier",
-       ("T5ForQuestionAnswering", "qa_outputs"): "qa_outputs"}
+_T5 = {
+    ("T5Attention", "q"): "attn_q",
+    ("T5Attention", "k"): "attn_k",
+    ("T5Attention", "v"): "attn_v",
+    ("T5Attention", "o"): "attn_out",
+    ("T5Attention", "relative_attention_bias"): "relative_attention_bias",
+    ("T5DenseActDense", "wi"): "mlp_in",
+    ("T5DenseActDense", "wo"): "mlp_out",
+    ("T5DenseGatedActDense", "wi_0"): "mlp_gate",
+    ("T5DenseGatedActDense", "wi_1"): "mlp_in",
+    ("T5DenseGatedActDense", "wo"): "mlp_out",
+    ("T5ClassificationHead", "dense"): "classifier_dense",
+    ("T5ClassificationHead", "out_proj"): "classifier_head",
+    ("T5ForTokenClassification", "classifier"): "token_classifier",
+    ("T5ForQuestionAnswering", "qa_outputs"): "qa_outputs",
+}
 
 
 def _t5_settings(model: Any, given: Mapping[str, Any]) -> dict[str, Any]:
-    return {"factor": float(_cfg(model, "initializer_factor", given)), "d_model": int(_cfg(model, "d_model", given)),
-            "d_kv": int(_cfg(model, "d_kv", given)), "d_ff": int(_cfg(model, "d_ff", given)),
-            "n_heads": int(_cfg(model, "num_heads", given)),
-            "tied": bool(_cfg(model, "tie_word_embeddings", given))}
+    return {
+        "factor": float(_cfg(model, "initializer_factor", given)),
+        "d_model": int(_cfg(model, "d_model", given)),
+        "d_kv": int(_cfg(model, "d_kv", given)),
+        "d_ff": int(_cfg(model, "d_ff", given)),
+        "n_heads": int(_cfg(model, "num_heads", given)),
+        "tied": bool(_cfg(model, "tie_word_embeddings", given)),
+    }
 
 
 def _t5_role(model: Any, part: _Part, s: dict[str, Any]) -> str | None:
@@ -640,11 +703,22 @@ def _t5_spec(role: str, part: _Part, s: dict[str, Any]) -> Spec:
         return Zeros()
     if part.base == "norm_scale":  # T5LayerNorm: constant_(weight, factor)
         return Ones() if f == 1.0 else Constant(f)
-    stds = {"attn_q": f * (d * kv) ** -0.5, "attn_k": f * d ** -0.5, "attn_v": f * d ** -0.5,
-            "attn_out": f * (h * kv) ** -0.5, "relative_attention_bias": f * d ** -0.5,
-            "mlp_in": f * d ** -0.5, "mlp_gate": f * d ** -0.5, "mlp_out": f * ff ** -0.5,
-            "classifier_dense": f * d ** -0.5, "classifier_head": f * d ** -0.5, "qa_outputs": f * d ** -0.5,
-            "token_embedding": f, "lm_head": f, "token_classifier": f}
+    stds = {
+        "attn_q": f * (d * kv) ** -0.5,
+        "attn_k": f * d**-0.5,
+        "attn_v": f * d**-0.5,
+        "attn_out": f * (h * kv) ** -0.5,
+        "relative_attention_bias": f * d**-0.5,
+        "mlp_in": f * d**-0.5,
+        "mlp_gate": f * d**-0.5,
+        "mlp_out": f * ff**-0.5,
+        "classifier_dense": f * d**-0.5,
+        "classifier_head": f * d**-0.5,
+        "qa_outputs": f * d**-0.5,
+        "token_embedding": f,
+        "lm_head": f,
+        "token_classifier": f,
+    }
     # anything else PreTrainedModel._init_weights reaches gets std = initializer_factor (T5Config has no
     # initializer_range): the first branch of modeling_utils' std choice that T5 takes
     return Normal(stds.get(role, f))
@@ -652,13 +726,23 @@ def _t5_spec(role: str, part: _Part, s: dict[str, Any]) -> Spec:
 
 # --- hf.vit --------------------------------------------------------------------------------------
 
-_VIT = {("ViTPatchEmbeddings", "projection"): "patch_embedding", ("ViTAttention", "q_proj"): "attn_q",
-        ("ViTAttention", "k_proj"): "attn_k", ("ViTAttention", "v_proj"): "attn_v",
-        ("ViTAttention", "o_proj"): "attn_out", ("ViTSelfAttention", "query"): "attn_q",
-        ("ViTSelfAttention", "key"): "attn_k", ("ViTSelfAttention", "value"): "attn_v",
-        ("ViTSelfOutput", "dense"): "attn_out", ("ViTMLP", "fc1"): "mlp_in", ("ViTMLP", "fc2"): "mlp_out",
-        ("ViTIntermediate", "dense"): "mlp_in", ("ViTOutput", "dense"): "mlp_out", ("ViTPooler", "dense"): "pooler",
-        ("ViTForImageClassification", "classifier"): "classifier_head"}
+_VIT = {
+    ("ViTPatchEmbeddings", "projection"): "patch_embedding",
+    ("ViTAttention", "q_proj"): "attn_q",
+    ("ViTAttention", "k_proj"): "attn_k",
+    ("ViTAttention", "v_proj"): "attn_v",
+    ("ViTAttention", "o_proj"): "attn_out",
+    ("ViTSelfAttention", "query"): "attn_q",
+    ("ViTSelfAttention", "key"): "attn_k",
+    ("ViTSelfAttention", "value"): "attn_v",
+    ("ViTSelfOutput", "dense"): "attn_out",
+    ("ViTMLP", "fc1"): "mlp_in",
+    ("ViTMLP", "fc2"): "mlp_out",
+    ("ViTIntermediate", "dense"): "mlp_in",
+    ("ViTOutput", "dense"): "mlp_out",
+    ("ViTPooler", "dense"): "pooler",
+    ("ViTForImageClassification", "classifier"): "classifier_head",
+}
 
 
 def _vit_role(model: Any, part: _Part, s: dict[str, Any]) -> str | None:
@@ -667,8 +751,9 @@ def _vit_role(model: Any, part: _Part, s: dict[str, Any]) -> str | None:
 
 def _vit_like_role(model: Any, part: _Part, table: Mapping[tuple[str, str], str], s: dict[str, Any]) -> str | None:
     if _in(part, "ViTEmbeddings") and part.leaf in ("cls_token", "position_embeddings", "mask_token"):
-        return {"cls_token": "cls_token", "position_embeddings": "position_embedding",
-                "mask_token": "mask_token"}[part.leaf]
+        return {"cls_token": "cls_token", "position_embeddings": "position_embedding", "mask_token": "mask_token"}[
+            part.leaf
+        ]
     return _hf_base_role(model, part, table, s)
 
 
@@ -687,23 +772,39 @@ def _vit_spec(role: str, part: _Part, s: dict[str, Any]) -> Spec:
 # Attention/FeedForward), by the class that holds each projection and the attribute it sits under.
 
 _DECODERS = {
-    **_GPT2, **_LLAMA,
+    **_GPT2,
+    **_LLAMA,
     # nanoGPT model.py
-    ("CausalSelfAttention", "c_attn"): "attn_qkv", ("CausalSelfAttention", "c_proj"): "residual_out",
-    ("MLP", "c_fc"): "mlp_in", ("MLP", "c_proj"): "residual_out", ("GPT", "lm_head"): "lm_head",
+    ("CausalSelfAttention", "c_attn"): "attn_qkv",
+    ("CausalSelfAttention", "c_proj"): "residual_out",
+    ("MLP", "c_fc"): "mlp_in",
+    ("MLP", "c_proj"): "residual_out",
+    ("GPT", "lm_head"): "lm_head",
     # torchtitan models/llama3/model/model.py: w1 is the SiLU gate, w3 the up projection, w2 down
-    ("Attention", "wq"): "attn_q", ("Attention", "wk"): "attn_k", ("Attention", "wv"): "attn_v",
-    ("Attention", "wo"): "attn_out", ("FeedForward", "w1"): "mlp_gate", ("FeedForward", "w3"): "mlp_in",
-    ("FeedForward", "w2"): "mlp_out", ("Transformer", "tok_embeddings"): "token_embedding",
+    ("Attention", "wq"): "attn_q",
+    ("Attention", "wk"): "attn_k",
+    ("Attention", "wv"): "attn_v",
+    ("Attention", "wo"): "attn_out",
+    ("FeedForward", "w1"): "mlp_gate",
+    ("FeedForward", "w3"): "mlp_in",
+    ("FeedForward", "w2"): "mlp_out",
+    ("Transformer", "tok_embeddings"): "token_embedding",
     ("Transformer", "output"): "lm_head",
 }
-_DECODERS.update({
-    # OLMo olmo/model.py: OLMoSequentialBlock fuses q/k/v in att_proj; OLMoLlamaBlock keeps q/k/v_proj;
-    # the untied output head is transformer.ff_out (a ModuleDict entry), a block's ff_out its MLP out
-    ("OLMoBlock", "att_proj"): "attn_qkv", ("OLMoBlock", "attn_out"): "attn_out",
-    ("OLMoBlock", "ff_proj"): "mlp_in", ("OLMoBlock", "ff_out"): "mlp_out", ("OLMoBlock", "q_proj"): "attn_q",
-    ("OLMoBlock", "k_proj"): "attn_k", ("OLMoBlock", "v_proj"): "attn_v", ("ModuleDict", "ff_out"): "lm_head",
-})
+_DECODERS.update(
+    {
+        # OLMo olmo/model.py: OLMoSequentialBlock fuses q/k/v in att_proj; OLMoLlamaBlock keeps q/k/v_proj;
+        # the untied output head is transformer.ff_out (a ModuleDict entry), a block's ff_out its MLP out
+        ("OLMoBlock", "att_proj"): "attn_qkv",
+        ("OLMoBlock", "attn_out"): "attn_out",
+        ("OLMoBlock", "ff_proj"): "mlp_in",
+        ("OLMoBlock", "ff_out"): "mlp_out",
+        ("OLMoBlock", "q_proj"): "attn_q",
+        ("OLMoBlock", "k_proj"): "attn_k",
+        ("OLMoBlock", "v_proj"): "attn_v",
+        ("ModuleDict", "ff_out"): "lm_head",
+    }
+)
 _DECODER_BLOCKS = ("GPT2Block", "LlamaDecoderLayer", "Block", "TransformerBlock", "OLMoBlock")
 _OUT_ROLES = ("residual_out", "attn_out", "mlp_out")  # the projections that write into the residual stream
 _EMBED_ROLES = ("token_embedding", "position_embedding", "embedding")
@@ -726,16 +827,22 @@ def _model_number(model: Any, given: Mapping[str, Any], key: str, *names_: str) 
             value = getattr(holder, name, None) if holder is not None else None
             if isinstance(value, int) and not isinstance(value, bool):
                 return value
-    raise ValueError(f"The recipe needs `{key}` and the model has none of {', '.join(names_)} in its config or "
-                     f"model_args; pass it: recipes.get(..., {key}=...).")
+    raise ValueError(
+        f"The recipe needs `{key}` and the model has none of {', '.join(names_)} in its config or "
+        f"model_args; pass it: recipes.get(..., {key}=...)."
+    )
 
 
 def _decoder_settings(model: Any, given: Mapping[str, Any]) -> dict[str, Any]:
-    out = {"L": _model_number(model, given, "n_layers", "n_layer", "num_hidden_layers", "n_layers"),
-           "d": _model_number(model, given, "dim", "n_embd", "hidden_size", "dim", "d_model")}
+    out = {
+        "L": _model_number(model, given, "n_layers", "n_layer", "num_hidden_layers", "n_layers"),
+        "d": _model_number(model, given, "dim", "n_embd", "hidden_size", "dim", "d_model"),
+    }
     config = getattr(model, "config", None)
-    config_std = next((getattr(config, k) for k in ("init_std", "init_method_std")
-                       if isinstance(getattr(config, k, None), float)), 0.02)
+    config_std = next(
+        (getattr(config, k) for k in ("init_std", "init_method_std") if isinstance(getattr(config, k, None), float)),
+        0.02,
+    )
     for key, default in (("std", config_std), ("depth_init", True)):
         out[key] = given.get(key, default)
     out["std"] = _validate.real("std", out["std"], positive=True)
@@ -786,8 +893,10 @@ def _torchtitan_spec(role: str, part: _Part, s: dict[str, Any]) -> Spec:
         return TruncatedNormal(s["d"] ** -0.5, lower=-3.0, upper=3.0)
     if role in ("attn_out", "mlp_out", "mlp_in"):  # wo, w2, w3
         if part.layer is None:
-            raise ValueError(f"torchtitan.llama: {part.name!r} ({role}) is not inside a TransformerBlock/"
-                             "LlamaDecoderLayer of a numbered layer list, so its layer_id is unknown.")
+            raise ValueError(
+                f"torchtitan.llama: {part.name!r} ({role}) is not inside a TransformerBlock/"
+                "LlamaDecoderLayer of a numbered layer list, so its layer_id is unknown."
+            )
         depth = 2 * (part.layer + 1) if s["depth_init"] else 2 * s["L"]
         return Normal(0.02 / math.sqrt(depth))
     return Normal(0.02)  # wq, wk, wv, w1
@@ -809,12 +918,14 @@ def _olmo_spec(mode: str) -> Specs:
             return fixed
         d, L, std = s["d"], s["L"], s["std"]
         if role == "lm_head":
-            sigma = d ** -0.5
+            sigma = d**-0.5
         elif role in _OUT_ROLES:
             if mode == "mitchell":
                 if part.layer is None:
-                    raise ValueError(f"olmo.mitchell: {part.name!r} ({role}) is not inside a numbered block, so "
-                                     "its layer_id is unknown.")
+                    raise ValueError(
+                        f"olmo.mitchell: {part.name!r} ({role}) is not inside a numbered block, so "
+                        "its layer_id is unknown."
+                    )
                 sigma = 1 / math.sqrt(2 * _in_features(part) * (part.layer + 1))
             else:
                 sigma = std / math.sqrt(2.0 * L)
@@ -845,9 +956,15 @@ def _torch_bias_default(part: _Part) -> Spec:
 
 # --- timm.vit --------------------------------------------------------------------------------------
 
-_TIMM = {("PatchEmbed", "proj"): "patch_embedding", ("Attention", "qkv"): "attn_qkv",
-         ("Attention", "proj"): "attn_out", ("Mlp", "fc1"): "mlp_in", ("Mlp", "fc2"): "mlp_out",
-         ("VisionTransformer", "head"): "classifier_head", **_VIT}
+_TIMM = {
+    ("PatchEmbed", "proj"): "patch_embedding",
+    ("Attention", "qkv"): "attn_qkv",
+    ("Attention", "proj"): "attn_out",
+    ("Mlp", "fc1"): "mlp_in",
+    ("Mlp", "fc2"): "mlp_out",
+    ("VisionTransformer", "head"): "classifier_head",
+    **_VIT,
+}
 _TIMM_MODES = ("", "jax", "jax_nlhb", "moco")
 
 
@@ -884,8 +1001,10 @@ def _timm_spec(role: str, part: _Part, s: dict[str, Any]) -> Spec:
             return Zeros() if role.endswith(".bias") else preset("lecun_normal")
         return _torch_bias_default(part) if role.endswith(".bias") else preset("torch.conv_default")
     if not linear:
-        raise ValueError(f"timm.vit: {part.name!r} ({part.classes[0]}) is not a Linear, a Conv2d patch embedding, "
-                         "a norm or a token: timm's init_weights does not say what it gets.")
+        raise ValueError(
+            f"timm.vit: {part.name!r} ({part.classes[0]}) is not a Linear, a Conv2d patch embedding, "
+            "a norm or a token: timm's init_weights does not say what it gets."
+        )
     scale = 1.0
     if s["fix_init"] and base in ("attn_out", "mlp_out"):  # fix_init_weight: weight / √(2(layer_id + 1))
         if part.layer is None:
@@ -905,7 +1024,7 @@ def _timm_spec(role: str, part: _Part, s: dict[str, Any]) -> Spec:
         out, inp = part.shape
         limit = math.sqrt(6.0 / float(out // 3 + inp)) * scale
         return Uniform(-limit, limit)
-    return VarianceScaling(scale ** 2, "fan_avg", "uniform")  # xavier_uniform_ (then / √(2(i+1)) with fix_init)
+    return VarianceScaling(scale**2, "fan_avg", "uniform")  # xavier_uniform_ (then / √(2(i+1)) with fix_init)
 
 
 # --- fixup ------------------------------------------------------------------------------------------
@@ -919,8 +1038,10 @@ def _fixup_settings(model: Any, given: Mapping[str, Any]) -> dict[str, Any]:
         return {"L": _validate.integer("num_layers", given["num_layers"], minimum=1)}
     blocks = sum(1 for m in model.modules() if set(_FIXUP_BLOCKS) & set(_classes(m)))
     if not blocks:
-        raise ValueError("fixup: the model has no residual block (FixupBasicBlock, FixupBottleneck, BasicBlock, "
-                         "Bottleneck); pass num_layers or use another recipe.")
+        raise ValueError(
+            "fixup: the model has no residual block (FixupBasicBlock, FixupBottleneck, BasicBlock, "
+            "Bottleneck); pass num_layers or use another recipe."
+        )
     return {"L": blocks}  # FixupResNet.num_layers = sum(layers): the number of residual blocks
 
 
@@ -988,8 +1109,8 @@ def _deepnet_settings(model: Any, given: Mapping[str, Any]) -> dict[str, Any]:
         return out
     N = _model_number(model, given, "encoder_layers", "num_layers", "encoder_layers")
     M = _model_number(model, given, "decoder_layers", "num_decoder_layers", "decoder_layers")
-    out["beta"] = {"encoder": 0.87 * (N ** 4 * M) ** (-1 / 16), "decoder": (12 * M) ** -0.25}
-    out["alpha"] = {"encoder": 0.81 * (N ** 4 * M) ** (1 / 16), "decoder": (3 * M) ** 0.25}
+    out["beta"] = {"encoder": 0.87 * (N**4 * M) ** (-1 / 16), "decoder": (12 * M) ** -0.25}
+    out["alpha"] = {"encoder": 0.81 * (N**4 * M) ** (1 / 16), "decoder": (3 * M) ** 0.25}
     get_encoder = getattr(model, "get_encoder", None)
     encoder = get_encoder() if callable(get_encoder) else None
     if encoder is None:
@@ -1001,8 +1122,10 @@ def _deepnet_settings(model: Any, given: Mapping[str, Any]) -> dict[str, Any]:
 def _deepnet_role(model: Any, part: _Part, s: dict[str, Any]) -> str | None:
     role = _hf_base_role(model, part, _DEEPNET_TABLE, s)
     if role == "attn_qkv":
-        raise ValueError(f"deepnet: {part.name!r} packs Q, K and V in one weight, but DeepNet gives V gain β and Q, K "
-                         "gain 1: one spec cannot hold both. Use a model with separate q/k/v projections.")
+        raise ValueError(
+            f"deepnet: {part.name!r} packs Q, K and V in one weight, but DeepNet gives V gain β and Q, K "
+            "gain 1: one spec cannot hold both. Use a model with separate q/k/v projections."
+        )
     return role
 
 
@@ -1020,29 +1143,39 @@ def _deepnet_spec(role: str, part: _Part, s: dict[str, Any]) -> Spec | None:
 
 # --- t_fixup ----------------------------------------------------------------------------------------
 
-_TFIXUP = {("MultiheadAttention", "q_proj"): "attn_q", ("MultiheadAttention", "k_proj"): "attn_k",
-           ("MultiheadAttention", "v_proj"): "attn_v", ("MultiheadAttention", "out_proj"): "attn_out",
-           ("TransformerEncoderLayer", "fc1"): "mlp_in", ("TransformerEncoderLayer", "fc2"): "mlp_out",
-           ("TransformerDecoderLayer", "fc1"): "mlp_in", ("TransformerDecoderLayer", "fc2"): "mlp_out",
-           ("TransformerEncoder", "embed_tokens"): "token_embedding",
-           ("TransformerDecoder", "embed_tokens"): "token_embedding",
-           ("TransformerEncoder", "embed_positions"): "position_embedding",
-           ("TransformerDecoder", "embed_positions"): "position_embedding"}
+_TFIXUP = {
+    ("MultiheadAttention", "q_proj"): "attn_q",
+    ("MultiheadAttention", "k_proj"): "attn_k",
+    ("MultiheadAttention", "v_proj"): "attn_v",
+    ("MultiheadAttention", "out_proj"): "attn_out",
+    ("TransformerEncoderLayer", "fc1"): "mlp_in",
+    ("TransformerEncoderLayer", "fc2"): "mlp_out",
+    ("TransformerDecoderLayer", "fc1"): "mlp_in",
+    ("TransformerDecoderLayer", "fc2"): "mlp_out",
+    ("TransformerEncoder", "embed_tokens"): "token_embedding",
+    ("TransformerDecoder", "embed_tokens"): "token_embedding",
+    ("TransformerEncoder", "embed_positions"): "position_embedding",
+    ("TransformerDecoder", "embed_positions"): "position_embedding",
+}
 _TFIXUP_STACKS = ("TransformerEncoder", "TransformerDecoder")
 
 
 def _tfixup_settings(model: Any, given: Mapping[str, Any]) -> dict[str, Any]:
     counts = {stack: 0 for stack in _TFIXUP_STACKS}
     for module in model.modules():
-        for layer, stack in (("TransformerEncoderLayer", "TransformerEncoder"),
-                             ("TransformerDecoderLayer", "TransformerDecoder")):
+        for layer, stack in (
+            ("TransformerEncoderLayer", "TransformerEncoder"),
+            ("TransformerDecoderLayer", "TransformerDecoder"),
+        ):
             if layer in _classes(module):
                 counts[stack] += 1
     N = _validate.integer("encoder_layers", given.get("encoder_layers", counts["TransformerEncoder"]), minimum=0)
     M = _validate.integer("decoder_layers", given.get("decoder_layers", counts["TransformerDecoder"]), minimum=0)
     if N + M == 0:
-        raise ValueError("t_fixup: the model has no TransformerEncoderLayer or TransformerDecoderLayer (fairseq's "
-                         "names); pass encoder_layers/decoder_layers or use another recipe.")
+        raise ValueError(
+            "t_fixup: the model has no TransformerEncoderLayer or TransformerDecoderLayer (fairseq's "
+            "names); pass encoder_layers/decoder_layers or use another recipe."
+        )
     return {"N": N, "M": M, "model": model}
 
 
@@ -1081,12 +1214,12 @@ def _tfixup_spec(role: str, part: _Part, s: dict[str, Any]) -> Spec | None:
     if role in ("token_embedding", "position_embedding", "lm_head", "embedding"):
         d = part.shape[-1]
         if role == "token_embedding":  # Embedding(): N(0, d^-1), then × (9·layers)^-¼ of its stack
-            return Normal(d ** -0.5 * (9 * (s["M"] if decoder else s["N"])) ** -0.25)
-        return Normal(d ** -0.5)
+            return Normal(d**-0.5 * (9 * (s["M"] if decoder else s["N"])) ** -0.25)
+        return Normal(d**-0.5)
     if role in ("attn_q", "attn_k"):
         return VarianceScaling(0.5, "fan_avg", "uniform")  # xavier_uniform_(gain=1/√2)
     if role in ("attn_v", "attn_out", "mlp_in", "mlp_out"):  # xavier_uniform_ (v: gain 1/√2 then × √2) × factor
-        return VarianceScaling(factor ** 2, "fan_avg", "uniform")
+        return VarianceScaling(factor**2, "fan_avg", "uniform")
     return None
 
 
@@ -1115,45 +1248,94 @@ _REGISTRY: dict[str, _Entry] = {
         "biases 0; LayerNorm weight 1, bias 0; then the residual output projections, c_proj of every "
         "GPT2Attention and GPT2MLP, N(0, (r/√(2·n_layer))²) (the GPT-2 paper's 1/√N over the N = 2·n_layer "
         "residual layers). lm_head is tied to wte (one tensor, wte's N(0, r²)).",
-        _gpt2_settings, _gpt2_role, _gpt2_spec,
+        _gpt2_settings,
+        _gpt2_role,
+        _gpt2_spec,
         ("token_embedding", "position_embedding", "attn_qkv", "residual_out", "mlp_in", "norm_scale"),
-        (), ("initializer_range", "n_layer")),
+        (),
+        ("initializer_range", "n_layer"),
+    ),
     "hf.bert": _Entry(
         f"{_HF}, transformers/models/bert/modeling_bert.py BertPreTrainedModel._init_weights and "
         "modeling_utils.py PreTrainedModel._init_weights",
         "Every Linear weight and Embedding N(0, r²), r = config.initializer_range (0.02), the padding_idx row "
         "of an Embedding 0; biases 0 (BertLMPredictionHead.bias too); LayerNorm weight 1, bias 0. The MLM "
         "decoder is tied to word_embeddings.",
-        _std_settings, _bert_role, _base_spec,
-        ("token_embedding", "position_embedding", "attn_q", "attn_k", "attn_v", "attn_out", "mlp_in", "mlp_out",
-         "norm_scale"), (), ("initializer_range",)),
+        _std_settings,
+        _bert_role,
+        _base_spec,
+        (
+            "token_embedding",
+            "position_embedding",
+            "attn_q",
+            "attn_k",
+            "attn_v",
+            "attn_out",
+            "mlp_in",
+            "mlp_out",
+            "norm_scale",
+        ),
+        (),
+        ("initializer_range",),
+    ),
     "hf.llama": _Entry(
         f"{_HF}, transformers/modeling_utils.py PreTrainedModel._init_weights (Llama has no _init_weights "
         "of its own in transformers/models/llama/modeling_llama.py)",
         "Every Linear weight (q/k/v/o, gate/up/down, lm_head) and the token Embedding N(0, r²), "
         "r = config.initializer_range (0.02), the padding_idx row 0; LlamaRMSNorm weight 1. No depth scaling.",
-        _std_settings, _llama_role, _base_spec,
-        ("token_embedding", "attn_q", "attn_k", "attn_v", "attn_out", "mlp_gate", "mlp_in", "mlp_out",
-         "norm_scale"), (), ("initializer_range",)),
+        _std_settings,
+        _llama_role,
+        _base_spec,
+        ("token_embedding", "attn_q", "attn_k", "attn_v", "attn_out", "mlp_gate", "mlp_in", "mlp_out", "norm_scale"),
+        (),
+        ("initializer_range",),
+    ),
     "hf.t5": _Entry(
         f"{_HF}, transformers/models/t5/modeling_t5.py T5PreTrainedModel._init_weights",
         "f = config.initializer_factor (1.0), d = d_model, kv = d_kv, h = num_heads, ff = d_ff: attention q "
         "N(0, (f·(d·kv)^-½)²), k and v N(0, (f·d^-½)²), o N(0, (f·(h·kv)^-½)²), relative_attention_bias "
         "N(0, (f·d^-½)²); DenseReluDense wi (wi_0, wi_1) N(0, (f·d^-½)²), wo N(0, (f·ff^-½)²); shared "
         "embedding N(0, f²), lm_head N(0, f²) when not tied (tied: shared's); T5LayerNorm weight f.",
-        _t5_settings, _t5_role, _t5_spec,
-        ("token_embedding", "attn_q", "attn_k", "attn_v", "attn_out", "relative_attention_bias", "mlp_out",
-         "norm_scale"), (), ("initializer_factor", "d_model", "d_kv", "d_ff", "num_heads",
-                                       "tie_word_embeddings")),
+        _t5_settings,
+        _t5_role,
+        _t5_spec,
+        (
+            "token_embedding",
+            "attn_q",
+            "attn_k",
+            "attn_v",
+            "attn_out",
+            "relative_attention_bias",
+            "mlp_out",
+            "norm_scale",
+        ),
+        (),
+        ("initializer_factor", "d_model", "d_kv", "d_ff", "num_heads", "tie_word_embeddings"),
+    ),
     "hf.vit": _Entry(
         f"{_HF}, transformers/models/vit/modeling_vit.py ViTPreTrainedModel._init_weights and "
         "modeling_utils.py PreTrainedModel._init_weights",
         "The patch embedding Conv2d, every Linear weight N(0, r²), r = config.initializer_range (0.02); biases "
         "0; LayerNorm weight 1, bias 0; cls_token and position_embeddings trunc_normal_(std=r) with torch's "
         "absolute bounds ±2, which at r = 0.02 are ±100σ and truncate nothing: N(0, r²); mask_token 0.",
-        _std_settings, _vit_role, _vit_spec,
-        ("patch_embedding", "cls_token", "position_embedding", "attn_q", "attn_k", "attn_v", "attn_out", "mlp_in",
-         "mlp_out", "norm_scale"), (), ("initializer_range",)),
+        _std_settings,
+        _vit_role,
+        _vit_spec,
+        (
+            "patch_embedding",
+            "cls_token",
+            "position_embedding",
+            "attn_q",
+            "attn_k",
+            "attn_v",
+            "attn_out",
+            "mlp_in",
+            "mlp_out",
+            "norm_scale",
+        ),
+        (),
+        ("initializer_range",),
+    ),
     "nanogpt": _Entry(
         "karpathy/nanoGPT model.py, GPT.__init__ and GPT._init_weights "
         "(commit 0011cd4442915c844e9b8f5c5117f25f5a7096c5)",
@@ -1162,16 +1344,26 @@ _REGISTRY: dict[str, _Entry] = {
         "N(0, (0.02/√(2·n_layer))²); "
         "LayerNorm/RMSNorm keep their constructed ones and zeros; lm_head is tied to wte (N(0, 0.02²)). On HF GPT-2 "
         "the same roles (c_proj of GPT2Attention/GPT2MLP).",
-        _decoder_settings, _decoder_role, _nanogpt_spec, (*_DECODER_REQUIRED, "residual_out"), _DECODER_BLOCKS,
-        _DECODER_OPTIONS),
+        _decoder_settings,
+        _decoder_role,
+        _nanogpt_spec,
+        (*_DECODER_REQUIRED, "residual_out"),
+        _DECODER_BLOCKS,
+        _DECODER_OPTIONS,
+    ),
     "megatron": _Entry(
         "NVIDIA/Megatron-LM megatron/legacy/model/utils.py init_method_normal and scaled_init_method_normal "
         "(commit 9538bb8e280fd5b7609779049a604278edae0967)",
         "σ = init_method_std (0.02): every weight (embeddings, QKV, MLP in, LM head) N(0, σ²) (init_method_normal); "
         "the output layers, the attention output projection and the MLP's second linear (the projections into the "
         "residual stream), N(0, (σ/√(2·num_layers))²) (scaled_init_method_normal); biases 0, norm weights 1.",
-        _decoder_settings, _decoder_role, _megatron_spec, _DECODER_REQUIRED, _DECODER_BLOCKS,
-        (*_DECODER_OPTIONS, "std")),
+        _decoder_settings,
+        _decoder_role,
+        _megatron_spec,
+        _DECODER_REQUIRED,
+        _DECODER_BLOCKS,
+        (*_DECODER_OPTIONS, "std"),
+    ),
     "neox": _Entry(
         "EleutherAI/gpt-neox megatron/model/init_functions.py small_init_init_method and wang_init_method "
         "(commit 330a80215d765530d828c70f2abe1d2a450b69bd), with init_method='small_init' and "
@@ -1179,7 +1371,13 @@ _REGISTRY: dict[str, _Entry] = {
         "d = hidden size, L = num_layers: small_init N(0, 2/(5d)) (Nguyen & Salazar 2019) for embeddings, QKV, MLP "
         "in and the LM head; wang_init N(0, (2/(L·√d))²) (Wang, Mesh-Transformer-JAX) for the attention output "
         "and the MLP's second linear; biases 0, norm weights 1.",
-        _decoder_settings, _decoder_role, _neox_spec, _DECODER_REQUIRED, _DECODER_BLOCKS, _DECODER_OPTIONS),
+        _decoder_settings,
+        _decoder_role,
+        _neox_spec,
+        _DECODER_REQUIRED,
+        _DECODER_BLOCKS,
+        _DECODER_OPTIONS,
+    ),
     "olmo.mitchell": _Entry(
         "allenai/OLMo olmo/model.py OLMoBlock/OLMoSequentialBlock/OLMoLlamaBlock.reset_parameters and "
         "OLMo.reset_parameters, olmo/initialization.py init_normal (commit 59a53e3f68e546330ca5a99ec626e58f9ab96494)",
@@ -1188,16 +1386,26 @@ _REGISTRY: dict[str, _Entry] = {
         "1/√(2·ff_out.in_features·(i+1)); wte and wpe σ = 1/√d (emb_init_std unset); the untied output "
         "transformer.ff_out σ = 1/√d; biases 0, norms reset (1, 0). On HF models the same roles: the output "
         "projections' own in_features.",
-        _decoder_settings, _decoder_role, _olmo_spec("mitchell"), (*_DECODER_REQUIRED, "attn_out"), _DECODER_BLOCKS,
-        _DECODER_OPTIONS),
+        _decoder_settings,
+        _decoder_role,
+        _olmo_spec("mitchell"),
+        (*_DECODER_REQUIRED, "attn_out"),
+        _DECODER_BLOCKS,
+        _DECODER_OPTIONS,
+    ),
     "olmo.full_megatron": _Entry(
         "allenai/OLMo olmo/model.py OLMoBlock/OLMoSequentialBlock/OLMoLlamaBlock.reset_parameters and "
         "OLMo.reset_parameters, olmo/initialization.py init_normal (commit 59a53e3f68e546330ca5a99ec626e58f9ab96494)",
         "init_fn='full_megatron', every weight trunc_normal_ at ±3σ, σ₀ = init_std (0.02), L = n_layers: att_proj "
         "(q/k/v), ff_proj σ₀; attn_out and ff_out σ₀/√(2L); wte and wpe σ₀ (emb_init_std unset, scale_emb_init "
         "False); the untied output transformer.ff_out σ = 1/√d_model; biases 0, norms reset (1, 0).",
-        _decoder_settings, _decoder_role, _olmo_spec("full_megatron"), (*_DECODER_REQUIRED, "attn_out"),
-        _DECODER_BLOCKS, (*_DECODER_OPTIONS, "std")),
+        _decoder_settings,
+        _decoder_role,
+        _olmo_spec("full_megatron"),
+        (*_DECODER_REQUIRED, "attn_out"),
+        _DECODER_BLOCKS,
+        (*_DECODER_OPTIONS, "std"),
+    ),
     "timm.vit": _Entry(
         "huggingface/pytorch-image-models timm/models/vision_transformer.py VisionTransformer.init_weights, "
         "fix_init_weight, init_weights_vit_timm/_jax/_moco; timm/layers/weight_init.py trunc_normal_, "
@@ -1210,8 +1418,13 @@ _REGISTRY: dict[str, _Entry] = {
         "bias 0. mode='moco': qkv U(±√(6/(out/3 + in))) (each of Q, K, V Glorot), every other Linear "
         "xavier_uniform_, biases 0. fix_init=True: then attn.proj and mlp.fc2 of block i divided by √(2(i+1)). "
         "Settings: mode, fix_init (default: the model's own fix_init).",
-        _timm_settings, _timm_role, _timm_spec, ("patch_embedding", "attn_out", "mlp_in", "mlp_out", "norm_scale"),
-        ("Block", "ViTLayer"), ("fix_init", "mode")),
+        _timm_settings,
+        _timm_role,
+        _timm_spec,
+        ("patch_embedding", "attn_out", "mlp_in", "mlp_out", "norm_scale"),
+        ("Block", "ViTLayer"),
+        ("fix_init", "mode"),
+    ),
     "deepnet": _Entry(
         "Wang et al. 2022, DeepNet: Scaling Transformers to 1,000 Layers (arXiv:2203.00555), Figure 2 (deepnorm_init) "
         "and Table 1 (α, β)",
@@ -1221,8 +1434,13 @@ _REGISTRY: dict[str, _Entry] = {
         "α multiplies the residual inside DeepNorm's forward, x·α + f(x): initscale cannot apply it, and "
         "Recipe.settings(model)['alpha'] gives it. Biases 0, norms 1/0; embeddings and heads, which DeepNet does not "
         "set, are kept (the report says so). A packed QKV weight is an error (V and Q, K get different gains).",
-        _deepnet_settings, _deepnet_role, _deepnet_spec, ("attn_q", "attn_k", "attn_v", "attn_out", "mlp_out"),
-        _DECODER_BLOCKS, ("architecture", "decoder_layers", "encoder_layers")),
+        _deepnet_settings,
+        _deepnet_role,
+        _deepnet_spec,
+        ("attn_q", "attn_k", "attn_v", "attn_out", "mlp_out"),
+        _DECODER_BLOCKS,
+        ("architecture", "decoder_layers", "encoder_layers"),
+    ),
     "t_fixup": _Entry(
         "layer6ai-labs/T-Fixup fairseq/modules/transformer_layer.py (TransformerEncoderLayer/TransformerDecoderLayer "
         "with --Tfixup), fairseq/models/transformer.py (Embedding, TransformerEncoder/Decoder), "
@@ -1234,8 +1452,13 @@ _REGISTRY: dict[str, _Entry] = {
         "N(0, d⁻¹) × (9N)^-¼ (encoder) or × (9M)^-¼ (decoder); learned positions and an untied output embed_out "
         "N(0, d⁻¹); fc and out_proj biases 0, q/k/v biases nn.Linear's U(±1/√fan_in); norms, where kept, 1/0. "
         "Reads fairseq's module names (MultiheadAttention, TransformerEncoderLayer, ...).",
-        _tfixup_settings, _tfixup_role, _tfixup_spec, ("attn_v", "attn_out", "mlp_in", "mlp_out"), (),
-        ("decoder_layers", "encoder_layers")),
+        _tfixup_settings,
+        _tfixup_role,
+        _tfixup_spec,
+        ("attn_v", "attn_out", "mlp_in", "mlp_out"),
+        (),
+        ("decoder_layers", "encoder_layers"),
+    ),
     "fixup": _Entry(
         "hongyi-zhang/Fixup imagenet/models/fixup_resnet_imagenet.py FixupResNet.__init__ (commit "
         "c5a8295895ed3345691d4da2bf8ca7aae2f94a0c); Zhang, Dauphin & Ma 2019, Fixup Initialization, Sec. 3",
@@ -1244,7 +1467,13 @@ _REGISTRY: dict[str, _Entry] = {
         "N(0, (√(2/fan_out)·L^-¼)²) and conv3 0 (the paper's L^(−1/(2m−2)) for m = 2, 3 layers per branch); "
         "downsample convs N(0, 2/fan_out); the classifier Linear weight and bias 0; the scalar biases (bias1a, ...) "
         "0 and scale 1; the stem conv keeps torch's reset (U(±1/√fan_in)); norms, where a ResNet keeps them, 1/0.",
-        _fixup_settings, _fixup_role, _fixup_spec, ("branch_last", "classifier_head"), (), ("num_layers",)),
+        _fixup_settings,
+        _fixup_role,
+        _fixup_spec,
+        ("branch_last", "classifier_head"),
+        (),
+        ("num_layers",),
+    ),
     "torchtitan.llama": _Entry(
         "pytorch/torchtitan torchtitan/models/llama3/model/model.py Transformer.init_weights, "
         "TransformerBlock.__init__/init_weights, Attention.init_weights, FeedForward.init_weights "
@@ -1255,10 +1484,14 @@ _REGISTRY: dict[str, _Entry] = {
         "nothing: N(0, std²); tok_embeddings normal_() = N(0, 1); the output head trunc_normal_ with std d^-½ and "
         "bounds ±3·std: N(0, d⁻¹) truncated at ±3σ (its std 0.9866·d^-½); RMSNorm weights 1. On HF Llama: q/k/v/o, "
         "gate/up/down, embed_tokens and lm_head take the same roles.",
-        _decoder_settings, _decoder_role, _torchtitan_spec, (*_DECODER_REQUIRED, "attn_out", "mlp_out", "lm_head"),
-        _DECODER_BLOCKS, (*_DECODER_OPTIONS, "depth_init")),
+        _decoder_settings,
+        _decoder_role,
+        _torchtitan_spec,
+        (*_DECODER_REQUIRED, "attn_out", "mlp_out", "lm_head"),
+        _DECODER_BLOCKS,
+        (*_DECODER_OPTIONS, "depth_init"),
+    ),
 }
-
 
 
 def names() -> list[str]:
@@ -1279,10 +1512,21 @@ def get(name: str, **config: Any) -> Recipe:
     entry = _REGISTRY[name]
     unknown = sorted(set(config) - set(entry.options))
     if unknown:
-        raise ValueError(f"Recipe {name!r} takes the settings {', '.join(repr(o) for o in sorted(entry.options))}. "
-                         f"Received: {', '.join(f'{k}={config[k]!r}' for k in unknown)}.")
-    return Recipe(name, entry.source, dict(config), entry.doc, entry.settings, entry.role, entry.spec,
-                  entry.required, entry.blocks)
+        raise ValueError(
+            f"Recipe {name!r} takes the settings {', '.join(repr(o) for o in sorted(entry.options))}. "
+            f"Received: {', '.join(f'{k}={config[k]!r}' for k in unknown)}."
+        )
+    return Recipe(
+        name,
+        entry.source,
+        dict(config),
+        entry.doc,
+        entry.settings,
+        entry.role,
+        entry.spec,
+        entry.required,
+        entry.blocks,
+    )
 
 
 def rules_from_config(name: str, config: str | None, **settings: Any) -> dict[str, Rule]:
@@ -1296,9 +1540,11 @@ def rules_from_config(name: str, config: str | None, **settings: Any) -> dict[st
 
     recipe = get(name, **settings)
     if config is None:
-        raise ValueError(f"--recipe {name!r} needs --config PATH, the model's transformers config.json (or its "
-                         "folder): a recipe reads each tensor's role from the model's module tree, which a checkpoint "
-                         "does not hold.")
+        raise ValueError(
+            f"--recipe {name!r} needs --config PATH, the model's transformers config.json (or its "
+            "folder): a recipe reads each tensor's role from the model's module tree, which a checkpoint "
+            "does not hold."
+        )
     path = os.path.join(config, "config.json") if os.path.isdir(config) else config
     try:
         with open(path, encoding="utf-8") as f:
@@ -1309,14 +1555,18 @@ def rules_from_config(name: str, config: str | None, **settings: Any) -> dict[st
         import torch
         import transformers
     except ImportError as err:
-        raise ValueError(f"--recipe {name!r} builds the model from its config with torch and transformers ({err}). "
-                         "Install them with: pip install 'initscale[torch]' transformers") from None
+        raise ValueError(
+            f"--recipe {name!r} builds the model from its config with torch and transformers ({err}). "
+            "Install them with: pip install 'initscale[torch]' transformers"
+        ) from None
     architectures = data.get("architectures") or []
     model_type = data.get("model_type")
     cls = getattr(transformers, architectures[0], None) if architectures else None
     if cls is None or not isinstance(model_type, str):
-        raise ValueError(f"--config {config!r}: needs `model_type` and `architectures` (the model class, e.g. "
-                         f"['GPT2LMHeadModel']); received model_type={model_type!r}, architectures={architectures!r}.")
+        raise ValueError(
+            f"--config {config!r}: needs `model_type` and `architectures` (the model class, e.g. "
+            f"['GPT2LMHeadModel']); received model_type={model_type!r}, architectures={architectures!r}."
+        )
     fields = {k: v for k, v in data.items() if k != "model_type"}
     cfg = transformers.AutoConfig.for_model(model_type, **fields)
     with torch.device("meta"):

@@ -116,10 +116,13 @@ ROLES: tuple[str, ...] = ("bias", "embedding", "norm_offset", "norm_scale", "oth
 #: such a parameter of 2+ axes in an unrecognised layer no layout (it has no fans) and
 #: :data:`ADDED_TENSOR_NOTE`: the defaults keep it with that reason, the one spec's warning lists
 #: it, and a fan-based rule on it raises.
-ADDED_TENSOR = re.compile(r"pos(ition(al)?)?_?emb|(cls|class|dist(illation)?|reg(ister)?|mask)_?tokens?\Z",
-                          re.IGNORECASE)
-ADDED_TENSOR_NOTE = ("a position embedding or token added to the activations, not multiplied: it has no fans; "
-                     "kept unless a rule names it (a fixed-scale spec such as initscale.TruncatedNormal(0.02))")
+ADDED_TENSOR = re.compile(
+    r"pos(ition(al)?)?_?emb|(cls|class|dist(illation)?|reg(ister)?|mask)_?tokens?\Z", re.IGNORECASE
+)
+ADDED_TENSOR_NOTE = (
+    "a position embedding or token added to the activations, not multiplied: it has no fans; "
+    "kept unless a rule names it (a fixed-scale spec such as initscale.TruncatedNormal(0.02))"
+)
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _GLOB = re.compile(r"[A-Za-z0-9_.*?\[\]!/:\-]+\Z")
@@ -215,13 +218,17 @@ class Rule:
     def __post_init__(self) -> None:
         if self.spec is not None and not isinstance(self.spec, Spec):
             hint = f" For a preset, write initscale.presets.get({self.spec!r})." if isinstance(self.spec, str) else ""
-            raise TypeError(f"Argument `spec` of initscale.Rule must be an initscale spec, or None to leave the "
-                            f"matched parameters as they are. Received: spec={self.spec!r}.{hint}")
+            raise TypeError(
+                f"Argument `spec` of initscale.Rule must be an initscale spec, or None to leave the "
+                f"matched parameters as they are. Received: spec={self.spec!r}.{hint}"
+            )
         if self.layout is not None:
             _check_layout(self.layout)
         if self.padding not in _PADDING:
-            raise ValueError(f"Argument `padding` of initscale.Rule must be one of 'draw', 'zero'. "
-                             f"Received: padding={self.padding!r}.")
+            raise ValueError(
+                f"Argument `padding` of initscale.Rule must be one of 'draw', 'zero'. "
+                f"Received: padding={self.padding!r}."
+            )
 
 
 def _check_layout(layout: Any) -> None:
@@ -231,9 +238,11 @@ def _check_layout(layout: Any) -> None:
         if name not in known:
             close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
             hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-            raise ValueError(f"Argument `layout` of initscale.Rule must be a layout name, one of "
-                             f"{', '.join(repr(n) for n in known)} (with parameters as in "
-                             f"'torch.conv:groups=4'), a Layout or a LayerKind. Received: layout={layout!r}.{hint}")
+            raise ValueError(
+                f"Argument `layout` of initscale.Rule must be a layout name, one of "
+                f"{', '.join(repr(n) for n in known)} (with parameters as in "
+                f"'torch.conv:groups=4'), a Layout or a LayerKind. Received: layout={layout!r}.{hint}"
+            )
     try:
         resolve(layout)
     except (TypeError, ValueError) as err:
@@ -323,7 +332,7 @@ def compile_rules(rules: Spec | Mapping[str, Spec | Rule | None]) -> tuple[Compi
             compiled.append(CompiledRule(pattern, spec.spec, kind, spec.layout, spec.padding, spec.label))
             continue
         if spec is not None and not isinstance(spec, Spec):
-            hint = (f" For a preset, write initscale.presets.get({spec!r})." if isinstance(spec, str) else "")
+            hint = f" For a preset, write initscale.presets.get({spec!r})." if isinstance(spec, str) else ""
             raise TypeError(
                 f"The rule for pattern {pattern!r} must be an initscale spec, an initscale.Rule(spec, "
                 f"layout=...), or None to leave the matched parameters as they are. Received: {spec!r}.{hint}"
@@ -398,8 +407,9 @@ def _count(n: int) -> str:
 def _aligned(lines: Sequence[Sequence[str]]) -> list[str]:
     """Columns padded to their widest cell (the last column is not padded)."""
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]) - 1)]
-    return ["  ".join(cell.ljust(w) for cell, w in zip(line[:-1], widths, strict=True)) + "  " + line[-1]
-            for line in lines]
+    return [
+        "  ".join(cell.ljust(w) for cell, w in zip(line[:-1], widths, strict=True)) + "  " + line[-1] for line in lines
+    ]
 
 
 @dataclass(frozen=True)
@@ -493,13 +503,16 @@ class Report(Sequence[ReportRow]):
         kept = [r for r in self.rows if not r.touched]
         verb = "would be set" if self.dry_run else "set"
         total = sum(_values(r.shape) for r in self.rows)
-        lines = [f"{len(self.rows)} parameters, {_count(total)} values: {len(touched)} {verb} "
-                 f"({_count(sum(_values(r.shape) for r in touched))} values), {len(kept)} kept "
-                 f"({_count(sum(_values(r.shape) for r in kept))} values)"]
+        lines = [
+            f"{len(self.rows)} parameters, {_count(total)} values: {len(touched)} {verb} "
+            f"({_count(sum(_values(r.shape) for r in touched))} values), {len(kept)} kept "
+            f"({_count(sum(_values(r.shape) for r in kept))} values)"
+        ]
         if self.fans == "native":
             forward = sum(1 for r in self.rows if r.fans == "forward")
             lines[0] += "; fans: native (the framework's own rule" + (
-                f"; {forward} layout(s) without one keep forward fans)" if forward else ")")
+                f"; {forward} layout(s) without one keep forward fans)" if forward else ")"
+            )
         cells = [("layer", "status", "params", "values", "std")]
         for (layer, status), rows in groups.items():
             stds = [r.std for r in rows if r.std is not None]
@@ -514,7 +527,7 @@ class Report(Sequence[ReportRow]):
         missed = self.untouched_weights
         if missed:
             lines.append(f"untouched weights (2+ axes): {len(missed)}")
-            shown = missed[:self.LISTED_UNTOUCHED]
+            shown = missed[: self.LISTED_UNTOUCHED]
             lines += ["  " + line for line in _aligned([(r.name, str(r.shape), r.layer, r.reason) for r in shown])]
             if len(missed) > len(shown):
                 lines.append(f"  ... and {len(missed) - len(shown)} more: report.untouched_weights lists them all")
@@ -525,9 +538,17 @@ class Report(Sequence[ReportRow]):
         header = ("name", "shape", "layer", "layout", "fan_in", "fan_out", "spec", "std", "status")
         verb = "would set" if self.dry_run else "set"
         lines = [header] + [
-            (r.name, str(r.shape), r.layer, (r.layout or "-") + ("?" if r.guessed else ""),
-             _number(r.fan_in), _number(r.fan_out),
-             _short(r.spec), _number(r.std), f"{verb} ({r.reason})" if r.touched else f"kept ({r.reason})")
+            (
+                r.name,
+                str(r.shape),
+                r.layer,
+                (r.layout or "-") + ("?" if r.guessed else ""),
+                _number(r.fan_in),
+                _number(r.fan_out),
+                _short(r.spec),
+                _number(r.std),
+                f"{verb} ({r.reason})" if r.touched else f"kept ({r.reason})",
+            )
             for r in self.rows
         ]
         table = "\n".join(_aligned(lines))
@@ -538,8 +559,10 @@ class Report(Sequence[ReportRow]):
     def __str__(self) -> str:
         if len(self.rows) <= self.TABLE_ROWS:
             return self.summary() + "\n\n" + self.table()
-        return (self.summary() + f"\n({len(self.rows)} rows, more than Report.TABLE_ROWS = {self.TABLE_ROWS}: "
-                "report.table() gives every row)")
+        return (
+            self.summary() + f"\n({len(self.rows)} rows, more than Report.TABLE_ROWS = {self.TABLE_ROWS}: "
+            "report.table() gives every row)"
+        )
 
 
 @dataclass(frozen=True)
@@ -572,8 +595,9 @@ def _fans(param: Param, rule: Layout | LayerKind | None) -> Fans | None:
         return None
 
 
-def _match(members: Sequence[Param], rules: Sequence[CompiledRule],
-           used: set[str]) -> tuple[CompiledRule, Param] | None:
+def _match(
+    members: Sequence[Param], rules: Sequence[CompiledRule], used: set[str]
+) -> tuple[CompiledRule, Param] | None:
     """The rule for one tensor, known under the names ``members`` (more than one when tied), and
     the name it matched: each name's first matching rule; two that disagree are an error. The
     one spec for all weights skips a tied tensor that is also an embedding (it stays one)."""
@@ -645,8 +669,10 @@ def _resolve(
 #: torch's layer default U(±1/√fan_in) = kaiming_uniform_(a=√5) (presets ``torch.linear_default``,
 #: ``torch.conv_default``): torch's Linear and ConvNd give it to their bias too, with the weight's
 #: fan_in (torch/nn/modules/linear.py and conv.py, ``reset_parameters``).
-LAYER_DEFAULTS_WITH_BIAS: tuple[Spec, ...] = (VarianceScaling(1.0 / 3.0, "fan_in", "uniform"),
-                                              VarianceScaling(1.0 / 3.0, "fan_in", "uniform", native="torch"))
+LAYER_DEFAULTS_WITH_BIAS: tuple[Spec, ...] = (
+    VarianceScaling(1.0 / 3.0, "fan_in", "uniform"),
+    VarianceScaling(1.0 / 3.0, "fan_in", "uniform", native="torch"),
+)
 
 
 def _covers_bias(spec: Spec | None, weight: Param) -> bool:
@@ -662,8 +688,7 @@ def _covers_bias(spec: Spec | None, weight: Param) -> bool:
     return False
 
 
-def _from_weight(param: Param, source: Param, spec: Spec,
-                 rule: Layout | LayerKind | None) -> tuple[Distribution, Fans]:
+def _from_weight(param: Param, source: Param, spec: Spec, rule: Layout | LayerKind | None) -> tuple[Distribution, Fans]:
     """The distribution of ``param`` (a bias) with the fans of its weight ``source``."""
     where = f"Parameter {param.name!r} (shape {param.shape}, in {param.layer})"
     if rule is None:
@@ -716,31 +741,51 @@ def _unknown_layout_error(found: Sequence[tuple[Param, CompiledRule]]) -> ValueE
         "changed:\n" + "\n".join(lines) + f"\nSay the layout in a rule{where}, e.g. {{{key!r}: "
         f"initscale.Rule({_short(rule.spec)}, layout='torch.linear')}} for an (out, in) weight, layout='keras.dense' "
         "for (in, out) (initscale.layouts.names() lists the layouts; a Layout(in_axes=..., out_axes=...) works "
-        "too); or give them a fixed-scale spec (initscale.Normal(0.02), ...), or None to leave them as they are.")
+        "too); or give them a fixed-scale spec (initscale.Normal(0.02), ...), or None to leave them as they are."
+    )
 
 
 def _warn_untouched(rows: Sequence[ReportRow], params: Sequence[Param], stacklevel: int) -> None:
     """The one spec for all weights left parameters of 2+ axes alone: say so, by owner class."""
     by_class: dict[str, list[str]] = {}
     for row, param in zip(rows, params, strict=True):
-        if (not row.touched and len(param.shape) >= 2 and param.role not in ("embedding",) and not param.buffer
-                and not param.frozen and param.tied_to is None and "says leave as is" not in row.reason):
+        if (
+            not row.touched
+            and len(param.shape) >= 2
+            and param.role not in ("embedding",)
+            and not param.buffer
+            and not param.frozen
+            and param.tied_to is None
+            and "says leave as is" not in row.reason
+        ):
             by_class.setdefault(param.layer, []).append(param.name)
     if not by_class:
         return
-    listed = "; ".join(f"{cls} ({len(names)}: {', '.join(repr(n) for n in names[:3])}"
-                       f"{', ...' if len(names) > 3 else ''})" for cls, names in by_class.items())
+    listed = "; ".join(
+        f"{cls} ({len(names)}: {', '.join(repr(n) for n in names[:3])}{', ...' if len(names) > 3 else ''})"
+        for cls, names in by_class.items()
+    )
     count = sum(len(n) for n in by_class.values())
     warnings.warn(
         f"reinit: the one spec for all weights left {count} parameter(s) of 2 or more axes untouched, held by "
         f"layers initscale does not recognise: {listed}. If they are weights, give them a rule that says the "
         "layout, e.g. rules={'<class or name>': initscale.Rule(spec, layout='torch.linear')}; if they are "
         "not (position embeddings, class tokens), a fixed-scale spec (initscale.Normal(0.02)) or None.",
-        UserWarning, stacklevel=stacklevel + 2)
+        UserWarning,
+        stacklevel=stacklevel + 2,
+    )
 
 
-def plan(params: Sequence[Param], rules: Spec | Mapping[str, Spec | Rule | None], *, include_frozen: bool = False,
-         defaults: bool = True, dry_run: bool = False, stacklevel: int = 1, fans: str = "forward") -> Plan:
+def plan(
+    params: Sequence[Param],
+    rules: Spec | Mapping[str, Spec | Rule | None],
+    *,
+    include_frozen: bool = False,
+    defaults: bool = True,
+    dry_run: bool = False,
+    stacklevel: int = 1,
+    fans: str = "forward",
+) -> Plan:
     """Decide, for every parameter, the spec and exact distribution it gets, or why it is kept.
 
     ``fans`` chooses the fan rule: ``"forward"`` (the default) gives each weight initscale's
@@ -787,6 +832,7 @@ def plan(params: Sequence[Param], rules: Spec | Mapping[str, Spec | Rule | None]
     fans_seen: dict[tuple[Any, tuple[int, ...]], Fans | None] = {}
     resolved: dict[tuple[Spec, Any, tuple[int, ...]], tuple[Distribution, Layout | None, Fans | None]] = {}
     names_seen: dict[Layout | LayerKind, str] = {}
+
     def fan_rule(layout: LayoutLike | None) -> Layout | LayerKind | None:
         if layout is None:
             return None
@@ -822,8 +868,9 @@ def plan(params: Sequence[Param], rules: Spec | Mapping[str, Spec | Rule | None]
             if member is not param:
                 reason += f" (on its tied name {member.name!r})"
             if chosen.layout is not None or member is not param:  # the layout of what the rule matched
-                param = dataclasses.replace(param, layout=chosen.layout or member.layout,
-                                            guessed=chosen.layout is None and member.guessed)
+                param = dataclasses.replace(
+                    param, layout=chosen.layout or member.layout, guessed=chosen.layout is None and member.guessed
+                )
         source = params_by_name.get(param.fans_of) if param.fans_of is not None else None
         if source is not None and source.name not in index_of:
             source = None
@@ -838,8 +885,7 @@ def plan(params: Sequence[Param], rules: Spec | Mapping[str, Spec | Rule | None]
         layout: Layout | None = None
         if spec is not None and param.frozen and not include_frozen:
             spec, reason = None, "frozen: not trainable; pass include_frozen=True to include it"
-        if (spec is not None and rule is None and source is None and not spec.fixed_scale
-                and len(param.shape) >= 2):
+        if spec is not None and rule is None and source is None and not spec.fixed_scale and len(param.shape) >= 2:
             assert chosen is not None  # the defaults give fixed-scale specs only
             unknown.append((param, chosen))
             spec = None
@@ -863,11 +909,18 @@ def plan(params: Sequence[Param], rules: Spec | Mapping[str, Spec | Rule | None]
         if rule is not None and rule not in names_seen:
             names_seen[rule] = str(rule)
         rows[index] = ReportRow(
-            name=param.name, shape=param.shape, layer=param.layer,
+            name=param.name,
+            shape=param.shape,
+            layer=param.layer,
             layout=None if rule is None else names_seen[rule],
-            fan_in=None if fans is None else fans.fan_in, fan_out=None if fans is None else fans.fan_out,
-            spec=spec, std=None if dist is None else dist.std, touched=dist is not None, reason=reason,
-            guessed=param.guessed and rule is not None, fans=None if fans is None or rule is None else _fan_kind(rule),
+            fan_in=None if fans is None else fans.fan_in,
+            fan_out=None if fans is None else fans.fan_out,
+            spec=spec,
+            std=None if dist is None else dist.std,
+            touched=dist is not None,
+            reason=reason,
+            guessed=param.guessed and rule is not None,
+            fans=None if fans is None or rule is None else _fan_kind(rule),
         )
     if unknown:
         raise _unknown_layout_error(unknown)
@@ -877,30 +930,43 @@ def plan(params: Sequence[Param], rules: Spec | Mapping[str, Spec | Rule | None]
         assert param.tied_to is not None
         first = rows[by_name[param.tied_to]]
         how = ", set once" if first.touched else f"; {first.reason}"
-        rows[index] = dataclasses.replace(first, name=param.name, layer=param.layer, tied_to=param.tied_to,
-                                          reason=f"tied to {param.tied_to!r}{how}")
+        rows[index] = dataclasses.replace(
+            first, name=param.name, layer=param.layer, tied_to=param.tied_to, reason=f"tied to {param.tied_to!r}{how}"
+        )
         decisions[index] = Decision(param, None, None)
     ordered_rows = tuple(rows[i] for i in range(len(params)))
     if mode == "native":
-        kept_forward = [r.name for r in ordered_rows if r.fans == "forward" and r.touched and r.spec is not None
-                        and not r.spec.fixed_scale]
+        kept_forward = [
+            r.name
+            for r in ordered_rows
+            if r.fans == "forward" and r.touched and r.spec is not None and not r.spec.fixed_scale
+        ]
         if kept_forward:
             shown = ", ".join(repr(n) for n in kept_forward[:5]) + (
-                f" and {len(kept_forward) - 5} more" if len(kept_forward) > 5 else "")
-            warnings.warn(f"reinit: fans='native', but the layouts of {len(kept_forward)} parameter(s) have no "
-                          f"framework fan rule, so their forward fans were used: {shown}.",
-                          UserWarning, stacklevel=stacklevel + 1)
+                f" and {len(kept_forward) - 5} more" if len(kept_forward) > 5 else ""
+            )
+            warnings.warn(
+                f"reinit: fans='native', but the layouts of {len(kept_forward)} parameter(s) have no "
+                f"framework fan rule, so their forward fans were used: {shown}.",
+                UserWarning,
+                stacklevel=stacklevel + 1,
+            )
     unused = tuple(r.pattern for r in compiled if r.kind != "weights" and r.pattern not in used)
     shadowed = [r.pattern for r in compiled if r.pattern in unused and any(r.matches(p) for p in params)]
     unmatched = [p for p in unused if p not in shadowed]
     if unmatched:
         listed = "; ".join(f"{p!r}{_suggest(p, params)}" for p in unmatched)
-        warnings.warn(f"reinit: these rule patterns matched no parameter: {listed}.", UserWarning,
-                      stacklevel=stacklevel + 1)
+        warnings.warn(
+            f"reinit: these rule patterns matched no parameter: {listed}.", UserWarning, stacklevel=stacklevel + 1
+        )
     if shadowed:
         listed = ", ".join(repr(p) for p in shadowed)
-        warnings.warn(f"reinit: every parameter that {listed} matches is taken by an earlier rule (the first "
-                      "match wins); move the more specific pattern first.", UserWarning, stacklevel=stacklevel + 1)
+        warnings.warn(
+            f"reinit: every parameter that {listed} matches is taken by an earlier rule (the first "
+            "match wins); move the more specific pattern first.",
+            UserWarning,
+            stacklevel=stacklevel + 1,
+        )
     if len(compiled) == 1 and compiled[0].kind == "weights":
         _warn_untouched(ordered_rows, params, stacklevel)
     return Plan(tuple(decisions[i] for i in range(len(params))), Report(ordered_rows, dry_run, unused, mode))
@@ -989,8 +1055,7 @@ class PartialWriteError(RuntimeError):
     parameters already re-initialized, ``failed`` those being written when it happened (possibly
     partly written), ``unchanged`` the rest, which are as they were."""
 
-    def __init__(self, message: str, written: Sequence[str], failed: Sequence[str],
-                 unchanged: Sequence[str]) -> None:
+    def __init__(self, message: str, written: Sequence[str], failed: Sequence[str], unchanged: Sequence[str]) -> None:
         super().__init__(message)
         self.written, self.failed, self.unchanged = tuple(written), tuple(failed), tuple(unchanged)
 
@@ -1012,8 +1077,9 @@ K = TypeVar("K", bound=Hashable)
 T = TypeVar("T")
 
 
-def bounded_groups(items: Sequence[tuple[K, int, T]], *, group_bytes: int,
-                   direct_bytes: int) -> list[tuple[K, bool, list[T]]]:
+def bounded_groups(
+    items: Sequence[tuple[K, int, T]], *, group_bytes: int, direct_bytes: int
+) -> list[tuple[K, bool, list[T]]]:
     """Small tensors drawn together, each draw bounded: ``items`` are (key, bytes, item) in draw
     order, and tensors of one key (distribution, dtype, device) are drawn as one flat buffer split
     into views (one kernel call per buffer instead of one per tensor). Returns (key, direct,
@@ -1070,13 +1136,23 @@ def _write_all(backend: Backend[Any], writes: Sequence[Write], names: Sequence[s
                     f"Every check had passed, so this is a runtime failure (device, memory). Already re-initialized "
                     f"({len(written)}): {_listed(written)}. Possibly partly written: {_listed(write.names)}. "
                     f"Unchanged ({len(rest)}): {_listed(rest)}.",
-                    written, write.names, rest,
+                    written,
+                    write.names,
+                    rest,
                 ) from err
             written.extend(write.names)
 
 
-def run(backend: Backend[Any], rules: Spec | Mapping[str, Spec | Rule | None], *, include_frozen: bool = False,
-        defaults: bool = True, dry_run: bool = False, fans: str = "forward", stacklevel: int = 1) -> Report:
+def run(
+    backend: Backend[Any],
+    rules: Spec | Mapping[str, Spec | Rule | None],
+    *,
+    include_frozen: bool = False,
+    defaults: bool = True,
+    dry_run: bool = False,
+    fans: str = "forward",
+    stacklevel: int = 1,
+) -> Report:
     """Re-initialize a model through its adapter's ``backend``, in one order for every framework:
 
     1. the walk: one :class:`Param` (and a handle) per parameter name;
@@ -1101,12 +1177,22 @@ def run(backend: Backend[Any], rules: Spec | Mapping[str, Spec | Rule | None], *
     # compiles them: the one place for that hook, for every adapter.
     owner = getattr(backend, "module", None)
     rules = model_rules(rules, backend.model if owner is None else owner, [p for p, _ in found])
-    decided = plan([p for p, _ in found], rules, include_frozen=include_frozen, defaults=defaults,
-                   dry_run=dry_run, stacklevel=stacklevel + 1, fans=fans)
+    decided = plan(
+        [p for p, _ in found],
+        rules,
+        include_frozen=include_frozen,
+        defaults=defaults,
+        dry_run=dry_run,
+        stacklevel=stacklevel + 1,
+        fans=fans,
+    )
     for message in backend.notes(decided.report):
         warnings.warn(message, UserWarning, stacklevel=stacklevel + 1)
-    targets = [Target(d, handle, i) for i, (d, (_, handle)) in enumerate(zip(decided.decisions, found, strict=True))
-               if d.dist is not None]
+    targets = [
+        Target(d, handle, i)
+        for i, (d, (_, handle)) in enumerate(zip(decided.decisions, found, strict=True))
+        if d.dist is not None
+    ]
     backend.check(targets, dry_run)
     if dry_run:
         return decided.report

@@ -80,8 +80,10 @@ NATIVE: tuple[str, ...] = ("torch",)  # the frameworks whose own sampler a spec 
 
 def _check_native(native: Any) -> str | None:
     if native is not None and native not in NATIVE:
-        raise ValueError(f"Argument `native` must be None or one of {', '.join(repr(n) for n in NATIVE)}. "
-                         f"Received: native={native!r}.")
+        raise ValueError(
+            f"Argument `native` must be None or one of {', '.join(repr(n) for n in NATIVE)}. "
+            f"Received: native={native!r}."
+        )
     return native  # type: ignore[no-any-return]
 
 
@@ -198,8 +200,11 @@ class Spec:
     def config(self) -> dict[str, Any]:
         """The constructor arguments that rebuild this spec: ``type(spec)(**spec.config())``
         (``native`` only where it is set)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)  # type: ignore[arg-type]
-                if not (f.name == "native" and getattr(self, f.name) is None)}
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)  # type: ignore[arg-type]
+            if not (f.name == "native" and getattr(self, f.name) is None)
+        }
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
@@ -334,7 +339,12 @@ class TruncatedNormal(Spec):
     native: str | None = None
 
     def __init__(
-        self, std: float, mean: float = 0.0, lower: float = -2.0, upper: float = 2.0, bounds_in: str = "std",
+        self,
+        std: float,
+        mean: float = 0.0,
+        lower: float = -2.0,
+        upper: float = 2.0,
+        bounds_in: str = "std",
         native: str | None = None,
     ) -> None:
         _coerce(self, "native", _check_native(native))
@@ -355,8 +365,14 @@ class TruncatedNormal(Spec):
             ) from None
 
     def config(self) -> dict[str, Any]:
-        return {"std": self.stddev, "mean": self.mean, "lower": self.lower, "upper": self.upper,
-                "bounds_in": self.bounds_in, **_native_config(self.native)}
+        return {
+            "std": self.stddev,
+            "mean": self.mean,
+            "lower": self.lower,
+            "upper": self.upper,
+            "bounds_in": self.bounds_in,
+            **_native_config(self.native),
+        }
 
     def absolute_bounds(self) -> tuple[float, float]:
         """The support [low, high] in absolute units, whichever ``bounds_in``."""
@@ -452,8 +468,7 @@ class Orthogonal(Spec):
 
 
 _KINDS: dict[str, type[Spec]] = {
-    cls.__name__: cls
-    for cls in (VarianceScaling, Normal, TruncatedNormal, Uniform, Constant, Zeros, Ones, Orthogonal)
+    cls.__name__: cls for cls in (VarianceScaling, Normal, TruncatedNormal, Uniform, Constant, Zeros, Ones, Orthogonal)
 }
 
 
@@ -496,5 +511,9 @@ def from_dict(data: Mapping[str, Any]) -> Spec:
     missing = required - set(config)
     if missing:
         raise ValueError(f"{kind} config lacks required key(s) {sorted(missing)}.")
-    return cls(**{k: _TEXT_TO_INF.get(v, v) if isinstance(v, str) and k in ("lower", "upper") else v
-                  for k, v in config.items()})
+    return cls(
+        **{
+            k: _TEXT_TO_INF.get(v, v) if isinstance(v, str) and k in ("lower", "upper") else v
+            for k, v in config.items()
+        }
+    )

@@ -94,9 +94,24 @@ if TYPE_CHECKING:
 else:
     from ._lazy import numpy as np
 
-__all__ = ["PHILOX_M", "PHILOX_W", "Runs", "Stream", "canonical_strides", "gate_index", "inverse_permutation",
-           "philox4x32", "plan_stream", "round_keys", "run_bits", "runs", "split_width", "stream_values",
-           "transform", "uniform_from_bits"]
+__all__ = [
+    "PHILOX_M",
+    "PHILOX_W",
+    "Runs",
+    "Stream",
+    "canonical_strides",
+    "gate_index",
+    "inverse_permutation",
+    "philox4x32",
+    "plan_stream",
+    "round_keys",
+    "run_bits",
+    "runs",
+    "split_width",
+    "stream_values",
+    "transform",
+    "uniform_from_bits",
+]
 
 PHILOX_M = (0xD2511F53, 0xCD9E8D57)
 PHILOX_W = (0x9E3779B9, 0xBB67AE85)
@@ -144,8 +159,9 @@ def round_keys(key: tuple[int, int], rounds: int = 10) -> list[tuple[int, int]]:
     return [((key[0] + r * PHILOX_W[0]) & _MASK32, (key[1] + r * PHILOX_W[1]) & _MASK32) for r in range(rounds)]
 
 
-def philox4x32(c0: Any, c1: Any, c2: Any, c3: Any, key: tuple[Any, Any], rounds: int = 10,
-               const: Any = None, wide: bool = False) -> tuple[Any, Any, Any, Any]:
+def philox4x32(
+    c0: Any, c1: Any, c2: Any, c3: Any, key: tuple[Any, Any], rounds: int = 10, const: Any = None, wide: bool = False
+) -> tuple[Any, Any, Any, Any]:
     """Philox4x32-``rounds`` on arrays of 32-bit counter words.
 
     ``wide=True`` is for 64-bit integer arrays (NumPy uint64, torch int64): each 32×32-bit product
@@ -161,8 +177,10 @@ def philox4x32(c0: Any, c1: Any, c2: Any, c3: Any, key: tuple[Any, Any], rounds:
         schedule = [(k0, k1) if const is None else (const(k0), const(k1)) for k0, k1 in round_keys(key, rounds)]
     else:  # key words as uint32 arrays (a traced key under jit): bumped by the Weyl constants, wrapping
         assert const is not None, "array key words need `const` for the Weyl increments"
-        schedule = [(key[0] + const((r * PHILOX_W[0]) & _MASK32), key[1] + const((r * PHILOX_W[1]) & _MASK32))
-                    for r in range(rounds)]
+        schedule = [
+            (key[0] + const((r * PHILOX_W[0]) & _MASK32), key[1] + const((r * PHILOX_W[1]) & _MASK32))
+            for r in range(rounds)
+        ]
     for k0, k1 in schedule:
         if wide:  # words carry junk above bit 31 until masked: before each multiply, and at the end
             c0 &= _MASK32
@@ -247,14 +265,31 @@ class Runs:
             return [(self, 0, self.size)]
         if not self.rows:
             step = max(max_size // 4 * 4, 4)
-            return [(Runs(self.perm, (min(step, self.run - i),), (), self.base + i, min(step, self.run - i)), i,
-                     min(i + step, self.run)) for i in range(0, self.run, step)]
+            return [
+                (
+                    Runs(self.perm, (min(step, self.run - i),), (), self.base + i, min(step, self.run - i)),
+                    i,
+                    min(i + step, self.run),
+                )
+                for i in range(0, self.run, step)
+            ]
         (count, stride), rest = self.rows[0], self.rows[1:]
         per_row = self.size // count
         step = max(max_size // per_row, 1)
-        return [(Runs(self.perm, (per_row * min(step, count - i),), ((min(step, count - i), stride), *rest),
-                      self.base + i * stride, self.run), i * per_row, min(i + step, count) * per_row)
-                for i in range(0, count, step)]
+        return [
+            (
+                Runs(
+                    self.perm,
+                    (per_row * min(step, count - i),),
+                    ((min(step, count - i), stride), *rest),
+                    self.base + i * stride,
+                    self.run,
+                ),
+                i * per_row,
+                min(i + step, count) * per_row,
+            )
+            for i in range(0, count, step)
+        ]
 
 
 def runs(shape: Sequence[int], strides: Sequence[int], box: Sequence[slice] | None = None) -> Runs:
@@ -310,7 +345,7 @@ def run_bits(plan: Runs, key: tuple[int, int], xp: Any, wide: bool = True, const
         words = philox4x32(blocks, high, high * 0, high * 0, key, const=const, wide=wide)
     bits = xp.stack(words).reshape(rows, -1)
     if plan.aligned:
-        bits = bits[:, :plan.run]
+        bits = bits[:, : plan.run]
     else:
         bits = xp.take(bits, (starts & 3)[:, None] + xp.arange(plan.run)[None, :])
     return bits.reshape(plan.counts)
@@ -333,13 +368,21 @@ def gate_index(shape: Sequence[int], layout: LayoutLike | None) -> tuple[int, li
 
 
 def _numpy_ops() -> Any:
-    return SimpleNamespace(arange=lambda n: np.arange(n, dtype=np.uint64),
-                           stack=lambda arrays: np.stack(arrays, axis=-1),
-                           take=lambda array, index: np.take_along_axis(array, index, axis=-1))
+    return SimpleNamespace(
+        arange=lambda n: np.arange(n, dtype=np.uint64),
+        stack=lambda arrays: np.stack(arrays, axis=-1),
+        take=lambda array, index: np.take_along_axis(array, index, axis=-1),
+    )
 
 
-def _canonical_values(stream: Stream, dist: Distribution, shape: tuple[int, ...], strides: tuple[int, ...],
-                      box: Sequence[slice] | None, gates: tuple[int, list[int]] | None = None) -> NDArray[np.float64]:
+def _canonical_values(
+    stream: Stream,
+    dist: Distribution,
+    shape: tuple[int, ...],
+    strides: tuple[int, ...],
+    box: Sequence[slice] | None,
+    gates: tuple[int, list[int]] | None = None,
+) -> NDArray[np.float64]:
     if isinstance(dist, OrthogonalDist):
         transform(dist, None)  # raises the explanation
     if gates is not None:  # draw the gate axis whole, put the gates in the framework's order, then cut the box
@@ -439,8 +482,10 @@ def transform(dist: Distribution, u: Any, ndtri_fn: Any = ndtri, xp: Any = None)
         pa, pb = normal_cdf(a), normal_cdf(b)
         return dist.loc + dist.sigma * ndtri_fn(_scaled_uniform(pa, pb - pa, u)).clip(a, b)
     if isinstance(dist, OrthogonalDist):
-        raise ValueError("Orthogonal specs have no portable stream: their QR differs between linear-algebra "
-                         "libraries. Use a framework generator for them.")
+        raise ValueError(
+            "Orthogonal specs have no portable stream: their QR differs between linear-algebra "
+            "libraries. Use a framework generator for them."
+        )
     raise TypeError(f"Unknown distribution {dist!r}.")  # pragma: no cover
 
 
@@ -474,8 +519,9 @@ def kernel_params(dist: Distribution) -> tuple[int, tuple[float, ...]]:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def plan_stream(stream: Stream, spec: Spec, shape: Sequence[int], layout: LayoutLike) -> tuple[Distribution,
-                                                                                                tuple[int, ...]]:
+def plan_stream(
+    stream: Stream, spec: Spec, shape: Sequence[int], layout: LayoutLike
+) -> tuple[Distribution, tuple[int, ...]]:
     """What every backend needs: the distribution and the canonical strides of ``shape``
     (computed once per spec, shape and layout: initializers call this on every draw)."""
     if not isinstance(stream, Stream):
@@ -492,8 +538,14 @@ def _planned(spec: Spec, dims: tuple[int, ...], layout: LayoutLike) -> tuple[Dis
     return dist, canonical_strides(dims, rule)
 
 
-def stream_values(stream: Stream, spec: Spec, shape: Sequence[int], layout: LayoutLike,
-                  box: Sequence[slice] | None = None, dtype: Any = "float32") -> NDArray[Any]:
+def stream_values(
+    stream: Stream,
+    spec: Spec,
+    shape: Sequence[int],
+    layout: LayoutLike,
+    box: Sequence[slice] | None = None,
+    dtype: Any = "float32",
+) -> NDArray[Any]:
     """The NumPy reference: the values of ``stream`` for a weight of ``shape`` in ``layout``
     (only the sub-box ``box`` of it when given, e.g. one shard), as ``dtype`` (float16, float32
     or float64; bounded draws clipped to the bounds representable in it)."""

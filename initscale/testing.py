@@ -86,9 +86,11 @@ class Check:
 
     def __str__(self) -> str:
         verdict = "ok" if self.ok else "FAIL"
-        return (f"{self.name:<18} {verdict:<4}  statistic={self.statistic:.6g}  expected={self.expected:.6g}  "
-                f"tolerance={self.tolerance:.3g}  false alarm={self.false_alarm:.2g}"
-                + (f"  ({self.detail})" if self.detail else ""))
+        return (
+            f"{self.name:<18} {verdict:<4}  statistic={self.statistic:.6g}  expected={self.expected:.6g}  "
+            f"tolerance={self.tolerance:.3g}  false alarm={self.false_alarm:.2g}"
+            + (f"  ({self.detail})" if self.detail else "")
+        )
 
 
 @dataclass(frozen=True)
@@ -118,8 +120,10 @@ class CheckReport:
         raise KeyError(f"No check named {name!r}; checks: {[c.name for c in self.checks]}.")
 
     def __str__(self) -> str:
-        head = f"{'passed' if self else 'FAILED'}: {len(self.checks)} checks on n={self.n} samples " \
-               f"(false-alarm rate <= {self.false_alarm:.2g})"
+        head = (
+            f"{'passed' if self else 'FAILED'}: {len(self.checks)} checks on n={self.n} samples "
+            f"(false-alarm rate <= {self.false_alarm:.2g})"
+        )
         return "\n".join([head, *(f"  {c}" for c in self.checks)])
 
 
@@ -165,8 +169,9 @@ def kolmogorov_pvalue(d: float, n: float) -> float:
     return max(0.0, min(1.0, 2.0 * total))
 
 
-def ks_statistic(sorted_x: NDArray[np.float64], cdf: Callable[[NDArray[np.float64]], NDArray[np.float64]],
-                 slack: float = 0.0) -> float:
+def ks_statistic(
+    sorted_x: NDArray[np.float64], cdf: Callable[[NDArray[np.float64]], NDArray[np.float64]], slack: float = 0.0
+) -> float:
     """sup |F_n − F| for sorted samples and a vectorized CDF.
 
     ``slack`` > 0 is for rounded samples (2× the unit roundoff of their dtype): each stored value
@@ -193,8 +198,15 @@ def _resolve(spec: Spec | Distribution, fans: Fans | None) -> Distribution:
     raise TypeError(f"Argument `spec` must be an initscale spec or distribution. Received: {spec!r}.")
 
 
-def check_samples(samples: Any, spec: Spec | Distribution, fans: Fans | None = None, *, z: float = Z,
-                  alpha: float = KS_ALPHA, rounding: float | None = None) -> CheckReport:
+def check_samples(
+    samples: Any,
+    spec: Spec | Distribution,
+    fans: Fans | None = None,
+    *,
+    z: float = Z,
+    alpha: float = KS_ALPHA,
+    rounding: float | None = None,
+) -> CheckReport:
     """Run every check of ``samples`` against the exact distribution of ``spec`` at ``fans``.
 
     Args:
@@ -231,8 +243,17 @@ def check_samples(samples: Any, spec: Spec | Distribution, fans: Fans | None = N
         slack_low, slack_high = (0.0 if math.isinf(t) else abs(t) * rounding for t in (low, high))
         inside = bool(np.all((x >= low - slack_low) & (x <= high + slack_high)))
         worst = float(max(low - x.min(), x.max() - high, 0.0))
-        checks.append(Check("support", inside, worst, 0.0, max(slack_low, slack_high), 0.0,
-                            f"min={x.min():.6g} max={x.max():.6g} bounds=[{low:.6g}, {high:.6g}]"))
+        checks.append(
+            Check(
+                "support",
+                inside,
+                worst,
+                0.0,
+                max(slack_low, slack_high),
+                0.0,
+                f"min={x.min():.6g} max={x.max():.6g} bounds=[{low:.6g}, {high:.6g}]",
+            )
+        )
         q = -math.expm1(math.log(APPROACH_MISS) / n)  # (1 − q)ⁿ = APPROACH_MISS
         # A stored extreme stands for any draw within one ulp (2·rounding relative) of it: a draw
         # above the largest representable value inside a bound is stored as that value.
@@ -240,8 +261,17 @@ def check_samples(samples: Any, spec: Spec | Distribution, fans: Fans | None = N
         f_max = float(cdf(top + 2.0 * rounding * abs(top)))
         f_min = float(cdf(bottom - 2.0 * rounding * abs(bottom)))
         reach = max(1.0 - f_max, f_min)
-        checks.append(Check("approaches_bounds", f_max >= 1.0 - q and f_min <= q, reach, 0.0, q,
-                            2 * APPROACH_MISS, "the tail mass beyond the extreme values"))
+        checks.append(
+            Check(
+                "approaches_bounds",
+                f_max >= 1.0 - q and f_min <= q,
+                reach,
+                0.0,
+                q,
+                2 * APPROACH_MISS,
+                "the tail mass beyond the extreme values",
+            )
+        )
     if cdf is not None:
         d = ks_statistic(np.sort(x), lambda t: np.asarray(cdf(t)), slack=2.0 * rounding)
         p = kolmogorov_pvalue(d, n)
@@ -264,16 +294,27 @@ def same_distribution(a: Any, b: Any, *, z: float = Z, alpha: float = KS_ALPHA) 
     y, _ = to_numpy(b)
     xs, ys = np.sort(x), np.sort(y)
     grid = np.concatenate([xs, ys])
-    d = float(np.max(np.abs(np.searchsorted(xs, grid, side="right") / xs.size
-                            - np.searchsorted(ys, grid, side="right") / ys.size)))
+    d = float(
+        np.max(
+            np.abs(
+                np.searchsorted(xs, grid, side="right") / xs.size - np.searchsorted(ys, grid, side="right") / ys.size
+            )
+        )
+    )
     p = kolmogorov_pvalue(d, xs.size * ys.size / (xs.size + ys.size))
     m2x, m2y = float(np.mean(x**2)), float(np.mean(y**2))
-    se = math.sqrt(max(float(np.mean(x**4)) - m2x**2, 0.0) / x.size
-                   + max(float(np.mean(y**4)) - m2y**2, 0.0) / y.size)
+    se = math.sqrt(max(float(np.mean(x**4)) - m2x**2, 0.0) / x.size + max(float(np.mean(y**4)) - m2y**2, 0.0) / y.size)
     checks = (
         Check("ks_2samp", p >= alpha, p, 1.0, alpha, alpha, f"D={d:.4g}"),
-        Check("second_moments", abs(m2x - m2y) <= z * se, m2x - m2y, 0.0, z * se,
-              math.erfc(z / math.sqrt(2.0)), f"{m2x:.6g} vs {m2y:.6g}"),
+        Check(
+            "second_moments",
+            abs(m2x - m2y) <= z * se,
+            m2x - m2y,
+            0.0,
+            z * se,
+            math.erfc(z / math.sqrt(2.0)),
+            f"{m2x:.6g} vs {m2y:.6g}",
+        ),
     )
     return CheckReport(checks, min(x.size, y.size))
 
@@ -283,4 +324,3 @@ def assert_same_distribution(a: Any, b: Any, **kwargs: Any) -> None:
     report = same_distribution(a, b, **kwargs)
     if not report:
         raise AssertionError(str(report))
-

@@ -53,8 +53,13 @@ def _torch(a: float, b: float, n: int) -> np.ndarray:
 def _tensorflow(a: float, b: float, n: int) -> np.ndarray:
     import tensorflow as tf
 
-    return tf.random.stateless_parameterized_truncated_normal(
-        [n], seed=[0, 0], means=0.0, stddevs=1.0, minvals=a, maxvals=b).numpy().astype(np.float32)
+    return (
+        tf.random.stateless_parameterized_truncated_normal(
+            [n], seed=[0, 0], means=0.0, stddevs=1.0, minvals=a, maxvals=b
+        )
+        .numpy()
+        .astype(np.float32)
+    )
 
 
 def _scipy(a: float, b: float, n: int) -> np.ndarray:
@@ -79,8 +84,12 @@ def measure(x: np.ndarray, a: float, b: float) -> dict[str, object]:
     if finite.size >= 2:
         p = float(stats.kstest(finite, stats.truncnorm(a, b).cdf).pvalue)
     low, high = float(np.float32(a)), float(np.float32(b))  # where draws inside [a, b] round to
-    return {"non-finite": int(x.size - finite.size), "outside": int(np.sum((finite < low) | (finite > high))),
-            "distinct": int(np.unique(x).size), "KS p": p}
+    return {
+        "non-finite": int(x.size - finite.size),
+        "outside": int(np.sum((finite < low) | (finite > high))),
+        "distinct": int(np.unique(x).size),
+        "KS p": p,
+    }
 
 
 def _fmt(v: object) -> str:
@@ -106,16 +115,27 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError as err:
             notes.append(f"{name}: skipped ({package} not importable: {err})")
             continue
-        versions[package] = importlib.metadata.version({"tensorflow": "tensorflow-cpu"}.get(package, package)) \
-            if package != "tensorflow" else importlib.import_module("tensorflow").__version__
+        versions[package] = (
+            importlib.metadata.version({"tensorflow": "tensorflow-cpu"}.get(package, package))
+            if package != "tensorflow"
+            else importlib.import_module("tensorflow").__version__
+        )
         for a, b in INTERVALS:
             with warnings.catch_warnings(), np.errstate(all="ignore"):
                 warnings.simplefilter("ignore")
                 try:
                     x = np.asarray(draw(a, b, args.n), dtype=np.float32)
                 except Exception as err:  # a native that refuses the interval: say how
-                    rows.append({"sampler": name, "interval": _interval(a, b), "non-finite": "—", "outside": "—",
-                                 "distinct": "—", "KS p": f"raises {type(err).__name__}: {err}"})
+                    rows.append(
+                        {
+                            "sampler": name,
+                            "interval": _interval(a, b),
+                            "non-finite": "—",
+                            "outside": "—",
+                            "distinct": "—",
+                            "KS p": f"raises {type(err).__name__}: {err}",
+                        }
+                    )
                     continue
             rows.append({"sampler": name, "interval": _interval(a, b), **measure(x, a, b)})
     columns = ["sampler", "interval", "non-finite", "outside", "distinct", "KS p"]
@@ -128,9 +148,11 @@ def main(argv: list[str] | None = None) -> int:
         for row in rows:
             print("  ".join(f"{c}={_fmt(row[c])}" for c in columns))
     print()
-    print(f"{args.n:,} draws each, seed 0; Python {sys.version.split()[0]}, numpy {np.__version__}, "
-          f"scipy {importlib.metadata.version('scipy')}, "
-          + ", ".join(f"{k} {v}" for k, v in versions.items() if k != "scipy"))
+    print(
+        f"{args.n:,} draws each, seed 0; Python {sys.version.split()[0]}, numpy {np.__version__}, "
+        f"scipy {importlib.metadata.version('scipy')}, "
+        + ", ".join(f"{k} {v}" for k, v in versions.items() if k != "scipy")
+    )
     for note in notes:
         print(note)
     return 0

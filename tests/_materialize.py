@@ -45,7 +45,7 @@ def std_problems(model: torch.nn.Module, report: Any, *, alpha: float = ALPHA) -
         if padding is not None:
             if not bool((values[padding] == 0).all()):
                 problems_here.append(f"{row.name}: padding row {padding} is not zero")
-            values = torch.cat([values[:padding], values[padding + 1:]])
+            values = torch.cat([values[:padding], values[padding + 1 :]])
         picked.append((row, dist, values.flatten(), tensors[row.name].dtype, problems_here))
     tested = [p for p in picked if p[1].std > 0 and p[2].numel() >= MIN_VALUES]
     z = statistics.NormalDist().inv_cdf(1 - alpha / (2 * max(1, len(tested))))
@@ -69,9 +69,11 @@ def std_problems(model: torch.nn.Module, report: Any, *, alpha: float = ALPHA) -
         measured = math.sqrt(float(((x - dist.mean) ** 2).mean()))
         tolerance = z * math.sqrt(max(dist.kurtosis - 1.0, 0.0) / (4.0 * n))  # relative, see the docstring
         if abs(measured / row.std - 1.0) > tolerance:
-            problems.append(f"{row.name}: std {measured:.6g}, reported {row.std:.6g} (|rel. error| "
-                            f"{abs(measured / row.std - 1):.3g} > {tolerance:.3g}, n={n}, "
-                            f"kurtosis {dist.kurtosis:.3g})")
+            problems.append(
+                f"{row.name}: std {measured:.6g}, reported {row.std:.6g} (|rel. error| "
+                f"{abs(measured / row.std - 1):.3g} > {tolerance:.3g}, n={n}, "
+                f"kurtosis {dist.kurtosis:.3g})"
+            )
     return problems
 
 
@@ -86,26 +88,35 @@ def buffer_problems(model: torch.nn.Module, reference: torch.nn.Module) -> list[
         if got is None:
             continue
         if got.dtype != expected.dtype or not torch.equal(got.detach().cpu(), expected.detach().cpu()):
-            problems.append(f"{name}: {got.dtype} {got.detach().cpu().flatten()[:4].tolist()}... differs from the "
-                            f"CPU-built {expected.dtype} {expected.flatten()[:4].tolist()}...")
+            problems.append(
+                f"{name}: {got.dtype} {got.detach().cpu().flatten()[:4].tolist()}... differs from the "
+                f"CPU-built {expected.dtype} {expected.flatten()[:4].tolist()}..."
+            )
     return problems
 
 
 def tie_problems(model: torch.nn.Module, reference: torch.nn.Module) -> list[str]:
     """The same names share one tensor in ``model`` as in ``reference``."""
+
     def groups(module: torch.nn.Module) -> set[tuple[str, ...]]:
         found: dict[int, list[str]] = {}
-        for name, tensor in [*module.named_parameters(remove_duplicate=False),
-                             *module.named_buffers(remove_duplicate=False)]:
+        for name, tensor in [
+            *module.named_parameters(remove_duplicate=False),
+            *module.named_buffers(remove_duplicate=False),
+        ]:
             found.setdefault(id(tensor), []).append(name)
         return {tuple(names) for names in found.values() if len(names) > 1}
 
     ours, theirs = groups(model), groups(reference)
     return [f"tied in the CPU-built model, not here: {g}" for g in sorted(theirs - ours)] + [
-        f"tied here only: {g}" for g in sorted(ours - theirs)]
+        f"tied here only: {g}" for g in sorted(ours - theirs)
+    ]
 
 
 def meta_problems(model: torch.nn.Module) -> list[str]:
     """Tensors that are not on the meta device (after a refused call, every one must still be)."""
-    return [n for n, t in [*model.named_parameters(remove_duplicate=False),
-                           *model.named_buffers(remove_duplicate=False)] if not t.is_meta]
+    return [
+        n
+        for n, t in [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]
+        if not t.is_meta
+    ]

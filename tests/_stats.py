@@ -15,8 +15,13 @@ from initscale.distributions import Distribution
 
 # A weight shape for each preset's own layout, about 2e5 values: enough for every check to see the
 # classic bugs (the mutation tests).
-PRESET_SHAPES = {"keras": (3, 3, 100, 200), "flax": (3, 3, 100, 200), "torch": (200, 100, 3, 3),
-                 "flax.embed": (1000, 200), "torch.mha_in_proj": (768, 256)}
+PRESET_SHAPES = {
+    "keras": (3, 3, 100, 200),
+    "flax": (3, 3, 100, 200),
+    "torch": (200, 100, 3, 3),
+    "flax.embed": (1000, 200),
+    "torch.mha_in_proj": (768, 256),
+}
 
 
 def failures(x: Any, dist: Distribution, rounding: float | None = None) -> list[str]:

@@ -58,8 +58,9 @@ def tail_failures(x: Any, a: float, b: float) -> list[str]:
     dist = TruncatedNormalDist(0.0, 1.0, a, b)
     coarse = rounding > 2.0**-24  # bfloat16 / float16
     report = testing.check_samples(values, dist, rounding=rounding)
-    out += [f"{c.name}: {c}" for c in report.checks
-            if not c.ok and not (coarse and c.name in ("second_moment", "mean"))]
+    out += [
+        f"{c.name}: {c}" for c in report.checks if not c.ok and not (coarse and c.name in ("second_moment", "mean"))
+    ]
     d = testing.ks_statistic(np.sort(values), lambda t: stats.truncnorm.cdf(t, a, b), slack=2.0 * rounding)
     p = testing.kolmogorov_pvalue(d, values.size)
     if p < testing.KS_ALPHA:

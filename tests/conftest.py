@@ -24,8 +24,19 @@ with contextlib.suppress(ImportError):
     import triton  # noqa: F401
 
 # What the suite needs beyond NumPy (scipy: the test tools' statistics, used by a few checks).
-FRAMEWORKS = ("torch", "tensorflow", "keras", "jax", "jaxlib", "flax", "tf_keras", "triton", "matplotlib",
-              "ml_dtypes", "scipy")
+FRAMEWORKS = (
+    "torch",
+    "tensorflow",
+    "keras",
+    "jax",
+    "jaxlib",
+    "flax",
+    "tf_keras",
+    "triton",
+    "matplotlib",
+    "ml_dtypes",
+    "scipy",
+)
 # Skip reasons that name a missing module: pytest.importorskip's "could not import 'torch': ...",
 # and the suite's own "torch is not installed" / "['keras', 'jax'] not installed".
 _IMPORTORSKIP = re.compile(r"could not import '([\w.]+)'")
@@ -69,4 +80,7 @@ def _report_missing(terminalreporter) -> None:
     listed = ", ".join(f"{name} ({count})" for name, count in sorted(missing.items()))
     terminalreporter.write_line(
         f"!!! NOT A FULL RUN: frameworks missing: {listed}; {caused} of {len(skipped)} skips are theirs "
-        "(a test file skipped whole counts once); every framework: bash .ci/run", red=True, bold=True)
+        "(a test file skipped whole counts once); every framework: bash .ci/run",
+        red=True,
+        bold=True,
+    )

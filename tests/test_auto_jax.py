@@ -47,8 +47,14 @@ def _mlp(activation, depth: int = 6, width: int = 64, out: int | None = 10) -> n
     return nn.Sequential(layers + ([nn.Dense(out)] if out else []))
 
 
-ACTIVATIONS = {"relu": nn.relu, "tanh": nn.tanh, "silu": nn.silu, "gelu_tanh": nn.gelu, "sigmoid": nn.sigmoid,
-               "gelu": lambda t: nn.gelu(t, approximate=False)}
+ACTIVATIONS = {
+    "relu": nn.relu,
+    "tanh": nn.tanh,
+    "silu": nn.silu,
+    "gelu_tanh": nn.gelu,
+    "sigmoid": nn.sigmoid,
+    "gelu": lambda t: nn.gelu(t, approximate=False),
+}
 
 
 @pytest.mark.parametrize("name", sorted(ACTIVATIONS))
@@ -70,8 +76,9 @@ def test_leaky_relu_and_elu_parameters_are_read_off_the_function() -> None:
     model = nn.Sequential([nn.Dense(16), lambda t: nn.leaky_relu(t, 0.1), nn.Dense(16), nn.elu, nn.Dense(4)])
     plan = initscale.auto(x).plan(model, variables=model.init(jax.random.key(0), x))
     first, second, _ = plan.rows
-    assert first.activation == "leaky_relu" and first.gain == pytest.approx(_a("leaky_relu", 0.1) / math.sqrt(_m(x)),
-                                                                             rel=1e-6)  # slope 0.1 from f(-1), f32
+    assert first.activation == "leaky_relu" and first.gain == pytest.approx(
+        _a("leaky_relu", 0.1) / math.sqrt(_m(x)), rel=1e-6
+    )  # slope 0.1 from f(-1), f32
     assert second.activation == "elu" and second.chi == pytest.approx(gains.fixed_point("elu", 1.0, 1.0).chi, rel=1e-6)
 
 
@@ -135,6 +142,7 @@ def test_planted_bug_gain_ignores_the_data_is_caught(monkeypatch) -> None:
 
 
 # --- applying it: the measured second moments -------------------------------------------------
+
 
 def _inputs_mean_squares(model, variables, x) -> dict[str, float]:
     """What a re-run feeds each Dense (its __call__ intercepted)."""

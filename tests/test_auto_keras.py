@@ -148,6 +148,7 @@ def test_planted_bug_gain_ignores_the_data_is_caught(monkeypatch) -> None:
 
 # --- applying it: the measured second moments -------------------------------------------------
 
+
 def _inputs_mean_squares(model: keras.Model, x: np.ndarray) -> dict[str, float]:
     """What a re-run of the model feeds each Dense layer (its call wrapped for one pass)."""
     seen: dict[str, float] = {}
@@ -159,6 +160,7 @@ def _inputs_mean_squares(model: keras.Model, x: np.ndarray) -> dict[str, float]:
         def call(inputs, *args, **kwargs):
             seen.setdefault(layer.kernel.path, _mean_square(inputs))
             return fn(inputs, *args, **kwargs)
+
         return call
 
     for layer in layers:
@@ -245,8 +247,9 @@ def test_convolutions_batch_norm_and_attention() -> None:
     rows = {row.weight: row for row in plan.rows}
     c0 = rows["c0/kernel"]
     assert (c0.layer, c0.fan_in, c0.activation) == ("Conv2D", 27, "relu")  # 3 x 3 x 3 forward fan-in
-    assert c0.gain == pytest.approx(math.sqrt(2.0) / math.sqrt(float(np.mean(np.square(x.astype(np.float64))))),
-                                    rel=REL)
+    assert c0.gain == pytest.approx(
+        math.sqrt(2.0) / math.sqrt(float(np.mean(np.square(x.astype(np.float64))))), rel=REL
+    )
     assert (rows["c1/kernel"].follower, rows["c1/kernel"].gain) == ("norm", 1.0)
     assert rows["dw/kernel"].m_in == pytest.approx(0.5, rel=1e-7)  # BatchNorm's gamma = 1, then E[relu(Z)^2] = 1/2
     assert rows["mha/query/kernel"].note == "then MultiHeadAttention (its own ops): holds q"
@@ -272,6 +275,7 @@ def test_a_subclassed_model_s_layers_are_seen_and_its_eager_ops_are_named() -> N
     m_data = float(np.mean(np.square(x.astype(np.float64))))
     assert rows["fc1"].activation == "silu"
     assert rows["fc1"].gain == pytest.approx(_a("silu") / math.sqrt(m_data), rel=REL)
-    assert rows["fc2"].follower == "linear" and any("fc2's output goes to code the pass does not see" in note
-                                                    for note in plan.notes)
+    assert rows["fc2"].follower == "linear" and any(
+        "fc2's output goes to code the pass does not see" in note for note in plan.notes
+    )
     assert rows["fc3"].follower == "output"

@@ -41,6 +41,7 @@ def _x(shape=(128, 32), scale=3.0, seed=0) -> torch.Tensor:
 
 # --- the rules of one layer -------------------------------------------------------------------
 
+
 def test_layer_gain_puts_the_activation_output_at_q_whatever_the_input() -> None:
     g = autogain.layer_gain("activation", "relu", m_in=4.0)
     assert g.gain == pytest.approx(math.sqrt(2.0) / 2.0, rel=REL) and g.m_out == pytest.approx(1.0, rel=REL)
@@ -75,8 +76,11 @@ def test_bad_arguments_name_themselves() -> None:
 
 # --- the graph of real modules ----------------------------------------------------------------
 
-@pytest.mark.parametrize(("activation", "name"), [(torch.nn.ReLU, "relu"), (torch.nn.Tanh, "tanh"),
-                                                  (torch.nn.GELU, "gelu"), (torch.nn.SiLU, "silu")])
+
+@pytest.mark.parametrize(
+    ("activation", "name"),
+    [(torch.nn.ReLU, "relu"), (torch.nn.Tanh, "tanh"), (torch.nn.GELU, "gelu"), (torch.nn.SiLU, "silu")],
+)
 def test_an_mlp_starts_on_the_fixed_point_from_the_data_s_second_moment(activation, name) -> None:
     x = _x()
     plan = initscale.auto(x).plan(_mlp(activation, out=10))
@@ -170,8 +174,14 @@ def test_a_custom_elementwise_module_is_the_activation_by_quadrature() -> None:
 
 
 def test_softmax_is_not_an_activation_and_dropout_is_identity() -> None:
-    model = torch.nn.Sequential(torch.nn.Linear(32, 16), torch.nn.Softmax(dim=-1), torch.nn.Linear(16, 16),
-                                torch.nn.Dropout(0.5), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+    model = torch.nn.Sequential(
+        torch.nn.Linear(32, 16),
+        torch.nn.Softmax(dim=-1),
+        torch.nn.Linear(16, 16),
+        torch.nn.Dropout(0.5),
+        torch.nn.ReLU(),
+        torch.nn.Linear(16, 4),
+    )
     plan = initscale.auto(_x()).plan(model)
     assert plan["0.weight"].follower == "linear" and plan["0.weight"].note == "then softmax: holds q"
     assert (plan["2.weight"].follower, plan["2.weight"].activation) == ("activation", "relu")
@@ -256,19 +266,32 @@ def test_planted_bug_gain_ignores_the_data_is_caught(monkeypatch) -> None:
 
 # --- real models --------------------------------------------------------------------------------
 
+
 def test_hf_gpt2_and_llama_blocks() -> None:
     transformers = pytest.importorskip("transformers")
     ids = torch.randint(0, 100, (4, 16), generator=torch.Generator().manual_seed(0))
-    gpt2 = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=100,
-                                                                n_positions=32, bos_token_id=0, eos_token_id=0))
+    gpt2 = transformers.GPT2LMHeadModel(
+        transformers.GPT2Config(
+            n_layer=2, n_embd=64, n_head=4, vocab_size=100, n_positions=32, bos_token_id=0, eos_token_id=0
+        )
+    )
     plan = initscale.auto(ids).plan(gpt2)
     fc = plan["transformer.h.0.mlp.c_fc.weight"]  # NewGELUActivation: gelu_tanh's closed form
     assert (fc.layer, fc.follower, fc.activation, fc.fan_in) == ("Conv1D", "activation", "gelu_tanh", 64)
     assert plan["transformer.h.0.attn.c_attn.weight"].m_in == pytest.approx(1.0, rel=1e-6)  # after ln_1
     assert len(plan.rows) == 8  # c_attn, c_proj, c_fc, c_proj per block; lm_head is tied to wte
-    llama = transformers.LlamaForCausalLM(transformers.LlamaConfig(
-        num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2,
-        vocab_size=100, bos_token_id=0, eos_token_id=0))
+    llama = transformers.LlamaForCausalLM(
+        transformers.LlamaConfig(
+            num_hidden_layers=2,
+            hidden_size=64,
+            intermediate_size=128,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            vocab_size=100,
+            bos_token_id=0,
+            eos_token_id=0,
+        )
+    )
     plan = initscale.auto(ids).plan(llama)
     assert plan["model.layers.0.mlp.gate_proj.weight"].activation == "silu"
     assert plan["model.layers.1.mlp.up_proj.weight"].follower == "linear"
@@ -284,6 +307,7 @@ def test_the_docstring_example_runs() -> None:
 
 # --- applying it: the measured second moments -------------------------------------------------
 
+
 def _inputs_mean_squares(model: torch.nn.Module, x: torch.Tensor) -> dict[str, float]:
     seen: dict[str, float] = {}
     handles = []
@@ -291,6 +315,7 @@ def _inputs_mean_squares(model: torch.nn.Module, x: torch.Tensor) -> dict[str, f
     def record(name: str):
         def pre(_module, args) -> None:
             seen.setdefault(name, float(args[0].detach().double().square().mean()))
+
         return pre
 
     for name, module in model.named_modules():
@@ -325,14 +350,16 @@ def test_measured_mode_uses_what_actually_arrives(activation, name) -> None:
 def test_predicted_mode_draws_the_plan_as_shown() -> None:
     model, x = _mlp(torch.nn.Tanh, depth=4), _x()
     shown = initscale.auto(x, arriving="predicted").plan(model)
-    applied = _torch_auto.apply_(model, initscale.auto(x, arriving="predicted"),
-                                 generator=torch.Generator().manual_seed(0))
+    applied = _torch_auto.apply_(
+        model, initscale.auto(x, arriving="predicted"), generator=torch.Generator().manual_seed(0)
+    )
     assert applied.rows == shown.rows and applied.arriving == "predicted"
     with pytest.raises(ValueError, match=r"`arriving` of initscale.auto must be 'measured' or 'predicted'"):
         initscale.auto(x, arriving="guess")
 
 
 # --- the stability report (#21 item 3) ----------------------------------------------------------
+
 
 class _TwoActivations(torch.nn.Module):
     """4 GELU layers, then 3 tanh layers, then an output layer."""
@@ -358,7 +385,7 @@ def test_stability_rows_give_chi_to_the_depth_and_a_verdict_per_activation() -> 
     for row, name, depth in zip(rows, ("gelu", "tanh"), (4, 3), strict=True):
         fp = gains.fixed_point(name)  # every layer after the first sits on the fixed point: chi^L
         assert row.chi == pytest.approx(fp.chi, rel=1e-6)
-        assert row.growth == pytest.approx(fp.chi ** depth, rel=1e-6)
+        assert row.growth == pytest.approx(fp.chi**depth, rel=1e-6)
         assert row.verdict == gains.verdict(fp.chi)
     assert rows[0].verdict == "chaotic"  # GELU at its fixed point: chi > 1 (gains.fixed_point)
     assert plan.growth() == pytest.approx(rows[0].growth * rows[1].growth, rel=1e-12)

@@ -32,22 +32,32 @@ def _quiet_transformers():
 def gpt2(n_layer: int = 2):
     transformers = _quiet_transformers()
     torch.manual_seed(0)
-    config = transformers.GPT2Config(n_layer=n_layer, n_embd=64, n_head=2, vocab_size=300, n_positions=32,
-                                     bos_token_id=0, eos_token_id=0)
+    config = transformers.GPT2Config(
+        n_layer=n_layer, n_embd=64, n_head=2, vocab_size=300, n_positions=32, bos_token_id=0, eos_token_id=0
+    )
     return transformers.GPT2LMHeadModel(config)
 
 
 def gpt2_rules(n_layer: int = 2):
     """HF GPT-2's _init_weights as rules: N(0, 0.02), residual projections 0.02/√(2·n_layer)."""
-    return {"LayerNorm": initscale.Ones(), "*.c_proj.weight": initscale.Normal(0.02 / math.sqrt(2 * n_layer)),
-            "*.weight": initscale.Normal(0.02)}
+    return {
+        "LayerNorm": initscale.Ones(),
+        "*.c_proj.weight": initscale.Normal(0.02 / math.sqrt(2 * n_layer)),
+        "*.weight": initscale.Normal(0.02),
+    }
 
 
 def bert():
     transformers = _quiet_transformers()
     torch.manual_seed(0)
-    config = transformers.BertConfig(num_hidden_layers=1, hidden_size=32, num_attention_heads=2,
-                                     intermediate_size=64, vocab_size=100, max_position_embeddings=32)
+    config = transformers.BertConfig(
+        num_hidden_layers=1,
+        hidden_size=32,
+        num_attention_heads=2,
+        intermediate_size=64,
+        vocab_size=100,
+        max_position_embeddings=32,
+    )
     return transformers.BertModel(config)
 
 
@@ -75,6 +85,7 @@ def cnn():
 
 # --- fresh models: nothing flagged ----------------------------------------------------------------
 
+
 def test_fresh_gpt2_gives_no_flag_with_and_without_rules():
     model = gpt2()
     for report in (initscale.torch.check(model), initscale.torch.check(model, rules=gpt2_rules())):
@@ -101,6 +112,7 @@ def test_fresh_cnn_gives_no_flag():
 
 
 # --- planted bugs: each flagged by name -----------------------------------------------------------
+
 
 def _plant(tensor, bug: str) -> None:
     with torch.no_grad():
@@ -141,11 +153,14 @@ def test_unscaled_residual_projection_is_flagged():
     assert flags == {f"transformer.h.{i}.attn.c_proj.weight": ("std_off",) for i in range(4)}
 
 
-@pytest.mark.parametrize(("name", "bug", "flag"), [
-    ("encoder.layer.0.output.LayerNorm.weight", "zeroed", "norm_scale_not_one"),
-    ("embeddings.position_embeddings.weight", "nan", "non_finite"),
-    ("encoder.layer.0.intermediate.dense.weight", "3x", "std_off"),
-])
+@pytest.mark.parametrize(
+    ("name", "bug", "flag"),
+    [
+        ("encoder.layer.0.output.LayerNorm.weight", "zeroed", "norm_scale_not_one"),
+        ("embeddings.position_embeddings.weight", "nan", "non_finite"),
+        ("encoder.layer.0.intermediate.dense.weight", "3x", "std_off"),
+    ],
+)
 def test_planted_bug_in_bert_is_flagged_by_name(name, bug, flag):
     model = bert()
     _plant(model.get_parameter(name), bug)
@@ -161,14 +176,17 @@ def test_bert_padding_row_not_zero():
     assert flags == {"embeddings.word_embeddings.weight": ("padding_row_not_zero",)}
 
 
-@pytest.mark.parametrize(("name", "bug", "flag"), [
-    ("bn1.weight", "zeroed", "norm_scale_not_one"),
-    ("norm.weight", "zeroed", "norm_scale_not_one"),
-    ("conv1.weight", "nan", "non_finite"),
-    ("conv2.weight", "3x", "std_off"),
-    ("fc.weight", "3x", "out_of_bounds"),
-    ("fc.bias", "nan", "not_constant"),
-])
+@pytest.mark.parametrize(
+    ("name", "bug", "flag"),
+    [
+        ("bn1.weight", "zeroed", "norm_scale_not_one"),
+        ("norm.weight", "zeroed", "norm_scale_not_one"),
+        ("conv1.weight", "nan", "non_finite"),
+        ("conv2.weight", "3x", "std_off"),
+        ("fc.weight", "3x", "out_of_bounds"),
+        ("fc.bias", "nan", "not_constant"),
+    ],
+)
 def test_planted_bug_in_cnn_is_flagged_by_name(name, bug, flag):
     model = cnn()
     _plant(model.get_parameter(name), bug)
@@ -188,9 +206,9 @@ def test_fresh_false_keeps_only_the_always_true_flags():
 def test_uninitialized_memory_flags():
     model = nn.Sequential(nn.Linear(64, 64), nn.Linear(64, 64), nn.Linear(64, 64))
     with torch.no_grad():
-        model[0].weight.zero_()                                            # never initialized
-        model[1].weight[1:] = model[1].weight[0]                           # one row broadcast
-        model[2].weight[:, :32] = torch.full((64, 32), 1e-40)              # leftover subnormals
+        model[0].weight.zero_()  # never initialized
+        model[1].weight[1:] = model[1].weight[0]  # one row broadcast
+        model[2].weight[:, :32] = torch.full((64, 32), 1e-40)  # leftover subnormals
     flags = initscale.torch.check(model).flags
     assert flags == {"0.weight": ("all_zero",), "1.weight": ("repeated_rows",), "2.weight": ("denormal",)}
 
@@ -226,7 +244,7 @@ def test_chance_alone_is_not_flagged():
         model[1].weight.normal_(generator=gen)
     w0, w1 = model[0].weight.float(), model[1].weight.float()
     assert int(((w0 != 0) & (w0.abs() < 2**-14)).sum()) > 100  # the subnormals are there
-    assert 4000 - torch.unique(w1, dim=0).shape[0] > 0        # and so are repeated rows
+    assert 4000 - torch.unique(w1, dim=0).shape[0] > 0  # and so are repeated rows
     assert initscale.torch.check(model).flags == {}
 
 
@@ -234,10 +252,12 @@ def test_absolute_truncation_bound_beyond_6_sigma_is_flagged():
     model = nn.Sequential(nn.Linear(64, 64, bias=False), nn.Linear(64, 64, bias=False))
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        nn.init.trunc_normal_(model[0].weight, std=0.02, generator=gen)                 # a, b = ±2 absolute
+        nn.init.trunc_normal_(model[0].weight, std=0.02, generator=gen)  # a, b = ±2 absolute
         nn.init.trunc_normal_(model[1].weight, std=0.02, a=-0.04, b=0.04, generator=gen)
-    rules = {"0.weight": initscale.TruncatedNormal(0.02, lower=-2, upper=2, bounds_in="absolute"),
-             "1.weight": initscale.TruncatedNormal(0.02, lower=-0.04, upper=0.04, bounds_in="absolute")}
+    rules = {
+        "0.weight": initscale.TruncatedNormal(0.02, lower=-2, upper=2, bounds_in="absolute"),
+        "1.weight": initscale.TruncatedNormal(0.02, lower=-0.04, upper=0.04, bounds_in="absolute"),
+    }
     report = initscale.torch.check(model, rules=rules)
     assert report.flags == {"0.weight": ("truncation_no_op",)}
     assert "+100σ" in str(report)
@@ -253,6 +273,7 @@ def test_tied_parameters_are_listed_not_flagged():
 
 # --- output ---------------------------------------------------------------------------------------
 
+
 def test_json_is_strict_and_complete():
     model = cnn()
     _plant(model.conv1.weight, "nan")
@@ -260,8 +281,21 @@ def test_json_is_strict_and_complete():
     data = json.loads(report.to_json())
     assert data["ok"] is False and data["flagged"] == {"conv1.weight": ["non_finite"]}
     row = next(r for r in data["rows"] if r["name"] == "conv2.weight")
-    assert set(row) >= {"mean", "std", "min", "max", "expected_mean", "expected_std", "std_ratio", "std_tolerance",
-                        "flags", "tied", "role", "shape", "dtype"}
+    assert set(row) >= {
+        "mean",
+        "std",
+        "min",
+        "max",
+        "expected_mean",
+        "expected_std",
+        "std_ratio",
+        "std_tolerance",
+        "flags",
+        "tied",
+        "role",
+        "shape",
+        "dtype",
+    }
     assert data["tests"] == report.tests and data["alpha"] == core.ALPHA
 
 
@@ -286,8 +320,10 @@ def test_recipe_may_be_a_rule_set():
 
 # --- the CLI on checkpoints -----------------------------------------------------------------------
 
+
 def _cli(*argv):
     from initscale.cli import main
+
     return main(list(argv))
 
 
@@ -304,8 +340,10 @@ def test_cli_safetensors(tmp_path, capsys):
     capsys.readouterr()
     assert _cli("check", str(tmp_path / "bad.safetensors"), "--format", "json") == 1
     data = json.loads(capsys.readouterr().out)
-    assert data["flagged"] == {"transformer.h.0.ln_2.weight": ["norm_scale_not_one"],
-                               "transformer.h.1.mlp.c_fc.weight": ["non_finite"]}
+    assert data["flagged"] == {
+        "transformer.h.0.ln_2.weight": ["norm_scale_not_one"],
+        "transformer.h.1.mlp.c_fc.weight": ["non_finite"],
+    }
 
 
 def test_cli_bfloat16_safetensors_and_arguments(tmp_path, capsys):
@@ -349,6 +387,7 @@ def test_cli_torch_state_dict(tmp_path, capsys):
 
 def test_cli_refuses_what_it_cannot_read(tmp_path, capsys):
     import pickle
+
     path = tmp_path / "evil.pt"
     path.write_bytes(pickle.dumps(object(), protocol=2))  # not loadable with weights_only=True
     assert _cli("check", str(path)) == 2
@@ -357,6 +396,7 @@ def test_cli_refuses_what_it_cannot_read(tmp_path, capsys):
 
 
 # --- the statistics: tolerance, rate, mutations ---------------------------------------------------
+
 
 def test_n_min_keeps_the_exact_normal_tail_within_2_2x_nominal():
     """The std test's normal approximation: for normal weights, s²·n/σ² ~ χ²_n exactly; at
@@ -375,7 +415,7 @@ def _synthetic_model(seed: int, params: int = 20, n: int = 2000) -> list[Entry]:
     out = []
     for i in range(params):
         dist = normal if i % 2 else uniform
-        x = (rng.normal(0.0, 0.05, (n // 40, 40)) if i % 2 else rng.uniform(-0.1, 0.1, (n // 40, 40)))
+        x = rng.normal(0.0, 0.05, (n // 40, 40)) if i % 2 else rng.uniform(-0.1, 0.1, (n // 40, 40))
         out.append(Entry(f"p{i}", x.astype(np.float32), expected=Expected(dist)))
     return out
 

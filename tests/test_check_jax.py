@@ -53,12 +53,16 @@ def _plant(v, path, fn):
     node[leaf] = fn(np.asarray(node[leaf]))
 
 
-@pytest.mark.parametrize(("path", "fn", "flag"), [
-    ("params/LayerNorm_0/scale", np.zeros_like, "norm_scale_not_one"),
-    ("params/Dense_0/kernel", lambda w: np.where(np.arange(w.size).reshape(w.shape) == 3, np.nan, w), "non_finite"),
-    ("params/Dense_0/kernel", lambda w: 3 * w, "std_off"),
-    ("params/Conv_0/kernel", np.zeros_like, "all_zero"),
-], ids=["zeroed-norm", "nan", "3x", "all-zero"])
+@pytest.mark.parametrize(
+    ("path", "fn", "flag"),
+    [
+        ("params/LayerNorm_0/scale", np.zeros_like, "norm_scale_not_one"),
+        ("params/Dense_0/kernel", lambda w: np.where(np.arange(w.size).reshape(w.shape) == 3, np.nan, w), "non_finite"),
+        ("params/Dense_0/kernel", lambda w: 3 * w, "std_off"),
+        ("params/Conv_0/kernel", np.zeros_like, "all_zero"),
+    ],
+    ids=["zeroed-norm", "nan", "3x", "all-zero"],
+)
 def test_planted_bug_is_flagged_by_name(path, fn, flag):
     v = jax.tree_util.tree_map(np.asarray, variables())
     _plant(v, path, fn)

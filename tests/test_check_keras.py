@@ -50,13 +50,17 @@ def _set(variable, fn):
     variable.assign(fn(values))
 
 
-@pytest.mark.parametrize(("path", "bug", "flag"), [
-    ("ln/gamma", lambda v: np.zeros_like(v), "norm_scale_not_one"),
-    ("bn/gamma", lambda v: np.zeros_like(v), "norm_scale_not_one"),
-    ("fc/kernel", lambda v: np.where(np.arange(v.size).reshape(v.shape) == 7, np.nan, v), "non_finite"),
-    ("fc/kernel", lambda v: 3 * v, "std_off"),
-    ("conv/kernel", lambda v: np.zeros_like(v), "all_zero"),
-], ids=["zeroed-layernorm", "zeroed-batchnorm", "nan", "3x", "all-zero"])
+@pytest.mark.parametrize(
+    ("path", "bug", "flag"),
+    [
+        ("ln/gamma", lambda v: np.zeros_like(v), "norm_scale_not_one"),
+        ("bn/gamma", lambda v: np.zeros_like(v), "norm_scale_not_one"),
+        ("fc/kernel", lambda v: np.where(np.arange(v.size).reshape(v.shape) == 7, np.nan, v), "non_finite"),
+        ("fc/kernel", lambda v: 3 * v, "std_off"),
+        ("conv/kernel", lambda v: np.zeros_like(v), "all_zero"),
+    ],
+    ids=["zeroed-layernorm", "zeroed-batchnorm", "nan", "3x", "all-zero"],
+)
 def test_planted_bug_is_flagged_by_name(path, bug, flag):
     m = model()
     variable = next(v for v in m.variables if v.path == path)

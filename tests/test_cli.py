@@ -17,8 +17,25 @@ from initscale import cli, parity
 
 def test_parity_json_to_a_file(tmp_path, capsys) -> None:
     out = tmp_path / "rows.json"
-    code = cli.main(["parity", "--backend", "numpy", "--preset", "he_normal", "--preset", "glorot_uniform",
-                     "--layer", "dense", "--layer", "grouped_conv", "--format", "json", "--out", str(out)])
+    code = cli.main(
+        [
+            "parity",
+            "--backend",
+            "numpy",
+            "--preset",
+            "he_normal",
+            "--preset",
+            "glorot_uniform",
+            "--layer",
+            "dense",
+            "--layer",
+            "grouped_conv",
+            "--format",
+            "json",
+            "--out",
+            str(out),
+        ]
+    )
     rows = json.loads(out.read_text())
     assert code == 0 and len(rows) == 4
     assert {"backend", "preset", "layer", "expected_std", "measured_std", "passed"} <= set(rows[0])
@@ -31,8 +48,12 @@ def test_parity_text_and_markdown(capsys) -> None:
     assert cli.main(["parity", "--backend", "numpy", "--preset", "lecun_normal", "--layer", "dense"]) == 0
     text = capsys.readouterr().out.splitlines()
     assert text[0].split()[:4] == ["backend", "preset", "layer", "kind"] and text[1].endswith("pass")
-    assert cli.main(["parity", "--backend", "numpy", "--preset", "lecun_normal", "--layer", "dense",
-                     "--format", "markdown"]) == 0
+    assert (
+        cli.main(
+            ["parity", "--backend", "numpy", "--preset", "lecun_normal", "--layer", "dense", "--format", "markdown"]
+        )
+        == 0
+    )
     md = capsys.readouterr().out.splitlines()
     assert md[0].startswith("| backend | preset |") and md[1].startswith("|---|")
 
@@ -57,8 +78,24 @@ def test_bad_names_exit_2_with_the_valid_choices(capsys) -> None:
 
 
 def test_python_dash_m_and_progress() -> None:
-    done = subprocess.run([sys.executable, "-m", "initscale", "parity", "--backend", "numpy", "--preset", "zeros",
-                           "--layer", "dense", "--progress"], capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "initscale",
+            "parity",
+            "--backend",
+            "numpy",
+            "--preset",
+            "zeros",
+            "--layer",
+            "dense",
+            "--progress",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert "1/1" in done.stderr and "pass" in done.stdout
 
@@ -66,21 +103,40 @@ def test_python_dash_m_and_progress() -> None:
 # --- the edges: shapes, strict JSON, closed pipes ---------------------------------------------------
 
 
-@pytest.mark.parametrize(("text", "dims"), [("3,3,64,128", (3, 3, 64, 128)), ("3x3x64x128", (3, 3, 64, 128)),
-                                            ("3x3,64", (3, 3, 64)), ("7", (7,)), (" 3 , 4 ", (3, 4)),
-                                            ("0,5", (0, 5))])
+@pytest.mark.parametrize(
+    ("text", "dims"),
+    [
+        ("3,3,64,128", (3, 3, 64, 128)),
+        ("3x3x64x128", (3, 3, 64, 128)),
+        ("3x3,64", (3, 3, 64)),
+        ("7", (7,)),
+        (" 3 , 4 ", (3, 4)),
+        ("0,5", (0, 5)),
+    ],
+)
 def test_shapes_that_parse(text, dims) -> None:
     assert cli._shape(text) == dims
 
 
-@pytest.mark.parametrize(("text", "item"), [
-    ("3,x,64", "the item 'x'"),  # was read as (3, 64)
-    ("3,x", "the item 'x'"),  # was read as (3,)
-    ("3,,64", "an empty item"), ("3,64,", "an empty item"), ("", "an empty item"), ("x3", "the item 'x3'"),
-    ("3xx4", "the item '3xx4'"), ("-1,2", "the item '-1'"), ("+3,2", "the item '+3'"), ("3.5,2", "the item '3.5'"),
-    ("3,four", "the item 'four'"), ("3;4", "the item '3;4'"), ("\u0663,4", "the item '\u0663'"),
-    ("1e3", "the item '1e3'"),
-])
+@pytest.mark.parametrize(
+    ("text", "item"),
+    [
+        ("3,x,64", "the item 'x'"),  # was read as (3, 64)
+        ("3,x", "the item 'x'"),  # was read as (3,)
+        ("3,,64", "an empty item"),
+        ("3,64,", "an empty item"),
+        ("", "an empty item"),
+        ("x3", "the item 'x3'"),
+        ("3xx4", "the item '3xx4'"),
+        ("-1,2", "the item '-1'"),
+        ("+3,2", "the item '+3'"),
+        ("3.5,2", "the item '3.5'"),
+        ("3,four", "the item 'four'"),
+        ("3;4", "the item '3;4'"),
+        ("\u0663,4", "the item '\u0663'"),
+        ("1e3", "the item '1e3'"),
+    ],
+)
 def test_shapes_that_do_not_parse_name_the_bad_item(text, item, capsys) -> None:
     with pytest.raises(SystemExit) as exit_:
         cli.main(["explain", "he_normal", f"--shape={text}"])
@@ -92,6 +148,7 @@ def test_shapes_that_do_not_parse_name_the_bad_item(text, item, capsys) -> None:
 
 def test_explain_json_is_strict_json(capsys) -> None:
     """An infinite bound was written as a bare Infinity, which strict parsers reject."""
+
     def reject(constant):
         raise ValueError(f"non-standard JSON constant {constant}")
 
@@ -104,8 +161,13 @@ def test_explain_json_is_strict_json(capsys) -> None:
 def _pipe_into_head(args: list[str]) -> subprocess.CompletedProcess:
     """``initscale ARGS | head -1`` under bash's pipefail, so the status is initscale's own."""
     command = " ".join([shlex.quote(sys.executable), "-m", "initscale", *map(shlex.quote, args)])
-    return subprocess.run(["bash", "-c", f"set -o pipefail; {command} | head -1"], capture_output=True, text=True,
-                          check=False, timeout=120)
+    return subprocess.run(
+        ["bash", "-c", f"set -o pipefail; {command} | head -1"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
 
 
 @pytest.mark.skipif(shutil.which("bash") is None or shutil.which("head") is None, reason="needs bash and head")
@@ -120,13 +182,19 @@ def test_a_closed_pipe_exits_quietly() -> None:
 
 def test_a_pipe_closed_before_any_output_exits_quietly() -> None:
     """The reader is gone before the command writes: the same quiet 141."""
-    child = subprocess.Popen([sys.executable, "-m", "initscale", "explain", "he_normal", "--shape", "3,4"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "initscale", "explain", "he_normal", "--shape", "3,4"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     child.stdout.close()
     err = child.stderr.read().decode()
     child.stderr.close()
     assert child.wait(timeout=120) == 141 and err == "", err
+
+
 # --- listing what the CLI knows ------------------------------------------------------------------
+
 
 def test_presets_lists_every_preset_with_its_line_and_source(capsys) -> None:
     from initscale import presets
@@ -161,8 +229,11 @@ def test_layouts_lists_every_kind_with_its_options(capsys) -> None:
 def test_unknown_layouts_get_did_you_mean(capsys) -> None:
     import initscale
 
-    with pytest.raises(ValueError, match=r"Unknown layout 'torch.cnov'\. Did you mean 'torch.conv'.*"
-                                         r"Argument `layout` must be one of 'flax'"):
+    with pytest.raises(
+        ValueError,
+        match=r"Unknown layout 'torch.cnov'\. Did you mean 'torch.conv'.*"
+        r"Argument `layout` must be one of 'flax'",
+    ):
         initscale.compute_fans((4, 4, 3, 3), "torch.cnov")
     with pytest.raises(ValueError, match=r"^Argument `layout` must be one of"):  # nothing close: no guess
         initscale.compute_fans((4, 4), "zzzzzz")
@@ -172,14 +243,16 @@ def test_unknown_layouts_get_did_you_mean(capsys) -> None:
 
 # --- how `initscale parity` reads --------------------------------------------------------------------
 
+
 def _on_a_terminal(args: list[str]) -> tuple[int, str]:
     """Run the command line with stdout and stderr on a pseudo-terminal; its exit code and screen."""
     import os
     import pty
 
     leader, follower = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "initscale", *args], stdout=follower, stderr=follower,
-                            close_fds=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "initscale", *args], stdout=follower, stderr=follower, close_fds=True
+    )
     os.close(follower)
     screen = b""
     while True:
@@ -195,17 +268,29 @@ def _on_a_terminal(args: list[str]) -> tuple[int, str]:
 
 
 def test_parity_on_a_terminal_shows_a_bar_then_a_summary_and_only_failed_rows() -> None:
-    args = ["parity", "--backend", "numpy", "--preset", "he_normal", "--preset", "torch.xavier_uniform",
-            "--layer", "dense", "--layer", "conv2d"]
+    args = [
+        "parity",
+        "--backend",
+        "numpy",
+        "--preset",
+        "he_normal",
+        "--preset",
+        "torch.xavier_uniform",
+        "--layer",
+        "dense",
+        "--layer",
+        "conv2d",
+    ]
     code, screen = _on_a_terminal(args)
     assert code == 0, screen
     assert "[###############...............] 2/4" in screen and "] 4/4 torch.xavier_uniform conv2d" in screen
-    summary = screen[screen.index("backend  family"):].splitlines()
+    summary = screen[screen.index("backend  family") :].splitlines()
     assert summary[0].split() == ["backend", "family", "checks", "failed", "slowest"]
     assert summary[1].split()[:4] == ["numpy", "unqualified", "2", "-"]
     assert summary[2].split()[:4] == ["numpy", "torch", "2", "-"]
     assert "analytic" not in "".join(line for line in summary[3:] if "slowest" not in line).replace(
-        "(analytic)", "")  # no row table: nothing failed
+        "(analytic)", ""
+    )  # no row table: nothing failed
     assert "no failures (--all-rows lists every row)" in screen
     code, screen = _on_a_terminal([*args, "--all-rows"])
     rows = [line.split() for line in screen.splitlines() if line.startswith("numpy ") and "pass" in line]
@@ -224,8 +309,24 @@ def test_parity_writes_progress_lines_when_not_on_a_terminal(monkeypatch, capsys
 
     monkeypatch.setattr(cli, "PROGRESS_INTERVAL_S", 0.05)
     monkeypatch.setitem(parity.BACKENDS, "numpy", parity.Backend("numpy", ("numpy",), "keras", slow))
-    assert cli.main(["parity", "--backend", "numpy", "--preset", "he_normal", "--layer", "dense",
-                     "--layer", "conv2d", "--format", "json"]) == 0
+    assert (
+        cli.main(
+            [
+                "parity",
+                "--backend",
+                "numpy",
+                "--preset",
+                "he_normal",
+                "--layer",
+                "dense",
+                "--layer",
+                "conv2d",
+                "--format",
+                "json",
+            ]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     assert len(json.loads(captured.out)) == 2
     ticks = [line for line in captured.err.splitlines() if "preset × layer cells" in line]
@@ -246,8 +347,24 @@ def test_parity_out_writes_exactly_there_and_checks_the_path_first(tmp_path, mon
         assert err.startswith("initscale parity: error: --out") and str(bad.name) in err
     monkeypatch.undo()
     monkeypatch.setenv("HOME", str(tmp_path))
-    assert cli.main(["parity", "--backend", "numpy", "--preset", "zeros", "--layer", "dense", "--format",
-                     "markdown", "--out", "~/rows.md"]) == 0
+    assert (
+        cli.main(
+            [
+                "parity",
+                "--backend",
+                "numpy",
+                "--preset",
+                "zeros",
+                "--layer",
+                "dense",
+                "--format",
+                "markdown",
+                "--out",
+                "~/rows.md",
+            ]
+        )
+        == 0
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rows.md"]  # no temporary file left beside it
     assert (tmp_path / "rows.md").read_text().startswith("| backend | preset |")
     assert f"1 rows written to {tmp_path / 'rows.md'}" in capsys.readouterr().err
@@ -275,12 +392,32 @@ def test_parity_on_keras_tensorflow_prints_no_tensorflow_logging() -> None:
     if missing:
         pytest.skip(f"could not import {missing[0]!r}: not installed")
     env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "GRPC_VERBOSITY")}
-    done = subprocess.run([sys.executable, "-m", "initscale", "parity", "--backend", "keras", "--preset", "zeros",
-                           "--layer", "dense", "--format", "json"], capture_output=True, text=True, check=False,
-                          env={**env, "KERAS_BACKEND": "tensorflow"}, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "initscale",
+            "parity",
+            "--backend",
+            "keras",
+            "--preset",
+            "zeros",
+            "--layer",
+            "dense",
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**env, "KERAS_BACKEND": "tensorflow"},
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     lines = done.stderr.splitlines()
     assert lines[0].startswith("initscale parity: 0/1 preset × layer cells") and lines[-1].startswith(
-        "initscale parity: 1 checks on backends keras (keras on tensorflow): 0 failed"), done.stderr
-    assert not [line for line in lines if not line.startswith(("initscale parity: ", "backend ", "keras "))], \
+        "initscale parity: 1 checks on backends keras (keras on tensorflow): 0 failed"
+    ), done.stderr
+    assert not [line for line in lines if not line.startswith(("initscale parity: ", "backend ", "keras "))], (
         done.stderr
+    )

@@ -45,8 +45,9 @@ def test_native_calls_reproduce_the_distribution(name) -> None:
     calls = native_calls(dist)
     assert set(calls) == {"torch", "keras", "jax", "numpy", "tf1"}
     for framework, call in calls.items():
-        assert call.startswith(("torch.", "keras.", "jax.", "lambda", "rng.", "np.", "scipy.", "tf.", "initscale.",
-                                "no exact equivalent")), (framework, call)
+        assert call.startswith(
+            ("torch.", "keras.", "jax.", "lambda", "rng.", "np.", "scipy.", "tf.", "initscale.", "no exact equivalent")
+        ), (framework, call)
     if type(dist).__name__ == "TruncatedNormalDist":
         assert f"{dist.sigma:.6g}" in calls["jax"]
 
@@ -93,12 +94,12 @@ def _mean_within(values: np.ndarray, expected: float) -> bool:
 
 def test_backward_mirrors_forward_and_backends_agree() -> None:
     kw = {"depth": 20, "width": 256, "batch": 128}
-    back = np.array([propagate(presets.get("glorot_normal"), "relu", seed=s, **kw).backward_growth()
-                     for s in range(6)])
+    back = np.array([propagate(presets.get("glorot_normal"), "relu", seed=s, **kw).backward_growth() for s in range(6)])
     assert _mean_within(back, 2.0), back  # gradients halve on their way back to the input
     pytest.importorskip("torch")
-    fwd = np.array([propagate(presets.get("he_normal"), "relu", backend="torch", seed=s, **kw).forward_growth()
-                    for s in range(6)])
+    fwd = np.array(
+        [propagate(presets.get("he_normal"), "relu", backend="torch", seed=s, **kw).forward_growth() for s in range(6)]
+    )
     assert _mean_within(fwd, 1.0), fwd
 
 
@@ -112,8 +113,24 @@ def test_cnn_and_bad_input() -> None:
 
 
 def test_propagate_command(tmp_path, capsys) -> None:
-    assert cli.main(["propagate", "--spec", "he_normal", "--spec", "glorot_uniform", "--depth", "5", "--width", "64",
-                     "--format", "json"]) == 0
+    assert (
+        cli.main(
+            [
+                "propagate",
+                "--spec",
+                "he_normal",
+                "--spec",
+                "glorot_uniform",
+                "--depth",
+                "5",
+                "--width",
+                "64",
+                "--format",
+                "json",
+            ]
+        )
+        == 0
+    )
     data = json.loads(capsys.readouterr().out)
     assert [r["spec"] for r in data["runs"]] == ["he_normal", "glorot_uniform"]
     assert len(data["runs"][0]["forward_variance"]) == 5 and len(data["runs"][1]["backward_variance"]) == 5
@@ -147,8 +164,17 @@ def _mean_fprime_squared(activation: str, param: float | None, q: float) -> floa
     return float(np.dot(weights, df(x, p) ** 2 + df(-x, p) ** 2))
 
 
-def backward_theory_failures(spec_name: str, activation: str, param: float | None, *, runs: int = 8,
-                             depth: int = 36, width: int = 128, batch: int = 64, alpha: float = 1e-3) -> list[str]:
+def backward_theory_failures(
+    spec_name: str,
+    activation: str,
+    param: float | None,
+    *,
+    runs: int = 8,
+    depth: int = 36,
+    width: int = 128,
+    batch: int = 64,
+    alpha: float = 1e-3,
+) -> list[str]:
     """Layers whose backward growth differs from theory; empty when every layer agrees.
 
     Theory (mean field; He et al. 2015 §2.3): the gradient at layer i's input is
@@ -178,8 +204,11 @@ def backward_theory_failures(spec_name: str, activation: str, param: float | Non
         d[k] = back[:-1] / back[1:] / theory - 1.0
     mean, se = d.mean(axis=0), d.std(axis=0, ddof=1) / math.sqrt(runs)
     t = stats.t.ppf(1.0 - alpha / (2 * depth), runs - 1)
-    return [f"layer {i + 1}: ratio/theory - 1 = {mean[i]:+.4f} (t = {mean[i] / se[i]:+.1f}, limit ±{t:.1f})"
-            for i in range(depth) if not abs(mean[i]) <= t * se[i]]
+    return [
+        f"layer {i + 1}: ratio/theory - 1 = {mean[i]:+.4f} (t = {mean[i] / se[i]:+.1f}, limit ±{t:.1f})"
+        for i in range(depth)
+        if not abs(mean[i]) <= t * se[i]
+    ]
 
 
 @pytest.mark.parametrize(("spec_name", "activation", "param"), THEORY_CASES)
@@ -241,7 +270,8 @@ def test_a_zero_fan_is_said_not_hidden(capsys) -> None:
     assert len(geo.notes) == 2 and geo.notes[1].startswith("fan_geo_avg is 0")
     assert explain("he_normal", (3, 4)).notes == () and "note" not in str(explain("he_normal", (3, 4)))
     assert explain("torch.normal", (0, 3)).notes == (
-        "shape (0, 3) has a zero dimension: the weight has no elements, so nothing is drawn",)
+        "shape (0, 3) has a zero dimension: the weight has no elements, so nothing is drawn",
+    )
 
 
 def test_explanations_and_propagations_are_strict_json() -> None:

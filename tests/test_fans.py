@@ -79,8 +79,14 @@ def test_native_fans(layout, shape, fan_in, fan_out) -> None:
 
 
 def test_every_named_kind_resolves_and_documents_itself() -> None:
-    shapes = {"torch.depthwise_conv": (8, 1, 3), "torch.mha_in_proj": (12, 4), "torch.lstm": (8, 3),
-              "torch.gru": (6, 3), "keras.lstm": (3, 8), "keras.gru": (3, 6)}
+    shapes = {
+        "torch.depthwise_conv": (8, 1, 3),
+        "torch.mha_in_proj": (12, 4),
+        "torch.lstm": (8, 3),
+        "torch.gru": (6, 3),
+        "keras.lstm": (3, 8),
+        "keras.gru": (3, 6),
+    }
     for name in layouts.names():
         assert layouts.describe_kind(name)
         fans = compute_fans(shapes.get(name, (3, 3, 4, 6)), name)

@@ -25,8 +25,17 @@ sqrt = math.sqrt
 
 # --- torch's table ---------------------------------------------------------------------------------
 
-ONE = ["linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
-       "identity", "sigmoid"]
+ONE = [
+    "linear",
+    "conv1d",
+    "conv2d",
+    "conv3d",
+    "conv_transpose1d",
+    "conv_transpose2d",
+    "conv_transpose3d",
+    "identity",
+    "sigmoid",
+]
 TORCH_TABLE = [
     *[(name, None, 1.0) for name in ONE],
     ("tanh", None, 5.0 / 3.0),
@@ -39,8 +48,7 @@ TORCH_TABLE = [
 ]
 
 
-@pytest.mark.parametrize(("name", "param", "expected"), TORCH_TABLE,
-                         ids=[f"{n}-{p}" for n, p, _ in TORCH_TABLE])
+@pytest.mark.parametrize(("name", "param", "expected"), TORCH_TABLE, ids=[f"{n}-{p}" for n, p, _ in TORCH_TABLE])
 @pytest.mark.parametrize("method", ["table", "auto"])
 def test_torch_table(name: str, param: float | None, expected: float, method: str) -> None:
     assert gain(name, param, method=method) == expected
@@ -251,8 +259,11 @@ def test_param_rejected_where_none_is_taken(name: str) -> None:
 
 
 def test_bad_method() -> None:
-    with pytest.raises(ValueError, match=r"Argument `method` must be one of 'auto', 'derived', 'fixed_point', "
-                                         r"'table'\. Received: method='exact'\."):
+    with pytest.raises(
+        ValueError,
+        match=r"Argument `method` must be one of 'auto', 'derived', 'fixed_point', "
+        r"'table'\. Received: method='exact'\.",
+    ):
         gain("relu", method="exact")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"Argument `method` must be one of"):
         gain(np.abs, method="torch")  # type: ignore[arg-type]
@@ -321,8 +332,9 @@ def derivative_failures(name: str, param: float, derivative=None) -> list[str]:
     return out
 
 
-_DERIVATIVE_CASES = [(n, p) for n, (_, d) in sorted(gains.ACTIVATIONS.items())
-                     for p in ([d] if d is None else [d, 0.2, 2.5])]
+_DERIVATIVE_CASES = [
+    (n, p) for n, (_, d) in sorted(gains.ACTIVATIONS.items()) for p in ([d] if d is None else [d, 0.2, 2.5])
+]
 
 
 @pytest.mark.parametrize(("name", "param"), _DERIVATIVE_CASES, ids=[f"{n}-{p}" for n, p in _DERIVATIVE_CASES])
@@ -355,14 +367,20 @@ MP: dict[str, tuple[float | None, Callable, Callable]] = {  # key -> (param, f, 
     "elu": (None, lambda x: x if x >= 0 else mpmath.expm1(x), lambda x: 1 if x > 0 else mpmath.exp(x)),
     "elu-0.5": (0.5, lambda x: x if x >= 0 else 0.5 * mpmath.expm1(x), lambda x: 1 if x > 0 else 0.5 * mpmath.exp(x)),
     "softplus": (None, _mp_softplus, _mp_sigmoid),
-    "mish": (None, lambda x: x * mpmath.tanh(_mp_softplus(x)),
-             lambda x: mpmath.tanh(_mp_softplus(x)) + x * mpmath.sech(_mp_softplus(x)) ** 2 * _mp_sigmoid(x)),
+    "mish": (
+        None,
+        lambda x: x * mpmath.tanh(_mp_softplus(x)),
+        lambda x: mpmath.tanh(_mp_softplus(x)) + x * mpmath.sech(_mp_softplus(x)) ** 2 * _mp_sigmoid(x),
+    ),
     "relu": (None, lambda x: max(x, 0), lambda x: 1 if x > 0 else 0),
     "tanh": (None, mpmath.tanh, lambda x: mpmath.sech(x) ** 2),
     "sigmoid": (None, _mp_sigmoid, lambda x: _mp_sigmoid(x) * (1 - _mp_sigmoid(x))),
     "softsign": (None, lambda x: x / (1 + abs(x)), lambda x: 1 / (1 + abs(x)) ** 2),
-    "selu": (None, lambda x: SELU_SCALE * (x if x >= 0 else SELU_ALPHA * mpmath.expm1(x)),
-             lambda x: SELU_SCALE * (1 if x > 0 else SELU_ALPHA * mpmath.exp(x))),
+    "selu": (
+        None,
+        lambda x: SELU_SCALE * (x if x >= 0 else SELU_ALPHA * mpmath.expm1(x)),
+        lambda x: SELU_SCALE * (1 if x > 0 else SELU_ALPHA * mpmath.exp(x)),
+    ),
 }
 
 
@@ -394,8 +412,16 @@ def fixed_point_failures(key: str, fp: gains.FixedPoint) -> list[str]:
     if not math.isclose(fp.chi, chi, rel_tol=1e-10):
         out.append(f"chi: {fp.chi!r} vs {chi!r}")
     with mp.workdps(30):
-        slope = float(mpmath.diff(lambda t: mpmath.log(mp_expect(lambda x: f(x) ** 2, float(mpmath.exp(t)))),
-                                  mpmath.log(a), h=mpmath.mpf("1e-4"))) / 2
+        slope = (
+            float(
+                mpmath.diff(
+                    lambda t: mpmath.log(mp_expect(lambda x: f(x) ** 2, float(mpmath.exp(t)))),
+                    mpmath.log(a),
+                    h=mpmath.mpf("1e-4"),
+                )
+            )
+            / 2
+        )
     if not math.isclose(fp.slope, slope, rel_tol=1e-6, abs_tol=1e-8):
         out.append(f"slope: {fp.slope!r} vs {slope!r}")
     if fp.verdict != gains.verdict(chi):
@@ -403,8 +429,9 @@ def fixed_point_failures(key: str, fp: gains.FixedPoint) -> list[str]:
     return out
 
 
-FIXED_POINT_CASES = [(key, q) for key in ("gelu", "silu", "elu", "elu-0.5", "softplus", "mish")
-                     for q in (0.25, 1.0, 4.0)]
+FIXED_POINT_CASES = [
+    (key, q) for key in ("gelu", "silu", "elu", "elu-0.5", "softplus", "mish") for q in (0.25, 1.0, 4.0)
+]
 
 
 @pytest.mark.parametrize(("key", "q"), FIXED_POINT_CASES, ids=[f"{k}-q{q}" for k, q in FIXED_POINT_CASES])
@@ -419,8 +446,10 @@ def test_fixed_point_matches_independent_quadrature(key: str, q: float) -> None:
     assert gain(key.split("-")[0], param, method="fixed_point", q=q) == fp.gain
 
 
-@pytest.mark.parametrize(("name", "q"), [("tanh", 1.0), ("tanh", 4.0), ("sigmoid", 1.0), ("sigmoid", 0.1),
-                                          ("softsign", 1.0), ("softplus", 0.25)])
+@pytest.mark.parametrize(
+    ("name", "q"),
+    [("tanh", 1.0), ("tanh", 4.0), ("sigmoid", 1.0), ("sigmoid", 0.1), ("softsign", 1.0), ("softplus", 0.25)],
+)
 def test_unreachable_q_holds_the_pre_activation_second_moment(name: str, q: float) -> None:
     fp = gains.fixed_point(name, q)
     assert not fp.reachable
@@ -449,8 +478,9 @@ def test_tanh_reachable_below_one() -> None:
 
 def test_non_monotone_second_moment_gives_the_nearest_reachable() -> None:
     # f = x e^{-x²/2}: E[f(aZ)²] = a²/(1+2a²)^{3/2}, largest at a² = 1 (value 3^{-3/2} = 0.19245)
-    fp = gains.fixed_point(lambda x: x * np.exp(-0.5 * x * x), 1.0,
-                           derivative=lambda x: (1 - x * x) * np.exp(-0.5 * x * x))
+    fp = gains.fixed_point(
+        lambda x: x * np.exp(-0.5 * x * x), 1.0, derivative=lambda x: (1 - x * x) * np.exp(-0.5 * x * x)
+    )
     assert not fp.reachable and "nearest to q" in fp.note
     assert fp.q_star == pytest.approx(3**-1.5, rel=1e-12)
     assert fp.gain * sqrt(fp.q_star) == pytest.approx(1.0, rel=1e-6)  # the argmax a = 1 (flat there)
@@ -458,12 +488,23 @@ def test_non_monotone_second_moment_gives_the_nearest_reachable() -> None:
 
 @pytest.mark.parametrize("q", [0.25, 1.0, 4.0])
 def test_fixed_point_closed_forms(q: float) -> None:
-    for name, param, expected in [("relu", None, sqrt(2.0)), ("leaky_relu", 0.2, sqrt(2.0 / 1.04)),
-                                  ("leaky_relu", None, sqrt(2.0 / (1.0 + 0.01**2))), ("linear", None, 1.0),
-                                  ("identity", None, 1.0), ("conv2d", None, 1.0)]:
+    for name, param, expected in [
+        ("relu", None, sqrt(2.0)),
+        ("leaky_relu", 0.2, sqrt(2.0 / 1.04)),
+        ("leaky_relu", None, sqrt(2.0 / (1.0 + 0.01**2))),
+        ("linear", None, 1.0),
+        ("identity", None, 1.0),
+        ("conv2d", None, 1.0),
+    ]:
         fp = gains.fixed_point(name, q, param)
-        assert (fp.gain, fp.chi, fp.slope, fp.verdict, fp.q_star, fp.reachable) == (expected, 1.0, 1.0, "critical",
-                                                                                   q, True), name
+        assert (fp.gain, fp.chi, fp.slope, fp.verdict, fp.q_star, fp.reachable) == (
+            expected,
+            1.0,
+            1.0,
+            "critical",
+            q,
+            True,
+        ), name
 
 
 def test_selu_fixed_point_is_lecun() -> None:
@@ -634,8 +675,10 @@ def simulation_failures(name: str, fp: gains.FixedPoint, seed: int = 0) -> list[
     sd_last = sqrt(sum(fp.slope ** (2 * k) for k in range(SIM_SIGNAL_DEPTH)) * v / n)
     last = float(np.mean(x * x))
     if not abs(last - fp.q_star) <= SIM_Z * sd_last:
-        out.append(f"signal: second moment {last:.4g} after {SIM_SIGNAL_DEPTH} layers vs q* {fp.q_star:.4g} "
-                   f"({(last - fp.q_star) / sd_last:+.2f} sd)")
+        out.append(
+            f"signal: second moment {last:.4g} after {SIM_SIGNAL_DEPTH} layers vs q* {fp.q_star:.4g} "
+            f"({(last - fp.q_star) / sd_last:+.2f} sd)"
+        )
     dev, var, total = 0.0, 0.0, 0.0
     for _ in range(SIM_CHI_DEPTH):
         x = start()
@@ -658,8 +701,9 @@ def simulation_failures(name: str, fp: gains.FixedPoint, seed: int = 0) -> list[
     return out
 
 
-@pytest.mark.parametrize(("name", "q"), [("relu", 1.0), ("gelu", 1.0), ("silu", 1.0), ("tanh", 1.0),
-                                          ("sigmoid", 1.0), ("elu", 4.0)])
+@pytest.mark.parametrize(
+    ("name", "q"), [("relu", 1.0), ("gelu", 1.0), ("silu", 1.0), ("tanh", 1.0), ("sigmoid", 1.0), ("elu", 4.0)]
+)
 def test_the_verdict_by_simulation(name: str, q: float) -> None:
     assert simulation_failures(name, gains.fixed_point(name, q)) == []
 
@@ -688,8 +732,14 @@ def test_cli_fixed_point_json_carries_everything() -> None:
     fp = gains.fixed_point("tanh", 4.0)
     assert got["value"] == fp.gain and got["method"] == "fixed_point" and got["torch_value"] == 5.0 / 3.0
     assert {k: got[k] for k in ("q", "q_star", "chi", "verdict", "slope", "reachable", "note")} == {
-        "q": 4.0, "q_star": fp.q_star, "chi": fp.chi, "verdict": "chaotic", "slope": fp.slope, "reachable": False,
-        "note": fp.note}
+        "q": 4.0,
+        "q_star": fp.q_star,
+        "chi": fp.chi,
+        "verdict": "chaotic",
+        "slope": fp.slope,
+        "reachable": False,
+        "note": fp.note,
+    }
 
 
 def test_cli_fixed_point_text() -> None:
@@ -731,6 +781,13 @@ def test_docs_gains_table_is_what_the_code_gives() -> None:
         except ValueError:
             table = "—"
         d, f = gains.derived(name, param), gains.fixed_point(name, 1.0, param)
-        assert cells[1:] == [table, f"{d.gain:.4f}", f"{d.q_star:.4f}", f"{d.chi:.4f} {d.verdict}", f"{f.gain:.4f}",
-                             f"{f.q_star:.4f}" + ("" if f.reachable else " (unreachable)"),
-                             f"{f.chi:.4f} {f.verdict}", f"{f.slope:.4f}"], name
+        assert cells[1:] == [
+            table,
+            f"{d.gain:.4f}",
+            f"{d.q_star:.4f}",
+            f"{d.chi:.4f} {d.verdict}",
+            f"{f.gain:.4f}",
+            f"{f.q_star:.4f}" + ("" if f.reachable else " (unreachable)"),
+            f"{f.chi:.4f} {f.verdict}",
+            f"{f.slope:.4f}",
+        ], name

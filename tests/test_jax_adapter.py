@@ -129,14 +129,26 @@ NATIVE = [  # initscale preset (name, kwargs), jax's own initializer, shape, lay
     ("jax.he_normal", {}, JNI.he_normal(), SHAPE),
     ("jax.lecun_uniform", {}, JNI.lecun_uniform(), SHAPE),
     ("jax.lecun_normal", {}, JNI.lecun_normal(), SHAPE),
-    ("jax.variance_scaling", {"scale": 3.0, "mode": "fan_geo_avg", "distribution": "normal"},
-     JNI.variance_scaling(3.0, "fan_geo_avg", "normal"), SHAPE),
-    ("jax.variance_scaling", {"scale": 0.5, "mode": "fan_out", "distribution": "uniform"},
-     JNI.variance_scaling(0.5, "fan_out", "uniform"), SHAPE),
+    (
+        "jax.variance_scaling",
+        {"scale": 3.0, "mode": "fan_geo_avg", "distribution": "normal"},
+        JNI.variance_scaling(3.0, "fan_geo_avg", "normal"),
+        SHAPE,
+    ),
+    (
+        "jax.variance_scaling",
+        {"scale": 0.5, "mode": "fan_out", "distribution": "uniform"},
+        JNI.variance_scaling(0.5, "fan_out", "uniform"),
+        SHAPE,
+    ),
     ("jax.normal", {"stddev": 0.3}, JNI.normal(0.3), SHAPE),
     ("jax.uniform", {"scale": 0.5}, JNI.uniform(0.5), SHAPE),
-    ("jax.truncated_normal", {"stddev": 0.2, "lower": -1.0, "upper": 3.0}, JNI.truncated_normal(0.2, lower=-1.0,
-                                                                                               upper=3.0), SHAPE),
+    (
+        "jax.truncated_normal",
+        {"stddev": 0.2, "lower": -1.0, "upper": 3.0},
+        JNI.truncated_normal(0.2, lower=-1.0, upper=3.0),
+        SHAPE,
+    ),
 ]
 
 
@@ -155,13 +167,22 @@ def _jax_numbers(name, kwargs, shape) -> tuple[float, tuple[float, float] | None
     if name == "jax.uniform":
         return kwargs["scale"] / math.sqrt(12), (0.0, kwargs["scale"])
     tn = "truncated_normal"
-    defaults = {"jax.glorot_uniform": (1.0, "fan_avg", "uniform"), "jax.glorot_normal": (1.0, "fan_avg", tn),
-                "jax.he_uniform": (2.0, "fan_in", "uniform"), "jax.he_normal": (2.0, "fan_in", tn),
-                "jax.lecun_uniform": (1.0, "fan_in", "uniform"), "jax.lecun_normal": (1.0, "fan_in", tn)}
+    defaults = {
+        "jax.glorot_uniform": (1.0, "fan_avg", "uniform"),
+        "jax.glorot_normal": (1.0, "fan_avg", tn),
+        "jax.he_uniform": (2.0, "fan_in", "uniform"),
+        "jax.he_normal": (2.0, "fan_in", tn),
+        "jax.lecun_uniform": (1.0, "fan_in", "uniform"),
+        "jax.lecun_normal": (1.0, "fan_in", tn),
+    }
     scale, mode, dist = defaults.get(name) or (kwargs["scale"], kwargs["mode"], kwargs["distribution"])
     fan_in, fan_out = _compute_fans(shape)
-    n = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2,
-         "fan_geo_avg": (fan_in * fan_out) ** 0.5}[mode]
+    n = {
+        "fan_in": fan_in,
+        "fan_out": fan_out,
+        "fan_avg": (fan_in + fan_out) / 2,
+        "fan_geo_avg": (fan_in * fan_out) ** 0.5,
+    }[mode]
     var = scale / n
     if dist == "uniform":
         return math.sqrt(var), (-math.sqrt(3 * var), math.sqrt(3 * var))
@@ -175,8 +196,9 @@ def _jax_numbers(name, kwargs, shape) -> tuple[float, tuple[float, float] | None
 def test_jax_presets_match_jax_nn_initializers(name, kwargs, native, shape) -> None:
     spec = presets.get(name, **kwargs)
     layout = presets.info(name).layout
-    dist = spec.resolve(None if spec.fixed_scale else initscale.compute_fans(shape, f"{layout.split(':')[0]}"
-                                                                                ":native=true"))
+    dist = spec.resolve(
+        None if spec.fixed_scale else initscale.compute_fans(shape, f"{layout.split(':')[0]}:native=true")
+    )
     std, support = _jax_numbers(name, kwargs, shape)
     assert dist.std == pytest.approx(std, rel=1e-9)  # 0.8796... is a 17-digit literal in jax
     if support is not None:
@@ -221,6 +243,7 @@ def test_flax_layer_defaults_are_reproduced_by_presets() -> None:
 
 # --- reinit ---------------------------------------------------------------------------------
 
+
 def _linen_variables():
     import flax.linen as nn
 
@@ -239,10 +262,10 @@ def _linen_variables():
 
 
 EXPECTED = [  # path, layout, fan_in, fan_out — guessed from names alone (no module=)
-    ("params/Conv_0/kernel", "flax.conv:groups=1", 36, 288),    # (3,3,4,32): groups unknown from a dict
+    ("params/Conv_0/kernel", "flax.conv:groups=1", 36, 288),  # (3,3,4,32): groups unknown from a dict
     ("params/ConvTranspose_0/kernel", "flax.conv_transpose", 288, 72),
-    ("params/MultiHeadDotProductAttention_0/query/kernel", "flax.attention_qkv", 8, 16),   # (8, 2, 8)
-    ("params/MultiHeadDotProductAttention_0/out/kernel", "flax.attention_out", 16, 8),     # (2, 8, 8)
+    ("params/MultiHeadDotProductAttention_0/query/kernel", "flax.attention_qkv", 8, 16),  # (8, 2, 8)
+    ("params/MultiHeadDotProductAttention_0/out/kernel", "flax.attention_out", 16, 8),  # (2, 8, 8)
     ("params/Dense_0/kernel", "flax.dense", 8, 5),
     ("params/Embed_0/embedding", "flax.embed", 100, 8),
 ]
@@ -297,14 +320,22 @@ def test_reinit_values_follow_the_forward_fans() -> None:
     # linen's own auto name is missing here (the module is the root): the q kernel (256, 8, 64) is
     # rank 3 under "query", so the generic flax layout gives fan_in 8·256; a dict root has no class.
     assert guessed["params/query/kernel"].fan_in == 8 * 256 and guessed["params/query/kernel"].guessed
-    new, report = isj.reinit(variables, spec, jax.random.key(2), module=model,  # the classes: no guess
-                             example_inputs=jax.ShapeDtypeStruct((1, 2, 256), jnp.float32))
+    new, report = isj.reinit(
+        variables,
+        spec,
+        jax.random.key(2),
+        module=model,  # the classes: no guess
+        example_inputs=jax.ShapeDtypeStruct((1, 2, 256), jnp.float32),
+    )
     assert report["params/query/kernel"].fan_in == 256
     with pytest.warns(UserWarning, match="guessed from names"):
-        rows = isj.reinit({"params": {"MultiHeadDotProductAttention_0": variables["params"]}}, spec,
-                          jax.random.key(2))[0]
-    for q in (_np(new["params"]["query"]["kernel"]), _np(rows["params"]["MultiHeadDotProductAttention_0"]["query"]
-                                                           ["kernel"])):
+        rows = isj.reinit({"params": {"MultiHeadDotProductAttention_0": variables["params"]}}, spec, jax.random.key(2))[
+            0
+        ]
+    for q in (
+        _np(new["params"]["query"]["kernel"]),
+        _np(rows["params"]["MultiHeadDotProductAttention_0"]["query"]["kernel"]),
+    ):
         assert q.shape == (256, 8, 64)
         assert failures(q, spec.resolve(initscale.Fans(256, 512)), F32) == []
         assert failures(q, spec.resolve(initscale.compute_fans(q.shape, "flax")), F32) != []  # mutation
@@ -348,6 +379,7 @@ def test_reinit_bad_input() -> None:
 
 # --- reinit with the module: every layer's class and attributes -------------------------------
 
+
 def _linen_net():
     import flax.linen as nn
 
@@ -368,12 +400,12 @@ def _linen_net():
 
 
 EXPECTED_WITH_MODULE = [  # path, layer, layout, fan_in, fan_out — by hand from the forward pass
-    ("params/Conv_0/kernel", "Conv", "flax.conv:groups=4", 36, 72),          # (3,3,4,32): 4·9 in, 32/4·9 out
-    ("params/depthwise/kernel", "Conv", "flax.conv:groups=32", 9, 9),        # (3,3,1,32): one channel each
+    ("params/Conv_0/kernel", "Conv", "flax.conv:groups=4", 36, 72),  # (3,3,4,32): 4·9 in, 32/4·9 out
+    ("params/depthwise/kernel", "Conv", "flax.conv:groups=32", 9, 9),  # (3,3,1,32): one channel each
     ("params/ConvTranspose_0/kernel", "ConvTranspose", "flax.conv_transpose", 288, 72),
     ("params/attn/query/kernel", "DenseGeneral", "flax.attention_qkv", 8, 16),  # (8, 2, 8): in, heads, head_dim
     ("params/attn/key/kernel", "DenseGeneral", "flax.attention_qkv", 8, 16),
-    ("params/attn/out/kernel", "DenseGeneral", "flax.attention_out", 16, 8),    # (2, 8, 8): heads, head_dim, out
+    ("params/attn/out/kernel", "DenseGeneral", "flax.attention_out", 16, 8),  # (2, 8, 8): heads, head_dim, out
     ("params/proj/kernel", "Dense", "flax.dense", 8, 5),
     ("params/Embed_0/embedding", "Embed", "flax.embed", 100, 8),
 ]
@@ -394,15 +426,19 @@ def test_reinit_linen_module_gives_each_layer_its_real_fans() -> None:
     assert report["params/depthwise/kernel"].std == pytest.approx(math.sqrt(2 / 9))
     assert np.all(np.asarray(new["params"]["LayerNorm_0"]["scale"]) == 1)
     # named modules keep their class, and enclosing modules count for class rules
-    _, by_class = isj.reinit(variables, {"MultiHeadDotProductAttention": initscale.Constant(0.5),
-                                         "Dense": initscale.Constant(2.0)}, jax.random.key(1), dry_run=True,
-                             module=model, example_inputs=inputs)
+    _, by_class = isj.reinit(
+        variables,
+        {"MultiHeadDotProductAttention": initscale.Constant(0.5), "Dense": initscale.Constant(2.0)},
+        jax.random.key(1),
+        dry_run=True,
+        module=model,
+        example_inputs=inputs,
+    )
     assert by_class["params/attn/query/kernel"].spec == initscale.Constant(0.5)
     assert by_class["params/proj/kernel"].spec == initscale.Constant(2.0)
     assert by_class["params/attn/query/bias"].spec == initscale.Zeros()  # class rules target weights
     # the params collection alone works the same
-    _, alone = isj.reinit(variables["params"], HE, jax.random.key(1), dry_run=True, module=model,
-                          example_inputs=inputs)
+    _, alone = isj.reinit(variables["params"], HE, jax.random.key(1), dry_run=True, module=model, example_inputs=inputs)
     assert (alone["Conv_0/kernel"].fan_out, alone["depthwise/kernel"].fan_out) == (72, 9)
 
 
@@ -441,8 +477,12 @@ def test_reinit_linen_setup_submodules_and_general_dense_need_no_example_inputs(
     mix = report["params/layers_1/mix/kernel"]  # (batch 3, in 8, 2, 4)
     assert report["params/layers_1/mix/kernel"].shape == (3, 8, 2, 4)
     assert (mix.layout, mix.fan_in, mix.fan_out, mix.guessed) == ("flax.dense_general", 8, 8, False)
-    assert "Block" in isj.reinit(variables, {"Block": HE}, jax.random.key(1), dry_run=True,
-                                 module=model)[1]["params/layers_1/mix/kernel"].reason
+    assert (
+        "Block"
+        in isj.reinit(variables, {"Block": HE}, jax.random.key(1), dry_run=True, module=model)[1][
+            "params/layers_1/mix/kernel"
+        ].reason
+    )
 
 
 def test_reinit_linen_module_that_cannot_be_read_says_what_to_pass() -> None:
@@ -452,8 +492,13 @@ def test_reinit_linen_module_that_cannot_be_read_says_what_to_pass() -> None:
     with pytest.raises(ValueError, match=compact):
         isj.reinit(variables, HE, jax.random.key(1), module=model)
     with pytest.raises(ValueError, match=r"Tracing module.apply.*the variables this module made"):
-        isj.reinit({"params": {"Dense_0": variables["params"]["proj"]}}, HE, jax.random.key(1),
-                   module=model, example_inputs=inputs)
+        isj.reinit(
+            {"params": {"Dense_0": variables["params"]["proj"]}},
+            HE,
+            jax.random.key(1),
+            module=model,
+            example_inputs=inputs,
+        )
     extra = {"params": {**variables["params"], "extra": {"kernel": jnp.zeros((2, 2))}}}
     with pytest.raises(ValueError, match=r"no submodule at 'extra': are these the variables of this module"):
         isj.reinit(extra, HE, jax.random.key(1), module=model, example_inputs=inputs)
@@ -481,8 +526,9 @@ def test_reinit_linen_module_with_keyword_arguments_dropout_and_batch_norm() -> 
     x = jnp.zeros((1, 4, 4, 4))
     variables = Net().init(jax.random.key(0), x, train=False)
     for kwargs in ({"train": False}, {"train": True}):
-        new, report = isj.reinit(variables, HE, jax.random.key(1), module=Net(), example_inputs=x,
-                                 example_kwargs=kwargs)
+        new, report = isj.reinit(
+            variables, HE, jax.random.key(1), module=Net(), example_inputs=x, example_kwargs=kwargs
+        )
         assert report["params/Conv_0/kernel"].fan_out == 36  # 8/2·9
         assert report["params/BatchNorm_0/scale"].reason == "default: norm scale -> ones"
         stats = variables["batch_stats"]["BatchNorm_0"]
@@ -509,7 +555,11 @@ def test_reinit_linen_scanned_kernels_are_taken_as_stacked_and_flagged() -> None
         _, report = isj.reinit(variables, HE, jax.random.key(1), dry_run=True, module=Net(), example_inputs=x)
     row = report["params/stack/Conv_0/kernel"]  # (3 layers, 3, 3, 4, 8): per layer 4·9 in, 8/2·9 out
     assert (row.layout, row.fan_in, row.fan_out, row.guessed) == (
-        "flax.conv:groups=2 over 1 leading stacked axes", 36, 36, True)
+        "flax.conv:groups=2 over 1 leading stacked axes",
+        36,
+        36,
+        True,
+    )
 
 
 def test_reinit_without_module_flags_every_guessed_layout() -> None:
@@ -536,8 +586,13 @@ def test_reinit_nnx_root_modules_get_their_own_attributes() -> None:
     conv = nnx.Conv(16, 32, (3, 3), feature_group_count=4, rngs=nnx.Rngs(0))
     _, report = isj.reinit(conv, HE, jax.random.key(3), dry_run=True)
     row = report["kernel"]  # (3, 3, 4, 32) at the root
-    assert (row.layer, row.layout, row.fan_in, row.fan_out, row.guessed) == ("Conv", "flax.conv:groups=4", 36, 72,
-                                                                            False)
+    assert (row.layer, row.layout, row.fan_in, row.fan_out, row.guessed) == (
+        "Conv",
+        "flax.conv:groups=4",
+        36,
+        72,
+        False,
+    )
     depthwise = nnx.Conv(8, 8, (3, 3), feature_group_count=8, rngs=nnx.Rngs(0))
     assert (isj.reinit(depthwise, HE, None, dry_run=True, stream_seed=1)[1]["kernel"].fan_out) == 9
     state = nnx.state(conv, nnx.Param)  # a bare State and its module
@@ -573,11 +628,14 @@ def test_flax_lstm_cell_defaults_are_reproduced_by_presets() -> None:
     assert same_distribution(ours, _np(params["hi"]["kernel"])) == []
 
 
-@pytest.mark.parametrize(("kwargs", "shape", "match"), [
-    ({"in_axis": 2}, (3, 4), r"Layout jax needs axis 2, but shape \(3, 4\) has rank 2"),
-    ({"in_axis": 0, "out_axis": 0}, (3, 4), "must be distinct"),
-    ({"layout": "flax.conv:groups=3"}, (3, 3, 4, 8), "does not divide"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "shape", "match"),
+    [
+        ({"in_axis": 2}, (3, 4), r"Layout jax needs axis 2, but shape \(3, 4\) has rank 2"),
+        ({"in_axis": 0, "out_axis": 0}, (3, 4), "must be distinct"),
+        ({"layout": "flax.conv:groups=3"}, (3, 3, 4, 8), "does not divide"),
+    ],
+)
 def test_axes_that_do_not_fit_the_shape(kwargs, shape, match) -> None:
     with pytest.raises(ValueError, match=match):
         isj.initializer(HE, **kwargs)(jax.random.key(0), shape)
@@ -611,6 +669,7 @@ def test_portable_streams_share_one_compiled_program_per_shape() -> None:
 
 
 # --- far-tail, one-sided and narrow truncated normals (issue 16) -------------------------------------
+
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
 @pytest.mark.parametrize(("a", "b"), TAIL_CASES, ids=TAIL_IDS)
@@ -652,8 +711,11 @@ def test_reinit_custom_norms_and_unknown_kernels_with_module() -> None:
     assert report["params/final/scale"].reason == "default: norm scale -> ones"
     assert np.all(_np(new["params"]["final"]["scale"]) == 1.0)
     assert not report["params/mix/kernel"].touched and report["params/mix/kernel"].layout is None  # not guessed
-    with pytest.raises(ValueError, match=r"(?s)'params/mix/kernel' \(shape \(4, 6\), in Mixer\).*"
-                                         r"\{'Mixer': initscale\.Rule\(VarianceScaling\(scale=2\.0\), layout="):
+    with pytest.raises(
+        ValueError,
+        match=r"(?s)'params/mix/kernel' \(shape \(4, 6\), in Mixer\).*"
+        r"\{'Mixer': initscale\.Rule\(VarianceScaling\(scale=2\.0\), layout=",
+    ):
         isj.reinit(variables, {"Mixer": HE}, jax.random.key(1), **kw)
     new, report = isj.reinit(variables, {"Mixer": initscale.Rule(HE, layout="flax.dense")}, jax.random.key(1), **kw)
     row = report["params/mix/kernel"]
@@ -663,8 +725,11 @@ def test_reinit_custom_norms_and_unknown_kernels_with_module() -> None:
 
 def test_reinit_never_guesses_a_layout_for_a_leaf_that_is_not_a_kernel() -> None:
     tree = {"params": {"pos": jnp.ones((1, 5, 8)), "Dense_0": {"kernel": jnp.ones((8, 4))}}}
-    with pytest.raises(ValueError, match=r"(?s)'params/pos' \(shape \(1, 5, 8\), in -\).*"
-                                         r"\{'params/pos': initscale\.Rule"):
+    with pytest.raises(
+        ValueError,
+        match=r"(?s)'params/pos' \(shape \(1, 5, 8\), in -\).*"
+        r"\{'params/pos': initscale\.Rule",
+    ):
         isj.reinit(tree, {"params/pos": HE}, jax.random.key(0))
     _, report = isj.reinit(tree, {"params/pos": initscale.Normal(0.02)}, jax.random.key(0))
     assert report["params/pos"].touched and report["params/pos"].layout is None

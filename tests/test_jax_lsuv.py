@@ -21,8 +21,11 @@ from initscale import lsuv as lsuv_core  # noqa: E402
 from initscale.adapters import jax as isj  # noqa: E402
 
 TOL = 0.1
-ACTIVATIONS = {"relu": (nn.relu, lambda z: np.maximum(z, 0.0)), "tanh": (nn.tanh, np.tanh),
-               "silu": (nn.silu, lambda z: z / (1.0 + np.exp(-z)))}
+ACTIVATIONS = {
+    "relu": (nn.relu, lambda z: np.maximum(z, 0.0)),
+    "tanh": (nn.tanh, np.tanh),
+    "silu": (nn.silu, lambda z: z / (1.0 + np.exp(-z))),
+}
 
 
 class _MLP(nn.Module):
@@ -117,8 +120,9 @@ def test_bad_arguments_name_themselves() -> None:
 
 def test_planted_bug_divide_by_variance_is_caught(monkeypatch) -> None:
     """Mutation: W / Var instead of W / sqrt(Var) never settles; the per-layer check fails on it."""
-    monkeypatch.setattr(lsuv_core, "math", type("M", (), {"sqrt": staticmethod(lambda v: v),
-                                                          "isfinite": staticmethod(math.isfinite)}))
+    monkeypatch.setattr(
+        lsuv_core, "math", type("M", (), {"sqrt": staticmethod(lambda v: v), "isfinite": staticmethod(math.isfinite)})
+    )
     model, x = _MLP("silu"), _batch((256, 24))
     variables = model.init(jax.random.key(0), x)
     with warnings.catch_warnings():

@@ -88,12 +88,23 @@ def test_seed_conventions() -> None:
 def test_config_round_trip_is_exact_and_json() -> None:
     inits = [
         isk.initializer(presets.get("tf1.variance_scaling_initializer"), seed=3, layout="keras.lstm"),
-        isk.initializer(initscale.TruncatedNormal(0.02, 0.1, -1.0, 1.5, "absolute"), seed=None,
-                        layout=initscale.Layout(0, (1, 2), in_groups=1, out_groups=2)),
-        isk.VarianceScaling(2.0, "fan_avg", "normal", seed=4), isk.VarianceScaling(input_axes=0, output_axes=[1, 2]),
-        isk.GlorotUniform(seed=1), isk.HeNormal(), isk.LecunNormal(seed=2), isk.RandomNormal(0.1, 0.2, seed=1),
-        isk.TruncatedNormal(stddev=0.3), isk.RandomUniform(-1.0, 2.0), isk.Orthogonal(1.5, seed=3),
-        isk.Zeros(), isk.Ones(), isk.Constant(0.7),
+        isk.initializer(
+            initscale.TruncatedNormal(0.02, 0.1, -1.0, 1.5, "absolute"),
+            seed=None,
+            layout=initscale.Layout(0, (1, 2), in_groups=1, out_groups=2),
+        ),
+        isk.VarianceScaling(2.0, "fan_avg", "normal", seed=4),
+        isk.VarianceScaling(input_axes=0, output_axes=[1, 2]),
+        isk.GlorotUniform(seed=1),
+        isk.HeNormal(),
+        isk.LecunNormal(seed=2),
+        isk.RandomNormal(0.1, 0.2, seed=1),
+        isk.TruncatedNormal(stddev=0.3),
+        isk.RandomUniform(-1.0, 2.0),
+        isk.Orthogonal(1.5, seed=3),
+        isk.Zeros(),
+        isk.Ones(),
+        isk.Constant(0.7),
     ]
     for init in inits:
         data = json.loads(json.dumps(keras.saving.serialize_keras_object(init)))
@@ -115,14 +126,17 @@ def test_loading_rejects_unknown_keys_and_kinds() -> None:
         isk.Initializer.from_config({**config, "surprise": 1})
 
 
-@pytest.mark.parametrize(("call", "error", "match"), [
-    (lambda: isk.VarianceScaling(distribution="gaussian"), ValueError, "Argument `distribution` must be one of"),
-    (lambda: isk.VarianceScaling(mode="avg"), ValueError, "Argument `mode` must be one of"),
-    (lambda: isk.VarianceScaling(scale=0.0), ValueError, "Argument `scale`"),
-    (lambda: isk.VarianceScaling(input_axes=0), ValueError, "go together"),
-    (lambda: isk.initializer("he_normal"), TypeError, "Argument `spec`"),
-    (lambda: isk.initializer(HE, layout="keras.lstmm"), ValueError, "Argument `layout` must be one of"),
-])
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (lambda: isk.VarianceScaling(distribution="gaussian"), ValueError, "Argument `distribution` must be one of"),
+        (lambda: isk.VarianceScaling(mode="avg"), ValueError, "Argument `mode` must be one of"),
+        (lambda: isk.VarianceScaling(scale=0.0), ValueError, "Argument `scale`"),
+        (lambda: isk.VarianceScaling(input_axes=0), ValueError, "go together"),
+        (lambda: isk.initializer("he_normal"), TypeError, "Argument `spec`"),
+        (lambda: isk.initializer(HE, layout="keras.lstmm"), ValueError, "Argument `layout` must be one of"),
+    ],
+)
 def test_bad_arguments_fail_when_built(call, error, match) -> None:
     with pytest.raises(error, match=match):
         call()
@@ -133,7 +147,7 @@ def test_layouts_for_stacked_and_grouped_kernels() -> None:
     assert failures(x, HE.resolve(initscale.compute_fans((256, 1024), "keras.lstm")), F32) == []
     q = _np(isk.Orthogonal(seed=0, layout="keras.lstm")((32, 4 * 32)))
     for g in range(4):
-        block = q[:, g * 32:(g + 1) * 32]
+        block = q[:, g * 32 : (g + 1) * 32]
         assert np.allclose(block.T @ block, np.eye(32), atol=1e-5)
 
 
@@ -146,15 +160,23 @@ NATIVE = [  # drop-in, Keras's own, shape
     (lambda: isk.HeNormal(seed=1), lambda: keras.initializers.HeNormal(seed=2), SHAPE),
     (lambda: isk.LecunUniform(seed=1), lambda: keras.initializers.LecunUniform(seed=2), SHAPE),
     (lambda: isk.LecunNormal(seed=1), lambda: keras.initializers.LecunNormal(seed=2), SHAPE),
-    (lambda: isk.VarianceScaling(3.0, "fan_out", "untruncated_normal", seed=1),
-     lambda: keras.initializers.VarianceScaling(3.0, "fan_out", "untruncated_normal", seed=2), SHAPE),
-    (lambda: isk.VarianceScaling(0.5, "fan_avg", "normal", seed=1),
-     lambda: keras.initializers.VarianceScaling(0.5, "fan_avg", "normal", seed=2), (500, 400)),
+    (
+        lambda: isk.VarianceScaling(3.0, "fan_out", "untruncated_normal", seed=1),
+        lambda: keras.initializers.VarianceScaling(3.0, "fan_out", "untruncated_normal", seed=2),
+        SHAPE,
+    ),
+    (
+        lambda: isk.VarianceScaling(0.5, "fan_avg", "normal", seed=1),
+        lambda: keras.initializers.VarianceScaling(0.5, "fan_avg", "normal", seed=2),
+        (500, 400),
+    ),
     (lambda: isk.RandomNormal(0.1, 0.3, seed=1), lambda: keras.initializers.RandomNormal(0.1, 0.3, seed=2), SHAPE),
-    (lambda: isk.RandomUniform(-0.2, 0.5, seed=1), lambda: keras.initializers.RandomUniform(-0.2, 0.5, seed=2),
-     SHAPE),
-    (lambda: isk.TruncatedNormal(0.1, 0.3, seed=1), lambda: keras.initializers.TruncatedNormal(0.1, 0.3, seed=2),
-     SHAPE),
+    (lambda: isk.RandomUniform(-0.2, 0.5, seed=1), lambda: keras.initializers.RandomUniform(-0.2, 0.5, seed=2), SHAPE),
+    (
+        lambda: isk.TruncatedNormal(0.1, 0.3, seed=1),
+        lambda: keras.initializers.TruncatedNormal(0.1, 0.3, seed=2),
+        SHAPE,
+    ),
 ]
 
 
@@ -222,18 +244,20 @@ VS_FAMILY = [  # (ours, Keras's own)
     (lambda: isk.HeNormal(seed=1), lambda: keras.initializers.HeNormal(seed=2)),
     (lambda: isk.LecunUniform(seed=1), lambda: keras.initializers.LecunUniform(seed=2)),
     (lambda: isk.LecunNormal(seed=1), lambda: keras.initializers.LecunNormal(seed=2)),
-    (lambda: isk.VarianceScaling(0.5, "fan_out", "untruncated_normal", seed=1),
-     lambda: keras.initializers.VarianceScaling(0.5, "fan_out", "untruncated_normal", seed=2)),
+    (
+        lambda: isk.VarianceScaling(0.5, "fan_out", "untruncated_normal", seed=1),
+        lambda: keras.initializers.VarianceScaling(0.5, "fan_out", "untruncated_normal", seed=2),
+    ),
     (lambda: isk.initializer(presets.get("glorot_uniform"), seed=1), lambda: keras.initializers.GlorotUniform(seed=2)),
     (lambda: isk.initializer(presets.get("he_normal"), seed=1), lambda: keras.initializers.HeNormal(seed=2)),
 ]
 EQUATIONS = [  # (equation, output_shape, input_shape); Keras's axes and kernel shape in the comment
-    ("abc,cde->abde", (None, 4, 16), (2, 5, 64)),    # MHA's query/key/value: (64, 4, 16), in [0], out [1, 2]
-    ("abcd,cde->abe", (None, 64), (2, 5, 4, 16)),    # MHA's output: (4, 16, 64), in [0, 1], out [2]
-    ("abc,bcd->abd", (5, 24), (2, 5, 40)),           # (5, 40, 24), in [1], out [0, 2] (b is in the output)
-    ("...b,bc->...c", 64, (2, 3, 40)),               # a Dense: (40, 64), in [0], out [1]
-    ("abc,cd->abcd", (5, 40, 24), (2, 5, 40)),       # (40, 24), in [], out [0, 1]: fan_in 1
-    ("ab,b->a", (), (2, 4000)),                      # (4000,), in [0], out []: fan_out 1
+    ("abc,cde->abde", (None, 4, 16), (2, 5, 64)),  # MHA's query/key/value: (64, 4, 16), in [0], out [1, 2]
+    ("abcd,cde->abe", (None, 64), (2, 5, 4, 16)),  # MHA's output: (4, 16, 64), in [0, 1], out [2]
+    ("abc,bcd->abd", (5, 24), (2, 5, 40)),  # (5, 40, 24), in [1], out [0, 2] (b is in the output)
+    ("...b,bc->...c", 64, (2, 3, 40)),  # a Dense: (40, 64), in [0], out [1]
+    ("abc,cd->abcd", (5, 40, 24), (2, 5, 40)),  # (40, 24), in [], out [0, 1]: fan_in 1
+    ("ab,b->a", (), (2, 4000)),  # (4000,), in [0], out []: fan_out 1
 ]
 
 
@@ -294,8 +318,11 @@ def test_drop_ins_equal_keras_inside_multi_head_attention() -> None:
     spec = presets.get("glorot_uniform")
     x = np.zeros((2, 5, 64), "float32")
     kernels = {}
-    for name, init in (("ours", isk.GlorotUniform(seed=1)), ("keras", keras.initializers.GlorotUniform(seed=2)),
-                       ("spec", isk.initializer(spec, seed=3))):
+    for name, init in (
+        ("ours", isk.GlorotUniform(seed=1)),
+        ("keras", keras.initializers.GlorotUniform(seed=2)),
+        ("spec", isk.initializer(spec, seed=3)),
+    ):
         mha = keras.layers.MultiHeadAttention(4, 16, kernel_initializer=init)
         mha(x, x)
         kernels[name] = {v.path.split("/")[-2]: _np(v.value) for v in mha.weights if v.path.endswith("kernel")}
@@ -338,18 +365,26 @@ def test_keras_axes_leave_explicit_layouts_and_fanless_specs_alone() -> None:
 
 
 def test_variance_scaling_drop_ins_look_like_keras_own() -> None:
-    pairs = [(isk.GlorotUniform(), keras.initializers.GlorotUniform()), (isk.HeNormal(), keras.initializers.HeNormal()),
-             (isk.LecunUniform(), keras.initializers.LecunUniform()),
-             (isk.VarianceScaling(3.0, "fan_out", "normal"),
-              keras.initializers.VarianceScaling(3.0, "fan_out", "normal"))]
+    pairs = [
+        (isk.GlorotUniform(), keras.initializers.GlorotUniform()),
+        (isk.HeNormal(), keras.initializers.HeNormal()),
+        (isk.LecunUniform(), keras.initializers.LecunUniform()),
+        (isk.VarianceScaling(3.0, "fan_out", "normal"), keras.initializers.VarianceScaling(3.0, "fan_out", "normal")),
+    ]
     for ours, theirs in pairs:
         assert isinstance(ours, keras.initializers.VarianceScaling)
-        assert (ours.scale, ours.mode, ours.distribution, ours.input_axes, ours.output_axes) == \
-            (theirs.scale, theirs.mode, theirs.distribution, theirs.input_axes, theirs.output_axes)
+        assert (ours.scale, ours.mode, ours.distribution, ours.input_axes, ours.output_axes) == (
+            theirs.scale,
+            theirs.mode,
+            theirs.distribution,
+            theirs.input_axes,
+            theirs.output_axes,
+        )
     assert isinstance(isk.initializer(HE), keras.initializers.VarianceScaling)
 
 
 # --- reinit ---------------------------------------------------------------------------------
+
 
 def _model():
     inp = keras.Input((12, 12, 8))
@@ -370,14 +405,14 @@ def _model():
 # (path glob, layout, fan_in, fan_out) derived by hand from the forward pass. A functional
 # model's variable paths start at its layers; Keras numbers repeated names (forward_gru_1, ...).
 EXPECTED = [
-    ("grouped/kernel", "keras.conv:groups=4", 18, 36),         # (3,3,2,16): 2·9 in, 16/4·9 out
-    ("dw/kernel", "keras.depthwise_conv", 9, 18),              # (3,3,16,2): per channel
+    ("grouped/kernel", "keras.conv:groups=4", 18, 36),  # (3,3,2,16): 2·9 in, 16/4·9 out
+    ("dw/kernel", "keras.depthwise_conv", 9, 18),  # (3,3,16,2): per channel
     ("sep/depthwise_kernel", "keras.separable_conv.depthwise", 9, 27),
     ("sep/pointwise_kernel", "keras.separable_conv.pointwise", 96, 8),
-    ("up/kernel", "keras.conv_transpose", 72, 54),             # (3,3,6,8): forward in 8·9, out 6·9
-    ("bi/forward_gru*/gru_cell/kernel", "keras.gru", 6, 5),    # (6, 3·5): per gate
+    ("up/kernel", "keras.conv_transpose", 72, 54),  # (3,3,6,8): forward in 8·9, out 6·9
+    ("bi/forward_gru*/gru_cell/kernel", "keras.gru", 6, 5),  # (6, 3·5): per gate
     ("bi/backward_gru*/gru_cell/recurrent_kernel", "keras.gru", 5, 5),
-    ("mha/query/kernel", "keras.einsum_dense[abc,cde->abde]", 10, 8),    # (10, 2, 4)
+    ("mha/query/kernel", "keras.einsum_dense[abc,cde->abde]", 10, 8),  # (10, 2, 4)
     ("mha/attention_output/kernel", "keras.einsum_dense[abcd,cde->abe]", 8, 10),
     ("rnn/simple_rnn_cell/kernel", "keras.simple_rnn", 10, 7),
     ("head/kernel", "keras.dense", 7, 3),
@@ -484,8 +519,12 @@ def test_reinit_rules_frozen_buffers_and_dry_run() -> None:
     model = _model()
     model.get_layer("head").trainable = False
     before = _values(model)
-    rules = {"GRU": initscale.Orthogonal(), "*/bias": initscale.Constant(0.5),
-             "bn/moving_variance": initscale.Ones(), "Dense": HE}
+    rules = {
+        "GRU": initscale.Orthogonal(),
+        "*/bias": initscale.Constant(0.5),
+        "bn/moving_variance": initscale.Ones(),
+        "Dense": HE,
+    }
     dry = isk.reinit(model, rules, seed=0, dry_run=True, include_buffers=True)
     assert all(np.array_equal(v, before[k]) for k, v in _values(model).items())
     report = isk.reinit(model, rules, seed=0, include_buffers=True)
@@ -497,7 +536,7 @@ def test_reinit_rules_frozen_buffers_and_dry_run() -> None:
     assert np.array_equal(values["bn/moving_mean"], before["bn/moving_mean"])  # no rule names it
     gru = values[_row(report, "bi/forward_gru*/gru_cell/recurrent_kernel").name]  # one orthogonal block per gate
     for g in range(3):
-        block = gru[:, g * 5:(g + 1) * 5]
+        block = gru[:, g * 5 : (g + 1) * 5]
         assert np.allclose(block.T @ block, np.eye(5), atol=1e-5)
     # EinsumDense is not a Dense subclass, so the class rule "Dense" leaves it alone
     assert report["mha/query/kernel"].reason == "no rule matched"
@@ -543,14 +582,18 @@ def test_reinit_assign_failing_midway_names_what_was_assigned(monkeypatch) -> No
         return real(self, value)
 
     monkeypatch.setattr(cls, "assign", flaky)
-    with pytest.raises(PartialWriteError, match=r"^reinit failed while writing .*simulated device "
-                       r"error.*Already re-initialized \(1\)") as caught:
+    with pytest.raises(
+        PartialWriteError,
+        match=r"^reinit failed while writing .*simulated device "
+        r"error.*Already re-initialized \(1\)",
+    ) as caught:
         isk.reinit(model, HE, seed=0)
     assert caught.value.written == tuple(names[:1]) and caught.value.failed == tuple(names[1:2])
     assert caught.value.unchanged == tuple(names[2:])
 
 
 # --- saving ------------------------------------------------------------------------------------
+
 
 def test_a_model_saves_and_loads_with_its_initializers(tmp_path) -> None:
     path = tmp_path / "m.keras"
@@ -599,9 +642,13 @@ def test_portable_stream_matches_the_numpy_reference() -> None:
 
     for name in ("he_normal", "glorot_uniform", "torch.trunc_normal:std=0.5,a=0.2,b=1.0", "ones"):
         spec = presets.get(name)
-        for shape, layout in (((64, 32), "keras.dense"), ((3, 3, 8, 16), "keras.conv"),
-                              ((3, 3, 4, 2), "keras.depthwise_conv"), ((5, 12), "keras.gru"),
-                              ((521, 1024), "keras.dense")):  # more than one 2^19 piece
+        for shape, layout in (
+            ((64, 32), "keras.dense"),
+            ((3, 3, 8, 16), "keras.conv"),
+            ((3, 3, 4, 2), "keras.depthwise_conv"),
+            ((5, 12), "keras.gru"),
+            ((521, 1024), "keras.dense"),
+        ):  # more than one 2^19 piece
             init = isk.initializer(spec, stream=Stream(3, "dense/kernel"), layout=layout)
             ref = stream_values(Stream(3, "dense/kernel"), spec, shape, layout)
             _assert_stream_matches(_np(init(shape, "float32")), ref, (name, layout))
@@ -654,9 +701,18 @@ def test_float16_streams_are_rounded_once() -> None:
 # Every kind of float stage (as tests/test_streams.py's STREAM_DISTS): uniforms (an inexact and
 # exact product), normals (zero and non-zero mean), truncated normals (two-sided, mirrored upper
 # tail, lower tail, one-sided), a constant.
-STREAM_DISTS = ["he_uniform", "torch.uniform:a=0.1,b=0.7", "torch.uniform:a=-3,b=5", "torch.kaiming_normal",
-                "torch.normal:mean=1,std=0.5", "he_normal", "torch.trunc_normal:std=0.5,a=0.2,b=1.0",
-                "torch.trunc_normal:std=1,a=-3,b=-0.5", "torch.trunc_normal:std=1,a=1,b=inf", "ones"]
+STREAM_DISTS = [
+    "he_uniform",
+    "torch.uniform:a=0.1,b=0.7",
+    "torch.uniform:a=-3,b=5",
+    "torch.kaiming_normal",
+    "torch.normal:mean=1,std=0.5",
+    "he_normal",
+    "torch.trunc_normal:std=0.5,a=0.2,b=1.0",
+    "torch.trunc_normal:std=1,a=-3,b=-0.5",
+    "torch.trunc_normal:std=1,a=1,b=inf",
+    "ones",
+]
 STREAM_ULPS = 8  # float64 normals: the backend's ndtri against AS241; measured at most 6
 
 
@@ -705,9 +761,24 @@ def test_a_float64_stream_on_keras_jax_with_x64() -> None:
     if BACKEND != "jax" or _float64_ok():
         pytest.skip("the in-process test covers this backend")
     env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_ENABLE_X64": "1"}
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k",
-                           "one_set_of_values_on_every_call"], capture_output=True, text=True, env=env,
-                          check=False, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            __file__,
+            "-k",
+            "one_set_of_values_on_every_call",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
     assert done.returncode == 0 and " passed" in done.stdout, done.stdout[-3000:]
 
 
@@ -746,11 +817,15 @@ def test_a_keras_gru_gets_the_torch_gru_weights_gate_by_gate() -> None:
 
     hidden, features = 5, 7
     model = keras.Sequential([keras.Input((3, features)), keras.layers.GRU(hidden, name="gru")])
-    isk.reinit(model, {"*kernel": HE}, stream_seed=2,
-               stream_names=lambda p: "weight_ih_l0" if p.endswith("/kernel") else "weight_hh_l0")
+    isk.reinit(
+        model,
+        {"*kernel": HE},
+        stream_seed=2,
+        stream_names=lambda p: "weight_ih_l0" if p.endswith("/kernel") else "weight_hh_l0",
+    )
     kernel = _np(model.get_layer("gru").cell.kernel.value)  # (in, 3H): z, r, h
     torch_form = stream_values(Stream(2, "weight_ih_l0"), HE, (3 * hidden, features), "torch.gru")  # r, z, n
-    z, r, h = (kernel[:, g * hidden:(g + 1) * hidden].T for g in range(3))
+    z, r, h = (kernel[:, g * hidden : (g + 1) * hidden].T for g in range(3))
     _assert_stream_matches(np.concatenate([r, z, h]), torch_form, "gates")
 
 
@@ -769,6 +844,7 @@ def test_bounded_draws_stay_inside_after_rounding(dtype) -> None:
 
 
 # --- far-tail, one-sided and narrow truncated normals (issue 16) -------------------------------------
+
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
 @pytest.mark.parametrize(("a", "b"), TAIL_CASES, ids=TAIL_IDS)

@@ -39,6 +39,11 @@ def test_keras_suite_on_backend(backend: str) -> None:
     env = {**os.environ, "KERAS_BACKEND": backend, "INITSCALE_PARITY_BACKENDS": "keras"}
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(SUITE), str(PARITY), str(AUTO)],
-        capture_output=True, text=True, env=env, timeout=1800, check=False, cwd=SUITE.parent.parent,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=1800,
+        check=False,
+        cwd=SUITE.parent.parent,
     )
     assert done.returncode == 0, f"Keras suite failed on backend {backend}:\n{done.stdout[-6000:]}"

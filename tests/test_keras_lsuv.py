@@ -29,8 +29,9 @@ def _batch(shape: tuple[int, ...], seed: int = 0, scale: float = 3.0) -> np.ndar
 
 
 def _mlp(activation: str, depth: int = 8, width: int = 64) -> keras.Model:
-    return keras.Sequential([keras.Input((24,))] + [keras.layers.Dense(width, activation=activation)
-                                                    for _ in range(depth)])
+    return keras.Sequential(
+        [keras.Input((24,))] + [keras.layers.Dense(width, activation=activation) for _ in range(depth)]
+    )
 
 
 def _pre_activation_variances(model: keras.Model, x: np.ndarray, activation: str) -> list[float]:
@@ -93,8 +94,9 @@ def test_a_dead_layer_is_an_error_and_changes_nothing() -> None:
 
 
 def test_batchnorm_moving_statistics_stay_as_they_were() -> None:
-    model = keras.Sequential([keras.Input((24,)), keras.layers.Dense(32), keras.layers.BatchNormalization(),
-                              keras.layers.Dense(8)])
+    model = keras.Sequential(
+        [keras.Input((24,)), keras.layers.Dense(32), keras.layers.BatchNormalization(), keras.layers.Dense(8)]
+    )
     x = _batch((128, 24))
     model(x)
     moving = [np.array(keras.ops.convert_to_numpy(v)) for v in model.non_trainable_variables]
@@ -104,10 +106,13 @@ def test_batchnorm_moving_statistics_stay_as_they_were() -> None:
         np.testing.assert_array_equal(old, keras.ops.convert_to_numpy(v))
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [
-    ({"tol": 0.0}, r"`tol` of lsuv must be a number in \(0, 1\).*tol=0.0"),
-    ({"max_iters": 0}, r"`max_iters` of lsuv must be an integer >= 1.*max_iters=0"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"tol": 0.0}, r"`tol` of lsuv must be a number in \(0, 1\).*tol=0.0"),
+        ({"max_iters": 0}, r"`max_iters` of lsuv must be an integer >= 1.*max_iters=0"),
+    ],
+)
 def test_bad_arguments_name_themselves(kwargs, match) -> None:
     with pytest.raises(ValueError, match=match):
         isk.lsuv(_mlp("relu", depth=1), _batch((8, 24)), **kwargs)
@@ -129,8 +134,9 @@ def test_a_rule_layout_reaches_lsuv() -> None:
 
 def test_planted_bug_divide_by_variance_is_caught(monkeypatch) -> None:
     """Mutation: W / Var instead of W / sqrt(Var) never settles; the per-layer check fails on it."""
-    monkeypatch.setattr(lsuv_core, "math", type("M", (), {"sqrt": staticmethod(lambda v: v),
-                                                          "isfinite": staticmethod(math.isfinite)}))
+    monkeypatch.setattr(
+        lsuv_core, "math", type("M", (), {"sqrt": staticmethod(lambda v: v), "isfinite": staticmethod(math.isfinite)})
+    )
     model, x = _mlp("silu"), _batch((256, 24))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -151,8 +151,12 @@ def _plant(how: str, tmp_path: Path) -> Path:
     return marker
 
 
-PLANTS = {"bare library": "no valid header", "forged hash": "does not match the sha256",
-          "group-writable": "writable by its group or others", "symbolic link": "cannot be opened as a plain file"}
+PLANTS = {
+    "bare library": "no valid header",
+    "forged hash": "does not match the sha256",
+    "group-writable": "writable by its group or others",
+    "symbolic link": "cannot be opened as a plain file",
+}
 
 
 @needs_cc
@@ -238,8 +242,14 @@ def test_a_truncated_record_is_rebuilt_not_mapped(keep, cache) -> None:
     path = _stream_kernel.record_path()
     size = path.stat().st_size
     os.truncate(path, size // 2 if keep == "half" else 20)
-    done = subprocess.run([sys.executable, "-c", SUBPROCESS_DRAW], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "INITSCALE_CACHE": str(cache)}, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", SUBPROCESS_DRAW],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "INITSCALE_CACHE": str(cache)},
+        check=False,
+    )
     assert done.returncode == 0, (done.returncode, done.stderr[-3000:])
     lines = done.stdout.strip().split("\n")
     expected = "truncated or overlong" if keep == "half" else "no valid header"
@@ -350,8 +360,14 @@ def test_the_triton_source_is_never_written_or_read_from_disk(tmp_path) -> None:
     cache, marker = tmp_path / "cache", tmp_path / "planted-source-ran"
     env = {**os.environ, "INITSCALE_CACHE": str(cache), "TRITON_INTERPRET": "1"}
     env.pop("XDG_CACHE_HOME", None)
-    done = subprocess.run([sys.executable, "-c", TRITON_SOURCE_NEVER_WRITTEN, str(cache), str(marker)],
-                          capture_output=True, text=True, timeout=300, env=env, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", TRITON_SOURCE_NEVER_WRITTEN, str(cache), str(marker)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert not marker.exists()
     listing, planted = done.stdout.strip().split("\n")[-1].rsplit(" ", 1)

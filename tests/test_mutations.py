@@ -119,6 +119,7 @@ def test_correct_draws_pass_every_check() -> None:
 
 # --- the same bugs planted in a backend of the parity matrix --------------------------------------
 
+
 def _buggy_numpy_backend(bug: str):
     """A copy of the NumPy backend with one classic bug in how it turns spec + layout into draws."""
     from initscale import parity
@@ -130,8 +131,9 @@ def _buggy_numpy_backend(bug: str):
         dist = spec.resolve(None if spec.fixed_scale else fans)
         if bug == "no_truncation_correction" and isinstance(dist, TruncatedNormalDist):
             s = dist.std  # σ = √(scale/n), forgetting the /0.8796
-            dist = TruncatedNormalDist(dist.loc, s, dist.loc + dist.standard_bounds[0] * s,
-                                       dist.loc + dist.standard_bounds[1] * s)
+            dist = TruncatedNormalDist(
+                dist.loc, s, dist.loc + dist.standard_bounds[0] * s, dist.loc + dist.standard_bounds[1] * s
+            )
         elif bug == "uniform_limit_sqrt_var" and isinstance(dist, UniformDist):
             half = math.sqrt(dist.variance)
             dist = UniformDist(-half, half)
@@ -141,8 +143,9 @@ def _buggy_numpy_backend(bug: str):
             rf = fans.receptive_field
             dist = spec.resolve(initscale.Fans(fans.fan_in / rf, fans.fan_out / rf))
         elif bug == "stacked_gate_fans":
-            dist = spec.resolve(rule.fans(shape) if "lstm" not in str(rule) else
-                                initscale.compute_fans(shape, "keras:native=true"))
+            dist = spec.resolve(
+                rule.fans(shape) if "lstm" not in str(rule) else initscale.compute_fans(shape, "keras:native=true")
+            )
         elif bug == "absolute_bounds_as_std_units" and isinstance(spec, initscale.TruncatedNormal):
             dist = initscale.TruncatedNormal(spec.stddev, spec.mean, spec.lower, spec.upper, "std").resolve()
         elif bug == "normal_for_truncated" and isinstance(dist, TruncatedNormalDist):
@@ -182,6 +185,7 @@ def test_the_parity_matrix_catches_planted_bugs(monkeypatch, bug, preset, layer)
 
 # --- the backward pass of initscale.propagate and the activations' derivatives --------------------
 
+
 def _finite_difference_derivative(eps: float = 1e-4):
     """The old backward pass: f' by central differences with a fixed ε, which reads ReLU's derivative
     as the chord (0.5) once the signal is below ε."""
@@ -208,12 +212,15 @@ def test_fixed_step_finite_differences_fail_the_backward_theory(monkeypatch) -> 
     assert int(failed[0].split()[1].rstrip(":")) >= 20  # only where the signal fell below ε
 
 
-@pytest.mark.parametrize(("name", "param", "wrong"), [
-    ("tanh", 0.0, lambda x, p: 1.0 - np.tanh(x)),  # forgot the square
-    ("elu", 1.0, lambda x, p: np.where(x > 0, 1.0, p * np.expm1(np.minimum(x, 0.0)))),  # f for f' on x < 0
-    ("relu", 0.0, lambda x, p: (np.maximum(x + 1e-4, 0) - np.maximum(x - 1e-4, 0)) / 2e-4),  # fixed step
-    ("gelu", 0.0, lambda x, p: 0.5 * (1.0 + np.tanh(x / math.sqrt(2.0)))),  # Φ(x) only, and approximated
-])
+@pytest.mark.parametrize(
+    ("name", "param", "wrong"),
+    [
+        ("tanh", 0.0, lambda x, p: 1.0 - np.tanh(x)),  # forgot the square
+        ("elu", 1.0, lambda x, p: np.where(x > 0, 1.0, p * np.expm1(np.minimum(x, 0.0)))),  # f for f' on x < 0
+        ("relu", 0.0, lambda x, p: (np.maximum(x + 1e-4, 0) - np.maximum(x - 1e-4, 0)) / 2e-4),  # fixed step
+        ("gelu", 0.0, lambda x, p: 0.5 * (1.0 + np.tanh(x / math.sqrt(2.0)))),  # Φ(x) only, and approximated
+    ],
+)
 def test_wrong_derivatives_are_caught(name, param, wrong) -> None:
     from test_gains import derivative_failures
 
@@ -222,6 +229,7 @@ def test_wrong_derivatives_are_caught(name, param, wrong) -> None:
 
 
 # --- fixed-point gains: the independent quadrature and the simulation catch planted bugs ----------
+
 
 def _mean_squared(act, a):  # E[f(aZ)]² for E[f(aZ)²]
     from initscale import gains
@@ -235,10 +243,13 @@ def _derivative_mean_squared(act, a):  # E[f'(aZ)]² for E[f'(aZ)²]
     return gains._expect(act.df, a) ** 2
 
 
-@pytest.mark.parametrize(("case", "target", "bug"), [
-    ("second_moment_as_squared_mean", "_moment", _mean_squared),
-    ("chi_of_the_squared_mean_derivative", "_derivative_moment", _derivative_mean_squared),
-])
+@pytest.mark.parametrize(
+    ("case", "target", "bug"),
+    [
+        ("second_moment_as_squared_mean", "_moment", _mean_squared),
+        ("chi_of_the_squared_mean_derivative", "_derivative_moment", _derivative_mean_squared),
+    ],
+)
 def test_planted_quadrature_bugs_fail_the_fixed_point_checks(monkeypatch, case, target, bug) -> None:
     from test_gains import fixed_point_failures
 
@@ -267,11 +278,14 @@ def test_derived_gain_as_fixed_point_is_caught() -> None:
     assert any(f.startswith("signal: second moment") for f in failed), failed
 
 
-@pytest.mark.parametrize(("case", "name", "chi"), [
-    ("chi_without_the_gain_squared", "gelu", lambda fp: fp.chi / fp.gain**2),
-    ("chi_of_the_squared_mean_derivative", "silu", lambda fp: fp.gain**2 * 0.5**2),  # E[f'(aZ)] ≈ 1/2 squared
-    ("chi_read_as_the_variance_map_slope", "tanh", lambda fp: fp.slope),
-])
+@pytest.mark.parametrize(
+    ("case", "name", "chi"),
+    [
+        ("chi_without_the_gain_squared", "gelu", lambda fp: fp.chi / fp.gain**2),
+        ("chi_of_the_squared_mean_derivative", "silu", lambda fp: fp.gain**2 * 0.5**2),  # E[f'(aZ)] ≈ 1/2 squared
+        ("chi_read_as_the_variance_map_slope", "tanh", lambda fp: fp.slope),
+    ],
+)
 def test_wrong_chi_fails_the_simulation(case, name, chi) -> None:
     import dataclasses
 
@@ -312,6 +326,7 @@ def test_the_quadrature_check_catches_closed_form_moments(a, b) -> None:
 
 
 # --- the tail checks of tests/_tails.py against planted tail bugs (issue 16) -------------------------
+
 
 def _erfinv_draw(a: float, b: float, dtype: type, size: int = TAIL_N) -> np.ndarray:
     """The planted bug: the erf-space inverse CDF (jax.random.truncated_normal, torch's and Keras's

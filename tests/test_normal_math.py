@@ -43,12 +43,30 @@ def test_empty_interval_is_an_error() -> None:
 
 # --- exact truncated moments everywhere (issue 16, item 3) ------------------------------------------
 
-_LOWER = (-38.0, -30.0, -20.0, -12.0, -8.5, -8.0, -5.0, -3.0, -1.0, -1e-3, 0.0, 1e-5, 0.5, 2.0, 4.2, 8.0,
-          12.0, 20.0, 37.0)
+_LOWER = (
+    -38.0,
+    -30.0,
+    -20.0,
+    -12.0,
+    -8.5,
+    -8.0,
+    -5.0,
+    -3.0,
+    -1.0,
+    -1e-3,
+    0.0,
+    1e-5,
+    0.5,
+    2.0,
+    4.2,
+    8.0,
+    12.0,
+    20.0,
+    37.0,
+)
 _WIDTHS = (1e-12, 1e-6, 1e-3, 0.2, 1.0, 5.0, math.inf)
 # Every (a, a + w) and its mirror image (−a − w, −a): far tails on both sides, narrow, one-sided.
-_INTERVALS = sorted({(a, a + w) for a in _LOWER for w in _WIDTHS}
-                    | {(-(a + w), -a) for a in _LOWER for w in _WIDTHS})
+_INTERVALS = sorted({(a, a + w) for a in _LOWER for w in _WIDTHS} | {(-(a + w), -a) for a in _LOWER for w in _WIDTHS})
 
 
 def _exact_moments(a: float, b: float) -> tuple[float, float, float]:
@@ -113,8 +131,10 @@ def test_issue_16_figures() -> None:
     assert normal_math.truncated_std(-1e-5, 1e-5) == pytest.approx(1e-5 / math.sqrt(3.0), rel=1e-9)
 
 
-@pytest.mark.parametrize(("a", "b"), [(8.5, math.inf), (-math.inf, -8.5), (37.0, 38.0), (4.2, 4.4),
-                                      (-3.0, 1e-3), (0.5, 0.5 + 1e-9), (-40.0, -37.5)])
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [(8.5, math.inf), (-math.inf, -8.5), (37.0, 38.0), (4.2, 4.4), (-3.0, 1e-3), (0.5, 0.5 + 1e-9), (-40.0, -37.5)],
+)
 def test_mass_from_the_representable_side(a, b) -> None:
     import mpmath
 
@@ -123,8 +143,19 @@ def test_mass_from_the_representable_side(a, b) -> None:
     assert normal_math.truncated_mass(a, b) == pytest.approx(ref, rel=1e-12)
 
 
-@pytest.mark.parametrize(("a", "b"), [(8.0, 9.0), (-9.0, -8.0), (4.2, 4.4), (30.0, math.inf), (-math.inf, -37.0),
-                                      (-2.0, 2.0), (-1.0, 40.0), (-4.4, -4.2)])
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        (8.0, 9.0),
+        (-9.0, -8.0),
+        (4.2, 4.4),
+        (30.0, math.inf),
+        (-math.inf, -37.0),
+        (-2.0, 2.0),
+        (-1.0, 40.0),
+        (-4.4, -4.2),
+    ],
+)
 def test_cdf_is_tail_accurate(a, b) -> None:
     x = np.linspace(max(a, -45.0), min(b, 45.0), 9)
     with np.errstate(all="ignore"):
@@ -147,5 +178,6 @@ def test_distribution_and_spec_use_the_exact_moments() -> None:
     assert dist.variance == pytest.approx(0.01414854278274811, rel=1e-12)
     # [8.5, inf) holds 9.5e-18 of the mass, as (−inf, −8.5] does: both are accepted.
     assert initscale.TruncatedNormal(1.0, lower=8.5, upper=math.inf).std() == pytest.approx(
-        initscale.TruncatedNormal(1.0, lower=-math.inf, upper=-8.5).std(), rel=1e-12)
+        initscale.TruncatedNormal(1.0, lower=-math.inf, upper=-8.5).std(), rel=1e-12
+    )
     assert TruncatedNormalDist(0.0, 1.0, 0.0, 1e-4).kurtosis == pytest.approx(1.8, rel=1e-6)

@@ -60,10 +60,13 @@ def test_same_seed_same_values_and_generator_advances() -> None:
     [
         ("keras", (3, 3, 8, 16), lambda w: [w.reshape(72, 16)]),
         ("torch", (16, 8, 3), lambda w: [w.reshape(16, 24).T]),
-        ("torch.lstm", (256, 64), lambda w: [w[g * 64:(g + 1) * 64].T for g in range(4)]),
-        ("keras.gru", (32, 96), lambda w: [w[:, g * 32:(g + 1) * 32] for g in range(3)]),
-        ("torch.conv_transpose:groups=2", (8, 3, 3, 3),
-         lambda w: [w[g * 4:(g + 1) * 4].transpose(0, 2, 3, 1).reshape(36, 3) for g in range(2)]),
+        ("torch.lstm", (256, 64), lambda w: [w[g * 64 : (g + 1) * 64].T for g in range(4)]),
+        ("keras.gru", (32, 96), lambda w: [w[:, g * 32 : (g + 1) * 32] for g in range(3)]),
+        (
+            "torch.conv_transpose:groups=2",
+            (8, 3, 3, 3),
+            lambda w: [w[g * 4 : (g + 1) * 4].transpose(0, 2, 3, 1).reshape(36, 3) for g in range(2)],
+        ),
     ],
 )
 def test_orthogonal_is_orthogonal_per_block(layout, shape, blocks) -> None:
@@ -96,8 +99,10 @@ def test_bad_arguments() -> None:
 
 # --- far-tail, one-sided and narrow truncated normals (issue 16) -------------------------------------
 
-@pytest.mark.parametrize(("a", "b"), [*TAIL_CASES, (38.3, math.inf), (-38.45, -38.3)],
-                         ids=[*TAIL_IDS, "[38.3,inf]", "[-38.45,-38.3]"])
+
+@pytest.mark.parametrize(
+    ("a", "b"), [*TAIL_CASES, (38.3, math.inf), (-38.45, -38.3)], ids=[*TAIL_IDS, "[38.3,inf]", "[-38.45,-38.3]"]
+)
 def test_tail_truncated_normals_are_exact(a, b) -> None:
     # The float64 reference. Past 37σ Φ is subnormal (Φ(−38.3) = 1e-321 has 10 bits): there the
     # far-tail offset takes over (Φ⁻¹ of a uniform on (0, 1e-321) gave 81 of 1e5 values −inf).

@@ -118,20 +118,45 @@ def test_a_run_without_a_framework_says_so_in_one_loud_line(tmp_path) -> None:
         "    def find_spec(self, name, path, target=None):\n"
         "        if name.split('.')[0] in ('torch', 'triton'):\n"
         "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
-        "sys.meta_path.insert(0, Block())\n")
+        "sys.meta_path.insert(0, Block())\n"
+    )
     root = Path(__file__).resolve().parent.parent
     env = {**os.environ, "PYTHONPATH": str(tmp_path), "INITSCALE_REQUIRE": ""}
     files = ["tests/test_torch_adapter.py", "tests/test_torch_reinit.py", "tests/test_fans.py"]
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "block_torch",
-                           *files, "-k", "torch or compute_fans"],
-                          capture_output=True, text=True, env=env, cwd=root, check=False, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "block_torch",
+            *files,
+            "-k",
+            "torch or compute_fans",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=root,
+        check=False,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout[-3000:]
     loud = [line for line in done.stdout.splitlines() if "NOT A FULL RUN" in line]
     assert len(loud) == 1, done.stdout[-3000:]
     assert loud[0].startswith("!!!") and "frameworks missing: torch (2); 2 of 2 skips are theirs" in loud[0]
     # with nothing missing, no such line
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_fans.py"],
-                          capture_output=True, text=True, cwd=root, check=False, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_fans.py"],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        check=False,
+        timeout=300,
+    )
     assert done.returncode == 0 and "NOT A FULL RUN" not in done.stdout, done.stdout[-3000:]
 
 
@@ -142,8 +167,10 @@ def test_version_from_one_source_and_on_the_command_line() -> None:
     project = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())
     assert "version" not in project["project"] and project["project"]["dynamic"] == ["version"]
     assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "initscale.__version__"}
-    for command in (["-m", "initscale", "--version"], ["-c", "import sys; from initscale.cli import main; "
-                                                               "sys.exit(main(['--version']))"]):
+    for command in (
+        ["-m", "initscale", "--version"],
+        ["-c", "import sys; from initscale.cli import main; sys.exit(main(['--version']))"],
+    ):
         done = subprocess.run([sys.executable, *command], capture_output=True, text=True, check=False)
         assert done.returncode == 0 and done.stdout.strip() == f"initscale {initscale.__version__}", done
 
@@ -152,8 +179,10 @@ def test_import_initscale_takes_under_50_ms() -> None:
     """CPU time of `import initscale` in a fresh process, the best of 5 (CPU time, not wall time:
     the other processes of a busy machine do not count)."""
     code = "import time; t = time.process_time(); import initscale; print(time.process_time() - t)"
-    best = min(float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                    check=True).stdout) for _ in range(5))
+    best = min(
+        float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+        for _ in range(5)
+    )
     assert best < 0.050, f"import initscale took {best * 1000:.1f} ms of CPU time (budget 50 ms)"
 
 
@@ -171,8 +200,13 @@ def test_the_wheel_has_pep_639_license_metadata_and_no_deprecation_warning(tmp_p
         shutil.copy(root / name, src / name)
     for package in ("initscale", "adapters"):
         shutil.copytree(root / package, src / package, ignore=shutil.ignore_patterns("__pycache__"))
-    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-v", "-w", str(tmp_path / "dist"),
-                           str(src)], capture_output=True, text=True, check=False, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-v", "-w", str(tmp_path / "dist"), str(src)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
     if done.returncode != 0 and "No matching distribution found for setuptools" in done.stdout + done.stderr:
         pytest.skip("setuptools>=77 (the build requirement) is not reachable from here")
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
@@ -202,22 +236,41 @@ def test_parity_script_runs_every_keras_backend_in_its_own_process(tmp_path) -> 
     (venv / ".initscale-frameworks.txt").write_bytes((root / "requirements" / "frameworks.txt").read_bytes())
     log = tmp_path / "runs.txt"
     stub = venv / "bin" / "initscale"
-    stub.write_text(f'#!/usr/bin/env bash\necho "$KERAS_BACKEND $*" >> {log}\n'
-                    '[ "$KERAS_BACKEND" != torch ] || [ -z "${FAIL_TORCH:-}" ]\n')
+    stub.write_text(
+        f'#!/usr/bin/env bash\necho "$KERAS_BACKEND $*" >> {log}\n'
+        '[ "$KERAS_BACKEND" != torch ] || [ -z "${FAIL_TORCH:-}" ]\n'
+    )
     stub.chmod(0o755)
     env = {**os.environ, "INITSCALE_VENV": str(venv)}
-    done = subprocess.run(["bash", "scripts/parity.sh", "--format", "markdown", "--out", "out/parity.md"], cwd=root,
-                          env=env, capture_output=True, text=True, check=False, timeout=120)
+    done = subprocess.run(
+        ["bash", "scripts/parity.sh", "--format", "markdown", "--out", "out/parity.md"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert log.read_text().splitlines() == [
         "tensorflow parity --format markdown --out out/parity.md",
         "jax parity --backend keras --format markdown --out out/parity.keras-jax.md",
-        "torch parity --backend keras --format markdown --out out/parity.keras-torch.md"]
+        "torch parity --backend keras --format markdown --out out/parity.keras-torch.md",
+    ]
     log.unlink()
-    done = subprocess.run(["bash", "scripts/parity.sh", "--out=p"], cwd=root, env={**env, "FAIL_TORCH": "1"},
-                          capture_output=True, text=True, check=False, timeout=120)
+    done = subprocess.run(
+        ["bash", "scripts/parity.sh", "--out=p"],
+        cwd=root,
+        env={**env, "FAIL_TORCH": "1"},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
     assert done.returncode == 1 and log.read_text().splitlines()[1:] == [
-        "jax parity --backend keras --out=p.keras-jax", "torch parity --backend keras --out=p.keras-torch"]
+        "jax parity --backend keras --out=p.keras-jax",
+        "torch parity --backend keras --out=p.keras-torch",
+    ]
 
 
 def test_framework_pins_live_in_one_file() -> None:

@@ -53,9 +53,13 @@ def backend(request) -> str:
 
 
 def _check(row: parity.Row) -> None:
-    assert row.passed, "\n".join([f"{row.backend} {row.preset} {row.layer} ({row.kind}): expected std "
-                                  f"{row.expected_std:.6g}, measured {row.measured_std:.6g}, z={row.z:.2f}",
-                                  *row.failures])
+    assert row.passed, "\n".join(
+        [
+            f"{row.backend} {row.preset} {row.layer} ({row.kind}): expected std "
+            f"{row.expected_std:.6g}, measured {row.measured_std:.6g}, z={row.z:.2f}",
+            *row.failures,
+        ]
+    )
 
 
 @pytest.mark.parametrize("layer", LAYERS)

@@ -96,8 +96,16 @@ class Case:
 CASES: list[Case] = []
 
 
-def case(name: str, kwargs: dict[str, Any], shape: tuple[int, ...], layout: str, variance: float,
-         bounds: tuple[float, float] | None, param: float, label: str = "") -> None:
+def case(
+    name: str,
+    kwargs: dict[str, Any],
+    shape: tuple[int, ...],
+    layout: str,
+    variance: float,
+    bounds: tuple[float, float] | None,
+    param: float,
+    label: str = "",
+) -> None:
     CASES.append(Case(name, kwargs, shape, layout, variance, bounds, param, label))
 
 
@@ -120,30 +128,86 @@ case("jax.he_normal", {}, KS, "jax", 2 / KFI, pm(2 * sqrt(2 / KFI) / S2), sqrt(2
 # variance_scaling (JAX semantics: "normal" is untruncated)
 for n in ("variance_scaling", "jax.variance_scaling"):
     case(n, {}, KS, "keras", 1 / KFI, pm(2 * sqrt(1 / KFI) / S2), sqrt(1 / KFI) / S2, "defaults")
-    case(n, {"scale": 2.0, "mode": "fan_geo_avg", "distribution": "normal"}, KS, "jax",
-         2 / sqrt(KFI * KFO), None, sqrt(2 / sqrt(KFI * KFO)), "geo-normal")
-    case(n, {"scale": 0.5, "mode": "fan_out", "distribution": "uniform"}, KS, "jax",
-         0.5 / KFO, pm(sqrt(3 * 0.5 / KFO)), sqrt(1.5 / KFO), "fan_out-uniform")
-    case(n, {"scale": 3.0, "mode": "fan_avg", "distribution": "truncated_normal"}, KS, "jax",
-         3 / ((KFI + KFO) / 2), pm(2 * sqrt(6 / (KFI + KFO)) / S2), sqrt(6 / (KFI + KFO)) / S2, "fan_avg-tn")
+    case(
+        n,
+        {"scale": 2.0, "mode": "fan_geo_avg", "distribution": "normal"},
+        KS,
+        "jax",
+        2 / sqrt(KFI * KFO),
+        None,
+        sqrt(2 / sqrt(KFI * KFO)),
+        "geo-normal",
+    )
+    case(
+        n,
+        {"scale": 0.5, "mode": "fan_out", "distribution": "uniform"},
+        KS,
+        "jax",
+        0.5 / KFO,
+        pm(sqrt(3 * 0.5 / KFO)),
+        sqrt(1.5 / KFO),
+        "fan_out-uniform",
+    )
+    case(
+        n,
+        {"scale": 3.0, "mode": "fan_avg", "distribution": "truncated_normal"},
+        KS,
+        "jax",
+        3 / ((KFI + KFO) / 2),
+        pm(2 * sqrt(6 / (KFI + KFO)) / S2),
+        sqrt(6 / (KFI + KFO)) / S2,
+        "fan_avg-tn",
+    )
 
 # keras.variance_scaling: "normal" is stored as the (corrected) truncated normal,
 # "untruncated_normal" is N(0, scale/n).
 case("keras.variance_scaling", {}, KS, "keras", 1 / KFI, pm(2 * sqrt(1 / KFI) / S2), sqrt(1 / KFI) / S2, "defaults")
-case("keras.variance_scaling", {"scale": 2.0, "mode": "fan_avg", "distribution": "normal"}, KS, "keras",
-     4 / (KFI + KFO), pm(2 * sqrt(4 / (KFI + KFO)) / S2), sqrt(4 / (KFI + KFO)) / S2, "normal=truncated")
-case("keras.variance_scaling", {"scale": 2.0, "mode": "fan_avg", "distribution": "untruncated_normal"}, KS,
-     "keras", 4 / (KFI + KFO), None, sqrt(4 / (KFI + KFO)), "untruncated")
-case("keras.variance_scaling", {"scale": 1.0, "mode": "fan_out", "distribution": "uniform"}, KS, "keras",
-     1 / KFO, pm(sqrt(3 / KFO)), sqrt(3 / KFO), "uniform")
+case(
+    "keras.variance_scaling",
+    {"scale": 2.0, "mode": "fan_avg", "distribution": "normal"},
+    KS,
+    "keras",
+    4 / (KFI + KFO),
+    pm(2 * sqrt(4 / (KFI + KFO)) / S2),
+    sqrt(4 / (KFI + KFO)) / S2,
+    "normal=truncated",
+)
+case(
+    "keras.variance_scaling",
+    {"scale": 2.0, "mode": "fan_avg", "distribution": "untruncated_normal"},
+    KS,
+    "keras",
+    4 / (KFI + KFO),
+    None,
+    sqrt(4 / (KFI + KFO)),
+    "untruncated",
+)
+case(
+    "keras.variance_scaling",
+    {"scale": 1.0, "mode": "fan_out", "distribution": "uniform"},
+    KS,
+    "keras",
+    1 / KFO,
+    pm(sqrt(3 / KFO)),
+    sqrt(3 / KFO),
+    "uniform",
+)
 
 # plain Keras initializers: RandomNormal(0, 0.05), TruncatedNormal(0, 0.05) cut at ±2 stddev,
 # not corrected, RandomUniform(±0.05).
 case("keras.random_normal", {}, KS, "keras", 0.05**2, None, 0.05, "defaults")
 case("keras.random_normal", {"mean": 0.3, "stddev": 0.2}, KS, "keras", 0.2**2, None, 0.2, "mean-stddev")
 case("keras.truncated_normal", {}, KS, "keras", 0.05**2 * TV2, pm(2 * 0.05), 0.05, "defaults")
-case("keras.truncated_normal", {"mean": 1.0, "stddev": 0.5}, KS, "keras", 0.5**2 * TV2, (1 - 2 * 0.5, 1 + 2 * 0.5),
-     0.5, "mean-stddev")
+case(
+    "keras.truncated_normal",
+    {"mean": 1.0, "stddev": 0.5},
+    KS,
+    "keras",
+    0.5**2 * TV2,
+    (1 - 2 * 0.5, 1 + 2 * 0.5),
+    0.5,
+    "mean-stddev",
+)
 case("keras.random_uniform", {}, KS, "keras", (0.05 - -0.05) ** 2 / 12, (-0.05, 0.05), 0.05, "defaults")
 case("keras.random_uniform", {"minval": 0.0, "maxval": 1.0}, KS, "keras", 1 / 12, (0.0, 1.0), 0.5, "0-1")
 
@@ -173,8 +237,16 @@ case("jax.normal", {"stddev": 0.5}, KS, "flax", 0.25, None, 0.5, "stddev")
 case("jax.uniform", {}, KS, "flax", 1e-2**2 / 12, (0.0, 1e-2), 1e-2 / 2, "defaults")
 case("jax.uniform", {"scale": 2.0}, KS, "flax", 4 / 12, (0.0, 2.0), 1.0, "scale")
 case("jax.truncated_normal", {}, KS, "flax", 1e-2**2 * TV2, pm(2e-2), 1e-2, "defaults")
-case("jax.truncated_normal", {"stddev": 0.1, "lower": -1.0, "upper": 3.0}, KS, "flax",
-     0.1**2 * tvar(-1, 3), (-0.1, 0.3), 0.1, "asymmetric")
+case(
+    "jax.truncated_normal",
+    {"stddev": 0.1, "lower": -1.0, "upper": 3.0},
+    KS,
+    "flax",
+    0.1**2 * tvar(-1, 3),
+    (-0.1, 0.3),
+    0.1,
+    "asymmetric",
+)
 
 # Flax layer defaults: lecun_normal kernels; Embed N(0, 1/features) untruncated.
 FLAX_CONV = (3, 3, 32, 64)  # fan_in = 9·32 = 288
@@ -185,34 +257,108 @@ case("flax.embed", {}, (1000, 64), "flax.embed", 1 / 64, None, 1 / 8, "forward")
 case("flax.embed", {}, (1000, 64), "flax.embed:native=true", 1 / 64, None, 1 / 8, "native")
 
 # PyTorch (weight (64, 32, 3, 3): FI = 32·9 = 288, FO = 64·9 = 576); normals are untruncated.
-case("torch.xavier_uniform", {}, TS, "torch", 2 / (TFI + TFO), pm(sqrt(6 / (TFI + TFO))), sqrt(6 / (TFI + TFO)),
-     "defaults")
-case("torch.xavier_uniform", {"gain": 5 / 3}, TS, "torch", (5 / 3) ** 2 * 2 / (TFI + TFO),
-     pm(5 / 3 * sqrt(6 / (TFI + TFO))), 5 / 3 * sqrt(6 / (TFI + TFO)), "gain-tanh")
+case(
+    "torch.xavier_uniform",
+    {},
+    TS,
+    "torch",
+    2 / (TFI + TFO),
+    pm(sqrt(6 / (TFI + TFO))),
+    sqrt(6 / (TFI + TFO)),
+    "defaults",
+)
+case(
+    "torch.xavier_uniform",
+    {"gain": 5 / 3},
+    TS,
+    "torch",
+    (5 / 3) ** 2 * 2 / (TFI + TFO),
+    pm(5 / 3 * sqrt(6 / (TFI + TFO))),
+    5 / 3 * sqrt(6 / (TFI + TFO)),
+    "gain-tanh",
+)
 case("torch.xavier_normal", {}, TS, "torch", 2 / (TFI + TFO), None, sqrt(2 / (TFI + TFO)), "defaults")
-case("torch.xavier_normal", {"gain": sqrt(2)}, TS, "torch", 2 * 2 / (TFI + TFO), None, sqrt(2) * sqrt(2 / (TFI + TFO)),
-     "gain-relu")
+case(
+    "torch.xavier_normal",
+    {"gain": sqrt(2)},
+    TS,
+    "torch",
+    2 * 2 / (TFI + TFO),
+    None,
+    sqrt(2) * sqrt(2 / (TFI + TFO)),
+    "gain-relu",
+)
 # kaiming defaults: nonlinearity='leaky_relu' with a=0 → gain √(2/(1+0²)) = √2 (not the 0.01 slope).
-case("torch.kaiming_uniform", {}, TS, "torch", 2 / TFI, pm(sqrt(2) * sqrt(3 / TFI)), sqrt(2) * sqrt(3 / TFI),
-     "defaults")
-case("torch.kaiming_uniform", {"a": sqrt(5)}, TS, "torch", (2 / (1 + 5)) / TFI, pm(1 / sqrt(TFI)), 1 / sqrt(TFI),
-     "a=sqrt5")
-case("torch.kaiming_uniform", {"mode": "fan_out", "nonlinearity": "relu"}, TS, "torch", 2 / TFO,
-     pm(sqrt(6 / TFO)), sqrt(6 / TFO), "relu-fan_out")
-case("torch.kaiming_uniform", {"a": 0.3, "nonlinearity": "tanh"}, TS, "torch", (5 / 3) ** 2 / TFI,
-     pm(5 / 3 * sqrt(3 / TFI)), 5 / 3 * sqrt(3 / TFI), "tanh-ignores-a")
+case(
+    "torch.kaiming_uniform", {}, TS, "torch", 2 / TFI, pm(sqrt(2) * sqrt(3 / TFI)), sqrt(2) * sqrt(3 / TFI), "defaults"
+)
+case(
+    "torch.kaiming_uniform",
+    {"a": sqrt(5)},
+    TS,
+    "torch",
+    (2 / (1 + 5)) / TFI,
+    pm(1 / sqrt(TFI)),
+    1 / sqrt(TFI),
+    "a=sqrt5",
+)
+case(
+    "torch.kaiming_uniform",
+    {"mode": "fan_out", "nonlinearity": "relu"},
+    TS,
+    "torch",
+    2 / TFO,
+    pm(sqrt(6 / TFO)),
+    sqrt(6 / TFO),
+    "relu-fan_out",
+)
+case(
+    "torch.kaiming_uniform",
+    {"a": 0.3, "nonlinearity": "tanh"},
+    TS,
+    "torch",
+    (5 / 3) ** 2 / TFI,
+    pm(5 / 3 * sqrt(3 / TFI)),
+    5 / 3 * sqrt(3 / TFI),
+    "tanh-ignores-a",
+)
 case("torch.kaiming_normal", {}, TS, "torch", 2 / TFI, None, sqrt(2 / TFI), "defaults")
-case("torch.kaiming_normal", {"a": 0.2, "mode": "fan_out"}, TS, "torch", (2 / (1 + 0.04)) / (64 * 9), None,
-     sqrt(2 / (1 + 0.04)) / sqrt(576), "a0.2-fan_out")
+case(
+    "torch.kaiming_normal",
+    {"a": 0.2, "mode": "fan_out"},
+    TS,
+    "torch",
+    (2 / (1 + 0.04)) / (64 * 9),
+    None,
+    sqrt(2 / (1 + 0.04)) / sqrt(576),
+    "a0.2-fan_out",
+)
 case("torch.kaiming_normal", {"nonlinearity": "selu"}, TS, "torch", 0.75**2 / TFI, None, 0.75 / sqrt(TFI), "selu")
-case("torch.kaiming_normal", {"nonlinearity": "leaky_relu", "a": 0.01}, TS, "torch", (2 / (1 + 0.01**2)) / TFI,
-     None, sqrt(2 / (1 + 0.01**2) / TFI), "a0.01")
+case(
+    "torch.kaiming_normal",
+    {"nonlinearity": "leaky_relu", "a": 0.01},
+    TS,
+    "torch",
+    (2 / (1 + 0.01**2)) / TFI,
+    None,
+    sqrt(2 / (1 + 0.01**2) / TFI),
+    "a0.01",
+)
 # trunc_normal_ bounds [a, b] are absolute: with std=0.02 the cut is at ±100σ (nothing truncated).
 case("torch.trunc_normal", {}, TS, "torch", 1.0 * TV2, (-2.0, 2.0), 1.0, "defaults")
-case("torch.trunc_normal", {"std": 0.02}, TS, "torch", 0.02**2 * tvar(-2 / 0.02, 2 / 0.02), (-2.0, 2.0), 0.02,
-     "std0.02")
-case("torch.trunc_normal", {"mean": 0.5, "std": 1.0, "a": -1.0, "b": 3.0}, TS, "torch",
-     tvar((-1 - 0.5) / 1, (3 - 0.5) / 1), (-1.0, 3.0), 1.0, "asymmetric")
+case(
+    "torch.trunc_normal", {"std": 0.02}, TS, "torch", 0.02**2 * tvar(-2 / 0.02, 2 / 0.02), (-2.0, 2.0), 0.02, "std0.02"
+)
+case(
+    "torch.trunc_normal",
+    {"mean": 0.5, "std": 1.0, "a": -1.0, "b": 3.0},
+    TS,
+    "torch",
+    tvar((-1 - 0.5) / 1, (3 - 0.5) / 1),
+    (-1.0, 3.0),
+    1.0,
+    "asymmetric",
+)
 case("torch.normal", {}, TS, "torch", 1.0, None, 1.0, "defaults")
 case("torch.normal", {"mean": 0.1, "std": 0.02}, TS, "torch", 0.02**2, None, 0.02, "mean-std")
 case("torch.uniform", {}, TS, "torch", 1 / 12, (0.0, 1.0), 0.5, "defaults")
@@ -225,48 +371,152 @@ for n in ("torch.linear_default", "torch.linear_default_bias"):
 for n in ("torch.conv_default", "torch.conv_default_bias"):
     case(n, {}, (64, 8, 3, 3), "torch:native=true", 1 / 72 / 3, pm(1 / sqrt(72)), 1 / sqrt(72), "conv")
     # nn.ConvTranspose2d(16, 64, 3, groups=2): weight (16, 32, 3, 3); torch's fan_in = out/groups·k = 32·9 = 288.
-    case(n, {}, (16, 32, 3, 3), "torch.conv_transpose:native=true", 1 / 288 / 3, pm(1 / sqrt(288)), 1 / sqrt(288),
-         "conv_transpose-native")
+    case(
+        n,
+        {},
+        (16, 32, 3, 3),
+        "torch.conv_transpose:native=true",
+        1 / 288 / 3,
+        pm(1 / sqrt(288)),
+        1 / sqrt(288),
+        "conv_transpose-native",
+    )
 # …whereas the forward-pass layout gives the true fan_in = in/groups·k = 16/2·9 = 72.
-case("torch.conv_default", {}, (16, 32, 3, 3), "torch.conv_transpose:groups=2", 1 / 72 / 3, pm(1 / sqrt(72)),
-     1 / sqrt(72), "conv_transpose-forward")
+case(
+    "torch.conv_default",
+    {},
+    (16, 32, 3, 3),
+    "torch.conv_transpose:groups=2",
+    1 / 72 / 3,
+    pm(1 / sqrt(72)),
+    1 / sqrt(72),
+    "conv_transpose-forward",
+)
 case("torch.embedding_default", {}, (1000, 64), "torch.embedding", 1.0, None, 1.0)
 # RNNBase: every weight and bias U(±1/√hidden_size) (LSTM(64, 128): weight_ih (512, 64)).
-case("torch.rnn_default", {"hidden_size": 128}, (512, 64), "torch.lstm", (1 / sqrt(128)) ** 2 / 3,
-     pm(1 / sqrt(128)), 1 / sqrt(128), "hidden128")
+case(
+    "torch.rnn_default",
+    {"hidden_size": 128},
+    (512, 64),
+    "torch.lstm",
+    (1 / sqrt(128)) ** 2 / 3,
+    pm(1 / sqrt(128)),
+    1 / sqrt(128),
+    "hidden128",
+)
 case("torch.rnn_default", {}, (4, 1), "torch.lstm", 1 / 3, pm(1.0), 1.0, "defaults")
 # Bilinear.reset_parameters: bound 1/√weight.size(1) = 1/√in1 on weight and bias (Bilinear(20, 30, 7):
 # weight (7, 20, 30), bound 1/√20), not 1/√fan_in (torch's fan_in is in1·in2 = 600).
-case("torch.bilinear_default", {"in1_features": 20}, (7, 20, 30), "torch", (1 / sqrt(20)) ** 2 / 3,
-     pm(1 / sqrt(20)), 1 / sqrt(20), "in1-20")
+case(
+    "torch.bilinear_default",
+    {"in1_features": 20},
+    (7, 20, 30),
+    "torch",
+    (1 / sqrt(20)) ** 2 / 3,
+    pm(1 / sqrt(20)),
+    1 / sqrt(20),
+    "in1-20",
+)
 case("torch.bilinear_default", {}, (7, 1, 30), "torch", 1 / 3, pm(1.0), 1.0, "defaults")
 # MultiheadAttention: xavier_uniform_ on the packed (3E, E) in_proj_weight: fans (E, 3E) → U(±√(6/4E)).
 E = 256
-case("torch.mha_in_proj_default", {}, (3 * E, E), "torch.mha_in_proj:native=true", 6 / (4 * E) / 3,
-     pm(sqrt(6 / (4 * E))), sqrt(6 / (4 * E)), "native")
+case(
+    "torch.mha_in_proj_default",
+    {},
+    (3 * E, E),
+    "torch.mha_in_proj:native=true",
+    6 / (4 * E) / 3,
+    pm(sqrt(6 / (4 * E))),
+    sqrt(6 / (4 * E)),
+    "native",
+)
 # (the forward-pass layout counts per projection, (E, E): the U(±√(6/2E)) of three separate layers)
-case("torch.mha_in_proj_default", {}, (3 * E, E), "torch.mha_in_proj", 6 / (2 * E) / 3,
-     pm(sqrt(6 / (2 * E))), sqrt(6 / (2 * E)), "per-projection")
+case(
+    "torch.mha_in_proj_default",
+    {},
+    (3 * E, E),
+    "torch.mha_in_proj",
+    6 / (2 * E) / 3,
+    pm(sqrt(6 / (2 * E))),
+    sqrt(6 / (2 * E)),
+    "per-projection",
+)
 
 # TF1 contrib variance_scaling_initializer: truncated normal with σ = √(1.3·factor/n), NOT corrected
 # (Var = 1.3·factor/n·TV2); uniform limit √(3·factor/n).
-case("tf1.variance_scaling_initializer", {}, KS, "keras", 1.3 * 2.0 / KFI * TV2, pm(2 * sqrt(1.3 * 2.0 / KFI)),
-     sqrt(1.3 * 2.0 / KFI), "defaults")
-case("tf1.variance_scaling_initializer", {"factor": 1.0, "mode": "FAN_OUT"}, KS, "keras", 1.3 * 1.0 / KFO * TV2,
-     pm(2 * sqrt(1.3 / KFO)), sqrt(1.3 / KFO), "fan_out")
-case("tf1.variance_scaling_initializer", {"factor": 1.0, "mode": "FAN_AVG", "uniform": True}, KS, "keras",
-     1.0 / ((KFI + KFO) / 2), pm(sqrt(3 * 1.0 / ((KFI + KFO) / 2))), sqrt(6 / (KFI + KFO)), "avg-uniform")
-case("tf1.xavier_initializer", {}, KS, "keras", 2 / (KFI + KFO), pm(sqrt(6 / (KFI + KFO))), sqrt(6 / (KFI + KFO)),
-     "defaults")
-case("tf1.xavier_initializer", {"uniform": False}, KS, "keras", 1.3 * 2 / (KFI + KFO) * TV2,
-     pm(2 * sqrt(2.6 / (KFI + KFO))), sqrt(2.6 / (KFI + KFO)), "normal")
+case(
+    "tf1.variance_scaling_initializer",
+    {},
+    KS,
+    "keras",
+    1.3 * 2.0 / KFI * TV2,
+    pm(2 * sqrt(1.3 * 2.0 / KFI)),
+    sqrt(1.3 * 2.0 / KFI),
+    "defaults",
+)
+case(
+    "tf1.variance_scaling_initializer",
+    {"factor": 1.0, "mode": "FAN_OUT"},
+    KS,
+    "keras",
+    1.3 * 1.0 / KFO * TV2,
+    pm(2 * sqrt(1.3 / KFO)),
+    sqrt(1.3 / KFO),
+    "fan_out",
+)
+case(
+    "tf1.variance_scaling_initializer",
+    {"factor": 1.0, "mode": "FAN_AVG", "uniform": True},
+    KS,
+    "keras",
+    1.0 / ((KFI + KFO) / 2),
+    pm(sqrt(3 * 1.0 / ((KFI + KFO) / 2))),
+    sqrt(6 / (KFI + KFO)),
+    "avg-uniform",
+)
+case(
+    "tf1.xavier_initializer",
+    {},
+    KS,
+    "keras",
+    2 / (KFI + KFO),
+    pm(sqrt(6 / (KFI + KFO))),
+    sqrt(6 / (KFI + KFO)),
+    "defaults",
+)
+case(
+    "tf1.xavier_initializer",
+    {"uniform": False},
+    KS,
+    "keras",
+    1.3 * 2 / (KFI + KFO) * TV2,
+    pm(2 * sqrt(2.6 / (KFI + KFO))),
+    sqrt(2.6 / (KFI + KFO)),
+    "normal",
+)
 # TF ≤ 1.12 core and tfjs: "normal" is a truncated normal with σ = √(scale/n), NOT corrected.
 for n in ("tf1.variance_scaling", "tfjs.variance_scaling"):
     case(n, {}, KS, "keras", 1 / KFI * TV2, pm(2 * sqrt(1 / KFI)), sqrt(1 / KFI), "defaults")
-    case(n, {"scale": 2.0, "mode": "fan_avg", "distribution": "uniform"}, KS, "keras", 4 / (KFI + KFO),
-         pm(sqrt(12 / (KFI + KFO))), sqrt(12 / (KFI + KFO)), "uniform")
-    case(n, {"scale": 2.0, "mode": "fan_out"}, KS, "keras", 2 / KFO * TV2, pm(2 * sqrt(2 / KFO)), sqrt(2 / KFO),
-         "fan_out")
+    case(
+        n,
+        {"scale": 2.0, "mode": "fan_avg", "distribution": "uniform"},
+        KS,
+        "keras",
+        4 / (KFI + KFO),
+        pm(sqrt(12 / (KFI + KFO))),
+        sqrt(12 / (KFI + KFO)),
+        "uniform",
+    )
+    case(
+        n,
+        {"scale": 2.0, "mode": "fan_out"},
+        KS,
+        "keras",
+        2 / KFO * TV2,
+        pm(2 * sqrt(2 / KFO)),
+        sqrt(2 / KFO),
+        "fan_out",
+    )
 for n in ("tf1.glorot_normal", "tfjs.glorot_normal"):
     case(n, {}, KS, "keras", 2 / (KFI + KFO) * TV2, pm(2 * sqrt(2 / (KFI + KFO))), sqrt(2 / (KFI + KFO)))
 for n in ("tf1.he_normal", "tfjs.he_normal"):
@@ -275,20 +525,52 @@ for n in ("tf1.lecun_normal", "tfjs.lecun_normal"):
     case(n, {}, KS, "keras", 1 / KFI * TV2, pm(2 * sqrt(1 / KFI)), sqrt(1 / KFI))
 
 # prettytensor xavier_init(n_in, n_out): uniform ±√(6/(ni+no)); else TN σ = √(3/(ni+no)) uncorrected.
-case("prettytensor.xavier_init", {}, (256, 128), "keras", 2 / (256 + 128), pm(sqrt(6 / (256 + 128))),
-     sqrt(6 / (256 + 128)), "defaults")
-case("prettytensor.xavier_init", {"uniform": False}, (256, 128), "keras", 3 / (256 + 128) * TV2,
-     pm(2 * sqrt(3 / (256 + 128))), sqrt(3 / (256 + 128)), "normal")
+case(
+    "prettytensor.xavier_init",
+    {},
+    (256, 128),
+    "keras",
+    2 / (256 + 128),
+    pm(sqrt(6 / (256 + 128))),
+    sqrt(6 / (256 + 128)),
+    "defaults",
+)
+case(
+    "prettytensor.xavier_init",
+    {"uniform": False},
+    (256, 128),
+    "keras",
+    3 / (256 + 128) * TV2,
+    pm(2 * sqrt(3 / (256 + 128))),
+    sqrt(3 / (256 + 128)),
+    "normal",
+)
 
 # Caffe (blob (out, in, kh, kw) = (64, 32, 3, 3): fan_in = count/num = 288, fan_out = count/channels = 576).
 # XavierFiller: U(±√(3/n)), n = fan_in by default (LeCun uniform!); MSRAFiller: N(0, 2/n).
 case("caffe.xavier", {}, TS, "torch", 1 / TFI, pm(sqrt(3 / TFI)), sqrt(3 / TFI), "FAN_IN")
-case("caffe.xavier", {"variance_norm": "AVERAGE"}, TS, "torch", 1 / ((TFI + TFO) / 2),
-     pm(sqrt(3 / ((TFI + TFO) / 2))), sqrt(6 / (TFI + TFO)), "AVERAGE")
+case(
+    "caffe.xavier",
+    {"variance_norm": "AVERAGE"},
+    TS,
+    "torch",
+    1 / ((TFI + TFO) / 2),
+    pm(sqrt(3 / ((TFI + TFO) / 2))),
+    sqrt(6 / (TFI + TFO)),
+    "AVERAGE",
+)
 case("caffe.xavier", {"variance_norm": "FAN_OUT"}, TS, "torch", 1 / TFO, pm(sqrt(3 / TFO)), sqrt(3 / TFO), "FAN_OUT")
 case("caffe.msra", {}, TS, "torch", 2 / TFI, None, sqrt(2 / TFI), "FAN_IN")
-case("caffe.msra", {"variance_norm": "AVERAGE"}, TS, "torch", 2 / ((TFI + TFO) / 2), None,
-     sqrt(2 / ((TFI + TFO) / 2)), "AVERAGE")
+case(
+    "caffe.msra",
+    {"variance_norm": "AVERAGE"},
+    TS,
+    "torch",
+    2 / ((TFI + TFO) / 2),
+    None,
+    sqrt(2 / ((TFI + TFO) / 2)),
+    "AVERAGE",
+)
 case("caffe.msra", {"variance_norm": "FAN_OUT"}, TS, "torch", 2 / TFO, None, sqrt(2 / TFO), "FAN_OUT")
 
 # MXNet Xavier(rnd_type, factor_type, magnitude): scale = √(magnitude/n); uniform U(±scale),
@@ -296,20 +578,44 @@ case("caffe.msra", {"variance_norm": "FAN_OUT"}, TS, "torch", 2 / TFO, None, sqr
 TFA = (TFI + TFO) / 2  # 432
 case("mxnet.xavier", {}, TS, "torch", (3 / TFA) / 3, pm(sqrt(3 / TFA)), sqrt(3 / TFA), "defaults")
 case("mxnet.xavier", {"rnd_type": "gaussian"}, TS, "torch", 3 / TFA, None, sqrt(3 / TFA), "gaussian")
-case("mxnet.xavier", {"rnd_type": "gaussian", "factor_type": "in", "magnitude": 2.0}, TS, "torch", 2 / TFI, None,
-     sqrt(2 / TFI), "gaussian-in-2")
-case("mxnet.xavier", {"factor_type": "out", "magnitude": 6.0}, TS, "torch", (6 / TFO) / 3, pm(sqrt(6 / TFO)),
-     sqrt(6 / TFO), "uniform-out-6")
+case(
+    "mxnet.xavier",
+    {"rnd_type": "gaussian", "factor_type": "in", "magnitude": 2.0},
+    TS,
+    "torch",
+    2 / TFI,
+    None,
+    sqrt(2 / TFI),
+    "gaussian-in-2",
+)
+case(
+    "mxnet.xavier",
+    {"factor_type": "out", "magnitude": 6.0},
+    TS,
+    "torch",
+    (6 / TFO) / 3,
+    pm(sqrt(6 / TFO)),
+    sqrt(6 / TFO),
+    "uniform-out-6",
+)
 # MSRAPrelu(factor_type='avg', slope=0.25) = Xavier('gaussian', 'avg', 2/(1+slope²)).
-case("mxnet.msra_prelu", {}, TS, "torch", (2 / (1 + 0.25**2)) / TFA, None, sqrt(2 / (1 + 0.25**2) / TFA),
-     "defaults")
+case("mxnet.msra_prelu", {}, TS, "torch", (2 / (1 + 0.25**2)) / TFA, None, sqrt(2 / (1 + 0.25**2) / TFA), "defaults")
 case("mxnet.msra_prelu", {"factor_type": "in", "slope": 0.0}, TS, "torch", 2 / TFI, None, sqrt(2 / TFI), "in-0")
 
 # Theano tutorial HiddenLayer (n_in, n_out): U(±√(6/(n_in+n_out))), ×4 for sigmoid.
-case("theano.glorot_uniform", {}, DS, "keras", 2 / (DFI + DFO), pm(sqrt(6 / (DFI + DFO))), sqrt(6 / (DFI + DFO)),
-     "tanh")
-case("theano.glorot_uniform", {"activation": "sigmoid"}, DS, "keras", 16 * 2 / (DFI + DFO),
-     pm(4 * sqrt(6 / (DFI + DFO))), 4 * sqrt(6 / (DFI + DFO)), "sigmoid")
+case(
+    "theano.glorot_uniform", {}, DS, "keras", 2 / (DFI + DFO), pm(sqrt(6 / (DFI + DFO))), sqrt(6 / (DFI + DFO)), "tanh"
+)
+case(
+    "theano.glorot_uniform",
+    {"activation": "sigmoid"},
+    DS,
+    "keras",
+    16 * 2 / (DFI + DFO),
+    pm(4 * sqrt(6 / (DFI + DFO))),
+    4 * sqrt(6 / (DFI + DFO)),
+    "sigmoid",
+)
 
 # numpy recipes: randn(n_in, n_out) * √(k/n), untruncated.
 case("numpy.randn_lecun", {}, DS, "keras", 1 / DFI, None, sqrt(1 / DFI))
@@ -411,8 +717,16 @@ ALIASES = {
     "he_uniform": ["kaiming_uniform", "keras.he_uniform", "jax.he_uniform"],
     "he_normal": ["kaiming_normal", "keras.he_normal", "jax.he_normal"],
     "lecun_uniform": ["keras.lecun_uniform", "jax.lecun_uniform"],
-    "lecun_normal": ["keras.lecun_normal", "jax.lecun_normal", "flax.dense_kernel", "flax.conv_kernel",
-                     "flax.lstm_kernel", "variance_scaling", "jax.variance_scaling", "keras.variance_scaling"],
+    "lecun_normal": [
+        "keras.lecun_normal",
+        "jax.lecun_normal",
+        "flax.dense_kernel",
+        "flax.conv_kernel",
+        "flax.lstm_kernel",
+        "variance_scaling",
+        "jax.variance_scaling",
+        "keras.variance_scaling",
+    ],
     "variance_scaling": ["jax.variance_scaling"],
     "zeros": ["keras.zeros", "jax.zeros", "flax.bias"],
     "ones": ["keras.ones", "jax.ones"],
@@ -506,14 +820,22 @@ def test_unknown_preset_lists_choices() -> None:
 @pytest.mark.parametrize(
     ("name", "kwargs", "pattern"),
     [
-        ("torch.kaiming_normal", {"b": 1.0},
-         r"Preset 'torch\.kaiming_normal' takes no argument 'b'; valid arguments: 'a', 'mode', 'nonlinearity'\."),
-        ("torch.trunc_normal", {"stddev": 0.02},
-         r"Preset 'torch\.trunc_normal' takes no argument 'stddev'; valid arguments: 'a', 'b', 'mean', 'std'\."),
-        ("keras.random_normal", {"std": 0.1},
-         r"takes no argument 'std'; valid arguments: 'mean', 'stddev'\."),
-        ("mxnet.xavier", {"rnd": "gaussian"},
-         r"takes no argument 'rnd'; valid arguments: 'factor_type', 'magnitude', 'rnd_type'\."),
+        (
+            "torch.kaiming_normal",
+            {"b": 1.0},
+            r"Preset 'torch\.kaiming_normal' takes no argument 'b'; valid arguments: 'a', 'mode', 'nonlinearity'\.",
+        ),
+        (
+            "torch.trunc_normal",
+            {"stddev": 0.02},
+            r"Preset 'torch\.trunc_normal' takes no argument 'stddev'; valid arguments: 'a', 'b', 'mean', 'std'\.",
+        ),
+        ("keras.random_normal", {"std": 0.1}, r"takes no argument 'std'; valid arguments: 'mean', 'stddev'\."),
+        (
+            "mxnet.xavier",
+            {"rnd": "gaussian"},
+            r"takes no argument 'rnd'; valid arguments: 'factor_type', 'magnitude', 'rnd_type'\.",
+        ),
         ("he_normal", {"seed": 0}, r"Preset 'he_normal' takes no argument 'seed'; valid arguments: none\."),
     ],
 )
@@ -531,36 +853,69 @@ def test_unknown_kwarg_in_string_form() -> None:
     ("name", "kwargs", "pattern"),
     [
         # torch's kaiming has no fan_avg
-        ("torch.kaiming_normal", {"mode": "fan_avg"},
-         r"Argument `mode` must be one of 'fan_in', 'fan_out'\. Received: mode='fan_avg'\."),
-        ("torch.kaiming_uniform", {"mode": "fan_avg"},
-         r"Argument `mode` must be one of 'fan_in', 'fan_out'\. Received: mode='fan_avg'\."),
+        (
+            "torch.kaiming_normal",
+            {"mode": "fan_avg"},
+            r"Argument `mode` must be one of 'fan_in', 'fan_out'\. Received: mode='fan_avg'\.",
+        ),
+        (
+            "torch.kaiming_uniform",
+            {"mode": "fan_avg"},
+            r"Argument `mode` must be one of 'fan_in', 'fan_out'\. Received: mode='fan_avg'\.",
+        ),
         ("torch.kaiming_uniform", {"mode": "fan_geo_avg"}, r"Argument `mode` must be one of 'fan_in', 'fan_out'\."),
         # TF1 contrib modes are upper case
-        ("tf1.variance_scaling_initializer", {"mode": "fan_in"},
-         r"Argument `mode` must be one of 'FAN_AVG', 'FAN_IN', 'FAN_OUT'\. Received: mode='fan_in'\."),
-        ("tf1.variance_scaling_initializer", {"mode": "FAN_GEO_AVG", "uniform": True},
-         r"Argument `mode` must be one of 'FAN_AVG', 'FAN_IN', 'FAN_OUT'\."),
+        (
+            "tf1.variance_scaling_initializer",
+            {"mode": "fan_in"},
+            r"Argument `mode` must be one of 'FAN_AVG', 'FAN_IN', 'FAN_OUT'\. Received: mode='fan_in'\.",
+        ),
+        (
+            "tf1.variance_scaling_initializer",
+            {"mode": "FAN_GEO_AVG", "uniform": True},
+            r"Argument `mode` must be one of 'FAN_AVG', 'FAN_IN', 'FAN_OUT'\.",
+        ),
         # TF ≤ 1.12 / tfjs accept only normal and uniform
-        ("tf1.variance_scaling", {"distribution": "truncated_normal"},
-         r"Argument `distribution` must be one of 'normal', 'uniform'\. Received: distribution='truncated_normal'\."),
-        ("keras.variance_scaling", {"distribution": "gaussian"},
-         r"Argument `distribution` must be one of 'normal', 'truncated_normal', 'uniform', 'untruncated_normal'\."),
+        (
+            "tf1.variance_scaling",
+            {"distribution": "truncated_normal"},
+            r"Argument `distribution` must be one of 'normal', 'uniform'\. Received: distribution='truncated_normal'\.",
+        ),
+        (
+            "keras.variance_scaling",
+            {"distribution": "gaussian"},
+            r"Argument `distribution` must be one of 'normal', 'truncated_normal', 'uniform', 'untruncated_normal'\.",
+        ),
         # Caffe's VarianceNorm enum
-        ("caffe.xavier", {"variance_norm": "FAN_AVG"},
-         r"Argument `variance_norm` must be one of 'AVERAGE', 'FAN_IN', 'FAN_OUT'\. "
-         r"Received: variance_norm='FAN_AVG'\."),
-        ("caffe.msra", {"variance_norm": "fan_in"},
-         r"Argument `variance_norm` must be one of 'AVERAGE', 'FAN_IN', 'FAN_OUT'\."),
+        (
+            "caffe.xavier",
+            {"variance_norm": "FAN_AVG"},
+            r"Argument `variance_norm` must be one of 'AVERAGE', 'FAN_IN', 'FAN_OUT'\. "
+            r"Received: variance_norm='FAN_AVG'\.",
+        ),
+        (
+            "caffe.msra",
+            {"variance_norm": "fan_in"},
+            r"Argument `variance_norm` must be one of 'AVERAGE', 'FAN_IN', 'FAN_OUT'\.",
+        ),
         # MXNet
-        ("mxnet.xavier", {"rnd_type": "normal"},
-         r"Argument `rnd_type` must be one of 'gaussian', 'uniform'\. Received: rnd_type='normal'\."),
-        ("mxnet.xavier", {"factor_type": "fan_in"},
-         r"Argument `factor_type` must be one of 'avg', 'in', 'out'\. Received: factor_type='fan_in'\."),
+        (
+            "mxnet.xavier",
+            {"rnd_type": "normal"},
+            r"Argument `rnd_type` must be one of 'gaussian', 'uniform'\. Received: rnd_type='normal'\.",
+        ),
+        (
+            "mxnet.xavier",
+            {"factor_type": "fan_in"},
+            r"Argument `factor_type` must be one of 'avg', 'in', 'out'\. Received: factor_type='fan_in'\.",
+        ),
         ("mxnet.msra_prelu", {"factor_type": "average"}, r"Argument `factor_type` must be one of 'avg', 'in', 'out'\."),
         ("mxnet.xavier", {"magnitude": 0.0}, r"Argument `magnitude` must be > 0\."),
-        ("theano.glorot_uniform", {"activation": "relu"},
-         r"Argument `activation` must be one of 'sigmoid', 'tanh'\. Received: activation='relu'\."),
+        (
+            "theano.glorot_uniform",
+            {"activation": "relu"},
+            r"Argument `activation` must be one of 'sigmoid', 'tanh'\. Received: activation='relu'\.",
+        ),
         ("torch.rnn_default", {"hidden_size": 0}, r"Argument `hidden_size` must be >= 1\."),
         ("torch.bilinear_default", {"in1_features": 0}, r"Argument `in1_features` must be >= 1\."),
         ("torch.kaiming_normal", {"nonlinearity": "gelu"}, r"no value for 'gelu'"),
@@ -578,8 +933,9 @@ def _annotations(name: str) -> dict[str, Any]:
     return {p.name: p.annotation for p in inspect.signature(presets.info(name).factory).parameters.values()}
 
 
-@pytest.mark.parametrize(("name", "arg"), [(n, p) for n in presets.names() for p, a in _annotations(n).items()
-                                           if a == "bool"])
+@pytest.mark.parametrize(
+    ("name", "arg"), [(n, p) for n in presets.names() for p, a in _annotations(n).items() if a == "bool"]
+)
 def test_boolean_arguments_mean_what_they_say(name: str, arg: str) -> None:
     """A bool argument takes a bool or exactly what the ':uniform=false' form parses; "false" was read by
     its truthiness (the uniform variant) before."""
@@ -603,8 +959,9 @@ def test_every_preset_argument_has_a_checked_type() -> None:
             assert annotation in ("bool", "int", "float", "Bound", "str"), (name, arg, annotation)
 
 
-@pytest.mark.parametrize(("name", "low", "high"), [("torch.trunc_normal", "a", "b"),
-                                                   ("jax.truncated_normal", "lower", "upper")])
+@pytest.mark.parametrize(
+    ("name", "low", "high"), [("torch.trunc_normal", "a", "b"), ("jax.truncated_normal", "lower", "upper")]
+)
 def test_truncation_bounds_may_be_infinite(name: str, low: str, high: str) -> None:
     """One-sided truncations stay expressible through the checked arguments (only bounds take ±inf)."""
     spec = presets.get(name, **{low: -math.inf, high: 0.0})
@@ -614,8 +971,9 @@ def test_truncation_bounds_may_be_infinite(name: str, low: str, high: str) -> No
         presets.get("torch.trunc_normal", mean=math.inf)
 
 
-_GAIN_ARGS = sorted((n, p) for n in presets.names() for p in _annotations(n) if p in ("gain", "scale", "factor",
-                                                                                         "magnitude"))
+_GAIN_ARGS = sorted(
+    (n, p) for n in presets.names() for p in _annotations(n) if p in ("gain", "scale", "factor", "magnitude")
+)
 
 
 @pytest.mark.parametrize(("name", "arg"), _GAIN_ARGS)
@@ -628,8 +986,13 @@ def test_gain_like_arguments_must_be_positive(name: str, arg: str, value: float)
 
 
 def test_the_torch_gain_is_not_squared_away() -> None:
-    assert set(_GAIN_ARGS) >= {("torch.xavier_normal", "gain"), ("torch.xavier_uniform", "gain"),
-                               ("torch.orthogonal", "gain"), ("keras.orthogonal", "gain"), ("jax.orthogonal", "scale")}
+    assert set(_GAIN_ARGS) >= {
+        ("torch.xavier_normal", "gain"),
+        ("torch.xavier_uniform", "gain"),
+        ("torch.orthogonal", "gain"),
+        ("keras.orthogonal", "gain"),
+        ("jax.orthogonal", "scale"),
+    }
     negative = r"Argument `gain` must be > 0 \(a negative one would silently mean its absolute value.*gain=-1\."
     with pytest.raises(ValueError, match=negative):
         presets.get("torch.xavier_normal", gain=-1)
@@ -721,10 +1084,23 @@ class TestNativeCrossCheck:
 
     @pytest.mark.parametrize(
         ("nonlinearity", "param"),
-        [("linear", None), ("conv1d", None), ("conv2d", None), ("conv3d", None), ("conv_transpose1d", None),
-         ("conv_transpose2d", None), ("conv_transpose3d", None), ("sigmoid", None), ("tanh", None),
-         ("relu", None), ("selu", None), ("leaky_relu", None), ("leaky_relu", 0), ("leaky_relu", 0.2),
-         ("leaky_relu", math.sqrt(5))],
+        [
+            ("linear", None),
+            ("conv1d", None),
+            ("conv2d", None),
+            ("conv3d", None),
+            ("conv_transpose1d", None),
+            ("conv_transpose2d", None),
+            ("conv_transpose3d", None),
+            ("sigmoid", None),
+            ("tanh", None),
+            ("relu", None),
+            ("selu", None),
+            ("leaky_relu", None),
+            ("leaky_relu", 0),
+            ("leaky_relu", 0.2),
+            ("leaky_relu", math.sqrt(5)),
+        ],
     )
     def test_torch_calculate_gain(self, nonlinearity: str, param: float | None) -> None:
         torch = pytest.importorskip("torch")
@@ -780,8 +1156,9 @@ class TestNativeCrossCheck:
                 else:
                     assert float((ours.detach() - their).abs().max()) <= 2 * ulp
 
-    @pytest.mark.parametrize(("shape", "mode"), [((64, 32, 3, 3), "fan_in"), ((64, 32, 3, 3), "fan_out"),
-                                                 ((30, 400), "fan_in")])
+    @pytest.mark.parametrize(
+        ("shape", "mode"), [((64, 32, 3, 3), "fan_in"), ((64, 32, 3, 3), "fan_out"), ((30, 400), "fan_in")]
+    )
     def test_torch_correct_fan(self, shape: tuple[int, ...], mode: str) -> None:
         torch = pytest.importorskip("torch")
         expected = torch.nn.init._calculate_correct_fan(torch.empty(shape), mode)
@@ -798,8 +1175,12 @@ class TestNativeCrossCheck:
 
     def test_keras_variance_scaling_normal_is_stored_as_truncated(self) -> None:
         keras = pytest.importorskip("keras")
-        for ours, theirs in (("normal", "truncated_normal"), ("untruncated_normal", "untruncated_normal"),
-                             ("uniform", "uniform"), ("truncated_normal", "truncated_normal")):
+        for ours, theirs in (
+            ("normal", "truncated_normal"),
+            ("untruncated_normal", "untruncated_normal"),
+            ("uniform", "uniform"),
+            ("truncated_normal", "truncated_normal"),
+        ):
             cfg = keras.initializers.VarianceScaling(distribution=ours).get_config()
             assert cfg["distribution"] == theirs
             spec = presets.get("keras.variance_scaling", distribution=ours)
@@ -833,8 +1214,9 @@ class TestNativeCrossCheck:
             ("keras.lecun_normal", "LecunNormal", 1.0, "fan_in", "truncated_normal"),
         ],
     )
-    def test_keras_named_variance_scaling(self, preset: str, cls: str, scale: float, mode: str,
-                                          distribution: str) -> None:
+    def test_keras_named_variance_scaling(
+        self, preset: str, cls: str, scale: float, mode: str, distribution: str
+    ) -> None:
         keras = pytest.importorskip("keras")
         init = getattr(keras.initializers, cls)()
         assert (init.scale, init.mode, init.distribution) == (scale, mode, distribution)

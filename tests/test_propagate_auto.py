@@ -58,15 +58,32 @@ def test_a_bad_spec_string_names_itself() -> None:
 
 
 def test_the_cli_prints_measured_and_predicted(capsys) -> None:
-    assert cli.main(["propagate", "--spec", "auto", "--spec", "he_normal", "--activation", "gelu", "--depth", "4",
-                     "--width", "32"]) == 0
+    assert (
+        cli.main(
+            [
+                "propagate",
+                "--spec",
+                "auto",
+                "--spec",
+                "he_normal",
+                "--activation",
+                "gelu",
+                "--depth",
+                "4",
+                "--width",
+                "32",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "auto fwd" in out and "auto pred" in out and "he_normal pred" in out
 
 
 def test_a_users_model_through_the_cli(tmp_path, monkeypatch, capsys) -> None:
     pytest.importorskip("torch")
-    (tmp_path / "my_factory.py").write_text(textwrap.dedent("""
+    (tmp_path / "my_factory.py").write_text(
+        textwrap.dedent("""
         import torch
 
         def build():
@@ -76,7 +93,8 @@ def test_a_users_model_through_the_cli(tmp_path, monkeypatch, capsys) -> None:
 
         def not_a_pair():
             return torch.nn.Linear(2, 2)
-    """))
+    """)
+    )
     monkeypatch.chdir(tmp_path)
     monkeypatch.delitem(sys.modules, "my_factory", raising=False)
     assert cli.main(["propagate", "--model", "my_factory:build", "--spec", "auto", "--spec", "he_normal"]) == 0

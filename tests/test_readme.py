@@ -72,9 +72,15 @@ def test_every_readme_python_block_runs_in_order_and_prints_what_it_shows(tmp_pa
     (tmp_path / "driver.py").write_text(_DRIVER)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "KERAS_", "TF_USE_LEGACY"))}
     env["KERAS_BACKEND"] = "jax"
-    done = subprocess.run([sys.executable, str(tmp_path / "driver.py"), str(tmp_path / "blocks.json"),
-                           str(tmp_path / "results.json")], capture_output=True, text=True, env=env,
-                          cwd=tmp_path, timeout=300, check=False)  # cwd: files a block writes land here
+    done = subprocess.run(
+        [sys.executable, str(tmp_path / "driver.py"), str(tmp_path / "blocks.json"), str(tmp_path / "results.json")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+        check=False,
+    )  # cwd: files a block writes land here
     assert done.returncode == 0, done.stderr[-4000:]
     results = json.loads((tmp_path / "results.json").read_text())
     checker = doctest.OutputChecker()
@@ -85,7 +91,8 @@ def test_every_readme_python_block_runs_in_order_and_prints_what_it_shows(tmp_pa
         if want:
             assert checker.check_output(want, got, doctest.ELLIPSIS), (
                 f"README python block {i + 1} ({first!r}) prints something else than it shows.\n"
-                f"shown:\n{want}\nprinted:\n{got}")
+                f"shown:\n{want}\nprinted:\n{got}"
+            )
     assert len(results) == len(blocks)
 
 
@@ -110,8 +117,9 @@ def test_readme_console_output_is_what_the_command_prints() -> None:
     for command, shown in sessions:
         words = shlex.split(command)
         assert words[0] == "initscale", command
-        done = subprocess.run([sys.executable, "-m", "initscale", *words[1:]], capture_output=True, text=True,
-                              check=False, timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-m", "initscale", *words[1:]], capture_output=True, text=True, check=False, timeout=120
+        )
         assert done.returncode == 0, (command, done.stderr)
         printed = "".join(line.rstrip() + "\n" for line in done.stdout.splitlines())
         assert printed == shown, f"README shows for `{command}`:\n{shown}\nit prints:\n{printed}"

@@ -23,8 +23,9 @@ from initscale.adapters import torch as ist  # noqa: E402
 
 
 def _gpt2(n_layer: int = 2):
-    cfg = transformers.GPT2Config(n_embd=32, n_layer=n_layer, n_head=4, n_positions=16, vocab_size=64,
-                                  bos_token_id=0, eos_token_id=0)
+    cfg = transformers.GPT2Config(
+        n_embd=32, n_layer=n_layer, n_head=4, n_positions=16, vocab_size=64, bos_token_id=0, eos_token_id=0
+    )
     return transformers.GPT2LMHeadModel(cfg)
 
 
@@ -60,8 +61,11 @@ def _config_change_problems() -> list[str]:
     before = recipe.rules_for(model, _walk(model))["transformer.h.*.mlp.c_fc.weight"].spec
     model.config.initializer_range = 0.05
     after = recipe.rules_for(model, _walk(model))["transformer.h.*.mlp.c_fc.weight"].spec
-    return [f"{name}: {got!r}, expected {want!r}" for name, got, want in
-            (("before", before, initscale.Normal(0.02)), ("after", after, initscale.Normal(0.05))) if got != want]
+    return [
+        f"{name}: {got!r}, expected {want!r}"
+        for name, got, want in (("before", before, initscale.Normal(0.02)), ("after", after, initscale.Normal(0.05)))
+        if got != want
+    ]
 
 
 def test_a_changed_config_resolves_again(resolutions) -> None:
@@ -140,6 +144,9 @@ def test_nothing_is_kept_past_its_model() -> None:
 
 def test_settings_holding_objects_are_not_kept() -> None:
     assert recipes._frozen({"L": 2, "beta": {"decoder": 0.5}, "encoder": {1, 2}}) == (
-        ("L", 2), ("beta", (("decoder", 0.5),)), ("encoder", frozenset({1, 2})))
+        ("L", 2),
+        ("beta", (("decoder", 0.5),)),
+        ("encoder", frozenset({1, 2})),
+    )
     with pytest.raises(TypeError, match="not kept"):  # t_fixup's settings hold the model: no cache for it
         recipes._frozen({"model": torch.nn.Linear(2, 2)})

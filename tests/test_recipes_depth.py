@@ -38,6 +38,7 @@ D = 64
 
 # --- nanoGPT's module tree and init (model.py) -----------------------------------------------------
 
+
 @dataclasses.dataclass
 class GPTConfig:
     n_layer: int
@@ -82,9 +83,14 @@ class GPT(nn.Module):
     def __init__(self, c):
         super().__init__()
         self.config = c
-        self.transformer = nn.ModuleDict(dict(
-            wte=nn.Embedding(c.vocab_size, c.n_embd), wpe=nn.Embedding(c.block_size, c.n_embd),
-            h=nn.ModuleList([Block(c) for _ in range(c.n_layer)]), ln_f=LayerNorm(c.n_embd, c.bias)))
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(c.vocab_size, c.n_embd),
+                wpe=nn.Embedding(c.block_size, c.n_embd),
+                h=nn.ModuleList([Block(c) for _ in range(c.n_layer)]),
+                ln_f=LayerNorm(c.n_embd, c.bias),
+            )
+        )
         self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
         self.transformer.wte.weight = self.lm_head.weight
         # nanoGPT's init, as in GPT.__init__
@@ -112,6 +118,7 @@ def nanogpt_std(name: str, L: int) -> float | None:
 
 
 # --- torchtitan's module tree and init (models/llama3/model/model.py) -------------------------------
+
 
 @dataclasses.dataclass
 class TransformerModelArgs:
@@ -182,10 +189,15 @@ class Transformer(nn.Module):
         for layer in self.layers.values():
             layer.init_weights()
         self.norm.reset_parameters()
-        final_out_std = self.model_args.dim ** -0.5
+        final_out_std = self.model_args.dim**-0.5
         cutoff_factor = 3
-        nn.init.trunc_normal_(self.output.weight, mean=0.0, std=final_out_std, a=-cutoff_factor * final_out_std,
-                              b=cutoff_factor * final_out_std)
+        nn.init.trunc_normal_(
+            self.output.weight,
+            mean=0.0,
+            std=final_out_std,
+            a=-cutoff_factor * final_out_std,
+            b=cutoff_factor * final_out_std,
+        )
 
 
 def torchtitan_std(name: str, L: int, depth_init: bool = True) -> float | None:
@@ -195,13 +207,14 @@ def torchtitan_std(name: str, L: int, depth_init: bool = True) -> float | None:
     if name.startswith("tok_embeddings"):
         return 1.0
     if name.startswith("output"):
-        return D ** -0.5
+        return D**-0.5
     layer = int(name.split(".")[1])
     init_std = 0.02 / (2 * (layer + 1)) ** 0.5 if depth_init else 0.02 / (2 * L) ** 0.5
     return init_std if name.split(".")[-2] in ("wo", "w2", "w3") else 0.02
 
 
 # --- Megatron and NeoX on nanoGPT's tree (their roles: QKV, attention out, MLP in/out) --------------
+
 
 def megatron_std(name: str, L: int, sigma: float = 0.02) -> float | None:
     """init_method_normal(σ) and, for the output layers, scaled_init_method_normal(σ, L)."""
@@ -264,7 +277,7 @@ def problems_of(name: str, L: int, recipe=None, expected=None) -> list[str]:
             kurtosis = 3.0  # a normal's
         tol = z * math.sqrt((kurtosis - 1) / (4 * x.size))  # std's relative sd: sqrt((kappa-1)/(4n))
         drawn_std = row.std
-        ratio = math.sqrt(float((x ** 2).mean())) / drawn_std
+        ratio = math.sqrt(float((x**2).mean())) / drawn_std
         if abs(ratio - 1) > tol:
             out.append(f"{pname}: drawn std / expected = {ratio:.4f}, beyond 1 ± {tol:.4f}")
         if native:
@@ -283,8 +296,9 @@ def test_depth_recipe_matches_its_source(name: str, depth: int) -> None:
 
 def _mutated(name: str, spec_fn) -> recipes.Recipe:
     entry = dataclasses.replace(recipes._REGISTRY[name], spec=spec_fn)
-    return recipes.Recipe(name, entry.source, {}, entry.doc, entry.settings, entry.role, entry.spec,
-                          entry.required, entry.blocks)
+    return recipes.Recipe(
+        name, entry.source, {}, entry.doc, entry.settings, entry.role, entry.spec, entry.required, entry.blocks
+    )
 
 
 def test_mutation_torchtitan_layer_id_off_by_one_is_caught() -> None:
@@ -324,23 +338,33 @@ def test_torchtitan_depth_init_false_uses_n_layers() -> None:
 
 def test_depth_recipes_on_hf_models() -> None:
     transformers = pytest.importorskip("transformers")
-    if ("tensorflow" in sys.modules and "triton" not in sys.modules
-            and importlib.util.find_spec("triton") is not None):
+    if "tensorflow" in sys.modules and "triton" not in sys.modules and importlib.util.find_spec("triton") is not None:
         pytest.skip("TensorFlow is loaded and Triton (imported by HF models) would abort after it")
     torch.manual_seed(0)
-    llama = transformers.LlamaForCausalLM(transformers.LlamaConfig(
-        hidden_size=D, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2, intermediate_size=128,
-        vocab_size=96, tie_word_embeddings=False))
+    llama = transformers.LlamaForCausalLM(
+        transformers.LlamaConfig(
+            hidden_size=D,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            intermediate_size=128,
+            vocab_size=96,
+            tie_word_embeddings=False,
+        )
+    )
     report = initscale.torch.reinit_(llama, recipes.get("torchtitan.llama"), dry_run=True)
     assert report["model.layers.2.mlp.down_proj.weight"].spec.stddev == pytest.approx(0.02 / math.sqrt(6))
     assert report["model.layers.2.mlp.gate_proj.weight"].spec.stddev == 0.02
     assert report["model.embed_tokens.weight"].spec.stddev == 1.0
-    assert report["lm_head.weight"].spec == TruncatedNormal(D ** -0.5, lower=-3.0, upper=3.0)
+    assert report["lm_head.weight"].spec == TruncatedNormal(D**-0.5, lower=-3.0, upper=3.0)
     report = initscale.torch.reinit_(llama, recipes.get("megatron", std=0.01), dry_run=True)
     assert report["model.layers.0.self_attn.o_proj.weight"].spec.stddev == pytest.approx(0.01 / math.sqrt(6))
     assert report["model.layers.0.self_attn.q_proj.weight"].spec.stddev == 0.01
-    gpt2 = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_embd=D, n_layer=3, n_head=4, vocab_size=96,
-                                                                 n_positions=32, bos_token_id=0, eos_token_id=0))
+    gpt2 = transformers.GPT2LMHeadModel(
+        transformers.GPT2Config(
+            n_embd=D, n_layer=3, n_head=4, vocab_size=96, n_positions=32, bos_token_id=0, eos_token_id=0
+        )
+    )
     report = initscale.torch.reinit_(gpt2, recipes.get("neox"), dry_run=True)
     assert report["transformer.h.1.mlp.c_proj.weight"].spec.stddev == pytest.approx(2 / 3 / math.sqrt(D))
     assert report["transformer.h.1.attn.c_attn.weight"].spec.stddev == pytest.approx(math.sqrt(2 / (5 * D)))
@@ -348,12 +372,16 @@ def test_depth_recipes_on_hf_models() -> None:
 
 def test_missing_residual_role_is_an_error() -> None:
     model = Transformer(TransformerModelArgs(2))
-    with pytest.raises(ValueError, match=r"Recipe 'nanogpt': role\(s\) 'residual_out' match no parameter of "
-                                         r"Transformer.*attn_out \(2\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"Recipe 'nanogpt': role\(s\) 'residual_out' match no parameter of "
+        r"Transformer.*attn_out \(2\)",
+    ):
         recipes.get("nanogpt").rules_for(model)
 
 
 # --- OLMo's module tree and init (olmo/model.py, olmo/initialization.py) ----------------------------
+
 
 @dataclasses.dataclass
 class ModelConfig:
@@ -413,10 +441,14 @@ class OLMo(nn.Module):
     def __init__(self, c):
         super().__init__()
         self.config = c
-        self.transformer = nn.ModuleDict(dict(
-            wte=nn.Embedding(c.vocab_size, c.d_model),
-            blocks=nn.ModuleList([OLMoSequentialBlock(i, c) for i in range(c.n_layers)]),
-            ln_f=nn.LayerNorm(c.d_model, bias=False), ff_out=nn.Linear(c.d_model, c.vocab_size, bias=False)))
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(c.vocab_size, c.d_model),
+                blocks=nn.ModuleList([OLMoSequentialBlock(i, c) for i in range(c.n_layers)]),
+                ln_f=nn.LayerNorm(c.d_model, bias=False),
+                ff_out=nn.Linear(c.d_model, c.vocab_size, bias=False),
+            )
+        )
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -433,21 +465,21 @@ def olmo_std(mode: str):
         if "norm" in name or "ln_f" in name:
             return None
         if name == "transformer.ff_out.weight":
-            return D ** -0.5
+            return D**-0.5
         if name.startswith("transformer.wte"):
-            return D ** -0.5 if mode == "mitchell" else 0.02
+            return D**-0.5 if mode == "mitchell" else 0.02
         i, leaf = int(name.split(".")[2]), name.split(".")[3]
         if leaf == "attn_out":
             return 1 / math.sqrt(2 * D * (i + 1)) if mode == "mitchell" else 0.02 / math.sqrt(2 * L)
         if leaf == "ff_out":
             return 1 / math.sqrt(2 * (3 * D // 2) * (i + 1)) if mode == "mitchell" else 0.02 / math.sqrt(2 * L)
-        return D ** -0.5 if mode == "mitchell" else 0.02
+        return D**-0.5 if mode == "mitchell" else 0.02
+
     return std
 
 
 CASES["olmo.mitchell"] = (lambda L: OLMo(ModelConfig(L)), olmo_std("mitchell"), True)
-CASES["olmo.full_megatron"] = (lambda L: OLMo(ModelConfig(L, init_fn="full_megatron")), olmo_std("full_megatron"),
-                               True)
+CASES["olmo.full_megatron"] = (lambda L: OLMo(ModelConfig(L, init_fn="full_megatron")), olmo_std("full_megatron"), True)
 
 
 @pytest.mark.parametrize("depth", [2, 5])
@@ -470,6 +502,7 @@ def test_mutation_olmo_mitchell_ff_out_with_d_model_is_caught() -> None:
 
 
 # --- timm's ViT tree and init (timm/models/vision_transformer.py) -----------------------------------
+
 
 class PatchEmbed(nn.Module):
     def __init__(self, dim):
@@ -508,7 +541,7 @@ TimmBlock.__name__ = "Block"
 
 def _xavier_or_moco(module, name):
     if "qkv" in name:
-        val = math.sqrt(6. / float(module.weight.shape[0] // 3 + module.weight.shape[1]))
+        val = math.sqrt(6.0 / float(module.weight.shape[0] // 3 + module.weight.shape[1]))
         nn.init.uniform_(module.weight, -val, val)
     else:
         nn.init.xavier_uniform_(module.weight)
@@ -527,8 +560,8 @@ class VisionTransformer(nn.Module):
         self.init_weights(mode)
 
     def init_weights(self, mode):
-        head_bias = -math.log(self.num_classes) if "nlhb" in mode else 0.
-        nn.init.trunc_normal_(self.pos_embed, std=.02)
+        head_bias = -math.log(self.num_classes) if "nlhb" in mode else 0.0
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.normal_(self.cls_token, std=1e-6)
         for name, module in self.named_modules():  # named_apply visits children first; each leaf once
             if isinstance(module, nn.Linear):
@@ -543,13 +576,16 @@ class VisionTransformer(nn.Module):
                     _xavier_or_moco(module, name)
                     nn.init.zeros_(module.bias)
                 else:
-                    nn.init.trunc_normal_(module.weight, std=.02)
+                    nn.init.trunc_normal_(module.weight, std=0.02)
                     nn.init.zeros_(module.bias)
             elif isinstance(module, nn.Conv2d) and mode.startswith("jax"):
                 fan_in = module.weight[0].numel()
-                nn.init.trunc_normal_(module.weight, std=math.sqrt(1 / fan_in) / .87962566103423978,
-                                      a=-2 * math.sqrt(1 / fan_in) / .87962566103423978,
-                                      b=2 * math.sqrt(1 / fan_in) / .87962566103423978)
+                nn.init.trunc_normal_(
+                    module.weight,
+                    std=math.sqrt(1 / fan_in) / 0.87962566103423978,
+                    a=-2 * math.sqrt(1 / fan_in) / 0.87962566103423978,
+                    b=2 * math.sqrt(1 / fan_in) / 0.87962566103423978,
+                )
                 nn.init.zeros_(module.bias)
         if self.fix_init:
             with torch.no_grad():
@@ -561,6 +597,7 @@ class VisionTransformer(nn.Module):
 
 def timm_std(mode: str, fix: bool):
     """timm's std per parameter, as the drawn values' std (None: a constant)."""
+
     def std(name: str, L: int) -> float | None:
         leaf = name.split(".")[-1]
         if name.startswith("norm") or ".norm" in name:
@@ -588,8 +625,9 @@ def timm_std(mode: str, fix: bool):
         if mode == "":
             return 0.02 * scale
         if mode == "moco" and "qkv" in name:
-            return math.sqrt(6. / (out // 3 + inp)) / math.sqrt(3) * scale
-        return math.sqrt(2. / (out + inp)) * scale
+            return math.sqrt(6.0 / (out // 3 + inp)) / math.sqrt(3) * scale
+        return math.sqrt(2.0 / (out + inp)) * scale
+
     return std
 
 
@@ -610,6 +648,7 @@ def test_mutation_timm_fix_init_ignored_is_caught() -> None:
 
 
 # --- Fixup's ResNet (hongyi-zhang/Fixup imagenet/models/fixup_resnet_imagenet.py), small widths ------
+
 
 def conv3x3(i, o, stride=1):
     return nn.Conv2d(i, o, kernel_size=3, stride=stride, padding=1, bias=False)
@@ -665,21 +704,39 @@ class FixupResNet(nn.Module):
         self.fc = nn.Linear(2 * width * block.expansion, num_classes)
         for m in self.modules():
             if isinstance(m, FixupBasicBlock):
-                nn.init.normal_(m.conv1.weight, mean=0, std=math.sqrt(
-                    2 / (m.conv1.weight.shape[0] * math.prod(m.conv1.weight.shape[2:]))) * self.num_layers ** (-0.5))
+                nn.init.normal_(
+                    m.conv1.weight,
+                    mean=0,
+                    std=math.sqrt(2 / (m.conv1.weight.shape[0] * math.prod(m.conv1.weight.shape[2:])))
+                    * self.num_layers ** (-0.5),
+                )
                 nn.init.constant_(m.conv2.weight, 0)
                 if m.downsample is not None:
-                    nn.init.normal_(m.downsample.weight, mean=0, std=math.sqrt(
-                        2 / (m.downsample.weight.shape[0] * math.prod(m.downsample.weight.shape[2:]))))
+                    nn.init.normal_(
+                        m.downsample.weight,
+                        mean=0,
+                        std=math.sqrt(2 / (m.downsample.weight.shape[0] * math.prod(m.downsample.weight.shape[2:]))),
+                    )
             elif isinstance(m, FixupBottleneck):
-                nn.init.normal_(m.conv1.weight, mean=0, std=math.sqrt(
-                    2 / (m.conv1.weight.shape[0] * math.prod(m.conv1.weight.shape[2:]))) * self.num_layers ** (-0.25))
-                nn.init.normal_(m.conv2.weight, mean=0, std=math.sqrt(
-                    2 / (m.conv2.weight.shape[0] * math.prod(m.conv2.weight.shape[2:]))) * self.num_layers ** (-0.25))
+                nn.init.normal_(
+                    m.conv1.weight,
+                    mean=0,
+                    std=math.sqrt(2 / (m.conv1.weight.shape[0] * math.prod(m.conv1.weight.shape[2:])))
+                    * self.num_layers ** (-0.25),
+                )
+                nn.init.normal_(
+                    m.conv2.weight,
+                    mean=0,
+                    std=math.sqrt(2 / (m.conv2.weight.shape[0] * math.prod(m.conv2.weight.shape[2:])))
+                    * self.num_layers ** (-0.25),
+                )
                 nn.init.constant_(m.conv3.weight, 0)
                 if m.downsample is not None:
-                    nn.init.normal_(m.downsample.weight, mean=0, std=math.sqrt(
-                        2 / (m.downsample.weight.shape[0] * math.prod(m.downsample.weight.shape[2:]))))
+                    nn.init.normal_(
+                        m.downsample.weight,
+                        mean=0,
+                        std=math.sqrt(2 / (m.downsample.weight.shape[0] * math.prod(m.downsample.weight.shape[2:]))),
+                    )
             elif isinstance(m, nn.Linear):
                 nn.init.constant_(m.weight, 0)
                 nn.init.constant_(m.bias, 0)
@@ -750,10 +807,10 @@ def test_mutation_fixup_depth_exponent_is_caught() -> None:
 
 # --- DeepNet (arXiv:2203.00555, Figure 2 and Table 1) on HF Llama (decoder-only) and T5 (encoder-decoder) --
 
+
 def _hf():
     transformers = pytest.importorskip("transformers")
-    if ("tensorflow" in sys.modules and "triton" not in sys.modules
-            and importlib.util.find_spec("triton") is not None):
+    if "tensorflow" in sys.modules and "triton" not in sys.modules and importlib.util.find_spec("triton") is not None:
         pytest.skip("TensorFlow is loaded and Triton (imported by HF models) would abort after it")
     return transformers
 
@@ -763,18 +820,36 @@ def deepnet_problems(kind: str, depth: tuple[int, int], recipe=None) -> list[str
     torch.manual_seed(5)
     N, M = depth
     if kind == "decoder":
-        model = transformers.LlamaForCausalLM(transformers.LlamaConfig(
-            hidden_size=D, num_hidden_layers=M, num_attention_heads=4, num_key_value_heads=2, intermediate_size=128,
-            vocab_size=96, tie_word_embeddings=False))
+        model = transformers.LlamaForCausalLM(
+            transformers.LlamaConfig(
+                hidden_size=D,
+                num_hidden_layers=M,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                intermediate_size=128,
+                vocab_size=96,
+                tie_word_embeddings=False,
+            )
+        )
         betas = {"decoder": (8 * M) ** -0.25}
     else:
-        model = transformers.T5ForConditionalGeneration(transformers.T5Config(
-            d_model=D, d_kv=16, d_ff=128, num_layers=N, num_decoder_layers=M, num_heads=4, vocab_size=96,
-            relative_attention_num_buckets=8))
-        betas = {"encoder": 0.87 * (N ** 4 * M) ** (-1 / 16), "decoder": (12 * M) ** -0.25}
+        model = transformers.T5ForConditionalGeneration(
+            transformers.T5Config(
+                d_model=D,
+                d_kv=16,
+                d_ff=128,
+                num_layers=N,
+                num_decoder_layers=M,
+                num_heads=4,
+                vocab_size=96,
+                relative_attention_num_buckets=8,
+            )
+        )
+        betas = {"encoder": 0.87 * (N**4 * M) ** (-1 / 16), "decoder": (12 * M) ** -0.25}
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    report = initscale.torch.reinit_(model, recipe or recipes.get("deepnet"),
-                                     generator=torch.Generator().manual_seed(6))
+    report = initscale.torch.reinit_(
+        model, recipe or recipes.get("deepnet"), generator=torch.Generator().manual_seed(6)
+    )
     out = []
     names = [n for n, p in model.named_parameters() if p.dim() == 2]
     z = NormalDist().inv_cdf(1 - ALPHA / len(names) / 2)
@@ -788,8 +863,11 @@ def deepnet_problems(kind: str, depth: tuple[int, int], recipe=None) -> list[str
             if not torch.equal(p.detach(), before[name]):
                 out.append(f"{name}: DeepNet does not set it, but it changed ({row.reason})")
             continue
-        gain = 1.0 if leaf_owner in ("q_proj", "k_proj", "q", "k") else betas[
-            "encoder" if name.startswith("encoder.") else "decoder"]
+        gain = (
+            1.0
+            if leaf_owner in ("q_proj", "k_proj", "q", "k")
+            else betas["encoder" if name.startswith("encoder.") else "decoder"]
+        )
         fan_out, fan_in = p.shape
         want = gain * math.sqrt(2 / (fan_in + fan_out))  # xavier_normal_(w, gain)
         if abs(row.std - want) > 1e-12 * want:
@@ -802,8 +880,10 @@ def deepnet_problems(kind: str, depth: tuple[int, int], recipe=None) -> list[str
     return out
 
 
-@pytest.mark.parametrize(("kind", "depth"), [("decoder", (0, 2)), ("decoder", (0, 6)),
-                                             ("encoder_decoder", (1, 2)), ("encoder_decoder", (3, 2))])
+@pytest.mark.parametrize(
+    ("kind", "depth"),
+    [("decoder", (0, 2)), ("decoder", (0, 6)), ("encoder_decoder", (1, 2)), ("encoder_decoder", (3, 2))],
+)
 def test_deepnet_matches_the_paper(kind: str, depth) -> None:
     problems = deepnet_problems(kind, depth)
     assert not problems, "\n".join(problems)
@@ -828,6 +908,7 @@ def test_deepnet_refuses_packed_qkv() -> None:
 
 # --- T-Fixup's fairseq tree (layer6ai-labs/T-Fixup, --Tfixup), transcribed at small widths -----------
 
+
 class MultiheadAttention(nn.Module):
     def __init__(self, d):
         super().__init__()
@@ -837,7 +918,7 @@ class MultiheadAttention(nn.Module):
         nn.init.xavier_uniform_(self.v_proj.weight, gain=1 / math.sqrt(2))
         nn.init.xavier_uniform_(self.q_proj.weight, gain=1 / math.sqrt(2))
         nn.init.xavier_uniform_(self.out_proj.weight)
-        nn.init.constant_(self.out_proj.bias, 0.)
+        nn.init.constant_(self.out_proj.bias, 0.0)
 
 
 def fairseq_linear(i, o):
@@ -855,9 +936,9 @@ class TransformerEncoderLayer(nn.Module):
         with torch.no_grad():
             for name, param in self.named_parameters():
                 if name in ["fc1.weight", "fc2.weight", "self_attn.out_proj.weight"]:
-                    param.mul_(0.67 * N ** (- 1. / 4.))
+                    param.mul_(0.67 * N ** (-1.0 / 4.0))
                 elif name in ["self_attn.v_proj.weight"]:
-                    param.mul_(0.67 * N ** (- 1. / 4.) * 2 ** 0.5)
+                    param.mul_(0.67 * N ** (-1.0 / 4.0) * 2**0.5)
 
 
 class TransformerDecoderLayer(nn.Module):
@@ -869,14 +950,14 @@ class TransformerDecoderLayer(nn.Module):
         with torch.no_grad():
             for name, param in self.named_parameters():
                 if name in ["fc1.weight", "fc2.weight", "self_attn.out_proj.weight", "encoder_attn.out_proj.weight"]:
-                    param.mul_((9 * M) ** (- 1. / 4.))
+                    param.mul_((9 * M) ** (-1.0 / 4.0))
                 elif name in ["self_attn.v_proj.weight", "encoder_attn.v_proj.weight"]:
-                    param.mul_((9 * M) ** (- 1. / 4.) * 2 ** 0.5)
+                    param.mul_((9 * M) ** (-1.0 / 4.0) * 2**0.5)
 
 
 def fairseq_embedding(n, d, padding_idx):
     m = nn.Embedding(n, d, padding_idx=padding_idx)
-    nn.init.normal_(m.weight, mean=0, std=d ** -0.5)
+    nn.init.normal_(m.weight, mean=0, std=d**-0.5)
     nn.init.constant_(m.weight[padding_idx], 0)
     return m
 
@@ -886,7 +967,7 @@ class TransformerEncoder(nn.Module):
         super().__init__()
         self.embed_tokens = fairseq_embedding(96, d, 1)
         with torch.no_grad():
-            self.embed_tokens.weight.mul_((9 * N) ** (- 1 / 4))
+            self.embed_tokens.weight.mul_((9 * N) ** (-1 / 4))
         self.layers = nn.ModuleList([TransformerEncoderLayer(d, N) for _ in range(N)])
 
 
@@ -895,10 +976,10 @@ class TransformerDecoder(nn.Module):
         super().__init__()
         self.embed_tokens = fairseq_embedding(96, d, 1)
         with torch.no_grad():
-            self.embed_tokens.weight.mul_((9 * M) ** (- 1 / 4))
+            self.embed_tokens.weight.mul_((9 * M) ** (-1 / 4))
         self.layers = nn.ModuleList([TransformerDecoderLayer(d, M) for _ in range(M)])
         self.embed_out = nn.Parameter(torch.empty(96, d))
-        nn.init.normal_(self.embed_out, mean=0, std=d ** -0.5)
+        nn.init.normal_(self.embed_out, mean=0, std=d**-0.5)
 
 
 class FairseqTransformer(nn.Module):
@@ -912,8 +993,9 @@ def tfixup_problems(depth, recipe=None) -> list[str]:
     torch.manual_seed(8)
     model = FairseqTransformer(N, M)
     theirs = {n: p.detach().clone().double() for n, p in model.named_parameters()}
-    report = initscale.torch.reinit_(model, recipe or recipes.get("t_fixup"),
-                                     generator=torch.Generator().manual_seed(9))
+    report = initscale.torch.reinit_(
+        model, recipe or recipes.get("t_fixup"), generator=torch.Generator().manual_seed(9)
+    )
     out = []
     params = dict(model.named_parameters())
     level = ALPHA / (2 * len(params))
@@ -922,7 +1004,7 @@ def tfixup_problems(depth, recipe=None) -> list[str]:
         row, x = report[name], p.detach().double()
         leaf, owner = name.split(".")[-1], name.split(".")[-2]
         decoder = name.startswith("decoder.")
-        factor = (9 * M) ** -0.25 if decoder else 0.67 * N ** -0.25
+        factor = (9 * M) ** -0.25 if decoder else 0.67 * N**-0.25
         if leaf == "bias" and owner in ("out_proj", "fc1", "fc2"):
             if not (x == 0).all():
                 out.append(f"{name}: not 0")
@@ -932,9 +1014,9 @@ def tfixup_problems(depth, recipe=None) -> list[str]:
         elif owner == "embed_tokens":
             x = torch.cat([x[:1], x[2:]])  # the padding row (1) stays zero
             theirs[name] = torch.cat([theirs[name][:1], theirs[name][2:]])
-            want, kurtosis = D ** -0.5 * (9 * (M if decoder else N)) ** -0.25, 3.0
+            want, kurtosis = D**-0.5 * (9 * (M if decoder else N)) ** -0.25, 3.0
         elif leaf == "embed_out":
-            want, kurtosis = D ** -0.5, 3.0
+            want, kurtosis = D**-0.5, 3.0
         else:
             fan_out, fan_in = p.shape
             gain = 1 / math.sqrt(2) if owner in ("q_proj", "k_proj") else factor
@@ -996,7 +1078,8 @@ def test_check_with_recipe_flags_a_planted_depth_bug() -> None:
     with torch.no_grad():  # layer 2's wo left at 0.02 (depth scaling lost)
         nn.init.trunc_normal_(model.layers["2"].attention.wo.weight, std=0.02)
     assert initscale.torch.check(model, recipe="torchtitan.llama").flags == {
-        "layers.2.attention.wo.weight": ("std_off",)}
+        "layers.2.attention.wo.weight": ("std_off",)
+    }
 
 
 def test_every_recipe_says_its_formulas_and_source() -> None:

@@ -44,46 +44,83 @@ D, HEADS, FF, VOCAB, POS = 64, 4, 128, 96, 32
 
 @pytest.fixture(autouse=True)
 def _no_triton_after_tensorflow() -> None:
-    if ("tensorflow" in sys.modules and "triton" not in sys.modules
-            and importlib.util.find_spec("triton") is not None):
+    if "tensorflow" in sys.modules and "triton" not in sys.modules and importlib.util.find_spec("triton") is not None:
         pytest.skip("TensorFlow is loaded and Triton (imported by HF models) would abort after it")
 
 
 def _gpt2():
-    cfg = transformers.GPT2Config(n_embd=D, n_layer=3, n_head=HEADS, n_positions=POS, vocab_size=VOCAB,
-                                  bos_token_id=0, eos_token_id=0)
+    cfg = transformers.GPT2Config(
+        n_embd=D, n_layer=3, n_head=HEADS, n_positions=POS, vocab_size=VOCAB, bos_token_id=0, eos_token_id=0
+    )
     return transformers.GPT2LMHeadModel(cfg)
 
 
 def _bert():
-    cfg = transformers.BertConfig(hidden_size=D, num_hidden_layers=2, num_attention_heads=HEADS,
-                                  intermediate_size=FF, vocab_size=VOCAB, max_position_embeddings=POS, pad_token_id=0)
+    cfg = transformers.BertConfig(
+        hidden_size=D,
+        num_hidden_layers=2,
+        num_attention_heads=HEADS,
+        intermediate_size=FF,
+        vocab_size=VOCAB,
+        max_position_embeddings=POS,
+        pad_token_id=0,
+    )
     return transformers.BertForMaskedLM(cfg)
 
 
 def _llama():
-    cfg = transformers.LlamaConfig(hidden_size=D, num_hidden_layers=2, num_attention_heads=HEADS,
-                                   num_key_value_heads=2, intermediate_size=FF, vocab_size=VOCAB,
-                                   max_position_embeddings=POS, tie_word_embeddings=False, pad_token_id=1)
+    cfg = transformers.LlamaConfig(
+        hidden_size=D,
+        num_hidden_layers=2,
+        num_attention_heads=HEADS,
+        num_key_value_heads=2,
+        intermediate_size=FF,
+        vocab_size=VOCAB,
+        max_position_embeddings=POS,
+        tie_word_embeddings=False,
+        pad_token_id=1,
+    )
     return transformers.LlamaForCausalLM(cfg)
 
 
 def _t5(tied: bool = True):
-    cfg = transformers.T5Config(d_model=D, d_kv=D // HEADS, d_ff=FF, num_layers=2, num_decoder_layers=2,
-                                num_heads=HEADS, vocab_size=VOCAB, relative_attention_num_buckets=8,
-                                initializer_factor=0.5)
+    cfg = transformers.T5Config(
+        d_model=D,
+        d_kv=D // HEADS,
+        d_ff=FF,
+        num_layers=2,
+        num_decoder_layers=2,
+        num_heads=HEADS,
+        vocab_size=VOCAB,
+        relative_attention_num_buckets=8,
+        initializer_factor=0.5,
+    )
     cfg.tie_word_embeddings = tied  # T5Config's own argument is overridden to True in 5.24; the attribute holds
     return transformers.T5ForConditionalGeneration(cfg)
 
 
 def _vit():
-    cfg = transformers.ViTConfig(hidden_size=D, num_hidden_layers=2, num_attention_heads=HEADS, intermediate_size=FF,
-                                 image_size=32, patch_size=4, num_channels=3, num_labels=10)
+    cfg = transformers.ViTConfig(
+        hidden_size=D,
+        num_hidden_layers=2,
+        num_attention_heads=HEADS,
+        intermediate_size=FF,
+        image_size=32,
+        patch_size=4,
+        num_channels=3,
+        num_labels=10,
+    )
     return transformers.ViTForImageClassification(cfg)
 
 
-MODELS = {"hf.gpt2": _gpt2, "hf.bert": _bert, "hf.llama": _llama, "hf.t5": _t5,
-          "hf.t5-untied": lambda: _t5(tied=False), "hf.vit": _vit}
+MODELS = {
+    "hf.gpt2": _gpt2,
+    "hf.bert": _bert,
+    "hf.llama": _llama,
+    "hf.t5": _t5,
+    "hf.t5-untied": lambda: _t5(tied=False),
+    "hf.vit": _vit,
+}
 
 
 def _values(model) -> dict[str, torch.Tensor]:
@@ -129,10 +166,11 @@ def compare(recipe_name: str, build, recipe=None) -> list[str]:
             problems.append(f"{name}: KS two-sample p = {p:.3g} < {level:.3g}")
         tol = z * math.sqrt(1 / (2 * n))  # std's relative sd for normal draws: sqrt((kappa-1)/(4n)), kappa = 3
         for who, x in (("HF", a), ("recipe", b)):
-            ratio = math.sqrt(float((x ** 2).mean())) / spec.stddev
+            ratio = math.sqrt(float((x**2).mean())) / spec.stddev
             if abs(ratio - 1) > tol:
-                problems.append(f"{name}: {who} std / recipe σ = {ratio:.4f}, beyond 1 ± {tol:.4f} "
-                                f"(σ = {spec.stddev:.5g}, n = {n})")
+                problems.append(
+                    f"{name}: {who} std / recipe σ = {ratio:.4f}, beyond 1 ± {tol:.4f} (σ = {spec.stddev:.5g}, n = {n})"
+                )
     return problems
 
 
@@ -144,8 +182,9 @@ def test_recipe_matches_hf_init(key: str) -> None:
 
 def _mutated(name: str, spec_fn) -> recipes.Recipe:
     entry = dataclasses.replace(recipes._REGISTRY[name], spec=spec_fn)
-    return recipes.Recipe(name, entry.source, {}, entry.doc, entry.settings, entry.role, entry.spec,
-                          entry.required, entry.blocks)
+    return recipes.Recipe(
+        name, entry.source, {}, entry.doc, entry.settings, entry.role, entry.spec, entry.required, entry.blocks
+    )
 
 
 def test_mutation_gpt2_without_residual_scaling_is_caught() -> None:
@@ -167,18 +206,25 @@ def test_mutation_t5_query_std_is_caught() -> None:
 
 def test_mutation_norm_not_one_is_caught() -> None:
     good = recipes._REGISTRY["hf.llama"].spec
-    problems = compare("hf.llama", _llama, _mutated(
-        "hf.llama", lambda role, part, s: Constant(0.5) if part.base == "norm_scale" else good(role, part, s)))
+    problems = compare(
+        "hf.llama",
+        _llama,
+        _mutated("hf.llama", lambda role, part, s: Constant(0.5) if part.base == "norm_scale" else good(role, part, s)),
+    )
     assert problems and all("norm" in p for p in problems), problems
 
 
 # --- item 2: nothing silent ----------------------------------------------------------------------
 
+
 def test_wrong_family_names_recipe_role_and_what_the_model_has() -> None:
     torch.manual_seed(0)
-    with pytest.raises(ValueError, match=r"Recipe 'hf.gpt2': role\(s\) 'position_embedding', 'attn_qkv', "
-                                         r"'residual_out', 'mlp_in' match no parameter of LlamaForCausalLM"
-                                         r".*linear \(14\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"Recipe 'hf.gpt2': role\(s\) 'position_embedding', 'attn_qkv', "
+        r"'residual_out', 'mlp_in' match no parameter of LlamaForCausalLM"
+        r".*linear \(14\)",
+    ):
         initscale.torch.reinit_(_llama(), recipes.get("hf.gpt2"))
 
 
@@ -200,7 +246,8 @@ def test_tied_tensor_gets_one_value_under_the_source_role() -> None:
     report = initscale.torch.reinit_(model, recipes.get("hf.gpt2"), generator=torch.Generator().manual_seed(0))
     assert model.lm_head.weight is model.transformer.wte.weight
     assert report["transformer.wte.weight"].reason.startswith(
-        "recipe hf.gpt2: token_embedding (tied: 'lm_head.weight' follow it)")
+        "recipe hf.gpt2: token_embedding (tied: 'lm_head.weight' follow it)"
+    )
     assert report["lm_head.weight"].tied_to == "transformer.wte.weight"
     assert report["transformer.h.1.mlp.c_proj.weight"].reason.startswith("recipe hf.gpt2: residual_out")
     assert report["transformer.h.1.mlp.c_proj.weight"].std == pytest.approx(0.02 / math.sqrt(6))
@@ -217,8 +264,11 @@ def test_config_overrides_and_bad_settings() -> None:
     torch.manual_seed(0)
     rules = recipes.get("hf.gpt2", initializer_range=0.01).rules_for(_gpt2())
     assert rules["transformer.h.*.attn.c_attn.weight"].spec == Normal(0.01)
-    with pytest.raises(ValueError, match=r"Recipe 'hf.gpt2' takes the settings 'initializer_range', 'n_layer'\. "
-                                         r"Received: std=0.1"):
+    with pytest.raises(
+        ValueError,
+        match=r"Recipe 'hf.gpt2' takes the settings 'initializer_range', 'n_layer'\. "
+        r"Received: std=0.1",
+    ):
         recipes.get("hf.gpt2", std=0.1)
     with pytest.raises(ValueError, match=r"Argument `name` must be one of .*'hf.bert'.*Received: name='gpt2'"):
         recipes.get("gpt2")
@@ -235,6 +285,7 @@ def test_globs_match_exactly_their_names() -> None:
 
 
 # --- item 4: check(model, recipe=...) ------------------------------------------------------------
+
 
 def test_check_with_recipe_passes_fresh_and_flags_a_bug() -> None:
     torch.manual_seed(3)
@@ -256,22 +307,30 @@ def test_check_of_a_state_dict_with_a_recipe_says_what_to_do() -> None:
 
 def _cli(*args: str):
     import subprocess
-    return subprocess.run([sys.executable, "-m", "initscale", "check", *args], capture_output=True, text=True,
-                          timeout=300, check=False)
+
+    return subprocess.run(
+        [sys.executable, "-m", "initscale", "check", *args], capture_output=True, text=True, timeout=300, check=False
+    )
 
 
 def test_cli_check_with_recipe_and_config(tmp_path) -> None:
     torch.manual_seed(5)
     model = _gpt2()
     model.save_pretrained(tmp_path / "good")
-    done = _cli(str(tmp_path / "good" / "model.safetensors"), "--recipe", "hf.gpt2", "--config",
-                str(tmp_path / "good"))
+    done = _cli(str(tmp_path / "good" / "model.safetensors"), "--recipe", "hf.gpt2", "--config", str(tmp_path / "good"))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     with torch.no_grad():
         model.transformer.h[0].mlp.c_proj.weight.mul_(math.sqrt(6))  # residual scaling lost
     model.save_pretrained(tmp_path / "bad")
-    done = _cli(str(tmp_path / "bad" / "model.safetensors"), "--recipe", "hf.gpt2", "--config",
-                str(tmp_path / "bad"), "--format", "json")
+    done = _cli(
+        str(tmp_path / "bad" / "model.safetensors"),
+        "--recipe",
+        "hf.gpt2",
+        "--config",
+        str(tmp_path / "bad"),
+        "--format",
+        "json",
+    )
     assert done.returncode == 1, done.stderr[-3000:]
     rows = {r["name"]: r for r in json.loads(done.stdout)["rows"]}
     assert [f["name"] for f in rows["transformer.h.0.mlp.c_proj.weight"]["flags"]] == ["std_off"]

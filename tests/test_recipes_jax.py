@@ -35,6 +35,7 @@ D, V, SEQ = 32, 64, 8
 
 # --- a nanoGPT-shaped linen GPT (setup-named submodules; the head is wte.attend: tied) --------------
 
+
 class Attn(nn.Module):
     d: int
 
@@ -116,6 +117,7 @@ class _CompactBlock(nn.Module):
 
 # --- a torchtitan-shaped nnx Llama ------------------------------------------------------------------
 
+
 class NAttention(nnx.Module):
     def __init__(self, d, rngs):
         self.wq, self.wk, self.wv, self.wo = (nnx.Linear(d, d, use_bias=False, rngs=rngs) for _ in range(4))
@@ -165,6 +167,7 @@ def nnx_llama(L: int, extra: bool = False):
 
 # --- the formulas, by leaf path -------------------------------------------------------------------
 
+
 def _constant(path: str) -> float | None:
     if path.endswith("/bias"):
         return 0.0
@@ -195,7 +198,7 @@ def torchtitan_std(path, L, fans):
     if path == "tok_embeddings/embedding":
         return 1.0
     if path == "output/kernel":
-        return D ** -0.5  # before truncation at ±3σ
+        return D**-0.5  # before truncation at ±3σ
     if path.endswith(("wo/kernel", "w2/kernel", "w3/kernel")):
         return 0.02 / math.sqrt(2 * (_layer(path) + 1))
     return 0.02
@@ -214,8 +217,10 @@ def deepnet_std(path, L, fans):
 
 def _leaves(tree) -> dict[str, np.ndarray]:
     flat = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return {"/".join(n for n in (isj._key_name(e) for e in path) if n is not None): np.asarray(leaf, np.float64)
-            for path, leaf in flat}
+    return {
+        "/".join(n for n in (isj._key_name(e) for e in path) if n is not None): np.asarray(leaf, np.float64)
+        for path, leaf in flat
+    }
 
 
 def problems_of(built, recipe, std_of, L: int) -> list[str]:
@@ -248,7 +253,7 @@ def problems_of(built, recipe, std_of, L: int) -> list[str]:
         if isinstance(spec, TruncatedNormal):
             kurtosis = 3.0 + float(stats.truncnorm.stats(spec.lower, spec.upper, moments="k"))
         tol = z * math.sqrt((kurtosis - 1) / (4 * values.size))  # the std's relative sd: sqrt((kappa-1)/(4n))
-        ratio = math.sqrt(float((values ** 2).mean())) / row.std
+        ratio = math.sqrt(float((values**2).mean())) / row.std
         if abs(ratio - 1) > tol:
             out.append(f"{path}: drawn std / expected = {ratio:.4f}, beyond 1 ± {tol:.4f}")
     return out
@@ -279,7 +284,8 @@ def test_report_says_which_role_set_each_leaf() -> None:
     variables, kwargs = linen(2)
     _, report = isj.reinit(variables, recipes.get("nanogpt"), jax.random.key(0), dry_run=True, **kwargs)
     assert report["params/h_1/mlp/c_proj/kernel"].reason == (
-        "recipe nanogpt: residual_out (rule 'params/h_*/mlp/c_proj/kernel')")
+        "recipe nanogpt: residual_out (rule 'params/h_*/mlp/c_proj/kernel')"
+    )
 
 
 def test_tied_embedding_is_one_leaf_under_the_token_role() -> None:
@@ -319,8 +325,11 @@ def test_unknown_layer_in_a_block_is_an_error_naming_it() -> None:
 def test_role_the_recipe_needs_missing_is_an_error() -> None:
     variables, kwargs = linen(1)
     # the head is wte.attend (tied): torchtitan's untied output head is not there
-    with pytest.raises(ValueError, match=r"(?s)Recipe 'torchtitan.llama': role\(s\) 'lm_head' match no parameter of GPT"
-                                         r".*The model has the roles: .*attn_qkv \(1\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"(?s)Recipe 'torchtitan.llama': role\(s\) 'lm_head' match no parameter of GPT"
+        r".*The model has the roles: .*attn_qkv \(1\)",
+    ):
         isj.reinit(variables, recipes.get("torchtitan.llama"), jax.random.key(0), **kwargs)
 
 
@@ -332,6 +341,7 @@ def test_not_a_model_names_the_type() -> None:
 
 
 # --- mutation tests: planted bugs make the checks above fail ---------------------------------------
+
 
 def test_mutation_layer_index_off_by_one_is_caught(monkeypatch) -> None:
     real = _recipe_paths._indexed

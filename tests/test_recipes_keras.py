@@ -51,18 +51,21 @@ def _hub():
 
 
 def gpt2(L: int):
-    return _hub().GPT2Backbone(vocabulary_size=V, num_layers=L, num_heads=HEADS, hidden_dim=D, intermediate_dim=FF,
-                               max_sequence_length=SEQ)
+    return _hub().GPT2Backbone(
+        vocabulary_size=V, num_layers=L, num_heads=HEADS, hidden_dim=D, intermediate_dim=FF, max_sequence_length=SEQ
+    )
 
 
 def llama(L: int):
-    return _hub().LlamaBackbone(vocabulary_size=V, num_layers=L, num_query_heads=HEADS, num_key_value_heads=2,
-                                hidden_dim=D, intermediate_dim=FF)  # untied: token_embedding/reverse_embeddings
+    return _hub().LlamaBackbone(
+        vocabulary_size=V, num_layers=L, num_query_heads=HEADS, num_key_value_heads=2, hidden_dim=D, intermediate_dim=FF
+    )  # untied: token_embedding/reverse_embeddings
 
 
 def bert(L: int):
-    return _hub().BertBackbone(vocabulary_size=V, num_layers=L, num_heads=HEADS, hidden_dim=D, intermediate_dim=FF,
-                               max_sequence_length=SEQ)
+    return _hub().BertBackbone(
+        vocabulary_size=V, num_layers=L, num_heads=HEADS, hidden_dim=D, intermediate_dim=FF, max_sequence_length=SEQ
+    )
 
 
 class Block(keras.layers.Layer):
@@ -117,7 +120,7 @@ def torchtitan_std(path: str, L: int, d: int, fans) -> float | None:
     if path == "token_embedding/embeddings":
         return 1.0
     if path == "token_embedding/reverse_embeddings":
-        return d ** -0.5  # before truncation at ±3σ
+        return d**-0.5  # before truncation at ±3σ
     if path.endswith((*OUT, "feedforward_intermediate_dense/kernel")):  # wo, w2 (down), w3 (up)
         layer = int(path.split("/")[0].removeprefix("transformer_layer_"))
         return 0.02 / math.sqrt(2 * (layer + 1))
@@ -141,8 +144,11 @@ def _fans(path: str, shape: tuple[int, ...]) -> tuple[int, int]:
     """Forward fans of one projection, from its Keras layout: q/k/v EinsumDense (d, heads, head_dim):
     d -> heads·head_dim; the attention output (heads, head_dim, d): heads·head_dim -> d; Dense (in, out)."""
     if len(shape) == 3:
-        return (shape[0] * shape[1], shape[2]) if path.endswith("attention_output/kernel") else (
-            shape[0], shape[1] * shape[2])
+        return (
+            (shape[0] * shape[1], shape[2])
+            if path.endswith("attention_output/kernel")
+            else (shape[0], shape[1] * shape[2])
+        )
     return (shape[0], shape[-1]) if len(shape) == 2 else (1, 1)
 
 
@@ -157,8 +163,10 @@ def problems_of(model, recipe, std_of, L: int) -> list[str]:
     after = {v.path: _np(v) for v in model.trainable_variables}
     assert sorted(r.name for r in report) == sorted(after), "one row per variable, tied ones once"
     rows = {r.name: r for r in report}
-    wanted = {p: (_constant(p), None if _constant(p) is not None else std_of(p, L, D, _fans(p, v.shape)))
-              for p, v in after.items()}
+    wanted = {
+        p: (_constant(p), None if _constant(p) is not None else std_of(p, L, D, _fans(p, v.shape)))
+        for p, v in after.items()
+    }
     random = [p for p, (c, s) in wanted.items() if c is None and s is not None]
     z = NormalDist().inv_cdf(1 - ALPHA / len(random) / 2)
     out = []
@@ -181,7 +189,7 @@ def problems_of(model, recipe, std_of, L: int) -> list[str]:
         if isinstance(spec, TruncatedNormal):
             kurtosis = 3.0 + float(stats.truncnorm.stats(spec.lower, spec.upper, moments="k"))
         tol = z * math.sqrt((kurtosis - 1) / (4 * values.size))  # the std's relative sd: sqrt((kappa-1)/(4n))
-        ratio = math.sqrt(float((values ** 2).mean())) / row.std
+        ratio = math.sqrt(float((values**2).mean())) / row.std
         if abs(ratio - 1) > tol:
             out.append(f"{path}: drawn std / expected = {ratio:.4f}, beyond 1 ± {tol:.4f}")
     return out
@@ -212,7 +220,8 @@ def test_recipe_on_keras_matches_its_formulas(case, depth: int) -> None:
 def test_report_says_which_role_set_each_variable() -> None:
     report = isk.reinit(gpt2(2), recipes.get("hf.gpt2"), dry_run=True)
     assert report["transformer_layer_1/feedforward_output_dense/kernel"].reason == (
-        "recipe hf.gpt2: residual_out (rule 'transformer_layer_*/feedforward_output_dense/kernel')")
+        "recipe hf.gpt2: residual_out (rule 'transformer_layer_*/feedforward_output_dense/kernel')"
+    )
     assert report["transformer_layer_0/self_attention/query/kernel"].reason.startswith("recipe hf.gpt2: attn_q")
 
 
@@ -230,8 +239,11 @@ def test_tied_embedding_is_one_variable_under_the_token_role() -> None:
 
 
 def test_role_the_recipe_needs_missing_is_an_error() -> None:
-    with pytest.raises(ValueError, match=r"(?s)Recipe 'hf.llama': role\(s\) 'mlp_gate' match no parameter of "
-                                         r"GPT2Backbone.*The model has the roles: .*attn_out \(1\).*mlp_out \(1\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"(?s)Recipe 'hf.llama': role\(s\) 'mlp_gate' match no parameter of "
+        r"GPT2Backbone.*The model has the roles: .*attn_out \(1\).*mlp_out \(1\)",
+    ):
         isk.reinit(gpt2(1), recipes.get("hf.llama"), seed=0)
 
 
@@ -255,12 +267,14 @@ def test_recipe_settings_override_the_model() -> None:
 
 # --- mutation tests: planted bugs make the checks above fail ---------------------------------------
 
+
 def _mutated(name: str, spec_fn) -> recipes.Recipe:
     import dataclasses
 
     entry = dataclasses.replace(recipes._REGISTRY[name], spec=spec_fn)
-    return recipes.Recipe(name, entry.source, {}, entry.doc, entry.settings, entry.role, entry.spec,
-                          entry.required, entry.blocks)
+    return recipes.Recipe(
+        name, entry.source, {}, entry.doc, entry.settings, entry.role, entry.spec, entry.required, entry.blocks
+    )
 
 
 def test_mutation_residual_scaling_over_n_layer_not_2n_layer_is_caught() -> None:
@@ -303,8 +317,9 @@ def test_check_with_a_recipe_flags_a_wrong_residual_std() -> None:
     model = gpt2(2)
     isk.reinit(model, recipes.get("hf.gpt2"), seed=0)
     assert not isk.check(model, recipe="hf.gpt2").flags  # a fresh recipe init: no flags
-    variable = next(v for v in model.trainable_variables
-                    if v.path == "transformer_layer_1/feedforward_output_dense/kernel")
+    variable = next(
+        v for v in model.trainable_variables if v.path == "transformer_layer_1/feedforward_output_dense/kernel"
+    )
     variable.assign(variable * 3.0)  # the residual projection at 3x its recipe's std
     flags = isk.check(model, recipe="hf.gpt2").flags
     assert list(flags) == [variable.path] and "std_off" in flags[variable.path]

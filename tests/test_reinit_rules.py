@@ -18,10 +18,19 @@ def _p(name, role="weight", classes=("Dense", "Layer"), shape=(4, 3), layout="ke
     return Param(name, shape, classes, role, layout, **kw)
 
 
-@pytest.mark.parametrize(("pattern", "kind"), [
-    ("Conv2d", "class"), ("_ConvNd", "class"), ("encoder.*.weight", "glob"), ("*/kernel", "glob"),
-    ("layer[0-9].bias", "glob"), ("block-1/dense:0", "glob"), ("?", "glob"), ("[!a]*", "glob"),
-])
+@pytest.mark.parametrize(
+    ("pattern", "kind"),
+    [
+        ("Conv2d", "class"),
+        ("_ConvNd", "class"),
+        ("encoder.*.weight", "glob"),
+        ("*/kernel", "glob"),
+        ("layer[0-9].bias", "glob"),
+        ("block-1/dense:0", "glob"),
+        ("?", "glob"),
+        ("[!a]*", "glob"),
+    ],
+)
 def test_pattern_kinds(pattern, kind) -> None:
     assert compile_rules({pattern: HE})[0].kind == kind
 
@@ -48,10 +57,13 @@ def test_matching() -> None:
 
 
 def test_defaults_and_first_match_wins() -> None:
-    params = [_p("d/kernel"), _p("d/bias", "bias", layout=None, shape=(3,)),
-              _p("n/gamma", "norm_scale", ("LayerNormalization",), layout=None, shape=(3,)),
-              _p("n/beta", "norm_offset", ("LayerNormalization",), layout=None, shape=(3,)),
-              _p("e/embeddings", "embedding", ("Embedding",))]
+    params = [
+        _p("d/kernel"),
+        _p("d/bias", "bias", layout=None, shape=(3,)),
+        _p("n/gamma", "norm_scale", ("LayerNormalization",), layout=None, shape=(3,)),
+        _p("n/beta", "norm_offset", ("LayerNormalization",), layout=None, shape=(3,)),
+        _p("e/embeddings", "embedding", ("Embedding",)),
+    ]
     with pytest.warns(UserWarning, match=r"every parameter that 'Dense' matches is taken by an earlier rule"):
         report = plan(params, {"d/*": initscale.Constant(2.0), "Dense": HE}).report
     assert report["d/kernel"].spec == initscale.Constant(2.0) and report["d/kernel"].reason == "rule 'd/*'"
@@ -82,9 +94,11 @@ def test_unused_patterns_warn() -> None:
 
 
 def test_guessed_layouts_are_marked_in_the_report() -> None:
-    params = [_p("d/kernel", layout="flax.dense", guessed=True),
-              _p("d/bias", "bias", layout=None, shape=(3,), guessed=True),  # no layout: nothing guessed
-              _p("e/kernel", layout="flax.dense")]
+    params = [
+        _p("d/kernel", layout="flax.dense", guessed=True),
+        _p("d/bias", "bias", layout=None, shape=(3,), guessed=True),  # no layout: nothing guessed
+        _p("e/kernel", layout="flax.dense"),
+    ]
     report = plan(params, HE).report
     assert [r.name for r in report.guessed] == ["d/kernel"] and report.to_dicts()[0]["guessed"] is True
     lines = report.table().splitlines()
@@ -97,8 +111,14 @@ def test_a_bias_the_adapter_keeps_is_kept_by_defaults_and_class_rules() -> None:
     """A Keras LSTM's forget-gate bias (unit_forget_bias=True) is a bias with a note: class rules
     and the one-spec form skip it as they skip every bias, the defaults keep it (the note says
     why), a name rule sets it."""
-    forget = Param("lstm/lstm_cell/bias", (20,), ("LSTMCell", "LSTM"), "bias", None,
-                   note="Keras starts this LSTM's forget-gate bias at 1 (unit_forget_bias=True)")
+    forget = Param(
+        "lstm/lstm_cell/bias",
+        (20,),
+        ("LSTMCell", "LSTM"),
+        "bias",
+        None,
+        note="Keras starts this LSTM's forget-gate bias at 1 (unit_forget_bias=True)",
+    )
     kernel = Param("lstm/lstm_cell/kernel", (8, 20), ("LSTMCell", "LSTM"), "weight", "keras.lstm")
     for rules in ({"LSTM": HE}, {"LSTM": initscale.Normal(0.05)}, HE):
         report = plan([kernel, forget], rules).report
@@ -111,11 +131,12 @@ def test_a_bias_the_adapter_keeps_is_kept_by_defaults_and_class_rules() -> None:
 
 
 def test_native_fans_are_the_frameworks_own_rule() -> None:
-    params = [_p("dw/depthwise_kernel", classes=("DepthwiseConv2D",), shape=(3, 3, 64, 1),
-                 layout="keras.depthwise_conv"),
-              _p("up/kernel", classes=("Conv2DTranspose",), shape=(3, 3, 32, 16), layout="keras.conv_transpose"),
-              _p("c/kernel", classes=("Conv",), shape=(3, 3, 8, 64), layout="flax.conv:groups=4"),
-              _p("d/bias", "bias", shape=(3,), layout=None)]
+    params = [
+        _p("dw/depthwise_kernel", classes=("DepthwiseConv2D",), shape=(3, 3, 64, 1), layout="keras.depthwise_conv"),
+        _p("up/kernel", classes=("Conv2DTranspose",), shape=(3, 3, 32, 16), layout="keras.conv_transpose"),
+        _p("c/kernel", classes=("Conv",), shape=(3, 3, 8, 64), layout="flax.conv:groups=4"),
+        _p("d/bias", "bias", shape=(3,), layout=None),
+    ]
     forward = plan(params, HE).report
     native = plan(params, HE, fans="native").report
     # Keras's compute_fans and jax's _compute_fans on the shape alone (docs/conventions.md, section 3)
@@ -131,10 +152,15 @@ def test_native_fans_are_the_frameworks_own_rule() -> None:
 
 def test_native_fans_on_a_layout_without_a_framework_rule_warn() -> None:
     general = initscale.Layout(0, (1, 2), name="flax.attention_qkv")  # (in, heads, head_dim)
-    params = [_p("q/kernel", classes=("DenseGeneral",), shape=(64, 4, 16), layout=general),
-              _p("d/kernel", classes=("Dense",), shape=(64, 8), layout="flax.dense")]
-    with pytest.warns(UserWarning, match=r"layouts of 1 parameter\(s\) have no framework fan rule, so their "
-                                         r"forward fans were used: 'q/kernel'"):
+    params = [
+        _p("q/kernel", classes=("DenseGeneral",), shape=(64, 4, 16), layout=general),
+        _p("d/kernel", classes=("Dense",), shape=(64, 8), layout="flax.dense"),
+    ]
+    with pytest.warns(
+        UserWarning,
+        match=r"layouts of 1 parameter\(s\) have no framework fan rule, so their "
+        r"forward fans were used: 'q/kernel'",
+    ):
         report = plan(params, HE, fans="native").report
     assert report["q/kernel"].fans == "forward" and report["d/kernel"].fans == "native"
     assert "1 layout(s) without one keep forward fans" in report.summary()
@@ -145,21 +171,29 @@ def test_native_fans_on_a_layout_without_a_framework_rule_warn() -> None:
 
 @pytest.mark.parametrize("bad", ["Native", "torch", None, 1])
 def test_fans_must_be_forward_or_native(bad) -> None:
-    with pytest.raises(ValueError, match=re.escape(f"Argument `fans` must be one of 'forward', 'native'. "
-                                                   f"Received: fans={bad!r}.")):
+    with pytest.raises(
+        ValueError, match=re.escape(f"Argument `fans` must be one of 'forward', 'native'. Received: fans={bad!r}.")
+    ):
         plan([_p("d/kernel")], HE, fans=bad)
 
 
 def test_a_bias_takes_its_weights_fans_when_its_spec_needs_fans() -> None:
     layer_default = initscale.presets.get("torch.linear_default")
-    params = [_p("fc.weight", classes=("Linear",), shape=(30, 400), layout="torch.linear"),
-              _p("fc.bias", "bias", classes=("Linear",), shape=(30,), layout=None, fans_of="fc.weight"),
-              _p("other.weight", classes=("Linear",), shape=(30, 9), layout="torch.linear"),
-              _p("other.bias", "bias", classes=("Linear",), shape=(30,), layout=None, fans_of="other.weight")]
+    params = [
+        _p("fc.weight", classes=("Linear",), shape=(30, 400), layout="torch.linear"),
+        _p("fc.bias", "bias", classes=("Linear",), shape=(30,), layout=None, fans_of="fc.weight"),
+        _p("other.weight", classes=("Linear",), shape=(30, 9), layout="torch.linear"),
+        _p("other.bias", "bias", classes=("Linear",), shape=(30,), layout=None, fans_of="other.weight"),
+    ]
     report = plan(params, {"fc.weight": layer_default, "other.weight": HE}).report
     row = report["fc.bias"]
-    assert (row.spec, row.fan_in, row.fan_out, row.layout, row.fans) == (layer_default, 400, 30, "torch.linear",
-                                                                       "forward")
+    assert (row.spec, row.fan_in, row.fan_out, row.layout, row.fans) == (
+        layer_default,
+        400,
+        30,
+        "torch.linear",
+        "forward",
+    )
     assert row.std == pytest.approx(1 / 20 / 3**0.5, rel=1e-12)  # U(±1/√400)
     assert report["other.bias"].spec == initscale.Zeros()  # he_normal is not a layer default: zeros
     assert plan(params, {"fc.weight": layer_default, "fc.bias": None}).report["fc.bias"].touched is False
@@ -172,16 +206,21 @@ def test_rule_values_say_the_layout_and_padding() -> None:
     unknown = _p("m.w", "other", ("Mixer",), shape=(6, 4), layout=None)
     row = plan([unknown], {"Mixer": initscale.Rule(HE, layout="keras.dense")}).report["m.w"]
     assert (row.layout, row.fan_in, row.fan_out) == ("keras.dense", 6, 4)
-    assert plan([unknown], {"Mixer": initscale.Rule(HE, layout="torch.linear")}).decisions[0].param.layout == \
-        "torch.linear"  # the adapter draws (and streams) with the layout the fans came from
+    assert (
+        plan([unknown], {"Mixer": initscale.Rule(HE, layout="torch.linear")}).decisions[0].param.layout
+        == "torch.linear"
+    )  # the adapter draws (and streams) with the layout the fans came from
 
 
-@pytest.mark.parametrize(("kwargs", "error", "match"), [
-    ({"layout": "keras.dens"}, ValueError, r"Received: layout='keras\.dens'\. Did you mean 'keras\.dense'"),
-    ({"layout": "torch.conv:grups=2"}, ValueError, r"takes no argument 'grups'"),
-    ({"layout": 3}, TypeError, r"layout=3"),
-    ({"padding": "keep"}, ValueError, r"`padding`.*'draw', 'zero'\. Received: padding='keep'"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"layout": "keras.dens"}, ValueError, r"Received: layout='keras\.dens'\. Did you mean 'keras\.dense'"),
+        ({"layout": "torch.conv:grups=2"}, ValueError, r"takes no argument 'grups'"),
+        ({"layout": 3}, TypeError, r"layout=3"),
+        ({"padding": "keep"}, ValueError, r"`padding`.*'draw', 'zero'\. Received: padding='keep'"),
+    ],
+)
 def test_rule_checks_its_arguments(kwargs, error, match) -> None:
     with pytest.raises(error, match=match):
         initscale.Rule(HE, **kwargs)
@@ -190,10 +229,16 @@ def test_rule_checks_its_arguments(kwargs, error, match) -> None:
 
 
 def test_a_fan_based_spec_never_guesses_a_layout() -> None:
-    params = [_p("d/kernel"), _p("m/w", "other", ("Mixer",), shape=(6, 4), layout=None),
-              _p("m/v", "other", ("Mixer",), shape=(2, 3, 4), layout=None)]
-    with pytest.raises(ValueError, match=r"(?s)2 parameter\(s\).*'m/w' \(shape \(6, 4\), in Mixer\): rule 'Mixer'.*"
-                                         r"'m/v'.*\{'Mixer': initscale\.Rule\(VarianceScaling\(scale=2\.0\), layout="):
+    params = [
+        _p("d/kernel"),
+        _p("m/w", "other", ("Mixer",), shape=(6, 4), layout=None),
+        _p("m/v", "other", ("Mixer",), shape=(2, 3, 4), layout=None),
+    ]
+    with pytest.raises(
+        ValueError,
+        match=r"(?s)2 parameter\(s\).*'m/w' \(shape \(6, 4\), in Mixer\): rule 'Mixer'.*"
+        r"'m/v'.*\{'Mixer': initscale\.Rule\(VarianceScaling\(scale=2\.0\), layout=",
+    ):
         plan(params, {"Mixer": HE})
     assert plan(params, {"Mixer": initscale.Normal(0.02)}).report["m/w"].std == 0.02  # fixed scale: fine
     with pytest.warns(UserWarning, match=r"left 2 parameter\(s\) of 2 or more axes untouched.*Mixer \(2: 'm/w', 'm/v'"):

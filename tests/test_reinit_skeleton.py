@@ -24,8 +24,9 @@ class Fake:
 
     entry = "fake_reinit"
 
-    def __init__(self, staged: bool = True, fail_draw: str = "", fail_store: str = "", bad: str = "",
-                 note: str = "") -> None:
+    def __init__(
+        self, staged: bool = True, fail_draw: str = "", fail_store: str = "", bad: str = "", note: str = ""
+    ) -> None:
         self.model = {"a.weight": [0.0] * 6, "a.bias": [1.0] * 2, "b.weight": [0.0] * 6, "b.bias": [1.0] * 2}
         self.log: list[str] = []
         self.staged, self.fail_draw, self.fail_store, self.bad, self.note = staged, fail_draw, fail_store, bad, note
@@ -33,9 +34,19 @@ class Fake:
     def walk(self):
         self.log.append("walk")
         layer = {"a": "Linear", "b": "Linear"}
-        return [(Param(n, (2, 3) if n.endswith("weight") else (2,), (layer[n[0]],),
-                       "weight" if n.endswith("weight") else "bias", "torch" if n.endswith("weight") else None), n)
-                for n in self.model]
+        return [
+            (
+                Param(
+                    n,
+                    (2, 3) if n.endswith("weight") else (2,),
+                    (layer[n[0]],),
+                    "weight" if n.endswith("weight") else "bias",
+                    "torch" if n.endswith("weight") else None,
+                ),
+                n,
+            )
+            for n in self.model
+        ]
 
     def notes(self, report):
         self.log.append("notes")
@@ -58,8 +69,14 @@ class Fake:
                 self.store(name, values)
             return values
 
-        return [Write((t.handle,), lambda n=t.handle: draw(n),
-                      (lambda v, n=t.handle: self.store(n, v)) if self.staged else None) for t in targets]
+        return [
+            Write(
+                (t.handle,),
+                lambda n=t.handle: draw(n),
+                (lambda v, n=t.handle: self.store(n, v)) if self.staged else None,
+            )
+            for t in targets
+        ]
 
     def store(self, name, values):
         self.log.append(f"store {name}")
@@ -78,9 +95,22 @@ class Fake:
 def test_run_checks_every_target_before_the_first_draw_and_stores_after_every_draw() -> None:
     fake = Fake()
     report = reinit.run(fake, HE)
-    assert fake.log == ["walk", "notes", "check ['a.weight', 'a.bias', 'b.weight', 'b.bias'] dry_run=False",
-                        "writes", "draw a.weight", "draw a.bias", "draw b.weight", "draw b.bias", "writing",
-                        "store a.weight", "store a.bias", "store b.weight", "store b.bias", "finish"]
+    assert fake.log == [
+        "walk",
+        "notes",
+        "check ['a.weight', 'a.bias', 'b.weight', 'b.bias'] dry_run=False",
+        "writes",
+        "draw a.weight",
+        "draw a.bias",
+        "draw b.weight",
+        "draw b.bias",
+        "writing",
+        "store a.weight",
+        "store a.bias",
+        "store b.weight",
+        "store b.bias",
+        "finish",
+    ]
     assert [r.touched for r in report] == [True] * 4 and fake.model["a.bias"] == [6.0, 6.0]
 
 
@@ -105,12 +135,18 @@ def test_a_failing_check_or_staged_draw_changes_nothing() -> None:
 @pytest.mark.parametrize("staged", [True, False])
 def test_a_write_failing_midway_names_what_was_written(staged) -> None:
     fake = Fake(staged=staged, fail_store="b.weight")
-    with pytest.raises(PartialWriteError, match=r"^fake_reinit failed while writing 'b\.weight' \(RuntimeError: store "
-                       r"failed\).*Already re-initialized \(2\): 'a\.weight', 'a\.bias'\. Possibly partly written: "
-                       r"'b\.weight'\. Unchanged \(1\): 'b\.bias'\.$") as caught:
+    with pytest.raises(
+        PartialWriteError,
+        match=r"^fake_reinit failed while writing 'b\.weight' \(RuntimeError: store "
+        r"failed\).*Already re-initialized \(2\): 'a\.weight', 'a\.bias'\. Possibly partly written: "
+        r"'b\.weight'\. Unchanged \(1\): 'b\.bias'\.$",
+    ) as caught:
         reinit.run(fake, HE)
     assert (caught.value.written, caught.value.failed, caught.value.unchanged) == (
-        ("a.weight", "a.bias"), ("b.weight",), ("b.bias",))
+        ("a.weight", "a.bias"),
+        ("b.weight",),
+        ("b.bias",),
+    )
     assert "finish" not in fake.log
 
 
@@ -135,7 +171,13 @@ def test_bounded_groups_keep_each_buffer_under_its_bound_in_draw_order() -> None
     items = [("n", 4, "a"), ("u", 4, "b"), ("n", 8, "c"), ("n", 4, "d"), ("n", 4, "e")]
     # "n" totals 20 > 10: "c" (>= 8) alone, the small ones in buffers of at most 10 bytes, in order.
     assert bounded_groups(items, group_bytes=10, direct_bytes=8) == [
-        ("n", True, ["c"]), ("n", False, ["a", "d"]), ("n", False, ["e"]), ("u", False, ["b"])]
+        ("n", True, ["c"]),
+        ("n", False, ["a", "d"]),
+        ("n", False, ["e"]),
+        ("u", False, ["b"]),
+    ]
     assert bounded_groups(items, group_bytes=20, direct_bytes=8) == [
-        ("n", False, ["a", "c", "d", "e"]), ("u", False, ["b"])]  # one buffer per key under the bound
+        ("n", False, ["a", "c", "d", "e"]),
+        ("u", False, ["b"]),
+    ]  # one buffer per key under the bound
     assert bounded_groups([], group_bytes=1, direct_bytes=1) == []

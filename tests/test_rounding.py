@@ -20,9 +20,11 @@ SHAPE = (1024, 1024)
 
 
 def _specs(h: float) -> dict[str, initscale.Spec]:
-    return {"truncated": presets.get(f"torch.trunc_normal:std={h / 2},a={-h},b={h}"),
-            "uniform": presets.get(f"torch.uniform:a={-h},b={h}"),
-            "asymmetric uniform": presets.get(f"torch.uniform:a={-h / 3},b={h}")}
+    return {
+        "truncated": presets.get(f"torch.trunc_normal:std={h / 2},a={-h},b={h}"),
+        "uniform": presets.get(f"torch.uniform:a={-h},b={h}"),
+        "asymmetric uniform": presets.get(f"torch.uniform:a={-h / 3},b={h}"),
+    }
 
 
 def _outside(values, spec: initscale.Spec) -> int:
@@ -34,8 +36,12 @@ def _outside(values, spec: initscale.Spec) -> int:
 
 def test_round_down_and_up_bracket_and_are_adjacent() -> None:
     rng = np.random.default_rng(0)
-    xs = np.concatenate([rng.standard_normal(3000) * 10.0 ** rng.integers(-9, 5, 3000),
-                         [0.0, 1e-45, -1e-45, 1e-300, 65504.0, 70000.0, -70000.0, 0.1, -0.1, 1.0]])
+    xs = np.concatenate(
+        [
+            rng.standard_normal(3000) * 10.0 ** rng.integers(-9, 5, 3000),
+            [0.0, 1e-45, -1e-45, 1e-300, 65504.0, 70000.0, -70000.0, 0.1, -0.1, 1.0],
+        ]
+    )
     for fmt, kind in (("float16", np.float16), ("float32", np.float32)):
         for x in xs:
             lo, hi = round_down(x, fmt), round_up(x, fmt)

@@ -105,21 +105,32 @@ for a, b in {cases!r}:
 print(problems)
 """
 _DRAWS = {
-    "jax-x64": ("import jax.numpy as jnp\nfrom initscale.adapters import jax as isj\n"
-                "DRAW = lambda spec, dtype: isj.initializer(spec, layout='keras.dense', stream=Stream(5, 'tail'))"
-                "(None, (400, 250), getattr(jnp, dtype))\n", {"JAX_ENABLE_X64": "1"}),
-    "keras-tensorflow": ("import keras\nfrom initscale.adapters import keras as isk\n"
-                         "DRAW = lambda spec, dtype: keras.ops.convert_to_numpy(isk.initializer(spec, "
-                         "layout='keras.dense', stream=Stream(5, 'tail'))((400, 250), dtype))\n",
-                         {"KERAS_BACKEND": "tensorflow"}),
+    "jax-x64": (
+        "import jax.numpy as jnp\nfrom initscale.adapters import jax as isj\n"
+        "DRAW = lambda spec, dtype: isj.initializer(spec, layout='keras.dense', stream=Stream(5, 'tail'))"
+        "(None, (400, 250), getattr(jnp, dtype))\n",
+        {"JAX_ENABLE_X64": "1"},
+    ),
+    "keras-tensorflow": (
+        "import keras\nfrom initscale.adapters import keras as isk\n"
+        "DRAW = lambda spec, dtype: keras.ops.convert_to_numpy(isk.initializer(spec, "
+        "layout='keras.dense', stream=Stream(5, 'tail'))((400, 250), dtype))\n",
+        {"KERAS_BACKEND": "tensorflow"},
+    ),
 }
 
 
 def _other_backend(name: str, cases: list[tuple[float, float]]) -> list[str]:
     prelude, env = _DRAWS[name]
     code = prelude + _OTHER_BACKENDS.format(cases=cases, ulps=STREAM_ULPS)
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env={**os.environ, **env}, check=False, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        check=False,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return eval(done.stdout.strip().splitlines()[-1])  # a list of strings, printed by the code above
 
@@ -133,6 +144,7 @@ def test_far_tail_streams_on_jax_x64_and_keras_tensorflow_equal_the_reference(na
 
 
 # --- mutations: the checks above fail on the planted bugs ---------------------------------------------
+
 
 def _no_far_branch(monkeypatch) -> None:
     """Φ⁻¹(pa + u·(pb − pa)) at any distance (the stream before issue 16's fix): Φ(−38.3) is subnormal."""

@@ -22,12 +22,25 @@ from initscale.streams import Stream, canonical_strides, philox4x32, run_bits, r
 KAT = [
     ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
     ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
-    ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
-     (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)),
+    (
+        (0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344),
+        (0xA4093822, 0x299F31D0),
+        (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1),
+    ),
 ]
-SPECS = ["he_uniform", "he_normal", "glorot_normal", "torch.kaiming_normal", "torch.linear_default",
-         "tf1.variance_scaling_initializer", "keras.truncated_normal", "jax.uniform",
-         "torch.trunc_normal:std=0.5,a=0.2,b=1.0", "torch.uniform:a=-3,b=5", "ones"]
+SPECS = [
+    "he_uniform",
+    "he_normal",
+    "glorot_normal",
+    "torch.kaiming_normal",
+    "torch.linear_default",
+    "tf1.variance_scaling_initializer",
+    "keras.truncated_normal",
+    "jax.uniform",
+    "torch.trunc_normal:std=0.5,a=0.2,b=1.0",
+    "torch.uniform:a=-3,b=5",
+    "ones",
+]
 
 
 @pytest.fixture(params=["kernel", "torch ops"])
@@ -83,7 +96,7 @@ def test_keys_are_fixed_by_the_documented_hash() -> None:
 
 def test_canonical_strides_make_layouts_agree() -> None:
     assert canonical_strides((128, 256), "torch.linear") == (256, 1)  # (out, in): row-major already
-    assert canonical_strides((256, 128), "keras.dense") == (1, 256)   # (in, out): out is the slow axis
+    assert canonical_strides((256, 128), "keras.dense") == (1, 256)  # (in, out): out is the slow axis
     for keras_shape, keras_layout, torch_shape, torch_layout, axes in FORMS:
         ref = stream_values(Stream(1, "w"), presets.get("he_uniform"), keras_shape, keras_layout)
         other = stream_values(Stream(1, "w"), presets.get("he_uniform"), torch_shape, torch_layout)
@@ -110,8 +123,10 @@ def _definition_bits(key, shape, strides, box):
     """The stream's words straight from its definition, one Philox call per element: element i is
     lane i % 4 of block i // 4 (the slow form that run_bits must reproduce)."""
     grids = np.meshgrid(*[np.arange(n)[b] for n, b in zip(shape, box, strict=True)], indexing="ij")
-    index = sum((g.astype(np.uint64) * np.uint64(st) for g, st in zip(grids, strides, strict=True)),
-                np.zeros(grids[0].shape, np.uint64))
+    index = sum(
+        (g.astype(np.uint64) * np.uint64(st) for g, st in zip(grids, strides, strict=True)),
+        np.zeros(grids[0].shape, np.uint64),
+    )
     block = index >> np.uint64(2)
     zeros = np.zeros_like(block)
     words = philox4x32(block & np.uint64(0xFFFFFFFF), block >> np.uint64(32), zeros, zeros.copy(), key)
@@ -133,8 +148,14 @@ def test_run_bits_follow_the_element_wise_definition() -> None:
     from initscale.streams import _numpy_ops, inverse_permutation
 
     rng = np.random.default_rng(0)
-    layouts = [((13, 7), "torch.linear"), ((7, 13), "keras.dense"), ((6, 5, 3, 3), "torch.conv"),
-               ((3, 3, 5, 6), "keras.conv"), ((3, 3, 4, 3), "keras.depthwise_conv"), ((4, 18), "torch.lstm")]
+    layouts = [
+        ((13, 7), "torch.linear"),
+        ((7, 13), "keras.dense"),
+        ((6, 5, 3, 3), "torch.conv"),
+        ((3, 3, 5, 6), "keras.conv"),
+        ((3, 3, 4, 3), "keras.depthwise_conv"),
+        ((4, 18), "torch.lstm"),
+    ]
     for trial in range(60):
         shape, layout = layouts[trial % len(layouts)]
         strides = canonical_strides(shape, layout)
@@ -143,10 +164,13 @@ def test_run_bits_follow_the_element_wise_definition() -> None:
         plan = runs(shape, strides, box)
         got = run_bits(plan, Stream(trial, "w").key, _numpy_ops()).transpose(inverse_permutation(plan.perm))
         assert np.array_equal(got, expected), (shape, layout, box)
-        pieces = [run_bits(piece, Stream(trial, "w").key, _numpy_ops()).reshape(-1)
-                  for piece, _, _ in plan.split(int(rng.integers(1, 40)))]
-        assert np.array_equal(np.concatenate(pieces).reshape(plan.counts).transpose(inverse_permutation(plan.perm)),
-                              expected), (shape, layout, box)
+        pieces = [
+            run_bits(piece, Stream(trial, "w").key, _numpy_ops()).reshape(-1)
+            for piece, _, _ in plan.split(int(rng.integers(1, 40)))
+        ]
+        assert np.array_equal(
+            np.concatenate(pieces).reshape(plan.counts).transpose(inverse_permutation(plan.perm)), expected
+        ), (shape, layout, box)
     # a box of a weight with 2^36 elements: block counters above 2^32 use the second counter word
     shape, box = (2**18, 2**18), (slice(2**18 - 3, 2**18), slice(5, 40))
     plan = runs(shape, (2**18, 1), box)
@@ -176,11 +200,12 @@ def test_gru_gates_are_indexed_in_the_canonical_order(torch_path) -> None:
     spec, hidden, features = presets.get("he_uniform"), 4, 6
     torch_form = stream_values(Stream(1, "gru"), spec, (3 * hidden, features), "torch.gru")
     keras_form = stream_values(Stream(1, "gru"), spec, (features, 3 * hidden), "keras.gru")
-    swapped = np.concatenate([torch_form[hidden:2 * hidden], torch_form[:hidden], torch_form[2 * hidden:]])
+    swapped = np.concatenate([torch_form[hidden : 2 * hidden], torch_form[:hidden], torch_form[2 * hidden :]])
     assert np.array_equal(keras_form, swapped.T)
     box = (slice(1, 5), slice(3, 10))
-    assert np.array_equal(stream_values(Stream(1, "gru"), spec, (features, 3 * hidden), "keras.gru", box=box),
-                          keras_form[box])
+    assert np.array_equal(
+        stream_values(Stream(1, "gru"), spec, (features, 3 * hidden), "keras.gru", box=box), keras_form[box]
+    )
     torch = pytest.importorskip("torch")
     ist = pytest.importorskip("initscale.adapters.torch")
     w = ist.initializer(spec, "keras.gru", stream=Stream(1, "gru"))(torch.empty(features, 3 * hidden))
@@ -225,8 +250,16 @@ def test_torch_equals_numpy_to_the_bit(name, form, torch_path) -> None:
     assert np.array_equal(np.transpose(w.numpy(), axes), ref)
 
 
-LAYER_KINDS = ["dense", "conv2d", "grouped_conv", "conv_transpose", "depthwise", "embedding", "lstm_gates",
-               "packed_qkv"]
+LAYER_KINDS = [
+    "dense",
+    "conv2d",
+    "grouped_conv",
+    "conv_transpose",
+    "depthwise",
+    "embedding",
+    "lstm_gates",
+    "packed_qkv",
+]
 
 
 @pytest.mark.parametrize("layer", LAYER_KINDS)
@@ -383,9 +416,18 @@ def test_split_width_is_exact_and_its_products_with_a_uniform_are_exact() -> Non
 # (zero and non-zero mean), truncated normal (two-sided, upper tail mirrored, lower tail,
 # one-sided), constant. Uniforms and constants equal the reference to the bit; the rest within
 # STREAM_ULPS ulps of the weight's largest |value| (each backend's own ndtri).
-STREAM_DISTS = ["he_uniform", "torch.uniform:a=0.1,b=0.7", "torch.uniform:a=-3,b=5", "torch.kaiming_normal",
-                "torch.normal:mean=1,std=0.5", "he_normal", "torch.trunc_normal:std=0.5,a=0.2,b=1.0",
-                "torch.trunc_normal:std=1,a=-3,b=-0.5", "torch.trunc_normal:std=1,a=1,b=inf", "ones"]
+STREAM_DISTS = [
+    "he_uniform",
+    "torch.uniform:a=0.1,b=0.7",
+    "torch.uniform:a=-3,b=5",
+    "torch.kaiming_normal",
+    "torch.normal:mean=1,std=0.5",
+    "he_normal",
+    "torch.trunc_normal:std=0.5,a=0.2,b=1.0",
+    "torch.trunc_normal:std=1,a=-3,b=-0.5",
+    "torch.trunc_normal:std=1,a=1,b=inf",
+    "ones",
+]
 STREAM_ULPS = 8  # measured in float64 on TensorFlow, JAX and torch: at most 6
 _JAX_CALLS = """
 import jax, jax.numpy as jnp, numpy as np, initscale
@@ -450,11 +492,24 @@ def test_a_torch_model_and_a_flax_model_start_from_the_same_weights() -> None:
     torch_model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
     flax_vars = nn.Sequential([nn.Dense(32), nn.relu, nn.Dense(4)]).init(jax.random.key(0), np.zeros((1, 16)))
     torch_names = {"0.weight": "l0/w", "0.bias": "l0/b", "2.weight": "l1/w", "2.bias": "l1/b"}
-    ist.reinit_(torch_model, {"*.bias": presets.get("torch.uniform:a=-0.1,b=0.1"), "Linear": spec},
-                stream_seed=5, stream_names=torch_names)
-    new, _ = isj.reinit(flax_vars, {"*/bias": presets.get("torch.uniform:a=-0.1,b=0.1"), "*/kernel": spec}, None,
-                        stream_seed=5, stream_names=lambda p: p.replace("params/layers_0/", "l0/")
-                        .replace("params/layers_2/", "l1/").replace("kernel", "w").replace("bias", "b"))
+    ist.reinit_(
+        torch_model,
+        {"*.bias": presets.get("torch.uniform:a=-0.1,b=0.1"), "Linear": spec},
+        stream_seed=5,
+        stream_names=torch_names,
+    )
+    new, _ = isj.reinit(
+        flax_vars,
+        {"*/bias": presets.get("torch.uniform:a=-0.1,b=0.1"), "*/kernel": spec},
+        None,
+        stream_seed=5,
+        stream_names=lambda p: (
+            p.replace("params/layers_0/", "l0/")
+            .replace("params/layers_2/", "l1/")
+            .replace("kernel", "w")
+            .replace("bias", "b")
+        ),
+    )
     for i, layer in (("0", "layers_0"), ("2", "layers_2")):
         w = torch_model.get_parameter(f"{i}.weight").detach().numpy()
         k = np.asarray(new["params"][layer]["kernel"])
@@ -498,10 +553,24 @@ def test_the_kernel_equals_the_reference(dtype, monkeypatch) -> None:
 
     if _stream_kernel.load() is None:
         pytest.skip("the stream kernel could not be built here (no C compiler)")
-    cases = [((), "torch"), ((7,), "torch"), ((0, 5), "torch.linear"), ((515, 1031), "torch.linear"),
-             ((9, 4, 3, 3), "torch.conv"), ((3, 3, 4, 9), "keras.conv"), ((7, 30), "keras.gru"), ((60, 7), "torch.gru")]
-    for name in ("he_uniform", "torch.kaiming_normal", "he_normal", "torch.trunc_normal:std=0.5,a=0.2,b=1.0",
-                 "torch.uniform:a=-0.1,b=0.1", "ones"):
+    cases = [
+        ((), "torch"),
+        ((7,), "torch"),
+        ((0, 5), "torch.linear"),
+        ((515, 1031), "torch.linear"),
+        ((9, 4, 3, 3), "torch.conv"),
+        ((3, 3, 4, 9), "keras.conv"),
+        ((7, 30), "keras.gru"),
+        ((60, 7), "torch.gru"),
+    ]
+    for name in (
+        "he_uniform",
+        "torch.kaiming_normal",
+        "he_normal",
+        "torch.trunc_normal:std=0.5,a=0.2,b=1.0",
+        "torch.uniform:a=-0.1,b=0.1",
+        "ones",
+    ):
         spec = presets.get(name)
         for shape, layout in cases:
             if len(shape) < 2 and not spec.fixed_scale:
@@ -551,11 +620,14 @@ def test_the_kernel_builds_once_and_falls_back_cleanly(monkeypatch, tmp_path) ->
     assert len(list((tmp_path / "cache").glob("stream-kernel-*"))) == 1  # built once, cached
 
 
-@pytest.mark.parametrize(("dtype", "value", "rounded"), [
-    ("float16", 1 + 2.0**-11 + 2.0**-40, 1 + 2.0**-10),  # just above a float16 tie: up
-    ("bfloat16", 1 + 2.0**-8 + 2.0**-30, 1 + 2.0**-7),  # just above a bfloat16 tie: up
-    ("bfloat16", -(1 + 3 * 2.0**-8 - 2.0**-30), -(1 + 2.0**-7)),  # just below a tie: the smaller magnitude
-])
+@pytest.mark.parametrize(
+    ("dtype", "value", "rounded"),
+    [
+        ("float16", 1 + 2.0**-11 + 2.0**-40, 1 + 2.0**-10),  # just above a float16 tie: up
+        ("bfloat16", 1 + 2.0**-8 + 2.0**-30, 1 + 2.0**-7),  # just above a bfloat16 tie: up
+        ("bfloat16", -(1 + 3 * 2.0**-8 - 2.0**-30), -(1 + 2.0**-7)),  # just below a tie: the smaller magnitude
+    ],
+)
 def test_narrow_dtypes_are_rounded_once(dtype, value, rounded, torch_path) -> None:
     """float64 → float16/bfloat16 in one rounding: through float32 with round-to-nearest twice, the
     first rounding lands on the tie and the second goes to even, the wrong way here."""

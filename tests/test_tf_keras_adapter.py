@@ -48,7 +48,7 @@ def test_seeds_dtypes_and_orthogonal_blocks() -> None:
         istk.initializer(HE, seed="1")
     q = istk.Orthogonal(seed=0, layout="keras.lstm")((32, 128)).numpy()
     for g in range(4):
-        block = q[:, g * 32:(g + 1) * 32]
+        block = q[:, g * 32 : (g + 1) * 32]
         assert np.allclose(block.T @ block, np.eye(32), atol=1e-5)
 
 
@@ -56,12 +56,21 @@ NATIVE = [  # drop-in, tf_keras's own (Keras 2 corrects the truncated normal too
     (lambda: istk.GlorotUniform(seed=1), lambda: tf_keras.initializers.GlorotUniform(seed=2), SHAPE),
     (lambda: istk.HeNormal(seed=1), lambda: tf_keras.initializers.HeNormal(seed=2), SHAPE),
     (lambda: istk.LecunNormal(seed=1), lambda: tf_keras.initializers.LecunNormal(seed=2), SHAPE),
-    (lambda: istk.VarianceScaling(3.0, "fan_out", "untruncated_normal", seed=1),
-     lambda: tf_keras.initializers.VarianceScaling(3.0, "fan_out", "untruncated_normal", seed=2), SHAPE),
-    (lambda: istk.TruncatedNormal(0.1, 0.3, seed=1), lambda: tf_keras.initializers.TruncatedNormal(0.1, 0.3, seed=2),
-     SHAPE),
-    (lambda: istk.RandomUniform(-0.2, 0.5, seed=1), lambda: tf_keras.initializers.RandomUniform(-0.2, 0.5, seed=2),
-     SHAPE),
+    (
+        lambda: istk.VarianceScaling(3.0, "fan_out", "untruncated_normal", seed=1),
+        lambda: tf_keras.initializers.VarianceScaling(3.0, "fan_out", "untruncated_normal", seed=2),
+        SHAPE,
+    ),
+    (
+        lambda: istk.TruncatedNormal(0.1, 0.3, seed=1),
+        lambda: tf_keras.initializers.TruncatedNormal(0.1, 0.3, seed=2),
+        SHAPE,
+    ),
+    (
+        lambda: istk.RandomUniform(-0.2, 0.5, seed=1),
+        lambda: tf_keras.initializers.RandomUniform(-0.2, 0.5, seed=2),
+        SHAPE,
+    ),
 ]
 
 
@@ -83,20 +92,25 @@ def _tf_keras_std(native, shape) -> float:
     return math.sqrt(native.scale / max(1.0, n))
 
 
-@pytest.mark.parametrize("case", [
-    ("abc,cde->abde", (None, 4, 16), (2, 5, 64)),  # MHA's query/key/value: (64, 4, 16)
-    ("abcd,cde->abe", (None, 64), (2, 5, 4, 16)),  # MHA's output: (4, 16, 64)
-    ("abc,bcd->abd", (5, 24), (2, 5, 40)),         # (5, 40, 24)
-    ("...b,bc->...c", 64, (2, 3, 40)),             # (40, 64)
-], ids=lambda c: c[0])
+@pytest.mark.parametrize(
+    "case",
+    [
+        ("abc,cde->abde", (None, 4, 16), (2, 5, 64)),  # MHA's query/key/value: (64, 4, 16)
+        ("abcd,cde->abe", (None, 64), (2, 5, 4, 16)),  # MHA's output: (4, 16, 64)
+        ("abc,bcd->abd", (5, 24), (2, 5, 40)),  # (5, 40, 24)
+        ("...b,bc->...c", 64, (2, 3, 40)),  # (40, 64)
+    ],
+    ids=lambda c: c[0],
+)
 def test_drop_ins_equal_tf_keras_inside_einsum_dense(case) -> None:
     """tf_keras's EinsumDense hands its initializer no axes (Keras 3.15's does): tf_keras's own
     initializers read an EinsumDense kernel with the conv rule, and so do the drop-ins."""
     equation, output_shape, input_shape = case
-    for ours, theirs in ((istk.GlorotUniform(seed=1), tf_keras.initializers.GlorotUniform(seed=2)),
-                         (istk.HeNormal(seed=1), tf_keras.initializers.HeNormal(seed=2)),
-                         (istk.initializer(presets.get("lecun_uniform"), seed=1),
-                          tf_keras.initializers.LecunUniform(seed=2))):
+    for ours, theirs in (
+        (istk.GlorotUniform(seed=1), tf_keras.initializers.GlorotUniform(seed=2)),
+        (istk.HeNormal(seed=1), tf_keras.initializers.HeNormal(seed=2)),
+        (istk.initializer(presets.get("lecun_uniform"), seed=1), tf_keras.initializers.LecunUniform(seed=2)),
+    ):
         kernels = []
         for init in (ours, theirs):
             layer = tf_keras.layers.EinsumDense(equation, output_shape, kernel_initializer=init)
@@ -130,17 +144,26 @@ def test_drop_ins_equal_tf_keras_inside_multi_head_attention() -> None:
 
 
 def test_config_round_trip_and_saving(tmp_path) -> None:
-    inits = [istk.initializer(presets.get("tf1.xavier_initializer"), seed=3, layout="keras.lstm"),
-             istk.VarianceScaling(2.0, "fan_avg", "normal", seed=4), istk.HeNormal(seed=1), istk.Orthogonal(1.5),
-             istk.Zeros(), istk.Constant(0.5), istk.RandomNormal(0.1, 0.2)]
+    inits = [
+        istk.initializer(presets.get("tf1.xavier_initializer"), seed=3, layout="keras.lstm"),
+        istk.VarianceScaling(2.0, "fan_avg", "normal", seed=4),
+        istk.HeNormal(seed=1),
+        istk.Orthogonal(1.5),
+        istk.Zeros(),
+        istk.Constant(0.5),
+        istk.RandomNormal(0.1, 0.2),
+    ]
     for init in inits:
         data = json.loads(json.dumps(tf_keras.utils.serialize_keras_object(init)))
         back = tf_keras.utils.deserialize_keras_object(data)
         assert type(back) is type(init) and back.get_config() == init.get_config() and back.spec == init.spec
     path = tmp_path / "m.keras"
-    model = tf_keras.Sequential([tf_keras.layers.LSTM(5, input_shape=(4, 6), kernel_initializer=inits[0],
-                                                      recurrent_initializer=inits[3]),
-                                 tf_keras.layers.Dense(2, kernel_initializer=inits[2])])
+    model = tf_keras.Sequential(
+        [
+            tf_keras.layers.LSTM(5, input_shape=(4, 6), kernel_initializer=inits[0], recurrent_initializer=inits[3]),
+            tf_keras.layers.Dense(2, kernel_initializer=inits[2]),
+        ]
+    )
     model.save(path)
     code = textwrap.dedent(f"""
         import json, tf_keras
@@ -153,7 +176,8 @@ def test_config_round_trip_and_saving(tmp_path) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stderr[-3000:]
     assert json.loads(out.stdout.strip().splitlines()[-1]) == json.loads(
-        json.dumps([inits[0].get_config(), inits[3].get_config(), inits[2].get_config()]))
+        json.dumps([inits[0].get_config(), inits[3].get_config(), inits[2].get_config()])
+    )
 
 
 def test_reinit_layouts_defaults_and_atomicity() -> None:
@@ -167,11 +191,14 @@ def test_reinit_layouts_defaults_and_atomicity() -> None:
     x = tf_keras.layers.LSTM(7, name="lstm")(x)
     model = tf_keras.Model(inp, tf_keras.layers.Dense(3, name="head")(x))
     report = istk.reinit(model, HE, seed=0)
-    expected = {"grouped/kernel": ("keras.conv:groups=4", 18, 36),
-                "dw/depthwise_kernel": ("keras.depthwise_conv", 9, 18),
-                "sep/depthwise_kernel": ("keras.separable_conv.depthwise", 9, 27),
-                "sep/pointwise_kernel": ("keras.separable_conv.pointwise", 96, 8),
-                "up/kernel": ("keras.conv_transpose", 72, 54), "head/kernel": ("keras.dense", 7, 3)}
+    expected = {
+        "grouped/kernel": ("keras.conv:groups=4", 18, 36),
+        "dw/depthwise_kernel": ("keras.depthwise_conv", 9, 18),
+        "sep/depthwise_kernel": ("keras.separable_conv.depthwise", 9, 27),
+        "sep/pointwise_kernel": ("keras.separable_conv.pointwise", 96, 8),
+        "up/kernel": ("keras.conv_transpose", 72, 54),
+        "head/kernel": ("keras.dense", 7, 3),
+    }
     for name, (layout, fan_in, fan_out) in expected.items():
         row = report[name]
         assert (row.layout, row.fan_in, row.fan_out) == (layout, fan_in, fan_out), name
@@ -193,10 +220,15 @@ def test_reinit_layouts_defaults_and_atomicity() -> None:
 def test_class_rules_target_weights_not_biases(spec) -> None:
     """A class rule sets kernels and recurrent kernels, never biases: biases get zeros and the
     LSTM's forget-gate bias keeps Keras's 1.0 (unit_forget_bias=True, Keras's default)."""
-    model = tf_keras.Sequential([tf_keras.layers.LSTM(5, return_sequences=True, input_shape=(6, 8), name="lstm"),
-                                 tf_keras.layers.GRU(4, return_sequences=True, name="gru"),
-                                 tf_keras.layers.SimpleRNN(3, return_sequences=True, name="rnn"),
-                                 tf_keras.layers.Conv1D(6, 3, name="conv"), tf_keras.layers.Dense(2, name="head")])
+    model = tf_keras.Sequential(
+        [
+            tf_keras.layers.LSTM(5, return_sequences=True, input_shape=(6, 8), name="lstm"),
+            tf_keras.layers.GRU(4, return_sequences=True, name="gru"),
+            tf_keras.layers.SimpleRNN(3, return_sequences=True, name="rnn"),
+            tf_keras.layers.Conv1D(6, 3, name="conv"),
+            tf_keras.layers.Dense(2, name="head"),
+        ]
+    )
     for w in model.weights:
         if w.name.endswith("bias:0") and not w.name.startswith("lstm"):
             w.assign(np.full(w.shape, 0.3, "float32"))
@@ -222,8 +254,9 @@ def test_class_rules_target_weights_not_biases(spec) -> None:
 
 def test_reinit_seed_is_per_variable_and_reproducible() -> None:
     def build():
-        return tf_keras.Sequential([tf_keras.layers.Dense(8, input_shape=(4,), name="a"),
-                                    tf_keras.layers.Dense(3, name="b")])
+        return tf_keras.Sequential(
+            [tf_keras.layers.Dense(8, input_shape=(4,), name="a"), tf_keras.layers.Dense(3, name="b")]
+        )
 
     m1, m2 = build(), build()
     istk.reinit(m1, HE, seed=3)
@@ -241,6 +274,7 @@ def test_initscale_keras_is_tf_keras_under_tf_use_legacy_keras() -> None:
 
 
 # --- far-tail, one-sided and narrow truncated normals (issue 16) -------------------------------------
+
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
 @pytest.mark.parametrize(("a", "b"), TAIL_CASES, ids=TAIL_IDS)

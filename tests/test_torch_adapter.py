@@ -15,8 +15,16 @@ ist = pytest.importorskip("initscale.adapters.torch")
 
 SHAPE = (400, 500)  # 200,000 draws per check
 
-SPECS = ["he_normal", "glorot_uniform", "lecun_normal", "torch.kaiming_normal", "torch.xavier_uniform",
-         "tf1.variance_scaling_initializer", "torch.linear_default", "torch.embedding_default"]
+SPECS = [
+    "he_normal",
+    "glorot_uniform",
+    "lecun_normal",
+    "torch.kaiming_normal",
+    "torch.xavier_uniform",
+    "tf1.variance_scaling_initializer",
+    "torch.linear_default",
+    "torch.embedding_default",
+]
 
 
 def _draw(spec, dtype, layout="torch", shape=SHAPE, seed=0):
@@ -70,10 +78,13 @@ def test_in_place_on_parameters_and_returns_the_tensor() -> None:
     assert out is p and p.requires_grad and bool((p != 0).any())
 
 
-@pytest.mark.parametrize(("layout", "shape", "view"), [
-    ("torch.lstm", (256, 64), lambda w: [w[g * 64:(g + 1) * 64] for g in range(4)]),
-    ("torch", (16, 8, 3), lambda w: [w.reshape(16, 24)]),
-])
+@pytest.mark.parametrize(
+    ("layout", "shape", "view"),
+    [
+        ("torch.lstm", (256, 64), lambda w: [w[g * 64 : (g + 1) * 64] for g in range(4)]),
+        ("torch", (16, 8, 3), lambda w: [w.reshape(16, 24)]),
+    ],
+)
 def test_orthogonal_blocks(layout, shape, view) -> None:
     w = torch.empty(shape, dtype=torch.float64)
     ist.orthogonal_(w, 1.5, layout=layout)
@@ -149,8 +160,11 @@ def test_uniform_grid_checks_catch_planted_bugs(monkeypatch, bug) -> None:
     real = torch.Tensor.random_
 
     def buggy(self, *args, **kwargs):
-        return real(self, generator=kwargs.get("generator")) if bug.startswith("random_") else \
-            real(self, 0, 2**32, generator=kwargs.get("generator"))
+        return (
+            real(self, generator=kwargs.get("generator"))
+            if bug.startswith("random_")
+            else real(self, 0, 2**32, generator=kwargs.get("generator"))
+        )
 
     dist = initscale.distributions.UniformDist(-0.9, 0.9)
     clean = _uniform_grid(torch.empty(SHAPE), -0.9, 0.9, torch.Generator().manual_seed(3))
@@ -161,6 +175,7 @@ def test_uniform_grid_checks_catch_planted_bugs(monkeypatch, bug) -> None:
 
 
 # --- far-tail, one-sided and narrow truncated normals (issue 16) -------------------------------------
+
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16", "float64"])
 @pytest.mark.parametrize(("a", "b"), TAIL_CASES, ids=TAIL_IDS)

@@ -23,7 +23,11 @@ def ranks(tmp_path_factory) -> list[dict]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "INITSCALE_DIST_OUT": str(folder)}
     done = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(SCRIPT)],
-        capture_output=True, text=True, timeout=300, env=env, check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        check=False,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return [json.loads((folder / f"rank{r}.json").read_text()) for r in range(2)]

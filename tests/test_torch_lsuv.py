@@ -38,6 +38,7 @@ def _output_variances(model: torch.nn.Module, batch: torch.Tensor, kinds: tuple[
     def record(name: str):
         def hook(_sub, _inputs, output) -> None:  # returns None: the output is unchanged
             out.setdefault(name, float(output.detach().double().var()))
+
         return hook
 
     for name, sub in model.named_modules():
@@ -92,9 +93,15 @@ def test_the_start_is_orthogonal_and_biases_zero() -> None:
 
 def test_convolutions_and_batchnorm_buffers_stay_as_they_were() -> None:
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.BatchNorm2d(16), torch.nn.ReLU(),
-                                torch.nn.Conv2d(16, 16, 3, groups=4), torch.nn.ReLU(), torch.nn.Flatten(),
-                                torch.nn.LazyLinear(10))
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 16, 3, padding=1),
+        torch.nn.BatchNorm2d(16),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(16, 16, 3, groups=4),
+        torch.nn.ReLU(),
+        torch.nn.Flatten(),
+        torch.nn.LazyLinear(10),
+    )
     batch = torch.randn(32, 3, 10, 10)
     model(batch)
     buffers = {k: v.clone() for k, v in model.named_buffers()}
@@ -128,8 +135,9 @@ class _FailsOnSecondCall(torch.nn.Module):
 
 def test_a_failure_midway_changes_nothing() -> None:
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(48, 32), torch.nn.Tanh(), torch.nn.Linear(32, 32), _FailsOnSecondCall(),
-                                torch.nn.Linear(32, 8))
+    model = torch.nn.Sequential(
+        torch.nn.Linear(48, 32), torch.nn.Tanh(), torch.nn.Linear(32, 32), _FailsOnSecondCall(), torch.nn.Linear(32, 8)
+    )
     before = _state(model)
     with pytest.raises(RuntimeError, match="planted failure"):
         lsuv_(model, torch.randn(64, 48))
@@ -187,13 +195,16 @@ def test_batches_as_tuple_and_mapping() -> None:
     assert lsuv_(Two(), {"x": x, "y": y})["fc"].status == "converged"
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [
-    ({"tol": 0.0}, r"`tol` of lsuv_ must be a number in \(0, 1\).*tol=0.0"),
-    ({"tol": 1.5}, r"`tol`.*tol=1.5"),
-    ({"tol": True}, r"`tol`.*tol=True"),
-    ({"max_iters": 0}, r"`max_iters` of lsuv_ must be an integer >= 1.*max_iters=0"),
-    ({"max_iters": 2.5}, r"`max_iters`.*max_iters=2.5"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"tol": 0.0}, r"`tol` of lsuv_ must be a number in \(0, 1\).*tol=0.0"),
+        ({"tol": 1.5}, r"`tol`.*tol=1.5"),
+        ({"tol": True}, r"`tol`.*tol=True"),
+        ({"max_iters": 0}, r"`max_iters` of lsuv_ must be an integer >= 1.*max_iters=0"),
+        ({"max_iters": 2.5}, r"`max_iters`.*max_iters=2.5"),
+    ],
+)
 def test_bad_arguments_name_themselves(kwargs, match) -> None:
     with pytest.raises(ValueError, match=match):
         lsuv_(_mlp(torch.nn.ReLU, depth=1), torch.randn(8, 48), **kwargs)
@@ -234,8 +245,9 @@ def test_a_layer_the_batch_does_not_reach_has_a_row_saying_so() -> None:
 def test_planted_bug_divide_by_variance_is_caught(monkeypatch) -> None:
     """Mutation: W / Var(B) instead of W / sqrt(Var(B)) maps Var -> 1/Var and never settles; the
     per-layer check of test_every_layer_ends_at_unit_output_variance fails on it."""
-    monkeypatch.setattr(lsuv_core, "math", type("M", (), {"sqrt": staticmethod(lambda x: x),
-                                                            "isfinite": staticmethod(math.isfinite)}))
+    monkeypatch.setattr(
+        lsuv_core, "math", type("M", (), {"sqrt": staticmethod(lambda x: x), "isfinite": staticmethod(math.isfinite)})
+    )
     torch.manual_seed(0)
     model, batch = _mlp(torch.nn.SiLU), torch.randn(256, 48) * 3.0
     with warnings.catch_warnings():
@@ -256,8 +268,9 @@ def test_a_real_model_hf_gpt2() -> None:
     """LSUV on HF GPT-2 built from a tiny config: every Conv1D (packed c_attn included) ends at unit
     output variance on the batch, measured here by hooks (the tied lm_head is the embedding: not a layer)."""
     transformers = pytest.importorskip("transformers")
-    cfg = transformers.GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=100, n_positions=32,
-                                  bos_token_id=0, eos_token_id=0)
+    cfg = transformers.GPT2Config(
+        n_layer=2, n_embd=64, n_head=4, vocab_size=100, n_positions=32, bos_token_id=0, eos_token_id=0
+    )
     torch.manual_seed(0)
     model = transformers.GPT2LMHeadModel(cfg)
     ids = torch.randint(0, 100, (8, 16), generator=torch.Generator().manual_seed(0))

@@ -38,8 +38,11 @@ class Block(nn.Module):
         self.bn1 = nn.BatchNorm2d(cout)
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(cout)
-        self.down = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-                     if stride != 1 or cin != cout else nn.Identity())
+        self.down = (
+            nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            if stride != 1 or cin != cout
+            else nn.Identity()
+        )
 
     def forward(self, x):
         y = torch.relu(self.bn1(self.conv1(x)))
@@ -51,8 +54,9 @@ class ResNetish(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, 16, 7, 2, 3, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
-                                  nn.MaxPool2d(3, 2, 1))
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, 16, 7, 2, 3, bias=False), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(3, 2, 1)
+        )
         self.layers = nn.Sequential(Block(16, 16, 1), Block(16, 32, 2), Block(32, 64, 2))
         self.grouped = nn.Conv2d(64, 64, 3, padding=1, groups=4)
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 10))
@@ -213,8 +217,11 @@ def test_a_restorer_that_does_not_write_the_buffer_is_not_trusted() -> None:
 
 def test_a_parameter_nothing_sets_is_an_error_naming_it_and_the_fix() -> None:
     model = _on_meta(Tied)
-    with pytest.raises(ValueError, match=r"'embed\.weight' \(shape \(40, 16\), in Embedding\).*"
-                                         r"\{'embed\.weight': initscale\.Normal\(0\.02\)\}") as err:
+    with pytest.raises(
+        ValueError,
+        match=r"'embed\.weight' \(shape \(40, 16\), in Embedding\).*"
+        r"\{'embed\.weight': initscale\.Normal\(0\.02\)\}",
+    ) as err:
         ist.materialize_(model, HE, device="cpu")
     assert "'head.weight'" not in str(err.value)  # a tied name: its tensor is listed once
     assert meta_problems(model) == []
@@ -223,11 +230,14 @@ def test_a_parameter_nothing_sets_is_an_error_naming_it_and_the_fix() -> None:
     assert meta_problems(model) == []
 
 
-@pytest.mark.parametrize(("device", "error", "message"), [
-    ("cdua", ValueError, r"Argument `device` must be .*'cpu', 'cuda'.*Received: device='cdua'"),
-    ("meta", ValueError, r"Argument `device` must be a device with storage .*Received: device='meta'"),
-    (1.5, TypeError, r"Argument `device` must be .*Received: device=1\.5"),
-])
+@pytest.mark.parametrize(
+    ("device", "error", "message"),
+    [
+        ("cdua", ValueError, r"Argument `device` must be .*'cpu', 'cuda'.*Received: device='cdua'"),
+        ("meta", ValueError, r"Argument `device` must be a device with storage .*Received: device='meta'"),
+        (1.5, TypeError, r"Argument `device` must be .*Received: device=1\.5"),
+    ],
+)
 def test_a_bad_device_names_the_argument_value_and_choices(device, error, message) -> None:
     model = _on_meta(ResNetish)
     with pytest.raises(error, match=message):
@@ -269,8 +279,11 @@ def test_a_model_not_on_meta_is_refused_and_points_to_reinit() -> None:
 def test_a_model_partly_on_meta_is_refused_naming_both_parts() -> None:
     model = _on_meta(ResNetish)
     model.head[4] = nn.Linear(32, 10)  # on the CPU, perhaps loaded
-    with pytest.raises(ValueError, match=r"partly on the meta device: .* tensor\(s\) on meta .*"
-                                         r"2 with storage \('head\.4\.weight \(cpu\)', 'head\.4\.bias \(cpu\)'\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"partly on the meta device: .* tensor\(s\) on meta .*"
+        r"2 with storage \('head\.4\.weight \(cpu\)', 'head\.4\.bias \(cpu\)'\)",
+    ):
         ist.materialize_(model, HE, device="cpu")
     assert meta_problems(model) == ["head.4.weight", "head.4.bias"]
 
@@ -307,8 +320,9 @@ def test_planted_broken_ties_are_caught(monkeypatch) -> None:
 @pytest.mark.parametrize("bug", ["std 5% too large", "fans swapped", "bound not clamped", "padding row drawn"])
 def test_planted_std_bugs_are_caught(bug: str) -> None:
     model = _on_meta(lambda: nn.Sequential(nn.Embedding(400, 64, padding_idx=3), nn.Linear(64, 256)))
-    report = ist.materialize_(model, {"Embedding": initscale.Normal(0.02), "Linear": HE}, device="cpu",
-                              generator=_gen(4))
+    report = ist.materialize_(
+        model, {"Embedding": initscale.Normal(0.02), "Linear": HE}, device="cpu", generator=_gen(4)
+    )
     assert std_problems(model, report) == []
     weight = model[1].weight
     with torch.no_grad():
@@ -341,8 +355,14 @@ def test_fsdp2_dtensor_model_on_meta_each_rank_fills_its_shard(tmp_path) -> None
         pytest.skip("torch.distributed with gloo is not available")
     script = Path(__file__).parent / "dist" / "materialize_dtensor.py"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "INITSCALE_DIST_OUT": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                           str(script)], capture_output=True, text=True, timeout=300, env=env, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     for rank in range(2):
         result = json.loads((tmp_path / f"rank{rank}.json").read_text())
@@ -395,8 +415,9 @@ def test_torchtitan_init_weights_buffer_device_restores_the_root_buffer() -> Non
     model = _on_meta(Titan)
     Titan.calls = 0
     state = torch.get_rng_state()
-    report = ist.materialize_(model, {"Embedding": initscale.Normal(1.0), "Linear": HE}, device="cpu",
-                              generator=_gen(0))
+    report = ist.materialize_(
+        model, {"Embedding": initscale.Normal(1.0), "Linear": HE}, device="cpu", generator=_gen(0)
+    )
     assert torch.equal(torch.get_rng_state(), state)
     assert Titan.calls == 2  # on the meta model (the probe), then on the allocated one
     assert buffer_problems(model, reference) == [] and model.freqs_cis.dtype == torch.complex64
@@ -430,9 +451,12 @@ def test_a_restorer_failing_after_allocation_says_what_was_done() -> None:
         module.table.zero_()
 
     model = _on_meta(lambda: WithBuffers(opaque=True))
-    with pytest.raises(RuntimeError, match=r"restorers\['Opaque'\] failed on the allocated model while restoring "
-                                           r"'opaque\.table' \(RuntimeError: device lost\).*buffers restored so far: "
-                                           r"'pos\.table', 'masked\.mask'; no parameter has been drawn yet"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"restorers\['Opaque'\] failed on the allocated model while restoring "
+        r"'opaque\.table' \(RuntimeError: device lost\).*buffers restored so far: "
+        r"'pos\.table', 'masked\.mask'; no parameter has been drawn yet",
+    ):
         ist.materialize_(model, RULES, device="cpu", restorers={"Opaque": restore})
 
 
@@ -443,8 +467,11 @@ def test_a_restorer_that_fails_on_meta_leaves_the_model_as_it_was() -> None:
 
     model = _on_meta(lambda: WithBuffers(opaque=True))
     table = model.opaque.table
-    with pytest.raises(ValueError, match=r"restorers\['Opaque'\] failed on the meta model \(RuntimeError: needs "
-                                         r"real values\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"restorers\['Opaque'\] failed on the meta model \(RuntimeError: needs "
+        r"real values\)",
+    ):
         ist.materialize_(model, RULES, device="cpu", restorers={"Opaque": half_done})
     assert model.opaque.table is table and meta_problems(model) == []
 

@@ -33,33 +33,73 @@ def _fans(t):
 
 # name, kwargs, shape, native fill (t, generator), torch's own (std, bound) from its helpers
 CASES = [
-    ("torch.xavier_uniform", {"gain": 1.7}, (300, 400),
-     lambda t, g: tinit.xavier_uniform_(t, gain=1.7, generator=g),
-     lambda t: (1.7 * math.sqrt(2 / sum(_fans(t))), 1.7 * math.sqrt(6 / sum(_fans(t))))),
-    ("torch.xavier_normal", {"gain": 0.5}, (64, 32, 3, 3),
-     lambda t, g: tinit.xavier_normal_(t, gain=0.5, generator=g),
-     lambda t: (0.5 * math.sqrt(2 / sum(_fans(t))), None)),
-    ("torch.kaiming_uniform", {"a": 0.2, "mode": "fan_out"}, (300, 400),
-     lambda t, g: tinit.kaiming_uniform_(t, a=0.2, mode="fan_out", generator=g),
-     lambda t: (tinit.calculate_gain("leaky_relu", 0.2) / math.sqrt(_fan(t, "fan_out")),
-                tinit.calculate_gain("leaky_relu", 0.2) * math.sqrt(3 / _fan(t, "fan_out")))),
-    ("torch.kaiming_uniform", {"nonlinearity": "relu"}, (128, 64, 3, 3),
-     lambda t, g: tinit.kaiming_uniform_(t, nonlinearity="relu", generator=g),
-     lambda t: (math.sqrt(2 / _fan(t, "fan_in")), math.sqrt(6 / _fan(t, "fan_in")))),
-    ("torch.kaiming_normal", {}, (300, 400),
-     lambda t, g: tinit.kaiming_normal_(t, generator=g),
-     lambda t: (math.sqrt(2 / _fan(t, "fan_in")), None)),
-    ("torch.kaiming_normal", {"mode": "fan_out", "nonlinearity": "tanh"}, (300, 400),
-     lambda t, g: tinit.kaiming_normal_(t, mode="fan_out", nonlinearity="tanh", generator=g),
-     lambda t: (tinit.calculate_gain("tanh") / math.sqrt(_fan(t, "fan_out")), None)),
-    ("torch.trunc_normal", {"mean": 0.1, "std": 0.5, "a": -0.4, "b": 0.9}, (300, 400),
-     lambda t, g: tinit.trunc_normal_(t, mean=0.1, std=0.5, a=-0.4, b=0.9, generator=g),
-     None),
+    (
+        "torch.xavier_uniform",
+        {"gain": 1.7},
+        (300, 400),
+        lambda t, g: tinit.xavier_uniform_(t, gain=1.7, generator=g),
+        lambda t: (1.7 * math.sqrt(2 / sum(_fans(t))), 1.7 * math.sqrt(6 / sum(_fans(t)))),
+    ),
+    (
+        "torch.xavier_normal",
+        {"gain": 0.5},
+        (64, 32, 3, 3),
+        lambda t, g: tinit.xavier_normal_(t, gain=0.5, generator=g),
+        lambda t: (0.5 * math.sqrt(2 / sum(_fans(t))), None),
+    ),
+    (
+        "torch.kaiming_uniform",
+        {"a": 0.2, "mode": "fan_out"},
+        (300, 400),
+        lambda t, g: tinit.kaiming_uniform_(t, a=0.2, mode="fan_out", generator=g),
+        lambda t: (
+            tinit.calculate_gain("leaky_relu", 0.2) / math.sqrt(_fan(t, "fan_out")),
+            tinit.calculate_gain("leaky_relu", 0.2) * math.sqrt(3 / _fan(t, "fan_out")),
+        ),
+    ),
+    (
+        "torch.kaiming_uniform",
+        {"nonlinearity": "relu"},
+        (128, 64, 3, 3),
+        lambda t, g: tinit.kaiming_uniform_(t, nonlinearity="relu", generator=g),
+        lambda t: (math.sqrt(2 / _fan(t, "fan_in")), math.sqrt(6 / _fan(t, "fan_in"))),
+    ),
+    (
+        "torch.kaiming_normal",
+        {},
+        (300, 400),
+        lambda t, g: tinit.kaiming_normal_(t, generator=g),
+        lambda t: (math.sqrt(2 / _fan(t, "fan_in")), None),
+    ),
+    (
+        "torch.kaiming_normal",
+        {"mode": "fan_out", "nonlinearity": "tanh"},
+        (300, 400),
+        lambda t, g: tinit.kaiming_normal_(t, mode="fan_out", nonlinearity="tanh", generator=g),
+        lambda t: (tinit.calculate_gain("tanh") / math.sqrt(_fan(t, "fan_out")), None),
+    ),
+    (
+        "torch.trunc_normal",
+        {"mean": 0.1, "std": 0.5, "a": -0.4, "b": 0.9},
+        (300, 400),
+        lambda t, g: tinit.trunc_normal_(t, mean=0.1, std=0.5, a=-0.4, b=0.9, generator=g),
+        None,
+    ),
     ("torch.trunc_normal", {}, (300, 400), lambda t, g: tinit.trunc_normal_(t, generator=g), None),
-    ("torch.normal", {"mean": 0.3, "std": 2.0}, (300, 400),
-     lambda t, g: tinit.normal_(t, 0.3, 2.0, generator=g), lambda t: (2.0, None)),
-    ("torch.uniform", {"a": -0.5, "b": 2.0}, (300, 400),
-     lambda t, g: tinit.uniform_(t, -0.5, 2.0, generator=g), lambda t: (2.5 / math.sqrt(12), 2.0)),
+    (
+        "torch.normal",
+        {"mean": 0.3, "std": 2.0},
+        (300, 400),
+        lambda t, g: tinit.normal_(t, 0.3, 2.0, generator=g),
+        lambda t: (2.0, None),
+    ),
+    (
+        "torch.uniform",
+        {"a": -0.5, "b": 2.0},
+        (300, 400),
+        lambda t, g: tinit.uniform_(t, -0.5, 2.0, generator=g),
+        lambda t: (2.5 / math.sqrt(12), 2.0),
+    ),
 ]
 
 LAYERS = [  # name, layout of the preset, module factory, which parameters it fills
@@ -67,8 +107,12 @@ LAYERS = [  # name, layout of the preset, module factory, which parameters it fi
     ("torch.conv_default", "torch:native=true", lambda: nn.Conv2d(64, 128, 3), ["weight"]),
     ("torch.conv_default", "torch.conv_transpose:native=true", lambda: nn.ConvTranspose2d(64, 128, 3), ["weight"]),
     ("torch.embedding_default", "torch", lambda: nn.Embedding(1000, 200), ["weight"]),
-    ("torch.mha_in_proj_default", "torch.mha_in_proj:native=true", lambda: nn.MultiheadAttention(256, 4),
-     ["in_proj_weight"]),
+    (
+        "torch.mha_in_proj_default",
+        "torch.mha_in_proj:native=true",
+        lambda: nn.MultiheadAttention(256, 4),
+        ["in_proj_weight"],
+    ),
 ]
 
 
@@ -77,8 +121,9 @@ def _ours(spec, shape, layout, seed):
     return ist.init_(t, spec, layout, generator=torch.Generator().manual_seed(seed)).numpy()
 
 
-@pytest.mark.parametrize(("name", "kwargs", "shape", "native", "formula"), CASES,
-                         ids=[f"{c[0]}{c[1] or ''}" for c in CASES])
+@pytest.mark.parametrize(
+    ("name", "kwargs", "shape", "native", "formula"), CASES, ids=[f"{c[0]}{c[1] or ''}" for c in CASES]
+)
 def test_nn_init_functions(name, kwargs, shape, native, formula) -> None:
     spec = presets.get(name, **kwargs)
     dist = spec.resolve(None if spec.fixed_scale else initscale.compute_fans(shape, "torch:native=true"))
@@ -134,8 +179,9 @@ def test_constant_is_exact() -> None:
 
 def test_orthogonal_matches_torch_entrywise_and_as_a_matrix() -> None:
     shape, gain = (200, 300), 2.0
-    theirs = tinit.orthogonal_(torch.empty(shape, dtype=torch.float64), gain,
-                               generator=torch.Generator().manual_seed(1))
+    theirs = tinit.orthogonal_(
+        torch.empty(shape, dtype=torch.float64), gain, generator=torch.Generator().manual_seed(1)
+    )
     ours = torch.from_numpy(_ours(presets.get("torch.orthogonal", gain=gain), shape, "torch", 2))
     for q in (theirs, ours):
         assert torch.allclose(q @ q.T, gain**2 * torch.eye(200, dtype=torch.float64), atol=1e-10)
@@ -147,8 +193,9 @@ def test_orthogonal_matches_torch_entrywise_and_as_a_matrix() -> None:
 def test_mutation_a_wrong_uniform_limit_is_caught_against_the_native_draws() -> None:
     # Planted bug: kaiming_uniform with the normal's std as the limit (√(2/n) instead of √(6/n)).
     shape = (300, 400)
-    theirs = tinit.kaiming_uniform_(torch.empty(shape, dtype=torch.float64),
-                                    generator=torch.Generator().manual_seed(3)).numpy()
+    theirs = tinit.kaiming_uniform_(
+        torch.empty(shape, dtype=torch.float64), generator=torch.Generator().manual_seed(3)
+    ).numpy()
     wrong = initscale.Uniform(-math.sqrt(2 / 400), math.sqrt(2 / 400)).resolve(None)
     assert failures(theirs, wrong) != []
     assert same_distribution(theirs, np.random.default_rng(0).uniform(wrong.low, wrong.high, theirs.size)) != []
@@ -160,17 +207,20 @@ def test_mutation_a_wrong_uniform_limit_is_caught_against_the_native_draws() -> 
 def _mobilenet_like():
     """The layers of a MobileNetV3 block that torch and initscale count differently, and a plain one."""
     return nn.Sequential(
-        nn.Conv2d(16, 96, 1),                      # expand (plain: both rules agree)
-        nn.Conv2d(96, 96, 5, groups=96),           # depthwise
-        nn.Conv2d(96, 192, 3, groups=96),          # depthwise, multiplier 2
-        nn.Conv2d(192, 128, 3, groups=4),          # grouped
+        nn.Conv2d(16, 96, 1),  # expand (plain: both rules agree)
+        nn.Conv2d(96, 96, 5, groups=96),  # depthwise
+        nn.Conv2d(96, 192, 3, groups=96),  # depthwise, multiplier 2
+        nn.Conv2d(192, 128, 3, groups=4),  # grouped
         nn.ConvTranspose2d(128, 64, 3, groups=2),  # transposed, grouped
-        nn.ConvTranspose2d(64, 48, 4),             # transposed
+        nn.ConvTranspose2d(64, 48, 4),  # transposed
     )
 
 
-NATIVE_PRESETS = [("torch.kaiming_uniform", {}), ("torch.kaiming_uniform", {"mode": "fan_out"}),
-                  ("torch.kaiming_normal", {"mode": "fan_out"})]  # torchvision MobileNetV3's conv init
+NATIVE_PRESETS = [
+    ("torch.kaiming_uniform", {}),
+    ("torch.kaiming_uniform", {"mode": "fan_out"}),
+    ("torch.kaiming_normal", {"mode": "fan_out"}),
+]  # torchvision MobileNetV3's conv init
 
 
 @pytest.mark.parametrize(("name", "kwargs"), NATIVE_PRESETS, ids=[f"{n}{k or ''}" for n, k in NATIVE_PRESETS])
@@ -208,8 +258,11 @@ def test_reinit_forward_fans_stay_the_default() -> None:
 
 
 def test_reinit_fans_must_be_forward_or_native() -> None:
-    with pytest.raises(ValueError, match=r"Argument `fans` must be one of 'forward', 'native'\. "
-                                         r"Received: fans='torch'\."):
+    with pytest.raises(
+        ValueError,
+        match=r"Argument `fans` must be one of 'forward', 'native'\. "
+        r"Received: fans='torch'\.",
+    ):
         ist.reinit_(nn.Linear(3, 2), presets.get("he_normal"), fans="torch")
 
 
@@ -220,12 +273,17 @@ def _float32_bound(fan_in: int) -> tuple[float, float]:
     return float(np.float32(gain * math.sqrt(3.0 / fan_in))), 1 / math.sqrt(fan_in)
 
 
-ULP_LAYERS = {"conv-27": lambda: nn.Conv2d(3, 8, 3), "conv-63": lambda: nn.Conv2d(7, 8, 3),
-              "depthwise": lambda: nn.Conv2d(40, 40, 3, groups=40), "grouped": lambda: nn.Conv2d(12, 24, 3, groups=4),
-              "transpose-108": lambda: nn.ConvTranspose2d(8, 12, 3),
-              "transpose-18": lambda: nn.ConvTranspose2d(8, 2, 3),
-              "conv1d": lambda: nn.Conv1d(5, 6, 5), "linear-10": lambda: nn.Linear(10, 4),
-              "linear-9": lambda: nn.Linear(9, 4)}
+ULP_LAYERS = {
+    "conv-27": lambda: nn.Conv2d(3, 8, 3),
+    "conv-63": lambda: nn.Conv2d(7, 8, 3),
+    "depthwise": lambda: nn.Conv2d(40, 40, 3, groups=40),
+    "grouped": lambda: nn.Conv2d(12, 24, 3, groups=4),
+    "transpose-108": lambda: nn.ConvTranspose2d(8, 12, 3),
+    "transpose-18": lambda: nn.ConvTranspose2d(8, 2, 3),
+    "conv1d": lambda: nn.Conv1d(5, 6, 5),
+    "linear-10": lambda: nn.Linear(10, 4),
+    "linear-9": lambda: nn.Linear(9, 4),
+}
 
 
 @pytest.mark.parametrize("make", list(ULP_LAYERS.values()), ids=list(ULP_LAYERS))
@@ -239,8 +297,12 @@ def test_reinit_native_draws_torchs_stream_to_the_ulp(make) -> None:
     module = make()
     theirs = torch.empty_like(module.weight)
     tinit.kaiming_uniform_(theirs, a=math.sqrt(5), generator=torch.Generator().manual_seed(4))
-    ist.reinit_(module, {"weight": presets.get("torch.linear_default"), "bias": None}, fans="native",
-                generator=torch.Generator().manual_seed(4))
+    ist.reinit_(
+        module,
+        {"weight": presets.get("torch.linear_default"), "bias": None},
+        fans="native",
+        generator=torch.Generator().manual_seed(4),
+    )
     ours = module.weight.detach()
     fan_in, _ = _fans(theirs)
     torch_bound, exact = _float32_bound(fan_in)
@@ -267,8 +329,11 @@ def test_mutation_native_fans_ignored_is_caught(monkeypatch) -> None:
     model = _mobilenet_like()
     with pytest.warns(UserWarning, match="forward fans were used"):  # the rows say "forward": warned
         report = ist.reinit_(model, presets.get("torch.kaiming_uniform"), fans="native", dry_run=True)
-    wrong = [n for n, m in model.named_children() if (report[f"{n}.weight"].fan_in, report[f"{n}.weight"].fan_out)
-             != _fans(m.weight)]
+    wrong = [
+        n
+        for n, m in model.named_children()
+        if (report[f"{n}.weight"].fan_in, report[f"{n}.weight"].fan_out) != _fans(m.weight)
+    ]
     assert wrong == ["1", "2", "3", "4", "5"]
 
 
@@ -280,17 +345,31 @@ def test_mutation_native_fans_ignored_is_caught(monkeypatch) -> None:
 
 def _torch_layers(fans_in_that_round_down: bool):
     if fans_in_that_round_down:  # each fan_in distinct, and torch's float32 bounds at most the exact ones
-        return nn.Sequential(nn.Linear(40, 64), nn.Conv1d(13, 16, 5), nn.Conv2d(7, 16, 3),
-                             nn.Conv2d(12, 24, 2, groups=3), nn.Conv2d(8, 8, 2, groups=8),
-                             nn.ConvTranspose2d(16, 14, 2, groups=2), nn.Bilinear(20, 6, 5))
-    return nn.Sequential(nn.Linear(50, 4000), nn.Conv1d(6, 3000, 5), nn.Conv2d(9, 2000, 3, groups=1),
-                         nn.ConvTranspose2d(3000, 24, 3), nn.Bilinear(11, 6, 3000))
+        return nn.Sequential(
+            nn.Linear(40, 64),
+            nn.Conv1d(13, 16, 5),
+            nn.Conv2d(7, 16, 3),
+            nn.Conv2d(12, 24, 2, groups=3),
+            nn.Conv2d(8, 8, 2, groups=8),
+            nn.ConvTranspose2d(16, 14, 2, groups=2),
+            nn.Bilinear(20, 6, 5),
+        )
+    return nn.Sequential(
+        nn.Linear(50, 4000),
+        nn.Conv1d(6, 3000, 5),
+        nn.Conv2d(9, 2000, 3, groups=1),
+        nn.ConvTranspose2d(3000, 24, 3),
+        nn.Bilinear(11, 6, 3000),
+    )
 
 
 def _rules(model):
     bilinear = next(m for m in model if isinstance(m, nn.Bilinear))
-    return {"Bilinear": presets.get("torch.bilinear_default", in1_features=bilinear.in1_features),
-            "Linear": presets.get("torch.linear_default"), "_ConvNd": presets.get("torch.conv_default")}
+    return {
+        "Bilinear": presets.get("torch.bilinear_default", in1_features=bilinear.in1_features),
+        "Linear": presets.get("torch.linear_default"),
+        "_ConvNd": presets.get("torch.conv_default"),
+    }
 
 
 def _reset_all(model, seed):
@@ -375,8 +454,11 @@ def test_bias_fans_from_a_weight_without_fans_or_as_a_matrix_are_errors() -> Non
             self.bias = nn.Parameter(torch.zeros(4))
 
     model = nn.Sequential(nn.Linear(5, 4), nn.LayerNorm(4), Scale())
-    with pytest.raises(ValueError, match=r"Parameter '2\.bias' .* takes its fans from '2\.weight', which has no "
-                                         r"layout"):
+    with pytest.raises(
+        ValueError,
+        match=r"Parameter '2\.bias' .* takes its fans from '2\.weight', which has no "
+        r"layout",
+    ):
         ist.reinit_(model, {"2.bias": presets.get("torch.linear_default_bias")}, dry_run=True)
     with pytest.raises(ValueError, match=r"Parameter '1\.bias' .* has no fans"):  # a norm's offset: no weight fans
         ist.reinit_(model, {"1.bias": presets.get("torch.linear_default_bias")}, dry_run=True)

@@ -53,18 +53,18 @@ class Net(nn.Module):
 
 # (name, layout shown in the report, forward fan_in, fan_out), derived by hand.
 EXPECTED = [
-    ("lstm.weight_ih_l0", "torch.lstm", 16, 32),            # (4·32, 16): one gate is 32 × 16
+    ("lstm.weight_ih_l0", "torch.lstm", 16, 32),  # (4·32, 16): one gate is 32 × 16
     ("lstm.weight_hh_l0_reverse", "torch.lstm", 32, 32),
-    ("lstm.weight_ih_l1", "torch.lstm", 64, 32),            # bidirectional: input 2·32
-    ("gru.weight_ih_l0", "torch.gru", 16, 8),               # (3·8, 16)
-    ("att.in_proj_weight", "torch.mha_in_proj", 16, 16),    # (3·16, 16): per projection
+    ("lstm.weight_ih_l1", "torch.lstm", 64, 32),  # bidirectional: input 2·32
+    ("gru.weight_ih_l0", "torch.gru", 16, 8),  # (3·8, 16)
+    ("att.in_proj_weight", "torch.mha_in_proj", 16, 16),  # (3·16, 16): per projection
     ("att.out_proj.weight", "torch.linear", 16, 16),
     ("att_kv.k_proj_weight", "torch.linear", 6, 16),
     ("att_kv.v_proj_weight", "torch.linear", 10, 16),
-    ("conv.weight", "torch.conv:groups=4", 36, 72),         # in 16/4 · 9, out 32/4 · 9
+    ("conv.weight", "torch.conv:groups=4", 36, 72),  # in 16/4 · 9, out 32/4 · 9
     ("dw.weight", "torch.depthwise_conv:multiplier=3", 5, 15),  # per channel: 1·5, 3·5
-    ("up.weight", "torch.conv_transpose:groups=2", 128, 64),    # forward: 16/2 · 16, 8/2 · 16
-    ("bil.weight", "torch", 35, 21),                        # (3, 5, 7): in2 acts as receptive field
+    ("up.weight", "torch.conv_transpose:groups=2", 128, 64),  # forward: 16/2 · 16, 8/2 · 16
+    ("bil.weight", "torch", 35, 21),  # (3, 5, 7): in2 acts as receptive field
     ("cell.weight_ih", "torch.lstm", 16, 12),
     ("cell.weight_hh", "torch.lstm", 12, 12),
     ("head.weight", "torch.linear", 16, 10),
@@ -80,12 +80,15 @@ def test_each_weight_gets_the_fans_of_its_own_layer() -> None:
         assert row.std == pytest.approx((2.0 / fan_in) ** 0.5, rel=1e-12)
 
 
-@pytest.mark.parametrize(("make", "name", "layout"), [
-    (lambda: nn.Conv2d(64, 256, 3, groups=8), "weight", "torch.conv:groups=8"),
-    (lambda: nn.ConvTranspose2d(256, 64, 3, groups=4), "weight", "torch.conv_transpose:groups=4"),
-    (lambda: nn.LSTM(128, 256), "weight_ih_l0", "torch.lstm"),
-    (lambda: nn.MultiheadAttention(256, 8), "in_proj_weight", "torch.mha_in_proj"),
-])
+@pytest.mark.parametrize(
+    ("make", "name", "layout"),
+    [
+        (lambda: nn.Conv2d(64, 256, 3, groups=8), "weight", "torch.conv:groups=8"),
+        (lambda: nn.ConvTranspose2d(256, 64, 3, groups=4), "weight", "torch.conv_transpose:groups=4"),
+        (lambda: nn.LSTM(128, 256), "weight_ih_l0", "torch.lstm"),
+        (lambda: nn.MultiheadAttention(256, 8), "in_proj_weight", "torch.mha_in_proj"),
+    ],
+)
 def test_drawn_values_follow_the_forward_fans_and_not_the_native_ones(make, name, layout) -> None:
     # fan_out mode makes every grouped/stacked layout differ from torch's own fan rule.
     spec = initscale.VarianceScaling(2.0, "fan_out", "truncated_normal")
@@ -117,12 +120,12 @@ def test_rules_class_names_globs_first_match_and_none() -> None:
     net = Net()
     before = _snapshot(net)
     rules = {
-        "conv.weight": initscale.Constant(3.0),      # exact name, before the class rule
-        "_ConvNd": initscale.Constant(2.0),          # base class of Conv1d/Conv2d/ConvTranspose2d
-        "Linear": GLOROT,                            # also matches MHA's NonDynamicallyQuantizableLinear
+        "conv.weight": initscale.Constant(3.0),  # exact name, before the class rule
+        "_ConvNd": initscale.Constant(2.0),  # base class of Conv1d/Conv2d/ConvTranspose2d
+        "Linear": GLOROT,  # also matches MHA's NonDynamicallyQuantizableLinear
         "Embedding": initscale.Normal(0.02),
-        "*.bias": None,                              # keep every bias as it is
-        "ln.*": initscale.Constant(5.0),             # a glob reaches norm biases? no: '*.bias' came first
+        "*.bias": None,  # keep every bias as it is
+        "ln.*": initscale.Constant(5.0),  # a glob reaches norm biases? no: '*.bias' came first
     }
     report = ist.reinit_(net, rules, generator=_gen())
     assert bool((net.conv.weight == 3).all()) and bool((net.dw.weight == 2).all()) and bool((net.up.weight == 2).all())
@@ -204,18 +207,21 @@ def test_lazy_modules_must_be_materialized() -> None:
         ist.reinit_(nn.LazyLinear(3), HE)
 
 
-@pytest.mark.parametrize(("rules", "error", "match"), [
-    ("he_normal", TypeError, r"Argument `rules` must be an initscale spec"),
-    ({"Linear": "he_normal"}, TypeError, r"pattern 'Linear'.*presets.get\('he_normal'\)"),
-    ({"Linear": 0.02}, TypeError, r"pattern 'Linear' must be an initscale spec"),
-    ({3: HE}, TypeError, r"pattern string"),
-    ({"encoder layer": HE}, ValueError, r"Invalid pattern 'encoder layer' in `rules`: it contains ' '"),
-    ({"*.weight[": HE}, ValueError, r"unbalanced"),
-    ({"": HE}, ValueError, r"Invalid pattern ''"),
-    ({"scale": HE}, ValueError, r"Parameter 'scale' \(shape \(3,\), in Net\) has no fans"),
-    ({"emb.weight": HE, "scale": HE}, ValueError, r"'scale'"),
-    ({"*": HE}, ValueError, r"has no fans"),
-])
+@pytest.mark.parametrize(
+    ("rules", "error", "match"),
+    [
+        ("he_normal", TypeError, r"Argument `rules` must be an initscale spec"),
+        ({"Linear": "he_normal"}, TypeError, r"pattern 'Linear'.*presets.get\('he_normal'\)"),
+        ({"Linear": 0.02}, TypeError, r"pattern 'Linear' must be an initscale spec"),
+        ({3: HE}, TypeError, r"pattern string"),
+        ({"encoder layer": HE}, ValueError, r"Invalid pattern 'encoder layer' in `rules`: it contains ' '"),
+        ({"*.weight[": HE}, ValueError, r"unbalanced"),
+        ({"": HE}, ValueError, r"Invalid pattern ''"),
+        ({"scale": HE}, ValueError, r"Parameter 'scale' \(shape \(3,\), in Net\) has no fans"),
+        ({"emb.weight": HE, "scale": HE}, ValueError, r"'scale'"),
+        ({"*": HE}, ValueError, r"has no fans"),
+    ],
+)
 def test_bad_rules_raise_and_leave_the_model_unchanged(rules, error, match) -> None:
     net = Net()
     before = _snapshot(net)
@@ -252,9 +258,19 @@ def test_report_table_and_dicts() -> None:
     lines = report.table().splitlines()
     assert lines[0].split()[:3] == ["name", "shape", "layer"] and len(lines) == 3
     assert report.to_dicts()[0] == {
-        "name": "0.weight", "shape": [3, 4], "layer": "Linear", "layout": "torch.linear", "fan_in": 4,
-        "fan_out": 3, "spec": repr(HE), "std": pytest.approx(0.5 ** 0.5), "touched": True,
-        "reason": "one spec for all weights", "guessed": False, "fans": "forward", "tied_to": None,
+        "name": "0.weight",
+        "shape": [3, 4],
+        "layer": "Linear",
+        "layout": "torch.linear",
+        "fan_in": 4,
+        "fan_out": 3,
+        "spec": repr(HE),
+        "std": pytest.approx(0.5**0.5),
+        "touched": True,
+        "reason": "one spec for all weights",
+        "guessed": False,
+        "fans": "forward",
+        "tied_to": None,
     }
     assert len(report.touched) == 2 and report.untouched == ()
     with pytest.raises(KeyError, match="'nope'"):
@@ -299,20 +315,48 @@ def _bytes(tensor) -> bytes:
 # Each bad weight is the model's LAST parameter; (how it is made, reinit_ options, error, message).
 BAD_LAST = {
     "inference": (_inference_weight, {}, ValueError, r"Parameter '1\.weight'.*inference tensor.*clone"),
-    "inference_view": (_inference_view_weight, {"include_frozen": True}, ValueError,
-                       r"Parameter '1\.weight'.*inference tensor.*clone"),
-    "expand": (lambda: nn.Parameter(torch.randn(4, 1).expand(4, 4)), {}, ValueError,
-               r"Parameter '1\.weight'.*strides \(1, 0\).*share.*clone"),
-    "as_strided": (lambda: nn.Parameter(torch.randn(7).as_strided((4, 4), (1, 1))), {}, ValueError,
-                   r"Parameter '1\.weight'.*strides \(1, 1\).*share.*clone"),
-    "integer": (lambda: nn.Parameter(torch.zeros(4, 4, dtype=torch.int32), requires_grad=False),
-                {"include_frozen": True}, TypeError, r"Parameter '1\.weight'.*floating-point.*'1\.weight': None"),
-    "bool": (lambda: nn.Parameter(torch.zeros(4, 4, dtype=torch.bool), requires_grad=False),
-             {"include_frozen": True}, TypeError, r"Parameter '1\.weight'.*floating-point"),
-    "meta": (lambda: nn.Parameter(torch.empty(4, 4, device="meta")), {}, ValueError,
-             r"Parameter '1\.weight'.*meta tensor.*to_empty\(device="),
-    "sparse": (lambda: nn.Parameter(torch.randn(4, 4).to_sparse()), {}, TypeError,
-               r"Parameter '1\.weight'.*layout torch\.sparse_coo.*strided"),
+    "inference_view": (
+        _inference_view_weight,
+        {"include_frozen": True},
+        ValueError,
+        r"Parameter '1\.weight'.*inference tensor.*clone",
+    ),
+    "expand": (
+        lambda: nn.Parameter(torch.randn(4, 1).expand(4, 4)),
+        {},
+        ValueError,
+        r"Parameter '1\.weight'.*strides \(1, 0\).*share.*clone",
+    ),
+    "as_strided": (
+        lambda: nn.Parameter(torch.randn(7).as_strided((4, 4), (1, 1))),
+        {},
+        ValueError,
+        r"Parameter '1\.weight'.*strides \(1, 1\).*share.*clone",
+    ),
+    "integer": (
+        lambda: nn.Parameter(torch.zeros(4, 4, dtype=torch.int32), requires_grad=False),
+        {"include_frozen": True},
+        TypeError,
+        r"Parameter '1\.weight'.*floating-point.*'1\.weight': None",
+    ),
+    "bool": (
+        lambda: nn.Parameter(torch.zeros(4, 4, dtype=torch.bool), requires_grad=False),
+        {"include_frozen": True},
+        TypeError,
+        r"Parameter '1\.weight'.*floating-point",
+    ),
+    "meta": (
+        lambda: nn.Parameter(torch.empty(4, 4, device="meta")),
+        {},
+        ValueError,
+        r"Parameter '1\.weight'.*meta tensor.*to_empty\(device=",
+    ),
+    "sparse": (
+        lambda: nn.Parameter(torch.randn(4, 4).to_sparse()),
+        {},
+        TypeError,
+        r"Parameter '1\.weight'.*layout torch\.sparse_coo.*strided",
+    ),
 }
 
 
@@ -403,14 +447,16 @@ def _check_summary(model, report) -> None:
     lines = report.summary().splitlines()
     total = sum(v for _, v, _ in expected.values())
     touched = sum(v for (_, status), (_, v, _) in expected.items() if status != "kept")
-    assert lines[0] == (f"{len(report)} parameters, {total / 1000:.3g}k values: 720 would be set "
-                        f"({touched / 1000:.3g}k values), 2 kept ({total - touched} values)")
+    assert lines[0] == (
+        f"{len(report)} parameters, {total / 1000:.3g}k values: 720 would be set "
+        f"({touched / 1000:.3g}k values), 2 kept ({total - touched} values)"
+    )
     assert lines[1].split() == ["layer", "status", "params", "values", "std"]
     table = {}
-    for line in lines[2:2 + len(expected)]:
+    for line in lines[2 : 2 + len(expected)]:
         layer, rest = line.split(None, 1)
         status = "would set" if rest.startswith("would set") else "kept"
-        n, values, *std = rest[len(status):].split()
+        n, values, *std = rest[len(status) :].split()
         table[(layer, status)] = (int(n), values, " ".join(std))
     assert list(table) == list(expected)  # in order of first appearance
     for key, (n, values, spread) in expected.items():
@@ -554,8 +600,9 @@ def test_hf_gpt2_one_spec_touches_every_conv1d_and_the_tied_head_has_a_row() -> 
 
 def test_gpt2_cross_attention_packs_two_projections_and_q_attn_is_plain() -> None:
     transformers = pytest.importorskip("transformers")
-    config = transformers.GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=50, n_positions=16,
-                                     add_cross_attention=True)
+    config = transformers.GPT2Config(
+        n_layer=1, n_embd=32, n_head=2, vocab_size=50, n_positions=16, add_cross_attention=True
+    )
     report = ist.reinit_(transformers.GPT2Model(config), HE, dry_run=True)
     cross = report["h.0.crossattention.c_attn.weight"]  # (32, 2·32): K and V of the encoder states
     assert (cross.layout, cross.fan_in, cross.fan_out) == ("hf.conv1d_packed:2", 32, 32)
@@ -567,16 +614,31 @@ def test_gpt2_cross_attention_packs_two_projections_and_q_attn_is_plain() -> Non
 def test_hf_norms_get_ones_and_offsets_zeros(which) -> None:
     transformers = pytest.importorskip("transformers")
     if which == "llama":
-        model = transformers.LlamaForCausalLM(transformers.LlamaConfig(
-            hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
-            intermediate_size=64, vocab_size=50))
+        model = transformers.LlamaForCausalLM(
+            transformers.LlamaConfig(
+                hidden_size=32,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                num_key_value_heads=1,
+                intermediate_size=64,
+                vocab_size=50,
+            )
+        )
     elif which == "t5":
-        model = transformers.T5ForConditionalGeneration(transformers.T5Config(
-            d_model=32, d_ff=64, num_layers=1, num_heads=2, d_kv=16, vocab_size=50))
+        model = transformers.T5ForConditionalGeneration(
+            transformers.T5Config(d_model=32, d_ff=64, num_layers=1, num_heads=2, d_kv=16, vocab_size=50)
+        )
     else:
-        model = transformers.BertModel(transformers.BertConfig(
-            hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, vocab_size=50,
-            max_position_embeddings=16))
+        model = transformers.BertModel(
+            transformers.BertConfig(
+                hidden_size=32,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                intermediate_size=64,
+                vocab_size=50,
+                max_position_embeddings=16,
+            )
+        )
     model.to_empty(device="cpu")  # garbage everywhere, as after loading on the meta device
     with torch.no_grad():
         for p in model.parameters():
@@ -614,9 +676,17 @@ def test_norms_by_what_they_are_and_scales_used_as_one_plus_weight() -> None:
     assert report["1.weight"].spec == initscale.Zeros() and "1 + weight" in report["1.weight"].reason
     assert bool((model[1].weight == 0).all())
     transformers = pytest.importorskip("transformers")
-    gemma = transformers.GemmaForCausalLM(transformers.GemmaConfig(
-        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, head_dim=16,
-        intermediate_size=64, vocab_size=50))
+    gemma = transformers.GemmaForCausalLM(
+        transformers.GemmaConfig(
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            head_dim=16,
+            intermediate_size=64,
+            vocab_size=50,
+        )
+    )
     row = ist.reinit_(gemma, HE, dry_run=True)["model.norm.weight"]
     assert (row.layer, row.spec) == ("GemmaRMSNorm", initscale.Zeros())
 
@@ -632,8 +702,11 @@ def test_unknown_layers_are_never_given_a_guessed_layout() -> None:
     model = nn.Sequential(nn.Linear(4, 4), Mixer())
     before = _snapshot(model)
     for rules in ({"Mixer": HE}, {"1.w": HE}, {"*.w": HE}):
-        with pytest.raises(ValueError, match=r"(?s)'1\.w' \(shape \(6, 4\), in Mixer\).*"
-                                             r"\{'Mixer': initscale\.Rule\(VarianceScaling\(scale=2\.0\), layout="):
+        with pytest.raises(
+            ValueError,
+            match=r"(?s)'1\.w' \(shape \(6, 4\), in Mixer\).*"
+            r"\{'Mixer': initscale\.Rule\(VarianceScaling\(scale=2\.0\), layout=",
+        ):
             ist.reinit_(model, rules, generator=_gen())
         assert _unchanged(model, before)
     ist.reinit_(model, {"Mixer": initscale.Normal(0.5)}, generator=_gen())  # fixed scale: no fans needed
@@ -645,8 +718,16 @@ def test_one_spec_warns_about_untouched_weights_by_class() -> None:
         report = ist.reinit_(nn.Sequential(nn.Linear(4, 4), Mixer()), HE, generator=_gen())
     assert not report["1.w"].touched
     transformers = pytest.importorskip("transformers")
-    vit = transformers.ViTModel(transformers.ViTConfig(
-        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=16, patch_size=8))
+    vit = transformers.ViTModel(
+        transformers.ViTConfig(
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+            image_size=16,
+            patch_size=8,
+        )
+    )
     with pytest.warns(UserWarning, match=r"ViTEmbeddings \(2: 'embeddings\.cls_token', 'embeddings\.position_emb"):
         ist.reinit_(vit, HE, dry_run=True)
     with pytest.raises(ValueError, match=r"'embeddings\.position_embeddings' \(shape \(1, 5, 32\), in ViTEmbeddings\)"):
@@ -662,8 +743,9 @@ def test_rule_says_the_layout() -> None:
     assert (row.layout, row.fan_in, row.fan_out, row.std) == ("keras.dense", 6, 4, pytest.approx((2 / 6) ** 0.5))
     assert report["0.bias"].spec == initscale.Zeros()  # class rules leave biases to the defaults
     model = _gpt2()
-    forced = ist.reinit_(model, {"*.c_fc.weight": None, "Conv1D": initscale.Rule(HE, layout="torch.linear")},
-                         dry_run=True)
+    forced = ist.reinit_(
+        model, {"*.c_fc.weight": None, "Conv1D": initscale.Rule(HE, layout="torch.linear")}, dry_run=True
+    )
     assert forced["transformer.h.0.mlp.c_proj.weight"].fan_in == 64  # the rule's layout wins: (out, in)
     with pytest.raises(ValueError, match=r"layout='keras\.dens'.*Did you mean 'keras\.dense'"):
         initscale.Rule(HE, layout="keras.dens")
@@ -678,9 +760,17 @@ def test_embedding_padding_rows_stay_zero() -> None:
     drawn = ist.reinit_(model, {"Embedding": initscale.Rule(initscale.Normal(1.0), padding="draw")}, generator=_gen())
     assert bool((model[0].weight[3] != 0).all()) and "padding row 3 drawn" in drawn["0.weight"].reason
     transformers = pytest.importorskip("transformers")
-    bert = transformers.BertModel(transformers.BertConfig(
-        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, vocab_size=50,
-        max_position_embeddings=16, pad_token_id=1))
+    bert = transformers.BertModel(
+        transformers.BertConfig(
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+            vocab_size=50,
+            max_position_embeddings=16,
+            pad_token_id=1,
+        )
+    )
     report = ist.reinit_(bert, {"Embedding": initscale.Normal(1.0)}, generator=_gen())
     assert bool((bert.embeddings.word_embeddings.weight[1] == 0).all())
     assert "padding row 1 kept at zero" in report["embeddings.word_embeddings.weight"].reason
@@ -698,8 +788,11 @@ def test_a_rule_on_a_tied_name_sets_the_shared_tensor() -> None:
     same = {"lm_head.weight": initscale.Normal(0.5), "transformer.wte.weight": initscale.Normal(0.5)}
     assert ist.reinit_(model, same, dry_run=True)["transformer.wte.weight"].std == 0.5
     before = _snapshot(model)
-    with pytest.raises(ValueError, match=r"'transformer\.wte\.weight' and 'lm_head\.weight' are one tensor.*"
-                                         r"rule 'transformer\.wte\.weight'.*rule 'lm_head\.weight'"):
+    with pytest.raises(
+        ValueError,
+        match=r"'transformer\.wte\.weight' and 'lm_head\.weight' are one tensor.*"
+        r"rule 'transformer\.wte\.weight'.*rule 'lm_head\.weight'",
+    ):
         ist.reinit_(model, {"lm_head.weight": initscale.Normal(0.5), "transformer.wte.weight": initscale.Normal(0.1)})
     assert _unchanged(model, before)
 
@@ -719,8 +812,11 @@ def test_a_failure_midway_names_what_was_written_and_what_is_unchanged(monkeypat
 
     monkeypatch.setattr(ist, "_fill", flaky)
     before = _snapshot(model)
-    with pytest.raises(ist.PartialWriteError, match=r"simulated device error.*Already re-initialized \(1\): "
-                       r"'1\.weight'.*partly written: '2\.weight'.*Unchanged") as caught:
+    with pytest.raises(
+        ist.PartialWriteError,
+        match=r"simulated device error.*Already re-initialized \(1\): "
+        r"'1\.weight'.*partly written: '2\.weight'.*Unchanged",
+    ) as caught:
         ist.reinit_(model, rules, generator=_gen(), defaults=False)
     assert caught.value.written == ("1.weight",) and caught.value.failed == ("2.weight",)
     assert caught.value.unchanged == ("0.weight",)
@@ -754,8 +850,9 @@ def test_peak_extra_memory_is_bounded_not_a_second_copy(preset) -> None:
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, preset], capture_output=True, text=True,
-                          timeout=120, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", _MEMORY_CHILD, preset], capture_output=True, text=True, timeout=120, check=True
+    )
     extra = float(done.stdout.split()[-1])
     # Bound: max(64 MiB, 2% of 400 MB) = 64 MiB, plus 16 MiB for the allocator and the interpreter;
     # staging a copy (the old write path) measured ~400 MiB here.

@@ -188,7 +188,7 @@ def _reference(dist, key, n):
     w = _words(key, -(-n // 64) * 64)
     f32 = np.float32
     if isinstance(dist, UniformDist):
-        s = (((w & np.uint32(0xFFFFFF00)) | np.uint32(0x80)).view(np.int32).astype(f32) * f32(2.0**-31))
+        s = ((w & np.uint32(0xFFFFFF00)) | np.uint32(0x80)).view(np.int32).astype(f32) * f32(2.0**-31)
         mid, half = f32((dist.low + dist.high) / 2), f32((dist.high - dist.low) / 2)
         return (mid + half * s)[:n].astype(np.float64)  # exact: float32, no fused multiply-add
     if isinstance(dist, NormalDist):
@@ -206,14 +206,14 @@ def _reference(dist, key, n):
     p = f32(special.ndtr(a)) + u * f32(mass)
     q = f32(special.ndtr(-b_)) + (f32(1) - u) * f32(mass)
     lower = p <= q
-    z = np.where(lower, special.ndtri(np.where(lower, p, q).astype(np.float64)),
-                 -special.ndtri(q.astype(np.float64)))
+    z = np.where(lower, special.ndtri(np.where(lower, p, q).astype(np.float64)), -special.ndtri(q.astype(np.float64)))
     return (dist.loc + dist.sigma * np.clip(z, a, b_))[:n]
 
 
 @needs_kernel
-@pytest.mark.parametrize("name", ["he_normal", "glorot_uniform", "normal", "uniform_off_centre", "truncated_upper",
-                                  "truncated_wide"])
+@pytest.mark.parametrize(
+    "name", ["he_normal", "glorot_uniform", "normal", "uniform_off_centre", "truncated_upper", "truncated_wide"]
+)
 def test_each_value_matches_the_float64_reference(name) -> None:
     assert _reference_problem(_dist(SPECS[name])) is None
 
@@ -294,8 +294,11 @@ NATIVE = [  # a torch.* preset, its nn.init call, and shapes whose float32 bound
     ("torch.normal", {"mean": 0.3, "std": 2.0}, lambda t, g: torch.nn.init.normal_(t, 0.3, 2.0, generator=g)),
     ("torch.embedding_default", {}, lambda t, g: torch.nn.init.normal_(t, generator=g)),
     ("torch.uniform", {"a": -0.5, "b": 2.0}, lambda t, g: torch.nn.init.uniform_(t, -0.5, 2.0, generator=g)),
-    ("torch.kaiming_uniform", {"a": math.sqrt(5)},
-     lambda t, g: torch.nn.init.kaiming_uniform_(t, a=math.sqrt(5), generator=g)),
+    (
+        "torch.kaiming_uniform",
+        {"a": math.sqrt(5)},
+        lambda t, g: torch.nn.init.kaiming_uniform_(t, a=math.sqrt(5), generator=g),
+    ),
 ]
 
 
@@ -320,15 +323,19 @@ def test_torch_presets_keep_torchs_stream_through_reinit() -> None:
     g = torch.Generator().manual_seed(8)
     for t in theirs:
         torch.nn.init.kaiming_normal_(t, generator=g)
-    ist.reinit_(model, {"*.weight": presets.get("torch.kaiming_normal"), "*.bias": None},
-                generator=torch.Generator().manual_seed(8))
+    ist.reinit_(
+        model,
+        {"*.weight": presets.get("torch.kaiming_normal"), "*.bias": None},
+        generator=torch.Generator().manual_seed(8),
+    )
     assert all(torch.equal(m.weight.detach(), t) for m, t in zip(model, theirs, strict=True))
 
 
 def test_the_native_marker_separates_equal_distributions() -> None:
     torch_spec, keras_spec = presets.get("torch.xavier_uniform"), presets.get("glorot_uniform")
     assert torch_spec != keras_spec and torch_spec.variance(initscale.Fans(3, 5)) == keras_spec.variance(
-        initscale.Fans(3, 5))
+        initscale.Fans(3, 5)
+    )
     assert initscale.from_dict(torch_spec.to_dict()) == torch_spec and "native" not in keras_spec.to_dict()["config"]
     w = torch.empty(300, 400)
     a = ist.init_(w.clone(), torch_spec, generator=torch.Generator().manual_seed(1))
@@ -341,18 +348,42 @@ def test_the_native_marker_separates_equal_distributions() -> None:
 # --- planted bugs: a mutated kernel or wrong parameters fail the checks ------------------------------
 
 C_BUGS = {  # name: (the text replaced in the C source, its replacement, the spec drawn, dtype, the check)
-    "quadrant_ignored": ("uint32_t q = b >> 30,", "uint32_t q = 0u * (b >> 30),", "normal", torch.float32,
-                         "distribution"),
-    "radius_and_angle_from_one_word": ("uint32_t b = w[p + H];", "uint32_t b = w[p];", "normal", torch.float32,
-                                       "distribution"),
-    "tail_sign_flipped": ("z = lower[j] ? -z : z;", "z = lower[j] ? z : -z;", "truncated_upper", torch.float32,
-                          "distribution"),
-    "no_clip_before_rounding": ("        if (clip)\n            for (int j = 0; j < SB; ++j) { float x = v[j] < flo",
-                                "        if (0)\n            for (int j = 0; j < SB; ++j) { float x = v[j] < flo",
-                                "uniform_bf16_edge", torch.bfloat16, "bounds"),
+    "quadrant_ignored": (
+        "uint32_t q = b >> 30,",
+        "uint32_t q = 0u * (b >> 30),",
+        "normal",
+        torch.float32,
+        "distribution",
+    ),
+    "radius_and_angle_from_one_word": (
+        "uint32_t b = w[p + H];",
+        "uint32_t b = w[p];",
+        "normal",
+        torch.float32,
+        "distribution",
+    ),
+    "tail_sign_flipped": (
+        "z = lower[j] ? -z : z;",
+        "z = lower[j] ? z : -z;",
+        "truncated_upper",
+        torch.float32,
+        "distribution",
+    ),
+    "no_clip_before_rounding": (
+        "        if (clip)\n            for (int j = 0; j < SB; ++j) { float x = v[j] < flo",
+        "        if (0)\n            for (int j = 0; j < SB; ++j) { float x = v[j] < flo",
+        "uniform_bf16_edge",
+        torch.bfloat16,
+        "bounds",
+    ),
     "tail_polynomial_skipped": ("    if (tail)  /*", "    if (0)  /*", "truncated_wide", torch.float32, "reference"),
-    "bf16_rounding_truncates": ("return (uint16_t)((x + 0x7FFFu + ((x >> 16) & 1u)) >> 16);",
-                                "return (uint16_t)(x >> 16);", "normal", torch.bfloat16, "rounding"),
+    "bf16_rounding_truncates": (
+        "return (uint16_t)((x + 0x7FFFu + ((x >> 16) & 1u)) >> 16);",
+        "return (uint16_t)(x >> 16);",
+        "normal",
+        torch.bfloat16,
+        "rounding",
+    ),
 }
 
 
@@ -369,10 +400,12 @@ def test_planted_kernel_bugs_are_caught(monkeypatch, tmp_path, bug, calls) -> No
     monkeypatch.setattr(_stream_kernel, "_state", {})
     t = _draw(spec, dtype, shape=shape, seed=2)
     assert calls, "the mutated kernel did not run"
-    caught = {"distribution": lambda: failures(t, _dist(spec, shape)) != [],
-              "bounds": lambda: _outside(t, _dist(spec, shape)) > 0,
-              "reference": lambda: _reference_problem(_dist(spec)) is not None,
-              "rounding": lambda: not torch.equal(t.view(torch.int16), expected.view(torch.int16))}[check]()
+    caught = {
+        "distribution": lambda: failures(t, _dist(spec, shape)) != [],
+        "bounds": lambda: _outside(t, _dist(spec, shape)) > 0,
+        "reference": lambda: _reference_problem(_dist(spec)) is not None,
+        "rounding": lambda: not torch.equal(t.view(torch.int16), expected.view(torch.int16)),
+    }[check]()
     assert caught, f"the {check} check did not notice {bug}"
 
 
@@ -381,11 +414,23 @@ PARAM_BUGS = {  # name: the wrong parameters the sampler is given, and the spec 
     "uniform_limit_sqrt_var": (lambda d: (1, (0.0, math.sqrt(d.variance))), "glorot_uniform"),
     "normal_std_not_scaled": (lambda d: (2, (d.mean, 1.0)), "normal"),
     "truncated_mass_of_the_whole_normal": (
-        lambda d: (3, (special.ndtr(d.standard_bounds[0]), 1.0, special.ndtr(-d.standard_bounds[1]),
-                       *d.standard_bounds, d.loc, d.sigma)), "he_normal"),
+        lambda d: (
+            3,
+            (
+                special.ndtr(d.standard_bounds[0]),
+                1.0,
+                special.ndtr(-d.standard_bounds[1]),
+                *d.standard_bounds,
+                d.loc,
+                d.sigma,
+            ),
+        ),
+        "he_normal",
+    ),
     "truncated_normal_for_normal_sigma": (
         lambda d: _PARAMS(TruncatedNormalDist(d.loc, d.std, d.loc - 2 * d.std, d.loc + 2 * d.std)),
-        "he_normal"),
+        "he_normal",
+    ),
 }
 
 

@@ -22,6 +22,13 @@ def test_the_triton_samplers() -> None:
     env = dict(os.environ)
     if not torch.cuda.is_available():
         env["TRITON_INTERPRET"] = "1"
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(CASES)],
-                          capture_output=True, text=True, env=env, timeout=1800, check=False, cwd=CASES.parent.parent)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(CASES)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=1800,
+        check=False,
+        cwd=CASES.parent.parent,
+    )
     assert done.returncode == 0, done.stdout[-6000:]

@@ -28,10 +28,15 @@ SHAPE = (400, 500)  # 200,000 draws per check
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
-CASES = ["he_normal", "lecun_normal", "tf1.variance_scaling_initializer",
-         "torch.trunc_normal:std=0.5,a=0.2,b=1.0",  # an upper-tail interval (drawn mirrored)
-         "torch.trunc_normal:std=1,a=-5,b=4.5",  # beyond ±4σ: float64 registers
-         "he_uniform", "torch.uniform:a=-0.1,b=0.1"]
+CASES = [
+    "he_normal",
+    "lecun_normal",
+    "tf1.variance_scaling_initializer",
+    "torch.trunc_normal:std=0.5,a=0.2,b=1.0",  # an upper-tail interval (drawn mirrored)
+    "torch.trunc_normal:std=1,a=-5,b=4.5",  # beyond ±4σ: float64 registers
+    "he_uniform",
+    "torch.uniform:a=-0.1,b=0.1",
+]
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
@@ -89,8 +94,14 @@ def test_the_checks_catch_planted_bugs_in_the_kernel(bug) -> None:
     for drawn, ok in ((dist, True), (planted, False)):
         t = torch.empty(SHAPE, dtype=dtype, device=DEVICE)
         code, params = kernel_params(drawn)
-        _triton_sampler.fill(t, code, params, representable_bounds(drawn.low, drawn.high, str(dtype)), False,
-                             torch.Generator(device=DEVICE).manual_seed(0))
+        _triton_sampler.fill(
+            t,
+            code,
+            params,
+            representable_bounds(drawn.low, drawn.high, str(dtype)),
+            False,
+            torch.Generator(device=DEVICE).manual_seed(0),
+        )
         assert (failures(t.cpu(), dist) == []) is ok, bug
 
 
@@ -108,8 +119,13 @@ def test_switched_off_or_unsuitable_tensors_keep_the_torch_path(monkeypatch) -> 
     assert np.isfinite(0.0)
 
 
-STREAM_CASES = [((129, 257), "torch.linear"), ((9, 4, 3, 3), "torch.conv"), ((60, 7), "torch.gru"),
-                ((3, 3, 4, 9), "keras.conv"), ((2, 3, 4, 5, 6, 7), "torch.conv")]
+STREAM_CASES = [
+    ((129, 257), "torch.linear"),
+    ((9, 4, 3, 3), "torch.conv"),
+    ((60, 7), "torch.gru"),
+    ((3, 3, 4, 9), "keras.conv"),
+    ((2, 3, 4, 5, 6, 7), "torch.conv"),
+]
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
@@ -156,10 +172,12 @@ def test_the_triton_stream_of_a_shard_is_that_box_of_the_whole() -> None:
 def test_triton_failures_name_the_way_out(monkeypatch, tmp_path) -> None:
     """A kernel that fails to launch raises an error naming INITSCALE_TRITON=0; kernels that cannot
     load warn once and leave torch's ops in charge."""
+
     class Broken:
         def __getitem__(self, grid):
             def run(*args, **kwargs):
                 raise ValueError("no such device feature")
+
             return run
 
     with pytest.raises(RuntimeError, match="INITSCALE_TRITON=0"):
@@ -188,14 +206,29 @@ def test_triton_is_not_loaded_after_tensorflow(monkeypatch) -> None:
 
 # --- one-sided, far-tail and narrow truncated normals (issue 16, item 1) -------------------------------
 
-TAIL_SAMPLER_CASES = [(3.0, math.inf), (-math.inf, -4.5), (6.0, math.inf), (5.5, 6.5), (4.2, 4.4), (8.5, math.inf),
-                      (20.0, 20.5), (-math.inf, -30.0), (38.3, math.inf), (-38.45, -38.3)]
+TAIL_SAMPLER_CASES = [
+    (3.0, math.inf),
+    (-math.inf, -4.5),
+    (6.0, math.inf),
+    (5.5, 6.5),
+    (4.2, 4.4),
+    (8.5, math.inf),
+    (20.0, 20.5),
+    (-math.inf, -30.0),
+    (38.3, math.inf),
+    (-38.45, -38.3),
+]
 TAIL_SAMPLER_DTYPES = [(case, "float32") for case in TAIL_SAMPLER_CASES] + [
-    ((6.0, math.inf), "bfloat16"), ((20.0, 20.5), "bfloat16"), ((38.3, math.inf), "bfloat16"), ((4.2, 4.4), "float16")]
+    ((6.0, math.inf), "bfloat16"),
+    ((20.0, 20.5), "bfloat16"),
+    ((38.3, math.inf), "bfloat16"),
+    ((4.2, 4.4), "float16"),
+]
 
 
-@pytest.mark.parametrize(("case", "dtype"), TAIL_SAMPLER_DTYPES,
-                         ids=[f"[{a:g},{b:g}]-{d}" for (a, b), d in TAIL_SAMPLER_DTYPES])
+@pytest.mark.parametrize(
+    ("case", "dtype"), TAIL_SAMPLER_DTYPES, ids=[f"[{a:g},{b:g}]-{d}" for (a, b), d in TAIL_SAMPLER_DTYPES]
+)
 def test_the_fused_sampler_draws_exact_tails(case, dtype) -> None:
     """Through the adapter: every value finite, inside the bounds, KS-exact (tests/_tails.py)."""
     from _tails import TAIL_SHAPE, tail_failures, tail_spec
@@ -243,8 +276,13 @@ def test_far_tail_triton_streams_equal_the_reference(dtype, monkeypatch) -> None
     monkeypatch.setattr(_stream_kernel, "load", lambda: None)
     for a, b in [(38.3, math.inf), (-38.45, -38.3), (-math.inf, -38.0), (20.0, 20.5), (-math.inf, -4.5)]:
         spec = tail_spec(a, b)
-        got = ist.initializer(spec, "torch", stream=Stream(8, "w"))(
-            torch.empty((129, 257), dtype=getattr(torch, dtype), device=DEVICE)).cpu().numpy()
+        got = (
+            ist.initializer(spec, "torch", stream=Stream(8, "w"))(
+                torch.empty((129, 257), dtype=getattr(torch, dtype), device=DEVICE)
+            )
+            .cpu()
+            .numpy()
+        )
         ref = stream_values(Stream(8, "w"), spec, (129, 257), "torch", dtype=dtype)
         assert np.isfinite(got).all(), (a, b, dtype)
         if DEVICE == "cpu" or dtype != "float64":
@@ -254,6 +292,7 @@ def test_far_tail_triton_streams_equal_the_reference(dtype, monkeypatch) -> None
 
 
 # --- the kernels check themselves on each device (issue 19, item 5) -----------------------------------
+
 
 class _Planted:
     """The real kernels, one of them planted with a bug (``sample``: its output scaled by 1.5;
@@ -275,7 +314,9 @@ class _Planted:
                     kernel[grid](*args, **options)
                     if name == "sample" and args[0].is_floating_point():
                         args[0].mul_(1.5)
+
                 return run
+
         return Launcher()
 
 
@@ -313,8 +354,11 @@ def test_a_planted_bad_kernel_warns_once_and_torch_ops_take_over(bug, monkeypatc
     usable = _triton_sampler.usable if bug == "sample" else _triton_sampler.stream_usable
     t = torch.empty(SHAPE, device=DEVICE)
     device = _triton_sampler._device_name(t.device)
-    with pytest.warns(RuntimeWarning, match=rf"Triton {path} path on {device} disagrees with torch's ops: .*"
-                                            r"(mean|variance|outside|differ)"):
+    with pytest.warns(
+        RuntimeWarning,
+        match=rf"Triton {path} path on {device} disagrees with torch's ops: .*"
+        r"(mean|variance|outside|differ)",
+    ):
         assert not usable(t)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # warned once: no second warning

@@ -10,5 +10,6 @@ def triton_would_abort() -> bool:
     """Whether building an HF model here would import Triton after TensorFlow: transformers'
     models import ``torch._dynamo``, which imports Triton, and Triton imported after TensorFlow
     aborts the process (both register LLVM's command-line options)."""
-    return ("tensorflow" in sys.modules and "triton" not in sys.modules
-            and importlib.util.find_spec("triton") is not None)
+    return (
+        "tensorflow" in sys.modules and "triton" not in sys.modules and importlib.util.find_spec("triton") is not None
+    )

@@ -54,8 +54,18 @@ SPEC = initscale.presets.get("he_normal")
 # 6.8e-6 per tensor, under 2e-3 for the few hundred tensors of the suite (and the seeds are fixed).
 Z = 4.5
 
-ROLES = ("weight", "bias", "norm_scale", "unit_norm_scale", "norm_offset", "embedding", "pos_embedding",
-         "gate_bias", "state", "tied")
+ROLES = (
+    "weight",
+    "bias",
+    "norm_scale",
+    "unit_norm_scale",
+    "norm_offset",
+    "embedding",
+    "pos_embedding",
+    "gate_bias",
+    "state",
+    "tied",
+)
 
 
 @dataclass(frozen=True)
@@ -143,8 +153,10 @@ def row_problems(entry: Expect, row: Any, report: Any = None) -> list[str]:
         return problems
     if entry.role == "state":
         if row.touched or row.fan_in is not None:
-            return [f"{where}: state ({entry.layout}) must be kept with no fans, got {row.reason!r}, "
-                    f"fans {row.fan_in}/{row.fan_out}"]
+            return [
+                f"{where}: state ({entry.layout}) must be kept with no fans, got {row.reason!r}, "
+                f"fans {row.fan_in}/{row.fan_out}"
+            ]
         return []
     problems = []
     got = observed_role(row)
@@ -153,12 +165,15 @@ def row_problems(entry: Expect, row: Any, report: Any = None) -> list[str]:
     fans = None if row.fan_in is None and row.fan_out is None else (row.fan_in, row.fan_out)
     if entry.role in ("weight", "embedding") or entry.fans is None:
         if entry.fans is None and fans is not None:
-            problems.append(f"{where}: expected no fans ({entry.layout}), "
-                            f"got fan_in={row.fan_in} fan_out={row.fan_out}")
-        elif entry.fans is not None and (fans is None or not (_close(fans[0], entry.fans[0])
-                                                               and _close(fans[1], entry.fans[1]))):
-            problems.append(f"{where}: fans expected {entry.fans} for layout {entry.layout}, got {fans} "
-                            f"(layout {row.layout})")
+            problems.append(
+                f"{where}: expected no fans ({entry.layout}), got fan_in={row.fan_in} fan_out={row.fan_out}"
+            )
+        elif entry.fans is not None and (
+            fans is None or not (_close(fans[0], entry.fans[0]) and _close(fans[1], entry.fans[1]))
+        ):
+            problems.append(
+                f"{where}: fans expected {entry.fans} for layout {entry.layout}, got {fans} (layout {row.layout})"
+            )
     if entry.role == "weight":
         if row.layout is None:
             problems.append(f"{where}: a weight without a layout")
@@ -174,8 +189,7 @@ def silent_problems(table: Sequence[Expect], report: Any, warned: str) -> list[s
     problems = []
     for row in report:
         found = match(table, row.name)
-        if len(row.shape) >= 2 and found and found[0].role == "weight" and not row.touched \
-                and row.layer not in warned:
+        if len(row.shape) >= 2 and found and found[0].role == "weight" and not row.touched and row.layer not in warned:
             problems.append(f"{row.name} ({row.layer}): a weight left untouched with no warning ({row.reason})")
     return problems
 
@@ -201,8 +215,10 @@ def value_problems(row: Any, values: Any, before: Any = None) -> list[str]:
     tol = Z * math.sqrt((dist.kurtosis - 1.0) / x.size)
     rel = m2 / (row.std**2 + dist.mean**2) - 1.0
     if abs(rel) > tol:
-        return [f"{where}: empirical std {math.sqrt(m2):.6g} vs reported {row.std:.6g} "
-                f"(m2 off by {rel:+.3f}, bound ±{tol:.3f} at z={Z})"]
+        return [
+            f"{where}: empirical std {math.sqrt(m2):.6g} vs reported {row.std:.6g} "
+            f"(m2 off by {rel:+.3f}, bound ±{tol:.3f} at z={Z})"
+        ]
     return []
 
 
@@ -214,9 +230,14 @@ def groups(table: Sequence[Expect]) -> list[str]:
     return sorted({e.group for e in table})
 
 
-def report_problems(table: Sequence[Expect], group: str, report: Any, names: Sequence[str],
-                    values: Mapping[str, Any] | None = None,
-                    before: Mapping[str, Any] | None = None) -> list[str]:
+def report_problems(
+    table: Sequence[Expect],
+    group: str,
+    report: Any,
+    names: Sequence[str],
+    values: Mapping[str, Any] | None = None,
+    before: Mapping[str, Any] | None = None,
+) -> list[str]:
     """Every parameter of ``group`` against the dry-run ``report`` (fans, role, layout) and, when
     ``values`` are given, the drawn values against the report of the real call."""
     problems = []

@@ -55,8 +55,13 @@ class Linen(nn.Module):
 
 
 LINEN = (
-    Expect("params/block/attn/[qkv]*/kernel", "weight", "(in=d, heads, head_dim): one projection d -> d",
-           (D, D), "attention (named)"),
+    Expect(
+        "params/block/attn/[qkv]*/kernel",
+        "weight",
+        "(in=d, heads, head_dim): one projection d -> d",
+        (D, D),
+        "attention (named)",
+    ),
     Expect("params/block/attn/out/kernel", "weight", "(heads, head_dim, out=d)", (D, D), "attention (named)"),
     Expect("params/block/attn/*/bias", "bias", "(heads, head_dim) / (out,)", None, "biases"),
     Expect("params/block/fc1/kernel", "weight", "(in=d, out=ff)", (D, FF), "Dense"),
@@ -71,10 +76,20 @@ LINEN = (
     Expect("batch_stats/cnn/bn/*", "state", "(c,) running statistics", None, "batch stats"),
     Expect("params/cnn/stem/kernel", "weight", "(3, 3, in=8, out=32)", (72, 288), "convs"),
     Expect("params/cnn/up/kernel", "weight", "(4, 4, in=64, out=16) transposed", (64 * 16, 16 * 16), "convs"),
-    Expect("params/cnn/grouped/kernel", "weight", "(3, 3, in/g=8, out=32), groups 4", (72, 72),
-           "grouped and depthwise convs (named)"),
-    Expect("params/cnn/dw/kernel", "weight", "(3, 3, in/g=1, out=64), groups 32: multiplier 2", (9, 18),
-           "grouped and depthwise convs (named)"),
+    Expect(
+        "params/cnn/grouped/kernel",
+        "weight",
+        "(3, 3, in/g=8, out=32), groups 4",
+        (72, 72),
+        "grouped and depthwise convs (named)",
+    ),
+    Expect(
+        "params/cnn/dw/kernel",
+        "weight",
+        "(3, 3, in/g=1, out=64), groups 32: multiplier 2",
+        (9, 18),
+        "grouped and depthwise convs (named)",
+    ),
     Expect("params/cnn/tok/embedding", "embedding", "(vocab, features)", (VOCAB, 16), "embeddings"),
 )
 
@@ -136,8 +151,9 @@ def _linen():
 def _nnx():
     graph, state = nnx.split(nnx.eval_shape(lambda: NnxModel(nnx.Rngs(0))))
     model = nnx.merge(graph, _values(state))
-    out = nnx.eval_shape(lambda m: m(jnp.zeros((1, 8, D)), jnp.zeros((1, 8, 8, D)), jnp.zeros((1,), jnp.int32)),
-                         model)  # the forward pass the table describes
+    out = nnx.eval_shape(
+        lambda m: m(jnp.zeros((1, 8, D)), jnp.zeros((1, 8, 8, D)), jnp.zeros((1,), jnp.int32)), model
+    )  # the forward pass the table describes
     assert out.shape == ()
     return model
 
@@ -203,8 +219,9 @@ def test_a_rule_on_an_enclosing_module_reaches_its_kernels_not_its_norms() -> No
     """linen: a class rule on the Block sets the kernels of every module inside it (attention,
     Dense) with their fans; its LayerNorms keep the norm defaults (a fan-based spec has no fans for
     a scale), and the ConvNet outside is left alone."""
-    _, report = isj.reinit(_linen(), {"Block": SPEC}, jax.random.key(1), dry_run=True, module=Linen(),
-                           example_inputs=_linen_inputs())
+    _, report = isj.reinit(
+        _linen(), {"Block": SPEC}, jax.random.key(1), dry_run=True, module=Linen(), example_inputs=_linen_inputs()
+    )
     problems = []
     for row in report:
         entry = match(LINEN, row.name)[0]

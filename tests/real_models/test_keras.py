@@ -61,8 +61,9 @@ def _model():
     y = layers.Conv2D(32, 3, groups=4, padding="same", name="gconv", **ZK)(image)
     y = layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same", name="dw", **ZD)(y)
     y = layers.BatchNormalization(name="bn")(y)
-    y = layers.SeparableConv2D(48, 3, depth_multiplier=2, padding="same", name="sep", pointwise_initializer="zeros",
-                               **ZD)(y)
+    y = layers.SeparableConv2D(
+        48, 3, depth_multiplier=2, padding="same", name="sep", pointwise_initializer="zeros", **ZD
+    )(y)
     y = layers.Conv2DTranspose(16, 4, strides=2, padding="same", name="up", **ZK)(y)
     y = layers.GlobalAveragePooling2D()(y)
     return keras.Model([tokens, image], layers.Dense(10, name="head", **ZK)(layers.Concatenate()([x, y])))
@@ -71,8 +72,9 @@ def _model():
 K3 = 9
 KERAS = (
     Expect("tok/embeddings", "embedding", "(vocab, d)", (50, D), "embeddings"),
-    Expect("mha/[qkv]*/kernel", "weight", "(d, heads, key_dim): d -> heads·key_dim", (D, HEADS * KEY),
-           "MultiHeadAttention"),
+    Expect(
+        "mha/[qkv]*/kernel", "weight", "(d, heads, key_dim): d -> heads·key_dim", (D, HEADS * KEY), "MultiHeadAttention"
+    ),
     Expect("mha/attention_output/kernel", "weight", "(heads, key_dim, d)", (HEADS * KEY, D), "MultiHeadAttention"),
     Expect("mha/*/bias", "bias", "(heads, key_dim) / (d,)", None, "biases"),
     Expect("ln/gamma", "norm_scale", "(d,)", None, "norms"),
@@ -164,59 +166,108 @@ def _hub():
     if os.environ.get("INITSCALE_REQUIRE", "").strip():  # CI installs it (the "models" pins): never skip there
         import keras_hub
     else:
-        keras_hub = pytest.importorskip("keras_hub", reason="pip install --no-deps keras-hub (requirements/"
-                                        "frameworks.txt, group models)")
+        keras_hub = pytest.importorskip(
+            "keras_hub", reason="pip install --no-deps keras-hub (requirements/frameworks.txt, group models)"
+        )
     return keras_hub.models
 
 
 def _llama():
-    return _hub().LlamaBackbone(vocabulary_size=V, num_layers=2, num_query_heads=HEADS, num_key_value_heads=KV_HEADS,
-                                hidden_dim=D, intermediate_dim=FFH)  # tie_word_embeddings=False
+    return _hub().LlamaBackbone(
+        vocabulary_size=V,
+        num_layers=2,
+        num_query_heads=HEADS,
+        num_key_value_heads=KV_HEADS,
+        hidden_dim=D,
+        intermediate_dim=FFH,
+    )  # tie_word_embeddings=False
 
 
 def _gpt2():
-    return _hub().GPT2Backbone(vocabulary_size=V, num_layers=2, num_heads=HEADS, hidden_dim=D, intermediate_dim=FFH,
-                               max_sequence_length=SEQ)
+    return _hub().GPT2Backbone(
+        vocabulary_size=V, num_layers=2, num_heads=HEADS, hidden_dim=D, intermediate_dim=FFH, max_sequence_length=SEQ
+    )
 
 
 def _bert():
-    return _hub().BertBackbone(vocabulary_size=V, num_layers=2, num_heads=HEADS, hidden_dim=D, intermediate_dim=FFH,
-                               max_sequence_length=SEQ)
+    return _hub().BertBackbone(
+        vocabulary_size=V, num_layers=2, num_heads=HEADS, hidden_dim=D, intermediate_dim=FFH, max_sequence_length=SEQ
+    )
 
 
 def _gemma():
-    return _hub().GemmaBackbone(vocabulary_size=V, num_layers=2, num_query_heads=HEADS, num_key_value_heads=1,
-                                hidden_dim=D, intermediate_dim=FFH, head_dim=HD)
+    return _hub().GemmaBackbone(
+        vocabulary_size=V,
+        num_layers=2,
+        num_query_heads=HEADS,
+        num_key_value_heads=1,
+        hidden_dim=D,
+        intermediate_dim=FFH,
+        head_dim=HD,
+    )
 
 
 LLAMA = (
     Expect("token_embedding/embeddings", "embedding", "(vocab, d) lookup", (V, D), "embeddings"),
     Expect("token_embedding/reverse_embeddings", "weight", "(d, vocab): logits = x @ W", (D, V), "dense and heads"),
-    Expect("transformer_layer_*/self_attention/query/kernel", "weight", "(d, heads, head_dim): d -> heads·hd",
-           (D, HEADS * HD), "attention"),
-    Expect("transformer_layer_*/self_attention/[kv]*/kernel", "weight", "(d, kv_heads, head_dim): d -> kv·hd",
-           (D, KV_HEADS * HD), "attention"),
-    Expect("transformer_layer_*/self_attention/attention_output/kernel", "weight", "(heads, head_dim, d)",
-           (HEADS * HD, D), "attention"),
-    Expect("transformer_layer_*/feedforward_[ig]*_dense/kernel", "weight", "(in=d, out=ff)", (D, FFH),
-           "dense and heads"),
-    Expect("transformer_layer_*/feedforward_output_dense/kernel", "weight", "(in=ff, out=d)", (FFH, D),
-           "dense and heads"),
+    Expect(
+        "transformer_layer_*/self_attention/query/kernel",
+        "weight",
+        "(d, heads, head_dim): d -> heads·hd",
+        (D, HEADS * HD),
+        "attention",
+    ),
+    Expect(
+        "transformer_layer_*/self_attention/[kv]*/kernel",
+        "weight",
+        "(d, kv_heads, head_dim): d -> kv·hd",
+        (D, KV_HEADS * HD),
+        "attention",
+    ),
+    Expect(
+        "transformer_layer_*/self_attention/attention_output/kernel",
+        "weight",
+        "(heads, head_dim, d)",
+        (HEADS * HD, D),
+        "attention",
+    ),
+    Expect(
+        "transformer_layer_*/feedforward_[ig]*_dense/kernel", "weight", "(in=d, out=ff)", (D, FFH), "dense and heads"
+    ),
+    Expect(
+        "transformer_layer_*/feedforward_output_dense/kernel", "weight", "(in=ff, out=d)", (FFH, D), "dense and heads"
+    ),
     Expect("*layernorm/scale", "norm_scale", "(d,): x / rms(x) · scale", None, "norms"),
 )
 
 GPT2 = (
     Expect("token_embedding/embeddings", "embedding", "(vocab, d) lookup, tied output", (V, D), "embeddings"),
     Expect("position_embedding/embeddings", "pos_embedding", "(seq, d), added", None, "embeddings"),
-    Expect("transformer_layer_*/self_attention/[qkv]*/kernel", "weight", "(d, heads, head_dim): d -> heads·hd",
-           (D, HEADS * HD), "attention"),
-    Expect("transformer_layer_*/self_attention/attention_output/kernel", "weight", "(heads, head_dim, d)",
-           (HEADS * HD, D), "attention"),
+    Expect(
+        "transformer_layer_*/self_attention/[qkv]*/kernel",
+        "weight",
+        "(d, heads, head_dim): d -> heads·hd",
+        (D, HEADS * HD),
+        "attention",
+    ),
+    Expect(
+        "transformer_layer_*/self_attention/attention_output/kernel",
+        "weight",
+        "(heads, head_dim, d)",
+        (HEADS * HD, D),
+        "attention",
+    ),
     Expect("transformer_layer_*/self_attention/*/bias", "bias", "(heads, head_dim) / (d,)", None, "biases"),
-    Expect("transformer_layer_*/feedforward_intermediate_dense/kernel", "weight", "(in=d, out=ff)", (D, FFH),
-           "dense and heads"),
-    Expect("transformer_layer_*/feedforward_output_dense/kernel", "weight", "(in=ff, out=d)", (FFH, D),
-           "dense and heads"),
+    Expect(
+        "transformer_layer_*/feedforward_intermediate_dense/kernel",
+        "weight",
+        "(in=d, out=ff)",
+        (D, FFH),
+        "dense and heads",
+    ),
+    Expect(
+        "transformer_layer_*/feedforward_output_dense/kernel", "weight", "(in=ff, out=d)", (FFH, D), "dense and heads"
+    ),
     Expect("transformer_layer_*/feedforward_*_dense/bias", "bias", "(out,)", None, "biases"),
     Expect("*layer_norm/gamma", "norm_scale", "(d,)", None, "norms"),
     Expect("*layer_norm/beta", "norm_offset", "(d,)", None, "norms"),
@@ -226,15 +277,31 @@ BERT = (
     Expect("token_embedding/embeddings", "embedding", "(vocab, d) lookup", (V, D), "embeddings"),
     Expect("segment_embedding/embeddings", "embedding", "(2, d) lookup", (2, D), "embeddings"),
     Expect("position_embedding/embeddings", "pos_embedding", "(seq, d), added", None, "embeddings"),
-    Expect("transformer_layer_*/self_attention_layer/[qkv]*/kernel", "weight", "(d, heads, head_dim): d -> heads·hd",
-           (D, HEADS * HD), "attention"),
-    Expect("transformer_layer_*/self_attention_layer/attention_output/kernel", "weight", "(heads, head_dim, d)",
-           (HEADS * HD, D), "attention"),
+    Expect(
+        "transformer_layer_*/self_attention_layer/[qkv]*/kernel",
+        "weight",
+        "(d, heads, head_dim): d -> heads·hd",
+        (D, HEADS * HD),
+        "attention",
+    ),
+    Expect(
+        "transformer_layer_*/self_attention_layer/attention_output/kernel",
+        "weight",
+        "(heads, head_dim, d)",
+        (HEADS * HD, D),
+        "attention",
+    ),
     Expect("transformer_layer_*/self_attention_layer/*/bias", "bias", "(heads, head_dim) / (d,)", None, "biases"),
-    Expect("transformer_layer_*/feedforward_intermediate_dense/kernel", "weight", "(in=d, out=ff)", (D, FFH),
-           "dense and heads"),
-    Expect("transformer_layer_*/feedforward_output_dense/kernel", "weight", "(in=ff, out=d)", (FFH, D),
-           "dense and heads"),
+    Expect(
+        "transformer_layer_*/feedforward_intermediate_dense/kernel",
+        "weight",
+        "(in=d, out=ff)",
+        (D, FFH),
+        "dense and heads",
+    ),
+    Expect(
+        "transformer_layer_*/feedforward_output_dense/kernel", "weight", "(in=ff, out=d)", (FFH, D), "dense and heads"
+    ),
     Expect("pooled_dense/kernel", "weight", "(in=d, out=d)", (D, D), "dense and heads"),
     Expect("*dense/bias", "bias", "(out,)", None, "biases"),
     Expect("*layer_norm/gamma", "norm_scale", "(d,)", None, "norms"),
@@ -244,11 +311,21 @@ BERT = (
 # Gemma's feed-forward: gating and gating_2 (d, ff/2) "btd,df->btf", linear (ff/2, d).
 GEMMA = (
     Expect("token_embedding/embeddings", "embedding", "(vocab, d) lookup, tied output", (V, D), "embeddings"),
-    Expect("decoder_block_*/attention/query/kernel", "weight", "(heads, d, head_dim): d -> heads·hd",
-           (D, HEADS * HD), "attention"),
+    Expect(
+        "decoder_block_*/attention/query/kernel",
+        "weight",
+        "(heads, d, head_dim): d -> heads·hd",
+        (D, HEADS * HD),
+        "attention",
+    ),
     Expect("decoder_block_*/attention/[kv]*/kernel", "weight", "(1, d, head_dim): d -> hd", (D, HD), "attention"),
-    Expect("decoder_block_*/attention/attention_output/kernel", "weight", "(heads, head_dim, d)", (HEADS * HD, D),
-           "attention"),
+    Expect(
+        "decoder_block_*/attention/attention_output/kernel",
+        "weight",
+        "(heads, head_dim, d)",
+        (HEADS * HD, D),
+        "attention",
+    ),
     Expect("decoder_block_*/ffw_gating*/kernel", "weight", "(d, ff/2)", (D, FFH // 2), "dense and heads"),
     Expect("decoder_block_*/ffw_linear/kernel", "weight", "(ff/2, d)", (FFH // 2, D), "dense and heads"),
     Expect("*norm*/scale", "unit_norm_scale", "(d,): x / rms(x) · (1 + scale)", None, "norms"),
@@ -289,8 +366,15 @@ def test_hub_position_embeddings_are_named_in_the_one_spec_warning() -> None:
     assert "PositionEmbedding (1: 'position_embedding/embeddings')" in warned, warned
 
 
-@pytest.mark.parametrize(("name", "rule"), [("gpt2", "MultiHeadAttention"), ("bert", "MultiHeadAttention"),
-                                            ("llama", "LlamaAttention"), ("gemma", "CachedGemmaAttention")])
+@pytest.mark.parametrize(
+    ("name", "rule"),
+    [
+        ("gpt2", "MultiHeadAttention"),
+        ("bert", "MultiHeadAttention"),
+        ("llama", "LlamaAttention"),
+        ("gemma", "CachedGemmaAttention"),
+    ],
+)
 def test_a_hub_attention_rule_reaches_its_projections(name: str, rule: str) -> None:
     """keras-hub's attention layers (CachedMultiHeadAttention subclasses MultiHeadAttention) hold
     their kernels in EinsumDense sublayers: a class rule on the attention reaches them, with the
@@ -330,6 +414,7 @@ def test_a_block_rule_reaches_its_kernels_and_leaves_its_norms_to_the_defaults()
 
 
 # --- layers initscale does not know: never a guessed layout ------------------------------------
+
 
 class Mixer(keras.layers.Layer):
     """A weight of 2 axes whose layout only its author knows (x @ w: (in=6, out=4), say)."""
@@ -389,8 +474,11 @@ def test_an_unknown_layers_weight_with_a_fan_based_rule_is_an_error_before_writi
     model = _mixer_model()
     before = {v.path: _np(v) for v in model.trainable_variables}
     for rules in ({"Mixer": SPEC}, {"mixer/w": SPEC}, {"*/w": SPEC}):
-        with pytest.raises(ValueError, match=r"(?s)'mixer/w' \(shape \(6, 4\), in Mixer\).*"
-                                             r"\{'Mixer': initscale\.Rule\(VarianceScaling\(scale=2\.0\), layout="):
+        with pytest.raises(
+            ValueError,
+            match=r"(?s)'mixer/w' \(shape \(6, 4\), in Mixer\).*"
+            r"\{'Mixer': initscale\.Rule\(VarianceScaling\(scale=2\.0\), layout=",
+        ):
             isk.reinit(model, {**rules, "Dense": SPEC}, seed=0)
         assert all(np.array_equal(_np(v), before[v.path]) for v in model.trainable_variables), rules
     report = isk.reinit(model, {"Mixer": initscale.Normal(0.5)}, seed=0)  # a fixed scale needs no fans
@@ -432,8 +520,8 @@ def test_a_rules_layout_gives_the_drawn_std() -> None:
 def test_norms_by_class_name_and_by_what_they_hold() -> None:
     with pytest.warns(UserWarning, match="Mixer"):
         report = isk.reinit(_mixer_model(), SPEC, dry_run=True)
-    assert report["norm/scale"].spec == initscale.Ones(), report["norm/scale"].reason      # ...Norm
-    assert report["unit/scale"].spec == initscale.Zeros(), report["unit/scale"].reason    # 1 + scale
+    assert report["norm/scale"].spec == initscale.Ones(), report["norm/scale"].reason  # ...Norm
+    assert report["unit/scale"].spec == initscale.Zeros(), report["unit/scale"].reason  # 1 + scale
     assert "1 +" in report["unit/scale"].reason
     assert report["white/gamma"].spec == initscale.Ones(), report["white/gamma"].reason  # epsilon, 1-D
     assert report["white/beta"].spec == initscale.Zeros() and "norm offset" in report["white/beta"].reason

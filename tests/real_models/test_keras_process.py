@@ -30,7 +30,13 @@ def test_keras_models_on_backend(backend: str) -> None:
         pytest.skip(f"{missing} not installed")
     if os.environ.get("KERAS_BACKEND", "tensorflow") == backend:
         pytest.skip("this process runs test_keras.py on this backend itself")
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(SUITE)],
-                          capture_output=True, text=True, env={**os.environ, "KERAS_BACKEND": backend},
-                          timeout=900, check=False, cwd=SUITE.parent.parent.parent)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(SUITE)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "KERAS_BACKEND": backend},
+        timeout=900,
+        check=False,
+        cwd=SUITE.parent.parent.parent,
+    )
     assert done.returncode == 0, f"test_keras.py failed on Keras backend {backend}:\n{done.stdout[-6000:]}"

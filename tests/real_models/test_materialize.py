@@ -26,7 +26,8 @@ import initscale
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip(
-    "transformers", reason="the real-model suite needs HF transformers (pip install 'transformers>=5.0')")
+    "transformers", reason="the real-model suite needs HF transformers (pip install 'transformers>=5.0')"
+)
 ist = pytest.importorskip("initscale.adapters.torch")
 
 D, HEADS, FF, VOCAB, POS = 32, 4, 64, 50, 16
@@ -35,32 +36,60 @@ RULES = {"Embedding": initscale.Normal(0.02), "lm_head.weight": initscale.Normal
 
 
 def _gpt2():
-    return transformers.GPT2LMHeadModel(transformers.GPT2Config(
-        n_embd=D, n_layer=2, n_head=HEADS, n_positions=POS, vocab_size=VOCAB, bos_token_id=0, eos_token_id=0))
+    return transformers.GPT2LMHeadModel(
+        transformers.GPT2Config(
+            n_embd=D, n_layer=2, n_head=HEADS, n_positions=POS, vocab_size=VOCAB, bos_token_id=0, eos_token_id=0
+        )
+    )
 
 
 def _bert():
-    return transformers.BertModel(transformers.BertConfig(
-        hidden_size=D, num_hidden_layers=2, num_attention_heads=HEADS, intermediate_size=FF, vocab_size=VOCAB,
-        max_position_embeddings=POS, pad_token_id=0))
+    return transformers.BertModel(
+        transformers.BertConfig(
+            hidden_size=D,
+            num_hidden_layers=2,
+            num_attention_heads=HEADS,
+            intermediate_size=FF,
+            vocab_size=VOCAB,
+            max_position_embeddings=POS,
+            pad_token_id=0,
+        )
+    )
 
 
 def _llama():
-    return transformers.LlamaForCausalLM(transformers.LlamaConfig(
-        hidden_size=D, num_hidden_layers=2, num_attention_heads=HEADS, num_key_value_heads=2, intermediate_size=FF,
-        vocab_size=VOCAB, max_position_embeddings=POS))
+    return transformers.LlamaForCausalLM(
+        transformers.LlamaConfig(
+            hidden_size=D,
+            num_hidden_layers=2,
+            num_attention_heads=HEADS,
+            num_key_value_heads=2,
+            intermediate_size=FF,
+            vocab_size=VOCAB,
+            max_position_embeddings=POS,
+        )
+    )
 
 
 def _t5():
-    return transformers.T5ForConditionalGeneration(transformers.T5Config(
-        d_model=D, d_kv=8, d_ff=FF, num_layers=2, num_heads=HEADS, vocab_size=VOCAB))
+    return transformers.T5ForConditionalGeneration(
+        transformers.T5Config(d_model=D, d_kv=8, d_ff=FF, num_layers=2, num_heads=HEADS, vocab_size=VOCAB)
+    )
 
 
 MODELS = {"gpt2": _gpt2, "bert": _bert, "llama": _llama, "t5": _t5}
-BUFFERS = {"gpt2": [], "bert": ["embeddings.position_ids", "embeddings.token_type_ids"],
-           "llama": ["model.rotary_emb.inv_freq", "model.rotary_emb.original_inv_freq"], "t5": []}
-TIES = {"gpt2": [("transformer.wte.weight", "lm_head.weight")], "bert": [], "llama": [],
-        "t5": [("shared.weight", "encoder.embed_tokens.weight", "decoder.embed_tokens.weight", "lm_head.weight")]}
+BUFFERS = {
+    "gpt2": [],
+    "bert": ["embeddings.position_ids", "embeddings.token_type_ids"],
+    "llama": ["model.rotary_emb.inv_freq", "model.rotary_emb.original_inv_freq"],
+    "t5": [],
+}
+TIES = {
+    "gpt2": [("transformer.wte.weight", "lm_head.weight")],
+    "bert": [],
+    "llama": [],
+    "t5": [("shared.weight", "encoder.embed_tokens.weight", "decoder.embed_tokens.weight", "lm_head.weight")],
+}
 
 
 @pytest.fixture(scope="module")
@@ -110,8 +139,14 @@ def test_every_parameter_has_its_reported_std(built, name: str) -> None:
     assert std_problems(model, report) == []
 
 
-SMALL = {"hidden_size": D, "num_hidden_layers": 2, "num_attention_heads": HEADS, "intermediate_size": FF,
-         "vocab_size": VOCAB, "max_position_embeddings": POS}
+SMALL = {
+    "hidden_size": D,
+    "num_hidden_layers": 2,
+    "num_attention_heads": HEADS,
+    "intermediate_size": FF,
+    "vocab_size": VOCAB,
+    "max_position_embeddings": POS,
+}
 MORE = {  # more rotary and embedding variants: buffers only (model class, config class, extra config)
     "mistral": ("MistralForCausalLM", "MistralConfig", {"num_key_value_heads": 2}),
     "gemma": ("GemmaForCausalLM", "GemmaConfig", {"num_key_value_heads": 2, "head_dim": 8}),
@@ -141,7 +176,13 @@ def test_more_models_buffers_equal_the_cpu_built_models(name: str) -> None:
 def test_in_a_fresh_process() -> None:
     if not triton_would_abort():
         pytest.skip("this process runs the tests above itself")
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
-                          capture_output=True, text=True, env=dict(os.environ), timeout=900, check=False,
-                          cwd=Path(__file__).parent.parent.parent)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+        timeout=900,
+        check=False,
+        cwd=Path(__file__).parent.parent.parent,
+    )
     assert done.returncode == 0, f"{Path(__file__).name} failed in a fresh process:\n{done.stdout[-6000:]}"

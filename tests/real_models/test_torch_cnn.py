@@ -47,8 +47,9 @@ class InvertedResidual(nn.Module):
     def __init__(self, c: int = 32, expand: int = 96, squeeze: int = 24) -> None:
         super().__init__()
         self.expand = nn.Sequential(nn.Conv2d(c, expand, 1, bias=False), nn.BatchNorm2d(expand), nn.Hardswish())
-        self.depthwise = nn.Sequential(nn.Conv2d(expand, expand, 3, padding=1, groups=expand, bias=False),
-                                       nn.BatchNorm2d(expand), nn.Hardswish())
+        self.depthwise = nn.Sequential(
+            nn.Conv2d(expand, expand, 3, padding=1, groups=expand, bias=False), nn.BatchNorm2d(expand), nn.Hardswish()
+        )
         self.se_reduce = nn.Conv2d(expand, squeeze, 1)
         self.se_expand = nn.Conv2d(squeeze, expand, 1)
         self.project = nn.Sequential(nn.Conv2d(expand, c, 1, bias=False), nn.BatchNorm2d(c))
@@ -79,16 +80,27 @@ K3, K1, K4 = 9, 1, 16
 CNN = (
     Expect("stem.0.weight", "weight", "(out=32, in=3, 3, 3)", (3 * K3, 32 * K3), "convs"),
     Expect("mb.expand.0.weight", "weight", "(out=96, in=32, 1, 1)", (32, 96), "convs"),
-    Expect("mb.depthwise.0.weight", "weight", "(out=96, in/g=1, 3, 3), groups 96", (K3, K3),
-           "grouped and depthwise convs"),
+    Expect(
+        "mb.depthwise.0.weight", "weight", "(out=96, in/g=1, 3, 3), groups 96", (K3, K3), "grouped and depthwise convs"
+    ),
     Expect("mb.se_reduce.weight", "weight", "(out=24, in=96, 1, 1)", (96, 24), "convs"),
     Expect("mb.se_expand.weight", "weight", "(out=96, in=24, 1, 1)", (24, 96), "convs"),
     Expect("mb.project.0.weight", "weight", "(out=32, in=96, 1, 1)", (96, 32), "convs"),
-    Expect("dw2.weight", "weight", "(out=64, in/g=1, 3, 3), groups 32: multiplier 2", (K3, 2 * K3),
-           "grouped and depthwise convs"),
+    Expect(
+        "dw2.weight",
+        "weight",
+        "(out=64, in/g=1, 3, 3), groups 32: multiplier 2",
+        (K3, 2 * K3),
+        "grouped and depthwise convs",
+    ),
     Expect("block.conv1.weight", "weight", "(out=64, in=64, 1, 1)", (64 * K1, 64 * K1), "convs"),
-    Expect("block.conv2.weight", "weight", "(out=64, in/g=8, 3, 3), groups 8", (8 * K3, 8 * K3),
-           "grouped and depthwise convs"),
+    Expect(
+        "block.conv2.weight",
+        "weight",
+        "(out=64, in/g=8, 3, 3), groups 8",
+        (8 * K3, 8 * K3),
+        "grouped and depthwise convs",
+    ),
     Expect("block.conv3.weight", "weight", "(out=128, in=64, 1, 1)", (64, 128), "convs"),
     Expect("block.down.0.weight", "weight", "(out=128, in=64, 1, 1)", (64, 128), "convs"),
     Expect("up.weight", "weight", "(in=128, out/g=32, 4, 4), groups 2", (64 * K4, 32 * K4), "transposed conv"),

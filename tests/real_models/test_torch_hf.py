@@ -26,7 +26,8 @@ import initscale
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip(
-    "transformers", reason="the real-model suite needs HF transformers (pip install 'transformers>=5.0')")
+    "transformers", reason="the real-model suite needs HF transformers (pip install 'transformers>=5.0')"
+)
 ist = pytest.importorskip("initscale.adapters.torch")
 
 D, HEADS, FF, VOCAB, POS = 32, 4, 64, 50, 16
@@ -35,13 +36,16 @@ D, HEADS, FF, VOCAB, POS = 32, 4, 64, 50, 16
 @pytest.fixture(autouse=True)
 def _fresh_process_if_tensorflow_is_loaded() -> None:
     if triton_would_abort():
-        pytest.skip("TensorFlow is loaded and Triton would abort after it: test_torch_hf_process.py runs this file "
-                    "in a fresh process")
+        pytest.skip(
+            "TensorFlow is loaded and Triton would abort after it: test_torch_hf_process.py runs this file "
+            "in a fresh process"
+        )
 
 
 def _gpt2():
-    cfg = transformers.GPT2Config(n_embd=D, n_layer=2, n_head=HEADS, n_positions=POS, vocab_size=VOCAB,
-                                  bos_token_id=0, eos_token_id=0)  # n_inner None -> 4·d
+    cfg = transformers.GPT2Config(
+        n_embd=D, n_layer=2, n_head=HEADS, n_positions=POS, vocab_size=VOCAB, bos_token_id=0, eos_token_id=0
+    )  # n_inner None -> 4·d
     return transformers.GPT2LMHeadModel(cfg)
 
 
@@ -54,20 +58,31 @@ GPT2 = (
     Expect("transformer.h.*.ln_[12].bias", "norm_offset", "(d,)", None, "LayerNorm"),
     Expect("transformer.ln_f.weight", "norm_scale", "(d,)", None, "LayerNorm"),
     Expect("transformer.ln_f.bias", "norm_offset", "(d,)", None, "LayerNorm"),
-    Expect("transformer.h.*.attn.c_attn.weight", "weight", "(in=d, out=3d): 3 packed projections d->d",
-           (D, D), "Conv1D weights"),
+    Expect(
+        "transformer.h.*.attn.c_attn.weight",
+        "weight",
+        "(in=d, out=3d): 3 packed projections d->d",
+        (D, D),
+        "Conv1D weights",
+    ),
     Expect("transformer.h.*.attn.c_proj.weight", "weight", "(in=d, out=d)", (D, D), "Conv1D weights"),
     Expect("transformer.h.*.mlp.c_fc.weight", "weight", "(in=d, out=4d)", (D, 4 * D), "Conv1D weights"),
     Expect("transformer.h.*.mlp.c_proj.weight", "weight", "(in=4d, out=d)", (4 * D, D), "Conv1D weights"),
     Expect("transformer.h.*.*.c_*.bias", "bias", "(out,)", None, "Conv1D biases"),
-    Expect("lm_head.weight", "tied", "tied to wte: (vocab, d)", None, "tied lm_head",
-           tied_to="transformer.wte.weight"),
+    Expect("lm_head.weight", "tied", "tied to wte: (vocab, d)", None, "tied lm_head", tied_to="transformer.wte.weight"),
 )
 
 
 def _bert():
-    cfg = transformers.BertConfig(hidden_size=D, num_hidden_layers=2, num_attention_heads=HEADS, intermediate_size=FF,
-                                  vocab_size=VOCAB, max_position_embeddings=POS, pad_token_id=0)
+    cfg = transformers.BertConfig(
+        hidden_size=D,
+        num_hidden_layers=2,
+        num_attention_heads=HEADS,
+        intermediate_size=FF,
+        vocab_size=VOCAB,
+        max_position_embeddings=POS,
+        pad_token_id=0,
+    )
     return transformers.BertModel(cfg)
 
 
@@ -90,9 +105,16 @@ BERT = (
 
 
 def _llama():
-    cfg = transformers.LlamaConfig(hidden_size=D, num_hidden_layers=2, num_attention_heads=HEADS, num_key_value_heads=2,
-                                   intermediate_size=FF, vocab_size=VOCAB, max_position_embeddings=POS,
-                                   tie_word_embeddings=False)
+    cfg = transformers.LlamaConfig(
+        hidden_size=D,
+        num_hidden_layers=2,
+        num_attention_heads=HEADS,
+        num_key_value_heads=2,
+        intermediate_size=FF,
+        vocab_size=VOCAB,
+        max_position_embeddings=POS,
+        tie_word_embeddings=False,
+    )
     return transformers.LlamaForCausalLM(cfg)
 
 
@@ -113,8 +135,16 @@ LLAMA = (
 
 
 def _t5():
-    cfg = transformers.T5Config(d_model=D, d_kv=D // HEADS, d_ff=FF, num_layers=1, num_decoder_layers=1,
-                                num_heads=HEADS, vocab_size=VOCAB, relative_attention_num_buckets=8)
+    cfg = transformers.T5Config(
+        d_model=D,
+        d_kv=D // HEADS,
+        d_ff=FF,
+        num_layers=1,
+        num_decoder_layers=1,
+        num_heads=HEADS,
+        vocab_size=VOCAB,
+        relative_attention_num_buckets=8,
+    )
     return transformers.T5ForConditionalGeneration(cfg)
 
 
@@ -135,8 +165,15 @@ T5 = (
 
 
 def _vit():
-    cfg = transformers.ViTConfig(hidden_size=D, num_hidden_layers=2, num_attention_heads=HEADS, intermediate_size=FF,
-                                 image_size=16, patch_size=4, num_channels=3)
+    cfg = transformers.ViTConfig(
+        hidden_size=D,
+        num_hidden_layers=2,
+        num_attention_heads=HEADS,
+        intermediate_size=FF,
+        image_size=16,
+        patch_size=4,
+        num_channels=3,
+    )
     return transformers.ViTModel(cfg)
 
 
@@ -146,8 +183,13 @@ def _vit():
 VIT = (
     Expect("embeddings.cls_token", "pos_embedding", "(1, 1, d) token, concatenated", None, "position embeddings"),
     Expect("embeddings.position_embeddings", "pos_embedding", "(1, 17, d), added", None, "position embeddings"),
-    Expect("embeddings.patch_embeddings.projection.weight", "weight", "(out=d, in=3, 4, 4)", (3 * 16, D * 16),
-           "Linear and conv weights"),
+    Expect(
+        "embeddings.patch_embeddings.projection.weight",
+        "weight",
+        "(out=d, in=3, 4, 4)",
+        (3 * 16, D * 16),
+        "Linear and conv weights",
+    ),
     Expect("layers.*.attention.*_proj.weight", "weight", "(out=d, in=d)", (D, D), "Linear and conv weights"),
     Expect("layers.*.mlp.fc1.weight", "weight", "(out=ff, in=d)", (D, FF), "Linear and conv weights"),
     Expect("layers.*.mlp.fc2.weight", "weight", "(out=d, in=ff)", (FF, D), "Linear and conv weights"),
@@ -160,8 +202,7 @@ VIT = (
     Expect("pooler.dense.bias", "bias", "(out,)", None, "biases"),
 )
 
-MODELS = {"gpt2": (_gpt2, GPT2), "bert": (_bert, BERT), "llama": (_llama, LLAMA), "t5": (_t5, T5),
-          "vit": (_vit, VIT)}
+MODELS = {"gpt2": (_gpt2, GPT2), "bert": (_bert, BERT), "llama": (_llama, LLAMA), "t5": (_t5, T5), "vit": (_vit, VIT)}
 
 KNOWN: dict[tuple[str, str], str] = {}  # (model, group) -> the reason of a strict xfail; none left
 
@@ -223,8 +264,10 @@ def test_a_conv1d_rule_gives_forward_fans() -> None:
             want = SPEC.resolve(initscale.Fans(*entry.fans)).std
             row = report[name]
             if not row.touched or abs(row.std / want - 1) > 1e-9:
-                problems.append(f"{name}: std expected {want:.6g} (fans {entry.fans}), got {row.std} "
-                                f"(fans {row.fan_in}/{row.fan_out})")
+                problems.append(
+                    f"{name}: std expected {want:.6g} (fans {entry.fans}), got {row.std} "
+                    f"(fans {row.fan_in}/{row.fan_out})"
+                )
     assert not problems, "\n" + "\n".join(problems)
 
 
@@ -252,13 +295,20 @@ def test_vit_position_embeddings_say_how_to_set_them() -> None:
         ist.reinit_(net, {"embeddings.*_*": SPEC}, dry_run=True)
     spec = initscale.TruncatedNormal(0.02)
     fixed = ist.reinit_(net, {"embeddings.position_embeddings": spec, "embeddings.cls_token": spec}, dry_run=True)
-    assert all(fixed[n].touched and fixed[n].std == spec.resolve(None).std
-               for n in ("embeddings.cls_token", "embeddings.position_embeddings"))
+    assert all(
+        fixed[n].touched and fixed[n].std == spec.resolve(None).std
+        for n in ("embeddings.cls_token", "embeddings.position_embeddings")
+    )
 
 
-@pytest.mark.parametrize(("model", "rule", "group"), [("llama", "LlamaAttention", "Linear weights"),
-                                                      ("bert", "BertAttention", "Linear weights"),
-                                                      ("llama", "LlamaDecoderLayer", "Linear weights")])
+@pytest.mark.parametrize(
+    ("model", "rule", "group"),
+    [
+        ("llama", "LlamaAttention", "Linear weights"),
+        ("bert", "BertAttention", "Linear weights"),
+        ("llama", "LlamaDecoderLayer", "Linear weights"),
+    ],
+)
 def test_a_rule_on_an_enclosing_module_reaches_its_weights_not_its_norms(model: str, rule: str, group: str) -> None:
     """The role of a parameter comes from every module that owns it: a class rule on an attention
     or decoder block sets the weights of the Linear layers inside it, with their fans; the norms
@@ -296,9 +346,16 @@ def test_a_multihead_attention_rule_reaches_its_out_proj() -> None:
 def test_check_knows_a_fresh_gemma_norm_starts_at_zeros() -> None:
     """initscale.torch.check without rules on HF Gemma: its RMSNorm weights are zeros (used as
     1 + weight), which is right; a weight set to ones is flagged."""
-    cfg = transformers.GemmaConfig(hidden_size=D, num_hidden_layers=1, num_attention_heads=HEADS, num_key_value_heads=1,
-                                   head_dim=D // HEADS, intermediate_size=FF, vocab_size=VOCAB,
-                                   max_position_embeddings=POS)
+    cfg = transformers.GemmaConfig(
+        hidden_size=D,
+        num_hidden_layers=1,
+        num_attention_heads=HEADS,
+        num_key_value_heads=1,
+        head_dim=D // HEADS,
+        intermediate_size=FF,
+        vocab_size=VOCAB,
+        max_position_embeddings=POS,
+    )
     torch.manual_seed(0)
     net = transformers.GemmaForCausalLM(cfg)
     assert not bool(net.model.norm.weight.any())  # Gemma starts its norms at zeros

@@ -17,11 +17,18 @@ SUITE = Path(__file__).parent / "test_torch_hf.py"
 
 def test_hf_models_in_a_fresh_process() -> None:
     pytest.importorskip("torch")
-    pytest.importorskip("transformers", reason="the real-model suite needs HF transformers (pip install "
-                                               "'transformers>=5.0')")
+    pytest.importorskip(
+        "transformers", reason="the real-model suite needs HF transformers (pip install 'transformers>=5.0')"
+    )
     if not triton_would_abort():
         pytest.skip("this process runs test_torch_hf.py itself")
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(SUITE)],
-                          capture_output=True, text=True, env=dict(os.environ), timeout=900, check=False,
-                          cwd=SUITE.parent.parent.parent)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(SUITE)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+        timeout=900,
+        check=False,
+        cwd=SUITE.parent.parent.parent,
+    )
     assert done.returncode == 0, f"test_torch_hf.py failed in a fresh process:\n{done.stdout[-6000:]}"
