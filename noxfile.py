@@ -4,7 +4,8 @@
 - ``torch`` / ``keras`` / ``jax``: the suite with that framework installed (adapters land there).
 - ``all``: everything in one environment.
 - ``wheel``: build the wheel, install it in a clean venv, import every shipped adapter.
-- ``lint`` (ruff) and ``typecheck`` (mypy on a non-editable install, run outside the repo root).
+- ``lint`` (ruff check and ruff format --check) and ``typecheck`` (mypy on a non-editable install,
+  run outside the repo root).
 
 Exact framework pins (CPU torch wheel, tensorflow-cpu, ...) live in ``requirements/frameworks.txt``,
 read here, by ``.ci/run`` and by ``scripts/parity.sh`` through ``scripts/pins.py``; not in the
@@ -99,8 +100,11 @@ def wheel(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    session.install("ruff>=0.6")
-    session.run("ruff", "check", "initscale", "adapters", "tests", "noxfile.py")
+    """ruff check and ruff format --check (the version .ci/run and .pre-commit-config.yaml pin)."""
+    paths = ("initscale", "adapters", "tests", "noxfile.py", "scripts", "benchmarks")
+    session.install("ruff==0.17.6")
+    session.run("ruff", "check", *paths)
+    session.run("ruff", "format", "--check", *paths)
 
 
 @nox.session
