@@ -52,7 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from initscale import presets
-from initscale.autogain import Auto, AutoPlan, AutoRow, activation_moment, layer_gain
+from initscale.autogain import Auto, AutoPlan, AutoRow, Follower, activation_moment, layer_gain
 
 __all__ = ["apply", "plan"]
 
@@ -156,7 +156,7 @@ def _wrapper_name(eqn: Any) -> str | None:
         if inner is None or len(inner.eqns) != 1:
             return None
         eqn = inner.eqns[0]
-    return eqn.primitive.name
+    return str(eqn.primitive.name)
 
 
 def _is_var(x: Any) -> bool:
@@ -489,10 +489,10 @@ def _plan(variables: Any, module: Any, auto: Auto) -> _Planned:
         for v in dict.fromkeys(v for v in eqn.invars if _is_var(v)):
             consumers.setdefault(v, []).append(i)
 
-    def follower(index: int, var: Any) -> tuple[str, Any, str, int, list[Any]]:
+    def follower(index: int, var: Any) -> tuple[Follower, Any, str, int, list[Any]]:
         """What follows ``var`` (a layer's output): (follower, activation, label, index of the exit eqn)."""
         for step in range(len(eqns)):
-            users = [(i, eqns[i]) for i in consumers.get(var, ()) if i > index]
+            users: list[Any] = [(i, eqns[i]) for i in consumers.get(var, ()) if i > index]
             if len(users) == 1 and users[0][1].primitive.name in _SHAPE and step < 16:
                 index, var = users[0][0], users[0][1].outvars[0]
                 continue

@@ -143,8 +143,8 @@ def lsuv(
                 name,
                 layers[full],
                 full,
-                lambda p=path: measure(p),
-                lambda f, p=path: scale(p, f),
+                lambda p=path: measure(p),  # type: ignore[misc]  # a lambda with a default: mypy cannot infer it
+                lambda f, p=path: scale(p, f),  # type: ignore[misc]  # a lambda with a default: mypy cannot infer it
                 tol=tol,
                 max_iters=max_iters,
             )

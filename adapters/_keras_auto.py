@@ -39,13 +39,13 @@ import dataclasses
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import keras
 import numpy as np
 
 from initscale import presets
-from initscale.autogain import Auto, AutoPlan, AutoRow, follow, layer_gain, propagate
+from initscale.autogain import Auto, AutoPlan, AutoRow, Follower, follow, layer_gain, propagate
 
 __all__ = ["apply", "plan"]
 
@@ -478,7 +478,7 @@ def _op_rule(event: _Event) -> str | None:
     return None
 
 
-def _follower(recorder: _Recorder, node: int, outputs: set[int], start: int) -> tuple[str, Any, str]:
+def _follower(recorder: _Recorder, node: int, outputs: set[int], start: int) -> tuple[Follower, Any, str]:
     """:func:`initscale.autogain.follow`, except that an output consumed only inside a composite
     layer's own (unrecorded) code says so."""
     follows = follow(recorder.events, node, outputs, start, _op_rule, lambda e: e.cls)
@@ -510,7 +510,7 @@ def _planned_layers(model: Any) -> tuple[dict[int, tuple[str, int, str]], dict[i
         except Exception:  # no kernel (or one that cannot be read): not a planned layer
             path = None
         if path in rows and path not in used:
-            layers[id(layer)] = (path, int(rows[path].fan_in), type(layer).__name__)
+            layers[id(layer)] = (path, int(cast(float, rows[path].fan_in)), type(layer).__name__)
             by_id[id(layer)] = layer
             used.add(path)
     return layers, by_id, [name for name in rows if name not in used]
@@ -521,7 +521,7 @@ def plan(model: Any, auto: Auto) -> AutoPlan:
     return _plan(model, auto)[0]
 
 
-def _plan(model: Any, auto: Auto) -> tuple[AutoPlan, dict[str, tuple[str, Any, float | None]], dict[str, Any]]:
+def _plan(model: Any, auto: Auto) -> tuple[AutoPlan, dict[str, tuple[Follower, Any, float | None]], dict[str, Any]]:
     if not isinstance(model, keras.layers.Layer) or not model.built:
         raise TypeError(
             f"initscale.auto: the Keras model must be a built keras.layers.Layer or model. Received: "

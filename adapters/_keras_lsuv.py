@@ -58,7 +58,7 @@ class _Capture:
     the layer's own output before its nonlinearity, as torch's ``Linear`` gives it."""
 
     def __init__(self, layers: list[Any]) -> None:
-        self.layers, self.outputs = layers, {}
+        self.layers, self.outputs = layers, dict[int, Any]()
         self.fused: list[Any] = []
 
     def _record(self, key: int, fn: Any) -> Any:
@@ -157,7 +157,7 @@ def lsuv(
             _core.skipped(
                 c.name,
                 type(c).__name__,
-                _kernel(c, weights).path,
+                _kernel(c, weights).path,  # type: ignore[union-attr]  # candidates all have a kernel
                 "not called by the forward pass on `batch` (or not through its `call`)",
             )
             for c in candidates

@@ -30,7 +30,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from initscale import presets
-from initscale.autogain import Auto, AutoPlan, AutoRow, layer_gain, propagate
+from initscale.autogain import Auto, AutoPlan, AutoRow, Follower, layer_gain, propagate
 
 __all__ = ["apply_", "plan"]
 
@@ -143,6 +143,7 @@ class _Recorder(TorchFunctionMode):
         self.keep: list[torch.Tensor] = []  # keeps every recorded tensor alive (ids stay unique)
         self.events: list[_Event] = []
         self.depth = 0
+        self.pending: list[tuple[str, str, list[int]]]  # set per pass (enter's hooks)
 
     def node(self, tensor: torch.Tensor, fresh: bool = False, data: bool = False) -> int:
         if not fresh and id(tensor) in self.nodes:
@@ -420,7 +421,7 @@ def plan(model: torch.nn.Module, auto: Auto) -> AutoPlan:
     return _plan(model, auto)[0]
 
 
-def _plan(model: torch.nn.Module, auto: Auto) -> tuple[AutoPlan, dict[str, tuple[str, Any, float | None]]]:
+def _plan(model: torch.nn.Module, auto: Auto) -> tuple[AutoPlan, dict[str, tuple[Follower, Any, float | None]]]:
     from initscale.adapters.torch import reinit_
 
     report = reinit_(model, presets.get("he_normal"), dry_run=True)

@@ -113,7 +113,7 @@ def check(
     walked = _Backend(model, True, include_buffers, None, None, None).walk()  # reinit_'s walk, biases -> weights
     rules = model_rules(rules, model, [p for p, _ in walked])  # a recipe: its roles resolved on this model
     found = [(p, t) for p, t in walked if p.tied_to is None]  # one row a tensor
-    pairs = list(model.named_parameters(remove_duplicate=False))
+    pairs: list[tuple[str, torch.Tensor]] = list(model.named_parameters(remove_duplicate=False))
     if include_buffers:
         pairs += list(model.named_buffers(remove_duplicate=False))
     names_of = _aliases(pairs)

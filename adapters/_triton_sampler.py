@@ -616,7 +616,9 @@ def _check_stream(device: torch.device) -> str:
 
     stream = Stream(0, "initscale-triton-check")
     strides = canonical_strides(_CHECK_SHAPE, "torch")
-    cases = [(UniformDist(-0.1, 0.3), dtype, 0) for dtype in (torch.float32, torch.float64, torch.bfloat16)]
+    cases: list[tuple[UniformDist | TruncatedNormalDist, torch.dtype, int]] = [
+        (UniformDist(-0.1, 0.3), dtype, 0) for dtype in (torch.float32, torch.float64, torch.bfloat16)
+    ]
     cases += [
         (TruncatedNormalDist(0.0, 0.05, -0.1, 0.1), torch.float64, STREAM_ULPS),
         (TruncatedNormalDist(0.0, 1.0, 38.3, math.inf), torch.float64, STREAM_ULPS),

@@ -803,7 +803,12 @@ def reinit(
                 "reinit with initscale.auto(...) takes its example inputs from the auto object; "
                 "pass example_inputs=None here (initscale.auto(x, example_kwargs))."
             )
-        options = {"defaults": defaults, "stream_seed": stream_seed, "stream_names": stream_names, "fans": fans}
+        options: dict[str, Any] = {
+            "defaults": defaults,
+            "stream_seed": stream_seed,
+            "stream_names": stream_names,
+            "fans": fans,
+        }
         if dry_run:
             plan = rules.plan(module, variables=params)
             return reinit(

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 from numpy.typing import DTypeLike, NDArray
@@ -85,7 +85,10 @@ def _truncated(dist: TruncatedNormalDist, size: tuple[int, ...], rng: np.random.
         return dist.loc + plan.sign * dist.sigma * z
     if plan.method == "far":
         e = -np.log1p(-plan.kept * rng.random(size))
-        z = np.clip(-(plan.a + far_tail_offset(e, plan.a, plan.log_s_a, np)), plan.z_low, plan.z_high)
+        z = cast(
+            "NDArray[np.float64]",
+            np.clip(-(plan.a + far_tail_offset(e, plan.a, plan.log_s_a, np)), plan.z_low, plan.z_high),
+        )
         return dist.loc + plan.sign * dist.sigma * z
     flip = a > 0.0  # both bounds in the upper tail: sample -X on [-b, -a] instead
     if flip:

@@ -52,7 +52,7 @@ import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -179,7 +179,7 @@ def _truncated(
         )
         v.uniform_(generator=generator)
         if plan.method == "ndtri":
-            z = torch.special.ndtri(v.mul_(-plan.p_width).add_(plan.p_hi), out=v)
+            z = cast(torch.Tensor, torch.special.ndtri(v.mul_(-plan.p_width).add_(plan.p_hi), out=v))
         else:
             e = v.mul_(-plan.kept).log1p_().neg_()
             z = far_tail_offset(e, plan.a, plan.log_s_a, torch).add_(plan.a).neg_()
@@ -247,7 +247,7 @@ _SAMPLE_KINDS = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}  # _stre
 _WORD = 0xFFFFFFFF
 
 
-def _sampler_ready(dist: Distribution, tensor: torch.Tensor) -> tuple[Any, int, Any] | None:
+def _sampler_ready(dist: Distribution, tensor: torch.Tensor) -> tuple[Any, int, tuple[int, tuple[float, ...]]] | None:
     """(kernel, output kind, parameters) when the compiled CPU sampler applies to ``tensor``
     (see :func:`_sampled`), else None."""
     kind = _SAMPLE_KINDS.get(tensor.dtype)
@@ -460,8 +460,8 @@ def _stream_draw(
         _, offset = compute_local_shape_and_global_offset(
             shape,
             tensor.device_mesh,  # type: ignore[attr-defined]
-            tensor.placements,
-        )  # type: ignore[attr-defined]
+            tensor.placements,  # type: ignore[attr-defined]
+        )
         box = [slice(start, start + n) for start, n in zip(offset, local.shape, strict=True)]
     if local.device.type == "cpu" and local.dim() <= _stream_kernel.MAX_AXES:  # more axes: torch's ops
         kernel = _stream_kernel.load()
@@ -703,7 +703,7 @@ def _is_hf_conv1d(module: torch.nn.Module) -> bool:
         and isinstance(getattr(module, "nf", None), int)
         and isinstance(getattr(module, "nx", None), int)
         and isinstance(weight, torch.Tensor)
-        and tuple(weight.shape) == (module.nx, module.nf)
+        and tuple(weight.shape) == (module.nx, module.nf)  # type: ignore[comparison-overlap]  # torch types nf: Tensor | Module
     )
 
 
@@ -711,8 +711,8 @@ def _packed_projections(module: torch.nn.Module, parent: torch.nn.Module | None)
     """How many projections a Conv1D packs: its parent attention's ``split_size`` (GPT-2, OpenAI
     GPT, ImageGPT: the output is split into pieces of that size) divides its outputs."""
     split = getattr(parent, "split_size", None) if parent is not None else None
-    if isinstance(split, int) and split > 0 and module.nf % split == 0 and module.nf > split:
-        return int(module.nf // split)
+    if isinstance(split, int) and split > 0 and module.nf % split == 0 and module.nf > split:  # type: ignore[operator]  # torch types nf: Tensor | Module
+        return int(module.nf // split)  # type: ignore[operator]  # torch types nf: Tensor | Module
     return 1
 
 
@@ -818,7 +818,7 @@ def _padding_idx(module: torch.nn.Module, role: Role) -> int | None:
     index = getattr(module, "padding_idx", None) if role == "embedding" else None
     if not isinstance(index, int) or isinstance(index, bool):
         return None
-    return index % module.num_embeddings if isinstance(getattr(module, "num_embeddings", None), int) else index
+    return index % module.num_embeddings if isinstance(getattr(module, "num_embeddings", None), int) else index  # type: ignore[operator, return-value]  # an int, checked
 
 
 def _walk(module: torch.nn.Module, recurse: bool, include_buffers: bool) -> list[tuple[Param, torch.Tensor]]:
@@ -1017,8 +1017,10 @@ def _shard_fill(dist: Distribution, layout: Layout | None, tensor: torch.Tensor,
 
     local = _local(tensor)
     local_shape, offset = compute_local_shape_and_global_offset(
-        tuple(tensor.shape), tensor.device_mesh, tensor.placements
-    )  # type: ignore[attr-defined]
+        tuple(tensor.shape),
+        tensor.device_mesh,  # type: ignore[attr-defined]
+        tensor.placements,  # type: ignore[attr-defined]
+    )
     base = seeds.base(tensor.device_mesh, local.device)  # type: ignore[attr-defined]
     gen = torch.Generator(device=local.device).manual_seed(_stream_seed(base, name, tuple(offset), tuple(local_shape)))
     _fill_bounded(dist, local, gen)
@@ -1302,7 +1304,7 @@ def reinit_(
     if isinstance(rules, Auto):  # initscale.auto(...): planned on the model's graph, then measured
         from ._torch_auto import apply_
 
-        options = {
+        options: dict[str, Any] = {
             "include_frozen": include_frozen,
             "include_buffers": include_buffers,
             "defaults": defaults,
@@ -1314,7 +1316,7 @@ def reinit_(
             return _reinit(
                 module, rules.plan(module).rules(), generator=generator, dry_run=True, recurse=True, **options
             )
-        init = apply_(module, rules, generator=generator, **options).init
+        init: Report | None = apply_(module, rules, generator=generator, **options).init
         assert init is not None
         return init
     return _reinit(

@@ -222,13 +222,13 @@ def _role(part: _Part) -> str | None:
         if attr in _TOKEN and leaf == "reverse_embeddings":
             return "lm_head"  # keras-hub ReversibleEmbedding, untied: logits = x @ reverse_embeddings
         if base in ("embedding", "other") and len(part.shape) == 2:
-            for names, role in (
+            for names, known in (
                 (_POSITION, "position_embedding"),
                 (_TOKEN_TYPE, "token_type_embedding"),
                 (_TOKEN, "token_embedding"),
             ):
                 if attr in names or leaf in names:
-                    return role
+                    return known
         weight = "lm_head" if attr in _HEAD else "pooler" if attr in _POOLER else "linear"
         if base == "weight":
             return weight
@@ -309,12 +309,12 @@ def path_model(name: str, model: Any, params: Sequence[Any] | None) -> tuple[lis
             None,
         )
         width = token.shape[-1] if token is not None else None
-    for key in ("n_layer", "num_hidden_layers", "n_layers"):
+    for field in ("n_layer", "num_hidden_layers", "n_layers"):
         if depth is not None:
-            config[key] = depth
-    for key in ("n_embd", "hidden_size", "dim", "d_model"):
+            config[field] = depth
+    for field in ("n_embd", "hidden_size", "dim", "d_model"):
         if width is not None:
-            config[key] = width
+            config[field] = width
     return parts, every, _PathView(SimpleNamespace(**config)), _reader(name)
 
 

@@ -41,7 +41,7 @@ import math
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from . import _validate, gains
 from .specs import VarianceScaling
@@ -340,7 +340,8 @@ class AutoPlan:
         bound, growth = max(factor, 1.0 / factor), self.growth()
         if not 1.0 / bound <= growth <= bound:
             worst = sorted(
-                (r for r in self.rows if r.chi is not None and r.chi > 0), key=lambda r: -abs(math.log(r.chi))
+                (r for r in self.rows if r.chi is not None and r.chi > 0),
+                key=lambda r: -abs(math.log(cast(float, r.chi))),
             )[:3]
             per = "; ".join(
                 f"{s.activation}: {s.layers} layer(s), chi {s.chi:.4g}, chi^L {s.growth:.4g} ({s.verdict})"

@@ -90,11 +90,11 @@ import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from . import _validate, normal_math
 from .distributions import ConstantDist, Distribution, NormalDist, OrthogonalDist, TruncatedNormalDist, UniformDist
-from .reinit import Param, Plan, plan
+from .reinit import Param, Plan, Role, plan
 from .specs import Spec
 
 if TYPE_CHECKING:
@@ -387,7 +387,7 @@ def _binomial_tail_bound(k: int, n: int, p: float) -> float:
 
 def _finite(x: NDArray[Any]) -> NDArray[np.bool_]:
     """Where ``x`` is finite (the stats are over these values only)."""
-    return np.isfinite(x)
+    return cast("NDArray[np.bool_]", np.isfinite(x))
 
 
 def _density_at_zero(dist: Distribution | None, sigma: float) -> float:
@@ -669,7 +669,9 @@ def _check_one(entry: Entry, x: NDArray[Any], *, fresh: bool, level: float, z: f
         max=high,
         expected_mean=None if dist is None else float(dist.mean),
         expected_std=None if dist is None else math.sqrt(dist.variance),
-        expected_bounds=None if dist is None or dist.bounds is None else tuple(float(b) for b in dist.bounds),
+        expected_bounds=None
+        if dist is None or dist.bounds is None
+        else cast(tuple[float, float], tuple(float(b) for b in dist.bounds)),
         expected_source=None if exp is None else exp.source,
         std_ratio=std_ratio,
         std_tolerance=tol,
@@ -736,7 +738,7 @@ _NORM_OWNER = re.compile(r"(?i)(norm|^ln(_|\d|$)|^bn(_|\d|$)|_ln$|^ln_f$)")
 _EMBED_OWNER = re.compile(r"(?i)(emb|^wte$|^wpe$)")
 
 
-def role_from_name(name: str, ndim: int) -> str:
+def role_from_name(name: str, ndim: int) -> Role:
     """A parameter's role guessed from its name alone, for checkpoints (no module tree): the last
     component is the leaf, the one before it the owner. A 1-D ``weight``/``gamma``/``scale``
     (``bias``/``beta``) whose owner names a norm (``LayerNorm``, ``ln_1``, ``ln_f``, ``norm1``,

@@ -204,7 +204,7 @@ class Explanation:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict: infinite numbers are the strings ``"inf"``/``"-inf"``, as in
         :meth:`Spec.to_dict`, so ``json.dumps(..., allow_nan=False)`` accepts it."""
-        return json_safe(
+        safe: dict[str, Any] = json_safe(
             {
                 "spec": self.spec.to_dict(),
                 "spec_repr": repr(self.spec),
@@ -229,6 +229,7 @@ class Explanation:
                 "notes": list(self.notes),
             }
         )
+        return safe
 
     def __str__(self) -> str:
         rows = [("spec", repr(self.spec))]

@@ -130,7 +130,7 @@ def rescale_layer(
     layer: str,
     weight: str,
     measure: Callable[[], float],
-    scale: Callable[[float], None],
+    scale: Callable[[float], object],
     *,
     tol: float,
     max_iters: int,

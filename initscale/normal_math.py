@@ -474,7 +474,7 @@ def truncated_plan(a: float, b: float, work: str = "float32") -> TruncatedPlan:
     return TruncatedPlan("ndtri", sign, lo, hi, z_low, z_high, p_hi=p_hi, p_width=min(mass, p_hi))
 
 
-def far_tail_offset(e: Any, a: float, log_s_a: float, xp: Any, iterations: int = 3) -> Any:
+def far_tail_offset(e: Any, a: Any, log_s_a: Any, xp: Any, iterations: int = 3) -> Any:
     """y ≥ 0 with Q(a + y) = Q(a)·e^{−E}, for a ≥ :data:`MILLS_SERIES_FROM` (E = ``e``, any array
     type with arithmetic operators; ``xp`` gives its ``sqrt``, ``log`` and ``log1p``).
 

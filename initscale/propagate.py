@@ -34,7 +34,7 @@ import importlib
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -77,7 +77,7 @@ class Propagation:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict (an overflowed variance is the string ``"inf"``, as in ``Spec.to_dict``)."""
-        return json_safe(
+        safe: dict[str, Any] = json_safe(
             {
                 "spec": self.spec,
                 "activation": self.activation,
@@ -91,6 +91,7 @@ class Propagation:
                 "layers": self.layers,
             }
         )
+        return safe
 
 
 def _growth(values: list[float]) -> float:
@@ -260,7 +261,7 @@ def propagate(
     fan_in = width if arch == "mlp" else 9 * width
     auto = isinstance(spec, str)
     predicted = _predicted(spec, fan_in, f, df, depth, name if isinstance(name, str) else "", param)
-    weights: list[Array] = [] if auto else [draw(spec, shape, layout, int(s) & 0x7FFFFFFF) for s in streams]
+    weights: list[Array] = [] if auto else [draw(cast(Spec, spec), shape, layout, int(s) & 0x7FFFFFFF) for s in streams]
     pre: list[Array] = []
     forward: list[float] = []
     for layer in range(depth):
@@ -281,7 +282,7 @@ def propagate(
         g = g @ weights[i].T if arch == "mlp" else _conv_backward(g, weights[i])
         backward[i] = float(np.var(g))
     return Propagation(
-        label or (spec if auto else repr(spec)), name, arch, depth, width, forward, backward, how, predicted
+        label or (cast(str, spec) if auto else repr(spec)), name, arch, depth, width, forward, backward, how, predicted
     )
 
 
@@ -361,7 +362,7 @@ def propagate_model(
             else next(v for v in (out.values() if hasattr(out, "values") else out) if isinstance(v, torch.Tensor))
         )
         grad = torch.randn(first.shape, generator=torch.Generator().manual_seed(seed + 1), dtype=first.dtype)
-        first.backward(grad)
+        first.backward(grad)  # type: ignore[no-untyped-call]  # torch's Tensor.backward is unannotated
     finally:
         for handle in handles:
             handle.remove()

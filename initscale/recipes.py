@@ -65,7 +65,7 @@ import re
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from . import _validate
 from .reinit import Rule
@@ -834,7 +834,7 @@ def _model_number(model: Any, given: Mapping[str, Any], key: str, *names_: str) 
 
 
 def _decoder_settings(model: Any, given: Mapping[str, Any]) -> dict[str, Any]:
-    out = {
+    out: dict[str, Any] = {
         "L": _model_number(model, given, "n_layers", "n_layer", "num_hidden_layers", "n_layers"),
         "d": _model_number(model, given, "dim", "n_embd", "hidden_size", "dim", "d_model"),
     }
@@ -974,7 +974,7 @@ def _timm_settings(model: Any, given: Mapping[str, Any]) -> dict[str, Any]:
     classes = getattr(model, "num_classes", None)
     if "nlhb" in mode and not isinstance(classes, int):
         raise ValueError("timm.vit mode='jax_nlhb' needs the model's num_classes (head bias -log(num_classes)).")
-    return {"mode": mode, "fix_init": fix, "head_bias": -math.log(classes) if "nlhb" in mode else 0.0}
+    return {"mode": mode, "fix_init": fix, "head_bias": -math.log(cast(int, classes)) if "nlhb" in mode else 0.0}
 
 
 def _timm_role(model: Any, part: _Part, s: dict[str, Any]) -> str | None:

@@ -880,7 +880,7 @@ def plan(
         shape_key = (rule, param.shape)
         if shape_key not in fans_seen:
             fans_seen[shape_key] = _fans(param, rule)
-        fans = fans_seen[shape_key]
+        param_fans = fans_seen[shape_key]
         dist: Distribution | None = None
         layout: Layout | None = None
         if spec is not None and param.frozen and not include_frozen:
@@ -891,13 +891,13 @@ def plan(
             spec = None
         if spec is not None and source is not None and not spec.fixed_scale:
             rule = fan_rule(source.layout)  # the weight's fans, as torch's reset_parameters
-            dist, fans = _from_weight(param, source, spec, rule)
+            dist, param_fans = _from_weight(param, source, spec, rule)
             reason += f"; fans of {source.name!r}"
         elif spec is not None:
             spec_key = (spec, rule, param.shape)
             if spec_key not in resolved:
                 resolved[spec_key] = _resolve(param, spec, rule)
-            dist, layout, fans = resolved[spec_key]
+            dist, layout, param_fans = resolved[spec_key]
         padding = None
         if dist is not None and param.padding_idx is not None:
             if chosen is not None and chosen.padding == "draw":
@@ -913,8 +913,8 @@ def plan(
             shape=param.shape,
             layer=param.layer,
             layout=None if rule is None else names_seen[rule],
-            fan_in=None if fans is None else fans.fan_in,
-            fan_out=None if fans is None else fans.fan_out,
+            fan_in=None if param_fans is None else param_fans.fan_in,
+            fan_out=None if param_fans is None else param_fans.fan_out,
             spec=spec,
             std=None if dist is None else dist.std,
             touched=dist is not None,
