@@ -24,7 +24,8 @@ from typing import Any, Protocol, cast
 import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
-from initscale import _stream_kernel, _validate
+from initscale import _validate
+from initscale._kernels import cpu as _stream_kernel
 from initscale.distributions import (
     ConstantDist,
     Distribution,
@@ -140,11 +141,11 @@ def sample(
 def _kernel_stream(
     stream: Stream, spec: Spec, dims: tuple[int, ...], rule: LayoutLike, dt: np.dtype[Any]
 ) -> NDArray[Any] | None:
-    """float32 and float16 streams from the compiled kernel (:mod:`initscale._stream_kernel`),
+    """float32 and float16 streams from the compiled kernel (:mod:`initscale._kernels.cpu`),
     equal to :func:`initscale.streams.stream_values` (float16 through float32 rounded to odd);
     None where the kernel is not built, or for float64 (whose Φ⁻¹ tails differ from NumPy's log
     by up to a few ulps: the reference itself is used) and for weights of more axes than the
-    kernel walks (:data:`initscale._stream_kernel.MAX_AXES`)."""
+    kernel walks (:data:`initscale._kernels.cpu.MAX_AXES`)."""
     if dt not in (np.float32, np.float16) or len(dims) > _stream_kernel.MAX_AXES:
         return None
     lib = _stream_kernel.load()

@@ -10,7 +10,7 @@ every parameter with the fans of its own layer (atomically, with a report), and
 
 Sampling: on the CPU, with a C compiler, normals, uniforms and truncated normals (|α|, |β| <= 4,
 or both beyond ±6.7) of float32, bfloat16 and float16 weights come from initscale's compiled
-sampler (:func:`initscale._stream_kernel.sample`): Philox4x32-10 keyed by one 128-bit draw from
+sampler (:func:`initscale._kernels.cpu.sample`): Philox4x32-10 keyed by one 128-bit draw from
 the generator, vectorized, on all of torch's intra-op threads, the same values whatever the
 thread count, each stored once inside the bounds that hold in its dtype. ``torch.*`` presets
 (``native="torch"``) keep torch's own calls, so they equal ``torch.nn.init`` for the same
@@ -24,7 +24,7 @@ takes 64 random bits per two values (``random_`` over the full int64 range) inst
 ``uniform_``'s one word per value, which makes the whole truncated draw about as fast as
 ``normal_``. On a GPU with Triton installed, truncated normals (and float16/bfloat16 uniforms)
 take one fused pass instead, computed in float32 registers and stored once
-(:mod:`initscale.adapters._triton_sampler`). With a
+(:mod:`initscale._kernels.gpu`). With a
 ``torch.Generator`` every draw comes from it and the global RNG is never touched.
 
 Example:
@@ -56,7 +56,9 @@ from typing import Any, cast
 
 import torch
 
-from initscale import _stream_kernel, presets
+from initscale import presets
+from initscale._kernels import cpu as _stream_kernel
+from initscale._kernels import gpu as _triton_sampler
 from initscale.distributions import (
     ConstantDist,
     Distribution,
@@ -94,8 +96,6 @@ from initscale.streams import (
     runs,
     transform,
 )
-
-from . import _triton_sampler
 
 __all__ = [
     "PartialWriteError",
@@ -243,7 +243,7 @@ def _orthogonal(
     return result
 
 
-_SAMPLE_KINDS = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}  # _stream_kernel.SAMPLE_KINDS
+_SAMPLE_KINDS = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}  # _kernels.cpu.SAMPLE_KINDS
 _WORD = 0xFFFFFFFF
 
 
@@ -267,7 +267,7 @@ def _sampler_ready(dist: Distribution, tensor: torch.Tensor) -> tuple[Any, int, 
 
 
 def _sampled(dist: Distribution, tensor: torch.Tensor, generator: torch.Generator | None) -> bool:
-    """Draw ``tensor`` with the compiled CPU sampler (:func:`initscale._stream_kernel.sample`) if it
+    """Draw ``tensor`` with the compiled CPU sampler (:func:`initscale._kernels.cpu.sample`) if it
     applies, and say whether it did: a dense float32/bfloat16/float16 CPU tensor, a normal,
     uniform or ordinary truncated normal (|α|, |β| <= 4) without a ``native`` marker (``torch.*``
     presets keep torch's own calls), and a compiled kernel (else torch's ops, as before).
@@ -539,7 +539,7 @@ def _kernel_draw(
     into: bool,
     gates: tuple[int, list[int]] | None,
 ) -> torch.Tensor:
-    """The compiled CPU kernel (:func:`initscale._stream_kernel.draw`): one pass, written where
+    """The compiled CPU kernel (:func:`initscale._kernels.cpu.draw`): one pass, written where
     each element sits (a dense ``local`` in place); float32 and float64 directly, float16 and
     bfloat16 from float32 rounded to odd (one correct rounding, see :func:`_round_to_odd`)."""
     kind = _stream_kernel.output_kind(str(local.dtype))

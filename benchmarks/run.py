@@ -205,7 +205,7 @@ def _sampler_cases(n: int, repeats: int) -> list[Case]:
     import torch
 
     import initscale
-    from initscale import _stream_kernel
+    from initscale._kernels import cpu as _stream_kernel
     from initscale.adapters import torch as ist
 
     if _stream_kernel.load() is None:

@@ -54,7 +54,7 @@ Generation follows the definition without its cost: a box of the weight (the who
 shard) is cut into runs of consecutive canonical indices (:func:`runs`), and each run costs one
 Philox block per four elements (:func:`run_bits`); only the box's own elements are generated.
 On the CPU, torch and the NumPy adapter (float32, float16) run a small C kernel instead
-(:mod:`initscale._stream_kernel`, built with the system compiler on first use): the definition
+(:mod:`initscale._kernels.cpu`, built with the system compiler on first use): the definition
 element by element in one pass, a Philox block shared by the four elements of a block; without a
 compiler, the integer ops above. On a GPU with Triton, torch runs one Triton kernel
 (``tl.randint4x`` is this Philox4x32-10).

@@ -1,4 +1,4 @@
-"""The compiled stream kernel's cache (initscale._stream_kernel) and the generated Triton source:
+"""The compiled stream kernel's cache (initscale._kernels.cpu) and the generated Triton source:
 nothing planted, damaged or writable by others is ever loaded; the kernel is rebuilt (or the
 framework ops used) with one warning, and the values stay the reference's.
 
@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from initscale import _stream_kernel, presets
+from initscale import presets
+from initscale._kernels import cpu as _stream_kernel
 from initscale.adapters import numpy as isnp
 from initscale.streams import Stream, stream_values
 
@@ -218,7 +219,8 @@ def test_a_cache_folder_writable_by_others_is_neither_read_nor_changed(cache, tm
 SUBPROCESS_DRAW = """
 import warnings
 import numpy as np
-from initscale import _stream_kernel, presets
+from initscale import presets
+from initscale._kernels import cpu as _stream_kernel
 from initscale.adapters import numpy as isnp
 from initscale.streams import Stream, stream_values
 
@@ -328,7 +330,7 @@ import hashlib, inspect, linecache, os, sys
 os.umask(0)
 import numpy as np
 import torch
-from initscale.adapters import _triton_sampler
+from initscale._kernels import gpu as _triton_sampler
 from initscale.streams import Stream, kernel_params, stream_values
 import initscale
 from initscale import presets

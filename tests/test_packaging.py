@@ -55,6 +55,27 @@ def test_import_initscale_needs_only_the_standard_library() -> None:
     assert std == pytest.approx((2 / 576) ** 0.5) and gain_sq == pytest.approx(2.0)
 
 
+def test_the_kernels_are_one_private_package_that_imports_no_framework() -> None:
+    """The C and Triton kernels live in initscale._kernels (a package the wheel ships), one module
+    per family; the package and its C kernel import no framework (the Triton one imports torch,
+    and only the torch adapter imports it)."""
+    root = Path(__file__).resolve().parent.parent
+    (packages,) = [
+        line for line in (root / "pyproject.toml").read_text().splitlines() if line.startswith("packages = ")
+    ]
+    assert '"initscale._kernels"' in packages  # [tool.setuptools] lists its packages (no tomllib on 3.10)
+    kernels = sorted(p.name for p in (root / "initscale" / "_kernels").glob("*.py"))
+    assert kernels == ["__init__.py", "cpu.py", "gpu.py"]
+    assert not (root / "initscale" / "_stream_kernel.py").exists()
+    assert not (root / "adapters" / "_triton_sampler.py").exists()
+    code = (
+        "import sys, initscale._kernels, initscale._kernels.cpu\n"
+        f"print(','.join(m for m in {(*FRAMEWORKS, 'triton')!r} if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
 def test_adapters_ship_inside_the_package_only() -> None:
     import initscale.adapters
 
@@ -216,6 +237,9 @@ def test_the_wheel_has_pep_639_license_metadata_and_no_deprecation_warning(tmp_p
         info = f"initscale-{initscale.__version__}.dist-info"
         metadata = z.read(f"{info}/METADATA").decode()
         assert f"{info}/licenses/LICENSE" in z.namelist()
+        assert {"initscale/_kernels/__init__.py", "initscale/_kernels/cpu.py", "initscale/_kernels/gpu.py"} <= set(
+            z.namelist()
+        )
     fields = [line.split(": ", 1) for line in metadata.splitlines() if ": " in line]
     assert ["Version", initscale.__version__] in fields
     assert ["License-Expression", "Apache-2.0"] in fields and ["License-File", "LICENSE"] in fields

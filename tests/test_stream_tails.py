@@ -37,7 +37,7 @@ def _ulps(got: np.ndarray, ref: np.ndarray) -> float:
 
 @pytest.fixture(params=["kernel", "torch ops"])
 def torch_path(request, monkeypatch) -> str:
-    from initscale import _stream_kernel
+    from initscale._kernels import cpu as _stream_kernel
 
     if request.param == "kernel" and _stream_kernel.load() is None:
         pytest.skip("the stream kernel could not be built here (no C compiler)")

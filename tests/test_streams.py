@@ -47,7 +47,7 @@ SPECS = [
 def torch_path(request, monkeypatch) -> str:
     """Run a torch stream test through the compiled CPU kernel (skipped where no C compiler built
     it) and through torch's own ops (the fallback, and the path on accelerators)."""
-    from initscale import _stream_kernel
+    from initscale._kernels import cpu as _stream_kernel
 
     if request.param == "kernel" and _stream_kernel.load() is None:
         pytest.skip("the stream kernel could not be built here (no C compiler)")
@@ -549,7 +549,7 @@ def test_the_kernel_equals_the_reference(dtype, monkeypatch) -> None:
     kernel equals the torch-ops path."""
     torch = pytest.importorskip("torch")
     ist = pytest.importorskip("initscale.adapters.torch")
-    from initscale import _stream_kernel
+    from initscale._kernels import cpu as _stream_kernel
 
     if _stream_kernel.load() is None:
         pytest.skip("the stream kernel could not be built here (no C compiler)")
@@ -597,7 +597,7 @@ def test_the_kernel_builds_once_and_falls_back_cleanly(monkeypatch, tmp_path) ->
     off, load() is None and torch streams still give the reference values."""
     torch = pytest.importorskip("torch")
     ist = pytest.importorskip("initscale.adapters.torch")
-    from initscale import _stream_kernel
+    from initscale._kernels import cpu as _stream_kernel
 
     monkeypatch.setenv("INITSCALE_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(_stream_kernel, "_state", {})
@@ -658,7 +658,7 @@ def test_strided_weights_are_written_in_place(torch_path) -> None:
 def test_the_numpy_adapter_equals_the_reference_with_or_without_the_kernel(dtype, monkeypatch) -> None:
     """The NumPy adapter draws float32/float16 streams with the compiled kernel where it is built:
     the reference's values (stream_values) either way; float64 always from the reference."""
-    from initscale import _stream_kernel
+    from initscale._kernels import cpu as _stream_kernel
 
     built = _stream_kernel.load() is not None
     calls = []
@@ -684,7 +684,7 @@ def test_weights_of_more_axes_than_the_kernel_walks_take_the_array_path(monkeypa
     drawn by the array path (the reference's values), not refused; 16 axes still use the kernel."""
     torch = pytest.importorskip("torch")
     ist = pytest.importorskip("initscale.adapters.torch")
-    from initscale import _stream_kernel
+    from initscale._kernels import cpu as _stream_kernel
 
     built = _stream_kernel.load() is not None
     calls = []

@@ -20,7 +20,8 @@ from scipy import special
 
 import initscale
 from _stats import failures
-from initscale import _stream_kernel, presets
+from initscale import presets
+from initscale._kernels import cpu as _stream_kernel
 from initscale.distributions import NormalDist, TruncatedNormalDist, UniformDist
 
 torch = pytest.importorskip("torch")

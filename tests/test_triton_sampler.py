@@ -1,4 +1,4 @@
-"""The fused Triton samplers (adapters/_triton_sampler.py), checked by tests/triton_cases.py in a
+"""The fused Triton samplers (initscale/_kernels/gpu.py), checked by tests/triton_cases.py in a
 fresh process: natively on a GPU, else under Triton's interpreter (TRITON_INTERPRET=1 has to be
 set before Triton is imported, so not in this process). Skipped where Triton is not installed."""
 

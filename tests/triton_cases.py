@@ -22,7 +22,7 @@ from initscale.streams import kernel_params
 torch = pytest.importorskip("torch")
 pytest.importorskip("triton")
 ist = pytest.importorskip("initscale.adapters.torch")
-from initscale.adapters import _triton_sampler  # noqa: E402
+from initscale._kernels import gpu as _triton_sampler  # noqa: E402
 
 SHAPE = (400, 500)  # 200,000 draws per check
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -133,7 +133,7 @@ def test_the_triton_stream_equals_the_reference(dtype, monkeypatch) -> None:
     """Through the adapter (the C kernel switched off, so the Triton kernel serves this CPU tensor
     under the interpreter; natively on a GPU): every distribution, layouts of 2 to 6 axes, float16
     equal to the reference (rounded once), bfloat16 equal to the torch-ops path."""
-    from initscale import _stream_kernel
+    from initscale._kernels import cpu as _stream_kernel
     from initscale.streams import Stream, stream_values
 
     monkeypatch.setattr(_stream_kernel, "load", lambda: None)
@@ -270,7 +270,7 @@ def test_far_tail_triton_streams_equal_the_reference(dtype, monkeypatch) -> None
     the reference (float64 under the interpreter; on a GPU within 8 ulps: its log)."""
     from _tails import tail_spec
 
-    from initscale import _stream_kernel
+    from initscale._kernels import cpu as _stream_kernel
     from initscale.streams import Stream, stream_values
 
     monkeypatch.setattr(_stream_kernel, "load", lambda: None)
@@ -343,7 +343,7 @@ def test_a_planted_bad_kernel_warns_once_and_torch_ops_take_over(bug, monkeypatc
     named in one warning, and the adapter draws with torch's ops there (right values)."""
     import warnings
 
-    from initscale import _stream_kernel
+    from initscale._kernels import cpu as _stream_kernel
     from initscale.streams import Stream, stream_values
 
     real = _triton_sampler._kernel()

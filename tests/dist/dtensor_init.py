@@ -71,7 +71,7 @@ def main() -> None:
     # weight equals the NumPy reference of the whole (unsharded) weight, bit for bit.
     from initscale.streams import Stream, stream_values
 
-    from initscale import _stream_kernel
+    from initscale._kernels import cpu as _stream_kernel
 
     reference = stream_values(Stream(11, "fc.weight"), spec, (96, 80), "torch.linear")
     real_load = _stream_kernel.load

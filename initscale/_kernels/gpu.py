@@ -567,9 +567,8 @@ def _check_fill(device: torch.device) -> str:
     differed. Per distribution: every value finite and inside the bounds that hold in the dtype;
     means within CHECK_Z·√(v₁/n + v₂/n), variances within CHECK_Z·√((μ₄₁ − v₁²)/n + (μ₄₂ − v₂²)/n)
     (the sampling sd of a sample mean and variance, two independent samples of n)."""
+    from initscale.adapters import torch as ist
     from initscale.rounding import representable_bounds
-
-    from . import torch as ist
 
     n = _CHECK_N
     for label, dist, dtype in _check_cases():
@@ -608,11 +607,10 @@ def _check_stream(device: torch.device) -> str:
     float64 and bfloat16; truncated normals (ordinary and far-tail) in float64 within
     STREAM_ULPS ulps of the largest |value| (torch's ndtri and log against AS241 and the
     kernel's)."""
+    from initscale.adapters import torch as ist
     from initscale.distributions import TruncatedNormalDist, UniformDist
     from initscale.rounding import clip_bounds
     from initscale.streams import Stream, canonical_strides, kernel_params
-
-    from . import torch as ist
 
     stream = Stream(0, "initscale-triton-check")
     strides = canonical_strides(_CHECK_SHAPE, "torch")
