@@ -829,7 +829,7 @@ def reinit(
                 params,
                 plan.rules(),
                 key,
-                True,
+                dry_run=True,
                 module=module,
                 example_inputs=rules.example_inputs,
                 example_kwargs=rules.example_kwargs,

@@ -1029,7 +1029,7 @@ def reinit(
             "fans": fans,
         }
         if dry_run:
-            return reinit(model, rules.plan(model).rules(), seed, True, **options)  # type: ignore[arg-type]
+            return reinit(model, rules.plan(model).rules(), seed, dry_run=True, **options)  # type: ignore[arg-type]
         init = _auto_apply(model, rules, seed=seed, **options).init
         assert init is not None
         return init
