@@ -1,6 +1,7 @@
 """JAX/Flax adapter: initscale specs as ``(key, shape, dtype) -> Array`` initializers, and pytree re-init.
 
-``initializer(spec, in_axis=-2, out_axis=-1, batch_axis=(), dtype=jnp.float32)`` follows
+``initializer(spec, layout=None, *, stream=None, in_axis=-2, out_axis=-1, batch_axis=(), dtype=jnp.float32)``
+follows
 ``jax.nn.initializers.Initializer``: it is traceable under ``jax.jit`` (the shape and dtype are
 static, the fans are computed from them in Python once per shape), so it works as
 ``kernel_init=`` in ``flax.linen`` and ``flax.nnx`` layers and inside
@@ -46,6 +47,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from initscale._registry import deprecated_positional, layout_like
 from initscale.distributions import (
     ConstantDist,
     Distribution,
@@ -289,24 +291,37 @@ def _stream_compiled(
     return out.astype(dtype)
 
 
+@deprecated_positional(
+    ("spec", "in_axis", "out_axis", "batch_axis", "dtype"),
+    new=2,
+    is_old=lambda args: len(args) >= 2 and not layout_like(args[1]),
+    since="0.2",
+    removed_in="0.3",
+)
 def initializer(
     spec: Spec,
+    layout: LayoutLike | None = None,
+    *,
+    stream: Stream | None = None,
     in_axis: int | Sequence[int] = -2,
     out_axis: int | Sequence[int] = -1,
     batch_axis: int | Sequence[int] = (),
     dtype: Any = jnp.float32,
-    *,
-    layout: LayoutLike | None = None,
-    stream: Stream | None = None,
 ) -> Initializer:
     """Compile ``spec`` into ``init(key, shape, dtype=dtype) -> jax.Array``.
 
+    The contract's ``initializer(spec, layout=None, *, stream=None)`` (:mod:`initscale.adapters`)
+    with JAX's keyword-only extras ``in_axis``, ``out_axis``, ``batch_axis``, ``dtype``. The
+    positional form of ``jax.nn.initializers.variance_scaling``'s axes,
+    ``initializer(spec, -2, -1)``, still works until initscale 0.3, with a DeprecationWarning.
+
     Args:
         spec: the initscale spec.
+        layout: a named layer kind or :class:`~initscale.Layout`, used instead of the axes;
+            None (the default): the axes.
         in_axis, out_axis, batch_axis: as in ``jax.nn.initializers.variance_scaling``; every other
             axis is receptive field.
         dtype: the default dtype of the result.
-        layout: a named layer kind or :class:`~initscale.Layout`, used instead of the axes.
         stream: an :class:`initscale.Stream`: draw the portable stream instead of from ``key``
             (the key is then not used): the same values as NumPy and torch for the same seed and
             name, and the same on every call, eager or under ``jit``. With x64: uniforms and
@@ -711,8 +726,8 @@ def reinit(
     params: Any,
     rules: Spec | Mapping[str, Spec | None],
     key: Any,
-    dry_run: bool = False,
     *,
+    dry_run: bool = False,
     module: Any = None,
     example_inputs: Any = None,
     example_kwargs: Mapping[str, Any] | None = None,
@@ -722,6 +737,10 @@ def reinit(
     fans: str = "forward",
 ) -> tuple[Any, Report]:
     """Re-initialize a pytree of parameters; returns ``(new_params, report)`` (nothing is mutated).
+
+    The contract's ``reinit`` (:mod:`initscale.adapters`): its randomness source is ``key``
+    (third, required: JAX keys are explicit) and its extras are ``module``, ``example_inputs``,
+    ``example_kwargs``. ``dry_run`` is keyword-only (a fourth positional argument is a TypeError).
 
     Args:
         params: a flax linen variables dict (or its ``"params"`` collection), an ``nnx.State``,
@@ -815,7 +834,7 @@ def reinit(
                 params,
                 plan.rules(),
                 key,
-                True,
+                dry_run=True,
                 module=module,
                 example_inputs=rules.example_inputs,
                 example_kwargs=rules.example_kwargs,

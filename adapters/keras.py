@@ -54,6 +54,7 @@ from typing import Any
 import keras
 
 from initscale import from_dict, presets
+from initscale._registry import deprecated_positional, layout_like
 from initscale.distributions import (
     ConstantDist,
     Distribution,
@@ -615,10 +616,21 @@ class Initializer(_SpecInitializer, keras.initializers.VarianceScaling):  # type
         return config
 
 
+@deprecated_positional(
+    ("spec", "seed", "layout"),
+    new=2,
+    is_old=lambda args: len(args) >= 2 and not layout_like(args[1]),
+    since="0.2",
+    removed_in="0.3",
+)
 def initializer(
-    spec: Spec, seed: Any = None, layout: LayoutLike | None = None, *, stream: Stream | None = None
+    spec: Spec, layout: LayoutLike | None = None, *, stream: Stream | None = None, seed: Any = None
 ) -> Initializer:
-    """Compile ``spec`` into a Keras initializer (see :class:`Initializer`)."""
+    """Compile ``spec`` into a Keras initializer (see :class:`Initializer`).
+
+    The contract's ``initializer(spec, layout=None, *, stream=None)`` (:mod:`initscale.adapters`)
+    with Keras's keyword-only ``seed``; ``initializer(spec, seed, layout)`` still works until
+    initscale 0.3, with a DeprecationWarning."""
     return Initializer(spec, seed=seed, layout=layout, stream=stream)
 
 
@@ -952,8 +964,8 @@ def reinit(
     model: Any,
     rules: Spec | Mapping[str, Spec | None],
     seed: Any = None,
-    dry_run: bool = False,
     *,
+    dry_run: bool = False,
     include_frozen: bool = False,
     include_buffers: bool = False,
     defaults: bool = True,
@@ -1017,7 +1029,7 @@ def reinit(
             "fans": fans,
         }
         if dry_run:
-            return reinit(model, rules.plan(model).rules(), seed, True, **options)  # type: ignore[arg-type]
+            return reinit(model, rules.plan(model).rules(), seed, dry_run=True, **options)  # type: ignore[arg-type]
         init = _auto_apply(model, rules, seed=seed, **options).init
         assert init is not None
         return init

@@ -41,7 +41,7 @@ from initscale.rounding import clip_bounds
 from initscale.specs import Spec
 from initscale.streams import Stream, gate_index, plan_stream, stream_values
 
-__all__ = ["NumpyInitializer", "initializer", "sample"]
+__all__ = ["Initializer", "NumpyInitializer", "initializer", "sample"]
 
 _DTYPES = ("float16", "float32", "float64")
 
@@ -52,6 +52,9 @@ class NumpyInitializer(Protocol):
     def __call__(
         self, shape: Sequence[int], *, rng: np.random.Generator | int | None = None, dtype: DTypeLike = np.float32
     ) -> NDArray[Any]: ...
+
+
+Initializer = NumpyInitializer  # the contract's name for the type initializer() returns (initscale._registry)
 
 
 def _dtype(dtype: DTypeLike) -> np.dtype[Any]:
@@ -173,11 +176,15 @@ def _kernel_stream(
 def initializer(spec: Spec, layout: LayoutLike = "keras", *, stream: Stream | None = None) -> NumpyInitializer:
     """Compile ``spec`` into ``fn(shape, *, rng, dtype=np.float32)``.
 
+    The contract's ``initializer(spec, layout=<native>, *, stream=None)``
+    (:mod:`initscale.adapters`), with no extras.
+
     Args:
         spec: any initscale spec.
         layout: how to read fans from the shape (default ``"keras"``: (*kernel, in, out)).
             Specs with a fixed scale (Normal, Uniform, Constant, ...) ignore it, so they also
             fill biases and other rank-1 weights.
+        stream: an :class:`initscale.Stream`, or None (draw from ``rng``); see below.
 
     Each call draws from ``rng`` (a ``numpy.random.Generator``, or an int seed); the
     distribution for each shape is resolved once and cached. With ``stream`` (an

@@ -38,6 +38,7 @@ import tensorflow as tf
 import tf_keras
 
 from initscale import from_dict, presets
+from initscale._registry import deprecated_positional, layout_like
 from initscale.distributions import (
     ConstantDist,
     Distribution,
@@ -217,8 +218,19 @@ class Initializer(tf_keras.initializers.Initializer):  # type: ignore[misc]
         return cls(**config)
 
 
-def initializer(spec: Spec, seed: int | None = None, layout: LayoutLike | None = None) -> Initializer:
-    """Compile ``spec`` into a Keras 2 initializer (see :class:`Initializer`)."""
+@deprecated_positional(
+    ("spec", "seed", "layout"),
+    new=2,
+    is_old=lambda args: len(args) >= 2 and not layout_like(args[1]),
+    since="0.2",
+    removed_in="0.3",
+)
+def initializer(spec: Spec, layout: LayoutLike | None = None, *, seed: int | None = None) -> Initializer:
+    """Compile ``spec`` into a Keras 2 initializer (see :class:`Initializer`).
+
+    The contract's ``initializer`` without ``stream`` (a known gap, :mod:`initscale._registry`),
+    with Keras's keyword-only ``seed``; ``initializer(spec, seed, layout)`` still works until
+    initscale 0.3, with a DeprecationWarning."""
     return Initializer(spec, seed=seed, layout=layout)
 
 
@@ -404,8 +416,8 @@ def reinit(
     model: Any,
     rules: Spec | Mapping[str, Spec | None],
     seed: int | None = None,
-    dry_run: bool = False,
     *,
+    dry_run: bool = False,
     include_frozen: bool = False,
     include_buffers: bool = False,
     defaults: bool = True,

@@ -52,7 +52,7 @@ import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import torch
 
@@ -98,6 +98,7 @@ from initscale.streams import (
 )
 
 __all__ = [
+    "Initializer",
     "PartialWriteError",
     "apply_fn",
     "check",
@@ -116,7 +117,14 @@ __all__ = [
     "variance_scaling_",
 ]
 
-TorchInitializer = Callable[..., torch.Tensor]
+
+class Initializer(Protocol):
+    """What :func:`initializer` returns: ``fn(tensor, *, generator=None) -> tensor``, filled in place."""
+
+    def __call__(self, tensor: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor: ...
+
+
+TorchInitializer = Initializer
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
@@ -570,6 +578,9 @@ def _kernel_draw(
 
 def initializer(spec: Spec, layout: LayoutLike = "torch", *, stream: Stream | None = None) -> TorchInitializer:
     """Compile ``spec`` into ``fn(tensor, *, generator=None) -> tensor`` (fills in place).
+
+    The contract's ``initializer(spec, layout=<native>, *, stream=None)``
+    (:mod:`initscale.adapters`); the native layout is ``"torch"``: (out, in, *kernel).
 
     The distribution for each weight shape is resolved once and cached. A DTensor (as FSDP2
     produces) gets the fans of its global shape and each rank fills only its local shard.
@@ -1199,8 +1210,8 @@ def _copy_all(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
 def reinit_(
     module: torch.nn.Module,
     rules: Spec | Mapping[str, Spec | None],
-    *,
     generator: torch.Generator | None = None,
+    *,
     dry_run: bool = False,
     include_frozen: bool = False,
     include_buffers: bool = False,
@@ -1211,10 +1222,15 @@ def reinit_(
 ) -> Report:
     """Re-initialize a whole model in place, each weight with the fans of its own layer.
 
+    The contract's ``reinit`` (:mod:`initscale.adapters`), spelled with torch's in-place ``_``;
+    its randomness source is ``generator`` (third, positional or keyword) and its extras are
+    ``include_frozen`` and ``include_buffers``.
+
     Args:
-        module: the model. Tied parameters are initialized once, under their first name;
-            every other name gets a row that says so (``tied_to``), and a rule on any of the
-            names sets the shared tensor (two rules that disagree on it are an error).
+        module: the model (positional: its name is not part of the contract). Tied parameters
+            are initialized once, under their first name; every other name gets a row that says
+            so (``tied_to``), and a rule on any of the names sets the shared tensor (two rules
+            that disagree on it are an error).
         rules: one spec, applied to the weights of every Linear, Bilinear, ConvNd,
             ConvTransposeNd, RNN/LSTM/GRU (and cells), MultiheadAttention projection and
             transformers ``Conv1D``; or an ordered mapping from pattern to spec, to

@@ -17,10 +17,9 @@ each imports its framework only then, and says which pip extra to install when t
 from __future__ import annotations
 
 import importlib
-import os
 from typing import TYPE_CHECKING, Any
 
-from . import distributions, gains
+from . import _registry, distributions, gains
 from . import fans as layouts
 from .fans import Fans, LayerKind, Layout, compute_fans
 from .gains import gain
@@ -73,21 +72,6 @@ __all__ = [
     "recipes",
 ]
 
-# attribute -> (adapter module, framework module it needs, pip extra that installs it)
-_ADAPTERS: dict[str, tuple[str, str, str]] = {
-    "numpy": ("initscale.adapters.numpy", "numpy", "initscale"),
-    "torch": ("initscale.adapters.torch", "torch", "torch"),
-    "keras": ("initscale.adapters.keras", "keras", "keras"),
-    "jax": ("initscale.adapters.jax", "jax", "jax"),
-    "tf_keras": ("initscale.adapters.tf_keras", "tf_keras", "tf-keras"),
-}
-
-
-def _legacy_keras() -> bool:
-    """TensorFlow's own switch to Keras 2: with TF_USE_LEGACY_KERAS=1, tf.keras is tf_keras."""
-    return os.environ.get("TF_USE_LEGACY_KERAS", "").strip().lower() in ("1", "true", "yes")
-
-
 # names imported on first use, to keep `import initscale` fast: attribute -> (module, name in it or None)
 _LAZY: dict[str, tuple[str, str | None]] = {
     "auto": ("initscale.autogain", "auto"),
@@ -105,20 +89,13 @@ def __getattr__(name: str) -> Any:
         value = module if attribute is None else getattr(module, attribute)
         globals()[name] = value
         return value
-    if name not in _ADAPTERS:
+    if name not in _registry.ADAPTERS:
         raise AttributeError(f"module 'initscale' has no attribute {name!r}")
-    adapter_name, framework, extra = _ADAPTERS["tf_keras" if name == "keras" and _legacy_keras() else name]
-    try:
-        importlib.import_module(framework)
-    except ImportError as err:
-        raise ImportError(
-            f"initscale.{name} needs {framework}, which is not importable ({err}). "
-            f"Install it with: pip install 'initscale[{extra}]'"
-        ) from err
-    adapter = importlib.import_module(adapter_name)
+    # the one registry of adapters (initscale._registry): module, framework, pip extra
+    adapter = _registry.load(_registry.resolve_alias(name), attribute=name)
     globals()[name] = adapter
     return adapter
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_ADAPTERS) | set(_LAZY))
+    return sorted(set(globals()) | set(_registry.ADAPTERS) | set(_LAZY))

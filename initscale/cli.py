@@ -50,7 +50,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from . import __version__, gains, parity
+from . import __version__, _registry, gains, parity
 from . import presets as _presets
 from .explain import explain, parse_spec
 from .propagate import propagate
@@ -706,7 +706,7 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--width", type=int, default=512)
     pr.add_argument("--arch", choices=("mlp", "cnn"), default="mlp")
     pr.add_argument("--batch", type=int, default=256)
-    pr.add_argument("--backend", choices=("numpy", "torch", "jax"), default="numpy")
+    pr.add_argument("--backend", choices=_registry.serving("propagate"), default="numpy")
     pr.add_argument("--seed", type=int, default=0)
     pr.add_argument("--plot", help="save a figure (PNG/PDF/SVG) comparing the specs; needs matplotlib")
     pr.add_argument("--format", choices=("text", "json"), default="text")
@@ -722,7 +722,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--backend",
         action="append",
-        choices=sorted(parity.BACKENDS),
+        choices=sorted(_registry.serving("parity")),
         help="a backend to run (repeatable; default: every installed one)",
     )
     p.add_argument(

@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from . import _registry, testing
 from . import presets as _presets
-from . import testing
 from .distributions import Distribution, OrthogonalDist
 from .fans import Layout, LayoutLike, resolve
 from .specs import TruncatedNormal
@@ -165,31 +165,6 @@ def _spec(name: str) -> Any:
 # --- backends ------------------------------------------------------------------------------------
 
 
-def _draw_numpy(spec: Any, shape: tuple[int, ...], layout: LayoutLike, seed: int) -> np.ndarray:
-    adapter = importlib.import_module("initscale.adapters.numpy")
-    return np.asarray(adapter.initializer(spec, layout)(shape, rng=seed, dtype=np.float64))
-
-
-def _draw_torch(spec: Any, shape: tuple[int, ...], layout: LayoutLike, seed: int) -> np.ndarray:
-    torch = importlib.import_module("torch")
-    adapter = importlib.import_module("initscale.adapters.torch")
-    t = torch.empty(shape, dtype=torch.float32)
-    adapter.init_(t, spec, layout, generator=torch.Generator().manual_seed(seed))
-    return np.asarray(t.numpy())
-
-
-def _draw_jax(spec: Any, shape: tuple[int, ...], layout: LayoutLike, seed: int) -> np.ndarray:
-    jax = importlib.import_module("jax")
-    adapter = importlib.import_module("initscale.adapters.jax")
-    return np.asarray(adapter.initializer(spec, layout=layout)(jax.random.key(seed), shape))
-
-
-def _draw_keras(spec: Any, shape: tuple[int, ...], layout: LayoutLike, seed: int) -> np.ndarray:
-    keras = importlib.import_module("keras")
-    adapter = importlib.import_module("initscale.adapters.keras")
-    return np.asarray(keras.ops.convert_to_numpy(adapter.initializer(spec, seed=seed, layout=layout)(shape, "float32")))
-
-
 @dataclass(frozen=True)
 class Backend:
     name: str
@@ -198,15 +173,18 @@ class Backend:
     draw: Callable[[Any, tuple[int, ...], LayoutLike, int], np.ndarray]
 
 
-BACKENDS: dict[str, Backend] = {
-    b.name: b
-    for b in (
-        Backend("numpy", ("numpy",), "keras", _draw_numpy),
-        Backend("torch", ("torch",), "torch", _draw_torch),
-        Backend("jax", ("jax", "flax"), "flax", _draw_jax),
-        Backend("keras", ("keras",), "keras", _draw_keras),
-    )
-}
+def _backend(name: str) -> Backend:
+    adapter = _registry.get(name)
+
+    def draw(spec: Any, shape: tuple[int, ...], layout: LayoutLike, seed: int) -> np.ndarray:
+        # the reference in float64; every framework in its default float32
+        return np.asarray(_registry.draw(name, spec, shape, layout, seed, "float64" if name == "numpy" else None))
+
+    return Backend(name, adapter.requires, adapter.family, draw)
+
+
+# the adapters that serve the matrix, from the one registry of adapters (initscale._registry)
+BACKENDS: dict[str, Backend] = {name: _backend(name) for name in _registry.serving("parity")}
 
 
 def available_backends() -> list[str]:

@@ -30,7 +30,6 @@ has a relative error about ε^(2/3)·|f(x)/(x·f'(x))|. A warning says so, and t
 
 from __future__ import annotations
 
-import importlib
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,7 +38,7 @@ from typing import Any, cast
 import numpy as np
 from numpy.typing import NDArray
 
-from . import _validate, gains
+from . import _registry, _validate, gains
 from .explain import json_safe
 from .specs import Spec
 
@@ -120,31 +119,27 @@ def _activation(name: str, param: float | None) -> tuple[Activation, Activation]
 
 
 def _sampler(backend: str) -> Callable[[Spec, tuple[int, ...], str, int], Array]:
-    if backend == "numpy":
-        adapter = importlib.import_module("initscale.adapters.numpy")
-        return lambda spec, shape, layout, seed: np.asarray(
-            adapter.initializer(spec, layout)(shape, rng=seed, dtype=np.float64)
+    """``draw(spec, shape, layout, seed)`` in float64, ``shape`` and ``layout`` (*kernel, in, out),
+    by an adapter of the registry (:mod:`initscale._registry`) that serves propagation."""
+    valid = _registry.serving("propagate")
+    if backend not in valid:
+        raise ValueError(
+            f"Argument `backend` must be one of {', '.join(map(repr, sorted(valid)))}. Received: backend={backend!r}."
         )
-    if backend == "torch":
-        torch = importlib.import_module("torch")
-        adapter = importlib.import_module("initscale.adapters.torch")
+    if _registry.get(backend).family == "torch":
 
         def draw_torch(spec: Spec, shape: tuple[int, ...], layout: str, seed: int) -> Array:
             # torch stores (out, in, *kernel): draw in that form and move the axes to (*kernel, in, out)
             tshape = (shape[-1], shape[-2], *shape[:-2])
-            t = adapter.init_(
-                torch.empty(tshape, dtype=torch.float64), spec, "torch", generator=torch.Generator().manual_seed(seed)
-            )
-            return np.asarray(np.moveaxis(t.numpy(), (0, 1), (-1, -2)))
+            t = _registry.draw(backend, spec, tshape, "torch", seed, "float64")
+            return np.asarray(np.moveaxis(t, (0, 1), (-1, -2)))
 
         return draw_torch
-    if backend == "jax":
-        jax = importlib.import_module("jax")
-        adapter = importlib.import_module("initscale.adapters.jax")
-        return lambda spec, shape, layout, seed: np.asarray(
-            adapter.initializer(spec, layout=layout)(jax.random.key(seed), shape), dtype=np.float64
-        )
-    raise ValueError(f"Argument `backend` must be one of 'jax', 'numpy', 'torch'. Received: backend={backend!r}.")
+    # numpy in float64; jax in its default float32 (x64 off), as float64
+    dtype = "float64" if backend == "numpy" else None
+    return lambda spec, shape, layout, seed: np.asarray(
+        _registry.draw(backend, spec, shape, layout, seed, dtype), dtype=np.float64
+    )
 
 
 def _conv(x: Array, w: Array) -> Array:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import initscale
+from initscale import _registry
 
 FRAMEWORKS = ("torch", "tensorflow", "jax", "jaxlib", "keras", "flax")
 
@@ -93,7 +94,10 @@ def test_lazy_adapter_attribute() -> None:
 
 
 def test_missing_framework_names_the_extra(monkeypatch) -> None:
-    monkeypatch.setitem(initscale._ADAPTERS, "fakefw", ("initscale.adapters.fakefw", "no_such_framework_xyz", "fakefw"))
+    fake = _registry.Adapter(
+        "fakefw", "initscale.adapters.fakefw", ("no_such_framework_xyz",), "fakefw", "keras", None, None
+    )
+    monkeypatch.setitem(_registry.ADAPTERS, "fakefw", fake)
     with pytest.raises(ImportError, match=r"pip install 'initscale\[fakefw\]'"):
         initscale.fakefw  # noqa: B018
 
@@ -101,14 +105,14 @@ def test_missing_framework_names_the_extra(monkeypatch) -> None:
 def _modules():
     # initscale.__main__ runs the command line when imported: it has no examples to run
     names = [m.name for m in pkgutil.walk_packages(initscale.__path__, "initscale.") if m.name != "initscale.__main__"]
-    return ["initscale", *names, *(module for module, _, _ in initscale._ADAPTERS.values())]
+    return ["initscale", *names, *(a.module for a in _registry.ADAPTERS.values())]
 
 
 @pytest.mark.parametrize("name", sorted(set(_modules())))
 def test_docstring_examples_run(name: str) -> None:
-    for module_name, framework, _ in initscale._ADAPTERS.values():
-        if name == module_name:
-            pytest.importorskip(framework)
+    for adapter in _registry.ADAPTERS.values():
+        if name == adapter.module:
+            pytest.importorskip(adapter.framework)
     module = importlib.import_module(name)
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0
