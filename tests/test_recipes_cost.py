@@ -156,14 +156,17 @@ def test_settings_holding_objects_are_not_kept() -> None:
 
 
 def _plain(n_layer: int) -> dict[str, initscale.Spec | None]:
-    """hf.gpt2 written by hand as plain rules (benchmarks/recipes.py's "plain rules")."""
-    return {
-        "*.c_proj.weight": initscale.Normal(0.02 / math.sqrt(2 * n_layer)),
-        "*.bias": initscale.Zeros(),
-        "*ln_*.weight": initscale.Ones(),
-        "Conv1D": initscale.Normal(0.02),
-        "Embedding": initscale.Normal(0.02),
-    }
+    """benchmarks/recipes.py's "plain rules", hf.gpt2 written by hand: read from there, so the test
+    below shows that the benchmark compares the recipe with rules that draw the same weights."""
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "recipes.py"
+    spec = importlib.util.spec_from_file_location("_benchmark_recipes", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module._plain(n_layer)
 
 
 def test_a_recipe_and_the_same_plain_rules_draw_the_same_weights() -> None:
