@@ -61,14 +61,15 @@ from __future__ import annotations
 import fnmatch
 import functools
 import math
+import operator
 import re
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, cast
 
 from . import _validate
-from .reinit import Rule
+from .reinit import Param, Rule, _KeptRules
 from .specs import Constant, Normal, Ones, Spec, TruncatedNormal, Uniform, VarianceScaling, Zeros
 
 __all__ = ["Found", "Recipe", "get", "names", "rules_from_config"]
@@ -365,15 +366,23 @@ class Recipe:
         ties to, and the model's input/output embedding modules. A call whose key differs in
         anything resolves again, so a model changed in place (a layer swapped, a config edited)
         never gets stale rules; where a setting is an object (not a plain value), nothing is kept."""
+        return dict(self._kept_rules(model, params))
+
+    def _kept_rules(self, model: Any, params: Sequence[Any] | None) -> Mapping[str, Rule]:
+        """:meth:`rules_for` without the copy: the kept resolution itself, read-only and compiled
+        once (what :func:`initscale.reinit.model_rules` hands ``plan``), or, where nothing can be
+        kept, the rules just resolved."""
         key = self._cache_key(model, params)
         if key is not None:
             kept = _RESOLVED.get(model)
             if kept is not None and kept[0] == key:
-                return dict(kept[1])
+                return kept[1]
         rules = self._rules_for(model, params)
-        if key is not None:
-            _RESOLVED[model] = (key, dict(rules))
-        return rules
+        if key is None:
+            return rules
+        frozen = _KeptRules(rules)
+        _RESOLVED[model] = (key, frozen)
+        return frozen
 
     def _cache_key(self, model: Any, params: Sequence[Any] | None) -> tuple[Any, ...] | None:
         """What :meth:`rules_for`'s result depends on; None where it cannot be kept (no walk
@@ -394,7 +403,7 @@ class Recipe:
                 self.name,
                 _frozen(self.config),
                 _frozen(settings),
-                tuple(params),
+                _walk_key(params),
                 frozenset(_hf_tie_sources(model)),
                 id(inp) if inp is not None else None,
                 id(out) if out is not None else None,
@@ -420,7 +429,20 @@ class Recipe:
 
 
 #: model -> (key, rules) of its last resolution (Recipe.rules_for); weak: an entry goes with its model
-_RESOLVED: weakref.WeakKeyDictionary[Any, tuple[tuple[Any, ...], dict[str, Rule]]] = weakref.WeakKeyDictionary()
+_RESOLVED: weakref.WeakKeyDictionary[Any, tuple[tuple[Any, ...], _KeptRules]] = weakref.WeakKeyDictionary()
+
+
+#: a Param's fields as one tuple: the walk in a cache key is compared field by field in C, not by
+#: 148 calls of the dataclass's ``__eq__`` (the same comparison: ``__eq__`` compares these tuples)
+_PARAM_FIELDS = operator.attrgetter(*(f.name for f in fields(Param)))
+
+
+def _walk_key(params: Sequence[Any]) -> tuple[Any, ...]:
+    """The walk as it enters a cache key: each :class:`~initscale.reinit.Param` as the tuple of
+    its fields (anything else as it is)."""
+    if set(map(type, params)) == {Param}:
+        return tuple(map(_PARAM_FIELDS, params))
+    return tuple(params)
 
 
 def _frozen(value: Any) -> Any:

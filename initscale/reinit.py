@@ -70,6 +70,7 @@ import contextlib
 import dataclasses
 import difflib
 import fnmatch
+import functools
 import re
 import warnings
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
@@ -249,6 +250,12 @@ def _check_layout(layout: Any) -> None:
         raise type(err)(f"initscale.Rule: {err}") from err
 
 
+@functools.lru_cache(maxsize=4096)
+def _glob_match(pattern: str) -> Callable[[str], Any]:
+    """``fnmatch.fnmatchcase(name, pattern)`` as one call on ``name`` (its regex's ``match``)."""
+    return re.compile(fnmatch.translate(pattern)).match
+
+
 @dataclass(frozen=True)
 class CompiledRule:
     """One compiled rule: ``kind`` is ``"class"`` (identifier), ``"glob"`` or ``"weights"``
@@ -260,6 +267,12 @@ class CompiledRule:
     layout: LayoutLike | None = None
     padding: Literal["draw", "zero"] = "zero"
     label: str = ""
+    #: a glob's ``fnmatch.fnmatchcase`` (its translated regex's ``match``), compiled once
+    _glob: Callable[[str], Any] | None = dataclasses.field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.kind == "glob":
+            object.__setattr__(self, "_glob", _glob_match(self.pattern))
 
     def matches(self, param: Param) -> bool:
         """Whether this rule applies to ``param``."""
@@ -271,7 +284,8 @@ class CompiledRule:
             if param.name == self.pattern:
                 return True
             return self.pattern in param.owner_classes and param.role not in ("bias", "norm_offset")
-        return fnmatch.fnmatchcase(param.name, self.pattern)
+        glob = self._glob
+        return (glob if glob is not None else _glob_match(self.pattern))(param.name) is not None
 
     def __str__(self) -> str:
         if self.label:
@@ -311,11 +325,68 @@ def model_rules(rules: Any, model: Any, params: Sequence[Param] | None = None) -
     resolve = getattr(rules, "rules_for", None)
     if resolve is None or isinstance(rules, (Spec, Mapping)):
         return rules
+    kept = getattr(rules, "_kept_rules", None)  # a recipe: its kept resolution itself, compiled once (_KeptRules)
+    if kept is not None and params is not None:
+        return kept(model, params)
     return resolve(model) if params is None else resolve(model, params=params)
+
+
+class _KeptRules(Mapping[str, "Spec | Rule | None"]):
+    """A read-only mapping of rules that is compiled once and remembers what each name matched:
+    a recipe's resolution as ``Recipe.rules_for`` keeps it for its model, handed to :func:`plan`
+    by :func:`model_rules`, so a repeated ``reinit_`` of that model neither validates the same
+    rules again nor tries them on the same names again. It holds a copy of the rules it was
+    built from and cannot be changed."""
+
+    __slots__ = ("_compiled", "_first", "_rules", "by_name")
+
+    def __init__(self, rules: Mapping[str, Spec | Rule | None]) -> None:
+        self._rules = dict(rules)
+        self._compiled: tuple[CompiledRule, ...] | None = None
+        self._first: dict[str, CompiledRule | None] = {}
+        #: every rule a glob (as a recipe's): which one a parameter gets depends on its name alone (a glob
+        #: matches parameters and buffers by name), so :meth:`first` keeps it per name
+        self.by_name = False
+
+    def __getitem__(self, pattern: str) -> Spec | Rule | None:
+        return self._rules[pattern]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._rules)
+
+    def __len__(self) -> int:
+        return len(self._rules)
+
+    def __repr__(self) -> str:
+        return repr(self._rules)
+
+    def compiled(self) -> tuple[CompiledRule, ...]:
+        """:func:`compile_rules` of the rules, computed on the first call (an invalid rule raises each time)."""
+        if self._compiled is None:
+            compiled = compile_rules(self._rules)
+            self.by_name = bool(compiled) and all(r.kind == "glob" for r in compiled)
+            self._compiled = compiled
+        return self._compiled
+
+    def first(self, name: str) -> CompiledRule | None:
+        """The first rule (of :meth:`compiled`, all globs: :attr:`by_name`) that matches ``name``,
+        found once per name: the same rule the loop over every rule in :func:`_match` finds."""
+        kept = self._first
+        if name in kept:
+            return kept[name]
+        found = None
+        for rule in self.compiled():
+            if cast(Callable[[str], Any], rule._glob)(name) is not None:
+                found = rule
+                break
+        kept[name] = found
+        return found
 
 
 def compile_rules(rules: Spec | Mapping[str, Spec | Rule | None]) -> tuple[CompiledRule, ...]:
     """Validate ``rules`` (one spec, or an ordered mapping pattern -> spec, :class:`Rule` or None)."""
+    if isinstance(rules, _KeptRules):
+        return rules.compiled()
     if isinstance(rules, Spec):
         return (CompiledRule("*", rules, "weights"),)
     if not isinstance(rules, Mapping):
@@ -596,14 +667,22 @@ def _fans(param: Param, rule: Layout | LayerKind | None) -> Fans | None:
 
 
 def _match(
-    members: Sequence[Param], rules: Sequence[CompiledRule], used: set[str]
+    members: Sequence[Param], rules: Sequence[CompiledRule], used: set[str], kept: _KeptRules | None = None
 ) -> tuple[CompiledRule, Param] | None:
     """The rule for one tensor, known under the names ``members`` (more than one when tied), and
     the name it matched: each name's first matching rule; two that disagree are an error. The
-    one spec for all weights skips a tied tensor that is also an embedding (it stays one)."""
+    one spec for all weights skips a tied tensor that is also an embedding (it stays one).
+    ``kept``: the :class:`_KeptRules` that ``rules`` were compiled from, which may know each
+    name's first match from an earlier call (:meth:`_KeptRules.first`)."""
     embedding = len(members) > 1 and any(m.role == "embedding" for m in members)
     found: list[tuple[CompiledRule, Param]] = []
     for member in members:
+        if kept is not None and kept.by_name:
+            first = kept.first(member.name)
+            if first is not None:
+                used.add(first.pattern)
+                found.append((first, member))
+            continue
         for rule in rules:
             if rule.kind == "weights" and embedding:
                 continue
@@ -843,10 +922,11 @@ def plan(
 
     # Each tensor's rule first (a bias may follow the spec its weight gets), then the decisions.
     params_by_name = {p.name: p for p in params}
+    kept = rules if isinstance(rules, _KeptRules) else None
     matches: dict[int, tuple[CompiledRule, Param] | None] = {}
     for index, param in enumerate(params):
         if not (param.tied_to is not None and param.tied_to in names):
-            matches[index] = _match([param, *aliases.get(param.name, ())], compiled, used)
+            matches[index] = _match([param, *aliases.get(param.name, ())], compiled, used, kept)
     index_of = {params[i].name: i for i in matches}
 
     def spec_of(name: str) -> Spec | None:

@@ -28,6 +28,8 @@ torch = pytest.importorskip("torch")
 stats = pytest.importorskip("scipy.stats")
 nn = torch.nn
 
+from _recipes_common import mutated_recipe  # noqa: E402
+
 import initscale  # noqa: E402
 from initscale import recipes  # noqa: E402
 from initscale.specs import Ones, TruncatedNormal, Zeros  # noqa: E402
@@ -294,13 +296,6 @@ def test_depth_recipe_matches_its_source(name: str, depth: int) -> None:
     assert not problems, "\n".join(problems)
 
 
-def _mutated(name: str, spec_fn) -> recipes.Recipe:
-    entry = dataclasses.replace(recipes._REGISTRY[name], spec=spec_fn)
-    return recipes.Recipe(
-        name, entry.source, {}, entry.doc, entry.settings, entry.role, entry.spec, entry.required, entry.blocks
-    )
-
-
 def test_mutation_torchtitan_layer_id_off_by_one_is_caught() -> None:
     good = recipes._REGISTRY["torchtitan.llama"].spec
 
@@ -309,7 +304,7 @@ def test_mutation_torchtitan_layer_id_off_by_one_is_caught() -> None:
             return initscale.Normal(0.02 / math.sqrt(2 * max(part.layer, 1)))  # layer_id instead of layer_id + 1
         return good(role, part, s)
 
-    problems = problems_of("torchtitan.llama", 5, _mutated("torchtitan.llama", off_by_one))
+    problems = problems_of("torchtitan.llama", 5, mutated_recipe("torchtitan.llama", off_by_one))
     assert problems and all(".wo." in p or ".w2." in p or ".w3." in p for p in problems), problems
 
 
@@ -321,7 +316,7 @@ def test_mutation_neox_wang_init_with_sqrt_layers_is_caught() -> None:
             return initscale.Normal(2 / math.sqrt(s["L"]) / math.sqrt(s["d"]))
         return good(role, part, s)
 
-    problems = problems_of("neox", 5, _mutated("neox", wrong))
+    problems = problems_of("neox", 5, mutated_recipe("neox", wrong))
     assert problems and all("c_proj" in p for p in problems), problems
 
 
@@ -497,7 +492,7 @@ def test_mutation_olmo_mitchell_ff_out_with_d_model_is_caught() -> None:
             return TruncatedNormal(1 / math.sqrt(2 * s["d"] * (part.layer + 1)), lower=-3.0, upper=3.0)
         return good(role, part, s)
 
-    problems = problems_of("olmo.mitchell", 5, _mutated("olmo.mitchell", wrong))
+    problems = problems_of("olmo.mitchell", 5, mutated_recipe("olmo.mitchell", wrong))
     assert problems and all(".ff_out." in p for p in problems), problems
 
 
@@ -801,7 +796,7 @@ def test_mutation_fixup_depth_exponent_is_caught() -> None:
     def wrong(role, part, s):  # L^-1/2 on a bottleneck's convs too (m = 2 instead of 3)
         return good("branch_basic" if role == "branch_bottleneck" else role, part, s)
 
-    problems = fixup_problems(True, (3, 2), _mutated("fixup", wrong))
+    problems = fixup_problems(True, (3, 2), mutated_recipe("fixup", wrong))
     assert problems and all("conv1" in p or "conv2" in p for p in problems), problems
 
 
@@ -897,7 +892,7 @@ def test_mutation_deepnet_beta_from_the_alpha_formula_is_caught() -> None:
             return initscale.VarianceScaling(1 / math.sqrt(2 * s["alpha"]["decoder"] ** 4), "fan_avg", "normal")
         return good(role, part, s)
 
-    problems = deepnet_problems("decoder", (0, 6), _mutated("deepnet", wrong))
+    problems = deepnet_problems("decoder", (0, 6), mutated_recipe("deepnet", wrong))
     assert problems and not any("q_proj" in p or "k_proj" in p for p in problems), problems
 
 
@@ -1049,7 +1044,7 @@ def test_mutation_t_fixup_encoder_factor_is_caught() -> None:
             return initscale.VarianceScaling((9 * s["M"]) ** -0.5, "fan_avg", "uniform")
         return spec
 
-    problems = tfixup_problems((3, 4), _mutated("t_fixup", wrong))
+    problems = tfixup_problems((3, 4), mutated_recipe("t_fixup", wrong))
     assert problems and all(p.startswith("encoder.") for p in problems), problems
 
 

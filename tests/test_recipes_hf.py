@@ -20,7 +20,6 @@ same guard and runs itself in a fresh process).
 
 from __future__ import annotations
 
-import dataclasses
 import fnmatch
 import importlib.util
 import json
@@ -33,6 +32,8 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers", reason="the HF recipe tests need transformers")
 stats = pytest.importorskip("scipy.stats")
+
+from _recipes_common import mutated_recipe  # noqa: E402
 
 import initscale  # noqa: E402
 from initscale import recipes  # noqa: E402
@@ -180,16 +181,9 @@ def test_recipe_matches_hf_init(key: str) -> None:
     assert not problems, "\n".join(problems)
 
 
-def _mutated(name: str, spec_fn) -> recipes.Recipe:
-    entry = dataclasses.replace(recipes._REGISTRY[name], spec=spec_fn)
-    return recipes.Recipe(
-        name, entry.source, {}, entry.doc, entry.settings, entry.role, entry.spec, entry.required, entry.blocks
-    )
-
-
 def test_mutation_gpt2_without_residual_scaling_is_caught() -> None:
     # the bug of transformers#47458: c_proj left at N(0, r²) instead of r/sqrt(2 n_layer)
-    bad = _mutated("hf.gpt2", lambda role, part, s: recipes._generic_spec(role, part, s["std"]))
+    bad = mutated_recipe("hf.gpt2", lambda role, part, s: recipes._generic_spec(role, part, s["std"]))
     problems = compare("hf.gpt2", _gpt2, bad)
     assert problems and all("c_proj" in p for p in problems), problems
 
@@ -200,17 +194,17 @@ def test_mutation_t5_query_std_is_caught() -> None:
     def wrong_q(role, part, s):
         return Normal(s["factor"] * s["d_model"] ** -0.5) if role == "attn_q" else good(role, part, s)
 
-    problems = compare("hf.t5", _t5, _mutated("hf.t5", wrong_q))
+    problems = compare("hf.t5", _t5, mutated_recipe("hf.t5", wrong_q))
     assert problems and all(".q.weight" in p for p in problems), problems
 
 
 def test_mutation_norm_not_one_is_caught() -> None:
     good = recipes._REGISTRY["hf.llama"].spec
-    problems = compare(
-        "hf.llama",
-        _llama,
-        _mutated("hf.llama", lambda role, part, s: Constant(0.5) if part.base == "norm_scale" else good(role, part, s)),
-    )
+
+    def half(role, part, s):  # the planted bug: norm scales at 0.5
+        return Constant(0.5) if part.base == "norm_scale" else good(role, part, s)
+
+    problems = compare("hf.llama", _llama, mutated_recipe("hf.llama", half))
     assert problems and all("norm" in p for p in problems), problems
 
 

@@ -14,7 +14,6 @@ model (Bonferroni over its random leaves).
 from __future__ import annotations
 
 import math
-from statistics import NormalDist
 
 import numpy as np
 import pytest
@@ -26,8 +25,9 @@ stats = pytest.importorskip("scipy.stats")
 isj = pytest.importorskip("initscale.adapters.jax")
 jnp = jax.numpy
 
+from _recipes_common import value_problems  # noqa: E402
+
 from initscale import _recipe_paths, recipes  # noqa: E402
-from initscale.specs import TruncatedNormal  # noqa: E402
 
 ALPHA = 1e-4
 D, V, SEQ = 32, 64, 8
@@ -231,32 +231,7 @@ def problems_of(built, recipe, std_of, L: int) -> list[str]:
     assert sorted(r.name for r in report) == sorted(after), "one row per leaf, tied ones once"
     rows = {r.name: r for r in report}
     wanted = {p: (_constant(p), None if _constant(p) is not None else std_of(p, L, v.shape)) for p, v in after.items()}
-    random = [p for p, (c, s) in wanted.items() if c is None and s is not None]
-    z = NormalDist().inv_cdf(1 - ALPHA / len(random) / 2)
-    out = []
-    for path, values in after.items():
-        row, (const, want) = rows[path], wanted[path]
-        if const is not None:
-            if not (values == const).all():
-                out.append(f"{path}: expected the constant {const}, got {row.spec!r}")
-            continue
-        if want is None:
-            if row.touched or not (values == before[path]).all():
-                out.append(f"{path}: expected to be kept, got {row.spec!r}")
-            continue
-        spec = row.spec
-        sigma = spec.stddev if isinstance(spec, TruncatedNormal) else row.std
-        if sigma is None or abs(sigma - want) > 1e-12 * want:
-            out.append(f"{path}: recipe std {sigma}, source formula {want:.6g} ({row.reason})")
-            continue
-        kurtosis = 3.0  # a normal's
-        if isinstance(spec, TruncatedNormal):
-            kurtosis = 3.0 + float(stats.truncnorm.stats(spec.lower, spec.upper, moments="k"))
-        tol = z * math.sqrt((kurtosis - 1) / (4 * values.size))  # the std's relative sd: sqrt((kappa-1)/(4n))
-        ratio = math.sqrt(float((values**2).mean())) / row.std
-        if abs(ratio - 1) > tol:
-            out.append(f"{path}: drawn std / expected = {ratio:.4f}, beyond 1 ± {tol:.4f}")
-    return out
+    return value_problems(before, after, rows, wanted, ALPHA)
 
 
 CASES = {

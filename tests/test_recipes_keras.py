@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 import os
-from statistics import NormalDist
 
 import numpy as np
 import pytest
@@ -33,9 +32,10 @@ keras = pytest.importorskip("keras")
 stats = pytest.importorskip("scipy.stats")
 isk = pytest.importorskip("initscale.adapters.keras")
 
+from _recipes_common import mutated_recipe, value_problems  # noqa: E402
+
 import initscale  # noqa: E402
 from initscale import _recipe_paths, recipes  # noqa: E402
-from initscale.specs import TruncatedNormal  # noqa: E402
 
 ALPHA = 1e-4
 D, HEADS, V, FF, SEQ = 32, 4, 64, 64, 16
@@ -167,32 +167,7 @@ def problems_of(model, recipe, std_of, L: int) -> list[str]:
         p: (_constant(p), None if _constant(p) is not None else std_of(p, L, D, _fans(p, v.shape)))
         for p, v in after.items()
     }
-    random = [p for p, (c, s) in wanted.items() if c is None and s is not None]
-    z = NormalDist().inv_cdf(1 - ALPHA / len(random) / 2)
-    out = []
-    for path, values in after.items():
-        row, (const, want) = rows[path], wanted[path]
-        if const is not None:
-            if not (values == const).all():
-                out.append(f"{path}: expected the constant {const}, got {row.spec!r}")
-            continue
-        if want is None:
-            if row.touched or not (values == before[path]).all():
-                out.append(f"{path}: expected to be kept, got {row.spec!r}")
-            continue
-        spec = row.spec
-        sigma = spec.stddev if isinstance(spec, TruncatedNormal) else row.std
-        if sigma is None or abs(sigma - want) > 1e-12 * want:
-            out.append(f"{path}: recipe std {sigma}, source formula {want:.6g} ({row.reason})")
-            continue
-        kurtosis = 3.0  # a normal's
-        if isinstance(spec, TruncatedNormal):
-            kurtosis = 3.0 + float(stats.truncnorm.stats(spec.lower, spec.upper, moments="k"))
-        tol = z * math.sqrt((kurtosis - 1) / (4 * values.size))  # the std's relative sd: sqrt((kappa-1)/(4n))
-        ratio = math.sqrt(float((values**2).mean())) / row.std
-        if abs(ratio - 1) > tol:
-            out.append(f"{path}: drawn std / expected = {ratio:.4f}, beyond 1 ± {tol:.4f}")
-    return out
+    return value_problems(before, after, rows, wanted, ALPHA)
 
 
 CASES = {
@@ -268,22 +243,13 @@ def test_recipe_settings_override_the_model() -> None:
 # --- mutation tests: planted bugs make the checks above fail ---------------------------------------
 
 
-def _mutated(name: str, spec_fn) -> recipes.Recipe:
-    import dataclasses
-
-    entry = dataclasses.replace(recipes._REGISTRY[name], spec=spec_fn)
-    return recipes.Recipe(
-        name, entry.source, {}, entry.doc, entry.settings, entry.role, entry.spec, entry.required, entry.blocks
-    )
-
-
 def test_mutation_residual_scaling_over_n_layer_not_2n_layer_is_caught() -> None:
     good = recipes._REGISTRY["hf.gpt2"].spec
 
     def wrong(role, part, s):  # 1/√L instead of 1/√(2L): the classic transformers#47458 shape of bug
         return initscale.Normal(s["std"] / math.sqrt(s["n_layer"])) if role == "residual_out" else good(role, part, s)
 
-    problems = problems_of(gpt2(2), _mutated("hf.gpt2", wrong), gpt2_std, 2)
+    problems = problems_of(gpt2(2), mutated_recipe("hf.gpt2", wrong), gpt2_std, 2)
     assert problems and all(p.split(":")[0].endswith(OUT) for p in problems), problems
 
 
