@@ -14,7 +14,8 @@ forward hooks on three kinds of module, whose insides are then not recorded:
   activation, integrated by quadrature (named classes use the closed forms of
   :mod:`initscale.gains`).
 
-See :mod:`initscale.autogain` for the rules; this module only builds the graph and walks it.
+See :mod:`initscale.autogain` for the rules (the residual rule included: ``residual=``; a norm's
+scale is its ``weight`` parameter); this module only builds the graph and walks it.
 """
 
 from __future__ import annotations
@@ -444,6 +445,8 @@ def _plan(model: torch.nn.Module, auto: Auto) -> tuple[AutoPlan, dict[str, tuple
         op_rule=_op_rule,
         op_label=lambda e: e.name,
         ratio=lambda e, m, notes: _measured_ratio(recorder, e, m, notes),
+        residual=auto.residual,
+        norm_weight=lambda e: _norm_weight(model, e.name),
     )
     notes, seen = walked.notes, walked.seen
     if others:
@@ -462,7 +465,16 @@ def _plan(model: torch.nn.Module, auto: Auto) -> tuple[AutoPlan, dict[str, tuple
             UserWarning,
             stacklevel=4,
         )
-    return AutoPlan(tuple(walked.rows), auto.q, auto.distribution, tuple(dict.fromkeys(notes))), walked.decided
+    plan = AutoPlan(
+        tuple(walked.rows), auto.q, auto.distribution, tuple(dict.fromkeys(notes)), residuals=tuple(walked.residuals)
+    )
+    return plan, walked.decided
+
+
+def _norm_weight(model: torch.nn.Module, name: str) -> str | None:
+    """The name of a norm module's scale parameter (its ``weight``), or None where it has none."""
+    weight = getattr(model.get_submodule(name), "weight", None)
+    return f"{name}.weight" if isinstance(weight, torch.nn.Parameter) and weight.numel() else None
 
 
 def apply_(
@@ -481,7 +493,7 @@ def apply_(
     predicted, decided = _plan(model, auto)
     report = reinit_(model, predicted.rules(), generator=generator, **reinit_kwargs)
     if auto.arriving == "predicted":
-        return AutoPlan(predicted.rows, predicted.q, predicted.distribution, predicted.notes, "predicted", report)
+        return dataclasses.replace(predicted, init=report)
     by_weight = {row.weight: row for row in predicted.rows}
     modules = dict(model.named_modules())
     final: dict[str, AutoRow] = {}
@@ -497,19 +509,9 @@ def apply_(
             row, (follower, fn, act_param) = by_weight[weight], decided[weight]
             m_in = float(args[0].detach().double().square().mean())
             g = layer_gain(follower, fn, m_in, auto.q, act_param)
-            param.mul_(g.gain / row.gain)
-            final[weight] = AutoRow(
-                row.weight,
-                row.layer,
-                row.follower,
-                row.activation,
-                m_in,
-                row.fan_in,
-                g.gain,
-                g.chi,
-                g.verdict,
-                row.note,
-            )
+            if row.gain != 0.0:  # a weight the residual rule zeroes stays zero
+                param.mul_(g.gain / (row.gain / row.scale))
+            final[weight] = dataclasses.replace(row, m_in=m_in, gain=row.scale * g.gain, chi=g.chi, verdict=g.verdict)
 
         return pre
 
@@ -531,7 +533,7 @@ def apply_(
             handle.remove()
         model.train(was_training)
     rows = tuple(final.get(row.weight, row) for row in predicted.rows)
-    measured = AutoPlan(rows, predicted.q, predicted.distribution, predicted.notes, "measured")
+    measured = dataclasses.replace(predicted, rows=rows, arriving="measured")
     # the report of what the weights now hold: the measured plan's rules, planned without writing
     final_report = reinit_(model, measured.rules(), dry_run=True, **reinit_kwargs)
     return dataclasses.replace(measured, init=dataclasses.replace(final_report, dry_run=False))
