@@ -154,7 +154,7 @@ class _Recorder(TorchFunctionMode):
         self.depth += 1  # the measurement's own ops are not the model's
         try:
             value = tensor.detach()
-            self.measured.append(float(value.double().square().mean()) if value.numel() else 0.0)
+            self.measured.append(_mean_square(value) if value.numel() else 0.0)
         finally:
             self.depth -= 1
         return self.nodes[id(tensor)]
@@ -191,6 +191,12 @@ class _Recorder(TorchFunctionMode):
             gname, read = _FUNCTIONS[name]
             event.kind, event.activation, event.label = "act", (gname, read(args, kwargs)), gname
         self.events.append(event)
+
+
+def _mean_square(tensor: torch.Tensor) -> float:
+    """The mean square in float64, as ``tensor.double().square().mean()`` (the same values), squaring
+    in place in one float64 copy instead of two."""
+    return float(tensor.detach().to(torch.float64, copy=True).square_().mean())
 
 
 def _size(tensor: torch.Tensor, dim: int) -> int:
@@ -293,9 +299,7 @@ def _record(model: torch.nn.Module, auto: Auto, layers: dict[str, tuple[str, int
                 if kind == "norm":
                     weight = getattr(module, "weight", None)
                     event.scalars = [
-                        float(weight.detach().double().square().mean())
-                        if isinstance(weight, torch.Tensor) and weight.numel()
-                        else 1.0
+                        _mean_square(weight) if isinstance(weight, torch.Tensor) and weight.numel() else 1.0
                     ]
                 if kind == "act":
                     event.activation, event.label = _module_activation(module)
@@ -311,7 +315,11 @@ def _record(model: torch.nn.Module, auto: Auto, layers: dict[str, tuple[str, int
     def is_activation(name: str, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
         if name not in decided:
             ok = False
-            if len(args) == 1 and not kwargs and isinstance(args[0], torch.Tensor):
+            one_tensor = len(args) == 1 and not kwargs and isinstance(args[0], torch.Tensor)
+            named = one_tensor and type(module).__name__ in _MODULES
+            if named and args[0].is_floating_point() and args[0].numel() >= 2:
+                ok = True  # a named elementwise activation (closed form in initscale.gains): no probe needed
+            elif one_tensor:
                 probing["on"] = True
                 recorder.depth += 1  # the probe's own calls are not the model's
                 try:
@@ -477,6 +485,10 @@ def _norm_weight(model: torch.nn.Module, name: str) -> str | None:
     return f"{name}.weight" if isinstance(weight, torch.nn.Parameter) and weight.numel() else None
 
 
+class _AllMeasured(Exception):
+    """Raised by the measuring pass's last pre-hook: the pass stops there (nothing after it is measured)."""
+
+
 def apply_(
     model: torch.nn.Module, auto: Auto, *, generator: torch.Generator | None = None, **reinit_kwargs: Any
 ) -> AutoPlan:
@@ -484,7 +496,8 @@ def apply_(
     checked before the first write), then, with ``arriving="measured"``, one pass over the example
     inputs in which each planned layer, before it runs, has its weight multiplied by
     gain(measured m_in) / gain(predicted m_in): the gain for the mean square that actually arrives,
-    its predecessors already final. A variance-scaling draw times a constant is the same family
+    its predecessors already final (the pass stops once the last planned layer is rescaled). A
+    variance-scaling draw times a constant is the same family
     at the new scale, so the result is the draw the measured plan would have made.
 
     Returns the plan whose rows hold what was used (``init``: the reinit report)."""
@@ -507,11 +520,13 @@ def apply_(
             if weight in final or not args or not isinstance(args[0], torch.Tensor):
                 return
             row, (follower, fn, act_param) = by_weight[weight], decided[weight]
-            m_in = float(args[0].detach().double().square().mean())
+            m_in = _mean_square(args[0])
             g = layer_gain(follower, fn, m_in, auto.q, act_param)
             if row.gain != 0.0:  # a weight the residual rule zeroes stays zero
                 param.mul_(g.gain / (row.gain / row.scale))
             final[weight] = dataclasses.replace(row, m_in=m_in, gain=row.scale * g.gain, chi=g.chi, verdict=g.verdict)
+            if len(final) == len(by_weight):
+                raise _AllMeasured  # every planned layer is final: the rest of the pass measures nothing
 
         return pre
 
@@ -522,6 +537,8 @@ def apply_(
     try:
         with torch.no_grad():
             model(*auto.example_inputs, **dict(auto.example_kwargs or {}))
+    except _AllMeasured:
+        pass
     except Exception as err:
         raise RuntimeError(
             f"initscale.auto: the measuring pass failed after {len(final)} of {len(by_weight)} layers were rescaled "
