@@ -575,3 +575,51 @@ def test_planted_bug_stability_counts_one_layer_is_caught(monkeypatch) -> None:
     monkeypatch.setattr(autogain.AutoPlan, "stability", once)
     with pytest.raises(AssertionError):
         test_stability_rows_give_chi_to_the_depth_and_a_verdict_per_activation()
+
+
+# --- low precision: bf16 and fp16 models --------------------------------------------------------
+
+# the unit roundoff u = 2^-p of each dtype, p its significand bits with the implicit one (bf16 8, fp16 11):
+# rounding to nearest moves a value by at most u/2 of itself
+UNIT_ROUNDOFF = {torch.bfloat16: 2.0**-8, torch.float16: 2.0**-11}
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_auto_on_a_low_precision_model(dtype) -> None:
+    torch.manual_seed(0)
+    model, x = _mlp(torch.nn.GELU, depth=6, width=256, out=10).to(dtype), _x((256, 32)).to(dtype)
+    plan = _torch_auto.apply_(model, initscale.auto(x), generator=torch.Generator().manual_seed(0))
+    arrived = _inputs_mean_squares(model, x)  # the final weights re-run in the model's dtype
+    u = UNIT_ROUNDOFF[dtype]
+    for row in plan.rows:
+        w = model.get_parameter(row.weight).detach()
+        assert w.dtype == dtype and bool(torch.isfinite(w).all()), row.weight
+        # the mean square the measuring pass used is what arrives in this dtype (the same pass, in float64)
+        assert row.m_in == pytest.approx(arrived[row.weight.rpartition(".")[0]], rel=1e-12)
+        # std: sampling, relative sd 1/sqrt(2n) of a std from n normal values, at 6 sd, plus two roundings
+        # to the dtype (the draw, then the measured rescale), each moving every value by at most u/2
+        n = w.numel()
+        assert float(w.double().std()) == pytest.approx(row.gain / math.sqrt(row.fan_in), rel=6 / math.sqrt(2 * n) + u)
+    with torch.no_grad():
+        y = model(x)
+    assert y.dtype == dtype and bool(torch.isfinite(y).all())
+    assert plan.init is not None and {r.weight for r in plan.rows} <= {r.name for r in plan.init.touched}
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_auto_holds_residual_sums_in_low_precision(dtype) -> None:
+    torch.manual_seed(0)
+    model, x = _residual_mlp(d=64, depth=4).to(dtype), _x((128, 32)).to(dtype)
+    plan = _torch_auto.apply_(model, initscale.auto(x), generator=torch.Generator().manual_seed(1))
+    assert all(float(model.get_parameter(r.target).detach().abs().max()) == 0.0 for r in plan.residuals)
+    outs = _outputs(model, x)
+    _sums_are_the_stem(outs, str(dtype))  # x + 0 is x in every dtype
+    assert all(bool(torch.isfinite(o).all()) for o in outs)
+
+
+def test_planted_bug_mean_square_in_the_model_dtype_is_caught(monkeypatch) -> None:
+    """Mutation: the measuring pass takes the mean square in the model's own dtype (bf16 squares and a
+    bf16 result) instead of float64: the low-precision test's m_in check fails."""
+    monkeypatch.setattr(_torch_auto, "_mean_square", lambda t: float(t.detach().square().mean()))
+    with pytest.raises(AssertionError):
+        test_auto_on_a_low_precision_model(torch.bfloat16)
