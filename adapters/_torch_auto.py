@@ -14,7 +14,8 @@ forward hooks on three kinds of module, whose insides are then not recorded:
   activation, integrated by quadrature (named classes use the closed forms of
   :mod:`initscale.gains`).
 
-See :mod:`initscale.autogain` for the rules; this module only builds the graph and walks it.
+See :mod:`initscale.autogain` for the rules (the residual rule included: ``residual=``; a norm's
+scale is its ``weight`` parameter); this module only builds the graph and walks it.
 """
 
 from __future__ import annotations
@@ -154,7 +155,7 @@ class _Recorder(TorchFunctionMode):
         self.depth += 1  # the measurement's own ops are not the model's
         try:
             value = tensor.detach()
-            self.measured.append(float(value.double().square().mean()) if value.numel() else 0.0)
+            self.measured.append(_mean_square(value) if value.numel() else 0.0)
         finally:
             self.depth -= 1
         return self.nodes[id(tensor)]
@@ -191,6 +192,12 @@ class _Recorder(TorchFunctionMode):
             gname, read = _FUNCTIONS[name]
             event.kind, event.activation, event.label = "act", (gname, read(args, kwargs)), gname
         self.events.append(event)
+
+
+def _mean_square(tensor: torch.Tensor) -> float:
+    """The mean square in float64, as ``tensor.double().square().mean()`` (the same values), squaring
+    in place in one float64 copy instead of two."""
+    return float(tensor.detach().to(torch.float64, copy=True).square_().mean())
 
 
 def _size(tensor: torch.Tensor, dim: int) -> int:
@@ -293,9 +300,7 @@ def _record(model: torch.nn.Module, auto: Auto, layers: dict[str, tuple[str, int
                 if kind == "norm":
                     weight = getattr(module, "weight", None)
                     event.scalars = [
-                        float(weight.detach().double().square().mean())
-                        if isinstance(weight, torch.Tensor) and weight.numel()
-                        else 1.0
+                        _mean_square(weight) if isinstance(weight, torch.Tensor) and weight.numel() else 1.0
                     ]
                 if kind == "act":
                     event.activation, event.label = _module_activation(module)
@@ -311,7 +316,11 @@ def _record(model: torch.nn.Module, auto: Auto, layers: dict[str, tuple[str, int
     def is_activation(name: str, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
         if name not in decided:
             ok = False
-            if len(args) == 1 and not kwargs and isinstance(args[0], torch.Tensor):
+            one_tensor = len(args) == 1 and not kwargs and isinstance(args[0], torch.Tensor)
+            named = one_tensor and type(module).__name__ in _MODULES
+            if named and args[0].is_floating_point() and args[0].numel() >= 2:
+                ok = True  # a named elementwise activation (closed form in initscale.gains): no probe needed
+            elif one_tensor:
                 probing["on"] = True
                 recorder.depth += 1  # the probe's own calls are not the model's
                 try:
@@ -445,6 +454,8 @@ def _plan(model: torch.nn.Module, auto: Auto) -> tuple[AutoPlan, dict[str, tuple
         op_rule=_op_rule,
         op_label=lambda e: e.name,
         ratio=lambda e, m, notes: _measured_ratio(recorder, e, m, notes),
+        residual=auto.residual,
+        norm_weight=lambda e: _norm_weight(model, e.name),
     )
     notes, seen = walked.notes, walked.seen
     if others:
@@ -463,7 +474,20 @@ def _plan(model: torch.nn.Module, auto: Auto) -> tuple[AutoPlan, dict[str, tuple
             UserWarning,
             stacklevel=4,
         )
-    return AutoPlan(tuple(walked.rows), auto.q, auto.distribution, tuple(dict.fromkeys(notes))), walked.decided
+    plan = AutoPlan(
+        tuple(walked.rows), auto.q, auto.distribution, tuple(dict.fromkeys(notes)), residuals=tuple(walked.residuals)
+    )
+    return plan, walked.decided
+
+
+def _norm_weight(model: torch.nn.Module, name: str) -> str | None:
+    """The name of a norm module's scale parameter (its ``weight``), or None where it has none."""
+    weight = getattr(model.get_submodule(name), "weight", None)
+    return f"{name}.weight" if isinstance(weight, torch.nn.Parameter) and weight.numel() else None
+
+
+class _AllMeasured(Exception):
+    """Raised by the measuring pass's last pre-hook: the pass stops there (nothing after it is measured)."""
 
 
 def apply_(
@@ -473,7 +497,8 @@ def apply_(
     checked before the first write), then, with ``arriving="measured"``, one pass over the example
     inputs in which each planned layer, before it runs, has its weight multiplied by
     gain(measured m_in) / gain(predicted m_in): the gain for the mean square that actually arrives,
-    its predecessors already final. A variance-scaling draw times a constant is the same family
+    its predecessors already final (the pass stops once the last planned layer is rescaled). A
+    variance-scaling draw times a constant is the same family
     at the new scale, so the result is the draw the measured plan would have made.
 
     Returns the plan whose rows hold what was used (``init``: the reinit report)."""
@@ -482,7 +507,7 @@ def apply_(
     predicted, decided = _plan(model, auto)
     report = reinit_(model, predicted.rules(), generator=generator, **reinit_kwargs)
     if auto.arriving == "predicted":
-        return AutoPlan(predicted.rows, predicted.q, predicted.distribution, predicted.notes, "predicted", report)
+        return dataclasses.replace(predicted, init=report)
     by_weight = {row.weight: row for row in predicted.rows}
     modules = dict(model.named_modules())
     final: dict[str, AutoRow] = {}
@@ -496,21 +521,13 @@ def apply_(
             if weight in final or not args or not isinstance(args[0], torch.Tensor):
                 return
             row, (follower, fn, act_param) = by_weight[weight], decided[weight]
-            m_in = float(args[0].detach().double().square().mean())
+            m_in = _mean_square(args[0])
             g = layer_gain(follower, fn, m_in, auto.q, act_param)
-            param.mul_(g.gain / row.gain)
-            final[weight] = AutoRow(
-                row.weight,
-                row.layer,
-                row.follower,
-                row.activation,
-                m_in,
-                row.fan_in,
-                g.gain,
-                g.chi,
-                g.verdict,
-                row.note,
-            )
+            if row.gain != 0.0:  # a weight the residual rule zeroes stays zero
+                param.mul_(g.gain / (row.gain / row.scale))
+            final[weight] = dataclasses.replace(row, m_in=m_in, gain=row.scale * g.gain, chi=g.chi, verdict=g.verdict)
+            if len(final) == len(by_weight):
+                raise _AllMeasured  # every planned layer is final: the rest of the pass measures nothing
 
         return pre
 
@@ -521,6 +538,8 @@ def apply_(
     try:
         with torch.no_grad():
             model(*auto.example_inputs, **dict(auto.example_kwargs or {}))
+    except _AllMeasured:
+        pass
     except Exception as err:
         raise RuntimeError(
             f"initscale.auto: the measuring pass failed after {len(final)} of {len(by_weight)} layers were rescaled "
@@ -532,7 +551,7 @@ def apply_(
             handle.remove()
         model.train(was_training)
     rows = tuple(final.get(row.weight, row) for row in predicted.rows)
-    measured = AutoPlan(rows, predicted.q, predicted.distribution, predicted.notes, "measured")
+    measured = dataclasses.replace(predicted, rows=rows, arriving="measured")
     # the report of what the weights now hold: the measured plan's rules, planned without writing
     final_report = reinit_(model, measured.rules(), dry_run=True, **reinit_kwargs)
     return dataclasses.replace(measured, init=dataclasses.replace(final_report, dry_run=False))

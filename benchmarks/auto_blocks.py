@@ -3,10 +3,12 @@
     python benchmarks/auto_blocks.py
 
 For 5 seeds each, every scheme initializes the model (eval mode), then a fresh batch goes through
-and the table gives the mean square of the output: median, range, and the init time. There is no
-fixed point to divide by here (a residual stream's second moment grows with depth by design);
-the figures show how much each scheme lets it grow. Schemes: he_normal on every weight (plain
-rules), ``initscale.auto`` (measured mode), anyinit 0.4.0's analytic mode.
+and the table gives the mean square of the output: median and range in eval mode (BatchNorm on its
+running statistics), the median in training mode (BatchNorm on the batch), and the init time. The
+input's mean square is 1, the fixed point q = 1: a scheme that holds each residual sum at q ends
+near 1. Schemes: he_normal on every weight (plain rules), ``initscale.auto`` (measured mode) with
+each residual rule (``residual="zero"``, the default; ``"depth"``; ``"none"``, no residual rule),
+anyinit 0.4.0's analytic mode.
 """
 
 from __future__ import annotations
@@ -65,12 +67,22 @@ CASES: list[tuple[str, Callable[[], nn.Module], Callable[[torch.Generator], torc
 ]
 
 
+SCHEMES = (
+    "he_normal",
+    "initscale.auto",
+    "initscale.auto residual=depth",
+    "initscale.auto residual=none",
+    "anyinit.analytic",
+)
+
+
 def _init(scheme: str, model: nn.Module, example: torch.Tensor, seed: int) -> None:
     generator = torch.Generator().manual_seed(seed)
     if scheme == "he_normal":
         reinit_(model, initscale.presets.get("he_normal"), generator=generator)
-    elif scheme == "initscale.auto":
-        reinit_(model, initscale.auto(example), generator=generator)
+    elif scheme.startswith("initscale.auto"):
+        residual = scheme.partition("residual=")[2] or "zero"
+        reinit_(model, initscale.auto(example, residual=residual), generator=generator)
     else:
         import anyinit
 
@@ -80,8 +92,8 @@ def _init(scheme: str, model: nn.Module, example: torch.Tensor, seed: int) -> No
 def rows(seeds: int = 5) -> list[dict[str, Any]]:
     out = []
     for label, build, data in CASES:
-        for scheme in ("he_normal", "initscale.auto", "anyinit.analytic"):
-            squares, seconds, error = [], [], ""
+        for scheme in SCHEMES:
+            squares, train, seconds, error = [], [], [], ""
             for seed in range(seeds):
                 torch.manual_seed(seed)
                 model = build().eval()
@@ -97,21 +109,31 @@ def rows(seeds: int = 5) -> list[dict[str, Any]]:
                 seconds.append(time.perf_counter() - start)
                 with torch.no_grad():
                     squares.append(float(model(x).double().square().mean()))
-            out.append({"model": label, "scheme": scheme, "error": error, "squares": squares, "seconds": seconds})
+                    train.append(float(model.train()(x).double().square().mean()))
+            out.append(
+                {
+                    "model": label,
+                    "scheme": scheme,
+                    "error": error,
+                    "squares": squares,
+                    "train": train,
+                    "seconds": seconds,
+                }
+            )
     return out
 
 
 def main() -> int:
-    print("| model | scheme | output mean square (median) | range | init s |")
-    print("|---|---|---|---|---|")
+    print("| model | scheme | output mean square, eval (median) | range | train mode (median) | init s |")
+    print("|---|---|---|---|---|---|")
     for r in rows():
         if r["error"]:
-            print(f"| {r['model']} | {r['scheme']} | fails: {r['error']} | | |")
+            print(f"| {r['model']} | {r['scheme']} | fails: {r['error']} | | | |")
             continue
         sq, s = r["squares"], r["seconds"]
         print(
             f"| {r['model']} | {r['scheme']} | {statistics.median(sq):.3g} | {min(sq):.3g} – {max(sq):.3g} | "
-            f"{statistics.median(s):.3f} |"
+            f"{statistics.median(r['train']):.3g} | {statistics.median(s):.3f} |"
         )
     return 0
 

@@ -25,8 +25,28 @@ data's own, measured on the example inputs) and whose output goes to
 Second moments propagate (zero-mean, independent terms): a layer multiplies by gain², an
 activation maps m to E[f(√m·Z)²] (quadrature), a sum adds, a product of tensors multiplies, a
 scalar factor c multiplies by c², a concatenation averages by size, a norm gives the mean square of
-its scale; an op without a rule here takes the ratio of mean squares measured on the example pass
-(named in the row's note, never silent).
+its scale, ReLU of a non-negative input is the identity; an op without a rule here takes the ratio
+of mean squares measured on the example pass (named in the row's note, never silent).
+
+Residual sums y = s + b(x): with every branch held at q, L sums grow the stream's second moment
+to about (L+1)·q. A sum is residual when its skip s is an ancestor of its branch b in the graph
+(an identity skip), or reaches a common ancestor through layers, norms and shape ops only (a
+projection shortcut, as ResNet's downsampling) while the branch does not. The branch's scale is
+the last layer or norm on it (followed by shape ops and scalar factors only, its output consumed
+by nothing else): the norm's scale γ when the branch ends in a norm, else the layer's weight.
+``residual=``
+
+- ``"zero"`` (default): that scale is 0, so the branch is 0 at init and every sum is exactly its
+  skip: the stream holds q through any depth. torchvision's ``zero_init_residual`` (the last BN's
+  γ; Goyal et al. 2017), Fixup's zero last layer (Zhang et al. 2019), SkipInit (De & Smith 2020).
+- ``"depth"``: that scale times 1/√L (L residual sums found): each branch adds q/L, so the stream
+  ends near 2q for pre-norm blocks (bounded, not held). Hayou et al. 2021 ("Stable ResNet"), GPT-2's
+  1/√(2·n_layer) on its residual projections (Radford et al. 2019).
+- ``"none"``: branches as planned (each at q): the sums grow with depth.
+
+Every residual sum is a row of :attr:`AutoPlan.residuals` (the skip, the branch, what was scaled and by
+what, and the predicted second moments); a branch with nothing to scale (it ends in an op such as
+attention's fused function) is named there and in the notes, never silently left.
 
 Example:
     >>> from initscale.autogain import layer_gain
@@ -40,7 +60,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
 from . import _validate, gains
@@ -48,21 +68,25 @@ from .specs import VarianceScaling
 
 __all__ = [
     "OP_RULES",
+    "RESIDUAL",
     "Auto",
     "AutoPlan",
     "AutoRow",
     "LayerGain",
     "Propagated",
+    "ResidualRow",
     "StabilityRow",
     "activation_moment",
     "auto",
     "follow",
     "layer_gain",
     "propagate",
+    "residual_sums",
 ]
 
 Follower = Literal["activation", "norm", "output", "linear"]
 _DISTRIBUTIONS = ("normal", "truncated_normal", "uniform")
+RESIDUAL = ("depth", "none", "zero")  # the residual rules of auto (module docstring)
 
 
 @dataclass(frozen=True)
@@ -148,17 +172,199 @@ def follow(
     return ("output", None, "output") if frontier & outputs else ("linear", None, "unused")
 
 
+@dataclass(frozen=True)
+class ResidualRow:
+    """One residual sum y = skip + branch: its order among the model's residual sums (1-based) and op,
+    the skip (``"identity"`` or ``"projection through ..."``), the layers and norms of the branch,
+    the parameter that scales the branch (a layer's weight or a norm's scale; None where the branch
+    has none, ``note`` says why), the factor on the branch (0 for ``residual="zero"``, 1/√L for
+    ``"depth"``, 1 for ``"none"``), the rule, and the predicted second moments of skip, branch and sum."""
+
+    index: int
+    op: str
+    skip: str
+    branch: str
+    target: str | None
+    target_kind: str | None  # "layer" or "norm"
+    scale: float
+    rule: str
+    m_skip: float
+    m_branch: float
+    m_sum: float
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class _Residual:
+    """A residual sum found in the recorded events (before the walk)."""
+
+    index: int
+    skip_node: int
+    branch_node: int
+    skip: str
+    branch: str
+    target_event: int | None
+    target: str | None
+    target_kind: str | None
+    why: str
+
+
+def _producers(events: Sequence[Any]) -> tuple[dict[int, int], dict[int, int]]:
+    producer: dict[int, int] = {}
+    consumers: dict[int, int] = {}
+    for i, event in enumerate(events):
+        for node in event.outputs:
+            producer[node] = i
+        for node in event.inputs:
+            consumers[node] = consumers.get(node, 0) + 1
+    return producer, consumers
+
+
+def _branch_of(events: Sequence[Any], producer: Mapping[int, int], skip: int, branch: int) -> list[int] | None:
+    """The events between ``skip`` and ``branch`` if ``skip`` is an ancestor of ``branch`` (else None):
+    a walk back from ``branch`` that stops at events recorded before ``skip`` was made."""
+    limit = producer.get(skip, -1)
+    stack, seen, visited = [branch], {branch}, []
+    found = False
+    while stack:
+        i = producer.get(stack.pop())
+        if i is None or i <= limit:
+            continue
+        visited.append(i)
+        for node in events[i].inputs:
+            if node == skip:
+                found = True
+            elif node not in seen:
+                seen.add(node)
+                stack.append(node)
+    return sorted(set(visited)) if found else None
+
+
+def _linear_root(
+    events: Sequence[Any], producer: Mapping[int, int], node: int, op_rule: Callable[[Any], str | None]
+) -> tuple[int, list[str]]:
+    """Back from ``node`` through layers, norms and shape ops (first input): the node reached and the
+    layers and norms passed (a projection shortcut's)."""
+    through: list[str] = []
+    while node in producer:
+        event = events[producer[node]]
+        if not event.inputs or not (
+            event.kind in ("layer", "norm") or (event.kind == "op" and op_rule(event) == "shape")
+        ):
+            break
+        if event.kind != "op":
+            through.append(event.name)
+        node = event.inputs[0]
+    return node, through[::-1]
+
+
+def _scale_of(
+    events: Sequence[Any],
+    producer: Mapping[int, int],
+    consumers: Mapping[int, int],
+    node: int,
+    op_rule: Callable[[Any], str | None],
+    op_label: Callable[[Any], str],
+    norm_weight: Callable[[Any], str | None] | None,
+    layers: Mapping[str, tuple[str, int, str]],
+    calls: Mapping[str, int],
+) -> tuple[int | None, str | None, str | None, str]:
+    """The last layer or norm of a branch ending at ``node``, through shape ops and scalar factors:
+    ``(event index, parameter, kind, why-not)``."""
+    while True:
+        if consumers.get(node, 0) != 1:
+            return None, None, None, "the branch's output also goes elsewhere: scaling it would change that too"
+        i = producer.get(node)
+        if i is None:
+            return None, None, None, "the branch has no recorded op"
+        event = events[i]
+        if event.kind == "layer":
+            if calls[event.name] > 1:
+                return None, None, None, f"its last layer {event.name} is called more than once"
+            return i, layers[event.name][0], "layer", ""
+        if event.kind == "norm":
+            weight = norm_weight(event) if norm_weight is not None else None
+            if weight is None:
+                return None, None, None, f"it ends in the norm {event.name}, which has no scale this recorder can set"
+            return i, weight, "norm", ""
+        rule = op_rule(event) if event.kind == "op" else None
+        if event.inputs and (rule == "shape" or (rule in ("product", "quotient") and len(event.inputs) == 1)):
+            node = event.inputs[0]
+            continue
+        what = f"the activation {event.label}" if event.kind == "act" else f"the op {op_label(event)!r}"
+        return None, None, None, f"it ends in {what}, not a layer or norm whose scale sets it"
+
+
+def residual_sums(
+    events: Sequence[Any],
+    layers: Mapping[str, tuple[str, int, str]],
+    *,
+    op_rule: Callable[[Any], str | None],
+    op_label: Callable[[Any], str],
+    norm_weight: Callable[[Any], str | None] | None = None,
+) -> dict[int, _Residual]:
+    """The residual sums of the recorded events (event index -> what was found; module docstring)."""
+    producer, consumers = _producers(events)
+    calls: dict[str, int] = {}
+    for event in events:
+        if event.kind == "layer":
+            calls[event.name] = calls.get(event.name, 0) + 1
+    found: dict[int, _Residual] = {}
+    used: set[int] = set()
+    for index, event in enumerate(events):
+        if event.kind != "op" or op_rule(event) != "sum" or len(event.inputs) != 2:
+            continue
+        a, b = event.inputs
+        match = None
+        for skip, branch in ((a, b), (b, a)):  # an identity skip first
+            between = _branch_of(events, producer, skip, branch)
+            if between is not None:
+                match = (skip, branch, "identity", between)
+                break
+        if match is None:
+            for skip, branch in ((a, b), (b, a)):  # a projection shortcut: skip = P(x), branch = f(x)
+                root, through = _linear_root(events, producer, skip, op_rule)
+                if not through or _linear_root(events, producer, branch, op_rule)[0] == root:
+                    continue
+                between = _branch_of(events, producer, root, branch)
+                if between is not None:
+                    match = (skip, branch, f"projection through {', '.join(through)}", between)
+                    break
+        if match is None:
+            continue
+        skip, branch, kind, between = match
+        names = [events[i].name for i in between if events[i].kind in ("layer", "norm")]
+        described = ", ".join(names[:3] + (["...", names[-1]] if len(names) > 4 else names[3:])) or "no layer"
+        target_event, target, target_kind, why = _scale_of(
+            events, producer, consumers, branch, op_rule, op_label, norm_weight, layers, calls
+        )
+        if target_event is not None and target_event in used:
+            target_event, target, target_kind, why = (
+                None,
+                None,
+                None,
+                f"its scale ({target}) already scales another sum",
+            )
+        if target_event is not None:
+            used.add(target_event)
+        found[index] = _Residual(len(found) + 1, skip, branch, kind, described, target_event, target, target_kind, why)
+    return found
+
+
 @dataclass
 class Propagated:
     """What :func:`propagate` decided: a row per planned weight in forward order, the follower and
     activation of each (for the measuring pass), the event name that planned it, the layers the
-    pass called, and notes."""
+    pass called, notes, the residual sums (:class:`ResidualRow`) and the factor the residual rule
+    puts on each weight it scales (``scales``; 1 for every other)."""
 
     rows: list[AutoRow]
     decided: dict[str, tuple[Follower, Any, float | None]]
     planned_by: dict[str, str]
     seen: set[str]
     notes: list[str]
+    residuals: list[ResidualRow] = field(default_factory=list)
+    scales: dict[str, float] = field(default_factory=dict)
 
 
 def _activation_of(activation: Any) -> tuple[Any, float | None]:
@@ -177,6 +383,8 @@ def propagate(
     ratio: Callable[[Any, float, list[str]], float],
     follower: Callable[[int, int], tuple[Follower, Any, str]] | None = None,
     unused_note: str = "",
+    residual: str | None = None,
+    norm_weight: Callable[[Any], str | None] | None = None,
 ) -> Propagated:
     """Walk the recorded events in order, predicting every node's second moment (the rules of the
     module docstring) and planning the first call of each layer in ``layers`` (event name ->
@@ -184,20 +392,48 @@ def propagate(
     squares; an op without a rule takes ``ratio(event, m_in, notes)`` (the adapter's measured ratio,
     which names it in ``notes``). ``follower(index, node)`` replaces :func:`follow` where an adapter
     knows more; ``unused_note`` (with ``{name}``) is noted for a layer whose output nothing recorded
-    consumes."""
+    consumes. ``residual`` is the residual rule (:data:`RESIDUAL`; module docstring), with
+    ``norm_weight(event)`` the name of a norm's scale parameter (None: it has none); None (an
+    adapter that applies no residual rule) leaves the branches as planned and notes the sums found."""
     output_set = set(outputs)
     if follower is None:
 
         def follower(index: int, node: int) -> tuple[Follower, Any, str]:
             return follow(events, node, output_set, index, op_rule, op_label)
 
+    if residual is not None and residual not in RESIDUAL:
+        raise ValueError(
+            f"Argument `residual` must be one of {', '.join(repr(r) for r in RESIDUAL)}. "
+            f"Received: residual={residual!r}."
+        )
+    sums = residual_sums(events, layers, op_rule=op_rule, op_label=op_label, norm_weight=norm_weight)
+    factor = {"zero": 0.0, "depth": 1.0 / math.sqrt(len(sums)) if sums else 1.0}.get(residual or "none", 1.0)
+    scaled = {r.target_event: r for r in sums.values() if r.target_event is not None and factor != 1.0}
     predicted = list(measured)
+    nonnegative: set[int] = set()  # nodes known >= 0 (a ReLU's output, as is): ReLU is then the identity
     done = Propagated([], {}, {}, set(), [])
     for index, event in enumerate(events):
         ins = [predicted[i] for i in event.inputs]
         m_in = ins[0] if ins else 0.0
         rule = op_rule(event) if event.kind == "op" else None
-        if event.kind == "layer" and event.name in done.seen:
+        if event.kind == "layer" and index in scaled:
+            # the last layer of a residual branch: its gain times the residual factor
+            done.seen.add(event.name)
+            weight, fan_in, cls = layers[event.name]
+            follows, activation, label = follower(index, event.outputs[0])
+            fn, param = _activation_of(activation)
+            done.decided[weight], done.planned_by[weight] = (follows, fn, param), event.name
+            done.scales[weight] = factor
+            g = layer_gain(follows, fn, m_in, q, param)
+            r = scaled[index]
+            note = f"last layer of residual sum {r.index}'s branch: gain x{factor:.4g} (residual={residual!r})"
+            done.rows.append(
+                AutoRow(weight, cls, follows, label, m_in, fan_in, factor * g.gain, g.chi, g.verdict, note, factor)
+            )
+            value = (factor * g.gain) ** 2 * m_in
+        elif event.kind == "norm" and index in scaled:
+            value = factor**2  # the norm's scale set to the factor everywhere: mean square factor²
+        elif event.kind == "layer" and event.name in done.seen:
             value = predicted[event.outputs[0]] if event.outputs else 0.0
             done.notes.append(f"{event.name} is called more than once; planned for its first call")
         elif event.kind == "layer":
@@ -214,7 +450,12 @@ def propagate(
             value = g.gain**2 * m_in
         elif event.kind == "act":
             fn, param = _activation_of(event.activation)
-            value = activation_moment(fn, m_in, param)
+            if fn == "relu" and event.inputs and event.inputs[0] in nonnegative:
+                value = m_in  # ReLU of a non-negative input (a ReLU's output through a zeroed branch's sum)
+            else:
+                value = activation_moment(fn, m_in, param)
+            if fn == "relu":
+                nonnegative.update(event.outputs)
         elif event.kind == "norm":
             value = event.scalars[0] if event.scalars else 1.0
         elif rule == "shape":
@@ -231,16 +472,73 @@ def propagate(
             value = sum(n * m for n, m in zip(event.sizes, ins, strict=True)) / sum(event.sizes)
         else:
             value = ratio(event, m_in, done.notes)
+        if index in sums:
+            value = _residual_row(done, sums[index], event, predicted, factor, residual, op_label)
+            if value == predicted[sums[index].skip_node] and sums[index].skip_node in nonnegative:
+                nonnegative.update(event.outputs)
+        elif rule == "shape" and event.inputs and event.inputs[0] in nonnegative:
+            nonnegative.update(event.outputs)
         for out in event.outputs:
             predicted[out] = value
+    if sums and residual is None:
+        done.notes.append(
+            f"{len(sums)} residual sum(s) found; this recorder applies no residual rule (initscale.auto's "
+            "residual= is applied on torch models): each adds its branch's second moment to the stream"
+        )
+    missed = [r for r in done.residuals if r.target is None and residual in ("zero", "depth")]
+    for r in missed:
+        done.notes.append(f"residual sum {r.index} ({r.op}): its branch is not scaled: {r.note}")
     return done
+
+
+def _residual_row(
+    done: Propagated,
+    found: _Residual,
+    event: Any,
+    predicted: Sequence[float],
+    factor: float,
+    residual: str | None,
+    op_label: Callable[[Any], str],
+) -> float:
+    """Append the :class:`ResidualRow` of a residual sum; its predicted second moment (skip + branch)."""
+    m_skip, m_branch = predicted[found.skip_node], predicted[found.branch_node]
+    rule = residual or "none"
+    applied = found.target is not None and rule != "none"
+    if applied:
+        note = f"{found.target} x{factor:.4g}" + (
+            ": the branch is 0 at init, the sum is its skip" if factor == 0.0 else ""
+        )
+    elif residual is None:
+        note = "this recorder applies no residual rule"
+    elif rule == "none":
+        note = "residual='none': the branch as planned" + ("" if found.target else f"; {found.why}")
+    else:
+        note = found.why
+    done.residuals.append(
+        ResidualRow(
+            found.index,
+            op_label(event),
+            found.skip,
+            found.branch,
+            found.target,
+            found.target_kind,
+            factor if applied else 1.0,
+            rule,
+            m_skip,
+            m_branch,
+            m_skip + m_branch + sum(s * s for s in event.scalars),
+            note,
+        )
+    )
+    return m_skip + m_branch + sum(s * s for s in event.scalars)
 
 
 @dataclass(frozen=True)
 class AutoRow:
     """One weight under ``auto``: its parameter and layer, what follows the layer (``activation``,
     ``norm``, ``output`` or ``linear``) and which activation, the predicted second moment at its
-    input, its fan-in, the gain (std gain/√fan_in), χ and verdict of its activation, and a note."""
+    input, its fan-in, the gain (std gain/√fan_in), χ and verdict of its activation, a note, and the
+    residual rule's factor on the weight (1 unless it is the last layer of a scaled residual branch)."""
 
     weight: str
     layer: str
@@ -252,6 +550,7 @@ class AutoRow:
     chi: float | None
     verdict: str | None
     note: str
+    scale: float = 1.0  # the residual rule's factor, already in ``gain`` (0: the weight is drawn as zeros)
 
 
 @dataclass(frozen=True)
@@ -274,7 +573,8 @@ class AutoPlan:
     (parameter name -> spec) that reinit applies. ``arriving`` says where each row's ``m_in``
     comes from: ``"predicted"`` (propagated along the graph) or ``"measured"`` (the mean square
     that arrived at the layer on the example pass, with every layer before it already drawn);
-    ``init`` is the reinit report, once applied."""
+    ``init`` is the reinit report, once applied; ``residuals`` a :class:`ResidualRow` per residual sum
+    (what the residual rule scaled, and by what)."""
 
     rows: tuple[AutoRow, ...]
     q: float
@@ -282,23 +582,41 @@ class AutoPlan:
     notes: tuple[str, ...] = ()
     arriving: str = "predicted"
     init: Any = None
+    residuals: tuple[ResidualRow, ...] = ()
 
     def rules(self) -> dict[str, Any]:
         """Parameter name -> ``Rule(VarianceScaling(scale=gain², mode="fan_in"), label=...)`` (forward
-        fans of each layer); the label puts the row's activation, m_in, gain and χ in the report."""
+        fans of each layer; ``Zeros()`` for a weight the residual rule zeroes); the label puts the
+        row's activation, m_in, gain and χ (and the residual factor) in the report. A norm whose scale
+        the residual rule sets gets ``Constant(factor)`` (``Zeros()`` for 0)."""
         from .reinit import Rule
+        from .specs import Constant, Zeros
+
+        residual_of = {r.target: r for r in self.residuals if r.target is not None and r.scale != 1.0}
 
         def label(row: AutoRow) -> str:
             then = row.activation if row.follower == "activation" else row.follower
             chi = "" if row.chi is None else f", chi {row.chi:.4g}"
-            return f"auto: then {then}, m_in {row.m_in:.4g} ({self.arriving}), gain {row.gain:.4g}{chi}"
+            text = f"auto: then {then}, m_in {row.m_in:.4g} ({self.arriving}), gain {row.gain:.4g}{chi}"
+            r = residual_of.get(row.weight)
+            return text if r is None else f"{text}, residual sum {r.index} x{r.scale:.4g} (residual={r.rule!r})"
 
-        return {
+        out: dict[str, Any] = {
             row.weight: Rule(
-                VarianceScaling(scale=row.gain**2, mode="fan_in", distribution=self.distribution), label=label(row)
+                Zeros()
+                if row.gain == 0.0
+                else VarianceScaling(scale=row.gain**2, mode="fan_in", distribution=self.distribution),
+                label=label(row),
             )
             for row in self.rows
         }
+        for r in residual_of.values():
+            if r.target_kind == "norm" and r.target is not None:
+                out[r.target] = Rule(
+                    Zeros() if r.scale == 0.0 else Constant(r.scale),
+                    label=f"auto: scale of residual sum {r.index}'s branch x{r.scale:.4g} (residual={r.rule!r})",
+                )
+        return out
 
     def __getitem__(self, weight: str) -> AutoRow:
         for row in self.rows:
@@ -377,6 +695,12 @@ class AutoPlan:
             f"\nstability: {s.activation}: {s.layers} layer(s), chi {s.chi:.4g}, chi^L {s.growth:.4g} ({s.verdict})"
             for s in self.stability()
         )
+        notes += "".join(
+            f"\nresidual {r.index} ({r.op}, {r.skip} skip, branch {r.branch}): "
+            + (f"{r.target} x{r.scale:.4g}" if r.scale != 1.0 else f"not scaled ({r.note})")
+            + f"; m skip {r.m_skip:.4g} + branch {r.m_branch:.4g} = {r.m_sum:.4g}"
+            for r in self.residuals
+        )
         notes += "".join(f"\nnote: {n}" for n in self.notes)
         return (
             f"auto (q={self.q:g}, m_in {self.arriving}): {len(self.rows)} weights, predicted perturbation growth "
@@ -399,6 +723,7 @@ class Auto:
     q: float = 1.0
     distribution: str = "normal"
     arriving: str = "measured"
+    residual: str = "zero"
 
     def __post_init__(self) -> None:
         try:
@@ -420,6 +745,11 @@ class Auto:
             raise ValueError(
                 f"Argument `arriving` of initscale.auto must be 'measured' or 'predicted'. "
                 f"Received: arriving={self.arriving!r}."
+            )
+        if self.residual not in RESIDUAL:
+            raise ValueError(
+                f"Argument `residual` of initscale.auto must be one of {', '.join(repr(r) for r in RESIDUAL)}. "
+                f"Received: residual={self.residual!r}."
             )
 
     def plan(self, model: Any, variables: Any = None) -> AutoPlan:
@@ -464,6 +794,7 @@ def auto(
     q: float = 1.0,
     distribution: str = "normal",
     arriving: str = "measured",
+    residual: str = "zero",
 ) -> Auto:
     """Activation-aware rules: each weight the fixed-point gain of what follows its layer (module docstring).
 
@@ -480,6 +811,13 @@ def auto(
             final), which removes the finite-width drift that grows through a chaotic fixed
             point (χ > 1: GELU, SiLU); ``"predicted"``: the graph's propagation only.
             :meth:`Auto.plan` always shows the predicted plan.
+        residual: the rule for residual sums y = x + b(x) (module docstring): ``"zero"`` (default):
+            each branch's last norm scale (else its last layer's weight) is 0, so every sum holds
+            its skip's second moment (Fixup, SkipInit, torchvision's ``zero_init_residual``);
+            ``"depth"``: each of the L branches times 1/√L (bounded growth, as GPT-2's residual
+            projections); ``"none"``: branches as planned, the sums grow with depth. The plan's
+            ``residuals`` rows say what was scaled, per sum. Applied by the torch recorder; Keras and
+            JAX plans apply no residual rule yet (Keras's notes name the residual sums it leaves).
     """
     if example_inputs is None:
         raise ValueError(
@@ -487,4 +825,4 @@ def auto(
             "activation follows each layer and the second moment of the data."
         )
     inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
-    return Auto(inputs, example_kwargs, q, distribution, arriving)
+    return Auto(inputs, example_kwargs, q, distribution, arriving, residual)

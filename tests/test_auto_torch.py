@@ -139,13 +139,179 @@ def test_residual_sums_norms_and_outputs() -> None:
     x = _x()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        plan = initscale.auto(x).plan(_Residual())
+        plan = initscale.auto(x, residual="none").plan(_Residual())
+        zero = initscale.auto(x).plan(_Residual())  # the default residual rule: the branch's last layer is 0
     m_x = float(x.double().square().mean())
     assert plan["fc1.weight"].follower == "activation" and plan["fc1.weight"].activation == "relu"
     assert plan["fc2.weight"].follower == "linear" and plan["fc2.weight"].note == "then add: holds q"
     assert plan["fc3.weight"].m_in == pytest.approx(m_x + 1.0, rel=1e-7)  # x + a branch held at q = 1
     assert plan["fc4.weight"].follower == "norm" and plan["fc4.weight"].gain == 1.0
     assert plan["fc3.weight"].follower in ("output", "linear")
+    row, head = plan.residuals  # x + branch, and fc3(h) + (...).mean() * 0: a projection fc3 and a branch
+    assert (row.skip, row.target, row.scale, row.rule) == ("identity", "fc2.weight", 1.0, "none")
+    assert (head.skip, head.target) == ("projection through fc3", None) and "the op 'mean'" in head.note
+    assert zero["fc2.weight"].gain == 0.0 and zero["fc2.weight"].scale == 0.0
+    assert zero["fc3.weight"].m_in == pytest.approx(m_x, rel=1e-12)  # the sum is its skip
+    row = zero.residuals[0]
+    assert (row.target, row.target_kind, row.scale, row.m_branch) == ("fc2.weight", "layer", 0.0, 0.0)
+    assert "residual 1 (add, identity skip, branch fc1, fc2): fc2.weight x0" in str(zero)
+
+
+# --- residual branches: the sums held at q (issue 21, the ResNet miss) ---------------------------
+
+
+class _Block(torch.nn.Module):
+    """relu(x + BN(conv(relu(BN(conv(x)))))): a ResNet basic block (torchvision's, without downsampling)."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.c1, self.b1 = torch.nn.Conv2d(c, c, 3, padding=1, bias=False), torch.nn.BatchNorm2d(c)
+        self.c2, self.b2 = torch.nn.Conv2d(c, c, 3, padding=1, bias=False), torch.nn.BatchNorm2d(c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x + self.b2(self.c2(torch.relu(self.b1(self.c1(x))))))
+
+
+class _MLPBlock(torch.nn.Module):
+    """x + fc2(gelu(fc1(x))): a residual MLP block without norms (the branch ends in a layer)."""
+
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = torch.nn.Linear(d, 2 * d), torch.nn.Linear(2 * d, d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.fc2(torch.nn.functional.gelu(self.fc1(x)))
+
+
+def _resnet(c: int = 64, depth: int = 8) -> torch.nn.Sequential:
+    stem = torch.nn.Conv2d(3, c, 3, padding=1, bias=False)
+    return torch.nn.Sequential(stem, torch.nn.ReLU(), *[_Block(c) for _ in range(depth)])
+
+
+def _residual_mlp(d: int = 256, depth: int = 8) -> torch.nn.Sequential:
+    return torch.nn.Sequential(torch.nn.Linear(32, d), torch.nn.ReLU(), *[_MLPBlock(d) for _ in range(depth)])
+
+
+def _outputs(model: torch.nn.Sequential, x: torch.Tensor) -> list[torch.Tensor]:
+    """The output of every child: the stem, its ReLU, then each residual block's (its sum, or relu of it)."""
+    outs = []
+    with torch.no_grad():
+        for child in model:
+            x = child(x)
+            outs.append(x.double())
+    return outs
+
+
+def _sums_are_the_stem(outs: list[torch.Tensor], label: str) -> None:
+    """Every block's output (the residual sum, or ReLU of it) equals the stem's post-ReLU output exactly."""
+    stem = float(outs[1].square().mean())
+    grown = [(k, float(o.square().mean())) for k, o in enumerate(outs[2:], start=1) if not torch.equal(o, outs[1])]
+    assert not grown, f"{label}: the sums grow: mean square {grown} against the stem's {stem:.4g}"
+
+
+def _stem_level(unit_means: torch.Tensor, expected: float, label: str) -> None:
+    """The stem's post-ReLU mean square M = mean over its C units of m_c (each unit's mean square on the
+    batch). Given the data, the C units' weights are iid normal, so the m_c are iid with
+    E[m_c] = σ²·mean|p|²/2 (w·p ~ N(0, σ²|p|²) for each input patch p, and E[relu(h)²] = Var(h)/2):
+    ``expected``. The check is a t statistic: |M - expected| <= t·s/√C with s the m_c's sample sd,
+    t = 4.5 (two-sided p ~ 3e-5 for t with C - 1 = 63 or 255 degrees of freedom)."""
+    c = unit_means.numel()
+    bound = 4.5 * float(unit_means.std()) / math.sqrt(c)
+    assert abs(float(unit_means.mean()) - expected) <= bound, (label, float(unit_means.mean()), expected, bound)
+
+
+def test_a_resnet_holds_every_residual_sum_at_q() -> None:
+    """residual='zero' (default): each block's last BN scale is 0, so each sum is exactly its skip and the
+    stream after 8 blocks is the stem's, at q (times the stem's zero-padding factor rho, computed here)."""
+    torch.manual_seed(0)
+    model, x = _resnet(), torch.randn(16, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plan = _torch_auto.apply_(model.eval(), initscale.auto(x), generator=torch.Generator().manual_seed(2))
+    for mode in ("eval", "train"):  # BN on running statistics, and on the batch
+        getattr(model, mode)()
+        outs = _outputs(model, x)
+        _sums_are_the_stem(outs, mode)
+    assert [(r.target, r.target_kind, r.scale, r.skip) for r in plan.residuals] == [
+        (f"{i}.b2.weight", "norm", 0.0, "identity") for i in range(2, 10)
+    ]
+    for r in plan.residuals:  # predicted: the sum is its skip, at q, ReLU of it the identity
+        assert (r.m_branch, r.m_sum) == (0.0, r.m_skip) and r.m_sum == pytest.approx(1.0, rel=REL)
+    assert all(float(model[i].b2.weight.detach().abs().max()) == 0.0 for i in range(2, 10))
+    # the stem: E[M] = q·rho, rho = mean|p|²/(fan_in·m_in), p the zero-padded 3x3 patches (auto's gain
+    # uses fan_in·m_in; the padding zeros lower it)
+    patches = torch.nn.functional.unfold(x.double(), 3, padding=1)  # (N, 27, H·W)
+    rho = float(patches.square().sum(1).mean()) / (27 * float(x.double().square().mean()))
+    _stem_level(outs[1].square().mean((0, 2, 3)), rho * 1.0, "resnet stem")
+    assert str(plan).count(": 2.b2.weight x0;") == 1
+
+
+def test_a_residual_mlp_holds_every_sum_at_q() -> None:
+    """The branch ends in a layer (no norm): its weight is 0, each sum is its skip, the stream stays at q."""
+    torch.manual_seed(0)
+    model, x = _residual_mlp(), _x((256, 32), scale=2.0, seed=3)
+    plan = _torch_auto.apply_(model, initscale.auto(x), generator=torch.Generator().manual_seed(4))
+    outs = _outputs(model, x)
+    _sums_are_the_stem(outs, "mlp")  # fc2's weight and bias are 0: x + 0 is x
+    _stem_level(outs[1].square().mean(0), 1.0, "mlp stem")  # no padding: E[M] = q exactly
+    assert [(r.target, r.target_kind, r.scale) for r in plan.residuals] == [
+        (f"{i}.fc2.weight", "layer", 0.0) for i in range(2, 10)
+    ]
+    assert all(plan[f"{i}.fc2.weight"].gain == 0.0 for i in range(2, 10))
+    report = plan.init
+    assert "residual sum 1 x0 (residual='zero')" in report["2.fc2.weight"].reason
+
+
+def test_residual_depth_scales_each_branch_by_one_over_sqrt_l_and_none_leaves_it() -> None:
+    model, x = _residual_mlp(d=64, depth=4), _x((128, 32))
+    depth = initscale.auto(x, residual="depth", arriving="predicted").plan(model)
+    none = initscale.auto(x, residual="none", arriving="predicted").plan(model)
+    assert [r.scale for r in depth.residuals] == [0.5] * 4 and [r.scale for r in none.residuals] == [1.0] * 4
+    for k, (d, n) in enumerate(zip(depth.residuals, none.residuals, strict=True), start=1):
+        assert d.m_branch == pytest.approx(n.m_branch / 4, rel=REL)  # a branch of q/L instead of q
+        assert d.m_sum == pytest.approx(d.m_skip + d.m_branch, rel=REL)
+        assert d.m_sum == pytest.approx(1.0 + k / 4, rel=1e-6)  # additive: q(1 + k/L), 2q at the end
+        assert depth[f"{k + 1}.fc2.weight"].gain == pytest.approx(0.5 * none[f"{k + 1}.fc2.weight"].gain, rel=REL)
+    applied = _torch_auto.apply_(model, initscale.auto(x, residual="depth"), generator=torch.Generator().manual_seed(0))
+    for k in range(2, 6):  # measured mode keeps the factor: gain = 0.5·sqrt(q/m_in(measured))
+        row = applied[f"{k}.fc2.weight"]
+        assert row.scale == 0.5 and row.gain == pytest.approx(0.5 * math.sqrt(1.0 / row.m_in), rel=REL)
+    with pytest.raises(ValueError, match=r"`residual` of initscale.auto must be one of 'depth', 'none', 'zero'"):
+        initscale.auto(x, residual="fixup")
+
+
+class _PreLN(torch.nn.Module):
+    """x + attn(LN(x)) (torch's fused attention function: no layer to scale), then x + fc2(gelu(fc1(LN(x))))."""
+
+    def __init__(self, d: int = 32) -> None:
+        super().__init__()
+        self.n1, self.attn = torch.nn.LayerNorm(d), torch.nn.MultiheadAttention(d, 4, batch_first=True)
+        self.n2, self.fc1, self.fc2 = torch.nn.LayerNorm(d), torch.nn.Linear(d, 64), torch.nn.Linear(64, d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.n1(x)
+        x = x + self.attn(h, h, h, need_weights=False)[0]
+        return x + self.fc2(torch.nn.functional.gelu(self.fc1(self.n2(x))))
+
+
+def test_a_branch_with_nothing_to_scale_is_named() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MHA's in_proj_weight and out_proj: named in auto's own warnings
+        plan = initscale.auto(torch.randn(4, 8, 32)).plan(_PreLN())
+    attn, mlp = plan.residuals
+    assert attn.target is None and attn.scale == 1.0 and "multi_head_attention_forward" in attn.note
+    assert (mlp.target, mlp.scale) == ("fc2.weight", 0.0)
+    assert any(n.startswith("residual sum 1 (add): its branch is not scaled") for n in plan.notes)
+
+
+def test_planted_bug_no_residual_rule_is_caught(monkeypatch) -> None:
+    """Mutation: a planner that finds no residual sum (the rule disabled: auto as before) fails the
+    ResNet and residual-MLP checks (the sums grow: about 9x and 5x q after 8 blocks)."""
+    monkeypatch.setattr(autogain, "residual_sums", lambda *a, **k: {})
+    with pytest.raises(AssertionError, match=r"eval: the sums grow"):
+        test_a_resnet_holds_every_residual_sum_at_q()
+    with pytest.raises(AssertionError, match=r"mlp: the sums grow"):
+        test_a_residual_mlp_holds_every_sum_at_q()
 
 
 class _QuickGELU(torch.nn.Module):
@@ -409,3 +575,51 @@ def test_planted_bug_stability_counts_one_layer_is_caught(monkeypatch) -> None:
     monkeypatch.setattr(autogain.AutoPlan, "stability", once)
     with pytest.raises(AssertionError):
         test_stability_rows_give_chi_to_the_depth_and_a_verdict_per_activation()
+
+
+# --- low precision: bf16 and fp16 models --------------------------------------------------------
+
+# the unit roundoff u = 2^-p of each dtype, p its significand bits with the implicit one (bf16 8, fp16 11):
+# rounding to nearest moves a value by at most u/2 of itself
+UNIT_ROUNDOFF = {torch.bfloat16: 2.0**-8, torch.float16: 2.0**-11}
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_auto_on_a_low_precision_model(dtype) -> None:
+    torch.manual_seed(0)
+    model, x = _mlp(torch.nn.GELU, depth=6, width=256, out=10).to(dtype), _x((256, 32)).to(dtype)
+    plan = _torch_auto.apply_(model, initscale.auto(x), generator=torch.Generator().manual_seed(0))
+    arrived = _inputs_mean_squares(model, x)  # the final weights re-run in the model's dtype
+    u = UNIT_ROUNDOFF[dtype]
+    for row in plan.rows:
+        w = model.get_parameter(row.weight).detach()
+        assert w.dtype == dtype and bool(torch.isfinite(w).all()), row.weight
+        # the mean square the measuring pass used is what arrives in this dtype (the same pass, in float64)
+        assert row.m_in == pytest.approx(arrived[row.weight.rpartition(".")[0]], rel=1e-12)
+        # std: sampling, relative sd 1/sqrt(2n) of a std from n normal values, at 6 sd, plus two roundings
+        # to the dtype (the draw, then the measured rescale), each moving every value by at most u/2
+        n = w.numel()
+        assert float(w.double().std()) == pytest.approx(row.gain / math.sqrt(row.fan_in), rel=6 / math.sqrt(2 * n) + u)
+    with torch.no_grad():
+        y = model(x)
+    assert y.dtype == dtype and bool(torch.isfinite(y).all())
+    assert plan.init is not None and {r.weight for r in plan.rows} <= {r.name for r in plan.init.touched}
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_auto_holds_residual_sums_in_low_precision(dtype) -> None:
+    torch.manual_seed(0)
+    model, x = _residual_mlp(d=64, depth=4).to(dtype), _x((128, 32)).to(dtype)
+    plan = _torch_auto.apply_(model, initscale.auto(x), generator=torch.Generator().manual_seed(1))
+    assert all(float(model.get_parameter(r.target).detach().abs().max()) == 0.0 for r in plan.residuals)
+    outs = _outputs(model, x)
+    _sums_are_the_stem(outs, str(dtype))  # x + 0 is x in every dtype
+    assert all(bool(torch.isfinite(o).all()) for o in outs)
+
+
+def test_planted_bug_mean_square_in_the_model_dtype_is_caught(monkeypatch) -> None:
+    """Mutation: the measuring pass takes the mean square in the model's own dtype (bf16 squares and a
+    bf16 result) instead of float64: the low-precision test's m_in check fails."""
+    monkeypatch.setattr(_torch_auto, "_mean_square", lambda t: float(t.detach().square().mean()))
+    with pytest.raises(AssertionError):
+        test_auto_on_a_low_precision_model(torch.bfloat16)

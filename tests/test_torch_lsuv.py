@@ -278,3 +278,54 @@ def test_a_real_model_hf_gpt2() -> None:
     conv1d = type(model.transformer.h[0].attn.c_attn)
     assert len(report.rows) == 8 and all(row.status == "converged" for row in report.rows)
     _assert_unit_variance(model, ids, (conv1d,))
+
+
+# --- low precision: bf16 and fp16 models --------------------------------------------------------
+
+DTYPES = pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+
+
+@DTYPES
+def test_lsuv_on_a_low_precision_model(dtype) -> None:
+    """LSUV's contract holds on the model's own low-precision outputs: each layer's output variance, measured
+    by the test's hooks on the bf16/fp16 pass (in float64), is 1 within tol, and is the variance the report
+    gives (the same outputs: equal to float64 rounding); the values stay in the model's dtype and finite."""
+    torch.manual_seed(0)
+    model, batch = _mlp(torch.nn.GELU, depth=6).to(dtype), (torch.randn(256, 48) * 3.0).to(dtype)
+    report = lsuv_(model, batch, generator=torch.Generator().manual_seed(1))
+    assert [row.status for row in report.rows] == ["converged"] * 6
+    for p in model.parameters():
+        assert p.dtype == dtype and bool(torch.isfinite(p).all())
+    _assert_unit_variance(model, batch, (torch.nn.Linear,))
+    measured = _output_variances(model, batch, (torch.nn.Linear,))
+    for row in report.rows:
+        assert row.variance_after == pytest.approx(measured[row.name], rel=1e-12)
+    with torch.no_grad():
+        assert bool(torch.isfinite(model(batch)).all())
+
+
+@DTYPES
+def test_lsuv_stays_atomic_in_low_precision(dtype) -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(48, 32), torch.nn.Tanh(), torch.nn.Linear(32, 32), _FailsOnSecondCall(), torch.nn.Linear(32, 8)
+    ).to(dtype)
+    before = _state(model)
+    with pytest.raises(RuntimeError, match="planted failure"):
+        lsuv_(model, torch.randn(64, 48).to(dtype))
+    _assert_same_state(model, before)  # bit for bit, in the model's dtype
+    dead = _mlp(torch.nn.ReLU, depth=3).to(dtype)
+    before = _state(dead)
+    with pytest.raises(ValueError, match=r"layer '0' \(Linear\) has variance 0.0.*dead layer.*Nothing was changed"):
+        lsuv_(dead, torch.zeros(64, 48, dtype=dtype))
+    _assert_same_state(dead, before)
+
+
+def test_planted_bug_variance_in_the_model_dtype_is_caught(monkeypatch) -> None:
+    """Mutation: LSUV takes each output's variance in the model's own dtype (a bf16 result) instead of
+    float64: the low-precision test's check against the hooks' float64 variance fails."""
+    monkeypatch.setattr(
+        _torch_lsuv, "_output_variance", lambda run, sub: float(_torch_lsuv._first_output(run, sub).detach().var())
+    )
+    with pytest.raises(AssertionError):
+        test_lsuv_on_a_low_precision_model(torch.bfloat16)
