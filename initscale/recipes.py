@@ -376,13 +376,13 @@ class Recipe:
         if key is not None:
             kept = _RESOLVED.get(model)
             if kept is not None and kept[0] == key:
-                return kept[1]
+                return cast("Mapping[str, Rule]", kept[1])  # built from this recipe's rules: Rule values only
         rules = self._rules_for(model, params)
         if key is None:
             return rules
         frozen = _KeptRules(rules)
         _RESOLVED[model] = (key, frozen)
-        return frozen
+        return cast("Mapping[str, Rule]", frozen)
 
     def _cache_key(self, model: Any, params: Sequence[Any] | None) -> tuple[Any, ...] | None:
         """What :meth:`rules_for`'s result depends on; None where it cannot be kept (no walk
