@@ -25,6 +25,9 @@ squeeze, expand_dims, copy):
   also checked on the pass's own values: changing one input changes only that output.
 - a norm's input mark: ``norm``; the jaxpr's output: ``output``; anything else (a sum, a product,
   another layer, an attention ``dot_general``): ``linear``, named by its primitive.
+- an activation applied to a residual sum (``relu(x + f(x))``: an elementwise run fed by one value
+  that an ``add`` of two data values made) is identified the same way, closed form or quadrature,
+  and maps the sum's second moment m to E[f(√m·Z)²], as an activation after a layer does.
 
 Second moments propagate as :mod:`initscale.autogain` says: ``add``/``sub`` add (a constant term,
 such as a learned offset, adds its mean square), ``mul`` multiplies, ``div`` by a constant
@@ -33,9 +36,7 @@ its ``scale``; any other primitive on the data's path takes the ratio of mean sq
 on the pass and is named in the plan's notes (``dot_general`` of attention, ``reduce_max``, ...).
 
 Limits: only linen (nnx modules raise); methods other than ``__call__`` are not marked; a
-module called twice is planned for its first call (a note); an activation applied to a sum (a
-pre-norm residual) is found only if it directly follows a layer or a norm, otherwise the sum's
-consumer is measured (named in notes).
+module called twice is planned for its first call (a note).
 """
 
 from __future__ import annotations
@@ -252,9 +253,15 @@ def _evaluate(
 
 
 def _region(
-    eqns: list[Any], start: int, var: Any, data: set[Any], consumers: dict[Any, list[int]] | None = None
+    eqns: list[Any],
+    start: int,
+    var: Any,
+    data: set[Any],
+    consumers: dict[Any, list[int]] | None = None,
+    shared_input: bool = False,
 ) -> tuple[list[Any], Any]:
-    """The largest run of elementwise eqns after ``start`` fed only by ``var`` and constants, and its exit var."""
+    """The largest run of elementwise eqns after ``start`` fed only by ``var`` and constants, and its exit var
+    (``shared_input``: ``var`` itself may also be read outside the run, as a residual sum is)."""
     inside: set[Any] = {var}
     region: list[Any] = []
     for eqn in eqns[start + 1 :]:
@@ -272,7 +279,11 @@ def _region(
     while region:  # the exit: the last region value; everything else inside is used only inside
         exit_var = region[-1].outvars[0]
         used_inside = {v for e in region for v in e.invars if _is_var(v)}
-        leaks = [v for v in inside if v is not exit_var and _used_outside(eqns, region, v, consumers)]
+        leaks = [
+            v
+            for v in inside
+            if v is not exit_var and not (shared_input and v is var) and _used_outside(eqns, region, v, consumers)
+        ]
         if not leaks and (exit_var is var or var in used_inside):
             return region, exit_var
         region.pop()
@@ -291,6 +302,15 @@ def _linear(region: list[Any]) -> bool:
     """A run of products and quotients by constants (flax attention's query / sqrt(depth), 2.0 * x): a scalar
     factor, which the propagation squares, not an activation."""
     return all(e.primitive.name in ("mul", "div", "neg", "convert_element_type", "copy", "copy_p") for e in region)
+
+
+def _affine(region: list[Any]) -> bool:
+    """A run of sums, products and quotients with constants (a bias, a scalar factor): the second-moment
+    rules of those primitives hold, no activation to integrate."""
+    return all(
+        e.primitive.name in ("add", "sub", "mul", "div", "neg", "convert_element_type", "copy", "copy_p")
+        for e in region
+    )
 
 
 def _region_function(region: list[Any], var: Any, exit_var: Any, env: dict[Any, Any]) -> Callable[[Any], Any]:
@@ -512,6 +532,36 @@ def _plan(variables: Any, module: Any, auto: Auto) -> _Planned:
             return ("norm", None, "norm", -1, []) if trace.kinds[m[1]] == "norm" else ("linear", None, "layer", -1, [])
         return "linear", None, _wrapper_name(first) or first.primitive.name, -1, []
 
+    producer = {v: i for i, e in enumerate(eqns) for v in e.outvars}
+
+    def residual_activation(index: int, eqn: Any) -> tuple[Any, Any, int, list[Any]] | None:
+        """An activation applied to a residual sum (``relu(x + f(x))``): the elementwise run that starts at
+        ``eqn``, fed by one value that an ``add`` of two data values made (through shape primitives),
+        identified as a layer's follower is: (activation, input var, exit eqn index, run)."""
+        if id(eqn) in inside or not _is_elementwise_eqn(eqn):
+            return None
+        ins = {v for v in eqn.invars if _is_var(v) and v in data}
+        if len(ins) != 1:
+            return None
+        (var,) = ins
+        source = var
+        while source in producer and eqns[producer[source]].primitive.name in _SHAPE:
+            source = eqns[producer[source]].invars[0]
+        if source not in producer:
+            return None
+        made = eqns[producer[source]]
+        if made.primitive.name != "add" or sum(_is_var(v) and v in data for v in made.invars) < 2:
+            return None
+        region, exit_var = _region(eqns, index - 1, var, data, consumers, shared_input=True)
+        if not region or region[0] is not eqn or _affine(region):
+            return None
+        if not (exit_var in outputs or _used_outside(eqns, region, exit_var, consumers)):
+            return None
+        if not _elementwise_on(jax.jit(_region_function(region, var, exit_var, env)), env[var]):
+            return None
+        act, _ = _activation(region, var, exit_var, env)
+        return act, var, eqns.index(region[-1]), region
+
     predicted: dict[Any, float] = dict(measured)
     notes: list[str] = []
     rows: list[AutoRow] = []
@@ -567,6 +617,15 @@ def _plan(variables: Any, module: Any, auto: Auto) -> _Planned:
             value = measured[eqn.outvars[0]]  # inside an activation's run: its exit sets the value
         elif not any(data_in):
             value = measured[eqn.outvars[0]] if eqn.outvars else 0.0
+        elif (found := residual_activation(index, eqn)) is not None:
+            act, var, exit_index, region = found
+            activations[exit_index] = (act, var)
+            in_region.update(id(e) for e in region[:-1])
+            if exit_index == index:
+                fn, param = act if isinstance(act, tuple) else (act, None)
+                value = activation_moment(fn, predicted[var], param)
+            else:
+                value = measured[eqn.outvars[0]]
         elif name in _SHAPE or name in ("broadcast_in_dim", "convert_element_type", "squeeze", "copy"):
             value = ins[0]
         elif name in ("add", "sub"):

@@ -248,3 +248,36 @@ def test_convolutions_an_activation_after_a_norm_and_attention() -> None:
     assert rows["query"].note == "then div: holds q"  # flax's query / sqrt(depth): a scalar factor, kept
     assert rows["key"].note == "then dot_general: holds q" and rows["out"].note == "then add: holds q"
     assert any("dot_general" in note for note in plan.notes)  # the attention product: measured, named
+
+
+class _Residual(nn.Module):
+    """relu(h + fc1(h)) and gelu(h + fc2(h)): activations applied to residual sums, not to a layer's output."""
+
+    @nn.compact
+    def __call__(self, x):
+        h = nn.relu(nn.Dense(32, name="fc0")(x))
+        h = nn.relu(h + nn.Dense(32, name="fc1")(h))
+        h = nn.gelu(h + nn.Dense(32, name="fc2")(h))
+        return nn.Dense(4, name="out")(h)
+
+
+def test_an_activation_on_a_residual_sum_is_identified_not_measured() -> None:
+    """The sum of two values held at q = 1 has second moment 2; relu maps it to E[relu(sqrt(2) Z)^2] = 1,
+    nn.gelu (the tanh approximation) to E[gelu_tanh(sqrt(2) Z)^2]: exact to the float32 rounding of the
+    identified closed forms (rel 1e-6), where a measured ratio would be off by its sampling error."""
+    from initscale.autogain import activation_moment
+
+    x, model = _x(scale=2.0), _Residual()
+    plan = initscale.auto(x).plan(model, variables=model.init(jax.random.key(0), x))
+    rows = {row.weight.split("/")[1]: row for row in plan.rows}
+    assert not plan.notes, plan.notes  # nothing measured: every op on the path has a rule
+    assert (rows["fc1"].follower, rows["fc1"].activation) == ("linear", "add")
+    assert rows["fc2"].m_in == pytest.approx(activation_moment("relu", 2.0), rel=1e-6)
+    assert rows["out"].m_in == pytest.approx(activation_moment("gelu_tanh", 2.0), rel=1e-6)
+
+
+def test_planted_bug_residual_activation_left_to_the_ratio_is_caught(monkeypatch) -> None:
+    """Mutation: every run taken for affine (so the residual activation falls to a measured ratio) fails it."""
+    monkeypatch.setattr(_jax_auto, "_affine", lambda region: True)
+    with pytest.raises(AssertionError):
+        test_an_activation_on_a_residual_sum_is_identified_not_measured()
