@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from initscale import lsuv as _core
@@ -134,7 +135,7 @@ def lsuv(
     for path in order:
         name, full = "/".join(path), "/".join(kernels[path])
         first = outputs(state["tree"])[path]
-        if not isinstance(first, jax.Array) or not np.issubdtype(first.dtype, np.floating):
+        if not isinstance(first, jax.Array) or not jnp.issubdtype(first.dtype, jnp.floating):  # bfloat16 too
             why = f"its output is a {type(first).__name__}, not one floating-point array"
             rows.append(_core.skipped(name, layers[full], full, why))
             continue

@@ -281,3 +281,46 @@ def test_planted_bug_residual_activation_left_to_the_ratio_is_caught(monkeypatch
     monkeypatch.setattr(_jax_auto, "_affine", lambda region: True)
     with pytest.raises(AssertionError):
         test_an_activation_on_a_residual_sum_is_identified_not_measured()
+
+
+# --- low precision: bfloat16 and float16 models --------------------------------------------------
+
+UNIT = {"bfloat16": 2.0**-8, "float16": 2.0**-11}  # unit roundoff u of round-to-nearest
+LOW = {"silu": nn.silu, "gelu_tanh": nn.gelu}
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+@pytest.mark.parametrize("name", sorted(LOW))
+def test_low_precision_models_get_their_activations_gains(dtype: str, name: str) -> None:
+    """A linen MLP traced in bfloat16/float16. nn.silu is jitted: its closed form (rel 1e-9). nn.gelu comes
+    as primitives whose constants (0.044715, sqrt(2/pi)) are rounded to the dtype, each a relative change
+    <= u: integrated in float32 from those primitives, its gain is the tanh GELU's within u (in float16
+    the integrand once overflowed to NaN; bfloat16 inputs once had "no second moment"). Applied: kernels
+    stay in the dtype and finite; each kernel's sample std is gain/sqrt(fan_in) within z = 6 of its
+    relative sd 1/sqrt(2n) (Bonferroni over 5 kernels, ~1e-8 each) plus u (each value rounded)."""
+    x = jnp.asarray(_x(), dtype)
+    layers = [m for _ in range(4) for m in (nn.Dense(64, dtype=dtype, param_dtype=dtype), LOW[name])]
+    model = nn.Sequential([*layers, nn.Dense(10, dtype=dtype, param_dtype=dtype)])
+    variables = model.init(jax.random.key(0), x)
+    plan = initscale.auto(x).plan(model, variables=variables)
+    fp, u = gains.fixed_point(name), UNIT[dtype]
+    assert plan.rows[0].m_in == pytest.approx(_m(x), rel=1e-9)
+    for row in plan.rows[:-1]:
+        assert row.follower == "activation", row
+        rel = 1e-9 if name == "silu" else u
+        assert row.gain == pytest.approx(fp.gain * math.sqrt(fp.q_star) / math.sqrt(row.m_in), rel=rel), row
+        assert row.chi == pytest.approx(fp.chi, rel=rel), row
+    new, report = isj.reinit(variables, initscale.auto(x), jax.random.key(1), module=model)
+    for row in plan.rows:
+        w = new["params"][row.weight.split("/")[1]]["kernel"]
+        values = np.asarray(w, np.float64)
+        assert str(w.dtype) == dtype and np.all(np.isfinite(values))
+        want = report[row.weight].std
+        assert float(values.std()) == pytest.approx(want, rel=6 / math.sqrt(2 * values.size) + u), row.weight
+
+
+def test_planted_bug_low_precision_integrand_is_caught(monkeypatch) -> None:
+    """Mutation: integrating the traced float16 primitives in float16 (no widening) fails the gelu case."""
+    monkeypatch.setattr(_jax_auto, "_narrow", lambda dtype: False)
+    with pytest.raises((AssertionError, ValueError)):
+        test_low_precision_models_get_their_activations_gains("float16", "gelu_tanh")
