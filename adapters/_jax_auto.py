@@ -35,8 +35,8 @@ divides, ``concatenate`` averages by size, shape primitives keep, a norm gives t
 its ``scale``; any other primitive on the data's path takes the ratio of mean squares measured
 on the pass and is named in the plan's notes (``dot_general`` of attention, ``reduce_max``, ...).
 
-Limits: only linen (nnx modules raise); methods other than ``__call__`` are not marked; a
-module called twice is planned for its first call (a note).
+Limits: only linen (an nnx module or state raises a TypeError naming what is supported); methods
+other than ``__call__`` are not marked; a module called twice is planned for its first call (a note).
 """
 
 from __future__ import annotations
@@ -490,9 +490,30 @@ def _kernels(variables: Any, module: Any, auto: Auto) -> tuple[dict[tuple[str, .
     return kernels, others
 
 
+def nnx_error(function: str, argument: str, value: Any, how: str = "") -> TypeError | None:
+    """The error for a ``flax.nnx`` model where a linen module (or its variables) is needed, else None."""
+    try:
+        from flax import nnx
+    except ImportError:  # an older flax without nnx
+        return None
+    if not isinstance(value, nnx.Module) and not isinstance(value, nnx.State):
+        return None
+    return TypeError(
+        f"{function} on JAX reads Flax linen modules only ({how}); argument `{argument}` is a flax.nnx "
+        f"{type(value).__name__}, which it does "
+        "not read yet. Supported: a flax.linen.Module with the variables module.init returned "
+        "(module=..., variables=...). For an nnx model, initscale.jax.reinit(model, spec, key) with a plain "
+        "spec or rules (fans from nnx's own layers) works; or write the model in linen."
+    )
+
+
 def _check(variables: Any, module: Any) -> None:
     import flax.linen as nn
 
+    for argument, value in (("module", module), ("variables", variables)):
+        how = "their apply is traced, each layer's __call__ marked by nn.intercept_methods"
+        if (error := nnx_error("initscale.auto", argument, value, how)) is not None:
+            raise error
     if not isinstance(module, nn.Module):
         raise TypeError(
             f"initscale.auto on JAX needs module=, the flax.linen.Module that made the variables (nnx "

@@ -89,7 +89,14 @@ def lsuv(
 
     from initscale.adapters.jax import reinit
 
+    from ._jax_auto import nnx_error
+
     tol, max_iters = _core.check_arguments("lsuv", tol, max_iters)
+    for argument, value in (("module", module), ("variables", variables)):
+        if (
+            error := nnx_error("lsuv", argument, value, "each layer's output read by capture_intermediates")
+        ) is not None:
+            raise error
     if not isinstance(module, nn.Module):
         raise TypeError(
             f"Argument `module` of lsuv must be the flax.linen.Module that made `variables` (nnx modules "

@@ -214,3 +214,13 @@ def test_planted_bug_kernel_not_the_one_used_is_caught() -> None:
     model, new, x, _ = _low_precision_run("bfloat16")
     problems = _low_precision_problems(model, new, x, "bfloat16", kernel_factor=1.02)
     assert any("rounding bound" in p for p in problems), problems
+
+
+def test_an_nnx_model_is_a_clear_error_naming_what_is_supported() -> None:
+    nnx = pytest.importorskip("flax.nnx")
+    model = nnx.Linear(24, 8, rngs=nnx.Rngs(0))
+    x = _batch((16, 24))
+    with pytest.raises(TypeError, match=r"lsuv on JAX reads Flax linen modules only.*`module` is a flax.nnx Linear"):
+        isj.lsuv(nnx.state(model), model, x, jax.random.key(1))
+    with pytest.raises(TypeError, match=r"`variables` is a flax.nnx State.*initscale.jax.reinit\(model, spec, key\)"):
+        isj.lsuv(nnx.state(model), _MLP("relu", depth=1), x, jax.random.key(1))
