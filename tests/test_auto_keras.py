@@ -286,7 +286,7 @@ def test_a_subclassed_model_s_layers_are_seen_and_its_eager_ops_are_named() -> N
 UNIT = {"bfloat16": 2.0**-8, "float16": 2.0**-11}  # unit roundoff u of round-to-nearest
 
 
-def _quick_gelu(t):
+def _keras_quick_gelu(t):  # keras ops (the NumPy _quick_gelu above is the reference)
     return t * keras.ops.sigmoid(1.702 * t)
 
 
@@ -294,7 +294,7 @@ def _low_precision_model(dtype: str) -> keras.Model:
     layers = [keras.Input((32,))]
     for _ in range(3):
         layers += [keras.layers.Dense(64, activation="silu", dtype=dtype)]
-    layers += [keras.layers.Dense(64, dtype=dtype), keras.layers.Lambda(_quick_gelu, dtype=dtype)]
+    layers += [keras.layers.Dense(64, dtype=dtype), keras.layers.Lambda(_keras_quick_gelu, dtype=dtype)]
     return keras.Sequential([*layers, keras.layers.Dense(10, dtype=dtype)])
 
 
