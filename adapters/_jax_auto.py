@@ -25,6 +25,9 @@ squeeze, expand_dims, copy):
   also checked on the pass's own values: changing one input changes only that output.
 - a norm's input mark: ``norm``; the jaxpr's output: ``output``; anything else (a sum, a product,
   another layer, an attention ``dot_general``): ``linear``, named by its primitive.
+- an activation applied to a residual sum (``relu(x + f(x))``: an elementwise run fed by one value
+  that an ``add`` of two data values made) is identified the same way, closed form or quadrature,
+  and maps the sum's second moment m to E[f(√m·Z)²], as an activation after a layer does.
 
 Second moments propagate as :mod:`initscale.autogain` says: ``add``/``sub`` add (a constant term,
 such as a learned offset, adds its mean square), ``mul`` multiplies, ``div`` by a constant
@@ -32,10 +35,8 @@ divides, ``concatenate`` averages by size, shape primitives keep, a norm gives t
 its ``scale``; any other primitive on the data's path takes the ratio of mean squares measured
 on the pass and is named in the plan's notes (``dot_general`` of attention, ``reduce_max``, ...).
 
-Limits: only linen (nnx modules raise); methods other than ``__call__`` are not marked; a
-module called twice is planned for its first call (a note); an activation applied to a sum (a
-pre-norm residual) is found only if it directly follows a layer or a norm, otherwise the sum's
-consumer is measured (named in notes).
+Limits: only linen (an nnx module or state raises a TypeError naming what is supported); methods
+other than ``__call__`` are not marked; a module called twice is planned for its first call (a note).
 """
 
 from __future__ import annotations
@@ -165,7 +166,7 @@ def _is_var(x: Any) -> bool:
 
 def _mean_square(value: Any) -> float:
     array = np.asarray(value)
-    if array.size == 0 or not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+    if array.size == 0 or not (jnp.issubdtype(array.dtype, jnp.number) or array.dtype == np.bool_):  # bfloat16 too
         return 0.0
     return float(np.mean(np.square(array.astype(np.float64))))
 
@@ -252,9 +253,15 @@ def _evaluate(
 
 
 def _region(
-    eqns: list[Any], start: int, var: Any, data: set[Any], consumers: dict[Any, list[int]] | None = None
+    eqns: list[Any],
+    start: int,
+    var: Any,
+    data: set[Any],
+    consumers: dict[Any, list[int]] | None = None,
+    shared_input: bool = False,
 ) -> tuple[list[Any], Any]:
-    """The largest run of elementwise eqns after ``start`` fed only by ``var`` and constants, and its exit var."""
+    """The largest run of elementwise eqns after ``start`` fed only by ``var`` and constants, and its exit var
+    (``shared_input``: ``var`` itself may also be read outside the run, as a residual sum is)."""
     inside: set[Any] = {var}
     region: list[Any] = []
     for eqn in eqns[start + 1 :]:
@@ -272,7 +279,11 @@ def _region(
     while region:  # the exit: the last region value; everything else inside is used only inside
         exit_var = region[-1].outvars[0]
         used_inside = {v for e in region for v in e.invars if _is_var(v)}
-        leaks = [v for v in inside if v is not exit_var and _used_outside(eqns, region, v, consumers)]
+        leaks = [
+            v
+            for v in inside
+            if v is not exit_var and not (shared_input and v is var) and _used_outside(eqns, region, v, consumers)
+        ]
         if not leaks and (exit_var is var or var in used_inside):
             return region, exit_var
         region.pop()
@@ -293,6 +304,15 @@ def _linear(region: list[Any]) -> bool:
     return all(e.primitive.name in ("mul", "div", "neg", "convert_element_type", "copy", "copy_p") for e in region)
 
 
+def _affine(region: list[Any]) -> bool:
+    """A run of sums, products and quotients with constants (a bias, a scalar factor): the second-moment
+    rules of those primitives hold, no activation to integrate."""
+    return all(
+        e.primitive.name in ("add", "sub", "mul", "div", "neg", "convert_element_type", "copy", "copy_p")
+        for e in region
+    )
+
+
 def _region_function(region: list[Any], var: Any, exit_var: Any, env: dict[Any, Any]) -> Callable[[Any], Any]:
     """The region as a function of ``var``'s value (constants from ``env``)."""
 
@@ -304,6 +324,51 @@ def _region_function(region: list[Any], var: Any, exit_var: Any, env: dict[Any, 
             for o, value in zip(eqn.outvars, out if eqn.primitive.multiple_results else [out], strict=True):
                 local[o] = value
         return local[exit_var]
+
+    return fn
+
+
+def _narrow(dtype: Any) -> bool:
+    """A floating dtype of fewer than 32 bits (bfloat16, float16, float8)."""
+    return dtype is not None and jnp.issubdtype(dtype, jnp.floating) and jnp.finfo(dtype).bits < 32
+
+
+def _wide(x: Any) -> Any:
+    return jnp.asarray(x, jnp.float32) if _narrow(getattr(x, "dtype", None)) else x
+
+
+def _run_wide(eqns: list[Any], values: dict[Any, Any]) -> None:
+    """Evaluate ``eqns`` into ``values`` in float32 where they were traced in a narrower float: every
+    low-precision input, constant and conversion widened, jitted and custom-derivative functions entered."""
+    for eqn in eqns:
+        invals = [_wide(values[v] if _is_var(v) else v.val) for v in eqn.invars]
+        inner = _inner(eqn) if eqn.primitive.name in _WRAPPERS else None
+        if inner is not None:
+            closed = next(eqn.params[k] for k in ("jaxpr", "call_jaxpr", "fun_jaxpr") if eqn.params.get(k) is not None)
+            local = dict(zip(inner.constvars, getattr(closed, "consts", ()), strict=True))
+            local.update(zip(inner.invars, invals, strict=True))
+            _run_wide(list(inner.eqns), local)
+            outs = [local[v] if _is_var(v) else v.val for v in inner.outvars]
+        else:
+            params = dict(eqn.params)
+            if eqn.primitive.name == "convert_element_type" and _narrow(params.get("new_dtype")):
+                params["new_dtype"] = jnp.dtype(jnp.float32)
+            out = eqn.primitive.bind(*invals, **eqn.primitive.get_bind_params(params))
+            outs = out if eqn.primitive.multiple_results else [out]
+        for var, value in zip(eqn.outvars, outs, strict=True):
+            values[var] = _wide(value)
+
+
+def _wide_region_function(region: list[Any], var: Any, exit_var: Any, env: dict[Any, Any]) -> Callable[[Any], Any]:
+    """The region as a float32 function of ``var``'s value, for a region traced in bfloat16/float16: its
+    integral over N(0, s²) reaches values (s up to thousands) that overflow float16 and round bfloat16
+    to 3 digits; in float32 the gain is as accurate as a float32 model's."""
+
+    def fn(x: Any) -> Any:
+        values = {v: env[v] for e in region for v in e.invars if _is_var(v) and v in env and v is not var}
+        values[var] = _wide(x)
+        _run_wide(region, values)
+        return values[exit_var]
 
     return fn
 
@@ -386,10 +451,14 @@ def _activation(region: list[Any], var: Any, exit_var: Any, env: dict[Any, Any])
         name = _wrapper_name(region[0])
         if name in _NAMED:
             return _NAMED[name], _NAMED[name][0]
-    fn = _region_function(region, var, exit_var, env)
+    dtype = var.aval.dtype
+    if _narrow(dtype):
+        fn, dtype = _wide_region_function(region, var, exit_var, env), jnp.float32
+    else:
+        fn = _region_function(region, var, exit_var, env)
     names = [_wrapper_name(e) or e.primitive.name for e in region]
     label = names[0] if len(names) == 1 else "(" + " ".join(names[:6]) + (" ..." if len(names) > 6 else "") + ")"
-    f = _as_numpy_activation(fn, tuple(var.aval.shape), var.aval.dtype, label)
+    f = _as_numpy_activation(fn, tuple(var.aval.shape), dtype, label)
     matched = _match(f)
     if matched is not None:
         return matched, matched[0]
@@ -421,9 +490,30 @@ def _kernels(variables: Any, module: Any, auto: Auto) -> tuple[dict[tuple[str, .
     return kernels, others
 
 
+def nnx_error(function: str, argument: str, value: Any, how: str = "") -> TypeError | None:
+    """The error for a ``flax.nnx`` model where a linen module (or its variables) is needed, else None."""
+    try:
+        from flax import nnx
+    except ImportError:  # an older flax without nnx
+        return None
+    if not isinstance(value, nnx.Module) and not isinstance(value, nnx.State):
+        return None
+    return TypeError(
+        f"{function} on JAX reads Flax linen modules only ({how}); argument `{argument}` is a flax.nnx "
+        f"{type(value).__name__}, which it does "
+        "not read yet. Supported: a flax.linen.Module with the variables module.init returned "
+        "(module=..., variables=...). For an nnx model, initscale.jax.reinit(model, spec, key) with a plain "
+        "spec or rules (fans from nnx's own layers) works; or write the model in linen."
+    )
+
+
 def _check(variables: Any, module: Any) -> None:
     import flax.linen as nn
 
+    for argument, value in (("module", module), ("variables", variables)):
+        how = "their apply is traced, each layer's __call__ marked by nn.intercept_methods"
+        if (error := nnx_error("initscale.auto", argument, value, how)) is not None:
+            raise error
     if not isinstance(module, nn.Module):
         raise TypeError(
             f"initscale.auto on JAX needs module=, the flax.linen.Module that made the variables (nnx "
@@ -512,6 +602,36 @@ def _plan(variables: Any, module: Any, auto: Auto) -> _Planned:
             return ("norm", None, "norm", -1, []) if trace.kinds[m[1]] == "norm" else ("linear", None, "layer", -1, [])
         return "linear", None, _wrapper_name(first) or first.primitive.name, -1, []
 
+    producer = {v: i for i, e in enumerate(eqns) for v in e.outvars}
+
+    def residual_activation(index: int, eqn: Any) -> tuple[Any, Any, int, list[Any]] | None:
+        """An activation applied to a residual sum (``relu(x + f(x))``): the elementwise run that starts at
+        ``eqn``, fed by one value that an ``add`` of two data values made (through shape primitives),
+        identified as a layer's follower is: (activation, input var, exit eqn index, run)."""
+        if id(eqn) in inside or not _is_elementwise_eqn(eqn):
+            return None
+        ins = {v for v in eqn.invars if _is_var(v) and v in data}
+        if len(ins) != 1:
+            return None
+        (var,) = ins
+        source = var
+        while source in producer and eqns[producer[source]].primitive.name in _SHAPE:
+            source = eqns[producer[source]].invars[0]
+        if source not in producer:
+            return None
+        made = eqns[producer[source]]
+        if made.primitive.name != "add" or sum(_is_var(v) and v in data for v in made.invars) < 2:
+            return None
+        region, exit_var = _region(eqns, index - 1, var, data, consumers, shared_input=True)
+        if not region or region[0] is not eqn or _affine(region):
+            return None
+        if not (exit_var in outputs or _used_outside(eqns, region, exit_var, consumers)):
+            return None
+        if not _elementwise_on(jax.jit(_region_function(region, var, exit_var, env)), env[var]):
+            return None
+        act, _ = _activation(region, var, exit_var, env)
+        return act, var, eqns.index(region[-1]), region
+
     predicted: dict[Any, float] = dict(measured)
     notes: list[str] = []
     rows: list[AutoRow] = []
@@ -567,6 +687,15 @@ def _plan(variables: Any, module: Any, auto: Auto) -> _Planned:
             value = measured[eqn.outvars[0]]  # inside an activation's run: its exit sets the value
         elif not any(data_in):
             value = measured[eqn.outvars[0]] if eqn.outvars else 0.0
+        elif (found := residual_activation(index, eqn)) is not None:
+            act, var, exit_index, region = found
+            activations[exit_index] = (act, var)
+            in_region.update(id(e) for e in region[:-1])
+            if exit_index == index:
+                fn, param = act if isinstance(act, tuple) else (act, None)
+                value = activation_moment(fn, predicted[var], param)
+            else:
+                value = measured[eqn.outvars[0]]
         elif name in _SHAPE or name in ("broadcast_in_dim", "convert_element_type", "squeeze", "copy"):
             value = ins[0]
         elif name in ("add", "sub"):

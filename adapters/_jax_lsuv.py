@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from initscale import lsuv as _core
@@ -88,7 +89,14 @@ def lsuv(
 
     from initscale.adapters.jax import reinit
 
+    from ._jax_auto import nnx_error
+
     tol, max_iters = _core.check_arguments("lsuv", tol, max_iters)
+    for argument, value in (("module", module), ("variables", variables)):
+        if (
+            error := nnx_error("lsuv", argument, value, "each layer's output read by capture_intermediates")
+        ) is not None:
+            raise error
     if not isinstance(module, nn.Module):
         raise TypeError(
             f"Argument `module` of lsuv must be the flax.linen.Module that made `variables` (nnx modules "
@@ -134,7 +142,7 @@ def lsuv(
     for path in order:
         name, full = "/".join(path), "/".join(kernels[path])
         first = outputs(state["tree"])[path]
-        if not isinstance(first, jax.Array) or not np.issubdtype(first.dtype, np.floating):
+        if not isinstance(first, jax.Array) or not jnp.issubdtype(first.dtype, jnp.floating):  # bfloat16 too
             why = f"its output is a {type(first).__name__}, not one floating-point array"
             rows.append(_core.skipped(name, layers[full], full, why))
             continue

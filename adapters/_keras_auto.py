@@ -302,7 +302,7 @@ def _as_numpy_activation(fn: Callable[[Any], Any], name: str) -> Any:
 def _elementwise(call: Callable[[Any], Any], x: Any) -> bool:
     """Whether ``call`` maps ``x`` elementwise: changing one value changes only that output."""
     value = np.asarray(keras.ops.convert_to_numpy(x))
-    if value.size < 2 or not np.issubdtype(value.dtype, np.floating):
+    if value.size < 2 or "float" not in value.dtype.name:  # bfloat16 (ml_dtypes) is no np.floating
         return False
     y = np.asarray(keras.ops.convert_to_numpy(call(x)))
     if y.shape != value.shape:
@@ -325,7 +325,9 @@ def _call(model: Any, auto: Auto) -> Any:
     return model(inputs[0] if len(inputs) == 1 else list(inputs), training=False, **kwargs)
 
 
-def _record(model: Any, auto: Auto, layers: dict[int, tuple[str, int, str]]) -> tuple[_Recorder, list[int]]:
+def _record(
+    model: Any, auto: Auto, layers: dict[int, tuple[str, int, str]], keys: dict[int, str]
+) -> tuple[_Recorder, list[int]]:
     recorder = _Recorder()
     ops = _operations(model)
     patched: list[tuple[Any, str, Any]] = []
@@ -367,12 +369,12 @@ def _record(model: Any, auto: Auto, layers: dict[int, tuple[str, int, str]]) -> 
             if layer:
                 if fused is not None and "x" in pre:
                     mid = recorder.node(pre.pop("x"), fresh=True)
-                    recorder.events.append(_Event("layer", op.name, cls, inputs, [mid], parent=parent))
+                    recorder.events.append(_Event("layer", keys[id(op)], cls, inputs, [mid], parent=parent))
                     act, label = _function_activation(fused)
                     recorder.events.append(
                         _Event(
                             "act",
-                            op.name,
+                            keys[id(op)],
                             cls,
                             [mid],
                             [recorder.node(t, fresh=True) for t in outs],
@@ -383,14 +385,19 @@ def _record(model: Any, auto: Auto, layers: dict[int, tuple[str, int, str]]) -> 
                 else:
                     recorder.events.append(
                         _Event(
-                            "layer", op.name, cls, inputs, [recorder.node(t, fresh=True) for t in outs], parent=parent
+                            "layer",
+                            keys[id(op)],
+                            cls,
+                            inputs,
+                            [recorder.node(t, fresh=True) for t in outs],
+                            parent=parent,
                         )
                     )
                 return out
             if composite and outs and all(id(t) in recorder.nodes for t in outs):
                 # its output is a recorded sublayer's (MultiHeadAttention's attention_output): that layer's
                 # prediction stands; what happens between its recorded sublayers is measured, and named
-                recorder.composites.append(f"{op.name} ({cls})")
+                recorder.composites.append(f"{getattr(op, 'path', None) or op.name} ({cls})")
                 return out
             event = _Event("op", op.name, cls, inputs, [recorder.node(t, fresh=True) for t in outs], scalars)
             if norm:
@@ -516,6 +523,18 @@ def _planned_layers(model: Any) -> tuple[dict[int, tuple[str, int, str]], dict[i
     return layers, by_id, [name for name in rows if name not in used]
 
 
+def _keys(layers: dict[int, tuple[str, int, str]], by_id: dict[int, Any]) -> dict[int, str]:
+    """A name per planned layer: its own where no other planned layer has it, else its kernel's path
+    without ``/kernel`` (keras-hub's blocks each hold a ``query``, a ``feedforward_output_dense``, ...)."""
+    count: dict[str, int] = {}
+    for i in layers:
+        count[by_id[i].name] = count.get(by_id[i].name, 0) + 1
+    return {
+        i: by_id[i].name if count[by_id[i].name] == 1 else weight.rsplit("/", 1)[0]
+        for i, (weight, _, _) in layers.items()
+    }
+
+
 def plan(model: Any, auto: Auto) -> AutoPlan:
     """The predicted :class:`~initscale.autogain.AutoPlan` of a built Keras ``model`` (module docstring)."""
     return _plan(model, auto)[0]
@@ -528,8 +547,9 @@ def _plan(model: Any, auto: Auto) -> tuple[AutoPlan, dict[str, tuple[Follower, A
             f"{type(model).__name__}."
         )
     layers, by_id, others = _planned_layers(model)
-    recorder, outputs = _record(model, auto, layers)
-    by_name = {by_id[i].name: i for i in layers}
+    keys = _keys(layers, by_id)
+    recorder, outputs = _record(model, auto, layers, keys)
+    by_name = {keys[i]: i for i in layers}
     output_set = set(outputs)
     walked = propagate(
         recorder.events,
@@ -555,7 +575,7 @@ def _plan(model: Any, auto: Auto) -> tuple[AutoPlan, dict[str, tuple[Follower, A
             UserWarning,
             stacklevel=4,
         )
-    missing = [w for i, (w, _, _) in layers.items() if by_id[i].name not in seen]
+    missing = [w for i, (w, _, _) in layers.items() if keys[i] not in seen]
     if missing:
         warnings.warn(
             f"initscale.auto: the example pass did not call {len(missing)} layer(s), which get no gain: "
@@ -563,6 +583,13 @@ def _plan(model: Any, auto: Auto) -> tuple[AutoPlan, dict[str, tuple[Follower, A
             UserWarning,
             stacklevel=4,
         )
+    notes += [
+        f"{row.weight}: its layer's output goes to {row.activation.removesuffix(' (its own ops)')}'s own code "
+        "(keras.ops in its call, which the pass does not see): planned as linear, so an activation applied "
+        "there (a gated unit's SiLU, say) is not seen; give the layer a rule if one follows"
+        for row in walked.rows
+        if row.follower == "linear" and row.activation.endswith(" (its own ops)")
+    ]
     notes += [
         f"layer {c}: the values between its recorded sublayers (attention scores, ...) are measured on the example pass"
         for c in recorder.composites

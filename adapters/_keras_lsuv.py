@@ -4,9 +4,12 @@ The loop, the report and the references are in :mod:`initscale.lsuv`; this modul
 measures their outputs and rescales their kernels (``assign``). A layer's output is read by wrapping
 its ``call`` for the length of one forward pass (on any backend, for Sequential, functional and
 subclassed models alike), which also gives the order in which the forward pass first calls the
-layers. The layers are those whose ``kernel`` the rules set with a layout (Dense, EinsumDense, and so
-MultiHeadAttention's projections, ConvND, ConvNDTranspose, DepthwiseConv, SeparableConv's pointwise
-kernel is not one ``kernel``: skipped); recurrent layers (several kernels) are reported as skipped.
+layers. The layers are those whose main kernel (``kernel``; SeparableConv's ``pointwise_kernel``) the rules
+set with a layout: Dense, EinsumDense (and so MultiHeadAttention's projections), ConvND,
+ConvNDTranspose, DepthwiseConv, SeparableConv. Recurrent layers (several kernels) and any other
+weight the rules set (a ReversibleEmbedding's ``reverse_embeddings``, which its lookup does not
+use) are reported as skipped, left as the rules drew them. A row is named by its layer's name, or,
+where several layers share it (keras-hub's blocks), by its kernel's path without ``/kernel``.
 """
 
 from __future__ import annotations
@@ -44,11 +47,38 @@ def _layers(model: Any) -> list[Any]:
     return list(model._flatten_layers(include_self=True, recursive=True))
 
 
+_MAIN = ("kernel", "pointwise_kernel")  # the weight a layer's output is linear in (SeparableConv: its pointwise one)
+
+
 def _kernel(layer: Any, weights: set[str]) -> Any | None:
-    for variable in layer._trainable_variables:
-        if variable.path in weights:
+    """The layer's main kernel, if the rules set it (never another weight: the output of a
+    ReversibleEmbedding's lookup does not depend on its ``reverse_embeddings``)."""
+    for attr in _MAIN:
+        try:
+            variable = getattr(layer, attr, None)
+        except Exception:  # a kernel property that cannot be read: not this layer's
+            variable = None
+        if variable is not None and getattr(variable, "path", None) in weights:
             return variable
     return None
+
+
+def _others(layer: Any, weights: set[str]) -> list[str]:
+    """The layer's own weights the rules set that are not its main kernel (LSUV leaves them as drawn)."""
+    main = _kernel(layer, weights)
+    return [v.path for v in layer._trainable_variables if v.path in weights and v is not main]
+
+
+def _names(layers: list[Any], weights: set[str]) -> dict[int, str]:
+    """A row name per layer: its own where unique, else its kernel's path without the variable's name
+    (keras-hub's blocks each hold a ``query``, a ``feedforward_output_dense``, ...)."""
+    count: dict[str, int] = {}
+    for layer in layers:
+        count[layer.name] = count.get(layer.name, 0) + 1
+    return {
+        id(layer): layer.name if count[layer.name] == 1 else _kernel(layer, weights).path.rsplit("/", 1)[0]
+        for layer in layers
+    }
 
 
 class _Capture:
@@ -148,20 +178,32 @@ def lsuv(
     saved = [(v, np.array(keras.ops.convert_to_numpy(v))) for v in model.variables]
     try:
         init = reinit(model, rules, seed=seed, **reinit_kwargs)
-        candidates = [layer for layer in _layers(model) if _kernel(layer, weights) is not None]
+        every = _layers(model)
+        candidates = [layer for layer in every if _kernel(layer, weights) is not None]
+        names = _names(candidates, weights)
         with _Capture(candidates) as first:
             run()
         order = sorted((c for c in candidates if id(c) in first), key=lambda c: list(first).index(id(c)))
-        rows = [_layer(run, layer, weights, tol, max_iters) for layer in order]
+        rows = [_layer(run, layer, names[id(layer)], weights, tol, max_iters) for layer in order]
         rows += [
             _core.skipped(
-                c.name,
+                names[id(c)],
                 type(c).__name__,
                 _kernel(c, weights).path,  # type: ignore[union-attr]  # candidates all have a kernel
                 "not called by the forward pass on `batch` (or not through its `call`)",
             )
             for c in candidates
             if id(c) not in first
+        ]
+        rows += [
+            _core.skipped(
+                path.rsplit("/", 1)[0],
+                type(layer).__name__,
+                path,
+                "not the layer's main `kernel` (its output need not be linear in it): left as the rules drew it",
+            )
+            for layer in every
+            for path in _others(layer, weights)
         ]
         report = _core.finish("lsuv", rows, init, tol, max_iters, len(candidates))
     except BaseException:
@@ -174,10 +216,10 @@ def lsuv(
     return report
 
 
-def _layer(run: Any, layer: Any, weights: set[str], tol: float, max_iters: int) -> _core.LSUVRow:
+def _layer(run: Any, layer: Any, name: str, weights: set[str], tol: float, max_iters: int) -> _core.LSUVRow:
     kernel = _kernel(layer, weights)
     assert kernel is not None
-    name, cls = layer.name, type(layer).__name__
+    cls = type(layer).__name__
     if any(c.__name__ in _RECURRENT for c in type(layer).__mro__):
         return _core.skipped(name, cls, kernel.path, "several kernels (recurrent layer)")
 

@@ -279,3 +279,66 @@ def test_a_subclassed_model_s_layers_are_seen_and_its_eager_ops_are_named() -> N
         "fc2's output goes to code the pass does not see" in note for note in plan.notes
     )
     assert rows["fc3"].follower == "output"
+
+
+# --- low precision: bfloat16 and float16 models --------------------------------------------------
+
+UNIT = {"bfloat16": 2.0**-8, "float16": 2.0**-11}  # unit roundoff u of round-to-nearest
+
+
+def _keras_quick_gelu(t):  # keras ops (the NumPy _quick_gelu above is the reference)
+    return t * keras.ops.sigmoid(1.702 * t)
+
+
+def _low_precision_model(dtype: str) -> keras.Model:
+    layers = [keras.Input((32,))]
+    for _ in range(3):
+        layers += [keras.layers.Dense(64, activation="silu", dtype=dtype)]
+    layers += [keras.layers.Dense(64, dtype=dtype), keras.layers.Lambda(_keras_quick_gelu, dtype=dtype)]
+    return keras.Sequential([*layers, keras.layers.Dense(10, dtype=dtype)])
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_low_precision_models_get_their_activations_gains(dtype: str) -> None:
+    """A bfloat16/float16 Sequential: the fused silu by its closed form (rel 1e-9), a Lambda activation
+    (x sigmoid(1.702 x)) found elementwise on the pass's own low-precision values (bfloat16 values were
+    once "not floating", so the Lambda was a measured ratio) and integrated in float64 (its gain against
+    the same function's quadrature here, rel 1e-6). Applied: kernels stay in the dtype and finite, each
+    sample std is the report's within z = 6 of its relative sd 1/sqrt(2n) (Bonferroni over 5 kernels,
+    ~1e-8 each) plus u (each value rounded once)."""
+    model, x = _low_precision_model(dtype), _x()
+    plan = initscale.auto(x).plan(model)
+    silu, lam = plan.rows[:3], plan.rows[3]
+    for row in silu:
+        assert (row.follower, row.activation) == ("activation", "silu")
+    seen = np.asarray(keras.ops.convert_to_numpy(keras.ops.cast(keras.ops.cast(x, dtype), "float32")))
+    assert silu[0].gain == pytest.approx(_a("silu") / math.sqrt(_mean_square(seen)), rel=REL)  # x as Dense casts it
+    assert lam.follower == "activation", (lam, plan.notes)
+
+    def f(z):
+        return z / (1.0 + np.exp(-1.702 * z))
+
+    def df(z):
+        s = 1.0 / (1.0 + np.exp(-1.702 * z))
+        return s + 1.702 * z * s * (1.0 - s)
+
+    fp = gains.fixed_point(f, derivative=df)
+    assert lam.gain == pytest.approx(fp.gain * math.sqrt(fp.q_star) / math.sqrt(lam.m_in), rel=1e-6)
+    report = isk.reinit(model, initscale.auto(x), seed=0)
+    for layer in (layer for layer in model.layers if hasattr(layer, "kernel")):
+        values = np.asarray(keras.ops.convert_to_numpy(keras.ops.cast(layer.kernel, "float32")), np.float64)
+        assert keras.backend.standardize_dtype(layer.kernel.dtype) == dtype and np.all(np.isfinite(values))
+        want = report[layer.kernel.path].std
+        assert float(values.std()) == pytest.approx(want, rel=6 / math.sqrt(2 * values.size) + UNIT[dtype])
+
+
+def test_planted_bug_low_precision_values_not_floating_is_caught(monkeypatch) -> None:
+    """Mutation: the elementwise test refusing bfloat16 values (the old np.floating check) fails it."""
+    real = _keras_auto._elementwise
+
+    def refusing(call, x):
+        return False if "bfloat16" in str(x.dtype) else real(call, x)
+
+    monkeypatch.setattr(_keras_auto, "_elementwise", refusing)
+    with pytest.raises(AssertionError):
+        test_low_precision_models_get_their_activations_gains("bfloat16")

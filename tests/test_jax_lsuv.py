@@ -138,3 +138,89 @@ def test_the_docstring_example_runs() -> None:
     from initscale.adapters import _jax_lsuv
 
     assert doctest.testmod(_jax_lsuv).failed == 0
+
+
+# --- low precision: bfloat16 and float16 models --------------------------------------------------
+
+jnp = jax.numpy
+UNIT = {"bfloat16": 2.0**-8, "float16": 2.0**-11}  # unit roundoff u of round-to-nearest
+
+
+def _rounding_bound(x, w, b, z_model, u: float) -> tuple[float, float]:
+    """(RMS of z_model - z, its bound) for z = x @ w + b in float64 from the values the layer used. The
+    forward in bf16/f16 accumulates in float32 and rounds each output once: |z_model - z| <= u |z| +
+    gamma_n (|x| @ |w| + |b|), gamma_n = n 2^-24 / (1 - n 2^-24) (Higham, Accuracy and Stability, 3.1);
+    the RMS over the outputs obeys the same bound by the triangle inequality."""
+    n = x.shape[-1]
+    gamma = n * 2.0**-24 / (1 - n * 2.0**-24)
+    z = x @ w + b
+    rms = lambda a: float(np.sqrt(np.mean(np.square(a))))
+    return rms(z_model - z), u * rms(z) + gamma * rms(np.abs(x) @ np.abs(w) + np.abs(b))
+
+
+def _low_precision_problems(module, new, x, dtype: str, kernel_factor: float = 1.0) -> list[str]:
+    """Every kernel still in ``dtype`` and finite; each Dense's output on a fresh apply (in ``dtype``)
+    at variance 1 ± TOL (LSUV's rule); and within the rounding bound of the float64 product of the
+    values it used (``kernel_factor`` plants a kernel that is not the one the forward used)."""
+    problems, seen = [], {}
+
+    def interceptor(next_fun, args, kwargs, context):
+        out = next_fun(*args, **kwargs)
+        if context.method_name == "__call__" and isinstance(context.module, nn.Dense):
+            seen.setdefault(
+                context.module.name, (np.asarray(args[0].astype(dtype), np.float64), np.asarray(out, np.float64))
+            )
+        return out
+
+    with nn.intercept_methods(interceptor):
+        module.apply(new, x)
+    for name, layer in new["params"].items():
+        kernel = layer["kernel"]
+        if str(kernel.dtype) != dtype or not np.all(np.isfinite(np.asarray(kernel, np.float64))):
+            problems.append(
+                f"{name}: kernel {kernel.dtype}, finite {np.all(np.isfinite(np.asarray(kernel, np.float64)))}"
+            )
+        x_in, z_model = seen[name]
+        if not abs(float(z_model.var(ddof=1)) - 1.0) < TOL:
+            problems.append(f"{name}: output variance {float(z_model.var(ddof=1)):.4g} in {dtype}")
+        w = np.asarray(kernel, np.float64) * kernel_factor
+        err, bound = _rounding_bound(x_in, w, np.asarray(layer["bias"], np.float64), z_model, UNIT[dtype])
+        if not err <= bound:
+            problems.append(f"{name}: |z_{dtype} - z_float64| rms {err:.3g} > rounding bound {bound:.3g}")
+    return problems
+
+
+def _low_precision_run(dtype: str):
+    model = nn.Sequential(
+        [m for _ in range(4) for m in (nn.Dense(48, dtype=dtype, param_dtype=dtype), nn.silu)]
+        + [nn.Dense(8, dtype=dtype, param_dtype=dtype)]
+    )
+    x = jnp.asarray(_batch((256, 24)), dtype)
+    new, report = isj.lsuv(model.init(jax.random.key(0), x), model, x, jax.random.key(1))
+    return model, new, x, report
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_low_precision_models_converge_in_their_own_dtype(dtype: str) -> None:
+    model, new, x, report = _low_precision_run(dtype)
+    assert [row.status for row in report.rows] == ["converged"] * 5  # bfloat16 outputs were once "not floating"
+    problems = _low_precision_problems(model, new, x, dtype)
+    assert not problems, "\n".join(problems)
+
+
+def test_planted_bug_kernel_not_the_one_used_is_caught() -> None:
+    """Mutation: a kernel 2% off what the forward used (a rescale not written back) exceeds the bfloat16
+    rounding bound (u = 0.4%)."""
+    model, new, x, _ = _low_precision_run("bfloat16")
+    problems = _low_precision_problems(model, new, x, "bfloat16", kernel_factor=1.02)
+    assert any("rounding bound" in p for p in problems), problems
+
+
+def test_an_nnx_model_is_a_clear_error_naming_what_is_supported() -> None:
+    nnx = pytest.importorskip("flax.nnx")
+    model = nnx.Linear(24, 8, rngs=nnx.Rngs(0))
+    x = _batch((16, 24))
+    with pytest.raises(TypeError, match=r"lsuv on JAX reads Flax linen modules only.*`module` is a flax.nnx Linear"):
+        isj.lsuv(nnx.state(model), model, x, jax.random.key(1))
+    with pytest.raises(TypeError, match=r"`variables` is a flax.nnx State.*initscale.jax.reinit\(model, spec, key\)"):
+        isj.lsuv(nnx.state(model), _MLP("relu", depth=1), x, jax.random.key(1))

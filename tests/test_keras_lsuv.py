@@ -151,3 +151,78 @@ def test_the_docstring_example_runs() -> None:
     from initscale.adapters import _keras_lsuv
 
     assert doctest.testmod(_keras_lsuv).failed == 0
+
+
+# --- low precision: bfloat16 and float16 models --------------------------------------------------
+
+UNIT = {"bfloat16": 2.0**-8, "float16": 2.0**-11}  # unit roundoff u of round-to-nearest
+
+
+def _low_precision_problems(model, x, dtype: str, kernel_factor: float = 1.0) -> list[str]:
+    """Every kernel still in ``dtype`` and finite; each Dense's pre-activation on a fresh pass (in
+    ``dtype``) at variance 1 ± TOL (LSUV's rule), and within the rounding bound of the float64 product of
+    the values it used: the forward accumulates in float32 and rounds each output once, so
+    |z_model - z| <= u |z| + gamma_n (|x| @ |w| + |b|), gamma_n = n 2^-24 / (1 - n 2^-24) (Higham,
+    Accuracy and Stability, 3.1), and the RMS over the outputs obeys it too (triangle inequality).
+    ``kernel_factor`` plants a kernel that is not the one the forward used."""
+    seen, problems = {}, []
+    originals = [layer.activation for layer in model.layers]
+    for layer in model.layers:
+        call, fused = layer.call, layer.activation
+
+        def spy_call(*args, _layer=layer, _call=call, **kwargs):
+            seen.setdefault(id(_layer), {})["x"] = keras.ops.convert_to_numpy(keras.ops.cast(args[0], dtype))
+            return _call(*args, **kwargs)
+
+        def spy_act(z, _layer=layer, _fused=fused):
+            seen.setdefault(id(_layer), {})["z"] = keras.ops.convert_to_numpy(z)
+            return _fused(z)
+
+        layer.call, layer.activation = spy_call, spy_act
+    try:
+        model(x)
+    finally:
+        for layer, fused in zip(model.layers, originals, strict=True):
+            del layer.call
+            layer.activation = fused
+    rms = lambda a: float(np.sqrt(np.mean(np.square(a))))
+    for layer in model.layers:
+        kernel = layer.kernel
+        w = np.asarray(keras.ops.convert_to_numpy(keras.ops.cast(kernel, "float32")), np.float64)
+        b = np.asarray(keras.ops.convert_to_numpy(keras.ops.cast(layer.bias, "float32")), np.float64)
+        if keras.backend.standardize_dtype(kernel.dtype) != dtype or not np.all(np.isfinite(w)):
+            problems.append(f"{layer.name}: kernel {kernel.dtype}, finite {np.all(np.isfinite(w))}")
+        x_in = np.asarray(seen[id(layer)]["x"].astype(np.float32), np.float64)
+        z_model = np.asarray(seen[id(layer)]["z"].astype(np.float32), np.float64)
+        if not abs(float(z_model.var(ddof=1)) - 1.0) < TOL:
+            problems.append(f"{layer.name}: output variance {float(z_model.var(ddof=1)):.4g} in {dtype}")
+        n = x_in.shape[-1]
+        gamma = n * 2.0**-24 / (1 - n * 2.0**-24)
+        z = x_in @ (w * kernel_factor) + b
+        bound = UNIT[dtype] * rms(z) + gamma * rms(np.abs(x_in) @ np.abs(w * kernel_factor) + np.abs(b))
+        if not rms(z_model - z) <= bound:
+            problems.append(f"{layer.name}: |z_{dtype} - z_float64| rms {rms(z_model - z):.3g} > bound {bound:.3g}")
+    return problems
+
+
+def _low_precision_run(dtype: str):
+    model = keras.Sequential(
+        [keras.Input((24,))] + [keras.layers.Dense(48, activation="silu", dtype=dtype) for _ in range(4)]
+    )
+    x = _batch((256, 24))
+    return model, x, isk.lsuv(model, x, seed=0)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_low_precision_models_converge_in_their_own_dtype(dtype: str) -> None:
+    model, x, report = _low_precision_run(dtype)
+    assert [row.status for row in report.rows] == ["converged"] * 4
+    problems = _low_precision_problems(model, x, dtype)
+    assert not problems, "\n".join(problems)
+
+
+def test_planted_bug_kernel_not_the_one_used_is_caught() -> None:
+    """Mutation: a kernel 2% off what the forward used exceeds the bfloat16 rounding bound (u = 0.4%)."""
+    model, x, _ = _low_precision_run("bfloat16")
+    problems = _low_precision_problems(model, x, "bfloat16", kernel_factor=1.02)
+    assert any("> bound" in p for p in problems), problems
