@@ -485,9 +485,9 @@ def propagate(
             f"{len(sums)} residual sum(s) found; this recorder applies no residual rule (initscale.auto's "
             "residual= is applied on torch models): each adds its branch's second moment to the stream"
         )
-    missed = [r for r in done.residuals if r.target is None and residual in ("zero", "depth")]
-    for r in missed:
-        done.notes.append(f"residual sum {r.index} ({r.op}): its branch is not scaled: {r.note}")
+    missed = [row for row in done.residuals if row.target is None and residual in ("zero", "depth")]
+    for row in missed:
+        done.notes.append(f"residual sum {row.index} ({row.op}): its branch is not scaled: {row.note}")
     return done
 
 
@@ -502,6 +502,7 @@ def _residual_row(
 ) -> float:
     """Append the :class:`ResidualRow` of a residual sum; its predicted second moment (skip + branch)."""
     m_skip, m_branch = predicted[found.skip_node], predicted[found.branch_node]
+    m_sum = float(m_skip + m_branch + sum(s * s for s in event.scalars))
     rule = residual or "none"
     applied = found.target is not None and rule != "none"
     if applied:
@@ -526,11 +527,11 @@ def _residual_row(
             rule,
             m_skip,
             m_branch,
-            m_skip + m_branch + sum(s * s for s in event.scalars),
+            m_sum,
             note,
         )
     )
-    return m_skip + m_branch + sum(s * s for s in event.scalars)
+    return m_sum
 
 
 @dataclass(frozen=True)
