@@ -63,7 +63,6 @@ from initscale.distributions import (
     UniformDist,
 )
 from initscale.fans import Fans, Layout, LayoutLike, layout_from_config, layout_to_config
-from initscale.keras_layers import NORM_CLASSES, keras_role
 from initscale.normal_math import far_tail_offset, normal_cdf, truncated_plan
 from initscale.plan import planner
 from initscale.reinit import ADDED_TENSOR, ADDED_TENSOR_NOTE, Param, Report, Role, Target, Write
@@ -84,6 +83,8 @@ from initscale.streams import (
     runs,
     transform,
 )
+
+from ._keras_layers import NORM_CLASSES, keras_role
 
 __all__ = [
     "Constant",

@@ -47,7 +47,6 @@ from initscale.distributions import (
     UniformDist,
 )
 from initscale.fans import Layout, LayoutLike, layout_from_config, layout_to_config
-from initscale.keras_layers import keras_role
 from initscale.normal_math import far_tail_offset, normal_cdf, truncated_plan
 from initscale.plan import planner
 from initscale.reinit import Param, Report, Target, Write
@@ -58,6 +57,8 @@ from initscale.specs import Normal, Spec, Uniform
 from initscale.specs import Ones as OnesSpec
 from initscale.specs import Orthogonal as OrthogonalSpec
 from initscale.specs import Zeros as ZerosSpec
+
+from ._keras_layers import keras_role
 
 __all__ = [
     "Constant",

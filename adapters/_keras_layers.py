@@ -4,7 +4,9 @@ Shared by the Keras 3 adapter and the legacy ``tf_keras`` adapter, which see the
 names with different class hierarchies: Keras 3 has ``BaseConv``, ``BaseConvTranspose``,
 ``BaseDepthwiseConv`` and ``BaseSeparableConv``; Keras 2 has ``Conv`` with ``Conv2DTranspose``
 a subclass of ``Conv2D``, ``DepthwiseConv`` and ``SeparableConv``, and names a depthwise
-layer's kernel ``depthwise_kernel``. Framework-free: it reads class names and a few attributes.
+layer's kernel ``depthwise_kernel``. Framework-free (plain tables and functions of class names
+and a few attributes), on the adapter side: only the Keras adapters read these tables. A variable
+of a layer it does not recognise gets no layout, never a guessed one.
 
 Example:
     >>> keras_role({"Conv2D", "BaseConv"}, "kernel", 4, groups=4)
@@ -20,8 +22,8 @@ from __future__ import annotations
 
 from collections.abc import Set
 
-from .fans import Layout, LayoutLike
-from .reinit import Role
+from initscale.fans import Layout, LayoutLike
+from initscale.reinit import Role
 
 __all__ = ["NORM_CLASSES", "einsum_layout", "keras_role"]
 
@@ -58,7 +60,9 @@ def keras_role(
     equation: str | None = None,
 ) -> tuple[Role, LayoutLike | None, str]:
     """``(role, layout, note)`` of a variable named ``leaf`` of a layer whose class and base-class
-    names are ``kinds``; ``note`` says why the defaults keep it, when they do."""
+    names are ``kinds``; ``note`` says why the defaults keep it, when they do. A variable it does
+    not recognise is ``("other", None, "")``: no layout, so a fan-based rule that reaches it raises
+    naming it (:func:`initscale.reinit.plan`) instead of reading a guessed one."""
     if kinds & NORM_CLASSES:
         if leaf == "beta":
             return "norm_offset", None, ""
@@ -94,4 +98,4 @@ def keras_role(
         return "embedding", "keras.embedding", ""
     if "ReversibleEmbedding" in kinds and leaf == "reverse_embeddings" and ndim == 2:
         return "weight", "keras.dense", ""  # an untied output projection: logits = x @ W, W (d, vocab)
-    return "other", ("keras" if ndim >= 2 else None), ""
+    return "other", None, ""
