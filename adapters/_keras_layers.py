@@ -20,16 +20,34 @@ Example:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Set
 
 from initscale.fans import Layout, LayoutLike
 from initscale.reinit import Role
 
-__all__ = ["NORM_CLASSES", "einsum_layout", "keras_role"]
+__all__ = [
+    "NORM_CLASSES",
+    "NORM_NAME",
+    "NORM_OFFSET_LEAVES",
+    "NORM_SCALE_LEAVES",
+    "UNIT_OFFSET",
+    "einsum_layout",
+    "keras_role",
+]
 
 NORM_CLASSES = frozenset(
     {"BatchNormalization", "LayerNormalization", "GroupNormalization", "RMSNormalization", "SyncBatchNormalization"}
 )
+# Normalization layers by class (Keras's own, NORM_CLASSES), by a class name ending in Norm or
+# Normalization (keras-hub's LlamaLayerNorm, T5LayerNorm, Gemma's RMSNormalization, ...), or by
+# duck typing (the walk's): an ``epsilon`` attribute and variables of one non-singleton axis at most.
+NORM_NAME = re.compile(r"(Norm|Normalization)\d*\Z")
+NORM_SCALE_LEAVES = ("gamma", "scale", "weight")
+NORM_OFFSET_LEAVES = ("beta", "bias", "offset", "shift")
+# A scale used as (1 + scale) in call (keras-hub's Gemma and Gemma 3 RMSNormalization): stored as
+# an offset from one, so its own init is zeros.
+UNIT_OFFSET = re.compile(r"\(\s*1(\.0*)?\s*\+\s*(self\.)?(scale|gamma|weight)\b")
 _CELL_KINDS = {"LSTMCell": "keras.lstm", "GRUCell": "keras.gru", "SimpleRNNCell": "keras.simple_rnn"}
 
 
