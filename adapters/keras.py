@@ -38,82 +38,47 @@ Note:
     Keras's fans there. Otherwise a Keras initializer sees only a shape, so pass a layer kind
     for stacked or grouped kernels (``"keras.lstm"``, ``"keras.depthwise_conv"``,
     ``"keras.conv:groups=4"``), or use :func:`reinit`, which reads the layout from each layer.
+
+The draws, the initializer classes' logic, the walk and ``reinit``'s backend are shared with the
+legacy tf_keras adapter (``adapters/_keras_common.py``); this module binds them to Keras 3.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import inspect
-import math
-import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from types import SimpleNamespace
 from typing import Any
 
 import keras
 
-from initscale import from_dict, presets
+from initscale import presets
 from initscale._registry import deprecated_positional, layout_like
-from initscale.distributions import (
-    ConstantDist,
-    Distribution,
-    NormalDist,
-    OrthogonalDist,
-    TruncatedNormalDist,
-    UniformDist,
-)
-from initscale.fans import Fans, Layout, LayoutLike, layout_from_config, layout_to_config
-from initscale.keras_layers import NORM_CLASSES, keras_role
-from initscale.normal_math import far_tail_offset, normal_cdf, truncated_plan
-from initscale.plan import planner
-from initscale.reinit import ADDED_TENSOR, ADDED_TENSOR_NOTE, Param, Report, Role, Target, Write
+from initscale.distributions import Distribution, OrthogonalDist
+from initscale.fans import Layout, LayoutLike
+from initscale.reinit import Report, Target
 from initscale.reinit import run as reinit_run
-from initscale.rounding import clip_bounds, representable_bounds
-from initscale.specs import Constant as ConstantSpec
-from initscale.specs import Normal, Spec, Uniform
-from initscale.specs import Ones as OnesSpec
-from initscale.specs import Orthogonal as OrthogonalSpec
-from initscale.specs import Zeros as ZerosSpec
+from initscale.rounding import clip_bounds
+from initscale.specs import Spec
 from initscale.streams import (
     Stream,
     canonical_strides,
     gate_index,
     inverse_permutation,
-    plan_stream,
     run_bits,
     runs,
     transform,
 )
 
-__all__ = [
-    "Constant",
-    "GlorotNormal",
-    "GlorotUniform",
-    "HeNormal",
-    "HeUniform",
-    "Initializer",
-    "LecunNormal",
-    "LecunUniform",
-    "Ones",
-    "Orthogonal",
-    "RandomNormal",
-    "RandomUniform",
-    "TruncatedNormal",
-    "VarianceScaling",
-    "Zeros",
-    "check",
-    "initializer",
-    "lsuv",
-    "reinit",
-]
+from . import _keras_common as _common
 
-_PACKAGE = "initscale"
-_DEFAULT_LAYOUT = "keras:native=true"
-_FLOAT_DTYPES = ("bfloat16", "float16", "float32", "float64")
+__all__ = [*_common.CLASS_NAMES, "check", "initializer", "lsuv", "reinit"]
+
+_PACKAGE = _common.PACKAGE
+_register = keras.saving.register_keras_serializable(package=_PACKAGE)
 
 
-# --- sampling with keras.random / keras.ops -------------------------------------------------------
+# --- sampling with keras.random / keras.ops (the draws themselves: _keras_common.sample) -------------
 
 
 def _uniform_dtype() -> str:
@@ -125,71 +90,9 @@ def _uniform_dtype() -> str:
     return "float64"
 
 
-def _truncated(dist: TruncatedNormalDist, shape: tuple[int, ...], dtype: str, seed: Any) -> Any:
-    """Inverse CDF in the working precision (float64, or float32 on JAX without x64), from the side
-    where the interval is representable (:func:`initscale.normal_math.truncated_plan`): ordinary
-    intervals by erfinv, one-sided, far-tail and narrow ones by the backend's Φ⁻¹ of
-    u ∈ (Φ(lo), Φ(hi)] (never 0), and beyond Φ's range by the exact offset from the bound."""
-    ops = keras.ops
-    a, b = dist.standard_bounds
-    work = _uniform_dtype()
-    low, high = representable_bounds(dist.low, dist.high, dtype)  # bounds that hold in dtype
-    plan = truncated_plan(a, b, work)
-    if plan.method != "erf":
-        # Native operators with Python floats keep the tensor's dtype on every backend.
-        unit = keras.random.uniform(shape, 0.0, 1.0, dtype=work, seed=seed)
-        if plan.method == "ndtri":
-            z = _ndtri()(_Ops(plan.p_hi - plan.p_width * unit)).x
-        else:
-            e = -ops.log1p(-plan.kept * unit)
-            z = -(plan.a + far_tail_offset(e, plan.a, plan.log_s_a, ops))
-        z = ops.clip(z, plan.z_low, plan.z_high)
-        return ops.cast(ops.clip(z * (plan.sign * dist.sigma) + dist.loc, low, high), dtype)
-    flip = a > 0.0  # an upper-tail interval is drawn as the mirror of the lower one
-    if flip:
-        a, b = -b, -a
-    u = keras.random.uniform(shape, normal_cdf(a), normal_cdf(b), dtype=work, seed=seed)
-    z = ops.clip(ops.multiply(ops.erfinv(ops.subtract(ops.multiply(u, 2.0), 1.0)), math.sqrt(2.0)), a, b)
-    if flip:
-        z = ops.negative(z)
-    return ops.cast(ops.clip(ops.add(ops.multiply(z, dist.sigma), dist.loc), low, high), dtype)
-
-
-def _orthogonal(dist: OrthogonalDist, layout: Layout, shape: tuple[int, ...], dtype: str, seed: Any) -> Any:
-    ops = keras.ops
-    order, (nb, og, o, ig, i, rf) = layout.blocks(shape)
-    rows, cols = o, i * rf
-    big, small = max(rows, cols), min(rows, cols)
-    work = "float64" if dtype == "float64" else "float32"
-    g = keras.random.normal((nb * og * ig, big, small), dtype=work, seed=seed)
-    q, r = ops.linalg.qr(g)
-    q = ops.multiply(q, ops.expand_dims(ops.sign(ops.diagonal(r, axis1=-2, axis2=-1)), -2))  # Haar
-    if rows < cols:
-        q = ops.swapaxes(q, -1, -2)
-    blocks = ops.transpose(ops.reshape(ops.multiply(q, dist.gain), (nb, og, ig, o, i, rf)), (0, 1, 3, 2, 4, 5))
-    permuted = ops.reshape(blocks, tuple(shape[a] for a in order))
-    inverse = tuple(sorted(range(len(order)), key=order.__getitem__))
-    return ops.cast(ops.transpose(permuted, inverse), dtype)
-
-
 def _sample(dist: Distribution, layout: Layout | None, shape: tuple[int, ...], dtype: str, seed: Any) -> Any:
-    if isinstance(dist, ConstantDist):
-        return keras.ops.full(shape, dist.value, dtype=dtype)
-    if isinstance(dist, TruncatedNormalDist):
-        return _truncated(dist, shape, dtype, seed)
-    if isinstance(dist, OrthogonalDist):
-        if layout is None:  # pragma: no cover - the planner always gives one
-            raise ValueError("An orthogonal init needs the weight's layout.")
-        return _orthogonal(dist, layout, shape, dtype, seed)
-    work = "float32" if dtype in ("float16", "bfloat16") else dtype
-    if isinstance(dist, NormalDist):
-        out = keras.random.normal(shape, mean=dist.mean, stddev=dist.std, dtype=work, seed=seed)
-    elif isinstance(dist, UniformDist):
-        out = keras.random.uniform(shape, minval=dist.low, maxval=dist.high, dtype=work, seed=seed)
-        out = keras.ops.clip(out, *representable_bounds(dist.low, dist.high, dtype))  # bounds that hold in dtype
-    else:  # pragma: no cover - every Distribution is handled above
-        raise TypeError(f"Unknown distribution {dist!r}.")
-    return keras.ops.cast(out, dtype)
+    """``dist``'s values with ``keras.random`` and ``keras.ops`` (:func:`._keras_common.sample`)."""
+    return _common.sample(_FW, dist, layout, shape, dtype, seed)
 
 
 # --- portable streams with keras.ops ---------------------------------------------------------------
@@ -408,17 +311,7 @@ def _ops_values(dist: Distribution, u: Any, dtype: str) -> Any:
     return ops.cast(values, dtype)
 
 
-def _float_dtype(dtype: Any) -> str:
-    name = str(keras.backend.standardize_dtype(dtype if dtype is not None else keras.backend.floatx()))
-    if name not in _FLOAT_DTYPES:
-        raise TypeError(
-            f"initscale initializers make floating-point values only. Received: dtype={name!r}; valid: "
-            f"{', '.join(repr(d) for d in _FLOAT_DTYPES)}."
-        )
-    return name
-
-
-# --- seeds and layouts in configs ----------------------------------------------------------------
+# --- seeds, and what Keras 3 gives the shared code ---------------------------------------------
 
 
 def _check_seed(seed: Any) -> Any:
@@ -431,136 +324,50 @@ def _check_seed(seed: Any) -> Any:
     return seed
 
 
-# --- the initializer -----------------------------------------------------------------------------
+_FW = _common.Framework(
+    ops=keras.ops,
+    xp=keras.ops,
+    uniform=lambda shape, low, high, dtype, seed: keras.random.uniform(shape, low, high, dtype=dtype, seed=seed),
+    normal=lambda shape, mean, std, dtype, seed: keras.random.normal(shape, mean, std, dtype=dtype, seed=seed),
+    ndtri=lambda x: _ndtri()(_Ops(x)).x,
+    work_dtype=_uniform_dtype,
+    dtype_name=lambda dtype: str(keras.backend.standardize_dtype(dtype)),
+    floatx=keras.backend.floatx,
+    check_seed=_check_seed,
+    serialize_seed=keras.saving.serialize_keras_object,
+    draw_seed=lambda seed: seed,
+    sample=lambda *args: _sample(*args),
+    stream_tensor=lambda *args: _stream_tensor(*args),
+    trainable=lambda layer: layer._trainable_variables,
+    non_trainable=lambda layer: layer._non_trainable_variables,
+    names=lambda variable: (variable.path, variable.name.split("/")[-1]),
+    frozen=lambda variable, layer_frozen: not variable.trainable,
+    skip_classes=frozenset(
+        {
+            "Layer",
+            "Operation",
+            "KerasSaveable",
+            "object",
+            "Model",
+            "Trainer",
+            "TFLayer",
+            "JaxLayer",
+            "TorchLayer",
+            "TorchModuleWrapper",
+            "Module",
+        }
+    ),
+    builtin="keras.",
+)
 
 
-def _axis_tuple(name: str, value: Any) -> tuple[int, ...]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return (value,)
-    if (
-        isinstance(value, (str, bytes))
-        or not isinstance(value, Sequence)
-        or any(isinstance(v, bool) or not isinstance(v, int) for v in value)
-    ):
-        raise TypeError(f"Argument `{name}` must be an int or a list of ints. Received: {name}={value!r}.")
-    return tuple(value)
+# --- the initializers (their logic: _keras_common.SpecInitializer, Named and the drop-in mixins) ---
 
 
-class _CountedAxes(Layout):
-    """Keras 3.15's ``input_axes``/``output_axes``, as ``keras.initializers.compute_fans`` reads
-    them when both are given: fan_in is the product of the input axes' sizes, fan_out of the
-    output axes' (an empty product is 1: EinsumDense ``"ab,b->a"`` has no output axis,
-    ``"abc,cd->abcd"`` no input axis), no receptive field; every other axis is a batch axis (and
-    orders the portable stream as one). Unlike a plain :class:`~initscale.Layout`, a side may be
-    empty, so the fields are set here."""
+class _SpecInitializer(_common.SpecInitializer, keras.initializers.Initializer):  # type: ignore[misc]
+    """The shared initializer logic on Keras 3's ``Initializer``."""
 
-    def __init__(self, input_axes: Any, output_axes: Any) -> None:
-        ins, outs = _axis_tuple("input_axes", input_axes), _axis_tuple("output_axes", output_axes)
-        if len(set(ins + outs)) != len(ins + outs):
-            raise ValueError(
-                f"Arguments `input_axes` and `output_axes` must name distinct axes. Received: "
-                f"input_axes={input_axes!r}, output_axes={output_axes!r}."
-            )
-        name = f"keras(input_axes={list(ins)}, output_axes={list(outs)})"
-        for key, value in (
-            ("in_axes", ins),
-            ("out_axes", outs),
-            ("batch_axes", ()),
-            ("in_groups", 1),
-            ("out_groups", 1),
-            ("name", name),
-        ):
-            object.__setattr__(self, key, value)
-
-    def split_axes(
-        self, shape: Sequence[int]
-    ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
-        ins, outs, batch, rest = super().split_axes(shape)
-        return ins, outs, tuple(sorted(batch + rest)), ()
-
-    def fans(self, shape: Sequence[int]) -> Fans:
-        dims = tuple(int(d) for d in shape)
-        ins, outs, _, _ = self.split_axes(dims)
-        return Fans(math.prod(dims[a] for a in ins), math.prod(dims[a] for a in outs))
-
-
-def _uses_fans(spec: Spec) -> bool:
-    """Specs whose numbers come from the fans (VarianceScaling); fixed-scale and orthogonal
-    specs use none, so Keras's axes do not concern them (Keras's own RandomNormal and
-    Orthogonal never receive any)."""
-    return not spec.fixed_scale and not isinstance(spec, OrthogonalSpec)
-
-
-def _fan_layout(spec: Spec, layout: LayoutLike | None, input_axes: Any, output_axes: Any) -> LayoutLike:
-    """How an initializer reads a shape: ``layout`` when given, else Keras's axes (for specs that
-    use fans), else Keras's own fan rule."""
-    if (input_axes is None) != (output_axes is None):
-        raise ValueError(
-            "Arguments `input_axes` and `output_axes` go together: give both or neither. Received: "
-            f"input_axes={input_axes!r}, output_axes={output_axes!r}."
-        )
-    if input_axes is None:
-        return _DEFAULT_LAYOUT if layout is None else layout
-    if layout is not None:
-        raise ValueError(
-            "Give either `layout` or `input_axes`/`output_axes`, not both. Received: "
-            f"layout={layout!r}, input_axes={input_axes!r}, output_axes={output_axes!r}."
-        )
-    counted = _CountedAxes(input_axes, output_axes)  # checked whatever the spec
-    return counted if _uses_fans(spec) else _DEFAULT_LAYOUT
-
-
-class _SpecInitializer(keras.initializers.Initializer):  # type: ignore[misc]
-    """What every initscale Keras initializer shares: a spec, a seed, how to read the shape
-    (``layout``, or Keras's ``input_axes``/``output_axes``) and an optional stream."""
-
-    def __init__(
-        self,
-        spec: Spec | Mapping[str, Any],
-        seed: Any = None,
-        layout: LayoutLike | None = None,
-        stream: Stream | Mapping[str, Any] | None = None,
-        *,
-        input_axes: Any = None,
-        output_axes: Any = None,
-    ) -> None:
-        if isinstance(spec, Mapping):
-            spec = from_dict(spec)
-        if not isinstance(spec, Spec):
-            raise TypeError(f"Argument `spec` must be an initscale spec. Received: spec={spec!r}.")
-        self.spec = spec
-        self._init_seed = seed
-        self.seed = _check_seed(seed)
-        self.layout = layout_from_config(layout)
-        self.input_axes, self.output_axes = input_axes, output_axes
-        self._plan, self._rule = planner(spec, _fan_layout(spec, self.layout, input_axes, output_axes))
-        if isinstance(stream, Mapping):
-            stream = Stream(**stream)
-        if stream is not None and not isinstance(stream, Stream):
-            raise TypeError(f"Argument `stream` must be an initscale.Stream. Received: stream={stream!r}.")
-        self.stream = stream
-
-    def __call__(self, shape: Any, dtype: Any = None) -> Any:
-        dims = tuple(int(d) for d in shape)
-        if self.stream is not None:
-            dist, _ = plan_stream(self.stream, self.spec, dims, self._rule)
-            return _stream_tensor(self.stream, dist, dims, self._rule, _float_dtype(dtype))
-        dist, concrete = self._plan(dims)
-        return _sample(dist, concrete, dims, _float_dtype(dtype), self.seed)
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> Any:
-        """Rebuild from :meth:`get_config`. Keras's EinsumDense clones a VarianceScaling whose axes
-        are None through here with its ``input_axes``/``output_axes`` added: an explicit
-        ``layout`` already fixes the fans, so it wins and the added axes are dropped."""
-        config = dict(config)
-        if config.get("layout") is not None and config.get("input_axes") is not None:
-            config.pop("input_axes")
-            config.pop("output_axes", None)
-        return cls(**config)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.spec!r}, seed={self._init_seed!r}, layout={self._rule})"
+    _fw = _FW
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -601,19 +408,10 @@ class Initializer(_SpecInitializer, keras.initializers.VarianceScaling):  # type
         input_axes: Any = None,
         output_axes: Any = None,
     ) -> None:
-        super().__init__(spec, seed, layout, stream, input_axes=input_axes, output_axes=output_axes)
+        self._setup(spec, seed, layout, stream, (input_axes, output_axes))
 
     def get_config(self) -> dict[str, Any]:
-        config = {
-            "spec": self.spec.to_dict(),
-            "seed": keras.saving.serialize_keras_object(self._init_seed),
-            "layout": layout_to_config(self.layout),
-        }
-        if self.stream is not None:
-            config["stream"] = {"seed": self.stream.seed, "name": self.stream.name}
-        if self.input_axes is not None:
-            config.update(input_axes=self.input_axes, output_axes=self.output_axes)
-        return config
+        return self.spec_config()
 
 
 @deprecated_positional(
@@ -634,37 +432,11 @@ def initializer(
     return Initializer(spec, seed=seed, layout=layout, stream=stream)
 
 
-class _KerasNamed(_SpecInitializer):
+class _KerasNamed(_common.Named, _SpecInitializer):
     """Base of the drop-in classes: Keras's constructor arguments in, Keras's config out."""
 
-    def __init__(
-        self,
-        spec: Spec,
-        seed: Any = None,
-        layout: LayoutLike | None = None,
-        *,
-        input_axes: Any = None,
-        output_axes: Any = None,
-        **args: Any,
-    ) -> None:
-        self._keras_args = args
-        super().__init__(spec, seed=seed, layout=layout, input_axes=input_axes, output_axes=output_axes)
 
-    def get_config(self) -> dict[str, Any]:
-        config = dict(self._keras_args)
-        config["seed"] = keras.saving.serialize_keras_object(self._init_seed)
-        if self.input_axes is not None:
-            config.update(input_axes=self.input_axes, output_axes=self.output_axes)
-        if self.layout is not None:
-            config["layout"] = layout_to_config(self.layout)
-        return config
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
-
-
-@keras.saving.register_keras_serializable(package=_PACKAGE)
+@_register
 class VarianceScaling(_KerasNamed, keras.initializers.VarianceScaling):  # type: ignore[misc]
     """Drop-in for ``keras.initializers.VarianceScaling``: Var[W] = scale / n.
 
@@ -720,244 +492,23 @@ def _fixed(name: str, preset: str, keras_args: tuple[float, str, str], doc: str)
         _KerasNamed.__init__(self, spec, seed, layout, input_axes=input_axes, output_axes=output_axes)
         self._keras_attributes(*keras_args)
 
-    cls = type(name, (VarianceScaling,), {"__init__": __init__, "__doc__": doc, "__module__": __name__})
-    return keras.saving.register_keras_serializable(package=_PACKAGE)(cls)  # type: ignore[no-any-return]
+    doc = f"Drop-in for ``keras.initializers.{name}``: {doc}"
+    return _common.make_class(name, (VarianceScaling,), {"__init__": __init__}, _register, __name__, doc)  # type: ignore[no-any-return]
 
 
-GlorotUniform = _fixed(
-    "GlorotUniform",
-    "glorot_uniform",
-    (1.0, "fan_avg", "uniform"),
-    "Drop-in for keras.initializers.GlorotUniform: U(±√(6/(fan_in+fan_out))).",
-)
-GlorotNormal = _fixed(
-    "GlorotNormal",
-    "glorot_normal",
-    (1.0, "fan_avg", "truncated_normal"),
-    "Drop-in for keras.initializers.GlorotNormal: truncated (±2σ), variance 2/(fan_in+fan_out).",
-)
-HeUniform = _fixed(
-    "HeUniform", "he_uniform", (2.0, "fan_in", "uniform"), "Drop-in for keras.initializers.HeUniform: U(±√(6/fan_in))."
-)
-HeNormal = _fixed(
-    "HeNormal",
-    "he_normal",
-    (2.0, "fan_in", "truncated_normal"),
-    "Drop-in for keras.initializers.HeNormal: truncated (±2σ), variance 2/fan_in.",
-)
-LecunUniform = _fixed(
-    "LecunUniform",
-    "lecun_uniform",
-    (1.0, "fan_in", "uniform"),
-    "Drop-in for keras.initializers.LecunUniform: U(±√(3/fan_in)).",
-)
-LecunNormal = _fixed(
-    "LecunNormal",
-    "lecun_normal",
-    (1.0, "fan_in", "truncated_normal"),
-    "Drop-in for keras.initializers.LecunNormal: truncated (±2σ), variance 1/fan_in.",
-)
-
-
-@keras.saving.register_keras_serializable(package=_PACKAGE)
-class RandomNormal(_KerasNamed):
-    """Drop-in for ``keras.initializers.RandomNormal``: N(mean, stddev²)."""
-
-    def __init__(
-        self, mean: float = 0.0, stddev: float = 0.05, seed: Any = None, layout: LayoutLike | None = None
-    ) -> None:
-        super().__init__(Normal(stddev, mean), seed, layout, mean=mean, stddev=stddev)
-
-
-@keras.saving.register_keras_serializable(package=_PACKAGE)
-class TruncatedNormal(_KerasNamed):
-    """Drop-in for ``keras.initializers.TruncatedNormal``: N(mean, stddev²) cut at ±2·stddev
-    (``stddev`` is the σ before truncation, as in Keras; the std after it is 0.8796·stddev)."""
-
-    def __init__(
-        self, mean: float = 0.0, stddev: float = 0.05, seed: Any = None, layout: LayoutLike | None = None
-    ) -> None:
-        super().__init__(
-            presets.get("keras.truncated_normal", mean=mean, stddev=stddev), seed, layout, mean=mean, stddev=stddev
-        )
-
-
-@keras.saving.register_keras_serializable(package=_PACKAGE)
-class RandomUniform(_KerasNamed):
-    """Drop-in for ``keras.initializers.RandomUniform``: U(minval, maxval)."""
-
-    def __init__(
-        self, minval: float = -0.05, maxval: float = 0.05, seed: Any = None, layout: LayoutLike | None = None
-    ) -> None:
-        super().__init__(Uniform(minval, maxval), seed, layout, minval=minval, maxval=maxval)
-
-
-@keras.saving.register_keras_serializable(package=_PACKAGE)
-class Orthogonal(_KerasNamed):
-    """Drop-in for ``keras.initializers.Orthogonal``: ``gain`` × a Haar-random orthogonal matrix
-    (per block with a layer kind such as ``"keras.lstm"``: one per gate)."""
-
-    def __init__(self, gain: float = 1.0, seed: Any = None, layout: LayoutLike | None = None) -> None:
-        super().__init__(OrthogonalSpec(gain), seed, layout, gain=gain)
-
-
-def _constant_class(name: str, spec: Spec, doc: str) -> type[_KerasNamed]:
-    def __init__(self: _KerasNamed) -> None:
-        _KerasNamed.__init__(self, spec)
-
-    def get_config(self: _KerasNamed) -> dict[str, Any]:
-        return {}
-
-    cls = type(
-        name, (_KerasNamed,), {"__init__": __init__, "get_config": get_config, "__doc__": doc, "__module__": __name__}
-    )
-    return keras.saving.register_keras_serializable(package=_PACKAGE)(cls)  # type: ignore[no-any-return]
-
-
-Zeros = _constant_class("Zeros", ZerosSpec(), "Drop-in for keras.initializers.Zeros.")
-Ones = _constant_class("Ones", OnesSpec(), "Drop-in for keras.initializers.Ones.")
-
-
-@keras.saving.register_keras_serializable(package=_PACKAGE)
-class Constant(_KerasNamed):
-    """Drop-in for ``keras.initializers.Constant`` (a scalar ``value``)."""
-
-    def __init__(self, value: float = 0.0) -> None:
-        super().__init__(ConstantSpec(value), value=value)
-
-    def get_config(self) -> dict[str, Any]:
-        return {"value": self._keras_args["value"]}
+GlorotUniform, GlorotNormal, HeUniform, HeNormal, LecunUniform, LecunNormal = (_fixed(*row) for row in _common.FIXED)
+_DROP_INS = _common.bind(_common.DROP_INS, _KerasNamed, _register, __name__, "keras.initializers.")
+RandomNormal, TruncatedNormal, RandomUniform, Orthogonal, Zeros, Ones, Constant = _DROP_INS
 
 
 # --- whole-model re-initialization --------------------------------------------------------------
 
-# Normalization layers by class (Keras's own, NORM_CLASSES), by a class name ending in Norm or
-# Normalization (keras-hub's LlamaLayerNorm, T5LayerNorm, Gemma's RMSNormalization, ...), or by
-# duck typing: an ``epsilon`` attribute and variables of one non-singleton axis at most.
-_NORM_NAME = re.compile(r"(Norm|Normalization)\d*\Z")
-_NORM_SCALE_LEAVES = ("gamma", "scale", "weight")
-_NORM_OFFSET_LEAVES = ("beta", "bias", "offset", "shift")
-# A scale used as (1 + scale) in call (keras-hub's Gemma and Gemma 3 RMSNormalization): stored as
-# an offset from one, so its own init is zeros.
-_UNIT_OFFSET = re.compile(r"\(\s*1(\.0*)?\s*\+\s*(self\.)?(scale|gamma|weight)\b")
-_NORMS: dict[type, bool] = {}  # a layer class -> whether its scale is used as 1 + scale
-
-
-def _spans(shape: tuple[int, ...]) -> bool:
-    """One axis of size > 1 at most: a norm's scale or offset over its normalized features."""
-    return sum(d > 1 for d in shape) <= 1
-
-
-def _norm_kind(layer: Any) -> tuple[bool, bool]:
-    """Whether ``layer`` is a normalization layer, and whether its scale is used as 1 + scale."""
-    cls = type(layer)
-    names = [c.__name__ for c in cls.__mro__]
-    named = bool(NORM_CLASSES.intersection(names)) or any(_NORM_NAME.search(n) for n in names)
-    if not named:
-        own = list(layer._trainable_variables) + list(layer._non_trainable_variables)
-        named = hasattr(layer, "epsilon") and bool(own) and all(_spans(tuple(int(d) for d in v.shape)) for v in own)
-    if not named:
-        return False, False
-    if cls not in _NORMS:
-        unit = False
-        if not cls.__module__.startswith("keras."):  # Keras's own norms use their scale as is
-            try:
-                unit = bool(_UNIT_OFFSET.search(inspect.getsource(cls.call)))
-            except (OSError, TypeError):  # no source (compiled, interactive): a plain scale
-                unit = False
-        _NORMS[cls] = unit
-    return True, _NORMS[cls]
-
-
-def _role_and_layout(layer: Any, leaf: str, shape: tuple[int, ...]) -> tuple[Role, LayoutLike | None, str]:
-    """What a variable is to the layer that owns it, its forward-fan layout, and a note.
-
-    A variable of a layer initscale does not recognise gets no layout (never a guessed one), so
-    a fan-based rule that reaches it raises naming it (:func:`initscale.reinit.plan`)."""
-    if _norm_kind(layer)[0]:
-        if leaf in _NORM_OFFSET_LEAVES and _spans(shape):
-            return "norm_offset", None, ""
-        if leaf in _NORM_SCALE_LEAVES and _spans(shape):
-            return "norm_scale", None, ""
-        return "other", None, ""  # moving statistics, or a variable of more axes
-    kinds = {c.__name__ for c in type(layer).__mro__}
-    role, layout, note = keras_role(
-        kinds,
-        leaf,
-        len(shape),
-        groups=getattr(layer, "groups", 1),
-        unit_forget_bias=bool(getattr(layer, "unit_forget_bias", False)),
-        equation=getattr(layer, "equation", None),
-    )
-    if role != "other":
-        return role, layout, note
-    if len(shape) >= 2 and (ADDED_TENSOR.search(leaf) or any(ADDED_TENSOR.search(k) for k in kinds)):
-        return "other", None, ADDED_TENSOR_NOTE  # kept with this note; a one spec's warning lists it
-    return "other", None, note
-
-
-_SKIP_CLASSES = frozenset(
-    {
-        "Layer",
-        "Operation",
-        "KerasSaveable",
-        "object",
-        "Model",
-        "Trainer",
-        "TFLayer",
-        "JaxLayer",
-        "TorchLayer",
-        "TorchModuleWrapper",
-        "Module",
-    }
-)
-
-
-def _classes(layer: Any) -> tuple[str, ...]:
-    return tuple(c.__name__ for c in type(layer).__mro__ if c.__name__ not in _SKIP_CLASSES)
-
 
 def _walk(
-    layer: Any, ancestors: tuple[str, ...], seen: set[int], include_buffers: bool, found: list[tuple[Param, Any]]
+    layer: Any, ancestors: tuple[str, ...], seen: set[int], include_buffers: bool, found: list[tuple[Any, Any]]
 ) -> None:
-    """Every variable once, in Keras's order, with its owner. ``owner_classes`` are the owning
-    layer's class names, then (for every role but a norm's scale and offset) those of each
-    enclosing layer, innermost first: a class rule on ``"MultiHeadAttention"`` reaches its
-    EinsumDense kernels, ``"LSTM"`` its cell's kernels, a keras-hub ``"TransformerEncoder"`` its
-    dense and attention kernels, while the norms inside keep their own defaults (a fan-based spec
-    on a norm scale has no fans). ``ancestors``: the enclosing layers' class names."""
-    own = [(v, False) for v in layer._trainable_variables]
-    if include_buffers:
-        own += [(v, True) for v in layer._non_trainable_variables]
-    mine = _classes(layer)
-    nested = tuple(dict.fromkeys(mine + ancestors))
-    for variable, is_buffer in own:
-        if id(variable) in seen:
-            continue
-        seen.add(id(variable))
-        shape = tuple(int(d) for d in variable.shape)
-        leaf = variable.name.split("/")[-1]
-        role, layout, note = _role_and_layout(layer, leaf, shape)
-        classes = mine if role in ("norm_scale", "norm_offset") else nested
-        frozen = not is_buffer and not variable.trainable
-        found.append(
-            (
-                Param(
-                    variable.path,
-                    shape,
-                    classes,
-                    role,
-                    layout,
-                    frozen=frozen,
-                    buffer=is_buffer,
-                    note=note,
-                    unit_offset=role == "norm_scale" and _norm_kind(layer)[1],
-                ),
-                variable,
-            )
-        )
-    for child in layer._flatten_layers(include_self=False, recursive=False):
-        _walk(child, nested, seen, include_buffers, found)
+    """Every variable once, in Keras's order, with its owner (:func:`._keras_common.walk`)."""
+    _common.walk(_FW, layer, ancestors, seen, include_buffers, found)
 
 
 def reinit(
@@ -1039,12 +590,12 @@ def reinit(
     )
 
 
-class _Backend:
+class _Backend(_common.Backend):
     """``reinit``'s walk and write for :func:`initscale.reinit.run`: the model's variables; every
     value drawn (in order, from one seed generator or each variable's stream) before the first
     ``assign``."""
 
-    entry = "reinit"
+    _fw = _FW
 
     def __init__(
         self,
@@ -1054,26 +605,18 @@ class _Backend:
         stream_seed: int | None,
         stream_names: Mapping[str, str] | Callable[[str], str] | None,
     ) -> None:
-        self.model, self.include_buffers, self.seed = model, include_buffers, seed
+        super().__init__(model, include_buffers, seed)
         self.stream_seed, self.stream_names = stream_seed, stream_names
 
-    def walk(self) -> list[tuple[Param, Any]]:
-        found: list[tuple[Param, Any]] = []
-        _walk(self.model, (), set(), self.include_buffers, found)
-        return found
-
-    def notes(self, report: Report) -> tuple[str, ...]:
-        return ()
-
-    def check(self, targets: Sequence[Target[Any]], dry_run: bool) -> None:
-        for target in targets:
-            try:
-                _float_dtype(target.handle.dtype)
-            except TypeError as err:
-                raise TypeError(f"Variable {target.name!r}: {err}") from err
+    def _source(self) -> Any:
+        seed = self.seed
+        if isinstance(seed, keras.random.SeedGenerator) or self.stream_seed is not None:
+            return seed
+        return keras.random.SeedGenerator(_check_seed(seed))
 
     def _draw(self, target: Target[Any], generator: Any) -> Any:
-        decision, dims, dtype = target.decision, target.decision.param.shape, _float_dtype(target.handle.dtype)
+        decision, dims = target.decision, target.decision.param.shape
+        dtype = _common.float_dtype(_FW, target.handle.dtype)
         assert decision.dist is not None
         if self.stream_seed is None:
             return _sample(decision.dist, decision.layout, dims, dtype, generator)
@@ -1081,21 +624,6 @@ class _Backend:
         if names is not None:
             name = names(name) if callable(names) else names.get(name, name)
         return _stream_tensor(Stream(self.stream_seed, name), decision.dist, dims, decision.param.layout, dtype)
-
-    def writes(self, targets: Sequence[Target[Any]]) -> list[Write]:
-        seed = self.seed
-        generator = (
-            seed
-            if isinstance(seed, keras.random.SeedGenerator) or self.stream_seed is not None
-            else keras.random.SeedGenerator(_check_seed(seed))
-        )
-        return [Write((t.name,), functools.partial(self._draw, t, generator), t.handle.assign) for t in targets]
-
-    def writing(self) -> Any:
-        return contextlib.nullcontext()
-
-    def finish(self, targets: Sequence[Target[Any]]) -> None:
-        pass
 
 
 from ._keras_check import check  # noqa: E402  (the model check: initscale.check, walked here)

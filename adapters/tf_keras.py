@@ -27,66 +27,31 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import math
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from types import SimpleNamespace
 from typing import Any
 
 import tensorflow as tf
 import tf_keras
 
-from initscale import from_dict, presets
+from initscale import presets
 from initscale._registry import deprecated_positional, layout_like
-from initscale.distributions import (
-    ConstantDist,
-    Distribution,
-    NormalDist,
-    OrthogonalDist,
-    TruncatedNormalDist,
-    UniformDist,
-)
-from initscale.fans import Layout, LayoutLike, layout_from_config, layout_to_config
-from initscale.keras_layers import keras_role
-from initscale.normal_math import far_tail_offset, normal_cdf, truncated_plan
-from initscale.plan import planner
-from initscale.reinit import Param, Report, Target, Write
+from initscale.distributions import Distribution
+from initscale.fans import Layout, LayoutLike
+from initscale.reinit import Report, Target
 from initscale.reinit import run as reinit_run
-from initscale.rounding import representable_bounds
-from initscale.specs import Constant as ConstantSpec
-from initscale.specs import Normal, Spec, Uniform
-from initscale.specs import Ones as OnesSpec
-from initscale.specs import Orthogonal as OrthogonalSpec
-from initscale.specs import Zeros as ZerosSpec
+from initscale.specs import Spec
 
-__all__ = [
-    "Constant",
-    "GlorotNormal",
-    "GlorotUniform",
-    "HeNormal",
-    "HeUniform",
-    "Initializer",
-    "LecunNormal",
-    "LecunUniform",
-    "Ones",
-    "Orthogonal",
-    "RandomNormal",
-    "RandomUniform",
-    "TruncatedNormal",
-    "VarianceScaling",
-    "Zeros",
-    "initializer",
-    "reinit",
-]
+from . import _keras_common as _common
 
-_PACKAGE = "initscale"
-_DEFAULT_LAYOUT = "keras:native=true"
-_FLOAT_DTYPES = ("bfloat16", "float16", "float32", "float64")
-_register = tf_keras.utils.register_keras_serializable
+__all__ = [*_common.CLASS_NAMES, "initializer", "reinit"]
+
+_PACKAGE = _common.PACKAGE
+_register = tf_keras.utils.register_keras_serializable(package=_PACKAGE)
 
 
-# --- sampling ------------------------------------------------------------------------------------
+# --- sampling with TensorFlow ops (the draws themselves: _keras_common.sample) ------------------
 
 
 def _uniform(shape: tuple[int, ...], low: float, high: float, dtype: Any, seed: Any) -> tf.Tensor:
@@ -101,75 +66,10 @@ def _normal(shape: tuple[int, ...], mean: float, std: float, dtype: Any, seed: A
     return tf.random.stateless_normal(shape, seed, mean, std, dtype)
 
 
-def _truncated(dist: TruncatedNormalDist, shape: tuple[int, ...], dtype: Any, seed: Any) -> tf.Tensor:
-    """Inverse CDF in float64, from the side where the interval is representable
-    (:func:`initscale.normal_math.truncated_plan`): ordinary intervals by erfinv, one-sided,
-    far-tail and narrow ones by ``tf.math.ndtri`` of u ∈ (Φ(lo), Φ(hi)] (never 0), and beyond
-    37σ by the exact offset from the bound."""
-    a, b = dist.standard_bounds
-    low, high = representable_bounds(dist.low, dist.high, tf.as_dtype(dtype).name)  # bounds that hold in dtype
-    plan = truncated_plan(a, b, "float64")
-    if plan.method != "erf":
-        unit = _uniform(shape, 0.0, 1.0, tf.float64, seed)
-        if plan.method == "ndtri":
-            z = tf.math.ndtri(plan.p_hi - plan.p_width * unit)
-        else:
-            z = -(plan.a + far_tail_offset(-tf.math.log1p(-plan.kept * unit), plan.a, plan.log_s_a, tf.math))
-        z = tf.clip_by_value(z, plan.z_low, plan.z_high)
-        return tf.cast(tf.clip_by_value(z * (plan.sign * dist.sigma) + dist.loc, low, high), dtype)
-    flip = a > 0.0  # an upper-tail interval is drawn as the mirror of the lower one
-    if flip:
-        a, b = -b, -a
-    u = _uniform(shape, normal_cdf(a), normal_cdf(b), tf.float64, seed)
-    z = tf.clip_by_value(tf.math.erfinv(2.0 * u - 1.0) * math.sqrt(2.0), a, b)
-    if flip:
-        z = -z
-    return tf.cast(tf.clip_by_value(z * dist.sigma + dist.loc, low, high), dtype)
-
-
-def _orthogonal(dist: OrthogonalDist, layout: Layout, shape: tuple[int, ...], dtype: Any, seed: Any) -> tf.Tensor:
-    order, (nb, og, o, ig, i, rf) = layout.blocks(shape)
-    rows, cols = o, i * rf
-    big, small = max(rows, cols), min(rows, cols)
-    work = tf.float64 if dtype == tf.float64 else tf.float32
-    q, r = tf.linalg.qr(_normal((nb * og * ig, big, small), 0.0, 1.0, work, seed))
-    q = q * tf.expand_dims(tf.sign(tf.linalg.diag_part(r)), -2)  # Haar: fix the signs
-    if rows < cols:
-        q = tf.linalg.matrix_transpose(q)
-    blocks = tf.transpose(tf.reshape(q * dist.gain, (nb, og, ig, o, i, rf)), (0, 1, 3, 2, 4, 5))
-    permuted = tf.reshape(blocks, tuple(shape[a] for a in order))
-    inverse = tuple(sorted(range(len(order)), key=order.__getitem__))
-    return tf.cast(tf.transpose(permuted, inverse), dtype)
-
-
-def _sample(dist: Distribution, layout: Layout | None, shape: tuple[int, ...], dtype: Any, seed: Any) -> tf.Tensor:
-    if isinstance(dist, ConstantDist):
-        return tf.fill(shape, tf.constant(dist.value, dtype))
-    if isinstance(dist, TruncatedNormalDist):
-        return _truncated(dist, shape, dtype, seed)
-    if isinstance(dist, OrthogonalDist):
-        if layout is None:  # pragma: no cover - the planner always gives one
-            raise ValueError("An orthogonal init needs the weight's layout.")
-        return _orthogonal(dist, layout, shape, dtype, seed)
-    work = tf.float32 if dtype in (tf.float16, tf.bfloat16) else dtype
-    if isinstance(dist, NormalDist):
-        out = _normal(shape, dist.mean, dist.std, work, seed)
-    elif isinstance(dist, UniformDist):
-        out = _uniform(shape, dist.low, dist.high, work, seed)
-        out = tf.clip_by_value(out, *representable_bounds(dist.low, dist.high, tf.as_dtype(dtype).name))
-    else:  # pragma: no cover - every Distribution is handled above
-        raise TypeError(f"Unknown distribution {dist!r}.")
-    return tf.cast(out, dtype)
-
-
-def _float_dtype(dtype: Any) -> tf.DType:
-    dt = tf.as_dtype(dtype if dtype is not None else tf_keras.backend.floatx())
-    if dt.name not in _FLOAT_DTYPES:
-        raise TypeError(
-            f"initscale initializers make floating-point values only. Received: dtype={dt.name!r}; valid: "
-            f"{', '.join(repr(d) for d in _FLOAT_DTYPES)}."
-        )
-    return dt
+def _sample(dist: Distribution, layout: Layout | None, shape: tuple[int, ...], dtype: str, seed: Any) -> tf.Tensor:
+    """``dist``'s values with TensorFlow's ops: an int pair ``seed`` by the stateless ops, None by
+    the stateful ones (:func:`._keras_common.sample`)."""
+    return _common.sample(_FW, dist, layout, shape, dtype, seed)
 
 
 def _check_seed(seed: Any) -> int | None:
@@ -178,11 +78,64 @@ def _check_seed(seed: Any) -> int | None:
     return seed
 
 
-# --- initializers --------------------------------------------------------------------------------
+_TF_OPS = SimpleNamespace(
+    add=tf.add,
+    cast=tf.cast,
+    clip=tf.clip_by_value,
+    diagonal=lambda x, axis1, axis2: tf.linalg.diag_part(x),  # the last two axes, as the shared code asks
+    erfinv=tf.math.erfinv,
+    expand_dims=tf.expand_dims,
+    full=lambda shape, value, dtype: tf.fill(shape, tf.constant(value, dtype)),
+    log1p=tf.math.log1p,
+    multiply=tf.multiply,
+    negative=tf.negative,
+    qr=tf.linalg.qr,
+    reshape=tf.reshape,
+    sign=tf.sign,
+    subtract=tf.subtract,
+    swapaxes=lambda x, a, b: tf.linalg.matrix_transpose(x),  # the last two axes, as the shared code asks
+    transpose=tf.transpose,
+)
+
+_FW = _common.Framework(
+    ops=_TF_OPS,
+    xp=tf.math,
+    uniform=_uniform,
+    normal=_normal,
+    ndtri=tf.math.ndtri,
+    work_dtype=lambda: "float64",
+    dtype_name=lambda dtype: tf.as_dtype(dtype).name,
+    floatx=tf_keras.backend.floatx,
+    check_seed=_check_seed,
+    serialize_seed=lambda seed: seed,
+    draw_seed=lambda seed: None if seed is None else (seed, 0),
+    sample=lambda *args: _sample(*args),
+    stream_tensor=None,
+    trainable=lambda layer: layer._trainable_weights,
+    non_trainable=lambda layer: layer._non_trainable_weights,
+    names=lambda variable: (variable.name.rsplit(":", 1)[0], variable.name.rsplit(":", 1)[0].split("/")[-1]),
+    frozen=lambda variable, layer_frozen: layer_frozen,
+    skip_classes=frozenset(
+        {"Layer", "Module", "AutoTrackable", "Trackable", "object", "Model", "BaseRandomLayer", "DropoutRNNCellMixin"}
+    ),
+    builtin="tf_keras.",
+)
 
 
-@_register(package=_PACKAGE)
-class Initializer(tf_keras.initializers.Initializer):  # type: ignore[misc]
+# --- initializers (their logic: _keras_common.SpecInitializer, Named and the drop-in mixins) ------
+
+
+class _SpecInitializer(_common.SpecInitializer, tf_keras.initializers.Initializer):  # type: ignore[misc]
+    """The shared initializer logic on Keras 2's ``Initializer`` (no stream, no axes)."""
+
+    _fw = _FW
+
+    def __call__(self, shape: Any, dtype: Any = None, **kwargs: Any) -> tf.Tensor:
+        return super().__call__(shape, dtype)
+
+
+@_register
+class Initializer(_SpecInitializer):
     """An initscale spec as a Keras 2 initializer: ``init(shape, dtype=None)``.
 
     Args:
@@ -195,27 +148,10 @@ class Initializer(tf_keras.initializers.Initializer):  # type: ignore[misc]
     def __init__(
         self, spec: Spec | Mapping[str, Any], seed: int | None = None, layout: LayoutLike | None = None
     ) -> None:
-        if isinstance(spec, Mapping):
-            spec = from_dict(spec)
-        if not isinstance(spec, Spec):
-            raise TypeError(f"Argument `spec` must be an initscale spec. Received: spec={spec!r}.")
-        self.spec = spec
-        self.seed = _check_seed(seed)
-        self.layout = layout_from_config(layout)
-        self._plan, self._rule = planner(spec, _DEFAULT_LAYOUT if self.layout is None else self.layout)
-
-    def __call__(self, shape: Any, dtype: Any = None, **kwargs: Any) -> tf.Tensor:
-        dims = tuple(int(d) for d in shape)
-        dist, concrete = self._plan(dims)
-        seed = None if self.seed is None else (self.seed, 0)
-        return _sample(dist, concrete, dims, _float_dtype(dtype), seed)
+        self._setup(spec, seed, layout)
 
     def get_config(self) -> dict[str, Any]:
-        return {"spec": self.spec.to_dict(), "seed": self.seed, "layout": layout_to_config(self.layout)}
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> Initializer:
-        return cls(**config)
+        return self.spec_config()
 
 
 @deprecated_positional(
@@ -234,23 +170,11 @@ def initializer(spec: Spec, layout: LayoutLike | None = None, *, seed: int | Non
     return Initializer(spec, seed=seed, layout=layout)
 
 
-class _KerasNamed(Initializer):
-    def __init__(self, spec: Spec, seed: int | None = None, layout: LayoutLike | None = None, **args: Any) -> None:
-        self._keras_args = args
-        super().__init__(spec, seed=seed, layout=layout)
-
-    def get_config(self) -> dict[str, Any]:
-        config = {**self._keras_args, "seed": self.seed}
-        if self.layout is not None:
-            config["layout"] = layout_to_config(self.layout)
-        return config
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> Initializer:
-        return cls(**config)
+class _KerasNamed(_common.Named, _SpecInitializer):
+    """Base of the drop-in classes: Keras's constructor arguments in, Keras's config out."""
 
 
-@_register(package=_PACKAGE)
+@_register
 class VarianceScaling(_KerasNamed):
     """Drop-in for ``tf_keras.initializers.VarianceScaling`` (Keras's spellings: "normal" means
     "truncated_normal", corrected; "untruncated_normal"; "uniform")."""
@@ -268,148 +192,22 @@ class VarianceScaling(_KerasNamed):
         super().__init__(spec, seed, layout, scale=scale, mode=mode, distribution=name)
 
 
-def _fixed(name: str, preset: str, doc: str) -> type[_KerasNamed]:
+def _fixed(name: str, preset: str, keras_args: tuple[float, str, str], doc: str) -> type[_KerasNamed]:
     spec = presets.get(preset)
 
     def __init__(self: _KerasNamed, seed: int | None = None, layout: LayoutLike | None = None) -> None:
         _KerasNamed.__init__(self, spec, seed, layout)
 
-    cls = type(name, (_KerasNamed,), {"__init__": __init__, "__doc__": doc, "__module__": __name__})
-    return _register(package=_PACKAGE)(cls)  # type: ignore[no-any-return]
+    doc = f"Drop-in for ``tf_keras.initializers.{name}``: {doc}"
+    return _common.make_class(name, (_KerasNamed,), {"__init__": __init__}, _register, __name__, doc)  # type: ignore[no-any-return]
 
 
-GlorotUniform = _fixed("GlorotUniform", "glorot_uniform", "Drop-in for GlorotUniform: U(±√(6/(fan_in+fan_out))).")
-GlorotNormal = _fixed("GlorotNormal", "glorot_normal", "Drop-in for GlorotNormal: truncated, 2/(fan_in+fan_out).")
-HeUniform = _fixed("HeUniform", "he_uniform", "Drop-in for HeUniform: U(±√(6/fan_in)).")
-HeNormal = _fixed("HeNormal", "he_normal", "Drop-in for HeNormal: truncated (±2σ), variance 2/fan_in.")
-LecunUniform = _fixed("LecunUniform", "lecun_uniform", "Drop-in for LecunUniform: U(±√(3/fan_in)).")
-LecunNormal = _fixed("LecunNormal", "lecun_normal", "Drop-in for LecunNormal: truncated (±2σ), variance 1/fan_in.")
-
-
-@_register(package=_PACKAGE)
-class RandomNormal(_KerasNamed):
-    """Drop-in for ``RandomNormal``: N(mean, stddev²)."""
-
-    def __init__(
-        self, mean: float = 0.0, stddev: float = 0.05, seed: int | None = None, layout: LayoutLike | None = None
-    ) -> None:
-        super().__init__(Normal(stddev, mean), seed, layout, mean=mean, stddev=stddev)
-
-
-@_register(package=_PACKAGE)
-class TruncatedNormal(_KerasNamed):
-    """Drop-in for ``TruncatedNormal``: N(mean, stddev²) cut at ±2·stddev, uncorrected."""
-
-    def __init__(
-        self, mean: float = 0.0, stddev: float = 0.05, seed: int | None = None, layout: LayoutLike | None = None
-    ) -> None:
-        super().__init__(
-            presets.get("keras.truncated_normal", mean=mean, stddev=stddev), seed, layout, mean=mean, stddev=stddev
-        )
-
-
-@_register(package=_PACKAGE)
-class RandomUniform(_KerasNamed):
-    """Drop-in for ``RandomUniform``: U(minval, maxval)."""
-
-    def __init__(
-        self, minval: float = -0.05, maxval: float = 0.05, seed: int | None = None, layout: LayoutLike | None = None
-    ) -> None:
-        super().__init__(Uniform(minval, maxval), seed, layout, minval=minval, maxval=maxval)
-
-
-@_register(package=_PACKAGE)
-class Orthogonal(_KerasNamed):
-    """Drop-in for ``Orthogonal``: ``gain`` × a Haar-random orthogonal matrix per block."""
-
-    def __init__(self, gain: float = 1.0, seed: int | None = None, layout: LayoutLike | None = None) -> None:
-        super().__init__(OrthogonalSpec(gain), seed, layout, gain=gain)
-
-
-def _constant_class(name: str, spec: Spec) -> type[_KerasNamed]:
-    def __init__(self: _KerasNamed) -> None:
-        _KerasNamed.__init__(self, spec)
-
-    def get_config(self: _KerasNamed) -> dict[str, Any]:
-        return {}
-
-    cls = type(
-        name,
-        (_KerasNamed,),
-        {"__init__": __init__, "get_config": get_config, "__doc__": f"Drop-in for {name}.", "__module__": __name__},
-    )
-    return _register(package=_PACKAGE)(cls)  # type: ignore[no-any-return]
-
-
-Zeros = _constant_class("Zeros", ZerosSpec())
-Ones = _constant_class("Ones", OnesSpec())
-
-
-@_register(package=_PACKAGE)
-class Constant(_KerasNamed):
-    """Drop-in for ``Constant`` (a scalar ``value``)."""
-
-    def __init__(self, value: float = 0.0) -> None:
-        super().__init__(ConstantSpec(value), value=value)
-
-    def get_config(self) -> dict[str, Any]:
-        return {"value": self._keras_args["value"]}
+GlorotUniform, GlorotNormal, HeUniform, HeNormal, LecunUniform, LecunNormal = (_fixed(*row) for row in _common.FIXED)
+_DROP_INS = _common.bind(_common.DROP_INS, _KerasNamed, _register, __name__, "tf_keras.initializers.")
+RandomNormal, TruncatedNormal, RandomUniform, Orthogonal, Zeros, Ones, Constant = _DROP_INS
 
 
 # --- whole-model re-initialization --------------------------------------------------------------
-
-
-def _classes(layer: Any) -> tuple[str, ...]:
-    skip = {
-        "Layer",
-        "Module",
-        "AutoTrackable",
-        "Trackable",
-        "object",
-        "Model",
-        "BaseRandomLayer",
-        "DropoutRNNCellMixin",
-    }
-    return tuple(c.__name__ for c in type(layer).__mro__ if c.__name__ not in skip)
-
-
-def _walk(
-    layer: Any,
-    parents: tuple[str, ...],
-    frozen_above: bool,
-    seen: set[int],
-    include_buffers: bool,
-    found: list[tuple[Param, Any]],
-) -> None:
-    frozen = frozen_above or not layer.trainable
-    own = [(v, False) for v in layer._trainable_weights]
-    if include_buffers:
-        own += [(v, True) for v in layer._non_trainable_weights]
-    kinds = {c.__name__ for c in type(layer).__mro__}
-    classes = _classes(layer) + parents
-    for variable, is_buffer in own:
-        if id(variable) in seen:
-            continue
-        seen.add(id(variable))
-        name = variable.name.rsplit(":", 1)[0]
-        shape = tuple(int(d) for d in variable.shape)
-        role, layout, note = keras_role(
-            kinds,
-            name.split("/")[-1],
-            len(shape),
-            groups=getattr(layer, "groups", 1),
-            unit_forget_bias=bool(getattr(layer, "unit_forget_bias", False)),
-            equation=getattr(layer, "equation", None),
-        )
-        found.append(
-            (
-                Param(name, shape, classes, role, layout, frozen=frozen and not is_buffer, buffer=is_buffer, note=note),
-                variable,
-            )
-        )
-    wrapper = any(c.__name__ in ("RNN", "Bidirectional") for c in type(layer).__mro__)
-    for child in layer._flatten_layers(include_self=False, recursive=False):
-        _walk(child, _classes(layer)[:1] + parents if wrapper else parents, frozen, seen, include_buffers, found)
 
 
 def reinit(
@@ -426,7 +224,11 @@ def reinit(
 
     Same rules, defaults, layouts, atomicity and report as ``initscale.keras.reinit``. With an
     int ``seed`` each variable draws from the stateless stream (seed, crc32 of its name), so the
-    result does not depend on the order of the layers; None draws fresh values.
+    result does not depend on the order of the layers; None draws fresh values. The walk is the
+    Keras 3 adapter's (``adapters/_keras_common.py``): a class rule reaches the variables of the
+    layers inside (``"MultiHeadAttention"`` its projections), and a weight of a layer initscale
+    does not recognise gets no layout, never a guessed one: a fan-based rule that reaches it
+    raises before anything is written, and the one spec for all weights warns naming it.
 
     Example:
         >>> import tf_keras, initscale
@@ -454,41 +256,15 @@ def reinit(
     )
 
 
-class _Backend:
+class _Backend(_common.Backend):
     """``reinit``'s walk and write for :func:`initscale.reinit.run`: the model's variables, each
     drawn from its stateless stream (seed, crc32 of its name), all before the first ``assign``."""
 
-    entry = "reinit"
+    _fw = _FW
 
-    def __init__(self, model: Any, include_buffers: bool, seed: int | None) -> None:
-        self.model, self.include_buffers, self.seed = model, include_buffers, seed
-
-    def walk(self) -> list[tuple[Param, Any]]:
-        found: list[tuple[Param, Any]] = []
-        _walk(self.model, (), False, set(), self.include_buffers, found)
-        return found
-
-    def notes(self, report: Report) -> tuple[str, ...]:
-        return ()
-
-    def check(self, targets: Sequence[Target[Any]], dry_run: bool) -> None:
-        for target in targets:
-            try:
-                _float_dtype(target.handle.dtype)
-            except TypeError as err:
-                raise TypeError(f"Variable {target.name!r}: {err}") from err
-
-    def _draw(self, target: Target[Any]) -> tf.Tensor:
+    def _draw(self, target: Target[Any], source: Any) -> tf.Tensor:
         decision = target.decision
         assert decision.dist is not None
         stream = None if self.seed is None else (self.seed, zlib.crc32(decision.param.name.encode()) & 0x7FFFFFFF)
-        return _sample(decision.dist, decision.layout, decision.param.shape, _float_dtype(target.handle.dtype), stream)
-
-    def writes(self, targets: Sequence[Target[Any]]) -> list[Write]:
-        return [Write((t.name,), functools.partial(self._draw, t), t.handle.assign) for t in targets]
-
-    def writing(self) -> Any:
-        return contextlib.nullcontext()
-
-    def finish(self, targets: Sequence[Target[Any]]) -> None:
-        pass
+        dtype = _common.float_dtype(_FW, target.handle.dtype)
+        return _sample(decision.dist, decision.layout, decision.param.shape, dtype, stream)

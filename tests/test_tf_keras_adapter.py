@@ -264,6 +264,54 @@ def test_reinit_seed_is_per_variable_and_reproducible() -> None:
     assert all(np.array_equal(x.numpy(), y.numpy()) for x, y in zip(m1.weights, m2.weights, strict=True))
 
 
+# --- layers initscale does not know: never a guessed layout (as the Keras 3 walk) ---------------
+
+
+class Mixer(tf_keras.layers.Layer):
+    """A weight of 2 axes whose layout only its author knows (x @ w: (in=6, out=4), say)."""
+
+    def build(self, input_shape):
+        self.w = self.add_weight(name="w", shape=(6, 4), initializer=tf_keras.initializers.Constant(3.0))
+        self.bias = self.add_weight(name="bias", shape=(4,), initializer=tf_keras.initializers.Constant(3.0))
+
+    def call(self, x):
+        return tf_keras.backend.dot(x, self.w) + self.bias
+
+
+def _mixer_model():
+    inp = tf_keras.Input((6,))
+    return tf_keras.Model(inp, tf_keras.layers.Dense(2, name="head")(Mixer(name="mixer")(inp)))
+
+
+def test_an_unknown_layers_weight_with_a_fan_based_rule_is_an_error_before_writing() -> None:
+    """Keras 2's walk used to read such a weight with a guessed layout ("keras") and write it."""
+    model = _mixer_model()
+    before = [w.numpy().copy() for w in model.weights]
+    said = (
+        r"(?s)'mixer/w' \(shape \(6, 4\), in Mixer\).*"
+        r"\{'Mixer': initscale\.Rule\(VarianceScaling\(scale=2\.0\), layout="
+    )
+    for pattern in ("Mixer", "mixer/w", "*/w"):
+        with pytest.raises(ValueError, match=said):
+            istk.reinit(model, {pattern: HE, "Dense": HE}, seed=0)
+        unchanged = [np.array_equal(a, w.numpy()) for a, w in zip(before, model.weights, strict=True)]
+        assert all(unchanged), (pattern, unchanged)  # nothing written, the Dense kernel neither
+    fixed = istk.reinit(model, {"Mixer": initscale.Normal(0.5)}, seed=0)["mixer/w"]  # a fixed scale needs no fans
+    assert fixed.touched and fixed.fan_in is None
+
+
+def test_one_spec_warns_naming_the_unknown_layers_weights_and_the_fix() -> None:
+    model = _mixer_model()
+    with pytest.warns(
+        UserWarning, match=r"left 1 parameter\(s\) of 2 or more axes untouched.*Mixer \(1: 'mixer/w'\).*layout="
+    ):
+        report = istk.reinit(model, HE, seed=0)
+    assert not report["mixer/w"].touched and report["mixer/w"].layout is None
+    assert np.all(model.get_layer("mixer").w.numpy() == 3.0)
+    said = istk.reinit(model, {"Mixer": initscale.Rule(HE, layout="keras.dense")}, seed=4)["mixer/w"]
+    assert (said.layout, said.fan_in, said.fan_out) == ("keras.dense", 6, 4)  # a rule that says the layout
+
+
 def test_initscale_keras_is_tf_keras_under_tf_use_legacy_keras() -> None:
     code = "import initscale; print(initscale.keras.__name__)"
     for flag, expected in (("1", "initscale.adapters.tf_keras"), ("", "initscale.adapters.keras")):

@@ -4,7 +4,9 @@ Shared by the Keras 3 adapter and the legacy ``tf_keras`` adapter, which see the
 names with different class hierarchies: Keras 3 has ``BaseConv``, ``BaseConvTranspose``,
 ``BaseDepthwiseConv`` and ``BaseSeparableConv``; Keras 2 has ``Conv`` with ``Conv2DTranspose``
 a subclass of ``Conv2D``, ``DepthwiseConv`` and ``SeparableConv``, and names a depthwise
-layer's kernel ``depthwise_kernel``. Framework-free: it reads class names and a few attributes.
+layer's kernel ``depthwise_kernel``. Framework-free (plain tables and functions of class names
+and a few attributes), on the adapter side: only the Keras adapters read these tables. A variable
+of a layer it does not recognise gets no layout, never a guessed one.
 
 Example:
     >>> keras_role({"Conv2D", "BaseConv"}, "kernel", 4, groups=4)
@@ -18,16 +20,34 @@ Example:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Set
 
-from .fans import Layout, LayoutLike
-from .reinit import Role
+from initscale.fans import Layout, LayoutLike
+from initscale.reinit import Role
 
-__all__ = ["NORM_CLASSES", "einsum_layout", "keras_role"]
+__all__ = [
+    "NORM_CLASSES",
+    "NORM_NAME",
+    "NORM_OFFSET_LEAVES",
+    "NORM_SCALE_LEAVES",
+    "UNIT_OFFSET",
+    "einsum_layout",
+    "keras_role",
+]
 
 NORM_CLASSES = frozenset(
     {"BatchNormalization", "LayerNormalization", "GroupNormalization", "RMSNormalization", "SyncBatchNormalization"}
 )
+# Normalization layers by class (Keras's own, NORM_CLASSES), by a class name ending in Norm or
+# Normalization (keras-hub's LlamaLayerNorm, T5LayerNorm, Gemma's RMSNormalization, ...), or by
+# duck typing (the walk's): an ``epsilon`` attribute and variables of one non-singleton axis at most.
+NORM_NAME = re.compile(r"(Norm|Normalization)\d*\Z")
+NORM_SCALE_LEAVES = ("gamma", "scale", "weight")
+NORM_OFFSET_LEAVES = ("beta", "bias", "offset", "shift")
+# A scale used as (1 + scale) in call (keras-hub's Gemma and Gemma 3 RMSNormalization): stored as
+# an offset from one, so its own init is zeros.
+UNIT_OFFSET = re.compile(r"\(\s*1(\.0*)?\s*\+\s*(self\.)?(scale|gamma|weight)\b")
 _CELL_KINDS = {"LSTMCell": "keras.lstm", "GRUCell": "keras.gru", "SimpleRNNCell": "keras.simple_rnn"}
 
 
@@ -58,7 +78,9 @@ def keras_role(
     equation: str | None = None,
 ) -> tuple[Role, LayoutLike | None, str]:
     """``(role, layout, note)`` of a variable named ``leaf`` of a layer whose class and base-class
-    names are ``kinds``; ``note`` says why the defaults keep it, when they do."""
+    names are ``kinds``; ``note`` says why the defaults keep it, when they do. A variable it does
+    not recognise is ``("other", None, "")``: no layout, so a fan-based rule that reaches it raises
+    naming it (:func:`initscale.reinit.plan`) instead of reading a guessed one."""
     if kinds & NORM_CLASSES:
         if leaf == "beta":
             return "norm_offset", None, ""
@@ -94,4 +116,4 @@ def keras_role(
         return "embedding", "keras.embedding", ""
     if "ReversibleEmbedding" in kinds and leaf == "reverse_embeddings" and ndim == 2:
         return "weight", "keras.dense", ""  # an untied output projection: logits = x @ W, W (d, vocab)
-    return "other", ("keras" if ndim >= 2 else None), ""
+    return "other", None, ""
