@@ -330,7 +330,10 @@ def _region_function(region: list[Any], var: Any, exit_var: Any, env: dict[Any, 
 
 def _narrow(dtype: Any) -> bool:
     """A floating dtype of fewer than 32 bits (bfloat16, float16, float8)."""
-    return dtype is not None and jnp.issubdtype(dtype, jnp.floating) and jnp.finfo(dtype).bits < 32
+    if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+        return False
+    # jnp.finfo, not NumPy's (which does not know bfloat16); jax leaves it unannotated
+    return int(jnp.finfo(dtype).bits) < 32  # type: ignore[no-untyped-call]
 
 
 def _wide(x: Any) -> Any:

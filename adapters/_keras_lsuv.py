@@ -75,10 +75,12 @@ def _names(layers: list[Any], weights: set[str]) -> dict[int, str]:
     count: dict[str, int] = {}
     for layer in layers:
         count[layer.name] = count.get(layer.name, 0) + 1
-    return {
-        id(layer): layer.name if count[layer.name] == 1 else _kernel(layer, weights).path.rsplit("/", 1)[0]
-        for layer in layers
-    }
+    names = {}
+    for layer in layers:
+        kernel = _kernel(layer, weights)
+        shared = count[layer.name] > 1 and kernel is not None
+        names[id(layer)] = kernel.path.rsplit("/", 1)[0] if shared and kernel is not None else layer.name
+    return names
 
 
 class _Capture:

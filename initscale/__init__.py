@@ -19,7 +19,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from . import _registry, distributions, gains
+from . import distributions, gains
 from . import fans as layouts
 from .fans import Fans, LayerKind, Layout, compute_fans
 from .gains import gain
@@ -89,6 +89,10 @@ def __getattr__(name: str) -> Any:
         value = module if attribute is None else getattr(module, attribute)
         globals()[name] = value
         return value
+    # imported here, not at the top: only the adapters need it (it would add ~6 ms to `import initscale`);
+    # by import_module, since `from . import` would call this very __getattr__ for the name
+    _registry = importlib.import_module("initscale._registry")
+
     if name not in _registry.ADAPTERS:
         raise AttributeError(f"module 'initscale' has no attribute {name!r}")
     # the one registry of adapters (initscale._registry): module, framework, pip extra
@@ -98,4 +102,6 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
+    _registry = importlib.import_module("initscale._registry")
+
     return sorted(set(globals()) | set(_registry.ADAPTERS) | set(_LAZY))
