@@ -56,12 +56,12 @@ from initscale.distributions import (
 )
 from initscale.fans import Layout, LayoutLike, resolve
 from initscale.normal_math import complex_truncated_rms, far_tail_offset, truncated_plan
-from initscale.plan import planner
+from initscale.plan import WeightPlan, canonical_strides, gate_index, plans
 from initscale.reinit import Param, Report, Role, Target, Write
 from initscale.reinit import run as reinit_run
 from initscale.rounding import clip_bounds
 from initscale.specs import Spec
-from initscale.streams import Stream, canonical_strides, gate_index, philox4x32, plan_stream, transform
+from initscale.streams import Stream, philox4x32, portable, transform
 
 __all__ = ["Initializer", "check", "initializer", "lsuv", "reinit"]
 
@@ -206,12 +206,12 @@ def _check_dtype(dtype: Any) -> Any:
     return dt
 
 
-def _stream_values(stream: Stream, spec: Spec, rule: LayoutLike, shape: tuple[int, ...], dtype: Any) -> jax.Array:
+def _stream_values(stream: Stream, plan: WeightPlan, dtype: Any) -> jax.Array:
     """The portable stream's values (see :mod:`initscale.streams`) with jnp uint32 integer ops:
     traceable, and under ``jax.jit(..., out_shardings=...)`` XLA computes each shard's elements
     on its own device."""
-    dist, strides = plan_stream(stream, spec, shape, rule)
-    return _stream_draw(stream, dist, strides, shape, dtype, gate_index(shape, rule))
+    portable(plan)
+    return _stream_draw(stream, plan.dist, plan.strides, plan.shape, dtype, plan.gates)
 
 
 def _stream_draw(
@@ -327,7 +327,7 @@ def initializer(
         (3, 3, 4, 32)
     """
     rule: LayoutLike = layout if layout is not None else Layout(in_axis, out_axis, batch_axis, name="jax")
-    plan, resolved = planner(spec, rule)
+    plan, resolved = plans(spec, rule)
     default_dtype = _check_dtype(dtype)
 
     if stream is not None and not isinstance(stream, Stream):
@@ -336,10 +336,11 @@ def initializer(
     def init(key: Any, shape: Sequence[int], dtype: Any = default_dtype) -> jax.Array:
         dims = tuple(int(d) for d in shape)
         if stream is not None:
-            return _stream_values(stream, spec, resolved, dims, _check_dtype(dtype))
+            dt = _check_dtype(dtype)
+            return _stream_values(stream, plan(dims, dt), dt)
         key = _check_key(key)
-        dist, concrete = plan(dims)
-        return _sample(key, dist, concrete, dims, _check_dtype(dtype))
+        planned = plan(dims, None)
+        return _sample(key, planned.dist, planned.layout, dims, _check_dtype(dtype))
 
     init.__doc__ = f"Initialize with {spec!r} (layout {resolved})."
     return init

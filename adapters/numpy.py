@@ -35,10 +35,9 @@ from initscale.distributions import (
 )
 from initscale.fans import Layout, LayoutLike
 from initscale.normal_math import far_tail_offset, ndtri, normal_cdf, truncated_plan
-from initscale.plan import planner
-from initscale.rounding import clip_bounds
+from initscale.plan import WeightPlan, plans
 from initscale.specs import Spec
-from initscale.streams import Stream, gate_index, plan_stream, stream_values
+from initscale.streams import Stream, plan_values, portable
 
 __all__ = ["NumpyInitializer", "initializer", "sample"]
 
@@ -134,20 +133,19 @@ def sample(
     raise TypeError(f"Unknown distribution {dist!r}.")
 
 
-def _kernel_stream(
-    stream: Stream, spec: Spec, dims: tuple[int, ...], rule: LayoutLike, dt: np.dtype[Any]
-) -> NDArray[Any] | None:
+def _kernel_stream(stream: Stream, plan: WeightPlan) -> NDArray[Any] | None:
     """float32 and float16 streams from the compiled kernel (:mod:`initscale._stream_kernel`),
     equal to :func:`initscale.streams.stream_values` (float16 through float32 rounded to odd);
     None where the kernel is not built, or for float64 (whose Φ⁻¹ tails differ from NumPy's log
     by up to a few ulps: the reference itself is used) and for weights of more axes than the
     kernel walks (:data:`initscale._stream_kernel.MAX_AXES`)."""
+    dims, dt = plan.shape, np.dtype(plan.dtype)
     if dt not in (np.float32, np.float16) or len(dims) > _stream_kernel.MAX_AXES:
         return None
     lib = _stream_kernel.load()
     if lib is None:
         return None
-    dist, strides = plan_stream(stream, spec, dims, rule)
+    portable(plan)
     out = np.empty(dims, dtype=np.float32)
     kind = _stream_kernel.output_kind(dt.name)
     _stream_kernel.draw(
@@ -156,12 +154,12 @@ def _kernel_stream(
         kind,
         dims,
         [s // out.itemsize for s in out.strides],
-        strides,
-        dist,
+        plan.strides,
+        plan.dist,
         stream.key,
-        clip_bounds(dist, dt.name),
+        plan.clip,
         threads=os.cpu_count() or 1,
-        gates=gate_index(dims, rule),
+        gates=plan.gates,
     )
     return out if dt == np.float32 else out.astype(dt)
 
@@ -182,7 +180,7 @@ def initializer(spec: Spec, layout: LayoutLike = "keras", *, stream: Stream | No
     float32 and float16 from the compiled kernel where a C compiler built it (equal to the
     reference, :func:`initscale.streams.stream_values`), float64 from the reference.
     """
-    plan, rule = planner(spec, layout)
+    plan, rule = plans(spec, layout)
     if stream is not None and not isinstance(stream, Stream):
         raise TypeError(f"Argument `stream` must be an initscale.Stream. Received: stream={stream!r}.")
 
@@ -192,8 +190,9 @@ def initializer(spec: Spec, layout: LayoutLike = "keras", *, stream: Stream | No
         dims = _validate.shape("shape", shape)
         dt = _dtype(dtype)
         if stream is not None:
-            fast = _kernel_stream(stream, spec, dims, rule, dt)
-            return stream_values(stream, spec, dims, rule, dtype=dt) if fast is None else fast
+            planned = plan(dims, dt.name)
+            fast = _kernel_stream(stream, planned)
+            return plan_values(stream, planned) if fast is None else fast
         if rng is None:
             raise TypeError(
                 "Argument `rng` is required (a numpy.random.Generator or an int seed) unless the "
@@ -202,9 +201,9 @@ def initializer(spec: Spec, layout: LayoutLike = "keras", *, stream: Stream | No
         generator = _rng(rng)
         if math.prod(dims) == 0:
             return np.zeros(dims, dtype=dt)
-        dist, concrete = plan(dims)
-        values = sample(dist, dims, generator, concrete)
-        clip = clip_bounds(dist, dt.name)  # bounds that hold once rounded to dt (initscale.rounding)
+        planned = plan(dims, dt.name)
+        values = sample(planned.dist, dims, generator, planned.layout)
+        clip = planned.clip  # bounds that hold once rounded to dt (initscale.rounding)
         return (values if clip is None else np.clip(values, *clip)).astype(dt)
 
     init.__doc__ = f"NumPy initializer for {spec!r} (layout {rule})."

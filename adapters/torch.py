@@ -67,7 +67,7 @@ from initscale.distributions import (
 )
 from initscale.fans import Layout, LayoutLike
 from initscale.normal_math import far_tail_offset, normal_cdf, truncated_plan
-from initscale.plan import planner
+from initscale.plan import WeightPlan, canonical_strides, gate_index, plans
 from initscale.reinit import (
     ADDED_TENSOR,
     ADDED_TENSOR_NOTE,
@@ -85,11 +85,9 @@ from initscale.rounding import clip_bounds, representable_bounds
 from initscale.specs import Orthogonal, Spec, VarianceScaling
 from initscale.streams import (
     Stream,
-    canonical_strides,
-    gate_index,
     inverse_permutation,
     kernel_params,
-    plan_stream,
+    portable,
     run_bits,
     runs,
     transform,
@@ -419,13 +417,11 @@ def _shard_values(
     return values
 
 
-def _stream_values(
-    stream: Stream, spec: Spec, rule: LayoutLike, tensor: torch.Tensor, into: bool = False
-) -> torch.Tensor:
+def _stream_values(stream: Stream, plan: WeightPlan, tensor: torch.Tensor, into: bool = False) -> torch.Tensor:
     """The portable stream's values for ``tensor`` (for a DTensor: its local shard only), computed
     with torch integer ops on the tensor's device; see :mod:`initscale.streams`."""
-    dist, strides = plan_stream(stream, spec, tuple(tensor.shape), rule)
-    return _stream_draw(stream, dist, strides, tensor, into, gate_index(tuple(tensor.shape), rule))
+    portable(plan)
+    return _stream_draw(stream, plan.dist, plan.strides, tensor, into, plan.gates)
 
 
 _STREAM_PIECE = 2**19  # elements per piece on CPU: bounds the temporaries (a few MB each) and keeps them warm
@@ -577,7 +573,7 @@ def initializer(spec: Spec, layout: LayoutLike = "torch", *, stream: Stream | No
     as NumPy's and JAX's for the same seed and name, on any device and under any sharding
     (``generator`` is then not used).
     """
-    plan, rule = planner(spec, layout)
+    plan, rule = plans(spec, layout)
     if stream is not None and not isinstance(stream, Stream):
         raise TypeError(f"Argument `stream` must be an initscale.Stream. Received: stream={stream!r}.")
 
@@ -585,14 +581,14 @@ def initializer(spec: Spec, layout: LayoutLike = "torch", *, stream: Stream | No
         _check_tensor(tensor)
         if tensor.numel() == 0:
             return tensor
-        dist, concrete = plan(tuple(tensor.shape))
+        planned = plan(tuple(tensor.shape), tensor.dtype)
         with torch.no_grad():
             if stream is not None:
-                _stream_values(stream, spec, rule, tensor, into=True)
+                _stream_values(stream, planned, tensor, into=True)
             elif _is_dtensor(tensor):
-                _local(tensor).copy_(_shard_values(dist, concrete, tensor, "", _ShardSeeds(generator)))
+                _local(tensor).copy_(_shard_values(planned.dist, planned.layout, tensor, "", _ShardSeeds(generator)))
             else:
-                _fill(dist, concrete, tensor, generator)
+                _fill(planned.dist, planned.layout, tensor, generator)
         return tensor
 
     init.__doc__ = f"Fill a tensor in place with {spec!r} (layout {rule})."

@@ -83,9 +83,9 @@ from typing import TYPE_CHECKING, Any
 
 from . import _validate
 from .distributions import ConstantDist, Distribution, NormalDist, OrthogonalDist, TruncatedNormalDist, UniformDist
-from .fans import Layout, LayoutLike, gate_order, resolve
+from .fans import LayoutLike
 from .normal_math import TruncatedPlan, far_tail_offset, ndtri, normal_cdf, truncated_plan
-from .rounding import clip_bounds
+from .plan import WeightPlan, canonical_strides, gate_index, weight_plan
 from .specs import Spec
 
 if TYPE_CHECKING:
@@ -104,6 +104,8 @@ __all__ = [
     "inverse_permutation",
     "philox4x32",
     "plan_stream",
+    "plan_values",
+    "portable",
     "round_keys",
     "run_bits",
     "runs",
@@ -210,26 +212,6 @@ def uniform_from_bits(x: NDArray[Any]) -> NDArray[np.float64]:
     u = odd.astype(np.float64)
     u *= 2.0**-24
     return u
-
-
-def canonical_strides(shape: Sequence[int], layout: LayoutLike | None) -> tuple[int, ...]:
-    """For each axis of ``shape`` (in the framework's layout), its stride in the canonical
-    row-major (batch, out, in, receptive) array. Rank ≤ 1 weights are their own canonical form."""
-    dims = _validate.shape("shape", shape)
-    if len(dims) < 2 or layout is None:
-        order = tuple(range(len(dims)))
-    else:
-        concrete: Layout = resolve(layout).layout(dims)
-        ins, outs, batch, receptive = concrete.split_axes(dims)
-        # Stacked input groups index the output channel (Keras's depthwise (k, k, C, m): channel
-        # c·m + j), so they come before the out axes: the same order as torch's (C·m, 1, k, k).
-        order = batch + ins + outs + receptive if concrete.in_groups > 1 else batch + outs + ins + receptive
-    strides = [0] * len(dims)
-    step = 1
-    for axis in reversed(order):
-        strides[axis] = step
-        step *= dims[axis]
-    return tuple(strides)
 
 
 @dataclass(frozen=True)
@@ -349,22 +331,6 @@ def run_bits(plan: Runs, key: tuple[int, int], xp: Any, wide: bool = True, const
     else:
         bits = xp.take(bits, (starts & 3)[:, None] + xp.arange(plan.run)[None, :])
     return bits.reshape(plan.counts)
-
-
-def gate_index(shape: Sequence[int], layout: LayoutLike | None) -> tuple[int, list[int]] | None:
-    """Where a layer kind stacks recurrent gates in another order than the canonical one
-    (:data:`initscale.fans.CANONICAL_GATES`; a Keras GRU), ``(axis, index)`` such that taking
-    ``index`` along ``axis`` of values drawn in the framework's layout gives each gate the
-    canonical gate's values; None otherwise."""
-    if layout is None:
-        return None
-    order = gate_order(layout)
-    if order is None:
-        return None
-    dims = _validate.shape("shape", shape)
-    axis = resolve(layout).layout(dims).split_axes(dims)[1][0]
-    size = dims[axis] // len(order)
-    return axis, [g * size + j for g in order for j in range(size)]
 
 
 def _numpy_ops() -> Any:
@@ -523,19 +489,26 @@ def plan_stream(
     stream: Stream, spec: Spec, shape: Sequence[int], layout: LayoutLike
 ) -> tuple[Distribution, tuple[int, ...]]:
     """What every backend needs: the distribution and the canonical strides of ``shape``
-    (computed once per spec, shape and layout: initializers call this on every draw)."""
+    (the cached :func:`initscale.plan.weight_plan`: initializers call this on every draw)."""
     if not isinstance(stream, Stream):
         raise TypeError(f"Argument `stream` must be an initscale.Stream. Received: stream={stream!r}.")
-    return _planned(spec, _validate.shape("shape", shape), layout)
+    plan = portable(weight_plan(spec, shape, layout))
+    return plan.dist, plan.strides
 
 
-@functools.lru_cache(maxsize=1024)
-def _planned(spec: Spec, dims: tuple[int, ...], layout: LayoutLike) -> tuple[Distribution, tuple[int, ...]]:
-    rule = resolve(layout)
-    dist = spec.resolve(None if spec.fixed_scale else rule.fans(dims))
-    if isinstance(dist, OrthogonalDist):
-        transform(dist, None)  # raises the explanation
-    return dist, canonical_strides(dims, rule)
+def portable(plan: WeightPlan) -> WeightPlan:
+    """``plan``, checked to have a portable stream (an orthogonal spec raises the explanation)."""
+    if isinstance(plan.dist, OrthogonalDist):
+        transform(plan.dist, None)  # raises the explanation
+    return plan
+
+
+def plan_values(stream: Stream, plan: WeightPlan, box: Sequence[slice] | None = None) -> NDArray[Any]:
+    """The NumPy reference for a :class:`~initscale.plan.WeightPlan` with a dtype (see :func:`stream_values`)."""
+    portable(plan)
+    values = _canonical_values(stream, plan.dist, plan.shape, plan.strides, box, plan.gates)
+    clip = plan.clip
+    return np.asarray(values if clip is None else np.clip(values, *clip), dtype=plan.dtype)
 
 
 def stream_values(
@@ -549,7 +522,6 @@ def stream_values(
     """The NumPy reference: the values of ``stream`` for a weight of ``shape`` in ``layout``
     (only the sub-box ``box`` of it when given, e.g. one shard), as ``dtype`` (float16, float32
     or float64; bounded draws clipped to the bounds representable in it)."""
-    dist, strides = plan_stream(stream, spec, shape, layout)
-    values = _canonical_values(stream, dist, tuple(shape), strides, box, gate_index(shape, layout))
-    clip = clip_bounds(dist, np.dtype(dtype).name)
-    return np.asarray(values if clip is None else np.clip(values, *clip), dtype=dtype)
+    if not isinstance(stream, Stream):
+        raise TypeError(f"Argument `stream` must be an initscale.Stream. Received: stream={stream!r}.")
+    return plan_values(stream, weight_plan(spec, shape, layout, np.dtype(dtype).name), box)
