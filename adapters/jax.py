@@ -40,12 +40,14 @@ import math
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from initscale._shared import lower_tail, round_to_odd
 from initscale.distributions import (
     ConstantDist,
     Distribution,
@@ -175,7 +177,7 @@ def _sample(key: Any, dist: Distribution, layout: Layout | None, shape: tuple[in
         a, b = dist.standard_bounds
         plan = truncated_plan(a, b, "float64" if jnp.dtype(dtype) == jnp.float64 else "float32")  # _draw_real's work
         if plan.method == "erf":  # an ordinary interval: jax's own sampler, lower tail (erf precision)
-            kind = "truncated_mirror" if a > 0.0 else "truncated"
+            kind = "truncated_mirror" if lower_tail(a, b)[2] else "truncated"
             params = (a, b, dist.sigma, dist.loc)
         elif plan.method == "ndtri":  # one-sided, far or narrow: Φ⁻¹ where Φ is representable
             kind = "truncated_ndtri"
@@ -240,14 +242,19 @@ def _stream_draw(
     return out
 
 
-def _round_to_odd(values: jax.Array) -> jax.Array:
-    """float64 → float32 rounded to odd (toward zero, lowest bit set where inexact): cast on to
-    float16/bfloat16 (nearest even), it gives the float64 value rounded once, as NumPy does."""
-    t = values.astype(jnp.float32)
-    t = jnp.where(jnp.abs(t.astype(jnp.float64)) > jnp.abs(values), jnp.nextafter(t, jnp.zeros_like(t)), t)
+def _set_low_bit(t: jax.Array, mask: jax.Array) -> jax.Array:
     bits = jax.lax.bitcast_convert_type(t, jnp.int32)
-    bits = jnp.where(t.astype(jnp.float64) != values, bits | 1, bits)
-    return jax.lax.bitcast_convert_type(bits, jnp.float32)
+    return jax.lax.bitcast_convert_type(jnp.where(mask, bits | 1, bits), jnp.float32)
+
+
+_ODD_OPS = SimpleNamespace(
+    narrow=lambda x: x.astype(jnp.float32),
+    widen=lambda x: x.astype(jnp.float64),
+    where=jnp.where,
+    toward_zero=lambda t: jnp.nextafter(t, jnp.zeros_like(t)),
+    set_low_bit=_set_low_bit,
+)
+"""jnp's ops for :func:`initscale._shared.round_to_odd` (XLA's float64 → float16 cast rounds twice)."""
 
 
 @functools.partial(jax.jit, static_argnames=("dist", "strides", "shape", "dtype", "gates"))
@@ -283,7 +290,7 @@ def _stream_compiled(
     if clip is not None:  # bounds that hold in dtype (initscale.rounding)
         out = jnp.clip(out, *clip)
     if out.dtype == jnp.float64 and jnp.dtype(dtype) in (jnp.float16, jnp.bfloat16):
-        out = _round_to_odd(out)  # XLA's float64 → float16 cast rounds twice, through float32
+        out = round_to_odd(out, _ODD_OPS)  # XLA's float64 → float16 cast rounds twice, through float32
     if gates is not None:  # stacked gates drawn in canonical order, put in the framework's (a Keras GRU)
         out = jnp.take(out, jnp.asarray(gates[1]), axis=gates[0])
     return out.astype(dtype)

@@ -25,6 +25,7 @@ import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
 from initscale import _stream_kernel, _validate
+from initscale._shared import lower_tail
 from initscale.distributions import (
     ConstantDist,
     Distribution,
@@ -86,9 +87,7 @@ def _truncated(dist: TruncatedNormalDist, size: tuple[int, ...], rng: np.random.
         e = -np.log1p(-plan.kept * rng.random(size))
         z = np.clip(-(plan.a + far_tail_offset(e, plan.a, plan.log_s_a, np)), plan.z_low, plan.z_high)
         return dist.loc + plan.sign * dist.sigma * z
-    flip = a > 0.0  # both bounds in the upper tail: sample -X on [-b, -a] instead
-    if flip:
-        a, b = -b, -a
+    a, b, flip = lower_tail(a, b)  # both bounds in the upper tail: sample -X on [-b, -a] instead
     u = rng.uniform(normal_cdf(a), normal_cdf(b), size)
     z = np.clip(ndtri(u), a, b)  # the clip only absorbs the last-bit rounding of Φ⁻¹
     return dist.loc + dist.sigma * (-z if flip else z)

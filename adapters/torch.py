@@ -57,6 +57,7 @@ from typing import Any
 import torch
 
 from initscale import _stream_kernel, presets
+from initscale._shared import lower_tail, round_to_odd
 from initscale.distributions import (
     ConstantDist,
     Distribution,
@@ -185,9 +186,7 @@ def _truncated(
         if dist.loc != 0.0:
             z.add_(dist.loc)
         return z.clamp_(*bounds)
-    flip = a > 0.0  # an upper-tail interval is drawn as the mirror of the lower one
-    if flip:
-        a, b = -b, -a
+    a, b, flip = lower_tail(a, b)  # an upper-tail interval is drawn as the mirror of the lower one
     # float32 is exact enough for an ordinary interval (inside ±4σ, |dz| ≲ 1e-6·|z| there) and 7x
     # faster on CPU than float64; float64 weights are drawn in float64.
     work = torch.float32 if out.dtype != torch.float64 else torch.float64
@@ -514,15 +513,26 @@ def _dense(tensor: torch.Tensor) -> bool:
     return True
 
 
-def _round_to_odd(values: torch.Tensor) -> torch.Tensor:
-    """float64 → float32 rounded to odd (toward zero, lowest bit set where inexact): torch casts
-    float64 to float16/bfloat16 through float32 with two roundings, which misrounded 31 of 530,965
-    float16 values of a test weight; from the odd float32 the cast rounds once, as NumPy does."""
-    t = values.to(torch.float32)
-    over = t.double().abs_() > values.abs()
-    t = torch.where(over, torch.nextafter(t, torch.zeros_like(t)), t)
-    t.view(torch.int32).bitwise_or_((t.double() != values).to(torch.int32))
+def _set_low_bit(t: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    t.view(torch.int32).bitwise_or_(mask.to(torch.int32))
     return t
+
+
+_ODD_OPS = SimpleNamespace(
+    narrow=lambda x: x.to(torch.float32),
+    widen=lambda x: x.double(),
+    where=torch.where,
+    toward_zero=lambda t: torch.nextafter(t, torch.zeros_like(t)),
+    set_low_bit=_set_low_bit,
+)
+
+
+def _round_to_odd(values: torch.Tensor) -> torch.Tensor:
+    """float64 → float32 rounded to odd (:func:`initscale._shared.round_to_odd`): torch casts
+    float64 to float16/bfloat16 through float32 with two roundings; from the odd float32 the cast
+    rounds once, as NumPy does."""
+    result: torch.Tensor = round_to_odd(values, _ODD_OPS)
+    return result
 
 
 def _kernel_draw(

@@ -82,6 +82,7 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from . import _validate
+from ._shared import lower_tail
 from .distributions import ConstantDist, Distribution, NormalDist, OrthogonalDist, TruncatedNormalDist, UniformDist
 from .fans import LayoutLike
 from .normal_math import TruncatedPlan, far_tail_offset, ndtri, normal_cdf, truncated_plan
@@ -442,11 +443,10 @@ def transform(dist: Distribution, u: Any, ndtri_fn: Any = ndtri, xp: Any = None)
         far = _far_plan(dist, _work(u))
         if far is not None:  # beyond Φ's range in this precision: the offset from the bound
             return dist.loc + (far.sign * dist.sigma) * far_values(far, u, np if xp is None else xp)
-        if a > 0.0:  # mirror: an upper-tail interval keeps its precision in the lower tail
-            pa, pb = normal_cdf(-b), normal_cdf(-a)
-            return dist.loc - dist.sigma * ndtri_fn(_scaled_uniform(pa, pb - pa, u)).clip(-b, -a)
-        pa, pb = normal_cdf(a), normal_cdf(b)
-        return dist.loc + dist.sigma * ndtri_fn(_scaled_uniform(pa, pb - pa, u)).clip(a, b)
+        lo, hi, flip = lower_tail(a, b)  # an upper-tail interval keeps its precision as its mirror
+        pa, pb = normal_cdf(lo), normal_cdf(hi)
+        z = ndtri_fn(_scaled_uniform(pa, pb - pa, u)).clip(lo, hi)
+        return dist.loc - dist.sigma * z if flip else dist.loc + dist.sigma * z
     if isinstance(dist, OrthogonalDist):
         raise ValueError(
             "Orthogonal specs have no portable stream: their QR differs between linear-algebra "
@@ -476,11 +476,9 @@ def kernel_params(dist: Distribution) -> tuple[int, tuple[float, ...]]:
         far = _far_plan(dist, "float64")
         if far is not None:
             return FAR, (far.a, far.kept, far.z_low, far.z_high, dist.loc, far.sign * dist.sigma, far.log_s_a)
-        if a > 0.0:  # loc − σ·z == loc + (−σ)·z, exactly
-            pa, pb = normal_cdf(-b), normal_cdf(-a)
-            return 3, (pa, pb - pa, -b, -a, dist.loc, -dist.sigma)
-        pa, pb = normal_cdf(a), normal_cdf(b)
-        return 3, (pa, pb - pa, a, b, dist.loc, dist.sigma)
+        lo, hi, flip = lower_tail(a, b)  # mirrored: loc − σ·z == loc + (−σ)·z, exactly
+        pa, pb = normal_cdf(lo), normal_cdf(hi)
+        return 3, (pa, pb - pa, lo, hi, dist.loc, -dist.sigma if flip else dist.sigma)
     transform(dist, None)  # raises the explanation (orthogonal) or the type error
     raise AssertionError("unreachable")  # pragma: no cover
 
