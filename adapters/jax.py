@@ -63,7 +63,7 @@ from initscale.reinit import Param, Report, Role, Target, Write
 from initscale.reinit import run as reinit_run
 from initscale.rounding import clip_bounds
 from initscale.specs import Spec
-from initscale.streams import Stream, philox4x32, portable, transform
+from initscale.streams import Stream, philox4x32, portable, register_draw, transform
 
 __all__ = ["Initializer", "check", "initializer", "lsuv", "reinit"]
 
@@ -240,6 +240,23 @@ def _stream_draw(
     order = None if gates is None else (gates[0], tuple(gates[1]))
     out: jax.Array = _stream_compiled(key, dist, strides, shape, jnp.dtype(dtype), order)
     return out
+
+
+def _shared_draw(
+    stream: Stream,
+    dist: Distribution,
+    strides: tuple[int, ...],
+    shape: tuple[int, ...],
+    dtype: Any,
+    gates: tuple[int, list[int]] | None,
+    out: None = None,
+) -> jax.Array:
+    """:func:`_stream_draw` as :data:`initscale.streams.StreamDraw` (Keras on JAX draws through it;
+    JAX arrays are immutable, so ``out`` is None)."""
+    return _stream_draw(stream, dist, strides, shape, dtype, gates)
+
+
+register_draw("jax", _shared_draw)
 
 
 def _set_low_bit(t: jax.Array, mask: jax.Array) -> jax.Array:

@@ -89,6 +89,7 @@ from initscale.streams import (
     inverse_permutation,
     kernel_params,
     portable,
+    register_draw,
     run_bits,
     runs,
     transform,
@@ -500,6 +501,24 @@ def _stream_draw(
         local.copy_(values)
         return local
     return values
+
+
+def _shared_draw(
+    stream: Stream,
+    dist: Distribution,
+    strides: tuple[int, ...],
+    shape: tuple[int, ...],
+    dtype: str,
+    gates: tuple[int, list[int]] | None,
+    out: torch.Tensor | None,
+) -> torch.Tensor:
+    """:func:`_stream_draw` as :data:`initscale.streams.StreamDraw` (Keras on torch draws through it),
+    filling ``out`` in place (a new CPU tensor of ``shape`` and ``dtype`` when None)."""
+    target = out if out is not None else torch.empty(shape, dtype=getattr(torch, dtype))
+    return _stream_draw(stream, dist, strides, target, True, gates)
+
+
+register_draw("torch", _shared_draw)
 
 
 def _dense(tensor: torch.Tensor) -> bool:

@@ -75,8 +75,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
@@ -100,6 +101,8 @@ __all__ = [
     "PHILOX_W",
     "Runs",
     "Stream",
+    "StreamDraw",
+    "backend_draw",
     "canonical_strides",
     "gate_index",
     "inverse_permutation",
@@ -107,6 +110,7 @@ __all__ = [
     "plan_stream",
     "plan_values",
     "portable",
+    "register_draw",
     "round_keys",
     "run_bits",
     "runs",
@@ -523,3 +527,29 @@ def stream_values(
     if not isinstance(stream, Stream):
         raise TypeError(f"Argument `stream` must be an initscale.Stream. Received: stream={stream!r}.")
     return plan_values(stream, weight_plan(spec, shape, layout, np.dtype(dtype).name), box)
+
+
+StreamDraw = Callable[..., Any]
+"""``draw(stream, dist, strides, shape, dtype, gates, out) -> array``: an adapter's stream draw on its
+framework's arrays (``dtype`` a format name, ``gates`` as :func:`gate_index` gives, ``out`` an
+array of ``shape`` and ``dtype`` to fill where the framework fills in place, else None)."""
+
+_DRAWS: dict[str, StreamDraw] = {}
+
+
+def register_draw(framework: str, draw: StreamDraw) -> None:
+    """Make ``draw`` the stream draw of ``framework`` ("torch", "jax"): the adapter module calls
+    this when imported, so another adapter (Keras on that backend) shares it through the core."""
+    _DRAWS[framework] = draw
+
+
+def backend_draw(framework: str) -> StreamDraw:
+    """The stream draw registered for ``framework`` (importing ``initscale.adapters.<framework>``
+    first, which registers it)."""
+    if framework not in _DRAWS:
+        importlib.import_module(f"initscale.adapters.{framework}")
+    if framework not in _DRAWS:
+        raise ValueError(
+            f"No portable-stream draw is registered for framework={framework!r}; registered: {sorted(_DRAWS)}."
+        )
+    return _DRAWS[framework]
