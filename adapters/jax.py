@@ -47,7 +47,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from initscale._shared import lower_tail, round_to_odd
+from initscale._shared import lower_tail, orthogonal, round_to_odd
 from initscale.distributions import (
     ConstantDist,
     Distribution,
@@ -119,20 +119,19 @@ def _sample_complex(key: Any, dist: Distribution, shape: tuple[int, ...], dtype:
 
 
 def _orthogonal(key: Any, dist: OrthogonalDist, layout: Layout, shape: tuple[int, ...], dtype: Any) -> jax.Array:
-    order, (nb, og, o, ig, i, rf) = layout.blocks(shape)
-    rows, cols = o, i * rf
-    big, small = max(rows, cols), min(rows, cols)
+    """Haar-random orthogonal (unitary, for complex dtypes) blocks (:func:`initscale._shared.orthogonal`)
+    from ``key``, in ``dtype`` or float32 for narrower ones."""
     work = dtype if jnp.dtype(dtype).itemsize >= 4 else jnp.float32
-    g = jax.random.normal(key, (nb * og * ig, big, small), work)
-    q, r = jnp.linalg.qr(g)
-    d = jnp.diagonal(r, axis1=-2, axis2=-1)
-    q = q * (d / jnp.abs(d))[..., None, :]  # Haar: fix the phases (signs for real dtypes)
-    if rows < cols:
-        q = jnp.swapaxes(q, -1, -2)
-    blocks = (dist.gain * q).reshape(nb, og, ig, o, i, rf).transpose(0, 1, 3, 2, 4, 5)
-    permuted = blocks.reshape(tuple(shape[a] for a in order))
-    inverse = tuple(sorted(range(len(order)), key=order.__getitem__))
-    return permuted.transpose(inverse).astype(dtype)
+    ops = SimpleNamespace(
+        normal=lambda size: jax.random.normal(key, size, work),
+        qr=jnp.linalg.qr,
+        diagonal=lambda r: jnp.diagonal(r, axis1=-2, axis2=-1),
+        phase=lambda d: d / jnp.abs(d),  # the phases (signs for real dtypes)
+        swap=lambda q: jnp.swapaxes(q, -1, -2),
+        permute=lambda x, axes: x.transpose(axes),
+    )
+    result: jax.Array = orthogonal(dist.gain, layout.blocks(shape), shape, ops).astype(dtype)
+    return result
 
 
 @functools.partial(jax.jit, static_argnames=("kind", "shape", "dtype"))

@@ -19,13 +19,14 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
+from types import SimpleNamespace
 from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
 from initscale import _stream_kernel, _validate
-from initscale._shared import lower_tail
+from initscale._shared import lower_tail, orthogonal
 from initscale.distributions import (
     ConstantDist,
     Distribution,
@@ -93,23 +94,20 @@ def _truncated(dist: TruncatedNormalDist, size: tuple[int, ...], rng: np.random.
     return dist.loc + dist.sigma * (-z if flip else z)
 
 
-def _haar(rows: int, cols: int, count: int, rng: np.random.Generator) -> NDArray[np.float64]:
-    """``count`` Haar-random (rows × cols) matrices with orthonormal rows or columns."""
-    big, small = max(rows, cols), min(rows, cols)
-    q, r = np.linalg.qr(rng.standard_normal((count, big, small)))
-    q = q * np.sign(np.diagonal(r, axis1=-2, axis2=-1))[:, None, :]  # Mezzadri 2007: unique Haar Q
-    return q if rows >= cols else np.swapaxes(q, -1, -2)
-
-
 def _orthogonal(
     dist: OrthogonalDist, layout: Layout, shape: tuple[int, ...], rng: np.random.Generator
 ) -> NDArray[np.float64]:
-    order, (nb, og, o, ig, i, rf) = layout.blocks(shape)
-    mats = dist.gain * _haar(o, i * rf, nb * og * ig, rng)
-    # blocks (B, og, ig, o, i·rf) -> (B, og, o, ig, i, rf) -> the permuted weight -> original order
-    blocks = mats.reshape(nb, og, ig, o, i, rf).transpose(0, 1, 3, 2, 4, 5)
-    permuted = blocks.reshape(tuple(shape[a] for a in order))
-    return np.transpose(permuted, np.argsort(order))
+    """Haar-random orthogonal blocks (:func:`initscale._shared.orthogonal`) from ``rng``, in float64."""
+    ops = SimpleNamespace(
+        normal=rng.standard_normal,
+        qr=np.linalg.qr,
+        diagonal=lambda r: np.diagonal(r, axis1=-2, axis2=-1),
+        phase=np.sign,  # Mezzadri 2007: unique Haar Q
+        swap=lambda q: np.swapaxes(q, -1, -2),
+        permute=np.transpose,
+    )
+    result: NDArray[np.float64] = orthogonal(dist.gain, layout.blocks(shape), shape, ops)
+    return result
 
 
 def sample(

@@ -57,7 +57,7 @@ from typing import Any
 import torch
 
 from initscale import _stream_kernel, presets
-from initscale._shared import lower_tail, round_to_odd
+from initscale._shared import lower_tail, orthogonal, round_to_odd
 from initscale.distributions import (
     ConstantDist,
     Distribution,
@@ -224,20 +224,18 @@ def _truncated_staged(dist: TruncatedNormalDist, tensor: torch.Tensor, generator
 def _orthogonal(
     dist: OrthogonalDist, layout: Layout, out: torch.Tensor, generator: torch.Generator | None
 ) -> torch.Tensor:
-    shape = tuple(out.shape)
-    order, (nb, og, o, ig, i, rf) = layout.blocks(shape)
-    rows, cols = o, i * rf
-    big, small = max(rows, cols), min(rows, cols)
+    """Haar-random orthogonal blocks (:func:`initscale._shared.orthogonal`) for ``out``, drawn from
+    ``generator`` in float64 for a float64 weight, else float32."""
     dtype = torch.float64 if out.dtype == torch.float64 else torch.float32
-    g = torch.empty((nb * og * ig, big, small), dtype=dtype, device=out.device).normal_(generator=generator)
-    q, r = torch.linalg.qr(g)
-    q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)  # Haar: fix the signs
-    if rows < cols:
-        q = q.transpose(-1, -2)
-    blocks = (dist.gain * q).reshape(nb, og, ig, o, i, rf).permute(0, 1, 3, 2, 4, 5)
-    permuted = blocks.reshape(tuple(shape[a] for a in order))
-    inverse = sorted(range(len(order)), key=order.__getitem__)
-    result: torch.Tensor = permuted.permute(*inverse)
+    ops = SimpleNamespace(
+        normal=lambda size: torch.empty(size, dtype=dtype, device=out.device).normal_(generator=generator),
+        qr=torch.linalg.qr,
+        diagonal=lambda r: torch.diagonal(r, dim1=-2, dim2=-1),
+        phase=torch.sign,
+        swap=lambda q: q.transpose(-1, -2),
+        permute=lambda x, axes: x.permute(*axes),
+    )
+    result: torch.Tensor = orthogonal(dist.gain, layout.blocks(tuple(out.shape)), tuple(out.shape), ops)
     return result
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-__all__ = ["OddOps", "lower_tail", "round_to_odd"]
+__all__ = ["HaarOps", "OddOps", "lower_tail", "orthogonal", "round_to_odd"]
 
 
 def lower_tail(a: float, b: float) -> tuple[float, float, bool]:
@@ -54,3 +54,49 @@ def round_to_odd(values: Any, ops: OddOps) -> Any:
     over = abs(ops.widen(t)) > abs(values)  # rounded away from zero: step back toward it
     t = ops.where(over, ops.toward_zero(t), t)
     return ops.set_low_bit(t, ops.widen(t) != values)
+
+
+class HaarOps(Protocol):
+    """What :func:`orthogonal` needs of an array library; arrays also take ``*``, ``[..., None, :]``
+    and ``.reshape``."""
+
+    def normal(self, shape: tuple[int, int, int]) -> Any:
+        """Standard normal draws of ``shape`` in the working dtype, from the caller's generator."""
+
+    def qr(self, g: Any) -> tuple[Any, Any]:
+        """The reduced QR of a stack of matrices."""
+
+    def diagonal(self, r: Any) -> Any:
+        """The diagonals of a stack of matrices (the last two axes)."""
+
+    def phase(self, d: Any) -> Any:
+        """``d/|d|``: the signs of a real ``d``, the phases of a complex one."""
+
+    def swap(self, q: Any) -> Any:
+        """The last two axes swapped."""
+
+    def permute(self, x: Any, axes: tuple[int, ...]) -> Any:
+        """``x`` with its axes in the order ``axes``."""
+
+
+def orthogonal(
+    gain: float, blocks: tuple[tuple[int, ...], tuple[int, ...]], shape: tuple[int, ...], ops: HaarOps
+) -> Any:
+    """``gain`` times a Haar-random matrix with orthonormal rows or columns per independent block of a
+    weight of ``shape``, ``blocks`` its :meth:`initscale.Layout.blocks`: one (out × in·receptive)
+    block per (batch, out group, in group), laid out back in the weight's own axes.
+
+    Each block is Q of the QR of a Gaussian (big × small) matrix with the signs (phases) of R's
+    diagonal moved into Q, which makes Q Haar-distributed (Mezzadri 2007), transposed when the block
+    is wider than tall."""
+    order, (nb, og, o, ig, i, rf) = blocks
+    rows, cols = o, i * rf
+    big, small = max(rows, cols), min(rows, cols)
+    q, r = ops.qr(ops.normal((nb * og * ig, big, small)))
+    q = q * ops.phase(ops.diagonal(r))[..., None, :]  # Haar: fix the signs (phases)
+    if rows < cols:
+        q = ops.swap(q)
+    # blocks (B·og·ig, o, i·rf) -> (B, og, ig, o, i, rf) -> (B, og, o, ig, i, rf) -> the permuted weight
+    stacked = ops.permute((gain * q).reshape(nb, og, ig, o, i, rf), (0, 1, 3, 2, 4, 5))
+    permuted = stacked.reshape(tuple(shape[a] for a in order))
+    return ops.permute(permuted, tuple(sorted(range(len(order)), key=order.__getitem__)))
