@@ -117,6 +117,8 @@ def _dtype_name(dtype: Any) -> str | None:
     """A dtype's format name: "torch.bfloat16", np.float32, jnp.float16, "float64" -> "bfloat16", ..."""
     if dtype is None:
         return None
+    if isinstance(dtype, type):  # a scalar type: np.float16, jnp.bfloat16
+        return dtype.__name__
     name = getattr(dtype, "name", None)  # NumPy and JAX dtypes
     return (name if isinstance(name, str) else str(dtype)).rsplit(".", 1)[-1]
 
