@@ -41,6 +41,7 @@ import math
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any, Protocol
 
 import jax
@@ -48,6 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from initscale._registry import deprecated_positional, layout_like
+from initscale._shared import lower_tail, orthogonal, round_to_odd
 from initscale.distributions import (
     ConstantDist,
     Distribution,
@@ -58,12 +60,12 @@ from initscale.distributions import (
 )
 from initscale.fans import Layout, LayoutLike, resolve
 from initscale.normal_math import complex_truncated_rms, far_tail_offset, truncated_plan
-from initscale.plan import planner
+from initscale.plan import WeightPlan, canonical_strides, gate_index, plans
 from initscale.reinit import Param, Report, Role, Target, Write
 from initscale.reinit import run as reinit_run
 from initscale.rounding import clip_bounds
 from initscale.specs import Spec
-from initscale.streams import Stream, canonical_strides, gate_index, philox4x32, plan_stream, transform
+from initscale.streams import Stream, philox4x32, portable, register_draw, transform
 
 __all__ = ["Initializer", "check", "initializer", "lsuv", "reinit"]
 
@@ -119,20 +121,19 @@ def _sample_complex(key: Any, dist: Distribution, shape: tuple[int, ...], dtype:
 
 
 def _orthogonal(key: Any, dist: OrthogonalDist, layout: Layout, shape: tuple[int, ...], dtype: Any) -> jax.Array:
-    order, (nb, og, o, ig, i, rf) = layout.blocks(shape)
-    rows, cols = o, i * rf
-    big, small = max(rows, cols), min(rows, cols)
+    """Haar-random orthogonal (unitary, for complex dtypes) blocks (:func:`initscale._shared.orthogonal`)
+    from ``key``, in ``dtype`` or float32 for narrower ones."""
     work = dtype if jnp.dtype(dtype).itemsize >= 4 else jnp.float32
-    g = jax.random.normal(key, (nb * og * ig, big, small), work)
-    q, r = jnp.linalg.qr(g)
-    d = jnp.diagonal(r, axis1=-2, axis2=-1)
-    q = q * (d / jnp.abs(d))[..., None, :]  # Haar: fix the phases (signs for real dtypes)
-    if rows < cols:
-        q = jnp.swapaxes(q, -1, -2)
-    blocks = (dist.gain * q).reshape(nb, og, ig, o, i, rf).transpose(0, 1, 3, 2, 4, 5)
-    permuted = blocks.reshape(tuple(shape[a] for a in order))
-    inverse = tuple(sorted(range(len(order)), key=order.__getitem__))
-    return permuted.transpose(inverse).astype(dtype)
+    ops = SimpleNamespace(
+        normal=lambda size: jax.random.normal(key, size, work),
+        qr=jnp.linalg.qr,
+        diagonal=lambda r: jnp.diagonal(r, axis1=-2, axis2=-1),
+        phase=lambda d: d / jnp.abs(d),  # the phases (signs for real dtypes)
+        swap=lambda q: jnp.swapaxes(q, -1, -2),
+        permute=lambda x, axes: x.transpose(axes),
+    )
+    result: jax.Array = orthogonal(dist.gain, layout.blocks(shape), shape, ops).astype(dtype)
+    return result
 
 
 @functools.partial(jax.jit, static_argnames=("kind", "shape", "dtype"))
@@ -177,7 +178,7 @@ def _sample(key: Any, dist: Distribution, layout: Layout | None, shape: tuple[in
         a, b = dist.standard_bounds
         plan = truncated_plan(a, b, "float64" if jnp.dtype(dtype) == jnp.float64 else "float32")  # _draw_real's work
         if plan.method == "erf":  # an ordinary interval: jax's own sampler, lower tail (erf precision)
-            kind = "truncated_mirror" if a > 0.0 else "truncated"
+            kind = "truncated_mirror" if lower_tail(a, b)[2] else "truncated"
             params = (a, b, dist.sigma, dist.loc)
         elif plan.method == "ndtri":  # one-sided, far or narrow: Φ⁻¹ where Φ is representable
             kind = "truncated_ndtri"
@@ -208,12 +209,12 @@ def _check_dtype(dtype: Any) -> Any:
     return dt
 
 
-def _stream_values(stream: Stream, spec: Spec, rule: LayoutLike, shape: tuple[int, ...], dtype: Any) -> jax.Array:
+def _stream_values(stream: Stream, plan: WeightPlan, dtype: Any) -> jax.Array:
     """The portable stream's values (see :mod:`initscale.streams`) with jnp uint32 integer ops:
     traceable, and under ``jax.jit(..., out_shardings=...)`` XLA computes each shard's elements
     on its own device."""
-    dist, strides = plan_stream(stream, spec, shape, rule)
-    return _stream_draw(stream, dist, strides, shape, dtype, gate_index(shape, rule))
+    portable(plan)
+    return _stream_draw(stream, plan.dist, plan.strides, plan.shape, dtype, plan.gates)
 
 
 def _stream_draw(
@@ -242,14 +243,36 @@ def _stream_draw(
     return out
 
 
-def _round_to_odd(values: jax.Array) -> jax.Array:
-    """float64 → float32 rounded to odd (toward zero, lowest bit set where inexact): cast on to
-    float16/bfloat16 (nearest even), it gives the float64 value rounded once, as NumPy does."""
-    t = values.astype(jnp.float32)
-    t = jnp.where(jnp.abs(t.astype(jnp.float64)) > jnp.abs(values), jnp.nextafter(t, jnp.zeros_like(t)), t)
+def _shared_draw(
+    stream: Stream,
+    dist: Distribution,
+    strides: tuple[int, ...],
+    shape: tuple[int, ...],
+    dtype: Any,
+    gates: tuple[int, list[int]] | None,
+    out: None = None,
+) -> jax.Array:
+    """:func:`_stream_draw` as :data:`initscale.streams.StreamDraw` (Keras on JAX draws through it;
+    JAX arrays are immutable, so ``out`` is None)."""
+    return _stream_draw(stream, dist, strides, shape, dtype, gates)
+
+
+register_draw("jax", _shared_draw)
+
+
+def _set_low_bit(t: jax.Array, mask: jax.Array) -> jax.Array:
     bits = jax.lax.bitcast_convert_type(t, jnp.int32)
-    bits = jnp.where(t.astype(jnp.float64) != values, bits | 1, bits)
-    return jax.lax.bitcast_convert_type(bits, jnp.float32)
+    return jax.lax.bitcast_convert_type(jnp.where(mask, bits | 1, bits), jnp.float32)
+
+
+_ODD_OPS = SimpleNamespace(
+    narrow=lambda x: x.astype(jnp.float32),
+    widen=lambda x: x.astype(jnp.float64),
+    where=jnp.where,
+    toward_zero=lambda t: jnp.nextafter(t, jnp.zeros_like(t)),
+    set_low_bit=_set_low_bit,
+)
+"""jnp's ops for :func:`initscale._shared.round_to_odd` (XLA's float64 → float16 cast rounds twice)."""
 
 
 @functools.partial(jax.jit, static_argnames=("dist", "strides", "shape", "dtype", "gates"))
@@ -285,7 +308,7 @@ def _stream_compiled(
     if clip is not None:  # bounds that hold in dtype (initscale.rounding)
         out = jnp.clip(out, *clip)
     if out.dtype == jnp.float64 and jnp.dtype(dtype) in (jnp.float16, jnp.bfloat16):
-        out = _round_to_odd(out)  # XLA's float64 → float16 cast rounds twice, through float32
+        out = round_to_odd(out, _ODD_OPS)  # XLA's float64 → float16 cast rounds twice, through float32
     if gates is not None:  # stacked gates drawn in canonical order, put in the framework's (a Keras GRU)
         out = jnp.take(out, jnp.asarray(gates[1]), axis=gates[0])
     return out.astype(dtype)
@@ -342,7 +365,7 @@ def initializer(
         (3, 3, 4, 32)
     """
     rule: LayoutLike = layout if layout is not None else Layout(in_axis, out_axis, batch_axis, name="jax")
-    plan, resolved = planner(spec, rule)
+    plan, resolved = plans(spec, rule)
     default_dtype = _check_dtype(dtype)
 
     if stream is not None and not isinstance(stream, Stream):
@@ -351,10 +374,11 @@ def initializer(
     def init(key: Any, shape: Sequence[int], dtype: Any = default_dtype) -> jax.Array:
         dims = tuple(int(d) for d in shape)
         if stream is not None:
-            return _stream_values(stream, spec, resolved, dims, _check_dtype(dtype))
+            dt = _check_dtype(dtype)
+            return _stream_values(stream, plan(dims, dt), dt)
         key = _check_key(key)
-        dist, concrete = plan(dims)
-        return _sample(key, dist, concrete, dims, _check_dtype(dtype))
+        planned = plan(dims, None)
+        return _sample(key, planned.dist, planned.layout, dims, _check_dtype(dtype))
 
     init.__doc__ = f"Initialize with {spec!r} (layout {resolved})."
     return init

@@ -62,6 +62,7 @@ from initscale.rounding import clip_bounds
 from initscale.specs import Spec
 from initscale.streams import (
     Stream,
+    backend_draw,
     canonical_strides,
     gate_index,
     inverse_permutation,
@@ -220,14 +221,9 @@ def _stream_tensor(
     strides = canonical_strides(shape, layout)
     gates = gate_index(shape, layout)
     backend = keras.backend.backend()
-    if backend == "jax":
-        from . import jax as isj
-
-        return isj._stream_draw(stream, dist, strides, shape, dtype, gates)
-    if backend == "torch":
-        from . import torch as ist
-
-        return ist._stream_draw(stream, dist, strides, keras.ops.empty(shape, dtype), into=True, gates=gates)
+    if backend in ("jax", "torch"):  # the framework adapter's own draw, shared through the core
+        out = keras.ops.empty(shape, dtype) if backend == "torch" else None
+        return backend_draw(backend)(stream, dist, strides, shape, dtype, gates, out)
     order = None if gates is None else (gates[0], tuple(gates[1]))
     program = (shape, strides, order)
     if backend == "tensorflow" and program in _TF_SEEN:  # compiled from a shape's second draw (XLA: ~0.3 s)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
+from types import SimpleNamespace
 from typing import Any, Protocol, cast
 
 import numpy as np
@@ -26,6 +27,7 @@ from numpy.typing import DTypeLike, NDArray
 
 from initscale import _validate
 from initscale._kernels import cpu as _stream_kernel
+from initscale._shared import lower_tail, orthogonal
 from initscale.distributions import (
     ConstantDist,
     Distribution,
@@ -36,10 +38,9 @@ from initscale.distributions import (
 )
 from initscale.fans import Layout, LayoutLike
 from initscale.normal_math import far_tail_offset, ndtri, normal_cdf, truncated_plan
-from initscale.plan import planner
-from initscale.rounding import clip_bounds
+from initscale.plan import WeightPlan, plans
 from initscale.specs import Spec
-from initscale.streams import Stream, gate_index, plan_stream, stream_values
+from initscale.streams import Stream, plan_values, portable
 
 __all__ = ["Initializer", "NumpyInitializer", "initializer", "sample"]
 
@@ -94,31 +95,26 @@ def _truncated(dist: TruncatedNormalDist, size: tuple[int, ...], rng: np.random.
             np.clip(-(plan.a + far_tail_offset(e, plan.a, plan.log_s_a, np)), plan.z_low, plan.z_high),
         )
         return dist.loc + plan.sign * dist.sigma * z
-    flip = a > 0.0  # both bounds in the upper tail: sample -X on [-b, -a] instead
-    if flip:
-        a, b = -b, -a
+    a, b, flip = lower_tail(a, b)  # both bounds in the upper tail: sample -X on [-b, -a] instead
     u = rng.uniform(normal_cdf(a), normal_cdf(b), size)
     z = np.clip(ndtri(u), a, b)  # the clip only absorbs the last-bit rounding of Φ⁻¹
     return dist.loc + dist.sigma * (-z if flip else z)
 
 
-def _haar(rows: int, cols: int, count: int, rng: np.random.Generator) -> NDArray[np.float64]:
-    """``count`` Haar-random (rows × cols) matrices with orthonormal rows or columns."""
-    big, small = max(rows, cols), min(rows, cols)
-    q, r = np.linalg.qr(rng.standard_normal((count, big, small)))
-    q = q * np.sign(np.diagonal(r, axis1=-2, axis2=-1))[:, None, :]  # Mezzadri 2007: unique Haar Q
-    return q if rows >= cols else np.swapaxes(q, -1, -2)
-
-
 def _orthogonal(
     dist: OrthogonalDist, layout: Layout, shape: tuple[int, ...], rng: np.random.Generator
 ) -> NDArray[np.float64]:
-    order, (nb, og, o, ig, i, rf) = layout.blocks(shape)
-    mats = dist.gain * _haar(o, i * rf, nb * og * ig, rng)
-    # blocks (B, og, ig, o, i·rf) -> (B, og, o, ig, i, rf) -> the permuted weight -> original order
-    blocks = mats.reshape(nb, og, ig, o, i, rf).transpose(0, 1, 3, 2, 4, 5)
-    permuted = blocks.reshape(tuple(shape[a] for a in order))
-    return np.transpose(permuted, np.argsort(order))
+    """Haar-random orthogonal blocks (:func:`initscale._shared.orthogonal`) from ``rng``, in float64."""
+    ops = SimpleNamespace(
+        normal=rng.standard_normal,
+        qr=np.linalg.qr,
+        diagonal=lambda r: np.diagonal(r, axis1=-2, axis2=-1),
+        phase=np.sign,  # Mezzadri 2007: unique Haar Q
+        swap=lambda q: np.swapaxes(q, -1, -2),
+        permute=np.transpose,
+    )
+    result: NDArray[np.float64] = orthogonal(dist.gain, layout.blocks(shape), shape, ops)
+    return result
 
 
 def sample(
@@ -141,20 +137,19 @@ def sample(
     raise TypeError(f"Unknown distribution {dist!r}.")
 
 
-def _kernel_stream(
-    stream: Stream, spec: Spec, dims: tuple[int, ...], rule: LayoutLike, dt: np.dtype[Any]
-) -> NDArray[Any] | None:
+def _kernel_stream(stream: Stream, plan: WeightPlan) -> NDArray[Any] | None:
     """float32 and float16 streams from the compiled kernel (:mod:`initscale._kernels.cpu`),
     equal to :func:`initscale.streams.stream_values` (float16 through float32 rounded to odd);
     None where the kernel is not built, or for float64 (whose Φ⁻¹ tails differ from NumPy's log
     by up to a few ulps: the reference itself is used) and for weights of more axes than the
     kernel walks (:data:`initscale._kernels.cpu.MAX_AXES`)."""
+    dims, dt = plan.shape, np.dtype(plan.dtype)
     if dt not in (np.float32, np.float16) or len(dims) > _stream_kernel.MAX_AXES:
         return None
     lib = _stream_kernel.load()
     if lib is None:
         return None
-    dist, strides = plan_stream(stream, spec, dims, rule)
+    portable(plan)
     out = np.empty(dims, dtype=np.float32)
     kind = _stream_kernel.output_kind(dt.name)
     _stream_kernel.draw(
@@ -163,12 +158,12 @@ def _kernel_stream(
         kind,
         dims,
         [s // out.itemsize for s in out.strides],
-        strides,
-        dist,
+        plan.strides,
+        plan.dist,
         stream.key,
-        clip_bounds(dist, dt.name),
+        plan.clip,
         threads=os.cpu_count() or 1,
-        gates=gate_index(dims, rule),
+        gates=plan.gates,
     )
     return out if dt == np.float32 else out.astype(dt)
 
@@ -193,7 +188,7 @@ def initializer(spec: Spec, layout: LayoutLike = "keras", *, stream: Stream | No
     float32 and float16 from the compiled kernel where a C compiler built it (equal to the
     reference, :func:`initscale.streams.stream_values`), float64 from the reference.
     """
-    plan, rule = planner(spec, layout)
+    plan, rule = plans(spec, layout)
     if stream is not None and not isinstance(stream, Stream):
         raise TypeError(f"Argument `stream` must be an initscale.Stream. Received: stream={stream!r}.")
 
@@ -203,8 +198,9 @@ def initializer(spec: Spec, layout: LayoutLike = "keras", *, stream: Stream | No
         dims = _validate.shape("shape", shape)
         dt = _dtype(dtype)
         if stream is not None:
-            fast = _kernel_stream(stream, spec, dims, rule, dt)
-            return stream_values(stream, spec, dims, rule, dtype=dt) if fast is None else fast
+            planned = plan(dims, dt.name)
+            fast = _kernel_stream(stream, planned)
+            return plan_values(stream, planned) if fast is None else fast
         if rng is None:
             raise TypeError(
                 "Argument `rng` is required (a numpy.random.Generator or an int seed) unless the "
@@ -213,9 +209,9 @@ def initializer(spec: Spec, layout: LayoutLike = "keras", *, stream: Stream | No
         generator = _rng(rng)
         if math.prod(dims) == 0:
             return np.zeros(dims, dtype=dt)
-        dist, concrete = plan(dims)
-        values = sample(dist, dims, generator, concrete)
-        clip = clip_bounds(dist, dt.name)  # bounds that hold once rounded to dt (initscale.rounding)
+        planned = plan(dims, dt.name)
+        values = sample(planned.dist, dims, generator, planned.layout)
+        clip = planned.clip  # bounds that hold once rounded to dt (initscale.rounding)
         return (values if clip is None else np.clip(values, *clip)).astype(dt)
 
     init.__doc__ = f"NumPy initializer for {spec!r} (layout {rule})."

@@ -59,6 +59,7 @@ import torch
 from initscale import presets
 from initscale._kernels import cpu as _stream_kernel
 from initscale._kernels import gpu as _triton_sampler
+from initscale._shared import lower_tail, orthogonal, round_to_odd
 from initscale.distributions import (
     ConstantDist,
     Distribution,
@@ -69,7 +70,7 @@ from initscale.distributions import (
 )
 from initscale.fans import Layout, LayoutLike
 from initscale.normal_math import far_tail_offset, normal_cdf, truncated_plan
-from initscale.plan import planner
+from initscale.plan import WeightPlan, canonical_strides, gate_index, plans
 from initscale.reinit import (
     ADDED_TENSOR,
     ADDED_TENSOR_NOTE,
@@ -87,11 +88,10 @@ from initscale.rounding import clip_bounds, representable_bounds
 from initscale.specs import Orthogonal, Spec, VarianceScaling
 from initscale.streams import (
     Stream,
-    canonical_strides,
-    gate_index,
     inverse_permutation,
     kernel_params,
-    plan_stream,
+    portable,
+    register_draw,
     run_bits,
     runs,
     transform,
@@ -195,9 +195,7 @@ def _truncated(
         if dist.loc != 0.0:
             z.add_(dist.loc)
         return z.clamp_(*bounds)
-    flip = a > 0.0  # an upper-tail interval is drawn as the mirror of the lower one
-    if flip:
-        a, b = -b, -a
+    a, b, flip = lower_tail(a, b)  # an upper-tail interval is drawn as the mirror of the lower one
     # float32 is exact enough for an ordinary interval (inside ±4σ, |dz| ≲ 1e-6·|z| there) and 7x
     # faster on CPU than float64; float64 weights are drawn in float64.
     work = torch.float32 if out.dtype != torch.float64 else torch.float64
@@ -234,20 +232,18 @@ def _truncated_staged(dist: TruncatedNormalDist, tensor: torch.Tensor, generator
 def _orthogonal(
     dist: OrthogonalDist, layout: Layout, out: torch.Tensor, generator: torch.Generator | None
 ) -> torch.Tensor:
-    shape = tuple(out.shape)
-    order, (nb, og, o, ig, i, rf) = layout.blocks(shape)
-    rows, cols = o, i * rf
-    big, small = max(rows, cols), min(rows, cols)
+    """Haar-random orthogonal blocks (:func:`initscale._shared.orthogonal`) for ``out``, drawn from
+    ``generator`` in float64 for a float64 weight, else float32."""
     dtype = torch.float64 if out.dtype == torch.float64 else torch.float32
-    g = torch.empty((nb * og * ig, big, small), dtype=dtype, device=out.device).normal_(generator=generator)
-    q, r = torch.linalg.qr(g)
-    q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)  # Haar: fix the signs
-    if rows < cols:
-        q = q.transpose(-1, -2)
-    blocks = (dist.gain * q).reshape(nb, og, ig, o, i, rf).permute(0, 1, 3, 2, 4, 5)
-    permuted = blocks.reshape(tuple(shape[a] for a in order))
-    inverse = sorted(range(len(order)), key=order.__getitem__)
-    result: torch.Tensor = permuted.permute(*inverse)
+    ops = SimpleNamespace(
+        normal=lambda size: torch.empty(size, dtype=dtype, device=out.device).normal_(generator=generator),
+        qr=torch.linalg.qr,
+        diagonal=lambda r: torch.diagonal(r, dim1=-2, dim2=-1),
+        phase=torch.sign,
+        swap=lambda q: q.transpose(-1, -2),
+        permute=lambda x, axes: x.permute(*axes),
+    )
+    result: torch.Tensor = orthogonal(dist.gain, layout.blocks(tuple(out.shape)), tuple(out.shape), ops)
     return result
 
 
@@ -427,13 +423,11 @@ def _shard_values(
     return values
 
 
-def _stream_values(
-    stream: Stream, spec: Spec, rule: LayoutLike, tensor: torch.Tensor, into: bool = False
-) -> torch.Tensor:
+def _stream_values(stream: Stream, plan: WeightPlan, tensor: torch.Tensor, into: bool = False) -> torch.Tensor:
     """The portable stream's values for ``tensor`` (for a DTensor: its local shard only), computed
     with torch integer ops on the tensor's device; see :mod:`initscale.streams`."""
-    dist, strides = plan_stream(stream, spec, tuple(tensor.shape), rule)
-    return _stream_draw(stream, dist, strides, tensor, into, gate_index(tuple(tensor.shape), rule))
+    portable(plan)
+    return _stream_draw(stream, plan.dist, plan.strides, tensor, into, plan.gates)
 
 
 _STREAM_PIECE = 2**19  # elements per piece on CPU: bounds the temporaries (a few MB each) and keeps them warm
@@ -515,6 +509,24 @@ def _stream_draw(
     return values
 
 
+def _shared_draw(
+    stream: Stream,
+    dist: Distribution,
+    strides: tuple[int, ...],
+    shape: tuple[int, ...],
+    dtype: str,
+    gates: tuple[int, list[int]] | None,
+    out: torch.Tensor | None,
+) -> torch.Tensor:
+    """:func:`_stream_draw` as :data:`initscale.streams.StreamDraw` (Keras on torch draws through it),
+    filling ``out`` in place (a new CPU tensor of ``shape`` and ``dtype`` when None)."""
+    target = out if out is not None else torch.empty(shape, dtype=getattr(torch, dtype))
+    return _stream_draw(stream, dist, strides, target, True, gates)
+
+
+register_draw("torch", _shared_draw)
+
+
 def _dense(tensor: torch.Tensor) -> bool:
     """Every element at its own place in one block of memory (contiguous up to a permutation of
     the axes: a transposed weight is dense, a broadcast or sliced one is not)."""
@@ -526,15 +538,26 @@ def _dense(tensor: torch.Tensor) -> bool:
     return True
 
 
-def _round_to_odd(values: torch.Tensor) -> torch.Tensor:
-    """float64 → float32 rounded to odd (toward zero, lowest bit set where inexact): torch casts
-    float64 to float16/bfloat16 through float32 with two roundings, which misrounded 31 of 530,965
-    float16 values of a test weight; from the odd float32 the cast rounds once, as NumPy does."""
-    t = values.to(torch.float32)
-    over = t.double().abs_() > values.abs()
-    t = torch.where(over, torch.nextafter(t, torch.zeros_like(t)), t)
-    t.view(torch.int32).bitwise_or_((t.double() != values).to(torch.int32))
+def _set_low_bit(t: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    t.view(torch.int32).bitwise_or_(mask.to(torch.int32))
     return t
+
+
+_ODD_OPS = SimpleNamespace(
+    narrow=lambda x: x.to(torch.float32),
+    widen=lambda x: x.double(),
+    where=torch.where,
+    toward_zero=lambda t: torch.nextafter(t, torch.zeros_like(t)),
+    set_low_bit=_set_low_bit,
+)
+
+
+def _round_to_odd(values: torch.Tensor) -> torch.Tensor:
+    """float64 → float32 rounded to odd (:func:`initscale._shared.round_to_odd`): torch casts
+    float64 to float16/bfloat16 through float32 with two roundings; from the odd float32 the cast
+    rounds once, as NumPy does."""
+    result: torch.Tensor = round_to_odd(values, _ODD_OPS)
+    return result
 
 
 def _kernel_draw(
@@ -588,7 +611,7 @@ def initializer(spec: Spec, layout: LayoutLike = "torch", *, stream: Stream | No
     as NumPy's and JAX's for the same seed and name, on any device and under any sharding
     (``generator`` is then not used).
     """
-    plan, rule = planner(spec, layout)
+    plan, rule = plans(spec, layout)
     if stream is not None and not isinstance(stream, Stream):
         raise TypeError(f"Argument `stream` must be an initscale.Stream. Received: stream={stream!r}.")
 
@@ -596,14 +619,14 @@ def initializer(spec: Spec, layout: LayoutLike = "torch", *, stream: Stream | No
         _check_tensor(tensor)
         if tensor.numel() == 0:
             return tensor
-        dist, concrete = plan(tuple(tensor.shape))
+        planned = plan(tuple(tensor.shape), tensor.dtype)
         with torch.no_grad():
             if stream is not None:
-                _stream_values(stream, spec, rule, tensor, into=True)
+                _stream_values(stream, planned, tensor, into=True)
             elif _is_dtensor(tensor):
-                _local(tensor).copy_(_shard_values(dist, concrete, tensor, "", _ShardSeeds(generator)))
+                _local(tensor).copy_(_shard_values(planned.dist, planned.layout, tensor, "", _ShardSeeds(generator)))
             else:
-                _fill(dist, concrete, tensor, generator)
+                _fill(planned.dist, planned.layout, tensor, generator)
         return tensor
 
     init.__doc__ = f"Fill a tensor in place with {spec!r} (layout {rule})."

@@ -28,7 +28,8 @@ from .distributions import (
     TruncatedNormalDist,
     UniformDist,
 )
-from .fans import Fans, LayerKind, Layout, LayoutLike, resolve
+from .fans import Fans, LayerKind, LayoutLike, resolve
+from .plan import weight_plan
 from .rounding import clip_bounds
 from .specs import _INF_TO_TEXT, Spec, VarianceScaling, from_dict
 
@@ -281,18 +282,18 @@ def explain(spec: Spec | str, shape: Sequence[int], layout: LayoutLike | None = 
     rule = resolve(layout)
     dims = tuple(int(d) for d in shape)
     fans: Fans | None
-    if spec.fixed_scale:
+    if spec.fixed_scale:  # the fans, where the layout reads the shape, are shown but not used
         try:
             fans, how = rule.fans(dims), fans_explanation(dims, rule)
         except ValueError as err:
             fans, how = None, f"not needed for a fixed-scale spec ({err})"
+        dist = spec.resolve(None)
     else:
-        fans, how = rule.fans(dims), fans_explanation(dims, rule)
-    dist = spec.resolve(None if spec.fixed_scale else fans)
-    if isinstance(dist, OrthogonalDist) and fans is not None:
-        concrete: Layout = rule.layout(dims)
-        _, (_, _, o, _, i, rf) = concrete.blocks(dims)
-        dist = OrthogonalDist(dist.gain, o, i * rf)
+        plan = weight_plan(spec, dims, rule)  # the adapters' own plan of this weight
+        fans, how, dist = plan.fans, fans_explanation(dims, rule), plan.dist
+        if isinstance(dist, OrthogonalDist):
+            _, (_, _, o, _, i, rf) = plan.blocks
+            dist = OrthogonalDist(dist.gain, o, i * rf)
     return Explanation(
         notes=_notes(spec, dims, fans),
         spec=spec,

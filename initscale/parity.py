@@ -35,6 +35,7 @@ from . import _registry, testing
 from . import presets as _presets
 from .distributions import Distribution, OrthogonalDist
 from .fans import Layout, LayoutLike, resolve
+from .plan import weight_plan
 from .specs import TruncatedNormal
 
 __all__ = [
@@ -205,9 +206,8 @@ def draw(backend: str, preset: str, layer: str, seed: int = 0) -> tuple[np.ndarr
     b = BACKENDS[backend]
     shape, layout = LAYERS[layer].form(b.family)
     spec = _spec(preset)
-    rule = resolve(layout)
-    dist = spec.resolve(None if spec.fixed_scale else rule.fans(shape))
-    return b.draw(spec, shape, layout, seed), dist, rule.layout(shape)
+    dist = weight_plan(spec, shape, layout).dist
+    return b.draw(spec, shape, layout, seed), dist, resolve(layout).layout(shape)
 
 
 # --- rows ----------------------------------------------------------------------------------------
@@ -380,8 +380,7 @@ def _native_row(preset: str, layer: str, seed: int) -> Row:
     backend, native, layout = NATIVES[preset]
     shape, _ = LAYERS[layer].form(BACKENDS[backend].family)
     spec = _presets.get(preset)
-    rule = resolve(layout)
-    dist = spec.resolve(None if spec.fixed_scale else rule.fans(shape))
+    dist = weight_plan(spec, shape, layout).dist
     theirs = native(shape, seed)
     ours = BACKENDS[backend].draw(spec, shape, layout, seed + 1)
     same = testing.same_distribution(theirs, ours)

@@ -81,6 +81,7 @@ from . import _validate
 from .distributions import Distribution, OrthogonalDist
 from .fans import Fans, LayerKind, Layout, LayoutLike, resolve
 from .fans import names as layout_names
+from .plan import weight_plan
 from .presets import get as _preset
 from .specs import Ones, Spec, VarianceScaling, Zeros
 
@@ -739,8 +740,8 @@ def _resolve(
             "(initscale.Zeros(), initscale.Normal(0.02), ...) or a rule that does not match it."
         )
     try:
-        fans = rule.fans(param.shape)
-        return spec.resolve(fans), rule.layout(param.shape), fans
+        plan = weight_plan(spec, param.shape, rule)
+        return plan.dist, plan.layout, plan.fans
     except ValueError as err:
         raise ValueError(f"{where}: {err}") from err
 

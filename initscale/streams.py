@@ -75,17 +75,19 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from . import _validate
+from ._shared import lower_tail
 from .distributions import ConstantDist, Distribution, NormalDist, OrthogonalDist, TruncatedNormalDist, UniformDist
-from .fans import Layout, LayoutLike, gate_order, resolve
+from .fans import LayoutLike
 from .normal_math import TruncatedPlan, far_tail_offset, ndtri, normal_cdf, truncated_plan
-from .rounding import clip_bounds
+from .plan import WeightPlan, canonical_strides, gate_index, weight_plan
 from .specs import Spec
 
 if TYPE_CHECKING:
@@ -99,11 +101,16 @@ __all__ = [
     "PHILOX_W",
     "Runs",
     "Stream",
+    "StreamDraw",
+    "backend_draw",
     "canonical_strides",
     "gate_index",
     "inverse_permutation",
     "philox4x32",
     "plan_stream",
+    "plan_values",
+    "portable",
+    "register_draw",
     "round_keys",
     "run_bits",
     "runs",
@@ -210,26 +217,6 @@ def uniform_from_bits(x: NDArray[Any]) -> NDArray[np.float64]:
     u = odd.astype(np.float64)
     u *= 2.0**-24
     return u
-
-
-def canonical_strides(shape: Sequence[int], layout: LayoutLike | None) -> tuple[int, ...]:
-    """For each axis of ``shape`` (in the framework's layout), its stride in the canonical
-    row-major (batch, out, in, receptive) array. Rank ≤ 1 weights are their own canonical form."""
-    dims = _validate.shape("shape", shape)
-    if len(dims) < 2 or layout is None:
-        order = tuple(range(len(dims)))
-    else:
-        concrete: Layout = resolve(layout).layout(dims)
-        ins, outs, batch, receptive = concrete.split_axes(dims)
-        # Stacked input groups index the output channel (Keras's depthwise (k, k, C, m): channel
-        # c·m + j), so they come before the out axes: the same order as torch's (C·m, 1, k, k).
-        order = batch + ins + outs + receptive if concrete.in_groups > 1 else batch + outs + ins + receptive
-    strides = [0] * len(dims)
-    step = 1
-    for axis in reversed(order):
-        strides[axis] = step
-        step *= dims[axis]
-    return tuple(strides)
 
 
 @dataclass(frozen=True)
@@ -351,22 +338,6 @@ def run_bits(plan: Runs, key: tuple[int, int], xp: Any, wide: bool = True, const
     return bits.reshape(plan.counts)
 
 
-def gate_index(shape: Sequence[int], layout: LayoutLike | None) -> tuple[int, list[int]] | None:
-    """Where a layer kind stacks recurrent gates in another order than the canonical one
-    (:data:`initscale.fans.CANONICAL_GATES`; a Keras GRU), ``(axis, index)`` such that taking
-    ``index`` along ``axis`` of values drawn in the framework's layout gives each gate the
-    canonical gate's values; None otherwise."""
-    if layout is None:
-        return None
-    order = gate_order(layout)
-    if order is None:
-        return None
-    dims = _validate.shape("shape", shape)
-    axis = resolve(layout).layout(dims).split_axes(dims)[1][0]
-    size = dims[axis] // len(order)
-    return axis, [g * size + j for g in order for j in range(size)]
-
-
 def _numpy_ops() -> Any:
     return SimpleNamespace(
         arange=lambda n: np.arange(n, dtype=np.uint64),
@@ -476,11 +447,10 @@ def transform(dist: Distribution, u: Any, ndtri_fn: Any = ndtri, xp: Any = None)
         far = _far_plan(dist, _work(u))
         if far is not None:  # beyond Φ's range in this precision: the offset from the bound
             return dist.loc + (far.sign * dist.sigma) * far_values(far, u, np if xp is None else xp)
-        if a > 0.0:  # mirror: an upper-tail interval keeps its precision in the lower tail
-            pa, pb = normal_cdf(-b), normal_cdf(-a)
-            return dist.loc - dist.sigma * ndtri_fn(_scaled_uniform(pa, pb - pa, u)).clip(-b, -a)
-        pa, pb = normal_cdf(a), normal_cdf(b)
-        return dist.loc + dist.sigma * ndtri_fn(_scaled_uniform(pa, pb - pa, u)).clip(a, b)
+        lo, hi, flip = lower_tail(a, b)  # an upper-tail interval keeps its precision as its mirror
+        pa, pb = normal_cdf(lo), normal_cdf(hi)
+        z = ndtri_fn(_scaled_uniform(pa, pb - pa, u)).clip(lo, hi)
+        return dist.loc - dist.sigma * z if flip else dist.loc + dist.sigma * z
     if isinstance(dist, OrthogonalDist):
         raise ValueError(
             "Orthogonal specs have no portable stream: their QR differs between linear-algebra "
@@ -510,11 +480,9 @@ def kernel_params(dist: Distribution) -> tuple[int, tuple[float, ...]]:
         far = _far_plan(dist, "float64")
         if far is not None:
             return FAR, (far.a, far.kept, far.z_low, far.z_high, dist.loc, far.sign * dist.sigma, far.log_s_a)
-        if a > 0.0:  # loc − σ·z == loc + (−σ)·z, exactly
-            pa, pb = normal_cdf(-b), normal_cdf(-a)
-            return 3, (pa, pb - pa, -b, -a, dist.loc, -dist.sigma)
-        pa, pb = normal_cdf(a), normal_cdf(b)
-        return 3, (pa, pb - pa, a, b, dist.loc, dist.sigma)
+        lo, hi, flip = lower_tail(a, b)  # mirrored: loc − σ·z == loc + (−σ)·z, exactly
+        pa, pb = normal_cdf(lo), normal_cdf(hi)
+        return 3, (pa, pb - pa, lo, hi, dist.loc, -dist.sigma if flip else dist.sigma)
     transform(dist, None)  # raises the explanation (orthogonal) or the type error
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -523,19 +491,26 @@ def plan_stream(
     stream: Stream, spec: Spec, shape: Sequence[int], layout: LayoutLike
 ) -> tuple[Distribution, tuple[int, ...]]:
     """What every backend needs: the distribution and the canonical strides of ``shape``
-    (computed once per spec, shape and layout: initializers call this on every draw)."""
+    (the cached :func:`initscale.plan.weight_plan`: initializers call this on every draw)."""
     if not isinstance(stream, Stream):
         raise TypeError(f"Argument `stream` must be an initscale.Stream. Received: stream={stream!r}.")
-    return _planned(spec, _validate.shape("shape", shape), layout)
+    plan = portable(weight_plan(spec, shape, layout))
+    return plan.dist, plan.strides
 
 
-@functools.lru_cache(maxsize=1024)
-def _planned(spec: Spec, dims: tuple[int, ...], layout: LayoutLike) -> tuple[Distribution, tuple[int, ...]]:
-    rule = resolve(layout)
-    dist = spec.resolve(None if spec.fixed_scale else rule.fans(dims))
-    if isinstance(dist, OrthogonalDist):
-        transform(dist, None)  # raises the explanation
-    return dist, canonical_strides(dims, rule)
+def portable(plan: WeightPlan) -> WeightPlan:
+    """``plan``, checked to have a portable stream (an orthogonal spec raises the explanation)."""
+    if isinstance(plan.dist, OrthogonalDist):
+        transform(plan.dist, None)  # raises the explanation
+    return plan
+
+
+def plan_values(stream: Stream, plan: WeightPlan, box: Sequence[slice] | None = None) -> NDArray[Any]:
+    """The NumPy reference for a :class:`~initscale.plan.WeightPlan` with a dtype (see :func:`stream_values`)."""
+    portable(plan)
+    values = _canonical_values(stream, plan.dist, plan.shape, plan.strides, box, plan.gates)
+    clip = plan.clip
+    return np.asarray(values if clip is None else np.clip(values, *clip), dtype=plan.dtype)
 
 
 def stream_values(
@@ -549,7 +524,32 @@ def stream_values(
     """The NumPy reference: the values of ``stream`` for a weight of ``shape`` in ``layout``
     (only the sub-box ``box`` of it when given, e.g. one shard), as ``dtype`` (float16, float32
     or float64; bounded draws clipped to the bounds representable in it)."""
-    dist, strides = plan_stream(stream, spec, shape, layout)
-    values = _canonical_values(stream, dist, tuple(shape), strides, box, gate_index(shape, layout))
-    clip = clip_bounds(dist, np.dtype(dtype).name)
-    return np.asarray(values if clip is None else np.clip(values, *clip), dtype=dtype)
+    if not isinstance(stream, Stream):
+        raise TypeError(f"Argument `stream` must be an initscale.Stream. Received: stream={stream!r}.")
+    return plan_values(stream, weight_plan(spec, shape, layout, np.dtype(dtype).name), box)
+
+
+StreamDraw = Callable[..., Any]
+"""``draw(stream, dist, strides, shape, dtype, gates, out) -> array``: an adapter's stream draw on its
+framework's arrays (``dtype`` a format name, ``gates`` as :func:`gate_index` gives, ``out`` an
+array of ``shape`` and ``dtype`` to fill where the framework fills in place, else None)."""
+
+_DRAWS: dict[str, StreamDraw] = {}
+
+
+def register_draw(framework: str, draw: StreamDraw) -> None:
+    """Make ``draw`` the stream draw of ``framework`` ("torch", "jax"): the adapter module calls
+    this when imported, so another adapter (Keras on that backend) shares it through the core."""
+    _DRAWS[framework] = draw
+
+
+def backend_draw(framework: str) -> StreamDraw:
+    """The stream draw registered for ``framework`` (importing ``initscale.adapters.<framework>``
+    first, which registers it)."""
+    if framework not in _DRAWS:
+        importlib.import_module(f"initscale.adapters.{framework}")
+    if framework not in _DRAWS:
+        raise ValueError(
+            f"No portable-stream draw is registered for framework={framework!r}; registered: {sorted(_DRAWS)}."
+        )
+    return _DRAWS[framework]

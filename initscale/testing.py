@@ -192,7 +192,7 @@ def _resolve(spec: Spec | Distribution, fans: Fans | None) -> Distribution:
             raise ValueError(
                 f"{spec!r} scales with the fans: pass `fans` (e.g. initscale.compute_fans(shape, layout))."
             )
-        return spec.resolve(None if spec.fixed_scale else fans)
+        return spec.resolve(fans)  # a fixed-scale spec ignores the fans
     if hasattr(spec, "variance") and hasattr(spec, "mean"):
         return spec
     raise TypeError(f"Argument `spec` must be an initscale spec or distribution. Received: {spec!r}.")
