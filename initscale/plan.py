@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from . import _validate
 from .distributions import Distribution
@@ -20,7 +20,7 @@ from .fans import Fans, LayerKind, Layout, LayoutLike, gate_order, resolve
 from .rounding import clip_bounds, representable_bounds
 from .specs import Spec
 
-__all__ = ["Planner", "WeightPlan", "canonical_strides", "gate_index", "planner", "plans", "weight_plan"]
+__all__ = ["PlanLookup", "Planner", "WeightPlan", "canonical_strides", "gate_index", "planner", "plans", "weight_plan"]
 
 Planner = Callable[[tuple[int, ...]], tuple[Distribution, Layout | None]]
 
@@ -145,7 +145,13 @@ def _cached(spec: Spec, dims: tuple[int, ...], layout: LayoutLike, dtype: str | 
     return WeightPlan(spec, dims, rule, dtype, fans, spec.resolve(fans), rule.layout(dims))
 
 
-def plans(spec: Spec, layout: LayoutLike) -> tuple[Callable[[tuple[int, ...], Any], WeightPlan], Layout | LayerKind]:
+class PlanLookup(Protocol):
+    """``plan(shape, dtype=None) -> WeightPlan``: what :func:`plans` returns for an initializer."""
+
+    def __call__(self, shape: tuple[int, ...], dtype: Any = None) -> WeightPlan: ...
+
+
+def plans(spec: Spec, layout: LayoutLike) -> tuple[PlanLookup, Layout | LayerKind]:
     """Return ``(plan, rule)`` for an initializer: ``plan(shape, dtype)`` is the shape's
     :class:`WeightPlan` (looked up in the initializer's own dict first: a draw pays one dict
     lookup, not the hash of the spec), ``rule`` the resolved layout."""
