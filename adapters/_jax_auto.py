@@ -632,6 +632,7 @@ def _plan(variables: Any, module: Any, auto: Auto) -> _Planned:
         act, _ = _activation(region, var, exit_var, env)
         return act, var, eqns.index(region[-1]), region
 
+    residual_adds = _residual_adds(eqns, producer, data, inside, mark, trace)
     predicted: dict[Any, float] = dict(measured)
     notes: list[str] = []
     rows: list[AutoRow] = []
@@ -732,8 +733,108 @@ def _plan(variables: Any, module: Any, auto: Auto) -> _Planned:
             UserWarning,
             stacklevel=4,
         )
+    if residual_adds and auto.residual != "none":
+        described = "; ".join(f"{skip} skip + branch {branch}" for skip, branch in residual_adds.values())
+        notes.append(
+            f"{len(residual_adds)} residual sum(s) found ({described}); the JAX walk applies no residual rule "
+            f"yet: residual={auto.residual!r} is not applied, each sum adds its branch's second moment to the stream"
+        )
+        warnings.warn(
+            f"initscale.auto: residual={auto.residual!r} is not applied on Flax linen models yet (torch models "
+            f"get it): {len(residual_adds)} residual sum(s) ({described}) keep their branches as planned, so the "
+            "stream grows with depth and the init differs from the same model's on torch. Pass "
+            "initscale.auto(..., residual='none') to accept that, or scale each branch's last kernel yourself "
+            "(zeros for 'zero', x 1/sqrt(L) for 'depth').",
+            UserWarning,
+            stacklevel=4,
+        )
     planned = AutoPlan(tuple(rows), auto.q, auto.distribution, tuple(dict.fromkeys(notes)))
     return _Planned(planned, trace, decided, first_in)
+
+
+def _between(eqns: list[Any], producer: Mapping[Any, int], skip: Any, branch: Any) -> list[int] | None:
+    """The indices of the eqns on a path from ``skip`` to ``branch`` (None if ``skip`` is no ancestor of it)."""
+    if branch not in producer:
+        return None
+    low, high = producer.get(skip, -1), producer[branch]
+    reach, after = {skip}, []
+    for i in range(low + 1, high + 1):
+        if any(_is_var(v) and v in reach for v in eqns[i].invars):
+            reach.update(eqns[i].outvars)
+            after.append(i)
+    if branch not in reach:
+        return None
+    wanted, path = {branch}, []
+    for i in reversed(after):
+        if any(v in wanted for v in eqns[i].outvars):
+            path.append(i)
+            wanted.update(v for v in eqns[i].invars if _is_var(v))
+    return path[::-1]
+
+
+def _residual_adds(
+    eqns: list[Any],
+    producer: Mapping[Any, int],
+    data: set[Any],
+    inside: set[int],
+    mark: Callable[[Any], tuple[str, int, tuple[str, ...]] | None],
+    trace: _Trace,
+) -> dict[int, tuple[str, str]]:
+    """The residual sums of the model's glue (eqn index -> (skip, branch's layers)): an ``add`` of two data
+    values, outside any layer, where one (the skip) is an ancestor of the other through at least one layer
+    or norm (an identity skip), or reaches through layers, norms and shape primitives only a value that is
+    an ancestor of the other (a projection shortcut). An ``add`` inside an activation's primitives
+    (``x + 0.044715 x^3``, ``x`` a layer's output) has no layer between its terms and is none."""
+    fed: dict[int, Any] = {}  # call index -> the value its input mark receives
+    for eqn in eqns:
+        m = mark(eqn)
+        if m is not None and m[0] == "in" and eqn.invars and _is_var(eqn.invars[0]):
+            fed[m[1]] = eqn.invars[0]
+
+    def layers_on(path: list[int]) -> list[str]:
+        return ["/".join(m[2]) or trace.kinds[m[1]] for i in path if (m := mark(eqns[i])) is not None and m[0] == "out"]
+
+    def root(var: Any) -> tuple[Any, list[str]]:
+        through: list[str] = []
+        while var in producer:
+            eqn = eqns[producer[var]]
+            m = mark(eqn)
+            if eqn.primitive.name in _SHAPE and eqn.invars and _is_var(eqn.invars[0]):
+                var = eqn.invars[0]
+            elif m is not None and m[0] == "out" and m[1] in fed:
+                through.append("/".join(m[2]))
+                var = fed[m[1]]
+            else:
+                break
+        return var, through[::-1]
+
+    found: dict[int, tuple[str, str]] = {}
+    for index, eqn in enumerate(eqns):
+        if eqn.primitive.name != "add" or id(eqn) in inside or len(eqn.invars) != 2:
+            continue
+        a, b = eqn.invars
+        if not all(_is_var(v) and v in data for v in (a, b)):
+            continue
+        match = None
+        for skip, branch in ((a, b), (b, a)):
+            path = _between(eqns, producer, skip, branch)
+            if path is not None and (names := layers_on(path)):
+                match = ("identity", names)
+                break
+        if match is None:
+            for skip, branch in ((a, b), (b, a)):
+                start, through = root(skip)
+                if not through or root(branch)[0] is start or _between(eqns, producer, skip, branch) is not None:
+                    continue  # no projection, or the branch reads the skip itself (x + 0.044715 x^3 of a GELU)
+                path = _between(eqns, producer, start, branch)
+                if path is not None and (names := layers_on(path)):
+                    match = (f"projection through {', '.join(through)}", names)
+                    break
+        if match is not None:
+            kind, names = match
+            shown = names[:3] + (["...", names[-1]] if len(names) > 4 else names[3:])
+            found[index] = (kind, ", ".join(shown))
+    return found
 
 
 def apply(variables: Any, module: Any, auto: Auto, key: Any, **reinit_kwargs: Any) -> tuple[Any, AutoPlan]:

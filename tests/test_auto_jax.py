@@ -107,7 +107,7 @@ class _Block(nn.Module):
 
 def test_residuals_norms_concatenations_and_a_custom_activation() -> None:
     x, block = _x(), _Block()
-    plan = initscale.auto(x).plan(block, variables=block.init(jax.random.key(0), x))
+    plan = initscale.auto(x, residual="none").plan(block, variables=block.init(jax.random.key(0), x))
     rows = {row.weight.split("/")[1]: row for row in plan.rows}
     assert (rows["fc1"].activation, rows["fc2"].follower, rows["fc2"].note) == ("relu", "linear", "then add: holds q")
     assert rows["fc4"].m_in == pytest.approx(_m(x) + 1.0, rel=1e-7)  # x + a branch held at q = 1
@@ -235,7 +235,7 @@ class _Attention(nn.Module):
 
 def test_convolutions_an_activation_after_a_norm_and_attention() -> None:
     x, cnn = _x((4, 8, 8, 3), scale=1.0), _CNN()
-    plan = initscale.auto(x).plan(cnn, variables=cnn.init(jax.random.key(0), x))
+    plan = initscale.auto(x, residual="none").plan(cnn, variables=cnn.init(jax.random.key(0), x))
     rows = {row.weight.split("/")[1]: row for row in plan.rows}
     assert (rows["c0"].layer, rows["c0"].fan_in, rows["c0"].activation) == ("Conv", 27, "relu")  # 3 x 3 x 3
     assert (rows["c1"].follower, rows["c1"].gain) == ("norm", 1.0)
@@ -243,7 +243,7 @@ def test_convolutions_an_activation_after_a_norm_and_attention() -> None:
     assert rows["out"].m_in == pytest.approx(0.5 + 1.0, rel=1e-6)  # h + a branch held at q = 1
     assert not plan.notes  # every op on the path has a rule
     t, block = _x((4, 10, 16), scale=1.0), _Attention()
-    plan = initscale.auto(t).plan(block, variables=block.init(jax.random.key(0), t))
+    plan = initscale.auto(t, residual="none").plan(block, variables=block.init(jax.random.key(0), t))
     rows = {row.weight.split("/")[2]: row for row in plan.rows}
     assert rows["query"].note == "then div: holds q"  # flax's query / sqrt(depth): a scalar factor, kept
     assert rows["key"].note == "then dot_general: holds q" and rows["out"].note == "then add: holds q"
@@ -268,7 +268,7 @@ def test_an_activation_on_a_residual_sum_is_identified_not_measured() -> None:
     from initscale.autogain import activation_moment
 
     x, model = _x(scale=2.0), _Residual()
-    plan = initscale.auto(x).plan(model, variables=model.init(jax.random.key(0), x))
+    plan = initscale.auto(x, residual="none").plan(model, variables=model.init(jax.random.key(0), x))
     rows = {row.weight.split("/")[1]: row for row in plan.rows}
     assert not plan.notes, plan.notes  # nothing measured: every op on the path has a rule
     assert (rows["fc1"].follower, rows["fc1"].activation) == ("linear", "add")
@@ -361,3 +361,58 @@ def test_planted_bug_nnx_not_recognised_is_caught(monkeypatch) -> None:
     with pytest.raises(AssertionError):  # the match fails
         with pytest.raises(TypeError, match=NNX_ERROR.format("module", "Net")):
             isj.reinit(_nnx_model()[1], initscale.auto(_x()), jax.random.key(1), module=_nnx_model()[1])
+
+
+# --- residual sums (issue 21): the JAX walk must not differ from torch's silently ------------------
+
+
+class _MLPBlock(nn.Module):
+    """x + fc2(gelu(fc1(x))): a residual MLP block without norms (the branch ends in a layer)."""
+
+    d: int
+
+    @nn.compact
+    def __call__(self, x):
+        return x + nn.Dense(self.d, name="fc2")(nn.gelu(nn.Dense(2 * self.d, name="fc1")(x), approximate=False))
+
+
+class _ResidualMLP(nn.Module):
+    d: int = 64
+    depth: int = 4
+
+    @nn.compact
+    def __call__(self, x):
+        h = nn.relu(nn.Dense(self.d, name="stem")(x))
+        for i in range(self.depth):
+            h = _MLPBlock(self.d, name=f"block{i}")(h)
+        return h
+
+
+def test_residual_sums_the_walk_does_not_scale_are_said() -> None:
+    """Until the JAX walk applies residual=, a plan with residual sums says so: a note in the plan and a
+    warning naming the sums and the fix; residual='none' (what the walk does) says nothing. An activation's
+    own sums (nn.gelu's x + 0.044715 x^3) are not residual sums."""
+    x, model = _x(), _ResidualMLP()
+    variables = model.init(jax.random.key(0), x)
+    with pytest.warns(UserWarning, match=r"residual='zero' is not applied on Flax linen.*4 residual sum\(s\)") as got:
+        plan = initscale.auto(x).plan(model, variables=variables)
+    message = str(next(w.message for w in got if "residual" in str(w.message)))
+    assert "identity skip + branch block0/fc1, block0/fc2" in message and "residual='none'" in message
+    assert any(n.startswith("4 residual sum(s) found") for n in plan.notes), plan.notes
+    with pytest.warns(UserWarning, match=r"residual='depth' is not applied"):
+        initscale.auto(x, residual="depth").plan(model, variables=variables)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        none = initscale.auto(x, residual="none").plan(model, variables=variables)
+        mlp = _mlp(nn.gelu, depth=3)  # the tanh GELU's primitives hold an add of x and a power of x
+        plain = initscale.auto(x).plan(mlp, variables=mlp.init(jax.random.key(0), x))
+    assert not any("residual" in n for n in none.notes) and not plain.notes
+
+
+def test_planted_bug_residual_sums_not_found_is_caught(monkeypatch) -> None:
+    """Mutation: a walk that finds no residual sum (the warning silent again) fails the check above."""
+    monkeypatch.setattr(_jax_auto, "_residual_adds", lambda *a, **k: {})
+    with pytest.raises(pytest.fail.Exception):
+        test_residual_sums_the_walk_does_not_scale_are_said()
