@@ -483,7 +483,7 @@ def propagate(
     if sums and residual is None:
         done.notes.append(
             f"{len(sums)} residual sum(s) found; this recorder applies no residual rule (initscale.auto's "
-            "residual= is applied on torch models): each adds its branch's second moment to the stream"
+            "residual= is applied on torch and Keras models): each adds its branch's second moment to the stream"
         )
     missed = [row for row in done.residuals if row.target is None and residual in ("zero", "depth")]
     for row in missed:
@@ -817,8 +817,8 @@ def auto(
             its skip's second moment (Fixup, SkipInit, torchvision's ``zero_init_residual``);
             ``"depth"``: each of the L branches times 1/√L (bounded growth, as GPT-2's residual
             projections); ``"none"``: branches as planned, the sums grow with depth. The plan's
-            ``residuals`` rows say what was scaled, per sum. Applied by the torch recorder; Keras and
-            JAX plans apply no residual rule yet (Keras's notes name the residual sums it leaves).
+            ``residuals`` rows say what was scaled, per sum. Applied by the torch and Keras recorders;
+            Flax linen plans apply no residual rule yet (a note and a warning name the sums they leave).
     """
     if example_inputs is None:
         raise ValueError(
