@@ -15,7 +15,7 @@ where several layers share it (keras-hub's blocks), by its kernel's path without
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import keras
 import numpy as np
@@ -76,7 +76,7 @@ def _names(layers: list[Any], weights: set[str]) -> dict[int, str]:
     for layer in layers:
         count[layer.name] = count.get(layer.name, 0) + 1
     return {
-        id(layer): layer.name if count[layer.name] == 1 else _kernel(layer, weights).path.rsplit("/", 1)[0]
+        id(layer): layer.name if count[layer.name] == 1 else cast(Any, _kernel(layer, weights)).path.rsplit("/", 1)[0]
         for layer in layers
     }
 

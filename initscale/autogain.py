@@ -817,8 +817,8 @@ def auto(
             its skip's second moment (Fixup, SkipInit, torchvision's ``zero_init_residual``);
             ``"depth"``: each of the L branches times 1/√L (bounded growth, as GPT-2's residual
             projections); ``"none"``: branches as planned, the sums grow with depth. The plan's
-            ``residuals`` rows say what was scaled, per sum. Applied by the torch and Keras recorders;
-            Flax linen plans apply no residual rule yet (a note and a warning name the sums they leave).
+            ``residuals`` rows say what was scaled, per sum. Applied on torch, Keras and Flax linen
+            models (linen: ``adapters/_jax_auto.py``'s own walk; a sum it cannot scale is warned of).
     """
     if example_inputs is None:
         raise ValueError(
