@@ -479,3 +479,13 @@ def test_the_same_model_in_torch_gives_the_same_residual_rows() -> None:
             )
             for m in ("m_skip", "m_branch", "m_sum"):
                 assert getattr(a, m) == pytest.approx(getattr(b, m), rel=1e-6, abs=1e-12), (residual, k, m)
+
+
+def test_a_sum_with_no_layer_on_its_branch_is_no_residual_sum() -> None:
+    """h + relu(h) (or keras-hub's x + PositionEmbedding(x), which reads only x's shape): no layer or norm
+    between the terms, nothing a residual rule could scale: not a residual sum, no row, no note."""
+    inputs = keras.Input((32,))
+    h = keras.layers.Dense(32, name="d0")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(4, name="out")(keras.layers.Add()([h, keras.layers.ReLU()(h)])))
+    plan = initscale.auto(_x()).plan(model)
+    assert plan.residuals == () and not any("residual" in n for n in plan.notes), (plan.residuals, plan.notes)
