@@ -318,12 +318,12 @@ def residual_sums(
         a, b = event.inputs
         match = None
 
-        def layered(between: list[int] | None) -> bool:  # a branch holds a layer or norm (else nothing scales it)
-            return between is not None and any(events[i].kind in ("layer", "norm") for i in between)
+        def layered(between: list[int]) -> bool:  # a branch holds a layer or norm (else nothing scales it)
+            return any(events[i].kind in ("layer", "norm") for i in between)
 
         for skip, branch in ((a, b), (b, a)):  # an identity skip first
             between = _branch_of(events, producer, skip, branch)
-            if layered(between):
+            if between is not None and layered(between):
                 match = (skip, branch, "identity", between)
                 break
         if match is None:
@@ -336,7 +336,7 @@ def residual_sums(
                 ):
                     continue
                 between = _branch_of(events, producer, root, branch)
-                if layered(between):
+                if between is not None and layered(between):
                     match = (skip, branch, f"projection through {', '.join(through)}", between)
                     break
         if match is None:
