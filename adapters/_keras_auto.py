@@ -133,6 +133,7 @@ class _Recorder:
         self.events: list[_Event] = []
         self.stack: list[str] = []  # the composite layers running now
         self.composites: list[str] = []  # composite layers whose insides the recorded sublayers only partly show
+        self.own_code: dict[str, None] = {}  # composite layers not Keras's own: their call's ops go unseen
         self.depth = 0  # > 0 inside a layer whose insides are not the model's ops (a planned layer, a norm)
 
     def node(self, tensor: Any, fresh: bool = False) -> int:
@@ -379,6 +380,8 @@ def _record(
                 recorder.depth += 1
             if composite:
                 recorder.stack.append(type(op).__name__)
+                if not type(op).__module__.startswith("keras."):
+                    recorder.own_code[f"{getattr(op, 'path', None) or op.name} ({type(op).__name__})"] = None
             try:
                 out = fn(*args, **kwargs)
             finally:
@@ -619,6 +622,14 @@ def _plan(model: Any, auto: Auto) -> tuple[AutoPlan, dict[str, tuple[Follower, A
         f"layer {c}: the values between its recorded sublayers (attention scores, ...) are measured on the example pass"
         for c in recorder.composites
     ]
+    if recorder.own_code and auto.residual != "none":
+        shown = list(recorder.own_code)
+        notes.append(
+            f"residual={auto.residual!r} reaches only the sums the pass records: a residual sum inside the call of "
+            f"{', '.join(shown[:5])}{' ...' if len(shown) > 5 else ''} (keras.ops in its own code, as keras-hub's "
+            "transformer blocks add theirs) is not seen and keeps its branch as planned; scale that branch's last "
+            "kernel with a rule if one is there"
+        )
     planned = AutoPlan(
         tuple(walked.rows), auto.q, auto.distribution, tuple(dict.fromkeys(notes)), residuals=tuple(walked.residuals)
     )

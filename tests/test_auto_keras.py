@@ -489,3 +489,54 @@ def test_a_sum_with_no_layer_on_its_branch_is_no_residual_sum() -> None:
     model = keras.Model(inputs, keras.layers.Dense(4, name="out")(keras.layers.Add()([h, keras.layers.ReLU()(h)])))
     plan = initscale.auto(_x()).plan(model)
     assert plan.residuals == () and not any("residual" in n for n in plan.notes), (plan.residuals, plan.notes)
+
+
+class _OwnCodeBlock(keras.layers.Layer):
+    """x + fc2(relu(fc1(x))) in its own call: the sum is a backend op, which the recorder does not see."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.fc1, self.fc2 = keras.layers.Dense(64, name="fc1"), keras.layers.Dense(32, name="fc2")
+
+    def call(self, x):
+        return x + self.fc2(keras.ops.relu(self.fc1(x)))
+
+
+def test_residual_sums_in_a_composite_layer_s_own_code_are_said() -> None:
+    """A residual sum the pass cannot see (inside a custom layer's call) gets no rule, and the plan says so
+    under residual='zero'/'depth'; residual='none' (what happens there) says nothing; Keras's own composite
+    layers (MultiHeadAttention: no sum inside) are not named."""
+    inputs = keras.Input((32,))
+    h = _OwnCodeBlock(name="block")(keras.layers.Dense(32, name="stem")(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(4, name="out")(h))
+    x = _x()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the block's own ops: named in auto's other notes
+        zero = initscale.auto(x).plan(model)
+        none = initscale.auto(x, residual="none").plan(model)
+    assert any("residual='zero' reaches only" in n and "block (_OwnCodeBlock)" in n for n in zero.notes), zero.notes
+    assert not any("reaches only" in n for n in none.notes)
+    t = keras.Input((10, 16))
+    attention = keras.Model(t, t + keras.layers.MultiHeadAttention(2, 8, name="mha")(t, t))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plan = initscale.auto(_x((4, 10, 16), scale=1.0)).plan(attention)
+    assert not any("reaches only" in n for n in plan.notes), plan.notes
+
+
+def test_planted_bug_own_code_composites_not_named_is_caught(monkeypatch) -> None:
+    """Mutation: a recorder that forgets which composite layers ran their own code fails the check above."""
+
+    class Deaf(dict):
+        def __setitem__(self, key, value) -> None:
+            pass
+
+    real = _keras_auto._Recorder.__init__
+
+    def init(self) -> None:
+        real(self)
+        self.own_code = Deaf()
+
+    monkeypatch.setattr(_keras_auto._Recorder, "__init__", init)
+    with pytest.raises(AssertionError):
+        test_residual_sums_in_a_composite_layer_s_own_code_are_said()
