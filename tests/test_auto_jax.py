@@ -522,6 +522,8 @@ def test_planted_bug_no_residual_rule_is_caught(monkeypatch) -> None:
         test_a_residual_mlp_holds_every_sum_at_q()
     with pytest.raises(pytest.fail.Exception):
         test_a_branch_the_walk_cannot_scale_is_said()
+    with pytest.raises(ValueError, match=r"not enough values to unpack"):  # no residual row at all
+        test_a_projection_shortcut_is_found_and_its_branch_zeroed()
 
 
 def test_the_same_model_in_torch_gives_the_same_residual_rows() -> None:
@@ -557,3 +559,37 @@ def test_the_same_model_in_torch_gives_the_same_residual_rows() -> None:
             )
             for m in ("m_skip", "m_branch", "m_sum"):
                 assert getattr(a, m) == pytest.approx(getattr(b, m), rel=1e-6, abs=1e-12), (residual, k, m)
+
+
+class _DownBlock(nn.Module):
+    """relu(BN(proj(x)) + BN(conv(relu(BN(conv(x)))))) with stride 2: ResNet's downsampling block (a
+    projection shortcut, a 1x1 conv and its BN)."""
+
+    @nn.compact
+    def __call__(self, x, taps: bool = False):
+        h = nn.Conv(16, (3, 3), strides=2, padding="SAME", use_bias=False, name="c1")(x)
+        h = nn.relu(nn.BatchNorm(use_running_average=True, name="n1")(h))
+        h = nn.BatchNorm(use_running_average=True, name="n2")(
+            nn.Conv(16, (3, 3), padding="SAME", use_bias=False, name="c2")(h)
+        )
+        skip = nn.BatchNorm(use_running_average=True, name="pn")(
+            nn.Conv(16, (1, 1), strides=2, use_bias=False, name="proj")(x)
+        )
+        return (skip, nn.relu(skip + h)) if taps else nn.relu(skip + h)
+
+
+def test_a_projection_shortcut_is_found_and_its_branch_zeroed() -> None:
+    """The skip is no ancestor of the branch here: it reaches x through proj and pn; the branch's last BN
+    scale is 0, so the block's output is relu of the projection exactly."""
+    x, model = _x((4, 8, 8, 3), scale=1.0), _DownBlock()
+    variables = model.init(jax.random.key(0), x)
+    new, plan = _jax_auto.apply(variables, model, initscale.auto(x), jax.random.key(1))
+    (row,) = plan.residuals
+    assert (row.skip, row.target, row.target_kind, row.scale) == (
+        "projection through proj, pn",
+        "params/n2/scale",
+        "norm",
+        0.0,
+    )
+    skip, out = model.apply(new, x, taps=True)
+    assert np.array_equal(np.asarray(out), np.maximum(np.asarray(skip), 0.0))
