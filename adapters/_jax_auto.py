@@ -35,6 +35,14 @@ divides, ``concatenate`` averages by size, shape primitives keep, a norm gives t
 its ``scale``; any other primitive on the data's path takes the ratio of mean squares measured
 on the pass and is named in the plan's notes (``dot_general`` of attention, ``reduce_max``, ...).
 
+Residual sums get ``auto``'s ``residual=`` rule as on torch (:mod:`initscale.autogain`): an ``add`` of
+two data values outside any layer whose skip is an ancestor of its branch through a layer or norm (or
+a projection shortcut: the skip reaches such an ancestor through layers, norms and shape primitives);
+the branch's last norm ``scale`` (a ``BatchNorm``'s, say), else its last layer's kernel, followed by
+shape primitives and scalar factors only and read by nothing else, is 0 (``"zero"``) or times 1/√L
+(``"depth"``); ReLU of a sum that is its ReLU skip is the identity. A branch with nothing to scale
+(it ends in an activation or an attention product) is named in the plan's notes and in a warning.
+
 Limits: only linen (an nnx module or state raises a TypeError naming what is supported); methods
 other than ``__call__`` are not marked; a module called twice is planned for its first call (a note).
 """
@@ -53,7 +61,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from initscale import presets
-from initscale.autogain import Auto, AutoPlan, AutoRow, Follower, activation_moment, layer_gain
+from initscale.autogain import RESIDUAL, Auto, AutoPlan, AutoRow, Follower, ResidualRow, activation_moment, layer_gain
 
 __all__ = ["apply", "plan"]
 
@@ -330,10 +338,7 @@ def _region_function(region: list[Any], var: Any, exit_var: Any, env: dict[Any, 
 
 def _narrow(dtype: Any) -> bool:
     """A floating dtype of fewer than 32 bits (bfloat16, float16, float8)."""
-    if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
-        return False
-    # jnp.finfo, not NumPy's (which does not know bfloat16); jax leaves it unannotated
-    return int(jnp.finfo(dtype).bits) < 32  # type: ignore[no-untyped-call]
+    return dtype is not None and jnp.issubdtype(dtype, jnp.floating) and jnp.dtype(dtype).itemsize < 4
 
 
 def _wide(x: Any) -> Any:
@@ -635,6 +640,64 @@ def _plan(variables: Any, module: Any, auto: Auto) -> _Planned:
         act, _ = _activation(region, var, exit_var, env)
         return act, var, eqns.index(region[-1]), region
 
+    residual_adds = _residual_adds(eqns, producer, data, inside, mark, trace)
+    calls: dict[tuple[str, ...], int] = {}
+    for _, _, path in trace.marks.values():
+        calls[path] = calls.get(path, 0) + 1  # in and out: 2 per call
+
+    def branch_scale(var: Any) -> tuple[int | None, str | None, str | None, str]:
+        """The last layer or norm of a branch ending at ``var``, through shape primitives and scalar factors:
+        (call index, parameter, "layer"/"norm", why-not), as :func:`initscale.autogain.residual_sums` does."""
+        while True:
+            if len(consumers.get(var, ())) != 1:
+                return None, None, None, "the branch's output also goes elsewhere: scaling it would change that too"
+            if var not in producer:
+                return None, None, None, "the branch has no recorded op"
+            eqn = eqns[producer[var]]
+            m = mark(eqn)
+            if m is not None and m[0] == "out":
+                path, who = m[2], "/".join(m[2])
+                if calls.get(path, 0) > 2:
+                    return None, None, None, f"its last layer {who} is called more than once"
+                if trace.kinds[m[1]] == "layer":
+                    return m[1], kernels[path][0], "layer", ""
+                scale = "/".join(("params", *path, "scale"))
+                if scale not in scales:
+                    return None, None, None, f"it ends in the norm {who}, which has no scale this walk can set"
+                return m[1], scale, "norm", ""
+            name = eqn.primitive.name
+            ins = [v for v in eqn.invars if _is_var(v) and v in data]
+            if len(ins) == 1 and (name in _SHAPE or (name in ("mul", "div", "neg") and ins[0] is eqn.invars[0])):
+                var = ins[0]
+                continue
+            return (
+                None,
+                None,
+                None,
+                f"it ends in {_wrapper_name(eqn) or name!r}, not a layer or norm whose scale sets it",
+            )
+
+    if auto.residual not in RESIDUAL:
+        raise ValueError(
+            f"Argument `residual` of initscale.auto must be one of {', '.join(repr(r) for r in RESIDUAL)}. "
+            f"Received: residual={auto.residual!r}."
+        )
+    targets: dict[int, tuple[int | None, str | None, str | None, str]] = {}
+    used_calls: set[int] = set()
+    for index, (_, branch_var, _, _) in residual_adds.items():
+        found_scale = branch_scale(branch_var)
+        if found_scale[0] is not None and found_scale[0] in used_calls:
+            found_scale = (None, None, None, f"its scale ({found_scale[1]}) already scales another sum")
+        if found_scale[0] is not None:
+            used_calls.add(found_scale[0])
+        targets[index] = found_scale
+    factor = {"zero": 0.0, "depth": 1.0 / math.sqrt(len(residual_adds)) if residual_adds else 1.0}.get(
+        auto.residual, 1.0
+    )
+    scaled = {t[0]: i for i, t in targets.items() if t[0] is not None and factor != 1.0}  # call -> add index
+    order = {i: n for n, i in enumerate(residual_adds, start=1)}
+    residual_rows: list[ResidualRow] = []
+    nonnegative: set[Any] = set()  # values known >= 0 (a ReLU's output): ReLU of them is the identity
     predicted: dict[Any, float] = dict(measured)
     notes: list[str] = []
     rows: list[AutoRow] = []
@@ -660,6 +723,8 @@ def _plan(variables: Any, module: Any, auto: Auto) -> _Planned:
             if trace.kinds[k] == "norm":
                 scale = scales.get("/".join(("params", *path, "scale")))
                 value = 1.0 if scale is None else _mean_square(scale)
+                if k in scaled:
+                    value = factor**2  # the residual rule sets the scale to the factor everywhere
                 kind, act, _, exit_index, region = follower(index, eqn.outvars[0])  # an activation after it
                 if kind == "activation":
                     activations[exit_index] = (act, eqn.outvars[0])
@@ -677,15 +742,28 @@ def _plan(variables: Any, module: Any, auto: Auto) -> _Planned:
                     decided[weight] = (kind, fn, param)
                     g = layer_gain(kind, fn, m_at[k], auto.q, param)  # type: ignore[arg-type]
                     note = g.note if kind != "linear" else f"then {label}: holds q"
-                    rows.append(AutoRow(weight, cls, kind, label, m_at[k], fan_in, g.gain, g.chi, g.verdict, note))
-                    value = g.gain**2 * m_at[k]
+                    by = 1.0  # the residual rule's factor on this kernel
+                    if k in scaled:
+                        by = factor
+                        note = (
+                            f"last layer of residual sum {order[scaled[k]]}'s branch: gain x{factor:.4g} "
+                            f"(residual={auto.residual!r})"
+                        )
+                    rows.append(
+                        AutoRow(weight, cls, kind, label, m_at[k], fan_in, by * g.gain, g.chi, g.verdict, note, by)
+                    )
+                    value = (by * g.gain) ** 2 * m_at[k]
                     if kind == "activation":
                         activations[exit_index] = (act, var)
                         in_region.update(id(e) for e in region[:-1])
         elif index in activations:
             act, var = activations[index]
             fn, param = act if isinstance(act, tuple) else (act, None)
-            value = activation_moment(fn, predicted[var], param)
+            value = (
+                predicted[var] if fn == "relu" and var in nonnegative else activation_moment(fn, predicted[var], param)
+            )
+            if fn == "relu":
+                nonnegative.update(eqn.outvars)
         elif id(eqn) in in_region:
             value = measured[eqn.outvars[0]]  # inside an activation's run: its exit sets the value
         elif not any(data_in):
@@ -696,13 +774,51 @@ def _plan(variables: Any, module: Any, auto: Auto) -> _Planned:
             in_region.update(id(e) for e in region[:-1])
             if exit_index == index:
                 fn, param = act if isinstance(act, tuple) else (act, None)
-                value = activation_moment(fn, predicted[var], param)
+                if fn == "relu" and var in nonnegative:
+                    value = predicted[var]  # ReLU of a ReLU's output through a zeroed branch's sum
+                else:
+                    value = activation_moment(fn, predicted[var], param)
+                if fn == "relu":
+                    nonnegative.update(eqn.outvars)
             else:
                 value = measured[eqn.outvars[0]]
         elif name in _SHAPE or name in ("broadcast_in_dim", "convert_element_type", "squeeze", "copy"):
             value = ins[0]
+            if name in _SHAPE and eqn.invars and eqn.invars[0] in nonnegative:
+                nonnegative.update(eqn.outvars)
         elif name in ("add", "sub"):
             value = sum(ins)
+            if index in residual_adds:
+                skip_var, branch_var, skip, branch = residual_adds[index]
+                _, target, target_kind, why = targets[index]
+                m_skip, m_branch = predicted[skip_var], predicted[branch_var]
+                applied = target is not None and auto.residual != "none"
+                if applied:
+                    row_note = f"{target} x{factor:.4g}" + (
+                        ": the branch is 0 at init, the sum is its skip" if factor == 0.0 else ""
+                    )
+                elif auto.residual == "none":
+                    row_note = "residual='none': the branch as planned" + ("" if target else f"; {why}")
+                else:
+                    row_note = why
+                residual_rows.append(
+                    ResidualRow(
+                        order[index],
+                        name,
+                        skip,
+                        branch,
+                        target,
+                        target_kind,
+                        factor if applied else 1.0,
+                        auto.residual,
+                        m_skip,
+                        m_branch,
+                        float(m_skip + m_branch),
+                        row_note,
+                    )
+                )
+                if m_branch == 0.0 and skip_var in nonnegative:
+                    nonnegative.update(eqn.outvars)
         elif name == "mul":
             value = math.prod(ins)
         elif name == "div" and not data_in[1]:
@@ -735,8 +851,109 @@ def _plan(variables: Any, module: Any, auto: Auto) -> _Planned:
             UserWarning,
             stacklevel=4,
         )
-    planned = AutoPlan(tuple(rows), auto.q, auto.distribution, tuple(dict.fromkeys(notes)))
+    missed = [r for r in residual_rows if r.target is None and auto.residual != "none"]
+    for r in missed:
+        notes.append(f"residual sum {r.index} ({r.op}): its branch is not scaled: {r.note}")
+    if missed:
+        described = "; ".join(f"sum {r.index} ({r.skip} skip + branch {r.branch}: {r.note})" for r in missed)
+        warnings.warn(
+            f"initscale.auto: residual={auto.residual!r} could not be applied to {len(missed)} residual sum(s) "
+            f"of this Flax linen model ({described}): their branches stay as planned, so the stream grows there. "
+            "Pass initscale.auto(..., residual='none') to accept that, or scale the branch yourself "
+            "(zeros for 'zero', x 1/sqrt(L) for 'depth').",
+            UserWarning,
+            stacklevel=4,
+        )
+    planned = AutoPlan(
+        tuple(rows), auto.q, auto.distribution, tuple(dict.fromkeys(notes)), residuals=tuple(residual_rows)
+    )
     return _Planned(planned, trace, decided, first_in)
+
+
+def _between(eqns: list[Any], producer: Mapping[Any, int], skip: Any, branch: Any) -> list[int] | None:
+    """The indices of the eqns on a path from ``skip`` to ``branch`` (None if ``skip`` is no ancestor of it)."""
+    if branch not in producer:
+        return None
+    low, high = producer.get(skip, -1), producer[branch]
+    reach, after = {skip}, []
+    for i in range(low + 1, high + 1):
+        if any(_is_var(v) and v in reach for v in eqns[i].invars):
+            reach.update(eqns[i].outvars)
+            after.append(i)
+    if branch not in reach:
+        return None
+    wanted, path = {branch}, []
+    for i in reversed(after):
+        if any(v in wanted for v in eqns[i].outvars):
+            path.append(i)
+            wanted.update(v for v in eqns[i].invars if _is_var(v))
+    return path[::-1]
+
+
+def _residual_adds(
+    eqns: list[Any],
+    producer: Mapping[Any, int],
+    data: set[Any],
+    inside: set[int],
+    mark: Callable[[Any], tuple[str, int, tuple[str, ...]] | None],
+    trace: _Trace,
+) -> dict[int, tuple[Any, Any, str, str]]:
+    """The residual sums of the model's glue (eqn index -> (skip var, branch var, skip, branch's layers)):
+    an ``add`` of two data values, outside any layer, where one (the skip) is an ancestor of the other
+    through at least one layer or norm (an identity skip), or reaches through layers, norms and shape
+    primitives only a value that is an ancestor of the other (a projection shortcut). An ``add`` inside an
+    activation's primitives (``x + 0.044715 x^3``, ``x`` a layer's output) has no layer between its terms
+    and is none."""
+    fed: dict[int, Any] = {}  # call index -> the value its input mark receives
+    for eqn in eqns:
+        m = mark(eqn)
+        if m is not None and m[0] == "in" and eqn.invars and _is_var(eqn.invars[0]):
+            fed[m[1]] = eqn.invars[0]
+
+    def layers_on(path: list[int]) -> list[str]:
+        return ["/".join(m[2]) or trace.kinds[m[1]] for i in path if (m := mark(eqns[i])) is not None and m[0] == "out"]
+
+    def root(var: Any) -> tuple[Any, list[str]]:
+        through: list[str] = []
+        while var in producer:
+            eqn = eqns[producer[var]]
+            m = mark(eqn)
+            if eqn.primitive.name in _SHAPE and eqn.invars and _is_var(eqn.invars[0]):
+                var = eqn.invars[0]
+            elif m is not None and m[0] == "out" and m[1] in fed:
+                through.append("/".join(m[2]))
+                var = fed[m[1]]
+            else:
+                break
+        return var, through[::-1]
+
+    found: dict[int, tuple[Any, Any, str, str]] = {}
+    for index, eqn in enumerate(eqns):
+        if eqn.primitive.name != "add" or id(eqn) in inside or len(eqn.invars) != 2:
+            continue
+        a, b = eqn.invars
+        if not all(_is_var(v) and v in data for v in (a, b)):
+            continue
+        match = None
+        for skip, branch in ((a, b), (b, a)):
+            path = _between(eqns, producer, skip, branch)
+            if path is not None and (names := layers_on(path)):
+                match = (skip, branch, "identity", names)
+                break
+        if match is None:
+            for skip, branch in ((a, b), (b, a)):
+                start, through = root(skip)
+                if not through or root(branch)[0] is start or _between(eqns, producer, skip, branch) is not None:
+                    continue  # no projection, or the branch reads the skip itself (x + 0.044715 x^3 of a GELU)
+                path = _between(eqns, producer, start, branch)
+                if path is not None and (names := layers_on(path)):
+                    match = (skip, branch, f"projection through {', '.join(through)}", names)
+                    break
+        if match is not None:
+            skip, branch, kind, names = match
+            shown = names[:3] + (["...", names[-1]] if len(names) > 4 else names[3:])
+            found[index] = (skip, branch, kind, ", ".join(shown))
+    return found
 
 
 def apply(variables: Any, module: Any, auto: Auto, key: Any, **reinit_kwargs: Any) -> tuple[Any, AutoPlan]:
@@ -756,7 +973,7 @@ def apply(variables: Any, module: Any, auto: Auto, key: Any, **reinit_kwargs: An
     }
     new, report = reinit(variables, predicted.rules(), key, **options)
     if auto.arriving == "predicted":
-        return new, AutoPlan(predicted.rows, predicted.q, predicted.distribution, predicted.notes, "predicted", report)
+        return new, dataclasses.replace(predicted, arriving="predicted", init=report)
     trace = planned.trace
     leaves, treedef = jax.tree_util.tree_flatten(new)
     position = {path: i for i, (path, _) in enumerate(trace.leaves)}
@@ -775,15 +992,14 @@ def apply(variables: Any, module: Any, auto: Auto, key: Any, **reinit_kwargs: An
         m_in = _mean_square(env[eqn.invars[0]])
         g = layer_gain(kind, fn, m_in, auto.q, act_param)  # type: ignore[arg-type]
         i = position[weight]
-        env[invars[i]] = (env[invars[i]] * (g.gain / row.gain)).astype(env[invars[i]].dtype)
-        leaves[i] = env[invars[i]]
-        final[weight] = AutoRow(
-            row.weight, row.layer, row.follower, row.activation, m_in, row.fan_in, g.gain, g.chi, g.verdict, row.note
-        )
+        if row.gain != 0.0:  # a kernel the residual rule zeroes stays zero; its factor is kept
+            env[invars[i]] = (env[invars[i]] * (g.gain / (row.gain / row.scale))).astype(env[invars[i]].dtype)
+            leaves[i] = env[invars[i]]
+        final[weight] = dataclasses.replace(row, m_in=m_in, gain=row.scale * g.gain, chi=g.chi, verdict=g.verdict)
 
     _evaluate(trace, leaves, auto.example_inputs, before)
     rows = tuple(final.get(row.weight, row) for row in predicted.rows)
-    measured = AutoPlan(rows, predicted.q, predicted.distribution, predicted.notes, "measured")
+    measured = dataclasses.replace(predicted, rows=rows, arriving="measured")
     _, final_report = reinit(variables, measured.rules(), key, dry_run=True, **options)
     out = jax.tree_util.tree_unflatten(treedef, leaves)
     return out, dataclasses.replace(measured, init=dataclasses.replace(final_report, dry_run=False))

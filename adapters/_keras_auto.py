@@ -28,6 +28,11 @@ backend). What each recorded op is:
 - anything else (pooling, Softmax, attention, an op without a rule): the ratio of mean squares
   measured on the pass, named in the plan's notes, never taken as the identity silently.
 
+Residual sums (``Add`` of a skip and a branch; :mod:`initscale.autogain`) get ``auto``'s
+``residual=`` rule as on torch: the branch's last norm scale (``gamma``; keras-hub's ``scale`` or
+``weight``; not a scale used as ``1 + scale``) or else its last layer's kernel is 0 (``"zero"``)
+or times 1/√L (``"depth"``); the plan's ``residuals`` rows say what was scaled.
+
 Limits: recurrent layers (several kernels) and kernels that are not one layer's main ``kernel``
 (SeparableConv) are left to the other rules and named in a warning; a layer called twice is
 planned for its first call (a note). See :mod:`initscale.autogain` for the rules.
@@ -106,6 +111,7 @@ class _Event:
     label: str = ""
     sizes: list[int] = field(default_factory=list)
     parent: str = ""  # the composite layer (MultiHeadAttention, a custom block) whose call this ran in
+    scale_path: str | None = None  # a norm's scale variable, which the residual rule may set (None: none)
 
 
 def _is_tensor(x: Any) -> bool:
@@ -127,6 +133,7 @@ class _Recorder:
         self.events: list[_Event] = []
         self.stack: list[str] = []  # the composite layers running now
         self.composites: list[str] = []  # composite layers whose insides the recorded sublayers only partly show
+        self.own_code: dict[str, None] = {}  # composite layers not Keras's own: their call's ops go unseen
         self.depth = 0  # > 0 inside a layer whose insides are not the model's ops (a planned layer, a norm)
 
     def node(self, tensor: Any, fresh: bool = False) -> int:
@@ -195,6 +202,23 @@ def _norm_scale(op: Any) -> float:
     if scale is None or not hasattr(scale, "shape") or isinstance(scale, (bool, float)):
         return 1.0
     return _mean_square(scale)
+
+
+def _norm_scale_path(op: Any) -> str | None:
+    """The path of a norm's scale variable (``gamma``, keras-hub's ``scale``/``weight``: the leaves of
+    :data:`NORM_SCALE_LEAVES`), which the residual rule sets; None where it has none, or uses it as
+    ``1 + scale`` (Gemma's RMSNormalization: a constant written there is not the factor)."""
+    from initscale.adapters._keras_common import norm_kind
+    from initscale.adapters._keras_layers import NORM_SCALE_LEAVES
+    from initscale.adapters.keras import _FW
+
+    if norm_kind(_FW, op)[1]:
+        return None
+    for leaf in NORM_SCALE_LEAVES:
+        variable = getattr(op, leaf, None)
+        if isinstance(variable, keras.Variable) and int(np.prod(variable.shape)) > 0:
+            return str(variable.path)
+    return None
 
 
 def _named(function: Any) -> tuple[str, float | None] | None:
@@ -356,6 +380,8 @@ def _record(
                 recorder.depth += 1
             if composite:
                 recorder.stack.append(type(op).__name__)
+                if not type(op).__module__.startswith("keras."):
+                    recorder.own_code[f"{getattr(op, 'path', None) or op.name} ({type(op).__name__})"] = None
             try:
                 out = fn(*args, **kwargs)
             finally:
@@ -401,7 +427,7 @@ def _record(
                 return out
             event = _Event("op", op.name, cls, inputs, [recorder.node(t, fresh=True) for t in outs], scalars)
             if norm:
-                event.kind, event.scalars = "norm", [_norm_scale(op)]
+                event.kind, event.scalars, event.scale_path = "norm", [_norm_scale(op)], _norm_scale_path(op)
             elif (named := _activation_layer(op)) is not None:
                 event.kind, event.activation, event.label = "act", named, named[0]
             elif cls == "Activation":
@@ -564,6 +590,8 @@ def _plan(model: Any, auto: Auto) -> tuple[AutoPlan, dict[str, tuple[Follower, A
         unused_note="{name}'s output goes to code the pass does not see (keras.ops called in a "
         "subclassed model's call): planned as linear; the next layer reads its input's "
         "measured mean square",
+        residual=auto.residual,
+        norm_weight=lambda e: e.scale_path,
     )
     notes, seen, decided = walked.notes, walked.seen, walked.decided
     kernels = {weight: by_id[by_name[name]] for weight, name in walked.planned_by.items()}
@@ -594,7 +622,18 @@ def _plan(model: Any, auto: Auto) -> tuple[AutoPlan, dict[str, tuple[Follower, A
         f"layer {c}: the values between its recorded sublayers (attention scores, ...) are measured on the example pass"
         for c in recorder.composites
     ]
-    return AutoPlan(tuple(walked.rows), auto.q, auto.distribution, tuple(dict.fromkeys(notes))), decided, kernels
+    if recorder.own_code and auto.residual != "none":
+        shown = list(recorder.own_code)
+        notes.append(
+            f"residual={auto.residual!r} reaches only the sums the pass records: a residual sum inside the call of "
+            f"{', '.join(shown[:5])}{' ...' if len(shown) > 5 else ''} (keras.ops in its own code, as keras-hub's "
+            "transformer blocks add theirs) is not seen and keeps its branch as planned; scale that branch's last "
+            "kernel with a rule if one is there"
+        )
+    planned = AutoPlan(
+        tuple(walked.rows), auto.q, auto.distribution, tuple(dict.fromkeys(notes)), residuals=tuple(walked.residuals)
+    )
+    return planned, decided, kernels
 
 
 def _measured_ratio(recorder: _Recorder, event: _Event, m_in: float, notes: list[str]) -> float:
@@ -620,7 +659,7 @@ def apply(model: Any, auto: Auto, *, seed: Any = None, **reinit_kwargs: Any) -> 
     predicted, decided, kernels = _plan(model, auto)
     report = reinit(model, predicted.rules(), seed, **reinit_kwargs)
     if auto.arriving == "predicted":
-        return AutoPlan(predicted.rows, predicted.q, predicted.distribution, predicted.notes, "predicted", report)
+        return dataclasses.replace(predicted, arriving="predicted", init=report)
     by_weight = {row.weight: row for row in predicted.rows}
     final: dict[str, AutoRow] = {}
     patched = []
@@ -633,18 +672,10 @@ def apply(model: Any, auto: Auto, *, seed: Any = None, **reinit_kwargs: Any) -> 
                 row, (follower, act, act_param) = by_weight[weight], decided[weight]
                 m_in = _mean_square(args[0])
                 g = layer_gain(follower, act, m_in, auto.q, act_param)  # type: ignore[arg-type]
-                layer.kernel.assign(layer.kernel * (g.gain / row.gain))
-                final[weight] = AutoRow(
-                    row.weight,
-                    row.layer,
-                    row.follower,
-                    row.activation,
-                    m_in,
-                    row.fan_in,
-                    g.gain,
-                    g.chi,
-                    g.verdict,
-                    row.note,
+                if row.gain != 0.0:  # a kernel the residual rule zeroes stays zero; its factor is kept
+                    layer.kernel.assign(layer.kernel * (g.gain / (row.gain / row.scale)))
+                final[weight] = dataclasses.replace(
+                    row, m_in=m_in, gain=row.scale * g.gain, chi=g.chi, verdict=g.verdict
                 )
             return fn(*args, **kwargs)
 
@@ -665,6 +696,6 @@ def apply(model: Any, auto: Auto, *, seed: Any = None, **reinit_kwargs: Any) -> 
         for layer in patched:
             del layer.call
     rows = tuple(final.get(row.weight, row) for row in predicted.rows)
-    measured = AutoPlan(rows, predicted.q, predicted.distribution, predicted.notes, "measured")
+    measured = dataclasses.replace(predicted, rows=rows, arriving="measured")
     final_report = reinit(model, measured.rules(), dry_run=True, **reinit_kwargs)
     return dataclasses.replace(measured, init=dataclasses.replace(final_report, dry_run=False))

@@ -31,7 +31,8 @@ of mean squares measured on the example pass (named in the row's note, never sil
 Residual sums y = s + b(x): with every branch held at q, L sums grow the stream's second moment
 to about (L+1)·q. A sum is residual when its skip s is an ancestor of its branch b in the graph
 (an identity skip), or reaches a common ancestor through layers, norms and shape ops only (a
-projection shortcut, as ResNet's downsampling) while the branch does not. The branch's scale is
+projection shortcut, as ResNet's downsampling) while the branch does not; either way with a layer
+or norm on the branch (x + PositionEmbedding(x), which reads only x's shape, is none). The branch's scale is
 the last layer or norm on it (followed by shape ops and scalar factors only, its output consumed
 by nothing else): the norm's scale γ when the branch ends in a norm, else the layer's weight.
 ``residual=``
@@ -316,18 +317,26 @@ def residual_sums(
             continue
         a, b = event.inputs
         match = None
+
+        def layered(between: list[int]) -> bool:  # a branch holds a layer or norm (else nothing scales it)
+            return any(events[i].kind in ("layer", "norm") for i in between)
+
         for skip, branch in ((a, b), (b, a)):  # an identity skip first
             between = _branch_of(events, producer, skip, branch)
-            if between is not None:
+            if between is not None and layered(between):
                 match = (skip, branch, "identity", between)
                 break
         if match is None:
             for skip, branch in ((a, b), (b, a)):  # a projection shortcut: skip = P(x), branch = f(x)
                 root, through = _linear_root(events, producer, skip, op_rule)
-                if not through or _linear_root(events, producer, branch, op_rule)[0] == root:
+                if (
+                    not through
+                    or _linear_root(events, producer, branch, op_rule)[0] == root
+                    or _branch_of(events, producer, skip, branch) is not None  # the branch reads the skip itself
+                ):
                     continue
                 between = _branch_of(events, producer, root, branch)
-                if between is not None:
+                if between is not None and layered(between):
                     match = (skip, branch, f"projection through {', '.join(through)}", between)
                     break
         if match is None:
@@ -483,7 +492,7 @@ def propagate(
     if sums and residual is None:
         done.notes.append(
             f"{len(sums)} residual sum(s) found; this recorder applies no residual rule (initscale.auto's "
-            "residual= is applied on torch models): each adds its branch's second moment to the stream"
+            "residual= is applied on torch and Keras models): each adds its branch's second moment to the stream"
         )
     missed = [row for row in done.residuals if row.target is None and residual in ("zero", "depth")]
     for row in missed:
@@ -817,8 +826,8 @@ def auto(
             its skip's second moment (Fixup, SkipInit, torchvision's ``zero_init_residual``);
             ``"depth"``: each of the L branches times 1/√L (bounded growth, as GPT-2's residual
             projections); ``"none"``: branches as planned, the sums grow with depth. The plan's
-            ``residuals`` rows say what was scaled, per sum. Applied by the torch recorder; Keras and
-            JAX plans apply no residual rule yet (Keras's notes name the residual sums it leaves).
+            ``residuals`` rows say what was scaled, per sum. Applied on torch, Keras and Flax linen
+            models (linen: ``adapters/_jax_auto.py``'s own walk; a sum it cannot scale is warned of).
     """
     if example_inputs is None:
         raise ValueError(

@@ -107,7 +107,7 @@ class _Block(nn.Module):
 
 def test_residuals_norms_concatenations_and_a_custom_activation() -> None:
     x, block = _x(), _Block()
-    plan = initscale.auto(x).plan(block, variables=block.init(jax.random.key(0), x))
+    plan = initscale.auto(x, residual="none").plan(block, variables=block.init(jax.random.key(0), x))
     rows = {row.weight.split("/")[1]: row for row in plan.rows}
     assert (rows["fc1"].activation, rows["fc2"].follower, rows["fc2"].note) == ("relu", "linear", "then add: holds q")
     assert rows["fc4"].m_in == pytest.approx(_m(x) + 1.0, rel=1e-7)  # x + a branch held at q = 1
@@ -235,7 +235,7 @@ class _Attention(nn.Module):
 
 def test_convolutions_an_activation_after_a_norm_and_attention() -> None:
     x, cnn = _x((4, 8, 8, 3), scale=1.0), _CNN()
-    plan = initscale.auto(x).plan(cnn, variables=cnn.init(jax.random.key(0), x))
+    plan = initscale.auto(x, residual="none").plan(cnn, variables=cnn.init(jax.random.key(0), x))
     rows = {row.weight.split("/")[1]: row for row in plan.rows}
     assert (rows["c0"].layer, rows["c0"].fan_in, rows["c0"].activation) == ("Conv", 27, "relu")  # 3 x 3 x 3
     assert (rows["c1"].follower, rows["c1"].gain) == ("norm", 1.0)
@@ -243,7 +243,7 @@ def test_convolutions_an_activation_after_a_norm_and_attention() -> None:
     assert rows["out"].m_in == pytest.approx(0.5 + 1.0, rel=1e-6)  # h + a branch held at q = 1
     assert not plan.notes  # every op on the path has a rule
     t, block = _x((4, 10, 16), scale=1.0), _Attention()
-    plan = initscale.auto(t).plan(block, variables=block.init(jax.random.key(0), t))
+    plan = initscale.auto(t, residual="none").plan(block, variables=block.init(jax.random.key(0), t))
     rows = {row.weight.split("/")[2]: row for row in plan.rows}
     assert rows["query"].note == "then div: holds q"  # flax's query / sqrt(depth): a scalar factor, kept
     assert rows["key"].note == "then dot_general: holds q" and rows["out"].note == "then add: holds q"
@@ -268,7 +268,7 @@ def test_an_activation_on_a_residual_sum_is_identified_not_measured() -> None:
     from initscale.autogain import activation_moment
 
     x, model = _x(scale=2.0), _Residual()
-    plan = initscale.auto(x).plan(model, variables=model.init(jax.random.key(0), x))
+    plan = initscale.auto(x, residual="none").plan(model, variables=model.init(jax.random.key(0), x))
     rows = {row.weight.split("/")[1]: row for row in plan.rows}
     assert not plan.notes, plan.notes  # nothing measured: every op on the path has a rule
     assert (rows["fc1"].follower, rows["fc1"].activation) == ("linear", "add")
@@ -361,3 +361,235 @@ def test_planted_bug_nnx_not_recognised_is_caught(monkeypatch) -> None:
     with pytest.raises(AssertionError):  # the match fails
         with pytest.raises(TypeError, match=NNX_ERROR.format("module", "Net")):
             isj.reinit(_nnx_model()[1], initscale.auto(_x()), jax.random.key(1), module=_nnx_model()[1])
+
+
+# --- residual branches (issue 21): the same rule as torch's ----------------------------------------
+
+
+class _MLPBlock(nn.Module):
+    """x + fc2(gelu(fc1(x))): a residual MLP block without norms (the branch ends in a layer)."""
+
+    d: int
+
+    @nn.compact
+    def __call__(self, x):
+        return x + nn.Dense(self.d, name="fc2")(nn.gelu(nn.Dense(2 * self.d, name="fc1")(x), approximate=False))
+
+
+class _ResidualMLP(nn.Module):
+    """Dense(d) -> relu, then x + fc2(gelu(fc1(x))) blocks (tests/test_auto_torch.py's _residual_mlp);
+    ``taps=True`` returns the stem's ReLU output and every block's."""
+
+    d: int = 64
+    depth: int = 4
+
+    @nn.compact
+    def __call__(self, x, taps: bool = False):
+        h = nn.relu(nn.Dense(self.d, name="stem")(x))
+        outs = [h]
+        for i in range(self.depth):
+            h = _MLPBlock(self.d, name=f"block{i}")(h)
+            outs.append(h)
+        return outs if taps else h
+
+
+class _BasicBlock(nn.Module):
+    """relu(x + BN(conv(relu(BN(conv(x)))))): a ResNet basic block (tests/test_auto_torch.py's _Block)."""
+
+    c: int
+    train: bool = False
+
+    @nn.compact
+    def __call__(self, x):
+        h = nn.Conv(self.c, (3, 3), padding="SAME", use_bias=False, name="c1")(x)
+        h = nn.relu(nn.BatchNorm(use_running_average=not self.train, name="n1")(h))
+        h = nn.Conv(self.c, (3, 3), padding="SAME", use_bias=False, name="c2")(h)
+        return nn.relu(x + nn.BatchNorm(use_running_average=not self.train, name="n2")(h))
+
+
+class _ResNet(nn.Module):
+    c: int = 16
+    depth: int = 4
+    train: bool = False
+
+    @nn.compact
+    def __call__(self, x, taps: bool = False):
+        h = nn.relu(nn.Conv(self.c, (3, 3), padding="SAME", use_bias=False, name="stem")(x))
+        outs = [h]
+        for i in range(self.depth):
+            h = _BasicBlock(self.c, self.train, name=f"block{i}")(h)
+            outs.append(h)
+        return outs if taps else h
+
+
+def _sums_are_the_stem(outs, label: str) -> None:
+    """Every block's output (the residual sum, or ReLU of it) equals the stem's post-ReLU output exactly."""
+    values = [np.asarray(o) for o in outs]
+    grown = [(k, _m(v)) for k, v in enumerate(values[1:], start=1) if not np.array_equal(v, values[0])]
+    assert not grown, f"{label}: the sums grow: mean square {grown} against the stem's {_m(values[0]):.4g}"
+
+
+def test_a_resnet_holds_every_residual_sum_at_q() -> None:
+    """residual='zero' (default): each block's last BatchNorm scale is 0, so each sum is exactly its skip (BN
+    gives its bias, 0, on running statistics and on the batch) and the stream after 4 blocks is the stem's."""
+    x, model = _x((8, 8, 8, 3), scale=1.0, seed=1), _ResNet()
+    variables = model.init(jax.random.key(0), x)
+    new, plan = _jax_auto.apply(variables, model, initscale.auto(x), jax.random.key(2))
+    _sums_are_the_stem(model.apply(new, x, taps=True), "eval")
+    train, _ = _ResNet(train=True).apply(new, x, taps=True, mutable=["batch_stats"])
+    _sums_are_the_stem(train, "train")
+    assert [(r.target, r.target_kind, r.scale, r.skip) for r in plan.residuals] == [
+        (f"params/block{i}/n2/scale", "norm", 0.0, "identity") for i in range(4)
+    ]
+    for r in plan.residuals:  # predicted: the sum is its skip, at q, ReLU of it the identity
+        assert (r.m_branch, r.m_sum) == (0.0, r.m_skip) and r.m_sum == pytest.approx(1.0, rel=REL)
+    assert all(float(np.abs(np.asarray(new["params"][f"block{i}"]["n2"]["scale"])).max()) == 0.0 for i in range(4))
+    assert "scale of residual sum 1's branch x0 (residual='zero')" in plan.init["params/block0/n2/scale"].reason
+    assert str(plan).count(": params/block0/n2/scale x0;") == 1
+
+
+def test_a_residual_mlp_holds_every_sum_at_q() -> None:
+    """The branch ends in a Dense (no norm): its kernel is 0 (its bias too, by default), each sum is its skip."""
+    x, model = _x((256, 32), scale=2.0, seed=3), _ResidualMLP()
+    variables = model.init(jax.random.key(0), x)
+    new, plan = _jax_auto.apply(variables, model, initscale.auto(x), jax.random.key(4))
+    _sums_are_the_stem(model.apply(new, x, taps=True), "mlp")
+    assert [(r.target, r.target_kind, r.scale) for r in plan.residuals] == [
+        (f"params/block{i}/fc2/kernel", "layer", 0.0) for i in range(4)
+    ]
+    assert all(plan[f"params/block{i}/fc2/kernel"].gain == 0.0 for i in range(4))
+    assert "residual sum 1 x0 (residual='zero')" in plan.init["params/block0/fc2/kernel"].reason
+
+
+def test_residual_depth_scales_each_branch_by_one_over_sqrt_l_and_none_leaves_it() -> None:
+    x, model = _x(), _ResidualMLP()
+    variables = model.init(jax.random.key(0), x)
+    depth = initscale.auto(x, residual="depth", arriving="predicted").plan(model, variables=variables)
+    none = initscale.auto(x, residual="none", arriving="predicted").plan(model, variables=variables)
+    assert [r.scale for r in depth.residuals] == [0.5] * 4 and [r.scale for r in none.residuals] == [1.0] * 4
+    for k, (d, n) in enumerate(zip(depth.residuals, none.residuals, strict=True), start=1):
+        assert d.m_branch == pytest.approx(n.m_branch / 4, rel=REL)  # a branch of q/L instead of q
+        assert d.m_sum == pytest.approx(d.m_skip + d.m_branch, rel=REL)
+        assert d.m_sum == pytest.approx(1.0 + k / 4, rel=1e-6)  # additive: q(1 + k/L), 2q at the end
+        weight = f"params/block{k - 1}/fc2/kernel"
+        assert depth[weight].gain == pytest.approx(0.5 * none[weight].gain, rel=REL)
+        assert none[weight].gain == pytest.approx(math.sqrt(1.0 / none[weight].m_in), rel=REL)  # as planned
+    assert not any(isinstance(rule.spec, initscale.Zeros) for rule in none.rules().values())
+    _, applied = _jax_auto.apply(variables, model, initscale.auto(x, residual="depth"), jax.random.key(1))
+    for k in range(4):  # measured mode keeps the factor: gain = 0.5·sqrt(q/m_in(measured))
+        row = applied[f"params/block{k}/fc2/kernel"]
+        assert row.scale == 0.5 and row.gain == pytest.approx(0.5 * math.sqrt(1.0 / row.m_in), rel=REL)
+
+
+class _Unscalable(nn.Module):
+    """x + relu(fc(x)): the branch ends in an activation, which no scale sets."""
+
+    @nn.compact
+    def __call__(self, x):
+        h = nn.Dense(32, name="stem")(x)
+        return nn.Dense(4, name="out")(h + nn.relu(nn.Dense(32, name="fc")(h)))
+
+
+def test_a_branch_the_walk_cannot_scale_is_said() -> None:
+    """A residual sum whose branch has no last layer or norm to scale: a note in the plan and a warning
+    naming the sum and the fix; residual='none' says nothing. An activation's own sums (nn.gelu's
+    x + 0.044715 x^3) are not residual sums."""
+    import warnings
+
+    x, model = _x(), _Unscalable()
+    variables = model.init(jax.random.key(0), x)
+    with pytest.warns(UserWarning, match=r"residual='zero' could not be applied to 1 residual sum") as got:
+        plan = initscale.auto(x).plan(model, variables=variables)
+    message = str(next(w.message for w in got if "residual" in str(w.message)))
+    assert "identity skip + branch fc: it ends in 'relu'" in message and "residual='none'" in message
+    assert plan.residuals[0].target is None and plan.residuals[0].scale == 1.0
+    assert any(n.startswith("residual sum 1 (add): its branch is not scaled") for n in plan.notes), plan.notes
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        none = initscale.auto(x, residual="none").plan(model, variables=variables)
+        mlp = _mlp(nn.gelu, depth=3)  # the tanh GELU's primitives hold an add of x and a power of x
+        plain = initscale.auto(x).plan(mlp, variables=mlp.init(jax.random.key(0), x))
+    assert not none.notes and not plain.notes and not plain.residuals
+
+
+def test_planted_bug_no_residual_rule_is_caught(monkeypatch) -> None:
+    """Mutation: a walk that finds no residual sum (the rule disabled: auto as before) fails the ResNet and
+    residual-MLP checks (the sums grow) and the unscalable branch goes unsaid."""
+    monkeypatch.setattr(_jax_auto, "_residual_adds", lambda *a, **k: {})
+    with pytest.raises(AssertionError, match=r"eval: the sums grow"):
+        test_a_resnet_holds_every_residual_sum_at_q()
+    with pytest.raises(AssertionError, match=r"mlp: the sums grow"):
+        test_a_residual_mlp_holds_every_sum_at_q()
+    with pytest.raises(pytest.fail.Exception):
+        test_a_branch_the_walk_cannot_scale_is_said()
+    with pytest.raises(ValueError, match=r"not enough values to unpack"):  # no residual row at all
+        test_a_projection_shortcut_is_found_and_its_branch_zeroed()
+
+
+def test_the_same_model_in_torch_gives_the_same_residual_rows() -> None:
+    """The residual MLP in torch and in Flax linen, on the same data: the same sums, rules, factors, target
+    kinds and predicted second moments (both predicted from the data's measured mean square: rel 1e-6)."""
+    torch = pytest.importorskip("torch")
+    from initscale.adapters import _torch_auto
+
+    class Block(torch.nn.Module):
+        def __init__(self, d: int) -> None:
+            super().__init__()
+            self.fc1, self.fc2 = torch.nn.Linear(d, 2 * d), torch.nn.Linear(2 * d, d)
+
+        def forward(self, h):
+            return h + self.fc2(torch.nn.functional.gelu(self.fc1(h)))
+
+    x = _x()
+    net = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), *[Block(64) for _ in range(4)])
+    model = _ResidualMLP()
+    variables = model.init(jax.random.key(0), x)
+    for residual in ("zero", "depth", "none"):
+        theirs = _torch_auto.plan(net, initscale.auto(torch.from_numpy(np.array(x)), residual=residual))
+        ours = initscale.auto(x, residual=residual).plan(model, variables=variables)
+        assert len(ours.residuals) == len(theirs.residuals) == 4
+        for k, (a, b) in enumerate(zip(ours.residuals, theirs.residuals, strict=True)):
+            assert (a.target, b.target) == (f"params/block{k}/fc2/kernel", f"{k + 2}.fc2.weight")
+            assert (a.index, a.skip, a.target_kind, a.scale, a.rule) == (
+                b.index,
+                b.skip,
+                b.target_kind,
+                b.scale,
+                b.rule,
+            )
+            for m in ("m_skip", "m_branch", "m_sum"):
+                assert getattr(a, m) == pytest.approx(getattr(b, m), rel=1e-6, abs=1e-12), (residual, k, m)
+
+
+class _DownBlock(nn.Module):
+    """relu(BN(proj(x)) + BN(conv(relu(BN(conv(x)))))) with stride 2: ResNet's downsampling block (a
+    projection shortcut, a 1x1 conv and its BN)."""
+
+    @nn.compact
+    def __call__(self, x, taps: bool = False):
+        h = nn.Conv(16, (3, 3), strides=2, padding="SAME", use_bias=False, name="c1")(x)
+        h = nn.relu(nn.BatchNorm(use_running_average=True, name="n1")(h))
+        h = nn.BatchNorm(use_running_average=True, name="n2")(
+            nn.Conv(16, (3, 3), padding="SAME", use_bias=False, name="c2")(h)
+        )
+        skip = nn.BatchNorm(use_running_average=True, name="pn")(
+            nn.Conv(16, (1, 1), strides=2, use_bias=False, name="proj")(x)
+        )
+        return (skip, nn.relu(skip + h)) if taps else nn.relu(skip + h)
+
+
+def test_a_projection_shortcut_is_found_and_its_branch_zeroed() -> None:
+    """The skip is no ancestor of the branch here: it reaches x through proj and pn; the branch's last BN
+    scale is 0, so the block's output is relu of the projection exactly."""
+    x, model = _x((4, 8, 8, 3), scale=1.0), _DownBlock()
+    variables = model.init(jax.random.key(0), x)
+    new, plan = _jax_auto.apply(variables, model, initscale.auto(x), jax.random.key(1))
+    (row,) = plan.residuals
+    assert (row.skip, row.target, row.target_kind, row.scale) == (
+        "projection through proj, pn",
+        "params/n2/scale",
+        "norm",
+        0.0,
+    )
+    skip, out = model.apply(new, x, taps=True)
+    assert np.array_equal(np.asarray(out), np.maximum(np.asarray(skip), 0.0))

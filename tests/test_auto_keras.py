@@ -90,7 +90,7 @@ def test_a_functional_graph_propagates_as_autogain_says() -> None:
     x = _x()
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)  # the Lambda's f' by autodiff: no central-difference warning
-        plan = initscale.auto(x).plan(_functional())
+        plan = initscale.auto(x, residual="none").plan(_functional())  # the sum's propagation, unscaled
     rows = {row.weight.split("/")[0]: row for row in plan.rows}
     q_tanh = gains.fixed_point("tanh").q_star  # unused here: tanh's input is the norm's output, m = 1
     assert q_tanh < 1.0
@@ -342,3 +342,201 @@ def test_planted_bug_low_precision_values_not_floating_is_caught(monkeypatch) ->
     monkeypatch.setattr(_keras_auto, "_elementwise", refusing)
     with pytest.raises(AssertionError):
         test_low_precision_models_get_their_activations_gains("bfloat16")
+
+
+# --- residual branches (issue 21): the same rule as torch's ----------------------------------------
+
+
+def _resnet(c: int = 16, depth: int = 4, size: int = 8) -> tuple[keras.Model, keras.Model]:
+    """relu(x + BN(conv(relu(BN(conv(x)))))) blocks after a conv stem and its ReLU (tests/test_auto_torch.py's
+    _Block): the model, and one giving the stem's ReLU output then every block's."""
+    inputs = keras.Input((size, size, 3))
+    h = keras.layers.ReLU(name="stem_relu")(keras.layers.Conv2D(c, 3, padding="same", use_bias=False)(inputs))
+    outs = [h]
+    for i in range(depth):
+        b = keras.layers.Conv2D(c, 3, padding="same", use_bias=False, name=f"b{i}_c1")(h)
+        b = keras.layers.ReLU()(keras.layers.BatchNormalization(name=f"b{i}_n1")(b))
+        b = keras.layers.Conv2D(c, 3, padding="same", use_bias=False, name=f"b{i}_c2")(b)
+        b = keras.layers.BatchNormalization(name=f"b{i}_n2")(b)
+        h = keras.layers.ReLU()(keras.layers.Add()([h, b]))
+        outs.append(h)
+    return keras.Model(inputs, h), keras.Model(inputs, outs)
+
+
+def _residual_mlp(d: int = 64, depth: int = 4) -> tuple[keras.Model, keras.Model]:
+    """Dense(d, relu) then x + fc2(gelu(fc1(x))) blocks (tests/test_auto_torch.py's _residual_mlp)."""
+    inputs = keras.Input((32,))
+    h = keras.layers.Dense(d, activation="relu", name="stem")(inputs)
+    outs = [h]
+    for i in range(depth):
+        b = keras.layers.Dense(2 * d, activation="gelu", name=f"b{i}_fc1")(h)
+        h = keras.layers.Add()([h, keras.layers.Dense(d, name=f"b{i}_fc2")(b)])
+        outs.append(h)
+    return keras.Model(inputs, h), keras.Model(inputs, outs)
+
+
+def _sums_are_the_stem(outs, label: str) -> None:
+    """Every block's output (the residual sum, or ReLU of it) equals the stem's post-ReLU output exactly."""
+    values = [np.asarray(keras.ops.convert_to_numpy(o)) for o in outs]
+    grown = [(k, _mean_square(v)) for k, v in enumerate(values[1:], start=1) if not np.array_equal(v, values[0])]
+    assert not grown, f"{label}: the sums grow: mean square {grown} against the stem's {_mean_square(values[0]):.4g}"
+
+
+def test_a_resnet_holds_every_residual_sum_at_q() -> None:
+    """residual='zero' (default): each block's last BatchNormalization gamma is 0, so each sum is exactly its
+    skip (BN gives its beta, 0, in inference and in training) and the stream after 4 blocks is the stem's."""
+    keras.utils.set_random_seed(0)
+    model, taps = _resnet()
+    x = _x((8, 8, 8, 3), scale=1.0, seed=1)
+    plan = _keras_auto.apply(model, initscale.auto(x), seed=2)
+    for training in (False, True):
+        _sums_are_the_stem(taps(x, training=training), f"training={training}")
+    assert [(r.target, r.target_kind, r.scale, r.skip) for r in plan.residuals] == [
+        (f"b{i}_n2/gamma", "norm", 0.0, "identity") for i in range(4)
+    ]
+    for r in plan.residuals:  # predicted: the sum is its skip, at q (the stem's ReLU, whose output is q)
+        assert (r.m_branch, r.m_sum) == (0.0, r.m_skip) and r.m_sum == pytest.approx(1.0, rel=REL)
+    assert all(
+        float(np.abs(keras.ops.convert_to_numpy(model.get_layer(f"b{i}_n2").gamma)).max()) == 0.0 for i in range(4)
+    )
+    assert "scale of residual sum 1's branch x0 (residual='zero')" in plan.init["b0_n2/gamma"].reason
+
+
+def test_a_residual_mlp_holds_every_sum_at_q() -> None:
+    """The branch ends in a Dense (no norm): its kernel is 0 (its bias too, by default), each sum is its skip."""
+    keras.utils.set_random_seed(0)
+    model, taps = _residual_mlp()
+    x = _x((128, 32), scale=2.0, seed=3)
+    plan = _keras_auto.apply(model, initscale.auto(x), seed=4)
+    _sums_are_the_stem(taps(x, training=False), "mlp")
+    assert [(r.target, r.target_kind, r.scale) for r in plan.residuals] == [
+        (f"b{i}_fc2/kernel", "layer", 0.0) for i in range(4)
+    ]
+    assert all(plan[f"b{i}_fc2/kernel"].gain == 0.0 for i in range(4))
+    assert "residual sum 1 x0 (residual='zero')" in plan.init["b0_fc2/kernel"].reason
+
+
+def test_residual_depth_scales_each_branch_by_one_over_sqrt_l_and_none_leaves_it() -> None:
+    model, _ = _residual_mlp()
+    x = _x()
+    depth = initscale.auto(x, residual="depth", arriving="predicted").plan(model)
+    none = initscale.auto(x, residual="none", arriving="predicted").plan(model)
+    assert [r.scale for r in depth.residuals] == [0.5] * 4 and [r.scale for r in none.residuals] == [1.0] * 4
+    for k, (d, n) in enumerate(zip(depth.residuals, none.residuals, strict=True), start=1):
+        assert d.m_branch == pytest.approx(n.m_branch / 4, rel=REL)  # a branch of q/L instead of q
+        assert d.m_sum == pytest.approx(d.m_skip + d.m_branch, rel=REL)
+        assert d.m_sum == pytest.approx(1.0 + k / 4, rel=1e-6)  # additive: q(1 + k/L), 2q at the end
+        weight = f"b{k - 1}_fc2/kernel"
+        assert depth[weight].gain == pytest.approx(0.5 * none[weight].gain, rel=REL)
+        assert none[weight].gain == pytest.approx(math.sqrt(1.0 / none[weight].m_in), rel=REL)  # as planned
+    assert not any(isinstance(rule.spec, initscale.Zeros) for rule in none.rules().values())
+    applied = _keras_auto.apply(model, initscale.auto(x, residual="depth"), seed=0)
+    for k in range(4):  # measured mode keeps the factor: gain = 0.5·sqrt(q/m_in(measured))
+        row = applied[f"b{k}_fc2/kernel"]
+        assert row.scale == 0.5 and row.gain == pytest.approx(0.5 * math.sqrt(1.0 / row.m_in), rel=REL)
+
+
+def test_planted_bug_no_residual_rule_is_caught(monkeypatch) -> None:
+    """Mutation: a planner that finds no residual sum (the rule disabled: auto as before) fails the
+    ResNet and residual-MLP checks (the sums grow)."""
+    monkeypatch.setattr(autogain, "residual_sums", lambda *a, **k: {})
+    with pytest.raises(AssertionError, match=r"training=False: the sums grow"):
+        test_a_resnet_holds_every_residual_sum_at_q()
+    with pytest.raises(AssertionError, match=r"mlp: the sums grow"):
+        test_a_residual_mlp_holds_every_sum_at_q()
+
+
+def test_the_same_model_in_torch_gives_the_same_residual_rows() -> None:
+    """The residual MLP in torch and in Keras, on the same data: the same sums, targets (by layer), rules,
+    factors and predicted second moments (both predicted from the data's measured mean square: rel 1e-6,
+    float32 data reduced in float64 by two frameworks)."""
+    torch = pytest.importorskip("torch")
+    from initscale.adapters import _torch_auto
+
+    class Block(torch.nn.Module):
+        def __init__(self, d: int) -> None:
+            super().__init__()
+            self.fc1, self.fc2 = torch.nn.Linear(d, 2 * d), torch.nn.Linear(2 * d, d)
+
+        def forward(self, h):
+            return h + self.fc2(torch.nn.functional.gelu(self.fc1(h)))
+
+    x = _x()
+    net = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), *[Block(64) for _ in range(4)])
+    model, _ = _residual_mlp()
+    for residual in ("zero", "depth", "none"):
+        theirs = _torch_auto.plan(net, initscale.auto(torch.from_numpy(x), residual=residual))
+        ours = initscale.auto(x, residual=residual).plan(model)
+        assert len(ours.residuals) == len(theirs.residuals) == 4
+        for k, (a, b) in enumerate(zip(ours.residuals, theirs.residuals, strict=True)):
+            assert (a.target, b.target) == (f"b{k}_fc2/kernel", f"{k + 2}.fc2.weight")
+            assert (a.index, a.skip, a.target_kind, a.scale, a.rule) == (
+                b.index,
+                b.skip,
+                b.target_kind,
+                b.scale,
+                b.rule,
+            )
+            for m in ("m_skip", "m_branch", "m_sum"):
+                assert getattr(a, m) == pytest.approx(getattr(b, m), rel=1e-6, abs=1e-12), (residual, k, m)
+
+
+def test_a_sum_with_no_layer_on_its_branch_is_no_residual_sum() -> None:
+    """h + relu(h) (or keras-hub's x + PositionEmbedding(x), which reads only x's shape): no layer or norm
+    between the terms, nothing a residual rule could scale: not a residual sum, no row, no note."""
+    inputs = keras.Input((32,))
+    h = keras.layers.Dense(32, name="d0")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(4, name="out")(keras.layers.Add()([h, keras.layers.ReLU()(h)])))
+    plan = initscale.auto(_x()).plan(model)
+    assert plan.residuals == () and not any("residual" in n for n in plan.notes), (plan.residuals, plan.notes)
+
+
+class _OwnCodeBlock(keras.layers.Layer):
+    """x + fc2(relu(fc1(x))) in its own call: the sum is a backend op, which the recorder does not see."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.fc1, self.fc2 = keras.layers.Dense(64, name="fc1"), keras.layers.Dense(32, name="fc2")
+
+    def call(self, x):
+        return x + self.fc2(keras.ops.relu(self.fc1(x)))
+
+
+def test_residual_sums_in_a_composite_layer_s_own_code_are_said() -> None:
+    """A residual sum the pass cannot see (inside a custom layer's call) gets no rule, and the plan says so
+    under residual='zero'/'depth'; residual='none' (what happens there) says nothing; Keras's own composite
+    layers (MultiHeadAttention: no sum inside) are not named."""
+    inputs = keras.Input((32,))
+    h = _OwnCodeBlock(name="block")(keras.layers.Dense(32, name="stem")(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(4, name="out")(h))
+    x = _x()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the block's own ops: named in auto's other notes
+        zero = initscale.auto(x).plan(model)
+        none = initscale.auto(x, residual="none").plan(model)
+    assert any("residual='zero' reaches only" in n and "block (_OwnCodeBlock)" in n for n in zero.notes), zero.notes
+    assert not any("reaches only" in n for n in none.notes)
+    t = keras.Input((10, 16))
+    attention = keras.Model(t, t + keras.layers.MultiHeadAttention(2, 8, name="mha")(t, t))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plan = initscale.auto(_x((4, 10, 16), scale=1.0)).plan(attention)
+    assert not any("reaches only" in n for n in plan.notes), plan.notes
+
+
+def test_planted_bug_own_code_composites_not_named_is_caught(monkeypatch) -> None:
+    """Mutation: a recorder that forgets which composite layers ran their own code fails the check above."""
+
+    class Deaf(dict):
+        def __setitem__(self, key, value) -> None:
+            pass
+
+    real = _keras_auto._Recorder.__init__
+
+    def init(self) -> None:
+        real(self)
+        self.own_code = Deaf()
+
+    monkeypatch.setattr(_keras_auto._Recorder, "__init__", init)
+    with pytest.raises(AssertionError):
+        test_residual_sums_in_a_composite_layer_s_own_code_are_said()
