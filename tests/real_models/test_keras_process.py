@@ -1,7 +1,12 @@
-"""Runs test_keras.py once per other Keras backend, each in a fresh process (Keras fixes its
-backend when it is imported); the backend of this process runs it in-process already. Roles,
-layouts and fans come from layer classes and shapes, but the layers' class hierarchies (TFLayer,
-JaxLayer, TorchLayer), keras-hub's models and the writes (``assign``) are per backend.
+"""Runs the Keras real-model files once per other Keras backend, each in a fresh process (Keras
+fixes its backend when it is imported); the backend of this process runs them in-process already:
+
+- ``test_keras.py``: roles, layouts and fans of keras-hub models. They come from layer classes and
+  shapes, but the layers' class hierarchies (TFLayer, JaxLayer, TorchLayer), keras-hub's models and
+  the writes (``assign``) are per backend.
+- ``test_lsuv_keras.py`` and ``tests/test_keras_lsuv.py``: LSUV and auto on keras-hub backbones
+  and on core layers. The recorded tensors and the autodiff of a quadrature activation are per
+  backend too.
 
 A backend listed in INITSCALE_REQUIRE ("keras-jax", ...) must run: if its framework cannot be
 imported the test fails instead of skipping."""
@@ -16,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-SUITE = Path(__file__).parent / "test_keras.py"
+HERE = Path(__file__).parent
+SUITES = (HERE / "test_keras.py", HERE / "test_lsuv_keras.py", HERE.parent / "test_keras_lsuv.py")
 BACKENDS = ("jax", "tensorflow", "torch")
 
 
@@ -29,14 +35,15 @@ def test_keras_models_on_backend(backend: str) -> None:
             pytest.fail(f"keras-{backend} is required (INITSCALE_REQUIRE) but {missing} cannot be imported")
         pytest.skip(f"{missing} not installed")
     if os.environ.get("KERAS_BACKEND", "tensorflow") == backend:
-        pytest.skip("this process runs test_keras.py on this backend itself")
+        pytest.skip("this process runs these files on this backend itself")
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(SUITE)],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *map(str, SUITES)],
         capture_output=True,
         text=True,
         env={**os.environ, "KERAS_BACKEND": backend},
-        timeout=900,
+        timeout=1200,
         check=False,
-        cwd=SUITE.parent.parent.parent,
+        cwd=HERE.parent.parent,
     )
-    assert done.returncode == 0, f"test_keras.py failed on Keras backend {backend}:\n{done.stdout[-6000:]}"
+    names = ", ".join(s.name for s in SUITES)
+    assert done.returncode == 0, f"{names} failed on Keras backend {backend}:\n{done.stdout[-6000:]}"

@@ -1,6 +1,6 @@
 """initscale.keras.lsuv and initscale.auto on keras-hub backbones built from small configs (GPT-2, BERT,
 Llama: the builders of test_keras.py, nothing downloaded), on the Keras backend of this process;
-test_lsuv_keras_process.py reruns this file on each other backend.
+test_keras_process.py reruns this file on each other backend.
 
 LSUV's contract is deterministic: after the run, each layer it rescaled has output variance 1 ± tol on
 the batch (tol = 0.1, LSUV's own stopping rule |Var − 1| < tol). The test reads every layer's output
