@@ -577,7 +577,7 @@ def reinit(
         }
         if dry_run:
             return reinit(model, rules.plan(model).rules(), seed, dry_run=True, **options)  # type: ignore[arg-type]
-        init = _auto_apply(model, rules, seed=seed, **options).init
+        init: Report | None = _auto_apply(model, rules, seed=seed, **options).init
         assert init is not None
         return init
     backend = _Backend(model, include_buffers, seed, stream_seed, stream_names)
