@@ -20,6 +20,7 @@ jax = pytest.importorskip("jax")
 nn = pytest.importorskip("flax.linen")
 
 import jax.numpy as jnp  # noqa: E402
+from _residual_reference import assert_same_residual_rows  # noqa: E402
 
 import initscale  # noqa: E402
 from initscale import gains  # noqa: E402
@@ -527,38 +528,16 @@ def test_planted_bug_no_residual_rule_is_caught(monkeypatch) -> None:
 
 
 def test_the_same_model_in_torch_gives_the_same_residual_rows() -> None:
-    """The residual MLP in torch and in Flax linen, on the same data: the same sums, rules, factors, target
-    kinds and predicted second moments (both predicted from the data's measured mean square: rel 1e-6)."""
-    torch = pytest.importorskip("torch")
-    from initscale.adapters import _torch_auto
-
-    class Block(torch.nn.Module):
-        def __init__(self, d: int) -> None:
-            super().__init__()
-            self.fc1, self.fc2 = torch.nn.Linear(d, 2 * d), torch.nn.Linear(2 * d, d)
-
-        def forward(self, h):
-            return h + self.fc2(torch.nn.functional.gelu(self.fc1(h)))
-
+    """The residual MLP in torch and in Flax linen, on the same data: the same residual rows
+    (tests/_residual_reference.py)."""
     x = _x()
-    net = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), *[Block(64) for _ in range(4)])
     model = _ResidualMLP()
     variables = model.init(jax.random.key(0), x)
-    for residual in ("zero", "depth", "none"):
-        theirs = _torch_auto.plan(net, initscale.auto(torch.from_numpy(np.array(x)), residual=residual))
-        ours = initscale.auto(x, residual=residual).plan(model, variables=variables)
-        assert len(ours.residuals) == len(theirs.residuals) == 4
-        for k, (a, b) in enumerate(zip(ours.residuals, theirs.residuals, strict=True)):
-            assert (a.target, b.target) == (f"params/block{k}/fc2/kernel", f"{k + 2}.fc2.weight")
-            assert (a.index, a.skip, a.target_kind, a.scale, a.rule) == (
-                b.index,
-                b.skip,
-                b.target_kind,
-                b.scale,
-                b.rule,
-            )
-            for m in ("m_skip", "m_branch", "m_sum"):
-                assert getattr(a, m) == pytest.approx(getattr(b, m), rel=1e-6, abs=1e-12), (residual, k, m)
+    assert_same_residual_rows(
+        np.asarray(x),
+        lambda residual: initscale.auto(x, residual=residual).plan(model, variables=variables),
+        lambda k: f"params/block{k}/fc2/kernel",
+    )
 
 
 class _DownBlock(nn.Module):

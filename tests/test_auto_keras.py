@@ -20,6 +20,8 @@ import pytest
 keras = pytest.importorskip("keras")
 isk = pytest.importorskip("initscale.adapters.keras")
 
+from _residual_reference import assert_same_residual_rows  # noqa: E402
+
 import initscale  # noqa: E402
 from initscale import autogain, gains  # noqa: E402
 from initscale.adapters import _keras_auto  # noqa: E402
@@ -447,38 +449,28 @@ def test_planted_bug_no_residual_rule_is_caught(monkeypatch) -> None:
 
 
 def test_the_same_model_in_torch_gives_the_same_residual_rows() -> None:
-    """The residual MLP in torch and in Keras, on the same data: the same sums, targets (by layer), rules,
-    factors and predicted second moments (both predicted from the data's measured mean square: rel 1e-6,
-    float32 data reduced in float64 by two frameworks)."""
-    torch = pytest.importorskip("torch")
-    from initscale.adapters import _torch_auto
-
-    class Block(torch.nn.Module):
-        def __init__(self, d: int) -> None:
-            super().__init__()
-            self.fc1, self.fc2 = torch.nn.Linear(d, 2 * d), torch.nn.Linear(2 * d, d)
-
-        def forward(self, h):
-            return h + self.fc2(torch.nn.functional.gelu(self.fc1(h)))
-
+    """The residual MLP in torch and in Keras, on the same data: the same residual rows, targets by
+    layer (tests/_residual_reference.py)."""
     x = _x()
-    net = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), *[Block(64) for _ in range(4)])
     model, _ = _residual_mlp()
-    for residual in ("zero", "depth", "none"):
-        theirs = _torch_auto.plan(net, initscale.auto(torch.from_numpy(x), residual=residual))
-        ours = initscale.auto(x, residual=residual).plan(model)
-        assert len(ours.residuals) == len(theirs.residuals) == 4
-        for k, (a, b) in enumerate(zip(ours.residuals, theirs.residuals, strict=True)):
-            assert (a.target, b.target) == (f"b{k}_fc2/kernel", f"{k + 2}.fc2.weight")
-            assert (a.index, a.skip, a.target_kind, a.scale, a.rule) == (
-                b.index,
-                b.skip,
-                b.target_kind,
-                b.scale,
-                b.rule,
-            )
-            for m in ("m_skip", "m_branch", "m_sum"):
-                assert getattr(a, m) == pytest.approx(getattr(b, m), rel=1e-6, abs=1e-12), (residual, k, m)
+    assert_same_residual_rows(
+        x, lambda residual: initscale.auto(x, residual=residual).plan(model), lambda k: f"b{k}_fc2/kernel"
+    )
+
+
+def test_the_torch_comparison_fails_on_a_wrong_rule_or_target() -> None:
+    """Mutations of the comparison above: the Keras plan made under another rule, or block k's target
+    expected at block k+1, is caught."""
+    x = _x()
+    model, _ = _residual_mlp()
+    with pytest.raises(AssertionError):
+        assert_same_residual_rows(
+            x, lambda r: initscale.auto(x, residual="none").plan(model), lambda k: f"b{k}_fc2/kernel"
+        )
+    with pytest.raises(AssertionError):
+        assert_same_residual_rows(
+            x, lambda r: initscale.auto(x, residual=r).plan(model), lambda k: f"b{k + 1}_fc2/kernel"
+        )
 
 
 def test_a_sum_with_no_layer_on_its_branch_is_no_residual_sum() -> None:
