@@ -29,7 +29,9 @@ A recipe (``initscale.recipes``, a whole-model rule set) plugs in the same way
   truncated normal with symmetric bounds) lands there with probability p₀ ≤ 2·tiny/(σ√(2π))
   per value; flagged when the Chernoff bound P(K ≥ k) ≤ exp(−n·D(k/n ‖ p₀)) on k of n such
   values is below the per-test level. (float16 weights do hold subnormals by chance.)
-- ``all_zero``: a weight of 2+ axes that is all zeros (unless its expectation is zeros).
+- ``all_zero``: a weight of 2+ axes that is all zeros (unless its expectation is zeros, or its
+  role is a bias or a norm offset, which start at zero whatever their shape: Keras
+  MultiHeadAttention's (heads, head_dim) query/key/value biases).
 - ``repeated_rows``: more rows (slices along the unit axis) equal to an earlier row than chance
   gives. Two iid rows of m values are equal with probability q = p_eᵐ, p_e the chance that two
   values collide, estimated from the weight itself as Σ c(c−1)/(N(N−1)) over the counts c of
@@ -153,6 +155,10 @@ class Expected:
     dist: Distribution
     source: str = ""
     spec: Spec | None = None
+
+
+# roles whose default is zeros whatever their shape (see ``all_zero``)
+_ZERO_BY_DEFAULT = frozenset({"bias", "norm_offset"})
 
 
 @dataclass(frozen=True)
@@ -535,7 +541,7 @@ def _check_one(entry: Entry, x: NDArray[Any], *, fresh: bool, level: float, z: f
                         f"(p0 = {p0:.2g} each): uninitialized memory?",
                     )
                 )
-    expected_zero = isinstance(dist, ConstantDist) and dist.value == 0.0
+    expected_zero = (isinstance(dist, ConstantDist) and dist.value == 0.0) or entry.role in _ZERO_BY_DEFAULT
     if x.ndim >= 2 and n and not expected_zero and n_finite == n and not np.any(xf):
         flags.append(
             Flag("all_zero", f"all {n} values are 0 in a weight of {x.ndim} axes: uninitialized, or never initialized")

@@ -480,3 +480,19 @@ def test_torch_check_docstring_examples_run():
     from initscale.adapters import _torch_check
 
     assert doctest.testmod(_torch_check, optionflags=doctest.ELLIPSIS).failed == 0
+
+
+@pytest.mark.parametrize("role", ["bias", "norm_offset"])
+def test_zero_bias_of_two_axes_is_not_flagged(role):
+    # Keras MultiHeadAttention's query/key/value biases are (heads, head_dim) zeros at init: a zero
+    # bias or norm offset is the default whatever its shape, so ``all_zero`` must not fire on it...
+    zeros = np.zeros((2, 4), dtype=np.float32)
+    assert check_arrays([Entry("attn/query/bias", zeros, role=role)]).flags == {}
+
+
+def test_zero_weight_of_two_axes_is_still_flagged():
+    # ...while the same zeros as a weight (the planted bug) still are.
+    zeros = np.zeros((2, 4), dtype=np.float32)
+    assert check_arrays([Entry("attn/query/kernel", zeros, role="weight")]).flags == {
+        "attn/query/kernel": ("all_zero",)
+    }
