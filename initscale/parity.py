@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -161,6 +161,23 @@ EDGE_LAYERS = ("dense",)
 def _spec(name: str) -> Any:
     """A preset by name, or one of :data:`EDGES`."""
     return EDGES[name] if name in EDGES else _presets.get(name)
+
+
+def _chosen_presets(presets: Sequence[str] | None) -> list[str]:
+    """The presets a run covers: those named, or every preset and every edge."""
+    return list(presets) if presets is not None else [*_presets.names(), *EDGES]
+
+
+def _layers_of(preset: str, layer_names: Sequence[str]) -> list[str]:
+    """The layers of ``layer_names`` that ``preset`` runs on: an edge, on :data:`EDGE_LAYERS` only."""
+    return [x for x in layer_names if x in EDGE_LAYERS] if preset in EDGES else list(layer_names)
+
+
+def _check_known(what: str, names: Iterable[str], valid: Collection[str]) -> None:
+    """Raise naming the first of ``names`` that is not in ``valid``, and the valid ones."""
+    for name in names:
+        if name not in valid:
+            raise ValueError(f"Unknown {what} {name!r}; valid: {', '.join(sorted(valid))}.")
 
 
 # --- backends ------------------------------------------------------------------------------------
@@ -420,22 +437,18 @@ def run_iter(
 ) -> Iterator[Row]:
     """Yield the matrix rows one by one (see :func:`run`)."""
     names = list(backends) if backends is not None else available_backends()
-    for name in names:
-        if name not in BACKENDS:
-            raise ValueError(f"Unknown backend {name!r}; valid: {', '.join(sorted(BACKENDS))}.")
-    chosen = list(presets) if presets is not None else [*_presets.names(), *EDGES]
+    _check_known("backend", names, BACKENDS)
+    chosen = _chosen_presets(presets)
     for name in chosen:
         _spec(name)  # an unknown preset or argument fails here, with the valid names
     layer_names = list(layers) if layers is not None else list(LAYERS)
-    for layer in layer_names:
-        if layer not in LAYERS:
-            raise ValueError(f"Unknown layer {layer!r}; valid: {', '.join(sorted(LAYERS))}.")
+    _check_known("layer", layer_names, LAYERS)
     # Presets that are the same spec (he_normal, keras.he_normal, jax.he_normal, kaiming_normal)
     # draw the same values: their rows are computed once and reported under each name.
     memo: dict[tuple[Any, ...], list[Row]] = {}
     for preset in chosen:
         spec = _spec(preset)
-        for layer in layer_names if preset not in EDGES else [x for x in layer_names if x in EDGE_LAYERS]:
+        for layer in _layers_of(preset, layer_names):
             layer_seed = seed + 1000 * list(LAYERS).index(layer)  # independent draws per layer
             reference = None
             for backend in names:
@@ -478,10 +491,8 @@ def run(
 
 def count(backends: Iterable[str], presets: Sequence[str] | None = None, layers: Sequence[str] | None = None) -> int:
     """How many analytic rows :func:`run` makes (for progress bars)."""
-    chosen = list(presets) if presets is not None else [*_presets.names(), *EDGES]
     layer_names = list(layers or LAYERS)
-    edge_layers = [x for x in layer_names if x in EDGE_LAYERS]
-    return len(list(backends)) * sum(len(edge_layers if p in EDGES else layer_names) for p in chosen)
+    return len(list(backends)) * sum(len(_layers_of(p, layer_names)) for p in _chosen_presets(presets))
 
 
 # --- summaries -----------------------------------------------------------------------------------

@@ -250,15 +250,21 @@ class Recipe:
         self, model: Any, params: Sequence[Any] | None
     ) -> tuple[list[Found], list[tuple[Found, Spec | None, str]]]:
         """The roles of ``model`` and, with them, each tensor's spec and label (see :meth:`plan`)."""
+        planned = self._resolve(model, params)[0]
+        return [f for f, _, _ in planned], planned
+
+    def _resolve(
+        self, model: Any, params: Sequence[Any] | None
+    ) -> tuple[list[tuple[Found, Spec | None, str]], list[str], re.Pattern[str]]:
+        """``model`` read as a torch module tree or as Keras/JAX paths: each tensor's role, spec
+        and label (:meth:`plan`), every name a rule could match, and the pattern of the layer
+        indices in those names (``_INDEX`` or ``_PATH_INDEX``)."""
         if _is_torch_module(model):
             settings = self.settings(model)
-            parts, _ = _torch_parts(model, self.blocks, params)
-            planned = self._planned(model, parts, settings)
-            return [f for f, _, _ in planned], planned
-        parts, _, view, role = self._path_read(model, params)
-        settings = self.settings(view)
-        planned = self._planned(model, parts, settings, role)
-        return [f for f, _, _ in planned], planned
+            parts, every = _torch_parts(model, self.blocks, params)
+            return self._planned(model, parts, settings), every, _INDEX
+        parts, every, view, reader = self._path_read(model, params)
+        return self._planned(model, parts, self.settings(view), reader), every, _PATH_INDEX
 
     def _path_read(self, model: Any, params: Sequence[Any] | None) -> tuple[list[_Part], list[str], Any, Reader]:
         """A Keras model's or JAX pytree's parts (from the adapter's walk), every name, the view of
@@ -413,13 +419,7 @@ class Recipe:
         return key
 
     def _rules_for(self, model: Any, params: Sequence[Any] | None) -> dict[str, Rule]:
-        if _is_torch_module(model):
-            settings = self.settings(model)
-            parts, every = _torch_parts(model, self.blocks, params)
-            planned, index = self._planned(model, parts, settings), _INDEX
-        else:
-            parts, every, view, reader = self._path_read(model, params)
-            planned, index = self._planned(model, parts, self.settings(view), reader), _PATH_INDEX
+        planned, every, index = self._resolve(model, params)
         by_value: dict[tuple[Spec | None, str], list[str]] = {}
         for f, spec, label in planned:
             by_value.setdefault((spec, label), []).append(f.name)  # a tied tensor: its first name
@@ -589,12 +589,39 @@ def _hf_std(model: Any, given: Mapping[str, Any]) -> float:
     return float(value or 0.02)
 
 
-def _generic_spec(role: str, part: _Part, std: float) -> Spec:
-    if role == "bias" or role.endswith(".bias") or part.base in ("bias", "norm_offset"):
-        return Zeros()
+def _norm_reset(part: _Part) -> Spec | None:
+    """A norm's reset: its scale 1, its offset 0 (None: not a norm parameter)."""
     if part.base == "norm_scale":
         return Ones()
-    return Normal(std)
+    if part.base == "norm_offset":
+        return Zeros()
+    return None
+
+
+def _fixed(role: str, part: _Part) -> Spec | None:
+    """Biases 0, norm scales 1 and offsets 0: HF's ``_init_weights`` and every depth-aware recipe
+    below (each codebase's LayerNorm/RMSNorm starts at ones and zeros, its biases at zeros);
+    None for anything else."""
+    if role == "bias" or role.endswith(".bias") or part.base == "bias":
+        return Zeros()
+    return _norm_reset(part)
+
+
+def _fixed_first(spec: Specs) -> Specs:
+    """``spec`` behind :func:`_fixed`: biases and norms get their fixed values, the rest ``spec``'s."""
+
+    @functools.wraps(spec)
+    def fixed_first(role: str, part: _Part, s: dict[str, Any]) -> Spec | None:
+        fixed = _fixed(role, part)
+        return fixed if fixed is not None else spec(role, part, s)
+
+    return fixed_first
+
+
+def _generic_spec(role: str, part: _Part, std: float) -> Spec:
+    """HF's ``_init_weights``: the fixed values (:func:`_fixed`), else N(0, std²)."""
+    fixed = _fixed(role, part)
+    return fixed if fixed is not None else Normal(std)
 
 
 # --- hf.gpt2 -------------------------------------------------------------------------------------
@@ -872,43 +899,25 @@ def _decoder_settings(model: Any, given: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _fixed(role: str, part: _Part) -> Spec | None:
-    """Biases 0, norm scales 1 and offsets 0: every recipe below (each codebase's LayerNorm/RMSNorm
-    starts at ones and zeros, its biases at zeros)."""
-    if role == "bias" or role.endswith(".bias") or part.base in ("bias", "norm_offset"):
-        return Zeros()
-    if part.base == "norm_scale":
-        return Ones()
-    return None
-
-
+@_fixed_first
 def _nanogpt_spec(role: str, part: _Part, s: dict[str, Any]) -> Spec:
-    fixed = _fixed(role, part)
-    if fixed is not None:
-        return fixed
     return Normal(0.02 / math.sqrt(2 * s["L"]) if role == "residual_out" else 0.02)
 
 
+@_fixed_first
 def _megatron_spec(role: str, part: _Part, s: dict[str, Any]) -> Spec:
-    fixed = _fixed(role, part)
-    if fixed is not None:
-        return fixed
     return Normal(s["std"] / math.sqrt(2 * s["L"]) if role in _OUT_ROLES else s["std"])
 
 
+@_fixed_first
 def _neox_spec(role: str, part: _Part, s: dict[str, Any]) -> Spec:
-    fixed = _fixed(role, part)
-    if fixed is not None:
-        return fixed
     if role in _OUT_ROLES:
         return Normal(2 / s["L"] / math.sqrt(s["d"]))  # wang_init
     return Normal(math.sqrt(2 / (5 * s["d"])))  # small_init
 
 
+@_fixed_first
 def _torchtitan_spec(role: str, part: _Part, s: dict[str, Any]) -> Spec:
-    fixed = _fixed(role, part)
-    if fixed is not None:
-        return fixed
     if role == "token_embedding":
         return Normal(1.0)
     if role == "lm_head":
@@ -934,10 +943,8 @@ def _in_features(part: _Part) -> int:
 
 
 def _olmo_spec(mode: str) -> Specs:
+    @_fixed_first
     def spec(role: str, part: _Part, s: dict[str, Any]) -> Spec:
-        fixed = _fixed(role, part)
-        if fixed is not None:
-            return fixed
         d, L, std = s["d"], s["L"], s["std"]
         if role == "lm_head":
             sigma = d**-0.5
@@ -1010,10 +1017,9 @@ def _timm_spec(role: str, part: _Part, s: dict[str, Any]) -> Spec:
 
     mode, base = s["mode"], role.removesuffix(".bias")
     linear = _in(part, "Linear")
-    if part.base == "norm_scale":
-        return Ones()
-    if part.base == "norm_offset":
-        return Zeros()
+    norm = _norm_reset(part)
+    if norm is not None:
+        return norm
     if role == "position_embedding":
         return Normal(0.02)  # timm's trunc_normal_(std=.02) keeps absolute bounds ±2 = ±100σ: N(0, 0.02²)
     if role in ("cls_token", "reg_token"):
@@ -1151,10 +1157,8 @@ def _deepnet_role(model: Any, part: _Part, s: dict[str, Any]) -> str | None:
     return role
 
 
+@_fixed_first
 def _deepnet_spec(role: str, part: _Part, s: dict[str, Any]) -> Spec | None:
-    fixed = _fixed(role, part)
-    if fixed is not None:
-        return fixed
     if role in ("attn_q", "attn_k"):
         return VarianceScaling(1.0, "fan_avg", "normal")  # xavier_normal_(w, gain=1)
     if role in _DEEPNET_BETA_ROLES:
@@ -1223,10 +1227,9 @@ def _tfixup_role(model: Any, part: _Part, s: dict[str, Any]) -> str | None:
 
 
 def _tfixup_spec(role: str, part: _Part, s: dict[str, Any]) -> Spec | None:
-    if part.base == "norm_scale":
-        return Ones()
-    if part.base == "norm_offset":
-        return Zeros()
+    norm = _norm_reset(part)
+    if norm is not None:
+        return norm
     stack = _stack_of(s["model"], part.name)
     decoder = stack == "TransformerDecoder"
     factor = (9 * s["M"]) ** -0.25 if decoder else 0.67 * s["N"] ** -0.25

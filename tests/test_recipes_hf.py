@@ -33,6 +33,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers", reason="the HF recipe tests need transformers")
 stats = pytest.importorskip("scipy.stats")
 
+from _hf_models import Sizes, config, tiny  # noqa: E402
 from _recipes_common import mutated_recipe  # noqa: E402
 
 import initscale  # noqa: E402
@@ -40,7 +41,7 @@ from initscale import recipes  # noqa: E402
 from initscale.specs import Constant, Normal, Ones, Zeros  # noqa: E402
 
 ALPHA = 1e-4
-D, HEADS, FF, VOCAB, POS = 64, 4, 128, 96, 32
+SIZES = Sizes(d=64, heads=4, ff=128, vocab=96, positions=32)
 
 
 @pytest.fixture(autouse=True)
@@ -50,68 +51,25 @@ def _no_triton_after_tensorflow() -> None:
 
 
 def _gpt2():
-    cfg = transformers.GPT2Config(
-        n_embd=D, n_layer=3, n_head=HEADS, n_positions=POS, vocab_size=VOCAB, bos_token_id=0, eos_token_id=0
-    )
-    return transformers.GPT2LMHeadModel(cfg)
+    return tiny("GPT2LMHeadModel", SIZES, 3, bos_token_id=0, eos_token_id=0)
 
 
 def _bert():
-    cfg = transformers.BertConfig(
-        hidden_size=D,
-        num_hidden_layers=2,
-        num_attention_heads=HEADS,
-        intermediate_size=FF,
-        vocab_size=VOCAB,
-        max_position_embeddings=POS,
-        pad_token_id=0,
-    )
-    return transformers.BertForMaskedLM(cfg)
+    return tiny("BertForMaskedLM", SIZES, 2, pad_token_id=0)
 
 
 def _llama():
-    cfg = transformers.LlamaConfig(
-        hidden_size=D,
-        num_hidden_layers=2,
-        num_attention_heads=HEADS,
-        num_key_value_heads=2,
-        intermediate_size=FF,
-        vocab_size=VOCAB,
-        max_position_embeddings=POS,
-        tie_word_embeddings=False,
-        pad_token_id=1,
-    )
-    return transformers.LlamaForCausalLM(cfg)
+    return tiny("LlamaForCausalLM", SIZES, 2, num_key_value_heads=2, tie_word_embeddings=False, pad_token_id=1)
 
 
 def _t5(tied: bool = True):
-    cfg = transformers.T5Config(
-        d_model=D,
-        d_kv=D // HEADS,
-        d_ff=FF,
-        num_layers=2,
-        num_decoder_layers=2,
-        num_heads=HEADS,
-        vocab_size=VOCAB,
-        relative_attention_num_buckets=8,
-        initializer_factor=0.5,
-    )
+    cfg = config("T5ForConditionalGeneration", SIZES, 2, relative_attention_num_buckets=8, initializer_factor=0.5)
     cfg.tie_word_embeddings = tied  # T5Config's own argument is overridden to True in 5.24; the attribute holds
     return transformers.T5ForConditionalGeneration(cfg)
 
 
 def _vit():
-    cfg = transformers.ViTConfig(
-        hidden_size=D,
-        num_hidden_layers=2,
-        num_attention_heads=HEADS,
-        intermediate_size=FF,
-        image_size=32,
-        patch_size=4,
-        num_channels=3,
-        num_labels=10,
-    )
-    return transformers.ViTForImageClassification(cfg)
+    return tiny("ViTForImageClassification", SIZES, 2, image_size=32, patch_size=4, num_channels=3, num_labels=10)
 
 
 MODELS = {

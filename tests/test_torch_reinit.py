@@ -6,6 +6,7 @@ from __future__ import annotations
 import warnings
 
 import pytest
+from _hf_models import Sizes, tiny
 
 import initscale
 from _stats import failures
@@ -530,10 +531,20 @@ def _second_moment_ok(values, std: float, kurtosis: float) -> bool:
 
 
 def _gpt2():
-    transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
-    config = transformers.GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=100, n_positions=32)
-    return transformers.GPT2LMHeadModel(config)
+    return tiny("GPT2LMHeadModel", Sizes(d=64, heads=4, vocab=100, positions=32), 2)
+
+
+SMALL = Sizes(d=32, heads=2, ff=64, vocab=50)  # the sizes of the one-block models of TINY
+TINY = {
+    "gpt2_cross": lambda: tiny("GPT2Model", SMALL, 1, n_positions=16, add_cross_attention=True),
+    "llama": lambda: tiny("LlamaForCausalLM", SMALL, 1, num_key_value_heads=1),
+    "t5": lambda: tiny("T5ForConditionalGeneration", SMALL, 1),  # d_kv 16
+    "bert": lambda: tiny("BertModel", SMALL, 1, max_position_embeddings=16),
+    "bert_pad": lambda: tiny("BertModel", SMALL, 1, max_position_embeddings=16, pad_token_id=1),
+    "gemma": lambda: tiny("GemmaForCausalLM", SMALL, 1, num_key_value_heads=1, head_dim=16),
+    "vit": lambda: tiny("ViTModel", SMALL, 1, image_size=16, patch_size=8),
+}
 
 
 # Forward fans of every GPT-2 weight, by hand: Conv1D holds (in, out); c_attn packs Q, K and V
@@ -599,11 +610,7 @@ def test_hf_gpt2_one_spec_touches_every_conv1d_and_the_tied_head_has_a_row() -> 
 
 
 def test_gpt2_cross_attention_packs_two_projections_and_q_attn_is_plain() -> None:
-    transformers = pytest.importorskip("transformers")
-    config = transformers.GPT2Config(
-        n_layer=1, n_embd=32, n_head=2, vocab_size=50, n_positions=16, add_cross_attention=True
-    )
-    report = ist.reinit_(transformers.GPT2Model(config), HE, dry_run=True)
+    report = ist.reinit_(TINY["gpt2_cross"](), HE, dry_run=True)
     cross = report["h.0.crossattention.c_attn.weight"]  # (32, 2·32): K and V of the encoder states
     assert (cross.layout, cross.fan_in, cross.fan_out) == ("hf.conv1d_packed:2", 32, 32)
     q = report["h.0.crossattention.q_attn.weight"]
@@ -612,33 +619,7 @@ def test_gpt2_cross_attention_packs_two_projections_and_q_attn_is_plain() -> Non
 
 @pytest.mark.parametrize("which", ["llama", "t5", "bert"])
 def test_hf_norms_get_ones_and_offsets_zeros(which) -> None:
-    transformers = pytest.importorskip("transformers")
-    if which == "llama":
-        model = transformers.LlamaForCausalLM(
-            transformers.LlamaConfig(
-                hidden_size=32,
-                num_hidden_layers=1,
-                num_attention_heads=2,
-                num_key_value_heads=1,
-                intermediate_size=64,
-                vocab_size=50,
-            )
-        )
-    elif which == "t5":
-        model = transformers.T5ForConditionalGeneration(
-            transformers.T5Config(d_model=32, d_ff=64, num_layers=1, num_heads=2, d_kv=16, vocab_size=50)
-        )
-    else:
-        model = transformers.BertModel(
-            transformers.BertConfig(
-                hidden_size=32,
-                num_hidden_layers=1,
-                num_attention_heads=2,
-                intermediate_size=64,
-                vocab_size=50,
-                max_position_embeddings=16,
-            )
-        )
+    model = TINY[which]()
     model.to_empty(device="cpu")  # garbage everywhere, as after loading on the meta device
     with torch.no_grad():
         for p in model.parameters():
@@ -675,19 +656,7 @@ def test_norms_by_what_they_are_and_scales_used_as_one_plus_weight() -> None:
     assert (report["0.weight"].spec, report["0.bias"].spec) == (initscale.Ones(), initscale.Zeros())
     assert report["1.weight"].spec == initscale.Zeros() and "1 + weight" in report["1.weight"].reason
     assert bool((model[1].weight == 0).all())
-    transformers = pytest.importorskip("transformers")
-    gemma = transformers.GemmaForCausalLM(
-        transformers.GemmaConfig(
-            hidden_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            num_key_value_heads=1,
-            head_dim=16,
-            intermediate_size=64,
-            vocab_size=50,
-        )
-    )
-    row = ist.reinit_(gemma, HE, dry_run=True)["model.norm.weight"]
+    row = ist.reinit_(TINY["gemma"](), HE, dry_run=True)["model.norm.weight"]
     assert (row.layer, row.spec) == ("GemmaRMSNorm", initscale.Zeros())
 
 
@@ -717,17 +686,7 @@ def test_one_spec_warns_about_untouched_weights_by_class() -> None:
     with pytest.warns(UserWarning, match=r"left 1 parameter\(s\) of 2 or more axes untouched.*Mixer \(1: '1\.w'\)"):
         report = ist.reinit_(nn.Sequential(nn.Linear(4, 4), Mixer()), HE, generator=_gen())
     assert not report["1.w"].touched
-    transformers = pytest.importorskip("transformers")
-    vit = transformers.ViTModel(
-        transformers.ViTConfig(
-            hidden_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            intermediate_size=64,
-            image_size=16,
-            patch_size=8,
-        )
-    )
+    vit = TINY["vit"]()
     with pytest.warns(UserWarning, match=r"ViTEmbeddings \(2: 'embeddings\.cls_token', 'embeddings\.position_emb"):
         ist.reinit_(vit, HE, dry_run=True)
     with pytest.raises(ValueError, match=r"'embeddings\.position_embeddings' \(shape \(1, 5, 32\), in ViTEmbeddings\)"):
@@ -759,18 +718,7 @@ def test_embedding_padding_rows_stay_zero() -> None:
     assert report["0.weight"].reason == "rule 'Embedding'; padding row 3 kept at zero"
     drawn = ist.reinit_(model, {"Embedding": initscale.Rule(initscale.Normal(1.0), padding="draw")}, generator=_gen())
     assert bool((model[0].weight[3] != 0).all()) and "padding row 3 drawn" in drawn["0.weight"].reason
-    transformers = pytest.importorskip("transformers")
-    bert = transformers.BertModel(
-        transformers.BertConfig(
-            hidden_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            intermediate_size=64,
-            vocab_size=50,
-            max_position_embeddings=16,
-            pad_token_id=1,
-        )
-    )
+    bert = TINY["bert_pad"]()
     report = ist.reinit_(bert, {"Embedding": initscale.Normal(1.0)}, generator=_gen())
     assert bool((bert.embeddings.word_embeddings.weight[1] == 0).all())
     assert "padding row 1 kept at zero" in report["embeddings.word_embeddings.weight"].reason

@@ -20,6 +20,7 @@ import warnings
 
 import pytest
 from _guards import triton_would_abort
+from _hf_models import Sizes, tiny
 from _table import SPEC, Expect, coverage_problems, group_problems, groups, match
 
 import initscale
@@ -31,6 +32,7 @@ transformers = pytest.importorskip(
 ist = pytest.importorskip("initscale.adapters.torch")
 
 D, HEADS, FF, VOCAB, POS = 32, 4, 64, 50, 16
+SIZES = Sizes(D, HEADS, FF, VOCAB, POS)
 
 
 @pytest.fixture(autouse=True)
@@ -43,10 +45,7 @@ def _fresh_process_if_tensorflow_is_loaded() -> None:
 
 
 def _gpt2():
-    cfg = transformers.GPT2Config(
-        n_embd=D, n_layer=2, n_head=HEADS, n_positions=POS, vocab_size=VOCAB, bos_token_id=0, eos_token_id=0
-    )  # n_inner None -> 4·d
-    return transformers.GPT2LMHeadModel(cfg)
+    return tiny("GPT2LMHeadModel", SIZES, 2, bos_token_id=0, eos_token_id=0)  # n_inner None -> 4·d
 
 
 # GPT-2: HF Conv1D computes x @ W + b with W stored (in, out). c_attn packs q, k, v: W is
@@ -74,16 +73,7 @@ GPT2 = (
 
 
 def _bert():
-    cfg = transformers.BertConfig(
-        hidden_size=D,
-        num_hidden_layers=2,
-        num_attention_heads=HEADS,
-        intermediate_size=FF,
-        vocab_size=VOCAB,
-        max_position_embeddings=POS,
-        pad_token_id=0,
-    )
-    return transformers.BertModel(cfg)
+    return tiny("BertModel", SIZES, 2, pad_token_id=0)
 
 
 # BERT: nn.Linear (out, in) everywhere; attention q/k/v/out d -> d, intermediate d -> ff,
@@ -105,17 +95,7 @@ BERT = (
 
 
 def _llama():
-    cfg = transformers.LlamaConfig(
-        hidden_size=D,
-        num_hidden_layers=2,
-        num_attention_heads=HEADS,
-        num_key_value_heads=2,
-        intermediate_size=FF,
-        vocab_size=VOCAB,
-        max_position_embeddings=POS,
-        tie_word_embeddings=False,
-    )
-    return transformers.LlamaForCausalLM(cfg)
+    return tiny("LlamaForCausalLM", SIZES, 2, num_key_value_heads=2, tie_word_embeddings=False)
 
 
 KV = 2 * (D // HEADS)  # grouped-query attention: 2 kv heads of head_dim 8
@@ -135,17 +115,7 @@ LLAMA = (
 
 
 def _t5():
-    cfg = transformers.T5Config(
-        d_model=D,
-        d_kv=D // HEADS,
-        d_ff=FF,
-        num_layers=1,
-        num_decoder_layers=1,
-        num_heads=HEADS,
-        vocab_size=VOCAB,
-        relative_attention_num_buckets=8,
-    )
-    return transformers.T5ForConditionalGeneration(cfg)
+    return tiny("T5ForConditionalGeneration", SIZES, 1, relative_attention_num_buckets=8)  # d_kv = D // HEADS
 
 
 # T5: bias-free nn.Linear (out, in); q/k/v d -> heads·d_kv (= d here), o back; wi d -> ff, wo ff -> d;
@@ -165,16 +135,7 @@ T5 = (
 
 
 def _vit():
-    cfg = transformers.ViTConfig(
-        hidden_size=D,
-        num_hidden_layers=2,
-        num_attention_heads=HEADS,
-        intermediate_size=FF,
-        image_size=16,
-        patch_size=4,
-        num_channels=3,
-    )
-    return transformers.ViTModel(cfg)
+    return tiny("ViTModel", SIZES, 2, image_size=16, patch_size=4, num_channels=3)
 
 
 # ViT: the patch embedding is a Conv2d (d, 3, 4, 4) stride 4: fan_in = 3·4·4, fan_out = d·4·4
@@ -201,6 +162,11 @@ VIT = (
     Expect("layers.*.mlp.fc[12].bias", "bias", "(out,)", None, "biases"),
     Expect("pooler.dense.bias", "bias", "(out,)", None, "biases"),
 )
+
+
+def _gemma():
+    return tiny("GemmaForCausalLM", SIZES, 1, num_key_value_heads=1, head_dim=D // HEADS)
+
 
 MODELS = {"gpt2": (_gpt2, GPT2), "bert": (_bert, BERT), "llama": (_llama, LLAMA), "t5": (_t5, T5), "vit": (_vit, VIT)}
 
@@ -346,18 +312,8 @@ def test_a_multihead_attention_rule_reaches_its_out_proj() -> None:
 def test_check_knows_a_fresh_gemma_norm_starts_at_zeros() -> None:
     """initscale.torch.check without rules on HF Gemma: its RMSNorm weights are zeros (used as
     1 + weight), which is right; a weight set to ones is flagged."""
-    cfg = transformers.GemmaConfig(
-        hidden_size=D,
-        num_hidden_layers=1,
-        num_attention_heads=HEADS,
-        num_key_value_heads=1,
-        head_dim=D // HEADS,
-        intermediate_size=FF,
-        vocab_size=VOCAB,
-        max_position_embeddings=POS,
-    )
     torch.manual_seed(0)
-    net = transformers.GemmaForCausalLM(cfg)
+    net = _gemma()
     assert not bool(net.model.norm.weight.any())  # Gemma starts its norms at zeros
     fresh = ist.check(net)
     assert not any(n.endswith("norm.weight") for n in fresh.flags), fresh.flags
