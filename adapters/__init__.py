@@ -55,7 +55,7 @@ adapter's ``__all__`` is the contract's names plus its idioms (torch's ``init_``
 Known gaps, written in the registry with the reason and reported by name by the contract test:
 the NumPy adapter has no ``reinit``/``check``/``lsuv`` (no model object: it is the reference
 sampler for arrays); ``initscale.jax.lsuv(variables, module, batch, key, rules)`` keeps its own
-positional order; tf_keras has no ``check``/``lsuv``, no ``initializer(stream=)`` and no
+positional order; tf_keras has no ``initializer(stream=)`` and no
 ``reinit(stream_seed=, stream_names=, fans=)`` yet.
 
 Deprecated, until initscale 0.3 (a DeprecationWarning names the keyword to use): JAX's positional

@@ -374,14 +374,13 @@ ADAPTERS: dict[str, Adapter] = {
             family="keras",
             native_layout=None,
             rng=("seed", None),
-            extras={"initializer": ("seed",), "reinit": ("include_buffers", "include_frozen")},
-            idioms=_KERAS_CLASSES,
-            missing={
-                "check": "not written for tf_keras yet: the Keras 3 walk (adapters/_keras_check.py) is to serve "
-                "both once the Keras adapters share one implementation.",
-                "lsuv": "not written for tf_keras yet: the Keras 3 loop (adapters/_keras_lsuv.py) is to serve "
-                "both once the Keras adapters share one implementation.",
+            extras={
+                "initializer": ("seed",),
+                "reinit": ("include_buffers", "include_frozen"),
+                "check": ("include_buffers", "include_frozen"),
+                "lsuv": ("seed", "training"),
             },
+            idioms=_KERAS_CLASSES,
             differs={
                 "initializer": "no stream=: the portable stream is not implemented for tf_keras.",
                 "reinit": "no stream_seed=, stream_names=, fans=: tf_keras's reinit predates them.",
