@@ -350,3 +350,13 @@ def test_planted_bug_kernel_not_the_one_used_is_caught() -> None:
     model, x = _cnn(), _images()
     report = istk.lsuv(model, x, seed=3)
     assert any("> bound" in p for p in _problems(model, x, report, kernel_factor=1.01))
+
+
+def test_a_layer_that_does_not_converge_warns_at_the_caller(monkeypatch) -> None:
+    """The not-converged warning names the layers and points at the caller's line, past the binding."""
+    monkeypatch.setattr(
+        lsuv_core, "math", type("M", (), {"sqrt": staticmethod(lambda v: v), "isfinite": staticmethod(math.isfinite)})
+    )
+    with pytest.warns(UserWarning, match=r"did not reach output variance 1 ± 0.1 in 1 rescalings: conv") as rec:
+        istk.lsuv(_cnn(), _images(), seed=3, max_iters=1)
+    assert [w.filename for w in rec if "did not reach" in str(w.message)] == [__file__]
