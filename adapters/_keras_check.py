@@ -43,7 +43,7 @@ class Face:
     fw: _common.Framework
     name: str
     public: str
-    layer: type
+    layer: type[Any]
     to_numpy: Callable[[Any], np.ndarray]
     linear: Any
     reinit: Callable[..., Report]
