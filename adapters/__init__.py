@@ -33,8 +33,9 @@ and a framework's idioms go only where four rules put them:
 
 1. **Extras are keyword-only**, each named in the registry and documented: JAX's ``in_axis``,
    ``out_axis``, ``batch_axis``, ``dtype`` (``initializer``) and ``module``, ``example_inputs``,
-   ``example_kwargs`` (``reinit``, ``check``); Keras's ``seed`` (``initializer``, ``lsuv``) and
-   ``training`` (``lsuv``); torch's and Keras's ``include_frozen``, ``include_buffers``
+   ``example_kwargs`` (``reinit``, ``check``), ``module``, ``key``, ``apply_kwargs`` (``lsuv``:
+   the linen module and the key come beside the variables); Keras's ``seed`` (``initializer``,
+   ``lsuv``) and ``training`` (``lsuv``); torch's and Keras's ``include_frozen``, ``include_buffers``
    (``reinit``, ``check``) and torch's ``generator`` (``lsuv_``).
 2. **The subject** (the model, module or params) comes first, positionally; its name is the
    framework's word and not part of the contract.
@@ -54,15 +55,16 @@ adapter's ``__all__`` is the contract's names plus its idioms (torch's ``init_``
 
 Known gaps, written in the registry with the reason and reported by name by the contract test:
 the NumPy adapter has no ``reinit``/``check``/``lsuv`` (no model object: it is the reference
-sampler for arrays); ``initscale.jax.lsuv(variables, module, batch, key, rules)`` keeps its own
-positional order; tf_keras has no ``check``/``lsuv``, no ``initializer(stream=)`` and no
+sampler for arrays); tf_keras has no ``initializer(stream=)`` and no
 ``reinit(stream_seed=, stream_names=, fans=)`` yet.
 
 Deprecated, until initscale 0.3 (a DeprecationWarning names the keyword to use): JAX's positional
 axes ``initializer(spec, -2, -1)``; Keras's and tf_keras's positional ``initializer(spec, seed,
-layout)``. Changed without a deprecation: ``reinit``'s ``dry_run`` is keyword-only in JAX, Keras and
-tf_keras too (it was fourth; a fourth positional argument is now a TypeError: no caller in the repo
-passed it so, and a wrapper would move the location every reinit warning reports).
+layout)``; JAX's old order ``lsuv(variables, module, batch, key, rules)`` (now
+``lsuv(variables, batch, rules=None, *, module=, key=)``, the warning names it). Changed
+without a deprecation: ``reinit``'s ``dry_run`` is keyword-only in JAX, Keras and tf_keras too
+(it was fourth; a fourth positional argument is now a TypeError: no caller in the repo passed it
+so, and a wrapper would move the location every reinit warning reports).
 
 This folder ships as the package ``initscale.adapters`` (see ``pyproject.toml``): a top-level
 package called ``adapters`` would collide with an unrelated distribution on PyPI.

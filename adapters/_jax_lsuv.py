@@ -6,6 +6,12 @@ in call order) and rescales kernels in a new variables tree: nothing is mutated,
 changes nothing. The layers are the modules whose ``kernel`` the rules set with a layout (Dense,
 DenseGeneral and so attention projections, Conv, ConvTranspose); a module whose ``__call__`` output is
 not one floating-point array is reported as skipped.
+
+The contract's ``lsuv(subject, batch, rules=None, *, tol, max_iters, ...)``, the subject taken as
+``initscale.jax.reinit`` and ``check`` take theirs: the variables tree first, the linen module that
+made it beside it (``module=``, keyword-only, as in ``reinit``), and ``key=`` keyword-only. The
+old order ``lsuv(variables, module, batch, key, rules)`` works until initscale 0.3, with a
+DeprecationWarning naming the new call.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import numpy as np
 
 from initscale import lsuv as _core
 from initscale import presets
+from initscale._registry import deprecated_positional
 from initscale.lsuv import LSUVReport
 from initscale.specs import Spec
 
@@ -49,28 +56,60 @@ def _get(tree: Any, path: tuple[str, ...]) -> Any:
     return tree
 
 
+def _old_order(args: tuple[Any, ...]) -> bool:
+    """Whether a call is in the old order ``lsuv(variables, module, batch, key)``: its second
+    argument is a flax module, which a batch never is (more than 3 positionals are old too)."""
+    if len(args) < 2:
+        return False
+    import flax.linen as nn
+
+    modules: tuple[type, ...] = (nn.Module,)
+    try:
+        from flax import nnx
+    except ImportError:  # an older flax without nnx
+        pass
+    else:
+        modules += (nnx.Module,)
+    return isinstance(args[1], modules)
+
+
+@deprecated_positional(
+    ("params", "module", "batch", "key", "rules"),
+    new=3,
+    is_old=_old_order,
+    since="0.2",
+    removed_in="0.3",
+    call="initscale.jax.lsuv(variables, batch, rules=None, *, module=..., key=...)",
+)
 def lsuv(
-    variables: Any,
-    module: Any,
+    params: Any,
     batch: Any,
-    key: Any,
     rules: Spec | Mapping[str, Any] | None = None,
     *,
+    module: Any,
+    key: Any,
     tol: float = 0.1,
     max_iters: int = 10,
     apply_kwargs: Mapping[str, Any] | None = None,
     **reinit_kwargs: Any,
 ) -> tuple[Any, LSUVReport]:
-    """Re-initialize a linen model's ``variables`` by ``rules``, then rescale each layer to unit
-    output variance on ``batch``; returns ``(new_variables, report)`` (nothing is mutated).
+    """Re-initialize a linen model's variables ``params`` by ``rules``, then rescale each layer to
+    unit output variance on ``batch``; returns ``(new_variables, report)`` (nothing is mutated).
+
+    The contract's ``lsuv`` (:mod:`initscale.adapters`), with JAX's keyword-only extras
+    ``module``, ``key`` and ``apply_kwargs``. ``lsuv(variables, module, batch, key, rules)``, the
+    old order, still works until initscale 0.3, with a DeprecationWarning.
 
     Args:
-        variables: the linen variables dict (with its ``"params"`` collection).
-        module: the ``flax.linen.Module`` that made them.
+        params: the linen variables dict (with its ``"params"`` collection), what ``module.init``
+            returns: the subject, as in ``initscale.jax.reinit`` and ``check``.
         batch: the positional arguments of ``module.apply`` after the variables: one array or a tuple.
-        key: the PRNG key of the starting init (``initscale.jax.reinit``'s).
         rules: the starting init, anything ``reinit`` takes; None: ``presets.get("orthogonal")``
             on every supported layer's kernels.
+        module: the ``flax.linen.Module`` that made ``params`` (required: a linen module holds no
+            variables, and its ``apply`` is what is measured).
+        key: the PRNG key of the starting init (``initscale.jax.reinit``'s; required, JAX keys are
+            explicit; None with ``stream_seed=``).
         tol, max_iters: as in :func:`initscale.torch.lsuv_` (the paper's 0.1 and 10).
         apply_kwargs: keyword arguments for ``module.apply`` (e.g. ``{"train": False}``).
         **reinit_kwargs: passed on to ``reinit`` (``defaults``, ``fans``, ...).
@@ -81,7 +120,7 @@ def lsuv(
         >>> model = nn.Sequential([nn.Dense(64), nn.tanh, nn.Dense(8)])
         >>> x = jax.random.normal(jax.random.key(0), (256, 32))
         >>> variables = model.init(jax.random.key(1), x)
-        >>> new, report = lsuv(variables, model, x, jax.random.key(2))
+        >>> new, report = lsuv(variables, x, module=model, key=jax.random.key(2))
         >>> [(row.name, row.status) for row in report.rows]
         [('layers_0', 'converged'), ('layers_2', 'converged')]
     """
@@ -92,26 +131,26 @@ def lsuv(
     from ._jax_auto import nnx_error
 
     tol, max_iters = _core.check_arguments("lsuv", tol, max_iters)
-    for argument, value in (("module", module), ("variables", variables)):
+    for argument, value in (("module", module), ("params", params)):
         if (
             error := nnx_error("lsuv", argument, value, "each layer's output read by capture_intermediates")
         ) is not None:
             raise error
     if not isinstance(module, nn.Module):
         raise TypeError(
-            f"Argument `module` of lsuv must be the flax.linen.Module that made `variables` (nnx modules "
+            f"Argument `module` of lsuv must be the flax.linen.Module that made `params` (nnx modules "
             f"are not supported yet). Received: {type(module).__name__}."
         )
-    if not isinstance(variables, Mapping) or "params" not in variables:
+    if not isinstance(params, Mapping) or "params" not in params:
         raise TypeError(
-            "Argument `variables` of lsuv must be the linen variables dict, with its 'params' collection "
-            f"(what module.init returns). Received: {type(variables).__name__}."
+            "Argument `params` of lsuv must be the linen variables dict, with its 'params' collection "
+            f"(what module.init returns). Received: {type(params).__name__}."
         )
     inputs = batch if isinstance(batch, tuple) else (batch,)
     kwargs = dict(apply_kwargs or {})
     if rules is None:
         rules = presets.get("orthogonal")
-    new, init = reinit(variables, rules, key, module=module, example_inputs=inputs, **reinit_kwargs)
+    new, init = reinit(params, rules, key, module=module, example_inputs=inputs, **reinit_kwargs)
     kernels = {
         tuple(row.name.split("/")[1:-1]): tuple(row.name.split("/"))
         for row in init.touched
@@ -163,4 +202,7 @@ def lsuv(
         for p, k in kernels.items()
         if p not in called
     ]
-    return state["tree"], _core.finish("lsuv", rows, init, tol, max_iters, len(kernels))
+    report = _core.finish(
+        "lsuv", rows, init, tol, max_iters, len(kernels), stacklevel=4
+    )  # past the deprecation wrapper
+    return state["tree"], report

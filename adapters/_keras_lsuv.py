@@ -1,4 +1,8 @@
-"""``initscale.keras.lsuv``: layer-sequential unit-variance init (LSUV; Mishkin & Matas 2016) for Keras 3.
+"""``lsuv`` for both Keras adapters: layer-sequential unit-variance init (LSUV; Mishkin & Matas 2016).
+
+Written once for Keras 3 (``initscale.keras.lsuv``, every backend) and Keras 2
+(``initscale.adapters.tf_keras.lsuv``); each binds it to its framework with a
+:class:`._keras_check.Face` and :func:`bind`. No framework is imported here.
 
 The loop, the report and the references are in :mod:`initscale.lsuv`; this module finds the layers,
 measures their outputs and rescales their kernels (``assign``). A layer's output is read by wrapping
@@ -14,10 +18,9 @@ where several layers share it (keras-hub's blocks), by its kernel's path without
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-import keras
 import numpy as np
 
 from initscale import lsuv as _core
@@ -25,22 +28,28 @@ from initscale import presets
 from initscale.lsuv import LSUVReport
 from initscale.specs import Spec
 
-__all__ = ["lsuv"]
+from ._keras_check import Face
+
+__all__ = ["bind", "run"]
 
 _RECURRENT = ("RNN", "LSTMCell", "GRUCell", "SimpleRNNCell", "Bidirectional")
 
 
-def _runner(model: Any, batch: Any, training: bool) -> Any:
-    if isinstance(batch, Mapping):
-        return lambda: model(batch, training=training)
-    if isinstance(batch, (tuple, list)) and not batch:
-        raise TypeError("Argument `batch` of lsuv is an empty sequence; pass the model's inputs.")
-    if batch is None or isinstance(batch, (str, bytes)):
-        raise TypeError(
-            f"Argument `batch` of lsuv must be an array, a tuple/list of arrays or a mapping of named "
-            f"inputs for the model's call. Received: {type(batch).__name__}."
-        )
-    return lambda: model(batch, training=training)
+class _Runner:
+    """One forward pass of the model on the batch (``run()``), and the face that reads its outputs."""
+
+    def __init__(self, face: Face, model: Any, batch: Any, training: bool) -> None:
+        if isinstance(batch, (tuple, list)) and not batch:
+            raise TypeError("Argument `batch` of lsuv is an empty sequence; pass the model's inputs.")
+        if batch is None or isinstance(batch, (str, bytes)):
+            raise TypeError(
+                f"Argument `batch` of lsuv must be an array, a tuple/list of arrays or a mapping of named "
+                f"inputs for the model's call. Received: {type(batch).__name__}."
+            )
+        self.face, self.model, self.batch, self.training = face, model, batch, training
+
+    def __call__(self) -> Any:
+        return self.model(self.batch, training=self.training)
 
 
 def _layers(model: Any) -> list[Any]:
@@ -50,26 +59,27 @@ def _layers(model: Any) -> list[Any]:
 _MAIN = ("kernel", "pointwise_kernel")  # the weight a layer's output is linear in (SeparableConv: its pointwise one)
 
 
-def _kernel(layer: Any, weights: set[str]) -> Any | None:
+def _kernel(face: Face, layer: Any, weights: set[str]) -> Any | None:
     """The layer's main kernel, if the rules set it (never another weight: the output of a
     ReversibleEmbedding's lookup does not depend on its ``reverse_embeddings``)."""
     for attr in _MAIN:
         try:
             variable = getattr(layer, attr, None)
-        except Exception:  # a kernel property that cannot be read: not this layer's
-            variable = None
-        if variable is not None and getattr(variable, "path", None) in weights:
+            path = None if variable is None else face.path(variable)
+        except Exception:  # a kernel property that cannot be read, or not a variable: not this layer's
+            path = None
+        if path is not None and path in weights:
             return variable
     return None
 
 
-def _others(layer: Any, weights: set[str]) -> list[str]:
+def _others(face: Face, layer: Any, weights: set[str]) -> list[str]:
     """The layer's own weights the rules set that are not its main kernel (LSUV leaves them as drawn)."""
-    main = _kernel(layer, weights)
-    return [v.path for v in layer._trainable_variables if v.path in weights and v is not main]
+    main = _kernel(face, layer, weights)
+    return [face.path(v) for v in face.fw.trainable(layer) if face.path(v) in weights and v is not main]
 
 
-def _names(layers: list[Any], weights: set[str]) -> dict[int, str]:
+def _names(face: Face, layers: list[Any], weights: set[str]) -> dict[int, str]:
     """A row name per layer: its own where unique, else its kernel's path without the variable's name
     (keras-hub's blocks each hold a ``query``, a ``feedforward_output_dense``, ...)."""
     count: dict[str, int] = {}
@@ -77,9 +87,9 @@ def _names(layers: list[Any], weights: set[str]) -> dict[int, str]:
         count[layer.name] = count.get(layer.name, 0) + 1
     names = {}
     for layer in layers:
-        kernel = _kernel(layer, weights)
+        kernel = _kernel(face, layer, weights)
         shared = count[layer.name] > 1 and kernel is not None
-        names[id(layer)] = kernel.path.rsplit("/", 1)[0] if shared and kernel is not None else layer.name
+        names[id(layer)] = face.path(kernel).rsplit("/", 1)[0] if shared and kernel is not None else layer.name
     return names
 
 
@@ -89,8 +99,8 @@ class _Capture:
     (``Dense(..., activation="relu")``) the input of that activation, so that what is measured is
     the layer's own output before its nonlinearity, as torch's ``Linear`` gives it."""
 
-    def __init__(self, layers: list[Any]) -> None:
-        self.layers, self.outputs = layers, dict[int, Any]()
+    def __init__(self, layers: list[Any], linear: Any) -> None:
+        self.layers, self.linear, self.outputs = layers, linear, dict[int, Any]()
         self.fused: list[Any] = []
 
     def _record(self, key: int, fn: Any) -> Any:
@@ -104,7 +114,7 @@ class _Capture:
     def __enter__(self) -> dict[int, Any]:
         for layer in self.layers:
             activation = getattr(layer, "activation", None)
-            if callable(activation) and activation is not keras.activations.linear:
+            if callable(activation) and activation is not self.linear:
                 self.fused.append(layer)
                 layer.activation = self._activation_input(id(layer), activation)
             layer.call = self._record(id(layer), layer.call)  # after the activation's record, if any
@@ -125,73 +135,52 @@ class _Capture:
             del layer.call  # back to the class's method
 
 
-def _output_variance(run: Any, layer: Any) -> float:
-    with _Capture([layer]) as outputs:
+def _output_variance(run: _Runner, layer: Any) -> float:
+    with _Capture([layer], run.face.linear) as outputs:
         run()
-    return _core.variance(keras.ops.convert_to_numpy(outputs[id(layer)]))
+    return _core.variance(run.face.to_numpy(outputs[id(layer)]))
 
 
-def lsuv(
+def run(
+    face: Face,
     model: Any,
     batch: Any,
-    rules: Spec | Mapping[str, Any] | None = None,
+    rules: Spec | Mapping[str, Any] | None,
     *,
-    tol: float = 0.1,
-    max_iters: int = 10,
-    seed: Any = None,
-    training: bool = False,
-    **reinit_kwargs: Any,
+    tol: float,
+    max_iters: int,
+    seed: Any,
+    training: bool,
+    reinit_kwargs: Mapping[str, Any],
 ) -> LSUVReport:
-    """Re-initialize a built Keras ``model`` by ``rules``, then rescale each layer to unit output
-    variance on ``batch`` (Mishkin & Matas 2016; the loop in :mod:`initscale.lsuv`).
-
-    Args:
-        model: a built Keras model (Sequential, functional or subclassed).
-        batch: one mini-batch, as the model's call takes it (an array, a tuple/list, a dict).
-        rules: the starting init, anything :func:`initscale.keras.reinit` takes; None:
-            ``presets.get("orthogonal")`` on every supported layer's kernels.
-        tol, max_iters: as in :func:`initscale.torch.lsuv_` (the paper's 0.1 and 10).
-        seed: the seed of the starting init (``reinit``'s).
-        training: passed to the model's call (False: dropout off, BatchNorm on its moving statistics).
-        **reinit_kwargs: passed on to ``reinit``.
-
-    Atomic: every variable is copied (NumPy) before the first write and assigned back if anything
-    fails; non-trainable variables are always put back.
-
-    Example:
-        >>> import keras, numpy as np
-        >>> from initscale.adapters.keras import lsuv
-        >>> model = keras.Sequential([keras.Input((32,)), keras.layers.Dense(64, activation="tanh"),
-        ...                           keras.layers.Dense(8)])
-        >>> report = lsuv(model, np.random.default_rng(0).standard_normal((256, 32)).astype("float32"), seed=0)
-        >>> [row.status for row in report.rows]
-        ['converged', 'converged']
-    """
-    from initscale.adapters.keras import reinit
-
+    """LSUV on ``model`` by ``face``'s framework (what every bound ``lsuv`` runs)."""
     tol, max_iters = _core.check_arguments("lsuv", tol, max_iters)
-    if not isinstance(model, keras.layers.Layer):
-        raise TypeError(f"Argument `model` of lsuv must be a Keras layer or model. Received: {type(model).__name__}.")
-    run = _runner(model, batch, training)
+    if not isinstance(model, face.layer):
+        raise TypeError(
+            f"Argument `model` of lsuv must be a {face.name} layer or model. Received: {type(model).__name__}."
+        )
+    forward = _Runner(face, model, batch, training)
     if rules is None:
         rules = presets.get("orthogonal")
+    reinit = face.reinit
     init = reinit(model, rules, seed=seed, dry_run=True, **reinit_kwargs)  # checks before any write
     weights = {row.name for row in init.touched if row.layout is not None}
-    saved = [(v, np.array(keras.ops.convert_to_numpy(v))) for v in model.variables]
+    saved = [(v, np.array(face.to_numpy(v))) for v in model.variables]
     try:
         init = reinit(model, rules, seed=seed, **reinit_kwargs)
         every = _layers(model)
-        candidates = [layer for layer in every if _kernel(layer, weights) is not None]
-        names = _names(candidates, weights)
-        with _Capture(candidates) as first:
-            run()
+        kernels = {id(layer): _kernel(face, layer, weights) for layer in every}
+        candidates = [layer for layer in every if kernels[id(layer)] is not None]
+        names = _names(face, candidates, weights)
+        with _Capture(candidates, face.linear) as first:
+            forward()
         order = sorted((c for c in candidates if id(c) in first), key=lambda c: list(first).index(id(c)))
-        rows = [_layer(run, layer, names[id(layer)], weights, tol, max_iters) for layer in order]
+        rows = [_layer(forward, layer, names[id(layer)], weights, tol, max_iters) for layer in order]
         rows += [
             _core.skipped(
                 names[id(c)],
                 type(c).__name__,
-                _kernel(c, weights).path,  # type: ignore[union-attr]  # candidates all have a kernel
+                face.path(kernels[id(c)]),
                 "not called by the forward pass on `batch` (or not through its `call`)",
             )
             for c in candidates
@@ -205,9 +194,9 @@ def lsuv(
                 "not the layer's main `kernel` (its output need not be linear in it): left as the rules drew it",
             )
             for layer in every
-            for path in _others(layer, weights)
+            for path in _others(face, layer, weights)
         ]
-        report = _core.finish("lsuv", rows, init, tol, max_iters, len(candidates))
+        report = _core.finish("lsuv", rows, init, tol, max_iters, len(candidates), stacklevel=4)
     except BaseException:
         for variable, copy in saved:
             variable.assign(copy)
@@ -218,12 +207,12 @@ def lsuv(
     return report
 
 
-def _layer(run: Any, layer: Any, name: str, weights: set[str], tol: float, max_iters: int) -> _core.LSUVRow:
-    kernel = _kernel(layer, weights)
+def _layer(run: _Runner, layer: Any, name: str, weights: set[str], tol: float, max_iters: int) -> _core.LSUVRow:
+    kernel = _kernel(run.face, layer, weights)
     assert kernel is not None
-    cls = type(layer).__name__
+    cls, path = type(layer).__name__, run.face.path(kernel)
     if any(c.__name__ in _RECURRENT for c in type(layer).__mro__):
-        return _core.skipped(name, cls, kernel.path, "several kernels (recurrent layer)")
+        return _core.skipped(name, cls, path, "several kernels (recurrent layer)")
 
     def scale(factor: float) -> None:
         kernel.assign(kernel * factor)
@@ -231,10 +220,64 @@ def _layer(run: Any, layer: Any, name: str, weights: set[str], tol: float, max_i
     return _core.rescale_layer(
         name,
         cls,
-        kernel.path,
+        path,
         lambda: _output_variance(run, layer),
         scale,
         tol=tol,
         max_iters=max_iters,
         function="lsuv",
     )
+
+
+_DOC = """Re-initialize a built {name} ``model`` by ``rules``, then rescale each layer to unit output
+    variance on ``batch`` (Mishkin & Matas 2016; the loop in :mod:`initscale.lsuv`).
+
+    Args:
+        model: a built {name} model (Sequential, functional or subclassed).
+        batch: one mini-batch, as the model's call takes it (an array, a tuple/list, a dict).
+        rules: the starting init, anything ``initscale.{public}.reinit`` takes; None:
+            ``presets.get("orthogonal")`` on every supported layer's kernels.
+        tol, max_iters: as in :func:`initscale.torch.lsuv_` (the paper's 0.1 and 10).
+        seed: the seed of the starting init (``reinit``'s).
+        training: passed to the model's call (False: dropout off, BatchNorm on its moving statistics).
+        **reinit_kwargs: passed on to ``reinit``.
+
+    Each layer's output is read by wrapping its ``call`` for one forward pass; a fused activation
+    (``Dense(..., activation="tanh")``) is measured before it. Atomic: every variable is copied
+    (NumPy) before the first write and assigned back if anything fails; non-trainable variables
+    are always put back.
+
+    Example:
+{example}"""
+
+
+def bind(face: Face, module: str, example: str) -> Callable[..., LSUVReport]:
+    """The contract's ``lsuv`` for ``face``'s framework, placed in the adapter ``module`` and
+    documented with its doctest ``example`` (lines indented by 8 spaces)."""
+
+    def lsuv(
+        model: Any,
+        batch: Any,
+        rules: Spec | Mapping[str, Any] | None = None,
+        *,
+        tol: float = 0.1,
+        max_iters: int = 10,
+        seed: Any = None,
+        training: bool = False,
+        **reinit_kwargs: Any,
+    ) -> LSUVReport:
+        return run(
+            face,
+            model,
+            batch,
+            rules,
+            tol=tol,
+            max_iters=max_iters,
+            seed=seed,
+            training=training,
+            reinit_kwargs=reinit_kwargs,
+        )
+
+    lsuv.__module__ = module
+    lsuv.__doc__ = _DOC.format(name=face.name, public=face.public, example=example)
+    return lsuv

@@ -622,5 +622,37 @@ class _Backend(_common.Backend):
         return _stream_tensor(Stream(self.stream_seed, name), decision.dist, dims, decision.param.layout, dtype)
 
 
-from ._keras_check import check  # noqa: E402  (the model check: initscale.check, walked here)
-from ._keras_lsuv import lsuv  # noqa: E402  (LSUV: reinit, then each layer to unit output variance)
+# --- check and LSUV: the shared Keras implementation (adapters/_keras_check.py, _keras_lsuv.py) --------
+
+from . import _keras_check, _keras_lsuv  # noqa: E402
+
+_FACE = _keras_check.Face(
+    _FW, "Keras", "keras", keras.layers.Layer, keras.ops.convert_to_numpy, keras.activations.linear, reinit
+)
+check = _keras_check.bind(
+    _FACE,
+    __name__,
+    """\
+        >>> import keras, initscale
+        >>> from initscale.adapters.keras import check
+        >>> model = keras.Sequential([keras.Input((32,)), keras.layers.Dense(64), keras.layers.LayerNormalization()])
+        >>> bool(check(model))
+        True
+        >>> _ = model.layers[1].gamma.assign(keras.ops.zeros((64,)))
+        >>> list(check(model).flags.values())
+        [('norm_scale_not_one',)]
+""",
+)
+lsuv = _keras_lsuv.bind(
+    _FACE,
+    __name__,
+    """\
+        >>> import keras, numpy as np
+        >>> from initscale.adapters.keras import lsuv
+        >>> model = keras.Sequential([keras.Input((32,)), keras.layers.Dense(64, activation="tanh"),
+        ...                           keras.layers.Dense(8)])
+        >>> report = lsuv(model, np.random.default_rng(0).standard_normal((256, 32)).astype("float32"), seed=0)
+        >>> [row.status for row in report.rows]
+        ['converged', 'converged']
+""",
+)

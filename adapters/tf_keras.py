@@ -3,9 +3,10 @@
 For users pinned to Keras 2: ``initializer(spec, seed=None, layout=None)``, drop-ins under Keras's
 names (``VarianceScaling``, ``GlorotUniform``, ``HeNormal``, ...), registered as
 ``"initscale>Name"`` with ``tf_keras.utils.register_keras_serializable`` so ``.keras`` and H5
-models load back, and :func:`reinit` for a built model. ``initscale.keras`` resolves to this
-module when ``TF_USE_LEGACY_KERAS=1`` (TensorFlow's own switch to Keras 2); import it directly
-as ``initscale.adapters.tf_keras`` otherwise.
+models load back, and :func:`reinit`, :func:`check` and :func:`lsuv` for a built model (the Keras 3
+adapter's, bound to tf_keras). ``initscale.keras`` resolves to this module when
+``TF_USE_LEGACY_KERAS=1`` (TensorFlow's own switch to Keras 2); import it directly as
+``initscale.adapters.tf_keras`` otherwise.
 
 Sampling with TensorFlow ops: an int seed draws with the stateless ops (the same values on every
 call, as Keras 2's seeded initializers), None with the stateful ones (fresh values every call).
@@ -45,7 +46,7 @@ from initscale.specs import Spec
 
 from . import _keras_common as _common
 
-__all__ = [*_common.CLASS_NAMES, "initializer", "reinit"]
+__all__ = [*_common.CLASS_NAMES, "check", "initializer", "lsuv", "reinit"]
 
 _PACKAGE = _common.PACKAGE
 _register = tf_keras.utils.register_keras_serializable(package=_PACKAGE)
@@ -268,3 +269,46 @@ class _Backend(_common.Backend):
         stream = None if self.seed is None else (self.seed, zlib.crc32(decision.param.name.encode()) & 0x7FFFFFFF)
         dtype = _common.float_dtype(_FW, target.handle.dtype)
         return _sample(decision.dist, decision.layout, decision.param.shape, dtype, stream)
+
+
+# --- check and LSUV: the shared Keras implementation (adapters/_keras_check.py, _keras_lsuv.py) --------
+
+from . import _keras_check, _keras_lsuv  # noqa: E402
+
+_FACE = _keras_check.Face(
+    _FW,
+    "tf_keras",
+    "adapters.tf_keras",
+    tf_keras.layers.Layer,
+    lambda x: x.numpy(),
+    tf_keras.activations.linear,
+    reinit,
+)
+check = _keras_check.bind(
+    _FACE,
+    __name__,
+    """\
+        >>> import tf_keras, initscale
+        >>> from initscale.adapters.tf_keras import check
+        >>> model = tf_keras.Sequential([tf_keras.layers.Dense(64, input_shape=(32,)),
+        ...                              tf_keras.layers.LayerNormalization()])
+        >>> bool(check(model))
+        True
+        >>> _ = model.layers[1].gamma.assign(tf_keras.backend.zeros((64,)))
+        >>> list(check(model).flags.values())
+        [('norm_scale_not_one',)]
+""",
+)
+lsuv = _keras_lsuv.bind(
+    _FACE,
+    __name__,
+    """\
+        >>> import tf_keras, numpy as np
+        >>> from initscale.adapters.tf_keras import lsuv
+        >>> model = tf_keras.Sequential([tf_keras.layers.Dense(64, activation="tanh", input_shape=(32,)),
+        ...                              tf_keras.layers.Dense(8)])
+        >>> report = lsuv(model, np.random.default_rng(0).standard_normal((256, 32)).astype("float32"), seed=0)
+        >>> [row.status for row in report.rows]
+        ['converged', 'converged']
+""",
+)

@@ -338,12 +338,7 @@ ADAPTERS: dict[str, Adapter] = {
                 "initializer": ("batch_axis", "dtype", "in_axis", "out_axis"),
                 "reinit": ("example_inputs", "example_kwargs", "module"),
                 "check": ("example_inputs", "example_kwargs", "module"),
-            },
-            differs={
-                "lsuv": "initscale.jax.lsuv(variables, module, batch, key, rules=None, ...): a linen module "
-                "holds no variables, so it comes beside them, and JAX needs an explicit key. Conforming is "
-                "lsuv(variables, batch, rules=None, *, module=, key=, ...), which moves every caller's "
-                "positional module and key; not done yet (adapters/_jax_lsuv.py)."
+                "lsuv": ("apply_kwargs", "key", "module"),
             },
             serves=("parity", "propagate"),
             draw=_draw_jax,
@@ -374,14 +369,13 @@ ADAPTERS: dict[str, Adapter] = {
             family="keras",
             native_layout=None,
             rng=("seed", None),
-            extras={"initializer": ("seed",), "reinit": ("include_buffers", "include_frozen")},
-            idioms=_KERAS_CLASSES,
-            missing={
-                "check": "not written for tf_keras yet: the Keras 3 walk (adapters/_keras_check.py) is to serve "
-                "both once the Keras adapters share one implementation.",
-                "lsuv": "not written for tf_keras yet: the Keras 3 loop (adapters/_keras_lsuv.py) is to serve "
-                "both once the Keras adapters share one implementation.",
+            extras={
+                "initializer": ("seed",),
+                "reinit": ("include_buffers", "include_frozen"),
+                "check": ("include_buffers", "include_frozen"),
+                "lsuv": ("seed", "training"),
             },
+            idioms=_KERAS_CLASSES,
             differs={
                 "initializer": "no stream=: the portable stream is not implemented for tf_keras.",
                 "reinit": "no stream_seed=, stream_names=, fans=: tf_keras's reinit predates them.",
@@ -571,7 +565,13 @@ def check_module(module: Any, adapter: Adapter) -> list[Problem]:
 
 
 def deprecated_positional(
-    old: Sequence[str], *, new: int, is_old: Callable[[tuple[Any, ...]], bool], since: str, removed_in: str
+    old: Sequence[str],
+    *,
+    new: int,
+    is_old: Callable[[tuple[Any, ...]], bool],
+    since: str,
+    removed_in: str,
+    call: str | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Keep an old positional form working for a while, with a DeprecationWarning.
 
@@ -580,6 +580,8 @@ def deprecated_positional(
     when ``is_old(args)`` says so (the old second argument cannot be a new one's value, e.g. an
     int where a layout goes). Its positionals are then passed by their old names, as keywords.
     ``inspect.signature`` shows the contract's signature (``functools.wraps``), the one to use.
+    ``call``: the new call, spelled out, for the warning to name (where some of the moved
+    arguments stay positional in it); without it the warning says to pass them by keyword.
     The pattern is scikit-learn's ``_deprecate_positional_args``."""
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -594,10 +596,10 @@ def deprecated_positional(
             if clash:
                 raise TypeError(f"{func.__qualname__}() got multiple values for {', '.join(map(repr, clash))}.")
             spelled = ", ".join(f"{k}=..." for k in moved)
+            how = f"call {call} instead" if call else f"pass them by keyword ({spelled})"
             warnings.warn(
                 f"{func.__module__}.{func.__qualname__}: passing {', '.join(moved)} positionally is deprecated "
-                f"since initscale {since} and stops working in {removed_in}; pass them by keyword "
-                f"({spelled}).",
+                f"since initscale {since} and stops working in {removed_in}; {how}.",
                 DeprecationWarning,
                 stacklevel=2,
             )

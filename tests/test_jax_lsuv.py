@@ -62,7 +62,7 @@ def _assert_unit(variances: list[float]) -> None:
 def test_every_dense_layer_ends_at_unit_variance(activation) -> None:
     model, x = _MLP(activation), _batch((256, 24))
     variables = model.init(jax.random.key(0), x)
-    new, report = isj.lsuv(variables, model, x, jax.random.key(1))
+    new, report = isj.lsuv(variables, x, module=model, key=jax.random.key(1))
     assert [row.name for row in report.rows] == [f"fc{i}" for i in range(8)]  # call order
     assert [row.status for row in report.rows] == ["converged"] * 8
     variances = _pre_activation_variances(new, x, activation)
@@ -76,7 +76,7 @@ def test_the_input_variables_are_not_mutated() -> None:
     model, x = _MLP("tanh", depth=2), _batch((64, 24))
     variables = model.init(jax.random.key(0), x)
     before = jax.tree_util.tree_map(np.array, variables)
-    isj.lsuv(variables, model, x, jax.random.key(1))
+    isj.lsuv(variables, x, module=model, key=jax.random.key(1))
     for a, b in zip(jax.tree_util.tree_leaves(before), jax.tree_util.tree_leaves(variables), strict=True):
         np.testing.assert_array_equal(a, b)
 
@@ -91,7 +91,7 @@ def test_attention_and_grouped_conv_are_rescaled() -> None:
     x = _batch((32, 8, 16), scale=1.0)
     model = Block()
     variables = model.init(jax.random.key(0), x)
-    new, report = isj.lsuv(variables, model, x, jax.random.key(1))
+    new, report = isj.lsuv(variables, x, module=model, key=jax.random.key(1))
     assert {row.layer for row in report.rows} == {"DenseGeneral", "Conv"}
     assert all(row.status == "converged" for row in report.rows) and len(report.rows) == 5
     _, state = model.apply(new, x, capture_intermediates=True, mutable=["intermediates"])
@@ -104,18 +104,18 @@ def test_a_dead_layer_is_an_error() -> None:
     x = np.zeros((32, 24), "float32")
     variables = model.init(jax.random.key(0), x)
     with pytest.raises(ValueError, match=r"layer 'fc0' \(Dense\) has variance 0.0.*dead layer"):
-        isj.lsuv(variables, model, x, jax.random.key(1))
+        isj.lsuv(variables, x, module=model, key=jax.random.key(1))
 
 
 def test_bad_arguments_name_themselves() -> None:
     model, x = _MLP("relu", depth=1), _batch((8, 24))
     variables = model.init(jax.random.key(0), x)
     with pytest.raises(ValueError, match=r"`tol` of lsuv must be a number in \(0, 1\).*tol=2"):
-        isj.lsuv(variables, model, x, jax.random.key(1), tol=2)
+        isj.lsuv(variables, x, module=model, key=jax.random.key(1), tol=2)
     with pytest.raises(TypeError, match=r"`module` of lsuv must be the flax.linen.Module.*Received: str"):
-        isj.lsuv(variables, "model", x, jax.random.key(1))
-    with pytest.raises(TypeError, match=r"`variables` of lsuv must be the linen variables dict.*Received: list"):
-        isj.lsuv([1], model, x, jax.random.key(1))
+        isj.lsuv(variables, x, module="model", key=jax.random.key(1))
+    with pytest.raises(TypeError, match=r"`params` of lsuv must be the linen variables dict.*Received: list"):
+        isj.lsuv([1], x, module=model, key=jax.random.key(1))
 
 
 def test_planted_bug_divide_by_variance_is_caught(monkeypatch) -> None:
@@ -127,7 +127,7 @@ def test_planted_bug_divide_by_variance_is_caught(monkeypatch) -> None:
     variables = model.init(jax.random.key(0), x)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        new, _ = isj.lsuv(variables, model, x, jax.random.key(1))
+        new, _ = isj.lsuv(variables, x, module=model, key=jax.random.key(1))
     with pytest.raises(AssertionError, match="output variance is not 1"):
         _assert_unit(_pre_activation_variances(new, x, "silu"))
 
@@ -135,9 +135,75 @@ def test_planted_bug_divide_by_variance_is_caught(monkeypatch) -> None:
 def test_the_docstring_example_runs() -> None:
     import doctest
 
-    from initscale.adapters import _jax_lsuv
+    runner = doctest.DocTestRunner()
+    for test in doctest.DocTestFinder().find(isj.lsuv, "lsuv", globs={}):  # through the deprecation wrapper
+        runner.run(test)
+    assert runner.tries > 0 and runner.failures == 0
 
-    assert doctest.testmod(_jax_lsuv).failed == 0
+
+# --- the contract's order, and the old one for one deprecation cycle ---------------------------------
+
+
+def test_the_signature_is_the_contracts() -> None:
+    import inspect
+
+    params = inspect.signature(isj.lsuv).parameters
+    assert list(params) == [
+        "params", "batch", "rules", "module", "key", "tol", "max_iters", "apply_kwargs", "reinit_kwargs",
+    ]  # fmt: skip
+    assert [params[n].kind for n in ("module", "key")] == [inspect.Parameter.KEYWORD_ONLY] * 2
+
+
+NEW_CALL = r"initscale\.jax\.lsuv\(variables, batch, rules=None, \*, module=\.\.\., key=\.\.\.\)"
+
+
+@pytest.mark.parametrize(
+    "old",
+    [
+        lambda v, m, x, k, r: isj.lsuv(v, m, x, k),
+        lambda v, m, x, k, r: isj.lsuv(v, m, x, k, r),
+        lambda v, m, x, k, r: isj.lsuv(v, m, x, key=k, rules=r),  # 3 positionals: the module tells
+        lambda v, m, x, k, r: isj.lsuv(v, m, batch=x, key=k),
+    ],
+    ids=["four", "five", "three-and-key", "two-and-keywords"],
+)
+def test_the_old_order_still_works_with_a_deprecation_warning(old) -> None:
+    from initscale import presets
+
+    model, x = _MLP("tanh", depth=2), _batch((64, 24))
+    variables, key, rules = model.init(jax.random.key(0), x), jax.random.key(1), presets.get("orthogonal")
+    with pytest.warns(
+        DeprecationWarning, match=r"passing module\b.*positionally is deprecated.*0\.3; call " + NEW_CALL
+    ) as rec:
+        got, report = old(variables, model, x, key, rules)
+    assert rec[0].filename == __file__  # the warning points at the caller
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the new order: no warning
+        want, _ = isj.lsuv(variables, x, rules, module=model, key=key)
+    for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert [row.status for row in report.rows] == ["converged"] * 2
+
+
+def test_old_and_new_arguments_clash_or_are_missing_by_name() -> None:
+    model, x = _MLP("tanh", depth=1), _batch((16, 24))
+    variables, key = model.init(jax.random.key(0), x), jax.random.key(1)
+    with pytest.raises(TypeError, match="multiple values for 'key'"):
+        isj.lsuv(variables, model, x, key, key=key)
+    with pytest.raises(TypeError, match="missing 2 required keyword-only arguments: 'module' and 'key'"):
+        isj.lsuv(variables, x)
+
+
+def test_a_layer_that_does_not_converge_warns_at_the_caller(monkeypatch) -> None:
+    """The not-converged warning points past the deprecation wrapper, at the caller's line."""
+    monkeypatch.setattr(
+        lsuv_core, "math", type("M", (), {"sqrt": staticmethod(lambda v: v), "isfinite": staticmethod(math.isfinite)})
+    )
+    model, x = _MLP("silu", depth=2), _batch((64, 24))
+    variables = model.init(jax.random.key(0), x)
+    with pytest.warns(UserWarning, match="did not reach output variance 1") as rec:
+        isj.lsuv(variables, x, module=model, key=jax.random.key(1), max_iters=1)
+    assert [w.filename for w in rec if "did not reach" in str(w.message)] == [__file__]
 
 
 # --- low precision: bfloat16 and float16 models --------------------------------------------------
@@ -196,7 +262,7 @@ def _low_precision_run(dtype: str):
         + [nn.Dense(8, dtype=dtype, param_dtype=dtype)]
     )
     x = jnp.asarray(_batch((256, 24)), dtype)
-    new, report = isj.lsuv(model.init(jax.random.key(0), x), model, x, jax.random.key(1))
+    new, report = isj.lsuv(model.init(jax.random.key(0), x), x, module=model, key=jax.random.key(1))
     return model, new, x, report
 
 
@@ -221,6 +287,6 @@ def test_an_nnx_model_is_a_clear_error_naming_what_is_supported() -> None:
     model = nnx.Linear(24, 8, rngs=nnx.Rngs(0))
     x = _batch((16, 24))
     with pytest.raises(TypeError, match=r"lsuv on JAX reads Flax linen modules only.*`module` is a flax.nnx Linear"):
-        isj.lsuv(nnx.state(model), model, x, jax.random.key(1))
-    with pytest.raises(TypeError, match=r"`variables` is a flax.nnx State.*initscale.jax.reinit\(model, spec, key\)"):
-        isj.lsuv(nnx.state(model), _MLP("relu", depth=1), x, jax.random.key(1))
+        isj.lsuv(nnx.state(model), x, module=model, key=jax.random.key(1))
+    with pytest.raises(TypeError, match=r"`params` is a flax.nnx State.*initscale.jax.reinit\(model, spec, key\)"):
+        isj.lsuv(nnx.state(model), x, module=_MLP("relu", depth=1), key=jax.random.key(1))

@@ -88,7 +88,7 @@ def _lsuv(name: str):
     module, variables = _setup(name)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        new, report = isj.lsuv(variables, module, _inputs(name), jax.random.key(1))
+        new, report = isj.lsuv(variables, _inputs(name), module=module, key=jax.random.key(1))
     return new, report, " ".join(str(w.message) for w in caught)
 
 
@@ -179,7 +179,7 @@ def _assert_atomic(name: str, monkeypatch) -> None:
 
     monkeypatch.setattr(_jax_lsuv._core, "variance", failing)
     with pytest.raises(RuntimeError, match="planted failure"):
-        isj.lsuv(variables, module, _inputs(name), jax.random.key(1))
+        isj.lsuv(variables, _inputs(name), module=module, key=jax.random.key(1))
     flat_before = jax.tree_util.tree_flatten_with_path(before)[0]
     flat_after = jax.tree_util.tree_flatten_with_path(variables)[0]
     changed = [
@@ -235,7 +235,7 @@ def test_planted_bug_divide_by_variance_is_caught(monkeypatch) -> None:
     module, variables = _setup("block")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        new, report = isj.lsuv(variables, module, _inputs("block"), jax.random.key(1), max_iters=1)
+        new, report = isj.lsuv(variables, _inputs("block"), module=module, key=jax.random.key(1), max_iters=1)
     assert _off_unit("block", new, report)
 
 
