@@ -567,7 +567,7 @@ def _check_fill(device: torch.device) -> str:
     differed. Per distribution: every value finite and inside the bounds that hold in the dtype;
     means within CHECK_Z·√(v₁/n + v₂/n), variances within CHECK_Z·√((μ₄₁ − v₁²)/n + (μ₄₂ − v₂²)/n)
     (the sampling sd of a sample mean and variance, two independent samples of n)."""
-    from initscale.adapters import torch as ist
+    from initscale._kernels import torch_ops
     from initscale.rounding import representable_bounds
 
     n = _CHECK_N
@@ -583,7 +583,7 @@ def _check_fill(device: torch.device) -> str:
             torch.Generator(device=device).manual_seed(0),
         )
         theirs = torch.empty(n, dtype=dtype, device=device)
-        ist._fill(dist, None, theirs, torch.Generator(device=device).manual_seed(1))  # torch's ops: untrusted now
+        torch_ops.fill(dist, None, theirs, torch.Generator(device=device).manual_seed(1))  # torch's ops: untrusted now
         x = mine.double()
         bad = int((~torch.isfinite(x)).sum())
         if bad:
@@ -607,10 +607,15 @@ def _check_stream(device: torch.device) -> str:
     float64 and bfloat16; truncated normals (ordinary and far-tail) in float64 within
     STREAM_ULPS ulps of the largest |value| (torch's ndtri and log against AS241 and the
     kernel's)."""
-    from initscale.adapters import torch as ist
     from initscale.distributions import TruncatedNormalDist, UniformDist
     from initscale.rounding import clip_bounds
-    from initscale.streams import Stream, canonical_strides, kernel_params
+    from initscale.streams import Stream, backend_draw, canonical_strides, kernel_params
+
+    # The reference: torch's stream draw, through the core's registry of stream draws (the torch
+    # adapter registers it when imported), never an adapter's private function. With ``out`` given
+    # it fills ``out`` and returns it: the values the adapter's draw gives a new tensor (the same
+    # bits on the five cases below, compiled CPU kernel and torch's ops, when this was written).
+    reference = backend_draw("torch")
 
     stream = Stream(0, "initscale-triton-check")
     strides = canonical_strides(_CHECK_SHAPE, "torch")
@@ -632,7 +637,15 @@ def _check_stream(device: torch.device) -> str:
             params,
             clip_bounds(dist, str(dtype)),
         )
-        theirs = ist._stream_draw(stream, dist, strides, torch.empty(_CHECK_SHAPE, dtype=dtype, device=device))
+        theirs = reference(
+            stream,
+            dist,
+            strides,
+            _CHECK_SHAPE,
+            str(dtype).rsplit(".", 1)[-1],
+            None,
+            torch.empty(_CHECK_SHAPE, dtype=dtype, device=device),
+        )
         label = f"{type(dist).__name__}{dist.low, dist.high} {str(dtype).rsplit('.', 1)[-1]} stream"
         if ulps == 0:
             differ = int((mine.view(-1) != theirs.view(-1)).sum())
