@@ -1100,12 +1100,19 @@ def reinit_(
     (``torch.from_numpy`` of a read-only array) cannot be detected. Values are then drawn in
     place, with no second copy: small tensors through flat buffers of at most 16 MiB (straight
     into their own memory where the compiled CPU sampler applies), large ones straight into their
-    memory 16 MiB at a time (at most ~48 MiB extra; orthogonal specs need QR
-    workspace of their weight, stream draws of a bfloat16/float16 or non-dense weight a float32
-    copy of that one weight). A failure midway (a device error) raises :class:`PartialWriteError`
-    naming what was written, what may be partly written and what is unchanged. A model whose
-    tensors of one distribution total over 16 MiB gets other values for a seed than before this
-    write path (the draw order changed); smaller ones get the same.
+    memory 16 MiB at a time (at most ~48 MiB extra; stream draws of a bfloat16/float16 or
+    non-dense weight a float32 copy of that one weight). An orthogonal spec needs the QR of its
+    whole weight: on the CPU one float32 copy of the weight (float64 for a float64 weight; so 1x
+    an fp32 weight, 2x a bf16 one), into which the gaussian is drawn 1 MiB at a time and which
+    LAPACK factors in place, plus LAPACK's workspace (a few MiB: 4 MiB at 2048 x 2048 fp32), and
+    one more copy where its blocks interleave in the weight (stacked gates, as ``torch.lstm``'s:
+    a reshape that is not a view). Measured (benchmarks/README.md): 20 MiB for a 16 MiB fp32 or
+    an 8 MiB bf16 weight, where ``nn.init.orthogonal_`` takes 52 MiB (fp32; bf16 it refuses on
+    the CPU: no geqrf kernel). On a GPU: three copies (the draw, ``torch.linalg.qr``'s Q and R).
+    A failure midway (a device error) raises :class:`PartialWriteError` naming what was written,
+    what may be partly written and what is unchanged. A model whose tensors of one distribution
+    total over 16 MiB gets other values for a seed than before this write path (the draw order
+    changed); smaller ones get the same.
 
     Example:
         >>> import torch, initscale

@@ -17,6 +17,7 @@ Imports torch: only the torch adapter (and :mod:`initscale._kernels.gpu`'s check
 
 from __future__ import annotations
 
+import itertools
 import math
 from types import SimpleNamespace
 from typing import Any, cast
@@ -128,19 +129,80 @@ def truncated_staged(dist: TruncatedNormalDist, tensor: torch.Tensor, generator:
         part.copy_(truncated(dist, buffer[: part.numel()], generator, stored=tensor.dtype))
 
 
+_NORMAL_PIECE = 2**18  # gaussian elements drawn at a time into an orthogonal init's QR blocks (1 MiB fp32)
+
+
+def _column_major_normal(size: tuple[int, int, int], dtype: torch.dtype, generator: torch.Generator | None) -> Any:
+    """A (batch, big, small) standard-normal CPU tensor whose blocks are column-major (what LAPACK
+    factors in place), holding the values one ``normal_`` call gives a contiguous tensor of
+    ``size``, without that tensor: drawn in runs of rows whose lengths are multiples of 16
+    elements but the last, which has at least 16. torch's CPU ``normal_`` of n >= 16 contiguous
+    values draws n uniforms in order, transforms them 16 at a time and redraws the last 16 where
+    16 does not divide n, so such pieces take the generator's values as one call does
+    (tests/test_torch_sampler.py checks the bits against one call)."""
+    nb, big, small = size
+    out = torch.empty((nb, small, big), dtype=dtype).mT
+    rows = nb * big
+    unit = 16 // math.gcd(small, 16)  # rows whose length is a multiple of 16
+    step = max(unit, _NORMAL_PIECE // small // unit * unit)
+    starts = list(range(0, rows, step))
+    if len(starts) > 1 and (rows - starts[-1]) * small < 16:
+        starts.pop()  # a last piece under 16 values joins the one before
+    bounds = [*starts, rows]
+    buffer = torch.empty(max(b - a for a, b in itertools.pairwise(bounds)) * small, dtype=dtype)
+    for start, stop in itertools.pairwise(bounds):
+        piece = buffer[: (stop - start) * small].normal_(generator=generator).view(stop - start, small)
+        row = start
+        while row < stop:  # copied block by block into the column-major blocks
+            b, i = divmod(row, big)
+            take = min(stop - row, big - i)
+            out[b, i : i + take].copy_(piece[row - start : row - start + take])
+            row += take
+    return out
+
+
+def _qr_in_place(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Q, diagonal of R) of the reduced QR of the column-major blocks ``a``, computed in ``a``'s
+    memory (LAPACK's geqrf then orgqr, the two calls of ``torch.linalg.qr`` on the CPU, without its
+    column-major copy of the input and its full R)."""
+    tau = torch.empty((*a.shape[:-2], a.shape[-1]), dtype=a.dtype)
+    torch.geqrf(a, out=(a, tau))
+    diagonal = torch.diagonal(a, dim1=-2, dim2=-1).clone()
+    torch.linalg.householder_product(a, tau, out=a)
+    return a, diagonal
+
+
+def _qr(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    q, r = torch.linalg.qr(a)
+    return q, torch.diagonal(r, dim1=-2, dim2=-1)
+
+
 def orthogonal_values(
     dist: OrthogonalDist, layout: Layout, out: torch.Tensor, generator: torch.Generator | None
 ) -> torch.Tensor:
     """Haar-random orthogonal blocks (:func:`initscale._shared.orthogonal`) for ``out``, drawn from
-    ``generator`` in float64 for a float64 weight, else float32."""
+    ``generator`` in float64 for a float64 weight, else float32.
+
+    On the CPU the gaussian is drawn piece by piece straight into the column-major blocks that
+    LAPACK factors in place (:func:`_column_major_normal`, :func:`_qr_in_place`): the same values
+    as ``torch.linalg.qr`` of one ``normal_`` draw, with one working-dtype copy of the weight
+    where that takes three (the draw, its column-major copy and R). On every device the phases
+    and the gain multiply Q in place (``scale_``). Other devices: one ``normal_`` draw and
+    ``torch.linalg.qr``."""
     dtype = torch.float64 if out.dtype == torch.float64 else torch.float32
+    cpu = out.device.type == "cpu"
     ops = SimpleNamespace(
-        normal=lambda size: torch.empty(size, dtype=dtype, device=out.device).normal_(generator=generator),
-        qr=torch.linalg.qr,
-        diagonal=lambda r: torch.diagonal(r, dim1=-2, dim2=-1),
+        normal=(
+            (lambda size: _column_major_normal(size, dtype, generator))
+            if cpu
+            else (lambda size: torch.empty(size, dtype=dtype, device=out.device).normal_(generator=generator))
+        ),
+        qr=_qr_in_place if cpu else _qr,
+        diagonal=lambda d: d,  # qr gives R's diagonal
         phase=torch.sign,
         swap=lambda q: q.transpose(-1, -2),
         permute=lambda x, axes: x.permute(*axes),
+        scale_=lambda x, factor: x.mul_(factor),  # in place: no copy for the phases and the gain
     )
     result: torch.Tensor = orthogonal(dist.gain, layout.blocks(tuple(out.shape)), tuple(out.shape), ops)
     return result
