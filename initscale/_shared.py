@@ -58,7 +58,8 @@ def round_to_odd(values: Any, ops: OddOps) -> Any:
 
 class HaarOps(Protocol):
     """What :func:`orthogonal` needs of an array library; arrays also take ``*``, ``[..., None, :]``
-    and ``.reshape``."""
+    and ``.reshape``. Optional: ``scale_(x, factor)``, ``x * factor`` written into ``x`` (torch's
+    ops have it: the phases and the gain then take no copy of the weight)."""
 
     def normal(self, shape: tuple[int, int, int]) -> Any:
         """Standard normal draws of ``shape`` in the working dtype, from the caller's generator."""
@@ -93,10 +94,13 @@ def orthogonal(
     rows, cols = o, i * rf
     big, small = max(rows, cols), min(rows, cols)
     q, r = ops.qr(ops.normal((nb * og * ig, big, small)))
-    q = q * ops.phase(ops.diagonal(r))[..., None, :]  # Haar: fix the signs (phases)
+    scale = getattr(ops, "scale_", None)  # optional (HaarOps): the same products, in place
+    phases = ops.phase(ops.diagonal(r))[..., None, :]
+    q = q * phases if scale is None else scale(q, phases)  # Haar: fix the signs (phases)
     if rows < cols:
         q = ops.swap(q)
+    scaled = gain * q if scale is None else scale(q, gain)
     # blocks (B·og·ig, o, i·rf) -> (B, og, ig, o, i, rf) -> (B, og, o, ig, i, rf) -> the permuted weight
-    stacked = ops.permute((gain * q).reshape(nb, og, ig, o, i, rf), (0, 1, 3, 2, 4, 5))
+    stacked = ops.permute(scaled.reshape(nb, og, ig, o, i, rf), (0, 1, 3, 2, 4, 5))
     permuted = stacked.reshape(tuple(shape[a] for a in order))
     return ops.permute(permuted, tuple(sorted(range(len(order)), key=order.__getitem__)))

@@ -136,7 +136,7 @@ GRID_CASES = [((-0.9, 0.9), (1000, 200)), ((0.2, 0.95), (1000, 200)), ((-0.99, -
 @pytest.mark.parametrize(("bounds", "shape"), GRID_CASES)
 def test_uniform_grid_is_uniform_on_its_grid(bounds, shape) -> None:
     """The CPU truncated normal's uniform stage (64 random bits per two float32 values)."""
-    from initscale.adapters.torch import _uniform_grid
+    from initscale._kernels.torch_ops import uniform_grid as _uniform_grid
 
     low, high = bounds
     g = torch.Generator().manual_seed(3)
@@ -155,7 +155,7 @@ def test_uniform_grid_is_uniform_on_its_grid(bounds, shape) -> None:
 @pytest.mark.parametrize("bug", ["random_ default range: 63 bits", "32-bit words only"])
 def test_uniform_grid_checks_catch_planted_bugs(monkeypatch, bug) -> None:
     """Drawing the words with too few random bits is caught by the distribution checks."""
-    from initscale.adapters.torch import _uniform_grid
+    from initscale._kernels.torch_ops import uniform_grid as _uniform_grid
 
     real = torch.Tensor.random_
 

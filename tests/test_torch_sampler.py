@@ -443,3 +443,75 @@ def test_planted_parameter_bugs_are_caught(monkeypatch, bug, calls) -> None:
     spec = SPECS[name]
     t = _draw(spec)
     assert calls and failures(t, _dist(spec)) != [], f"the checks did not notice {bug}"
+
+
+# --- orthogonal inits on the CPU: the gaussian drawn into LAPACK's blocks, factored in place ---------
+
+
+def _one_call_orthogonal(dist, layout, out, generator):
+    """The reference: one ``normal_`` draw and ``torch.linalg.qr`` (what the CPU path replaces)."""
+    from types import SimpleNamespace
+
+    from initscale._shared import orthogonal
+
+    dtype = torch.float64 if out.dtype == torch.float64 else torch.float32
+    ops = SimpleNamespace(
+        normal=lambda size: torch.empty(size, dtype=dtype).normal_(generator=generator),
+        qr=torch.linalg.qr,
+        diagonal=lambda r: torch.diagonal(r, dim1=-2, dim2=-1),
+        phase=torch.sign,
+        swap=lambda q: q.transpose(-1, -2),
+        permute=lambda x, axes: x.permute(*axes),
+    )
+    return orthogonal(dist.gain, layout.blocks(tuple(out.shape)), tuple(out.shape), ops)
+
+
+@pytest.mark.parametrize("piece", [16, 40, 2**18])  # pieces of one row, several rows, the whole weight
+@pytest.mark.parametrize(
+    ("size", "dtype"),
+    [
+        ((1, 5, 3), torch.float32),
+        ((1, 17, 1), torch.float32),
+        ((3, 33, 5), torch.float64),
+        ((2, 64, 48), torch.float32),
+    ],
+)
+def test_the_column_major_gaussian_is_one_normal_call(size, dtype, piece, monkeypatch) -> None:
+    from initscale._kernels import torch_ops
+
+    monkeypatch.setattr(torch_ops, "_NORMAL_PIECE", piece)
+    got = torch_ops._column_major_normal(size, dtype, torch.Generator().manual_seed(5))
+    want = torch.empty(size, dtype=dtype).normal_(generator=torch.Generator().manual_seed(5))
+    assert got.mT.is_contiguous()  # each block column-major: LAPACK factors it where it is
+    assert torch.equal(got, want)
+
+
+def test_a_last_piece_under_16_values_would_change_the_bits() -> None:
+    # the mutation of the piece rule (no merge of a short last piece): the check above must see it
+    g = torch.Generator().manual_seed(5)
+    pieces = torch.cat([torch.empty(16).normal_(generator=g), torch.empty(1).normal_(generator=g)])
+    assert not torch.equal(pieces, torch.empty(17).normal_(generator=torch.Generator().manual_seed(5)))
+
+
+@pytest.mark.parametrize(
+    ("shape", "layout", "dtype"),
+    [
+        ((64, 48), "torch", torch.float32),
+        ((48, 64), "torch", torch.bfloat16),  # wider than tall: Q transposed
+        ((6, 4, 3, 3), "torch", torch.float32),  # a convolution: out × in·receptive
+        ((4 * 8, 8), "torch.lstm", torch.float64),  # four gate blocks
+        ((3, 3, 4, 6), "keras", torch.float16),
+    ],
+)
+def test_orthogonal_on_the_cpu_factors_in_place_with_the_same_values(shape, layout, dtype, monkeypatch) -> None:
+    from initscale._kernels import torch_ops
+    from initscale.plan import plans
+
+    planned = plans(initscale.Orthogonal(gain=1.5), layout)[0](shape, dtype)
+    dist, lay = planned.dist, planned.layout
+    want = _one_call_orthogonal(dist, lay, torch.empty(shape, dtype=dtype), torch.Generator().manual_seed(2))
+    monkeypatch.setattr(torch.linalg, "qr", lambda *a, **k: pytest.fail("torch.linalg.qr: a copy of the input and R"))
+    monkeypatch.setattr(torch_ops, "_NORMAL_PIECE", 64)
+    got = torch.empty(shape, dtype=dtype)
+    torch_ops.fill(dist, lay, got, torch.Generator().manual_seed(2))
+    assert torch.equal(got, want.to(dtype))

@@ -23,6 +23,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("triton")
 ist = pytest.importorskip("initscale.adapters.torch")
 from initscale._kernels import gpu as _triton_sampler  # noqa: E402
+from initscale._kernels import torch_ops  # noqa: E402
 
 SHAPE = (400, 500)  # 200,000 draws per check
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -50,7 +51,7 @@ def test_the_adapter_routes_to_the_kernel_and_draws_the_distribution(name, dtype
     monkeypatch.setattr(_triton_sampler, "fill", lambda *a, **k: calls.append(1) or real(*a, **k))
     # under the interpreter the tensors are on the CPU, where the compiled CPU sampler comes first
     # (tests/test_torch_sampler.py); this test is about the Triton route, which a GPU tensor takes
-    monkeypatch.setattr(ist, "_sampler_ready", lambda *a: None)
+    monkeypatch.setattr(torch_ops, "sampler_ready", lambda *a: None)
     ist.init_(t, spec, generator=torch.Generator(device=DEVICE).manual_seed(1))
     routed = isinstance(dist, TruncatedNormalDist) or dtype != "float32"  # float32 uniforms: torch's own
     assert len(calls) == int(routed)

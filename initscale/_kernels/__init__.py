@@ -6,6 +6,10 @@
 - :mod:`initscale._kernels.gpu`: the fused Triton samplers and stream kernel for torch tensors
   on a GPU (or under Triton's interpreter), with their per-device self-check. Imports torch: only
   the torch adapter imports it.
+- :mod:`initscale._kernels.torch_ops`: torch's ops-path sampler (the torch adapter's draws with
+  torch's ops, routed to the two kernels where they apply), which the adapter draws with and the
+  Triton self-check compares with: the kernels never import an adapter (tests/test_layering.py).
+  Imports torch.
 
 Importing this package imports neither module (``import initscale`` imports no framework).
 """

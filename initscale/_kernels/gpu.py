@@ -340,6 +340,39 @@ def _launch(kernel: Any, grid: tuple[int], *args: Any, **options: Any) -> None:
         ) from err
 
 
+def _loaded(check: str) -> Any:
+    """The jitted kernels' module (:func:`_kernel`), or a RuntimeError naming the ``check`` that
+    says whether a tensor can take them."""
+    kernels = _kernel()
+    if kernels is None:
+        raise RuntimeError(f"Triton is not available: check {check}(tensor) first.")
+    return kernels
+
+
+def _run(
+    kernel: Any,
+    tensor: torch.Tensor,
+    block: int,
+    seed: int,
+    axes: Sequence[int],
+    params: Sequence[float],
+    clip: tuple[float, float] | None,
+    **options: Any,
+) -> torch.Tensor:
+    """Launch ``kernel`` (``sample`` or ``stream``) over the n > 0 elements of ``tensor``, ``block``
+    elements per program (grid ⌈n / block⌉), as ``kernel(out, n, seed, *axes, parameters, CLIP,
+    **options)``: the parameters (p0..p6, lo, hi) as float64 in the device's memory
+    (:func:`_param_tensor`), CLIP whether ``clip`` is given; a bfloat16 ``tensor`` is written
+    through an int16 view (the kernels store bfloat16 bit patterns, rounded by :func:`_bf16_bits`)."""
+    n = tensor.numel()
+    grid = ((n + block - 1) // block,)
+    out = tensor.view(torch.int16) if tensor.dtype == torch.bfloat16 else tensor
+    _launch(
+        kernel, grid, out, n, seed, *axes, _param_tensor(params, clip, tensor.device), CLIP=clip is not None, **options
+    )
+    return tensor
+
+
 def _param_tensor(params: Sequence[float], clip: tuple[float, float] | None, device: torch.device) -> torch.Tensor:
     """The kernel's parameters (p0..p6, lo, hi) as float64 in the device's memory: Triton passes a
     Python float argument as float32, which would round the float64 transform's constants."""
@@ -387,43 +420,29 @@ def fill(
     """Fill ``tensor`` (see :func:`usable`) in one pass with the distribution ``code``/``params``
     of :func:`sampler_params` (uniform or truncated normal), computed in float64 when ``wide``
     else float32, clipped to ``clip`` and stored once."""
-    return _fill(tensor, code, params, clip, wide, generator)
-
-
-def _fill(
-    tensor: torch.Tensor,
-    code: int,
-    params: Sequence[float],
-    clip: tuple[float, float] | None,
-    wide: bool,
-    generator: torch.Generator | None,
-) -> torch.Tensor:
-    kernels = _kernel()
-    if kernels is None:
-        raise RuntimeError("Triton is not available: check usable(tensor) first.")
+    kernels = _loaded("usable")
     if code not in (UNIFORM, TRUNCATED, FAR):
         raise ValueError(
             f"The Triton sampler draws uniforms (code 1) and truncated normals (codes 3 and 4); received {code}."
         )
-    n = tensor.numel()
-    if n == 0:
+    if tensor.numel() == 0:
         return tensor
-    grid = ((n + 4 * _QUARTER - 1) // (4 * _QUARTER),)
-    bf16 = tensor.dtype == torch.bfloat16
-    _launch(
+    return _run(
         kernels.sample,
-        grid,
-        tensor.view(torch.int16) if bf16 else tensor,
-        n,
+        tensor,
+        4 * _QUARTER,
         _seed(tensor, generator),
-        _param_tensor(params, clip, tensor.device),
+        (),
+        params,
+        clip,
         DIST=code,
         WIDE=wide,
-        CLIP=clip is not None,
-        BF16=bf16,
+        BF16=tensor.dtype == torch.bfloat16,
         QUARTER=_QUARTER,
     )
-    return tensor
+
+
+_fill = fill  # the self-check's name for it: a test that replaces `fill` leaves the check's kernel alone
 
 
 _STREAM_BLOCK = 1024
@@ -448,23 +467,8 @@ def stream_fill(
     a weight whose axes have the canonical ``strides``, starting at ``offsets``; ``code`` and
     ``params`` as :func:`initscale.streams.kernel_params`. One pass, float64 arithmetic in the
     reference's order (fused multiply-add switched off)."""
-    return _stream_fill(tensor, key, strides, offsets, code, params, clip)
-
-
-def _stream_fill(
-    tensor: torch.Tensor,
-    key: tuple[int, int],
-    strides: Sequence[int],
-    offsets: Sequence[int],
-    code: int,
-    params: Sequence[float],
-    clip: tuple[float, float] | None,
-) -> torch.Tensor:
-    kernels = _kernel()
-    if kernels is None:
-        raise RuntimeError("Triton is not available: check stream_usable(tensor) first.")
-    n = tensor.numel()
-    if n == 0:
+    kernels = _loaded("stream_usable")
+    if tensor.numel() == 0:
         return tensor
     pad = _MAX_AXES - tensor.dim()
     sizes = [1] * pad + list(tensor.shape)
@@ -473,25 +477,22 @@ def _stream_fill(
     kind = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}[tensor.dtype]
     seed = key[0] | (key[1] << 32)
     seed = seed - 2**64 if seed >= 2**63 else seed  # the same 64 bits as a signed argument
-    grid = ((n + _STREAM_BLOCK - 1) // _STREAM_BLOCK,)
-    out = tensor.view(torch.int16) if kind == 3 else tensor
-    _launch(
+    return _run(
         kernels.stream,
-        grid,
-        out,
-        n,
+        tensor,
+        _STREAM_BLOCK,
         seed,
-        *sizes,
-        *canon,
-        *starts,
-        _param_tensor(params, clip, tensor.device),
+        (*sizes, *canon, *starts),
+        params,
+        clip,
         DIST=code,
         KIND=kind,
-        CLIP=clip is not None,
         BLOCK=_STREAM_BLOCK,
         enable_fp_fusion=False,
     )
-    return tensor
+
+
+_stream_fill = stream_fill  # the self-check's name for it, as _fill
 
 
 # --- the kernels check themselves, once per device and path -----------------------------------------
@@ -567,7 +568,7 @@ def _check_fill(device: torch.device) -> str:
     differed. Per distribution: every value finite and inside the bounds that hold in the dtype;
     means within CHECK_Z·√(v₁/n + v₂/n), variances within CHECK_Z·√((μ₄₁ − v₁²)/n + (μ₄₂ − v₂²)/n)
     (the sampling sd of a sample mean and variance, two independent samples of n)."""
-    from initscale.adapters import torch as ist
+    from initscale._kernels import torch_ops
     from initscale.rounding import representable_bounds
 
     n = _CHECK_N
@@ -583,7 +584,7 @@ def _check_fill(device: torch.device) -> str:
             torch.Generator(device=device).manual_seed(0),
         )
         theirs = torch.empty(n, dtype=dtype, device=device)
-        ist._fill(dist, None, theirs, torch.Generator(device=device).manual_seed(1))  # torch's ops: untrusted now
+        torch_ops.fill(dist, None, theirs, torch.Generator(device=device).manual_seed(1))  # torch's ops: untrusted now
         x = mine.double()
         bad = int((~torch.isfinite(x)).sum())
         if bad:
@@ -607,10 +608,15 @@ def _check_stream(device: torch.device) -> str:
     float64 and bfloat16; truncated normals (ordinary and far-tail) in float64 within
     STREAM_ULPS ulps of the largest |value| (torch's ndtri and log against AS241 and the
     kernel's)."""
-    from initscale.adapters import torch as ist
     from initscale.distributions import TruncatedNormalDist, UniformDist
     from initscale.rounding import clip_bounds
-    from initscale.streams import Stream, canonical_strides, kernel_params
+    from initscale.streams import Stream, backend_draw, canonical_strides, kernel_params
+
+    # The reference: torch's stream draw, through the core's registry of stream draws (the torch
+    # adapter registers it when imported), never an adapter's private function. With ``out`` given
+    # it fills ``out`` and returns it: the values the adapter's draw gives a new tensor (the same
+    # bits on the five cases below, compiled CPU kernel and torch's ops, when this was written).
+    reference = backend_draw("torch")
 
     stream = Stream(0, "initscale-triton-check")
     strides = canonical_strides(_CHECK_SHAPE, "torch")
@@ -632,7 +638,15 @@ def _check_stream(device: torch.device) -> str:
             params,
             clip_bounds(dist, str(dtype)),
         )
-        theirs = ist._stream_draw(stream, dist, strides, torch.empty(_CHECK_SHAPE, dtype=dtype, device=device))
+        theirs = reference(
+            stream,
+            dist,
+            strides,
+            _CHECK_SHAPE,
+            str(dtype).rsplit(".", 1)[-1],
+            None,
+            torch.empty(_CHECK_SHAPE, dtype=dtype, device=device),
+        )
         label = f"{type(dist).__name__}{dist.low, dist.high} {str(dtype).rsplit('.', 1)[-1]} stream"
         if ulps == 0:
             differ = int((mine.view(-1) != theirs.view(-1)).sum())
