@@ -75,7 +75,7 @@ def test_layer_forms_agree_on_the_fans() -> None:
 
 
 def test_unknown_names_are_rejected() -> None:
-    with pytest.raises(ValueError, match="Unknown backend 'mxnet'; valid: jax, keras, numpy, torch"):
+    with pytest.raises(ValueError, match="Unknown backend 'mxnet'; valid: jax, keras, numpy, tf_keras, torch"):
         parity.run(backends=["mxnet"])
     with pytest.raises(ValueError, match="Unknown layer 'rnn'"):
         parity.run(backends=["numpy"], layers=["rnn"])
