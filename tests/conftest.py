@@ -24,16 +24,16 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-# after the path above; NumPy only: no framework is imported here
-from _backends import BACKEND_NAMES, required
-
-from initscale import parity
-
 # Triton loaded after TensorFlow aborts the process (LLVM registers its options twice); before it,
 # both load. torch imports Triton lazily (torch._dynamo: transformers' models import it), which in a
 # suite whose Keras runs on TensorFlow would come after TensorFlow: so load it first, here.
 with contextlib.suppress(ImportError):
     import triton  # noqa: F401
+
+# after the path above and Triton; NumPy only: no framework is imported here
+from _backends import BACKEND_NAMES, required
+
+from initscale import parity
 
 # What the suite needs beyond NumPy (scipy: the test tools' statistics, used by a few checks).
 FRAMEWORKS = (
