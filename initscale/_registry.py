@@ -212,6 +212,12 @@ def _draw_keras(spec: Any, shape: tuple[int, ...], layout: Any, seed: int, dtype
     return np.asarray(keras.ops.convert_to_numpy(values))
 
 
+def _draw_tf_keras(spec: Any, shape: tuple[int, ...], layout: Any, seed: int, dtype: str | None) -> Any:
+    np = _np()
+    adapter = importlib.import_module(ADAPTERS["tf_keras"].module)
+    return np.asarray(adapter.initializer(spec, layout, seed=seed)(shape, dtype or "float32").numpy())
+
+
 Draw = Callable[[Any, tuple[int, ...], Any, int, "str | None"], Any]
 
 
@@ -380,6 +386,8 @@ ADAPTERS: dict[str, Adapter] = {
                 "initializer": "no stream=: the portable stream is not implemented for tf_keras.",
                 "reinit": "no stream_seed=, stream_names=, fans=: tf_keras's reinit predates them.",
             },
+            serves=("parity",),
+            draw=_draw_tf_keras,
         ),
     )
 }

@@ -4,11 +4,18 @@ A test run without every framework still passes: the tests of a missing framewor
 such a green run cannot pass for a full one, the end of the run names the missing frameworks and
 how many skips they caused, in one line of pytest's summary (``.ci/run`` installs every framework
 and sets INITSCALE_REQUIRE, so there a missing one fails instead).
+
+The ``backend`` fixture: one test, once per adapter of the registry's parity matrix
+(:data:`initscale.parity.BACKENDS`), with the backend's name as the test id, so that a property
+every adapter must have is written once (tests/test_parity.py, tests/test_adapters.py).
+INITSCALE_PARITY_BACKENDS (comma-separated) narrows the list: tests/test_keras_backends.py reruns
+the Keras rows with ``keras`` on each Keras backend, each in its own process.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import re
 import sys
 from pathlib import Path
@@ -22,6 +29,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 # suite whose Keras runs on TensorFlow would come after TensorFlow: so load it first, here.
 with contextlib.suppress(ImportError):
     import triton  # noqa: F401
+
+# after the path above and Triton; NumPy only: no framework is imported here
+from _backends import BACKEND_NAMES, required
+
+from initscale import parity
 
 # What the suite needs beyond NumPy (scipy: the test tools' statistics, used by a few checks).
 FRAMEWORKS = (
@@ -84,3 +96,20 @@ def _report_missing(terminalreporter) -> None:
         red=True,
         bold=True,
     )
+
+
+# --- the backend fixture -------------------------------------------------------------------------
+
+
+@pytest.fixture(params=BACKEND_NAMES)
+def backend(request) -> str:
+    """A backend's name; skips (fails, when INITSCALE_REQUIRE names it) if its modules do not import."""
+    name = request.param
+    try:
+        for module in parity.BACKENDS[name].modules:
+            importlib.import_module(module)
+    except ImportError as err:
+        if required(name):
+            pytest.fail(f"backend {name} is required by INITSCALE_REQUIRE but does not import: {err}")
+        pytest.skip(f"{name} is not installed")
+    return name

@@ -1,5 +1,10 @@
 """The Keras 3 adapter on the backend this process runs (KERAS_BACKEND; tests/test_keras_backends.py
-runs this file once per backend, each in its own process)."""
+runs this file once per backend, each in its own process).
+
+Every preset on every logical layer is the parity matrix's (tests/test_parity.py), with Keras's
+own initializers beside initscale's native-compat ones; dtypes, seeds, zero-size shapes, bad
+dtypes and specs, orthogonal blocks and the far-tail truncated normals are every adapter's
+(tests/test_adapters.py); test_keras_backends.py reruns both per Keras backend too."""
 
 from __future__ import annotations
 
@@ -13,10 +18,9 @@ import textwrap
 
 import numpy as np
 import pytest
-from _tails import TAIL_CASES, TAIL_IDS, TAIL_SHAPE, tail_failures, tail_spec
 
 import initscale
-from _stats import PRESET_SHAPES, failures, same_distribution
+from _stats import failures, same_distribution
 from initscale import presets
 
 keras = pytest.importorskip("keras")
@@ -40,47 +44,7 @@ def _float64_ok() -> bool:
     return bool(jax.config.jax_enable_x64)
 
 
-_SHAPES = PRESET_SHAPES
-
-
-@pytest.mark.parametrize("name", [n for n in presets.names() if "orthogonal" not in n])
-def test_every_preset_draws_its_analytic_distribution(name) -> None:
-    info, spec = presets.info(name), presets.get(name)
-    shape = _SHAPES[info.layout.split(":")[0]]
-    dist = spec.resolve(None if spec.fixed_scale else initscale.compute_fans(shape, info.layout))
-    values = _np(isk.initializer(spec, seed=len(name), layout=info.layout)(shape, "float32"))
-    assert failures(values, dist, F32) == []
-
-
-@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
-def test_dtypes(dtype) -> None:
-    if dtype == "float64" and not _float64_ok():
-        pytest.skip("JAX without jax_enable_x64 has no float64")
-    init = isk.initializer(HE, seed=1)
-    out = init((400, 500), dtype)
-    assert keras.backend.standardize_dtype(out.dtype) == dtype
-    x = _np(out)
-    var = HE.variance(initscale.Fans(400, 500))
-    # relative sd of the second moment ≤ sqrt(2/n) (κ ≤ 3), z = 4.5, plus the cast's relative
-    # rounding (bfloat16 2^-8) which moves a square by ≤ 2·2^-8.
-    assert abs(float(np.mean(x**2)) / var - 1) <= 4.5 * math.sqrt(2 / x.size) + 2 * 2.0**-8
-    bound = HE.bounds(initscale.Fans(400, 500))[1]
-    assert float(np.abs(x).max()) <= bound * (1 + 2.0**-8)
-
-
-def test_integer_dtypes_are_refused() -> None:
-    with pytest.raises(TypeError, match="floating-point values only.*'int32'"):
-        isk.initializer(HE)((3, 4), "int32")
-
-
-def test_seed_conventions() -> None:
-    fixed = isk.initializer(HE, seed=5)
-    assert np.array_equal(_np(fixed((30, 40))), _np(fixed((30, 40))))
-    assert np.array_equal(_np(fixed((30, 40))), _np(isk.initializer(HE, seed=5)((30, 40))))
-    gen = isk.initializer(HE, seed=keras.random.SeedGenerator(5))
-    assert not np.array_equal(_np(gen((30, 40))), _np(gen((30, 40))))
-    fresh = isk.initializer(HE)
-    assert not np.array_equal(_np(fresh((30, 40))), _np(fresh((30, 40))))
+def test_a_seed_that_is_not_an_int_or_seed_generator_is_refused() -> None:
     with pytest.raises(TypeError, match="Argument `seed` must be an int"):
         isk.initializer(HE, seed="0")
 
@@ -133,22 +97,12 @@ def test_loading_rejects_unknown_keys_and_kinds() -> None:
         (lambda: isk.VarianceScaling(mode="avg"), ValueError, "Argument `mode` must be one of"),
         (lambda: isk.VarianceScaling(scale=0.0), ValueError, "Argument `scale`"),
         (lambda: isk.VarianceScaling(input_axes=0), ValueError, "go together"),
-        (lambda: isk.initializer("he_normal"), TypeError, "Argument `spec`"),
         (lambda: isk.initializer(HE, layout="keras.lstmm"), ValueError, "Argument `layout` must be one of"),
     ],
 )
 def test_bad_arguments_fail_when_built(call, error, match) -> None:
     with pytest.raises(error, match=match):
         call()
-
-
-def test_layouts_for_stacked_and_grouped_kernels() -> None:
-    x = _np(isk.initializer(HE, seed=0, layout="keras.lstm")((256, 4 * 256)))
-    assert failures(x, HE.resolve(initscale.compute_fans((256, 1024), "keras.lstm")), F32) == []
-    q = _np(isk.Orthogonal(seed=0, layout="keras.lstm")((32, 4 * 32)))
-    for g in range(4):
-        block = q[:, g * 32 : (g + 1) * 32]
-        assert np.allclose(block.T @ block, np.eye(32), atol=1e-5)
 
 
 # --- native parity ---------------------------------------------------------------------------
@@ -841,15 +795,3 @@ def test_bounded_draws_stay_inside_after_rounding(dtype) -> None:
         for init in (isk.initializer(spec, seed=0), isk.initializer(spec, stream=Stream(0, "w"))):
             x = _np(keras.ops.cast(init((512, 512), dtype), "float32"))
             assert x.min() >= -h and x.max() <= h, (name, dtype)
-
-
-# --- far-tail, one-sided and narrow truncated normals (issue 16) -------------------------------------
-
-
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
-@pytest.mark.parametrize(("a", "b"), TAIL_CASES, ids=TAIL_IDS)
-def test_tail_truncated_normals_are_exact(a, b, dtype) -> None:
-    # The work is float64, or float32 on JAX without x64 (where erf(−6/√2) = −1, Φ(−20) = 0).
-    out = isk.initializer(tail_spec(a, b), seed=11)(TAIL_SHAPE, dtype)
-    assert keras.backend.standardize_dtype(out.dtype) == dtype
-    assert tail_failures(keras.ops.convert_to_numpy(out), a, b) == []

@@ -1,6 +1,7 @@
-"""Run the Keras adapter's tests and the Keras rows of the parity matrix once per Keras backend,
-each in its own process (Keras fixes its backend when it is imported). The backend of this
-process runs them in-process already.
+"""Run the Keras adapter's tests, and the Keras rows of the parity matrix and of the properties
+every adapter has (tests/test_adapters.py), once per Keras backend, each in its own process
+(Keras fixes its backend when it is imported). The backend of this process runs them in-process
+already.
 
 A backend listed in INITSCALE_REQUIRE (comma-separated, e.g. "keras-jax,keras-torch") must run:
 if its framework cannot be imported the test fails instead of skipping.
@@ -18,6 +19,7 @@ import pytest
 
 SUITE = Path(__file__).parent / "test_keras_adapter.py"
 PARITY = Path(__file__).parent / "test_parity.py"
+ADAPTERS = Path(__file__).parent / "test_adapters.py"  # INITSCALE_PARITY_BACKENDS=keras: its Keras rows
 AUTO = Path(__file__).parent / "test_auto_keras.py"  # initscale.auto on Keras graphs
 BACKENDS = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 
@@ -38,7 +40,18 @@ def test_keras_suite_on_backend(backend: str) -> None:
         pytest.skip("this process runs the Keras suite on this backend itself")
     env = {**os.environ, "KERAS_BACKEND": backend, "INITSCALE_PARITY_BACKENDS": "keras"}
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(SUITE), str(PARITY), str(AUTO)],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            str(SUITE),
+            str(PARITY),
+            str(ADAPTERS),
+            str(AUTO),
+        ],
         capture_output=True,
         text=True,
         env=env,

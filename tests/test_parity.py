@@ -5,18 +5,18 @@ layer that broke.
 Properties: (a) each backend's draw has the preset's exact distribution at the layer's forward
 fans; (b) each backend draws the same distribution as the NumPy reference; (c) where a preset
 reproduces a framework's own initializer, the native draw and initscale's native-compat draw
-agree. A backend named in INITSCALE_REQUIRE that cannot be imported fails instead of skipping.
-Keras runs here on this process's Keras backend; tests/test_keras_backends.py reruns the Keras
-rows on the other backends, each in its own process.
+agree. The ``backend`` fixture (tests/conftest.py) runs each test once per backend of the
+adapter registry; a backend named in INITSCALE_REQUIRE that cannot be imported fails instead of
+skipping. Keras runs here on this process's Keras backend; tests/test_keras_backends.py reruns the
+Keras rows on the other backends, each in its own process.
 """
 
 from __future__ import annotations
 
-import importlib
-import os
 from functools import cache
 
 import pytest
+from _backends import BACKEND_NAMES
 
 import initscale
 from initscale import parity, presets
@@ -26,9 +26,6 @@ LAYERS = list(parity.LAYERS)
 # constant and orthogonal specs are compared exactly (values, orthogonality) in the analytic test
 EXACT = (initscale.Orthogonal, initscale.Constant, initscale.Zeros, initscale.Ones)
 SAMPLED = [p for p in PRESETS if not isinstance(presets.get(p), EXACT)]
-REQUIRED = {x.strip() for x in os.environ.get("INITSCALE_REQUIRE", "").split(",") if x.strip()}
-# tests/test_keras_backends.py reruns this file with INITSCALE_PARITY_BACKENDS=keras per Keras backend
-BACKEND_NAMES = [b for b in os.environ.get("INITSCALE_PARITY_BACKENDS", ",".join(parity.BACKENDS)).split(",") if b]
 
 
 @cache
@@ -36,20 +33,6 @@ def _rows(backend: str) -> dict[tuple[str, str, str, str], parity.Row]:
     names = ["numpy"] if backend == "numpy" else ["numpy", backend]
     rows = parity.run(backends=names)
     return {(r.kind, r.backend, r.preset, r.layer): r for r in rows}
-
-
-@pytest.fixture(params=BACKEND_NAMES)
-def backend(request) -> str:
-    name = request.param
-    try:
-        for module in parity.BACKENDS[name].modules:
-            importlib.import_module(module)
-    except ImportError as err:
-        required = name in REQUIRED or any(r == name or r.startswith(f"{name}-") for r in REQUIRED)
-        if required:
-            pytest.fail(f"backend {name} is required by INITSCALE_REQUIRE but does not import: {err}")
-        pytest.skip(f"{name} is not installed")
-    return name
 
 
 def _check(row: parity.Row) -> None:
@@ -92,7 +75,7 @@ def test_layer_forms_agree_on_the_fans() -> None:
 
 
 def test_unknown_names_are_rejected() -> None:
-    with pytest.raises(ValueError, match="Unknown backend 'mxnet'; valid: jax, keras, numpy, torch"):
+    with pytest.raises(ValueError, match="Unknown backend 'mxnet'; valid: jax, keras, numpy, tf_keras, torch"):
         parity.run(backends=["mxnet"])
     with pytest.raises(ValueError, match="Unknown layer 'rnn'"):
         parity.run(backends=["numpy"], layers=["rnn"])

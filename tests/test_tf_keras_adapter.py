@@ -1,4 +1,8 @@
-"""The legacy Keras 2 adapter (tf_keras on TensorFlow): same API and guarantees as the Keras 3 one."""
+"""The legacy Keras 2 adapter (tf_keras on TensorFlow): same API and guarantees as the Keras 3 one.
+
+Every preset on every logical layer is the parity matrix's (tests/test_parity.py); dtypes, seeds,
+zero-size shapes, bad dtypes and specs, orthogonal blocks and the far-tail truncated normals are
+every adapter's (tests/test_adapters.py)."""
 
 from __future__ import annotations
 
@@ -11,10 +15,9 @@ import textwrap
 
 import numpy as np
 import pytest
-from _tails import TAIL_CASES, TAIL_IDS, TAIL_SHAPE, tail_failures, tail_spec
 
 import initscale
-from _stats import PRESET_SHAPES, failures, same_distribution
+from _stats import failures, same_distribution
 from initscale import presets
 
 tf_keras = pytest.importorskip("tf_keras")
@@ -23,33 +26,11 @@ istk = pytest.importorskip("initscale.adapters.tf_keras")
 F32 = 2.0**-24
 HE = presets.get("he_normal")
 SHAPE = (3, 3, 100, 200)
-_SHAPES = PRESET_SHAPES
 
 
-@pytest.mark.parametrize("name", [n for n in presets.names() if "orthogonal" not in n])
-def test_every_preset_draws_its_analytic_distribution(name) -> None:
-    info, spec = presets.info(name), presets.get(name)
-    shape = _SHAPES[info.layout.split(":")[0]]
-    dist = spec.resolve(None if spec.fixed_scale else initscale.compute_fans(shape, info.layout))
-    values = istk.initializer(spec, seed=len(name), layout=info.layout)(shape, "float32").numpy()
-    assert failures(values, dist, F32) == []
-
-
-def test_seeds_dtypes_and_orthogonal_blocks() -> None:
-    fixed = istk.initializer(HE, seed=5)
-    assert np.array_equal(fixed((30, 40)).numpy(), fixed((30, 40)).numpy())
-    fresh = istk.initializer(HE)
-    assert not np.array_equal(fresh((30, 40)).numpy(), fresh((30, 40)).numpy())
-    for dtype in ("float16", "bfloat16", "float64"):
-        assert fixed((3, 4), dtype).dtype.name == dtype
-    with pytest.raises(TypeError, match="floating-point values only"):
-        fixed((3, 4), "int32")
+def test_a_seed_that_is_not_an_int_is_refused() -> None:
     with pytest.raises(TypeError, match="Argument `seed` must be an int"):
         istk.initializer(HE, seed="1")
-    q = istk.Orthogonal(seed=0, layout="keras.lstm")((32, 128)).numpy()
-    for g in range(4):
-        block = q[:, g * 32 : (g + 1) * 32]
-        assert np.allclose(block.T @ block, np.eye(32), atol=1e-5)
 
 
 NATIVE = [  # drop-in, tf_keras's own (Keras 2 corrects the truncated normal too), shape
@@ -319,15 +300,3 @@ def test_initscale_keras_is_tf_keras_under_tf_use_legacy_keras() -> None:
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
         assert out.returncode == 0, out.stderr[-2000:]
         assert out.stdout.strip().splitlines()[-1] == expected
-
-
-# --- far-tail, one-sided and narrow truncated normals (issue 16) -------------------------------------
-
-
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
-@pytest.mark.parametrize(("a", "b"), TAIL_CASES, ids=TAIL_IDS)
-def test_tail_truncated_normals_are_exact(a, b, dtype) -> None:
-    # float64 work: erf(−8.5/√2) rounds to −1 there too, so Φ⁻¹ from the representable side.
-    out = istk.initializer(tail_spec(a, b), seed=11)(TAIL_SHAPE, dtype)
-    assert out.dtype.name == dtype
-    assert tail_failures(out.numpy(), a, b) == []
