@@ -54,6 +54,7 @@ import keras
 
 from initscale import presets
 from initscale._registry import deprecated_positional, layout_like
+from initscale._shared import round_to_odd
 from initscale.distributions import Distribution, OrthogonalDist
 from initscale.fans import Layout, LayoutLike
 from initscale.reinit import Report, Target
@@ -241,16 +242,8 @@ _TF_SEEN: set[tuple[Any, ...]] = set()  # the (shape, canonical strides, gate or
 
 
 def _tf_round_to_odd(values: Any) -> Any:
-    """float64 → float32 rounded to odd (toward zero, lowest bit set where inexact): cast on to
-    float16/bfloat16 (nearest even), it gives the float64 value rounded once, as NumPy does."""
-    import tensorflow as tf
-
-    t = tf.cast(values, tf.float32)
-    over = tf.abs(tf.cast(t, tf.float64)) > tf.abs(values)
-    t = tf.where(over, tf.math.nextafter(t, tf.zeros_like(t)), t)
-    bits = tf.bitcast(t, tf.int32)
-    bits = tf.where(tf.cast(t, tf.float64) != values, tf.bitwise.bitwise_or(bits, 1), bits)
-    return tf.bitcast(bits, tf.float32)
+    """float64 → float32 rounded to odd (:func:`initscale._shared.round_to_odd`, TensorFlow's ops)."""
+    return round_to_odd(values, _common.tf_odd_ops())
 
 
 @functools.lru_cache(maxsize=256)
