@@ -28,6 +28,7 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from initscale import _shared, from_dict, presets
+from initscale._registry import deprecated_positional, layout_like
 from initscale._shared import lower_tail
 from initscale.distributions import ConstantDist, NormalDist, OrthogonalDist, TruncatedNormalDist, UniformDist
 from initscale.fans import Fans, Layout, LayoutLike, layout_from_config, layout_to_config
@@ -310,6 +311,18 @@ def fan_layout(spec: Spec, layout: LayoutLike | None, input_axes: Any, output_ax
         )
     counted = CountedAxes(input_axes, output_axes)  # checked whatever the spec
     return counted if uses_fans(spec) else DEFAULT_LAYOUT
+
+
+deprecated_seed_layout = deprecated_positional(
+    ("spec", "seed", "layout"),
+    new=2,
+    is_old=lambda args: len(args) >= 2 and not layout_like(args[1]),
+    since="0.2",
+    removed_in="0.3",
+)
+"""Both adapters' ``initializer``: the old positional ``initializer(spec, seed, layout)`` keeps
+working until initscale 0.3 with a DeprecationWarning naming the adapter's own function (a second
+positional that cannot be a layout is the old ``seed``)."""
 
 
 # --- the initializers' logic (mixins: each adapter adds its framework's Initializer base) ---------

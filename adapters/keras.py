@@ -53,7 +53,6 @@ from typing import Any
 import keras
 
 from initscale import presets
-from initscale._registry import deprecated_positional, layout_like
 from initscale._shared import round_to_odd
 from initscale.distributions import Distribution, OrthogonalDist
 from initscale.fans import Layout, LayoutLike
@@ -403,13 +402,7 @@ class Initializer(_SpecInitializer, keras.initializers.VarianceScaling):  # type
         return self.spec_config()
 
 
-@deprecated_positional(
-    ("spec", "seed", "layout"),
-    new=2,
-    is_old=lambda args: len(args) >= 2 and not layout_like(args[1]),
-    since="0.2",
-    removed_in="0.3",
-)
+@_common.deprecated_seed_layout
 def initializer(
     spec: Spec, layout: LayoutLike | None = None, *, stream: Stream | None = None, seed: Any = None
 ) -> Initializer:

@@ -1,5 +1,6 @@
 """The Keras implementation (Keras 3 on this process's backend, and tf_keras) draws through the
-shared algorithms (initscale._shared) and the one cached plan per weight (initscale.plan).
+shared algorithms (initscale._shared) and the one cached plan per weight (initscale.plan), and its
+two adapters share one deprecation of the old positional ``initializer(spec, seed, layout)``.
 
 That the values stayed the same to the bit is checked outside the suite, with the harness that
 hashes every draw before and after (see the commit that made these algorithms shared)."""
@@ -101,3 +102,13 @@ def test_mutation_tensorflows_plain_cast_rounds_twice() -> None:
     values = _double_rounding_cases()
     twice = tf.cast(tf.cast(tf.constant(values, tf.float64), tf.float32), tf.float16).numpy()
     assert (twice != values.astype(np.float16)).sum() > 0
+
+
+@pytest.mark.parametrize("name", ["keras", "tf_keras"])
+def test_one_deprecation_names_each_adapters_own_function(name) -> None:
+    """Both adapters wrap ``initializer`` with the one decorator of _keras_common, and its warning
+    names the adapter's own function."""
+    adapter = _adapter(name)
+    assert adapter.initializer.__wrapped__.__module__ == adapter.__name__
+    with pytest.warns(DeprecationWarning, match=rf"^{adapter.__name__}\.initializer: passing seed positionally"):
+        adapter.initializer(presets.get("he_normal"), 3)
