@@ -24,13 +24,16 @@ import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from initscale import from_dict, presets
+from initscale import _shared, from_dict, presets
+from initscale._registry import deprecated_positional, layout_like
+from initscale._shared import lower_tail
 from initscale.distributions import ConstantDist, NormalDist, OrthogonalDist, TruncatedNormalDist, UniformDist
 from initscale.fans import Fans, Layout, LayoutLike, layout_from_config, layout_to_config
 from initscale.normal_math import far_tail_offset, normal_cdf, truncated_plan
-from initscale.plan import planner
+from initscale.plan import plans
 from initscale.reinit import ADDED_TENSOR, ADDED_TENSOR_NOTE, Param, Report, Role, Target, Write
 from initscale.rounding import representable_bounds
 from initscale.specs import Constant as ConstantSpec
@@ -38,7 +41,7 @@ from initscale.specs import Normal, Spec, Uniform
 from initscale.specs import Ones as OnesSpec
 from initscale.specs import Orthogonal as OrthogonalSpec
 from initscale.specs import Zeros as ZerosSpec
-from initscale.streams import Stream, plan_stream
+from initscale.streams import Stream, portable
 
 from ._keras_layers import NORM_CLASSES, NORM_NAME, NORM_OFFSET_LEAVES, NORM_SCALE_LEAVES, UNIT_OFFSET, keras_role
 
@@ -55,7 +58,7 @@ class Framework:
     """What differs between Keras 3 and tf_keras, for the shared code.
 
     Sampling: ``ops`` is a ``keras.ops``-like namespace (``add``, ``cast``, ``clip``,
-    ``diagonal``, ``erfinv``, ``expand_dims``, ``full``, ``log1p``, ``multiply``, ``negative``,
+    ``diagonal``, ``erfinv``, ``full``, ``log1p``, ``multiply``, ``negative``,
     ``qr``, ``reshape``, ``sign``, ``subtract``, ``swapaxes``, ``transpose``); ``xp`` has the
     ``log``/``log1p``/``sqrt`` of :func:`initscale.normal_math.far_tail_offset`; ``uniform`` and
     ``normal`` draw ``(shape, low_or_mean, high_or_std, dtype, seed)``; ``ndtri`` is Φ⁻¹ on a
@@ -130,9 +133,7 @@ def truncated(fw: Framework, dist: TruncatedNormalDist, shape: tuple[int, ...], 
             z = -(plan.a + far_tail_offset(e, plan.a, plan.log_s_a, fw.xp))
         z = ops.clip(z, plan.z_low, plan.z_high)
         return ops.cast(ops.clip(z * (plan.sign * dist.sigma) + dist.loc, low, high), dtype)
-    flip = a > 0.0  # an upper-tail interval is drawn as the mirror of the lower one
-    if flip:
-        a, b = -b, -a
+    a, b, flip = lower_tail(a, b)  # an upper-tail interval is drawn as the mirror of the lower one
     u = fw.uniform(shape, normal_cdf(a), normal_cdf(b), work, seed)
     z = ops.clip(ops.multiply(ops.erfinv(ops.subtract(ops.multiply(u, 2.0), 1.0)), math.sqrt(2.0)), a, b)
     if flip:
@@ -140,24 +141,74 @@ def truncated(fw: Framework, dist: TruncatedNormalDist, shape: tuple[int, ...], 
     return ops.cast(ops.clip(ops.add(ops.multiply(z, dist.sigma), dist.loc), low, high), dtype)
 
 
+class _Haar:
+    """A tensor of the orthogonal draw with the ``*`` and ``.reshape`` that
+    :func:`initscale._shared.orthogonal` uses, as ``fw.ops`` calls (a TensorFlow tensor has no
+    ``.reshape``): ``q * d`` and ``gain * q`` are ``ops.multiply(q, ...)``, as Keras drew before."""
+
+    __slots__ = ("ops", "x")
+
+    def __init__(self, ops: Any, x: Any) -> None:
+        self.ops, self.x = ops, x
+
+    def __mul__(self, other: Any) -> _Haar:
+        return _Haar(self.ops, self.ops.multiply(self.x, other))
+
+    __rmul__ = __mul__  # gain * q: ops.multiply(q, gain)
+
+    def reshape(self, *shape: Any) -> _Haar:
+        dims = shape[0] if len(shape) == 1 and isinstance(shape[0], tuple) else shape
+        return _Haar(self.ops, self.ops.reshape(self.x, dims))
+
+
+def haar_ops(fw: Framework, work: str, seed: Any) -> SimpleNamespace:
+    """``fw``'s ops for :func:`initscale._shared.orthogonal` (its ``HaarOps``): normals in ``work``
+    drawn with ``seed``, Q wrapped as a :class:`_Haar` up to the last permutation."""
+    ops = fw.ops
+
+    def qr(g: Any) -> tuple[_Haar, Any]:
+        q, r = ops.qr(g)
+        return _Haar(ops, q), r
+
+    return SimpleNamespace(
+        normal=lambda size: fw.normal(size, 0.0, 1.0, work, seed),
+        qr=qr,
+        diagonal=lambda r: ops.diagonal(r, axis1=-2, axis2=-1),
+        phase=ops.sign,  # real weights only: the signs
+        swap=lambda q: _Haar(ops, ops.swapaxes(q.x, -1, -2)),
+        permute=lambda q, axes: _Haar(ops, ops.transpose(q.x, axes)),
+    )
+
+
 def orthogonal(
     fw: Framework, dist: OrthogonalDist, layout: Layout, shape: tuple[int, ...], dtype: str, seed: Any
 ) -> Any:
-    """``gain`` × a Haar-random orthogonal matrix per block of ``layout`` (QR of a Gaussian
-    matrix, the signs fixed by R's diagonal), in float64 for a float64 weight, else float32."""
-    ops = fw.ops
-    order, (nb, og, o, ig, i, rf) = layout.blocks(shape)
-    rows, cols = o, i * rf
-    big, small = max(rows, cols), min(rows, cols)
+    """``gain`` × a Haar-random orthogonal matrix per block of ``layout``
+    (:func:`initscale._shared.orthogonal` with ``fw``'s ops), in float64 for a float64 weight,
+    else float32."""
     work = "float64" if dtype == "float64" else "float32"
-    q, r = ops.qr(fw.normal((nb * og * ig, big, small), 0.0, 1.0, work, seed))
-    q = ops.multiply(q, ops.expand_dims(ops.sign(ops.diagonal(r, axis1=-2, axis2=-1)), -2))  # Haar
-    if rows < cols:
-        q = ops.swapaxes(q, -1, -2)
-    blocks = ops.transpose(ops.reshape(ops.multiply(q, dist.gain), (nb, og, ig, o, i, rf)), (0, 1, 3, 2, 4, 5))
-    permuted = ops.reshape(blocks, tuple(shape[a] for a in order))
-    inverse = tuple(sorted(range(len(order)), key=order.__getitem__))
-    return ops.cast(ops.transpose(permuted, inverse), dtype)
+    q: _Haar = _shared.orthogonal(dist.gain, layout.blocks(shape), shape, haar_ops(fw, work, seed))
+    return fw.ops.cast(q.x, dtype)
+
+
+@functools.cache
+def tf_odd_ops() -> SimpleNamespace:
+    """TensorFlow's ops for :func:`initscale._shared.round_to_odd` (its float64 → float16/bfloat16
+    cast rounds twice, through float32), for Keras 3's TensorFlow backend; TensorFlow is imported
+    when they are first asked for."""
+    import tensorflow as tf
+
+    def set_low_bit(t: Any, mask: Any) -> Any:
+        bits = tf.bitcast(t, tf.int32)
+        return tf.bitcast(tf.where(mask, tf.bitwise.bitwise_or(bits, 1), bits), tf.float32)
+
+    return SimpleNamespace(
+        narrow=lambda x: tf.cast(x, tf.float32),
+        widen=lambda x: tf.cast(x, tf.float64),
+        where=tf.where,
+        toward_zero=lambda t: tf.math.nextafter(t, tf.zeros_like(t)),
+        set_low_bit=set_low_bit,
+    )
 
 
 def sample(
@@ -262,6 +313,18 @@ def fan_layout(spec: Spec, layout: LayoutLike | None, input_axes: Any, output_ax
     return counted if uses_fans(spec) else DEFAULT_LAYOUT
 
 
+deprecated_seed_layout = deprecated_positional(
+    ("spec", "seed", "layout"),
+    new=2,
+    is_old=lambda args: len(args) >= 2 and not layout_like(args[1]),
+    since="0.2",
+    removed_in="0.3",
+)
+"""Both adapters' ``initializer``: the old positional ``initializer(spec, seed, layout)`` keeps
+working until initscale 0.3 with a DeprecationWarning naming the adapter's own function (a second
+positional that cannot be a layout is the old ``seed``)."""
+
+
 # --- the initializers' logic (mixins: each adapter adds its framework's Initializer base) ---------
 
 
@@ -288,7 +351,7 @@ class SpecInitializer:
         self.seed = self._fw.check_seed(seed)
         self.layout = layout_from_config(layout)
         self.input_axes, self.output_axes = input_axes, output_axes
-        self._plan, self._rule = planner(spec, fan_layout(spec, self.layout, input_axes, output_axes))
+        self._plan, self._rule = plans(spec, fan_layout(spec, self.layout, input_axes, output_axes))
         if isinstance(stream, Mapping):
             stream = Stream(**stream)
         if stream is not None and not isinstance(stream, Stream):
@@ -296,12 +359,12 @@ class SpecInitializer:
         self.stream = stream
 
     def __call__(self, shape: Any, dtype: Any = None) -> Any:
-        dims = tuple(int(d) for d in shape)
+        plan = self._plan(tuple(int(d) for d in shape))  # the weight's cached plan (initscale.plan)
         if self.stream is not None and self._fw.stream_tensor is not None:
-            dist, _ = plan_stream(self.stream, self.spec, dims, self._rule)
-            return self._fw.stream_tensor(self.stream, dist, dims, self._rule, float_dtype(self._fw, dtype))
-        dist, concrete = self._plan(dims)
-        return self._fw.sample(dist, concrete, dims, float_dtype(self._fw, dtype), self._fw.draw_seed(self.seed))
+            dist = portable(plan).dist  # an orthogonal spec raises the explanation
+            return self._fw.stream_tensor(self.stream, dist, plan.shape, self._rule, float_dtype(self._fw, dtype))
+        draw_seed = self._fw.draw_seed(self.seed)
+        return self._fw.sample(plan.dist, plan.layout, plan.shape, float_dtype(self._fw, dtype), draw_seed)
 
     def spec_config(self) -> dict[str, Any]:
         """The config of an initializer made from a spec: the spec as its versioned dict, so

@@ -53,7 +53,7 @@ from typing import Any
 import keras
 
 from initscale import presets
-from initscale._registry import deprecated_positional, layout_like
+from initscale._shared import round_to_odd
 from initscale.distributions import Distribution, OrthogonalDist
 from initscale.fans import Layout, LayoutLike
 from initscale.reinit import Report, Target
@@ -241,16 +241,8 @@ _TF_SEEN: set[tuple[Any, ...]] = set()  # the (shape, canonical strides, gate or
 
 
 def _tf_round_to_odd(values: Any) -> Any:
-    """float64 → float32 rounded to odd (toward zero, lowest bit set where inexact): cast on to
-    float16/bfloat16 (nearest even), it gives the float64 value rounded once, as NumPy does."""
-    import tensorflow as tf
-
-    t = tf.cast(values, tf.float32)
-    over = tf.abs(tf.cast(t, tf.float64)) > tf.abs(values)
-    t = tf.where(over, tf.math.nextafter(t, tf.zeros_like(t)), t)
-    bits = tf.bitcast(t, tf.int32)
-    bits = tf.where(tf.cast(t, tf.float64) != values, tf.bitwise.bitwise_or(bits, 1), bits)
-    return tf.bitcast(bits, tf.float32)
+    """float64 → float32 rounded to odd (:func:`initscale._shared.round_to_odd`, TensorFlow's ops)."""
+    return round_to_odd(values, _common.tf_odd_ops())
 
 
 @functools.lru_cache(maxsize=256)
@@ -410,13 +402,7 @@ class Initializer(_SpecInitializer, keras.initializers.VarianceScaling):  # type
         return self.spec_config()
 
 
-@deprecated_positional(
-    ("spec", "seed", "layout"),
-    new=2,
-    is_old=lambda args: len(args) >= 2 and not layout_like(args[1]),
-    since="0.2",
-    removed_in="0.3",
-)
+@_common.deprecated_seed_layout
 def initializer(
     spec: Spec, layout: LayoutLike | None = None, *, stream: Stream | None = None, seed: Any = None
 ) -> Initializer:

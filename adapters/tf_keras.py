@@ -37,7 +37,6 @@ import tensorflow as tf
 import tf_keras
 
 from initscale import presets
-from initscale._registry import deprecated_positional, layout_like
 from initscale.distributions import Distribution
 from initscale.fans import Layout, LayoutLike
 from initscale.reinit import Report, Target
@@ -155,13 +154,7 @@ class Initializer(_SpecInitializer):
         return self.spec_config()
 
 
-@deprecated_positional(
-    ("spec", "seed", "layout"),
-    new=2,
-    is_old=lambda args: len(args) >= 2 and not layout_like(args[1]),
-    since="0.2",
-    removed_in="0.3",
-)
+@_common.deprecated_seed_layout
 def initializer(spec: Spec, layout: LayoutLike | None = None, *, seed: int | None = None) -> Initializer:
     """Compile ``spec`` into a Keras 2 initializer (see :class:`Initializer`).
 

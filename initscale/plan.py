@@ -10,7 +10,7 @@ kit and reinit read the same plan, and a sampling call only draws.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -20,9 +20,7 @@ from .fans import Fans, LayerKind, Layout, LayoutLike, gate_order, resolve
 from .rounding import clip_bounds, representable_bounds
 from .specs import Spec
 
-__all__ = ["PlanLookup", "Planner", "WeightPlan", "canonical_strides", "gate_index", "planner", "plans", "weight_plan"]
-
-Planner = Callable[[tuple[int, ...]], tuple[Distribution, Layout | None]]
+__all__ = ["PlanLookup", "WeightPlan", "canonical_strides", "gate_index", "plans", "weight_plan"]
 
 
 def canonical_strides(shape: Sequence[int], layout: LayoutLike | None) -> tuple[int, ...]:
@@ -168,20 +166,3 @@ def plans(spec: Spec, layout: LayoutLike) -> tuple[PlanLookup, Layout | LayerKin
         return found
 
     return plan, rule
-
-
-def planner(spec: Spec, layout: LayoutLike) -> tuple[Planner, Layout | LayerKind]:
-    """Return ``(plan, rule)``: ``plan(shape)`` gives the distribution to draw and, for specs
-    that depend on the fans, the concrete layout (the :class:`WeightPlan`'s ``dist`` and
-    ``layout``); ``rule`` is the resolved layout.
-
-    Fixed-scale specs (Normal, Uniform, Constant, ...) ignore the layout, so they also fill
-    biases and other rank-1 weights.
-    """
-    plan, rule = plans(spec, layout)
-
-    def pair(shape: tuple[int, ...]) -> tuple[Distribution, Layout | None]:
-        found = plan(shape)
-        return found.dist, found.layout
-
-    return pair, rule

@@ -10,7 +10,7 @@ import pytest
 import initscale
 from initscale import _shared, presets
 from initscale.fans import Layout
-from initscale.plan import planner, weight_plan
+from initscale.plan import plans, weight_plan
 from initscale.rounding import clip_bounds
 from initscale.streams import backend_draw
 
@@ -24,8 +24,8 @@ def test_one_cached_plan_per_spec_shape_layout_dtype() -> None:
     assert plan.dist == spec.resolve(plan.fans)
     assert plan.strides == (4, 1) and plan.gates is None
     assert plan.clip == clip_bounds(plan.dist, "float16")
-    dist, layout = planner(spec, "torch")[0]((6, 4))
-    assert (dist, layout) == (plan.dist, plan.layout)
+    found = plans(spec, "torch")[0]((6, 4), "float16")  # an initializer's lookup (keyed by the resolved layout)
+    assert (found.dist, found.layout, found.clip) == (plan.dist, plan.layout, plan.clip)
     fixed = weight_plan(initscale.Normal(0.02), (5,), "torch")  # a fixed-scale spec fills a bias
     assert fixed.fans is None and fixed.layout is None
     with pytest.raises(ValueError, match="built without a dtype"):
