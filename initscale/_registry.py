@@ -382,10 +382,6 @@ ADAPTERS: dict[str, Adapter] = {
                 "lsuv": "not written for tf_keras yet: the Keras 3 loop (adapters/_keras_lsuv.py) is to serve "
                 "both once the Keras adapters share one implementation.",
             },
-            differs={
-                "initializer": "no stream=: the portable stream is not implemented for tf_keras.",
-                "reinit": "no stream_seed=, stream_names=, fans=: tf_keras's reinit predates them.",
-            },
         ),
     )
 }

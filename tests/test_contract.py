@@ -70,8 +70,6 @@ def test_known_gaps_by_name() -> None:
         ("jax", "lsuv"),
         ("tf_keras", "check"),
         ("tf_keras", "lsuv"),
-        ("tf_keras", "initializer"),
-        ("tf_keras", "reinit"),
     }
 
 
