@@ -1,6 +1,6 @@
 """Legacy Keras 2 (``tf_keras`` on TensorFlow) adapter: the same API as :mod:`initscale.adapters.keras`.
 
-For users pinned to Keras 2: ``initializer(spec, seed=None, layout=None)``, drop-ins under Keras's
+For users pinned to Keras 2: ``initializer(spec, layout=None, *, stream=None, seed=None)``, drop-ins under Keras's
 names (``VarianceScaling``, ``GlorotUniform``, ``HeNormal``, ...), registered as
 ``"initscale>Name"`` with ``tf_keras.utils.register_keras_serializable`` so ``.keras`` and H5
 models load back, and :func:`reinit` for a built model. ``initscale.keras`` resolves to this
@@ -9,7 +9,9 @@ as ``initscale.adapters.tf_keras`` otherwise.
 
 Sampling with TensorFlow ops: an int seed draws with the stateless ops (the same values on every
 call, as Keras 2's seeded initializers), None with the stateful ones (fresh values every call).
-Truncated normals by inverse CDF in float64 (exact bounds, corrected variance).
+Truncated normals by inverse CDF in float64 (exact bounds, corrected variance). A portable
+stream (``stream=``, ``reinit(..., stream_seed=)``) gives the values of Keras 3 on TensorFlow,
+NumPy, torch and JAX for the same seed and name (:mod:`initscale.streams`).
 
 Keras 2's ``EinsumDense`` (so ``MultiHeadAttention``) hands its initializer no axes (Keras 3.15's
 passes ``input_axes``/``output_axes`` to a VarianceScaling): there Keras 2's own initializers

@@ -550,7 +550,8 @@ def _write_flat(
         if gated is None or axis is None:
             target.copy_(source)
         elif axis < len(block) and isinstance(block[axis], int):  # one canonical gate index: its position
-            dest[(*block[:axis], int(gated[1][block[axis]]), *block[axis + 1 :])].copy_(source)
+            at_gate = (*block[:axis], int(gated[1][block[axis]]), *block[axis + 1 :])
+            dest[at_gate].copy_(source)
         elif axis < len(block):  # the slice [a, b) of canonical gate indices: their positions
             part = block[axis]
             dest[block[:axis]].index_copy_(0, gated[1][part.start : part.stop], source)
@@ -652,7 +653,7 @@ def _kernel_draw(
         fill(out, starts, gates)
         return out
     # float16/bfloat16 (float32 rounded to odd, cast once) or a non-dense target: staged a box at a time
-    order = sorted(range(out.dim()), key=lambda axis: -out.stride(axis))
+    order = sorted(range(out.dim()), key=lambda axis: -int(out.stride(axis)))
     for ranges in _sub_boxes(tuple(out.shape), order, _STAGE_PIECE):
         index = tuple(slice(a, b) for a, b in ranges)
         stage = torch.empty(tuple(b - a for a, b in ranges), dtype=work)
