@@ -653,7 +653,8 @@ def _kernel_draw(
         fill(out, starts, gates)
         return out
     # float16/bfloat16 (float32 rounded to odd, cast once) or a non-dense target: staged a box at a time
-    order = sorted(range(out.dim()), key=lambda axis: -int(out.stride(axis)))
+    memory = tuple(out.stride())
+    order = sorted(range(out.dim()), key=lambda axis: -memory[axis])
     for ranges in _sub_boxes(tuple(out.shape), order, _STAGE_PIECE):
         index = tuple(slice(a, b) for a, b in ranges)
         stage = torch.empty(tuple(b - a for a, b in ranges), dtype=work)
