@@ -65,7 +65,7 @@ from initscale.reinit import Param, Report, Role, Target, Write
 from initscale.reinit import run as reinit_run
 from initscale.rounding import clip_bounds
 from initscale.specs import Spec
-from initscale.streams import Stream, philox4x32, portable, register_draw, transform
+from initscale.streams import Stream, finish, philox4x32, portable, register_draw, uniforms
 
 __all__ = ["Initializer", "check", "initializer", "lsuv", "reinit"]
 
@@ -301,17 +301,30 @@ def _stream_compiled(
     zeros = jnp.zeros_like(block)
     words = philox4x32(block, zeros, zeros, zeros, (key[0], key[1]), const=jnp.uint32)
     bits = jnp.select([lane == 0, lane == 1, lane == 2], list(words[:3]), words[3])
-    wide = jnp.float64 if getattr(jax.config, "jax_enable_x64", False) else jnp.float32
-    u = ((bits >> 9).astype(wide) * 2.0 + 1.0) * 2.0**-24
-    out: jax.Array = transform(dist, u, jax.scipy.special.ndtri, jnp)
-    clip = clip_bounds(dist, jnp.dtype(dtype).name)
-    if clip is not None:  # bounds that hold in dtype (initscale.rounding)
-        out = jnp.clip(out, *clip)
-    if out.dtype == jnp.float64 and jnp.dtype(dtype) in (jnp.float16, jnp.bfloat16):
-        out = round_to_odd(out, _ODD_OPS)  # XLA's float64 → float16 cast rounds twice, through float32
+    out: jax.Array = finish(dist, uniforms(bits, _OPS), jnp.dtype(dtype).name, _OPS)
     if gates is not None:  # stacked gates drawn in canonical order, put in the framework's (a Keras GRU)
         out = jnp.take(out, jnp.asarray(gates[1]), axis=gates[0])
-    return out.astype(dtype)
+    return out
+
+
+def _store(values: jax.Array, dtype: str) -> jax.Array:
+    if values.dtype == jnp.float64 and dtype in ("float16", "bfloat16"):
+        values = round_to_odd(values, _ODD_OPS)  # XLA's float64 → float16 cast rounds twice, through float32
+    return values.astype(dtype)
+
+
+_OPS = SimpleNamespace(
+    to_float=lambda odd: odd.astype(jnp.float64 if getattr(jax.config, "jax_enable_x64", False) else jnp.float32),
+    ndtri=jax.scipy.special.ndtri,
+    log=jnp.log,
+    sqrt=jnp.sqrt,
+    store=_store,
+)
+"""The float stage's :class:`initscale.streams.StreamOps` (:func:`initscale.streams.finish`): the
+integer stage is the definition element by element (the canonical index from iotas of the
+weight's own axes, a Philox block per element), which XLA partitions under ``out_shardings``
+without a temporary of the whole weight (tests/test_jax_sharded.py), as the runs of
+:func:`initscale.streams.run_bits` would not be."""
 
 
 @deprecated_positional(

@@ -53,21 +53,18 @@ from typing import Any
 import keras
 
 from initscale import presets
-from initscale._shared import round_to_odd
 from initscale.distributions import Distribution, OrthogonalDist
 from initscale.fans import Layout, LayoutLike
 from initscale.reinit import Report, Target
 from initscale.reinit import run as reinit_run
-from initscale.rounding import clip_bounds
 from initscale.specs import Spec
 from initscale.streams import (
     Stream,
     backend_draw,
     canonical_strides,
+    finish,
     gate_index,
-    inverse_permutation,
-    run_bits,
-    runs,
+    layout_uniforms,
     transform,
 )
 
@@ -176,10 +173,6 @@ class _Ops:
         return _Ops(keras.ops.clip(self.x, low, high))
 
 
-_OPS_XP = SimpleNamespace(log=lambda t: _Ops(keras.ops.log(t.x)), sqrt=lambda t: _Ops(keras.ops.sqrt(t.x)))
-"""``log`` and ``sqrt`` on :class:`_Ops` (the far-tail stream transform, :func:`initscale.streams.far_values`)."""
-
-
 def _ndtri() -> Callable[[_Ops], _Ops]:
     """The backend's own Φ⁻¹ (as the torch and JAX adapters use theirs)."""
     backend = keras.backend.backend()
@@ -224,79 +217,57 @@ def _stream_tensor(
     if backend in ("jax", "torch"):  # the framework adapter's own draw, shared through the core
         out = keras.ops.empty(shape, dtype) if backend == "torch" else None
         return backend_draw(backend)(stream, dist, strides, shape, dtype, gates, out)
-    order = None if gates is None else (gates[0], tuple(gates[1]))
-    program = (shape, strides, order)
-    if backend == "tensorflow" and program in _TF_SEEN:  # compiled from a shape's second draw (XLA: ~0.3 s)
-        import tensorflow as tf
+    if backend == "tensorflow":  # the integer stage compiled from a shape's second draw (XLA: ~0.3 s)
+        from . import _tf_stream
 
-        u = _tf_uniform_program(*program)(tf.constant(stream.key, tf.int64))
+        u = _tf_stream.stream_uniforms(stream.key, shape, strides, gates, _TF_SEEN, _tf_uniform_program)
     else:
-        if backend == "tensorflow":
-            _TF_SEEN.add(program)
-        u = _ops_uniforms(stream.key, shape, strides, order)
+        u = layout_uniforms(stream.key, shape, strides, _KERAS_OPS, gates=gates).x
     return _ops_values(dist, u, dtype)
 
 
 _TF_SEEN: set[tuple[Any, ...]] = set()  # the (shape, canonical strides, gate order) drawn eagerly once
 
 
-def _tf_round_to_odd(values: Any) -> Any:
-    """float64 → float32 rounded to odd (:func:`initscale._shared.round_to_odd`, TensorFlow's ops)."""
-    return round_to_odd(values, _common.tf_odd_ops())
-
-
 @functools.lru_cache(maxsize=256)
 def _tf_uniform_program(
     shape: tuple[int, ...], strides: tuple[int, ...], gates: tuple[int, tuple[int, ...]] | None
 ) -> Callable[[Any], Any]:
-    """One XLA program per (shape, layout) for the integer stage, the key an input: eager
-    TensorFlow runs the ~200 integer ops of Philox one full pass over memory each. It ends at
-    the uniforms (exact: an odd integer times 2⁻²⁴), so every distribution and dtype of a shape
-    shares it, and no float operation of the transform is compiled (see :func:`_stream_tensor`)."""
-    import tensorflow as tf
+    """The compiled integer stage on TensorFlow (:func:`._tf_stream.uniform_program`)."""
+    from . import _tf_stream
 
-    def program(key: Any) -> Any:
-        return _ops_uniforms((_Ops(key[0]), _Ops(key[1])), shape, strides, gates)
-
-    compiled: Callable[[Any], Any] = tf.function(
-        program, jit_compile=True, autograph=False, input_signature=[tf.TensorSpec([2], tf.int64)]
-    )
-    return compiled
-
-
-def _ops_uniforms(
-    key: tuple[Any, Any], shape: tuple[int, ...], strides: tuple[int, ...], gates: tuple[int, tuple[int, ...]] | None
-) -> Any:
-    """The stream's uniforms with keras.ops, in the weight's layout: Philox in int64 on runs of
-    consecutive canonical indices (:func:`initscale.streams.run_bits`), then (2·(x >> 9) + 1)·2⁻²⁴
-    (exact); ``key`` two ints, or two int64 tensors (traced)."""
-    ops = keras.ops
-    xp = SimpleNamespace(
-        arange=lambda n: _Ops(ops.arange(n, dtype="int64")),
-        stack=lambda arrays: _Ops(ops.stack([a.x for a in arrays], axis=-1)),
-        take=lambda array, index: _Ops(ops.take_along_axis(array.x, index.x, axis=-1)),
-    )
-    plan = runs(shape, strides)
-    const = None if isinstance(key[0], int) else (lambda k: _Ops(ops.convert_to_tensor(k, "int64")))
-    bits = run_bits(plan, key, xp, const=const)
-    u = ops.multiply(ops.cast(((bits >> 8) | 1).x, _uniform_dtype()), 2.0**-24)  # 2·(x >> 9) + 1, times 2⁻²⁴
-    u = ops.reshape(u, plan.counts)
-    u = ops.transpose(u, inverse_permutation(plan.perm)) if plan.perm else u
-    if gates is not None:
-        u = ops.take(u, ops.convert_to_tensor(gates[1], "int32"), axis=gates[0])
-    return u
+    return _tf_stream.uniform_program(shape, strides, gates)
 
 
 def _ops_values(dist: Distribution, u: Any, dtype: str) -> Any:
-    """The float stage (:func:`initscale.streams.transform`) on uniforms ``u``, with the
-    backend's ndtri, clipped to the bounds that hold in ``dtype`` and rounded once to it."""
-    ops = keras.ops
-    values = transform(dist, _Ops(u), _ndtri(), _OPS_XP).x
-    clip = clip_bounds(dist, dtype)
-    values = values if clip is None else ops.clip(values, *clip)
-    if dtype in ("float16", "bfloat16") and keras.backend.backend() == "tensorflow":
-        values = _tf_round_to_odd(values)  # TensorFlow's float64 → float16 cast rounds twice
-    return ops.cast(values, dtype)
+    """The float stage (:func:`initscale.streams.finish`) on uniforms ``u``, with the backend's
+    ndtri, clipped to the bounds that hold in ``dtype`` and rounded once to it (TensorFlow's
+    float64 → float16 cast rounds twice: :mod:`._tf_stream` goes through float32 rounded to odd)."""
+    if keras.backend.backend() == "tensorflow":
+        from . import _tf_stream
+
+        return _tf_stream.values(dist, u, dtype)
+    return finish(dist, _Ops(u), dtype, _KERAS_OPS).x
+
+
+_KERAS_OPS = SimpleNamespace(
+    wide=True,
+    const=None,
+    arange=lambda n: _Ops(keras.ops.arange(n, dtype="int64")),
+    stack=lambda arrays: _Ops(keras.ops.stack([a.x for a in arrays], axis=-1)),
+    take=lambda array, index: _Ops(keras.ops.take_along_axis(array.x, index.x, axis=-1)),
+    to_float=lambda odd: _Ops(keras.ops.cast(odd.x, _uniform_dtype())),
+    ndtri=lambda u: _ndtri()(u),
+    log=lambda t: _Ops(keras.ops.log(t.x)),
+    sqrt=lambda t: _Ops(keras.ops.sqrt(t.x)),
+    store=lambda values, dtype: _Ops(keras.ops.cast(values.x, dtype)),
+    permute=lambda x, axes: _Ops(keras.ops.transpose(x.x, axes)),
+    take_axis=lambda x, index, axis: _Ops(
+        keras.ops.take(x.x, keras.ops.convert_to_tensor(list(index), "int32"), axis=axis)
+    ),
+)
+""":class:`initscale.streams.StreamOps` with keras.ops on :class:`_Ops` (the backends without an
+adapter of their own: NumPy, OpenVINO): int64 counters, the float stage in :func:`_uniform_dtype`."""
 
 
 # --- seeds, and what Keras 3 gives the shared code ---------------------------------------------

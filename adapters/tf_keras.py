@@ -1,6 +1,6 @@
 """Legacy Keras 2 (``tf_keras`` on TensorFlow) adapter: the same API as :mod:`initscale.adapters.keras`.
 
-For users pinned to Keras 2: ``initializer(spec, seed=None, layout=None)``, drop-ins under Keras's
+For users pinned to Keras 2: ``initializer(spec, layout=None, *, stream=None, seed=None)``, drop-ins under Keras's
 names (``VarianceScaling``, ``GlorotUniform``, ``HeNormal``, ...), registered as
 ``"initscale>Name"`` with ``tf_keras.utils.register_keras_serializable`` so ``.keras`` and H5
 models load back, and :func:`reinit`, :func:`check` and :func:`lsuv` for a built model (the Keras 3
@@ -10,7 +10,9 @@ adapter's, bound to tf_keras). ``initscale.keras`` resolves to this module when
 
 Sampling with TensorFlow ops: an int seed draws with the stateless ops (the same values on every
 call, as Keras 2's seeded initializers), None with the stateful ones (fresh values every call).
-Truncated normals by inverse CDF in float64 (exact bounds, corrected variance).
+Truncated normals by inverse CDF in float64 (exact bounds, corrected variance). A portable
+stream (``stream=``, ``reinit(..., stream_seed=)``) gives the values of Keras 3 on TensorFlow,
+NumPy, torch and JAX for the same seed and name (:mod:`initscale.streams`).
 
 Keras 2's ``EinsumDense`` (so ``MultiHeadAttention``) hands its initializer no axes (Keras 3.15's
 passes ``input_axes``/``output_axes`` to a VarianceScaling): there Keras 2's own initializers
@@ -29,7 +31,7 @@ Example:
 from __future__ import annotations
 
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import SimpleNamespace
 from typing import Any
 
@@ -37,13 +39,15 @@ import tensorflow as tf
 import tf_keras
 
 from initscale import presets
-from initscale.distributions import Distribution
+from initscale.distributions import Distribution, OrthogonalDist
 from initscale.fans import Layout, LayoutLike
 from initscale.reinit import Report, Target
 from initscale.reinit import run as reinit_run
 from initscale.specs import Spec
+from initscale.streams import Stream, canonical_strides, gate_index, transform
 
 from . import _keras_common as _common
+from . import _tf_stream
 
 __all__ = [*_common.CLASS_NAMES, "check", "initializer", "lsuv", "reinit"]
 
@@ -70,6 +74,22 @@ def _sample(dist: Distribution, layout: Layout | None, shape: tuple[int, ...], d
     """``dist``'s values with TensorFlow's ops: an int pair ``seed`` by the stateless ops, None by
     the stateful ones (:func:`._keras_common.sample`)."""
     return _common.sample(_FW, dist, layout, shape, dtype, seed)
+
+
+def _stream_tensor(
+    stream: Stream, dist: Distribution, shape: tuple[int, ...], layout: LayoutLike | None, dtype: str
+) -> tf.Tensor:
+    """The portable stream (:mod:`initscale.streams`) with TensorFlow ops, as Keras 3 on
+    TensorFlow draws it (:mod:`._tf_stream`: the integer stage XLA-compiled from a shape's second
+    draw, the float stage eager): the same values for the same seed and name."""
+    if isinstance(dist, OrthogonalDist):
+        transform(dist, None)  # raises the explanation
+    strides = canonical_strides(shape, layout)
+    u = _tf_stream.stream_uniforms(stream.key, shape, strides, gate_index(shape, layout), _TF_SEEN)
+    return _tf_stream.values(dist, u, dtype)
+
+
+_TF_SEEN: set[tuple[Any, ...]] = set()  # the (shape, canonical strides, gate order) drawn eagerly once
 
 
 def _check_seed(seed: Any) -> int | None:
@@ -110,7 +130,7 @@ _FW = _common.Framework(
     serialize_seed=lambda seed: seed,
     draw_seed=lambda seed: None if seed is None else (seed, 0),
     sample=lambda *args: _sample(*args),
-    stream_tensor=None,
+    stream_tensor=lambda *args: _stream_tensor(*args),
     trainable=lambda layer: layer._trainable_weights,
     non_trainable=lambda layer: layer._non_trainable_weights,
     names=lambda variable: (variable.name.rsplit(":", 1)[0], variable.name.rsplit(":", 1)[0].split("/")[-1]),
@@ -126,7 +146,7 @@ _FW = _common.Framework(
 
 
 class _SpecInitializer(_common.SpecInitializer, tf_keras.initializers.Initializer):  # type: ignore[misc]
-    """The shared initializer logic on Keras 2's ``Initializer`` (no stream, no axes)."""
+    """The shared initializer logic on Keras 2's ``Initializer`` (no axes: Keras 2 passes none)."""
 
     _fw = _FW
 
@@ -143,25 +163,35 @@ class Initializer(_SpecInitializer):
         seed: int (stateless: the same values every call) or None (fresh values every call).
         layout: a layer kind name (``"keras.lstm"``), a :class:`~initscale.Layout`, or None for
             Keras's own fan rule.
+        stream: an :class:`initscale.Stream` (or its ``{"seed", "name"}`` dict): draw the
+            portable stream instead (``seed`` unused) with TensorFlow ops: the same values on
+            every call, and as Keras 3 on TensorFlow for the same seed and name (as NumPy and
+            torch: float64 normals within 8 ulps of the weight's largest magnitude).
     """
 
     def __init__(
-        self, spec: Spec | Mapping[str, Any], seed: int | None = None, layout: LayoutLike | None = None
+        self,
+        spec: Spec | Mapping[str, Any],
+        seed: int | None = None,
+        layout: LayoutLike | None = None,
+        stream: Stream | Mapping[str, Any] | None = None,
     ) -> None:
-        self._setup(spec, seed, layout)
+        self._setup(spec, seed, layout, stream)
 
     def get_config(self) -> dict[str, Any]:
         return self.spec_config()
 
 
 @_common.deprecated_seed_layout
-def initializer(spec: Spec, layout: LayoutLike | None = None, *, seed: int | None = None) -> Initializer:
+def initializer(
+    spec: Spec, layout: LayoutLike | None = None, *, stream: Stream | None = None, seed: int | None = None
+) -> Initializer:
     """Compile ``spec`` into a Keras 2 initializer (see :class:`Initializer`).
 
-    The contract's ``initializer`` without ``stream`` (a known gap, :mod:`initscale._registry`),
+    The contract's ``initializer(spec, layout=None, *, stream=None)`` (:mod:`initscale.adapters`)
     with Keras's keyword-only ``seed``; ``initializer(spec, seed, layout)`` still works until
     initscale 0.3, with a DeprecationWarning."""
-    return Initializer(spec, seed=seed, layout=layout)
+    return Initializer(spec, seed=seed, layout=layout, stream=stream)
 
 
 class _KerasNamed(_common.Named, _SpecInitializer):
@@ -213,6 +243,9 @@ def reinit(
     include_frozen: bool = False,
     include_buffers: bool = False,
     defaults: bool = True,
+    stream_seed: int | None = None,
+    stream_names: Mapping[str, str] | Callable[[str], str] | None = None,
+    fans: str = "forward",
 ) -> Report:
     """Re-initialize a built Keras 2 model's variables in place, each with its layer's fans.
 
@@ -223,6 +256,15 @@ def reinit(
     layers inside (``"MultiHeadAttention"`` its projections), and a weight of a layer initscale
     does not recognise gets no layout, never a guessed one: a fan-based rule that reaches it
     raises before anything is written, and the one spec for all weights warns naming it.
+
+    Args:
+        seed: int or None, as above.
+        stream_seed: draw each variable from the portable stream ``Stream(stream_seed, name)``
+            instead (its name without the ``:0``): the same weights as Keras 3's, torch's and
+            JAX's ``reinit`` for the same names.
+        stream_names: a mapping or function from variable names to stream names.
+        fans: ``"forward"`` (default) or ``"native"``: Keras's own ``compute_fans`` on each
+            kernel's shape (:func:`initscale.reinit.plan`); the report's rows say which was used.
 
     Example:
         >>> import tf_keras, initscale
@@ -240,25 +282,48 @@ def reinit(
             f"The model {model.name!r} is not built: build it first (call it on a batch, or model.build(input_shape))."
         )
     _check_seed(seed)
+    if stream_seed is not None:
+        Stream(stream_seed)  # checks it: a non-negative int
     return reinit_run(
-        _Backend(model, include_buffers, seed),
+        _Backend(model, include_buffers, seed, stream_seed, stream_names),
         rules,
         include_frozen=include_frozen,
         defaults=defaults,
         dry_run=dry_run,
+        fans=fans,
         stacklevel=2,
     )
 
 
 class _Backend(_common.Backend):
     """``reinit``'s walk and write for :func:`initscale.reinit.run`: the model's variables, each
-    drawn from its stateless stream (seed, crc32 of its name), all before the first ``assign``."""
+    drawn from its stateless stream (seed, crc32 of its name) or its portable stream, all before
+    the first ``assign``."""
 
     _fw = _FW
+
+    def __init__(
+        self,
+        model: Any,
+        include_buffers: bool,
+        seed: int | None,
+        stream_seed: int | None = None,
+        stream_names: Mapping[str, str] | Callable[[str], str] | None = None,
+    ) -> None:
+        super().__init__(model, include_buffers, seed)
+        self.stream_seed, self.stream_names = stream_seed, stream_names
 
     def _draw(self, target: Target[Any], source: Any) -> tf.Tensor:
         decision = target.decision
         assert decision.dist is not None
+        if self.stream_seed is not None:
+            name, names = decision.param.name, self.stream_names
+            if names is not None:
+                name = names(name) if callable(names) else names.get(name, name)
+            dtype = _common.float_dtype(_FW, target.handle.dtype)
+            return _stream_tensor(
+                Stream(self.stream_seed, name), decision.dist, decision.param.shape, decision.param.layout, dtype
+            )
         stream = None if self.seed is None else (self.seed, zlib.crc32(decision.param.name.encode()) & 0x7FFFFFFF)
         dtype = _common.float_dtype(_FW, target.handle.dtype)
         return _sample(decision.dist, decision.layout, decision.param.shape, dtype, stream)

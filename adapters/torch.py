@@ -47,9 +47,10 @@ import dataclasses
 import functools
 import hashlib
 import inspect
+import math
 import re
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import SimpleNamespace
 from typing import Any, Protocol
 
@@ -58,15 +59,13 @@ import torch
 from initscale import presets
 from initscale._kernels import cpu as _stream_kernel
 from initscale._kernels import gpu as _triton_sampler
-from initscale._kernels import torch_ops as _ops
-from initscale._kernels.torch_ops import LOW_PRECISION as _LOW_PRECISION
+from initscale._kernels import torch_ops as _torch_ops
 from initscale._kernels.torch_ops import dense as _dense
 from initscale._kernels.torch_ops import fill as _fill  # torch's ops-path sampler, shared with the kernels' checks
 from initscale._shared import round_to_odd
 from initscale.distributions import (
     Distribution,
     OrthogonalDist,
-    UniformDist,
 )
 from initscale.fans import Layout, LayoutLike
 from initscale.plan import WeightPlan, canonical_strides, gate_index, plans
@@ -87,13 +86,11 @@ from initscale.rounding import clip_bounds
 from initscale.specs import Orthogonal, Spec, VarianceScaling
 from initscale.streams import (
     Stream,
-    inverse_permutation,
     kernel_params,
+    pieces,
     portable,
     register_draw,
-    run_bits,
     runs,
-    transform,
 )
 
 __all__ = [
@@ -222,7 +219,7 @@ def _stream_values(stream: Stream, plan: WeightPlan, tensor: torch.Tensor, into:
     return _stream_draw(stream, plan.dist, plan.strides, tensor, into, plan.gates)
 
 
-_STREAM_PIECE = 2**19  # elements per piece on CPU: bounds the temporaries (a few MB each) and keeps them warm
+_STREAM_PIECE = 2**18  # elements per piece on CPU: bounds the temporaries (2 MiB each) and keeps them warm
 _STREAM_PIECE_ACCELERATOR = 2**24  # on a GPU: fewer launches, temporaries bounded to a few hundred MB
 
 
@@ -234,12 +231,14 @@ def _stream_draw(
     into: bool = False,
     gates: tuple[int, list[int]] | None = None,
 ) -> torch.Tensor:
-    """Only the elements of ``tensor``'s local shard are generated, a Philox block per four
-    consecutive canonical elements (:func:`initscale.streams.run_bits`), in int64 on its device.
-    ``into=True`` fills ``tensor`` (its local shard) and returns it, writing each piece straight
-    into its memory where that is in canonical order (torch's own layouts); ``into=False``
-    returns a new tensor (what ``reinit_`` needs: it writes only once every draw has succeeded).
-    ``gates`` (:func:`initscale.streams.gate_index`) reorders stacked gates drawn in canonical order."""
+    """Only the elements of ``tensor``'s local shard are generated: the compiled CPU kernel
+    (:func:`_kernel_draw`), one Triton pass on a GPU, else :func:`initscale.streams.pieces` with
+    torch's ops (:func:`_ops`: a Philox block per four consecutive canonical elements, in int64
+    on its device), each piece written straight to where its elements sit (:func:`_write_flat`,
+    through the view of the memory in canonical order), so no staging copy of the weight is made.
+    ``into=True`` fills ``tensor`` (its local shard) and returns it; ``into=False`` fills and
+    returns a new tensor. ``gates`` (:func:`initscale.streams.gate_index`) puts stacked gates,
+    drawn in canonical order, in the framework's order."""
     shape = tuple(tensor.shape)
     local = _local(tensor)
     box = None
@@ -268,37 +267,88 @@ def _stream_draw(
         return _triton_sampler.stream_fill(
             out, stream.key, strides, offsets, code, params, clip_bounds(dist, str(local.dtype))
         )
+    out = local if into else torch.empty_like(local, memory_format=torch.contiguous_format)
     plan = runs(shape, strides, box)
-    device = local.device
-    ops = SimpleNamespace(
+    dest = out.permute(plan.perm)  # the box in canonical order, as a view of its memory
+    gated = None
+    if gates is not None:  # canonical gate g sits at position inverse[g] of the framework's gate axis
+        inverse = [0] * len(gates[1])
+        for position, g in enumerate(gates[1]):
+            inverse[g] = position
+        gated = (plan.perm.index(gates[0]), torch.tensor(inverse, device=out.device))
+    limit = _STREAM_PIECE if out.device.type == "cpu" else _STREAM_PIECE_ACCELERATOR
+    dtype = str(out.dtype).rsplit(".", 1)[-1]
+    for start, stop, values in pieces(stream.key, dist, plan, dtype, _ops(out.device), limit):
+        _write_flat(dest, start, stop, values, gated)  # each piece where it sits: no staging copy
+    return out
+
+
+def _ops(device: torch.device) -> SimpleNamespace:
+    """torch's :class:`initscale.streams.StreamOps` on ``device``: int64 counters, a float64 stage."""
+    return SimpleNamespace(
+        wide=True,
+        const=None,
         arange=lambda n: torch.arange(n, dtype=torch.int64, device=device),
         stack=lambda arrays: torch.stack(arrays, dim=-1),
         take=lambda array, index: torch.take_along_dim(array, index, dim=-1),
+        to_float=lambda odd: odd.to(torch.float64),
+        ndtri=torch.special.ndtri,
+        log=torch.log,
+        sqrt=torch.sqrt,
+        store=lambda values, dtype: (_round_to_odd(values) if dtype in ("float16", "bfloat16") else values).to(
+            getattr(torch, dtype)
+        ),
+        permute=lambda x, axes: x.permute(axes),
+        take_axis=lambda x, index, axis: x.index_select(axis, torch.tensor(list(index), device=x.device)),
     )
-    direct = into and gates is None and plan.perm == tuple(range(local.dim())) and local.is_contiguous()
-    flat = local.view(-1) if direct else torch.empty(plan.size, dtype=local.dtype, device=device)
-    clip = clip_bounds(dist, str(local.dtype))
-    for piece, start, stop in plan.split(_STREAM_PIECE if device.type == "cpu" else _STREAM_PIECE_ACCELERATOR):
-        bits = run_bits(piece, stream.key, ops).reshape(-1)
-        bits >>= 8
-        bits |= 1  # 2·(x >> 9) + 1
-        if isinstance(dist, UniformDist):  # low + (high − low)·u in place: (high − low)·2⁻²⁴ is exact,
-            values = bits.to(torch.float64).mul_((dist.high - dist.low) * 2.0**-24).add_(dist.low)  # same bits
-        else:
-            u = bits.to(torch.float64)
-            u *= 2.0**-24
-            values = transform(dist, u, torch.special.ndtri, torch)
-        values = values if clip is None else values.clamp_(*clip)
-        flat[start:stop] = _round_to_odd(values) if flat.dtype in _LOW_PRECISION else values
-    if direct:
-        return local
-    values = flat.reshape(plan.counts).permute(inverse_permutation(plan.perm))
-    if gates is not None:
-        values = values.index_select(gates[0], torch.tensor(gates[1], device=device))
-    if into:
-        local.copy_(values)
-        return local
-    return values
+
+
+def _flat_blocks(shape: Sequence[int], start: int, stop: int) -> Iterator[tuple[Any, ...]]:
+    """Elements [start, stop) of the row-major order of ``shape`` as a few index tuples (integers,
+    then one slice; the axes after it whole): at most two per axis."""
+    if start >= stop:
+        return
+    if not shape:
+        yield ()
+        return
+    inner = math.prod(shape[1:])
+    first, rest_start = divmod(start, inner)
+    last, rest_stop = divmod(stop, inner)
+    if first == last:
+        yield from ((first, *block) for block in _flat_blocks(shape[1:], rest_start, rest_stop))
+        return
+    if rest_start:
+        yield from ((first, *block) for block in _flat_blocks(shape[1:], rest_start, inner))
+        first += 1
+    if first < last:
+        yield (slice(first, last),)
+    if rest_stop:
+        yield from ((last, *block) for block in _flat_blocks(shape[1:], 0, rest_stop))
+
+
+def _write_flat(
+    dest: torch.Tensor, start: int, stop: int, values: torch.Tensor, gated: tuple[int, torch.Tensor] | None
+) -> None:
+    """Write ``values``, elements [start, stop) of ``dest``'s row-major order, where they sit in its
+    memory (``dest`` a strided view: the weight's axes in canonical order). ``gated``: the gate
+    axis of ``dest`` and the framework position of each canonical gate index along it."""
+    at = 0
+    for block in _flat_blocks(tuple(dest.shape), start, stop):
+        target = dest[block]
+        source = values[at : at + target.numel()].view(target.shape)
+        at += target.numel()
+        axis = None if gated is None else gated[0]
+        if gated is None or axis is None:
+            target.copy_(source)
+        elif axis < len(block) and isinstance(block[axis], int):  # one canonical gate index: its position
+            at_gate = (*block[:axis], int(gated[1][block[axis]]), *block[axis + 1 :])
+            dest[at_gate].copy_(source)
+        elif axis < len(block):  # the slice [a, b) of canonical gate indices: their positions
+            part = block[axis]
+            dest[block[:axis]].index_copy_(0, gated[1][part.start : part.stop], source)
+        else:  # the gate axis whole, after the block's indices
+            dim = axis - len(block) + (1 if block and isinstance(block[-1], slice) else 0)
+            target.index_copy_(dim, gated[1], source)
 
 
 def _shared_draw(
@@ -351,33 +401,71 @@ def _kernel_draw(
     into: bool,
     gates: tuple[int, list[int]] | None,
 ) -> torch.Tensor:
-    """The compiled CPU kernel (:func:`initscale._kernels.cpu.draw`): one pass, written where
-    each element sits (a dense ``local`` in place); float32 and float64 directly, float16 and
-    bfloat16 from float32 rounded to odd (one correct rounding, see :func:`_round_to_odd`)."""
+    """The compiled CPU kernel (:func:`initscale._kernels.cpu.draw`): float32 and float64 written
+    where each element sits (a dense ``local`` in place, in one pass); float16 and bfloat16 (from
+    float32 rounded to odd: one correct rounding, see :func:`_round_to_odd`) and non-dense targets
+    through a float32 box of at most :data:`_STAGE_PIECE` elements at a time (:func:`_sub_boxes`),
+    copied to where its elements sit: no staging copy of the whole weight. ``into=False`` fills
+    a new tensor."""
     kind = _stream_kernel.output_kind(str(local.dtype))
     work = torch.float64 if kind == _stream_kernel.FLOAT64 else torch.float32
-    direct = into and local.dtype == work and _dense(local)
-    out = local if direct else torch.empty(local.shape, dtype=work)
-    _stream_kernel.draw(
-        kernel,
-        out.data_ptr(),
-        kind,
-        tuple(local.shape),
-        out.stride(),
-        strides,
-        dist,
-        stream.key,
-        clip_bounds(dist, str(local.dtype)),
-        threads=torch.get_num_threads(),
-        offsets=None if box is None else [s.start for s in box],
-        gates=gates,
-    )
-    if direct:
-        return local
-    if into:
-        local.copy_(out)
-        return local
-    return out if out.dtype == local.dtype else out.to(local.dtype)
+    out = local if into else torch.empty(local.shape, dtype=local.dtype)
+    starts = [0] * local.dim() if box is None else [s.start for s in box]
+    clip = clip_bounds(dist, str(local.dtype))
+
+    def fill(target: torch.Tensor, at: Sequence[int], sub_gates: tuple[int, Sequence[int]] | None) -> None:
+        _stream_kernel.draw(
+            kernel,
+            target.data_ptr(),
+            kind,
+            tuple(target.shape),
+            target.stride(),
+            strides,
+            dist,
+            stream.key,
+            clip,
+            threads=torch.get_num_threads(),
+            offsets=list(at) or None,  # (a scalar weight has no axes)
+            gates=sub_gates,
+        )
+
+    if out.dtype == work and _dense(out):  # written where each element sits
+        fill(out, starts, gates)
+        return out
+    # float16/bfloat16 (float32 rounded to odd, cast once) or a non-dense target: staged a box at a time
+    memory = tuple(out.stride())
+    order = sorted(range(out.dim()), key=lambda axis: -memory[axis])
+    for ranges in _sub_boxes(tuple(out.shape), order, _STAGE_PIECE):
+        index = tuple(slice(a, b) for a, b in ranges)
+        stage = torch.empty(tuple(b - a for a, b in ranges), dtype=work)
+        sub_gates = None if gates is None else (gates[0], gates[1][ranges[gates[0]][0] : ranges[gates[0]][1]])
+        fill(stage, [s + a for s, (a, _) in zip(starts, ranges, strict=True)], sub_gates)
+        out[index].copy_(stage)
+    return out
+
+
+_STAGE_PIECE = 2**20  # elements per staged box of the compiled kernel: 4 MiB of float32
+
+
+def _sub_boxes(shape: tuple[int, ...], order: Sequence[int], limit: int) -> Iterator[list[tuple[int, int]]]:
+    """Boxes ([start, stop) per axis) that tile ``shape``, each of at most ``limit`` elements (or
+    one element along every axis but the last of ``order``), cut along the axes of ``order`` in
+    turn, so that a box is a block of the memory where ``order`` is its axes by decreasing stride."""
+    whole = [(0, n) for n in shape]
+    if math.prod(shape) <= limit or not order:
+        yield whole
+        return
+    axis, rest = order[0], order[1:]
+    inner = math.prod(shape) // shape[axis]
+    if inner <= limit or not rest:
+        step = max(limit // max(inner, 1), 1)
+        for a in range(0, shape[axis], step):
+            yield [(a, min(a + step, shape[axis])) if d == axis else whole[d] for d in range(len(shape))]
+        return
+    one = tuple(1 if d == axis else n for d, n in enumerate(shape))
+    for a in range(shape[axis]):
+        for box in _sub_boxes(one, rest, limit):
+            yield [(a, a + 1) if d == axis else box[d] for d in range(len(shape))]
 
 
 def initializer(spec: Spec, layout: LayoutLike = "torch", *, stream: Stream | None = None) -> TorchInitializer:
@@ -920,9 +1008,9 @@ def _fill_group(
     (one call per tensor costs microseconds there, and the copy, which is most of the time on a
     model of many small convolutions, is gone)."""
     tensors = [t for _, t in members]
-    if all(_ops.sampler_ready(dist, t) is not None for t in tensors):
+    if all(_torch_ops.sampler_ready(dist, t) is not None for t in tensors):
         for tensor in tensors:
-            _ops.sampled(dist, tensor, generator)
+            _torch_ops.sampled(dist, tensor, generator)
         return
     flat = torch.empty(sum(t.numel() for t in tensors), dtype=tensors[0].dtype, device=tensors[0].device)
     _fill(dist, None, flat, generator)
@@ -1100,8 +1188,12 @@ def reinit_(
     (``torch.from_numpy`` of a read-only array) cannot be detected. Values are then drawn in
     place, with no second copy: small tensors through flat buffers of at most 16 MiB (straight
     into their own memory where the compiled CPU sampler applies), large ones straight into their
-    memory 16 MiB at a time (at most ~48 MiB extra; stream draws of a bfloat16/float16 or
-    non-dense weight a float32 copy of that one weight). An orthogonal spec needs the QR of its
+    memory 16 MiB at a time (at most ~48 MiB extra). Stream draws (``stream_seed``) write each piece
+    where its elements sit, whatever the dtype or layout: the compiled CPU kernel through a float32
+    box of at most 4 MiB for a bfloat16/float16 or non-dense weight (none for a dense float32 or
+    float64 one), torch's ops in pieces of 2¹⁸ elements (``benchmarks/stream_memory.py``, a 423 MiB
+    bfloat16 model: peak extra RSS 25 MiB with the kernel and 39 MiB with the ops, against 786 and
+    445 MiB before). An orthogonal spec needs the QR of its
     whole weight: on the CPU one float32 copy of the weight (float64 for a float64 weight; so 1x
     an fp32 weight, 2x a bf16 one), into which the gaussian is drawn 1 MiB at a time and which
     LAPACK factors in place, plus LAPACK's workspace (a few MiB: 4 MiB at 2048 x 2048 fp32), and

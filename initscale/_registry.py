@@ -382,10 +382,6 @@ ADAPTERS: dict[str, Adapter] = {
                 "lsuv": ("seed", "training"),
             },
             idioms=_KERAS_CLASSES,
-            differs={
-                "initializer": "no stream=: the portable stream is not implemented for tf_keras.",
-                "reinit": "no stream_seed=, stream_names=, fans=: tf_keras's reinit predates them.",
-            },
             serves=("parity",),
             draw=_draw_tf_keras,
         ),

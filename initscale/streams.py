@@ -53,6 +53,13 @@ the float stage as stated below) whatever the framework's layout or the weight's
 Generation follows the definition without its cost: a box of the weight (the whole of it, or one
 shard) is cut into runs of consecutive canonical indices (:func:`runs`), and each run costs one
 Philox block per four elements (:func:`run_bits`); only the box's own elements are generated.
+The steps are written once, against a few array operations each adapter supplies
+(:class:`StreamOps`): :func:`draw` (a box in one piece: the NumPy reference, Keras on TensorFlow
+and on backends without an adapter of their own) and :func:`pieces` (piece by piece, each written
+where it sits: torch's ops), both :func:`run_bits`, :func:`uniforms`, :func:`finish` (the float
+stage: :func:`transform`, the clip to the dtype's bounds, one rounding) and :func:`to_layout`.
+JAX keeps the definition's element-by-element integer stage (XLA partitions it under
+``out_shardings``) and shares :func:`uniforms` and :func:`finish`.
 On the CPU, torch and the NumPy adapter (float32, float16) run a small C kernel instead
 (:mod:`initscale._kernels.cpu`, built with the system compiler on first use): the definition
 element by element in one pass, a Philox block shared by the four elements of a block; without a
@@ -77,10 +84,10 @@ import functools
 import hashlib
 import importlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import _validate
 from ._shared import lower_tail
@@ -88,6 +95,7 @@ from .distributions import ConstantDist, Distribution, NormalDist, OrthogonalDis
 from .fans import LayoutLike
 from .normal_math import TruncatedPlan, far_tail_offset, ndtri, normal_cdf, truncated_plan
 from .plan import WeightPlan, canonical_strides, gate_index, weight_plan
+from .rounding import clip_bounds
 from .specs import Spec
 
 if TYPE_CHECKING:
@@ -102,11 +110,16 @@ __all__ = [
     "Runs",
     "Stream",
     "StreamDraw",
+    "StreamOps",
     "backend_draw",
     "canonical_strides",
+    "draw",
+    "finish",
     "gate_index",
     "inverse_permutation",
+    "layout_uniforms",
     "philox4x32",
+    "pieces",
     "plan_stream",
     "plan_values",
     "portable",
@@ -116,8 +129,10 @@ __all__ = [
     "runs",
     "split_width",
     "stream_values",
+    "to_layout",
     "transform",
     "uniform_from_bits",
+    "uniforms",
 ]
 
 PHILOX_M = (0xD2511F53, 0xCD9E8D57)
@@ -339,32 +354,43 @@ def run_bits(plan: Runs, key: tuple[int, int], xp: Any, wide: bool = True, const
 
 
 def _numpy_ops() -> Any:
+    """NumPy's :class:`StreamOps` (uint64 counters; NumPy casts float64 to float16 rounding once)."""
     return SimpleNamespace(
+        wide=True,
+        const=None,
         arange=lambda n: np.arange(n, dtype=np.uint64),
         stack=lambda arrays: np.stack(arrays, axis=-1),
         take=lambda array, index: np.take_along_axis(array, index, axis=-1),
+        to_float=lambda odd: odd.astype(np.float64),
+        ndtri=ndtri,
+        log=np.log,
+        sqrt=np.sqrt,
+        store=lambda values, dtype: np.asarray(values, dtype=dtype),
+        permute=np.transpose,
+        take_axis=lambda x, index, axis: np.take(x, index, axis=axis),
     )
 
 
-def _canonical_values(
+def _reference(
     stream: Stream,
     dist: Distribution,
     shape: tuple[int, ...],
     strides: tuple[int, ...],
+    dtype: str,
     box: Sequence[slice] | None,
     gates: tuple[int, list[int]] | None = None,
-) -> NDArray[np.float64]:
+) -> NDArray[Any]:
+    """:func:`draw` with NumPy: a box of a gated weight draws the gate axis whole, puts the gates in
+    the framework's order, then cuts the box."""
     if isinstance(dist, OrthogonalDist):
         transform(dist, None)  # raises the explanation
-    if gates is not None:  # draw the gate axis whole, put the gates in the framework's order, then cut the box
-        axis, index = gates
-        whole_axis = list(box) if box is not None else [slice(None)] * len(shape)
+    if gates is not None and box is not None:
+        axis = gates[0]
+        whole_axis = list(box)
         cut, whole_axis[axis] = whole_axis[axis], slice(None)
-        values = np.take(_canonical_values(stream, dist, shape, strides, whole_axis), index, axis=axis)
-        return values[(slice(None),) * axis + (cut,)]
-    plan = runs(shape, strides, box)
-    values = transform(dist, uniform_from_bits(run_bits(plan, stream.key, _numpy_ops())))
-    return np.transpose(values, inverse_permutation(plan.perm))
+        values = draw(stream.key, dist, shape, strides, dtype, _numpy_ops(), whole_axis, gates)
+        return values[(slice(None),) * axis + (cut,)]  # type: ignore[no-any-return]
+    return draw(stream.key, dist, shape, strides, dtype, _numpy_ops(), box, gates)  # type: ignore[no-any-return]
 
 
 def inverse_permutation(perm: Sequence[int]) -> tuple[int, ...]:
@@ -459,6 +485,118 @@ def transform(dist: Distribution, u: Any, ndtri_fn: Any = ndtri, xp: Any = None)
     raise TypeError(f"Unknown distribution {dist!r}.")  # pragma: no cover
 
 
+class StreamOps(Protocol):
+    """What :func:`draw` needs of an array library (as einops does, the adapter supplies them; the
+    integer stage's ``arange``/``stack``/``take`` as :func:`run_bits` takes them). The arrays also
+    take ``>>``, ``|``, ``*``, ``+``, ``-``, ``.reshape`` and ``.clip(low, high)``."""
+
+    wide: bool
+    """True for 64-bit counters (NumPy uint64, torch and TensorFlow int64): :func:`philox4x32`."""
+    const: Callable[[int], Any] | None
+    """A round-key word as the library's scalar, or None (Python ints mix in): :func:`philox4x32`."""
+
+    def arange(self, n: int) -> Any:
+        """0, 1, ..., n − 1 as counters."""
+
+    def stack(self, arrays: Sequence[Any]) -> Any:
+        """The arrays stacked on a new last axis."""
+
+    def take(self, array: Any, index: Any) -> Any:
+        """``array`` indexed along its last axis by ``index`` (take_along_axis)."""
+
+    def to_float(self, odd: Any) -> Any:
+        """Integers (below 2²⁴, exact) as the float stage's dtype: float64 where the library has it."""
+
+    def ndtri(self, u: Any) -> Any:
+        """The library's Φ⁻¹."""
+
+    def log(self, x: Any) -> Any: ...
+
+    def sqrt(self, x: Any) -> Any: ...
+
+    def store(self, values: Any, dtype: str) -> Any:
+        """Float-stage values rounded once to ``dtype`` (a format name): through float32 rounded to
+        odd (:func:`initscale._shared.round_to_odd`) where the library's cast to float16/bfloat16
+        rounds twice."""
+
+    def permute(self, x: Any, axes: tuple[int, ...]) -> Any:
+        """``x`` with its axes in the order ``axes``."""
+
+    def take_axis(self, x: Any, index: Sequence[int], axis: int) -> Any:
+        """``x`` indexed by ``index`` along ``axis`` (the stacked-gate order)."""
+
+
+def uniforms(bits: Any, ops: StreamOps) -> Any:
+    """Step 4 of the module docstring: u = (2·(x >> 9) + 1)·2⁻²⁴, computed as ((x >> 8) | 1)·2⁻²⁴
+    (exact in float32 and float64)."""
+    return ops.to_float((bits >> 8) | 1) * 2.0**-24
+
+
+def finish(dist: Distribution, u: Any, dtype: str, ops: StreamOps) -> Any:
+    """Step 5: uniforms to ``dist`` (:func:`transform`, the library's Φ⁻¹), clipped to the bounds
+    that hold in ``dtype`` (:func:`initscale.rounding.clip_bounds`) and rounded once to it."""
+    values = transform(dist, u, ops.ndtri, ops)
+    clip = clip_bounds(dist, dtype)
+    return ops.store(values if clip is None else values.clip(*clip), dtype)
+
+
+def to_layout(values: Any, plan: Runs, gates: tuple[int, Sequence[int]] | None, ops: StreamOps) -> Any:
+    """Canonical-order values of ``plan`` (shaped ``plan.counts``) in the weight's own axes, the
+    stacked gates in the framework's order (:func:`gate_index`)."""
+    values = values.reshape(plan.counts)
+    if plan.perm != tuple(range(len(plan.perm))):
+        values = ops.permute(values, inverse_permutation(plan.perm))
+    return values if gates is None else ops.take_axis(values, gates[1], gates[0])
+
+
+def pieces(
+    key: tuple[Any, Any], dist: Distribution, plan: Runs, dtype: str, ops: StreamOps, piece: int
+) -> Iterator[tuple[int, int, Any]]:
+    """The stream of one box (``plan``, :func:`runs`) piece by piece: (start, stop, values) with
+    the stored values (1-D, ``dtype``) of elements [start, stop) of the box's canonical order, at
+    most about ``piece`` of them at a time (:meth:`Runs.split`), so temporaries stay bounded."""
+    for sub, start, stop in plan.split(piece):
+        bits = run_bits(sub, key, ops, wide=ops.wide, const=ops.const).reshape(-1)
+        yield start, stop, finish(dist, uniforms(bits, ops), dtype, ops)
+
+
+def layout_uniforms(
+    key: tuple[Any, Any],
+    shape: tuple[int, ...],
+    strides: tuple[int, ...],
+    ops: StreamOps,
+    box: Sequence[slice] | None = None,
+    gates: tuple[int, Sequence[int]] | None = None,
+) -> Any:
+    """The integer stage of a box of the weight, to its uniforms in the weight's own axes (the
+    part of :func:`draw` that Keras on TensorFlow compiles)."""
+    plan = runs(shape, strides, box)
+    return to_layout(uniforms(run_bits(plan, key, ops, wide=ops.wide, const=ops.const), ops), plan, gates, ops)
+
+
+def draw(
+    key: tuple[Any, Any],
+    dist: Distribution,
+    shape: tuple[int, ...],
+    strides: tuple[int, ...],
+    dtype: str,
+    ops: StreamOps,
+    box: Sequence[slice] | None = None,
+    gates: tuple[int, Sequence[int]] | None = None,
+    float_first: bool = True,
+) -> Any:
+    """The stream of a box of a weight (the whole weight if None), in one piece, as ``dtype`` in
+    the weight's own axes: Philox words on runs (:func:`run_bits`), :func:`uniforms`,
+    :func:`finish`, :func:`to_layout`. ``float_first=False`` puts the uniforms in the weight's
+    axes before the float stage (the same values; it keeps the element order each backend's
+    float kernels have always seen). Adapters that fill memory in place go by :func:`pieces`."""
+    plan = runs(shape, strides, box)
+    if not float_first:
+        return finish(dist, layout_uniforms(key, shape, strides, ops, box, gates), dtype, ops)
+    bits = run_bits(plan, key, ops, wide=ops.wide, const=ops.const)
+    return to_layout(finish(dist, uniforms(bits, ops), dtype, ops), plan, gates, ops)
+
+
 FAR = 4  # the compiled kernels' code for a far-tail truncated normal (:func:`kernel_params`)
 
 
@@ -508,9 +646,8 @@ def portable(plan: WeightPlan) -> WeightPlan:
 def plan_values(stream: Stream, plan: WeightPlan, box: Sequence[slice] | None = None) -> NDArray[Any]:
     """The NumPy reference for a :class:`~initscale.plan.WeightPlan` with a dtype (see :func:`stream_values`)."""
     portable(plan)
-    values = _canonical_values(stream, plan.dist, plan.shape, plan.strides, box, plan.gates)
-    clip = plan.clip
-    return np.asarray(values if clip is None else np.clip(values, *clip), dtype=plan.dtype)
+    plan.clip  # noqa: B018  (raises for a bounded distribution in a plan without a dtype)
+    return _reference(stream, plan.dist, plan.shape, plan.strides, np.dtype(plan.dtype).name, box, plan.gates)
 
 
 def stream_values(

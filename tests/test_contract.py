@@ -67,8 +67,6 @@ def test_known_gaps_by_name() -> None:
         ("numpy", "reinit"),
         ("numpy", "check"),
         ("numpy", "lsuv"),
-        ("tf_keras", "initializer"),
-        ("tf_keras", "reinit"),
     }
 
 
