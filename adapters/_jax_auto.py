@@ -190,14 +190,14 @@ class _Trace:
     leaves: list[tuple[str, Any]]  # (path, leaf) of the variables, in the jaxpr's invar order
     n_inputs: int
     marks: dict[str, tuple[str, int, tuple[str, ...]]]  # jit name -> (in/out, call index, module path)
-    kinds: dict[int, str]  # call index -> "layer" or "norm"
+    categories: dict[int, str]  # call index -> "layer" or "norm"
 
 
 def _trace(variables: Any, module: Any, auto: Auto, layer_paths: set[tuple[str, ...]]) -> _Trace:
     import flax.linen as nn
 
     marks: dict[str, tuple[str, int, tuple[str, ...]]] = {}
-    kinds: dict[int, str] = {}
+    categories: dict[int, str] = {}
 
     def tag(name: str) -> Any:
         def identity(x: Any) -> Any:
@@ -217,8 +217,8 @@ def _trace(variables: Any, module: Any, auto: Auto, layer_paths: set[tuple[str, 
             or not isinstance(args[0], jax.Array | jax.core.Tracer)
         ):
             return next_fun(*args, **kwargs)
-        k = len(kinds)
-        kinds[k] = "layer" if is_layer else "norm"
+        k = len(categories)
+        categories[k] = "layer" if is_layer else "norm"
         marks[f"initscale_in_{k}"], marks[f"initscale_out_{k}"] = ("in", k, path), ("out", k, path)
         out = next_fun(tag(f"initscale_in_{k}")(args[0]), *args[1:], **kwargs)
         return tag(f"initscale_out_{k}")(out) if isinstance(out, jax.Array | jax.core.Tracer) else out
@@ -232,7 +232,7 @@ def _trace(variables: Any, module: Any, auto: Auto, layer_paths: set[tuple[str, 
         closed = jax.make_jaxpr(run)(variables, *auto.example_inputs)
     flat, _ = jax.tree_util.tree_flatten_with_path(variables)
     leaves = [("/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path), leaf) for path, leaf in flat]
-    return _Trace(closed, leaves, len(auto.example_inputs), marks, kinds)
+    return _Trace(closed, leaves, len(auto.example_inputs), marks, categories)
 
 
 def _evaluate(
@@ -607,7 +607,11 @@ def _plan(variables: Any, module: Any, auto: Auto) -> _Planned:
         first = users[0]
         m = mark(first)
         if m is not None:
-            return ("norm", None, "norm", -1, []) if trace.kinds[m[1]] == "norm" else ("linear", None, "layer", -1, [])
+            return (
+                ("norm", None, "norm", -1, [])
+                if trace.categories[m[1]] == "norm"
+                else ("linear", None, "layer", -1, [])
+            )
         return "linear", None, _wrapper_name(first) or first.primitive.name, -1, []
 
     producer = {v: i for i, e in enumerate(eqns) for v in e.outvars}
@@ -659,7 +663,7 @@ def _plan(variables: Any, module: Any, auto: Auto) -> _Planned:
                 path, who = m[2], "/".join(m[2])
                 if calls.get(path, 0) > 2:
                     return None, None, None, f"its last layer {who} is called more than once"
-                if trace.kinds[m[1]] == "layer":
+                if trace.categories[m[1]] == "layer":
                     return m[1], kernels[path][0], "layer", ""
                 scale = "/".join(("params", *path, "scale"))
                 if scale not in scales:
@@ -720,13 +724,13 @@ def _plan(variables: Any, module: Any, auto: Auto) -> _Planned:
         elif m is not None and m[0] == "out":
             k, path = m[1], m[2]
             var = eqn.outvars[0]
-            if trace.kinds[k] == "norm":
+            if trace.categories[k] == "norm":
                 scale = scales.get("/".join(("params", *path, "scale")))
                 value = 1.0 if scale is None else _mean_square(scale)
                 if k in scaled:
                     value = factor**2  # the residual rule sets the scale to the factor everywhere
-                kind, act, _, exit_index, region = follower(index, eqn.outvars[0])  # an activation after it
-                if kind == "activation":
+                follows, act, _, exit_index, region = follower(index, eqn.outvars[0])  # an activation after it
+                if follows == "activation":
                     activations[exit_index] = (act, eqn.outvars[0])
                     in_region.update(id(e) for e in region[:-1])
             else:
@@ -737,11 +741,11 @@ def _plan(variables: Any, module: Any, auto: Auto) -> _Planned:
                 else:
                     seen.add(weight)
                     first_in[k] = weight
-                    kind, act, label, exit_index, region = follower(index, var)
+                    follows, act, label, exit_index, region = follower(index, var)
                     fn, param = act if isinstance(act, tuple) else (act, None)
-                    decided[weight] = (kind, fn, param)
-                    g = layer_gain(kind, fn, m_at[k], auto.q, param)  # type: ignore[arg-type]
-                    note = g.note if kind != "linear" else f"then {label}: holds q"
+                    decided[weight] = (follows, fn, param)
+                    g = layer_gain(follows, fn, m_at[k], auto.q, param)  # type: ignore[arg-type]
+                    note = g.note if follows != "linear" else f"then {label}: holds q"
                     by = 1.0  # the residual rule's factor on this kernel
                     if k in scaled:
                         by = factor
@@ -750,10 +754,10 @@ def _plan(variables: Any, module: Any, auto: Auto) -> _Planned:
                             f"(residual={auto.residual!r})"
                         )
                     rows.append(
-                        AutoRow(weight, cls, kind, label, m_at[k], fan_in, by * g.gain, g.chi, g.verdict, note, by)
+                        AutoRow(weight, cls, follows, label, m_at[k], fan_in, by * g.gain, g.chi, g.verdict, note, by)
                     )
                     value = (by * g.gain) ** 2 * m_at[k]
-                    if kind == "activation":
+                    if follows == "activation":
                         activations[exit_index] = (act, var)
                         in_region.update(id(e) for e in region[:-1])
         elif index in activations:
@@ -790,7 +794,7 @@ def _plan(variables: Any, module: Any, auto: Auto) -> _Planned:
             value = sum(ins)
             if index in residual_adds:
                 skip_var, branch_var, skip, branch = residual_adds[index]
-                _, target, target_kind, why = targets[index]
+                _, target, target_category, why = targets[index]
                 m_skip, m_branch = predicted[skip_var], predicted[branch_var]
                 applied = target is not None and auto.residual != "none"
                 if applied:
@@ -808,7 +812,7 @@ def _plan(variables: Any, module: Any, auto: Auto) -> _Planned:
                         skip,
                         branch,
                         target,
-                        target_kind,
+                        target_category,
                         factor if applied else 1.0,
                         auto.residual,
                         m_skip,
@@ -911,7 +915,9 @@ def _residual_adds(
             fed[m[1]] = eqn.invars[0]
 
     def layers_on(path: list[int]) -> list[str]:
-        return ["/".join(m[2]) or trace.kinds[m[1]] for i in path if (m := mark(eqns[i])) is not None and m[0] == "out"]
+        return [
+            "/".join(m[2]) or trace.categories[m[1]] for i in path if (m := mark(eqns[i])) is not None and m[0] == "out"
+        ]
 
     def root(var: Any) -> tuple[Any, list[str]]:
         through: list[str] = []
@@ -950,9 +956,9 @@ def _residual_adds(
                     match = (skip, branch, f"projection through {', '.join(through)}", names)
                     break
         if match is not None:
-            skip, branch, kind, names = match
+            skip, branch, shortcut, names = match
             shown = names[:3] + (["...", names[-1]] if len(names) > 4 else names[3:])
-            found[index] = (skip, branch, kind, ", ".join(shown))
+            found[index] = (skip, branch, shortcut, ", ".join(shown))
     return found
 
 
@@ -988,9 +994,9 @@ def apply(variables: Any, module: Any, auto: Auto, key: Any, **reinit_kwargs: An
         if m is None or m[0] != "in" or m[1] not in planned.first_in:
             return
         weight = planned.first_in[m[1]]
-        row, (kind, fn, act_param) = by_weight[weight], planned.decided[weight]
+        row, (follows, fn, act_param) = by_weight[weight], planned.decided[weight]
         m_in = _mean_square(env[eqn.invars[0]])
-        g = layer_gain(kind, fn, m_in, auto.q, act_param)  # type: ignore[arg-type]
+        g = layer_gain(follows, fn, m_in, auto.q, act_param)  # type: ignore[arg-type]
         i = position[weight]
         if row.gain != 0.0:  # a kernel the residual rule zeroes stays zero; its factor is kept
             env[invars[i]] = (env[invars[i]] * (g.gain / (row.gain / row.scale))).astype(env[invars[i]].dtype)

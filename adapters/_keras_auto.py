@@ -101,7 +101,7 @@ _CATS = {"Concatenate"}
 
 @dataclass
 class _Event:
-    kind: str  # "layer", "norm", "act", "op"
+    category: str  # "layer", "norm", "act", "op"
     name: str  # the layer's or op's name
     cls: str  # its class name
     inputs: list[int]
@@ -208,11 +208,11 @@ def _norm_scale_path(op: Any) -> str | None:
     """The path of a norm's scale variable (``gamma``, keras-hub's ``scale``/``weight``: the leaves of
     :data:`NORM_SCALE_LEAVES`), which the residual rule sets; None where it has none, or uses it as
     ``1 + scale`` (Gemma's RMSNormalization: a constant written there is not the factor)."""
-    from initscale.adapters._keras_common import norm_kind
+    from initscale.adapters._keras_common import norm_flags
     from initscale.adapters._keras_layers import NORM_SCALE_LEAVES
     from initscale.adapters.keras import _FW
 
-    if norm_kind(_FW, op)[1]:
+    if norm_flags(_FW, op)[1]:
         return None
     for leaf in NORM_SCALE_LEAVES:
         variable = getattr(op, leaf, None)
@@ -427,14 +427,14 @@ def _record(
                 return out
             event = _Event("op", op.name, cls, inputs, [recorder.node(t, fresh=True) for t in outs], scalars)
             if norm:
-                event.kind, event.scalars, event.scale_path = "norm", [_norm_scale(op)], _norm_scale_path(op)
+                event.category, event.scalars, event.scale_path = "norm", [_norm_scale(op)], _norm_scale_path(op)
             elif (named := _activation_layer(op)) is not None:
-                event.kind, event.activation, event.label = "act", named, named[0]
+                event.category, event.activation, event.label = "act", named, named[0]
             elif cls == "Activation":
-                event.kind = "act"
+                event.category = "act"
                 event.activation, event.label = _function_activation(op.activation)
             elif not isinstance(op, keras.layers.Layer) and (named := _activation_op(op)) is not None:
-                event.kind, event.activation, event.label = "act", named, named[0]
+                event.category, event.activation, event.label = "act", named, named[0]
             elif (
                 not (isinstance(op, keras.layers.Layer) and (composite or op.weights))
                 and len(tensors) == 1
@@ -450,7 +450,7 @@ def _record(
                 finally:
                     recorder.depth -= 1
                 if elementwise:
-                    event.kind, event.label = "act", op.name
+                    event.category, event.label = "act", op.name
                     event.activation = _as_numpy_activation(fn, op.name)
             if cls in _CATS:
                 axis = int(getattr(op, "axis", -1))
@@ -499,7 +499,7 @@ def _function_activation(function: Any) -> tuple[Any, str]:
     return _as_numpy_activation(function, name), name
 
 
-def _op_rule(event: _Event) -> str | None:
+def _op_propagation(event: _Event) -> str | None:
     """Which second-moment rule of :func:`initscale.autogain.propagate` a Keras op obeys."""
     if event.cls in _SHAPE_OPS:
         return "shape"
@@ -514,7 +514,7 @@ def _op_rule(event: _Event) -> str | None:
 def _follower(recorder: _Recorder, node: int, outputs: set[int], start: int) -> tuple[Follower, Any, str]:
     """:func:`initscale.autogain.follow`, except that an output consumed only inside a composite
     layer's own (unrecorded) code says so."""
-    follows = follow(recorder.events, node, outputs, start, _op_rule, lambda e: e.cls)
+    follows = follow(recorder.events, node, outputs, start, _op_propagation, lambda e: e.cls)
     parent = recorder.events[start].parent
     if follows == ("linear", None, "unused") and parent:
         return "linear", None, f"{parent} (its own ops)"
@@ -583,7 +583,7 @@ def _plan(model: Any, auto: Auto) -> tuple[AutoPlan, dict[str, tuple[Follower, A
         {n: layers[i] for n, i in by_name.items()},
         outputs,
         auto.q,
-        op_rule=_op_rule,
+        op_propagation=_op_propagation,
         op_label=lambda e: e.cls,
         ratio=lambda e, m, notes: _measured_ratio(recorder, e, m, notes),
         follower=lambda index, node: _follower(recorder, node, output_set, index),

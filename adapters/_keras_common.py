@@ -351,7 +351,7 @@ class SpecInitializer:
         self.seed = self._fw.check_seed(seed)
         self.layout = layout_from_config(layout)
         self.input_axes, self.output_axes = input_axes, output_axes
-        self._plan, self._rule = plans(spec, fan_layout(spec, self.layout, input_axes, output_axes))
+        self._planner, self._fan_layout = plans(spec, fan_layout(spec, self.layout, input_axes, output_axes))
         if isinstance(stream, Mapping):
             stream = Stream(**stream)
         if stream is not None and not isinstance(stream, Stream):
@@ -359,10 +359,10 @@ class SpecInitializer:
         self.stream = stream
 
     def __call__(self, shape: Any, dtype: Any = None) -> Any:
-        plan = self._plan(tuple(int(d) for d in shape))  # the weight's cached plan (initscale.plan)
+        plan = self._planner(tuple(int(d) for d in shape))  # the weight's cached plan (initscale.plan)
         if self.stream is not None and self._fw.stream_tensor is not None:
             dist = portable(plan).dist  # an orthogonal spec raises the explanation
-            return self._fw.stream_tensor(self.stream, dist, plan.shape, self._rule, float_dtype(self._fw, dtype))
+            return self._fw.stream_tensor(self.stream, dist, plan.shape, self._fan_layout, float_dtype(self._fw, dtype))
         draw_seed = self._fw.draw_seed(self.seed)
         return self._fw.sample(plan.dist, plan.layout, plan.shape, float_dtype(self._fw, dtype), draw_seed)
 
@@ -392,7 +392,7 @@ class SpecInitializer:
         return cls(**config)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.spec!r}, seed={self._init_seed!r}, layout={self._rule})"
+        return f"{type(self).__name__}({self.spec!r}, seed={self._init_seed!r}, layout={self._fan_layout})"
 
 
 class Named(SpecInitializer):
@@ -541,7 +541,7 @@ def _spans(shape: tuple[int, ...]) -> bool:
     return sum(d > 1 for d in shape) <= 1
 
 
-def norm_kind(fw: Framework, layer: Any) -> tuple[bool, bool]:
+def norm_flags(fw: Framework, layer: Any) -> tuple[bool, bool]:
     """Whether ``layer`` is a normalization layer (by class, :data:`NORM_CLASSES`; by a class
     name ending in Norm or Normalization; or by duck typing: an ``epsilon`` attribute and
     variables of one non-singleton axis at most), and whether its scale is used as 1 + scale."""
@@ -571,15 +571,15 @@ def role_and_layout(
 
     A variable of a layer initscale does not recognise gets no layout (never a guessed one), so
     a fan-based rule that reaches it raises naming it (:func:`initscale.reinit.plan`)."""
-    if norm_kind(fw, layer)[0]:
+    if norm_flags(fw, layer)[0]:
         if leaf in NORM_OFFSET_LEAVES and _spans(shape):
             return "norm_offset", None, ""
         if leaf in NORM_SCALE_LEAVES and _spans(shape):
             return "norm_scale", None, ""
         return "other", None, ""  # moving statistics, or a variable of more axes
-    kinds = {c.__name__ for c in type(layer).__mro__}
+    class_names = {c.__name__ for c in type(layer).__mro__}
     role, layout, note = keras_role(
-        kinds,
+        class_names,
         leaf,
         len(shape),
         groups=getattr(layer, "groups", 1),
@@ -589,7 +589,7 @@ def role_and_layout(
     if (
         role == "other"
         and len(shape) >= 2
-        and (ADDED_TENSOR.search(leaf) or any(ADDED_TENSOR.search(k) for k in kinds))
+        and (ADDED_TENSOR.search(leaf) or any(ADDED_TENSOR.search(k) for k in class_names))
     ):
         return "other", None, ADDED_TENSOR_NOTE  # kept with this note; a one spec's warning lists it
     return role, layout, note
@@ -638,7 +638,7 @@ def walk(
             frozen=not is_buffer and fw.frozen(variable, layer_frozen),
             buffer=is_buffer,
             note=note,
-            unit_offset=role == "norm_scale" and norm_kind(fw, layer)[1],
+            unit_offset=role == "norm_scale" and norm_flags(fw, layer)[1],
         )
         found.append((param, variable))
     for child in layer._flatten_layers(include_self=False, recursive=False):

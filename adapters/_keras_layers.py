@@ -69,7 +69,7 @@ def einsum_layout(equation: str | None) -> Layout | None:
 
 
 def keras_role(
-    kinds: Set[str],
+    class_names: Set[str],
     leaf: str,
     ndim: int,
     *,
@@ -78,42 +78,42 @@ def keras_role(
     equation: str | None = None,
 ) -> tuple[Role, LayoutLike | None, str]:
     """``(role, layout, note)`` of a variable named ``leaf`` of a layer whose class and base-class
-    names are ``kinds``; ``note`` says why the defaults keep it, when they do. A variable it does
+    names are ``class_names``; ``note`` says why the defaults keep it, when they do. A variable it does
     not recognise is ``("other", None, "")``: no layout, so a fan-based rule that reaches it raises
     naming it (:func:`initscale.reinit.plan`) instead of reading a guessed one."""
-    if kinds & NORM_CLASSES:
+    if class_names & NORM_CLASSES:
         if leaf == "beta":
             return "norm_offset", None, ""
         if leaf in ("gamma", "scale"):
             return "norm_scale", None, ""
         return "other", None, ""
     if leaf == "bias":
-        if "LSTMCell" in kinds and unit_forget_bias:  # a bias (class rules skip it) that the defaults keep
+        if "LSTMCell" in class_names and unit_forget_bias:  # a bias (class rules skip it) that the defaults keep
             return "bias", None, "Keras starts this LSTM's forget-gate bias at 1 (unit_forget_bias=True)"
         return "bias", None, ""
-    cell = next((_CELL_KINDS[k] for k in _CELL_KINDS if k in kinds), None)
+    cell = next((_CELL_KINDS[k] for k in _CELL_KINDS if k in class_names), None)
     if cell and leaf in ("kernel", "recurrent_kernel"):
         return "weight", cell, ""
-    separable = kinds & {"BaseSeparableConv", "SeparableConv"}
+    separable = class_names & {"BaseSeparableConv", "SeparableConv"}
     if separable and leaf == "depthwise_kernel":
         return "weight", "keras.separable_conv.depthwise", ""
     if separable and leaf == "pointwise_kernel":
         return "weight", "keras.separable_conv.pointwise", ""
-    if kinds & {"BaseDepthwiseConv", "DepthwiseConv"} and leaf in ("kernel", "depthwise_kernel"):
+    if class_names & {"BaseDepthwiseConv", "DepthwiseConv"} and leaf in ("kernel", "depthwise_kernel"):
         return "weight", "keras.depthwise_conv", ""
-    transposed = "BaseConvTranspose" in kinds or any(k.endswith("Transpose") for k in kinds)
+    transposed = "BaseConvTranspose" in class_names or any(k.endswith("Transpose") for k in class_names)
     if transposed and leaf == "kernel":
         return "weight", "keras.conv_transpose", ""
-    if kinds & {"BaseConv", "Conv"} and leaf == "kernel":
+    if class_names & {"BaseConv", "Conv"} and leaf == "kernel":
         return "weight", f"keras.conv:groups={groups}", ""
-    if "Dense" in kinds and leaf == "kernel":
+    if "Dense" in class_names and leaf == "kernel":
         return "weight", "keras.dense", ""
-    if "EinsumDense" in kinds and leaf == "kernel":
+    if "EinsumDense" in class_names and leaf == "kernel":
         layout = einsum_layout(equation)
         if layout is not None:
             return "weight", layout, ""
-    if "Embedding" in kinds and leaf == "embeddings":
+    if "Embedding" in class_names and leaf == "embeddings":
         return "embedding", "keras.embedding", ""
-    if "ReversibleEmbedding" in kinds and leaf == "reverse_embeddings" and ndim == 2:
+    if "ReversibleEmbedding" in class_names and leaf == "reverse_embeddings" and ndim == 2:
         return "weight", "keras.dense", ""  # an untied output projection: logits = x @ W, W (d, vocab)
     return "other", None, ""

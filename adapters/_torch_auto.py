@@ -125,7 +125,7 @@ _GATHERS = {"embedding", "index_select", "gather", "take"}  # rows of their firs
 
 @dataclass
 class _Event:
-    kind: str  # "layer", "norm", "act", "op"
+    category: str  # "layer", "norm", "act", "op"
     name: str  # function name, or module name
     inputs: list[int]  # node ids of tensor inputs
     outputs: list[int]
@@ -190,7 +190,7 @@ class _Recorder(TorchFunctionMode):
         event = _Event("op", name, inputs, outputs, scalars, sizes=sizes)
         if name in _FUNCTIONS and tensors:
             gname, read = _FUNCTIONS[name]
-            event.kind, event.activation, event.label = "act", (gname, read(args, kwargs)), gname
+            event.category, event.activation, event.label = "act", (gname, read(args, kwargs)), gname
         self.events.append(event)
 
 
@@ -276,16 +276,16 @@ def _record(model: torch.nn.Module, auto: Auto, layers: dict[str, tuple[str, int
     handles = []
     by_module = dict(model.named_modules())
 
-    def enter(name: str, kind: str) -> Any:
+    def enter(name: str, category: str) -> Any:
         def pre(module: torch.nn.Module, args: tuple[Any, ...]) -> None:
             if recorder.depth == 0:
                 tensors = [a for a in args if isinstance(a, torch.Tensor)]
-                recorder.pending.append((name, kind, [recorder.node(t) for t in tensors]))
+                recorder.pending.append((name, category, [recorder.node(t) for t in tensors]))
             recorder.depth += 1
 
         return pre
 
-    def leave(name: str, kind: str) -> Any:
+    def leave(name: str, category: str) -> Any:
         def post(module: torch.nn.Module, args: tuple[Any, ...], output: Any) -> None:
             recorder.depth -= 1
             if recorder.depth == 0:
@@ -296,13 +296,13 @@ def _record(model: torch.nn.Module, auto: Auto, layers: dict[str, tuple[str, int
                     if isinstance(t, torch.Tensor)
                 ]
                 data = any(recorder.data[i] for i in inputs)
-                event = _Event(kind, name, inputs, [recorder.node(t, fresh=True, data=data) for t in outs])
-                if kind == "norm":
+                event = _Event(category, name, inputs, [recorder.node(t, fresh=True, data=data) for t in outs])
+                if category == "norm":
                     weight = getattr(module, "weight", None)
                     event.scalars = [
                         _mean_square(weight) if isinstance(weight, torch.Tensor) and weight.numel() else 1.0
                     ]
-                if kind == "act":
+                if category == "act":
                     event.activation, event.label = _module_activation(module)
                 recorder.events.append(event)
 
@@ -414,7 +414,7 @@ def _output_nodes(recorder: _Recorder, out: Any) -> list[int]:
     return found
 
 
-def _op_rule(event: _Event) -> str | None:
+def _op_propagation(event: _Event) -> str | None:
     """Which second-moment rule of :func:`initscale.autogain.propagate` a torch function obeys."""
     name = event.name
     if name in _SHAPE_OPS or name in _GATHERS:
@@ -451,7 +451,7 @@ def _plan(model: torch.nn.Module, auto: Auto) -> tuple[AutoPlan, dict[str, tuple
         layers,
         outputs,
         auto.q,
-        op_rule=_op_rule,
+        op_propagation=_op_propagation,
         op_label=lambda e: e.name,
         ratio=lambda e, m, notes: _measured_ratio(recorder, e, m, notes),
         residual=auto.residual,

@@ -160,12 +160,12 @@ def _check_device(device: Any) -> torch.device:
 
 def _available_types() -> list[str]:
     found = ["cpu"]
-    for kind in _DEVICE_TYPES[1:]:
-        module = getattr(torch, kind, None)
+    for device_type in _DEVICE_TYPES[1:]:
+        module = getattr(torch, device_type, None)
         available = getattr(module, "is_available", None)
         with contextlib.suppress(Exception):
             if available is not None and available():
-                found.append(kind)
+                found.append(device_type)
     return found
 
 
@@ -494,14 +494,14 @@ def _ties(named: Sequence[tuple[str, Any]]) -> list[list[str]]:
     return [names for names in groups.values() if len(names) > 1]
 
 
-def _retie(model: torch.nn.Module, groups: Sequence[Sequence[str]], kind: str) -> None:
+def _retie(model: torch.nn.Module, groups: Sequence[Sequence[str]], registry: str) -> None:
     """to_empty gives every name of a tied tensor its own new tensor: point the aliases back."""
     for first, *aliases in groups:
         owner_name, _, leaf = first.rpartition(".")
-        tensor = getattr(model.get_submodule(owner_name), kind)[leaf]
+        tensor = getattr(model.get_submodule(owner_name), registry)[leaf]
         for alias in aliases:
             owner_name, _, leaf = alias.rpartition(".")
-            getattr(model.get_submodule(owner_name), kind)[leaf] = tensor
+            getattr(model.get_submodule(owner_name), registry)[leaf] = tensor
 
 
 def _untouched_error(report: Report) -> ValueError:

@@ -136,21 +136,21 @@ def _orthogonal(key: Any, dist: OrthogonalDist, layout: Layout, shape: tuple[int
     return result
 
 
-@functools.partial(jax.jit, static_argnames=("kind", "shape", "dtype"))
-def _draw_real(key: Any, kind: str, shape: tuple[int, ...], dtype: Any, p: jax.Array) -> jax.Array:
-    """One compiled sampler per (kind, shape, dtype); the distribution's numbers are traced
+@functools.partial(jax.jit, static_argnames=("sampler", "shape", "dtype"))
+def _draw_real(key: Any, sampler: str, shape: tuple[int, ...], dtype: Any, p: jax.Array) -> jax.Array:
+    """One compiled sampler per (sampler, shape, dtype); the distribution's numbers are traced
     arguments, so new scales or bounds do not recompile."""
     work = jnp.float32 if jnp.dtype(dtype).itemsize < 4 else dtype
     p = p.astype(work)
-    if kind == "normal":  # p = (std, mean)
+    if sampler == "normal":  # p = (std, mean)
         return (jax.random.normal(key, shape, work) * p[0] + p[1]).astype(dtype)
-    if kind == "uniform":  # p = (low, high, clip low, clip high)
+    if sampler == "uniform":  # p = (low, high, clip low, clip high)
         out = jax.random.uniform(key, shape, work, p[0], p[1])
-    elif kind == "truncated":  # p = (a, b, sigma, loc, clip low, clip high), a <= 0
+    elif sampler == "truncated":  # p = (a, b, sigma, loc, clip low, clip high), a <= 0
         out = jax.random.truncated_normal(key, p[0], p[1], shape, work) * p[2] + p[3]
-    elif kind == "truncated_mirror":  # an upper-tail interval drawn as the mirror of the lower one
+    elif sampler == "truncated_mirror":  # an upper-tail interval drawn as the mirror of the lower one
         out = -jax.random.truncated_normal(key, -p[1], -p[0], shape, work) * p[2] + p[3]
-    elif kind == "truncated_ndtri":  # p = (p_hi, p_width, z low, z high, sign·sigma, loc, clip low, clip high)
+    elif sampler == "truncated_ndtri":  # p = (p_hi, p_width, z low, z high, sign·sigma, loc, clip low, clip high)
         u = p[0] - p[1] * jax.random.uniform(key, shape, work)  # in (Φ(lo), Φ(hi)]: never 0
         out = jnp.clip(jax.scipy.special.ndtri(u), p[2], p[3]) * p[4] + p[5]
     else:  # "truncated_far": p = (a, kept, log S(a), z low, z high, sign·sigma, loc, clip low, clip high)
@@ -171,20 +171,20 @@ def _sample(key: Any, dist: Distribution, layout: Layout | None, shape: tuple[in
         return _sample_complex(key, dist, shape, dtype)
     params: tuple[float, ...]
     if isinstance(dist, NormalDist):
-        kind, params = "normal", (dist.std, dist.mean)
+        sampler, params = "normal", (dist.std, dist.mean)
     elif isinstance(dist, UniformDist):
-        kind, params = "uniform", (dist.low, dist.high)
+        sampler, params = "uniform", (dist.low, dist.high)
     elif isinstance(dist, TruncatedNormalDist):
         a, b = dist.standard_bounds
         plan = truncated_plan(a, b, "float64" if jnp.dtype(dtype) == jnp.float64 else "float32")  # _draw_real's work
         if plan.method == "erf":  # an ordinary interval: jax's own sampler, lower tail (erf precision)
-            kind = "truncated_mirror" if lower_tail(a, b)[2] else "truncated"
+            sampler = "truncated_mirror" if lower_tail(a, b)[2] else "truncated"
             params = (a, b, dist.sigma, dist.loc)
         elif plan.method == "ndtri":  # one-sided, far or narrow: Φ⁻¹ where Φ is representable
-            kind = "truncated_ndtri"
+            sampler = "truncated_ndtri"
             params = (plan.p_hi, plan.p_width, plan.z_low, plan.z_high, plan.sign * dist.sigma, dist.loc)
         else:  # beyond Φ's range in the working precision: the offset from the bound
-            kind = "truncated_far"
+            sampler = "truncated_far"
             params = (plan.a, plan.kept, plan.log_s_a, plan.z_low, plan.z_high, plan.sign * dist.sigma, dist.loc)
     else:  # pragma: no cover - every Distribution is handled above
         raise TypeError(f"Unknown distribution {dist!r}.")
@@ -192,7 +192,7 @@ def _sample(key: Any, dist: Distribution, layout: Layout | None, shape: tuple[in
     if clip is not None:
         params += clip
     wide = jnp.float64 if getattr(jax.config, "jax_enable_x64", False) else jnp.float32
-    out: jax.Array = _draw_real(key, kind, shape, jnp.dtype(dtype), jnp.asarray(params, wide))
+    out: jax.Array = _draw_real(key, sampler, shape, jnp.dtype(dtype), jnp.asarray(params, wide))
     return out
 
 
@@ -377,8 +377,8 @@ def initializer(
         >>> params["params"]["kernel"].shape
         (3, 3, 4, 32)
     """
-    rule: LayoutLike = layout if layout is not None else Layout(in_axis, out_axis, batch_axis, name="jax")
-    plan, resolved = plans(spec, rule)
+    fan_layout: LayoutLike = layout if layout is not None else Layout(in_axis, out_axis, batch_axis, name="jax")
+    plan_of, resolved = plans(spec, fan_layout)
     default_dtype = _check_dtype(dtype)
 
     if stream is not None and not isinstance(stream, Stream):
@@ -388,9 +388,9 @@ def initializer(
         dims = tuple(int(d) for d in shape)
         if stream is not None:
             dt = _check_dtype(dtype)
-            return _stream_values(stream, plan(dims, dt), dt)
+            return _stream_values(stream, plan_of(dims, dt), dt)
         key = _check_key(key)
-        planned = plan(dims, None)
+        planned = plan_of(dims, None)
         return _sample(key, planned.dist, planned.layout, dims, _check_dtype(dtype))
 
     init.__doc__ = f"Initialize with {spec!r} (layout {resolved})."

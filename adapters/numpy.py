@@ -151,11 +151,11 @@ def _kernel_stream(stream: Stream, plan: WeightPlan) -> NDArray[Any] | None:
         return None
     portable(plan)
     out = np.empty(dims, dtype=np.float32)
-    kind = _stream_kernel.output_kind(dt.name)
+    out_format = _stream_kernel.output_format(dt.name)
     _stream_kernel.draw(
         lib,
         out.ctypes.data,
-        kind,
+        out_format,
         dims,
         [s // out.itemsize for s in out.strides],
         plan.strides,
@@ -188,7 +188,7 @@ def initializer(spec: Spec, layout: LayoutLike = "keras", *, stream: Stream | No
     float32 and float16 from the compiled kernel where a C compiler built it (equal to the
     reference, :func:`initscale.streams.stream_values`), float64 from the reference.
     """
-    plan, rule = plans(spec, layout)
+    plan_of, fan_layout = plans(spec, layout)
     if stream is not None and not isinstance(stream, Stream):
         raise TypeError(f"Argument `stream` must be an initscale.Stream. Received: stream={stream!r}.")
 
@@ -198,7 +198,7 @@ def initializer(spec: Spec, layout: LayoutLike = "keras", *, stream: Stream | No
         dims = _validate.shape("shape", shape)
         dt = _dtype(dtype)
         if stream is not None:
-            planned = plan(dims, dt.name)
+            planned = plan_of(dims, dt.name)
             fast = _kernel_stream(stream, planned)
             return plan_values(stream, planned) if fast is None else fast
         if rng is None:
@@ -209,10 +209,10 @@ def initializer(spec: Spec, layout: LayoutLike = "keras", *, stream: Stream | No
         generator = _rng(rng)
         if math.prod(dims) == 0:
             return np.zeros(dims, dtype=dt)
-        planned = plan(dims, dt.name)
+        planned = plan_of(dims, dt.name)
         values = sample(planned.dist, dims, generator, planned.layout)
         clip = planned.clip  # bounds that hold once rounded to dt (initscale.rounding)
         return (values if clip is None else np.clip(values, *clip)).astype(dt)
 
-    init.__doc__ = f"NumPy initializer for {spec!r} (layout {rule})."
+    init.__doc__ = f"NumPy initializer for {spec!r} (layout {fan_layout})."
     return init

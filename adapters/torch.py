@@ -268,17 +268,17 @@ def _stream_draw(
             out, stream.key, strides, offsets, code, params, clip_bounds(dist, str(local.dtype))
         )
     out = local if into else torch.empty_like(local, memory_format=torch.contiguous_format)
-    plan = runs(shape, strides, box)
-    dest = out.permute(plan.perm)  # the box in canonical order, as a view of its memory
+    box_runs = runs(shape, strides, box)
+    dest = out.permute(box_runs.perm)  # the box in canonical order, as a view of its memory
     gated = None
     if gates is not None:  # canonical gate g sits at position inverse[g] of the framework's gate axis
         inverse = [0] * len(gates[1])
         for position, g in enumerate(gates[1]):
             inverse[g] = position
-        gated = (plan.perm.index(gates[0]), torch.tensor(inverse, device=out.device))
+        gated = (box_runs.perm.index(gates[0]), torch.tensor(inverse, device=out.device))
     limit = _STREAM_PIECE if out.device.type == "cpu" else _STREAM_PIECE_ACCELERATOR
     dtype = str(out.dtype).rsplit(".", 1)[-1]
-    for start, stop, values in pieces(stream.key, dist, plan, dtype, _ops(out.device), limit):
+    for start, stop, values in pieces(stream.key, dist, box_runs, dtype, _ops(out.device), limit):
         _write_flat(dest, start, stop, values, gated)  # each piece where it sits: no staging copy
     return out
 
@@ -407,8 +407,8 @@ def _kernel_draw(
     through a float32 box of at most :data:`_STAGE_PIECE` elements at a time (:func:`_sub_boxes`),
     copied to where its elements sit: no staging copy of the whole weight. ``into=False`` fills
     a new tensor."""
-    kind = _stream_kernel.output_kind(str(local.dtype))
-    work = torch.float64 if kind == _stream_kernel.FLOAT64 else torch.float32
+    out_format = _stream_kernel.output_format(str(local.dtype))
+    work = torch.float64 if out_format == _stream_kernel.FLOAT64 else torch.float32
     out = local if into else torch.empty(local.shape, dtype=local.dtype)
     starts = [0] * local.dim() if box is None else [s.start for s in box]
     clip = clip_bounds(dist, str(local.dtype))
@@ -417,7 +417,7 @@ def _kernel_draw(
         _stream_kernel.draw(
             kernel,
             target.data_ptr(),
-            kind,
+            out_format,
             tuple(target.shape),
             target.stride(),
             strides,
@@ -480,7 +480,7 @@ def initializer(spec: Spec, layout: LayoutLike = "torch", *, stream: Stream | No
     as NumPy's and JAX's for the same seed and name, on any device and under any sharding
     (``generator`` is then not used).
     """
-    plan, rule = plans(spec, layout)
+    plan_of, fan_layout = plans(spec, layout)
     if stream is not None and not isinstance(stream, Stream):
         raise TypeError(f"Argument `stream` must be an initscale.Stream. Received: stream={stream!r}.")
 
@@ -488,7 +488,7 @@ def initializer(spec: Spec, layout: LayoutLike = "torch", *, stream: Stream | No
         _check_tensor(tensor)
         if tensor.numel() == 0:
             return tensor
-        planned = plan(tuple(tensor.shape), tensor.dtype)
+        planned = plan_of(tuple(tensor.shape), tensor.dtype)
         with torch.no_grad():
             if stream is not None:
                 _stream_values(stream, planned, tensor, into=True)
@@ -498,7 +498,7 @@ def initializer(spec: Spec, layout: LayoutLike = "torch", *, stream: Stream | No
                 _fill(planned.dist, planned.layout, tensor, generator)
         return tensor
 
-    init.__doc__ = f"Fill a tensor in place with {spec!r} (layout {rule})."
+    init.__doc__ = f"Fill a tensor in place with {spec!r} (layout {fan_layout})."
     return init
 
 
@@ -622,7 +622,7 @@ def _packed_projections(module: torch.nn.Module, parent: torch.nn.Module | None)
 _NORM_CLASSES: dict[type, tuple[bool, bool]] = {}  # a module class -> (a norm, scale used as 1 + weight)
 
 
-def _norm_kind(module: torch.nn.Module) -> tuple[bool, bool]:
+def _norm_flags(module: torch.nn.Module) -> tuple[bool, bool]:
     """Whether ``module`` is a normalization layer, and whether its scale is used as 1 + weight."""
     cls = type(module)
     if cls not in _NORM_CLASSES:
@@ -670,7 +670,7 @@ def _role_and_layout(
     ``parent``: the module that holds ``module``, for layers whose layout depends on it (a
     transformers Conv1D packing GPT-2's Q, K and V)."""
     nn = torch.nn
-    if _norm_kind(module)[0]:
+    if _norm_flags(module)[0]:
         if _is_bias(leaf) or leaf in _OFFSET_LEAVES:
             return "norm_offset", None
         tensor = getattr(module, leaf, None)
@@ -771,7 +771,7 @@ def _walk(module: torch.nn.Module, recurse: bool, include_buffers: bool) -> list
                 buffer=is_buffer,
                 tied_to=tied_to,
                 padding_idx=_padding_idx(owner, role),
-                unit_offset=role == "norm_scale" and _norm_kind(owner)[1],
+                unit_offset=role == "norm_scale" and _norm_flags(owner)[1],
                 note=ADDED_TENSOR_NOTE if added else "",
             )
             found.append((param, tensor))
@@ -1085,13 +1085,13 @@ def _reinit(
 def _copy_all(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
     """Write every staged value: one multi-tensor copy per (device, dtype), as torch.optim does
     with its ``_foreach`` kernels, where torch has them; else one copy each."""
-    by_kind: dict[tuple[torch.device, torch.dtype], tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
+    by_device_dtype: dict[tuple[torch.device, torch.dtype], tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
     for target, values in pairs:
-        targets, sources = by_kind.setdefault((target.device, target.dtype), ([], []))
+        targets, sources = by_device_dtype.setdefault((target.device, target.dtype), ([], []))
         targets.append(target)
         sources.append(values)
     foreach_copy = getattr(torch, "_foreach_copy_", None)
-    for targets, sources in by_kind.values():
+    for targets, sources in by_device_dtype.values():
         if foreach_copy is not None and all(t.is_contiguous() for t in targets):
             foreach_copy(targets, sources)
         else:

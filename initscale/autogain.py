@@ -68,7 +68,7 @@ from . import _validate, gains
 from .specs import VarianceScaling
 
 __all__ = [
-    "OP_RULES",
+    "OP_PROPAGATIONS",
     "RESIDUAL",
     "Auto",
     "AutoPlan",
@@ -139,13 +139,13 @@ def layer_gain(
 
 # --- the graph walk shared by the adapters' recorders -------------------------------------------
 #
-# An adapter records one forward pass as events (objects with ``kind`` in "layer", "norm", "act",
+# An adapter records one forward pass as events (objects with ``category`` in "layer", "norm", "act",
 # "op"; ``name``; node ids ``inputs``/``outputs``; ``scalars``, ``activation`` ((gains name, param)
 # or a NumPy callable), ``label`` and, for concatenations, ``sizes``) and the mean square measured
-# at every node. Which op obeys which rule is the adapter's: ``op_rule(event)`` gives one of
-# OP_RULES, or None for an op measured on the pass.
+# at every node. How each op propagates is the adapter's: ``op_propagation(event)`` gives one of
+# OP_PROPAGATIONS, or None for an op measured on the pass.
 
-OP_RULES = ("shape", "sum", "product", "quotient", "cat", "average")
+OP_PROPAGATIONS = ("shape", "sum", "product", "quotient", "cat", "average")
 
 
 def follow(
@@ -153,7 +153,7 @@ def follow(
     node: int,
     outputs: set[int],
     start: int,
-    op_rule: Callable[[Any], str | None],
+    op_propagation: Callable[[Any], str | None],
     op_label: Callable[[Any], str],
 ) -> tuple[Follower, Any, str]:
     """What the first consumer of ``node`` after event ``start`` is, through shape ops:
@@ -162,11 +162,11 @@ def follow(
     for event in events[start + 1 :]:
         if not frontier.intersection(event.inputs):
             continue
-        if event.kind == "act":
+        if event.category == "act":
             return "activation", event.activation, event.label
-        if event.kind == "norm":
+        if event.category == "norm":
             return "norm", None, "norm"
-        if event.kind == "op" and op_rule(event) == "shape":
+        if event.category == "op" and op_propagation(event) == "shape":
             frontier.update(event.outputs)
             continue
         return "linear", None, op_label(event)
@@ -179,16 +179,16 @@ class ResidualRow:
     the skip (``"identity"`` or ``"projection through ..."``), the layers and norms of the branch,
     the parameter that scales the branch (a layer's weight or a norm's scale; None where the branch
     has none, ``note`` says why), the factor on the branch (0 for ``residual="zero"``, 1/√L for
-    ``"depth"``, 1 for ``"none"``), the rule, and the predicted second moments of skip, branch and sum."""
+    ``"depth"``, 1 for ``"none"``), the residual mode, and the predicted second moments of skip, branch and sum."""
 
     index: int
     op: str
     skip: str
     branch: str
     target: str | None
-    target_kind: str | None  # "layer" or "norm"
+    target_category: str | None  # "layer" or "norm"
     scale: float
-    rule: str
+    residual: str
     m_skip: float
     m_branch: float
     m_sum: float
@@ -206,7 +206,7 @@ class _Residual:
     branch: str
     target_event: int | None
     target: str | None
-    target_kind: str | None
+    target_category: str | None
     why: str
 
 
@@ -242,7 +242,7 @@ def _branch_of(events: Sequence[Any], producer: Mapping[int, int], skip: int, br
 
 
 def _linear_root(
-    events: Sequence[Any], producer: Mapping[int, int], node: int, op_rule: Callable[[Any], str | None]
+    events: Sequence[Any], producer: Mapping[int, int], node: int, op_propagation: Callable[[Any], str | None]
 ) -> tuple[int, list[str]]:
     """Back from ``node`` through layers, norms and shape ops (first input): the node reached and the
     layers and norms passed (a projection shortcut's)."""
@@ -250,10 +250,10 @@ def _linear_root(
     while node in producer:
         event = events[producer[node]]
         if not event.inputs or not (
-            event.kind in ("layer", "norm") or (event.kind == "op" and op_rule(event) == "shape")
+            event.category in ("layer", "norm") or (event.category == "op" and op_propagation(event) == "shape")
         ):
             break
-        if event.kind != "op":
+        if event.category != "op":
             through.append(event.name)
         node = event.inputs[0]
     return node, through[::-1]
@@ -264,7 +264,7 @@ def _scale_of(
     producer: Mapping[int, int],
     consumers: Mapping[int, int],
     node: int,
-    op_rule: Callable[[Any], str | None],
+    op_propagation: Callable[[Any], str | None],
     op_label: Callable[[Any], str],
     norm_weight: Callable[[Any], str | None] | None,
     layers: Mapping[str, tuple[str, int, str]],
@@ -279,20 +279,22 @@ def _scale_of(
         if i is None:
             return None, None, None, "the branch has no recorded op"
         event = events[i]
-        if event.kind == "layer":
+        if event.category == "layer":
             if calls[event.name] > 1:
                 return None, None, None, f"its last layer {event.name} is called more than once"
             return i, layers[event.name][0], "layer", ""
-        if event.kind == "norm":
+        if event.category == "norm":
             weight = norm_weight(event) if norm_weight is not None else None
             if weight is None:
                 return None, None, None, f"it ends in the norm {event.name}, which has no scale this recorder can set"
             return i, weight, "norm", ""
-        rule = op_rule(event) if event.kind == "op" else None
-        if event.inputs and (rule == "shape" or (rule in ("product", "quotient") and len(event.inputs) == 1)):
+        propagation = op_propagation(event) if event.category == "op" else None
+        if event.inputs and (
+            propagation == "shape" or (propagation in ("product", "quotient") and len(event.inputs) == 1)
+        ):
             node = event.inputs[0]
             continue
-        what = f"the activation {event.label}" if event.kind == "act" else f"the op {op_label(event)!r}"
+        what = f"the activation {event.label}" if event.category == "act" else f"the op {op_label(event)!r}"
         return None, None, None, f"it ends in {what}, not a layer or norm whose scale sets it"
 
 
@@ -300,7 +302,7 @@ def residual_sums(
     events: Sequence[Any],
     layers: Mapping[str, tuple[str, int, str]],
     *,
-    op_rule: Callable[[Any], str | None],
+    op_propagation: Callable[[Any], str | None],
     op_label: Callable[[Any], str],
     norm_weight: Callable[[Any], str | None] | None = None,
 ) -> dict[int, _Residual]:
@@ -308,18 +310,18 @@ def residual_sums(
     producer, consumers = _producers(events)
     calls: dict[str, int] = {}
     for event in events:
-        if event.kind == "layer":
+        if event.category == "layer":
             calls[event.name] = calls.get(event.name, 0) + 1
     found: dict[int, _Residual] = {}
     used: set[int] = set()
     for index, event in enumerate(events):
-        if event.kind != "op" or op_rule(event) != "sum" or len(event.inputs) != 2:
+        if event.category != "op" or op_propagation(event) != "sum" or len(event.inputs) != 2:
             continue
         a, b = event.inputs
         match = None
 
         def layered(between: list[int]) -> bool:  # a branch holds a layer or norm (else nothing scales it)
-            return any(events[i].kind in ("layer", "norm") for i in between)
+            return any(events[i].category in ("layer", "norm") for i in between)
 
         for skip, branch in ((a, b), (b, a)):  # an identity skip first
             between = _branch_of(events, producer, skip, branch)
@@ -328,10 +330,10 @@ def residual_sums(
                 break
         if match is None:
             for skip, branch in ((a, b), (b, a)):  # a projection shortcut: skip = P(x), branch = f(x)
-                root, through = _linear_root(events, producer, skip, op_rule)
+                root, through = _linear_root(events, producer, skip, op_propagation)
                 if (
                     not through
-                    or _linear_root(events, producer, branch, op_rule)[0] == root
+                    or _linear_root(events, producer, branch, op_propagation)[0] == root
                     or _branch_of(events, producer, skip, branch) is not None  # the branch reads the skip itself
                 ):
                     continue
@@ -341,14 +343,14 @@ def residual_sums(
                     break
         if match is None:
             continue
-        skip, branch, kind, between = match
-        names = [events[i].name for i in between if events[i].kind in ("layer", "norm")]
+        skip, branch, shortcut, between = match
+        names = [events[i].name for i in between if events[i].category in ("layer", "norm")]
         described = ", ".join(names[:3] + (["...", names[-1]] if len(names) > 4 else names[3:])) or "no layer"
-        target_event, target, target_kind, why = _scale_of(
-            events, producer, consumers, branch, op_rule, op_label, norm_weight, layers, calls
+        target_event, target, target_category, why = _scale_of(
+            events, producer, consumers, branch, op_propagation, op_label, norm_weight, layers, calls
         )
         if target_event is not None and target_event in used:
-            target_event, target, target_kind, why = (
+            target_event, target, target_category, why = (
                 None,
                 None,
                 None,
@@ -356,7 +358,9 @@ def residual_sums(
             )
         if target_event is not None:
             used.add(target_event)
-        found[index] = _Residual(len(found) + 1, skip, branch, kind, described, target_event, target, target_kind, why)
+        found[index] = _Residual(
+            len(found) + 1, skip, branch, shortcut, described, target_event, target, target_category, why
+        )
     return found
 
 
@@ -387,7 +391,7 @@ def propagate(
     outputs: Sequence[int],
     q: float,
     *,
-    op_rule: Callable[[Any], str | None],
+    op_propagation: Callable[[Any], str | None],
     op_label: Callable[[Any], str],
     ratio: Callable[[Any, float, list[str]], float],
     follower: Callable[[int, int], tuple[Follower, Any, str]] | None = None,
@@ -408,14 +412,14 @@ def propagate(
     if follower is None:
 
         def follower(index: int, node: int) -> tuple[Follower, Any, str]:
-            return follow(events, node, output_set, index, op_rule, op_label)
+            return follow(events, node, output_set, index, op_propagation, op_label)
 
     if residual is not None and residual not in RESIDUAL:
         raise ValueError(
             f"Argument `residual` must be one of {', '.join(repr(r) for r in RESIDUAL)}. "
             f"Received: residual={residual!r}."
         )
-    sums = residual_sums(events, layers, op_rule=op_rule, op_label=op_label, norm_weight=norm_weight)
+    sums = residual_sums(events, layers, op_propagation=op_propagation, op_label=op_label, norm_weight=norm_weight)
     factor = {"zero": 0.0, "depth": 1.0 / math.sqrt(len(sums)) if sums else 1.0}.get(residual or "none", 1.0)
     scaled = {r.target_event: r for r in sums.values() if r.target_event is not None and factor != 1.0}
     predicted = list(measured)
@@ -424,8 +428,8 @@ def propagate(
     for index, event in enumerate(events):
         ins = [predicted[i] for i in event.inputs]
         m_in = ins[0] if ins else 0.0
-        rule = op_rule(event) if event.kind == "op" else None
-        if event.kind == "layer" and index in scaled:
+        propagation = op_propagation(event) if event.category == "op" else None
+        if event.category == "layer" and index in scaled:
             # the last layer of a residual branch: its gain times the residual factor
             done.seen.add(event.name)
             weight, fan_in, cls = layers[event.name]
@@ -440,12 +444,12 @@ def propagate(
                 AutoRow(weight, cls, follows, label, m_in, fan_in, factor * g.gain, g.chi, g.verdict, note, factor)
             )
             value = (factor * g.gain) ** 2 * m_in
-        elif event.kind == "norm" and index in scaled:
+        elif event.category == "norm" and index in scaled:
             value = factor**2  # the norm's scale set to the factor everywhere: mean square factor²
-        elif event.kind == "layer" and event.name in done.seen:
+        elif event.category == "layer" and event.name in done.seen:
             value = predicted[event.outputs[0]] if event.outputs else 0.0
             done.notes.append(f"{event.name} is called more than once; planned for its first call")
-        elif event.kind == "layer":
+        elif event.category == "layer":
             done.seen.add(event.name)
             weight, fan_in, cls = layers[event.name]
             follows, activation, label = follower(index, event.outputs[0])
@@ -457,7 +461,7 @@ def propagate(
                 done.notes.append(unused_note.format(name=event.name))
             done.rows.append(AutoRow(weight, cls, follows, label, m_in, fan_in, g.gain, g.chi, g.verdict, note))
             value = g.gain**2 * m_in
-        elif event.kind == "act":
+        elif event.category == "act":
             fn, param = _activation_of(event.activation)
             if fn == "relu" and event.inputs and event.inputs[0] in nonnegative:
                 value = m_in  # ReLU of a non-negative input (a ReLU's output through a zeroed branch's sum)
@@ -465,19 +469,19 @@ def propagate(
                 value = activation_moment(fn, m_in, param)
             if fn == "relu":
                 nonnegative.update(event.outputs)
-        elif event.kind == "norm":
+        elif event.category == "norm":
             value = event.scalars[0] if event.scalars else 1.0
-        elif rule == "shape":
+        elif propagation == "shape":
             value = m_in
-        elif rule == "sum":
+        elif propagation == "sum":
             value = sum(ins) + sum(s * s for s in event.scalars)
-        elif rule == "average" and event.scalars:
+        elif propagation == "average" and event.scalars:
             value = sum(ins) / event.scalars[0] ** 2
-        elif rule == "product":
+        elif propagation == "product":
             value = math.prod(ins) * math.prod(s * s for s in event.scalars)
-        elif rule == "quotient" and event.scalars and len(ins) == 1:
+        elif propagation == "quotient" and event.scalars and len(ins) == 1:
             value = ins[0] / math.prod(s * s for s in event.scalars)
-        elif rule == "cat" and event.sizes and len(event.sizes) == len(ins):
+        elif propagation == "cat" and event.sizes and len(event.sizes) == len(ins):
             value = sum(n * m for n, m in zip(event.sizes, ins, strict=True)) / sum(event.sizes)
         else:
             value = ratio(event, m_in, done.notes)
@@ -485,7 +489,7 @@ def propagate(
             value = _residual_row(done, sums[index], event, predicted, factor, residual, op_label)
             if value == predicted[sums[index].skip_node] and sums[index].skip_node in nonnegative:
                 nonnegative.update(event.outputs)
-        elif rule == "shape" and event.inputs and event.inputs[0] in nonnegative:
+        elif propagation == "shape" and event.inputs and event.inputs[0] in nonnegative:
             nonnegative.update(event.outputs)
         for out in event.outputs:
             predicted[out] = value
@@ -512,15 +516,15 @@ def _residual_row(
     """Append the :class:`ResidualRow` of a residual sum; its predicted second moment (skip + branch)."""
     m_skip, m_branch = predicted[found.skip_node], predicted[found.branch_node]
     m_sum = float(m_skip + m_branch + sum(s * s for s in event.scalars))
-    rule = residual or "none"
-    applied = found.target is not None and rule != "none"
+    mode = residual or "none"
+    applied = found.target is not None and mode != "none"
     if applied:
         note = f"{found.target} x{factor:.4g}" + (
             ": the branch is 0 at init, the sum is its skip" if factor == 0.0 else ""
         )
     elif residual is None:
         note = "this recorder applies no residual rule"
-    elif rule == "none":
+    elif mode == "none":
         note = "residual='none': the branch as planned" + ("" if found.target else f"; {found.why}")
     else:
         note = found.why
@@ -531,9 +535,9 @@ def _residual_row(
             found.skip,
             found.branch,
             found.target,
-            found.target_kind,
+            found.target_category,
             factor if applied else 1.0,
-            rule,
+            mode,
             m_skip,
             m_branch,
             m_sum,
@@ -609,7 +613,7 @@ class AutoPlan:
             chi = "" if row.chi is None else f", chi {row.chi:.4g}"
             text = f"auto: then {then}, m_in {row.m_in:.4g} ({self.arriving}), gain {row.gain:.4g}{chi}"
             r = residual_of.get(row.weight)
-            return text if r is None else f"{text}, residual sum {r.index} x{r.scale:.4g} (residual={r.rule!r})"
+            return text if r is None else f"{text}, residual sum {r.index} x{r.scale:.4g} (residual={r.residual!r})"
 
         out: dict[str, Any] = {
             row.weight: Rule(
@@ -621,10 +625,10 @@ class AutoPlan:
             for row in self.rows
         }
         for r in residual_of.values():
-            if r.target_kind == "norm" and r.target is not None:
+            if r.target_category == "norm" and r.target is not None:
                 out[r.target] = Rule(
                     Zeros() if r.scale == 0.0 else Constant(r.scale),
-                    label=f"auto: scale of residual sum {r.index}'s branch x{r.scale:.4g} (residual={r.rule!r})",
+                    label=f"auto: scale of residual sum {r.index}'s branch x{r.scale:.4g} (residual={r.residual!r})",
                 )
         return out
 

@@ -57,7 +57,7 @@ from .propagate import propagate
 
 __all__ = ["main"]
 
-_COLUMNS = ("backend", "preset", "layer", "kind", "expected_std", "measured_std", "z", "p_value", "status")
+_COLUMNS = ("backend", "preset", "layer", "comparison", "expected_std", "measured_std", "z", "p_value", "status")
 
 
 def _cells(row: parity.Row) -> tuple[str, ...]:
@@ -66,7 +66,7 @@ def _cells(row: parity.Row) -> tuple[str, ...]:
         row.backend,
         row.preset,
         row.layer,
-        row.kind,
+        row.comparison,
         f"{row.expected_std:.6g}",
         f"{row.measured_std:.6g}",
         f"{row.z:+.2f}",
@@ -81,7 +81,7 @@ def _text(rows: Sequence[parity.Row]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in table]
     for row in rows:
         if not row.passed:
-            lines.append(f"FAIL {row.backend} {row.preset} {row.layer} ({row.kind}):")
+            lines.append(f"FAIL {row.backend} {row.preset} {row.layer} ({row.comparison}):")
             lines.extend(f"    {f}" for f in row.failures)
     return "\n".join(lines)
 

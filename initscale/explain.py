@@ -55,12 +55,15 @@ def parse_spec(text: str) -> tuple[Spec, str | None]:
 
 def fans_explanation(shape: Sequence[int], layout: LayoutLike) -> str:
     """How the fans of ``shape`` are counted under ``layout``, as one line of arithmetic."""
-    rule = resolve(layout)
+    fan_layout = resolve(layout)
     dims = tuple(int(d) for d in shape)
-    fans = rule.fans(dims)
-    if isinstance(rule, LayerKind) and rule.native:
-        return f"{rule}: the framework's own fan rule for {dims}: fan_in = {fans.fan_in:g}, fan_out = {fans.fan_out:g}"
-    concrete = rule.layout(dims)
+    fans = fan_layout.fans(dims)
+    if isinstance(fan_layout, LayerKind) and fan_layout.native:
+        return (
+            f"{fan_layout}: the framework's own fan rule for {dims}: "
+            f"fan_in = {fans.fan_in:g}, fan_out = {fans.fan_out:g}"
+        )
+    concrete = fan_layout.layout(dims)
     ins, outs, batch, receptive = concrete.split_axes(dims)
 
     def size(axes: tuple[int, ...]) -> str:
@@ -73,7 +76,7 @@ def fans_explanation(shape: Sequence[int], layout: LayoutLike) -> str:
     in_g = f" / in_groups {concrete.in_groups}" if concrete.in_groups > 1 else ""
     out_g = f" / out_groups {concrete.out_groups}" if concrete.out_groups > 1 else ""
     return (
-        f"{rule}: fan_in = in {size(ins)} (axes {list(ins)}){in_g}{rf} = {fans.fan_in:g}; "
+        f"{fan_layout}: fan_in = in {size(ins)} (axes {list(ins)}){in_g}{rf} = {fans.fan_in:g}; "
         f"fan_out = out {size(outs)} (axes {list(outs)}){out_g}{rf} = {fans.fan_out:g}{skipped}"
     )
 
@@ -279,18 +282,18 @@ def explain(spec: Spec | str, shape: Sequence[int], layout: LayoutLike | None = 
         spec, preset = parse_spec(spec)
     if layout is None:
         layout = presets.info(preset).layout if preset else "keras"
-    rule = resolve(layout)
+    fan_layout = resolve(layout)
     dims = tuple(int(d) for d in shape)
     fans: Fans | None
     if spec.fixed_scale:  # the fans, where the layout reads the shape, are shown but not used
         try:
-            fans, how = rule.fans(dims), fans_explanation(dims, rule)
+            fans, how = fan_layout.fans(dims), fans_explanation(dims, fan_layout)
         except ValueError as err:
             fans, how = None, f"not needed for a fixed-scale spec ({err})"
         dist = spec.resolve(None)
     else:
-        plan = weight_plan(spec, dims, rule)  # the adapters' own plan of this weight
-        fans, how, dist = plan.fans, fans_explanation(dims, rule), plan.dist
+        plan = weight_plan(spec, dims, fan_layout)  # the adapters' own plan of this weight
+        fans, how, dist = plan.fans, fans_explanation(dims, fan_layout), plan.dist
         if isinstance(dist, OrthogonalDist):
             _, (_, _, o, _, i, rf) = plan.blocks
             dist = OrthogonalDist(dist.gain, o, i * rf)
@@ -299,7 +302,7 @@ def explain(spec: Spec | str, shape: Sequence[int], layout: LayoutLike | None = 
         spec=spec,
         preset=preset,
         shape=dims,
-        layout=str(rule),
+        layout=str(fan_layout),
         fans=fans,
         fans_how=how,
         distribution=dist,

@@ -190,7 +190,7 @@ _PANELS, _PANEL_NODES, _HALF_LINE_END = 24, 32, 48.0
 
 
 @lru_cache(maxsize=1)
-def _half_line_rule() -> tuple[Array, Array]:
+def _half_line_quadrature() -> tuple[Array, Array]:
     """Nodes z ≥ 0 and weights w·φ(z) such that Σ w g(z) ≈ ∫₀^∞ g(z) φ(z) dz."""
     t, w = np.polynomial.legendre.leggauss(_PANEL_NODES)
     width = _HALF_LINE_END / _PANELS
@@ -202,7 +202,7 @@ def _half_line_rule() -> tuple[Array, Array]:
 
 def second_moment(f: Callable[[Array], Array]) -> float:
     """E[f(z)²] for z ~ N(0, 1), by Gauss–Legendre quadrature on each half-line."""
-    z, w = _half_line_rule()
+    z, w = _half_line_quadrature()
     with np.errstate(over="ignore"):
         h = np.asarray(f(z), dtype=np.float64) ** 2 + np.asarray(f(-z), dtype=np.float64) ** 2
     value = float(np.dot(w, h))
@@ -378,7 +378,7 @@ _DERIVED = "derived"
 _REL_STEP = float.fromhex("0x1p-52") ** (1.0 / 3.0)  # central differences: h = ε^(1/3)·|x|
 
 
-def _panel_rule(a: float) -> tuple[Array, Array]:
+def _panel_quadrature(a: float) -> tuple[Array, Array]:
     """Nodes z > 0 and weights w·φ(z) of the split rule for the pre-activation std ``a``."""
     edges = set(np.arange(0.0, _Z_END + 0.5 * _Z_STEP, _Z_STEP).tolist())
     x = _X_EDGES[-1]
@@ -396,8 +396,8 @@ def _panel_rule(a: float) -> tuple[Array, Array]:
 
 
 def _expect(h: Callable[[Array], Array], a: float, *, times_z: bool = False) -> float:
-    """E[h(a·Z)] (or E[Z·h(a·Z)] with ``times_z``), Z ~ N(0, 1), by the split rule of :func:`_panel_rule`."""
-    z, w = _panel_rule(a)
+    """E[h(a·Z)] (or E[Z·h(a·Z)] with ``times_z``), Z ~ N(0, 1), by the split rule of :func:`_panel_quadrature`."""
+    z, w = _panel_quadrature(a)
     with np.errstate(over="ignore", invalid="ignore"):
         up, down = np.asarray(h(a * z), dtype=np.float64), np.asarray(h(-a * z), dtype=np.float64)
         values = (up - down) * z if times_z else up + down
@@ -613,7 +613,7 @@ def fixed_point(
     (Poole et al. 2016, "Exponential expressivity in deep neural networks through transient chaos";
     Schoenholz et al. 2017, "Deep information propagation"). The pre-activation std a = g√q solving
     E[f(aZ)²] = q is bracketed on a factor-2 grid from 2^-26 to 2^26 and refined by bisection in log a
-    (quadrature: Gauss–Legendre panels split at 0, see ``_panel_rule``). Where several a solve it, the
+    (quadrature: Gauss–Legendre panels split at 0, see ``_panel_quadrature``). Where several a solve it, the
     smallest gain is returned and the note says so.
 
     Exact closed forms: f(ax) = a·f(x) for a > 0 (linear, identity, conv, relu, leaky_relu with slope

@@ -232,12 +232,12 @@ def draw(backend: str, preset: str, layer: str, seed: int = 0) -> tuple[np.ndarr
 
 @dataclass(frozen=True)
 class Row:
-    """One cell of the matrix. ``kind`` is "analytic", "cross" (vs the NumPy reference) or "native"."""
+    """One cell of the matrix. ``comparison`` is "analytic", "cross" (vs the NumPy reference) or "native"."""
 
     backend: str
     preset: str
     layer: str
-    kind: str
+    comparison: str
     expected_std: float
     measured_std: float
     z: float
@@ -246,8 +246,23 @@ class Row:
     n: int
     failures: list[str] = field(default_factory=list)
 
+    @property
+    def kind(self) -> str:
+        """Deprecated (until 0.3): :attr:`comparison`."""  # names: deprecated alias
+        import warnings
+
+        warnings.warn(
+            "initscale.parity.Row.kind is deprecated and stops working in initscale 0.3; use Row.comparison.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.comparison
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The row's fields; the JSON also keeps the old key "kind" (= "comparison") until 0.3."""
+        out = asdict(self)
+        out["kind"] = self.comparison  # names: deprecated alias (a JSON key cannot warn)
+        return out
 
 
 def _orthogonality(x: np.ndarray, dist: OrthogonalDist, layout: Layout) -> float:
@@ -544,7 +559,7 @@ def summarize(rows: Sequence[Row], seconds: Sequence[float] | None = None) -> li
                 len(members),
                 sum(not r.passed for r, _ in members),
                 slow_t,
-                f"{slow_row.preset} {slow_row.layer} ({slow_row.kind})",
+                f"{slow_row.preset} {slow_row.layer} ({slow_row.comparison})",
             )
         )
     return lines

@@ -72,7 +72,7 @@ class WeightPlan:
 
     spec: Spec
     shape: tuple[int, ...]
-    rule: Layout | LayerKind
+    fan_layout: Layout | LayerKind
     dtype: str | None
     fans: Fans | None
     dist: Distribution
@@ -81,17 +81,17 @@ class WeightPlan:
     @functools.cached_property
     def strides(self) -> tuple[int, ...]:
         """The canonical strides of the portable stream (:func:`canonical_strides`)."""
-        return canonical_strides(self.shape, self.rule)
+        return canonical_strides(self.shape, self.fan_layout)
 
     @functools.cached_property
     def gates(self) -> tuple[int, list[int]] | None:
         """Stacked gates in a non-canonical order (:func:`gate_index`), or None."""
-        return gate_index(self.shape, self.rule)
+        return gate_index(self.shape, self.fan_layout)
 
     @functools.cached_property
     def blocks(self) -> tuple[tuple[int, ...], tuple[int, int, int, int, int, int]]:
         """``layout.blocks(shape)``: the (order, sizes) of the independent matrix blocks."""
-        layout = self.layout if self.layout is not None else self.rule.layout(self.shape)
+        layout = self.layout if self.layout is not None else self.fan_layout.layout(self.shape)
         return layout.blocks(self.shape)
 
     @functools.cached_property
@@ -104,6 +104,18 @@ class WeightPlan:
         """``representable_bounds(low, high, dtype)`` of a bounded distribution, else None."""
         bounds = getattr(self.dist, "bounds", None)
         return None if bounds is None else representable_bounds(*bounds, self._dtype())
+
+    @property
+    def rule(self) -> Layout | LayerKind:
+        """Deprecated (until 0.3): :attr:`fan_layout`."""  # names: deprecated alias
+        import warnings
+
+        warnings.warn(
+            "WeightPlan.rule is deprecated and stops working in initscale 0.3; use WeightPlan.fan_layout.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.fan_layout
 
     def _dtype(self) -> str:
         if self.dtype is None:
@@ -136,33 +148,33 @@ def weight_plan(spec: Spec, shape: Sequence[int], layout: LayoutLike, dtype: Any
 
 @functools.lru_cache(maxsize=4096)
 def _cached(spec: Spec, dims: tuple[int, ...], layout: LayoutLike, dtype: str | None, label: str | None) -> WeightPlan:
-    rule = resolve(layout)
+    fan_layout = resolve(layout)
     if spec.fixed_scale:
-        return WeightPlan(spec, dims, rule, dtype, None, spec.resolve(None), None)
-    fans = rule.fans(dims)
-    return WeightPlan(spec, dims, rule, dtype, fans, spec.resolve(fans), rule.layout(dims))
+        return WeightPlan(spec, dims, fan_layout, dtype, None, spec.resolve(None), None)
+    fans = fan_layout.fans(dims)
+    return WeightPlan(spec, dims, fan_layout, dtype, fans, spec.resolve(fans), fan_layout.layout(dims))
 
 
 class PlanLookup(Protocol):
-    """``plan(shape, dtype=None) -> WeightPlan``: what :func:`plans` returns for an initializer."""
+    """``plan_of(shape, dtype=None) -> WeightPlan``: what :func:`plans` returns for an initializer."""
 
     def __call__(self, shape: tuple[int, ...], dtype: Any = None) -> WeightPlan: ...
 
 
 def plans(spec: Spec, layout: LayoutLike) -> tuple[PlanLookup, Layout | LayerKind]:
-    """Return ``(plan, rule)`` for an initializer: ``plan(shape, dtype)`` is the shape's
+    """Return ``(plan_of, fan_layout)`` for an initializer: ``plan_of(shape, dtype)`` is the shape's
     :class:`WeightPlan` (looked up in the initializer's own dict first: a draw pays one dict
-    lookup, not the hash of the spec), ``rule`` the resolved layout."""
+    lookup, not the hash of the spec), ``fan_layout`` the resolved layout."""
     if not isinstance(spec, Spec):
         raise TypeError(f"Argument `spec` must be an initscale spec. Received: spec={spec!r}.")
-    rule = resolve(layout)
+    fan_layout = resolve(layout)
     cache: dict[tuple[tuple[int, ...], Any], WeightPlan] = {}
 
-    def plan(shape: tuple[int, ...], dtype: Any = None) -> WeightPlan:
+    def plan_of(shape: tuple[int, ...], dtype: Any = None) -> WeightPlan:
         key = (shape, dtype)
         found = cache.get(key)
         if found is None:
-            found = cache[key] = weight_plan(spec, shape, rule, dtype)
+            found = cache[key] = weight_plan(spec, shape, fan_layout, dtype)
         return found
 
-    return plan, rule
+    return plan_of, fan_layout

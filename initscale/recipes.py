@@ -1127,10 +1127,12 @@ _DEEPNET_BETA_ROLES = ("attn_v", "attn_out", "mlp_in", "mlp_gate", "mlp_out", "r
 
 def _deepnet_settings(model: Any, given: Mapping[str, Any]) -> dict[str, Any]:
     config = getattr(model, "config", None)
-    kind = given.get("architecture", "encoder_decoder" if getattr(config, "is_encoder_decoder", False) else "decoder")
-    kind = _validate.choice("architecture", kind, ("decoder", "encoder_decoder"))
-    out: dict[str, Any] = {"architecture": kind, "encoder": set()}
-    if kind == "decoder":
+    architecture = given.get(
+        "architecture", "encoder_decoder" if getattr(config, "is_encoder_decoder", False) else "decoder"
+    )
+    architecture = _validate.choice("architecture", architecture, ("decoder", "encoder_decoder"))
+    out: dict[str, Any] = {"architecture": architecture, "encoder": set()}
+    if architecture == "decoder":
         M = _model_number(model, given, "decoder_layers", "n_layer", "num_hidden_layers", "n_layers")
         out["beta"] = {"decoder": (8 * M) ** -0.25}
         out["alpha"] = {"decoder": (2 * M) ** 0.25}

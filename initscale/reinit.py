@@ -259,12 +259,12 @@ def _glob_match(pattern: str) -> Callable[[str], Any]:
 
 @dataclass(frozen=True)
 class CompiledRule:
-    """One compiled rule: ``kind`` is ``"class"`` (identifier), ``"glob"`` or ``"weights"``
+    """One compiled rule: ``pattern_type`` is ``"class"`` (identifier), ``"glob"`` or ``"weights"``
     (a single spec given for the whole model); ``layout`` and ``padding`` as in :class:`Rule`."""
 
     pattern: str
     spec: Spec | None
-    kind: Literal["class", "glob", "weights"]
+    pattern_type: Literal["class", "glob", "weights"]
     layout: LayoutLike | None = None
     padding: Literal["draw", "zero"] = "zero"
     label: str = ""
@@ -272,16 +272,16 @@ class CompiledRule:
     _glob: Callable[[str], Any] | None = dataclasses.field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.kind == "glob":
+        if self.pattern_type == "glob":
             object.__setattr__(self, "_glob", _glob_match(self.pattern))
 
     def matches(self, param: Param) -> bool:
         """Whether this rule applies to ``param``."""
         if param.buffer:  # buffers only ever by name
-            return self.kind != "weights" and fnmatch.fnmatchcase(param.name, self.pattern)
-        if self.kind == "weights":
+            return self.pattern_type != "weights" and fnmatch.fnmatchcase(param.name, self.pattern)
+        if self.pattern_type == "weights":
             return param.role == "weight"
-        if self.kind == "class":
+        if self.pattern_type == "class":
             if param.name == self.pattern:
                 return True
             return self.pattern in param.owner_classes and param.role not in ("bias", "norm_offset")
@@ -291,7 +291,7 @@ class CompiledRule:
     def __str__(self) -> str:
         if self.label:
             return f"{self.label} (rule {self.pattern!r})"
-        return _ALL_WEIGHTS if self.kind == "weights" else f"rule {self.pattern!r}"
+        return _ALL_WEIGHTS if self.pattern_type == "weights" else f"rule {self.pattern!r}"
 
 
 def _check_pattern(pattern: Any) -> Literal["class", "glob"]:
@@ -365,7 +365,7 @@ class _KeptRules(Mapping[str, "Spec | Rule | None"]):
         """:func:`compile_rules` of the rules, computed on the first call (an invalid rule raises each time)."""
         if self._compiled is None:
             compiled = compile_rules(self._rules)
-            self.by_name = bool(compiled) and all(r.kind == "glob" for r in compiled)
+            self.by_name = bool(compiled) and all(r.pattern_type == "glob" for r in compiled)
             self._compiled = compiled
         return self._compiled
 
@@ -399,9 +399,9 @@ def compile_rules(rules: Spec | Mapping[str, Spec | Rule | None]) -> tuple[Compi
         )
     compiled = []
     for pattern, spec in rules.items():
-        kind = _check_pattern(pattern)
+        pattern_type = _check_pattern(pattern)
         if isinstance(spec, Rule):
-            compiled.append(CompiledRule(pattern, spec.spec, kind, spec.layout, spec.padding, spec.label))
+            compiled.append(CompiledRule(pattern, spec.spec, pattern_type, spec.layout, spec.padding, spec.label))
             continue
         if spec is not None and not isinstance(spec, Spec):
             hint = f" For a preset, write initscale.presets.get({spec!r})." if isinstance(spec, str) else ""
@@ -409,7 +409,7 @@ def compile_rules(rules: Spec | Mapping[str, Spec | Rule | None]) -> tuple[Compi
                 f"The rule for pattern {pattern!r} must be an initscale spec, an initscale.Rule(spec, "
                 f"layout=...), or None to leave the matched parameters as they are. Received: {spec!r}.{hint}"
             )
-        compiled.append(CompiledRule(pattern, spec, kind))
+        compiled.append(CompiledRule(pattern, spec, pattern_type))
     return tuple(compiled)
 
 
@@ -658,11 +658,11 @@ class Plan:
     report: Report
 
 
-def _fans(param: Param, rule: Layout | LayerKind | None) -> Fans | None:
-    if rule is None:
+def _fans(param: Param, fan_layout: Layout | LayerKind | None) -> Fans | None:
+    if fan_layout is None:
         return None
     try:
-        return rule.fans(param.shape)
+        return fan_layout.fans(param.shape)
     except ValueError:
         return None
 
@@ -685,7 +685,7 @@ def _match(
                 found.append((first, member))
             continue
         for rule in rules:
-            if rule.kind == "weights" and embedding:
+            if rule.pattern_type == "weights" and embedding:
                 continue
             if rule.matches(member):
                 used.add(rule.pattern)
@@ -729,18 +729,18 @@ def _choose(param: Param, rules: Sequence[CompiledRule], used: set[str], default
 
 
 def _resolve(
-    param: Param, spec: Spec, rule: Layout | LayerKind | None
+    param: Param, spec: Spec, fan_layout: Layout | LayerKind | None
 ) -> tuple[Distribution, Layout | None, Fans | None]:
     where = f"Parameter {param.name!r} (shape {param.shape}, in {param.layer})"
     if spec.fixed_scale:
-        return spec.resolve(None), None, _fans(param, rule)
-    if rule is None:
+        return spec.resolve(None), None, _fans(param, fan_layout)
+    if fan_layout is None:
         raise ValueError(
             f"{where} has no fans, so {spec!r} cannot be scaled for it. Give it a fixed-scale spec "
             "(initscale.Zeros(), initscale.Normal(0.02), ...) or a rule that does not match it."
         )
     try:
-        plan = weight_plan(spec, param.shape, rule)
+        plan = weight_plan(spec, param.shape, fan_layout)
         return plan.dist, plan.layout, plan.fans
     except ValueError as err:
         raise ValueError(f"{where}: {err}") from err
@@ -768,17 +768,19 @@ def _covers_bias(spec: Spec | None, weight: Param) -> bool:
     return False
 
 
-def _from_weight(param: Param, source: Param, spec: Spec, rule: Layout | LayerKind | None) -> tuple[Distribution, Fans]:
+def _from_weight(
+    param: Param, source: Param, spec: Spec, fan_layout: Layout | LayerKind | None
+) -> tuple[Distribution, Fans]:
     """The distribution of ``param`` (a bias) with the fans of its weight ``source``."""
     where = f"Parameter {param.name!r} (shape {param.shape}, in {param.layer})"
-    if rule is None:
+    if fan_layout is None:
         raise ValueError(
             f"{where} takes its fans from {source.name!r}, which has no layout, so {spec!r} cannot be scaled for "
             "it. Give it a fixed-scale spec (initscale.Zeros(), initscale.Uniform(-b, b), ...) or a rule that does "
             "not match it."
         )
     try:
-        fans = rule.fans(source.shape)
+        fans = fan_layout.fans(source.shape)
     except ValueError as err:
         raise ValueError(f"{where} takes its fans from {source.name!r}: {err}") from err
     dist = spec.resolve(fans)
@@ -796,24 +798,24 @@ def _suggest(pattern: str, params: Sequence[Param]) -> str:
 FANS: tuple[str, ...] = ("forward", "native")
 
 
-def _fan_rule(layout: LayoutLike, fans: str) -> Layout | LayerKind:
+def _fan_layout(layout: LayoutLike, fans: str) -> Layout | LayerKind:
     """The layout or layer kind whose fans a parameter gets: with ``fans="native"`` a layer kind's
     ``native=True`` variant (the framework's own rule); a plain :class:`Layout` has none and keeps
     its forward fans."""
-    rule = resolve(layout)
-    if fans == "native" and isinstance(rule, LayerKind) and not rule.native:
-        return dataclasses.replace(rule, native=True)
-    return rule
+    fan_layout = resolve(layout)
+    if fans == "native" and isinstance(fan_layout, LayerKind) and not fan_layout.native:
+        return dataclasses.replace(fan_layout, native=True)
+    return fan_layout
 
 
-def _fan_kind(rule: Layout | LayerKind) -> Literal["forward", "native"]:
-    return "native" if isinstance(rule, LayerKind) and rule.native else "forward"
+def _fans_mode(fan_layout: Layout | LayerKind) -> Literal["forward", "native"]:
+    return "native" if isinstance(fan_layout, LayerKind) and fan_layout.native else "forward"
 
 
 def _unknown_layout_error(found: Sequence[tuple[Param, CompiledRule]]) -> ValueError:
     lines = [f"  {p.name!r} (shape {p.shape}, in {p.layer}): {rule} gives {_short(rule.spec)}" for p, rule in found]
     param, rule = found[0]
-    where = "" if rule.kind == "weights" else f" before {rule}"
+    where = "" if rule.pattern_type == "weights" else f" before {rule}"
     key = param.layer if param.owner_classes else param.name
     return ValueError(
         f"{len(found)} parameter(s) of 2 or more axes are not in a layer that initscale recognises, so it cannot "
@@ -908,18 +910,18 @@ def plan(
     unknown: list[tuple[Param, CompiledRule]] = []
     # Models repeat the same layer many times: resolve each (layout, shape) and (spec, layout,
     # shape) once.
-    rules_seen: dict[Any, Layout | LayerKind] = {}
+    fan_layouts_seen: dict[Any, Layout | LayerKind] = {}
     fans_seen: dict[tuple[Any, tuple[int, ...]], Fans | None] = {}
     resolved: dict[tuple[Spec, Any, tuple[int, ...]], tuple[Distribution, Layout | None, Fans | None]] = {}
     names_seen: dict[Layout | LayerKind, str] = {}
 
-    def fan_rule(layout: LayoutLike | None) -> Layout | LayerKind | None:
+    def fan_layout_of(layout: LayoutLike | None) -> Layout | LayerKind | None:
         if layout is None:
             return None
         key = layout if isinstance(layout, str) else id(layout)
-        if key not in rules_seen:
-            rules_seen[key] = _fan_rule(layout, mode)
-        return rules_seen[key]
+        if key not in fan_layouts_seen:
+            fan_layouts_seen[key] = _fan_layout(layout, mode)
+        return fan_layouts_seen[key]
 
     # Each tensor's rule first (a bias may follow the spec its weight gets), then the decisions.
     params_by_name = {p.name: p for p in params}
@@ -957,27 +959,33 @@ def plan(
             source = None
         if source is not None and matched is None and _covers_bias(spec_of(source.name), source):
             spec, reason = spec_of(source.name), "as its weight: the layer's own default covers its bias"
-        rule = fan_rule(param.layout)
-        shape_key = (rule, param.shape)
+        fan_layout = fan_layout_of(param.layout)
+        shape_key = (fan_layout, param.shape)
         if shape_key not in fans_seen:
-            fans_seen[shape_key] = _fans(param, rule)
+            fans_seen[shape_key] = _fans(param, fan_layout)
         param_fans = fans_seen[shape_key]
         dist: Distribution | None = None
         layout: Layout | None = None
         if spec is not None and param.frozen and not include_frozen:
             spec, reason = None, "frozen: not trainable; pass include_frozen=True to include it"
-        if spec is not None and rule is None and source is None and not spec.fixed_scale and len(param.shape) >= 2:
+        if (
+            spec is not None
+            and fan_layout is None
+            and source is None
+            and not spec.fixed_scale
+            and len(param.shape) >= 2
+        ):
             assert chosen is not None  # the defaults give fixed-scale specs only
             unknown.append((param, chosen))
             spec = None
         if spec is not None and source is not None and not spec.fixed_scale:
-            rule = fan_rule(source.layout)  # the weight's fans, as torch's reset_parameters
-            dist, param_fans = _from_weight(param, source, spec, rule)
+            fan_layout = fan_layout_of(source.layout)  # the weight's fans, as torch's reset_parameters
+            dist, param_fans = _from_weight(param, source, spec, fan_layout)
             reason += f"; fans of {source.name!r}"
         elif spec is not None:
-            spec_key = (spec, rule, param.shape)
+            spec_key = (spec, fan_layout, param.shape)
             if spec_key not in resolved:
-                resolved[spec_key] = _resolve(param, spec, rule)
+                resolved[spec_key] = _resolve(param, spec, fan_layout)
             dist, layout, param_fans = resolved[spec_key]
         padding = None
         if dist is not None and param.padding_idx is not None:
@@ -987,21 +995,21 @@ def plan(
                 padding = param.padding_idx
                 reason += f"; padding row {padding} kept at zero"
         decisions[index] = Decision(param, dist, layout, padding)
-        if rule is not None and rule not in names_seen:
-            names_seen[rule] = str(rule)
+        if fan_layout is not None and fan_layout not in names_seen:
+            names_seen[fan_layout] = str(fan_layout)
         rows[index] = ReportRow(
             name=param.name,
             shape=param.shape,
             layer=param.layer,
-            layout=None if rule is None else names_seen[rule],
+            layout=None if fan_layout is None else names_seen[fan_layout],
             fan_in=None if param_fans is None else param_fans.fan_in,
             fan_out=None if param_fans is None else param_fans.fan_out,
             spec=spec,
             std=None if dist is None else dist.std,
             touched=dist is not None,
             reason=reason,
-            guessed=param.guessed and rule is not None,
-            fans=None if fans is None or rule is None else _fan_kind(rule),
+            guessed=param.guessed and fan_layout is not None,
+            fans=None if fans is None or fan_layout is None else _fans_mode(fan_layout),
         )
     if unknown:
         raise _unknown_layout_error(unknown)
@@ -1032,7 +1040,7 @@ def plan(
                 UserWarning,
                 stacklevel=stacklevel + 1,
             )
-    unused = tuple(r.pattern for r in compiled if r.kind != "weights" and r.pattern not in used)
+    unused = tuple(r.pattern for r in compiled if r.pattern_type != "weights" and r.pattern not in used)
     shadowed = [r.pattern for r in compiled if r.pattern in unused and any(r.matches(p) for p in params)]
     unmatched = [p for p in unused if p not in shadowed]
     if unmatched:
@@ -1048,7 +1056,7 @@ def plan(
             UserWarning,
             stacklevel=stacklevel + 1,
         )
-    if len(compiled) == 1 and compiled[0].kind == "weights":
+    if len(compiled) == 1 and compiled[0].pattern_type == "weights":
         _warn_untouched(ordered_rows, params, stacklevel)
     return Plan(tuple(decisions[i] for i in range(len(params))), Report(ordered_rows, dry_run, unused, mode))
 

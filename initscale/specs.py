@@ -181,13 +181,13 @@ class Spec:
             bounds             [-0.306186, 0.306186]
             sampler_parameter  0.306186
         """
-        rule = resolve(layout)
-        fans = rule.fans(shape)
+        fan_layout = resolve(layout)
+        fans = fan_layout.fans(shape)
         dist = self.resolve(fans)
         return Description(
             spec=self,
             shape=tuple(shape),
-            layout=str(rule),
+            layout=str(fan_layout),
             fans=fans,
             distribution=dist,
             variance=dist.variance,
@@ -467,7 +467,7 @@ class Orthogonal(Spec):
         return OrthogonalDist(self.gain, int(rows), round(f.fan_in))
 
 
-_KINDS: dict[str, type[Spec]] = {
+_SPEC_CLASSES: dict[str, type[Spec]] = {
     cls.__name__: cls for cls in (VarianceScaling, Normal, TruncatedNormal, Uniform, Constant, Zeros, Ones, Orthogonal)
 }
 
@@ -499,18 +499,18 @@ def from_dict(data: Mapping[str, Any]) -> Spec:
         raise ValueError(
             f"Unsupported spec format version {data['version']!r}; this initscale reads version {SPEC_FORMAT_VERSION}."
         )
-    kind = _validate.choice("kind", data["kind"], _KINDS)
-    cls = _KINDS[kind]
+    class_name = _validate.choice("kind", data["kind"], _SPEC_CLASSES)
+    cls = _SPEC_CLASSES[class_name]
     config = data["config"]
     if not isinstance(config, Mapping):
         raise TypeError(f"Spec dict `config` must be a mapping. Received: config={config!r}.")
     keys, required = _config_keys(cls)
     unknown = set(config) - keys
     if unknown:
-        raise ValueError(f"Unknown key(s) {sorted(unknown)} for {kind}; valid keys: {sorted(keys)}.")
+        raise ValueError(f"Unknown key(s) {sorted(unknown)} for {class_name}; valid keys: {sorted(keys)}.")
     missing = required - set(config)
     if missing:
-        raise ValueError(f"{kind} config lacks required key(s) {sorted(missing)}.")
+        raise ValueError(f"{class_name} config lacks required key(s) {sorted(missing)}.")
     return cls(
         **{
             k: _TEXT_TO_INF.get(v, v) if isinstance(v, str) and k in ("lower", "upper") else v

@@ -321,23 +321,23 @@ def _slice_range(s: slice, n: int) -> tuple[int, int]:
     return start, max(stop - start, 0)
 
 
-def run_bits(plan: Runs, key: tuple[int, int], xp: Any, wide: bool = True, const: Any = None) -> Any:
-    """The Philox words of every element of ``plan``, shaped ``plan.counts`` (canonical order).
+def run_bits(box_runs: Runs, key: tuple[int, int], xp: Any, wide: bool = True, const: Any = None) -> Any:
+    """The Philox words of every element of ``box_runs``, shaped ``box_runs.counts`` (canonical order).
 
     ``xp`` gives the array library's ``arange(n)`` (of the counter dtype: NumPy uint64, torch
     int64, or unsigned 32-bit with ``wide=False``), ``stack(arrays)`` (on a new last axis) and
     ``take(array, index)`` (along the last axis). Each run costs ⌈run/4⌉ Philox blocks (one more
     where runs are not block-aligned), so a box costs about a quarter of a call per element.
     """
-    if plan.size == 0:
-        return xp.arange(0).reshape(plan.counts)
-    starts = xp.arange(1) + plan.base
-    for count, stride in plan.rows:
+    if box_runs.size == 0:
+        return xp.arange(0).reshape(box_runs.counts)
+    starts = xp.arange(1) + box_runs.base
+    for count, stride in box_runs.rows:
         starts = (starts[:, None] + xp.arange(count)[None, :] * stride).reshape(-1)
-    lead = 0 if plan.aligned else 3
-    nblocks = (plan.run + lead + 3) // 4
+    lead = 0 if box_runs.aligned else 3
+    nblocks = (box_runs.run + lead + 3) // 4
     blocks = (starts >> 2)[:, None] + xp.arange(nblocks)[None, :]
-    last = plan.base + sum((count - 1) * stride for count, stride in plan.rows) + 4 * nblocks
+    last = box_runs.base + sum((count - 1) * stride for count, stride in box_runs.rows) + 4 * nblocks
     rows = blocks.shape[0]
     # (zero words as arrays: torch mixes Python ints into int64 ops more slowly than arrays)
     if last < 2**34:  # every block counter fits one word (c0 is masked inside, before its multiply)
@@ -346,11 +346,11 @@ def run_bits(plan: Runs, key: tuple[int, int], xp: Any, wide: bool = True, const
         high = blocks >> 32
         words = philox4x32(blocks, high, high * 0, high * 0, key, const=const, wide=wide)
     bits = xp.stack(words).reshape(rows, -1)
-    if plan.aligned:
-        bits = bits[:, : plan.run]
+    if box_runs.aligned:
+        bits = bits[:, : box_runs.run]
     else:
-        bits = xp.take(bits, (starts & 3)[:, None] + xp.arange(plan.run)[None, :])
-    return bits.reshape(plan.counts)
+        bits = xp.take(bits, (starts & 3)[:, None] + xp.arange(box_runs.run)[None, :])
+    return bits.reshape(box_runs.counts)
 
 
 def _numpy_ops() -> Any:
@@ -540,22 +540,22 @@ def finish(dist: Distribution, u: Any, dtype: str, ops: StreamOps) -> Any:
     return ops.store(values if clip is None else values.clip(*clip), dtype)
 
 
-def to_layout(values: Any, plan: Runs, gates: tuple[int, Sequence[int]] | None, ops: StreamOps) -> Any:
-    """Canonical-order values of ``plan`` (shaped ``plan.counts``) in the weight's own axes, the
+def to_layout(values: Any, box_runs: Runs, gates: tuple[int, Sequence[int]] | None, ops: StreamOps) -> Any:
+    """Canonical-order values of ``box_runs`` (shaped ``box_runs.counts``) in the weight's own axes, the
     stacked gates in the framework's order (:func:`gate_index`)."""
-    values = values.reshape(plan.counts)
-    if plan.perm != tuple(range(len(plan.perm))):
-        values = ops.permute(values, inverse_permutation(plan.perm))
+    values = values.reshape(box_runs.counts)
+    if box_runs.perm != tuple(range(len(box_runs.perm))):
+        values = ops.permute(values, inverse_permutation(box_runs.perm))
     return values if gates is None else ops.take_axis(values, gates[1], gates[0])
 
 
 def pieces(
-    key: tuple[Any, Any], dist: Distribution, plan: Runs, dtype: str, ops: StreamOps, piece: int
+    key: tuple[Any, Any], dist: Distribution, box_runs: Runs, dtype: str, ops: StreamOps, piece: int
 ) -> Iterator[tuple[int, int, Any]]:
-    """The stream of one box (``plan``, :func:`runs`) piece by piece: (start, stop, values) with
+    """The stream of one box (``box_runs``, :func:`runs`) piece by piece: (start, stop, values) with
     the stored values (1-D, ``dtype``) of elements [start, stop) of the box's canonical order, at
     most about ``piece`` of them at a time (:meth:`Runs.split`), so temporaries stay bounded."""
-    for sub, start, stop in plan.split(piece):
+    for sub, start, stop in box_runs.split(piece):
         bits = run_bits(sub, key, ops, wide=ops.wide, const=ops.const).reshape(-1)
         yield start, stop, finish(dist, uniforms(bits, ops), dtype, ops)
 
@@ -570,8 +570,8 @@ def layout_uniforms(
 ) -> Any:
     """The integer stage of a box of the weight, to its uniforms in the weight's own axes (the
     part of :func:`draw` that Keras on TensorFlow compiles)."""
-    plan = runs(shape, strides, box)
-    return to_layout(uniforms(run_bits(plan, key, ops, wide=ops.wide, const=ops.const), ops), plan, gates, ops)
+    box_runs = runs(shape, strides, box)
+    return to_layout(uniforms(run_bits(box_runs, key, ops, wide=ops.wide, const=ops.const), ops), box_runs, gates, ops)
 
 
 def draw(
@@ -590,11 +590,11 @@ def draw(
     :func:`finish`, :func:`to_layout`. ``float_first=False`` puts the uniforms in the weight's
     axes before the float stage (the same values; it keeps the element order each backend's
     float kernels have always seen). Adapters that fill memory in place go by :func:`pieces`."""
-    plan = runs(shape, strides, box)
+    box_runs = runs(shape, strides, box)
     if not float_first:
         return finish(dist, layout_uniforms(key, shape, strides, ops, box, gates), dtype, ops)
-    bits = run_bits(plan, key, ops, wide=ops.wide, const=ops.const)
-    return to_layout(finish(dist, uniforms(bits, ops), dtype, ops), plan, gates, ops)
+    bits = run_bits(box_runs, key, ops, wide=ops.wide, const=ops.const)
+    return to_layout(finish(dist, uniforms(bits, ops), dtype, ops), box_runs, gates, ops)
 
 
 FAR = 4  # the compiled kernels' code for a far-tail truncated normal (:func:`kernel_params`)

@@ -38,12 +38,12 @@ def assert_same_residual_rows(x: np.ndarray, ours: Callable[[str], Any], target:
         assert len(mine.residuals) == len(theirs.residuals) == 4
         for k, (a, b) in enumerate(zip(mine.residuals, theirs.residuals, strict=True)):
             assert (a.target, b.target) == (target(k), f"{k + 2}.fc2.weight")
-            assert (a.index, a.skip, a.target_kind, a.scale, a.rule) == (
+            assert (a.index, a.skip, a.target_category, a.scale, a.residual) == (
                 b.index,
                 b.skip,
-                b.target_kind,
+                b.target_category,
                 b.scale,
-                b.rule,
+                b.residual,
             )
             for m in ("m_skip", "m_branch", "m_sum"):
                 assert getattr(a, m) == pytest.approx(getattr(b, m), rel=1e-6, abs=1e-12), (residual, k, m)

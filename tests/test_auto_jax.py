@@ -439,7 +439,7 @@ def test_a_resnet_holds_every_residual_sum_at_q() -> None:
     _sums_are_the_stem(model.apply(new, x, taps=True), "eval")
     train, _ = _ResNet(train=True).apply(new, x, taps=True, mutable=["batch_stats"])
     _sums_are_the_stem(train, "train")
-    assert [(r.target, r.target_kind, r.scale, r.skip) for r in plan.residuals] == [
+    assert [(r.target, r.target_category, r.scale, r.skip) for r in plan.residuals] == [
         (f"params/block{i}/n2/scale", "norm", 0.0, "identity") for i in range(4)
     ]
     for r in plan.residuals:  # predicted: the sum is its skip, at q, ReLU of it the identity
@@ -455,7 +455,7 @@ def test_a_residual_mlp_holds_every_sum_at_q() -> None:
     variables = model.init(jax.random.key(0), x)
     new, plan = _jax_auto.apply(variables, model, initscale.auto(x), jax.random.key(4))
     _sums_are_the_stem(model.apply(new, x, taps=True), "mlp")
-    assert [(r.target, r.target_kind, r.scale) for r in plan.residuals] == [
+    assert [(r.target, r.target_category, r.scale) for r in plan.residuals] == [
         (f"params/block{i}/fc2/kernel", "layer", 0.0) for i in range(4)
     ]
     assert all(plan[f"params/block{i}/fc2/kernel"].gain == 0.0 for i in range(4))
@@ -564,7 +564,7 @@ def test_a_projection_shortcut_is_found_and_its_branch_zeroed() -> None:
     variables = model.init(jax.random.key(0), x)
     new, plan = _jax_auto.apply(variables, model, initscale.auto(x), jax.random.key(1))
     (row,) = plan.residuals
-    assert (row.skip, row.target, row.target_kind, row.scale) == (
+    assert (row.skip, row.target, row.target_category, row.scale) == (
         "projection through proj, pn",
         "params/n2/scale",
         "norm",

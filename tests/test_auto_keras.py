@@ -393,7 +393,7 @@ def test_a_resnet_holds_every_residual_sum_at_q() -> None:
     plan = _keras_auto.apply(model, initscale.auto(x), seed=2)
     for training in (False, True):
         _sums_are_the_stem(taps(x, training=training), f"training={training}")
-    assert [(r.target, r.target_kind, r.scale, r.skip) for r in plan.residuals] == [
+    assert [(r.target, r.target_category, r.scale, r.skip) for r in plan.residuals] == [
         (f"b{i}_n2/gamma", "norm", 0.0, "identity") for i in range(4)
     ]
     for r in plan.residuals:  # predicted: the sum is its skip, at q (the stem's ReLU, whose output is q)
@@ -411,7 +411,7 @@ def test_a_residual_mlp_holds_every_sum_at_q() -> None:
     x = _x((128, 32), scale=2.0, seed=3)
     plan = _keras_auto.apply(model, initscale.auto(x), seed=4)
     _sums_are_the_stem(taps(x, training=False), "mlp")
-    assert [(r.target, r.target_kind, r.scale) for r in plan.residuals] == [
+    assert [(r.target, r.target_category, r.scale) for r in plan.residuals] == [
         (f"b{i}_fc2/kernel", "layer", 0.0) for i in range(4)
     ]
     assert all(plan[f"b{i}_fc2/kernel"].gain == 0.0 for i in range(4))

@@ -148,12 +148,12 @@ def test_residual_sums_norms_and_outputs() -> None:
     assert plan["fc4.weight"].follower == "norm" and plan["fc4.weight"].gain == 1.0
     assert plan["fc3.weight"].follower in ("output", "linear")
     row, head = plan.residuals  # x + branch, and fc3(h) + (...).mean() * 0: a projection fc3 and a branch
-    assert (row.skip, row.target, row.scale, row.rule) == ("identity", "fc2.weight", 1.0, "none")
+    assert (row.skip, row.target, row.scale, row.residual) == ("identity", "fc2.weight", 1.0, "none")
     assert (head.skip, head.target) == ("projection through fc3", None) and "the op 'mean'" in head.note
     assert zero["fc2.weight"].gain == 0.0 and zero["fc2.weight"].scale == 0.0
     assert zero["fc3.weight"].m_in == pytest.approx(m_x, rel=1e-12)  # the sum is its skip
     row = zero.residuals[0]
-    assert (row.target, row.target_kind, row.scale, row.m_branch) == ("fc2.weight", "layer", 0.0, 0.0)
+    assert (row.target, row.target_category, row.scale, row.m_branch) == ("fc2.weight", "layer", 0.0, 0.0)
     assert "residual 1 (add, identity skip, branch fc1, fc2): fc2.weight x0" in str(zero)
 
 
@@ -232,7 +232,7 @@ def test_a_resnet_holds_every_residual_sum_at_q() -> None:
         getattr(model, mode)()
         outs = _outputs(model, x)
         _sums_are_the_stem(outs, mode)
-    assert [(r.target, r.target_kind, r.scale, r.skip) for r in plan.residuals] == [
+    assert [(r.target, r.target_category, r.scale, r.skip) for r in plan.residuals] == [
         (f"{i}.b2.weight", "norm", 0.0, "identity") for i in range(2, 10)
     ]
     for r in plan.residuals:  # predicted: the sum is its skip, at q, ReLU of it the identity
@@ -254,7 +254,7 @@ def test_a_residual_mlp_holds_every_sum_at_q() -> None:
     outs = _outputs(model, x)
     _sums_are_the_stem(outs, "mlp")  # fc2's weight and bias are 0: x + 0 is x
     _stem_level(outs[1].square().mean(0), 1.0, "mlp stem")  # no padding: E[M] = q exactly
-    assert [(r.target, r.target_kind, r.scale) for r in plan.residuals] == [
+    assert [(r.target, r.target_category, r.scale) for r in plan.residuals] == [
         (f"{i}.fc2.weight", "layer", 0.0) for i in range(2, 10)
     ]
     assert all(plan[f"{i}.fc2.weight"].gain == 0.0 for i in range(2, 10))

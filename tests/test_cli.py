@@ -47,7 +47,7 @@ def test_parity_json_to_a_file(tmp_path, capsys) -> None:
 def test_parity_text_and_markdown(capsys) -> None:
     assert cli.main(["parity", "--backend", "numpy", "--preset", "lecun_normal", "--layer", "dense"]) == 0
     text = capsys.readouterr().out.splitlines()
-    assert text[0].split()[:4] == ["backend", "preset", "layer", "kind"] and text[1].endswith("pass")
+    assert text[0].split()[:4] == ["backend", "preset", "layer", "comparison"] and text[1].endswith("pass")
     assert (
         cli.main(
             ["parity", "--backend", "numpy", "--preset", "lecun_normal", "--layer", "dense", "--format", "markdown"]

@@ -157,7 +157,7 @@ def _mean_fprime_squared(activation: str, param: float | None, q: float) -> floa
     piecewise-constant derivatives of the ReLU family: 1/2 for ReLU, (1 + a²)/2 for leaky ReLU)."""
     from initscale import gains
 
-    nodes, weights = gains._half_line_rule()
+    nodes, weights = gains._half_line_quadrature()
     p = gains.ACTIVATIONS[activation][1] if param is None else param
     df = gains.DERIVATIVES[activation]
     x = math.sqrt(q) * nodes

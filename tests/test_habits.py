@@ -31,7 +31,7 @@ def test_good_messages_pass(message: str) -> None:
         ("\n\nbody", "empty"),
     ],
 )
-def test_bad_messages_name_the_rule(message: str, words: str) -> None:
+def test_bad_messages_name_the_problem(message: str, words: str) -> None:
     found = check_commit_msg.problems(message)
     assert len(found) == 1 and words in found[0], found
 

@@ -75,7 +75,7 @@ def test_config_round_trip_is_exact_and_json() -> None:
         assert data["registered_name"] == f"initscale>{type(init).__name__}"
         back = keras.saving.deserialize_keras_object(data)
         assert type(back) is type(init) and back.get_config() == init.get_config()
-        assert back.spec == init.spec and str(back._rule) == str(init._rule)
+        assert back.spec == init.spec and str(back._fan_layout) == str(init._fan_layout)
     assert isk.VarianceScaling(2.0, "fan_avg", "normal").spec == initscale.VarianceScaling(2.0, "fan_avg")
     assert isk.VarianceScaling(distribution="untruncated_normal").spec.distribution == "normal"
 
@@ -251,7 +251,7 @@ def test_drop_ins_get_keras_axes_inside_einsum_dense(ours, theirs, equation) -> 
     mine, native = ours(), theirs()
     # What EinsumDense.build() makes of ours (its _update_kernel_initializer: config + axes).
     built = type(mine).from_config({**mine.get_config(), "input_axes": input_axes, "output_axes": output_axes})
-    dist = built._plan(shape).dist  # the weight's cached WeightPlan
+    dist = built._planner(shape).dist  # the weight's cached WeightPlan
     std, bound = _keras_exact(native, shape, input_axes, output_axes)
     assert dist.std == pytest.approx(std, rel=1e-9)  # 0.8796... is a 17-digit literal in Keras
     if bound is not None:
@@ -309,7 +309,7 @@ def test_keras_axes_leave_explicit_layouts_and_fanless_specs_alone() -> None:
     for spec in (initscale.Normal(0.02), initscale.Orthogonal()):
         init = isk.initializer(spec, seed=1)
         built = type(init).from_config({**init.get_config(), "input_axes": [0], "output_axes": [1, 2]})
-        assert str(built._rule) == str(init._rule) == "keras:native=true"
+        assert str(built._fan_layout) == str(init._fan_layout) == "keras:native=true"
     with pytest.raises(ValueError, match="not both"):
         isk.HeNormal(layout="keras.dense", input_axes=[0], output_axes=[1])
     with pytest.raises(ValueError, match="go together"):

@@ -32,13 +32,13 @@ SAMPLED = [p for p in PRESETS if not isinstance(presets.get(p), EXACT)]
 def _rows(backend: str) -> dict[tuple[str, str, str, str], parity.Row]:
     names = ["numpy"] if backend == "numpy" else ["numpy", backend]
     rows = parity.run(backends=names)
-    return {(r.kind, r.backend, r.preset, r.layer): r for r in rows}
+    return {(r.comparison, r.backend, r.preset, r.layer): r for r in rows}
 
 
 def _check(row: parity.Row) -> None:
     assert row.passed, "\n".join(
         [
-            f"{row.backend} {row.preset} {row.layer} ({row.kind}): expected std "
+            f"{row.backend} {row.preset} {row.layer} ({row.comparison}): expected std "
             f"{row.expected_std:.6g}, measured {row.measured_std:.6g}, z={row.z:.2f}",
             *row.failures,
         ]

@@ -19,7 +19,7 @@ def _p(name, role="weight", classes=("Dense", "Layer"), shape=(4, 3), layout="ke
 
 
 @pytest.mark.parametrize(
-    ("pattern", "kind"),
+    ("pattern", "pattern_type"),
     [
         ("Conv2d", "class"),
         ("_ConvNd", "class"),
@@ -31,8 +31,8 @@ def _p(name, role="weight", classes=("Dense", "Layer"), shape=(4, 3), layout="ke
         ("[!a]*", "glob"),
     ],
 )
-def test_pattern_kinds(pattern, kind) -> None:
-    assert compile_rules({pattern: HE})[0].kind == kind
+def test_pattern_types(pattern, pattern_type) -> None:
+    assert compile_rules({pattern: HE})[0].pattern_type == pattern_type
 
 
 @pytest.mark.parametrize("pattern", ["", " ", "a b", "enc(oder)", "x[", "x]", "x[]", "x[!]", "é*"])

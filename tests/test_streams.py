@@ -161,20 +161,20 @@ def test_run_bits_follow_the_element_wise_definition() -> None:
         strides = canonical_strides(shape, layout)
         box = tuple(slice(0, n) for n in shape) if trial < len(layouts) else _random_box(rng, shape)
         expected = _definition_bits(Stream(trial, "w").key, shape, strides, box)
-        plan = runs(shape, strides, box)
-        got = run_bits(plan, Stream(trial, "w").key, _numpy_ops()).transpose(inverse_permutation(plan.perm))
+        box_runs = runs(shape, strides, box)
+        got = run_bits(box_runs, Stream(trial, "w").key, _numpy_ops()).transpose(inverse_permutation(box_runs.perm))
         assert np.array_equal(got, expected), (shape, layout, box)
         pieces = [
             run_bits(piece, Stream(trial, "w").key, _numpy_ops()).reshape(-1)
-            for piece, _, _ in plan.split(int(rng.integers(1, 40)))
+            for piece, _, _ in box_runs.split(int(rng.integers(1, 40)))
         ]
         assert np.array_equal(
-            np.concatenate(pieces).reshape(plan.counts).transpose(inverse_permutation(plan.perm)), expected
+            np.concatenate(pieces).reshape(box_runs.counts).transpose(inverse_permutation(box_runs.perm)), expected
         ), (shape, layout, box)
     # a box of a weight with 2^36 elements: block counters above 2^32 use the second counter word
     shape, box = (2**18, 2**18), (slice(2**18 - 3, 2**18), slice(5, 40))
-    plan = runs(shape, (2**18, 1), box)
-    got = run_bits(plan, Stream(1, "big").key, _numpy_ops())
+    box_runs = runs(shape, (2**18, 1), box)
+    got = run_bits(box_runs, Stream(1, "big").key, _numpy_ops())
     assert np.array_equal(got, _definition_bits(Stream(1, "big").key, shape, (2**18, 1), box))
     with pytest.raises(ValueError, match="contiguous slices"):
         runs((4, 4), (4, 1), (slice(0, 4, 2), slice(0, 4)))

@@ -98,7 +98,7 @@ def test_drop_ins_equal_tf_keras_inside_einsum_dense(case) -> None:
             layer.build(input_shape)
             kernels.append(layer.kernel.numpy())
         a, b = kernels
-        dist = ours._plan(a.shape).dist  # the weight's cached WeightPlan
+        dist = ours._planner(a.shape).dist  # the weight's cached WeightPlan
         assert dist.std == pytest.approx(_tf_keras_std(theirs, a.shape), rel=1e-9)
         assert failures(a, dist, F32) == [] and failures(b, dist, F32) == []
 

@@ -30,7 +30,7 @@ def _mlp(activation: type, depth: int = 12, width: int = 96) -> torch.nn.Sequent
     return torch.nn.Sequential(*layers)
 
 
-def _output_variances(model: torch.nn.Module, batch: torch.Tensor, kinds: tuple[type, ...]) -> dict[str, float]:
+def _output_variances(model: torch.nn.Module, batch: torch.Tensor, layer_types: tuple[type, ...]) -> dict[str, float]:
     """The variance of each layer's output on ``batch``, measured here with forward hooks."""
     out: dict[str, float] = {}
     handles = []
@@ -42,7 +42,7 @@ def _output_variances(model: torch.nn.Module, batch: torch.Tensor, kinds: tuple[
         return hook
 
     for name, sub in model.named_modules():
-        if isinstance(sub, kinds):
+        if isinstance(sub, layer_types):
             handles.append(sub.register_forward_hook(record(name)))
     with torch.no_grad():
         model(batch)
@@ -51,8 +51,8 @@ def _output_variances(model: torch.nn.Module, batch: torch.Tensor, kinds: tuple[
     return out
 
 
-def _assert_unit_variance(model: torch.nn.Module, batch: torch.Tensor, kinds: tuple[type, ...]) -> None:
-    variances = _output_variances(model, batch, kinds)
+def _assert_unit_variance(model: torch.nn.Module, batch: torch.Tensor, layer_types: tuple[type, ...]) -> None:
+    variances = _output_variances(model, batch, layer_types)
     assert variances
     off = {name: v for name, v in variances.items() if not abs(v - 1.0) < TOL}
     assert not off, f"layers whose output variance is not 1 ± {TOL}: {off}"

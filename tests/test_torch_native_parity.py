@@ -325,7 +325,7 @@ def test_mutation_native_fans_ignored_is_caught(monkeypatch) -> None:
     # helper must fail on the depthwise and transposed layers.
     from initscale import reinit as core
 
-    monkeypatch.setattr(core, "_fan_rule", lambda layout, fans: core.resolve(layout))
+    monkeypatch.setattr(core, "_fan_layout", lambda layout, fans: core.resolve(layout))
     model = _mobilenet_like()
     with pytest.warns(UserWarning, match="forward fans were used"):  # the rows say "forward": warned
         report = ist.reinit_(model, presets.get("torch.kaiming_uniform"), fans="native", dry_run=True)

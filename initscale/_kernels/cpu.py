@@ -81,13 +81,13 @@ from initscale.normal_math import _A, _B, _C, _D, _E, _F, _MILLS
 
 # dist codes (the kernel's switch) and their parameter vectors, built by initscale.streams.kernel_params
 CONSTANT, UNIFORM, NORMAL, TRUNCATED, FAR = 0, 1, 2, 3, 4
-# output kinds
+# output formats
 FLOAT32, FLOAT64, FLOAT32_ODD = 0, 1, 2
 # the most axes the kernel walks (its index arrays' size); the adapters use their framework ops for more
 MAX_AXES = 16
 
 
-def output_kind(dtype: str) -> int:
+def output_format(dtype: str) -> int:
     """The buffer the kernel writes for a weight of ``dtype`` ("float32", "torch.bfloat16", ...):
     float32 and float64 as themselves, a narrower float as float32 rounded to odd, for the one
     final cast."""
@@ -227,11 +227,11 @@ static float to_odd(double v) {
 
 /* Elements [start, stop), in row-major order over `ndim` axes of sizes `dims`, of an output whose
    element (i_0, ...) sits at sum_d i_d * ostrides[d] (in elements) and has canonical index
-   base + sum_d contrib[offset_d + i_d]; out is float32 (kind 0), float64
-   (kind 1) or float32 rounded to odd (kind 2, for a float16 or bfloat16 weight). prm: constant (value); uniform (low,
+   base + sum_d contrib[offset_d + i_d]; out is float32 (code 0), float64
+   (code 1) or float32 rounded to odd (code 2, for a float16 or bfloat16 weight). prm: constant (value); uniform (low,
    high - low); normal (mean, std); truncated (pa, pb - pa, zlo, zhi, loc, scale); far (a, kept, zlo, zhi,
    loc, scale, log S(a)). */
-void initscale_stream_fill(void *out, int kind, int64_t start, int64_t stop, int ndim,
+void initscale_stream_fill(void *out, int out_format, int64_t start, int64_t stop, int ndim,
                            const int64_t *dims, const int64_t *contrib, const int64_t *ostrides,
                            int64_t base, uint32_t k0, uint32_t k1, int dist, const double *prm, int clip,
                            double lo, double hi) {
@@ -262,8 +262,8 @@ void initscale_stream_fill(void *out, int kind, int64_t start, int64_t stop, int
             }
             transform(u, v, m, dist, prm, clip, lo, hi);
             int64_t at = place + i * step;
-            if (kind == 1) for (int k = 0; k < m; ++k) ((double *)out)[at + k * step] = v[k];
-            else if (kind == 2) for (int k = 0; k < m; ++k) ((float *)out)[at + k * step] = to_odd(v[k]);
+            if (out_format == 1) for (int k = 0; k < m; ++k) ((double *)out)[at + k * step] = v[k];
+            else if (out_format == 2) for (int k = 0; k < m; ++k) ((float *)out)[at + k * step] = to_odd(v[k]);
             else for (int k = 0; k < m; ++k) ((float *)out)[at + k * step] = (float)v[k];
             i += m;
             j += m;
@@ -470,7 +470,7 @@ INL uint16_t to_f16(float f) {
     return (uint16_t)(o | (sign >> 16));
 }
 
-INL void sample_range(void *out, int kind, int64_t start, int64_t stop, uint32_t k0, uint32_t k1, uint32_t n0,
+INL void sample_range(void *out, int out_format, int64_t start, int64_t stop, uint32_t k0, uint32_t k1, uint32_t n0,
                       uint32_t n1, int dist, const double *prm, int clip, double lo, double hi, int avx2) {
     uint32_t w[SB];
     float v[SB], f[8];
@@ -488,8 +488,8 @@ INL void sample_range(void *out, int kind, int64_t start, int64_t stop, uint32_t
         else truncated_batch(w, v, f);
         if (clip)
             for (int j = 0; j < SB; ++j) { float x = v[j] < flo ? flo : v[j]; v[j] = x > fhi ? fhi : x; }
-        if (kind == 0) memcpy((float *)out + i, v, (size_t)m * 4);
-        else if (kind == 1) {
+        if (out_format == 0) memcpy((float *)out + i, v, (size_t)m * 4);
+        else if (out_format == 1) {
             uint16_t o[SB];
             for (int j = 0; j < SB; ++j) o[j] = to_bf16(v[j]);
             memcpy((uint16_t *)out + i, o, (size_t)m * 2);
@@ -503,36 +503,36 @@ INL void sample_range(void *out, int kind, int64_t start, int64_t stop, uint32_t
 
 /* The portable build of the sampler (any CPU); the entry point below uses it where AVX2 is missing.
    Both give the same bits (the same integer words, the same IEEE single-precision operations). */
-void initscale_sample_fill_baseline(void *out, int kind, int64_t start, int64_t stop, uint32_t k0, uint32_t k1,
+void initscale_sample_fill_baseline(void *out, int out_format, int64_t start, int64_t stop, uint32_t k0, uint32_t k1,
                                     uint32_t n0, uint32_t n1, int dist, const double *prm, int clip, double lo,
                                     double hi) {
-    sample_range(out, kind, start, stop, k0, k1, n0, n1, dist, prm, clip, lo, hi, 0);
+    sample_range(out, out_format, start, stop, k0, k1, n0, n1, dist, prm, clip, lo, hi, 0);
 }
 
 #ifdef AVX2_PATH
-__attribute__((target("avx2"))) static void sample_avx2(void *out, int kind, int64_t start, int64_t stop,
+__attribute__((target("avx2"))) static void sample_avx2(void *out, int out_format, int64_t start, int64_t stop,
                                                         uint32_t k0, uint32_t k1, uint32_t n0, uint32_t n1, int dist,
                                                         const double *prm, int clip, double lo, double hi) {
-    sample_range(out, kind, start, stop, k0, k1, n0, n1, dist, prm, clip, lo, hi, 1);
+    sample_range(out, out_format, start, stop, k0, k1, n0, n1, dist, prm, clip, lo, hi, 1);
 }
 #endif
 
-/* Elements [start, stop) (start a multiple of 64) of a flat output of kind 0 float32, 1 bfloat16,
+/* Elements [start, stop) (start a multiple of 64) of a flat output of out_format 0 float32, 1 bfloat16,
    2 float16, each rounded once from its float32 value. dist 1: uniform, prm (mid, half); 2: normal
    (mean, std); 3: truncated normal, prm as truncated_batch's. clip: clamp to [lo, hi] (bounds that
    hold in the stored dtype) before the one rounding, so the stored value stays inside them. The
    AVX2 build where the CPU has it (checked at run time), else the baseline. */
-void initscale_sample_fill(void *out, int kind, int64_t start, int64_t stop, uint32_t k0, uint32_t k1,
+void initscale_sample_fill(void *out, int out_format, int64_t start, int64_t stop, uint32_t k0, uint32_t k1,
                            uint32_t n0, uint32_t n1, int dist, const double *prm, int clip, double lo,
                            double hi) {
 #ifdef AVX2_PATH
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx2")) {
-        sample_avx2(out, kind, start, stop, k0, k1, n0, n1, dist, prm, clip, lo, hi);
+        sample_avx2(out, out_format, start, stop, k0, k1, n0, n1, dist, prm, clip, lo, hi);
         return;
     }
 #endif
-    initscale_sample_fill_baseline(out, kind, start, stop, k0, k1, n0, n1, dist, prm, clip, lo, hi);
+    initscale_sample_fill_baseline(out, out_format, start, stop, k0, k1, n0, n1, dist, prm, clip, lo, hi);
 }
 """,
     ]
@@ -891,7 +891,7 @@ _MIN_CHUNK = 2**16  # elements per thread below which threads cost more than the
 def fill(
     lib: ctypes.CDLL,
     address: int,
-    kind: int,
+    out_format: int,
     dims: Sequence[int],
     contrib_address: int,
     out_strides: Sequence[int],
@@ -902,7 +902,7 @@ def fill(
     clip: tuple[float, float] | None,
     threads: int = 1,
 ) -> None:
-    """Write the stream's values of every element of a buffer at ``address``: float32 (``kind``
+    """Write the stream's values of every element of a buffer at ``address``: float32 (``out_format``
     :data:`FLOAT32`), float64 (:data:`FLOAT64`), or float32 rounded to odd (:data:`FLOAT32_ODD`:
     cast to float16 or bfloat16 with round-to-nearest-even, it gives the float64 value correctly
     rounded, as NumPy's direct cast does). The elements are visited row-major over axes ``dims``;
@@ -928,7 +928,7 @@ def fill(
     def run(start: int, stop: int) -> None:
         fn(
             address,
-            kind,
+            out_format,
             start,
             stop,
             len(dims),
@@ -957,7 +957,7 @@ def fill(
 def draw(
     lib: ctypes.CDLL,
     address: int,
-    kind: int,
+    out_format: int,
     shape: Sequence[int],
     out_strides: Sequence[int],
     strides: Sequence[int],
@@ -995,7 +995,7 @@ def draw(
     fill(
         lib,
         address,
-        kind,
+        out_format,
         [dims[a] for a in order],
         contrib.ctypes.data,
         [places[a] for a in order],
@@ -1010,8 +1010,8 @@ def draw(
 
 # --- the sampler ---------------------------------------------------------------------------------
 
-# the sampler's output kinds: the stored dtype itself, written once
-SAMPLE_KINDS = {"float32": 0, "bfloat16": 1, "float16": 2}
+# the sampler's output formats: the stored dtype itself, written once
+SAMPLE_FORMATS = {"float32": 0, "bfloat16": 1, "float16": 2}
 SAMPLE_BATCH = 64  # elements per Philox batch (16 blocks): threads split the output at multiples of it
 _pool: list[tuple[ThreadPoolExecutor, int, int]] = []  # the process's pool, its size and the pid that made it
 
@@ -1061,7 +1061,7 @@ def _executor(workers: int) -> ThreadPoolExecutor:
 def sample(
     lib: ctypes.CDLL,
     address: int,
-    kind: int,
+    out_format: int,
     n: int,
     key: Sequence[int],
     dist: int,
@@ -1070,7 +1070,7 @@ def sample(
     threads: int = 1,
 ) -> None:
     """Fill ``n`` contiguous elements at ``address`` with draws of the sampler (not the portable
-    streams): ``kind`` from :data:`SAMPLE_KINDS` (the stored dtype, written once); ``key`` four
+    streams): ``out_format`` from :data:`SAMPLE_FORMATS` (the stored dtype, written once); ``key`` four
     32-bit words (Philox key k0, k1 and counter words n0, n1), drawn from the caller's generator;
     ``dist`` and ``params`` from :func:`sample_params`; ``clip`` the bounds that hold in the stored
     dtype, applied before the one rounding.
@@ -1093,7 +1093,7 @@ def sample(
     k0, k1, n0, n1 = (int(k) & 0xFFFFFFFF for k in key)
 
     def run(start: int, stop: int) -> None:
-        fn(address, kind, start, stop, k0, k1, n0, n1, dist, prm, int(clip is not None), lo, hi)
+        fn(address, out_format, start, stop, k0, k1, n0, n1, dist, prm, int(clip is not None), lo, hi)
 
     parts = max(1, min(threads, n // _MIN_CHUNK))
     if parts == 1:

@@ -225,11 +225,11 @@ def sample(out_ptr, n, seed, prm_ptr, DIST: tl.constexpr, WIDE: tl.constexpr, CL
 
 @triton.jit
 def stream(out_ptr, n, key, s0, s1, s2, s3, s4, s5, c0, c1, c2, c3, c4, c5, o0, o1, o2, o3, o4, o5,
-           prm_ptr, DIST: tl.constexpr, KIND: tl.constexpr, CLIP: tl.constexpr, BLOCK: tl.constexpr):
+           prm_ptr, DIST: tl.constexpr, OUT_FORMAT: tl.constexpr, CLIP: tl.constexpr, BLOCK: tl.constexpr):
     """The portable stream (initscale.streams) of a row-major box of up to six axes (sizes s,
     canonical strides c, offsets o): element i is lane i % 4 of the Philox4x32-10 block
     (i // 4 mod 2^32, i // 2^34, 0, 0) under key (key mod 2^32, key >> 32), which is what
-    tl.randint4x computes; KIND 0 stores float32, 1 float64, 2 float16 and 3 bfloat16 (each
+    tl.randint4x computes; OUT_FORMAT 0 stores float32, 1 float64, 2 float16 and 3 bfloat16 (each
     from float32 rounded to odd: one correct rounding of the float64 value)."""
     p0, p1, p2, p3, p4, p5, p6, lo, hi = _params(prm_ptr, True)
     j = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
@@ -252,9 +252,9 @@ def stream(out_ptr, n, key, s0, s1, s2, s3, s4, s5, c0, c1, c2, c3, c4, c5, o0, 
     v = _stream_value(u, p0, p1, p2, p3, p4, p5, p6, DIST)
     if CLIP:
         v = tl.minimum(tl.maximum(v, lo), hi)
-    if KIND == 1:
+    if OUT_FORMAT == 1:
         tl.store(out_ptr + j, v, mask=j < n)
-    elif KIND == 0:
+    elif OUT_FORMAT == 0:
         tl.store(out_ptr + j, v.to(tl.float32), mask=j < n)
     else:  # float32 rounded to odd (toward zero, lowest bit set where inexact), then rounded once more
         t = v.to(tl.float32)
@@ -262,7 +262,7 @@ def stream(out_ptr, n, key, s0, s1, s2, s3, s4, s5, c0, c1, c2, c3, c4, c5, o0, 
         bits = tl.where(tl.abs(t.to(tl.float64)) > tl.abs(v), bits - 1, bits)
         inexact = bits.to(tl.float32, bitcast=True).to(tl.float64) != v
         odd = tl.where(inexact, bits | 1, bits).to(tl.float32, bitcast=True)
-        if KIND == 2:
+        if OUT_FORMAT == 2:
             tl.store(out_ptr + j, odd.to(tl.float16), mask=j < n)
         else:
             tl.store(out_ptr + j, _bf16_bits(odd), mask=j < n)
@@ -474,7 +474,7 @@ def stream_fill(
     sizes = [1] * pad + list(tensor.shape)
     canon = [0] * pad + list(strides)
     starts = [0] * pad + list(offsets)
-    kind = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}[tensor.dtype]
+    out_format = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}[tensor.dtype]
     seed = key[0] | (key[1] << 32)
     seed = seed - 2**64 if seed >= 2**63 else seed  # the same 64 bits as a signed argument
     return _run(
@@ -486,7 +486,7 @@ def stream_fill(
         params,
         clip,
         DIST=code,
-        KIND=kind,
+        OUT_FORMAT=out_format,
         BLOCK=_STREAM_BLOCK,
         enable_fp_fusion=False,
     )

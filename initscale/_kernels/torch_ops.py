@@ -208,16 +208,16 @@ def orthogonal_values(
     return result
 
 
-_SAMPLE_KINDS = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}  # _kernels.cpu.SAMPLE_KINDS
+_SAMPLE_FORMATS = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}  # _kernels.cpu.SAMPLE_FORMATS
 _WORD = 0xFFFFFFFF
 
 
 def sampler_ready(dist: Distribution, tensor: torch.Tensor) -> tuple[Any, int, tuple[int, tuple[float, ...]]] | None:
-    """(kernel, output kind, parameters) when the compiled CPU sampler applies to ``tensor``
+    """(kernel, output format, parameters) when the compiled CPU sampler applies to ``tensor``
     (see :func:`sampled`), else None."""
-    kind = _SAMPLE_KINDS.get(tensor.dtype)
+    out_format = _SAMPLE_FORMATS.get(tensor.dtype)
     if (
-        kind is None
+        out_format is None
         or not hasattr(dist, "native")
         or dist.native is not None
         or tensor.device.type != "cpu"
@@ -228,7 +228,7 @@ def sampler_ready(dist: Distribution, tensor: torch.Tensor) -> tuple[Any, int, t
     if params is None:
         return None
     kernel = _stream_kernel.load()
-    return None if kernel is None else (kernel, kind, params)
+    return None if kernel is None else (kernel, out_format, params)
 
 
 def sampled(dist: Distribution, tensor: torch.Tensor, generator: torch.Generator | None) -> bool:
@@ -245,12 +245,12 @@ def sampled(dist: Distribution, tensor: torch.Tensor, generator: torch.Generator
     ready = sampler_ready(dist, tensor)
     if ready is None:
         return False
-    kernel, kind, params = ready
+    kernel, out_format, params = ready
     words = torch.empty(2, dtype=torch.int64).random_(-(2**63), None, generator=generator).tolist()
     key = (words[0] & _WORD, (words[0] >> 32) & _WORD, words[1] & _WORD, (words[1] >> 32) & _WORD)
     bounds = None if dist.bounds is None else representable_bounds(*dist.bounds, str(tensor.dtype))
     _stream_kernel.sample(
-        kernel, tensor.data_ptr(), kind, tensor.numel(), key, *params, bounds, threads=torch.get_num_threads()
+        kernel, tensor.data_ptr(), out_format, tensor.numel(), key, *params, bounds, threads=torch.get_num_threads()
     )
     torch.autograd.graph.increment_version(tensor)  # written behind torch's back: as an in-place op would
     return True
