@@ -141,6 +141,8 @@ def retired_names(source: str, path: str) -> list[str]:
             text = ast.unparse(node.annotation)
             if _rule_like(name) and any(t in text for t in _LAYOUT_TYPES):
                 flag(node, f"`{name}: {text}` is a layout: call it fan_layout")
+            if _plan_like(name) and "Runs" in text:
+                flag(node, f"`{name}: {text}` are index runs: call them box_runs")
         if isinstance(node, (ast.Assign, ast.AnnAssign)):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             call = _called(node.value)
@@ -183,6 +185,9 @@ class Row:
 
 def walk(events):
     return [e for e in events if e.kind == "op"]
+
+def to_layout(values, plan: Runs):
+    return values
 """
 
 
@@ -190,8 +195,8 @@ def test_mutation_retired_meanings_planted_are_caught() -> None:
     found = retired_names(_PLANTED, "initscale/planted.py")
     lines = sorted(int(hit.split(":")[1]) for hit in found)
     # the `kind` parameter (2); plan and rule from plans() (3); a resolved rule (4); plan = runs() (7);
-    # WeightPlan.rule (11); Row.kind (14); e.kind (17)
-    assert lines == [2, 3, 3, 4, 7, 11, 14, 17], found
+    # WeightPlan.rule (11); Row.kind (14); e.kind (17); runs as a `plan: Runs` parameter (19)
+    assert lines == [2, 3, 3, 4, 7, 11, 14, 17, 19], found
     # the same names in their one meaning pass: the user's rules, a WeightPlan, a layer kind
     clean = (
         "def f(rules, layout, x):\n    rule = rules['x']\n    plan = weight_plan(spec, (2, 2), layout)\n"
