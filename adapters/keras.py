@@ -218,9 +218,9 @@ def _stream_tensor(
         out = keras.ops.empty(shape, dtype) if backend == "torch" else None
         return backend_draw(backend)(stream, dist, strides, shape, dtype, gates, out)
     if backend == "tensorflow":  # the integer stage compiled from a shape's second draw (XLA: ~0.3 s)
-        from . import _tf_stream
+        from . import _keras_tf_stream
 
-        u = _tf_stream.stream_uniforms(stream.key, shape, strides, gates, _TF_SEEN, _tf_uniform_program)
+        u = _keras_tf_stream.stream_uniforms(stream.key, shape, strides, gates, _TF_SEEN, _tf_uniform_program)
     else:
         u = layout_uniforms(stream.key, shape, strides, _KERAS_OPS, gates=gates).x
     return _ops_values(dist, u, dtype)
@@ -233,20 +233,20 @@ _TF_SEEN: set[tuple[Any, ...]] = set()  # the (shape, canonical strides, gate or
 def _tf_uniform_program(
     shape: tuple[int, ...], strides: tuple[int, ...], gates: tuple[int, tuple[int, ...]] | None
 ) -> Callable[[Any], Any]:
-    """The compiled integer stage on TensorFlow (:func:`._tf_stream.uniform_program`)."""
-    from . import _tf_stream
+    """The compiled integer stage on TensorFlow (:func:`._keras_tf_stream.uniform_program`)."""
+    from . import _keras_tf_stream
 
-    return _tf_stream.uniform_program(shape, strides, gates)
+    return _keras_tf_stream.uniform_program(shape, strides, gates)
 
 
 def _ops_values(dist: Distribution, u: Any, dtype: str) -> Any:
     """The float stage (:func:`initscale.streams.finish`) on uniforms ``u``, with the backend's
     ndtri, clipped to the bounds that hold in ``dtype`` and rounded once to it (TensorFlow's
-    float64 → float16 cast rounds twice: :mod:`._tf_stream` goes through float32 rounded to odd)."""
+    float64 → float16 cast rounds twice: :mod:`._keras_tf_stream` goes through float32 rounded to odd)."""
     if keras.backend.backend() == "tensorflow":
-        from . import _tf_stream
+        from . import _keras_tf_stream
 
-        return _tf_stream.values(dist, u, dtype)
+        return _keras_tf_stream.values(dist, u, dtype)
     return finish(dist, _Ops(u), dtype, _KERAS_OPS).x
 
 

@@ -47,7 +47,7 @@ from initscale.specs import Spec
 from initscale.streams import Stream, canonical_strides, gate_index, transform
 
 from . import _keras_common as _common
-from . import _tf_stream
+from . import _keras_tf_stream
 
 __all__ = [*_common.CLASS_NAMES, "check", "initializer", "lsuv", "reinit"]
 
@@ -80,13 +80,13 @@ def _stream_tensor(
     stream: Stream, dist: Distribution, shape: tuple[int, ...], layout: LayoutLike | None, dtype: str
 ) -> tf.Tensor:
     """The portable stream (:mod:`initscale.streams`) with TensorFlow ops, as Keras 3 on
-    TensorFlow draws it (:mod:`._tf_stream`: the integer stage XLA-compiled from a shape's second
+    TensorFlow draws it (:mod:`._keras_tf_stream`: the integer stage XLA-compiled from a shape's second
     draw, the float stage eager): the same values for the same seed and name."""
     if isinstance(dist, OrthogonalDist):
         transform(dist, None)  # raises the explanation
     strides = canonical_strides(shape, layout)
-    u = _tf_stream.stream_uniforms(stream.key, shape, strides, gate_index(shape, layout), _TF_SEEN)
-    return _tf_stream.values(dist, u, dtype)
+    u = _keras_tf_stream.stream_uniforms(stream.key, shape, strides, gate_index(shape, layout), _TF_SEEN)
+    return _keras_tf_stream.values(dist, u, dtype)
 
 
 _TF_SEEN: set[tuple[Any, ...]] = set()  # the (shape, canonical strides, gate order) drawn eagerly once

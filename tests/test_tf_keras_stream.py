@@ -1,6 +1,6 @@
 """tf_keras's portable streams (``initializer(..., stream=)``, ``reinit(..., stream_seed=)``):
 the same values as Keras 3 on TensorFlow for the same seed and name, both drawn through
-adapters/_tf_stream.py (initscale.streams.draw's two stages with TensorFlow ops). Run in a child
+adapters/_keras_tf_stream.py (initscale.streams.draw's two stages with TensorFlow ops). Run in a child
 process with KERAS_BACKEND=tensorflow, so Keras 3 and tf_keras share one TensorFlow."""
 
 from __future__ import annotations
