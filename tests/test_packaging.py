@@ -58,15 +58,15 @@ def test_import_initscale_needs_only_the_standard_library() -> None:
 
 def test_the_kernels_are_one_private_package_that_imports_no_framework() -> None:
     """The C and Triton kernels live in initscale._kernels (a package the wheel ships), one module
-    per family; the package and its C kernel import no framework (the Triton one imports torch,
-    and only the torch adapter imports it)."""
+    per family; the package and its C kernel import no framework (the Triton kernels and torch's
+    ops-path sampler import torch, and only the torch adapter imports them)."""
     root = Path(__file__).resolve().parent.parent
     (packages,) = [
         line for line in (root / "pyproject.toml").read_text().splitlines() if line.startswith("packages = ")
     ]
     assert '"initscale._kernels"' in packages  # [tool.setuptools] lists its packages (no tomllib on 3.10)
     kernels = sorted(p.name for p in (root / "initscale" / "_kernels").glob("*.py"))
-    assert kernels == ["__init__.py", "cpu.py", "gpu.py"]
+    assert kernels == ["__init__.py", "cpu.py", "gpu.py", "torch_ops.py"]
     assert not (root / "initscale" / "_stream_kernel.py").exists()
     assert not (root / "adapters" / "_triton_sampler.py").exists()
     code = (
