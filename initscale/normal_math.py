@@ -67,6 +67,11 @@ _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
+@functools.cache
+def _erfc_ufunc() -> Any:
+    return np.frompyfunc(math.erfc, 1, 1)  # built on first use: `import initscale` imports no NumPy
+
+
 def normal_pdf(x: float) -> float:
     """Standard normal density φ(x) = exp(−x²/2)/√(2π); 0 at ±inf."""
     if math.isinf(x):
@@ -79,10 +84,17 @@ def normal_cdf(x: float) -> float:
     return 0.5 * math.erfc(-x / _SQRT2)
 
 
-def normal_cdf_array(x: ArrayLike) -> NDArray[np.float64]:
-    """Vectorized :func:`normal_cdf` (used for whole-distribution tests)."""
+def _erfc_array(x: ArrayLike) -> NDArray[np.float64]:
+    """``math.erfc`` of every element (float64): the same values as the scalar function, one C
+    call per element (NumPy has no erfc of its own). About 20x faster than ``np.vectorize`` of a
+    Python function that calls it, which is what the whole-distribution tests spend their time on."""
     arr = np.asarray(x, dtype=np.float64)
-    return np.asarray(np.vectorize(normal_cdf, otypes=[np.float64])(arr), dtype=np.float64)
+    return np.asarray(_erfc_ufunc()(arr), dtype=np.float64)
+
+
+def normal_cdf_array(x: ArrayLike) -> NDArray[np.float64]:
+    """Vectorized :func:`normal_cdf` (used for whole-distribution tests): the same values."""
+    return 0.5 * _erfc_array(-np.asarray(x, dtype=np.float64) / _SQRT2)
 
 
 def _check_interval(a: float, b: float) -> None:
@@ -102,9 +114,19 @@ def log_ndtr(x: float) -> float:
 
 
 def log_ndtr_array(x: ArrayLike) -> NDArray[np.float64]:
-    """Vectorized :func:`log_ndtr`."""
+    """Vectorized :func:`log_ndtr`: the same three branches, evaluated on whole arrays (NumPy's
+    ``log``/``log1p`` may differ from ``math``'s by an ulp)."""
     arr = np.asarray(x, dtype=np.float64)
-    return np.asarray(np.vectorize(log_ndtr, otypes=[np.float64])(arr), dtype=np.float64)
+    out = np.empty(arr.shape, dtype=np.float64)
+    upper = arr > 0.0
+    middle = (arr > -30.0) & ~upper
+    lower = ~(upper | middle)  # x ≤ −30, and NaN (which stays NaN)
+    out[upper] = np.log1p(-0.5 * _erfc_array(arr[upper] / _SQRT2))
+    out[middle] = np.log(0.5 * _erfc_array(-arr[middle] / _SQRT2))
+    t = -arr[lower]
+    with np.errstate(divide="ignore", invalid="ignore"):  # t = inf: −inf, as log Φ(−inf) is
+        out[lower] = -0.5 * t * t - np.log(t) - _LOG_SQRT_2PI + np.log(mills_series(t))
+    return out
 
 
 # S(t) = t·R(t), R(t) = Q(t)/φ(t) the Mills ratio, by its asymptotic series

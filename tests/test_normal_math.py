@@ -181,3 +181,24 @@ def test_distribution_and_spec_use_the_exact_moments() -> None:
         initscale.TruncatedNormal(1.0, lower=-math.inf, upper=-8.5).std(), rel=1e-12
     )
     assert TruncatedNormalDist(0.0, 1.0, 0.0, 1e-4).kurtosis == pytest.approx(1.8, rel=1e-6)
+
+
+def test_the_array_forms_equal_the_scalar_functions() -> None:
+    """normal_cdf_array is math.erfc per element (the same bits as normal_cdf); log_ndtr_array takes
+    log_ndtr's three branches on whole arrays, within one ulp of it (NumPy's log/log1p against
+    math's), with the same infinities, zeros and NaN, in any shape."""
+    x = np.concatenate(
+        [np.linspace(-45.0, 45.0, 20001), [-np.inf, np.inf, np.nan, -30.0, -30.000000000000004, 0.0, -0.0, 5e-324]]
+    )
+    cdf = normal_math.normal_cdf_array(x)
+    assert np.array_equal(cdf, [normal_math.normal_cdf(v) for v in x], equal_nan=True)
+    log = normal_math.log_ndtr_array(x)
+    ref = np.array([normal_math.log_ndtr(v) for v in x])
+    finite = np.isfinite(ref) & (ref != 0.0)
+    assert np.all(np.abs(log[finite] - ref[finite]) <= np.spacing(np.abs(ref[finite])))
+    assert np.array_equal(log[~finite], ref[~finite], equal_nan=True)
+    grid = x[:12].reshape(3, 4)
+    assert normal_math.log_ndtr_array(grid).shape == (3, 4) and normal_math.normal_cdf_array(grid).shape == (3, 4)
+    assert normal_math.log_ndtr_array(-2.0).shape == () and normal_math.log_ndtr_array(-2.0) == normal_math.log_ndtr(
+        -2.0
+    )
