@@ -31,6 +31,7 @@ with contextlib.suppress(ImportError):
     import triton  # noqa: F401
 
 # after the path above and Triton; NumPy only: no framework is imported here
+import _child_runs
 from _backends import BACKEND_NAMES, required
 
 from initscale import parity
@@ -113,3 +114,26 @@ def backend(request) -> str:
             pytest.fail(f"backend {name} is required by INITSCALE_REQUIRE but does not import: {err}")
         pytest.skip(f"{name} is not installed")
     return name
+
+
+# --- child runs (tests/_child_runs.py) -------------------------------------------------------------
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "child_run(name): the test awaits the child run `name` (tests/_child_runs.py)")
+
+
+@pytest.hookimpl(trylast=True)  # after -k/-m deselection
+def pytest_collection_modifyitems(session, config, items) -> None:
+    """Tests that await a child run go last, so their runs (started when collection ends) have the
+    whole session to finish beside this process."""
+    if _child_runs.mode() == "background":
+        items[:] = sorted(items, key=lambda item: item.get_closest_marker("child_run") is not None)
+
+
+def pytest_collection_finish(session) -> None:
+    _child_runs.start(mark.args[0] for item in session.items for mark in item.iter_markers("child_run"))
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    _child_runs.stop()

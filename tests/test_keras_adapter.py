@@ -16,6 +16,7 @@ import subprocess
 import sys
 import textwrap
 
+import _child_runs
 import numpy as np
 import pytest
 
@@ -710,29 +711,23 @@ def test_a_float64_stream_gives_one_set_of_values_on_every_call() -> None:
     assert _stream_call_problems() == []
 
 
+_X64_RUN = "keras-jax-x64-stream"
+if BACKEND == "jax":
+    _child_runs.register(
+        _X64_RUN,
+        _child_runs.pytest_command(__file__, select="one_set_of_values_on_every_call"),
+        env={**os.environ, "KERAS_BACKEND": "jax", "JAX_ENABLE_X64": "1"},
+        timeout=900,
+        wanted=lambda: not _float64_ok(),
+    )
+
+
+@pytest.mark.child_run(_X64_RUN)
 def test_a_float64_stream_on_keras_jax_with_x64() -> None:
     """The check above with x64 (it must be on before JAX is first used: its own process)."""
     if BACKEND != "jax" or _float64_ok():
         pytest.skip("the in-process test covers this backend")
-    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_ENABLE_X64": "1"}
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            __file__,
-            "-k",
-            "one_set_of_values_on_every_call",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-    )
+    done = _child_runs.result(_X64_RUN)
     assert done.returncode == 0 and " passed" in done.stdout, done.stdout[-3000:]
 
 

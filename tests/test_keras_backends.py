@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import subprocess
 import sys
 from pathlib import Path
 
+import _child_runs
 import pytest
 
 SUITE = Path(__file__).parent / "test_keras_adapter.py"
@@ -28,35 +28,40 @@ def _required() -> set[str]:
     return {x.strip() for x in os.environ.get("INITSCALE_REQUIRE", "").split(",") if x.strip()}
 
 
-@pytest.mark.parametrize("backend", sorted(BACKENDS))
+def _missing(backend: str) -> list[str]:
+    return [m for m in ("keras", BACKENDS[backend]) if importlib.util.find_spec(m) is None]
+
+
+def _in_this_process(backend: str) -> bool:
+    return os.environ.get("KERAS_BACKEND", "tensorflow") == backend and "keras" in sys.modules
+
+
+def _run_name(backend: str) -> str:
+    return f"keras-suite-{backend}"
+
+
+for _backend in BACKENDS:
+    if not _missing(_backend):
+        _child_runs.register(
+            _run_name(_backend),
+            _child_runs.pytest_command(SUITE, PARITY, ADAPTERS, AUTO),
+            env={**os.environ, "KERAS_BACKEND": _backend, "INITSCALE_PARITY_BACKENDS": "keras"},
+            timeout=1800,
+            wanted=lambda b=_backend: not _in_this_process(b),
+        )
+
+
+@pytest.mark.parametrize(
+    "backend", [pytest.param(b, marks=pytest.mark.child_run(_run_name(b))) for b in sorted(BACKENDS)]
+)
 def test_keras_suite_on_backend(backend: str) -> None:
     required = f"keras-{backend}" in _required()
-    missing = [m for m in ("keras", BACKENDS[backend]) if importlib.util.find_spec(m) is None]
+    missing = _missing(backend)
     if missing:
         if required:
             pytest.fail(f"keras-{backend} is required (INITSCALE_REQUIRE) but {missing} cannot be imported")
         pytest.skip(f"{missing} not installed")
-    if os.environ.get("KERAS_BACKEND", "tensorflow") == backend and "keras" in sys.modules:
+    if _in_this_process(backend):
         pytest.skip("this process runs the Keras suite on this backend itself")
-    env = {**os.environ, "KERAS_BACKEND": backend, "INITSCALE_PARITY_BACKENDS": "keras"}
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            str(SUITE),
-            str(PARITY),
-            str(ADAPTERS),
-            str(AUTO),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=1800,
-        check=False,
-        cwd=SUITE.parent.parent,
-    )
+    done = _child_runs.result(_run_name(backend))
     assert done.returncode == 0, f"Keras suite failed on backend {backend}:\n{done.stdout[-6000:]}"

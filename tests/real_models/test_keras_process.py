@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import subprocess
-import sys
 from pathlib import Path
 
+import _child_runs
 import pytest
 
 HERE = Path(__file__).parent
@@ -26,24 +25,38 @@ SUITES = (HERE / "test_keras.py", HERE / "test_lsuv_keras.py", HERE.parent / "te
 BACKENDS = ("jax", "tensorflow", "torch")
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+def _missing(backend: str) -> list[str]:
+    return [m for m in ("keras", backend) if importlib.util.find_spec(m) is None]
+
+
+def _in_this_process(backend: str) -> bool:
+    return os.environ.get("KERAS_BACKEND", "tensorflow") == backend
+
+
+def _run_name(backend: str) -> str:
+    return f"keras-models-{backend}"
+
+
+for _backend in BACKENDS:
+    if not _missing(_backend) and not _in_this_process(_backend):
+        _child_runs.register(
+            _run_name(_backend),
+            _child_runs.pytest_command(*SUITES),
+            env={**os.environ, "KERAS_BACKEND": _backend},
+            timeout=1200,
+        )
+
+
+@pytest.mark.parametrize("backend", [pytest.param(b, marks=pytest.mark.child_run(_run_name(b))) for b in BACKENDS])
 def test_keras_models_on_backend(backend: str) -> None:
     required = f"keras-{backend}" in {x.strip() for x in os.environ.get("INITSCALE_REQUIRE", "").split(",")}
-    missing = [m for m in ("keras", backend) if importlib.util.find_spec(m) is None]
+    missing = _missing(backend)
     if missing:
         if required:
             pytest.fail(f"keras-{backend} is required (INITSCALE_REQUIRE) but {missing} cannot be imported")
         pytest.skip(f"{missing} not installed")
-    if os.environ.get("KERAS_BACKEND", "tensorflow") == backend:
+    if _in_this_process(backend):
         pytest.skip("this process runs these files on this backend itself")
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *map(str, SUITES)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "KERAS_BACKEND": backend},
-        timeout=1200,
-        check=False,
-        cwd=HERE.parent.parent,
-    )
+    done = _child_runs.result(_run_name(backend))
     names = ", ".join(s.name for s in SUITES)
     assert done.returncode == 0, f"{names} failed on Keras backend {backend}:\n{done.stdout[-6000:]}"

@@ -13,11 +13,9 @@ fresh process.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
+import _child_runs
 import pytest
 from _guards import triton_would_abort
 from _materialize import buffer_problems, std_problems, tie_problems
@@ -173,16 +171,13 @@ def test_more_models_buffers_equal_the_cpu_built_models(name: str) -> None:
     assert std_problems(model, report) == []
 
 
+_FRESH_RUN = "materialize-models"
+_child_runs.register(_FRESH_RUN, _child_runs.pytest_command(__file__), timeout=900, wanted=triton_would_abort)
+
+
+@pytest.mark.child_run(_FRESH_RUN)
 def test_in_a_fresh_process() -> None:
     if not triton_would_abort():
         pytest.skip("this process runs the tests above itself")
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ),
-        timeout=900,
-        check=False,
-        cwd=Path(__file__).parent.parent.parent,
-    )
+    done = _child_runs.result(_FRESH_RUN)
     assert done.returncode == 0, f"{Path(__file__).name} failed in a fresh process:\n{done.stdout[-6000:]}"

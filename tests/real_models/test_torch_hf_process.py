@@ -4,17 +4,18 @@ it is not loaded, test_torch_hf.py runs in this process and this test skips."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
+import _child_runs
 import pytest
 from _guards import triton_would_abort
 
 SUITE = Path(__file__).parent / "test_torch_hf.py"
+RUN = "torch-hf-models"
+_child_runs.register(RUN, _child_runs.pytest_command(SUITE), timeout=900, wanted=triton_would_abort)
 
 
+@pytest.mark.child_run(RUN)
 def test_hf_models_in_a_fresh_process() -> None:
     pytest.importorskip("torch")
     pytest.importorskip(
@@ -22,13 +23,5 @@ def test_hf_models_in_a_fresh_process() -> None:
     )
     if not triton_would_abort():
         pytest.skip("this process runs test_torch_hf.py itself")
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(SUITE)],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ),
-        timeout=900,
-        check=False,
-        cwd=SUITE.parent.parent.parent,
-    )
+    done = _child_runs.result(RUN)
     assert done.returncode == 0, f"test_torch_hf.py failed in a fresh process:\n{done.stdout[-6000:]}"
