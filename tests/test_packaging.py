@@ -200,15 +200,35 @@ def test_version_from_one_source_and_on_the_command_line() -> None:
         assert done.returncode == 0 and done.stdout.strip() == f"initscale {initscale.__version__}", done
 
 
-def test_import_initscale_takes_under_50_ms() -> None:
-    """CPU time of `import initscale` in a fresh process, the best of 5 (CPU time, not wall time:
-    the other processes of a busy machine do not count)."""
-    code = "import time; t = time.process_time(); import initscale; print(time.process_time() - t)"
-    best = min(
-        float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
-        for _ in range(5)
-    )
-    assert best < 0.050, f"import initscale took {best * 1000:.1f} ms of CPU time (budget 50 ms)"
+# Standard-library packages that take milliseconds to import and that initscale has no need for at
+# import time: `import initscale` must load none of them (its import time, under 50 ms of CPU, is
+# measured by benchmarks/run.py's import row, not by a timed test).
+HEAVY_STDLIB = (
+    "asyncio", "concurrent", "ctypes", "decimal", "email", "http", "json", "logging", "multiprocessing",
+    "pickle", "random", "socket", "sqlite3", "ssl", "subprocess", "tempfile", "threading", "unittest",
+    "urllib", "xml", "zipfile",
+)  # fmt: skip
+
+
+def _modules_loaded_by(statement: str) -> list[str]:
+    code = f"import sys; before = set(sys.modules); {statement}; print(' '.join(sorted(set(sys.modules) - before)))"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+
+
+def test_import_initscale_loads_only_its_own_and_light_standard_modules() -> None:
+    """`import initscale` loads initscale's own modules and standard-library ones only, none of
+    HEAVY_STDLIB: what decides its import time, checked without timing it."""
+    loaded = _modules_loaded_by("import initscale")
+    top = {m.split(".")[0] for m in loaded}
+    assert "initscale" in top
+    assert sorted(top - {"initscale"} - set(sys.stdlib_module_names)) == []
+    assert sorted(top & set(HEAVY_STDLIB)) == []
+
+
+def test_the_import_check_catches_a_heavy_import() -> None:
+    """Planted: an import of json and of NumPy beside initscale's is seen by the same check."""
+    top = {m.split(".")[0] for m in _modules_loaded_by("import initscale, json, numpy")}
+    assert "numpy" in top - set(sys.stdlib_module_names) and "json" in top & set(HEAVY_STDLIB)
 
 
 def test_the_wheel_has_pep_639_license_metadata_and_no_deprecation_warning(tmp_path) -> None:
