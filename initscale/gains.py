@@ -51,9 +51,9 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
-from . import _validate
+from . import _validate, normal_math
 
 if TYPE_CHECKING:
     import numpy as np
@@ -97,12 +97,7 @@ def _softplus(x: Array, beta: float = 1.0) -> Array:
 
 
 def _erf(x: Array) -> Array:
-    return np.asarray(_erf_ufunc()(np.asarray(x, dtype=np.float64)), dtype=np.float64)
-
-
-@lru_cache(maxsize=1)
-def _erf_ufunc() -> Any:
-    return np.frompyfunc(math.erf, 1, 1)  # math.erf on each element (NumPy has no erf)
+    return np.asarray(normal_math.math_ufunc(math.erf)(np.asarray(x, dtype=np.float64)), dtype=np.float64)
 
 
 # name -> (f(x, param), default param or None when the activation takes none)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
@@ -67,9 +68,14 @@ _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
+_LOG_NDTR_SERIES_BELOW = -30.0  # log Φ(x) from the Mills-ratio series below this (Φ would underflow)
+
+
 @functools.cache
-def _erfc_ufunc() -> Any:
-    return np.frompyfunc(math.erfc, 1, 1)  # built on first use: `import initscale` imports no NumPy
+def math_ufunc(function: Callable[[float], float]) -> Any:
+    """``np.frompyfunc`` of a ``math`` function (erf, erfc, ...): one C call per element, built on
+    first use (`import initscale` imports no NumPy). NumPy has no erf or erfc of its own."""
+    return np.frompyfunc(function, 1, 1)
 
 
 def normal_pdf(x: float) -> float:
@@ -85,11 +91,11 @@ def normal_cdf(x: float) -> float:
 
 
 def _erfc_array(x: ArrayLike) -> NDArray[np.float64]:
-    """``math.erfc`` of every element (float64): the same values as the scalar function, one C
-    call per element (NumPy has no erfc of its own). About 20x faster than ``np.vectorize`` of a
-    Python function that calls it, which is what the whole-distribution tests spend their time on."""
+    """``math.erfc`` of every element (float64): the same values as the scalar function. With
+    :func:`log_ndtr_array`, 3–4x faster than ``np.vectorize`` of the scalar functions (measured
+    on 400,000 points), which is what the whole-distribution tests spend their time on."""
     arr = np.asarray(x, dtype=np.float64)
-    return np.asarray(_erfc_ufunc()(arr), dtype=np.float64)
+    return np.asarray(math_ufunc(math.erfc)(arr), dtype=np.float64)
 
 
 def normal_cdf_array(x: ArrayLike) -> NDArray[np.float64]:
@@ -107,7 +113,7 @@ def log_ndtr(x: float) -> float:
     the Mills-ratio series (:func:`mills_series`) below x = −30, where it would underflow."""
     if x > 0.0:
         return math.log1p(-0.5 * math.erfc(x / _SQRT2))
-    if x > -30.0:
+    if x > _LOG_NDTR_SERIES_BELOW:
         return math.log(0.5 * math.erfc(-x / _SQRT2))
     t = -x
     return -0.5 * t * t - math.log(t) - _LOG_SQRT_2PI + math.log(mills_series(t))
@@ -119,7 +125,7 @@ def log_ndtr_array(x: ArrayLike) -> NDArray[np.float64]:
     arr = np.asarray(x, dtype=np.float64)
     out = np.empty(arr.shape, dtype=np.float64)
     upper = arr > 0.0
-    middle = (arr > -30.0) & ~upper
+    middle = (arr > _LOG_NDTR_SERIES_BELOW) & ~upper
     lower = ~(upper | middle)  # x ≤ −30, and NaN (which stays NaN)
     out[upper] = np.log1p(-0.5 * _erfc_array(arr[upper] / _SQRT2))
     out[middle] = np.log(0.5 * _erfc_array(-arr[middle] / _SQRT2))

@@ -99,13 +99,9 @@ def register(
     """Declare a child run (at import of the test module that owns it). ``env`` is the whole
     environment (default: this process's); ``wanted`` says, when the runs start, whether its test
     will still await it (the same condition the test checks before it does)."""
-    if name in _RUNS:
-        return  # the module was imported again (e.g. by a child of this session): the same run
-    _RUNS[name] = ChildRun(name, command, dict(os.environ if env is None else env), timeout, wanted)
-
-
-def registered(name: str) -> bool:
-    return name in _RUNS
+    if name in _RUNS and _RUNS[name].command != command:
+        raise ValueError(f"child run {name!r} is registered already, with another command: {_RUNS[name].command}")
+    _RUNS.setdefault(name, ChildRun(name, command, dict(os.environ if env is None else env), timeout, wanted))
 
 
 def start(names: Iterable[str]) -> None:

@@ -5,7 +5,6 @@ bad settings said, and the session's order and start wired in tests/conftest.py.
 from __future__ import annotations
 
 import sys
-import time
 
 import _child_runs
 import pytest
@@ -22,16 +21,25 @@ def test_a_run_that_nothing_started_runs_in_its_test_and_once() -> None:
     assert _child_runs.result("t-once") is first  # not run again
 
 
-def test_a_background_run_is_awaited_and_stderr_is_kept(monkeypatch) -> None:
+def test_a_background_run_is_awaited_and_stderr_is_kept(monkeypatch, tmp_path) -> None:
+    """start returns before the run ends: the child waits for a file this test writes only after
+    start has returned (were start to wait, the child would reach its 60 s timeout)."""
     monkeypatch.setenv("INITSCALE_CHILD_RUNS", "background")
-    _child_runs.register(
-        "t-background", _python("import sys, time; time.sleep(0.3); print('err', file=sys.stderr)"), timeout=60
-    )
-    began = time.perf_counter()
+    go = tmp_path / "go"
+    wait = f"while not os.path.exists({str(go)!r}): time.sleep(0.01)"
+    code = f"import os, sys, time\n{wait}\nprint('err', file=sys.stderr)"
+    _child_runs.register("t-background", _python(code), timeout=60)
     _child_runs.start(["t-background", "t-not-registered"])  # an unregistered name: its test skips
-    assert time.perf_counter() - began < 0.3  # start does not wait
+    go.write_text("")
     done = _child_runs.result("t-background")
     assert done.returncode == 0 and done.stdout == "err\n"
+
+
+def test_a_name_registered_twice_keeps_one_command() -> None:
+    _child_runs.register("t-twice", _python("pass"), timeout=60)
+    _child_runs.register("t-twice", _python("pass"), timeout=60)  # the same run again: kept
+    with pytest.raises(ValueError, match="'t-twice' is registered already, with another command"):
+        _child_runs.register("t-twice", _python("print(1)"), timeout=60)
 
 
 def test_an_unwanted_run_is_not_started_and_inline_starts_nothing(monkeypatch) -> None:
@@ -39,8 +47,7 @@ def test_an_unwanted_run_is_not_started_and_inline_starts_nothing(monkeypatch) -
     _child_runs.start(["t-unwanted"])
     monkeypatch.setenv("INITSCALE_CHILD_RUNS", "inline")
     _child_runs.register("t-inline", _python("pass"), timeout=60)
-    _child_runs.start(["t-inline"])
-    time.sleep(0.2)
+    _child_runs.start(["t-inline"])  # both decided before any thread: nothing was claimed
     assert not _child_runs._RUNS["t-unwanted"]._claimed and not _child_runs._RUNS["t-inline"]._claimed
 
 
