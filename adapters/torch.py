@@ -1200,7 +1200,8 @@ def reinit_(
     one more copy where its blocks interleave in the weight (stacked gates, as ``torch.lstm``'s:
     a reshape that is not a view). Measured (benchmarks/README.md): 20 MiB for a 16 MiB fp32 or
     an 8 MiB bf16 weight, where ``nn.init.orthogonal_`` takes 52 MiB (fp32; bf16 it refuses on
-    the CPU: no geqrf kernel). On a GPU: three copies (the draw, ``torch.linalg.qr``'s Q and R).
+    the CPU: no geqrf kernel). On a GPU: two at the peak (the draw and its column-major copy, which
+    geqrf and orgqr then factor in place), one for a wide block of ``torch.orthogonal``.
     A failure midway (a device error) raises :class:`PartialWriteError` naming what was written,
     what may be partly written and what is unchanged. A model whose tensors of one distribution
     total over 16 MiB gets other values for a seed than before this write path (the draw order

@@ -15,7 +15,7 @@ distribution           sampler parameters                           support
 ``OrthogonalDist``     gain (rows, cols of each orthogonal block)   [-gain, gain]
 =====================  ===========================================  =====================
 
-``native`` (normal, truncated normal and uniform; from the spec): None, or the framework whose own
+``native`` (normal, truncated normal, uniform and orthogonal; from the spec): None, or the framework whose own
 sampler calls must draw it ("torch": torch.* presets), so that in that framework the same
 generator gives the values of its own init function; it changes no number of the distribution.
 """
@@ -208,12 +208,14 @@ class OrthogonalDist:
     """Each (rows × cols) block is ``gain`` times a Haar-random (semi-)orthogonal matrix.
 
     Its squared entries sum to gain²·min(rows, cols) exactly, so the mean square of an entry
-    (the variance about zero) is gain²/max(rows, cols).
+    (the variance about zero) is gain²/max(rows, cols). ``native="torch"``: drawn in
+    ``torch.nn.init.orthogonal_``'s order (:class:`initscale.Orthogonal`).
     """
 
     gain: float
     rows: int
     cols: int
+    native: str | None = None
 
     @property
     def mean(self) -> float:

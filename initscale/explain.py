@@ -296,7 +296,7 @@ def explain(spec: Spec | str, shape: Sequence[int], layout: LayoutLike | None = 
         fans, how, dist = plan.fans, fans_explanation(dims, fan_layout), plan.dist
         if isinstance(dist, OrthogonalDist):
             _, (_, _, o, _, i, rf) = plan.blocks
-            dist = OrthogonalDist(dist.gain, o, i * rf)
+            dist = OrthogonalDist(dist.gain, o, i * rf, dist.native)
     return Explanation(
         notes=_notes(spec, dims, fans),
         spec=spec,

@@ -390,8 +390,9 @@ def torch_uniform(a: float = 0.0, b: float = 1.0) -> Spec:
 
 @_preset("torch.orthogonal", source=_TORCH, layout="torch")
 def torch_orthogonal(gain: float = 1.0) -> Spec:
-    """gain × a random orthogonal matrix of the (out, in·kernel) view."""
-    return Orthogonal(gain)
+    """gain × a random orthogonal matrix of the (out, in·kernel) view, drawn in torch's order:
+    the same generator gives ``torch.nn.init.orthogonal_``'s values (float32/float64 weights)."""
+    return Orthogonal(gain, native="torch")
 
 
 @_preset("torch.constant", source=_TORCH, layout="torch")

@@ -446,6 +446,16 @@ class Orthogonal(Spec):
     (inputs · receptive field), as torch, Keras and JAX flatten it; every element then has
     mean square gain² / max(rows, cols).
 
+    Args:
+        gain: the factor on the orthogonal matrix; non-zero.
+        native: None (initscale's draw order: each block's gaussian as a (max(rows, cols) ×
+            min(rows, cols)) matrix) or ``"torch"``: each block's gaussian drawn as
+            ``torch.nn.init.orthogonal_`` draws it, a (rows × cols) matrix transposed when wider
+            than tall, so the same generator gives ``torch.nn.init.orthogonal_``'s values for a
+            float32 or float64 weight (the ``torch.orthogonal`` preset sets it; torch has no QR
+            of bfloat16/float16, whose weights are drawn in float32 either way). The two orders
+            differ only for wide blocks and have the same (Haar) distribution.
+
     Example:
         >>> from initscale import Fans
         >>> Orthogonal(2.0).variance(Fans(fan_in=64, fan_out=256))
@@ -453,10 +463,12 @@ class Orthogonal(Spec):
     """
 
     gain: float = 1.0
+    native: str | None = None
 
     fixed_scale: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
+        _check_native(self.native)
         _coerce(self, "gain", _validate.real("gain", self.gain))
         if self.gain == 0.0:
             raise ValueError("Argument `gain` must be non-zero (use Zeros() for an all-zero weight). Received: gain=0.")
@@ -464,7 +476,7 @@ class Orthogonal(Spec):
     def resolve(self, fans: Fans | None = None) -> Distribution:
         f = self._needs(fans)
         rows = round(f.fan_out / f.receptive_field) if f.receptive_field else 0
-        return OrthogonalDist(self.gain, int(rows), round(f.fan_in))
+        return OrthogonalDist(self.gain, int(rows), round(f.fan_in), self.native)
 
 
 _SPEC_CLASSES: dict[str, type[Spec]] = {

@@ -190,6 +190,40 @@ def test_orthogonal_matches_torch_entrywise_and_as_a_matrix() -> None:
     assert same_distribution(theirs.numpy(), ours.numpy()) == []
 
 
+ORTHOGONAL_SHAPES = [(64, 64), (100, 40), (40, 100), (1, 30), (8, 4, 3, 3), (16, 3, 5)]
+
+
+def _both_orthogonal(shape, dtype, gain=1.5):
+    theirs = tinit.orthogonal_(torch.empty(shape, dtype=dtype), gain, generator=torch.Generator().manual_seed(4))
+    spec = presets.get("torch.orthogonal", gain=gain)
+    return theirs, ist.init_(torch.empty(shape, dtype=dtype), spec, generator=torch.Generator().manual_seed(4))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", ORTHOGONAL_SHAPES)
+def test_torch_orthogonal_is_nn_init_orthogonal_bit_for_bit(shape, dtype) -> None:
+    theirs, ours = _both_orthogonal(shape, dtype)
+    assert torch.equal(theirs, ours)
+
+
+def test_torch_orthogonal_in_reinit_is_nn_init_orthogonal_bit_for_bit() -> None:
+    model = nn.Sequential(nn.Linear(50, 20), nn.Conv2d(3, 8, 3))
+    ist.reinit_(model, {"*weight": presets.get("torch.orthogonal")}, torch.Generator().manual_seed(3), defaults=False)
+    g = torch.Generator().manual_seed(3)
+    for name in ("0.weight", "1.weight"):  # reinit_ draws in the model's order from the one generator
+        want = tinit.orthogonal_(torch.empty_like(model.get_parameter(name)), generator=g)
+        assert torch.equal(model.get_parameter(name), want), name
+
+
+def test_mutation_initscales_own_orthogonal_order_is_caught(monkeypatch) -> None:
+    # without torch's draw order a wide block is another Haar draw: the bit check must see it
+    from initscale._kernels import torch_ops
+
+    monkeypatch.setattr(torch_ops, "_torch_order_draw", lambda *a: None)
+    caught = [s for s in ORTHOGONAL_SHAPES if not torch.equal(*_both_orthogonal(s, torch.float32))]
+    assert caught == [(40, 100), (8, 4, 3, 3)]  # the wide ones (one row is the same memory either way)
+
+
 def test_mutation_a_wrong_uniform_limit_is_caught_against_the_native_draws() -> None:
     # Planted bug: kaiming_uniform with the normal's std as the limit (√(2/n) instead of √(6/n)).
     shape = (300, 400)

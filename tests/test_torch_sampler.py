@@ -486,6 +486,16 @@ def test_the_column_major_gaussian_is_one_normal_call(size, dtype, piece, monkey
     assert torch.equal(got, want)
 
 
+@pytest.mark.parametrize(("size", "dtype"), [((1, 5, 3), torch.float32), ((3, 33, 5), torch.float64)])
+def test_the_other_devices_column_major_gaussian_is_one_normal_call(size, dtype) -> None:
+    from initscale._kernels import torch_ops
+
+    got = torch_ops._column_major_draw(size, dtype, torch.device("cpu"), torch.Generator().manual_seed(5))
+    want = torch.empty(size, dtype=dtype).normal_(generator=torch.Generator().manual_seed(5))
+    assert got.mT.is_contiguous()
+    assert torch.equal(got, want)
+
+
 def test_a_last_piece_under_16_values_would_change_the_bits() -> None:
     # the mutation of the piece rule (no merge of a short last piece): the check above must see it
     g = torch.Generator().manual_seed(5)
@@ -503,10 +513,14 @@ def test_a_last_piece_under_16_values_would_change_the_bits() -> None:
         ((3, 3, 4, 6), "keras", torch.float16),
     ],
 )
-def test_orthogonal_on_the_cpu_factors_in_place_with_the_same_values(shape, layout, dtype, monkeypatch) -> None:
+@pytest.mark.parametrize("path", ["cpu", "other devices"])
+def test_orthogonal_factors_in_place_with_the_same_values(shape, layout, dtype, path, monkeypatch) -> None:
     from initscale._kernels import torch_ops
     from initscale.plan import plans
 
+    if path == "other devices":  # the GPU's draw (one normal_ call, then its column-major copy), run here
+        draw = torch_ops._column_major_draw
+        monkeypatch.setattr(torch_ops, "_column_major_normal", lambda s, d, g: draw(s, d, torch.device("cpu"), g))
     planned = plans(initscale.Orthogonal(gain=1.5), layout)[0](shape, dtype)
     dist, lay = planned.dist, planned.layout
     want = _one_call_orthogonal(dist, lay, torch.empty(shape, dtype=dtype), torch.Generator().manual_seed(2))

@@ -163,48 +163,78 @@ def _column_major_normal(size: tuple[int, int, int], dtype: torch.dtype, generat
 
 def _qr_in_place(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(Q, diagonal of R) of the reduced QR of the column-major blocks ``a``, computed in ``a``'s
-    memory (LAPACK's geqrf then orgqr, the two calls of ``torch.linalg.qr`` on the CPU, without its
-    column-major copy of the input and its full R)."""
-    tau = torch.empty((*a.shape[:-2], a.shape[-1]), dtype=a.dtype)
+    memory: geqrf then orgqr (``householder_product``), the two calls ``torch.linalg.qr`` makes on
+    every device (its ``linalg_qr_helper_default``, torch 2.13), without its column-major copy of
+    the input and its full R, so Q holds the same bits."""
+    tau = torch.empty((*a.shape[:-2], a.shape[-1]), dtype=a.dtype, device=a.device)
     torch.geqrf(a, out=(a, tau))
     diagonal = torch.diagonal(a, dim1=-2, dim2=-1).clone()
     torch.linalg.householder_product(a, tau, out=a)
     return a, diagonal
 
 
-def _qr(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    q, r = torch.linalg.qr(a)
-    return q, torch.diagonal(r, dim1=-2, dim2=-1)
+def _column_major_draw(
+    size: tuple[int, int, int], dtype: torch.dtype, device: torch.device, generator: torch.Generator | None
+) -> torch.Tensor:
+    """The values of one ``normal_`` call on a contiguous (batch, big, small) tensor, in column-major
+    blocks, on any device: the draw, then one copy (a GPU generator's values depend on the call's
+    size, so the draw cannot be split as :func:`_column_major_normal` splits a CPU one). The draw
+    is freed on return: two copies of the weight at the peak, one after."""
+    drawn = torch.empty(size, dtype=dtype, device=device).normal_(generator=generator)
+    out = torch.empty((size[0], size[2], size[1]), dtype=dtype, device=device).mT
+    return out.copy_(drawn)
+
+
+def _torch_order_draw(
+    size: tuple[int, int, int], wide: bool, dtype: torch.dtype, device: torch.device, generator: torch.Generator | None
+) -> torch.Tensor | None:
+    """``torch.nn.init.orthogonal_``'s gaussian for blocks wider than tall: one ``normal_`` call on
+    a contiguous (batch, rows, cols) tensor, transposed: (batch, big, small) blocks that are
+    column-major as drawn (no copy). None for a tall or square block, whose torch order is the
+    (batch, big, small) one initscale draws anyway."""
+    if not wide:
+        return None
+    return torch.empty((size[0], size[2], size[1]), dtype=dtype, device=device).normal_(generator=generator).mT
 
 
 def orthogonal_values(
     dist: OrthogonalDist, layout: Layout, out: torch.Tensor, generator: torch.Generator | None
 ) -> torch.Tensor:
     """Haar-random orthogonal blocks (:func:`initscale._shared.orthogonal`) for ``out``, drawn from
-    ``generator`` in float64 for a float64 weight, else float32.
+    ``generator`` in float64 for a float64 weight, else float32, and factored in place
+    (:func:`_qr_in_place`): Q takes the gaussian's memory, and the phases and the gain multiply it
+    in place (``scale_``).
 
-    On the CPU the gaussian is drawn piece by piece straight into the column-major blocks that
-    LAPACK factors in place (:func:`_column_major_normal`, :func:`_qr_in_place`): the same values
-    as ``torch.linalg.qr`` of one ``normal_`` draw, with one working-dtype copy of the weight
-    where that takes three (the draw, its column-major copy and R). On every device the phases
-    and the gain multiply Q in place (``scale_``). Other devices: one ``normal_`` draw and
-    ``torch.linalg.qr``."""
+    The gaussian: on the CPU drawn piece by piece straight into column-major blocks
+    (:func:`_column_major_normal`), one working-dtype copy of the weight in all; on other devices
+    one ``normal_`` draw and its column-major copy (:func:`_column_major_draw`), two copies at the
+    peak, one after (``torch.linalg.qr`` of the draw took three: the draw, Q and R). Either way
+    the values of ``torch.linalg.qr`` of one ``normal_`` draw of (batch, big, small). With
+    ``native="torch"`` a wide block's gaussian is drawn as ``torch.nn.init.orthogonal_`` draws
+    it (:func:`_torch_order_draw`: one copy, no transpose copy), which gives its values."""
     dtype = torch.float64 if out.dtype == torch.float64 else torch.float32
-    cpu = out.device.type == "cpu"
+    device = out.device
+    blocks = layout.blocks(tuple(out.shape))
+    _, (_, _, rows, _, i, rf) = blocks
+    wide = rows < i * rf
+
+    def normal(size: tuple[int, int, int]) -> torch.Tensor:
+        if dist.native == "torch" and (drawn := _torch_order_draw(size, wide, dtype, device, generator)) is not None:
+            return drawn
+        if device.type == "cpu":
+            return cast(torch.Tensor, _column_major_normal(size, dtype, generator))
+        return _column_major_draw(size, dtype, device, generator)
+
     ops = SimpleNamespace(
-        normal=(
-            (lambda size: _column_major_normal(size, dtype, generator))
-            if cpu
-            else (lambda size: torch.empty(size, dtype=dtype, device=out.device).normal_(generator=generator))
-        ),
-        qr=_qr_in_place if cpu else _qr,
+        normal=normal,
+        qr=_qr_in_place,
         diagonal=lambda d: d,  # qr gives R's diagonal
         phase=torch.sign,
         swap=lambda q: q.transpose(-1, -2),
         permute=lambda x, axes: x.permute(*axes),
         scale_=lambda x, factor: x.mul_(factor),  # in place: no copy for the phases and the gain
     )
-    result: torch.Tensor = orthogonal(dist.gain, layout.blocks(tuple(out.shape)), tuple(out.shape), ops)
+    result: torch.Tensor = orthogonal(dist.gain, blocks, tuple(out.shape), ops)
     return result
 
 
@@ -218,11 +248,12 @@ def sampler_ready(dist: Distribution, tensor: torch.Tensor) -> tuple[Any, int, t
     out_format = _SAMPLE_FORMATS.get(tensor.dtype)
     if (
         out_format is None
+        or isinstance(dist, OrthogonalDist)
         or not hasattr(dist, "native")
         or dist.native is not None
         or tensor.device.type != "cpu"
         or not dense(tensor)
-    ):  # constants and orthogonal matrices have no sampler (and no marker)
+    ):  # constants (no marker) and orthogonal matrices have no sampler
         return None
     params = _stream_kernel.sample_params(dist)
     if params is None:
