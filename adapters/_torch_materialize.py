@@ -204,11 +204,10 @@ def _check_on_meta(model: torch.nn.Module, device: torch.device) -> None:
 
 
 def _check_generator(generator: Any, device: torch.device) -> None:
-    if generator is None:
-        return
-    if not isinstance(generator, torch.Generator):
-        raise TypeError(f"Argument `generator` must be a torch.Generator or None. Received: generator={generator!r}.")
-    if generator.device.type != device.type:
+    from .torch import _check_generator_type
+
+    _check_generator_type(generator)
+    if generator is not None and generator.device.type != device.type:
         raise ValueError(
             f"Argument `generator` is on {generator.device} but `device` is {device}: torch draws on "
             f"a device only from a generator of that device type. Pass "

@@ -13,8 +13,9 @@ or both beyond ±6.7) of float32, bfloat16 and float16 weights come from initsca
 sampler (:func:`initscale._kernels.cpu.sample`): Philox4x32-10 keyed by one 128-bit draw from
 the generator, vectorized, on all of torch's intra-op threads, the same values whatever the
 thread count, each stored once inside the bounds that hold in its dtype. ``torch.*`` presets
-(``native="torch"``) keep torch's own calls, so they equal ``torch.nn.init`` for the same
-generator. Everything else, and everything without a compiler (or with
+(``native="torch"``) keep torch's own calls (``trunc_normal_`` and ``orthogonal_``'s draw order
+included), one tensor at a time, so they equal ``torch.nn.init`` for the same generator
+(docs/conventions.md has the ulp exceptions). Everything else, and everything without a compiler (or with
 ``INITSCALE_STREAM_KERNEL=0``), takes torch's ops as follows. Normals and uniforms use torch's
 own kernels (in float32 for float16/bfloat16, then cast). Truncated normals are drawn by inverse
 CDF — u ~ U(Φ(α), Φ(β)), z = √2·erfinv(2u − 1), in float32 inside ±4σ and in float64 beyond or
@@ -64,6 +65,7 @@ from initscale._kernels.torch_ops import dense as _dense
 from initscale._kernels.torch_ops import fill as _fill  # torch's ops-path sampler, shared with the kernels' checks
 from initscale._shared import round_to_odd
 from initscale.distributions import (
+    ConstantDist,
     Distribution,
     OrthogonalDist,
 )
@@ -840,6 +842,36 @@ def _check_writable(targets: Sequence[tuple[str, torch.Tensor]]) -> None:
     refuse([found for name, tensor in targets if (found := _write_problem(name, tensor)) is not None])
 
 
+def _check_generator_type(generator: Any) -> None:
+    """A TypeError naming the value unless ``generator`` is a ``torch.Generator`` or None."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(
+            "Argument `generator` must be a torch.Generator (on the device of the tensors it draws) or None "
+            f"(torch's global generators). Received: generator={generator!r}."
+        )
+
+
+def _generator_device_problem(generator: torch.Generator | None, drawn: Sequence[tuple[str, Any]]) -> str | None:
+    """The refusal when ``generator`` sits on another device type than tensors it would draw:
+    torch draws on a device only from a generator of that device type (a DTensor's shards, a
+    stream draw and a constant take no values from it, and are not passed here)."""
+    if generator is None:
+        return None
+    device_type = generator.device.type
+    others = [(name, t.device) for name, t in drawn if not t.is_meta and t.device.type != device_type]
+    if not others:
+        return None
+    devices = sorted({str(d) for _, d in others})
+    names = ", ".join(repr(n) for n, _ in others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+    return (
+        f"Argument `generator` is on {generator.device} but {len(others)} parameter(s) to draw are on "
+        f"{', '.join(devices)} ({names}): torch draws on a device only from a generator of that device type; "
+        f"nothing was changed. Pass torch.Generator(device={devices[0]!r}).manual_seed(...), or move the "
+        "model to the generator's device first (a model spread over several device types needs one "
+        "reinit_ call per part, each with its own generator)."
+    )
+
+
 def _stream_for(seed: int, name: str, names: Mapping[str, str] | Callable[[str], str] | None) -> Stream:
     if names is None:
         return Stream(seed, name)
@@ -986,6 +1018,11 @@ def _write_jobs(
                 problems.append((ValueError, f"Parameter {name!r}: an orthogonal init needs the weight's layout."))
                 continue
             jobs.append(Write((name,), functools.partial(_fill, dist, decision.layout, tensor, generator)))
+        elif _torch_ops.torchs_stream(dist, tensor):
+            # torch.* presets: torch's own call on the whole tensor, one tensor at a time in the model's
+            # order, so the values are a loop of torch.nn.init calls from the same generator (a flat
+            # buffer of several tensors, or a large one drawn in pieces, would be another stream)
+            jobs.append(Write((name,), functools.partial(_fill, dist, None, tensor, generator)))
         else:
             grouped.append(
                 ((dist, tensor.dtype, tensor.device), tensor.numel() * tensor.element_size(), (name, tensor))
@@ -1040,6 +1077,14 @@ class _Backend:
 
     def check(self, targets: Sequence[Target[torch.Tensor]], dry_run: bool) -> None:
         _check_writable([(t.name, t.handle) for t in targets if not (dry_run and t.handle.is_meta)])
+        if self.stream_seed is None:  # a stream draw takes nothing from the generator
+            drawn = [
+                (t.name, t.handle)
+                for t in targets
+                if not isinstance(t.decision.dist, ConstantDist) and not _is_dtensor(t.handle)
+            ]
+            if (problem := _generator_device_problem(self.generator, drawn)) is not None:
+                raise ValueError(problem)
         sharded = [t.name for t in targets if t.decision.padding_idx is not None and _is_dtensor(t.handle)]
         if sharded:
             raise ValueError(
@@ -1076,6 +1121,7 @@ def _reinit(
     stream_names: Mapping[str, str] | Callable[[str], str] | None = None,
     fans: str = "forward",
 ) -> Report:
+    _check_generator_type(generator)
     backend = _Backend(module, recurse, include_buffers, generator, stream_seed, stream_names)
     return reinit_run(
         backend, rules, include_frozen=include_frozen, defaults=defaults, dry_run=dry_run, fans=fans, stacklevel=3

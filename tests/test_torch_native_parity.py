@@ -421,9 +421,9 @@ def _torch_bias_bound(layer) -> float:
 
 def test_reinit_reproduces_reset_parameters_bit_for_bit() -> None:
     # The same global generator state, the same order (each layer's weight then its bias, layer by layer:
-    # initscale draws parameters that share a distribution as one buffer, in order of first appearance, and
-    # here every layer has its own), the same uniform_ calls: the same bits, where torch's float32 bounds
-    # round down (asserted; elsewhere they differ by an ulp: test_reinit_native_draws_torchs_stream_to_the_ulp).
+    # torch.* presets are drawn one tensor at a time, never grouped; repeated layers below), the same
+    # uniform_ calls: the same bits, where torch's float32 bounds round down (asserted; elsewhere they
+    # differ by an ulp: test_reinit_native_draws_torchs_stream_to_the_ulp).
     model = _torch_layers(True)
     gain = tinit.calculate_gain("leaky_relu", math.sqrt(5))
     for layer in model:
@@ -439,6 +439,76 @@ def test_reinit_reproduces_reset_parameters_bit_for_bit() -> None:
         assert torch.equal(value.detach(), theirs[name]), name
     assert report["0.bias"].reason == "as its weight: the layer's own default covers its bias; fans of '0.weight'"
     assert report["5.bias"].fan_in == 7 * 4 and report["5.bias"].fans == "native"  # ConvTranspose: torch's fan_in
+
+
+def test_reinit_of_repeated_layers_reproduces_reset_parameters_bit_for_bit() -> None:
+    # Six Linear(40, 3) and four Conv1d(13, 3, 5): parameters that share a distribution, whose sizes
+    # (120, 3, 195) are not multiples of 16. Drawn as one buffer they would be another stream (below).
+    model = nn.Sequential(*(nn.Linear(40, 3) for _ in range(6)), *(nn.Conv1d(13, 3, 5) for _ in range(4)))
+    theirs = _reset_all(model, 32)
+    with torch.random.fork_rng():
+        torch.manual_seed(32)
+        ist.reinit_(model, {"Linear": presets.get("torch.linear_default"), "Conv1d": presets.get("torch.conv_default")})
+    for name, value in model.named_parameters():
+        assert torch.equal(value.detach(), theirs[name]), name
+
+
+NATIVE_LOOPS = [
+    ("torch.kaiming_normal", {}, "kaiming_normal_"),
+    ("torch.normal", {"std": 0.02}, "normal_"),
+    ("torch.trunc_normal", {"std": 0.02, "a": -0.04, "b": 0.04}, "trunc_normal_"),  # normal proposals
+    ("torch.trunc_normal", {"std": 0.5, "a": 0.5, "b": 1.0}, "trunc_normal_"),  # uniform proposals
+    ("torch.orthogonal", {"gain": 2.0}, "orthogonal_"),
+]
+
+
+# float64 kaiming is left out: torch's std is gain/√fan = √2/√10, initscale's √(scale/fan) = √(2/10),
+# one ulp apart in float64, which a float64 draw shows (docs/conventions.md); float32 rounds them alike
+LOOP_CASES = [
+    (*case, dtype)
+    for case in NATIVE_LOOPS
+    for dtype in (torch.float32, torch.float64)
+    if not (case[0] == "torch.kaiming_normal" and dtype == torch.float64)
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "native", "dtype"), LOOP_CASES, ids=[f"{c[0]}{c[1]}-{c[3]}" for c in LOOP_CASES]
+)
+def test_reinit_with_a_torch_preset_is_a_loop_of_nn_init_calls(name, kwargs, native, dtype) -> None:
+    model = nn.Sequential(*(nn.Linear(10, 3, bias=False) for _ in range(4)), nn.Linear(10, 700, bias=False))
+    model.to(dtype)
+    ist.reinit_(model, presets.get(name, **kwargs), torch.Generator().manual_seed(6), defaults=False)
+    g = torch.Generator().manual_seed(6)
+    for i, layer in enumerate(model):  # torch's own function, layer by layer, from the one generator
+        want = getattr(tinit, native)(torch.empty_like(layer.weight), **kwargs, generator=g)
+        assert torch.equal(layer.weight.detach(), want), i
+
+
+def test_a_flat_draw_of_several_tensors_would_be_another_stream() -> None:
+    # the mutation of the rule above (torch.* presets grouped into one buffer): the check must see it
+    flat = torch.empty(2 * 30).normal_(generator=torch.Generator().manual_seed(6))
+    g = torch.Generator().manual_seed(6)
+    loop = torch.cat([torch.empty(30).normal_(generator=g), torch.empty(30).normal_(generator=g)])
+    assert not torch.equal(flat, loop)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_torch_trunc_normal_in_half_precision_is_initscales_exact_draw_inside_the_bounds(dtype) -> None:
+    # torch rounds its bounds outward in these dtypes (docs/conventions.md): initscale's sampler instead
+    spec = presets.get("torch.trunc_normal", std=0.05, a=-0.1, b=0.1)
+    w = ist.init_(torch.empty(400, 500, dtype=dtype), spec, generator=torch.Generator().manual_seed(1))
+    assert failures(w, spec.resolve(None)) == []  # support: inside the bounds that hold in the dtype
+    assert float(w.abs().max()) <= 0.1
+
+
+def test_torch_trunc_normal_on_a_one_sided_interval_is_initscales_draw() -> None:
+    # torch's own raises (uniform_ of an infinite bound): initscale's exact sampler draws it
+    spec = presets.get("torch.trunc_normal", std=1.0, a=2.0, b=math.inf)
+    with pytest.raises(RuntimeError):
+        tinit.trunc_normal_(torch.empty(100), std=1.0, a=2.0, b=math.inf)
+    w = ist.init_(torch.empty(200_000, dtype=torch.float64), spec, generator=torch.Generator().manual_seed(2))
+    assert failures(w, spec.resolve(None)) == []
 
 
 def test_reinit_layer_default_biases_have_torchs_distribution() -> None:
@@ -521,3 +591,18 @@ def test_mutation_bias_bound_from_the_wrong_fan_is_caught(monkeypatch) -> None:
     ours = model[0].bias.detach().numpy()
     right = presets.get("torch.linear_default").resolve(initscale.Fans(50, 4000))
     assert failures(ours, right) != [] and same_distribution(ours, theirs) != []
+
+
+def test_only_draws_that_give_torchs_values_are_drawn_whole_and_alone() -> None:
+    from initscale._kernels import torch_ops
+
+    def whole(name, dtype, **kwargs):
+        spec = presets.get(name, **kwargs)
+        dist = spec.resolve(None if spec.fixed_scale else initscale.compute_fans((8, 8), "torch"))
+        return torch_ops.torchs_stream(dist, torch.empty(8, 8, dtype=dtype))
+
+    assert whole("torch.kaiming_uniform", torch.float32) and whole("torch.trunc_normal", torch.float64)
+    assert whole("torch.normal", torch.bfloat16)  # torch's normal_ rounds once: torch's values in any dtype
+    # float32-staged uniforms and exact truncations in half precision are initscale's draws: bounded pieces
+    assert not whole("torch.kaiming_uniform", torch.bfloat16) and not whole("torch.trunc_normal", torch.float16)
+    assert not whole("he_normal", torch.float32) and not whole("torch.orthogonal", torch.float32)

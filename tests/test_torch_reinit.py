@@ -4,6 +4,7 @@ atomicity, reports and bad input."""
 from __future__ import annotations
 
 import warnings
+from types import SimpleNamespace
 
 import pytest
 from _hf_models import Sizes, tiny
@@ -805,3 +806,36 @@ def test_peak_extra_memory_is_bounded_not_a_second_copy(preset) -> None:
     # Bound: max(64 MiB, 2% of 400 MB) = 64 MiB, plus 16 MiB for the allocator and the interpreter;
     # staging a copy (the old write path) measured ~400 MiB here.
     assert extra <= 64 + 16, f"{extra:.0f} MiB extra"
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+@pytest.mark.parametrize("generator", [5, "cuda", torch.default_generator.get_state()])
+def test_a_generator_that_is_not_one_is_refused_before_any_write(generator, dry_run) -> None:
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(TypeError, match=r"Argument `generator` must be a torch\.Generator .*Received: generator="):
+        ist.reinit_(model, HE, generator, dry_run=dry_run)
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before, strict=True))
+
+
+def test_a_generator_on_another_device_type_names_the_parameters_and_the_fix() -> None:
+    # CUDA tensors are not at hand here: stand-ins with a device (tests/test_torch_devices.py runs
+    # the real refusal on a GPU); meta tensors (a dry run) take no values and pass
+    on = [(f"{i}.weight", SimpleNamespace(is_meta=False, device=torch.device("cuda:0"))) for i in range(7)]
+    drawn = [*on, ("cpu.weight", torch.empty(1)), ("meta.weight", torch.empty(1, device="meta"))]
+    problem = ist._generator_device_problem(torch.Generator(), drawn)
+    assert problem is not None
+    assert "`generator` is on cpu but 7 parameter(s) to draw are on cuda:0" in problem
+    assert "'0.weight', '1.weight', '2.weight', '3.weight', '4.weight' and 2 more" in problem
+    assert "torch.Generator(device='cuda:0')" in problem and "nothing was changed" in problem
+    assert ist._generator_device_problem(torch.Generator(), drawn[7:]) is None
+    assert ist._generator_device_problem(None, drawn) is None  # torch's global generator of each device
+
+
+def test_the_device_check_guards_reinit(monkeypatch) -> None:
+    # the planted bug: the device check skipped; the stand-in problem must then not be raised
+    monkeypatch.setattr(ist, "_generator_device_problem", lambda g, drawn: f"planted: {len(drawn)} drawn")
+    model = nn.Sequential(nn.Linear(4, 4, bias=False), nn.LayerNorm(4))
+    with pytest.raises(ValueError, match=r"planted: 1 drawn"):  # the weight; the norm's constants take nothing
+        ist.reinit_(model, HE)
+    assert ist.reinit_(model, HE, stream_seed=3) is not None  # a stream draw takes nothing from it

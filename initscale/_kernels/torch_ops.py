@@ -287,11 +287,41 @@ def sampled(dist: Distribution, tensor: torch.Tensor, generator: torch.Generator
     return True
 
 
+def torchs_stream(dist: Distribution, tensor: torch.Tensor) -> bool:
+    """Whether :func:`fill` draws ``tensor`` with torch's own call, in place, as ``torch.nn.init``
+    does (a ``native="torch"`` normal, uniform or truncated normal of a float32/float64 tensor,
+    or such a normal in any dtype: torch's ``normal_`` rounds once), so that it must be drawn
+    whole and on its own to give torch's values. Other natives in float16/bfloat16 are initscale's
+    draws (float32-staged uniforms, exact truncation) and may be drawn in bounded pieces."""
+    if getattr(dist, "native", None) != "torch" or isinstance(dist, OrthogonalDist):
+        return False
+    return tensor.dtype in (torch.float32, torch.float64) or isinstance(dist, NormalDist)
+
+
+def torch_trunc_normal(dist: TruncatedNormalDist, tensor: torch.Tensor, generator: torch.Generator | None) -> bool:
+    """Draw a ``native="torch"`` truncated normal with ``torch.nn.init.trunc_normal_`` itself, and
+    say whether it did: a float32/float64 tensor and a finite interval (torch's ``uniform_(a, b)``
+    raises on an infinite bound). torch 2.13's sampler is exact (rejection: normal proposals where
+    [a, b] holds over 0.3 of the mass, else uniform proposals with a density test), so the values
+    are torch's for the same generator; then clamped to the bounds that hold in the stored dtype
+    (torch compares with a and b rounded to nearest, which may lie one ulp outside; a value there
+    has probability about one ulp's mass). Not for bfloat16/float16 (torch's bounds round outward
+    there, by up to half an ulp of the dtype: docs/conventions.md) nor one-sided intervals: those
+    take initscale's own exact sampler, as every other truncated normal does."""
+    if tensor.dtype not in (torch.float32, torch.float64) or not (math.isfinite(dist.low) and math.isfinite(dist.high)):
+        return False
+    torch.nn.init.trunc_normal_(tensor, dist.loc, dist.sigma, dist.low, dist.high, generator=generator)
+    tensor.clamp_(*representable_bounds(dist.low, dist.high, str(tensor.dtype)))
+    return True
+
+
 def fill(dist: Distribution, layout: Layout | None, tensor: torch.Tensor, generator: torch.Generator | None) -> None:
     if isinstance(dist, ConstantDist):
         tensor.fill_(dist.value)
         return
     if isinstance(dist, (NormalDist, UniformDist, TruncatedNormalDist)) and sampled(dist, tensor, generator):
+        return
+    if isinstance(dist, TruncatedNormalDist) and dist.native == "torch" and torch_trunc_normal(dist, tensor, generator):
         return
     if isinstance(dist, TruncatedNormalDist):
         if _triton_sampler.usable(tensor):  # a GPU: one fused pass, stored once
