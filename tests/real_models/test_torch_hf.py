@@ -219,6 +219,23 @@ def test_embedding_padding_row_stays_zero() -> None:
     assert torch.count_nonzero(row).item() == 0, f"padding row after reinit_: {row[:4].tolist()}..."
 
 
+@pytest.mark.parametrize("model", ["llama", "bert"])
+def test_torch_presets_reproduce_hfs_own_init_bit_for_bit(model: str) -> None:
+    # HF's _init_weights draws module by module with torch's own calls (normal_(0, std) for every
+    # Linear and Embedding, zeros for biases, ones for norms, the padding row zeroed): reinit_ with
+    # the torch.* presets of those calls, from the same global generator state, gives its values.
+    # BertModel has no tied head; a tied one (BertForMaskedLM) HF draws twice, initscale once.
+    torch.manual_seed(0)
+    net = MODELS[model][0]()
+    torch.manual_seed(7)
+    net.apply(net._init_weights)
+    theirs = {n: p.detach().clone() for n, p in net.named_parameters()}
+    normal = initscale.presets.get("torch.normal", std=net.config.initializer_range)
+    torch.manual_seed(7)
+    ist.reinit_(net, {"Linear": normal, "Embedding": normal})
+    assert [n for n, p in net.named_parameters() if not torch.equal(p.detach(), theirs[n])] == []
+
+
 def test_a_conv1d_rule_gives_forward_fans() -> None:
     torch.manual_seed(0)
     net = _gpt2()
