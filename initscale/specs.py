@@ -276,6 +276,8 @@ class VarianceScaling(Spec):
 
     def resolve(self, fans: Fans | None = None) -> Distribution:
         var = self.target_variance(self._needs(fans))
+        if self.native == "torch" and self.distribution == "normal":
+            return NormalDist(0.0, self._torch_std(self._needs(fans)), self.native)
         if self.distribution == "normal":
             return NormalDist(0.0, math.sqrt(var), self.native)
         if self.distribution == "uniform":
@@ -283,6 +285,20 @@ class VarianceScaling(Spec):
             return UniformDist(-limit, limit, self.native)
         sigma = math.sqrt(var) / (self.truncation_std() if self.corrected else 1.0)
         return TruncatedNormalDist(0.0, sigma, -self.truncation * sigma, self.truncation * sigma, self.native)
+
+    def _torch_std(self, fans: Fans) -> float:
+        """The normal's std with torch's arithmetic (``kaiming_normal_``, ``xavier_normal_``:
+        torch/nn/init.py, torch 2.13): gain/√fan or gain·√(2/(fan_in + fan_out)), gain = √scale
+        (exactly the gain the preset squared: √(x²) rounds back to |x|). √(scale/fan) can be one
+        ulp away (√2 squared is 2.0000000000000004), which a float64 draw shows. Uniform bounds
+        keep the exact √(3·scale/fan), inside which every value is drawn (docs/conventions.md:
+        torch's own can round one ulp above it)."""
+        gain = math.sqrt(self.scale)
+        if self.mode == "fan_avg":
+            total = float(fans.fan_in + fans.fan_out)
+            return gain * math.sqrt(2.0 / (total if total > 0 else 2.0))  # a zero fan counts as 1, as above
+        n = fans.fan(self.mode)
+        return gain / math.sqrt(n if n > 0 else 1.0)
 
 
 @dataclass(frozen=True, repr=False)

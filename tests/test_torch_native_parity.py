@@ -455,6 +455,8 @@ def test_reinit_of_repeated_layers_reproduces_reset_parameters_bit_for_bit() -> 
 
 NATIVE_LOOPS = [
     ("torch.kaiming_normal", {}, "kaiming_normal_"),
+    ("torch.kaiming_normal", {"mode": "fan_out", "nonlinearity": "tanh"}, "kaiming_normal_"),
+    ("torch.xavier_normal", {"gain": 0.7}, "xavier_normal_"),
     ("torch.normal", {"std": 0.02}, "normal_"),
     ("torch.trunc_normal", {"std": 0.02, "a": -0.04, "b": 0.04}, "trunc_normal_"),  # normal proposals
     ("torch.trunc_normal", {"std": 0.5, "a": 0.5, "b": 1.0}, "trunc_normal_"),  # uniform proposals
@@ -462,14 +464,7 @@ NATIVE_LOOPS = [
 ]
 
 
-# float64 kaiming is left out: torch's std is gain/√fan = √2/√10, initscale's √(scale/fan) = √(2/10),
-# one ulp apart in float64, which a float64 draw shows (docs/conventions.md); float32 rounds them alike
-LOOP_CASES = [
-    (*case, dtype)
-    for case in NATIVE_LOOPS
-    for dtype in (torch.float32, torch.float64)
-    if not (case[0] == "torch.kaiming_normal" and dtype == torch.float64)
-]
+LOOP_CASES = [(*case, dtype) for case in NATIVE_LOOPS for dtype in (torch.float32, torch.float64)]
 
 
 @pytest.mark.parametrize(
@@ -606,3 +601,24 @@ def test_only_draws_that_give_torchs_values_are_drawn_whole_and_alone() -> None:
     # float32-staged uniforms and exact truncations in half precision are initscale's draws: bounded pieces
     assert not whole("torch.kaiming_uniform", torch.bfloat16) and not whole("torch.trunc_normal", torch.float16)
     assert not whole("he_normal", torch.float32) and not whole("torch.orthogonal", torch.float32)
+
+
+@pytest.mark.parametrize("fan_in", [10, 27, 300])
+def test_the_normal_presets_std_is_torchs_arithmetic_exactly(fan_in) -> None:
+    w = torch.empty(7, fan_in)
+    fans = initscale.compute_fans(tuple(w.shape), "torch:native=true")
+    std = presets.get("torch.kaiming_normal", nonlinearity="tanh").resolve(fans).std
+    assert std == tinit.calculate_gain("tanh") / math.sqrt(fan_in)  # ==, not approx: the same doubles
+    assert presets.get("torch.xavier_normal", gain=0.7).resolve(fans).std == 0.7 * math.sqrt(2.0 / (fan_in + 7))
+
+
+def test_the_other_arithmetic_is_an_ulp_away_where_the_loop_check_sees_it() -> None:
+    # the planted bug (√(scale/fan) for the native std): torch's ReLU gain √2 squared is
+    # 2.0000000000000004, and √(that/10) is not √2/√10: a float64 draw differs, as the loop test saw
+    scale = tinit.calculate_gain("relu") ** 2
+    assert math.sqrt(scale / 10) != math.sqrt(2.0) / math.sqrt(10)
+    draws = [
+        torch.empty(30, dtype=torch.float64).normal_(0, std, generator=torch.Generator().manual_seed(0))
+        for std in (math.sqrt(scale / 10), math.sqrt(2.0) / math.sqrt(10))
+    ]
+    assert not torch.equal(*draws)
