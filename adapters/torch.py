@@ -977,6 +977,7 @@ def _write_jobs(
     # of one per tensor, then one multi-tensor copy. A group of at most _GROUP_BYTES is one buffer
     # (as it always was: the same values for a seed); in a larger group each tensor of _DIRECT_BYTES
     # or more is drawn into its own memory and the small ones into buffers of at most _GROUP_BYTES.
+    # torch.* presets whose values are torch's (torch_ops.torchs_stream) are never grouped.
     grouped: list[tuple[tuple[Any, torch.dtype, torch.device], int, tuple[str, torch.Tensor]]] = []
     for target in targets:
         decision, tensor, name = target.decision, target.handle, target.name
@@ -1234,7 +1235,10 @@ def reinit_(
     (``torch.from_numpy`` of a read-only array) cannot be detected. Values are then drawn in
     place, with no second copy: small tensors through flat buffers of at most 16 MiB (straight
     into their own memory where the compiled CPU sampler applies), large ones straight into their
-    memory 16 MiB at a time (at most ~48 MiB extra). Stream draws (``stream_seed``) write each piece
+    memory 16 MiB at a time (at most ~48 MiB extra); ``torch.*`` presets each with torch's own
+    call on the whole tensor, in the model's order (a loop of ``torch.nn.init`` calls: in place,
+    except ``torch.trunc_normal``, which takes ``trunc_normal_``'s own temporaries, up to two
+    copies of the tensor). Stream draws (``stream_seed``) write each piece
     where its elements sit, whatever the dtype or layout: the compiled CPU kernel through a float32
     box of at most 4 MiB for a bfloat16/float16 or non-dense weight (none for a dense float32 or
     float64 one), torch's ops in pieces of 2¹⁸ elements (``benchmarks/stream_memory.py``, a 423 MiB
