@@ -273,12 +273,26 @@ adapter of their own: NumPy, OpenVINO): int64 counters, the float stage in :func
 # --- seeds, and what Keras 3 gives the shared code ---------------------------------------------
 
 
+# The int seeds each backend's keras.random.SeedGenerator can store (its state's dtype: uint32 on
+# JAX, int32 on torch, int64 on TensorFlow; keras 3.15); outside them it fails deep inside Keras
+# (an OverflowError or RuntimeError naming no argument). 0 <= seed < 2**31 works on all of them.
+_SEED_RANGES = {"jax": (0, 2**32), "torch": (-(2**31), 2**31), "tensorflow": (-(2**63), 2**63)}
+
+
 def _check_seed(seed: Any) -> Any:
     if isinstance(seed, dict):
         seed = keras.saving.deserialize_keras_object(seed)
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, keras.random.SeedGenerator))):
         raise TypeError(
             f"Argument `seed` must be an int, a keras.random.SeedGenerator or None. Received: seed={seed!r}."
+        )
+    backend = keras.backend.backend()
+    low, high = _SEED_RANGES.get(backend, (-(2**63), 2**63))
+    if isinstance(seed, int) and not low <= seed < high:
+        raise ValueError(
+            f"Argument `seed` must satisfy {low} <= seed < {high} on Keras's {backend} backend (its "
+            f"SeedGenerator stores it in that range; 0 <= seed < 2**31 works on every backend). "
+            f"Received: seed={seed}."
         )
     return seed
 

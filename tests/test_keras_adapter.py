@@ -50,6 +50,22 @@ def test_a_seed_that_is_not_an_int_or_seed_generator_is_refused() -> None:
         isk.initializer(HE, seed="0")
 
 
+@pytest.mark.parametrize("seed", [-1, 2**63])
+def test_a_seed_this_backend_cannot_store_is_refused_naming_its_range(seed) -> None:
+    low, high = {"jax": (0, 2**32), "torch": (-(2**31), 2**31)}.get(BACKEND, (-(2**63), 2**63))
+    if low <= seed < high:  # TensorFlow stores -1
+        assert isk.initializer(HE, seed=seed) is not None
+        return
+    message = rf"`seed` must satisfy {low} <= seed < {high} on Keras's {BACKEND} backend.*Received: seed={seed}\."
+    with pytest.raises(ValueError, match=message):
+        isk.initializer(HE, seed=seed)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    before = keras.ops.convert_to_numpy(model.layers[0].kernel)
+    with pytest.raises(ValueError, match=message):
+        isk.reinit(model, HE, seed=seed)
+    assert (keras.ops.convert_to_numpy(model.layers[0].kernel) == before).all()
+
+
 def test_config_round_trip_is_exact_and_json() -> None:
     inits = [
         isk.initializer(presets.get("tf1.variance_scaling_initializer"), seed=3, layout="keras.lstm"),
