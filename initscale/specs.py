@@ -275,9 +275,9 @@ class VarianceScaling(Spec):
         return normal_math.truncated_std(-self.truncation, self.truncation)
 
     def resolve(self, fans: Fans | None = None) -> Distribution:
-        var = self.target_variance(self._needs(fans))
         if self.native == "torch" and self.distribution == "normal":
             return NormalDist(0.0, self._torch_std(self._needs(fans)), self.native)
+        var = self.target_variance(self._needs(fans))
         if self.distribution == "normal":
             return NormalDist(0.0, math.sqrt(var), self.native)
         if self.distribution == "uniform":

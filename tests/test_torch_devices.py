@@ -89,6 +89,40 @@ RULES = {
 }
 
 
+def _gate_orthogonality_error(weight) -> float:
+    """max |GᵀG − I| over the 4 stacked (48 × n) gate blocks of an LSTM weight (columns or rows,
+    whichever are fewer, orthonormal)."""
+    errors = []
+    for block in weight.detach().double().cpu().chunk(4):
+        gram = block.T @ block if block.shape[0] > block.shape[1] else block @ block.T
+        errors.append(float((gram - torch.eye(gram.shape[0], dtype=torch.float64)).abs().max()))
+    return max(errors)
+
+
+# The float32 QR's own |QᵀQ − I| (a few ulps·√n, ~1e-6 here): tests/test_adapters.py's float32 tolerance
+_QR_FLOAT32_TOL = 1e-4
+
+
+def _orthogonality_tol(dtype) -> float:
+    """Storing each entry of orthonormal vectors q_i, q_j in ``dtype`` (unit roundoff u) moves
+    q_iᵀq_j by at most Σ_k |q_ik q_jk|·(2u + u²) ≤ (2u + u²)·‖q_i‖‖q_j‖ = 2u + u² (Cauchy–Schwarz),
+    on top of the float32 QR's own error."""
+    u = torch.finfo(dtype).eps / 2
+    return 2 * u + u * u + _QR_FLOAT32_TOL
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_gate_stack_drawn_as_one_matrix_fails_the_orthogonality_check(dtype) -> None:
+    # the planted bug: an LSTM weight drawn orthogonal as one (192 × 32) matrix (layout "torch"
+    # instead of "torch.lstm"): each gate block's columns have squared norm ~1/4, not 1
+    w = ist.init_(torch.empty(4 * 48, 32, dtype=dtype), initscale.Orthogonal(), "torch", generator=_gen("cpu", 0))
+    assert _gate_orthogonality_error(w) > _orthogonality_tol(dtype)
+    right = ist.init_(
+        torch.empty(4 * 48, 32, dtype=dtype), initscale.Orthogonal(), "torch.lstm", generator=_gen("cpu", 0)
+    )
+    assert _gate_orthogonality_error(right) <= _orthogonality_tol(dtype)  # the control
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("device", DEVICES)
 def test_reinit_draws_every_parameter_of_a_mixed_model(device, dtype) -> None:
@@ -97,11 +131,7 @@ def test_reinit_draws_every_parameter_of_a_mixed_model(device, dtype) -> None:
     assert std_problems(model, report) == []  # every parameter: its std and its bounds (rounded)
     assert float(model.embed.weight[0].abs().max()) == 0.0  # the padding row
     for name in ("lstm.weight_hh_l0", "lstm.weight_ih_l0"):  # each of the 4 gate blocks orthogonal
-        w = model.get_parameter(name).detach().double().cpu()
-        for block in w.chunk(4):
-            gram = block.T @ block if block.shape[0] > block.shape[1] else block @ block.T
-            tol = 8 * torch.finfo(dtype).eps * math.sqrt(max(block.shape))  # rounding of each entry, summed
-            assert float((gram - torch.eye(gram.shape[0], dtype=torch.float64)).abs().max()) < tol, name
+        assert _gate_orthogonality_error(model.get_parameter(name)) <= _orthogonality_tol(dtype), name
     pooled = torch.cat([m.weight.detach().cpu().ravel() for m in model.small])  # in its dtype: its rounding
     dist = presets.get("he_uniform").resolve(initscale.compute_fans((5, 6), "torch"))
     assert failures(pooled, dist) == []  # the grouped draws, as one sample

@@ -219,7 +219,8 @@ def test_mutation_initscales_own_orthogonal_order_is_caught(monkeypatch) -> None
     # without torch's draw order a wide block is another Haar draw: the bit check must see it
     from initscale._kernels import torch_ops
 
-    monkeypatch.setattr(torch_ops, "_torch_order_draw", lambda *a: None)
+    own = torch_ops._column_major_normal  # initscale's own (batch, big, small) order, on the CPU
+    monkeypatch.setattr(torch_ops, "_torch_order_draw", lambda size, dtype, device, g: own(size, dtype, g))
     caught = [s for s in ORTHOGONAL_SHAPES if not torch.equal(*_both_orthogonal(s, torch.float32))]
     assert caught == [(40, 100), (8, 4, 3, 3)]  # the wide ones (one row is the same memory either way)
 

@@ -186,14 +186,11 @@ def _column_major_draw(
 
 
 def _torch_order_draw(
-    size: tuple[int, int, int], wide: bool, dtype: torch.dtype, device: torch.device, generator: torch.Generator | None
-) -> torch.Tensor | None:
-    """``torch.nn.init.orthogonal_``'s gaussian for blocks wider than tall: one ``normal_`` call on
-    a contiguous (batch, rows, cols) tensor, transposed: (batch, big, small) blocks that are
-    column-major as drawn (no copy). None for a tall or square block, whose torch order is the
-    (batch, big, small) one initscale draws anyway."""
-    if not wide:
-        return None
+    size: tuple[int, int, int], dtype: torch.dtype, device: torch.device, generator: torch.Generator | None
+) -> torch.Tensor:
+    """``torch.nn.init.orthogonal_``'s gaussian for (batch, big, small) blocks wider than tall: one
+    ``normal_`` call on a contiguous (batch, rows, cols) tensor, transposed, so column-major as
+    drawn (no copy). (A tall or square block's torch order is the one initscale draws anyway.)"""
     return torch.empty((size[0], size[2], size[1]), dtype=dtype, device=device).normal_(generator=generator).mT
 
 
@@ -219,8 +216,8 @@ def orthogonal_values(
     wide = rows < i * rf
 
     def normal(size: tuple[int, int, int]) -> torch.Tensor:
-        if dist.native == "torch" and (drawn := _torch_order_draw(size, wide, dtype, device, generator)) is not None:
-            return drawn
+        if dist.native == "torch" and wide:
+            return _torch_order_draw(size, dtype, device, generator)
         if device.type == "cpu":
             return cast(torch.Tensor, _column_major_normal(size, dtype, generator))
         return _column_major_draw(size, dtype, device, generator)
@@ -288,8 +285,8 @@ def sampled(dist: Distribution, tensor: torch.Tensor, generator: torch.Generator
 
 
 def torchs_stream(dist: Distribution, tensor: torch.Tensor) -> bool:
-    """Whether :func:`fill` draws ``tensor`` with torch's own call, in place, as ``torch.nn.init``
-    does (a ``native="torch"`` normal, uniform or truncated normal of a float32/float64 tensor,
+    """Whether :func:`fill` draws ``tensor`` with torch's own call, as ``torch.nn.init`` does (a
+    ``native="torch"`` normal, uniform or truncated normal of a float32/float64 tensor,
     or such a normal in any dtype: torch's ``normal_`` rounds once), so that it must be drawn
     whole and on its own to give torch's values. Other natives in float16/bfloat16 are initscale's
     draws (float32-staged uniforms, exact truncation) and may be drawn in bounded pieces."""
