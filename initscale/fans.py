@@ -308,8 +308,29 @@ def _gated(framework: str, gates: int, in_axis: int, out_axis: int, label: str, 
     )
 
 
-def _fixed(framework: str, layout: Layout, doc: str, native: Callable[[tuple[int, ...]], Fans]) -> _Kind:
-    return _Kind(framework, doc, {}, lambda d, p: layout, native)
+def _fixed(
+    framework: str,
+    layout: Layout,
+    doc: str,
+    native: Callable[[tuple[int, ...]], Fans],
+    rank: tuple[int, str] | None = None,
+) -> _Kind:
+    """A layer kind with one layout for every shape; ``rank``: the only rank its weights have, and
+    the kind's name for the error."""
+    if rank is None:
+        return _Kind(framework, doc, {}, lambda d, p: layout, native)
+    need, kind = rank
+
+    def build(dims: tuple[int, ...], p: dict[str, Any]) -> Layout:
+        if len(dims) != need:  # a dense kind on a stacked (experts, ...) tensor would fold the stack into the fans
+            raise ValueError(
+                f"Layer kind {kind!r} is for a weight of rank {need} ({doc.rstrip('.')}). Received: shape={dims}. For "
+                "a stack of such weights (experts, heads), give initscale.Layout(in_axes=..., out_axes=..., "
+                "batch_axes=...) with the stacking axes as batch axes."
+            )
+        return layout
+
+    return _Kind(framework, doc, {}, build, native)
 
 
 _KINDS: dict[str, _Kind] = {
@@ -321,7 +342,7 @@ _KINDS: dict[str, _Kind] = {
         "jax", Layout(-2, -1, name="jax"), "jax.nn.initializers default (in_axis=-2, out_axis=-1).", _jax_native
     ),
     # torch
-    "torch.linear": _fixed("torch", _TORCH, "nn.Linear weight (out, in).", _torch_native),
+    "torch.linear": _fixed("torch", _TORCH, "nn.Linear weight (out, in).", _torch_native, rank=(2, "torch.linear")),
     "torch.conv": _Kind(
         "torch",
         "nn.ConvNd weight (out, in/groups, *kernel); fan_out per group.",
@@ -360,7 +381,7 @@ _KINDS: dict[str, _Kind] = {
     "torch.gru": _gated("torch", 3, 1, 0, "torch.gru", ("r", "z", "n")),
     "torch.rnn": _gated("torch", 1, 1, 0, "torch.rnn"),
     # keras
-    "keras.dense": _fixed("keras", _KERAS, "Dense kernel (in, out).", _keras_native),
+    "keras.dense": _fixed("keras", _KERAS, "Dense kernel (in, out).", _keras_native, rank=(2, "keras.dense")),
     "keras.conv": _Kind(
         "keras",
         "ConvND kernel (*kernel, in/groups, out); fan_out per group.",

@@ -86,6 +86,8 @@ def test_every_named_kind_resolves_and_documents_itself() -> None:
         "torch.gru": (6, 3),
         "keras.lstm": (3, 8),
         "keras.gru": (3, 6),
+        "torch.linear": (4, 6),  # rank 2 only
+        "keras.dense": (4, 6),
     }
     for name in layouts.names():
         assert layouts.describe_kind(name)
@@ -152,6 +154,10 @@ def test_zero_size_dimensions_are_defined() -> None:
         (lambda: compute_fans((6, 4, 3), "torch.conv:groups=0"), ValueError, "`groups` must be >= 1"),
         (lambda: compute_fans((6, 2, 3), "torch.depthwise_conv"), ValueError, r"\(channels \* multiplier, 1"),
         (lambda: compute_fans((4, -1), "torch"), ValueError, "non-negative integers"),
+        # a dense kind on a stack of matrices (experts) would fold the stack into the fans
+        (lambda: compute_fans((4, 32, 64), "torch.linear"), ValueError, r"'torch.linear' is for a weight of rank 2"),
+        (lambda: compute_fans((4, 32, 64), "keras.dense"), ValueError, "with the stacking axes as batch axes"),
+        (lambda: compute_fans((64,), "keras.dense"), ValueError, r"rank 2 \(Dense kernel \(in, out\)\)"),
         (lambda: compute_fans("44", "torch"), TypeError, "sequence of non-negative integers"),
         (lambda: compute_fans((4, 4), 3), TypeError, "Argument `layout` must be a layout name"),
         (lambda: Layout(0, 0), ValueError, "axes must be distinct"),
