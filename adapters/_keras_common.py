@@ -22,10 +22,13 @@ import contextlib
 import functools
 import inspect
 import math
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
 
 from initscale import _shared, from_dict, presets
 from initscale._registry import deprecated_positional, layout_like
@@ -34,7 +37,16 @@ from initscale.distributions import ConstantDist, NormalDist, OrthogonalDist, Tr
 from initscale.fans import Fans, Layout, LayoutLike, layout_from_config, layout_to_config
 from initscale.normal_math import far_tail_offset, normal_cdf, truncated_plan
 from initscale.plan import plans
-from initscale.reinit import ADDED_TENSOR, ADDED_TENSOR_NOTE, Param, Report, Role, Target, Write
+from initscale.reinit import (
+    ADDED_TENSOR,
+    ADDED_TENSOR_NOTE,
+    Param,
+    Report,
+    Role,
+    Target,
+    Write,
+    packed_projection_notes,
+)
 from initscale.rounding import representable_bounds
 from initscale.specs import Constant as ConstantSpec
 from initscale.specs import Normal, Spec, Uniform
@@ -648,6 +660,9 @@ def walk(
 # --- reinit's backend ----------------------------------------------------------------------------
 
 
+_DENSE = {"keras.dense": (0, 1)}  # a Dense kernel (in, out), for the packed-projection warning's fix
+
+
 class Backend:
     """``reinit``'s walk and write for :func:`initscale.reinit.run`: the model's variables, every
     value drawn (:meth:`_draw`, the adapter's) before the first ``assign``. An adapter subclasses
@@ -665,7 +680,16 @@ class Backend:
         return found
 
     def notes(self, report: Report) -> tuple[str, ...]:
-        return ()
+        return packed_projection_notes(report, lambda name: name.rpartition("/")[0].rpartition("/")[2], _DENSE)
+
+    def constant_value(self, handle: Any) -> float | None:
+        to_numpy = getattr(self._fw.ops, "convert_to_numpy", None)  # Keras 3; a tf.Variable (tf_keras) has .numpy()
+        with warnings.catch_warnings():  # NumPy 2's note on the backends' __array__ (no copy=): not the user's
+            warnings.simplefilter("ignore", DeprecationWarning)
+            values = np.asarray(to_numpy(handle.value) if to_numpy is not None else handle.numpy()).reshape(-1)
+        if values.size < 2 or not np.issubdtype(values.dtype, np.floating):
+            return None
+        return float(values[0]) if bool((values == values[0]).all()) else None
 
     def check(self, targets: Sequence[Target[Any]], dry_run: bool) -> None:
         for target in targets:

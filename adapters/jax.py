@@ -924,6 +924,14 @@ class _Backend:
         self.new_leaves = [leaf for _, leaf in leaves_with_paths]
         return [(param, leaf) for param, (_, leaf) in zip(found, leaves_with_paths, strict=True)]
 
+    def constant_value(self, handle: Any) -> float | None:
+        if not isinstance(handle, jax.Array) or handle.size < 2 or not jnp.issubdtype(handle.dtype, jnp.floating):
+            return None
+        if not handle.is_fully_addressable:  # another process holds part of it: no transfer for a warning
+            return None
+        flat = handle.reshape(-1)
+        return float(flat[0]) if bool(jnp.all(flat == flat[0])) else None
+
     def notes(self, report: Report) -> list[str]:
         scaled = [
             r.name for r in report.rows if r.guessed and r.touched and r.spec is not None and not r.spec.fixed_scale

@@ -81,6 +81,7 @@ from initscale.reinit import (
     Target,
     Write,
     bounded_groups,
+    packed_projection_notes,
     refuse,
 )
 from initscale.reinit import run as reinit_run
@@ -621,6 +622,75 @@ def _packed_projections(module: torch.nn.Module, parent: torch.nn.Module | None)
     return 1
 
 
+# transformers' mixture-of-experts weights (transformers >= 5, ``integrations/moe.py``): an experts
+# module holds one 3-D tensor per projection, (num_experts, out, in) used as ``F.linear(x, W[e])``,
+# or (num_experts, in, out) used as ``x @ W[e]`` where HF's ``use_experts_implementation`` sets
+# ``is_transposed=True`` (GPT-OSS, Aria). ``gate_up_proj`` stacks the gate and up projections on its
+# out axis: [gate; up] (``is_concatenated=True``, the default) or interleaved [g0, u0, g1, u1, ...]
+# (GPT-OSS). Each expert is its own matrix (a batch axis), each projection its own block.
+_EXPERT_BLOCKS = {"gate_up_proj": 2, "gate_proj": 1, "up_proj": 1, "down_proj": 1}
+# Experts classes without HF's decorator, whose layout their forward fixes: is_transposed, by class.
+_UNDECORATED_EXPERTS = {"Llama4TextExperts": True}  # bmm(x, gate_up_proj (E, d, 2·ff)), chunk(2, -1)
+INTERLEAVED_GATES = ":interleaved"  # the name suffix of an experts layout whose gate and up rows interleave
+
+
+@functools.cache
+def _experts_layout(transposed: bool, blocks: int, interleaved: bool) -> Layout:
+    name = f"hf.experts{'_transposed' if transposed else ''}" + (f":gates={blocks}" if blocks > 1 else "")
+    ins, outs = (1, 2) if transposed else (2, 1)
+    return Layout(ins, outs, batch_axes=0, out_groups=blocks, name=name + (INTERLEAVED_GATES if interleaved else ""))
+
+
+def _experts_role(module: torch.nn.Module, leaf: str) -> tuple[Role, LayoutLike | None] | None:
+    """The role and layout of a transformers experts module's stacked projection (or its bias,
+    GPT-OSS's ``gate_up_proj_bias``), read from the module's ``num_experts`` and ``is_transposed``
+    (set by HF's ``use_experts_implementation``); None for anything else."""
+    experts = getattr(module, "num_experts", None)
+    transposed = _UNDECORATED_EXPERTS.get(type(module).__name__, getattr(module, "is_transposed", None))
+    stem = leaf.removesuffix("_bias")
+    tensor = module._parameters.get(stem)
+    if (
+        stem not in _EXPERT_BLOCKS
+        or not isinstance(experts, int)
+        or not isinstance(transposed, bool)
+        or not isinstance(tensor, torch.Tensor)
+        or tensor.dim() != 3
+        or tensor.shape[0] != experts
+    ):
+        return None
+    if leaf != stem:
+        return "bias", None
+    blocks = _EXPERT_BLOCKS[stem]
+    interleaved = blocks > 1 and getattr(module, "is_concatenated", True) is False
+    return "weight", _experts_layout(transposed, blocks, interleaved)
+
+
+def _is_router(module: torch.nn.Module, leaf: str) -> bool:
+    """A transformers MoE router that holds its own (num_experts, hidden) ``weight`` and scores
+    tokens with ``F.linear(x, weight)`` (MixtralTopKRouter, DeepseekV3TopkRouter, ...)."""
+    tensor = module._parameters.get(leaf) if leaf == "weight" else None
+    experts = getattr(module, "num_experts", None)
+    return (
+        isinstance(tensor, torch.Tensor)
+        and tensor.dim() == 2
+        and isinstance(experts, int)
+        and tensor.shape[0] == experts
+        and any(c.endswith("Router") for c in _owner_classes(module))
+        and not isinstance(module, torch.nn.Linear)
+    )
+
+
+def _constant_value(tensor: torch.Tensor) -> float | None:
+    """The one value every entry of a floating-point tensor of 2+ entries holds, else None (this
+    process's shard of a DTensor; nothing for meta tensors, which hold no values)."""
+    local = _local(tensor)
+    if local.is_meta or local.numel() < 2 or not local.is_floating_point():
+        return None
+    with torch.no_grad():
+        flat = local.reshape(-1)
+        return float(flat[0]) if bool((flat == flat[0]).all()) else None
+
+
 _NORM_CLASSES: dict[type, tuple[bool, bool]] = {}  # a module class -> (a norm, scale used as 1 + weight)
 
 
@@ -646,6 +716,41 @@ def _norm_flags(module: torch.nn.Module) -> tuple[bool, bool]:
         and all(sum(d > 1 for d in t.shape) <= 1 for t in own)
     )
     return duck, False
+
+
+# Mamba's selective state-space parameters (HF Mamba, FalconMamba, Jamba, Mamba2, mamba_ssm): a
+# mixer holds A_log and D itself, and Mamba 1 a ``dt_proj`` Linear whose bias the model's own init
+# sets to the inverse softplus of time steps drawn log-uniformly in [time_step_min, time_step_max]
+# (HF MambaMixer.init_mamba_weights; mamba_ssm marks it ``_no_reinit``). None of them multiplies
+# an input: zeros or a fan-based draw would change what the layer computes (dt = softplus(0) ≈
+# 0.69 for every channel), so the defaults keep them, with these reasons.
+_SSM_NOTES = {
+    "A_log": "a state-space model's A_log (Mamba: the log of its S4D-real A), set by the model's own init",
+    "D": "a state-space model's skip term D (Mamba), set by the model's own init",
+    "dt_bias": "a state-space model's time-step bias (Mamba 2: the inverse softplus of dt in "
+    "[time_step_min, time_step_max]), set by the model's own init",
+}
+_SSM_DT_NOTE = (
+    "a state-space model's time-step bias (Mamba: the inverse softplus of dt in [time_step_min, time_step_max]), "
+    "set by the model's own init; zeros would start every dt at softplus(0) = 0.69"
+)
+_SSM_KEPT = "; kept unless a rule names it"
+
+
+def _is_ssm_mixer(module: torch.nn.Module | None) -> bool:
+    """A Mamba mixer: it holds its own ``A_log`` and ``D`` parameters."""
+    own = module._parameters if module is not None else {}
+    return isinstance(own.get("A_log"), torch.Tensor) and isinstance(own.get("D"), torch.Tensor)
+
+
+def _model_set_note(module: torch.nn.Module, leaf: str, parent: torch.nn.Module | None) -> str:
+    """Why the defaults keep a parameter whose value the model's own init computes (Mamba's A_log,
+    D and time-step biases), or "" for every other parameter."""
+    if leaf in _SSM_NOTES and _is_ssm_mixer(module):
+        return _SSM_NOTES[leaf] + _SSM_KEPT
+    if leaf == "bias" and _is_ssm_mixer(parent) and getattr(parent, "dt_proj", None) is module:
+        return _SSM_DT_NOTE + _SSM_KEPT
+    return ""
 
 
 def _is_embedding(module: torch.nn.Module, leaf: str, ndim: int) -> bool:
@@ -678,8 +783,12 @@ def _role_and_layout(
         tensor = getattr(module, leaf, None)
         shape = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else (ndim,) * ndim
         return ("norm_scale", None) if sum(d > 1 for d in shape) <= 1 else ("other", None)
+    if (experts := _experts_role(module, leaf)) is not None:
+        return experts
     if _is_bias(leaf):
         return "bias", None
+    if _is_router(module, leaf):
+        return "weight", "torch.linear"  # F.linear(x, weight): (num_experts, hidden) = (out, in)
     if isinstance(module, nn.Linear) and leaf == "weight":
         return "weight", "torch.linear"
     if isinstance(module, nn.Bilinear) and leaf == "weight":
@@ -774,7 +883,7 @@ def _walk(module: torch.nn.Module, recurse: bool, include_buffers: bool) -> list
                 tied_to=tied_to,
                 padding_idx=_padding_idx(owner, role),
                 unit_offset=role == "norm_scale" and _norm_flags(owner)[1],
-                note=ADDED_TENSOR_NOTE if added else "",
+                note=ADDED_TENSOR_NOTE if added else _model_set_note(owner, leaf, parent),
             )
             found.append((param, tensor))
     return found
@@ -890,7 +999,12 @@ def _with_weight_fans(
     for _, owner in module.named_modules() if recurse else [("", module)]:
         own = dict(owner.named_parameters(recurse=False))
         for leaf, tensor in own.items():
-            sibling = own.get(leaf.replace("bias", "weight")) if _is_bias(leaf) else None
+            if _is_bias(leaf):
+                sibling = own.get(leaf.replace("bias", "weight"))
+            elif leaf.endswith("_bias") and _experts_role(owner, leaf) == ("bias", None):
+                sibling = own.get(leaf.removesuffix("_bias"))  # GPT-OSS: gate_up_proj_bias -> gate_up_proj
+            else:
+                sibling = None
             if sibling is not None and id(sibling) in names:
                 weight_of[id(tensor)] = names[id(sibling)]
     return [
@@ -1074,7 +1188,12 @@ class _Backend:
         return _with_weight_fans(self.model, self.recurse, _walk(self.model, self.recurse, self.include_buffers))
 
     def notes(self, report: Report) -> tuple[str, ...]:
-        return ()
+        return packed_projection_notes(
+            report, lambda name: name.rpartition(".")[0].rpartition(".")[2], {"torch.linear": (1, 0)}
+        )
+
+    def constant_value(self, handle: torch.Tensor) -> float | None:
+        return _constant_value(handle)
 
     def check(self, targets: Sequence[Target[torch.Tensor]], dry_run: bool) -> None:
         _check_writable([(t.name, t.handle) for t in targets if not (dry_run and t.handle.is_meta)])
@@ -1086,6 +1205,23 @@ class _Backend:
             ]
             if (problem := _generator_device_problem(self.generator, drawn)) is not None:
                 raise ValueError(problem)
+        interleaved = [
+            (t.name, t.decision.layout)
+            for t in targets
+            if isinstance(t.decision.dist, OrthogonalDist)
+            and t.decision.layout is not None
+            and (t.decision.layout.name or "").endswith(INTERLEAVED_GATES)
+        ]
+        if interleaved:
+            name, layout = interleaved[0]
+            raise ValueError(
+                f"{name!r} stores its experts' gate and up projections interleaved along its out axis "
+                "([g0, u0, g1, u1, ...], transformers' is_concatenated=False), so an orthogonal block per "
+                "projection is not a contiguous block of it; nothing was changed. Give it a variance-scaling "
+                f"spec, or draw each expert's whole matrix as one block: {{{name!r}: initscale.Rule("
+                f"initscale.Orthogonal(), layout=initscale.Layout(in_axes={layout.in_axes[0]}, "
+                f"out_axes={layout.out_axes[0]}, batch_axes=0))}}."
+            )
         sharded = [t.name for t in targets if t.decision.padding_idx is not None and _is_dtensor(t.handle)]
         if sharded:
             raise ValueError(

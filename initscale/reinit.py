@@ -104,6 +104,7 @@ __all__ = [
     "bounded_groups",
     "compile_rules",
     "model_rules",
+    "packed_projection_notes",
     "plan",
     "refuse",
     "run",
@@ -148,6 +149,9 @@ class Param:
         frozen: not trainable (``requires_grad=False``, a non-trainable Keras variable).
         buffer: a buffer or other non-parameter state, matched only by name patterns.
         note: why the defaults leave it alone, shown in the report when nothing else touches it.
+            A parameter with a note other than :data:`ADDED_TENSOR_NOTE` is one the adapter
+            knows (a Keras LSTM's forget-gate bias, Mamba's ``A_log``): the one spec's warning
+            about untouched parameters does not list it.
         guessed: the layout was guessed from names (the parameter's, its layer's) by the
             framework's convention, not read from the layer's class and attributes.
         fans_of: the name of the parameter whose fans this one takes when its spec needs fans,
@@ -823,7 +827,80 @@ def _unknown_layout_error(found: Sequence[tuple[Param, CompiledRule]]) -> ValueE
         "changed:\n" + "\n".join(lines) + f"\nSay the layout in a rule{where}, e.g. {{{key!r}: "
         f"initscale.Rule({_short(rule.spec)}, layout='torch.linear')}} for an (out, in) weight, layout='keras.dense' "
         "for (in, out) (initscale.layouts.names() lists the layouts; a Layout(in_axes=..., out_axes=...) works "
-        "too); or give them a fixed-scale spec (initscale.Normal(0.02), ...), or None to leave them as they are."
+        "too, with batch_axes=... for a stack of matrices such as experts); or give them a fixed-scale spec "
+        "(initscale.Normal(0.02), ...), or None to leave them as they are."
+    )
+
+
+# Dense layers whose output, by their name, usually stacks several projections that the forward
+# splits: Q, K and V (GPT-NeoX/Bloom/Falcon ``query_key_value``, Phi-3 ``qkv_proj``, ModernBERT
+# ``Wqkv``, timm ``attn.qkv``, keras-hub Swin ``attention_qkv``, Baichuan ``W_pack``, K and V in
+# ``kv``), gate and up (Phi-3 ``gate_up_proj``), Mamba's x and z (``in_proj``). A dense layer does
+# not say how its output is split, and the pieces may differ in size (grouped-query attention),
+# so initscale counts fan_out over the whole output, and says so when a spec's std depends on it.
+PACKED_PROJECTION = re.compile(
+    r"(\A|_)(qkv|kv|query_key_value|w_?pack|gate_up|in_proj)(_proj)?\Z|\Aattention_qkv\Z", re.IGNORECASE
+)
+
+
+def packed_projection_notes(
+    report: Report, layer_name: Callable[[str], str], dense: Mapping[str, tuple[int, int]]
+) -> tuple[str, ...]:
+    """A warning naming the dense weights whose layer is named like a packed projection
+    (:data:`PACKED_PROJECTION`) and whose spec's std depends on fan_out (Glorot, fan_out modes).
+
+    ``layer_name`` gives a parameter's layer name from its full name; ``dense`` maps the layouts
+    of the framework's dense layers (``"torch.linear"``) to their (in axis, out axis), for the fix
+    the warning gives. A rule's own layout is not in ``dense``, so a rule that says it silences this.
+    """
+    found: list[str] = []
+    axes = (0, 1)
+    for r in report.rows:
+        if not (r.touched and r.layout in dense and r.spec is not None and not r.spec.fixed_scale):
+            continue
+        if r.fan_in is None or r.fan_out is None or not PACKED_PROJECTION.search(layer_name(r.name)):
+            continue
+        if r.spec.resolve(Fans(r.fan_in, r.fan_out)).std != r.spec.resolve(Fans(r.fan_in, r.fan_out / 2)).std:
+            found.append(r.name)
+            axes = dense[r.layout]
+    if not found:
+        return ()
+    layout = f"in_axes={axes[0]}, out_axes={axes[1]}"
+    return (
+        f"reinit: {len(found)} dense weight(s) named like packed projections ({_listed(found, 6)}) got a spec "
+        "whose std depends on fan_out, and initscale counts fan_out over the whole output: a dense layer does "
+        "not say how its forward splits it. If the output stacks k equal projections (Q, K, V; gate and up), "
+        f"give each its own fans with initscale.Rule(spec, layout=initscale.Layout({layout}, out_groups=k)); "
+        f"to keep the whole-output fans and silence this, layout=initscale.Layout({layout}).",
+    )
+
+
+_DEFAULT_BIAS = "default: biases -> zeros"
+
+
+def _warn_zeroed_constants(
+    backend: Backend[Any], targets: Sequence[Target[Any]], report: Report, stacklevel: int
+) -> None:
+    """The defaults zero every bias. One that holds a single nonzero value in every entry was set
+    on purpose (a detector's class prior -log((1 - p) / p), RetinaNet's -4.595 for p = 0.01; a
+    gate bias at 1): warn, naming it, its value and how to keep it, before anything is written."""
+    found = []
+    for target in targets:
+        if report[target.name].reason != _DEFAULT_BIAS:
+            continue
+        value = backend.constant_value(target.handle)
+        if value is not None and value != 0:
+            found.append(f"{target.name!r} = {value:.6g}")
+    if not found:
+        return
+    shown = ", ".join(found[:6]) + (", ..." if len(found) > 6 else "")
+    warnings.warn(
+        f"reinit: the defaults set biases to zeros, but {len(found)} bias(es) held one nonzero value in every "
+        f"entry, which a model sets on purpose (a classifier's prior -log((1 - p) / p), a gate bias): {shown}. "
+        "They are zeroed as asked; to keep them, give them None (rules={'<name>': None} beside the spec), "
+        "or their own spec (initscale.Constant(value)).",
+        UserWarning,
+        stacklevel=stacklevel + 1,
     )
 
 
@@ -839,6 +916,7 @@ def _warn_untouched(rows: Sequence[ReportRow], params: Sequence[Param], stacklev
             and not param.frozen
             and param.tied_to is None
             and "says leave as is" not in row.reason
+            and param.note in ("", ADDED_TENSOR_NOTE)  # a parameter the adapter knows is not unrecognised
         ):
             by_class.setdefault(param.layer, []).append(param.name)
     if not by_class:
@@ -851,7 +929,8 @@ def _warn_untouched(rows: Sequence[ReportRow], params: Sequence[Param], stacklev
     warnings.warn(
         f"reinit: the one spec for all weights left {count} parameter(s) of 2 or more axes untouched, held by "
         f"layers initscale does not recognise: {listed}. If they are weights, give them a rule that says the "
-        "layout, e.g. rules={'<class or name>': initscale.Rule(spec, layout='torch.linear')}; if they are "
+        "layout, e.g. rules={'<class or name>': initscale.Rule(spec, layout='torch.linear')} (a stack of "
+        "matrices, such as experts: initscale.Layout(in_axes=..., out_axes=..., batch_axes=...)); if they are "
         "not (position embeddings, class tokens), a fixed-scale spec (initscale.Normal(0.02)) or None.",
         UserWarning,
         stacklevel=stacklevel + 2,
@@ -1119,6 +1198,12 @@ class Backend(Protocol[H]):
         names); :func:`run` warns them at the user's call."""
         ...
 
+    def constant_value(self, handle: H) -> float | None:
+        """The one value every entry of this tensor holds, if it has two or more entries that are
+        all equal (None otherwise, or where reading it would cost a transfer the adapter avoids):
+        :func:`run` warns before the defaults zero a bias a model set to a nonzero constant."""
+        ...
+
     def check(self, targets: Sequence[Target[H]], dry_run: bool) -> None:
         """Raise, naming the parameter and the fix, if a target cannot be written (dtype,
         device, memory): called before anything is drawn, in a dry run too."""
@@ -1282,6 +1367,7 @@ def run(
         for i, (d, (_, handle)) in enumerate(zip(decided.decisions, found, strict=True))
         if d.dist is not None
     ]
+    _warn_zeroed_constants(backend, targets, decided.report, stacklevel + 1)
     backend.check(targets, dry_run)
     if dry_run:
         return decided.report

@@ -66,12 +66,20 @@ def _vit(s: Sizes, layers: int) -> dict[str, int]:
     return _given(hidden_size=s.d, num_hidden_layers=layers, num_attention_heads=s.heads, intermediate_size=s.ff)
 
 
+def _mamba(s: Sizes, layers: int) -> dict[str, int]:  # no attention, no position table; ff is 2·d (expand=2)
+    return _given(hidden_size=s.d, num_hidden_layers=layers, vocab_size=s.vocab)
+
+
 #: a config's model_type -> its arguments for the sizes
 FAMILIES: dict[str, Callable[[Sizes, int], dict[str, int]]] = {
     "gpt2": _gpt2,
     "bert": _bert,
     "llama": _bert,
     "gemma": _bert,
+    "mixtral": _bert,
+    "gpt_oss": _bert,
+    "gpt_neox": _bert,
+    "mamba": _mamba,
     "t5": _t5,
     "vit": _vit,
 }

@@ -9,6 +9,7 @@ zero-size shapes, bad input and the far-tail truncated normals are every adapter
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -689,3 +690,18 @@ def test_reinit_never_guesses_a_layout_for_a_leaf_that_is_not_a_kernel() -> None
         isj.reinit(tree, {"params/pos": HE}, jax.random.key(0))
     _, report = isj.reinit(tree, {"params/pos": initscale.Normal(0.02)}, jax.random.key(0))
     assert report["params/pos"].touched and report["params/pos"].layout is None
+
+
+def test_reinit_warns_before_zeroing_a_class_prior_bias() -> None:
+    """A detector head's bias at the focal-loss prior -log((1 - p) / p): the defaults zero it as
+    asked, naming it and its value; a rule of None keeps it, with no such warning."""
+    prior = -math.log((1 - 0.01) / 0.01)
+    params = {"params": {"logits": {"kernel": jnp.ones((6, 4)), "bias": jnp.full((4,), prior)}}}
+    with pytest.warns(UserWarning, match=r"'params/logits/bias' = -4.59512"):
+        new, _ = isj.reinit(params, HE, jax.random.key(0))
+    assert not np.asarray(new["params"]["logits"]["bias"]).any()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        kept, _ = isj.reinit(params, {"*kernel": HE, "*logits/bias": None}, jax.random.key(0))
+    assert not [w for w in caught if "nonzero value" in str(w.message)]
+    assert np.allclose(np.asarray(kept["params"]["logits"]["bias"]), prior)

@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import _child_runs
 import numpy as np
@@ -806,3 +807,45 @@ def test_bounded_draws_stay_inside_after_rounding(dtype) -> None:
         for init in (isk.initializer(spec, seed=0), isk.initializer(spec, stream=Stream(0, "w"))):
             x = _np(keras.ops.cast(init((512, 512), dtype), "float32"))
             assert x.min() >= -h and x.max() <= h, (name, dtype)
+
+
+def test_reinit_warns_before_zeroing_a_class_prior_bias() -> None:
+    """keras-hub's RetinaNet head starts its logits' bias at the focal-loss prior -log((1 - p) / p)
+    (keras_hub/src/models/retinanet/prediction_head.py): the defaults zero it as asked, naming it and
+    its value in a warning; a rule of None keeps it, with no warning."""
+    prior = -math.log((1 - 0.01) / 0.01)
+    inp = keras.Input((6,))
+    x = keras.layers.Dense(8, name="hidden")(inp)
+    model = keras.Model(
+        inp, keras.layers.Dense(4, bias_initializer=keras.initializers.Constant(prior), name="logits")(x)
+    )
+    bias = next(p for p in _values(model) if p.endswith("logits/bias"))
+    with pytest.warns(UserWarning, match=rf"'{bias}' = -4.59512.*give them None"):
+        isk.reinit(model, HE, seed=0)
+    assert not _values(model)[bias].any()
+    model.get_layer("logits").bias.assign(np.full(4, prior, "float32"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        isk.reinit(model, {"*kernel": HE, "*logits/bias": None}, seed=0)
+    assert np.allclose(_values(model)[bias], prior)
+
+
+def test_reinit_says_a_packed_dense_counts_fan_out_over_every_projection() -> None:
+    """keras-hub's Swin packs Q, K and V in one Dense, ``attention_qkv`` (in, 3·d): a Glorot spec
+    gets fan_out 3·d, said in a warning that names it and the per-projection layout; He (fan_in)
+    says nothing; a rule with that layout gives fan_out d, silently."""
+    inp = keras.Input((6, 16))
+    model = keras.Model(inp, keras.layers.Dense(48, name="attention_qkv")(inp))
+    glorot = presets.get("glorot_uniform")
+    with pytest.warns(
+        UserWarning,
+        match=r"'attention_qkv/kernel'\) got a spec whose std depends on fan_out.*"
+        r"Layout\(in_axes=0, out_axes=1, out_groups=k\)",
+    ):
+        isk.reinit(model, {"*kernel": glorot}, seed=0, dry_run=True)
+    per = initscale.Rule(glorot, layout=initscale.Layout(in_axes=0, out_axes=1, out_groups=3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        isk.reinit(model, {"*kernel": HE}, seed=0, dry_run=True)
+        report = isk.reinit(model, {"*kernel": per}, seed=0, dry_run=True)
+    assert report[next(r.name for r in report if r.name.endswith("kernel"))].fan_out == 16

@@ -52,6 +52,12 @@ class Fake:
         self.log.append("notes")
         return (self.note,) if self.note else ()
 
+    constants = False  # whether constant_value reads the values (off: every test's log stays as it is)
+
+    def constant_value(self, handle):
+        values = self.model[handle]
+        return values[0] if self.constants and len(values) > 1 and len(set(values)) == 1 else None
+
     def check(self, targets, dry_run):
         self.log.append(f"check {[t.name for t in targets]} dry_run={dry_run}")
         if self.bad:
@@ -181,3 +187,18 @@ def test_bounded_groups_keep_each_buffer_under_its_bound_in_draw_order() -> None
         ("u", False, ["b"]),
     ]  # one buffer per key under the bound
     assert bounded_groups([], group_bytes=1, direct_bytes=1) == []
+
+
+def test_zeroing_a_constant_bias_by_default_warns_naming_it_and_how_to_keep_it() -> None:
+    # The fake's biases hold [1.0, 1.0]: a value a model sets on purpose. The defaults zero them and
+    # say so; a rule that names them (zeros asked for, or None) says nothing.
+    fake = Fake()
+    fake.constants = True
+    with pytest.warns(UserWarning, match=r"2 bias\(es\) held one nonzero value .* 'a.bias' = 1, 'b.bias' = 1\. .*None"):
+        reinit.run(fake, HE, dry_run=True)
+    for rules in ({"*.weight": HE, "*.bias": initscale.Zeros()}, {"*.weight": HE, "*.bias": None}):
+        fake = Fake()
+        fake.constants = True
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            reinit.run(fake, rules, dry_run=True)

@@ -3,6 +3,7 @@ atomicity, reports and bad input."""
 
 from __future__ import annotations
 
+import math
 import warnings
 from types import SimpleNamespace
 
@@ -839,3 +840,34 @@ def test_the_device_check_guards_reinit(monkeypatch) -> None:
     with pytest.raises(ValueError, match=r"planted: 1 drawn"):  # the weight; the norm's constants take nothing
         ist.reinit_(model, HE)
     assert ist.reinit_(model, HE, stream_seed=3) is not None  # a stream draw takes nothing from it
+
+
+def _retina_head() -> torch.nn.Module:
+    """torchvision's RetinaNetClassificationHead by hand: convs, then cls_logits whose bias starts at
+    the focal-loss prior -log((1 - p) / p), p = 0.01 (torchvision/models/detection/retinanet.py)."""
+    torch.manual_seed(0)
+    head = torch.nn.Sequential()
+    head.add_module("conv", torch.nn.Conv2d(8, 8, 3, padding=1))
+    head.add_module("cls_logits", torch.nn.Conv2d(8, 9 * 3, 3, padding=1))
+    torch.nn.init.constant_(head.cls_logits.bias, -math.log((1 - 0.01) / 0.01))
+    return head
+
+
+def test_zeroing_a_class_prior_bias_warns_and_none_keeps_it() -> None:
+    """The defaults zero biases: RetinaNet's class prior (-4.59512 in every entry) is zeroed as asked,
+    but with a warning that names it, its value and how to keep it. A rule of None keeps it with no
+    warning; torch's random default biases (conv) and zero biases warn about nothing."""
+    head = _retina_head()
+    with pytest.warns(UserWarning, match=r"1 bias\(es\) held one nonzero value .*'cls_logits.bias' = -4.59512"):
+        ist.reinit_(head, HE, dry_run=True)
+    assert float(head.cls_logits.bias[0]) == pytest.approx(-4.59512, abs=1e-5)  # a dry run changes nothing
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ist.reinit_(head, {"cls_logits.bias": None, "*.weight": HE})  # conv.bias: random, by torch's default
+    assert float(head.cls_logits.bias[0]) == pytest.approx(-4.59512, abs=1e-5)
+    with pytest.warns(UserWarning, match="'cls_logits.bias' = -4.59512"):
+        ist.reinit_(head, HE)
+    assert not bool(head.cls_logits.bias.any())  # zeroed as asked
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ist.reinit_(head, HE)  # every bias zeros now: nothing to say

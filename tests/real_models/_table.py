@@ -23,6 +23,12 @@ Roles (what the parameter does in the forward pass) and what a one-spec ``reinit
   reported as an embedding.
 - ``gate_bias``: a recurrent bias the layer starts at a set value (Keras LSTM forget gate at 1,
   ``unit_forget_bias=True``): kept by the defaults, with the reason in the report.
+- ``kept``: a 1-axis parameter of a layer initscale does not know, which multiplies nothing
+  (GPT-OSS's attention ``sinks``, per-head logits added to the softmax): kept by the defaults
+  ("no rule matched").
+- ``model_set``: a parameter that multiplies nothing and whose value the model's own init
+  computes (Mamba's ``A_log``, ``D`` and time-step bias): kept by the defaults with the reason,
+  and not listed as unrecognised in the one spec's warning.
 - ``state``: non-trainable state such as BatchNorm running statistics: kept, no fans.
 - ``tied``: an alias of another parameter (``lm_head.weight`` tied to the token embedding): it
   must have its own report row saying which tensor it is tied to.
@@ -63,6 +69,8 @@ ROLES = (
     "embedding",
     "pos_embedding",
     "gate_bias",
+    "kept",
+    "model_set",
     "state",
     "tied",
 )
@@ -109,6 +117,10 @@ def observed_role(row: Any) -> str:
         return "norm_offset" if "norm" in reason else "bias"
     if not row.touched and "forget" in reason:
         return "gate_bias"
+    if not row.touched and "set by the model's own init" in reason:
+        return "model_set"
+    if not row.touched and row.reason == "no rule matched" and len(row.shape) == 1:
+        return "kept"
     if not row.touched and "embedding" in reason:
         return "embedding"
     return f"unrecognised ({'set' if row.touched else 'kept'}: {row.reason})"
@@ -185,12 +197,15 @@ def row_problems(entry: Expect, row: Any, report: Any = None) -> list[str]:
 
 def silent_problems(table: Sequence[Expect], report: Any, warned: str) -> list[str]:
     """Weight-like parameters (2+ axes, role weight) left untouched by a one-spec call without a
-    warning naming their layer class."""
+    warning naming their layer class, and known parameters (``model_set``) that a warning lists
+    as unrecognised."""
     problems = []
     for row in report:
         found = match(table, row.name)
         if len(row.shape) >= 2 and found and found[0].role == "weight" and not row.touched and row.layer not in warned:
             problems.append(f"{row.name} ({row.layer}): a weight left untouched with no warning ({row.reason})")
+        if found and found[0].role == "model_set" and repr(row.name) in warned:
+            problems.append(f"{row.name} ({row.layer}): known, but listed as unrecognised in a warning")
     return problems
 
 

@@ -1,6 +1,7 @@
 """HF transformers models built from tiny configs (no downloads): GPT-2 (LM head, tied), BERT,
-Llama, T5 (tied) and ViT, each against a hand-written table of its parameters' roles and forward
-fans (tests/real_models/README.md says how the tables were derived).
+Llama, T5 (tied), ViT, Mixtral and GPT-OSS (mixture of experts) and Mamba, each against a
+hand-written table of its parameters' roles and forward fans (tests/real_models/README.md says
+how the tables were derived).
 
 Per model × parameter group: the dry-run report of ``reinit_(model, he_normal)`` (fans, role,
 layout, std from the table's fans, no weight silently untouched), then the same call with real
@@ -17,11 +18,12 @@ from __future__ import annotations
 
 import functools
 import warnings
+from typing import Any
 
 import pytest
 from _guards import triton_would_abort
 from _hf_models import Sizes, tiny
-from _table import SPEC, Expect, coverage_problems, group_problems, groups, match
+from _table import SPEC, Expect, coverage_problems, group_problems, groups, match, report_problems
 
 import initscale
 
@@ -164,13 +166,150 @@ VIT = (
 )
 
 
+def _mixtral():
+    return tiny(
+        "MixtralForCausalLM",
+        SIZES,
+        2,
+        num_key_value_heads=2,
+        num_local_experts=4,
+        num_experts_per_tok=2,
+        tie_word_embeddings=False,
+    )
+
+
+EXPERTS = 4
+# Mixtral (transformers >= 5): MixtralExperts holds gate_up_proj (experts, 2·ff, d) and down_proj
+# (experts, d, ff), used per expert as F.linear(x, W[e]) -> (out, in), and gate_up's output split
+# by chunk(2) into gate and up (modeling_mixtral.py, MixtralExperts.forward): per expert, per
+# projection d -> ff and ff -> d. The router scores tokens with F.linear(x, weight (experts, d)).
+MIXTRAL = (
+    Expect("model.embed_tokens.weight", "embedding", "(vocab, d)", (VOCAB, D), "embeddings"),
+    Expect("model.layers.*.self_attn.[qo]_proj.weight", "weight", "(out=d, in=d)", (D, D), "Linear weights"),
+    Expect("model.layers.*.self_attn.[kv]_proj.weight", "weight", "(out=kv, in=d)", (D, KV), "Linear weights"),
+    Expect("lm_head.weight", "weight", "(out=vocab, in=d)", (D, VOCAB), "Linear weights"),
+    Expect("model.layers.*.mlp.gate.weight", "weight", "router (out=experts, in=d)", (D, EXPERTS), "MoE router"),
+    Expect(
+        "model.layers.*.mlp.experts.gate_up_proj",
+        "weight",
+        "(experts, out=[gate; up] 2·ff, in=d)",
+        (D, FF),
+        "MoE experts",
+    ),
+    Expect("model.layers.*.mlp.experts.down_proj", "weight", "(experts, out=d, in=ff)", (FF, D), "MoE experts"),
+    Expect("model.layers.*layernorm.weight", "norm_scale", "(d,)", None, "MixtralRMSNorm"),
+    Expect("model.norm.weight", "norm_scale", "(d,)", None, "MixtralRMSNorm"),
+)
+
+
+def _gpt_oss():
+    return tiny(
+        "GptOssForCausalLM",
+        SIZES,
+        2,
+        num_key_value_heads=2,
+        num_local_experts=4,
+        num_experts_per_tok=2,
+        head_dim=D // HEADS,
+        tie_word_embeddings=False,
+    )
+
+
+# GPT-OSS: GptOssExperts is decorated is_transposed=True, is_concatenated=False: gate_up_proj
+# (experts, d, 2·ff) used as x @ W[e] with gate and up interleaved along the out axis
+# (gate_up[..., ::2], gate_up[..., 1::2]), down_proj (experts, ff, d); both with per-expert biases
+# (modeling_gpt_oss.py, GptOssExperts). Attention has biases and per-head ``sinks`` (logits added
+# to the softmax: nothing multiplied). The router is F.linear(x, weight, bias).
+GPT_OSS = (
+    Expect("model.embed_tokens.weight", "embedding", "(vocab, d)", (VOCAB, D), "embeddings"),
+    Expect("model.layers.*.self_attn.sinks", "kept", "(heads,) softmax logits", None, "attention sinks"),
+    Expect("model.layers.*.self_attn.[qo]_proj.weight", "weight", "(out=d, in=d)", (D, D), "Linear weights"),
+    Expect("model.layers.*.self_attn.[kv]_proj.weight", "weight", "(out=kv, in=d)", (D, KV), "Linear weights"),
+    Expect("lm_head.weight", "weight", "(out=vocab, in=d)", (D, VOCAB), "Linear weights"),
+    Expect("model.layers.*.self_attn.*_proj.bias", "bias", "(out,)", None, "biases"),
+    Expect("model.layers.*.mlp.router.weight", "weight", "router (out=experts, in=d)", (D, EXPERTS), "MoE router"),
+    Expect("model.layers.*.mlp.router.bias", "bias", "(experts,)", None, "biases"),
+    Expect(
+        "model.layers.*.mlp.experts.gate_up_proj",
+        "weight",
+        "(experts, in=d, out=2·ff interleaved g0, u0, g1, u1, ...)",
+        (D, FF),
+        "MoE experts",
+    ),
+    Expect("model.layers.*.mlp.experts.down_proj", "weight", "(experts, in=ff, out=d)", (FF, D), "MoE experts"),
+    Expect("model.layers.*.mlp.experts.*_proj_bias", "bias", "(experts, out)", None, "biases"),
+    Expect("model.layers.*layernorm.weight", "norm_scale", "(d,)", None, "GptOssRMSNorm"),
+    Expect("model.norm.weight", "norm_scale", "(d,)", None, "GptOssRMSNorm"),
+)
+
+
+def _mamba():
+    return tiny("MambaForCausalLM", SIZES, 2, state_size=4)  # expand 2: inner 2·d; dt_rank ceil(d/16) = 2
+
+
+INNER, STATE, DT_RANK = 2 * D, 4, 2
+# Mamba (modeling_mamba.py, MambaMixer.slow_forward): in_proj d -> 2·inner, chunked into x and z
+# (two projections d -> inner); conv1d depthwise (inner, 1, 4); x_proj inner -> dt_rank + 2·state,
+# split into dt, B and C (unequal pieces: no one per-projection fan_out, so the whole output);
+# dt_proj dt_rank -> inner; out_proj inner -> d. A_log, D and dt_proj.bias multiply nothing and
+# are set by MambaMixer.init_mamba_weights. lm_head is tied to the embeddings.
+MAMBA = (
+    Expect("backbone.embeddings.weight", "embedding", "(vocab, d)", (VOCAB, D), "embeddings"),
+    Expect("lm_head.weight", "tied", "tied to the embeddings", None, "tied head", tied_to="backbone.embeddings.weight"),
+    Expect("backbone.layers.*.mixer.A_log", "model_set", "(inner, state)", None, "state-space parameters"),
+    Expect("backbone.layers.*.mixer.D", "model_set", "(inner,)", None, "state-space parameters"),
+    Expect("backbone.layers.*.mixer.dt_proj.bias", "model_set", "(inner,)", None, "state-space parameters"),
+    Expect(
+        "backbone.layers.*.mixer.in_proj.weight",
+        "weight",
+        "(out=[x; z] 2·inner, in=d)",
+        (D, INNER),
+        "packed Linear weights",
+    ),
+    Expect("backbone.layers.*.mixer.conv1d.weight", "weight", "depthwise (inner, 1, 4)", (4, 4), "Linear and conv"),
+    Expect("backbone.layers.*.mixer.conv1d.bias", "bias", "(inner,)", None, "biases"),
+    Expect(
+        "backbone.layers.*.mixer.x_proj.weight",
+        "weight",
+        "(out=dt_rank + 2·state, in=inner)",
+        (INNER, DT_RANK + 2 * STATE),
+        "Linear and conv",
+    ),
+    Expect(
+        "backbone.layers.*.mixer.dt_proj.weight",
+        "weight",
+        "(out=inner, in=dt_rank)",
+        (DT_RANK, INNER),
+        "Linear and conv",
+    ),
+    Expect("backbone.layers.*.mixer.out_proj.weight", "weight", "(out=d, in=inner)", (INNER, D), "Linear and conv"),
+    Expect("backbone.layers.*.norm.weight", "norm_scale", "(d,)", None, "MambaRMSNorm"),
+    Expect("backbone.norm_f.weight", "norm_scale", "(d,)", None, "MambaRMSNorm"),
+)
+
+
 def _gemma():
     return tiny("GemmaForCausalLM", SIZES, 1, num_key_value_heads=1, head_dim=D // HEADS)
 
 
-MODELS = {"gpt2": (_gpt2, GPT2), "bert": (_bert, BERT), "llama": (_llama, LLAMA), "t5": (_t5, T5), "vit": (_vit, VIT)}
+MODELS = {
+    "gpt2": (_gpt2, GPT2),
+    "bert": (_bert, BERT),
+    "llama": (_llama, LLAMA),
+    "t5": (_t5, T5),
+    "vit": (_vit, VIT),
+    "mixtral": (_mixtral, MIXTRAL),
+    "gpt_oss": (_gpt_oss, GPT_OSS),
+    "mamba": (_mamba, MAMBA),
+}
 
-KNOWN: dict[tuple[str, str], str] = {}  # (model, group) -> the reason of a strict xfail; none left
+# (model, group) -> the reason of a strict xfail
+KNOWN: dict[tuple[str, str], str] = {
+    ("mamba", "packed Linear weights"): (
+        "an nn.Linear does not say that its forward chunks the output (Mamba's in_proj: x and z): initscale "
+        "counts fan_out over the whole output, and warns where a spec's std depends on it"
+    ),
+}
 
 
 def _cases():
@@ -337,3 +476,96 @@ def test_check_knows_a_fresh_gemma_norm_starts_at_zeros() -> None:
     with torch.no_grad():
         net.model.norm.weight.fill_(1.0)
     assert "model.norm.weight" in ist.check(net).flags
+
+
+def test_mamba_keeps_its_state_space_parameters_and_does_not_call_them_unrecognised() -> None:
+    """A_log, D and dt_proj.bias keep the values Mamba's own init gave them (zeros for the time-step
+    bias would start every dt at softplus(0) = 0.69), with a reason, and no warning lists them.
+    Planted bug: without the adapter's note, the table check fails on exactly those rows."""
+    torch.manual_seed(0)
+    net = _mamba()
+    kept = {n: p.detach().clone() for n, p in net.named_parameters() if n.endswith(("A_log", ".D", "dt_proj.bias"))}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = ist.reinit_(net, SPEC, generator=torch.Generator().manual_seed(3))
+    params = dict(net.named_parameters())
+    assert len(kept) == 6 and all(torch.equal(params[n], v) for n, v in kept.items())
+    assert all("set by the model's own init" in report[n].reason for n in kept)
+    assert not [str(w.message) for w in caught if any(n in str(w.message) for n in kept)]
+
+
+def test_the_mamba_table_catches_a_zeroed_time_step_bias(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ist, "_model_set_note", lambda module, leaf, parent: "")
+    _run.cache_clear()
+    try:
+        problems = group_problems(MAMBA, "state-space parameters", _run("mamba"))
+    finally:
+        _run.cache_clear()
+    assert any("dt_proj.bias" in p and "role expected model_set, got bias" in p for p in problems), problems
+    assert any("A_log" in p and "listed as unrecognised" in p for p in problems), problems
+
+
+def test_the_experts_table_catches_a_misread_transposition() -> None:
+    """The experts' layout comes from HF's ``is_transposed``: flipping it on Mixtral (a planted
+    misreading) swaps the per-expert in and out axes, and the table check names both tensors."""
+    torch.manual_seed(0)
+    net = _mixtral()
+    for layer in net.model.layers:
+        layer.mlp.experts.is_transposed = True
+    report = ist.reinit_(net, SPEC, dry_run=True)
+    names = [n for n, _ in net.named_parameters()]
+    problems = report_problems(MIXTRAL, "MoE experts", report, names)
+    assert {p.split(" ")[0].rsplit(".", 1)[1] for p in problems} == {"gate_up_proj", "down_proj"}, problems
+
+
+def test_interleaved_experts_refuse_an_orthogonal_block_per_projection() -> None:
+    """GPT-OSS's gate_up_proj interleaves gate and up columns: an orthogonal block per projection
+    would not be a block of the tensor, so it is refused before anything is written; the whole
+    expert matrix as one block (the layout the message names) works."""
+    torch.manual_seed(0)
+    net = _gpt_oss()
+    before = {n: p.detach().clone() for n, p in net.named_parameters()}
+    rule = {"*experts.gate_up_proj": initscale.Orthogonal()}
+    with pytest.raises(ValueError, match=r"interleaved along its out axis .* out_axes=2, batch_axes=0"):
+        ist.reinit_(net, rule, generator=torch.Generator().manual_seed(4))
+    assert all(torch.equal(p, before[n]) for n, p in net.named_parameters())
+    whole = initscale.Layout(in_axes=1, out_axes=2, batch_axes=0)
+    ist.reinit_(net, {"*experts.gate_up_proj": initscale.Rule(initscale.Orthogonal(), layout=whole)})
+    w = net.model.layers[0].mlp.experts.gate_up_proj.detach()[1].double()  # (d, 2·ff): orthonormal rows
+    # float32 storage of orthonormal vectors moves each inner product by at most 2u + u² (u = 2⁻²⁴),
+    # plus the float32 QR's own error (1e-4, as in tests/test_adapters.py).
+    assert torch.allclose(w @ w.T, torch.eye(D, dtype=torch.float64), atol=2 * 2**-24 + 1e-4)
+
+
+def _gpt_neox():
+    return tiny("GPTNeoXForCausalLM", SIZES, 2)
+
+
+def test_packed_linears_say_their_fan_out_counts_every_projection() -> None:
+    """GPT-NeoX's query_key_value and Mamba's in_proj are one nn.Linear each: a spec whose std
+    depends on fan_out (glorot) is warned about by name, with the layout that gives per-projection
+    fans; a fan_in spec is not; either layout given in a rule silences it."""
+    torch.manual_seed(0)
+    net = _gpt_neox()
+    glorot = initscale.presets.get("glorot_uniform")
+    qkv = [n for n, _ in net.named_parameters() if n.endswith("query_key_value.weight")]
+
+    text = warned_on(net, {"Linear": glorot})
+    assert "named like packed projections" in text and all(repr(n) in text for n in qkv), text
+    assert "out_groups=k" in text
+    assert "packed" not in warned_on(net, {"Linear": SPEC})
+    per = initscale.Layout(in_axes=1, out_axes=0, out_groups=3)
+    rules = {"*query_key_value.weight": initscale.Rule(glorot, layout=per), "Linear": glorot}
+    assert "packed" not in warned_on(net, rules)
+    assert (ist.reinit_(net, rules, dry_run=True)[qkv[0]].fan_out) == D
+    whole = {"*query_key_value.weight": initscale.Rule(glorot, layout=initscale.Layout(in_axes=1, out_axes=0))}
+    assert "packed" not in warned_on(net, whole)
+    assert "mixer.in_proj.weight" in warned_on(_mamba(), {"Linear": glorot})
+
+
+def warned_on(net: Any, rules: Any) -> str:
+    """The warnings of a dry-run ``reinit_(net, rules)``, joined."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ist.reinit_(net, rules, dry_run=True)
+    return " ".join(str(w.message) for w in caught)
