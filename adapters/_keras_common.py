@@ -55,7 +55,15 @@ from initscale.specs import Orthogonal as OrthogonalSpec
 from initscale.specs import Zeros as ZerosSpec
 from initscale.streams import Stream, portable
 
-from ._keras_layers import NORM_CLASSES, NORM_NAME, NORM_OFFSET_LEAVES, NORM_SCALE_LEAVES, UNIT_OFFSET, keras_role
+from ._keras_layers import (
+    NORM_CLASSES,
+    NORM_NAME,
+    NORM_OFFSET_LEAVES,
+    NORM_SCALE_LEAVES,
+    UNIT_OFFSET,
+    expert_role,
+    keras_role,
+)
 
 if TYPE_CHECKING:  # annotations only
     from initscale.distributions import Distribution
@@ -590,6 +598,9 @@ def role_and_layout(
             return "norm_scale", None, ""
         return "other", None, ""  # moving statistics, or a variable of more axes
     class_names = {c.__name__ for c in type(layer).__mro__}
+    experts = expert_role(class_names, leaf, shape, getattr(layer, "num_experts", None))
+    if experts is not None:
+        return experts
     role, layout, note = keras_role(
         class_names,
         leaf,

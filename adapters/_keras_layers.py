@@ -20,19 +20,22 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Set
 
 from initscale.fans import Layout, LayoutLike
-from initscale.reinit import Role
+from initscale.reinit import INTERLEAVED_GATES, Role
 
 __all__ = [
+    "EXPERT_LAYERS",
     "NORM_CLASSES",
     "NORM_NAME",
     "NORM_OFFSET_LEAVES",
     "NORM_SCALE_LEAVES",
     "UNIT_OFFSET",
     "einsum_layout",
+    "expert_role",
     "keras_role",
 ]
 
@@ -49,6 +52,55 @@ NORM_OFFSET_LEAVES = ("beta", "bias", "offset", "shift")
 # an offset from one, so its own init is zeros.
 UNIT_OFFSET = re.compile(r"\(\s*1(\.0*)?\s*\+\s*(self\.)?(scale|gamma|weight)\b")
 _CELL_KINDS = {"LSTMCell": "keras.lstm", "GRUCell": "keras.gru", "SimpleRNNCell": "keras.simple_rnn"}
+
+
+# keras-hub's mixture-of-experts layers (keras_hub 0.32, src/models/<family>/): each expert
+# projection is one (num_experts, in, out) variable used per expert as x @ W[e] (an einsum such
+# as "th,ehm->etm"), its expert axis a batch axis. Qwen-MoE's gate and up share one variable,
+# split into halves on the last axis ([gate | up]); GPT-OSS's interleave there (gate = W[..., ::2],
+# up = W[..., 1::2]), with per-expert biases. By the owning class: leaf -> (blocks, interleaved).
+EXPERT_LAYERS: dict[str, dict[str, tuple[int, bool]]] = {
+    "MixtralMoeExperts": {  # mixtral/mixtral_decoder.py
+        "expert_feedforward_gate_dense": (1, False),
+        "expert_feedforward_intermediate_dense": (1, False),
+        "expert_feedforward_output_dense": (1, False),
+    },
+    "QwenMoeExperts": {"expert_feedforward_gate_dense": (2, False), "expert_feedforward_output_dense": (1, False)},
+    "Qwen3MoeExperts": {"expert_feedforward_gate_dense": (2, False), "expert_feedforward_output_dense": (1, False)},
+    "Qwen3_5MoeExperts": {"expert_feedforward_gate_dense": (2, False), "expert_feedforward_output_dense": (1, False)},
+    "GptOssExperts": {"gate_up_proj": (2, True), "down_proj": (1, False)},  # gpt_oss/gpt_oss_decoder.py
+    "Gemma4MoEBlock": {"gate_proj": (1, False), "up_proj": (1, False), "down_proj": (1, False)},  # gemma4/gemma4_moe.py
+}
+
+
+@functools.cache
+def _experts_layout(blocks: int, interleaved: bool) -> Layout:
+    name = "keras_hub.experts" + (f":gates={blocks}" if blocks > 1 else "") + (INTERLEAVED_GATES if interleaved else "")
+    return Layout(1, 2, batch_axes=0, out_groups=blocks, name=name)
+
+
+def expert_role(
+    class_names: Set[str], leaf: str, shape: tuple[int, ...], experts: object
+) -> tuple[Role, LayoutLike | None, str] | None:
+    """The role and layout of a keras-hub expert bank's variable (:data:`EXPERT_LAYERS`), or of
+    its per-expert bias (GPT-OSS's ``gate_up_proj_bias``), when its leading axis holds the layer's
+    ``num_experts``; None for anything else.
+
+    Example:
+        >>> role, layout, _ = expert_role({"QwenMoeExperts"}, "expert_feedforward_gate_dense", (4, 16, 48), 4)
+        >>> role, layout.fans((4, 16, 48))
+        ('weight', Fans(fan_in=16, fan_out=24, receptive_field=1))
+    """
+    table = next((EXPERT_LAYERS[c] for c in class_names if c in EXPERT_LAYERS), None)
+    if table is None or not isinstance(experts, int) or not shape or shape[0] != experts:
+        return None
+    stem = leaf.removesuffix("_bias")
+    if stem not in table:
+        return None
+    if leaf != stem:
+        return ("bias", None, "") if len(shape) == 2 else None
+    blocks, interleaved = table[stem]
+    return ("weight", _experts_layout(blocks, interleaved), "") if len(shape) == 3 else None
 
 
 def einsum_layout(equation: str | None) -> Layout | None:

@@ -74,6 +74,7 @@ from initscale.plan import WeightPlan, canonical_strides, gate_index, plans
 from initscale.reinit import (
     ADDED_TENSOR,
     ADDED_TENSOR_NOTE,
+    INTERLEAVED_GATES,
     Param,
     PartialWriteError,
     Report,
@@ -631,7 +632,6 @@ def _packed_projections(module: torch.nn.Module, parent: torch.nn.Module | None)
 _EXPERT_BLOCKS = {"gate_up_proj": 2, "gate_proj": 1, "up_proj": 1, "down_proj": 1}
 # Experts classes without HF's decorator, whose layout their forward fixes: is_transposed, by class.
 _UNDECORATED_EXPERTS = {"Llama4TextExperts": True}  # bmm(x, gate_up_proj (E, d, 2·ff)), chunk(2, -1)
-INTERLEAVED_GATES = ":interleaved"  # the name suffix of an experts layout whose gate and up rows interleave
 
 
 @functools.cache
@@ -1205,23 +1205,6 @@ class _Backend:
             ]
             if (problem := _generator_device_problem(self.generator, drawn)) is not None:
                 raise ValueError(problem)
-        interleaved = [
-            (t.name, t.decision.layout)
-            for t in targets
-            if isinstance(t.decision.dist, OrthogonalDist)
-            and t.decision.layout is not None
-            and (t.decision.layout.name or "").endswith(INTERLEAVED_GATES)
-        ]
-        if interleaved:
-            name, layout = interleaved[0]
-            raise ValueError(
-                f"{name!r} stores its experts' gate and up projections interleaved along its out axis "
-                "([g0, u0, g1, u1, ...], transformers' is_concatenated=False), so an orthogonal block per "
-                "projection is not a contiguous block of it; nothing was changed. Give it a variance-scaling "
-                f"spec, or draw each expert's whole matrix as one block: {{{name!r}: initscale.Rule("
-                f"initscale.Orthogonal(), layout=initscale.Layout(in_axes={layout.in_axes[0]}, "
-                f"out_axes={layout.out_axes[0]}, batch_axes=0))}}."
-            )
         sharded = [t.name for t in targets if t.decision.padding_idx is not None and _is_dtensor(t.handle)]
         if sharded:
             raise ValueError(

@@ -87,6 +87,7 @@ from .specs import Ones, Spec, VarianceScaling, Zeros
 
 __all__ = [
     "FANS",
+    "INTERLEAVED_GATES",
     "LAYER_DEFAULTS_WITH_BIAS",
     "ROLES",
     "Backend",
@@ -856,7 +857,9 @@ def packed_projection_notes(
     found: list[str] = []
     axes = (0, 1)
     for r in report.rows:
-        if not (r.touched and r.layout in dense and r.spec is not None and not r.spec.fixed_scale):
+        if not (r.touched and r.layout is not None and r.layout in dense and r.spec is not None):
+            continue
+        if r.spec.fixed_scale:
             continue
         if r.fan_in is None or r.fan_out is None or not PACKED_PROJECTION.search(layer_name(r.name)):
             continue
@@ -872,6 +875,33 @@ def packed_projection_notes(
         "not say how its forward splits it. If the output stacks k equal projections (Q, K, V; gate and up), "
         f"give each its own fans with initscale.Rule(spec, layout=initscale.Layout({layout}, out_groups=k)); "
         f"to keep the whole-output fans and silence this, layout=initscale.Layout({layout}).",
+    )
+
+
+#: The name suffix of a layout whose out axis interleaves two projections ([g0, u0, g1, u1, ...]:
+#: GPT-OSS's gate_up_proj in transformers and keras-hub). Its fans are per projection; an
+#: orthogonal block per projection is not a block of the tensor, so :func:`run` refuses it.
+INTERLEAVED_GATES = ":interleaved"
+
+
+def _refuse_interleaved_orthogonal(targets: Sequence[Target[Any]]) -> None:
+    """An orthogonal spec on a weight whose layout interleaves its projections: refused."""
+    found = [
+        (t.name, layout)
+        for t in targets
+        if isinstance(t.decision.dist, OrthogonalDist)
+        and (layout := t.decision.layout) is not None
+        and (layout.name or "").endswith(INTERLEAVED_GATES)
+    ]
+    if not found:
+        return
+    name, layout = found[0]
+    raise ValueError(
+        f"{name!r} stores its experts' gate and up projections interleaved along its out axis "
+        "([g0, u0, g1, u1, ...], GPT-OSS), so an orthogonal block per projection is not a contiguous block of "
+        "it; nothing was changed. Give it a variance-scaling spec, or draw each expert's whole matrix as one "
+        f"block: {{{name!r}: initscale.Rule(initscale.Orthogonal(), layout=initscale.Layout("
+        f"in_axes={layout.in_axes[0]}, out_axes={layout.out_axes[0]}, batch_axes=0))}}."
     )
 
 
@@ -1368,6 +1398,7 @@ def run(
         if d.dist is not None
     ]
     _warn_zeroed_constants(backend, targets, decided.report, stacklevel + 1)
+    _refuse_interleaved_orthogonal(targets)
     backend.check(targets, dry_run)
     if dry_run:
         return decided.report

@@ -331,7 +331,76 @@ GEMMA = (
     Expect("*norm*/scale", "unit_norm_scale", "(d,): x / rms(x) · (1 + scale)", None, "norms"),
 )
 
-HUB = {"llama": (_llama, LLAMA), "gpt2": (_gpt2, GPT2), "bert": (_bert, BERT), "gemma": (_gemma, GEMMA)}
+
+def _mixtral():
+    return _hub().MixtralBackbone(
+        vocabulary_size=V,
+        num_layers=2,
+        num_query_heads=HEADS,
+        num_key_value_heads=KV_HEADS,
+        hidden_dim=D,
+        intermediate_dim=FFH,
+        num_experts=EXPERTS,
+        top_k=2,
+    )
+
+
+def _gpt_oss():
+    return _hub().GptOssBackbone(
+        vocabulary_size=V,
+        num_layers=2,
+        num_query_heads=HEADS,
+        num_key_value_heads=KV_HEADS,
+        hidden_dim=D,
+        intermediate_dim=FFH,
+        num_experts=EXPERTS,
+        top_k=2,
+        head_dim=HD,
+    )
+
+
+EXPERTS = 4
+# Attention and norms as in Llama (GQA); the MoE blocks' names carry a process-wide counter, so
+# the globs match from the experts layer on.
+_GQA = (
+    Expect("token_embedding/embeddings", "embedding", "(vocab, d) lookup", (V, D), "embeddings"),
+    Expect("token_embedding/reverse_embeddings", "weight", "(d, vocab): logits = x @ W", (D, V), "dense and heads"),
+    Expect("*/self_attention/query/kernel", "weight", "(d, heads, head_dim)", (D, HEADS * HD), "attention"),
+    Expect("*/self_attention/[kv]*/kernel", "weight", "(d, kv_heads, head_dim)", (D, KV_HEADS * HD), "attention"),
+    Expect("*/self_attention/attention_output/kernel", "weight", "(heads, head_dim, d)", (HEADS * HD, D), "attention"),
+    Expect("*layernorm/scale", "norm_scale", "(d,): x / rms(x) · scale", None, "norms"),
+)
+# Mixtral (keras_hub/src/models/mixtral/mixtral_decoder.py, MixtralMoeExperts): gate, up (E, d, ff)
+# used per expert as einsum("th,ehm->etm"), down (E, ff, d); the router is a bias-free Dense (d, E).
+MIXTRAL = (
+    *_GQA,
+    Expect("*/sparse_feedforward_gate_dense/kernel", "weight", "router (in=d, out=experts)", (D, EXPERTS), "router"),
+    Expect("*/experts/expert_feedforward_[gi]*_dense", "weight", "(experts, in=d, out=ff)", (D, FFH), "experts"),
+    Expect("*/experts/expert_feedforward_output_dense", "weight", "(experts, in=ff, out=d)", (FFH, D), "experts"),
+)
+# GPT-OSS (gpt_oss/gpt_oss_decoder.py, GptOssExperts): gate_up_proj (E, d, 2·ff), gate and up
+# interleaved on the last axis (gate = [..., ::2], up = [..., 1::2]), down_proj (E, ff, d), each
+# with a per-expert bias; attention with biases and per-head sinks (softmax logits); a router
+# Dense (d, E) with a bias.
+GPT_OSS = (
+    *_GQA,
+    Expect("*/self_attention/sinks", "kept", "(heads,) softmax logits", None, "sinks"),
+    Expect("*/self_attention/*/bias", "bias", "(heads, head_dim) / (d,)", None, "biases"),
+    Expect("*/router/router_dense/kernel", "weight", "router (in=d, out=experts)", (D, EXPERTS), "router"),
+    Expect("*/router/router_dense/bias", "bias", "(experts,)", None, "biases"),
+    Expect("*/experts/gate_up_proj", "weight", "(experts, in=d, out=2·ff interleaved)", (D, FFH), "experts"),
+    Expect("*/experts/down_proj", "weight", "(experts, in=ff, out=d)", (FFH, D), "experts"),
+    Expect("*/experts/*_proj_bias", "bias", "(experts, out)", None, "biases"),
+)
+
+HUB = {
+    "llama": (_llama, LLAMA),
+    "gpt2": (_gpt2, GPT2),
+    "bert": (_bert, BERT),
+    "gemma": (_gemma, GEMMA),
+    "mixtral": (_mixtral, MIXTRAL),
+    "gpt_oss": (_gpt_oss, GPT_OSS),
+}
 
 
 @functools.cache
@@ -537,3 +606,34 @@ def test_check_knows_a_fresh_gemma_norm_starts_at_zeros() -> None:
     layer = model.get_layer("final_normalization")
     layer.scale.assign(keras.ops.ones(layer.scale.shape))
     assert "final_normalization/scale" in isk.check(model).flags
+
+
+def test_hub_interleaved_experts_refuse_an_orthogonal_block_per_projection() -> None:
+    """keras-hub GPT-OSS's gate_up_proj interleaves gate and up: an orthogonal spec on it is refused
+    before anything is written; the whole-expert layout the message names works."""
+    model = _gpt_oss()
+    before = {v.path: _np(v) for v in model.trainable_variables}
+    with pytest.raises(ValueError, match=r"interleaved along its out axis .*in_axes=1, out_axes=2, batch_axes=0"):
+        isk.reinit(model, {"*experts/gate_up_proj": initscale.Orthogonal()}, seed=0)
+    assert all(np.array_equal(_np(v), before[v.path]) for v in model.trainable_variables)
+    whole = initscale.Rule(initscale.Orthogonal(), layout=initscale.Layout(in_axes=1, out_axes=2, batch_axes=0))
+    isk.reinit(model, {"*experts/gate_up_proj": whole}, seed=0)
+    w = next(_np(v) for v in model.trainable_variables if v.path.endswith("experts/gate_up_proj"))[1]
+    # float32 storage of orthonormal rows: inner products off by at most 2u + u² (u = 2⁻²⁴), plus the
+    # float32 QR's own error (1e-4, as in tests/test_adapters.py)
+    assert np.allclose(w @ w.T, np.eye(D), atol=2 * 2.0**-24 + 1e-4)
+
+
+def test_the_experts_table_catches_fused_gates_read_as_one_projection(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Planted bug: GPT-OSS's gate_up_proj read as one projection (fan_out 2·ff): the table check
+    names it; with the real reading it passes (test_hub_report_and_draws_match_the_table)."""
+    from initscale.adapters import _keras_layers
+
+    monkeypatch.setitem(
+        _keras_layers.EXPERT_LAYERS, "GptOssExperts", {"gate_up_proj": (1, False), "down_proj": (1, False)}
+    )
+    model = _gpt_oss()
+    report = isk.reinit(model, SPEC, dry_run=True)
+    names = [v.path for v in model.trainable_variables]
+    problems = report_problems(GPT_OSS, "experts", report, names)
+    assert problems and all("gate_up_proj" in p and f"fans expected ({D}, {FFH})" in p for p in problems), problems
