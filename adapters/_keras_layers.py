@@ -20,12 +20,11 @@ Example:
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Set
 
-from initscale.fans import Layout, LayoutLike
-from initscale.reinit import INTERLEAVED_GATES, Role
+from initscale.fans import Layout, LayoutLike, experts_layout
+from initscale.reinit import Role
 
 __all__ = [
     "EXPERT_LAYERS",
@@ -73,12 +72,6 @@ EXPERT_LAYERS: dict[str, dict[str, tuple[int, bool]]] = {
 }
 
 
-@functools.cache
-def _experts_layout(blocks: int, interleaved: bool) -> Layout:
-    name = "keras_hub.experts" + (f":gates={blocks}" if blocks > 1 else "") + (INTERLEAVED_GATES if interleaved else "")
-    return Layout(1, 2, batch_axes=0, out_groups=blocks, name=name)
-
-
 def expert_role(
     class_names: Set[str], leaf: str, shape: tuple[int, ...], experts: object
 ) -> tuple[Role, LayoutLike | None, str] | None:
@@ -100,7 +93,7 @@ def expert_role(
     if leaf != stem:
         return ("bias", None, "") if len(shape) == 2 else None
     blocks, interleaved = table[stem]
-    return ("weight", _experts_layout(blocks, interleaved), "") if len(shape) == 3 else None
+    return ("weight", experts_layout("keras_hub.experts", 1, 2, blocks, interleaved), "") if len(shape) == 3 else None
 
 
 def einsum_layout(equation: str | None) -> Layout | None:

@@ -69,12 +69,11 @@ from initscale.distributions import (
     Distribution,
     OrthogonalDist,
 )
-from initscale.fans import Layout, LayoutLike
+from initscale.fans import Layout, LayoutLike, experts_layout
 from initscale.plan import WeightPlan, canonical_strides, gate_index, plans
 from initscale.reinit import (
     ADDED_TENSOR,
     ADDED_TENSOR_NOTE,
-    INTERLEAVED_GATES,
     Param,
     PartialWriteError,
     Report,
@@ -634,13 +633,6 @@ _EXPERT_BLOCKS = {"gate_up_proj": 2, "gate_proj": 1, "up_proj": 1, "down_proj": 
 _UNDECORATED_EXPERTS = {"Llama4TextExperts": True}  # bmm(x, gate_up_proj (E, d, 2·ff)), chunk(2, -1)
 
 
-@functools.cache
-def _experts_layout(transposed: bool, blocks: int, interleaved: bool) -> Layout:
-    name = f"hf.experts{'_transposed' if transposed else ''}" + (f":gates={blocks}" if blocks > 1 else "")
-    ins, outs = (1, 2) if transposed else (2, 1)
-    return Layout(ins, outs, batch_axes=0, out_groups=blocks, name=name + (INTERLEAVED_GATES if interleaved else ""))
-
-
 def _experts_role(module: torch.nn.Module, leaf: str) -> tuple[Role, LayoutLike | None] | None:
     """The role and layout of a transformers experts module's stacked projection (or its bias,
     GPT-OSS's ``gate_up_proj_bias``), read from the module's ``num_experts`` and ``is_transposed``
@@ -662,7 +654,8 @@ def _experts_role(module: torch.nn.Module, leaf: str) -> tuple[Role, LayoutLike 
         return "bias", None
     blocks = _EXPERT_BLOCKS[stem]
     interleaved = blocks > 1 and getattr(module, "is_concatenated", True) is False
-    return "weight", _experts_layout(transposed, blocks, interleaved)
+    family, (ins, outs) = ("hf.experts_transposed", (1, 2)) if transposed else ("hf.experts", (2, 1))
+    return "weight", experts_layout(family, ins, outs, blocks, interleaved)
 
 
 def _is_router(module: torch.nn.Module, leaf: str) -> bool:

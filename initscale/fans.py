@@ -28,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ from ._named import format_named, parse_named
 
 __all__ = [
     "CANONICAL_GATES",
+    "INTERLEAVED_GATES",
     "MODES",
     "Fans",
     "LayerKind",
@@ -46,6 +48,7 @@ __all__ = [
     "Mode",
     "compute_fans",
     "describe_kind",
+    "experts_layout",
     "gate_order",
     "get",
     "layout_from_config",
@@ -568,6 +571,26 @@ def gate_order(layout: LayoutLike) -> tuple[int, ...] | None:
     canonical = next((order for order in CANONICAL_GATES.values() if sorted(order) == sorted(gates)), gates)
     positions = tuple(canonical.index(g) for g in gates)
     return None if positions == tuple(range(len(gates))) else positions
+
+
+#: The name suffix of a layout whose out axis interleaves two projections ([g0, u0, g1, u1, ...]:
+#: GPT-OSS's gate_up_proj in transformers and keras-hub). Its fans are per projection; an
+#: orthogonal block per projection is not a block of the tensor, so ``reinit`` refuses one.
+INTERLEAVED_GATES = ":interleaved"
+
+
+@functools.cache
+def experts_layout(family: str, in_axis: int, out_axis: int, blocks: int = 1, interleaved: bool = False) -> Layout:
+    """A stack of per-expert matrices, (experts, ...) with the expert axis 0 a batch axis and
+    ``blocks`` projections stacked on the out axis (gate and up: 2), named ``family`` (plus
+    ``:gates=2`` and :data:`INTERLEAVED_GATES` where they apply).
+
+    Example:
+        >>> experts_layout("hf.experts", 2, 1, blocks=2).fans((8, 28672, 4096))
+        Fans(fan_in=4096, fan_out=14336, receptive_field=1)
+    """
+    name = family + (f":gates={blocks}" if blocks > 1 else "") + (INTERLEAVED_GATES if interleaved else "")
+    return Layout(in_axis, out_axis, batch_axes=0, out_groups=blocks, name=name)
 
 
 def resolve(layout: LayoutLike) -> Layout | LayerKind:

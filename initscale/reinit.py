@@ -79,7 +79,7 @@ from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar, cast
 
 from . import _validate
 from .distributions import Distribution, OrthogonalDist
-from .fans import Fans, LayerKind, Layout, LayoutLike, resolve
+from .fans import INTERLEAVED_GATES, Fans, LayerKind, Layout, LayoutLike, resolve
 from .fans import names as layout_names
 from .plan import weight_plan
 from .presets import get as _preset
@@ -878,12 +878,6 @@ def packed_projection_notes(
     )
 
 
-#: The name suffix of a layout whose out axis interleaves two projections ([g0, u0, g1, u1, ...]:
-#: GPT-OSS's gate_up_proj in transformers and keras-hub). Its fans are per projection; an
-#: orthogonal block per projection is not a block of the tensor, so :func:`run` refuses it.
-INTERLEAVED_GATES = ":interleaved"
-
-
 def _refuse_interleaved_orthogonal(targets: Sequence[Target[Any]]) -> None:
     """An orthogonal spec on a weight whose layout interleaves its projections: refused."""
     found = [
@@ -916,7 +910,7 @@ def _warn_zeroed_constants(
     gate bias at 1): warn, naming it, its value and how to keep it, before anything is written."""
     found = []
     for target in targets:
-        if report[target.name].reason != _DEFAULT_BIAS:
+        if report.rows[target.index].reason != _DEFAULT_BIAS:  # rows are in the walk's order
             continue
         value = backend.constant_value(target.handle)
         if value is not None and value != 0:

@@ -871,3 +871,6 @@ def test_zeroing_a_class_prior_bias_warns_and_none_keeps_it() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ist.reinit_(head, HE)  # every bias zeros now: nothing to say
+    half = _retina_head().to(torch.bfloat16)  # the prior rounded to bfloat16: -4.59375, still one value
+    with pytest.warns(UserWarning, match=r"'cls_logits.bias' = -4.59375"):
+        ist.reinit_(half, HE, dry_run=True)

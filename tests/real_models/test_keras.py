@@ -332,8 +332,9 @@ GEMMA = (
 )
 
 
-def _mixtral():
-    return _hub().MixtralBackbone(
+def _moe(backbone: str, **extra: int):
+    """A keras-hub MoE backbone of Llama-like attention (GQA) and EXPERTS experts, top 2."""
+    return getattr(_hub(), backbone)(
         vocabulary_size=V,
         num_layers=2,
         num_query_heads=HEADS,
@@ -342,21 +343,16 @@ def _mixtral():
         intermediate_dim=FFH,
         num_experts=EXPERTS,
         top_k=2,
+        **extra,
     )
+
+
+def _mixtral():
+    return _moe("MixtralBackbone")
 
 
 def _gpt_oss():
-    return _hub().GptOssBackbone(
-        vocabulary_size=V,
-        num_layers=2,
-        num_query_heads=HEADS,
-        num_key_value_heads=KV_HEADS,
-        hidden_dim=D,
-        intermediate_dim=FFH,
-        num_experts=EXPERTS,
-        top_k=2,
-        head_dim=HD,
-    )
+    return _moe("GptOssBackbone", head_dim=HD)
 
 
 EXPERTS = 4
