@@ -45,7 +45,6 @@ from initscale.reinit import (
     Role,
     Target,
     Write,
-    packed_projection_notes,
 )
 from initscale.rounding import representable_bounds
 from initscale.specs import Constant as ConstantSpec
@@ -671,9 +670,6 @@ def walk(
 # --- reinit's backend ----------------------------------------------------------------------------
 
 
-_DENSE = {"keras.dense": (0, 1)}  # a Dense kernel (in, out), for the packed-projection warning's fix
-
-
 class Backend:
     """``reinit``'s walk and write for :func:`initscale.reinit.run`: the model's variables, every
     value drawn (:meth:`_draw`, the adapter's) before the first ``assign``. An adapter subclasses
@@ -691,7 +687,7 @@ class Backend:
         return found
 
     def notes(self, report: Report) -> tuple[str, ...]:
-        return packed_projection_notes(report, lambda name: name.rpartition("/")[0].rpartition("/")[2], _DENSE)
+        return ()
 
     def constant_value(self, handle: Any) -> float | None:
         to_numpy = getattr(self._fw.ops, "convert_to_numpy", None)  # Keras 3; a tf.Variable (tf_keras) has .numpy()

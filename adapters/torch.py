@@ -81,7 +81,6 @@ from initscale.reinit import (
     Target,
     Write,
     bounded_groups,
-    packed_projection_notes,
     refuse,
 )
 from initscale.reinit import run as reinit_run
@@ -1181,9 +1180,7 @@ class _Backend:
         return _with_weight_fans(self.model, self.recurse, _walk(self.model, self.recurse, self.include_buffers))
 
     def notes(self, report: Report) -> tuple[str, ...]:
-        return packed_projection_notes(
-            report, lambda name: name.rpartition(".")[0].rpartition(".")[2], {"torch.linear": (1, 0)}
-        )
+        return ()
 
     def constant_value(self, handle: torch.Tensor) -> float | None:
         return _constant_value(handle)

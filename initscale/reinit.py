@@ -86,6 +86,7 @@ from .presets import get as _preset
 from .specs import Ones, Spec, VarianceScaling, Zeros
 
 __all__ = [
+    "DENSE_KINDS",
     "FANS",
     "INTERLEAVED_GATES",
     "LAYER_DEFAULTS_WITH_BIAS",
@@ -844,37 +845,84 @@ PACKED_PROJECTION = re.compile(
 )
 
 
-def packed_projection_notes(
-    report: Report, layer_name: Callable[[str], str], dense: Mapping[str, tuple[int, int]]
-) -> tuple[str, ...]:
+# The dense kinds and dense layouts whose whole output is one fan_out; a rule's own layout is none
+# of these (it says how the output is split, or that it is not), so it silences the warning.
+DENSE_KINDS = frozenset({"torch.linear", "keras.dense", "flax.dense"})
+_DENSE_LAYOUT_NAMES = ("keras.einsum_dense[", "flax.dense_general")
+
+
+def _dense_axes(layout: LayoutLike | None, shape: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """The (in, out) axes of a dense weight of ``shape`` under ``layout`` (a dense kind, an
+    EinsumDense or DenseGeneral layout with no batch axes and no groups); None for any other."""
+    if layout is None:
+        return None
+    resolved = resolve(layout)
+    if isinstance(resolved, LayerKind):
+        if resolved.name not in DENSE_KINDS:
+            return None
+        resolved = resolved.layout(shape)
+    elif not (resolved.name or "").startswith(_DENSE_LAYOUT_NAMES):
+        return None
+    if resolved.batch_axes or resolved.in_groups != 1 or resolved.out_groups != 1:
+        return None
+    ins, outs, _, _ = resolved.split_axes(shape)
+    return ins, outs
+
+
+def _layer_name(name: str) -> str:
+    """The last component before the leaf of a ``.`` or ``/`` separated name (``""`` if none)."""
+    parts = re.split(r"[./]", name)
+    return parts[-2] if len(parts) > 1 else ""
+
+
+def _axes_text(axes: tuple[int, ...]) -> str:
+    return str(axes[0]) if len(axes) == 1 else str(axes)
+
+
+def packed_projection_notes(walked: Sequence[Param], decided: Plan) -> tuple[str, ...]:
     """A warning naming the dense weights whose layer is named like a packed projection
     (:data:`PACKED_PROJECTION`) and whose spec's std depends on fan_out (Glorot, fan_out modes).
 
-    ``layer_name`` gives a parameter's layer name from its full name; ``dense`` maps the layouts
-    of the framework's dense layers (``"torch.linear"``) to their (in axis, out axis), for the fix
-    the warning gives. A rule's own layout is not in ``dense``, so a rule that says it silences this.
+    ``walked``: the parameters as the adapter walked them; ``decided``: the :func:`plan` of
+    them. Dense weights are those of :data:`DENSE_KINDS` (``nn.Linear``, Keras ``Dense``, flax
+    ``Dense``) and the EinsumDense and DenseGeneral layouts with no batch axes. A weight whose
+    rule gives a layout is not warned: the rule says how its output is split. The layer name is
+    the last component of the name before the leaf (``.`` or ``/`` separated).
+
+    Example:
+        >>> import initscale
+        >>> from initscale.reinit import Param, packed_projection_notes, plan
+        >>> params = [Param("attn.query_key_value.weight", (96, 32), ("Linear",), "weight", "torch.linear")]
+        >>> decided = plan(params, initscale.presets.get("glorot_uniform"))
+        >>> print(packed_projection_notes(params, decided)[0][:87])
+        reinit: 1 dense weight(s) named like packed projections ('attn.query_key_value.weight')
     """
     found: list[str] = []
-    axes = (0, 1)
-    for r in report.rows:
-        if not (r.touched and r.layout is not None and r.layout in dense and r.spec is not None):
+    fixes: dict[str, str] = {}  # the axes of the fix -> the first weight they are for
+    for param, decision, row in zip(walked, decided.decisions, decided.report.rows, strict=True):
+        if decision.param is not param or not row.touched or row.spec is None or row.spec.fixed_scale:
             continue
-        if r.spec.fixed_scale:
+        if row.fan_in is None or row.fan_out is None or not PACKED_PROJECTION.search(_layer_name(param.name)):
             continue
-        if r.fan_in is None or r.fan_out is None or not PACKED_PROJECTION.search(layer_name(r.name)):
+        axes = _dense_axes(param.layout, param.shape)
+        if axes is None:
             continue
-        if r.spec.resolve(Fans(r.fan_in, r.fan_out)).std != r.spec.resolve(Fans(r.fan_in, r.fan_out / 2)).std:
-            found.append(r.name)
-            axes = dense[r.layout]
+        halved = row.spec.resolve(Fans(row.fan_in, row.fan_out / 2)).std
+        if row.spec.resolve(Fans(row.fan_in, row.fan_out)).std != halved:
+            found.append(param.name)
+            fixes.setdefault(f"in_axes={_axes_text(axes[0])}, out_axes={_axes_text(axes[1])}", param.name)
     if not found:
         return ()
-    layout = f"in_axes={axes[0]}, out_axes={axes[1]}"
+    fix, where = next(iter(fixes)), ""
+    if len(fixes) > 1:
+        fix = "AXES"
+        where = " (AXES: " + "; ".join(f"{axes} for {name!r}" for axes, name in fixes.items()) + ", as their layers)"
     return (
         f"reinit: {len(found)} dense weight(s) named like packed projections ({_listed(found, 6)}) got a spec "
         "whose std depends on fan_out, and initscale counts fan_out over the whole output: a dense layer does "
         "not say how its forward splits it. If the output stacks k equal projections (Q, K, V; gate and up), "
-        f"give each its own fans with initscale.Rule(spec, layout=initscale.Layout({layout}, out_groups=k)); "
-        f"to keep the whole-output fans and silence this, layout=initscale.Layout({layout}).",
+        f"give each its own fans with initscale.Rule(spec, layout=initscale.Layout({fix}, out_groups=k)); "
+        f"to keep the whole-output fans and silence this, layout=initscale.Layout({fix}){where}.",
     )
 
 
@@ -1384,7 +1432,7 @@ def run(
         stacklevel=stacklevel + 1,
         fans=fans,
     )
-    for message in backend.notes(decided.report):
+    for message in (*backend.notes(decided.report), *packed_projection_notes([p for p, _ in found], decided)):
         warnings.warn(message, UserWarning, stacklevel=stacklevel + 1)
     targets = [
         Target(d, handle, i)

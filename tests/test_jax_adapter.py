@@ -705,3 +705,33 @@ def test_reinit_warns_before_zeroing_a_class_prior_bias() -> None:
         kept, _ = isj.reinit(params, {"*kernel": HE, "*logits/bias": None}, jax.random.key(0))
     assert not [w for w in caught if "nonzero value" in str(w.message)]
     assert np.allclose(np.asarray(kept["params"]["logits"]["bias"]), prior)
+
+
+def test_reinit_says_a_packed_dense_general_counts_fan_out_over_every_projection() -> None:
+    """A linen ``DenseGeneral`` named ``qkv`` with features (3, heads, head_dim), as in ViT-style
+    code that splits it after the matmul: Glorot gets fan_out 3·heads·head_dim, said in a warning
+    naming it and its out axes; He (fan_in) says nothing; ``out_groups=3`` gives heads·head_dim."""
+    nn = pytest.importorskip("flax.linen")
+
+    class Attn(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.DenseGeneral((3, 2, 8), name="qkv")(x)
+
+    model, x = Attn(), jnp.zeros((1, 4, 16))
+    variables = model.init(jax.random.key(0), x)
+    glorot = presets.get("glorot_uniform")
+    kw = {"dry_run": True, "module": model, "example_inputs": (x,)}
+    with pytest.warns(
+        UserWarning,
+        match=r"'params/qkv/kernel'\) got a spec whose std depends on fan_out.*"
+        r"Layout\(in_axes=0, out_axes=\(1, 2, 3\), out_groups=k\)",
+    ):
+        _, report = isj.reinit(variables, glorot, jax.random.key(1), **kw)
+    assert report["params/qkv/kernel"].fan_out == 48
+    per = initscale.Rule(glorot, layout=initscale.Layout(in_axes=0, out_axes=(1, 2, 3), out_groups=3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        isj.reinit(variables, HE, jax.random.key(1), **kw)
+        _, report = isj.reinit(variables, {"*qkv/kernel": per}, jax.random.key(1), **kw)
+    assert report["params/qkv/kernel"].fan_out == 16

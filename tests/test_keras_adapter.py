@@ -849,3 +849,25 @@ def test_reinit_says_a_packed_dense_counts_fan_out_over_every_projection() -> No
         isk.reinit(model, {"*kernel": HE}, seed=0, dry_run=True)
         report = isk.reinit(model, {"*kernel": per}, seed=0, dry_run=True)
     assert report[next(r.name for r in report if r.name.endswith("kernel"))].fan_out == 16
+
+
+def test_reinit_says_a_packed_einsum_dense_counts_fan_out_over_every_projection() -> None:
+    """keras-hub's GPT-NeoX packs Q, K and V per head in one EinsumDense, ``query_key_value``
+    ("abc,cde->abde", kernel (d, heads, 3·head_dim)): Glorot gets fan_out heads·3·head_dim, said
+    in a warning giving both out axes; ``out_groups=3`` gives each projection heads·head_dim."""
+    inp = keras.Input((6, 16))
+    qkv = keras.layers.EinsumDense("abc,cde->abde", output_shape=(None, 2, 24), name="query_key_value")
+    model = keras.Model(inp, qkv(inp))
+    glorot = presets.get("glorot_uniform")
+    with pytest.warns(
+        UserWarning,
+        match=r"'query_key_value/kernel'\) got a spec whose std depends on fan_out.*"
+        r"Layout\(in_axes=0, out_axes=\(1, 2\), out_groups=k\)",
+    ):
+        report = isk.reinit(model, {"*kernel": glorot}, seed=0, dry_run=True)
+    assert report["query_key_value/kernel"].fan_out == 48
+    per = initscale.Rule(glorot, layout=initscale.Layout(in_axes=0, out_axes=(1, 2), out_groups=3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        report = isk.reinit(model, {"*kernel": per}, seed=0, dry_run=True)
+    assert report["query_key_value/kernel"].fan_out == 16

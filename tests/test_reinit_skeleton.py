@@ -202,3 +202,27 @@ def test_zeroing_a_constant_bias_by_default_warns_naming_it_and_how_to_keep_it()
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             reinit.run(fake, rules, dry_run=True)
+
+
+def test_packed_projection_notes_name_dense_weights_whose_fan_out_spans_every_projection() -> None:
+    # Glorot's std depends on fan_out: a dense weight named like a packed projection is named,
+    # with its own in and out axes in the fix, for each framework's dense layouts; He (fan_in), a
+    # fixed-scale spec, a rule's own layout, a batched layout and an unpacked name say nothing.
+    glorot = initscale.presets.get("glorot_uniform")
+    einsum = initscale.Layout(0, (1, 2), name="keras.einsum_dense[abc,cde->abde]")
+    walked = [
+        Param("h.0.attn.query_key_value.weight", (96, 32), ("Linear",), "weight", "torch.linear"),
+        Param("blk/attention_qkv/kernel", (32, 96), ("Dense",), "weight", "keras.dense"),
+        Param("blk/query_key_value/kernel", (32, 2, 48), ("EinsumDense",), "weight", einsum),
+        Param("params/qkv/kernel", (32, 96), ("Dense",), "weight", "flax.dense"),
+        Param("h.0.mlp.up_proj.weight", (96, 32), ("Linear",), "weight", "torch.linear"),
+        Param("experts/gate_up_proj", (4, 32, 96), ("Experts",), "weight", initscale.Layout(1, 2, 0, name="x")),
+    ]
+    (text,) = reinit.packed_projection_notes(walked, reinit.plan(walked, glorot))
+    assert text.startswith("reinit: 4 dense weight(s) named like packed projections"), text
+    assert all(repr(p.name) in text for p in walked[:4]) and "up_proj.weight" not in text
+    assert "Layout(AXES, out_groups=k)" in text  # three layouts: each one's axes, named by a weight of it
+    assert "(AXES: in_axes=1, out_axes=0 for 'h.0.attn.query_key_value.weight'; in_axes=0, out_axes=1 for " in text
+    assert "in_axes=0, out_axes=(1, 2) for 'blk/query_key_value/kernel', as their layers)." in text
+    for rules in (HE, initscale.Normal(0.02), {"*": initscale.Rule(glorot, layout=initscale.Layout(1, 0))}):
+        assert reinit.packed_projection_notes(walked, reinit.plan(walked, rules)) == ()
