@@ -204,7 +204,7 @@ def _norm_scale(op: Any) -> float:
     return _mean_square(scale)
 
 
-def _norm_scale_path(op: Any) -> str | None:
+def _norm_scale_path(op: Any, names: dict[int, str]) -> str | None:
     """The path of a norm's scale variable (``gamma``, keras-hub's ``scale``/``weight``: the leaves of
     :data:`NORM_SCALE_LEAVES`), which the residual rule sets; None where it has none, or uses it as
     ``1 + scale`` (Gemma's RMSNormalization: a constant written there is not the factor)."""
@@ -217,7 +217,7 @@ def _norm_scale_path(op: Any) -> str | None:
     for leaf in NORM_SCALE_LEAVES:
         variable = getattr(op, leaf, None)
         if isinstance(variable, keras.Variable) and int(np.prod(variable.shape)) > 0:
-            return str(variable.path)
+            return names.get(id(variable), str(variable.path))
     return None
 
 
@@ -350,7 +350,7 @@ def _call(model: Any, auto: Auto) -> Any:
 
 
 def _record(
-    model: Any, auto: Auto, layers: dict[int, tuple[str, int, str]], keys: dict[int, str]
+    model: Any, auto: Auto, layers: dict[int, tuple[str, int, str]], keys: dict[int, str], names: dict[int, str]
 ) -> tuple[_Recorder, list[int]]:
     recorder = _Recorder()
     ops = _operations(model)
@@ -427,7 +427,7 @@ def _record(
                 return out
             event = _Event("op", op.name, cls, inputs, [recorder.node(t, fresh=True) for t in outs], scalars)
             if norm:
-                event.category, event.scalars, event.scale_path = "norm", [_norm_scale(op)], _norm_scale_path(op)
+                event.category, event.scalars, event.scale_path = "norm", [_norm_scale(op)], _norm_scale_path(op, names)
             elif (named := _activation_layer(op)) is not None:
                 event.category, event.activation, event.label = "act", named, named[0]
             elif cls == "Activation":
@@ -521,7 +521,11 @@ def _follower(recorder: _Recorder, node: int, outputs: set[int], start: int) -> 
     return follows
 
 
-def _planned_layers(model: Any) -> tuple[dict[int, tuple[str, int, str]], dict[int, Any], list[str]]:
+def _planned_layers(
+    model: Any, names: dict[int, str]
+) -> tuple[dict[int, tuple[str, int, str]], dict[int, Any], list[str]]:
+    """The layers whose kernel ``reinit`` sets with fans (by the kernel's name in its report,
+    ``names``: :func:`._keras_common.variable_names`), the layers by id, and the other weights it sets."""
     from initscale.adapters.keras import reinit
 
     report = reinit(model, presets.get("he_normal"), dry_run=True)
@@ -539,7 +543,7 @@ def _planned_layers(model: Any) -> tuple[dict[int, tuple[str, int, str]], dict[i
         if _recurrent(layer) or id(layer) in inside_recurrent:
             continue
         try:
-            path = getattr(layer.kernel, "path", None)
+            path = names.get(id(layer.kernel))
         except Exception:  # no kernel (or one that cannot be read): not a planned layer
             path = None
         if path in rows and path not in used:
@@ -572,9 +576,13 @@ def _plan(model: Any, auto: Auto) -> tuple[AutoPlan, dict[str, tuple[Follower, A
             f"initscale.auto: the Keras model must be a built keras.layers.Layer or model. Received: "
             f"{type(model).__name__}."
         )
-    layers, by_id, others = _planned_layers(model)
+    from initscale.adapters._keras_common import variable_names
+    from initscale.adapters.keras import _FW
+
+    names = variable_names(_FW, model)
+    layers, by_id, others = _planned_layers(model, names)
     keys = _keys(layers, by_id)
-    recorder, outputs = _record(model, auto, layers, keys)
+    recorder, outputs = _record(model, auto, layers, keys, names)
     by_name = {keys[i]: i for i in layers}
     output_set = set(outputs)
     walked = propagate(

@@ -5,8 +5,8 @@ Written once for Keras 3 (:mod:`initscale.adapters.keras`, every backend) and Ke
 (:mod:`initscale.adapters.tf_keras`); each binds it to its framework with a :class:`Face` and
 :func:`bind`, as ``reinit`` is bound (:mod:`._keras_common`). No framework is imported here.
 
-The walk is ``reinit``'s (:func:`._keras_common.walk`): each variable once (a variable shared
-between layers, i.e. tied, is checked once under its path), with its layer's class names, role and
+The walk is ``reinit``'s (:func:`._keras_common.walk_model`): each variable once (a variable shared
+between layers, i.e. tied, is checked once under its name), with its layer's class names, role and
 layout, so the rules ``reinit`` takes give the same expectations (its dry-run plan). Kernels keep
 their units on the last axis (``(..., in, out)``), embeddings on the first, which ``repeated_rows``
 compares. Keras embeddings have no padding row (``mask_zero`` masks index 0 but does not zero it),
@@ -48,9 +48,11 @@ class Face:
     linear: Any
     reinit: Callable[..., Report]
 
-    def path(self, variable: Any) -> str:
-        """A variable's path, as ``reinit``'s report names it (``"dense/kernel"``)."""
-        return self.fw.names(variable)[0]
+    def paths(self, model: Any) -> Callable[[Any], str]:
+        """A variable of ``model`` -> its name in ``reinit``'s report: its path (``"dense/kernel"``),
+        unless another variable has the same path (:func:`._keras_common.walk_model`)."""
+        names = _common.variable_names(self.fw, model)
+        return lambda variable: names.get(id(variable)) or self.fw.names(variable)[0]
 
 
 def _numpy(face: Face, variable: Any) -> tuple[np.ndarray, str]:
@@ -83,8 +85,7 @@ def run(
             f"The model {model.name!r} is not built, so its variables do not exist yet: build it first "
             "(call it on a batch, or model.build(input_shape))."
         )
-    found: list[tuple[Any, Any]] = []
-    _common.walk(face.fw, model, (), set(), include_buffers, found)
+    found = _common.walk_model(face.fw, model, include_buffers)
     rules = model_rules(rules, model, [p for p, _ in found])  # a recipe: its roles, on this walk (initscale.recipes)
     expected = _core._expected_for([p for p, _ in found], rules, include_frozen)
     entries = []

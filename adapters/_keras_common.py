@@ -19,6 +19,7 @@ one spec for all weights warns naming it (:func:`initscale.reinit.plan`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import inspect
 import math
@@ -630,6 +631,8 @@ def walk(
     include_buffers: bool,
     found: list[tuple[Param, Any]],
     frozen_above: bool = False,
+    scopes: list[tuple[str, ...]] | None = None,
+    scope: tuple[str, ...] = (),
 ) -> None:
     """Every variable once, in Keras's order, with its owner. ``owner_classes`` are the owning
     layer's class names, then (for every role but a norm's scale and offset) those of each
@@ -637,7 +640,9 @@ def walk(
     EinsumDense kernels, ``"LSTM"`` its cell's kernels, a keras-hub ``"TransformerEncoder"`` its
     dense and attention kernels, while the norms inside keep their own defaults (a fan-based spec
     on a norm scale has no fans). ``ancestors``: the enclosing layers' class names;
-    ``frozen_above``: whether an enclosing layer has ``trainable=False``."""
+    ``frozen_above``: whether an enclosing layer has ``trainable=False``; ``scopes``, if given,
+    gets each found variable's ``scope``: the names of the layers from below the walk's root
+    down to its owner (:func:`walk_model` names variables whose paths collide by it)."""
     layer_frozen = frozen_above or not layer.trainable
     own = [(v, False) for v in fw.trainable(layer)]
     if include_buffers:
@@ -663,8 +668,50 @@ def walk(
             unit_offset=role == "norm_scale" and norm_flags(fw, layer)[1],
         )
         found.append((param, variable))
+        if scopes is not None:
+            scopes.append(scope)
     for child in layer._flatten_layers(include_self=False, recursive=False):
-        walk(fw, child, nested, seen, include_buffers, found, layer_frozen)
+        walk(fw, child, nested, seen, include_buffers, found, layer_frozen, scopes, (*scope, str(child.name)))
+
+
+def walk_model(fw: Framework, model: Any, include_buffers: bool) -> list[tuple[Param, Any]]:
+    """Every variable of ``model`` once (:func:`walk`), each under a name no other has.
+
+    A variable is named by its path, unless another variable has the same path: a sub-model
+    built on its own names its variables from its own scope, so keras-hub's CLIP and SigLIP
+    text and vision encoders both hold ``embedding/position_embedding/embeddings``, and T5's
+    encoder and decoder both a ``self_attention/embeddings``. Those are named by their path
+    after the fewest enclosing layer names, from the outermost, that tell them apart
+    (``"clip_text_encoder/embedding/position_embedding/embeddings"``), with ``#k`` (k = 1, 2,
+    ...) after any that the layer names cannot tell apart. ``report[name]``, name rules and
+    portable streams (one stream per name) then reach each variable on its own."""
+    found: list[tuple[Param, Any]] = []
+    scopes: list[tuple[str, ...]] = []
+    walk(fw, model, (), set(), include_buffers, found, scopes=scopes)
+    members: dict[str, list[int]] = {}
+    for index, (param, _) in enumerate(found):
+        members.setdefault(param.name, []).append(index)
+    taken = set(members)
+    for name, indices in members.items():
+        if len(indices) < 2:
+            continue
+        depth = max(len(scopes[i]) for i in indices)
+        for k in range(1, depth + 1):
+            names = ["/".join((*scopes[i][:k], name)) for i in indices]
+            if len(set(names)) == len(names) and not taken & set(names):
+                break
+        else:
+            names = [f"{name}#{j}" for j in range(1, len(indices) + 1)]
+        taken.update(names)
+        for i, new in zip(indices, names, strict=True):
+            param, variable = found[i]
+            found[i] = (dataclasses.replace(param, name=new), variable)
+    return found
+
+
+def variable_names(fw: Framework, model: Any) -> dict[int, str]:
+    """``id(variable)`` -> its name in ``reinit``'s report (:func:`walk_model`), buffers included."""
+    return {id(variable): param.name for param, variable in walk_model(fw, model, True)}
 
 
 # --- reinit's backend ----------------------------------------------------------------------------
@@ -682,9 +729,7 @@ class Backend:
         self.model, self.include_buffers, self.seed = model, include_buffers, seed
 
     def walk(self) -> list[tuple[Param, Any]]:
-        found: list[tuple[Param, Any]] = []
-        walk(self._fw, self.model, (), set(), self.include_buffers, found)
-        return found
+        return walk_model(self._fw, self.model, self.include_buffers)
 
     def notes(self, report: Report) -> tuple[str, ...]:
         return ()

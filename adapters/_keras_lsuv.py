@@ -47,6 +47,7 @@ class _Runner:
                 f"inputs for the model's call. Received: {type(batch).__name__}."
             )
         self.face, self.model, self.batch, self.training = face, model, batch, training
+        self.path = face.paths(model)  # a variable -> its name in reinit's report
 
     def __call__(self) -> Any:
         return self.model(self.batch, training=self.training)
@@ -59,13 +60,13 @@ def _layers(model: Any) -> list[Any]:
 _MAIN = ("kernel", "pointwise_kernel")  # the weight a layer's output is linear in (SeparableConv: its pointwise one)
 
 
-def _kernel(face: Face, layer: Any, weights: set[str]) -> Any | None:
+def _kernel(path_of: Callable[[Any], str], layer: Any, weights: set[str]) -> Any | None:
     """The layer's main kernel, if the rules set it (never another weight: the output of a
     ReversibleEmbedding's lookup does not depend on its ``reverse_embeddings``)."""
     for attr in _MAIN:
         try:
             variable = getattr(layer, attr, None)
-            path = None if variable is None else face.path(variable)
+            path = None if variable is None else path_of(variable)
         except Exception:  # a kernel property that cannot be read, or not a variable: not this layer's
             path = None
         if path is not None and path in weights:
@@ -73,13 +74,13 @@ def _kernel(face: Face, layer: Any, weights: set[str]) -> Any | None:
     return None
 
 
-def _others(face: Face, layer: Any, weights: set[str]) -> list[str]:
+def _others(face: Face, path_of: Callable[[Any], str], layer: Any, weights: set[str]) -> list[str]:
     """The layer's own weights the rules set that are not its main kernel (LSUV leaves them as drawn)."""
-    main = _kernel(face, layer, weights)
-    return [face.path(v) for v in face.fw.trainable(layer) if face.path(v) in weights and v is not main]
+    main = _kernel(path_of, layer, weights)
+    return [path_of(v) for v in face.fw.trainable(layer) if path_of(v) in weights and v is not main]
 
 
-def _names(face: Face, layers: list[Any], weights: set[str]) -> dict[int, str]:
+def _names(path_of: Callable[[Any], str], layers: list[Any], weights: set[str]) -> dict[int, str]:
     """A row name per layer: its own where unique, else its kernel's path without the variable's name
     (keras-hub's blocks each hold a ``query``, a ``feedforward_output_dense``, ...)."""
     count: dict[str, int] = {}
@@ -87,9 +88,9 @@ def _names(face: Face, layers: list[Any], weights: set[str]) -> dict[int, str]:
         count[layer.name] = count.get(layer.name, 0) + 1
     names = {}
     for layer in layers:
-        kernel = _kernel(face, layer, weights)
+        kernel = _kernel(path_of, layer, weights)
         shared = count[layer.name] > 1 and kernel is not None
-        names[id(layer)] = face.path(kernel).rsplit("/", 1)[0] if shared and kernel is not None else layer.name
+        names[id(layer)] = path_of(kernel).rsplit("/", 1)[0] if shared and kernel is not None else layer.name
     return names
 
 
@@ -169,9 +170,9 @@ def run(
     try:
         init = reinit(model, rules, seed=seed, **reinit_kwargs)
         every = _layers(model)
-        kernels = {id(layer): _kernel(face, layer, weights) for layer in every}
+        kernels = {id(layer): _kernel(forward.path, layer, weights) for layer in every}
         candidates = [layer for layer in every if kernels[id(layer)] is not None]
-        names = _names(face, candidates, weights)
+        names = _names(forward.path, candidates, weights)
         with _Capture(candidates, face.linear) as first:
             forward()
         order = sorted((c for c in candidates if id(c) in first), key=lambda c: list(first).index(id(c)))
@@ -180,7 +181,7 @@ def run(
             _core.skipped(
                 names[id(c)],
                 type(c).__name__,
-                face.path(kernels[id(c)]),
+                forward.path(kernels[id(c)]),
                 "not called by the forward pass on `batch` (or not through its `call`)",
             )
             for c in candidates
@@ -194,7 +195,7 @@ def run(
                 "not the layer's main `kernel` (its output need not be linear in it): left as the rules drew it",
             )
             for layer in every
-            for path in _others(face, layer, weights)
+            for path in _others(face, forward.path, layer, weights)
         ]
         report = _core.finish("lsuv", rows, init, tol, max_iters, len(candidates), stacklevel=4)
     except BaseException:
@@ -208,9 +209,9 @@ def run(
 
 
 def _layer(run: _Runner, layer: Any, name: str, weights: set[str], tol: float, max_iters: int) -> _core.LSUVRow:
-    kernel = _kernel(run.face, layer, weights)
+    kernel = _kernel(run.path, layer, weights)
     assert kernel is not None
-    cls, path = type(layer).__name__, run.face.path(kernel)
+    cls, path = type(layer).__name__, run.path(kernel)
     if any(c.__name__ in _RECURRENT for c in type(layer).__mro__):
         return _core.skipped(name, cls, path, "several kernels (recurrent layer)")
 

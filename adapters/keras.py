@@ -471,11 +471,10 @@ RandomNormal, TruncatedNormal, RandomUniform, Orthogonal, Zeros, Ones, Constant 
 # --- whole-model re-initialization --------------------------------------------------------------
 
 
-def _walk(
-    layer: Any, ancestors: tuple[str, ...], seen: set[int], include_buffers: bool, found: list[tuple[Any, Any]]
-) -> None:
-    """Every variable once, in Keras's order, with its owner (:func:`._keras_common.walk`)."""
-    _common.walk(_FW, layer, ancestors, seen, include_buffers, found)
+def _walk(model: Any, include_buffers: bool) -> list[tuple[Any, Any]]:
+    """Every variable once, in Keras's order, with its owner, each under a name of its own
+    (:func:`._keras_common.walk_model`)."""
+    return _common.walk_model(_FW, model, include_buffers)
 
 
 def reinit(

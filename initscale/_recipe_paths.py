@@ -162,9 +162,7 @@ def _walked(model: Any, params: Sequence[Any] | None) -> list[Any]:
     if keras is not None and isinstance(model, keras.layers.Layer):
         from .adapters import keras as isk
 
-        found: list[Any] = []
-        isk._walk(model, (), set(), True, found)  # buffers too: a glob must not reach one by accident
-        return [p for p, _ in found]
+        return [p for p, _ in isk._walk(model, True)]  # buffers too: a glob must not reach one by accident
     linen = sys.modules.get("flax.linen")
     if linen is not None and isinstance(model, linen.Module):
         raise TypeError(

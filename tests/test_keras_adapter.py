@@ -871,3 +871,53 @@ def test_reinit_says_a_packed_einsum_dense_counts_fan_out_over_every_projection(
         warnings.simplefilter("error")
         report = isk.reinit(model, {"*kernel": per}, seed=0, dry_run=True)
     assert report["query_key_value/kernel"].fan_out == 16
+
+
+def _two_encoders():
+    """Two sub-models built on their own, as keras-hub's CLIP builds its text and vision encoders:
+    each names its variables from its own scope, so both hold ``proj/kernel`` and ``proj/bias``."""
+
+    def encoder(name):
+        inp = keras.Input((8,))
+        return keras.Model(inp, keras.layers.Dense(8, name="proj")(inp), name=name)
+
+    x = keras.Input((8,))
+    model = keras.Model(x, [encoder("text")(x), encoder("vision")(x)])
+    assert [v.path for v in model.weights] == ["proj/kernel", "proj/bias"] * 2
+    return model
+
+
+def test_reinit_names_variables_whose_paths_collide_by_their_enclosing_layers() -> None:
+    """Two variables with one path get names of their own (their path after the enclosing layer
+    that tells them apart), so the report, a name rule and the portable stream each reach one:
+    before, ``report["proj/kernel"]`` showed one of them and both drew the same stream."""
+    model = _two_encoders()
+    report = isk.reinit(model, HE, dry_run=True)
+    assert [r.name for r in report] == ["text/proj/kernel", "text/proj/bias", "vision/proj/kernel", "vision/proj/bias"]
+    text, vision = (model.get_layer(n).get_layer("proj").kernel for n in ("text", "vision"))
+    isk.reinit(model, {"vision/*kernel": initscale.Constant(0.5)}, seed=0)
+    assert (_np(vision) == 0.5).all() and not (_np(text) == 0.5).any()
+    isk.reinit(model, HE, stream_seed=7)
+    assert not np.array_equal(_np(text), _np(vision))  # one stream per name: Stream(7, "text/proj/kernel"), ...
+    again = _np(vision)
+    isk.reinit(model, {"vision/proj/kernel": HE}, stream_seed=7)
+    assert np.array_equal(_np(vision), again)  # the same name, the same stream, alone or not
+    with pytest.warns(UserWarning, match=r"'proj/kernel' .*did you mean 'text/proj/kernel', 'vision/proj/kernel'"):
+        isk.reinit(model, {"proj/kernel": HE}, dry_run=True)
+
+
+def test_check_lsuv_and_auto_name_colliding_paths_as_reinit_does() -> None:
+    """``check``, ``lsuv`` and ``auto`` read ``reinit``'s names: each encoder's kernel is its own
+    row (before, auto planned only the first ``proj/kernel`` and said nothing of the second)."""
+    model = _two_encoders()
+    isk.reinit(model, HE, seed=0)
+    checked = isk.check(model, rules=HE)
+    assert [r.name for r in checked] == [r.name for r in isk.reinit(model, HE, dry_run=True)] and not checked.flags
+    x = np.random.default_rng(0).standard_normal((64, 8)).astype("float32")
+    rows = isk.lsuv(model, x, seed=0).rows
+    assert sorted((r.name, r.weight) for r in rows) == [
+        ("text/proj", "text/proj/kernel"),
+        ("vision/proj", "vision/proj/kernel"),
+    ]
+    plan = initscale.auto(x).plan(model)
+    assert sorted(r.weight for r in plan.rows) == ["text/proj/kernel", "vision/proj/kernel"]

@@ -604,6 +604,63 @@ def test_check_knows_a_fresh_gemma_norm_starts_at_zeros() -> None:
     assert "final_normalization/scale" in isk.check(model).flags
 
 
+def _clip():
+    m = _hub()
+    return m.CLIPBackbone(
+        m.CLIPVisionEncoder(
+            patch_size=4, hidden_dim=D, num_layers=1, num_heads=HEADS, intermediate_dim=FFH, image_shape=(16, 16, 3)
+        ),
+        m.CLIPTextEncoder(
+            vocabulary_size=V,
+            embedding_dim=D,
+            hidden_dim=D,
+            num_layers=1,
+            num_heads=HEADS,
+            intermediate_dim=FFH,
+            max_sequence_length=8,
+        ),
+        projection_dim=24,
+    )
+
+
+def _t5():
+    return _hub().T5Backbone(
+        vocabulary_size=V, num_layers=1, num_heads=HEADS, hidden_dim=D, intermediate_dim=FFH, key_value_dim=HD
+    )
+
+
+@pytest.mark.parametrize(
+    ("build", "colliding", "qualified"),
+    [
+        (_clip, "encoder_block_0/attention/query/kernel", ("clip_vision_encoder/", "clip_text_encoder/")),
+        (_t5, "self_attention/embeddings", ("transformer_encoder_layer_0/", "transformer_decoder_layer_0/")),
+    ],
+    ids=["clip", "t5"],
+)
+def test_hub_variables_that_share_a_path_get_names_of_their_own(build, colliding, qualified) -> None:
+    """keras-hub's CLIP builds its text and vision encoders as models of their own, so both hold
+    ``encoder_block_0/attention/query/kernel`` (19 paths twice); T5's encoder and decoder each hold
+    a relative attention bias at ``self_attention/embeddings``. Each variable gets its own name
+    in the report (the enclosing layer that tells them apart first), and each is reached alone."""
+    model = build()
+    paths = [v.path for v in model.trainable_variables]
+    assert paths.count(colliding) == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the one spec's notes (position embeddings kept, ...)
+        report = isk.reinit(model, SPEC, dry_run=True)
+    names = [r.name for r in report]
+    assert len(names) == len(set(names)) == len(paths)
+    assert [n for n in names if n.endswith("/" + colliding)] == [q + colliding for q in qualified]
+    one = qualified[1] + colliding
+    variable = next(v for v in model.trainable_variables if v.path == colliding and v is not _first(model, colliding))
+    isk.reinit(model, {one: initscale.Constant(0.25)}, seed=0)
+    assert (_np(variable) == 0.25).all() and not (_np(_first(model, colliding)) == 0.25).all()
+
+
+def _first(model, path):
+    return next(v for v in model.trainable_variables if v.path == path)
+
+
 def test_hub_interleaved_experts_refuse_an_orthogonal_block_per_projection() -> None:
     """keras-hub GPT-OSS's gate_up_proj interleaves gate and up: an orthogonal spec on it is refused
     before anything is written; the whole-expert layout the message names works."""
