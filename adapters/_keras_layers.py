@@ -24,7 +24,7 @@ import re
 from collections.abc import Set
 
 from initscale.fans import Layout, LayoutLike, experts_layout
-from initscale.reinit import Role
+from initscale.reinit import UNIT_OFFSET, Role
 
 __all__ = [
     "EXPERT_LAYERS",
@@ -47,9 +47,6 @@ NORM_CLASSES = frozenset(
 NORM_NAME = re.compile(r"(Norm|Normalization)\d*\Z")
 NORM_SCALE_LEAVES = ("gamma", "scale", "weight")
 NORM_OFFSET_LEAVES = ("beta", "bias", "offset", "shift")
-# A scale used as (1 + scale) in call (keras-hub's Gemma and Gemma 3 RMSNormalization): stored as
-# an offset from one, so its own init is zeros.
-UNIT_OFFSET = re.compile(r"\(\s*1(\.0*)?\s*\+\s*(self\.)?(scale|gamma|weight)\b")
 _CELL_KINDS = {"LSTMCell": "keras.lstm", "GRUCell": "keras.gru", "SimpleRNNCell": "keras.simple_rnn"}
 
 

@@ -37,9 +37,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import inspect
 import math
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, Protocol
@@ -61,7 +62,7 @@ from initscale.distributions import (
 from initscale.fans import Layout, LayoutLike, resolve
 from initscale.normal_math import complex_truncated_rms, far_tail_offset, truncated_plan
 from initscale.plan import WeightPlan, canonical_strides, gate_index, plans
-from initscale.reinit import Param, Report, Role, Target, Write
+from initscale.reinit import UNIT_OFFSET, Param, Report, Role, Target, Write
 from initscale.reinit import run as reinit_run
 from initscale.rounding import clip_bounds
 from initscale.specs import Spec
@@ -399,13 +400,14 @@ def initializer(
 
 # --- pytree re-initialization ------------------------------------------------------------------------
 
-_AUTO_NAME = re.compile(r"([A-Za-z][A-Za-z0-9]*?)_\d+\Z")  # linen names modules Dense_0, Conv_1, ...
+_AUTO_NAME = re.compile(r"([A-Z][A-Za-z0-9]*?)_\d+\Z")  # linen names modules Dense_0, Conv_1 (not layer_0)
 _NORMS = {"LayerNorm", "BatchNorm", "GroupNorm", "RMSNorm", "InstanceNorm"}
 # Any other normalization layer by its class name: MyRMSNorm, T5LayerNorm, LayerNorm2d, ...
 _NORM_NAME = re.compile(r"(Norm|Normalization)\d*d?\Z")
 _OFFSET_LEAVES = {"bias", "beta", "offset", "shift"}
 _SCALE_LEAVES = {"scale", "weight", "gamma"}
 _ATTENTION = {"MultiHeadDotProductAttention", "MultiHeadAttention", "SelfAttention"}
+_WEIGHT_LEAVES = frozenset({"w", "kernel"})  # beside one of these, a leaf ``b`` is the module's bias
 _GENERAL = {"DenseGeneral", "LinearGeneral"}  # linen's and nnx's n-d dense: kernel (*batch, *in, *out)
 
 
@@ -518,12 +520,12 @@ def _guess_layout(owners: Sequence[_Owner], leaf_owner: str, ndim: int) -> Layou
 
 
 def _infer(
-    names: tuple[str, ...], shape: tuple[int, ...], owners: Sequence[_Owner]
+    names: tuple[str, ...], shape: tuple[int, ...], owners: Sequence[_Owner], siblings: Set[str] = frozenset()
 ) -> tuple[Role, LayoutLike | None, tuple[str, ...], bool]:
     """Role, forward-fan layout, owner class names (innermost module's first, then each enclosing
     module's; a norm's scale and offset: its own module's only) and whether the layout was
     guessed from names, for one leaf. ``owners`` are the modules on its path, root first,
-    innermost last."""
+    innermost last; ``siblings``: the names of the other leaves of its module."""
     ndim = len(shape)
     leaf = names[-1]
     leaf_owner = names[-2] if len(names) > 1 else ""
@@ -545,7 +547,7 @@ def _infer(
         # leaves them to the defaults (a fan-based spec has no fans for them), as in Keras and torch
         mine = tuple(owner.classes) if owner else ()
         return role, None, mine if role in ("norm_scale", "norm_offset") else owner_classes, False
-    if leaf == "bias":
+    if leaf == "bias" or (leaf == "b" and siblings & _WEIGHT_LEAVES):  # haiku-style w and b (recurrentgemma)
         return "bias", None, owner_classes, False
     if leaf == "embedding":
         return "embedding", "flax.embed", owner_classes, owner is None or owner.module is None or "Embed" not in classes
@@ -604,7 +606,7 @@ def _linen_modules(
             return
         setup()
         for key, value in vars(bound).items():
-            if key.startswith("_") or key in ("parent", "scope"):
+            if key in ("parent", "scope", "_parent_ref"):  # any other attribute may hold one (`_query_norm`)
                 continue
             for child in _submodules(value):
                 child_path = tuple(getattr(child, "path", None) or ())
@@ -624,7 +626,10 @@ def _linen_modules(
                 return module.apply(v, *inputs, mutable=True, rngs={"dropout": jax.random.key(0)}, **example_kwargs)
 
         try:
-            jax.eval_shape(run, variables, *example_inputs)
+            # without jit: a method under nn.jit whose trace is cached (a second call with the same shapes)
+            # would not run its Python again, so its submodules would not be seen
+            with jax.disable_jit():
+                jax.eval_shape(run, variables, *example_inputs)
         except Exception as err:
             raise ValueError(
                 f"Tracing module.apply(variables, *example_inputs) of the {type(module).__name__} given as `module` "
@@ -727,6 +732,27 @@ def _listed(names: Sequence[str], limit: int = 10) -> str:
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
+_UNIT_NORMS: dict[type, bool] = {}  # a norm class -> whether its forward uses its scale as 1 + scale
+
+
+def _unit_offset(module: Any) -> bool:
+    """Whether a norm ``module`` multiplies by ``1 + scale`` (DeepMind gemma's and recurrentgemma's
+    RMSNorm; :data:`~initscale.reinit.UNIT_OFFSET`), read from its ``__call__``'s source; False for
+    flax's own norms, without a module (layouts guessed from names) and without source."""
+    if module is None:
+        return False
+    cls = type(module)
+    if cls not in _UNIT_NORMS:
+        unit = False
+        if not cls.__module__.startswith("flax."):
+            try:
+                unit = bool(UNIT_OFFSET.search(inspect.getsource(cls.__call__)))
+            except (OSError, TypeError):  # no source (compiled, interactive): a plain scale
+                unit = False
+        _UNIT_NORMS[cls] = unit
+    return _UNIT_NORMS[cls]
+
+
 def _walk(
     params: Any, module: Any, example_inputs: Any, example_kwargs: Mapping[str, Any] | None
 ) -> tuple[Any, dict[tuple[str, ...], Any] | None, list[tuple[Any, Any]], list[Param]]:
@@ -738,12 +764,16 @@ def _walk(
     leaves_with_paths = jax.tree_util.tree_flatten_with_path(tree)[0]
     unresolved: set[tuple[str, ...]] | None = set() if linen else None
     found: list[Param] = []
-    for path, leaf in leaves_with_paths:
-        names = tuple(n for n in (_key_name(e) for e in path) if n is not None)
+    named = [tuple(n for n in (_key_name(e) for e in path) if n is not None) for path, _ in leaves_with_paths]
+    leaves_of: dict[tuple[str, ...], set[str]] = {}
+    for names in named:
+        leaves_of.setdefault(names[:-1], set()).add(names[-1] if names else "")
+    for names, (_, leaf) in zip(named, leaves_with_paths, strict=True):
         shape = tuple(int(d) for d in np.shape(leaf))
         owners = _owners(names, skip, modules, unresolved)
-        role, layout, classes, guessed = _infer(names, shape, owners)
-        found.append(Param("/".join(names), shape, classes, role, layout, guessed=guessed))
+        role, layout, classes, guessed = _infer(names, shape, owners, leaves_of[names[:-1]])
+        unit = role == "norm_scale" and bool(owners) and _unit_offset(owners[-1].module)
+        found.append(Param("/".join(names), shape, classes, role, layout, guessed=guessed, unit_offset=unit))
     if unresolved:
         paths = sorted("/".join(p) for p in unresolved)
         how = (
@@ -825,11 +855,13 @@ def reinit(
     linen's automatic names. A kernel with more axes than its layer makes (stacked by
     ``nn.scan``/``nn.vmap``) gets its layer's layout on the trailing axes, the leading ones as
     batch axes, flagged as guessed (the transform's ``variable_axes`` is not visible).
-    Norms by class (flax's, or any class named ``...Norm``): ``scale`` -> ones, ``bias`` ->
-    zeros. A layout is never guessed for a kernel whose ``module=`` class initscale does not
-    read, nor for a leaf of 2+ axes that is not a kernel or an embedding: a fan-based rule on it
-    raises (naming it and the fix, ``initscale.Rule(spec, layout="flax.dense")``) and the one
-    spec for all weights leaves it, with a warning.
+    Norms by class (flax's, or any class named ``...Norm``): ``scale`` -> ones (zeros where the
+    norm's ``__call__`` multiplies by ``1 + scale``: DeepMind gemma's, recurrentgemma's RMSNorm),
+    ``bias`` -> zeros; a leaf ``b`` beside a ``w`` or ``kernel`` is a bias. A layout is never
+    guessed for a kernel whose ``module=`` class initscale does not read, nor for a leaf of 2+
+    axes that is not a kernel or an embedding: a fan-based rule on it raises (naming it and the
+    fix, ``initscale.Rule(spec, layout=...)``) and the one spec for all weights leaves it, with
+    a warning.
 
     Raises before drawing anything if ``module`` lacks a submodule the tree has (a compact
     submodule without ``example_inputs``, or variables of another module).

@@ -74,6 +74,7 @@ from initscale.plan import WeightPlan, canonical_strides, gate_index, plans
 from initscale.reinit import (
     ADDED_TENSOR,
     ADDED_TENSOR_NOTE,
+    UNIT_OFFSET,
     Param,
     PartialWriteError,
     Report,
@@ -587,9 +588,6 @@ def _norm_types() -> tuple[type, ...]:
 _NORM_NAME = re.compile(r"(Norm|Normalization)(Act)?\d*d?\Z")
 _NORM_ATTRIBUTES = ("normalized_shape", "variance_epsilon")
 _OFFSET_LEAVES = ("bias", "beta", "offset", "shift")
-# A scale used as (1 + weight) in forward (Gemma's RMSNorm and its descendants): stored as an
-# offset from one, so its own init is zeros.
-_UNIT_OFFSET = re.compile(r"\(\s*1(\.0*)?\s*\+\s*self\.weight\b")
 _HF_CONV1D = Layout(0, 1, name="hf.conv1d")  # transformers' Conv1D: weight (nx, nf) = (in, out)
 
 
@@ -694,7 +692,7 @@ def _norm_flags(module: torch.nn.Module) -> tuple[bool, bool]:
         unit = False
         if named and not isinstance(module, _norm_types()):
             try:
-                unit = bool(_UNIT_OFFSET.search(inspect.getsource(cls.forward)))
+                unit = bool(UNIT_OFFSET.search(inspect.getsource(cls.forward)))
             except (OSError, TypeError):  # no source (compiled, interactive): a plain scale
                 unit = False
         _NORM_CLASSES[cls] = (named, unit)

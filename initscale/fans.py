@@ -428,7 +428,9 @@ _KINDS: dict[str, _Kind] = {
     "keras.gru": _gated("keras", 3, 0, 1, "keras.gru", ("z", "r", "n")),  # Keras names n "h"
     "keras.simple_rnn": _gated("keras", 1, 0, 1, "keras.simple_rnn"),
     # flax (linen and nnx share these layouts)
-    "flax.dense": _fixed("jax", Layout(-2, -1, name="flax.dense"), "Dense/Linear kernel (in, out).", _jax_native),
+    "flax.dense": _fixed(
+        "jax", Layout(-2, -1, name="flax.dense"), "Dense/Linear kernel (in, out).", _jax_native, rank=(2, "flax.dense")
+    ),
     "flax.conv": _Kind(
         "jax",
         "Conv kernel (*kernel, in/groups, out); fan_out per feature group.",

@@ -91,6 +91,7 @@ __all__ = [
     "INTERLEAVED_GATES",
     "LAYER_DEFAULTS_WITH_BIAS",
     "ROLES",
+    "UNIT_OFFSET",
     "Backend",
     "CompiledRule",
     "Decision",
@@ -127,6 +128,14 @@ ADDED_TENSOR = re.compile(
 ADDED_TENSOR_NOTE = (
     "a position embedding or token added to the activations, not multiplied: it has no fans; "
     "kept unless a rule names it (a fixed-scale spec such as initscale.TruncatedNormal(0.02))"
+)
+
+#: A norm's forward that multiplies by ``1 + scale`` (or ``scale + 1``): HF Gemma's RMSNorm
+#: ``(1.0 + self.weight)``, keras-hub Gemma's RMSNormalization, DeepMind gemma's and
+#: recurrentgemma's flax RMSNorm (``x * (1 + scale)``, ``x * (scale + 1)``). Such a scale is stored
+#: as an offset from one, its own init zeros; the walks read it from the norm's forward source.
+UNIT_OFFSET = re.compile(
+    r"\(\s*1(\.0*)?\s*\+\s*(self\.)?(scale|gamma|weight)\b|\b(self\.)?(scale|gamma|weight)\s*\+\s*1(\.0*)?\s*\)"
 )
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -950,27 +959,49 @@ def _refuse_interleaved_orthogonal(targets: Sequence[Target[Any]]) -> None:
 _DEFAULT_BIAS = "default: biases -> zeros"
 
 
+_DEFAULT_CONSTANTS = {  # a default's reason -> the value it writes, and what a constant it overwrites is
+    _DEFAULT_BIAS: (0.0, "bias(es)"),
+    "default: norm offset -> zeros": (0.0, "norm offset(s)"),
+    "default: norm scale -> ones": (1.0, "norm scale(s)"),
+}
+
+
 def _warn_zeroed_constants(
     backend: Backend[Any], targets: Sequence[Target[Any]], report: Report, stacklevel: int
 ) -> None:
-    """The defaults zero every bias. One that holds a single nonzero value in every entry was set
-    on purpose (a detector's class prior -log((1 - p) / p), RetinaNet's -4.595 for p = 0.01; a
-    gate bias at 1): warn, naming it, its value and how to keep it, before anything is written."""
-    found = []
+    """The defaults set biases and norm offsets to zeros and norm scales to ones. One that holds a
+    single other value in every entry was set on purpose: a bias at a detector's class prior
+    -log((1 - p) / p) (RetinaNet's -4.595 for p = 0.01) or a gate bias at 1; a norm scale at zeros,
+    either zero-init residual (torchvision's ``zero_init_residual``, timm's ``zero_init_last``) or
+    a norm whose forward uses ``1 + scale`` that initscale did not recognise (its source not
+    read). Warn, naming each, its value and how to keep it, before anything is written."""
+    found: dict[str, list[str]] = {}
     for target in targets:
-        if report.rows[target.index].reason != _DEFAULT_BIAS:  # rows are in the walk's order
+        default = _DEFAULT_CONSTANTS.get(report.rows[target.index].reason)  # rows are in the walk's order
+        if default is None:
             continue
         value = backend.constant_value(target.handle)
-        if value is not None and value != 0:
-            found.append(f"{target.name!r} = {value:.6g}")
+        if value is not None and value != default[0]:
+            found.setdefault(default[1], []).append(f"{target.name!r} = {value:.6g}")
     if not found:
         return
-    shown = ", ".join(found[:6]) + (", ..." if len(found) > 6 else "")
+    parts = []
+    for what, named in found.items():
+        shown = ", ".join(named[:6]) + (", ..." if len(named) > 6 else "")
+        parts.append(f"{len(named)} {what} ({shown})")
+    why = []
+    if "bias(es)" in found or "norm offset(s)" in found:
+        why.append("a bias at a classifier's prior -log((1 - p) / p) or a gate bias")
+    if "norm scale(s)" in found:
+        why.append(
+            "a norm scale at zeros for a zero-init residual branch, or one used as 1 + scale by its norm's forward "
+            "(then its ones are twice the gain it starts with; give it initscale.Zeros())"
+        )
     warnings.warn(
-        f"reinit: the defaults set biases to zeros, but {len(found)} bias(es) held one nonzero value in every "
-        f"entry, which a model sets on purpose (a classifier's prior -log((1 - p) / p), a gate bias): {shown}. "
-        "They are zeroed as asked; to keep them, give them None (rules={'<name>': None} beside the spec), "
-        "or their own spec (initscale.Constant(value)).",
+        f"reinit: the defaults set biases and norm offsets to zeros and norm scales to ones, but {'; '.join(parts)} "
+        f"held one other value in every entry, which a model sets on purpose ({'; '.join(why)}). They are set as "
+        "asked; to keep them, give them None (rules={'<name>': None} beside the spec), or their own spec "
+        "(initscale.Constant(value)).",
         UserWarning,
         stacklevel=stacklevel + 1,
     )

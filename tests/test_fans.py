@@ -88,6 +88,7 @@ def test_every_named_kind_resolves_and_documents_itself() -> None:
         "keras.gru": (3, 6),
         "torch.linear": (4, 6),  # rank 2 only
         "keras.dense": (4, 6),
+        "flax.dense": (4, 6),
     }
     for name in layouts.names():
         assert layouts.describe_kind(name)
@@ -158,6 +159,8 @@ def test_zero_size_dimensions_are_defined() -> None:
         (lambda: compute_fans((4, 32, 64), "torch.linear"), ValueError, r"'torch.linear' is for a weight of rank 2"),
         (lambda: compute_fans((4, 32, 64), "keras.dense"), ValueError, "with the stacking axes as batch axes"),
         (lambda: compute_fans((64,), "keras.dense"), ValueError, r"rank 2 \(Dense kernel \(in, out\)\)"),
+        # DeepMind gemma's per-head (heads, d, head_dim) einsum weight: the heads would be a receptive field
+        (lambda: compute_fans((4, 8, 2), "flax.dense"), ValueError, r"'flax.dense' is for a weight of rank 2"),
         (lambda: compute_fans("44", "torch"), TypeError, "sequence of non-negative integers"),
         (lambda: compute_fans((4, 4), 3), TypeError, "Argument `layout` must be a layout name"),
         (lambda: Layout(0, 0), ValueError, "axes must be distinct"),

@@ -8,8 +8,10 @@ zero-size shapes, bad input and the far-tail truncated normals are every adapter
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
+from typing import Any
 
 import numpy as np
 import pytest
@@ -703,7 +705,7 @@ def test_reinit_warns_before_zeroing_a_class_prior_bias() -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         kept, _ = isj.reinit(params, {"*kernel": HE, "*logits/bias": None}, jax.random.key(0))
-    assert not [w for w in caught if "nonzero value" in str(w.message)]
+    assert not [w for w in caught if "held one other value" in str(w.message)]
     assert np.allclose(np.asarray(kept["params"]["logits"]["bias"]), prior)
 
 
@@ -735,3 +737,110 @@ def test_reinit_says_a_packed_dense_general_counts_fan_out_over_every_projection
         isj.reinit(variables, HE, jax.random.key(1), **kw)
         _, report = isj.reinit(variables, {"*qkv/kernel": per}, jax.random.key(1), **kw)
     assert report["params/qkv/kernel"].fan_out == 16
+
+
+def test_a_norm_used_as_one_plus_scale_is_read_from_its_source_or_warned() -> None:
+    """DeepMind gemma's and recurrentgemma's flax RMSNorm multiply by ``1 + scale`` (``scale + 1``)
+    from a zeros init (gm/nn/_layers.py, recurrentgemma/jax/layers.py): read from ``__call__``'s
+    source, the defaults keep it at zeros. A norm whose source does not say so (``1 + s``) is set
+    to ones, as any norm, with a warning that names its zeros and ``initscale.Zeros()``."""
+    nn = pytest.importorskip("flax.linen")
+
+    def rms(x):
+        return x * jax.lax.rsqrt(jnp.mean(x * x, -1, keepdims=True) + 1e-6)
+
+    class GemmaRMSNorm(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            scale = self.param("scale", nn.initializers.zeros_init(), (x.shape[-1],))
+            return rms(x) * (1 + scale)
+
+    class GriffinRMSNorm(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            scale = self.param("scale", nn.initializers.zeros_init(), (x.shape[-1],))
+            return rms(x) * (scale + 1)
+
+    class OpaqueRMSNorm(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            s = self.param("scale", nn.initializers.zeros_init(), (x.shape[-1],))
+            return rms(x) * (1 + s)
+
+    class Net(nn.Module):
+        norm: Any
+
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(4)(self.norm()(x))
+
+    for norm, unit in ((GemmaRMSNorm, True), (GriffinRMSNorm, True), (OpaqueRMSNorm, False)):
+        model, x = Net(norm), jnp.ones((1, 8))
+        variables = model.init(jax.random.key(0), x)
+        kw = {"module": model, "example_inputs": (x,)}
+        name = f"params/{norm.__name__}_0/scale"
+        if unit:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                new, report = isj.reinit(variables, HE, jax.random.key(1), **kw)
+            assert report[name].reason == "default: norm scale used as 1 + weight -> zeros"
+            assert not np.asarray(new["params"][f"{norm.__name__}_0"]["scale"]).any()
+        else:
+            with pytest.warns(UserWarning, match=rf"1 norm scale\(s\) \('{name}' = 0\) .*1 \+ scale.*Zeros\(\)"):
+                new, _ = isj.reinit(variables, HE, jax.random.key(1), **kw)
+            assert (np.asarray(new["params"]["OpaqueRMSNorm_0"]["scale"]) == 1).all()
+
+
+def test_submodules_are_read_on_every_call_under_nn_jit_and_behind_underscored_attributes() -> None:
+    """DeepMind gemma's Transformer jits its ``__call__`` and keeps its attention's q/k norms as
+    ``self._query_norm``: the second ``reinit`` with the same input shapes reused jit's cached
+    trace, recorded no compact submodule, and raised; the underscored setup attribute was skipped."""
+    nn = pytest.importorskip("flax.linen")
+
+    class Net(nn.Module):
+        def setup(self):
+            self._norm = nn.RMSNorm()
+
+        @functools.partial(nn.jit, static_argnames=("self",))
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(4)(self._norm(x))
+
+    model, x = Net(), jnp.ones((1, 8))
+    variables = model.init(jax.random.key(0), x)
+    for _ in range(2):
+        _, report = isj.reinit(variables, HE, jax.random.key(1), dry_run=True, module=model, example_inputs=(x,))
+        assert (report["params/_norm/scale"].layer, report["params/Dense_0/kernel"].layer) == ("RMSNorm", "Dense")
+
+
+def test_a_leaf_b_beside_a_w_is_its_modules_bias() -> None:
+    """Haiku-style ``w``/``b`` names (recurrentgemma's Einsum and BlockDiagonalLinear): ``b`` is a
+    bias, zeroed by the defaults and never drawn by a class rule that gives ``w`` its layout; a
+    ``b`` with no ``w`` or ``kernel`` beside it is not taken for one."""
+    nn = pytest.importorskip("flax.linen")
+
+    class BlockDiagonal(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            w = self.param("w", nn.initializers.lecun_normal(), (2, 4, 4))
+            b = self.param("b", nn.initializers.zeros_init(), (2, 4))
+            return (jnp.einsum("...hi,hij->...hj", x.reshape(-1, 2, 4), w) + b).reshape(x.shape)
+
+    class Offset(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return x + self.param("b", nn.initializers.ones, (2, 4)).reshape(-1)
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return Offset()(BlockDiagonal()(x))
+
+    model, x = Net(), jnp.ones((1, 8))
+    variables = model.init(jax.random.key(0), x)
+    per_block = initscale.Rule(presets.get("glorot_uniform"), layout=initscale.Layout(1, 2, 0))
+    kw = {"dry_run": True, "module": model, "example_inputs": (x,)}
+    _, report = isj.reinit(variables, {"BlockDiagonal": per_block}, jax.random.key(1), **kw)
+    b, w = report["params/BlockDiagonal_0/b"], report["params/BlockDiagonal_0/w"]
+    assert (b.reason, b.fan_in, w.fan_in, w.fan_out) == ("default: biases -> zeros", None, 4, 4)
+    assert report["params/Offset_0/b"].reason == "no rule matched"

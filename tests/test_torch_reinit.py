@@ -858,7 +858,7 @@ def test_zeroing_a_class_prior_bias_warns_and_none_keeps_it() -> None:
     but with a warning that names it, its value and how to keep it. A rule of None keeps it with no
     warning; torch's random default biases (conv) and zero biases warn about nothing."""
     head = _retina_head()
-    with pytest.warns(UserWarning, match=r"1 bias\(es\) held one nonzero value .*'cls_logits.bias' = -4.59512"):
+    with pytest.warns(UserWarning, match=r"1 bias\(es\) \('cls_logits.bias' = -4.59512\) held one other value"):
         ist.reinit_(head, HE, dry_run=True)
     assert float(head.cls_logits.bias[0]) == pytest.approx(-4.59512, abs=1e-5)  # a dry run changes nothing
     with warnings.catch_warnings():
@@ -874,3 +874,39 @@ def test_zeroing_a_class_prior_bias_warns_and_none_keeps_it() -> None:
     half = _retina_head().to(torch.bfloat16)  # the prior rounded to bfloat16: -4.59375, still one value
     with pytest.warns(UserWarning, match=r"'cls_logits.bias' = -4.59375"):
         ist.reinit_(half, HE, dry_run=True)
+
+
+def _bottleneck(zero_init_residual: bool) -> torch.nn.Module:
+    """torchvision's ResNet Bottleneck by hand; ``zero_init_residual`` zeroes the last BatchNorm's
+    weight (torchvision/models/resnet.py: ``nn.init.constant_(m.bn3.weight, 0)``), so that each
+    residual branch starts as the identity."""
+    torch.manual_seed(0)
+    block = torch.nn.Sequential()
+    for i, (cin, cout, k) in enumerate(((16, 4, 1), (4, 4, 3), (4, 16, 1)), start=1):
+        block.add_module(f"conv{i}", torch.nn.Conv2d(cin, cout, k, padding=k // 2, bias=False))
+        block.add_module(f"bn{i}", torch.nn.BatchNorm2d(cout))
+    if zero_init_residual:
+        torch.nn.init.constant_(block.bn3.weight, 0)
+    return block
+
+
+def test_setting_a_zero_init_residual_norm_to_ones_warns_and_none_keeps_it() -> None:
+    """The defaults set norm scales to ones: a zero-init residual BatchNorm (all zeros) is set as
+    asked, with a warning naming it, its value, both reasons a model zeroes a scale and how to keep
+    it; a rule of None keeps it silently; a fresh block (every scale at one) warns about nothing."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ist.reinit_(_bottleneck(False), HE, dry_run=True)
+    block = _bottleneck(True)
+    with pytest.warns(
+        UserWarning,
+        match=r"1 norm scale\(s\) \('bn3.weight' = 0\) held one other value .*zero-init residual.*"
+        r"1 \+ scale.*initscale.Zeros\(\).*None",
+    ):
+        ist.reinit_(block, HE)
+    assert bool((block.bn3.weight == 1).all())  # set as asked
+    block = _bottleneck(True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ist.reinit_(block, {"bn3.weight": None, "Conv2d": HE})
+    assert not bool(block.bn3.weight.any())
