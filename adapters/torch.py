@@ -655,6 +655,46 @@ def _experts_role(module: torch.nn.Module, leaf: str) -> tuple[Role, LayoutLike 
     return "weight", experts_layout(family, ins, outs, blocks, interleaved)
 
 
+# Experts modules of transformers that predate its experts decorator, each read from its own
+# forward (transformers 5.24):
+# - DBRX (models/dbrx/modeling_dbrx.py, DbrxExpertGLU): ``w1``, ``v1``, ``w2`` of shape (E·ff, d),
+#   each viewed as (E, ff, d); ``w1`` and ``v1`` used as ``x @ W[e].T`` (each expert (out ff, in d)),
+#   ``w2`` as ``x @ W[e]`` (in ff, out d). The expert axis is folded into axis 0: one group each.
+# - JetMoE (models/jetmoe/modeling_jetmoe.py, JetMoeParallelExperts): ``weight`` (E, out, in) used
+#   as ``F.linear(x, W[e])``; JetMoeMoE's ``input_linear`` stacks gate and up (``chunk(2, dim=-1)``).
+_DBRX_EXPERTS = {"w1": "out", "v1": "out", "w2": "in"}  # the axis of (E·ff, d) that holds E·ff
+_JETMOE_GATED = {("JetMoeMoE", "input_linear")}  # (parent class, attribute): gate and up stacked
+
+
+def _legacy_experts_role(
+    module: torch.nn.Module, leaf: str, parent: torch.nn.Module | None
+) -> tuple[Role, LayoutLike | None] | None:
+    """DBRX's and JetMoE's experts weights (above), read from their modules' own sizes; None for
+    anything else."""
+    tensor = module._parameters.get(leaf)
+    if not isinstance(tensor, torch.Tensor):
+        return None
+    name = type(module).__name__
+    if name == "DbrxExpertGLU" and leaf in _DBRX_EXPERTS:
+        experts, ff, d = (getattr(module, a, None) for a in ("moe_num_experts", "ffn_hidden_size", "hidden_size"))
+        if not (isinstance(experts, int) and isinstance(ff, int) and isinstance(d, int)):
+            return None
+        if tuple(tensor.shape) != (experts * ff, d):
+            return None
+        if _DBRX_EXPERTS[leaf] == "out":
+            return "weight", Layout(1, 0, out_groups=experts, name="hf.dbrx_experts")  # per expert (ff, d)
+        return "weight", Layout(0, 1, in_groups=experts, name="hf.dbrx_experts_down")  # per expert (ff, d), in ff
+    if name == "JetMoeParallelExperts" and leaf == "weight":
+        experts = getattr(module, "num_experts", None)
+        shape = (experts, getattr(module, "output_size", None), getattr(module, "input_size", None))
+        if not isinstance(experts, int) or tuple(tensor.shape) != shape:
+            return None
+        owner = type(parent).__name__ if parent is not None else ""
+        gated = any(getattr(parent, attr, None) is module for cls, attr in _JETMOE_GATED if cls == owner)
+        return "weight", experts_layout("hf.experts", 2, 1, 2 if gated else 1)
+    return None
+
+
 def _is_router(module: torch.nn.Module, leaf: str) -> bool:
     """A transformers MoE router that holds its own (num_experts, hidden) ``weight`` and scores
     tokens with ``F.linear(x, weight)`` (MixtralTopKRouter, DeepseekV3TopkRouter, ...)."""
@@ -773,7 +813,7 @@ def _role_and_layout(
         tensor = getattr(module, leaf, None)
         shape = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else (ndim,) * ndim
         return ("norm_scale", None) if sum(d > 1 for d in shape) <= 1 else ("other", None)
-    if (experts := _experts_role(module, leaf)) is not None:
+    if (experts := _experts_role(module, leaf) or _legacy_experts_role(module, leaf, parent)) is not None:
         return experts
     if _is_bias(leaf):
         return "bias", None

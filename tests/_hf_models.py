@@ -70,6 +70,10 @@ def _mamba(s: Sizes, layers: int) -> dict[str, int]:  # no attention, no positio
     return _given(hidden_size=s.d, num_hidden_layers=layers, vocab_size=s.vocab)
 
 
+def _jetmoe(s: Sizes, layers: int) -> dict[str, int]:  # heads from num_key_value_heads and kv_channels
+    return _given(hidden_size=s.d, num_hidden_layers=layers, intermediate_size=s.ff, vocab_size=s.vocab)
+
+
 #: a config's model_type -> its arguments for the sizes
 FAMILIES: dict[str, Callable[[Sizes, int], dict[str, int]]] = {
     "gpt2": _gpt2,
@@ -80,6 +84,7 @@ FAMILIES: dict[str, Callable[[Sizes, int], dict[str, int]]] = {
     "gpt_oss": _bert,
     "gpt_neox": _bert,
     "mamba": _mamba,
+    "jetmoe": _jetmoe,
     "t5": _t5,
     "vit": _vit,
 }

@@ -1,5 +1,5 @@
 """HF transformers models built from tiny configs (no downloads): GPT-2 (LM head, tied), BERT,
-Llama, T5 (tied), ViT, Mixtral and GPT-OSS (mixture of experts) and Mamba, each against a
+Llama, T5 (tied), ViT, Mixtral, GPT-OSS, DBRX and JetMoE (mixture of experts) and Mamba, each against a
 hand-written table of its parameters' roles and forward fans (tests/real_models/README.md says
 how the tables were derived).
 
@@ -288,6 +288,124 @@ MAMBA = (
 )
 
 
+def _dbrx():
+    transformers = pytest.importorskip("transformers")
+
+    config = transformers.DbrxConfig(
+        d_model=D,
+        n_heads=HEADS,
+        n_layers=2,
+        max_seq_len=POS,
+        vocab_size=VOCAB,
+        attn_config={"kv_n_heads": HEADS, "rope_theta": 10000.0},
+        ffn_config={"ffn_hidden_size": FF, "moe_num_experts": EXPERTS, "moe_top_k": 2},
+    )
+    return transformers.DbrxForCausalLM(config)
+
+
+# DBRX (models/dbrx/modeling_dbrx.py, transformers 5.24): DbrxExpertGLU stores w1, v1 and w2 as
+# (experts·ff, d), each viewed as (experts, ff, d) in DbrxExperts.forward; w1 and v1 are used as
+# x @ W[e].T (per expert d -> ff), w2 as x @ W[e] (ff -> d). Wqkv packs Q, K and V in one Linear
+# (split by the forward: a strict xfail, as Mamba's in_proj); kv_n_heads = n_heads keeps the three
+# projections equal, so each has fan_out d. LayerNorms without biases; the router a Linear.
+DBRX = (
+    Expect("transformer.wte.weight", "embedding", "(vocab, d)", (VOCAB, D), "embeddings"),
+    Expect(
+        "transformer.blocks.*.norm_attn_norm.attn.Wqkv.weight",
+        "weight",
+        "(out=[q; k; v] 3·d, in=d)",
+        (D, D),
+        "packed Linear weights",
+    ),
+    Expect(
+        "transformer.blocks.*.norm_attn_norm.attn.out_proj.weight", "weight", "(out=d, in=d)", (D, D), "Linear weights"
+    ),
+    Expect(
+        "transformer.blocks.*.ffn.router.layer.weight",
+        "weight",
+        "router (out=experts, in=d)",
+        (D, EXPERTS),
+        "MoE router",
+    ),
+    Expect(
+        "transformer.blocks.*.ffn.experts.mlp.[wv]1",
+        "weight",
+        "(experts·ff, d), per expert (out=ff, in=d)",
+        (D, FF),
+        "MoE experts",
+    ),
+    Expect(
+        "transformer.blocks.*.ffn.experts.mlp.w2",
+        "weight",
+        "(experts·ff, d), per expert (in=ff, out=d)",
+        (FF, D),
+        "MoE experts",
+    ),
+    Expect("lm_head.weight", "weight", "(out=vocab, in=d)", (D, VOCAB), "Linear weights"),
+    Expect("transformer.blocks.*.norm_attn_norm.norm_[12].weight", "norm_scale", "(d,)", None, "LayerNorm"),
+    Expect("transformer.norm_f.weight", "norm_scale", "(d,)", None, "LayerNorm"),
+)
+
+KV_CHANNELS = 8
+
+
+def _jetmoe():
+    return tiny(
+        "JetMoeForCausalLM",
+        SIZES,
+        2,
+        num_key_value_heads=2,
+        kv_channels=KV_CHANNELS,
+        num_local_experts=EXPERTS,
+        num_experts_per_tok=2,
+    )
+
+
+# JetMoE (models/jetmoe/modeling_jetmoe.py, transformers 5.24): JetMoeParallelExperts holds one
+# (experts, out, in) weight used per expert as F.linear(x, W[e]). The MLP (JetMoeMoE) chunks its
+# input_linear's output into gate and up; the attention's experts (JetMoeMoA) project d -> the
+# kv width (kv heads · kv_channels) and back. Both add a (d,) bias after their experts. kv_proj
+# packs K and V in one Linear (a strict xfail). The head is tied to the embeddings.
+KV_WIDTH = 2 * KV_CHANNELS
+JETMOE = (
+    Expect("model.embed_tokens.weight", "embedding", "(vocab, d)", (VOCAB, D), "embeddings"),
+    Expect("lm_head.weight", "tied", "tied to the embeddings", None, "tied head", tied_to="model.embed_tokens.weight"),
+    Expect(
+        "model.layers.*.mlp.input_linear.weight",
+        "weight",
+        "(experts, out=[gate; up] 2·ff, in=d)",
+        (D, FF),
+        "MoE experts",
+    ),
+    Expect("model.layers.*.mlp.output_linear.weight", "weight", "(experts, out=d, in=ff)", (FF, D), "MoE experts"),
+    Expect(
+        "model.layers.*.self_attention.experts.input_linear.weight",
+        "weight",
+        "(experts, out=kv width, in=d)",
+        (D, KV_WIDTH),
+        "MoE experts",
+    ),
+    Expect(
+        "model.layers.*.self_attention.experts.output_linear.weight",
+        "weight",
+        "(experts, out=d, in=kv width)",
+        (KV_WIDTH, D),
+        "MoE experts",
+    ),
+    Expect("model.layers.*.router.layer.weight", "weight", "router (out=experts, in=d)", (D, EXPERTS), "MoE router"),
+    Expect(
+        "model.layers.*.self_attention.kv_proj.weight",
+        "weight",
+        "(out=[k; v] 2·kv width, in=d)",
+        (D, KV_WIDTH),
+        "packed Linear weights",
+    ),
+    Expect("model.layers.*.bias", "bias", "(d,) added after the experts", None, "biases"),
+    Expect("model.layers.*layernorm.weight", "norm_scale", "(d,)", None, "JetMoeRMSNorm"),
+    Expect("model.norm.weight", "norm_scale", "(d,)", None, "JetMoeRMSNorm"),
+)
+
+
 def _gemma():
     return tiny("GemmaForCausalLM", SIZES, 1, num_key_value_heads=1, head_dim=D // HEADS)
 
@@ -301,14 +419,19 @@ MODELS = {
     "mixtral": (_mixtral, MIXTRAL),
     "gpt_oss": (_gpt_oss, GPT_OSS),
     "mamba": (_mamba, MAMBA),
+    "dbrx": (_dbrx, DBRX),
+    "jetmoe": (_jetmoe, JETMOE),
 }
 
 # (model, group) -> the reason of a strict xfail
+_PACKED_LINEAR = (
+    "an nn.Linear does not say that its forward chunks the output ({}): initscale counts fan_out over the "
+    "whole output, and warns where a spec's std depends on it"
+)
 KNOWN: dict[tuple[str, str], str] = {
-    ("mamba", "packed Linear weights"): (
-        "an nn.Linear does not say that its forward chunks the output (Mamba's in_proj: x and z): initscale "
-        "counts fan_out over the whole output, and warns where a spec's std depends on it"
-    ),
+    ("mamba", "packed Linear weights"): _PACKED_LINEAR.format("Mamba's in_proj: x and z"),
+    ("dbrx", "packed Linear weights"): _PACKED_LINEAR.format("DBRX's Wqkv: Q, K and V"),
+    ("jetmoe", "packed Linear weights"): _PACKED_LINEAR.format("JetMoE's kv_proj: K and V"),
 }
 
 
@@ -569,3 +692,37 @@ def warned_on(net: Any, rules: Any) -> str:
         warnings.simplefilter("always")
         ist.reinit_(net, rules, dry_run=True)
     return " ".join(str(w.message) for w in caught)
+
+
+@pytest.mark.parametrize(
+    ("model", "plant", "caught"),
+    [
+        ("dbrx", lambda m: m.setitem(ist._DBRX_EXPERTS, "w2", "out"), "ffn.experts.mlp.w2"),
+        ("jetmoe", lambda m: m.setattr(ist, "_JETMOE_GATED", set()), "mlp.input_linear.weight"),
+    ],
+    ids=["dbrx-w2-as-w1", "jetmoe-gates-as-one"],
+)
+def test_the_legacy_experts_tables_catch_a_misread_layout(model, plant, caught, monkeypatch) -> None:
+    """Planted misreadings of experts modules without HF's decorator: DBRX's w2 read as w1 (its
+    in and out swapped), JetMoE's gate and up read as one projection (fan_out 2·ff): the table
+    check names exactly those tensors; with the real readings it passes (the table test above)."""
+    plant(monkeypatch)
+    torch.manual_seed(0)
+    build, table = MODELS[model]
+    net = build()
+    report = ist.reinit_(net, SPEC, dry_run=True)
+    problems = report_problems(table, "MoE experts", report, [n for n, _ in net.named_parameters()])
+    assert problems and all(caught in p for p in problems), problems
+
+
+def test_dbrx_experts_draw_an_orthogonal_block_per_expert() -> None:
+    """DBRX's w1 folds the experts into its first axis: an orthogonal spec gives each expert's
+    (ff, d) block orthonormal columns (ff >= d), not the whole (experts·ff, d) matrix."""
+    torch.manual_seed(0)
+    net = _dbrx()
+    ist.reinit_(net, {"*experts.mlp.w1": initscale.Orthogonal()}, generator=torch.Generator().manual_seed(5))
+    w = net.transformer.blocks[0].ffn.experts.mlp.w1.detach().double().view(EXPERTS, FF, D)
+    # float32 storage of orthonormal vectors moves each inner product by at most 2u + u² (u = 2⁻²⁴),
+    # plus the float32 QR's own error (1e-4, as in tests/test_adapters.py)
+    for block in w:
+        assert torch.allclose(block.T @ block, torch.eye(D, dtype=torch.float64), atol=2 * 2**-24 + 1e-4)
