@@ -24,6 +24,7 @@ import re
 from collections.abc import Set
 
 from initscale.fans import Layout, LayoutLike, experts_layout
+from initscale.fans import einsum_layout as _einsum_layout
 from initscale.reinit import UNIT_OFFSET, Role
 
 __all__ = [
@@ -95,19 +96,8 @@ def expert_role(
 
 def einsum_layout(equation: str | None) -> Layout | None:
     """In, out and batch axes of an EinsumDense kernel from its equation (``"abc,cde->abde"``):
-    kernel axes contracted with the input are in axes, those that reach only the output are out
-    axes, those in both input and output are batch axes."""
-    try:
-        inputs, output = str(equation).split("->")
-        x, kernel = inputs.split(",")
-    except ValueError:
-        return None
-    ins = tuple(i for i, c in enumerate(kernel) if c in x and c not in output)
-    outs = tuple(i for i, c in enumerate(kernel) if c in output and c not in x)
-    batch = tuple(i for i, c in enumerate(kernel) if c in output and c in x)
-    if not ins or not outs:
-        return None
-    return Layout(ins, outs, batch, name=f"keras.einsum_dense[{equation}]")
+    :func:`initscale.fans.einsum_layout`, named ``keras.einsum_dense[<equation>]``."""
+    return _einsum_layout(equation, name=f"keras.einsum_dense[{equation}]")
 
 
 def keras_role(

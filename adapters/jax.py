@@ -59,7 +59,7 @@ from initscale.distributions import (
     TruncatedNormalDist,
     UniformDist,
 )
-from initscale.fans import Layout, LayoutLike, resolve
+from initscale.fans import Layout, LayoutLike, einsum_layout, resolve
 from initscale.normal_math import complex_truncated_rms, far_tail_offset, truncated_plan
 from initscale.plan import WeightPlan, canonical_strides, gate_index, plans
 from initscale.reinit import UNIT_OFFSET, Param, Report, Role, Target, Write
@@ -425,10 +425,12 @@ def _key_name(entry: Any) -> str | None:
 class _Owner:
     """A module on a leaf's path: its class names (most derived first) and the module itself,
     whose attributes give the layout; ``module`` is None when the class was guessed from a
-    linen automatic name (``Conv_0`` -> ``Conv``)."""
+    linen automatic name (``Conv_0`` -> ``Conv``). ``equations``: the einsum equations its scope's
+    modules were called with, by their ``weight_name`` (None: the module names none)."""
 
     classes: tuple[str, ...]
     module: Any = None
+    equations: tuple[tuple[str | None, str | None], ...] = ()
 
 
 def _class_names(module: Any) -> tuple[str, ...]:
@@ -481,6 +483,29 @@ def _read_layout(owner: _Owner, parent: _Owner | None, leaf_owner: str) -> tuple
     if classes & {"Dense", "Linear"}:
         return "flax.dense", 2
     return None
+
+
+_EINSUM = re.compile(r"[A-Za-z.]+,[A-Za-z]+->[A-Za-z.]*")  # x,w->y with a weight of named axes
+_EQUATION_ATTRIBUTES = ("eqn", "equation", "einsum_str")  # recurrentgemma's Einsum: eqn
+
+
+def _einsum_equation(owner: _Owner | None, leaf: str) -> str | None:
+    """The einsum equation a module computes with its weight ``leaf``: an equation attribute
+    (recurrentgemma's ``Einsum.eqn``), or the one it was called with (DeepMind gemma's
+    ``Einsum(shape)(eqn, x)``, recorded under its ``weight_name``); None if there is none, if
+    calls disagreed, or if the forward rescales the weight (gemma4's ``w_scale``: initscale's std
+    would not be the weight's in the forward)."""
+    if owner is None or owner.module is None:
+        return None
+    scale = getattr(owner.module, "w_scale", None)
+    if scale is not None and scale != 1:
+        return None
+    for attribute in _EQUATION_ATTRIBUTES:
+        value = getattr(owner.module, attribute, None)
+        if isinstance(value, str) and _EINSUM.fullmatch(value.replace(" ", "")):
+            return value.replace(" ", "")
+    recorded = dict(owner.equations)
+    return recorded.get(leaf, recorded.get(None)) if len(recorded) > 0 else None
 
 
 def _lifted(layout: LayoutLike, shape: tuple[int, ...], rank: int) -> Layout:
@@ -551,6 +576,11 @@ def _infer(
         return "bias", None, owner_classes, False
     if leaf == "embedding":
         return "embedding", "flax.embed", owner_classes, owner is None or owner.module is None or "Embed" not in classes
+    equation = _einsum_equation(owner, leaf)
+    if equation is not None:  # an einsum module's weight, the equation's second operand
+        layout = einsum_layout(equation, name=f"flax.einsum[{equation}]")
+        if layout is not None and len(equation.split("->")[0].split(",")[1]) == ndim:
+            return "weight", layout, owner_classes, False
     if leaf != "kernel":  # never guessed: a fan-based rule on it says to give the layout
         return "other", None, owner_classes, False
     if owner is not None and owner.module is not None:
@@ -586,6 +616,15 @@ def _submodules(value: Any) -> Iterator[Any]:
             yield from _submodules(item)
 
 
+class _Modules(dict[tuple[str, ...], Any]):
+    """Modules by scope path, and the einsum equations that the modules of each path were called
+    with (by ``weight_name``; None where calls disagreed)."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.equations: dict[tuple[str, ...], dict[str | None, str | None]] = {}
+
+
 def _linen_modules(
     module: Any, variables: Any, example_inputs: tuple[Any, ...] | None, example_kwargs: Mapping[str, Any]
 ) -> dict[tuple[str, ...], Any]:
@@ -598,7 +637,7 @@ def _linen_modules(
     whose method is called is recorded by :func:`flax.linen.intercept_methods`."""
     import flax.linen as nn
 
-    found: dict[tuple[str, ...], Any] = {(): module}
+    found = _Modules({(): module})
 
     def walk(bound: Any, path: tuple[str, ...]) -> None:
         setup = getattr(bound, "_try_setup", None)  # runs setup() once, as any attribute access would
@@ -618,7 +657,15 @@ def _linen_modules(
     if example_inputs is not None:
 
         def record(next_fun: Callable[..., Any], args: Any, kwargs: Any, context: Any) -> Any:
-            found[tuple(context.module.path)] = context.module
+            path = tuple(context.module.path)
+            found[path] = context.module
+            texts = (a.replace(" ", "") for a in args if isinstance(a, str))
+            equation = next((t for t in texts if _EINSUM.fullmatch(t)), None)
+            if equation is not None:  # an einsum module called with its equation (gemma's Einsum)
+                weight = getattr(context.module, "weight_name", None)
+                seen = found.equations.setdefault(path, {})
+                key = weight if isinstance(weight, str) else None
+                seen[key] = equation if seen.get(key, equation) == equation else None  # calls that disagree: none
             return next_fun(*args, **kwargs)
 
         def run(v: Any, *inputs: Any) -> Any:
@@ -653,8 +700,11 @@ def _owners(
     path = names[skip:-1]
     if modules is None:
         return [_Owner((m.group(1),)) for m in (_AUTO_NAME.match(seg) for seg in path) if m]
+    equations = getattr(modules, "equations", {})
     owners = [
-        _Owner(_class_names(modules[path[:i]]), modules[path[:i]]) for i in range(len(path) + 1) if path[:i] in modules
+        _Owner(_class_names(modules[path[:i]]), modules[path[:i]], tuple(equations.get(path[:i], {}).items()))
+        for i in range(len(path) + 1)
+        if path[:i] in modules
     ]
     if unresolved is not None and path not in modules:
         unresolved.add(path)

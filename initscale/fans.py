@@ -48,6 +48,7 @@ __all__ = [
     "Mode",
     "compute_fans",
     "describe_kind",
+    "einsum_layout",
     "experts_layout",
     "gate_order",
     "get",
@@ -593,6 +594,31 @@ def experts_layout(family: str, in_axis: int, out_axis: int, blocks: int = 1, in
     """
     name = family + (f":gates={blocks}" if blocks > 1 else "") + (INTERLEAVED_GATES if interleaved else "")
     return Layout(in_axis, out_axis, batch_axes=0, out_groups=blocks, name=name)
+
+
+def einsum_layout(equation: str | None, name: str | None = None) -> Layout | None:
+    """In, out and batch axes of an einsum's weight from its equation (``"abc,cde->abde"``, the
+    weight the second operand): weight axes contracted with the input are in axes, those that
+    reach only the output are out axes, those in both input and output are batch axes. None for
+    an equation that is not ``x,w->y``, a weight written with ``...``, or one with no in or out axis.
+
+    Example:
+        >>> einsum_layout("BTD,NDH->BTNH").fans((4, 32, 8))  # gemma's q_einsum: (heads, d, head_dim)
+        Fans(fan_in=32, fan_out=32, receptive_field=1)
+    """
+    try:
+        inputs, output = str(equation).replace(" ", "").split("->")
+        x, kernel = inputs.split(",")
+    except ValueError:
+        return None
+    if "." in kernel or len(set(kernel)) != len(kernel):
+        return None
+    ins = tuple(i for i, c in enumerate(kernel) if c in x and c not in output)
+    outs = tuple(i for i, c in enumerate(kernel) if c in output and c not in x)
+    batch = tuple(i for i, c in enumerate(kernel) if c in output and c in x)
+    if not ins or not outs:
+        return None
+    return Layout(ins, outs, batch, name=name or f"einsum[{equation}]")
 
 
 def resolve(layout: LayoutLike) -> Layout | LayerKind:

@@ -846,18 +846,21 @@ def _unknown_layout_error(found: Sequence[tuple[Param, CompiledRule]]) -> ValueE
 # Dense layers whose output, by their name, usually stacks several projections that the forward
 # splits: Q, K and V (GPT-NeoX/Bloom/Falcon ``query_key_value``, Phi-3 ``qkv_proj``, ModernBERT
 # ``Wqkv``, timm ``attn.qkv``, keras-hub Swin ``attention_qkv``, Baichuan ``W_pack``, K and V in
-# ``kv``), gate and up (Phi-3 ``gate_up_proj``), Mamba's x and z (``in_proj``). A dense layer does
+# ``kv``), gate and up (Phi-3 ``gate_up_proj``), Mamba's x and z (``in_proj``); DeepMind gemma's
+# flax ``qkv_einsum``, ``kv_einsum`` and ``gating_einsum`` (a weight named so itself, its module
+# sharing its parent's scope). A dense layer does
 # not say how its output is split, and the pieces may differ in size (grouped-query attention),
 # so initscale counts fan_out over the whole output, and says so when a spec's std depends on it.
 PACKED_PROJECTION = re.compile(
-    r"(\A|_)(qkv|kv|query_key_value|w_?pack|gate_up|in_proj)(_proj)?\Z|\Aattention_qkv\Z", re.IGNORECASE
+    r"(\A|_)(qkv|kv|query_key_value|w_?pack|gate_up|in_proj)(_proj|_einsum)?\Z|\A(attention_qkv|gating_einsum)\Z",
+    re.IGNORECASE,
 )
 
 
 # The dense kinds and dense layouts whose whole output is one fan_out; a rule's own layout is none
 # of these (it says how the output is split, or that it is not), so it silences the warning.
 DENSE_KINDS = frozenset({"torch.linear", "keras.dense", "flax.dense"})
-_DENSE_LAYOUT_NAMES = ("keras.einsum_dense[", "flax.dense_general")
+_DENSE_LAYOUT_NAMES = ("keras.einsum_dense[", "flax.einsum[", "flax.dense_general")
 
 
 def _dense_axes(layout: LayoutLike | None, shape: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
@@ -884,34 +887,57 @@ def _layer_name(name: str) -> str:
     return parts[-2] if len(parts) > 1 else ""
 
 
+def _leading_stack(layout: LayoutLike | None) -> bool:
+    """Whether an einsum layout's output starts with a weight axis, ahead of every axis of the
+    input: a stack of projections the caller unpacks (gemma's ``"BTD,SNDH->SBTNH"``: ``q, k, v =``;
+    recurrentgemma's ``"...td,cdD->c...tD"``: gate and up)."""
+    name = getattr(layout, "name", None) or ""
+    if not name.startswith(("flax.einsum[", "keras.einsum_dense[")):
+        return False
+    try:
+        inputs, output = name[name.index("[") + 1 : -1].split("->")
+        x, kernel = inputs.split(",")
+    except ValueError:
+        return False
+    return bool(output) and output[0] in kernel and output[0] not in x
+
+
 def _axes_text(axes: tuple[int, ...]) -> str:
     return str(axes[0]) if len(axes) == 1 else str(axes)
 
 
 def packed_projection_notes(walked: Sequence[Param], decided: Plan) -> tuple[str, ...]:
-    """A warning naming the dense weights whose layer is named like a packed projection
-    (:data:`PACKED_PROJECTION`) and whose spec's std depends on fan_out (Glorot, fan_out modes).
+    """A warning naming the dense weights that look like packed projections and whose spec's std
+    depends on fan_out (Glorot, fan_out modes): their layer or the weight itself is named like one
+    (:data:`PACKED_PROJECTION`; the layer is the last component of the name before the leaf, ``.``
+    or ``/`` separated), or their einsum's output leads with a weight axis (a stack the caller
+    unpacks: ``"BTD,SNDH->SBTNH"``).
 
     ``walked``: the parameters as the adapter walked them; ``decided``: the :func:`plan` of
     them. Dense weights are those of :data:`DENSE_KINDS` (``nn.Linear``, Keras ``Dense``, flax
-    ``Dense``) and the EinsumDense and DenseGeneral layouts with no batch axes. A weight whose
-    rule gives a layout is not warned: the rule says how its output is split. The layer name is
-    the last component of the name before the leaf (``.`` or ``/`` separated).
+    ``Dense``) and the einsum (Keras EinsumDense, flax einsum modules) and DenseGeneral layouts
+    with no batch axes. A weight whose rule gives a layout is not warned: the rule says how its
+    output is split.
 
     Example:
         >>> import initscale
         >>> from initscale.reinit import Param, packed_projection_notes, plan
         >>> params = [Param("attn.query_key_value.weight", (96, 32), ("Linear",), "weight", "torch.linear")]
         >>> decided = plan(params, initscale.presets.get("glorot_uniform"))
-        >>> print(packed_projection_notes(params, decided)[0][:87])
-        reinit: 1 dense weight(s) named like packed projections ('attn.query_key_value.weight')
+        >>> note = packed_projection_notes(params, decided)[0]
+        >>> "'attn.query_key_value.weight'" in note, "Layout(in_axes=1, out_axes=0, out_groups=k)" in note
+        (True, True)
     """
     found: list[str] = []
     fixes: dict[str, str] = {}  # the axes of the fix -> the first weight they are for
     for param, decision, row in zip(walked, decided.decisions, decided.report.rows, strict=True):
         if decision.param is not param or not row.touched or row.spec is None or row.spec.fixed_scale:
             continue
-        if row.fan_in is None or row.fan_out is None or not PACKED_PROJECTION.search(_layer_name(param.name)):
+        if row.fan_in is None or row.fan_out is None:
+            continue
+        leaf = re.split(r"[./]", param.name)[-1]
+        named = PACKED_PROJECTION.search(_layer_name(param.name)) or PACKED_PROJECTION.search(leaf)
+        if not (named or _leading_stack(param.layout)):
             continue
         axes = _dense_axes(param.layout, param.shape)
         if axes is None:
@@ -927,7 +953,8 @@ def packed_projection_notes(walked: Sequence[Param], decided: Plan) -> tuple[str
         fix = "AXES"
         where = " (AXES: " + "; ".join(f"{axes} for {name!r}" for axes, name in fixes.items()) + ", as their layers)"
     return (
-        f"reinit: {len(found)} dense weight(s) named like packed projections ({_listed(found, 6)}) got a spec "
+        f"reinit: {len(found)} dense weight(s) named like packed projections or whose einsum output leads with a "
+        f"stack of them ({_listed(found, 6)}) got a spec "
         "whose std depends on fan_out, and initscale counts fan_out over the whole output: a dense layer does "
         "not say how its forward splits it. If the output stacks k equal projections (Q, K, V; gate and up), "
         f"give each its own fans with initscale.Rule(spec, layout=initscale.Layout({fix}, out_groups=k)); "

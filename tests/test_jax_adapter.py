@@ -844,3 +844,101 @@ def test_a_leaf_b_beside_a_w_is_its_modules_bias() -> None:
     b, w = report["params/BlockDiagonal_0/b"], report["params/BlockDiagonal_0/w"]
     assert (b.reason, b.fan_in, w.fan_in, w.fan_out) == ("default: biases -> zeros", None, 4, 4)
     assert report["params/Offset_0/b"].reason == "no rule matched"
+
+
+def _gemma_like():
+    """DeepMind gemma's flax layers by hand (gemma 4.0.1, gm/nn/_layers.py and _modules.py): an
+    ``Einsum(shape)`` module called with its equation, ``weight_name`` for the MLP's weights, whose
+    module shares its parent's scope (``nn.share_scope``), so those leaves sit in the MLP itself;
+    and recurrentgemma's ``Einsum`` (1.0.1, jax/layers.py), which keeps its equation as ``eqn``
+    and adds a ``b``."""
+    nn = pytest.importorskip("flax.linen")
+
+    class Einsum(nn.Module):
+        shape: tuple[int, ...]
+        weight_name: str = "w"
+
+        @nn.compact
+        def __call__(self, eqn, x):
+            return jnp.einsum(eqn, x, self.param(self.weight_name, nn.initializers.normal(), self.shape))
+
+    class StoredEinsum(nn.Module):
+        w_shape: tuple[int, ...]
+        b_shape: tuple[int, ...]
+        eqn: str
+
+        def setup(self):
+            self.w = self.param("w", nn.initializers.normal(), self.w_shape)
+            self.b = self.param("b", nn.initializers.zeros_init(), self.b_shape)
+
+        def __call__(self, x):
+            return jnp.einsum(self.eqn, x, self.w) + self.b
+
+    heads, kv_heads, d, hd, ff = 4, 2, 16, 4, 24
+
+    class Attention(nn.Module):
+        def setup(self):
+            self.q_einsum = Einsum((heads, d, hd))
+            self.kv_einsum = Einsum((2, kv_heads, d, hd))
+            self.qkv_einsum = Einsum((3, heads, d, hd))
+            self.attn_vec_einsum = Einsum((heads, hd, d))
+
+        def __call__(self, x):
+            q = self.q_einsum("BTD,NDH->BTNH", x)
+            k, v = self.kv_einsum("BSD,CKDH->CBSKH", x)
+            q2, k2, v2 = self.qkv_einsum("BTD,SNDH->SBTNH", x)
+            mixed = q + q2 + jnp.repeat(k + v, heads // kv_heads, axis=2) + k2 + v2
+            return self.attn_vec_einsum("BTNH,NHD->BTD", mixed)
+
+    class FeedForward(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            gating = Einsum((2, d, ff), weight_name="gating_einsum")
+            nn.share_scope(self, gating)
+            gate = gating("...F,NFH->...NH", x)
+            linear = Einsum((ff, d), weight_name="linear")
+            nn.share_scope(self, linear)
+            return linear("...H,HF->...F", nn.gelu(gate[..., 0, :]) * gate[..., 1, :])
+
+    class Block(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            x = Attention(name="attn")(x) + FeedForward(name="mlp")(x)
+            up = StoredEinsum((2, d, ff), (2, 1, 1, ff), "...td,cdD->c...tD", name="ffw_up")(x)
+            return nn.Dense(d, name="ffw_down")(up[0] * up[1])
+
+    return Block(), jnp.ones((1, 3, d)), (heads, kv_heads, d, hd, ff)
+
+
+def test_einsum_modules_get_their_weights_fans_from_their_equations() -> None:
+    """An einsum module's weight is read from its equation, recorded from the call (gemma) or
+    its ``eqn`` (recurrentgemma): q and the attention output per projection; the packed kv, qkv,
+    gate/up weights with their whole outputs, named in the packed-projection warning (by name, or
+    by an output that leads with the stack); before, every one was left untouched."""
+    model, x, (heads, kv_heads, d, hd, ff) = _gemma_like()
+    variables = model.init(jax.random.key(0), x)
+    glorot = presets.get("glorot_uniform")
+    kw = {"dry_run": True, "module": model, "example_inputs": (x,)}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _, report = isj.reinit(variables, glorot, jax.random.key(1), **kw)
+    fans = {r.name.removeprefix("params/"): (r.fan_in, r.fan_out) for r in report if r.fan_in is not None}
+    assert fans == {
+        "attn/q_einsum/w": (d, heads * hd),
+        "attn/attn_vec_einsum/w": (heads * hd, d),
+        "attn/kv_einsum/w": (d, 2 * kv_heads * hd),  # whole output: K and V (warned)
+        "attn/qkv_einsum/w": (d, 3 * heads * hd),  # whole output: Q, K and V (warned)
+        "mlp/gating_einsum": (d, 2 * ff),  # whole output: gate and up (warned)
+        "mlp/linear": (ff, d),
+        "ffw_up/w": (d, 2 * ff),  # whole output: two branches (warned)
+        "ffw_down/kernel": (ff, d),
+    }
+    assert report["params/ffw_up/b"].reason == "default: biases -> zeros"
+    (packed,) = [str(w.message) for w in caught if "packed projections" in str(w.message)]
+    for name in ("attn/kv_einsum/w", "attn/qkv_einsum/w", "mlp/gating_einsum", "ffw_up/w"):
+        assert f"'params/{name}'" in packed, packed
+    assert "q_einsum" not in packed and "attn_vec" not in packed and "mlp/linear" not in packed
+    assert not [w for w in caught if "untouched" in str(w.message)]
+    per = initscale.Rule(glorot, layout=initscale.Layout(2, (0, 1, 3), out_groups=3))  # (S, N, D, H)
+    _, report = isj.reinit(variables, {"*qkv_einsum/w": per}, jax.random.key(1), **kw)
+    assert (report["params/attn/qkv_einsum/w"].fan_in, report["params/attn/qkv_einsum/w"].fan_out) == (d, heads * hd)
