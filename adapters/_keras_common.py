@@ -63,6 +63,7 @@ from ._keras_layers import (
     UNIT_OFFSET,
     expert_role,
     keras_role,
+    stacked_einsum,
 )
 
 if TYPE_CHECKING:  # annotations only
@@ -656,6 +657,8 @@ def walk(
         shape = tuple(int(d) for d in variable.shape)
         path, leaf = fw.names(variable)
         role, layout, note = role_and_layout(fw, layer, leaf, shape)
+        if isinstance(layout, Layout) and ancestors:
+            layout = stacked_einsum(layout, ancestors, str(layer.name))
         param = Param(
             path,
             shape,

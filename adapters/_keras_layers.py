@@ -21,7 +21,7 @@ Example:
 from __future__ import annotations
 
 import re
-from collections.abc import Set
+from collections.abc import Sequence, Set
 
 from initscale.fans import Layout, LayoutLike, experts_layout
 from initscale.fans import einsum_layout as _einsum_layout
@@ -33,10 +33,12 @@ __all__ = [
     "NORM_NAME",
     "NORM_OFFSET_LEAVES",
     "NORM_SCALE_LEAVES",
+    "STACKED_EINSUMS",
     "UNIT_OFFSET",
     "einsum_layout",
     "expert_role",
     "keras_role",
+    "stacked_einsum",
 ]
 
 NORM_CLASSES = frozenset(
@@ -92,6 +94,25 @@ def expert_role(
         return ("bias", None, "") if len(shape) == 2 else None
     blocks, interleaved = table[stem]
     return ("weight", experts_layout("keras_hub.experts", 1, 2, blocks, interleaved), "") if len(shape) == 3 else None
+
+
+# EinsumDense kernels whose output stacks projections that the enclosing layer's call splits, by
+# (enclosing layer class, kernel layer name): how many. keras-hub 0.32's Qwen 3.5 attention
+# (src/models/qwen3_5/qwen3_5_attention.py, Qwen3_5Attention.build and call) makes its `query`
+# "bqm,muh->bquh" with head_dim * 2 per head and splits each head into the query and the gate of
+# its output (``qg[..., :head_dim]``, ``qg[..., head_dim:]``).
+STACKED_EINSUMS = {("Qwen3_5Attention", "query"): 2}
+
+
+def stacked_einsum(layout: Layout, ancestors: Sequence[str], name: str) -> Layout:
+    """``layout`` with one block per projection where an enclosing layer splits the kernel's
+    output (:data:`STACKED_EINSUMS`), else as it is."""
+    blocks = next((k for (cls, layer), k in STACKED_EINSUMS.items() if layer == name and cls in ancestors), 1)
+    if blocks == 1:
+        return layout
+    return Layout(
+        layout.in_axes, layout.out_axes, layout.batch_axes, out_groups=blocks, name=f"{layout.name}:blocks={blocks}"
+    )
 
 
 def einsum_layout(equation: str | None) -> Layout | None:

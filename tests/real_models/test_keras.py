@@ -690,3 +690,41 @@ def test_the_experts_table_catches_fused_gates_read_as_one_projection(monkeypatc
     names = [v.path for v in model.trainable_variables]
     problems = report_problems(GPT_OSS, "experts", report, names)
     assert problems and all("gate_up_proj" in p and f"fans expected ({D}, {FFH})" in p for p in problems), problems
+
+
+def test_hub_qwen3_5_gated_query_gets_the_fans_of_each_projection(monkeypatch: pytest.MonkeyPatch) -> None:
+    """keras-hub's Qwen 3.5 attention computes its query and its output gate in one EinsumDense,
+    ``query`` ("bqm,muh->bquh", head_dim · 2 per head), and splits each head in two
+    (qwen3_5_attention.py, Qwen3_5Attention.call): each projection has fan_out heads · head_dim.
+    Planted bug: without the table entry the query kernel shows fan_out twice that."""
+    head_dim = 8
+
+    def build():
+        return _hub().Qwen3_5Backbone(
+            vocabulary_size=V,
+            num_layers=2,
+            num_query_heads=HEADS,
+            num_key_value_heads=KV_HEADS,
+            head_dim=head_dim,
+            hidden_dim=D,
+            intermediate_dim=FFH,
+            layer_types=["linear_attention", "full_attention"],
+            linear_num_key_heads=2,
+            linear_num_value_heads=4,
+            linear_key_head_dim=8,
+            linear_value_head_dim=8,
+            linear_conv_kernel_dim=4,
+        )
+
+    def query_fans():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the gated delta net's conv kernel, its packed in_proj_qkv
+            report = isk.reinit(build(), initscale.presets.get("glorot_uniform"), dry_run=True)
+        row = report["transformer_layer_1/self_attention/query/kernel"]
+        return row.fan_in, row.fan_out
+
+    assert query_fans() == (D, HEADS * head_dim)
+    from initscale.adapters import _keras_layers
+
+    monkeypatch.setattr(_keras_layers, "STACKED_EINSUMS", {})
+    assert query_fans() == (D, 2 * HEADS * head_dim)
