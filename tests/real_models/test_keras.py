@@ -728,3 +728,22 @@ def test_hub_qwen3_5_gated_query_gets_the_fans_of_each_projection(monkeypatch: p
 
     monkeypatch.setattr(_keras_layers, "STACKED_EINSUMS", {})
     assert query_fans() == (D, 2 * HEADS * head_dim)
+
+
+@pytest.mark.parametrize("build", [_mixtral, _gpt_oss], ids=["mixtral", "gpt_oss"])
+def test_hub_check_reads_the_expert_banks_as_reinit_draws_them(build) -> None:
+    """``check`` walks as ``reinit`` does: right after ``reinit(model, SPEC)`` nothing is flagged,
+    and an expert bank planted at 3x its std is flagged by name."""
+    model = build()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # attention sinks, packed projections: said elsewhere
+        isk.reinit(model, SPEC, seed=0)
+        fresh = isk.check(model, rules=SPEC)
+        assert not fresh.flags, fresh.flags
+        bank = next(
+            v
+            for v in model.trainable_variables
+            if v.path.endswith(("experts/gate_up_proj", "_dense")) and "/experts/" in v.path
+        )
+        bank.assign(bank * 3)
+        assert "std_off" in isk.check(model, rules=SPEC).flags.get(bank.path, ()), bank.path

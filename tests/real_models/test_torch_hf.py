@@ -297,7 +297,7 @@ def _dbrx():
         n_layers=2,
         max_seq_len=POS,
         vocab_size=VOCAB,
-        attn_config={"kv_n_heads": HEADS, "rope_theta": 10000.0},
+        attn_config={"kv_n_heads": HEADS, "rope_theta": 10000.0, "clip_qkv": 8.0},  # None: its forward raises
         ffn_config={"ffn_hidden_size": FF, "moe_num_experts": EXPERTS, "moe_top_k": 2},
     )
     return transformers.DbrxForCausalLM(config)
@@ -726,3 +726,34 @@ def test_dbrx_experts_draw_an_orthogonal_block_per_expert() -> None:
     # plus the float32 QR's own error (1e-4, as in tests/test_adapters.py)
     for block in w:
         assert torch.allclose(block.T @ block, torch.eye(D, dtype=torch.float64), atol=2 * 2**-24 + 1e-4)
+
+
+@pytest.mark.parametrize("model", ["mixtral", "gpt_oss", "dbrx", "jetmoe"])
+def test_check_reads_the_experts_as_reinit_draws_them(model: str) -> None:
+    """``check`` walks as ``reinit_`` does: right after ``reinit_(net, SPEC)`` nothing is flagged
+    (each expert's std is the spec's for its own fans), and one expert tensor planted at 3x its
+    std is flagged by name (its std off by 3, far outside check's sampling bound)."""
+    torch.manual_seed(0)
+    net = MODELS[model][0]()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # packed projections, attention sinks: said elsewhere
+        ist.reinit_(net, SPEC, generator=torch.Generator().manual_seed(1))
+        fresh = ist.check(net, rules=SPEC)
+        assert not fresh.flags, fresh.flags
+        expert = next(n for n, _ in net.named_parameters() if match(MODELS[model][1], n)[0].group == "MoE experts")
+        with torch.no_grad():
+            dict(net.named_parameters())[expert].mul_(3)
+        assert "std_off" in ist.check(net, rules=SPEC).flags.get(expert, ()), expert
+
+
+def test_auto_names_the_experts_it_gives_no_gain() -> None:
+    """``initscale.auto`` plans gains for layers whose output the graph shows; experts tensors are
+    not one layer's main weight: it leaves them to the other rules and says so, naming each."""
+    torch.manual_seed(0)
+    net = _mixtral()
+    with pytest.warns(UserWarning, match=r"not one layer's main `weight` and get no gain") as caught:
+        report = ist.reinit_(net, initscale.auto(torch.randint(0, VOCAB, (2, 8))), dry_run=True)
+    text = " ".join(str(w.message) for w in caught)
+    experts = [n for n, _ in net.named_parameters() if ".experts." in n]
+    assert len(experts) == 4 and all(n in text for n in experts)
+    assert all(report[n].reason == "no rule matched" for n in experts)
