@@ -848,9 +848,9 @@ def _unknown_layout_error(found: Sequence[tuple[Param, CompiledRule]]) -> ValueE
 # ``Wqkv``, timm ``attn.qkv``, keras-hub Swin ``attention_qkv``, Baichuan ``W_pack``, K and V in
 # ``kv``), gate and up (Phi-3 ``gate_up_proj``), Mamba's x and z (``in_proj``); DeepMind gemma's
 # flax ``qkv_einsum``, ``kv_einsum`` and ``gating_einsum`` (a weight named so itself, its module
-# sharing its parent's scope). A dense layer does
-# not say how its output is split, and the pieces may differ in size (grouped-query attention),
-# so initscale counts fan_out over the whole output, and says so when a spec's std depends on it.
+# sharing its parent's scope). A dense layer does not say how its output is split, and the pieces
+# may differ in size (grouped-query attention), so initscale counts fan_out over the whole output,
+# and says so when a spec's std depends on it.
 PACKED_PROJECTION = re.compile(
     r"(\A|_)(qkv|kv|query_key_value|w_?pack|gate_up|in_proj)(_proj|_einsum)?\Z|\A(attention_qkv|gating_einsum)\Z",
     re.IGNORECASE,
@@ -895,7 +895,7 @@ def _leading_stack(layout: LayoutLike | None) -> bool:
     if not name.startswith(("flax.einsum[", "keras.einsum_dense[")):
         return False
     try:
-        inputs, output = name[name.index("[") + 1 : -1].split("->")
+        inputs, output = name[name.index("[") + 1 : name.index("]")].split("->")
         x, kernel = inputs.split(",")
     except ValueError:
         return False
@@ -993,7 +993,7 @@ _DEFAULT_CONSTANTS = {  # a default's reason -> the value it writes, and what a 
 }
 
 
-def _warn_zeroed_constants(
+def _warn_overwritten_constants(
     backend: Backend[Any], targets: Sequence[Target[Any]], report: Report, stacklevel: int
 ) -> None:
     """The defaults set biases and norm offsets to zeros and norm scales to ones. One that holds a
@@ -1497,7 +1497,7 @@ def run(
         for i, (d, (_, handle)) in enumerate(zip(decided.decisions, found, strict=True))
         if d.dist is not None
     ]
-    _warn_zeroed_constants(backend, targets, decided.report, stacklevel + 1)
+    _warn_overwritten_constants(backend, targets, decided.report, stacklevel + 1)
     _refuse_interleaved_orthogonal(targets)
     backend.check(targets, dry_run)
     if dry_run:
