@@ -129,11 +129,13 @@ def keras_role(
     groups: int = 1,
     unit_forget_bias: bool = False,
     equation: str | None = None,
+    stride: int = 1,
 ) -> tuple[Role, LayoutLike | None, str]:
     """``(role, layout, note)`` of a variable named ``leaf`` of a layer whose class and base-class
     names are ``class_names``; ``note`` says why the defaults keep it, when they do. A variable it does
     not recognise is ``("other", None, "")``: no layout, so a fan-based rule that reaches it raises
-    naming it (:func:`initscale.reinit.plan`) instead of reading a guessed one."""
+    naming it (:func:`initscale.reinit.plan`) instead of reading a guessed one. ``stride``: the
+    product of a transposed conv's strides (:func:`initscale.fans.stride_product`)."""
     if class_names & NORM_CLASSES:
         if leaf == "beta":
             return "norm_offset", None, ""
@@ -156,7 +158,7 @@ def keras_role(
         return "weight", "keras.depthwise_conv", ""
     transposed = "BaseConvTranspose" in class_names or any(k.endswith("Transpose") for k in class_names)
     if transposed and leaf == "kernel":
-        return "weight", "keras.conv_transpose", ""
+        return "weight", "keras.conv_transpose" + (f":stride={stride}" if stride > 1 else ""), ""
     if class_names & {"BaseConv", "Conv"} and leaf == "kernel":
         return "weight", f"keras.conv:groups={groups}", ""
     if "Dense" in class_names and leaf == "kernel":

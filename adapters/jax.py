@@ -59,7 +59,7 @@ from initscale.distributions import (
     TruncatedNormalDist,
     UniformDist,
 )
-from initscale.fans import Layout, LayoutLike, einsum_layout, resolve
+from initscale.fans import Layout, LayoutLike, einsum_layout, resolve, stride_product
 from initscale.normal_math import complex_truncated_rms, far_tail_offset, truncated_plan
 from initscale.plan import WeightPlan, canonical_strides, gate_index, plans
 from initscale.reinit import UNIT_OFFSET, Param, Report, Role, Target, Write
@@ -474,9 +474,12 @@ def _read_layout(owner: _Owner, parent: _Owner | None, leaf_owner: str) -> tuple
         if rank is None:
             return None
         if "ConvTranspose" in classes:
+            stride = stride_product(getattr(module, "strides", None), rank - 2)
             if getattr(module, "transpose_kernel", False):  # (*kernel, out, in), as the gradient of a conv
+                if stride > 1:  # a Layout has no stride: not read, so a fan-based rule says so
+                    return None
                 return Layout(-1, -2, name="flax.conv_transpose:transpose_kernel"), rank
-            return "flax.conv_transpose", rank
+            return "flax.conv_transpose" + (f":stride={stride}" if stride > 1 else ""), rank
         return f"flax.conv:groups={int(getattr(module, 'feature_group_count', 1))}", rank
     if classes & _GENERAL:
         return _general_layout(module, parent is not None and bool(set(parent.classes) & _ATTENTION), leaf_owner)

@@ -69,7 +69,7 @@ from initscale.distributions import (
     Distribution,
     OrthogonalDist,
 )
-from initscale.fans import Layout, LayoutLike, experts_layout
+from initscale.fans import Layout, LayoutLike, experts_layout, stride_product
 from initscale.plan import WeightPlan, canonical_strides, gate_index, plans
 from initscale.reinit import (
     ADDED_TENSOR,
@@ -824,7 +824,8 @@ def _role_and_layout(
     if isinstance(module, nn.Bilinear) and leaf == "weight":
         return "weight", "torch"  # (out, in1, in2): fan_in = in1 · in2
     if isinstance(module, nn.modules.conv._ConvTransposeNd) and leaf == "weight":
-        return "weight", f"torch.conv_transpose:groups={module.groups}"
+        stride = stride_product(module.stride, len(module.kernel_size))
+        return "weight", f"torch.conv_transpose:groups={module.groups}" + (f",stride={stride}" if stride > 1 else "")
     if isinstance(module, nn.modules.conv._ConvNd) and leaf == "weight":
         if module.groups > 1 and module.groups == module.in_channels:
             return "weight", f"torch.depthwise_conv:multiplier={module.out_channels // module.in_channels}"

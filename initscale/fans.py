@@ -10,7 +10,8 @@ A :class:`Layout` says which axes of a weight are inputs, which are outputs, whi
 (groups of a grouped conv, gates of an LSTM, Q/K/V of a packed projection). initscale's fans
 are always the **forward-pass** fans of one block: per group for grouped and depthwise conv,
 per gate for stacked RNN gates, per projection for packed QKV, and for a transposed conv
-``fan_in = in_channels / groups × kernel size`` (torch and Keras both swap these).
+``fan_in = in_channels / groups × kernel size / product of strides`` (the taps an output receives:
+torch and Keras both swap in and out, and neither divides by the stride).
 
 Named layer kinds (:func:`names`, :func:`get`, or strings such as ``"torch.conv:groups=4"``)
 build the right layout for each layer users meet. Each takes ``native=True`` to reproduce
@@ -56,6 +57,7 @@ __all__ = [
     "layout_to_config",
     "names",
     "resolve",
+    "stride_product",
 ]
 
 Mode = Literal["fan_in", "fan_out", "fan_avg", "fan_geo_avg"]
@@ -267,6 +269,14 @@ class _Kind:
     build: _LayoutBuilder
     native: Callable[[tuple[int, ...]], Fans]
     gates: tuple[str, ...] = ()
+    stride: bool = False  # a ``stride`` param: the product of the strides, dividing the forward fan_in
+
+
+# A transposed conv of kernel k and stride s sends each input to k outputs along an axis, s apart, so
+# an output receives k/s taps per input channel on average (exactly, where s divides k; k = s:
+# one): its forward fan_in is in/groups · Π k_i/s_i, not in/groups · Π k_i. Its fan_out (each input
+# reaches out/groups · Π k_i outputs) does not depend on the stride.
+_STRIDE_DOC = " ``stride``: the product of the strides (fan_in = in/groups · Π kernel_i / stride)."
 
 
 #: The canonical order of stacked recurrent gates (torch's and cuDNN's), by which portable streams
@@ -363,10 +373,11 @@ _KINDS: dict[str, _Kind] = {
     ),
     "torch.conv_transpose": _Kind(
         "torch",
-        "nn.ConvTransposeNd weight (in, out/groups, *kernel); forward fans, fan_in per group.",
-        {"groups": 1},
+        "nn.ConvTransposeNd weight (in, out/groups, *kernel); forward fans, fan_in per group." + _STRIDE_DOC,
+        {"groups": 1, "stride": 1},
         lambda d, p: Layout(0, 1, in_groups=p["groups"], name="torch.conv_transpose"),
         _torch_native,
+        stride=True,
     ),
     "torch.embedding": _fixed(
         "torch",
@@ -393,11 +404,13 @@ _KINDS: dict[str, _Kind] = {
         lambda d, p: Layout(-2, -1, out_groups=p["groups"], name="keras.conv"),
         _keras_native,
     ),
-    "keras.conv_transpose": _fixed(
+    "keras.conv_transpose": _Kind(
         "keras",
-        Layout(-1, -2, name="keras.conv_transpose"),
-        "ConvNDTranspose kernel (*kernel, out, in); forward fans.",
+        "ConvNDTranspose kernel (*kernel, out, in); forward fans." + _STRIDE_DOC,
+        {"stride": 1},
+        lambda d, p: Layout(-1, -2, name="keras.conv_transpose"),
         _keras_native,
+        stride=True,
     ),
     "keras.depthwise_conv": _Kind(
         "keras",
@@ -439,11 +452,13 @@ _KINDS: dict[str, _Kind] = {
         lambda d, p: Layout(-2, -1, out_groups=p["groups"], name="flax.conv"),
         _jax_native,
     ),
-    "flax.conv_transpose": _fixed(
+    "flax.conv_transpose": _Kind(
         "jax",
-        Layout(-2, -1, name="flax.conv_transpose"),
-        "ConvTranspose kernel (*kernel, in, out): already forward fans.",
+        "ConvTranspose kernel (*kernel, in, out); forward fans." + _STRIDE_DOC,
+        {"stride": 1},
+        lambda d, p: Layout(-2, -1, name="flax.conv_transpose"),
         _jax_native,
+        stride=True,
     ),
     "flax.embed": _Kind(
         "jax",
@@ -529,6 +544,8 @@ class LayerKind:
 
     def __str__(self) -> str:
         params = dict(self.params)
+        if _KINDS[self.name].stride and params.get("stride") == 1:
+            del params["stride"]  # the usual case, named as before strides were read
         if self.native:
             params["native"] = "true"
         return format_named(self.name, params)
@@ -542,7 +559,11 @@ class LayerKind:
         dims = _validate.shape("shape", shape)
         if self.native:
             return _KINDS[self.name].native(dims)
-        return self.layout(dims).fans(dims)
+        fans = self.layout(dims).fans(dims)
+        stride = dict(self.params).get("stride", 1) if _KINDS[self.name].stride else 1
+        if stride == 1:
+            return fans
+        return Fans(fans.fan_in / stride, fans.fan_out, fans.receptive_field)
 
     @property
     def gates(self) -> tuple[str, ...]:
@@ -619,6 +640,21 @@ def einsum_layout(equation: str | None, name: str | None = None) -> Layout | Non
     if not ins or not outs:
         return None
     return Layout(ins, outs, batch, name=name or f"einsum[{equation}]")
+
+
+def stride_product(strides: int | Sequence[int] | None, spatial: int) -> int:
+    """The product of a conv's strides over its ``spatial`` kernel axes (an int stride applies to
+    each; None is 1): the ``stride`` of the transposed-conv layer kinds.
+
+    Example:
+        >>> stride_product((2, 2), 2), stride_product(2, 3), stride_product(None, 2)
+        (4, 8, 1)
+    """
+    if strides is None:
+        return 1
+    if isinstance(strides, int):
+        return int(int(strides) ** spatial)
+    return math.prod(int(s) for s in strides)
 
 
 def resolve(layout: LayoutLike) -> Layout | LayerKind:

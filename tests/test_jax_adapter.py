@@ -942,3 +942,20 @@ def test_einsum_modules_get_their_weights_fans_from_their_equations() -> None:
     per = initscale.Rule(glorot, layout=initscale.Layout(2, (0, 1, 3), out_groups=3))  # (S, N, D, H)
     _, report = isj.reinit(variables, {"*qkv_einsum/w": per}, jax.random.key(1), **kw)
     assert (report["params/attn/qkv_einsum/w"].fan_in, report["params/attn/qkv_einsum/w"].fan_out) == (d, heads * hd)
+
+
+@pytest.mark.parametrize(("kernel", "stride"), [(3, 1), (2, 2), (4, 2), (3, 2)])
+def test_a_strided_transposed_conv_counts_the_taps_an_output_receives(kernel: int, stride: int) -> None:
+    """As for torch (tests/test_torch_reinit.py): with every weight and input at one, an interior
+    output of a linen ConvTranspose is its tap count; their mean over whole stride periods is the
+    forward fan_in, in · (kernel / stride)², which the report must give."""
+    nn = pytest.importorskip("flax.linen")
+    model = nn.ConvTranspose(6, (kernel, kernel), strides=(stride, stride), use_bias=False, padding="VALID")
+    x = jnp.ones((1, 12, 12, 8))
+    variables = model.init(jax.random.key(0), x)
+    _, report = isj.reinit(variables, HE, jax.random.key(1), dry_run=True, module=model)
+    ones = jax.tree_util.tree_map(jnp.ones_like, variables)
+    y = np.asarray(model.apply(ones, x))[0, :, :, 0]
+    lo = kernel
+    window = y[lo : lo + 2 * stride, lo : lo + 2 * stride]
+    assert report["params/kernel"].fan_in == pytest.approx(float(window.mean()), rel=1e-12)

@@ -921,3 +921,19 @@ def test_check_lsuv_and_auto_name_colliding_paths_as_reinit_does() -> None:
     ]
     plan = initscale.auto(x).plan(model)
     assert sorted(r.weight for r in plan.rows) == ["text/proj/kernel", "vision/proj/kernel"]
+
+
+@pytest.mark.parametrize(("kernel", "stride"), [(3, 1), (2, 2), (4, 2), (3, 2)])
+def test_a_strided_transposed_conv_counts_the_taps_an_output_receives(kernel: int, stride: int) -> None:
+    """As for torch (tests/test_torch_reinit.py): with every weight and input at one, an interior
+    output of Conv2DTranspose is its tap count; their mean over whole stride periods is the
+    forward fan_in, in · (kernel / stride)², which the report must give."""
+    inp = keras.Input((12, 12, 8))
+    layer = keras.layers.Conv2DTranspose(6, kernel, strides=stride, use_bias=False, name="up")
+    model = keras.Model(inp, layer(inp))
+    report = isk.reinit(model, HE, dry_run=True)
+    layer.kernel.assign(np.ones(layer.kernel.shape, "float32"))
+    y = _np(model(np.ones((1, 12, 12, 8), "float32")))[0, :, :, 0]
+    lo = kernel
+    window = y[lo : lo + 2 * stride, lo : lo + 2 * stride]
+    assert report[layer.kernel.path].fan_in == pytest.approx(float(window.mean()), rel=1e-12)

@@ -910,3 +910,21 @@ def test_setting_a_zero_init_residual_norm_to_ones_warns_and_none_keeps_it() -> 
         warnings.simplefilter("error")
         ist.reinit_(block, {"bn3.weight": None, "Conv2d": HE})
     assert not bool(block.bn3.weight.any())
+
+
+@pytest.mark.parametrize(("kernel", "stride"), [(3, 1), (2, 2), (4, 2), (3, 2), (8, 4)])
+def test_a_strided_transposed_conv_counts_the_taps_an_output_receives(kernel: int, stride: int) -> None:
+    """A transposed conv sends each input to ``kernel`` outputs per axis, ``stride`` apart: an output
+    receives kernel/stride taps per input channel on average (exactly where stride divides
+    kernel). With every weight and input at one, each interior output is its tap count, so their
+    mean over whole stride periods is the forward fan_in, exactly; the report must say the same
+    (before, it said in · kernel², 4x too many at stride 2: SAM's mask upscaler, U-Net decoders)."""
+    conv = torch.nn.ConvTranspose2d(8, 6, kernel, stride=stride, bias=False)
+    report = ist.reinit_(torch.nn.Sequential(conv), HE, dry_run=True)
+    with torch.no_grad():
+        conv.weight.fill_(1.0)
+        y = conv(torch.ones(1, 8, 12, 12))[0, 0]
+    lo = kernel  # past the border, where every tap an output can get is there
+    window = y[lo : lo + 2 * stride, lo : lo + 2 * stride]  # two whole periods per axis
+    assert report["0.weight"].fan_in == pytest.approx(float(window.mean()), rel=1e-12)
+    assert report["0.weight"].fan_out == 6 * kernel**2  # each input reaches out · kernel² outputs

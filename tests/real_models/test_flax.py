@@ -3,9 +3,10 @@ transformer block and CNN whose modules all have explicit names (``name="attn"``
 real code is written), and the same layers in nnx.
 
 Flax layouts: Dense kernel (in, out); Conv kernel (kh, kw, in/g, out) with per-group fans
-fan_in = in/g·kh·kw, fan_out = out/g·kh·kw; ConvTranspose kernel (kh, kw, in, out) with forward
-fan_in = in·kh·kw, fan_out = out·kh·kw; attention q/k/v kernels (in, heads, head_dim), each one
-projection in -> heads·head_dim, and out (heads, head_dim, out); Embed (num_embeddings, features).
+fan_in = in/g·kh·kw, fan_out = out/g·kh·kw; ConvTranspose kernel (kh, kw, in, out) with stride s:
+forward fan_in = in·kh·kw/s² (kh/s taps per axis reach an output), fan_out = out·kh·kw; attention
+q/k/v kernels (in, heads, head_dim), each one projection in -> heads·head_dim, and out
+(heads, head_dim, out); Embed (num_embeddings, features).
 """
 
 from __future__ import annotations
@@ -75,7 +76,9 @@ LINEN = (
     Expect("params/cnn/bn/bias", "norm_offset", "(c,)", None, "norms (named)"),
     Expect("batch_stats/cnn/bn/*", "state", "(c,) running statistics", None, "batch stats"),
     Expect("params/cnn/stem/kernel", "weight", "(3, 3, in=8, out=32)", (72, 288), "convs"),
-    Expect("params/cnn/up/kernel", "weight", "(4, 4, in=64, out=16) transposed", (64 * 16, 16 * 16), "convs"),
+    Expect(
+        "params/cnn/up/kernel", "weight", "(4, 4, in=64, out=16) transposed, stride 2", (64 * 16 / 4, 16 * 16), "convs"
+    ),
     Expect(
         "params/cnn/grouped/kernel",
         "weight",
@@ -121,7 +124,7 @@ NNX = (
     Expect("fc2/kernel", "weight", "(in=ff, out=d)", (FF, D), "Linear"),
     Expect("conv/kernel", "weight", "(3, 3, in/g=8, out=32), groups 4", (72, 72), "convs"),
     Expect("dw/kernel", "weight", "(3, 3, in/g=1, out=64), groups 32: multiplier 2", (9, 18), "convs"),
-    Expect("up/kernel", "weight", "(4, 4, in=64, out=16) transposed", (64 * 16, 16 * 16), "convs"),
+    Expect("up/kernel", "weight", "(4, 4, in=64, out=16) transposed, stride 2", (64 * 16 / 4, 16 * 16), "convs"),
     Expect("emb/embedding", "embedding", "(vocab, features)", (VOCAB, D), "embeddings"),
     Expect("[acfdu]*/bias", "bias", "(out,) / (heads, head_dim)", None, "biases"),
     Expect("ln1/scale", "norm_scale", "(d,)", None, "norms"),

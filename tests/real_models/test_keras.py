@@ -11,7 +11,8 @@ projection d -> heads·key_dim, output (heads, key_dim, d); LSTM/GRU kernel (in,
 recurrent_kernel (units, gates·units), per gate (in, units) / (units, units); Conv2D kernel
 (kh, kw, in/g, out), per group; DepthwiseConv2D kernel (kh, kw, in, multiplier): fan_in = kh·kw,
 fan_out = multiplier·kh·kw; SeparableConv2D depthwise likewise and pointwise (1, 1, in·m, out);
-Conv2DTranspose kernel (kh, kw, out, in): forward fan_in = in·kh·kw, fan_out = out·kh·kw.
+Conv2DTranspose kernel (kh, kw, out, in), stride s: forward fan_in = in·kh·kw/s² (kh/s taps per
+axis reach an output), fan_out = out·kh·kw.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ KERAS = (
     Expect("dw/kernel", "weight", "(3, 3, in=32, multiplier=2)", (K3, 2 * K3), "convs"),
     Expect("sep/depthwise_kernel", "weight", "(3, 3, in=64, multiplier=2)", (K3, 2 * K3), "convs"),
     Expect("sep/pointwise_kernel", "weight", "(1, 1, in=128, out=48)", (128, 48), "convs"),
-    Expect("up/kernel", "weight", "(4, 4, out=16, in=48) transposed", (48 * 16, 16 * 16), "convs"),
+    Expect("up/kernel", "weight", "(4, 4, out=16, in=48) transposed, stride 2", (48 * 16 / 4, 16 * 16), "convs"),
     Expect("ein/bias", "bias", "(heads=4, 16)", None, "biases"),
     *(Expect(f"{layer}/bias", "bias", "(out,)", None, "biases") for layer in ("gconv", "dw", "sep", "up", "head")),
 )

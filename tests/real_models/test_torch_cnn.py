@@ -3,10 +3,11 @@ installed on the CPU machine): grouped, depthwise (multiplier 1 and 2), 1x1 and 
 convolutions, BatchNorm, squeeze-excitation convs with biases and a Linear head, each parameter
 against a hand-written table of forward fans (tests/real_models/README.md).
 
-Conv fans follow the stride-independent convention of torch, Keras and initscale: a Conv2d weight
-(out, in/g, kh, kw) has fan_in = in/g·kh·kw and fan_out = out/g·kh·kw (per group); a
-ConvTranspose2d weight (in, out/g, kh, kw) has forward fan_in = in/g·kh·kw (the inputs summed into
-one output) and fan_out = out/g·kh·kw.
+Conv fans: a Conv2d weight (out, in/g, kh, kw) has fan_in = in/g·kh·kw and fan_out = out/g·kh·kw
+(per group; the convention of torch, Keras and initscale, whatever the stride). A ConvTranspose2d
+weight (in, out/g, kh, kw) with stride s has forward fan_in = in/g·kh·kw/s² (the inputs summed
+into one output: kh/s taps per axis and input channel; tests/test_torch_reinit.py counts them)
+and fan_out = out/g·kh·kw.
 """
 
 from __future__ import annotations
@@ -103,7 +104,9 @@ CNN = (
     ),
     Expect("block.conv3.weight", "weight", "(out=128, in=64, 1, 1)", (64, 128), "convs"),
     Expect("block.down.0.weight", "weight", "(out=128, in=64, 1, 1)", (64, 128), "convs"),
-    Expect("up.weight", "weight", "(in=128, out/g=32, 4, 4), groups 2", (64 * K4, 32 * K4), "transposed conv"),
+    Expect(
+        "up.weight", "weight", "(in=128, out/g=32, 4, 4), groups 2, stride 2", (64 * K4 / 4, 32 * K4), "transposed conv"
+    ),
     Expect("head.weight", "weight", "(out=10, in=64)", (64, 10), "Linear"),
     Expect("*bn*.weight", "norm_scale", "(c,)", None, "BatchNorm"),
     Expect("*bn*.bias", "norm_offset", "(c,)", None, "BatchNorm"),
