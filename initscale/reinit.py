@@ -848,11 +848,14 @@ def _unknown_layout_error(found: Sequence[tuple[Param, CompiledRule]]) -> ValueE
 # ``Wqkv``, timm ``attn.qkv``, keras-hub Swin ``attention_qkv``, Baichuan ``W_pack``, K and V in
 # ``kv``), gate and up (Phi-3 ``gate_up_proj``), Mamba's x and z (``in_proj``); DeepMind gemma's
 # flax ``qkv_einsum``, ``kv_einsum`` and ``gating_einsum`` (a weight named so itself, its module
-# sharing its parent's scope). A dense layer does not say how its output is split, and the pieces
+# sharing its parent's scope); LeViT's ``queries_keys_values`` and ``keys_values``, whose Linear is
+# one level down (``.linear``: the layer two names before the leaf counts too). A dense layer does
+# not say how its output is split, and the pieces
 # may differ in size (grouped-query attention), so initscale counts fan_out over the whole output,
 # and says so when a spec's std depends on it.
 PACKED_PROJECTION = re.compile(
-    r"(\A|_)(qkv|kv|query_key_value|w_?pack|gate_up|in_proj)(_proj|_einsum)?\Z|\A(attention_qkv|gating_einsum)\Z",
+    r"(\A|_)(qkv|kv|query_key_value|(queries_)?keys_values|w_?pack|gate_up|in_proj)(_proj|_einsum)?\Z"
+    r"|\A(attention_qkv|gating_einsum)\Z",
     re.IGNORECASE,
 )
 
@@ -881,10 +884,9 @@ def _dense_axes(layout: LayoutLike | None, shape: tuple[int, ...]) -> tuple[tupl
     return ins, outs
 
 
-def _layer_name(name: str) -> str:
-    """The last component before the leaf of a ``.`` or ``/`` separated name (``""`` if none)."""
-    parts = re.split(r"[./]", name)
-    return parts[-2] if len(parts) > 1 else ""
+def _layer_names(name: str) -> tuple[str, ...]:
+    """The leaf and the two components before it of a ``.`` or ``/`` separated name."""
+    return tuple(re.split(r"[./]", name)[-3:])
 
 
 def _leading_stack(layout: LayoutLike | None) -> bool:
@@ -908,9 +910,9 @@ def _axes_text(axes: tuple[int, ...]) -> str:
 
 def packed_projection_notes(walked: Sequence[Param], decided: Plan) -> tuple[str, ...]:
     """A warning naming the dense weights that look like packed projections and whose spec's std
-    depends on fan_out (Glorot, fan_out modes): their layer or the weight itself is named like one
-    (:data:`PACKED_PROJECTION`; the layer is the last component of the name before the leaf, ``.``
-    or ``/`` separated), or their einsum's output leads with a weight axis (a stack the caller
+    depends on fan_out (Glorot, fan_out modes): the weight, its layer or the layer above it is
+    named like one (:data:`PACKED_PROJECTION`; the last three components of the ``.`` or ``/``
+    separated name), or their einsum's output leads with a weight axis (a stack the caller
     unpacks: ``"BTD,SNDH->SBTNH"``).
 
     ``walked``: the parameters as the adapter walked them; ``decided``: the :func:`plan` of
@@ -935,8 +937,7 @@ def packed_projection_notes(walked: Sequence[Param], decided: Plan) -> tuple[str
             continue
         if row.fan_in is None or row.fan_out is None:
             continue
-        leaf = re.split(r"[./]", param.name)[-1]
-        named = PACKED_PROJECTION.search(_layer_name(param.name)) or PACKED_PROJECTION.search(leaf)
+        named = any(PACKED_PROJECTION.search(part) for part in _layer_names(param.name))
         if not (named or _leading_stack(param.layout)):
             continue
         axes = _dense_axes(param.layout, param.shape)

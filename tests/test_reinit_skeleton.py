@@ -216,11 +216,12 @@ def test_packed_projection_notes_name_dense_weights_whose_fan_out_spans_every_pr
         Param("blk/query_key_value/kernel", (32, 2, 48), ("EinsumDense",), "weight", einsum),
         Param("params/qkv/kernel", (32, 96), ("Dense",), "weight", "flax.dense"),
         Param("h.0.mlp.up_proj.weight", (96, 32), ("Linear",), "weight", "torch.linear"),
+        Param("b.0.attn.queries_keys_values.linear.weight", (96, 32), ("Linear",), "weight", "torch.linear"),
         Param("experts/gate_up_proj", (4, 32, 96), ("Experts",), "weight", initscale.Layout(1, 2, 0, name="x")),
     ]
     (text,) = reinit.packed_projection_notes(walked, reinit.plan(walked, glorot))
-    assert text.startswith("reinit: 4 dense weight(s) named like packed projections"), text
-    assert all(repr(p.name) in text for p in walked[:4]) and "up_proj.weight" not in text
+    assert text.startswith("reinit: 5 dense weight(s) named like packed projections"), text
+    assert all(repr(p.name) in text for p in (*walked[:4], walked[5])) and "up_proj.weight" not in text
     assert "Layout(AXES, out_groups=k)" in text  # three layouts: each one's axes, named by a weight of it
     assert "(AXES: in_axes=1, out_axes=0 for 'h.0.attn.query_key_value.weight'; in_axes=0, out_axes=1 for " in text
     assert "in_axes=0, out_axes=(1, 2) for 'blk/query_key_value/kernel', as their layers)." in text
