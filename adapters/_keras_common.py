@@ -35,7 +35,7 @@ from initscale import _shared, from_dict, presets
 from initscale._registry import deprecated_positional, layout_like
 from initscale._shared import lower_tail
 from initscale.distributions import ConstantDist, NormalDist, OrthogonalDist, TruncatedNormalDist, UniformDist
-from initscale.fans import Fans, Layout, LayoutLike, layout_from_config, layout_to_config, stride_product
+from initscale.fans import Fans, Layout, LayoutLike, layout_from_config, layout_to_config
 from initscale.normal_math import far_tail_offset, normal_cdf, truncated_plan
 from initscale.plan import plans
 from initscale.reinit import (
@@ -609,7 +609,7 @@ def role_and_layout(
         groups=getattr(layer, "groups", 1),
         unit_forget_bias=bool(getattr(layer, "unit_forget_bias", False)),
         equation=getattr(layer, "equation", None),
-        stride=stride_product(getattr(layer, "strides", None), len(shape) - 2) if len(shape) > 2 else 1,
+        strides=getattr(layer, "strides", None),
     )
     if (
         role == "other"

@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence, Set
+from typing import Any
 
-from initscale.fans import Layout, LayoutLike, experts_layout
+from initscale.fans import Layout, LayoutLike, experts_layout, stride_product
 from initscale.fans import einsum_layout as _einsum_layout
 from initscale.reinit import UNIT_OFFSET, Role
 
@@ -129,13 +130,13 @@ def keras_role(
     groups: int = 1,
     unit_forget_bias: bool = False,
     equation: str | None = None,
-    stride: int = 1,
+    strides: Any = None,
 ) -> tuple[Role, LayoutLike | None, str]:
     """``(role, layout, note)`` of a variable named ``leaf`` of a layer whose class and base-class
     names are ``class_names``; ``note`` says why the defaults keep it, when they do. A variable it does
     not recognise is ``("other", None, "")``: no layout, so a fan-based rule that reaches it raises
-    naming it (:func:`initscale.reinit.plan`) instead of reading a guessed one. ``stride``: the
-    product of a transposed conv's strides (:func:`initscale.fans.stride_product`)."""
+    naming it (:func:`initscale.reinit.plan`) instead of reading a guessed one. ``strides``: the
+    layer's ``strides``, read for a transposed conv (:func:`initscale.fans.stride_product`)."""
     if class_names & NORM_CLASSES:
         if leaf == "beta":
             return "norm_offset", None, ""
@@ -158,6 +159,7 @@ def keras_role(
         return "weight", "keras.depthwise_conv", ""
     transposed = "BaseConvTranspose" in class_names or any(k.endswith("Transpose") for k in class_names)
     if transposed and leaf == "kernel":
+        stride = stride_product(strides, ndim - 2)
         return "weight", "keras.conv_transpose" + (f":stride={stride}" if stride > 1 else ""), ""
     if class_names & {"BaseConv", "Conv"} and leaf == "kernel":
         return "weight", f"keras.conv:groups={groups}", ""

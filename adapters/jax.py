@@ -492,23 +492,28 @@ _EINSUM = re.compile(r"[A-Za-z.]+,[A-Za-z]+->[A-Za-z.]*")  # x,w->y with a weigh
 _EQUATION_ATTRIBUTES = ("eqn", "equation", "einsum_str")  # recurrentgemma's Einsum: eqn
 
 
-def _einsum_equation(owner: _Owner | None, leaf: str) -> str | None:
-    """The einsum equation a module computes with its weight ``leaf``: an equation attribute
-    (recurrentgemma's ``Einsum.eqn``), or the one it was called with (DeepMind gemma's
-    ``Einsum(shape)(eqn, x)``, recorded under its ``weight_name``); None if there is none, if
-    calls disagreed, or if the forward rescales the weight (gemma4's ``w_scale``: initscale's std
-    would not be the weight's in the forward)."""
+def _einsum_equation(owner: _Owner | None, leaf: str, siblings: Set[str]) -> str | None:
+    """The einsum equation a module computes with its weight ``leaf``: the one it was called with
+    under that ``weight_name`` (DeepMind gemma's ``Einsum(shape)(eqn, x)``), or, for the module's
+    only leaf besides a bias (``siblings``: the others), an equation attribute (recurrentgemma's
+    ``Einsum.eqn``) or the one it was called with; None if there is none, if calls disagreed, or
+    if the forward rescales the weight (gemma4's ``w_scale``: initscale's std would not be the
+    weight's in the forward)."""
     if owner is None or owner.module is None:
         return None
     scale = getattr(owner.module, "w_scale", None)
     if scale is not None and scale != 1:
         return None
+    recorded = dict(owner.equations)
+    if leaf in recorded:
+        return recorded[leaf]
+    if siblings - {leaf, "b", "bias"}:  # which of several weights an unnamed equation is for is not known
+        return None
     for attribute in _EQUATION_ATTRIBUTES:
         value = getattr(owner.module, attribute, None)
         if isinstance(value, str) and _EINSUM.fullmatch(value.replace(" ", "")):
             return value.replace(" ", "")
-    recorded = dict(owner.equations)
-    return recorded.get(leaf, recorded.get(None)) if len(recorded) > 0 else None
+    return recorded.get(None)
 
 
 def _lifted(layout: LayoutLike, shape: tuple[int, ...], rank: int) -> Layout:
@@ -579,7 +584,7 @@ def _infer(
         return "bias", None, owner_classes, False
     if leaf == "embedding":
         return "embedding", "flax.embed", owner_classes, owner is None or owner.module is None or "Embed" not in classes
-    equation = _einsum_equation(owner, leaf)
+    equation = _einsum_equation(owner, leaf, siblings)
     if equation is not None:  # an einsum module's weight, the equation's second operand
         layout = einsum_layout(equation, name=f"flax.einsum[{equation}]")
         if layout is not None and len(equation.split("->")[0].split(",")[1]) == ndim:

@@ -959,3 +959,28 @@ def test_a_strided_transposed_conv_counts_the_taps_an_output_receives(kernel: in
     lo = kernel
     window = y[lo : lo + 2 * stride, lo : lo + 2 * stride]
     assert report["params/kernel"].fan_in == pytest.approx(float(window.mean()), rel=1e-12)
+
+
+def test_an_unnamed_equation_is_not_read_for_one_of_several_weights() -> None:
+    """A module called with one einsum equation but holding two weights of its rank, and no
+    ``weight_name`` to say which it is for: neither is read (the one spec leaves both, warned by
+    class), where guessing would give the other weight the equation's fans."""
+    nn = pytest.importorskip("flax.linen")
+
+    class TwoWeights(nn.Module):
+        @nn.compact
+        def __call__(self, eqn, x):
+            w = self.param("w", nn.initializers.normal(), (2, 8, 4))
+            u = self.param("u", nn.initializers.normal(), (2, 8, 4))
+            return jnp.einsum(eqn, x, w) + jnp.einsum(eqn, x, u)
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return TwoWeights(name="pair")("BD,NDH->BNH", x)
+
+    model, x = Net(), jnp.ones((1, 8))
+    variables = model.init(jax.random.key(0), x)
+    with pytest.warns(UserWarning, match=r"untouched.*TwoWeights \(2: 'params/pair/u', 'params/pair/w'\)"):
+        _, report = isj.reinit(variables, HE, jax.random.key(1), dry_run=True, module=model, example_inputs=(x,))
+    assert report["params/pair/w"].layout is None and report["params/pair/u"].layout is None

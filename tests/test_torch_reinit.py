@@ -910,6 +910,8 @@ def test_setting_a_zero_init_residual_norm_to_ones_warns_and_none_keeps_it() -> 
         warnings.simplefilter("error")
         ist.reinit_(block, {"bn3.weight": None, "Conv2d": HE})
     assert not bool(block.bn3.weight.any())
+    with pytest.warns(UserWarning, match=r"1 norm scale\(s\) \('bn3.weight' = 0\)"):  # zero is exact in bfloat16
+        ist.reinit_(_bottleneck(True).to(torch.bfloat16), HE, dry_run=True)
 
 
 @pytest.mark.parametrize(("kernel", "stride"), [(3, 1), (2, 2), (4, 2), (3, 2), (8, 4)])

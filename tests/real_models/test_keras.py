@@ -173,15 +173,21 @@ def _hub():
     return keras_hub.models
 
 
-def _llama():
-    return _hub().LlamaBackbone(
+def _decoder(backbone: str, **extra):
+    """A keras-hub decoder backbone of Llama-like sizes: two layers, grouped-query attention."""
+    return getattr(_hub(), backbone)(
         vocabulary_size=V,
         num_layers=2,
         num_query_heads=HEADS,
         num_key_value_heads=KV_HEADS,
         hidden_dim=D,
         intermediate_dim=FFH,
-    )  # tie_word_embeddings=False
+        **extra,
+    )
+
+
+def _llama():
+    return _decoder("LlamaBackbone")  # tie_word_embeddings=False
 
 
 def _gpt2():
@@ -335,17 +341,7 @@ GEMMA = (
 
 def _moe(backbone: str, **extra: int):
     """A keras-hub MoE backbone of Llama-like attention (GQA) and EXPERTS experts, top 2."""
-    return getattr(_hub(), backbone)(
-        vocabulary_size=V,
-        num_layers=2,
-        num_query_heads=HEADS,
-        num_key_value_heads=KV_HEADS,
-        hidden_dim=D,
-        intermediate_dim=FFH,
-        num_experts=EXPERTS,
-        top_k=2,
-        **extra,
-    )
+    return _decoder(backbone, num_experts=EXPERTS, top_k=2, **extra)
 
 
 def _mixtral():
@@ -701,14 +697,9 @@ def test_hub_qwen3_5_gated_query_gets_the_fans_of_each_projection(monkeypatch: p
     head_dim = 8
 
     def build():
-        return _hub().Qwen3_5Backbone(
-            vocabulary_size=V,
-            num_layers=2,
-            num_query_heads=HEADS,
-            num_key_value_heads=KV_HEADS,
+        return _decoder(
+            "Qwen3_5Backbone",
             head_dim=head_dim,
-            hidden_dim=D,
-            intermediate_dim=FFH,
             layer_types=["linear_attention", "full_attention"],
             linear_num_key_heads=2,
             linear_num_value_heads=4,
