@@ -33,6 +33,8 @@ from torch.overrides import TorchFunctionMode
 from initscale import presets
 from initscale.autogain import Auto, AutoPlan, AutoRow, Follower, layer_gain, propagate
 
+from . import _torch_reparam as _reparam
+
 __all__ = ["apply_", "plan"]
 
 # torch functions and modules with a closed form in initscale.gains: name -> (gains name, param reader)
@@ -436,10 +438,13 @@ def _plan(model: torch.nn.Module, auto: Auto) -> tuple[AutoPlan, dict[str, tuple
     report = reinit_(model, presets.get("he_normal"), dry_run=True)
     layers: dict[str, tuple[str, int, str]] = {}
     others: list[str] = []
+    normed = _weight_normed(model)
     for row in report.touched:
         if row.fan_in is None:
             continue
         module, _, leaf = row.name.rpartition(".")
+        if row.name in normed:  # a weight-normed layer's v: the layer's weight (w = v as drawn)
+            module, leaf = normed[row.name].layer, normed[row.name].leaf
         if leaf == "weight" and module not in layers:
             layers[module] = (row.name, int(row.fan_in), row.layer)
         else:
@@ -480,6 +485,12 @@ def _plan(model: torch.nn.Module, auto: Auto) -> tuple[AutoPlan, dict[str, tuple
     return plan, walked.decided
 
 
+def _weight_normed(model: torch.nn.Module) -> dict[str, _reparam.Reparam]:
+    """Weight norm's v by name (:mod:`._torch_reparam`): drawn as its layer's weight, which is then
+    rescaled through g (w = g · v / ‖v‖). Spectral norm is left out: its layer divides out a scale."""
+    return {r.drawn: r for r in _reparam.find(list(model.named_modules())) if r.method == "weight_norm" and r.drawn}
+
+
 def _norm_weight(model: torch.nn.Module, name: str) -> str | None:
     """The name of a norm module's scale parameter (its ``weight``), or None where it has none."""
     weight = getattr(model.get_submodule(name), "weight", None)
@@ -513,9 +524,16 @@ def apply_(
     final: dict[str, AutoRow] = {}
     handles = []
 
+    normed = _weight_normed(model)
+
+    def layer_of(weight: str) -> str:
+        return normed[weight].layer if weight in normed else weight.rpartition(".")[0]
+
     def rescale(weight: str) -> Any:
-        module_name = weight.rpartition(".")[0]
-        param = modules[module_name].get_parameter("weight")
+        module_name = layer_of(weight)
+        # weight norm (w = g · v / ‖v‖): v and g both times the factor, so w is, and g stays ‖v‖
+        params = [model.get_parameter(weight)] if weight in normed else [modules[module_name].get_parameter("weight")]
+        params += [model.get_parameter(normed[weight].magnitude or "")] if weight in normed else []
 
         def pre(_module: torch.nn.Module, args: tuple[Any, ...]) -> None:
             if weight in final or not args or not isinstance(args[0], torch.Tensor):
@@ -524,7 +542,8 @@ def apply_(
             m_in = _mean_square(args[0])
             g = layer_gain(follower, fn, m_in, auto.q, act_param)
             if row.gain != 0.0:  # a weight the residual rule zeroes stays zero
-                param.mul_(g.gain / (row.gain / row.scale))
+                for param in params:
+                    param.mul_(g.gain / (row.gain / row.scale))
             final[weight] = dataclasses.replace(row, m_in=m_in, gain=row.scale * g.gain, chi=g.chi, verdict=g.verdict)
             if len(final) == len(by_weight):
                 raise _AllMeasured  # every planned layer is final: the rest of the pass measures nothing
@@ -532,7 +551,7 @@ def apply_(
         return pre
 
     for weight in by_weight:
-        handles.append(modules[weight.rpartition(".")[0]].register_forward_pre_hook(rescale(weight)))
+        handles.append(modules[layer_of(weight)].register_forward_pre_hook(rescale(weight)))
     was_training = model.training
     model.eval()
     try:

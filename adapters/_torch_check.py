@@ -6,7 +6,8 @@ parameter once, with its owning module's class names, its role (weight, bias, no
 embedding), its layout and, for a bias, the weight whose fans it takes, so the rules ``reinit_``
 takes give the same expectations here (its dry-run plan). Tied parameters (one tensor under
 several names, ``named_parameters(remove_duplicate=False)``) are checked once and listed.
-``nn.Embedding``/``nn.EmbeddingBag`` give their ``padding_idx``.
+``nn.Embedding``/``nn.EmbeddingBag`` give their ``padding_idx``. A weight-normed layer's v is
+checked as the weight the layer computes, g · v / ‖v‖ (:mod:`._torch_reparam`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import torch
 from initscale import check as _core
 from initscale.check import ALPHA, CheckReport, Entry
 from initscale.reinit import model_rules
+
+from . import _torch_reparam as _reparam
 
 __all__ = ["check", "check_checkpoint", "load_checkpoint"]
 
@@ -118,13 +121,20 @@ def check(
         pairs += list(model.named_buffers(remove_duplicate=False))
     names_of = _aliases(pairs)
     modules = dict(model.named_modules(remove_duplicate=False))
+    named = dict(pairs)
+    # a weight-normed layer uses g · v / ‖v‖, not v: its v row is checked as the weight it computes
+    normed = {r.drawn: r for r in _reparam.find(list(modules.items())) if r.method == "weight_norm"}
     expected = _core._expected_for([p for p, _ in found], rules, include_frozen)
     entries, notes = [], []
     for param, tensor in found:
         if tensor.is_complex():
             notes.append(f"note: {param.name} skipped: dtype {tensor.dtype} is not checked")
             continue
-        values, dtype = _numpy(param.name, tensor)
+        read = tensor
+        if (r := normed.get(param.name)) is not None and r.magnitude in named:
+            with torch.no_grad():
+                read = torch._weight_norm(tensor, named[r.magnitude], r.dim)
+        values, dtype = _numpy(param.name, read)
         owner = modules.get(param.name.rpartition(".")[0])
         padding = None
         if param.role == "embedding" and isinstance(owner, (torch.nn.Embedding, torch.nn.EmbeddingBag)):

@@ -4,7 +4,9 @@ The loop, the report and the references are in :mod:`initscale.lsuv`; this modul
 (forward hooks, in the order the forward pass first calls them), measures their outputs and
 rescales their weights in place. The layers are those whose main ``weight`` the rules set with a
 layout: Linear, ConvNd, ConvTransposeNd, transformers' Conv1D, Bilinear, and any layer a rule gives
-a layout; recurrent layers and attention (several outputs) are reported as skipped.
+a layout; recurrent layers and attention (several outputs) are reported as skipped. A weight-normed
+layer (w = g · v / ‖v‖) is rescaled through its g; one under spectral norm is skipped (its layer
+divides out any scale).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import torch
 from initscale import lsuv, presets
 from initscale.lsuv import LSUVReport
 from initscale.specs import Spec
+
+from . import _torch_reparam as _reparam
 
 __all__ = ["lsuv_"]
 
@@ -51,12 +55,17 @@ def _state(module: torch.nn.Module) -> list[torch.Tensor]:
     return out
 
 
-def _candidates(module: torch.nn.Module, weights: set[str]) -> dict[int, tuple[str, torch.nn.Module]]:
-    """The modules that hold one of ``weights`` (the names of the set parameters with a layout)."""
+def _candidates(
+    module: torch.nn.Module, weights: set[str], computed: Mapping[str, _reparam.Reparam]
+) -> dict[int, tuple[str, torch.nn.Module]]:
+    """The modules that hold one of ``weights`` (the names of the set parameters with a layout),
+    or compute their ``weight`` from one (``computed``: by layer name, :mod:`._torch_reparam`)."""
     out = {}
     for name, sub in module.named_modules():
+        if isinstance(sub, torch.nn.utils.parametrize.ParametrizationList):
+            continue  # it holds a computed weight's originals; its layer is the candidate
         prefix = f"{name}." if name else ""
-        if any(f"{prefix}{leaf}" in weights for leaf, _ in sub.named_parameters(recurse=False)):
+        if name in computed or any(f"{prefix}{leaf}" in weights for leaf, _ in sub.named_parameters(recurse=False)):
             out[id(sub)] = (name, sub)
     return out
 
@@ -164,13 +173,14 @@ def lsuv_(
         rules = presets.get("orthogonal")
     init = reinit_(module, rules, generator=generator, dry_run=True, **reinit_kwargs)  # checks before any write
     weights = {row.name for row in init.touched if row.layout is not None}
+    computed = {r.layer: r for r in _reparam.find(list(module.named_modules())) if r.drawn in weights}
     saved = [(t, t.detach().clone()) for t in _state(module)]
     try:
         init = reinit_(module, rules, generator=generator, **reinit_kwargs)
         with torch.no_grad():
-            candidates = _candidates(module, weights)
+            candidates = _candidates(module, weights, computed)
             order = _forward_order(run, candidates)
-            rows = [_layer(run, name, sub, weights, tol, max_iters) for name, sub in order]
+            rows = [_layer(run, name, sub, weights, computed.get(name), tol, max_iters) for name, sub in order]
             called = {id(sub) for _, sub in order}
             rows += [
                 lsuv.skipped(
@@ -195,13 +205,37 @@ def lsuv_(
     return report
 
 
-def _layer(run: Any, name: str, sub: torch.nn.Module, weights: set[str], tol: float, max_iters: int) -> lsuv.LSUVRow:
+def _layer(
+    run: Any,
+    name: str,
+    sub: torch.nn.Module,
+    weights: set[str],
+    computed: _reparam.Reparam | None,
+    tol: float,
+    max_iters: int,
+) -> lsuv.LSUVRow:
     weight = getattr(sub, "weight", None)
     layer, full = type(sub).__name__, f"{name}.weight" if name else "weight"
     if any(base.__name__ in _MULTI_OUTPUT for base in type(sub).__mro__):
         return lsuv.skipped(name, layer, full, "several outputs (recurrent or attention layer)")
-    if not isinstance(weight, torch.Tensor) or full not in weights:
+    if computed is not None and (computed.method != "weight_norm" or computed.magnitude is None):
+        why = f"its weight is computed by {computed.parametrization}, which divides out a rescaling"
+        return lsuv.skipped(name, layer, computed.drawn or full, why)
+    if computed is not None:  # weight norm, w = g · v / ‖v‖: v and g times the factor, so w is, and g stays ‖v‖
+        local = len(f"{name}.") if name else 0
+        scaled: list[torch.Tensor] = [
+            sub.get_parameter(n[local:]) for n in (computed.drawn or "", computed.magnitude or "")
+        ]
+        full = computed.drawn or full
+    elif not isinstance(weight, torch.Tensor) or full not in weights:
         return lsuv.skipped(name, layer, full, "its set parameters are not one `weight` to rescale")
+    else:
+        scaled = [weight]
+
+    def scale(factor: float) -> None:
+        for tensor in scaled:
+            tensor.mul_(factor)
+
     output = _first_output(run, sub)
     if not isinstance(output, torch.Tensor) or not output.is_floating_point():
         why = f"its output is a {type(output).__name__}, not one floating-point tensor"
@@ -211,7 +245,7 @@ def _layer(run: Any, name: str, sub: torch.nn.Module, weights: set[str], tol: fl
         layer,
         full,
         lambda: _output_variance(run, sub),
-        weight.mul_,
+        scale,
         tol=tol,
         max_iters=max_iters,
         function="lsuv_",

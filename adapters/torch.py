@@ -96,6 +96,8 @@ from initscale.streams import (
     runs,
 )
 
+from . import _torch_reparam as _reparam
+
 __all__ = [
     "Initializer",
     "PartialWriteError",
@@ -883,6 +885,8 @@ def _walk(module: torch.nn.Module, recurse: bool, include_buffers: bool) -> list
     for prefix, owner in modules:
         above = chains.get(prefix.rpartition(".")[0], ()) if prefix else ()
         chains[prefix] = tuple(dict.fromkeys(_owner_classes(owner) + above))
+    # weights a layer computes from other tensors (weight norm, spectral norm, parametrizations)
+    computes = {name: r for r in _reparam.find(modules) for name in r.originals}
     for prefix, owner in modules:
         items: list[tuple[str, torch.Tensor, bool]] = [
             (leaf, t, False) for leaf, t in owner.named_parameters(recurse=False)
@@ -900,6 +904,9 @@ def _walk(module: torch.nn.Module, recurse: bool, include_buffers: bool) -> list
                     f"Parameter {name!r} of the lazy module {type(owner).__name__} is not materialized yet: "
                     "run one forward pass with a sample input first, then re-initialize."
                 )
+            if not is_buffer and (computed := computes.get(name)) is not None:
+                found.append((_reparam_param(computed, name, tensor, by_prefix, chains, tied_to), tensor))
+                continue
             role, layout = _role_and_layout(owner, leaf, tensor.dim(), parent)
             classes = _owner_classes(owner) if role in ("norm_scale", "norm_offset") else chains[prefix]
             added = role == "other" and tensor.dim() >= 2 and ADDED_TENSOR.search(leaf) is not None
@@ -918,6 +925,37 @@ def _walk(module: torch.nn.Module, recurse: bool, include_buffers: bool) -> list
             )
             found.append((param, tensor))
     return found
+
+
+def _reparam_param(
+    computed: _reparam.Reparam,
+    name: str,
+    tensor: torch.Tensor,
+    by_prefix: Mapping[str, torch.nn.Module],
+    chains: Mapping[str, tuple[str, ...]],
+    tied_to: str | None,
+) -> Param:
+    """The Param of a tensor a layer's weight is computed from (:mod:`._torch_reparam`): weight
+    norm's v and spectral norm's W are the layer's weight (its role, layout and classes, so a rule
+    on ``"Conv1d"`` reaches them); weight norm's g and another parametrization's originals carry a
+    note and only their own parametrization's class, so no rule on the layer reaches them."""
+    frozen = not tensor.requires_grad
+    if name == computed.drawn:
+        layer = by_prefix[computed.layer]
+        parent = by_prefix.get(computed.layer.rpartition(".")[0]) if computed.layer else None
+        role, layout = _role_and_layout(layer, computed.leaf, tensor.dim(), parent)
+        return Param(
+            name,
+            tuple(tensor.shape),
+            chains[computed.layer],
+            role,
+            layout,
+            frozen=frozen,
+            tied_to=tied_to,
+            padding_idx=_padding_idx(layer, role),
+        )
+    note = _reparam.magnitude_note(computed) if name == computed.magnitude else _reparam.other_note(computed)
+    return Param(name, tuple(tensor.shape), computed.classes, "other", None, frozen=frozen, tied_to=tied_to, note=note)
 
 
 def _self_overlapping(tensor: torch.Tensor) -> bool:
@@ -1026,12 +1064,18 @@ def _with_weight_fans(
     fans when its spec needs fans (``Param.fans_of``), as ``nn.Linear``/``_ConvNd.reset_parameters``
     bound the bias by 1/√fan_in of the weight (torch/nn/modules/linear.py, conv.py)."""
     names = {id(t): p.name for p, t in found}
+    by_name = {p.name: t for p, t in found}
+    modules = list(module.named_modules()) if recurse else [("", module)]
+    # a parametrized layer's weight is computed: its bias takes the fans of the tensor drawn for it
+    computed = {(r.layer, r.leaf): r.drawn for r in _reparam.find(modules) if r.drawn is not None}
     weight_of: dict[int, str] = {}
-    for _, owner in module.named_modules() if recurse else [("", module)]:
+    for prefix, owner in modules:
         own = dict(owner.named_parameters(recurse=False))
         for leaf, tensor in own.items():
             if _is_bias(leaf):
                 sibling = own.get(leaf.replace("bias", "weight"))
+                drawn = computed.get((prefix, leaf.replace("bias", "weight")))
+                sibling = by_name.get(drawn) if sibling is None and drawn is not None else sibling
             elif leaf.endswith("_bias") and _experts_role(owner, leaf) == ("bias", None):
                 sibling = own.get(leaf.removesuffix("_bias"))  # GPT-OSS: gate_up_proj_bias -> gate_up_proj
             else:
@@ -1214,12 +1258,21 @@ class _Backend:
     stream_seed: int | None
     stream_names: Mapping[str, str] | Callable[[str], str] | None
     entry: str = "reinit_"
+    # weight norms' g that finish() sets to ‖v‖, found by notes() from the plan's report
+    magnitudes: dict[str, _reparam.Reparam] = dataclasses.field(default_factory=dict)
 
     def walk(self) -> list[tuple[Param, torch.Tensor]]:
         return _with_weight_fans(self.model, self.recurse, _walk(self.model, self.recurse, self.include_buffers))
 
+    def reparams(self) -> tuple[_reparam.Reparam, ...]:
+        """The weights the model's layers compute from other tensors (:mod:`._torch_reparam`)."""
+        return _reparam.find(list(self.model.named_modules()) if self.recurse else [("", self.model)])
+
     def notes(self, report: Report) -> tuple[str, ...]:
-        return ()
+        computed = self.reparams()
+        self.magnitudes.clear()
+        self.magnitudes.update(_reparam.magnitudes_to_set(report, computed))
+        return _reparam.notes(report, computed)
 
     def constant_value(self, handle: torch.Tensor) -> float | None:
         return _constant_value(handle)
@@ -1254,6 +1307,9 @@ class _Backend:
             for target in targets:
                 if target.decision.padding_idx is not None:
                     _local(target.handle)[target.decision.padding_idx].zero_()
+        if computed := self.reparams():  # weight norm's g = ‖v‖ of the drawn v; spectral norm's estimate
+            named = dict(self.model.named_parameters(remove_duplicate=False))
+            _reparam.finish(computed, named, {t.name for t in targets}, self.magnitudes)
 
 
 def _reinit(
@@ -1272,9 +1328,10 @@ def _reinit(
 ) -> Report:
     _check_generator_type(generator)
     backend = _Backend(module, recurse, include_buffers, generator, stream_seed, stream_names)
-    return reinit_run(
+    report = reinit_run(
         backend, rules, include_frozen=include_frozen, defaults=defaults, dry_run=dry_run, fans=fans, stacklevel=3
     )  # _reinit <- reinit_ <- the caller
+    return _reparam.mark_magnitudes(report, backend.reparams())  # weight norm's g: set from v
 
 
 def _copy_all(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
@@ -1370,8 +1427,11 @@ def reinit_(
     per-gate fans for RNN ``weight_ih_l*``/``weight_hh_l*``, per-projection fans for
     MultiheadAttention's packed ``in_proj_weight``, (in, out) for transformers' ``Conv1D`` and per
     projection when its parent attention's ``split_size`` divides its outputs (GPT-2's ``c_attn``:
-    Q, K, V). Layers are recognised from their classes and attributes without importing
-    transformers. A DTensor parameter (FSDP2) gets the fans of
+    Q, K, V). Under weight norm (``torch.nn.utils.parametrizations.weight_norm`` or the legacy
+    ``weight_norm``) the layer's v is drawn as its weight and g is then set to ‖v‖, so the weight
+    the layer computes, g · v / ‖v‖, is v as drawn; spectral norm and other parametrizations are
+    warned about (docs/conventions.md §3). Layers are recognised from their classes and
+    attributes without importing transformers. A DTensor parameter (FSDP2) gets the fans of
     its global shape and each rank fills its local shard.
 
     Atomic by checking first: every rule, layout and target is checked before the first write, so

@@ -828,19 +828,40 @@ def _fans_mode(fan_layout: Layout | LayerKind) -> Literal["forward", "native"]:
 
 
 def _unknown_layout_error(found: Sequence[tuple[Param, CompiledRule]]) -> ValueError:
-    lines = [f"  {p.name!r} (shape {p.shape}, in {p.layer}): {rule} gives {_short(rule.spec)}" for p, rule in found]
-    param, rule = found[0]
-    where = "" if rule.pattern_type == "weights" else f" before {rule}"
-    key = param.layer if param.owner_classes else param.name
-    return ValueError(
-        f"{len(found)} parameter(s) of 2 or more axes are not in a layer that initscale recognises, so it cannot "
-        "know which axes are inputs and outputs, and the fan-based spec cannot be scaled for them; nothing was "
-        "changed:\n" + "\n".join(lines) + f"\nSay the layout in a rule{where}, e.g. {{{key!r}: "
-        f"initscale.Rule({_short(rule.spec)}, layout='torch.linear')}} for an (out, in) weight, layout='keras.dense' "
-        "for (in, out) (initscale.layouts.names() lists the layouts; a Layout(in_axes=..., out_axes=...) works "
-        "too, with batch_axes=... for a stack of matrices such as experts); or give them a fixed-scale spec "
-        "(initscale.Normal(0.02), ...), or None to leave them as they are."
-    )
+    """The error for fan-based rules on parameters without a layout: those of layers initscale does
+    not know (say the layout), and those the adapter knows are not weights (their note says what
+    they are: weight norm's g, Mamba's A_log; leave them out of the rule)."""
+    known = [(p, r) for p, r in found if p.note and p.note != ADDED_TENSOR_NOTE]
+    unknown = [(p, r) for p, r in found if not (p.note and p.note != ADDED_TENSOR_NOTE)]
+    parts = []
+    if unknown:
+        lines = [f"  {p.name!r} (shape {p.shape}, in {p.layer}): {r} gives {_short(r.spec)}" for p, r in unknown]
+        param, rule = unknown[0]
+        where = "" if rule.pattern_type == "weights" else f" before {rule}"
+        key = param.layer if param.owner_classes else param.name
+        parts.append(
+            f"{len(unknown)} parameter(s) of 2 or more axes are not in a layer that initscale recognises, so it "
+            "cannot know which axes are inputs and outputs, and the fan-based spec cannot be scaled for them; nothing "
+            "was changed:\n" + "\n".join(lines) + f"\nSay the layout in a rule{where}, e.g. {{{key!r}: "
+            f"initscale.Rule({_short(rule.spec)}, layout='torch.linear')}} for an (out, in) weight, "
+            "layout='keras.dense' for (in, out) (initscale.layouts.names() lists the layouts; a "
+            "Layout(in_axes=..., out_axes=...) works too, with batch_axes=... for a stack of matrices such as "
+            "experts); or give them a fixed-scale spec (initscale.Normal(0.02), ...), or None to leave them as "
+            "they are."
+        )
+    if known:
+        lines = [
+            f"  {p.name!r} (shape {p.shape}, in {p.layer}): {r} gives {_short(r.spec)}; it is {p.note}"
+            for p, r in known
+        ]
+        param, rule = known[0]
+        parts.append(
+            f"{len(known)} parameter(s) that a fan-based rule reaches are not weights and have no fans; nothing was "
+            "changed:\n" + "\n".join(lines) + f"\nNarrow {rule} so that it does not reach them (a layer class "
+            f"such as {'Linear'!r} reaches the layer's weights only), or give them a rule of their own before it: a "
+            f"fixed-scale spec, or None to leave one as it is ({{{param.name!r}: None}})."
+        )
+    return ValueError("\n".join(parts))
 
 
 # Dense layers whose output, by their name, usually stacks several projections that the forward

@@ -227,3 +227,20 @@ def test_packed_projection_notes_name_dense_weights_whose_fan_out_spans_every_pr
     assert "in_axes=0, out_axes=(1, 2) for 'blk/query_key_value/kernel', as their layers)." in text
     for rules in (HE, initscale.Normal(0.02), {"*": initscale.Rule(glorot, layout=initscale.Layout(1, 0))}):
         assert reinit.packed_projection_notes(walked, reinit.plan(walked, rules)) == ()
+
+
+def test_a_fan_based_rule_on_a_known_non_weight_says_what_it_is_not_a_layout() -> None:
+    # A parameter the adapter knows (a note: Mamba's A_log, weight norm's g) has no fans because it
+    # is not a weight: the error says what it is and how to leave it out, never "give it a layout",
+    # which would draw it as a weight. An unknown layer's weight in the same call keeps that advice.
+    walked = [
+        Param("mixer.A_log", (64, 4), ("MambaMixer",), "other", None, note="a state-space model's A_log"),
+        Param("odd.kernel", (8, 8), ("Odd",), "other", None),
+    ]
+    with pytest.raises(ValueError) as raised:
+        reinit.plan(walked, {"*": HE})
+    known, unknown = str(raised.value).split("\n1 parameter(s) that a fan-based rule reaches")[::-1]
+    assert "'mixer.A_log' (shape (64, 4), in MambaMixer): rule '*' gives VarianceScaling(scale=2.0); it is a " in known
+    assert "{'mixer.A_log': None}" in known and "layout=" not in known
+    assert "'odd.kernel'" in unknown and "layout='torch.linear'" in unknown and "A_log" not in unknown
+

@@ -30,6 +30,9 @@ Roles (what the parameter does in the forward pass) and what a one-spec ``reinit
   computes (Mamba's ``A_log``, ``D`` and time-step bias): kept by the defaults with the reason,
   and not listed as unrecognised in the one spec's warning.
 - ``state``: non-trainable state such as BatchNorm running statistics: kept, no fans.
+- ``weight_norm_g``: weight norm's magnitude g (w = g · v / ‖v‖, torch's ``weight_norm``): set
+  to ‖v‖ once v (a ``weight`` row) is drawn, so the layer's weight is v as drawn; no fans. The
+  model's test file checks the values (the layer's weight against v).
 - ``tied``: an alias of another parameter (``lm_head.weight`` tied to the token embedding): it
   must have its own report row saying which tensor it is tied to.
 
@@ -72,6 +75,7 @@ ROLES = (
     "kept",
     "model_set",
     "state",
+    "weight_norm_g",
     "tied",
 )
 
@@ -109,6 +113,8 @@ def observed_role(row: Any) -> str:
         return "tied"
     if row.touched and row.reason == "one spec for all weights":
         return "weight"
+    if row.touched and row.spec is None and row.reason.startswith("weight norm: g = ‖v‖"):
+        return "weight_norm_g"
     if row.touched and isinstance(row.spec, Ones):
         return "norm_scale"
     if row.touched and isinstance(row.spec, Zeros) and "norm scale used as 1 +" in reason:
@@ -220,6 +226,8 @@ def value_problems(row: Any, values: Any, before: Any = None) -> list[str]:
     if not row.touched:
         if before is not None and not np.array_equal(x, np.asarray(before, dtype=np.float64)):
             return [f"{where}: reported kept, but its values changed"]
+        return []
+    if row.spec is None:  # set from another tensor (weight norm's g = ‖v‖): the model's file checks it
         return []
     if isinstance(row.spec, Zeros | Ones):
         want = 1.0 if isinstance(row.spec, Ones) else 0.0
