@@ -406,6 +406,133 @@ JETMOE = (
 )
 
 
+def _wav2vec2():
+    config = transformers.Wav2Vec2Config(
+        hidden_size=D,
+        num_hidden_layers=2,
+        num_attention_heads=HEADS,
+        intermediate_size=FF,
+        conv_dim=(8, 8),
+        conv_stride=(5, 2),
+        conv_kernel=(10, 3),
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=4,
+        vocab_size=VOCAB,
+    )
+    return transformers.Wav2Vec2ForCTC(config)
+
+
+# wav2vec2 (models/wav2vec2/modeling_wav2vec2.py, transformers 5.24): two feature convs, (8, 1, 10)
+# stride 5 then (8, 8, 3) stride 2, the first with a GroupNorm (feat_extract_norm="group"); a
+# LayerNorm and Linear 8 -> d; the positional conv Conv1d(d, d, 16, groups=4) under weight norm
+# with dim=2 (Wav2Vec2PositionalConvEmbedding: nn.utils.parametrizations.weight_norm(conv,
+# name="weight", dim=2)), so its weight is g · v / ‖v‖ with g of shape (1, 1, 16): v is the conv's
+# weight, fan_in = d/4 · 16 and fan_out = d/4 · 16 per group; then post-norm encoder layers and a
+# CTC head d -> vocab. masked_spec_embed (d,) replaces masked time steps: it multiplies nothing.
+WAV2VEC2 = (
+    Expect("wav2vec2.masked_spec_embed", "kept", "(d,), replaces masked steps", None, "kept"),
+    Expect("wav2vec2.feature_extractor.conv_layers.0.conv.weight", "weight", "(out=8, in=1, 10)", (10, 80), "convs"),
+    Expect("wav2vec2.feature_extractor.conv_layers.1.conv.weight", "weight", "(out=8, in=8, 3)", (24, 24), "convs"),
+    Expect("wav2vec2.feature_extractor.conv_layers.0.layer_norm.weight", "norm_scale", "(8,)", None, "norms"),
+    Expect("wav2vec2.feature_extractor.conv_layers.0.layer_norm.bias", "norm_offset", "(8,)", None, "norms"),
+    Expect("wav2vec2.feature_projection.layer_norm.weight", "norm_scale", "(8,)", None, "norms"),
+    Expect("wav2vec2.feature_projection.layer_norm.bias", "norm_offset", "(8,)", None, "norms"),
+    Expect("wav2vec2.feature_projection.projection.weight", "weight", "(out=d, in=8)", (8, D), "Linear weights"),
+    Expect(
+        "wav2vec2.encoder.pos_conv_embed.conv.parametrizations.weight.original1",
+        "weight",
+        "v: (out=d, in=d/4, 16), groups 4",
+        (D // 4 * 16, D // 4 * 16),
+        "weight norm",
+    ),
+    Expect(
+        "wav2vec2.encoder.pos_conv_embed.conv.parametrizations.weight.original0",
+        "weight_norm_g",
+        "g: (1, 1, 16), dim=2",
+        None,
+        "weight norm",
+    ),
+    Expect("wav2vec2.encoder.layers.*.attention.*_proj.weight", "weight", "(out=d, in=d)", (D, D), "Linear weights"),
+    Expect(
+        "wav2vec2.encoder.layers.*.feed_forward.intermediate_dense.weight",
+        "weight",
+        "(out=ff, in=d)",
+        (D, FF),
+        "Linear weights",
+    ),
+    Expect(
+        "wav2vec2.encoder.layers.*.feed_forward.output_dense.weight",
+        "weight",
+        "(out=d, in=ff)",
+        (FF, D),
+        "Linear weights",
+    ),
+    Expect("lm_head.weight", "weight", "(out=vocab, in=d)", (D, VOCAB), "Linear weights"),
+    Expect("wav2vec2.encoder.*layer_norm.weight", "norm_scale", "(d,)", None, "norms"),
+    Expect("wav2vec2.encoder.*layer_norm.bias", "norm_offset", "(d,)", None, "norms"),
+    Expect("wav2vec2.feature_projection.projection.bias", "bias", "(d,)", None, "biases"),
+    Expect("wav2vec2.encoder.pos_conv_embed.conv.bias", "bias", "(d,)", None, "biases"),
+    Expect("wav2vec2.encoder.layers.*_proj.bias", "bias", "(d,)", None, "biases"),
+    Expect("wav2vec2.encoder.layers.*_dense.bias", "bias", "(out,)", None, "biases"),
+    Expect("lm_head.bias", "bias", "(vocab,)", None, "biases"),
+)
+
+
+def _encodec():
+    config = transformers.EncodecConfig(
+        hidden_size=8,
+        num_filters=4,
+        num_residual_layers=1,
+        upsampling_ratios=[2, 2],
+        codebook_size=16,
+        codebook_dim=8,
+        num_lstm_layers=1,
+    )
+    return transformers.EncodecModel(config)
+
+
+# EnCodec (models/encodec/modeling_encodec.py, transformers 5.24), num_filters 4, ratios [2, 2]
+# (the encoder downsamples by 2 then 2, the decoder upsamples likewise), kernel 7, residual kernel
+# 3, compress 2: every conv is under weight norm (norm_type="weight_norm", dim 0: g is (out, 1, 1)),
+# so each conv's v is its weight. Encoder: conv 1 -> 4 (k 7); a residual block (4 -> 2, k 3; 2 -> 4,
+# k 1; a 1x1 shortcut 4 -> 4); a downsampling conv 4 -> 8 (k 4, stride 2: fan_out keeps out·k); the
+# same at 8 -> 16; an LSTM of width 16 (4 gates: fans per gate); conv 16 -> 8 (k 7). The decoder
+# mirrors it with ConvTranspose1d upsamplers (in, out, k 4) at stride 2: an output gets k/s = 2 taps
+# of each input channel, fan_in = in·2, fan_out = out·4. The codebooks are buffers.
+ENCODEC_CONVS = {  # (layer, stored layout in words, forward fans)
+    "encoder.layers.0": ("(out=4, in=1, 7)", (7, 28)),
+    "encoder.layers.1.block.1": ("(out=2, in=4, 3)", (12, 6)),
+    "encoder.layers.1.block.3": ("(out=4, in=2, 1)", (2, 4)),
+    "encoder.layers.1.shortcut": ("(out=4, in=4, 1)", (4, 4)),
+    "encoder.layers.3": ("(out=8, in=4, 4), stride 2", (16, 32)),
+    "encoder.layers.4.block.1": ("(out=4, in=8, 3)", (24, 12)),
+    "encoder.layers.4.block.3": ("(out=8, in=4, 1)", (4, 8)),
+    "encoder.layers.4.shortcut": ("(out=8, in=8, 1)", (8, 8)),
+    "encoder.layers.6": ("(out=16, in=8, 4), stride 2", (32, 64)),
+    "encoder.layers.9": ("(out=8, in=16, 7)", (112, 56)),
+    "decoder.layers.0": ("(out=16, in=8, 7)", (56, 112)),
+    "decoder.layers.3": ("transposed (in=16, out=8, 4), stride 2", (32, 32)),
+    "decoder.layers.4.block.1": ("(out=4, in=8, 3)", (24, 12)),
+    "decoder.layers.4.block.3": ("(out=8, in=4, 1)", (4, 8)),
+    "decoder.layers.4.shortcut": ("(out=8, in=8, 1)", (8, 8)),
+    "decoder.layers.6": ("transposed (in=8, out=4, 4), stride 2", (16, 16)),
+    "decoder.layers.7.block.1": ("(out=2, in=4, 3)", (12, 6)),
+    "decoder.layers.7.block.3": ("(out=4, in=2, 1)", (2, 4)),
+    "decoder.layers.7.shortcut": ("(out=4, in=4, 1)", (4, 4)),
+    "decoder.layers.9": ("(out=1, in=4, 7)", (28, 7)),
+}
+ENCODEC = (
+    *(
+        Expect(f"{layer}.conv.parametrizations.weight.original1", "weight", f"v: {words}", fans, "weight norm")
+        for layer, (words, fans) in ENCODEC_CONVS.items()
+    ),
+    Expect("*.conv.parametrizations.weight.original0", "weight_norm_g", "g: (out, 1, 1)", None, "weight norm"),
+    Expect("*.lstm.weight_[ih]h_l0", "weight", "(4·16, 16), gates i, f, g, o", (16, 16), "LSTM"),
+    Expect("*.lstm.bias_[ih]h_l0", "bias", "(4·16,)", None, "biases"),
+    Expect("*.conv.bias", "bias", "(out,)", None, "biases"),
+)
+
+
 def _gemma():
     return tiny("GemmaForCausalLM", SIZES, 1, num_key_value_heads=1, head_dim=D // HEADS)
 
@@ -421,6 +548,8 @@ MODELS = {
     "mamba": (_mamba, MAMBA),
     "dbrx": (_dbrx, DBRX),
     "jetmoe": (_jetmoe, JETMOE),
+    "wav2vec2": (_wav2vec2, WAV2VEC2),
+    "encodec": (_encodec, ENCODEC),
 }
 
 # (model, group) -> the reason of a strict xfail
@@ -757,3 +886,49 @@ def test_auto_names_the_experts_it_gives_no_gain() -> None:
     experts = [n for n, _ in net.named_parameters() if ".experts." in n]
     assert len(experts) == 4 and all(n in text for n in experts)
     assert all(report[n].reason == "no rule matched" for n in experts)
+
+
+def _weight_norm_problems(net) -> list[str]:
+    """Every weight-normed conv of ``net`` computes v as drawn: g = ‖v‖ over every axis but its
+    dim (as right_inverse gives it), so w = g · v / ‖v‖' differs from v by the float32 rounding of
+    two norms of the same n squares summed in different orders, (n − 1)/2·ε, and of the division
+    and product, 2ε (Higham §4.2; tests/test_torch_reparam.py derives it)."""
+    eps = torch.finfo(torch.float32).eps
+    problems = []
+    for name, module in net.named_modules():
+        if not hasattr(module, "parametrizations"):
+            continue
+        step = module.parametrizations.weight[0]
+        v = module.parametrizations.weight.original1.detach()
+        g = module.parametrizations.weight.original0.detach()
+        with torch.no_grad():
+            w = module.weight
+        n = v.numel() // v.shape[step.dim]
+        if not torch.equal(g, torch.norm_except_dim(v, 2, step.dim)):
+            problems.append(f"{name}: g is not ‖v‖")
+        if bool(((w - v).abs() > ((n - 1) / 2 + 2) * eps * v.abs()).any()):
+            problems.append(f"{name}: its weight is not v (max |w − v| = {float((w - v).abs().max()):.3g})")
+    return problems
+
+
+@pytest.mark.parametrize("model", ["wav2vec2", "encodec"])
+def test_weight_normed_convs_compute_v_as_drawn(model: str) -> None:
+    torch.manual_seed(0)
+    net = MODELS[model][0]()
+    ist.reinit_(net, SPEC, generator=torch.Generator().manual_seed(1))
+    assert _weight_norm_problems(net) == []
+    assert ist.check(net, SPEC).flags == {}  # check reads each conv's computed weight
+
+
+def test_mutation_g_kept_after_v_is_drawn_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The planted bug: g left as the model's init set it (‖v_old‖) after v is redrawn, as before
+    # weight norm was read: each conv computes ‖v_old‖ · v / ‖v‖, not v; check sees it too.
+    from initscale.adapters import _torch_reparam
+
+    monkeypatch.setattr(_torch_reparam, "finish", lambda *args, **kwargs: None)
+    torch.manual_seed(0)
+    net = _wav2vec2()
+    ist.reinit_(net, SPEC, generator=torch.Generator().manual_seed(1))
+    assert _weight_norm_problems(net) != []
+    assert "wav2vec2.encoder.pos_conv_embed.conv.parametrizations.weight.original1" in ist.check(net, SPEC).flags
+
