@@ -775,9 +775,33 @@ def _is_ssm_mixer(module: torch.nn.Module | None) -> bool:
     return isinstance(own.get("A_log"), torch.Tensor) and isinstance(own.get("D"), torch.Tensor)
 
 
+def _is_fourier_features(module: torch.nn.Module, leaf: str) -> bool:
+    """HF SAM's (and SAM-HQ's) ``SamPositionalEmbedding``: a (2, features) random Fourier-feature
+    matrix that point coordinates are multiplied by (``coords @ positional_embedding``), drawn
+    N(0, scale²) by the model (``scale * torch.randn``; ``_init_weights``: ``normal_(std=scale)``).
+    Its name reads as an added position embedding, which it is not."""
+    tensor = module._parameters.get(leaf)
+    scale = getattr(module, "scale", None)
+    return (
+        isinstance(tensor, torch.Tensor)
+        and tensor.dim() == 2
+        and tensor.shape[0] == 2
+        and isinstance(scale, int | float)
+        and not isinstance(scale, bool)
+        and any(c.endswith("PositionalEmbedding") for c in _owner_classes(module))
+    )
+
+
 def _model_set_note(module: torch.nn.Module, leaf: str, parent: torch.nn.Module | None) -> str:
     """Why the defaults keep a parameter whose value the model's own init computes (Mamba's A_log,
-    D and time-step biases), or "" for every other parameter."""
+    D and time-step biases, SAM's Fourier features), or "" for every other parameter."""
+    if _is_fourier_features(module, leaf):
+        scale = float(getattr(module, "scale", 1.0))
+        return (
+            f"a random Fourier-feature matrix (coordinates @ it), drawn N(0, {scale:g}²) by the model: not an "
+            f"added position embedding; kept unless a rule names it (initscale.Normal({scale:g}) redraws it as the "
+            "model does)"
+        )
     if leaf in _SSM_NOTES and _is_ssm_mixer(module):
         return _SSM_NOTES[leaf] + _SSM_KEPT
     if leaf == "bias" and _is_ssm_mixer(parent) and getattr(parent, "dt_proj", None) is module:
@@ -921,7 +945,7 @@ def _walk(module: torch.nn.Module, recurse: bool, include_buffers: bool) -> list
                 tied_to=tied_to,
                 padding_idx=_padding_idx(owner, role),
                 unit_offset=role == "norm_scale" and _norm_flags(owner)[1],
-                note=ADDED_TENSOR_NOTE if added else _model_set_note(owner, leaf, parent),
+                note=_model_set_note(owner, leaf, parent) or (ADDED_TENSOR_NOTE if added else ""),
             )
             found.append((param, tensor))
     return found

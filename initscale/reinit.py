@@ -1059,6 +1059,7 @@ def _warn_overwritten_constants(
 def _warn_untouched(rows: Sequence[ReportRow], params: Sequence[Param], stacklevel: int) -> None:
     """The one spec for all weights left parameters of 2+ axes alone: say so, by owner class."""
     by_class: dict[str, list[str]] = {}
+    matrices: set[str] = set()
     for row, param in zip(rows, params, strict=True):
         if (
             not row.touched
@@ -1071,10 +1072,15 @@ def _warn_untouched(rows: Sequence[ReportRow], params: Sequence[Param], stacklev
             and param.note in ("", ADDED_TENSOR_NOTE)  # a parameter the adapter knows is not unrecognised
         ):
             by_class.setdefault(param.layer, []).append(param.name)
+            if sum(d > 1 for d in param.shape) > 1:
+                matrices.add(param.layer)
     if not by_class:
         return
+    # a class whose tensors each have one axis above 1 ((1, C, 1): Snake's alpha, a 2-D norm scale)
+    # holds per-channel values, not matrices: said, as those need Ones/Zeros rather than a layout
     listed = "; ".join(
-        f"{cls} ({len(names)}: {', '.join(repr(n) for n in names[:3])}{', ...' if len(names) > 3 else ''})"
+        f"{cls} ({len(names)}{'' if cls in matrices else ', one axis above 1 each'}: "
+        f"{', '.join(repr(n) for n in names[:3])}{', ...' if len(names) > 3 else ''})"
         for cls, names in by_class.items()
     )
     count = sum(len(n) for n in by_class.values())
@@ -1082,8 +1088,10 @@ def _warn_untouched(rows: Sequence[ReportRow], params: Sequence[Param], stacklev
         f"reinit: the one spec for all weights left {count} parameter(s) of 2 or more axes untouched, held by "
         f"layers initscale does not recognise: {listed}. If they are weights, give them a rule that says the "
         "layout, e.g. rules={'<class or name>': initscale.Rule(spec, layout='torch.linear')} (a stack of "
-        "matrices, such as experts: initscale.Layout(in_axes=..., out_axes=..., batch_axes=...)); if they are "
-        "not (position embeddings, class tokens), a fixed-scale spec (initscale.Normal(0.02)) or None.",
+        "matrices, such as experts: initscale.Layout(in_axes=..., out_axes=..., batch_axes=...)). If they are "
+        "not: tensors added to the activations (position embeddings, class tokens) take a fixed-scale spec "
+        "(initscale.Normal(0.02)); per-channel scales and shifts (an activation's alpha, a norm's weight of shape "
+        "(1, C)) take initscale.Ones() or initscale.Zeros(), as the layer starts them; None keeps what the model set.",
         UserWarning,
         stacklevel=stacklevel + 2,
     )

@@ -244,3 +244,17 @@ def test_a_fan_based_rule_on_a_known_non_weight_says_what_it_is_not_a_layout() -
     assert "{'mixer.A_log': None}" in known and "layout=" not in known
     assert "'odd.kernel'" in unknown and "layout='torch.linear'" in unknown and "A_log" not in unknown
 
+
+def test_the_untouched_warning_says_which_classes_hold_per_channel_values_and_offers_ones() -> None:
+    # DAC's Snake1d alpha (1, C, 1) is a per-channel scale that starts at ones, not a matrix: the
+    # warning marks its class so, and its advice names Ones/Zeros beside a layout and Normal(0.02).
+    walked = [
+        Param("block.snake.alpha", (1, 8, 1), ("Snake1d",), "other", None),
+        Param("odd.kernel", (8, 8), ("Odd",), "other", None),
+    ]
+    with pytest.warns(UserWarning) as caught:
+        reinit.plan(walked, HE)
+    (text,) = [str(w.message) for w in caught]
+    assert "Snake1d (1, one axis above 1 each: 'block.snake.alpha')" in text
+    assert "Odd (1: 'odd.kernel')" in text
+    assert "initscale.Ones() or initscale.Zeros()" in text and "layout='torch.linear'" in text

@@ -932,3 +932,37 @@ def test_mutation_g_kept_after_v_is_drawn_is_caught(monkeypatch: pytest.MonkeyPa
     assert _weight_norm_problems(net) != []
     assert "wav2vec2.encoder.pos_conv_embed.conv.parametrizations.weight.original1" in ist.check(net, SPEC).flags
 
+
+def test_sams_fourier_features_are_kept_with_the_models_own_std() -> None:
+    """SAM's SamPositionalEmbedding holds a (2, features) matrix that point coordinates are
+    multiplied by, drawn N(0, scale²) by the model (modeling_sam.py: ``scale * torch.randn``).
+    Its name reads as an added position embedding, whose advice (Normal(0.02)) would shrink it
+    by scale/0.02: it is kept, with its own std in the reason, and not listed as unrecognised."""
+    sam = pytest.importorskip("transformers.models.sam.modeling_sam")
+    config = transformers.SamVisionConfig(hidden_size=16, num_pos_feats=8)
+    net = torch.nn.Sequential(sam.SamPositionalEmbedding(config), torch.nn.Linear(4, 4))
+    scale = net[0].scale
+    before = net[0].positional_embedding.detach().clone()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing unrecognised to warn about
+        report = ist.reinit_(net, SPEC, generator=torch.Generator().manual_seed(0))
+    row = report["0.positional_embedding"]
+    assert not row.touched and row.fan_in is None
+    assert f"drawn N(0, {scale:g}²) by the model: not an added position embedding" in row.reason
+    assert f"initscale.Normal({scale:g})" in row.reason and "0.02" not in row.reason
+    assert torch.equal(net[0].positional_embedding.detach(), before)
+
+
+def test_materialize_names_sams_own_std_for_its_fourier_features() -> None:
+    sam = pytest.importorskip("transformers.models.sam.modeling_sam")
+    with torch.device("meta"):
+        net = torch.nn.Sequential(sam.SamPositionalEmbedding(transformers.SamVisionConfig(hidden_size=16)))
+    scale = net[0].scale
+    with pytest.raises(ValueError, match=r"uninitialized memory") as raised:
+        ist.materialize_(net, SPEC, device="cpu")
+    assert f"initscale.Normal({scale:g}) redraws it" in str(raised.value)
+    assert "'0.positional_embedding': initscale.Normal(0.02)" not in str(raised.value)
+    ist.materialize_(net, {"0.positional_embedding": initscale.Normal(scale)}, device="cpu")
+    drawn = net[0].positional_embedding.detach().double()
+    # the sample std s of n normal draws: s/σ − 1 has sd ≈ 1/√(2n); bound at z = 4.5 (false alarm 6.8e-6)
+    assert abs(float(drawn.pow(2).mean().sqrt()) / scale - 1) < 4.5 / (2 * drawn.numel()) ** 0.5
