@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from initscale import check as _core
@@ -65,15 +66,23 @@ def check(
         >>> check(variables).flags
         {'params/LayerNorm_0/scale': ('norm_scale_not_one',)}
     """
-    from .jax import _walk  # initscale.adapters.jax re-exports check
+    from .jax import _walk, _WeightNormed  # initscale.adapters.jax re-exports check
 
     rules = _core.rules_for(recipe, rules)
-    _, _, leaves_with_paths, params_found = _walk(params, module, example_inputs, example_kwargs)
+    normed: dict[int, _WeightNormed] = {}
+    _, _, leaves_with_paths, params_found = _walk(params, module, example_inputs, example_kwargs, normed)
+    # a linen WeightNorm layer uses scale · v / √(Σ v² + ε): its v is checked as that kernel
+    used = {w.source: w for w in normed.values()}
     rules = model_rules(rules, params if module is None else module, params_found)  # a recipe, on this walk
     found: list[tuple[Param, Any]] = [(p, leaf) for p, (_, leaf) in zip(params_found, leaves_with_paths, strict=True)]
     expected = _core._expected_for([p for p, _ in found], rules, include_frozen=True)
     entries = []
-    for param, leaf in found:
+    for i, (param, leaf) in enumerate(found):
+        if (w := used.get(i)) is not None:
+            scale = leaves_with_paths[w.scale][1]
+            keep = [1 if a in w.axes else d for a, d in enumerate(np.shape(leaf))]
+            norm = jnp.sqrt(jnp.sum(jnp.square(leaf), axis=w.axes, keepdims=True) + w.epsilon)
+            leaf = (leaf / norm * jnp.reshape(scale, keep)).astype(leaf.dtype)
         values, dtype = _numpy(leaf)
         if values.dtype.kind == "c":
             raise TypeError(f"Leaf {param.name!r} is complex ({dtype}); check reads real parameters only.")

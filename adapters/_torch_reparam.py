@@ -37,7 +37,7 @@ import torch
 
 from initscale.reinit import Report
 
-__all__ = ["Reparam", "find", "finish", "magnitude_note", "magnitudes_to_set", "mark_magnitudes", "notes", "other_note"]
+__all__ = ["Reparam", "derived", "find", "finish", "magnitude_note", "notes", "other_note"]
 
 Method = Literal["weight_norm", "spectral_norm", "other"]
 
@@ -151,35 +151,16 @@ def other_note(r: Reparam) -> str:
     return f"an original of {r.weight!r}, which the parametrization {r.parametrization} computes from it; kept"
 
 
-def magnitudes_to_set(report: Report, reparams: Sequence[Reparam]) -> dict[str, Reparam]:
-    """Each weight norm's g that :func:`finish` sets to ‖v‖: its v is drawn, and no rule names g
-    (neither to draw it nor to keep it)."""
-    rows = {r.name: r for r in report.rows}
-    return {
-        r.magnitude: r
-        for r in reparams
-        if r.method == "weight_norm"
-        and r.magnitude in rows
-        and r.drawn in rows
-        and rows[r.drawn].touched
-        and not rows[r.magnitude].touched
-        and rows[r.magnitude].reason.startswith("no rule matched")
-    }
-
-
-def mark_magnitudes(report: Report, reparams: Sequence[Reparam]) -> Report:
-    """The report with each g that :func:`finish` sets marked as set, with how."""
-    marked = magnitudes_to_set(report, reparams)
-    if not marked:
-        return report
-    rows = []
-    for row in report.rows:
-        if (r := marked.get(row.name)) is not None:
+def derived(reparams: Sequence[Reparam]) -> dict[str, tuple[str, str]]:
+    """Each weight norm's g -> (its v, how it is set), for :func:`initscale.reinit.derived_to_set`
+    and :func:`~initscale.reinit.mark_derived`: g = ‖v‖ once v is drawn, unless a rule names g."""
+    found = {}
+    for r in reparams:
+        if r.method == "weight_norm" and r.magnitude is not None and r.drawn is not None:
             axes = "the whole tensor" if r.dim == -1 else f"every axis but {r.dim}"
-            reason = f"weight norm: g = ‖v‖ of {r.drawn!r} (over {axes}), so {r.weight!r} is v as drawn (to rounding)"
-            row = dataclasses.replace(row, touched=True, reason=reason)
-        rows.append(row)
-    return dataclasses.replace(report, rows=tuple(rows))
+            how = f"weight norm: g = ‖v‖ of {r.drawn!r} (over {axes}), so {r.weight!r} is v as drawn (to rounding)"
+            found[r.magnitude] = (r.drawn, how)
+    return found
 
 
 def notes(report: Report, reparams: Sequence[Reparam]) -> tuple[str, ...]:
@@ -215,7 +196,7 @@ def notes(report: Report, reparams: Sequence[Reparam]) -> tuple[str, ...]:
 def finish(
     reparams: Sequence[Reparam], named: Mapping[str, torch.Tensor], drawn: set[str], magnitudes: Iterable[str]
 ) -> None:
-    """After the draws: each g in ``magnitudes`` (:func:`magnitudes_to_set`) = ‖v‖, as
+    """After the draws: each g in ``magnitudes`` (:func:`initscale.reinit.derived_to_set`) = ‖v‖, as
     ``right_inverse`` gives it (``torch.norm_except_dim(v, 2, dim)``); each spectral norm's
     power-iteration estimate refreshed where W was drawn. ``named``: qualified name -> tensor;
     ``drawn``: the names written."""

@@ -41,7 +41,7 @@ import inspect
 import math
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence, Set
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import SimpleNamespace
 from typing import Any, Protocol
 
@@ -62,7 +62,7 @@ from initscale.distributions import (
 from initscale.fans import Layout, LayoutLike, einsum_layout, resolve, stride_product
 from initscale.normal_math import complex_truncated_rms, far_tail_offset, truncated_plan
 from initscale.plan import WeightPlan, canonical_strides, gate_index, plans
-from initscale.reinit import UNIT_OFFSET, Param, Report, Role, Target, Write
+from initscale.reinit import UNIT_OFFSET, Param, Report, Role, Target, Write, derived_to_set, mark_derived
 from initscale.reinit import run as reinit_run
 from initscale.rounding import clip_bounds
 from initscale.specs import Spec
@@ -811,13 +811,62 @@ def _unit_offset(module: Any) -> bool:
     return _UNIT_NORMS[cls]
 
 
+@dataclass(frozen=True)
+class _WeightNormed:
+    """A flax linen ``WeightNorm`` scale and the variable it rescales: the wrapped layer uses
+    scale · v / √(Σ v² + ε), the sum over ``axes`` (every axis but ``feature_axes``), so
+    ``reinit`` sets scale = √(Σ v² + ε) of the drawn v: the layer's variable is then v as drawn.
+    flax's own ``scale_init`` is ones, which gives unit-norm columns whatever v's init."""
+
+    scale: int  # leaf indices
+    source: int
+    axes: tuple[int, ...]
+    epsilon: float
+    how: str
+
+
+def _weight_normed(
+    named: Sequence[tuple[str, ...]], owners_of: Sequence[list[_Owner]], shapes: Sequence[tuple[int, ...]]
+) -> dict[int, _WeightNormed]:
+    """Each linen ``WeightNorm`` scale (a leaf ``<layer>/<variable>/scale`` of a WeightNorm
+    module, its layer a sibling scope: flax/linen/normalization.py ``WeightNorm._l2_normalize``)
+    by leaf index, with the variable it rescales."""
+    index = {names: i for i, names in enumerate(named)}
+    found = {}
+    for i, (names, owners) in enumerate(zip(named, owners_of, strict=True)):
+        wn = owners[-1].module if owners else None
+        if type(wn).__name__ != "WeightNorm" or not names or not names[-1].endswith("/scale"):
+            continue
+        if not getattr(wn, "use_scale", True):
+            continue
+        source = index.get(names[:-2] + tuple(names[-1].removesuffix("/scale").split("/")))
+        if source is None:
+            continue
+        ndim = len(shapes[source])
+        features = getattr(wn, "feature_axes", -1)
+        if features is None:
+            axes = tuple(range(ndim))
+        else:
+            kept = {a % ndim for a in ((features,) if isinstance(features, int) else tuple(features))}
+            axes = tuple(a for a in range(ndim) if a not in kept)
+        v = "/".join(named[source])
+        how = f"weight norm: scale = ‖v‖ of {v!r} (over axes {axes}), so the layer's {v!r} is v as drawn (to rounding)"
+        found[i] = _WeightNormed(i, source, axes, float(getattr(wn, "epsilon", 1e-12)), how)
+    return found
+
+
 def _walk(
-    params: Any, module: Any, example_inputs: Any, example_kwargs: Mapping[str, Any] | None
+    params: Any,
+    module: Any,
+    example_inputs: Any,
+    example_kwargs: Mapping[str, Any] | None,
+    weight_normed: dict[int, _WeightNormed] | None = None,
 ) -> tuple[Any, dict[tuple[str, ...], Any] | None, list[tuple[Any, Any]], list[Param]]:
     """The tree to walk, its modules by path (None: layouts guessed from names), its leaves with
     their paths and one :class:`~initscale.reinit.Param` per leaf (role, layout, owner classes),
     as :func:`reinit` and :func:`check` read them. Raises before anything is drawn when ``module``
-    lacks a submodule the tree has."""
+    lacks a submodule the tree has. ``weight_normed``: filled with the linen ``WeightNorm``
+    scales found (:func:`_weight_normed`), whose Params carry a note."""
     tree, modules, skip, linen = _read_modules(params, module, example_inputs, example_kwargs)
     leaves_with_paths = jax.tree_util.tree_flatten_with_path(tree)[0]
     unresolved: set[tuple[str, ...]] | None = set() if linen else None
@@ -826,12 +875,26 @@ def _walk(
     leaves_of: dict[tuple[str, ...], set[str]] = {}
     for names in named:
         leaves_of.setdefault(names[:-1], set()).add(names[-1] if names else "")
+    owners_of = []
     for names, (_, leaf) in zip(named, leaves_with_paths, strict=True):
         shape = tuple(int(d) for d in np.shape(leaf))
         owners = _owners(names, skip, modules, unresolved)
+        owners_of.append(owners)
         role, layout, classes, guessed = _infer(names, shape, owners, leaves_of[names[:-1]])
         unit = role == "norm_scale" and bool(owners) and _unit_offset(owners[-1].module)
         found.append(Param("/".join(names), shape, classes, role, layout, guessed=guessed, unit_offset=unit))
+    normed = _weight_normed(named, owners_of, [p.shape for p in found])
+    for i, wn in normed.items():  # a scale is no norm's: the defaults leave it to finish(), set from v
+        note = wn.how.replace("weight norm: scale =", "weight norm's scale: set to", 1)
+        found[i] = replace(
+            found[i],
+            role="other",
+            layout=None,
+            owner_classes=found[i].owner_classes[:1],
+            note=f"{note} whenever v is drawn and no rule names it",
+        )
+    if weight_normed is not None:
+        weight_normed.update(normed)
     if unresolved:
         paths = sorted("/".join(p) for p in unresolved)
         how = (
@@ -885,7 +948,9 @@ def reinit(
             ``nnx.Module`` of an ``nnx.State``). Each leaf's layer class and attributes are then
             read from it: a Conv's ``feature_group_count`` (grouped and depthwise fans),
             DenseGeneral/LinearGeneral axes (attention projections), ConvTranspose's
-            ``transpose_kernel``, and the class of explicitly named submodules. Without it
+            ``transpose_kernel``, linen ``WeightNorm`` (the wrapped kernel is drawn, then its
+            scale set to √(Σ v² + ε) so that the layer uses the kernel as drawn:
+            docs/conventions.md §3), and the class of explicitly named submodules. Without it
             the layouts are guessed from names: flagged in the report (``guessed``, ``?``) and
             listed in a warning.
         example_inputs: for a linen ``module`` whose submodules are made inside
@@ -973,7 +1038,9 @@ def reinit(
     if stream_seed is None:
         key = _check_key(key)
     backend = _Backend(params, module, example_inputs, example_kwargs, key, stream_seed, stream_names)
-    report = reinit_run(backend, rules, defaults=defaults, dry_run=dry_run, fans=fans, stacklevel=2)
+    report = mark_derived(
+        reinit_run(backend, rules, defaults=defaults, dry_run=dry_run, fans=fans, stacklevel=2), backend.derived()
+    )  # linen WeightNorm scales: set from the variable they rescale
     if dry_run:
         return backend.tree if _is_nnx_module(params) else params, report
     return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(backend.tree), backend.new_leaves), report
@@ -1006,11 +1073,19 @@ class _Backend:
         self.tree: Any = None
         self.modules: dict[tuple[str, ...], Any] | None = None
         self.new_leaves: list[Any] = []
+        self.weight_normed: dict[int, _WeightNormed] = {}  # linen WeightNorm scales, by leaf index
+        self.names: list[str] = []
+        self.setting: dict[str, str] = {}  # the scales finish() sets (derived_to_set)
+
+    def derived(self) -> dict[str, tuple[str, str]]:
+        """Each WeightNorm scale -> (the variable it rescales, how it is set)."""
+        return {self.names[w.scale]: (self.names[w.source], w.how) for w in self.weight_normed.values()}
 
     def walk(self) -> list[tuple[Param, Any]]:
         self.tree, self.modules, leaves_with_paths, found = _walk(
-            self.model, self.module, self.example_inputs, self.example_kwargs
+            self.model, self.module, self.example_inputs, self.example_kwargs, self.weight_normed
         )
+        self.names = [p.name for p in found]
         self.new_leaves = [leaf for _, leaf in leaves_with_paths]
         return [(param, leaf) for param, (_, leaf) in zip(found, leaves_with_paths, strict=True)]
 
@@ -1023,6 +1098,7 @@ class _Backend:
         return float(flat[0]) if bool(jnp.all(flat == flat[0])) else None
 
     def notes(self, report: Report) -> list[str]:
+        self.setting = derived_to_set(report, self.derived())
         scaled = [
             r.name for r in report.rows if r.guessed and r.touched and r.spec is not None and not r.spec.fixed_scale
         ]
@@ -1080,7 +1156,11 @@ class _Backend:
         return contextlib.nullcontext()
 
     def finish(self, targets: Sequence[Target[Any]]) -> None:
-        pass
+        for w in self.weight_normed.values():  # WeightNorm: scale = √(Σ v² + ε) of the drawn v
+            if self.names[w.scale] in self.setting:
+                v, scale = self.new_leaves[w.source], self.new_leaves[w.scale]
+                norm = jnp.sqrt(jnp.sum(jnp.square(v.astype(jnp.float32)), axis=w.axes) + w.epsilon)
+                self.new_leaves[w.scale] = norm.reshape(np.shape(scale)).astype(scale.dtype)
 
 
 from ._jax_check import check  # noqa: E402  (the model check: initscale.check, walked here)

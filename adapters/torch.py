@@ -82,6 +82,8 @@ from initscale.reinit import (
     Target,
     Write,
     bounded_groups,
+    derived_to_set,
+    mark_derived,
     refuse,
 )
 from initscale.reinit import run as reinit_run
@@ -1283,7 +1285,7 @@ class _Backend:
     stream_names: Mapping[str, str] | Callable[[str], str] | None
     entry: str = "reinit_"
     # weight norms' g that finish() sets to ‖v‖, found by notes() from the plan's report
-    magnitudes: dict[str, _reparam.Reparam] = dataclasses.field(default_factory=dict)
+    magnitudes: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def walk(self) -> list[tuple[Param, torch.Tensor]]:
         return _with_weight_fans(self.model, self.recurse, _walk(self.model, self.recurse, self.include_buffers))
@@ -1295,7 +1297,7 @@ class _Backend:
     def notes(self, report: Report) -> tuple[str, ...]:
         computed = self.reparams()
         self.magnitudes.clear()
-        self.magnitudes.update(_reparam.magnitudes_to_set(report, computed))
+        self.magnitudes.update(derived_to_set(report, _reparam.derived(computed)))
         return _reparam.notes(report, computed)
 
     def constant_value(self, handle: torch.Tensor) -> float | None:
@@ -1355,7 +1357,7 @@ def _reinit(
     report = reinit_run(
         backend, rules, include_frozen=include_frozen, defaults=defaults, dry_run=dry_run, fans=fans, stacklevel=3
     )  # _reinit <- reinit_ <- the caller
-    return _reparam.mark_magnitudes(report, backend.reparams())  # weight norm's g: set from v
+    return mark_derived(report, _reparam.derived(backend.reparams()))  # weight norm's g: set from v
 
 
 def _copy_all(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> None:

@@ -106,6 +106,8 @@ __all__ = [
     "Write",
     "bounded_groups",
     "compile_rules",
+    "derived_to_set",
+    "mark_derived",
     "model_rules",
     "packed_projection_notes",
     "plan",
@@ -927,6 +929,36 @@ def _leading_stack(layout: LayoutLike | None) -> bool:
 
 def _axes_text(axes: tuple[int, ...]) -> str:
     return str(axes[0]) if len(axes) == 1 else str(axes)
+
+
+def derived_to_set(report: Report, derived: Mapping[str, tuple[str, str]]) -> dict[str, str]:
+    """The parameters an adapter computes from another one after the draws, where it does so:
+    ``derived`` maps a name to (the name it is computed from, how); one is set when its source is
+    drawn and no rule names it (neither to draw nor to keep it). Weight norm's magnitude g = ‖v‖
+    (torch's ``weight_norm``, flax's ``WeightNorm`` scale), so the layer's weight is v as drawn.
+    Returns name -> how, for :func:`mark_derived` and the adapter's ``finish``."""
+    rows = {r.name: r for r in report.rows}
+    return {
+        name: how
+        for name, (source, how) in derived.items()
+        if name in rows
+        and source in rows
+        and rows[source].touched
+        and not rows[name].touched
+        and rows[name].reason.startswith("no rule matched")
+    }
+
+
+def mark_derived(report: Report, derived: Mapping[str, tuple[str, str]]) -> Report:
+    """``report`` with each parameter :func:`derived_to_set` selects marked as set, its reason the how."""
+    marked = derived_to_set(report, derived)
+    if not marked:
+        return report
+    rows = tuple(
+        dataclasses.replace(row, touched=True, reason=marked[row.name]) if row.name in marked else row
+        for row in report.rows
+    )
+    return dataclasses.replace(report, rows=rows)
 
 
 def packed_projection_notes(walked: Sequence[Param], decided: Plan) -> tuple[str, ...]:
