@@ -15,7 +15,6 @@ jax = pytest.importorskip("jax")
 jnp = pytest.importorskip("jax.numpy")
 nn = pytest.importorskip("flax.linen")
 ij = pytest.importorskip("initscale.adapters.jax")
-ij_module = pytest.importorskip("initscale.adapters.jax")
 
 HE = presets.get("he_normal")
 EPS = float(jnp.finfo(jnp.float32).eps)
@@ -73,7 +72,7 @@ def test_weight_norm_scale_is_set_so_the_layer_uses_v_as_drawn(features_axes, co
 def test_mutation_the_scale_left_at_ones_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     # The planted bug: the scale kept at flax's ones (the behaviour before WeightNorm was read):
     # the layer then uses v / ‖v‖, unit-norm columns, not the drawn std.
-    monkeypatch.setattr(ij_module._Backend, "finish", lambda self, targets: None)
+    monkeypatch.setattr(ij._Backend, "finish", lambda self, targets: None)
     net = Net()
     x = jnp.ones((2, 6, 6, 3))
     variables = net.init(jax.random.key(0), x)
