@@ -1159,7 +1159,8 @@ class _Backend:
         for w in self.weight_normed.values():  # WeightNorm: scale = √(Σ v² + ε) of the drawn v
             if self.names[w.scale] in self.setting:
                 v, scale = self.new_leaves[w.source], self.new_leaves[w.scale]
-                norm = jnp.sqrt(jnp.sum(jnp.square(v.astype(jnp.float32)), axis=w.axes) + w.epsilon)
+                wide = v.astype(jnp.promote_types(v.dtype, jnp.float32))  # float64 kept under x64
+                norm = jnp.sqrt(jnp.sum(jnp.square(wide), axis=w.axes) + w.epsilon)
                 self.new_leaves[w.scale] = norm.reshape(np.shape(scale)).astype(scale.dtype)
 
 

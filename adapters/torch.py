@@ -894,9 +894,15 @@ def _padding_idx(module: torch.nn.Module, role: Role) -> int | None:
     return index % module.num_embeddings if isinstance(getattr(module, "num_embeddings", None), int) else index  # type: ignore[operator, return-value]  # an int, checked
 
 
-def _walk(module: torch.nn.Module, recurse: bool, include_buffers: bool) -> list[tuple[Param, torch.Tensor]]:
+def _walk(
+    module: torch.nn.Module,
+    recurse: bool,
+    include_buffers: bool,
+    reparams: Sequence[_reparam.Reparam] | None = None,
+) -> list[tuple[Param, torch.Tensor]]:
     """Every parameter (and buffer, if asked) in ``named_parameters`` order, with its owner; a
-    tied tensor's later names too, each with ``tied_to`` its first name."""
+    tied tensor's later names too, each with ``tied_to`` its first name. ``reparams``: the
+    model's computed weights (:func:`._torch_reparam.find`), if the caller has them already."""
     if not isinstance(module, torch.nn.Module):
         raise TypeError(f"Argument `module` must be a torch.nn.Module. Received: {type(module).__name__}.")
     first: dict[int, str] = {}
@@ -912,7 +918,8 @@ def _walk(module: torch.nn.Module, recurse: bool, include_buffers: bool) -> list
         above = chains.get(prefix.rpartition(".")[0], ()) if prefix else ()
         chains[prefix] = tuple(dict.fromkeys(_owner_classes(owner) + above))
     # weights a layer computes from other tensors (weight norm, spectral norm, parametrizations)
-    computes = {name: r for r in _reparam.find(modules) for name in r.originals}
+    found_reparams = _reparam.find(modules) if reparams is None else reparams
+    computes = {name: r for r in found_reparams for name in r.originals}
     for prefix, owner in modules:
         items: list[tuple[str, torch.Tensor, bool]] = [
             (leaf, t, False) for leaf, t in owner.named_parameters(recurse=False)
@@ -1083,7 +1090,10 @@ def _stream_for(seed: int, name: str, names: Mapping[str, str] | Callable[[str],
 
 
 def _with_weight_fans(
-    module: torch.nn.Module, recurse: bool, found: list[tuple[Param, torch.Tensor]]
+    module: torch.nn.Module,
+    recurse: bool,
+    found: list[tuple[Param, torch.Tensor]],
+    reparams: Sequence[_reparam.Reparam],
 ) -> list[tuple[Param, torch.Tensor]]:
     """Each bias whose module also has the matching weight (``bias`` -> ``weight``,
     ``bias_ih_l0`` -> ``weight_ih_l0``, ``in_proj_bias`` -> ``in_proj_weight``) takes that weight's
@@ -1093,7 +1103,7 @@ def _with_weight_fans(
     by_name = {p.name: t for p, t in found}
     modules = list(module.named_modules()) if recurse else [("", module)]
     # a parametrized layer's weight is computed: its bias takes the fans of the tensor drawn for it
-    computed = {(r.layer, r.leaf): r.drawn for r in _reparam.find(modules) if r.drawn is not None}
+    computed = {(r.layer, r.leaf): r.drawn for r in reparams if r.drawn is not None}
     weight_of: dict[int, str] = {}
     for prefix, owner in modules:
         own = dict(owner.named_parameters(recurse=False))
@@ -1288,14 +1298,20 @@ class _Backend:
     magnitudes: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def walk(self) -> list[tuple[Param, torch.Tensor]]:
-        return _with_weight_fans(self.model, self.recurse, _walk(self.model, self.recurse, self.include_buffers))
+        computed = self.reparams
+        found = _walk(self.model, self.recurse, self.include_buffers, computed)
+        return _with_weight_fans(self.model, self.recurse, found, computed)
 
+    @functools.cached_property
     def reparams(self) -> tuple[_reparam.Reparam, ...]:
-        """The weights the model's layers compute from other tensors (:mod:`._torch_reparam`)."""
+        """The weights the model's layers compute from other tensors (:mod:`._torch_reparam`),
+        found once per call: the walk, the notes, finish and the report read them."""
+        if not isinstance(self.model, torch.nn.Module):
+            return ()  # the walk raises, naming what it got
         return _reparam.find(list(self.model.named_modules()) if self.recurse else [("", self.model)])
 
     def notes(self, report: Report) -> tuple[str, ...]:
-        computed = self.reparams()
+        computed = self.reparams
         self.magnitudes.clear()
         self.magnitudes.update(derived_to_set(report, _reparam.derived(computed)))
         return _reparam.notes(report, computed)
@@ -1333,7 +1349,7 @@ class _Backend:
             for target in targets:
                 if target.decision.padding_idx is not None:
                     _local(target.handle)[target.decision.padding_idx].zero_()
-        if computed := self.reparams():  # weight norm's g = ‖v‖ of the drawn v; spectral norm's estimate
+        if computed := self.reparams:  # weight norm's g = ‖v‖ of the drawn v; spectral norm's estimate
             named = dict(self.model.named_parameters(remove_duplicate=False))
             _reparam.finish(computed, named, {t.name for t in targets}, self.magnitudes)
 
@@ -1357,7 +1373,7 @@ def _reinit(
     report = reinit_run(
         backend, rules, include_frozen=include_frozen, defaults=defaults, dry_run=dry_run, fans=fans, stacklevel=3
     )  # _reinit <- reinit_ <- the caller
-    return mark_derived(report, _reparam.derived(backend.reparams()))  # weight norm's g: set from v
+    return mark_derived(report, _reparam.derived(backend.reparams))  # weight norm's g: set from v
 
 
 def _copy_all(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
