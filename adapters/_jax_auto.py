@@ -53,7 +53,7 @@ import dataclasses
 import math
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import jax
@@ -179,9 +179,21 @@ def _mean_square(value: Any) -> float:
     return float(np.mean(np.square(array.astype(np.float64))))
 
 
+_KERNEL_NORMS = ("WeightNorm", "SpectralNorm")  # flax's: they normalize the wrapped layer's kernel, not activations
+
+
 def _is_norm(module: Any) -> bool:
+    """Whether ``module`` normalizes activations: flax's norms and any class named ``...Norm``, but
+    not flax's ``WeightNorm``/``SpectralNorm`` wrappers, whose output is their wrapped layer's
+    (whose kernel they rescale: that layer is planned as any other)."""
     name = type(module).__name__
-    return name in _NORMS or name.endswith("Norm")
+    return name in _NORMS or (name.endswith("Norm") and name not in _KERNEL_NORMS)
+
+
+def _weight_normed_layer(module: Any) -> tuple[str, ...] | None:
+    """The path of the layer a linen ``WeightNorm`` ``module`` wraps (None for any other module)."""
+    wrapped = getattr(module, "layer_instance", None) if type(module).__name__ == "WeightNorm" else None
+    return tuple(wrapped.path) if wrapped is not None and hasattr(wrapped, "path") else None
 
 
 @dataclass
@@ -191,6 +203,7 @@ class _Trace:
     n_inputs: int
     marks: dict[str, tuple[str, int, tuple[str, ...]]]  # jit name -> (in/out, call index, module path)
     categories: dict[int, str]  # call index -> "layer" or "norm"
+    at_weight_norm: set[tuple[str, ...]] = field(default_factory=set)  # layers marked at their WeightNorm's call
 
 
 def _trace(variables: Any, module: Any, auto: Auto, layer_paths: set[tuple[str, ...]]) -> _Trace:
@@ -206,10 +219,20 @@ def _trace(variables: Any, module: Any, auto: Auto, layer_paths: set[tuple[str, 
         identity.__name__ = name
         return jax.jit(identity)
 
+    at_weight_norm: set[tuple[str, ...]] = set()
+    open_weight_norms: set[tuple[str, ...]] = set()
+
     def interceptor(next_fun: Any, args: Any, kwargs: Any, context: Any) -> Any:
         mod = context.module
         path = tuple(mod.path) if hasattr(mod, "path") else ()
         is_layer = path in layer_paths
+        # linen's WeightNorm computes scale · v / ‖v‖ before it calls its layer: a layer it wraps is
+        # marked at the WeightNorm's call, so that a factor on v and its scale at the input mark is used
+        wrapped = _weight_normed_layer(mod)
+        if wrapped is not None and wrapped in layer_paths:
+            path, is_layer = wrapped, True
+        elif is_layer and path in open_weight_norms:
+            return next_fun(*args, **kwargs)  # marked at its WeightNorm's call already
         if (
             context.method_name != "__call__"
             or not args
@@ -217,6 +240,15 @@ def _trace(variables: Any, module: Any, auto: Auto, layer_paths: set[tuple[str, 
             or not isinstance(args[0], jax.Array | jax.core.Tracer)
         ):
             return next_fun(*args, **kwargs)
+        if wrapped is not None:
+            at_weight_norm.add(path)
+            open_weight_norms.add(path)
+        try:
+            return _marked(next_fun, args, kwargs, path, is_layer)
+        finally:
+            open_weight_norms.discard(path)
+
+    def _marked(next_fun: Any, args: Any, kwargs: Any, path: tuple[str, ...], is_layer: bool) -> Any:
         k = len(categories)
         categories[k] = "layer" if is_layer else "norm"
         marks[f"initscale_in_{k}"], marks[f"initscale_out_{k}"] = ("in", k, path), ("out", k, path)
@@ -232,7 +264,7 @@ def _trace(variables: Any, module: Any, auto: Auto, layer_paths: set[tuple[str, 
         closed = jax.make_jaxpr(run)(variables, *auto.example_inputs)
     flat, _ = jax.tree_util.tree_flatten_with_path(variables)
     leaves = [("/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path), leaf) for path, leaf in flat]
-    return _Trace(closed, leaves, len(auto.example_inputs), marks, categories)
+    return _Trace(closed, leaves, len(auto.example_inputs), marks, categories, at_weight_norm)
 
 
 def _evaluate(
@@ -967,7 +999,7 @@ def apply(variables: Any, module: Any, auto: Auto, key: Any, **reinit_kwargs: An
     ``arriving="measured"``, one eager evaluation of the traced apply in which each planned layer's
     kernel, when its input mark is reached, is multiplied by gain(measured m_in)/gain(predicted
     m_in) (its predecessors already final), as ``initscale.torch.reinit_`` does. Nothing is mutated."""
-    from initscale.adapters.jax import reinit
+    from initscale.adapters.jax import _weight_norm_scales, reinit
 
     planned = _plan(variables, module, auto)
     predicted = planned.plan
@@ -986,6 +1018,22 @@ def apply(variables: Any, module: Any, auto: Auto, key: Any, **reinit_kwargs: An
     invars = trace.jaxpr.jaxpr.invars
     by_weight = {row.weight: row for row in predicted.rows}
     final: dict[str, AutoRow] = {}
+    # a kernel under flax's WeightNorm is used as scale · v / ‖v‖: its factor goes to v and to its scale
+    normed = _weight_norm_scales(new, module, auto.example_inputs, auto.example_kwargs)
+    scale_of = {weight: position["/".join(scale)] for weight, (scale, _) in normed.items()}
+    # a layer inside a WeightNorm over a block is called after the block's kernels were normalized: a
+    # factor at its input mark would reach its leaves but not the pass, so it keeps the predicted gain
+    inner = sorted(w for w in normed if w in by_weight and tuple(w.split("/")[1:-1]) not in trace.at_weight_norm)
+    if inner:
+        listed = ", ".join(inner[:10]) + (" ..." if len(inner) > 10 else "")
+        warnings.warn(
+            f"initscale.auto: {len(inner)} layer(s) inside a WeightNorm that wraps a block, not one layer, keep "
+            f"their predicted gains (arriving='predicted'): {listed}. "
+            "WeightNorm normalizes the block's kernels before it runs, so a measured factor cannot reach the pass. "
+            "Wrap each layer in its own WeightNorm to have them measured.",
+            UserWarning,
+            stacklevel=4,
+        )
 
     def before(eqn: Any, env: dict[Any, Any]) -> None:
         if eqn.primitive.name not in _WRAPPERS:
@@ -994,16 +1042,20 @@ def apply(variables: Any, module: Any, auto: Auto, key: Any, **reinit_kwargs: An
         if m is None or m[0] != "in" or m[1] not in planned.first_in:
             return
         weight = planned.first_in[m[1]]
+        if weight in inner:
+            return
         row, (follows, fn, act_param) = by_weight[weight], planned.decided[weight]
         m_in = _mean_square(env[eqn.invars[0]])
         g = layer_gain(follows, fn, m_in, auto.q, act_param)  # type: ignore[arg-type]
         i = position[weight]
         if row.gain != 0.0:  # a kernel the residual rule zeroes stays zero; its factor is kept
-            env[invars[i]] = (env[invars[i]] * (g.gain / (row.gain / row.scale))).astype(env[invars[i]].dtype)
-            leaves[i] = env[invars[i]]
+            for j in (i, scale_of[weight]) if weight in scale_of else (i,):
+                env[invars[j]] = (env[invars[j]] * (g.gain / (row.gain / row.scale))).astype(env[invars[j]].dtype)
+                leaves[j] = env[invars[j]]
         final[weight] = dataclasses.replace(row, m_in=m_in, gain=row.scale * g.gain, chi=g.chi, verdict=g.verdict)
 
     _evaluate(trace, leaves, auto.example_inputs, before)
+    final.update({w: dataclasses.replace(by_weight[w], arriving="predicted") for w in inner})
     rows = tuple(final.get(row.weight, row) for row in predicted.rows)
     measured = dataclasses.replace(predicted, rows=rows, arriving="measured")
     _, final_report = reinit(variables, measured.rules(), key, dry_run=True, **options)

@@ -70,8 +70,11 @@ def check(
 
     rules = _core.rules_for(recipe, rules)
     normed: dict[int, _WeightNormed] = {}
-    _, _, leaves_with_paths, params_found = _walk(params, module, example_inputs, example_kwargs, normed)
-    # a linen WeightNorm layer uses scale · v / √(Σ v² + ε): its v is checked as that kernel
+    unscaled: dict[int, str] = {}
+    _, _, leaves_with_paths, params_found = _walk(params, module, example_inputs, example_kwargs, normed, unscaled)
+    if unscaled:
+        raise ValueError(f"check: {next(iter(unscaled.values()))}.")
+    # a flax WeightNorm layer uses scale · v / √(Σ v² + ε): its v is checked as that kernel
     used = {w.source: w for w in normed.values()}
     rules = model_rules(rules, params if module is None else module, params_found)  # a recipe, on this walk
     found: list[tuple[Param, Any]] = [(p, leaf) for p, (_, leaf) in zip(params_found, leaves_with_paths, strict=True)]

@@ -5,7 +5,9 @@ layer's output with linen's ``capture_intermediates`` (the ``__call__`` output o
 in call order) and rescales kernels in a new variables tree: nothing is mutated, so a failure
 changes nothing. The layers are the modules whose ``kernel`` the rules set with a layout (Dense,
 DenseGeneral and so attention projections, Conv, ConvTranspose); a module whose ``__call__`` output is
-not one floating-point array is reported as skipped.
+not one floating-point array is reported as skipped. A layer under linen's ``WeightNorm`` (which
+uses scale · v / ‖v‖) is measured at the WeightNorm's output, where linen records it, and rescaled
+through v and its scale together; the layers of one WeightNorm over a block are skipped.
 
 The contract's ``lsuv(subject, batch, rules=None, *, tol, max_iters, ...)``, the subject taken as
 ``initscale.jax.reinit`` and ``check`` take theirs: the variables tree first, the linen module that
@@ -16,6 +18,7 @@ DeprecationWarning naming the new call.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
@@ -126,7 +129,7 @@ def lsuv(
     """
     import flax.linen as nn
 
-    from initscale.adapters.jax import reinit
+    from initscale.adapters.jax import _weight_norm_scales, reinit
 
     from ._jax_auto import nnx_error
 
@@ -151,11 +154,22 @@ def lsuv(
     if rules is None:
         rules = presets.get("orthogonal")
     new, init = reinit(params, rules, key, module=module, example_inputs=inputs, **reinit_kwargs)
-    kernels = {
-        tuple(row.name.split("/")[1:-1]): tuple(row.name.split("/"))
-        for row in init.touched
-        if row.layout is not None and row.name.startswith("params/") and row.name.endswith("/kernel")
-    }
+    # a layer under linen's WeightNorm uses scale · v / ‖v‖: its output is the WeightNorm's, and it is
+    # rescaled through v and its scale together (the scale stays ‖v‖ where reinit set it)
+    normed = _weight_norm_scales(new, module, inputs)
+    wrapping = Counter(at for _, at in normed.values())  # a WeightNorm over several kernels: no one layer's output
+    kernels, scales, shared = {}, {}, []
+    for row in init.touched:
+        if row.layout is None or not row.name.startswith("params/") or not row.name.endswith("/kernel"):
+            continue
+        path = tuple(row.name.split("/")[1:-1])
+        if row.name in normed:
+            scale_path, path = normed[row.name]
+            if wrapping[path] > 1:
+                shared.append(row.name)
+                continue
+            scales[path] = scale_path
+        kernels[path] = tuple(row.name.split("/"))
     layers = {row.name: row.layer for row in init.touched}
     new = {name: dict(value) if isinstance(value, Mapping) else value for name, value in new.items()}
 
@@ -173,8 +187,9 @@ def lsuv(
         return _core.variance(np.asarray(outputs(state["tree"])[path]))
 
     def scale(path: tuple[str, ...], factor: float) -> None:
-        kernel = _get(state["tree"], kernels[path])
-        state["tree"] = _set(state["tree"], kernels[path], (kernel * factor).astype(kernel.dtype))
+        for leaf in (kernels[path], scales[path]) if path in scales else (kernels[path],):
+            value = _get(state["tree"], leaf)
+            state["tree"] = _set(state["tree"], leaf, (value * factor).astype(value.dtype))
 
     order = [path for path, _ in _flat_outputs(apply(new)["intermediates"]) if path in kernels]  # call order
     rows = []
@@ -197,6 +212,10 @@ def lsuv(
             )
         )
     called = set(order)
+    rows += [
+        _core.skipped(name.rsplit("/", 2)[-2], layers[name], name, "under a WeightNorm that wraps several kernels")
+        for name in shared
+    ]
     rows += [
         _core.skipped("/".join(p), "-", "/".join(k), "not called by the forward pass on `batch`")
         for p, k in kernels.items()

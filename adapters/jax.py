@@ -412,8 +412,8 @@ _GENERAL = {"DenseGeneral", "LinearGeneral"}  # linen's and nnx's n-d dense: ker
 
 
 def _key_name(entry: Any) -> str | None:
-    if isinstance(entry, jax.tree_util.DictKey):
-        return str(entry.key)
+    if isinstance(entry, jax.tree_util.DictKey):  # a tuple key (nnx.WeightNorm's scales): its names, /-joined
+        return "/".join(str(k) for k in entry.key) if isinstance(entry.key, tuple) else str(entry.key)
     if isinstance(entry, jax.tree_util.GetAttrKey):
         return None if entry.name == "value" else entry.name  # nnx variables hold their array in .value
     if isinstance(entry, jax.tree_util.SequenceKey):
@@ -758,7 +758,7 @@ def _read_modules(
                 "`params` is an nnx.Module, which is its own module: leave out `module=` (or pass the same module)."
             )
         module = params
-        params = nnx.state(params, nnx.Param)
+        params = nnx.state(params, _nnx_scales_filter(params))  # the Params, and WeightNorm scales to set
     if module is None:
         if example_inputs is not None or example_kwargs is not None:
             raise ValueError(
@@ -813,7 +813,7 @@ def _unit_offset(module: Any) -> bool:
 
 @dataclass(frozen=True)
 class _WeightNormed:
-    """A flax linen ``WeightNorm`` scale and the variable it rescales: the wrapped layer uses
+    """A flax ``WeightNorm`` scale and the variable it rescales: the wrapped layer uses
     scale · v / √(Σ v² + ε), the sum over ``axes`` (every axis but ``feature_axes``), so
     ``reinit`` sets scale = √(Σ v² + ε) of the drawn v: the layer's variable is then v as drawn.
     flax's own ``scale_init`` is ones, which gives unit-norm columns whatever v's init."""
@@ -825,21 +825,73 @@ class _WeightNormed:
     how: str
 
 
+def _is_nnx_weight_norm(module: Any) -> bool:
+    """Whether ``module`` is an ``nnx.WeightNorm`` with a scale: it keeps its scales as plain
+    arrays (not ``nnx.Param``) in a dict ``scales`` keyed by each kernel's path in
+    ``layer_instance``, and its ``__call__`` overwrites each kernel with scale · v / √(Σ v² + ε)
+    (flax/nnx/nn/normalization.py ``WeightNorm._weightnorm_inplace``, flax 0.12.8)."""
+    if not _is_nnx_module(module):
+        return False
+    from flax import nnx
+
+    return isinstance(module, nnx.WeightNorm) and bool(module.use_scale) and isinstance(module.scales, Mapping)
+
+
+def _nnx_scale_names(module: Any) -> dict[tuple[str, ...], tuple[Any, ...]]:
+    """Each ``nnx.WeightNorm`` kernel of an nnx ``module`` by path, with its scale's path in the
+    module's state (its last entry the scale's tuple key, ``('kernel',)``)."""
+    from flax import nnx
+
+    found = {}
+    for path, node in nnx.iter_graph(module):
+        if _is_nnx_weight_norm(node):
+            at = tuple(str(p) for p in path)
+            for key in node.scales:
+                kernel = (*at, "layer_instance", *(str(k) for k in key))
+                found[kernel] = (*at, "scales", key)
+    return found
+
+
+def _nnx_scale_name(names: Sequence[str]) -> str:
+    """The name of an nnx.WeightNorm scale at ``(*WeightNorm, "scales", key)``, its key's names
+    /-joined (:func:`_key_name`): ``"<WeightNorm>/scales/<path in the layer>/scale"``, so that a glob
+    on kernels (``"*/kernel"``) does not match it (as linen's ``"<layer>/<variable>/scale"``)."""
+    return "/".join(names) + "/scale"
+
+
+def _nnx_scales_filter(module: Any) -> Callable[[Any, Any], bool]:
+    """An ``nnx.state`` filter for ``module``'s ``nnx.Param`` variables and its ``nnx.WeightNorm``
+    scales, which reinit sets from the kernels it draws."""
+    from flax import nnx
+
+    scales = set(_nnx_scale_names(module).values())
+
+    def wanted(path: Any, value: Any) -> bool:
+        return isinstance(value, nnx.Param) or (*(str(p) for p in path[:-1]), path[-1]) in scales
+
+    return wanted
+
+
 def _weight_normed(
     named: Sequence[tuple[str, ...]], owners_of: Sequence[list[_Owner]], shapes: Sequence[tuple[int, ...]]
 ) -> dict[int, _WeightNormed]:
-    """Each linen ``WeightNorm`` scale (a leaf ``<layer>/<variable>/scale`` of a WeightNorm
-    module, its layer a sibling scope: flax/linen/normalization.py ``WeightNorm._l2_normalize``)
-    by leaf index, with the variable it rescales."""
+    """Each flax ``WeightNorm`` scale by leaf index, with the variable it rescales: linen's a leaf
+    ``<layer>/<variable>/scale`` of a WeightNorm module, its layer a sibling scope
+    (flax/linen/normalization.py ``WeightNorm._l2_normalize``); nnx's a leaf
+    ``<WeightNorm>/scales/('kernel',)`` for the kernel ``<WeightNorm>/layer_instance/kernel`` (a
+    scale per kernel path in the wrapped layer, the tuple key printed as nnx prints it)."""
     index = {names: i for i, names in enumerate(named)}
     found = {}
     for i, (names, owners) in enumerate(zip(named, owners_of, strict=True)):
         wn = owners[-1].module if owners else None
-        if type(wn).__name__ != "WeightNorm" or not names or not names[-1].endswith("/scale"):
+        if _is_nnx_weight_norm(wn) and len(names) >= 2 and names[-2] == "scales" and names[-1].endswith("/scale"):
+            source = index.get((*names[:-2], "layer_instance", *names[-1].removesuffix("/scale").split("/")))
+        elif type(wn).__name__ == "WeightNorm" and names and names[-1].endswith("/scale"):
+            if not getattr(wn, "use_scale", True):
+                continue
+            source = index.get(names[:-2] + tuple(names[-1].removesuffix("/scale").split("/")))
+        else:
             continue
-        if not getattr(wn, "use_scale", True):
-            continue
-        source = index.get(names[:-2] + tuple(names[-1].removesuffix("/scale").split("/")))
         if source is None:
             continue
         ndim = len(shapes[source])
@@ -855,18 +907,56 @@ def _weight_normed(
     return found
 
 
+def _unscaled_kernels(
+    named: Sequence[tuple[str, ...]], modules: Mapping[tuple[str, ...], Any], paired: Set[int]
+) -> dict[int, str]:
+    """The kernels of an ``nnx.WeightNorm`` whose scale the walked state lacks (an
+    ``nnx.state(model, nnx.Param)``: the scales are plain arrays, not Params), by leaf index, each
+    with the error that drawing or checking it raises: the layer would use scale · v / ‖v‖ with a
+    scale nobody set."""
+    if () not in modules or not any(_is_nnx_weight_norm(node) for node in modules.values()):
+        return {}
+    kernels = _nnx_scale_names(modules[()])
+    return {
+        i: _NO_SCALE.format(kernel="/".join(names), scale=_nnx_scale_name([*kernels[names][:-1], *kernels[names][-1]]))
+        for i, names in enumerate(named)
+        if i not in paired and names in kernels
+    }
+
+
+_NO_SCALE = (
+    "{kernel!r} is the kernel of an nnx.WeightNorm, whose layer uses scale · v / ‖v‖, and its scale {scale!r} is "
+    "not in the state passed (nnx.WeightNorm keeps its scales as plain arrays, not nnx.Param). Pass the module "
+    "itself (reinit(model, ...) returns its Params and scales, for nnx.update(model, state)) or nnx.state(model)"
+)
+
+
+def _weight_norm_scales(
+    params: Any, module: Any, example_inputs: Any, example_kwargs: Mapping[str, Any] | None = None
+) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+    """Each variable under a flax ``WeightNorm`` by its ``/``-joined name: (its scale's path in the
+    tree, the WeightNorm's module path), for LSUV, which scales the two together."""
+    normed: dict[int, _WeightNormed] = {}
+    _, _, leaves_with_paths, found = _walk(params, module, example_inputs, example_kwargs, normed)
+    named = [tuple(n for n in (_key_name(e) for e in path) if n is not None) for path, _ in leaves_with_paths]
+    skip = int(isinstance(params, Mapping) and "params" in params)
+    return {found[w.source].name: (named[w.scale], named[w.scale][skip:-1]) for w in normed.values()}
+
+
 def _walk(
     params: Any,
     module: Any,
     example_inputs: Any,
     example_kwargs: Mapping[str, Any] | None,
     weight_normed: dict[int, _WeightNormed] | None = None,
+    unscaled: dict[int, str] | None = None,
 ) -> tuple[Any, dict[tuple[str, ...], Any] | None, list[tuple[Any, Any]], list[Param]]:
     """The tree to walk, its modules by path (None: layouts guessed from names), its leaves with
     their paths and one :class:`~initscale.reinit.Param` per leaf (role, layout, owner classes),
     as :func:`reinit` and :func:`check` read them. Raises before anything is drawn when ``module``
     lacks a submodule the tree has. ``weight_normed``: filled with the linen ``WeightNorm``
-    scales found (:func:`_weight_normed`), whose Params carry a note."""
+    scales found (:func:`_weight_normed`), whose Params carry a note; ``unscaled``: filled with the
+    nnx.WeightNorm kernels whose scale the tree lacks (:func:`_unscaled_kernels`)."""
     tree, modules, skip, linen = _read_modules(params, module, example_inputs, example_kwargs)
     leaves_with_paths = jax.tree_util.tree_flatten_with_path(tree)[0]
     unresolved: set[tuple[str, ...]] | None = set() if linen else None
@@ -876,14 +966,18 @@ def _walk(
     for names in named:
         leaves_of.setdefault(names[:-1], set()).add(names[-1] if names else "")
     owners_of = []
-    for names, (_, leaf) in zip(named, leaves_with_paths, strict=True):
+    for i, (names, (_, leaf)) in enumerate(zip(named, leaves_with_paths, strict=True)):
         shape = tuple(int(d) for d in np.shape(leaf))
         owners = _owners(names, skip, modules, unresolved)
         owners_of.append(owners)
+        if owners and _is_nnx_weight_norm(owners[-1].module) and names[-2:-1] == ("scales",):
+            named[i] = names = (*names[:-1], _nnx_scale_name(names[-1:]))
         role, layout, classes, guessed = _infer(names, shape, owners, leaves_of[names[:-1]])
         unit = role == "norm_scale" and bool(owners) and _unit_offset(owners[-1].module)
         found.append(Param("/".join(names), shape, classes, role, layout, guessed=guessed, unit_offset=unit))
     normed = _weight_normed(named, owners_of, [p.shape for p in found])
+    if modules is not None and not linen and unscaled is not None:
+        unscaled.update(_unscaled_kernels(named, modules, {w.source for w in normed.values()}))
     for i, wn in normed.items():  # a scale is no norm's: the defaults leave it to finish(), set from v
         note = wn.how.replace("weight norm: scale =", "weight norm's scale: set to", 1)
         found[i] = replace(
@@ -932,8 +1026,9 @@ def reinit(
 
     Args:
         params: a flax linen variables dict (or its ``"params"`` collection), an ``nnx.State``,
-            or an ``nnx.Module`` (then the state of its ``nnx.Param`` variables is returned, for
-            ``nnx.update(module, state)``, and the layers come from the module itself).
+            or an ``nnx.Module`` (then the state of its ``nnx.Param`` variables, and of its
+            ``nnx.WeightNorm`` scales, is returned, for ``nnx.update(module, state)``, and the
+            layers come from the module itself).
         rules: one spec (for every kernel) or an ordered mapping from pattern to spec,
             ``initscale.Rule(spec, layout=...)`` (the layout of a layer initscale does not know)
             or None;
@@ -948,9 +1043,11 @@ def reinit(
             ``nnx.Module`` of an ``nnx.State``). Each leaf's layer class and attributes are then
             read from it: a Conv's ``feature_group_count`` (grouped and depthwise fans),
             DenseGeneral/LinearGeneral axes (attention projections), ConvTranspose's
-            ``transpose_kernel``, linen ``WeightNorm`` (the wrapped kernel is drawn, then its
-            scale set to √(Σ v² + ε) so that the layer uses the kernel as drawn:
-            docs/conventions.md §3), and the class of explicitly named submodules. Without it
+            ``transpose_kernel``, linen ``WeightNorm`` and ``nnx.WeightNorm`` (the wrapped
+            kernel is drawn, then its scale set to √(Σ v² + ε) so that the layer uses the kernel
+            as drawn: docs/conventions.md §3; nnx's scales are not Params: pass the nnx module
+            itself, or ``nnx.state(model)``, so that they are returned), and the class of
+            explicitly named submodules. Without it
             the layouts are guessed from names: flagged in the report (``guessed``, ``?``) and
             listed in a warning.
         example_inputs: for a linen ``module`` whose submodules are made inside
@@ -1073,7 +1170,8 @@ class _Backend:
         self.tree: Any = None
         self.modules: dict[tuple[str, ...], Any] | None = None
         self.new_leaves: list[Any] = []
-        self.weight_normed: dict[int, _WeightNormed] = {}  # linen WeightNorm scales, by leaf index
+        self.weight_normed: dict[int, _WeightNormed] = {}  # flax WeightNorm scales, by leaf index
+        self.unscaled: dict[int, str] = {}  # nnx.WeightNorm kernels without their scale in the tree
         self.names: list[str] = []
         self.setting: dict[str, str] = {}  # the scales finish() sets (derived_to_set)
 
@@ -1083,7 +1181,7 @@ class _Backend:
 
     def walk(self) -> list[tuple[Param, Any]]:
         self.tree, self.modules, leaves_with_paths, found = _walk(
-            self.model, self.module, self.example_inputs, self.example_kwargs, self.weight_normed
+            self.model, self.module, self.example_inputs, self.example_kwargs, self.weight_normed, self.unscaled
         )
         self.names = [p.name for p in found]
         self.new_leaves = [leaf for _, leaf in leaves_with_paths]
@@ -1118,6 +1216,10 @@ class _Backend:
         ]
 
     def check(self, targets: Sequence[Target[Any]], dry_run: bool) -> None:
+        unscaled = [t for t in targets if t.index in self.unscaled]
+        if unscaled:
+            more = f" (so are {_listed([t.name for t in unscaled[1:]])})" if len(unscaled) > 1 else ""
+            raise ValueError(f"reinit: {self.unscaled[unscaled[0].index]}{more}. Nothing was drawn.")
         for target in targets:
             dtype = getattr(target.handle, "dtype", None)
             if dtype is None or not jnp.issubdtype(dtype, jnp.inexact):

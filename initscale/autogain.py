@@ -565,6 +565,7 @@ class AutoRow:
     verdict: str | None
     note: str
     scale: float = 1.0  # the residual rule's factor, already in ``gain`` (0: the weight is drawn as zeros)
+    arriving: str | None = None  # where m_in comes from when not the plan's (a layer a measured pass cannot reach)
 
 
 @dataclass(frozen=True)
@@ -611,7 +612,7 @@ class AutoPlan:
         def label(row: AutoRow) -> str:
             then = row.activation if row.follower == "activation" else row.follower
             chi = "" if row.chi is None else f", chi {row.chi:.4g}"
-            text = f"auto: then {then}, m_in {row.m_in:.4g} ({self.arriving}), gain {row.gain:.4g}{chi}"
+            text = f"auto: then {then}, m_in {row.m_in:.4g} ({row.arriving or self.arriving}), gain {row.gain:.4g}{chi}"
             r = residual_of.get(row.weight)
             return text if r is None else f"{text}, residual sum {r.index} x{r.scale:.4g} (residual={r.residual!r})"
 

@@ -290,3 +290,68 @@ def test_an_nnx_model_is_a_clear_error_naming_what_is_supported() -> None:
         isj.lsuv(nnx.state(model), x, module=model, key=jax.random.key(1))
     with pytest.raises(TypeError, match=r"`params` is a flax.nnx State.*initscale.jax.reinit\(model, spec, key\)"):
         isj.lsuv(nnx.state(model), x, module=_MLP("relu", depth=1), key=jax.random.key(1))
+
+
+class _NormedMLP(nn.Module):
+    """Dense layers under linen's WeightNorm: each uses scale · v / √(Σ v² + ε) over its inputs, and its
+    output is recorded as the WeightNorm's (linen's capture_intermediates does not see inside it)."""
+
+    depth: int = 4
+
+    @nn.compact
+    def __call__(self, x):
+        for i in range(self.depth):
+            x = nn.tanh(nn.WeightNorm(nn.Dense(48, name=f"fc{i}"), name=f"wn{i}")(x))
+        return x
+
+
+def _used_kernel(params, i: int) -> np.ndarray:
+    """The kernel layer i uses, in float64: scale · v / √(Σ v² + ε), the sum over its input axis."""
+    v = np.asarray(params["params"][f"fc{i}"]["kernel"], np.float64)
+    scale = np.asarray(params["params"][f"wn{i}"][f"fc{i}/kernel/scale"], np.float64)
+    return v / np.sqrt((v * v).sum(axis=0, keepdims=True) + 1e-12) * scale
+
+
+def test_weight_normed_layers_are_rescaled_through_v_and_their_scale() -> None:
+    model, x = _NormedMLP(), _batch((256, 24))
+    variables = model.init(jax.random.key(0), x)
+    new, report = isj.lsuv(variables, x, module=model, key=jax.random.key(1))
+    assert [(row.name, row.weight, row.status) for row in report.rows] == [
+        (f"wn{i}", f"params/fc{i}/kernel", "converged") for i in range(4)
+    ]
+    h, variances = x.astype(np.float64), []
+    for i in range(4):  # the pre-activations recomputed in NumPy from the kernels the layers use
+        z = h @ _used_kernel(new, i) + np.asarray(new["params"][f"fc{i}"]["bias"], np.float64)
+        variances.append(float(z.var(ddof=1)))
+        h = np.tanh(z)
+    _assert_unit(variances)
+    # v and its scale were multiplied by the same factor, so the scale is still ‖v‖ and the layer uses
+    # v: |used − v| <= ((n − 1)/2 + 4)·ε·|v| (tests/test_jax_weight_norm.py's _rtol, n = 24 or 48 inputs)
+    eps = float(np.finfo(np.float32).eps)
+    for i in range(4):
+        v = np.asarray(new["params"][f"fc{i}"]["kernel"], np.float64)
+        n = v.shape[0]
+        assert np.all(np.abs(_used_kernel(new, i) - v) <= ((n - 1) / 2 + 4) * eps * np.abs(v))
+
+
+def test_planted_bug_only_v_rescaled_under_weight_norm_is_caught(monkeypatch) -> None:
+    # The planted bug: the WeightNorm pairs not read (the behaviour before): the layers' own paths are
+    # never called (linen records the WeightNorm's output), so no layer is rescaled: an error, not a
+    # silent no-op; and scaling v alone would change nothing (scale · v / ‖v‖ divides it out).
+    monkeypatch.setattr(isj, "_weight_norm_scales", lambda *a, **k: {})  # lsuv imports it from here per call
+    model, x = _NormedMLP(), _batch((256, 24))
+    variables = model.init(jax.random.key(0), x)
+    with pytest.raises(ValueError, match="no layer was rescaled"):
+        isj.lsuv(variables, x, module=model, key=jax.random.key(1))
+
+
+def test_a_weight_norm_over_several_kernels_is_skipped_by_name() -> None:
+    from _weight_norm_nets import BlockNet
+
+    model, x = BlockNet(), _batch((256, 24))
+    variables = model.init(jax.random.key(0), x)
+    _, report = isj.lsuv(variables, x, module=model, key=jax.random.key(1))
+    rows = {row.weight: row for row in report.rows}
+    for name in ("params/block/a/kernel", "params/block/b/kernel"):
+        assert rows[name].status == "skipped: under a WeightNorm that wraps several kernels"
+    assert rows["params/head/kernel"].status == "converged"
