@@ -633,6 +633,13 @@ class _Modules(dict[tuple[str, ...], Any]):
         self.equations: dict[tuple[str, ...], dict[str | None, str | None]] = {}
 
 
+def _is_scope_of(path: tuple[str, ...], called: Any, root: Any) -> bool:
+    """Whether the linen module ``called`` at ``path`` is the module of that scope: a layer lifted by
+    ``nn.map_variables`` (WeightNorm's, SpectralNorm's) is also called unbound, with path (), which
+    is the root's scope (whose class every leaf's owners start with) and not the layer's."""
+    return bool(path) or type(called) is type(root)
+
+
 def _linen_modules(
     module: Any, variables: Any, example_inputs: tuple[Any, ...] | None, example_kwargs: Mapping[str, Any]
 ) -> dict[tuple[str, ...], Any]:
@@ -666,7 +673,8 @@ def _linen_modules(
 
         def record(next_fun: Callable[..., Any], args: Any, kwargs: Any, context: Any) -> Any:
             path = tuple(context.module.path)
-            found[path] = context.module
+            if _is_scope_of(path, context.module, module):
+                found[path] = context.module
             texts = (a.replace(" ", "") for a in args if isinstance(a, str))
             equation = next((t for t in texts if _EINSUM.fullmatch(t)), None)
             if equation is not None:  # an einsum module called with its equation (gemma's Einsum)
@@ -860,14 +868,18 @@ def _nnx_scale_name(names: Sequence[str]) -> str:
 
 
 def _nnx_scales_filter(module: Any) -> Callable[[Any, Any], bool]:
-    """An ``nnx.state`` filter for ``module``'s ``nnx.Param`` variables and its ``nnx.WeightNorm``
-    scales, which reinit sets from the kernels it draws."""
+    """An ``nnx.state`` filter for ``module``'s ``nnx.Param`` variables, its ``nnx.WeightNorm``
+    scales and its ``nnx.SpectralNorm`` states, which reinit sets from the kernels it draws."""
     from flax import nnx
 
     scales = set(_nnx_scale_names(module).values())
+    spectral = {tuple(str(p) for p in path) for path, node in nnx.iter_graph(module) if _is_spectral_norm(node)}
 
     def wanted(path: Any, value: Any) -> bool:
-        return isinstance(value, nnx.Param) or (*(str(p) for p in path[:-1]), path[-1]) in scales
+        if isinstance(value, nnx.Param) or (*(str(p) for p in path[:-1]), path[-1]) in scales:
+            return True
+        # a SpectralNorm's power-iteration state (u, sigma), refreshed from the kernels reinit draws
+        return isinstance(value, nnx.BatchStat) and len(path) >= 2 and tuple(str(p) for p in path[:-2]) in spectral
 
     return wanted
 
@@ -905,6 +917,100 @@ def _weight_normed(
         how = f"weight norm: scale = ‖v‖ of {v!r} (over axes {axes}), so the layer's {v!r} is v as drawn (to rounding)"
         found[i] = _WeightNormed(i, source, axes, float(getattr(wn, "epsilon", 1e-12)), how)
     return found
+
+
+@dataclass(frozen=True)
+class _SpectralNormed:
+    """A flax ``SpectralNorm``'s power-iteration state for one kernel: the layer divides the kernel W
+    (as a matrix, (-1, last axis)) by σ, the power-iteration estimate of its largest singular value
+    from the stored ``u`` (``n_steps`` iterations each call; linen
+    flax/linen/normalization.py ``SpectralNorm._spectral_normalize``, nnx the same). reinit refreshes
+    u (and the recorded σ) from the drawn W by :data:`SPECTRAL_STEPS` iterations from the stored u,
+    as torch's ``spectral_norm`` does when applied: the layer then uses W / σ(W), spectral norm 1
+    whatever the spec (a warning says so)."""
+
+    u: int  # leaf indices
+    sigma: int | None
+    source: int
+    epsilon: float
+    how: str
+
+
+SPECTRAL_STEPS = 15  # torch.nn.utils.parametrizations.spectral_norm's power iterations when applied
+
+
+def _is_spectral_norm(module: Any) -> bool:
+    """Whether ``module`` is flax's ``SpectralNorm`` wrapper (linen's or nnx's)."""
+    return type(module).__name__ == "SpectralNorm" and type(module).__module__.startswith("flax.")
+
+
+def _spectral_normed(named: Sequence[tuple[str, ...]], owners_of: Sequence[list[_Owner]]) -> dict[int, _SpectralNormed]:
+    """Each flax ``SpectralNorm`` ``u`` by leaf index, with its σ and the kernel it estimates: linen's
+    ``<collection>/<SpectralNorm scope>/<layer>/<variable>/u`` for ``params/<parent scope>/<layer>/
+    <variable>`` (the layer a sibling scope); nnx's ``<SpectralNorm>/batch_stats/<path>/u`` for
+    ``<SpectralNorm>/layer_instance/<path>``."""
+    index = {names: i for i, names in enumerate(named)}
+    found = {}
+    for i, (names, owners) in enumerate(zip(named, owners_of, strict=True)):
+        sn = owners[-1].module if owners else None
+        if not _is_spectral_norm(sn) or len(names) < 2 or not names[-1].endswith("/u"):
+            continue
+        variable = names[-1].removesuffix("/u")
+        if _is_nnx_module(sn):
+            source = index.get((*names[:-2], "layer_instance", *variable.split("/")))
+        else:  # linen: the collection (batch_stats), the SpectralNorm's scope, "<layer>/<variable>/u"
+            source = index.get(("params", *names[1:-2], *variable.split("/")))
+        if source is None:
+            continue
+        sigma = index.get((*names[:-1], f"{variable}/sigma"))
+        w = "/".join(named[source])
+        how = (
+            f"spectral norm: u (and σ) refreshed by {SPECTRAL_STEPS} power iterations on the drawn {w!r}, whose "
+            "layer divides it by σ (so the weight it uses has spectral norm 1)"
+        )
+        found[i] = _SpectralNormed(i, sigma, source, float(getattr(sn, "epsilon", 1e-12)), how)
+    return found
+
+
+def _spectral_kernels(modules: Mapping[tuple[str, ...], Any] | None, params: Sequence[Param]) -> list[int]:
+    """The leaf indices of the kernels (2+ axes) of the layers a flax ``SpectralNorm`` wraps, read
+    from the modules: linen's ``params/<layer>/...`` (the layer's scope path), nnx's
+    ``<SpectralNorm>/layer_instance/...``."""
+    if not modules:
+        return []
+    layers = []
+    for path, node in modules.items():
+        if not _is_spectral_norm(node):
+            continue
+        if _is_nnx_module(node):
+            layers.append((*path, "layer_instance"))
+        elif (wrapped := getattr(getattr(node, "layer_instance", None), "path", None)) is not None:
+            layers.append(tuple(wrapped))
+    found = []
+    for i, param in enumerate(params):
+        names = tuple(param.name.split("/"))
+        if len(param.shape) >= 2 and any(names[: len(p)] == p or names[1 : len(p) + 1] == p for p in layers):
+            found.append(i)
+    return found
+
+
+def _power_iteration(kernel: Any, u: Any, epsilon: float, steps: int) -> tuple[Any, Any]:
+    """(u, σ) after ``steps`` power iterations on ``kernel`` as a matrix (-1, last axis) from ``u``
+    (1, last axis), as flax's ``SpectralNorm`` computes them: v = l2(u Wᵀ), u = l2(v W), σ = v W uᵀ,
+    l2(x) = x / √(Σ x² + ε); a u of zeros or non-finite values (an uninitialized buffer) starts
+    from ones instead."""
+    w = kernel.astype(jnp.promote_types(kernel.dtype, jnp.float32)).reshape(-1, kernel.shape[-1])
+    u0 = u.astype(w.dtype).reshape(1, w.shape[-1])
+    u0 = jnp.where(jnp.all(jnp.isfinite(u0)) & jnp.any(u0 != 0), u0, jnp.ones_like(u0))
+
+    def l2(x: Any) -> Any:
+        return x * jax.lax.rsqrt(jnp.sum(x * x) + epsilon)
+
+    v0 = l2(u0 @ w.T)
+    for _ in range(steps):
+        v0 = l2(u0 @ w.T)
+        u0 = l2(v0 @ w)
+    return u0, (v0 @ w @ u0.T)[0, 0]
 
 
 def _unscaled_kernels(
@@ -950,13 +1056,15 @@ def _walk(
     example_kwargs: Mapping[str, Any] | None,
     weight_normed: dict[int, _WeightNormed] | None = None,
     unscaled: dict[int, str] | None = None,
+    spectral_normed: dict[int, _SpectralNormed] | None = None,
 ) -> tuple[Any, dict[tuple[str, ...], Any] | None, list[tuple[Any, Any]], list[Param]]:
     """The tree to walk, its modules by path (None: layouts guessed from names), its leaves with
     their paths and one :class:`~initscale.reinit.Param` per leaf (role, layout, owner classes),
     as :func:`reinit` and :func:`check` read them. Raises before anything is drawn when ``module``
     lacks a submodule the tree has. ``weight_normed``: filled with the linen ``WeightNorm``
     scales found (:func:`_weight_normed`), whose Params carry a note; ``unscaled``: filled with the
-    nnx.WeightNorm kernels whose scale the tree lacks (:func:`_unscaled_kernels`)."""
+    nnx.WeightNorm kernels whose scale the tree lacks (:func:`_unscaled_kernels`);
+    ``spectral_normed``: with the flax SpectralNorm states found (:func:`_spectral_normed`)."""
     tree, modules, skip, linen = _read_modules(params, module, example_inputs, example_kwargs)
     leaves_with_paths = jax.tree_util.tree_flatten_with_path(tree)[0]
     unresolved: set[tuple[str, ...]] | None = set() if linen else None
@@ -987,8 +1095,21 @@ def _walk(
             owner_classes=found[i].owner_classes[:1],
             note=f"{note} whenever v is drawn and no rule names it",
         )
+    spectral = _spectral_normed(named, owners_of)
+    for sn in spectral.values():  # the power-iteration state: refreshed in finish(), set from the kernel
+        for state in (sn.u, sn.sigma):
+            if state is not None:
+                found[state] = replace(
+                    found[state],
+                    role="other",
+                    layout=None,
+                    owner_classes=found[state].owner_classes[:1],
+                    note=f"{sn.how}, whenever the kernel is drawn and no rule names it",
+                )
     if weight_normed is not None:
         weight_normed.update(normed)
+    if spectral_normed is not None:
+        spectral_normed.update(spectral)
     if unresolved:
         paths = sorted("/".join(p) for p in unresolved)
         how = (
@@ -1027,8 +1148,8 @@ def reinit(
     Args:
         params: a flax linen variables dict (or its ``"params"`` collection), an ``nnx.State``,
             or an ``nnx.Module`` (then the state of its ``nnx.Param`` variables, and of its
-            ``nnx.WeightNorm`` scales, is returned, for ``nnx.update(module, state)``, and the
-            layers come from the module itself).
+            ``nnx.WeightNorm`` scales and ``nnx.SpectralNorm`` states, is returned, for
+            ``nnx.update(module, state)``, and the layers come from the module itself).
         rules: one spec (for every kernel) or an ordered mapping from pattern to spec,
             ``initscale.Rule(spec, layout=...)`` (the layout of a layer initscale does not know)
             or None;
@@ -1046,8 +1167,9 @@ def reinit(
             ``transpose_kernel``, linen ``WeightNorm`` and ``nnx.WeightNorm`` (the wrapped
             kernel is drawn, then its scale set to √(Σ v² + ε) so that the layer uses the kernel
             as drawn: docs/conventions.md §3; nnx's scales are not Params: pass the nnx module
-            itself, or ``nnx.state(model)``, so that they are returned), and the class of
-            explicitly named submodules. Without it
+            itself, or ``nnx.state(model)``, so that they are returned), flax's ``SpectralNorm``
+            (its u and σ refreshed for the drawn kernel, with a warning: the layer uses spectral
+            norm 1), and the class of explicitly named submodules. Without it
             the layouts are guessed from names: flagged in the report (``guessed``, ``?``) and
             listed in a warning.
         example_inputs: for a linen ``module`` whose submodules are made inside
@@ -1172,18 +1294,33 @@ class _Backend:
         self.new_leaves: list[Any] = []
         self.weight_normed: dict[int, _WeightNormed] = {}  # flax WeightNorm scales, by leaf index
         self.unscaled: dict[int, str] = {}  # nnx.WeightNorm kernels without their scale in the tree
+        self.spectral_normed: dict[int, _SpectralNormed] = {}  # flax SpectralNorm states, by u's leaf index
+        self.spectral_stale: list[int] = []  # kernels under a SpectralNorm whose state the tree lacks
         self.names: list[str] = []
         self.setting: dict[str, str] = {}  # the scales finish() sets (derived_to_set)
 
     def derived(self) -> dict[str, tuple[str, str]]:
-        """Each WeightNorm scale -> (the variable it rescales, how it is set)."""
-        return {self.names[w.scale]: (self.names[w.source], w.how) for w in self.weight_normed.values()}
+        """Each WeightNorm scale and SpectralNorm state -> (the variable it is computed from, how)."""
+        derived = {self.names[w.scale]: (self.names[w.source], w.how) for w in self.weight_normed.values()}
+        for sn in self.spectral_normed.values():
+            for i in (sn.u, sn.sigma):
+                if i is not None:
+                    derived[self.names[i]] = (self.names[sn.source], sn.how)
+        return derived
 
     def walk(self) -> list[tuple[Param, Any]]:
         self.tree, self.modules, leaves_with_paths, found = _walk(
-            self.model, self.module, self.example_inputs, self.example_kwargs, self.weight_normed, self.unscaled
+            self.model,
+            self.module,
+            self.example_inputs,
+            self.example_kwargs,
+            self.weight_normed,
+            self.unscaled,
+            self.spectral_normed,
         )
         self.names = [p.name for p in found]
+        paired = {sn.source for sn in self.spectral_normed.values()}
+        self.spectral_stale = [i for i in _spectral_kernels(self.modules, found) if i not in paired]
         self.new_leaves = [leaf for _, leaf in leaves_with_paths]
         return [(param, leaf) for param, (_, leaf) in zip(found, leaves_with_paths, strict=True)]
 
@@ -1197,11 +1334,31 @@ class _Backend:
 
     def notes(self, report: Report) -> list[str]:
         self.setting = derived_to_set(report, self.derived())
+        rows = {r.name: r for r in report.rows}
+        spectral = sorted(
+            {self.names[sn.source] for sn in self.spectral_normed.values() if rows[self.names[sn.source]].touched}
+        )
+        messages = []
+        if spectral:
+            messages.append(
+                f"reinit: {len(spectral)} kernel(s) under SpectralNorm were drawn as their layer's kernel "
+                f"({_listed(spectral, 8)}); the layer divides each by its largest singular value, so the kernel it "
+                "uses has spectral norm 1, not the report's std. Its power-iteration state (u, sigma) was "
+                f"refreshed for the new values ({SPECTRAL_STEPS} iterations)."
+            )
+        stale = [self.names[i] for i in self.spectral_stale if rows[self.names[i]].touched]
+        if stale:
+            messages.append(
+                f"reinit: {len(stale)} kernel(s) under SpectralNorm were drawn but their power-iteration state (u, "
+                f"sigma) is not in the variables passed, so it was not refreshed: {_listed(stale, 8)}. The layer "
+                "divides each by its largest singular value, estimated from the old u (spectral norm 1 at best, not "
+                "the report's std). Pass the whole variables dict (with its 'batch_stats'), or the nnx module itself."
+            )
         scaled = [
             r.name for r in report.rows if r.guessed and r.touched and r.spec is not None and not r.spec.fixed_scale
         ]
         if not scaled:
-            return []
+            return messages
         fix = (
             "pass module= (the flax module that made them; example_inputs= too for @nn.compact modules) so that "
             "each layer's class and attributes are read"
@@ -1211,8 +1368,9 @@ class _Backend:
             "spec (or None)"
         )
         return [
+            *messages,
             f"reinit: the layouts (and so the fans) of {len(scaled)} parameter(s) were guessed from names: "
-            f"{_listed(scaled)}; {fix}. The report marks them (guessed=True)."
+            f"{_listed(scaled)}; {fix}. The report marks them (guessed=True).",
         ]
 
     def check(self, targets: Sequence[Target[Any]], dry_run: bool) -> None:
@@ -1264,6 +1422,16 @@ class _Backend:
                 wide = v.astype(jnp.promote_types(v.dtype, jnp.float32))  # float64 kept under x64
                 norm = jnp.sqrt(jnp.sum(jnp.square(wide), axis=w.axes) + w.epsilon)
                 self.new_leaves[w.scale] = norm.reshape(np.shape(scale)).astype(scale.dtype)
+        for sn in self.spectral_normed.values():  # SpectralNorm: u, σ by power iteration on the drawn kernel
+            setting = [i for i in (sn.u, sn.sigma) if i is not None and self.names[i] in self.setting]
+            if setting:
+                u, sigma = _power_iteration(
+                    self.new_leaves[sn.source], self.new_leaves[sn.u], sn.epsilon, SPECTRAL_STEPS
+                )
+                for i, value in ((sn.u, u), (sn.sigma, sigma)):
+                    if i in setting:
+                        old = self.new_leaves[i]
+                        self.new_leaves[i] = value.reshape(np.shape(old)).astype(old.dtype)
 
 
 from ._jax_check import check  # noqa: E402  (the model check: initscale.check, walked here)

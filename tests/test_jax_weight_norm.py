@@ -296,3 +296,24 @@ def test_auto_inside_a_weight_norm_over_a_block_keeps_predicted_gains_and_says_s
     assert ("then norm" in b) is planted and ("then relu" in b) is not planted
     assert "(predicted)" in report["params/block/a/kernel"].reason and "(predicted)" in b
     assert "(measured)" in report["params/head/kernel"].reason
+
+
+class MixedNet(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        y = nn.WeightNorm(nn.Dense(64, name="fc"))(x)
+        return nn.Conv(8, (3,), name="conv")(y.reshape(y.shape[0], 8, 8))
+
+
+@pytest.mark.parametrize("planted", [False, True])
+def test_a_class_rule_reaches_only_its_class_beside_a_weight_norm(monkeypatch, planted) -> None:
+    # linen's map_variables calls the wrapped Dense unbound too, with path (): read as the root, every
+    # leaf's owners started with Dense, so a rule on "Dense" also drew the Conv kernel. The planted bug
+    # (every call recorded, the behaviour before) shows it.
+    if planted:
+        monkeypatch.setattr(ij, "_is_scope_of", lambda path, called, root: True)
+    net, x = MixedNet(), jnp.ones((2, 32))
+    variables = net.init(jax.random.key(0), x)
+    _, report = ij.reinit(variables, {"Dense": HE}, jax.random.key(1), module=net, example_inputs=(x,))
+    assert report["params/fc/kernel"].touched
+    assert report["params/conv/kernel"].touched is planted
