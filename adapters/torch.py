@@ -759,10 +759,11 @@ def _norm_flags(module: torch.nn.Module) -> tuple[bool, bool]:
 # an input: zeros or a fan-based draw would change what the layer computes (dt = softplus(0) ≈
 # 0.69 for every channel), so the defaults keep them, with these reasons.
 _SSM_NOTES = {
-    "A_log": "a state-space model's A_log (Mamba: the log of its S4D-real A), set by the model's own init",
+    "A_log": "a state-space model's A_log (Mamba: the log of its S4D-real A; Qwen3-Next's gated DeltaNet: the log "
+    "of U(0.01, 16)), set by the model's own init",
     "D": "a state-space model's skip term D (Mamba), set by the model's own init",
     "dt_bias": "a state-space model's time-step bias (Mamba 2: the inverse softplus of dt in "
-    "[time_step_min, time_step_max]), set by the model's own init",
+    "[time_step_min, time_step_max]; Qwen3-Next's gated DeltaNet: ones), set by the model's own init",
 }
 _SSM_DT_NOTE = (
     "a state-space model's time-step bias (Mamba: the inverse softplus of dt in [time_step_min, time_step_max]), "
@@ -772,9 +773,114 @@ _SSM_KEPT = "; kept unless a rule names it"
 
 
 def _is_ssm_mixer(module: torch.nn.Module | None) -> bool:
-    """A Mamba mixer: it holds its own ``A_log`` and ``D`` parameters."""
+    """A Mamba mixer: it holds its own ``A_log`` and ``D`` parameters (or ``A_log`` and
+    ``dt_bias`` without ``D``: Qwen3-Next's gated DeltaNet, modeling_qwen3_next.py
+    ``Qwen3NextGatedDeltaNet``, g = −exp(A_log) · softplus(a + dt_bias))."""
     own = module._parameters if module is not None else {}
-    return isinstance(own.get("A_log"), torch.Tensor) and isinstance(own.get("D"), torch.Tensor)
+    return isinstance(own.get("A_log"), torch.Tensor) and (
+        isinstance(own.get("D"), torch.Tensor) or isinstance(own.get("dt_bias"), torch.Tensor)
+    )
+
+
+# Parameters other models' own inits set to values that carry meaning, which the defaults
+# (biases -> zeros) or the one spec would lose, each read from transformers 5.24's modeling file:
+# - deformable attention (RT-DETR, Deformable DETR, Mask2Former's pixel decoder, Grounding DINO,
+#   ...: a ``...MultiscaleDeformableAttention`` module, ``_init_weights``): ``sampling_offsets.bias``
+#   is a grid of directions per head, point i at distance i + 1; zeros would put every sampling
+#   point on its reference point (the same init zeroes ``sampling_offsets.weight`` and
+#   ``attention_weights``).
+# - xLSTM (modeling_xlstm.py, ``xLSTMLayer``; ``_init_weights``): the input gate's bias at −10, the
+#   forget gate's a linspace(3, 6) over heads (the fused ``ifgate_preact``: both, heads first);
+#   zeros would start every forget gate at sigmoid(0) = 0.5 instead of 0.95–0.998.
+# - RWKV (modeling_rwkv.py, ``RwkvSelfAttention``, ``RwkvFeedForward``; ``_init_weights``):
+#   ``time_decay`` and ``time_first`` (per-channel decay speeds and the first-token bonus) and the
+#   ``time_mix_*`` ratios (1, 1, C), ramps over channels that depend on the layer's depth.
+_DEFORMABLE_NOTE = (
+    "deformable attention's sampling-offset bias: a grid of directions per head (point i at distance i + 1), set by "
+    "the model's own init; zeros would put every sampling point on its reference point. Kept unless a rule names it "
+    "(the same init zeroes sampling_offsets.weight and attention_weights: rules={'*.sampling_offsets.weight': "
+    "initscale.Zeros(), '*.attention_weights.*': initscale.Zeros()} reproduce it)"
+)
+_XLSTM_GATES = {
+    "igate_preact": "xLSTM's input-gate bias (−10), set by the model's own init",
+    "fgate_preact": "xLSTM's forget-gate bias (linspace(3, 6) over heads), set by the model's own init; zeros would "
+    "start every forget gate at sigmoid(0) = 0.5",
+    "ifgate_preact": "xLSTM's fused input- and forget-gate bias (−10 for the input gates, linspace(3, 6) for the "
+    "forget gates), set by the model's own init",
+}
+_RWKV_NOTES = {
+    "time_decay": "RWKV's per-channel decay speed (a ramp over channels by layer depth), set by the model's own init",
+    "time_first": "RWKV's per-channel first-token bonus, set by the model's own init",
+    "time_mix_key": "RWKV's time-mixing ratio (a ramp over channels by layer depth), set by the model's own init",
+    "time_mix_value": "RWKV's time-mixing ratio (a ramp over channels by layer depth), set by the model's own init",
+    "time_mix_receptance": "RWKV's time-mixing ratio (a ramp over channels by layer depth), set by the model's own "
+    "init",
+}
+_RWKV_CLASSES = ("RwkvSelfAttention", "RwkvFeedForward")
+
+
+def _attribute_of(parent: torch.nn.Module | None, module: torch.nn.Module) -> str | None:
+    """The name under which ``parent`` holds ``module`` as a direct submodule, or None."""
+    if parent is None:
+        return None
+    return next((name for name, child in parent._modules.items() if child is module), None)
+
+
+def _is_stacked_under_embeddings(module: torch.nn.Module, leaf: str, parent: torch.nn.Module | None) -> bool:
+    """HF MobileBERT's LM head (modeling_mobilebert.py, ``MobileBertLMPredictionHead.forward``:
+    ``x @ cat([decoder.weight.t(), dense.weight], 0)``): ``dense`` is an ``nn.Linear(vocab,
+    hidden − emb)`` whose (hidden − emb, vocab) weight is used as the lower rows of one (hidden,
+    vocab) matrix, (in, out), whose upper rows are the decoder's weight (tied to the word
+    embeddings). Read as a Linear, its fans would be (vocab, hidden − emb); the matrix's fan_in is
+    hidden, and its upper rows are embeddings: it has no fans of its own."""
+    if leaf != "weight" or type(parent).__name__ != "MobileBertLMPredictionHead":
+        return False
+    decoder, weight = getattr(parent, "decoder", None), module._parameters.get("weight")
+    decoder_weight = getattr(decoder, "weight", None)
+    return (
+        getattr(parent, "dense", None) is module
+        and isinstance(weight, torch.Tensor)
+        and isinstance(decoder_weight, torch.Tensor)
+        and weight.dim() == 2
+        and decoder_weight.dim() == 2
+        and weight.shape[1] == decoder_weight.shape[0]
+    )
+
+
+# LayoutLMv2/v3 (and PP-DocLayoutV2's reading-order encoder): each relative-position bias is an
+# nn.Linear(bins, heads) whose weight is read as a lookup table (modeling_layoutlmv3.py
+# ``_relative_position_lookup``: ``bias.weight[:, buckets]`` under no_grad; v2:
+# ``weight.t()[rel_pos]``), never multiplied: an embedding of num_embeddings = bins (axis 1).
+_LOOKUP_LINEAR_OWNERS = frozenset({"LayoutLMv2Encoder", "LayoutLMv3Encoder", "PPDocLayoutV2ReadingOrderEncoder"})
+_LOOKUP_LINEAR = re.compile(r"rel_pos(_x|_y)?_bias\Z")
+_LOOKUP_NOTE = (
+    "a relative-position bias table: an nn.Linear whose weight is read by bucket (weight[:, buckets]), not "
+    "multiplied, so an embedding (bins, heads), kept unless a rule names it (HF draws it N(0, initializer_range): "
+    "initscale.Normal(0.02))"
+)
+
+
+def _is_lookup_linear(module: torch.nn.Module, leaf: str, parent: torch.nn.Module | None) -> bool:
+    """An ``nn.Linear`` of the models above read as a lookup table (see there)."""
+    attribute = _attribute_of(parent, module) if leaf == "weight" else None
+    return (
+        attribute is not None
+        and type(parent).__name__ in _LOOKUP_LINEAR_OWNERS
+        and _LOOKUP_LINEAR.match(attribute) is not None
+        and isinstance(module, torch.nn.Linear)
+    )
+
+
+def _stacked_head_note(module: torch.nn.Module, parent: torch.nn.Module) -> str:
+    weight, decoder = module.get_parameter("weight"), parent.get_submodule("decoder").get_parameter("weight")
+    emb = int(decoder.shape[1])
+    hidden = emb + int(weight.shape[0])
+    return (
+        f"MobileBERT's LM head: this (hidden − emb, vocab) weight is stacked under the tied embeddings' transpose "
+        f"(x @ cat([decoder.weight.t(), dense.weight], 0), a ({hidden}, {int(weight.shape[1])}) matrix of fan_in "
+        f"{hidden}, its first {emb} rows the embeddings), so it has no fans of its own: kept unless a rule names it "
+        "(a fixed-scale spec; HF draws it N(0, initializer_range): initscale.Normal(0.02))"
+    )
 
 
 def _is_fourier_features(module: torch.nn.Module, leaf: str) -> bool:
@@ -808,6 +914,18 @@ def _model_set_note(module: torch.nn.Module, leaf: str, parent: torch.nn.Module 
         return _SSM_NOTES[leaf] + _SSM_KEPT
     if leaf == "bias" and _is_ssm_mixer(parent) and getattr(parent, "dt_proj", None) is module:
         return _SSM_DT_NOTE + _SSM_KEPT
+    if leaf in _RWKV_NOTES and type(module).__name__ in _RWKV_CLASSES:
+        return _RWKV_NOTES[leaf] + _SSM_KEPT
+    if _is_stacked_under_embeddings(module, leaf, parent):
+        assert parent is not None
+        return _stacked_head_note(module, parent)
+    if _is_lookup_linear(module, leaf, parent):
+        return _LOOKUP_NOTE
+    attribute = _attribute_of(parent, module) if leaf == "bias" else None
+    if attribute == "sampling_offsets" and type(parent).__name__.endswith("MultiscaleDeformableAttention"):
+        return _DEFORMABLE_NOTE
+    if attribute in _XLSTM_GATES and type(parent).__name__ == "xLSTMLayer":
+        return _XLSTM_GATES[attribute] + _SSM_KEPT
     return ""
 
 
@@ -941,6 +1059,10 @@ def _walk(
                 found.append((_reparam_param(computed, name, tensor, by_prefix, chains, tied_to), tensor))
                 continue
             role, layout = _role_and_layout(owner, leaf, tensor.dim(), parent)
+            if _is_stacked_under_embeddings(owner, leaf, parent):  # no fans of its own: not drawn as a Linear's
+                role, layout = "other", None
+            elif _is_lookup_linear(owner, leaf, parent):  # (heads, bins) read by bucket: the table's rows are axis 1
+                role, layout = "embedding", Layout(1, 0, name="hf.lookup_linear")
             classes = _owner_classes(owner) if role in ("norm_scale", "norm_offset") else chains[prefix]
             added = role == "other" and tensor.dim() >= 2 and ADDED_TENSOR.search(leaf) is not None
             param = Param(

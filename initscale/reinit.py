@@ -119,13 +119,17 @@ Role = Literal["weight", "bias", "norm_scale", "norm_offset", "embedding", "othe
 ROLES: tuple[str, ...] = ("bias", "embedding", "norm_offset", "norm_scale", "other", "weight")
 
 #: Names of tensors added to (or concatenated with) the activations, not multiplied: position
-#: embeddings and class, distillation, register and mask tokens (HF ViT's ``position_embeddings``
-#: and ``cls_token``, timm's ``pos_embed``, keras-hub's ``PositionEmbedding``). The walks give
+#: embeddings and class, distillation, register, mask and query tokens (HF ViT's
+#: ``position_embeddings`` and ``cls_token``, timm's ``pos_embed``, keras-hub's
+#: ``PositionEmbedding``, CLIP's ``class_embedding``, BLIP-2's ``query_tokens``, XLNet's
+#: ``mask_emb``, SigLIP's attention-pool ``probe``, Mask2Former's ``level_embed``). The walks give
 #: such a parameter of 2+ axes in an unrecognised layer no layout (it has no fans) and
 #: :data:`ADDED_TENSOR_NOTE`: the defaults keep it with that reason, the one spec's warning lists
 #: it, and a fan-based rule on it raises.
 ADDED_TENSOR = re.compile(
-    r"pos(ition(al)?)?_?emb|(cls|class|dist(illation)?|reg(ister)?|mask)_?tokens?\Z", re.IGNORECASE
+    r"pos(ition(al)?)?_?emb|(cls|class|dist(illation)?|reg(ister)?|mask|query)_?(tokens?|emb(edding)?)\Z"
+    r"|\A(probe|level_embed)\Z",
+    re.IGNORECASE,
 )
 ADDED_TENSOR_NOTE = (
     "a position embedding or token added to the activations, not multiplied: it has no fans; "
@@ -868,8 +872,10 @@ def _unknown_layout_error(found: Sequence[tuple[Param, CompiledRule]]) -> ValueE
 
 # Dense layers whose output, by their name, usually stacks several projections that the forward
 # splits: Q, K and V (GPT-NeoX/Bloom/Falcon ``query_key_value``, Phi-3 ``qkv_proj``, ModernBERT
-# ``Wqkv``, timm ``attn.qkv``, keras-hub Swin ``attention_qkv``, Baichuan ``W_pack``, K and V in
-# ``kv``), gate and up (Phi-3 ``gate_up_proj``), Mamba's x and z (``in_proj``); DeepMind gemma's
+# ``Wqkv``, timm ``attn.qkv``, keras-hub Swin ``attention_qkv``, Bark's ``att_proj``, Baichuan
+# ``W_pack``, K and V in ``kv``), gate and up (Phi-3 ``gate_up_proj``), Mamba's x and z
+# (``in_proj``; not an MLP's), Qwen3-Next's gated DeltaNet ``in_proj_qkvz`` and ``in_proj_ba``;
+# DeepMind gemma's
 # flax ``qkv_einsum``, ``kv_einsum`` and ``gating_einsum`` (a weight named so itself, its module
 # sharing its parent's scope); LeViT's ``queries_keys_values`` and ``keys_values``, whose Linear is
 # one level down (``.linear``: the layer two names before the leaf counts too). A dense layer does
@@ -877,10 +883,21 @@ def _unknown_layout_error(found: Sequence[tuple[Param, CompiledRule]]) -> ValueE
 # may differ in size (grouped-query attention), so initscale counts fan_out over the whole output,
 # and says so when a spec's std depends on it.
 PACKED_PROJECTION = re.compile(
-    r"(\A|_)(qkv|kv|query_key_value|(queries_)?keys_values|w_?pack|gate_up|in_proj)(_proj|_einsum)?\Z"
-    r"|\A(attention_qkv|gating_einsum)\Z",
+    r"(\A|_)(w_?qkv|qkvz?|kv|query_key_value|(queries_)?keys_values|w_?pack|gate_up|in_proj)(_proj|_einsum)?\Z"
+    r"|\A(attention_qkv|gating_einsum|att_proj|in_proj_ba)\Z",
     re.IGNORECASE,
 )
+
+
+def _named_packed(name: str) -> bool:
+    """Whether a weight's name reads as a packed projection (:data:`PACKED_PROJECTION` on the leaf
+    and the two components before it), except an MLP's ``in_proj``: its one input projection
+    (Bark's ``BarkMLP``), not Mamba's x and z."""
+    parts = _layer_names(name)
+    return any(
+        PACKED_PROJECTION.search(part) and not (part == "in_proj" and i > 0 and parts[i - 1] == "mlp")
+        for i, part in enumerate(parts)
+    )
 
 
 # The dense kinds and dense layouts whose whole output is one fan_out; a rule's own layout is none
@@ -990,7 +1007,7 @@ def packed_projection_notes(walked: Sequence[Param], decided: Plan) -> tuple[str
             continue
         if row.fan_in is None or row.fan_out is None:
             continue
-        named = any(PACKED_PROJECTION.search(part) for part in _layer_names(param.name))
+        named = _named_packed(param.name)
         if not (named or _leading_stack(param.layout)):
             continue
         axes = _dense_axes(param.layout, param.shape)

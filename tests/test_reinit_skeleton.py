@@ -258,3 +258,22 @@ def test_the_untouched_warning_says_which_classes_hold_per_channel_values_and_of
     assert "Snake1d (1, one axis above 1 each: 'block.snake.alpha')" in text
     assert "Odd (1: 'odd.kernel')" in text
     assert "initscale.Ones() or initscale.Zeros()" in text and "layout='torch.linear'" in text
+
+
+def test_packed_projection_names_of_more_models_and_an_mlps_in_proj() -> None:
+    # ModernBERT's Wqkv, Bark's att_proj, Qwen3-Next's in_proj_qkvz and in_proj_ba and Mamba's in_proj
+    # pack projections (transformers 5.24's modeling files); Bark's MLP in_proj (d -> 4d) and T5's wi
+    # do not.
+    glorot = initscale.presets.get("glorot_uniform")
+    packed = [
+        "layers.0.attn.Wqkv.weight",
+        "h.0.attn.att_proj.weight",
+        "layers.0.linear_attn.in_proj_qkvz.weight",
+        "layers.0.linear_attn.in_proj_ba.weight",
+        "layers.0.mixer.in_proj.weight",
+    ]
+    plain = ["h.0.mlp.in_proj.weight", "block.0.layer.1.DenseReluDense.wi.weight"]
+    walked = [Param(n, (96, 32), ("Linear",), "weight", "torch.linear") for n in (*packed, *plain)]
+    (text,) = reinit.packed_projection_notes(walked, reinit.plan(walked, glorot))
+    assert all(repr(n) in text for n in packed), text
+    assert not any(repr(n) in text for n in plain), text

@@ -16,6 +16,7 @@ test_torch_hf_process.py runs this file in a fresh process instead.
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import warnings
 from typing import Any
@@ -966,3 +967,227 @@ def test_materialize_names_sams_own_std_for_its_fourier_features() -> None:
     drawn = net[0].positional_embedding.detach().double()
     # the sample std s of n normal draws: s/σ − 1 has sd ≈ 1/√(2n); bound at z = 4.5 (false alarm 6.8e-6)
     assert abs(float(drawn.pow(2).mean().sqrt()) / scale - 1) < 4.5 / (2 * drawn.numel()) ** 0.5
+
+
+# Parameters whose value the model's own init computes, which the defaults (biases -> zeros) or the
+# one spec would lose; each kept, with the reason, and not listed as unrecognised (transformers 5.24's
+# modeling files and _init_weights): the deformable attention's sampling-offset grid (RT-DETR),
+# xLSTM's gate biases, RWKV's time mixing and decay, Qwen3-Next's gated DeltaNet A_log and dt_bias.
+def _rt_detr():
+    backbone = transformers.RTDetrResNetConfig(hidden_sizes=[16, 32, 32, 32], embedding_size=16, depths=[1, 1, 1, 1])
+    return transformers.RTDetrModel(
+        transformers.RTDetrConfig(
+            d_model=D,
+            encoder_hidden_dim=D,
+            encoder_layers=1,
+            decoder_layers=1,
+            num_queries=10,
+            backbone_config=backbone,
+            encoder_in_channels=[D] * 3,
+            decoder_in_channels=[D] * 3,
+            encoder_ffn_dim=FF,
+            decoder_ffn_dim=FF,
+            encoder_attention_heads=HEADS,
+            decoder_attention_heads=HEADS,
+        )
+    )
+
+
+def _xlstm():
+    return transformers.xLSTMModel(
+        transformers.xLSTMConfig(hidden_size=D, num_hidden_layers=1, num_heads=2, vocab_size=VOCAB)
+    )
+
+
+def _rwkv():
+    config = transformers.RwkvConfig(hidden_size=D, num_hidden_layers=1, vocab_size=VOCAB, attention_hidden_size=D)
+    return transformers.RwkvModel(config)
+
+
+def _qwen3_next():
+    config = transformers.Qwen3NextConfig(
+        hidden_size=D,
+        num_hidden_layers=1,
+        vocab_size=VOCAB,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        linear_num_value_heads=2,
+        linear_num_key_heads=1,
+        linear_key_head_dim=16,
+        linear_value_head_dim=16,
+        num_experts=2,
+        num_experts_per_tok=1,
+        moe_intermediate_size=16,
+        shared_expert_intermediate_size=16,
+        intermediate_size=FF,
+        layer_types=["linear_attention"],
+    )
+    return transformers.Qwen3NextModel(config)
+
+
+MODEL_SET = {  # model -> (build, {parameter glob: a phrase of its reason})
+    "rt_detr": (_rt_detr, {"decoder.layers.*.encoder_attn.sampling_offsets.bias": "a grid of directions per head"}),
+    "xlstm": (
+        _xlstm,
+        {
+            "blocks.*.mlstm_layer.igate_preact.bias": "input-gate bias (−10)",
+            "blocks.*.mlstm_layer.fgate_preact.bias": "forget-gate bias (linspace(3, 6)",
+        },
+    ),
+    "rwkv": (
+        _rwkv,
+        {
+            "blocks.*.attention.time_decay": "decay speed",
+            "blocks.*.attention.time_first": "first-token bonus",
+            "blocks.*.attention.time_mix_*": "time-mixing ratio",
+            "blocks.*.feed_forward.time_mix_*": "time-mixing ratio",
+        },
+    ),
+    "qwen3_next": (
+        _qwen3_next,
+        {"layers.*.linear_attn.A_log": "A_log", "layers.*.linear_attn.dt_bias": "time-step bias"},
+    ),
+}
+
+
+def _meta_dry_run(build, caught: list | None = None):
+    """The model ``build()`` makes on the meta device, and its dry-run report under the one spec
+    (warnings recorded into ``caught`` when given, else dropped)."""
+    with torch.device("meta"):
+        net = build()
+    with warnings.catch_warnings(record=True) as recorded:
+        warnings.simplefilter("always")
+        report = ist.reinit_(net, SPEC, dry_run=True)
+    if caught is not None:
+        caught.extend(recorded)
+    return net, report
+
+
+def _model_set_report(model: str):
+    caught: list = []
+    _, report = _meta_dry_run(MODEL_SET[model][0], caught)
+    return report, " ".join(str(w.message) for w in caught)
+
+
+def _model_set_problems(model: str) -> list[str]:
+    report, warned = _model_set_report(model)
+    problems = []
+    for pattern, phrase in MODEL_SET[model][1].items():
+        rows = [r for r in report.rows if fnmatch.fnmatchcase(r.name, pattern)]
+        if not rows:
+            problems.append(f"{pattern}: no parameter")
+        for row in rows:
+            if row.touched or phrase not in row.reason or "set by the model's own init" not in row.reason:
+                problems.append(f"{row.name}: {'set' if row.touched else 'kept'} ({row.reason})")
+            if repr(row.name) in warned:
+                problems.append(f"{row.name}: named in a warning: {warned}")
+    return problems
+
+
+@pytest.mark.parametrize("model", sorted(MODEL_SET))
+def test_parameters_the_model_sets_are_kept_with_their_reason(model: str) -> None:
+    problems = _model_set_problems(model)
+    assert not problems, "\n" + "\n".join(problems)
+
+
+@pytest.mark.parametrize("model", sorted(MODEL_SET))
+def test_mutation_model_set_parameters_without_their_reason_are_caught(model: str, monkeypatch) -> None:
+    # The planted bug: no note (the behaviour before): the biases are zeroed by the defaults and the
+    # rest kept as unrecognised, which the check above flags.
+    monkeypatch.setattr(ist, "_model_set_note", lambda module, leaf, parent: "")
+    assert _model_set_problems(model)
+
+
+def _mobilebert():
+    config = transformers.MobileBertConfig(
+        vocab_size=VOCAB,
+        hidden_size=D,
+        embedding_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=D,
+        intra_bottleneck_size=16,
+        true_hidden_size=16,
+    )
+    return transformers.MobileBertForMaskedLM(config)
+
+
+@pytest.mark.parametrize("planted", [False, True])
+def test_mobilebert_head_weight_stacked_under_the_embeddings_has_no_fans_of_its_own(planted, monkeypatch) -> None:
+    # MobileBertLMPredictionHead.forward: x @ cat([decoder.weight.t(), dense.weight], 0), dense an
+    # nn.Linear(vocab, hidden − emb): read as a Linear its fans would be (vocab, hidden − emb), while the
+    # matrix it is part of has fan_in hidden. The planted bug (read as a Linear, the behaviour before)
+    # draws it with fan_in = vocab.
+    if planted:
+        monkeypatch.setattr(ist, "_is_stacked_under_embeddings", lambda module, leaf, parent: False)
+    net, report = _meta_dry_run(_mobilebert)
+    row = report["cls.predictions.dense.weight"]
+    if planted:
+        assert row.touched and row.fan_in == VOCAB
+        return
+    assert not row.touched and row.fan_in is None
+    assert f"a ({D}, {VOCAB}) matrix of fan_in {D}" in row.reason and "initscale.Normal(0.02)" in row.reason
+    with pytest.raises(ValueError, match="MobileBERT's LM head"):  # a fan-based rule on it: an error naming it
+        ist.reinit_(net, {"*.predictions.dense.weight": SPEC}, dry_run=True)
+
+
+@pytest.mark.parametrize("planted", [False, True])
+def test_layoutlmv3_relative_position_tables_are_embeddings(planted, monkeypatch) -> None:
+    # LayoutLMv3's rel_pos_bias, rel_pos_x_bias, rel_pos_y_bias: nn.Linear(bins, heads) weights read
+    # by bucket (weight[:, buckets] under no_grad), never multiplied: embeddings, which the one spec
+    # keeps. The planted bug (read as a Linear, the behaviour before) draws them as weights.
+    if planted:
+        monkeypatch.setattr(ist, "_is_lookup_linear", lambda module, leaf, parent: False)
+    config = transformers.LayoutLMv3Config(
+        hidden_size=D,
+        num_hidden_layers=1,
+        num_attention_heads=HEADS,
+        intermediate_size=FF,
+        vocab_size=VOCAB,
+        input_size=32,
+        patch_size=16,
+        max_2d_position_embeddings=64,
+        coordinate_size=8,
+        shape_size=8,
+    )
+    _, report = _meta_dry_run(lambda: transformers.LayoutLMv3Model(config))
+    for leaf in ("rel_pos_bias", "rel_pos_x_bias", "rel_pos_y_bias"):
+        row = report[f"encoder.{leaf}.weight"]
+        assert row.touched is planted, row
+        if not planted:
+            assert "a relative-position bias table" in row.reason and row.fan_in == row.shape[1]
+
+
+@pytest.mark.parametrize("planted", [False, True])
+def test_added_tokens_of_more_models_are_named_as_such(planted, monkeypatch) -> None:
+    # XLNet's mask_emb (1, 1, d) and SigLIP's attention-pool probe (1, 1, d) are tokens fed to the
+    # attention, not weights: kept with the added-tensor reason. The planted bug (the name pattern
+    # before) leaves them "unrecognised".
+    import re
+
+    from initscale import reinit as reinit_module
+
+    if planted:
+        old = re.compile(r"pos(ition(al)?)?_?emb|(cls|class|dist(illation)?|reg(ister)?|mask)_?tokens?\Z", re.I)
+        monkeypatch.setattr(ist, "ADDED_TENSOR", old)
+    nets = {
+        "mask_emb": lambda: transformers.XLNetModel(
+            transformers.XLNetConfig(d_model=D, n_layer=1, n_head=HEADS, d_inner=FF, vocab_size=VOCAB)
+        ),
+        "head.probe": lambda: transformers.SiglipVisionModel(
+            transformers.SiglipVisionConfig(
+                hidden_size=D,
+                num_hidden_layers=1,
+                num_attention_heads=HEADS,
+                intermediate_size=FF,
+                image_size=32,
+                patch_size=16,
+            )
+        ),
+    }
+    for name, build in nets.items():
+        _, report = _meta_dry_run(build)
+        row = next(r for r in report.rows if r.name.endswith(name))
+        assert not row.touched
+        assert (reinit_module.ADDED_TENSOR_NOTE in row.reason) is not planted, row.reason
