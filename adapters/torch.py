@@ -699,6 +699,33 @@ def _legacy_experts_role(
     return None
 
 
+# RecurrentGemma's RG-LRU (modeling_recurrent_gemma.py, RecurrentGemmaRglru): each gate is
+# ``baddbmm(bias[:, None, :], x, W)`` over heads, x (heads, N, block_width): W (heads, in, out)
+# block-diagonal, per head fan_in = block_width (its _init_weights: std √(scale / block_width)),
+# and its bias (heads, block_width) zeros; ``recurrent_param`` is the inverse softplus of a rate
+# drawn in [0.9, 0.999] (set by the model's own init).
+_RGLRU_GATES = {"input_gate_weight": "input_gate_bias", "recurrent_gate_weight": "recurrent_gate_bias"}
+_RGLRU_NOTE = (
+    "RecurrentGemma's recurrence parameter (softplus⁻¹ of −½ log a, a drawn in [0.9², 0.999²]), set by the model's "
+    "own init"
+)
+
+
+def _rglru_role(module: torch.nn.Module, leaf: str) -> tuple[Role, LayoutLike | None] | None:
+    """The RG-LRU's gate weights (a block-diagonal matmul per head) and biases (above); None for
+    anything else."""
+    if type(module).__name__ != "RecurrentGemmaRglru":
+        return None
+    tensor = module._parameters.get(leaf)
+    if not isinstance(tensor, torch.Tensor):
+        return None
+    if leaf in _RGLRU_GATES and tensor.dim() == 3 and tensor.shape[1] == tensor.shape[2]:
+        return "weight", Layout(1, 2, (0,), name="hf.rglru_gate")
+    if leaf in _RGLRU_GATES.values() and tensor.dim() == 2:
+        return "bias", None
+    return None
+
+
 def _is_router(module: torch.nn.Module, leaf: str) -> bool:
     """A transformers MoE router that holds its own (num_experts, hidden) ``weight`` and scores
     tokens with ``F.linear(x, weight)`` (MixtralTopKRouter, DeepseekV3TopkRouter, ...)."""
@@ -916,6 +943,18 @@ def _model_set_note(module: torch.nn.Module, leaf: str, parent: torch.nn.Module 
         return _SSM_DT_NOTE + _SSM_KEPT
     if leaf in _RWKV_NOTES and type(module).__name__ in _RWKV_CLASSES:
         return _RWKV_NOTES[leaf] + _SSM_KEPT
+    if leaf == "recurrent_param" and type(module).__name__ == "RecurrentGemmaRglru":
+        return _RGLRU_NOTE + _SSM_KEPT
+    if leaf in ("emb_rel_k", "emb_rel_v") and type(module).__name__ == "VitsAttention":
+        head_dim = getattr(module, "head_dim", None)
+        std = f"{float(head_dim) ** -0.5:.4g}" if isinstance(head_dim, int) and head_dim > 0 else "head_dim^-½"
+        return (
+            f"VITS's relative-position embedding (window, head_dim), used in the attention's matmuls and drawn "
+            f"N(0, head_dim⁻¹) by the model's own init; kept unless a rule names it (initscale.Normal({std}) redraws "
+            "it as the model does)"
+        )
+    if leaf == "gru_rel_pos_const" and type(module).__name__ == "WavLMAttention":
+        return "WavLM's per-head gated relative-position constant, ones by the model's own init" + _SSM_KEPT
     if _is_stacked_under_embeddings(module, leaf, parent):
         assert parent is not None
         return _stacked_head_note(module, parent)
@@ -961,6 +1000,8 @@ def _role_and_layout(
         return ("norm_scale", None) if sum(d > 1 for d in shape) <= 1 else ("other", None)
     if (experts := _experts_role(module, leaf) or _legacy_experts_role(module, leaf, parent)) is not None:
         return experts
+    if (gates := _rglru_role(module, leaf)) is not None:
+        return gates
     if _is_bias(leaf):
         return "bias", None
     if _is_router(module, leaf):
@@ -995,6 +1036,22 @@ def _role_and_layout(
 
 
 _CLASS_NAMES: dict[type, tuple[str, ...]] = {}  # a module class -> its class names, computed once
+
+
+# Zamba2's MLP (modeling_zamba2.py, Zamba2MLP.forward): ``gate_up_proj(x) + adapter(x)``, then
+# ``chunk(2, dim=-1)`` into gate and up; the adapter a LoRA pair ``Sequential(Linear(d, rank),
+# Linear(rank, 2·ff))`` per shared block. Both (2·ff)-output weights stack two equal projections.
+_ZAMBA2_GATE_UP = re.compile(r"(\A|\.)(gate_up_proj|gate_up_proj_adapter_list\.\d+\.1)\Z")
+_GATE_UP = Layout(1, 0, out_groups=2, name="hf.gate_up")  # (2·ff, in): per projection fans (in, ff)
+
+
+def _is_zamba2_gate_up(prefix: str, owner: torch.nn.Module, by_prefix: Mapping[str, torch.nn.Module]) -> bool:
+    """Whether the Linear at ``prefix`` is Zamba2's packed gate-and-up projection or its adapter's."""
+    found = _ZAMBA2_GATE_UP.search(prefix) if isinstance(owner, torch.nn.Linear) else None
+    if found is None or not isinstance(owner, torch.nn.Linear):
+        return False
+    mlp = by_prefix.get(prefix[: found.start()])
+    return type(mlp).__name__ == "Zamba2MLP" and int(owner.out_features) % 2 == 0
 
 
 def _owner_classes(module: torch.nn.Module) -> tuple[str, ...]:
@@ -1063,6 +1120,8 @@ def _walk(
                 role, layout = "other", None
             elif _is_lookup_linear(owner, leaf, parent):  # (heads, bins) read by bucket: the table's rows are axis 1
                 role, layout = "embedding", Layout(1, 0, name="hf.lookup_linear")
+            elif leaf == "weight" and _is_zamba2_gate_up(prefix, owner, by_prefix):
+                layout = _GATE_UP
             classes = _owner_classes(owner) if role in ("norm_scale", "norm_offset") else chains[prefix]
             added = role == "other" and tensor.dim() >= 2 and ADDED_TENSOR.search(leaf) is not None
             param = Param(

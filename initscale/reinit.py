@@ -122,13 +122,14 @@ ROLES: tuple[str, ...] = ("bias", "embedding", "norm_offset", "norm_scale", "oth
 #: embeddings and class, distillation, register, mask and query tokens (HF ViT's
 #: ``position_embeddings`` and ``cls_token``, timm's ``pos_embed``, keras-hub's
 #: ``PositionEmbedding``, CLIP's ``class_embedding``, BLIP-2's ``query_tokens``, XLNet's
-#: ``mask_emb``, SigLIP's attention-pool ``probe``, Mask2Former's ``level_embed``). The walks give
+#: ``mask_emb``, SigLIP's attention-pool ``probe``, Mask2Former's ``level_embed``; Swin's and
+#: BEiT's ``relative_position_bias_table``, added to the attention logits). The walks give
 #: such a parameter of 2+ axes in an unrecognised layer no layout (it has no fans) and
 #: :data:`ADDED_TENSOR_NOTE`: the defaults keep it with that reason, the one spec's warning lists
 #: it, and a fan-based rule on it raises.
 ADDED_TENSOR = re.compile(
     r"pos(ition(al)?)?_?emb|(cls|class|dist(illation)?|reg(ister)?|mask|query)_?(tokens?|emb(edding)?)\Z"
-    r"|\A(probe|level_embed)\Z",
+    r"|\A(probe|level_embed|relative_position_bias_table)\Z",
     re.IGNORECASE,
 )
 ADDED_TENSOR_NOTE = (

@@ -1026,6 +1026,60 @@ def _qwen3_next():
     return transformers.Qwen3NextModel(config)
 
 
+def _recurrent_gemma():
+    config = transformers.RecurrentGemmaConfig(
+        hidden_size=D,
+        num_hidden_layers=2,
+        vocab_size=VOCAB,
+        num_attention_heads=HEADS,
+        lru_width=D,
+        intermediate_size=FF,
+        attention_window_size=8,
+        block_types=["recurrent", "attention"],
+    )
+    return transformers.RecurrentGemmaModel(config)
+
+
+def _vits():
+    config = transformers.VitsConfig(
+        vocab_size=20,
+        hidden_size=D,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        window_size=2,
+        ffn_dim=D,
+        flow_size=16,
+        spectrogram_bins=17,
+        upsample_initial_channel=16,
+        upsample_rates=[2, 2],
+        upsample_kernel_sizes=[4, 4],
+        resblock_kernel_sizes=[3],
+        resblock_dilation_sizes=[[1, 3]],
+        prior_encoder_num_flows=1,
+        prior_encoder_num_wavenet_layers=1,
+        posterior_encoder_num_wavenet_layers=1,
+        duration_predictor_num_flows=1,
+        duration_predictor_filter_channels=16,
+        depth_separable_num_layers=1,
+    )
+    return transformers.VitsModel(config)
+
+
+def _wavlm():
+    config = transformers.WavLMConfig(
+        hidden_size=D,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=D,
+        conv_dim=(16, 16),
+        conv_stride=(5, 2),
+        conv_kernel=(10, 3),
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+    )
+    return transformers.WavLMModel(config)
+
+
 MODEL_SET = {  # model -> (build, {parameter glob: a phrase of its reason})
     "rt_detr": (_rt_detr, {"decoder.layers.*.encoder_attn.sampling_offsets.bias": "a grid of directions per head"}),
     "xlstm": (
@@ -1044,6 +1098,9 @@ MODEL_SET = {  # model -> (build, {parameter glob: a phrase of its reason})
             "blocks.*.feed_forward.time_mix_*": "time-mixing ratio",
         },
     ),
+    "vits": (_vits, {"text_encoder.encoder.layers.*.attention.emb_rel_*": "N(0, head_dim⁻¹)"}),
+    "wavlm": (_wavlm, {"encoder.layers.*.attention.gru_rel_pos_const": "gated relative-position constant"}),
+    "recurrent_gemma": (_recurrent_gemma, {"layers.*.rg_lru.recurrent_param": "recurrence parameter"}),
     "qwen3_next": (
         _qwen3_next,
         {"layers.*.linear_attn.A_log": "A_log", "layers.*.linear_attn.dt_bias": "time-step bias"},
@@ -1078,7 +1135,7 @@ def _model_set_problems(model: str) -> list[str]:
         if not rows:
             problems.append(f"{pattern}: no parameter")
         for row in rows:
-            if row.touched or phrase not in row.reason or "set by the model's own init" not in row.reason:
+            if row.touched or phrase not in row.reason or "by the model's own init" not in row.reason:
                 problems.append(f"{row.name}: {'set' if row.touched else 'kept'} ({row.reason})")
             if repr(row.name) in warned:
                 problems.append(f"{row.name}: named in a warning: {warned}")
@@ -1191,3 +1248,55 @@ def test_added_tokens_of_more_models_are_named_as_such(planted, monkeypatch) -> 
         row = next(r for r in report.rows if r.name.endswith(name))
         assert not row.touched
         assert (reinit_module.ADDED_TENSOR_NOTE in row.reason) is not planted, row.reason
+
+
+@pytest.mark.parametrize("planted", [False, True])
+def test_recurrent_gemma_gates_are_block_diagonal_weights_with_biases(planted, monkeypatch) -> None:
+    # RecurrentGemmaRglru: each gate is baddbmm(bias[:, None, :], x, W) over heads, W (heads, bw, bw):
+    # per head fans (bw, bw), its (heads, bw) bias zeros. The planted bug (the class not read, the
+    # behaviour before) leaves them untouched, named as unrecognised.
+    if planted:
+        monkeypatch.setattr(ist, "_rglru_role", lambda module, leaf: None)
+    _, report = _meta_dry_run(_recurrent_gemma)
+    block = D // HEADS
+    for gate in ("input_gate", "recurrent_gate"):
+        weight = report[f"layers.0.temporal_block.rg_lru.{gate}_weight"]
+        bias = report[f"layers.0.temporal_block.rg_lru.{gate}_bias"]
+        if planted:
+            assert not weight.touched and not bias.touched
+            continue
+        assert weight.touched and (weight.fan_in, weight.fan_out) == (block, block)
+        assert bias.touched and bias.reason == "default: biases -> zeros"
+
+
+@pytest.mark.parametrize("planted", [False, True])
+def test_zamba2_gate_up_and_its_adapter_get_per_projection_fans(planted, monkeypatch) -> None:
+    # Zamba2MLP: gate_up_proj(x) + its LoRA adapter's second Linear (rank -> 2·ff), then chunk(2): both
+    # stack gate and up, so each projection's fan_out is ff. The planted bug (the class not read, the
+    # behaviour before) counts fan_out over the whole 2·ff output.
+    if planted:
+        monkeypatch.setattr(ist, "_is_zamba2_gate_up", lambda prefix, owner, by_prefix: False)
+    config = transformers.Zamba2Config(
+        hidden_size=D,
+        num_hidden_layers=2,
+        vocab_size=VOCAB,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        intermediate_size=FF,
+        mamba_d_state=8,
+        mamba_headdim=8,
+        n_mamba_heads=8,
+        adapter_rank=4,
+        use_shared_attention_adapter=True,
+        use_shared_mlp_adapter=True,
+        hybrid_layer_ids=[1],
+        layers_block_type=["mamba", "hybrid"],
+        num_mem_blocks=1,
+    )
+    _, report = _meta_dry_run(lambda: transformers.Zamba2Model(config))
+    mlp = "layers.1.shared_transformer.feed_forward"
+    for name, fan_in in ((f"{mlp}.gate_up_proj.weight", D), (f"{mlp}.gate_up_proj_adapter_list.0.1.weight", 4)):
+        row = report[name]
+        assert (row.fan_in, row.fan_out) == (fan_in, 2 * FF if planted else FF), row
+    adapter_down = report[f"{mlp}.gate_up_proj_adapter_list.0.0.weight"]
+    assert (adapter_down.fan_in, adapter_down.fan_out) == (D, 4)
