@@ -263,3 +263,40 @@ def test_materialize_from_meta_sets_g_from_v() -> None:
     assert _weight_norm_problems(net[0], *_names(net[0]), 0) == []
     assert _weight_norm_problems(net[2], *_names(net[2]), 0) == []
     assert bool(net(torch.randn(2, 4, 16)).isfinite().all())
+
+
+def _low_precision_problems(layer, dtype) -> list[str]:
+    """w = g · v / ‖v‖ against v in a half-precision layer: g = ‖v‖ rounded to ``dtype`` (unit
+    roundoff u = eps/2), torch's norm rounded to it, the division and the product: four roundings of
+    u each, plus the float32 sums of the norms (n·ε₃₂, :func:`_rtol`): |w − v| <= (4u + 2·r₃₂)·|v|."""
+    u = torch.finfo(dtype).eps / 2
+    p = layer.parametrizations.weight
+    v, w = p.original1.detach().float(), layer.weight.detach().float()
+    dim = 0 if p.original0.dim() > 0 and p.original0.numel() > 1 else -1
+    bound = (4 * u + 2 * _rtol(v, dim)) * v.abs()
+    worst = float(((w - v).abs() - bound).max())
+    return [] if worst <= 0 else [f"{dtype}: |w − v| exceeds its bound by {worst:.3g}"]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_weight_norm_in_half_precision_keeps_v_as_the_layers_weight(dtype) -> None:
+    # g is stored in the layer's dtype: its rounding, and torch's own half-precision weight norm, stay
+    # within a few unit roundoffs, so the layer's weight is v as drawn to the dtype's precision.
+    torch.manual_seed(0)
+    net = nn.Sequential(P.weight_norm(nn.Conv1d(16, 32, 5)), P.weight_norm(nn.Linear(32, 8), dim=None)).to(dtype)
+    report = ist.reinit_(net, HE, generator=_gen(1))
+    for i in range(2):
+        layer = net[i]
+        assert layer.parametrizations.weight.original0.dtype == dtype
+        assert _low_precision_problems(layer, dtype) == []
+        row = report[f"{i}.parametrizations.weight.original1"]
+        v = layer.parametrizations.weight.original1.detach()
+        assert failures(v.float(), HE.resolve(initscale.Fans(row.fan_in, row.fan_out))) == []
+
+
+def test_mutation_half_precision_g_left_as_it_was_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reparam, "finish", lambda *args, **kwargs: None)
+    torch.manual_seed(0)
+    layer = P.weight_norm(nn.Conv1d(16, 32, 5)).to(torch.bfloat16)
+    ist.reinit_(layer, HE, generator=_gen(1))
+    assert _low_precision_problems(layer, torch.bfloat16) != []
