@@ -875,7 +875,10 @@ def _unknown_layout_error(found: Sequence[tuple[Param, CompiledRule]]) -> ValueE
 # splits: Q, K and V (GPT-NeoX/Bloom/Falcon ``query_key_value``, Phi-3 ``qkv_proj``, ModernBERT
 # ``Wqkv``, timm ``attn.qkv``, keras-hub Swin ``attention_qkv``, Bark's ``att_proj``, Baichuan
 # ``W_pack``, K and V in ``kv``), gate and up (Phi-3 ``gate_up_proj``), Mamba's x and z
-# (``in_proj``; not an MLP's), Qwen3-Next's gated DeltaNet ``in_proj_qkvz`` and ``in_proj_ba``;
+# (``in_proj``; not an MLP's), Qwen3-Next's gated DeltaNet ``in_proj_qkvz`` and ``in_proj_ba``,
+# GPT-BigCode's ``c_attn`` as an nn.Linear (multi-query: Q then one K and one V head, unequal),
+# DeepSeek-V3's ``kv_a_proj_with_mqa`` (the KV latent and the rotary key) and ``kv_b_proj`` (K and
+# V per head);
 # DeepMind gemma's
 # flax ``qkv_einsum``, ``kv_einsum`` and ``gating_einsum`` (a weight named so itself, its module
 # sharing its parent's scope); LeViT's ``queries_keys_values`` and ``keys_values``, whose Linear is
@@ -885,7 +888,7 @@ def _unknown_layout_error(found: Sequence[tuple[Param, CompiledRule]]) -> ValueE
 # and says so when a spec's std depends on it.
 PACKED_PROJECTION = re.compile(
     r"(\A|_)(w_?qkv|qkvz?|kv|query_key_value|(queries_)?keys_values|w_?pack|gate_up|in_proj)(_proj|_einsum)?\Z"
-    r"|\A(attention_qkv|gating_einsum|att_proj|in_proj_ba)\Z",
+    r"|\A(attention_qkv|gating_einsum|att_proj|in_proj_ba|c_attn|kv_a_proj_with_mqa|kv_b_proj)\Z",
     re.IGNORECASE,
 )
 

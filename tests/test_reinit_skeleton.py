@@ -261,9 +261,9 @@ def test_the_untouched_warning_says_which_classes_hold_per_channel_values_and_of
 
 
 def test_packed_projection_names_of_more_models_and_an_mlps_in_proj() -> None:
-    # ModernBERT's Wqkv, Bark's att_proj, Qwen3-Next's in_proj_qkvz and in_proj_ba and Mamba's in_proj
-    # pack projections (transformers 5.24's modeling files); Bark's MLP in_proj (d -> 4d) and T5's wi
-    # do not.
+    # ModernBERT's Wqkv, Bark's att_proj, Qwen3-Next's in_proj_qkvz and in_proj_ba, Mamba's in_proj,
+    # GPT-BigCode's Linear c_attn and DeepSeek-V3's kv_a_proj_with_mqa and kv_b_proj pack projections
+    # (transformers 5.24's modeling files); Bark's MLP in_proj (d -> 4d) and T5's wi do not.
     glorot = initscale.presets.get("glorot_uniform")
     packed = [
         "layers.0.attn.Wqkv.weight",
@@ -271,9 +271,14 @@ def test_packed_projection_names_of_more_models_and_an_mlps_in_proj() -> None:
         "layers.0.linear_attn.in_proj_qkvz.weight",
         "layers.0.linear_attn.in_proj_ba.weight",
         "layers.0.mixer.in_proj.weight",
+        "transformer.h.0.attn.c_attn.weight",
+        "layers.0.self_attn.kv_a_proj_with_mqa.weight",
+        "layers.0.self_attn.kv_b_proj.weight",
     ]
     plain = ["h.0.mlp.in_proj.weight", "block.0.layer.1.DenseReluDense.wi.weight"]
     walked = [Param(n, (96, 32), ("Linear",), "weight", "torch.linear") for n in (*packed, *plain)]
-    (text,) = reinit.packed_projection_notes(walked, reinit.plan(walked, glorot))
-    assert all(repr(n) in text for n in packed), text
-    assert not any(repr(n) in text for n in plain), text
+    for names in (packed[:6], packed[6:]):  # the warning lists six names and counts the rest
+        subset = [p for p in walked if p.name in names or p.name in plain]
+        (text,) = reinit.packed_projection_notes(subset, reinit.plan(subset, glorot))
+        assert text.startswith(f"reinit: {len(names)} dense weight(s)") and all(repr(n) in text for n in names), text
+        assert not any(repr(n) in text for n in plain), text
