@@ -63,6 +63,7 @@ from ._keras_layers import (
     UNIT_OFFSET,
     expert_role,
     keras_role,
+    stacked_dense,
     stacked_einsum,
 )
 
@@ -635,6 +636,7 @@ def walk(
     frozen_above: bool = False,
     scopes: list[tuple[str, ...]] | None = None,
     scope: tuple[str, ...] = (),
+    parent: Any = None,
 ) -> None:
     """Every variable once, in Keras's order, with its owner. ``owner_classes`` are the owning
     layer's class names, then (for every role but a norm's scale and offset) those of each
@@ -644,7 +646,8 @@ def walk(
     on a norm scale has no fans). ``ancestors``: the enclosing layers' class names;
     ``frozen_above``: whether an enclosing layer has ``trainable=False``; ``scopes``, if given,
     gets each found variable's ``scope``: the names of the layers from below the walk's root
-    down to its owner (:func:`walk_model` names variables whose paths collide by it)."""
+    down to its owner (:func:`walk_model` names variables whose paths collide by it); ``parent``:
+    the layer that holds ``layer`` (a Dense whose output it splits: :func:`stacked_dense`)."""
     layer_frozen = frozen_above or not layer.trainable
     own = [(v, False) for v in fw.trainable(layer)]
     if include_buffers:
@@ -660,6 +663,8 @@ def walk(
         role, layout, note = role_and_layout(fw, layer, leaf, shape)
         if isinstance(layout, Layout) and ancestors:
             layout = stacked_einsum(layout, ancestors, str(layer.name))
+        elif layout == "keras.dense" and role == "weight":
+            layout = stacked_dense(parent, layer) or layout
         param = Param(
             path,
             shape,
@@ -675,7 +680,7 @@ def walk(
         if scopes is not None:
             scopes.append(scope)
     for child in layer._flatten_layers(include_self=False, recursive=False):
-        walk(fw, child, nested, seen, include_buffers, found, layer_frozen, scopes, (*scope, str(child.name)))
+        walk(fw, child, nested, seen, include_buffers, found, layer_frozen, scopes, (*scope, str(child.name)), layer)
 
 
 def walk_model(fw: Framework, model: Any, include_buffers: bool) -> list[tuple[Param, Any]]:
@@ -713,6 +718,23 @@ def walk_model(fw: Framework, model: Any, include_buffers: bool) -> list[tuple[P
     return found
 
 
+def unbuilt_layers(model: Any) -> list[tuple[str, str]]:
+    """(path, class) of each layer inside ``model`` that is not built, outermost only (keras-hub
+    0.32's SAMBackbone is built while its ``sam_mask_decoder`` is not: it holds no variables yet)."""
+    found: list[tuple[str, str]] = []
+
+    def visit(layer: Any, path: tuple[str, ...]) -> None:
+        for child in layer._flatten_layers(include_self=False, recursive=False):
+            where = (*path, str(child.name))
+            if not getattr(child, "built", True):
+                found.append(("/".join(where), type(child).__name__))
+            else:
+                visit(child, where)
+
+    visit(model, ())
+    return found
+
+
 def variable_names(fw: Framework, model: Any) -> dict[int, str]:
     """``id(variable)`` -> its name in ``reinit``'s report (:func:`walk_model`), buffers included."""
     return {id(variable): param.name for param, variable in walk_model(fw, model, True)}
@@ -736,7 +758,15 @@ class Backend:
         return walk_model(self._fw, self.model, self.include_buffers)
 
     def notes(self, report: Report) -> tuple[str, ...]:
-        return ()
+        unbuilt = unbuilt_layers(self.model)
+        if not unbuilt:
+            return ()
+        shown = ", ".join(f"{path!r} ({cls})" for path, cls in unbuilt[:8]) + (" ..." if len(unbuilt) > 8 else "")
+        return (
+            f"reinit: {len(unbuilt)} layer(s) inside the built model are not built, so their variables do not "
+            f"exist yet and were not re-initialized: {shown}. Build them (call the model on inputs that reach "
+            "them, or call each layer's build()) and run reinit again.",
+        )
 
     def constant_value(self, handle: Any) -> float | None:
         to_numpy = getattr(self._fw.ops, "convert_to_numpy", None)  # Keras 3; a tf.Variable (tf_keras) has .numpy()

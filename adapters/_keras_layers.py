@@ -21,7 +21,7 @@ Example:
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence, Set
+from collections.abc import Callable, Sequence, Set
 from typing import Any
 
 from initscale.fans import Layout, LayoutLike, experts_layout, stride_product
@@ -34,11 +34,13 @@ __all__ = [
     "NORM_NAME",
     "NORM_OFFSET_LEAVES",
     "NORM_SCALE_LEAVES",
+    "STACKED_DENSES",
     "STACKED_EINSUMS",
     "UNIT_OFFSET",
     "einsum_layout",
     "expert_role",
     "keras_role",
+    "stacked_dense",
     "stacked_einsum",
 ]
 
@@ -103,6 +105,34 @@ def expert_role(
 # "bqm,muh->bquh" with head_dim * 2 per head and splits each head into the query and the gate of
 # its output (``qg[..., :head_dim]``, ``qg[..., head_dim:]``).
 STACKED_EINSUMS = {("Qwen3_5Attention", "query"): 2}
+
+
+# Dense kernels (in, out) whose output the enclosing layer splits into equal projections, by
+# (enclosing layer class, the attribute that holds the Dense): how many, or a function of the
+# enclosing layer giving it (keras-hub 0.32): ViTDet's and SAM's MultiHeadAttentionWithRelativePE
+# `qkv` (src/models/vit_det/vit_layers.py: reshaped to (.., 3, heads, key_dim) and unstacked);
+# DINOv2's SwiGLU `weights_in` (dinov2_layers.py, DINOV2SwiGLUFFN: ops.split(x, 2)); Moonshine's
+# MLP `dense_1` under SwiGLU (moonshine_layers.py, MoonshineMLP: ops.split(x, 2)); SD3's
+# AdaptiveLayerNormalization `dense` (stable_diffusion_3/mmdit.py: ops.split(emb, num_modulations)).
+STACKED_DENSES: dict[tuple[str, str], int | Callable[[Any], int]] = {
+    ("MultiHeadAttentionWithRelativePE", "qkv"): 3,
+    ("DINOV2SwiGLUFFN", "weights_in"): 2,
+    ("MoonshineMLP", "dense_1"): lambda mlp: 2 if getattr(mlp, "use_swiglu_activation", False) else 1,
+    ("AdaptiveLayerNormalization", "dense"): lambda norm: int(getattr(norm, "num_modulations", 1)),
+}
+
+
+def stacked_dense(parent: Any, layer: Any) -> Layout | None:
+    """The layout of a Dense ``layer``'s kernel with one block per projection where its enclosing
+    layer ``parent`` splits its output (:data:`STACKED_DENSES`), else None."""
+    if parent is None:
+        return None
+    attribute = next((a for a, value in vars(parent).items() if value is layer), None)
+    blocks = STACKED_DENSES.get((type(parent).__name__, attribute or ""))
+    count = blocks(parent) if callable(blocks) else blocks
+    if not isinstance(count, int) or count < 2:
+        return None
+    return Layout(0, 1, out_groups=count, name=f"keras.dense:blocks={count}")
 
 
 def stacked_einsum(layout: Layout, ancestors: Sequence[str], name: str) -> Layout:

@@ -888,7 +888,7 @@ def _unknown_layout_error(found: Sequence[tuple[Param, CompiledRule]]) -> ValueE
 # and says so when a spec's std depends on it.
 PACKED_PROJECTION = re.compile(
     r"(\A|_)(w_?qkv|qkvz?|kv|query_key_value|(queries_)?keys_values|w_?pack|gate_up|in_proj)(_proj|_einsum)?\Z"
-    r"|\A(attention_qkv|gating_einsum|att_proj|in_proj_ba|c_attn|kv_a_proj_with_mqa|kv_b_proj)\Z",
+    r"|\A(attention_qkv\d*|gating_einsum|att_proj|in_proj_ba|c_attn|kv_a_proj_with_mqa|kv_b_proj)\Z",
     re.IGNORECASE,
 )
 

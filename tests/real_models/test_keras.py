@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import re
 import warnings
 
 import numpy as np
@@ -739,3 +740,79 @@ def test_hub_check_reads_the_expert_banks_as_reinit_draws_them(build) -> None:
         )
         bank.assign(bank * 3)
         assert "std_off" in isk.check(model, rules=SPEC).flags.get(bank.path, ()), bank.path
+
+
+def _dinov2_swiglu():
+    return _hub().DINOV2Backbone(
+        patch_size=4,
+        num_layers=1,
+        hidden_dim=D,
+        num_heads=HEADS,
+        intermediate_dim=FFH,
+        use_swiglu_ffn=True,
+        image_shape=(16, 16, 3),
+        position_embedding_shape=(16, 16, 3),
+    )
+
+
+def _vitdet():
+    return _hub().ViTDetBackbone(
+        hidden_size=D,
+        num_layers=2,
+        intermediate_dim=FFH,
+        num_heads=HEADS,
+        global_attention_layer_indices=[1],
+        image_shape=(32, 32, 3),
+        patch_size=4,
+        num_output_channels=16,
+        window_size=4,
+    )
+
+
+@pytest.mark.parametrize(
+    ("build", "name", "blocks"),
+    [
+        (_dinov2_swiglu, r"mlp/weights_in/kernel", 2),
+        (_vitdet, r"multi_head_attention_with_relative_pe(_\d+)?/dense(_\d+)?/kernel", 3),
+    ],
+    ids=["dinov2_swiglu", "vitdet"],
+)
+def test_hub_dense_kernels_their_layer_splits_get_the_fans_of_each_projection(
+    build, name: str, blocks: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DINOv2's SwiGLU ``weights_in`` (ops.split(x, 2)) and ViTDet's (and SAM's) attention ``qkv``
+    (reshaped to (.., 3, heads, key_dim), unstacked) are Dense kernels stacking equal projections,
+    read from their enclosing layer's class and attribute (_keras_layers.STACKED_DENSES): each
+    projection's fan_out is a 1/blocks of the output. Planted bug: without the table, the whole."""
+    from initscale.adapters import _keras_layers
+
+    def fans():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            report = isk.reinit(build(), initscale.presets.get("glorot_uniform"), dry_run=True)
+        # Keras numbers auto-named layers per process: the first kernel of this layer, by pattern
+        row = next(r for r in report.rows if re.search(name, r.name) and r.shape[1] > D)
+        return row.fan_in, row.fan_out, row.shape[1]
+
+    fan_in, fan_out, width = fans()
+    assert fan_in == D and fan_out == width // blocks
+    monkeypatch.setattr(_keras_layers, "STACKED_DENSES", {})
+    assert fans()[1] == width
+
+
+def test_an_unbuilt_layer_inside_a_built_model_is_named_in_a_warning() -> None:
+    # keras-hub's SAMBackbone is built while its mask decoder is not: it has no variables yet, so a
+    # reinit cannot reach them; the warning names it and the fix instead of leaving it out silently.
+    class TwoHeads(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.used, self.unused = keras.layers.Dense(8), keras.layers.Dense(4)
+
+        def call(self, x):
+            return self.used(x)
+
+    model = TwoHeads()
+    model(np.zeros((1, 3), "float32"))
+    with pytest.warns(UserWarning, match=r"1 layer\(s\) inside the built model are not built.*\(Dense\)"):
+        report = isk.reinit(model, initscale.presets.get("he_normal"), dry_run=True)
+    assert all("unused" not in r.name for r in report.rows)
