@@ -127,7 +127,9 @@ def stacked_dense(parent: Any, layer: Any) -> Layout | None:
     layer ``parent`` splits its output (:data:`STACKED_DENSES`), else None."""
     if parent is None:
         return None
-    attribute = next((a for a, value in vars(parent).items() if value is layer), None)
+    # the torch backend's layers are torch modules: their sublayers live in _modules, not __dict__
+    held = {**vars(parent), **(getattr(parent, "_modules", None) or {})}
+    attribute = next((a for a, value in held.items() if value is layer), None)
     blocks = STACKED_DENSES.get((type(parent).__name__, attribute or ""))
     count = blocks(parent) if callable(blocks) else blocks
     if not isinstance(count, int) or count < 2:
