@@ -1049,6 +1049,13 @@ def _weight_norm_scales(
     return {found[w.source].name: (named[w.scale], named[w.scale][skip:-1]) for w in normed.values()}
 
 
+def _derived(param: Param, note: str) -> Param:
+    """``param`` as a value reinit computes from another one after the draws (a WeightNorm scale,
+    a SpectralNorm state): no role of its own, no layout, its own layer's class only, and the
+    note the report gives when no rule names it."""
+    return replace(param, role="other", layout=None, owner_classes=param.owner_classes[:1], note=note)
+
+
 def _walk(
     params: Any,
     module: Any,
@@ -1088,24 +1095,12 @@ def _walk(
         unscaled.update(_unscaled_kernels(named, modules, {w.source for w in normed.values()}))
     for i, wn in normed.items():  # a scale is no norm's: the defaults leave it to finish(), set from v
         note = wn.how.replace("weight norm: scale =", "weight norm's scale: set to", 1)
-        found[i] = replace(
-            found[i],
-            role="other",
-            layout=None,
-            owner_classes=found[i].owner_classes[:1],
-            note=f"{note} whenever v is drawn and no rule names it",
-        )
+        found[i] = _derived(found[i], f"{note} whenever v is drawn and no rule names it")
     spectral = _spectral_normed(named, owners_of)
     for sn in spectral.values():  # the power-iteration state: refreshed in finish(), set from the kernel
         for state in (sn.u, sn.sigma):
             if state is not None:
-                found[state] = replace(
-                    found[state],
-                    role="other",
-                    layout=None,
-                    owner_classes=found[state].owner_classes[:1],
-                    note=f"{sn.how}, whenever the kernel is drawn and no rule names it",
-                )
+                found[state] = _derived(found[state], f"{sn.how}, whenever the kernel is drawn and no rule names it")
     if weight_normed is not None:
         weight_normed.update(normed)
     if spectral_normed is not None:
